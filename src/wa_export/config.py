@@ -1,0 +1,278 @@
+"""Configuration: the process environment plus an optional `.env` file (SPEC §3).
+
+Every value is validated here, once, so that a bad setting fails the run before
+it touches MongoDB or SMTP, with one sentence naming the variable. Secret values
+are never part of an error message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from dotenv import dotenv_values
+from pymongo.uri_parser import parse_uri
+
+SmtpSecurity = Literal["auto", "ssl", "starttls", "none"]
+
+WORKSPACE_EMAIL_VARIABLE = re.compile(r"^WORKSPACE_([0-9A-Fa-f]{24})_EMAIL$")
+# Deliberately strict: one local part, one domain with a dot, no spaces, no
+# header-breaking characters. Anything fancier is an operator typo, not a need.
+EMAIL_ADDRESS = re.compile(
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+)
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message names the variable (never its secret value)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    mongodb_uri: str = field(repr=False)
+    mongodb_database: str
+    smtp_server: str | None
+    smtp_port: int
+    smtp_username: str | None
+    smtp_password: str | None = field(repr=False)
+    smtp_from: str | None
+    smtp_security: SmtpSecurity
+    smtp_ca_file: Path | None
+    smtp_timeout_seconds: float
+    export_interval_minutes: int
+    export_cleanup_days: int
+    export_dir: Path
+    export_timezone: ZoneInfo
+    export_lag_seconds: int
+    export_max_attachment_mb: float
+    export_allowed_email_domains: tuple[str, ...]
+    workspace_emails: Mapping[str, tuple[str, ...]]
+    lease_seconds: int
+    mongodb_timeout_seconds: float
+
+    @property
+    def timezone_name(self) -> str:
+        return self.export_timezone.key
+
+    @property
+    def max_attachment_bytes(self) -> int:
+        return int(self.export_max_attachment_mb * 1024 * 1024)
+
+    def recipients_for(self, workspace_id: str) -> tuple[str, ...]:
+        return self.workspace_emails.get(workspace_id.lower(), ())
+
+    def secrets(self) -> list[str]:
+        """Every secret value this configuration holds, for redaction of error texts."""
+        found = [self.smtp_password or ""]
+        found.append(mongodb_password(self.mongodb_uri) or "")
+        return [secret for secret in found if secret]
+
+
+def mongodb_password(uri: str) -> str | None:
+    try:
+        return parse_uri(uri, warn=True).get("password")
+    except Exception:
+        match = re.match(r"^[a-z+]+://[^:/@]*:([^@]*)@", uri)
+        return match.group(1) if match else None
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    """Replace every secret (and its URL-encoded form) in `text` with ***."""
+    from urllib.parse import quote, quote_plus
+
+    for secret in secrets:
+        for form in {secret, quote(secret, safe=""), quote_plus(secret)}:
+            if form:
+                text = text.replace(form, "***")
+    return text
+
+
+def parse_address_list(value: str, variable: str) -> tuple[str, ...]:
+    """A comma (or semicolon) separated list of plain addresses; invalid ones raise ConfigError."""
+    addresses: list[str] = []
+    for raw in re.split(r"[,;]", value):
+        address = raw.strip()
+        if not address:
+            continue
+        if not EMAIL_ADDRESS.match(address):
+            raise ConfigError(
+                f"{variable} contains an invalid email address {address!r}: "
+                "use plain addresses separated by commas, e.g. a@example.com,b@example.com."
+            )
+        if address.lower() not in (known.lower() for known in addresses):
+            addresses.append(address)
+    return tuple(addresses)
+
+
+def outside_allowed_domains(addresses: tuple[str, ...] | list[str], allowed: tuple[str, ...]) -> list[str]:
+    """The addresses whose domain is not in `allowed` (an empty allow-list allows every domain)."""
+    if not allowed:
+        return []
+    return [
+        address
+        for address in addresses
+        if not any(
+            address.rsplit("@", 1)[-1].lower() == domain or address.rsplit("@", 1)[-1].lower().endswith("." + domain)
+            for domain in allowed
+        )
+    ]
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}.") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f"at least {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+        raise ConfigError(f"{name} must be {bounds}, got {value}.")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, *, minimum_exclusive: float) -> float:
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}.") from None
+    if not value > minimum_exclusive or value != value or value == float("inf"):
+        raise ConfigError(f"{name} must be a number greater than {minimum_exclusive:g}, got {raw!r}.")
+    return value
+
+
+def _text(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def _database_name(uri: str, explicit: str | None) -> str:
+    if explicit:
+        if re.search(r'[/\\. "$\x00]', explicit) or len(explicit) > 63:
+            raise ConfigError(f"MONGODB_DATABASE {explicit!r} is not a valid MongoDB database name.")
+        return explicit
+    try:
+        from_uri = parse_uri(uri, warn=True).get("database")
+    except Exception:
+        from_uri = None
+    return from_uri or "whatsapp"
+
+
+def _validate_uri(uri: str) -> None:
+    try:
+        if uri.startswith("mongodb+srv://"):
+            # parse_uri would resolve DNS for +srv: check only the shape here.
+            if not re.match(r"^mongodb\+srv://[^/?]+", uri):
+                raise ValueError("no host")
+            return
+        parse_uri(uri, warn=True)
+    except Exception:
+        raise ConfigError(
+            "MONGODB_URI is not a valid MongoDB connection string: "
+            "expected something like mongodb://user:password@host:27017/database."
+        ) from None
+
+
+def read_environment(env_file: Path | None, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The effective variables: `.env` values overridden by the real environment."""
+    process = dict(os.environ if environ is None else environ)
+    if env_file is not None:
+        if not env_file.is_file():
+            raise ConfigError(f"--env-file {env_file} does not exist or is not a file.")
+        path: Path | None = env_file
+    else:
+        default = Path.cwd() / ".env"
+        path = default if default.is_file() else None
+    merged: dict[str, str] = {}
+    if path is not None:
+        try:
+            for key, value in dotenv_values(path).items():
+                if value is not None:
+                    merged[key] = value
+        except OSError as error:
+            raise ConfigError(f"Cannot read the env file {path}: {error.strerror}.") from None
+    merged.update(process)
+    return merged
+
+
+def load_settings(env_file: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    env = read_environment(env_file, environ)
+
+    uri = _text(env, "MONGODB_URI") or "mongodb://localhost:27017"
+    _validate_uri(uri)
+    database = _database_name(uri, _text(env, "MONGODB_DATABASE"))
+
+    smtp_port = _int(env, "SMTP_PORT", 587, minimum=1, maximum=65535)
+    security_raw = (_text(env, "SMTP_SECURITY") or "auto").lower()
+    if security_raw not in ("auto", "ssl", "starttls", "none"):
+        raise ConfigError(f"SMTP_SECURITY must be one of auto, ssl, starttls, none; got {security_raw!r}.")
+    security: SmtpSecurity = security_raw  # type: ignore[assignment]
+
+    ca_file_raw = _text(env, "SMTP_CA_FILE")
+    ca_file = Path(ca_file_raw).expanduser() if ca_file_raw else None
+    if ca_file is not None and not ca_file.is_file():
+        raise ConfigError(f"SMTP_CA_FILE {ca_file} does not exist or is not a file.")
+
+    username = _text(env, "SMTP_USERNAME")
+    smtp_from = _text(env, "SMTP_FROM") or username
+    if smtp_from is not None and not EMAIL_ADDRESS.match(smtp_from):
+        variable = "SMTP_FROM" if _text(env, "SMTP_FROM") else "SMTP_USERNAME (used as the sender)"
+        raise ConfigError(f"{variable} is not a valid email address; set SMTP_FROM to the sender address.")
+
+    timezone_name = _text(env, "EXPORT_TIMEZONE") or "UTC"
+    try:
+        if timezone_name.startswith(("/", ".")) or ".." in timezone_name:
+            raise ValueError
+        timezone = ZoneInfo(timezone_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"EXPORT_TIMEZONE {timezone_name!r} is not a known IANA time zone (e.g. UTC, Europe/Berlin, Asia/Dubai)."
+        ) from None
+
+    allowed = tuple(
+        domain.strip().lower().lstrip("@")
+        for domain in (_text(env, "EXPORT_ALLOWED_EMAIL_DOMAINS") or "").split(",")
+        if domain.strip()
+    )
+
+    workspace_emails: dict[str, tuple[str, ...]] = {}
+    for name, value in env.items():
+        match = WORKSPACE_EMAIL_VARIABLE.match(name)
+        if match is None:
+            continue
+        addresses = parse_address_list(value, name)
+        if addresses:
+            workspace_emails[match.group(1).lower()] = addresses
+
+    return Settings(
+        mongodb_uri=uri,
+        mongodb_database=database,
+        smtp_server=_text(env, "SMTP_SERVER"),
+        smtp_port=smtp_port,
+        smtp_username=username,
+        smtp_password=env.get("SMTP_PASSWORD") or None,
+        smtp_from=smtp_from,
+        smtp_security=security,
+        smtp_ca_file=ca_file,
+        smtp_timeout_seconds=_float(env, "SMTP_TIMEOUT_SECONDS", 30.0, minimum_exclusive=0),
+        export_interval_minutes=_int(env, "EXPORT_INTERVAL_MINUTES", 15, minimum=1, maximum=7 * 24 * 60),
+        export_cleanup_days=_int(env, "EXPORT_CLEANUP_DAYS", 7, minimum=0),
+        export_dir=Path(_text(env, "EXPORT_DIR") or "./exports").expanduser().absolute(),
+        export_timezone=timezone,
+        export_lag_seconds=_int(env, "EXPORT_LAG_SECONDS", 60, minimum=0),
+        export_max_attachment_mb=_float(env, "EXPORT_MAX_ATTACHMENT_MB", 20.0, minimum_exclusive=0),
+        export_allowed_email_domains=allowed,
+        workspace_emails=workspace_emails,
+        lease_seconds=_int(env, "EXPORT_LEASE_SECONDS", 900, minimum=5),
+        mongodb_timeout_seconds=_float(env, "MONGODB_TIMEOUT_SECONDS", 5.0, minimum_exclusive=0),
+    )
