@@ -1,0 +1,232 @@
+"""MongoDB access: the connection, the platform's collections (read only) and this tool's own.
+
+Every query on `messages` is bounded by a timestamp range *and* the chats of one
+workspace, so the cost of a run follows the messages in its windows, never the
+size of the collection (the original system ran a `$lookup` over all of it).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bson import ObjectId
+from bson.errors import InvalidId
+from pymongo import ASCENDING, MongoClient
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import ConfigurationError, ConnectionFailure, OperationFailure, PyMongoError
+
+from .config import Settings, redact
+
+SERVICE_NAME = "excel_export_scheduler"
+MESSAGE_BATCH_SIZE = 2_000
+# A `$in` with hundreds of thousands of ids is a huge command document; chunk it
+# and merge the sorted cursors instead.
+CHAT_IDS_PER_QUERY = 5_000
+MESSAGE_PROJECTION = {"chat_id": 1, "direction": 1, "is_ai_generated": 1, "content": 1, "timestamp": 1}
+CHAT_PROJECTION = {"phone_number": 1, "customer_phone": 1}
+
+# Indexes the export queries rely on; `health` checks for them, nothing creates them
+# on the platform's collections behind the operator's back.
+SUPPORTING_INDEXES: dict[str, list[tuple[str, int]]] = {
+    "chats": [("workspace_id", ASCENDING)],
+    "messages": [("chat_id", ASCENDING), ("timestamp", ASCENDING)],
+}
+
+AUTH_FAILED_CODES = {18, 8000}
+
+
+class MongoUnavailable(Exception):
+    """MongoDB cannot be reached or refuses us; the message is one redacted sentence."""
+
+
+class UnknownWorkspace(Exception):
+    """A workspace id given by the operator is malformed or does not exist."""
+
+
+@dataclass(frozen=True)
+class Workspace:
+    id: str  # 24-hex string form of the ObjectId
+    name: str
+    status: str
+    object_id: ObjectId
+
+
+@dataclass(frozen=True)
+class Chat:
+    phone_number: object
+    customer_phone: object
+
+
+def describe_mongo_error(error: BaseException, settings: Settings) -> str:
+    """One sentence for an operator, with any password from the URI removed."""
+    if isinstance(error, OperationFailure) and error.code in AUTH_FAILED_CODES:
+        text = "MongoDB refused the credentials in MONGODB_URI; check the user name, password and authSource."
+    elif isinstance(error, ConfigurationError):
+        text = f"MONGODB_URI cannot be used: {error}."
+    else:
+        detail = str(error).split(", Timeout:")[0].split(" (configured timeouts")[0]
+        text = (
+            f"MongoDB is unreachable ({detail[:300]}); check MONGODB_URI, that the server is running "
+            "and that this host may connect to it."
+        )
+    return redact(text, settings.secrets())
+
+
+def connect(settings: Settings) -> MongoClient[dict[str, Any]]:
+    """A client that fails within the configured timeout instead of pymongo's 30 s default."""
+    timeout_ms = int(settings.mongodb_timeout_seconds * 1000)
+    try:
+        return MongoClient(
+            settings.mongodb_uri,
+            tz_aware=True,
+            appname="wa-export",
+            serverSelectionTimeoutMS=timeout_ms,
+            connectTimeoutMS=timeout_ms,
+            socketTimeoutMS=max(timeout_ms * 12, 60_000),
+            retryWrites=True,
+            retryReads=True,
+        )
+    except PyMongoError as error:
+        raise MongoUnavailable(describe_mongo_error(error, settings)) from None
+
+
+def parse_workspace_id(raw: str) -> ObjectId:
+    try:
+        return ObjectId(raw.strip())
+    except (InvalidId, TypeError):
+        raise UnknownWorkspace(f"{raw!r} is not a workspace id: expected 24 hexadecimal characters.") from None
+
+
+class Store:
+    """The collections wa-export reads and writes, on one database."""
+
+    def __init__(self, client: MongoClient[dict[str, Any]], settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+        self.db: Database[dict[str, Any]] = client[settings.mongodb_database]
+        self.workspaces: Collection[dict[str, Any]] = self.db["workspaces"]
+        self.chats: Collection[dict[str, Any]] = self.db["chats"]
+        self.messages: Collection[dict[str, Any]] = self.db["messages"]
+        self.export_logs: Collection[dict[str, Any]] = self.db["export_logs"]
+        self.system_logs: Collection[dict[str, Any]] = self.db["system_logs"]
+        self.export_state: Collection[dict[str, Any]] = self.db["export_state"]
+
+    @classmethod
+    def open(cls, settings: Settings) -> Store:
+        store = cls(connect(settings), settings)
+        store.ping()
+        return store
+
+    def close(self) -> None:
+        self.client.close()
+
+    def ping(self) -> None:
+        try:
+            self.client.admin.command("ping")
+        except PyMongoError as error:
+            raise MongoUnavailable(describe_mongo_error(error, self.settings)) from None
+
+    # --- the platform's data -------------------------------------------------
+
+    def active_workspaces(self) -> list[Workspace]:
+        cursor = self.workspaces.find({"status": "active"}, {"name": 1, "status": 1}).sort("_id", ASCENDING)
+        return [_workspace(document) for document in cursor]
+
+    def workspaces_by_id(self, raw_ids: Sequence[str]) -> list[Workspace]:
+        """The named workspaces in the order given; any unknown id raises UnknownWorkspace."""
+        object_ids = [parse_workspace_id(raw) for raw in raw_ids]
+        found = {
+            document["_id"]: _workspace(document)
+            for document in self.workspaces.find({"_id": {"$in": object_ids}}, {"name": 1, "status": 1})
+        }
+        missing = [str(object_id) for object_id in object_ids if object_id not in found]
+        if missing:
+            raise UnknownWorkspace(
+                f"No workspace with id {', '.join(missing)} in database {self.settings.mongodb_database!r}; "
+                "check the id (wa-export stats lists active workspaces)."
+            )
+        unique: dict[ObjectId, Workspace] = {object_id: found[object_id] for object_id in object_ids}
+        return list(unique.values())
+
+    def chats_of(self, workspace: Workspace) -> dict[ObjectId, Chat]:
+        # Some platform writers stored workspace_id as a string: accept both forms.
+        query = {"workspace_id": {"$in": [workspace.object_id, workspace.id]}}
+        return {
+            document["_id"]: Chat(document.get("phone_number"), document.get("customer_phone"))
+            for document in self.chats.find(query, CHAT_PROJECTION)
+        }
+
+    def messages_in_window(
+        self, chat_ids: Iterable[ObjectId], start: datetime, end: datetime
+    ) -> Iterator[dict[str, Any]]:
+        """Messages of these chats with start <= timestamp < end, in (timestamp, _id) order."""
+        ids = list(chat_ids)
+        if not ids:
+            return iter(())
+        cursors = [
+            self._message_cursor(ids[offset : offset + CHAT_IDS_PER_QUERY], start, end)
+            for offset in range(0, len(ids), CHAT_IDS_PER_QUERY)
+        ]
+        if len(cursors) == 1:
+            return cursors[0]
+        return heapq.merge(*cursors, key=lambda document: (document["timestamp"], document["_id"]))
+
+    def _message_cursor(self, chat_ids: list[ObjectId], start: datetime, end: datetime) -> Iterator[dict[str, Any]]:
+        return iter(
+            self.messages.find(
+                {"chat_id": {"$in": chat_ids}, "timestamp": {"$gte": start, "$lt": end}},
+                MESSAGE_PROJECTION,
+                batch_size=MESSAGE_BATCH_SIZE,
+            ).sort([("timestamp", ASCENDING), ("_id", ASCENDING)])
+        )
+
+    def orphaned_message_count(self, start: datetime, end: datetime) -> int:
+        """Messages in [start, end) whose chat no longer exists; they belong to no workspace."""
+        per_chat = {
+            group["_id"]: group["count"]
+            for group in self.messages.aggregate(
+                [
+                    {"$match": {"timestamp": {"$gte": start, "$lt": end}}},
+                    {"$group": {"_id": "$chat_id", "count": {"$sum": 1}}},
+                ]
+            )
+        }
+        if not per_chat:
+            return 0
+        chat_ids = list(per_chat)
+        existing: set[object] = set()
+        for offset in range(0, len(chat_ids), CHAT_IDS_PER_QUERY):
+            chunk = chat_ids[offset : offset + CHAT_IDS_PER_QUERY]
+            existing.update(document["_id"] for document in self.chats.find({"_id": {"$in": chunk}}, {"_id": 1}))
+        return sum(count for chat_id, count in per_chat.items() if chat_id not in existing)
+
+    def missing_indexes(self) -> dict[str, list[tuple[str, int]]]:
+        """Supporting indexes that are absent: a prefix match of an existing index counts as present."""
+        missing: dict[str, list[tuple[str, int]]] = {}
+        for collection_name, wanted in SUPPORTING_INDEXES.items():
+            keys = [
+                [(field, int(order) if isinstance(order, (int, float)) else order) for field, order in index["key"].items()]
+                for index in self.db[collection_name].list_indexes()
+            ]
+            if not any(existing[: len(wanted)] == wanted for existing in keys):
+                missing[collection_name] = wanted
+        return missing
+
+
+def _workspace(document: dict[str, Any]) -> Workspace:
+    name = document.get("name")
+    return Workspace(
+        id=str(document["_id"]),
+        name=name if isinstance(name, str) else ("" if name is None else str(name)),
+        status=str(document.get("status", "")),
+        object_id=document["_id"],
+    )
+
+
+def is_connection_error(error: BaseException) -> bool:
+    return isinstance(error, ConnectionFailure)

@@ -1,0 +1,208 @@
+"""Export folder and file naming (SPEC §6).
+
+``EXPORT_DIR/<slug>/<slug>_whatsapp_messages_YYYY-MM-DD_HH-MM.xlsx``. The slug
+comes from the workspace *name*, which is tenant-controlled, so everything
+here assumes hostile input: only ``[a-z0-9_]`` survives, lengths are capped
+so names fit the usual 255-byte limit, and a folder is claimed by a marker
+file holding the workspace id so two workspaces never share one.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+__all__ = [
+    "EXPORT_FILE_PATTERN",
+    "FOLDER_MARKER",
+    "SLUG_MAX_LENGTH",
+    "export_file_path",
+    "export_file_pattern_for",
+    "publish_path_candidates",
+    "slugify",
+    "workspace_folder",
+]
+
+FOLDER_MARKER = ".wa-export-workspace"
+# Slug <= 100 keeps "<slug>_<24-char id>" folders and
+# ".<slug>_whatsapp_messages_<stamp>_<n>.xlsx.<token>.sheetN.tmp" far below 255 bytes.
+SLUG_MAX_LENGTH = 100
+MAX_SAME_MINUTE_FILES = 999
+
+EXPORT_FILE_PATTERN: re.Pattern[str] = re.compile(
+    r"^(?P<slug>[a-z0-9_]+)_whatsapp_messages_"
+    r"(?P<stamp>\d{4}-\d{2}-\d{2}_\d{2}-\d{2})(?:_(?P<seq>\d+))?\.xlsx$"
+)
+
+_NOT_SLUG = re.compile(r"[^a-z0-9]+")
+_SLUG_RE = re.compile(r"^[a-z0-9_]+$")
+_WINDOWS_RESERVED = frozenset(
+    {"con", "prn", "aux", "nul"} | {f"com{i}" for i in range(1, 10)} | {f"lpt{i}" for i in range(1, 10)}
+)
+
+
+def _safe_id(workspace_id: object) -> str:
+    # Ids are ObjectId hex in practice; never trust that for a file name.
+    return _NOT_SLUG.sub("", str(workspace_id).lower())[:64]
+
+
+def slugify(name: object, workspace_id: str) -> str:
+    """Workspace name -> ``[a-z0-9_]`` slug, or ``workspace_<id>`` when nothing is left."""
+    if name is None:
+        text = ""
+    elif isinstance(name, str):
+        text = name
+    else:
+        text = str(name)
+    slug = _NOT_SLUG.sub("_", text.lower()).strip("_")
+    slug = slug[:SLUG_MAX_LENGTH].rstrip("_")
+    if not slug:
+        ident = _safe_id(workspace_id)
+        slug = f"workspace_{ident}" if ident else "workspace"
+    if slug in _WINDOWS_RESERVED:
+        # Harmless on Linux, but the folder may be copied to Windows or a share.
+        slug = f"{slug}_ws"
+    return slug
+
+
+def _check_slug(slug: str) -> None:
+    if not _SLUG_RE.match(slug) or len(slug) > SLUG_MAX_LENGTH + 3:
+        raise ValueError(f"not a slug produced by slugify(): {slug!r}")
+
+
+def _make_private_dirs(directory: Path) -> None:
+    """Create ``directory`` and missing parents as 0700 (Path.mkdir ignores mode for parents)."""
+    missing: list[Path] = []
+    current = directory
+    while not current.exists() and not current.is_symlink():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue  # created concurrently: leave its mode to whoever made it
+        os.chmod(path, 0o700)  # the umask must not loosen or tighten it
+
+
+def _read_marker(folder: Path) -> str | None:
+    try:
+        fd = os.open(folder / FOLDER_MARKER, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a symlinked marker is not ours
+            return ""
+        raise
+    try:
+        return os.read(fd, 1024).decode("utf-8", "replace").strip()
+    finally:
+        os.close(fd)
+
+
+def _claim(folder: Path, workspace_id: str) -> bool:
+    """Write the marker exclusively; True if this workspace now owns ``folder``."""
+    try:
+        fd = os.open(
+            folder / FOLDER_MARKER,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+        )
+    except FileExistsError:
+        # Someone claimed it between our checks: only the marker decides.
+        return _read_marker(folder) == workspace_id
+    try:
+        os.write(fd, f"{workspace_id}\n".encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return True
+
+
+def _owned_or_claimed(folder: Path, workspace_id: str) -> bool:
+    try:
+        info = os.lstat(folder)
+    except FileNotFoundError:
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:
+            return _owned_or_claimed(folder, workspace_id)
+        os.chmod(folder, 0o700)
+        return _claim(folder, workspace_id)
+    if not stat.S_ISDIR(info.st_mode):
+        return False  # a symlink or a file: taken by someone else, never followed
+    marker = _read_marker(folder)
+    if marker is not None:
+        return marker == workspace_id
+    # No marker: an empty folder can be adopted; one with content is not ours.
+    if any(os.scandir(folder)):
+        return False
+    return _claim(folder, workspace_id)
+
+
+def workspace_folder(export_dir: Path, slug: str, workspace_id: str) -> Path:
+    """Create (0700) and return the folder owned by this workspace under ``export_dir``.
+
+    ``slug`` if free or already ours, else ``<slug>_<last 8 of id>``, else
+    ``<slug>_<id>``. Raises FileExistsError if all three belong to others.
+    """
+    _check_slug(slug)
+    workspace_id = str(workspace_id)
+    ident = _safe_id(workspace_id)
+    if not ident:
+        raise ValueError("workspace id has no usable characters")
+    export_dir = Path(export_dir)
+    _make_private_dirs(export_dir)
+    root = export_dir.resolve(strict=True)
+    names = [slug, f"{slug}_{ident[-8:]}", f"{slug}_{ident}"]
+    for name in dict.fromkeys(names):  # ordered, without duplicates
+        candidate = root / name
+        # The slug alphabet already forbids "/" and "..": this is the belt to those braces.
+        if candidate.parent != root:
+            raise ValueError(f"folder {candidate} would escape {root}")
+        if _owned_or_claimed(candidate, workspace_id):
+            # Symlinks were refused above, so a real folder resolves to itself.
+            if candidate.resolve(strict=True) != candidate:
+                raise ValueError(f"folder {candidate} resolves outside {root}")
+            return candidate
+    raise FileExistsError(errno.EEXIST, "every folder name for this workspace is taken by another", str(root / slug))
+
+
+def _stamp(run_time_local: datetime) -> str:
+    return run_time_local.strftime("%Y-%m-%d_%H-%M")
+
+
+def publish_path_candidates(folder: Path, slug: str, run_time_local: datetime) -> Iterator[Path]:
+    """The base file name, then ``_2``, ``_3``, ... (finite) for the same minute.
+
+    Hand this to ``WorkbookWriter.commit`` which links to the first free one atomically.
+    """
+    _check_slug(slug)
+    base = f"{slug}_whatsapp_messages_{_stamp(run_time_local)}"
+    folder = Path(folder)
+    yield folder / f"{base}.xlsx"
+    for sequence in range(2, MAX_SAME_MINUTE_FILES + 1):
+        yield folder / f"{base}_{sequence}.xlsx"
+
+
+def export_file_path(folder: Path, slug: str, run_time_local: datetime) -> Path:
+    """First candidate name that does not exist yet (a hint: commit() decides atomically)."""
+    for candidate in publish_path_candidates(folder, slug, run_time_local):
+        if not os.path.lexists(candidate):
+            return candidate
+    raise FileExistsError(errno.EEXIST, "too many exports in the same minute", str(folder))
+
+
+def export_file_pattern_for(slug: str) -> re.Pattern[str]:
+    """Pattern matching exactly this slug's workbook names (for cleanup)."""
+    _check_slug(slug)
+    return re.compile(
+        rf"^{re.escape(slug)}_whatsapp_messages_\d{{4}}-\d{{2}}-\d{{2}}_\d{{2}}-\d{{2}}(?:_\d+)?\.xlsx$"
+    )

@@ -1,0 +1,144 @@
+"""Shared fixtures: a real MongoDB wire server, a real SMTP server, the real CLI (SPEC §8)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from subprocess import CompletedProcess
+from typing import Any
+
+import pytest
+from pymongo import MongoClient
+from pymongo.database import Database
+from seeding import run_cli
+
+from wa_export.localservers import LocalMongoServer, LocalSmtpServer
+
+SMTP_FROM = "exports@wa-export.test"
+
+# Inherited variables worth keeping for a child process; everything else (in
+# particular any MONGODB_*, SMTP_*, EXPORT_*, WORKSPACE_* of the developer's
+# shell) is left out so a test only ever sees the configuration it built.
+_PASSTHROUGH = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "TEMP",
+    "TMP",
+    "SYSTEMROOT",
+    "SYSTEMDRIVE",
+    "COMSPEC",
+    "PATHEXT",
+    "WINDIR",
+)
+_CONFIG_PREFIXES = ("MONGODB_", "SMTP_", "EXPORT_", "WORKSPACE_")
+
+
+@pytest.fixture(scope="session")
+def mongo_server_uri() -> Iterator[str]:
+    """A real MongoDB (WA_EXPORT_TEST_MONGODB_URI) or a mongoeco wire server for the session."""
+    external = os.environ.get("WA_EXPORT_TEST_MONGODB_URI")
+    if external:
+        yield external
+        return
+    with LocalMongoServer() as server:
+        yield server.uri
+
+
+@pytest.fixture(scope="session")
+def mongo_client(mongo_server_uri: str) -> Iterator[MongoClient[dict[str, Any]]]:
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo_server_uri, tz_aware=True)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def db_name() -> str:
+    return f"wa_export_test_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def mongo_db(
+    mongo_client: MongoClient[dict[str, Any]], db_name: str
+) -> Iterator[Database[dict[str, Any]]]:
+    """A fresh database for this test, dropped afterwards (only ever the one we named)."""
+    db = mongo_client[db_name]
+    try:
+        yield db
+    finally:
+        mongo_client.drop_database(db_name)
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[LocalSmtpServer]:
+    with LocalSmtpServer(tls="starttls") as server:
+        yield server
+
+
+MakeEnv = Callable[..., dict[str, str]]
+
+
+@pytest.fixture
+def make_env(
+    tmp_path: Path, mongo_server_uri: str, db_name: str, smtp_server: LocalSmtpServer
+) -> MakeEnv:
+    """`make_env(**overrides)`: a complete, isolated environment for running the CLI.
+
+    An override of None removes the variable.
+    """
+
+    def build(**overrides: Any) -> dict[str, str]:
+        env = {key: os.environ[key] for key in _PASSTHROUGH if key in os.environ}
+        env = {k: v for k, v in env.items() if not k.startswith(_CONFIG_PREFIXES)}
+        env["HOME"] = str(tmp_path)
+        env.update(
+            MONGODB_URI=mongo_server_uri,
+            MONGODB_DATABASE=db_name,
+            SMTP_SERVER=smtp_server.host,
+            SMTP_PORT=str(smtp_server.port),
+            SMTP_USERNAME=smtp_server.username or "",
+            SMTP_PASSWORD=smtp_server.password or "",
+            SMTP_FROM=SMTP_FROM,
+            SMTP_SECURITY="starttls",
+            SMTP_CA_FILE=str(smtp_server.ca_cert_path),
+            EXPORT_DIR=str(tmp_path / "exports"),
+            EXPORT_LAG_SECONDS="0",
+        )
+        for key, value in overrides.items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = str(value)
+        return env
+
+    return build
+
+
+Cli = Callable[..., CompletedProcess[str]]
+
+
+@pytest.fixture
+def cli(tmp_path: Path, make_env: MakeEnv) -> Cli:
+    """`cli(args, env=None, timeout=120, input=None)`: run the installed wa-export in tmp_path.
+
+    Without `env`, uses `make_env()`.
+    """
+
+    def run(
+        args: list[str],
+        env: Mapping[str, str] | None = None,
+        timeout: float = 120,
+        input: str | None = None,
+    ) -> CompletedProcess[str]:
+        return run_cli(
+            args, env if env is not None else make_env(), tmp_path, timeout=timeout, input=input
+        )
+
+    return run

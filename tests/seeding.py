@@ -1,0 +1,163 @@
+"""Test helpers: write the platform's schema (SPEC §2) and run the installed CLI.
+
+Keep each test's data small: mongoeco's insert cost grows with collection size,
+so a few hundred documents per test in a fresh database (SPEC §8).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bson import ObjectId
+from pymongo.database import Database
+
+
+class _Missing:
+    """Sentinel: a field given as MISSING is left out of the document (messy real data)."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()
+
+
+def utcnow() -> datetime:
+    """Aware UTC now, truncated to milliseconds: BSON dates have no finer precision,
+    so a value written and read back compares equal."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def _clean(doc: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in doc.items() if value is not MISSING}
+
+
+def _check_timestamp(value: Any) -> Any:
+    # A naive datetime would silently be stored as if it were UTC; in tests
+    # that hides exactly the timezone bugs we want to catch.
+    if isinstance(value, datetime) and value.tzinfo is None:
+        raise ValueError("seeding timestamps must be timezone-aware")
+    return value
+
+
+def add_workspace(
+    db: Database[Any], name: str, status: str = "active", _id: ObjectId | None = None
+) -> ObjectId:
+    doc = _clean({"_id": _id or ObjectId(), "name": name, "status": status})
+    db.workspaces.insert_one(doc)
+    return doc["_id"]
+
+
+def add_chat(
+    db: Database[Any],
+    workspace_id: ObjectId,
+    phone_number: Any = "+15550001111",
+    customer_phone: Any = "+4915112345678",
+    **extra: Any,
+) -> ObjectId:
+    doc = _clean(
+        {
+            "_id": ObjectId(),
+            "workspace_id": workspace_id,
+            "phone_number": phone_number,
+            "customer_phone": customer_phone,
+            **extra,
+        }
+    )
+    db.chats.insert_one(doc)
+    return doc["_id"]
+
+
+def message_doc(
+    chat_id: ObjectId,
+    *,
+    direction: Any = "incoming",
+    content: Any = "hello",
+    timestamp: datetime | None = None,
+    is_ai_generated: Any = False,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A `messages` document; pass MISSING for any field to leave it out."""
+    return _clean(
+        {
+            "_id": ObjectId(),
+            "chat_id": chat_id,
+            "direction": direction,
+            "is_ai_generated": is_ai_generated,
+            "content": content,
+            "timestamp": _check_timestamp(timestamp if timestamp is not None else utcnow()),
+            **extra,
+        }
+    )
+
+
+def add_message(
+    db: Database[Any],
+    chat_id: ObjectId,
+    *,
+    direction: Any = "incoming",
+    content: Any = "hello",
+    timestamp: datetime | None = None,
+    is_ai_generated: Any = False,
+    **extra: Any,
+) -> ObjectId:
+    doc = message_doc(
+        chat_id,
+        direction=direction,
+        content=content,
+        timestamp=timestamp,
+        is_ai_generated=is_ai_generated,
+        **extra,
+    )
+    db.messages.insert_one(doc)
+    return doc["_id"]
+
+
+def add_messages(
+    db: Database[Any], chat_id: ObjectId, specs: Sequence[Mapping[str, Any]]
+) -> list[ObjectId]:
+    """Insert many messages with one insert_many; each spec is message_doc's keywords."""
+    docs = [message_doc(chat_id, **dict(spec)) for spec in specs]
+    if not docs:
+        return []
+    db.messages.insert_many(docs)
+    return [doc["_id"] for doc in docs]
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def cli_executable() -> Path:
+    """The installed `wa-export` console script of the venv running the tests."""
+    bindir = Path(sys.executable).parent
+    for name in ("wa-export", "wa-export.exe"):
+        if (bindir / name).exists():
+            return bindir / name
+    raise FileNotFoundError(f"wa-export console script not found next to {sys.executable}")
+
+
+def run_cli(
+    args: Sequence[str],
+    env: Mapping[str, str],
+    cwd: Path,
+    timeout: float = 120,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run `wa-export ARGS` exactly as a user would: separate process, own env and cwd."""
+    return subprocess.run(
+        [str(cli_executable()), *args],
+        env=dict(env),
+        cwd=os.fspath(cwd),
+        timeout=timeout,
+        text=True,
+        capture_output=True,
+        input=input,
+        stdin=subprocess.DEVNULL if input is None else None,
+    )

@@ -1,0 +1,415 @@
+"""wa_export.mail against a real aiosmtpd server (STARTTLS + AUTH) on 127.0.0.1 (SPEC §7, §8)."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import smtplib
+import socket
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yagmail.password
+
+from wa_export.config import Settings, load_settings
+from wa_export.localservers import LocalSmtpServer, free_port
+from wa_export.mail import (
+    XLSX_MIME,
+    MailError,
+    MailSender,
+    OutgoingMail,
+    YagmailConnection,
+    single_line,
+    tls_mode,
+)
+
+PASSWORD = "s3cret-pass"
+SENDER = "exports@example.com"
+BODY = "Workspace: Acme\nWindow: 2024-05-01 10:00 UTC – 10:15 UTC\n\nreceived: 3\nsent_via_ai: 2\n  indented line = kept\n.leading dot\n"
+
+
+def make_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, server: LocalSmtpServer | None = None,
+                  **overrides: str | None) -> Settings:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    env: dict[str, str | None] = {
+        "SMTP_SERVER": "127.0.0.1",
+        "SMTP_PORT": str(server.port if server else free_port()),
+        "SMTP_USERNAME": "wa-export",
+        "SMTP_PASSWORD": PASSWORD,
+        "SMTP_FROM": SENDER,
+        "SMTP_SECURITY": "starttls",
+        "SMTP_CA_FILE": str(server.ca_cert_path) if server else None,
+        "SMTP_TIMEOUT_SECONDS": "5",
+        "EXPORT_DIR": str(tmp_path / "exports"),
+    }
+    env.update(overrides)
+    return load_settings(environ={key: value for key, value in env.items() if value is not None})
+
+
+@pytest.fixture
+def server() -> Iterator[LocalSmtpServer]:
+    with LocalSmtpServer() as smtp_server:
+        yield smtp_server
+
+
+@pytest.fixture
+def xlsx(tmp_path: Path) -> Path:
+    from openpyxl import Workbook
+
+    workbook = Workbook()
+    workbook.active.append(["Sender Phone Number", "Receiver Phone Number"])
+    path = tmp_path / "acme_whatsapp_messages_2024-05-01_10-15.xlsx"
+    workbook.save(path)
+    return path
+
+
+def plain_text(message: Any) -> str:
+    part = message.get_body(preferencelist=("plain",))
+    assert part is not None and part.get_content_type() == "text/plain"
+    return part.get_content().replace("\r\n", "\n")
+
+
+def test_delivers_xlsx_with_exact_mime_and_intact_plain_body(
+    server: LocalSmtpServer, xlsx: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    settings = make_settings(monkeypatch, tmp_path, server)
+    with MailSender(settings) as sender:
+        sender.send(OutgoingMail(to=("ops@example.com",), subject="WhatsApp Messages Export - Acme - 2024-05-01 10:15",
+                                 body=BODY, attachment=xlsx))
+    (captured,) = server.wait_for_messages(1, timeout=5)
+    assert captured.mail_from == SENDER
+    assert captured.rcpt_tos == ["ops@example.com"]
+    message = captured.message()
+    assert message["From"] == SENDER and message["To"] == "ops@example.com"
+    assert message["Subject"] == "WhatsApp Messages Export - Acme - 2024-05-01 10:15"
+    assert plain_text(message) == BODY  # verbatim: no <br>, no HTML rewrite, non-ASCII intact
+    (attachment,) = list(message.iter_attachments())
+    assert attachment.get_content_type() == XLSX_MIME
+    assert attachment.get_filename() == xlsx.name
+    assert attachment.get_content() == xlsx.read_bytes()
+    assert server.auth_successes == 1
+
+
+def test_two_sends_share_one_connection(server: LocalSmtpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    settings = make_settings(monkeypatch, tmp_path, server)
+    with MailSender(settings) as sender:
+        for number in (1, 2):
+            sender.send(OutgoingMail(to=("ops@example.com",), subject=f"mail {number}", body="hello"))
+        assert sender.connections_opened == 1
+    server.wait_for_messages(2, timeout=5)
+    assert server.connection_count == 1
+    assert [m.message()["Subject"] for m in server.messages] == ["mail 1", "mail 2"]
+
+
+def test_reconnects_once_when_the_server_dropped_the_idle_connection(
+    server: LocalSmtpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    settings = make_settings(monkeypatch, tmp_path, server)
+    mail = OutgoingMail(to=("ops@example.com",), subject="s", body="b")
+    with MailSender(settings) as sender:
+        sender.send(mail)
+        assert sender._client is not None
+        # The connection dies between sends and NOOP does not notice in time: the
+        # MAIL command fails before any data went out, so one retry is safe.
+        sender._client.smtp.sock.shutdown(socket.SHUT_RDWR)
+        monkeypatch.setattr(YagmailConnection, "alive", lambda self: True)
+        sender.send(mail)
+        assert sender.connections_opened == 2
+    assert len(server.wait_for_messages(2, timeout=5)) == 2
+    assert server.connection_count == 2
+
+
+def test_yagmail_false_result_is_a_failure(server: LocalSmtpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    settings = make_settings(monkeypatch, tmp_path, server)
+    # What stock yagmail returns once its retries are spent.
+    monkeypatch.setattr(YagmailConnection, "_attempt_send", lambda self, recipients, message: False)
+    with MailSender(settings) as sender, pytest.raises(MailError) as caught:
+        sender.send(OutgoingMail(to=("ops@example.com",), subject="s", body="b"))
+    assert caught.value.step == "data"
+
+
+def test_disconnect_is_not_retried_by_yagmail_logic(
+    server: LocalSmtpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The condition under which stock yagmail re-logs in, re-sends and returns False."""
+    settings = make_settings(monkeypatch, tmp_path, server)
+    calls: list[str] = []
+
+    def data(self: smtplib.SMTP, msg: bytes) -> tuple[int, bytes]:
+        calls.append("data")
+        raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+
+    monkeypatch.setattr(smtplib.SMTP, "data", data)
+    with MailSender(settings) as sender, pytest.raises(MailError) as caught:
+        sender.send(OutgoingMail(to=("ops@example.com",), subject="s", body="b"))
+    assert caught.value.step == "data"
+    assert calls == ["data"]  # exactly one attempt: DATA may have been accepted
+    assert server.connection_count == 1
+
+
+def test_username_without_password_fails_fast_without_prompting(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def forbidden(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("keyring/getpass/input must never be used")
+
+    class Keyring:
+        get_password = staticmethod(forbidden)
+
+    monkeypatch.setattr(yagmail.password, "keyring", Keyring)
+    monkeypatch.setattr(getpass, "getpass", forbidden)
+    monkeypatch.setattr("builtins.input", forbidden)
+    monkeypatch.setattr(smtplib.SMTP, "connect", forbidden)
+    settings = make_settings(monkeypatch, tmp_path, None, SMTP_PASSWORD=None)
+    with MailSender(settings) as sender:
+        with pytest.raises(MailError) as caught:
+            sender.send(OutgoingMail(to=("ops@example.com",), subject="s", body="b"))
+        assert caught.value.step == "config"
+        assert "SMTP_PASSWORD" in str(caught.value)
+        with pytest.raises(MailError):
+            sender.verify_login()
+        assert sender.connections_opened == 0
+
+
+def test_username_without_password_never_hangs_with_closed_stdin(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        """
+        from wa_export.config import load_settings
+        from wa_export.mail import MailError, MailSender, OutgoingMail
+        settings = load_settings(environ={"SMTP_SERVER": "127.0.0.1", "SMTP_PORT": "9",
+                                          "SMTP_USERNAME": "user@example.com"})
+        try:
+            with MailSender(settings) as sender:
+                sender.send(OutgoingMail(to=("ops@example.com",), subject="s", body="b"))
+        except MailError as error:
+            print("STEP", error.step)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=20,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "STEP config"
+    assert "Password for" not in result.stdout + result.stderr
+
+
+def test_body_equal_to_an_existing_path_is_sent_as_text(
+    server: LocalSmtpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP SECRET FILE CONTENT")
+    settings = make_settings(monkeypatch, tmp_path, server)
+    with MailSender(settings) as sender:
+        sender.send(OutgoingMail(to=("ops@example.com",), subject=str(secret), body=str(secret)))
+    (captured,) = server.wait_for_messages(1, timeout=5)
+    message = captured.message()
+    assert list(message.iter_attachments()) == []
+    assert plain_text(message).strip() == str(secret)
+    assert message["Subject"].strip() == str(secret)  # long single word: folded after "Subject:"
+    assert b"TOP SECRET" not in captured.data
+
+
+def test_untrusted_certificate_fails_without_plaintext_fallback(
+    server: LocalSmtpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    settings = make_settings(monkeypatch, tmp_path, server, SMTP_CA_FILE=None)  # system CAs only
+    spied: list[str] = []
+    monkeypatch.setattr(smtplib.SMTP, "login", lambda *a, **k: spied.append("login"))
+    monkeypatch.setattr(smtplib.SMTP, "mail", lambda *a, **k: spied.append("mail"))
+    with MailSender(settings) as sender, pytest.raises(MailError) as caught:
+        sender.send(OutgoingMail(to=("ops@example.com",), subject="s", body="b"))
+    assert caught.value.step == "tls"
+    assert "SMTP_CA_FILE" in str(caught.value) and "not trusted" in str(caught.value)
+    assert spied == []
+    assert server.auth_successes == server.auth_failures == 0
+    assert server.messages == []
+    assert server.connection_count == 1  # no second, plaintext attempt
+
+
+def test_server_without_starttls_is_an_error_not_a_fallback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    with LocalSmtpServer(tls="none") as plain:
+        settings = make_settings(monkeypatch, tmp_path, plain, SMTP_SECURITY="auto")
+        with MailSender(settings) as sender, pytest.raises(MailError) as caught:
+            sender.send(OutgoingMail(to=("ops@example.com",), subject="s", body="b"))
+        assert caught.value.step == "tls" and "STARTTLS" in str(caught.value)
+        assert plain.auth_successes == plain.auth_failures == 0 and plain.messages == []
+
+
+def test_ca_file_from_the_server_is_trusted_and_login_verifies(
+    server: LocalSmtpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    settings = make_settings(monkeypatch, tmp_path, server, SMTP_SECURITY="auto")
+    assert tls_mode(settings) == "starttls"
+    with MailSender(settings) as sender:
+        sender.verify_login()
+        sender.send(OutgoingMail(to=("ops@example.com",), subject="s", body="b"))
+        assert sender.connections_opened == 1
+    assert server.auth_successes == 1 and len(server.wait_for_messages(1, timeout=5)) == 1
+
+
+def test_wrong_password_is_an_auth_error_without_the_password(
+    server: LocalSmtpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    wrong = "Wr0ng-Pa55word-XYZ"
+    settings = make_settings(monkeypatch, tmp_path, server, SMTP_PASSWORD=wrong)
+    with MailSender(settings) as sender, pytest.raises(MailError) as caught:
+        sender.verify_login()
+    error = caught.value
+    assert error.step == "auth"
+    assert "app password" in str(error) and "wa-export" in str(error)
+    for text in (str(error), repr(error), error.hint):
+        assert wrong not in text
+    assert server.auth_successes == 0 and server.auth_failures >= 1
+
+
+def test_refused_recipient_fails_the_whole_mail(server: LocalSmtpServer, monkeypatch: pytest.MonkeyPatch,
+                                                tmp_path: Path) -> None:
+    server.refuse_recipients = frozenset({"gone@example.com"})
+    settings = make_settings(monkeypatch, tmp_path, server)
+    with MailSender(settings) as sender:
+        with pytest.raises(MailError) as caught:
+            sender.send(OutgoingMail(to=("ops@example.com", "gone@example.com"), subject="s", body="b"))
+        error = caught.value
+        assert error.step == "recipient" and error.refused == ("gone@example.com",)
+        assert "gone@example.com" in str(error) and "550" in str(error)
+        assert "ops@example.com" not in str(error)
+        assert server.messages == []  # all or nothing: no partial delivery to re-send later
+        # The transaction was reset, the connection stays usable.
+        sender.send(OutgoingMail(to=("ops@example.com",), subject="s", body="b"))
+    assert len(server.wait_for_messages(1, timeout=5)) == 1 and server.connection_count == 1
+
+
+def test_closed_port_is_a_connect_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    port = free_port()
+    settings = make_settings(monkeypatch, tmp_path, None, SMTP_PORT=str(port))
+    with MailSender(settings) as sender, pytest.raises(MailError) as caught:
+        sender.send(OutgoingMail(to=("ops@example.com",), subject="s", body="b"))
+    assert caught.value.step == "connect"
+    assert str(caught.value) == (
+        f"Cannot connect to SMTP server 127.0.0.1:{port} (Connection refused); "
+        "check SMTP_SERVER/SMTP_PORT and the firewall."
+    )
+
+
+def test_silent_server_times_out_as_a_connect_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    with socket.socket() as listener:  # accepts TCP (backlog) but never greets
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        settings = make_settings(monkeypatch, tmp_path, None, SMTP_PORT=str(listener.getsockname()[1]),
+                                 SMTP_TIMEOUT_SECONDS="0.5")
+        with MailSender(settings) as sender, pytest.raises(MailError) as caught:
+            sender.verify_login()
+    assert caught.value.step == "connect" and "timed out" in str(caught.value)
+
+
+def test_drop_during_data_is_a_failure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    with LocalSmtpServer(drop_connection_during_data=True) as dropping:
+        settings = make_settings(monkeypatch, tmp_path, dropping)
+        with MailSender(settings) as sender, pytest.raises(MailError) as caught:
+            sender.send(OutgoingMail(to=("ops@example.com",), subject="s", body="b"))
+        assert caught.value.step in ("data", "connect")
+        assert dropping.messages == [] and dropping.connection_count == 1  # not resent
+
+
+def test_domain_allow_list_is_checked_before_connecting(
+    server: LocalSmtpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    settings = make_settings(monkeypatch, tmp_path, server, EXPORT_ALLOWED_EMAIL_DOMAINS="example.com")
+    with MailSender(settings) as sender, pytest.raises(MailError) as caught:
+        sender.send(OutgoingMail(to=("ops@example.com", "leak@other.org"), subject="s", body="b"))
+    assert caught.value.step == "domain" and caught.value.refused == ("leak@other.org",)
+    assert "EXPORT_ALLOWED_EMAIL_DOMAINS" in str(caught.value)
+    assert server.connection_count == 0
+
+
+def test_attachment_over_the_limit_fails_before_connecting(
+    server: LocalSmtpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    big = tmp_path / "big.xlsx"
+    big.write_bytes(os.urandom(3 * 1024 * 1024))
+    settings = make_settings(monkeypatch, tmp_path, server, EXPORT_MAX_ATTACHMENT_MB="2")
+    with MailSender(settings) as sender, pytest.raises(MailError) as caught:
+        sender.send(OutgoingMail(to=("ops@example.com",), subject="s", body="b", attachment=big))
+    assert caught.value.step == "size"
+    assert str(caught.value).startswith("The attachment is 3.0 MB, over EXPORT_MAX_ATTACHMENT_MB=2; the file is kept at")
+    assert str(big) in str(caught.value) and big.exists()
+    assert server.connection_count == 0
+
+
+def test_subject_with_crlf_cannot_inject_headers(server: LocalSmtpServer, monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: Path) -> None:
+    settings = make_settings(monkeypatch, tmp_path, server)
+    subject = "WhatsApp Messages Export - Evil\r\nBcc: attacker@example.com\r\n\r\nX - 2024-05-01 10:15"
+    with MailSender(settings) as sender:
+        sender.send(OutgoingMail(to=("ops@example.com",), subject=subject, body="b"))
+    (captured,) = server.wait_for_messages(1, timeout=5)
+    message = captured.message()
+    assert captured.rcpt_tos == ["ops@example.com"]
+    assert message["Bcc"] is None
+    assert message["Subject"] == "WhatsApp Messages Export - Evil Bcc: attacker@example.com X - 2024-05-01 10:15"
+    assert not any(line.lower().startswith(b"bcc:") for line in captured.data.splitlines())
+    assert single_line("a\x00b\tc\u2028d") == "a b c d"
+
+
+def test_implicit_tls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, xlsx: Path) -> None:
+    with LocalSmtpServer(tls="ssl") as tls_server:
+        settings = make_settings(monkeypatch, tmp_path, tls_server, SMTP_SECURITY="ssl")
+        with MailSender(settings) as sender:
+            sender.send(OutgoingMail(to=("ops@example.com",), subject="s", body=BODY, attachment=xlsx))
+        (captured,) = tls_server.wait_for_messages(1, timeout=5)
+        assert plain_text(captured.message()) == BODY
+        assert tls_server.auth_successes == 1
+
+
+def test_implicit_tls_with_untrusted_certificate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    with LocalSmtpServer(tls="ssl") as tls_server:
+        settings = make_settings(monkeypatch, tmp_path, tls_server, SMTP_SECURITY="ssl", SMTP_CA_FILE=None)
+        with MailSender(settings) as sender, pytest.raises(MailError) as caught:
+            sender.send(OutgoingMail(to=("ops@example.com",), subject="s", body="b"))
+        assert caught.value.step == "tls"
+        assert tls_server.messages == []
+
+
+def test_tls_mode_resolution(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert tls_mode(make_settings(monkeypatch, tmp_path, None, SMTP_SECURITY="auto", SMTP_PORT="465")) == "ssl"
+    assert tls_mode(make_settings(monkeypatch, tmp_path, None, SMTP_SECURITY="auto", SMTP_PORT="25")) == "starttls"
+    assert tls_mode(make_settings(monkeypatch, tmp_path, None, SMTP_SECURITY="none")) == "none"
+
+
+def test_missing_server_or_sender_is_a_config_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for overrides in ({"SMTP_SERVER": None}, {"SMTP_USERNAME": None, "SMTP_PASSWORD": None, "SMTP_FROM": None}):
+        settings = make_settings(monkeypatch, tmp_path, None, **overrides)
+        with MailSender(settings) as sender, pytest.raises(MailError) as caught:
+            sender.send(OutgoingMail(to=("ops@example.com",), subject="s", body="b"))
+        assert caught.value.step == "config"
+
+
+def test_yagmail_logger_prints_nothing(server: LocalSmtpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    settings = make_settings(monkeypatch, tmp_path, server)
+    with MailSender(settings) as sender:
+        sender.send(OutgoingMail(to=("ops@example.com",), subject="s", body="b"))
+    logger = logging.getLogger("yagmail.log")
+    assert not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+                   and getattr(h, "stream", None) is not None for h in logger.handlers)
+    logger.error("would contain ops@example.com")
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+def test_close_never_raises(server: LocalSmtpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    settings = make_settings(monkeypatch, tmp_path, server)
+    sender = MailSender(settings)
+    sender.verify_login()
+    assert sender._client is not None
+    sender._client.smtp.sock.close()  # whatever state the socket is in
+    monkeypatch.setattr(smtplib.SMTP, "quit", lambda self: (_ for _ in ()).throw(OSError("boom")))
+    sender.__exit__(None, None, None)
+    sender.__exit__(None, None, None)
