@@ -1,0 +1,347 @@
+"""Deleting old export files (SPEC §4 `cleanup`): only this tool's files, never through a symlink.
+
+What counts as ours:
+
+* a *workspace folder* is a real directory directly inside ``EXPORT_DIR`` that
+  holds a regular-file ``.wa-export-workspace`` marker (paths.FOLDER_MARKER);
+* inside it, a *workbook* is a regular file named by ``paths.EXPORT_FILE_PATTERN``,
+  deleted once its mtime is older than the cutoff;
+* a *temp file* is what a killed export leaves behind (workbook.py names them
+  ``.<final name>.<token>.tmp`` and ``.<final name>.<token>.sheetN.tmp``),
+  deleted once older than one day, so a running export never loses its file.
+
+Everything else (other files, folders without a marker, symlinks of any kind,
+nested folders) is left alone. The folders are opened with ``O_NOFOLLOW`` and
+files are removed relative to that descriptor, so a folder swapped for a
+symlink during the run cannot redirect a deletion. A folder left with only its
+marker is removed. ``EXPORT_DIR`` itself may be a symlink: it is the operator's
+own configuration, not something found on disk.
+
+The library never prints; it returns a `CleanupResult` and the CLI renders it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import socket
+import stat
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pymongo.errors import PyMongoError
+
+from .config import ConfigError, Settings
+from .mongo import SERVICE_NAME, MongoUnavailable, Store, describe_mongo_error
+from .paths import EXPORT_FILE_PATTERN, FOLDER_MARKER
+
+FileKind = Literal["workbook", "temp"]
+
+# A temp file this old belongs to a killed run: no export takes a day.
+TEMP_FILE_MAX_AGE = timedelta(days=1)
+
+_WORKBOOK_NAME = EXPORT_FILE_PATTERN.pattern.removeprefix("^").removesuffix("$")
+TEMP_FILE_PATTERN: re.Pattern[str] = re.compile(rf"^\.(?:{_WORKBOOK_NAME})\.[0-9a-f]+(?:\.sheet\d+)?\.tmp$")
+
+_DIRECTORY_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
+
+
+@dataclass(frozen=True)
+class CleanupFile:
+    path: str
+    folder: str
+    kind: FileKind
+    size: int
+    modified_at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "folder": self.folder,
+            "kind": self.kind,
+            "size": self.size,
+            "modified_at": self.modified_at.isoformat(),
+        }
+
+
+@dataclass
+class CleanupResult:
+    export_dir: str
+    days: int
+    dry_run: bool
+    cutoff: datetime
+    started_at: datetime
+    export_dir_exists: bool = True
+    files: list[CleanupFile] = field(default_factory=list)
+    folders_removed: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    event_recorded: bool = False
+    event_error: str | None = None
+
+    @property
+    def bytes_freed(self) -> int:
+        return sum(item.size for item in self.files)
+
+    @property
+    def exit_code(self) -> int:
+        # 3 outranks 1: a MongoDB outage is what monitoring must see first.
+        if self.event_error is not None:
+            return 3
+        return 1 if self.errors else 0
+
+    def summary(self) -> str:
+        verb = "would delete" if self.dry_run else "deleted"
+        workbooks = sum(1 for item in self.files if item.kind == "workbook")
+        temps = len(self.files) - workbooks
+        parts = [
+            f"cleanup{' (dry run)' if self.dry_run else ''} of {self.export_dir}: {verb} {workbooks} workbooks"
+            f" older than {self.days} days",
+            f"{temps} stale temp files",
+            f"{format_bytes(self.bytes_freed)} {'to free' if self.dry_run else 'freed'}",
+            f"{len(self.folders_removed)} empty folders {'to remove' if self.dry_run else 'removed'}",
+        ]
+        if not self.export_dir_exists:
+            parts = [f"cleanup: {self.export_dir} does not exist, nothing to clean"]
+        if self.errors:
+            parts.append(f"{len(self.errors)} errors")
+        return ", ".join(parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "export_dir": self.export_dir,
+            "export_dir_exists": self.export_dir_exists,
+            "days": self.days,
+            "dry_run": self.dry_run,
+            "cutoff": self.cutoff.isoformat(),
+            "files_deleted": 0 if self.dry_run else len(self.files),
+            "bytes_freed": 0 if self.dry_run else self.bytes_freed,
+            "files": [item.as_dict() for item in self.files],
+            "bytes": self.bytes_freed,
+            "folders_removed": list(self.folders_removed),
+            "errors": list(self.errors),
+            "event_recorded": self.event_recorded,
+            "event_error": self.event_error,
+            "exit_code": self.exit_code,
+            "summary": self.summary(),
+        }
+
+
+def format_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def _open_directory(name: str | Path, dir_fd: int | None = None) -> int | None:
+    """A descriptor for a real directory, or None if it is a symlink, not a directory, or gone."""
+    try:
+        return os.open(name, _DIRECTORY_FLAGS, dir_fd=dir_fd)
+    except OSError as error:
+        if error.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            return None
+        raise
+
+
+def _lstat(name: str, dir_fd: int) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _marker_content(folder_fd: int) -> bytes | None:
+    """The marker's bytes if the folder is one of ours (marker is a regular file), else None."""
+    info = _lstat(FOLDER_MARKER, folder_fd)
+    if info is None or not stat.S_ISREG(info.st_mode):
+        return None
+    try:
+        fd = os.open(FOLDER_MARKER, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC, dir_fd=folder_fd)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, 1024)
+    finally:
+        os.close(fd)
+
+
+def _mtime(info: os.stat_result) -> datetime:
+    return datetime.fromtimestamp(info.st_mtime, timezone.utc)
+
+
+def clean_export_dir(settings: Settings, days: int, dry_run: bool, now: datetime | None = None) -> CleanupResult:
+    """Find (and unless `dry_run`, delete) old workbooks and stale temp files; no MongoDB involved."""
+    now = now or datetime.now(timezone.utc)
+    export_dir = settings.export_dir
+    result = CleanupResult(
+        export_dir=str(export_dir), days=days, dry_run=dry_run, cutoff=now - timedelta(days=days), started_at=now
+    )
+    temp_cutoff = (now - TEMP_FILE_MAX_AGE).timestamp()
+    cutoff = result.cutoff.timestamp()
+
+    if not os.path.lexists(export_dir):
+        result.export_dir_exists = False
+        return result
+    try:
+        # EXPORT_DIR itself is configuration: following a symlink to a data disk is intended.
+        root_fd = os.open(export_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | os.O_CLOEXEC)
+    except FileNotFoundError:
+        result.export_dir_exists = False
+        return result
+    except NotADirectoryError:
+        raise ConfigError(f"EXPORT_DIR {export_dir} is not a directory.") from None
+    except PermissionError:
+        raise ConfigError(f"EXPORT_DIR {export_dir} cannot be read by this user; run cleanup as its owner.") from None
+
+    try:
+        with os.scandir(root_fd) as entries:
+            folder_names = sorted(entry.name for entry in entries if entry.is_dir(follow_symlinks=False))
+        for name in folder_names:
+            try:
+                _clean_folder(root_fd, name, export_dir, cutoff, temp_cutoff, dry_run, result)
+            except OSError as error:
+                result.errors.append(f"{export_dir / name}: {error.strerror or error}")
+    finally:
+        os.close(root_fd)
+    return result
+
+
+def _clean_folder(
+    root_fd: int,
+    name: str,
+    export_dir: Path,
+    cutoff: float,
+    temp_cutoff: float,
+    dry_run: bool,
+    result: CleanupResult,
+) -> None:
+    folder_fd = _open_directory(name, root_fd)
+    if folder_fd is None:
+        return  # a symlink (O_NOFOLLOW refused it) or gone meanwhile
+    folder = export_dir / name
+    try:
+        marker = _marker_content(folder_fd)
+        if marker is None:
+            return  # not one of our workspace folders
+        remaining = 0
+        with os.scandir(folder_fd) as entries:
+            names = sorted(entry.name for entry in entries)
+        for entry_name in names:
+            if entry_name == FOLDER_MARKER:
+                continue
+            info = _lstat(entry_name, folder_fd)
+            if info is None:
+                continue
+            kind = _kind(entry_name, info, cutoff, temp_cutoff)
+            if kind is None:
+                remaining += 1
+                continue
+            item = CleanupFile(str(folder / entry_name), str(folder), kind, info.st_size, _mtime(info))
+            if not dry_run:
+                try:
+                    os.unlink(entry_name, dir_fd=folder_fd)
+                except FileNotFoundError:
+                    continue  # removed by someone else meanwhile: nothing freed by us
+                except OSError as error:
+                    result.errors.append(f"cannot delete {item.path}: {error.strerror or error}")
+                    remaining += 1
+                    continue
+            result.files.append(item)
+        if remaining == 0:
+            if dry_run or _remove_empty_folder(root_fd, name, folder_fd, marker):
+                result.folders_removed.append(str(folder))
+    finally:
+        os.close(folder_fd)
+
+
+def _kind(name: str, info: os.stat_result, cutoff: float, temp_cutoff: float) -> FileKind | None:
+    if not stat.S_ISREG(info.st_mode):
+        return None  # symlinks, folders, sockets...: never ours to delete
+    if EXPORT_FILE_PATTERN.match(name):
+        return "workbook" if info.st_mtime < cutoff else None
+    if TEMP_FILE_PATTERN.match(name):
+        return "temp" if info.st_mtime < temp_cutoff else None
+    return None
+
+
+def _remove_empty_folder(root_fd: int, name: str, folder_fd: int, marker: bytes) -> bool:
+    """Remove the marker and the folder; if an export wrote into it meanwhile, put the marker back."""
+    with os.scandir(folder_fd) as entries:
+        if any(entry.name != FOLDER_MARKER for entry in entries):
+            return False
+    try:
+        os.unlink(FOLDER_MARKER, dir_fd=folder_fd)
+    except FileNotFoundError:
+        pass
+    try:
+        os.rmdir(name, dir_fd=root_fd)
+        return True
+    except OSError as error:
+        if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+    # An export created a file between our check and rmdir: the folder stays, and so must its owner.
+    try:
+        fd = os.open(
+            FOLDER_MARKER,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC,
+            0o600,
+            dir_fd=folder_fd,
+        )
+    except FileExistsError:
+        return False
+    try:
+        os.write(fd, marker)
+    finally:
+        os.close(fd)
+    return False
+
+
+def record_cleanup_event(store: Store, result: CleanupResult) -> None:
+    """The `cleanup` event in system_logs (the seed's shape plus details)."""
+    store.system_logs.insert_one(
+        {
+            "event_type": "cleanup",
+            "message": result.summary(),
+            "timestamp": datetime.now(timezone.utc),
+            "service": SERVICE_NAME,
+            "kind": "cleanup",
+            "host": socket.gethostname(),
+            "export_dir": result.export_dir,
+            "days": result.days,
+            "dry_run": result.dry_run,
+            "files_deleted": len(result.files),
+            "workbooks_deleted": sum(1 for item in result.files if item.kind == "workbook"),
+            "temp_files_deleted": sum(1 for item in result.files if item.kind == "temp"),
+            "bytes_freed": result.bytes_freed,
+            "folders_removed": len(result.folders_removed),
+            "errors": result.errors[:50],
+        }
+    )
+
+
+def run_cleanup(settings: Settings, days: int, dry_run: bool) -> CleanupResult:
+    """Clean the files first, then record the event: a MongoDB outage must not keep the disk full.
+
+    A dry run changes nothing anywhere, so it neither connects to MongoDB nor writes an event.
+    """
+    result = clean_export_dir(settings, days, dry_run)
+    if dry_run:
+        return result
+    try:
+        store = Store.open(settings)
+    except MongoUnavailable as error:
+        result.event_error = str(error)
+        return result
+    try:
+        record_cleanup_event(store, result)
+        result.event_recorded = True
+    except PyMongoError as error:
+        result.event_error = describe_mongo_error(error, settings)
+    finally:
+        store.close()
+    return result

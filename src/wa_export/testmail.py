@@ -1,0 +1,145 @@
+"""`wa-export test-email`: one short mail with a tiny sample workbook, through the production mail path.
+
+It answers "would an export reach this address?" without touching MongoDB (so it
+also works while the database is down): the recipients come from
+`WORKSPACE_<ID>_EMAIL` or `--to`, the allow-list is checked before any
+connection, and a failure is a `MailError` whose `step` says where it broke and
+whose `hint` says what to do. The sample workbook holds fake rows only.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from .commands import UsageProblem
+from .config import ConfigError, Settings, parse_address_list
+from .leases import utc_now
+from .mail import MailError, MailSender, OutgoingMail, check_recipients, check_sendable, tls_mode
+from .mongo import parse_workspace_id
+from .workbook import WorkbookWriter
+
+SAMPLE_FILE_NAME = "wa_export_test.xlsx"
+SAMPLE_WORKSPACE_ID = "000000000000000000000000"
+
+
+class TestEmailUsage(UsageProblem):
+    """The command was called without a usable destination (exit 2)."""
+
+    __test__ = False  # not a pytest test class despite the name
+
+
+@dataclass(frozen=True)
+class TestEmailResult:
+    __test__ = False
+
+    recipients: tuple[str, ...]
+    server: str
+    security: str
+    subject: str
+    attachment: str
+    workspace_id: str | None
+    error: MailError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def exit_code(self) -> int:
+        if self.error is None:
+            return 0
+        # Incomplete SMTP settings are a configuration error (like `export`); the rest is a failed delivery.
+        return 2 if self.error.step == "config" else 1
+
+    def as_dict(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "ok": self.ok,
+            "exit_code": self.exit_code,
+            "recipients": list(self.recipients),
+            "server": self.server,
+            "security": self.security,
+            "subject": self.subject,
+            "attachment": self.attachment,
+            "workspace_id": self.workspace_id,
+        }
+        if self.error is not None:
+            document.update(step=self.error.step, error=str(self.error), hint=self.error.hint)
+        return document
+
+
+def resolve_recipients(settings: Settings, workspace_id: str | None, to: Sequence[str]) -> tuple[str, ...]:
+    """--to wins (like `export --email`); else the workspace's configured addresses; neither is a usage error."""
+    if workspace_id is not None:
+        workspace_id = str(parse_workspace_id(workspace_id))  # raises UnknownWorkspace for a malformed id
+    if to:
+        try:
+            return parse_address_list(",".join(to), "--to")
+        except ConfigError as error:
+            raise TestEmailUsage(str(error)) from None
+    if workspace_id is None:
+        raise TestEmailUsage(
+            "Say where to send the test: --to ADDRESS, or --workspace ID to use that workspace's WORKSPACE_<ID>_EMAIL."
+        )
+    configured = settings.recipients_for(workspace_id)
+    if not configured:
+        raise TestEmailUsage(
+            f"Workspace {workspace_id} has no address configured: set WORKSPACE_{workspace_id}_EMAIL or pass --to ADDRESS."
+        )
+    return configured
+
+
+def write_sample_workbook(directory: Path, settings: Settings, workspace_id: str) -> Path:
+    """A two-row workbook in the production format, with obviously fake data (0600 via WorkbookWriter)."""
+    now = utc_now()
+    path = directory / SAMPLE_FILE_NAME
+    with WorkbookWriter(path, settings.export_timezone) as writer:
+        writer.append("+10000000000", "+10000000001", "This is a wa-export test", now - timedelta(minutes=1),
+                      "received", workspace_id)
+        writer.append("+10000000001", "+10000000000", "This is a wa-export test reply", now, "sent_via_ai",
+                      workspace_id)
+        return writer.commit()
+
+
+def send_test_email(settings: Settings, workspace_id: str | None, to: Sequence[str]) -> TestEmailResult:
+    """Send the test mail; returns the result (with `error` set on failure) instead of raising MailError."""
+    recipients = resolve_recipients(settings, workspace_id, to)
+    workspace = str(parse_workspace_id(workspace_id)) if workspace_id is not None else None
+    now_local = utc_now().astimezone(settings.export_timezone)
+    subject = f"wa-export test email - {workspace or 'no workspace'} - {now_local:%Y-%m-%d %H:%M}"
+    result = TestEmailResult(
+        recipients=recipients,
+        server=f"{settings.smtp_server or '(not set)'}:{settings.smtp_port}",
+        security=tls_mode(settings),
+        subject=subject,
+        attachment=SAMPLE_FILE_NAME,
+        workspace_id=workspace,
+    )
+    try:
+        # Both checks run before anything is written or any connection is made.
+        check_sendable(settings)
+        check_recipients(recipients, settings)
+        with tempfile.TemporaryDirectory(prefix="wa-export-test-") as tmp:  # mkdtemp: 0700
+            sample = write_sample_workbook(Path(tmp), settings, workspace or SAMPLE_WORKSPACE_ID)
+            body = (
+                "This is a test email from wa-export.\n"
+                "\n"
+                f"Workspace: {workspace or '(none given)'}\n"
+                f"SMTP server: {result.server} ({result.security})\n"
+                f"Sent at: {now_local:%Y-%m-%d %H:%M:%S} {settings.timezone_name}\n"
+                "\n"
+                f"The attached {SAMPLE_FILE_NAME} has the format of the real exports and two fake rows.\n"
+                "If you can read this, scheduled exports can reach this address.\n"
+            )
+            with MailSender(settings) as sender:
+                sender.send(OutgoingMail(to=recipients, subject=subject, body=body, attachment=sample))
+    except MailError as error:
+        return replace(result, error=error)
+    return result
+
+
+__all__ = ["TestEmailResult", "TestEmailUsage", "resolve_recipients", "send_test_email", "write_sample_workbook"]
