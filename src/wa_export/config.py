@@ -207,7 +207,20 @@ def read_environment(env_file: Path | None, environ: Mapping[str, str] | None = 
 
 def load_settings(env_file: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     env = read_environment(env_file, environ)
+    try:
+        return _settings_from(env)
+    except ConfigError as error:
+        # Swapped lines in a .env can put a password where a value is echoed back.
+        raise ConfigError(redact(str(error), _secrets_in(env))) from None
 
+
+def _secrets_in(env: Mapping[str, str]) -> list[str]:
+    found = [env.get("SMTP_PASSWORD", "").strip(), env.get("SMTP_PASSWORD", "")]
+    found.append(mongodb_password(env.get("MONGODB_URI", "").strip()) or "")
+    return [secret for secret in found if secret]
+
+
+def _settings_from(env: Mapping[str, str]) -> Settings:
     uri = _text(env, "MONGODB_URI") or "mongodb://localhost:27017"
     _validate_uri(uri)
     database = _database_name(uri, _text(env, "MONGODB_DATABASE"))

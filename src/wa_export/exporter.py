@@ -27,6 +27,7 @@ from .mongo import SERVICE_NAME, MongoUnavailable, Store, Workspace, describe_mo
 from .paths import publish_path_candidates, slugify, workspace_folder
 from .rows import STATUSES, RowStats, message_rows
 from .workbook import WorkbookWriter
+from .workers import slot_share
 
 Trigger = Literal["scheduled", "manual"]
 Outcome = Literal["completed", "no_messages", "skipped", "failed", "written", "dry_run"]
@@ -41,6 +42,8 @@ class ExportRequest:
     email_override: tuple[str, ...] = ()
     send_email: bool = True
     dry_run: bool = False
+    # `--workers N`: this process exports only share k of N of the workspaces (workers.slot_share).
+    worker_slot: tuple[int, int] | None = None
 
     @property
     def is_manual(self) -> bool:
@@ -263,8 +266,10 @@ class ExportRun:
 
     def _select_workspaces(self) -> list[Workspace]:
         if self.request.workspace_ids:
-            return self.store.workspaces_by_id(self.request.workspace_ids)
-        return self.store.active_workspaces()
+            selected = self.store.workspaces_by_id(self.request.workspace_ids)
+        else:
+            selected = self.store.active_workspaces()
+        return slot_share(selected, self.request.worker_slot)
 
     def _count_orphans(self) -> int:
         windows = [r for r in self.result.workspaces if r.window_start is not None and r.window_end is not None]
@@ -320,7 +325,8 @@ class ExportRun:
             raise  # MongoDB is gone: the whole run stops (exit 3)
         except (PyMongoError, LeaseLost) as error:
             result.outcome = "failed"
-            result.reason = redact(f"MongoDB error: {error}", self.settings.secrets())
+            text = f"{error}; nothing was sent" if isinstance(error, LeaseLost) else f"MongoDB error: {error}"
+            result.reason = redact(text, self.settings.secrets())
             self._log_export_quietly(workspace, result)
             return result
         except Exception as error:  # one broken workspace must not stop the others
@@ -522,10 +528,20 @@ def _describe_file_error(error: OSError, export_dir: Path) -> str:
     import errno
 
     where = error.filename or export_dir
-    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"the disk is full while writing {where}; free space in EXPORT_DIR ({export_dir}) — no partial file was kept"
+    if error.errno == errno.EFBIG:
+        return (
+            f"the export file grew past this process's file-size limit (ulimit -f) while writing {where}; "
+            f"raise the limit for wa-export or export a shorter period (EXPORT_DIR {export_dir}) — no partial file was kept"
+        )
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"cannot write in {where} ({error.strerror}); make EXPORT_DIR ({export_dir}) writable by this user"
+    if error.errno == errno.ENOTDIR:
+        return (
+            f"cannot create the export folder {where} ({error.strerror}): a regular file is in the way; "
+            f"point EXPORT_DIR ({export_dir}) at a directory"
+        )
     return f"cannot write the export file in {where} ({error.strerror or error}); check EXPORT_DIR ({export_dir})"
 
 

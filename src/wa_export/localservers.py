@@ -16,6 +16,7 @@ from __future__ import annotations
 import email
 import email.message
 import email.policy
+import json
 import os
 import queue
 import shutil
@@ -27,7 +28,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -37,6 +38,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     import trustme
 
 LOOPBACK = "127.0.0.1"
+# How LocalMongoServer hands user passwords to its child (not argv: `ps` shows argv).
+_MONGO_USERS_ENV = "WA_EXPORT_LOCAL_MONGO_USERS"
 
 __all__ = [
     "CapturedMessage",
@@ -474,12 +477,21 @@ class LocalMongoServer:
     A separate process (not a thread) so tests can SIGKILL it mid-run and
     `restart()` it on the same port. With `data_path` the data lives in a
     SQLite file and survives restarts; without it, everything is in memory.
+    With `users` ((name, password) pairs, authSource `admin`, SCRAM-SHA-256)
+    every command needs authentication; `uri_for(name, password)` builds a
+    URI pymongo logs in with. Passwords reach the child through its
+    environment, never its argv (visible in `ps`).
     """
 
     def __init__(
-        self, data_path: Path | None = None, port: int = 0, startup_timeout: float = 30.0
+        self,
+        data_path: Path | None = None,
+        port: int = 0,
+        startup_timeout: float = 30.0,
+        users: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.data_path = Path(data_path) if data_path is not None else None
+        self.users: tuple[tuple[str, str], ...] = tuple((str(name), str(pw)) for name, pw in users)
         self.startup_timeout = startup_timeout
         self._requested_port = port
         self._port = port
@@ -499,6 +511,17 @@ class LocalMongoServer:
         if not self._port:
             raise LocalServerError("LocalMongoServer has no port yet; call start() first")
         return f"mongodb://{LOOPBACK}:{self._port}/?directConnection=true"
+
+    def uri_for(self, username: str, password: str, database: str = "") -> str:
+        """A URI that authenticates as `username` (mongoeco speaks SCRAM-SHA-256, not SHA-1)."""
+        if not self._port:
+            raise LocalServerError("LocalMongoServer has no port yet; call start() first")
+        from urllib.parse import quote
+
+        return (
+            f"mongodb://{quote(username, safe='')}:{quote(password, safe='')}@{LOOPBACK}:{self._port}/{database}"
+            "?directConnection=true&authSource=admin&authMechanism=SCRAM-SHA-256"
+        )
 
     @property
     def pid(self) -> int | None:
@@ -539,11 +562,15 @@ class LocalMongoServer:
         cmd = [sys.executable, "-m", "wa_export.localservers", "mongo", "--port", str(self._port)]
         if self.data_path is not None:
             cmd += ["--data", str(self.data_path)]
+        child_env = {key: value for key, value in os.environ.items() if key != _MONGO_USERS_ENV}
+        if self.users:
+            cmd += ["--users-from-env"]
+            child_env[_MONGO_USERS_ENV] = json.dumps([list(user) for user in self.users])
         with open(self.log_path, "ab") as log:
             # stdin is a pipe only we hold: when this process dies, however it
             # dies, the child reads EOF and exits (see _watch_parent).
             proc = subprocess.Popen(
-                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, close_fds=True
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, close_fds=True, env=child_env
             )
         self._proc = proc
         self._finalizer = weakref.finalize(self, _reap, proc)
@@ -591,8 +618,9 @@ class LocalMongoServer:
                 raise LocalServerError(
                     f"mongo server exited with {proc.returncode}: {_log_tail(self.log_path)}"
                 )
+            uri = self.uri_for(*self.users[0]) if self.users else self.uri
             client: MongoClient[dict[str, Any]] = MongoClient(
-                self.uri, serverSelectionTimeoutMS=2000, connectTimeoutMS=2000
+                uri, serverSelectionTimeoutMS=2000, connectTimeoutMS=2000
             )
             try:
                 client.admin.command("ping")
@@ -665,7 +693,7 @@ def _watch_parent(on_orphaned: Any) -> None:
     on_orphaned()
 
 
-async def _serve_mongo(port: int, data: Path | None) -> None:
+async def _serve_mongo(port: int, data: Path | None, users: Sequence[tuple[str, str]] = ()) -> None:
     import asyncio
     import signal
 
@@ -696,7 +724,17 @@ async def _serve_mongo(port: int, data: Path | None) -> None:
 
     threading.Thread(target=_watch_parent, args=(orphaned,), name="parent-watch", daemon=True).start()
 
-    server = AsyncMongoEcoProxyServer(host=LOOPBACK, port=port, engine=engine)
+    auth_users: tuple[Any, ...] = ()
+    if users:
+        from mongoeco.wire.auth import WireAuthUser
+
+        # mongoeco's SCRAM-SHA-1 lacks MongoDB's MD5 password digest, so pymongo
+        # cannot use it: offer SCRAM-SHA-256 only (see LocalMongoServer.uri_for).
+        auth_users = tuple(
+            WireAuthUser(username=name, password=password, source="admin", mechanisms=("SCRAM-SHA-256",))
+            for name, password in users
+        )
+    server = AsyncMongoEcoProxyServer(host=LOOPBACK, port=port, engine=engine, auth_users=auth_users)
     address = await server.start()
     try:
         print(f"READY {address.port}", flush=True)
@@ -714,9 +752,16 @@ def _main(argv: list[str] | None = None) -> int:
     mongo = commands.add_parser("mongo", help="serve mongoeco's wire protocol on 127.0.0.1")
     mongo.add_argument("--port", type=int, required=True)
     mongo.add_argument("--data", type=Path, default=None, help="SQLite file (persistent)")
+    mongo.add_argument(
+        "--users-from-env", action="store_true",
+        help=f"require authentication: JSON [[name, password], ...] in ${_MONGO_USERS_ENV}",
+    )
     args = parser.parse_args(argv)
     if args.command == "mongo":
-        asyncio.run(_serve_mongo(args.port, args.data))
+        users: list[tuple[str, str]] = []
+        if args.users_from_env:
+            users = [(str(name), str(pw)) for name, pw in json.loads(os.environ.pop(_MONGO_USERS_ENV, "[]"))]
+        asyncio.run(_serve_mongo(args.port, args.data, users))
     return 0
 
 
