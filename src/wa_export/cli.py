@@ -8,6 +8,7 @@ configuration error, 3 MongoDB unreachable.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -21,10 +22,13 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 
 from . import commands
+from . import workers as workers_module
+from . import output as output_module
 from .config import ConfigError, Settings, load_settings, redact
 from .exporter import SmtpNotConfigured
 from .mongo import MongoUnavailable, UnknownWorkspace
 from .output import Output
+from .output import render_demo, render_health, render_test_email
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MONGO = 0, 1, 2, 3
 
@@ -120,6 +124,15 @@ def export(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Count only: no file, no email, no database writes.")
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Scheduled runs: share the workspaces among N processes (e.g. one per CPU core).",
+        ),
+    ] = 1,
+    worker_slot: Annotated[str | None, typer.Option("--worker-slot", hidden=True)] = None,
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
@@ -142,12 +155,191 @@ def export(
             no_email=no_email,
             dry_run=dry_run,
         )
+        try:
+            workers_module.check_request(workers, is_manual=request.is_manual)
+            if worker_slot is not None:
+                workers_module.check_request(2, is_manual=request.is_manual)
+                request = dataclasses.replace(request, worker_slot=workers_module.parse_worker_slot(worker_slot))
+        except workers_module.WorkerUsageError as error:
+            raise commands.UsageProblem(str(error)) from None
+        if workers > 1 and worker_slot is None:
+            flags = [flag for flag, on in (("--dry-run", dry_run), ("--no-email", no_email)) if on]
+            with _stop_on_sigterm() as stop:
+                merged = workers_module.run_workers(
+                    workers,
+                    workspace_ids=workspace or (),
+                    env_file=env_file or _global_env_file,
+                    extra_args=flags,
+                    stop_requested=stop,
+                )
+            if output.json_output:
+                output.json(merged.as_dict())
+            else:
+                for run in merged.as_dict()["runs"]:
+                    output.line(f"worker {run['slot']}: exit {run['exit_code']}: {run['summary'] or run['error']}")
+                level = "ERROR" if merged.exit_code else "INFO"
+                output.line(f"{output_module.timestamp()} {level} {merged.summary()}")
+            return merged.exit_code
         with _stop_on_sigterm() as stop, output.export_observer() as observer:
             result = commands.export(settings, request, observer, stop)
         output.export_result(result, settings)
         return result.exit_code
 
     _run(json_output, env_file, body)
+
+
+@app.command()
+def cleanup(
+    days: Annotated[
+        int | None,
+        typer.Option("--days", help="Delete workbooks older than N days.  [default: EXPORT_CLEANUP_DAYS]", show_default=False),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")] = False,
+    json_output: JsonOption = False,
+    env_file: EnvFileOption = None,
+) -> None:
+    """Delete this tool's old workbooks and stale temp files, and empty workspace folders.
+
+    Only files named like wa-export workbooks inside EXPORT_DIR/<workspace folder>/
+    (folders holding the .wa-export-workspace marker) are touched; symlinks are never
+    followed. Records a cleanup event in system_logs: if MongoDB is unreachable the
+    files are still cleaned and the exit code is 3.
+    """
+
+    def body(settings: Settings, output: Output) -> int:
+        result = commands.cleanup(settings, days, dry_run)
+        output_module.render_cleanup(output, result, settings)
+        return result.exit_code
+
+    _run(json_output, env_file, body)
+
+
+@app.command()
+def stats(
+    workspace_id: Annotated[
+        str | None, typer.Argument(metavar="[WORKSPACE_ID]", help="One workspace; without it, all active ones.")
+    ] = None,
+    days: Annotated[int, typer.Option("--days", help="Number of days, ending today (1-366).")] = 7,
+    json_output: JsonOption = False,
+    env_file: EnvFileOption = None,
+) -> None:
+    """Messages per day and status, and exports made/failed, over the last N days (EXPORT_TIMEZONE)."""
+
+    def body(settings: Settings, output: Output) -> int:
+        report = commands.stats(settings, workspace_id, days)
+        output_module.render_stats(output, report, settings)
+        return EXIT_OK
+
+    _run(json_output, env_file, body)
+
+
+@app.command()
+def logs(
+    workspace_id: Annotated[
+        str | None, typer.Argument(metavar="[WORKSPACE_ID]", help="Only this workspace's exports.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", help="How many entries (1-1000).")] = 20,
+    status: Annotated[
+        str | None, typer.Option("--status", help="Only exports with this status: completed or failed.")
+    ] = None,
+    system: Annotated[bool, typer.Option("--system", help="Show this tool's system_logs events instead.")] = False,
+    json_output: JsonOption = False,
+    env_file: EnvFileOption = None,
+) -> None:
+    """Recent exports (export_logs) newest first, or the tool's events (--system)."""
+
+    def body(settings: Settings, output: Output) -> int:
+        report = commands.logs(settings, workspace_id, limit, status, system)
+        output_module.render_logs(output, report, settings)
+        return EXIT_OK
+
+    _run(json_output, env_file, body)
+
+
+# --- test-email, health, demo (issue 3) -------------------------------------------
+
+
+@app.command("test-email")
+def test_email(
+    workspace: Annotated[
+        str | None, typer.Option("--workspace", "-w", help="Send to this workspace's WORKSPACE_<ID>_EMAIL.")
+    ] = None,
+    to: Annotated[
+        list[str] | None, typer.Option("--to", help="Send to this address (wins over --workspace); repeatable.")
+    ] = None,
+    json_output: JsonOption = False,
+    env_file: EnvFileOption = None,
+) -> None:
+    """Send a test email with a tiny sample workbook through the configured SMTP server.
+
+    On failure it names the step that failed (connect, tls, auth, recipient,
+    domain) and what to do, and exits 1. MongoDB is not needed.
+    """
+    from . import testmail
+
+    def body(settings: Settings, output: Output) -> int:
+        result = testmail.send_test_email(settings, workspace, to or ())
+        render_test_email(output, result)
+        return result.exit_code
+
+    _run(json_output, env_file, body)
+
+
+@app.command()
+def health(
+    smtp_login: Annotated[
+        bool, typer.Option("--smtp-login", help="Also connect to the SMTP server, start TLS and log in.")
+    ] = False,
+    json_output: JsonOption = False,
+    env_file: EnvFileOption = None,
+) -> None:
+    """Check MongoDB, SMTP, EXPORT_DIR, workspace addresses, indexes and that scheduled runs happen.
+
+    One line per check (ok / warning / failed) with the reason. Exit 1 if any check
+    failed, including an unreachable MongoDB. Records a health_check event.
+    """
+    from . import health as health_checks
+
+    def body(settings: Settings, output: Output) -> int:
+        report = health_checks.run_health(settings, smtp_login=smtp_login)
+        render_health(output, report)
+        return report.exit_code
+
+    _run(json_output, env_file, body)
+
+
+@contextmanager
+def _interrupt_on_sigterm() -> Iterator[None]:
+    """SIGTERM behaves like Ctrl-C, so `finally` blocks (server shutdown) still run."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Where exports/ and mail/ are written.")] = Path("demo-out"),
+    json_output: JsonOption = False,
+) -> None:
+    """Run a real scheduled export against local MongoDB and SMTP servers; nothing to configure.
+
+    Needs the demo extra (pip install 'wa-export[demo]', Python 3.13+). Ignores
+    the environment and .env: the servers, data and settings are its own.
+    """
+    from . import demo as demo_run
+
+    output = Output(json_output)
+    with _handled(output, []):
+        with _interrupt_on_sigterm(), output.export_observer() as observer:
+            result = demo_run.run_demo(out, observer, None if json_output else output.line)
+        render_demo(output, result)
+        raise typer.Exit(result.exit_code)
 
 
 def main() -> None:

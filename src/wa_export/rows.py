@@ -80,7 +80,9 @@ def message_rows(
         customer_phone = chat.customer_phone
         if not workspace_phone or not customer_phone:
             anomalies["missing_phone"] += 1
-        direction = _direction(message.get("direction"))
+        direction = message.get("direction")
+        if direction != "incoming" and direction != "outgoing":  # the exact spellings skip the call
+            direction = _direction(direction)
         if direction == "incoming":
             status = STATUS_RECEIVED
             sender, receiver = customer_phone, workspace_phone

@@ -15,13 +15,17 @@ adds what the contract needs and openpyxl does not give for free:
 
 Speed: openpyxl builds the workbook, styles, sheet views, filters and the
 zip package and streams each sheet; only the ``<row>`` elements of the data
-rows are serialised here. Per-cell openpyxl objects cost ~45 µs a row; a
-reused ``<row>`` element template whose ``r`` attributes and texts are
-updated in place costs about a quarter of that (measured). Text cells are
-always ``t="inlineStr"`` - exactly what openpyxl writes for strings - so
-nothing can become a formula. The internals used (``WorksheetWriter``, its
-``xf`` stream, ``ws._writer``/``ws._rows``) are the ones openpyxl's own
-``WriteOnlyWorksheet._write_rows`` uses; tests pin the resulting XML.
+rows are serialised here. Per-cell openpyxl objects cost ~45 µs a row; the
+rows are formatted here as XML text (escaped like lxml escapes text: ``&``,
+``<``, ``>``, CR) and written in chunks straight into the sheet's file, after
+flushing openpyxl's lxml stream so the order is kept (bench/RESULTS.md has
+the measurements: about a third of lxml element templates' cost). Text cells
+are always ``t="inlineStr"`` - exactly what openpyxl writes for strings - so
+nothing can become a formula; ``xml:space="preserve"`` is added where the text
+starts or ends with white space, as openpyxl does. The internals used
+(``WorksheetWriter``, its ``xf`` stream, ``ws._writer``/``ws._rows``) are the
+ones openpyxl's own ``WriteOnlyWorksheet._write_rows`` uses; tests pin the
+resulting XML.
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ from zoneinfo import ZoneInfo
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.cell.cell import Cell
-from openpyxl.xml.functions import Element, SubElement
+from openpyxl.xml.constants import SHEET_MAIN_NS
+from openpyxl.xml.functions import xmlfile
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.worksheet import _writer as _ws_writer_module
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
@@ -82,9 +87,8 @@ TIMESTAMP_FORMAT = "yyyy-mm-dd hh:mm:ss"
 _COLUMN_WIDTHS = {"A": 20, "B": 22, "C": 80, "D": 20, "E": 15, "F": 26}
 _LETTERS = "ABCDEF"
 _LAST_COLUMN = _LETTERS[-1]
-_XML_SPACE = "{http://www.w3.org/XML/1998/namespace}space"
-# Column kinds in a row template.
-_ABSENT, _TEXT, _NUMBER = 0, 1, 2
+# Rows formatted as XML text are written to the sheet file this many at a time.
+_CHUNK_ROWS = 1_000
 
 # XML 1.0 forbids these; lxml refuses to write them. \t \n \r stay.
 # Any surrogate code point left in a Python str is unpaired (valid pairs are
@@ -205,6 +209,21 @@ def _to_text(value: object) -> str:
             return f"<{type(value).__name__}>"
 
 
+def _text_cell(letter: str, row: str, value: str) -> str:
+    """``<c>`` XML of an inline-string cell for already clean text; "" (a blank cell) for ""."""
+    if not value:
+        return ""
+    # Leading/trailing white space (tab, LF, CR, space: the only characters
+    # <= " " left after cleaning) is kept by Excel only with xml:space.
+    preserve = value[0] <= " " or value[-1] <= " "
+    if "&" in value or "<" in value or ">" in value or "\r" in value:
+        # What lxml does for text: CR as a reference, or XML parsers turn it into LF.
+        value = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
+    if preserve:
+        return f'<c r="{letter}{row}" t="inlineStr"><is><t xml:space="preserve">{value}</t></is></c>'
+    return f'<c r="{letter}{row}" t="inlineStr"><is><t>{value}</t></is></c>'
+
+
 # --------------------------------------------------------------------------
 # the writer
 # --------------------------------------------------------------------------
@@ -296,7 +315,7 @@ class WorkbookWriter:
             self._sheets: list[WriteOnlyWorksheet] = []
             self._ws: WriteOnlyWorksheet | None = None
             self._xf: Any = None
-            self._templates: dict[tuple[Any, ...], tuple[Any, list[tuple[Any, str, Any, int]]]] = {}
+            self._handle: Any = None  # the current sheet's file, for rows written as XML text
             self._date_style_id = ""
             self._sheet_row = 0  # data rows in the current sheet
             self._new_sheet()
@@ -394,9 +413,8 @@ class WorkbookWriter:
 
     def _append_rows(self, rows: Iterable[tuple[Any, ...]]) -> None:
         text = cell_text
+        cell = _text_cell
         serial_of = self._excel_serial
-        templates = self._templates
-        template_for = self._template
         limit = self._rows_per_sheet
         rows = iter(rows)
         while True:
@@ -410,73 +428,53 @@ class WorkbookWriter:
                 self._finish_sheet()
                 self._new_sheet()
                 rows = itertools.chain((first,), rows)
-            write = self._xf.write
+            date_style = self._date_style()
             row = self._sheet_row + 1  # the header is row 1
             budget = limit - self._sheet_row
             written = 0
+            chunk: list[str] = []
             for sender, receiver, content, ts, status, workspace_id in rows:
                 row += 1
-                va = text(sender)
-                vb = text(receiver)
-                vc = text(content)
-                ve = text(status)
-                vf = text(workspace_id)
+                r = str(row)
                 if ts is None:
-                    vd: str = ""
-                    d_kind = _ABSENT
+                    vd = ""
                 else:
                     serial = serial_of(ts)
                     if serial is None:  # not a datetime, or outside Excel's date range
-                        vd = text(ts.isoformat() if isinstance(ts, datetime) else ts)
-                        d_kind = _TEXT if vd else _ABSENT
+                        vd = cell("D", r, text(ts.isoformat() if isinstance(ts, datetime) else ts))
                     else:
-                        vd = repr(serial)  # shortest round-trip decimal, never exponent here
-                        d_kind = _NUMBER
-                key = (va != "", vb != "", vc != "", d_kind, ve != "", vf != "")
-                template = templates.get(key)
-                if template is None:
-                    template = template_for(key)
-                row_el, slots = template
-                values = (va, vb, vc, vd, ve, vf)
-                rs = str(row)
-                row_el.set("r", rs)
-                for set_attr, letter, text_el, index in slots:
-                    set_attr("r", letter + rs)
-                    text_el.text = values[index]
-                write(row_el)
+                        # repr: shortest round-trip decimal, never an exponent in this range
+                        vd = f'<c r="D{r}" s="{date_style}" t="n"><v>{serial!r}</v></c>'
+                chunk.append(
+                    f'<row r="{r}">{cell("A", r, text(sender))}{cell("B", r, text(receiver))}'
+                    f'{cell("C", r, text(content))}{vd}{cell("E", r, text(status))}'
+                    f'{cell("F", r, text(workspace_id))}</row>'
+                )
                 written += 1
+                if len(chunk) == _CHUNK_ROWS:
+                    self._write_xml(chunk)
                 if written == budget:
                     break
+            if chunk:
+                self._write_xml(chunk)
             self._sheet_row += written
             self._rows_written += written
             if written < budget:
                 return
 
-    def _template(self, key: tuple[Any, ...]) -> tuple[Any, list[tuple[Any, str, Any, int]]]:
-        """Build (once per shape) a reusable ``<row>`` with one ``<c>`` per non-empty column."""
+    def _write_xml(self, chunk: list[str]) -> None:
+        """Append formatted rows to the sheet file, after whatever lxml still buffers."""
+        self._xf.flush()
+        self._handle.write("".join(chunk).encode("utf-8"))
+        chunk.clear()
+
+    def _date_style(self) -> str:
         if not self._date_style_id:
             # Registering the number format once gives its workbook-wide style id.
             date_cell = WriteOnlyCell(self._ws)
             date_cell.number_format = TIMESTAMP_FORMAT
             self._date_style_id = str(date_cell.style_id)
-        row_el = Element("row", {"r": ""})
-        slots: list[tuple[Any, str, Any, int]] = []
-        for index, present in enumerate(key):
-            letter = _LETTERS[index]
-            if present == _NUMBER:
-                cell_el = SubElement(row_el, "c", {"r": "", "s": self._date_style_id, "t": "n"})
-                text_el = SubElement(cell_el, "v")
-            elif present:
-                # Always inline strings, as openpyxl writes str cells; preserve
-                # keeps leading/trailing spaces and newlines exactly.
-                cell_el = SubElement(row_el, "c", {"r": "", "t": "inlineStr"})
-                text_el = SubElement(SubElement(cell_el, "is"), "t", {_XML_SPACE: "preserve"})
-            else:
-                continue  # empty value: no <c>, a blank cell
-            slots.append((cell_el.set, letter, text_el, index))
-        template = (row_el, slots)
-        self._templates[key] = template
-        return template
+        return self._date_style_id
 
     def _excel_serial(self, ts: object) -> float | None:
         """Excel serial (1900 system) of ``ts`` as wall time in the export zone."""
@@ -530,8 +528,9 @@ class WorkbookWriter:
         os.close(_create_private_file(sheet_tmp))
         self._sheet_tmp_paths.append(str(sheet_tmp))
         _ws_writer_module.ALL_TEMP_FILES.append(str(sheet_tmp))
-        writer = WorksheetWriter(ws, out=str(sheet_tmp))
+        writer = _SheetWriter(ws, out=str(sheet_tmp))
         ws._writer = writer
+        self._handle = writer.handle
         writer.write_top()
         stream = _row_stream(writer)
         self._xf = next(stream)
@@ -627,6 +626,32 @@ def _remove_files(tmp_path: Path, sheet_paths: list[str]) -> None:
             _ws_writer_module.ALL_TEMP_FILES.remove(path)
     sheet_paths.clear()
     _unlink_quietly(tmp_path)
+
+
+class _SheetWriter(WorksheetWriter):
+    """openpyxl's sheet writer on a file object we hold, so rows can go in as XML text.
+
+    ``get_stream`` is openpyxl's own, except that lxml writes to ``handle``
+    (opened here, without following links) instead of opening the path itself.
+    """
+
+    handle: Any = None
+
+    def get_stream(self) -> Generator[Any, Any, None]:
+        fd = os.open(self.out, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "wb") as handle:
+            self.handle = handle
+            with xmlfile(handle) as xf:
+                with xf.element("worksheet", xmlns=SHEET_MAIN_NS):
+                    try:
+                        while True:
+                            el = yield
+                            if el is True:
+                                yield xf
+                            elif el is not None:
+                                xf.write(el)
+                    except GeneratorExit:
+                        pass
 
 
 def _row_stream(writer: WorksheetWriter) -> Generator[Any, None, None]:

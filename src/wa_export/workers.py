@@ -1,0 +1,279 @@
+"""`wa-export export --workers N`: one scheduled run shared by N processes on this host.
+
+Why processes and not threads: the cost of an export is our own Python work
+(decoding BSON, mapping rows, formatting XML, compressing), which holds the
+GIL; threads would take turns on one core, processes use all of them.
+
+How: the parent starts N child processes, each the normal `wa-export export
+--json` with a hidden `--worker-slot k/N`. Child k exports every N-th active
+workspace (`workspaces[k::N]` of the list sorted by id), so a run's workspaces
+are split evenly and each is attempted once per run. The per-workspace leases
+still decide who exports a workspace: two hosts, an overlapping cron run or a
+workspace list that changed between the children's reads never make two
+processes export the same window (a second taker sees the moved watermark).
+The parent never talks to MongoDB: it waits, merges the children's JSON into
+one result and exits with the worst exit code (3 > 2 > 1 > 0). SIGTERM to the
+parent is forwarded to the children, which finish their current workspace and
+stop, as a single run does.
+
+Library code: nothing here prints; the CLI renders `WorkersResult`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+MAX_WORKERS = 64
+# Exit codes by severity: MongoDB unreachable > usage/config > some work failed > ok.
+_SEVERITY = {0: 0, 1: 1, 2: 2, 3: 3}
+
+T = TypeVar("T")
+
+
+class WorkerUsageError(ValueError):
+    """A bad --workers / --worker-slot value; one sentence for the operator (exit 2)."""
+
+
+def parse_worker_slot(text: str) -> tuple[int, int]:
+    """`"k/N"` -> (k, N) with 0 <= k < N <= MAX_WORKERS."""
+    try:
+        index_text, count_text = text.split("/", 1)
+        index, count = int(index_text), int(count_text)
+    except ValueError:
+        raise WorkerUsageError(f"--worker-slot {text!r} must look like K/N, e.g. 0/2.") from None
+    if not (1 <= count <= MAX_WORKERS and 0 <= index < count):
+        raise WorkerUsageError(f"--worker-slot {text!r} needs 0 <= K < N <= {MAX_WORKERS}.")
+    return index, count
+
+
+def check_worker_count(count: int) -> None:
+    if not 1 <= count <= MAX_WORKERS:
+        raise WorkerUsageError(f"--workers must be between 1 and {MAX_WORKERS}, got {count}.")
+
+
+def slot_share(items: Sequence[T], slot: tuple[int, int] | None) -> list[T]:
+    """The part of a (stably ordered) list that worker slot k of N exports: every N-th, from k."""
+    if slot is None:
+        return list(items)
+    index, count = slot
+    return list(items[index::count])
+
+
+def worst_exit_code(codes: Sequence[int]) -> int:
+    """3 (MongoDB) > 2 (usage/config) > 1 (some work failed) > 0; a crashed child counts as 1."""
+    worst = 0
+    for code in codes:
+        code = code if code in _SEVERITY else 1
+        if _SEVERITY[code] > _SEVERITY[worst]:
+            worst = code
+    return worst
+
+
+@dataclass
+class WorkerOutcome:
+    slot: int
+    exit_code: int
+    document: dict[str, Any] | None
+    error: str | None = None
+
+
+@dataclass
+class WorkersResult:
+    count: int
+    started_at: float
+    finished_at: float
+    workers: list[WorkerOutcome] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        code = worst_exit_code([worker.exit_code for worker in self.workers])
+        return max(code, 1) if self.interrupted and code == 0 else code
+
+    @property
+    def workspaces(self) -> list[dict[str, Any]]:
+        return [ws for worker in self.workers for ws in (worker.document or {}).get("workspaces", [])]
+
+    def count_outcome(self, outcome: str) -> int:
+        return sum(1 for ws in self.workspaces if ws.get("outcome") == outcome)
+
+    @property
+    def message_count(self) -> int:
+        return sum(int(ws.get("message_count") or 0) for ws in self.workspaces)
+
+    def anomaly_totals(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for ws in self.workspaces:
+            for name, count in (ws.get("anomalies") or {}).items():
+                totals[name] = totals.get(name, 0) + int(count)
+        # Every worker counts orphans over (about) the same time range: not additive.
+        orphans = self.orphaned_messages
+        if orphans:
+            totals["orphaned_message"] = totals.get("orphaned_message", 0) + orphans
+        return totals
+
+    @property
+    def orphaned_messages(self) -> int:
+        return max((int((w.document or {}).get("orphaned_messages") or 0) for w in self.workers), default=0)
+
+    def summary(self) -> str:
+        parts = [
+            f"scheduled export run with {self.count} workers: {len(self.workspaces)} workspaces",
+            f"{self.count_outcome('completed')} emailed",
+            f"{self.count_outcome('no_messages')} without new messages",
+            f"{self.count_outcome('skipped')} skipped",
+            f"{self.count_outcome('failed')} failed",
+            f"{self.message_count} messages",
+        ]
+        broken = [w for w in self.workers if w.document is None]
+        if broken:
+            parts.append(f"{len(broken)} worker(s) failed: " + "; ".join(
+                f"worker {w.slot} exit {w.exit_code}: {w.error}" for w in broken))
+        anomalies = self.anomaly_totals()
+        if anomalies:
+            parts.append("data issues: " + ", ".join(f"{n} {name}" for name, n in sorted(anomalies.items())))
+        if self.interrupted:
+            parts.append("interrupted before finishing")
+        return ", ".join(parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.exit_code == 0,
+            "trigger": "scheduled",
+            "workers": self.count,
+            "exit_code": self.exit_code,
+            "interrupted": self.interrupted,
+            "duration_seconds": round(self.finished_at - self.started_at, 3),
+            "message_count": self.message_count,
+            "orphaned_messages": self.orphaned_messages,
+            "anomalies": self.anomaly_totals(),
+            "summary": self.summary(),
+            "runs": [
+                {
+                    "slot": w.slot,
+                    "exit_code": w.exit_code,
+                    "run_id": (w.document or {}).get("run_id"),
+                    "summary": (w.document or {}).get("summary"),
+                    "error": w.error if w.document is None else (w.document or {}).get("error"),
+                }
+                for w in self.workers
+            ],
+            "workspaces": self.workspaces,
+        }
+
+
+def check_request(count: int, *, is_manual: bool) -> None:
+    """Workers share a scheduled run; a manual export is one window for one operator: one process."""
+    check_worker_count(count)
+    if count > 1 and is_manual:
+        raise WorkerUsageError(
+            "--workers applies to scheduled runs only; a manual export (--hours/--since/--until/--email) "
+            "runs in one process, drop --workers."
+        )
+
+
+def child_command(
+    slot: int,
+    count: int,
+    *,
+    workspace_ids: Sequence[str] = (),
+    env_file: Path | None = None,
+    extra_args: Sequence[str] = (),
+) -> list[str]:
+    command = [sys.executable, "-m", "wa_export.cli"]
+    if env_file is not None:
+        command += ["--env-file", str(env_file)]
+    command += ["export", "--json", "--worker-slot", f"{slot}/{count}", *extra_args]
+    for workspace_id in workspace_ids:
+        command += ["--workspace", workspace_id]
+    return command
+
+
+def run_workers(
+    count: int,
+    *,
+    workspace_ids: Sequence[str] = (),
+    env_file: Path | None = None,
+    extra_args: Sequence[str] = (),
+    stop_requested: threading.Event | None = None,
+    env: dict[str, str] | None = None,
+    poll_seconds: float = 0.2,
+) -> WorkersResult:
+    """Run the scheduled export as `count` child processes and merge their results."""
+    check_worker_count(count)
+    stop = stop_requested or threading.Event()
+    started = time.time()
+    children: list[tuple[int, subprocess.Popen[bytes], Any]] = []
+    forwarded = False
+    try:
+        for slot in range(count):
+            out = tempfile.TemporaryFile()  # not a pipe: a big JSON document must never block a child
+            proc = subprocess.Popen(
+                child_command(slot, count, workspace_ids=workspace_ids, env_file=env_file, extra_args=extra_args),
+                stdout=out,
+                stdin=subprocess.DEVNULL,
+                env=env if env is not None else os.environ.copy(),
+            )
+            children.append((slot, proc, out))
+        while any(proc.poll() is None for _, proc, _ in children):
+            if stop.is_set() and not forwarded:
+                forwarded = True
+                for _, proc, _ in children:
+                    if proc.poll() is None:
+                        proc.send_signal(signal.SIGTERM)
+            time.sleep(poll_seconds)
+    except BaseException:
+        for _, proc, _ in children:  # never leave orphans running behind a crashed parent
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for _, proc, _ in children:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        raise
+    result = WorkersResult(count=count, started_at=started, finished_at=time.time(), interrupted=forwarded)
+    for slot, proc, out in children:
+        out.seek(0)
+        raw = out.read().decode("utf-8", "replace")
+        out.close()
+        result.workers.append(_outcome(slot, proc.returncode, raw))
+    return result
+
+
+def _outcome(slot: int, returncode: int, stdout: str) -> WorkerOutcome:
+    code = returncode if returncode >= 0 else 1  # killed by a signal: its work is unfinished
+    try:
+        document = json.loads(stdout)
+    except json.JSONDecodeError:
+        reason = f"killed by signal {-returncode}" if returncode < 0 else "no JSON result on stdout"
+        return WorkerOutcome(slot, code, None, reason)
+    if not isinstance(document, dict):
+        return WorkerOutcome(slot, code, None, "unexpected JSON result")
+    if "workspaces" not in document:  # an error document: {"ok": false, "error": ...}
+        return WorkerOutcome(slot, code, None, str(document.get("error") or "failed"))
+    return WorkerOutcome(slot, code, document)
+
+
+__all__ = [
+    "MAX_WORKERS",
+    "WorkerUsageError",
+    "WorkersResult",
+    "check_request",
+    "check_worker_count",
+    "parse_worker_slot",
+    "run_workers",
+    "slot_share",
+    "worst_exit_code",
+]

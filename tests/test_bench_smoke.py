@@ -1,0 +1,50 @@
+"""The bench's core runs and produces a correct workbook (issue 5); not a timing test."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+from openpyxl import load_workbook
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "run.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("wa_export_bench_run", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("contender", ["ours", "openpyxl"])
+def test_bench_contender_writes_every_row(bench, tmp_path, contender):
+    data = tmp_path / "data"
+    generated = bench.generate(500, data)
+    assert generated["rows"] == 500
+    out = tmp_path / f"{contender}.xlsx"
+    result = bench.run_contender(contender, data, out)
+    assert result["rows"] == 500 and result["seconds"] > 0 and result["peak_rss"] > 0
+    sheet = load_workbook(out, read_only=True).worksheets[0]
+    rows = list(sheet.iter_rows(values_only=True))
+    assert rows[0] == bench.HEADER
+    assert len(rows) == 501
+    assert all(row[5] == bench.WORKSPACE_ID for row in rows[1:])
+    assert {row[4] for row in rows[1:]} <= {"received", "sent_via_ai", "sent_by_human"}
+
+
+def test_bench_report_helpers(bench, tmp_path):
+    fake = {"rows": 10, "seconds": 1.0, "rows_per_second": 10.0, "peak_rss": 50 * 2**20}
+    results = {10: {"ours": fake, "pandas": {**fake, "seconds": 3.0, "rows_per_second": 3.3}}}
+    assert any("ours / pandas" in line for line in bench.targets(results))
+    path = tmp_path / "RESULTS.md"
+    bench.write_section(path, "run.py", "first")
+    bench.write_section(path, "other", "kept")
+    bench.write_section(path, "run.py", "second")
+    text = path.read_text()
+    assert "second" in text and "first" not in text and "kept" in text

@@ -1,0 +1,185 @@
+"""Scaling out (issue 5): `--workers N`, several independent processes, and batched reads.
+
+N processes over one database must export every message exactly once: the
+per-workspace leases and watermarks decide, whatever the processes are.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from helpers import mailed_rows, parse_json
+from pymongo import MongoClient, monitoring
+from seeding import add_chat, add_messages, add_workspace, cli_executable, utcnow
+
+from wa_export import mongo
+from wa_export.config import load_settings
+from wa_export.exporter import ExportRequest, run_export
+from wa_export.workers import WorkerUsageError, check_request, parse_worker_slot, slot_share, worst_exit_code
+
+
+def _seed(db: Any, workspaces: int, messages_each: int) -> tuple[dict[str, str], set[str]]:
+    """Workspaces with two chats each; returns (email variables, every message content)."""
+    env: dict[str, str] = {}
+    contents: set[str] = set()
+    base = utcnow() - timedelta(minutes=5)
+    for number in range(workspaces):
+        workspace_id = add_workspace(db, f"Parallel {number}")
+        chats = [add_chat(db, workspace_id, customer_phone=f"+4915100{number:02d}{c}") for c in range(2)]
+        for c, chat_id in enumerate(chats):
+            specs = [
+                {"content": f"w{number}-c{c}-m{i}", "timestamp": base + timedelta(milliseconds=10 * i + c)}
+                for i in range(messages_each)
+            ]
+            add_messages(db, chat_id, specs)
+            contents.update(spec["content"] for spec in specs)
+        env[f"WORKSPACE_{workspace_id}_EMAIL"] = f"team{number}@parallel.test"
+    return env, contents
+
+
+def _mailed_contents(smtp_server: Any) -> Counter[str]:
+    return Counter(row[2] for message in smtp_server.messages for row in mailed_rows(message))
+
+
+def test_workers_3_export_every_message_exactly_once(mongo_db, make_env, cli, smtp_server):
+    env, contents = _seed(mongo_db, workspaces=7, messages_each=6)
+    result = cli(["export", "--workers", "3", "--json"], env=make_env(**env))
+    assert result.returncode == 0, result.stdout + result.stderr
+    document = parse_json(result)
+
+    mailed = _mailed_contents(smtp_server)
+    assert set(mailed) == contents
+    assert max(mailed.values()) == 1, [text for text, n in mailed.items() if n > 1]
+
+    assert document["workers"] == 3 and document["exit_code"] == 0 and document["ok"] is True
+    assert [run["slot"] for run in document["runs"]] == [0, 1, 2]
+    assert all(run["exit_code"] == 0 and run["run_id"] for run in document["runs"])
+    assert len({run["run_id"] for run in document["runs"]}) == 3
+    ids = [ws["workspace_id"] for ws in document["workspaces"]]
+    assert len(ids) == len(set(ids)) == 7  # each workspace attempted by exactly one worker
+    assert Counter(ws["outcome"] for ws in document["workspaces"]) == {"completed": 7}
+    assert document["message_count"] == len(contents) == sum(ws["message_count"] for ws in document["workspaces"])
+    assert "3 workers" in document["summary"] and "7 emailed" in document["summary"]
+    # One summary event per worker process.
+    assert mongo_db.system_logs.count_documents({"kind": "export_run"}) == 3
+
+    # The watermarks moved: the next run (workers again) sends nothing new.
+    again = cli(["export", "--workers", "3", "--json"], env=make_env(**env))
+    assert again.returncode == 0, again.stderr
+    assert parse_json(again)["message_count"] == 0
+    assert sum(_mailed_contents(smtp_server).values()) == len(contents)
+
+
+def test_independent_processes_share_one_run(mongo_db, make_env, smtp_server, tmp_path):
+    """Three `wa-export export` at once (three hosts, or overlapping cron runs): leases split the work."""
+    env, contents = _seed(mongo_db, workspaces=6, messages_each=5)
+    full_env = make_env(**env)
+    procs = [
+        subprocess.Popen(
+            [str(cli_executable()), "export", "--json"],
+            env=full_env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    documents = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0, stdout + stderr
+        documents.append(parse_json(subprocess.CompletedProcess([], 0, stdout, stderr)))
+
+    mailed = _mailed_contents(smtp_server)
+    assert set(mailed) == contents and max(mailed.values()) == 1
+    outcomes = Counter(ws["outcome"] for doc in documents for ws in doc["workspaces"])
+    assert outcomes["completed"] == 6, outcomes  # each workspace emailed by exactly one process
+    assert set(outcomes) <= {"completed", "skipped", "no_messages"}
+    assert sum(doc["message_count"] for doc in documents) == len(contents)
+
+
+def test_workers_reject_manual_runs(cli):
+    result = cli(["export", "--workers", "2", "--hours", "1"])
+    assert result.returncode == 2
+    assert "--workers applies to scheduled runs only" in result.stderr
+    assert cli(["export", "--workers", "0"]).returncode == 2
+
+
+def test_worker_helpers():
+    assert slot_share(list(range(7)), (0, 3)) == [0, 3, 6]
+    assert slot_share(list(range(7)), (2, 3)) == [2, 5]
+    assert sorted(x for k in range(3) for x in slot_share(list(range(7)), (k, 3))) == list(range(7))
+    assert slot_share([1, 2], None) == [1, 2]
+    assert parse_worker_slot("1/4") == (1, 4)
+    for bad in ("4/4", "-1/2", "x", "1/0", "1/999"):
+        with pytest.raises(WorkerUsageError):
+            parse_worker_slot(bad)
+    with pytest.raises(WorkerUsageError):
+        check_request(2, is_manual=True)
+    check_request(1, is_manual=True)
+    assert worst_exit_code([0, 1, 0]) == 1
+    assert worst_exit_code([1, 2, 0]) == 2
+    assert worst_exit_code([2, 3, 1]) == 3
+    assert worst_exit_code([0, -15]) == 1  # killed by a signal
+    assert worst_exit_code([]) == 0
+
+
+# ----------------------------------------------------------------------------- getMore (issue 5 #4)
+
+
+class _CommandLog(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.commands: list[tuple[str, dict[str, Any]]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.commands.append((event.command_name, dict(event.command)))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        return None
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        return None
+
+
+def test_one_getmore_per_batch_and_every_messages_query_bounded(
+    mongo_db, make_env, tmp_path, monkeypatch, smtp_server
+):
+    batch, total = 7, 50
+    monkeypatch.setattr(mongo, "MESSAGE_BATCH_SIZE", batch)
+    workspace_id = add_workspace(mongo_db, "Batched")
+    chat_id = add_chat(mongo_db, workspace_id)
+    base = utcnow() - timedelta(minutes=4)
+    add_messages(mongo_db, chat_id, [{"content": f"b{i}", "timestamp": base + timedelta(milliseconds=i)}
+                                     for i in range(total)])
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(environ=make_env(**{f"WORKSPACE_{workspace_id}_EMAIL": "b@batched.test"}))
+    log = _CommandLog()
+    client: MongoClient[dict[str, Any]] = MongoClient(settings.mongodb_uri, tz_aware=True, event_listeners=[log])
+    try:
+        result = run_export(settings, mongo.Store(client, settings), ExportRequest())
+    finally:
+        client.close()
+    assert result.exit_code == 0, result.summary()
+    assert result.message_count == total
+
+    finds = [command for name, command in log.commands if name == "find" and command.get("find") == "messages"]
+    get_mores = [command for name, command in log.commands if name == "getMore" and command.get("collection") == "messages"]
+    assert len(finds) == 1
+    assert finds[0]["batchSize"] == batch
+    assert set(finds[0]["filter"]["timestamp"]) == {"$gte", "$lt"}
+    assert len(get_mores) == math.ceil(total / batch) - 1, len(get_mores)
+    assert all(command["batchSize"] == batch for command in get_mores)
+    # Nothing else ever reads `messages` without a timestamp range.
+    for name, command in log.commands:
+        if command.get(name) == "messages" and name not in ("getMore",):
+            text = repr(command)
+            assert "'timestamp': {'$gte'" in text, (name, command)
+    mailed = [row[2] for message in smtp_server.messages for row in mailed_rows(message)]
+    assert mailed == [f"b{i}" for i in range(total)]
