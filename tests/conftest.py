@@ -16,6 +16,10 @@ from seeding import run_cli
 
 from wa_export.localservers import LocalMongoServer, LocalSmtpServer
 
+# Fault-injection fixtures (an authenticating MongoDB, its env and runner) live in
+# faultkit.py; registering it here lets test modules use them by name.
+pytest_plugins = ("faultkit",)
+
 SMTP_FROM = "exports@wa-export.test"
 
 # Inherited variables worth keeping for a child process; everything else (in

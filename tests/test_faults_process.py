@@ -20,20 +20,15 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
-from faultkit import (  # noqa: F401 - fixtures are used by name
+from faultkit import (
     SMTP_PASSWORD,
     SMTP_USER,
     AuthMongoServer,
     add_now,
     assert_no_secrets,
-    auth_mongo,
     delivered,
-    env,
-    fdb,
     no_traceback,
-    run,
     seed_workspace,
-    smtp,
     watermark,
 )
 from helpers import mailed_rows, xlsx_files

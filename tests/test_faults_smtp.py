@@ -13,18 +13,13 @@ from typing import Any
 
 import pytest
 import trustme
-from faultkit import (  # noqa: F401 - fixtures are used by name
+from faultkit import (
     SMTP_PASSWORD,
     SMTP_USER,
     WRONG_SMTP_PASSWORD,
     Env,
     Run,
     add_now,
-    auth_mongo,
-    env,
-    fdb,
-    run,
-    smtp,
     assert_no_secrets,
     delivered,
     no_traceback,

@@ -8,8 +8,6 @@ configuration error, 3 MongoDB unreachable.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import signal
 import sys
@@ -22,7 +20,6 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 
 from . import commands
-from . import workers as workers_module
 from . import output as output_module
 from .config import ConfigError, Settings, load_settings, redact
 from .exporter import SmtpNotConfigured
@@ -155,30 +152,11 @@ def export(
             no_email=no_email,
             dry_run=dry_run,
         )
-        try:
-            workers_module.check_request(workers, is_manual=request.is_manual)
-            if worker_slot is not None:
-                workers_module.check_request(2, is_manual=request.is_manual)
-                request = dataclasses.replace(request, worker_slot=workers_module.parse_worker_slot(worker_slot))
-        except workers_module.WorkerUsageError as error:
-            raise commands.UsageProblem(str(error)) from None
+        request = commands.apply_worker_options(request, workers, worker_slot)
         if workers > 1 and worker_slot is None:
-            flags = [flag for flag, on in (("--dry-run", dry_run), ("--no-email", no_email)) if on]
             with _stop_on_sigterm() as stop:
-                merged = workers_module.run_workers(
-                    workers,
-                    workspace_ids=workspace or (),
-                    env_file=env_file or _global_env_file,
-                    extra_args=flags,
-                    stop_requested=stop,
-                )
-            if output.json_output:
-                output.json(merged.as_dict())
-            else:
-                for run in merged.as_dict()["runs"]:
-                    output.line(f"worker {run['slot']}: exit {run['exit_code']}: {run['summary'] or run['error']}")
-                level = "ERROR" if merged.exit_code else "INFO"
-                output.line(f"{output_module.timestamp()} {level} {merged.summary()}")
+                merged = commands.export_in_workers(workers, request, env_file or _global_env_file, stop)
+            output.workers_result(merged)
             return merged.exit_code
         with _stop_on_sigterm() as stop, output.export_observer() as observer:
             result = commands.export(settings, request, observer, stop)
@@ -362,4 +340,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["app", "main", "json"]
+__all__ = ["app", "main"]

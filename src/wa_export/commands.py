@@ -7,9 +7,11 @@ MongoDB outages as `MongoUnavailable` (exit 3).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -18,6 +20,7 @@ from pymongo.errors import OperationFailure, PyMongoError
 from .cleanup import CleanupResult, run_cleanup
 from .config import ConfigError, Settings, outside_allowed_domains, parse_address_list, redact
 from .exporter import ExportRequest, RunObserver, RunResult, run_export
+from . import workers as workers_module
 from .leases import Window, utc_now
 from .mongo import AUTH_FAILED_CODES, MongoUnavailable, Store, describe_mongo_error, parse_workspace_id
 from .reports import EXPORT_STATUSES, LogsReport, StatsReport, export_log_entries, stats_report, system_log_entries
@@ -94,6 +97,32 @@ def build_export_request(
         email_override=overrides,
         send_email=not no_email,
         dry_run=dry_run,
+    )
+
+
+def apply_worker_options(request: ExportRequest, workers: int, worker_slot: str | None) -> ExportRequest:
+    """Validate --workers / the hidden --worker-slot and attach the slot to the request."""
+    try:
+        workers_module.check_request(workers, is_manual=request.is_manual)
+        if worker_slot is None:
+            return request
+        workers_module.check_request(2, is_manual=request.is_manual)
+        return dataclasses.replace(request, worker_slot=workers_module.parse_worker_slot(worker_slot))
+    except workers_module.WorkerUsageError as error:
+        raise UsageProblem(str(error)) from None
+
+
+def export_in_workers(
+    count: int, request: ExportRequest, env_file: Path | None, stop_requested: threading.Event
+) -> workers_module.WorkersResult:
+    """One scheduled run shared by `count` child processes (see workers.py)."""
+    flags = [flag for flag, on in (("--dry-run", request.dry_run), ("--no-email", not request.send_email)) if on]
+    return workers_module.run_workers(
+        count,
+        workspace_ids=request.workspace_ids,
+        env_file=env_file,
+        extra_args=flags,
+        stop_requested=stop_requested,
     )
 
 

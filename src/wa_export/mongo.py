@@ -119,7 +119,11 @@ class Store:
     @classmethod
     def open(cls, settings: Settings) -> Store:
         store = cls(connect(settings), settings)
-        store.ping()
+        try:
+            store.ping()
+        except MongoUnavailable:
+            store.close()  # do not leave the client's monitor threads behind
+            raise
         return store
 
     def close(self) -> None:

@@ -22,6 +22,7 @@ from rich.table import Table
 from .cleanup import CleanupResult, format_bytes
 from .config import Settings
 from .exporter import RunResult, Trigger, WorkspaceResult
+from .workers import WorkersResult
 from .reports import LogsReport, StatsReport
 
 if TYPE_CHECKING:  # rendering only; keeps `wa-export export` from importing them
@@ -141,6 +142,15 @@ class Output:
                 yield _ProgressObserver(progress)
         else:
             yield _PlainObserver(self)
+
+    def workers_result(self, merged: WorkersResult) -> None:
+        if self.json_output:
+            self.json(merged.as_dict())
+            return
+        for run in merged.as_dict()["runs"]:
+            self.line(f"worker {run['slot']}: exit {run['exit_code']}: {run['summary'] or run['error']}")
+        level = "ERROR" if merged.exit_code else "INFO"
+        self.line(f"{timestamp()} {level} {merged.summary()}")
 
     def export_result(self, result: RunResult, settings: Settings) -> None:
         if self.json_output:
