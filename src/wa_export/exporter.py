@@ -124,21 +124,13 @@ class RunResult:
         return totals
 
     def summary(self) -> str:
-        parts = [
+        return summary_line(
             f"{self.trigger} export run{' (dry run)' if self.dry_run else ''}: {len(self.workspaces)} workspaces",
-            f"{self.count('completed')} emailed",
-            f"{self.count('written')} written",
-            f"{self.count('no_messages')} without new messages",
-            f"{self.count('skipped')} skipped",
-            f"{self.count('failed')} failed",
-            f"{self.message_count} messages",
-        ]
-        anomalies = self.anomaly_totals()
-        if anomalies:
-            parts.append("data issues: " + ", ".join(f"{count} {name}" for name, count in sorted(anomalies.items())))
-        if self.interrupted:
-            parts.append("interrupted before finishing")
-        return ", ".join(parts)
+            self.count,
+            self.message_count,
+            self.anomaly_totals(),
+            self.interrupted,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -155,6 +147,32 @@ class RunResult:
             "summary": self.summary(),
             "workspaces": [result.as_dict() for result in self.workspaces],
         }
+
+
+def summary_line(
+    header: str,
+    count: Callable[[Any], int],
+    message_count: int,
+    anomalies: dict[str, int],
+    interrupted: bool,
+    problems: Sequence[str] = (),
+) -> str:
+    """The one-line run summary shared by single runs and `--workers` runs."""
+    parts = [
+        header,
+        f"{count('completed')} emailed",
+        f"{count('written')} written",
+        f"{count('no_messages')} without new messages",
+        f"{count('skipped')} skipped",
+        f"{count('failed')} failed",
+        f"{message_count} messages",
+        *problems,
+    ]
+    if anomalies:
+        parts.append("data issues: " + ", ".join(f"{number} {name}" for name, number in sorted(anomalies.items())))
+    if interrupted:
+        parts.append("interrupted before finishing")
+    return ", ".join(parts)
 
 
 class RunObserver(Protocol):

@@ -128,24 +128,22 @@ class WorkersResult:
         return max((int((w.document or {}).get("orphaned_messages") or 0) for w in self.workers), default=0)
 
     def summary(self) -> str:
-        parts = [
-            f"scheduled export run with {self.count} workers: {len(self.workspaces)} workspaces",
-            f"{self.count_outcome('completed')} emailed",
-            f"{self.count_outcome('no_messages')} without new messages",
-            f"{self.count_outcome('skipped')} skipped",
-            f"{self.count_outcome('failed')} failed",
-            f"{self.message_count} messages",
-        ]
+        from .exporter import summary_line  # exporter imports this module (slot_share)
+
         broken = [w for w in self.workers if w.document is None]
-        if broken:
-            parts.append(f"{len(broken)} worker(s) failed: " + "; ".join(
-                f"worker {w.slot} exit {w.exit_code}: {w.error}" for w in broken))
-        anomalies = self.anomaly_totals()
-        if anomalies:
-            parts.append("data issues: " + ", ".join(f"{n} {name}" for name, n in sorted(anomalies.items())))
-        if self.interrupted:
-            parts.append("interrupted before finishing")
-        return ", ".join(parts)
+        problems = (
+            [f"{len(broken)} worker(s) failed: " + "; ".join(f"worker {w.slot} exit {w.exit_code}: {w.error}" for w in broken)]
+            if broken
+            else []
+        )
+        return summary_line(
+            f"scheduled export run with {self.count} workers: {len(self.workspaces)} workspaces",
+            self.count_outcome,
+            self.message_count,
+            self.anomaly_totals(),
+            self.interrupted,
+            problems,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
