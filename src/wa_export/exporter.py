@@ -295,6 +295,10 @@ class ExportRun:
             return 0
         start = min(r.window_start for r in windows if r.window_start is not None)
         end = max(r.window_end for r in windows if r.window_end is not None)
+        # Orphans belong to no workspace, so no watermark tracks them: look at the
+        # newest interval only. That bounds the query's cost even when a failing
+        # workspace drags an old watermark, and counts each orphan about once.
+        start = max(start, end - timedelta(minutes=self.settings.export_interval_minutes))
         return self.store.orphaned_message_count(start, end)
 
     # --- one workspace -----------------------------------------------------------
