@@ -51,25 +51,38 @@ def _run_observed(mongo_db, make_env, tmp_path, monkeypatch, workspaces: int, me
     return log.commands
 
 
+def _message_reads(commands):
+    return [(name, command) for name, collection, command in commands
+            if collection == "messages" and name in ("find", "aggregate", "count", "distinct", "getMore")]
+
+
 def test_messages_queries_are_bounded_and_never_lookup(mongo_db, make_env, tmp_path, monkeypatch, smtp_server):
+    # Without a timestamp-led index every read of messages is a find bounded by
+    # a timestamp range AND the workspace's chats; the orphan count is skipped.
     commands = _run_observed(mongo_db, make_env, tmp_path, monkeypatch, workspaces=3, messages_each=4)
-    message_commands = [(name, command) for name, collection, command in commands if collection == "messages"]
-    assert message_commands, "the export never read messages"
+    reads = _message_reads(commands)
+    assert reads, "the export never read messages"
     for name, _, command in commands:
         assert "$lookup" not in repr(command), f"{name} uses $lookup"
-    for name, command in message_commands:
-        if name == "find":
-            criteria = command["filter"]
-            assert set(criteria["timestamp"]) == {"$gte", "$lt"}
-            assert criteria["chat_id"]["$in"], "find on messages not bounded by the workspace's chats"
-            assert command["sort"] == {"timestamp": 1, "_id": 1}
-        elif name == "aggregate":
-            match = command["pipeline"][0]["$match"]
-            assert set(match["timestamp"]) == {"$gte", "$lt"}
-        else:
-            raise AssertionError(f"unexpected command {name} on messages")
-    finds = Counter(name for name, _ in message_commands)
-    assert finds["find"] == 3 and finds["aggregate"] <= 1
+    for name, command in reads:
+        assert name == "find", f"unexpected {name} on messages: {command}"
+        criteria = command["filter"]
+        assert set(criteria["timestamp"]) == {"$gte", "$lt"}
+        assert criteria["chat_id"]["$in"], "find on messages not bounded by the workspace's chats"
+        assert command["sort"] == {"timestamp": 1, "_id": 1}
+    assert len(reads) == 3  # one per workspace
+
+
+def test_orphan_count_runs_only_on_a_timestamp_index(mongo_db, make_env, tmp_path, monkeypatch, smtp_server):
+    # With {timestamp: 1} the run adds one index-bounded aggregate to count
+    # messages whose chat is gone; still no read of messages without a range.
+    mongo_db.messages.create_index([("timestamp", 1)])
+    commands = _run_observed(mongo_db, make_env, tmp_path, monkeypatch, workspaces=2, messages_each=2)
+    reads = _message_reads(commands)
+    aggregates = [command for name, command in reads if name == "aggregate"]
+    assert len(aggregates) == 1
+    assert set(aggregates[0]["pipeline"][0]["$match"]["timestamp"]) == {"$gte", "$lt"}
+    assert all(set(command["filter"]["timestamp"]) == {"$gte", "$lt"} for name, command in reads if name == "find")
 
 
 def test_commands_per_workspace_are_a_small_constant(mongo_db, make_env, tmp_path, monkeypatch, smtp_server):

@@ -11,23 +11,46 @@ import dataclasses
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from pymongo.errors import OperationFailure, PyMongoError
 
-from .cleanup import CleanupResult, run_cleanup
-from .config import ConfigError, Settings, outside_allowed_domains, parse_address_list, redact
-from .exporter import ExportRequest, RunObserver, RunResult, run_export
 from . import workers as workers_module
+from .cleanup import CleanupResult, run_cleanup
+from .config import (
+    ConfigError,
+    Settings,
+    outside_allowed_domains,
+    parse_address_list,
+    redact,
+)
+from .exporter import ExportRequest, RunObserver, RunResult, run_export
 from .leases import Window, utc_now
-from .mongo import AUTH_FAILED_CODES, MongoUnavailable, Store, describe_mongo_error, parse_workspace_id
-from .reports import EXPORT_STATUSES, LogsReport, StatsReport, export_log_entries, stats_report, system_log_entries
+from .mongo import (
+    AUTH_FAILED_CODES,
+    MongoUnavailable,
+    Store,
+    describe_mongo_error,
+    parse_workspace_id,
+)
+from .reports import (
+    EXPORT_STATUSES,
+    LogsReport,
+    StatsReport,
+    export_log_entries,
+    stats_report,
+    system_log_entries,
+)
 
 
 class UsageProblem(Exception):
     """The operator asked for something impossible; one sentence, exit 2."""
+
+
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST_TIME = datetime(9000, 1, 1, tzinfo=timezone.utc)
 
 
 def parse_time(text: str, option: str, zone: ZoneInfo) -> datetime:
@@ -43,7 +66,12 @@ def parse_time(text: str, option: str, zone: ZoneInfo) -> datetime:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone)
-    moment = moment.astimezone(timezone.utc)
+    try:
+        moment = moment.astimezone(timezone.utc)
+    except OverflowError:
+        moment = EARLIEST_TIME - timedelta(days=1)  # reported just below
+    if not EARLIEST_TIME <= moment <= LATEST_TIME:
+        raise UsageProblem(f"{option} {text!r} is out of range; use a time between 1970 and 9000.")
     return moment.replace(microsecond=moment.microsecond - moment.microsecond % 1000)
 
 
@@ -106,7 +134,7 @@ def apply_worker_options(request: ExportRequest, workers: int, worker_slot: str 
         workers_module.check_request(workers, is_manual=request.is_manual)
         if worker_slot is None:
             return request
-        workers_module.check_request(2, is_manual=request.is_manual)
+        workers_module.check_slot_request(request.is_manual)
         return dataclasses.replace(request, worker_slot=workers_module.parse_worker_slot(worker_slot))
     except workers_module.WorkerUsageError as error:
         raise UsageProblem(str(error)) from None
@@ -141,7 +169,7 @@ def export(
     observer: RunObserver | None = None,
     stop_requested: threading.Event | None = None,
 ) -> RunResult:
-    with open_store(settings) as store:
+    with open_store(settings) as store, _mongo_errors(settings):
         return run_export(settings, store, request, observer, stop_requested)
 
 

@@ -8,6 +8,7 @@ reports through an observer and returns results; it never prints.
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import threading
@@ -21,15 +22,31 @@ from typing import Any, Literal, Protocol
 from pymongo.errors import ConnectionFailure, PyMongoError
 
 from .config import Settings, outside_allowed_domains, redact
-from .leases import Lease, LeaseLost, Window, acquire_lease, read_watermark, scheduled_window, utc_now
-from .mail import MailError, MailSender, OutgoingMail, check_sendable
-from .mongo import SERVICE_NAME, MongoUnavailable, Store, Workspace, describe_mongo_error
+from .leases import (
+    Lease,
+    LeaseLost,
+    Window,
+    acquire_lease,
+    read_watermark,
+    scheduled_window,
+    utc_now,
+)
+from .mail import MailError, MailSender, OutgoingMail, check_sendable, single_line_or
+from .mongo import (
+    SERVICE_NAME,
+    MongoUnavailable,
+    Store,
+    Workspace,
+    describe_mongo_error,
+)
 from .paths import publish_path_candidates, slugify, workspace_folder
 from .rows import STATUSES, RowStats, message_rows
 from .workbook import WorkbookWriter
 from .workers import slot_share
 
 Trigger = Literal["scheduled", "manual"]
+ORPHANS_NOT_COUNTED = "orphaned messages not counted (create the index {timestamp: 1} on messages to count them)"
+RUN_FATAL_MAIL_STEPS = frozenset({"config", "connect", "tls", "auth"})
 Outcome = Literal["completed", "no_messages", "skipped", "failed", "written", "dry_run"]
 
 
@@ -96,7 +113,7 @@ class RunResult:
     started_at: datetime
     finished_at: datetime | None = None
     workspaces: list[WorkspaceResult] = field(default_factory=list)
-    orphaned_messages: int = 0
+    orphaned_messages: int | None = 0  # None: not counted (no timestamp index on messages)
     interrupted: bool = False
 
     def count(self, outcome: Outcome) -> int:
@@ -130,6 +147,7 @@ class RunResult:
             self.message_count,
             self.anomaly_totals(),
             self.interrupted,
+            [] if self.orphaned_messages is not None else [ORPHANS_NOT_COUNTED],
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -181,7 +199,9 @@ class RunObserver(Protocol):
     def workspace_finished(self, result: WorkspaceResult) -> None: ...
 
 
-class _SilentObserver:
+class SilentObserver:
+    """Reports nothing: for --json runs and library callers."""
+
     def run_started(self, total_workspaces: int, trigger: Trigger) -> None:
         return None
 
@@ -224,7 +244,8 @@ def compose_export_mail(
         "\n"
         "Sent automatically by wa-export.\n"
     )
-    subject = f"WhatsApp Messages Export - {workspace.name or workspace.id} - {format_local(run_time, settings)}"
+    name = single_line_or(workspace.name, workspace.id)
+    subject = f"WhatsApp Messages Export - {name} - {format_local(run_time, settings)}"
     return OutgoingMail(to=result.recipients, subject=subject, body=body, attachment=file_path)
 
 
@@ -243,7 +264,7 @@ class ExportRun:
         self.settings = settings
         self.store = store
         self.request = request
-        self.observer = observer or _SilentObserver()
+        self.observer = observer or SilentObserver()
         self.stop_requested = stop_requested or threading.Event()
         self.mailer_factory = mailer_factory
         self.now = utc_now()
@@ -251,6 +272,10 @@ class ExportRun:
             run_id=new_run_id(), trigger=request.trigger, dry_run=request.dry_run, started_at=self.now
         )
         self._mailer: MailSender | None = None
+        # A connect/TLS/login failure will fail every later email of the run the
+        # same way: remember it instead of hammering the server (and the
+        # account's lockout counter) once per workspace.
+        self._fatal_mail_error: str | None = None
 
     # --- the run ---------------------------------------------------------------
 
@@ -273,7 +298,7 @@ class ExportRun:
                     self.observer.workspace_finished(outcome)
             finally:
                 self._close_mailer()
-            if self.request.moves_watermark:
+            if self.request.moves_watermark and self._counts_orphans():
                 self.result.orphaned_messages = self._count_orphans()
             self.result.finished_at = utc_now()
             if not self.request.dry_run:
@@ -289,17 +314,37 @@ class ExportRun:
             selected = self.store.active_workspaces()
         return slot_share(selected, self.request.worker_slot)
 
-    def _count_orphans(self) -> int:
-        windows = [r for r in self.result.workspaces if r.window_start is not None and r.window_end is not None]
+    def _counts_orphans(self) -> bool:
+        # One process per run counts (worker 0 of --workers); a filtered run does not.
+        slot = self.request.worker_slot
+        return not self.request.workspace_ids and (slot is None or slot[0] == 0)
+
+    def _count_orphans(self) -> int | None:
+        """Messages of the newest interval whose chat is gone, or None when that cannot be cheap.
+
+        Orphans belong to no workspace, so no chat-bounded query finds them; the
+        count needs a timestamp-led index on messages, without which it would
+        scan the collection. Then it is skipped and the summary says so.
+        """
+        windows = [(r.window_start, r.window_end) for r in self.result.workspaces if r.window_start and r.window_end]
         if not windows:
             return 0
-        start = min(r.window_start for r in windows if r.window_start is not None)
-        end = max(r.window_end for r in windows if r.window_end is not None)
-        # Orphans belong to no workspace, so no watermark tracks them: look at the
-        # newest interval only. That bounds the query's cost even when a failing
-        # workspace drags an old watermark, and counts each orphan about once.
-        start = max(start, end - timedelta(minutes=self.settings.export_interval_minutes))
-        return self.store.orphaned_message_count(start, end)
+        end = max(window_end for _, window_end in windows)
+        # No watermark tracks orphans: look at the newest interval only. That
+        # bounds the query's cost even when a failing workspace drags an old
+        # watermark, and counts each orphan about once.
+        start = max(
+            min(window_start for window_start, _ in windows),
+            end - timedelta(minutes=self.settings.export_interval_minutes),
+        )
+        try:
+            if not self.store.has_timestamp_index():
+                return None
+            return self.store.orphaned_message_count(start, end)
+        except PyMongoError as error:
+            if isinstance(error, ConnectionFailure):
+                raise
+            return None  # a diagnostic count must never fail a run whose mails went out
 
     # --- one workspace -----------------------------------------------------------
 
@@ -309,25 +354,16 @@ class ExportRun:
             result.reason = f"workspace status is {workspace.status!r}, only active workspaces are exported on schedule"
             return result
         recipients = self._recipients(workspace)
-        if self.request.send_email and not self.request.dry_run:
-            if not recipients:
-                result.reason = (
-                    f"no email address configured: set WORKSPACE_{workspace.id}_EMAIL"
-                    + (" or pass --email" if self.request.is_manual else "")
-                )
-                if self.request.is_manual:
-                    result.outcome = "failed"
-                return result
-            refused = outside_allowed_domains(recipients, self.settings.export_allowed_email_domains)
-            if refused:
+        if self.request.send_email and not self.request.dry_run and not recipients:
+            result.reason = (
+                f"no email address configured: set WORKSPACE_{workspace.id}_EMAIL"
+                + (" or pass --email" if self.request.is_manual else "")
+            )
+            # Only a workspace the operator named is a failure; a run over all of
+            # them skips the unconfigured ones, as a scheduled run does.
+            if self.request.is_manual and self.request.workspace_ids:
                 result.outcome = "failed"
-                result.recipients = recipients
-                result.reason = (
-                    f"recipient(s) {', '.join(refused)} are outside EXPORT_ALLOWED_EMAIL_DOMAINS "
-                    f"({', '.join(self.settings.export_allowed_email_domains)}); fix WORKSPACE_{workspace.id}_EMAIL"
-                )
-                self._log_export(workspace, result)
-                return result
+            return result
         result.recipients = recipients
 
         lease: Lease | None = None
@@ -384,9 +420,17 @@ class ExportRun:
             # Pin the very first window's start now: if this run fails, the next
             # one must start here, not at its own "now - interval".
             lease.advance_watermark(window.start, succeeded=False)
+        refusal = self._delivery_refusal(workspace, result.recipients)
+        if refusal is not None:
+            # Refused before any work: the watermark stays, so the window is
+            # delivered once the address or the SMTP problem is fixed.
+            result.outcome = "failed"
+            result.reason = refusal
+            self._log_export_quietly(workspace, result)
+            return result
         if window.is_empty:
             result.outcome = "no_messages"
-            result.reason = "window is empty (EXPORT_LAG_SECONDS reaches back past the watermark)"
+            result.reason = "nothing new since the previous export (the window is empty)"
             return result
 
         chats = self.store.chats_of(workspace)
@@ -408,7 +452,7 @@ class ExportRun:
             self._fill_counts(result, stats)
             result.outcome = "failed"
             result.reason = _describe_file_error(error, self.settings.export_dir)
-            self._log_export(workspace, result)
+            self._log_export_quietly(workspace, result)
             return result
         self._fill_counts(result, stats)
 
@@ -431,7 +475,9 @@ class ExportRun:
         except (MailError, LeaseLost) as error:
             result.outcome = "failed"
             result.reason = redact(str(error), self.settings.secrets())
-            self._log_export(workspace, result)
+            if isinstance(error, MailError) and error.step in RUN_FATAL_MAIL_STEPS:
+                self._fatal_mail_error = result.reason
+            self._log_export_quietly(workspace, result)
             return result
 
         result.outcome = "completed"
@@ -446,6 +492,20 @@ class ExportRun:
                 result.reason = f"emailed, but {error}; the next run may send this window again"
         return result
 
+    def _delivery_refusal(self, workspace: Workspace, recipients: tuple[str, ...]) -> str | None:
+        """Why this workspace's email cannot go out in this run, known before exporting."""
+        if not self.request.send_email or self.request.dry_run:
+            return None
+        refused = outside_allowed_domains(recipients, self.settings.export_allowed_email_domains)
+        if refused:
+            return (
+                f"recipient(s) {', '.join(refused)} are outside EXPORT_ALLOWED_EMAIL_DOMAINS "
+                f"({', '.join(self.settings.export_allowed_email_domains)}); fix WORKSPACE_{workspace.id}_EMAIL"
+            )
+        if self._fatal_mail_error is not None:
+            return f"not attempted: an earlier email of this run failed the same way ({self._fatal_mail_error})"
+        return None
+
     def _write_workbook(self, workspace: Workspace, rows: Any) -> Path | None:
         """Stream the rows into a new workbook; None (and no file, no folder) when there are none."""
         first = next(rows, None)
@@ -454,12 +514,12 @@ class ExportRun:
         slug = slugify(workspace.name, workspace.id)
         folder = workspace_folder(self.settings.export_dir, slug, workspace.id)
         local_run_time = self.now.astimezone(self.settings.export_timezone)
-        candidates = publish_path_candidates(folder, slug, local_run_time)
-        final_path = next(iter(publish_path_candidates(folder, slug, local_run_time)))
+        candidates = iter(publish_path_candidates(folder, slug, local_run_time))
+        final_path = next(candidates)
         with WorkbookWriter(final_path, self.settings.export_timezone) as writer:
             writer.append(*first)
             writer.append_many(rows)
-            return writer.commit(candidates)
+            return writer.commit(itertools.chain([final_path], candidates))
 
     def _fill_counts(self, result: WorkspaceResult, stats: RowStats) -> None:
         result.message_count = stats.total
@@ -536,6 +596,10 @@ class ExportRun:
                     "no_messages": run.count("no_messages"),
                     "message_count": run.message_count,
                     "anomalies": run.anomaly_totals(),
+                    "orphaned_messages": run.orphaned_messages,
+                    # health counts only runs that would keep every workspace current
+                    "moves_watermark": self.request.moves_watermark,
+                    "all_workspaces": not self.request.workspace_ids,
                     "interrupted": run.interrupted,
                 }
             )

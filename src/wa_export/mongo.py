@@ -15,10 +15,10 @@ from typing import Any
 
 from bson import ObjectId
 from bson.errors import InvalidId
-from pymongo import ASCENDING, MongoClient
+from pymongo import ASCENDING, MongoClient, ReadPreference
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import ConfigurationError, ConnectionFailure, OperationFailure, PyMongoError
+from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
 
 from .config import Settings, redact
 
@@ -108,7 +108,12 @@ class Store:
     def __init__(self, client: MongoClient[dict[str, Any]], settings: Settings) -> None:
         self.client = client
         self.settings = settings
-        self.db: Database[dict[str, Any]] = client[settings.mongodb_database]
+        # Leases, watermarks and the messages behind them must come from the
+        # primary: a lagging secondary would hide messages the watermark then
+        # skips for good. A readPreference in MONGODB_URI does not apply here.
+        self.db: Database[dict[str, Any]] = client.get_database(
+            settings.mongodb_database, read_preference=ReadPreference.PRIMARY
+        )
         self.workspaces: Collection[dict[str, Any]] = self.db["workspaces"]
         self.chats: Collection[dict[str, Any]] = self.db["chats"]
         self.messages: Collection[dict[str, Any]] = self.db["messages"]
@@ -209,6 +214,12 @@ class Store:
             existing.update(document["_id"] for document in self.chats.find({"_id": {"$in": chunk}}, {"_id": 1}))
         return sum(count for chat_id, count in per_chat.items() if chat_id not in existing)
 
+    def has_timestamp_index(self) -> bool:
+        """Whether messages has an index led by timestamp (what a chat-less time query needs)."""
+        return any(
+            next(iter(index["key"]), None) == "timestamp" for index in self.messages.list_indexes()
+        )
+
     def missing_indexes(self) -> dict[str, list[tuple[str, int]]]:
         """Supporting indexes that are absent: a prefix match of an existing index counts as present."""
         missing: dict[str, list[tuple[str, int]]] = {}
@@ -231,6 +242,3 @@ def _workspace(document: dict[str, Any]) -> Workspace:
         object_id=document["_id"],
     )
 
-
-def is_connection_error(error: BaseException) -> bool:
-    return isinstance(error, ConnectionFailure)
