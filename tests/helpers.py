@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -11,7 +13,7 @@ from typing import Any
 
 from openpyxl import load_workbook
 
-from wa_export.localservers import CapturedMessage
+from wa_export.localservers import CapturedMessage, LocalSmtpServer
 
 XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
@@ -64,3 +66,70 @@ def parse_json(result: CompletedProcess[str]) -> dict[str, Any]:
 
 def xlsx_files(export_dir: Path) -> list[Path]:
     return sorted(export_dir.rglob("*.xlsx")) if export_dir.exists() else []
+
+
+class GatedSmtpServer(LocalSmtpServer):
+    """A LocalSmtpServer that holds every DATA command until `parties` connections are open.
+
+    A wa-export run opens its one SMTP connection on its first email and keeps
+    the workspace's lease until that email is accepted. So with `parties`
+    concurrent runs, no run can finish its first workspace before every run
+    is exporting one: the runs provably overlap, whatever the machine's load.
+    The wait runs on the server's event loop (asyncio), so other connections
+    are served meanwhile. If the parties never all arrive (the runs did not
+    overlap), the gate opens after `gate_timeout` seconds and sets
+    `gate_timed_out`, which the test asserts on.
+    """
+
+    def __init__(self, *, parties: int, gate_timeout: float = 20.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.parties = parties
+        self.gate_timeout = gate_timeout
+        self.gate_timed_out = False
+
+    def _make_protocol(self) -> Any:
+        protocol = super()._make_protocol()
+        data_command = protocol._smtp_methods["DATA"]
+
+        async def gated_data(arg: Any) -> Any:
+            await self._wait_for_parties()
+            return await data_command(arg)
+
+        protocol._smtp_methods["DATA"] = gated_data
+        return protocol
+
+    async def _wait_for_parties(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.gate_timeout
+        while self.connection_count < self.parties:
+            if loop.time() >= deadline:
+                self.gate_timed_out = True
+                return
+            await asyncio.sleep(0.02)
+
+
+def runs_overlapped(documents: list[dict[str, Any]]) -> bool:
+    """True if every run's [started_at, finished_at] (from `--json`) shares a common moment."""
+    starts = [datetime.fromisoformat(document["started_at"]) for document in documents]
+    ends = [datetime.fromisoformat(document["finished_at"]) for document in documents]
+    return max(starts) < min(ends)
+
+
+LEASE_HELD = "another wa-export run holds this workspace's lease"
+
+
+def lease_skips(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The workspace results (from `--json`) a run skipped because another run held the lease."""
+    return [result for document in documents for result in document["workspaces"]
+            if result["outcome"] == "skipped" and result["reason"] == LEASE_HELD]
+
+
+def smtp_env(server: LocalSmtpServer) -> dict[str, str]:
+    """The SMTP_* settings that point wa-export at `server` (for `make_env(**smtp_env(server))`)."""
+    return {
+        "SMTP_SERVER": server.host,
+        "SMTP_PORT": str(server.port),
+        "SMTP_USERNAME": server.username or "",
+        "SMTP_PASSWORD": server.password or "",
+        "SMTP_CA_FILE": str(server.ca_cert_path),
+    }

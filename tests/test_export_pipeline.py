@@ -15,12 +15,16 @@ from zoneinfo import ZoneInfo
 from bson import ObjectId
 from helpers import (
     XLSX_MIME,
+    GatedSmtpServer,
     attachments,
+    lease_skips,
     mailed_contents,
     mailed_rows,
     parse_json,
     plain_body,
+    runs_overlapped,
     sheet_rows,
+    smtp_env,
     xlsx_files,
 )
 from openpyxl import load_workbook
@@ -44,6 +48,40 @@ def _workspace_with_messages(db: Any, name: str, contents: list[str], minutes_ag
         ],
     )
     return workspace_id
+
+
+EXPORT_LOG_FIELDS = (
+    # The original system's schema (../shared/seeds) ...
+    "workspace_id", "export_type", "export_timestamp", "message_count", "file_path", "email_sent_to", "status",
+    "error_message", "created_at", "updated_at",
+    # ... and what ours adds.
+    "window_start", "window_end", "trigger", "run_id",
+)
+
+
+def _assert_export_log_schema(log: dict[str, Any]) -> None:
+    missing = [name for name in EXPORT_LOG_FIELDS if name not in log]
+    assert not missing, f"export_logs document lacks {missing}: {log}"
+    assert isinstance(log["workspace_id"], str) and ObjectId.is_valid(log["workspace_id"])
+    assert log["export_type"] == "whatsapp_messages"
+    assert log["status"] in ("completed", "failed")
+    assert isinstance(log["message_count"], int)
+    assert isinstance(log["email_sent_to"], str)
+    for name in ("export_timestamp", "created_at", "updated_at", "window_start", "window_end"):
+        assert isinstance(log[name], datetime), (name, log[name])
+    assert log["window_start"] < log["window_end"]
+    assert log["trigger"] in ("scheduled", "manual") and isinstance(log["run_id"], str) and log["run_id"]
+    if log["status"] == "failed":
+        assert isinstance(log["error_message"], str) and log["error_message"]
+
+
+def _assert_run_event_schema(event: dict[str, Any]) -> None:
+    for name in ("event_type", "message", "timestamp", "service"):
+        assert name in event, f"system_logs event lacks {name}: {event}"
+    assert event["event_type"] in ("success", "error")
+    assert isinstance(event["message"], str) and event["message"]
+    assert isinstance(event["timestamp"], datetime)
+    assert event["service"] == "excel_export_scheduler"
 
 
 def _watermark(db: Any, workspace_id: ObjectId) -> datetime | None:
@@ -82,6 +120,21 @@ def test_scheduled_run_over_active_workspaces(mongo_db, make_env, cli, smtp_serv
     assert str(inactive) not in result.stdout
     assert mongo_db.export_logs.count_documents({"status": "completed"}) == 2
     assert mongo_db.system_logs.count_documents({"kind": "export_run", "trigger": "scheduled"}) == 1
+
+    # The log documents carry every field of the original schema, plus window, trigger and run id.
+    run_ids = set()
+    for log in mongo_db.export_logs.find():
+        _assert_export_log_schema(log)
+        assert log["status"] == "completed" and log["error_message"] is None and log["trigger"] == "scheduled"
+        expected_to = {str(acme): "sales@acme.test, ops@acme.test", str(tech): "team@tech.test"}[log["workspace_id"]]
+        assert sorted(log["email_sent_to"].split(", ")) == sorted(expected_to.split(", "))
+        assert log["message_count"] == {str(acme): 2, str(tech): 1}[log["workspace_id"]]
+        assert Path(log["file_path"]) in files
+        run_ids.add(log["run_id"])
+    [event] = mongo_db.system_logs.find({"kind": "export_run"})
+    _assert_run_event_schema(event)
+    assert event["event_type"] == "success"
+    assert run_ids == {event["run_id"]}
 
 
 # --- acceptance 2 -------------------------------------------------------------------
@@ -170,6 +223,10 @@ def test_smtp_down_keeps_window_for_next_run(mongo_db, make_env, cli, smtp_serve
     assert failed.returncode == 1, failed.stdout + failed.stderr
     log = mongo_db.export_logs.find_one({"status": "failed"})
     assert log is not None and "connect" in log["error_message"].lower()
+    _assert_export_log_schema(log)
+    event = mongo_db.system_logs.find_one({"kind": "export_run"})
+    assert event is not None and event["event_type"] == "error"
+    _assert_run_event_schema(event)
     assert Path(log["file_path"]).is_file()
     watermark_after_failure = _watermark(mongo_db, workspace_id)
     assert watermark_after_failure is not None  # the first window's start is pinned
@@ -187,7 +244,7 @@ def test_smtp_down_keeps_window_for_next_run(mongo_db, make_env, cli, smtp_serve
 # --- acceptance 5 -------------------------------------------------------------------
 
 
-def test_two_simultaneous_runs_send_every_message_once(mongo_db, make_env, tmp_path, smtp_server):
+def test_two_simultaneous_runs_send_every_message_once(mongo_db, make_env, tmp_path):
     env_vars: dict[str, str] = {}
     expected: list[str] = []
     for number in range(4):
@@ -195,17 +252,28 @@ def test_two_simultaneous_runs_send_every_message_once(mongo_db, make_env, tmp_p
         expected.extend(contents)
         workspace_id = _workspace_with_messages(mongo_db, f"Parallel {number}", contents)
         env_vars[f"WORKSPACE_{workspace_id}_EMAIL"] = f"ws{number}@parallel.test"
-    env = make_env(**env_vars)
-    processes = [
-        subprocess.Popen([str(cli_executable()), "export"], env=env, cwd=tmp_path, text=True,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-        for _ in range(2)
-    ]
-    outputs = [process.communicate(timeout=120) for process in processes]
-    for process, (stdout, stderr) in zip(processes, outputs, strict=True):
-        assert process.returncode == 0, stdout + stderr
-        assert "Traceback" not in stderr
-    assert sorted(mailed_contents(smtp_server.messages)) == sorted(expected)
+    # Each run's first mail is held until both runs are connected: the runs overlap for certain,
+    # and while one holds its first workspace's lease the other has to skip that workspace.
+    with GatedSmtpServer(parties=2) as gated:
+        env = make_env(**smtp_env(gated), **env_vars)
+        processes = [
+            subprocess.Popen([str(cli_executable()), "export", "--json"], env=env, cwd=tmp_path, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+            for _ in range(2)
+        ]
+        outputs = [process.communicate(timeout=120) for process in processes]
+        for process, (stdout, stderr) in zip(processes, outputs, strict=True):
+            assert process.returncode == 0, stdout + stderr
+            assert "Traceback" not in stderr
+        mails = list(gated.messages)
+        assert not gated.gate_timed_out, "the two runs never had an SMTP connection open at the same time"
+    documents = [parse_json(subprocess.CompletedProcess([], 0, stdout, stderr)) for stdout, stderr in outputs]
+    assert runs_overlapped(documents)
+    assert all(any(ws["outcome"] == "completed" for ws in document["workspaces"]) for document in documents), \
+        "both runs exported something"
+    assert lease_skips(documents), "one run met the other's lease"
+    assert sorted(mailed_contents(mails)) == sorted(expected)  # every message exactly once
+    assert sum(document["message_count"] for document in documents) == len(expected)
 
 
 # --- acceptance 6 -------------------------------------------------------------------
@@ -336,21 +404,43 @@ def test_email_format_and_one_connection_per_run(mongo_db, make_env, cli, smtp_s
     for name in names:
         workspace_id = _workspace_with_messages(mongo_db, name, [f"{name}-1", f"{name}-2"])
         env_vars[f"WORKSPACE_{workspace_id}_EMAIL"] = f"{name.split()[1].lower()}@mail.test"
-    env = make_env(EXPORT_TIMEZONE="America/New_York", **env_vars)
+    # TZ=UTC for the process: local times must come from EXPORT_TIMEZONE, never from the host's zone.
+    env = make_env(EXPORT_TIMEZONE="America/New_York", EXPORT_INTERVAL_MINUTES="60", TZ="UTC", **env_vars)
+    before = datetime.now(UTC)
     result = cli(["export"], env=env)
+    after = datetime.now(UTC)
     assert result.returncode == 0, result.stdout + result.stderr
     assert len(smtp_server.messages) == 3
     assert smtp_server.connection_count == 1
 
     message = next(m.message() for m in smtp_server.messages if m.rcpt_tos == ["two@mail.test"])
-    assert re.fullmatch(r"WhatsApp Messages Export - Mail Two - \d{4}-\d{2}-\d{2} \d{2}:\d{2}", message["Subject"])
+    subject = re.fullmatch(r"WhatsApp Messages Export - Mail Two - (\d{4}-\d{2}-\d{2} \d{2}:\d{2})", message["Subject"])
+    assert subject, message["Subject"]
+    new_york = ZoneInfo("America/New_York")
+
+    def during_run(local_text: str, fmt: str) -> bool:
+        """The local New York time `local_text` names a moment of the run (±1 minute for truncation and skew)."""
+        moment = datetime.strptime(local_text, fmt).replace(tzinfo=new_york)
+        return before - timedelta(minutes=1) <= moment <= after + timedelta(minutes=1)
+
+    assert during_run(subject.group(1), "%Y-%m-%d %H:%M"), (subject.group(1), before, after)
     [(filename, content_type, payload)] = attachments(message)
     assert content_type == XLSX_MIME and FILE_NAME.match(filename)
+    # The file name carries the same local date and minute.
+    stamp = re.search(r"_(\d{4}-\d{2}-\d{2}_\d{2}-\d{2})", filename)
+    assert stamp and during_run(stamp.group(1), "%Y-%m-%d_%H-%M"), filename
     assert [row[2] for row in sheet_rows(payload)] == ["Mail Two-1", "Mail Two-2"]
     body = plain_body(message)
     assert "Mail Two" in body and "America/New_York" in body and filename in body
     assert "Total messages: 2" in body and "received: 2" in body
-    assert re.search(r"Window start: \d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} America/New_York", body)
+    window_start = re.search(r"Window start: (\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) America/New_York", body)
+    window_end = re.search(r"Window end: (\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) America/New_York", body)
+    assert window_start and window_end, body
+    # First scheduled window: [run time - EXPORT_INTERVAL_MINUTES, run time - EXPORT_LAG_SECONDS (0)).
+    assert during_run(window_end.group(1), "%Y-%m-%d %H:%M:%S"), (window_end.group(1), before, after)
+    start = datetime.strptime(window_start.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=new_york)
+    end = datetime.strptime(window_end.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=new_york)
+    assert end.astimezone(UTC) - start.astimezone(UTC) == timedelta(minutes=60)  # real time, across DST too
 
 
 def test_missing_password_fails_fast_instead_of_prompting(mongo_db, make_env, cli, smtp_server):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yagmail
 import yagmail.password
 
 from wa_export.config import Settings, load_settings
@@ -24,7 +25,9 @@ from wa_export.mail import (
     MailSender,
     OutgoingMail,
     YagmailConnection,
+    encoded_attachment_size,
     single_line,
+    single_line_or,
     tls_mode,
 )
 
@@ -124,13 +127,25 @@ def test_reconnects_once_when_the_server_dropped_the_idle_connection(
     assert server.connection_count == 2
 
 
-def test_yagmail_false_result_is_a_failure(server: LocalSmtpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_failed_transmission_raises_and_yagmail_send_is_never_used(
+    server: LocalSmtpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Stock yagmail's send() returns False once its retries are spent (issue 2, item 9).
+
+    We never call it: our _attempt_send is one transaction that raises on every
+    failure, so a refused DATA is a MailError, never a silent False.
+    """
     settings = make_settings(monkeypatch, tmp_path, server)
-    # What stock yagmail returns once its retries are spent.
-    monkeypatch.setattr(YagmailConnection, "_attempt_send", lambda self, recipients, message: False)
+
+    def yagmail_send(self: Any, *args: Any, **kwargs: Any) -> bool:
+        raise AssertionError("yagmail's send() (returns False on failure) must never be called")
+
+    monkeypatch.setattr(yagmail.SMTP, "send", yagmail_send)
+    monkeypatch.setattr(smtplib.SMTP, "data", lambda self, msg: (554, b"5.6.0 Message rejected"))
     with MailSender(settings) as sender, pytest.raises(MailError) as caught:
         sender.send(OutgoingMail(to=("ops@example.com",), subject="s", body="b"))
-    assert caught.value.step == "data"
+    assert caught.value.step == "data" and "554 5.6.0 Message rejected" in str(caught.value)
+    assert server.messages == []
 
 
 def test_disconnect_is_not_retried_by_yagmail_logic(
@@ -336,9 +351,43 @@ def test_attachment_over_the_limit_fails_before_connecting(
     with MailSender(settings) as sender, pytest.raises(MailError) as caught:
         sender.send(OutgoingMail(to=("ops@example.com",), subject="s", body="b", attachment=big))
     assert caught.value.step == "size"
-    assert str(caught.value).startswith("The attachment is 3.0 MB, over EXPORT_MAX_ATTACHMENT_MB=2; the file is kept at")
+    assert str(caught.value).startswith(
+        "The attachment is 4.1 MB once encoded for email, over EXPORT_MAX_ATTACHMENT_MB=2; the file (3.0 MB) is kept at"
+    )
     assert str(big) in str(caught.value) and big.exists()
     assert server.connection_count == 0
+
+
+def test_attachment_limit_counts_the_base64_encoded_size(
+    server: LocalSmtpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A 1.6 MB file is a ~2.2 MB message: over a 2 MB limit, though the file is under it."""
+    settings = make_settings(monkeypatch, tmp_path, server, EXPORT_MAX_ATTACHMENT_MB="2")
+    under = tmp_path / "under.xlsx"
+    under.write_bytes(os.urandom(1_400_000))  # 1.87 MB encoded: fits
+    over = tmp_path / "over.xlsx"
+    over.write_bytes(os.urandom(1_600_000))  # 1.53 MB on disk, 2.13 MB encoded: does not
+    with MailSender(settings) as sender:
+        with pytest.raises(MailError) as caught:
+            sender.send(OutgoingMail(to=("ops@example.com",), subject="s", body="b", attachment=over))
+        assert caught.value.step == "size"
+        assert "is 2.1 MB once encoded for email, over EXPORT_MAX_ATTACHMENT_MB=2" in str(caught.value)
+        assert server.connection_count == 0
+        sender.send(OutgoingMail(to=("ops@example.com",), subject="s", body="b", attachment=under))
+    (captured,) = server.wait_for_messages(1, timeout=5)
+    (attachment,) = list(captured.message().iter_attachments())
+    assert attachment.get_content() == under.read_bytes()
+
+
+def test_encoded_attachment_size_matches_the_real_encoding() -> None:
+    from email.message import EmailMessage
+
+    for size in (0, 1, 2, 3, 56, 57, 58, 1000, 123_457):
+        message = EmailMessage()
+        message.add_attachment(b"\xff" * size, maintype="application", subtype="octet-stream")
+        (part,) = message.iter_attachments()
+        body = part.as_bytes(policy=part.policy.clone(linesep="\r\n")).split(b"\r\n\r\n", 1)[1]
+        assert encoded_attachment_size(size) == len(body), size
 
 
 def test_subject_with_crlf_cannot_inject_headers(server: LocalSmtpServer, monkeypatch: pytest.MonkeyPatch,
@@ -413,3 +462,20 @@ def test_close_never_raises(server: LocalSmtpServer, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(smtplib.SMTP, "quit", lambda self: (_ for _ in ()).throw(OSError("boom")))
     sender.__exit__(None, None, None)
     sender.__exit__(None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("Acme\r\nBcc: attacker@example.com", "Acme Bcc: attacker@example.com"),
+        ("  Acme   Co  ", "Acme Co"),
+        ("   ", "65a1b2c3d4e5f60718293a4b"),
+        ("\r\n\t\x00\x1b \u2028\x85", "65a1b2c3d4e5f60718293a4b"),
+        ("", "65a1b2c3d4e5f60718293a4b"),
+        (None, "65a1b2c3d4e5f60718293a4b"),
+        ("🚀", "🚀"),
+    ],
+)
+def test_single_line_or_falls_back_when_nothing_printable_is_left(name: object, expected: str) -> None:
+    """A workspace name of only spaces/control characters must not give "Export -  - <date>"."""
+    assert single_line_or(name, "65a1b2c3d4e5f60718293a4b") == expected

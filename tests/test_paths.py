@@ -13,7 +13,6 @@ import pytest
 from wa_export.paths import (
     EXPORT_FILE_PATTERN,
     FOLDER_MARKER,
-    export_file_path,
     export_file_pattern_for,
     publish_path_candidates,
     slugify,
@@ -145,22 +144,19 @@ def test_all_names_taken_raises(tmp_path: Path) -> None:
         workspace_folder(tmp_path, "acme", WS_A)
 
 
-def test_export_file_path_and_same_minute_collision(tmp_path: Path) -> None:
+def test_publish_candidates_are_the_base_name_then_numbered(tmp_path: Path) -> None:
     run = datetime(2024, 5, 1, 9, 5, 59, tzinfo=ZoneInfo("Asia/Kolkata"))
-    first = export_file_path(tmp_path, "acme", run)
-    assert first == tmp_path / "acme_whatsapp_messages_2024-05-01_09-05.xlsx"
-    first.write_bytes(b"one")
-    second = export_file_path(tmp_path, "acme", run)
-    assert second.name == "acme_whatsapp_messages_2024-05-01_09-05_2.xlsx"
-    second.write_bytes(b"two")
-    assert export_file_path(tmp_path, "acme", run).name.endswith("_3.xlsx")
+    candidates = publish_path_candidates(tmp_path, "acme", run)
+    assert next(candidates) == tmp_path / "acme_whatsapp_messages_2024-05-01_09-05.xlsx"
+    assert next(candidates).name == "acme_whatsapp_messages_2024-05-01_09-05_2.xlsx"
+    assert next(candidates).name == "acme_whatsapp_messages_2024-05-01_09-05_3.xlsx"
 
 
 def test_publish_candidates_with_writer_never_overwrite(tmp_path: Path) -> None:
     run = datetime(2024, 5, 1, 9, 5)
     paths = []
     for _ in range(3):
-        with WorkbookWriter(export_file_path(tmp_path, "acme", run), ZoneInfo("UTC")) as writer:
+        with WorkbookWriter(next(publish_path_candidates(tmp_path, "acme", run)), ZoneInfo("UTC")) as writer:
             paths.append(writer.commit(publish_path_candidates(tmp_path, "acme", run)))
     assert [p.name for p in paths] == [
         "acme_whatsapp_messages_2024-05-01_09-05.xlsx",

@@ -87,6 +87,15 @@ def _day(date: Any, received: int = 0, ai: int = 0, human: int = 0) -> dict[str,
     }
 
 
+BOX_CHARACTERS = set("─━│┃┌┐└┘├┤┬┴┼╭╮╰╯═║╔╗╚╝╷╵╶╴")
+
+
+def assert_plain_lines(stdout: str) -> None:
+    """SPEC §4: without a terminal, plain lines: no box drawing, no escape codes."""
+    assert "\x1b[" not in stdout
+    assert not BOX_CHARACTERS & set(stdout), stdout
+
+
 def test_stats_counts_per_local_day_and_status(mongo_db, make_env, cli):
     seeded = _seed_stats(mongo_db)
     acme, today, boundary = seeded["acme"], seeded["today"], seeded["boundary_day"]
@@ -126,6 +135,7 @@ def test_stats_counts_per_local_day_and_status(mongo_db, make_env, cli):
     assert bars == {day: {0: 0, 1: 8, 2: 16, 3: 24}[counts["total"]] for day, counts in expected.items()}
     assert "2 completed (12 messages), 1 failed" in human.stdout
     assert CUSTOMER_PHONE not in human.stdout and WORKSPACE_PHONE not in human.stdout
+    assert_plain_lines(human.stdout)
 
 
 def test_stats_overview_and_errors(mongo_db, make_env, cli):
@@ -145,6 +155,10 @@ def test_stats_overview_and_errors(mongo_db, make_env, cli):
     plain = cli(["stats"], env=env)
     assert plain.returncode == 0, plain.stderr
     assert "Acme" in plain.stdout and str(other) in plain.stdout
+    assert_plain_lines(plain.stdout)
+    # Not a terminal: one greppable line per workspace, its name and id together.
+    (other_line,) = [line for line in plain.stdout.splitlines() if str(other) in line]
+    assert "Other Co" in other_line and other_line.split()[-1] == "no"
     assert "2 active workspaces" in plain.stdout and "1 without an address" in plain.stdout
 
     unknown = cli(["stats", "0123456789abcdef01234567"], env=env)
@@ -229,6 +243,10 @@ def test_logs_newest_first_with_filters(mongo_db, make_env, cli):
     # 01:00 UTC is 10:00 in Tokyo; the newest entry (02:00 UTC) is shown as 11:00 local, first.
     assert human.stdout.index("03-10 11:00") < human.stdout.index("03-10 10:00")
     assert "authentication failed" in human.stdout and "Other Co" in human.stdout
+    assert_plain_lines(human.stdout)
+    (failed_line,) = [line for line in human.stdout.splitlines() if "authentication failed" in line]
+    assert "03-10" in failed_line and "failed" in failed_line.replace("authentication failed", "")
+    assert_plain_lines(cli(["logs", "--system"], env=env).stdout)
 
 
 

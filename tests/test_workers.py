@@ -9,11 +9,19 @@ from __future__ import annotations
 import math
 import subprocess
 from collections import Counter
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from helpers import mailed_rows, parse_json
+from helpers import (
+    GatedSmtpServer,
+    lease_skips,
+    mailed_rows,
+    parse_json,
+    runs_overlapped,
+    smtp_env,
+)
 from pymongo import MongoClient, monitoring
 from seeding import add_chat, add_messages, add_workspace, cli_executable, utcnow
 
@@ -46,13 +54,23 @@ def _mailed_contents(smtp_server: Any) -> Counter[str]:
     return Counter(row[2] for message in smtp_server.messages for row in mailed_rows(message))
 
 
-def test_workers_3_export_every_message_exactly_once(mongo_db, make_env, cli, smtp_server):
+@pytest.fixture
+def gated_smtp() -> Iterator[GatedSmtpServer]:
+    """Holds each run's first mail until three runs are connected (see helpers.GatedSmtpServer)."""
+    with GatedSmtpServer(parties=3) as server:
+        yield server
+
+
+def test_workers_3_export_every_message_exactly_once(mongo_db, make_env, cli, gated_smtp):
     env, contents = _seed(mongo_db, workspaces=7, messages_each=6)
-    result = cli(["export", "--workers", "3", "--json"], env=make_env(**env))
+    full_env = make_env(**smtp_env(gated_smtp), **env)
+    result = cli(["export", "--workers", "3", "--json"], env=full_env)
     assert result.returncode == 0, result.stdout + result.stderr
+    # Each worker's first mail was held until all three workers were connected: they ran at once.
+    assert not gated_smtp.gate_timed_out, "the three workers never had their SMTP connections open at the same time"
     document = parse_json(result)
 
-    mailed = _mailed_contents(smtp_server)
+    mailed = _mailed_contents(gated_smtp)
     assert set(mailed) == contents
     assert max(mailed.values()) == 1, [text for text, n in mailed.items() if n > 1]
 
@@ -69,16 +87,17 @@ def test_workers_3_export_every_message_exactly_once(mongo_db, make_env, cli, sm
     assert mongo_db.system_logs.count_documents({"kind": "export_run"}) == 3
 
     # The watermarks moved: the next run (workers again) sends nothing new.
-    again = cli(["export", "--workers", "3", "--json"], env=make_env(**env))
+    again = cli(["export", "--workers", "3", "--json"], env=full_env)
     assert again.returncode == 0, again.stderr
     assert parse_json(again)["message_count"] == 0
-    assert sum(_mailed_contents(smtp_server).values()) == len(contents)
+    assert sum(_mailed_contents(gated_smtp).values()) == len(contents)
 
 
-def test_independent_processes_share_one_run(mongo_db, make_env, smtp_server, tmp_path):
+def test_independent_processes_share_one_run(mongo_db, make_env, tmp_path, gated_smtp):
     """Three `wa-export export` at once (three hosts, or overlapping cron runs): leases split the work."""
     env, contents = _seed(mongo_db, workspaces=6, messages_each=5)
-    full_env = make_env(**env)
+    # Each run's first mail is held until all three runs are connected (gated_smtp): they provably overlap.
+    full_env = make_env(**smtp_env(gated_smtp), **env)
     procs = [
         subprocess.Popen(
             [str(cli_executable()), "export", "--json"],
@@ -96,8 +115,12 @@ def test_independent_processes_share_one_run(mongo_db, make_env, smtp_server, tm
         stdout, stderr = proc.communicate(timeout=120)
         assert proc.returncode == 0, stdout + stderr
         documents.append(parse_json(subprocess.CompletedProcess([], 0, stdout, stderr)))
+    assert not gated_smtp.gate_timed_out, "the three runs never had their SMTP connections open at the same time"
+    assert runs_overlapped(documents)
+    assert all(doc["message_count"] > 0 for doc in documents), "every run exported something"
+    assert lease_skips(documents), "runs met each other's leases"
 
-    mailed = _mailed_contents(smtp_server)
+    mailed = _mailed_contents(gated_smtp)
     assert set(mailed) == contents and max(mailed.values()) == 1
     outcomes = Counter(ws["outcome"] for doc in documents for ws in doc["workspaces"])
     assert outcomes["completed"] == 6, outcomes  # each workspace emailed by exactly one process
@@ -178,7 +201,7 @@ def test_one_getmore_per_batch_and_every_messages_query_bounded(
     assert all(command["batchSize"] == batch for command in get_mores)
     # Nothing else ever reads `messages` without a timestamp range.
     for name, command in log.commands:
-        if command.get(name) == "messages" and name not in ("getMore",):
+        if command.get(name) == "messages" and name not in ("getMore", "listIndexes"):
             text = repr(command)
             assert "'timestamp': {'$gte'" in text, (name, command)
     mailed = [row[2] for message in smtp_server.messages for row in mailed_rows(message)]

@@ -19,6 +19,11 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
+try:  # recent typer releases vendor click as typer._click
+    from typer._click.exceptions import ClickException
+except ImportError:  # older typer depends on click itself
+    from click.exceptions import ClickException  # type: ignore[no-redef]
+
 from . import commands
 from . import output as output_module
 from .config import ConfigError, Settings, load_settings, redact
@@ -320,10 +325,34 @@ def demo(
         raise typer.Exit(result.exit_code)
 
 
+def _main_with_json(args: list[str]) -> int:
+    """Run the app so that even a command-line parse error is one JSON document on stdout.
+
+    In standalone mode click renders usage errors itself (a box on stderr, nothing
+    on stdout). Here typer returns the exit code of `typer.Exit` (and 0 for
+    --help) and raises the click exceptions, which are rendered like every other
+    error: `{"ok": false, "exit_code": 2, "error": ...}` on stdout, one line on
+    stderr, the same exit code as in standalone mode.
+    """
+    output = Output(json_output=True)
+    try:
+        code = app(args=args, prog_name="wa-export", standalone_mode=False)
+    except ClickException as error:
+        output.error(error.format_message(), error.exit_code)
+        return error.exit_code
+    except typer.Abort:
+        output.error("Aborted.", EXIT_FAILED)
+        return EXIT_FAILED
+    return code if isinstance(code, int) else EXIT_OK
+
+
 def main() -> None:
     # Library code raises; this is the one place that decides what a user sees.
+    args = sys.argv[1:]
     try:
-        app()
+        if "--json" in args:
+            sys.exit(_main_with_json(args))
+        app()  # standalone: click renders usage errors and --help, and exits
     except SystemExit:
         raise
     except Exception as error:  # a bug, not a user error: one line, details on request

@@ -13,10 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote_plus
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
-from pymongo.uri_parser import parse_uri
+from pymongo.uri_parser import parse_userinfo, split_hosts, split_options
 
 SmtpSecurity = Literal["auto", "ssl", "starttls", "none"]
 
@@ -55,6 +56,12 @@ class Settings:
     workspace_emails: Mapping[str, tuple[str, ...]]
     lease_seconds: int
     mongodb_timeout_seconds: float
+    # Computed once here (never per redaction): see secrets().
+    _secrets: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        found = [self.smtp_password or "", *_uri_secrets(self.mongodb_uri)]
+        object.__setattr__(self, "_secrets", tuple(dict.fromkeys(secret for secret in found if secret)))
 
     @property
     def timezone_name(self) -> str:
@@ -68,18 +75,81 @@ class Settings:
         return self.workspace_emails.get(workspace_id.lower(), ())
 
     def secrets(self) -> list[str]:
-        """Every secret value this configuration holds, for redaction of error texts."""
-        found = [self.smtp_password or ""]
-        found.append(mongodb_password(self.mongodb_uri) or "")
-        return [secret for secret in found if secret]
+        """Every secret value this configuration holds, for redaction of error texts (computed at load)."""
+        return list(self._secrets)
 
 
-def mongodb_password(uri: str) -> str | None:
+@dataclass(frozen=True)
+class MongoUriParts:
+    """What configuration needs from MONGODB_URI, read without any network or DNS access."""
+
+    srv: bool
+    hosts: str
+    username: str | None
+    password: str | None  # URL-decoded
+    raw_password: str | None  # as written in the URI
+    database: str | None  # URL-decoded, without a ".collection" suffix
+
+
+def parse_mongodb_uri(uri: str) -> MongoUriParts:
+    """Split ``scheme://[userinfo@]hosts[/database][?options]`` and validate it; never touches DNS.
+
+    pymongo's parse_uri resolves SRV and TXT records for ``mongodb+srv://``;
+    this uses only its pure helpers (parse_userinfo, split_hosts, split_options)
+    with the same rules. Raises ValueError (pymongo's InvalidURI is one) or
+    pymongo's ConfigurationError on a malformed URI.
+    """
+    if uri.startswith("mongodb+srv://"):
+        srv, rest = True, uri[len("mongodb+srv://"):]
+    elif uri.startswith("mongodb://"):
+        srv, rest = False, uri[len("mongodb://"):]
+    else:
+        raise ValueError("the URI must begin with mongodb:// or mongodb+srv://")
+    if not rest:
+        raise ValueError("no host")
+    host_and_db, _, options = rest.partition("?")
+    host_part, _, database = host_and_db.partition("/")
+    username = password = raw_password = None
+    if "@" in host_part:
+        userinfo, _, hosts = host_part.rpartition("@")
+        raw_password = userinfo.partition(":")[2] or None
+        username, password = parse_userinfo(userinfo)
+        password = password or None
+    else:
+        hosts = host_part
+    if "/" in hosts or not hosts:
+        raise ValueError("no host")
+    opts = split_options(options, validate=True, warn=True, normalize=True) if options else {}
+    if srv:
+        nodes = split_hosts(hosts, default_port=None)
+        if len(nodes) != 1 or nodes[0][1] is not None:
+            raise ValueError("mongodb+srv:// takes exactly one host name and no port")
+        if opts.get("directconnection"):
+            raise ValueError("directConnection=true cannot be used with mongodb+srv://")
+    else:
+        nodes = split_hosts(hosts)
+    # The option combinations pymongo's parse_uri refuses (its _check_options).
+    if len(nodes) > 1 and opts.get("directconnection"):
+        raise ValueError("directConnection=true needs a single host")
+    if opts.get("loadbalanced") and (len(nodes) > 1 or opts.get("directconnection") or opts.get("replicaset")):
+        raise ValueError("loadBalanced=true needs a single host, no directConnection and no replicaSet")
+    name = unquote_plus(database).split(".", 1)[0] if database else ""
+    if re.search(r'[/ "$]', name):
+        raise ValueError("bad database name")
+    return MongoUriParts(srv, hosts, username, password, raw_password, name or None)
+
+
+def _uri_secrets(uri: str) -> list[str]:
+    """The MongoDB password in MONGODB_URI, decoded and as written; tolerant of a malformed URI."""
     try:
-        return parse_uri(uri, warn=True).get("password")
+        parts = parse_mongodb_uri(uri)
+        return [parts.password or "", parts.raw_password or ""]
     except Exception:
         match = re.match(r"^[a-z+]+://[^:/@]*:([^@]*)@", uri)
-        return match.group(1) if match else None
+        if match is None:
+            return []
+        raw = match.group(1)
+        return [raw, unquote_plus(raw)]
 
 
 def redact(text: str, secrets: list[str]) -> str:
@@ -161,21 +231,13 @@ def _database_name(uri: str, explicit: str | None) -> str:
         if re.search(r'[/\\. "$\x00]', explicit) or len(explicit) > 63:
             raise ConfigError(f"MONGODB_DATABASE {explicit!r} is not a valid MongoDB database name.")
         return explicit
-    try:
-        from_uri = parse_uri(uri, warn=True).get("database")
-    except Exception:
-        from_uri = None
-    return from_uri or "whatsapp"
+    # The URI was validated (without DNS) before: its path, if any, is the database.
+    return parse_mongodb_uri(uri).database or "whatsapp"
 
 
 def _validate_uri(uri: str) -> None:
     try:
-        if uri.startswith("mongodb+srv://"):
-            # parse_uri would resolve DNS for +srv: check only the shape here.
-            if not re.match(r"^mongodb\+srv://[^/?]+", uri):
-                raise ValueError("no host")
-            return
-        parse_uri(uri, warn=True)
+        parse_mongodb_uri(uri)
     except Exception:
         raise ConfigError(
             "MONGODB_URI is not a valid MongoDB connection string: "
@@ -216,7 +278,7 @@ def load_settings(env_file: Path | None = None, environ: Mapping[str, str] | Non
 
 def _secrets_in(env: Mapping[str, str]) -> list[str]:
     found = [env.get("SMTP_PASSWORD", "").strip(), env.get("SMTP_PASSWORD", "")]
-    found.append(mongodb_password(env.get("MONGODB_URI", "").strip()) or "")
+    found += _uri_secrets(env.get("MONGODB_URI", "").strip())
     return [secret for secret in found if secret]
 
 

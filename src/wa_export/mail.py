@@ -55,7 +55,9 @@ __all__ = [
     "build_message",
     "check_recipients",
     "check_sendable",
+    "encoded_attachment_size",
     "single_line",
+    "single_line_or",
     "tls_mode",
 ]
 
@@ -168,6 +170,15 @@ def check_recipients(to: Sequence[str], settings: Settings) -> None:
         )
 
 
+def encoded_attachment_size(size: int) -> int:
+    """Bytes a `size`-byte attachment takes in the message: base64 (4 per 3) plus CRLF every 76 characters.
+
+    Mail servers limit the message, not the file: a 20 MB workbook is a ~27 MB message.
+    """
+    encoded = 4 * -(-size // 3)
+    return encoded + 2 * -(-encoded // 76)
+
+
 def _check_attachment(path: Path, settings: Settings) -> bytes:
     try:
         size = path.stat().st_size
@@ -175,14 +186,15 @@ def _check_attachment(path: Path, settings: Settings) -> bytes:
         raise _error(
             settings, "data", f"Cannot read the attachment {path} ({_describe(error)})", "Check that the export file exists."
         ) from None
-    if size > settings.max_attachment_bytes:
+    encoded = encoded_attachment_size(size)
+    if encoded > settings.max_attachment_bytes:
         raise _error(
             settings,
             "size",
-            f"The attachment is {size / (1024 * 1024):.1f} MB, over "
+            f"The attachment is {encoded / (1024 * 1024):.1f} MB once encoded for email, over "
             f"EXPORT_MAX_ATTACHMENT_MB={settings.export_max_attachment_mb:g}",
-            f"the file is kept at {path}; raise EXPORT_MAX_ATTACHMENT_MB if your mail server accepts "
-            "larger messages, or export a shorter period.",
+            f"the file ({size / (1024 * 1024):.1f} MB) is kept at {path}; raise EXPORT_MAX_ATTACHMENT_MB "
+            "if your mail server accepts larger messages, or export a shorter period.",
         )
     try:
         return path.read_bytes()
@@ -198,6 +210,15 @@ def _check_attachment(path: Path, settings: Settings) -> bytes:
 def single_line(text: str) -> str:
     """`text` with CR/LF and other control characters replaced by spaces (header-injection safe)."""
     return " ".join(_CONTROL_CHARACTERS.sub(" ", text).split())
+
+
+def single_line_or(text: object, fallback: str) -> str:
+    """`single_line(text)`, or `fallback` when nothing printable is left (a name of only spaces/controls).
+
+    For a tenant-controlled name in a subject: "Export - <name> - <date>", never "Export -  - <date>".
+    """
+    cleaned = single_line(text) if isinstance(text, str) else ""
+    return cleaned or single_line(fallback)
 
 
 def build_message(mail: OutgoingMail, sender: str, attachment_data: bytes | None = None) -> EmailMessage:
@@ -623,8 +644,13 @@ class MailSender:
 
         for attempt in (1, 2):
             client, reused = self._connection()
+            # yagmail's own send() would return False once its retries are spent and
+            # re-send after a disconnect; it is never called. _attempt_send (ours) is
+            # one SMTP transaction that returns only when every recipient and the DATA
+            # were accepted, and raises MailError for every failure: there is no
+            # result to check, so a failed transmission can never pass as sent.
             try:
-                result = client._attempt_send(recipients, payload)
+                client._attempt_send(recipients, payload)
             except _DroppedBeforeData as dropped:
                 self._discard()
                 if reused and attempt == 1:
@@ -636,14 +662,6 @@ class MailSender:
                     f"before the message was sent ({dropped})",
                     "Check the server's logs and connection limits.",
                 ) from None
-            # yagmail's contract: False after failed retries, a dict of refused recipients otherwise.
-            if result is False:
-                raise _error(settings, "data", "The message was not sent (yagmail reported failure)",
-                             "Check the SMTP server's logs; the export is retried on the next run.")
-            if result:
-                refused = [str(address) for address in result]
-                raise _error(settings, "recipient", f"The SMTP server refused recipient(s) {', '.join(refused)}",
-                             "Check the address(es).", refused=refused)
             return
 
     def _connection(self) -> tuple[YagmailConnection, bool]:

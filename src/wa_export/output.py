@@ -6,6 +6,7 @@ appears here: only counts, workspace names and ids, file paths, recipients.
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from collections.abc import Iterator, Sequence
@@ -18,10 +19,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from .cleanup import CleanupResult, format_bytes
 from .config import Settings
-from .exporter import RunResult, Trigger, WorkspaceResult
+from .exporter import RunResult, SilentObserver, Trigger, WorkspaceResult
 from .workers import WorkersResult
 from .reports import LogsReport, StatsReport
 
@@ -38,6 +40,10 @@ OUTCOME_STYLE = {
     "skipped": "yellow",
     "failed": "bold red",
 }
+
+
+# Tables printed when stdout is not a terminal are never wrapped: a row is one line.
+PLAIN_TABLE_WIDTH = 10_000
 
 
 def _json_default(value: object) -> object:
@@ -87,14 +93,6 @@ class _ProgressObserver:
             self.progress.advance(self.task)
 
 
-class _SilentObserver:
-    def run_started(self, total_workspaces: int, trigger: Trigger) -> None:
-        return None
-
-    def workspace_finished(self, result: WorkspaceResult) -> None:
-        return None
-
-
 class Output:
     def __init__(self, json_output: bool) -> None:
         self.json_output = json_output
@@ -116,12 +114,33 @@ class Output:
     def table(self, table: Table) -> None:
         if self.interactive:
             self.console.print(table)
-        else:
-            Console(width=200, no_color=True, highlight=False).print(table)
+            return
+        # Not a terminal (cron, a pipe): plain lines (SPEC §4). The title is a line of
+        # its own, then the header and one line per row: no box characters, no
+        # wrapping (a row is one greppable line), no padding to a terminal width.
+        title = table.title
+        if title:
+            self.line(Text.from_markup(title).plain if isinstance(title, str) else str(title))
+        table.title = None
+        table.box = None
+        table.show_edge = False
+        table.show_lines = False
+        table.pad_edge = False
+        for column in table.columns:
+            column.no_wrap = True  # and PLAIN_TABLE_WIDTH leaves room for every cell
+        buffer = io.StringIO()
+        Console(file=buffer, width=PLAIN_TABLE_WIDTH, no_color=True, highlight=False).print(table)
+        for row in buffer.getvalue().splitlines():
+            if row.strip():
+                self.line(row.rstrip())
 
     def error(self, message: str, code: int) -> None:
         if self.json_output:
             self.json({"ok": False, "exit_code": code, "error": message})
+        self.stderr(message)
+
+    def stderr(self, message: str) -> None:
+        """One `wa-export: …` line on stderr (stdout, and so a --json document, stays untouched)."""
         print(f"wa-export: {message}", file=sys.stderr, flush=True)
 
     # --- export -----------------------------------------------------------------
@@ -129,7 +148,7 @@ class Output:
     @contextmanager
     def export_observer(self) -> Iterator[Any]:
         if self.json_output:
-            yield _SilentObserver()
+            yield SilentObserver()
         elif self.interactive:
             with Progress(
                 TextColumn("[bold]{task.description}"),
@@ -198,8 +217,7 @@ def render_test_email(output: Output, result: TestEmailResult) -> None:
     to = ", ".join(result.recipients)
     if result.error is not None:
         # stderr, like every other failure; the step names where it broke, the sentence what to do.
-        print(f"wa-export: test email to {to} failed at step {result.error.step}: {result.error}",
-              file=sys.stderr, flush=True)
+        output.stderr(f"test email to {to} failed at step {result.error.step}: {result.error}")
         return
     if not output.json_output:
         output.line(
@@ -312,11 +330,8 @@ def render_cleanup(output: Output, result: CleanupResult, settings: Settings) ->
     _render_cleanup_body(output, result, settings)
     if result.event_error is not None:
         # stderr keeps --json stdout a single document; the event is part of the job (exit 3).
-        print(
-            f"wa-export: the files were cleaned, but the cleanup event could not be recorded in system_logs: "
-            f"{result.event_error}",
-            file=sys.stderr,
-            flush=True,
+        output.stderr(
+            f"the files were cleaned, but the cleanup event could not be recorded in system_logs: {result.event_error}"
         )
 
 
@@ -436,11 +451,12 @@ def _render_stats_overview(output: Output, report: StatsReport, settings: Settin
     table.add_column("Last success", no_wrap=True)
     table.add_column("Addr")
     chunks = _chunks(len(period.days), SPARK_MAX_WIDTH)
+    name_id_separator = "\n" if output.interactive else " "  # plain output: one line per workspace
     for stats in report.workspaces:
         failed = stats.exports.failed
         totals = [day.total for day in stats.per_day]
         table.add_row(
-            f"{escape(stats.workspace.name) or '(unnamed)'}\n[dim]{stats.workspace.id}[/dim]",
+            f"{escape(stats.workspace.name) or '(unnamed)'}{name_id_separator}[dim]{stats.workspace.id}[/dim]",
             str(stats.total),
             sparkline([sum(totals[start:end]) for start, end in chunks]),
             str(stats.exports.completed),
@@ -480,7 +496,7 @@ def render_logs(output: Output, report: LogsReport, settings: Settings) -> None:
     if not report.export_entries:
         output.line("No export logs match." if report.status or report.workspace_id else "No export logs yet.")
         return
-    # Plain output (cron, pipes) is printed 200 wide: it always has room for the file name.
+    # Plain output (cron, pipes) is never wrapped: it always has room for the file name.
     with_file = not output.interactive or output.console.width >= WIDE_LOGS
     table = Table(title=f"Exports, newest first (times in {zone})", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("Time", no_wrap=True)

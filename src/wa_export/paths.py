@@ -21,7 +21,6 @@ __all__ = [
     "EXPORT_FILE_PATTERN",
     "FOLDER_MARKER",
     "SLUG_MAX_LENGTH",
-    "export_file_path",
     "export_file_pattern_for",
     "publish_path_candidates",
     "slugify",
@@ -190,14 +189,6 @@ def publish_path_candidates(folder: Path, slug: str, run_time_local: datetime) -
     yield folder / f"{base}.xlsx"
     for sequence in range(2, MAX_SAME_MINUTE_FILES + 1):
         yield folder / f"{base}_{sequence}.xlsx"
-
-
-def export_file_path(folder: Path, slug: str, run_time_local: datetime) -> Path:
-    """First candidate name that does not exist yet (a hint: commit() decides atomically)."""
-    for candidate in publish_path_candidates(folder, slug, run_time_local):
-        if not os.path.lexists(candidate):
-            return candidate
-    raise FileExistsError(errno.EEXIST, "too many exports in the same minute", str(folder))
 
 
 def export_file_pattern_for(slug: str) -> re.Pattern[str]:

@@ -39,13 +39,6 @@ class RowStats:
     def total(self) -> int:
         return sum(self.by_status.values())
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "by_status": {status: self.by_status.get(status, 0) for status in (*STATUSES, STATUS_UNKNOWN)
-                          if status in STATUSES or self.by_status.get(status)},
-            "anomalies": dict(self.anomalies),
-        }
-
 
 def _direction(value: object) -> str | None:
     if isinstance(value, str):

@@ -252,9 +252,7 @@ def _create_private_file(path: Path) -> int:
 def _unlink_quietly(path: Path | str) -> None:
     try:
         os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError:
+    except OSError:  # FileNotFoundError included: already gone is fine
         pass
 
 

@@ -35,8 +35,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 MAX_WORKERS = 64
-# Exit codes by severity: MongoDB unreachable > usage/config > some work failed > ok.
-_SEVERITY = {0: 0, 1: 1, 2: 2, 3: 3}
+# The exit codes, whose numeric order is their severity:
+# MongoDB unreachable (3) > usage/config (2) > some work failed (1) > ok (0).
+_EXIT_CODES = frozenset({0, 1, 2, 3})
 
 T = TypeVar("T")
 
@@ -72,12 +73,7 @@ def slot_share(items: Sequence[T], slot: tuple[int, int] | None) -> list[T]:
 
 def worst_exit_code(codes: Sequence[int]) -> int:
     """3 (MongoDB) > 2 (usage/config) > 1 (some work failed) > 0; a crashed child counts as 1."""
-    worst = 0
-    for code in codes:
-        code = code if code in _SEVERITY else 1
-        if _SEVERITY[code] > _SEVERITY[worst]:
-            worst = code
-    return worst
+    return max((code if code in _EXIT_CODES else 1 for code in codes), default=0)
 
 
 @dataclass
@@ -171,14 +167,26 @@ class WorkersResult:
         }
 
 
+_MANUAL_RUN_HAS_NO_WORKERS = (
+    "--workers applies to scheduled runs only; a manual export (--hours/--since/--until/--email) "
+    "runs in one process, drop --workers."
+)
+
+
 def check_request(count: int, *, is_manual: bool) -> None:
     """Workers share a scheduled run; a manual export is one window for one operator: one process."""
     check_worker_count(count)
     if count > 1 and is_manual:
-        raise WorkerUsageError(
-            "--workers applies to scheduled runs only; a manual export (--hours/--since/--until/--email) "
-            "runs in one process, drop --workers."
-        )
+        raise WorkerUsageError(_MANUAL_RUN_HAS_NO_WORKERS)
+
+
+def check_slot_request(is_manual: bool) -> None:
+    """A --worker-slot (set by `--workers N` on its children) exists only in a scheduled run.
+
+    A manual run is never split, so it cannot have a worker slot.
+    """
+    if is_manual:
+        raise WorkerUsageError(_MANUAL_RUN_HAS_NO_WORKERS)
 
 
 def child_command(
@@ -269,6 +277,7 @@ __all__ = [
     "WorkerUsageError",
     "WorkersResult",
     "check_request",
+    "check_slot_request",
     "check_worker_count",
     "parse_worker_slot",
     "run_workers",
