@@ -364,13 +364,10 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                 )
             else:
                 connection = smtplib.SMTP(host, port, local_hostname="localhost", timeout=settings.smtp_timeout_seconds)
-        except ssl.SSLCertVerificationError as error:
-            raise self._untrusted(error) from None
         except ssl.SSLError as error:
-            raise _error(
-                settings,
-                "tls",
-                f"TLS handshake with {where} failed ({_describe(error)})",
+            raise self._tls_failure(
+                error,
+                f"TLS handshake with {where}",
                 "Check SMTP_SECURITY and SMTP_PORT (465 speaks implicit TLS, 587 and 25 use STARTTLS).",
             ) from None
         except socket.gaierror as error:
@@ -395,14 +392,9 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                         )
                     try:
                         connection.starttls(context=context)
-                    except ssl.SSLCertVerificationError as error:
-                        raise self._untrusted(error) from None
                     except ssl.SSLError as error:
-                        raise _error(
-                            settings,
-                            "tls",
-                            f"STARTTLS with {where} failed ({_describe(error)})",
-                            "Check the server's TLS configuration.",
+                        raise self._tls_failure(
+                            error, f"STARTTLS with {where}", "Check the server's TLS configuration."
                         ) from None
                     except smtplib.SMTPResponseException as error:
                         raise _error(
@@ -423,6 +415,12 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
             self.smtp = None
             self.is_closed = True
             raise
+
+    def _tls_failure(self, error: ssl.SSLError, what: str, hint: str) -> MailError:
+        """An untrusted certificate gets its own sentence; any other TLS failure names the step."""
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return self._untrusted(error)
+        return _error(self.settings, "tls", f"{what} failed ({_describe(error)})", hint)
 
     def _untrusted(self, error: ssl.SSLCertVerificationError) -> MailError:
         reason = _describe(error)

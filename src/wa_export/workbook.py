@@ -36,7 +36,8 @@ import os
 import re
 import secrets
 import weakref
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, timezone as dt_timezone
 from pathlib import Path
 from types import TracebackType
@@ -347,14 +348,20 @@ class WorkbookWriter:
     def append_many(self, rows: Iterable[tuple[object, object, object, datetime | None, str, str]]) -> None:
         """Write rows in order; the fast path the exporter uses."""
         self._require_open()
-        try:
+        with self._aborted_on_failure():
             self._append_rows(rows)
+
+    @contextmanager
+    def _aborted_on_failure(self) -> Iterator[None]:
+        """A failed write leaves openpyxl's stream unusable: remove the temp files
+        now, so a disk-full error never leaves one behind, and raise lxml's write
+        errors as the OSError they are."""
+        try:
+            yield
         except _LxmlSerialisationError as exc:
             self.abort()
             raise _os_error_from(exc) from exc
         except BaseException:
-            # A failed write leaves openpyxl's stream unusable: clean up now so
-            # a disk-full error never leaves a temp file behind.
             self.abort()
             raise
 
@@ -369,16 +376,10 @@ class WorkbookWriter:
         if self._state == "committed" and self._published is not None:
             return self._published
         self._require_open()
-        try:
+        with self._aborted_on_failure():
             self._finish_sheet()
             self._save()
             published = self._publish(candidates if candidates is not None else (self.final_path,))
-        except _LxmlSerialisationError as exc:
-            self.abort()
-            raise _os_error_from(exc) from exc
-        except BaseException:
-            self.abort()
-            raise
         self._state = "committed"
         self._published = published
         self._cleanup_files()
