@@ -53,20 +53,18 @@ RESULTS = HERE / "RESULTS.md"
 ZONE = "Europe/Berlin"  # a zone with DST, so time conversion is really exercised
 WORKSPACE_ID = "65f0c0ffee0000000000beef"
 CONTENDERS = ("ours", "pandas", "openpyxl", "xlsxwriter")
-from wa_export.workbook import HEADER  # noqa: E402  (the same header for every contender)
+from wa_export.workbook.writer import HEADER  # noqa: E402  (the same header for every contender)
 CHILD_TIMEOUT = 1500  # seconds; pandas at 1M rows is the slow one
 
 
 def batch_size() -> int:
-    from wa_export import mongo
-
+    from wa_export.store import connection as mongo
     return mongo.MESSAGE_BATCH_SIZE
 
 
 def codec_options() -> CodecOptions:
     """What the driver decodes messages with: the client's options (tz_aware) or mongo's own."""
-    from wa_export import mongo
-
+    from wa_export.store import connection as mongo
     options = getattr(mongo, "MESSAGE_CODEC_OPTIONS", None)
     return options if options is not None else CodecOptions(tz_aware=True)
 
@@ -148,7 +146,7 @@ def generate(rows: int, directory: Path, seed: int = 20240501) -> dict[str, Any]
 
 
 def read_chats(directory: Path) -> dict[ObjectId, Any]:
-    from wa_export.mongo import Chat
+    from wa_export.store.connection import Chat
 
     data = (directory / "chats.bson").read_bytes()
     return {doc["_id"]: Chat(doc.get("phone_number"), doc.get("customer_phone")) for doc in bson.decode_all(data)}
@@ -193,8 +191,8 @@ def _plain_rows(directory: Path, zone: Any) -> Iterator[tuple[Any, ...]]:
 
 
 def run_ours(directory: Path, out: Path, zone: Any) -> int:
-    from wa_export.rows import RowStats, message_rows
-    from wa_export.workbook import WorkbookWriter
+    from wa_export.export.rows import RowStats, message_rows
+    from wa_export.workbook.writer import WorkbookWriter
 
     chats = read_chats(directory)
     stats = RowStats()
@@ -293,14 +291,14 @@ def run_contender(name: str, directory: Path, out: Path) -> dict[str, Any]:
 
 def _child(name: str, directory: Path, out: Path) -> None:
     if name == "ours":
-        import wa_export.rows, wa_export.workbook  # noqa: F401,E401 - imports outside the timing
+        import wa_export.export.rows, wa_export.workbook.writer  # noqa: F401,E401 - imports outside the timing
     elif name == "pandas":
         import openpyxl, pandas  # noqa: F401,E401
     elif name == "openpyxl":
         import openpyxl  # noqa: F401
     elif name == "xlsxwriter":
         import xlsxwriter  # noqa: F401
-    import wa_export.mongo  # noqa: F401
+    import wa_export.store.connection  # noqa: F401
     print(json.dumps(run_contender(name, directory, out)))
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from openpyxl import load_workbook
 
-from wa_export.localservers import CapturedMessage, LocalSmtpServer
+from wa_export.demo.servers import CapturedMessage, LocalSmtpServer
 
 XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 

@@ -13,7 +13,7 @@ from typing import Any
 import dns.resolver
 import pytest
 
-from wa_export.config import ConfigError, load_settings, redact
+from wa_export.settings import ConfigError, load_settings, redact
 
 SRV_URI = "mongodb+srv://exporter:p%40ss%2Fw0rd@cluster0.example.test/mydb?retryWrites=true&w=majority"
 
@@ -80,7 +80,7 @@ def test_invalid_uris_are_refused_without_dns(uri: str, dns_down: list[Any], mon
 
 
 def test_parse_mongodb_uri_parts() -> None:
-    from wa_export.config import parse_mongodb_uri
+    from wa_export.settings import parse_mongodb_uri
 
     parts = parse_mongodb_uri("mongodb://us%3Aer:pa%3Ass@127.0.0.1:27017,[::1]:27018/d%5Fb?authSource=admin")
     assert (parts.srv, parts.username, parts.password, parts.raw_password) == (False, "us:er", "pa:ss", "pa%3Ass")

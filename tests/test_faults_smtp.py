@@ -28,7 +28,7 @@ from faultkit import (
 )
 from pymongo.database import Database
 
-from wa_export.localservers import LocalSmtpServer, free_port
+from wa_export.demo.servers import LocalSmtpServer, free_port
 
 
 class RecordingSmtpServer(LocalSmtpServer):

@@ -21,7 +21,7 @@ from helpers import attachments, parse_json, sheet_rows, xlsx_files
 from openpyxl import load_workbook
 from seeding import MISSING, add_chat, add_messages, add_workspace, message_doc, utcnow
 
-from wa_export.workbook import CELL_TEXT_LIMIT, SHEET_TITLE
+from wa_export.workbook.writer import CELL_TEXT_LIMIT, SHEET_TITLE
 
 FORMULA_LIKE = [
     "=1+1",

@@ -18,7 +18,7 @@ from pymongo import ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
-from wa_export.leases import (
+from wa_export.store.export_state import (
     Lease,
     LeaseLost,
     Window,

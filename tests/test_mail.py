@@ -17,9 +17,9 @@ import pytest
 import yagmail
 import yagmail.password
 
-from wa_export.config import Settings, load_settings
-from wa_export.localservers import LocalSmtpServer, free_port
-from wa_export.mail import (
+from wa_export.settings import Settings, load_settings
+from wa_export.demo.servers import LocalSmtpServer, free_port
+from wa_export.mail.transport import (
     XLSX_MIME,
     MailError,
     MailSender,
@@ -194,8 +194,8 @@ def test_username_without_password_fails_fast_without_prompting(
 def test_username_without_password_never_hangs_with_closed_stdin(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
-        from wa_export.config import load_settings
-        from wa_export.mail import MailError, MailSender, OutgoingMail
+        from wa_export.settings import load_settings
+        from wa_export.mail.transport import MailError, MailSender, OutgoingMail
         settings = load_settings(environ={"SMTP_SERVER": "127.0.0.1", "SMTP_PORT": "9",
                                           "SMTP_USERNAME": "user@example.com"})
         try:

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from wa_export.paths import (
+from wa_export.workbook.naming import (
     EXPORT_FILE_PATTERN,
     FOLDER_MARKER,
     export_file_pattern_for,
@@ -18,7 +18,7 @@ from wa_export.paths import (
     slugify,
     workspace_folder,
 )
-from wa_export.workbook import WorkbookWriter
+from wa_export.workbook.writer import WorkbookWriter
 
 WS_A = "65a1b2c3d4e5f60718293a4b"
 WS_B = "65a1b2c3d4e5f60718293aff"

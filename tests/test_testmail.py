@@ -8,8 +8,8 @@ import trustme
 from helpers import XLSX_MIME, attachments, parse_json, plain_body
 from openpyxl import load_workbook
 
-from wa_export.localservers import LocalSmtpServer
-from wa_export.workbook import HEADER
+from wa_export.demo.servers import LocalSmtpServer
+from wa_export.workbook.writer import HEADER
 
 WORKSPACE = "64ab00000000000000000001"
 

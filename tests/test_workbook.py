@@ -18,8 +18,8 @@ import openpyxl
 import pytest
 from bson import Binary, Decimal128, ObjectId, SON
 
-from wa_export import workbook as workbook_module
-from wa_export.workbook import (
+from wa_export.workbook import writer as workbook_module
+from wa_export.workbook.writer import (
     CELL_TEXT_LIMIT,
     HEADER,
     SHEET_TITLE,
@@ -442,7 +442,7 @@ def test_file_size_limit_in_subprocess_leaves_nothing(tmp_path: Path) -> None:
         from datetime import datetime, timezone
         from pathlib import Path
         from zoneinfo import ZoneInfo
-        from wa_export.workbook import WorkbookWriter
+        from wa_export.workbook.writer import WorkbookWriter
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
         out = Path(sys.argv[1]) / "out.xlsx"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wa_export.workers import (
+from wa_export.export.workers import (
     WorkerUsageError,
     check_request,
     check_slot_request,

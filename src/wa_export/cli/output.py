@@ -21,16 +21,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from .cleanup import CleanupResult, format_bytes
-from .config import Settings
-from .exporter import RunResult, SilentObserver, Trigger, WorkspaceResult
-from .workers import WorkersResult
-from .reports import LogsReport, StatsReport
+from wa_export.commands.cleanup import CleanupResult, format_bytes
+from wa_export.settings import Settings
+from wa_export.export.run import RunResult, SilentObserver, Trigger, WorkspaceResult
+from wa_export.export.workers import WorkersResult
+from wa_export.commands.stats import LogsReport, StatsReport
 
 if TYPE_CHECKING:  # rendering only; keeps `wa-export export` from importing them
-    from .demo import DemoResult
-    from .health import HealthReport
-    from .testmail import TestEmailResult
+    from wa_export.demo.run import DemoResult
+    from wa_export.commands.health import HealthReport
+    from wa_export.commands.test_email import TestEmailResult
 
 OUTCOME_STYLE = {
     "completed": "green",

@@ -34,9 +34,9 @@ from typing import Any, Literal
 
 from pymongo.errors import PyMongoError
 
-from .config import ConfigError, Settings
-from .mongo import SERVICE_NAME, MongoUnavailable, Store, describe_mongo_error
-from .paths import EXPORT_FILE_PATTERN, FOLDER_MARKER
+from wa_export.settings import ConfigError, Settings
+from wa_export.store.connection import SERVICE_NAME, MongoUnavailable, Store, describe_mongo_error
+from wa_export.workbook.naming import EXPORT_FILE_PATTERN, FOLDER_MARKER
 
 FileKind = Literal["workbook", "temp"]
 

@@ -21,8 +21,8 @@ from typing import Any, Literal, Protocol
 
 from pymongo.errors import ConnectionFailure, PyMongoError
 
-from .config import Settings, outside_allowed_domains, redact
-from .leases import (
+from wa_export.settings import Settings, outside_allowed_domains, redact
+from wa_export.store.export_state import (
     Lease,
     LeaseLost,
     Window,
@@ -31,18 +31,18 @@ from .leases import (
     scheduled_window,
     utc_now,
 )
-from .mail import MailError, MailSender, OutgoingMail, check_sendable, single_line_or
-from .mongo import (
+from wa_export.mail.transport import MailError, MailSender, OutgoingMail, check_sendable, single_line_or
+from wa_export.store.connection import (
     SERVICE_NAME,
     MongoUnavailable,
     Store,
     Workspace,
     describe_mongo_error,
 )
-from .paths import publish_path_candidates, slugify, workspace_folder
-from .rows import STATUSES, RowStats, message_rows
-from .workbook import WorkbookWriter
-from .workers import slot_share
+from wa_export.workbook.naming import publish_path_candidates, slugify, workspace_folder
+from wa_export.export.rows import STATUSES, RowStats, message_rows
+from wa_export.workbook.writer import WorkbookWriter
+from wa_export.export.workers import slot_share
 
 Trigger = Literal["scheduled", "manual"]
 ORPHANS_NOT_COUNTED = "orphaned messages not counted (create the index {timestamp: 1} on messages to count them)"

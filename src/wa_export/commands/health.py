@@ -21,10 +21,10 @@ from typing import Any, Literal
 
 from pymongo.errors import PyMongoError
 
-from .config import Settings, outside_allowed_domains, redact
-from .leases import utc_now
-from .mail import MailError, MailSender, check_sendable, tls_mode
-from .mongo import SERVICE_NAME, MongoUnavailable, Store, describe_mongo_error
+from wa_export.settings import Settings, outside_allowed_domains, redact
+from wa_export.store.export_state import utc_now
+from wa_export.mail.transport import MailError, MailSender, check_sendable, tls_mode
+from wa_export.store.connection import SERVICE_NAME, MongoUnavailable, Store, describe_mongo_error
 
 CheckStatus = Literal["ok", "warning", "failed", "skipped"]
 

@@ -559,7 +559,7 @@ class LocalMongoServer:
 
     def _spawn_and_wait(self) -> None:
         assert self.log_path is not None
-        cmd = [sys.executable, "-m", "wa_export.localservers", "mongo", "--port", str(self._port)]
+        cmd = [sys.executable, "-m", "wa_export.demo.servers", "mongo", "--port", str(self._port)]
         if self.data_path is not None:
             cmd += ["--data", str(self.data_path)]
         child_env = {key: value for key, value in os.environ.items() if key != _MONGO_USERS_ENV}
@@ -747,7 +747,7 @@ def _main(argv: list[str] | None = None) -> int:
     import argparse
     import asyncio
 
-    parser = argparse.ArgumentParser(prog="python -m wa_export.localservers")
+    parser = argparse.ArgumentParser(prog="python -m wa_export.demo.servers")
     commands = parser.add_subparsers(dest="command", required=True)
     mongo = commands.add_parser("mongo", help="serve mongoeco's wire protocol on 127.0.0.1")
     mongo.add_argument("--port", type=int, required=True)

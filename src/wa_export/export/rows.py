@@ -13,7 +13,7 @@ from typing import Any
 
 from bson import ObjectId
 
-from .mongo import Chat
+from wa_export.store.connection import Chat
 
 STATUS_RECEIVED = "received"
 STATUS_SENT_VIA_AI = "sent_via_ai"

@@ -43,7 +43,7 @@ from typing import Any, Literal
 
 import yagmail
 
-from wa_export.config import EMAIL_ADDRESS, Settings, outside_allowed_domains, redact
+from wa_export.settings import EMAIL_ADDRESS, Settings, outside_allowed_domains, redact
 
 __all__ = [
     "XLSX_MIME",

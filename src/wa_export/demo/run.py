@@ -21,11 +21,11 @@ from typing import Any
 
 from bson import ObjectId
 
-from . import commands
-from .commands import UsageProblem
-from .config import Settings, load_settings
-from .exporter import ExportRequest, RunObserver, RunResult
-from .leases import utc_now
+from wa_export.export import request as commands
+from wa_export.export.request import UsageProblem
+from wa_export.settings import Settings, load_settings
+from wa_export.export.run import ExportRequest, RunObserver, RunResult
+from wa_export.store.export_state import utc_now
 
 DEMO_DATABASE = "wa_export_demo"
 DEMO_SENDER = "exports@example.com"
@@ -219,7 +219,7 @@ def run_demo(
     require_demo_dependencies()
     from pymongo import MongoClient
 
-    from .localservers import LocalMongoServer, LocalSmtpServer
+    from wa_export.demo.servers import LocalMongoServer, LocalSmtpServer
 
     step = on_step or (lambda text: None)
     out_dir = out_dir.expanduser().absolute()

@@ -17,25 +17,25 @@ from zoneinfo import ZoneInfo
 
 from pymongo.errors import OperationFailure, PyMongoError
 
-from . import workers as workers_module
-from .cleanup import CleanupResult, run_cleanup
-from .config import (
+from wa_export.export import workers as workers_module
+from wa_export.commands.cleanup import CleanupResult, run_cleanup
+from wa_export.settings import (
     ConfigError,
     Settings,
     outside_allowed_domains,
     parse_address_list,
     redact,
 )
-from .exporter import ExportRequest, RunObserver, RunResult, run_export
-from .leases import Window, utc_now
-from .mongo import (
+from wa_export.export.run import ExportRequest, RunObserver, RunResult, run_export
+from wa_export.store.export_state import Window, utc_now
+from wa_export.store.connection import (
     AUTH_FAILED_CODES,
     MongoUnavailable,
     Store,
     describe_mongo_error,
     parse_workspace_id,
 )
-from .reports import (
+from wa_export.commands.stats import (
     EXPORT_STATUSES,
     LogsReport,
     StatsReport,

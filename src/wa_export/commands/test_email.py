@@ -16,12 +16,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from .commands import UsageProblem
-from .config import ConfigError, Settings, parse_address_list
-from .leases import utc_now
-from .mail import MailError, MailSender, OutgoingMail, check_recipients, check_sendable, tls_mode
-from .mongo import parse_workspace_id
-from .workbook import WorkbookWriter
+from wa_export.export.request import UsageProblem
+from wa_export.settings import ConfigError, Settings, parse_address_list
+from wa_export.store.export_state import utc_now
+from wa_export.mail.transport import MailError, MailSender, OutgoingMail, check_recipients, check_sendable, tls_mode
+from wa_export.store.connection import parse_workspace_id
+from wa_export.workbook.writer import WorkbookWriter
 
 SAMPLE_FILE_NAME = "wa_export_test.xlsx"
 SAMPLE_WORKSPACE_ID = "000000000000000000000000"

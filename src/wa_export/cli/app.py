@@ -24,13 +24,13 @@ try:  # recent typer releases vendor click as typer._click
 except ImportError:  # older typer depends on click itself
     from click.exceptions import ClickException  # type: ignore[no-redef]
 
-from . import commands
-from . import output as output_module
-from .config import ConfigError, Settings, load_settings, redact
-from .exporter import SmtpNotConfigured
-from .mongo import MongoUnavailable, UnknownWorkspace
-from .output import Output
-from .output import render_demo, render_health, render_test_email
+from wa_export.export import request as commands
+from wa_export.cli import output as output_module
+from wa_export.settings import ConfigError, Settings, load_settings, redact
+from wa_export.export.run import SmtpNotConfigured
+from wa_export.store.connection import MongoUnavailable, UnknownWorkspace
+from wa_export.cli.output import Output
+from wa_export.cli.output import render_demo, render_health, render_test_email
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MONGO = 0, 1, 2, 3
 
@@ -258,8 +258,7 @@ def test_email(
     On failure it names the step that failed (connect, tls, auth, recipient,
     domain) and what to do, and exits 1. MongoDB is not needed.
     """
-    from . import testmail
-
+    from wa_export.commands import test_email as testmail
     def body(settings: Settings, output: Output) -> int:
         result = testmail.send_test_email(settings, workspace, to or ())
         render_test_email(output, result)
@@ -281,8 +280,7 @@ def health(
     One line per check (ok / warning / failed) with the reason. Exit 1 if any check
     failed, including an unreachable MongoDB. Records a health_check event.
     """
-    from . import health as health_checks
-
+    from wa_export.commands import health as health_checks
     def body(settings: Settings, output: Output) -> int:
         report = health_checks.run_health(settings, smtp_login=smtp_login)
         render_health(output, report)
@@ -315,8 +313,7 @@ def demo(
     Needs the demo extra (pip install 'wa-export[demo]', Python 3.13+). Ignores
     the environment and .env: the servers, data and settings are its own.
     """
-    from . import demo as demo_run
-
+    from wa_export.demo import run as demo_run
     output = Output(json_output)
     with _handled(output, []):
         with _interrupt_on_sigterm(), output.export_observer() as observer:

@@ -20,7 +20,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
 
-from .config import Settings, redact
+from wa_export.settings import Settings, redact
 
 SERVICE_NAME = "excel_export_scheduler"
 MESSAGE_BATCH_SIZE = 2_000

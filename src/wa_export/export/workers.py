@@ -124,7 +124,7 @@ class WorkersResult:
         return max((int((w.document or {}).get("orphaned_messages") or 0) for w in self.workers), default=0)
 
     def summary(self) -> str:
-        from .exporter import summary_line  # exporter imports this module (slot_share)
+        from wa_export.export.run import summary_line  # exporter imports this module (slot_share)
 
         broken = [w for w in self.workers if w.document is None]
         problems = (
@@ -197,7 +197,7 @@ def child_command(
     env_file: Path | None = None,
     extra_args: Sequence[str] = (),
 ) -> list[str]:
-    command = [sys.executable, "-m", "wa_export.cli"]
+    command = [sys.executable, "-m", "wa_export"]
     if env_file is not None:
         command += ["--env-file", str(env_file)]
     command += ["export", "--json", "--worker-slot", f"{slot}/{count}", *extra_args]
