@@ -45,9 +45,9 @@ from pymongo import MongoClient, monitoring
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import RESULTS, machine_info, write_section  # noqa: E402
 
-from wa_export.settings import load_settings  # noqa: E402
-from wa_export.export.run import ExportRequest, run_export  # noqa: E402
 from wa_export.demo.servers import LocalMongoServer  # noqa: E402
+from wa_export.export.run import ExportRequest, run_export  # noqa: E402
+from wa_export.settings import load_settings  # noqa: E402
 from wa_export.store.connection import Store  # noqa: E402
 
 DATABASE = "wa_export_bench"

@@ -13,7 +13,9 @@ from typing import Any
 import dns.resolver
 import pytest
 
-from wa_export.settings import ConfigError, load_settings, redact
+from wa_export.errors import ConfigError
+from wa_export.redaction import redact
+from wa_export.settings import load_settings
 
 SRV_URI = "mongodb+srv://exporter:p%40ss%2Fw0rd@cluster0.example.test/mydb?retryWrites=true&w=majority"
 

@@ -46,11 +46,12 @@ from pymongo.database import Database
 from pymongo.errors import AutoReconnect
 from seeding import cli_executable, utcnow
 
-from wa_export.settings import load_settings
-from wa_export.export.run import ExportRequest, ExportRun
-from wa_export.store.export_state import Lease
 from wa_export.demo.servers import CapturedMessage, LocalSmtpServer
-from wa_export.store.connection import MongoUnavailable, Store, connect
+from wa_export.errors import MongoUnavailable
+from wa_export.export.run import ExportRequest, ExportRun
+from wa_export.settings import load_settings
+from wa_export.store.connection import Store, connect
+from wa_export.store.export_state import Lease
 from wa_export.workbook.naming import FOLDER_MARKER
 
 

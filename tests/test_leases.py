@@ -18,13 +18,13 @@ from pymongo import ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
+from wa_export.clock import utc_now
 from wa_export.store.export_state import (
     Lease,
     LeaseLost,
     Window,
     acquire_lease,
     scheduled_window,
-    utc_now,
 )
 
 LONG = timedelta(minutes=15)

@@ -16,7 +16,12 @@ from pymongo import MongoClient
 from pymongo.database import Database
 from seeding import add_chat, add_message, add_workspace, utcnow
 
-from wa_export.demo.servers import LocalMongoServer, LocalServerError, LocalSmtpServer, write_eml
+from wa_export.demo.servers import (
+    LocalMongoServer,
+    LocalServerError,
+    LocalSmtpServer,
+    write_eml,
+)
 
 MESSAGE = b"From: a@wa-export.test\r\nTo: b@wa-export.test\r\nSubject: hi\r\n\r\nbody\r\n"
 

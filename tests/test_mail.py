@@ -17,7 +17,6 @@ import pytest
 import yagmail
 import yagmail.password
 
-from wa_export.settings import Settings, load_settings
 from wa_export.demo.servers import LocalSmtpServer, free_port
 from wa_export.mail.transport import (
     XLSX_MIME,
@@ -30,6 +29,7 @@ from wa_export.mail.transport import (
     single_line_or,
     tls_mode,
 )
+from wa_export.settings import Settings, load_settings
 
 PASSWORD = "s3cret-pass"
 SENDER = "exports@example.com"

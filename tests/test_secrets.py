@@ -23,9 +23,9 @@ from helpers import attachments, mailed_contents, parse_json, plain_body
 from pymongo import MongoClient
 from seeding import add_chat, add_messages, add_workspace, utcnow
 
-from wa_export.settings import load_settings
 from wa_export.demo.servers import LocalMongoServer, LocalSmtpServer, free_port
 from wa_export.mail.transport import MailSender, OutgoingMail
+from wa_export.settings import load_settings
 
 SMTP_USER = "wa-export"
 SMTP_SECRET = "Sm7p-S3cr3t-!@#"

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import openpyxl
 import pytest
-from bson import Binary, Decimal128, ObjectId, SON
+from bson import SON, Binary, Decimal128, ObjectId
 
 from wa_export.workbook import writer as workbook_module
 from wa_export.workbook.writer import (

@@ -25,10 +25,16 @@ from helpers import (
 from pymongo import MongoClient, monitoring
 from seeding import add_chat, add_messages, add_workspace, cli_executable, utcnow
 
-from wa_export.store import connection as mongo
-from wa_export.settings import load_settings
 from wa_export.export.run import ExportRequest, run_export
-from wa_export.export.workers import WorkerUsageError, check_request, parse_worker_slot, slot_share, worst_exit_code
+from wa_export.export.workers import (
+    WorkerUsageError,
+    check_request,
+    parse_worker_slot,
+    slot_share,
+    worst_exit_code,
+)
+from wa_export.settings import load_settings
+from wa_export.store import connection as mongo
 
 
 def _seed(db: Any, workspaces: int, messages_each: int) -> tuple[dict[str, str], set[str]]:

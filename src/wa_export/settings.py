@@ -19,19 +19,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from dotenv import dotenv_values
 from pymongo.uri_parser import parse_userinfo, split_hosts, split_options
 
+from wa_export.addresses import EMAIL_ADDRESS, parse_address_list
+from wa_export.errors import ConfigError
+from wa_export.redaction import redact
+
 SmtpSecurity = Literal["auto", "ssl", "starttls", "none"]
 
 WORKSPACE_EMAIL_VARIABLE = re.compile(r"^WORKSPACE_([0-9A-Fa-f]{24})_EMAIL$")
-# Deliberately strict: one local part, one domain with a dot, no spaces, no
-# header-breaking characters. Anything fancier is an operator typo, not a need.
-EMAIL_ADDRESS = re.compile(
-    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
-)
-
-
-class ConfigError(Exception):
-    """A setting is missing or invalid; the message names the variable (never its secret value)."""
 
 
 @dataclass(frozen=True)
@@ -150,48 +144,6 @@ def _uri_secrets(uri: str) -> list[str]:
             return []
         raw = match.group(1)
         return [raw, unquote_plus(raw)]
-
-
-def redact(text: str, secrets: list[str]) -> str:
-    """Replace every secret (and its URL-encoded form) in `text` with ***."""
-    from urllib.parse import quote, quote_plus
-
-    for secret in secrets:
-        for form in {secret, quote(secret, safe=""), quote_plus(secret)}:
-            if form:
-                text = text.replace(form, "***")
-    return text
-
-
-def parse_address_list(value: str, variable: str) -> tuple[str, ...]:
-    """A comma (or semicolon) separated list of plain addresses; invalid ones raise ConfigError."""
-    addresses: list[str] = []
-    for raw in re.split(r"[,;]", value):
-        address = raw.strip()
-        if not address:
-            continue
-        if not EMAIL_ADDRESS.match(address):
-            raise ConfigError(
-                f"{variable} contains an invalid email address {address!r}: "
-                "use plain addresses separated by commas, e.g. a@example.com,b@example.com."
-            )
-        if address.lower() not in (known.lower() for known in addresses):
-            addresses.append(address)
-    return tuple(addresses)
-
-
-def outside_allowed_domains(addresses: tuple[str, ...] | list[str], allowed: tuple[str, ...]) -> list[str]:
-    """The addresses whose domain is not in `allowed` (an empty allow-list allows every domain)."""
-    if not allowed:
-        return []
-    return [
-        address
-        for address in addresses
-        if not any(
-            address.rsplit("@", 1)[-1].lower() == domain or address.rsplit("@", 1)[-1].lower().endswith("." + domain)
-            for domain in allowed
-        )
-    ]
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int, maximum: int | None = None) -> int:

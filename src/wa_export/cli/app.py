@@ -24,13 +24,17 @@ try:  # recent typer releases vendor click as typer._click
 except ImportError:  # older typer depends on click itself
     from click.exceptions import ClickException  # type: ignore[no-redef]
 
-from wa_export.export import request as commands
 from wa_export.cli import output as output_module
-from wa_export.settings import ConfigError, Settings, load_settings, redact
-from wa_export.export.run import SmtpNotConfigured
-from wa_export.store.connection import MongoUnavailable, UnknownWorkspace
-from wa_export.cli.output import Output
-from wa_export.cli.output import render_demo, render_health, render_test_email
+from wa_export.cli.output import Output, render_demo, render_health, render_test_email
+from wa_export.errors import (
+    ConfigError,
+    MongoUnavailable,
+    SmtpNotConfigured,
+    UnknownWorkspace,
+)
+from wa_export.export import request as commands
+from wa_export.redaction import redact
+from wa_export.settings import Settings, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MONGO = 0, 1, 2, 3
 

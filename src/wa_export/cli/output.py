@@ -17,20 +17,27 @@ from typing import TYPE_CHECKING, Any
 from rich import box
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
-from wa_export.commands.cleanup import CleanupResult, format_bytes
-from wa_export.settings import Settings
+from wa_export.commands.cleanup import CleanupResult
+from wa_export.commands.stats import LogsReport, StatsReport
 from wa_export.export.run import RunResult, SilentObserver, Trigger, WorkspaceResult
 from wa_export.export.workers import WorkersResult
-from wa_export.commands.stats import LogsReport, StatsReport
+from wa_export.settings import Settings
+from wa_export.units import format_bytes
 
 if TYPE_CHECKING:  # rendering only; keeps `wa-export export` from importing them
-    from wa_export.demo.run import DemoResult
     from wa_export.commands.health import HealthReport
     from wa_export.commands.test_email import TestEmailResult
+    from wa_export.demo.run import DemoResult
 
 OUTCOME_STYLE = {
     "completed": "green",
@@ -249,7 +256,9 @@ def render_health(output: Output, report: HealthReport) -> None:
 
 
 def render_demo(output: Output, result: DemoResult) -> None:
-    from pathlib import PurePath  # the table shows file names; full paths follow below it
+    from pathlib import (
+        PurePath,  # the table shows file names; full paths follow below it
+    )
 
     if output.json_output:
         output.json(result.as_dict())

@@ -34,8 +34,10 @@ from typing import Any, Literal
 
 from pymongo.errors import PyMongoError
 
-from wa_export.settings import ConfigError, Settings
-from wa_export.store.connection import SERVICE_NAME, MongoUnavailable, Store, describe_mongo_error
+from wa_export.errors import ConfigError, MongoUnavailable
+from wa_export.settings import Settings
+from wa_export.store.connection import SERVICE_NAME, Store, describe_mongo_error
+from wa_export.units import format_bytes
 from wa_export.workbook.naming import EXPORT_FILE_PATTERN, FOLDER_MARKER
 
 FileKind = Literal["workbook", "temp"]
@@ -127,15 +129,6 @@ class CleanupResult:
             "exit_code": self.exit_code,
             "summary": self.summary(),
         }
-
-
-def format_bytes(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
 
 
 def _open_directory(name: str | Path, dir_fd: int | None = None) -> int | None:

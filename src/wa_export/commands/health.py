@@ -21,10 +21,14 @@ from typing import Any, Literal
 
 from pymongo.errors import PyMongoError
 
-from wa_export.settings import Settings, outside_allowed_domains, redact
-from wa_export.store.export_state import utc_now
+from wa_export.addresses import outside_allowed_domains
+from wa_export.clock import utc_now
+from wa_export.errors import MongoUnavailable
 from wa_export.mail.transport import MailError, MailSender, check_sendable, tls_mode
-from wa_export.store.connection import SERVICE_NAME, MongoUnavailable, Store, describe_mongo_error
+from wa_export.redaction import redact
+from wa_export.settings import Settings
+from wa_export.store.connection import SERVICE_NAME, Store, describe_mongo_error
+from wa_export.units import format_bytes
 
 CheckStatus = Literal["ok", "warning", "failed", "skipped"]
 
@@ -108,14 +112,6 @@ def _named(items: list[str]) -> str:
     return shown + (f" and {len(items) - NAMES_SHOWN} more" if len(items) > NAMES_SHOWN else "")
 
 
-def _bytes(amount: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if amount < 1024 or unit == "TiB":
-            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
-        amount /= 1024
-    return f"{amount:.1f} TiB"  # pragma: no cover
-
-
 def index_command(collection: str, keys: list[tuple[str, int]]) -> str:
     """The mongosh command that creates a supporting index, e.g. db.chats.createIndex({ workspace_id: 1 })."""
     fields = ", ".join(f"{name}: {order}" for name, order in keys)
@@ -183,7 +179,7 @@ def check_export_dir(export_dir: Path) -> Check:
         )
     usage = shutil.disk_usage(existing)
     details.update(free_bytes=usage.free, total_bytes=usage.total)
-    free = f"{_bytes(usage.free)} free of {_bytes(usage.total)}"
+    free = f"{format_bytes(usage.free)} free of {format_bytes(usage.total)}"
     prefix = f"{export_dir} is writable" if existing == export_dir else (
         f"{export_dir} does not exist yet and can be created in {existing}"
     )

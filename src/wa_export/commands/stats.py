@@ -18,9 +18,23 @@ from typing import Any, Literal
 from bson import ObjectId
 from pymongo import DESCENDING
 
+from wa_export.errors import UnknownWorkspace
+from wa_export.export.rows import (
+    STATUS_RECEIVED,
+    STATUS_SENT_BY_HUMAN,
+    STATUS_SENT_VIA_AI,
+    STATUS_UNKNOWN,
+    STATUSES,
+    _direction,
+)
 from wa_export.settings import Settings
-from wa_export.store.connection import CHAT_IDS_PER_QUERY, SERVICE_NAME, Store, UnknownWorkspace, Workspace, parse_workspace_id
-from wa_export.export.rows import STATUS_RECEIVED, STATUS_SENT_BY_HUMAN, STATUS_SENT_VIA_AI, STATUS_UNKNOWN, STATUSES, _direction
+from wa_export.store.connection import (
+    CHAT_IDS_PER_QUERY,
+    SERVICE_NAME,
+    Store,
+    Workspace,
+    parse_workspace_id,
+)
 
 ExportStatus = Literal["completed", "failed"]
 EXPORT_STATUSES: tuple[ExportStatus, ...] = ("completed", "failed")

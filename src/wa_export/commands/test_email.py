@@ -16,10 +16,18 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from wa_export.export.request import UsageProblem
-from wa_export.settings import ConfigError, Settings, parse_address_list
-from wa_export.store.export_state import utc_now
-from wa_export.mail.transport import MailError, MailSender, OutgoingMail, check_recipients, check_sendable, tls_mode
+from wa_export.addresses import parse_address_list
+from wa_export.clock import utc_now
+from wa_export.errors import ConfigError, UsageProblem
+from wa_export.mail.transport import (
+    MailError,
+    MailSender,
+    OutgoingMail,
+    check_recipients,
+    check_sendable,
+    tls_mode,
+)
+from wa_export.settings import Settings
 from wa_export.store.connection import parse_workspace_id
 from wa_export.workbook.writer import WorkbookWriter
 

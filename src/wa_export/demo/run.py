@@ -21,11 +21,11 @@ from typing import Any
 
 from bson import ObjectId
 
+from wa_export.clock import utc_now
+from wa_export.errors import UsageProblem
 from wa_export.export import request as commands
-from wa_export.export.request import UsageProblem
-from wa_export.settings import Settings, load_settings
 from wa_export.export.run import ExportRequest, RunObserver, RunResult
-from wa_export.store.export_state import utc_now
+from wa_export.settings import Settings, load_settings
 
 DEMO_DATABASE = "wa_export_demo"
 DEMO_SENDER = "exports@example.com"

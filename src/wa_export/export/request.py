@@ -11,30 +11,14 @@ import dataclasses
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from pymongo.errors import OperationFailure, PyMongoError
 
-from wa_export.export import workers as workers_module
+from wa_export.addresses import outside_allowed_domains, parse_address_list
+from wa_export.clock import parse_time, utc_now
 from wa_export.commands.cleanup import CleanupResult, run_cleanup
-from wa_export.settings import (
-    ConfigError,
-    Settings,
-    outside_allowed_domains,
-    parse_address_list,
-    redact,
-)
-from wa_export.export.run import ExportRequest, RunObserver, RunResult, run_export
-from wa_export.store.export_state import Window, utc_now
-from wa_export.store.connection import (
-    AUTH_FAILED_CODES,
-    MongoUnavailable,
-    Store,
-    describe_mongo_error,
-    parse_workspace_id,
-)
 from wa_export.commands.stats import (
     EXPORT_STATUSES,
     LogsReport,
@@ -43,36 +27,18 @@ from wa_export.commands.stats import (
     stats_report,
     system_log_entries,
 )
-
-
-class UsageProblem(Exception):
-    """The operator asked for something impossible; one sentence, exit 2."""
-
-
-EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc)
-LATEST_TIME = datetime(9000, 1, 1, tzinfo=timezone.utc)
-
-
-def parse_time(text: str, option: str, zone: ZoneInfo) -> datetime:
-    """ISO 8601; a naive value is in EXPORT_TIMEZONE. Returns an aware UTC datetime."""
-    raw = text.strip()
-    if raw.endswith(("Z", "z")):
-        raw = raw[:-1] + "+00:00"
-    try:
-        moment = datetime.fromisoformat(raw)
-    except ValueError:
-        raise UsageProblem(
-            f"{option} {text!r} is not an ISO 8601 time; use e.g. 2026-01-15T14:30 or 2026-01-15T14:30:00+02:00."
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=zone)
-    try:
-        moment = moment.astimezone(timezone.utc)
-    except OverflowError:
-        moment = EARLIEST_TIME - timedelta(days=1)  # reported just below
-    if not EARLIEST_TIME <= moment <= LATEST_TIME:
-        raise UsageProblem(f"{option} {text!r} is out of range; use a time between 1970 and 9000.")
-    return moment.replace(microsecond=moment.microsecond - moment.microsecond % 1000)
+from wa_export.errors import ConfigError, MongoUnavailable, UsageProblem
+from wa_export.export import workers as workers_module
+from wa_export.export.run import ExportRequest, RunObserver, RunResult, run_export
+from wa_export.redaction import redact
+from wa_export.settings import Settings
+from wa_export.store.connection import (
+    AUTH_FAILED_CODES,
+    Store,
+    describe_mongo_error,
+    parse_workspace_id,
+)
+from wa_export.store.export_state import Window
 
 
 def build_export_request(

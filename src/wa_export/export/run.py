@@ -21,7 +21,26 @@ from typing import Any, Literal, Protocol
 
 from pymongo.errors import ConnectionFailure, PyMongoError
 
-from wa_export.settings import Settings, outside_allowed_domains, redact
+from wa_export.addresses import outside_allowed_domains
+from wa_export.clock import utc_now
+from wa_export.errors import MongoUnavailable, SmtpNotConfigured
+from wa_export.export.rows import STATUSES, RowStats, message_rows
+from wa_export.export.workers import slot_share
+from wa_export.mail.transport import (
+    MailError,
+    MailSender,
+    OutgoingMail,
+    check_sendable,
+    single_line_or,
+)
+from wa_export.redaction import redact
+from wa_export.settings import Settings
+from wa_export.store.connection import (
+    SERVICE_NAME,
+    Store,
+    Workspace,
+    describe_mongo_error,
+)
 from wa_export.store.export_state import (
     Lease,
     LeaseLost,
@@ -29,20 +48,9 @@ from wa_export.store.export_state import (
     acquire_lease,
     read_watermark,
     scheduled_window,
-    utc_now,
-)
-from wa_export.mail.transport import MailError, MailSender, OutgoingMail, check_sendable, single_line_or
-from wa_export.store.connection import (
-    SERVICE_NAME,
-    MongoUnavailable,
-    Store,
-    Workspace,
-    describe_mongo_error,
 )
 from wa_export.workbook.naming import publish_path_candidates, slugify, workspace_folder
-from wa_export.export.rows import STATUSES, RowStats, message_rows
 from wa_export.workbook.writer import WorkbookWriter
-from wa_export.export.workers import slot_share
 
 Trigger = Literal["scheduled", "manual"]
 ORPHANS_NOT_COUNTED = "orphaned messages not counted (create the index {timestamp: 1} on messages to count them)"
@@ -207,10 +215,6 @@ class SilentObserver:
 
     def workspace_finished(self, result: WorkspaceResult) -> None:
         return None
-
-
-class SmtpNotConfigured(Exception):
-    """The run would email but SMTP settings are incomplete: a configuration error (exit 2)."""
 
 
 def _iso(moment: datetime | None) -> str | None:

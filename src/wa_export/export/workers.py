@@ -124,7 +124,9 @@ class WorkersResult:
         return max((int((w.document or {}).get("orphaned_messages") or 0) for w in self.workers), default=0)
 
     def summary(self) -> str:
-        from wa_export.export.run import summary_line  # exporter imports this module (slot_share)
+        from wa_export.export.run import (
+            summary_line,  # exporter imports this module (slot_share)
+        )
 
         broken = [w for w in self.workers if w.document is None]
         problems = (

@@ -43,7 +43,9 @@ from typing import Any, Literal
 
 import yagmail
 
-from wa_export.settings import EMAIL_ADDRESS, Settings, outside_allowed_domains, redact
+from wa_export.addresses import EMAIL_ADDRESS, outside_allowed_domains
+from wa_export.redaction import redact
+from wa_export.settings import Settings
 
 __all__ = [
     "XLSX_MIME",

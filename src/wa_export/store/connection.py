@@ -20,7 +20,9 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
 
-from wa_export.settings import Settings, redact
+from wa_export.errors import MongoUnavailable, UnknownWorkspace
+from wa_export.redaction import redact
+from wa_export.settings import Settings
 
 SERVICE_NAME = "excel_export_scheduler"
 MESSAGE_BATCH_SIZE = 2_000
@@ -38,14 +40,6 @@ SUPPORTING_INDEXES: dict[str, list[tuple[str, int]]] = {
 }
 
 AUTH_FAILED_CODES = {18, 8000}
-
-
-class MongoUnavailable(Exception):
-    """MongoDB cannot be reached or refuses us; the message is one redacted sentence."""
-
-
-class UnknownWorkspace(Exception):
-    """A workspace id given by the operator is malformed or does not exist."""
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,7 @@ from pymongo import ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
-
-def utc_now() -> datetime:
-    """Now, truncated to BSON's millisecond precision so stored and compared times agree."""
-    now = datetime.now(timezone.utc)
-    return now.replace(microsecond=now.microsecond - now.microsecond % 1000)
+from wa_export.clock import utc_now
 
 
 @dataclass(frozen=True)

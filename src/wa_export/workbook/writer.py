@@ -38,7 +38,8 @@ import secrets
 import weakref
 from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import date, datetime, timezone as dt_timezone
+from datetime import date, datetime
+from datetime import timezone as dt_timezone
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -47,12 +48,12 @@ from zoneinfo import ZoneInfo
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.cell.cell import Cell
-from openpyxl.xml.constants import SHEET_MAIN_NS
-from openpyxl.xml.functions import xmlfile
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.worksheet import _writer as _ws_writer_module
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 from openpyxl.worksheet._writer import WorksheetWriter
+from openpyxl.xml.constants import SHEET_MAIN_NS
+from openpyxl.xml.functions import xmlfile
 
 try:  # openpyxl uses lxml when it is installed; its write errors are not OSError
     from lxml.etree import SerialisationError as _LxmlSerialisationError

@@ -1,0 +1,65 @@
+"""Recipient addresses: the syntax accepted and the EXPORT_ALLOWED_EMAIL_DOMAINS policy.
+
+One definition of each, used by configuration, manual `--email`, the export run,
+`test-email` and `health`, so they accept and refuse the same addresses with the
+same sentence.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from wa_export.errors import ConfigError
+
+# Deliberately strict: one local part, one domain with a dot, no spaces, no
+# header-breaking characters. Anything fancier is an operator typo, not a need.
+EMAIL_ADDRESS = re.compile(
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+)
+
+
+def parse_address_list(value: str, variable: str) -> tuple[str, ...]:
+    """A comma (or semicolon) separated list of plain addresses; invalid ones raise ConfigError."""
+    addresses: list[str] = []
+    for raw in re.split(r"[,;]", value):
+        address = raw.strip()
+        if not address:
+            continue
+        if not EMAIL_ADDRESS.match(address):
+            raise ConfigError(
+                f"{variable} contains an invalid email address {address!r}: "
+                "use plain addresses separated by commas, e.g. a@example.com,b@example.com."
+            )
+        if address.lower() not in (known.lower() for known in addresses):
+            addresses.append(address)
+    return tuple(addresses)
+
+
+def outside_allowed_domains(addresses: Sequence[str], allowed: tuple[str, ...]) -> list[str]:
+    """The addresses whose domain is not in `allowed` (an empty allow-list allows every domain)."""
+    if not allowed:
+        return []
+    return [
+        address
+        for address in addresses
+        if not any(
+            address.rsplit("@", 1)[-1].lower() == domain or address.rsplit("@", 1)[-1].lower().endswith("." + domain)
+            for domain in allowed
+        )
+    ]
+
+
+def domain_refusal(addresses: Sequence[str], allowed: tuple[str, ...], fix: str) -> str | None:
+    """The sentence refusing the addresses outside the allow-list, or None when all are allowed.
+
+    `fix` says what the operator should change, e.g. "fix WORKSPACE_<id>_EMAIL".
+    """
+    refused = outside_allowed_domains(addresses, allowed)
+    if not refused:
+        return None
+    return (
+        f"recipient(s) {', '.join(refused)} are outside EXPORT_ALLOWED_EMAIL_DOMAINS "
+        f"({', '.join(allowed)}); {fix}"
+    )

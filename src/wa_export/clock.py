@@ -1,0 +1,67 @@
+"""Time: UTC normalisation, the operator's time zone for display, and parsing of time options.
+
+Stored and compared times are aware UTC datetimes truncated to BSON's millisecond
+precision; everything shown to people is in EXPORT_TIMEZONE.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone, tzinfo
+
+from wa_export.errors import UsageProblem
+
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST_TIME = datetime(9000, 1, 1, tzinfo=timezone.utc)
+MINUTE_FORMAT = "%Y-%m-%d %H:%M"
+SECOND_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def to_millis(moment: datetime) -> datetime:
+    """Drop sub-millisecond digits, which BSON dates cannot hold."""
+    return moment.replace(microsecond=moment.microsecond - moment.microsecond % 1000)
+
+
+def utc_now() -> datetime:
+    """This host's now, in UTC and at BSON precision."""
+    return to_millis(datetime.now(timezone.utc))
+
+
+def as_utc(moment: datetime) -> datetime:
+    """An aware UTC datetime; a naive one is taken to be UTC already (as pymongo returns them)."""
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def as_utc_or_none(value: object) -> datetime | None:
+    """`as_utc` for values read from documents, which may hold anything."""
+    return as_utc(value) if isinstance(value, datetime) else None
+
+
+def iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def format_local(moment: datetime | None, zone: tzinfo, fmt: str = MINUTE_FORMAT) -> str:
+    """`moment` in the display zone; empty for no time."""
+    return "" if moment is None else moment.astimezone(zone).strftime(fmt)
+
+
+def parse_time(text: str, option: str, zone: tzinfo) -> datetime:
+    """ISO 8601; a naive value is in `zone`. Returns an aware UTC datetime at BSON precision."""
+    raw = text.strip()
+    if raw.endswith(("Z", "z")):
+        raw = raw[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise UsageProblem(
+            f"{option} {text!r} is not an ISO 8601 time; use e.g. 2026-01-15T14:30 or 2026-01-15T14:30:00+02:00."
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone)
+    try:
+        moment = moment.astimezone(timezone.utc)
+    except OverflowError:
+        moment = EARLIEST_TIME - timedelta(days=1)  # reported just below
+    if not EARLIEST_TIME <= moment <= LATEST_TIME:
+        raise UsageProblem(f"{option} {text!r} is out of range; use a time between 1970 and 9000.")
+    return to_millis(moment)

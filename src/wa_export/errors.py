@@ -1,0 +1,56 @@
+"""The exit codes and the errors an operator can cause, each mapped to its exit code.
+
+Library code raises these with one sentence saying what is wrong and what to do;
+the CLI prints the sentence and exits with the error's code. Nothing else in the
+package decides an exit code.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import ClassVar
+
+
+class ExitCode(IntEnum):
+    """What `wa-export` returns to cron and monitoring; the order is the severity."""
+
+    OK = 0  # everything asked for succeeded (including "no new messages")
+    FAILED = 1  # some work failed: an export, a health check, a test email
+    USAGE = 2  # usage or configuration error
+    MONGO_UNAVAILABLE = 3  # MongoDB unreachable or refusing us
+
+    @classmethod
+    def worst(cls, codes: "list[int] | tuple[int, ...]") -> ExitCode:
+        """The most severe of several runs' codes; an unknown code (a crash) counts as FAILED."""
+        known = {int(code) for code in cls}
+        return cls(max((code if code in known else int(cls.FAILED) for code in codes), default=int(cls.OK)))
+
+
+class WaExportError(Exception):
+    """An error with a sentence for the operator and the exit code it ends the command with."""
+
+    exit_code: ClassVar[ExitCode] = ExitCode.FAILED
+
+
+class UsageProblem(WaExportError):
+    """The operator asked for something impossible; exit 2."""
+
+    exit_code = ExitCode.USAGE
+
+
+class ConfigError(UsageProblem):
+    """A setting is missing or invalid; the message names the variable (never its secret value)."""
+
+
+class UnknownWorkspace(UsageProblem):
+    """A workspace id given by the operator is malformed or does not exist."""
+
+
+class SmtpNotConfigured(UsageProblem):
+    """The run would email but the SMTP settings are incomplete."""
+
+
+class MongoUnavailable(WaExportError):
+    """MongoDB cannot be reached or refuses us; the message is one redacted sentence (exit 3)."""
+
+    exit_code = ExitCode.MONGO_UNAVAILABLE
