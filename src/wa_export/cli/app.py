@@ -26,17 +26,13 @@ except ImportError:  # older typer depends on click itself
 
 from wa_export.cli import output as output_module
 from wa_export.cli.output import Output, render_demo, render_health, render_test_email
-from wa_export.errors import (
-    ConfigError,
-    MongoUnavailable,
-    SmtpNotConfigured,
-    UnknownWorkspace,
-)
-from wa_export.export import request as commands
+from wa_export.commands import cleanup as cleanup_command
+from wa_export.commands import logs as logs_command
+from wa_export.commands import stats as stats_command
+from wa_export.errors import ExitCode, WaExportError
+from wa_export.export import request as export_request
 from wa_export.redaction import redact
 from wa_export.settings import Settings, load_settings
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MONGO = 0, 1, 2, 3
 
 app = typer.Typer(
     name="wa-export",
@@ -76,12 +72,10 @@ def _handled(output: Output, settings_holder: list[Settings]) -> Iterator[None]:
         yield
     except typer.Exit:
         raise
-    except (ConfigError, commands.UsageProblem, UnknownWorkspace, SmtpNotConfigured) as error:
-        _fail(output, redact(str(error), secrets), EXIT_USAGE)
-    except MongoUnavailable as error:
-        _fail(output, redact(str(error), secrets), EXIT_MONGO)
+    except WaExportError as error:
+        _fail(output, redact(str(error), secrets), error.exit_code)
     except KeyboardInterrupt:
-        _fail(output, "Interrupted.", EXIT_FAILED)
+        _fail(output, "Interrupted.", ExitCode.FAILED)
 
 
 def _fail(output: Output, message: str, code: int) -> NoReturn:
@@ -151,7 +145,7 @@ def export(
     """
 
     def body(settings: Settings, output: Output) -> int:
-        request = commands.build_export_request(
+        request = export_request.build_export_request(
             settings,
             workspace_ids=workspace or (),
             hours=hours,
@@ -161,14 +155,14 @@ def export(
             no_email=no_email,
             dry_run=dry_run,
         )
-        request = commands.apply_worker_options(request, workers, worker_slot)
+        request = export_request.apply_worker_options(request, workers, worker_slot)
         if workers > 1 and worker_slot is None:
             with _stop_on_sigterm() as stop:
-                merged = commands.export_in_workers(workers, request, env_file or _global_env_file, stop)
+                merged = export_request.export_in_workers(workers, request, env_file or _global_env_file, stop)
             output.workers_result(merged)
             return merged.exit_code
         with _stop_on_sigterm() as stop, output.export_observer() as observer:
-            result = commands.export(settings, request, observer, stop)
+            result = export_request.export(settings, request, observer, stop)
         output.export_result(result, settings)
         return result.exit_code
 
@@ -194,7 +188,7 @@ def cleanup(
     """
 
     def body(settings: Settings, output: Output) -> int:
-        result = commands.cleanup(settings, days, dry_run)
+        result = cleanup_command.cleanup(settings, days, dry_run)
         output_module.render_cleanup(output, result, settings)
         return result.exit_code
 
@@ -213,9 +207,9 @@ def stats(
     """Messages per day and status, and exports made/failed, over the last N days (EXPORT_TIMEZONE)."""
 
     def body(settings: Settings, output: Output) -> int:
-        report = commands.stats(settings, workspace_id, days)
+        report = stats_command.stats(settings, workspace_id, days)
         output_module.render_stats(output, report, settings)
-        return EXIT_OK
+        return ExitCode.OK
 
     _run(json_output, env_file, body)
 
@@ -236,9 +230,9 @@ def logs(
     """Recent exports (export_logs) newest first, or the tool's events (--system)."""
 
     def body(settings: Settings, output: Output) -> int:
-        report = commands.logs(settings, workspace_id, limit, status, system)
+        report = logs_command.logs(settings, workspace_id, limit, status, system)
         output_module.render_logs(output, report, settings)
-        return EXIT_OK
+        return ExitCode.OK
 
     _run(json_output, env_file, body)
 
@@ -342,9 +336,9 @@ def _main_with_json(args: list[str]) -> int:
         output.error(error.format_message(), error.exit_code)
         return error.exit_code
     except typer.Abort:
-        output.error("Aborted.", EXIT_FAILED)
-        return EXIT_FAILED
-    return code if isinstance(code, int) else EXIT_OK
+        output.error("Aborted.", ExitCode.FAILED)
+        return ExitCode.FAILED
+    return code if isinstance(code, int) else ExitCode.OK
 
 
 def main() -> None:
@@ -363,7 +357,7 @@ def main() -> None:
             f"wa-export: internal error ({type(error).__name__}); rerun with WA_EXPORT_DEBUG=1 for details.",
             file=sys.stderr,
         )
-        sys.exit(EXIT_FAILED)
+        sys.exit(ExitCode.FAILED)
 
 
 if __name__ == "__main__":

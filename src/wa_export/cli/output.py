@@ -28,7 +28,8 @@ from rich.table import Table
 from rich.text import Text
 
 from wa_export.commands.cleanup import CleanupResult
-from wa_export.commands.stats import LogsReport, StatsReport
+from wa_export.commands.logs import LogsReport
+from wa_export.commands.stats import StatsReport
 from wa_export.export.run import RunResult, SilentObserver, Trigger, WorkspaceResult
 from wa_export.export.workers import WorkersResult
 from wa_export.settings import Settings

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from pymongo.errors import PyMongoError
 
-from wa_export.errors import ConfigError, MongoUnavailable
+from wa_export.errors import ConfigError, ExitCode, MongoUnavailable, UsageProblem
 from wa_export.settings import Settings
 from wa_export.store.connection import SERVICE_NAME, Store, describe_mongo_error
 from wa_export.units import format_bytes
@@ -88,11 +88,11 @@ class CleanupResult:
         return sum(item.size for item in self.files)
 
     @property
-    def exit_code(self) -> int:
-        # 3 outranks 1: a MongoDB outage is what monitoring must see first.
+    def exit_code(self) -> ExitCode:
+        # A MongoDB outage outranks failed deletions: it is what monitoring must see first.
         if self.event_error is not None:
-            return 3
-        return 1 if self.errors else 0
+            return ExitCode.MONGO_UNAVAILABLE
+        return ExitCode.FAILED if self.errors else ExitCode.OK
 
     def summary(self) -> str:
         verb = "would delete" if self.dry_run else "deleted"
@@ -338,3 +338,14 @@ def run_cleanup(settings: Settings, days: int, dry_run: bool) -> CleanupResult:
     finally:
         store.close()
     return result
+
+
+CLEANUP_MAX_DAYS = 36_500
+
+
+def cleanup(settings: Settings, days: int | None, dry_run: bool) -> CleanupResult:
+    """`wa-export cleanup`: delete old workbooks; the event write comes after the files (see run_cleanup)."""
+    chosen = settings.export_cleanup_days if days is None else days
+    if not 0 <= chosen <= CLEANUP_MAX_DAYS:
+        raise UsageProblem(f"--days must be between 0 and {CLEANUP_MAX_DAYS}, got {chosen}.")
+    return run_cleanup(settings, chosen, dry_run)

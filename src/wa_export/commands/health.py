@@ -23,7 +23,7 @@ from pymongo.errors import PyMongoError
 
 from wa_export.addresses import outside_allowed_domains
 from wa_export.clock import utc_now
-from wa_export.errors import MongoUnavailable
+from wa_export.errors import ExitCode, MongoUnavailable
 from wa_export.mail.transport import MailError, MailSender, check_sendable, tls_mode
 from wa_export.redaction import redact
 from wa_export.settings import Settings
@@ -67,8 +67,8 @@ class HealthReport:
         return "ok"
 
     @property
-    def exit_code(self) -> int:
-        return 1 if self.count("failed") else 0
+    def exit_code(self) -> ExitCode:
+        return ExitCode.FAILED if self.count("failed") else ExitCode.OK
 
     def summary(self) -> str:
         parts = [f"{self.count('ok')} ok", f"{self.count('warning')} warning", f"{self.count('failed')} failed"]

@@ -10,48 +10,27 @@ as the export (rows.py), so stats and workbooks never disagree.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Any, Literal
+from typing import Any
 
 from bson import ObjectId
 from pymongo import DESCENDING
 
-from wa_export.errors import UnknownWorkspace
-from wa_export.export.rows import (
-    STATUS_RECEIVED,
-    STATUS_SENT_BY_HUMAN,
-    STATUS_SENT_VIA_AI,
-    STATUS_UNKNOWN,
-    STATUSES,
-    _direction,
-)
+from wa_export.clock import as_utc_or_none, iso, utc_now
+from wa_export.errors import UsageProblem
+from wa_export.export.status import STATUS_UNKNOWN, STATUSES, status_of
 from wa_export.settings import Settings
 from wa_export.store.connection import (
     CHAT_IDS_PER_QUERY,
-    SERVICE_NAME,
     Store,
     Workspace,
+    mongo_errors,
+    open_store,
     parse_workspace_id,
 )
-
-ExportStatus = Literal["completed", "failed"]
-EXPORT_STATUSES: tuple[ExportStatus, ...] = ("completed", "failed")
-
-
-def _as_utc(moment: object) -> datetime | None:
-    if not isinstance(moment, datetime):
-        return None
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment is not None else None
-
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+from wa_export.units import count_or_zero
 
 
 def _workspace_keys(workspace: Workspace) -> list[object]:
@@ -107,8 +86,8 @@ class ExportSummary:
             "completed": self.completed,
             "failed": self.failed,
             "messages_exported": self.messages_exported,
-            "last_success": _iso(self.last_success),
-            "last_failure": _iso(self.last_failure),
+            "last_success": iso(self.last_success),
+            "last_failure": iso(self.last_failure),
         }
 
 
@@ -158,25 +137,15 @@ class StatsReport:
             "timezone": self.period.timezone_name,
             "first_day": self.period.days[0].isoformat(),
             "last_day": self.period.days[-1].isoformat(),
-            "period_start": _iso(self.period.start),
-            "period_end": _iso(self.period.end),
-            "generated_at": _iso(self.generated_at),
+            "period_start": iso(self.period.start),
+            "period_end": iso(self.period.end),
+            "generated_at": iso(self.generated_at),
         }
         if self.single:
             document["workspace"] = self.workspaces[0].as_dict()
         else:
             document["workspaces"] = [stats.as_dict() for stats in self.workspaces]
         return document
-
-
-def status_of(direction: object, is_ai_generated: object) -> str:
-    """SPEC §2, the same rules as rows.message_rows."""
-    normalized = _direction(direction)
-    if normalized == "incoming":
-        return STATUS_RECEIVED
-    if normalized == "outgoing":
-        return STATUS_SENT_VIA_AI if is_ai_generated is True else STATUS_SENT_BY_HUMAN
-    return STATUS_UNKNOWN
 
 
 def chat_ids_of(store: Store, workspace: Workspace) -> list[ObjectId]:
@@ -218,7 +187,7 @@ def messages_per_day(store: Store, chat_ids: Sequence[object], period: Period) -
             if counts is None:
                 continue
             status = status_of(key.get("direction"), key.get("ai"))
-            counts.counts[status] = counts.counts.get(status, 0) + _int(group.get("count"))
+            counts.counts[status] = counts.counts.get(status, 0) + count_or_zero(group.get("count"))
     if any(STATUS_UNKNOWN in day.counts for day in per_day.values()):
         # Every day gets the same keys, so the JSON rows stay uniform.
         for day in per_day.values():
@@ -246,14 +215,14 @@ def export_summaries(store: Store, workspaces: Sequence[Workspace], period: Peri
         if summary is None:
             continue
         status = group["_id"].get("status")
-        last = _as_utc(group.get("last"))
+        last = as_utc_or_none(group.get("last"))
         if status == "completed":
-            summary.completed += _int(group.get("count"))
-            summary.messages_exported += _int(group.get("messages"))
+            summary.completed += count_or_zero(group.get("count"))
+            summary.messages_exported += count_or_zero(group.get("messages"))
             if last is not None and (summary.last_success is None or last > summary.last_success):
                 summary.last_success = last
         elif status == "failed":
-            summary.failed += _int(group.get("count"))
+            summary.failed += count_or_zero(group.get("count"))
             if last is not None and (summary.last_failure is None or last > summary.last_failure):
                 summary.last_failure = last
     for workspace in workspaces:
@@ -265,7 +234,7 @@ def export_summaries(store: Store, workspaces: Sequence[Workspace], period: Peri
                 {"created_at": 1},
                 sort=[("created_at", DESCENDING)],
             )
-            summary.last_success = _as_utc((newest or {}).get("created_at"))
+            summary.last_success = as_utc_or_none((newest or {}).get("created_at"))
     return summaries
 
 
@@ -289,156 +258,14 @@ def stats_report(store: Store, settings: Settings, workspace_id: str | None, day
 # ----------------------------------------------------------------------------- logs
 
 
-@dataclass(frozen=True)
-class ExportLogEntry:
-    time: datetime | None
-    workspace_id: str
-    workspace_name: str
-    trigger: str | None
-    window_start: datetime | None
-    window_end: datetime | None
-    message_count: int
-    file_path: str | None
-    recipients: str
-    status: str
-    error: str | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "time": _iso(self.time),
-            "workspace_id": self.workspace_id,
-            "workspace_name": self.workspace_name,
-            "trigger": self.trigger,
-            "window_start": _iso(self.window_start),
-            "window_end": _iso(self.window_end),
-            "message_count": self.message_count,
-            "file_path": self.file_path,
-            "recipients": self.recipients,
-            "status": self.status,
-            "error": self.error,
-        }
+STATS_MAX_DAYS = 366
 
 
-@dataclass(frozen=True)
-class SystemLogEntry:
-    time: datetime | None
-    event_type: str
-    message: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"time": _iso(self.time), "event_type": self.event_type, "message": self.message}
-
-
-@dataclass
-class LogsReport:
-    kind: Literal["export", "system"]
-    limit: int
-    status: str | None
-    workspace_id: str | None
-    export_entries: list[ExportLogEntry] = field(default_factory=list)
-    system_entries: list[SystemLogEntry] = field(default_factory=list)
-
-    @property
-    def count(self) -> int:
-        return len(self.export_entries) + len(self.system_entries)
-
-    def as_dict(self) -> dict[str, Any]:
-        entries = self.export_entries if self.kind == "export" else self.system_entries
-        return {
-            "kind": self.kind,
-            "limit": self.limit,
-            "status": self.status,
-            "workspace_id": self.workspace_id,
-            "count": self.count,
-            "entries": [entry.as_dict() for entry in entries],
-        }
-
-
-def _text(value: object) -> str | None:
-    if value is None:
-        return None
-    return value if isinstance(value, str) else str(value)
-
-
-def export_log_entries(
-    store: Store, workspace_id: str | None, status: str | None, limit: int
-) -> LogsReport:
-    """Newest first. A well-formed id of a deleted workspace still shows its history."""
-    report = LogsReport("export", limit, status, workspace_id)
-    query: dict[str, Any] = {}
+def stats(settings: Settings, workspace_id: str | None, days: int) -> StatsReport:
+    """`wa-export stats`: messages per day and status, and the exports made, over the last `days` days."""
+    if not 1 <= days <= STATS_MAX_DAYS:
+        raise UsageProblem(f"--days must be between 1 and {STATS_MAX_DAYS}, got {days}.")
     if workspace_id is not None:
-        object_id = parse_workspace_id(workspace_id)
-        query["workspace_id"] = {"$in": [str(object_id), object_id]}
-    if status is not None:
-        query["status"] = status
-    documents = list(
-        store.export_logs.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)]).limit(limit)
-    )
-    if workspace_id is not None and not documents:
-        store.workspaces_by_id([workspace_id])  # raises UnknownWorkspace for a wrong id
-    names = _workspace_names(store, (document.get("workspace_id") for document in documents))
-    for document in documents:
-        ident = str(document.get("workspace_id", ""))
-        name = document.get("workspace_name")
-        report.export_entries.append(
-            ExportLogEntry(
-                time=_as_utc(document.get("created_at")) or _as_utc(document.get("export_timestamp")),
-                workspace_id=ident,
-                workspace_name=name if isinstance(name, str) else names.get(ident, ""),
-                trigger=_text(document.get("trigger")),
-                window_start=_as_utc(document.get("window_start")),
-                window_end=_as_utc(document.get("window_end")),
-                message_count=_int(document.get("message_count")),
-                file_path=_text(document.get("file_path")),
-                recipients=_text(document.get("email_sent_to")) or "",
-                status=_text(document.get("status")) or "",
-                error=_text(document.get("error_message")),
-            )
-        )
-    return report
-
-
-def _workspace_names(store: Store, raw_ids: Iterable[object]) -> dict[str, str]:
-    object_ids: set[ObjectId] = set()
-    for raw in raw_ids:
-        try:
-            object_ids.add(raw if isinstance(raw, ObjectId) else ObjectId(str(raw)))
-        except Exception:
-            continue
-    if not object_ids:
-        return {}
-    return {
-        str(document["_id"]): _text(document.get("name")) or ""
-        for document in store.workspaces.find({"_id": {"$in": list(object_ids)}}, {"name": 1})
-    }
-
-
-def system_log_entries(store: Store, limit: int) -> LogsReport:
-    """This tool's events (service SERVICE_NAME), newest first."""
-    report = LogsReport("system", limit, None, None)
-    cursor = (
-        store.system_logs.find({"service": SERVICE_NAME}, {"event_type": 1, "message": 1, "timestamp": 1})
-        .sort([("timestamp", DESCENDING), ("_id", DESCENDING)])
-        .limit(limit)
-    )
-    for document in cursor:
-        report.system_entries.append(
-            SystemLogEntry(
-                time=_as_utc(document.get("timestamp")),
-                event_type=_text(document.get("event_type")) or "",
-                message=_text(document.get("message")) or "",
-            )
-        )
-    return report
-
-
-__all__ = [
-    "EXPORT_STATUSES",
-    "LogsReport",
-    "StatsReport",
-    "UnknownWorkspace",
-    "export_log_entries",
-    "period_for",
-    "stats_report",
-    "system_log_entries",
-]
+        parse_workspace_id(workspace_id)  # a malformed id is a usage error even with MongoDB down
+    with open_store(settings) as store, mongo_errors(settings):
+        return stats_report(store, settings, workspace_id, days, utc_now())

@@ -18,7 +18,7 @@ from typing import Any
 
 from wa_export.addresses import parse_address_list
 from wa_export.clock import utc_now
-from wa_export.errors import ConfigError, UsageProblem
+from wa_export.errors import ConfigError, ExitCode, UsageProblem
 from wa_export.mail.transport import (
     MailError,
     MailSender,
@@ -58,11 +58,11 @@ class TestEmailResult:
         return self.error is None
 
     @property
-    def exit_code(self) -> int:
+    def exit_code(self) -> ExitCode:
         if self.error is None:
-            return 0
+            return ExitCode.OK
         # Incomplete SMTP settings are a configuration error (like `export`); the rest is a failed delivery.
-        return 2 if self.error.step == "config" else 1
+        return ExitCode.USAGE if self.error.step == "config" else ExitCode.FAILED
 
     def as_dict(self) -> dict[str, Any]:
         document: dict[str, Any] = {

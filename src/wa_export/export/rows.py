@@ -13,17 +13,14 @@ from typing import Any
 
 from bson import ObjectId
 
+from wa_export.export.status import (
+    STATUS_RECEIVED,
+    STATUS_SENT_BY_HUMAN,
+    STATUS_SENT_VIA_AI,
+    STATUS_UNKNOWN,
+    normalized_direction,
+)
 from wa_export.store.connection import Chat
-
-STATUS_RECEIVED = "received"
-STATUS_SENT_VIA_AI = "sent_via_ai"
-STATUS_SENT_BY_HUMAN = "sent_by_human"
-STATUS_UNKNOWN = "unknown"
-STATUSES = (STATUS_RECEIVED, STATUS_SENT_VIA_AI, STATUS_SENT_BY_HUMAN)
-
-# Spellings seen from different platform writers; anything else is "unknown".
-INCOMING_DIRECTIONS = frozenset({"incoming", "inbound", "in", "received"})
-OUTGOING_DIRECTIONS = frozenset({"outgoing", "outbound", "out", "sent"})
 
 Row = tuple[object, object, object, "datetime | None", str, str]
 
@@ -38,16 +35,6 @@ class RowStats:
     @property
     def total(self) -> int:
         return sum(self.by_status.values())
-
-
-def _direction(value: object) -> str | None:
-    if isinstance(value, str):
-        lowered = value.strip().lower()
-        if lowered in INCOMING_DIRECTIONS:
-            return "incoming"
-        if lowered in OUTGOING_DIRECTIONS:
-            return "outgoing"
-    return None
 
 
 def message_rows(
@@ -75,7 +62,7 @@ def message_rows(
             anomalies["missing_phone"] += 1
         direction = message.get("direction")
         if direction != "incoming" and direction != "outgoing":  # the exact spellings skip the call
-            direction = _direction(direction)
+            direction = normalized_direction(direction)
         if direction == "incoming":
             status = STATUS_RECEIVED
             sender, receiver = customer_phone, workspace_phone

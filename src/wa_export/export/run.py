@@ -23,8 +23,9 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 
 from wa_export.addresses import outside_allowed_domains
 from wa_export.clock import utc_now
-from wa_export.errors import MongoUnavailable, SmtpNotConfigured
-from wa_export.export.rows import STATUSES, RowStats, message_rows
+from wa_export.errors import ExitCode, MongoUnavailable, SmtpNotConfigured
+from wa_export.export.rows import RowStats, message_rows
+from wa_export.export.status import STATUSES
 from wa_export.export.workers import slot_share
 from wa_export.mail.transport import (
     MailError,
@@ -132,8 +133,8 @@ class RunResult:
         return self.interrupted or self.count("failed") > 0
 
     @property
-    def exit_code(self) -> int:
-        return 1 if self.failed else 0
+    def exit_code(self) -> ExitCode:
+        return ExitCode.FAILED if self.failed else ExitCode.OK
 
     @property
     def message_count(self) -> int:

@@ -34,10 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from wa_export.errors import ExitCode
+
 MAX_WORKERS = 64
-# The exit codes, whose numeric order is their severity:
-# MongoDB unreachable (3) > usage/config (2) > some work failed (1) > ok (0).
-_EXIT_CODES = frozenset({0, 1, 2, 3})
 
 T = TypeVar("T")
 
@@ -71,9 +70,9 @@ def slot_share(items: Sequence[T], slot: tuple[int, int] | None) -> list[T]:
     return list(items[index::count])
 
 
-def worst_exit_code(codes: Sequence[int]) -> int:
-    """3 (MongoDB) > 2 (usage/config) > 1 (some work failed) > 0; a crashed child counts as 1."""
-    return max((code if code in _EXIT_CODES else 1 for code in codes), default=0)
+def worst_exit_code(codes: Sequence[int]) -> ExitCode:
+    """MongoDB unreachable > usage/config > some work failed > ok; a crashed child counts as failed."""
+    return ExitCode.worst(list(codes))
 
 
 @dataclass
@@ -93,9 +92,9 @@ class WorkersResult:
     interrupted: bool = False
 
     @property
-    def exit_code(self) -> int:
+    def exit_code(self) -> ExitCode:
         code = worst_exit_code([worker.exit_code for worker in self.workers])
-        return max(code, 1) if self.interrupted and code == 0 else code
+        return ExitCode.FAILED if self.interrupted and code == ExitCode.OK else code
 
     @property
     def workspaces(self) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -236,3 +237,28 @@ def _workspace(document: dict[str, Any]) -> Workspace:
         object_id=document["_id"],
     )
 
+
+@contextmanager
+def open_store(settings: Settings) -> Iterator[Store]:
+    store = Store.open(settings)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@contextmanager
+def mongo_errors(settings: Settings) -> Iterator[None]:
+    """A connection lost after the initial ping is still "MongoDB unreachable" (exit 3)."""
+    try:
+        yield
+    except OperationFailure as error:
+        if error.code in AUTH_FAILED_CODES:
+            raise MongoUnavailable(describe_mongo_error(error, settings)) from None
+        detail = redact(str(error.details.get("errmsg") if error.details else error)[:300], settings.secrets())
+        raise MongoUnavailable(
+            f"MongoDB refused the query ({detail}); check that the MONGODB_URI user may read "
+            f"database {settings.mongodb_database!r}."
+        ) from None
+    except PyMongoError as error:
+        raise MongoUnavailable(describe_mongo_error(error, settings)) from None

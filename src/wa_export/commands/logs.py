@@ -1,0 +1,200 @@
+"""`wa-export logs`: recent exports from export_logs, or this tool's events from system_logs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from bson import ObjectId
+from pymongo import DESCENDING
+
+from wa_export.clock import as_utc_or_none, iso
+from wa_export.errors import UnknownWorkspace, UsageProblem
+from wa_export.settings import Settings
+from wa_export.store.connection import (
+    SERVICE_NAME,
+    Store,
+    mongo_errors,
+    open_store,
+    parse_workspace_id,
+)
+from wa_export.units import count_or_zero
+
+ExportStatus = Literal["completed", "failed"]
+EXPORT_STATUSES: tuple[ExportStatus, ...] = ("completed", "failed")
+LOGS_MAX_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class ExportLogEntry:
+    time: datetime | None
+    workspace_id: str
+    workspace_name: str
+    trigger: str | None
+    window_start: datetime | None
+    window_end: datetime | None
+    message_count: int
+    file_path: str | None
+    recipients: str
+    status: str
+    error: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "time": iso(self.time),
+            "workspace_id": self.workspace_id,
+            "workspace_name": self.workspace_name,
+            "trigger": self.trigger,
+            "window_start": iso(self.window_start),
+            "window_end": iso(self.window_end),
+            "message_count": self.message_count,
+            "file_path": self.file_path,
+            "recipients": self.recipients,
+            "status": self.status,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class SystemLogEntry:
+    time: datetime | None
+    event_type: str
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"time": iso(self.time), "event_type": self.event_type, "message": self.message}
+
+
+@dataclass
+class LogsReport:
+    kind: Literal["export", "system"]
+    limit: int
+    status: str | None
+    workspace_id: str | None
+    export_entries: list[ExportLogEntry] = field(default_factory=list)
+    system_entries: list[SystemLogEntry] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.export_entries) + len(self.system_entries)
+
+    def as_dict(self) -> dict[str, Any]:
+        entries = self.export_entries if self.kind == "export" else self.system_entries
+        return {
+            "kind": self.kind,
+            "limit": self.limit,
+            "status": self.status,
+            "workspace_id": self.workspace_id,
+            "count": self.count,
+            "entries": [entry.as_dict() for entry in entries],
+        }
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def export_log_entries(
+    store: Store, workspace_id: str | None, status: str | None, limit: int
+) -> LogsReport:
+    """Newest first. A well-formed id of a deleted workspace still shows its history."""
+    report = LogsReport("export", limit, status, workspace_id)
+    query: dict[str, Any] = {}
+    if workspace_id is not None:
+        object_id = parse_workspace_id(workspace_id)
+        query["workspace_id"] = {"$in": [str(object_id), object_id]}
+    if status is not None:
+        query["status"] = status
+    documents = list(
+        store.export_logs.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)]).limit(limit)
+    )
+    if workspace_id is not None and not documents:
+        store.workspaces_by_id([workspace_id])  # raises UnknownWorkspace for a wrong id
+    names = _workspace_names(store, (document.get("workspace_id") for document in documents))
+    for document in documents:
+        ident = str(document.get("workspace_id", ""))
+        name = document.get("workspace_name")
+        report.export_entries.append(
+            ExportLogEntry(
+                time=as_utc_or_none(document.get("created_at")) or as_utc_or_none(document.get("export_timestamp")),
+                workspace_id=ident,
+                workspace_name=name if isinstance(name, str) else names.get(ident, ""),
+                trigger=_text(document.get("trigger")),
+                window_start=as_utc_or_none(document.get("window_start")),
+                window_end=as_utc_or_none(document.get("window_end")),
+                message_count=count_or_zero(document.get("message_count")),
+                file_path=_text(document.get("file_path")),
+                recipients=_text(document.get("email_sent_to")) or "",
+                status=_text(document.get("status")) or "",
+                error=_text(document.get("error_message")),
+            )
+        )
+    return report
+
+
+def _workspace_names(store: Store, raw_ids: Iterable[object]) -> dict[str, str]:
+    object_ids: set[ObjectId] = set()
+    for raw in raw_ids:
+        try:
+            object_ids.add(raw if isinstance(raw, ObjectId) else ObjectId(str(raw)))
+        except Exception:
+            continue
+    if not object_ids:
+        return {}
+    return {
+        str(document["_id"]): _text(document.get("name")) or ""
+        for document in store.workspaces.find({"_id": {"$in": list(object_ids)}}, {"name": 1})
+    }
+
+
+def system_log_entries(store: Store, limit: int) -> LogsReport:
+    """This tool's events (service SERVICE_NAME), newest first."""
+    report = LogsReport("system", limit, None, None)
+    cursor = (
+        store.system_logs.find({"service": SERVICE_NAME}, {"event_type": 1, "message": 1, "timestamp": 1})
+        .sort([("timestamp", DESCENDING), ("_id", DESCENDING)])
+        .limit(limit)
+    )
+    for document in cursor:
+        report.system_entries.append(
+            SystemLogEntry(
+                time=as_utc_or_none(document.get("timestamp")),
+                event_type=_text(document.get("event_type")) or "",
+                message=_text(document.get("message")) or "",
+            )
+        )
+    return report
+
+
+__all__ = [
+    "EXPORT_STATUSES",
+    "LogsReport",
+    "StatsReport",
+    "UnknownWorkspace",
+    "export_log_entries",
+    "period_for",
+    "stats_report",
+    "system_log_entries",
+]
+
+
+def logs(settings: Settings, workspace_id: str | None, limit: int, status: str | None, system: bool) -> LogsReport:
+    """`wa-export logs`: validate the options, then read export_logs or system_logs, newest first."""
+    if not 1 <= limit <= LOGS_MAX_LIMIT:
+        raise UsageProblem(f"--limit must be between 1 and {LOGS_MAX_LIMIT}, got {limit}.")
+    if status is not None:
+        status = status.strip().lower()
+        if status not in EXPORT_STATUSES:
+            raise UsageProblem(f"--status must be one of {', '.join(EXPORT_STATUSES)}, got {status!r}.")
+    if system and (status is not None or workspace_id is not None):
+        raise UsageProblem("--system shows the tool's own events: it takes neither --status nor a WORKSPACE_ID.")
+    if workspace_id is not None:
+        parse_workspace_id(workspace_id)
+    with open_store(settings) as store, mongo_errors(settings):
+        if system:
+            return system_log_entries(store, limit)
+        return export_log_entries(store, workspace_id, status, limit)
