@@ -21,6 +21,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
 
+from wa_export.clock import as_utc, to_millis
 from wa_export.errors import MongoUnavailable, UnknownWorkspace
 from wa_export.redaction import redact
 from wa_export.settings import Settings
@@ -134,6 +135,24 @@ class Store:
             self.client.admin.command("ping")
         except PyMongoError as error:
             raise MongoUnavailable(describe_mongo_error(error, self.settings)) from None
+
+    def database_now(self) -> datetime:
+        """The database server's clock (`hello.localTime`), in UTC at BSON precision.
+
+        Windows and lease expiries are measured on this one clock, shared by every
+        host that runs wa-export, so a host clock that is wrong can neither skip
+        nor repeat messages (see docs/design.md, "Clocks").
+        """
+        try:
+            reply = self.client.admin.command("hello")
+        except PyMongoError as error:
+            raise MongoUnavailable(describe_mongo_error(error, self.settings)) from None
+        local_time = reply.get("localTime")
+        if not isinstance(local_time, datetime):
+            raise MongoUnavailable(
+                "MongoDB did not report its clock (hello.localTime); wa-export needs a MongoDB 4.4 or newer server."
+            )
+        return to_millis(as_utc(local_time))
 
     # --- the platform's data -------------------------------------------------
 
