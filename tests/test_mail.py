@@ -18,17 +18,16 @@ import yagmail
 import yagmail.password
 
 from wa_export.demo.servers import LocalSmtpServer, free_port
-from wa_export.mail.transport import (
+from wa_export.mail.errors import MailError
+from wa_export.mail.message import (
     XLSX_MIME,
-    MailError,
-    MailSender,
     OutgoingMail,
-    YagmailConnection,
     encoded_attachment_size,
     single_line,
     single_line_or,
-    tls_mode,
 )
+from wa_export.mail.sender import MailSender
+from wa_export.mail.transport import YagmailConnection, tls_mode
 from wa_export.settings import Settings, load_settings
 
 PASSWORD = "s3cret-pass"
@@ -195,7 +194,9 @@ def test_username_without_password_never_hangs_with_closed_stdin(tmp_path: Path)
     script = textwrap.dedent(
         """
         from wa_export.settings import load_settings
-        from wa_export.mail.transport import MailError, MailSender, OutgoingMail
+        from wa_export.mail.errors import MailError
+        from wa_export.mail.sender import MailSender
+        from wa_export.mail.message import OutgoingMail
         settings = load_settings(environ={"SMTP_SERVER": "127.0.0.1", "SMTP_PORT": "9",
                                           "SMTP_USERNAME": "user@example.com"})
         try:

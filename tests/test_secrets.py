@@ -24,7 +24,8 @@ from pymongo import MongoClient
 from seeding import add_chat, add_messages, add_workspace, utcnow
 
 from wa_export.demo.servers import LocalMongoServer, LocalSmtpServer, free_port
-from wa_export.mail.transport import MailSender, OutgoingMail
+from wa_export.mail.message import OutgoingMail
+from wa_export.mail.sender import MailSender
 from wa_export.settings import load_settings
 
 SMTP_USER = "wa-export"

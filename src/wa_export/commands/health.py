@@ -24,7 +24,10 @@ from pymongo.errors import PyMongoError
 from wa_export.addresses import outside_allowed_domains
 from wa_export.clock import utc_now
 from wa_export.errors import ExitCode, MongoUnavailable
-from wa_export.mail.transport import MailError, MailSender, check_sendable, tls_mode
+from wa_export.mail.errors import MailError
+from wa_export.mail.message import check_sendable
+from wa_export.mail.sender import MailSender
+from wa_export.mail.transport import tls_mode
 from wa_export.redaction import redact
 from wa_export.settings import Settings
 from wa_export.store.connection import SERVICE_NAME, Store, describe_mongo_error

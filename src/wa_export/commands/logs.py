@@ -11,7 +11,7 @@ from bson import ObjectId
 from pymongo import DESCENDING
 
 from wa_export.clock import as_utc_or_none, iso
-from wa_export.errors import UnknownWorkspace, UsageProblem
+from wa_export.errors import UsageProblem
 from wa_export.settings import Settings
 from wa_export.store.connection import (
     SERVICE_NAME,
@@ -169,17 +169,6 @@ def system_log_entries(store: Store, limit: int) -> LogsReport:
         )
     return report
 
-
-__all__ = [
-    "EXPORT_STATUSES",
-    "LogsReport",
-    "StatsReport",
-    "UnknownWorkspace",
-    "export_log_entries",
-    "period_for",
-    "stats_report",
-    "system_log_entries",
-]
 
 
 def logs(settings: Settings, workspace_id: str | None, limit: int, status: str | None, system: bool) -> LogsReport:

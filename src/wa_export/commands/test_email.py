@@ -19,14 +19,10 @@ from typing import Any
 from wa_export.addresses import parse_address_list
 from wa_export.clock import utc_now
 from wa_export.errors import ConfigError, ExitCode, UsageProblem
-from wa_export.mail.transport import (
-    MailError,
-    MailSender,
-    OutgoingMail,
-    check_recipients,
-    check_sendable,
-    tls_mode,
-)
+from wa_export.mail.errors import MailError
+from wa_export.mail.message import OutgoingMail, check_recipients, check_sendable
+from wa_export.mail.sender import MailSender
+from wa_export.mail.transport import tls_mode
 from wa_export.settings import Settings
 from wa_export.store.connection import parse_workspace_id
 from wa_export.workbook.writer import WorkbookWriter

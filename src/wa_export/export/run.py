@@ -27,13 +27,9 @@ from wa_export.errors import ExitCode, MongoUnavailable, SmtpNotConfigured
 from wa_export.export.rows import RowStats, message_rows
 from wa_export.export.status import STATUSES
 from wa_export.export.workers import slot_share
-from wa_export.mail.transport import (
-    MailError,
-    MailSender,
-    OutgoingMail,
-    check_sendable,
-    single_line_or,
-)
+from wa_export.mail.errors import MailError
+from wa_export.mail.message import OutgoingMail, check_sendable, single_line_or
+from wa_export.mail.sender import MailSender
 from wa_export.redaction import redact
 from wa_export.settings import Settings
 from wa_export.store.connection import (

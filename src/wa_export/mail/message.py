@@ -1,0 +1,163 @@
+"""The export email as a MIME message, and the checks made before any connection.
+
+Built with the standard library instead of yagmail's prepare_message, so that a
+body or subject is never interpreted as a file path or HTML and the attachment
+carries exactly `XLSX_MIME`.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email import policy
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+
+from wa_export.addresses import EMAIL_ADDRESS, outside_allowed_domains
+from wa_export.mail.errors import describe_error, mail_error
+from wa_export.settings import Settings
+
+XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+# Headers RFC 2047-encoded, bodies 7bit or quoted-printable: the message is pure
+# ASCII, so it needs neither 8BITMIME nor SMTPUTF8 from the server.
+_POLICY = policy.SMTP.clone(cte_type="7bit")
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+@dataclass(frozen=True)
+class OutgoingMail:
+    to: tuple[str, ...]
+    subject: str
+    body: str  # plain text, delivered verbatim as the text/plain part
+    attachment: Path | None = None  # sent as XLSX_MIME when it ends in .xlsx
+
+
+
+def check_sendable(settings: Settings) -> None:
+    """Raise MailError(step="config") unless the settings can send a mail without asking anyone."""
+    if not settings.smtp_server:
+        raise mail_error(settings, "config", "SMTP_SERVER is not set", "Set SMTP_SERVER to your mail server's host name.")
+    if settings.smtp_username and not settings.smtp_password:
+        # Without this, yagmail would ask keyring and then prompt on the terminal.
+        raise mail_error(
+            settings,
+            "config",
+            "SMTP_USERNAME is set but SMTP_PASSWORD is not",
+            "Set SMTP_PASSWORD (or unset SMTP_USERNAME for a server that needs no login).",
+        )
+    if settings.smtp_password and not settings.smtp_username:
+        raise mail_error(
+            settings,
+            "config",
+            "SMTP_PASSWORD is set but SMTP_USERNAME is not",
+            "Set SMTP_USERNAME to the account the password belongs to.",
+        )
+    if not settings.smtp_from:
+        raise mail_error(settings, "config", "No sender address", "Set SMTP_FROM (or SMTP_USERNAME) to an email address.")
+
+
+def check_recipients(to: Sequence[str], settings: Settings) -> None:
+    """Refuse, before any connection, recipients that are malformed or outside the allow-list."""
+    if not to:
+        raise mail_error(settings, "recipient", "The mail has no recipient", "Configure WORKSPACE_<ID>_EMAIL or pass an address.")
+    invalid = [address for address in to if not isinstance(address, str) or not EMAIL_ADDRESS.match(address)]
+    if invalid:
+        shown = ", ".join(repr(address) for address in invalid)
+        raise mail_error(
+            settings,
+            "recipient",
+            f"Invalid recipient address(es) {shown}",
+            "Use plain addresses such as ops@example.com.",
+            refused=[str(address) for address in invalid],
+        )
+    outside = outside_allowed_domains(list(to), settings.export_allowed_email_domains)
+    if outside:
+        raise mail_error(
+            settings,
+            "domain",
+            f"Recipient(s) {', '.join(outside)} are outside EXPORT_ALLOWED_EMAIL_DOMAINS "
+            f"({', '.join(settings.export_allowed_email_domains)})",
+            "Fix the address or add its domain to EXPORT_ALLOWED_EMAIL_DOMAINS.",
+            refused=outside,
+        )
+
+
+def encoded_attachment_size(size: int) -> int:
+    """Bytes a `size`-byte attachment takes in the message: base64 (4 per 3) plus CRLF every 76 characters.
+
+    Mail servers limit the message, not the file: a 20 MB workbook is a ~27 MB message.
+    """
+    encoded = 4 * -(-size // 3)
+    return encoded + 2 * -(-encoded // 76)
+
+
+def check_attachment(path: Path, settings: Settings) -> bytes:
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise mail_error(
+            settings, "data", f"Cannot read the attachment {path} ({describe_error(error)})", "Check that the export file exists."
+        ) from None
+    encoded = encoded_attachment_size(size)
+    if encoded > settings.max_attachment_bytes:
+        raise mail_error(
+            settings,
+            "size",
+            f"The attachment is {encoded / (1024 * 1024):.1f} MB once encoded for email, over "
+            f"EXPORT_MAX_ATTACHMENT_MB={settings.export_max_attachment_mb:g}",
+            f"the file ({size / (1024 * 1024):.1f} MB) is kept at {path}; raise EXPORT_MAX_ATTACHMENT_MB "
+            "if your mail server accepts larger messages, or export a shorter period.",
+        )
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise mail_error(
+            settings, "data", f"Cannot read the attachment {path} ({describe_error(error)})", "Check the file's permissions."
+        ) from None
+
+
+
+def single_line(text: str) -> str:
+    """`text` with CR/LF and other control characters replaced by spaces (header-injection safe)."""
+    return " ".join(_CONTROL_CHARACTERS.sub(" ", text).split())
+
+
+def single_line_or(text: object, fallback: str) -> str:
+    """`single_line(text)`, or `fallback` when nothing printable is left (a name of only spaces/controls).
+
+    For a tenant-controlled name in a subject: "Export - <name> - <date>", never "Export -  - <date>".
+    """
+    cleaned = single_line(text) if isinstance(text, str) else ""
+    return cleaned or single_line(fallback)
+
+
+def build_message(mail: OutgoingMail, sender: str, attachment_data: bytes | None = None) -> EmailMessage:
+    """The MIME message: text/plain body verbatim, the attachment with its exact type.
+
+    Built with the standard library instead of yagmail's prepare_message, which
+    would attach a body that equals a file path, replace the plain part's
+    newlines with <br>, and guess attachment types.
+    """
+    message = EmailMessage(policy=_POLICY)
+    message["From"] = sender
+    message["To"] = ", ".join(mail.to)
+    message["Subject"] = single_line(mail.subject)
+    message["Date"] = formatdate(usegmt=True)
+    # An explicit domain: make_msgid() would otherwise call socket.getfqdn() (DNS).
+    message["Message-ID"] = make_msgid(domain=sender.rsplit("@", 1)[-1])
+    message.set_content(mail.body, subtype="plain", charset="utf-8")
+    if mail.attachment is not None:
+        data = attachment_data if attachment_data is not None else mail.attachment.read_bytes()
+        name = single_line(mail.attachment.name) or "attachment"
+        if name.lower().endswith(".xlsx"):
+            mime = XLSX_MIME
+        else:
+            mime = mimetypes.guess_type(name, strict=False)[0] or "application/octet-stream"
+        maintype, subtype = mime.split("/", 1)
+        message.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+    return message
+

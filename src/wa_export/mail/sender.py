@@ -1,0 +1,105 @@
+"""The per-run sender: one SMTP connection for every mail of a run, and its failure policy."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from wa_export.mail.errors import mail_error
+from wa_export.mail.message import (
+    OutgoingMail,
+    build_message,
+    check_attachment,
+    check_recipients,
+    check_sendable,
+)
+from wa_export.mail.transport import DroppedBeforeData, YagmailConnection, close_quietly
+from wa_export.settings import Settings
+
+
+class MailSender:
+    """Sends every mail of a run over one SMTP connection (opened on first use).
+
+    Use as a context manager; leaving it sends QUIT. A connection the server
+    closed between two sends is reopened once; a failure after DATA started is
+    reported, never retried (the server may have accepted the message).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.connections_opened = 0  # connections made (TCP + TLS + login done)
+        self._client: YagmailConnection | None = None
+
+    def __enter__(self) -> MailSender:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection (QUIT); never raises."""
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:
+                pass
+
+    def verify_login(self) -> None:
+        """Connect, secure and log in (no mail sent): for `health --smtp-login` and `test-email`."""
+        check_sendable(self.settings)
+        self._connection()
+
+    def send(self, mail: OutgoingMail) -> None:
+        """Deliver `mail` to exactly `mail.to`, or raise MailError."""
+        settings = self.settings
+        check_sendable(settings)
+        recipients = list(mail.to)
+        check_recipients(recipients, settings)
+        data = check_attachment(mail.attachment, settings) if mail.attachment is not None else None
+        payload = build_message(mail, settings.smtp_from or "", data).as_bytes()
+
+        for attempt in (1, 2):
+            client, reused = self._connection()
+            # yagmail's own send() would return False once its retries are spent and
+            # re-send after a disconnect; it is never called. _attempt_send (ours) is
+            # one SMTP transaction that returns only when every recipient and the DATA
+            # were accepted, and raises MailError for every failure: there is no
+            # result to check, so a failed transmission can never pass as sent.
+            try:
+                client._attempt_send(recipients, payload)
+            except DroppedBeforeData as dropped:
+                self._discard()
+                if reused and attempt == 1:
+                    continue  # the server closed an idle connection; nothing was transferred yet
+                raise mail_error(
+                    settings,
+                    "connect",
+                    f"The SMTP server {settings.smtp_server}:{settings.smtp_port} closed the connection "
+                    f"before the message was sent ({dropped})",
+                    "Check the server's logs and connection limits.",
+                ) from None
+            return
+
+    def _connection(self) -> tuple[YagmailConnection, bool]:
+        """The open connection (reused=True) if it still answers, else a new one."""
+        if self._client is not None:
+            if self._client.alive():
+                return self._client, True
+            self._discard()
+        client = YagmailConnection(self.settings)
+        client.login()
+        self._client = client
+        self.connections_opened += 1
+        return client, False
+
+    def _discard(self) -> None:
+        client, self._client = self._client, None
+        if client is not None and client.smtp is not None:
+            close_quietly(client.smtp)
+            client.is_closed = True
+
