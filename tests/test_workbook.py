@@ -18,6 +18,7 @@ import openpyxl
 import pytest
 from bson import SON, Binary, Decimal128, ObjectId
 
+from wa_export.workbook import publish as publish_module
 from wa_export.workbook import writer as workbook_module
 from wa_export.workbook.writer import (
     CELL_TEXT_LIMIT,
@@ -465,5 +466,5 @@ def test_file_size_limit_in_subprocess_leaves_nothing(tmp_path: Path) -> None:
 
 
 def test_lxml_serialisation_error_becomes_oserror() -> None:
-    err = workbook_module._os_error_from(Exception("IO_ENOSPC"))
+    err = publish_module.os_error_from(Exception("IO_ENOSPC"))
     assert isinstance(err, OSError) and err.errno == errno.ENOSPC

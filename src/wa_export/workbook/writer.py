@@ -4,12 +4,12 @@ openpyxl's write-only mode serialises every row the moment it is appended, so
 memory stays flat however many rows are exported. On top of that this module
 adds what the contract needs and openpyxl does not give for free:
 
-* every text column is a *string* cell, never a formula (openpyxl would turn
+* every text column is a *string* cell (workbook/cells.py), never a formula (openpyxl would turn
   ``"=1+1"`` into a formula), with XML-illegal characters removed and text over
   Excel's cell limit truncated with a visible marker;
 * the timestamp is a real Excel date-time in the export time zone;
 * sheets roll over to ``WhatsApp Messages (2)``, ``(3)``, ... at Excel's row limit;
-* the file is written under a hidden temporary name (mode 0600) and published
+* the file is written under a hidden temporary name (mode 0600) and published (workbook/publish.py)
   with ``os.link`` so a finished workbook appears atomically and an existing
   file is never overwritten.
 
@@ -30,15 +30,13 @@ resulting XML.
 
 from __future__ import annotations
 
-import errno
 import itertools
 import os
-import re
 import secrets
 import weakref
 from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import datetime
 from datetime import timezone as dt_timezone
 from pathlib import Path
 from types import TracebackType
@@ -54,6 +52,20 @@ from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 from openpyxl.worksheet._writer import WorksheetWriter
 from openpyxl.xml.constants import SHEET_MAIN_NS
 from openpyxl.xml.functions import xmlfile
+
+from wa_export.workbook.cells import (
+    CELL_TEXT_LIMIT,
+    TRUNCATION_MARKER,
+    cell_text,
+    text_cell,
+)
+from wa_export.workbook.publish import (
+    create_private_file,
+    fsync_dir,
+    os_error_from,
+    publish_without_overwrite,
+    unlink_quietly,
+)
 
 try:  # openpyxl uses lxml when it is installed; its write errors are not OSError
     from lxml.etree import SerialisationError as _LxmlSerialisationError
@@ -82,8 +94,6 @@ HEADER: tuple[str, ...] = (
 )
 SHEET_TITLE = "WhatsApp Messages"
 MAX_DATA_ROWS_PER_SHEET = 1_048_575  # Excel's 1,048,576 rows minus the header row
-CELL_TEXT_LIMIT = 32_767  # Excel's limit, counted in UTF-16 code units
-TRUNCATION_MARKER = "… [truncated by wa-export: {omitted} characters omitted]"
 TIMESTAMP_FORMAT = "yyyy-mm-dd hh:mm:ss"
 
 _COLUMN_WIDTHS = {"A": 20, "B": 22, "C": 80, "D": 20, "E": 15, "F": 26}
@@ -92,17 +102,6 @@ _LAST_COLUMN = _LETTERS[-1]
 # Rows formatted as XML text are written to the sheet file this many at a time.
 _CHUNK_ROWS = 1_000
 
-# XML 1.0 forbids these; lxml refuses to write them. \t \n \r stay.
-# Any surrogate code point left in a Python str is unpaired (valid pairs are
-# joined first, see _clean_text).
-_ILLEGAL_XML_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-_SURROGATE_RE = re.compile("[\ud800-\udfff]")
-# Excel decodes _xHHHH_ inside cell text (ST_Xstring); escaping the "_" keeps
-# such text literal, the same thing XlsxWriter does.
-_EXCEL_ESCAPE_RE = re.compile("_(x[0-9A-Fa-f]{4}_)")
-# A str at most this long cannot exceed the limit even if every character
-# needs two UTF-16 code units, so the exact count is skipped.
-_SAFE_LEN = CELL_TEXT_LIMIT // 2
 
 _EXCEL_1900_03_01 = 61.0  # serials below this hit Excel's 1900 leap-year bug
 _EXCEL_MAX_SERIAL = 2_958_466.0  # 10000-01-01: Excel's date range ends before
@@ -111,167 +110,8 @@ _NAIVE_UNIX_EPOCH = datetime(1970, 1, 1)
 
 
 # --------------------------------------------------------------------------
-# cell text
-# --------------------------------------------------------------------------
-
-
-def cell_text(value: object) -> str:
-    """Return any BSON value as readable, XML-safe text for a string cell.
-
-    ``None`` -> ``""``; str as is; numbers, booleans, Decimal128 -> ``str``;
-    datetime -> ISO 8601; ObjectId -> hex; bytes/Binary -> ``<binary N bytes>``
-    (UUID subtypes -> the UUID); list/dict/SON -> compact relaxed Extended
-    JSON; anything else -> ``str()``. XML-illegal characters are removed,
-    ``_xHHHH_`` sequences are escaped so Excel shows them literally, and text
-    over ``CELL_TEXT_LIMIT`` is truncated with a visible marker. Everything
-    else (emoji, RTL, CJK, combining marks, tab/newline/CR) is kept as is.
-    """
-    if type(value) is str:
-        text = value
-    elif value is None:
-        return ""
-    else:
-        text = _to_text(value)
-    # Fast path: the overwhelmingly common message needs no change at all.
-    if len(text) <= _SAFE_LEN and "_x" not in text and (text.isprintable() or _ILLEGAL_XML_RE.search(text) is None):
-        return text
-    return _clean_text(text)
-
-
-def _clean_text(text: str) -> str:
-    if _SURROGATE_RE.search(text) is not None:
-        # Join surrogate pairs (e.g. from a surrogatepass decode) into the real
-        # character and drop the unpaired rest, which no XML file can hold.
-        text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "ignore")
-    text = _ILLEGAL_XML_RE.sub("", text)
-    if "_x" in text:
-        text = _EXCEL_ESCAPE_RE.sub(r"_x005F_\1", text)
-    if len(text) > _SAFE_LEN and _utf16_len(text) > CELL_TEXT_LIMIT:
-        text = _truncate(text)
-    return text
-
-
-def _utf16_len(text: str) -> int:
-    # Characters outside the BMP (most emoji) count twice in Excel's limit.
-    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
-
-
-def _truncate(text: str) -> str:
-    # The marker length depends on the number it shows; two passes settle it
-    # (a shorter count can only make the marker shorter or equal).
-    keep = CELL_TEXT_LIMIT
-    for _ in range(3):
-        marker = TRUNCATION_MARKER.format(omitted=len(text) - _prefix_len(text, keep))
-        keep = CELL_TEXT_LIMIT - len(marker)
-    end = _prefix_len(text, keep)
-    marker = TRUNCATION_MARKER.format(omitted=len(text) - end)
-    return text[:end] + marker
-
-
-def _prefix_len(text: str, units: int) -> int:
-    """Number of characters of ``text`` that fit into ``units`` UTF-16 code units."""
-    used = 0
-    for index, ch in enumerate(text):
-        used += 2 if ord(ch) > 0xFFFF else 1
-        if used > units:
-            return index
-    return len(text)
-
-
-def _to_text(value: object) -> str:
-    # Imported lazily so cell_text stays cheap to import; bson ships with pymongo.
-    from bson import Binary, ObjectId, json_util
-    from bson.binary import UUID_SUBTYPE, UuidRepresentation
-
-    try:
-        if isinstance(value, str):
-            return str.__str__(value)
-        if isinstance(value, datetime):
-            return value.isoformat()
-        if isinstance(value, date):
-            return value.isoformat()
-        if isinstance(value, ObjectId):
-            return str(value)
-        if isinstance(value, Binary) and value.subtype == UUID_SUBTYPE:
-            return str(value.as_uuid(UuidRepresentation.STANDARD))
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            return f"<binary {len(bytes(value))} bytes>"
-        if isinstance(value, (dict, list, tuple)):
-            return json_util.dumps(
-                value,
-                json_options=json_util.RELAXED_JSON_OPTIONS,
-                ensure_ascii=False,  # keep emoji and non-Latin text readable
-                separators=(",", ":"),
-            )
-        return str(value)
-    except Exception:  # a hostile __str__/__repr__ must not fail the export
-        try:
-            return repr(value)
-        except Exception:
-            return f"<{type(value).__name__}>"
-
-
-def _text_cell(letter: str, row: str, value: str) -> str:
-    """``<c>`` XML of an inline-string cell for already clean text; "" (a blank cell) for ""."""
-    if not value:
-        return ""
-    # Leading/trailing white space (tab, LF, CR, space: the only characters
-    # <= " " left after cleaning) is kept by Excel only with xml:space.
-    preserve = value[0] <= " " or value[-1] <= " "
-    if "&" in value or "<" in value or ">" in value or "\r" in value:
-        # What lxml does for text: CR as a reference, or XML parsers turn it into LF.
-        value = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
-    if preserve:
-        return f'<c r="{letter}{row}" t="inlineStr"><is><t xml:space="preserve">{value}</t></is></c>'
-    return f'<c r="{letter}{row}" t="inlineStr"><is><t>{value}</t></is></c>'
-
-
-# --------------------------------------------------------------------------
 # the writer
 # --------------------------------------------------------------------------
-
-
-def _os_error_from(exc: BaseException) -> OSError:
-    """lxml reports a failed write as SerialisationError('IO_ENOSPC'); make it an OSError."""
-    message = str(exc)
-    code = getattr(errno, message[3:], errno.EIO) if message.startswith("IO_") else errno.EIO
-    return OSError(code, f"{os.strerror(code)} (while writing the workbook: {message})")
-
-
-def _create_private_file(path: Path) -> int:
-    # O_EXCL+O_NOFOLLOW: never reuse or follow something planted under our name;
-    # fchmod: the umask must not loosen (or tighten) the 0600 we promise.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-    except BaseException:
-        os.close(fd)
-        _unlink_quietly(path)
-        raise
-    return fd
-
-
-def _unlink_quietly(path: Path | str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:  # FileNotFoundError included: already gone is fine
-        pass
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-_LINK_UNSUPPORTED = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK}
 
 
 class WorkbookWriter:
@@ -304,7 +144,7 @@ class WorkbookWriter:
         self._sheet_tmp_prefix = f".{self.final_path.name}.{token}.sheet"
         self._sheet_tmp_paths: list[str] = []
         self._offset_cache: dict[int, float] = {}
-        self._fd: int | None = _create_private_file(self._tmp_path)
+        self._fd: int | None = create_private_file(self._tmp_path)
         # Safety net if the writer is dropped without commit()/abort().
         weakref.finalize(self, _remove_files, self._tmp_path, self._sheet_tmp_paths)
         try:
@@ -361,7 +201,7 @@ class WorkbookWriter:
             yield
         except _LxmlSerialisationError as exc:
             self.abort()
-            raise _os_error_from(exc) from exc
+            raise os_error_from(exc) from exc
         except BaseException:
             self.abort()
             raise
@@ -384,7 +224,7 @@ class WorkbookWriter:
         self._state = "committed"
         self._published = published
         self._cleanup_files()
-        _fsync_dir(published.parent)
+        fsync_dir(published.parent)
         return published
 
     def abort(self) -> None:
@@ -413,7 +253,7 @@ class WorkbookWriter:
 
     def _append_rows(self, rows: Iterable[tuple[Any, ...]]) -> None:
         text = cell_text
-        cell = _text_cell
+        cell = text_cell
         serial_of = self._excel_serial
         limit = self._rows_per_sheet
         rows = iter(rows)
@@ -525,7 +365,7 @@ class WorkbookWriter:
         # RAM-backed tmpfs, and outside our 0700 folder); keep it next to the
         # output instead, private, and registered for openpyxl's own cleanup.
         sheet_tmp = self._directory / f"{self._sheet_tmp_prefix}{index}.tmp"
-        os.close(_create_private_file(sheet_tmp))
+        os.close(create_private_file(sheet_tmp))
         self._sheet_tmp_paths.append(str(sheet_tmp))
         _ws_writer_module.ALL_TEMP_FILES.append(str(sheet_tmp))
         writer = _SheetWriter(ws, out=str(sheet_tmp))
@@ -568,27 +408,7 @@ class WorkbookWriter:
             os.fsync(handle.fileno())
 
     def _publish(self, candidates: Iterable[Path | str]) -> Path:
-        tried = 0
-        for candidate in candidates:
-            tried += 1
-            target = Path(candidate)
-            try:
-                os.link(self._tmp_path, target, follow_symlinks=False)
-            except FileExistsError:
-                continue
-            except OSError as exc:
-                if exc.errno not in _LINK_UNSUPPORTED:
-                    raise
-                # File systems without hard links: reserve the name exclusively,
-                # then rename over our own empty reservation.
-                try:
-                    os.close(_create_private_file(target))
-                except FileExistsError:
-                    continue
-                os.replace(self._tmp_path, target)
-            _unlink_quietly(self._tmp_path)
-            return target
-        raise FileExistsError(errno.EEXIST, f"every candidate name is taken ({tried} tried)", str(self.final_path))
+        return publish_without_overwrite(self._tmp_path, candidates, self.final_path)
 
     # -- cleanup -------------------------------------------------------------
 
@@ -621,11 +441,11 @@ class WorkbookWriter:
 
 def _remove_files(tmp_path: Path, sheet_paths: list[str]) -> None:
     for path in sheet_paths:
-        _unlink_quietly(path)
+        unlink_quietly(path)
         if path in _ws_writer_module.ALL_TEMP_FILES:
             _ws_writer_module.ALL_TEMP_FILES.remove(path)
     sheet_paths.clear()
-    _unlink_quietly(tmp_path)
+    unlink_quietly(tmp_path)
 
 
 class _SheetWriter(WorksheetWriter):

@@ -1,0 +1,141 @@
+"""Cell text for untrusted message content: never a formula, valid XML, within Excel's limits.
+
+Every text column is written as an inline *string* cell (``t="inlineStr"``), so
+text starting with ``=``, ``+``, ``-`` or ``@`` stays literal; characters XML
+forbids are removed; text over Excel's 32,767-character cell limit is truncated
+with a visible marker. `text_cell` formats the ``<c>`` element of the fast row
+path in workbook/writer.py.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+
+CELL_TEXT_LIMIT = 32_767  # Excel's limit, counted in UTF-16 code units
+TRUNCATION_MARKER = "… [truncated by wa-export: {omitted} characters omitted]"
+
+# XML 1.0 forbids these; lxml refuses to write them. \t \n \r stay.
+# Any surrogate code point left in a Python str is unpaired (valid pairs are
+# joined first, see _clean_text).
+_ILLEGAL_XML_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+# Excel decodes _xHHHH_ inside cell text (ST_Xstring); escaping the "_" keeps
+# such text literal, the same thing XlsxWriter does.
+_EXCEL_ESCAPE_RE = re.compile("_(x[0-9A-Fa-f]{4}_)")
+# A str at most this long cannot exceed the limit even if every character
+# needs two UTF-16 code units, so the exact count is skipped.
+_SAFE_LEN = CELL_TEXT_LIMIT // 2
+
+
+
+
+def cell_text(value: object) -> str:
+    """Return any BSON value as readable, XML-safe text for a string cell.
+
+    ``None`` -> ``""``; str as is; numbers, booleans, Decimal128 -> ``str``;
+    datetime -> ISO 8601; ObjectId -> hex; bytes/Binary -> ``<binary N bytes>``
+    (UUID subtypes -> the UUID); list/dict/SON -> compact relaxed Extended
+    JSON; anything else -> ``str()``. XML-illegal characters are removed,
+    ``_xHHHH_`` sequences are escaped so Excel shows them literally, and text
+    over ``CELL_TEXT_LIMIT`` is truncated with a visible marker. Everything
+    else (emoji, RTL, CJK, combining marks, tab/newline/CR) is kept as is.
+    """
+    if type(value) is str:
+        text = value
+    elif value is None:
+        return ""
+    else:
+        text = _to_text(value)
+    # Fast path: the overwhelmingly common message needs no change at all.
+    if len(text) <= _SAFE_LEN and "_x" not in text and (text.isprintable() or _ILLEGAL_XML_RE.search(text) is None):
+        return text
+    return _clean_text(text)
+
+
+def _clean_text(text: str) -> str:
+    if _SURROGATE_RE.search(text) is not None:
+        # Join surrogate pairs (e.g. from a surrogatepass decode) into the real
+        # character and drop the unpaired rest, which no XML file can hold.
+        text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "ignore")
+    text = _ILLEGAL_XML_RE.sub("", text)
+    if "_x" in text:
+        text = _EXCEL_ESCAPE_RE.sub(r"_x005F_\1", text)
+    if len(text) > _SAFE_LEN and _utf16_len(text) > CELL_TEXT_LIMIT:
+        text = _truncate(text)
+    return text
+
+
+def _utf16_len(text: str) -> int:
+    # Characters outside the BMP (most emoji) count twice in Excel's limit.
+    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
+
+
+def _truncate(text: str) -> str:
+    # The marker length depends on the number it shows; two passes settle it
+    # (a shorter count can only make the marker shorter or equal).
+    keep = CELL_TEXT_LIMIT
+    for _ in range(3):
+        marker = TRUNCATION_MARKER.format(omitted=len(text) - _prefix_len(text, keep))
+        keep = CELL_TEXT_LIMIT - len(marker)
+    end = _prefix_len(text, keep)
+    marker = TRUNCATION_MARKER.format(omitted=len(text) - end)
+    return text[:end] + marker
+
+
+def _prefix_len(text: str, units: int) -> int:
+    """Number of characters of ``text`` that fit into ``units`` UTF-16 code units."""
+    used = 0
+    for index, ch in enumerate(text):
+        used += 2 if ord(ch) > 0xFFFF else 1
+        if used > units:
+            return index
+    return len(text)
+
+
+def _to_text(value: object) -> str:
+    # Imported lazily so cell_text stays cheap to import; bson ships with pymongo.
+    from bson import Binary, ObjectId, json_util
+    from bson.binary import UUID_SUBTYPE, UuidRepresentation
+
+    try:
+        if isinstance(value, str):
+            return str.__str__(value)
+        if isinstance(value, datetime):
+            return value.isoformat()
+        if isinstance(value, date):
+            return value.isoformat()
+        if isinstance(value, ObjectId):
+            return str(value)
+        if isinstance(value, Binary) and value.subtype == UUID_SUBTYPE:
+            return str(value.as_uuid(UuidRepresentation.STANDARD))
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return f"<binary {len(bytes(value))} bytes>"
+        if isinstance(value, (dict, list, tuple)):
+            return json_util.dumps(
+                value,
+                json_options=json_util.RELAXED_JSON_OPTIONS,
+                ensure_ascii=False,  # keep emoji and non-Latin text readable
+                separators=(",", ":"),
+            )
+        return str(value)
+    except Exception:  # a hostile __str__/__repr__ must not fail the export
+        try:
+            return repr(value)
+        except Exception:
+            return f"<{type(value).__name__}>"
+
+
+def text_cell(letter: str, row: str, value: str) -> str:
+    """``<c>`` XML of an inline-string cell for already clean text; "" (a blank cell) for ""."""
+    if not value:
+        return ""
+    # Leading/trailing white space (tab, LF, CR, space: the only characters
+    # <= " " left after cleaning) is kept by Excel only with xml:space.
+    preserve = value[0] <= " " or value[-1] <= " "
+    if "&" in value or "<" in value or ">" in value or "\r" in value:
+        # What lxml does for text: CR as a reference, or XML parsers turn it into LF.
+        value = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
+    if preserve:
+        return f'<c r="{letter}{row}" t="inlineStr"><is><t xml:space="preserve">{value}</t></is></c>'
+    return f'<c r="{letter}{row}" t="inlineStr"><is><t>{value}</t></is></c>'

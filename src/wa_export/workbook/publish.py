@@ -1,0 +1,82 @@
+"""Atomic publishing of a finished workbook: private temp file, then a link to a free name.
+
+A workbook is written under a hidden temporary name created 0600 (O_EXCL,
+O_NOFOLLOW) and appears under its final name only when complete (``os.link``,
+or an exclusive reservation plus rename where hard links are unsupported), so a
+reader never sees a partial file and an existing file is never overwritten.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+
+def os_error_from(exc: BaseException) -> OSError:
+    """lxml reports a failed write as SerialisationError('IO_ENOSPC'); make it an OSError."""
+    message = str(exc)
+    code = getattr(errno, message[3:], errno.EIO) if message.startswith("IO_") else errno.EIO
+    return OSError(code, f"{os.strerror(code)} (while writing the workbook: {message})")
+
+
+def create_private_file(path: Path) -> int:
+    # O_EXCL+O_NOFOLLOW: never reuse or follow something planted under our name;
+    # fchmod: the umask must not loosen (or tighten) the 0600 we promise.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    except BaseException:
+        os.close(fd)
+        unlink_quietly(path)
+        raise
+    return fd
+
+
+def unlink_quietly(path: Path | str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:  # FileNotFoundError included: already gone is fine
+        pass
+
+
+def fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+_LINK_UNSUPPORTED = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK}
+
+
+def publish_without_overwrite(tmp_path: Path, candidates: Iterable[Path | str], first: Path) -> Path:
+    """Give the finished temp file the first free candidate name; an existing file is never replaced."""
+    tried = 0
+    for candidate in candidates:
+        tried += 1
+        target = Path(candidate)
+        try:
+            os.link(tmp_path, target, follow_symlinks=False)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            if exc.errno not in _LINK_UNSUPPORTED:
+                raise
+            # File systems without hard links: reserve the name exclusively,
+            # then rename over our own empty reservation.
+            try:
+                os.close(create_private_file(target))
+            except FileExistsError:
+                continue
+            os.replace(tmp_path, target)
+        unlink_quietly(tmp_path)
+        return target
+    raise FileExistsError(errno.EEXIST, f"every candidate name is taken ({tried} tried)", str(first))
