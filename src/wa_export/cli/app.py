@@ -24,8 +24,14 @@ try:  # recent typer releases vendor click as typer._click
 except ImportError:  # older typer depends on click itself
     from click.exceptions import ClickException  # type: ignore[no-redef]
 
-from wa_export.cli import output as output_module
-from wa_export.cli.output import Output, render_demo, render_health, render_test_email
+from wa_export.cli.cleanup_view import render_cleanup
+from wa_export.cli.demo_view import render_demo
+from wa_export.cli.export_view import export_observer, render_export, render_workers
+from wa_export.cli.health_view import render_health
+from wa_export.cli.logs_view import render_logs
+from wa_export.cli.output import Output
+from wa_export.cli.stats_view import render_stats
+from wa_export.cli.test_email_view import render_test_email
 from wa_export.commands import cleanup as cleanup_command
 from wa_export.commands import logs as logs_command
 from wa_export.commands import stats as stats_command
@@ -159,11 +165,11 @@ def export(
         if workers > 1 and worker_slot is None:
             with _stop_on_sigterm() as stop:
                 merged = export_request.export_in_workers(workers, request, env_file or _global_env_file, stop)
-            output.workers_result(merged)
+            render_workers(output, merged)
             return merged.exit_code
-        with _stop_on_sigterm() as stop, output.export_observer() as observer:
+        with _stop_on_sigterm() as stop, export_observer(output) as observer:
             result = export_request.export(settings, request, observer, stop)
-        output.export_result(result, settings)
+        render_export(output, result, settings)
         return result.exit_code
 
     _run(json_output, env_file, body)
@@ -189,7 +195,7 @@ def cleanup(
 
     def body(settings: Settings, output: Output) -> int:
         result = cleanup_command.cleanup(settings, days, dry_run)
-        output_module.render_cleanup(output, result, settings)
+        render_cleanup(output, result, settings)
         return result.exit_code
 
     _run(json_output, env_file, body)
@@ -208,7 +214,7 @@ def stats(
 
     def body(settings: Settings, output: Output) -> int:
         report = stats_command.stats(settings, workspace_id, days)
-        output_module.render_stats(output, report, settings)
+        render_stats(output, report, settings)
         return ExitCode.OK
 
     _run(json_output, env_file, body)
@@ -231,7 +237,7 @@ def logs(
 
     def body(settings: Settings, output: Output) -> int:
         report = logs_command.logs(settings, workspace_id, limit, status, system)
-        output_module.render_logs(output, report, settings)
+        render_logs(output, report, settings)
         return ExitCode.OK
 
     _run(json_output, env_file, body)
@@ -314,7 +320,7 @@ def demo(
     from wa_export.demo import run as demo_run
     output = Output(json_output)
     with _handled(output, []):
-        with _interrupt_on_sigterm(), output.export_observer() as observer:
+        with _interrupt_on_sigterm(), export_observer(output) as observer:
             result = demo_run.run_demo(out, observer, None if json_output else output.line)
         render_demo(output, result)
         raise typer.Exit(result.exit_code)

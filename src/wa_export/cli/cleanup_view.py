@@ -1,0 +1,72 @@
+"""The `cleanup` command's output: what was (or would be) deleted, per folder."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rich import box
+from rich.markup import escape
+from rich.table import Table
+
+from wa_export.cli.output import (
+    Output,
+    local_time,
+    timestamp,
+)
+from wa_export.commands.cleanup import CleanupResult
+from wa_export.settings import Settings
+from wa_export.units import format_bytes
+
+if TYPE_CHECKING:  # rendering only; keeps `wa-export export` from importing them
+    pass
+
+CLEANUP_TABLE_ROWS = 15
+
+
+def render_cleanup(output: Output, result: CleanupResult, settings: Settings) -> None:
+    _render_cleanup_body(output, result, settings)
+    if result.event_error is not None:
+        # stderr keeps --json stdout a single document; the event is part of the job (exit 3).
+        output.stderr(
+            f"the files were cleaned, but the cleanup event could not be recorded in system_logs: {result.event_error}"
+        )
+
+
+def _render_cleanup_body(output: Output, result: CleanupResult, settings: Settings) -> None:
+    if output.json_output:
+        output.json({"ok": result.exit_code == 0, **result.as_dict()})
+        return
+    verb = "would delete" if result.dry_run else "deleted"
+    if output.interactive and result.files:
+        table = Table(title=f"wa-export cleanup{' (dry run)' if result.dry_run else ''}", box=box.SIMPLE_HEAD)
+        table.add_column("Folder", overflow="fold")
+        for column in ("Files", "Size", "Oldest", "Newest", "Folder removed"):
+            table.add_column(column, no_wrap=True)
+        folders: dict[str, list[Any]] = {}
+        for item in result.files:
+            folders.setdefault(item.folder, []).append(item)
+        for index, (folder, items) in enumerate(sorted(folders.items())):
+            if index == CLEANUP_TABLE_ROWS:
+                more = f"… and {len(folders) - index} more folders (--json lists every file)"
+                table.add_row(more, "", "", "", "", "")
+                break
+            times = [item.modified_at for item in items]
+            table.add_row(
+                escape(folder.rsplit("/", 1)[-1]),
+                str(len(items)),
+                format_bytes(sum(item.size for item in items)),
+                local_time(min(times), settings),
+                local_time(max(times), settings),
+                "yes" if folder in result.folders_removed else "",
+            )
+        output.table(table)
+    elif not output.interactive:
+        # Under cron the log is the audit trail: one line per file.
+        for item in result.files:
+            output.line(f"{timestamp()} INFO {verb} {item.kind} {item.path} size={item.size}")
+        for folder in result.folders_removed:
+            output.line(f"{timestamp()} INFO {'would remove' if result.dry_run else 'removed'} empty folder {folder}")
+    for error in result.errors:
+        output.line(f"{timestamp()} ERROR {error}")
+    level = "ERROR" if result.exit_code else "INFO"
+    output.line(f"{timestamp()} {level} {result.summary()}")

@@ -1,0 +1,79 @@
+"""The `logs` command's output: recent exports or system events, newest first."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich import box
+from rich.markup import escape
+from rich.table import Table
+
+from wa_export.cli.output import (
+    OUTCOME_STYLE,
+    Output,
+    local_time,
+    short_time,
+)
+from wa_export.commands.logs import LogsReport
+from wa_export.settings import Settings
+
+if TYPE_CHECKING:  # rendering only; keeps `wa-export export` from importing them
+    pass
+
+WIDE_LOGS = 150  # below this terminal width the logs table leaves the file name to --json
+
+
+def render_logs(output: Output, report: LogsReport, settings: Settings) -> None:
+    if output.json_output:
+        output.json({"ok": True, **report.as_dict()})
+        return
+    zone = settings.timezone_name
+    if report.kind == "system":
+        if not report.system_entries:
+            output.line("No wa-export events in system_logs yet.")
+            return
+        table = Table(title=f"wa-export events, newest first (times in {zone})", box=box.SIMPLE_HEAD)
+        table.add_column("Time", no_wrap=True)
+        table.add_column("Event", no_wrap=True)
+        table.add_column("Message", overflow="fold")
+        for entry in report.system_entries:
+            style = "bold red" if entry.event_type == "error" else ""
+            event = f"[{style}]{escape(entry.event_type)}[/{style}]" if style else escape(entry.event_type)
+            table.add_row(local_time(entry.time, settings, "%Y-%m-%d %H:%M:%S"), event, escape(entry.message))
+        output.table(table)
+        return
+    if not report.export_entries:
+        output.line("No export logs match." if report.status or report.workspace_id else "No export logs yet.")
+        return
+    # Plain output (cron, pipes) is never wrapped: it always has room for the file name.
+    with_file = not output.interactive or output.console.width >= WIDE_LOGS
+    table = Table(title=f"Exports, newest first (times in {zone})", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("Time", no_wrap=True)
+    table.add_column("Workspace", overflow="fold", min_width=10)
+    table.add_column("Run", no_wrap=True)
+    table.add_column("Window", no_wrap=True)
+    table.add_column("Msgs", justify="right")
+    table.add_column("Status", no_wrap=True)
+    if with_file:
+        table.add_column("File", no_wrap=True)
+    table.add_column("Recipients / error", overflow="fold", min_width=20)
+    for entry in report.export_entries:
+        window = ""
+        if entry.window_start and entry.window_end:
+            window = f"{local_time(entry.window_start, settings, '%H:%M')}–{local_time(entry.window_end, settings, '%H:%M')}"
+        detail = f"[red]{escape(entry.error)}[/red]" if entry.error else escape(entry.recipients)
+        style = OUTCOME_STYLE.get(entry.status, "")
+        cells = [
+            short_time(entry.time, settings),
+            escape(entry.workspace_name or entry.workspace_id),
+            {"scheduled": "sched"}.get(entry.trigger or "", entry.trigger or ""),
+            window,
+            str(entry.message_count),
+            f"[{style}]{escape(entry.status)}[/{style}]" if style else escape(entry.status),
+        ]
+        if with_file:
+            cells.append(escape(entry.file_path.rsplit("/", 1)[-1]) if entry.file_path else "")
+        table.add_row(*cells, detail)
+    output.table(table)
+    if not with_file:
+        output.line("File names and full times: wa-export logs --json.")

@@ -1,0 +1,27 @@
+"""The `test-email` command's output: where the test mail went, or the step that failed."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from wa_export.cli.output import (
+    Output,
+    timestamp,
+)
+
+if TYPE_CHECKING:  # rendering only; keeps `wa-export export` from importing them
+    from wa_export.commands.test_email import TestEmailResult
+
+def render_test_email(output: Output, result: TestEmailResult) -> None:
+    if output.json_output:
+        output.json(result.as_dict())
+    to = ", ".join(result.recipients)
+    if result.error is not None:
+        # stderr, like every other failure; the step names where it broke, the sentence what to do.
+        output.stderr(f"test email to {to} failed at step {result.error.step}: {result.error}")
+        return
+    if not output.json_output:
+        output.line(
+            f"{timestamp()} INFO test email sent to {to} via {result.server} ({result.security}) "
+            f"with {result.attachment} attached"
+        )
