@@ -45,7 +45,7 @@ from pymongo import MongoClient, monitoring
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import RESULTS, machine_info, write_section  # noqa: E402
 
-from wa_export.demo.servers import LocalMongoServer  # noqa: E402
+from wa_export.demo.mongo_server import LocalMongoServer  # noqa: E402
 from wa_export.export.run import ExportRequest, run_export  # noqa: E402
 from wa_export.settings import load_settings  # noqa: E402
 from wa_export.store.connection import Store  # noqa: E402
@@ -53,7 +53,7 @@ from wa_export.store.connection import Store  # noqa: E402
 DATABASE = "wa_export_bench"
 _SMTP_CHILD = r"""
 import sys, time
-from wa_export.demo.servers import LocalSmtpServer
+from wa_export.demo.smtp_server import LocalSmtpServer
 server = LocalSmtpServer(tls="starttls").start()
 print(server.port, server.ca_cert_path, server.username, server.password, flush=True)
 sys.stdin.read()  # until the parent closes our stdin

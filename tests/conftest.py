@@ -13,8 +13,7 @@ import pytest
 from pymongo import MongoClient
 from pymongo.database import Database
 from seeding import run_cli
-
-from wa_export.demo.servers import LocalMongoServer, LocalSmtpServer
+from servers import LocalMongoServer, LocalSmtpServer
 
 # Fault-injection fixtures (an authenticating MongoDB, its env and runner) live in
 # faultkit.py; registering it here lets test modules use them by name.

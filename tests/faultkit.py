@@ -28,8 +28,7 @@ from helpers import mailed_contents
 from pymongo import MongoClient
 from pymongo.database import Database
 from seeding import add_chat, add_messages, add_workspace, run_cli, utcnow
-
-from wa_export.demo.servers import CapturedMessage, LocalMongoServer, LocalSmtpServer
+from servers import CapturedMessage, LocalMongoServer, LocalSmtpServer
 
 MONGO_USER = "wa_export_app"
 # Distinctive values: any occurrence in an output is a leak, never a coincidence.

@@ -12,8 +12,7 @@ from subprocess import CompletedProcess
 from typing import Any
 
 from openpyxl import load_workbook
-
-from wa_export.demo.servers import CapturedMessage, LocalSmtpServer
+from servers import CapturedMessage, LocalSmtpServer
 
 XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 

@@ -7,8 +7,7 @@ import time
 from pathlib import Path
 
 from helpers import parse_json
-
-from wa_export.demo.servers import free_port
+from servers import free_port
 
 DAY = 86_400
 FOLDER_MARKER = ".wa-export-workspace"

@@ -13,10 +13,9 @@ from pathlib import Path
 import psutil
 from helpers import attachments, parse_json, sheet_rows
 from seeding import cli_executable, run_cli
+from servers import free_port
 
-from wa_export.demo.servers import free_port
-
-SERVER_MODULE = "wa_export.demo.servers"
+SERVER_MODULE = "wa_export.demo.mongo_server"
 
 
 def _alive(pid: int) -> bool:
@@ -27,7 +26,7 @@ def _alive(pid: int) -> bool:
 
 
 def _mongo_servers_on(port: int) -> list[int]:
-    """Pids of LocalMongoServer children (`python -m wa_export.demo.servers mongo --port N`) on this port.
+    """Pids of LocalMongoServer children (`python -m wa_export.demo.mongo_server mongo --port N`) on this port.
 
     Matched by port, not by name alone: other test runs on this machine have server children too.
     """

@@ -29,8 +29,7 @@ from helpers import (
 )
 from openpyxl import load_workbook
 from seeding import add_chat, add_messages, add_workspace, cli_executable, utcnow
-
-from wa_export.demo.servers import free_port
+from servers import free_port
 
 FILE_NAME = re.compile(r"^[a-z0-9_]+_whatsapp_messages_\d{4}-\d{2}-\d{2}_\d{2}-\d{2}(_\d+)?\.xlsx$")
 

@@ -45,8 +45,8 @@ from openpyxl import load_workbook
 from pymongo.database import Database
 from pymongo.errors import AutoReconnect
 from seeding import cli_executable, utcnow
+from servers import CapturedMessage, LocalSmtpServer
 
-from wa_export.demo.servers import CapturedMessage, LocalSmtpServer
 from wa_export.errors import MongoUnavailable
 from wa_export.export.run import ExportRequest, ExportRun
 from wa_export.settings import load_settings

@@ -27,8 +27,7 @@ from faultkit import (
     watermark,
 )
 from pymongo.database import Database
-
-from wa_export.demo.servers import LocalSmtpServer, free_port
+from servers import LocalSmtpServer, free_port
 
 
 class RecordingSmtpServer(LocalSmtpServer):

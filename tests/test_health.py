@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from helpers import parse_json
 from seeding import add_chat, add_messages, add_workspace, utcnow
+from servers import free_port
 
 from wa_export.commands.health import (
     MIN_FREE_BYTES,
@@ -25,7 +26,6 @@ from wa_export.commands.health import (
     HealthReport,
     run_health,
 )
-from wa_export.demo.servers import free_port
 from wa_export.settings import Settings, load_settings
 
 ALL_CHECKS = ["mongodb", "smtp_settings", "export_dir", "workspace_addresses", "indexes", "scheduled_runs",

@@ -15,8 +15,7 @@ import trustme
 from pymongo import MongoClient
 from pymongo.database import Database
 from seeding import add_chat, add_message, add_workspace, utcnow
-
-from wa_export.demo.servers import (
+from servers import (
     LocalMongoServer,
     LocalServerError,
     LocalSmtpServer,

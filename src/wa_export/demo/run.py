@@ -219,7 +219,8 @@ def run_demo(
     require_demo_dependencies()
     from pymongo import MongoClient
 
-    from wa_export.demo.servers import LocalMongoServer, LocalSmtpServer
+    from wa_export.demo.mongo_server import LocalMongoServer
+    from wa_export.demo.smtp_server import LocalSmtpServer
 
     step = on_step or (lambda text: None)
     out_dir = out_dir.expanduser().absolute()
