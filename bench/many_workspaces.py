@@ -43,12 +43,11 @@ from bson import ObjectId
 from pymongo import MongoClient, monitoring
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import RESULTS, machine_info, write_section  # noqa: E402
-
-from wa_export.demo.mongo_server import LocalMongoServer  # noqa: E402
-from wa_export.export.run import ExportRequest, run_export  # noqa: E402
-from wa_export.settings import load_settings  # noqa: E402
-from wa_export.store.connection import Store  # noqa: E402
+from run import RESULTS, machine_info, write_section
+from wa_export.demo.mongo_server import LocalMongoServer
+from wa_export.export.run import ExportRequest, run_export
+from wa_export.settings import load_settings
+from wa_export.store.connection import Store
 
 DATABASE = "wa_export_bench"
 _SMTP_CHILD = r"""

@@ -292,10 +292,10 @@ def run_contender(name: str, directory: Path, out: Path) -> dict[str, Any]:
 
 def _child(name: str, directory: Path, out: Path) -> None:
     if name == "ours":
-        import wa_export.export.rows  # noqa: F401,E401 - imports outside the timing
+        import wa_export.export.rows
         import wa_export.workbook.writer
     elif name == "pandas":
-        import openpyxl  # noqa: F401,E401
+        import openpyxl
     elif name == "openpyxl":
         import openpyxl  # noqa: F401
     elif name == "xlsxwriter":

@@ -27,9 +27,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import RESULTS, generate, machine_info, run_ours, write_section  # noqa: E402
-
-from wa_export.export.workers import slot_share  # noqa: E402
+from run import RESULTS, generate, machine_info, run_ours, write_section
+from wa_export.export.workers import slot_share
 
 ZONE = ZoneInfo("Europe/Berlin")
 

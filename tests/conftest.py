@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 from pymongo.database import Database
+
 from seeding import run_cli
 from servers import LocalMongoServer, LocalSmtpServer
 

@@ -24,9 +24,10 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
-from helpers import mailed_contents
 from pymongo import MongoClient
 from pymongo.database import Database
+
+from helpers import mailed_contents
 from seeding import add_chat, add_messages, add_workspace, run_cli, utcnow
 from servers import CapturedMessage, LocalMongoServer, LocalSmtpServer
 

@@ -12,6 +12,7 @@ from subprocess import CompletedProcess
 from typing import Any
 
 from openpyxl import load_workbook
+
 from servers import CapturedMessage, LocalSmtpServer
 
 XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"

@@ -8,6 +8,7 @@ from datetime import timedelta
 from urllib.parse import quote, quote_plus
 
 import pytest
+
 from helpers import mailed_contents
 from seeding import add_chat, add_messages, add_workspace, utcnow
 

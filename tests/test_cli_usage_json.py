@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from helpers import parse_json
 from seeding import run_cli
 

@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import psutil
+
 from helpers import attachments, parse_json, sheet_rows
 from seeding import cli_executable, run_cli
 from servers import free_port

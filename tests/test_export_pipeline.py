@@ -13,6 +13,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bson import ObjectId
+from openpyxl import load_workbook
+
 from helpers import (
     XLSX_MIME,
     GatedSmtpServer,
@@ -27,7 +29,6 @@ from helpers import (
     smtp_env,
     xlsx_files,
 )
-from openpyxl import load_workbook
 from seeding import add_chat, add_messages, add_workspace, cli_executable, utcnow
 from servers import free_port
 

@@ -21,6 +21,10 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
+from openpyxl import load_workbook
+from pymongo.database import Database
+from pymongo.errors import AutoReconnect
+
 from faultkit import (
     SMTP_PASSWORD,
     SMTP_USER,
@@ -41,12 +45,8 @@ from helpers import (
     runs_overlapped,
     xlsx_files,
 )
-from openpyxl import load_workbook
-from pymongo.database import Database
-from pymongo.errors import AutoReconnect
 from seeding import cli_executable, utcnow
 from servers import CapturedMessage, LocalSmtpServer
-
 from wa_export.errors import MongoUnavailable
 from wa_export.export.run import ExportRequest, ExportRun
 from wa_export.settings import load_settings
@@ -444,7 +444,7 @@ def test_four_concurrent_runs_with_arriving_messages_email_everything_once(tmp_p
                 owner[content] = by_workspace[workspace_id]
                 number += 1
                 time.sleep(0.04)
-        except BaseException as error:  # noqa: BLE001 - reported by the test
+        except BaseException as error:
             errors.append(error)
 
     inserter = threading.Thread(target=keep_inserting, daemon=True)

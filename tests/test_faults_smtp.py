@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 import trustme
+from pymongo.database import Database
+
 from faultkit import (
     SMTP_PASSWORD,
     SMTP_USER,
@@ -26,7 +28,6 @@ from faultkit import (
     seed_workspace,
     watermark,
 )
-from pymongo.database import Database
 from servers import LocalSmtpServer, free_port
 
 

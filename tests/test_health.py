@@ -16,10 +16,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+
 from helpers import parse_json
 from seeding import add_chat, add_messages, add_workspace, utcnow
 from servers import free_port
-
 from wa_export.commands.health import (
     MIN_FREE_BYTES,
     MIN_FREE_FRACTION,

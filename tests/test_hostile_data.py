@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from bson import Binary, ObjectId
-from helpers import attachments, parse_json, sheet_rows, xlsx_files
 from openpyxl import load_workbook
-from seeding import MISSING, add_chat, add_messages, add_workspace, message_doc, utcnow
 
+from helpers import attachments, parse_json, sheet_rows, xlsx_files
+from seeding import MISSING, add_chat, add_messages, add_workspace, message_doc, utcnow
 from wa_export.workbook.writer import CELL_TEXT_LIMIT, SHEET_TITLE
 
 FORMULA_LIKE = [

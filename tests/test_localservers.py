@@ -14,6 +14,7 @@ import pytest
 import trustme
 from pymongo import MongoClient
 from pymongo.database import Database
+
 from seeding import add_chat, add_message, add_workspace, utcnow
 from servers import (
     LocalMongoServer,

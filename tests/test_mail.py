@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yagmail
 import yagmail.password
-from servers import LocalSmtpServer, free_port
 
+from servers import LocalSmtpServer, free_port
 from wa_export.mail.errors import MailError
 from wa_export.mail.message import (
     XLSX_MIME,

@@ -7,8 +7,8 @@ from datetime import timedelta
 from typing import Any
 
 from pymongo import MongoClient, monitoring
-from seeding import add_chat, add_messages, add_workspace, utcnow
 
+from seeding import add_chat, add_messages, add_workspace, utcnow
 from wa_export.export.run import ExportRequest, run_export
 from wa_export.settings import load_settings
 from wa_export.store.connection import Store

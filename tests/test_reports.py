@@ -7,6 +7,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bson import ObjectId
+
 from helpers import parse_json
 from seeding import add_chat, add_messages, add_workspace, utcnow
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from bson import ObjectId
-from helpers import parse_json
 from pymongo import ReadPreference
-from seeding import add_chat, add_messages, add_workspace, message_doc, utcnow
 
+from helpers import parse_json
+from seeding import add_chat, add_messages, add_workspace, message_doc, utcnow
 from wa_export.clock import utc_now
 from wa_export.commands.health import check_scheduled_runs
 from wa_export.settings import load_settings

@@ -19,11 +19,11 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 from bson import json_util
-from helpers import attachments, mailed_contents, parse_json, plain_body
 from pymongo import MongoClient
+
+from helpers import attachments, mailed_contents, parse_json, plain_body
 from seeding import add_chat, add_messages, add_workspace, utcnow
 from servers import LocalMongoServer, LocalSmtpServer, free_port
-
 from wa_export.mail.message import OutgoingMail
 from wa_export.mail.sender import MailSender
 from wa_export.settings import load_settings

@@ -5,10 +5,10 @@ from __future__ import annotations
 import io
 
 import trustme
-from helpers import XLSX_MIME, attachments, parse_json, plain_body
 from openpyxl import load_workbook
-from servers import LocalSmtpServer
 
+from helpers import XLSX_MIME, attachments, parse_json, plain_body
+from servers import LocalSmtpServer
 from wa_export.workbook.writer import HEADER
 
 WORKSPACE = "64ab00000000000000000001"

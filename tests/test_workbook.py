@@ -10,7 +10,7 @@ import sys
 import textwrap
 import uuid
 import zipfile
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -28,7 +28,7 @@ from wa_export.workbook.writer import (
     cell_text,
 )
 
-UTC = timezone.utc
+UTC = UTC
 WS_ID = "65a1b2c3d4e5f60718293a4b"
 
 
@@ -337,10 +337,9 @@ def test_context_exit_without_commit_and_exception_remove_temp(tmp_path: Path) -
     with WorkbookWriter(tmp_path / "a.xlsx", ZoneInfo("UTC")) as writer:
         writer.append_many([_row("x")])
     assert os.listdir(tmp_path) == []
-    with pytest.raises(RuntimeError, match="boom"):
-        with WorkbookWriter(tmp_path / "b.xlsx", ZoneInfo("UTC")) as writer:
-            writer.append_many([_row("x")])
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), WorkbookWriter(tmp_path / "b.xlsx", ZoneInfo("UTC")) as writer:
+        writer.append_many([_row("x")])
+        raise RuntimeError("boom")
     assert os.listdir(tmp_path) == []
     with pytest.raises(RuntimeError):
         writer.append_many([_row("y")])

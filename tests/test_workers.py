@@ -14,6 +14,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from pymongo import MongoClient, monitoring
+
 from helpers import (
     GatedSmtpServer,
     lease_skips,
@@ -22,9 +24,7 @@ from helpers import (
     runs_overlapped,
     smtp_env,
 )
-from pymongo import MongoClient, monitoring
 from seeding import add_chat, add_messages, add_workspace, cli_executable, utcnow
-
 from wa_export.export.run import ExportRequest, run_export
 from wa_export.export.workers import (
     WorkerUsageError,

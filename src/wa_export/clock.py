@@ -6,12 +6,12 @@ precision; everything shown to people is in EXPORT_TIMEZONE.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 
 from wa_export.errors import UsageProblem
 
-EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc)
-LATEST_TIME = datetime(9000, 1, 1, tzinfo=timezone.utc)
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(9000, 1, 1, tzinfo=UTC)
 MINUTE_FORMAT = "%Y-%m-%d %H:%M"
 SECOND_FORMAT = "%Y-%m-%d %H:%M:%S"
 
@@ -23,12 +23,12 @@ def to_millis(moment: datetime) -> datetime:
 
 def utc_now() -> datetime:
     """This host's now, in UTC and at BSON precision."""
-    return to_millis(datetime.now(timezone.utc))
+    return to_millis(datetime.now(UTC))
 
 
 def as_utc(moment: datetime) -> datetime:
     """An aware UTC datetime; a naive one is taken to be UTC already (as pymongo returns them)."""
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def as_utc_or_none(value: object) -> datetime | None:
@@ -59,7 +59,7 @@ def parse_time(text: str, option: str, zone: tzinfo) -> datetime:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone)
     try:
-        moment = moment.astimezone(timezone.utc)
+        moment = moment.astimezone(UTC)
     except OverflowError:
         moment = EARLIEST_TIME - timedelta(days=1)  # reported just below
     if not EARLIEST_TIME <= moment <= LATEST_TIME:

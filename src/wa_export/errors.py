@@ -20,7 +20,7 @@ class ExitCode(IntEnum):
     MONGO_UNAVAILABLE = 3  # MongoDB unreachable or refusing us
 
     @classmethod
-    def worst(cls, codes: "list[int] | tuple[int, ...]") -> ExitCode:
+    def worst(cls, codes: list[int] | tuple[int, ...]) -> ExitCode:
         """The most severe of several runs' codes; an unknown code (a crash) counts as FAILED."""
         known = {int(code) for code in cls}
         return cls(max((code if code in known else int(cls.FAILED) for code in codes), default=int(cls.OK)))

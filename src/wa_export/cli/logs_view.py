@@ -57,22 +57,22 @@ def render_logs(output: Output, report: LogsReport, settings: Settings) -> None:
     if with_file:
         table.add_column("File", no_wrap=True)
     table.add_column("Recipients / error", overflow="fold", min_width=20)
-    for entry in report.export_entries:
+    for export in report.export_entries:
         window = ""
-        if entry.window_start and entry.window_end:
-            window = f"{local_time(entry.window_start, settings, '%H:%M')}–{local_time(entry.window_end, settings, '%H:%M')}"
-        detail = f"[red]{escape(entry.error)}[/red]" if entry.error else escape(entry.recipients)
-        style = OUTCOME_STYLE.get(entry.status, "")
+        if export.window_start and export.window_end:
+            window = f"{local_time(export.window_start, settings, '%H:%M')}–{local_time(export.window_end, settings, '%H:%M')}"
+        detail = f"[red]{escape(export.error)}[/red]" if export.error else escape(export.recipients)
+        style = OUTCOME_STYLE.get(export.status, "")
         cells = [
-            short_time(entry.time, settings),
-            escape(entry.workspace_name or entry.workspace_id),
-            {"scheduled": "sched"}.get(entry.trigger or "", entry.trigger or ""),
+            short_time(export.time, settings),
+            escape(export.workspace_name or export.workspace_id),
+            {"scheduled": "sched"}.get(export.trigger or "", export.trigger or ""),
             window,
-            str(entry.message_count),
-            f"[{style}]{escape(entry.status)}[/{style}]" if style else escape(entry.status),
+            str(export.message_count),
+            f"[{style}]{escape(export.status)}[/{style}]" if style else escape(export.status),
         ]
         if with_file:
-            cells.append(escape(entry.file_path.rsplit("/", 1)[-1]) if entry.file_path else "")
+            cells.append(escape(export.file_path.rsplit("/", 1)[-1]) if export.file_path else "")
         table.add_row(*cells, detail)
     output.table(table)
     if not with_file:

@@ -28,7 +28,7 @@ import re
 import socket
 import stat
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -164,12 +164,12 @@ def _marker_content(folder_fd: int) -> bytes | None:
 
 
 def _mtime(info: os.stat_result) -> datetime:
-    return datetime.fromtimestamp(info.st_mtime, timezone.utc)
+    return datetime.fromtimestamp(info.st_mtime, UTC)
 
 
 def clean_export_dir(settings: Settings, days: int, dry_run: bool, now: datetime | None = None) -> CleanupResult:
     """Find (and unless `dry_run`, delete) old workbooks and stale temp files; no MongoDB involved."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     export_dir = settings.export_dir
     result = CleanupResult(
         export_dir=str(export_dir), days=days, dry_run=dry_run, cutoff=now - timedelta(days=days), started_at=now
@@ -300,7 +300,7 @@ def record_cleanup_event(store: Store, result: CleanupResult) -> None:
         {
             "event_type": "cleanup",
             "message": result.summary(),
-            "timestamp": datetime.now(timezone.utc),
+            "timestamp": datetime.now(UTC),
             "service": SERVICE_NAME,
             "kind": "cleanup",
             "host": socket.gethostname(),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from bson import ObjectId
@@ -55,8 +55,8 @@ def period_for(settings: Settings, days: int, now: datetime) -> Period:
     zone = settings.export_timezone
     today = now.astimezone(zone).date()
     dates = tuple(today - timedelta(days=offset) for offset in range(days - 1, -1, -1))
-    start = datetime.combine(dates[0], time(0), tzinfo=zone).astimezone(timezone.utc)
-    end = datetime.combine(today + timedelta(days=1), time(0), tzinfo=zone).astimezone(timezone.utc)
+    start = datetime.combine(dates[0], time(0), tzinfo=zone).astimezone(UTC)
+    end = datetime.combine(today + timedelta(days=1), time(0), tzinfo=zone).astimezone(UTC)
     return Period(dates, start, end, settings.timezone_name)
 
 

@@ -77,7 +77,7 @@ class LocalMongoServer:
         self._requested_port = port
         self._port = port
         self._proc: subprocess.Popen[bytes] | None = None
-        self._finalizer: weakref.finalize | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
         self._tmpdir: Path | None = None
         self.log_path: Path | None = None
 

@@ -136,7 +136,7 @@ class LocalSmtpServer:
 
         owner = self
 
-        class _Controller(Controller):  # type: ignore[misc]
+        class _Controller(Controller):
             def factory(self) -> Any:
                 # One SMTP protocol object per accepted TCP connection: the
                 # natural place to count connections.
@@ -328,10 +328,10 @@ def _quiet_smtp_class() -> Any:
     if _QUIET_SMTP is None:
         from aiosmtpd.smtp import SMTP, Session
 
-        class _QuietSession(Session):  # type: ignore[misc]
+        class _QuietSession(Session):
             login_data = None  # plain attribute shadows the logging property
 
-        class _QuietSMTP(SMTP):  # type: ignore[misc]
+        class _QuietSMTP(SMTP):
             def _create_session(self) -> Session:
                 return _QuietSession(self.loop)
 

@@ -646,7 +646,7 @@ __all__: Sequence[str] = [
     "ExportRequest",
     "ExportRun",
     "RunResult",
+    "SmtpNotConfigured",
     "WorkspaceResult",
     "run_export",
-    "SmtpNotConfigured",
 ]

@@ -99,6 +99,8 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
     send after a disconnect (a possible duplicate) before returning False.
     """
 
+    smtp: smtplib.SMTP | None  # yagmail's attribute: the open connection, None once closed
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.mode = tls_mode(settings)
@@ -263,6 +265,8 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         """
         settings = self.settings
         connection = self.smtp
+        if connection is None:  # closed (e.g. by a failed login) before this transaction
+            raise DroppedBeforeData("no open connection")
         payload = msg_strings.encode("ascii") if isinstance(msg_strings, str) else msg_strings
         options = [f"SIZE={len(payload)}"] if connection.has_extn("size") else []
         try:

@@ -461,17 +461,16 @@ class _SheetWriter(WorksheetWriter):
         fd = os.open(self.out, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC)
         with os.fdopen(fd, "wb") as handle:
             self.handle = handle
-            with xmlfile(handle) as xf:
-                with xf.element("worksheet", xmlns=SHEET_MAIN_NS):
-                    try:
-                        while True:
-                            el = yield
-                            if el is True:
-                                yield xf
-                            elif el is not None:
-                                xf.write(el)
-                    except GeneratorExit:
-                        pass
+            with xmlfile(handle) as xf, xf.element("worksheet", xmlns=SHEET_MAIN_NS):
+                try:
+                    while True:
+                        el = yield
+                        if el is True:
+                            yield xf
+                        elif el is not None:
+                            xf.write(el)
+                except GeneratorExit:
+                    pass
 
 
 def _row_stream(writer: WorksheetWriter) -> Generator[Any, None, None]:
