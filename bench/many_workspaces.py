@@ -165,7 +165,7 @@ def attribute(profile: pstats.Stats) -> dict[str, float]:
     waits = {"mongodb": 0.0, "smtp": 0.0, "other": 0.0, "fsync": 0.0}
     for func, (_, _, own, _, callers) in raw.items():
         if func[0] == "~" and "fsync" in func[2]:
-            waits["fsync"] += own  # durability of each workbook before it is mailed (SPEC §5)
+            waits["fsync"] += own  # durability of each workbook before it is mailed
             continue
         if func[0] != "~" or not any(mark in func[2] for mark in _BLOCKING):
             continue

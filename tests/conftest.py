@@ -1,4 +1,4 @@
-"""Shared fixtures: a real MongoDB wire server, a real SMTP server, the real CLI (SPEC §8)."""
+"""Shared fixtures: a real MongoDB wire server, a real SMTP server, the real CLI."""
 
 from __future__ import annotations
 
@@ -34,11 +34,6 @@ _PASSTHROUGH = (
     "TMPDIR",
     "TEMP",
     "TMP",
-    "SYSTEMROOT",
-    "SYSTEMDRIVE",
-    "COMSPEC",
-    "PATHEXT",
-    "WINDIR",
 )
 _CONFIG_PREFIXES = ("MONGODB_", "SMTP_", "EXPORT_", "WORKSPACE_")
 

@@ -1,7 +1,7 @@
-"""Test helpers: write the platform's schema (SPEC §2) and run the installed CLI.
+"""Test helpers: write the platform's schema and run the installed CLI.
 
 Keep each test's data small: mongoeco's insert cost grows with collection size,
-so a few hundred documents per test in a fresh database (SPEC §8).
+so a few hundred documents per test in a fresh database.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`--json` means one JSON document on stdout, even for a command-line parse error (SPEC §4).
+"""`--json` means one JSON document on stdout, even for a command-line parse error.
 
 Runs the installed `wa-export`; none of these invocations reaches MongoDB or SMTP.
 """

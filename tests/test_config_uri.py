@@ -1,4 +1,4 @@
-"""MONGODB_URI is read without DNS: database name, secrets and validation (SPEC §3).
+"""MONGODB_URI is read without DNS: database name, secrets and validation.
 
 pymongo's parse_uri resolves SRV and TXT records for mongodb+srv://; configuration
 must not, or every redaction does DNS lookups and a DNS outage silently switches

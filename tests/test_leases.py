@@ -1,4 +1,4 @@
-"""Leases and windows (SPEC §5, src/wa_export/leases.py) against the real test MongoDB.
+"""Leases and windows (src/wa_export/store/export_state.py) against the real test MongoDB.
 
 The end-to-end tests show runs skipping each other; these pin down each rule
 of the lease itself, including the server behaviour it relies on (a contested

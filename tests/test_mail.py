@@ -1,4 +1,4 @@
-"""wa_export.mail against a real aiosmtpd server (STARTTLS + AUTH) on 127.0.0.1 (SPEC §7, §8)."""
+"""wa_export.mail against a real aiosmtpd server (STARTTLS + AUTH) on 127.0.0.1."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Unit tests for export naming and folders (SPEC §6)."""
+"""Unit tests for export naming and folders."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Output.table when stdout is not a terminal (cron, pipes): plain lines, one per row (SPEC §4)."""
+"""Output.table when stdout is not a terminal (cron, pipes): plain lines, one per row."""
 
 from __future__ import annotations
 

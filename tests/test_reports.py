@@ -92,7 +92,7 @@ BOX_CHARACTERS = set("─━│┃┌┐└┘├┤┬┴┼╭╮╰╯═║�
 
 
 def assert_plain_lines(stdout: str) -> None:
-    """SPEC §4: without a terminal, plain lines: no box drawing, no escape codes."""
+    """without a terminal, plain lines: no box drawing, no escape codes."""
     assert "\x1b[" not in stdout
     assert not BOX_CHARACTERS & set(stdout), stdout
 

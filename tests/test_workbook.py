@@ -1,4 +1,4 @@
-"""Unit tests for the streaming workbook writer (SPEC §6)."""
+"""Unit tests for the streaming workbook writer."""
 
 from __future__ import annotations
 

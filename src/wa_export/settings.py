@@ -1,4 +1,4 @@
-"""Configuration: the process environment plus an optional `.env` file (SPEC §3).
+"""Configuration: the process environment plus an optional `.env` file.
 
 Every value is validated here, once, so that a bad setting fails the run before
 it touches MongoDB or SMTP, with one sentence naming the variable. Secret values

@@ -67,7 +67,7 @@ class Output:
         if self.interactive:
             self.console.print(table)
             return
-        # Not a terminal (cron, a pipe): plain lines (SPEC §4). The title is a line of
+        # Not a terminal (cron, a pipe): plain lines. The title is a line of
         # its own, then the header and one line per row: no box characters, no
         # wrapping (a row is one greppable line), no padding to a terminal width.
         title = table.title

@@ -1,4 +1,4 @@
-"""Deleting old export files (SPEC §4 `cleanup`): only this tool's files, never through a symlink.
+"""Deleting old export files: only this tool's files, never through a symlink.
 
 What counts as ours:
 

@@ -4,7 +4,7 @@ Message counts are computed by aggregation in MongoDB, bounded by the period
 *and* the workspace's chats (``chat_id $in``, ``timestamp`` range), never by a
 scan over all messages. Days are calendar days in EXPORT_TIMEZONE
 (``$dateToString`` with ``timezone``). MongoDB groups by the raw direction and
-AI flag; the SPEC §2 status mapping is then applied here with the same rules
+AI flag; the status mapping (export/status.py) is then applied here with the same rules
 as the export (rows.py), so stats and workbooks never disagree.
 """
 

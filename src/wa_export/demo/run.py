@@ -1,4 +1,4 @@
-"""`wa-export demo` (SPEC §9): a real scheduled export against local servers, nothing to configure.
+"""`wa-export demo`: a real scheduled export against local servers, nothing to configure.
 
 It starts mongoeco's MongoDB wire server and an aiosmtpd server (STARTTLS with a
 throw-away CA, AUTH) on free loopback ports, seeds three workspaces with

@@ -37,7 +37,7 @@ def build_export_request(
     no_email: bool = False,
     dry_run: bool = False,
 ) -> ExportRequest:
-    """Turn `export` options into a request; any option of the manual set makes it manual (SPEC §4)."""
+    """Turn `export` options into a request; any option of the manual set makes it manual."""
     if email and no_email:
         raise UsageProblem("--email and --no-email contradict each other; use one of them.")
     if hours is not None and since is not None:

@@ -1,4 +1,4 @@
-"""Email delivery with yagmail, with its known traps defeated (SPEC §7).
+"""Email delivery with yagmail, with its known traps defeated.
 
 yagmail is the product's mail client, but used naively it
 

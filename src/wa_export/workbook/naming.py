@@ -1,4 +1,4 @@
-"""Export folder and file naming (SPEC §6).
+"""Export folder and file naming.
 
 ``EXPORT_DIR/<slug>/<slug>_whatsapp_messages_YYYY-MM-DD_HH-MM.xlsx``. The slug
 comes from the workspace *name*, which is tenant-controlled, so everything

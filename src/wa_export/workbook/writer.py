@@ -1,4 +1,4 @@
-"""Streaming Excel writer for the export workbook (SPEC §6).
+"""Streaming Excel writer for the export workbook.
 
 openpyxl's write-only mode serialises every row the moment it is appended, so
 memory stays flat however many rows are exported. On top of that this module

@@ -1,0 +1,57 @@
+"""Every command and every option is documented: in the README and in its own --help.
+
+Modelled on sqlite-utils' documentation tests: the list comes from the Typer app
+itself, so a new command or option without documentation fails here.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from wa_export.cli.app import app
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+ROOT = typer.main.get_command(app)
+COMMANDS: list[str] = sorted(ROOT.commands)  # type: ignore[attr-defined]  # a click Group
+
+
+def _options(command: object) -> list[str]:
+    names: list[str] = []
+    for parameter in command.params:  # type: ignore[attr-defined]
+        if parameter.param_type_name == "option" and not parameter.hidden:
+            names.append(max(parameter.opts, key=len))  # the long form
+    return names
+
+
+def test_every_command_has_a_readme_section() -> None:
+    documented = set(re.findall(r"^#{2,4} `wa-export ([a-z-]+)", README, flags=re.MULTILINE))
+    assert COMMANDS and set(COMMANDS) <= documented, f"commands without a README section: {set(COMMANDS) - documented}"
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_option_is_in_the_readme_and_in_help(name: str) -> None:
+    command = ROOT.commands[name]  # type: ignore[attr-defined]
+    section = _readme_section(name)
+    result = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "200", "TERM": "dumb"})
+    assert result.exit_code == 0, result.output
+    for option in _options(command):
+        if option in ("--help", "--json", "--env-file"):
+            continue  # documented once for every command, checked below
+        assert option in section, f"README section of `wa-export {name}` does not mention {option}"
+        assert option in result.output, f"`wa-export {name} --help` does not show {option}"
+
+
+def test_common_options_are_documented_once() -> None:
+    for option in ("--json", "--env-file", "--help"):
+        assert option in README
+
+
+def _readme_section(name: str) -> str:
+    match = re.search(rf"^(#{{2,4}}) `wa-export {re.escape(name)}\b.*?$(.*?)(?=^#{{2,4}} |\Z)", README, re.M | re.S)
+    assert match is not None, f"no README section for `wa-export {name}`"
+    return match.group(0)
