@@ -14,6 +14,7 @@ from wa_export.cli.output import (
     timestamp,
 )
 from wa_export.commands.cleanup import CleanupResult
+from wa_export.errors import ExitCode
 from wa_export.settings import Settings
 from wa_export.units import format_bytes
 
@@ -34,7 +35,7 @@ def render_cleanup(output: Output, result: CleanupResult, settings: Settings) ->
 
 def _render_cleanup_body(output: Output, result: CleanupResult, settings: Settings) -> None:
     if output.json_output:
-        output.json({"ok": result.exit_code == 0, **result.as_dict()})
+        output.json({"ok": result.exit_code == ExitCode.OK, **result.as_dict()})
         return
     verb = "would delete" if result.dry_run else "deleted"
     if output.interactive and result.files:

@@ -22,6 +22,7 @@ from wa_export.cli.output import (
     Output,
     timestamp,
 )
+from wa_export.errors import ExitCode
 from wa_export.export.run import RunResult, SilentObserver, Trigger, WorkspaceResult
 from wa_export.export.workers import WorkersResult
 from wa_export.settings import Settings
@@ -95,7 +96,7 @@ def render_workers(output: Output, merged: WorkersResult) -> None:
 
 def render_export(output: Output, result: RunResult, settings: Settings) -> None:
     if output.json_output:
-        output.json({"ok": result.exit_code == 0, **result.as_dict()})
+        output.json({"ok": result.exit_code == ExitCode.OK, **result.as_dict()})
         return
     if output.interactive:
         output.table(export_table(result.workspaces, settings))

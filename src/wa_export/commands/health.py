@@ -81,7 +81,7 @@ class HealthReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "ok": self.exit_code == 0,
+            "ok": self.exit_code == ExitCode.OK,
             "status": self.status,
             "exit_code": self.exit_code,
             "checked_at": self.checked_at.isoformat(),

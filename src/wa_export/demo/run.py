@@ -22,7 +22,7 @@ from typing import Any
 from bson import ObjectId
 
 from wa_export.clock import utc_now
-from wa_export.errors import UsageProblem
+from wa_export.errors import ExitCode, UsageProblem
 from wa_export.export import request as commands
 from wa_export.export.run import ExportRequest, RunObserver, RunResult
 from wa_export.settings import Settings, load_settings
@@ -62,7 +62,7 @@ class DemoResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "ok": self.exit_code == 0,
+            "ok": self.exit_code == ExitCode.OK,
             "exit_code": self.exit_code,
             "out_dir": str(self.out_dir),
             "exports_dir": str(self.exports_dir),

@@ -144,7 +144,7 @@ class WorkersResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "ok": self.exit_code == 0,
+            "ok": self.exit_code == ExitCode.OK,
             "trigger": "scheduled",
             "workers": self.count,
             "exit_code": self.exit_code,
