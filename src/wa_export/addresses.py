@@ -20,21 +20,34 @@ EMAIL_ADDRESS = re.compile(
 )
 
 
-def parse_address_list(value: str, variable: str) -> tuple[str, ...]:
-    """A comma (or semicolon) separated list of plain addresses; invalid ones raise ConfigError."""
+def split_address_list(value: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A comma (or semicolon) separated list -> (valid addresses without repeats, invalid entries).
+
+    Never raises: configuration turns an invalid entry into a ConfigError, a
+    workspace document's value into that workspace's problem (recipients.py).
+    """
     addresses: list[str] = []
+    invalid: list[str] = []
     for raw in re.split(r"[,;]", value):
         address = raw.strip()
         if not address:
             continue
         if not EMAIL_ADDRESS.match(address):
-            raise ConfigError(
-                f"{variable} contains an invalid email address {address!r}: "
-                "use plain addresses separated by commas, e.g. a@example.com,b@example.com."
-            )
-        if address.lower() not in (known.lower() for known in addresses):
+            invalid.append(address)
+        elif address.lower() not in (known.lower() for known in addresses):
             addresses.append(address)
-    return tuple(addresses)
+    return tuple(addresses), tuple(invalid)
+
+
+def parse_address_list(value: str, variable: str) -> tuple[str, ...]:
+    """A comma (or semicolon) separated list of plain addresses; invalid ones raise ConfigError."""
+    addresses, invalid = split_address_list(value)
+    if invalid:
+        raise ConfigError(
+            f"{variable} contains an invalid email address {invalid[0]!r}: "
+            "use plain addresses separated by commas, e.g. a@example.com,b@example.com."
+        )
+    return addresses
 
 
 def outside_allowed_domains(addresses: Sequence[str], allowed: tuple[str, ...]) -> list[str]:

@@ -26,6 +26,10 @@ from wa_export.redaction import redact
 SmtpSecurity = Literal["auto", "ssl", "starttls", "none"]
 
 WORKSPACE_EMAIL_VARIABLE = re.compile(r"^WORKSPACE_([0-9A-Fa-f]{24})_EMAIL$")
+# One segment of a dotted field path in a workspace document: a plain MongoDB field name.
+_FIELD_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
+# The workspace list already projects these; a path below them would collide in the projection.
+_RESERVED_WORKSPACE_FIELDS = frozenset({"_id", "name", "status"})
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,8 @@ class Settings:
     workspace_emails: Mapping[str, tuple[str, ...]]
     lease_seconds: int
     mongodb_timeout_seconds: float
+    # Dotted path in a workspace document holding its addresses (EXPORT_RECIPIENTS_FIELD); None: not used.
+    export_recipients_field: str | None = None
     # Computed once here (never per redaction): see secrets().
     _secrets: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
@@ -65,7 +71,8 @@ class Settings:
     def max_attachment_bytes(self) -> int:
         return int(self.export_max_attachment_mb * 1024 * 1024)
 
-    def recipients_for(self, workspace_id: str) -> tuple[str, ...]:
+    def environment_recipients(self, workspace_id: str) -> tuple[str, ...]:
+        """The addresses of WORKSPACE_<ID>_EMAIL alone; recipients.recipients_for is the whole policy."""
         return self.workspace_emails.get(workspace_id.lower(), ())
 
     def secrets(self) -> list[str]:
@@ -176,6 +183,24 @@ def _float(env: Mapping[str, str], name: str, default: float, *, minimum_exclusi
 def _text(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name, "").strip()
     return value or None
+
+
+def _recipients_field(env: Mapping[str, str]) -> str | None:
+    path = _text(env, "EXPORT_RECIPIENTS_FIELD")
+    if path is None:
+        return None
+    segments = path.split(".")
+    if not all(_FIELD_SEGMENT.match(segment) for segment in segments):
+        raise ConfigError(
+            f"EXPORT_RECIPIENTS_FIELD {path!r} is not a dotted field path of the workspace document, "
+            "e.g. settings.export_email."
+        )
+    if segments[0] in _RESERVED_WORKSPACE_FIELDS:
+        raise ConfigError(
+            f"EXPORT_RECIPIENTS_FIELD {path!r} must not be or lie below the workspace's {segments[0]} field; "
+            "name the field that holds the export addresses, e.g. settings.export_email."
+        )
+    return path
 
 
 def _database_name(uri: str, explicit: str | None) -> str:
@@ -302,4 +327,5 @@ def _settings_from(env: Mapping[str, str]) -> Settings:
         workspace_emails=workspace_emails,
         lease_seconds=_int(env, "EXPORT_LEASE_SECONDS", 900, minimum=5),
         mongodb_timeout_seconds=_float(env, "MONGODB_TIMEOUT_SECONDS", 5.0, minimum_exclusive=0),
+        export_recipients_field=_recipients_field(env),
     )

@@ -15,6 +15,7 @@ from wa_export.cli.output import (
     short_time,
 )
 from wa_export.commands.stats import StatsReport
+from wa_export.recipients import address_label, describe_recipients
 from wa_export.settings import Settings
 
 if TYPE_CHECKING:  # rendering only; keeps `wa-export export` from importing them
@@ -107,8 +108,11 @@ def _render_workspace_stats(output: Output, report: StatsReport, settings: Setti
     )
     if stats.workspace.status != "active":
         output.line(f"Workspace status is {stats.workspace.status!r}: scheduled runs skip it.")
-    if not stats.address_configured:
-        output.line(f"No email address configured: set WORKSPACE_{stats.workspace.id}_EMAIL.")
+    output.line(describe_recipients(stats.recipients, stats.workspace.id, settings) + ".")
+
+
+# The Addr column: the source (env, db) plain, a missing or refused address marked.
+ADDRESS_CELLS = {"no": "[yellow]no[/yellow]", "bad": "[bold red]bad[/bold red]"}
 
 
 def _render_stats_overview(output: Output, report: StatsReport, settings: Settings) -> None:
@@ -137,13 +141,15 @@ def _render_stats_overview(output: Output, report: StatsReport, settings: Settin
             str(stats.exports.completed),
             f"[bold red]{failed}[/bold red]" if failed else "0",
             short_time(stats.exports.last_success, settings) or "never",
-            "yes" if stats.address_configured else "[yellow]no[/yellow]",
+            ADDRESS_CELLS.get(address_label(stats.recipients), address_label(stats.recipients)),
         )
     output.table(table)
     missing = sum(1 for stats in report.workspaces if not stats.address_configured)
+    refused = sum(1 for stats in report.workspaces if stats.recipients.problem)
     output.line(
         f"{len(report.workspaces)} active workspaces, {sum(s.total for s in report.workspaces)} messages, "
         f"{sum(s.exports.completed for s in report.workspaces)} exports, "
-        f"{sum(s.exports.failed for s in report.workspaces)} failed, {missing} without an address. "
-        "Details: wa-export stats WORKSPACE_ID."
+        f"{sum(s.exports.failed for s in report.workspaces)} failed, {missing} without an address"
+        + (f", {refused} with a refused address (bad)" if refused else "")
+        + ". Details: wa-export stats WORKSPACE_ID."
     )

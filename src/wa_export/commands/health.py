@@ -21,16 +21,21 @@ from typing import Any, Literal
 
 from pymongo.errors import PyMongoError
 
-from wa_export.addresses import outside_allowed_domains
 from wa_export.clock import utc_now
 from wa_export.errors import ExitCode, MongoUnavailable
 from wa_export.mail.errors import MailError
 from wa_export.mail.message import check_sendable
 from wa_export.mail.sender import MailSender
 from wa_export.mail.transport import tls_mode
+from wa_export.recipients import SOURCE_LABELS, RecipientSource, recipients_for
 from wa_export.redaction import redact
 from wa_export.settings import Settings
-from wa_export.store.connection import SERVICE_NAME, Store, describe_mongo_error
+from wa_export.store.connection import (
+    SERVICE_NAME,
+    Store,
+    Workspace,
+    describe_mongo_error,
+)
 from wa_export.units import format_bytes
 
 CheckStatus = Literal["ok", "warning", "failed", "skipped"]
@@ -195,43 +200,59 @@ def check_export_dir(export_dir: Path) -> Check:
 # --------------------------------------------------------------------------- checks with MongoDB
 
 
+def _label(workspace: Workspace) -> str:
+    return f"{workspace.name or '(unnamed)'} ({workspace.id})"
+
+
 def check_workspace_addresses(store: Store, settings: Settings) -> Check:
     active = store.active_workspaces()
     if not active:
         return Check("workspace_addresses", "warning",
                      f"No active workspaces in database {settings.mongodb_database!r}; check MONGODB_DATABASE.")
-    missing = [w for w in active if not settings.recipients_for(w.id)]
-    outside = [
-        w for w in active
-        if outside_allowed_domains(settings.recipients_for(w.id), settings.export_allowed_email_domains)
-    ]
+    recipients = {w.id: recipients_for(w, settings) for w in active}
+    missing = [w for w in active if recipients[w.id].source == "none"]
+    refused = [w for w in active if recipients[w.id].problem]
     active_ids = {w.id for w in active}
     unused = sorted(i for i in settings.workspace_emails if i not in active_ids)
+    listed: tuple[RecipientSource, ...] = ("environment", "database", "none")
+    sources = {source: sum(1 for r in recipients.values() if r.source == source) for source in listed}
     details = {
         "active": len(active),
+        "sources": sources,
+        "workspaces": [{"id": w.id, "name": w.name, **recipients[w.id].as_dict()} for w in active],
         "missing": [{"id": w.id, "name": w.name} for w in missing],
-        "outside_allowed_domains": [{"id": w.id, "name": w.name} for w in outside],
+        "refused": [{"id": w.id, "name": w.name, "problem": recipients[w.id].problem} for w in refused],
         "configured_for_unknown_or_inactive": unused,
     }
-    label = lambda w: f"{w.name or '(unnamed)'} ({w.id})"  # noqa: E731
+    where = ", ".join(
+        f"{count} from the {SOURCE_LABELS[source]}"
+        + (f" {settings.export_recipients_field}" if source == "database" else " WORKSPACE_<ID>_EMAIL")
+        for source, count in sources.items() if count and source != "none"
+    )
     problems = []
     if missing:
         problems.append(
             f"{len(missing)} of {len(active)} active workspaces have no address and are not exported: "
-            f"{_named([label(w) for w in missing])}; set WORKSPACE_<ID>_EMAIL for each"
+            f"{_named([_label(w) for w in missing])}; "
+            + "set WORKSPACE_<ID>_EMAIL"
+            + (f" or their {settings.export_recipients_field} field" if settings.export_recipients_field else "")
+            + " for each"
         )
-    if outside:
+    if refused:
+        first = recipients[refused[0].id].problem
         problems.append(
-            f"{len(outside)} workspaces have addresses outside EXPORT_ALLOWED_EMAIL_DOMAINS and fail every export: "
-            f"{_named([label(w) for w in outside])}"
+            f"{len(refused)} workspaces have refused addresses and fail every export: "
+            f"{_named([_label(w) for w in refused])} (first: {first})"
         )
     if problems:
-        return Check("workspace_addresses", "failed", "; ".join(problems) + ".", details)
+        return Check("workspace_addresses", "failed",
+                     "; ".join(problems) + (f"; addresses of the others: {where}" if where else "") + ".", details)
     if unused:
         return Check("workspace_addresses", "warning",
-                     f"All {len(active)} active workspaces have an address, but WORKSPACE_<ID>_EMAIL is set for "
-                     f"ids that are no active workspace (typo?): {_named(unused)}.", details)
-    return Check("workspace_addresses", "ok", f"All {len(active)} active workspaces have an address.", details)
+                     f"All {len(active)} active workspaces have an address ({where}), but WORKSPACE_<ID>_EMAIL is "
+                     f"set for ids that are no active workspace (typo?): {_named(unused)}.", details)
+    return Check("workspace_addresses", "ok", f"All {len(active)} active workspaces have an address ({where}).",
+                 details)
 
 
 def check_indexes(store: Store) -> Check:

@@ -21,6 +21,7 @@ from pymongo import DESCENDING
 from wa_export.clock import as_utc_or_none, iso, utc_now
 from wa_export.errors import UsageProblem
 from wa_export.export.status import STATUS_UNKNOWN, STATUSES, status_of
+from wa_export.recipients import Recipients, recipients_for
 from wa_export.settings import Settings
 from wa_export.store.connection import (
     CHAT_IDS_PER_QUERY,
@@ -96,7 +97,12 @@ class WorkspaceStats:
     workspace: Workspace
     per_day: list[DayCounts]
     exports: ExportSummary
-    address_configured: bool
+    recipients: Recipients
+
+    @property
+    def address_configured(self) -> bool:
+        """An address is set, in the environment or the database (it may still be refused: see recipients)."""
+        return self.recipients.source != "none"
 
     @property
     def totals(self) -> dict[str, int]:
@@ -116,6 +122,7 @@ class WorkspaceStats:
             "workspace_name": self.workspace.name,
             "status": self.workspace.status,
             "address_configured": self.address_configured,
+            "recipients": self.recipients.as_dict(),
             "messages": {**self.totals, "total": self.total},
             "exports": self.exports.as_dict(),
         }
@@ -248,7 +255,7 @@ def stats_report(store: Store, settings: Settings, workspace_id: str | None, day
             workspace=workspace,
             per_day=messages_per_day(store, chat_ids_of(store, workspace), period),
             exports=summaries[workspace.id],
-            address_configured=bool(settings.recipients_for(workspace.id)),
+            recipients=recipients_for(workspace, settings),
         )
         for workspace in workspaces
     ]

@@ -1,10 +1,12 @@
 """`wa-export test-email`: one short mail with a tiny sample workbook, through the production mail path.
 
-It answers "would an export reach this address?" without touching MongoDB (so it
-also works while the database is down): the recipients come from
-`WORKSPACE_<ID>_EMAIL` or `--to`, the allow-list is checked before any
-connection, and a failure is a `MailError` whose `step` says where it broke and
-whose `hint` says what to do. The sample workbook holds fake rows only.
+It answers "would an export reach this address?": the recipients come from
+`--to`, or from the workspace as an export would find them (recipients.py:
+`WORKSPACE_<ID>_EMAIL`, else its EXPORT_RECIPIENTS_FIELD). MongoDB is read only
+in that last case, so the command also works while the database is down. The
+allow-list is checked before any connection, and a failure is a `MailError`
+whose `step` says where it broke and whose `hint` says what to do. The sample
+workbook holds fake rows only.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from typing import Any
 from wa_export.addresses import parse_address_list
 from wa_export.clock import utc_now
 from wa_export.errors import ConfigError, ExitCode, UsageProblem
-from wa_export.mail.errors import MailError
+from wa_export.mail.errors import MailError, MailStep
 from wa_export.mail.message import OutgoingMail, check_recipients, check_sendable
 from wa_export.mail.sender import MailSender
 from wa_export.mail.transport import tls_mode
+from wa_export.recipients import Recipients, from_environment, missing_hint, recipients_for
 from wa_export.settings import Settings
-from wa_export.store.connection import parse_workspace_id
+from wa_export.store.connection import mongo_errors, open_store, parse_workspace_id
 from wa_export.workbook.writer import WorkbookWriter
 
 SAMPLE_FILE_NAME = "wa_export_test.xlsx"
@@ -76,25 +79,33 @@ class TestEmailResult:
         return document
 
 
-def resolve_recipients(settings: Settings, workspace_id: str | None, to: Sequence[str]) -> tuple[str, ...]:
-    """--to wins (like `export --email`); else the workspace's configured addresses; neither is a usage error."""
+def resolve_recipients(settings: Settings, workspace_id: str | None, to: Sequence[str]) -> Recipients:
+    """--to wins (like `export --email`); else the workspace's addresses as an export finds them.
+
+    Neither is a usage error. The returned `problem`, if any, is the refusal an export would meet.
+    """
     if workspace_id is not None:
         workspace_id = str(parse_workspace_id(workspace_id))  # raises UnknownWorkspace for a malformed id
     if to:
         try:
-            return parse_address_list(",".join(to), "--to")
+            return Recipients(parse_address_list(",".join(to), "--to"), "option", "--to")
         except ConfigError as error:
             raise TestEmailUsage(str(error)) from None
     if workspace_id is None:
         raise TestEmailUsage(
             "Say where to send the test: --to ADDRESS, or --workspace ID to use that workspace's WORKSPACE_<ID>_EMAIL."
         )
-    configured = settings.recipients_for(workspace_id)
-    if not configured:
+    recipients = from_environment(workspace_id, settings)
+    if recipients is None and settings.export_recipients_field:
+        with open_store(settings) as store, mongo_errors(settings):
+            [workspace] = store.workspaces_by_id([workspace_id])  # raises UnknownWorkspace
+        recipients = recipients_for(workspace, settings)
+    if recipients is None or recipients.source == "none":
         raise TestEmailUsage(
-            f"Workspace {workspace_id} has no address configured: set WORKSPACE_{workspace_id}_EMAIL or pass --to ADDRESS."
+            f"Workspace {workspace_id} has no address configured: {missing_hint(workspace_id, settings)} "
+            "or pass --to ADDRESS."
         )
-    return configured
+    return recipients
 
 
 def write_sample_workbook(directory: Path, settings: Settings, workspace_id: str) -> Path:
@@ -111,7 +122,8 @@ def write_sample_workbook(directory: Path, settings: Settings, workspace_id: str
 
 def send_test_email(settings: Settings, workspace_id: str | None, to: Sequence[str]) -> TestEmailResult:
     """Send the test mail; returns the result (with `error` set on failure) instead of raising MailError."""
-    recipients = resolve_recipients(settings, workspace_id, to)
+    resolved = resolve_recipients(settings, workspace_id, to)
+    recipients = resolved.addresses
     workspace = str(parse_workspace_id(workspace_id)) if workspace_id is not None else None
     now_local = utc_now().astimezone(settings.export_timezone)
     subject = f"wa-export test email - {workspace or 'no workspace'} - {now_local:%Y-%m-%d %H:%M}"
@@ -124,8 +136,11 @@ def send_test_email(settings: Settings, workspace_id: str | None, to: Sequence[s
         workspace_id=workspace,
     )
     try:
-        # Both checks run before anything is written or any connection is made.
+        # These checks run before anything is written or any connection is made.
         check_sendable(settings)
+        if resolved.problem is not None:
+            step: MailStep = "domain" if resolved.problem_kind == "domain" else "recipient"
+            raise MailError(step, resolved.problem[0].upper() + resolved.problem[1:])
         check_recipients(recipients, settings)
         with tempfile.TemporaryDirectory(prefix="wa-export-test-") as tmp:  # mkdtemp: 0700
             sample = write_sample_workbook(Path(tmp), settings, workspace or SAMPLE_WORKSPACE_ID)

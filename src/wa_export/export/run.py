@@ -21,7 +21,6 @@ from typing import Any, Literal, Protocol
 
 from pymongo.errors import ConnectionFailure, PyMongoError
 
-from wa_export.addresses import outside_allowed_domains
 from wa_export.clock import utc_now
 from wa_export.errors import ExitCode, MongoUnavailable, SmtpNotConfigured
 from wa_export.export.rows import RowStats, message_rows
@@ -30,6 +29,7 @@ from wa_export.export.workers import slot_share
 from wa_export.mail.errors import MailError
 from wa_export.mail.message import OutgoingMail, check_sendable, single_line_or
 from wa_export.mail.sender import MailSender
+from wa_export.recipients import Recipients, missing_hint, option_recipients, recipients_for
 from wa_export.redaction import redact
 from wa_export.settings import Settings
 from wa_export.store.connection import (
@@ -93,6 +93,7 @@ class WorkspaceResult:
     anomalies: dict[str, int] = field(default_factory=dict)
     file_path: str | None = None
     recipients: tuple[str, ...] = ()
+    recipients_source: str = "none"  # recipients.RecipientSource
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -107,6 +108,7 @@ class WorkspaceResult:
             "anomalies": self.anomalies,
             "file_path": self.file_path,
             "recipients": list(self.recipients),
+            "recipients_source": self.recipients_source,
         }
 
 
@@ -355,9 +357,9 @@ class ExportRun:
             result.reason = f"workspace status is {workspace.status!r}, only active workspaces are exported on schedule"
             return result
         recipients = self._recipients(workspace)
-        if self.request.send_email and not self.request.dry_run and not recipients:
+        if self.request.send_email and not self.request.dry_run and not recipients.addresses and not recipients.problem:
             result.reason = (
-                f"no email address configured: set WORKSPACE_{workspace.id}_EMAIL"
+                f"no email address configured: {missing_hint(workspace.id, self.settings)}"
                 + (" or pass --email" if self.request.is_manual else "")
             )
             # Only a workspace the operator named is a failure; a run over all of
@@ -365,7 +367,7 @@ class ExportRun:
             if self.request.is_manual and self.request.workspace_ids:
                 result.outcome = "failed"
             return result
-        result.recipients = recipients
+        result.recipients, result.recipients_source = recipients.addresses, recipients.source
 
         lease: Lease | None = None
         if self.request.moves_watermark:
@@ -379,7 +381,7 @@ class ExportRun:
                 result.reason = "another wa-export run holds this workspace's lease"
                 return result
         try:
-            return self._export_window(workspace, result, lease)
+            return self._export_window(workspace, result, lease, recipients.problem)
         except ConnectionFailure:
             raise  # MongoDB is gone: the whole run stops (exit 3)
         except (PyMongoError, LeaseLost) as error:
@@ -400,10 +402,10 @@ class ExportRun:
                 except ConnectionFailure:
                     pass  # it expires by itself; the connection error surfaces elsewhere
 
-    def _recipients(self, workspace: Workspace) -> tuple[str, ...]:
+    def _recipients(self, workspace: Workspace) -> Recipients:
         if self.request.email_override:
-            return self.request.email_override
-        return self.settings.recipients_for(workspace.id)
+            return option_recipients(self.request.email_override)
+        return recipients_for(workspace, self.settings)
 
     def _window_for(self, workspace_id: str, lease: Lease | None) -> Window:
         if self.request.window is not None:
@@ -414,14 +416,16 @@ class ExportRun:
             watermark, self.now, self.settings.export_interval_minutes, self.settings.export_lag_seconds
         )
 
-    def _export_window(self, workspace: Workspace, result: WorkspaceResult, lease: Lease | None) -> WorkspaceResult:
+    def _export_window(
+        self, workspace: Workspace, result: WorkspaceResult, lease: Lease | None, recipients_problem: str | None
+    ) -> WorkspaceResult:
         window = self._window_for(workspace.id, lease)
         result.window_start, result.window_end = window.start, window.end
         if lease is not None and lease.watermark is None:
             # Pin the very first window's start now: if this run fails, the next
             # one must start here, not at its own "now - interval".
             lease.advance_watermark(window.start, succeeded=False)
-        refusal = self._delivery_refusal(workspace, result.recipients)
+        refusal = self._delivery_refusal(recipients_problem)
         if refusal is not None:
             # Refused before any work: the watermark stays, so the window is
             # delivered once the address or the SMTP problem is fixed.
@@ -493,16 +497,12 @@ class ExportRun:
                 result.reason = f"emailed, but {error}; the next run may send this window again"
         return result
 
-    def _delivery_refusal(self, workspace: Workspace, recipients: tuple[str, ...]) -> str | None:
+    def _delivery_refusal(self, recipients_problem: str | None) -> str | None:
         """Why this workspace's email cannot go out in this run, known before exporting."""
         if not self.request.send_email or self.request.dry_run:
             return None
-        refused = outside_allowed_domains(recipients, self.settings.export_allowed_email_domains)
-        if refused:
-            return (
-                f"recipient(s) {', '.join(refused)} are outside EXPORT_ALLOWED_EMAIL_DOMAINS "
-                f"({', '.join(self.settings.export_allowed_email_domains)}); fix WORKSPACE_{workspace.id}_EMAIL"
-            )
+        if recipients_problem is not None:
+            return recipients_problem  # a malformed or disallowed address: this workspace only
         if self._fatal_mail_error is not None:
             return f"not attempted: an earlier email of this run failed the same way ({self._fatal_mail_error})"
         return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -50,6 +50,9 @@ class Workspace:
     name: str
     status: str
     object_id: ObjectId
+    # The raw value at EXPORT_RECIPIENTS_FIELD (None: unset, absent or null), read with
+    # the workspace list so addresses cost no query per workspace; recipients.py judges it.
+    recipients_value: object = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -156,16 +159,25 @@ class Store:
 
     # --- the platform's data -------------------------------------------------
 
+    def _workspace_projection(self) -> dict[str, int]:
+        projection = {"name": 1, "status": 1}
+        if self.settings.export_recipients_field:
+            projection[self.settings.export_recipients_field] = 1
+        return projection
+
+    def _workspace(self, document: dict[str, Any]) -> Workspace:
+        return _workspace(document, self.settings.export_recipients_field)
+
     def active_workspaces(self) -> list[Workspace]:
-        cursor = self.workspaces.find({"status": "active"}, {"name": 1, "status": 1}).sort("_id", ASCENDING)
-        return [_workspace(document) for document in cursor]
+        cursor = self.workspaces.find({"status": "active"}, self._workspace_projection()).sort("_id", ASCENDING)
+        return [self._workspace(document) for document in cursor]
 
     def workspaces_by_id(self, raw_ids: Sequence[str]) -> list[Workspace]:
         """The named workspaces in the order given; any unknown id raises UnknownWorkspace."""
         object_ids = [parse_workspace_id(raw) for raw in raw_ids]
         found = {
-            document["_id"]: _workspace(document)
-            for document in self.workspaces.find({"_id": {"$in": object_ids}}, {"name": 1, "status": 1})
+            document["_id"]: self._workspace(document)
+            for document in self.workspaces.find({"_id": {"$in": object_ids}}, self._workspace_projection())
         }
         missing = [str(object_id) for object_id in object_ids if object_id not in found]
         if missing:
@@ -247,13 +259,24 @@ class Store:
         return missing
 
 
-def _workspace(document: dict[str, Any]) -> Workspace:
+def field_at(document: dict[str, Any], path: str) -> object:
+    """The value at a dotted path, or None when a part is missing or not a sub-document."""
+    value: object = document
+    for segment in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(segment)
+    return value
+
+
+def _workspace(document: dict[str, Any], recipients_field: str | None = None) -> Workspace:
     name = document.get("name")
     return Workspace(
         id=str(document["_id"]),
         name=name if isinstance(name, str) else ("" if name is None else str(name)),
         status=str(document.get("status", "")),
         object_id=document["_id"],
+        recipients_value=field_at(document, recipients_field) if recipients_field else None,
     )
 
 

@@ -1,0 +1,162 @@
+"""Where a workspace's export addresses come from, and whether they may be used.
+
+One policy for `export`, `health`, `stats` and `test-email --workspace`:
+``WORKSPACE_<ID>_EMAIL`` (the environment) wins; else the workspace document's
+field named by ``EXPORT_RECIPIENTS_FIELD`` (a string with a comma list, or a list
+of strings); else there is no address. ``EXPORT_ALLOWED_EMAIL_DOMAINS`` applies to
+both sources. A bad address in the environment stops every command at start-up
+(settings.py); one in the database is tenant data, so it becomes that
+workspace's `problem` and fails that workspace only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from wa_export.addresses import domain_refusal, split_address_list
+from wa_export.settings import Settings
+from wa_export.store.connection import Workspace
+
+RecipientSource = Literal["environment", "database", "option", "none"]
+ProblemKind = Literal["invalid", "domain"]  # malformed value / outside EXPORT_ALLOWED_EMAIL_DOMAINS
+SOURCE_LABELS: dict[RecipientSource, str] = {
+    "environment": "environment variable",
+    "database": "database field",
+    "option": "--email option",
+    "none": "none",
+}
+_SHOWN_MAX = 80  # a hostile value is cut, not echoed whole
+
+
+@dataclass(frozen=True)
+class Recipients:
+    """A workspace's addresses, where they come from (`origin`: the variable or field), and what is wrong."""
+
+    addresses: tuple[str, ...]
+    source: RecipientSource
+    origin: str | None = None
+    problem: str | None = None  # one clause naming the field and the workspace; the export fails with it
+    problem_kind: ProblemKind | None = None
+
+    @property
+    def usable(self) -> bool:
+        return bool(self.addresses) and self.problem is None
+
+    def as_dict(self) -> dict[str, Any]:
+        # Counts, not the addresses: outputs carry as little tenant data as they can.
+        return {
+            "source": self.source,
+            "origin": self.origin,
+            "addresses": len(self.addresses),
+            "problem": self.problem,
+            "problem_kind": self.problem_kind,
+        }
+
+
+def environment_variable(workspace_id: str) -> str:
+    return f"WORKSPACE_{workspace_id}_EMAIL"
+
+
+def missing_hint(workspace_id: str, settings: Settings) -> str:
+    """What to set when a workspace has no address: the variable, and the field if one is configured."""
+    hint = f"set {environment_variable(workspace_id)}"
+    if settings.export_recipients_field:
+        hint += f" or the workspace's {settings.export_recipients_field} field"
+    return hint
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= _SHOWN_MAX else text[:_SHOWN_MAX] + "…")
+
+
+def _from_database(workspace: Workspace, field: str, allowed: tuple[str, ...]) -> Recipients:
+    value = workspace.recipients_value
+    where = f"{field} of workspace {workspace.id}"
+    fix = f"fix {where} in the platform or set {environment_variable(workspace.id)}"
+
+    def refused(problem: str, addresses: tuple[str, ...] = ()) -> Recipients:
+        return Recipients(addresses, "database", field, f"{problem}; {fix}", "invalid")
+
+    if isinstance(value, str):
+        entries = [value]
+    elif isinstance(value, (list, tuple)):
+        strange = [item for item in value if not isinstance(item, str)]
+        if strange:  # a None item too: a list is either all strings or wrong
+            return refused(f"{where} holds a list with an item of type {type(strange[0]).__name__}, not only strings")
+        entries = list(value)
+    else:
+        return refused(f"{where} holds a value of type {type(value).__name__}, not a string or a list of strings")
+    addresses, invalid = split_address_list(",".join(entries))
+    if invalid:
+        return refused(f"{where} holds an invalid email address {_shown(invalid[0])}", addresses)
+    if not addresses:
+        return Recipients((), "none")
+    return _with_domain_check(Recipients(addresses, "database", field), allowed, fix)
+
+
+def _with_domain_check(recipients: Recipients, allowed: tuple[str, ...], fix: str) -> Recipients:
+    refusal = domain_refusal(recipients.addresses, allowed, fix)
+    return recipients if refusal is None else replace(recipients, problem=refusal, problem_kind="domain")
+
+
+def from_environment(workspace_id: str, settings: Settings) -> Recipients | None:
+    """The WORKSPACE_<ID>_EMAIL addresses, which win over the database; None when the variable is not set."""
+    configured = settings.environment_recipients(workspace_id)
+    if not configured:
+        return None
+    variable = environment_variable(workspace_id)
+    return _with_domain_check(
+        Recipients(configured, "environment", variable), settings.export_allowed_email_domains, f"fix {variable}"
+    )
+
+
+def recipients_for(workspace: Workspace, settings: Settings) -> Recipients:
+    """The addresses an export of `workspace` goes to, with their source and any problem (never raises)."""
+    configured = from_environment(workspace.id, settings)
+    if configured is not None:
+        return configured
+    field = settings.export_recipients_field
+    if field and workspace.recipients_value is not None:
+        return _from_database(workspace, field, settings.export_allowed_email_domains)
+    return Recipients((), "none")
+
+
+def describe_recipients(recipients: Recipients, workspace_id: str, settings: Settings) -> str:
+    """Where a workspace's addresses come from, as a clause for `stats` and `health` (counts, no addresses)."""
+    if recipients.source == "none":
+        return f"No email address configured: {missing_hint(workspace_id, settings)}"
+    count = len(recipients.addresses)
+    where = (
+        f"the workspace field {recipients.origin}" if recipients.source == "database" else str(recipients.origin)
+    )
+    text = f"Addresses from {where} ({SOURCE_LABELS[recipients.source]}): {count}"
+    if recipients.problem:
+        text += f"; not exported: {recipients.problem}"
+    return text
+
+
+def address_label(recipients: Recipients) -> str:
+    """One word for a table column: env, db, no, or bad (set but refused)."""
+    if recipients.problem:
+        return "bad"
+    return {"environment": "env", "database": "db", "option": "option", "none": "no"}[recipients.source]
+
+
+def option_recipients(addresses: tuple[str, ...]) -> Recipients:
+    """Manual `--email` addresses (already checked against the allow-list when the request was built)."""
+    return Recipients(addresses, "option", "--email")
+
+
+__all__ = [
+    "SOURCE_LABELS",
+    "RecipientSource",
+    "Recipients",
+    "address_label",
+    "describe_recipients",
+    "environment_variable",
+    "from_environment",
+    "missing_hint",
+    "option_recipients",
+    "recipients_for",
+]
