@@ -46,7 +46,12 @@ from wa_export.store.export_state import (
     read_watermark,
     scheduled_window,
 )
-from wa_export.workbook.naming import publish_path_candidates, slugify, workspace_folder
+from wa_export.workbook.naming import (
+    contested_slugs,
+    publish_path_candidates,
+    slugify,
+    workspace_folder,
+)
 from wa_export.workbook.writer import WorkbookWriter
 
 Trigger = Literal["scheduled", "manual"]
@@ -279,6 +284,8 @@ class ExportRun:
         # same way: remember it instead of hammering the server (and the
         # account's lockout counter) once per workspace.
         self._fatal_mail_error: str | None = None
+        # Slugs of more than one active workspace: nobody adopts their unmarked folder.
+        self._contested_slugs: frozenset[str] = frozenset()
 
     # --- the run ---------------------------------------------------------------
 
@@ -313,8 +320,11 @@ class ExportRun:
     def _select_workspaces(self) -> list[Workspace]:
         if self.request.workspace_ids:
             selected = self.store.workspaces_by_id(self.request.workspace_ids)
+            active = self.store.active_workspaces()  # one read per run, for folder adoption
         else:
-            selected = self.store.active_workspaces()
+            selected = active = self.store.active_workspaces()
+        # From every active workspace, before --workers takes its share.
+        self._contested_slugs = contested_slugs((w.name, w.id) for w in active)
         return slot_share(selected, self.request.worker_slot)
 
     def _counts_orphans(self) -> bool:
@@ -513,7 +523,8 @@ class ExportRun:
         if first is None:
             return None
         slug = slugify(workspace.name, workspace.id)
-        folder = workspace_folder(self.settings.export_dir, slug, workspace.id)
+        adopt = workspace.status == "active" and slug not in self._contested_slugs
+        folder = workspace_folder(self.settings.export_dir, slug, workspace.id, adopt_unmarked=adopt)
         local_run_time = self.now.astimezone(self.settings.export_timezone)
         candidates = iter(publish_path_candidates(folder, slug, local_run_time))
         final_path = next(candidates)

@@ -5,6 +5,12 @@ comes from the workspace *name*, which is tenant-controlled, so everything
 here assumes hostile input: only ``[a-z0-9_]`` survives, lengths are capped
 so names fit the usual 255-byte limit, and a folder is claimed by a marker
 file holding the workspace id so two workspaces never share one.
+
+The original service wrote the same layout without markers. Its folder
+``<slug>/`` is *adopted* (marker written, mode 0700) by the workspace whose slug
+it is, but only when the caller says that exactly one active workspace has that
+slug (see `contested_slugs`); otherwise nobody takes it, since its workbooks
+could be either workspace's.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import errno
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -21,9 +27,12 @@ __all__ = [
     "EXPORT_FILE_PATTERN",
     "FOLDER_MARKER",
     "SLUG_MAX_LENGTH",
+    "contested_slugs",
     "export_file_pattern_for",
+    "is_slug",
     "publish_path_candidates",
     "slugify",
+    "unclaimed_folders",
     "workspace_folder",
 ]
 
@@ -69,9 +78,24 @@ def slugify(name: object, workspace_id: str) -> str:
     return slug
 
 
+def is_slug(name: str) -> bool:
+    """Whether `name` could be a folder name slugify() produced (the `_ws` suffix included)."""
+    return bool(_SLUG_RE.match(name)) and len(name) <= SLUG_MAX_LENGTH + 3
+
+
 def _check_slug(slug: str) -> None:
-    if not _SLUG_RE.match(slug) or len(slug) > SLUG_MAX_LENGTH + 3:
+    if not is_slug(slug):
         raise ValueError(f"not a slug produced by slugify(): {slug!r}")
+
+
+def contested_slugs(names_and_ids: Iterable[tuple[object, str]]) -> frozenset[str]:
+    """The slugs that more than one of these (name, id) workspaces has: nobody adopts their unmarked folder."""
+    seen: set[str] = set()
+    contested: set[str] = set()
+    for name, workspace_id in names_and_ids:
+        slug = slugify(name, workspace_id)
+        (contested if slug in seen else seen).add(slug)
+    return frozenset(contested)
 
 
 def _make_private_dirs(directory: Path) -> None:
@@ -125,14 +149,47 @@ def _claim(folder: Path, workspace_id: str) -> bool:
     return True
 
 
-def _owned_or_claimed(folder: Path, workspace_id: str) -> bool:
+def _adopt(folder: Path, workspace_id: str) -> bool:
+    """Take over an unmarked folder with content (the original service's): 0700, then the marker.
+
+    Both through a descriptor opened with O_NOFOLLOW, so a folder swapped for a
+    symlink meanwhile is refused instead of followed.
+    """
+    try:
+        folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            return False  # gone or replaced meanwhile: not this folder
+        raise
+    try:
+        os.fchmod(folder_fd, 0o700)  # its workbooks hold personal data
+        try:
+            fd = os.open(
+                FOLDER_MARKER,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
+                dir_fd=folder_fd,
+            )
+        except FileExistsError:
+            return _read_marker(folder) == workspace_id
+        try:
+            os.write(fd, f"{workspace_id}\n".encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return True
+    finally:
+        os.close(folder_fd)
+
+
+def _owned_or_claimed(folder: Path, workspace_id: str, adopt: bool = False) -> bool:
     try:
         info = os.lstat(folder)
     except FileNotFoundError:
         try:
             os.mkdir(folder, 0o700)
         except FileExistsError:
-            return _owned_or_claimed(folder, workspace_id)
+            return _owned_or_claimed(folder, workspace_id, adopt)
         os.chmod(folder, 0o700)
         return _claim(folder, workspace_id)
     if not stat.S_ISDIR(info.st_mode):
@@ -140,17 +197,41 @@ def _owned_or_claimed(folder: Path, workspace_id: str) -> bool:
     marker = _read_marker(folder)
     if marker is not None:
         return marker == workspace_id
-    # No marker: an empty folder can be adopted; one with content is not ours.
+    # No marker: an empty folder can be claimed; one with content only adopted when allowed.
     if any(os.scandir(folder)):
-        return False
+        return adopt and _adopt(folder, workspace_id)
     return _claim(folder, workspace_id)
 
 
-def workspace_folder(export_dir: Path, slug: str, workspace_id: str) -> Path:
+def unclaimed_folders(export_dir: Path, slugs: Iterable[str]) -> list[str]:
+    """Which of these slugs name a real folder in ``export_dir`` with content but no owner marker.
+
+    Those are the original service's folders (or someone else's): what adoption
+    would take over. Symlinks are not folders here; a missing export_dir has none.
+    """
+    found: list[str] = []
+    for slug in sorted(set(slugs)):
+        if not is_slug(slug):
+            continue
+        folder = Path(export_dir) / slug
+        try:
+            if not stat.S_ISDIR(os.lstat(folder).st_mode) or _read_marker(folder) is not None:
+                continue
+            with os.scandir(folder) as entries:
+                if any(entries):
+                    found.append(slug)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return found
+
+
+def workspace_folder(export_dir: Path, slug: str, workspace_id: str, *, adopt_unmarked: bool = False) -> Path:
     """Create (0700) and return the folder owned by this workspace under ``export_dir``.
 
     ``slug`` if free or already ours, else ``<slug>_<last 8 of id>``, else
     ``<slug>_<id>``. Raises FileExistsError if all three belong to others.
+    With `adopt_unmarked` (the caller knows this workspace is the only active one
+    with this slug), an unmarked ``<slug>/`` with content is adopted.
     """
     _check_slug(slug)
     workspace_id = str(workspace_id)
@@ -166,7 +247,8 @@ def workspace_folder(export_dir: Path, slug: str, workspace_id: str) -> Path:
         # The slug alphabet already forbids "/" and "..": this is the belt to those braces.
         if candidate.parent != root:
             raise ValueError(f"folder {candidate} would escape {root}")
-        if _owned_or_claimed(candidate, workspace_id):
+        # Only the bare slug is the original service's name for a workspace folder.
+        if _owned_or_claimed(candidate, workspace_id, adopt_unmarked and name == slug):
             # Symlinks were refused above, so a real folder resolves to itself.
             if candidate.resolve(strict=True) != candidate:
                 raise ValueError(f"folder {candidate} resolves outside {root}")
