@@ -54,8 +54,9 @@ class Layout:
         self.nested = _file(acme / "sub" / "acme_whatsapp_messages_2026-01-01_10-00.xlsx", 100)
         self.foreign_top = _file(self.export_dir / "README.txt", 100)
         self.pattern_at_top = _file(self.export_dir / "acme_whatsapp_messages_2025-01-01_00-00.xlsx", 100)
-        # A folder without our marker is someone else's, whatever it holds.
-        self.unmarked = _file(self.export_dir / "other" / "other_whatsapp_messages_2025-01-01_00-00.xlsx", 100)
+        # A folder without our marker is someone else's unless its workbooks carry its own name
+        # (the original service's layout, tested in test_migration.py): this one's do not.
+        self.unmarked = _file(self.export_dir / "other" / "another_whatsapp_messages_2025-01-01_00-00.xlsx", 100)
 
         # A symlink inside our folder, named like a workbook, pointing outside EXPORT_DIR.
         self.link_target = _file(outside / "acme_whatsapp_messages_2025-06-01_00-00.xlsx", 100, 4242)

@@ -145,6 +145,50 @@ def test_two_active_workspaces_with_the_folders_slug_adopt_nothing_and_health_na
     assert (folder / FOLDER_MARKER).read_text().strip() == str(first)
 
 
+def test_cleanup_deletes_the_original_services_old_workbooks_without_a_marker(mongo_db, make_env, cli, tmp_path):
+    export_dir = tmp_path / "exports"
+    outside = tmp_path / "outside"
+    acme = _original_folder(export_dir, "acme_corp")
+    delete = [
+        _file(acme / "acme_corp_whatsapp_messages_2025-01-15_14-30.xlsx", 30),
+        _file(acme / "acme_corp_whatsapp_messages_2025-01-15_14-30_2.xlsx", 30),
+        _file(export_dir / "legacy" / "legacy_whatsapp_messages_2024-12-31_23-45.xlsx", 60),
+    ]
+    keep = [
+        _file(acme / "acme_corp_whatsapp_messages_2025-03-01_09-00.xlsx", 2),  # not old yet
+        _file(acme / "tech_whatsapp_messages_2025-01-15_14-30.xlsx", 30),  # another slug's name
+        _file(acme / "notes.txt", 30),
+        _file(acme / ".acme_corp_whatsapp_messages_2025-01-15_14-30.xlsx.0a1b2c3d.tmp", 30),  # no temps here
+        _file(acme / "sub" / "acme_corp_whatsapp_messages_2025-01-15_14-30.xlsx", 30),  # nested
+        _file(export_dir / "Not A Slug" / "not_a_slug_whatsapp_messages_2025-01-15_14-30.xlsx", 30),
+        _file(outside / "acme_corp_whatsapp_messages_2025-01-01_00-00.xlsx", 30),
+        _file(outside / "linked" / "linked_whatsapp_messages_2025-01-01_00-00.xlsx", 30),
+    ]
+    link = acme / "acme_corp_whatsapp_messages_2025-01-01_00-00.xlsx"
+    link.symlink_to(outside / link.name)
+    os.utime(link, (time.time() - 30 * DAY,) * 2, follow_symlinks=False)
+    (export_dir / "linked").symlink_to(outside / "linked", target_is_directory=True)
+    (export_dir / "empty").mkdir()  # an unmarked folder cleanup did not empty stays
+    env = make_env(EXPORT_DIR=str(export_dir))
+
+    dry = parse_json(cli(["cleanup", "--days", "7", "--dry-run", "--json"], env=env))
+    assert sorted(item["path"] for item in dry["files"]) == sorted(str(path) for path in delete)
+    assert dry["folders_removed"] == [str(export_dir / "legacy")]
+    assert all(path.is_file() for path in delete)
+
+    result = cli(["cleanup", "--days", "7", "--json"], env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    document = parse_json(result)
+    assert sorted(item["path"] for item in document["files"]) == sorted(str(path) for path in delete)
+    assert document["folders_removed"] == [str(export_dir / "legacy")]
+    assert not any(os.path.lexists(path) for path in delete)
+    assert not os.path.lexists(export_dir / "legacy"), "a legacy folder emptied by cleanup is removed"
+    for path in keep:
+        assert path.is_file(), f"{path} must not be deleted"
+    assert link.is_symlink() and (export_dir / "linked").is_symlink() and (export_dir / "empty").is_dir()
+    assert not (acme / FOLDER_MARKER).exists(), "cleanup adopts nothing"
+
+
 # --- the folder rules (workbook/naming.py) ------------------------------------------------
 
 

@@ -3,18 +3,22 @@
 What counts as ours:
 
 * a *workspace folder* is a real directory directly inside ``EXPORT_DIR`` that
-  holds a regular-file ``.wa-export-workspace`` marker (paths.FOLDER_MARKER);
-* inside it, a *workbook* is a regular file named by ``paths.EXPORT_FILE_PATTERN``,
+  holds a regular-file ``.wa-export-workspace`` marker (naming.FOLDER_MARKER);
+* inside it, a *workbook* is a regular file named by ``naming.EXPORT_FILE_PATTERN``,
   deleted once its mtime is older than the cutoff;
 * a *temp file* is what a killed export leaves behind (workbook.py names them
   ``.<final name>.<token>.tmp`` and ``.<final name>.<token>.sheetN.tmp``),
-  deleted once older than one day, so a running export never loses its file.
+  deleted once older than one day, so a running export never loses its file;
+* the original service wrote the same layout without markers: in a real
+  directory ``EXPORT_DIR/<slug>/`` without a marker, a regular file named
+  ``<slug>_whatsapp_messages_<stamp>[_n].xlsx`` (its slug equal to the folder's
+  name) is a workbook too. Nothing else there is touched.
 
-Everything else (other files, folders without a marker, symlinks of any kind,
-nested folders) is left alone. The folders are opened with ``O_NOFOLLOW`` and
+Everything else (other files, folders without a marker whose files are not
+named for them, symlinks of any kind, nested folders) is left alone. The folders are opened with ``O_NOFOLLOW`` and
 files are removed relative to that descriptor, so a folder swapped for a
 symlink during the run cannot redirect a deletion. A folder left with only its
-marker is removed. ``EXPORT_DIR`` itself may be a symlink: it is the operator's
+marker, or an unmarked folder emptied by this cleanup, is removed. ``EXPORT_DIR`` itself may be a symlink: it is the operator's
 own configuration, not something found on disk.
 
 The library never prints; it returns a `CleanupResult` and the CLI renders it.
@@ -38,7 +42,12 @@ from wa_export.errors import ConfigError, ExitCode, MongoUnavailable, UsageProbl
 from wa_export.settings import Settings
 from wa_export.store.connection import SERVICE_NAME, Store, describe_mongo_error
 from wa_export.units import format_bytes
-from wa_export.workbook.naming import EXPORT_FILE_PATTERN, FOLDER_MARKER
+from wa_export.workbook.naming import (
+    EXPORT_FILE_PATTERN,
+    FOLDER_MARKER,
+    export_file_pattern_for,
+    is_slug,
+)
 
 FileKind = Literal["workbook", "temp"]
 
@@ -219,18 +228,21 @@ def _clean_folder(
     folder = export_dir / name
     try:
         marker = _marker_content(folder_fd)
-        if marker is None:
-            return  # not one of our workspace folders
+        if marker is None and not is_slug(name):
+            return  # neither ours by marker nor named like one of the original service's folders
+        # Without a marker only workbooks named for this very folder are ours (the original service's).
+        workbook_pattern = EXPORT_FILE_PATTERN if marker is not None else export_file_pattern_for(name)
         remaining = 0
+        found = len(result.files)
         with os.scandir(folder_fd) as entries:
             names = sorted(entry.name for entry in entries)
         for entry_name in names:
-            if entry_name == FOLDER_MARKER:
+            if entry_name == FOLDER_MARKER and marker is not None:
                 continue
             info = _lstat(entry_name, folder_fd)
             if info is None:
                 continue
-            kind = _kind(entry_name, info, cutoff, temp_cutoff)
+            kind = _kind(entry_name, info, cutoff, temp_cutoff, workbook_pattern, temps=marker is not None)
             if kind is None:
                 remaining += 1
                 continue
@@ -245,38 +257,49 @@ def _clean_folder(
                     remaining += 1
                     continue
             result.files.append(item)
-        if remaining == 0:
+        # An unmarked folder is removed only when this cleanup emptied it.
+        if remaining == 0 and (marker is not None or len(result.files) > found):
             if dry_run or _remove_empty_folder(root_fd, name, folder_fd, marker):
                 result.folders_removed.append(str(folder))
     finally:
         os.close(folder_fd)
 
 
-def _kind(name: str, info: os.stat_result, cutoff: float, temp_cutoff: float) -> FileKind | None:
+def _kind(
+    name: str,
+    info: os.stat_result,
+    cutoff: float,
+    temp_cutoff: float,
+    workbook_pattern: re.Pattern[str],
+    temps: bool,
+) -> FileKind | None:
     if not stat.S_ISREG(info.st_mode):
         return None  # symlinks, folders, sockets...: never ours to delete
-    if EXPORT_FILE_PATTERN.match(name):
+    if workbook_pattern.match(name):
         return "workbook" if info.st_mtime < cutoff else None
-    if TEMP_FILE_PATTERN.match(name):
+    if temps and TEMP_FILE_PATTERN.match(name):
         return "temp" if info.st_mtime < temp_cutoff else None
     return None
 
 
-def _remove_empty_folder(root_fd: int, name: str, folder_fd: int, marker: bytes) -> bool:
+def _remove_empty_folder(root_fd: int, name: str, folder_fd: int, marker: bytes | None) -> bool:
     """Remove the marker and the folder; if an export wrote into it meanwhile, put the marker back."""
     with os.scandir(folder_fd) as entries:
-        if any(entry.name != FOLDER_MARKER for entry in entries):
-            return False
-    try:
-        os.unlink(FOLDER_MARKER, dir_fd=folder_fd)
-    except FileNotFoundError:
-        pass
+        if any(marker is None or entry.name != FOLDER_MARKER for entry in entries):
+            return False  # without a marker of ours, any entry (an adopting export's marker too) keeps it
+    if marker is not None:
+        try:
+            os.unlink(FOLDER_MARKER, dir_fd=folder_fd)
+        except FileNotFoundError:
+            pass
     try:
         os.rmdir(name, dir_fd=root_fd)
         return True
     except OSError as error:
         if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
             raise
+    if marker is None:
+        return False  # an export adopted it meanwhile: its marker is in place
     # An export created a file between our check and rmdir: the folder stays, and so must its owner.
     try:
         fd = os.open(
