@@ -149,17 +149,20 @@ def _claim(folder: Path, workspace_id: str) -> bool:
     return True
 
 
-def _adopt(folder: Path, workspace_id: str) -> bool:
+def _adopt(folder: Path, workspace_id: str) -> bool | None:
     """Take over an unmarked folder with content (the original service's): 0700, then the marker.
 
     Both through a descriptor opened with O_NOFOLLOW, so a folder swapped for a
-    symlink meanwhile is refused instead of followed.
+    symlink meanwhile is refused instead of followed. None: the folder is gone
+    (cleanup removed it after deleting its last old workbook).
     """
     try:
         folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
     except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-            return False  # gone or replaced meanwhile: not this folder
+        if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+            return False  # replaced by a file or a symlink meanwhile: not this folder
         raise
     try:
         os.fchmod(folder_fd, 0o700)  # its workbooks hold personal data
@@ -198,9 +201,18 @@ def _owned_or_claimed(folder: Path, workspace_id: str, adopt: bool = False) -> b
     if marker is not None:
         return marker == workspace_id
     # No marker: an empty folder can be claimed; one with content only adopted when allowed.
-    if any(os.scandir(folder)):
-        return adopt and _adopt(folder, workspace_id)
-    return _claim(folder, workspace_id)
+    try:
+        with os.scandir(folder) as entries:
+            has_content = any(entries)
+    except FileNotFoundError:
+        return _owned_or_claimed(folder, workspace_id, adopt)  # removed meanwhile: the name is free again
+    if not has_content:
+        return _claim(folder, workspace_id)
+    if not adopt:
+        return False
+    adopted = _adopt(folder, workspace_id)
+    # Removed meanwhile (cleanup emptied it): the name is free again, so take it as a new folder.
+    return _owned_or_claimed(folder, workspace_id, adopt) if adopted is None else adopted
 
 
 def unclaimed_folders(export_dir: Path, slugs: Iterable[str]) -> list[str]:
