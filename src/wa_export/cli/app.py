@@ -249,7 +249,8 @@ def logs(
 @app.command("test-email")
 def test_email(
     workspace: Annotated[
-        str | None, typer.Option("--workspace", "-w", help="Send to this workspace's WORKSPACE_<ID>_EMAIL.")
+        str | None,
+        typer.Option("--workspace", "-w", help="Send to this workspace's addresses, as an export finds them."),
     ] = None,
     to: Annotated[
         list[str] | None, typer.Option("--to", help="Send to this address (wins over --workspace); repeatable.")
@@ -260,7 +261,8 @@ def test_email(
     """Send a test email with a tiny sample workbook through the configured SMTP server.
 
     On failure it names the step that failed (connect, tls, auth, recipient,
-    domain) and what to do, and exits 1. MongoDB is not needed.
+    domain) and what to do, and exits 1. MongoDB is read only when the workspace's
+    addresses come from EXPORT_RECIPIENTS_FIELD.
     """
     from wa_export.commands import test_email as testmail
     def body(settings: Settings, output: Output) -> int:
@@ -279,7 +281,7 @@ def health(
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
-    """Check MongoDB, SMTP, EXPORT_DIR, workspace addresses, indexes and that scheduled runs happen.
+    """Check MongoDB, SMTP, EXPORT_DIR, workspace addresses and folders, indexes and that scheduled runs happen.
 
     One line per check (ok / warning / failed) with the reason. Exit 1 if any check
     failed, including an unreachable MongoDB. Records a health_check event.

@@ -93,7 +93,7 @@ def resolve_recipients(settings: Settings, workspace_id: str | None, to: Sequenc
             raise TestEmailUsage(str(error)) from None
     if workspace_id is None:
         raise TestEmailUsage(
-            "Say where to send the test: --to ADDRESS, or --workspace ID to use that workspace's WORKSPACE_<ID>_EMAIL."
+            "Say where to send the test: --to ADDRESS, or --workspace ID to use that workspace's configured addresses."
         )
     recipients = from_environment(workspace_id, settings)
     if recipients is None and settings.export_recipients_field:
