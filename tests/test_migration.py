@@ -17,7 +17,6 @@ from pathlib import Path
 
 from helpers import mailed_contents, parse_json
 from seeding import add_chat, add_messages, add_workspace, utcnow
-
 from wa_export.workbook import naming
 from wa_export.workbook.naming import (
     FOLDER_MARKER,

@@ -258,9 +258,9 @@ def _clean_folder(
                     continue
             result.files.append(item)
         # An unmarked folder is removed only when this cleanup emptied it.
-        if remaining == 0 and (marker is not None or len(result.files) > found):
-            if dry_run or _remove_empty_folder(root_fd, name, folder_fd, marker):
-                result.folders_removed.append(str(folder))
+        emptied = remaining == 0 and (marker is not None or len(result.files) > found)
+        if emptied and (dry_run or _remove_empty_folder(root_fd, name, folder_fd, marker)):
+            result.folders_removed.append(str(folder))
     finally:
         os.close(folder_fd)
 

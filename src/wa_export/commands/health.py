@@ -17,46 +17,31 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pymongo.errors import PyMongoError
 
 from wa_export.clock import utc_now
+from wa_export.commands.check import Check, CheckStatus, named
+from wa_export.commands.workspace_checks import check_export_folders, check_workspace_addresses
 from wa_export.errors import ExitCode, MongoUnavailable
 from wa_export.mail.errors import MailError
 from wa_export.mail.message import check_sendable
 from wa_export.mail.sender import MailSender
 from wa_export.mail.transport import tls_mode
-from wa_export.recipients import SOURCE_LABELS, RecipientSource, recipients_for
 from wa_export.redaction import redact
 from wa_export.settings import Settings
 from wa_export.store.connection import (
     SERVICE_NAME,
     Store,
-    Workspace,
     describe_mongo_error,
 )
 from wa_export.units import format_bytes
-from wa_export.workbook.naming import FOLDER_MARKER, slugify, unclaimed_folders
-
-CheckStatus = Literal["ok", "warning", "failed", "skipped"]
 
 # Free space below either threshold is a warning: a full disk fails every export.
 MIN_FREE_BYTES = 1024**3
 MIN_FREE_FRACTION = 0.05
 FAILED_EXPORTS_LOOKBACK = timedelta(hours=24)
-NAMES_SHOWN = 10  # longer lists are cut in the reason; `details` (and --json) has them all
-
-
-@dataclass
-class Check:
-    name: str
-    status: CheckStatus
-    reason: str
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "status": self.status, "reason": self.reason, "details": self.details}
 
 
 @dataclass
@@ -114,11 +99,6 @@ def _ago(delta: timedelta) -> str:
     if hours < 48:
         return f"{hours} h {minutes} min ago"
     return f"{hours // 24} days ago"
-
-
-def _named(items: list[str]) -> str:
-    shown = ", ".join(items[:NAMES_SHOWN])
-    return shown + (f" and {len(items) - NAMES_SHOWN} more" if len(items) > NAMES_SHOWN else "")
 
 
 def index_command(collection: str, keys: list[tuple[str, int]]) -> str:
@@ -199,108 +179,6 @@ def check_export_dir(export_dir: Path) -> Check:
 
 
 # --------------------------------------------------------------------------- checks with MongoDB
-
-
-def _label(workspace: Workspace) -> str:
-    return f"{workspace.name or '(unnamed)'} ({workspace.id})"
-
-
-def check_workspace_addresses(store: Store, settings: Settings) -> Check:
-    active = store.active_workspaces()
-    if not active:
-        return Check("workspace_addresses", "warning",
-                     f"No active workspaces in database {settings.mongodb_database!r}; check MONGODB_DATABASE.")
-    recipients = {w.id: recipients_for(w, settings) for w in active}
-    missing = [w for w in active if recipients[w.id].source == "none"]
-    refused = [w for w in active if recipients[w.id].problem]
-    active_ids = {w.id for w in active}
-    unused = sorted(i for i in settings.workspace_emails if i not in active_ids)
-    listed: tuple[RecipientSource, ...] = ("environment", "database", "none")
-    sources = {source: sum(1 for r in recipients.values() if r.source == source) for source in listed}
-    details = {
-        "active": len(active),
-        "sources": sources,
-        "workspaces": [{"id": w.id, "name": w.name, **recipients[w.id].as_dict()} for w in active],
-        "missing": [{"id": w.id, "name": w.name} for w in missing],
-        "refused": [{"id": w.id, "name": w.name, "problem": recipients[w.id].problem} for w in refused],
-        "configured_for_unknown_or_inactive": unused,
-    }
-    where = ", ".join(
-        f"{count} from the {SOURCE_LABELS[source]}"
-        + (f" {settings.export_recipients_field}" if source == "database" else " WORKSPACE_<ID>_EMAIL")
-        for source, count in sources.items() if count and source != "none"
-    )
-    problems = []
-    if missing:
-        problems.append(
-            f"{len(missing)} of {len(active)} active workspaces have no address and are not exported: "
-            f"{_named([_label(w) for w in missing])}; "
-            + "set WORKSPACE_<ID>_EMAIL"
-            + (f" or their {settings.export_recipients_field} field" if settings.export_recipients_field else "")
-            + " for each"
-        )
-    if refused:
-        first = recipients[refused[0].id].problem
-        problems.append(
-            f"{len(refused)} workspaces have refused addresses and fail every export: "
-            f"{_named([_label(w) for w in refused])} (first: {first})"
-        )
-    if problems:
-        return Check("workspace_addresses", "failed",
-                     "; ".join(problems) + (f"; addresses of the others: {where}" if where else "") + ".", details)
-    if unused:
-        return Check("workspace_addresses", "warning",
-                     f"All {len(active)} active workspaces have an address ({where}), but WORKSPACE_<ID>_EMAIL is "
-                     f"set for ids that are no active workspace (typo?): {_named(unused)}.", details)
-    return Check("workspace_addresses", "ok", f"All {len(active)} active workspaces have an address ({where}).",
-                 details)
-
-
-def check_export_folders(store: Store, settings: Settings) -> Check:
-    """Folders without an owner marker (the original service's) that an export would adopt, or could not."""
-    by_slug: dict[str, list[Workspace]] = {}
-    for workspace in store.active_workspaces():
-        by_slug.setdefault(slugify(workspace.name, workspace.id), []).append(workspace)
-    try:
-        unclaimed = unclaimed_folders(settings.export_dir, by_slug)
-    except OSError as error:
-        return Check("export_folders", "warning",
-                     f"Cannot inspect the folders in {settings.export_dir} ({error.strerror or error}); "
-                     "make EXPORT_DIR readable by the user that runs wa-export.")
-    contested = [slug for slug in unclaimed if len(by_slug[slug]) > 1]
-    adoptable = [slug for slug in unclaimed if len(by_slug[slug]) == 1]
-    details = {
-        "contested": [
-            {"folder": str(settings.export_dir / slug),
-             "workspaces": [{"id": w.id, "name": w.name} for w in by_slug[slug]]}
-            for slug in contested
-        ],
-        "to_adopt": [
-            {"folder": str(settings.export_dir / slug), "workspace": {"id": by_slug[slug][0].id,
-                                                                      "name": by_slug[slug][0].name}}
-            for slug in adoptable
-        ],
-    }
-    adopt_note = (
-        f"{len(adoptable)} folders without an owner marker will be adopted by their workspace on its next export: "
-        + _named([f"{slug}/ by {_label(by_slug[slug][0])}" for slug in adoptable])
-        if adoptable else ""
-    )
-    if contested:
-        slug = contested[0]
-        reason = (
-            f"{len(contested)} folders without an owner marker are adopted by nobody because several active "
-            f"workspaces have their name: {_named([f'{s}/' for s in contested])}; "
-            f"{settings.export_dir / slug} could belong to {_named([_label(w) for w in by_slug[slug]])}, so each "
-            f"exports into its own {slug}_<id> folder; to give the folder to one of them, write that workspace's "
-            f"id into {settings.export_dir / slug / FOLDER_MARKER}"
-        )
-        return Check("export_folders", "warning", reason + (f"; {adopt_note}" if adopt_note else "") + ".",
-                     details)
-    if adopt_note:
-        return Check("export_folders", "ok", adopt_note + ".", details)
-    return Check("export_folders", "ok", "Every workspace folder in EXPORT_DIR has its owner marker or is new.",
-                 details)
 
 
 def check_indexes(store: Store) -> Check:
@@ -404,9 +282,9 @@ def check_failed_exports(store: Store, settings: Settings, now: datetime) -> Che
     if still:
         last_error = still[0]["last_error"]
         reason = (
-            f"{total} failed exports in the last 24 hours; still failing: {_named([label(e) for e in still])}"
+            f"{total} failed exports in the last 24 hours; still failing: {named([label(e) for e in still])}"
             + (f"; last error of {still[0]['name'] or still[0]['id']}: {last_error}" if last_error else "")
-            + ("" if not recovered else f"; recovered since: {_named([label(e) for e in recovered])}")
+            + ("" if not recovered else f"; recovered since: {named([label(e) for e in recovered])}")
             + ". `wa-export logs --status failed` shows every error."
         )
         return Check("failed_exports", "failed", reason, details)
@@ -414,7 +292,7 @@ def check_failed_exports(store: Store, settings: Settings, now: datetime) -> Che
         "failed_exports",
         "warning",
         f"{total} failed exports in the last 24 hours, all delivered by a later run: "
-        f"{_named([label(e) for e in recovered])}.",
+        f"{named([label(e) for e in recovered])}.",
         details,
     )
 
