@@ -16,6 +16,7 @@ from pymongo import MongoClient, monitoring
 
 from helpers import mailed_contents, parse_json
 from seeding import add_chat, add_messages, add_workspace, utcnow
+from servers import free_port
 from wa_export.export.run import ExportRequest, run_export
 from wa_export.recipients import recipients_for
 from wa_export.settings import load_settings
@@ -167,6 +168,21 @@ def test_test_email_uses_the_workspace_field(mongo_db, make_env, cli, smtp_serve
     mongo_db.workspaces.update_one({"_id": workspace_id}, {"$unset": {FIELD: ""}})
     missing = cli(["test-email", "--workspace", str(workspace_id)], env=env)
     assert missing.returncode == 2 and FIELD in missing.stderr and f"WORKSPACE_{workspace_id}_EMAIL" in missing.stderr
+
+
+def test_test_email_reads_mongodb_only_for_addresses_in_the_database(make_env, cli, smtp_server):
+    workspace = "65a1b2c3d4e5f60718293a4b"
+    down = {"EXPORT_RECIPIENTS_FIELD": FIELD, "MONGODB_URI": f"mongodb://127.0.0.1:{free_port()}",
+            "MONGODB_TIMEOUT_SECONDS": "1"}
+    from_env = cli(["test-email", "--workspace", workspace],
+                   env=make_env(**down, **{f"WORKSPACE_{workspace}_EMAIL": "ops@acme.test"}))
+    assert from_env.returncode == 0, from_env.stdout + from_env.stderr
+    assert [mail.rcpt_tos for mail in smtp_server.messages] == [["ops@acme.test"]]
+    from_db = cli(["test-email", "--workspace", workspace], env=make_env(**down))
+    assert from_db.returncode == 3, from_db.stdout + from_db.stderr
+    [line] = from_db.stderr.strip().splitlines()
+    assert "MongoDB is unreachable" in line and "Traceback" not in from_db.stderr
+    assert len(smtp_server.messages) == 1
 
 
 @pytest.mark.parametrize("value", ["settings..email", "$where", "settings.$x", "a b", "name.first", "status"])
