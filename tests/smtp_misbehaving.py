@@ -5,8 +5,8 @@ that keeps a reply going forever (``250-`` continuation lines every second),
 one that goes silent, and one that hangs up. `MisbehavingSmtpServer` speaks
 plain SMTP (no TLS: use SMTP_SECURITY=none) with optional AUTH PLAIN/LOGIN and
 does one of those at the greeting, after EHLO, after AUTH or after the DATA
-payload. It can also echo the client's AUTH blob in its 535 reply, as some
-servers do. Every loop is bounded (`max_misbehave_seconds`) and stops with
+payload. It can also echo the client's AUTH blobs (base64, with or without
+padding) in its 535 reply, as some servers do. Every loop is bounded (`max_misbehave_seconds`) and stops with
 `stop()`, so a broken client cannot keep a test process busy.
 """
 
@@ -57,6 +57,7 @@ class MisbehavingSmtpServer:
         username: str = "",
         password: str = "",
         echo_auth_blob: bool = False,
+        echo_without_padding: bool = False,
         max_misbehave_seconds: float = 120.0,
     ) -> None:
         self.point = point
@@ -67,6 +68,7 @@ class MisbehavingSmtpServer:
         self.username = username
         self.password = password
         self.echo_auth_blob = echo_auth_blob
+        self.echo_without_padding = echo_without_padding
         self.max_misbehave_seconds = max_misbehave_seconds
         self.host = "127.0.0.1"
         self.connections = 0
@@ -238,6 +240,8 @@ class MisbehavingSmtpServer:
         if user == self.username and secret == self.password:
             self._send(session, "235 2.7.0 Authentication successful")
         elif self.echo_auth_blob:
+            if self.echo_without_padding:
+                echoed = " ".join(part.rstrip("=") for part in echoed.split(" "))
             self._send(session, f"535 5.7.8 Authentication credentials invalid: {echoed}")
         else:
             self._send(session, "535 5.7.8 Authentication credentials invalid")
