@@ -3,9 +3,11 @@
 aiosmtpd always answers properly; the failures that hang a client are a server
 that keeps a reply going forever (``250-`` continuation lines every second),
 one that goes silent, and one that hangs up. `MisbehavingSmtpServer` speaks
-plain SMTP (no TLS: use SMTP_SECURITY=none) with optional AUTH PLAIN/LOGIN and
+SMTP in plain text, with STARTTLS or with implicit TLS (a trustme CA; `env()`
+gives the matching SMTP_* settings), with optional AUTH PLAIN/LOGIN, and
 does one of those at the greeting, after EHLO, after AUTH or after the DATA
-payload. It can also echo the client's AUTH blobs (base64, with or without
+payload; or it says yes to STARTTLS and then never takes part in the TLS
+handshake. It can also echo the client's AUTH blobs (base64, with or without
 padding) in its 535 reply, as some servers do. Every loop is bounded (`max_misbehave_seconds`) and stops with
 `stop()`, so a broken client cannot keep a test process busy.
 """
@@ -15,15 +17,21 @@ from __future__ import annotations
 import base64
 import select
 import socket
+import ssl
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Self
 
-Point = Literal["greeting", "ehlo", "auth", "data"]
+import trustme
+
+Point = Literal["greeting", "ehlo", "starttls", "auth", "data"]
 Behaviour = Literal["trickle", "stall", "drop"]
+Security = Literal["none", "starttls", "ssl"]
 
 
 @dataclass
@@ -59,6 +67,7 @@ class MisbehavingSmtpServer:
         echo_auth_blob: bool = False,
         echo_without_padding: bool = False,
         max_misbehave_seconds: float = 120.0,
+        tls: Security = "none",
     ) -> None:
         self.point = point
         self.behaviour = behaviour
@@ -70,7 +79,12 @@ class MisbehavingSmtpServer:
         self.echo_auth_blob = echo_auth_blob
         self.echo_without_padding = echo_without_padding
         self.max_misbehave_seconds = max_misbehave_seconds
+        self.tls = tls
         self.host = "127.0.0.1"
+        self._ca: trustme.CA | None = None
+        self._server_context: ssl.SSLContext | None = None
+        self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
+        self.ca_cert_path: Path | None = None
         self.connections = 0
         self.commands: list[str] = []  # verbs, in arrival order
         self.messages: list[bytes] = []  # payloads answered with 250
@@ -90,6 +104,13 @@ class MisbehavingSmtpServer:
         return int(self._listener.getsockname()[1])
 
     def start(self) -> Self:
+        if self.tls != "none":
+            self._ca = trustme.CA()
+            self._server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self._ca.issue_cert(self.host).configure_cert(self._server_context)
+            self._tmpdir = tempfile.TemporaryDirectory(prefix="misbehaving-smtp-")
+            self.ca_cert_path = Path(self._tmpdir.name) / "ca.pem"
+            self._ca.cert_pem.write_to_path(str(self.ca_cert_path))
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((self.host, 0))
@@ -109,6 +130,8 @@ class MisbehavingSmtpServer:
             _close(self._listener)
         for thread in self._threads:
             thread.join(timeout=5)
+        if self._tmpdir is not None:
+            self._tmpdir.cleanup()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -121,10 +144,10 @@ class MisbehavingSmtpServer:
         return {
             "SMTP_SERVER": self.host,
             "SMTP_PORT": str(self.port),
-            "SMTP_SECURITY": "none",
+            "SMTP_SECURITY": self.tls,
             "SMTP_USERNAME": self.username if self.auth_mechanisms else "",
             "SMTP_PASSWORD": self.password if self.auth_mechanisms else "",
-            "SMTP_CA_FILE": "",
+            "SMTP_CA_FILE": str(self.ca_cert_path or ""),
         }
 
     def _spawn(self, target: object, *args: object) -> None:
@@ -151,9 +174,11 @@ class MisbehavingSmtpServer:
 
     def _serve(self, session: _Session) -> None:
         try:
-            if self._misbehaves_at("greeting"):
+            if self._misbehaves_at("greeting"):  # with implicit TLS: before the handshake
                 self._misbehave(session, "greeting", "220")
                 return
+            if self.tls == "ssl":
+                session.sock = self._wrap(session.sock)
             self._send(session, "220 misbehaving.test ESMTP ready")
             while not self._stopped.is_set():
                 line = self._read_line(session)
@@ -179,12 +204,25 @@ class MisbehavingSmtpServer:
             lines = ["misbehaving.test", "SIZE 52428800", "8BITMIME"]
             if self.auth_mechanisms:
                 lines.append("AUTH " + " ".join(self.auth_mechanisms))
+            if self.point == "starttls" or (self.tls == "starttls" and not isinstance(session.sock, ssl.SSLSocket)):
+                lines.append("STARTTLS")
             lines.append("HELP")
             self._send(session, "\r\n".join(f"250-{text}" for text in lines[:-1]) + f"\r\n250 {lines[-1]}")
         elif verb == "HELO":
             self._send(session, "250 misbehaving.test")
         elif verb == "AUTH":
             return self._auth(session, argument)
+        elif verb == "STARTTLS":
+            if not self._misbehaves_at("starttls"):
+                if self.tls != "starttls":
+                    self._send(session, "454 4.7.0 TLS not available")
+                    return True
+                self._send(session, "220 2.0.0 Ready to start TLS")
+                session.sock, session.buffer = self._wrap(session.sock), b""
+                return True
+            self._send(session, "220 2.0.0 Ready to start TLS")
+            self._misbehave(session, "starttls", "220")  # the handshake never gets an answer
+            return False
         elif verb in ("MAIL", "RSET", "NOOP"):
             if verb == "MAIL":
                 session.mail_from, session.rcpt_tos = argument, []
@@ -294,6 +332,13 @@ class MisbehavingSmtpServer:
             return True
 
     # --- plain I/O ---------------------------------------------------------------
+
+    def _wrap(self, sock: socket.socket) -> ssl.SSLSocket:
+        assert self._server_context is not None
+        tls = self._server_context.wrap_socket(sock, server_side=True)
+        with self._lock:
+            self._clients.append(tls)
+        return tls
 
     def _send(self, session: _Session, text: str) -> None:
         session.sock.sendall(text.encode() + b"\r\n")

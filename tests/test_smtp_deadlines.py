@@ -36,6 +36,10 @@ from smtp_misbehaving import MisbehavingSmtpServer, Point
 
 from wa_export.demo.servers import free_port
 from wa_export.mail.deadline import STOP_GRACE_SECONDS
+from wa_export.mail.errors import MailError
+from wa_export.mail.message import OutgoingMail
+from wa_export.mail.sender import MailSender
+from wa_export.settings import load_settings
 
 TIMEOUT = 3  # SMTP_TIMEOUT_SECONDS in these tests
 HANG_BOUND = 3 * TIMEOUT + 15  # seconds: "ends within about 3 x SMTP_TIMEOUT_SECONDS", generously
@@ -279,3 +283,45 @@ def test_a_short_password_does_not_garble_ordinary_words(env, tmp_path):
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"Cannot connect to SMTP server 127.0.0.1:{port} (Connection refused)" in result.stderr, result.stderr
     assert "***" not in result.stderr
+
+
+# --- the deadline reaches through TLS ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("security", "point", "waited_for"), [
+    ("starttls", "starttls", "the reply to STARTTLS and the TLS handshake"),
+    ("ssl", "greeting", "the TLS handshake and the greeting"),
+])
+def test_a_stalled_tls_handshake_ends_at_the_deadline(security, point, waited_for, tmp_path, monkeypatch):
+    """TLS replaces the socket object mid-session; the watchdog must still reach the connection."""
+    monkeypatch.chdir(tmp_path)
+    with MisbehavingSmtpServer(point, "stall") as server:
+        settings = load_settings(environ={"SMTP_SERVER": server.host, "SMTP_PORT": str(server.port),
+                                          "SMTP_SECURITY": security, "SMTP_FROM": "exports@tls.test",
+                                          "SMTP_TIMEOUT_SECONDS": "1"})
+        started = time.monotonic()
+        with MailSender(settings) as sender, pytest.raises(MailError) as caught:
+            sender.verify_login()
+        elapsed = time.monotonic() - started
+    assert elapsed < 3 * 1 + 15, f"verify_login took {elapsed:.1f} s"
+    assert caught.value.step == "tls"
+    assert f"within SMTP_TIMEOUT_SECONDS (1 s): timed out waiting for {waited_for}" in str(caught.value)
+    [misbehaviour] = server.misbehaviours
+    assert misbehaviour.client_left_after is not None, "the client never hung up"
+
+
+@pytest.mark.parametrize("security", ["starttls", "ssl"])
+def test_a_reply_trickling_over_tls_is_cut_at_the_deadline(security, tmp_path, monkeypatch):
+    """Over TLS the socket smtplib reads is a wrapper of the one first connected; the cut must reach it."""
+    monkeypatch.chdir(tmp_path)
+    with MisbehavingSmtpServer("data", "trickle", interval=0.3, tls=security, max_misbehave_seconds=30) as server:
+        settings = load_settings(environ={**server.env(), "SMTP_FROM": "exports@tls.test", "SMTP_TIMEOUT_SECONDS": "2"})
+        started = time.monotonic()
+        with MailSender(settings) as sender, pytest.raises(MailError) as caught:
+            sender.send(OutgoingMail(to=("ops@tls.test",), subject="s", body="b"))
+        elapsed = time.monotonic() - started
+    assert elapsed < 3 * 2 + 15, f"send took {elapsed:.1f} s (the server gives up trickling after 30 s)"
+    assert caught.value.step == "timeout", caught.value
+    assert "timed out waiting for the server's reply to the message" in str(caught.value)
+    assert server.payloads_received == 1 and server.messages == []
+    assert server.misbehaviours[0].client_left_after is not None
