@@ -109,7 +109,7 @@ class SmtpDeadline:
         self.what = what
         self.step: MailStep = step
         self.waiting_for = waiting_for
-        self.may_have_delivered = False  # set once the whole message was handed to the server
+        self.may_have_delivered = False  # set once the server asked for the message (354): it may accept it
         self.expired: Expiry | None = None
         self.seconds = settings.smtp_timeout_seconds
         self._started = 0.0
