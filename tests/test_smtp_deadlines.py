@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pymongo.database import Database
+
 from faultkit import (
     SMTP_PASSWORD,
     SMTP_USER,
@@ -30,11 +32,9 @@ from faultkit import (
     watermark,
 )
 from helpers import parse_json
-from pymongo.database import Database
 from seeding import cli_executable, run_cli
 from smtp_misbehaving import MisbehavingSmtpServer, Point
-
-from wa_export.demo.servers import free_port
+from wa_export.demo.loopback import free_port
 from wa_export.mail.deadline import STOP_GRACE_SECONDS
 from wa_export.mail.errors import MailError
 from wa_export.mail.message import OutgoingMail

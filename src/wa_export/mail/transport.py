@@ -30,6 +30,10 @@ moment it is connected, before any TLS handshake or greeting.
 This module is the only one that relies on yagmail's and smtplib's internals
 (`yagmail.SMTP` attributes, `smtplib.SMTP.sock`/`_get_socket`/`_host`/`getreply`);
 the tested yagmail range is pinned in pyproject.toml.
+
+Why this module is long: keeping every use of those internals in one module
+(the rest of mail/ uses none) means the whole SMTP conversation lives here,
+each step with its deadline phase and its own one-sentence failure.
 """
 
 from __future__ import annotations
@@ -140,7 +144,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
     send after a disconnect (a possible duplicate) before returning False.
     """
 
-    smtp: smtplib.SMTP | None  # yagmail's attribute: the open connection, None once closed
+    smtp: _Guarded | None  # yagmail's attribute: the open connection, None once closed
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -197,7 +201,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
 
                 connection.on_connected = connected  # type: ignore[method-assign]
                 self._open(connection, context, deadline)
-                self.smtp: _Guarded | None = connection
+                self.smtp = connection
                 self.is_closed = False
                 if not self.smtp_skip_login:
                     deadline.at("the reply to the login (AUTH)", step="auth")
