@@ -21,7 +21,7 @@ from pymongo.uri_parser import parse_userinfo, split_hosts, split_options
 
 from wa_export.addresses import EMAIL_ADDRESS, parse_address_list
 from wa_export.errors import ConfigError
-from wa_export.redaction import redact
+from wa_export.redaction import redact, smtp_auth_forms
 
 SmtpSecurity = Literal["auto", "ssl", "starttls", "none"]
 
@@ -61,6 +61,8 @@ class Settings:
 
     def __post_init__(self) -> None:
         found = [self.smtp_password or "", *_uri_secrets(self.mongodb_uri)]
+        # A server may echo the AUTH exchange (base64) in its refusal.
+        found += smtp_auth_forms(self.smtp_username or "", self.smtp_password or "")
         object.__setattr__(self, "_secrets", tuple(dict.fromkeys(secret for secret in found if secret)))
 
     @property

@@ -37,6 +37,7 @@ from wa_export.commands import logs as logs_command
 from wa_export.commands import stats as stats_command
 from wa_export.errors import ExitCode, WaExportError
 from wa_export.export import request as export_request
+from wa_export.mail import deadline as mail_deadline
 from wa_export.redaction import redact
 from wa_export.settings import Settings, load_settings
 
@@ -102,11 +103,12 @@ def _run(json_output: bool, env_file: Path | None, body: Callable[[Settings, Out
 
 @contextmanager
 def _stop_on_sigterm() -> Iterator[threading.Event]:
-    """SIGTERM (systemd stop, kill) lets the current workspace finish, then stops the run."""
+    """SIGTERM (systemd stop, kill) stops the run after the current workspace; its SMTP steps get a short grace."""
     stop = threading.Event()
 
     def request_stop(signum: int, frame: Any) -> None:
         stop.set()
+        mail_deadline.stop_sends()
 
     previous = signal.signal(signal.SIGTERM, request_stop)
     try:

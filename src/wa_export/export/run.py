@@ -26,7 +26,7 @@ from wa_export.errors import ExitCode, MongoUnavailable, SmtpNotConfigured
 from wa_export.export.rows import RowStats, message_rows
 from wa_export.export.status import STATUSES
 from wa_export.export.workers import slot_share
-from wa_export.mail.errors import MailError
+from wa_export.mail.errors import RUN_FATAL_STEPS, MailError
 from wa_export.mail.message import OutgoingMail, check_sendable, single_line_or
 from wa_export.mail.sender import MailSender
 from wa_export.recipients import Recipients, missing_hint, option_recipients, recipients_for
@@ -56,7 +56,7 @@ from wa_export.workbook.writer import WorkbookWriter
 
 Trigger = Literal["scheduled", "manual"]
 ORPHANS_NOT_COUNTED = "orphaned messages not counted (create the index {timestamp: 1} on messages to count them)"
-RUN_FATAL_MAIL_STEPS = frozenset({"config", "connect", "tls", "auth"})
+RUN_FATAL_MAIL_STEPS = RUN_FATAL_STEPS  # the mail package decides which failures end a run's sending
 Outcome = Literal["completed", "no_messages", "skipped", "failed", "written", "dry_run"]
 
 

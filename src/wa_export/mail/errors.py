@@ -10,7 +10,16 @@ from typing import Literal
 from wa_export.redaction import redact
 from wa_export.settings import Settings
 
-MailStep = Literal["config", "domain", "connect", "tls", "auth", "recipient", "data", "size"]
+MailStep = Literal[
+    "config", "domain", "connect", "tls", "auth", "recipient", "data", "size", "timeout", "stopped"
+]
+
+# Failures that would repeat for every later email of the run, so a run stops
+# sending after the first one: the server cannot be reached, secured or logged
+# into, or it let a message transaction run out of SMTP_TIMEOUT_SECONDS (a
+# server that stalls after DATA would otherwise cost one full timeout per
+# workspace), or the run was asked to stop.
+RUN_FATAL_STEPS: frozenset[MailStep] = frozenset({"config", "connect", "tls", "auth", "timeout", "stopped"})
 
 
 class MailError(Exception):

@@ -12,7 +12,7 @@ from wa_export.mail.message import (
     check_recipients,
     check_sendable,
 )
-from wa_export.mail.transport import DroppedBeforeData, YagmailConnection, close_quietly
+from wa_export.mail.transport import DroppedBeforeData, YagmailConnection
 from wa_export.settings import Settings
 
 
@@ -99,7 +99,6 @@ class MailSender:
 
     def _discard(self) -> None:
         client, self._client = self._client, None
-        if client is not None and client.smtp is not None:
-            close_quietly(client.smtp)
-            client.is_closed = True
+        if client is not None:
+            client.discard()
 

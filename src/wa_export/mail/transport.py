@@ -22,9 +22,18 @@ retry, all recipients accepted or nothing sent). The MIME message is built in
 mail/message.py with the standard library; mail/sender.py reuses one
 connection for every mail of a run.
 
+smtplib's timeout bounds each read, not a step, so every step here (session
+setup, message transaction, NOOP, QUIT) also runs under an overall deadline
+(mail/deadline.py); `_GuardedSMTP` hands the deadline's cutter the socket the
+moment it is connected, before any TLS handshake or greeting.
+
 This module is the only one that relies on yagmail's and smtplib's internals
-(`yagmail.SMTP` attributes, `smtplib.SMTP.sock`/`getreply`); the tested yagmail
-range is pinned in pyproject.toml.
+(`yagmail.SMTP` attributes, `smtplib.SMTP.sock`/`_get_socket`/`_host`/`getreply`);
+the tested yagmail range is pinned in pyproject.toml.
+
+Why this module is long: keeping every use of those internals in one module
+(the rest of mail/ uses none) means the whole SMTP conversation lives here,
+each step with its deadline phase and its own one-sentence failure.
 """
 
 from __future__ import annotations
@@ -37,6 +46,12 @@ from typing import Any, Literal
 
 import yagmail
 
+from wa_export.mail.deadline import (
+    WAITING_FOR_CONNECTION,
+    WAITING_FOR_GREETING,
+    SmtpDeadline,
+    SocketCutter,
+)
 from wa_export.mail.errors import MailError, describe_error, mail_error
 from wa_export.settings import Settings
 
@@ -86,6 +101,36 @@ def _ehlo_name(connection: smtplib.SMTP) -> str:
     return f"[IPv6:{address}]" if ":" in address else f"[{address}]"
 
 
+class _Guarded(smtplib.SMTP):
+    """What both guarded clients add: `on_connected(sock)` once TCP is up, `on_reply(code)` per reply."""
+
+    def on_connected(self, sock: socket.socket) -> None:
+        pass
+
+    def on_reply(self, code: int) -> None:
+        pass
+
+    def getreply(self) -> tuple[int, bytes]:
+        code, message = super().getreply()
+        self.on_reply(code)
+        return code, message
+
+
+class _GuardedSMTP(_Guarded):
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        sock: socket.socket = super()._get_socket(host, port, timeout)  # type: ignore[misc]
+        self.on_connected(sock)
+        return sock
+
+
+class _GuardedSMTPSSL(_Guarded, smtplib.SMTP_SSL):
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        # smtplib.SMTP_SSL._get_socket, with the report between connect and TLS handshake (which can stall too).
+        sock = socket.create_connection((host, port), timeout, self.source_address)
+        self.on_connected(sock)
+        return self.context.wrap_socket(sock, server_hostname=self._host)  # type: ignore[attr-defined]
+
+
 class DroppedBeforeData(Exception):
     """The connection went away before DATA was issued: the message was certainly not accepted."""
 
@@ -99,11 +144,12 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
     send after a disconnect (a possible duplicate) before returning False.
     """
 
-    smtp: smtplib.SMTP | None  # yagmail's attribute: the open connection, None once closed
+    smtp: _Guarded | None  # yagmail's attribute: the open connection, None once closed
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.mode = tls_mode(settings)
+        self.cutter = SocketCutter()  # replaced with every new connection
         super().__init__(
             user=settings.smtp_from,  # yagmail's "user" is the From / envelope sender
             password=settings.smtp_password or "",  # never None: None means keyring + prompt
@@ -132,19 +178,51 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
     def _login(self, password: Any) -> None:
         settings = self.settings
         context = _tls_context(settings) if self.mode != "none" else None
+        # local_hostname is a placeholder so smtplib skips socket.getfqdn() (reverse
+        # DNS); the real EHLO name is set in _open, before EHLO is sent. No host
+        # here: connecting happens in _open, under the deadline.
+        connection: _GuardedSMTP | _GuardedSMTPSSL
+        if self.mode == "ssl":
+            connection = _GuardedSMTPSSL(local_hostname="localhost", timeout=settings.smtp_timeout_seconds,
+                                         context=context)
+        else:
+            connection = _GuardedSMTP(local_hostname="localhost", timeout=settings.smtp_timeout_seconds)
+        self.cutter.close()
+        self.cutter = cutter = SocketCutter()
+        try:
+            with SmtpDeadline(settings, cutter, "the session setup (connect, EHLO, STARTTLS, login)",
+                              step="connect", waiting_for=WAITING_FOR_CONNECTION) as deadline:
+
+                def connected(sock: socket.socket) -> None:
+                    cutter.attach(sock)
+                    tls_first = self.mode == "ssl"
+                    deadline.at("the TLS handshake and the greeting" if tls_first else WAITING_FOR_GREETING,
+                                step="tls" if tls_first else "connect")
+
+                connection.on_connected = connected  # type: ignore[method-assign]
+                self._open(connection, context, deadline)
+                self.smtp = connection
+                self.is_closed = False
+                if not self.smtp_skip_login:
+                    deadline.at("the reply to the login (AUTH)", step="auth")
+                    self._authenticate(connection, self.handle_password(settings.smtp_username or "", password))
+        except BaseException:
+            close_quietly(connection)
+            cutter.close()
+            self.smtp = None
+            self.is_closed = True
+            raise
+
+    def _open(self, connection: smtplib.SMTP, context: ssl.SSLContext | None, deadline: SmtpDeadline) -> None:
+        """Connect, read the greeting, EHLO and (for starttls) STARTTLS + EHLO again; raises MailError."""
+        settings = self.settings
         host, port = settings.smtp_server or "", settings.smtp_port
         where = f"{host}:{port}"
-        connection: smtplib.SMTP
+        connection._host = host  # type: ignore[attr-defined]  # TLS server_hostname; smtplib sets it only in __init__
         try:
-            # The constructor connects and reads the greeting (and closes its socket on
-            # failure). local_hostname is a placeholder so smtplib skips socket.getfqdn()
-            # (reverse DNS); the real EHLO name is set below, before EHLO is sent.
-            if self.mode == "ssl":
-                connection = smtplib.SMTP_SSL(
-                    host, port, local_hostname="localhost", timeout=settings.smtp_timeout_seconds, context=context
-                )
-            else:
-                connection = smtplib.SMTP(host, port, local_hostname="localhost", timeout=settings.smtp_timeout_seconds)
+            code, message = connection.connect(host, port)  # TCP, TLS for ssl, then the greeting
+            if code != 220:
+                raise smtplib.SMTPConnectError(code, message)
         except ssl.SSLError as error:
             raise self._tls_failure(
                 error,
@@ -157,45 +235,38 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
             ) from None
         except (OSError, smtplib.SMTPException) as error:
             raise self._unreachable(error) from None
+        deadline.at("the reply to EHLO", step="connect")
+        connection.local_hostname = _ehlo_name(connection)
         try:
-            connection.local_hostname = _ehlo_name(connection)
-            try:
-                connection.ehlo_or_helo_if_needed()
-                if self.mode == "starttls":
-                    if not connection.has_extn("starttls"):
-                        # Never fall back to plaintext: the password and the data would travel in clear.
-                        raise mail_error(
-                            settings,
-                            "tls",
-                            f"The SMTP server {where} does not offer STARTTLS",
-                            "Use the server's TLS port (SMTP_SECURITY=ssl, usually port 465) "
-                            "or, only on a trusted network, SMTP_SECURITY=none.",
-                        )
-                    try:
-                        connection.starttls(context=context)
-                    except ssl.SSLError as error:
-                        raise self._tls_failure(
-                            error, f"STARTTLS with {where}", "Check the server's TLS configuration."
-                        ) from None
-                    except smtplib.SMTPResponseException as error:
-                        raise mail_error(
-                            settings, "tls", f"The SMTP server {where} refused STARTTLS ({describe_error(error)})",
-                            "Check the server's TLS configuration.",
-                        ) from None
-                    connection.ehlo()
-            except MailError:
-                raise
-            except (OSError, smtplib.SMTPException) as error:
-                raise self._unreachable(error) from None
-            self.smtp = connection
-            self.is_closed = False
-            if not self.smtp_skip_login:
-                self._authenticate(connection, self.handle_password(settings.smtp_username or "", password))
-        except BaseException:
-            close_quietly(connection)
-            self.smtp = None
-            self.is_closed = True
+            connection.ehlo_or_helo_if_needed()
+            if self.mode == "starttls":
+                if not connection.has_extn("starttls"):
+                    # Never fall back to plaintext: the password and the data would travel in clear.
+                    raise mail_error(
+                        settings,
+                        "tls",
+                        f"The SMTP server {where} does not offer STARTTLS",
+                        "Use the server's TLS port (SMTP_SECURITY=ssl, usually port 465) "
+                        "or, only on a trusted network, SMTP_SECURITY=none.",
+                    )
+                deadline.at("the reply to STARTTLS and the TLS handshake", step="tls")
+                try:
+                    connection.starttls(context=context)
+                except ssl.SSLError as error:
+                    raise self._tls_failure(
+                        error, f"STARTTLS with {where}", "Check the server's TLS configuration."
+                    ) from None
+                except smtplib.SMTPResponseException as error:
+                    raise mail_error(
+                        settings, "tls", f"The SMTP server {where} refused STARTTLS ({describe_error(error)})",
+                        "Check the server's TLS configuration.",
+                    ) from None
+                deadline.at("the reply to EHLO after STARTTLS", step="tls")
+                connection.ehlo()
+        except MailError:
             raise
+        except (OSError, smtplib.SMTPException) as error:
+            raise self._unreachable(error) from None
 
     def _tls_failure(self, error: ssl.SSLError, what: str, hint: str) -> MailError:
         """An untrusted certificate gets its own sentence; any other TLS failure names the step."""
@@ -256,13 +327,19 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
             raise self._unreachable(error) from None
 
     def _attempt_send(self, recipients: list[str], msg_strings: str | bytes) -> dict[str, Any]:
-        """One SMTP transaction; returns {} on success, raises MailError otherwise.
+        """One SMTP transaction within SMTP_TIMEOUT_SECONDS; returns {} on success, raises MailError otherwise.
 
         Unlike smtplib.sendmail, a refused recipient aborts the transaction (RSET)
         before DATA: nobody receives a mail that counts as failed and is re-sent on
         the next run. Unlike yagmail, a failure is never retried here, because after
-        DATA the server may already have accepted the message.
+        DATA the server may already have accepted the message. A transaction that
+        runs out of time fails with step "timeout" (the run sends nothing more).
         """
+        with SmtpDeadline(self.settings, self.cutter, "the message transaction (MAIL, RCPT, DATA)",
+                          step="timeout", waiting_for="the reply to MAIL FROM") as deadline:
+            return self._transaction(recipients, msg_strings, deadline)
+
+    def _transaction(self, recipients: list[str], msg_strings: str | bytes, deadline: SmtpDeadline) -> dict[str, Any]:
         settings = self.settings
         connection = self.smtp
         if connection is None:  # closed (e.g. by a failed login) before this transaction
@@ -278,6 +355,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                 raise self._sender_refused(code, reply)
             refused: dict[str, str] = {}
             for recipient in recipients:
+                deadline.at("the reply to RCPT TO")
                 code, reply = connection.rcpt(recipient)
                 if code == 421:
                     raise DroppedBeforeData(_reply(code, reply))
@@ -287,6 +365,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
             close_quietly(connection)
             raise DroppedBeforeData(describe_error(error)) from None
         if refused:
+            deadline.at("the reply to RSET")
             _rset_quietly(connection)
             details = "; ".join(f"{address}: {reply}" for address, reply in refused.items())
             raise mail_error(
@@ -296,8 +375,19 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                 "Check the address(es); the mail was sent to nobody and will be retried.",
                 refused=list(refused),
             )
+
+        def after_data_reply(code: int) -> None:
+            if code == 354:  # the message is being handed over: from now on it may be accepted
+                deadline.at("the server's reply to the message")
+                deadline.may_have_delivered = True
+
         try:
-            code, reply = connection.data(payload)
+            deadline.at("the reply to DATA")
+            connection.on_reply = after_data_reply  # type: ignore[method-assign]
+            try:
+                code, reply = connection.data(payload)
+            finally:
+                del connection.on_reply
         except smtplib.SMTPDataError as error:  # no 354: the message itself was not transferred
             _rset_quietly(connection)
             raise self._data_refused(error.smtp_code, error.smtp_error) from None
@@ -336,27 +426,40 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                       "Check the server's logs; the export is retried on the next run.")
 
     def alive(self) -> bool:
-        """True when the open connection still answers (NOOP)."""
-        if self.smtp is None or self.is_closed or self.smtp.sock is None:
+        """True when the open connection still answers (NOOP) within SMTP_TIMEOUT_SECONDS."""
+        if self.smtp is None or self.is_closed or self.smtp.sock is None or self.cutter.is_cut:
             return False
         try:
-            code, _ = self.smtp.noop()
-        except (smtplib.SMTPException, OSError):
+            with SmtpDeadline(self.settings, self.cutter, "the connection check (NOOP)", step="connect",
+                              waiting_for="the reply to NOOP"):
+                code, _ = self.smtp.noop()
+        except (MailError, smtplib.SMTPException, OSError):
             return False
         return code == 250
 
+    def discard(self) -> None:
+        """Drop the connection without QUIT (it is dead or in an unknown state)."""
+        if self.smtp is not None:
+            close_quietly(self.smtp)
+        self.cutter.close()
+        self.is_closed = True
+
     def close(self) -> None:
-        """QUIT, never raising (yagmail's close lets socket errors through)."""
+        """QUIT within SMTP_TIMEOUT_SECONDS, never raising (yagmail's close lets socket errors through)."""
         connection = self.smtp
         self.is_closed = True
         if connection is None:
+            self.cutter.close()
             return
         try:
-            connection.quit()
+            if not self.cutter.is_cut:
+                with SmtpDeadline(self.settings, self.cutter, "QUIT", step="connect", waiting_for="the reply to QUIT"):
+                    connection.quit()
         except Exception:
             pass
         finally:
             close_quietly(connection)
+            self.cutter.close()
 
 
 def close_quietly(connection: smtplib.SMTP) -> None:

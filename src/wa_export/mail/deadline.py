@@ -1,0 +1,195 @@
+"""Overall deadlines for SMTP steps, and the hook that cuts them short on SIGTERM.
+
+smtplib's timeout bounds each socket read, not a step: a server that sends a
+``250-`` continuation line every few seconds keeps one reply, and with it the
+run, going forever (cron runs then pile up). So every step runs under an
+`SmtpDeadline`, a watchdog thread that, once SMTP_TIMEOUT_SECONDS have passed
+since the step began, shuts the connection's socket down (`SocketCutter`). The
+blocked read or write returns at once, and the step fails with the deadline's
+one-sentence MailError, whatever smtplib made of the dead socket.
+
+The steps: the session setup (TCP connect, greeting, EHLO, STARTTLS, AUTH: one
+deadline for all of it), each message transaction (MAIL, RCPT, DATA up to the
+server's final reply), the NOOP that checks a reused connection, and QUIT.
+
+`stop_sends()` is the SIGTERM hook: from then on no step gets more than
+STOP_GRACE_SECONDS (counted from the stop, or from its start if it begins
+later). A grace rather than an immediate cut, because a server that is about to
+say 250 should still be heard: a mail it accepted must not be reported as failed
+and sent again. The hook only assigns a number, takes no lock, and so is safe
+to call from a signal handler.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from types import TracebackType
+from typing import Literal, Self
+
+from wa_export.mail.errors import MailError, MailStep, mail_error
+from wa_export.settings import Settings
+
+STOP_GRACE_SECONDS = 3.0
+# How often a waiting watchdog looks for a stop request (a timeout needs no polling).
+_STOP_POLL_SECONDS = 0.2
+
+# What a session setup waits for before the server said anything (the hint then names the port and SMTP_SECURITY).
+WAITING_FOR_CONNECTION = "the TCP connection"
+WAITING_FOR_GREETING = "the server's greeting"
+
+_stop_requested_at: float | None = None  # time.monotonic() of the first stop_sends()
+
+
+def stop_sends() -> None:
+    """Give every SMTP step in flight, and every later one, at most STOP_GRACE_SECONDS (signal-safe)."""
+    global _stop_requested_at
+    if _stop_requested_at is None:
+        _stop_requested_at = time.monotonic()
+
+
+class SocketCutter:
+    """Shuts one TCP connection down, from any thread.
+
+    It holds a duplicate of the socket's file descriptor: the duplicate still
+    reaches the connection after TLS (implicit or STARTTLS) replaced and
+    detached the original socket object, and shutting it down affects every
+    descriptor of the connection.
+    """
+
+    def __init__(self) -> None:
+        self._handle: socket.socket | None = None
+        self.is_cut = False
+
+    def attach(self, sock: socket.socket) -> None:
+        """Watch `sock` (call right after connecting); cut at once if the deadline already passed."""
+        self.close()
+        self._handle = sock.dup()
+        if self.is_cut:
+            self._shutdown()
+
+    def cut(self) -> None:
+        self.is_cut = True
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        handle = self._handle
+        if handle is None:
+            return
+        try:
+            handle.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed by either side
+
+    def close(self) -> None:
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            handle.close()
+
+
+Expiry = Literal["timeout", "stopped"]
+
+
+class SmtpDeadline:
+    """`with SmtpDeadline(...) as deadline:` runs one SMTP step within SMTP_TIMEOUT_SECONDS.
+
+    `what` names the step for the error ("the session setup"); `waiting_for`
+    and `step` say where inside it the client is (update them with `at()`), so
+    the error names the reply that never came. When the deadline passes, any
+    exception leaving the block becomes the deadline's MailError; a step that
+    completed anyway counts as completed (its reply was read), and the
+    connection, already cut, is then seen as dead by the next step.
+    """
+
+    def __init__(self, settings: Settings, cutter: SocketCutter, what: str, *, step: MailStep,
+                 waiting_for: str) -> None:
+        self.settings = settings
+        self.cutter = cutter
+        self.what = what
+        self.step: MailStep = step
+        self.waiting_for = waiting_for
+        self.may_have_delivered = False  # set once the server asked for the message (354): it may accept it
+        self.expired: Expiry | None = None
+        self.seconds = settings.smtp_timeout_seconds
+        self._started = 0.0
+        self._lock = threading.Lock()
+        self._done = False
+        self._wake = threading.Event()
+        self._watchdog: threading.Thread | None = None
+
+    def at(self, waiting_for: str, step: MailStep | None = None) -> None:
+        self.waiting_for = waiting_for
+        if step is not None:
+            self.step = step
+
+    def __enter__(self) -> Self:
+        self._started = time.monotonic()
+        self._watchdog = threading.Thread(target=self._watch, name="smtp-deadline", daemon=True)
+        self._watchdog.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with self._lock:
+            self._done = True
+        self._wake.set()
+        if self.expired is not None and exc_type is not None and issubclass(exc_type, Exception):
+            raise self.error() from None
+
+    def _due(self) -> tuple[float, Expiry]:
+        due = self._started + self.seconds
+        stop = _stop_requested_at
+        if stop is not None:
+            stop_due = max(stop, self._started) + STOP_GRACE_SECONDS
+            if stop_due < due:
+                return stop_due, "stopped"
+        return due, "timeout"
+
+    def _watch(self) -> None:
+        while True:
+            due, why = self._due()
+            left = due - time.monotonic()
+            if left <= 0:
+                with self._lock:
+                    if self._done:
+                        return
+                    self.expired = why
+                    self.cutter.cut()
+                return
+            wait = left if _stop_requested_at is not None else min(left, _STOP_POLL_SECONDS)
+            if self._wake.wait(wait):
+                return  # the step finished
+
+    def error(self) -> MailError:
+        """The one sentence for a step cut short: which server, which step, what it was waiting for."""
+        settings = self.settings
+        where = f"{settings.smtp_server}:{settings.smtp_port}"
+        retried = "the export is retried on the next run"
+        if self.may_have_delivered:
+            retried = ("the server may have accepted the message before it stopped answering, "
+                       "so the next run's retry may deliver it twice")
+        if self.expired == "stopped":
+            return mail_error(
+                settings,
+                "stopped",
+                f"Stopped during {self.what} with the SMTP server {where} "
+                f"(wa-export was asked to stop while waiting for {self.waiting_for})",
+                f"Nothing else is sent in this run; {retried}.",
+            )
+        hint = "It may be overloaded or misbehaving: check its logs, or raise SMTP_TIMEOUT_SECONDS if it is only slow"
+        if self.step == "connect" and self.waiting_for in (WAITING_FOR_CONNECTION, WAITING_FOR_GREETING):
+            hint = ("Check SMTP_SERVER/SMTP_PORT, the firewall, and that SMTP_SECURITY matches the port "
+                    "(465 = ssl); the server may also be overloaded")
+        return mail_error(
+            settings,
+            self.step,
+            f"The SMTP server {where} did not finish {self.what} within SMTP_TIMEOUT_SECONDS "
+            f"({self.seconds:g} s): timed out waiting for {self.waiting_for}",
+            f"{hint}; {retried}." if self.step == "timeout" else f"{hint}.",
+        )
+
