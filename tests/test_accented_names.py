@@ -9,7 +9,6 @@ from pathlib import Path
 
 from helpers import parse_json, xlsx_files
 from seeding import add_chat, add_messages, add_workspace, utcnow
-
 from wa_export.workbook.naming import FOLDER_MARKER
 
 DAY = 86_400
