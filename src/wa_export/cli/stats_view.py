@@ -121,9 +121,10 @@ def _render_stats_overview(output: Output, report: StatsReport, settings: Settin
     table.add_column("Workspace / id", overflow="fold", min_width=24)
     table.add_column("Msgs", justify="right")
     table.add_column("Trend", no_wrap=True)
-    table.add_column("Exports", justify="right")
+    # Short headers: with a week's trend the table fits 80 columns.
+    table.add_column("Sent", justify="right")
     table.add_column("Failed", justify="right")
-    table.add_column("Last success", no_wrap=True)
+    table.add_column("Last sent", no_wrap=True)
     table.add_column("Addr")
     chunks = _chunks(len(period.days), SPARK_MAX_WIDTH)
     name_id_separator = "\n" if output.interactive else " "  # plain output: one line per workspace
@@ -139,7 +140,7 @@ def _render_stats_overview(output: Output, report: StatsReport, settings: Settin
             short_time(stats.exports.last_success, settings) or "never",
             "yes" if stats.address_configured else "[yellow]no[/yellow]",
         )
-    output.table(table)
+    output.table(table, keep_whole=[stats.workspace.id for stats in report.workspaces])
     missing = sum(1 for stats in report.workspaces if not stats.address_configured)
     output.line(
         f"{len(report.workspaces)} active workspaces, {sum(s.total for s in report.workspaces)} messages, "
