@@ -99,6 +99,9 @@ def test_demo_exports_and_mails_in_a_fresh_directory(tmp_path):
     again = run_cli(["demo"], env, tmp_path, timeout=120)
     assert again.returncode == 0, again.stdout + again.stderr
     assert str(exports) in again.stdout and str(mail) in again.stdout
+    # ...and lists each workbook relative to the exports folder it names.
+    listed = [line.strip() for line in again.stdout.splitlines() if line.startswith("  ") and line.endswith(".xlsx")]
+    assert listed and all(not Path(name).is_absolute() and (exports / name).is_file() for name in listed)
     assert "operator-secret" not in again.stdout + again.stderr
 
 

@@ -221,6 +221,21 @@ def test_missing_indexes_alone_only_warn(mongo_db, make_env, cli, tmp_path):
     assert checks["indexes"].details["commands"] == [INDEX_COMMANDS[1]]
 
 
+ORPHAN_NOTE = "db.messages.createIndex({ timestamp: 1 })"
+
+
+def test_the_orphan_count_note_is_in_health_once(mongo_db, make_env, cli, tmp_path):
+    # Exports no longer repeat it on every summary line: health is where the operator reads it.
+    env = _healthy(mongo_db, make_env, cli, real_run=True)
+    exported = cli(["export"], env=env)
+    assert "orphaned messages not counted" not in exported.stdout
+    assert cli(["health"], env=env).stdout.count(ORPHAN_NOTE) == 1
+    mongo_db.messages.drop_indexes()  # the indexes warning must carry the note too
+    assert cli(["health"], env=env).stdout.count(ORPHAN_NOTE) == 1
+    mongo_db.messages.create_index([("timestamp", 1)])
+    assert ORPHAN_NOTE not in cli(["health"], env=env).stdout
+
+
 def test_failed_exports_in_the_last_day(mongo_db, make_env, cli, tmp_path):
     env = _healthy(mongo_db, make_env, cli)
     now = utcnow()

@@ -23,6 +23,7 @@ from wa_export.mail.message import (
     XLSX_MIME,
     OutgoingMail,
     encoded_attachment_size,
+    from_header,
     single_line,
     single_line_or,
 )
@@ -87,7 +88,7 @@ def test_delivers_xlsx_with_exact_mime_and_intact_plain_body(
     assert captured.mail_from == SENDER
     assert captured.rcpt_tos == ["ops@example.com"]
     message = captured.message()
-    assert message["From"] == SENDER and message["To"] == "ops@example.com"
+    assert message["From"] == f"WhatsApp Exports <{SENDER}>" and message["To"] == "ops@example.com"
     assert message["Subject"] == "WhatsApp Messages Export - Acme - 2024-05-01 10:15"
     assert plain_text(message) == BODY  # verbatim: no <br>, no HTML rewrite, non-ASCII intact
     (attachment,) = list(message.iter_attachments())
@@ -404,6 +405,37 @@ def test_subject_with_crlf_cannot_inject_headers(server: LocalSmtpServer, monkey
     assert message["Subject"] == "WhatsApp Messages Export - Evil Bcc: attacker@example.com X - 2024-05-01 10:15"
     assert not any(line.lower().startswith(b"bcc:") for line in captured.data.splitlines())
     assert single_line("a\x00b\tc\u2028d") == "a b c d"
+
+
+@pytest.mark.parametrize(
+    ("name", "expected_raw", "expected_display"),
+    [
+        (None, f"From: WhatsApp Exports <{SENDER}>", "WhatsApp Exports"),  # the default
+        ("", f"From: {SENDER}", ""),  # configured empty: the bare address
+        ("Exporte Zürich", f"From: Exporte =?utf-8?q?Z=C3=BCrich?= <{SENDER}>", "Exporte Zürich"),
+        ("Acme, Inc.", f'From: "Acme, Inc." <{SENDER}>', "Acme, Inc."),
+        ("Evil\r\nBcc: attacker@example.com", f'From: "Evil Bcc: attacker@example.com" <{SENDER}>',
+         "Evil Bcc: attacker@example.com"),
+    ],
+)
+def test_from_carries_the_display_name(server: LocalSmtpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                       name: str | None, expected_raw: str, expected_display: str) -> None:
+    settings = make_settings(monkeypatch, tmp_path, server, SMTP_FROM_NAME=name)
+    with MailSender(settings) as sender:
+        sender.send(OutgoingMail(to=("ops@example.com",), subject="s", body="b"))
+    (captured,) = server.wait_for_messages(1, timeout=5)
+    assert captured.mail_from == SENDER  # the envelope sender is the bare address
+    header_lines = captured.data.split(b"\r\n\r\n", 1)[0].decode("ascii").split("\r\n")
+    assert [line for line in header_lines if line.startswith("From:")] == [expected_raw]
+    assert not any(line.lower().startswith("bcc:") for line in header_lines)
+    (address,) = captured.message()["From"].addresses
+    assert address.addr_spec == SENDER and address.display_name == expected_display
+
+
+def test_from_header_is_one_line_even_without_settings() -> None:
+    # build_message is a library entry point too: it must not trust the name it is given.
+    assert str(from_header(SENDER, "Ops\r\nBcc: x@example.com")) == f'"Ops Bcc: x@example.com" <{SENDER}>'
+    assert from_header(SENDER, " \r\n ") == SENDER
 
 
 def test_implicit_tls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, xlsx: Path) -> None:

@@ -41,7 +41,13 @@ SAFE = set("abcdefghijklmnopqrstuvwxyz0123456789_")
         ("lpt9", "lpt9_ws"),
         ("Console", "console"),
         ("Acme\r\nBcc: attacker@example.com", "acme_bcc_attacker_example_com"),
-        ("Café Müller", "caf_m_ller"),
+        ("Café Müller", "cafe_muller"),
+        ("Café Olé", "cafe_ole"),
+        ("Zürich", "zurich"),
+        ("Łódź", "lodz"),
+        ("Straße Ærø", "strasse_aero"),
+        ("ﬁnance ＨＱ", "finance_hq"),  # compatibility forms: ligature, full-width letters
+        ("北京 office", "office"),  # letters without an ASCII form still become "_"
     ],
 )
 def test_slugify(name: object, expected: str) -> None:

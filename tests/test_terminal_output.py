@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import select
 import subprocess
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from rich.cells import cell_len
+from rich.console import Console
+from rich.table import Table
 
 from seeding import add_chat, add_messages, add_workspace, cli_executable, utcnow
+from wa_export.cli.cleanup_view import render_cleanup
+from wa_export.cli.export_view import export_observer, render_export
+from wa_export.cli.output import Output
+from wa_export.commands.cleanup import CleanupFile, CleanupResult
+from wa_export.export.run import RunResult, SilentObserver, WorkspaceResult
+from wa_export.settings import Settings, load_settings
 
 
-def _run_on_a_terminal(args: list[str], env: dict[str, str], cwd: str, timeout: float = 60) -> tuple[int, str]:
+def _run_on_a_terminal(
+    args: list[str], env: dict[str, str], cwd: str, timeout: float = 60, columns: int = 160
+) -> tuple[int, str]:
     controller, terminal = os.openpty()
     process = subprocess.Popen(
         [str(cli_executable()), *args],
-        env={**env, "COLUMNS": "160", "TERM": "xterm-256color"},
+        env={**env, "COLUMNS": str(columns), "TERM": "xterm-256color"},
         cwd=cwd,
         stdin=subprocess.DEVNULL,
         stdout=terminal,
@@ -63,3 +78,191 @@ def test_terminal_gets_a_table_and_cron_gets_plain_lines(mongo_db, make_env, cli
     assert any(f"workspace={workspace_id}" in line and "outcome=written" in line for line in lines)
     for output in (screen, plain.stdout):
         assert "secret text" not in output and "+4915112345678" not in output  # counts only
+
+
+# --- what an operator reads: ids and paths whole, counts right-aligned (issue 11) ---------------
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+TABLE_RULES = set("│┃")
+
+
+def _table_lines(screen: str) -> list[str]:
+    return [line for line in ANSI.sub("", screen).replace("\r", "").splitlines() if TABLE_RULES & set(line)]
+
+
+def test_an_80_column_terminal_shows_ids_and_paths_whole(mongo_db, make_env, tmp_path):
+    long_name = "Acme Corporation International Holdings"
+    acme = add_workspace(mongo_db, long_name)
+    add_messages(mongo_db, add_chat(mongo_db, acme),
+                 [{"content": f"m{i}", "timestamp": utcnow() - timedelta(minutes=3)} for i in range(250)])
+    unconfigured = add_workspace(mongo_db, "Zeta Unconfigured")
+    add_messages(mongo_db, add_chat(mongo_db, unconfigured), [{"content": "x", "timestamp": utcnow()}])
+    env = make_env(**{f"WORKSPACE_{acme}_EMAIL": "team@acme.test"})
+
+    code, screen = _run_on_a_terminal(["export"], env, str(tmp_path), columns=80)
+    assert code == 0, screen
+    text = ANSI.sub("", screen).replace("\r", "")
+    export_dir = tmp_path / "exports"
+    [workbook] = list(export_dir.rglob("*.xlsx"))
+    relative = str(workbook.relative_to(export_dir))
+    for whole in (str(acme), str(unconfigured), relative, f"WORKSPACE_{unconfigured}_EMAIL"):
+        assert whole in text, (whole, text)
+    assert str(workbook) not in text  # paths relative to EXPORT_DIR, which is named once
+    assert f"Files (in {export_dir}) and reasons:" in text
+    rows = _table_lines(screen)
+    assert rows and all(cell_len(line) <= 80 for line in rows), rows
+    [acme_row] = [line for line in rows if "completed" in line]
+    assert re.search(r"│ +250 │", acme_row), acme_row  # the count is right-aligned
+    [skipped_row] = [line for line in rows if "skipped" in line]
+    assert re.search(r"│ +– │", skipped_row), skipped_row  # never counted: not a misleading 0
+    assert "orphaned messages not counted" not in text  # health says that, once
+
+
+def test_cron_lines_name_files_relative_to_the_export_dir(mongo_db, make_env, cli, tmp_path):
+    workspace_id = add_workspace(mongo_db, "Café Olé")
+    add_messages(mongo_db, add_chat(mongo_db, workspace_id), [{"content": "hi", "timestamp": utcnow()}])
+    result = cli(["export", "--no-email", "--hours", "1"], env=make_env())
+    assert result.returncode == 0, result.stdout + result.stderr
+    export_dir = tmp_path / "exports"
+    [workbook] = list(export_dir.rglob("*.xlsx"))
+    assert f"export run started: 1 workspaces, files in {export_dir}" in result.stdout
+    assert f"file={workbook.relative_to(export_dir)}" in result.stdout and str(workbook) not in result.stdout
+
+
+# --- the same views rendered on a rich Console of a given width ------------------------------
+
+EXPORT_DIR = Path("/srv/wa-export/exports")
+
+
+def _terminal(width: int) -> tuple[Output, io.StringIO]:
+    output = Output(json_output=False)
+    screen = io.StringIO()
+    output.console = Console(file=screen, width=width, force_terminal=True, color_system=None, soft_wrap=True)
+    output.interactive = True
+    return output, screen
+
+
+def _settings() -> Settings:
+    return load_settings(environ={"EXPORT_DIR": str(EXPORT_DIR), "EXPORT_TIMEZONE": "Asia/Kolkata"})
+
+
+def _result(name: str, workspace_id: str, outcome: str, count: int, slug: str | None = None,
+            reason: str | None = None) -> WorkspaceResult:
+    start = datetime(2026, 3, 1, 13, 0, tzinfo=UTC)
+    file_path = str(EXPORT_DIR / slug / f"{slug}_whatsapp_messages_2026-03-01_18-45.xlsx") if slug else None
+    return WorkspaceResult(workspace_id, name, outcome, reason=reason, window_start=start,  # type: ignore[arg-type]
+                           window_end=start + timedelta(minutes=15), message_count=count, file_path=file_path)
+
+
+def _run(*results: WorkspaceResult) -> RunResult:
+    run = RunResult(run_id="host-1-abc", trigger="scheduled", dry_run=False, started_at=datetime.now(UTC),
+                    orphaned_messages=None)
+    run.workspaces.extend(results)
+    return run
+
+
+def test_narrow_export_table_moves_paths_below_it_and_keeps_ids_whole() -> None:
+    output, screen = _terminal(80)
+    run = _run(
+        _result("Acme Corporation International Holdings", "65a1b2c3d4e5f60718293a4b", "completed", 1234,
+                slug="acme_corporation_international_holdings"),
+        _result("Beta", "65a1b2c3d4e5f60718293a4c", "failed", 0,
+                reason="not attempted: an earlier email of this run failed the same way (login refused)"),
+    )
+    render_export(output, run, _settings())
+    text = screen.getvalue()
+    rows = _table_lines(text)
+    assert all(cell_len(line) <= 80 for line in rows)
+    assert any("65a1b2c3d4e5f60718293a4b" in line for line in rows)  # on its own line, whole
+    assert any(re.search(r"│ +1,234 │", line) for line in rows) and any(re.search(r"│ +– │", line) for line in rows)
+    path = "acme_corporation_international_holdings/acme_corporation_international_holdings_whatsapp_messages_2026-03-01_18-45.xlsx"
+    assert f"  Acme Corporation International Holdings (65a1b2c3d4e5f60718293a4b): {path}\n" in text
+    assert f"Files (in {EXPORT_DIR}) and reasons:" in text
+    assert "orphaned messages not counted" not in text and "1 failed, 1,234 messages" not in text
+
+
+def test_wide_export_table_shows_relative_paths_in_it() -> None:
+    output, screen = _terminal(160)
+    render_export(output, _run(_result("Acme", "65a1b2c3d4e5f60718293a4b", "completed", 7, slug="acme")), _settings())
+    text = screen.getvalue()
+    [row] = [line for line in _table_lines(text) if "completed" in line]
+    assert "acme/acme_whatsapp_messages_2026-03-01_18-45.xlsx" in row and str(EXPORT_DIR) not in row
+    assert f"Files are in {EXPORT_DIR}." in text
+
+
+def _id_table() -> Table:
+    table = Table(title="ids")
+    table.add_column("Workspace", overflow="fold")
+    table.add_column("Note", overflow="fold", min_width=40)
+    table.add_row("65a1b2c3d4e5f60718293a4b", "a note " * 10)
+    return table
+
+
+def test_a_table_that_would_split_an_id_becomes_plain_lines() -> None:
+    output, screen = _terminal(50)
+    output.table(_id_table(), keep_whole=["65a1b2c3d4e5f60718293a4b"])
+    lines = screen.getvalue().splitlines()
+    assert not (TABLE_RULES | set("┏━")) & set("".join(lines))
+    assert any(line.startswith("65a1b2c3d4e5f60718293a4b") for line in lines)  # whole, the row on one line
+
+    output, screen = _terminal(120)  # room enough: a rich table as before
+    output.table(_id_table(), keep_whole=["65a1b2c3d4e5f60718293a4b"])
+    assert "┃" in screen.getvalue() and "65a1b2c3d4e5f60718293a4b" in screen.getvalue()
+
+
+def test_a_table_wider_than_the_terminal_becomes_plain_lines() -> None:
+    # The minimum widths add up to more than 50 columns: rich would draw lines the terminal wraps.
+    output, screen = _terminal(50)
+    output.table(_id_table())
+    assert "┃" not in screen.getvalue() and len(screen.getvalue().splitlines()) == 3
+
+
+def test_progress_counts_messages_on_a_second_line() -> None:
+    console = Console(file=io.StringIO(), width=100, force_terminal=True, color_system=None)
+    output = Output(json_output=False)
+    output.console, output.interactive = console, True
+    with export_observer(output) as observer:
+        observer.run_started(3, "scheduled")
+        observer.messages_exported("65a1b2c3d4e5f60718293a4b", 1000)
+        observer.messages_exported("65a1b2c3d4e5f60718293a4b", 500)
+        progress = observer.progress
+        tasks = {task.description: task for task in progress.tasks}
+        assert tasks["messages"].completed == 1500 and tasks["messages"].total is None
+        assert tasks["scheduled export"].completed == 0
+        rendered = io.StringIO()
+        Console(file=rendered, width=100, color_system=None).print(progress.get_renderable())
+        [messages_line] = [line for line in rendered.getvalue().splitlines() if line.startswith("messages")]
+        assert "1,500" in messages_line
+        assert any(line.startswith("scheduled export") and "0/3" in line for line in rendered.getvalue().splitlines())
+    # Every observer the CLI hands to the run accepts the hook.
+    SilentObserver().messages_exported("65a1b2c3d4e5f60718293a4b", 10)
+    with export_observer(Output(json_output=False), EXPORT_DIR) as plain:
+        plain.messages_exported("65a1b2c3d4e5f60718293a4b", 10)
+
+
+def _cleanup(folder_names: list[str]) -> CleanupResult:
+    now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    result = CleanupResult(export_dir=str(EXPORT_DIR), days=7, dry_run=True, cutoff=now, started_at=now)
+    for name in folder_names:
+        folder = EXPORT_DIR / name
+        result.files.append(CleanupFile(str(folder / f"{name}_whatsapp_messages_2026-02-01_10-00.xlsx"), str(folder),
+                                        "workbook", 123_456, now - timedelta(days=30)))
+        result.folders_removed.append(str(folder))
+    return result
+
+
+def test_cleanup_table_right_aligns_counts_and_never_splits_a_folder_name() -> None:
+    output, screen = _terminal(80)
+    render_cleanup(output, _cleanup(["acme", "beta"]), _settings())
+    lines = screen.getvalue().splitlines()
+    assert any(set(line.strip()) == {"─"} for line in lines)  # it fits: a rich table
+    [header] = [line for line in lines if "Files" in line and "Size" in line]
+    [acme] = [line for line in lines if line.strip().startswith("acme ")]
+    assert acme.index(" 1 ") + 2 == header.index("Files") + len("Files")  # counts end where their header ends
+    assert acme.index("120.6 KiB") + len("120.6 KiB") == header.index("Size") + len("Size")
+
+    long_name = "acme_corporation_international_holdings_worldwide_and_partners"
+    output, screen = _terminal(80)
+    render_cleanup(output, _cleanup([long_name, "beta"]), _settings())
+    # Too long for a column at 80: the table turns into plain lines that start with the whole name.
+    assert any(line.startswith(f"{long_name} ") for line in screen.getvalue().splitlines()), screen.getvalue()

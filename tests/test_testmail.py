@@ -109,3 +109,17 @@ def test_incomplete_smtp_settings_are_a_configuration_error(cli, make_env, smtp_
     assert result.returncode == 2
     assert "step config" in result.stderr and "SMTP_SERVER" in result.stderr
     assert smtp_server.connection_count == 0
+
+
+def test_from_display_name_is_configurable(cli, make_env, smtp_server):
+    result = cli(["test-email", "--to", "ops@example.com"])  # SMTP_FROM_NAME unset: the default
+    assert result.returncode == 0, result.stdout + result.stderr
+    result = cli(["test-email", "--to", "ops@example.com"], env=make_env(SMTP_FROM_NAME="Exporte Zürich"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    result = cli(["test-email", "--to", "ops@example.com"], env=make_env(SMTP_FROM_NAME=""))
+    assert result.returncode == 0, result.stdout + result.stderr
+    default, custom, bare = (captured.message()["From"] for captured in smtp_server.wait_for_messages(3))
+    sender = make_env()["SMTP_FROM"]
+    assert str(default) == f"WhatsApp Exports <{sender}>"
+    assert str(custom) == f"Exporte Zürich <{sender}>"
+    assert str(bare) == sender

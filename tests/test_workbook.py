@@ -10,7 +10,7 @@ import sys
 import textwrap
 import uuid
 import zipfile
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -67,6 +67,60 @@ def test_header_style_freeze_filter_and_widths(tmp_path: Path) -> None:
     assert ws.auto_filter.ref == "A1:F3"
     assert ws.column_dimensions["C"].width >= 50
     assert all(ws.column_dimensions[letter].width >= 12 for letter in "ABDEF")
+
+
+def test_header_cells_fit_their_text_next_to_the_filter_button(tmp_path: Path) -> None:
+    ws = openpyxl.load_workbook(_write(tmp_path / "out.xlsx", [_row("hello")]))[SHEET_TITLE]
+    for letter, title in zip("ABCDEF", HEADER, strict=True):
+        # A bold title plus the ~3 characters the filter drop-down covers.
+        assert ws.column_dimensions[letter].width >= len(title) * 1.1 + 3, (letter, title)
+
+
+def test_message_content_wraps_and_rows_are_top_aligned(tmp_path: Path) -> None:
+    rows = [_row("a long message " * 20), _row("line one\nline two"), _row("short"), _row(None)]
+    path = _write(tmp_path / "out.xlsx", rows * 50)
+    ws = openpyxl.load_workbook(path)[SHEET_TITLE]
+    for row in ws.iter_rows(min_row=2, max_row=5):
+        content = row[2]
+        if content.value is not None:
+            assert content.alignment.wrap_text is True
+        for cell in (row[0], row[1], row[3], row[4], row[5]):
+            assert not cell.alignment.wrap_text  # only Message Content wraps
+            assert cell.alignment.vertical == "top"  # a tall wrapped row still reads left to right
+    assert ws["D2"].number_format == "yyyy-mm-dd hh:mm:ss"
+    # One style per kind of cell, registered once, not one per row (the fast row path stays a style id).
+    with zipfile.ZipFile(path) as archive:
+        styles = archive.read("xl/styles.xml").decode("utf-8")
+    assert styles.count("<xf ") - styles.count("<cellStyleXfs") <= 6
+    wrapped = ws["C2"].style_id
+    assert all(ws[f"C{r}"].style_id == wrapped for r in range(2, 200, 4))
+
+
+def test_properties_carry_title_creator_and_timestamp_zone(tmp_path: Path) -> None:
+    path = tmp_path / "out.xlsx"
+    with WorkbookWriter(path, ZoneInfo("Asia/Kolkata"), workspace_name="Café Olé") as writer:
+        writer.append_many([_row("x")])
+        writer.commit()
+    properties = openpyxl.load_workbook(path).properties
+    assert properties.title == "WhatsApp messages – Café Olé"
+    assert properties.creator == "wa-export" and properties.lastModifiedBy == "wa-export"
+    assert properties.subject == "Timestamps in Asia/Kolkata"
+    assert "local time in Asia/Kolkata" in properties.description
+
+
+def test_properties_without_a_name_and_with_a_hostile_one(tmp_path: Path) -> None:
+    plain = openpyxl.load_workbook(_write(tmp_path / "plain.xlsx", [_row("x")], tz="Europe/Berlin")).properties
+    assert plain.title == "WhatsApp messages"  # existing callers: no name, the zone's own name
+    assert plain.subject == "Timestamps in Europe/Berlin"
+    path = tmp_path / "hostile.xlsx"
+    hostile = "Evil\r\nCorp\x00\x1b " + "x" * 1000
+    with WorkbookWriter(path, timezone(timedelta(hours=5, minutes=30)), workspace_name=hostile,
+                        timezone_name="UTC+05:30") as writer:
+        writer.commit()
+    properties = openpyxl.load_workbook(path).properties
+    assert properties.title.startswith("WhatsApp messages – Evil Corp xxx")
+    assert "\n" not in properties.title and "\x00" not in properties.title and len(properties.title) < 300
+    assert properties.subject == "Timestamps in UTC+05:30"
 
 
 def test_rows_keep_order_and_values(tmp_path: Path) -> None:

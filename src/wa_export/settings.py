@@ -25,6 +25,7 @@ from wa_export.redaction import redact, smtp_auth_forms
 
 SmtpSecurity = Literal["auto", "ssl", "starttls", "none"]
 
+DEFAULT_SMTP_FROM_NAME = "WhatsApp Exports"
 WORKSPACE_EMAIL_VARIABLE = re.compile(r"^WORKSPACE_([0-9A-Fa-f]{24})_EMAIL$")
 # One segment of a dotted field path in a workspace document: a plain MongoDB field name.
 _FIELD_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
@@ -41,6 +42,7 @@ class Settings:
     smtp_username: str | None
     smtp_password: str | None = field(repr=False)
     smtp_from: str | None
+    smtp_from_name: str  # the From display name; "" sends the bare address
     smtp_security: SmtpSecurity
     smtp_ca_file: Path | None
     smtp_timeout_seconds: float
@@ -203,6 +205,13 @@ def _recipients_field(env: Mapping[str, str]) -> str | None:
             "name the field that holds the export addresses, e.g. settings.export_email."
         )
     return path
+def _from_name(env: Mapping[str, str]) -> str:
+    """SMTP_FROM_NAME, the default when unset; set but empty means no display name."""
+    raw = env.get("SMTP_FROM_NAME")
+    if raw is None:
+        return DEFAULT_SMTP_FROM_NAME
+    # Line breaks would end the From header: one line, single spaces (mail/message.py repeats this).
+    return " ".join(raw.split())
 
 
 def _database_name(uri: str, explicit: str | None) -> str:
@@ -316,6 +325,7 @@ def _settings_from(env: Mapping[str, str]) -> Settings:
         smtp_username=username,
         smtp_password=env.get("SMTP_PASSWORD") or None,
         smtp_from=smtp_from,
+        smtp_from_name=_from_name(env),
         smtp_security=security,
         smtp_ca_file=ca_file,
         smtp_timeout_seconds=_float(env, "SMTP_TIMEOUT_SECONDS", 30.0, minimum_exclusive=0),

@@ -169,7 +169,7 @@ def export(
                 merged = export_request.export_in_workers(workers, request, env_file or _global_env_file, stop)
             render_workers(output, merged)
             return merged.exit_code
-        with _stop_on_sigterm() as stop, export_observer(output) as observer:
+        with _stop_on_sigterm() as stop, export_observer(output, settings.export_dir) as observer:
             result = export_request.export(settings, request, observer, stop)
         render_export(output, result, settings)
         return result.exit_code

@@ -10,7 +10,8 @@ from rich.table import Table
 
 from wa_export.cli.output import (
     Output,
-    local_time,
+    display_path,
+    short_time,
     timestamp,
 )
 from wa_export.commands.cleanup import CleanupResult
@@ -41,32 +42,39 @@ def _render_cleanup_body(output: Output, result: CleanupResult, settings: Settin
     if output.interactive and result.files:
         table = Table(title=f"wa-export cleanup{' (dry run)' if result.dry_run else ''}", box=box.SIMPLE_HEAD)
         table.add_column("Folder", overflow="fold")
-        for column in ("Files", "Size", "Oldest", "Newest", "Folder removed"):
+        table.add_column("Files", justify="right", no_wrap=True)
+        table.add_column("Size", justify="right", no_wrap=True)
+        for column in ("Oldest", "Newest", "Removed"):
             table.add_column(column, no_wrap=True)
         folders: dict[str, list[Any]] = {}
         for item in result.files:
             folders.setdefault(item.folder, []).append(item)
+        shown: list[str] = []
         for index, (folder, items) in enumerate(sorted(folders.items())):
             if index == CLEANUP_TABLE_ROWS:
                 more = f"… and {len(folders) - index} more folders (--json lists every file)"
                 table.add_row(more, "", "", "", "", "")
                 break
             times = [item.modified_at for item in items]
+            shown.append(display_path(folder, settings.export_dir))
             table.add_row(
-                escape(folder.rsplit("/", 1)[-1]),
+                escape(shown[-1]),
                 str(len(items)),
                 format_bytes(sum(item.size for item in items)),
-                local_time(min(times), settings),
-                local_time(max(times), settings),
+                short_time(min(times), settings),
+                short_time(max(times), settings),
                 "yes" if folder in result.folders_removed else "",
             )
-        output.table(table)
+        output.table(table, keep_whole=shown)
     elif not output.interactive:
         # Under cron the log is the audit trail: one line per file.
         for item in result.files:
-            output.line(f"{timestamp()} INFO {verb} {item.kind} {item.path} size={item.size}")
+            output.line(
+                f"{timestamp()} INFO {verb} {item.kind} {display_path(item.path, settings.export_dir)} size={item.size}"
+            )
         for folder in result.folders_removed:
-            output.line(f"{timestamp()} INFO {'would remove' if result.dry_run else 'removed'} empty folder {folder}")
+            removed = "would remove" if result.dry_run else "removed"
+            output.line(f"{timestamp()} INFO {removed} empty folder {display_path(folder, settings.export_dir)}")
     for error in result.errors:
         output.line(f"{timestamp()} ERROR {error}")
     level = "ERROR" if result.exit_code else "INFO"

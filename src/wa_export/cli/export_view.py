@@ -5,40 +5,48 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TextColumn,
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from wa_export.cli.output import (
     OUTCOME_STYLE,
     Output,
+    display_path,
     timestamp,
 )
 from wa_export.errors import ExitCode
-from wa_export.export.run import RunResult, SilentObserver, Trigger, WorkspaceResult
+from wa_export.export.run import ORPHANS_NOT_COUNTED, RunResult, SilentObserver, Trigger, WorkspaceResult
 from wa_export.export.workers import WorkersResult
 from wa_export.settings import Settings
 
-if TYPE_CHECKING:  # rendering only; keeps `wa-export export` from importing them
-    pass
+NOT_COUNTED = "–"  # the run skipped or refused the workspace before counting its messages
 
 
 class _PlainObserver:
     """Under cron: one log line per workspace, greppable, no escape codes."""
 
-    def __init__(self, output: Output) -> None:
+    def __init__(self, output: Output, export_dir: Path | None) -> None:
         self.output = output
+        self.export_dir = export_dir
 
     def run_started(self, total_workspaces: int, trigger: Trigger) -> None:
-        self.output.line(f"{timestamp()} INFO {trigger} export run started: {total_workspaces} workspaces")
+        where = f", files in {self.export_dir}" if self.export_dir is not None else ""
+        self.output.line(f"{timestamp()} INFO {trigger} export run started: {total_workspaces} workspaces{where}")
+
+    def messages_exported(self, workspace_id: str, count: int) -> None:
+        return None  # one line per workspace is enough in a log
 
     def workspace_finished(self, result: WorkspaceResult) -> None:
         level = "ERROR" if result.outcome == "failed" else "INFO"
@@ -49,19 +57,38 @@ class _PlainObserver:
             f"messages={result.message_count}",
         ]
         if result.file_path:
-            fields.append(f"file={result.file_path}")
+            fields.append(f"file={display_path(result.file_path, self.export_dir)}")
         if result.reason:
             fields.append(f"reason={json.dumps(result.reason, ensure_ascii=False)}")
         self.output.line(f"{timestamp()} {level} " + " ".join(fields))
 
 
+class _CountColumn(ProgressColumn):
+    """``3/10`` for the workspaces, ``12,345`` for the messages (their total is not known in advance)."""
+
+    def render(self, task: Task) -> Text:
+        done = int(task.completed)
+        if task.total is None:
+            return Text(f"{done:,}", style="progress.download")
+        return Text(f"{done:,}/{int(task.total):,}", style="progress.download")
+
+
 class _ProgressObserver:
+    """Two lines on a terminal: workspaces done of all, and messages exported so far."""
+
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
         self.task: Any = None
+        self.messages_task: Any = None
 
     def run_started(self, total_workspaces: int, trigger: Trigger) -> None:
         self.task = self.progress.add_task(f"{trigger} export", total=total_workspaces)
+
+    def messages_exported(self, workspace_id: str, count: int) -> None:
+        if self.messages_task is None:
+            # total=None: a pulsing bar and a running count, since nobody counts the messages in advance.
+            self.messages_task = self.progress.add_task("messages", total=None)
+        self.progress.advance(self.messages_task, count)
 
     def workspace_finished(self, result: WorkspaceResult) -> None:
         if self.task is not None:
@@ -69,21 +96,23 @@ class _ProgressObserver:
 
 
 @contextmanager
-def export_observer(output: Output) -> Iterator[Any]:
+def export_observer(output: Output, export_dir: Path | None = None) -> Iterator[Any]:
+    """The run's observer for this output; ``export_dir`` lets log lines show file paths relative to it."""
     if output.json_output:
         yield SilentObserver()
     elif output.interactive:
         with Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
-            MofNCompleteColumn(),
+            _CountColumn(),
             TimeElapsedColumn(),
             console=output.console,
             transient=True,
         ) as progress:
             yield _ProgressObserver(progress)
     else:
-        yield _PlainObserver(output)
+        yield _PlainObserver(output, export_dir)
+
 
 def render_workers(output: Output, merged: WorkersResult) -> None:
     if output.json_output:
@@ -94,20 +123,69 @@ def render_workers(output: Output, merged: WorkersResult) -> None:
     level = "ERROR" if merged.exit_code else "INFO"
     output.line(f"{timestamp()} {level} {merged.summary()}")
 
+
 def render_export(output: Output, result: RunResult, settings: Settings) -> None:
     if output.json_output:
         output.json({"ok": result.exit_code == ExitCode.OK, **result.as_dict()})
         return
     if output.interactive:
-        output.table(export_table(result.workspaces, settings))
+        _render_export_table(output, result.workspaces, settings)
     level = "ERROR" if result.failed else "INFO"
-    output.line(f"{timestamp()} {level} {result.summary()} (run {result.run_id})")
+    output.line(f"{timestamp()} {level} {summary_for_people(result)} (run {result.run_id})")
 
 
-def export_table(results: Sequence[WorkspaceResult], settings: Settings) -> Table:
+def summary_for_people(result: RunResult) -> str:
+    """The run summary without the missing-index note, which `health` shows once instead of every run."""
+    return result.summary().replace(f", {ORPHANS_NOT_COUNTED}", "")
+
+
+def _render_export_table(output: Output, results: Sequence[WorkspaceResult], settings: Settings) -> None:
+    export_dir = settings.export_dir
+    with_files = export_table(results, settings)
+    if output.fits(with_files, export_keep_whole(results, export_dir)):
+        output.table(with_files)
+        if any(result.file_path for result in results):
+            output.line(f"Files are in {export_dir}.")
+        return
+    # Too narrow for the paths: the table without them, then one unwrapped line per file or reason.
+    output.table(export_table(results, settings, with_detail=False), [r.workspace_id for r in results])
+    details = [(result, _detail(result, export_dir)) for result in results]
+    details = [(result, detail) for result, detail in details if detail]
+    if details:
+        output.line(f"Files (in {export_dir}) and reasons:")
+        for result, detail in details:
+            output.line(f"  {result.workspace_name or '(unnamed)'} ({result.workspace_id}): {detail}")
+
+
+def _detail(result: WorkspaceResult, export_dir: Path) -> str:
+    return " ".join(part for part in (display_path(result.file_path, export_dir), result.reason or "") if part)
+
+
+def message_count_cell(result: WorkspaceResult) -> str:
+    # A skipped or refused workspace was never counted: "0" would claim nothing is waiting.
+    if result.message_count == 0 and result.outcome in ("skipped", "failed"):
+        return NOT_COUNTED
+    return f"{result.message_count:,}"
+
+
+def export_keep_whole(results: Sequence[WorkspaceResult], export_dir: Path) -> list[str]:
+    """What the table must show unbroken: ids, file paths, and path- or variable-like words of reasons."""
+    words = [result.workspace_id for result in results]
+    for result in results:
+        words.append(display_path(result.file_path, export_dir))
+        words += [word for word in (result.reason or "").split() if "/" in word or "_" in word]
+    return words
+
+
+def export_table(results: Sequence[WorkspaceResult], settings: Settings, *, with_detail: bool = True) -> Table:
     table = Table(title="wa-export", show_lines=False)
-    for column in ("Workspace", "Outcome", "Messages", "Window", "File / reason"):
-        table.add_column(column, overflow="fold")
+    # As wide as the longest id, so an id (on its own line under the name) fits whole when anything can.
+    table.add_column("Workspace", overflow="fold", min_width=max((len(r.workspace_id) for r in results), default=10))
+    table.add_column("Outcome", no_wrap=True)
+    table.add_column("Messages", justify="right", no_wrap=True)
+    table.add_column("Window", overflow="fold")
+    if with_detail:
+        table.add_column("File / reason", overflow="fold")
     zone = settings.export_timezone
     for result in results:
         window = ""
@@ -115,15 +193,14 @@ def export_table(results: Sequence[WorkspaceResult], settings: Settings) -> Tabl
             window = (
                 f"{result.window_start.astimezone(zone):%Y-%m-%d %H:%M} → {result.window_end.astimezone(zone):%H:%M}"
             )
-        detail = result.file_path or ""
-        if result.reason:
-            detail = f"{detail} {result.reason}".strip()
         style = OUTCOME_STYLE.get(result.outcome, "")
-        table.add_row(
+        cells = [
             f"{escape(result.workspace_name) or '(unnamed)'}\n[dim]{result.workspace_id}[/dim]",
             f"[{style}]{result.outcome}[/{style}]" if style else result.outcome,
-            str(result.message_count),
+            message_count_cell(result),
             window,
-            escape(detail),
-        )
+        ]
+        if with_detail:
+            cells.append(escape(_detail(result, settings.export_dir)))
+        table.add_row(*cells)
     return table

@@ -11,6 +11,7 @@ from rich.table import Table
 from wa_export.cli.output import (
     OUTCOME_STYLE,
     Output,
+    display_path,
     local_time,
     short_time,
 )
@@ -57,12 +58,15 @@ def render_logs(output: Output, report: LogsReport, settings: Settings) -> None:
     if with_file:
         table.add_column("File", no_wrap=True)
     table.add_column("Recipients / error", overflow="fold", min_width=20)
+    keep_whole: list[str] = []  # ids shown instead of a name, file paths
     for export in report.export_entries:
         window = ""
         if export.window_start and export.window_end:
             window = f"{local_time(export.window_start, settings, '%H:%M')}–{local_time(export.window_end, settings, '%H:%M')}"
         detail = f"[red]{escape(export.error)}[/red]" if export.error else escape(export.recipients)
         style = OUTCOME_STYLE.get(export.status, "")
+        if not export.workspace_name:
+            keep_whole.append(export.workspace_id)
         cells = [
             short_time(export.time, settings),
             escape(export.workspace_name or export.workspace_id),
@@ -72,8 +76,9 @@ def render_logs(output: Output, report: LogsReport, settings: Settings) -> None:
             f"[{style}]{escape(export.status)}[/{style}]" if style else escape(export.status),
         ]
         if with_file:
-            cells.append(escape(export.file_path.rsplit("/", 1)[-1]) if export.file_path else "")
+            keep_whole.append(display_path(export.file_path, settings.export_dir))
+            cells.append(escape(keep_whole[-1]))
         table.add_row(*cells, detail)
-    output.table(table)
+    output.table(table, keep_whole)
     if not with_file:
-        output.line("File names and full times: wa-export logs --json.")
+        output.line("File paths and full times: wa-export logs --json.")

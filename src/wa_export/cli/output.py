@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
+from collections.abc import Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -63,10 +67,17 @@ class Output:
     def json(self, document: Any) -> None:
         print(json.dumps(document, default=_json_default, ensure_ascii=False, indent=2), flush=True)
 
-    def table(self, table: Table) -> None:
-        if self.interactive:
+    def table(self, table: Table, keep_whole: Iterable[str] = ()) -> None:
+        """A rich table on a terminal, plain lines otherwise.
+
+        ``keep_whole``: ids and paths the table must never split or cut. On a
+        terminal too narrow to show each of them whole, the table is printed as
+        plain lines instead, which the terminal wraps without breaking a word.
+        """
+        if self.interactive and self.fits(table, keep_whole):
             self.console.print(table)
             return
+        # Not a terminal, or a table the terminal cannot show: plain lines.
         # Not a terminal (cron, a pipe): plain lines. The title is a line of
         # its own, then the header and one line per row: no box characters, no
         # wrapping (a row is one greppable line), no padding to a terminal width.
@@ -86,6 +97,23 @@ class Output:
             if row.strip():
                 self.line(row.rstrip())
 
+    def fits(self, table: Table, keep_whole: Iterable[str]) -> bool:
+        """True if the table fits this terminal and shows every string of ``keep_whole`` unbroken.
+
+        Checked on the rendered text rather than predicted from column widths:
+        rich folds or cuts a cell wherever its column ends up too narrow.
+        """
+        width = self.console.width
+        buffer = io.StringIO()
+        # Rendered as self.console renders it (soft_wrap: lines are never cropped).
+        Console(file=buffer, width=width, no_color=True, highlight=False, soft_wrap=True).print(table)
+        rendered = buffer.getvalue()
+        # Columns with a minimum width can make rich draw a table wider than the
+        # terminal, which would then wrap every line of it.
+        if any(cell_len(line) > width for line in rendered.splitlines()):
+            return False
+        return all(word in rendered for word in keep_whole if word)
+
     def error(self, message: str, code: int) -> None:
         if self.json_output:
             self.json({"ok": False, "exit_code": code, "error": message})
@@ -96,6 +124,18 @@ class Output:
         print(f"wa-export: {message}", file=sys.stderr, flush=True)
 
     # --- export -----------------------------------------------------------------
+
+
+def display_path(path: str | os.PathLike[str] | None, export_dir: Path | None) -> str:
+    """``path`` relative to EXPORT_DIR, as tables and log lines show it; in full when outside it (or no dir)."""
+    if not path:
+        return ""
+    if export_dir is not None:
+        try:
+            return str(Path(path).relative_to(export_dir))
+        except ValueError:
+            pass
+    return str(path)
 
 
 def local_time(moment: datetime | None, settings: Settings, fmt: str = "%Y-%m-%d %H:%M") -> str:

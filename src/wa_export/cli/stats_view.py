@@ -125,9 +125,10 @@ def _render_stats_overview(output: Output, report: StatsReport, settings: Settin
     table.add_column("Workspace / id", overflow="fold", min_width=24)
     table.add_column("Msgs", justify="right")
     table.add_column("Trend", no_wrap=True)
-    table.add_column("Exports", justify="right")
+    # Short headers: with a week's trend the table fits 80 columns.
+    table.add_column("Sent", justify="right")
     table.add_column("Failed", justify="right")
-    table.add_column("Last success", no_wrap=True)
+    table.add_column("Last sent", no_wrap=True)
     table.add_column("Addr")
     chunks = _chunks(len(period.days), SPARK_MAX_WIDTH)
     name_id_separator = "\n" if output.interactive else " "  # plain output: one line per workspace
@@ -143,7 +144,7 @@ def _render_stats_overview(output: Output, report: StatsReport, settings: Settin
             short_time(stats.exports.last_success, settings) or "never",
             ADDRESS_CELLS.get(address_label(stats.recipients), address_label(stats.recipients)),
         )
-    output.table(table)
+    output.table(table, keep_whole=[stats.workspace.id for stats in report.workspaces])
     missing = sum(1 for stats in report.workspaces if not stats.address_configured)
     refused = sum(1 for stats in report.workspaces if stats.recipients.problem)
     output.line(

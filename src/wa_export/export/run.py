@@ -206,6 +206,13 @@ def summary_line(
 
 
 class RunObserver(Protocol):
+    """What the run reports while it works (the CLI draws progress from it).
+
+    ``messages_exported(workspace_id, count)`` is optional for an observer: the
+    run calls it, when the observer has it, as rows are written (``count`` = the
+    messages of that workspace written since the previous call, not a total).
+    """
+
     def run_started(self, total_workspaces: int, trigger: Trigger) -> None: ...
 
     def workspace_finished(self, result: WorkspaceResult) -> None: ...
@@ -215,6 +222,9 @@ class SilentObserver:
     """Reports nothing: for --json runs and library callers."""
 
     def run_started(self, total_workspaces: int, trigger: Trigger) -> None:
+        return None
+
+    def messages_exported(self, workspace_id: str, count: int) -> None:
         return None
 
     def workspace_finished(self, result: WorkspaceResult) -> None:

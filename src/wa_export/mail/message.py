@@ -12,6 +12,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email import policy
+from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
@@ -135,15 +136,31 @@ def single_line_or(text: object, fallback: str) -> str:
     return cleaned or single_line(fallback)
 
 
-def build_message(mail: OutgoingMail, sender: str, attachment_data: bytes | None = None) -> EmailMessage:
+def from_header(sender: str, display_name: str = "") -> str | Address:
+    """``WhatsApp Exports <exports@example.com>``, or the bare address without a display name.
+
+    The name is made one line (header-injection safe); the email package quotes
+    it where needed and RFC 2047-encodes it when it is not ASCII.
+    """
+    name = single_line(display_name)
+    if not name:
+        return sender
+    return Address(display_name=name, addr_spec=sender)
+
+
+def build_message(
+    mail: OutgoingMail, sender: str, attachment_data: bytes | None = None, *, sender_name: str = ""
+) -> EmailMessage:
     """The MIME message: text/plain body verbatim, the attachment with its exact type.
+
+    ``sender`` is the address (envelope and From), ``sender_name`` the From display name.
 
     Built with the standard library instead of yagmail's prepare_message, which
     would attach a body that equals a file path, replace the plain part's
     newlines with <br>, and guess attachment types.
     """
     message = EmailMessage(policy=_POLICY)
-    message["From"] = sender
+    message["From"] = from_header(sender, sender_name)
     message["To"] = ", ".join(mail.to)
     message["Subject"] = single_line(mail.subject)
     message["Date"] = formatdate(usegmt=True)

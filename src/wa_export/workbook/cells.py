@@ -126,8 +126,11 @@ def _to_text(value: object) -> str:
             return f"<{type(value).__name__}>"
 
 
-def text_cell(letter: str, row: str, value: str) -> str:
-    """``<c>`` XML of an inline-string cell for already clean text; "" (a blank cell) for ""."""
+def text_cell(letter: str, row: str, value: str, style: str = "") -> str:
+    """``<c>`` XML of an inline-string cell for already clean text; "" (a blank cell) for "".
+
+    ``style`` is the cell's style attribute, ``' s="N"'``, or "" for the default style.
+    """
     if not value:
         return ""
     # Leading/trailing white space (tab, LF, CR, space: the only characters
@@ -137,5 +140,5 @@ def text_cell(letter: str, row: str, value: str) -> str:
         # What lxml does for text: CR as a reference, or XML parsers turn it into LF.
         value = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
     if preserve:
-        return f'<c r="{letter}{row}" t="inlineStr"><is><t xml:space="preserve">{value}</t></is></c>'
-    return f'<c r="{letter}{row}" t="inlineStr"><is><t>{value}</t></is></c>'
+        return f'<c r="{letter}{row}"{style} t="inlineStr"><is><t xml:space="preserve">{value}</t></is></c>'
+    return f'<c r="{letter}{row}"{style} t="inlineStr"><is><t>{value}</t></is></c>'

@@ -2,15 +2,22 @@
 
 ``EXPORT_DIR/<slug>/<slug>_whatsapp_messages_YYYY-MM-DD_HH-MM.xlsx``. The slug
 comes from the workspace *name*, which is tenant-controlled, so everything
-here assumes hostile input: only ``[a-z0-9_]`` survives, lengths are capped
-so names fit the usual 255-byte limit, and a folder is claimed by a marker
-file holding the workspace id so two workspaces never share one.
+here assumes hostile input: accented letters are transliterated (``Café Olé``
+-> ``cafe_ole``), then only ``[a-z0-9_]`` survives, lengths are capped so names
+fit the usual 255-byte limit, and a folder is claimed by a marker file holding
+the workspace id so two workspaces never share one.
 
 The original service wrote the same layout without markers. Its folder
 ``<slug>/`` is *adopted* (marker written, mode 0700) by the workspace whose slug
 it is, but only when the caller says that exactly one active workspace has that
 slug (see `contested_slugs`); otherwise nobody takes it, since its workbooks
 could be either workspace's.
+
+A folder belongs to the workspace's current slug, as it always has (a renamed
+workspace gets a new folder too): a workspace whose folder was named before
+transliteration (``caf_ol``) gets a new ``cafe_ole`` folder on its next export.
+The old folder keeps its marker, so no other workspace can take it over, and
+``cleanup`` ages its workbooks out and then removes it like any other folder.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import errno
 import os
 import re
 import stat
+import unicodedata
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -48,6 +56,11 @@ EXPORT_FILE_PATTERN: re.Pattern[str] = re.compile(
 )
 
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
+# Letters NFKD does not decompose into an ASCII letter plus marks (lower case,
+# since slugs are lowered first); anything else non-ASCII still becomes "_".
+_TRANSLITERATION = str.maketrans(
+    {"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "ł": "l", "đ": "d", "ð": "d", "þ": "th", "ħ": "h", "ı": "i"}
+)
 _SLUG_RE = re.compile(r"^[a-z0-9_]+$")
 _WINDOWS_RESERVED = frozenset(
     {"con", "prn", "aux", "nul"} | {f"com{i}" for i in range(1, 10)} | {f"lpt{i}" for i in range(1, 10)}
@@ -59,6 +72,14 @@ def _safe_id(workspace_id: object) -> str:
     return _NOT_SLUG.sub("", str(workspace_id).lower())[:64]
 
 
+def _ascii_letters(text: str) -> str:
+    """``café`` -> ``cafe``, ``ﬁ`` -> ``fi``, ``ß`` -> ``ss``: compatibility decomposition without the marks."""
+    if text.isascii():
+        return text
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).translate(_TRANSLITERATION)
+
+
 def slugify(name: object, workspace_id: str) -> str:
     """Workspace name -> ``[a-z0-9_]`` slug, or ``workspace_<id>`` when nothing is left."""
     if name is None:
@@ -67,7 +88,7 @@ def slugify(name: object, workspace_id: str) -> str:
         text = name
     else:
         text = str(name)
-    slug = _NOT_SLUG.sub("_", text.lower()).strip("_")
+    slug = _NOT_SLUG.sub("_", _ascii_letters(text.lower())).strip("_")
     slug = slug[:SLUG_MAX_LENGTH].rstrip("_")
     if not slug:
         ident = _safe_id(workspace_id)

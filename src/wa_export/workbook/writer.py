@@ -8,6 +8,9 @@ adds what the contract needs and openpyxl does not give for free:
   ``"=1+1"`` into a formula), with XML-illegal characters removed and text over
   Excel's cell limit truncated with a visible marker;
 * the timestamp is a real Excel date-time in the export time zone;
+* it is laid out for people (workbook/layout.py): header cells fit their text,
+  Message Content wraps, the properties carry a title, ``wa-export`` as creator
+  and the Timestamp zone;
 * sheets roll over to ``WhatsApp Messages (2)``, ``(3)``, ... at Excel's row limit;
 * the file is written under a hidden temporary name (mode 0600) and published (workbook/publish.py)
   with ``os.link`` so a finished workbook appears atomically and an existing
@@ -21,7 +24,8 @@ rows are formatted here as XML text (escaped like lxml escapes text: ``&``,
 flushing openpyxl's lxml stream so the order is kept (bench/RESULTS.md has
 the measurements: about a third of lxml element templates' cost). Text cells
 are always ``t="inlineStr"`` - exactly what openpyxl writes for strings - so
-nothing can become a formula; ``xml:space="preserve"`` is added where the text
+nothing can become a formula; a cell's formatting is a style id (``s="N"``)
+registered once through openpyxl; ``xml:space="preserve"`` is added where the text
 starts or ends with white space, as openpyxl does. The internals used
 (``WorksheetWriter``, its ``xf`` stream, ``ws._writer``/``ws._rows``) are the
 ones openpyxl's own ``WriteOnlyWorksheet._write_rows`` uses; tests pin the
@@ -59,6 +63,7 @@ from wa_export.workbook.cells import (
     cell_text,
     text_cell,
 )
+from wa_export.workbook.layout import TOP, WRAPPED, column_widths, set_properties, zone_name
 from wa_export.workbook.publish import (
     create_private_file,
     fsync_dir,
@@ -96,8 +101,9 @@ SHEET_TITLE = "WhatsApp Messages"
 MAX_DATA_ROWS_PER_SHEET = 1_048_575  # Excel's 1,048,576 rows minus the header row
 TIMESTAMP_FORMAT = "yyyy-mm-dd hh:mm:ss"
 
-_COLUMN_WIDTHS = {"A": 20, "B": 22, "C": 80, "D": 20, "E": 15, "F": 26}
 _LETTERS = "ABCDEF"
+# Room for the values (phone numbers, text, date-time, status, id); headers may widen them.
+_COLUMN_WIDTHS = column_widths(_LETTERS, HEADER, (20, 22, 80, 20, 15, 26))
 _LAST_COLUMN = _LETTERS[-1]
 # Rows formatted as XML text are written to the sheet file this many at a time.
 _CHUNK_ROWS = 1_000
@@ -127,7 +133,11 @@ class WorkbookWriter:
         timezone: ZoneInfo | dt_timezone,
         *,
         rows_per_sheet: int = MAX_DATA_ROWS_PER_SHEET,
+        workspace_name: str | None = None,
+        timezone_name: str | None = None,
     ) -> None:
+        """``workspace_name`` goes into the title property; ``timezone_name`` (default:
+        the zone's own name, e.g. ``Asia/Kolkata``) into the statement of the Timestamp zone."""
         if not 1 <= rows_per_sheet <= MAX_DATA_ROWS_PER_SHEET:
             raise ValueError(f"rows_per_sheet must be between 1 and {MAX_DATA_ROWS_PER_SHEET}")
         self.final_path = Path(final_path)
@@ -149,6 +159,7 @@ class WorkbookWriter:
         weakref.finalize(self, _remove_files, self._tmp_path, self._sheet_tmp_paths)
         try:
             self._wb = Workbook(write_only=True)
+            set_properties(self._wb, workspace_name, timezone_name or zone_name(timezone))
             self._header_font = Font(bold=True, color="FFFFFF")
             self._header_fill = PatternFill(fill_type="solid", fgColor="305496")
             self._header_alignment = Alignment(vertical="center")
@@ -156,7 +167,7 @@ class WorkbookWriter:
             self._ws: WriteOnlyWorksheet | None = None
             self._xf: Any = None
             self._handle: Any = None  # the current sheet's file, for rows written as XML text
-            self._date_style_id = ""
+            self._styles: dict[str, str] = {}  # style attribute (' s="N"') per kind of data cell
             self._sheet_row = 0  # data rows in the current sheet
             self._new_sheet()
         except BaseException:
@@ -268,7 +279,7 @@ class WorkbookWriter:
                 self._finish_sheet()
                 self._new_sheet()
                 rows = itertools.chain((first,), rows)
-            date_style = self._date_style()
+            date_style, wrap, top = self._data_styles()
             row = self._sheet_row + 1  # the header is row 1
             budget = limit - self._sheet_row
             written = 0
@@ -281,14 +292,14 @@ class WorkbookWriter:
                 else:
                     serial = serial_of(ts)
                     if serial is None:  # not a datetime, or outside Excel's date range
-                        vd = cell("D", r, text(ts.isoformat() if isinstance(ts, datetime) else ts))
+                        vd = cell("D", r, text(ts.isoformat() if isinstance(ts, datetime) else ts), top)
                     else:
                         # repr: shortest round-trip decimal, never an exponent in this range
-                        vd = f'<c r="D{r}" s="{date_style}" t="n"><v>{serial!r}</v></c>'
+                        vd = f'<c r="D{r}"{date_style} t="n"><v>{serial!r}</v></c>'
                 chunk.append(
-                    f'<row r="{r}">{cell("A", r, text(sender))}{cell("B", r, text(receiver))}'
-                    f'{cell("C", r, text(content))}{vd}{cell("E", r, text(status))}'
-                    f'{cell("F", r, text(workspace_id))}</row>'
+                    f'<row r="{r}">{cell("A", r, text(sender), top)}{cell("B", r, text(receiver), top)}'
+                    f'{cell("C", r, text(content), wrap)}{vd}{cell("E", r, text(status), top)}'
+                    f'{cell("F", r, text(workspace_id), top)}</row>'
                 )
                 written += 1
                 if len(chunk) == _CHUNK_ROWS:
@@ -308,13 +319,17 @@ class WorkbookWriter:
         self._handle.write("".join(chunk).encode("utf-8"))
         chunk.clear()
 
-    def _date_style(self) -> str:
-        if not self._date_style_id:
-            # Registering the number format once gives its workbook-wide style id.
-            date_cell = WriteOnlyCell(self._ws)
-            date_cell.number_format = TIMESTAMP_FORMAT
-            self._date_style_id = str(date_cell.style_id)
-        return self._date_style_id
+    def _data_styles(self) -> tuple[str, str, str]:
+        """The ``s="N"`` attributes of date, wrapped-text and other data cells."""
+        if not self._styles:
+            # Registering a style once through openpyxl gives its workbook-wide id.
+            kinds = {"date": (TIMESTAMP_FORMAT, TOP), "wrap": ("General", WRAPPED), "top": ("General", TOP)}
+            for kind, (number_format, alignment) in kinds.items():
+                cell = WriteOnlyCell(self._ws)
+                cell.number_format = number_format
+                cell.alignment = alignment
+                self._styles[kind] = f' s="{cell.style_id}"'
+        return self._styles["date"], self._styles["wrap"], self._styles["top"]
 
     def _excel_serial(self, ts: object) -> float | None:
         """Excel serial (1900 system) of ``ts`` as wall time in the export zone."""
