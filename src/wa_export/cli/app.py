@@ -243,6 +243,41 @@ def logs(
     _run(json_output, env_file, body)
 
 
+@app.command()
+def state(
+    workspace_id: Annotated[
+        str | None, typer.Argument(metavar="[WORKSPACE_ID]", help="One workspace (exact counts); without it, all active ones.")
+    ] = None,
+    move_to: Annotated[
+        str | None,
+        typer.Option(
+            "--move-to",
+            metavar="TIME",
+            help="Move WORKSPACE_ID's cursor to this arrival time (ISO 8601, naive = EXPORT_TIMEZONE): "
+            "back re-delivers from then on, forward skips what arrived before.",
+        ),
+    ] = None,
+    json_output: JsonOption = False,
+    env_file: EnvFileOption = None,
+) -> None:
+    """Where each workspace's scheduled delivery stands: cursor, messages waiting, lease, failures.
+
+    With --move-to, moves one workspace's cursor (refused with exit 1 while a run
+    holds its lease) and records the move in system_logs.
+    """
+    from wa_export.cli import state_view
+    from wa_export.commands import state as state_command
+
+    def body(settings: Settings, output: Output) -> int:
+        if move_to is not None:
+            state_view.render_move(output, state_command.move_cursor(settings, workspace_id, move_to), settings)
+        else:
+            state_view.render_state(output, state_command.state(settings, workspace_id), settings)
+        return ExitCode.OK
+
+    _run(json_output, env_file, body)
+
+
 # --- test-email, health, demo (issue 3) -------------------------------------------
 
 
