@@ -87,7 +87,7 @@ def _state_table(report: StateReport, settings: Settings) -> Table:
             f"{escape(workspace.workspace_name) or '(unnamed)'}\n[dim]{workspace.workspace_id}[/dim]",
             _cursor_cell(workspace, settings),
             _waiting_count(workspace) + (f"\n[dim]{age}[/dim]" if age else ""),
-            f"[yellow]held[/yellow]\n[dim]to {format_local(workspace.lease_expires_at, settings.export_timezone, "%H:%M")}[/dim]"
+            f"[yellow]held[/yellow]\n[dim]to {format_local(workspace.lease_expires_at, settings.export_timezone, '%H:%M')}[/dim]"
             if workspace.lease_held
             else "free",
             _short(workspace.last_success_at, settings) or "never",
