@@ -2,46 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import select
-import subprocess
-import time
 from datetime import timedelta
 
-from seeding import add_chat, add_messages, add_workspace, cli_executable, utcnow
-
-
-def _run_on_a_terminal(args: list[str], env: dict[str, str], cwd: str, timeout: float = 60) -> tuple[int, str]:
-    controller, terminal = os.openpty()
-    process = subprocess.Popen(
-        [str(cli_executable()), *args],
-        env={**env, "COLUMNS": "160", "TERM": "xterm-256color"},
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        stdout=terminal,
-        stderr=terminal,
-    )
-    os.close(terminal)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([controller], [], [], 0.2)
-            if ready:
-                try:
-                    data = os.read(controller, 65536)
-                except OSError:  # EIO: the child closed the terminal
-                    break
-                if not data:
-                    break
-                chunks.append(data)
-            elif process.poll() is not None:
-                break
-        return process.wait(timeout=10), b"".join(chunks).decode("utf-8", "replace")
-    finally:
-        if process.poll() is None:
-            process.kill()
-        os.close(controller)
+from helpers import run_on_a_terminal
+from seeding import add_chat, add_messages, add_workspace, utcnow
 
 
 def test_terminal_gets_a_table_and_cron_gets_plain_lines(mongo_db, make_env, cli, smtp_server, tmp_path):
@@ -50,7 +14,7 @@ def test_terminal_gets_a_table_and_cron_gets_plain_lines(mongo_db, make_env, cli
                  [{"content": f"secret text {i}", "timestamp": utcnow() - timedelta(minutes=3)} for i in range(3)])
     env = make_env(**{f"WORKSPACE_{workspace_id}_EMAIL": "tty@terminal.test"})
 
-    code, screen = _run_on_a_terminal(["export", "--no-email", "--hours", "1"], env, str(tmp_path))
+    code, screen = run_on_a_terminal(["export", "--no-email", "--hours", "1"], env, str(tmp_path))
     assert code == 0, screen
     assert "┃" in screen or "│" in screen, screen  # a rich table
     assert "Terminal Co" in screen and "written" in screen
