@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -54,6 +54,9 @@ EnvFileOption = Annotated[
     typer.Option("--env-file", help="Read settings from this .env file instead of ./.env.", show_default=False),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+if TYPE_CHECKING:
+    from wa_export.run_metrics import RunRecorder
 
 T = TypeVar("T")
 _global_env_file: Path | None = None
@@ -139,6 +142,15 @@ def export(
         ),
     ] = 1,
     worker_slot: Annotated[str | None, typer.Option("--worker-slot", hidden=True)] = None,
+    metrics_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--metrics-file",
+            metavar="PATH",
+            help="After the run, write a Prometheus textfile-collector file here (*.prom; wins over EXPORT_METRICS_FILE).",
+            show_default=False,
+        ),
+    ] = None,
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
@@ -150,7 +162,17 @@ def export(
     hours) that never moves the watermark.
     """
 
+    from wa_export import run_metrics
+
+    manual_options = hours is not None or since is not None or until is not None or bool(email)
+    # --dry-run writes no file; --workers children leave the metrics file to their parent.
+    recorder = run_metrics.RunRecorder(
+        metrics_file, trigger="manual" if manual_options else "scheduled", enabled=not dry_run and worker_slot is None
+    )
+
     def body(settings: Settings, output: Output) -> int:
+        recorder.settings = settings
+        recorder.path()  # an unusable --metrics-file stops here (exit 2), before any work
         request = export_request.build_export_request(
             settings,
             workspace_ids=workspace or (),
@@ -162,17 +184,33 @@ def export(
             dry_run=dry_run,
         )
         request = export_request.apply_worker_options(request, workers, worker_slot)
+        recorder.trigger = request.trigger
         if workers > 1 and worker_slot is None:
             with _stop_on_sigterm() as stop:
                 merged = export_request.export_in_workers(workers, request, env_file or _global_env_file, stop)
+            recorder.facts = run_metrics.facts_of_workers(merged, request)
             render_workers(output, merged)
             return merged.exit_code
         with _stop_on_sigterm() as stop, export_observer(output) as observer:
             result = export_request.export(settings, request, observer, stop)
+        recorder.facts = run_metrics.facts_of_run(result, request)
         render_export(output, result, settings)
         return result.exit_code
 
-    _run(json_output, env_file, body)
+    try:
+        _run(json_output, env_file, body)
+    except typer.Exit as done:
+        _finish_metrics(recorder, int(done.exit_code), json_output)
+        raise
+    except BaseException:
+        _finish_metrics(recorder, ExitCode.FAILED, json_output)
+        raise
+
+
+def _finish_metrics(recorder: RunRecorder, exit_code: int, json_output: bool) -> None:
+    warning = recorder.finish(exit_code)
+    if warning is not None:
+        Output(json_output).stderr(warning)
 
 
 @app.command()
