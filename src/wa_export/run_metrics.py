@@ -28,17 +28,12 @@ from wa_export.clock import as_utc_or_none
 from wa_export.commands.state import (
     WAITING_COUNT_CAP,
     count_waiting,
+    position_key,
     read_state_documents,
 )
 from wa_export.errors import ConfigError, ExitCode, MongoUnavailable
 from wa_export.metrics import RunMetrics, WorkspaceMetrics, write_metrics_file
 from wa_export.settings import Settings, metrics_file_path
-from wa_export.store.arrival_keys import (
-    ArrivalKey,
-    comparable_key,
-    is_arrival_key,
-    key_for_time,
-)
 from wa_export.store.connection import Store, open_store
 from wa_export.units import count_or_zero
 
@@ -127,7 +122,6 @@ def workspace_metrics(store: Store, facts: RunFacts) -> tuple[WorkspaceMetrics, 
     workspaces = store.active_workspaces()
     documents = read_state_documents(store, [workspace.id for workspace in workspaces])
     now = store.database_now()
-    field_name = store.settings.export_arrival_field
     found = []
     for workspace in workspaces:
         document: Mapping[str, Any] = documents.get(workspace.id, {})
@@ -136,7 +130,7 @@ def workspace_metrics(store: Store, facts: RunFacts) -> tuple[WorkspaceMetrics, 
         waiting: int | None = None
         age: float | None = None
         if failures or document.get("in_flight") or outcome == "failed":
-            start = _position(document, field_name)
+            start = position_key(store.settings, document, now)
             if start is not None:
                 counted = count_waiting(store, workspace, start, WAITING_COUNT_CAP)
                 waiting = counted.count
@@ -153,16 +147,6 @@ def workspace_metrics(store: Store, facts: RunFacts) -> tuple[WorkspaceMetrics, 
             )
         )
     return tuple(found)
-
-
-def _position(document: Mapping[str, Any], field_name: str) -> ArrivalKey | None:
-    cursor = document.get("cursor")
-    if is_arrival_key(cursor):
-        return comparable_key(field_name, cursor)
-    watermark = as_utc_or_none(document.get("watermark"))
-    if watermark is not None:  # v1's position, until the engine migrates it
-        return key_for_time(field_name, watermark)
-    return None
 
 
 class RunRecorder:

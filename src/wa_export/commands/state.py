@@ -256,10 +256,7 @@ def workspace_states(
 ) -> list[WorkspaceState]:
     settings = store.settings
     without_position = [
-        workspace.id
-        for workspace in workspaces
-        if not is_arrival_key(documents.get(workspace.id, {}).get("cursor"))
-        and as_utc_or_none(documents.get(workspace.id, {}).get("watermark")) is None
+        workspace.id for workspace in workspaces if position_key(settings, documents.get(workspace.id, {}), now) is None
     ]
     original_exports = original_service_exports(store, without_position)
     states = []
@@ -269,24 +266,25 @@ def workspace_states(
         cursor_key = cursor if is_arrival_key(cursor) else None
         watermark = as_utc_or_none(document.get("watermark"))
         first: FirstCursor | None = None
-        count_from: datetime | None = None
-        if cursor_key is not None:
-            count_from = time_of_key(cursor_key)
-        elif watermark is not None:
-            count_from = min(watermark, now)  # as the engine migrates it: never past the clock
-        else:
+        from_key = position_key(settings, document, now)
+        if from_key is None:
             first = first_cursor_preview(settings, original_exports.get(workspace.id), now)
-            count_from = first.starts_at
-        waiting = None
-        if count_from is not None:
-            from_key = (
-                comparable_key(settings.export_arrival_field, cursor_key)
-                if cursor_key is not None
-                else key_for_time(settings.export_arrival_field, count_from)
-            )
-            waiting = count_waiting(store, workspace, from_key, cap)
+            if first.starts_at is not None:
+                from_key = key_for_time(settings.export_arrival_field, first.starts_at)
+        waiting = count_waiting(store, workspace, from_key, cap) if from_key is not None else None
         states.append(_workspace_state(settings, workspace, document, now, cursor_key, watermark, first, waiting))
     return states
+
+
+def position_key(settings: Settings, document: Mapping[str, Any], now: datetime) -> ArrivalKey | None:
+    """Where a workspace's undelivered messages start: its cursor, or v1's watermark as the engine migrates it."""
+    cursor = document.get("cursor")
+    if is_arrival_key(cursor):
+        return comparable_key(settings.export_arrival_field, cursor)
+    watermark = as_utc_or_none(document.get("watermark"))
+    if watermark is not None:
+        return key_for_time(settings.export_arrival_field, min(watermark, now))  # never past the clock
+    return None
 
 
 def _workspace_state(
