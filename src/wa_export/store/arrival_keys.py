@@ -14,14 +14,14 @@ from typing import TypeGuard
 
 from bson import ObjectId
 
-from wa_export.clock import as_utc
+from wa_export.clock import as_utc, to_millis
 
 ArrivalKey = ObjectId | datetime
 
 
 def key_for_time(arrival_field: str, moment: datetime) -> ArrivalKey:
     """The smallest key a message arriving at `moment` can have."""
-    return ObjectId.from_datetime(as_utc(moment)) if arrival_field == "_id" else as_utc(moment)
+    return ObjectId.from_datetime(as_utc(moment)) if arrival_field == "_id" else to_millis(as_utc(moment))
 
 
 def time_of_key(key: object) -> datetime | None:
