@@ -16,8 +16,8 @@ from subprocess import CompletedProcess
 from typing import Any
 
 from openpyxl import load_workbook
-from seeding import cli_executable
 
+from seeding import cli_executable
 from servers import CapturedMessage, LocalSmtpServer
 
 XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"

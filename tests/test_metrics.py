@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
-from helpers import parse_json
 from prometheus_client.parser import text_string_to_metric_families
 from pymongo import MongoClient, monitoring
+
+from helpers import parse_json
 from seeding import (
     add_chat,
     add_messages,
@@ -29,10 +30,9 @@ from seeding import (
     object_id_at,
     utcnow,
 )
-
+from servers import free_port
 from wa_export import metrics as metrics_module
 from wa_export import run_metrics
-from wa_export.demo.servers import free_port
 from wa_export.metrics import RunMetrics, WorkspaceMetrics, write_metrics_file
 from wa_export.settings import load_settings
 from wa_export.store.connection import Store

@@ -15,10 +15,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bson import ObjectId
-from helpers import mailed_contents, parse_json, run_on_a_terminal
 from pymongo import MongoClient, monitoring
-from seeding import add_chat, add_workspace, message_doc, object_id_at, utcnow
 
+from helpers import mailed_contents, parse_json, run_on_a_terminal
+from seeding import add_chat, add_workspace, message_doc, object_id_at, utcnow
+from wa_export.commands import cursor_move
 from wa_export.commands import state as state_command
 from wa_export.settings import load_settings
 from wa_export.store.connection import SERVICE_NAME, Store
@@ -423,9 +424,9 @@ def test_move_is_one_conditional_write_on_the_lease(mongo_db, make_env, tmp_path
     def observed_store(_settings: Any):
         yield Store(client, settings)
 
-    monkeypatch.setattr(state_command, "open_store", observed_store)
+    monkeypatch.setattr(cursor_move, "open_store", observed_store)
     try:
-        state_command.move_cursor(settings, str(workspace), (now - timedelta(hours=1)).isoformat())
+        cursor_move.move_cursor(settings, str(workspace), (now - timedelta(hours=1)).isoformat())
     finally:
         client.close()
     writes = [(name, command) for name, command in listener.seen

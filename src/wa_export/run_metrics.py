@@ -25,16 +25,12 @@ from typing import TYPE_CHECKING, Any
 from pymongo.errors import PyMongoError
 
 from wa_export.clock import as_utc_or_none
-from wa_export.commands.state import (
-    WAITING_COUNT_CAP,
-    count_waiting,
-    position_key,
-    read_state_documents,
-)
+from wa_export.commands.state import WAITING_COUNT_CAP, read_state_documents
 from wa_export.errors import ConfigError, ExitCode, MongoUnavailable
 from wa_export.metrics import RunMetrics, WorkspaceMetrics, write_metrics_file
 from wa_export.settings import Settings, metrics_file_path
 from wa_export.store.connection import Store, open_store
+from wa_export.store.waiting import count_waiting, position_key
 from wa_export.units import count_or_zero
 
 if TYPE_CHECKING:  # results are only read here; `export` imports this module
@@ -165,6 +161,17 @@ class RunRecorder:
         self.started = time.monotonic()
         self.settings: Settings | None = None
         self.facts: RunFacts | None = None
+
+    def use(self, settings: Settings) -> None:
+        """The run's settings; raises ConfigError (exit 2) for an unusable --metrics-file."""
+        self.settings = settings
+        self.path()
+
+    def ran(self, result: RunResult, request: ExportRequest) -> None:
+        self.facts = facts_of_run(result, request)
+
+    def ran_workers(self, merged: WorkersResult, request: ExportRequest) -> None:
+        self.facts = facts_of_workers(merged, request)
 
     def path(self) -> Path | None:
         """--metrics-file (validated: exit 2 when unusable) or EXPORT_METRICS_FILE."""

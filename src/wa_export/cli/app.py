@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -29,7 +29,9 @@ from wa_export.cli.demo_view import render_demo
 from wa_export.cli.export_view import export_observer, render_export, render_workers
 from wa_export.cli.health_view import render_health
 from wa_export.cli.logs_view import render_logs
+from wa_export.cli.metrics_view import MetricsFileOption, recorded_run
 from wa_export.cli.output import Output
+from wa_export.cli.state_view import MOVE_TO_HELP, STATE_ID_HELP, render_state
 from wa_export.cli.stats_view import render_stats
 from wa_export.cli.test_email_view import render_test_email
 from wa_export.commands import cleanup as cleanup_command
@@ -54,9 +56,6 @@ EnvFileOption = Annotated[
     typer.Option("--env-file", help="Read settings from this .env file instead of ./.env.", show_default=False),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
-
-if TYPE_CHECKING:
-    from wa_export.run_metrics import RunRecorder
 
 T = TypeVar("T")
 _global_env_file: Path | None = None
@@ -142,15 +141,7 @@ def export(
         ),
     ] = 1,
     worker_slot: Annotated[str | None, typer.Option("--worker-slot", hidden=True)] = None,
-    metrics_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--metrics-file",
-            metavar="PATH",
-            help="After the run, write a Prometheus textfile-collector file here (*.prom; wins over EXPORT_METRICS_FILE).",
-            show_default=False,
-        ),
-    ] = None,
+    metrics_file: MetricsFileOption = None,
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
@@ -162,17 +153,8 @@ def export(
     hours) that never moves the watermark.
     """
 
-    from wa_export import run_metrics
-
-    manual_options = hours is not None or since is not None or until is not None or bool(email)
-    # --dry-run writes no file; --workers children leave the metrics file to their parent.
-    recorder = run_metrics.RunRecorder(
-        metrics_file, trigger="manual" if manual_options else "scheduled", enabled=not dry_run and worker_slot is None
-    )
-
     def body(settings: Settings, output: Output) -> int:
-        recorder.settings = settings
-        recorder.path()  # an unusable --metrics-file stops here (exit 2), before any work
+        recorder.use(settings)  # an unusable --metrics-file stops here (exit 2), before any work
         request = export_request.build_export_request(
             settings,
             workspace_ids=workspace or (),
@@ -188,29 +170,19 @@ def export(
         if workers > 1 and worker_slot is None:
             with _stop_on_sigterm() as stop:
                 merged = export_request.export_in_workers(workers, request, env_file or _global_env_file, stop)
-            recorder.facts = run_metrics.facts_of_workers(merged, request)
+            recorder.ran_workers(merged, request)
             render_workers(output, merged)
             return merged.exit_code
         with _stop_on_sigterm() as stop, export_observer(output) as observer:
             result = export_request.export(settings, request, observer, stop)
-        recorder.facts = run_metrics.facts_of_run(result, request)
+        recorder.ran(result, request)
         render_export(output, result, settings)
         return result.exit_code
 
-    try:
+    manual = hours is not None or since is not None or until is not None or bool(email)
+    # --dry-run writes no file; --workers children leave the metrics file to their parent.
+    with recorded_run(metrics_file, manual, not dry_run and worker_slot is None, json_output) as recorder:
         _run(json_output, env_file, body)
-    except typer.Exit as done:
-        _finish_metrics(recorder, int(done.exit_code), json_output)
-        raise
-    except BaseException:
-        _finish_metrics(recorder, ExitCode.FAILED, json_output)
-        raise
-
-
-def _finish_metrics(recorder: RunRecorder, exit_code: int, json_output: bool) -> None:
-    warning = recorder.finish(exit_code)
-    if warning is not None:
-        Output(json_output).stderr(warning)
 
 
 @app.command()
@@ -283,34 +255,15 @@ def logs(
 
 @app.command()
 def state(
-    workspace_id: Annotated[
-        str | None, typer.Argument(metavar="[WORKSPACE_ID]", help="One workspace (exact counts); without it, all active ones.")
-    ] = None,
-    move_to: Annotated[
-        str | None,
-        typer.Option(
-            "--move-to",
-            metavar="TIME",
-            help="Move WORKSPACE_ID's cursor to this arrival time (ISO 8601, naive = EXPORT_TIMEZONE): "
-            "back re-delivers from then on, forward skips what arrived before.",
-        ),
-    ] = None,
+    workspace_id: Annotated[str | None, typer.Argument(metavar="[WORKSPACE_ID]", help=STATE_ID_HELP)] = None,
+    move_to: Annotated[str | None, typer.Option("--move-to", metavar="TIME", help=MOVE_TO_HELP)] = None,
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
-    """Where each workspace's scheduled delivery stands: cursor, messages waiting, lease, failures.
-
-    With --move-to, moves one workspace's cursor (refused with exit 1 while a run
-    holds its lease) and records the move in system_logs.
-    """
-    from wa_export.cli import state_view
-    from wa_export.commands import state as state_command
+    """Each workspace's cursor, messages waiting, lease and failures; --move-to moves one cursor (logged)."""
 
     def body(settings: Settings, output: Output) -> int:
-        if move_to is not None:
-            state_view.render_move(output, state_command.move_cursor(settings, workspace_id, move_to), settings)
-        else:
-            state_view.render_state(output, state_command.state(settings, workspace_id), settings)
+        render_state(output, settings, workspace_id, move_to)
         return ExitCode.OK
 
     _run(json_output, env_file, body)

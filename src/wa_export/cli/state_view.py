@@ -17,13 +17,30 @@ from rich.table import Table
 
 from wa_export.cli.output import Output, timestamp
 from wa_export.clock import SECOND_FORMAT, format_local
-from wa_export.commands.state import MoveResult, StateReport, WorkspaceState
+from wa_export.commands import cursor_move
+from wa_export.commands import state as state_command
+from wa_export.commands.cursor_move import MoveResult
+from wa_export.commands.state import StateReport, WorkspaceState
 from wa_export.settings import Settings
 from wa_export.store.arrival_keys import key_text, time_of_key
 from wa_export.units import format_age
 
+STATE_ID_HELP = "One workspace (exact counts); without it, all active ones."
+MOVE_TO_HELP = (
+    "Move WORKSPACE_ID's cursor to this arrival time (ISO 8601, naive = EXPORT_TIMEZONE): "
+    "back re-delivers from then on, forward skips what arrived before."
+)
 
-def render_state(output: Output, report: StateReport, settings: Settings) -> None:
+
+def render_state(output: Output, settings: Settings, workspace_id: str | None, move_to: str | None) -> None:
+    """`wa-export state`: one library call (show the cursors, or move one), then its rendering."""
+    if move_to is not None:
+        render_move(output, cursor_move.move_cursor(settings, workspace_id, move_to), settings)
+    else:
+        render_report(output, state_command.state(settings, workspace_id), settings)
+
+
+def render_report(output: Output, report: StateReport, settings: Settings) -> None:
     if output.json_output:
         output.json({"ok": True, **report.as_dict()})
         return

@@ -58,3 +58,10 @@ def key_text(key: object) -> str | None:
     if isinstance(key, datetime):
         return as_utc(key).isoformat()
     return None if key is None else str(key)
+
+
+def arrival_order(key: ArrivalKey) -> tuple[datetime, bytes]:
+    """A sort key across both key types: by time, then (ObjectIds of one second) by their bytes."""
+    if isinstance(key, ObjectId):
+        return key.generation_time, key.binary
+    return as_utc(key), b""
