@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import select
+import subprocess
+import time
 from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -13,6 +17,7 @@ from typing import Any
 
 from openpyxl import load_workbook
 
+from seeding import cli_executable
 from servers import CapturedMessage, LocalSmtpServer
 
 XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -133,3 +138,39 @@ def smtp_env(server: LocalSmtpServer) -> dict[str, str]:
         "SMTP_PASSWORD": server.password or "",
         "SMTP_CA_FILE": str(server.ca_cert_path),
     }
+
+
+def run_on_a_terminal(
+    args: list[str], env: dict[str, str], cwd: str, timeout: float = 60, columns: int = 160
+) -> tuple[int, str]:
+    """Run the installed wa-export with stdout on a pseudo-terminal `columns` wide; (exit code, screen text)."""
+    controller, terminal = os.openpty()
+    process = subprocess.Popen(
+        [str(cli_executable()), *args],
+        env={**env, "COLUMNS": str(columns), "TERM": "xterm-256color"},
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=terminal,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([controller], [], [], 0.2)
+            if ready:
+                try:
+                    data = os.read(controller, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            elif process.poll() is not None:
+                break
+        return process.wait(timeout=10), b"".join(chunks).decode("utf-8", "replace")
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(controller)

@@ -35,6 +35,11 @@ def utcnow() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
+def object_id_at(moment: datetime) -> ObjectId:
+    """A fresh, unique ObjectId whose embedded time is `moment` (to the second): a message "arrived" then."""
+    return ObjectId(ObjectId.from_datetime(_check_timestamp(moment)).binary[:4] + ObjectId().binary[4:])
+
+
 def _clean(doc: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in doc.items() if value is not MISSING}
 

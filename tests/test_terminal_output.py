@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import io
-import os
 import re
-import select
-import subprocess
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,7 +11,8 @@ from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 
-from seeding import add_chat, add_messages, add_workspace, cli_executable, utcnow
+from helpers import run_on_a_terminal
+from seeding import add_chat, add_messages, add_workspace, utcnow
 from wa_export.cli.cleanup_view import render_cleanup
 from wa_export.cli.export_view import export_observer, render_export
 from wa_export.cli.output import Output
@@ -24,48 +21,13 @@ from wa_export.export.run import RunResult, SilentObserver, WorkspaceResult
 from wa_export.settings import Settings, load_settings
 
 
-def _run_on_a_terminal(
-    args: list[str], env: dict[str, str], cwd: str, timeout: float = 60, columns: int = 160
-) -> tuple[int, str]:
-    controller, terminal = os.openpty()
-    process = subprocess.Popen(
-        [str(cli_executable()), *args],
-        env={**env, "COLUMNS": str(columns), "TERM": "xterm-256color"},
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        stdout=terminal,
-        stderr=terminal,
-    )
-    os.close(terminal)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([controller], [], [], 0.2)
-            if ready:
-                try:
-                    data = os.read(controller, 65536)
-                except OSError:  # EIO: the child closed the terminal
-                    break
-                if not data:
-                    break
-                chunks.append(data)
-            elif process.poll() is not None:
-                break
-        return process.wait(timeout=10), b"".join(chunks).decode("utf-8", "replace")
-    finally:
-        if process.poll() is None:
-            process.kill()
-        os.close(controller)
-
-
 def test_terminal_gets_a_table_and_cron_gets_plain_lines(mongo_db, make_env, cli, smtp_server, tmp_path):
     workspace_id = add_workspace(mongo_db, "Terminal Co")
     add_messages(mongo_db, add_chat(mongo_db, workspace_id),
                  [{"content": f"secret text {i}", "timestamp": utcnow() - timedelta(minutes=3)} for i in range(3)])
     env = make_env(**{f"WORKSPACE_{workspace_id}_EMAIL": "tty@terminal.test"})
 
-    code, screen = _run_on_a_terminal(["export", "--no-email", "--hours", "1"], env, str(tmp_path))
+    code, screen = run_on_a_terminal(["export", "--no-email", "--hours", "1"], env, str(tmp_path))
     assert code == 0, screen
     assert "┃" in screen or "│" in screen, screen  # a rich table
     assert "Terminal Co" in screen and "written" in screen
@@ -99,7 +61,7 @@ def test_an_80_column_terminal_shows_ids_and_paths_whole(mongo_db, make_env, tmp
     add_messages(mongo_db, add_chat(mongo_db, unconfigured), [{"content": "x", "timestamp": utcnow()}])
     env = make_env(**{f"WORKSPACE_{acme}_EMAIL": "team@acme.test"})
 
-    code, screen = _run_on_a_terminal(["export"], env, str(tmp_path), columns=80)
+    code, screen = run_on_a_terminal(["export"], env, str(tmp_path), columns=80)
     assert code == 0, screen
     text = ANSI.sub("", screen).replace("\r", "")
     export_dir = tmp_path / "exports"

@@ -54,3 +54,9 @@ class MongoUnavailable(WaExportError):
     """MongoDB cannot be reached or refuses us; the message is one redacted sentence (exit 3)."""
 
     exit_code = ExitCode.MONGO_UNAVAILABLE
+
+
+class WorkspaceBusy(WaExportError):
+    """Another run holds the workspace's lease, so its cursor cannot be changed now (exit 1)."""
+
+    exit_code = ExitCode.FAILED

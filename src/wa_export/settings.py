@@ -31,6 +31,8 @@ WORKSPACE_EMAIL_VARIABLE = re.compile(r"^WORKSPACE_([0-9A-Fa-f]{24})_EMAIL$")
 _FIELD_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 # The workspace list already projects these; a path below them would collide in the projection.
 _RESERVED_WORKSPACE_FIELDS = frozenset({"_id", "name", "status"})
+# A plain or dotted document field; no `$` (an operator) and no empty segment.
+FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,9 @@ class Settings:
     workspace_emails: Mapping[str, tuple[str, ...]]
     lease_seconds: int
     mongodb_timeout_seconds: float
+    export_arrival_field: str
+    export_backfill_max_hours: float
+    export_metrics_file: Path | None
     # Dotted path in a workspace document holding its addresses (EXPORT_RECIPIENTS_FIELD); None: not used.
     export_recipients_field: str | None = None
     # Computed once here (never per redaction): see secrets().
@@ -340,4 +345,28 @@ def _settings_from(env: Mapping[str, str]) -> Settings:
         lease_seconds=_int(env, "EXPORT_LEASE_SECONDS", 900, minimum=5),
         mongodb_timeout_seconds=_float(env, "MONGODB_TIMEOUT_SECONDS", 5.0, minimum_exclusive=0),
         export_recipients_field=_recipients_field(env),
+        export_arrival_field=_field_name(env, "EXPORT_ARRIVAL_FIELD", "_id"),
+        export_backfill_max_hours=_float(env, "EXPORT_BACKFILL_MAX_HOURS", 24.0, minimum_exclusive=0),
+        export_metrics_file=metrics_file_path(_text(env, "EXPORT_METRICS_FILE"), "EXPORT_METRICS_FILE"),
     )
+
+
+def _field_name(env: Mapping[str, str], name: str, default: str) -> str:
+    value = _text(env, name) or default
+    if not FIELD_NAME.match(value):
+        raise ConfigError(f"{name} must be a document field name such as _id or created_at, got {value!r}.")
+    return value
+
+
+def metrics_file_path(raw: str | None, name: str) -> Path | None:
+    """A Prometheus textfile-collector file: `*.prom` (node_exporter reads nothing else), not a directory."""
+    if raw is None or not raw.strip():
+        return None
+    path = Path(raw.strip()).expanduser().absolute()
+    if path.is_dir():
+        raise ConfigError(f"{name} {path} is a directory; name a file in it, e.g. {path / 'wa_export.prom'}.")
+    if path.suffix != ".prom":
+        raise ConfigError(
+            f"{name} {path} must end in .prom: node_exporter's textfile collector reads only *.prom files."
+        )
+    return path

@@ -29,7 +29,9 @@ from wa_export.cli.demo_view import render_demo
 from wa_export.cli.export_view import export_observer, render_export, render_workers
 from wa_export.cli.health_view import render_health
 from wa_export.cli.logs_view import render_logs
+from wa_export.cli.metrics_view import MetricsFileOption, recorded_run
 from wa_export.cli.output import Output
+from wa_export.cli.state_view import MOVE_TO_HELP, STATE_ID_HELP, render_state
 from wa_export.cli.stats_view import render_stats
 from wa_export.cli.test_email_view import render_test_email
 from wa_export.commands import cleanup as cleanup_command
@@ -141,6 +143,7 @@ def export(
         ),
     ] = 1,
     worker_slot: Annotated[str | None, typer.Option("--worker-slot", hidden=True)] = None,
+    metrics_file: MetricsFileOption = None,
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
@@ -153,6 +156,7 @@ def export(
     """
 
     def body(settings: Settings, output: Output) -> int:
+        recorder.use(settings)  # an unusable --metrics-file stops here (exit 2), before any work
         request = export_request.build_export_request(
             settings,
             workspace_ids=workspace or (),
@@ -164,17 +168,23 @@ def export(
             dry_run=dry_run,
         )
         request = export_request.apply_worker_options(request, workers, worker_slot)
+        recorder.trigger = request.trigger
         if workers > 1 and worker_slot is None:
             with _stop_on_sigterm() as stop:
                 merged = export_request.export_in_workers(workers, request, env_file or _global_env_file, stop)
+            recorder.ran_workers(merged, request)
             render_workers(output, merged)
             return merged.exit_code
         with _stop_on_sigterm() as stop, export_observer(output, settings.export_dir) as observer:
             result = export_request.export(settings, request, observer, stop)
+        recorder.ran(result, request)
         render_export(output, result, settings)
         return result.exit_code
 
-    _run(json_output, env_file, body)
+    manual = hours is not None or since is not None or until is not None or bool(email)
+    # --dry-run writes no file; --workers children leave the metrics file to their parent.
+    with recorded_run(metrics_file, manual, not dry_run and worker_slot is None, json_output) as recorder:
+        _run(json_output, env_file, body)
 
 
 @app.command()
@@ -240,6 +250,22 @@ def logs(
     def body(settings: Settings, output: Output) -> int:
         report = logs_command.logs(settings, workspace_id, limit, status, system)
         render_logs(output, report, settings)
+        return ExitCode.OK
+
+    _run(json_output, env_file, body)
+
+
+@app.command()
+def state(
+    workspace_id: Annotated[str | None, typer.Argument(metavar="[WORKSPACE_ID]", help=STATE_ID_HELP)] = None,
+    move_to: Annotated[str | None, typer.Option("--move-to", metavar="TIME", help=MOVE_TO_HELP)] = None,
+    json_output: JsonOption = False,
+    env_file: EnvFileOption = None,
+) -> None:
+    """Each workspace's cursor, messages waiting, lease and failures; --move-to moves one cursor (logged)."""
+
+    def body(settings: Settings, output: Output) -> int:
+        render_state(output, settings, workspace_id, move_to)
         return ExitCode.OK
 
     _run(json_output, env_file, body)

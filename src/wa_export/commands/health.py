@@ -31,12 +31,8 @@ from wa_export.mail.sender import MailSender
 from wa_export.mail.transport import tls_mode
 from wa_export.redaction import redact
 from wa_export.settings import Settings
-from wa_export.store.connection import (
-    SERVICE_NAME,
-    Store,
-    describe_mongo_error,
-)
-from wa_export.units import format_bytes
+from wa_export.store.connection import SERVICE_NAME, Store, describe_mongo_error
+from wa_export.units import format_ago, format_bytes
 
 # Free space below either threshold is a warning: a full disk fails every export.
 MIN_FREE_BYTES = 1024**3
@@ -89,16 +85,6 @@ def _local(moment: datetime, settings: Settings) -> str:
     return f"{moment.astimezone(settings.export_timezone):%Y-%m-%d %H:%M} {settings.timezone_name}"
 
 
-def _ago(delta: timedelta) -> str:
-    minutes = int(delta.total_seconds() // 60)
-    if minutes < 1:
-        return "less than a minute ago"
-    if minutes < 120:
-        return f"{minutes} min ago"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes} min ago"
-    return f"{hours // 24} days ago"
 
 
 def index_command(collection: str, keys: list[tuple[str, int]]) -> str:
@@ -226,11 +212,11 @@ def check_scheduled_runs(store: Store, settings: Settings, now: datetime) -> Che
         return Check(
             "scheduled_runs",
             "failed",
-            f"No scheduled run since {_local(last, settings)} ({_ago(age)}; EXPORT_INTERVAL_MINUTES is "
+            f"No scheduled run since {_local(last, settings)} ({format_ago(age)}; EXPORT_INTERVAL_MINUTES is "
             f"{settings.export_interval_minutes}); {hint}.",
             details,
         )
-    return Check("scheduled_runs", "ok", f"Last scheduled run {_local(last, settings)} ({_ago(age)}).", details)
+    return Check("scheduled_runs", "ok", f"Last scheduled run {_local(last, settings)} ({format_ago(age)}).", details)
 
 
 def check_failed_exports(store: Store, settings: Settings, now: datetime) -> Check:

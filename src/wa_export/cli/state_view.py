@@ -1,0 +1,265 @@
+"""Rendering of `wa-export state`: a table on a terminal, key=value lines under cron, or JSON.
+
+Times are shown in EXPORT_TIMEZONE (JSON: UTC ISO 8601, as every command).
+Only ids, names, counts and times: no phone number or message text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from rich import box
+from rich.markup import escape
+from rich.table import Table
+
+from wa_export.cli.output import Output, timestamp
+from wa_export.clock import SECOND_FORMAT, format_local
+from wa_export.commands import cursor_move
+from wa_export.commands import state as state_command
+from wa_export.commands.cursor_move import MoveResult
+from wa_export.commands.state import StateReport, WorkspaceState
+from wa_export.settings import Settings
+from wa_export.store.arrival_keys import key_text, time_of_key
+from wa_export.units import format_age
+
+STATE_ID_HELP = "One workspace (exact counts); without it, all active ones."
+MOVE_TO_HELP = (
+    "Move WORKSPACE_ID's cursor to this arrival time (ISO 8601, naive = EXPORT_TIMEZONE): "
+    "back re-delivers from then on, forward skips what arrived before."
+)
+
+
+def render_state(output: Output, settings: Settings, workspace_id: str | None, move_to: str | None) -> None:
+    """`wa-export state`: one library call (show the cursors, or move one), then its rendering."""
+    if move_to is not None:
+        render_move(output, cursor_move.move_cursor(settings, workspace_id, move_to), settings)
+    else:
+        render_report(output, state_command.state(settings, workspace_id), settings)
+
+
+def render_report(output: Output, report: StateReport, settings: Settings) -> None:
+    if output.json_output:
+        output.json({"ok": True, **report.as_dict()})
+        return
+    if not report.workspaces:
+        output.line("No active workspaces.")
+        return
+    if output.interactive:
+        output.table(_state_table(report, settings))
+        if report.waiting_count_cap is not None and any(w.waiting and w.waiting.capped for w in report.workspaces):
+            output.line(f"Counts stop at {report.waiting_count_cap}; wa-export state WORKSPACE_ID counts exactly.")
+        return
+    for workspace in report.workspaces:  # under cron, a pipe: one greppable line per workspace
+        output.line(f"{timestamp()} INFO state " + " ".join(_plain_fields(workspace, settings)))
+
+
+def render_move(output: Output, result: MoveResult, settings: Settings) -> None:
+    if output.json_output:
+        output.json({"ok": True, **result.as_dict()})
+        return
+    move = result.move
+    old = (
+        f"{_time(move.old_time, settings)} (key {key_text(move.old_key)}, {move.old_source or 'unknown source'})"
+        if move.old_key is not None
+        else "no cursor"
+    )
+    new = f"{_time(move.new_time, settings)} (key {key_text(move.new_key)})"
+    consequence = {
+        "back": "the next scheduled run delivers again what arrived from then on",
+        "forward": "what arrived before then will not be delivered",
+        "unchanged": "the cursor was already there",
+        "created": "the next scheduled run starts there",
+    }[move.direction]
+    change = f"cursor created at {new}" if move.old_key is None else f"cursor moved {move.direction} from {old} to {new}"
+    output.line(f"Workspace {move.workspace_id}: {change}: {consequence}.")
+    after = result.state_after
+    if after.waiting is not None:
+        output.line(f"Messages waiting from the new cursor: {_waiting_count(after)}{_oldest_suffix(after)}.")
+    output.line(f"Recorded in system_logs (host {move.host}); see wa-export logs --system.")
+
+
+# --- pieces ------------------------------------------------------------------------------
+
+
+def _state_table(report: StateReport, settings: Settings) -> Table:
+    title = (
+        f"Delivery state, times in {report.timezone_name} "
+        f"(database clock {_time(report.database_now, settings)})"
+    )
+    table = Table(title=escape(title), box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("Workspace / id", overflow="fold", min_width=24)
+    table.add_column("Cursor", no_wrap=True)
+    table.add_column("Waiting\n(oldest)", justify="right", no_wrap=True)
+    table.add_column("Lease", no_wrap=True)
+    table.add_column("Last success", no_wrap=True)
+    table.add_column("Fails", justify="right", no_wrap=True)
+    table.add_column("Notes", overflow="fold", min_width=16)
+    for workspace in report.workspaces:
+        failures = workspace.consecutive_failures
+        age = _oldest_age(workspace)
+        table.add_row(
+            f"{escape(workspace.workspace_name) or '(unnamed)'}\n[dim]{workspace.workspace_id}[/dim]",
+            _cursor_cell(workspace, settings),
+            _waiting_count(workspace) + (f"\n[dim]{age}[/dim]" if age else ""),
+            f"[yellow]held[/yellow]\n[dim]to {format_local(workspace.lease_expires_at, settings.export_timezone, '%H:%M')}[/dim]"
+            if workspace.lease_held
+            else "free",
+            _short(workspace.last_success_at, settings) or "never",
+            f"[bold red]{failures}[/bold red]" if failures else "0",
+            escape("; ".join(_notes(workspace, settings))),
+        )
+    return table
+
+
+def _cursor_cell(workspace: WorkspaceState, settings: Settings) -> str:
+    if workspace.has_cursor:
+        text = f"{_short(workspace.cursor_time, settings)}\n[dim]{escape(workspace.cursor_source or 'unknown source')}[/dim]"
+        if workspace.cursor_ahead_of_database_clock:
+            text = f"[bold red]{text}[/bold red]"
+        return text
+    if workspace.legacy_watermark is not None:
+        return f"{_short(workspace.legacy_watermark, settings)}\n[dim]v1 watermark[/dim]"
+    return "[yellow]none[/yellow]"
+
+
+def _notes(workspace: WorkspaceState, settings: Settings) -> list[str]:
+    """Short remarks for the table; the plain lines and --json say the same at length."""
+    notes = []
+    if workspace.cursor_ahead_of_database_clock:
+        notes.append("cursor ahead of the database clock")
+    if workspace.legacy_watermark is not None:
+        notes.append("becomes a cursor on the next run")
+    elif not workspace.has_cursor and workspace.first_cursor is not None:
+        first = workspace.first_cursor
+        notes.append(
+            f"next run starts {_short(first.starts_at, settings)} (original service)"
+            if first.starts_at is not None
+            else f"next run starts {settings.export_interval_minutes} min before its end"
+        )
+    if workspace.in_flight:
+        part, parts = workspace.in_flight.get("part"), workspace.in_flight.get("parts")
+        started = workspace.in_flight.get("started_at")
+        notes.append(
+            "in flight"
+            + (f" part {part}/{parts}" if part is not None and parts is not None else "")
+            + (f" since {_short(started, settings)}" if isinstance(started, datetime) else "")
+        )
+    if workspace.last_possible_duplicate_at is not None:
+        notes.append(f"possible duplicate {_short(workspace.last_possible_duplicate_at, settings)}")
+    if workspace.consecutive_failures and workspace.last_error:
+        notes.append(workspace.last_error)
+    return notes
+
+
+def _no_cursor_text(workspace: WorkspaceState, settings: Settings) -> str:
+    if workspace.legacy_watermark is not None:
+        return (
+            f"v1 watermark {_time(workspace.legacy_watermark, settings)}: "
+            "the next scheduled run turns it into a cursor"
+        )
+    first = workspace.first_cursor
+    if first is not None and first.starts_at is not None:
+        return (
+            f"no cursor yet: the next scheduled run starts at {_time(first.starts_at, settings)} "
+            "(where the original service's last export ended)"
+        )
+    if first is not None:
+        return (
+            "no cursor yet: the next scheduled run starts "
+            f"{settings.export_interval_minutes} min (EXPORT_INTERVAL_MINUTES) before its own end"
+        )
+    return "no cursor yet"
+
+
+def _plain_fields(workspace: WorkspaceState, settings: Settings) -> list[str]:
+    fields = [
+        f"workspace={workspace.workspace_id}",
+        f"name={json.dumps(workspace.workspace_name, ensure_ascii=False)}",
+    ]
+    if workspace.has_cursor:
+        fields += [
+            f"cursor={_iso_local(workspace.cursor_time, settings)}",
+            f"cursor_key={key_text(workspace.cursor_key)}",
+            f"cursor_source={workspace.cursor_source or 'unknown'}",
+        ]
+        if workspace.cursor_ahead_of_database_clock:
+            fields.append("cursor_ahead_of_database_clock=true")
+    else:
+        fields.append("cursor=none")
+        if workspace.legacy_watermark is not None:
+            fields.append(f"legacy_watermark={_iso_local(workspace.legacy_watermark, settings)}")
+        fields.append(f"note={json.dumps(_no_cursor_text(workspace, settings), ensure_ascii=False)}")
+    fields.append(f"waiting={_waiting_count(workspace) if workspace.waiting else 'unknown'}")
+    if workspace.oldest_waiting_age_seconds is not None and workspace.waiting is not None:
+        fields.append(f"oldest_waiting={_iso_local(workspace.waiting.oldest_at, settings)}")
+        fields.append(f"oldest_waiting_age_seconds={int(workspace.oldest_waiting_age_seconds)}")
+    if workspace.lease_held:
+        fields += [f"lease=held lease_owner={workspace.lease_owner}",
+                   f"lease_expires={_iso_local(workspace.lease_expires_at, settings)}"]
+    else:
+        fields.append("lease=free")
+    fields += [
+        f"last_success={_iso_local(workspace.last_success_at, settings) or 'never'}",
+        f"consecutive_failures={workspace.consecutive_failures}",
+    ]
+    if workspace.last_error:
+        fields.append(f"last_error={json.dumps(workspace.last_error, ensure_ascii=False)}")
+    if workspace.last_possible_duplicate_at is not None:
+        fields.append(f"last_possible_duplicate={_iso_local(workspace.last_possible_duplicate_at, settings)}")
+    if workspace.in_flight:
+        fields.append(f"in_flight={json.dumps(_in_flight_text(workspace.in_flight, settings), ensure_ascii=False)}")
+    return fields
+
+
+def _waiting_count(workspace: WorkspaceState) -> str:
+    waiting = workspace.waiting
+    if waiting is None:
+        return "—"
+    return f"{waiting.count}+" if waiting.capped else str(waiting.count)
+
+
+def _oldest_age(workspace: WorkspaceState) -> str:
+    age = workspace.oldest_waiting_age_seconds
+    return "" if age is None else format_age(timedelta(seconds=age))
+
+
+def _oldest_suffix(workspace: WorkspaceState) -> str:
+    age = _oldest_age(workspace)
+    return f", the oldest arrived {age} ago" if age else ""
+
+
+def _in_flight_text(in_flight: Mapping[str, Any] | None, settings: Settings) -> str:
+    if not in_flight:
+        return ""
+    parts = []
+    part, total = in_flight.get("part"), in_flight.get("parts")
+    if part is not None and total is not None:
+        parts.append(f"part {part} of {total}")
+    low, high = time_of_key(in_flight.get("from_key")), time_of_key(in_flight.get("to_key"))
+    if low is not None and high is not None:
+        parts.append(f"arrivals {_time(low, settings)} to {_time(high, settings)}")
+    if in_flight.get("run_id"):
+        parts.append(f"run {in_flight['run_id']}")
+    started = in_flight.get("started_at")
+    if isinstance(started, datetime):
+        parts.append(f"since {_time(started, settings)}")
+    return ", ".join(parts) or "yes"
+
+
+def _time(moment: datetime | None, settings: Settings) -> str:
+    return format_local(moment, settings.export_timezone, SECOND_FORMAT)
+
+
+def _short(moment: datetime | None, settings: Settings) -> str:
+    """'12-01 22:15' this year (narrow table columns), '2025-12-01 22:15' before."""
+    if moment is None:
+        return ""
+    local = moment.astimezone(settings.export_timezone)
+    return f"{local:%m-%d %H:%M}" if local.year == datetime.now(settings.export_timezone).year else f"{local:%Y-%m-%d %H:%M}"
+
+
+def _iso_local(moment: datetime | None, settings: Settings) -> str:
+    return "" if moment is None else moment.astimezone(settings.export_timezone).isoformat()

@@ -1,0 +1,295 @@
+"""`wa-export state`: where each workspace's scheduled delivery stands.
+
+Reads the `export_state` documents (one per workspace, `_id` = workspace id):
+the cursor (every message whose arrival key is >= it is not delivered yet),
+where it came from, the lease, failures, an in-flight delivery. "Now" is the
+database server's clock, the one the leases are measured on. Moving a cursor
+is commands/cursor_move.py.
+
+Counting waiting messages (store/waiting.py) costs a few queries per
+workspace. For one named workspace the count is exact; over all workspaces
+each count stops at WAITING_COUNT_CAP so that one huge backlog cannot make the
+command slow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from bson import ObjectId
+
+from wa_export.clock import as_utc_or_none, iso
+from wa_export.redaction import redact
+from wa_export.settings import Settings
+from wa_export.store.arrival_keys import ArrivalKey, is_arrival_key, key_for_time, key_text, time_of_key
+from wa_export.store.connection import (
+    CHAT_IDS_PER_QUERY,
+    Store,
+    Workspace,
+    mongo_errors,
+    open_store,
+    parse_workspace_id,
+)
+from wa_export.store.waiting import Waiting, count_waiting, position_key
+from wa_export.units import count_or_zero
+
+WAITING_COUNT_CAP = 10_000
+FirstCursorSource = Literal["original_service", "first_interval"]
+
+
+@dataclass(frozen=True)
+class FirstCursor:
+    """Where the next scheduled run starts a workspace that has no cursor yet."""
+
+    source: FirstCursorSource
+    starts_at: datetime | None  # None: one interval before that run's end, not known before it
+
+
+@dataclass(frozen=True)
+class WorkspaceState:
+    workspace_id: str
+    workspace_name: str
+    workspace_status: str
+    database_now: datetime
+    cursor_key: ArrivalKey | None
+    cursor_source: str | None
+    cursor_set_at: datetime | None
+    legacy_watermark: datetime | None  # v1's position; the next run turns it into a cursor
+    first_cursor: FirstCursor | None
+    waiting: Waiting | None  # None: not counted (no position to count from)
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    last_success_at: datetime | None
+    last_attempt_at: datetime | None
+    consecutive_failures: int
+    last_error: str | None
+    last_possible_duplicate_at: datetime | None
+    in_flight: Mapping[str, Any] | None
+
+    @property
+    def cursor_time(self) -> datetime | None:
+        return time_of_key(self.cursor_key)
+
+    @property
+    def has_cursor(self) -> bool:
+        return self.cursor_key is not None
+
+    @property
+    def cursor_ahead_of_database_clock(self) -> bool:
+        moment = self.cursor_time
+        return moment is not None and moment > self.database_now
+
+    @property
+    def lease_held(self) -> bool:
+        return (
+            self.lease_owner is not None
+            and self.lease_expires_at is not None
+            and self.lease_expires_at > self.database_now
+        )
+
+    @property
+    def oldest_waiting_age_seconds(self) -> float | None:
+        if self.waiting is None or self.waiting.oldest_at is None:
+            return None
+        return max(0.0, (self.database_now - self.waiting.oldest_at).total_seconds())
+
+    def as_dict(self) -> dict[str, Any]:
+        waiting = self.waiting
+        return {
+            "workspace_id": self.workspace_id,
+            "workspace_name": self.workspace_name,
+            "workspace_status": self.workspace_status,
+            "cursor_time": iso(self.cursor_time),
+            "cursor_key": key_text(self.cursor_key),
+            "cursor_source": self.cursor_source,
+            "cursor_set_at": iso(self.cursor_set_at),
+            "cursor_ahead_of_database_clock": self.cursor_ahead_of_database_clock,
+            "legacy_watermark": iso(self.legacy_watermark),
+            "next_run_starts_at": iso(self.first_cursor.starts_at) if self.first_cursor else None,
+            "next_run_start_source": self.first_cursor.source if self.first_cursor else None,
+            "waiting_messages": waiting.count if waiting else None,
+            "waiting_messages_capped": waiting.capped if waiting else False,
+            "waiting_counted_from": iso(waiting.counted_from) if waiting else None,
+            "oldest_waiting_at": iso(waiting.oldest_at) if waiting else None,
+            "oldest_waiting_age_seconds": _round(self.oldest_waiting_age_seconds),
+            "lease_owner": self.lease_owner,
+            "lease_expires_at": iso(self.lease_expires_at),
+            "lease_held": self.lease_held,
+            "last_success_at": iso(self.last_success_at),
+            "last_attempt_at": iso(self.last_attempt_at),
+            "consecutive_failures": self.consecutive_failures,
+            "last_error": self.last_error,
+            "last_possible_duplicate_at": iso(self.last_possible_duplicate_at),
+            "in_flight": _plain(self.in_flight) if self.in_flight else None,
+        }
+
+
+@dataclass(frozen=True)
+class StateReport:
+    database_now: datetime
+    timezone_name: str
+    arrival_field: str
+    waiting_count_cap: int | None  # None: exact counts (one workspace named)
+    workspaces: list[WorkspaceState]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "database_time": iso(self.database_now),
+            "timezone": self.timezone_name,
+            "arrival_field": self.arrival_field,
+            "waiting_count_cap": self.waiting_count_cap,
+            "count": len(self.workspaces),
+            "workspaces": [workspace.as_dict() for workspace in self.workspaces],
+        }
+
+
+# --- reading -------------------------------------------------------------------------
+
+
+def state(settings: Settings, workspace_id: str | None) -> StateReport:
+    """`wa-export state [WORKSPACE_ID]`: every active workspace, or the one named (any status)."""
+    if workspace_id is not None:
+        parse_workspace_id(workspace_id)  # a malformed id fails before connecting
+    with open_store(settings) as store, mongo_errors(settings):
+        now = store.database_now()
+        if workspace_id is not None:
+            workspaces = store.workspaces_by_id([workspace_id])
+            cap: int | None = None
+        else:
+            workspaces = store.active_workspaces()
+            cap = WAITING_COUNT_CAP
+        documents = read_state_documents(store, [workspace.id for workspace in workspaces], single=workspace_id is not None)
+        states = workspace_states(store, workspaces, documents, now, cap)
+        return StateReport(now, settings.timezone_name, settings.export_arrival_field, cap, states)
+
+
+def read_state_documents(store: Store, workspace_ids: Sequence[str], *, single: bool = False) -> dict[str, dict[str, Any]]:
+    """The export_state documents of these workspaces, in one query."""
+    if single:
+        found = [store.export_state.find_one({"_id": workspace_ids[0]})] if workspace_ids else []
+        return {document["_id"]: document for document in found if document is not None}
+    wanted = set(workspace_ids)
+    # All documents in one read (as a scheduled run does), not one query per workspace.
+    return {document["_id"]: document for document in store.export_state.find({}) if document["_id"] in wanted}
+
+
+def workspace_states(
+    store: Store,
+    workspaces: Sequence[Workspace],
+    documents: Mapping[str, Mapping[str, Any]],
+    now: datetime,
+    cap: int | None,
+) -> list[WorkspaceState]:
+    settings = store.settings
+    without_position = [
+        workspace.id for workspace in workspaces if position_key(settings, documents.get(workspace.id, {}), now) is None
+    ]
+    original_exports = original_service_exports(store, without_position)
+    states = []
+    for workspace in workspaces:
+        document = documents.get(workspace.id, {})
+        cursor = document.get("cursor")
+        cursor_key = cursor if is_arrival_key(cursor) else None
+        watermark = as_utc_or_none(document.get("watermark"))
+        first: FirstCursor | None = None
+        from_key = position_key(settings, document, now)
+        if from_key is None:
+            first = first_cursor_preview(settings, original_exports.get(workspace.id), now)
+            if first.starts_at is not None:
+                from_key = key_for_time(settings.export_arrival_field, first.starts_at)
+        waiting = count_waiting(store, workspace, from_key, cap) if from_key is not None else None
+        states.append(_workspace_state(settings, workspace, document, now, cursor_key, watermark, first, waiting))
+    return states
+
+
+def _workspace_state(
+    settings: Settings,
+    workspace: Workspace,
+    document: Mapping[str, Any],
+    now: datetime,
+    cursor_key: ArrivalKey | None,
+    watermark: datetime | None,
+    first: FirstCursor | None,
+    waiting: Waiting | None,
+) -> WorkspaceState:
+    in_flight = document.get("in_flight")
+    last_error = document.get("last_error")
+    owner = document.get("lease_owner")
+    source = document.get("cursor_source")
+    return WorkspaceState(
+        workspace_id=workspace.id,
+        workspace_name=workspace.name,
+        workspace_status=workspace.status,
+        database_now=now,
+        cursor_key=cursor_key,
+        cursor_source=str(source) if cursor_key is not None and source is not None else None,
+        cursor_set_at=as_utc_or_none(document.get("cursor_set_at")),
+        legacy_watermark=watermark if cursor_key is None else None,
+        first_cursor=first,
+        waiting=waiting,
+        lease_owner=str(owner) if owner is not None else None,
+        lease_expires_at=as_utc_or_none(document.get("lease_expires_at")),
+        last_success_at=as_utc_or_none(document.get("last_success_at")),
+        last_attempt_at=as_utc_or_none(document.get("last_attempt_at")),
+        consecutive_failures=count_or_zero(document.get("consecutive_failures")),
+        last_error=redact(str(last_error), settings.secrets()) if last_error else None,
+        last_possible_duplicate_at=as_utc_or_none(document.get("last_possible_duplicate_at")),
+        in_flight=in_flight if isinstance(in_flight, Mapping) and in_flight else None,
+    )
+
+
+def original_service_exports(store: Store, workspace_ids: Sequence[str]) -> dict[str, datetime]:
+    """Each workspace's latest completed export by the original service, in one query per 5,000 workspaces.
+
+    The original service wrote `workspace_id` as a string and no `run_id`; every
+    entry this tool writes has a `run_id`.
+    """
+    latest: dict[str, datetime] = {}
+    for offset in range(0, len(workspace_ids), CHAT_IDS_PER_QUERY):
+        chunk = list(workspace_ids[offset : offset + CHAT_IDS_PER_QUERY])
+        pipeline = [
+            {
+                "$match": {
+                    "workspace_id": {"$in": chunk},
+                    "export_type": "whatsapp_messages",
+                    "status": "completed",
+                    "run_id": {"$exists": False},
+                }
+            },
+            {"$group": {"_id": "$workspace_id", "last": {"$max": "$export_timestamp"}}},
+        ]
+        for group in store.export_logs.aggregate(pipeline):
+            moment = as_utc_or_none(group.get("last"))
+            if moment is not None:
+                latest[str(group["_id"])] = moment
+    return latest
+
+
+def first_cursor_preview(settings: Settings, original_export: datetime | None, now: datetime) -> FirstCursor:
+    """The first cursor a scheduled run will set: the original service's last export if recent, else one interval."""
+    if original_export is not None and now - original_export <= timedelta(hours=settings.export_backfill_max_hours):
+        return FirstCursor("original_service", min(original_export, now))
+    return FirstCursor("first_interval", None)
+
+
+# --- JSON ------------------------------------------------------------------------------
+
+
+def _plain(value: object) -> object:
+    """A document value as JSON-friendly data: keys and ids as text, times as ISO 8601."""
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, datetime):
+        return iso(as_utc_or_none(value))
+    if isinstance(value, ObjectId):
+        return str(value)
+    return value
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
