@@ -95,6 +95,8 @@ def _run(json_output: bool, env_file: Path | None, body: Callable[[Settings, Out
     with _handled(output, holder):
         settings = _settings(env_file)
         holder.append(settings)
+    for warning in settings.load_warnings:  # stderr: under cron it lands in the log, --json stays one document
+        output.stderr(f"warning: {warning}")
     with _handled(output, holder):
         code = body(settings, output)
         raise typer.Exit(code)

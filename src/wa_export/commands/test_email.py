@@ -89,6 +89,9 @@ def resolve_recipients(settings: Settings, workspace_id: str | None, to: Sequenc
         raise TestEmailUsage(
             "Say where to send the test: --to ADDRESS, or --workspace ID to use that workspace's WORKSPACE_<ID>_EMAIL."
         )
+    problem = settings.recipient_problem(workspace_id)
+    if problem is not None:
+        raise TestEmailUsage(problem)
     configured = settings.recipients_for(workspace_id)
     if not configured:
         raise TestEmailUsage(

@@ -24,6 +24,7 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from wa_export.addresses import outside_allowed_domains
 from wa_export.clock import utc_now
 from wa_export.errors import ExitCode, MongoUnavailable, SmtpNotConfigured
+from wa_export.export.preflight import address_problem
 from wa_export.export.rows import RowStats, message_rows
 from wa_export.export.status import STATUSES
 from wa_export.export.workers import slot_share
@@ -355,7 +356,8 @@ class ExportRun:
             result.reason = f"workspace status is {workspace.status!r}, only active workspaces are exported on schedule"
             return result
         recipients = self._recipients(workspace)
-        if self.request.send_email and not self.request.dry_run and not recipients:
+        problem = address_problem(self.settings, workspace.id, self.request.email_override)
+        if self.request.send_email and not self.request.dry_run and not recipients and problem is None:
             result.reason = (
                 f"no email address configured: set WORKSPACE_{workspace.id}_EMAIL"
                 + (" or pass --email" if self.request.is_manual else "")
@@ -497,6 +499,8 @@ class ExportRun:
         """Why this workspace's email cannot go out in this run, known before exporting."""
         if not self.request.send_email or self.request.dry_run:
             return None
+        if problem := address_problem(self.settings, workspace.id, self.request.email_override):
+            return problem  # an invalid WORKSPACE_<ID>_EMAIL fails this workspace only
         refused = outside_allowed_domains(recipients, self.settings.export_allowed_email_domains)
         if refused:
             return (
