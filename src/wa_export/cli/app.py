@@ -166,7 +166,9 @@ def export(
         request = export_request.apply_worker_options(request, workers, worker_slot)
         if workers > 1 and worker_slot is None:
             with _stop_on_sigterm() as stop:
-                merged = export_request.export_in_workers(workers, request, env_file or _global_env_file, stop)
+                merged = export_request.export_in_workers(
+                    workers, request, env_file or _global_env_file, stop, settings
+                )
             render_workers(output, merged)
             return merged.exit_code
         with _stop_on_sigterm() as stop, export_observer(output) as observer:

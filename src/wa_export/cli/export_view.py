@@ -85,12 +85,19 @@ def export_observer(output: Output) -> Iterator[Any]:
     else:
         yield _PlainObserver(output)
 
+def render_run_warnings(output: Output, warnings: Sequence[Any]) -> None:
+    """One greppable WARNING line each (export/preflight.py), on a terminal and under cron alike."""
+    for warning in warnings:
+        output.line(f"{timestamp()} WARNING {warning.message}")
+
+
 def render_workers(output: Output, merged: WorkersResult) -> None:
     if output.json_output:
         output.json(merged.as_dict())
         return
     for run in merged.as_dict()["runs"]:
         output.line(f"worker {run['slot']}: exit {run['exit_code']}: {run['summary'] or run['error']}")
+    render_run_warnings(output, merged.warnings)
     level = "ERROR" if merged.exit_code else "INFO"
     output.line(f"{timestamp()} {level} {merged.summary()}")
 
@@ -100,6 +107,7 @@ def render_export(output: Output, result: RunResult, settings: Settings) -> None
         return
     if output.interactive:
         output.table(export_table(result.workspaces, settings))
+    render_run_warnings(output, result.warnings)
     level = "ERROR" if result.failed else "INFO"
     output.line(f"{timestamp()} {level} {result.summary()} (run {result.run_id})")
 

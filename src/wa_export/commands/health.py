@@ -24,6 +24,7 @@ from pymongo.errors import PyMongoError
 from wa_export.addresses import outside_allowed_domains
 from wa_export.clock import utc_now
 from wa_export.errors import ExitCode, MongoUnavailable
+from wa_export.export.preflight import run_warnings, unmatched_variable_warnings, workspaces_collection_problem
 from wa_export.mail.errors import MailError
 from wa_export.mail.message import check_sendable
 from wa_export.mail.sender import MailSender
@@ -115,6 +116,30 @@ def _named(items: list[str]) -> str:
     return shown + (f" and {len(items) - NAMES_SHOWN} more" if len(items) > NAMES_SHOWN else "")
 
 
+def _count(number: int, noun: str) -> str:
+    """"1 failed export", "2 failed exports"."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _has(number: int) -> str:
+    return "has" if number == 1 else "have"
+
+
+def _is(number: int) -> str:
+    return "is" if number == 1 else "are"
+
+
+def _clause(text: str) -> str:
+    """Text from elsewhere (an error, a sentence) made fit to continue a sentence: no final punctuation."""
+    return text.strip().rstrip(".;: ")
+
+
+def _sentence(clauses: list[str]) -> str:
+    """Clauses joined with "; " into one sentence with one capital and one final period."""
+    text = "; ".join(_clause(clause) for clause in clauses if _clause(clause))
+    return (text[:1].upper() + text[1:] + ".") if text else ""
+
+
 def index_command(collection: str, keys: list[tuple[str, int]]) -> str:
     """The mongosh command that creates a supporting index, e.g. db.chats.createIndex({ workspace_id: 1 })."""
     fields = ", ".join(f"{name}: {order}" for name, order in keys)
@@ -198,39 +223,64 @@ def check_export_dir(export_dir: Path) -> Check:
 def check_workspace_addresses(store: Store, settings: Settings) -> Check:
     active = store.active_workspaces()
     if not active:
-        return Check("workspace_addresses", "warning",
-                     f"No active workspaces in database {settings.mongodb_database!r}; check MONGODB_DATABASE.")
-    missing = [w for w in active if not settings.recipients_for(w.id)]
+        wrong_database = workspaces_collection_problem(store)
+        if wrong_database is not None:
+            return Check("workspace_addresses", "failed", wrong_database)
+        messages = [warning.message for warning in run_warnings(settings, [], covers_all_active=True)]
+        return Check("workspace_addresses", "warning", _sentence(messages))
+    missing = [w for w in active if not settings.recipients_for(w.id) and settings.recipient_problem(w.id) is None]
+    invalid = [w for w in active if settings.recipient_problem(w.id) is not None]
     outside = [
         w for w in active
         if outside_allowed_domains(settings.recipients_for(w.id), settings.export_allowed_email_domains)
     ]
-    active_ids = {w.id for w in active}
-    unused = sorted(i for i in settings.workspace_emails if i not in active_ids)
+    unmatched = unmatched_variable_warnings(settings, (w.id for w in active))
+    unused = [warning.workspace_id for warning in unmatched if warning.workspace_id is not None]
+    malformed = list(settings.malformed_email_variables)
     details = {
         "active": len(active),
         "missing": [{"id": w.id, "name": w.name} for w in missing],
+        "invalid": [{"id": w.id, "name": w.name, "problem": settings.recipient_problem(w.id)} for w in invalid],
         "outside_allowed_domains": [{"id": w.id, "name": w.name} for w in outside],
         "configured_for_unknown_or_inactive": unused,
+        "malformed_variables": malformed,
     }
     label = lambda w: f"{w.name or '(unnamed)'} ({w.id})"  # noqa: E731
     problems = []
     if missing:
         problems.append(
-            f"{len(missing)} of {len(active)} active workspaces have no address and are not exported: "
-            f"{_named([label(w) for w in missing])}; set WORKSPACE_<ID>_EMAIL for each"
+            f"{_count(len(missing), 'active workspace')} of {len(active)} {_has(len(missing))} no address "
+            f"and {_is(len(missing))} not exported: {_named([label(w) for w in missing])}; "
+            "set WORKSPACE_<ID>_EMAIL for each"
+        )
+    if invalid:
+        problems.append(
+            f"{_count(len(invalid), 'workspace')} {_has(len(invalid))} an invalid WORKSPACE_<ID>_EMAIL and "
+            f"fail{'s' if len(invalid) == 1 else ''} every export: {_named([label(w) for w in invalid])}"
         )
     if outside:
         problems.append(
-            f"{len(outside)} workspaces have addresses outside EXPORT_ALLOWED_EMAIL_DOMAINS and fail every export: "
+            f"{_count(len(outside), 'workspace')} {_has(len(outside))} addresses outside "
+            f"EXPORT_ALLOWED_EMAIL_DOMAINS and fail{'s' if len(outside) == 1 else ''} every export: "
             f"{_named([label(w) for w in outside])}"
         )
-    if problems:
-        return Check("workspace_addresses", "failed", "; ".join(problems) + ".", details)
+    notes = []
     if unused:
+        notes.append(
+            "WORKSPACE_<ID>_EMAIL is set for ids that are no active workspace (a typo, or an inactive or deleted "
+            f"workspace): {_named(unused)}"
+        )
+    if malformed:
+        notes.append(
+            f"{_named(malformed)} {_is(len(malformed))} ignored: the part between WORKSPACE_ and _EMAIL must be "
+            "a workspace id (24 hexadecimal characters)"
+        )
+    if problems:
+        return Check("workspace_addresses", "failed", _sentence(problems + notes), details)
+    if notes:
         return Check("workspace_addresses", "warning",
-                     f"All {len(active)} active workspaces have an address, but WORKSPACE_<ID>_EMAIL is set for "
-                     f"ids that are no active workspace (typo?): {_named(unused)}.", details)
+                     _sentence([f"All {len(active)} active workspaces have an address, but " + notes[0], *notes[1:]]),
+                     details)
     return Check("workspace_addresses", "ok", f"All {len(active)} active workspaces have an address.", details)
 
 

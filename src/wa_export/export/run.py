@@ -24,7 +24,7 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from wa_export.addresses import outside_allowed_domains
 from wa_export.clock import utc_now
 from wa_export.errors import ExitCode, MongoUnavailable, SmtpNotConfigured
-from wa_export.export.preflight import address_problem
+from wa_export.export.preflight import RunWarning, address_problem, require_workspaces_collection
 from wa_export.export.rows import RowStats, message_rows
 from wa_export.export.status import STATUSES
 from wa_export.export.workers import slot_share
@@ -121,6 +121,7 @@ class RunResult:
     workspaces: list[WorkspaceResult] = field(default_factory=list)
     orphaned_messages: int | None = 0  # None: not counted (no timestamp index on messages)
     interrupted: bool = False
+    warnings: list[RunWarning] = field(default_factory=list)  # see export/preflight.py
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for result in self.workspaces if result.outcome == outcome)
@@ -170,6 +171,7 @@ class RunResult:
             "anomalies": self.anomaly_totals(),
             "summary": self.summary(),
             "workspaces": [result.as_dict() for result in self.workspaces],
+            "warnings": [warning.as_dict() for warning in self.warnings],
         }
 
 
@@ -314,6 +316,8 @@ class ExportRun:
             selected = self.store.workspaces_by_id(self.request.workspace_ids)
         else:
             selected = self.store.active_workspaces()
+            if not selected:
+                require_workspaces_collection(self.store)  # a wrong MONGODB_DATABASE is exit 2, not "0 workspaces"
         return slot_share(selected, self.request.worker_slot)
 
     def _counts_orphans(self) -> bool:
