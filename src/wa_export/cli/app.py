@@ -297,6 +297,24 @@ def health(
     _run(json_output, env_file, body)
 
 
+@app.command("config", short_help="Show and validate the settings (no MongoDB, no SMTP).")
+def config(json_output: JsonOption = False, env_file: EnvFileOption = None) -> None:
+    """Show the effective settings, where each came from, and every invalid one.
+
+    Validates every value exactly as a run does, without connecting to MongoDB or
+    SMTP; secrets are masked. Exit 2 if any value is invalid (all are listed),
+    0 otherwise: run it before enabling the timer, or in CI.
+    """
+    from wa_export.cli.config_view import render_config
+    from wa_export.commands import config as config_command
+
+    output = Output(json_output)
+    with _handled(output, []):
+        report = config_command.config_report(env_file or _global_env_file)
+        render_config(output, report)
+        raise typer.Exit(report.exit_code)
+
+
 @contextmanager
 def _interrupt_on_sigterm() -> Iterator[None]:
     """SIGTERM behaves like Ctrl-C, so `finally` blocks (server shutdown) still run."""
