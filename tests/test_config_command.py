@@ -15,10 +15,10 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from helpers import parse_json
-from seeding import run_cli
 
 import wa_export.settings as settings_module
+from helpers import parse_json
+from seeding import run_cli
 from wa_export.commands.config import setting_variables
 
 MONGO_SECRET = "Cfg-Mongo_Pw4471"

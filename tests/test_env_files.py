@@ -11,9 +11,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+
 from helpers import mailed_contents, parse_json
 from seeding import add_chat, add_messages, add_workspace, run_cli, utcnow
-
 from wa_export.errors import ExitCode
 
 # The file holds what an operator keeps there; the environment (make_env) the test servers.

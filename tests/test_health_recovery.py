@@ -9,6 +9,7 @@ import re
 from datetime import timedelta
 
 from bson import ObjectId
+
 from helpers import health_checks
 from seeding import add_workspace, utcnow
 

@@ -13,6 +13,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+
 from seeding import run_cli
 
 COMMANDS = ["export", "cleanup", "stats", "logs", "test-email", "health", "config", "demo"]

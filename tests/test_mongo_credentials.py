@@ -7,10 +7,10 @@ error code, only a message), and by code for servers that send one.
 from __future__ import annotations
 
 import pytest
-from faultkit import MONGO_USER, AuthMongoServer
-from helpers import health_checks, one_stderr_line
 from pymongo.errors import OperationFailure
 
+from faultkit import MONGO_USER, AuthMongoServer
+from helpers import health_checks, one_stderr_line
 from wa_export.store.connection import authentication_problem
 
 WRONG_PASSWORD = "Wrong-Mongo-Pw_5521"

@@ -12,12 +12,12 @@ from datetime import timedelta
 from typing import Any
 
 from bson import ObjectId
-from helpers import health_checks, lines_with, one_stderr_line, parse_json
 from pymongo import MongoClient, monitoring
 from pymongo.database import Database
 from pymongo.errors import OperationFailure
-from seeding import add_chat, add_messages, add_workspace, utcnow
 
+from helpers import health_checks, lines_with, one_stderr_line, parse_json
+from seeding import add_chat, add_messages, add_workspace, utcnow
 from wa_export.export.preflight import workspaces_collection_problem
 from wa_export.export.run import ExportRequest, run_export
 from wa_export.settings import load_settings

@@ -1,4 +1,4 @@
-"""Reading a `.env` file the way operators actually write them.
+"""Where the settings come from: the process environment and a `.env` file, read as operators write it.
 
 Windows editors save UTF-16 or UTF-8 with a byte-order mark; python-dotenv reads
 neither (UTF-16 does not decode; a BOM becomes part of the first variable's name,
@@ -13,6 +13,8 @@ from __future__ import annotations
 import codecs
 import io
 import logging
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from dotenv import dotenv_values
 from dotenv.parser import Binding, parse_stream
 
 from wa_export.errors import ConfigError
+from wa_export.mongodb_uri import DEFAULT_MONGODB_URI
 
 # python-dotenv logs its own "could not parse statement" line through logging,
 # without the file name; read_env_file reports those lines itself.
@@ -41,6 +44,51 @@ class EnvFileContents:
     values: dict[str, str]
     warnings: tuple[str, ...]
     encoding: str
+
+
+@dataclass(frozen=True)
+class ConfigurationSource:
+    """Where the variables came from: the process environment and at most one .env file."""
+
+    values: dict[str, str]  # effective: the .env values overridden by the real environment
+    process_keys: frozenset[str]
+    env_file: Path | None  # the .env file read, if any
+    file_values: dict[str, str]
+    warnings: tuple[str, ...]
+
+    def origin(self, name: str) -> str:
+        """"environment", ".env file <path>" or "default" (not set anywhere)."""
+        if name in self.process_keys:
+            return "environment"
+        if name in self.file_values:
+            return f".env file {self.env_file}"
+        return "default"
+
+
+def read_configuration(env_file: Path | None, environ: Mapping[str, str] | None = None) -> ConfigurationSource:
+    """The process environment and the `.env` file (./.env, or --env-file), with their warnings."""
+    process = dict(os.environ if environ is None else environ)
+    if env_file is not None:
+        if not env_file.is_file():
+            raise ConfigError(f"--env-file {env_file} does not exist or is not a file.")
+        path: Path | None = env_file
+    else:
+        default = Path.cwd() / ".env"
+        # A directory named .env (often a virtualenv) is not a settings file.
+        path = default if default.is_file() else None
+    file_values: dict[str, str] = {}
+    warnings: list[str] = []
+    if path is not None:
+        contents = read_env_file(path)
+        file_values = contents.values
+        warnings.extend(contents.warnings)
+    elif not process.get("MONGODB_URI", "").strip():
+        warnings.append(
+            f"no .env file in {Path.cwd()} and no MONGODB_URI in the environment: "
+            f"using {DEFAULT_MONGODB_URI} (set MONGODB_URI, or pass --env-file)."
+        )
+    merged = {**file_values, **process}
+    return ConfigurationSource(merged, frozenset(process), path, file_values, tuple(warnings))
 
 
 def read_env_file(path: Path) -> EnvFileContents:
@@ -104,4 +152,4 @@ def _first_line(binding: Binding) -> int:
     return binding.original.line + len(leading.replace("\r\n", "\n").replace("\r", "\n").split("\n")) - 1
 
 
-__all__ = ["EnvFileContents", "decode_env_bytes", "read_env_file"]
+__all__ = ["ConfigurationSource", "EnvFileContents", "decode_env_bytes", "read_configuration", "read_env_file"]

@@ -12,20 +12,22 @@ fails that workspace alone instead of stopping every tenant's export.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
-from urllib.parse import unquote_plus
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pymongo.uri_parser import parse_userinfo, split_hosts, split_options
-
 from wa_export.addresses import EMAIL_ADDRESS, parse_address_list
-from wa_export.envfile import read_env_file
+from wa_export.envfile import ConfigurationSource, read_configuration
 from wa_export.errors import ConfigError
+from wa_export.mongodb_uri import (
+    DEFAULT_MONGODB_URI,
+    parse_mongodb_uri,
+    uri_secrets,
+    userinfo_needs_encoding,
+)
 from wa_export.redaction import redact
 
 SmtpSecurity = Literal["auto", "ssl", "starttls", "none"]
@@ -33,7 +35,6 @@ SmtpSecurity = Literal["auto", "ssl", "starttls", "none"]
 WORKSPACE_EMAIL_VARIABLE = re.compile(r"^WORKSPACE_([0-9A-Fa-f]{24})_EMAIL$")
 # Any WORKSPACE_..._EMAIL: one whose id is not 24 hex digits is a typo to report, not to ignore.
 ANY_WORKSPACE_EMAIL_VARIABLE = re.compile(r"^WORKSPACE_(.*)_EMAIL$", re.IGNORECASE)
-DEFAULT_MONGODB_URI = "mongodb://localhost:27017"
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class Settings:
     _secrets: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        found = [self.smtp_password or "", *_uri_secrets(self.mongodb_uri)]
+        found = [self.smtp_password or "", *uri_secrets(self.mongodb_uri)]
         object.__setattr__(self, "_secrets", tuple(dict.fromkeys(secret for secret in found if secret)))
 
     @property
@@ -93,81 +94,6 @@ class Settings:
     def secrets(self) -> list[str]:
         """Every secret value this configuration holds, for redaction of error texts (computed at load)."""
         return list(self._secrets)
-
-
-@dataclass(frozen=True)
-class MongoUriParts:
-    """What configuration needs from MONGODB_URI, read without any network or DNS access."""
-
-    srv: bool
-    hosts: str
-    username: str | None
-    password: str | None  # URL-decoded
-    raw_password: str | None  # as written in the URI
-    database: str | None  # URL-decoded, without a ".collection" suffix
-
-
-def parse_mongodb_uri(uri: str) -> MongoUriParts:
-    """Split ``scheme://[userinfo@]hosts[/database][?options]`` and validate it; never touches DNS.
-
-    pymongo's parse_uri resolves SRV and TXT records for ``mongodb+srv://``;
-    this uses only its pure helpers (parse_userinfo, split_hosts, split_options)
-    with the same rules. Raises ValueError (pymongo's InvalidURI is one) or
-    pymongo's ConfigurationError on a malformed URI.
-    """
-    if uri.startswith("mongodb+srv://"):
-        srv, rest = True, uri[len("mongodb+srv://"):]
-    elif uri.startswith("mongodb://"):
-        srv, rest = False, uri[len("mongodb://"):]
-    else:
-        raise ValueError("the URI must begin with mongodb:// or mongodb+srv://")
-    if not rest:
-        raise ValueError("no host")
-    host_and_db, _, options = rest.partition("?")
-    host_part, _, database = host_and_db.partition("/")
-    username = password = raw_password = None
-    if "@" in host_part:
-        userinfo, _, hosts = host_part.rpartition("@")
-        raw_password = userinfo.partition(":")[2] or None
-        username, password = parse_userinfo(userinfo)
-        password = password or None
-    else:
-        hosts = host_part
-    if "/" in hosts or not hosts:
-        raise ValueError("no host")
-    opts = split_options(options, validate=True, warn=True, normalize=True) if options else {}
-    if srv:
-        nodes = split_hosts(hosts, default_port=None)
-        if len(nodes) != 1 or nodes[0][1] is not None:
-            raise ValueError("mongodb+srv:// takes exactly one host name and no port")
-        if opts.get("directconnection"):
-            raise ValueError("directConnection=true cannot be used with mongodb+srv://")
-    else:
-        nodes = split_hosts(hosts)
-    # The option combinations pymongo's parse_uri refuses (its _check_options).
-    if len(nodes) > 1 and opts.get("directconnection"):
-        raise ValueError("directConnection=true needs a single host")
-    if opts.get("loadbalanced") and (len(nodes) > 1 or opts.get("directconnection") or opts.get("replicaset")):
-        raise ValueError("loadBalanced=true needs a single host, no directConnection and no replicaSet")
-    name = unquote_plus(database).split(".", 1)[0] if database else ""
-    if re.search(r'[/ "$]', name):
-        raise ValueError("bad database name")
-    return MongoUriParts(srv, hosts, username, password, raw_password, name or None)
-
-
-def _uri_secrets(uri: str) -> list[str]:
-    """The MongoDB password in MONGODB_URI, decoded and as written; tolerant of a malformed URI."""
-    try:
-        parts = parse_mongodb_uri(uri)
-        return [parts.password or "", parts.raw_password or ""]
-    except Exception:
-        # Malformed, often because the password holds an unencoded "@" or "/":
-        # everything between the first ":" and the last "@" is the password then.
-        _scheme, separator, rest = uri.partition("://")
-        if not separator or "@" not in rest:
-            return []
-        raw = rest.rpartition("@")[0].partition(":")[2]
-        return [raw, unquote_plus(raw)] if raw else []
 
 
 @dataclass(frozen=True)
@@ -262,67 +188,12 @@ def _validated_uri(env: _Environment) -> str | None:
     except Exception:
         hint = (
             "the user name or password holds an unencoded @, : or /, percent-encode them (@ as %40, : as %3A, / as %2F)"
-            if _userinfo_needs_encoding(uri)
+            if userinfo_needs_encoding(uri)
             else "expected something like mongodb://user:password@host:27017/database"
         )
         env.problem("MONGODB_URI", f"MONGODB_URI is not a valid MongoDB connection string: {hint}.")
         return None
     return uri
-
-
-def _userinfo_needs_encoding(uri: str) -> bool:
-    """Whether the part before the last "@" holds characters a URI's user info must percent-encode."""
-    rest = uri.partition("://")[2]
-    if "@" not in rest:
-        return False
-    userinfo = rest.rpartition("@")[0]
-    bad_percent = re.search(r"%(?![0-9A-Fa-f]{2})", userinfo) is not None
-    return bool(re.search(r"[@/?#\[\]]", userinfo)) or userinfo.count(":") > 1 or bad_percent
-
-
-@dataclass(frozen=True)
-class ConfigurationSource:
-    """Where the variables came from: the process environment and at most one .env file."""
-
-    values: dict[str, str]  # effective: the .env values overridden by the real environment
-    process_keys: frozenset[str]
-    env_file: Path | None  # the .env file read, if any
-    file_values: dict[str, str]
-    warnings: tuple[str, ...]
-
-    def origin(self, name: str) -> str:
-        """"environment", ".env file <path>" or "default" (not set anywhere)."""
-        if name in self.process_keys:
-            return "environment"
-        if name in self.file_values:
-            return f".env file {self.env_file}"
-        return "default"
-
-
-def read_configuration(env_file: Path | None, environ: Mapping[str, str] | None = None) -> ConfigurationSource:
-    """The process environment and the `.env` file (./.env, or --env-file), with their warnings."""
-    process = dict(os.environ if environ is None else environ)
-    if env_file is not None:
-        if not env_file.is_file():
-            raise ConfigError(f"--env-file {env_file} does not exist or is not a file.")
-        path: Path | None = env_file
-    else:
-        default = Path.cwd() / ".env"
-        # A directory named .env (often a virtualenv) is not a settings file.
-        path = default if default.is_file() else None
-    file_values: dict[str, str] = {}
-    warnings: list[str] = []
-    if path is not None:
-        contents = read_env_file(path)
-        file_values = contents.values
-        warnings.extend(contents.warnings)
-    elif not _text(process, "MONGODB_URI"):
-        warnings.append(
-            f"no .env file in {Path.cwd()} and no MONGODB_URI in the environment: "
-            f"using {DEFAULT_MONGODB_URI} (set MONGODB_URI, or pass --env-file)."
-        )
-    merged = {**file_values, **process}
-    return ConfigurationSource(merged, frozenset(process), path, file_values, tuple(warnings))
 
 
 def read_environment(env_file: Path | None, environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -354,7 +225,7 @@ def load_settings(env_file: Path | None = None, environ: Mapping[str, str] | Non
 
 def _secrets_in(env: Mapping[str, str]) -> list[str]:
     found = [env.get("SMTP_PASSWORD", "").strip(), env.get("SMTP_PASSWORD", "")]
-    found += _uri_secrets(env.get("MONGODB_URI", "").strip())
+    found += uri_secrets(env.get("MONGODB_URI", "").strip())
     return list(dict.fromkeys(secret for secret in found if secret))
 
 

@@ -4,6 +4,11 @@ No business logic lives here. Human output uses rich (a progress bar and tables
 on a terminal, plain log lines otherwise, e.g. under cron); `--json` prints one
 JSON document on stdout. Exit codes: 0 ok, 1 some work failed, 2 usage or
 configuration error, 3 MongoDB unreachable.
+
+Why this module is long: Typer builds every command, option and `--help` text
+from the function signatures declared here, one per command; each body is a
+few lines calling commands/ and a cli/*_view.py renderer, so what is left is
+declarations that read best side by side.
 """
 
 from __future__ import annotations

@@ -14,16 +14,15 @@ from datetime import tzinfo
 from pathlib import Path
 from typing import Any
 
+from wa_export.envfile import ConfigurationSource, read_configuration
 from wa_export.errors import ExitCode
+from wa_export.mongodb_uri import parse_mongodb_uri
 from wa_export.redaction import redact
 from wa_export.settings import (
     ANY_WORKSPACE_EMAIL_VARIABLE,
     WORKSPACE_EMAIL_VARIABLE,
-    ConfigurationSource,
     SettingProblem,
     Settings,
-    parse_mongodb_uri,
-    read_configuration,
     validate_environment,
 )
 

@@ -9,6 +9,7 @@ MongoDB, so a monitor needs one rule for `health`. The report is recorded as a
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import shutil
@@ -17,14 +18,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pymongo.errors import PyMongoError
 
-from wa_export.addresses import outside_allowed_domains
 from wa_export.clock import as_utc, utc_now
+from wa_export.commands.health_addresses import check_workspace_addresses
+from wa_export.commands.health_check import Check, CheckStatus, ago, clause, count_noun, local_time, named, sentence
 from wa_export.errors import ExitCode, MongoUnavailable
-from wa_export.export.preflight import run_warnings, unmatched_variable_warnings, workspaces_collection_problem
 from wa_export.mail.errors import MailError
 from wa_export.mail.message import check_sendable
 from wa_export.mail.sender import MailSender
@@ -34,24 +35,10 @@ from wa_export.settings import Settings
 from wa_export.store.connection import SERVICE_NAME, Store, describe_mongo_error
 from wa_export.units import format_bytes
 
-CheckStatus = Literal["ok", "warning", "failed", "skipped"]
-
 # Free space below either threshold is a warning: a full disk fails every export.
 MIN_FREE_BYTES = 1024**3
 MIN_FREE_FRACTION = 0.05
 FAILED_EXPORTS_LOOKBACK = timedelta(hours=24)
-NAMES_SHOWN = 10  # longer lists are cut in the reason; `details` (and --json) has them all
-
-
-@dataclass
-class Check:
-    name: str
-    status: CheckStatus
-    reason: str
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "status": self.status, "reason": self.reason, "details": self.details}
 
 
 @dataclass
@@ -66,8 +53,8 @@ class HealthReport:
     @property
     def status(self) -> CheckStatus:
         for worst in ("failed", "warning"):
-            if self.count(worst) > 0:  # type: ignore[arg-type]
-                return worst  # type: ignore[return-value]
+            if self.count(worst) > 0:
+                return worst
         return "ok"
 
     @property
@@ -95,49 +82,8 @@ class HealthReport:
 # --------------------------------------------------------------------------- helpers
 
 
-def _local(moment: datetime, settings: Settings) -> str:
-    return f"{moment.astimezone(settings.export_timezone):%Y-%m-%d %H:%M} {settings.timezone_name}"
-
-
-def _ago(delta: timedelta) -> str:
-    minutes = int(delta.total_seconds() // 60)
-    if minutes < 1:
-        return "less than a minute ago"
-    if minutes < 120:
-        return f"{minutes} min ago"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes} min ago"
-    return f"{hours // 24} days ago"
-
-
-def _named(items: list[str]) -> str:
-    shown = ", ".join(items[:NAMES_SHOWN])
-    return shown + (f" and {len(items) - NAMES_SHOWN} more" if len(items) > NAMES_SHOWN else "")
-
-
-def _count(number: int, noun: str) -> str:
-    """"1 failed export", "2 failed exports"."""
-    return f"{number} {noun}{'' if number == 1 else 's'}"
-
-
-def _has(number: int) -> str:
-    return "has" if number == 1 else "have"
-
-
-def _is(number: int) -> str:
-    return "is" if number == 1 else "are"
-
-
-def _clause(text: str) -> str:
-    """Text from elsewhere (an error, a sentence) made fit to continue a sentence: no final punctuation."""
-    return text.strip().rstrip(".;: ")
-
-
-def _sentence(clauses: list[str]) -> str:
-    """Clauses joined with "; " into one sentence with one capital and one final period."""
-    text = "; ".join(_clause(clause) for clause in clauses if _clause(clause))
-    return (text[:1].upper() + text[1:] + ".") if text else ""
+def _failure_label(entry: dict[str, Any]) -> str:
+    return f"{entry['name'] or '(unnamed)'} ({entry['id']}, {entry['failures']}x)"
 
 
 def index_command(collection: str, keys: list[tuple[str, int]]) -> str:
@@ -220,70 +166,6 @@ def check_export_dir(export_dir: Path) -> Check:
 # --------------------------------------------------------------------------- checks with MongoDB
 
 
-def check_workspace_addresses(store: Store, settings: Settings) -> Check:
-    active = store.active_workspaces()
-    if not active:
-        wrong_database = workspaces_collection_problem(store)
-        if wrong_database is not None:
-            return Check("workspace_addresses", "failed", wrong_database)
-        messages = [warning.message for warning in run_warnings(settings, [], covers_all_active=True)]
-        return Check("workspace_addresses", "warning", _sentence(messages))
-    missing = [w for w in active if not settings.recipients_for(w.id) and settings.recipient_problem(w.id) is None]
-    invalid = [w for w in active if settings.recipient_problem(w.id) is not None]
-    outside = [
-        w for w in active
-        if outside_allowed_domains(settings.recipients_for(w.id), settings.export_allowed_email_domains)
-    ]
-    unmatched = unmatched_variable_warnings(settings, (w.id for w in active))
-    unused = [warning.workspace_id for warning in unmatched if warning.workspace_id is not None]
-    malformed = list(settings.malformed_email_variables)
-    details = {
-        "active": len(active),
-        "missing": [{"id": w.id, "name": w.name} for w in missing],
-        "invalid": [{"id": w.id, "name": w.name, "problem": settings.recipient_problem(w.id)} for w in invalid],
-        "outside_allowed_domains": [{"id": w.id, "name": w.name} for w in outside],
-        "configured_for_unknown_or_inactive": unused,
-        "malformed_variables": malformed,
-    }
-    label = lambda w: f"{w.name or '(unnamed)'} ({w.id})"  # noqa: E731
-    problems = []
-    if missing:
-        problems.append(
-            f"{_count(len(missing), 'active workspace')} of {len(active)} {_has(len(missing))} no address "
-            f"and {_is(len(missing))} not exported: {_named([label(w) for w in missing])}; "
-            "set WORKSPACE_<ID>_EMAIL for each"
-        )
-    if invalid:
-        problems.append(
-            f"{_count(len(invalid), 'workspace')} {_has(len(invalid))} an invalid WORKSPACE_<ID>_EMAIL and "
-            f"fail{'s' if len(invalid) == 1 else ''} every export: {_named([label(w) for w in invalid])}"
-        )
-    if outside:
-        problems.append(
-            f"{_count(len(outside), 'workspace')} {_has(len(outside))} addresses outside "
-            f"EXPORT_ALLOWED_EMAIL_DOMAINS and fail{'s' if len(outside) == 1 else ''} every export: "
-            f"{_named([label(w) for w in outside])}"
-        )
-    notes = []
-    if unused:
-        notes.append(
-            "WORKSPACE_<ID>_EMAIL is set for ids that are no active workspace (a typo, or an inactive or deleted "
-            f"workspace): {_named(unused)}"
-        )
-    if malformed:
-        notes.append(
-            f"{_named(malformed)} {_is(len(malformed))} ignored: the part between WORKSPACE_ and _EMAIL must be "
-            "a workspace id (24 hexadecimal characters)"
-        )
-    if problems:
-        return Check("workspace_addresses", "failed", _sentence(problems + notes), details)
-    if notes:
-        return Check("workspace_addresses", "warning",
-                     _sentence([f"All {len(active)} active workspaces have an address, but " + notes[0], *notes[1:]]),
-                     details)
-    return Check("workspace_addresses", "ok", f"All {len(active)} active workspaces have an address.", details)
-
-
 def check_indexes(store: Store) -> Check:
     missing = store.missing_indexes()
     if not missing:
@@ -327,11 +209,11 @@ def check_scheduled_runs(store: Store, settings: Settings, now: datetime) -> Che
         return Check(
             "scheduled_runs",
             "failed",
-            f"No scheduled run since {_local(last, settings)} ({_ago(age)}; EXPORT_INTERVAL_MINUTES is "
+            f"No scheduled run since {local_time(last, settings)} ({ago(age)}; EXPORT_INTERVAL_MINUTES is "
             f"{settings.export_interval_minutes}); {hint}.",
             details,
         )
-    return Check("scheduled_runs", "ok", f"Last scheduled run {_local(last, settings)} ({_ago(age)}).", details)
+    return Check("scheduled_runs", "ok", f"Last scheduled run {local_time(last, settings)} ({ago(age)}).", details)
 
 
 def _no_scheduled_run_yet(store: Store, settings: Settings, now: datetime, threshold: timedelta, hint: str) -> Check:
@@ -342,8 +224,8 @@ def _no_scheduled_run_yet(store: Store, settings: Settings, now: datetime, thres
         return Check(
             "scheduled_runs",
             "failed",
-            f"No scheduled run recorded, although wa-export has been used here since {_local(first_used, settings)} "
-            f"({_ago(now - as_utc(first_used))}); {hint}.",
+            f"No scheduled run recorded, although wa-export has been used here since {local_time(first_used, settings)} "
+            f"({ago(now - as_utc(first_used))}); {hint}.",
             {"first_used": first_used},
         )
     return Check(
@@ -388,22 +270,21 @@ def check_failed_exports(store: Store, settings: Settings, now: datetime) -> Che
         }
         (recovered if ok_at is not None and ok_at > failure["last_failed_at"] else still).append(entry)
     total = sum(f["count"] for f in failures)
-    label = lambda e: f"{e['name'] or '(unnamed)'} ({e['id']}, {e['failures']}x)"  # noqa: E731
     details = {"failed_exports": total, "still_failing": still, "recovered": recovered}
-    counted = f"{_count(total, 'failed export')} in the last 24 hours"
+    counted = f"{count_noun(total, 'failed export')} in the last 24 hours"
     if still:
-        last_error = _clause(still[0]["last_error"])
-        clauses = [f"{counted}; still failing: {_named([label(e) for e in still])}"]
+        last_error = clause(still[0]["last_error"])
+        clauses = [f"{counted}; still failing: {named([_failure_label(e) for e in still])}"]
         if last_error:
             clauses.append(f"last error of {still[0]['name'] or still[0]['id']}: {last_error}")
         if recovered:
-            clauses.append(f"recovered since: {_named([label(e) for e in recovered])}")
+            clauses.append(f"recovered since: {named([_failure_label(e) for e in recovered])}")
         clauses.append("`wa-export logs --status failed` shows every error")
-        return Check("failed_exports", "failed", _sentence(clauses), details)
+        return Check("failed_exports", "failed", sentence(clauses), details)
     return Check(
         "failed_exports",
         "warning",
-        _sentence([f"{counted}, all delivered by a later run: {_named([label(e) for e in recovered])}"]),
+        sentence([f"{counted}, all delivered by a later run: {named([_failure_label(e) for e in recovered])}"]),
         details,
     )
 
@@ -484,8 +365,7 @@ def run_health(
             if store is None:
                 report.checks.append(Check(name, "skipped", "Not checked: MongoDB is unreachable."))
             else:
-                current = store
-                report.checks.append(_guarded(name, settings, lambda: check(current)))
+                report.checks.append(_guarded(name, settings, functools.partial(check, store)))
 
         if store is not None:
             report.recorded = _record(store, report)
