@@ -144,6 +144,17 @@ def test_a_password_in_the_wrong_variable_is_masked(make_env, listener, tmp_path
     assert "INVALID SMTP_PORT: SMTP_PORT must be a whole number." in result.stdout.splitlines()
 
 
+def test_an_unreadable_uri_is_shown_without_its_password(make_env, listener, tmp_path):
+    # Invalid, it is shown as written (so the operator sees what to fix): its password still is not.
+    env = _env(make_env, listener, MONGODB_URI=f"mongodb://exporter:{MONGO_SECRET}@x@127.0.0.1/platform")
+    result = run_cli(["config", "--json"], env, tmp_path)
+    assert result.returncode == 2
+    uri = _by_variable(parse_json(result))["MONGODB_URI"]
+    assert uri["valid"] is False and "percent-encode" in uri["problem"]
+    assert uri["value"] == "mongodb://exporter:***@127.0.0.1/platform"
+    assert MONGO_SECRET not in result.stdout + result.stderr
+
+
 def test_every_variable_the_settings_read_is_listed() -> None:
     # A setting added to settings.py without a Settings field (or under another name) would be
     # missing from `wa-export config`: every variable named there must be listed.

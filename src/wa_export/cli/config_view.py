@@ -32,7 +32,8 @@ def render_config(output: Output, report: ConfigReport) -> None:
         count = len(report.problems)
         output.stderr(
             f"{count} setting{'s are' if count != 1 else ' is'} invalid "
-            f"({', '.join(dict.fromkeys(p.variable for p in report.problems))}); fix them before enabling the timer."
+            f"({', '.join(dict.fromkeys(p.variable for p in report.problems))}); "
+            f"fix {'them' if count != 1 else 'it'} before enabling the timer."
         )
 
 

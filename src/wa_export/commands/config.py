@@ -16,7 +16,7 @@ from typing import Any
 
 from wa_export.envfile import ConfigurationSource, read_configuration
 from wa_export.errors import ExitCode
-from wa_export.mongodb_uri import parse_mongodb_uri
+from wa_export.mongodb_uri import parse_mongodb_uri, uri_secrets
 from wa_export.redaction import redact
 from wa_export.settings import (
     ANY_WORKSPACE_EMAIL_VARIABLE,
@@ -147,8 +147,10 @@ def _field_of(variable: str) -> str:
 
 
 def _raw_secrets(source: ConfigurationSource) -> list[str]:
+    """The secrets as configured: an invalid MONGODB_URI is shown as written, so its password must be known."""
     raw = source.values.get("SMTP_PASSWORD", "")
-    return [secret for secret in (raw, raw.strip()) if secret]
+    found = [raw, raw.strip(), *uri_secrets(source.values.get("MONGODB_URI", "").strip())]
+    return [secret for secret in found if secret]
 
 
 def _display(value: object) -> str:
