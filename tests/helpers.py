@@ -69,6 +69,23 @@ def parse_json(result: CompletedProcess[str]) -> dict[str, Any]:
     return document
 
 
+def one_stderr_line(text: str) -> str:
+    """stderr is exactly one `wa-export: ...` line, no traceback; returns it."""
+    lines = text.strip().splitlines()
+    assert len(lines) == 1, text
+    assert lines[0].startswith("wa-export: ") and "Traceback" not in text
+    return lines[0]
+
+
+def health_checks(result: CompletedProcess[str]) -> dict[str, dict[str, Any]]:
+    """The checks of a `wa-export health --json` result, by name."""
+    return {check["name"]: check for check in parse_json(result)["checks"]}
+
+
+def lines_with(stdout: str, *words: str) -> list[str]:
+    return [line for line in stdout.splitlines() if all(word in line for word in words)]
+
+
 def xlsx_files(export_dir: Path) -> list[Path]:
     return sorted(export_dir.rglob("*.xlsx")) if export_dir.exists() else []
 

@@ -28,9 +28,9 @@ BAD_SETTINGS = [
     ({"EXPORT_TIMEZONE": "Mars/Olympus_Mons"}, "EXPORT_TIMEZONE"),
     ({"EXPORT_INTERVAL_MINUTES": "0"}, "EXPORT_INTERVAL_MINUTES"),
     ({"EXPORT_INTERVAL_MINUTES": "-15"}, "EXPORT_INTERVAL_MINUTES"),
-    ({f"WORKSPACE_{WORKSPACE}_EMAIL": "ops@acme.test, not an address"}, f"WORKSPACE_{WORKSPACE}_EMAIL"),
-    ({f"WORKSPACE_{WORKSPACE}_EMAIL": "ops@acme.test\r\nBcc: attacker@example.com"}, f"WORKSPACE_{WORKSPACE}_EMAIL"),
 ]
+# An invalid WORKSPACE_<ID>_EMAIL fails that workspace only (test_invalid_workspace_address_fails_only_it).
+BAD_ADDRESSES = ["ops@acme.test, not an address", "ops@acme.test\r\nBcc: attacker@example.com"]
 
 
 def _secret_env(make_env, mongo_server_uri: str, **overrides: str) -> dict[str, str]:
@@ -164,3 +164,34 @@ def test_configured_recipient_outside_allowed_domains_fails_only_that_workspace(
     [delivered] = smtp_server.messages[2:]
     assert delivered.rcpt_tos == ["ops@acme.test"]
     assert mailed_contents([delivered]) == ["for bad"]
+
+
+@pytest.mark.parametrize("bad_value", BAD_ADDRESSES, ids=["not-an-address", "header-injection"])
+def test_invalid_workspace_address_fails_only_it(bad_value, mongo_db, make_env, cli, smtp_server):
+    good = add_workspace(mongo_db, "Good Tenant")
+    broken = add_workspace(mongo_db, "Typo Tenant")
+    moment = utcnow() - timedelta(minutes=3)
+    for workspace_id, text in ((good, "for good"), (broken, "for broken")):
+        add_messages(mongo_db, add_chat(mongo_db, workspace_id), [{"content": text, "timestamp": moment}])
+    variable = f"WORKSPACE_{broken}_EMAIL"
+    env = make_env(**{f"WORKSPACE_{good}_EMAIL": "ops@good.test", variable: bad_value})
+
+    result = cli(["export"], env=env)
+    assert result.returncode == 1, result.stdout + result.stderr  # some work failed, not a usage error
+    [good_line] = [line for line in result.stdout.splitlines() if f"workspace={good}" in line]
+    [error_line] = [line for line in result.stdout.splitlines() if f"workspace={broken}" in line]
+    assert "outcome=completed" in good_line
+    assert " ERROR " in error_line and "outcome=failed" in error_line and variable in error_line
+    # The good tenant got its mail; nothing went to the typo tenant or to an injected header.
+    assert [mail.rcpt_tos for mail in smtp_server.messages] == [["ops@good.test"]]
+    assert mailed_contents(smtp_server.messages) == ["for good"]
+    log = mongo_db.export_logs.find_one({"workspace_id": str(broken)})
+    assert log["status"] == "failed" and variable in log["error_message"]
+    assert "invalid email address" in log["error_message"]
+
+    # Once fixed, the next run delivers the typo tenant's window: nothing lost.
+    fixed = make_env(**{f"WORKSPACE_{good}_EMAIL": "ops@good.test", variable: "ops@typo.test"})
+    after = cli(["export"], env=fixed)
+    assert after.returncode == 0, after.stdout + after.stderr
+    [delivered] = smtp_server.messages[1:]
+    assert delivered.rcpt_tos == ["ops@typo.test"] and mailed_contents([delivered]) == ["for broken"]

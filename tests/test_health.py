@@ -167,19 +167,33 @@ def test_healthy_baseline_in_process(mongo_db, make_env, cli, tmp_path):
     assert report.exit_code == 0 and report.count("failed") == 0, report.as_dict()
 
 
-@pytest.mark.parametrize("trigger", ["none", "manual_only", "stale"])
+@pytest.mark.parametrize("trigger", ["manual_long_ago", "stale"])
 def test_scheduled_runs_missing_or_stale(mongo_db, make_env, cli, tmp_path, trigger):
     env = _healthy(mongo_db, make_env, cli)
     mongo_db.system_logs.delete_many({})
-    if trigger == "manual_only":
-        _scheduled_run_event(mongo_db, minutes_ago=1, trigger="manual")  # no proof the schedule works
+    if trigger == "manual_long_ago":
+        # In use for hours, never on schedule: manual runs are no proof the schedule works.
+        _scheduled_run_event(mongo_db, minutes_ago=180, trigger="manual")
     if trigger == "stale":
         _scheduled_run_event(mongo_db, minutes_ago=31)  # interval 15: threshold 30 minutes
     report, checks = _health(env, tmp_path)
     assert report.exit_code == 1
     assert [c.name for c in report.checks if c.status == "failed"] == ["scheduled_runs"]
-    expected = "No scheduled run since" if trigger == "stale" else "No scheduled run recorded yet"
+    expected = "No scheduled run since" if trigger == "stale" else "No scheduled run recorded, although wa-export"
     assert checks["scheduled_runs"].reason.startswith(expected)
+
+
+@pytest.mark.parametrize("trigger", ["none", "manual_only"])
+def test_fresh_install_without_a_scheduled_run_is_a_warning(mongo_db, make_env, cli, tmp_path, trigger):
+    env = _healthy(mongo_db, make_env, cli)
+    mongo_db.system_logs.delete_many({})
+    if trigger == "manual_only":
+        _scheduled_run_event(mongo_db, minutes_ago=1, trigger="manual")  # tried by hand, timer not yet enabled
+    report, checks = _health(env, tmp_path)
+    assert report.exit_code == 0, report.as_dict()
+    assert checks["scheduled_runs"].status == "warning"
+    assert checks["scheduled_runs"].reason.startswith("No scheduled run recorded yet")
+    assert "crontab" in checks["scheduled_runs"].reason
 
 
 def test_recent_scheduled_run_within_two_intervals_is_ok(mongo_db, make_env, cli, tmp_path):

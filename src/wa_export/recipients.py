@@ -4,9 +4,8 @@ One policy for `export`, `health`, `stats` and `test-email --workspace`:
 ``WORKSPACE_<ID>_EMAIL`` (the environment) wins; else the workspace document's
 field named by ``EXPORT_RECIPIENTS_FIELD`` (a string with a comma list, or a list
 of strings); else there is no address. ``EXPORT_ALLOWED_EMAIL_DOMAINS`` applies to
-both sources. A bad address in the environment stops every command at start-up
-(settings.py); one in the database is tenant data, so it becomes that
-workspace's `problem` and fails that workspace only.
+both sources. A malformed address, in the environment or in the database,
+becomes that workspace's `problem` and fails that workspace only.
 """
 
 from __future__ import annotations
@@ -101,11 +100,17 @@ def _with_domain_check(recipients: Recipients, allowed: tuple[str, ...], fix: st
 
 
 def from_environment(workspace_id: str, settings: Settings) -> Recipients | None:
-    """The WORKSPACE_<ID>_EMAIL addresses, which win over the database; None when the variable is not set."""
+    """The WORKSPACE_<ID>_EMAIL addresses, which win over the database; None when the variable is not set.
+
+    A variable holding a malformed address fails this workspace only (its `problem`).
+    """
+    variable = environment_variable(workspace_id)
+    problem = settings.recipient_problem(workspace_id)
+    if problem is not None:
+        return Recipients((), "environment", variable, f"{problem.rstrip('.')}; fix it to export this workspace", "invalid")
     configured = settings.environment_recipients(workspace_id)
     if not configured:
         return None
-    variable = environment_variable(workspace_id)
     return _with_domain_check(
         Recipients(configured, "environment", variable), settings.export_allowed_email_domains, f"fix {variable}"
     )

@@ -1,28 +1,36 @@
 """Configuration: the process environment plus an optional `.env` file.
 
 Every value is validated here, once, so that a bad setting fails the run before
-it touches MongoDB or SMTP, with one sentence naming the variable. Secret values
-are never part of an error message.
+it touches MongoDB or SMTP, with one sentence naming the variable. Every invalid
+value is collected (`validate_environment`), so `wa-export config` can list them
+all; a command stops on the first. A value equal to a secret is never echoed.
+
+One exception: an invalid WORKSPACE_<ID>_EMAIL concerns one tenant only. It is
+kept as that workspace's problem (`Settings.recipient_problem`), so the export
+fails that workspace alone instead of stopping every tenant's export.
 """
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
-from urllib.parse import unquote_plus
+from typing import Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from dotenv import dotenv_values
-from pymongo.uri_parser import parse_userinfo, split_hosts, split_options
-
 from wa_export.addresses import EMAIL_ADDRESS, parse_address_list
+from wa_export.envfile import ConfigurationSource, read_configuration
 from wa_export.errors import ConfigError
+from wa_export.mongodb_uri import (
+    DEFAULT_MONGODB_URI,
+    parse_mongodb_uri,
+    uri_secrets,
+    userinfo_needs_encoding,
+)
 from wa_export.redaction import redact, smtp_auth_forms
 
+T = TypeVar("T")
 SmtpSecurity = Literal["auto", "ssl", "starttls", "none"]
 
 DEFAULT_SMTP_FROM_NAME = "WhatsApp Exports"
@@ -33,6 +41,8 @@ _FIELD_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 _RESERVED_WORKSPACE_FIELDS = frozenset({"_id", "name", "status"})
 # A plain or dotted document field; no `$` (an operator) and no empty segment.
 FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+# Any WORKSPACE_..._EMAIL: one whose id is not 24 hex digits is a typo to report, not to ignore.
+ANY_WORKSPACE_EMAIL_VARIABLE = re.compile(r"^WORKSPACE_(.*)_EMAIL$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,12 @@ class Settings:
     export_max_attachment_mb: float
     export_allowed_email_domains: tuple[str, ...]
     workspace_emails: Mapping[str, tuple[str, ...]]
+    # Invalid WORKSPACE_<ID>_EMAIL values by lower-case id: that workspace fails, the others export.
+    workspace_email_problems: Mapping[str, str]
+    # WORKSPACE_..._EMAIL names whose id is not a workspace id: they can never match one.
+    malformed_email_variables: tuple[str, ...]
+    # Said on stderr by every command: ignored .env lines, "no configuration found".
+    load_warnings: tuple[str, ...]
     lease_seconds: int
     mongodb_timeout_seconds: float
     export_arrival_field: str
@@ -67,7 +83,7 @@ class Settings:
     _secrets: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        found = [self.smtp_password or "", *_uri_secrets(self.mongodb_uri)]
+        found = [self.smtp_password or "", *uri_secrets(self.mongodb_uri)]
         # A server may echo the AUTH exchange (base64) in its refusal.
         found += smtp_auth_forms(self.smtp_username or "", self.smtp_password or "")
         object.__setattr__(self, "_secrets", tuple(dict.fromkeys(secret for secret in found if secret)))
@@ -84,108 +100,82 @@ class Settings:
         """The addresses of WORKSPACE_<ID>_EMAIL alone; recipients.recipients_for is the whole policy."""
         return self.workspace_emails.get(workspace_id.lower(), ())
 
+    def recipient_problem(self, workspace_id: str) -> str | None:
+        """Why this workspace's WORKSPACE_<ID>_EMAIL cannot be used, or None."""
+        return self.workspace_email_problems.get(workspace_id.lower())
+
+    def configured_workspace_ids(self) -> set[str]:
+        """Every well-formed id with a WORKSPACE_<ID>_EMAIL variable, valid or not (lower case)."""
+        return set(self.workspace_emails) | set(self.workspace_email_problems)
+
     def secrets(self) -> list[str]:
         """Every secret value this configuration holds, for redaction of error texts (computed at load)."""
         return list(self._secrets)
 
 
 @dataclass(frozen=True)
-class MongoUriParts:
-    """What configuration needs from MONGODB_URI, read without any network or DNS access."""
+class SettingProblem:
+    """One invalid setting: the variable and the sentence saying what is wrong (no secret in it)."""
 
-    srv: bool
-    hosts: str
-    username: str | None
-    password: str | None  # URL-decoded
-    raw_password: str | None  # as written in the URI
-    database: str | None  # URL-decoded, without a ".collection" suffix
+    variable: str
+    message: str
 
 
-def parse_mongodb_uri(uri: str) -> MongoUriParts:
-    """Split ``scheme://[userinfo@]hosts[/database][?options]`` and validate it; never touches DNS.
+class _Environment(dict[str, str]):
+    """The effective variables while they are validated: collects every problem instead of stopping."""
 
-    pymongo's parse_uri resolves SRV and TXT records for ``mongodb+srv://``;
-    this uses only its pure helpers (parse_userinfo, split_hosts, split_options)
-    with the same rules. Raises ValueError (pymongo's InvalidURI is one) or
-    pymongo's ConfigurationError on a malformed URI.
-    """
-    if uri.startswith("mongodb+srv://"):
-        srv, rest = True, uri[len("mongodb+srv://"):]
-    elif uri.startswith("mongodb://"):
-        srv, rest = False, uri[len("mongodb://"):]
-    else:
-        raise ValueError("the URI must begin with mongodb:// or mongodb+srv://")
-    if not rest:
-        raise ValueError("no host")
-    host_and_db, _, options = rest.partition("?")
-    host_part, _, database = host_and_db.partition("/")
-    username = password = raw_password = None
-    if "@" in host_part:
-        userinfo, _, hosts = host_part.rpartition("@")
-        raw_password = userinfo.partition(":")[2] or None
-        username, password = parse_userinfo(userinfo)
-        password = password or None
-    else:
-        hosts = host_part
-    if "/" in hosts or not hosts:
-        raise ValueError("no host")
-    opts = split_options(options, validate=True, warn=True, normalize=True) if options else {}
-    if srv:
-        nodes = split_hosts(hosts, default_port=None)
-        if len(nodes) != 1 or nodes[0][1] is not None:
-            raise ValueError("mongodb+srv:// takes exactly one host name and no port")
-        if opts.get("directconnection"):
-            raise ValueError("directConnection=true cannot be used with mongodb+srv://")
-    else:
-        nodes = split_hosts(hosts)
-    # The option combinations pymongo's parse_uri refuses (its _check_options).
-    if len(nodes) > 1 and opts.get("directconnection"):
-        raise ValueError("directConnection=true needs a single host")
-    if opts.get("loadbalanced") and (len(nodes) > 1 or opts.get("directconnection") or opts.get("replicaset")):
-        raise ValueError("loadBalanced=true needs a single host, no directConnection and no replicaSet")
-    name = unquote_plus(database).split(".", 1)[0] if database else ""
-    if re.search(r'[/ "$]', name):
-        raise ValueError("bad database name")
-    return MongoUriParts(srv, hosts, username, password, raw_password, name or None)
+    def __init__(self, values: Mapping[str, str]) -> None:
+        super().__init__(values)
+        self.problems: list[SettingProblem] = []
+        self.secrets = _secrets_in(values)
+
+    def problem(self, variable: str, message: str) -> None:
+        self.problems.append(SettingProblem(variable, redact(message, self.secrets)))
+
+    def got(self, raw: str) -> str:
+        """", got 'value'" for an error message, or nothing when the value is (or holds) a secret.
+
+        Swapped lines in a .env put a password where a number is expected; the
+        message must name the variable without printing the password.
+        """
+        shown = self.shown(raw)
+        return f", got{shown}" if shown else ""
+
+    def shown(self, raw: str) -> str:
+        """" 'value'" to name a value in a message, or nothing when it is (or holds) a secret."""
+        if any(raw == secret or secret in raw for secret in self.secrets):
+            return ""
+        return f" {raw!r}"
 
 
-def _uri_secrets(uri: str) -> list[str]:
-    """The MongoDB password in MONGODB_URI, decoded and as written; tolerant of a malformed URI."""
-    try:
-        parts = parse_mongodb_uri(uri)
-        return [parts.password or "", parts.raw_password or ""]
-    except Exception:
-        match = re.match(r"^[a-z+]+://[^:/@]*:([^@]*)@", uri)
-        if match is None:
-            return []
-        raw = match.group(1)
-        return [raw, unquote_plus(raw)]
-
-
-def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
+def _int(env: _Environment, name: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
     raw = env.get(name, "").strip()
     if raw == "":
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a whole number, got {raw!r}.") from None
+        env.problem(name, f"{name} must be a whole number{env.got(raw)}.")
+        return default
     if value < minimum or (maximum is not None and value > maximum):
         bounds = f"at least {minimum}" if maximum is None else f"between {minimum} and {maximum}"
-        raise ConfigError(f"{name} must be {bounds}, got {value}.")
+        env.problem(name, f"{name} must be {bounds}{env.got(raw)}.")
+        return default
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float, *, minimum_exclusive: float) -> float:
+def _float(env: _Environment, name: str, default: float, *, minimum_exclusive: float) -> float:
     raw = env.get(name, "").strip()
     if raw == "":
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}.") from None
+        env.problem(name, f"{name} must be a number{env.got(raw)}.")
+        return default
     if not value > minimum_exclusive or value != value or value == float("inf"):
-        raise ConfigError(f"{name} must be a number greater than {minimum_exclusive:g}, got {raw!r}.")
+        env.problem(name, f"{name} must be a number greater than {minimum_exclusive:g}{env.got(raw)}.")
+        return default
     return value
 
 
@@ -210,6 +200,8 @@ def _recipients_field(env: Mapping[str, str]) -> str | None:
             "name the field that holds the export addresses, e.g. settings.export_email."
         )
     return path
+
+
 def _from_name(env: Mapping[str, str]) -> str:
     """SMTP_FROM_NAME, the default when unset; set but empty means no display name."""
     raw = env.get("SMTP_FROM_NAME")
@@ -219,83 +211,115 @@ def _from_name(env: Mapping[str, str]) -> str:
     return " ".join(raw.split())
 
 
-def _database_name(uri: str, explicit: str | None) -> str:
+def _database_name(env: _Environment, uri: str | None, explicit: str | None) -> str:
     if explicit:
         if re.search(r'[/\\. "$\x00]', explicit) or len(explicit) > 63:
-            raise ConfigError(f"MONGODB_DATABASE {explicit!r} is not a valid MongoDB database name.")
+            env.problem(
+                "MONGODB_DATABASE",
+                f"MONGODB_DATABASE{env.shown(explicit)} is not a valid MongoDB database name.",
+            )
+            return "whatsapp"
         return explicit
     # The URI was validated (without DNS) before: its path, if any, is the database.
-    return parse_mongodb_uri(uri).database or "whatsapp"
+    return (parse_mongodb_uri(uri).database if uri else None) or "whatsapp"
 
 
-def _validate_uri(uri: str) -> None:
+def _validated_uri(env: _Environment) -> str | None:
+    """MONGODB_URI (or the default), or None after recording why it cannot be used."""
+    uri = _text(env, "MONGODB_URI") or DEFAULT_MONGODB_URI
     try:
         parse_mongodb_uri(uri)
     except Exception:
-        raise ConfigError(
-            "MONGODB_URI is not a valid MongoDB connection string: "
-            "expected something like mongodb://user:password@host:27017/database."
-        ) from None
+        hint = (
+            "the user name or password holds an unencoded @, : or /, percent-encode them (@ as %40, : as %3A, / as %2F)"
+            if userinfo_needs_encoding(uri)
+            else "expected something like mongodb://user:password@host:27017/database"
+        )
+        env.problem("MONGODB_URI", f"MONGODB_URI is not a valid MongoDB connection string: {hint}.")
+        return None
+    return uri
 
 
 def read_environment(env_file: Path | None, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The effective variables: `.env` values overridden by the real environment."""
-    process = dict(os.environ if environ is None else environ)
-    if env_file is not None:
-        if not env_file.is_file():
-            raise ConfigError(f"--env-file {env_file} does not exist or is not a file.")
-        path: Path | None = env_file
-    else:
-        default = Path.cwd() / ".env"
-        path = default if default.is_file() else None
-    merged: dict[str, str] = {}
-    if path is not None:
-        try:
-            for key, value in dotenv_values(path).items():
-                if value is not None:
-                    merged[key] = value
-        except OSError as error:
-            raise ConfigError(f"Cannot read the env file {path}: {error.strerror}.") from None
-    merged.update(process)
-    return merged
+    return read_configuration(env_file, environ).values
+
+
+def validate_environment(source: ConfigurationSource) -> tuple[Settings, list[SettingProblem]]:
+    """Settings from these variables and every invalid one; an invalid value is replaced by its default."""
+    env = _Environment(source.values)
+    settings = _settings_from(env, source.warnings)
+    return settings, env.problems
 
 
 def load_settings(env_file: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    env = read_environment(env_file, environ)
-    try:
-        return _settings_from(env)
-    except ConfigError as error:
-        # Swapped lines in a .env can put a password where a value is echoed back.
-        raise ConfigError(redact(str(error), _secrets_in(env))) from None
+    """The validated settings; the first invalid value raises ConfigError (saying how many more there are)."""
+    settings, problems = validate_environment(read_configuration(env_file, environ))
+    if problems:
+        first = problems[0].message
+        if len(problems) > 1:
+            more = len(problems) - 1
+            first = (
+                f"{first.rstrip('.')}; {more} more setting{'s are' if more > 1 else ' is'} invalid "
+                "(`wa-export config` lists them all)."
+            )
+        raise ConfigError(first)
+    return settings
 
 
 def _secrets_in(env: Mapping[str, str]) -> list[str]:
     found = [env.get("SMTP_PASSWORD", "").strip(), env.get("SMTP_PASSWORD", "")]
-    found += _uri_secrets(env.get("MONGODB_URI", "").strip())
-    return [secret for secret in found if secret]
+    found += uri_secrets(env.get("MONGODB_URI", "").strip())
+    return list(dict.fromkeys(secret for secret in found if secret))
 
 
-def _settings_from(env: Mapping[str, str]) -> Settings:
-    uri = _text(env, "MONGODB_URI") or "mongodb://localhost:27017"
-    _validate_uri(uri)
-    database = _database_name(uri, _text(env, "MONGODB_DATABASE"))
+def _workspace_addresses(env: _Environment) -> tuple[dict[str, tuple[str, ...]], dict[str, str], tuple[str, ...]]:
+    """WORKSPACE_<ID>_EMAIL: valid addresses and problems by lower-case id, and the malformed names."""
+    addresses: dict[str, tuple[str, ...]] = {}
+    problems: dict[str, str] = {}
+    malformed: list[str] = []
+    for name in sorted(env):
+        if ANY_WORKSPACE_EMAIL_VARIABLE.match(name) is None:
+            continue
+        match = WORKSPACE_EMAIL_VARIABLE.match(name)
+        if match is None:
+            malformed.append(name)
+            continue
+        workspace_id = match.group(1).lower()
+        try:
+            parsed = parse_address_list(env[name], name)
+        except ConfigError as error:
+            problems[workspace_id] = redact(str(error), env.secrets)
+            continue
+        if parsed:
+            addresses[workspace_id] = parsed
+    return addresses, problems, tuple(malformed)
+
+
+def _settings_from(env: _Environment, load_warnings: tuple[str, ...] = ()) -> Settings:
+    uri = _validated_uri(env)
+    database = _database_name(env, uri, _text(env, "MONGODB_DATABASE"))
 
     smtp_port = _int(env, "SMTP_PORT", 587, minimum=1, maximum=65535)
     security_raw = (_text(env, "SMTP_SECURITY") or "auto").lower()
     if security_raw not in ("auto", "ssl", "starttls", "none"):
-        raise ConfigError(f"SMTP_SECURITY must be one of auto, ssl, starttls, none; got {security_raw!r}.")
+        env.problem("SMTP_SECURITY", f"SMTP_SECURITY must be one of auto, ssl, starttls, none{env.got(security_raw)}.")
+        security_raw = "auto"
     security: SmtpSecurity = security_raw  # type: ignore[assignment]
 
     ca_file_raw = _text(env, "SMTP_CA_FILE")
     ca_file = Path(ca_file_raw).expanduser() if ca_file_raw else None
     if ca_file is not None and not ca_file.is_file():
-        raise ConfigError(f"SMTP_CA_FILE {ca_file} does not exist or is not a file.")
+        env.problem("SMTP_CA_FILE", f"SMTP_CA_FILE{env.shown(str(ca_file))} does not exist or is not a file.")
+        ca_file = None
 
     username = _text(env, "SMTP_USERNAME")
     smtp_from = _text(env, "SMTP_FROM") or username
     if smtp_from is not None and not EMAIL_ADDRESS.match(smtp_from):
         variable = "SMTP_FROM" if _text(env, "SMTP_FROM") else "SMTP_USERNAME (used as the sender)"
-        raise ConfigError(f"{variable} is not a valid email address; set SMTP_FROM to the sender address.")
+        env.problem(
+            variable.split()[0], f"{variable} is not a valid email address; set SMTP_FROM to the sender address."
+        )
 
     timezone_name = _text(env, "EXPORT_TIMEZONE") or "UTC"
     try:
@@ -303,9 +327,11 @@ def _settings_from(env: Mapping[str, str]) -> Settings:
             raise ValueError
         timezone = ZoneInfo(timezone_name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(
-            f"EXPORT_TIMEZONE {timezone_name!r} is not a known IANA time zone (e.g. UTC, Europe/Berlin, Asia/Dubai)."
-        ) from None
+        env.problem(
+            "EXPORT_TIMEZONE",
+            f"EXPORT_TIMEZONE{env.shown(timezone_name)} is not a known IANA time zone (e.g. UTC, Europe/Berlin, Asia/Dubai).",
+        )
+        timezone = ZoneInfo("UTC")
 
     allowed = tuple(
         domain.strip().lower().lstrip("@")
@@ -313,17 +339,10 @@ def _settings_from(env: Mapping[str, str]) -> Settings:
         if domain.strip()
     )
 
-    workspace_emails: dict[str, tuple[str, ...]] = {}
-    for name, value in env.items():
-        match = WORKSPACE_EMAIL_VARIABLE.match(name)
-        if match is None:
-            continue
-        addresses = parse_address_list(value, name)
-        if addresses:
-            workspace_emails[match.group(1).lower()] = addresses
+    workspace_emails, workspace_email_problems, malformed_email_variables = _workspace_addresses(env)
 
     return Settings(
-        mongodb_uri=uri,
+        mongodb_uri=uri or DEFAULT_MONGODB_URI,
         mongodb_database=database,
         smtp_server=_text(env, "SMTP_SERVER"),
         smtp_port=smtp_port,
@@ -342,13 +361,32 @@ def _settings_from(env: Mapping[str, str]) -> Settings:
         export_max_attachment_mb=_float(env, "EXPORT_MAX_ATTACHMENT_MB", 20.0, minimum_exclusive=0),
         export_allowed_email_domains=allowed,
         workspace_emails=workspace_emails,
+        workspace_email_problems=workspace_email_problems,
+        malformed_email_variables=malformed_email_variables,
+        load_warnings=load_warnings,
         lease_seconds=_int(env, "EXPORT_LEASE_SECONDS", 900, minimum=5),
         mongodb_timeout_seconds=_float(env, "MONGODB_TIMEOUT_SECONDS", 5.0, minimum_exclusive=0),
-        export_recipients_field=_recipients_field(env),
-        export_arrival_field=_field_name(env, "EXPORT_ARRIVAL_FIELD", "_id"),
+        export_recipients_field=_or_problem(env, "EXPORT_RECIPIENTS_FIELD", lambda: _recipients_field(env), None),
+        export_arrival_field=_or_problem(
+            env, "EXPORT_ARRIVAL_FIELD", lambda: _field_name(env, "EXPORT_ARRIVAL_FIELD", "_id"), "_id"
+        ),
         export_backfill_max_hours=_float(env, "EXPORT_BACKFILL_MAX_HOURS", 24.0, minimum_exclusive=0),
-        export_metrics_file=metrics_file_path(_text(env, "EXPORT_METRICS_FILE"), "EXPORT_METRICS_FILE"),
+        export_metrics_file=_or_problem(
+            env,
+            "EXPORT_METRICS_FILE",
+            lambda: metrics_file_path(_text(env, "EXPORT_METRICS_FILE"), "EXPORT_METRICS_FILE"),
+            None,
+        ),
     )
+
+
+def _or_problem(env: _Environment, variable: str, compute: Callable[[], T], fallback: T) -> T:
+    """`compute()`, or `fallback` with its ConfigError recorded, so every invalid setting is reported at once."""
+    try:
+        return compute()
+    except ConfigError as error:
+        env.problem(variable, str(error))
+        return fallback
 
 
 def _field_name(env: Mapping[str, str], name: str, default: str) -> str:

@@ -4,6 +4,11 @@ No business logic lives here. Human output uses rich (a progress bar and tables
 on a terminal, plain log lines otherwise, e.g. under cron); `--json` prints one
 JSON document on stdout. Exit codes: 0 ok, 1 some work failed, 2 usage or
 configuration error, 3 MongoDB unreachable.
+
+Why this module is long: Typer builds every command, option and `--help` text
+from the function signatures declared here, one per command; each body is a
+few lines calling commands/ and a cli/*_view.py renderer, so what is left is
+declarations that read best side by side.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -49,12 +56,17 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: rich's panels print "<bool>" after flags (`--dry-run <bool>`,
+    # yet `--dry-run true` is refused) and read "[demo]" in a help text as markup.
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 EnvFileOption = Annotated[
     Path | None,
-    typer.Option("--env-file", help="Read settings from this .env file instead of ./.env.", show_default=False),
+    typer.Option(
+        "--env-file", metavar="PATH", help="Read settings from this .env file instead of ./.env.", show_default=False
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
@@ -62,8 +74,24 @@ T = TypeVar("T")
 _global_env_file: Path | None = None
 
 
+def _print_version(requested: bool) -> None:
+    if requested:
+        try:
+            number = package_version("wa-export")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            from wa_export import __version__ as number
+        typer.echo(f"wa-export {number}")
+        raise typer.Exit(ExitCode.OK)
+
+
 @app.callback()
-def main_options(env_file: EnvFileOption = None) -> None:
+def main_options(
+    env_file: EnvFileOption = None,
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
     """wa-export: WhatsApp messages → Excel → email, for cron or a systemd timer."""
     global _global_env_file
     _global_env_file = env_file
@@ -98,6 +126,8 @@ def _run(json_output: bool, env_file: Path | None, body: Callable[[Settings, Out
     with _handled(output, holder):
         settings = _settings(env_file)
         holder.append(settings)
+    for warning in settings.load_warnings:  # stderr: under cron it lands in the log, --json stays one document
+        output.stderr(f"warning: {warning}")
     with _handled(output, holder):
         code = body(settings, output)
         raise typer.Exit(code)
@@ -119,16 +149,24 @@ def _stop_on_sigterm() -> Iterator[threading.Event]:
         signal.signal(signal.SIGTERM, previous)
 
 
-@app.command()
+@app.command(short_help="Export messages: the scheduled run, or a manual export.")
 def export(
     workspace: Annotated[
-        list[str] | None, typer.Option("--workspace", "-w", help="Workspace id; repeat for several.")
+        list[str] | None,
+        typer.Option("--workspace", "-w", metavar="ID", help="Workspace id; repeat for several."),
     ] = None,
-    hours: Annotated[float | None, typer.Option(help="Manual: export the last N hours.")] = None,
-    since: Annotated[str | None, typer.Option(help="Manual: window start, ISO 8601 (naive = EXPORT_TIMEZONE).")] = None,
-    until: Annotated[str | None, typer.Option(help="Manual: window end (exclusive), ISO 8601.")] = None,
+    hours: Annotated[float | None, typer.Option(metavar="N", help="Manual: export the last N hours.")] = None,
+    since: Annotated[
+        str | None, typer.Option(metavar="TIME", help="Manual: window start, ISO 8601 (naive = EXPORT_TIMEZONE).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(metavar="TIME", help="Manual: window end (exclusive), ISO 8601.")
+    ] = None,
     email: Annotated[
-        list[str] | None, typer.Option("--email", help="Manual: send to this address instead of the configured ones.")
+        list[str] | None,
+        typer.Option(
+            "--email", metavar="ADDRESS", help="Manual: send to this address instead of the configured ones."
+        ),
     ] = None,
     no_email: Annotated[bool, typer.Option("--no-email", help="Write the files only; send nothing.")] = False,
     dry_run: Annotated[
@@ -139,6 +177,7 @@ def export(
         typer.Option(
             "--workers",
             min=1,
+            metavar="N",
             help="Scheduled runs: share the workspaces among N processes (e.g. one per CPU core).",
         ),
     ] = 1,
@@ -171,7 +210,9 @@ def export(
         recorder.trigger = request.trigger
         if workers > 1 and worker_slot is None:
             with _stop_on_sigterm() as stop:
-                merged = export_request.export_in_workers(workers, request, env_file or _global_env_file, stop)
+                merged = export_request.export_in_workers(
+                    workers, request, env_file or _global_env_file, stop, settings
+                )
             recorder.ran_workers(merged, request)
             render_workers(output, merged)
             return merged.exit_code
@@ -187,11 +228,16 @@ def export(
         _run(json_output, env_file, body)
 
 
-@app.command()
+@app.command(short_help="Delete old workbooks and empty workspace folders.")
 def cleanup(
     days: Annotated[
         int | None,
-        typer.Option("--days", help="Delete workbooks older than N days.  [default: EXPORT_CLEANUP_DAYS]", show_default=False),
+        typer.Option(
+            "--days",
+            metavar="N",
+            help="Delete workbooks older than N days.  [default: EXPORT_CLEANUP_DAYS]",
+            show_default=False,
+        ),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")] = False,
     json_output: JsonOption = False,
@@ -213,16 +259,20 @@ def cleanup(
     _run(json_output, env_file, body)
 
 
-@app.command()
+@app.command(short_help="Messages per day and status, exports made and failed.")
 def stats(
     workspace_id: Annotated[
-        str | None, typer.Argument(metavar="[WORKSPACE_ID]", help="One workspace; without it, all active ones.")
+        # Described in the docstring: typer's own line for it would read "WORKSPACE_ID <str>".
+        str | None, typer.Argument(metavar="WORKSPACE_ID", hidden=True)
     ] = None,
-    days: Annotated[int, typer.Option("--days", help="Number of days, ending today (1-366).")] = 7,
+    days: Annotated[int, typer.Option("--days", metavar="N", help="Number of days, ending today (1-366).")] = 7,
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
-    """Messages per day and status, and exports made/failed, over the last N days (EXPORT_TIMEZONE)."""
+    """Messages per day and status, and exports made/failed, over the last N days (EXPORT_TIMEZONE).
+
+    With WORKSPACE_ID, that one workspace day by day; without it, all active ones.
+    """
 
     def body(settings: Settings, output: Output) -> int:
         report = stats_command.stats(settings, workspace_id, days)
@@ -232,20 +282,24 @@ def stats(
     _run(json_output, env_file, body)
 
 
-@app.command()
+@app.command(short_help="Recent exports, or the tool's events (--system).")
 def logs(
     workspace_id: Annotated[
-        str | None, typer.Argument(metavar="[WORKSPACE_ID]", help="Only this workspace's exports.")
+        str | None, typer.Argument(metavar="WORKSPACE_ID", hidden=True)  # see the docstring
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", help="How many entries (1-1000).")] = 20,
+    limit: Annotated[int, typer.Option("--limit", metavar="N", help="How many entries (1-1000).")] = 20,
     status: Annotated[
-        str | None, typer.Option("--status", help="Only exports with this status: completed or failed.")
+        str | None,
+        typer.Option("--status", metavar="STATUS", help="Only exports with this status: completed or failed."),
     ] = None,
     system: Annotated[bool, typer.Option("--system", help="Show this tool's system_logs events instead.")] = False,
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
-    """Recent exports (export_logs) newest first, or the tool's events (--system)."""
+    """Recent exports (export_logs) newest first, or the tool's events (--system).
+
+    With WORKSPACE_ID, only that workspace's exports.
+    """
 
     def body(settings: Settings, output: Output) -> int:
         report = logs_command.logs(settings, workspace_id, limit, status, system)
@@ -274,14 +328,15 @@ def state(
 # --- test-email, health, demo (issue 3) -------------------------------------------
 
 
-@app.command("test-email")
+@app.command("test-email", short_help="Send a test email through the configured SMTP server.")
 def test_email(
     workspace: Annotated[
         str | None,
-        typer.Option("--workspace", "-w", help="Send to this workspace's addresses, as an export finds them."),
+        typer.Option("--workspace", "-w", metavar="ID", help="Send to this workspace's addresses, as an export finds them."),
     ] = None,
     to: Annotated[
-        list[str] | None, typer.Option("--to", help="Send to this address (wins over --workspace); repeatable.")
+        list[str] | None,
+        typer.Option("--to", metavar="ADDRESS", help="Send to this address (wins over --workspace); repeatable."),
     ] = None,
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
@@ -301,7 +356,7 @@ def test_email(
     _run(json_output, env_file, body)
 
 
-@app.command()
+@app.command(short_help="Check MongoDB, SMTP, EXPORT_DIR, addresses and the schedule.")
 def health(
     smtp_login: Annotated[
         bool, typer.Option("--smtp-login", help="Also connect to the SMTP server, start TLS and log in.")
@@ -323,6 +378,24 @@ def health(
     _run(json_output, env_file, body)
 
 
+@app.command("config", short_help="Show and validate the settings (no MongoDB, no SMTP).")
+def config(json_output: JsonOption = False, env_file: EnvFileOption = None) -> None:
+    """Show the effective settings, where each came from, and every invalid one.
+
+    Validates every value exactly as a run does, without connecting to MongoDB or
+    SMTP; secrets are masked. Exit 2 if any value is invalid (all are listed),
+    0 otherwise: run it before enabling the timer, or in CI.
+    """
+    from wa_export.cli.config_view import render_config
+    from wa_export.commands import config as config_command
+
+    output = Output(json_output)
+    with _handled(output, []):
+        report = config_command.config_report(env_file or _global_env_file)
+        render_config(output, report)
+        raise typer.Exit(report.exit_code)
+
+
 @contextmanager
 def _interrupt_on_sigterm() -> Iterator[None]:
     """SIGTERM behaves like Ctrl-C, so `finally` blocks (server shutdown) still run."""
@@ -337,9 +410,11 @@ def _interrupt_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-@app.command()
+@app.command(short_help="A real export against local servers; nothing to configure.")
 def demo(
-    out: Annotated[Path, typer.Option("--out", help="Where exports/ and mail/ are written.")] = Path("demo-out"),
+    out: Annotated[
+        Path, typer.Option("--out", metavar="DIR", help="Where exports/ and mail/ are written.")
+    ] = Path("demo-out"),
     json_output: JsonOption = False,
 ) -> None:
     """Run a real scheduled export against local MongoDB and SMTP servers; nothing to configure.

@@ -114,12 +114,19 @@ def export_observer(output: Output, export_dir: Path | None = None) -> Iterator[
         yield _PlainObserver(output, export_dir)
 
 
+def render_run_warnings(output: Output, warnings: Sequence[Any]) -> None:
+    """One greppable WARNING line each (export/preflight.py), on a terminal and under cron alike."""
+    for warning in warnings:
+        output.line(f"{timestamp()} WARNING {warning.message}")
+
+
 def render_workers(output: Output, merged: WorkersResult) -> None:
     if output.json_output:
         output.json(merged.as_dict())
         return
     for run in merged.as_dict()["runs"]:
         output.line(f"worker {run['slot']}: exit {run['exit_code']}: {run['summary'] or run['error']}")
+    render_run_warnings(output, merged.warnings)
     level = "ERROR" if merged.exit_code else "INFO"
     output.line(f"{timestamp()} {level} {merged.summary()}")
 
@@ -130,6 +137,7 @@ def render_export(output: Output, result: RunResult, settings: Settings) -> None
         return
     if output.interactive:
         _render_export_table(output, result.workspaces, settings)
+    render_run_warnings(output, result.warnings)
     level = "ERROR" if result.failed else "INFO"
     output.line(f"{timestamp()} {level} {summary_for_people(result)} (run {result.run_id})")
 

@@ -9,6 +9,7 @@ MongoDB, so a monitor needs one rule for `health`. The report is recorded as a
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import shutil
@@ -21,9 +22,10 @@ from typing import Any
 
 from pymongo.errors import PyMongoError
 
-from wa_export.clock import utc_now
-from wa_export.commands.check import Check, CheckStatus, named
-from wa_export.commands.workspace_checks import check_export_folders, check_workspace_addresses
+from wa_export.clock import as_utc, utc_now
+from wa_export.commands.health_addresses import check_workspace_addresses
+from wa_export.commands.health_check import Check, CheckStatus, ago, clause, count_noun, local_time, named, sentence
+from wa_export.commands.workspace_checks import check_export_folders
 from wa_export.errors import ExitCode, MongoUnavailable
 from wa_export.mail.errors import MailError
 from wa_export.mail.message import check_sendable
@@ -32,7 +34,7 @@ from wa_export.mail.transport import tls_mode
 from wa_export.redaction import redact
 from wa_export.settings import Settings
 from wa_export.store.connection import SERVICE_NAME, Store, describe_mongo_error
-from wa_export.units import format_ago, format_bytes
+from wa_export.units import format_bytes
 
 # Free space below either threshold is a warning: a full disk fails every export.
 MIN_FREE_BYTES = 1024**3
@@ -52,8 +54,8 @@ class HealthReport:
     @property
     def status(self) -> CheckStatus:
         for worst in ("failed", "warning"):
-            if self.count(worst) > 0:  # type: ignore[arg-type]
-                return worst  # type: ignore[return-value]
+            if self.count(worst) > 0:
+                return worst
         return "ok"
 
     @property
@@ -81,10 +83,8 @@ class HealthReport:
 # --------------------------------------------------------------------------- helpers
 
 
-def _local(moment: datetime, settings: Settings) -> str:
-    return f"{moment.astimezone(settings.export_timezone):%Y-%m-%d %H:%M} {settings.timezone_name}"
-
-
+def _failure_label(entry: dict[str, Any]) -> str:
+    return f"{entry['name'] or '(unnamed)'} ({entry['id']}, {entry['failures']}x)"
 
 
 def index_command(collection: str, keys: list[tuple[str, int]]) -> str:
@@ -204,7 +204,7 @@ def check_scheduled_runs(store: Store, settings: Settings, now: datetime) -> Che
     )
     hint = "check the crontab (`crontab -l`) or the systemd timer (`systemctl list-timers wa-export.timer`)"
     if latest is None or not isinstance(latest.get("timestamp"), datetime):
-        return Check("scheduled_runs", "failed", f"No scheduled run recorded yet; {hint}.")
+        return _no_scheduled_run_yet(store, settings, now, threshold, hint)
     last: datetime = latest["timestamp"]
     age = now - last
     details = {"last_run": last, "threshold_minutes": 2 * settings.export_interval_minutes}
@@ -212,11 +212,30 @@ def check_scheduled_runs(store: Store, settings: Settings, now: datetime) -> Che
         return Check(
             "scheduled_runs",
             "failed",
-            f"No scheduled run since {_local(last, settings)} ({format_ago(age)}; EXPORT_INTERVAL_MINUTES is "
+            f"No scheduled run since {local_time(last, settings)} ({ago(age)}; EXPORT_INTERVAL_MINUTES is "
             f"{settings.export_interval_minutes}); {hint}.",
             details,
         )
-    return Check("scheduled_runs", "ok", f"Last scheduled run {_local(last, settings)} ({format_ago(age)}).", details)
+    return Check("scheduled_runs", "ok", f"Last scheduled run {local_time(last, settings)} ({ago(age)}).", details)
+
+
+def _no_scheduled_run_yet(store: Store, settings: Settings, now: datetime, threshold: timedelta, hint: str) -> Check:
+    """A fresh install (wa-export first used moments ago) is a warning; weeks without a scheduled run are not."""
+    first = store.system_logs.find_one({"service": SERVICE_NAME}, {"timestamp": 1}, sort=[("timestamp", 1)])
+    first_used = first.get("timestamp") if first is not None else None
+    if isinstance(first_used, datetime) and now - as_utc(first_used) > threshold:
+        return Check(
+            "scheduled_runs",
+            "failed",
+            f"No scheduled run recorded, although wa-export has been used here since {local_time(first_used, settings)} "
+            f"({ago(now - as_utc(first_used))}); {hint}.",
+            {"first_used": first_used},
+        )
+    return Check(
+        "scheduled_runs",
+        "warning",
+        f"No scheduled run recorded yet (a new installation?); once the timer should be running, {hint}.",
+    )
 
 
 def check_failed_exports(store: Store, settings: Settings, now: datetime) -> Check:
@@ -240,22 +259,11 @@ def check_failed_exports(store: Store, settings: Settings, now: datetime) -> Che
     )
     if not failures:
         return Check("failed_exports", "ok", "No failed exports in the last 24 hours.")
-    # Recovered = a completed export of that workspace after its last failure (the failed
-    # window was delivered with it); one query for all failed workspaces.
-    earliest = min(f["last_failed_at"] for f in failures)
-    last_ok = {
-        group["_id"]: group["last_ok"]
-        for group in store.export_logs.aggregate(
-            [
-                {"$match": {"status": "completed", "workspace_id": {"$in": [f["_id"] for f in failures]},
-                            "created_at": {"$gte": earliest}}},
-                {"$group": {"_id": "$workspace_id", "last_ok": {"$max": "$created_at"}}},
-            ]
-        )
-    }
-    still, recovered = [], []
+    last_ok = _last_successes(store, [f["_id"] for f in failures], min(f["last_failed_at"] for f in failures))
+    still: list[dict[str, Any]] = []
+    recovered: list[dict[str, Any]] = []
     for failure in sorted(failures, key=lambda f: str(f.get("name") or "")):
-        ok_at = last_ok.get(failure["_id"])
+        ok_at = last_ok.get(str(failure["_id"]))
         entry = {
             "id": failure["_id"],
             "name": failure.get("name") or "",
@@ -265,24 +273,55 @@ def check_failed_exports(store: Store, settings: Settings, now: datetime) -> Che
         }
         (recovered if ok_at is not None and ok_at > failure["last_failed_at"] else still).append(entry)
     total = sum(f["count"] for f in failures)
-    label = lambda e: f"{e['name'] or '(unnamed)'} ({e['id']}, {e['failures']}x)"  # noqa: E731
     details = {"failed_exports": total, "still_failing": still, "recovered": recovered}
+    counted = f"{count_noun(total, 'failed export')} in the last 24 hours"
     if still:
-        last_error = still[0]["last_error"]
-        reason = (
-            f"{total} failed exports in the last 24 hours; still failing: {named([label(e) for e in still])}"
-            + (f"; last error of {still[0]['name'] or still[0]['id']}: {last_error}" if last_error else "")
-            + ("" if not recovered else f"; recovered since: {named([label(e) for e in recovered])}")
-            + ". `wa-export logs --status failed` shows every error."
-        )
-        return Check("failed_exports", "failed", reason, details)
+        last_error = clause(still[0]["last_error"])
+        clauses = [f"{counted}; still failing: {named([_failure_label(e) for e in still])}"]
+        if last_error:
+            clauses.append(f"last error of {still[0]['name'] or still[0]['id']}: {last_error}")
+        if recovered:
+            clauses.append(f"recovered since: {named([_failure_label(e) for e in recovered])}")
+        clauses.append("`wa-export logs --status failed` shows every error")
+        return Check("failed_exports", "failed", sentence(clauses), details)
     return Check(
         "failed_exports",
         "warning",
-        f"{total} failed exports in the last 24 hours, all delivered by a later run: "
-        f"{named([label(e) for e in recovered])}.",
+        sentence([f"{counted}, all delivered by a later run: {named([_failure_label(e) for e in recovered])}"]),
         details,
     )
+
+
+def _last_successes(store: Store, workspace_ids: list[Any], earliest: datetime) -> dict[str, datetime]:
+    """When each workspace last succeeded: a completed export, or a scheduled run that moved its cursor.
+
+    A scheduled run with no new messages writes no export_logs entry, but it
+    sets export_state.last_success_at: the failed window was delivered (or was
+    empty) by then, so that workspace has recovered too. One query per source
+    for all failed workspaces.
+    """
+    last_ok: dict[str, datetime] = {}
+
+    def keep(workspace_id: Any, moment: Any) -> None:
+        if isinstance(moment, datetime):
+            moment = as_utc(moment)
+            key = str(workspace_id)
+            if key not in last_ok or moment > last_ok[key]:
+                last_ok[key] = moment
+
+    for group in store.export_logs.aggregate(
+        [
+            {"$match": {"status": "completed", "workspace_id": {"$in": workspace_ids}, "created_at": {"$gte": earliest}}},
+            {"$group": {"_id": "$workspace_id", "last_ok": {"$max": "$created_at"}}},
+        ]
+    ):
+        keep(group["_id"], group["last_ok"])
+    for state in store.export_state.find(
+        {"_id": {"$in": [str(workspace_id) for workspace_id in workspace_ids]}, "last_success_at": {"$gte": earliest}},
+        {"last_success_at": 1},
+    ):
+        keep(state["_id"], state.get("last_success_at"))
+    return last_ok
 
 
 # --------------------------------------------------------------------------- the run
@@ -330,8 +369,7 @@ def run_health(
             if store is None:
                 report.checks.append(Check(name, "skipped", "Not checked: MongoDB is unreachable."))
             else:
-                current = store
-                report.checks.append(_guarded(name, settings, lambda: check(current)))
+                report.checks.append(_guarded(name, settings, functools.partial(check, store)))
 
         if store is not None:
             report.recorded = _record(store, report)

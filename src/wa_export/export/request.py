@@ -16,6 +16,7 @@ from pathlib import Path
 from wa_export.addresses import outside_allowed_domains, parse_address_list
 from wa_export.clock import parse_time, utc_now
 from wa_export.errors import ConfigError, UsageProblem
+from wa_export.export import preflight
 from wa_export.export import workers as workers_module
 from wa_export.export.run import ExportRequest, RunObserver, RunResult, run_export
 from wa_export.settings import Settings
@@ -92,17 +93,35 @@ def apply_worker_options(request: ExportRequest, workers: int, worker_slot: str 
 
 
 def export_in_workers(
-    count: int, request: ExportRequest, env_file: Path | None, stop_requested: threading.Event
+    count: int,
+    request: ExportRequest,
+    env_file: Path | None,
+    stop_requested: threading.Event,
+    settings: Settings | None = None,
 ) -> workers_module.WorkersResult:
-    """One scheduled run shared by `count` child processes (see workers.py)."""
+    """One scheduled run shared by `count` child processes (see workers.py).
+
+    With `settings`, the merged result carries the run's warnings: each child
+    sees only its share of the workspaces, the parent sees them all.
+    """
     flags = [flag for flag, on in (("--dry-run", request.dry_run), ("--no-email", not request.send_email)) if on]
-    return workers_module.run_workers(
+    merged = workers_module.run_workers(
         count,
         workspace_ids=request.workspace_ids,
         env_file=env_file,
         extra_args=flags,
         stop_requested=stop_requested,
     )
+    if settings is not None:
+        merged.warnings = preflight.run_warnings(
+            settings,
+            [(ws["workspace_id"], ws.get("workspace_name") or "") for ws in merged.workspaces],
+            covers_all_active=(
+                not request.workspace_ids and not merged.interrupted and all(w.document for w in merged.workers)
+            ),
+            failed_ids={ws["workspace_id"] for ws in merged.workspaces if ws.get("outcome") == "failed"},
+        )
+    return merged
 
 
 def export(
@@ -112,4 +131,12 @@ def export(
     stop_requested: threading.Event | None = None,
 ) -> RunResult:
     with open_store(settings) as store, mongo_errors(settings):
-        return run_export(settings, store, request, observer, stop_requested)
+        result = run_export(settings, store, request, observer, stop_requested)
+    result.warnings = preflight.run_warnings(
+        settings,
+        [(workspace.workspace_id, workspace.workspace_name) for workspace in result.workspaces],
+        covers_all_active=not request.workspace_ids and request.worker_slot is None and not result.interrupted,
+        email_override=bool(request.email_override),
+        failed_ids={workspace.workspace_id for workspace in result.workspaces if workspace.outcome == "failed"},
+    )
+    return result

@@ -23,6 +23,7 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 
 from wa_export.clock import utc_now
 from wa_export.errors import ExitCode, MongoUnavailable, SmtpNotConfigured
+from wa_export.export.preflight import RunWarning, require_workspaces_collection
 from wa_export.export.rows import RowStats, message_rows
 from wa_export.export.status import STATUSES
 from wa_export.export.workers import slot_share
@@ -127,6 +128,7 @@ class RunResult:
     workspaces: list[WorkspaceResult] = field(default_factory=list)
     orphaned_messages: int | None = 0  # None: not counted (no timestamp index on messages)
     interrupted: bool = False
+    warnings: list[RunWarning] = field(default_factory=list)  # see export/preflight.py
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for result in self.workspaces if result.outcome == outcome)
@@ -176,6 +178,7 @@ class RunResult:
             "anomalies": self.anomaly_totals(),
             "summary": self.summary(),
             "workspaces": [result.as_dict() for result in self.workspaces],
+            "warnings": [warning.as_dict() for warning in self.warnings],
         }
 
 
@@ -333,6 +336,8 @@ class ExportRun:
             active = self.store.active_workspaces()  # one read per run, for folder adoption
         else:
             selected = active = self.store.active_workspaces()
+            if not selected:
+                require_workspaces_collection(self.store)  # a wrong MONGODB_DATABASE is exit 2, not "0 workspaces"
         # From every active workspace, before --workers takes its share.
         self._contested_slugs = contested_slugs((w.name, w.id) for w in active)
         return slot_share(selected, self.request.worker_slot)

@@ -90,6 +90,7 @@ class WorkersResult:
     finished_at: float
     workers: list[WorkerOutcome] = field(default_factory=list)
     interrupted: bool = False
+    warnings: list[Any] = field(default_factory=list)  # preflight.RunWarning, set by the caller
 
     @property
     def exit_code(self) -> ExitCode:
@@ -165,6 +166,7 @@ class WorkersResult:
                 for w in self.workers
             ],
             "workspaces": self.workspaces,
+            "warnings": [warning.as_dict() for warning in self.warnings],
         }
 
 

@@ -8,6 +8,7 @@ size of the collection (the original system ran a `$lookup` over all of it).
 from __future__ import annotations
 
 import heapq
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,7 +42,18 @@ SUPPORTING_INDEXES: dict[str, list[tuple[str, int]]] = {
     "messages": [("chat_id", ASCENDING), ("timestamp", ASCENDING)],
 }
 
-AUTH_FAILED_CODES = {18, 8000}
+AUTH_FAILED_CODES = {18, 8000}  # AuthenticationFailed; Atlas's "bad auth"
+# Servers that send no code (mongoeco, some proxies) still say it in words.
+AUTH_FAILED_TEXT = re.compile(r"auth(entication)? failed|bad auth|sasl.*fail", re.IGNORECASE)
+AUTH_REQUIRED_TEXT = re.compile(r"authentication required|requires authentication", re.IGNORECASE)
+CREDENTIALS_REFUSED = (
+    "MongoDB refused the credentials in MONGODB_URI (authentication failed); check the user name and password "
+    "(percent-encoded in the URI) and authSource, the database the user was created in (often ?authSource=admin)."
+)
+LOGIN_REQUIRED = (
+    "MongoDB requires a login: put the user name and password in MONGODB_URI, "
+    "e.g. mongodb://user:password@host:27017/?authSource=admin."
+)
 
 
 @dataclass(frozen=True)
@@ -61,10 +73,26 @@ class Chat:
     customer_phone: object
 
 
+def authentication_problem(error: BaseException) -> str | None:
+    """The sentence for a refused or missing login, recognised by code and by message; None otherwise."""
+    if not isinstance(error, PyMongoError):
+        return None
+    code = getattr(error, "code", None)
+    details = getattr(error, "details", None)
+    message = str(details.get("errmsg") or "") if isinstance(details, dict) else ""
+    message = message or str(error)
+    if code in AUTH_FAILED_CODES or AUTH_FAILED_TEXT.search(message):
+        return CREDENTIALS_REFUSED
+    if AUTH_REQUIRED_TEXT.search(message):
+        return LOGIN_REQUIRED
+    return None
+
+
 def describe_mongo_error(error: BaseException, settings: Settings) -> str:
     """One sentence for an operator, with any password from the URI removed."""
-    if isinstance(error, OperationFailure) and error.code in AUTH_FAILED_CODES:
-        text = "MongoDB refused the credentials in MONGODB_URI; check the user name, password and authSource."
+    auth = authentication_problem(error)
+    if auth is not None:
+        text = auth
     elif isinstance(error, ConfigurationError):
         text = f"MONGODB_URI cannot be used: {error}."
     else:
@@ -295,7 +323,7 @@ def mongo_errors(settings: Settings) -> Iterator[None]:
     try:
         yield
     except OperationFailure as error:
-        if error.code in AUTH_FAILED_CODES:
+        if authentication_problem(error) is not None:
             raise MongoUnavailable(describe_mongo_error(error, settings)) from None
         detail = redact(str(error.details.get("errmsg") if error.details else error)[:300], settings.secrets())
         raise MongoUnavailable(

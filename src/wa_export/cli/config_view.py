@@ -1,0 +1,50 @@
+"""Rendering of `wa-export config`: a table on a terminal, plain lines under cron or CI, or JSON.
+
+The invalid settings are repeated below the table, one `INVALID` line each, and
+summed up in one sentence on stderr, so a CI log shows what to fix.
+"""
+
+from __future__ import annotations
+
+from rich.markup import escape
+from rich.table import Table
+
+from wa_export.cli.output import Output
+from wa_export.commands.config import ConfigReport, SettingLine
+
+
+def render_config(output: Output, report: ConfigReport) -> None:
+    if output.json_output:
+        output.json(report.as_dict())
+    else:
+        where = f".env file {report.env_file}" if report.env_file is not None else "no .env file"
+        output.table(_table(f"wa-export settings (environment, {where})", report.settings))
+        if report.workspace_addresses:
+            output.table(_table("WORKSPACE_<ID>_EMAIL", report.workspace_addresses))
+        for problem in report.problems:
+            output.line(f"INVALID {problem.variable}: {problem.message}")
+        for name in report.unknown_variables:
+            output.line(f"WARNING {name} is not a wa-export setting and is ignored (a typo?)")
+        output.line(report.summary())
+    for warning in report.warnings:
+        output.stderr(f"warning: {warning}")
+    if report.problems:
+        count = len(report.problems)
+        output.stderr(
+            f"{count} setting{'s are' if count != 1 else ' is'} invalid "
+            f"({', '.join(dict.fromkeys(p.variable for p in report.problems))}); "
+            f"fix {'them' if count != 1 else 'it'} before enabling the timer."
+        )
+
+
+def _table(title: str, lines: list[SettingLine]) -> Table:
+    table = Table(title=escape(title))
+    for column in ("Variable", "Value", "Source", "Status"):
+        table.add_column(column, overflow="fold")
+    for line in lines:
+        status = "[bold red]invalid[/bold red]" if line.problem else "[green]ok[/green]"
+        table.add_row(escape(line.variable), escape(line.value or "(not set)"), escape(line.source), status)
+    return table
+
+
+__all__ = ["render_config"]

@@ -1,0 +1,155 @@
+"""Where the settings come from: the process environment and a `.env` file, read as operators write it.
+
+Windows editors save UTF-16 or UTF-8 with a byte-order mark; python-dotenv reads
+neither (UTF-16 does not decode; a BOM becomes part of the first variable's name,
+which is then silently ignored). A line that is not `NAME=value` is skipped and
+reported by its number while the rest of the file still counts. A file that
+cannot be read is one ConfigError sentence. Nothing here prints: the warnings
+are returned for the CLI to show on stderr.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from dotenv import dotenv_values
+from dotenv.parser import Binding, parse_stream
+
+from wa_export.errors import ConfigError
+from wa_export.mongodb_uri import DEFAULT_MONGODB_URI
+
+# python-dotenv logs its own "could not parse statement" line through logging,
+# without the file name; read_env_file reports those lines itself.
+logging.getLogger("dotenv.main").setLevel(logging.ERROR)
+
+# Longest first: the UTF-32 LE mark begins with the UTF-16 LE one.
+_BYTE_ORDER_MARKS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+
+
+@dataclass(frozen=True)
+class EnvFileContents:
+    path: Path
+    values: dict[str, str]
+    warnings: tuple[str, ...]
+    encoding: str
+
+
+@dataclass(frozen=True)
+class ConfigurationSource:
+    """Where the variables came from: the process environment and at most one .env file."""
+
+    values: dict[str, str]  # effective: the .env values overridden by the real environment
+    process_keys: frozenset[str]
+    env_file: Path | None  # the .env file read, if any
+    file_values: dict[str, str]
+    warnings: tuple[str, ...]
+
+    def origin(self, name: str) -> str:
+        """"environment", ".env file <path>" or "default" (not set anywhere)."""
+        if name in self.process_keys:
+            return "environment"
+        if name in self.file_values:
+            return f".env file {self.env_file}"
+        return "default"
+
+
+def read_configuration(env_file: Path | None, environ: Mapping[str, str] | None = None) -> ConfigurationSource:
+    """The process environment and the `.env` file (./.env, or --env-file), with their warnings."""
+    process = dict(os.environ if environ is None else environ)
+    if env_file is not None:
+        if not env_file.is_file():
+            raise ConfigError(f"--env-file {env_file} does not exist or is not a file.")
+        path: Path | None = env_file
+    else:
+        default = Path.cwd() / ".env"
+        # A directory named .env (often a virtualenv) is not a settings file.
+        path = default if default.is_file() else None
+    file_values: dict[str, str] = {}
+    warnings: list[str] = []
+    if path is not None:
+        contents = read_env_file(path)
+        file_values = contents.values
+        warnings.extend(contents.warnings)
+    elif not process.get("MONGODB_URI", "").strip():
+        warnings.append(
+            f"no .env file in {Path.cwd()} and no MONGODB_URI in the environment: "
+            f"using {DEFAULT_MONGODB_URI} (set MONGODB_URI, or pass --env-file)."
+        )
+    merged = {**file_values, **process}
+    return ConfigurationSource(merged, frozenset(process), path, file_values, tuple(warnings))
+
+
+def read_env_file(path: Path) -> EnvFileContents:
+    """The variables of one `.env` file, with a warning per line that was ignored."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(
+            f"Cannot read the env file {path} ({error.strerror or error}); "
+            "make it readable by the user that runs wa-export, or pass another one with --env-file."
+        ) from None
+    text, encoding = decode_env_bytes(data, path)
+    warnings = tuple(_ignored_lines(text, path))
+    values = {key: value for key, value in dotenv_values(stream=io.StringIO(text)).items() if value is not None}
+    return EnvFileContents(path, values, warnings, encoding)
+
+
+def decode_env_bytes(data: bytes, path: Path) -> tuple[str, str]:
+    """The text of an env file and the encoding it was read with: a BOM decides, else UTF-8.
+
+    Without a BOM, NUL bytes in every other position mean UTF-16 (some tools
+    write it without a mark); anything else must be UTF-8.
+    """
+    for mark, encoding in _BYTE_ORDER_MARKS:
+        if data.startswith(mark):
+            return _decode(data[len(mark):], encoding, path), encoding
+    if len(data) >= 2 and b"\x00" in data:
+        if data[1::2].count(0) > len(data) // 4:
+            return _decode(data, "utf-16-le", path), "utf-16-le"
+        if data[0::2].count(0) > len(data) // 4:
+            return _decode(data, "utf-16-be", path), "utf-16-be"
+    return _decode(data, "utf-8", path), "utf-8"
+
+
+def _decode(data: bytes, encoding: str, path: Path) -> str:
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n" if encoding == "utf-8" else "\n".encode(encoding)) + 1
+        raise ConfigError(
+            f"The env file {path} is not valid {encoding.upper()} text (line {line}); "
+            "save it as UTF-8 (or UTF-16 with a byte-order mark)."
+        ) from None
+
+
+def _ignored_lines(text: str, path: Path) -> list[str]:
+    # The line itself is never quoted: it may hold a password that lost its name.
+    warnings: list[str] = []
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            warnings.append(f"{path} line {_first_line(binding)} is not NAME=value and was ignored.")
+        elif binding.key is not None and binding.value is None:
+            warnings.append(f"{path} line {_first_line(binding)} sets {binding.key} without '=' and was ignored.")
+    return warnings
+
+
+def _first_line(binding: Binding) -> int:
+    """The line the statement is on: python-dotenv counts from the blank lines before it."""
+    string = binding.original.string
+    leading = string[: len(string) - len(string.lstrip())]
+    return binding.original.line + len(leading.replace("\r\n", "\n").replace("\r", "\n").split("\n")) - 1
+
+
+__all__ = ["ConfigurationSource", "EnvFileContents", "decode_env_bytes", "read_configuration", "read_env_file"]

@@ -1,0 +1,104 @@
+"""MONGODB_URI read without any network access: its parts, its password, and why it cannot be read.
+
+pymongo's parse_uri resolves SRV and TXT records for ``mongodb+srv://``;
+configuration must not, or every redaction does DNS lookups and a DNS outage
+silently switches ``mongodb+srv://host/mydb`` to the default database.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote_plus
+
+from pymongo.uri_parser import parse_userinfo, split_hosts, split_options
+
+DEFAULT_MONGODB_URI = "mongodb://localhost:27017"
+
+
+@dataclass(frozen=True)
+class MongoUriParts:
+    """What configuration needs from MONGODB_URI, read without any network or DNS access."""
+
+    srv: bool
+    hosts: str
+    username: str | None
+    password: str | None  # URL-decoded
+    raw_password: str | None  # as written in the URI
+    database: str | None  # URL-decoded, without a ".collection" suffix
+
+
+def parse_mongodb_uri(uri: str) -> MongoUriParts:
+    """Split ``scheme://[userinfo@]hosts[/database][?options]`` and validate it; never touches DNS.
+
+    pymongo's parse_uri resolves SRV and TXT records for ``mongodb+srv://``;
+    this uses only its pure helpers (parse_userinfo, split_hosts, split_options)
+    with the same rules. Raises ValueError (pymongo's InvalidURI is one) or
+    pymongo's ConfigurationError on a malformed URI.
+    """
+    if uri.startswith("mongodb+srv://"):
+        srv, rest = True, uri[len("mongodb+srv://"):]
+    elif uri.startswith("mongodb://"):
+        srv, rest = False, uri[len("mongodb://"):]
+    else:
+        raise ValueError("the URI must begin with mongodb:// or mongodb+srv://")
+    if not rest:
+        raise ValueError("no host")
+    host_and_db, _, options = rest.partition("?")
+    host_part, _, database = host_and_db.partition("/")
+    username = password = raw_password = None
+    if "@" in host_part:
+        userinfo, _, hosts = host_part.rpartition("@")
+        raw_password = userinfo.partition(":")[2] or None
+        username, password = parse_userinfo(userinfo)
+        password = password or None
+    else:
+        hosts = host_part
+    if "/" in hosts or not hosts:
+        raise ValueError("no host")
+    opts = split_options(options, validate=True, warn=True, normalize=True) if options else {}
+    if srv:
+        nodes = split_hosts(hosts, default_port=None)
+        if len(nodes) != 1 or nodes[0][1] is not None:
+            raise ValueError("mongodb+srv:// takes exactly one host name and no port")
+        if opts.get("directconnection"):
+            raise ValueError("directConnection=true cannot be used with mongodb+srv://")
+    else:
+        nodes = split_hosts(hosts)
+    # The option combinations pymongo's parse_uri refuses (its _check_options).
+    if len(nodes) > 1 and opts.get("directconnection"):
+        raise ValueError("directConnection=true needs a single host")
+    if opts.get("loadbalanced") and (len(nodes) > 1 or opts.get("directconnection") or opts.get("replicaset")):
+        raise ValueError("loadBalanced=true needs a single host, no directConnection and no replicaSet")
+    name = unquote_plus(database).split(".", 1)[0] if database else ""
+    if re.search(r'[/ "$]', name):
+        raise ValueError("bad database name")
+    return MongoUriParts(srv, hosts, username, password, raw_password, name or None)
+
+
+def uri_secrets(uri: str) -> list[str]:
+    """The MongoDB password in MONGODB_URI, decoded and as written; tolerant of a malformed URI."""
+    try:
+        parts = parse_mongodb_uri(uri)
+        return [parts.password or "", parts.raw_password or ""]
+    except Exception:
+        # Malformed, often because the password holds an unencoded "@" or "/":
+        # everything between the first ":" and the last "@" is the password then.
+        _scheme, separator, rest = uri.partition("://")
+        if not separator or "@" not in rest:
+            return []
+        raw = rest.rpartition("@")[0].partition(":")[2]
+        return [raw, unquote_plus(raw)] if raw else []
+
+
+def userinfo_needs_encoding(uri: str) -> bool:
+    """Whether the part before the last "@" holds characters a URI's user info must percent-encode."""
+    rest = uri.partition("://")[2]
+    if "@" not in rest:
+        return False
+    userinfo = rest.rpartition("@")[0]
+    bad_percent = re.search(r"%(?![0-9A-Fa-f]{2})", userinfo) is not None
+    return bool(re.search(r"[@/?#\[\]]", userinfo)) or userinfo.count(":") > 1 or bad_percent
+
+
+__all__ = ["DEFAULT_MONGODB_URI", "MongoUriParts", "parse_mongodb_uri", "uri_secrets", "userinfo_needs_encoding"]

@@ -1,0 +1,72 @@
+"""Issue 11, "Help": `--help` as text, the way an operator reads it in a terminal or a CI log.
+
+Checked under a non-tty (as here) at the default and at a wide terminal width:
+flags take no value and say so, no metavar like `<bool>` or `<list[str]>`,
+nothing of the text swallowed as markup, and `--version` answers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+
+from seeding import run_cli
+
+COMMANDS = ["export", "cleanup", "stats", "logs", "test-email", "health", "config", "demo"]
+TYPE_METAVAR = re.compile(r"<(bool|str|int|float|path|list|text|integer)[^>]*>", re.IGNORECASE)
+
+
+def _env(tmp_path: Path, columns: str | None) -> dict[str, str]:
+    env = {key: os.environ[key] for key in ("PATH", "LANG", "LC_ALL", "TMPDIR") if key in os.environ}
+    env["HOME"] = str(tmp_path)
+    if columns is not None:
+        env["COLUMNS"] = columns
+    return env
+
+
+@pytest.mark.parametrize(
+    ("columns", "commands"),
+    [(None, [[], *([command] for command in COMMANDS)]), ("200", [[], ["export"]])],
+    ids=["default-width", "wide-terminal"],
+)
+def test_help_is_plain_readable_text(columns, commands, tmp_path):
+    for args in commands:
+        result = run_cli([*args, "--help"], _env(tmp_path, columns), tmp_path)
+        assert result.returncode == 0, (args, result.stderr)
+        text = result.stdout
+        assert text.startswith(f"Usage: wa-export {' '.join(args)}".rstrip()), text
+        assert TYPE_METAVAR.search(text) is None, (args, TYPE_METAVAR.search(text))
+        assert "╭" not in text and "│" not in text, args  # no boxes to copy from
+
+
+def test_export_help_flags_and_metavars(tmp_path):
+    text = run_cli(["export", "--help"], _env(tmp_path, None), tmp_path).stdout
+    options = {line.split()[0].rstrip(","): line for line in text.splitlines() if line.startswith("  -")}
+    for flag in ("--dry-run", "--no-email", "--json"):
+        assert re.match(rf"^  {flag} {{2,}}\S", options[flag]), options[flag]  # the help text follows, no value
+    assert "-w, --workspace ID " in text
+    for option, metavar in (("--hours", "N"), ("--since", "TIME"), ("--until", "TIME"), ("--email", "ADDRESS"),
+                            ("--workers", "N"), ("--env-file", "PATH")):
+        assert re.search(rf"^  {option} {metavar} ", text, re.MULTILINE), option
+    # A flag takes no value, as its help shows.
+    refused = run_cli(["export", "--dry-run", "true"], _env(tmp_path, None), tmp_path)
+    assert refused.returncode == 2 and "unexpected extra argument" in refused.stderr and "(true)" in refused.stderr
+
+
+def test_brackets_in_help_text_are_printed(tmp_path):
+    text = run_cli(["demo", "--help"], _env(tmp_path, None), tmp_path).stdout
+    assert "pip install 'wa-export[demo]'" in text
+    assert "WORKSPACE_<ID>_EMAIL" in run_cli(["test-email", "--help"], _env(tmp_path, None), tmp_path).stdout
+    stats = run_cli(["stats", "--help"], _env(tmp_path, None), tmp_path).stdout
+    assert stats.startswith("Usage: wa-export stats [OPTIONS] [WORKSPACE_ID]\n")  # not [[WORKSPACE_ID]]
+    assert "With WORKSPACE_ID, that one workspace" in stats
+
+
+def test_version(tmp_path):
+    result = run_cli(["--version"], _env(tmp_path, None), tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"wa-export {version('wa-export')}\n"

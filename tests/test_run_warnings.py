@@ -1,0 +1,192 @@
+"""Issue 11, "Honest results": a run never says "all fine" when its workspaces and addresses do not meet.
+
+The installed CLI against the real test servers: a MONGODB_DATABASE without
+workspaces, active workspaces without an address, WORKSPACE_*_EMAIL variables
+that match no active workspace, an invalid address of one workspace.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+from bson import ObjectId
+from pymongo import MongoClient, monitoring
+from pymongo.database import Database
+from pymongo.errors import OperationFailure
+
+from helpers import health_checks, lines_with, one_stderr_line, parse_json
+from seeding import add_chat, add_messages, add_workspace, utcnow
+from wa_export.export.preflight import workspaces_collection_problem
+from wa_export.export.run import ExportRequest, run_export
+from wa_export.settings import load_settings
+from wa_export.store.connection import Store
+
+
+class CommandLog(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.names.append(event.command_name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        return None
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        return None
+
+
+# --- MONGODB_DATABASE ---------------------------------------------------------------------------
+
+
+def test_database_without_workspaces_collection_is_a_configuration_error(mongo_db, make_env, cli, smtp_server):
+    add_workspace(mongo_db, "Lives Elsewhere")
+    typo = f"{mongo_db.name}_typo"
+    env = make_env(MONGODB_DATABASE=typo)
+
+    result = cli(["export"], env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout == ""
+    sentence = one_stderr_line(result.stderr)
+    assert "MONGODB_DATABASE" in sentence and repr(typo) in sentence
+    assert mongo_db.name in sentence  # the database that does have a workspaces collection
+    # Nothing was written into the wrong database (not even the run event).
+    assert typo not in mongo_db.client.list_database_names()
+
+    as_json = cli(["export", "--json"], env=env)
+    assert as_json.returncode == 2 and "MONGODB_DATABASE" in parse_json(as_json)["error"]
+
+    checks_result = cli(["health", "--json"], env=env)
+    code, checks = checks_result.returncode, health_checks(checks_result)
+    assert code == 1
+    assert checks["workspace_addresses"]["status"] == "failed"
+    assert "MONGODB_DATABASE" in checks["workspace_addresses"]["reason"]
+    assert mongo_db.name in checks["workspace_addresses"]["reason"]
+    assert smtp_server.connection_count == 0
+
+
+def test_databases_that_may_not_be_listed_are_left_out_quietly(mongo_db, make_env, tmp_path, monkeypatch):
+    add_workspace(mongo_db, "Lives Elsewhere")
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(environ=make_env(MONGODB_DATABASE=f"{mongo_db.name}_typo"))
+
+    def not_permitted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise OperationFailure("not authorized on admin to execute command { listDatabases: 1 }", 13)
+
+    monkeypatch.setattr(MongoClient, "list_database_names", not_permitted)
+    store = Store.open(settings)
+    try:
+        problem = workspaces_collection_problem(store)
+        assert problem is not None and "MONGODB_DATABASE" in problem
+        assert "databases that have one" not in problem and "not authorized" not in problem
+        # Not even allowed to list collections: no verdict, the empty list stays a warning.
+        monkeypatch.setattr(Database, "list_collection_names", not_permitted)
+        assert workspaces_collection_problem(store) is None
+    finally:
+        store.close()
+
+
+def test_no_active_workspace_is_a_warning_not_a_failure(mongo_db, make_env, cli, smtp_server):
+    add_workspace(mongo_db, "Paused Tenant", status="inactive")
+    env = make_env()
+    result = cli(["export"], env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [warning] = lines_with(result.stdout, " WARNING ", "no active workspace")
+    assert repr(mongo_db.name) in warning and "MONGODB_DATABASE" in warning
+    document = parse_json(cli(["export", "--json"], env=env))
+    assert [w["kind"] for w in document["warnings"]] == ["no_active_workspace"]
+
+    checks_result = cli(["health", "--json"], env=env)
+    checks = health_checks(checks_result)
+    assert checks_result.returncode == 0, checks  # a warning, no failed check
+    assert checks["workspace_addresses"]["status"] == "warning"
+    assert "no active workspace" in checks["workspace_addresses"]["reason"]
+
+
+def test_the_database_check_costs_nothing_on_a_normal_run(mongo_db, make_env, tmp_path, monkeypatch, smtp_server):
+    monkeypatch.chdir(tmp_path)
+
+    def commands(env: dict[str, str]) -> Counter[str]:
+        settings = load_settings(environ=env)
+        log = CommandLog()
+        client: MongoClient[dict[str, Any]] = MongoClient(settings.mongodb_uri, tz_aware=True, event_listeners=[log])
+        try:
+            run_export(settings, Store(client, settings), ExportRequest())
+        finally:
+            client.close()
+        return Counter(log.names)
+
+    add_workspace(mongo_db, "Paused", status="inactive")
+    empty = commands(make_env())
+    assert empty["listCollections"] == 1 and empty["listDatabases"] == 0  # the database has workspaces
+
+    workspace_id = add_workspace(mongo_db, "Active")
+    normal = commands(make_env(**{f"WORKSPACE_{workspace_id}_EMAIL": "ops@active.test"}))
+    assert normal["listCollections"] == 0 and normal["listDatabases"] == 0
+
+
+# --- workspaces and WORKSPACE_*_EMAIL that do not meet ---------------------------------------------
+
+
+def test_workspace_without_address_is_a_warning_on_every_run(mongo_db, make_env, cli, smtp_server):
+    configured = add_workspace(mongo_db, "Configured")
+    forgotten = add_workspace(mongo_db, "Forgotten Ltd")
+    for workspace_id in (configured, forgotten):
+        add_messages(mongo_db, add_chat(mongo_db, workspace_id), [{"timestamp": utcnow() - timedelta(minutes=2)}])
+    env = make_env(**{f"WORKSPACE_{configured}_EMAIL": "ops@configured.test"})
+    for _ in range(2):  # every run, not only the first: cron output is read at random
+        result = cli(["export"], env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        [warning] = lines_with(result.stdout, " WARNING ", str(forgotten))
+        assert f"WORKSPACE_{forgotten}_EMAIL" in warning and "not exported" in warning
+        assert not lines_with(result.stdout, " WARNING ", str(configured))
+    document = parse_json(cli(["export", "--json"], env=env))
+    assert [(w["kind"], w["workspace_id"]) for w in document["warnings"]] == [("missing_address", str(forgotten))]
+    # --email replaces the configured addresses: nothing is missing then.
+    manual = parse_json(cli(["export", "--json", "--hours", "1", "--email", "me@ops.test"], env=env))
+    assert manual["warnings"] == []
+
+
+def test_address_variables_that_match_no_active_workspace_are_named(mongo_db, make_env, cli, smtp_server):
+    active = add_workspace(mongo_db, "Active")
+    inactive = add_workspace(mongo_db, "Gone", status="inactive")
+    typo_id = str(ObjectId())
+    malformed = f"WORKSPACE_{str(active)[:-3]}aO1_EMAIL"  # the letter O, not a zero: not hexadecimal
+    env = make_env(**{
+        f"WORKSPACE_{active}_EMAIL": "ops@active.test",
+        f"WORKSPACE_{inactive}_EMAIL": "ops@gone.test",
+        f"WORKSPACE_{typo_id}_EMAIL": "ops@typo.test",
+        malformed: "ops@malformed.test",
+    })
+    for args in (["export"], ["export", "--workers", "2"]):
+        result = cli(args, env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        for name in (f"WORKSPACE_{inactive}_EMAIL", f"WORKSPACE_{typo_id}_EMAIL", malformed):
+            assert len(lines_with(result.stdout, " WARNING ", name)) == 1, (args, name, result.stdout)
+        assert not lines_with(result.stdout, " WARNING ", f"WORKSPACE_{active}_EMAIL")
+
+    checks_result = cli(["health", "--json"], env=env)
+    addresses = health_checks(checks_result)["workspace_addresses"]
+    assert checks_result.returncode == 0, addresses
+    assert addresses["status"] == "warning"
+    for name in (str(inactive), typo_id, malformed):
+        assert name in addresses["reason"]
+    assert addresses["details"]["malformed_variables"] == [malformed]
+
+
+def test_invalid_address_is_named_by_health_and_test_email(mongo_db, make_env, cli, smtp_server):
+    broken = add_workspace(mongo_db, "Typo Tenant")
+    variable = f"WORKSPACE_{broken}_EMAIL"
+    env = make_env(**{variable: "ops@typo.test; not an address"})
+    checks_result = cli(["health", "--json"], env=env)
+    code, checks = checks_result.returncode, health_checks(checks_result)
+    assert code == 1 and checks["workspace_addresses"]["status"] == "failed"
+    assert "invalid" in checks["workspace_addresses"]["reason"] and str(broken) in checks["workspace_addresses"]["reason"]
+    assert checks["workspace_addresses"]["details"]["invalid"][0]["id"] == str(broken)
+
+    result = cli(["test-email", "--workspace", str(broken)], env=env)
+    assert result.returncode == 2
+    assert variable in one_stderr_line(result.stderr) and "not an address" in result.stderr
+    assert smtp_server.connection_count == 0
