@@ -184,7 +184,7 @@ def _workspace_lines(source: ConfigurationSource, settings: Settings, secrets: l
             )
         else:
             problem = settings.recipient_problem(match.group(1))
-        value = ", ".join(settings.recipients_for(match.group(1))) if match and problem is None else source.values[name]
+        value = ", ".join(settings.environment_recipients(match.group(1))) if match and problem is None else source.values[name]
         lines.append(SettingLine(name, redact(value.strip(), secrets), source.origin(name), problem))
     return lines
 

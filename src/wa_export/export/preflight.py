@@ -143,6 +143,7 @@ def run_warnings(
     covers_all_active: bool,
     email_override: bool = False,
     failed_ids: Collection[str] = (),
+    without_address: Collection[str] = (),
 ) -> list[RunWarning]:
     """The warnings of a run over `workspaces` ((id, name) pairs).
 
@@ -161,8 +162,7 @@ def run_warnings(
         warnings += [
             missing_address_warning(workspace_id, name)
             for workspace_id, name in workspaces
-            if workspace_id not in failed_ids
-            and not settings.recipients_for(workspace_id) and settings.recipient_problem(workspace_id) is None
+            if workspace_id not in failed_ids and workspace_id in without_address
         ]
     if covers_all_active:
         warnings += unmatched_variable_warnings(settings, (workspace_id for workspace_id, _ in workspaces))

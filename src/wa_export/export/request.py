@@ -120,6 +120,7 @@ def export_in_workers(
                 not request.workspace_ids and not merged.interrupted and all(w.document for w in merged.workers)
             ),
             failed_ids={ws["workspace_id"] for ws in merged.workspaces if ws.get("outcome") == "failed"},
+            without_address={ws["workspace_id"] for ws in merged.workspaces if ws.get("recipients_source") == "none"},
         )
     return merged
 
@@ -138,5 +139,6 @@ def export(
         covers_all_active=not request.workspace_ids and request.worker_slot is None and not result.interrupted,
         email_override=bool(request.email_override),
         failed_ids={workspace.workspace_id for workspace in result.workspaces if workspace.outcome == "failed"},
+        without_address={ws.workspace_id for ws in result.workspaces if ws.recipients_source == "none"},
     )
     return result
