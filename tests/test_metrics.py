@@ -318,3 +318,29 @@ def test_idle_workspaces_cost_no_query_of_their_own(mongo_db, make_env, tmp_path
     assert counts[0] == counts[1], counts  # 45 more idle workspaces, not one more command
     # find workspaces, find export_state, hello (the database clock), endSessions; + chats, count, oldest each
     assert counts[0] <= 4 + 3 * failing, (counts, listener.names)
+
+
+def test_hand_written_text_format_round_trips_through_the_reference_parser():
+    # The file is formatted without prometheus_client's registry (speed): every
+    # escape the text format defines must survive, and the other trigger's run
+    # facts must be carried over from the previous text exactly.
+    awkward = 'quote " backslash \\ newline \n end'
+    manual = RunMetrics(trigger="manual", finished_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), duration_seconds=0.25,
+                        exit_code=1, messages_exported=9, workspaces_by_outcome={"failed": 1, awkward: 2},
+                        workspaces=(WorkspaceMetrics("b" * 24, last_success_at=datetime(2026, 1, 1, tzinfo=UTC),
+                                                     consecutive_failures=4, waiting_messages=12,
+                                                     oldest_waiting_age_seconds=3600.5),))
+    scheduled = RunMetrics(trigger="scheduled", finished_at=datetime.now(UTC), duration_seconds=3.0, exit_code=0)
+    text = metrics_module.render_metrics(scheduled, metrics_module.render_metrics(manual).decode()).decode()
+    samples = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+               for family in text_string_to_metric_families(text) for sample in family.samples}
+    assert samples[_run("wa_export_last_run_exit_code", "manual")] == 1
+    assert samples[_run("wa_export_last_run_exit_code", "scheduled")] == 0
+    assert samples[_run("wa_export_last_run_timestamp_seconds", "manual")] == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC).timestamp()
+    assert samples[("wa_export_last_run_workspaces", (("outcome", awkward), ("trigger", "manual")))] == 2
+    # per-workspace series are this run's only: the scheduled run above had none
+    assert not any(name.startswith("wa_export_workspace_") for name, _ in samples)
+    alone = {(s.name, tuple(sorted(s.labels.items()))): s.value
+             for f in text_string_to_metric_families(metrics_module.render_metrics(manual).decode()) for s in f.samples}
+    assert alone[_workspace("wa_export_workspace_oldest_waiting_age_seconds", "b" * 24)] == 3600.5
+    assert alone[_workspace("wa_export_workspace_consecutive_failures", "b" * 24)] == 4

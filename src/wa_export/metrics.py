@@ -10,21 +10,26 @@ sees the old file or the new one, never a mix.
 The run facts carry a `trigger` label. A run replaces its own trigger's
 samples and keeps the other trigger's from the previous file, so a manual
 export at noon does not hide that the scheduled runs are failing.
+
+The text is the Prometheus text exposition format (0.0.4), written here
+rather than through prometheus_client's registry: four gauges per workspace
+make it the one part of a run that grows with idle workspaces, and direct
+formatting is about 8 times faster (10,000 workspaces: ~0.1 s instead of
+~0.8 s of our CPU per run). The tests read every file back with
+prometheus_client's parser.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import re
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from prometheus_client.core import Metric
 
 FILE_MODE = 0o644
 
@@ -93,23 +98,34 @@ def render_metrics(metrics: RunMetrics, previous_text: str | None = None) -> byt
     for outcome, count in sorted(metrics.workspaces_by_outcome.items()):
         run_samples[RUN_WORKSPACES].append(_Sample((*trigger, ("outcome", outcome)), float(count)))
 
-    workspace_samples: dict[str, list[_Sample]] = {name: [] for name in _WORKSPACE_HELP}
+    # Per workspace, lines are formatted directly (no sample objects): this is the part that grows.
+    workspace_lines: dict[str, list[str]] = {name: [] for name in _WORKSPACE_HELP}
     for workspace in metrics.workspaces:
-        label = (("workspace_id", workspace.workspace_id),)
+        label = _labels((("workspace_id", workspace.workspace_id),))
         if workspace.last_success_at is not None:
-            workspace_samples[WORKSPACE_LAST_SUCCESS].append(_Sample(label, workspace.last_success_at.timestamp()))
-        workspace_samples[WORKSPACE_FAILURES].append(_Sample(label, float(workspace.consecutive_failures)))
+            workspace_lines[WORKSPACE_LAST_SUCCESS].append(
+                f"{WORKSPACE_LAST_SUCCESS}{label} {_value(workspace.last_success_at.timestamp())}\n"
+            )
+        workspace_lines[WORKSPACE_FAILURES].append(f"{WORKSPACE_FAILURES}{label} {workspace.consecutive_failures}\n")
         if workspace.waiting_messages is not None:
-            workspace_samples[WORKSPACE_WAITING].append(_Sample(label, float(workspace.waiting_messages)))
-            age = workspace.oldest_waiting_age_seconds or 0.0
-            workspace_samples[WORKSPACE_OLDEST_AGE].append(_Sample(label, round(age, 3)))
+            age = round(workspace.oldest_waiting_age_seconds or 0.0, 3)
+            workspace_lines[WORKSPACE_WAITING].append(f"{WORKSPACE_WAITING}{label} {workspace.waiting_messages}\n")
+            workspace_lines[WORKSPACE_OLDEST_AGE].append(f"{WORKSPACE_OLDEST_AGE}{label} {_value(age)}\n")
 
-    # Imported here: only runs that write a metrics file pay for it.
-    from prometheus_client import CollectorRegistry, generate_latest
+    lines: list[str] = []
+    for name, help_text in _RUN_HELP.items():
+        if run_samples[name]:
+            lines.append(_header(name, help_text))
+            lines.extend(f"{name}{_labels(sample.labels)} {_value(sample.value)}\n" for sample in run_samples[name])
+    for name, help_text in _WORKSPACE_HELP.items():
+        if workspace_lines[name]:
+            lines.append(_header(name, help_text))
+            lines.extend(workspace_lines[name])
+    return "".join(lines).encode("utf-8")
 
-    registry = CollectorRegistry(auto_describe=False)  # private: never the process-global registry
-    registry.register(_Families({**_RUN_HELP, **_WORKSPACE_HELP}, {**run_samples, **workspace_samples}))
-    return generate_latest(registry)
+
+def _header(name: str, help_text: str) -> str:
+    return f"# HELP {name} {_escape_help(help_text)}\n# TYPE {name} gauge\n"
 
 
 def write_metrics_file(path: Path, metrics: RunMetrics) -> None:
@@ -144,43 +160,55 @@ def atomic_write(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
             os.close(folder)
 
 
-class _Families:
-    """A prometheus_client collector (it needs only `collect`) of ready-made gauge samples."""
+def _labels(labels: tuple[tuple[str, str], ...]) -> str:
+    return "{" + ",".join(f'{name}="{_escape_label(value)}"' for name, value in labels) + "}"
 
-    def __init__(self, help_texts: Mapping[str, str], samples: Mapping[str, list[_Sample]]) -> None:
-        self.help_texts = help_texts
-        self.samples = samples
 
-    def collect(self) -> Iterator[Metric]:
-        from prometheus_client.core import GaugeMetricFamily
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
-        for name, help_text in self.help_texts.items():
-            found = self.samples.get(name, [])
-            if not found:
-                continue
-            label_names = [label for label, _ in found[0].labels]
-            family = GaugeMetricFamily(name, help_text, labels=label_names)
-            for sample in found:
-                family.add_metric([value for _, value in sample.labels], sample.value)
-            yield family
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _value(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
+
+
+# One of our own sample lines: name{label="value",...} number
+_SAMPLE_LINE = re.compile(r'^(wa_export_last_run_[a-z_]+)\{((?:[a-z_]+="(?:[^"\\]|\\.)*",?)*)\} (\S+)$')
+_LABEL = re.compile(r'([a-z_]+)="((?:[^"\\]|\\.)*)"')
 
 
 def _other_trigger_samples(previous_text: str | None, trigger: str) -> Iterable[tuple[str, _Sample]]:
-    """The previous file's run facts of the other trigger; nothing if it is missing or unreadable."""
+    """The previous file's run facts of the other trigger; anything else in it (or a file we cannot read) is dropped.
+
+    Only lines this module writes are read back, so the per-workspace lines of
+    a large file cost a prefix check each, not a parse.
+    """
     if not previous_text:
         return []
-    from prometheus_client.parser import text_string_to_metric_families
-
     kept: list[tuple[str, _Sample]] = []
-    try:
-        for family in text_string_to_metric_families(previous_text):
-            for sample in family.samples:
-                if sample.name not in _RUN_HELP or sample.labels.get("trigger") in (None, trigger):
-                    continue
-                labels: tuple[tuple[str, str], ...] = (("trigger", sample.labels["trigger"]),)
-                if sample.name == RUN_WORKSPACES:
-                    labels = (*labels, ("outcome", sample.labels.get("outcome", "")))
-                kept.append((sample.name, _Sample(labels, float(sample.value))))
-    except (ValueError, TypeError, KeyError):
-        return []  # a file we cannot read is replaced, not merged
+    for line in previous_text.splitlines():
+        if not line.startswith("wa_export_last_run_"):
+            continue
+        match = _SAMPLE_LINE.match(line)
+        if match is None or match.group(1) not in _RUN_HELP:
+            continue
+        labels = tuple((name, _unescape(value)) for name, value in _LABEL.findall(match.group(2)))
+        if dict(labels).get("trigger") in (None, trigger):
+            continue
+        try:
+            kept.append((match.group(1), _Sample(labels, float(match.group(3)))))
+        except ValueError:
+            continue
     return kept
+
+
+def _unescape(value: str) -> str:
+    return re.sub(r"\\(.)", lambda found: "\n" if found.group(1) == "n" else found.group(1), value)
