@@ -50,6 +50,10 @@ class Settings:
     workspace_emails: Mapping[str, tuple[str, ...]]
     lease_seconds: int
     mongodb_timeout_seconds: float
+    # Arrival order (docs/design.md): the field that orders messages by when they were written.
+    export_arrival_field: str = "_id"
+    export_max_rows_per_email: int = 100_000
+    export_backfill_max_hours: float = 24.0
     # Computed once here (never per redaction): see secrets().
     _secrets: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
@@ -170,6 +174,34 @@ def _float(env: Mapping[str, str], name: str, default: float, *, minimum_exclusi
         raise ConfigError(f"{name} must be a number, got {raw!r}.") from None
     if not value > minimum_exclusive or value != value or value == float("inf"):
         raise ConfigError(f"{name} must be a number greater than {minimum_exclusive:g}, got {raw!r}.")
+    return value
+
+
+ARRIVAL_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def _arrival_field(env: Mapping[str, str]) -> str:
+    raw = env.get("EXPORT_ARRIVAL_FIELD", "").strip()
+    if raw == "":
+        return "_id"
+    if not ARRIVAL_FIELD_NAME.match(raw) or len(raw) > 200:
+        raise ConfigError(
+            f"EXPORT_ARRIVAL_FIELD {raw!r} is not a field name; use _id (the default) or a field the platform "
+            "writes at insert time, e.g. created_at."
+        )
+    return raw
+
+
+def _backfill_hours(env: Mapping[str, str]) -> float:
+    raw = env.get("EXPORT_BACKFILL_MAX_HOURS", "").strip()
+    if raw == "":
+        return 24.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 24 * 366:  # NaN fails this too
+        raise ConfigError(f"EXPORT_BACKFILL_MAX_HOURS must be a number of hours between 0 and 8784, got {raw!r}.")
     return value
 
 
@@ -302,4 +334,7 @@ def _settings_from(env: Mapping[str, str]) -> Settings:
         workspace_emails=workspace_emails,
         lease_seconds=_int(env, "EXPORT_LEASE_SECONDS", 900, minimum=5),
         mongodb_timeout_seconds=_float(env, "MONGODB_TIMEOUT_SECONDS", 5.0, minimum_exclusive=0),
+        export_arrival_field=_arrival_field(env),
+        export_max_rows_per_email=_int(env, "EXPORT_MAX_ROWS_PER_EMAIL", 100_000, minimum=1, maximum=1_000_000_000),
+        export_backfill_max_hours=_backfill_hours(env),
     )

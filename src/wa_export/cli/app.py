@@ -221,7 +221,7 @@ def logs(
     ] = None,
     limit: Annotated[int, typer.Option("--limit", help="How many entries (1-1000).")] = 20,
     status: Annotated[
-        str | None, typer.Option("--status", help="Only exports with this status: completed or failed.")
+        str | None, typer.Option("--status", help="Only exports with this status: completed, failed or sending.")
     ] = None,
     system: Annotated[bool, typer.Option("--system", help="Show this tool's system_logs events instead.")] = False,
     json_output: JsonOption = False,

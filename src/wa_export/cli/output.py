@@ -532,6 +532,8 @@ def render_logs(output: Output, report: LogsReport, settings: Settings) -> None:
             str(entry.message_count),
             f"[{style}]{escape(entry.status)}[/{style}]" if style else escape(entry.status),
         ]
+        if entry.possible_duplicate:
+            cells[-1] += " [yellow](possible duplicate)[/yellow]"
         if with_file:
             cells.append(escape(entry.file_path.rsplit("/", 1)[-1]) if entry.file_path else "")
         table.add_row(*cells, detail)

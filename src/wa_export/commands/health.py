@@ -27,7 +27,10 @@ from wa_export.errors import ExitCode, MongoUnavailable
 from wa_export.mail.transport import MailError, MailSender, check_sendable, tls_mode
 from wa_export.redaction import redact
 from wa_export.settings import Settings
+from wa_export.store.arrivals import ArrivalKey, arrival_key_problem
 from wa_export.store.connection import SERVICE_NAME, Store, describe_mongo_error
+from wa_export.store.export_logs import recent_possible_duplicates
+from wa_export.store.export_state import count_cursors_ahead
 from wa_export.units import format_bytes
 
 CheckStatus = Literal["ok", "warning", "failed", "skipped"]
@@ -234,13 +237,8 @@ def check_workspace_addresses(store: Store, settings: Settings) -> Check:
 def check_indexes(store: Store) -> Check:
     missing = store.missing_indexes()
     if not missing:
-        note = (
-            ""
-            if store.has_timestamp_index()
-            else " Optional: db.messages.createIndex({ timestamp: 1 }) lets each run count messages whose chat is gone."
-        )
-        return Check("indexes", "ok", "The supporting indexes on chats and messages exist." + note)
-    commands = [index_command(collection, keys) for collection, keys in missing.items()]
+        return Check("indexes", "ok", "The supporting indexes on chats and messages exist.")
+    commands = [index_command(collection, keys) for collection, keys in missing]
     return Check(
         "indexes",
         "warning",
@@ -347,6 +345,42 @@ def check_failed_exports(store: Store, settings: Settings, now: datetime) -> Che
     )
 
 
+def check_arrival_order(store: Store, settings: Settings, now: datetime) -> Check:
+    """The arrival key is usable on every message, and no cursor is ahead of the database clock."""
+    key = ArrivalKey(settings.export_arrival_field)
+    problem = arrival_key_problem(store.messages, key)
+    if problem is not None:
+        return Check("arrival_order", "failed", problem, {"arrival_field": key.field})
+    ahead = count_cursors_ahead(store.export_state, key.at, now)
+    if ahead:
+        return Check(
+            "arrival_order",
+            "warning",
+            f"{ahead} workspace cursor(s) are ahead of the database clock (a clock was wrong when they were set); "
+            "the next scheduled run pulls them back to its window end, which hides no message.",
+            {"arrival_field": key.field, "cursors_ahead": ahead},
+        )
+    return Check("arrival_order", "ok", f"Messages are ordered by {key.field}; no cursor is ahead of the database clock.",
+                 {"arrival_field": key.field})
+
+
+def check_possible_duplicates(store: Store, settings: Settings, now: datetime) -> Check:
+    entries = recent_possible_duplicates(store.export_logs, now - FAILED_EXPORTS_LOOKBACK)
+    if not entries:
+        return Check("possible_duplicates", "ok", "No email in the last 24 hours may have repeated an earlier one.")
+    names = list(dict.fromkeys(f"{e.get('workspace_name') or '(unnamed)'} ({e.get('workspace_id')})" for e in entries))
+    last = entries[0].get("created_at")
+    when = f"; the latest at {_local(last, settings)}" if isinstance(last, datetime) else ""
+    return Check(
+        "possible_duplicates",
+        "warning",
+        f"{len(entries)} email(s) in the last 24 hours may repeat messages of an earlier one (an earlier run's "
+        f"outcome was unknown; each such email says so): {_named(names)}{when}. "
+        "`wa-export logs` marks them possible_duplicate.",
+        {"count": len(entries), "workspaces": names},
+    )
+
+
 # --------------------------------------------------------------------------- the run
 
 
@@ -381,11 +415,18 @@ def run_health(
             report.checks.append(check_smtp_login(settings, smtp))
         report.checks.append(check_export_dir(settings.export_dir))
 
+        if store is not None:
+            try:  # the database's clock, the one the runs write their times on
+                now = store.database_now()
+            except MongoUnavailable:
+                pass
         database_checks: list[tuple[str, Callable[[Store], Check]]] = [
             ("workspace_addresses", lambda s: check_workspace_addresses(s, settings)),
             ("indexes", check_indexes),
+            ("arrival_order", lambda s: check_arrival_order(s, settings, now)),
             ("scheduled_runs", lambda s: check_scheduled_runs(s, settings, now)),
             ("failed_exports", lambda s: check_failed_exports(s, settings, now)),
+            ("possible_duplicates", lambda s: check_possible_duplicates(s, settings, now)),
         ]
         for name, check in database_checks:
             if store is None:
