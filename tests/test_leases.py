@@ -1,4 +1,4 @@
-"""Leases and cursors (src/wa_export/store/export_state.py) against the real test MongoDB.
+"""Leases and cursors (store/leases.py, store/export_state.py) against the real test MongoDB.
 
 The end-to-end tests show runs skipping each other; these pin down each rule
 of the lease itself, including the server behaviour it relies on (a contested
@@ -20,12 +20,8 @@ from pymongo.errors import DuplicateKeyError
 
 from wa_export.clock import DatabaseClock, utc_now
 from wa_export.store.arrivals import ArrivalKey
-from wa_export.store.export_state import (
-    FirstCursor,
-    Lease,
-    LeaseLost,
-    acquire_lease,
-)
+from wa_export.store.export_state import FirstCursor
+from wa_export.store.leases import Lease, LeaseLost, acquire_lease
 
 LONG = timedelta(minutes=15)
 SHORT = timedelta(milliseconds=500)

@@ -9,10 +9,11 @@ reached, the keeper says so: the run then sends nothing more and moves no cursor
 from __future__ import annotations
 
 import threading
+from typing import Self
 
 from pymongo.errors import PyMongoError
 
-from wa_export.store.export_state import Lease, LeaseLost
+from wa_export.store.leases import Lease, LeaseLost
 
 
 class LeaseKeeper:
@@ -23,7 +24,7 @@ class LeaseKeeper:
         self._lost = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"lease-{lease.workspace_id}", daemon=True)
 
-    def __enter__(self) -> LeaseKeeper:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

@@ -176,9 +176,10 @@ def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
 
     current_items = [item for item in items if item.current]
     if current_items:
-        plan.pass_start = min(item.start for item in current_items)  # type: ignore[type-var]
-        if plan.pass_start < end_key:  # type: ignore[operator]
-            _shared_pass(ctx, plan, current_items)
+        pass_start: Key = min(item.start for item in current_items)  # type: ignore[type-var]
+        plan.pass_start = pass_start
+        if pass_start < end_key:  # type: ignore[operator]
+            _shared_pass(ctx, plan, pass_start, current_items)
 
     if request.counts_run_anomalies:
         problem = arrivals.arrival_key_problem(store.messages, key)
@@ -190,12 +191,12 @@ def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
     return plan
 
 
-def _shared_pass(ctx: RunContext, plan: Plan, items: Sequence[WorkItem]) -> None:
-    """One read of [pass_start, end) on the key's index, then the chats it names, by id."""
+def _shared_pass(ctx: RunContext, plan: Plan, start: Key, items: Sequence[WorkItem]) -> None:
+    """One read of [start, end) on the key's index, then the chats it names, by id."""
     store = ctx.store
     by_chat: dict[ObjectId, list[Key]] = {}
     orphans = 0
-    for arrival, raw_chat_id in arrivals.arrivals_between(store.messages, ctx.key, plan.pass_start, ctx.end_key):
+    for arrival, raw_chat_id in arrivals.arrivals_between(store.messages, ctx.key, start, ctx.end_key):
         chat_id = arrivals.as_object_id(raw_chat_id)
         if chat_id is None:
             orphans += 1  # no chat id at all: a message of nobody

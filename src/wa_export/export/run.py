@@ -22,7 +22,7 @@ from wa_export.errors import MongoUnavailable, SmtpNotConfigured
 from wa_export.export.context import ExportRequest, MailSession, RunContext
 from wa_export.export.delivery import deliver
 from wa_export.export.manual import export_manual
-from wa_export.export.plan import Plan, WorkItem, make_plan
+from wa_export.export.plan import CURSOR_AHEAD, Plan, WorkItem, make_plan
 from wa_export.export.results import (
     RunObserver,
     RunResult,
@@ -177,7 +177,7 @@ def _idle_result(ctx: RunContext, item: WorkItem) -> WorkspaceResult:
     if item.cursor_ahead:
         result.reason = ("its cursor was ahead of the database clock (a clock problem): pulled back to the end of "
                          "this run's window, which hides nothing")
-        result.anomalies["cursor_ahead_of_database_clock"] = 1
+        result.anomalies[CURSOR_AHEAD] = 1
     result.window_start, result.window_end = ctx.key.time_of(item.start), ctx.end_time
     if item.first_cursor is not None and ctx.request.moves_cursors:
         result.cursor_source = item.first_cursor.source

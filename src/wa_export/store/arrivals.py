@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
+from bson.errors import InvalidId
 from pymongo import ASCENDING, DESCENDING
 from pymongo.collection import Collection
 
@@ -97,7 +98,7 @@ def as_object_id(value: object) -> ObjectId | None:
     if isinstance(value, str) and len(value) == 24:
         try:
             return ObjectId(value)
-        except Exception:
+        except (InvalidId, TypeError):
             return None
     return None
 
