@@ -357,3 +357,48 @@ def test_a_cursor_ahead_of_the_database_clock_is_pulled_back_and_hides_nothing(m
     second = cli(["export"], env=env)
     assert second.returncode == 0, second.stdout + second.stderr
     assert mailed_contents(smtp_server.messages) == ["after-the-pull-back"]
+
+
+# --- EXPORT_ARRIVAL_FIELD ---------------------------------------------------------------------
+
+
+def test_a_date_arrival_field_orders_delivery_and_a_message_without_it_is_reported(
+        mongo_db, make_env, cli, smtp_server):
+    workspace_id, chat_id, address = _workspace(mongo_db, "Dated Arrivals")
+    written = utcnow() - timedelta(minutes=4)
+    mongo_db.messages.insert_many([
+        # String ids (a platform whose _id is no ObjectId): created_at, set at insert, orders them.
+        {**message_doc(chat_id, content="first", timestamp=written), "_id": "m-1", "created_at": written},
+        {**message_doc(chat_id, content="late", timestamp=written - timedelta(days=2)), "_id": "m-2",
+         "created_at": written + timedelta(seconds=1)},
+        {**message_doc(chat_id, content="unplaceable", timestamp=written), "_id": "m-3"},  # no created_at
+    ])
+    env = make_env(EXPORT_ARRIVAL_FIELD="created_at", **address)
+    result = cli(["export", "--json"], env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    document = parse_json(result)
+    assert sorted(mailed_contents(smtp_server.messages)) == ["first", "late"]
+    [problem] = document["problems"]
+    assert "created_at" in problem and "EXPORT_ARRIVAL_FIELD" in problem
+    assert "\n" not in problem and problem.endswith(".") and "m-3" in problem, "one sentence naming an example"
+    assert problem in document["summary"]
+    cursor = _cursor(mongo_db, workspace_id)
+    assert isinstance(cursor, datetime) and cursor.replace(tzinfo=UTC) > written + timedelta(seconds=1)
+
+    health = cli(["health", "--json"], env=env)
+    checks = {check["name"]: check for check in parse_json(health)["checks"]}
+    assert checks["arrival_order"]["status"] == "failed" and checks["arrival_order"]["reason"] == problem
+    assert {"db.messages.createIndex({ created_at: 1 })", "db.messages.createIndex({ chat_id: 1, created_at: 1 })"} \
+        <= set(checks["indexes"]["details"]["commands"])
+
+
+def test_message_ids_that_are_no_objectids_are_reported_by_the_run_and_health(mongo_db, make_env, cli, smtp_server):
+    _, chat_id, address = _workspace(mongo_db, "Odd Ids")
+    mongo_db.messages.insert_one({**message_doc(chat_id, content="string id"), "_id": "legacy-0001"})
+    env = make_env(**address)
+    result = cli(["export", "--json"], env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [problem] = parse_json(result)["problems"]
+    assert "_id" in problem and "ObjectId" in problem and "EXPORT_ARRIVAL_FIELD" in problem
+    checks = {check["name"]: check for check in parse_json(cli(["health", "--json"], env=env))["checks"]}
+    assert checks["arrival_order"]["status"] == "failed" and "'legacy-0001'" in checks["arrival_order"]["reason"]
