@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
@@ -97,7 +96,8 @@ def add_now(db: Database[Any], workspace_id: ObjectId, contents: Sequence[str]) 
         {"content": text, "timestamp": now - timedelta(milliseconds=50 - index % 40)}
         for index, text in enumerate(contents)
     ])
-    time.sleep(0.06)  # so a run with EXPORT_LAG_SECONDS=0 starting now includes them
+    # add_messages waited until their arrival second is over: a run with
+    # EXPORT_LAG_SECONDS=0 starting now includes them (window ends are whole seconds).
 
 
 def delivered(mails: Iterable[CapturedMessage]) -> list[str]:
@@ -105,9 +105,18 @@ def delivered(mails: Iterable[CapturedMessage]) -> list[str]:
     return [text.split(" ", 1)[0] for text in mailed_contents(list(mails))]
 
 
-def watermark(db: Database[Any], workspace_id: ObjectId | str) -> Any:
+def cursor(db: Database[Any], workspace_id: ObjectId | str) -> Any:
+    """The workspace's scheduled position: the arrival key (_id) from which nothing is delivered yet."""
     document = db.export_state.find_one({"_id": str(workspace_id)})
-    return None if document is None else document.get("watermark")
+    return None if document is None else document.get("cursor")
+
+
+def first_arrival(db: Database[Any]) -> ObjectId:
+    return db.messages.find_one({}, sort=[("_id", 1)])["_id"]
+
+
+def last_arrival(db: Database[Any]) -> ObjectId:
+    return db.messages.find_one({}, sort=[("_id", -1)])["_id"]
 
 
 def no_traceback(*texts: str) -> None:

@@ -8,6 +8,7 @@ import json
 import os
 import select
 import subprocess
+import threading
 import time
 from datetime import datetime
 from email.message import EmailMessage
@@ -191,3 +192,46 @@ def run_on_a_terminal(
         if process.poll() is None:
             process.kill()
         os.close(controller)
+
+
+class HookedSmtpServer(LocalSmtpServer):
+    """Calls `on_message()` on the server thread when message number `hook_at` (1-based) arrives,
+    *before* the 250 reply: the client is provably still inside that workspace's export when it fires."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.on_message: Any = None
+        self.hook_at = 1
+        self._fired = False
+
+    def _record(self, captured: CapturedMessage) -> None:
+        super()._record(captured)
+        if not self._fired and self.on_message is not None and len(self.messages) >= self.hook_at:
+            self._fired = True
+            self.on_message()
+
+
+class SlowDataSmtpServer(LocalSmtpServer):
+    """A LocalSmtpServer that receives each message and then holds its 250 reply for `hold_seconds`.
+
+    `data_started` is set when the first message has arrived and its reply is being held.
+    The wait runs on the server's event loop, so other connections are served meanwhile.
+    """
+
+    def __init__(self, *, hold_seconds: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.hold_seconds = hold_seconds
+        self.data_started = threading.Event()
+
+    def _make_protocol(self) -> Any:
+        protocol = super()._make_protocol()
+        receive = protocol._handle_hooks["DATA"]  # aiosmtpd's bound handle_DATA
+
+        async def held(server: Any, session: Any, envelope: Any) -> Any:
+            reply = await receive(server, session, envelope)
+            self.data_started.set()
+            await asyncio.sleep(self.hold_seconds)
+            return reply
+
+        protocol._handle_hooks["DATA"] = held
+        return protocol

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,6 +81,30 @@ def add_chat(
     return doc["_id"]
 
 
+def arrival_id(moment: datetime | None = None) -> ObjectId:
+    """A new ObjectId as the platform's writer makes one for a message written at `moment` (default: now).
+
+    The arrival order of messages is their `_id`, which embeds the writer's clock
+    at insert: seeded data "arrived" when its timestamp says, never in the future.
+    """
+    now = utcnow()
+    written = now if moment is None or moment > now else moment
+    return ObjectId(int(written.timestamp()).to_bytes(4, "big") + os.urandom(8))
+
+
+def settle_arrivals(ids: Sequence[Any] = ()) -> None:
+    """Wait until the second of every given ObjectId (default: the current second) is over.
+
+    A scheduled window ends at a whole second (an ObjectId holds seconds), so a
+    message is in the next run's window once the second it arrived in has passed.
+    """
+    seconds = [value.generation_time.timestamp() for value in ids if isinstance(value, ObjectId)]
+    latest = max(seconds) if seconds else time.time()
+    delay = int(latest) + 1.02 - time.time()
+    if delay > 0:
+        time.sleep(delay)
+
+
 def message_doc(
     chat_id: ObjectId,
     *,
@@ -89,15 +114,20 @@ def message_doc(
     is_ai_generated: Any = False,
     **extra: Any,
 ) -> dict[str, Any]:
-    """A `messages` document; pass MISSING for any field to leave it out."""
+    """A `messages` document; pass MISSING for any field to leave it out.
+
+    Its `_id` says it arrived at its timestamp (or now, for a timestamp that is no date
+    or in the future); pass `_id=ObjectId()` for a message that arrives late.
+    """
+    stamp = timestamp if timestamp is not None else utcnow()
     return _clean(
         {
-            "_id": ObjectId(),
+            "_id": arrival_id(stamp if isinstance(stamp, datetime) else None),
             "chat_id": chat_id,
             "direction": direction,
             "is_ai_generated": is_ai_generated,
             "content": content,
-            "timestamp": _check_timestamp(timestamp if timestamp is not None else utcnow()),
+            "timestamp": _check_timestamp(stamp),
             **extra,
         }
     )
@@ -122,6 +152,7 @@ def add_message(
         **extra,
     )
     db.messages.insert_one(doc)
+    settle_arrivals([doc["_id"]])
     return doc["_id"]
 
 
@@ -133,6 +164,7 @@ def add_messages(
     if not docs:
         return []
     db.messages.insert_many(docs)
+    settle_arrivals([doc["_id"] for doc in docs])
     return [doc["_id"] for doc in docs]
 
 

@@ -150,10 +150,11 @@ def test_configured_recipient_outside_allowed_domains_fails_only_that_workspace(
     assert mongo_db.export_logs.count_documents({"status": "completed"}) == 2
     event = mongo_db.system_logs.find_one({"kind": "export_run"})
     assert event["event_type"] == "error" and event["failed"] == 1 and event["completed"] == 2
-    # The refused workspace's first window is pinned, never moved past its message.
+    # The refused workspace's first window is pinned, its cursor never moved past its message.
     state = mongo_db.export_state.find_one({"_id": str(bad)})
     message = mongo_db.messages.find_one({"content": "for bad"})
-    assert state["watermark"] <= message["timestamp"] and state["lease_owner"] is None
+    assert state["cursor"] <= message["_id"] and state["lease_owner"] is None
+    assert state["consecutive_failures"] == 1 and "EXPORT_ALLOWED_EMAIL_DOMAINS" in state["last_error"]
 
     # Once the operator fixes the address, the next run delivers the window: nothing lost.
     fixed = make_env(EXPORT_ALLOWED_EMAIL_DOMAINS="acme.test,partner.test",

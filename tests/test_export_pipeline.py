@@ -29,7 +29,14 @@ from helpers import (
     smtp_env,
     xlsx_files,
 )
-from seeding import add_chat, add_messages, add_workspace, cli_executable, utcnow
+from seeding import (
+    add_chat,
+    add_messages,
+    add_workspace,
+    cli_executable,
+    settle_arrivals,
+    utcnow,
+)
 from servers import free_port
 
 FILE_NAME = re.compile(r"^[a-z0-9_]+_whatsapp_messages_\d{4}-\d{2}-\d{2}_\d{2}-\d{2}(_\d+)?\.xlsx$")
@@ -84,9 +91,10 @@ def _assert_run_event_schema(event: dict[str, Any]) -> None:
     assert event["service"] == "excel_export_scheduler"
 
 
-def _watermark(db: Any, workspace_id: ObjectId) -> datetime | None:
+def _cursor(db: Any, workspace_id: ObjectId) -> ObjectId | None:
+    """The workspace's scheduled position: the arrival key (_id) from which nothing is delivered yet."""
     document = db.export_state.find_one({"_id": str(workspace_id)})
-    return None if document is None else document.get("watermark")
+    return None if document is None else document.get("cursor")
 
 
 # --- acceptance 1 -------------------------------------------------------------------
@@ -231,8 +239,9 @@ def test_smtp_down_keeps_window_for_next_run(mongo_db, make_env, cli, smtp_serve
     assert event is not None and event["event_type"] == "error"
     _assert_run_event_schema(event)
     assert Path(log["file_path"]).is_file()
-    watermark_after_failure = _watermark(mongo_db, workspace_id)
-    assert watermark_after_failure is not None  # the first window's start is pinned
+    cursor_after_failure = _cursor(mongo_db, workspace_id)
+    assert cursor_after_failure is not None  # the first window's start is pinned
+    assert cursor_after_failure <= min(doc["_id"] for doc in mongo_db.messages.find())
 
     add_messages(mongo_db, add_chat(mongo_db, workspace_id), [{"content": "after", "timestamp": utcnow()}])
     time.sleep(0.05)
@@ -241,7 +250,7 @@ def test_smtp_down_keeps_window_for_next_run(mongo_db, make_env, cli, smtp_serve
     assert len(smtp_server.messages) == 1
     assert sorted(mailed_contents(smtp_server.messages)) == ["after", "before-1", "before-2"]
     assert mongo_db.export_logs.count_documents({"status": "completed"}) == 1
-    assert _watermark(mongo_db, workspace_id) > watermark_after_failure
+    assert _cursor(mongo_db, workspace_id) > cursor_after_failure
 
 
 # --- acceptance 5 -------------------------------------------------------------------
@@ -282,7 +291,7 @@ def test_two_simultaneous_runs_send_every_message_once(mongo_db, make_env, tmp_p
 # --- acceptance 6 -------------------------------------------------------------------
 
 
-def test_manual_hours_email_leaves_watermark(mongo_db, make_env, cli, smtp_server):
+def test_manual_hours_email_leaves_the_cursor(mongo_db, make_env, cli, smtp_server):
     workspace_id = add_workspace(mongo_db, "Manual")
     chat_id = add_chat(mongo_db, workspace_id)
     now = utcnow()
@@ -298,7 +307,7 @@ def test_manual_hours_email_leaves_watermark(mongo_db, make_env, cli, smtp_serve
     [mail] = smtp_server.messages
     assert mail.rcpt_tos == ["boss@other.test"]
     assert sorted(mailed_contents([mail])) == ["old-3h", "recent"]
-    assert _watermark(mongo_db, workspace_id) is None
+    assert _cursor(mongo_db, workspace_id) is None
     assert mongo_db.export_logs.find_one({"trigger": "manual"})["status"] == "completed"
 
     scheduled = cli(["export"], env=env)
@@ -359,17 +368,17 @@ def test_unknown_or_malformed_workspace_is_a_usage_error(mongo_db, make_env, cli
 # --- acceptance 7 -------------------------------------------------------------------
 
 
-def test_no_new_messages_advances_watermark(mongo_db, make_env, cli, smtp_server):
+def test_no_new_messages_advances_the_cursor(mongo_db, make_env, cli, smtp_server):
     workspace_id = add_workspace(mongo_db, "Quiet")
     add_chat(mongo_db, workspace_id)
     env = make_env(**{f"WORKSPACE_{workspace_id}_EMAIL": "quiet@quiet.test"})
     first = cli(["export"], env=env)
     assert first.returncode == 0, first.stdout + first.stderr
-    first_mark = _watermark(mongo_db, workspace_id)
-    time.sleep(0.05)
+    first_mark = _cursor(mongo_db, workspace_id)
+    settle_arrivals()  # window ends are whole seconds (ObjectId time)
     second = cli(["export"], env=env)
     assert second.returncode == 0
-    assert first_mark is not None and _watermark(mongo_db, workspace_id) > first_mark
+    assert first_mark is not None and _cursor(mongo_db, workspace_id) > first_mark
     assert smtp_server.messages == [] and xlsx_files(Path(env["EXPORT_DIR"])) == []
 
 

@@ -31,13 +31,15 @@ from faultkit import (
     AuthMongoServer,
     add_now,
     assert_no_secrets,
+    cursor,
     delivered,
+    first_arrival,
     no_traceback,
     seed_workspace,
-    watermark,
 )
 from helpers import (
     GatedSmtpServer,
+    HookedSmtpServer,
     attachments,
     lease_skips,
     mailed_rows,
@@ -46,30 +48,13 @@ from helpers import (
     xlsx_files,
 )
 from seeding import cli_executable, utcnow
-from servers import CapturedMessage, LocalSmtpServer
 from wa_export.errors import MongoUnavailable
 from wa_export.export.run import ExportRequest, ExportRun
 from wa_export.settings import load_settings
+from wa_export.store import arrivals
 from wa_export.store.connection import Store, connect
-from wa_export.store.export_state import Lease
+from wa_export.store.leases import Lease
 from wa_export.workbook.naming import FOLDER_MARKER
-
-
-class HookedSmtpServer(LocalSmtpServer):
-    """Calls `on_message()` on the server thread when message number `hook_at` (1-based) arrives,
-    *before* the 250 reply: the client is provably still inside that workspace's export when it fires."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.on_message: Callable[[], None] | None = None
-        self.hook_at = 1
-        self._fired = False
-
-    def _record(self, captured: CapturedMessage) -> None:
-        super()._record(captured)
-        if not self._fired and self.on_message is not None and len(self.messages) >= self.hook_at:
-            self._fired = True
-            self.on_message()
 
 
 @pytest.fixture
@@ -137,7 +122,7 @@ def test_mongodb_killed_mid_run_exits_3_and_next_run_delivers(tmp_path, env, hoo
                       EXPORT_LEASE_SECONDS="5", **env_vars)
         # Two workspaces go through completely; MongoDB dies while the SMTP server holds the third
         # workspace's mail and has not answered yet: that mail is accepted, but neither its completed
-        # log nor its watermark can be written.
+        # log nor its cursor can be written.
         hooked_smtp.hook_at = 3
         hooked_smtp.on_message = server.kill
         proc = _popen(["export"], run_env, tmp_path)
@@ -203,8 +188,8 @@ def test_mongodb_lost_while_streaming_aborts_the_workbook(tmp_path, fdb, env, sm
     workspace_id = seed_workspace(fdb, "Stream Dies", [f"s-{index}" for index in range(40)])
     settings = load_settings(None, environ=env(**{f"WORKSPACE_{workspace_id}_EMAIL": "ops@stream.test"}))
     store = Store(connect(settings), settings)
-    real = store.messages_in_window
-    monkeypatch.setattr(store, "messages_in_window", lambda *a, **k: iter(_DyingMessages(real(*a, **k), 25)))
+    real = arrivals.window_messages
+    monkeypatch.setattr(arrivals, "window_messages", lambda *a, **k: iter(_DyingMessages(real(*a, **k), 25)))
     try:
         with pytest.raises(MongoUnavailable) as raised:
             ExportRun(settings, store, ExportRequest()).execute()
@@ -223,17 +208,17 @@ def test_lease_taken_over_before_sending_sends_nothing(fdb, env, smtp, monkeypat
     contents = ["lease-1", "lease-2"]
     workspace_id = seed_workspace(fdb, "Stolen Lease", contents)
     settings = load_settings(None, environ=env(**{f"WORKSPACE_{workspace_id}_EMAIL": "ops@lease.test"}))
-    original_renew = Lease.renew
+    original_intent = Lease.set_in_flight
 
-    def renew_after_takeover(lease: Lease) -> None:
+    def intent_after_takeover(lease: Lease, *args: Any, **kwargs: Any) -> None:
         # Our lease expired while we worked and another run took the workspace.
         lease.collection.update_one({"_id": lease.workspace_id}, {"$set": {"lease_owner": "another-run"}})
-        original_renew(lease)
+        original_intent(lease, *args, **kwargs)
 
     store = Store(connect(settings), settings)
     try:
         with monkeypatch.context() as patch:
-            patch.setattr(Lease, "renew", renew_after_takeover)
+            patch.setattr(Lease, "set_in_flight", intent_after_takeover)
             result = ExportRun(settings, store, ExportRequest()).execute()
         [outcome] = result.workspaces
         assert outcome.outcome == "failed" and result.exit_code == 1
@@ -241,7 +226,7 @@ def test_lease_taken_over_before_sending_sends_nothing(fdb, env, smtp, monkeypat
         assert smtp.messages == [], "never send a window another run now controls"
         state = fdb.export_state.find_one({"_id": str(workspace_id)})
         assert state["lease_owner"] == "another-run", "a lease that is no longer ours is left alone"
-        pinned = state["watermark"]
+        pinned = state["cursor"]
         assert fdb.export_logs.find_one()["status"] == "failed"
 
         fdb.export_state.update_one({"_id": str(workspace_id)}, {"$set": {"lease_owner": None,
@@ -251,7 +236,7 @@ def test_lease_taken_over_before_sending_sends_nothing(fdb, env, smtp, monkeypat
         store.close()
     assert retried.exit_code == 0 and [r.outcome for r in retried.workspaces] == ["completed"]
     assert sorted(delivered(smtp.messages)) == contents
-    assert watermark(fdb, workspace_id) > pinned
+    assert cursor(fdb, workspace_id) > pinned
     assert_no_secrets(*(r.reason for r in result.workspaces), db=fdb, mails=smtp.messages)
 
 
@@ -293,7 +278,7 @@ def test_sigkill_while_writing_leaves_no_broken_xlsx_and_the_lease_holds_until_e
     assert all(path.name.startswith(".") and path.name.endswith(".tmp") for path in leftovers), leftovers
     state = fdb.export_state.find_one({"_id": str(workspace_id)})
     assert state is not None and state["lease_owner"] is not None, "the killed run still holds its lease"
-    killed_owner, pinned = state["lease_owner"], state["watermark"]
+    killed_owner, pinned = state["lease_owner"], state["cursor"]
 
     # While the lease is unexpired, another run leaves the workspace alone. (Set far ahead rather than
     # racing the real expiry; test_leases.py shows a lease expiring by the clock.)
@@ -304,7 +289,7 @@ def test_sigkill_while_writing_leaves_no_broken_xlsx_and_the_lease_holds_until_e
     assert skipped["outcome"] == "skipped" and lease_skips([parse_json(blocked)]) == [skipped]
     assert smtp.messages == [] and xlsx_files(export_dir) == []
     state = fdb.export_state.find_one({"_id": str(workspace_id)})
-    assert state["lease_owner"] == killed_owner and state["watermark"] == pinned
+    assert state["lease_owner"] == killed_owner and state["cursor"] == pinned
 
     # The lease expires (simulated): the next run takes over and delivers the whole window.
     _set_lease_expiry(fdb, workspace_id, datetime.now(UTC) - timedelta(seconds=1))
@@ -313,7 +298,7 @@ def test_sigkill_while_writing_leaves_no_broken_xlsx_and_the_lease_holds_until_e
     assert [sorted(delivered(smtp.messages))] == [sorted(contents)]
     for path in xlsx_files(export_dir):
         load_workbook(path, read_only=True).close()
-    assert watermark(fdb, workspace_id) > pinned
+    assert cursor(fdb, workspace_id) > pinned
     assert fdb.export_state.find_one({"_id": str(workspace_id)})["lease_owner"] is None
     assert_no_secrets(blocked.stdout, blocked.stderr, recovered.stdout, recovered.stderr, db=fdb, mails=smtp.messages)
 
@@ -393,8 +378,8 @@ def test_unwritable_export_dir_fails_cleanly_and_keeps_the_window(fault, tmp_pat
     if export_dir.exists():
         assert xlsx_files(export_dir) == []
         assert [p for p in export_dir.rglob("*") if p.is_file() and p.name != FOLDER_MARKER] == []
-    pinned = watermark(fdb, workspace_id)
-    assert pinned is not None and pinned <= fdb.messages.find_one({}, sort=[("timestamp", 1)])["timestamp"]
+    pinned = cursor(fdb, workspace_id)
+    assert pinned is not None and pinned <= first_arrival(fdb)
     outputs = [failed.stdout, failed.stderr]
 
     add_now(fdb, workspace_id, ["later-1"])
@@ -403,7 +388,7 @@ def test_unwritable_export_dir_fails_cleanly_and_keeps_the_window(fault, tmp_pat
     assert recovered.returncode == 0, recovered.stdout + recovered.stderr
     assert sorted(delivered(smtp.messages)) == sorted([*contents, "later-1"])
     assert len(smtp.messages) == 1
-    assert watermark(fdb, workspace_id) > pinned
+    assert cursor(fdb, workspace_id) > pinned
     assert_no_secrets(*outputs, db=fdb, mails=smtp.messages)
 
 
@@ -477,7 +462,7 @@ def test_four_concurrent_runs_with_arriving_messages_email_everything_once(tmp_p
         "every run exported something"
     assert lease_skips(documents), "runs met each other's leases"
 
-    time.sleep(lag + 0.3)  # the last inserted messages are now older than the lag
+    time.sleep(lag + 1.3)  # the last inserted messages are now older than the lag (window ends are whole seconds)
     final = run(run_env)
     outputs += [final.stdout, final.stderr]
     assert final.returncode == 0, final.stdout + final.stderr

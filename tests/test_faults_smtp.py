@@ -23,10 +23,12 @@ from faultkit import (
     Run,
     add_now,
     assert_no_secrets,
+    cursor,
     delivered,
+    first_arrival,
+    last_arrival,
     no_traceback,
     seed_workspace,
-    watermark,
 )
 from servers import LocalSmtpServer, free_port
 
@@ -57,7 +59,7 @@ class RecordingSmtpServer(LocalSmtpServer):
 
 def _recover_and_check(
     fdb: Database[Any], env: Env, run: Run, smtp: LocalSmtpServer, workspace_id: Any,
-    address: dict[str, str], first: list[str], failed_watermark: Any, outputs: list[str],
+    address: dict[str, str], first: list[str], failed_cursor: Any, outputs: list[str],
 ) -> None:
     """After the fault: new messages arrive, a healthy run delivers old + new exactly once."""
     add_now(fdb, workspace_id, ["after-1", "after-2"])
@@ -68,9 +70,9 @@ def _recover_and_check(
     assert sorted(delivered(smtp.messages)) == sorted([*first, "after-1", "after-2"])
     assert fdb.export_logs.count_documents({"status": "completed"}) == 1
     assert fdb.export_logs.find_one({"status": "completed"})["message_count"] == len(first) + 2
-    # The watermark passed everything delivered, so nothing of it can go out again.
-    assert watermark(fdb, workspace_id) > fdb.messages.find_one({}, sort=[("timestamp", -1)])["timestamp"]
-    assert watermark(fdb, workspace_id) > failed_watermark
+    # The cursor passed everything delivered, so nothing of it can go out again.
+    assert cursor(fdb, workspace_id) > last_arrival(fdb)
+    assert cursor(fdb, workspace_id) > failed_cursor
     assert_no_secrets(*outputs, db=fdb, mails=smtp.messages)
 
 
@@ -125,16 +127,16 @@ def test_smtp_fault_keeps_window_and_next_run_delivers_once(fault, fdb, env, run
         if fault == "auth_refused":
             assert smtp.auth_failures >= 1 and smtp.auth_successes == 0
         assert log["file_path"] and Path(log["file_path"]).is_file(), "the failed window's file is kept"
-        failed_watermark = watermark(fdb, workspace_id)
-        assert failed_watermark is not None and failed_watermark <= fdb.messages.find_one(
-            {}, sort=[("timestamp", 1)])["timestamp"], "the watermark must not pass the undelivered messages"
+        failed_cursor = cursor(fdb, workspace_id)
+        assert failed_cursor is not None and failed_cursor <= first_arrival(fdb), \
+            "the cursor must not pass the undelivered messages"
     finally:
         if faulty is not None:
             outputs_faulty = list(faulty.messages)
             faulty.stop()
             assert_no_secrets(mails=outputs_faulty)
 
-    _recover_and_check(fdb, env, run, smtp, workspace_id, address, first, failed_watermark, outputs)
+    _recover_and_check(fdb, env, run, smtp, workspace_id, address, first, failed_cursor, outputs)
     assert sorted(smtp.messages[0].rcpt_tos) == sorted([good, bad])
 
 
@@ -163,7 +165,7 @@ def test_untrusted_certificate_is_refused_without_plaintext_fallback(fdb, env, r
         assert not {"AUTH", "MAIL", "RCPT", "DATA"} & server.verbs(), server.commands
         assert server.auth_failures == server.auth_successes == 0
         assert server.messages == []
-        failed_watermark = watermark(fdb, workspace_id)
+        failed_cursor = cursor(fdb, workspace_id)
 
         # Without any SMTP_CA_FILE (system CAs only) it is refused just the same.
         system_only = run(env(server, SMTP_CA_FILE=None, **address))
@@ -181,7 +183,7 @@ def test_untrusted_certificate_is_refused_without_plaintext_fallback(fdb, env, r
         # Every AUTH and MAIL happened inside TLS.
         assert all(tls for verb, tls in server.commands if verb in {"AUTH", "MAIL", "RCPT", "DATA"})
         assert fdb.export_logs.count_documents({"status": "completed"}) == 1
-        assert watermark(fdb, workspace_id) > failed_watermark
+        assert cursor(fdb, workspace_id) > failed_cursor
         assert_no_secrets(*outputs, db=fdb, mails=server.messages)
     finally:
         server.stop()

@@ -28,9 +28,10 @@ from wa_export.commands.health import (
 )
 from wa_export.settings import Settings, load_settings
 
-ALL_CHECKS = ["mongodb", "smtp_settings", "export_dir", "workspace_addresses", "export_folders", "indexes",
-              "scheduled_runs", "failed_exports"]
-INDEX_COMMANDS = ["db.chats.createIndex({ workspace_id: 1 })", "db.messages.createIndex({ chat_id: 1, timestamp: 1 })"]
+ALL_CHECKS = ["mongodb", "smtp_settings", "export_dir", "workspace_addresses", "export_folders", "indexes", "arrival_order",
+              "scheduled_runs", "failed_exports", "possible_duplicates"]
+INDEX_COMMANDS = ["db.chats.createIndex({ workspace_id: 1 })", "db.messages.createIndex({ chat_id: 1, _id: 1 })",
+                  "db.messages.createIndex({ chat_id: 1, timestamp: 1 })"]
 
 
 def _scheduled_run_event(db: Any, minutes_ago: float, trigger: str = "scheduled") -> None:
@@ -43,6 +44,7 @@ def _scheduled_run_event(db: Any, minutes_ago: float, trigger: str = "scheduled"
 def _healthy(db: Any, make_env: Any, cli: Any, *, real_run: bool = False, **overrides: Any) -> dict[str, str]:
     """Indexes, every active workspace with an address, a recent scheduled run, a writable dir."""
     db.chats.create_index([("workspace_id", 1)])
+    db.messages.create_index([("chat_id", 1), ("_id", 1)])
     db.messages.create_index([("chat_id", 1), ("timestamp", 1)])
     acme = add_workspace(db, "Acme Corp")
     tech = add_workspace(db, "Tech Startup")
@@ -232,7 +234,7 @@ def test_missing_indexes_alone_only_warn(mongo_db, make_env, cli, tmp_path):
     report, checks = _health(env, tmp_path)
     assert report.exit_code == 0
     assert checks["indexes"].status == "warning"
-    assert checks["indexes"].details["commands"] == [INDEX_COMMANDS[1]]
+    assert checks["indexes"].details["commands"] == INDEX_COMMANDS[1:]
 
 
 ORPHAN_NOTE = "db.messages.createIndex({ timestamp: 1 })"

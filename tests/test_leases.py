@@ -1,4 +1,4 @@
-"""Leases and windows (src/wa_export/store/export_state.py) against the real test MongoDB.
+"""Leases and cursors (store/leases.py, store/export_state.py) against the real test MongoDB.
 
 The end-to-end tests show runs skipping each other; these pin down each rule
 of the lease itself, including the server behaviour it relies on (a contested
@@ -18,14 +18,10 @@ from pymongo import ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
-from wa_export.clock import utc_now
-from wa_export.store.export_state import (
-    Lease,
-    LeaseLost,
-    Window,
-    acquire_lease,
-    scheduled_window,
-)
+from wa_export.clock import DatabaseClock, utc_now
+from wa_export.store.arrivals import ArrivalKey
+from wa_export.store.export_state import FirstCursor
+from wa_export.store.leases import Lease, LeaseLost, acquire_lease
 
 LONG = timedelta(minutes=15)
 SHORT = timedelta(milliseconds=500)
@@ -40,10 +36,24 @@ def _new_workspace() -> str:
     return str(ObjectId())
 
 
-def _take(state: Collection[dict[str, Any]], workspace_id: str, owner: str, duration: timedelta = LONG) -> Lease:
-    lease = acquire_lease(state, workspace_id, owner, duration)
+def _clock(state: Collection[dict[str, Any]]) -> DatabaseClock:
+    """The database server's clock, as a run reads it."""
+    return DatabaseClock(state.database.client.admin.command("hello")["localTime"].replace(tzinfo=UTC))
+
+
+def _acquire(state: Collection[dict[str, Any]], workspace_id: str, owner: str, duration: timedelta = LONG,
+             first: FirstCursor | None = None) -> Lease | None:
+    return acquire_lease(state, workspace_id, owner, duration, _clock(state), first)
+
+
+def _take(state: Collection[dict[str, Any]], workspace_id: str, owner: str, duration: timedelta = LONG,
+          first: FirstCursor | None = None) -> Lease:
+    lease = _acquire(state, workspace_id, owner, duration, first)
     assert lease is not None, f"{owner} could not take the lease on {workspace_id}"
     return lease
+
+
+KEY = ArrivalKey("_id")
 
 
 def _expire_by_the_clock(lease: Lease) -> None:
@@ -54,14 +64,15 @@ def _expire_by_the_clock(lease: Lease) -> None:
 
 def test_second_acquire_on_a_new_workspace_is_refused(state):
     workspace_id = _new_workspace()
-    first = _take(state, workspace_id, "run-a")
-    assert first.owner == "run-a" and first.watermark is None
+    start = KEY.at(utc_now() - timedelta(minutes=15))
+    first = _take(state, workspace_id, "run-a", first=FirstCursor(start, "first_interval"))
+    assert first.owner == "run-a" and first.cursor == start and first.new_cursor_source == "first_interval"
     assert first.expires_at > utc_now() + LONG - timedelta(seconds=5)
 
-    assert acquire_lease(state, workspace_id, "run-b", LONG) is None
-    assert acquire_lease(state, workspace_id, "run-a", LONG) is None, "not even the owner takes it twice"
+    assert _acquire(state, workspace_id, "run-b") is None
+    assert _acquire(state, workspace_id, "run-a") is None, "not even the owner takes it twice"
     [document] = list(state.find({"_id": workspace_id}))
-    assert document["lease_owner"] == "run-a" and document["watermark"] is None
+    assert document["lease_owner"] == "run-a" and document["cursor"] == start
 
 
 def test_contested_upsert_raises_duplicate_key_on_this_server(state):
@@ -83,7 +94,7 @@ def test_contested_upsert_raises_duplicate_key_on_this_server(state):
 def test_a_lease_expires_by_the_clock_and_another_owner_takes_it(state):
     workspace_id = _new_workspace()
     first = _take(state, workspace_id, "run-a", SHORT)
-    assert acquire_lease(state, workspace_id, "run-b", LONG) is None, "held until it expires"
+    assert _acquire(state, workspace_id, "run-b") is None, "held until it expires"
     _expire_by_the_clock(first)
     second = _take(state, workspace_id, "run-b", LONG)
     document = state.find_one({"_id": workspace_id})
@@ -92,62 +103,66 @@ def test_a_lease_expires_by_the_clock_and_another_owner_takes_it(state):
     assert state.count_documents({}) == 1
 
 
-def test_a_stale_owner_can_neither_renew_nor_move_the_watermark_nor_release(state):
+def test_a_stale_owner_can_neither_renew_nor_move_the_cursor_nor_release(state):
     workspace_id = _new_workspace()
-    stale = _take(state, workspace_id, "run-a", SHORT)
-    start = utc_now() - timedelta(minutes=15)
-    stale.advance_watermark(start, succeeded=False)  # pins the first window while still the owner
-    assert stale.watermark == start
+    start = KEY.at(utc_now() - timedelta(minutes=15))
+    # The first cursor is pinned by the lease itself, while run-a is still the owner.
+    stale = _take(state, workspace_id, "run-a", SHORT, FirstCursor(start, "first_interval"))
+    assert stale.cursor == start
     _expire_by_the_clock(stale)
     current = _take(state, workspace_id, "run-b", LONG)
-    assert current.watermark == start, "the new owner continues from the stored watermark"
+    assert current.cursor == start, "the new owner continues from the stored cursor"
 
     with pytest.raises(LeaseLost):
         stale.renew()
     with pytest.raises(LeaseLost):
-        stale.advance_watermark(utc_now(), succeeded=True)
+        stale.delivered(KEY.at(utc_now()), None, possible_duplicate=False, in_flight=None, release=True)
     stale.release()  # conditional: a no-op for a lease that is no longer ours
 
     document = state.find_one({"_id": workspace_id})
     assert document["lease_owner"] == "run-b"
     assert document["lease_expires_at"].replace(tzinfo=UTC) == current.expires_at
-    assert document["watermark"].replace(tzinfo=UTC) == start
-    assert acquire_lease(state, workspace_id, "run-c", LONG) is None, "run-b's lease is still held"
+    assert document["cursor"] == start
+    assert _acquire(state, workspace_id, "run-c") is None, "run-b's lease is still held"
 
     # The real owner is unaffected by all of that.
     current.renew()
-    end = utc_now()
-    current.advance_watermark(end, succeeded=True)
-    current.release()
+    end = KEY.at(utc_now())
+    current.delivered(end, None, possible_duplicate=False, in_flight=None, release=True)
     document = state.find_one({"_id": workspace_id})
     assert document["lease_owner"] is None and document["lease_expires_at"] is None
-    assert document["watermark"].replace(tzinfo=UTC) == end
-    assert _take(state, workspace_id, "run-c").watermark == end
+    assert document["cursor"] == end and document["cursor_source"] == "export"
+    assert document["consecutive_failures"] == 0 and document["in_flight"] is None
+    assert _take(state, workspace_id, "run-c").cursor == end
 
 
-def test_the_watermark_only_moves_from_the_value_the_owner_read(state):
+def test_the_cursor_only_moves_from_the_value_the_owner_read(state):
     workspace_id = _new_workspace()
-    lease = _take(state, workspace_id, "run-a")
-    moved = utc_now() - timedelta(minutes=1)
-    state.update_one({"_id": workspace_id}, {"$set": {"watermark": moved}})  # someone else moved it
+    lease = _take(state, workspace_id, "run-a", first=FirstCursor(KEY.at(utc_now() - timedelta(hours=1)), "first_interval"))
+    moved = KEY.at(utc_now() - timedelta(minutes=1))
+    state.update_one({"_id": workspace_id}, {"$set": {"cursor": moved}})  # someone else moved it
     with pytest.raises(LeaseLost):
-        lease.advance_watermark(utc_now(), succeeded=True)
-    assert state.find_one({"_id": workspace_id})["watermark"].replace(tzinfo=UTC) == moved
+        lease.delivered(KEY.at(utc_now()), None, possible_duplicate=False, in_flight=None, release=True)
+    assert state.find_one({"_id": workspace_id})["cursor"] == moved
 
 
-def test_scheduled_window_first_and_later():
-    now = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
-    first = scheduled_window(None, now, interval_minutes=15, lag_seconds=30)
-    end = now - timedelta(seconds=30)
-    assert first == Window(end - timedelta(minutes=15), end)
-    assert not first.is_empty
+def test_an_old_document_without_a_cursor_gets_its_first_one_under_the_lease(state):
+    workspace_id = _new_workspace()
+    watermark = utc_now() - timedelta(minutes=20)
+    state.insert_one({"_id": workspace_id, "watermark": watermark, "lease_owner": None, "lease_expires_at": None})
+    first = FirstCursor(KEY.at(watermark), "legacy_watermark")
+    lease = _take(state, workspace_id, "run-a", first=first)
+    assert lease.cursor == first.key and lease.new_cursor_source == "legacy_watermark"
+    document = state.find_one({"_id": workspace_id})
+    assert document["cursor"] == first.key and document["cursor_source"] == "legacy_watermark"
+    assert document["watermark"].replace(tzinfo=UTC) == watermark, "the old watermark is read, never rewritten"
 
-    watermark = datetime(2026, 3, 1, 9, 17, 3, 123000, tzinfo=UTC)
-    later = scheduled_window(watermark, now, interval_minutes=15, lag_seconds=30)
-    assert later == Window(watermark, end), "a later window starts exactly at the watermark, however old"
 
-    naive = scheduled_window(watermark.replace(tzinfo=None), now, interval_minutes=15, lag_seconds=30)
-    assert naive.start == watermark and naive.start.tzinfo is not None, "a stored naive time is UTC"
-
-    caught_up = scheduled_window(end, now, interval_minutes=15, lag_seconds=30)
-    assert caught_up.is_empty
+def test_arrival_keys_of_times():
+    moment = datetime(2026, 3, 1, 9, 17, 3, 123000, tzinfo=UTC)
+    assert KEY.at(moment) == ObjectId.from_datetime(moment)
+    assert KEY.time_of(KEY.at(moment)) == moment.replace(microsecond=0), "ObjectIds hold whole seconds"
+    dated = ArrivalKey("created_at")
+    assert dated.at(moment) == moment and dated.time_of(moment.replace(tzinfo=None)) == moment
+    assert KEY.usable(ObjectId()) and not KEY.usable("65f0c0ffee0000000000beef")
+    assert dated.usable(moment) and not dated.usable(None)

@@ -6,6 +6,7 @@ precision; everything shown to people is in EXPORT_TIMEZONE.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta, tzinfo
 
 from wa_export.errors import UsageProblem
@@ -65,3 +66,20 @@ def parse_time(text: str, option: str, zone: tzinfo) -> datetime:
     if not EARLIEST_TIME <= moment <= LATEST_TIME:
         raise UsageProblem(f"{option} {text!r} is out of range; use a time between 1970 and 9000.")
     return to_millis(moment)
+
+
+class DatabaseClock:
+    """The database server's time, read once, advanced by this process's monotonic clock.
+
+    A run asks the server for "now" once (`Store.database_now`) and measures
+    elapsed time with `time.monotonic()`, so every time it writes to decide
+    something (window ends, lease expiries) is on the server's clock, whatever
+    this host's wall clock says.
+    """
+
+    def __init__(self, database_now: datetime) -> None:
+        self.started_at = database_now
+        self._started_monotonic = time.monotonic()
+
+    def now(self) -> datetime:
+        return to_millis(self.started_at + timedelta(seconds=time.monotonic() - self._started_monotonic))

@@ -74,11 +74,13 @@ class Settings:
     load_warnings: tuple[str, ...]
     lease_seconds: int
     mongodb_timeout_seconds: float
-    export_arrival_field: str
-    export_backfill_max_hours: float
-    export_metrics_file: Path | None
+    export_metrics_file: Path | None = None
     # Dotted path in a workspace document holding its addresses (EXPORT_RECIPIENTS_FIELD); None: not used.
     export_recipients_field: str | None = None
+    # Arrival order (docs/design.md): the field that orders messages by when they were written.
+    export_arrival_field: str = "_id"
+    export_max_rows_per_email: int = 100_000
+    export_backfill_max_hours: float = 24.0
     # Computed once here (never per redaction): see secrets().
     _secrets: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
@@ -176,6 +178,34 @@ def _float(env: _Environment, name: str, default: float, *, minimum_exclusive: f
     if not value > minimum_exclusive or value != value or value == float("inf"):
         env.problem(name, f"{name} must be a number greater than {minimum_exclusive:g}{env.got(raw)}.")
         return default
+    return value
+
+
+ARRIVAL_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def _arrival_field(env: Mapping[str, str]) -> str:
+    raw = env.get("EXPORT_ARRIVAL_FIELD", "").strip()
+    if raw == "":
+        return "_id"
+    if not ARRIVAL_FIELD_NAME.match(raw) or len(raw) > 200:
+        raise ConfigError(
+            f"EXPORT_ARRIVAL_FIELD {raw!r} is not a field name; use _id (the default) or a field the platform "
+            "writes at insert time, e.g. created_at."
+        )
+    return raw
+
+
+def _backfill_hours(env: Mapping[str, str]) -> float:
+    raw = env.get("EXPORT_BACKFILL_MAX_HOURS", "").strip()
+    if raw == "":
+        return 24.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 24 * 366:  # NaN fails this too
+        raise ConfigError(f"EXPORT_BACKFILL_MAX_HOURS must be a number of hours between 0 and 8784, got {raw!r}.")
     return value
 
 
@@ -367,10 +397,9 @@ def _settings_from(env: _Environment, load_warnings: tuple[str, ...] = ()) -> Se
         lease_seconds=_int(env, "EXPORT_LEASE_SECONDS", 900, minimum=5),
         mongodb_timeout_seconds=_float(env, "MONGODB_TIMEOUT_SECONDS", 5.0, minimum_exclusive=0),
         export_recipients_field=_or_problem(env, "EXPORT_RECIPIENTS_FIELD", lambda: _recipients_field(env), None),
-        export_arrival_field=_or_problem(
-            env, "EXPORT_ARRIVAL_FIELD", lambda: _field_name(env, "EXPORT_ARRIVAL_FIELD", "_id"), "_id"
-        ),
-        export_backfill_max_hours=_float(env, "EXPORT_BACKFILL_MAX_HOURS", 24.0, minimum_exclusive=0),
+        export_arrival_field=_or_problem(env, "EXPORT_ARRIVAL_FIELD", lambda: _arrival_field(env), "_id"),
+        export_max_rows_per_email=_int(env, "EXPORT_MAX_ROWS_PER_EMAIL", 100_000, minimum=1, maximum=1_000_000_000),
+        export_backfill_max_hours=_or_problem(env, "EXPORT_BACKFILL_MAX_HOURS", lambda: _backfill_hours(env), 24.0),
         export_metrics_file=_or_problem(
             env,
             "EXPORT_METRICS_FILE",
@@ -389,11 +418,6 @@ def _or_problem(env: _Environment, variable: str, compute: Callable[[], T], fall
         return fallback
 
 
-def _field_name(env: Mapping[str, str], name: str, default: str) -> str:
-    value = _text(env, name) or default
-    if not FIELD_NAME.match(value):
-        raise ConfigError(f"{name} must be a document field name such as _id or created_at, got {value!r}.")
-    return value
 
 
 def metrics_file_path(raw: str | None, name: str) -> Path | None:

@@ -290,7 +290,7 @@ def logs(
     limit: Annotated[int, typer.Option("--limit", metavar="N", help="How many entries (1-1000).")] = 20,
     status: Annotated[
         str | None,
-        typer.Option("--status", metavar="STATUS", help="Only exports with this status: completed or failed."),
+        typer.Option("--status", metavar="STATUS", help="Only exports with this status: completed, failed or sending."),
     ] = None,
     system: Annotated[bool, typer.Option("--system", help="Show this tool's system_logs events instead.")] = False,
     json_output: JsonOption = False,

@@ -27,7 +27,7 @@ from wa_export.cli.output import (
     timestamp,
 )
 from wa_export.errors import ExitCode
-from wa_export.export.run import ORPHANS_NOT_COUNTED, RunResult, SilentObserver, Trigger, WorkspaceResult
+from wa_export.export.results import RunResult, SilentObserver, Trigger, WorkspaceResult
 from wa_export.export.workers import WorkersResult
 from wa_export.settings import Settings
 
@@ -139,12 +139,8 @@ def render_export(output: Output, result: RunResult, settings: Settings) -> None
         _render_export_table(output, result.workspaces, settings)
     render_run_warnings(output, result.warnings)
     level = "ERROR" if result.failed else "INFO"
-    output.line(f"{timestamp()} {level} {summary_for_people(result)} (run {result.run_id})")
+    output.line(f"{timestamp()} {level} {result.summary()} (run {result.run_id})")
 
-
-def summary_for_people(result: RunResult) -> str:
-    """The run summary without the missing-index note, which `health` shows once instead of every run."""
-    return result.summary().replace(f", {ORPHANS_NOT_COUNTED}", "")
 
 
 def _render_export_table(output: Output, results: Sequence[WorkspaceResult], settings: Settings) -> None:

@@ -75,6 +75,8 @@ def render_logs(output: Output, report: LogsReport, settings: Settings) -> None:
             str(export.message_count),
             f"[{style}]{escape(export.status)}[/{style}]" if style else escape(export.status),
         ]
+        if export.possible_duplicate:
+            cells[-1] += " [yellow](possible duplicate)[/yellow]"
         if with_file:
             keep_whole.append(display_path(export.file_path, settings.export_dir))
             cells.append(escape(keep_whole[-1]))

@@ -33,7 +33,10 @@ from wa_export.mail.sender import MailSender
 from wa_export.mail.transport import tls_mode
 from wa_export.redaction import redact
 from wa_export.settings import Settings
+from wa_export.store.arrivals import ArrivalKey, arrival_key_problem
 from wa_export.store.connection import SERVICE_NAME, Store, describe_mongo_error
+from wa_export.store.export_logs import recent_possible_duplicates
+from wa_export.store.export_state import count_cursors_ahead
 from wa_export.units import format_bytes
 
 # Free space below either threshold is a warning: a full disk fails every export.
@@ -169,21 +172,14 @@ def check_export_dir(export_dir: Path) -> Check:
 
 def check_indexes(store: Store) -> Check:
     missing = store.missing_indexes()
-    # The one place that mentions the optional index (export summaries do not repeat it every run).
-    note = (
-        ""
-        if store.has_timestamp_index()
-        else " Optional: db.messages.createIndex({ timestamp: 1 }) lets each run count messages whose chat is gone."
-    )
     if not missing:
-        return Check("indexes", "ok", "The supporting indexes on chats and messages exist." + note)
-    commands = [index_command(collection, keys) for collection, keys in missing.items()]
+        return Check("indexes", "ok", "The supporting indexes on chats and messages exist.")
+    commands = [index_command(collection, keys) for collection, keys in missing]
     return Check(
         "indexes",
         "warning",
         "Supporting indexes are missing, so every export scans whole collections; create them once: "
-        + "; ".join(commands)
-        + note,
+        + "; ".join(commands),
         {"commands": commands},
     )
 
@@ -324,6 +320,42 @@ def _last_successes(store: Store, workspace_ids: list[Any], earliest: datetime) 
     return last_ok
 
 
+def check_arrival_order(store: Store, settings: Settings, now: datetime) -> Check:
+    """The arrival key is usable on every message, and no cursor is ahead of the database clock."""
+    key = ArrivalKey(settings.export_arrival_field)
+    problem = arrival_key_problem(store.messages, key)
+    if problem is not None:
+        return Check("arrival_order", "failed", problem, {"arrival_field": key.field})
+    ahead = count_cursors_ahead(store.export_state, key.at, now)
+    if ahead:
+        return Check(
+            "arrival_order",
+            "warning",
+            f"{ahead} workspace cursor(s) are ahead of the database clock (a clock was wrong when they were set); "
+            "the next scheduled run pulls them back to its window end, which hides no message.",
+            {"arrival_field": key.field, "cursors_ahead": ahead},
+        )
+    return Check("arrival_order", "ok", f"Messages are ordered by {key.field}; no cursor is ahead of the database clock.",
+                 {"arrival_field": key.field})
+
+
+def check_possible_duplicates(store: Store, settings: Settings, now: datetime) -> Check:
+    entries = recent_possible_duplicates(store.export_logs, now - FAILED_EXPORTS_LOOKBACK)
+    if not entries:
+        return Check("possible_duplicates", "ok", "No email in the last 24 hours may have repeated an earlier one.")
+    names = list(dict.fromkeys(f"{e.get('workspace_name') or '(unnamed)'} ({e.get('workspace_id')})" for e in entries))
+    last = entries[0].get("created_at")
+    when = f"; the latest at {local_time(last, settings)}" if isinstance(last, datetime) else ""
+    return Check(
+        "possible_duplicates",
+        "warning",
+        f"{len(entries)} email(s) in the last 24 hours may repeat messages of an earlier one (an earlier run's "
+        f"outcome was unknown; each such email says so): {named(names)}{when}. "
+        "`wa-export logs` marks them possible_duplicate.",
+        {"count": len(entries), "workspaces": names},
+    )
+
+
 # --------------------------------------------------------------------------- the run
 
 
@@ -358,12 +390,19 @@ def run_health(
             report.checks.append(check_smtp_login(settings, smtp))
         report.checks.append(check_export_dir(settings.export_dir))
 
+        if store is not None:
+            try:  # the database's clock, the one the runs write their times on
+                now = store.database_now()
+            except MongoUnavailable:
+                pass
         database_checks: list[tuple[str, Callable[[Store], Check]]] = [
             ("workspace_addresses", lambda s: check_workspace_addresses(s, settings)),
             ("export_folders", lambda s: check_export_folders(s, settings)),
             ("indexes", check_indexes),
+            ("arrival_order", lambda s: check_arrival_order(s, settings, now)),
             ("scheduled_runs", lambda s: check_scheduled_runs(s, settings, now)),
             ("failed_exports", lambda s: check_failed_exports(s, settings, now)),
+            ("possible_duplicates", lambda s: check_possible_duplicates(s, settings, now)),
         ]
         for name, check in database_checks:
             if store is None:

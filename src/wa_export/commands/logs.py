@@ -22,8 +22,8 @@ from wa_export.store.connection import (
 )
 from wa_export.units import count_or_zero
 
-ExportStatus = Literal["completed", "failed"]
-EXPORT_STATUSES: tuple[ExportStatus, ...] = ("completed", "failed")
+ExportStatus = Literal["completed", "failed", "sending"]
+EXPORT_STATUSES: tuple[ExportStatus, ...] = ("completed", "failed", "sending")
 LOGS_MAX_LIMIT = 1000
 
 
@@ -40,6 +40,7 @@ class ExportLogEntry:
     recipients: str
     status: str
     error: str | None
+    possible_duplicate: bool = False  # may repeat an earlier email (its outcome was unknown)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +55,7 @@ class ExportLogEntry:
             "recipients": self.recipients,
             "status": self.status,
             "error": self.error,
+            "possible_duplicate": self.possible_duplicate,
         }
 
 
@@ -131,6 +133,7 @@ def export_log_entries(
                 recipients=_text(document.get("email_sent_to")) or "",
                 status=_text(document.get("status")) or "",
                 error=_text(document.get("error_message")),
+                possible_duplicate=document.get("possible_duplicate") is True,
             )
         )
     return report

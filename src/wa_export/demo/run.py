@@ -26,6 +26,7 @@ from wa_export.errors import ExitCode, UsageProblem
 from wa_export.export import request as commands
 from wa_export.export.run import ExportRequest, RunObserver, RunResult
 from wa_export.settings import Settings, load_settings
+from wa_export.store.arrivals import object_id_at
 
 DEMO_DATABASE = "wa_export_demo"
 DEMO_SENDER = "exports@example.com"
@@ -170,12 +171,14 @@ def seed(db: Any, now: datetime) -> dict[str, int]:
                           "customer_phone": customer})
             for direction, ai, text in lines:
                 moment += timedelta(seconds=7)
-                messages.append({"_id": ObjectId(), "chat_id": chat_id, "direction": direction,
+                # Arrived when written: the _id (the arrival order) carries the same moment.
+                messages.append({"_id": object_id_at(moment), "chat_id": chat_id, "direction": direction,
                                  "is_ai_generated": ai, "content": text, "timestamp": moment})
     db.chats.insert_many(chats)
     db.messages.insert_many(messages)
     # The indexes `health` asks for, as an operator would create them.
     db.chats.create_index([("workspace_id", 1)])
+    db.messages.create_index([("chat_id", 1), ("_id", 1)])
     db.messages.create_index([("chat_id", 1), ("timestamp", 1)])
     return {"workspaces": len(DEMO_WORKSPACES), "chats": len(chats), "messages": len(messages)}
 

@@ -18,7 +18,9 @@ from wa_export.clock import parse_time, utc_now
 from wa_export.errors import ConfigError, UsageProblem
 from wa_export.export import preflight
 from wa_export.export import workers as workers_module
-from wa_export.export.run import ExportRequest, RunObserver, RunResult, run_export
+from wa_export.export.context import ExportRequest
+from wa_export.export.results import RunObserver, RunResult
+from wa_export.export.run import run_export
 from wa_export.settings import Settings
 from wa_export.store.connection import (
     mongo_errors,

@@ -34,10 +34,11 @@ def normalized_direction(value: object) -> str | None:
 
 
 def status_of(direction: object, is_ai_generated: object) -> str:
-    """The Status of one message (see the table above)."""
-    normalized = normalized_direction(direction)
-    if normalized == "incoming":
+    """The Status of one message (see the table above); called once per exported row."""
+    if direction != "incoming" and direction != "outgoing":  # the exact spellings skip the normalising
+        direction = normalized_direction(direction)
+    if direction == "incoming":
         return STATUS_RECEIVED
-    if normalized == "outgoing":
+    if direction == "outgoing":
         return STATUS_SENT_VIA_AI if is_ai_generated is True else STATUS_SENT_BY_HUMAN
     return STATUS_UNKNOWN

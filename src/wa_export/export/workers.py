@@ -10,7 +10,7 @@ workspace (`workspaces[k::N]` of the list sorted by id), so a run's workspaces
 are split evenly and each is attempted once per run. The per-workspace leases
 still decide who exports a workspace: two hosts, an overlapping cron run or a
 workspace list that changed between the children's reads never make two
-processes export the same window (a second taker sees the moved watermark).
+processes export the same window (a second taker sees the moved cursor).
 The parent never talks to MongoDB: it waits, merges the children's JSON into
 one result and exits with the worst exit code (3 > 2 > 1 > 0). SIGTERM to the
 parent is forwarded to the children, which finish their current workspace and
@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from wa_export.errors import ExitCode
+from wa_export.export.results import cursor_notes, merged_anomalies, summary_line
 
 MAX_WORKERS = 64
 
@@ -109,31 +110,33 @@ class WorkersResult:
         return sum(int(ws.get("message_count") or 0) for ws in self.workspaces)
 
     def anomaly_totals(self) -> dict[str, int]:
-        totals: dict[str, int] = {}
-        for ws in self.workspaces:
-            for name, count in (ws.get("anomalies") or {}).items():
-                totals[name] = totals.get(name, 0) + int(count)
-        # Every worker counts orphans over (about) the same time range: not additive.
-        orphans = self.orphaned_messages
-        if orphans:
-            totals["orphaned_message"] = totals.get("orphaned_message", 0) + orphans
-        return totals
+        # Workspace counts add up; what belongs to no workspace is counted by worker 0 only.
+        return merged_anomalies(
+            [ws.get("anomalies") or {} for ws in self.workspaces],
+            [(w.document or {}).get("run_anomalies") or {} for w in self.workers],
+        )
 
     @property
     def orphaned_messages(self) -> int:
         return max((int((w.document or {}).get("orphaned_messages") or 0) for w in self.workers), default=0)
 
-    def summary(self) -> str:
-        from wa_export.export.run import (
-            summary_line,  # exporter imports this module (slot_share)
-        )
+    @property
+    def problems(self) -> list[str]:
+        found: list[str] = []
+        for worker in self.workers:
+            for problem in (worker.document or {}).get("problems") or []:
+                if problem not in found:
+                    found.append(str(problem))
+        return found
 
+    def summary(self) -> str:
         broken = [w for w in self.workers if w.document is None]
         problems = (
             [f"{len(broken)} worker(s) failed: " + "; ".join(f"worker {w.slot} exit {w.exit_code}: {w.error}" for w in broken)]
             if broken
             else []
         )
+        problems += [*self.problems, *cursor_notes(self.workspaces)]
         return summary_line(
             f"scheduled export run with {self.count} workers: {len(self.workspaces)} workspaces",
             self.count_outcome,
@@ -154,6 +157,7 @@ class WorkersResult:
             "message_count": self.message_count,
             "orphaned_messages": self.orphaned_messages,
             "anomalies": self.anomaly_totals(),
+            "problems": self.problems,
             "summary": self.summary(),
             "runs": [
                 {

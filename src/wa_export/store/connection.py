@@ -1,15 +1,15 @@
 """MongoDB access: the connection, the platform's collections (read only) and this tool's own.
 
-Every query on `messages` is bounded by a timestamp range *and* the chats of one
-workspace, so the cost of a run follows the messages in its windows, never the
+The reads of `messages` and `chats` live in store/arrivals.py: each is bounded
+by an arrival-key range on its index, by chat ids, or by one workspace's chats
+and a range, so the cost of a run follows the messages that arrived, never the
 size of the collection (the original system ran a `$lookup` over all of it).
 """
 
 from __future__ import annotations
 
-import heapq
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,11 +36,25 @@ MESSAGE_PROJECTION = {"chat_id": 1, "direction": 1, "is_ai_generated": 1, "conte
 CHAT_PROJECTION = {"phone_number": 1, "customer_phone": 1}
 
 # Indexes the export queries rely on; `health` checks for them, nothing creates them
-# on the platform's collections behind the operator's back.
-SUPPORTING_INDEXES: dict[str, list[tuple[str, int]]] = {
-    "chats": [("workspace_id", ASCENDING)],
-    "messages": [("chat_id", ASCENDING), ("timestamp", ASCENDING)],
-}
+# on the platform's collections behind the operator's back. `_id` (the default
+# arrival key) is always indexed: the scheduled pass needs nothing more.
+SUPPORTING_INDEXES: list[tuple[str, list[tuple[str, int]]]] = [
+    ("chats", [("workspace_id", ASCENDING)]),  # a lagging workspace's chats; manual runs
+    ("messages", [("chat_id", ASCENDING), ("_id", ASCENDING)]),  # a workspace's new messages
+    ("messages", [("chat_id", ASCENDING), ("timestamp", ASCENDING)]),  # manual windows and stats
+]
+
+
+def supporting_indexes(arrival_field: str = "_id") -> list[tuple[str, list[tuple[str, int]]]]:
+    """SUPPORTING_INDEXES for this arrival field: another field than `_id` needs its own two."""
+    if arrival_field == "_id":
+        return list(SUPPORTING_INDEXES)
+    return [
+        SUPPORTING_INDEXES[0],
+        ("messages", [(arrival_field, ASCENDING)]),  # the pass over the arrival range
+        ("messages", [("chat_id", ASCENDING), (arrival_field, ASCENDING)]),
+        SUPPORTING_INDEXES[2],
+    ]
 
 AUTH_FAILED_CODES = {18, 8000}  # AuthenticationFailed; Atlas's "bad auth"
 # Servers that send no code (mongoeco, some proxies) still say it in words.
@@ -216,74 +230,19 @@ class Store:
         unique: dict[ObjectId, Workspace] = {object_id: found[object_id] for object_id in object_ids}
         return list(unique.values())
 
-    def chats_of(self, workspace: Workspace) -> dict[ObjectId, Chat]:
-        # Some platform writers stored workspace_id as a string: accept both forms.
-        query = {"workspace_id": {"$in": [workspace.object_id, workspace.id]}}
-        return {
-            document["_id"]: Chat(document.get("phone_number"), document.get("customer_phone"))
-            for document in self.chats.find(query, CHAT_PROJECTION)
-        }
-
-    def messages_in_window(
-        self, chat_ids: Iterable[ObjectId], start: datetime, end: datetime
-    ) -> Iterator[dict[str, Any]]:
-        """Messages of these chats with start <= timestamp < end, in (timestamp, _id) order."""
-        ids = list(chat_ids)
-        if not ids:
-            return iter(())
-        cursors = [
-            self._message_cursor(ids[offset : offset + CHAT_IDS_PER_QUERY], start, end)
-            for offset in range(0, len(ids), CHAT_IDS_PER_QUERY)
-        ]
-        if len(cursors) == 1:
-            return cursors[0]
-        return heapq.merge(*cursors, key=lambda document: (document["timestamp"], document["_id"]))
-
-    def _message_cursor(self, chat_ids: list[ObjectId], start: datetime, end: datetime) -> Iterator[dict[str, Any]]:
-        return iter(
-            self.messages.find(
-                {"chat_id": {"$in": chat_ids}, "timestamp": {"$gte": start, "$lt": end}},
-                MESSAGE_PROJECTION,
-                batch_size=MESSAGE_BATCH_SIZE,
-            ).sort([("timestamp", ASCENDING), ("_id", ASCENDING)])
-        )
-
-    def orphaned_message_count(self, start: datetime, end: datetime) -> int:
-        """Messages in [start, end) whose chat no longer exists; they belong to no workspace."""
-        per_chat = {
-            group["_id"]: group["count"]
-            for group in self.messages.aggregate(
-                [
-                    {"$match": {"timestamp": {"$gte": start, "$lt": end}}},
-                    {"$group": {"_id": "$chat_id", "count": {"$sum": 1}}},
-                ]
-            )
-        }
-        if not per_chat:
-            return 0
-        chat_ids = list(per_chat)
-        existing: set[object] = set()
-        for offset in range(0, len(chat_ids), CHAT_IDS_PER_QUERY):
-            chunk = chat_ids[offset : offset + CHAT_IDS_PER_QUERY]
-            existing.update(document["_id"] for document in self.chats.find({"_id": {"$in": chunk}}, {"_id": 1}))
-        return sum(count for chat_id, count in per_chat.items() if chat_id not in existing)
-
-    def has_timestamp_index(self) -> bool:
-        """Whether messages has an index led by timestamp (what a chat-less time query needs)."""
-        return any(
-            next(iter(index["key"]), None) == "timestamp" for index in self.messages.list_indexes()
-        )
-
-    def missing_indexes(self) -> dict[str, list[tuple[str, int]]]:
+    def missing_indexes(self) -> list[tuple[str, list[tuple[str, int]]]]:
         """Supporting indexes that are absent: a prefix match of an existing index counts as present."""
-        missing: dict[str, list[tuple[str, int]]] = {}
-        for collection_name, wanted in SUPPORTING_INDEXES.items():
-            keys = [
-                [(field, int(order) if isinstance(order, (int, float)) else order) for field, order in index["key"].items()]
-                for index in self.db[collection_name].list_indexes()
-            ]
-            if not any(existing[: len(wanted)] == wanted for existing in keys):
-                missing[collection_name] = wanted
+        missing: list[tuple[str, list[tuple[str, int]]]] = []
+        existing: dict[str, list[list[tuple[str, object]]]] = {}
+        for collection_name, wanted in supporting_indexes(self.settings.export_arrival_field):
+            if collection_name not in existing:
+                existing[collection_name] = [
+                    [(field, int(order) if isinstance(order, (int, float)) else order)
+                     for field, order in index["key"].items()]
+                    for index in self.db[collection_name].list_indexes()
+                ]
+            if not any(keys[: len(wanted)] == wanted for keys in existing[collection_name]):
+                missing.append((collection_name, wanted))
         return missing
 
 

@@ -1,0 +1,402 @@
+"""Scale of a scheduled run (issue 10): cost follows the new messages, not the workspaces or their chats.
+
+    .venv/bin/python bench/scale.py                 # 1,000 workspaces, 50 with new messages; writes bench/RESULTS.md
+    .venv/bin/python bench/scale.py --no-results    # print only
+    .venv/bin/python bench/scale.py --workspaces 300 --exporting 10 --skip-rows   # a quick look
+
+Starts its own servers on 127.0.0.1: mongoeco (LocalMongoServer, a subprocess)
+and aiosmtpd with STARTTLS + AUTH (a subprocess, so it never competes for the
+measured process's GIL). Seeds once: N active workspaces with two chats each,
+one of them with 5,000 chats, in batches of 500. Then, for each algorithm:
+
+* **before**: the scheduled run as it was before arrival-order delivery (git
+  ref `--before-ref`, default the commit this branch started from), its
+  package unpacked with `git archive` and put first on PYTHONPATH;
+* **after**: the current tree.
+
+each in a fresh subprocess, exactly one scheduled run, measured with a pymongo
+CommandListener (commands and the documents their replies carry) and
+`time.process_time()` (our CPU; per exporting workspace, the CPU spent inside
+that workspace's export, which includes its workbook and its email):
+
+1. a warm-up run with no message anywhere (every workspace gets its state;
+   for "after" this is also the idle run: its cost is the run's fixed part);
+2. new messages (a handful) for the exporting workspaces, three of them in
+   three of the big tenant's chats;
+3. the measured run.
+
+The projection for a real MongoDB: measured commands x the stated round trip
+plus our measured CPU, scaled to `--project` workspaces with the same share
+exporting; the server's own query time and SMTP are not in it.
+
+Last, `bench/run.py`'s 100,000-row single-workspace export (rows.py ->
+workbook writer), before and after, alternating, in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bson import ObjectId
+from pymongo import MongoClient
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from many_workspaces import SmtpProcess
+from run import RESULTS, machine_info, write_section
+from wa_export.demo.mongo_server import LocalMongoServer
+from wa_export.store.arrivals import object_id_at
+
+DATABASE = "wa_export_scale"
+BEFORE_REF = "ada7f70"  # main before arrival-order delivery (issue 9)
+RTT_MS = 0.5
+BATCH = 500
+
+# One scheduled run in a fresh process, measured: printed as one JSON line.
+DRIVER = r"""
+import json, sys, time
+from pymongo import MongoClient, monitoring
+
+class Listener(monitoring.CommandListener):
+    def __init__(self):
+        self.commands = {}
+        self.documents = 0
+        self.round_trips_us = 0
+    def started(self, event):
+        self.commands[event.command_name] = self.commands.get(event.command_name, 0) + 1
+    def succeeded(self, event):
+        self.round_trips_us += event.duration_micros
+        cursor = event.reply.get("cursor") if isinstance(event.reply, dict) else None
+        if isinstance(cursor, dict):
+            self.documents += len(cursor.get("firstBatch", cursor.get("nextBatch", [])))
+    def failed(self, event):
+        self.round_trips_us += event.duration_micros
+
+from wa_export.settings import load_settings
+from wa_export.store.connection import Store
+import wa_export.export.run as run_module
+
+per_workspace = []
+if hasattr(run_module, "deliver"):  # after: one workspace's scheduled delivery
+    inner = run_module.deliver
+    def timed(ctx, item):
+        started = time.process_time()
+        result = inner(ctx, item)
+        per_workspace.append((result.outcome, time.process_time() - started))
+        return result
+    run_module.deliver = timed
+else:  # before: ExportRun.export_workspace did every workspace, idle or not
+    inner = run_module.ExportRun.export_workspace
+    def timed(self, workspace):
+        started = time.process_time()
+        result = inner(self, workspace)
+        per_workspace.append((result.outcome, time.process_time() - started))
+        return result
+    run_module.ExportRun.export_workspace = timed
+
+settings = load_settings()
+listener = Listener()
+client = MongoClient(settings.mongodb_uri, tz_aware=True, event_listeners=[listener])
+store = Store(client, settings)
+cpu, wall = time.process_time(), time.perf_counter()
+result = run_module.run_export(settings, store, run_module.ExportRequest())
+cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+client.close()
+exporting = [seconds for outcome, seconds in per_workspace if outcome == "completed"]
+print(json.dumps({
+    "wall": wall, "cpu": cpu, "commands": sum(listener.commands.values()), "by_command": listener.commands,
+    "documents": listener.documents, "round_trips": listener.round_trips_us / 1e6,
+    "workspaces": len(result.workspaces), "completed": result.count("completed"),
+    "failed": result.count("failed"), "messages": result.message_count,
+    "cpu_exporting": exporting, "cpu_other_workspaces": sum(s for o, s in per_workspace if o != "completed"),
+    "summary": result.summary(),
+}))
+"""
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def seed(client: MongoClient, workspaces: int, big_chats: int) -> list[dict[str, Any]]:
+    """Active workspaces with two chats each (the first one with `big_chats`); no messages yet."""
+    db = client[DATABASE]
+    client.drop_database(DATABASE)
+    db.chats.create_index([("workspace_id", 1)])
+    db.messages.create_index([("chat_id", 1), ("_id", 1)])
+    db.messages.create_index([("chat_id", 1), ("timestamp", 1)])
+    tenants: list[dict[str, Any]] = []
+    workspace_docs, chat_docs = [], []
+    for number in range(workspaces):
+        workspace_id = ObjectId()
+        workspace_docs.append({"_id": workspace_id, "name": f"Tenant {number:05d}", "status": "active"})
+        chats = [ObjectId() for _ in range(big_chats if number == 0 else 2)]
+        chat_docs += [{"_id": chat_id, "workspace_id": workspace_id, "phone_number": "+15550001111",
+                       "customer_phone": f"+49151{number:05d}{index:04d}"} for index, chat_id in enumerate(chats)]
+        tenants.append({"id": workspace_id, "chats": chats, "email": f"team{number}@tenant.test"})
+    for collection, docs in (("workspaces", workspace_docs), ("chats", chat_docs)):
+        for offset in range(0, len(docs), BATCH):
+            db[collection].insert_many(docs[offset : offset + BATCH])
+    return tenants
+
+
+def add_new_messages(client: MongoClient, tenants: list[dict[str, Any]], exporting: int, each: int) -> list[Any]:
+    """A handful of messages arriving now (after the warm-up run), for the first `exporting` workspaces."""
+    time.sleep(1.1)  # a new second: later than the warm-up run's window end
+    now = datetime.now(UTC)
+    docs = []
+    for number, tenant in enumerate(tenants[:exporting]):
+        chats = tenant["chats"]
+        picks = [chats[7], chats[len(chats) // 2], chats[-1]] if number == 0 else chats
+        for index in range(each):
+            moment = now - timedelta(milliseconds=index)
+            docs.append({"_id": object_id_at(moment), "chat_id": picks[index % len(picks)],
+                         "direction": ("incoming", "outgoing")[index % 2], "is_ai_generated": index % 3 == 0,
+                         "content": f"message {index} for tenant {number}: where is my order?",
+                         "timestamp": moment})
+    client[DATABASE].messages.insert_many(docs)
+    time.sleep(1.1)  # their arrival second is over: the next window includes them
+    return [doc["_id"] for doc in docs]
+
+
+def reset(client: MongoClient, message_ids: list[Any]) -> None:
+    db = client[DATABASE]
+    for name in ("export_state", "export_logs", "system_logs"):
+        db[name].delete_many({})
+    if message_ids:
+        db.messages.delete_many({"_id": {"$in": message_ids}})
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+@contextmanager
+def before_tree(ref: str) -> Iterator[Path]:
+    """The package as it was at `ref`, unpacked into a temporary directory."""
+    with tempfile.TemporaryDirectory(prefix="wa-export-before-") as tmp:
+        archive = subprocess.run(["git", "-C", str(HERE.parent), "archive", ref, "src/wa_export"],
+                                 capture_output=True, check=False)
+        if archive.returncode != 0:
+            raise SystemExit(f"bench/scale.py: cannot read git ref {ref!r} ({archive.stderr.decode().strip()}); "
+                             "pass --before-ref or --skip-before")
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
+        yield Path(tmp) / "src"
+
+
+def env_for(mongo: LocalMongoServer, smtp: SmtpProcess, tenants: list[dict[str, Any]], export_dir: Path,
+            pythonpath: Path | None) -> dict[str, str]:
+    env = {key: os.environ[key] for key in ("PATH", "LANG", "HOME", "TMPDIR") if key in os.environ}
+    env.update(
+        MONGODB_URI=mongo.uri, MONGODB_DATABASE=DATABASE, SMTP_SERVER="127.0.0.1", SMTP_PORT=str(smtp.port),
+        SMTP_USERNAME=smtp.username, SMTP_PASSWORD=smtp.password, SMTP_FROM="bench@wa-export.test",
+        SMTP_SECURITY="starttls", SMTP_CA_FILE=smtp.ca, EXPORT_DIR=str(export_dir), EXPORT_LAG_SECONDS="0",
+        EXPORT_INTERVAL_MINUTES="15",
+    )
+    env.update({f"WORKSPACE_{tenant['id']}_EMAIL": tenant["email"] for tenant in tenants})
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    return env
+
+
+def driver_run(env: dict[str, str], cwd: Path) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-c", DRIVER], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=3600, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"bench/scale.py: the measured run failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure(label: str, client: MongoClient, mongo: LocalMongoServer, smtp: SmtpProcess,
+            tenants: list[dict[str, Any]], args: argparse.Namespace, pythonpath: Path | None,
+            work: Path) -> dict[str, Any]:
+    reset(client, [])
+    export_dir = work / f"exports-{label}"
+    env = env_for(mongo, smtp, tenants, export_dir, pythonpath)
+    print(f"{label}: warm-up run (nothing new) ...", flush=True)
+    idle = driver_run(env, work)
+    ids = add_new_messages(client, tenants, args.exporting, args.messages)
+    print(f"{label}: measured run ({args.exporting} workspaces with {args.messages} new messages) ...", flush=True)
+    busy = driver_run(env, work)
+    reset(client, ids)
+    if busy["completed"] != args.exporting or busy["failed"]:
+        raise SystemExit(f"bench/scale.py: {label} did not export what it should: {busy['summary']}")
+    return {"idle": idle, "busy": busy}
+
+
+def rows_side_by_side(before_src: Path | None, work: Path, rounds: int) -> dict[str, list[float]]:
+    """bench/run.py's 100k-row export ("ours"), before and after, alternating, in fresh processes."""
+    data = work / "rows-100k"
+    subprocess.run([sys.executable, "-c", (f"import sys; sys.path.insert(0, {str(HERE)!r}); import run; "
+                    f"run.generate(100_000, __import__('pathlib').Path({str(data)!r}))")], check=True)
+    times: dict[str, list[float]] = {"before": [], "after": []}
+    for _ in range(rounds):
+        for label, src in (("before", before_src), ("after", None)):
+            if label == "before" and src is None:
+                continue
+            env = {**os.environ}
+            if src is not None:
+                env["PYTHONPATH"] = str(src)
+            out = work / f"rows-{label}.xlsx"
+            done = subprocess.run([sys.executable, str(HERE / "run.py"), "--child", "ours", "--data", str(data),
+                                   "--out", str(out)], env=env, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise SystemExit(f"bench/scale.py: the 100k-row export failed:\n{done.stderr[-2000:]}")
+            times[label].append(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
+            out.unlink(missing_ok=True)
+    return times
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def projection(result: dict[str, Any], workspaces: int, target: int) -> dict[str, float]:
+    """Commands x RTT + our CPU for `target` workspaces with the same share exporting.
+
+    The measured run scaled linearly: the commands and CPU that grow with the number
+    of workspaces and with the exporting ones both grow by target / workspaces. For
+    "after" this overstates the fixed part (a handful of commands whatever the
+    number of workspaces): the projection is an upper bound.
+    """
+    busy = result["busy"]
+    scale = target / workspaces
+    commands = busy["commands"] * scale
+    cpu = busy["cpu"] * scale
+    return {"commands": commands, "cpu": cpu, "seconds": commands * RTT_MS / 1000 + cpu}
+
+
+def report(results: dict[str, dict[str, Any]], rows: dict[str, list[float]], args: argparse.Namespace,
+           command: str) -> str:
+    info = machine_info()
+    lines = [
+        "## Scale: a scheduled run over many workspaces, before and after arrival-order delivery (`bench/scale.py`)",
+        "",
+        f"Command: `{command}` ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC); machine: {info['cpu']}; {info['python']}.",
+        (f"Data: {args.workspaces:,} active workspaces (two chats each; one has {args.big_chats:,} chats), "
+        f"{args.exporting} of them with {args.messages} new messages each (the big one's in 3 of its chats). "
+        "Servers: mongoeco (pure Python, its own process on the same cores) and aiosmtpd (STARTTLS + AUTH, its own "
+        f"process). \"before\" is the package at `{args.before_ref}`, unpacked with `git archive`; \"after\" is this tree. "
+        "Each run is one fresh `run_export` process measured with a pymongo CommandListener and `time.process_time()`."),
+        "",
+        "| | before | after |",
+        "|---|---:|---:|",
+    ]
+
+    def cell(label: str, value: Any) -> str:
+        return value if label in results else "—"
+
+    def row(title: str, getter: Any) -> None:
+        lines.append(f"| {title} | " + " | ".join(cell(label, getter(results[label])) if label in results else "—"
+                                             for label in ("before", "after")) + " |")
+
+    row("wall time of the measured run (mongoeco)", lambda r: f"{r['busy']['wall']:.1f} s")
+    row("MongoDB commands, measured run", lambda r: f"{r['busy']['commands']:,}")
+    row("MongoDB commands, run with nothing new", lambda r: f"{r['idle']['commands']:,}")
+    row("documents read, measured run", lambda r: f"{r['busy']['documents']:,}")
+    row("our CPU, whole measured run", lambda r: f"{r['busy']['cpu']:.2f} s")
+    row("our CPU, run with nothing new", lambda r: f"{r['idle']['cpu']:.2f} s")
+    row("our CPU per exporting workspace (median, inside its export)",
+        lambda r: f"{statistics.median(r['busy']['cpu_exporting']) * 1000:.1f} ms")
+    row("MongoDB commands per workspace of the measured run",
+        lambda r: f"{r['busy']['commands'] / args.workspaces:.2f}")
+    for label in ("before", "after"):
+        if label in results:
+            results[label]["projection"] = projection(results[label], args.workspaces, args.project)
+    row(f"projected run, {args.project:,} workspaces ({args.exporting / args.workspaces:.0%} exporting) on a real "
+        f"MongoDB at {RTT_MS} ms round trips",
+        lambda r: f"{r['projection']['seconds']:.1f} s ({r['projection']['commands']:,.0f} commands, "
+                  f"{r['projection']['cpu']:.1f} s CPU)")
+    lines.append("")
+    lines.append("Projection: the measured run's commands × the round trip + its measured CPU (our process), both scaled "
+                 "linearly to the projected number of workspaces with the same share exporting (for \"after\" an upper "
+                 "bound: its fixed commands do not grow); MongoDB's own query time and the SMTP server's time are not "
+                 "in it.")
+    if rows:
+        lines.append("")
+        lines.append("100,000-row single-workspace export (`bench/run.py`'s \"ours\": rows.py → workbook writer), "
+                     f"alternating, {len(rows['after'])} rounds, fresh process each:")
+        lines.append("")
+        lines.append("| | " + " | ".join(label for label in ("before", "after") if rows.get(label)) + " |")
+        lines.append("|---|" + "---:|" * len([label for label in ("before", "after") if rows.get(label)]))
+        lines.append("| seconds (median) | " + " | ".join(f"{statistics.median(rows[label]):.2f}"
+                                                       for label in ("before", "after") if rows.get(label)) + " |")
+    if "after" in results:
+        after = results["after"]
+        median_ms = statistics.median(after["busy"]["cpu_exporting"]) * 1000
+        lines += ["", "Targets (issue 10):", ""]
+        lines.append(f"- projected {args.project:,}-workspace run: **{after['projection']['seconds']:.1f} s** "
+                     f"(target < 60 s: {'met' if after['projection']['seconds'] < 60 else 'NOT met'})")
+        lines.append(f"- our CPU per exporting workspace: **{median_ms:.1f} ms** "
+                     f"(target ≤ 10 ms: {'met' if median_ms <= 10 else 'NOT met'})")
+        fixed = after["idle"]["commands"]
+        per = (after["busy"]["commands"] - fixed) / args.exporting
+        lines.append(f"- MongoDB commands: {fixed} for a run over {args.workspaces:,} workspaces with nothing new, "
+                     f"+ **{per:.1f}** per exporting workspace (target ≤ a small constant + 8 per exporting workspace: "
+                     f"{'met' if per <= 8 else 'NOT met'})")
+        if rows.get("before") and rows.get("after"):
+            ratio = statistics.median(rows["after"]) / statistics.median(rows["before"])
+            lines.append(f"- 100k rows after / before: **{ratio:.2f}** (target ≤ 1.0 within noise)")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workspaces", type=int, default=1_000)
+    parser.add_argument("--exporting", type=int, default=50)
+    parser.add_argument("--messages", type=int, default=5, help="new messages per exporting workspace")
+    parser.add_argument("--big-chats", type=int, default=5_000)
+    parser.add_argument("--project", type=int, default=10_000, help="workspaces of the projected run")
+    parser.add_argument("--before-ref", default=BEFORE_REF)
+    parser.add_argument("--skip-before", action="store_true")
+    parser.add_argument("--skip-rows", action="store_true", help="skip the 100k-row comparison")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the 100k-row comparison")
+    parser.add_argument("--no-results", action="store_true", help=f"print only, do not update {RESULTS}")
+    args = parser.parse_args(argv)
+    command = "python bench/scale.py" + ("" if argv is None and len(sys.argv) == 1 else " " + " ".join(sys.argv[1:]))
+
+    results: dict[str, dict[str, Any]] = {}
+    rows: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="wa-export-scale-") as tmp:
+        work = Path(tmp)
+        mongo = LocalMongoServer().start()
+        smtp = SmtpProcess()
+        try:
+            client: MongoClient[dict[str, Any]] = MongoClient(mongo.uri, tz_aware=True)
+            started = time.perf_counter()
+            tenants = seed(client, args.workspaces, args.big_chats)
+            print(f"seeded {args.workspaces:,} workspaces in {time.perf_counter() - started:.0f} s", flush=True)
+            if args.skip_before:
+                results["after"] = measure("after", client, mongo, smtp, tenants, args, None, work)
+            else:
+                with before_tree(args.before_ref) as before_src:
+                    results["before"] = measure("before", client, mongo, smtp, tenants, args, before_src, work)
+                    results["after"] = measure("after", client, mongo, smtp, tenants, args, None, work)
+                    if not args.skip_rows:
+                        print("100k-row export, before and after ...", flush=True)
+                        rows = rows_side_by_side(before_src, work, args.rounds)
+            if args.skip_before and not args.skip_rows:
+                rows = rows_side_by_side(None, work, args.rounds)
+            client.close()
+        finally:
+            smtp.stop()
+            mongo.stop()
+    body = report(results, rows, args, command)
+    print(body)
+    if not args.no_results:
+        write_section(RESULTS, "scale", body)
+        print(f"wrote the section to {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

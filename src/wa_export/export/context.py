@@ -1,0 +1,151 @@
+"""What one run works with: the request, the clock, the arrival key, the run's one SMTP connection."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import cached_property
+from typing import TypeVar
+
+from wa_export.clock import DatabaseClock
+from wa_export.export.results import Trigger
+from wa_export.mail.errors import RUN_FATAL_STEPS, MailError
+from wa_export.mail.message import OutgoingMail
+from wa_export.mail.sender import MailSender
+from wa_export.recipients import Recipients, option_recipients, recipients_for
+from wa_export.redaction import redact
+from wa_export.settings import Settings
+from wa_export.store.arrivals import ArrivalKey, Key
+from wa_export.store.connection import Store, Workspace
+from wa_export.store.export_state import Window
+
+# A connect/TLS/login failure or a timeout fails every later email of the run the same way;
+# the mail package decides which steps those are.
+RUN_FATAL_MAIL_STEPS = RUN_FATAL_STEPS
+
+PROGRESS_EVERY = 1_000  # rows between two progress reports
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """What the operator asked for; see `is_manual` for the scheduled/manual split."""
+
+    workspace_ids: tuple[str, ...] = ()
+    window: Window | None = None  # manual window; None for scheduled runs
+    email_override: tuple[str, ...] = ()
+    send_email: bool = True
+    dry_run: bool = False
+    # `--workers N`: this process exports only share k of N of the workspaces (workers.slot_share).
+    worker_slot: tuple[int, int] | None = None
+
+    @property
+    def is_manual(self) -> bool:
+        return self.window is not None or bool(self.email_override)
+
+    @property
+    def trigger(self) -> Trigger:
+        return "manual" if self.is_manual else "scheduled"
+
+    @property
+    def moves_cursors(self) -> bool:
+        return not self.is_manual and self.send_email and not self.dry_run
+
+    @property
+    def counts_run_anomalies(self) -> bool:
+        """One process per run counts what belongs to no workspace (worker 0 of --workers); a filtered run does not."""
+        slot = self.worker_slot
+        return not self.workspace_ids and (slot is None or slot[0] == 0)
+
+
+def outcome_unknown(error: MailError) -> bool:
+    """Whether the server may have accepted the mail although sending failed (lost during or after DATA)."""
+    explicit = getattr(error, "outcome_unknown", None)
+    return bool(explicit) if explicit is not None else error.step == "data"
+
+
+class MailSession:
+    """The run's one SMTP connection (opened on the first email) and the failure that dooms the rest."""
+
+    def __init__(self, settings: Settings, factory: Callable[[Settings], MailSender] = MailSender) -> None:
+        self.settings = settings
+        self.factory = factory
+        self.fatal_error: str | None = None
+        self._sender: MailSender | None = None
+
+    def send(self, mail: OutgoingMail) -> None:
+        if self._sender is None:
+            self._sender = self.factory(self.settings)
+            self._sender.__enter__()
+        try:
+            self._sender.send(mail)
+        except MailError as error:
+            if error.step in RUN_FATAL_MAIL_STEPS:
+                # Remembered instead of hammering the server (and the account's lockout counter).
+                self.fatal_error = redact(str(error), self.settings.secrets())
+            raise
+
+    def close(self) -> None:
+        if self._sender is not None:
+            self._sender.__exit__(None, None, None)
+            self._sender = None
+
+
+@dataclass
+class RunContext:
+    settings: Settings
+    store: Store
+    request: ExportRequest
+    run_id: str
+    clock: DatabaseClock
+    key: ArrivalKey
+    mail: MailSession
+    stop_requested: threading.Event = field(default_factory=threading.Event)
+    # Slugs of more than one active workspace: nobody adopts their unmarked folder (workbook/naming.py).
+    contested_slugs: frozenset[str] = frozenset()
+    # The observer's optional messages_exported(workspace_id, count), for a progress bar by messages.
+    on_messages: Callable[[str, int], None] | None = None
+
+    @property
+    def run_time(self) -> datetime:
+        """The database's time at the start of the run: file names, subjects, export_timestamp."""
+        return self.clock.started_at
+
+    @cached_property
+    def end_time(self) -> datetime:
+        """Every scheduled window ends here: the database's now minus EXPORT_LAG_SECONDS."""
+        return self.run_time - timedelta(seconds=self.settings.export_lag_seconds)
+
+    @cached_property
+    def end_key(self) -> Key:
+        return self.key.at(self.end_time)
+
+    def recipients_for(self, workspace: Workspace) -> Recipients:
+        """`--email` if given, else the workspace's configured addresses with their source (recipients.py)."""
+        if self.request.email_override:
+            return option_recipients(self.request.email_override)
+        return recipients_for(workspace, self.settings)
+
+    def with_progress(self, workspace_id: str, rows: Iterator[T]) -> Iterator[T]:
+        """`rows` unchanged, reporting every PROGRESS_EVERY rows (and the rest at the end) to `on_messages`."""
+        report = self.on_messages
+        if report is None:
+            yield from rows
+            return
+        pending = 0
+        for row in rows:
+            yield row
+            pending += 1
+            if pending == PROGRESS_EVERY:
+                report(workspace_id, pending)
+                pending = 0
+        if pending:
+            report(workspace_id, pending)
+
+    def redact(self, text: str) -> str:
+        return redact(text, self.settings.secrets())
+
+
+__all__ = ["RUN_FATAL_MAIL_STEPS", "ExportRequest", "MailSession", "RunContext", "outcome_unknown"]

@@ -1,0 +1,154 @@
+"""A manual export (--hours/--since/--until/--email): a timestamp window over one workspace's chats.
+
+It never touches cursors or leases: the operator asked for this window, and the
+next scheduled run still delivers its own. One workbook, one email, one
+export_logs entry (`trigger: manual`), as before the scheduled path changed.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pymongo.errors import ConnectionFailure, PyMongoError
+
+from wa_export.export.context import RunContext
+from wa_export.export.email_text import EmailFacts, compose_export_mail
+from wa_export.export.files import describe_file_error, write_workbook
+from wa_export.export.results import WorkspaceResult
+from wa_export.export.rows import RowStats, message_rows
+from wa_export.export.status import STATUSES
+from wa_export.mail.errors import MailError
+from wa_export.recipients import missing_hint
+from wa_export.store import arrivals, export_logs
+from wa_export.store.connection import Chat, Workspace
+from wa_export.store.export_state import Window
+
+DEFAULT_MANUAL_WINDOW = timedelta(hours=24)  # an --email run without a window (as build_export_request does)
+
+
+def export_manual(ctx: RunContext, workspace: Workspace) -> WorkspaceResult:
+    request = ctx.request
+    assert request.window is not None or request.email_override
+    result = WorkspaceResult(workspace.id, workspace.name, "skipped")
+    recipients = ctx.recipients_for(workspace)
+    if request.send_email and not request.dry_run and not recipients.addresses and not recipients.problem:
+        result.reason = f"no email address configured: {missing_hint(workspace.id, ctx.settings)} or pass --email"
+        # Only a workspace the operator named is a failure; a run over all of them skips it.
+        if request.workspace_ids:
+            result.outcome = "failed"
+        return result
+    result.recipients, result.recipients_source = recipients.addresses, recipients.source
+    window = request.window or Window(ctx.run_time - DEFAULT_MANUAL_WINDOW, ctx.run_time)
+    result.window_start, result.window_end = window.start, window.end
+    try:
+        return _export(ctx, workspace, result, recipients.problem)
+    except ConnectionFailure:
+        raise
+    except PyMongoError as error:
+        return _failed(ctx, workspace, result, ctx.redact(f"MongoDB error: {error}"))
+    except Exception as error:  # noqa: BLE001 - one broken workspace must not stop the others
+        return _failed(ctx, workspace, result, ctx.redact(f"internal error ({type(error).__name__}: {error})"))
+
+
+def _export(
+    ctx: RunContext, workspace: Workspace, result: WorkspaceResult, recipients_problem: str | None
+) -> WorkspaceResult:
+    request, settings = ctx.request, ctx.settings
+    assert result.window_start is not None and result.window_end is not None
+    if request.send_email and not request.dry_run:
+        if recipients_problem is not None:  # a malformed or disallowed address: this workspace only
+            return _failed(ctx, workspace, result, recipients_problem)
+        if ctx.mail.fatal_error is not None:
+            return _failed(ctx, workspace, result,
+                           f"not attempted: an earlier email of this run failed the same way ({ctx.mail.fatal_error})")
+
+    found = arrivals.chats_of_workspace(ctx.store.chats, workspace)
+    chats: dict[object, Chat] = {}
+    for chat_id, chat in found.items():
+        chats[chat_id] = chat
+        chats[str(chat_id)] = chat
+    stats = RowStats()
+    messages = arrivals.messages_by_timestamp(
+        ctx.store.messages, arrivals.both_forms(found), result.window_start, result.window_end
+    )
+    rows = message_rows(messages, chats, workspace.id, stats)
+    if request.dry_run:
+        for _ in rows:
+            pass
+        _fill(result, stats)
+        result.outcome = "dry_run"
+        return result
+    try:
+        path = write_workbook(settings, workspace, ctx.with_progress(workspace.id, rows), ctx.run_time, ctx.contested_slugs)
+    except OSError as error:
+        _fill(result, stats)
+        return _failed(ctx, workspace, result, describe_file_error(error, settings.export_dir))
+    _fill(result, stats)
+    if path is None:
+        result.outcome = "no_messages"
+        result.reason = "no messages in this window"
+        return result
+    result.file_path = str(path)
+    result.files.append(str(path))
+    result.parts = 1
+    if not request.send_email:
+        result.outcome = "written"
+        return result
+    facts = EmailFacts(result.window_start, result.window_end, result.message_count, result.by_status, path,
+                       result.recipients, by_arrival=False)
+    try:
+        ctx.mail.send(compose_export_mail(settings, workspace, facts, ctx.run_time))
+    except MailError as error:
+        return _failed(ctx, workspace, result, ctx.redact(str(error)))
+    result.outcome = "completed"
+    result.emails_sent = 1
+    _log(ctx, workspace, result)
+    return result
+
+
+def _fill(result: WorkspaceResult, stats: RowStats) -> None:
+    by_status = {status: stats.by_status.get(status, 0) for status in STATUSES}
+    by_status.update({status: count for status, count in stats.by_status.items() if status not in STATUSES})
+    result.message_count = 0
+    result.by_status = {}
+    result.anomalies = {}
+    result.add_counts(by_status, dict(stats.anomalies))
+
+
+def _failed(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, reason: str) -> WorkspaceResult:
+    result.outcome = "failed"
+    result.reason = reason
+    try:
+        _log(ctx, workspace, result)
+    except PyMongoError as error:
+        if isinstance(error, ConnectionFailure):
+            raise
+    return result
+
+
+def _log(ctx: RunContext, workspace: Workspace, result: WorkspaceResult) -> None:
+    now = ctx.clock.now()
+    completed = result.outcome == "completed"
+    export_logs.insert_entry(ctx.store.export_logs, {
+        "workspace_id": workspace.id,
+        "workspace_name": workspace.name,
+        "export_type": export_logs.EXPORT_TYPE,
+        "export_timestamp": ctx.run_time,
+        "message_count": result.message_count,
+        "file_path": result.file_path,
+        "email_sent_to": ", ".join(result.recipients),
+        "status": export_logs.STATUS_COMPLETED if completed else export_logs.STATUS_FAILED,
+        "error_message": None if completed else result.reason,
+        "created_at": now,
+        "updated_at": now,
+        "window_start": result.window_start,
+        "window_end": result.window_end,
+        "trigger": ctx.request.trigger,
+        "run_id": ctx.run_id,
+        "by_status": result.by_status,
+        "anomalies": result.anomalies,
+        "possible_duplicate": False,
+    })
+
+
+__all__ = ["export_manual"]

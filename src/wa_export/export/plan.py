@@ -1,0 +1,242 @@
+"""The scheduled run's plan: who has new messages, found cheaply and once (docs/design.md).
+
+1. One read of every export_state document; a workspace without a cursor gets
+   its first one (the original service's last export, a migrated watermark, or
+   one interval back), read for all of them in one query.
+2. "Current" workspaces (cursor within the horizon of the end) share ONE pass
+   over the arrival-key range [earliest of their cursors, end), reading only the
+   key and `chat_id` on the key's index; then the referenced chats by `_id`.
+   That also counts, for free, messages of no chat (orphans) and of a chat that
+   belongs to no single workspace (ambiguous).
+3. Lagging workspaces (a long outage, a reactivated tenant) are left to their
+   own path (their chats, then their messages) so they never widen the pass.
+4. Work is planned only for workspaces with messages in [cursor, end), with a
+   pending failure or intent, or lagging; the rest are advanced in bulk.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from bson import ObjectId
+
+from wa_export.export.context import RunContext
+from wa_export.export.results import WorkspaceResult
+from wa_export.recipients import Recipients, missing_hint
+from wa_export.store import arrivals
+from wa_export.store.arrivals import Key
+from wa_export.store.connection import Chat, Workspace
+from wa_export.store.export_logs import original_service_exports
+from wa_export.store.export_state import (
+    CLOCK_TOLERANCE,
+    FirstCursor,
+    IdleAdvance,
+    InFlight,
+    WorkspaceState,
+    read_states,
+)
+
+HORIZON_INTERVALS = 4
+HORIZON_MINIMUM = timedelta(hours=1)
+# An earlier version's last run may have delivered messages that arrived up to
+# EXPORT_LAG_SECONDS (plus clock noise) after its watermark: flagged, never silent.
+LEGACY_DUPLICATE_MARGIN = timedelta(minutes=1)
+CURSOR_AHEAD = "cursor_ahead_of_database_clock"
+
+
+def horizon(interval_minutes: int) -> timedelta:
+    """How far behind the end a cursor may be and still share the pass."""
+    return max(timedelta(minutes=HORIZON_INTERVALS * interval_minutes), HORIZON_MINIMUM)
+
+
+@dataclass
+class WorkItem:
+    """One workspace of a scheduled run and what the plan learnt about it."""
+
+    workspace: Workspace
+    recipients: Recipients  # with their source, and the problem that refuses them (recipients.py)
+    state: WorkspaceState
+    start: Key  # where this run starts the workspace (its cursor, or its first cursor)
+    first_cursor: FirstCursor | None
+    current: bool  # covered by the shared pass (keys and chats below are complete)
+    cursor_ahead: bool = False
+    keys: list[Key] = field(default_factory=list)
+    chats: dict[object, Chat] = field(default_factory=dict)  # by both id forms
+    chat_ids: set[ObjectId] = field(default_factory=set)
+
+    @property
+    def needs_work(self) -> bool:
+        return not self.current or bool(self.keys) or self.state.pending
+
+
+@dataclass
+class Plan:
+    work: list[WorkItem] = field(default_factory=list)
+    idle: list[WorkItem] = field(default_factory=list)
+    skipped: list[WorkspaceResult] = field(default_factory=list)
+    pass_start: Key | None = None
+    run_anomalies: Counter[str] = field(default_factory=Counter)
+    problems: list[str] = field(default_factory=list)
+
+    def idle_advances(self) -> list[IdleAdvance]:
+        """The bulk moves of the idle workspaces' cursors to the run's end."""
+        moves: list[IdleAdvance] = []
+        for item in self.idle:
+            state = item.state
+            source = item.first_cursor.source if item.first_cursor is not None else None
+            if not state.has_cursor:
+                moves.append(IdleAdvance(item.workspace.id, None, state.exists, source))
+                continue
+            # A cursor pulled back from ahead of the clock, or of another arrival field,
+            # moves only from exactly what was read.
+            covered = not item.cursor_ahead and _comparable(state.cursor, item.start)
+            moves.append(IdleAdvance(item.workspace.id, state.cursor, True, source, covered))
+        return moves
+
+
+def _comparable(left: object, right: object) -> bool:
+    return type(left) is type(right) or (isinstance(left, datetime) and isinstance(right, datetime))
+
+
+def first_cursor(
+    ctx: RunContext, state: WorkspaceState, original_export: datetime | None
+) -> FirstCursor:
+    """Where a workspace without a cursor starts (see docs/design.md, "The first cursor")."""
+    key, end = ctx.key, ctx.end_time
+    interval = timedelta(minutes=ctx.settings.export_interval_minutes)
+    if state.watermark is not None:
+        # An earlier version's timestamp watermark. One ahead of the end is a clock
+        # anomaly: start one interval back instead, flagged, rather than skip anything.
+        start = state.watermark if state.watermark <= end else end - interval
+        until = start + timedelta(seconds=ctx.settings.export_lag_seconds) + LEGACY_DUPLICATE_MARGIN
+        if state.watermark > end:
+            until = end
+        note = "migrated from a timestamp watermark: its last run may have delivered some of these already"
+        marker = InFlight(None, None, key.at(start), key.at(until), None, None, ctx.run_time, note)
+        return FirstCursor(key.at(start), "legacy_watermark", marker)
+    if original_export is not None:
+        return FirstCursor(key.at(min(original_export, end)), "original_service")
+    return FirstCursor(key.at(end - interval), "first_interval")
+
+
+def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
+    settings, store, request, key = ctx.settings, ctx.store, ctx.request, ctx.key
+    plan = Plan()
+    states = read_states(store.export_state, [w.id for w in workspaces] if request.workspace_ids else None)
+    end_key, end_time = ctx.end_key, ctx.end_time
+    ahead_of = key.at(ctx.clock.now() + CLOCK_TOLERANCE)
+    limit = horizon(settings.export_interval_minutes)
+
+    candidates: list[tuple[Workspace, Recipients, WorkspaceState]] = []
+    for workspace in workspaces:
+        skipped = WorkspaceResult(workspace.id, workspace.name, "skipped")
+        if workspace.status != "active":
+            skipped.reason = f"workspace status is {workspace.status!r}, only active workspaces are exported on schedule"
+            plan.skipped.append(skipped)
+            continue
+        recipients = ctx.recipients_for(workspace)
+        if request.send_email and not request.dry_run and not recipients.addresses and not recipients.problem:
+            skipped.reason = f"no email address configured: {missing_hint(workspace.id, settings)}"
+            plan.skipped.append(skipped)
+            continue
+        candidates.append((workspace, recipients, states.get(workspace.id) or WorkspaceState(workspace.id)))
+
+    # The original service's last exports, for every workspace that needs a first cursor: one query.
+    needing = [ws.id for ws, _, state in candidates if not state.has_cursor and state.watermark is None]
+    originals: dict[str, datetime] = {}
+    if needing and settings.export_backfill_max_hours > 0:
+        since = ctx.run_time - timedelta(hours=settings.export_backfill_max_hours)
+        originals = original_service_exports(store.export_logs, needing, since)
+
+    items: list[WorkItem] = []
+    for workspace, recipients, state in candidates:
+        start: Key
+        first: FirstCursor | None = None
+        ahead = False
+        if state.has_cursor:
+            cursor = state.cursor
+            if not key.usable(cursor):
+                # EXPORT_ARRIVAL_FIELD changed since the cursor was written: the same moment in the new key.
+                moment = key.time_of(cursor)
+                cursor = key.at(moment) if moment is not None else end_key
+            if cursor > ahead_of:  # type: ignore[operator]
+                # Ahead of the server's clock: nothing can have arrived in between, so
+                # the end key is where it belongs; counted and reported, it hides nothing.
+                ahead = True
+                cursor = end_key
+            start = cursor  # type: ignore[assignment]
+        else:
+            first = first_cursor(ctx, state, originals.get(workspace.id))
+            start = first.key  # type: ignore[assignment]
+        moment = key.time_of(start)
+        current = moment is not None and moment >= end_time - limit
+        items.append(WorkItem(workspace, recipients, state, start, first, current, ahead))
+
+    current_items = [item for item in items if item.current]
+    if current_items:
+        pass_start: Key = min(item.start for item in current_items)  # type: ignore[type-var]
+        plan.pass_start = pass_start
+        if pass_start < end_key:  # type: ignore[operator]
+            _shared_pass(ctx, plan, pass_start, current_items)
+
+    if request.counts_run_anomalies:
+        problem = arrivals.arrival_key_problem(store.messages, key)
+        if problem is not None:
+            plan.problems.append(problem)
+
+    for item in items:
+        (plan.work if item.needs_work else plan.idle).append(item)
+    return plan
+
+
+def _shared_pass(ctx: RunContext, plan: Plan, start: Key, items: Sequence[WorkItem]) -> None:
+    """One read of [start, end) on the key's index, then the chats it names, by id."""
+    store = ctx.store
+    by_chat: dict[ObjectId, list[Key]] = {}
+    orphans = 0
+    for arrival, raw_chat_id in arrivals.arrivals_between(store.messages, ctx.key, start, ctx.end_key):
+        chat_id = arrivals.as_object_id(raw_chat_id)
+        if chat_id is None:
+            orphans += 1  # no chat id at all: a message of nobody
+            continue
+        by_chat.setdefault(chat_id, []).append(arrival)
+    owners = {item.workspace.id: item for item in items}
+    ambiguous = 0
+    found: set[ObjectId] = set()
+    for document in arrivals.chats_by_id(store.chats, list(by_chat)):
+        chat_id = document.get("_id")
+        if not isinstance(chat_id, ObjectId) or chat_id not in by_chat:
+            continue
+        found.add(chat_id)
+        keys = by_chat[chat_id]
+        owner = arrivals.owner_of(document)
+        if owner is None:
+            ambiguous += len(keys)  # an array or an unknown type: mailed to nobody
+            continue
+        item = owners.get(owner)
+        if item is None:
+            continue  # a workspace this run does not export (inactive, no address, another worker's)
+        start = item.start
+        mine = [arrival for arrival in keys if arrival >= start]  # type: ignore[operator]
+        if not mine:
+            continue
+        chat = arrivals.chat_of(document)
+        item.keys.extend(mine)
+        item.chats[chat_id] = chat
+        item.chats[str(chat_id)] = chat
+        item.chat_ids.add(chat_id)
+    orphans += sum(len(keys) for chat_id, keys in by_chat.items() if chat_id not in found)
+    for item in items:
+        if len(item.chat_ids) > 1:
+            item.keys.sort()  # type: ignore[type-var]
+    if ctx.request.counts_run_anomalies:
+        if orphans:
+            plan.run_anomalies["orphaned_message"] += orphans
+        if ambiguous:
+            plan.run_anomalies["ambiguous_chat"] += ambiguous
+
+
+__all__ = ["CURSOR_AHEAD", "Plan", "WorkItem", "first_cursor", "horizon", "make_plan"]

@@ -1,0 +1,303 @@
+"""Arrival order and the reads of `messages` and `chats` that follow it (docs/design.md).
+
+A message's position is its *arrival key*: `EXPORT_ARRIVAL_FIELD`, by default
+`_id` (an ObjectId embeds the writer's clock at insert, and `_id` is always
+indexed), or a BSON date the platform writes at insert. A time maps to a key
+as `ObjectId.from_datetime(t)` (the smallest ObjectId of that second) or `t`.
+
+Every read here is bounded: the pass by an arrival-key range on the key's
+index, chats by their ids, a workspace's messages by its chats *and* a key
+range, and the manual (timestamp) window by its chats and a time range.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bson import ObjectId
+from bson.errors import InvalidId
+from pymongo import ASCENDING, DESCENDING
+from pymongo.collection import Collection
+
+from wa_export.clock import as_utc, to_millis
+from wa_export.store import connection
+from wa_export.store.connection import (
+    CHAT_IDS_PER_QUERY,
+    CHAT_PROJECTION,
+    MESSAGE_PROJECTION,
+    Chat,
+    Workspace,
+)
+
+Key = ObjectId | datetime
+# The pass reads two small fields per message: big batches keep getMores rare.
+PASS_BATCH_SIZE = 20_000
+
+
+@dataclass(frozen=True)
+class ArrivalKey:
+    """The configured arrival field and how times map onto it."""
+
+    field: str = "_id"
+
+    @property
+    def uses_object_id(self) -> bool:
+        return self.field == "_id"
+
+    @property
+    def type_name(self) -> str:
+        return "an ObjectId" if self.uses_object_id else "a BSON date"
+
+    def at(self, moment: datetime) -> Key:
+        """The smallest key of anything that arrived at `moment` or later."""
+        if self.uses_object_id:
+            return ObjectId.from_datetime(moment)
+        return to_millis(as_utc(moment))
+
+    def time_of(self, key: object) -> datetime | None:
+        if isinstance(key, ObjectId):
+            return key.generation_time
+        if isinstance(key, datetime):
+            return as_utc(key)
+        return None
+
+    def usable(self, value: object) -> bool:
+        return isinstance(value, ObjectId) if self.uses_object_id else isinstance(value, datetime)
+
+    def of(self, document: dict[str, Any]) -> object:
+        value: object = document
+        for part in self.field.split("."):
+            if not isinstance(value, dict):
+                return None
+            value = value.get(part)
+        return value
+
+    def projection(self) -> dict[str, int]:
+        if self.uses_object_id:
+            return {"chat_id": 1}
+        return {self.field: 1, "chat_id": 1, "_id": 0}
+
+
+def object_id_at(moment: datetime) -> ObjectId:
+    """A fresh ObjectId whose embedded time is `moment` (seeding data that arrived then)."""
+    return ObjectId(int(moment.timestamp()).to_bytes(4, "big") + os.urandom(8))
+
+
+# --------------------------------------------------------------------------- ids
+
+
+def as_object_id(value: object) -> ObjectId | None:
+    """An id stored as an ObjectId or as its 24-hex string form; anything else is no id."""
+    if isinstance(value, ObjectId):
+        return value
+    if isinstance(value, str) and len(value) == 24:
+        try:
+            return ObjectId(value)
+        except (InvalidId, TypeError):
+            return None
+    return None
+
+
+def both_forms(ids: Iterable[ObjectId]) -> list[object]:
+    """Each id as an ObjectId and as its string, the two forms platform writers use."""
+    forms: list[object] = []
+    for object_id in ids:
+        forms.append(object_id)
+        forms.append(str(object_id))
+    return forms
+
+
+def owner_of(chat: dict[str, Any]) -> str | None:
+    """The one workspace a chat belongs to (24-hex string), or None when it is not exactly one."""
+    owner = as_object_id(chat.get("workspace_id"))
+    return None if owner is None else str(owner)
+
+
+def chat_of(document: dict[str, Any]) -> Chat:
+    return Chat(document.get("phone_number"), document.get("customer_phone"))
+
+
+# --------------------------------------------------------------------------- the pass
+
+
+def arrivals_between(
+    messages: Collection[dict[str, Any]], key: ArrivalKey, start: Key, end: Key
+) -> Iterator[tuple[Key, object]]:
+    """(arrival key, raw chat_id) of every message with start <= key < end, in key order, on the key's index."""
+    cursor = (
+        messages.find({key.field: {"$gte": start, "$lt": end}}, key.projection(), batch_size=PASS_BATCH_SIZE)
+        .sort(key.field, ASCENDING)
+    )
+    for document in cursor:
+        yield key.of(document), document.get("chat_id")  # type: ignore[misc]
+
+
+def chats_by_id(chats: Collection[dict[str, Any]], chat_ids: Sequence[ObjectId]) -> Iterator[dict[str, Any]]:
+    """The chat documents with these ids (workspace and phones only), `$in` in chunks."""
+    projection = {**CHAT_PROJECTION, "workspace_id": 1}
+    for offset in range(0, len(chat_ids), CHAT_IDS_PER_QUERY):
+        chunk = list(chat_ids[offset : offset + CHAT_IDS_PER_QUERY])
+        yield from chats.find({"_id": {"$in": chunk}}, projection, batch_size=len(chunk) + 1)
+
+
+def chats_of_workspace(chats: Collection[dict[str, Any]], workspace: Workspace) -> dict[ObjectId, Chat]:
+    """Every chat that belongs to exactly this workspace, on the `workspace_id` index.
+
+    The query matches both id forms; an array `[A, B]` also matches `A`, so the
+    owner is checked exactly: such a chat belongs to nobody.
+    """
+    query = {"workspace_id": {"$in": [workspace.object_id, workspace.id]}}
+    projection = {**CHAT_PROJECTION, "workspace_id": 1}
+    return {
+        document["_id"]: chat_of(document)
+        for document in chats.find(query, projection)
+        if owner_of(document) == workspace.id and isinstance(document.get("_id"), ObjectId)
+    }
+
+
+def keys_of_chats(
+    messages: Collection[dict[str, Any]], key: ArrivalKey, chat_ids: Sequence[ObjectId], start: Key, end: Key
+) -> Iterator[tuple[Key, object]]:
+    """(arrival key, raw chat_id) of these chats' messages with start <= key < end, in key order."""
+    cursors = []
+    for offset in range(0, len(chat_ids), CHAT_IDS_PER_QUERY):
+        chunk = both_forms(chat_ids[offset : offset + CHAT_IDS_PER_QUERY])
+        found = messages.find(
+            {"chat_id": {"$in": chunk}, key.field: {"$gte": start, "$lt": end}},
+            key.projection(),
+            batch_size=PASS_BATCH_SIZE,
+        ).sort(key.field, ASCENDING)
+        cursors.append((key.of(document), document.get("chat_id")) for document in found)
+    if len(cursors) == 1:
+        return cursors[0]  # type: ignore[return-value]
+    return heapq.merge(*cursors, key=lambda pair: pair[0])  # type: ignore[arg-type, return-value]
+
+
+# --------------------------------------------------------------------------- a window's messages
+
+
+def bson_order(value: object) -> tuple[int, object]:
+    """A sort key that orders values of mixed types the way MongoDB sorts them (type first)."""
+    if value is None:
+        return (1, 0)
+    if isinstance(value, bool):
+        return (8, value)
+    if isinstance(value, (int, float)):
+        return (2, value)
+    if isinstance(value, str):
+        return (3, value)
+    if isinstance(value, datetime):
+        return (9, value)
+    if isinstance(value, ObjectId):
+        return (7, value.binary)
+    if isinstance(value, bytes):
+        return (6, value)
+    if isinstance(value, dict):
+        return (4, 0)
+    if isinstance(value, list):
+        return (5, 0)
+    return (10, 0)
+
+
+def _timestamp_order(document: dict[str, Any]) -> tuple[tuple[int, object], tuple[int, object]]:
+    return bson_order(document.get("timestamp")), bson_order(document.get("_id"))
+
+
+def window_messages(
+    messages: Collection[dict[str, Any]], key: ArrivalKey, chat_ids: Sequence[ObjectId], start: Key, end: Key
+) -> Iterator[dict[str, Any]]:
+    """These chats' messages with start <= arrival key < end, in (timestamp, _id) order.
+
+    Bounded by the chats (both id forms) and the key range, on `{chat_id: 1, <key>: 1}`;
+    the sort may need a blocking stage on a big window, hence allow_disk_use.
+    """
+    if not chat_ids:
+        return iter(())
+    cursors = []
+    for offset in range(0, len(chat_ids), CHAT_IDS_PER_QUERY):
+        chunk = both_forms(chat_ids[offset : offset + CHAT_IDS_PER_QUERY])
+        cursors.append(
+            iter(
+                messages.find(
+                    {"chat_id": {"$in": chunk}, key.field: {"$gte": start, "$lt": end}},
+                    MESSAGE_PROJECTION,
+                    batch_size=connection.MESSAGE_BATCH_SIZE,
+                    allow_disk_use=True,
+                ).sort([("timestamp", ASCENDING), ("_id", ASCENDING)])
+            )
+        )
+    if len(cursors) == 1:
+        return cursors[0]
+    return heapq.merge(*cursors, key=_timestamp_order)
+
+
+def messages_by_timestamp(
+    messages: Collection[dict[str, Any]], chat_ids: Sequence[object], start: datetime, end: datetime
+) -> Iterator[dict[str, Any]]:
+    """A manual window: these chats' messages with start <= timestamp < end, in (timestamp, _id) order."""
+    ids = list(chat_ids)
+    if not ids:
+        return iter(())
+    cursors = [
+        iter(
+            messages.find(
+                {"chat_id": {"$in": ids[offset : offset + CHAT_IDS_PER_QUERY]}, "timestamp": {"$gte": start, "$lt": end}},
+                MESSAGE_PROJECTION,
+                batch_size=connection.MESSAGE_BATCH_SIZE,
+            ).sort([("timestamp", ASCENDING), ("_id", ASCENDING)])
+        )
+        for offset in range(0, len(ids), CHAT_IDS_PER_QUERY)
+    ]
+    if len(cursors) == 1:
+        return cursors[0]
+    return heapq.merge(*cursors, key=_timestamp_order)
+
+
+# --------------------------------------------------------------------------- the key's own health
+
+
+def arrival_key_problem(messages: Collection[dict[str, Any]], key: ArrivalKey) -> str | None:
+    """One sentence if some message's arrival key is missing or of the wrong type, else None.
+
+    MongoDB sorts by type first, so a wrong-typed (or, for a date field,
+    missing) key sorts before or after every usable one: the two ends of the
+    key's index show it, one index entry each.
+    """
+    for direction in (ASCENDING, DESCENDING):
+        document = next(iter(messages.find({}, {key.field: 1}).sort(key.field, direction).limit(1)), None)
+        if document is None:
+            return None
+        value = key.of(document)
+        if not key.usable(value):
+            found = "no value" if value is None else f"a {type(value).__name__} value"
+            example = f" (e.g. message _id {document.get('_id')!r})" if not key.uses_object_id else f" ({value!r})"
+            return (
+                f"Some messages have {found} in {key.field}{example} where the arrival order needs "
+                f"{key.type_name}: scheduled runs cannot place them and never export them; set EXPORT_ARRIVAL_FIELD "
+                "to a field every message gets at insert, or fix the platform writer."
+            )
+    return None
+
+
+__all__ = [
+    "ArrivalKey",
+    "Key",
+    "arrival_key_problem",
+    "arrivals_between",
+    "as_object_id",
+    "both_forms",
+    "bson_order",
+    "chat_of",
+    "chats_by_id",
+    "chats_of_workspace",
+    "keys_of_chats",
+    "messages_by_timestamp",
+    "object_id_at",
+    "owner_of",
+    "window_messages",
+]
