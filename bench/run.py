@@ -53,7 +53,7 @@ RESULTS = HERE / "RESULTS.md"
 ZONE = "Europe/Berlin"  # a zone with DST, so time conversion is really exercised
 WORKSPACE_ID = "65f0c0ffee0000000000beef"
 CONTENDERS = ("ours", "pandas", "openpyxl", "xlsxwriter")
-from wa_export.workbook.writer import HEADER  # noqa: E402  (the same header for every contender)
+from wa_export.workbook.writer import HEADER
 
 CHILD_TIMEOUT = 1500  # seconds; pandas at 1M rows is the slow one
 

@@ -73,7 +73,7 @@ def facts_of_run(result: RunResult, request: ExportRequest) -> RunFacts:
         result.exit_code,
         0.0,
         [(item.workspace_id, item.outcome, item.message_count) for item in result.workspaces],
-        request.moves_watermark,
+        request.moves_cursors,
     )
 
 
@@ -86,7 +86,7 @@ def facts_of_workers(merged: WorkersResult, request: ExportRequest) -> RunFacts:
             (str(item.get("workspace_id")), str(item.get("outcome")), count_or_zero(item.get("message_count")))
             for item in merged.workspaces
         ],
-        request.moves_watermark,
+        request.moves_cursors,
     )
 
 

@@ -234,7 +234,7 @@ def deliver(ctx: RunContext, item: WorkItem) -> WorkspaceResult:
         lease_lost = isinstance(error, LeaseLost)
         text = f"{error}; nothing more was sent" if isinstance(error, LeaseLost) else f"MongoDB error: {error}"
         result.reason = ctx.redact(text)
-    except Exception as error:  # noqa: BLE001 - one broken workspace must not stop the others
+    except Exception as error:
         result.outcome = "failed"
         result.reason = ctx.redact(f"internal error ({type(error).__name__}: {error})")
     finally:

@@ -46,7 +46,7 @@ def export_manual(ctx: RunContext, workspace: Workspace) -> WorkspaceResult:
         raise
     except PyMongoError as error:
         return _failed(ctx, workspace, result, ctx.redact(f"MongoDB error: {error}"))
-    except Exception as error:  # noqa: BLE001 - one broken workspace must not stop the others
+    except Exception as error:
         return _failed(ctx, workspace, result, ctx.redact(f"internal error ({type(error).__name__}: {error})"))
 
 

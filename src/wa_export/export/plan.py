@@ -177,9 +177,9 @@ def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
 
     current_items = [item for item in items if item.current]
     if current_items:
-        pass_start: Key = min(item.start for item in current_items)  # type: ignore[type-var]
+        pass_start: Key = min(item.start for item in current_items)
         plan.pass_start = pass_start
-        if pass_start < end_key:  # type: ignore[operator]
+        if pass_start < end_key:
             _shared_pass(ctx, plan, pass_start, current_items)
 
     if request.counts_run_anomalies:
@@ -220,7 +220,7 @@ def _shared_pass(ctx: RunContext, plan: Plan, start: Key, items: Sequence[WorkIt
         if item is None:
             continue  # a workspace this run does not export (inactive, no address, another worker's)
         start = item.start
-        mine = [arrival for arrival in keys if arrival >= start]  # type: ignore[operator]
+        mine = [arrival for arrival in keys if arrival >= start]
         if not mine:
             continue
         chat = arrivals.chat_of(document)
@@ -231,7 +231,7 @@ def _shared_pass(ctx: RunContext, plan: Plan, start: Key, items: Sequence[WorkIt
     orphans += sum(len(keys) for chat_id, keys in by_chat.items() if chat_id not in found)
     for item in items:
         if len(item.chat_ids) > 1:
-            item.keys.sort()  # type: ignore[type-var]
+            item.keys.sort()
     if ctx.request.counts_run_anomalies:
         if orphans:
             plan.run_anomalies["orphaned_message"] += orphans

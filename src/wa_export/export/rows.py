@@ -70,7 +70,7 @@ def message_rows(
         if every_10000 is not None and seen % 10_000 == 0:
             every_10000()
         chat_id = message.get("chat_id")
-        chat = chats.get(chat_id)  # type: ignore[call-overload]
+        chat = chats.get(chat_id)
         if chat is None:
             anomalies["orphaned_message"] += 1
             continue

@@ -92,10 +92,10 @@ class WorkspaceExport:
             low = cursor  # type: ignore[assignment]
         # Another run that started after this one may have moved the cursor to its own
         # end: "ahead" is measured against the database's time now, not at our start.
-        if low > key.at(ctx.clock.now() + CLOCK_TOLERANCE):  # type: ignore[operator]
+        if low > key.at(ctx.clock.now() + CLOCK_TOLERANCE):
             low, ahead = ctx.end_key, True
-        if item.current and low >= item.start:  # type: ignore[operator]
-            keys = [arrival for arrival in item.keys if arrival >= low]  # type: ignore[operator]
+        if item.current and low >= item.start:
+            keys = [arrival for arrival in item.keys if arrival >= low]
             return ArrivalWindow(low, item.chats, sorted(item.chat_ids), keys, ahead)
         # Lagging, or the cursor was moved back since the pass: this workspace's chats, on their index.
         chats = arrivals.chats_of_workspace(ctx.store.chats, item.workspace)
@@ -107,7 +107,7 @@ class WorkspaceExport:
 
     def keys_between(self, window: ArrivalWindow, low: Key, high: Key) -> Iterator[Key]:
         if window.keys is not None:
-            return (arrival for arrival in window.keys if low <= arrival < high)  # type: ignore[operator]
+            return (arrival for arrival in window.keys if low <= arrival < high)
         return self._read_keys(window, low, high)
 
     def _read_keys(self, window: ArrivalWindow, low: Key, high: Key) -> Iterator[Key]:

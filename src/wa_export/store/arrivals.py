@@ -175,7 +175,7 @@ def keys_of_chats(
         cursors.append((key.of(document), document.get("chat_id")) for document in found)
     if len(cursors) == 1:
         return cursors[0]  # type: ignore[return-value]
-    return heapq.merge(*cursors, key=lambda pair: pair[0])  # type: ignore[arg-type, return-value]
+    return heapq.merge(*cursors, key=lambda pair: pair[0])  # type: ignore[arg-type]  # keys are ordered per arrival field
 
 
 # --------------------------------------------------------------------------- a window's messages
@@ -232,7 +232,7 @@ def window_messages(
             )
         )
     if len(cursors) == 1:
-        return cursors[0]
+        return iter(cursors[0])
     return heapq.merge(*cursors, key=_timestamp_order)
 
 
@@ -254,7 +254,7 @@ def messages_by_timestamp(
         for offset in range(0, len(ids), CHAT_IDS_PER_QUERY)
     ]
     if len(cursors) == 1:
-        return cursors[0]
+        return iter(cursors[0])
     return heapq.merge(*cursors, key=_timestamp_order)
 
 
