@@ -87,3 +87,15 @@ def test_modules_are_small_or_say_why() -> None:
         if text.count("\n") > 400 and "Why this module is long" not in text[:3000]:
             long_ones.append(f"{path.relative_to(SRC)} ({text.count(chr(10))} lines)")
     assert long_ones == []
+
+
+def test_readme_code_layout_names_every_module() -> None:
+    readme = (SRC.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Code layout") :]
+    section = section[: section.index("\n## ", 1)]
+    missing = [
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if path.name not in ("__init__.py", "__main__.py") and f"{path.stem}" not in section
+    ]
+    assert missing == [], f"README's Code layout does not name: {missing}"

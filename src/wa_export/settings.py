@@ -8,6 +8,10 @@ all; a command stops on the first. A value equal to a secret is never echoed.
 One exception: an invalid WORKSPACE_<ID>_EMAIL concerns one tenant only. It is
 kept as that workspace's problem (`Settings.recipient_problem`), so the export
 fails that workspace alone instead of stopping every tenant's export.
+
+Why this module is long: one small validator per variable, and the Settings
+they build, side by side: a reader checks a variable's default, bounds and
+message in one place, and every command validates the same way.
 """
 
 from __future__ import annotations

@@ -325,7 +325,7 @@ def state(
     _run(json_output, env_file, body)
 
 
-# --- test-email, health, demo (issue 3) -------------------------------------------
+# --- test-email, health, demo ---------------------------------------------------
 
 
 @app.command("test-email", short_help="Send a test email through the configured SMTP server.")

@@ -30,6 +30,10 @@ starts or ends with white space, as openpyxl does. The internals used
 (``WorksheetWriter``, its ``xf`` stream, ``ws._writer``/``ws._rows``) are the
 ones openpyxl's own ``WriteOnlyWorksheet._write_rows`` uses; tests pin the
 resulting XML.
+
+Why this module is long: the fast row path and the openpyxl internals it relies
+on (the sheet stream, rollover to the next sheet, the date style) are one unit;
+split apart, the coupling to openpyxl's private API would be spread over files.
 """
 
 from __future__ import annotations
