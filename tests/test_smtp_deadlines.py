@@ -26,10 +26,10 @@ from faultkit import (
     WRONG_SMTP_PASSWORD,
     add_now,
     assert_no_secrets,
+    cursor,
     delivered,
     no_traceback,
     seed_workspace,
-    watermark,
 )
 from helpers import parse_json
 from seeding import cli_executable, run_cli
@@ -56,9 +56,14 @@ def _timed(args: list[str], env: dict[str, str], cwd: Path, bound: float) -> tup
 
 
 def _first_message_time(db: Database[Any]) -> Any:
-    first = db.messages.find_one({}, sort=[("timestamp", 1)])
+    """The first message's arrival key: a cursor at or below it has delivered nothing yet."""
+    first = db.messages.find_one({}, sort=[("_id", 1)])
     assert first is not None
-    return first["timestamp"]
+    return first["_id"]
+
+
+def _unmoved(position: Any, first_key: Any) -> bool:
+    return position is None or position <= first_key
 
 
 def _no_lease_held(db: Database[Any]) -> bool:
@@ -91,7 +96,7 @@ def test_export_against_a_trickling_server_ends_within_the_bound(point, fdb, env
     assert server.messages == []
     [log] = list(fdb.export_logs.find())
     assert log["status"] == "failed" and log["error_message"] == reason
-    assert watermark(fdb, workspace_id) <= _first_message_time(fdb), "the undelivered window must stay"
+    assert _unmoved(cursor(fdb, workspace_id), _first_message_time(fdb)), "the undelivered window must stay"
     assert _no_lease_held(fdb)
     assert_no_secrets(result.stdout, result.stderr, db=fdb)
 
@@ -157,7 +162,7 @@ def test_stall_after_data_costs_one_timeout_and_the_rest_is_not_attempted(fdb, e
         assert outcome["reason"].startswith("not attempted:"), outcome["reason"]
     assert fdb.export_logs.count_documents({"status": "failed"}) == 3
     for workspace_id in contents:
-        assert watermark(fdb, workspace_id) <= min(first_times.values()), "every window stays for the next run"
+        assert _unmoved(cursor(fdb, workspace_id), min(first_times.values())), "every window stays for the next run"
     assert _no_lease_held(fdb)
 
     # The next run, against a healthy server, delivers every workspace once.
@@ -233,7 +238,7 @@ def test_sigterm_while_the_server_holds_data_ends_the_run_within_the_grace(fdb, 
     assert in_flight["outcome"] == "failed" and "asked to stop" in in_flight["reason"], in_flight
     assert server.payloads_received == 1 and server.messages == []
     for workspace_id in workspace_ids:
-        assert watermark(fdb, workspace_id) is None or watermark(fdb, workspace_id) <= first_message
+        assert _unmoved(cursor(fdb, workspace_id), first_message)
     assert _no_lease_held(fdb), "the lease of the workspace in flight is released"
     event = fdb.system_logs.find_one({"kind": "export_run"})
     assert event is not None and event["interrupted"] is True
