@@ -29,7 +29,7 @@ from pymongo.errors import PyMongoError
 
 from wa_export.clock import as_utc, utc_now
 from wa_export.commands.health_addresses import check_workspace_addresses
-from wa_export.commands.health_check import Check, CheckStatus, ago, clause, count_noun, local_time, named, sentence
+from wa_export.commands.health_check import Check, CheckStatus, clause, count_noun, local_time, named, sentence
 from wa_export.commands.workspace_checks import check_export_folders
 from wa_export.errors import ExitCode, MongoUnavailable
 from wa_export.mail.errors import MailError
@@ -42,7 +42,7 @@ from wa_export.store.arrivals import ArrivalKey, arrival_key_problem
 from wa_export.store.connection import SERVICE_NAME, Store, describe_mongo_error
 from wa_export.store.export_logs import recent_possible_duplicates
 from wa_export.store.export_state import count_cursors_ahead
-from wa_export.units import format_bytes
+from wa_export.units import format_ago, format_bytes
 
 # Free space below either threshold is a warning: a full disk fails every export.
 MIN_FREE_BYTES = 1024**3
@@ -213,11 +213,11 @@ def check_scheduled_runs(store: Store, settings: Settings, now: datetime) -> Che
         return Check(
             "scheduled_runs",
             "failed",
-            f"No scheduled run since {local_time(last, settings)} ({ago(age)}; EXPORT_INTERVAL_MINUTES is "
+            f"No scheduled run since {local_time(last, settings)} ({format_ago(age)}; EXPORT_INTERVAL_MINUTES is "
             f"{settings.export_interval_minutes}); {hint}.",
             details,
         )
-    return Check("scheduled_runs", "ok", f"Last scheduled run {local_time(last, settings)} ({ago(age)}).", details)
+    return Check("scheduled_runs", "ok", f"Last scheduled run {local_time(last, settings)} ({format_ago(age)}).", details)
 
 
 def _no_scheduled_run_yet(store: Store, settings: Settings, now: datetime, threshold: timedelta, hint: str) -> Check:
@@ -229,7 +229,7 @@ def _no_scheduled_run_yet(store: Store, settings: Settings, now: datetime, thres
             "scheduled_runs",
             "failed",
             f"No scheduled run recorded, although wa-export has been used here since {local_time(first_used, settings)} "
-            f"({ago(now - as_utc(first_used))}); {hint}.",
+            f"({format_ago(now - as_utc(first_used))}); {hint}.",
             {"first_used": first_used},
         )
     return Check(

@@ -8,7 +8,7 @@ punctuation, and `count_noun` says "1 failed export", never "1 failed exports".
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 
 from wa_export.settings import Settings
@@ -30,18 +30,6 @@ class Check:
 
 def local_time(moment: datetime, settings: Settings) -> str:
     return f"{moment.astimezone(settings.export_timezone):%Y-%m-%d %H:%M} {settings.timezone_name}"
-
-
-def ago(delta: timedelta) -> str:
-    minutes = int(delta.total_seconds() // 60)
-    if minutes < 1:
-        return "less than a minute ago"
-    if minutes < 120:
-        return f"{minutes} min ago"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes} min ago"
-    return f"{hours // 24} days ago"
 
 
 def named(items: list[str]) -> str:
@@ -73,5 +61,5 @@ def sentence(clauses: list[str]) -> str:
     return (text[:1].upper() + text[1:] + ".") if text else ""
 
 
-__all__ = ["NAMES_SHOWN", "Check", "CheckStatus", "ago", "clause", "count_noun", "has", "is_", "local_time", "named",
+__all__ = ["NAMES_SHOWN", "Check", "CheckStatus", "clause", "count_noun", "has", "is_", "local_time", "named",
            "sentence"]

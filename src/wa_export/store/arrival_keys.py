@@ -1,4 +1,4 @@
-"""Arrival keys: a message's position in arrival order, and its mapping to and from time.
+"""Arrival keys as `state` shows and moves them; the mapping itself is store/arrivals.py's ArrivalKey.
 
 The key is the message field EXPORT_ARRIVAL_FIELD: `_id` (an ObjectId, whose
 first four bytes are the writer's clock at insert, in whole seconds) or a BSON
@@ -14,23 +14,20 @@ from typing import TypeGuard
 
 from bson import ObjectId
 
-from wa_export.clock import as_utc, to_millis
+from wa_export.clock import as_utc
+from wa_export.store.arrivals import ArrivalKey as Arrivals
 
 ArrivalKey = ObjectId | datetime
 
 
 def key_for_time(arrival_field: str, moment: datetime) -> ArrivalKey:
     """The smallest key a message arriving at `moment` can have."""
-    return ObjectId.from_datetime(as_utc(moment)) if arrival_field == "_id" else to_millis(as_utc(moment))
+    return Arrivals(arrival_field).at(as_utc(moment))
 
 
 def time_of_key(key: object) -> datetime | None:
     """When a key says its message arrived (an ObjectId's generation time, or the date); None for anything else."""
-    if isinstance(key, ObjectId):
-        return key.generation_time
-    if isinstance(key, datetime):
-        return as_utc(key)
-    return None
+    return Arrivals().time_of(key)
 
 
 def is_arrival_key(key: object) -> TypeGuard[ArrivalKey]:
