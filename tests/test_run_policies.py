@@ -20,7 +20,7 @@ from seeding import (
 from wa_export.clock import utc_now
 from wa_export.commands.health import check_scheduled_runs
 from wa_export.settings import load_settings
-from wa_export.store.connection import Store
+from wa_export.store.connection import SERVICE_NAME, Store
 
 
 def _workspaces_with_messages(db, count: int) -> dict[str, str]:
@@ -89,6 +89,8 @@ def test_only_full_scheduled_runs_prove_the_schedule_is_alive(mongo_db, make_env
     try:
         event = {"kind": "export_run", "trigger": "scheduled", "timestamp": utc_now(), "failed": 0}
         mongo_db.system_logs.insert_many([
+            # In use for hours (not a fresh install, which is only a warning).
+            {"kind": "health_check", "service": SERVICE_NAME, "timestamp": utc_now() - timedelta(hours=3)},
             {**event, "moves_watermark": False, "all_workspaces": True},   # --no-email / --dry-run
             {**event, "moves_watermark": True, "all_workspaces": False},   # --workspace X
         ])
