@@ -13,11 +13,15 @@ from wa_export.export.rows import Row
 from wa_export.settings import Settings
 from wa_export.store.connection import Workspace
 from wa_export.workbook.naming import publish_path_candidates, slugify, workspace_folder
-from wa_export.workbook.writer import WorkbookWriter
+from wa_export.workbook.template import TemplateWorkbookWriter
 
 
 def write_workbook(settings: Settings, workspace: Workspace, rows: Iterator[Row], run_time: datetime) -> Path | None:
-    """Stream the rows into a new workbook; None (and no file, no folder) when there are none."""
+    """Stream the rows into a new workbook; None (and no file, no folder) when there are none.
+
+    The template writer makes the same file as WorkbookWriter at a fraction of the
+    fixed cost (a scheduled run writes one small workbook per busy workspace).
+    """
     first = next(rows, None)
     if first is None:
         return None
@@ -26,7 +30,7 @@ def write_workbook(settings: Settings, workspace: Workspace, rows: Iterator[Row]
     local_run_time = run_time.astimezone(settings.export_timezone)
     candidates = iter(publish_path_candidates(folder, slug, local_run_time))
     final_path = next(candidates)
-    with WorkbookWriter(final_path, settings.export_timezone) as writer:
+    with TemplateWorkbookWriter(final_path, settings.export_timezone) as writer:
         writer.append(*first)
         writer.append_many(rows)
         return writer.commit(itertools.chain([final_path], candidates))
