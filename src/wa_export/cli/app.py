@@ -189,9 +189,10 @@ def export(
     """Export messages: a scheduled run over all active workspaces, or a manual export.
 
     Without --hours/--since/--until/--email this is a scheduled run: each workspace
-    exports [watermark, now - EXPORT_LAG_SECONDS) and the watermark moves only after
-    the email was accepted. With any of them it is a manual run (default: last 24
-    hours) that never moves the watermark.
+    gets what arrived since its cursor, up to the database's now minus
+    EXPORT_LAG_SECONDS, and the cursor moves only past emails the SMTP server
+    accepted. With any of them it is a manual run by message timestamp (default:
+    last 24 hours) that never moves a cursor.
     """
 
     def body(settings: Settings, output: Output) -> int:

@@ -185,10 +185,11 @@ class ScheduledDelivery(WorkspaceExport):
         ctx = self.ctx
         arrived = ctx.key.time_of(piece.low)
         when = f" (arrived {arrived:%Y-%m-%d %H:%M:%S} UTC)" if arrived is not None else ""
+        what = "a single message" if piece.count <= 1 else f"{piece.count} messages that arrived at the same moment"
         return (
-            f"a single message{when} makes a workbook of {piece.encoded_size / 2**20:.2f} MB once encoded for "
+            f"{what}{when} makes a workbook of {piece.encoded_size / 2**20:.2f} MB once encoded for "
             f"email, over EXPORT_MAX_ATTACHMENT_MB={ctx.settings.export_max_attachment_mb:g}; the file is kept at "
-            f"{piece.path} and the cursor stays before the message: raise EXPORT_MAX_ATTACHMENT_MB if the mail "
+            f"{piece.path} and the cursor stays before it: raise EXPORT_MAX_ATTACHMENT_MB if the mail "
             f"server allows it, or move the cursor past it with `wa-export state {self.item.workspace.id} --move-to`"
         )
 

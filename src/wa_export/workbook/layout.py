@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import timezone as dt_timezone
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from openpyxl import Workbook
@@ -52,9 +53,13 @@ def _one_line(text: object) -> str:
 
 def set_properties(workbook: Workbook, workspace_name: str | None, zone: str) -> None:
     """What Excel shows under File > Info: a title, wa-export as author, the zone the timestamps are in."""
+    fill_properties(workbook.properties, workspace_name, zone)
+
+
+def fill_properties(properties: Any, workspace_name: str | None, zone: str) -> None:
+    """`set_properties` on openpyxl's DocumentProperties (the template writer makes its own)."""
     name = _one_line(workspace_name) if workspace_name is not None else ""
     zone = _one_line(zone)
-    properties = workbook.properties
     properties.title = f"{TITLE_PREFIX} – {name}" if name else TITLE_PREFIX
     properties.creator = CREATOR
     properties.lastModifiedBy = CREATOR

@@ -1,0 +1,297 @@
+"""Workbooks from a template: the same file as `WorkbookWriter`, without rebuilding its fixed parts.
+
+A scheduled run writes one small workbook per workspace with new messages; most
+of a small workbook's cost is what never changes: openpyxl's workbook object
+and styles, the sheet's views and columns, the styles, theme and manifest, and
+compressing all of them (about 10 ms of CPU per file, bench/RESULTS.md). Here
+openpyxl writes one real workbook per process (and sheet count) through
+`WorkbookWriter`; its package is split into the parts that never change (kept
+compressed) and the few that do (the sheet rows, the autofilter range, the
+creation time). `TemplateWorkbookWriter` then writes every later workbook from
+those parts: the rows with `WorkbookWriter`'s own row formatting, the file
+under the same hidden temporary name, published the same way. A test checks
+that both writers produce the same package, part for part.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import struct
+import tempfile
+import threading
+import time
+import weakref
+import zipfile
+import zlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from openpyxl.packaging.core import DocumentProperties
+from openpyxl.xml.functions import tostring
+
+from wa_export.workbook.layout import fill_properties, zone_name
+from wa_export.workbook.publish import create_private_file
+from wa_export.workbook.writer import MAX_DATA_ROWS_PER_SHEET, WorkbookWriter, _remove_files
+
+SHEET_PREFIX = "xl/worksheets/sheet"
+WORKBOOK_PART = "xl/workbook.xml"
+CORE_PART = "docProps/core.xml"
+_PROBE_ROW = ("+10000000000", "+20000000000", "probe", datetime(2020, 1, 1, tzinfo=UTC), "received", "probe")
+_PROBE_FILTER = "$A$1:$F$2"
+_PROBE_REF = 'ref="A1:F2"'
+_CORE_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One zip member, compressed once."""
+
+    name: bytes
+    crc: int
+    size: int
+    data: bytes  # raw deflate stream
+
+
+def _deflate(name: str, content: bytes) -> _Part:
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+    data = compressor.compress(content) + compressor.flush()
+    return _Part(name.encode(), zlib.crc32(content), len(content), data)
+
+
+@dataclass(frozen=True)
+class PackageTemplate:
+    """A workbook of `sheets` sheets, split into its fixed parts and the patterns of the others."""
+
+    sheets: int
+    order: tuple[str, ...]  # member names in openpyxl's order
+    fixed: dict[str, _Part]
+    sheet_head: bytes  # up to and including the header row, inside <sheetData>
+    sheet_tail: tuple[bytes, bytes]  # around the autofilter range, after the last row
+    workbook: tuple[str, ...]  # workbook.xml split at each sheet's filter range
+    core: tuple[str, str, str]  # core.xml split at the created and modified times
+    date_style: str
+    styles: tuple[str, str, str]  # the ' s="N"' of date, wrapped-text and other data cells
+
+
+_templates: dict[int, PackageTemplate] = {}
+_lock = threading.Lock()
+
+
+def package_template(sheets: int) -> PackageTemplate:
+    """The template for workbooks of `sheets` sheets, made by openpyxl once per process."""
+    with _lock:
+        template = _templates.get(sheets)
+        if template is None:
+            template = _templates[sheets] = _capture(sheets)
+        return template
+
+
+def _capture(sheets: int) -> PackageTemplate:
+    with tempfile.TemporaryDirectory(prefix="wa-export-template-") as tmp:
+        path = Path(tmp) / "template.xlsx"
+        # One probe row per sheet: every sheet's XML, and the date style, are as in a real export.
+        with WorkbookWriter(path, ZoneInfo("UTC"), rows_per_sheet=1) as writer:
+            writer.append_many([_PROBE_ROW] * sheets)
+            styles = writer._data_styles()  # the cell styles openpyxl registered: the same ids in every copy
+            writer.commit()
+        with zipfile.ZipFile(path) as archive:
+            members = [(info.filename, archive.read(info.filename)) for info in archive.infolist()]
+    names = tuple(name for name, _ in members)
+    contents = dict(members)
+    first_sheet = contents[f"{SHEET_PREFIX}1.xml"]
+    head, _, rest = first_sheet.partition(b'<row r="2"')
+    tail = rest[rest.index(b"</sheetData>"):]
+    before_ref, _, after_ref = tail.partition(_PROBE_REF.encode())
+    marker = b' s="'
+    date_cell = rest[rest.index(b'<c r="D2"'):]
+    date_style = date_cell[date_cell.index(marker) + len(marker):].split(b'"', 1)[0].decode()
+    for number in range(1, sheets + 1):  # every sheet is the same apart from its rows
+        sheet = contents[f"{SHEET_PREFIX}{number}.xml"]
+        if not (sheet.startswith(head) and sheet.endswith(tail)):
+            raise RuntimeError("openpyxl wrote sheets that differ beyond their rows; the template cannot be used")
+    workbook = tuple(contents[WORKBOOK_PART].decode().split(_PROBE_FILTER))
+    core_text = contents[CORE_PART].decode()
+    created, modified = _core_times(core_text)
+    core_head, _, core_rest = core_text.partition(created)
+    core_middle, _, core_end = core_rest.partition(modified)
+    variable = {WORKBOOK_PART, CORE_PART}
+    fixed = {
+        name: _deflate(name, content)
+        for name, content in members
+        if name not in variable and not name.startswith(SHEET_PREFIX)
+    }
+    if len(workbook) != sheets + 1:
+        raise RuntimeError("the workbook part does not name one filter range per sheet")
+    return PackageTemplate(sheets, names, fixed, head, (before_ref, after_ref), workbook,
+                           (core_head, core_middle, core_end), date_style, styles)
+
+
+def _core_times(core: str) -> tuple[str, str]:
+    times = []
+    for tag in ("dcterms:created", "dcterms:modified"):
+        start = core.index(">", core.index(f"<{tag}")) + 1
+        times.append(core[start:core.index(f"</{tag}>", start)])
+    return times[0], times[1]
+
+
+# --------------------------------------------------------------------------- the zip
+
+
+def _dos_time(moment: time.struct_time) -> tuple[int, int]:
+    dos_time = (moment.tm_hour << 11) | (moment.tm_min << 5) | (moment.tm_sec // 2)
+    dos_date = ((moment.tm_year - 1980) << 9) | (moment.tm_mon << 5) | moment.tm_mday
+    return dos_time, dos_date
+
+
+def write_package(handle: Any, parts: list[_Part]) -> None:
+    """A zip of already deflated parts (method 8), as zipfile would write it, to a binary file."""
+    dos_time, dos_date = _dos_time(time.localtime())
+    directory = []
+    offset = 0
+    for part in parts:
+        header = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, dos_time, dos_date, part.crc,
+                             len(part.data), part.size, len(part.name), 0)
+        handle.write(header)
+        handle.write(part.name)
+        handle.write(part.data)
+        directory.append(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, dos_time, dos_date, part.crc,
+                                     len(part.data), part.size, len(part.name), 0, 0, 0, 0, 0o600 << 16, offset)
+                         + part.name)
+        offset += len(header) + len(part.name) + len(part.data)
+    central = b"".join(directory)
+    handle.write(central)
+    handle.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(parts), len(parts), len(central), offset, 0))
+
+
+# --------------------------------------------------------------------------- the writer
+
+
+class _NoStream:
+    """Stands in for openpyxl's XML stream: the rows are written straight to the sheet file."""
+
+    def flush(self) -> None:
+        return None
+
+
+class TemplateWorkbookWriter(WorkbookWriter):
+    """`WorkbookWriter` without openpyxl per file: same rows, same package, a fraction of the CPU.
+
+    Only the sheet files and the package are written differently; rows, the
+    temporary name, publishing and cleanup are `WorkbookWriter`'s.
+    """
+
+    def __init__(
+        self,
+        final_path: Path | str,
+        timezone: Any,
+        *,
+        rows_per_sheet: int = MAX_DATA_ROWS_PER_SHEET,
+        workspace_name: str | None = None,
+        timezone_name: str | None = None,
+    ) -> None:
+        # WorkbookWriter.__init__ minus openpyxl's workbook object: the state its methods use.
+        # The properties (title, zone) are the one fixed-looking part that differs per workbook.
+        self._properties = DocumentProperties()
+        fill_properties(self._properties, workspace_name, timezone_name or zone_name(timezone))
+        if not 1 <= rows_per_sheet <= MAX_DATA_ROWS_PER_SHEET:
+            raise ValueError(f"rows_per_sheet must be between 1 and {MAX_DATA_ROWS_PER_SHEET}")
+        template = package_template(1)
+        self._head = template.sheet_head
+        self._tail = template.sheet_tail
+        self._date_style_id = template.date_style
+        self._template_styles = template.styles
+        self.final_path = Path(final_path)
+        self._directory = self.final_path.parent
+        self._tz = timezone
+        self._rows_per_sheet = rows_per_sheet
+        self._rows_written = 0
+        self._state = "open"
+        self._published: Path | None = None
+        token = secrets.token_hex(6)
+        self._tmp_path = self._directory / f".{self.final_path.name}.{token}.tmp"
+        self._sheet_tmp_prefix = f".{self.final_path.name}.{token}.sheet"
+        self._sheet_tmp_paths: list[str] = []
+        self._offset_cache: dict[int, float] = {}
+        self._sheets: list[Any] = []
+        self._sheet_files: list[Any] = []
+        self._sheet_rows: list[int] = []
+        self._handle: Any = None
+        self._xf = _NoStream()
+        self._sheet_row = 0
+        self._fd: int | None = create_private_file(self._tmp_path)
+        weakref.finalize(self, _remove_files, self._tmp_path, self._sheet_tmp_paths)
+        try:
+            self._new_sheet()
+        except BaseException:
+            self._cleanup_files()
+            raise
+
+    # The hooks WorkbookWriter calls ---------------------------------------------------
+
+    def _new_sheet(self) -> None:
+        index = len(self._sheet_files) + 1
+        sheet_tmp = self._directory / f"{self._sheet_tmp_prefix}{index}.tmp"
+        self._sheet_tmp_paths.append(str(sheet_tmp))
+        handle = os.fdopen(create_private_file(sheet_tmp), "wb")
+        self._sheet_files.append(handle)
+        self._sheet_rows.append(0)
+        self._handle = handle
+        self._sheet_row = 0
+        handle.write(self._head)
+
+    def _date_style(self) -> str:
+        return self._date_style_id
+
+    def _data_styles(self) -> tuple[str, str, str]:
+        return self._template_styles
+
+    def _finish_sheet(self) -> None:
+        """The rows are done: the autofilter covers exactly them, as openpyxl writes it."""
+        if self._handle is None:
+            return
+        before_ref, after_ref = self._tail
+        self._handle.write(before_ref + f'ref="A1:F{self._sheet_row + 1}"'.encode() + after_ref)
+        self._sheet_rows[-1] = self._sheet_row
+        self._handle.close()
+        self._handle = None
+
+    def _save(self) -> None:
+        assert self._fd is not None
+        template = package_template(len(self._sheet_files))
+        now = datetime.now(UTC).strftime(_CORE_TIME_FORMAT)
+        ranges = [f"$A$1:$F${rows + 1}" for rows in self._sheet_rows]
+        workbook = template.workbook[0] + "".join(r + text for r, text in zip(ranges, template.workbook[1:], strict=True))
+        self._properties.created = self._properties.modified = datetime.strptime(now, _CORE_TIME_FORMAT)
+        variable = {
+            WORKBOOK_PART: workbook.encode(),
+            CORE_PART: tostring(self._properties.to_tree()),
+        }
+        parts = []
+        for name in template.order:
+            if name in template.fixed:
+                parts.append(template.fixed[name])
+            elif name.startswith(SHEET_PREFIX):
+                number = int(name[len(SHEET_PREFIX):-len(".xml")])
+                parts.append(_deflate(name, Path(self._sheet_tmp_paths[number - 1]).read_bytes()))
+            else:
+                parts.append(_deflate(name, variable[name]))
+        with os.fdopen(self._fd, "w+b", closefd=True) as handle:
+            self._fd = None
+            write_package(handle, parts)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def abort(self) -> None:
+        for handle in self._sheet_files:
+            try:
+                handle.close()
+            except OSError:
+                pass
+        super().abort()
+
+
+__all__ = ["PackageTemplate", "TemplateWorkbookWriter", "package_template", "write_package"]

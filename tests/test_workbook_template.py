@@ -1,0 +1,65 @@
+"""The template writer (workbook/template.py) writes exactly the package WorkbookWriter writes."""
+
+from __future__ import annotations
+
+import stat
+import zipfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from openpyxl import load_workbook
+
+from wa_export.workbook.template import TemplateWorkbookWriter
+from wa_export.workbook.writer import HEADER, WorkbookWriter
+
+ZONE = ZoneInfo("Europe/Berlin")  # with DST, like the real exports
+START = datetime(2024, 3, 31, 0, 30, tzinfo=UTC)  # the night the clocks change
+
+
+def _rows(count: int) -> list[tuple[object, ...]]:
+    rows: list[tuple[object, ...]] = []
+    for index in range(count):
+        rows.append((f"+4915{index:06d}", "+15550001111", f"=1+{index} <&> \x01 ", START + timedelta(minutes=31 * index),
+                     ("received", "sent_via_ai", "sent_by_human")[index % 3], "65f0c0ffee0000000000beef"))
+    rows.append((None, None, None, None, "unknown", "65f0c0ffee0000000000beef"))  # empty cells too
+    return rows
+
+
+def _members(path: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as archive:
+        assert archive.testzip() is None
+        return {info.filename: archive.read(info.filename) for info in archive.infolist()}
+
+
+@pytest.mark.parametrize(("count", "rows_per_sheet"), [(0, 1_048_575), (5, 1_048_575), (7, 3)])
+def test_the_template_writes_the_same_package_as_the_writer(tmp_path, count, rows_per_sheet):
+    rows = _rows(count)[:-1] if count == 0 else _rows(count)
+    written = {}
+    for writer_class in (WorkbookWriter, TemplateWorkbookWriter):
+        path = tmp_path / f"{writer_class.__name__}.xlsx"
+        with writer_class(path, ZONE, rows_per_sheet=rows_per_sheet) as writer:
+            writer.append_many(rows)
+            assert writer.commit() == path
+        written[writer_class] = _members(path)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    expected, produced = written[WorkbookWriter], written[TemplateWorkbookWriter]
+    assert list(produced) == list(expected), "the same parts, in the same order"
+    for name, content in expected.items():
+        if name != "docProps/core.xml":  # only the creation time differs
+            assert produced[name] == content, name
+    assert produced["docProps/core.xml"].startswith(expected["docProps/core.xml"][:120])
+
+    workbook = load_workbook(tmp_path / "TemplateWorkbookWriter.xlsx")
+    values = [tuple(cell.value for cell in row) for sheet in workbook.worksheets for row in sheet.iter_rows()]
+    assert [row for row in values if row == HEADER] == [HEADER] * len(workbook.worksheets)
+    assert len(values) - len(workbook.worksheets) == len(rows)
+
+
+def test_an_aborted_template_workbook_leaves_no_file(tmp_path):
+    path = tmp_path / "aborted.xlsx"
+    with pytest.raises(RuntimeError), TemplateWorkbookWriter(path, ZONE) as writer:
+        writer.append_many(_rows(3))
+        raise RuntimeError("the export failed half way")
+    assert list(tmp_path.iterdir()) == []
