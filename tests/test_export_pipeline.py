@@ -445,13 +445,17 @@ def test_email_format_and_one_connection_per_run(mongo_db, make_env, cli, smtp_s
     body = plain_body(message)
     assert "Mail Two" in body and "America/New_York" in body and filename in body
     assert "Total messages: 2" in body and "received: 2" in body
-    window_start = re.search(r"Window start: (\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) America/New_York", body)
-    window_end = re.search(r"Window end: (\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) America/New_York", body)
-    assert window_start and window_end, body
+    window = re.search(
+        r"Messages from (\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2}) to (?:(\d{4}-\d{2}-\d{2}) )?(\d{2}:\d{2}:\d{2}) "
+        r"\(America/New_York\)", body)
+    assert window, body
+    assert "Timestamp column are in America/New_York" in body
+    start_text = f"{window.group(1)} {window.group(2)}"
+    end_text = f"{window.group(3) or window.group(1)} {window.group(4)}"
     # First scheduled window: [run time - EXPORT_INTERVAL_MINUTES, run time - EXPORT_LAG_SECONDS (0)).
-    assert during_run(window_end.group(1), "%Y-%m-%d %H:%M:%S"), (window_end.group(1), before, after)
-    start = datetime.strptime(window_start.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=new_york)
-    end = datetime.strptime(window_end.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=new_york)
+    assert during_run(end_text, "%Y-%m-%d %H:%M:%S"), (end_text, before, after)
+    start = datetime.strptime(start_text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=new_york)
+    end = datetime.strptime(end_text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=new_york)
     assert end.astimezone(UTC) - start.astimezone(UTC) == timedelta(minutes=60)  # real time, across DST too
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 
 from wa_export.clock import SECOND_FORMAT, format_local
@@ -30,6 +30,15 @@ class EmailFacts:
     by_arrival: bool = True  # scheduled windows are arrival times; manual ones message timestamps
 
 
+def window_sentence(start: datetime, end: datetime, zone: tzinfo, zone_name: str) -> str:
+    """"Messages from 2026-12-01 19:30:00 to 19:45:00 (Asia/Kolkata)": the end's date only when it differs."""
+    first = format_local(start, zone, SECOND_FORMAT)
+    last = format_local(end, zone, SECOND_FORMAT)
+    if last[:10] == first[:10]:
+        last = last[11:]
+    return f"Messages from {first} to {last} ({zone_name})"
+
+
 def compose_export_mail(settings: Settings, workspace: Workspace, facts: EmailFacts, run_time: datetime) -> OutgoingMail:
     zone = settings.export_timezone
     zone_name = settings.timezone_name
@@ -51,9 +60,9 @@ def compose_export_mail(settings: Settings, workspace: Workspace, facts: EmailFa
         "\n"
         f"Workspace: {workspace.name or '(unnamed)'} ({workspace.id})\n"
         f"{part_line}"
-        f"Window start: {format_local(facts.window_start, zone, SECOND_FORMAT)} {zone_name}\n"
-        f"Window end: {format_local(facts.window_end, zone, SECOND_FORMAT)} {zone_name} (exclusive)\n"
+        f"{window_sentence(facts.window_start, facts.window_end, zone, zone_name)}\n"
         f"{meaning}"
+        f"Times in the workbook's Timestamp column are in {zone_name}.\n"
         f"Total messages: {facts.message_count}\n"
         f"By status:\n{status_lines}\n"
         f"File: {facts.file_path.name}\n"
