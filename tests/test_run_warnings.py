@@ -149,6 +149,20 @@ def test_workspace_without_address_is_a_warning_on_every_run(mongo_db, make_env,
     assert manual["warnings"] == []
 
 
+def test_addresses_from_the_workspace_document_are_not_missing(mongo_db, make_env, cli, smtp_server):
+    # The recipients policy decides, not WORKSPACE_<ID>_EMAIL alone: EXPORT_RECIPIENTS_FIELD counts too.
+    from_platform = add_workspace(mongo_db, "Addressed In The Platform")
+    mongo_db.workspaces.update_one({"_id": from_platform}, {"$set": {"settings": {"export_email": "ops@p.test"}}})
+    bare = add_workspace(mongo_db, "Bare")
+    env = make_env(EXPORT_RECIPIENTS_FIELD="settings.export_email")
+    for args in (["export"], ["export", "--workers", "2"]):
+        result = cli(args, env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        [warning] = lines_with(result.stdout, " WARNING ", "has no email address")
+        assert str(bare) in warning and "settings.export_email" in warning, warning
+        assert not lines_with(result.stdout, " WARNING ", str(from_platform)), args
+
+
 def test_address_variables_that_match_no_active_workspace_are_named(mongo_db, make_env, cli, smtp_server):
     active = add_workspace(mongo_db, "Active")
     inactive = add_workspace(mongo_db, "Gone", status="inactive")
@@ -187,6 +201,6 @@ def test_invalid_address_is_named_by_health_and_test_email(mongo_db, make_env, c
     assert checks["workspace_addresses"]["details"]["invalid"][0]["id"] == str(broken)
 
     result = cli(["test-email", "--workspace", str(broken)], env=env)
-    assert result.returncode == 2
+    assert result.returncode == 1  # the refusal an export would meet (the recipients policy), before any SMTP
     assert variable in one_stderr_line(result.stderr) and "not an address" in result.stderr
     assert smtp_server.connection_count == 0

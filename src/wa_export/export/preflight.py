@@ -23,6 +23,7 @@ from typing import Any, Literal
 from pymongo.errors import OperationFailure
 
 from wa_export.errors import ConfigError
+from wa_export.recipients import missing_hint
 from wa_export.settings import Settings
 from wa_export.store.connection import Store
 
@@ -98,11 +99,11 @@ def address_problem(settings: Settings, workspace_id: str, email_override: Seque
     return None if problem is None else f"{problem.rstrip('.')}; fix it to export this workspace"
 
 
-def missing_address_warning(workspace_id: str, name: str) -> RunWarning:
+def missing_address_warning(workspace_id: str, name: str, settings: Settings) -> RunWarning:
     return RunWarning(
         "missing_address",
         f"workspace {workspace_id} ({name or 'unnamed'}) has no email address and is not exported: "
-        f"set WORKSPACE_{workspace_id}_EMAIL",
+        f"{missing_hint(workspace_id, settings)}",  # names EXPORT_RECIPIENTS_FIELD too when it is set
         workspace_id=workspace_id,
         variable=f"WORKSPACE_{workspace_id}_EMAIL",
     )
@@ -160,7 +161,7 @@ def run_warnings(
         ))
     if not email_override:
         warnings += [
-            missing_address_warning(workspace_id, name)
+            missing_address_warning(workspace_id, name, settings)
             for workspace_id, name in workspaces
             if workspace_id not in failed_ids and workspace_id in without_address
         ]
