@@ -39,6 +39,7 @@ from seeding import (
 from servers import free_port
 from wa_export.export.email_text import POSSIBLE_DUPLICATE_SENTENCE
 from wa_export.mail.message import encoded_attachment_size
+from wa_export.settings import load_settings
 
 SUBJECT_PART = re.compile(r"\(part (\d+) of (\d+)\)$")
 
@@ -402,3 +403,27 @@ def test_message_ids_that_are_no_objectids_are_reported_by_the_run_and_health(mo
     assert "_id" in problem and "ObjectId" in problem and "EXPORT_ARRIVAL_FIELD" in problem
     checks = {check["name"]: check for check in parse_json(cli(["health", "--json"], env=env))["checks"]}
     assert checks["arrival_order"]["status"] == "failed" and "'legacy-0001'" in checks["arrival_order"]["reason"]
+
+
+# --- the new settings -------------------------------------------------------------------------
+
+
+def test_the_delivery_settings_are_validated_before_anything_runs(make_env, cli, smtp_server):
+    for name, value in (("EXPORT_MAX_ROWS_PER_EMAIL", "0"), ("EXPORT_MAX_ROWS_PER_EMAIL", "many"),
+                        ("EXPORT_ARRIVAL_FIELD", "$where"), ("EXPORT_ARRIVAL_FIELD", "created at"),
+                        ("EXPORT_BACKFILL_MAX_HOURS", "-1"), ("EXPORT_MAX_ATTACHMENT_MB", "0")):
+        result = cli(["export"], env=make_env(**{name: value}))
+        assert result.returncode == 2, (name, value, result.stdout + result.stderr)
+        [line] = result.stderr.strip().splitlines()
+        assert name in line and "Traceback" not in result.stderr, line
+    assert smtp_server.connection_count == 0
+
+
+def test_fractional_attachment_limits_and_the_defaults(tmp_path):
+    empty = tmp_path / "empty.env"  # never the working directory's .env
+    empty.write_text("")
+    settings = load_settings(empty, environ={"EXPORT_MAX_ATTACHMENT_MB": "0.05"})
+    assert settings.max_attachment_bytes == int(0.05 * 2**20)
+    defaults = load_settings(empty, environ={})
+    assert (defaults.export_arrival_field, defaults.export_max_rows_per_email, defaults.export_backfill_max_hours) == (
+        "_id", 100_000, 24.0)
