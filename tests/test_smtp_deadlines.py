@@ -160,6 +160,7 @@ def test_stall_after_data_costs_one_timeout_and_the_rest_is_not_attempted(fdb, e
     assert "may have accepted the message" in timed_out["reason"], "the operator must learn it may arrive twice"
     for outcome in skipped:
         assert outcome["reason"].startswith("not attempted:"), outcome["reason"]
+        assert outcome["message_count"] == 2, "a workspace not attempted still says how many messages wait"
     assert fdb.export_logs.count_documents({"status": "failed"}) == 3
     for workspace_id in contents:
         assert _unmoved(cursor(fdb, workspace_id), min(first_times.values())), "every window stays for the next run"

@@ -68,6 +68,8 @@ class ScheduledDelivery(WorkspaceExport):
         refusal = self.refusal()
         if refusal is not None:
             # Refused before any work: the cursor stays, so the window goes out once it is fixed.
+            # What it holds is known from its keys already: "not attempted" still says how many wait.
+            result.message_count = sum(part.count for part in parts)
             return self.fail(refusal, window.low, in_flight=KEEP_IN_FLIGHT, pending=None)
 
         try:
