@@ -117,8 +117,7 @@ def _result(name: str, workspace_id: str, outcome: str, count: int, slug: str | 
 
 
 def _run(*results: WorkspaceResult) -> RunResult:
-    run = RunResult(run_id="host-1-abc", trigger="scheduled", dry_run=False, started_at=datetime.now(UTC),
-                    orphaned_messages=None)
+    run = RunResult(run_id="host-1-abc", trigger="scheduled", dry_run=False, started_at=datetime.now(UTC))
     run.workspaces.extend(results)
     return run
 
