@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import getpass
 import os
 import smtplib
@@ -10,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +20,13 @@ import pytest
 import yagmail
 import yagmail.password
 
+import wa_export.mail.transport as transport_module
 from servers import LocalSmtpServer, free_port
 from wa_export.mail.errors import MailError
 from wa_export.mail.message import (
     XLSX_MIME,
     OutgoingMail,
+    build_message,
     encoded_attachment_size,
     from_header,
     single_line,
@@ -107,6 +112,31 @@ def test_two_sends_share_one_connection(server: LocalSmtpServer, monkeypatch: py
     server.wait_for_messages(2, timeout=5)
     assert server.connection_count == 1
     assert [m.message()["Subject"] for m in server.messages] == ["mail 1", "mail 2"]
+
+
+def test_a_connection_that_just_answered_is_reused_without_a_noop(
+    server: LocalSmtpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Back-to-back emails cost no NOOP round trip each; an idle connection is still checked first."""
+    noops: list[int] = []
+    original_noop = smtplib.SMTP.noop
+
+    def counting_noop(self: smtplib.SMTP) -> tuple[int, bytes]:
+        noops.append(1)
+        return original_noop(self)
+
+    monkeypatch.setattr(smtplib.SMTP, "noop", counting_noop)
+    settings = make_settings(monkeypatch, tmp_path, server)
+    mail = OutgoingMail(to=("ops@example.com",), subject="s", body="b")
+    with MailSender(settings) as sender:
+        sender.send(mail)
+        sender.send(mail)
+        assert noops == []
+        monkeypatch.setattr(transport_module, "RECENTLY_ANSWERED_SECONDS", 0.0)  # as if idle for a while
+        sender.send(mail)
+        assert noops == [1]
+        assert sender.connections_opened == 1
+    assert len(server.wait_for_messages(3, timeout=5)) == 3
 
 
 def test_reconnects_once_when_the_server_dropped_the_idle_connection(
@@ -512,3 +542,63 @@ def test_close_never_raises(server: LocalSmtpServer, monkeypatch: pytest.MonkeyP
 def test_single_line_or_falls_back_when_nothing_printable_is_left(name: object, expected: str) -> None:
     """A workspace name of only spaces/control characters must not give "Export -  - <date>"."""
     assert single_line_or(name, "65a1b2c3d4e5f60718293a4b") == expected
+
+
+def _reference_message(mail: OutgoingMail, sender: str, sender_name: str, data: bytes | None) -> EmailMessage:
+    """The same content built the slow, general way: the email package's EmailMessage."""
+    reference = EmailMessage(policy=email.policy.SMTP)
+    reference["From"] = from_header(sender, sender_name)
+    reference["To"] = ", ".join(mail.to)
+    reference["Subject"] = single_line(mail.subject)
+    reference.set_content(mail.body, subtype="plain", charset="utf-8")
+    if mail.attachment is not None and data is not None:
+        subtype = XLSX_MIME.split("/")[1] if mail.attachment.name.endswith(".xlsx") else "octet-stream"
+        reference.add_attachment(data, maintype="application", subtype=subtype, filename=single_line(mail.attachment.name))
+    return email.message_from_bytes(reference.as_bytes(), policy=email.policy.default)  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize(
+    ("subject", "body", "sender_name", "filename", "to"),
+    [
+        ("WhatsApp Messages Export - Acme - 2024-05-01 10:15", BODY, "WhatsApp Exports", "acme_whatsapp.xlsx",
+         ("ops@example.com",)),
+        ("WhatsApp Messages Export - Café Zürich 🚀 - 2024-05-01 10:15", "Grüße\n\nZeile – zwei\n", "Exporte Zürich",
+         "cafe_zurich_whatsapp_messages_2024-05-01_10-15.xlsx", ("a@example.com", "b@example.org")),
+        ("x" * 200 + " " + "y" * 90, "long " * 300, "Acme, Inc.", "a" * 90 + ".xlsx", ("ops@example.com",)),
+        ("=?utf-8?q?Fake?= encoded word", "=?utf-8?q?x?= = =3D\r\nCR LF\rCR only\n.\n..dot\ntrailing   \n\ttab\t",
+         "", "weird \"name\" \\ here.xlsx", ("ops@example.com",)),
+        ("no newline at the end", "no newline", "Ops\r\nBcc: x@example.com", "Zürich café.xlsx", ("ops@example.com",)),
+        ("empty body", "", "WhatsApp Exports", "report.bin", ("ops@example.com",)),
+        ("no attachment", "just text\n", "WhatsApp Exports", None, ("ops@example.com",)),
+    ],
+)
+def test_message_reads_back_as_the_email_package_would_build_it(
+    tmp_path: Path, subject: str, body: str, sender_name: str, filename: str | None, to: tuple[str, ...]
+) -> None:
+    """The hand-assembled MIME is the same message as EmailMessage's, to the email package and to any mail client."""
+    data = os.urandom(7_000) if filename is not None else None
+    attachment = tmp_path / filename if filename is not None else None
+    if attachment is not None and data is not None:
+        attachment.write_bytes(data)
+    mail = OutgoingMail(to=to, subject=subject, body=body, attachment=attachment)
+    raw = build_message(mail, SENDER, data, sender_name=sender_name)
+    ours = email.message_from_bytes(raw, policy=email.policy.default)
+    reference = _reference_message(mail, SENDER, sender_name, data)
+
+    lines = raw.split(b"\r\n")
+    assert raw.isascii() and b"\r\n" in raw and all(b"\r" not in line and b"\n" not in line for line in lines)
+    assert all(len(line) <= 998 for line in lines)
+    header_block = raw.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+    assert all(len(line) <= 78 for line in header_block if not line.startswith(b"Content-Type: multipart"))
+    assert not ours.defects and all(not part.defects for part in ours.walk())
+    for header in ("From", "To", "Subject"):
+        assert str(ours[header]) == str(reference[header]), header
+    assert [(a.display_name, a.addr_spec) for a in ours["From"].addresses] == [
+        (a.display_name, a.addr_spec) for a in reference["From"].addresses]
+    assert ours["Date"] is not None and ours["Message-ID"].endswith("@example.com>")
+    assert plain_text(ours) == plain_text(reference)
+    ours_attachments = [(part.get_content_type(), part.get_filename(), part.get_content())
+                        for part in ours.iter_attachments()]
+    assert ours_attachments == [(part.get_content_type(), part.get_filename(), part.get_content())
+                                for part in reference.iter_attachments()]
+    assert len(ours_attachments) == (filename is not None)

@@ -7,14 +7,17 @@ carries exactly `XLSX_MIME`.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import functools
 import mimetypes
 import re
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email import policy
 from email.headerregistry import Address
-from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import encode_rfc2231, formatdate, make_msgid
 from pathlib import Path
 
 from wa_export.addresses import EMAIL_ADDRESS, outside_allowed_domains
@@ -150,31 +153,105 @@ def from_header(sender: str, display_name: str = "") -> str | Address:
 
 def build_message(
     mail: OutgoingMail, sender: str, attachment_data: bytes | None = None, *, sender_name: str = ""
-) -> EmailMessage:
-    """The MIME message: text/plain body verbatim, the attachment with its exact type.
+) -> bytes:
+    """The MIME message as the bytes SMTP sends: the text/plain body verbatim, the attachment with its exact type.
 
     ``sender`` is the address (envelope and From), ``sender_name`` the From display name.
 
-    Built with the standard library instead of yagmail's prepare_message, which
-    would attach a body that equals a file path, replace the plain part's
-    newlines with <br>, and guess attachment types.
+    Not yagmail's prepare_message, which would attach a body that equals a file
+    path, replace the plain part's newlines with <br>, and guess attachment types;
+    and not the email package's EmailMessage either, which parses and refolds all
+    of a message's 16 headers and took ~5 ms of CPU per message, half of a busy
+    workspace's budget in a scheduled run (bench/RESULTS.md). The message always
+    has this shape: the email package still writes its From, To and Subject lines
+    (quoting, RFC 2047, folding), its Date and Message-ID; the parts are encoded
+    by binascii. tests/test_mail.py parses what comes out with the email package
+    and compares it with an EmailMessage of the same content.
     """
-    message = EmailMessage(policy=_POLICY)
-    message["From"] = from_header(sender, sender_name)
-    message["To"] = ", ".join(mail.to)
-    message["Subject"] = single_line(mail.subject)
-    message["Date"] = formatdate(usegmt=True)
-    # An explicit domain: make_msgid() would otherwise call socket.getfqdn() (DNS).
-    message["Message-ID"] = make_msgid(domain=sender.rsplit("@", 1)[-1])
-    message.set_content(mail.body, subtype="plain", charset="utf-8")
-    if mail.attachment is not None:
-        data = attachment_data if attachment_data is not None else mail.attachment.read_bytes()
-        name = single_line(mail.attachment.name) or "attachment"
-        if name.lower().endswith(".xlsx"):
-            mime = XLSX_MIME
-        else:
-            mime = mimetypes.guess_type(name, strict=False)[0] or "application/octet-stream"
-        maintype, subtype = mime.split("/", 1)
-        message.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
-    return message
+    headers = [
+        _from_line(sender, sender_name),
+        _header_line("To", ", ".join(mail.to)),
+        _header_line("Subject", single_line(mail.subject)),
+        f"Date: {formatdate(usegmt=True)}\r\n".encode(),
+        # An explicit domain: make_msgid() would otherwise call socket.getfqdn() (DNS).
+        f"Message-ID: {make_msgid(domain=sender.rsplit('@', 1)[-1])}\r\n".encode(),
+        b"MIME-Version: 1.0\r\n",
+    ]
+    text = _text_part(mail.body)
+    if mail.attachment is None:
+        return b"".join([*headers, *text])
+    data = attachment_data if attachment_data is not None else mail.attachment.read_bytes()
+    name = single_line(mail.attachment.name) or "attachment"
+    if name.lower().endswith(".xlsx"):
+        mime = XLSX_MIME
+    else:
+        mime = mimetypes.guess_type(name, strict=False)[0] or "application/octet-stream"
+    attachment = [
+        f"Content-Type: {mime}\r\n".encode(),
+        b"Content-Transfer-Encoding: base64\r\n",
+        _content_disposition(name),
+        b"\r\n",
+        _base64_lines(data),
+    ]
+    boundary = f"===============wa-export-{secrets.token_hex(12)}==".encode()
+    # Base64 never holds "=====...", so only the verbatim-looking text could; never in practice.
+    while any(boundary in piece for piece in text):
+        boundary = f"===============wa-export-{secrets.token_hex(12)}==".encode()
+    return b"".join([
+        *headers,
+        b'Content-Type: multipart/mixed; boundary="' + boundary + b'"\r\n\r\n',
+        b"--" + boundary + b"\r\n", *text, b"\r\n",
+        b"--" + boundary + b"\r\n", *attachment, b"\r\n",
+        b"--" + boundary + b"--\r\n",
+    ])
+
+
+def _header_line(name: str, value: str) -> bytes:
+    """One header line as the email package writes it: quoted, RFC 2047-encoded where not ASCII, folded.
+
+    A short line of plain ASCII (no encoded-word look-alike) is the same line whether
+    the package folds it or not, so it is written as it is.
+    """
+    line = f"{name}: {value}"
+    if len(line) <= 78 and line.isascii() and line.isprintable() and "=?" not in value:
+        return f"{line}\r\n".encode("ascii")
+    folded: str = _POLICY.header_factory(name, value).fold(policy=_POLICY)
+    return folded.encode("ascii")
+
+
+@functools.lru_cache(maxsize=32)
+def _from_line(sender: str, sender_name: str) -> bytes:
+    """The From line, the same for every message of a run: folded once."""
+    folded: str = _POLICY.header_factory("From", from_header(sender, sender_name)).fold(policy=_POLICY)
+    return folded.encode("ascii")
+
+
+def _text_part(body: str) -> list[bytes]:
+    """The text/plain part, quoted-printable: plain ASCII stays readable, anything else survives any server."""
+    text = "\r\n".join(body.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
+    if not text.endswith("\r\n"):
+        text += "\r\n"  # the part ends with a line break, as the email package ends it
+    # With CRLF line breaks in its input, b2a_qp writes its soft breaks as "=\r\n" too.
+    encoded = binascii.b2a_qp(text.encode("utf-8"), istext=True)
+    return [
+        b'Content-Type: text/plain; charset="utf-8"\r\n',
+        b"Content-Transfer-Encoding: quoted-printable\r\n",
+        b"\r\n",
+        encoded,
+    ]
+
+
+def _content_disposition(filename: str) -> bytes:
+    if filename.isascii() and filename.isprintable() and '"' not in filename and "\\" not in filename:
+        parameter = f'filename="{filename}"'
+    else:  # RFC 2231, as mail clients read a non-ASCII file name
+        parameter = f"filename*={encode_rfc2231(filename, 'utf-8')}"
+    if len(parameter) + len("Content-Disposition: attachment; ") <= 78:
+        return f"Content-Disposition: attachment; {parameter}\r\n".encode("ascii")
+    return f"Content-Disposition: attachment;\r\n {parameter}\r\n".encode("ascii")
+
+
+def _base64_lines(data: bytes) -> bytes:
+    """Base64 in lines of 76 characters, each ended by CRLF (what encoded_attachment_size counts)."""
+    return base64.encodebytes(data).replace(b"\n", b"\r\n")
 

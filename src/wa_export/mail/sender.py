@@ -61,7 +61,7 @@ class MailSender:
         recipients = list(mail.to)
         check_recipients(recipients, settings)
         data = check_attachment(mail.attachment, settings) if mail.attachment is not None else None
-        payload = build_message(mail, settings.smtp_from or "", data, sender_name=settings.smtp_from_name).as_bytes()
+        payload = build_message(mail, settings.smtp_from or "", data, sender_name=settings.smtp_from_name)
 
         for attempt in (1, 2):
             client, reused = self._connection()

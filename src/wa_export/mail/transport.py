@@ -42,6 +42,7 @@ import logging
 import smtplib
 import socket
 import ssl
+import time
 from typing import Any, Literal
 
 import yagmail
@@ -58,6 +59,8 @@ from wa_export.settings import Settings
 # yagmail's Client.__init__ puts a StreamHandler (stderr) on this logger; a library
 # must not print, and its records could carry addresses. See YagmailConnection.
 _YAGMAIL_LOGGER = "yagmail.log"
+# Servers keep an idle connection for minutes (RFC 5321 suggests 5); within this, one that just answered is reused unasked.
+RECENTLY_ANSWERED_SECONDS = 10.0
 
 
 def tls_mode(settings: Settings) -> Literal["ssl", "starttls", "none"]:
@@ -150,6 +153,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         self.settings = settings
         self.mode = tls_mode(settings)
         self.cutter = SocketCutter()  # replaced with every new connection
+        self.last_reply_at: float | None = None  # time.monotonic() of the last completed login or transaction
         super().__init__(
             user=settings.smtp_from,  # yagmail's "user" is the From / envelope sender
             password=settings.smtp_password or "",  # never None: None means keyring + prompt
@@ -174,6 +178,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
 
     def login(self) -> None:
         self._login(self.credentials)
+        self.last_reply_at = time.monotonic()
 
     def _login(self, password: Any) -> None:
         settings = self.settings
@@ -337,7 +342,9 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         """
         with SmtpDeadline(self.settings, self.cutter, "the message transaction (MAIL, RCPT, DATA)",
                           step="timeout", waiting_for="the reply to MAIL FROM") as deadline:
-            return self._transaction(recipients, msg_strings, deadline)
+            sent = self._transaction(recipients, msg_strings, deadline)
+        self.last_reply_at = time.monotonic()
+        return sent
 
     def _transaction(self, recipients: list[str], msg_strings: str | bytes, deadline: SmtpDeadline) -> dict[str, Any]:
         settings = self.settings
@@ -426,16 +433,27 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                       "Check the server's logs; the export is retried on the next run.")
 
     def alive(self) -> bool:
-        """True when the open connection still answers (NOOP) within SMTP_TIMEOUT_SECONDS."""
+        """True when the open connection still answers (NOOP) within SMTP_TIMEOUT_SECONDS.
+
+        A connection that answered moments ago is taken as alive without asking: a
+        scheduled run sends its emails back to back, and a NOOP before each would be
+        one more round trip per email. Should the server have closed it meanwhile,
+        the send finds out before any data went out and reconnects once (MailSender).
+        """
         if self.smtp is None or self.is_closed or self.smtp.sock is None or self.cutter.is_cut:
             return False
+        if self.last_reply_at is not None and time.monotonic() - self.last_reply_at < RECENTLY_ANSWERED_SECONDS:
+            return True
         try:
             with SmtpDeadline(self.settings, self.cutter, "the connection check (NOOP)", step="connect",
                               waiting_for="the reply to NOOP"):
                 code, _ = self.smtp.noop()
         except (MailError, smtplib.SMTPException, OSError):
             return False
-        return code == 250
+        if code != 250:
+            return False
+        self.last_reply_at = time.monotonic()
+        return True
 
     def discard(self) -> None:
         """Drop the connection without QUIT (it is dead or in an unknown state)."""
