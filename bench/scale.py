@@ -23,7 +23,11 @@ that workspace's export, which includes its workbook and its email):
    for "after" this is also the idle run: its cost is the run's fixed part);
 2. new messages (a handful) for the exporting workspaces, three of them in
    three of the big tenant's chats;
-3. the measured run.
+3. the measured run;
+4. steps 1-3 again without the command listener (whose events cost our process
+   ~0.25 ms per command, production has none): our CPU comes from this pass.
+   With the listener on, "after" also reports where each exporting workspace's
+   CPU goes (`BENCH_PROFILE=file.prof` adds a cProfile of those deliveries).
 
 The projection for a real MongoDB: measured commands x the stated round trip
 plus our measured CPU, scaled to `--project` workspaces with the same share
@@ -66,8 +70,11 @@ BATCH = 250  # mongoeco cancels big inserts into a growing collection
 
 # One scheduled run in a fresh process, measured: printed as one JSON line.
 DRIVER = r"""
-import json, sys, time
+import cProfile, json, os, sys, time
 from pymongo import MongoClient, monitoring
+
+profile_path = os.environ.get("BENCH_PROFILE")
+profiler = cProfile.Profile(time.thread_time) if profile_path else None
 
 class Listener(monitoring.CommandListener):
     def __init__(self):
@@ -91,10 +98,16 @@ import wa_export.export.run as run_module
 per_workspace = []
 if hasattr(run_module, "deliver"):  # after: one workspace's scheduled delivery
     inner = run_module.deliver
+    thread_cpu = []  # the calling thread's own CPU, without the helper threads (lease keeper, SMTP watchdogs)
     def timed(ctx, item):
-        started = time.process_time()
+        started, thread_started = time.process_time(), time.thread_time()
+        if profiler is not None:
+            profiler.enable()
         result = inner(ctx, item)
+        if profiler is not None:
+            profiler.disable()
         per_workspace.append((result.outcome, time.process_time() - started))
+        thread_cpu.append(time.thread_time() - thread_started)
         return result
     run_module.deliver = timed
 else:  # before: ExportRun.export_workspace did every workspace, idle or not
@@ -106,14 +119,56 @@ else:  # before: ExportRun.export_workspace did every workspace, idle or not
         return result
     run_module.ExportRun.export_workspace = timed
 
+# Our CPU inside the steps of a delivery (process_time, nested steps counted in both).
+breakdown = {}
+def account(owner, name, label):
+    original = getattr(owner, name)
+    def wrapper(*args, **kwargs):
+        started = time.process_time()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            breakdown[label] = breakdown.get(label, 0.0) + time.process_time() - started
+    setattr(owner, name, wrapper)
+quiet = os.environ.get("BENCH_QUIET") == "1"  # production-like: no command listener, no breakdown
+if hasattr(run_module, "deliver") and not quiet:
+    import pymongo.collection, wa_export.export.delivery as delivery, wa_export.export.window as window
+    import wa_export.mail.sender as sender, wa_export.mail.transport as transport
+    account(window, "write_workbook", "workbook")
+    account(sender, "build_message", "email: build MIME")
+    account(sender.MailSender, "send", "email: build + send")
+    account(transport.YagmailConnection, "_attempt_send", "email: SMTP transaction")
+    account(transport.YagmailConnection, "alive", "email: reused connection check")
+    account(transport.YagmailConnection, "login", "email: connect + login (once per run)")
+    import wa_export.workbook.template as template
+    account(template.TemplateWorkbookWriter, "append_many", "workbook: rows (incl. reading the messages)")
+    account(template.TemplateWorkbookWriter, "commit", "workbook: package + publish")
+    account(template.TemplateWorkbookWriter, "__init__", "workbook: new writer")
+    import wa_export.export.files as files
+    account(files, "workspace_folder", "workbook: workspace folder")
+    account(files, "publish_path_candidates", "workbook: file name")
+    import pymongo.cursor
+    account(pymongo.cursor.Cursor, "next", "pymongo: cursor next (find, getMore, decoding)")
+    account(delivery, "acquire_lease", "lease: acquire")
+    for method in ("window", "parts", "write_parts", "send_all", "entry"):
+        account(delivery.ScheduledDelivery, method, f"delivery: {method}")
+    account(delivery, "compose_export_mail", "email: text")
+    import wa_export.export.context as context
+    account(context.MailSession, "send", "email: session send")
+    account(delivery, "LeaseKeeper", "lease: keeper start")
+    for method in ("update_one", "insert_one", "find_one_and_update", "find"):
+        account(pymongo.collection.Collection, method, f"pymongo {method}")
+
 settings = load_settings()
 listener = Listener()
-client = MongoClient(settings.mongodb_uri, tz_aware=True, event_listeners=[listener])
+client = MongoClient(settings.mongodb_uri, tz_aware=True, event_listeners=[] if quiet else [listener])
 store = Store(client, settings)
 cpu, wall = time.process_time(), time.perf_counter()
 result = run_module.run_export(settings, store, run_module.ExportRequest())
 cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
 client.close()
+if profiler is not None:
+    profiler.dump_stats(profile_path)
 exporting = [seconds for outcome, seconds in per_workspace if outcome == "completed"]
 print(json.dumps({
     "wall": wall, "cpu": cpu, "commands": sum(listener.commands.values()), "by_command": listener.commands,
@@ -121,7 +176,8 @@ print(json.dumps({
     "workspaces": len(result.workspaces), "completed": result.count("completed"),
     "failed": result.count("failed"), "messages": result.message_count,
     "cpu_exporting": exporting, "cpu_other_workspaces": sum(s for o, s in per_workspace if o != "completed"),
-    "summary": result.summary(),
+    "summary": result.summary(), "breakdown": breakdown,
+    "thread_cpu_median": sorted(thread_cpu)[len(thread_cpu) // 2] if globals().get("thread_cpu") else 0.0,
 }))
 """
 
@@ -197,7 +253,7 @@ def before_tree(ref: str) -> Iterator[Path]:
 
 def env_for(mongo: LocalMongoServer, smtp: SmtpProcess, tenants: list[dict[str, Any]], export_dir: Path,
             pythonpath: Path | None) -> dict[str, str]:
-    env = {key: os.environ[key] for key in ("PATH", "LANG", "HOME", "TMPDIR") if key in os.environ}
+    env = {key: os.environ[key] for key in ("PATH", "LANG", "HOME", "TMPDIR", "BENCH_PROFILE") if key in os.environ}
     env.update(
         MONGODB_URI=mongo.uri, MONGODB_DATABASE=DATABASE, SMTP_SERVER="127.0.0.1", SMTP_PORT=str(smtp.port),
         SMTP_USERNAME=smtp.username, SMTP_PASSWORD=smtp.password, SMTP_FROM="bench@wa-export.test",
@@ -210,7 +266,9 @@ def env_for(mongo: LocalMongoServer, smtp: SmtpProcess, tenants: list[dict[str, 
     return env
 
 
-def driver_run(env: dict[str, str], cwd: Path) -> dict[str, Any]:
+def driver_run(env: dict[str, str], cwd: Path, *, quiet: bool = False) -> dict[str, Any]:
+    if quiet:
+        env = {**env, "BENCH_QUIET": "1"}
     done = subprocess.run([sys.executable, "-c", DRIVER], env=env, cwd=cwd, capture_output=True, text=True,
                           timeout=3600, check=False)
     if done.returncode != 0:
@@ -230,9 +288,19 @@ def measure(label: str, client: MongoClient, mongo: LocalMongoServer, smtp: Smtp
     print(f"{label}: measured run ({args.exporting} workspaces with {args.messages} new messages) ...", flush=True)
     busy = driver_run(env, work)
     reset(client, ids)
-    if busy["completed"] != args.exporting or busy["failed"]:
-        raise SystemExit(f"bench/scale.py: {label} did not export what it should: {busy['summary']}")
-    return {"idle": idle, "busy": busy}
+    # The same run again without the command listener, whose events cost ~0.25 ms of our CPU
+    # per command and which production does not have: our CPU is taken from this one.
+    print(f"{label}: the same again without the command listener, for our CPU ...", flush=True)
+    idle_cpu_run = driver_run(env, work, quiet=True)
+    ids = add_new_messages(client, tenants, args.exporting, args.messages)
+    cpu_run = driver_run(env, work, quiet=True)
+    reset(client, ids)
+    print(f"{label}: our CPU per exporting workspace (median) {statistics.median(cpu_run['cpu_exporting']) * 1000:.1f} ms, "
+          f"of it in the delivering thread {cpu_run['thread_cpu_median'] * 1000:.1f} ms", flush=True)
+    for run in (busy, cpu_run):
+        if run["completed"] != args.exporting or run["failed"]:
+            raise SystemExit(f"bench/scale.py: {label} did not export what it should: {run['summary']}")
+    return {"idle": idle, "busy": busy, "cpu_run": cpu_run, "idle_cpu_run": idle_cpu_run}
 
 
 def rows_side_by_side(before_src: Path | None, work: Path, rounds: int) -> dict[str, list[float]]:
@@ -269,10 +337,9 @@ def projection(result: dict[str, Any], workspaces: int, target: int) -> dict[str
     "after" this overstates the fixed part (a handful of commands whatever the
     number of workspaces): the projection is an upper bound.
     """
-    busy = result["busy"]
     scale = target / workspaces
-    commands = busy["commands"] * scale
-    cpu = busy["cpu"] * scale
+    commands = result["busy"]["commands"] * scale
+    cpu = result["cpu_run"]["cpu"] * scale
     return {"commands": commands, "cpu": cpu, "seconds": commands * RTT_MS / 1000 + cpu}
 
 
@@ -287,7 +354,9 @@ def report(results: dict[str, dict[str, Any]], rows: dict[str, list[float]], arg
         f"{args.exporting} of them with {args.messages} new messages each (the big one's in 3 of its chats). "
         "Servers: mongoeco (pure Python, its own process on the same cores) and aiosmtpd (STARTTLS + AUTH, its own "
         f"process). \"before\" is the package at `{args.before_ref}`, unpacked with `git archive`; \"after\" is this tree. "
-        "Each run is one fresh `run_export` process measured with a pymongo CommandListener and `time.process_time()`."),
+        "Each run is one fresh `run_export` process: commands and documents are counted with a pymongo "
+        "CommandListener; our CPU (`time.process_time()`) is taken from the same run repeated without the listener "
+        "(its events cost ~0.25 ms of CPU per command; production has none)."),
         "",
         "| | before | after |",
         "|---|---:|---:|",
@@ -304,9 +373,11 @@ def report(results: dict[str, dict[str, Any]], rows: dict[str, list[float]], arg
     row("MongoDB commands, measured run", lambda r: f"{r['busy']['commands']:,}")
     row("MongoDB commands, run with nothing new", lambda r: f"{r['idle']['commands']:,}")
     row("documents read, measured run", lambda r: f"{r['busy']['documents']:,}")
-    row("our CPU, whole measured run", lambda r: f"{r['busy']['cpu']:.2f} s")
-    row("our CPU, run with nothing new", lambda r: f"{r['idle']['cpu']:.2f} s")
+    row("our CPU, whole measured run", lambda r: f"{r['cpu_run']['cpu']:.2f} s")
+    row("our CPU, run with nothing new", lambda r: f"{r['idle_cpu_run']['cpu']:.2f} s")
     row("our CPU per exporting workspace (median, inside its export)",
+        lambda r: f"{statistics.median(r['cpu_run']['cpu_exporting']) * 1000:.1f} ms")
+    row("the same with the command listener on (the counting run)",
         lambda r: f"{statistics.median(r['busy']['cpu_exporting']) * 1000:.1f} ms")
     row("MongoDB commands per workspace of the measured run",
         lambda r: f"{r['busy']['commands'] / args.workspaces:.2f}")
@@ -331,9 +402,16 @@ def report(results: dict[str, dict[str, Any]], rows: dict[str, list[float]], arg
         lines.append("|---|" + "---:|" * len([label for label in ("before", "after") if rows.get(label)]))
         lines.append("| seconds (median) | " + " | ".join(f"{statistics.median(rows[label]):.2f}"
                                                        for label in ("before", "after") if rows.get(label)) + " |")
+    if "after" in results and results["after"]["busy"].get("breakdown"):
+        busy = results["after"]["busy"]
+        lines += ["", "Where \"after\"'s CPU per exporting workspace goes (mean over the measured run; nested steps are "
+                  "counted in both, `find` without iterating its cursor):", "", "| step | ms |", "|---|---:|"]
+        lines.append(f"| whole delivery | {sum(busy['cpu_exporting']) / len(busy['cpu_exporting']) * 1000:.2f} |")
+        for label, seconds in sorted(busy["breakdown"].items(), key=lambda item: -item[1]):
+            lines.append(f"| {label} | {seconds / busy['completed'] * 1000:.2f} |")
     if "after" in results:
         after = results["after"]
-        median_ms = statistics.median(after["busy"]["cpu_exporting"]) * 1000
+        median_ms = statistics.median(after["cpu_run"]["cpu_exporting"]) * 1000
         lines += ["", "Targets (issue 10):", ""]
         lines.append(f"- projected {args.project:,}-workspace run: **{after['projection']['seconds']:.1f} s** "
                      f"(target < 60 s: {'met' if after['projection']['seconds'] < 60 else 'NOT met'})")
