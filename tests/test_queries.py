@@ -8,6 +8,7 @@ are deterministic, timings are never asserted.
 from __future__ import annotations
 
 import re
+import threading
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -151,6 +152,32 @@ def test_commands_per_workspace_are_a_small_constant(mongo_db, make_env, tmp_pat
     # lease, messages, intent, sending log, completed log, cursor + release
     assert per_workspace <= 6, Counter((name, collection) for name, collection, _ in many.commands)
     assert not any(name == "getMore" for name, _, _ in many.commands)  # small windows fit the first batch
+
+
+def test_threads_started_per_run_do_not_grow_with_busy_workspaces(mongo_db, make_env, tmp_path, monkeypatch,
+                                                                  smtp_server):
+    """Lease renewals and SMTP deadlines run on long-lived threads, not on one new thread per workspace or step."""
+    started: list[str] = []
+    original_start = threading.Thread.start
+
+    def counting_start(self: threading.Thread) -> None:
+        started.append(self.name)
+        original_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", counting_start)
+    _, env = _seed_workspaces(mongo_db, 2, with_messages=2)
+    first, _ = _observed_run(make_env, tmp_path, monkeypatch, env)  # starts whatever is started once per process
+    mongo_db.client.drop_database(mongo_db.name)
+    _, env = _seed_workspaces(mongo_db, 2, with_messages=2)
+    started.clear()
+    few, _ = _observed_run(make_env, tmp_path, monkeypatch, env)
+    few_threads = list(started)
+    mongo_db.client.drop_database(mongo_db.name)
+    _, env = _seed_workspaces(mongo_db, 6, with_messages=6)
+    started.clear()
+    many, _ = _observed_run(make_env, tmp_path, monkeypatch, env)
+    assert first.count("completed") == few.count("completed") == 2 and many.count("completed") == 6
+    assert len(started) == len(few_threads), (few_threads, started)
 
 
 # --- issue 10, targets 1 and 2 -----------------------------------------------------------------

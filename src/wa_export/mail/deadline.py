@@ -3,8 +3,9 @@
 smtplib's timeout bounds each socket read, not a step: a server that sends a
 ``250-`` continuation line every few seconds keeps one reply, and with it the
 run, going forever (cron runs then pile up). So every step runs under an
-`SmtpDeadline`, a watchdog thread that, once SMTP_TIMEOUT_SECONDS have passed
-since the step began, shuts the connection's socket down (`SocketCutter`). The
+`SmtpDeadline`, armed on one watchdog thread (wa_export/timers.py) that, once
+SMTP_TIMEOUT_SECONDS have passed since the step began, shuts the connection's
+socket down (`SocketCutter`). The
 blocked read or write returns at once, and the step fails with the deadline's
 one-sentence MailError, whatever smtplib made of the dead socket.
 
@@ -30,10 +31,13 @@ from typing import Literal, Self
 
 from wa_export.mail.errors import MailError, MailStep, mail_error
 from wa_export.settings import Settings
+from wa_export.timers import Timer, TimerThread
 
 STOP_GRACE_SECONDS = 3.0
-# How often a waiting watchdog looks for a stop request (a timeout needs no polling).
+# How often the watchdog looks for a stop request (a timeout needs no polling).
 _STOP_POLL_SECONDS = 0.2
+# One watchdog thread for every deadline of the process; its callbacks only cut sockets, never block.
+_WATCHDOG = TimerThread("smtp-deadlines")
 
 # What a session setup waits for before the server said anything (the hint then names the port and SMTP_SECURITY).
 WAITING_FOR_CONNECTION = "the TCP connection"
@@ -115,8 +119,7 @@ class SmtpDeadline:
         self._started = 0.0
         self._lock = threading.Lock()
         self._done = False
-        self._wake = threading.Event()
-        self._watchdog: threading.Thread | None = None
+        self._timer: Timer | None = None
 
     def at(self, waiting_for: str, step: MailStep | None = None) -> None:
         self.waiting_for = waiting_for
@@ -125,8 +128,7 @@ class SmtpDeadline:
 
     def __enter__(self) -> Self:
         self._started = time.monotonic()
-        self._watchdog = threading.Thread(target=self._watch, name="smtp-deadline", daemon=True)
-        self._watchdog.start()
+        self._timer = _WATCHDOG.add(Timer(lambda: self._due()[0], self._expire, poll=_STOP_POLL_SECONDS))
         return self
 
     def __exit__(
@@ -137,7 +139,8 @@ class SmtpDeadline:
     ) -> None:
         with self._lock:
             self._done = True
-        self._wake.set()
+        if self._timer is not None:
+            _WATCHDOG.remove(self._timer)
         if self.expired is not None and exc_type is not None and issubclass(exc_type, Exception):
             raise self.error() from None
 
@@ -150,20 +153,13 @@ class SmtpDeadline:
                 return stop_due, "stopped"
         return due, "timeout"
 
-    def _watch(self) -> None:
-        while True:
-            due, why = self._due()
-            left = due - time.monotonic()
-            if left <= 0:
-                with self._lock:
-                    if self._done:
-                        return
-                    self.expired = why
-                    self.cutter.cut()
+    def _expire(self) -> None:
+        """On the watchdog thread, once the step's time is up: cut the connection unless the step finished."""
+        with self._lock:
+            if self._done:
                 return
-            wait = left if _stop_requested_at is not None else min(left, _STOP_POLL_SECONDS)
-            if self._wake.wait(wait):
-                return  # the step finished
+            self.expired = self._due()[1]
+            self.cutter.cut()
 
     def error(self) -> MailError:
         """The one sentence for a step cut short: which server, which step, what it was waiting for."""
