@@ -345,8 +345,10 @@ def _limit_file_size(limit: int) -> Callable[[], None]:
 
 @pytest.mark.parametrize("fault", ["export_dir_below_a_file", "file_size_limit"])
 def test_unwritable_export_dir_fails_cleanly_and_keeps_the_window(fault, tmp_path, fdb, env, run, smtp):
-    contents = [f"disk-{index}" for index in range(120)]
-    workspace_id = seed_workspace(fdb, "Disk Trouble", contents, content_size=1_000)
+    # Incompressible text: the compressed workbook (~80 KB) is over the 64 KB file-size limit below.
+    names = [f"disk-{index}" for index in range(120)]
+    contents = [f"{name} {os.urandom(400).hex()}" for name in names]
+    workspace_id = seed_workspace(fdb, "Disk Trouble", contents)
     address = {f"WORKSPACE_{workspace_id}_EMAIL": "ops@disk.test"}
     good_dir = tmp_path / "exports"
     if fault == "export_dir_below_a_file":
@@ -386,7 +388,7 @@ def test_unwritable_export_dir_fails_cleanly_and_keeps_the_window(fault, tmp_pat
     recovered = run(env(EXPORT_DIR=str(good_dir), **address))
     outputs += [recovered.stdout, recovered.stderr]
     assert recovered.returncode == 0, recovered.stdout + recovered.stderr
-    assert sorted(delivered(smtp.messages)) == sorted([*contents, "later-1"])
+    assert sorted(delivered(smtp.messages)) == sorted([*names, "later-1"])
     assert len(smtp.messages) == 1
     assert cursor(fdb, workspace_id) > pinned
     assert_no_secrets(*outputs, db=fdb, mails=smtp.messages)

@@ -56,15 +56,23 @@ def set_properties(workbook: Workbook, workspace_name: str | None, zone: str) ->
     fill_properties(workbook.properties, workspace_name, zone)
 
 
-def fill_properties(properties: Any, workspace_name: str | None, zone: str) -> None:
-    """`set_properties` on openpyxl's DocumentProperties (the template writer makes its own)."""
+def property_values(workspace_name: str | None, zone: str) -> dict[str, str]:
+    """The document properties by openpyxl's attribute name: title, author, the zone of the timestamps."""
     name = _one_line(workspace_name) if workspace_name is not None else ""
     zone = _one_line(zone)
-    properties.title = f"{TITLE_PREFIX} – {name}" if name else TITLE_PREFIX
-    properties.creator = CREATOR
-    properties.lastModifiedBy = CREATOR
-    properties.subject = f"Timestamps in {zone}"
-    properties.description = (
-        f"{TITLE_PREFIX}{f' of workspace {name}' if name else ''}, exported by {CREATOR}. "
-        f"The Timestamp column is local time in {zone}."
-    )
+    return {
+        "title": f"{TITLE_PREFIX} – {name}" if name else TITLE_PREFIX,
+        "creator": CREATOR,
+        "lastModifiedBy": CREATOR,
+        "subject": f"Timestamps in {zone}",
+        "description": (
+            f"{TITLE_PREFIX}{f' of workspace {name}' if name else ''}, exported by {CREATOR}. "
+            f"The Timestamp column is local time in {zone}."
+        ),
+    }
+
+
+def fill_properties(properties: Any, workspace_name: str | None, zone: str) -> None:
+    """`set_properties` on openpyxl's DocumentProperties."""
+    for attribute, value in property_values(workspace_name, zone).items():
+        setattr(properties, attribute, value)

@@ -7,14 +7,16 @@ compressing all of them (about 10 ms of CPU per file, bench/RESULTS.md). Here
 openpyxl writes one real workbook per process (and sheet count) through
 `WorkbookWriter`; its package is split into the parts that never change (kept
 compressed) and the few that do (the sheet rows, the autofilter range, the
-creation time). `TemplateWorkbookWriter` then writes every later workbook from
-those parts: the rows with `WorkbookWriter`'s own row formatting, the file
-under the same hidden temporary name, published the same way. A test checks
-that both writers produce the same package, part for part.
+document properties and the creation time, filled into openpyxl's own XML).
+`TemplateWorkbookWriter` then writes every later workbook from those parts: the
+rows with `WorkbookWriter`'s own row formatting (kept in memory while the sheet
+is small), the file under the same hidden temporary name, published the same
+way. A test checks that both writers produce the same package, part for part.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 import struct
@@ -28,12 +30,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape as xml_escape
 from zoneinfo import ZoneInfo
 
 from openpyxl.packaging.core import DocumentProperties
 from openpyxl.xml.functions import tostring
 
-from wa_export.workbook.layout import fill_properties, zone_name
+from wa_export.workbook.layout import property_values, zone_name
 from wa_export.workbook.publish import create_private_file
 from wa_export.workbook.writer import MAX_DATA_ROWS_PER_SHEET, WorkbookWriter, _remove_files
 
@@ -44,6 +47,11 @@ _PROBE_ROW = ("+10000000000", "+20000000000", "probe", datetime(2020, 1, 1, tzin
 _PROBE_FILTER = "$A$1:$F$2"
 _PROBE_REF = 'ref="A1:F2"'
 _CORE_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+CORE_FIELDS = ("title", "creator", "lastModifiedBy", "subject", "description")  # layout.property_values
+_PLACEHOLDER_TIME = datetime(2001, 2, 3, 4, 5, 6)
+# A sheet's XML stays in memory up to this size (a scheduled run's small workbooks never touch
+# the disk twice), then goes on in a private temporary file next to the workbook.
+SHEET_SPOOL_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -72,7 +80,7 @@ class PackageTemplate:
     sheet_head: bytes  # up to and including the header row, inside <sheetData>
     sheet_tail: tuple[bytes, bytes]  # around the autofilter range, after the last row
     workbook: tuple[str, ...]  # workbook.xml split at each sheet's filter range
-    core: tuple[str, str, str]  # core.xml split at the created and modified times
+    core: str  # core.xml with a placeholder per property (CORE_FIELDS) and for the time
     date_style: str
     styles: tuple[str, str, str]  # the ' s="N"' of date, wrapped-text and other data cells
 
@@ -114,10 +122,6 @@ def _capture(sheets: int) -> PackageTemplate:
         if not (sheet.startswith(head) and sheet.endswith(tail)):
             raise RuntimeError("openpyxl wrote sheets that differ beyond their rows; the template cannot be used")
     workbook = tuple(contents[WORKBOOK_PART].decode().split(_PROBE_FILTER))
-    core_text = contents[CORE_PART].decode()
-    created, modified = _core_times(core_text)
-    core_head, _, core_rest = core_text.partition(created)
-    core_middle, _, core_end = core_rest.partition(modified)
     variable = {WORKBOOK_PART, CORE_PART}
     fixed = {
         name: _deflate(name, content)
@@ -126,16 +130,33 @@ def _capture(sheets: int) -> PackageTemplate:
     }
     if len(workbook) != sheets + 1:
         raise RuntimeError("the workbook part does not name one filter range per sheet")
-    return PackageTemplate(sheets, names, fixed, head, (before_ref, after_ref), workbook,
-                           (core_head, core_middle, core_end), date_style, styles)
+    return PackageTemplate(sheets, names, fixed, head, (before_ref, after_ref), workbook, _core_template(),
+                           date_style, styles)
 
 
-def _core_times(core: str) -> tuple[str, str]:
-    times = []
-    for tag in ("dcterms:created", "dcterms:modified"):
-        start = core.index(">", core.index(f"<{tag}")) + 1
-        times.append(core[start:core.index(f"</{tag}>", start)])
-    return times[0], times[1]
+def _core_template() -> str:
+    """core.xml as openpyxl writes it, with placeholders where each workbook's properties and time go."""
+    properties = DocumentProperties()
+    for attribute in CORE_FIELDS:
+        setattr(properties, attribute, _placeholder(attribute))
+    properties.created = properties.modified = _PLACEHOLDER_TIME
+    core: str = tostring(properties.to_tree()).decode("utf-8")
+    stamp = _PLACEHOLDER_TIME.strftime(_CORE_TIME_FORMAT)
+    if core.count(stamp) != 2 or any(core.count(_placeholder(attribute)) != 1 for attribute in CORE_FIELDS):
+        raise RuntimeError("openpyxl wrote the document properties differently; the template cannot be used")
+    return core.replace(stamp, _placeholder("time"))
+
+
+def _placeholder(name: str) -> str:
+    return f"WAEXPORTPLACEHOLDER{name}END"
+
+
+def core_part(template: PackageTemplate, properties: dict[str, str], created: datetime) -> bytes:
+    """This workbook's core.xml: its properties XML-escaped as lxml escapes text, its creation time."""
+    core = template.core.replace(_placeholder("time"), created.strftime(_CORE_TIME_FORMAT))
+    for attribute in CORE_FIELDS:
+        core = core.replace(_placeholder(attribute), xml_escape(properties[attribute]))
+    return core.encode("utf-8")
 
 
 # --------------------------------------------------------------------------- the zip
@@ -170,6 +191,36 @@ def write_package(handle: Any, parts: list[_Part]) -> None:
 # --------------------------------------------------------------------------- the writer
 
 
+class _SheetSpool:
+    """A sheet's XML: in memory while small, in a private temporary file (0600) once it grows.
+
+    The file's path goes into `paths` (the writer's cleanup list) when it is created.
+    """
+
+    def __init__(self, path: Path, paths: list[str]) -> None:
+        self.path = path
+        self._paths = paths
+        self._buffer: io.BytesIO | None = io.BytesIO()
+        self._file: Any = None
+
+    def write(self, data: bytes) -> int:
+        if self._buffer is not None:
+            if self._buffer.tell() + len(data) <= SHEET_SPOOL_BYTES:
+                return self._buffer.write(data)
+            self._paths.append(str(self.path))
+            self._file = os.fdopen(create_private_file(self.path), "wb")
+            self._file.write(self._buffer.getvalue())
+            self._buffer = None
+        return int(self._file.write(data))
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def contents(self) -> bytes:
+        return self._buffer.getvalue() if self._buffer is not None else self.path.read_bytes()
+
+
 class _NoStream:
     """Stands in for openpyxl's XML stream: the rows are written straight to the sheet file."""
 
@@ -195,8 +246,7 @@ class TemplateWorkbookWriter(WorkbookWriter):
     ) -> None:
         # WorkbookWriter.__init__ minus openpyxl's workbook object: the state its methods use.
         # The properties (title, zone) are the one fixed-looking part that differs per workbook.
-        self._properties = DocumentProperties()
-        fill_properties(self._properties, workspace_name, timezone_name or zone_name(timezone))
+        self._properties = property_values(workspace_name, timezone_name or zone_name(timezone))
         if not 1 <= rows_per_sheet <= MAX_DATA_ROWS_PER_SHEET:
             raise ValueError(f"rows_per_sheet must be between 1 and {MAX_DATA_ROWS_PER_SHEET}")
         template = package_template(1)
@@ -235,8 +285,7 @@ class TemplateWorkbookWriter(WorkbookWriter):
     def _new_sheet(self) -> None:
         index = len(self._sheet_files) + 1
         sheet_tmp = self._directory / f"{self._sheet_tmp_prefix}{index}.tmp"
-        self._sheet_tmp_paths.append(str(sheet_tmp))
-        handle = os.fdopen(create_private_file(sheet_tmp), "wb")
+        handle = _SheetSpool(sheet_tmp, self._sheet_tmp_paths)
         self._sheet_files.append(handle)
         self._sheet_rows.append(0)
         self._handle = handle
@@ -262,13 +311,11 @@ class TemplateWorkbookWriter(WorkbookWriter):
     def _save(self) -> None:
         assert self._fd is not None
         template = package_template(len(self._sheet_files))
-        now = datetime.now(UTC).strftime(_CORE_TIME_FORMAT)
         ranges = [f"$A$1:$F${rows + 1}" for rows in self._sheet_rows]
         workbook = template.workbook[0] + "".join(r + text for r, text in zip(ranges, template.workbook[1:], strict=True))
-        self._properties.created = self._properties.modified = datetime.strptime(now, _CORE_TIME_FORMAT)
         variable = {
             WORKBOOK_PART: workbook.encode(),
-            CORE_PART: tostring(self._properties.to_tree()),
+            CORE_PART: core_part(template, self._properties, datetime.now(UTC)),
         }
         parts = []
         for name in template.order:
@@ -276,7 +323,7 @@ class TemplateWorkbookWriter(WorkbookWriter):
                 parts.append(template.fixed[name])
             elif name.startswith(SHEET_PREFIX):
                 number = int(name[len(SHEET_PREFIX):-len(".xml")])
-                parts.append(_deflate(name, Path(self._sheet_tmp_paths[number - 1]).read_bytes()))
+                parts.append(_deflate(name, self._sheet_files[number - 1].contents()))
             else:
                 parts.append(_deflate(name, variable[name]))
         with os.fdopen(self._fd, "w+b", closefd=True) as handle:
