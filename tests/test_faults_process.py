@@ -49,6 +49,7 @@ from helpers import (
 )
 from seeding import cli_executable, utcnow
 from wa_export.errors import MongoUnavailable
+from wa_export.export import plan
 from wa_export.export.run import ExportRequest, ExportRun
 from wa_export.settings import load_settings
 from wa_export.store import arrivals
@@ -190,6 +191,7 @@ def test_mongodb_lost_while_streaming_aborts_the_workbook(tmp_path, fdb, env, sm
     store = Store(connect(settings), settings)
     real = arrivals.window_messages
     monkeypatch.setattr(arrivals, "window_messages", lambda *a, **k: iter(_DyingMessages(real(*a, **k), 25)))
+    monkeypatch.setattr(plan, "PASS_DOCUMENT_BYTES", 0)  # the delivery streams its window itself
     try:
         with pytest.raises(MongoUnavailable) as raised:
             ExportRun(settings, store, ExportRequest()).execute()

@@ -13,9 +13,11 @@ from collections import Counter
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from bson import ObjectId
 from pymongo import MongoClient, monitoring
 
+from helpers import mailed_contents
 from seeding import (
     add_chat,
     add_messages,
@@ -24,10 +26,11 @@ from seeding import (
     settle_arrivals,
     utcnow,
 )
+from wa_export.export import plan
 from wa_export.export.plan import horizon
 from wa_export.export.run import ExportRequest, run_export
 from wa_export.settings import load_settings
-from wa_export.store.connection import Store
+from wa_export.store.connection import MESSAGE_PROJECTION, Store
 
 READS = ("find", "aggregate", "count", "distinct", "getMore")
 HEX_ID = re.compile(r"[0-9a-f]{24}")
@@ -92,8 +95,11 @@ def _message_reads(commands):
 # --- issue 9, acceptance 8 ---------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("pass_keeps_messages", [True, False])
 def test_every_messages_query_is_bounded_by_the_arrival_range_and_the_workspaces_chats(
-        mongo_db, make_env, tmp_path, monkeypatch, smtp_server):
+        mongo_db, make_env, tmp_path, monkeypatch, smtp_server, pass_keeps_messages):
+    if not pass_keeps_messages:  # past the pass's budget every delivery reads its own window
+        monkeypatch.setattr(plan, "PASS_DOCUMENT_BYTES", 0)
     ids, env = _seed_workspaces(mongo_db, 4, with_messages=3, messages_each=4)
     extra_chat = add_chat(mongo_db, ids[0], customer_phone="+4915100999")  # a second chat, without new messages
     chats_of = {str(doc["_id"]): str(doc["workspace_id"]) for doc in mongo_db.chats.find()}
@@ -116,8 +122,9 @@ def test_every_messages_query_is_bounded_by_the_arrival_range_and_the_workspaces
         assert isinstance(bounds["$gte"], ObjectId) and isinstance(bounds["$lt"], ObjectId)
         assert bounds["$lt"] <= end and bounds["$gte"] >= ObjectId.from_datetime(
             result.started_at - horizon(15) - timedelta(minutes=1)), "no read reaches further back than the horizon"
-        if set(criteria) == {"_id"}:  # the one shared pass: the arrival range on the _id index, two fields
-            assert command["sort"] == {"_id": 1} and command["projection"] == {"chat_id": 1}
+        if set(criteria) == {"_id"}:  # the one shared pass: the arrival range on the _id index
+            assert command["sort"] == {"_id": 1}
+            assert command["projection"] == {**MESSAGE_PROJECTION, "_id": 1}, "what a row needs, nothing more"
             shapes["pass"] += 1
         else:
             assert set(criteria) == {"_id", "chat_id"}, criteria
@@ -127,7 +134,7 @@ def test_every_messages_query_is_bounded_by_the_arrival_range_and_the_workspaces
             assert str(extra_chat) not in {str(chat_id) for chat_id in chat_ids}, "only chats seen in the window"
             assert command["sort"] == {"timestamp": 1, "_id": 1}
             shapes["workspace"] += 1
-    assert shapes == {"pass": 1, "workspace": 3, "key probe": 2}
+    assert shapes == ({"pass": 1, "key probe": 2} if pass_keeps_messages else {"pass": 1, "workspace": 3, "key probe": 2})
 
 
 def test_orphans_are_counted_by_the_pass_without_any_other_query(mongo_db, make_env, tmp_path, monkeypatch,
@@ -149,9 +156,26 @@ def test_commands_per_workspace_are_a_small_constant(mongo_db, make_env, tmp_pat
     _, env = _seed_workspaces(mongo_db, 6, with_messages=6)
     _, many = _observed_run(make_env, tmp_path, monkeypatch, env)
     per_workspace = (len(many.commands) - len(few.commands)) / 4
-    # lease, messages, intent, sending log, completed log, cursor + release
-    assert per_workspace <= 6, Counter((name, collection) for name, collection, _ in many.commands)
+    # lease, intent, sending log, completed log, cursor + release: the messages came with the pass
+    assert per_workspace <= 5, Counter((name, collection) for name, collection, _ in many.commands)
     assert not any(name == "getMore" for name, _, _ in many.commands)  # small windows fit the first batch
+    message_finds = [command for name, collection, command in many.commands
+                     if name == "find" and collection == "messages" and command.get("filter")]
+    assert len(message_finds) == 1, "one pass, no query per workspace (the key probes have no filter)"
+
+
+def test_messages_past_the_pass_budget_are_read_by_their_delivery(mongo_db, make_env, tmp_path, monkeypatch,
+                                                                   smtp_server):
+    """The pass keeps a bounded amount of messages; a workspace past it reads its own window, nothing is missed."""
+    _, env = _seed_workspaces(mongo_db, 4, with_messages=4, messages_each=3)
+    monkeypatch.setattr(plan, "PASS_DOCUMENT_BYTES", 3_700)  # room for 9 of the 12 messages (400 bytes each)
+    result, log = _observed_run(make_env, tmp_path, monkeypatch, env)
+    assert result.count("completed") == 4 and result.message_count == 12
+    own_reads = [command for name, collection, command in log.commands
+                 if name == "find" and collection == "messages" and "chat_id" in command.get("filter", {})]
+    assert 1 <= len(own_reads) < 4, "the workspaces within the budget did not query their messages again"
+    contents = sorted(text for mail in smtp_server.messages for text in mailed_contents([mail]))
+    assert contents == sorted(f"{number}-{index}" for number in range(4) for index in range(3))
 
 
 def test_threads_started_per_run_do_not_grow_with_busy_workspaces(mongo_db, make_env, tmp_path, monkeypatch,

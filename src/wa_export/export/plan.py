@@ -7,7 +7,10 @@
    over the arrival-key range [earliest of their cursors, end), reading only the
    key and `chat_id` on the key's index; then the referenced chats by `_id`.
    That also counts, for free, messages of no chat (orphans) and of a chat that
-   belongs to no single workspace (ambiguous).
+   belongs to no single workspace (ambiguous). The pass also keeps the messages
+   themselves (up to PASS_DOCUMENT_BYTES of them), so a delivery writes its
+   workbook without a query of its own; a workspace with messages past that
+   budget reads its window as a laggard does.
 3. Lagging workspaces (a long outage, a reactivated tenant) are left to their
    own path (their chats, then their messages) so they never widen the pass.
 4. Work is planned only for workspaces with messages in [cursor, end), with a
@@ -20,6 +23,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from bson import ObjectId
 
@@ -45,6 +49,10 @@ HORIZON_MINIMUM = timedelta(hours=1)
 # EXPORT_LAG_SECONDS (plus clock noise) after its watermark: flagged, never silent.
 LEGACY_DUPLICATE_MARGIN = timedelta(minutes=1)
 CURSOR_AHEAD = "cursor_ahead_of_database_clock"
+# About this many bytes of messages the pass keeps for the deliveries (message text + a fixed
+# overhead each): a handful per busy workspace in a normal run, bounded when a backlog arrives.
+PASS_DOCUMENT_BYTES = 32 * 1024 * 1024
+_DOCUMENT_OVERHEAD_BYTES = 400
 
 
 def horizon(interval_minutes: int) -> timedelta:
@@ -64,6 +72,8 @@ class WorkItem:
     current: bool  # covered by the shared pass (keys and chats below are complete)
     cursor_ahead: bool = False
     keys: list[Key] = field(default_factory=list)
+    # The window's messages (key, document) as the pass read them; None when the pass could not keep them all.
+    documents: list[tuple[Key, dict[str, Any]]] | None = field(default_factory=list)
     chats: dict[object, Chat] = field(default_factory=dict)  # by both id forms
     chat_ids: set[ObjectId] = field(default_factory=set)
 
@@ -196,13 +206,26 @@ def _shared_pass(ctx: RunContext, plan: Plan, start: Key, items: Sequence[WorkIt
     """One read of [start, end) on the key's index, then the chats it names, by id."""
     store = ctx.store
     by_chat: dict[ObjectId, list[Key]] = {}
+    kept: dict[ObjectId, list[tuple[Key, dict[str, Any]]]] = {}
+    over_budget: set[ObjectId] = set()  # chats with a message the pass did not keep
+    budget = PASS_DOCUMENT_BYTES
     orphans = 0
-    for arrival, raw_chat_id in arrivals.arrivals_between(store.messages, ctx.key, start, ctx.end_key):
+    for arrival, raw_chat_id, document in arrivals.arrivals_between(store.messages, ctx.key, start, ctx.end_key,
+                                                                    documents=True):
         chat_id = arrivals.as_object_id(raw_chat_id)
         if chat_id is None:
             orphans += 1  # no chat id at all: a message of nobody
             continue
         by_chat.setdefault(chat_id, []).append(arrival)
+        if chat_id in over_budget:
+            continue
+        content = document.get("content")
+        budget -= _DOCUMENT_OVERHEAD_BYTES + (len(content) if isinstance(content, str) else 0)
+        if budget < 0:
+            over_budget.add(chat_id)
+            kept.pop(chat_id, None)
+            continue
+        kept.setdefault(chat_id, []).append((arrival, document))
     owners = {item.workspace.id: item for item in items}
     ambiguous = 0
     found: set[ObjectId] = set()
@@ -225,6 +248,11 @@ def _shared_pass(ctx: RunContext, plan: Plan, start: Key, items: Sequence[WorkIt
             continue
         chat = arrivals.chat_of(document)
         item.keys.extend(mine)
+        if item.documents is not None:
+            if chat_id in over_budget:
+                item.documents = None  # read by the delivery itself
+            else:
+                item.documents.extend(pair for pair in kept.get(chat_id, ()) if pair[0] >= start)
         item.chats[chat_id] = chat
         item.chats[str(chat_id)] = chat
         item.chat_ids.add(chat_id)

@@ -2,8 +2,9 @@
 
 Shared by the scheduled delivery (export/delivery.py) and by --no-email and
 --dry-run, which look at the same window without a lease. The window's keys
-come from the run's shared pass when it covers the cursor, else from the
-workspace's own chats (a laggard, or a cursor moved back since the pass).
+(and, within the pass's budget, its messages) come from the run's shared pass
+when it covers the cursor, else from the workspace's own chats (a laggard, or a
+cursor moved back since the pass).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class ArrivalWindow:
     chat_ids: list[ObjectId]
     keys: list[Key] | None  # in memory (from the pass), or None: read on demand
     cursor_ahead: bool = False
+    documents: list[tuple[Key, dict[str, Any]]] | None = None  # the messages, when the pass kept them
     found_chats: set[ObjectId] = field(default_factory=set)
 
 
@@ -96,7 +98,8 @@ class WorkspaceExport:
             low, ahead = ctx.end_key, True
         if item.current and low >= item.start:
             keys = [arrival for arrival in item.keys if arrival >= low]
-            return ArrivalWindow(low, item.chats, sorted(item.chat_ids), keys, ahead)
+            documents = None if item.documents is None else [pair for pair in item.documents if pair[0] >= low]
+            return ArrivalWindow(low, item.chats, sorted(item.chat_ids), keys, ahead, documents=documents)
         # Lagging, or the cursor was moved back since the pass: this workspace's chats, on their index.
         chats = arrivals.chats_of_workspace(ctx.store.chats, item.workspace)
         by_form: dict[object, Chat] = {}
@@ -128,7 +131,11 @@ class WorkspaceExport:
         return parts
 
     def rows(self, window: ArrivalWindow, low: Key, high: Key, stats: RowStats) -> Iterator[Any]:
-        messages = arrivals.window_messages(self.ctx.store.messages, self.ctx.key, window.chat_ids, low, high)
+        messages: Iterable[dict[str, Any]]
+        if window.documents is not None:  # the pass kept them: no query
+            messages = arrivals.in_row_order(document for key, document in window.documents if low <= key < high)
+        else:
+            messages = arrivals.window_messages(self.ctx.store.messages, self.ctx.key, window.chat_ids, low, high)
         return message_rows(messages, window.chats, self.item.workspace.id, stats)
 
     # --- workbooks ---------------------------------------------------------------------

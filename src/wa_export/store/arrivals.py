@@ -126,15 +126,26 @@ def chat_of(document: dict[str, Any]) -> Chat:
 
 
 def arrivals_between(
-    messages: Collection[dict[str, Any]], key: ArrivalKey, start: Key, end: Key
-) -> Iterator[tuple[Key, object]]:
-    """(arrival key, raw chat_id) of every message with start <= key < end, in key order, on the key's index."""
+    messages: Collection[dict[str, Any]], key: ArrivalKey, start: Key, end: Key, *, documents: bool = False
+) -> Iterator[tuple[Key, object, dict[str, Any]]]:
+    """(arrival key, raw chat_id, document) of every message with start <= key < end, in key order, on the key's index.
+
+    The document holds the key and `chat_id`, and with `documents` also what a
+    workbook row needs (MESSAGE_PROJECTION): the server fetches every document
+    of the range either way, only the bytes on the wire differ.
+    """
+    projection = {**MESSAGE_PROJECTION, key.field: 1} if documents else key.projection()
     cursor = (
-        messages.find({key.field: {"$gte": start, "$lt": end}}, key.projection(), batch_size=PASS_BATCH_SIZE)
+        messages.find({key.field: {"$gte": start, "$lt": end}}, projection, batch_size=PASS_BATCH_SIZE)
         .sort(key.field, ASCENDING)
     )
     for document in cursor:
-        yield key.of(document), document.get("chat_id")  # type: ignore[misc]
+        yield key.of(document), document.get("chat_id"), document  # type: ignore[misc]
+
+
+def in_row_order(documents: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Messages in a workbook's row order, (timestamp, _id), as MongoDB sorts them."""
+    return sorted(documents, key=_timestamp_order)
 
 
 def chats_by_id(chats: Collection[dict[str, Any]], chat_ids: Sequence[ObjectId]) -> Iterator[dict[str, Any]]:
@@ -295,6 +306,7 @@ __all__ = [
     "chat_of",
     "chats_by_id",
     "chats_of_workspace",
+    "in_row_order",
     "keys_of_chats",
     "messages_by_timestamp",
     "object_id_at",
