@@ -25,6 +25,7 @@ from helpers import (
     smtp_env,
 )
 from seeding import add_chat, add_messages, add_workspace, cli_executable, utcnow
+from wa_export.export import plan
 from wa_export.export.run import ExportRequest, run_export
 from wa_export.export.workers import (
     WorkerUsageError,
@@ -182,6 +183,7 @@ def test_one_getmore_per_batch_and_every_messages_query_bounded(
 ):
     batch, total = 7, 50
     monkeypatch.setattr(mongo, "MESSAGE_BATCH_SIZE", batch)
+    monkeypatch.setattr(plan, "PASS_DOCUMENT_BYTES", 0)  # a window past the pass's budget: streamed by its delivery
     workspace_id = add_workspace(mongo_db, "Batched")
     chat_id = add_chat(mongo_db, workspace_id)
     base = utcnow() - timedelta(minutes=4)
