@@ -83,6 +83,15 @@ def test_recipient_outside_allowed_domains_is_refused_before_connecting(cli, mak
     assert smtp_server.connection_count == 0
 
 
+def test_a_workspace_whose_only_address_is_malformed_says_so_without_an_empty_recipient(cli, make_env, smtp_server):
+    env = make_env(**{f"WORKSPACE_{WORKSPACE}_EMAIL": "not-an-address"})
+    result = cli(["test-email", "--workspace", WORKSPACE], env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.startswith("wa-export: test email failed at step recipient: "), result.stderr
+    assert f"WORKSPACE_{WORKSPACE}_EMAIL" in result.stderr and "  " not in result.stderr.splitlines()[0]
+    assert smtp_server.connection_count == 0
+
+
 def test_unreachable_server_names_the_connect_step(cli, make_env, smtp_server):
     port = smtp_server.port
     smtp_server.stop()

@@ -18,7 +18,9 @@ def render_test_email(output: Output, result: TestEmailResult) -> None:
     to = ", ".join(result.recipients)
     if result.error is not None:
         # stderr, like every other failure; the step names where it broke, the sentence what to do.
-        output.stderr(f"test email to {to} failed at step {result.error.step}: {result.error}")
+        # No address at all when the workspace's only one was refused: the reason names the variable.
+        target = f" to {to}" if to else ""
+        output.stderr(f"test email{target} failed at step {result.error.step}: {result.error}")
         return
     if not output.json_output:
         output.line(
