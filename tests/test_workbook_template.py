@@ -81,3 +81,24 @@ def test_an_aborted_template_workbook_leaves_no_file(tmp_path):
         writer.append_many(_rows(3))
         raise RuntimeError("the export failed half way")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_big_sheet_is_compressed_from_its_file_never_read_whole(tmp_path, monkeypatch):
+    """Memory stays flat at a million rows: a spilled sheet streams into the package."""
+    monkeypatch.setattr(template, "SHEET_SPOOL_BYTES", 1_000)
+    monkeypatch.setattr(template, "_STREAM_CHUNK", 4_096)
+
+    def refuse(self: Path) -> bytes:
+        raise AssertionError(f"{self} was read whole into memory")
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    path = tmp_path / "big.xlsx"
+    rows = _rows(600)
+    with TemplateWorkbookWriter(path, ZONE) as writer:
+        writer.append_many(rows)
+        writer.commit()
+    monkeypatch.undo()
+    assert zipfile.ZipFile(path).testzip() is None
+    values = [tuple(cell.value for cell in row) for row in load_workbook(path).worksheets[0].iter_rows()]
+    assert len(values) == len(rows) + 1 and values[0] == HEADER
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.xlsx"], "no temporary file left"

@@ -168,21 +168,66 @@ def _dos_time(moment: time.struct_time) -> tuple[int, int]:
     return dos_time, dos_date
 
 
-def write_package(handle: Any, parts: list[_Part]) -> None:
-    """A zip of already deflated parts (method 8), as zipfile would write it, to a binary file."""
+@dataclass(frozen=True)
+class _OnDisk:
+    """A part too big to hold in memory: compressed from its file while the package is written."""
+
+    name: bytes
+    path: Path
+
+
+_LOCAL_HEADER = "<IHHHHHIIIHH"
+_CRC_OFFSET = 14  # of crc, compressed size, size in a local file header
+_STREAM_CHUNK = 1024 * 1024
+
+
+def _stream_part(handle: Any, part: _OnDisk) -> tuple[int, int, int]:
+    """Deflate `part`'s file into `handle` a chunk at a time; (crc, compressed size, size)."""
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+    crc = size = compressed = 0
+    with open(part.path, "rb") as source:
+        while chunk := source.read(_STREAM_CHUNK):
+            crc = zlib.crc32(chunk, crc)
+            size += len(chunk)
+            data = compressor.compress(chunk)
+            compressed += len(data)
+            handle.write(data)
+    data = compressor.flush()
+    compressed += len(data)
+    handle.write(data)
+    return crc, compressed, size
+
+
+def write_package(handle: Any, parts: list[_Part | _OnDisk]) -> None:
+    """A zip of deflated parts (method 8), as zipfile would write it, to a seekable binary file.
+
+    A part on disk is compressed as it is copied (memory stays flat at any size);
+    its header's sizes and crc are filled in afterwards.
+    """
     dos_time, dos_date = _dos_time(time.localtime())
     directory = []
     offset = 0
     for part in parts:
-        header = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, dos_time, dos_date, part.crc,
-                             len(part.data), part.size, len(part.name), 0)
+        if isinstance(part, _Part):
+            crc, compressed, size = part.crc, len(part.data), part.size
+        else:
+            crc = compressed = size = 0  # patched below
+        header = struct.pack(_LOCAL_HEADER, 0x04034B50, 20, 0, 8, dos_time, dos_date, crc, compressed, size,
+                             len(part.name), 0)
         handle.write(header)
         handle.write(part.name)
-        handle.write(part.data)
-        directory.append(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, dos_time, dos_date, part.crc,
-                                     len(part.data), part.size, len(part.name), 0, 0, 0, 0, 0o600 << 16, offset)
+        if isinstance(part, _Part):
+            handle.write(part.data)
+        else:
+            crc, compressed, size = _stream_part(handle, part)
+            end = handle.tell()
+            handle.seek(offset + _CRC_OFFSET)
+            handle.write(struct.pack("<III", crc, compressed, size))
+            handle.seek(end)
+        directory.append(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, dos_time, dos_date, crc,
+                                     compressed, size, len(part.name), 0, 0, 0, 0, 0o600 << 16, offset)
                          + part.name)
-        offset += len(header) + len(part.name) + len(part.data)
+        offset += len(header) + len(part.name) + compressed
     central = b"".join(directory)
     handle.write(central)
     handle.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(parts), len(parts), len(central), offset, 0))
@@ -217,8 +262,11 @@ class _SheetSpool:
         if self._file is not None:
             self._file.close()
 
-    def contents(self) -> bytes:
-        return self._buffer.getvalue() if self._buffer is not None else self.path.read_bytes()
+    def part(self, name: str) -> _Part | _OnDisk:
+        """The sheet as a package part: compressed now while small, from its file while the package is written."""
+        if self._buffer is not None:
+            return _deflate(name, self._buffer.getvalue())
+        return _OnDisk(name.encode(), self.path)
 
 
 class _NoStream:
@@ -317,13 +365,13 @@ class TemplateWorkbookWriter(WorkbookWriter):
             WORKBOOK_PART: workbook.encode(),
             CORE_PART: core_part(template, self._properties, datetime.now(UTC)),
         }
-        parts = []
+        parts: list[_Part | _OnDisk] = []
         for name in template.order:
             if name in template.fixed:
                 parts.append(template.fixed[name])
             elif name.startswith(SHEET_PREFIX):
                 number = int(name[len(SHEET_PREFIX):-len(".xml")])
-                parts.append(_deflate(name, self._sheet_files[number - 1].contents()))
+                parts.append(self._sheet_files[number - 1].part(name))
             else:
                 parts.append(_deflate(name, variable[name]))
         with os.fdopen(self._fd, "w+b", closefd=True) as handle:
