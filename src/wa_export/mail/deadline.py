@@ -11,7 +11,7 @@ one-sentence MailError, whatever smtplib made of the dead socket.
 
 The steps: the session setup (TCP connect, greeting, EHLO, STARTTLS, AUTH: one
 deadline for all of it), each message transaction (MAIL, RCPT, DATA up to the
-server's final reply), the NOOP that checks a reused connection, and QUIT.
+server's final reply), the NOOP that checks a reused connection (one idle for 10 s or more), and QUIT.
 
 `stop_sends()` is the SIGTERM hook: from then on no step gets more than
 STOP_GRACE_SECONDS (counted from the stop, or from its start if it begins
