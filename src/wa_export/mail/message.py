@@ -193,10 +193,11 @@ def build_message(
         b"\r\n",
         _base64_lines(data),
     ]
-    boundary = f"===============wa-export-{secrets.token_hex(12)}==".encode()
     # Base64 never holds "=====...", so only the verbatim-looking text could; never in practice.
-    while any(boundary in piece for piece in text):
+    while True:
         boundary = f"===============wa-export-{secrets.token_hex(12)}==".encode()
+        if not any(boundary in piece for piece in text):
+            break
     return b"".join([
         *headers,
         b'Content-Type: multipart/mixed; boundary="' + boundary + b'"\r\n\r\n',
@@ -215,14 +216,18 @@ def _header_line(name: str, value: str) -> bytes:
     line = f"{name}: {value}"
     if len(line) <= 78 and line.isascii() and line.isprintable() and "=?" not in value:
         return f"{line}\r\n".encode("ascii")
-    folded: str = _POLICY.header_factory(name, value).fold(policy=_POLICY)
-    return folded.encode("ascii")
+    return _folded(name, value)
 
 
 @functools.lru_cache(maxsize=32)
 def _from_line(sender: str, sender_name: str) -> bytes:
     """The From line, the same for every message of a run: folded once."""
-    folded: str = _POLICY.header_factory("From", from_header(sender, sender_name)).fold(policy=_POLICY)
+    return _folded("From", from_header(sender, sender_name))
+
+
+def _folded(name: str, value: object) -> bytes:
+    """The email package's own header line for `value` (an Address or text), CRLF-ended."""
+    folded: str = _POLICY.header_factory(name, value).fold(policy=_POLICY)
     return folded.encode("ascii")
 
 

@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import io
 import os
-import secrets
 import struct
 import tempfile
 import threading
 import time
-import weakref
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -38,7 +36,7 @@ from openpyxl.xml.functions import tostring
 
 from wa_export.workbook.layout import property_values, zone_name
 from wa_export.workbook.publish import create_private_file
-from wa_export.workbook.writer import MAX_DATA_ROWS_PER_SHEET, WorkbookWriter, _remove_files
+from wa_export.workbook.writer import MAX_DATA_ROWS_PER_SHEET, WorkbookWriter
 
 SHEET_PREFIX = "xl/worksheets/sheet"
 WORKBOOK_PART = "xl/workbook.xml"
@@ -295,33 +293,18 @@ class TemplateWorkbookWriter(WorkbookWriter):
         # WorkbookWriter.__init__ minus openpyxl's workbook object: the state its methods use.
         # The properties (title, zone) are the one fixed-looking part that differs per workbook.
         self._properties = property_values(workspace_name, timezone_name or zone_name(timezone))
-        if not 1 <= rows_per_sheet <= MAX_DATA_ROWS_PER_SHEET:
-            raise ValueError(f"rows_per_sheet must be between 1 and {MAX_DATA_ROWS_PER_SHEET}")
         template = package_template(1)
         self._head = template.sheet_head
         self._tail = template.sheet_tail
         self._date_style_id = template.date_style
         self._template_styles = template.styles
-        self.final_path = Path(final_path)
-        self._directory = self.final_path.parent
-        self._tz = timezone
-        self._rows_per_sheet = rows_per_sheet
-        self._rows_written = 0
-        self._state = "open"
-        self._published: Path | None = None
-        token = secrets.token_hex(6)
-        self._tmp_path = self._directory / f".{self.final_path.name}.{token}.tmp"
-        self._sheet_tmp_prefix = f".{self.final_path.name}.{token}.sheet"
-        self._sheet_tmp_paths: list[str] = []
-        self._offset_cache: dict[int, float] = {}
         self._sheets: list[Any] = []
         self._sheet_files: list[Any] = []
         self._sheet_rows: list[int] = []
         self._handle: Any = None
         self._xf = _NoStream()
         self._sheet_row = 0
-        self._fd: int | None = create_private_file(self._tmp_path)
-        weakref.finalize(self, _remove_files, self._tmp_path, self._sheet_tmp_paths)
+        self._open_temporary(final_path, timezone, rows_per_sheet)
         try:
             self._new_sheet()
         except BaseException:

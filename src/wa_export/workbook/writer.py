@@ -142,6 +142,26 @@ class WorkbookWriter:
     ) -> None:
         """``workspace_name`` goes into the title property; ``timezone_name`` (default:
         the zone's own name, e.g. ``Asia/Kolkata``) into the statement of the Timestamp zone."""
+        self._open_temporary(final_path, timezone, rows_per_sheet)
+        try:
+            self._wb = Workbook(write_only=True)
+            set_properties(self._wb, workspace_name, timezone_name or zone_name(timezone))
+            self._header_font = Font(bold=True, color="FFFFFF")
+            self._header_fill = PatternFill(fill_type="solid", fgColor="305496")
+            self._header_alignment = Alignment(vertical="center")
+            self._sheets: list[WriteOnlyWorksheet] = []
+            self._ws: WriteOnlyWorksheet | None = None
+            self._xf: Any = None
+            self._handle: Any = None  # the current sheet's file, for rows written as XML text
+            self._styles: dict[str, str] = {}  # style attribute (' s="N"') per kind of data cell
+            self._sheet_row = 0  # data rows in the current sheet
+            self._new_sheet()
+        except BaseException:
+            self._cleanup_files()
+            raise
+
+    def _open_temporary(self, final_path: Path | str, timezone: ZoneInfo | dt_timezone, rows_per_sheet: int) -> None:
+        """The state every writer starts with, and its hidden temporary file (0600)."""
         if not 1 <= rows_per_sheet <= MAX_DATA_ROWS_PER_SHEET:
             raise ValueError(f"rows_per_sheet must be between 1 and {MAX_DATA_ROWS_PER_SHEET}")
         self.final_path = Path(final_path)
@@ -161,22 +181,6 @@ class WorkbookWriter:
         self._fd: int | None = create_private_file(self._tmp_path)
         # Safety net if the writer is dropped without commit()/abort().
         weakref.finalize(self, _remove_files, self._tmp_path, self._sheet_tmp_paths)
-        try:
-            self._wb = Workbook(write_only=True)
-            set_properties(self._wb, workspace_name, timezone_name or zone_name(timezone))
-            self._header_font = Font(bold=True, color="FFFFFF")
-            self._header_fill = PatternFill(fill_type="solid", fgColor="305496")
-            self._header_alignment = Alignment(vertical="center")
-            self._sheets: list[WriteOnlyWorksheet] = []
-            self._ws: WriteOnlyWorksheet | None = None
-            self._xf: Any = None
-            self._handle: Any = None  # the current sheet's file, for rows written as XML text
-            self._styles: dict[str, str] = {}  # style attribute (' s="N"') per kind of data cell
-            self._sheet_row = 0  # data rows in the current sheet
-            self._new_sheet()
-        except BaseException:
-            self._cleanup_files()
-            raise
 
     # -- public API ----------------------------------------------------------
 
