@@ -192,15 +192,21 @@ def _plain_rows(directory: Path, zone: Any) -> Iterator[tuple[Any, ...]]:
 
 
 def run_ours(directory: Path, out: Path, zone: Any) -> int:
-    from wa_export.export.rows import RowStats, message_rows
     from wa_export.workbook.writer import WorkbookWriter
+
+    return _write_rows(WorkbookWriter, directory, out, zone)
+
+
+def _write_rows(writer_class: Any, directory: Path, out: Path, zone: Any) -> int:
+    """rows.py -> `writer_class` -> committed workbook: our export path, with either of our writers."""
+    from wa_export.export.rows import RowStats, message_rows
 
     chats = read_chats(directory)
     stats = RowStats()
-    with WorkbookWriter(out, zone) as writer:
+    with writer_class(out, zone) as writer:
         writer.append_many(message_rows(messages(directory), chats, WORKSPACE_ID, stats))
         writer.commit()
-        return writer.rows_written
+        return int(writer.rows_written)
 
 
 def run_pandas(directory: Path, out: Path, zone: Any) -> int:
@@ -264,19 +270,12 @@ def run_xlsxwriter(directory: Path, out: Path, zone: Any) -> int:
 
 def run_scheduled(directory: Path, out: Path, zone: Any) -> int:
     """Like "ours", with the writer a scheduled export uses (the template writer, where the tree has one)."""
-    from wa_export.export.rows import RowStats, message_rows
-
     try:
         from wa_export.workbook.template import TemplateWorkbookWriter as Writer
     except ImportError:  # a tree from before the template writer (bench/scale.py's "before")
         from wa_export.workbook.writer import WorkbookWriter as Writer  # type: ignore[assignment]
 
-    chats = read_chats(directory)
-    stats = RowStats()
-    with Writer(out, zone) as writer:
-        writer.append_many(message_rows(messages(directory), chats, WORKSPACE_ID, stats))
-        writer.commit()
-        return writer.rows_written
+    return _write_rows(Writer, directory, out, zone)
 
 
 RUNNERS = {"ours": run_ours, "pandas": run_pandas, "openpyxl": run_openpyxl, "xlsxwriter": run_xlsxwriter,
