@@ -18,6 +18,7 @@ import openpyxl
 import pytest
 from bson import SON, Binary, Decimal128, ObjectId
 
+from wa_export.workbook import cells as cells_module
 from wa_export.workbook import publish as publish_module
 from wa_export.workbook import writer as workbook_module
 from wa_export.workbook.writer import (
@@ -274,6 +275,33 @@ def test_missing_phone_numbers_are_blank(tmp_path: Path) -> None:
     path = _write(tmp_path / "out.xlsx", [(None, "", "hi", None, "received", WS_ID)])
     ws = openpyxl.load_workbook(path)[SHEET_TITLE]
     assert next(ws.iter_rows(min_row=2, values_only=True)) == (None, None, "hi", None, "received", WS_ID)
+
+
+def test_repeated_values_are_cleaned_on_every_row_and_the_memory_stays_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Phone, Status and Workspace ID cells are remembered per value: every row still gets the
+    cleaned, escaped text (a str subclass and a non-str value too), and the memory starts over
+    past its limit instead of growing with the distinct values."""
+    monkeypatch.setattr(cells_module.TextCellTails, "LIMIT", 3)
+
+    class Phone(str):
+        pass
+
+    values: list[object] = ["=1+1", " +49 151\x07 ", "a<b>&c\r", Phone("+4930"), 4915112345678, None]
+    rows = [(value, "+4930123456", "hi", None, "received", WS_ID) for value in values * 3]
+    path = _write(tmp_path / "out.xlsx", rows)
+    sheet = openpyxl.load_workbook(path)[SHEET_TITLE]
+    senders = [row[0] for row in sheet.iter_rows(min_row=2, values_only=True)]
+    expected = ["=1+1", " +49 151 ", "a<b>&c\r", "+4930", "4915112345678", None]
+    assert senders == expected * 3
+    xml = _sheet_xml(path)
+    assert xml.count('<t xml:space="preserve"> +49 151 </t>') == 3
+    assert xml.count('<t xml:space="preserve">a&lt;b&gt;&amp;c&#13;</t>') == 3
+    tails = cells_module.TextCellTails(' s="4"')
+    for number in range(10):
+        assert tails[f"+49{number}"] == f' s="4" t="inlineStr"><is><t>+49{number}</t></is></c>'
+    assert len(tails) <= 3
 
 
 # --- timestamps ---------------------------------------------------------------

@@ -4,7 +4,7 @@ Every text column is written as an inline *string* cell (``t="inlineStr"``), so
 text starting with ``=``, ``+``, ``-`` or ``@`` stays literal; characters XML
 forbids are removed; text over Excel's 32,767-character cell limit is truncated
 with a visible marker. `text_cell` formats the ``<c>`` element of the fast row
-path in workbook/writer.py.
+path in workbook/writer.py; `TextCellTails` remembers it for values that repeat.
 """
 
 from __future__ import annotations
@@ -131,6 +131,12 @@ def text_cell(letter: str, row: str, value: str, style: str = "") -> str:
 
     ``style`` is the cell's style attribute, ``' s="N"'``, or "" for the default style.
     """
+    tail = text_cell_tail(value, style)
+    return f'<c r="{letter}{row}"{tail}' if tail else ""
+
+
+def text_cell_tail(value: str, style: str) -> str:
+    """What follows ``<c r="A2"`` in `text_cell`'s XML (the part that does not name the cell); "" for ""."""
     if not value:
         return ""
     # Leading/trailing white space (tab, LF, CR, space: the only characters
@@ -140,5 +146,28 @@ def text_cell(letter: str, row: str, value: str, style: str = "") -> str:
         # What lxml does for text: CR as a reference, or XML parsers turn it into LF.
         value = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
     if preserve:
-        return f'<c r="{letter}{row}"{style} t="inlineStr"><is><t xml:space="preserve">{value}</t></is></c>'
-    return f'<c r="{letter}{row}"{style} t="inlineStr"><is><t>{value}</t></is></c>'
+        return f'{style} t="inlineStr"><is><t xml:space="preserve">{value}</t></is></c>'
+    return f'{style} t="inlineStr"><is><t>{value}</t></is></c>'
+
+
+class TextCellTails(dict[str, str]):
+    """`text_cell_tail` of `cell_text` of a str, remembered: phone numbers, Status and Workspace ID
+    repeat on almost every row, and a dictionary hit is far cheaper than cleaning and escaping again."""
+
+    LIMIT = 100_000  # distinct values kept; a workbook with more starts over (memory stays bounded)
+
+    def __init__(self, style: str) -> None:
+        super().__init__()
+        self.style = style
+
+    def __missing__(self, value: str) -> str:
+        if len(self) >= self.LIMIT:
+            self.clear()
+        tail = self[value] = text_cell_tail(cell_text(value), self.style)
+        return tail
+
+    def of(self, value: object) -> str:
+        """The tail of any value: remembered for a str, computed for anything else."""
+        if type(value) is str:
+            return self[value]
+        return text_cell_tail(cell_text(value), self.style)

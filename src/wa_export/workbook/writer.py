@@ -64,6 +64,7 @@ from openpyxl.xml.functions import xmlfile
 from wa_export.workbook.cells import (
     CELL_TEXT_LIMIT,
     TRUNCATION_MARKER,
+    TextCellTails,
     cell_text,
     text_cell,
 )
@@ -178,6 +179,7 @@ class WorkbookWriter:
         self._sheet_tmp_prefix = f".{self.final_path.name}.{token}.sheet"
         self._sheet_tmp_paths: list[str] = []
         self._offset_cache: dict[int, float] = {}
+        self._top_tails: TextCellTails | None = None  # the top-aligned text cells' remembered XML
         self._fd: int | None = create_private_file(self._tmp_path)
         # Safety net if the writer is dropped without commit()/abort().
         weakref.finalize(self, _remove_files, self._tmp_path, self._sheet_tmp_paths)
@@ -288,6 +290,9 @@ class WorkbookWriter:
                 self._new_sheet()
                 rows = itertools.chain((first,), rows)
             date_style, wrap, top = self._data_styles()
+            tails = self._top_tails
+            if tails is None:
+                tails = self._top_tails = TextCellTails(top)
             row = self._sheet_row + 1  # the header is row 1
             budget = limit - self._sheet_row
             written = 0
@@ -304,11 +309,16 @@ class WorkbookWriter:
                     else:
                         # repr: shortest round-trip decimal, never an exponent in this range
                         vd = f'<c r="D{r}"{date_style} t="n"><v>{serial!r}</v></c>'
-                chunk.append(
-                    f'<row r="{r}">{cell("A", r, text(sender), top)}{cell("B", r, text(receiver), top)}'
-                    f'{cell("C", r, text(content), wrap)}{vd}{cell("E", r, text(status), top)}'
-                    f'{cell("F", r, text(workspace_id), top)}</row>'
-                )
+                # Columns whose values repeat row after row come from the remembered tails.
+                a = tails[sender] if type(sender) is str else tails.of(sender)
+                b = tails[receiver] if type(receiver) is str else tails.of(receiver)
+                e = tails[status] if type(status) is str else tails.of(status)
+                f = tails[workspace_id] if type(workspace_id) is str else tails.of(workspace_id)
+                va = f'<c r="A{r}"{a}' if a else ""
+                vb = f'<c r="B{r}"{b}' if b else ""
+                ve = f'<c r="E{r}"{e}' if e else ""
+                vf = f'<c r="F{r}"{f}' if f else ""
+                chunk.append(f'<row r="{r}">{va}{vb}{cell("C", r, text(content), wrap)}{vd}{ve}{vf}</row>')
                 written += 1
                 if len(chunk) == _CHUNK_ROWS:
                     self._write_xml(chunk)
