@@ -293,13 +293,14 @@ def run_contender(name: str, directory: Path, out: Path) -> dict[str, Any]:
     zone = ZoneInfo(ZONE)
     runner = RUNNERS[name]
     baseline = peak_rss_bytes()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     rows = runner(directory, out, zone)
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     return {
         "contender": name,
         "rows": rows,
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "rows_per_second": rows / seconds if seconds else 0.0,
         "peak_rss": peak_rss_bytes(),
         "rss_before": baseline,

@@ -37,7 +37,10 @@ exporting; the server's own query time and SMTP are not in it.
 
 Last, a 100,000-row single-workspace export as a scheduled run writes it
 (`bench/run.py --child scheduled`: rows.py -> the template writer, or the
-openpyxl writer in a tree without one), before and after, alternating.
+openpyxl writer in a tree without one), before and after, alternating: wall
+and CPU seconds, and, with valgrind installed, the instructions per row from
+callgrind (a 30,000-row export minus a 10,000-row one), the one figure this
+shared machine's load does not move.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -321,27 +326,60 @@ def measure(label: str, client: MongoClient, mongo: LocalMongoServer, smtp: Smtp
     return {"idle": idle, "busy": busy, "cpu_run": cpu_run, "idle_cpu_run": idle_cpu_run}
 
 
-def rows_side_by_side(before_src: Path | None, work: Path, rounds: int) -> dict[str, list[float]]:
-    """bench/run.py's 100k-row export ("ours"), before and after, alternating, in fresh processes."""
-    data = work / "rows-100k"
-    subprocess.run([sys.executable, "-c", (f"import sys; sys.path.insert(0, {str(HERE)!r}); import run; "
-                    f"run.generate(100_000, __import__('pathlib').Path({str(data)!r}))")], check=True)
-    times: dict[str, list[float]] = {"before": [], "after": []}
+def rows_side_by_side(before_src: Path | None, work: Path, rounds: int, instructions: bool) -> dict[str, dict[str, Any]]:
+    """bench/run.py's 100k-row export as a scheduled run writes it, before and after, alternating, in
+    fresh processes: wall and CPU seconds; with `instructions`, also the instructions per row (callgrind)."""
+    labels = [("before", before_src), ("after", None)] if before_src is not None else [("after", None)]
+    data = generate_rows(work, 100_000)
+    results: dict[str, dict[str, Any]] = {label: {"seconds": [], "cpu": []} for label, _ in labels}
     for _ in range(rounds):
-        for label, src in (("before", before_src), ("after", None)):
-            if label == "before" and src is None:
-                continue
-            env = {**os.environ}
-            if src is not None:
-                env["PYTHONPATH"] = str(src)
-            out = work / f"rows-{label}.xlsx"
-            done = subprocess.run([sys.executable, str(HERE / "run.py"), "--child", "scheduled", "--data", str(data),
-                                   "--out", str(out)], env=env, capture_output=True, text=True, check=False)
-            if done.returncode != 0:
-                raise SystemExit(f"bench/scale.py: the 100k-row export failed:\n{done.stderr[-2000:]}")
-            times[label].append(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
-            out.unlink(missing_ok=True)
-    return times
+        for label, src in labels:
+            measured = export_rows(src, data, work / f"rows-{label}.xlsx")
+            results[label]["seconds"].append(measured["seconds"])
+            results[label]["cpu"].append(measured["cpu_seconds"])
+    if instructions and shutil.which("valgrind"):
+        # Instructions do not depend on how busy this shared machine is: the per-row cost is the
+        # difference between two sizes (start-up, imports and fixed parts cancel out).
+        small, large = generate_rows(work, INSTRUCTION_ROWS[0]), generate_rows(work, INSTRUCTION_ROWS[1])
+        for label, src in labels:
+            counts = [export_rows(src, size, work / f"rows-{label}.xlsx", callgrind=True)["instructions"]
+                      for size in (small, large)]
+            results[label]["instructions_per_row"] = (counts[1] - counts[0]) / (INSTRUCTION_ROWS[1] - INSTRUCTION_ROWS[0])
+    return results
+
+
+INSTRUCTION_ROWS = (10_000, 30_000)
+
+
+def generate_rows(work: Path, count: int) -> Path:
+    data = work / f"rows-{count}"
+    if not data.exists():
+        subprocess.run([sys.executable, "-c", (f"import sys; sys.path.insert(0, {str(HERE)!r}); import run; "
+                        f"run.generate({count}, __import__('pathlib').Path({str(data)!r}))")], check=True)
+    return data
+
+
+def export_rows(src: Path | None, data: Path, out: Path, callgrind: bool = False) -> dict[str, Any]:
+    """One `bench/run.py --child scheduled` export of `data` with the package at `src` (None: this tree)."""
+    env = {**os.environ}
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    command = [sys.executable, str(HERE / "run.py"), "--child", "scheduled", "--data", str(data), "--out", str(out)]
+    if callgrind:
+        command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *command]
+    try:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    finally:
+        out.unlink(missing_ok=True)
+    if done.returncode != 0:
+        raise SystemExit(f"bench/scale.py: the {data.name} export failed:\n{done.stderr[-2000:]}")
+    measured: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    if callgrind:
+        collected = re.search(r"Collected : (\d+)", done.stderr)
+        if collected is None:
+            raise SystemExit(f"bench/scale.py: callgrind reported no instruction count:\n{done.stderr[-2000:]}")
+        measured["instructions"] = int(collected.group(1))
+    return measured
 
 
 # ----------------------------------------------------------------------------- report
@@ -361,7 +399,7 @@ def projection(result: dict[str, Any], workspaces: int, target: int) -> dict[str
     return {"commands": commands, "cpu": cpu, "seconds": commands * RTT_MS / 1000 + cpu}
 
 
-def report(results: dict[str, dict[str, Any]], rows: dict[str, list[float]], args: argparse.Namespace,
+def report(results: dict[str, dict[str, Any]], rows: dict[str, dict[str, Any]], args: argparse.Namespace,
            command: str) -> str:
     info = machine_info()
     lines = [
@@ -416,15 +454,21 @@ def report(results: dict[str, dict[str, Any]], rows: dict[str, list[float]], arg
                  "bound: its fixed commands do not grow); MongoDB's own query time and the SMTP server's time are not "
                  "in it.")
     if rows:
-        lines.append("")
-        lines.append("100,000-row single-workspace export as a scheduled run writes it (`bench/run.py --child scheduled`: "
-                     "rows.py → the template writer, or the openpyxl writer in a tree without one), "
-                     f"alternating, {len(rows['after'])} rounds, fresh process each:")
-        lines.append("")
-        lines.append("| | " + " | ".join(label for label in ("before", "after") if rows.get(label)) + " |")
-        lines.append("|---|" + "---:|" * len([label for label in ("before", "after") if rows.get(label)]))
-        lines.append("| seconds (median) | " + " | ".join(f"{statistics.median(rows[label]):.2f}"
-                                                       for label in ("before", "after") if rows.get(label)) + " |")
+        labels = [label for label in ("before", "after") if label in rows]
+        lines += ["", "100,000-row single-workspace export as a scheduled run writes it (`bench/run.py --child "
+                  "scheduled`: rows.py → the template writer, or the openpyxl writer in a tree without one), "
+                  f"alternating, {len(rows['after']['seconds'])} rounds, fresh process each"
+                  + (f"; instructions per row with callgrind, the difference between a {INSTRUCTION_ROWS[0]:,}- and "
+                     f"a {INSTRUCTION_ROWS[1]:,}-row export (independent of this shared machine's load)"
+                     if "instructions_per_row" in rows["after"] else "") + ":",
+                  "", "| | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+        lines.append("| wall seconds (median) | " + " | ".join(f"{statistics.median(rows[label]['seconds']):.2f}"
+                                                            for label in labels) + " |")
+        lines.append("| CPU seconds (median) | " + " | ".join(f"{statistics.median(rows[label]['cpu']):.2f}"
+                                                           for label in labels) + " |")
+        if all("instructions_per_row" in rows[label] for label in labels):
+            lines.append("| instructions per row | " + " | ".join(f"{rows[label]['instructions_per_row']:,.0f}"
+                                                               for label in labels) + " |")
     if "after" in results and results["after"]["cpu_run"].get("breakdown"):
         busy = results["after"]["cpu_run"]
         lines += ["", "Where \"after\"'s CPU per exporting workspace goes (the delivering thread's CPU, mean over the "
@@ -448,9 +492,14 @@ def report(results: dict[str, dict[str, Any]], rows: dict[str, list[float]], arg
         lines.append(f"- MongoDB commands: {fixed} for a run over {args.workspaces:,} workspaces with nothing new, "
                      f"+ **{per:.1f}** per exporting workspace (target ≤ a small constant + 8 per exporting workspace: "
                      f"{'met' if per <= 8 else 'NOT met'})")
-        if rows.get("before") and rows.get("after"):
-            ratio = statistics.median(rows["after"]) / statistics.median(rows["before"])
-            lines.append(f"- 100k rows after / before: **{ratio:.2f}** (target ≤ 1.0 within noise)")
+        if "before" in rows and "after" in rows:
+            ratio = statistics.median(rows["after"]["cpu"]) / statistics.median(rows["before"]["cpu"])
+            line = f"- 100k rows after / before, CPU seconds: **{ratio:.2f}**"
+            if "instructions_per_row" in rows["after"] and "instructions_per_row" in rows["before"]:
+                per_row = rows["after"]["instructions_per_row"] / rows["before"]["instructions_per_row"]
+                line += (f"; instructions per row: **{per_row:.2f}** (target ≤ 1.0: "
+                         f"{'met' if per_row <= 1.0 else 'NOT met'})")
+            lines.append(line + "; wall and CPU seconds vary ±20% from run to run on this machine")
     return "\n".join(lines) + "\n"
 
 
@@ -467,12 +516,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="measure the old algorithm's CPU without the listener too (adds ~10 minutes)")
     parser.add_argument("--skip-rows", action="store_true", help="skip the 100k-row comparison")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of the 100k-row comparison")
+    parser.add_argument("--skip-instructions", action="store_true",
+                        help="skip the instruction count of the row comparison (callgrind, ~4 minutes; "
+                             "also skipped without valgrind)")
     parser.add_argument("--no-results", action="store_true", help=f"print only, do not update {RESULTS}")
     args = parser.parse_args(argv)
     command = "python bench/scale.py" + ("" if argv is None and len(sys.argv) == 1 else " " + " ".join(sys.argv[1:]))
 
     results: dict[str, dict[str, Any]] = {}
-    rows: dict[str, list[float]] = {}
+    rows: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="wa-export-scale-") as tmp:
         work = Path(tmp)
         mongo = LocalMongoServer().start()
@@ -490,9 +542,9 @@ def main(argv: list[str] | None = None) -> int:
                     results["after"] = measure("after", client, mongo, smtp, tenants, args, None, work)
                     if not args.skip_rows:
                         print("100k-row export, before and after ...", flush=True)
-                        rows = rows_side_by_side(before_src, work, args.rounds)
+                        rows = rows_side_by_side(before_src, work, args.rounds, not args.skip_instructions)
             if args.skip_before and not args.skip_rows:
-                rows = rows_side_by_side(None, work, args.rounds)
+                rows = rows_side_by_side(None, work, args.rounds, not args.skip_instructions)
             client.close()
         finally:
             smtp.stop()
