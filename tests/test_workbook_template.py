@@ -102,3 +102,21 @@ def test_a_big_sheet_is_compressed_from_its_file_never_read_whole(tmp_path, monk
     values = [tuple(cell.value for cell in row) for row in load_workbook(path).worksheets[0].iter_rows()]
     assert len(values) == len(rows) + 1 and values[0] == HEADER
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.xlsx"], "no temporary file left"
+
+
+@pytest.mark.parametrize("size", [0, 1, 249, 250, 251, 262, 263, 511, 512, 773, 774, 4096, 32_505, 32_506, 200_000])
+def test_small_parts_deflate_with_a_window_that_fits_them(size: int) -> None:
+    """A part compresses with the smallest window that holds it (zlib allocates a few KB, not ~260 KB),
+    and decompresses to exactly its content at every size around the window's edges."""
+    import random
+    import zlib
+
+    content = bytes(random.Random(size).choice(b"<row r=\"2\">abc</row>\n") for _ in range(size))
+    part = template._deflate("xl/part.xml", content)
+    assert zlib.decompress(part.data, -15) == content
+    assert part.crc == zlib.crc32(content) and part.size == size
+    bits = template._window_bits(size)
+    assert (1 << bits) >= size + 262 or bits == 15
+    assert bits == 9 or (1 << (bits - 1)) < size + 262
+    if size < 1_000:
+        assert bits <= 11
