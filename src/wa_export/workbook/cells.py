@@ -154,7 +154,7 @@ class TextCellTails(dict[str, str]):
     """`text_cell_tail` of `cell_text` of a str, remembered: phone numbers, Status and Workspace ID
     repeat on almost every row, and a dictionary hit is far cheaper than cleaning and escaping again."""
 
-    LIMIT = 100_000  # distinct values kept; a workbook with more starts over (memory stays bounded)
+    LIMIT = 20_000  # distinct values kept (a few MB); a workbook with more starts over, so memory stays flat
 
     def __init__(self, style: str) -> None:
         super().__init__()
