@@ -163,11 +163,9 @@ class TextCellTails(dict[str, str]):
     def __missing__(self, value: str) -> str:
         if len(self) >= self.LIMIT:
             self.clear()
-        tail = self[value] = text_cell_tail(cell_text(value), self.style)
+        tail = self[value] = self.uncached(value)
         return tail
 
-    def of(self, value: object) -> str:
-        """The tail of any value: remembered for a str, computed for anything else."""
-        if type(value) is str:
-            return self[value]
+    def uncached(self, value: object) -> str:
+        """The tail of any value, not remembered: for what is not a plain str (None, numbers, a str subclass)."""
         return text_cell_tail(cell_text(value), self.style)

@@ -309,11 +309,12 @@ class WorkbookWriter:
                     else:
                         # repr: shortest round-trip decimal, never an exponent in this range
                         vd = f'<c r="D{r}"{date_style} t="n"><v>{serial!r}</v></c>'
-                # Columns whose values repeat row after row come from the remembered tails.
-                a = tails[sender] if type(sender) is str else tails.of(sender)
-                b = tails[receiver] if type(receiver) is str else tails.of(receiver)
-                e = tails[status] if type(status) is str else tails.of(status)
-                f = tails[workspace_id] if type(workspace_id) is str else tails.of(workspace_id)
+                # Columns whose values repeat row after row come from the remembered tails; the str
+                # test is inline because a method call per cell would cost what the dictionary saves.
+                a = tails[sender] if type(sender) is str else tails.uncached(sender)
+                b = tails[receiver] if type(receiver) is str else tails.uncached(receiver)
+                e = tails[status] if type(status) is str else tails.uncached(status)
+                f = tails[workspace_id] if type(workspace_id) is str else tails.uncached(workspace_id)
                 va = f'<c r="A{r}"{a}' if a else ""
                 vb = f'<c r="B{r}"{b}' if b else ""
                 ve = f'<c r="E{r}"{e}' if e else ""
