@@ -62,8 +62,14 @@ class _Part:
     data: bytes  # raw deflate stream
 
 
+_COMPRESSION_LEVEL = 6  # zipfile's default, so every part compresses as openpyxl's own package does
+_DEFLATE_LOOKAHEAD = 262  # zlib's MIN_LOOKAHEAD: the window must hold the data plus this
+
+
 def _deflate(name: str, content: bytes) -> _Part:
-    compressor = zlib.compressobj(6, zlib.DEFLATED, -_window_bits(len(content)), _memory_level(len(content)))
+    bits = _window_bits(len(content))
+    # zlib's default memory level, 8, goes with its default 15-bit window: scaled down with it.
+    compressor = zlib.compressobj(_COMPRESSION_LEVEL, zlib.DEFLATED, -bits, bits - 7)
     data = compressor.compress(content) + compressor.flush()
     return _Part(name.encode(), zlib.crc32(content), len(content), data)
 
@@ -75,13 +81,6 @@ def _window_bits(size: int) -> int:
     allocates a few kilobytes instead of ~260 KB per part: a scheduled run deflates three
     small parts per workbook."""
     return max(9, min(15, (size + _DEFLATE_LOOKAHEAD - 1).bit_length()))
-
-
-def _memory_level(size: int) -> int:
-    return max(1, min(8, _window_bits(size) - 7))  # zlib's default 8 goes with the 15-bit window
-
-
-_DEFLATE_LOOKAHEAD = 262  # zlib's MIN_LOOKAHEAD: the window must hold the data plus this
 
 
 @dataclass(frozen=True)
@@ -197,7 +196,7 @@ _STREAM_CHUNK = 1024 * 1024
 
 def _stream_part(handle: Any, part: _OnDisk) -> tuple[int, int, int]:
     """Deflate `part`'s file into `handle` a chunk at a time; (crc, compressed size, size)."""
-    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+    compressor = zlib.compressobj(_COMPRESSION_LEVEL, zlib.DEFLATED, -15)
     crc = size = compressed = 0
     with open(part.path, "rb") as source:
         while chunk := source.read(_STREAM_CHUNK):
@@ -219,20 +218,22 @@ def write_package(handle: Any, parts: list[_Part | _OnDisk]) -> None:
     its header's sizes and crc are filled in afterwards.
     """
     dos_time, dos_date = _dos_time(time.localtime())
+
+    def local_header(name: bytes, crc: int, compressed: int, size: int) -> bytes:
+        return struct.pack(_LOCAL_HEADER, 0x04034B50, 20, 0, 8, dos_time, dos_date, crc, compressed, size,
+                           len(name), 0) + name
+
     directory = []
     offset = 0
     for part in parts:
         if isinstance(part, _Part):
             crc, compressed, size = part.crc, len(part.data), part.size
-        else:
-            crc = compressed = size = 0  # patched below
-        header = struct.pack(_LOCAL_HEADER, 0x04034B50, 20, 0, 8, dos_time, dos_date, crc, compressed, size,
-                             len(part.name), 0)
-        handle.write(header)
-        handle.write(part.name)
-        if isinstance(part, _Part):
+            header = local_header(part.name, crc, compressed, size)
+            handle.write(header)
             handle.write(part.data)
         else:
+            header = local_header(part.name, 0, 0, 0)  # sizes and crc are known once it is written
+            handle.write(header)
             crc, compressed, size = _stream_part(handle, part)
             end = handle.tell()
             handle.seek(offset + _CRC_OFFSET)
@@ -241,7 +242,7 @@ def write_package(handle: Any, parts: list[_Part | _OnDisk]) -> None:
         directory.append(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, dos_time, dos_date, crc,
                                      compressed, size, len(part.name), 0, 0, 0, 0, 0o600 << 16, offset)
                          + part.name)
-        offset += len(header) + len(part.name) + compressed
+        offset += len(header) + compressed
     central = b"".join(directory)
     handle.write(central)
     handle.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(parts), len(parts), len(central), offset, 0))
