@@ -307,8 +307,7 @@ def measure(label: str, client: MongoClient, mongo: LocalMongoServer, smtp: Smtp
     print(f"{label}: measured run ({args.exporting} workspaces with {args.messages} new messages) ...", flush=True)
     busy = driver_run(env, work)
     reset(client, ids)
-    if busy["completed"] != args.exporting or busy["failed"]:
-        raise SystemExit(f"bench/scale.py: {label} did not export what it should: {busy['summary']}")
+    check_exported(label, busy, args.exporting)
     if label == "before" and not args.before_quiet:
         # The old algorithm's runs take minutes on mongoeco: its CPU comes from the counting run.
         return {"idle": idle, "busy": busy, "cpu_run": busy, "idle_cpu_run": idle}
@@ -324,8 +323,7 @@ def measure(label: str, client: MongoClient, mongo: LocalMongoServer, smtp: Smtp
         ids = add_new_messages(client, tenants, args.exporting, args.messages)
         quiet = driver_run(env, work, quiet=True)
         reset(client, ids)
-        if quiet["completed"] != args.exporting or quiet["failed"]:
-            raise SystemExit(f"bench/scale.py: {label} did not export what it should: {quiet['summary']}")
+        check_exported(label, quiet, args.exporting)
         quiet_runs.append((idle_quiet, quiet))
     quiet_runs.sort(key=lambda pair: statistics.median(pair[1]["cpu_exporting"]))
     idle_cpu_run, cpu_run = quiet_runs[len(quiet_runs) // 2]
@@ -334,6 +332,15 @@ def measure(label: str, client: MongoClient, mongo: LocalMongoServer, smtp: Smtp
           f"of it in the delivering thread {statistics.median(cpu_run['thread_exporting'] or [0]) * 1000:.1f} ms",
           flush=True)
     return {"idle": idle, "busy": busy, "cpu_run": cpu_run, "idle_cpu_run": idle_cpu_run}
+
+
+def check_exported(label: str, run: dict[str, Any], exporting: int) -> None:
+    """A measured run must have delivered every exporting workspace, or its figures mean nothing."""
+    if run["completed"] != exporting or run["failed"]:
+        raise SystemExit(f"bench/scale.py: {label} did not export what it should: {run['summary']}")
+
+
+INSTRUCTION_ROWS = (10_000, 30_000)  # the two export sizes whose difference gives the instructions per row
 
 
 def rows_side_by_side(before_src: Path | None, work: Path, rounds: int, instructions: bool) -> dict[str, dict[str, Any]]:
@@ -356,9 +363,6 @@ def rows_side_by_side(before_src: Path | None, work: Path, rounds: int, instruct
                       for size in (small, large)]
             results[label]["instructions_per_row"] = (counts[1] - counts[0]) / (INSTRUCTION_ROWS[1] - INSTRUCTION_ROWS[0])
     return results
-
-
-INSTRUCTION_ROWS = (10_000, 30_000)
 
 
 def generate_rows(work: Path, count: int) -> Path:
