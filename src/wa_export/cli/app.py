@@ -38,7 +38,7 @@ from wa_export.cli.health_view import render_health
 from wa_export.cli.logs_view import render_logs
 from wa_export.cli.metrics_view import MetricsFileOption, recorded_run
 from wa_export.cli.output import Output
-from wa_export.cli.state_view import MOVE_TO_HELP, STATE_ID_HELP, render_state
+from wa_export.cli.state_view import MOVE_PAST_HELP, MOVE_TO_HELP, STATE_ID_HELP, render_state
 from wa_export.cli.stats_view import render_stats
 from wa_export.cli.test_email_view import render_test_email
 from wa_export.commands import cleanup as cleanup_command
@@ -314,13 +314,14 @@ def logs(
 def state(
     workspace_id: Annotated[str | None, typer.Argument(metavar="[WORKSPACE_ID]", help=STATE_ID_HELP)] = None,
     move_to: Annotated[str | None, typer.Option("--move-to", metavar="TIME", help=MOVE_TO_HELP)] = None,
+    move_past: Annotated[str | None, typer.Option("--move-past", metavar="MESSAGE_ID", help=MOVE_PAST_HELP)] = None,
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
-    """Each workspace's cursor, messages waiting, lease and failures; --move-to moves one cursor (logged)."""
+    """Each workspace's cursor, messages waiting, lease and failures; --move-to/--move-past move one cursor (logged)."""
 
     def body(settings: Settings, output: Output) -> int:
-        render_state(output, settings, workspace_id, move_to)
+        render_state(output, settings, workspace_id, move_to, move_past)
         return ExitCode.OK
 
     _run(json_output, env_file, body)

@@ -21,6 +21,7 @@ from wa_export.commands import cursor_move
 from wa_export.commands import state as state_command
 from wa_export.commands.cursor_move import MoveResult
 from wa_export.commands.state import StateReport, WorkspaceState
+from wa_export.errors import UsageProblem
 from wa_export.settings import Settings
 from wa_export.store.arrival_keys import key_text, time_of_key
 from wa_export.units import format_age
@@ -30,12 +31,22 @@ MOVE_TO_HELP = (
     "Move WORKSPACE_ID's cursor to this arrival time (ISO 8601, naive = EXPORT_TIMEZONE): "
     "back re-delivers from then on, forward skips what arrived before."
 )
+MOVE_PAST_HELP = (
+    "Move WORKSPACE_ID's cursor just past this one message (its _id): it is never delivered, "
+    "messages that arrived after it, even in the same second, still are."
+)
 
 
-def render_state(output: Output, settings: Settings, workspace_id: str | None, move_to: str | None) -> None:
+def render_state(
+    output: Output, settings: Settings, workspace_id: str | None, move_to: str | None, move_past: str | None = None
+) -> None:
     """`wa-export state`: one library call (show the cursors, or move one), then its rendering."""
+    if move_to is not None and move_past is not None:
+        raise UsageProblem("--move-to and --move-past both move the cursor: give one of them.")
     if move_to is not None:
         render_move(output, cursor_move.move_cursor(settings, workspace_id, move_to), settings)
+    elif move_past is not None:
+        render_move(output, cursor_move.move_cursor_past(settings, workspace_id, move_past), settings)
     else:
         render_report(output, state_command.state(settings, workspace_id), settings)
 
@@ -61,6 +72,13 @@ def render_move(output: Output, result: MoveResult, settings: Settings) -> None:
         output.json({"ok": True, **result.as_dict()})
         return
     move = result.move
+    if move.direction == "already_past":
+        where = f"{_time(move.new_time, settings)} (key {key_text(move.new_key)})"
+        output.line(
+            f"Workspace {move.workspace_id}: message {move.past_message_id} (arrived {_time(move.requested_time, settings)}) "
+            f"is already behind the delivery position {where}: it was delivered or skipped before; nothing was moved."
+        )
+        return
     old = (
         f"{_time(move.old_time, settings)} (key {key_text(move.old_key)}, {move.old_source or 'unknown source'})"
         if move.old_key is not None
@@ -73,6 +91,11 @@ def render_move(output: Output, result: MoveResult, settings: Settings) -> None:
         "unchanged": "the cursor was already there",
         "created": "the next scheduled run starts there",
     }[move.direction]
+    if move.past_message_id is not None:
+        consequence = (
+            f"message {move.past_message_id} (arrived {_time(move.requested_time, settings)}) will not be delivered; "
+            "what arrived after it, in the same second too, will"
+        )
     change = f"cursor created at {new}" if move.old_key is None else f"cursor moved {move.direction} from {old} to {new}"
     output.line(f"Workspace {move.workspace_id}: {change}: {consequence}.")
     after = result.state_after

@@ -1,10 +1,13 @@
-"""`wa-export state WORKSPACE_ID --move-to TIME`: move one workspace's cursor, never under a live lease.
+"""`wa-export state WORKSPACE_ID --move-to TIME | --move-past MESSAGE_ID`: move one workspace's cursor.
 
-Back re-delivers what arrived from TIME on; forward skips what arrived before
-it. One conditional update (the lease must be free or expired on the database
-clock) makes the check and the move one atomic step. The in_flight marker is
-left alone: the engine still needs it to flag a possible duplicate. Every move
-is recorded in system_logs.
+--move-to: back re-delivers what arrived from TIME on; forward skips what
+arrived before it. --move-past skips exactly one message (one too big for any
+email): the cursor becomes the smallest key after that message's, so messages
+that arrived in the same second after it are still delivered. One conditional
+update (the lease must be free or expired on the database clock) makes the
+check and the move one atomic step, never under a live lease. The in_flight
+marker is left alone: the engine still needs it to flag a possible duplicate.
+Every move is recorded in system_logs.
 """
 
 from __future__ import annotations
@@ -12,9 +15,11 @@ from __future__ import annotations
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from bson import ObjectId
+from bson.errors import InvalidId
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
@@ -30,6 +35,8 @@ from wa_export.store.arrival_keys import (
     key_text,
     time_of_key,
 )
+from wa_export.store.arrivals import ArrivalKey as Arrivals
+from wa_export.store.arrivals import as_object_id, owner_of
 from wa_export.store.connection import (
     SERVICE_NAME,
     Store,
@@ -39,10 +46,15 @@ from wa_export.store.connection import (
     open_store,
     parse_workspace_id,
 )
+from wa_export.store.export_state import lease_is_free
+from wa_export.store.waiting import position_key, workspace_chat_ids
 
 CURSOR_MOVED_EVENT = "cursor_moved"
 MOVED_SOURCE = "moved"
-MoveDirection = Literal["back", "forward", "unchanged", "created"]
+# "already_past": --move-past of a message the cursor is already beyond; nothing was written.
+MoveDirection = Literal["back", "forward", "unchanged", "created", "already_past"]
+# A --move-past whose cursor changed between the read and the write (a run finished meanwhile).
+_ANY_CURSOR = object()
 
 
 @dataclass(frozen=True)
@@ -56,6 +68,7 @@ class CursorMove:
     direction: MoveDirection
     database_now: datetime
     host: str
+    past_message_id: str | None = None  # --move-past: the one message skipped
 
     @property
     def old_time(self) -> datetime | None:
@@ -80,6 +93,7 @@ class CursorMove:
             "new_cursor_key": key_text(self.new_key),
             "database_time": iso(self.database_now),
             "host": self.host,
+            "past_message_id": self.past_message_id,
         }
 
 
@@ -108,19 +122,7 @@ def move_cursor(settings: Settings, workspace_id: str | None, to: str) -> MoveRe
                 "messages that have not arrived yet; give a time in the past."
             )
         new_key = key_for_time(field, moment)
-        try:
-            before = store.export_state.find_one_and_update(
-                {"_id": workspace.id, "$or": [{"lease_expires_at": None}, {"lease_expires_at": {"$lte": now}}]},
-                {
-                    "$set": {"cursor": new_key, "cursor_source": MOVED_SOURCE, "cursor_set_at": now, "updated_at": now},
-                    "$setOnInsert": {"created_at": now},
-                },
-                upsert=True,
-                return_document=ReturnDocument.BEFORE,
-            )
-        except DuplicateKeyError:
-            # The document exists and its lease is live: the upsert could not match it.
-            raise _busy(store, workspace, settings) from None
+        before = _write_cursor(store, workspace, settings, now, new_key)
         old_key, old_source = _old_position(before, field)
         move = CursorMove(
             workspace_id=workspace.id,
@@ -134,8 +136,176 @@ def move_cursor(settings: Settings, workspace_id: str | None, to: str) -> MoveRe
             host=socket.gethostname(),
         )
         _record_move(store, move, settings)
-        documents = read_state_documents(store, [workspace.id], single=True)
-        return MoveResult(move, workspace_states(store, [workspace], documents, now, None)[0])
+        return _result(store, workspace, move)
+
+
+def move_cursor_past(settings: Settings, workspace_id: str | None, message_id: str) -> MoveResult:
+    """Set the cursor just after one message of this workspace, skipping it and nothing else."""
+    if workspace_id is None:
+        raise UsageProblem(
+            "--move-past moves one workspace's cursor: give its WORKSPACE_ID, e.g. wa-export state ID --move-past MESSAGE_ID."
+        )
+    parse_workspace_id(workspace_id)
+    message_object_id = _parse_message_id(message_id)
+    arrival = Arrivals(settings.export_arrival_field)
+    with open_store(settings) as store, mongo_errors(settings):
+        workspace = store.workspaces_by_id([workspace_id])[0]
+        message = store.messages.find_one({"_id": message_object_id}, {"chat_id": 1, arrival.field: 1})
+        if message is None:
+            raise UsageProblem(
+                f"No message with id {message_object_id} in database {settings.mongodb_database!r}; "
+                "check the id (the message's _id, 24 hexadecimal characters)."
+            )
+        _check_owner(store, workspace, message, message_object_id)
+        message_key = arrival.of(message)
+        if not is_arrival_key(message_key) or not arrival.usable(message_key):
+            raise UsageProblem(
+                f"Message {message_object_id} has no {arrival.type_name} in {arrival.field}: scheduled runs never "
+                "deliver it, so there is nothing to move past."
+            )
+        now = store.database_now()
+        document = store.export_state.find_one({"_id": workspace.id}) or {}
+        position = _delivery_position(settings, document, now)
+        old_key, old_source = _old_position(document or None, arrival.field)
+        move = CursorMove(
+            workspace_id=workspace.id,
+            workspace_name=workspace.name,
+            requested_time=arrival.time_of(message_key) or now,
+            old_key=old_key,
+            old_source=old_source,
+            new_key=old_key if old_key is not None else position,
+            direction="already_past",
+            database_now=now,
+            host=socket.gethostname(),
+            past_message_id=str(message_object_id),
+        )
+        if message_key < position:  # both keys of the configured field
+            return _result(store, workspace, move)  # delivered (or skipped) already: nothing to do
+        new_key = _key_just_after(store, workspace, arrival, message_key, message_object_id)
+        earlier = _messages_between(store, workspace, arrival.field, position, message_key)
+        if earlier:
+            raise UsageProblem(
+                f"{earlier} message(s) of workspace {workspace.id} arrived after its cursor and before message "
+                f"{message_object_id}: moving past it would skip them too; let a scheduled run deliver them first, "
+                "or skip them all deliberately with --move-to."
+            )
+        before = _write_cursor(store, workspace, settings, now, new_key, expected_cursor=document.get("cursor"))
+        old_key, old_source = _old_position(before, arrival.field)
+        move = CursorMove(
+            workspace_id=workspace.id,
+            workspace_name=workspace.name,
+            requested_time=move.requested_time,
+            old_key=old_key,
+            old_source=old_source,
+            new_key=new_key,
+            direction=_direction(old_key, new_key),
+            database_now=now,
+            host=socket.gethostname(),
+            past_message_id=str(message_object_id),
+        )
+        _record_move(store, move, settings)
+        return _result(store, workspace, move)
+
+
+def _parse_message_id(raw: str) -> ObjectId:
+    try:
+        return ObjectId(raw.strip())
+    except (InvalidId, TypeError):
+        raise UsageProblem(
+            f"--move-past {raw!r} is not a message id: expected the message's _id, 24 hexadecimal characters."
+        ) from None
+
+
+def _check_owner(store: Store, workspace: Workspace, message: Mapping[str, Any], message_id: ObjectId) -> None:
+    """Refuse a message that this workspace's scheduled runs would never deliver: another's, or nobody's."""
+    chat_id = as_object_id(message.get("chat_id"))
+    chat = store.chats.find_one({"_id": chat_id}, {"workspace_id": 1}) if chat_id is not None else None
+    owner = owner_of(chat) if chat is not None else None
+    if owner != workspace.id:
+        whose = f"workspace {owner}" if owner is not None else "no single workspace"
+        raise UsageProblem(
+            f"Message {message_id} belongs to {whose}, not to workspace {workspace.id}; its cursor was not moved: "
+            "give the workspace whose export stopped at that message."
+        )
+
+
+def _delivery_position(settings: Settings, document: Mapping[str, Any], now: datetime) -> ArrivalKey:
+    """Where the workspace's undelivered messages start: its cursor, v1's watermark, or the first cursor's earliest start.
+
+    Without either, the next scheduled run starts EXPORT_INTERVAL_MINUTES before
+    its end (now minus EXPORT_LAG_SECONDS at the earliest): the earliest it can be.
+    """
+    position = position_key(settings, document, now)
+    if position is not None:
+        return position
+    interval = timedelta(minutes=settings.export_interval_minutes, seconds=settings.export_lag_seconds)
+    return key_for_time(settings.export_arrival_field, now - interval)
+
+
+def _key_just_after(
+    store: Store, workspace: Workspace, arrival: Arrivals, message_key: ArrivalKey, message_id: ObjectId
+) -> ArrivalKey:
+    """The smallest arrival key after `message_key`: every other message stays at or after it.
+
+    An ObjectId's successor is the next 12-byte value, so messages of the same
+    second after it stay. A date key of millisecond precision can only be
+    passed as a whole: refused when another message of the workspace shares it.
+    """
+    if isinstance(message_key, ObjectId):
+        following = int.from_bytes(message_key.binary, "big") + 1
+        return ObjectId(following.to_bytes(12, "big"))  # 2**96 - 1 is no writer's ObjectId
+    tied = store.messages.count_documents(
+        {"chat_id": {"$in": workspace_chat_ids(store, workspace)}, arrival.field: message_key, "_id": {"$ne": message_id}}
+    )
+    if tied:
+        raise UsageProblem(
+            f"{tied} other message(s) of workspace {workspace.id} share message {message_id}'s arrival time in "
+            f"{arrival.field} ({key_text(message_key)}): a date cursor cannot pass one of them alone; use --move-to "
+            "to skip them all, or raise EXPORT_MAX_ATTACHMENT_MB."
+        )
+    return message_key + timedelta(milliseconds=1)  # BSON dates hold milliseconds
+
+
+def _messages_between(store: Store, workspace: Workspace, field: str, low: ArrivalKey, high: ArrivalKey) -> int:
+    """How many of the workspace's messages have low <= arrival key < high (they would be skipped too)."""
+    if not low < high:
+        return 0
+    return store.messages.count_documents(
+        {"chat_id": {"$in": workspace_chat_ids(store, workspace)}, field: {"$gte": low, "$lt": high}}
+    )
+
+
+def _write_cursor(
+    store: Store,
+    workspace: Workspace,
+    settings: Settings,
+    now: datetime,
+    new_key: ArrivalKey,
+    *,
+    expected_cursor: object = _ANY_CURSOR,
+) -> Mapping[str, Any] | None:
+    """Set the cursor in one conditional update (lease free, and the cursor still as read); the document before."""
+    query: dict[str, Any] = {"_id": workspace.id, **lease_is_free(now)}
+    if expected_cursor is not _ANY_CURSOR:
+        query["cursor"] = expected_cursor  # None also matches a document without one
+    try:
+        return store.export_state.find_one_and_update(
+            query,
+            {
+                "$set": {"cursor": new_key, "cursor_source": MOVED_SOURCE, "cursor_set_at": now, "updated_at": now},
+                "$setOnInsert": {"created_at": now},
+            },
+            upsert=True,
+            return_document=ReturnDocument.BEFORE,
+        )
+    except DuplicateKeyError:
+        # The document exists but did not match: its lease is live, or a run moved the cursor meanwhile.
+        raise _busy(store, workspace, settings) from None
+
+
+def _result(store: Store, workspace: Workspace, move: CursorMove) -> MoveResult:
+    documents = read_state_documents(store, [workspace.id], single=True)
+    return MoveResult(move, workspace_states(store, [workspace], documents, move.database_now, None)[0])
 
 
 def _old_position(before: Mapping[str, Any] | None, field: str) -> tuple[ArrivalKey | None, str | None]:
@@ -162,6 +332,11 @@ def _direction(old_key: ArrivalKey | None, new_key: ArrivalKey) -> MoveDirection
 def _busy(store: Store, workspace: Workspace, settings: Settings) -> WorkspaceBusy:
     document = store.export_state.find_one({"_id": workspace.id}, {"lease_owner": 1, "lease_expires_at": 1}) or {}
     expires = as_utc_or_none(document.get("lease_expires_at"))
+    if expires is None or expires <= store.database_now():
+        return WorkspaceBusy(
+            f"The cursor of workspace {workspace.id} changed while this command ran (a run just delivered); "
+            "it was not moved: run the command again."
+        )
     until = f" until {_local(expires, settings)}" if expires else ""
     owner = document.get("lease_owner") or "another run"
     return WorkspaceBusy(
@@ -177,7 +352,8 @@ def _record_move(store: Store, move: CursorMove, settings: Settings) -> None:
     else:
         old = f"{iso(move.old_time)} (key {key_text(move.old_key)}, {move.old_source or 'unknown source'})"
         change = f"moved {move.direction} from {old} to {new}"
-    message = f"cursor of workspace {move.workspace_id} {change} by wa-export state on host {move.host}"
+    past = f" past message {move.past_message_id}" if move.past_message_id else ""
+    message = f"cursor of workspace {move.workspace_id} {change}{past} by wa-export state on host {move.host}"
     try:
         store.system_logs.insert_one(
             {
@@ -195,6 +371,7 @@ def _record_move(store: Store, move: CursorMove, settings: Settings) -> None:
                 "old_cursor_source": move.old_source,
                 "new_cursor": move.new_key,
                 "new_cursor_time": move.new_time,
+                "past_message_id": move.past_message_id,
             }
         )
     except PyMongoError as error:

@@ -26,7 +26,7 @@ from wa_export.export.results import WorkspaceResult
 from wa_export.export.rows import RowStats
 from wa_export.export.window import WorkspaceExport, Written, counts
 from wa_export.mail.errors import MailError
-from wa_export.store import export_logs
+from wa_export.store import arrivals, export_logs
 from wa_export.store.arrivals import Key
 from wa_export.store.export_state import InFlight
 from wa_export.store.leases import KEEP_IN_FLIGHT, Lease, LeaseLost, acquire_lease
@@ -188,12 +188,23 @@ class ScheduledDelivery(WorkspaceExport):
         arrived = ctx.key.time_of(piece.low)
         when = f" (arrived {arrived:%Y-%m-%d %H:%M:%S} UTC)" if arrived is not None else ""
         what = "a single message" if piece.count <= 1 else f"{piece.count} messages that arrived at the same moment"
+        # One message can be passed alone (its _id); messages sharing one date key only together.
+        message_id = self._only_message_id(piece) if piece.count <= 1 else None
+        move = f"--move-past {message_id}" if message_id is not None else "--move-to"
         return (
             f"{what}{when} makes a workbook of {piece.encoded_size / 2**20:.2f} MB once encoded for "
             f"email, over EXPORT_MAX_ATTACHMENT_MB={ctx.settings.export_max_attachment_mb:g}; the file is kept at "
             f"{piece.path} and the cursor stays before it: raise EXPORT_MAX_ATTACHMENT_MB if the mail "
-            f"server allows it, or move the cursor past it with `wa-export state {self.item.workspace.id} --move-to`"
+            f"server allows it, or move the cursor past it with `wa-export state {self.item.workspace.id} {move}`"
         )
+
+    def _only_message_id(self, piece: Written) -> ObjectId | None:
+        """The _id of the one message of a too-big part (a rare path: two queries)."""
+        ctx = self.ctx
+        chat_ids = list(arrivals.chats_of_workspace(ctx.store.chats, self.item.workspace))
+        found = next(arrivals.window_messages(ctx.store.messages, ctx.key, chat_ids, piece.low, piece.high), None)
+        message_id = found.get("_id") if found is not None else None
+        return message_id if isinstance(message_id, ObjectId) else None
 
     def fail(self, reason: str, low: Key, *, in_flight: object, pending: list[str] | None) -> WorkspaceResult:
         """The workspace failed before any email: logged, counted on its state, the cursor unmoved."""
