@@ -134,12 +134,26 @@ def render_workers(output: Output, merged: WorkersResult) -> None:
 def render_export(output: Output, result: RunResult, settings: Settings) -> None:
     if output.json_output:
         output.json({"ok": result.exit_code == ExitCode.OK, **result.as_dict()})
-        return
-    if output.interactive:
-        _render_export_table(output, result.workspaces, settings)
-    render_run_warnings(output, result.warnings)
-    level = "ERROR" if result.failed else "INFO"
-    output.line(f"{timestamp()} {level} {result.summary()} (run {result.run_id})")
+    else:
+        if output.interactive:
+            _render_export_table(output, result.workspaces, settings)
+        render_run_warnings(output, result.warnings)
+        level = "ERROR" if result.failed else "INFO"
+        output.line(f"{timestamp()} {level} {result.summary()} (run {result.run_id})")
+    render_tracebacks(output, result.workspaces)
+
+
+def render_tracebacks(output: Output, results: Sequence[WorkspaceResult]) -> None:
+    """The traceback of each workspace an unexpected error failed, on stderr (with --json too), already redacted.
+
+    A `--workers` child's stderr is its parent's, so these reach the parent's stderr as they are.
+    """
+    for result in results:
+        if result.traceback:
+            output.stderr(
+                f"internal error in workspace {result.workspace_id} ({result.workspace_name}), "
+                f"please report it with this traceback:\n{result.traceback.rstrip()}"
+            )
 
 
 

@@ -250,7 +250,7 @@ def deliver(ctx: RunContext, item: WorkItem) -> WorkspaceResult:
         result.reason = ctx.redact(text)
     except Exception as error:
         result.outcome = "failed"
-        result.reason = ctx.redact(f"internal error ({type(error).__name__}: {error})")
+        result.reason = result.unexpected_error(error, ctx.redact)
     finally:
         if delivery is None or not delivery.released:
             _release_quietly(lease)

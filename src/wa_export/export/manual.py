@@ -47,7 +47,7 @@ def export_manual(ctx: RunContext, workspace: Workspace) -> WorkspaceResult:
     except PyMongoError as error:
         return _failed(ctx, workspace, result, ctx.redact(f"MongoDB error: {error}"))
     except Exception as error:
-        return _failed(ctx, workspace, result, ctx.redact(f"internal error ({type(error).__name__}: {error})"))
+        return _failed(ctx, workspace, result, result.unexpected_error(error, ctx.redact))
 
 
 def _export(

@@ -6,6 +6,7 @@ the CLI renders them, the library never prints.
 
 from __future__ import annotations
 
+import traceback
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,12 @@ class WorkspaceResult:
     emails_sent: int = 0
     possible_duplicate: bool = False  # some of it may repeat an earlier email (said in that email)
     cursor_source: str | None = None  # where a cursor created by this run came from
+    traceback: str | None = None  # an unexpected error's traceback (redacted): the CLI prints it to stderr
+
+    def unexpected_error(self, error: Exception, redact: Callable[[str], str]) -> str:
+        """Keep the traceback of an error nobody anticipated (a bug, to be reported); return the one-line reason."""
+        self.traceback = redact("".join(traceback.format_exception(error)))
+        return redact(f"internal error ({type(error).__name__}: {error})")
 
     def add_counts(self, by_status: dict[str, int], anomalies: dict[str, int]) -> None:
         """Add one workbook's counts to the workspace's."""
@@ -67,6 +74,7 @@ class WorkspaceResult:
             "cursor_source": self.cursor_source,
             "recipients": list(self.recipients),
             "recipients_source": self.recipients_source,
+            "traceback": self.traceback,
         }
 
 

@@ -235,6 +235,7 @@ def run_workers(
             proc = subprocess.Popen(
                 child_command(slot, count, workspace_ids=workspace_ids, env_file=env_file, extra_args=extra_args),
                 stdout=out,
+                stderr=None,  # inherited: a child's warnings and tracebacks reach the parent's stderr as they are
                 stdin=subprocess.DEVNULL,
                 env=env if env is not None else os.environ.copy(),
             )
