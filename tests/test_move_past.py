@@ -25,7 +25,10 @@ def _same_second(db: Any, chat: ObjectId, second: datetime, contents: list[str])
     """Messages whose ObjectIds share one timestamp second, arriving in the order of `contents`."""
     ids = sorted(object_id_at(second) for _ in contents)
     db.messages.insert_many(
-        [message_doc(chat, _id=object_id, content=content, timestamp=second) for object_id, content in zip(ids, contents)]
+        [
+            message_doc(chat, _id=object_id, content=content, timestamp=second)
+            for object_id, content in zip(ids, contents, strict=True)
+        ]
     )
     return ids
 
@@ -58,7 +61,9 @@ def test_moving_past_the_too_big_middle_message_delivers_the_rest_of_its_second(
 
     moved = cli(["state", str(workspace), "--move-past", str(big)], env=env)
     assert moved.returncode == 0, moved.stderr
-    assert "moved forward" in moved.stdout and f"message {big}" in moved.stdout and "will not be delivered" in moved.stdout
+    assert (
+        "moved forward" in moved.stdout and f"message {big}" in moved.stdout and "will not be delivered" in moved.stdout
+    )
     assert str(big) in moved.stdout and str(_successor(big)) in moved.stdout  # before and after
     assert "Messages waiting from the new cursor: 1" in moved.stdout
     assert _cursor(mongo_db, workspace) == _successor(big)
@@ -111,7 +116,11 @@ def test_move_past_refusals_leave_the_cursor_and_the_logs_alone(mongo_db, make_e
     refusals = {
         "malformed": (["state", ws, "--move-past", "not-an-id"], 2, "is not a message id"),
         "no workspace": (["state", "--move-past", str(waiting)], 2, "WORKSPACE_ID"),
-        "both moves": (["state", ws, "--move-past", str(waiting), "--move-to", second.isoformat()], 2, "give one of them"),
+        "both moves": (
+            ["state", ws, "--move-past", str(waiting), "--move-to", second.isoformat()],
+            2,
+            "give one of them",
+        ),
         "unknown": (["state", ws, "--move-past", str(ObjectId())], 2, "No message with id"),
         "another workspace's": (["state", ws, "--move-past", str(theirs)], 2, f"belongs to workspace {neighbour}"),
         "nobody's": (["state", ws, "--move-past", str(nobodys)], 2, "belongs to no single workspace"),
@@ -128,8 +137,9 @@ def test_move_past_refusals_leave_the_cursor_and_the_logs_alone(mongo_db, make_e
     as_json = parse_json(cli(["state", ws, "--move-past", str(delivered), "--json"]))
     assert as_json["direction"] == "already_past" and as_json["new_cursor_key"] == str(cursor)
 
-    mongo_db.export_state.update_one({"_id": ws}, {"$set": {"lease_owner": "host-b-9-beef",
-                                                             "lease_expires_at": utcnow() + timedelta(minutes=10)}})
+    mongo_db.export_state.update_one(
+        {"_id": ws}, {"$set": {"lease_owner": "host-b-9-beef", "lease_expires_at": utcnow() + timedelta(minutes=10)}}
+    )
     busy = cli(["state", ws, "--move-past", str(waiting)])
     assert busy.returncode == 1 and "host-b-9-beef" in one_stderr_line(busy.stderr) and "not moved" in busy.stderr
 
@@ -142,11 +152,13 @@ def test_a_date_arrival_key_passes_one_message_exactly_or_refuses_a_tie(mongo_db
     chat = add_chat(mongo_db, workspace)
     arrived = utcnow() - timedelta(minutes=20)
     alone, tied, tied_too = (ObjectId() for _ in range(3))
-    mongo_db.messages.insert_many([
-        message_doc(chat, _id=alone, content="alone", created_at=arrived),
-        message_doc(chat, _id=tied, content="tied", created_at=arrived + timedelta(milliseconds=1)),
-        message_doc(chat, _id=tied_too, content="tied too", created_at=arrived + timedelta(milliseconds=1)),
-    ])
+    mongo_db.messages.insert_many(
+        [
+            message_doc(chat, _id=alone, content="alone", created_at=arrived),
+            message_doc(chat, _id=tied, content="tied", created_at=arrived + timedelta(milliseconds=1)),
+            message_doc(chat, _id=tied_too, content="tied too", created_at=arrived + timedelta(milliseconds=1)),
+        ]
+    )
     env = make_env(EXPORT_ARRIVAL_FIELD="created_at")
     assert cli(["state", str(workspace), "--move-to", arrived.isoformat()], env=env).returncode == 0
 

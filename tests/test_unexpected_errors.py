@@ -20,7 +20,7 @@ from servers import LocalSmtpServer
 
 SMTP_PASSWORD = "Sm7p-pass-in-the-bug"
 
-INJECTION = '''
+INJECTION = """
 import os
 
 _target = os.environ.get("WA_EXPORT_TEST_BUG_IN_WORKSPACE")
@@ -35,12 +35,13 @@ if _target:
         return _rows(self, *args, **kwargs)
 
     window.WorkspaceExport.rows = explode_for_one_workspace
-'''
+"""
 
 
 @pytest.mark.parametrize("workers", [1, 2], ids=["one process", "two workers"])
 def test_a_bug_in_one_workspace_prints_its_redacted_traceback_and_the_others_are_delivered(
-        mongo_db, make_env, cli, tmp_path: Path, workers: int):
+    mongo_db, make_env, cli, tmp_path: Path, workers: int
+):
     broken, healthy = add_workspace(mongo_db, "Broken Co"), add_workspace(mongo_db, "Healthy Co")
     arrived = utcnow() - timedelta(minutes=5)
     add_messages(mongo_db, add_chat(mongo_db, broken), [{"content": "never exported", "timestamp": arrived}])
@@ -71,4 +72,3 @@ def test_a_bug_in_one_workspace_prints_its_redacted_traceback_and_the_others_are
     failed = by_id[str(broken)]
     assert failed["outcome"] == "failed" and failed["reason"].startswith("internal error (TypeError: injected bug")
     assert "in explode_for_one_workspace" in failed["traceback"]
-

@@ -156,7 +156,6 @@ def render_tracebacks(output: Output, results: Sequence[WorkspaceResult]) -> Non
             )
 
 
-
 def _render_export_table(output: Output, results: Sequence[WorkspaceResult], settings: Settings) -> None:
     export_dir = settings.export_dir
     with_files = export_table(results, settings)

@@ -255,7 +255,11 @@ def _key_just_after(
         following = int.from_bytes(message_key.binary, "big") + 1
         return ObjectId(following.to_bytes(12, "big"))  # 2**96 - 1 is no writer's ObjectId
     tied = store.messages.count_documents(
-        {"chat_id": {"$in": workspace_chat_ids(store, workspace)}, arrival.field: message_key, "_id": {"$ne": message_id}}
+        {
+            "chat_id": {"$in": workspace_chat_ids(store, workspace)},
+            arrival.field: message_key,
+            "_id": {"$ne": message_id},
+        }
     )
     if tied:
         raise UsageProblem(
