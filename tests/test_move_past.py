@@ -13,10 +13,14 @@ import os
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 from bson import ObjectId
 
 from helpers import mailed_contents, one_stderr_line, parse_json
 from seeding import add_chat, add_workspace, message_doc, object_id_at, utcnow
+from wa_export.commands import cursor_move
+from wa_export.errors import WorkspaceBusy
+from wa_export.settings import load_settings
 
 TOO_BIG_LIMITS = {"EXPORT_MAX_ATTACHMENT_MB": "0.03", "EXPORT_MAX_ROWS_PER_EMAIL": "1"}
 
@@ -172,3 +176,27 @@ def test_a_date_arrival_key_passes_one_message_exactly_or_refuses_a_tie(mongo_db
     assert "1 other message(s)" in one_stderr_line(refused.stderr) and "cannot pass one of them alone" in refused.stderr
     assert _cursor(mongo_db, workspace) == arrived + timedelta(milliseconds=1)
     assert len(_moves(mongo_db)) == 2  # the --move-to and the one --move-past
+
+
+def test_a_cursor_moved_by_a_run_meanwhile_is_not_overwritten(mongo_db, make_env, tmp_path, monkeypatch):
+    # Between the command's read and its write a run delivers and moves the cursor: the
+    # write is conditional on the cursor it read, so it never moves the cursor back.
+    workspace = add_workspace(mongo_db, "Racing Co")
+    chat = add_chat(mongo_db, workspace)
+    second = utcnow().replace(microsecond=0) - timedelta(minutes=30)
+    skipped, _ = _same_second(mongo_db, chat, second, ["to skip", "after it"])
+    mongo_db.export_state.insert_one({"_id": str(workspace), "cursor": skipped, "cursor_source": "export"})
+    delivered_meanwhile = ObjectId.from_datetime(utcnow())
+    read_position = cursor_move._delivery_position
+
+    def position_then_a_run_delivers(*args: Any) -> Any:
+        position = read_position(*args)
+        mongo_db.export_state.update_one({"_id": str(workspace)}, {"$set": {"cursor": delivered_meanwhile}})
+        return position
+
+    monkeypatch.setattr(cursor_move, "_delivery_position", position_then_a_run_delivers)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(WorkspaceBusy, match="changed while this command ran"):
+        cursor_move.move_cursor_past(load_settings(environ=make_env()), str(workspace), str(skipped))
+    assert _cursor(mongo_db, workspace) == delivered_meanwhile
+    assert _moves(mongo_db) == []

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -167,6 +167,7 @@ def move_cursor_past(settings: Settings, workspace_id: str | None, message_id: s
         document = store.export_state.find_one({"_id": workspace.id}) or {}
         position = _delivery_position(settings, document, now)
         old_key, old_source = _old_position(document or None, arrival.field)
+        # As things stand; if the message is behind the position, also the answer (nothing moves).
         move = CursorMove(
             workspace_id=workspace.id,
             workspace_name=workspace.name,
@@ -191,17 +192,8 @@ def move_cursor_past(settings: Settings, workspace_id: str | None, message_id: s
             )
         before = _write_cursor(store, workspace, settings, now, new_key, expected_cursor=document.get("cursor"))
         old_key, old_source = _old_position(before, arrival.field)
-        move = CursorMove(
-            workspace_id=workspace.id,
-            workspace_name=workspace.name,
-            requested_time=move.requested_time,
-            old_key=old_key,
-            old_source=old_source,
-            new_key=new_key,
-            direction=_direction(old_key, new_key),
-            database_now=now,
-            host=socket.gethostname(),
-            past_message_id=str(message_object_id),
+        move = replace(
+            move, old_key=old_key, old_source=old_source, new_key=new_key, direction=_direction(old_key, new_key)
         )
         _record_move(store, move, settings)
         return _result(store, workspace, move)
