@@ -42,8 +42,9 @@ def test_a_chat_naming_two_workspaces_belongs_to_neither_on_every_path(mongo_db,
     assert smtp_server.messages == []
 
     # Alpha's exports were off for a week: it catches up on its own path (a laggard); Beta shares the pass.
-    mongo_db.export_state.update_one({"_id": str(alpha)},
-                                     {"$set": {"cursor": ObjectId.from_datetime(utcnow() - timedelta(days=7))}})
+    mongo_db.export_state.update_one(
+        {"_id": str(alpha)}, {"$set": {"cursor": ObjectId.from_datetime(utcnow() - timedelta(days=7))}}
+    )
     _arrived(mongo_db, alpha_chat, "alpha-backlog", timedelta(days=3))
     _arrived(mongo_db, shared, "shared-backlog", timedelta(days=3))  # only Alpha's own path reads this far back
     _arrived(mongo_db, alpha_chat, "alpha-now", timedelta(0))
@@ -72,14 +73,16 @@ def test_a_chat_naming_two_workspaces_belongs_to_neither_on_every_path(mongo_db,
     assert mailed_contents([mails["beta@own.test"]]) == ["beta-now"]
     by_id = {ws["workspace_id"]: ws for ws in run["workspaces"]}
     assert by_id[str(alpha)]["message_count"] == 3 and by_id[str(beta)]["message_count"] == 1
-    assert by_id[str(alpha)]["anomalies"] == {"ambiguous_chat": 1, "string_chat_id": 1}, \
+    assert by_id[str(alpha)]["anomalies"] == {"ambiguous_chat": 1, "string_chat_id": 1}, (
         "Alpha's own path counts the shared backlog message"
+    )
     assert run["run_anomalies"] == {"ambiguous_chat": 1}, "the pass counts the one it read"
     assert run["anomalies"]["ambiguous_chat"] == 2
 
 
 def test_a_workspace_stored_twice_is_exported_once_and_named_by_the_run_and_health(
-        mongo_db, make_env, cli, smtp_server):
+    mongo_db, make_env, cli, smtp_server
+):
     tenant = add_workspace(mongo_db, "Twice Tenant")
     mongo_db.workspaces.insert_one({"_id": str(tenant), "name": "Twice Tenant (copy)", "status": "active"})
     other = add_workspace(mongo_db, "Once Tenant")
@@ -108,12 +111,16 @@ def test_a_workspace_stored_twice_is_exported_once_and_named_by_the_run_and_heal
 
     plain = cli(["export"], env=env)  # the next run has nothing new, and still names it
     assert plain.returncode == 0, plain.stdout + plain.stderr
-    assert any("WARNING" in line and str(tenant) in line and "stored 2 times" in line
-               for line in plain.stdout.splitlines()), plain.stdout
+    assert any(
+        "WARNING" in line and str(tenant) in line and "stored 2 times" in line for line in plain.stdout.splitlines()
+    ), plain.stdout
     assert len(smtp_server.messages) == 2, "nothing sent twice"
+    workers = parse_json(cli(["export", "--workers", "2", "--json"], env=env))
+    assert [w["workspace_id"] for w in workers["warnings"] if w["kind"] == "duplicate_workspace"] == [str(tenant)], (
+        "named once, by the worker that exports it"
+    )
 
     duplicates = health_checks(cli(["health", "--json"], env=env))["duplicate_workspaces"]
     assert duplicates["status"] == "warning" and str(tenant) in duplicates["reason"]
     assert [entry["id"] for entry in duplicates["details"]["workspaces"]] == [str(tenant)]
     assert [doc["id_type"] for doc in duplicates["details"]["workspaces"][0]["documents"]] == ["ObjectId", "string"]
-
