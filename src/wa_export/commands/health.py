@@ -8,8 +8,9 @@ MongoDB, so a monitor needs one rule for `health`. The report is recorded as a
 
 Why this module is long: one short function per check (MongoDB, SMTP, the
 export folder, workspaces stored twice, indexes, arrival order, scheduled runs,
-failed exports, possible duplicates) and the runner that guards each; the address and folder checks live
-in health_addresses.py and workspace_checks.py, the wording in health_check.py.
+failed exports, possible duplicates) and the runner that guards each; the
+address and folder checks live in health_addresses.py and workspace_checks.py,
+the wording in health_check.py.
 """
 
 from __future__ import annotations
