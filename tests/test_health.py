@@ -28,8 +28,8 @@ from wa_export.commands.health import (
 )
 from wa_export.settings import Settings, load_settings
 
-ALL_CHECKS = ["mongodb", "smtp_settings", "export_dir", "workspace_addresses", "export_folders", "indexes", "arrival_order",
-              "scheduled_runs", "failed_exports", "possible_duplicates"]
+ALL_CHECKS = ["mongodb", "smtp_settings", "export_dir", "workspace_addresses", "duplicate_workspaces", "export_folders",
+              "indexes", "arrival_order", "scheduled_runs", "failed_exports", "possible_duplicates"]
 INDEX_COMMANDS = ["db.chats.createIndex({ workspace_id: 1 })", "db.messages.createIndex({ chat_id: 1, _id: 1 })",
                   "db.messages.createIndex({ chat_id: 1, timestamp: 1 })"]
 

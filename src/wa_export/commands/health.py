@@ -7,9 +7,10 @@ MongoDB, so a monitor needs one rule for `health`. The report is recorded as a
 `health_check` event in `system_logs` when MongoDB is reachable.
 
 Why this module is long: one short function per check (MongoDB, SMTP, the
-export folder, indexes, arrival order, scheduled runs, failed exports, possible
-duplicates) and the runner that guards each; the address and folder checks live
-in health_addresses.py and workspace_checks.py, the wording in health_check.py.
+export folder, workspaces stored twice, indexes, arrival order, scheduled runs,
+failed exports, possible duplicates) and the runner that guards each; the
+address and folder checks live in health_addresses.py and workspace_checks.py,
+the wording in health_check.py.
 """
 
 from __future__ import annotations
@@ -186,6 +187,20 @@ def check_indexes(store: Store) -> Check:
         "Supporting indexes are missing, so every export scans whole collections; create them once: "
         + "; ".join(commands),
         {"commands": commands},
+    )
+
+
+def check_duplicate_workspaces(store: Store) -> Check:
+    """Workspace ids stored twice (an ObjectId and a string `_id`): exported once, but the data needs fixing."""
+    duplicates = store.stored_twice()
+    if not duplicates:
+        return Check("duplicate_workspaces", "ok", "Every workspace id is stored once.")
+    return Check(
+        "duplicate_workspaces",
+        "warning",
+        sentence([duplicate.sentence() for duplicate in duplicates]),
+        {"workspaces": [{"id": d.id, "documents": [{"id_type": kind, "name": name, "status": status}
+                                                   for kind, name, status in d.documents]} for d in duplicates]},
     )
 
 
@@ -402,6 +417,7 @@ def run_health(
                 pass
         database_checks: list[tuple[str, Callable[[Store], Check]]] = [
             ("workspace_addresses", lambda s: check_workspace_addresses(s, settings)),
+            ("duplicate_workspaces", check_duplicate_workspaces),
             ("export_folders", lambda s: check_export_folders(s, settings)),
             ("indexes", check_indexes),
             ("arrival_order", lambda s: check_arrival_order(s, settings, now)),

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from bson import ObjectId
 from pymongo import DESCENDING
 
 from wa_export.clock import as_utc_or_none, iso, utc_now
@@ -31,6 +30,7 @@ from wa_export.store.connection import (
     open_store,
     parse_workspace_id,
 )
+from wa_export.store.ownership import chats_of_workspace
 from wa_export.units import count_or_zero
 
 
@@ -155,9 +155,9 @@ class StatsReport:
         return document
 
 
-def chat_ids_of(store: Store, workspace: Workspace) -> list[ObjectId]:
-    query = {"workspace_id": {"$in": _workspace_keys(workspace)}}
-    return [document["_id"] for document in store.chats.find(query, {"_id": 1})]
+def chat_ids_of(store: Store, workspace: Workspace) -> list[object]:
+    """What the workspace's messages hold in `chat_id`: the chats it owns (ownership.py), in both id forms."""
+    return chats_of_workspace(store.chats, workspace).message_chat_ids()
 
 
 def messages_per_day(store: Store, chat_ids: Sequence[object], period: Period) -> list[DayCounts]:

@@ -19,8 +19,8 @@ from wa_export.export.rows import RowStats, message_rows
 from wa_export.export.status import STATUSES
 from wa_export.mail.errors import MailError
 from wa_export.recipients import missing_hint
-from wa_export.store import arrivals, export_logs
-from wa_export.store.connection import Chat, Workspace
+from wa_export.store import arrivals, export_logs, ownership
+from wa_export.store.connection import Workspace
 from wa_export.store.export_state import Window
 
 DEFAULT_MANUAL_WINDOW = timedelta(hours=24)  # an --email run without a window (as build_export_request does)
@@ -62,16 +62,12 @@ def _export(
             return _failed(ctx, workspace, result,
                            f"not attempted: an earlier email of this run failed the same way ({ctx.mail.fatal_error})")
 
-    found = arrivals.chats_of_workspace(ctx.store.chats, workspace)
-    chats: dict[object, Chat] = {}
-    for chat_id, chat in found.items():
-        chats[chat_id] = chat
-        chats[str(chat_id)] = chat
+    found = ownership.chats_of_workspace(ctx.store.chats, workspace)
     stats = RowStats()
     messages = arrivals.messages_by_timestamp(
-        ctx.store.messages, arrivals.both_forms(found), result.window_start, result.window_end
+        ctx.store.messages, found.message_chat_ids(), result.window_start, result.window_end
     )
-    rows = message_rows(messages, chats, workspace.id, stats)
+    rows = message_rows(messages, ownership.by_both_forms(found.owned), workspace.id, stats)
     if request.dry_run:
         for _ in rows:
             pass

@@ -30,7 +30,7 @@ from bson import ObjectId
 from wa_export.export.context import RunContext
 from wa_export.export.results import WorkspaceResult
 from wa_export.recipients import Recipients, missing_hint
-from wa_export.store import arrivals
+from wa_export.store import arrivals, ownership
 from wa_export.store.arrivals import Key
 from wa_export.store.connection import Chat, Workspace
 from wa_export.store.export_logs import original_service_exports
@@ -49,6 +49,7 @@ HORIZON_MINIMUM = timedelta(hours=1)
 # EXPORT_LAG_SECONDS (plus clock noise) after its watermark: flagged, never silent.
 LEGACY_DUPLICATE_MARGIN = timedelta(minutes=1)
 CURSOR_AHEAD = "cursor_ahead_of_database_clock"
+AMBIGUOUS_CHAT = "ambiguous_chat"  # a message of a chat that names no single workspace (store/ownership.py)
 # About this many bytes of messages the pass keeps for the deliveries (message text + a fixed
 # overhead each): a handful per busy workspace in a normal run, bounded when a backlog arrives.
 PASS_DOCUMENT_BYTES = 32 * 1024 * 1024
@@ -76,6 +77,9 @@ class WorkItem:
     documents: list[tuple[Key, dict[str, Any]]] | None = field(default_factory=list)
     chats: dict[object, Chat] = field(default_factory=dict)  # by both id forms
     chat_ids: set[ObjectId] = field(default_factory=set)
+    # From this key on, the pass counted the messages of chats that belong to nobody (ambiguous_chat);
+    # the workspace's own path counts those before it. None: this run's pass counted none.
+    ambiguous_counted_from: Key | None = None
 
     @property
     def needs_work(self) -> bool:
@@ -191,6 +195,9 @@ def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
         plan.pass_start = pass_start
         if pass_start < end_key:
             _shared_pass(ctx, plan, pass_start, current_items)
+        if request.counts_run_anomalies:
+            for item in items:
+                item.ambiguous_counted_from = pass_start
 
     if request.counts_run_anomalies:
         problem = arrivals.arrival_key_problem(store.messages, key)
@@ -212,7 +219,7 @@ def _shared_pass(ctx: RunContext, plan: Plan, start: Key, items: Sequence[WorkIt
     orphans = 0
     for arrival, raw_chat_id, document in arrivals.arrivals_between(store.messages, ctx.key, start, ctx.end_key,
                                                                     documents=True):
-        chat_id = arrivals.as_object_id(raw_chat_id)
+        chat_id = ownership.chat_of_message(raw_chat_id)
         if chat_id is None:
             orphans += 1  # no chat id at all: a message of nobody
             continue
@@ -235,9 +242,9 @@ def _shared_pass(ctx: RunContext, plan: Plan, start: Key, items: Sequence[WorkIt
             continue
         found.add(chat_id)
         keys = by_chat[chat_id]
-        owner = arrivals.owner_of(document)
+        owner = ownership.owner_of(document)
         if owner is None:
-            ambiguous += len(keys)  # an array or an unknown type: mailed to nobody
+            ambiguous += len(keys)  # names no single workspace (an array, another type): mailed to nobody
             continue
         item = owners.get(owner)
         if item is None:
@@ -246,7 +253,7 @@ def _shared_pass(ctx: RunContext, plan: Plan, start: Key, items: Sequence[WorkIt
         mine = [arrival for arrival in keys if arrival >= start]
         if not mine:
             continue
-        chat = arrivals.chat_of(document)
+        chat = ownership.chat_of(document)
         item.keys.extend(mine)
         if item.documents is not None:
             if chat_id in over_budget:
@@ -264,7 +271,7 @@ def _shared_pass(ctx: RunContext, plan: Plan, start: Key, items: Sequence[WorkIt
         if orphans:
             plan.run_anomalies["orphaned_message"] += orphans
         if ambiguous:
-            plan.run_anomalies["ambiguous_chat"] += ambiguous
+            plan.run_anomalies[AMBIGUOUS_CHAT] += ambiguous
 
 
-__all__ = ["CURSOR_AHEAD", "Plan", "WorkItem", "first_cursor", "horizon", "make_plan"]
+__all__ = ["AMBIGUOUS_CHAT", "CURSOR_AHEAD", "Plan", "WorkItem", "first_cursor", "horizon", "make_plan"]

@@ -8,8 +8,9 @@
   the other tenants are still exported.
 * `run_warnings`: the WARNING lines of every run: active workspaces without an
   address (they are silently never exported otherwise), WORKSPACE_*_EMAIL
-  variables that match no active workspace (malformed ids included), and a
-  database without any active workspace.
+  variables that match no active workspace (malformed ids included), a
+  database without any active workspace, and a workspace stored twice
+  (`duplicate_workspace_warning`, added by the run that exports it).
 
 `health` reports the same findings with the same sentences.
 """
@@ -25,9 +26,11 @@ from pymongo.errors import OperationFailure
 from wa_export.errors import ConfigError
 from wa_export.recipients import missing_hint
 from wa_export.settings import Settings
-from wa_export.store.connection import Store
+from wa_export.store.connection import DuplicateWorkspace, Store
 
-WarningKind = Literal["no_active_workspace", "missing_address", "unmatched_address", "malformed_address_variable"]
+WarningKind = Literal[
+    "no_active_workspace", "missing_address", "unmatched_address", "malformed_address_variable", "duplicate_workspace"
+]
 SYSTEM_DATABASES = frozenset({"admin", "config", "local"})
 # Finding the databases that do have a workspaces collection is one command per
 # database; on a server with very many, the sentence names the first ones.
@@ -97,6 +100,11 @@ def address_problem(settings: Settings, workspace_id: str, email_override: Seque
         return None
     problem = settings.recipient_problem(workspace_id)
     return None if problem is None else f"{problem.rstrip('.')}; fix it to export this workspace"
+
+
+def duplicate_workspace_warning(duplicate: DuplicateWorkspace) -> RunWarning:
+    """A workspace stored twice (ObjectId and string `_id`): exported once, named every run until one is deleted."""
+    return RunWarning("duplicate_workspace", duplicate.sentence(), workspace_id=duplicate.id)
 
 
 def missing_address_warning(workspace_id: str, name: str, settings: Settings) -> RunWarning:
@@ -175,6 +183,7 @@ def run_warnings(
 __all__ = [
     "RunWarning",
     "address_problem",
+    "duplicate_workspace_warning",
     "missing_address_warning",
     "require_workspaces_collection",
     "run_warnings",

@@ -115,7 +115,14 @@ def export_in_workers(
         stop_requested=stop_requested,
     )
     if settings is not None:
-        merged.warnings = preflight.run_warnings(
+        # What a child found in the data it exports (a workspace stored twice); the rest is judged here.
+        merged.warnings = [
+            preflight.RunWarning(**warning)
+            for worker in merged.workers
+            for warning in (worker.document or {}).get("warnings") or []
+            if warning.get("kind") == "duplicate_workspace"
+        ]
+        merged.warnings += preflight.run_warnings(
             settings,
             [(ws["workspace_id"], ws.get("workspace_name") or "") for ws in merged.workspaces],
             covers_all_active=(
@@ -135,12 +142,12 @@ def export(
 ) -> RunResult:
     with open_store(settings) as store, mongo_errors(settings):
         result = run_export(settings, store, request, observer, stop_requested)
-    result.warnings = preflight.run_warnings(
+    result.warnings = [*result.warnings, *preflight.run_warnings(
         settings,
         [(workspace.workspace_id, workspace.workspace_name) for workspace in result.workspaces],
         covers_all_active=not request.workspace_ids and request.worker_slot is None and not result.interrupted,
         email_override=bool(request.email_override),
         failed_ids={workspace.workspace_id for workspace in result.workspaces if workspace.outcome == "failed"},
         without_address={ws.workspace_id for ws in result.workspaces if ws.recipients_source == "none"},
-    )
+    )]
     return result

@@ -23,7 +23,7 @@ from wa_export.export.context import ExportRequest, MailSession, RunContext
 from wa_export.export.delivery import deliver
 from wa_export.export.manual import export_manual
 from wa_export.export.plan import CURSOR_AHEAD, Plan, WorkItem, make_plan
-from wa_export.export.preflight import require_workspaces_collection
+from wa_export.export.preflight import duplicate_workspace_warning, require_workspaces_collection
 from wa_export.export.results import (
     RunObserver,
     RunResult,
@@ -86,7 +86,7 @@ class ExportRun:
                            started_at=clock.started_at)
         try:
             try:
-                workspaces = self._select_workspaces(ctx)
+                workspaces = self._select_workspaces(ctx, result)
                 if self.request.is_manual:
                     self._manual(ctx, workspaces, result)
                 else:
@@ -100,17 +100,23 @@ class ExportRun:
             raise MongoUnavailable(describe_mongo_error(error, self.settings)) from None
         return result
 
-    def _select_workspaces(self, ctx: RunContext) -> list[Workspace]:
+    def _select_workspaces(self, ctx: RunContext, result: RunResult) -> list[Workspace]:
         if self.request.workspace_ids:
-            selected = self.store.workspaces_by_id(self.request.workspace_ids)
+            listing = self.store.list_workspaces(self.request.workspace_ids)
             active = self.store.active_workspaces()  # one read per run, for folder adoption
         else:
-            selected = active = self.store.active_workspaces()
-            if not selected:
+            listing = self.store.list_workspaces()
+            active = listing.workspaces
+            if not active:
                 require_workspaces_collection(self.store)  # a wrong MONGODB_DATABASE is exit 2, not "0 workspaces"
         # From every active workspace, before --workers takes its share.
         ctx.contested_slugs = contested_slugs((w.name, w.id) for w in active)
-        return slot_share(selected, self.request.worker_slot)
+        share = slot_share(listing.workspaces, self.request.worker_slot)
+        # A workspace stored twice is exported once; the process that exports it names it.
+        exported = {workspace.id for workspace in share}
+        result.warnings.extend(duplicate_workspace_warning(duplicate) for duplicate in listing.duplicates
+                               if duplicate.id in exported)
+        return share
 
     def _finish(self, result: RunResult, outcome: WorkspaceResult) -> None:
         result.workspaces.append(outcome)

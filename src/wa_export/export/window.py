@@ -20,12 +20,12 @@ from bson import ObjectId
 from wa_export.export.context import RunContext
 from wa_export.export.files import remove_files, write_workbook
 from wa_export.export.parts import Part, cut_parts, rows_that_fit
-from wa_export.export.plan import WorkItem
+from wa_export.export.plan import AMBIGUOUS_CHAT, WorkItem
 from wa_export.export.results import WorkspaceResult
 from wa_export.export.rows import RowStats, message_rows
 from wa_export.export.status import STATUSES
 from wa_export.mail.message import encoded_attachment_size
-from wa_export.store import arrivals, export_logs
+from wa_export.store import arrivals, export_logs, ownership
 from wa_export.store.arrivals import Key
 from wa_export.store.connection import Chat
 from wa_export.store.export_state import CLOCK_TOLERANCE
@@ -101,12 +101,23 @@ class WorkspaceExport:
             documents = None if item.documents is None else [pair for pair in item.documents if pair[0] >= low]
             return ArrivalWindow(low, item.chats, sorted(item.chat_ids), keys, ahead, documents=documents)
         # Lagging, or the cursor was moved back since the pass: this workspace's chats, on their index.
-        chats = arrivals.chats_of_workspace(ctx.store.chats, item.workspace)
-        by_form: dict[object, Chat] = {}
-        for chat_id, chat in chats.items():
-            by_form[chat_id] = chat
-            by_form[str(chat_id)] = chat
-        return ArrivalWindow(low, by_form, sorted(chats), None, ahead)
+        chats = ownership.chats_of_workspace(ctx.store.chats, item.workspace)
+        self._count_ambiguous(chats.shared, low)
+        return ArrivalWindow(low, ownership.by_both_forms(chats.owned), sorted(chats.owned), None, ahead)
+
+    def _count_ambiguous(self, shared: list[ObjectId], low: Key) -> None:
+        """Messages of chats that name this workspace among others go to nobody, counted as the pass counts them.
+
+        Only those before where the pass counted (the pass has the rest): one count, and
+        only for a workspace that such a chat names.
+        """
+        ctx, counted_from = self.ctx, self.item.ambiguous_counted_from
+        high = ctx.end_key if counted_from is None else min(counted_from, ctx.end_key)
+        if not shared or not low < high:
+            return
+        found = arrivals.count_of_chats(ctx.store.messages, ctx.key, shared, low, high)
+        if found:
+            self.result.anomalies[AMBIGUOUS_CHAT] = found
 
     def keys_between(self, window: ArrivalWindow, low: Key, high: Key) -> Iterator[Key]:
         if window.keys is not None:
@@ -117,7 +128,7 @@ class WorkspaceExport:
         for arrival, raw_chat_id in arrivals.keys_of_chats(
             self.ctx.store.messages, self.ctx.key, window.chat_ids, low, high
         ):
-            chat_id = arrivals.as_object_id(raw_chat_id)
+            chat_id = ownership.chat_of_message(raw_chat_id)
             if chat_id is not None:
                 window.found_chats.add(chat_id)
             yield arrival

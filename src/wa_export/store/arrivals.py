@@ -20,7 +20,6 @@ from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
-from bson.errors import InvalidId
 from pymongo import ASCENDING, DESCENDING
 from pymongo.collection import Collection
 
@@ -30,9 +29,9 @@ from wa_export.store.connection import (
     CHAT_IDS_PER_QUERY,
     CHAT_PROJECTION,
     MESSAGE_PROJECTION,
-    Chat,
-    Workspace,
+    as_object_id,
 )
+from wa_export.store.ownership import both_forms
 
 Key = ObjectId | datetime
 # The pass reads two small fields per message: big batches keep getMores rare.
@@ -88,40 +87,6 @@ def object_id_at(moment: datetime) -> ObjectId:
     return ObjectId(int(moment.timestamp()).to_bytes(4, "big") + os.urandom(8))
 
 
-# --------------------------------------------------------------------------- ids
-
-
-def as_object_id(value: object) -> ObjectId | None:
-    """An id stored as an ObjectId or as its 24-hex string form; anything else is no id."""
-    if isinstance(value, ObjectId):
-        return value
-    if isinstance(value, str) and len(value) == 24:
-        try:
-            return ObjectId(value)
-        except (InvalidId, TypeError):
-            return None
-    return None
-
-
-def both_forms(ids: Iterable[ObjectId]) -> list[object]:
-    """Each id as an ObjectId and as its string, the two forms platform writers use."""
-    forms: list[object] = []
-    for object_id in ids:
-        forms.append(object_id)
-        forms.append(str(object_id))
-    return forms
-
-
-def owner_of(chat: dict[str, Any]) -> str | None:
-    """The one workspace a chat belongs to (24-hex string), or None when it is not exactly one."""
-    owner = as_object_id(chat.get("workspace_id"))
-    return None if owner is None else str(owner)
-
-
-def chat_of(document: dict[str, Any]) -> Chat:
-    return Chat(document.get("phone_number"), document.get("customer_phone"))
-
-
 # --------------------------------------------------------------------------- the pass
 
 
@@ -149,26 +114,11 @@ def in_row_order(documents: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def chats_by_id(chats: Collection[dict[str, Any]], chat_ids: Sequence[ObjectId]) -> Iterator[dict[str, Any]]:
-    """The chat documents with these ids (workspace and phones only), `$in` in chunks."""
+    """The chat documents with these ids (workspace and phones only), `$in` in chunks; ownership.owner_of judges them."""
     projection = {**CHAT_PROJECTION, "workspace_id": 1}
     for offset in range(0, len(chat_ids), CHAT_IDS_PER_QUERY):
         chunk = list(chat_ids[offset : offset + CHAT_IDS_PER_QUERY])
         yield from chats.find({"_id": {"$in": chunk}}, projection, batch_size=len(chunk) + 1)
-
-
-def chats_of_workspace(chats: Collection[dict[str, Any]], workspace: Workspace) -> dict[ObjectId, Chat]:
-    """Every chat that belongs to exactly this workspace, on the `workspace_id` index.
-
-    The query matches both id forms; an array `[A, B]` also matches `A`, so the
-    owner is checked exactly: such a chat belongs to nobody.
-    """
-    query = {"workspace_id": {"$in": [workspace.object_id, workspace.id]}}
-    projection = {**CHAT_PROJECTION, "workspace_id": 1}
-    return {
-        document["_id"]: chat_of(document)
-        for document in chats.find(query, projection)
-        if owner_of(document) == workspace.id and isinstance(document.get("_id"), ObjectId)
-    }
 
 
 def keys_of_chats(
@@ -187,6 +137,17 @@ def keys_of_chats(
     if len(cursors) == 1:
         return cursors[0]  # type: ignore[return-value]
     return heapq.merge(*cursors, key=lambda pair: pair[0])  # type: ignore[arg-type]  # keys are ordered per arrival field
+
+
+def count_of_chats(
+    messages: Collection[dict[str, Any]], key: ArrivalKey, chat_ids: Sequence[ObjectId], start: Key, end: Key
+) -> int:
+    """How many of these chats' messages have start <= key < end (both id forms), on `{chat_id: 1, <key>: 1}`."""
+    total = 0
+    for offset in range(0, len(chat_ids), CHAT_IDS_PER_QUERY):
+        chunk = both_forms(chat_ids[offset : offset + CHAT_IDS_PER_QUERY])
+        total += messages.count_documents({"chat_id": {"$in": chunk}, key.field: {"$gte": start, "$lt": end}})
+    return total
 
 
 # --------------------------------------------------------------------------- a window's messages
@@ -301,15 +262,12 @@ __all__ = [
     "arrival_key_problem",
     "arrivals_between",
     "as_object_id",
-    "both_forms",
     "bson_order",
-    "chat_of",
     "chats_by_id",
-    "chats_of_workspace",
+    "count_of_chats",
     "in_row_order",
     "keys_of_chats",
     "messages_by_timestamp",
     "object_id_at",
-    "owner_of",
     "window_messages",
 ]

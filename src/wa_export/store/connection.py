@@ -9,7 +9,7 @@ size of the collection (the original system ran a `$lookup` over all of it).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -207,28 +207,51 @@ class Store:
             projection[self.settings.export_recipients_field] = 1
         return projection
 
-    def _workspace(self, document: dict[str, Any]) -> Workspace:
-        return _workspace(document, self.settings.export_recipients_field)
-
     def active_workspaces(self) -> list[Workspace]:
-        cursor = self.workspaces.find({"status": "active"}, self._workspace_projection()).sort("_id", ASCENDING)
-        return [self._workspace(document) for document in cursor]
+        return self.list_workspaces().workspaces
 
     def workspaces_by_id(self, raw_ids: Sequence[str]) -> list[Workspace]:
         """The named workspaces in the order given; any unknown id raises UnknownWorkspace."""
+        return self.list_workspaces(raw_ids).workspaces
+
+    def list_workspaces(self, raw_ids: Sequence[str] | None = None) -> WorkspaceListing:
+        """Every active workspace (by id), or the named ones in the order given (any status), one per id.
+
+        A workspace is its id: a document whose `_id` is the id's 24-hex string is the
+        same workspace as the one whose `_id` is the ObjectId (one_per_id). An unknown
+        named id raises UnknownWorkspace.
+        """
+        projection = self._workspace_projection()
+        if raw_ids is None:
+            cursor = self.workspaces.find({"status": "active"}, projection).sort("_id", ASCENDING)
+            return one_per_id(cursor, self.settings.export_recipients_field)
         object_ids = [parse_workspace_id(raw) for raw in raw_ids]
-        found = {
-            document["_id"]: self._workspace(document)
-            for document in self.workspaces.find({"_id": {"$in": object_ids}}, self._workspace_projection())
-        }
-        missing = [str(object_id) for object_id in object_ids if object_id not in found]
+        forms = [form for object_id in object_ids for form in (object_id, str(object_id))]
+        listing = one_per_id(self.workspaces.find({"_id": {"$in": forms}}, projection),
+                             self.settings.export_recipients_field)
+        found = {workspace.id: workspace for workspace in listing.workspaces}
+        missing = [str(object_id) for object_id in object_ids if str(object_id) not in found]
         if missing:
             raise UnknownWorkspace(
                 f"No workspace with id {', '.join(missing)} in database {self.settings.mongodb_database!r}; "
                 "check the id (wa-export stats lists active workspaces)."
             )
-        unique: dict[ObjectId, Workspace] = {object_id: found[object_id] for object_id in object_ids}
-        return list(unique.values())
+        ordered = {str(object_id): found[str(object_id)] for object_id in object_ids}
+        return WorkspaceListing(list(ordered.values()), listing.duplicates)
+
+    def stored_twice(self) -> list[DuplicateWorkspace]:
+        """Every workspace id held by more than one document (any status), for `health`.
+
+        Only a string `_id` can repeat an ObjectId one: one query for the string ids
+        (none, normally), then one for the ObjectIds they spell.
+        """
+        projection = {"name": 1, "status": 1}
+        strings = list(self.workspaces.find({"_id": {"$type": "string"}}, projection))
+        spelled = [object_id for document in strings if (object_id := as_object_id(document["_id"])) is not None]
+        if not spelled:
+            return []
+        documents = list(self.workspaces.find({"_id": {"$in": spelled}}, projection)) + strings
+        return one_per_id(sorted(documents, key=lambda d: str(d["_id"]))).duplicates
 
     def missing_indexes(self) -> list[tuple[str, list[tuple[str, int]]]]:
         """Supporting indexes that are absent: a prefix match of an existing index counts as present."""
@@ -256,13 +279,87 @@ def field_at(document: dict[str, Any], path: str) -> object:
     return value
 
 
-def _workspace(document: dict[str, Any], recipients_field: str | None = None) -> Workspace:
+def as_object_id(value: object) -> ObjectId | None:
+    """An id stored as an ObjectId or as its 24-hex string form; anything else is no id."""
+    if isinstance(value, ObjectId):
+        return value
+    if isinstance(value, str) and len(value) == 24:
+        try:
+            return ObjectId(value)
+        except (InvalidId, TypeError):
+            return None
+    return None
+
+
+@dataclass(frozen=True)
+class DuplicateWorkspace:
+    """One workspace id held by several `workspaces` documents, and the one the export uses."""
+
+    id: str
+    documents: tuple[tuple[str, str, str], ...]  # (`_id` type, name, status) of each, the one used first
+
+    def sentence(self) -> str:
+        """One clause an operator can act on (no final period: warnings and checks add their own)."""
+        forms = " and ".join(f"a {kind} _id ({name or 'unnamed'}, {status or 'no status'})"
+                             for kind, name, status in self.documents)
+        kind, name, _ = self.documents[0]
+        others = len(self.documents) - 1
+        return (
+            f"workspace {self.id} is stored {len(self.documents)} times in the workspaces collection, with {forms}: "
+            f"one tenant, so its messages are exported once, as the {kind} _id document ({name or 'unnamed'}); "
+            f"delete the other {'document' if others == 1 else f'{others} documents'}"
+        )
+
+
+@dataclass(frozen=True)
+class WorkspaceListing:
+    workspaces: list[Workspace]
+    duplicates: list[DuplicateWorkspace] = field(default_factory=list)
+
+
+def one_per_id(documents: Iterable[dict[str, Any]], recipients_field: str | None = None) -> WorkspaceListing:
+    """One Workspace per id (the `_id` as an ObjectId or its 24-hex string), in the documents' order.
+
+    A tenant stored twice (the platform wrote its `_id` once as an ObjectId, once
+    as a string) is one workspace: its chats name it in either form, so two
+    Workspaces would split its messages and share one cursor. The ObjectId
+    document (the schema's form) is the workspace, else the first one read;
+    the others are reported as duplicates, never silently dropped.
+    """
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for document in documents:
+        object_id = as_object_id(document["_id"])
+        by_id.setdefault(str(object_id if object_id is not None else document["_id"]), []).append(document)
+    workspaces: list[Workspace] = []
+    duplicates: list[DuplicateWorkspace] = []
+    for group in by_id.values():
+        # Stable sort: the ObjectId document first, else the order read.
+        group.sort(key=lambda document: not isinstance(document["_id"], ObjectId))
+        workspace = _workspace(group[0], recipients_field)
+        workspaces.append(workspace)
+        if len(group) > 1:
+            duplicates.append(DuplicateWorkspace(workspace.id, tuple(
+                (_id_kind(d["_id"]), _name(d), str(d.get("status", ""))) for d in group
+            )))
+    return WorkspaceListing(workspaces, duplicates)
+
+
+def _id_kind(value: object) -> str:
+    return "string" if isinstance(value, str) else type(value).__name__
+
+
+def _name(document: dict[str, Any]) -> str:
     name = document.get("name")
+    return name if isinstance(name, str) else ("" if name is None else str(name))
+
+
+def _workspace(document: dict[str, Any], recipients_field: str | None = None) -> Workspace:
+    object_id = as_object_id(document["_id"])
     return Workspace(
-        id=str(document["_id"]),
-        name=name if isinstance(name, str) else ("" if name is None else str(name)),
+        id=str(object_id if object_id is not None else document["_id"]),
+        name=_name(document),
         status=str(document.get("status", "")),
-        object_id=document["_id"],
+        object_id=object_id if object_id is not None else document["_id"],
         recipients_value=field_at(document, recipients_field) if recipients_field else None,
     )
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bson import ObjectId
 from pymongo import ASCENDING
 
 from wa_export.clock import as_utc_or_none
@@ -26,6 +25,7 @@ from wa_export.store.arrival_keys import (
     time_of_key,
 )
 from wa_export.store.connection import CHAT_IDS_PER_QUERY, Store, Workspace
+from wa_export.store.ownership import chats_of_workspace
 
 
 @dataclass(frozen=True)
@@ -50,23 +50,12 @@ def position_key(settings: Settings, document: Mapping[str, Any], now: datetime)
 
 
 def workspace_chat_ids(store: Store, workspace: Workspace) -> list[object]:
-    """The workspace's chats, each in both id forms a message's chat_id may hold.
+    """What a message of the workspace holds in `chat_id`: its chats (ownership.py), each in both id forms.
 
-    A chat whose workspace_id is not exactly this workspace (an array naming
-    several, another type) belongs to nobody: its messages are never delivered,
-    so they are not waiting.
+    A chat that names no single workspace belongs to nobody: its messages are
+    never delivered, so they are not waiting.
     """
-    ids: list[object] = []
-    query = {"workspace_id": {"$in": [workspace.object_id, workspace.id]}}
-    for document in store.chats.find(query, {"workspace_id": 1}):
-        owner = document.get("workspace_id")
-        if not (isinstance(owner, (ObjectId, str)) and str(owner) == workspace.id):
-            continue
-        chat_id = document["_id"]
-        ids.append(chat_id)
-        if isinstance(chat_id, ObjectId):
-            ids.append(str(chat_id))
-    return ids
+    return chats_of_workspace(store.chats, workspace).message_chat_ids()
 
 
 def count_waiting(store: Store, workspace: Workspace, from_key: ArrivalKey, cap: int | None) -> Waiting:

@@ -1,0 +1,108 @@
+"""Which workspace a chat belongs to, and which messages are a chat's: the one ownership rule.
+
+Every path that attributes messages to a workspace asks here: the scheduled
+pass (export/plan.py), a workspace's own path (a laggard, or a cursor moved
+back: export/window.py), manual exports (export/manual.py), `stats` and the
+waiting counts of `state` and the metrics (store/waiting.py). See
+docs/design.md, "Who owns a chat".
+
+- A workspace is its id, 24 hex digits: a `workspaces` document whose `_id` is
+  the ObjectId or its string is the same workspace (store/connection.py,
+  one_per_id, lists a tenant stored both ways once).
+- A chat belongs to the workspace whose id its `workspace_id` holds, as an
+  ObjectId or as its 24-hex string. Anything else (an array naming several
+  workspaces, a malformed string, another type, nothing) names no single
+  workspace: the chat belongs to nobody. Its messages are mailed to nobody,
+  counted as `ambiguous_chat` by the run, in no workspace's `stats`, waiting
+  for nobody in `state`.
+- A chat is identified by its ObjectId `_id`; a message is that chat's when its
+  `chat_id` holds the ObjectId or its string (both_forms).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bson import ObjectId
+from pymongo.collection import Collection
+
+from wa_export.store.connection import CHAT_PROJECTION, Chat, Workspace, as_object_id
+
+
+def both_forms(ids: Iterable[ObjectId]) -> list[object]:
+    """Each id as an ObjectId and as its string, the two forms platform writers use."""
+    forms: list[object] = []
+    for object_id in ids:
+        forms.append(object_id)
+        forms.append(str(object_id))
+    return forms
+
+
+def owner_of(chat: Mapping[str, Any]) -> str | None:
+    """The one workspace id (24 hex) a chat document belongs to, or None: it names no single workspace."""
+    owner = as_object_id(chat.get("workspace_id"))
+    return None if owner is None else str(owner)
+
+
+def chat_of_message(raw_chat_id: object) -> ObjectId | None:
+    """The chat a message's `chat_id` names (either form), or None: the message is nobody's."""
+    return as_object_id(raw_chat_id)
+
+
+def chat_of(document: Mapping[str, Any]) -> Chat:
+    return Chat(document.get("phone_number"), document.get("customer_phone"))
+
+
+def by_both_forms(chats: Mapping[ObjectId, Chat]) -> dict[object, Chat]:
+    """The chats keyed by both id forms, as a message's `chat_id` may hold either."""
+    keyed: dict[object, Chat] = {}
+    for chat_id, chat in chats.items():
+        keyed[chat_id] = chat
+        keyed[str(chat_id)] = chat
+    return keyed
+
+
+@dataclass
+class WorkspaceChats:
+    """A workspace's chats, and the chats that name it among other workspaces (they belong to nobody)."""
+
+    owned: dict[ObjectId, Chat] = field(default_factory=dict)
+    shared: list[ObjectId] = field(default_factory=list)
+
+    def message_chat_ids(self) -> list[object]:
+        """What a message of the workspace may hold in `chat_id`: each owned chat in both forms."""
+        return both_forms(self.owned)
+
+
+def chats_of_workspace(chats: Collection[dict[str, Any]], workspace: Workspace) -> WorkspaceChats:
+    """Every chat that belongs to this workspace, on the `workspace_id` index: one query.
+
+    The query matches both id forms, and an array holding either, so the owner is
+    checked with owner_of: an array (or anything else) belongs to nobody, and is
+    returned as `shared` when it names this workspace.
+    """
+    found = WorkspaceChats()
+    query = {"workspace_id": {"$in": [workspace.object_id, workspace.id]}}
+    for document in chats.find(query, {**CHAT_PROJECTION, "workspace_id": 1}):
+        chat_id = document.get("_id")
+        if not isinstance(chat_id, ObjectId):
+            continue  # no message can name it: the pass counts such messages as orphans
+        if owner_of(document) == workspace.id:
+            found.owned[chat_id] = chat_of(document)
+        else:
+            found.shared.append(chat_id)
+    return found
+
+
+__all__ = [
+    "WorkspaceChats",
+    "as_object_id",
+    "both_forms",
+    "by_both_forms",
+    "chat_of",
+    "chat_of_message",
+    "chats_of_workspace",
+    "owner_of",
+]
