@@ -115,8 +115,12 @@ RULES: tuple[SettingRule, ...] = (
     SettingRule("SMTP_SECURITY", "smtp_security", "auto"),
     SettingRule("SMTP_CA_FILE", "smtp_ca_file"),
     # A socket timeout and a time.monotonic() deadline: an hour is far beyond any SMTP step.
-    SettingRule("SMTP_TIMEOUT_SECONDS", "smtp_timeout_seconds", "30",
-                Bounds(0, 3600, whole=False, minimum_exclusive=True, note="1 hour")),
+    SettingRule(
+        "SMTP_TIMEOUT_SECONDS",
+        "smtp_timeout_seconds",
+        "30",
+        Bounds(0, 3600, whole=False, minimum_exclusive=True, note="1 hour"),
+    ),
     SettingRule("EXPORT_INTERVAL_MINUTES", "export_interval_minutes", "15", Bounds(1, 7 * 24 * 60, note="1 week")),
     # now - timedelta(days=N) must stay a datetime: 100 years (the `cleanup --days` maximum too).
     SettingRule("EXPORT_CLEANUP_DAYS", "export_cleanup_days", "7", Bounds(0, 36_500, note="100 years")),
@@ -125,21 +129,30 @@ RULES: tuple[SettingRule, ...] = (
     # A window end is now - timedelta(seconds=N); a lag of days already delays every export by days.
     SettingRule("EXPORT_LAG_SECONDS", "export_lag_seconds", "60", Bounds(0, 30 * 86_400, note="30 days")),
     # Mail servers refuse messages far smaller than 1 GiB; int(MB * 2**20) must stay a sane size.
-    SettingRule("EXPORT_MAX_ATTACHMENT_MB", "export_max_attachment_mb", "20",
-                Bounds(0, 1024, whole=False, minimum_exclusive=True, note="1 GiB")),
+    SettingRule(
+        "EXPORT_MAX_ATTACHMENT_MB",
+        "export_max_attachment_mb",
+        "20",
+        Bounds(0, 1024, whole=False, minimum_exclusive=True, note="1 GiB"),
+    ),
     SettingRule("EXPORT_ALLOWED_EMAIL_DOMAINS", "export_allowed_email_domains"),
     # A lease expiry is database now + timedelta(seconds=N); a killed run blocks its workspace that long.
     SettingRule("EXPORT_LEASE_SECONDS", "lease_seconds", "900", Bounds(5, 86_400, note="1 day")),
     # pymongo takes milliseconds (int(seconds * 1000)): below 1 ms it would read 0.
-    SettingRule("MONGODB_TIMEOUT_SECONDS", "mongodb_timeout_seconds", "5",
-                Bounds(0.001, 3600, whole=False, note="1 hour")),
+    SettingRule(
+        "MONGODB_TIMEOUT_SECONDS", "mongodb_timeout_seconds", "5", Bounds(0.001, 3600, whole=False, note="1 hour")
+    ),
     SettingRule("EXPORT_METRICS_FILE", "export_metrics_file"),
     SettingRule("EXPORT_RECIPIENTS_FIELD", "export_recipients_field"),
     SettingRule("EXPORT_ARRIVAL_FIELD", "export_arrival_field", "_id"),
     SettingRule("EXPORT_MAX_ROWS_PER_EMAIL", "export_max_rows_per_email", "100000", Bounds(1, 1_000_000_000)),
     # A first window reaches back at most a leap year (now - timedelta(hours=N)).
-    SettingRule("EXPORT_BACKFILL_MAX_HOURS", "export_backfill_max_hours", "24",
-                Bounds(0, 24 * 366, whole=False, note="366 days")),
+    SettingRule(
+        "EXPORT_BACKFILL_MAX_HOURS",
+        "export_backfill_max_hours",
+        "24",
+        Bounds(0, 24 * 366, whole=False, note="366 days"),
+    ),
 )
 RULE_OF = {rule.variable: rule for rule in RULES}
 # Per-workspace variables, WORKSPACE_<ID>_<SUFFIX> (ID: 24 hex digits): a new one is one line here.
@@ -150,11 +163,16 @@ WORKSPACE_ID = re.compile(r"[0-9A-Fa-f]{24}")
 _ALIASES = dict(
     pair.split("=")
     for pair in (
-        "SMTP_HOST=SMTP_SERVER SMTP_USER=SMTP_USERNAME SMTP_PASS=SMTP_PASSWORD SMTP_TIMEOUT=SMTP_TIMEOUT_SECONDS "
-        "MONGO_URL=MONGODB_URI MONGODB_URL=MONGODB_URI MONGO_DB=MONGODB_DATABASE"
-    ).split()
+        "SMTP_HOST=SMTP_SERVER",
+        "SMTP_USER=SMTP_USERNAME",
+        "SMTP_PASS=SMTP_PASSWORD",
+        "SMTP_TIMEOUT=SMTP_TIMEOUT_SECONDS",
+        "MONGO_URL=MONGODB_URI",
+        "MONGODB_URL=MONGODB_URI",
+        "MONGO_DB=MONGODB_DATABASE",
+    )
 )
-# First words that stand for one of ours ("MONGO_URI", "MAIL_SERVER"), ours included ("EXPORT_PORT").
+# First words that stand for one of ours (MONGO_URI, MAIL_SERVER), ours included (EXPORT_PORT for SMTP_PORT).
 _OTHER_PREFIXES = frozenset({"MONGODB", "SMTP", "EXPORT", "MONGO", "DB", "MAIL", "EMAIL", "WA"})
 NEAR_MISS_DISTANCE = 2
 
@@ -198,11 +216,11 @@ def probable_setting(name: str) -> str | None:
         return _ALIASES[upper]
     workspace_id = WORKSPACE_ID.search(upper)
     if workspace_id is not None:
-        written = upper[: workspace_id.start()] + "<ID>" + upper[workspace_id.end():]
+        written = upper[: workspace_id.start()] + "<ID>" + upper[workspace_id.end() :]
         for suffix in WORKSPACE_VARIABLE_SUFFIXES:
             template = f"WORKSPACE_<ID>_{suffix}"
             if _edit_distance(written, template) <= NEAR_MISS_DISTANCE:
-                return template.replace("<ID>", name[workspace_id.start():workspace_id.end()])
+                return template.replace("<ID>", name[workspace_id.start() : workspace_id.end()])
         return None
     distance, meant = min((_edit_distance(upper, rule.variable), rule.variable) for rule in RULES)
     # The first word must be ours give or take one letter (HTTP_PORT is no SMTP_PORT), unless there is
@@ -321,7 +339,7 @@ class _Environment(dict[str, str]):
         self.problems.append(SettingProblem(variable, redact(message, self.secrets)))
 
     def got(self, raw: str) -> str:
-        """", got 'value'" for an error message, or nothing when the value is (or holds) a secret.
+        """ ", got 'value'" for an error message, or nothing when the value is (or holds) a secret.
 
         Swapped lines in a .env put a password where a number is expected; the
         message must name the variable without printing the password.
@@ -330,7 +348,7 @@ class _Environment(dict[str, str]):
         return f", got{shown}" if shown else ""
 
     def shown(self, raw: str) -> str:
-        """" 'value'" to name a value in a message, or nothing when it is (or holds) a secret."""
+        """ " 'value'" to name a value in a message, or nothing when it is (or holds) a secret."""
         if any(raw == secret or secret in raw for secret in self.secrets):
             return ""
         return f" {raw!r}"
@@ -468,10 +486,7 @@ def _exposed_env_file(source: ConfigurationSource) -> list[str]:
         return []
     if not mode & (stat.S_IRGRP | stat.S_IROTH):
         return []
-    return [
-        f"{source.env_file} holds a password and is readable by group or others; "
-        f"run chmod 600 {source.env_file}."
-    ]
+    return [f"{source.env_file} holds a password and is readable by group or others; run chmod 600 {source.env_file}."]
 
 
 @dataclass(frozen=True)
@@ -496,19 +511,25 @@ def sending_problems(settings: Settings) -> list[SendingProblem]:
         problems.append(SendingProblem("SMTP_SERVER", what, "Set SMTP_SERVER to your mail server's host name."))
     if settings.smtp_username and not settings.smtp_password:
         # Without this, yagmail would ask keyring and then prompt on the terminal.
-        problems.append(SendingProblem(
-            "SMTP_PASSWORD",
-            "SMTP_USERNAME is set but SMTP_PASSWORD is not",
-            "Set SMTP_PASSWORD (or unset SMTP_USERNAME for a server that needs no login).",
-        ))
+        problems.append(
+            SendingProblem(
+                "SMTP_PASSWORD",
+                "SMTP_USERNAME is set but SMTP_PASSWORD is not",
+                "Set SMTP_PASSWORD (or unset SMTP_USERNAME for a server that needs no login).",
+            )
+        )
     if settings.smtp_password and not settings.smtp_username:
-        problems.append(SendingProblem(
-            "SMTP_USERNAME",
-            "SMTP_PASSWORD is set but SMTP_USERNAME is not",
-            "Set SMTP_USERNAME to the account the password belongs to.",
-        ))
+        problems.append(
+            SendingProblem(
+                "SMTP_USERNAME",
+                "SMTP_PASSWORD is set but SMTP_USERNAME is not",
+                "Set SMTP_USERNAME to the account the password belongs to.",
+            )
+        )
     if not settings.smtp_from:
-        problems.append(SendingProblem("SMTP_FROM", "No sender address", "Set SMTP_FROM (or SMTP_USERNAME) to an email address."))
+        problems.append(
+            SendingProblem("SMTP_FROM", "No sender address", "Set SMTP_FROM (or SMTP_USERNAME) to an email address.")
+        )
     return problems
 
 
@@ -655,8 +676,6 @@ def _or_problem(env: _Environment, variable: str, compute: Callable[[], T], fall
     except ConfigError as error:
         env.problem(variable, str(error))
         return fallback
-
-
 
 
 def metrics_file_path(raw: str | None, name: str) -> Path | None:

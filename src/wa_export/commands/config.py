@@ -47,8 +47,13 @@ class SettingLine:
     problem: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"variable": self.variable, "value": self.value, "source": self.source,
-                "valid": self.problem is None, "problem": self.problem}
+        return {
+            "variable": self.variable,
+            "value": self.value,
+            "source": self.source,
+            "valid": self.problem is None,
+            "problem": self.problem,
+        }
 
 
 @dataclass
@@ -64,8 +69,11 @@ class ConfigReport:
 
     @property
     def problems(self) -> list[SettingProblem]:
-        return [SettingProblem(line.variable, line.problem)
-                for line in [*self.settings, *self.workspace_addresses] if line.problem is not None]
+        return [
+            SettingProblem(line.variable, line.problem)
+            for line in [*self.settings, *self.workspace_addresses]
+            if line.problem is not None
+        ]
 
     @property
     def exit_code(self) -> ExitCode:
@@ -135,13 +143,14 @@ def config_report(env_file: Path | None, environ: dict[str, str] | None = None) 
         derived_from = RULE_OF[variable].derived_from
         if origin == "default" and derived_from and _derived(variable, derived_from, source, settings):
             origin = f"default (from {derived_from})"
-        report.settings.append(SettingLine(variable, _mask(variable, shown, secrets), origin, " ".join(messages) or None))
+        report.settings.append(
+            SettingLine(variable, _mask(variable, shown, secrets), origin, " ".join(messages) or None)
+        )
     for variable, messages in by_variable.items():  # a problem reported under another name
         report.settings.append(SettingLine(variable, "", source.origin(variable), " ".join(messages)))
     report.workspace_addresses = _workspace_lines(source, settings, secrets)
     report.unknown_variables = sorted(
-        name for name in source.values
-        if name.startswith(SETTING_PREFIXES) and name not in variables
+        name for name in source.values if name.startswith(SETTING_PREFIXES) and name not in variables
     )
     return report
 
@@ -196,7 +205,11 @@ def _workspace_lines(source: ConfigurationSource, settings: Settings, secrets: l
             )
         else:
             problem = settings.recipient_problem(match.group(1))
-        value = ", ".join(settings.environment_recipients(match.group(1))) if match and problem is None else source.values[name]
+        value = (
+            ", ".join(settings.environment_recipients(match.group(1)))
+            if match and problem is None
+            else source.values[name]
+        )
         lines.append(SettingLine(name, redact(value.strip(), secrets), source.origin(name), problem))
     return lines
 
