@@ -384,8 +384,9 @@ def config(json_output: JsonOption = False, env_file: EnvFileOption = None) -> N
     """Show the effective settings, where each came from, and every invalid one.
 
     Validates every value exactly as a run does, without connecting to MongoDB or
-    SMTP; secrets are masked. Exit 2 if any value is invalid (all are listed),
-    0 otherwise: run it before enabling the timer, or in CI.
+    SMTP; secrets are masked. Exit 2 for what a run refuses (all are listed), 1 if
+    only WORKSPACE_<ID>_EMAIL values are invalid, 0 otherwise: run it before
+    enabling the timer, or in CI.
     """
     from wa_export.cli.config_view import render_config
     from wa_export.commands import config as config_command

@@ -3,7 +3,9 @@
 What an operator (or a CI smoke run) checks before enabling the timer, like
 `nginx -t`: every value is validated exactly as a run validates it, without
 touching MongoDB or SMTP. Secrets are masked; addresses are shown (they are
-not secrets). Exit 2 if any value is invalid, listing all of them.
+not secrets). Exit 2 for exactly what a scheduled run refuses with exit 2 (the
+sending rules included), listing all of them; 1 if only WORKSPACE_<ID>_EMAIL
+values are invalid, as the run fails those workspaces alone.
 """
 
 from __future__ import annotations
