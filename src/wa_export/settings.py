@@ -158,8 +158,8 @@ RULE_OF = {rule.variable: rule for rule in RULES}
 # Per-workspace variables, WORKSPACE_<ID>_<SUFFIX> (ID: 24 hex digits): a new one is one line here.
 WORKSPACE_VARIABLE_SUFFIXES: tuple[str, ...] = ("EMAIL",)
 WORKSPACE_ID = re.compile(r"[0-9A-Fa-f]{24}")
-# Names other tools use for our settings ("written=meant"; a plain string so that the names are
-# not mistaken for variables this module reads).
+# Names other tools use for our settings, one "written=meant" string each (so that a scan of this
+# module for quoted variable names, as in tests/test_config_command.py, does not take them for ours).
 _ALIASES = dict(
     pair.split("=")
     for pair in (
@@ -386,7 +386,7 @@ ARRIVAL_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_
 def _arrival_field(env: Mapping[str, str]) -> str:
     raw = env.get("EXPORT_ARRIVAL_FIELD", "").strip()
     if raw == "":
-        return "_id"
+        return RULE_OF["EXPORT_ARRIVAL_FIELD"].default
     if not ARRIVAL_FIELD_NAME.match(raw) or len(raw) > 200:
         raise ConfigError(
             f"EXPORT_ARRIVAL_FIELD {raw!r} is not a field name; use _id (the default) or a field the platform "
@@ -398,6 +398,11 @@ def _arrival_field(env: Mapping[str, str]) -> str:
 def _text(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name, "").strip()
     return value or None
+
+
+def _text_or_default(env: Mapping[str, str], name: str) -> str:
+    """The value, or the RULES default when unset or blank."""
+    return _text(env, name) or RULE_OF[name].default
 
 
 def _recipients_field(env: Mapping[str, str]) -> str | None:
@@ -442,7 +447,7 @@ def _database_name(env: _Environment, uri: str | None, explicit: str | None) -> 
 
 def _validated_uri(env: _Environment) -> str | None:
     """MONGODB_URI (or the default), or None after recording why it cannot be used."""
-    uri = _text(env, "MONGODB_URI") or DEFAULT_MONGODB_URI
+    uri = _text_or_default(env, "MONGODB_URI")
     try:
         parse_mongodb_uri(uri)
     except Exception:
@@ -590,10 +595,10 @@ def _settings_from(
     database = _database_name(env, uri, _text(env, "MONGODB_DATABASE"))
 
     smtp_port = _whole(env, "SMTP_PORT")
-    security_raw = (_text(env, "SMTP_SECURITY") or "auto").lower()
+    security_raw = _text_or_default(env, "SMTP_SECURITY").lower()
     if security_raw not in ("auto", "ssl", "starttls", "none"):
         env.problem("SMTP_SECURITY", f"SMTP_SECURITY must be one of auto, ssl, starttls, none{env.got(security_raw)}.")
-        security_raw = "auto"
+        security_raw = RULE_OF["SMTP_SECURITY"].default
     security: SmtpSecurity = security_raw  # type: ignore[assignment]
 
     ca_file_raw = _text(env, "SMTP_CA_FILE")
@@ -610,7 +615,7 @@ def _settings_from(
             variable.split()[0], f"{variable} is not a valid email address; set SMTP_FROM to the sender address."
         )
 
-    timezone_name = _text(env, "EXPORT_TIMEZONE") or "UTC"
+    timezone_name = _text_or_default(env, "EXPORT_TIMEZONE")
     try:
         if timezone_name.startswith(("/", ".")) or ".." in timezone_name:
             raise ValueError
@@ -620,7 +625,7 @@ def _settings_from(
             "EXPORT_TIMEZONE",
             f"EXPORT_TIMEZONE{env.shown(timezone_name)} is not a known IANA time zone (e.g. UTC, Europe/Berlin, Asia/Dubai).",
         )
-        timezone = ZoneInfo("UTC")
+        timezone = ZoneInfo(RULE_OF["EXPORT_TIMEZONE"].default)
 
     allowed = tuple(
         domain.strip().lower().lstrip("@")
@@ -644,7 +649,7 @@ def _settings_from(
         smtp_timeout_seconds=_number(env, "SMTP_TIMEOUT_SECONDS"),
         export_interval_minutes=_whole(env, "EXPORT_INTERVAL_MINUTES"),
         export_cleanup_days=_whole(env, "EXPORT_CLEANUP_DAYS"),
-        export_dir=Path(_text(env, "EXPORT_DIR") or "./exports").expanduser().absolute(),
+        export_dir=Path(_text_or_default(env, "EXPORT_DIR")).expanduser().absolute(),
         export_timezone=timezone,
         export_lag_seconds=_whole(env, "EXPORT_LAG_SECONDS"),
         export_max_attachment_mb=_number(env, "EXPORT_MAX_ATTACHMENT_MB"),
