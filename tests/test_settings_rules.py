@@ -267,3 +267,12 @@ def test_a_readable_env_file_without_a_secret_is_fine(make_env, monkeypatch, tmp
     result = _invoke(monkeypatch, tmp_path, env, ["--env-file", str(env_file), "config"])
     assert result.exit_code == ExitCode.OK, result.stdout + result.stderr
     assert "chmod" not in result.stderr
+
+
+def test_workers_say_a_near_miss_once(make_env, mongo_db, cli):
+    # --workers children share the parent's stderr (a subprocess: the children are the point).
+    add_workspace(mongo_db, "Acme")
+    add_workspace(mongo_db, "Beta")
+    result = cli(["export", "--workers", "2"], env=make_env(EXPORT_TIMEZON="UTC"))
+    assert result.returncode == ExitCode.OK, result.stdout + result.stderr
+    assert result.stderr.count("EXPORT_TIMEZON is not a wa-export setting") == 1, result.stderr
