@@ -243,6 +243,15 @@ def misspelt_variables(names: Iterable[str]) -> dict[str, str]:
     return {name: meant for name, meant in found.items() if meant is not None}
 
 
+# Our variables' first words: a name with one that no setting reads is a typo or a leftover.
+SETTING_PREFIXES = ("MONGODB_", "SMTP_", "EXPORT_")
+
+
+def unknown_setting_variables(names: Iterable[str]) -> list[str]:
+    """Names with our prefixes that no setting reads (`config` lists them; misspelt_variables adds the meant one)."""
+    return sorted(name for name in names if name.startswith(SETTING_PREFIXES) and name not in RULE_OF)
+
+
 def misspelling_warning(written: str, meant: str) -> str:
     return f"{written} is not a wa-export setting and is ignored; did you mean {meant}?"
 

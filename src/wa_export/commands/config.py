@@ -29,10 +29,10 @@ from wa_export.settings import (
     Settings,
     secrets_in,
     sending_problems,
+    unknown_setting_variables,
     validate_environment,
 )
 
-SETTING_PREFIXES = ("MONGODB_", "SMTP_", "EXPORT_")
 MASK = "********"
 
 
@@ -151,9 +151,7 @@ def config_report(env_file: Path | None, environ: dict[str, str] | None = None) 
     for variable, messages in by_variable.items():  # a problem reported under another name
         report.settings.append(SettingLine(variable, "", source.origin(variable), " ".join(messages)))
     report.workspace_addresses = _workspace_lines(source, settings, secrets)
-    report.unknown_variables = sorted(
-        name for name in source.values if name.startswith(SETTING_PREFIXES) and name not in variables
-    )
+    report.unknown_variables = unknown_setting_variables(source.values)
     return report
 
 
