@@ -124,7 +124,10 @@ def test_every_invalid_value_is_listed_and_exits_2(make_env, listener, tmp_path)
     for variable in invalid:
         assert len([line for line in plain.stdout.splitlines() if line.startswith(f"INVALID {variable}: ")]) == 1
     assert "WARNING EXPORT_TIMEZON is not a wa-export setting" in plain.stdout
-    [sentence] = plain.stderr.strip().splitlines()
+    # stderr: the near-miss warning every command gives, then the one sentence.
+    warning, sentence = plain.stderr.strip().splitlines()
+    assert warning == ("wa-export: warning: EXPORT_TIMEZON is not a wa-export setting and is ignored; "
+                       "did you mean EXPORT_TIMEZONE?")
     assert sentence.startswith("wa-export: 6 settings are invalid (SMTP_PORT, SMTP_SECURITY, EXPORT_TIMEZONE")
     # A run stops on the first one, says how many more there are and where to see them.
     run = run_cli(["export"], env, tmp_path)

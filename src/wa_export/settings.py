@@ -12,12 +12,18 @@ fails that workspace alone instead of stopping every tenant's export.
 Why this module is long: one small validator per variable, and the Settings
 they build, side by side: a reader checks a variable's default, bounds and
 message in one place, and every command validates the same way.
+
+RULES is the one table of variables (name, Settings field, default, bounds,
+secrecy): `wa-export config`, the near-miss warnings (`misspelt_variables`), the
+`.env` permission warning and the number parsers all read it. Cross-field rules
+for sending mail (`sending_problems`) are shared by `config` and every sender.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+import stat
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -47,6 +53,207 @@ _RESERVED_WORKSPACE_FIELDS = frozenset({"_id", "name", "status"})
 FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 # Any WORKSPACE_..._EMAIL: one whose id is not 24 hex digits is a typo to report, not to ignore.
 ANY_WORKSPACE_EMAIL_VARIABLE = re.compile(r"^WORKSPACE_(.*)_EMAIL$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The values a number setting may take. Every upper end keeps the value usable by the code:
+    timedelta and datetime arithmetic (a window end, a lease expiry, a cutoff), time.monotonic()
+    deadlines and socket timeouts raise OverflowError on values far beyond any sensible setting."""
+
+    minimum: float
+    maximum: float
+    whole: bool = True
+    minimum_exclusive: bool = False  # e.g. a timeout: 0 is not "no timeout" here but nonsense
+    note: str = ""  # the maximum in words, e.g. "30 days"
+
+    def admits(self, value: float) -> bool:
+        low = self.minimum < value if self.minimum_exclusive else self.minimum <= value
+        return low and value <= self.maximum  # NaN fails both
+
+    def describe(self) -> str:
+        low, high = _plain(self.minimum), _plain(self.maximum)
+        note = f" ({self.note})" if self.note else ""
+        if self.minimum_exclusive:
+            return f"a number greater than {low} and at most {high}{note}"
+        kind = "a whole number" if self.whole else "a number"
+        return f"{kind} between {low} and {high}{note}"
+
+
+def _plain(number: float) -> str:
+    """2592000, not 2.592e+06: the operator copies it into a .env."""
+    return str(int(number)) if number.is_integer() else f"{number:g}"
+
+
+# Secrecy: "value", the whole value is a password; "uri", a password may sit in the URI's userinfo.
+Secrecy = Literal["", "value", "uri"]
+
+
+@dataclass(frozen=True)
+class SettingRule:
+    """One variable: the Settings field it fills, its default as written in a .env, bounds, secrecy."""
+
+    variable: str
+    field: str
+    default: str = ""  # "" = unset; for numbers the value used when unset
+    bounds: Bounds | None = None
+    secrecy: Secrecy = ""
+    derived_from: str | None = None  # unset, it takes its value from this variable
+
+
+# Every variable wa-export reads, in the order `wa-export config` lists them. The maxima are
+# generous (no real deployment comes near) but safe: see Bounds.
+RULES: tuple[SettingRule, ...] = (
+    SettingRule("MONGODB_URI", "mongodb_uri", DEFAULT_MONGODB_URI, secrecy="uri"),
+    SettingRule("MONGODB_DATABASE", "mongodb_database", derived_from="MONGODB_URI"),
+    SettingRule("SMTP_SERVER", "smtp_server"),
+    SettingRule("SMTP_PORT", "smtp_port", "587", Bounds(1, 65535)),
+    SettingRule("SMTP_USERNAME", "smtp_username"),
+    SettingRule("SMTP_PASSWORD", "smtp_password", secrecy="value"),
+    SettingRule("SMTP_FROM", "smtp_from", derived_from="SMTP_USERNAME"),
+    SettingRule("SMTP_FROM_NAME", "smtp_from_name", DEFAULT_SMTP_FROM_NAME),
+    SettingRule("SMTP_SECURITY", "smtp_security", "auto"),
+    SettingRule("SMTP_CA_FILE", "smtp_ca_file"),
+    # A socket timeout and a time.monotonic() deadline: an hour is far beyond any SMTP step.
+    SettingRule(
+        "SMTP_TIMEOUT_SECONDS",
+        "smtp_timeout_seconds",
+        "30",
+        Bounds(0, 3600, whole=False, minimum_exclusive=True, note="1 hour"),
+    ),
+    SettingRule("EXPORT_INTERVAL_MINUTES", "export_interval_minutes", "15", Bounds(1, 7 * 24 * 60, note="1 week")),
+    # now - timedelta(days=N) must stay a datetime: 100 years (the `cleanup --days` maximum too).
+    SettingRule("EXPORT_CLEANUP_DAYS", "export_cleanup_days", "7", Bounds(0, 36_500, note="100 years")),
+    SettingRule("EXPORT_DIR", "export_dir", "./exports"),
+    SettingRule("EXPORT_TIMEZONE", "export_timezone", "UTC"),
+    # A window end is now - timedelta(seconds=N); a lag of days already delays every export by days.
+    SettingRule("EXPORT_LAG_SECONDS", "export_lag_seconds", "60", Bounds(0, 30 * 86_400, note="30 days")),
+    # Mail servers refuse messages far smaller than 1 GiB; int(MB * 2**20) must stay a sane size.
+    SettingRule(
+        "EXPORT_MAX_ATTACHMENT_MB",
+        "export_max_attachment_mb",
+        "20",
+        Bounds(0, 1024, whole=False, minimum_exclusive=True, note="1 GiB"),
+    ),
+    SettingRule("EXPORT_ALLOWED_EMAIL_DOMAINS", "export_allowed_email_domains"),
+    # A lease expiry is database now + timedelta(seconds=N); a killed run blocks its workspace that long.
+    SettingRule("EXPORT_LEASE_SECONDS", "lease_seconds", "900", Bounds(5, 86_400, note="1 day")),
+    # pymongo takes milliseconds (int(seconds * 1000)): below 1 ms it would read 0.
+    SettingRule(
+        "MONGODB_TIMEOUT_SECONDS", "mongodb_timeout_seconds", "5", Bounds(0.001, 3600, whole=False, note="1 hour")
+    ),
+    SettingRule("EXPORT_METRICS_FILE", "export_metrics_file"),
+    SettingRule("EXPORT_RECIPIENTS_FIELD", "export_recipients_field"),
+    SettingRule("EXPORT_ARRIVAL_FIELD", "export_arrival_field", "_id"),
+    SettingRule("EXPORT_MAX_ROWS_PER_EMAIL", "export_max_rows_per_email", "100000", Bounds(1, 1_000_000_000)),
+    # A first window reaches back at most a leap year (now - timedelta(hours=N)).
+    SettingRule(
+        "EXPORT_BACKFILL_MAX_HOURS",
+        "export_backfill_max_hours",
+        "24",
+        Bounds(0, 24 * 366, whole=False, note="366 days"),
+    ),
+)
+RULE_OF = {rule.variable: rule for rule in RULES}
+# Per-workspace variables, WORKSPACE_<ID>_<SUFFIX> (ID: 24 hex digits): a new one is one line here.
+WORKSPACE_VARIABLE_SUFFIXES: tuple[str, ...] = ("EMAIL",)
+WORKSPACE_ID = re.compile(r"[0-9A-Fa-f]{24}")
+# Names other tools use for our settings, one "written=meant" string each (so that a scan of this
+# module for quoted variable names, as in tests/test_config_command.py, does not take them for ours).
+_ALIASES = dict(
+    pair.split("=")
+    for pair in (
+        "SMTP_HOST=SMTP_SERVER",
+        "SMTP_USER=SMTP_USERNAME",
+        "SMTP_PASS=SMTP_PASSWORD",
+        "SMTP_TIMEOUT=SMTP_TIMEOUT_SECONDS",
+        "MONGO_URL=MONGODB_URI",
+        "MONGODB_URL=MONGODB_URI",
+        "MONGO_DB=MONGODB_DATABASE",
+    )
+)
+# First words that stand for one of ours (MONGO_URI, MAIL_SERVER), ours included (EXPORT_PORT for SMTP_PORT).
+_OTHER_PREFIXES = frozenset({"MONGODB", "SMTP", "EXPORT", "MONGO", "DB", "MAIL", "EMAIL", "WA"})
+NEAR_MISS_DISTANCE = 2
+
+
+def _edit_distance(first: str, second: str) -> int:
+    """Optimal string alignment distance: insertions, deletions, substitutions, swaps of neighbours."""
+    previous_row: list[int] = []
+    row = list(range(len(second) + 1))
+    for i, a in enumerate(first, 1):
+        before, previous_row, row = previous_row, row, [i] + [0] * len(second)
+        for j, b in enumerate(second, 1):
+            row[j] = min(previous_row[j] + 1, row[j - 1] + 1, previous_row[j - 1] + (a != b))
+            if i > 1 and j > 1 and a == second[j - 2] and first[i - 2] == b:
+                row[j] = min(row[j], before[j - 2] + 1)
+    return row[-1]
+
+
+def is_setting_variable(name: str) -> bool:
+    """Whether wa-export reads this variable: a RULES name or a well-formed per-workspace one."""
+    if name in RULE_OF:
+        return True
+    return any(
+        re.fullmatch(rf"WORKSPACE_[0-9A-Fa-f]{{24}}_{suffix}", name) is not None
+        for suffix in WORKSPACE_VARIABLE_SUFFIXES
+    )
+
+
+def probable_setting(name: str) -> str | None:
+    """The setting a variable that is not ours probably meant (a near-miss), or None.
+
+    Near: another case, a known alias, an edit distance of at most 2, or a known
+    name with another first word (MONGO_URI). Names far from ours (PATH, HOME, LANG)
+    are never matched.
+    """
+    if is_setting_variable(name):
+        return None
+    upper = name.upper()
+    if upper in RULE_OF:
+        return upper
+    if upper in _ALIASES:
+        return _ALIASES[upper]
+    workspace_id = WORKSPACE_ID.search(upper)
+    if workspace_id is not None:
+        written = upper[: workspace_id.start()] + "<ID>" + upper[workspace_id.end() :]
+        for suffix in WORKSPACE_VARIABLE_SUFFIXES:
+            template = f"WORKSPACE_<ID>_{suffix}"
+            if _edit_distance(written, template) <= NEAR_MISS_DISTANCE:
+                return template.replace("<ID>", name[workspace_id.start() : workspace_id.end()])
+        return None
+    distance, meant = min((_edit_distance(upper, rule.variable), rule.variable) for rule in RULES)
+    # The first word must be ours give or take one letter (HTTP_PORT is no SMTP_PORT), unless there is
+    # no word break at all (SMTPPORT).
+    first_word_near = "_" not in upper or _edit_distance(upper.partition("_")[0], meant.partition("_")[0]) <= 1
+    if distance <= NEAR_MISS_DISTANCE and first_word_near:
+        return meant
+    first, _, rest = upper.partition("_")
+    if first not in _OTHER_PREFIXES:
+        return None
+    if rest in RULE_OF:  # WA_SMTP_SERVER
+        return rest
+    # MONGO_URI, MAIL_SERVER, EXPORT_PORT; never HTTP_PORT or TMP_DIR, whose first word is not ours.
+    return next((rule.variable for rule in RULES if rule.variable.partition("_")[2] == rest), None)
+
+
+def misspelt_variables(names: Iterable[str]) -> dict[str, str]:
+    """Each variable that looks like a misspelt setting, with the setting it probably meant."""
+    found = {name: probable_setting(name) for name in sorted(names)}
+    return {name: meant for name, meant in found.items() if meant is not None}
+
+
+# Our variables' first words: a name with one that no setting reads is a typo or a leftover.
+SETTING_PREFIXES = ("MONGODB_", "SMTP_", "EXPORT_")
+
+
+def unknown_setting_variables(names: Iterable[str]) -> list[str]:
+    """Names with our prefixes that no setting reads (`config` lists them; misspelt_variables adds the meant one)."""
+    return sorted(name for name in names if name.startswith(SETTING_PREFIXES) and name not in RULE_OF)
+
+
+def misspelling_warning(written: str, meant: str) -> str:
+    return f"{written} is not a wa-export setting and is ignored; did you mean {meant}?"
 
 
 @dataclass(frozen=True)
@@ -85,6 +292,8 @@ class Settings:
     export_arrival_field: str = "_id"
     export_max_rows_per_email: int = 100_000
     export_backfill_max_hours: float = 24.0
+    # Variables that look like a misspelt setting, with the one they probably meant (load_warnings names them).
+    misspelt_variables: Mapping[str, str] = field(default_factory=dict)
     # Computed once here (never per redaction): see secrets().
     _secrets: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
@@ -133,13 +342,13 @@ class _Environment(dict[str, str]):
     def __init__(self, values: Mapping[str, str]) -> None:
         super().__init__(values)
         self.problems: list[SettingProblem] = []
-        self.secrets = _secrets_in(values)
+        self.secrets = secrets_in(values)
 
     def problem(self, variable: str, message: str) -> None:
         self.problems.append(SettingProblem(variable, redact(message, self.secrets)))
 
     def got(self, raw: str) -> str:
-        """", got 'value'" for an error message, or nothing when the value is (or holds) a secret.
+        """ ", got 'value'" for an error message, or nothing when the value is (or holds) a secret.
 
         Swapped lines in a .env put a password where a number is expected; the
         message must name the variable without printing the password.
@@ -148,41 +357,36 @@ class _Environment(dict[str, str]):
         return f", got{shown}" if shown else ""
 
     def shown(self, raw: str) -> str:
-        """" 'value'" to name a value in a message, or nothing when it is (or holds) a secret."""
+        """ " 'value'" to name a value in a message, or nothing when it is (or holds) a secret."""
         if any(raw == secret or secret in raw for secret in self.secrets):
             return ""
         return f" {raw!r}"
 
 
-def _int(env: _Environment, name: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
-    raw = env.get(name, "").strip()
+def _number(env: _Environment, variable: str) -> float:
+    """A number setting within its RULES bounds; unset, its default; invalid, the default and a problem."""
+    rule = RULE_OF[variable]
+    assert rule.bounds is not None, variable
+    bounds = rule.bounds
+    default = float(rule.default)
+    raw = env.get(variable, "").strip()
     if raw == "":
         return default
     try:
-        value = int(raw)
+        value = float(int(raw)) if bounds.whole else float(raw)
     except ValueError:
-        env.problem(name, f"{name} must be a whole number{env.got(raw)}.")
+        env.problem(variable, f"{variable} must be {'a whole number' if bounds.whole else 'a number'}{env.got(raw)}.")
         return default
-    if value < minimum or (maximum is not None and value > maximum):
-        bounds = f"at least {minimum}" if maximum is None else f"between {minimum} and {maximum}"
-        env.problem(name, f"{name} must be {bounds}{env.got(raw)}.")
+    except OverflowError:  # an integer too large for a float is out of range, not malformed
+        value = float("inf")
+    if not bounds.admits(value):
+        env.problem(variable, f"{variable} must be {bounds.describe()}{env.got(raw)}.")
         return default
     return value
 
 
-def _float(env: _Environment, name: str, default: float, *, minimum_exclusive: float) -> float:
-    raw = env.get(name, "").strip()
-    if raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        env.problem(name, f"{name} must be a number{env.got(raw)}.")
-        return default
-    if not value > minimum_exclusive or value != value or value == float("inf"):
-        env.problem(name, f"{name} must be a number greater than {minimum_exclusive:g}{env.got(raw)}.")
-        return default
-    return value
+def _whole(env: _Environment, variable: str) -> int:
+    return int(_number(env, variable))
 
 
 ARRIVAL_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -191,7 +395,7 @@ ARRIVAL_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_
 def _arrival_field(env: Mapping[str, str]) -> str:
     raw = env.get("EXPORT_ARRIVAL_FIELD", "").strip()
     if raw == "":
-        return "_id"
+        return RULE_OF["EXPORT_ARRIVAL_FIELD"].default
     if not ARRIVAL_FIELD_NAME.match(raw) or len(raw) > 200:
         raise ConfigError(
             f"EXPORT_ARRIVAL_FIELD {raw!r} is not a field name; use _id (the default) or a field the platform "
@@ -200,22 +404,14 @@ def _arrival_field(env: Mapping[str, str]) -> str:
     return raw
 
 
-def _backfill_hours(env: Mapping[str, str]) -> float:
-    raw = env.get("EXPORT_BACKFILL_MAX_HOURS", "").strip()
-    if raw == "":
-        return 24.0
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 24 * 366:  # NaN fails this too
-        raise ConfigError(f"EXPORT_BACKFILL_MAX_HOURS must be a number of hours between 0 and 8784, got {raw!r}.")
-    return value
-
-
 def _text(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name, "").strip()
     return value or None
+
+
+def _text_or_default(env: Mapping[str, str], name: str) -> str:
+    """The value, or the RULES default when unset or blank."""
+    return _text(env, name) or RULE_OF[name].default
 
 
 def _recipients_field(env: Mapping[str, str]) -> str | None:
@@ -260,7 +456,7 @@ def _database_name(env: _Environment, uri: str | None, explicit: str | None) -> 
 
 def _validated_uri(env: _Environment) -> str | None:
     """MONGODB_URI (or the default), or None after recording why it cannot be used."""
-    uri = _text(env, "MONGODB_URI") or DEFAULT_MONGODB_URI
+    uri = _text_or_default(env, "MONGODB_URI")
     try:
         parse_mongodb_uri(uri)
     except Exception:
@@ -280,10 +476,75 @@ def read_environment(env_file: Path | None, environ: Mapping[str, str] | None = 
 
 
 def validate_environment(source: ConfigurationSource) -> tuple[Settings, list[SettingProblem]]:
-    """Settings from these variables and every invalid one; an invalid value is replaced by its default."""
+    """Settings from these variables and every invalid one; an invalid value is replaced by its default.
+
+    The warnings every command says on stderr (Settings.load_warnings) are the
+    source's (ignored .env lines, no configuration found), a .env file others may
+    read although it holds a password, and each variable that looks misspelt.
+    """
     env = _Environment(source.values)
-    settings = _settings_from(env, source.warnings)
+    misspelt = misspelt_variables(source.values)
+    warnings = [*source.warnings, *_exposed_env_file(source)]
+    warnings += [misspelling_warning(written, meant) for written, meant in misspelt.items()]
+    settings = _settings_from(env, tuple(warnings), misspelt)
     return settings, env.problems
+
+
+def _exposed_env_file(source: ConfigurationSource) -> list[str]:
+    """A warning if the .env file holds a secret and its mode lets group or others read it."""
+    if source.env_file is None or not secrets_in(source.file_values):
+        return []
+    try:
+        mode = source.env_file.stat().st_mode
+    except OSError:
+        return []
+    if not mode & (stat.S_IRGRP | stat.S_IROTH):
+        return []
+    return [f"{source.env_file} holds a password and is readable by group or others; run chmod 600 {source.env_file}."]
+
+
+@dataclass(frozen=True)
+class SendingProblem:
+    """Why these settings cannot send a mail without asking anyone: what is wrong, then what to do."""
+
+    variable: str
+    what: str
+    hint: str
+
+
+def sending_problems(settings: Settings) -> list[SendingProblem]:
+    """The cross-field rules for sending: checked by `config` and before any send (mail.message.check_sendable).
+
+    A run that sends refuses these with exit 2, so `config` does too.
+    """
+    problems: list[SendingProblem] = []
+    if not settings.smtp_server:
+        # A misspelt SMTP_SERVER is the likely cause: name it in the same sentence.
+        typo = next((written for written, meant in settings.misspelt_variables.items() if meant == "SMTP_SERVER"), None)
+        what = f"SMTP_SERVER is not set ({typo} is set: a typo?)" if typo else "SMTP_SERVER is not set"
+        problems.append(SendingProblem("SMTP_SERVER", what, "Set SMTP_SERVER to your mail server's host name."))
+    if settings.smtp_username and not settings.smtp_password:
+        # Without this, yagmail would ask keyring and then prompt on the terminal.
+        problems.append(
+            SendingProblem(
+                "SMTP_PASSWORD",
+                "SMTP_USERNAME is set but SMTP_PASSWORD is not",
+                "Set SMTP_PASSWORD (or unset SMTP_USERNAME for a server that needs no login).",
+            )
+        )
+    if settings.smtp_password and not settings.smtp_username:
+        problems.append(
+            SendingProblem(
+                "SMTP_USERNAME",
+                "SMTP_PASSWORD is set but SMTP_USERNAME is not",
+                "Set SMTP_USERNAME to the account the password belongs to.",
+            )
+        )
+    if not settings.smtp_from:
+        problems.append(
+            SendingProblem("SMTP_FROM", "No sender address", "Set SMTP_FROM (or SMTP_USERNAME) to an email address.")
+        )
+    return problems
 
 
 def load_settings(env_file: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -301,9 +562,15 @@ def load_settings(env_file: Path | None = None, environ: Mapping[str, str] | Non
     return settings
 
 
-def _secrets_in(env: Mapping[str, str]) -> list[str]:
-    found = [env.get("SMTP_PASSWORD", "").strip(), env.get("SMTP_PASSWORD", "")]
-    found += uri_secrets(env.get("MONGODB_URI", "").strip())
+def secrets_in(env: Mapping[str, str]) -> list[str]:
+    """The secret values among these variables (RULES says which are secret)."""
+    found: list[str] = []
+    for rule in RULES:
+        raw = env.get(rule.variable, "")
+        if rule.secrecy == "value":
+            found += [raw.strip(), raw]
+        elif rule.secrecy == "uri":
+            found += uri_secrets(raw.strip())
     return list(dict.fromkeys(secret for secret in found if secret))
 
 
@@ -330,15 +597,17 @@ def _workspace_addresses(env: _Environment) -> tuple[dict[str, tuple[str, ...]],
     return addresses, problems, tuple(malformed)
 
 
-def _settings_from(env: _Environment, load_warnings: tuple[str, ...] = ()) -> Settings:
+def _settings_from(
+    env: _Environment, load_warnings: tuple[str, ...] = (), misspelt: Mapping[str, str] | None = None
+) -> Settings:
     uri = _validated_uri(env)
     database = _database_name(env, uri, _text(env, "MONGODB_DATABASE"))
 
-    smtp_port = _int(env, "SMTP_PORT", 587, minimum=1, maximum=65535)
-    security_raw = (_text(env, "SMTP_SECURITY") or "auto").lower()
+    smtp_port = _whole(env, "SMTP_PORT")
+    security_raw = _text_or_default(env, "SMTP_SECURITY").lower()
     if security_raw not in ("auto", "ssl", "starttls", "none"):
         env.problem("SMTP_SECURITY", f"SMTP_SECURITY must be one of auto, ssl, starttls, none{env.got(security_raw)}.")
-        security_raw = "auto"
+        security_raw = RULE_OF["SMTP_SECURITY"].default
     security: SmtpSecurity = security_raw  # type: ignore[assignment]
 
     ca_file_raw = _text(env, "SMTP_CA_FILE")
@@ -355,7 +624,7 @@ def _settings_from(env: _Environment, load_warnings: tuple[str, ...] = ()) -> Se
             variable.split()[0], f"{variable} is not a valid email address; set SMTP_FROM to the sender address."
         )
 
-    timezone_name = _text(env, "EXPORT_TIMEZONE") or "UTC"
+    timezone_name = _text_or_default(env, "EXPORT_TIMEZONE")
     try:
         if timezone_name.startswith(("/", ".")) or ".." in timezone_name:
             raise ValueError
@@ -365,7 +634,7 @@ def _settings_from(env: _Environment, load_warnings: tuple[str, ...] = ()) -> Se
             "EXPORT_TIMEZONE",
             f"EXPORT_TIMEZONE{env.shown(timezone_name)} is not a known IANA time zone (e.g. UTC, Europe/Berlin, Asia/Dubai).",
         )
-        timezone = ZoneInfo("UTC")
+        timezone = ZoneInfo(RULE_OF["EXPORT_TIMEZONE"].default)
 
     allowed = tuple(
         domain.strip().lower().lstrip("@")
@@ -386,30 +655,31 @@ def _settings_from(env: _Environment, load_warnings: tuple[str, ...] = ()) -> Se
         smtp_from_name=_from_name(env),
         smtp_security=security,
         smtp_ca_file=ca_file,
-        smtp_timeout_seconds=_float(env, "SMTP_TIMEOUT_SECONDS", 30.0, minimum_exclusive=0),
-        export_interval_minutes=_int(env, "EXPORT_INTERVAL_MINUTES", 15, minimum=1, maximum=7 * 24 * 60),
-        export_cleanup_days=_int(env, "EXPORT_CLEANUP_DAYS", 7, minimum=0),
-        export_dir=Path(_text(env, "EXPORT_DIR") or "./exports").expanduser().absolute(),
+        smtp_timeout_seconds=_number(env, "SMTP_TIMEOUT_SECONDS"),
+        export_interval_minutes=_whole(env, "EXPORT_INTERVAL_MINUTES"),
+        export_cleanup_days=_whole(env, "EXPORT_CLEANUP_DAYS"),
+        export_dir=Path(_text_or_default(env, "EXPORT_DIR")).expanduser().absolute(),
         export_timezone=timezone,
-        export_lag_seconds=_int(env, "EXPORT_LAG_SECONDS", 60, minimum=0),
-        export_max_attachment_mb=_float(env, "EXPORT_MAX_ATTACHMENT_MB", 20.0, minimum_exclusive=0),
+        export_lag_seconds=_whole(env, "EXPORT_LAG_SECONDS"),
+        export_max_attachment_mb=_number(env, "EXPORT_MAX_ATTACHMENT_MB"),
         export_allowed_email_domains=allowed,
         workspace_emails=workspace_emails,
         workspace_email_problems=workspace_email_problems,
         malformed_email_variables=malformed_email_variables,
         load_warnings=load_warnings,
-        lease_seconds=_int(env, "EXPORT_LEASE_SECONDS", 900, minimum=5),
-        mongodb_timeout_seconds=_float(env, "MONGODB_TIMEOUT_SECONDS", 5.0, minimum_exclusive=0),
+        lease_seconds=_whole(env, "EXPORT_LEASE_SECONDS"),
+        mongodb_timeout_seconds=_number(env, "MONGODB_TIMEOUT_SECONDS"),
         export_recipients_field=_or_problem(env, "EXPORT_RECIPIENTS_FIELD", lambda: _recipients_field(env), None),
         export_arrival_field=_or_problem(env, "EXPORT_ARRIVAL_FIELD", lambda: _arrival_field(env), "_id"),
-        export_max_rows_per_email=_int(env, "EXPORT_MAX_ROWS_PER_EMAIL", 100_000, minimum=1, maximum=1_000_000_000),
-        export_backfill_max_hours=_or_problem(env, "EXPORT_BACKFILL_MAX_HOURS", lambda: _backfill_hours(env), 24.0),
+        export_max_rows_per_email=_whole(env, "EXPORT_MAX_ROWS_PER_EMAIL"),
+        export_backfill_max_hours=_number(env, "EXPORT_BACKFILL_MAX_HOURS"),
         export_metrics_file=_or_problem(
             env,
             "EXPORT_METRICS_FILE",
             lambda: metrics_file_path(_text(env, "EXPORT_METRICS_FILE"), "EXPORT_METRICS_FILE"),
             None,
         ),
+        misspelt_variables=dict(misspelt or {}),
     )
 
 
@@ -420,8 +690,6 @@ def _or_problem(env: _Environment, variable: str, compute: Callable[[], T], fall
     except ConfigError as error:
         env.problem(variable, str(error))
         return fallback
-
-
 
 
 def metrics_file_path(raw: str | None, name: str) -> Path | None:

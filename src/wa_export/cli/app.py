@@ -120,13 +120,17 @@ def _fail(output: Output, message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _run(json_output: bool, env_file: Path | None, body: Callable[[Settings, Output], int]) -> None:
+def _run(
+    json_output: bool, env_file: Path | None, body: Callable[[Settings, Output], int], *, warn: bool = True
+) -> None:
     output = Output(json_output)
     holder: list[Settings] = []
     with _handled(output, holder):
         settings = _settings(env_file)
         holder.append(settings)
-    for warning in settings.load_warnings:  # stderr: under cron it lands in the log, --json stays one document
+    # stderr: under cron it lands in the log, --json stays one document. A --workers child
+    # (warn=False) shares its parent's stderr and configuration: the parent has said them.
+    for warning in settings.load_warnings if warn else ():
         output.stderr(f"warning: {warning}")
     with _handled(output, holder):
         code = body(settings, output)
@@ -226,7 +230,7 @@ def export(
     manual = hours is not None or since is not None or until is not None or bool(email)
     # --dry-run writes no file; --workers children leave the metrics file to their parent.
     with recorded_run(metrics_file, manual, not dry_run and worker_slot is None, json_output) as recorder:
-        _run(json_output, env_file, body)
+        _run(json_output, env_file, body, warn=worker_slot is None)
 
 
 @app.command(short_help="Delete old workbooks and empty workspace folders.")
@@ -385,8 +389,9 @@ def config(json_output: JsonOption = False, env_file: EnvFileOption = None) -> N
     """Show the effective settings, where each came from, and every invalid one.
 
     Validates every value exactly as a run does, without connecting to MongoDB or
-    SMTP; secrets are masked. Exit 2 if any value is invalid (all are listed),
-    0 otherwise: run it before enabling the timer, or in CI.
+    SMTP; secrets are masked. Exit 2 for what a run refuses (all are listed), 1 if
+    only WORKSPACE_<ID>_EMAIL values are invalid, 0 otherwise: run it before
+    enabling the timer, or in CI.
     """
     from wa_export.cli.config_view import render_config
     from wa_export.commands import config as config_command

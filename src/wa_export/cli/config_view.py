@@ -23,8 +23,10 @@ def render_config(output: Output, report: ConfigReport) -> None:
             output.table(_table("WORKSPACE_<ID>_EMAIL", report.workspace_addresses))
         for problem in report.problems:
             output.line(f"INVALID {problem.variable}: {problem.message}")
-        for name in report.unknown_variables:
-            output.line(f"WARNING {name} is not a wa-export setting and is ignored (a typo?)")
+        for name in sorted({*report.unknown_variables, *report.misspelt_variables}):
+            meant = report.misspelt_variables.get(name)
+            advice = f"; did you mean {meant}?" if meant else " (a typo?)"
+            output.line(f"WARNING {name} is not a wa-export setting and is ignored{advice}")
         output.line(report.summary())
     for warning in report.warnings:
         output.stderr(f"warning: {warning}")

@@ -3,12 +3,13 @@
 What an operator (or a CI smoke run) checks before enabling the timer, like
 `nginx -t`: every value is validated exactly as a run validates it, without
 touching MongoDB or SMTP. Secrets are masked; addresses are shown (they are
-not secrets). Exit 2 if any value is invalid, listing all of them.
+not secrets). Exit 2 for exactly what a scheduled run refuses with exit 2 (the
+sending rules included), listing all of them; 1 if only WORKSPACE_<ID>_EMAIL
+values are invalid, as the run fails those workspaces alone.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from pathlib import Path
@@ -16,33 +17,28 @@ from typing import Any
 
 from wa_export.envfile import ConfigurationSource, read_configuration
 from wa_export.errors import ExitCode
-from wa_export.mongodb_uri import parse_mongodb_uri, uri_secrets
+from wa_export.mail.errors import MailError
+from wa_export.mongodb_uri import parse_mongodb_uri
 from wa_export.redaction import redact
 from wa_export.settings import (
     ANY_WORKSPACE_EMAIL_VARIABLE,
+    RULE_OF,
+    RULES,
     WORKSPACE_EMAIL_VARIABLE,
     SettingProblem,
     Settings,
+    secrets_in,
+    sending_problems,
+    unknown_setting_variables,
     validate_environment,
 )
 
-# Settings fields that are not one variable each, and the fields whose variable is not their upper-case name.
-DERIVED_FIELDS = frozenset({"workspace_emails", "workspace_email_problems", "malformed_email_variables", "load_warnings"})
-VARIABLE_OF_FIELD = {"lease_seconds": "EXPORT_LEASE_SECONDS"}
-SECRET_VARIABLES = frozenset({"SMTP_PASSWORD"})
-# Unset, these take their value from another variable.
-DERIVED_FROM = {"MONGODB_DATABASE": "MONGODB_URI", "SMTP_FROM": "SMTP_USERNAME"}
-SETTING_PREFIXES = ("MONGODB_", "SMTP_", "EXPORT_")
 MASK = "********"
 
 
 def setting_variables() -> list[str]:
-    """Every variable wa-export reads, in the order of the Settings fields."""
-    return [
-        VARIABLE_OF_FIELD.get(item.name, item.name.upper())
-        for item in dataclasses.fields(Settings)
-        if item.init and item.name not in DERIVED_FIELDS
-    ]
+    """Every variable wa-export reads (settings.RULES), in its order."""
+    return [rule.variable for rule in RULES]
 
 
 @dataclass(frozen=True)
@@ -53,8 +49,13 @@ class SettingLine:
     problem: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"variable": self.variable, "value": self.value, "source": self.source,
-                "valid": self.problem is None, "problem": self.problem}
+        return {
+            "variable": self.variable,
+            "value": self.value,
+            "source": self.source,
+            "valid": self.problem is None,
+            "problem": self.problem,
+        }
 
 
 @dataclass
@@ -63,19 +64,34 @@ class ConfigReport:
     settings: list[SettingLine] = field(default_factory=list)
     workspace_addresses: list[SettingLine] = field(default_factory=list)
     unknown_variables: list[str] = field(default_factory=list)  # our prefixes, read by no setting: typos?
-    warnings: list[str] = field(default_factory=list)  # ignored .env lines, "no configuration found"
+    misspelt_variables: dict[str, str] = field(default_factory=dict)  # written -> the setting it probably meant
+    # Said on stderr, as by every command: ignored .env lines, "no configuration found", an exposed
+    # .env file, misspelt variables.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def problems(self) -> list[SettingProblem]:
-        return [SettingProblem(line.variable, line.problem)
-                for line in [*self.settings, *self.workspace_addresses] if line.problem is not None]
+        return [
+            SettingProblem(line.variable, line.problem)
+            for line in [*self.settings, *self.workspace_addresses]
+            if line.problem is not None
+        ]
 
     @property
     def exit_code(self) -> ExitCode:
-        return ExitCode.USAGE if self.problems else ExitCode.OK
+        """A run's verdict: 2 for what it refuses (any setting, the sending rules included); an invalid
+        WORKSPACE_<ID>_EMAIL alone fails only those workspaces, exit 1 as in the run."""
+        if any(line.problem for line in self.settings):
+            return ExitCode.USAGE
+        return ExitCode.FAILED if self.problems else ExitCode.OK
 
     def summary(self) -> str:
         problems = self.problems
+        if problems and self.exit_code == ExitCode.FAILED:
+            return (
+                f"configuration valid, but a run fails the workspaces of {len(problems)} invalid "
+                "WORKSPACE_<ID>_EMAIL variable" + ("s" if len(problems) != 1 else "")
+            )
         if problems:
             count = len(problems)
             names = ", ".join(dict.fromkeys(problem.variable for problem in problems))
@@ -95,6 +111,7 @@ class ConfigReport:
             "workspace_addresses": [line.as_dict() for line in self.workspace_addresses],
             "problems": [{"variable": p.variable, "message": p.message} for p in self.problems],
             "unknown_variables": self.unknown_variables,
+            "misspelt_variables": self.misspelt_variables,
             "warnings": self.warnings,
         }
 
@@ -110,7 +127,14 @@ def config_report(env_file: Path | None, environ: dict[str, str] | None = None) 
     by_variable: dict[str, list[str]] = {}
     for problem in problems:
         by_variable.setdefault(problem.variable, []).append(problem.message)
-    report = ConfigReport(env_file=source.env_file, warnings=list(source.warnings))
+    # What a run that sends refuses (exit 2) after the values themselves are valid.
+    for sending in sending_problems(settings):
+        by_variable.setdefault(sending.variable, []).append(str(MailError("config", sending.what, sending.hint)))
+    report = ConfigReport(
+        env_file=source.env_file,
+        warnings=list(settings.load_warnings),
+        misspelt_variables=dict(settings.misspelt_variables),
+    )
     variables = setting_variables()
     for variable in variables:
         messages = by_variable.pop(variable, [])
@@ -118,39 +142,36 @@ def config_report(env_file: Path | None, environ: dict[str, str] | None = None) 
         # An invalid value is shown as written (the run refuses it); a valid or unset one as it is used.
         shown = configured if messages else _display(getattr(settings, _field_of(variable), configured))
         origin = source.origin(variable)
-        if origin == "default" and _derived(variable, source, settings):
-            origin = f"default (from {DERIVED_FROM[variable]})"
-        report.settings.append(SettingLine(variable, _mask(variable, shown, secrets), origin, " ".join(messages) or None))
+        derived_from = RULE_OF[variable].derived_from
+        if origin == "default" and derived_from and _derived(variable, derived_from, source, settings):
+            origin = f"default (from {derived_from})"
+        report.settings.append(
+            SettingLine(variable, _mask(variable, shown, secrets), origin, " ".join(messages) or None)
+        )
     for variable, messages in by_variable.items():  # a problem reported under another name
         report.settings.append(SettingLine(variable, "", source.origin(variable), " ".join(messages)))
     report.workspace_addresses = _workspace_lines(source, settings, secrets)
-    report.unknown_variables = sorted(
-        name for name in source.values
-        if name.startswith(SETTING_PREFIXES) and name not in variables
-    )
+    report.unknown_variables = unknown_setting_variables(source.values)
     return report
 
 
-def _derived(variable: str, source: ConfigurationSource, settings: Settings) -> bool:
+def _derived(variable: str, derived_from: str, source: ConfigurationSource, settings: Settings) -> bool:
     """Whether an unset variable took its value from the one it derives from."""
     if variable == "MONGODB_DATABASE":
         try:
             return parse_mongodb_uri(settings.mongodb_uri).database is not None
         except ValueError:
             return False
-    return variable in DERIVED_FROM and bool(source.values.get(DERIVED_FROM[variable], "").strip())
+    return bool(source.values.get(derived_from, "").strip())
 
 
 def _field_of(variable: str) -> str:
-    reverse = {value: key for key, value in VARIABLE_OF_FIELD.items()}
-    return reverse.get(variable, variable.lower())
+    return RULE_OF[variable].field
 
 
 def _raw_secrets(source: ConfigurationSource) -> list[str]:
     """The secrets as configured: an invalid MONGODB_URI is shown as written, so its password must be known."""
-    raw = source.values.get("SMTP_PASSWORD", "")
-    found = [raw, raw.strip(), *uri_secrets(source.values.get("MONGODB_URI", "").strip())]
-    return [secret for secret in found if secret]
+    return secrets_in(source.values)
 
 
 def _display(value: object) -> str:
@@ -166,7 +187,7 @@ def _display(value: object) -> str:
 
 
 def _mask(variable: str, value: str, secrets: list[str]) -> str:
-    if variable in SECRET_VARIABLES:
+    if variable in RULE_OF and RULE_OF[variable].secrecy == "value":
         return MASK if value else ""
     return redact(value, secrets)
 
@@ -184,7 +205,11 @@ def _workspace_lines(source: ConfigurationSource, settings: Settings, secrets: l
             )
         else:
             problem = settings.recipient_problem(match.group(1))
-        value = ", ".join(settings.environment_recipients(match.group(1))) if match and problem is None else source.values[name]
+        value = (
+            ", ".join(settings.environment_recipients(match.group(1)))
+            if match and problem is None
+            else source.values[name]
+        )
         lines.append(SettingLine(name, redact(value.strip(), secrets), source.origin(name), problem))
     return lines
 

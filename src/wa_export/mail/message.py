@@ -22,7 +22,7 @@ from pathlib import Path
 
 from wa_export.addresses import EMAIL_ADDRESS, outside_allowed_domains
 from wa_export.mail.errors import describe_error, mail_error
-from wa_export.settings import Settings
+from wa_export.settings import Settings, sending_problems
 
 XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
@@ -42,26 +42,13 @@ class OutgoingMail:
 
 
 def check_sendable(settings: Settings) -> None:
-    """Raise MailError(step="config") unless the settings can send a mail without asking anyone."""
-    if not settings.smtp_server:
-        raise mail_error(settings, "config", "SMTP_SERVER is not set", "Set SMTP_SERVER to your mail server's host name.")
-    if settings.smtp_username and not settings.smtp_password:
-        # Without this, yagmail would ask keyring and then prompt on the terminal.
-        raise mail_error(
-            settings,
-            "config",
-            "SMTP_USERNAME is set but SMTP_PASSWORD is not",
-            "Set SMTP_PASSWORD (or unset SMTP_USERNAME for a server that needs no login).",
-        )
-    if settings.smtp_password and not settings.smtp_username:
-        raise mail_error(
-            settings,
-            "config",
-            "SMTP_PASSWORD is set but SMTP_USERNAME is not",
-            "Set SMTP_USERNAME to the account the password belongs to.",
-        )
-    if not settings.smtp_from:
-        raise mail_error(settings, "config", "No sender address", "Set SMTP_FROM (or SMTP_USERNAME) to an email address.")
+    """Raise MailError(step="config") unless the settings can send a mail without asking anyone.
+
+    The rules are settings.sending_problems, which `wa-export config` applies too.
+    """
+    problems = sending_problems(settings)
+    if problems:
+        raise mail_error(settings, "config", problems[0].what, problems[0].hint)
 
 
 def check_recipients(to: Sequence[str], settings: Settings) -> None:
