@@ -21,7 +21,7 @@ from email.utils import encode_rfc2231, formatdate, make_msgid
 from pathlib import Path
 
 from wa_export.addresses import EMAIL_ADDRESS, outside_allowed_domains
-from wa_export.mail.errors import describe_error, mail_error
+from wa_export.mail.errors import MailOutcome, describe_error, mail_error
 from wa_export.settings import Settings
 
 XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -44,7 +44,8 @@ class OutgoingMail:
 def check_sendable(settings: Settings) -> None:
     """Raise MailError(step="config") unless the settings can send a mail without asking anyone."""
     if not settings.smtp_server:
-        raise mail_error(settings, "config", "SMTP_SERVER is not set", "Set SMTP_SERVER to your mail server's host name.")
+        raise mail_error(settings, "config", "SMTP_SERVER is not set", "Set SMTP_SERVER to your mail server's host name.",
+                         outcome=MailOutcome.REFUSED)
     if settings.smtp_username and not settings.smtp_password:
         # Without this, yagmail would ask keyring and then prompt on the terminal.
         raise mail_error(
@@ -52,6 +53,7 @@ def check_sendable(settings: Settings) -> None:
             "config",
             "SMTP_USERNAME is set but SMTP_PASSWORD is not",
             "Set SMTP_PASSWORD (or unset SMTP_USERNAME for a server that needs no login).",
+            outcome=MailOutcome.REFUSED,
         )
     if settings.smtp_password and not settings.smtp_username:
         raise mail_error(
@@ -59,15 +61,18 @@ def check_sendable(settings: Settings) -> None:
             "config",
             "SMTP_PASSWORD is set but SMTP_USERNAME is not",
             "Set SMTP_USERNAME to the account the password belongs to.",
+            outcome=MailOutcome.REFUSED,
         )
     if not settings.smtp_from:
-        raise mail_error(settings, "config", "No sender address", "Set SMTP_FROM (or SMTP_USERNAME) to an email address.")
+        raise mail_error(settings, "config", "No sender address", "Set SMTP_FROM (or SMTP_USERNAME) to an email address.",
+                         outcome=MailOutcome.REFUSED)
 
 
 def check_recipients(to: Sequence[str], settings: Settings) -> None:
     """Refuse, before any connection, recipients that are malformed or outside the allow-list."""
     if not to:
-        raise mail_error(settings, "recipient", "The mail has no recipient", "Configure WORKSPACE_<ID>_EMAIL or pass an address.")
+        raise mail_error(settings, "recipient", "The mail has no recipient", "Configure WORKSPACE_<ID>_EMAIL or pass an address.",
+                         outcome=MailOutcome.REFUSED)
     invalid = [address for address in to if not isinstance(address, str) or not EMAIL_ADDRESS.match(address)]
     if invalid:
         shown = ", ".join(repr(address) for address in invalid)
@@ -77,6 +82,7 @@ def check_recipients(to: Sequence[str], settings: Settings) -> None:
             f"Invalid recipient address(es) {shown}",
             "Use plain addresses such as ops@example.com.",
             refused=[str(address) for address in invalid],
+            outcome=MailOutcome.REFUSED,
         )
     outside = outside_allowed_domains(list(to), settings.export_allowed_email_domains)
     if outside:
@@ -87,6 +93,7 @@ def check_recipients(to: Sequence[str], settings: Settings) -> None:
             f"({', '.join(settings.export_allowed_email_domains)})",
             "Fix the address or add its domain to EXPORT_ALLOWED_EMAIL_DOMAINS.",
             refused=outside,
+            outcome=MailOutcome.REFUSED,
         )
 
 
@@ -104,7 +111,8 @@ def check_attachment(path: Path, settings: Settings) -> bytes:
         size = path.stat().st_size
     except OSError as error:
         raise mail_error(
-            settings, "data", f"Cannot read the attachment {path} ({describe_error(error)})", "Check that the export file exists."
+            settings, "data", f"Cannot read the attachment {path} ({describe_error(error)})", "Check that the export file exists.",
+            outcome=MailOutcome.REFUSED,
         ) from None
     encoded = encoded_attachment_size(size)
     if encoded > settings.max_attachment_bytes:
@@ -115,12 +123,14 @@ def check_attachment(path: Path, settings: Settings) -> bytes:
             f"EXPORT_MAX_ATTACHMENT_MB={settings.export_max_attachment_mb:g}",
             f"the file ({size / (1024 * 1024):.1f} MB) is kept at {path}; raise EXPORT_MAX_ATTACHMENT_MB "
             "if your mail server accepts larger messages, or export a shorter period.",
+            outcome=MailOutcome.REFUSED,
         )
     try:
         return path.read_bytes()
     except OSError as error:
         raise mail_error(
-            settings, "data", f"Cannot read the attachment {path} ({describe_error(error)})", "Check the file's permissions."
+            settings, "data", f"Cannot read the attachment {path} ({describe_error(error)})", "Check the file's permissions.",
+            outcome=MailOutcome.REFUSED,
         ) from None
 
 
