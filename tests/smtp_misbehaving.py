@@ -397,9 +397,9 @@ def _close(sock: socket.socket) -> None:
 
 
 @contextmanager
-def misbehaving(point: Point | None = None, behaviour: Behaviour = "trickle", **options: object) -> Iterator[
-    MisbehavingSmtpServer
-]:
+def misbehaving(
+    point: Point | None = None, behaviour: Behaviour = "trickle", **options: object
+) -> Iterator[MisbehavingSmtpServer]:
     server = MisbehavingSmtpServer(point, behaviour, **options)  # type: ignore[arg-type]
     with server:
         yield server

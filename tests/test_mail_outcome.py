@@ -120,11 +120,15 @@ def test_refused_recipient(in_tmp: Path) -> None:
     assert server.messages == []
 
 
-@pytest.mark.parametrize(("replies", "step"), [
-    ({"MAIL": "550 5.7.1 Sender address rejected"}, "data"),
-    ({"MAIL": "552 5.3.4 Message size exceeds fixed limit"}, "size"),  # refused for its SIZE= before the content
-    ({"DATA": "554 5.3.0 No valid recipients"}, "data"),  # DATA refused: no 354, no content
-], ids=["sender", "size-announced", "data-command"])
+@pytest.mark.parametrize(
+    ("replies", "step"),
+    [
+        ({"MAIL": "550 5.7.1 Sender address rejected"}, "data"),
+        ({"MAIL": "552 5.3.4 Message size exceeds fixed limit"}, "size"),  # refused for its SIZE= before the content
+        ({"DATA": "554 5.3.0 No valid recipients"}, "data"),  # DATA refused: no 354, no content
+    ],
+    ids=["sender", "size-announced", "data-command"],
+)
 def test_refused_before_the_content(replies: dict[str, str], step: str, in_tmp: Path) -> None:
     with MisbehavingSmtpServer(replies=replies) as server:
         error = _failure(server.env())
@@ -150,11 +154,15 @@ def test_a_stop_before_354_is_refused(in_tmp: Path, stop_requested: None) -> Non
     assert server.payloads_received == 0
 
 
-@pytest.mark.parametrize(("reply", "step"), [
-    ("554 5.6.0 Message rejected as spam", "data"),
-    ("451 4.3.0 Temporary failure, try again", "data"),
-    ("552 5.3.4 Message too big", "size"),
-], ids=["5xx", "4xx", "552"])
+@pytest.mark.parametrize(
+    ("reply", "step"),
+    [
+        ("554 5.6.0 Message rejected as spam", "data"),
+        ("451 4.3.0 Temporary failure, try again", "data"),
+        ("552 5.3.4 Message too big", "size"),
+    ],
+    ids=["5xx", "4xx", "552"],
+)
 def test_a_definite_rejection_of_the_content_is_refused(reply: str, step: str, in_tmp: Path) -> None:
     """A 4xx/5xx answer to the content means the server took no responsibility for it."""
     with MisbehavingSmtpServer(data_reply=reply) as server:
@@ -165,8 +173,7 @@ def test_a_definite_rejection_of_the_content_is_refused(reply: str, step: str, i
 
 
 @pytest.mark.parametrize(("behaviour", "step"), [("drop", "data"), ("stall", "timeout")])
-def test_a_lost_connection_or_a_deadline_after_the_content_is_unknown(behaviour: str, step: str,
-                                                                        in_tmp: Path) -> None:
+def test_a_lost_connection_or_a_deadline_after_the_content_is_unknown(behaviour: str, step: str, in_tmp: Path) -> None:
     with MisbehavingSmtpServer("data", behaviour) as server:  # the whole message arrived, the 250 never does
         error = _failure({**server.env(), "SMTP_TIMEOUT_SECONDS": "1"})
     assert error.step == step, str(error)
@@ -198,12 +205,20 @@ LATE_TIMEOUT = 2  # SMTP_TIMEOUT_SECONDS while the server holds its 250
 
 
 def _popen(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([str(cli_executable()), *args], env=env, cwd=cwd, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [str(cli_executable()), *args],
+        env=env,
+        cwd=cwd,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
 
 
-def _assert_failed_with_intent_kept(fdb: Database[Any], workspace_id: ObjectId, run_output: str,
-                                    workspace: dict[str, Any]) -> None:
+def _assert_failed_with_intent_kept(
+    fdb: Database[Any], workspace_id: ObjectId, run_output: str, workspace: dict[str, Any]
+) -> None:
     assert workspace["outcome"] == "failed", workspace
     assert workspace["reason"].endswith(f"; {MAY_DUPLICATE}."), workspace["reason"]
     [log] = list(fdb.export_logs.find())
@@ -215,9 +230,18 @@ def _assert_failed_with_intent_kept(fdb: Database[Any], workspace_id: ObjectId, 
     assert run_output.count(MAY_DUPLICATE) >= 1
 
 
-def _assert_redelivered_and_flagged(fdb: Database[Any], env: Env, run: Run, smtp: LocalSmtpServer, tmp_path: Path,
-                                    workspace_id: ObjectId, name: str, address: dict[str, str],
-                                    held: list[CapturedMessage], outputs: list[str]) -> None:
+def _assert_redelivered_and_flagged(
+    fdb: Database[Any],
+    env: Env,
+    run: Run,
+    smtp: LocalSmtpServer,
+    tmp_path: Path,
+    workspace_id: ObjectId,
+    name: str,
+    address: dict[str, str],
+    held: list[CapturedMessage],
+    outputs: list[str],
+) -> None:
     """New messages arrive; a run against a healthy server sends everything, flagged everywhere."""
     add_now(fdb, workspace_id, ["later-1", "later-2"])
     again = run(env(**address), "--json")

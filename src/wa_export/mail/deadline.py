@@ -106,8 +106,9 @@ class SmtpDeadline:
     connection, already cut, is then seen as dead by the next step.
     """
 
-    def __init__(self, settings: Settings, cutter: SocketCutter, what: str, *, step: MailStep,
-                 waiting_for: str) -> None:
+    def __init__(
+        self, settings: Settings, cutter: SocketCutter, what: str, *, step: MailStep, waiting_for: str
+    ) -> None:
         self.settings = settings
         self.cutter = cutter
         self.what = what
@@ -187,8 +188,10 @@ class SmtpDeadline:
             )
         hint = "It may be overloaded or misbehaving: check its logs, or raise SMTP_TIMEOUT_SECONDS if it is only slow"
         if self.step == "connect" and self.waiting_for in (WAITING_FOR_CONNECTION, WAITING_FOR_GREETING):
-            hint = ("Check SMTP_SERVER/SMTP_PORT, the firewall, and that SMTP_SECURITY matches the port "
-                    "(465 = ssl); the server may also be overloaded")
+            hint = (
+                "Check SMTP_SERVER/SMTP_PORT, the firewall, and that SMTP_SECURITY matches the port "
+                "(465 = ssl); the server may also be overloaded"
+            )
         return mail_error(
             settings,
             self.step,

@@ -28,9 +28,7 @@ from typing import Literal
 from wa_export.redaction import redact
 from wa_export.settings import Settings
 
-MailStep = Literal[
-    "config", "domain", "connect", "tls", "auth", "recipient", "data", "size", "timeout", "stopped"
-]
+MailStep = Literal["config", "domain", "connect", "tls", "auth", "recipient", "data", "size", "timeout", "stopped"]
 
 # Failures that would repeat for every later email of the run, so a run stops
 # sending after the first one: the server cannot be reached, secured or logged
@@ -112,18 +110,20 @@ def mail_error(
     return MailError(step, redact(what, secrets), redact(hint, secrets), outcome=outcome, refused=refused)
 
 
-
 def describe_error(error: BaseException) -> str:
     if isinstance(error, ssl.SSLCertVerificationError) and error.verify_message:
         return str(error.verify_message)
     if isinstance(error, ssl.SSLError) and error.reason:
         return str(error.reason)
     if isinstance(error, smtplib.SMTPResponseException):
-        reply = error.smtp_error.decode("utf-8", "replace") if isinstance(error.smtp_error, bytes) else str(error.smtp_error)
+        reply = (
+            error.smtp_error.decode("utf-8", "replace")
+            if isinstance(error.smtp_error, bytes)
+            else str(error.smtp_error)
+        )
         return f"{error.smtp_code} {' '.join(reply.split())}"
     if isinstance(error, TimeoutError):
         return "timed out"
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
     return str(error) or type(error).__name__
-

@@ -40,12 +40,16 @@ class OutgoingMail:
     attachment: Path | None = None  # sent as XLSX_MIME when it ends in .xlsx
 
 
-
 def check_sendable(settings: Settings) -> None:
     """Raise MailError(step="config") unless the settings can send a mail without asking anyone."""
     if not settings.smtp_server:
-        raise mail_error(settings, "config", "SMTP_SERVER is not set", "Set SMTP_SERVER to your mail server's host name.",
-                         outcome=MailOutcome.REFUSED)
+        raise mail_error(
+            settings,
+            "config",
+            "SMTP_SERVER is not set",
+            "Set SMTP_SERVER to your mail server's host name.",
+            outcome=MailOutcome.REFUSED,
+        )
     if settings.smtp_username and not settings.smtp_password:
         # Without this, yagmail would ask keyring and then prompt on the terminal.
         raise mail_error(
@@ -64,15 +68,25 @@ def check_sendable(settings: Settings) -> None:
             outcome=MailOutcome.REFUSED,
         )
     if not settings.smtp_from:
-        raise mail_error(settings, "config", "No sender address", "Set SMTP_FROM (or SMTP_USERNAME) to an email address.",
-                         outcome=MailOutcome.REFUSED)
+        raise mail_error(
+            settings,
+            "config",
+            "No sender address",
+            "Set SMTP_FROM (or SMTP_USERNAME) to an email address.",
+            outcome=MailOutcome.REFUSED,
+        )
 
 
 def check_recipients(to: Sequence[str], settings: Settings) -> None:
     """Refuse, before any connection, recipients that are malformed or outside the allow-list."""
     if not to:
-        raise mail_error(settings, "recipient", "The mail has no recipient", "Configure WORKSPACE_<ID>_EMAIL or pass an address.",
-                         outcome=MailOutcome.REFUSED)
+        raise mail_error(
+            settings,
+            "recipient",
+            "The mail has no recipient",
+            "Configure WORKSPACE_<ID>_EMAIL or pass an address.",
+            outcome=MailOutcome.REFUSED,
+        )
     invalid = [address for address in to if not isinstance(address, str) or not EMAIL_ADDRESS.match(address)]
     if invalid:
         shown = ", ".join(repr(address) for address in invalid)
@@ -111,7 +125,10 @@ def check_attachment(path: Path, settings: Settings) -> bytes:
         size = path.stat().st_size
     except OSError as error:
         raise mail_error(
-            settings, "data", f"Cannot read the attachment {path} ({describe_error(error)})", "Check that the export file exists.",
+            settings,
+            "data",
+            f"Cannot read the attachment {path} ({describe_error(error)})",
+            "Check that the export file exists.",
             outcome=MailOutcome.REFUSED,
         ) from None
     encoded = encoded_attachment_size(size)
@@ -129,10 +146,12 @@ def check_attachment(path: Path, settings: Settings) -> bytes:
         return path.read_bytes()
     except OSError as error:
         raise mail_error(
-            settings, "data", f"Cannot read the attachment {path} ({describe_error(error)})", "Check the file's permissions.",
+            settings,
+            "data",
+            f"Cannot read the attachment {path} ({describe_error(error)})",
+            "Check the file's permissions.",
             outcome=MailOutcome.REFUSED,
         ) from None
-
 
 
 def single_line(text: str) -> str:
@@ -208,13 +227,19 @@ def build_message(
         boundary = f"===============wa-export-{secrets.token_hex(12)}==".encode()
         if not any(boundary in piece for piece in text):
             break
-    return b"".join([
-        *headers,
-        b'Content-Type: multipart/mixed; boundary="' + boundary + b'"\r\n\r\n',
-        b"--" + boundary + b"\r\n", *text, b"\r\n",
-        b"--" + boundary + b"\r\n", *attachment, b"\r\n",
-        b"--" + boundary + b"--\r\n",
-    ])
+    return b"".join(
+        [
+            *headers,
+            b'Content-Type: multipart/mixed; boundary="' + boundary + b'"\r\n\r\n',
+            b"--" + boundary + b"\r\n",
+            *text,
+            b"\r\n",
+            b"--" + boundary + b"\r\n",
+            *attachment,
+            b"\r\n",
+            b"--" + boundary + b"--\r\n",
+        ]
+    )
 
 
 def _header_line(name: str, value: str) -> bytes:
@@ -269,4 +294,3 @@ def _content_disposition(filename: str) -> bytes:
 def _base64_lines(data: bytes) -> bytes:
     """Base64 in lines of 76 characters, each ended by CRLF (what encoded_attachment_size counts)."""
     return base64.encodebytes(data).replace(b"\n", b"\r\n")
-

@@ -102,4 +102,3 @@ class MailSender:
         client, self._client = self._client, None
         if client is not None:
             client.discard()
-

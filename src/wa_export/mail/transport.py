@@ -189,21 +189,29 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         # here: connecting happens in _open, under the deadline.
         connection: _GuardedSMTP | _GuardedSMTPSSL
         if self.mode == "ssl":
-            connection = _GuardedSMTPSSL(local_hostname="localhost", timeout=settings.smtp_timeout_seconds,
-                                         context=context)
+            connection = _GuardedSMTPSSL(
+                local_hostname="localhost", timeout=settings.smtp_timeout_seconds, context=context
+            )
         else:
             connection = _GuardedSMTP(local_hostname="localhost", timeout=settings.smtp_timeout_seconds)
         self.cutter.close()
         self.cutter = cutter = SocketCutter()
         try:
-            with SmtpDeadline(settings, cutter, "the session setup (connect, EHLO, STARTTLS, login)",
-                              step="connect", waiting_for=WAITING_FOR_CONNECTION) as deadline:
+            with SmtpDeadline(
+                settings,
+                cutter,
+                "the session setup (connect, EHLO, STARTTLS, login)",
+                step="connect",
+                waiting_for=WAITING_FOR_CONNECTION,
+            ) as deadline:
 
                 def connected(sock: socket.socket) -> None:
                     cutter.attach(sock)
                     tls_first = self.mode == "ssl"
-                    deadline.at("the TLS handshake and the greeting" if tls_first else WAITING_FOR_GREETING,
-                                step="tls" if tls_first else "connect")
+                    deadline.at(
+                        "the TLS handshake and the greeting" if tls_first else WAITING_FOR_GREETING,
+                        step="tls" if tls_first else "connect",
+                    )
 
                 connection.on_connected = connected  # type: ignore[method-assign]
                 self._open(connection, context, deadline)
@@ -237,7 +245,10 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
             ) from None
         except socket.gaierror as error:
             raise mail_error(
-                settings, "connect", f"Cannot resolve SMTP server {host} ({describe_error(error)})", "Check SMTP_SERVER and DNS.",
+                settings,
+                "connect",
+                f"Cannot resolve SMTP server {host} ({describe_error(error)})",
+                "Check SMTP_SERVER and DNS.",
                 outcome=MailOutcome.REFUSED,
             ) from None
         except (OSError, smtplib.SMTPException) as error:
@@ -266,7 +277,9 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                     ) from None
                 except smtplib.SMTPResponseException as error:
                     raise mail_error(
-                        settings, "tls", f"The SMTP server {where} refused STARTTLS ({describe_error(error)})",
+                        settings,
+                        "tls",
+                        f"The SMTP server {where} refused STARTTLS ({describe_error(error)})",
                         "Check the server's TLS configuration.",
                         outcome=MailOutcome.REFUSED,
                     ) from None
@@ -281,8 +294,9 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         """An untrusted certificate gets its own sentence; any other TLS failure names the step."""
         if isinstance(error, ssl.SSLCertVerificationError):
             return self._untrusted(error)
-        return mail_error(self.settings, "tls", f"{what} failed ({describe_error(error)})", hint,
-                          outcome=MailOutcome.REFUSED)
+        return mail_error(
+            self.settings, "tls", f"{what} failed ({describe_error(error)})", hint, outcome=MailOutcome.REFUSED
+        )
 
     def _untrusted(self, error: ssl.SSLCertVerificationError) -> MailError:
         reason = describe_error(error)
@@ -290,8 +304,13 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
             hint = "Set SMTP_SERVER to a host name the server's certificate is issued for."
         else:
             hint = "If it uses a private CA, set SMTP_CA_FILE to that CA bundle."
-        return mail_error(self.settings, "tls", f"The SMTP server's TLS certificate is not trusted ({reason})", hint,
-                          outcome=MailOutcome.REFUSED)
+        return mail_error(
+            self.settings,
+            "tls",
+            f"The SMTP server's TLS certificate is not trusted ({reason})",
+            hint,
+            outcome=MailOutcome.REFUSED,
+        )
 
     def _unreachable(self, error: BaseException) -> MailError:
         settings = self.settings
@@ -352,8 +371,13 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         reply) has the outcome unknown (mail/errors.py). A transaction that runs out
         of time fails with step "timeout" (the run sends nothing more).
         """
-        with SmtpDeadline(self.settings, self.cutter, "the message transaction (MAIL, RCPT, DATA)",
-                          step="timeout", waiting_for="the reply to MAIL FROM") as deadline:
+        with SmtpDeadline(
+            self.settings,
+            self.cutter,
+            "the message transaction (MAIL, RCPT, DATA)",
+            step="timeout",
+            waiting_for="the reply to MAIL FROM",
+        ) as deadline:
             sent = self._transaction(recipients, msg_strings, deadline)
         self.last_reply_at = time.monotonic()
         return sent
@@ -439,25 +463,55 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
     def _sender_refused(self, code: int, reply: bytes | str) -> MailError:
         detail = _reply(code, reply)
         if code == 552:
-            return mail_error(self.settings, "size", f"The SMTP server refused the message size ({detail})",
-                              "Lower EXPORT_MAX_ATTACHMENT_MB below the server's limit.", outcome=MailOutcome.REFUSED)
+            return mail_error(
+                self.settings,
+                "size",
+                f"The SMTP server refused the message size ({detail})",
+                "Lower EXPORT_MAX_ATTACHMENT_MB below the server's limit.",
+                outcome=MailOutcome.REFUSED,
+            )
         if code in (530, 534, 535):
-            return mail_error(self.settings, "auth", f"The SMTP server requires a login ({detail})",
-                              "Set SMTP_USERNAME and SMTP_PASSWORD.", outcome=MailOutcome.REFUSED)
-        return mail_error(self.settings, "data", f"The SMTP server refused the sender {self.user} ({detail})",
-                          "Set SMTP_FROM to an address the SMTP account may send as.", outcome=MailOutcome.REFUSED)
+            return mail_error(
+                self.settings,
+                "auth",
+                f"The SMTP server requires a login ({detail})",
+                "Set SMTP_USERNAME and SMTP_PASSWORD.",
+                outcome=MailOutcome.REFUSED,
+            )
+        return mail_error(
+            self.settings,
+            "data",
+            f"The SMTP server refused the sender {self.user} ({detail})",
+            "Set SMTP_FROM to an address the SMTP account may send as.",
+            outcome=MailOutcome.REFUSED,
+        )
 
     def _data_refused(self, code: int, reply: bytes | str, outcome: MailOutcome) -> MailError:
         """DATA answered with something other than 250: a definite rejection, or (outcome unknown) an odd reply."""
         detail = _reply(code, reply)
         if outcome is MailOutcome.UNKNOWN:
-            return mail_error(self.settings, "data", f"The SMTP server gave an unexpected reply to the message ({detail})",
-                              "Check the server's logs.", outcome=outcome)
+            return mail_error(
+                self.settings,
+                "data",
+                f"The SMTP server gave an unexpected reply to the message ({detail})",
+                "Check the server's logs.",
+                outcome=outcome,
+            )
         if code == 552:
-            return mail_error(self.settings, "size", f"The SMTP server refused the message as too large ({detail})",
-                              "Lower EXPORT_MAX_ATTACHMENT_MB below the server's limit.", outcome=outcome)
-        return mail_error(self.settings, "data", f"The SMTP server refused the message ({detail})",
-                          "Check the server's logs; the export is retried on the next run.", outcome=outcome)
+            return mail_error(
+                self.settings,
+                "size",
+                f"The SMTP server refused the message as too large ({detail})",
+                "Lower EXPORT_MAX_ATTACHMENT_MB below the server's limit.",
+                outcome=outcome,
+            )
+        return mail_error(
+            self.settings,
+            "data",
+            f"The SMTP server refused the message ({detail})",
+            "Check the server's logs; the export is retried on the next run.",
+            outcome=outcome,
+        )
 
     def alive(self) -> bool:
         """True when the open connection still answers (NOOP) within SMTP_TIMEOUT_SECONDS.
@@ -472,8 +526,13 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         if self.last_reply_at is not None and time.monotonic() - self.last_reply_at < RECENTLY_ANSWERED_SECONDS:
             return True
         try:
-            with SmtpDeadline(self.settings, self.cutter, "the connection check (NOOP)", step="connect",
-                              waiting_for="the reply to NOOP"):
+            with SmtpDeadline(
+                self.settings,
+                self.cutter,
+                "the connection check (NOOP)",
+                step="connect",
+                waiting_for="the reply to NOOP",
+            ):
                 code, _ = self.smtp.noop()
         except (MailError, smtplib.SMTPException, OSError):
             return False
@@ -519,4 +578,3 @@ def _rset_quietly(connection: smtplib.SMTP) -> None:
         connection.rset()
     except Exception:
         pass
-
