@@ -41,7 +41,7 @@ from servers import CapturedMessage, LocalSmtpServer, free_port
 from smtp_misbehaving import MisbehavingSmtpServer
 from wa_export.export.email_text import POSSIBLE_DUPLICATE_SENTENCE
 from wa_export.mail import deadline
-from wa_export.mail.deadline import STOP_GRACE_SECONDS, stop_sends
+from wa_export.mail.deadline import STOP_GRACE_SECONDS, SmtpDeadline, stop_sends
 from wa_export.mail.errors import MAY_DUPLICATE, MailError, MailOutcome
 from wa_export.mail.message import OutgoingMail
 from wa_export.mail.sender import MailSender
@@ -179,6 +179,23 @@ def test_a_lost_connection_or_a_deadline_after_the_content_is_unknown(behaviour:
     assert error.step == step, str(error)
     _assert_classified(error, UNKNOWN)
     assert server.payloads_received == 1
+
+
+def test_a_late_watchdog_still_reports_the_deadline_not_a_lost_connection(
+    in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a busy machine the cut comes a little late; smtplib's own read timeout must not win that race."""
+    expire = SmtpDeadline._expire
+
+    def late_expire(self: SmtpDeadline) -> None:
+        time.sleep(0.5)
+        expire(self)
+
+    monkeypatch.setattr(SmtpDeadline, "_expire", late_expire)
+    with MisbehavingSmtpServer("data", "stall") as server:
+        error = _failure({**server.env(), "SMTP_TIMEOUT_SECONDS": "1"})
+    assert error.step == "timeout" and "did not finish the message transaction" in str(error), str(error)
+    _assert_classified(error, UNKNOWN)
 
 
 def test_a_stop_after_the_content_is_unknown(in_tmp: Path, stop_requested: None) -> None:

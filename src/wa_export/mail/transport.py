@@ -59,6 +59,10 @@ from wa_export.settings import Settings
 # yagmail's Client.__init__ puts a StreamHandler (stderr) on this logger; a library
 # must not print, and its records could carry addresses. See YagmailConnection.
 _YAGMAIL_LOGGER = "yagmail.log"
+# smtplib's per-read timeout is only a backstop, this much longer than SMTP_TIMEOUT_SECONDS: the step's
+# deadline (started before the read) must be what ends a stalled step, or a busy machine would turn a
+# reply that never came into a "lost connection" (another step, another sentence) by the luck of a race.
+READ_TIMEOUT_MARGIN_SECONDS = 2.0
 # Servers keep an idle connection for minutes (RFC 5321 suggests 5); within this, one that just answered is reused unasked.
 RECENTLY_ANSWERED_SECONDS = 10.0
 
@@ -188,12 +192,11 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         # DNS); the real EHLO name is set in _open, before EHLO is sent. No host
         # here: connecting happens in _open, under the deadline.
         connection: _GuardedSMTP | _GuardedSMTPSSL
+        read_timeout = settings.smtp_timeout_seconds + READ_TIMEOUT_MARGIN_SECONDS
         if self.mode == "ssl":
-            connection = _GuardedSMTPSSL(
-                local_hostname="localhost", timeout=settings.smtp_timeout_seconds, context=context
-            )
+            connection = _GuardedSMTPSSL(local_hostname="localhost", timeout=read_timeout, context=context)
         else:
-            connection = _GuardedSMTP(local_hostname="localhost", timeout=settings.smtp_timeout_seconds)
+            connection = _GuardedSMTP(local_hostname="localhost", timeout=read_timeout)
         self.cutter.close()
         self.cutter = cutter = SocketCutter()
         try:
