@@ -5,9 +5,12 @@ that keeps a reply going forever (``250-`` continuation lines every second),
 one that goes silent, and one that hangs up. `MisbehavingSmtpServer` speaks
 SMTP in plain text, with STARTTLS or with implicit TLS (a trustme CA; `env()`
 gives the matching SMTP_* settings), with optional AUTH PLAIN/LOGIN, and
-does one of those at the greeting, after EHLO, after AUTH or after the DATA
-payload; or it says yes to STARTTLS and then never takes part in the TLS
-handshake. It can also echo the client's AUTH blobs (base64, with or without
+does one of those at the greeting, after EHLO, after AUTH, at the DATA command
+(before its 354, so no content goes out) or after the DATA payload; or it says
+yes to STARTTLS and then never takes part in the TLS handshake. Its reply to a
+received payload can be any line (`data_reply`: a rejection, an odd code), and
+`replies` answers chosen commands with a line of their own (a refused MAIL FROM,
+a DATA refused without 354). It can also echo the client's AUTH blobs (base64, with or without
 padding) in its 535 reply, as some servers do. Every loop is bounded (`max_misbehave_seconds`) and stops with
 `stop()`, so a broken client cannot keep a test process busy.
 """
@@ -21,7 +24,7 @@ import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +32,7 @@ from typing import Literal, Self
 
 import trustme
 
-Point = Literal["greeting", "ehlo", "starttls", "auth", "data"]
+Point = Literal["greeting", "ehlo", "starttls", "auth", "data_command", "data"]
 Behaviour = Literal["trickle", "stall", "drop"]
 Security = Literal["none", "starttls", "ssl"]
 
@@ -68,6 +71,8 @@ class MisbehavingSmtpServer:
         echo_without_padding: bool = False,
         max_misbehave_seconds: float = 120.0,
         tls: Security = "none",
+        data_reply: str = "250 2.0.0 OK: queued",
+        replies: Mapping[str, str] | None = None,
     ) -> None:
         self.point = point
         self.behaviour = behaviour
@@ -80,6 +85,8 @@ class MisbehavingSmtpServer:
         self.echo_without_padding = echo_without_padding
         self.max_misbehave_seconds = max_misbehave_seconds
         self.tls = tls
+        self.data_reply = data_reply
+        self.replies = {verb.upper(): line for verb, line in (replies or {}).items()}
         self.host = "127.0.0.1"
         self._ca: trustme.CA | None = None
         self._server_context: ssl.SSLContext | None = None
@@ -87,7 +94,7 @@ class MisbehavingSmtpServer:
         self.ca_cert_path: Path | None = None
         self.connections = 0
         self.commands: list[str] = []  # verbs, in arrival order
-        self.messages: list[bytes] = []  # payloads answered with 250
+        self.messages: list[bytes] = []  # payloads answered with `data_reply`
         self.payloads_received = 0  # payloads that arrived completely (answered or not)
         self.misbehaviours: list[Misbehaviour] = []
         self._lock = threading.Lock()
@@ -197,6 +204,9 @@ class MisbehavingSmtpServer:
 
     def _answer(self, session: _Session, verb: str, argument: str) -> bool:
         """Reply to one command; False when the conversation is over."""
+        if verb in self.replies:
+            self._send(session, self.replies[verb])  # a refusal: for DATA, no payload follows
+            return True
         if verb == "EHLO":
             if self._misbehaves_at("ehlo"):
                 self._misbehave(session, "ehlo", "250")
@@ -231,6 +241,9 @@ class MisbehavingSmtpServer:
             session.rcpt_tos.append(argument)
             self._send(session, "250 OK")
         elif verb == "DATA":
+            if self._misbehaves_at("data_command"):
+                self._misbehave(session, "data_command", "354")
+                return False
             self._send(session, "354 End data with <CR><LF>.<CR><LF>")
             payload = self._read_payload(session)
             if payload is None:
@@ -242,7 +255,7 @@ class MisbehavingSmtpServer:
                 return False
             with self._lock:
                 self.messages.append(payload)
-            self._send(session, "250 2.0.0 OK: queued")
+            self._send(session, self.data_reply)
         elif verb == "QUIT":
             self._send(session, "221 Bye")
             return False
@@ -384,9 +397,9 @@ def _close(sock: socket.socket) -> None:
 
 
 @contextmanager
-def misbehaving(point: Point | None = None, behaviour: Behaviour = "trickle", **options: object) -> Iterator[
-    MisbehavingSmtpServer
-]:
+def misbehaving(
+    point: Point | None = None, behaviour: Behaviour = "trickle", **options: object
+) -> Iterator[MisbehavingSmtpServer]:
     server = MisbehavingSmtpServer(point, behaviour, **options)  # type: ignore[arg-type]
     with server:
         yield server

@@ -17,7 +17,7 @@ from typing import Any
 
 from wa_export.envfile import ConfigurationSource, read_configuration
 from wa_export.errors import ExitCode
-from wa_export.mail.errors import MailError
+from wa_export.mail.errors import MailError, MailOutcome
 from wa_export.mongodb_uri import parse_mongodb_uri
 from wa_export.redaction import redact
 from wa_export.settings import (
@@ -129,7 +129,7 @@ def config_report(env_file: Path | None, environ: dict[str, str] | None = None) 
         by_variable.setdefault(problem.variable, []).append(problem.message)
     # What a run that sends refuses (exit 2) after the values themselves are valid.
     for sending in sending_problems(settings):
-        by_variable.setdefault(sending.variable, []).append(str(MailError("config", sending.what, sending.hint)))
+        by_variable.setdefault(sending.variable, []).append(str(MailError("config", sending.what, sending.hint, outcome=MailOutcome.REFUSED)))
     report = ConfigReport(
         env_file=source.env_file,
         warnings=list(settings.load_warnings),

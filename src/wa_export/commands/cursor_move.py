@@ -36,7 +36,6 @@ from wa_export.store.arrival_keys import (
     time_of_key,
 )
 from wa_export.store.arrivals import ArrivalKey as Arrivals
-from wa_export.store.arrivals import as_object_id, owner_of
 from wa_export.store.connection import (
     SERVICE_NAME,
     Store,
@@ -47,6 +46,7 @@ from wa_export.store.connection import (
     parse_workspace_id,
 )
 from wa_export.store.export_state import lease_is_free
+from wa_export.store.ownership import as_object_id, owner_of
 from wa_export.store.waiting import position_key, workspace_chat_ids
 
 CURSOR_MOVED_EVENT = "cursor_moved"

@@ -21,7 +21,7 @@ from typing import Any
 from wa_export.addresses import parse_address_list
 from wa_export.clock import utc_now
 from wa_export.errors import ConfigError, ExitCode, UsageProblem
-from wa_export.mail.errors import MailError, MailStep
+from wa_export.mail.errors import MailError, MailOutcome, MailStep
 from wa_export.mail.message import OutgoingMail, check_recipients, check_sendable
 from wa_export.mail.sender import MailSender
 from wa_export.mail.transport import tls_mode
@@ -140,7 +140,7 @@ def send_test_email(settings: Settings, workspace_id: str | None, to: Sequence[s
         check_sendable(settings)
         if resolved.problem is not None:
             step: MailStep = "domain" if resolved.problem_kind == "domain" else "recipient"
-            raise MailError(step, resolved.problem[0].upper() + resolved.problem[1:])
+            raise MailError(step, resolved.problem[0].upper() + resolved.problem[1:], outcome=MailOutcome.REFUSED)
         check_recipients(recipients, settings)
         with tempfile.TemporaryDirectory(prefix="wa-export-test-") as tmp:  # mkdtemp: 0700
             sample = write_sample_workbook(Path(tmp), settings, workspace or SAMPLE_WORKSPACE_ID)

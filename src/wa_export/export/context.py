@@ -60,12 +60,6 @@ class ExportRequest:
         return not self.workspace_ids and (slot is None or slot[0] == 0)
 
 
-def outcome_unknown(error: MailError) -> bool:
-    """Whether the server may have accepted the mail although sending failed (lost during or after DATA)."""
-    explicit = getattr(error, "outcome_unknown", None)
-    return bool(explicit) if explicit is not None else error.step == "data"
-
-
 class MailSession:
     """The run's one SMTP connection (opened on the first email) and the failure that dooms the rest."""
 
@@ -148,4 +142,4 @@ class RunContext:
         return redact(text, self.settings.secrets())
 
 
-__all__ = ["RUN_FATAL_MAIL_STEPS", "ExportRequest", "MailSession", "RunContext", "outcome_unknown"]
+__all__ = ["RUN_FATAL_MAIL_STEPS", "ExportRequest", "MailSession", "RunContext"]

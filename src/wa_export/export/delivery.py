@@ -17,7 +17,7 @@ from datetime import timedelta
 from bson import ObjectId
 from pymongo.errors import ConnectionFailure, PyMongoError
 
-from wa_export.export.context import RunContext, outcome_unknown
+from wa_export.export.context import RunContext
 from wa_export.export.email_text import EmailFacts, compose_export_mail
 from wa_export.export.files import describe_file_error, remove_files
 from wa_export.export.heartbeat import LeaseKeeper
@@ -26,7 +26,7 @@ from wa_export.export.results import WorkspaceResult
 from wa_export.export.rows import RowStats
 from wa_export.export.window import WorkspaceExport, Written, counts
 from wa_export.mail.errors import MailError
-from wa_export.store import arrivals, export_logs
+from wa_export.store import arrivals, export_logs, ownership
 from wa_export.store.arrivals import Key
 from wa_export.store.export_state import InFlight
 from wa_export.store.leases import KEEP_IN_FLIGHT, Lease, LeaseLost, acquire_lease
@@ -132,9 +132,10 @@ class ScheduledDelivery(WorkspaceExport):
                 ctx.mail.send(compose_export_mail(ctx.settings, self.item.workspace, facts, ctx.run_time))
             except MailError as error:
                 reason = ctx.redact(str(error))
-                export_logs.mark_failed(ctx.store.export_logs, log_id, reason, ctx.clock.now())
-                # Lost during DATA: it may have arrived, so the intent stays for the next run to flag.
-                left = intent if outcome_unknown(error) else self._unknown_after(piece.low)
+                export_logs.mark_failed(ctx.store.export_logs, log_id, reason, ctx.clock.now(),
+                                        outcome_unknown=error.outcome_unknown)
+                # The server may have it (mail/errors.py): the intent stays, so the next delivery is flagged.
+                left = intent if error.outcome_unknown else self._unknown_after(piece.low)
                 self._record_failure(reason, in_flight=left)
                 return
             export_logs.mark_completed(ctx.store.export_logs, log_id, ctx.clock.now())
@@ -201,7 +202,7 @@ class ScheduledDelivery(WorkspaceExport):
     def _only_message_id(self, piece: Written) -> ObjectId | None:
         """The _id of the one message of a too-big part (a rare path: two queries)."""
         ctx = self.ctx
-        chat_ids = list(arrivals.chats_of_workspace(ctx.store.chats, self.item.workspace))
+        chat_ids = sorted(ownership.chats_of_workspace(ctx.store.chats, self.item.workspace).owned)
         found = next(arrivals.window_messages(ctx.store.messages, ctx.key, chat_ids, piece.low, piece.high), None)
         message_id = found.get("_id") if found is not None else None
         return message_id if isinstance(message_id, ObjectId) else None

@@ -29,7 +29,7 @@ import time
 from types import TracebackType
 from typing import Literal, Self
 
-from wa_export.mail.errors import MailError, MailStep, mail_error
+from wa_export.mail.errors import MailError, MailOutcome, MailStep, mail_error
 from wa_export.settings import Settings
 from wa_export.timers import Timer, TimerThread
 
@@ -106,20 +106,26 @@ class SmtpDeadline:
     connection, already cut, is then seen as dead by the next step.
     """
 
-    def __init__(self, settings: Settings, cutter: SocketCutter, what: str, *, step: MailStep,
-                 waiting_for: str) -> None:
+    def __init__(
+        self, settings: Settings, cutter: SocketCutter, what: str, *, step: MailStep, waiting_for: str
+    ) -> None:
         self.settings = settings
         self.cutter = cutter
         self.what = what
         self.step: MailStep = step
         self.waiting_for = waiting_for
-        self.may_have_delivered = False  # set once the server asked for the message (354): it may accept it
+        self.may_have_delivered = False  # set once the server asked for the message (354): see `outcome`
         self.expired: Expiry | None = None
         self.seconds = settings.smtp_timeout_seconds
         self._started = 0.0
         self._lock = threading.Lock()
         self._done = False
         self._timer: Timer | None = None
+
+    @property
+    def outcome(self) -> MailOutcome:
+        """What a failure now leaves behind: once the content started to go out, the server may accept it."""
+        return MailOutcome.UNKNOWN if self.may_have_delivered else MailOutcome.REFUSED
 
     def at(self, waiting_for: str, step: MailStep | None = None) -> None:
         self.waiting_for = waiting_for
@@ -162,30 +168,35 @@ class SmtpDeadline:
             self.cutter.cut()
 
     def error(self) -> MailError:
-        """The one sentence for a step cut short: which server, which step, what it was waiting for."""
+        """The one sentence for a step cut short: which server, which step, what it was waiting for.
+
+        Cut short after the server asked for the message, the outcome is
+        unknown and the sentence (MailError) says a retry may deliver it twice.
+        """
         settings = self.settings
         where = f"{settings.smtp_server}:{settings.smtp_port}"
-        retried = "the export is retried on the next run"
-        if self.may_have_delivered:
-            retried = ("the server may have accepted the message before it stopped answering, "
-                       "so the next run's retry may deliver it twice")
+        outcome = self.outcome
+        retried = "; the export is retried on the next run" if outcome is MailOutcome.REFUSED else ""
         if self.expired == "stopped":
             return mail_error(
                 settings,
                 "stopped",
                 f"Stopped during {self.what} with the SMTP server {where} "
                 f"(wa-export was asked to stop while waiting for {self.waiting_for})",
-                f"Nothing else is sent in this run; {retried}.",
+                f"Nothing else is sent in this run{retried}.",
+                outcome=outcome,
             )
         hint = "It may be overloaded or misbehaving: check its logs, or raise SMTP_TIMEOUT_SECONDS if it is only slow"
         if self.step == "connect" and self.waiting_for in (WAITING_FOR_CONNECTION, WAITING_FOR_GREETING):
-            hint = ("Check SMTP_SERVER/SMTP_PORT, the firewall, and that SMTP_SECURITY matches the port "
-                    "(465 = ssl); the server may also be overloaded")
+            hint = (
+                "Check SMTP_SERVER/SMTP_PORT, the firewall, and that SMTP_SECURITY matches the port "
+                "(465 = ssl); the server may also be overloaded"
+            )
         return mail_error(
             settings,
             self.step,
             f"The SMTP server {where} did not finish {self.what} within SMTP_TIMEOUT_SECONDS "
             f"({self.seconds:g} s): timed out waiting for {self.waiting_for}",
-            f"{hint}; {retried}." if self.step == "timeout" else f"{hint}.",
+            f"{hint}{retried}." if self.step == "timeout" else f"{hint}.",
+            outcome=outcome,
         )
-

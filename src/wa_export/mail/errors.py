@@ -1,18 +1,34 @@
-"""Mail failures: one exception whose text is one sentence, what failed and then what to do."""
+"""Mail failures: one exception whose text is one sentence, what failed and then what to do.
+
+Every failure is also classified, here and nowhere else, by what it may have
+left on the server (`MailOutcome`):
+
+- *refused*: nothing was delivered. The checks before any connection, connect,
+  TLS, login, a refused sender or recipient, a size refused before the content
+  went out, a DATA command refused without 354, a connection lost or a deadline
+  or stop before the content went out, and a definite rejection (4xx/5xx) of
+  the content once sent. Sending again cannot duplicate anything.
+- *outcome unknown*: the message content had started to go out (the server
+  answered DATA with 354) and no definite answer came back: the connection was
+  lost, the deadline passed, the run was asked to stop, or the server gave an
+  unexpected reply. The server may have accepted it, so sending again may
+  deliver it twice; the error's sentence says so, and a scheduled delivery
+  keeps its intent so the next delivery of that range is flagged
+  possible_duplicate.
+"""
 
 from __future__ import annotations
 
 import smtplib
 import ssl
 from collections.abc import Sequence
+from enum import StrEnum
 from typing import Literal
 
 from wa_export.redaction import redact
 from wa_export.settings import Settings
 
-MailStep = Literal[
-    "config", "domain", "connect", "tls", "auth", "recipient", "data", "size", "timeout", "stopped"
-]
+MailStep = Literal["config", "domain", "connect", "tls", "auth", "recipient", "data", "size", "timeout", "stopped"]
 
 # Failures that would repeat for every later email of the run, so a run stops
 # sending after the first one: the server cannot be reached, secured or logged
@@ -22,24 +38,55 @@ MailStep = Literal[
 RUN_FATAL_STEPS: frozenset[MailStep] = frozenset({"config", "connect", "tls", "auth", "timeout", "stopped"})
 
 
+class MailOutcome(StrEnum):
+    """What a failed send may have left on the server (see the module docstring)."""
+
+    REFUSED = "refused"  # nothing was delivered: sending again cannot duplicate
+    UNKNOWN = "outcome_unknown"  # the content went out without a definite answer: it may have been accepted
+
+
+# The clause every outcome-unknown failure ends with, so no such failure reads as harmless to retry.
+MAY_DUPLICATE = "the server may have accepted the message, so sending it again may deliver it twice"
+
+
+def outcome_of_reply_to_content(code: int) -> MailOutcome:
+    """The outcome of a final reply other than 250 to the message content (after 354).
+
+    A 4xx or 5xx reply is a definite rejection (RFC 5321: the server took no
+    responsibility for the message); anything else (another 2xx, a 3xx, a line
+    that is no reply) is unexpected, and the message may have been accepted.
+    """
+    return MailOutcome.REFUSED if 400 <= code < 600 else MailOutcome.UNKNOWN
+
+
 class MailError(Exception):
     """A mail could not be sent; ``str()`` is one sentence: what failed, then what to do.
 
     ``step`` says where it failed, ``hint`` is the advice alone, ``refused`` the
     recipients that were refused (by the allow-list or by the server), if any.
+    ``outcome`` (required) says whether the server may have accepted the
+    message anyway; when it may, the sentence ends with MAY_DUPLICATE.
     """
 
-    def __init__(self, step: MailStep, what: str, hint: str = "", *, refused: Sequence[str] = ()) -> None:
+    def __init__(
+        self, step: MailStep, what: str, hint: str = "", *, outcome: MailOutcome, refused: Sequence[str] = ()
+    ) -> None:
         self.step: MailStep = step
+        self.outcome = MailOutcome(outcome)
         self.what = what.rstrip(". ")
         self.hint = hint
         self.refused: tuple[str, ...] = tuple(refused)
         text = self.what
         if hint:
-            text += "; " + _lower_first(hint)
-        if not text.endswith("."):
-            text += "."
-        super().__init__(text)
+            text += "; " + _lower_first(hint.rstrip(". "))
+        if self.outcome_unknown:
+            text += "; " + MAY_DUPLICATE
+        super().__init__(text + ".")
+
+    @property
+    def outcome_unknown(self) -> bool:
+        """True when the server may have accepted the message although sending failed."""
+        return self.outcome is MailOutcome.UNKNOWN
 
 
 def _lower_first(sentence: str) -> str:
@@ -50,12 +97,17 @@ def _lower_first(sentence: str) -> str:
 
 
 def mail_error(
-    settings: Settings, step: MailStep, what: str, hint: str = "", *, refused: Sequence[str] = ()
+    settings: Settings,
+    step: MailStep,
+    what: str,
+    hint: str = "",
+    *,
+    outcome: MailOutcome,
+    refused: Sequence[str] = (),
 ) -> MailError:
     """A MailError whose texts never contain a secret (server replies included)."""
     secrets = settings.secrets()
-    return MailError(step, redact(what, secrets), redact(hint, secrets), refused=refused)
-
+    return MailError(step, redact(what, secrets), redact(hint, secrets), outcome=outcome, refused=refused)
 
 
 def describe_error(error: BaseException) -> str:
@@ -64,11 +116,14 @@ def describe_error(error: BaseException) -> str:
     if isinstance(error, ssl.SSLError) and error.reason:
         return str(error.reason)
     if isinstance(error, smtplib.SMTPResponseException):
-        reply = error.smtp_error.decode("utf-8", "replace") if isinstance(error.smtp_error, bytes) else str(error.smtp_error)
+        reply = (
+            error.smtp_error.decode("utf-8", "replace")
+            if isinstance(error.smtp_error, bytes)
+            else str(error.smtp_error)
+        )
         return f"{error.smtp_code} {' '.join(reply.split())}"
     if isinstance(error, TimeoutError):
         return "timed out"
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
     return str(error) or type(error).__name__
-

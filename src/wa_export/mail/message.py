@@ -21,7 +21,7 @@ from email.utils import encode_rfc2231, formatdate, make_msgid
 from pathlib import Path
 
 from wa_export.addresses import EMAIL_ADDRESS, outside_allowed_domains
-from wa_export.mail.errors import describe_error, mail_error
+from wa_export.mail.errors import MailOutcome, describe_error, mail_error
 from wa_export.settings import Settings, sending_problems
 
 XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -40,7 +40,6 @@ class OutgoingMail:
     attachment: Path | None = None  # sent as XLSX_MIME when it ends in .xlsx
 
 
-
 def check_sendable(settings: Settings) -> None:
     """Raise MailError(step="config") unless the settings can send a mail without asking anyone.
 
@@ -48,13 +47,19 @@ def check_sendable(settings: Settings) -> None:
     """
     problems = sending_problems(settings)
     if problems:
-        raise mail_error(settings, "config", problems[0].what, problems[0].hint)
+        raise mail_error(settings, "config", problems[0].what, problems[0].hint, outcome=MailOutcome.REFUSED)
 
 
 def check_recipients(to: Sequence[str], settings: Settings) -> None:
     """Refuse, before any connection, recipients that are malformed or outside the allow-list."""
     if not to:
-        raise mail_error(settings, "recipient", "The mail has no recipient", "Configure WORKSPACE_<ID>_EMAIL or pass an address.")
+        raise mail_error(
+            settings,
+            "recipient",
+            "The mail has no recipient",
+            "Configure WORKSPACE_<ID>_EMAIL or pass an address.",
+            outcome=MailOutcome.REFUSED,
+        )
     invalid = [address for address in to if not isinstance(address, str) or not EMAIL_ADDRESS.match(address)]
     if invalid:
         shown = ", ".join(repr(address) for address in invalid)
@@ -64,6 +69,7 @@ def check_recipients(to: Sequence[str], settings: Settings) -> None:
             f"Invalid recipient address(es) {shown}",
             "Use plain addresses such as ops@example.com.",
             refused=[str(address) for address in invalid],
+            outcome=MailOutcome.REFUSED,
         )
     outside = outside_allowed_domains(list(to), settings.export_allowed_email_domains)
     if outside:
@@ -74,6 +80,7 @@ def check_recipients(to: Sequence[str], settings: Settings) -> None:
             f"({', '.join(settings.export_allowed_email_domains)})",
             "Fix the address or add its domain to EXPORT_ALLOWED_EMAIL_DOMAINS.",
             refused=outside,
+            outcome=MailOutcome.REFUSED,
         )
 
 
@@ -91,7 +98,11 @@ def check_attachment(path: Path, settings: Settings) -> bytes:
         size = path.stat().st_size
     except OSError as error:
         raise mail_error(
-            settings, "data", f"Cannot read the attachment {path} ({describe_error(error)})", "Check that the export file exists."
+            settings,
+            "data",
+            f"Cannot read the attachment {path} ({describe_error(error)})",
+            "Check that the export file exists.",
+            outcome=MailOutcome.REFUSED,
         ) from None
     encoded = encoded_attachment_size(size)
     if encoded > settings.max_attachment_bytes:
@@ -102,14 +113,18 @@ def check_attachment(path: Path, settings: Settings) -> bytes:
             f"EXPORT_MAX_ATTACHMENT_MB={settings.export_max_attachment_mb:g}",
             f"the file ({size / (1024 * 1024):.1f} MB) is kept at {path}; raise EXPORT_MAX_ATTACHMENT_MB "
             "if your mail server accepts larger messages, or export a shorter period.",
+            outcome=MailOutcome.REFUSED,
         )
     try:
         return path.read_bytes()
     except OSError as error:
         raise mail_error(
-            settings, "data", f"Cannot read the attachment {path} ({describe_error(error)})", "Check the file's permissions."
+            settings,
+            "data",
+            f"Cannot read the attachment {path} ({describe_error(error)})",
+            "Check the file's permissions.",
+            outcome=MailOutcome.REFUSED,
         ) from None
-
 
 
 def single_line(text: str) -> str:
@@ -185,13 +200,19 @@ def build_message(
         boundary = f"===============wa-export-{secrets.token_hex(12)}==".encode()
         if not any(boundary in piece for piece in text):
             break
-    return b"".join([
-        *headers,
-        b'Content-Type: multipart/mixed; boundary="' + boundary + b'"\r\n\r\n',
-        b"--" + boundary + b"\r\n", *text, b"\r\n",
-        b"--" + boundary + b"\r\n", *attachment, b"\r\n",
-        b"--" + boundary + b"--\r\n",
-    ])
+    return b"".join(
+        [
+            *headers,
+            b'Content-Type: multipart/mixed; boundary="' + boundary + b'"\r\n\r\n',
+            b"--" + boundary + b"\r\n",
+            *text,
+            b"\r\n",
+            b"--" + boundary + b"\r\n",
+            *attachment,
+            b"\r\n",
+            b"--" + boundary + b"--\r\n",
+        ]
+    )
 
 
 def _header_line(name: str, value: str) -> bytes:
@@ -246,4 +267,3 @@ def _content_disposition(filename: str) -> bytes:
 def _base64_lines(data: bytes) -> bytes:
     """Base64 in lines of 76 characters, each ended by CRLF (what encoded_attachment_size counts)."""
     return base64.encodebytes(data).replace(b"\n", b"\r\n")
-

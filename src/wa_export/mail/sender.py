@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import TracebackType
 
-from wa_export.mail.errors import mail_error
+from wa_export.mail.errors import MailOutcome, mail_error
 from wa_export.mail.message import (
     OutgoingMail,
     build_message,
@@ -82,6 +82,7 @@ class MailSender:
                     f"The SMTP server {settings.smtp_server}:{settings.smtp_port} closed the connection "
                     f"before the message was sent ({dropped})",
                     "Check the server's logs and connection limits.",
+                    outcome=MailOutcome.REFUSED,
                 ) from None
             return
 
@@ -101,4 +102,3 @@ class MailSender:
         client, self._client = self._client, None
         if client is not None:
             client.discard()
-

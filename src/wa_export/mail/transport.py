@@ -53,12 +53,16 @@ from wa_export.mail.deadline import (
     SmtpDeadline,
     SocketCutter,
 )
-from wa_export.mail.errors import MailError, describe_error, mail_error
+from wa_export.mail.errors import MailError, MailOutcome, describe_error, mail_error, outcome_of_reply_to_content
 from wa_export.settings import Settings
 
 # yagmail's Client.__init__ puts a StreamHandler (stderr) on this logger; a library
 # must not print, and its records could carry addresses. See YagmailConnection.
 _YAGMAIL_LOGGER = "yagmail.log"
+# smtplib's per-read timeout is only a backstop, this much longer than SMTP_TIMEOUT_SECONDS: the step's
+# deadline (started before the read) must be what ends a stalled step, or a busy machine would turn a
+# reply that never came into a "lost connection" (another step, another sentence) by the luck of a race.
+READ_TIMEOUT_MARGIN_SECONDS = 2.0
 # Servers keep an idle connection for minutes (RFC 5321 suggests 5); within this, one that just answered is reused unasked.
 RECENTLY_ANSWERED_SECONDS = 10.0
 
@@ -83,6 +87,7 @@ def _tls_context(settings: Settings) -> ssl.SSLContext:
                 "config",
                 f"SMTP_CA_FILE {settings.smtp_ca_file} cannot be loaded ({describe_error(error)})",
                 "Point SMTP_CA_FILE at a PEM file of CA certificates.",
+                outcome=MailOutcome.REFUSED,
             ) from None
     return context
 
@@ -173,7 +178,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
     def handle_password(user: str, password: str | None) -> str:
         # yagmail.password.handle_password would consult keyring, then getpass/input.
         if password is None:
-            raise MailError("config", "No SMTP password configured", "Set SMTP_PASSWORD.")
+            raise MailError("config", "No SMTP password configured", "Set SMTP_PASSWORD.", outcome=MailOutcome.REFUSED)
         return password
 
     def login(self) -> None:
@@ -187,22 +192,29 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         # DNS); the real EHLO name is set in _open, before EHLO is sent. No host
         # here: connecting happens in _open, under the deadline.
         connection: _GuardedSMTP | _GuardedSMTPSSL
+        read_timeout = settings.smtp_timeout_seconds + READ_TIMEOUT_MARGIN_SECONDS
         if self.mode == "ssl":
-            connection = _GuardedSMTPSSL(local_hostname="localhost", timeout=settings.smtp_timeout_seconds,
-                                         context=context)
+            connection = _GuardedSMTPSSL(local_hostname="localhost", timeout=read_timeout, context=context)
         else:
-            connection = _GuardedSMTP(local_hostname="localhost", timeout=settings.smtp_timeout_seconds)
+            connection = _GuardedSMTP(local_hostname="localhost", timeout=read_timeout)
         self.cutter.close()
         self.cutter = cutter = SocketCutter()
         try:
-            with SmtpDeadline(settings, cutter, "the session setup (connect, EHLO, STARTTLS, login)",
-                              step="connect", waiting_for=WAITING_FOR_CONNECTION) as deadline:
+            with SmtpDeadline(
+                settings,
+                cutter,
+                "the session setup (connect, EHLO, STARTTLS, login)",
+                step="connect",
+                waiting_for=WAITING_FOR_CONNECTION,
+            ) as deadline:
 
                 def connected(sock: socket.socket) -> None:
                     cutter.attach(sock)
                     tls_first = self.mode == "ssl"
-                    deadline.at("the TLS handshake and the greeting" if tls_first else WAITING_FOR_GREETING,
-                                step="tls" if tls_first else "connect")
+                    deadline.at(
+                        "the TLS handshake and the greeting" if tls_first else WAITING_FOR_GREETING,
+                        step="tls" if tls_first else "connect",
+                    )
 
                 connection.on_connected = connected  # type: ignore[method-assign]
                 self._open(connection, context, deadline)
@@ -236,7 +248,11 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
             ) from None
         except socket.gaierror as error:
             raise mail_error(
-                settings, "connect", f"Cannot resolve SMTP server {host} ({describe_error(error)})", "Check SMTP_SERVER and DNS."
+                settings,
+                "connect",
+                f"Cannot resolve SMTP server {host} ({describe_error(error)})",
+                "Check SMTP_SERVER and DNS.",
+                outcome=MailOutcome.REFUSED,
             ) from None
         except (OSError, smtplib.SMTPException) as error:
             raise self._unreachable(error) from None
@@ -253,6 +269,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                         f"The SMTP server {where} does not offer STARTTLS",
                         "Use the server's TLS port (SMTP_SECURITY=ssl, usually port 465) "
                         "or, only on a trusted network, SMTP_SECURITY=none.",
+                        outcome=MailOutcome.REFUSED,
                     )
                 deadline.at("the reply to STARTTLS and the TLS handshake", step="tls")
                 try:
@@ -263,8 +280,11 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                     ) from None
                 except smtplib.SMTPResponseException as error:
                     raise mail_error(
-                        settings, "tls", f"The SMTP server {where} refused STARTTLS ({describe_error(error)})",
+                        settings,
+                        "tls",
+                        f"The SMTP server {where} refused STARTTLS ({describe_error(error)})",
                         "Check the server's TLS configuration.",
+                        outcome=MailOutcome.REFUSED,
                     ) from None
                 deadline.at("the reply to EHLO after STARTTLS", step="tls")
                 connection.ehlo()
@@ -277,7 +297,9 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         """An untrusted certificate gets its own sentence; any other TLS failure names the step."""
         if isinstance(error, ssl.SSLCertVerificationError):
             return self._untrusted(error)
-        return mail_error(self.settings, "tls", f"{what} failed ({describe_error(error)})", hint)
+        return mail_error(
+            self.settings, "tls", f"{what} failed ({describe_error(error)})", hint, outcome=MailOutcome.REFUSED
+        )
 
     def _untrusted(self, error: ssl.SSLCertVerificationError) -> MailError:
         reason = describe_error(error)
@@ -285,7 +307,13 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
             hint = "Set SMTP_SERVER to a host name the server's certificate is issued for."
         else:
             hint = "If it uses a private CA, set SMTP_CA_FILE to that CA bundle."
-        return mail_error(self.settings, "tls", f"The SMTP server's TLS certificate is not trusted ({reason})", hint)
+        return mail_error(
+            self.settings,
+            "tls",
+            f"The SMTP server's TLS certificate is not trusted ({reason})",
+            hint,
+            outcome=MailOutcome.REFUSED,
+        )
 
     def _unreachable(self, error: BaseException) -> MailError:
         settings = self.settings
@@ -299,6 +327,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
             "connect",
             f"Cannot connect to SMTP server {settings.smtp_server}:{settings.smtp_port} ({reason})",
             hint,
+            outcome=MailOutcome.REFUSED,
         )
 
     def _authenticate(self, connection: smtplib.SMTP, password: str) -> None:
@@ -311,6 +340,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                 f"The SMTP server does not offer a login (AUTH) to user {user} on this connection",
                 "Check SMTP_SECURITY (many servers offer AUTH only over TLS), "
                 "or leave SMTP_USERNAME unset for a relay that needs no login.",
+                outcome=MailOutcome.REFUSED,
             )
         try:
             connection.login(user, password)
@@ -320,6 +350,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                 "auth",
                 f"The SMTP server refused the login for user {user} ({describe_error(error)})",
                 "Check SMTP_USERNAME/SMTP_PASSWORD (Gmail needs an app password).",
+                outcome=MailOutcome.REFUSED,
             ) from None
         except smtplib.SMTPNotSupportedError:
             raise mail_error(
@@ -327,6 +358,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                 "auth",
                 f"The SMTP server offers no login method smtplib supports for user {user}",
                 "Check the server's AUTH mechanisms (PLAIN, LOGIN or CRAM-MD5 are supported).",
+                outcome=MailOutcome.REFUSED,
             ) from None
         except (OSError, smtplib.SMTPException) as error:
             raise self._unreachable(error) from None
@@ -337,11 +369,18 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         Unlike smtplib.sendmail, a refused recipient aborts the transaction (RSET)
         before DATA: nobody receives a mail that counts as failed and is re-sent on
         the next run. Unlike yagmail, a failure is never retried here, because after
-        DATA the server may already have accepted the message. A transaction that
-        runs out of time fails with step "timeout" (the run sends nothing more).
+        DATA the server may already have accepted the message: every failure once
+        the server answered DATA with 354 (lost connection, deadline, stop, odd
+        reply) has the outcome unknown (mail/errors.py). A transaction that runs out
+        of time fails with step "timeout" (the run sends nothing more).
         """
-        with SmtpDeadline(self.settings, self.cutter, "the message transaction (MAIL, RCPT, DATA)",
-                          step="timeout", waiting_for="the reply to MAIL FROM") as deadline:
+        with SmtpDeadline(
+            self.settings,
+            self.cutter,
+            "the message transaction (MAIL, RCPT, DATA)",
+            step="timeout",
+            waiting_for="the reply to MAIL FROM",
+        ) as deadline:
             sent = self._transaction(recipients, msg_strings, deadline)
         self.last_reply_at = time.monotonic()
         return sent
@@ -381,6 +420,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                 f"The SMTP server refused recipient(s) {', '.join(refused)} ({details})",
                 "Check the address(es); the mail was sent to nobody and will be retried.",
                 refused=list(refused),
+                outcome=MailOutcome.REFUSED,
             )
 
         def after_data_reply(code: int) -> None:
@@ -397,40 +437,84 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                 del connection.on_reply
         except smtplib.SMTPDataError as error:  # no 354: the message itself was not transferred
             _rset_quietly(connection)
-            raise self._data_refused(error.smtp_code, error.smtp_error) from None
+            raise self._data_refused(error.smtp_code, error.smtp_error, MailOutcome.REFUSED) from None
         except (smtplib.SMTPServerDisconnected, OSError) as error:
             close_quietly(connection)
+            # Before the 354 nothing of the message went out; after it, the server may have all of it.
+            if deadline.outcome is MailOutcome.REFUSED:
+                raise mail_error(
+                    settings,
+                    "data",
+                    f"The connection to the SMTP server was lost before the message was sent ({describe_error(error)})",
+                    "Nothing was delivered and the mail is retried on the next run; if it keeps happening, "
+                    "check the server's logs and connection limits.",
+                    outcome=MailOutcome.REFUSED,
+                ) from None
             raise mail_error(
                 settings,
                 "data",
                 f"The connection to the SMTP server was lost while sending the message ({describe_error(error)})",
-                "It was probably not delivered and is retried on the next run; if it keeps "
-                "happening, check the server's message size limit and logs.",
+                "If it keeps happening, check the server's message size limit and logs.",
+                outcome=MailOutcome.UNKNOWN,
             ) from None
         if code != 250:
             _rset_quietly(connection)
-            raise self._data_refused(code, reply)
+            raise self._data_refused(code, reply, outcome_of_reply_to_content(code))
         self.num_mail_sent += 1
         return {}
 
     def _sender_refused(self, code: int, reply: bytes | str) -> MailError:
         detail = _reply(code, reply)
         if code == 552:
-            return mail_error(self.settings, "size", f"The SMTP server refused the message size ({detail})",
-                          "Lower EXPORT_MAX_ATTACHMENT_MB below the server's limit.")
+            return mail_error(
+                self.settings,
+                "size",
+                f"The SMTP server refused the message size ({detail})",
+                "Lower EXPORT_MAX_ATTACHMENT_MB below the server's limit.",
+                outcome=MailOutcome.REFUSED,
+            )
         if code in (530, 534, 535):
-            return mail_error(self.settings, "auth", f"The SMTP server requires a login ({detail})",
-                          "Set SMTP_USERNAME and SMTP_PASSWORD.")
-        return mail_error(self.settings, "data", f"The SMTP server refused the sender {self.user} ({detail})",
-                      "Set SMTP_FROM to an address the SMTP account may send as.")
+            return mail_error(
+                self.settings,
+                "auth",
+                f"The SMTP server requires a login ({detail})",
+                "Set SMTP_USERNAME and SMTP_PASSWORD.",
+                outcome=MailOutcome.REFUSED,
+            )
+        return mail_error(
+            self.settings,
+            "data",
+            f"The SMTP server refused the sender {self.user} ({detail})",
+            "Set SMTP_FROM to an address the SMTP account may send as.",
+            outcome=MailOutcome.REFUSED,
+        )
 
-    def _data_refused(self, code: int, reply: bytes | str) -> MailError:
+    def _data_refused(self, code: int, reply: bytes | str, outcome: MailOutcome) -> MailError:
+        """DATA answered with something other than 250: a definite rejection, or (outcome unknown) an odd reply."""
         detail = _reply(code, reply)
+        if outcome is MailOutcome.UNKNOWN:
+            return mail_error(
+                self.settings,
+                "data",
+                f"The SMTP server gave an unexpected reply to the message ({detail})",
+                "Check the server's logs.",
+                outcome=outcome,
+            )
         if code == 552:
-            return mail_error(self.settings, "size", f"The SMTP server refused the message as too large ({detail})",
-                          "Lower EXPORT_MAX_ATTACHMENT_MB below the server's limit.")
-        return mail_error(self.settings, "data", f"The SMTP server refused the message ({detail})",
-                      "Check the server's logs; the export is retried on the next run.")
+            return mail_error(
+                self.settings,
+                "size",
+                f"The SMTP server refused the message as too large ({detail})",
+                "Lower EXPORT_MAX_ATTACHMENT_MB below the server's limit.",
+                outcome=outcome,
+            )
+        return mail_error(
+            self.settings,
+            "data",
+            f"The SMTP server refused the message ({detail})",
+            "Check the server's logs; the export is retried on the next run.",
+            outcome=outcome,
+        )
 
     def alive(self) -> bool:
         """True when the open connection still answers (NOOP) within SMTP_TIMEOUT_SECONDS.
@@ -445,8 +529,13 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         if self.last_reply_at is not None and time.monotonic() - self.last_reply_at < RECENTLY_ANSWERED_SECONDS:
             return True
         try:
-            with SmtpDeadline(self.settings, self.cutter, "the connection check (NOOP)", step="connect",
-                              waiting_for="the reply to NOOP"):
+            with SmtpDeadline(
+                self.settings,
+                self.cutter,
+                "the connection check (NOOP)",
+                step="connect",
+                waiting_for="the reply to NOOP",
+            ):
                 code, _ = self.smtp.noop()
         except (MailError, smtplib.SMTPException, OSError):
             return False
@@ -492,4 +581,3 @@ def _rset_quietly(connection: smtplib.SMTP) -> None:
         connection.rset()
     except Exception:
         pass
-

@@ -1,10 +1,11 @@
 """Writes and reads of `export_logs`, the original service's collection (every seed field kept).
 
 A scheduled email's entry is inserted as `sending` before the email goes to
-SMTP and turned `completed` or `failed` afterwards, so an entry still
-`sending` after its run means the outcome is unknown; the next run closes it
-as `failed` ("delivery outcome unknown: ...") and marks its own re-delivery
-`possible_duplicate: true`.
+SMTP and turned `completed` or `failed` afterwards (`outcome_unknown: true`
+when the mail layer says the server may have accepted it anyway), so an entry
+still `sending` after its run means the outcome is unknown too; the next run
+closes it as `failed` ("delivery outcome unknown: ...") and marks its own
+re-delivery of either `possible_duplicate: true`.
 """
 
 from __future__ import annotations
@@ -34,9 +35,12 @@ def mark_completed(collection: Collection[dict[str, Any]], log_id: object, now: 
                                                     "updated_at": now}})
 
 
-def mark_failed(collection: Collection[dict[str, Any]], log_id: object, error: str, now: datetime) -> None:
+def mark_failed(
+    collection: Collection[dict[str, Any]], log_id: object, error: str, now: datetime, *, outcome_unknown: bool
+) -> None:
+    """The email failed; `outcome_unknown` when the server may have accepted it anyway (its range goes out flagged)."""
     collection.update_one({"_id": log_id}, {"$set": {"status": STATUS_FAILED, "error_message": error,
-                                                    "updated_at": now}})
+                                                    "outcome_unknown": outcome_unknown, "updated_at": now}})
 
 
 def close_unknown_outcome(collection: Collection[dict[str, Any]], log_id: object, run_id: str, now: datetime) -> None:
