@@ -38,7 +38,7 @@ from wa_export.mail.sender import MailSender
 from wa_export.mail.transport import tls_mode
 from wa_export.redaction import redact
 from wa_export.settings import Settings
-from wa_export.store.arrivals import ArrivalKey, arrival_key_problem
+from wa_export.store.arrivals import ArrivalKey, check_arrival_key
 from wa_export.store.connection import SERVICE_NAME, Store, describe_mongo_error
 from wa_export.store.export_logs import recent_possible_duplicates
 from wa_export.store.export_state import count_cursors_ahead
@@ -326,9 +326,9 @@ def _last_successes(store: Store, workspace_ids: list[Any], earliest: datetime) 
 
 
 def check_arrival_order(store: Store, settings: Settings, now: datetime) -> Check:
-    """The arrival key is usable on every message, and no cursor is ahead of the database clock."""
+    """The arrival key sees the messages (the probes a scheduled run makes), and no cursor is ahead of the clock."""
     key = ArrivalKey(settings.export_arrival_field)
-    problem = arrival_key_problem(store.messages, key)
+    problem = check_arrival_key(store.messages, key).problem
     if problem is not None:
         return Check("arrival_order", "failed", problem, {"arrival_field": key.field})
     ahead = count_cursors_ahead(store.export_state, key.at, now)
