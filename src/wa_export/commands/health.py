@@ -331,6 +331,17 @@ def check_arrival_order(store: Store, settings: Settings, now: datetime) -> Chec
     problem = check_arrival_key(store.messages, key).problem
     if problem is not None:
         return Check("arrival_order", "failed", problem, {"arrival_field": key.field})
+    # Cursors of the other kind: scheduled runs refuse those workspaces (ArrivalKey.position).
+    foreign = store.export_state.count_documents({"cursor": {"$type": "date" if key.uses_object_id else "objectId"}})
+    if foreign:
+        return Check(
+            "arrival_order",
+            "failed",
+            f"{foreign} workspace cursor(s) were written while EXPORT_ARRIVAL_FIELD named another kind of field than "
+            f"{key.field!r} ({key.type_name}): scheduled runs refuse those workspaces until you set EXPORT_ARRIVAL_FIELD "
+            "back or move each cursor with `wa-export state ID --move-to TIME`.",
+            {"arrival_field": key.field, "foreign_cursors": foreign},
+        )
     ahead = count_cursors_ahead(store.export_state, key.at, now)
     if ahead:
         return Check(

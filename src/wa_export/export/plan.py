@@ -172,9 +172,16 @@ def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
                 cursor = key.position(workspace.id, state.cursor)
             except arrivals.ForeignCursor as error:
                 # Written under another EXPORT_ARRIVAL_FIELD: refused, its cursor untouched, never translated.
-                plan.skipped.append(WorkspaceResult(workspace.id, workspace.name, "failed", reason=str(error),
-                                                    recipients=recipients.addresses,
-                                                    recipients_source=recipients.source))
+                plan.skipped.append(
+                    WorkspaceResult(
+                        workspace.id,
+                        workspace.name,
+                        "failed",
+                        reason=str(error),
+                        recipients=recipients.addresses,
+                        recipients_source=recipients.source,
+                    )
+                )
                 continue
             if cursor > ahead_of:
                 # Ahead of the server's clock: nothing can have arrived in between, so
