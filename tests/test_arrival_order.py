@@ -395,6 +395,7 @@ def test_a_date_arrival_field_orders_delivery_and_a_message_without_it_is_report
 
 def test_message_ids_that_are_no_objectids_are_reported_by_the_run_and_health(mongo_db, make_env, cli, smtp_server):
     _, chat_id, address = _workspace(mongo_db, "Odd Ids")
+    add_messages(mongo_db, chat_id, [{"content": "objectid", "timestamp": utcnow()}])  # most ids are ObjectIds
     mongo_db.messages.insert_one({**message_doc(chat_id, content="string id"), "_id": "legacy-0001"})
     env = make_env(**address)
     result = cli(["export", "--json"], env=env)

@@ -30,6 +30,7 @@ from wa_export.export import plan
 from wa_export.export.plan import horizon
 from wa_export.export.run import ExportRequest, run_export
 from wa_export.settings import load_settings
+from wa_export.store.arrivals import NEWEST_PROBED
 from wa_export.store.connection import MESSAGE_PROJECTION, Store
 
 READS = ("find", "aggregate", "count", "distinct", "getMore")
@@ -113,8 +114,9 @@ def test_every_messages_query_is_bounded_by_the_arrival_range_and_the_workspaces
     shapes: Counter[str] = Counter()
     for _, command in reads:
         criteria = command["filter"]
-        if not criteria:  # the arrival key's health: one index entry from each end of _id
-            assert command["limit"] == 1 and list(command["sort"]) == ["_id"] and command["projection"] == {"_id": 1}
+        if not criteria:  # the arrival key's health: the newest few _ids and the lowest one, on the _id index
+            assert list(command["sort"]) == ["_id"] and command["projection"] == {"_id": 1}
+            assert (command["limit"], command["sort"]["_id"]) in {(NEWEST_PROBED, -1), (1, 1)}, command
             shapes["key probe"] += 1
             continue
         bounds = criteria["_id"]

@@ -29,6 +29,7 @@ from wa_export.commands.state import WAITING_COUNT_CAP, read_state_documents
 from wa_export.errors import ConfigError, ExitCode, MongoUnavailable
 from wa_export.metrics import RunMetrics, WorkspaceMetrics, write_metrics_file
 from wa_export.settings import Settings, metrics_file_path
+from wa_export.store.arrivals import ForeignCursor
 from wa_export.store.connection import Store, open_store
 from wa_export.store.waiting import count_waiting, position_key
 from wa_export.units import count_or_zero
@@ -126,7 +127,10 @@ def workspace_metrics(store: Store, facts: RunFacts) -> tuple[WorkspaceMetrics, 
         waiting: int | None = None
         age: float | None = None
         if failures or document.get("in_flight") or outcome == "failed":
-            start = position_key(store.settings, document, now)
+            try:
+                start = position_key(store.settings, document, now)
+            except ForeignCursor:
+                start = None  # the run refused it and said why; how many wait is unknown
             if start is not None:
                 counted = count_waiting(store, workspace, start, WAITING_COUNT_CAP)
                 waiting = counted.count

@@ -39,7 +39,7 @@ from wa_export.mail.sender import MailSender
 from wa_export.mail.transport import tls_mode
 from wa_export.redaction import redact
 from wa_export.settings import Settings
-from wa_export.store.arrivals import ArrivalKey, arrival_key_problem
+from wa_export.store.arrivals import ArrivalKey, check_arrival_key
 from wa_export.store.connection import SERVICE_NAME, Store, describe_mongo_error
 from wa_export.store.export_logs import recent_possible_duplicates
 from wa_export.store.export_state import count_cursors_ahead
@@ -341,11 +341,22 @@ def _last_successes(store: Store, workspace_ids: list[Any], earliest: datetime) 
 
 
 def check_arrival_order(store: Store, settings: Settings, now: datetime) -> Check:
-    """The arrival key is usable on every message, and no cursor is ahead of the database clock."""
+    """The arrival key sees the messages (the probes a scheduled run makes), and no cursor is ahead of the clock."""
     key = ArrivalKey(settings.export_arrival_field)
-    problem = arrival_key_problem(store.messages, key)
+    problem = check_arrival_key(store.messages, key).problem
     if problem is not None:
         return Check("arrival_order", "failed", problem, {"arrival_field": key.field})
+    # Cursors of the other kind: scheduled runs refuse those workspaces (ArrivalKey.position).
+    foreign = store.export_state.count_documents({"cursor": {"$type": "date" if key.uses_object_id else "objectId"}})
+    if foreign:
+        return Check(
+            "arrival_order",
+            "failed",
+            f"{foreign} workspace cursor(s) were written while EXPORT_ARRIVAL_FIELD named another kind of field than "
+            f"{key.field!r} ({key.type_name}): scheduled runs refuse those workspaces until you set EXPORT_ARRIVAL_FIELD "
+            "back or move each cursor with `wa-export state ID --move-to TIME`.",
+            {"arrival_field": key.field, "foreign_cursors": foreign},
+        )
     ahead = count_cursors_ahead(store.export_state, key.at, now)
     if ahead:
         return Check(

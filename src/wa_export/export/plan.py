@@ -27,6 +27,7 @@ from typing import Any
 
 from bson import ObjectId
 
+from wa_export.errors import ConfigError
 from wa_export.export.context import RunContext
 from wa_export.export.results import WorkspaceResult
 from wa_export.recipients import Recipients, missing_hint
@@ -104,15 +105,9 @@ class Plan:
             if not state.has_cursor:
                 moves.append(IdleAdvance(item.workspace.id, None, state.exists, source))
                 continue
-            # A cursor pulled back from ahead of the clock, or of another arrival field,
-            # moves only from exactly what was read.
-            covered = not item.cursor_ahead and _comparable(state.cursor, item.start)
-            moves.append(IdleAdvance(item.workspace.id, state.cursor, True, source, covered))
+            # A cursor pulled back from ahead of the clock moves only from exactly what was read.
+            moves.append(IdleAdvance(item.workspace.id, state.cursor, True, source, not item.cursor_ahead))
         return moves
-
-
-def _comparable(left: object, right: object) -> bool:
-    return type(left) is type(right) or (isinstance(left, datetime) and isinstance(right, datetime))
 
 
 def first_cursor(
@@ -139,6 +134,12 @@ def first_cursor(
 def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
     settings, store, request, key = ctx.settings, ctx.store, ctx.request, ctx.key
     plan = Plan()
+    # Before anything can move a cursor: a key that sees no message would move every cursor past them all.
+    arrival_check = arrivals.check_arrival_key(store.messages, key, ends=request.counts_run_anomalies)
+    if arrival_check.unusable is not None:
+        raise ConfigError(arrival_check.unusable)
+    if arrival_check.partial is not None and request.counts_run_anomalies:
+        plan.problems.append(arrival_check.partial)
     states = read_states(store.export_state, [w.id for w in workspaces] if request.workspace_ids else None)
     end_key, end_time = ctx.end_key, ctx.end_time
     ahead_of = key.at(ctx.clock.now() + CLOCK_TOLERANCE)
@@ -171,17 +172,27 @@ def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
         first: FirstCursor | None = None
         ahead = False
         if state.has_cursor:
-            cursor = state.cursor
-            if not key.usable(cursor):
-                # EXPORT_ARRIVAL_FIELD changed since the cursor was written: the same moment in the new key.
-                moment = key.time_of(cursor)
-                cursor = key.at(moment) if moment is not None else end_key
-            if cursor > ahead_of:  # type: ignore[operator]
+            try:
+                cursor = key.position(workspace.id, state.cursor)
+            except arrivals.ForeignCursor as error:
+                # Written under another EXPORT_ARRIVAL_FIELD: refused, its cursor untouched, never translated.
+                plan.skipped.append(
+                    WorkspaceResult(
+                        workspace.id,
+                        workspace.name,
+                        "failed",
+                        reason=str(error),
+                        recipients=recipients.addresses,
+                        recipients_source=recipients.source,
+                    )
+                )
+                continue
+            if cursor > ahead_of:
                 # Ahead of the server's clock: nothing can have arrived in between, so
                 # the end key is where it belongs; counted and reported, it hides nothing.
                 ahead = True
                 cursor = end_key
-            start = cursor  # type: ignore[assignment]
+            start = cursor
         else:
             first = first_cursor(ctx, state, originals.get(workspace.id))
             start = first.key  # type: ignore[assignment]
@@ -198,11 +209,6 @@ def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
         if request.counts_run_anomalies:
             for item in items:
                 item.ambiguous_counted_from = pass_start
-
-    if request.counts_run_anomalies:
-        problem = arrivals.arrival_key_problem(store.messages, key)
-        if problem is not None:
-            plan.problems.append(problem)
 
     for item in items:
         (plan.work if item.needs_work else plan.idle).append(item)

@@ -83,15 +83,9 @@ class WorkspaceExport:
     def window(self, cursor: object) -> ArrivalWindow:
         """The window from `cursor`: the pass's keys when they cover it, else the workspace's own path."""
         ctx, item, key = self.ctx, self.item, self.ctx.key
-        low: Key
         ahead = False
-        if cursor is None:
-            low = item.start
-        elif not key.usable(cursor):
-            moment = key.time_of(cursor)
-            low = key.at(moment) if moment is not None else ctx.end_key
-        else:
-            low = cursor  # type: ignore[assignment]
+        # A cursor of another EXPORT_ARRIVAL_FIELD (written since the plan) raises: the delivery fails, nothing moves.
+        low: Key = item.start if cursor is None else key.position(item.workspace.id, cursor)
         # Another run that started after this one may have moved the cursor to its own
         # end: "ahead" is measured against the database's time now, not at our start.
         if low > key.at(ctx.clock.now() + CLOCK_TOLERANCE):

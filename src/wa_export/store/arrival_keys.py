@@ -34,20 +34,6 @@ def is_arrival_key(key: object) -> TypeGuard[ArrivalKey]:
     return isinstance(key, (ObjectId, datetime))
 
 
-def comparable_key(arrival_field: str, key: ArrivalKey) -> ArrivalKey:
-    """`key` in the type the configured field holds (MongoDB never compares an ObjectId with a date).
-
-    A cursor written while another EXPORT_ARRIVAL_FIELD was configured is
-    translated through its time, so a query still starts where it pointed.
-    """
-    wants_object_id = arrival_field == "_id"
-    if isinstance(key, ObjectId) == wants_object_id:
-        return key
-    moment = time_of_key(key)
-    assert moment is not None  # an ArrivalKey always has a time
-    return key_for_time(arrival_field, moment)
-
-
 def key_text(key: object) -> str | None:
     """A key as text for people and JSON: 24 hex digits or an ISO 8601 time."""
     if isinstance(key, ObjectId):

@@ -24,6 +24,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.collection import Collection
 
 from wa_export.clock import as_utc, to_millis
+from wa_export.errors import ConfigError
 from wa_export.store import connection
 from wa_export.store.connection import (
     CHAT_IDS_PER_QUERY,
@@ -68,6 +69,30 @@ class ArrivalKey:
     def usable(self, value: object) -> bool:
         return isinstance(value, ObjectId) if self.uses_object_id else isinstance(value, datetime)
 
+    def position(self, workspace_id: str, cursor: object) -> Key:
+        """A stored cursor as a key of this field; a cursor of the other kind is refused, never translated.
+
+        An ObjectId cursor read as a date (or the reverse) through its time
+        would silently skip or repeat whatever arrived under the other field;
+        every reader of a cursor goes through here.
+        """
+        if isinstance(cursor, ObjectId) and self.uses_object_id:
+            return cursor
+        if isinstance(cursor, datetime) and not self.uses_object_id:
+            return cursor
+        if isinstance(cursor, ObjectId):
+            found = f"an ObjectId ({cursor}), written while EXPORT_ARRIVAL_FIELD was _id"
+        elif isinstance(cursor, datetime):
+            found = f"a date ({as_utc(cursor).isoformat()}), written while EXPORT_ARRIVAL_FIELD was a date field"
+        else:
+            found = f"a {type(cursor).__name__} ({cursor!r}), no arrival key"
+        raise ForeignCursor(
+            f"Workspace {workspace_id}'s cursor is {found}, but EXPORT_ARRIVAL_FIELD is now {self.field!r}, which holds "
+            f"{self.type_name}: set EXPORT_ARRIVAL_FIELD back, or place the cursor in the new field with "
+            f"`wa-export state {workspace_id} --move-to TIME` (TIME: the arrival time from which messages are not yet "
+            "delivered)."
+        )
+
     def of(self, document: dict[str, Any]) -> object:
         value: object = document
         for part in self.field.split("."):
@@ -80,6 +105,10 @@ class ArrivalKey:
         if self.uses_object_id:
             return {"chat_id": 1}
         return {self.field: 1, "chat_id": 1, "_id": 0}
+
+
+class ForeignCursor(ConfigError):
+    """A workspace's cursor was written under another kind of EXPORT_ARRIVAL_FIELD (an ObjectId vs a date)."""
 
 
 def object_id_at(moment: datetime) -> ObjectId:
@@ -232,38 +261,91 @@ def messages_by_timestamp(
 
 # --------------------------------------------------------------------------- the key's own health
 
+# How many of the newest messages (by `_id`) a scheduled run looks at before it moves any cursor.
+NEWEST_PROBED = 10
 
-def arrival_key_problem(messages: Collection[dict[str, Any]], key: ArrivalKey) -> str | None:
-    """One sentence if some message's arrival key is missing or of the wrong type, else None.
 
-    MongoDB sorts by type first, so a wrong-typed (or, for a date field,
-    missing) key sorts before or after every usable one: the two ends of the
-    key's index show it, one index entry each.
+@dataclass(frozen=True)
+class ArrivalKeyCheck:
+    """What the bounded probes of the arrival key found: one sentence each, or None."""
+
+    # Messages exist but none of the newest carries a usable key: a run sees nothing, so it moves no cursor.
+    unusable: str | None = None
+    # Some messages cannot be placed (missing or wrong-typed key): reported, they are never exported.
+    partial: str | None = None
+
+    @property
+    def problem(self) -> str | None:
+        return self.unusable or self.partial
+
+
+def check_arrival_key(messages: Collection[dict[str, Any]], key: ArrivalKey, *, ends: bool = True) -> ArrivalKeyCheck:
+    """Whether the arrival key can see the messages, from a few index entries, never a scan.
+
+    The newest NEWEST_PROBED messages by `_id` (always indexed): when none of
+    them carries a usable key, the setting is wrong (a field the platform never
+    writes, or one of another type) and every run would skip everything. With
+    `ends`, also both ends of the key's own index: MongoDB sorts by type first,
+    so a missing or wrong-typed key anywhere sorts before or after every usable
+    one. For `_id` the newest messages *are* the index's upper end.
     """
-    for direction in (ASCENDING, DESCENDING):
+    newest = list(messages.find({}, {key.field: 1}).sort("_id", DESCENDING).limit(NEWEST_PROBED))
+    if not newest:
+        return ArrivalKeyCheck()  # no message: nothing to miss
+    values = [key.of(document) for document in newest]
+    if not any(key.usable(value) for value in values):
+        return ArrivalKeyCheck(unusable=_unusable_sentence(key, values[0], newest[0]))
+    unplaced = [(value, document) for value, document in zip(values, newest, strict=True) if not key.usable(value)]
+    if unplaced:
+        return ArrivalKeyCheck(partial=_partial_sentence(key, *unplaced[0]))
+    if not ends:
+        return ArrivalKeyCheck()
+    directions = [ASCENDING] if key.uses_object_id else [ASCENDING, DESCENDING]
+    for direction in directions:
         document = next(iter(messages.find({}, {key.field: 1}).sort(key.field, direction).limit(1)), None)
         if document is None:
-            return None
+            break
         value = key.of(document)
         if not key.usable(value):
-            found = "no value" if value is None else f"a {type(value).__name__} value"
-            example = f" (e.g. message _id {document.get('_id')!r})" if not key.uses_object_id else f" ({value!r})"
-            return (
-                f"Some messages have {found} in {key.field}{example} where the arrival order needs "
-                f"{key.type_name}: scheduled runs cannot place them and never export them; set EXPORT_ARRIVAL_FIELD "
-                "to a field every message gets at insert, or fix the platform writer."
-            )
-    return None
+            return ArrivalKeyCheck(partial=_partial_sentence(key, value, document))
+    return ArrivalKeyCheck()
+
+
+def _found(value: object) -> str:
+    return "no value" if value is None else f"a {type(value).__name__} value"
+
+
+def _unusable_sentence(key: ArrivalKey, value: object, document: dict[str, Any]) -> str:
+    held = "that field" if value is None else f"a {type(value).__name__} there, not {key.type_name}"
+    missing = "none of the newest messages has" if value is None else "the newest messages hold"
+    instead = "a date field" if key.uses_object_id else "_id or to a date field"
+    return (
+        f"EXPORT_ARRIVAL_FIELD is {key.field!r}, but {missing} {held} (e.g. message _id {document.get('_id')!r}), so "
+        "scheduled runs would pass over every message: they move no cursor and send nothing until you set "
+        f"EXPORT_ARRIVAL_FIELD to {instead} the platform writes on every message at insert."
+    )
+
+
+def _partial_sentence(key: ArrivalKey, value: object, document: dict[str, Any]) -> str:
+    example = f" (e.g. message _id {document.get('_id')!r})" if not key.uses_object_id else f" ({value!r})"
+    return (
+        f"Some messages have {_found(value)} in {key.field}{example} where the arrival order needs "
+        f"{key.type_name}: scheduled runs cannot place them and never export them; set EXPORT_ARRIVAL_FIELD "
+        "to a field every message gets at insert, or fix the platform writer."
+    )
 
 
 __all__ = [
+    "NEWEST_PROBED",
     "ArrivalKey",
+    "ArrivalKeyCheck",
+    "ForeignCursor",
     "Key",
-    "arrival_key_problem",
     "arrivals_between",
     "as_object_id",
     "bson_order",
     "chats_by_id",
+    "check_arrival_key",
     "count_of_chats",
     "in_row_order",
     "keys_of_chats",

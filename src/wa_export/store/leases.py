@@ -128,10 +128,8 @@ class Lease:
             "last_success_at": now,
             "updated_at": now,
         }
-        try:
-            moves = force or self.cursor is None or bool(self.cursor < end_key)  # type: ignore[operator]
-        except TypeError:
-            moves = True  # a cursor of another arrival field: the end key replaces it
+        # The cursor is of the run's key kind: the window refused any other (ArrivalKey.position).
+        moves = force or self.cursor is None or bool(self.cursor < end_key)  # type: ignore[operator]
         if moves:
             changes.update(cursor=end_key, cursor_source="export", cursor_set_at=now)
         if release:

@@ -19,11 +19,11 @@ from wa_export.settings import Settings
 from wa_export.store.arrival_keys import (
     ArrivalKey,
     arrival_order,
-    comparable_key,
     is_arrival_key,
     key_for_time,
     time_of_key,
 )
+from wa_export.store.arrivals import ArrivalKey as Arrivals
 from wa_export.store.connection import CHAT_IDS_PER_QUERY, Store, Workspace
 from wa_export.store.ownership import chats_of_workspace
 
@@ -39,10 +39,13 @@ class Waiting:
 
 
 def position_key(settings: Settings, document: Mapping[str, Any], now: datetime) -> ArrivalKey | None:
-    """Where a workspace's undelivered messages start: its cursor, or v1's watermark as the engine migrates it."""
+    """Where a workspace's undelivered messages start: its cursor, or v1's watermark as the engine migrates it.
+
+    A cursor written under another kind of EXPORT_ARRIVAL_FIELD raises ForeignCursor (store/arrivals.py).
+    """
     cursor = document.get("cursor")
     if is_arrival_key(cursor):
-        return comparable_key(settings.export_arrival_field, cursor)
+        return Arrivals(settings.export_arrival_field).position(str(document.get("_id")), cursor)
     watermark = as_utc_or_none(document.get("watermark"))
     if watermark is not None:
         return key_for_time(settings.export_arrival_field, min(watermark, now))  # never past the clock
