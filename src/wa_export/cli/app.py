@@ -146,6 +146,7 @@ def _stop_on_sigterm() -> Iterator[threading.Event]:
         yield stop
     finally:
         signal.signal(signal.SIGTERM, previous)
+        mail_deadline.clear_stop()
 
 
 @app.command(short_help="Export messages: the scheduled run, or a manual export.")
