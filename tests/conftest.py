@@ -20,7 +20,7 @@ import pytest
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from inprocess_cli import run_cli_in_process
+from inprocess_cli import run_wa_export
 from seeding import run_cli
 from servers import LocalMongoServer, LocalSmtpServer
 
@@ -131,8 +131,6 @@ def make_env(
 Cli = Callable[..., CompletedProcess[str]]
 Runner = Callable[..., CompletedProcess[str]]
 
-_IN_PROCESS = os.environ.get("WA_EXPORT_TEST_CLI", "inprocess") != "process"
-
 
 def _bound_cli(runner: Runner, tmp_path: Path, make_env: MakeEnv) -> Cli:
     def run(
@@ -153,7 +151,7 @@ def cli(tmp_path: Path, make_env: MakeEnv) -> Cli:
     Without `env`, uses `make_env()`. In this process (`timeout` then unused:
     pytest-timeout bounds the test), unless WA_EXPORT_TEST_CLI=process.
     """
-    return _bound_cli(run_cli_in_process if _IN_PROCESS else run_cli, tmp_path, make_env)
+    return _bound_cli(run_wa_export, tmp_path, make_env)
 
 
 @pytest.fixture

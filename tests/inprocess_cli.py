@@ -32,7 +32,11 @@ from pathlib import Path
 from subprocess import CompletedProcess
 from typing import TextIO
 
+from seeding import run_cli
 from wa_export.cli.app import main
+
+# WA_EXPORT_TEST_CLI=process runs every test's wa-export in a child process again (to compare the two).
+IN_PROCESS = os.environ.get("WA_EXPORT_TEST_CLI", "inprocess") != "process"
 
 
 class _Stream(io.TextIOWrapper):
@@ -69,6 +73,18 @@ def run_cli_in_process(
     ):
         returncode = _call_main()
     return CompletedProcess(["wa-export", *args], returncode, stdout.text(), stderr.text())
+
+
+def run_wa_export(
+    args: Sequence[str],
+    env: Mapping[str, str],
+    cwd: Path,
+    timeout: float = 120,
+    input: str | None = None,
+) -> CompletedProcess[str]:
+    """`run_cli`'s interface for tests that need no real process: in this one, unless WA_EXPORT_TEST_CLI=process."""
+    runner = run_cli_in_process if IN_PROCESS else run_cli
+    return runner(args, env, cwd, timeout=timeout, input=input)
 
 
 def _call_main() -> int:
