@@ -6,8 +6,8 @@ script's entry point (`wa_export.cli.app:main`, so `--json` usage errors and the
 internal-error line behave as installed) with, for the duration of the call,
 what a child process would get: exactly `env` as the environment, `cwd` as the
 working directory (the app reads ./.env), `input` (or nothing) on stdin, fresh
-stdout/stderr, the interpreter's default warning filters, and a root logger
-without pytest's handlers. It returns a CompletedProcess like `run_cli`.
+stdout/stderr, the interpreter's default warning filters, and the call's log
+records of WARNING and above on stderr. It returns a CompletedProcess like `run_cli`.
 
 Not click's CliRunner: it pins the help width to 80 columns (a child process
 follows COLUMNS) and invokes the click command rather than `main`.
@@ -48,10 +48,11 @@ class _Stream(io.TextIOWrapper):
         )
 
     def text(self) -> str:
+        """What was written, read as subprocess.run(text=True) reads a pipe (universal newlines)."""
         self.flush()
         buffer = self.buffer
         assert isinstance(buffer, io.BytesIO)
-        return buffer.getvalue().decode("utf-8", "replace")
+        return buffer.getvalue().decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
 
 
 def run_cli_in_process(
@@ -99,7 +100,7 @@ def _call_main() -> int:
             return code
         print(code, file=sys.stderr)  # sys.exit("text"): the interpreter prints it and exits 1
         return 1
-    except BaseException:  # uncaught (WA_EXPORT_DEBUG=1, KeyboardInterrupt): the traceback, exit 1
+    except Exception:  # uncaught (WA_EXPORT_DEBUG=1): the traceback, exit 1; Ctrl-C still stops pytest
         traceback.print_exc(file=sys.stderr)
         return 1
     return 0
