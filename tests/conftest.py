@@ -1,4 +1,11 @@
-"""Shared fixtures: a real MongoDB wire server, a real SMTP server, the real CLI."""
+"""Shared fixtures: a real MongoDB wire server, a real SMTP server, the real CLI.
+
+`cli` runs wa-export inside the test process (tests/inprocess_cli.py): fast, and
+the same entry point, environment and working directory as the console script.
+`cli_process` runs the installed console script in a child process: for tests
+that need a real process (signals, --workers, faketime, a terminal, start-up).
+WA_EXPORT_TEST_CLI=process makes `cli` start processes too (to compare the two).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ import pytest
 from pymongo import MongoClient
 from pymongo.database import Database
 
+from inprocess_cli import run_wa_export
 from seeding import run_cli
 from servers import LocalMongoServer, LocalSmtpServer
 
@@ -121,23 +129,32 @@ def make_env(
 
 
 Cli = Callable[..., CompletedProcess[str]]
+Runner = Callable[..., CompletedProcess[str]]
 
 
-@pytest.fixture
-def cli(tmp_path: Path, make_env: MakeEnv) -> Cli:
-    """`cli(args, env=None, timeout=120, input=None)`: run the installed wa-export in tmp_path.
-
-    Without `env`, uses `make_env()`.
-    """
-
+def _bound_cli(runner: Runner, tmp_path: Path, make_env: MakeEnv) -> Cli:
     def run(
         args: list[str],
         env: Mapping[str, str] | None = None,
         timeout: float = 120,
         input: str | None = None,
     ) -> CompletedProcess[str]:
-        return run_cli(
-            args, env if env is not None else make_env(), tmp_path, timeout=timeout, input=input
-        )
+        return runner(args, env if env is not None else make_env(), tmp_path, timeout=timeout, input=input)
 
     return run
+
+
+@pytest.fixture
+def cli(tmp_path: Path, make_env: MakeEnv) -> Cli:
+    """`cli(args, env=None, timeout=120, input=None)`: run wa-export in tmp_path with exactly `env`.
+
+    Without `env`, uses `make_env()`. In this process (`timeout` then unused:
+    pytest-timeout bounds the test), unless WA_EXPORT_TEST_CLI=process.
+    """
+    return _bound_cli(run_wa_export, tmp_path, make_env)
+
+
+@pytest.fixture
+def cli_process(tmp_path: Path, make_env: MakeEnv) -> Cli:
+    """`cli_process(args, env=None, timeout=120, input=None)`: the installed wa-export, a child process in tmp_path."""
+    return _bound_cli(run_cli, tmp_path, make_env)

@@ -27,7 +27,8 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from helpers import mailed_contents
-from seeding import add_chat, add_messages, add_workspace, run_cli, utcnow
+from inprocess_cli import run_wa_export
+from seeding import add_chat, add_messages, add_workspace, utcnow
 from servers import CapturedMessage, LocalMongoServer, LocalSmtpServer
 
 MONGO_USER = "wa_export_app"
@@ -194,6 +195,6 @@ Run = Callable[..., CompletedProcess[str]]
 @pytest.fixture
 def run(tmp_path: Path) -> Run:
     def run_export(env: dict[str, str], *args: str) -> CompletedProcess[str]:
-        return run_cli(["export", *args], env, tmp_path, timeout=90)
+        return run_wa_export(["export", *args], env, tmp_path, timeout=90)
 
     return run_export

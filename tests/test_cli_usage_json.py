@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from helpers import parse_json
-from seeding import run_cli
+from inprocess_cli import run_wa_export
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -32,7 +32,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     ],
 )
 def test_usage_error_with_json_is_one_json_document(args: list[str], message: str, tmp_path: Path) -> None:
-    result = run_cli(args, _env(tmp_path), tmp_path, timeout=60)
+    result = run_wa_export(args, _env(tmp_path), tmp_path, timeout=60)
     assert result.returncode == 2, result.stderr
     document = parse_json(result)
     assert document["ok"] is False and document["exit_code"] == 2
@@ -42,22 +42,22 @@ def test_usage_error_with_json_is_one_json_document(args: list[str], message: st
 
 
 def test_usage_error_without_json_is_unchanged(tmp_path: Path) -> None:
-    result = run_cli(["export", "--hours", "abc"], _env(tmp_path), tmp_path, timeout=60)
+    result = run_wa_export(["export", "--hours", "abc"], _env(tmp_path), tmp_path, timeout=60)
     assert result.returncode == 2
     assert result.stdout == ""
     assert "Usage: wa-export export" in result.stderr and "Invalid value for '--hours'" in result.stderr
 
 
 def test_help_with_json_still_prints_help(tmp_path: Path) -> None:
-    result = run_cli(["export", "--json", "--help"], _env(tmp_path), tmp_path, timeout=60)
+    result = run_wa_export(["export", "--json", "--help"], _env(tmp_path), tmp_path, timeout=60)
     assert result.returncode == 0
     assert "Usage: wa-export export" in result.stdout and "--workers" in result.stdout
 
 
 def test_exit_codes_of_commands_are_kept_with_json(tmp_path: Path) -> None:
-    bad = run_cli(["export", "--json"], _env(tmp_path, EXPORT_TIMEZONE="Mars/Base"), tmp_path, timeout=60)
+    bad = run_wa_export(["export", "--json"], _env(tmp_path, EXPORT_TIMEZONE="Mars/Base"), tmp_path, timeout=60)
     assert bad.returncode == 2
     assert "EXPORT_TIMEZONE" in parse_json(bad)["error"]
-    unreachable = run_cli(["logs", "--json"], _env(tmp_path, MONGODB_TIMEOUT_SECONDS="0.5"), tmp_path, timeout=60)
+    unreachable = run_wa_export(["logs", "--json"], _env(tmp_path, MONGODB_TIMEOUT_SECONDS="0.5"), tmp_path, timeout=60)
     assert unreachable.returncode == 3
     assert parse_json(unreachable)["exit_code"] == 3

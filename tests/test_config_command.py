@@ -18,7 +18,7 @@ import pytest
 
 import wa_export.settings as settings_module
 from helpers import parse_json
-from seeding import run_cli
+from inprocess_cli import run_wa_export
 from wa_export.commands.config import setting_variables
 
 MONGO_SECRET = "Cfg-Mongo_Pw4471"
@@ -65,7 +65,7 @@ def test_valid_configuration_with_sources_and_masked_secrets(make_env, listener,
     env_file.write_text(f"EXPORT_TIMEZONE=Asia/Kolkata\nWORKSPACE_{WORKSPACE}_EMAIL=ops@acme.test, it@acme.test\n")
     env = _env(make_env, listener, EXPORT_TIMEZONE=None, EXPORT_LAG_SECONDS="30")
 
-    result = run_cli(["--env-file", str(env_file), "config", "--json"], env, tmp_path)
+    result = run_wa_export(["--env-file", str(env_file), "config", "--json"], env, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     document = parse_json(result)
     assert document["ok"] is True and document["problems"] == [] and document["env_file"] == str(env_file)
@@ -84,7 +84,7 @@ def test_valid_configuration_with_sources_and_masked_secrets(make_env, listener,
         "ops@acme.test, it@acme.test"
     )
 
-    plain = run_cli(["--env-file", str(env_file), "config"], env, tmp_path)
+    plain = run_wa_export(["--env-file", str(env_file), "config"], env, tmp_path)
     assert plain.returncode == 0, plain.stdout + plain.stderr
     assert re.search(r"^EXPORT_TIMEZONE +Asia/Kolkata +\.env file \S+wa\.env +ok$", plain.stdout, re.MULTILINE)
     assert re.search(rf"^WORKSPACE_{WORKSPACE}_EMAIL +ops@acme\.test, it@acme\.test ", plain.stdout, re.MULTILINE)
@@ -107,7 +107,7 @@ def test_every_invalid_value_is_listed_and_exits_2(make_env, listener, tmp_path)
         EXPORT_TIMEZON="UTC",  # a typo: warned about, not an error
         **{f"WORKSPACE_{WORKSPACE}_EMAIL": "ops@acme.test, not an address", malformed: "ops@acme.test"},
     )
-    result = run_cli(["config", "--json"], env, tmp_path)
+    result = run_wa_export(["config", "--json"], env, tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     document = parse_json(result)
     assert document["ok"] is False and document["exit_code"] == 2
@@ -119,7 +119,7 @@ def test_every_invalid_value_is_listed_and_exits_2(make_env, listener, tmp_path)
     assert settings["SMTP_PORT"]["value"] == "five-eight-seven" and settings["SMTP_PORT"]["valid"] is False
     assert "whole number" in settings["SMTP_PORT"]["problem"]
 
-    plain = run_cli(["config"], env, tmp_path)
+    plain = run_wa_export(["config"], env, tmp_path)
     assert plain.returncode == 2
     for variable in invalid:
         assert len([line for line in plain.stdout.splitlines() if line.startswith(f"INVALID {variable}: ")]) == 1
@@ -130,7 +130,7 @@ def test_every_invalid_value_is_listed_and_exits_2(make_env, listener, tmp_path)
                        "did you mean EXPORT_TIMEZONE?")
     assert sentence.startswith("wa-export: 6 settings are invalid (SMTP_PORT, SMTP_SECURITY, EXPORT_TIMEZONE")
     # A run stops on the first one, says how many more there are and where to see them.
-    run = run_cli(["export"], env, tmp_path)
+    run = run_wa_export(["export"], env, tmp_path)
     assert run.returncode == 2
     assert run.stderr.strip() == (
         "wa-export: SMTP_PORT must be a whole number, got 'five-eight-seven'; 3 more settings are invalid "
@@ -141,7 +141,7 @@ def test_every_invalid_value_is_listed_and_exits_2(make_env, listener, tmp_path)
 
 def test_a_password_in_the_wrong_variable_is_masked(make_env, listener, tmp_path):
     env = _env(make_env, listener, SMTP_PORT=SMTP_SECRET, EXPORT_DIR=MONGO_SECRET)  # swapped .env lines
-    result = run_cli(["config"], env, tmp_path)
+    result = run_wa_export(["config"], env, tmp_path)
     assert result.returncode == 2
     assert SMTP_SECRET not in result.stdout + result.stderr and MONGO_SECRET not in result.stdout + result.stderr
     assert "INVALID SMTP_PORT: SMTP_PORT must be a whole number." in result.stdout.splitlines()
@@ -150,7 +150,7 @@ def test_a_password_in_the_wrong_variable_is_masked(make_env, listener, tmp_path
 def test_an_unreadable_uri_is_shown_without_its_password(make_env, listener, tmp_path):
     # Invalid, it is shown as written (so the operator sees what to fix): its password still is not.
     env = _env(make_env, listener, MONGODB_URI=f"mongodb://exporter:{MONGO_SECRET}@x@127.0.0.1/platform")
-    result = run_cli(["config", "--json"], env, tmp_path)
+    result = run_wa_export(["config", "--json"], env, tmp_path)
     assert result.returncode == 2
     uri = _by_variable(parse_json(result))["MONGODB_URI"]
     assert uri["valid"] is False and "percent-encode" in uri["problem"]

@@ -30,7 +30,8 @@ from helpers import (
     parse_json,
     plain_body,
 )
-from seeding import cli_executable, run_cli
+from inprocess_cli import run_wa_export
+from seeding import cli_executable
 from wa_export.export.email_text import POSSIBLE_DUPLICATE_SENTENCE
 
 
@@ -55,7 +56,7 @@ def test_a_slow_data_reply_keeps_the_lease_and_a_second_run_sends_nothing(tmp_pa
             delay = (acquired + timedelta(seconds=lease_seconds * 1.5) - datetime.now(UTC)).total_seconds()
             time.sleep(max(delay, 0))
             assert first.poll() is None, "test setup: the first run finished before the lease ran out"
-            second = run_cli(["export", "--json"], run_env, tmp_path, timeout=90)
+            second = run_wa_export(["export", "--json"], run_env, tmp_path, timeout=90)
             stdout, stderr = first.communicate(timeout=90)
         finally:
             if first.poll() is None:
@@ -86,7 +87,7 @@ def test_a_mail_accepted_while_mongodb_stops_is_delivered_again_and_flagged(tmp_
                       EXPORT_LEASE_SECONDS="5", **{f"WORKSPACE_{workspace_id}_EMAIL": "ops@twice.test"})
         # The SMTP server has the whole message when MongoDB dies; its 250 reply follows.
         hooked.on_message = server.kill
-        first = run_cli(["export"], run_env, tmp_path, timeout=90)
+        first = run_wa_export(["export"], run_env, tmp_path, timeout=90)
         outputs += [first.stdout, first.stderr]
         assert first.returncode == 3, first.stdout + first.stderr
         no_traceback(first.stdout, first.stderr)
@@ -99,7 +100,7 @@ def test_a_mail_accepted_while_mongodb_stops_is_delivered_again_and_flagged(tmp_
         assert sending["status"] == "sending", "the intent was recorded before the mail went out"
         time.sleep(5.5)  # the dead run's lease expires (EXPORT_LEASE_SECONDS=5)
 
-        again = run_cli(["export", "--json"], run_env, tmp_path, timeout=90)
+        again = run_wa_export(["export", "--json"], run_env, tmp_path, timeout=90)
         outputs += [again.stdout, again.stderr]
         assert again.returncode == 0, again.stdout + again.stderr
         [workspace] = parse_json(again)["workspaces"]
@@ -117,15 +118,15 @@ def test_a_mail_accepted_while_mongodb_stops_is_delivered_again_and_flagged(tmp_
         state = db.export_state.find_one({"_id": str(workspace_id)})
         assert state["in_flight"] is None and state["last_possible_duplicate_at"] is not None
 
-        logs = run_cli(["logs"], run_env, tmp_path)
+        logs = run_wa_export(["logs"], run_env, tmp_path)
         outputs += [logs.stdout, logs.stderr]
         assert logs.returncode == 0, logs.stdout + logs.stderr
         [line] = [line for line in logs.stdout.splitlines() if "completed" in line]
         assert "possible duplicate" in line
-        logs_json = parse_json(run_cli(["logs", "--json"], run_env, tmp_path))
+        logs_json = parse_json(run_wa_export(["logs", "--json"], run_env, tmp_path))
         assert [entry["possible_duplicate"] for entry in logs_json["entries"]] == [True, False]
 
-        health = run_cli(["health", "--json"], run_env, tmp_path)
+        health = run_wa_export(["health", "--json"], run_env, tmp_path)
         outputs += [health.stdout, health.stderr]
         checks = {check["name"]: check for check in parse_json(health)["checks"]}
         assert checks["possible_duplicates"]["status"] == "warning"

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from helpers import mailed_contents, parse_json
-from seeding import add_chat, add_messages, add_workspace, run_cli, utcnow
+from inprocess_cli import run_wa_export
+from seeding import add_chat, add_messages, add_workspace, utcnow
 from wa_export.errors import ExitCode
 
 # The file holds what an operator keeps there; the environment (make_env) the test servers.
@@ -21,7 +22,7 @@ FILE_TEXT = "EXPORT_TIMEZONE=Asia/Kolkata\r\nEXPORT_CLEANUP_DAYS=3\r\n"
 
 
 def _config(cwd: Path, env: dict[str, str], *args: str) -> dict[str, dict[str, str]]:
-    result = run_cli(["config", "--json", *args], env, cwd)
+    result = run_wa_export(["config", "--json", *args], env, cwd)
     assert result.returncode == 0, result.stdout + result.stderr
     return {line["variable"]: line for line in parse_json(result)["settings"]}
 
@@ -50,7 +51,7 @@ def test_a_run_uses_a_utf16_env_file(mongo_db, make_env, tmp_path, smtp_server):
     add_messages(mongo_db, add_chat(mongo_db, workspace_id), [{"content": "from notepad",
                                                                "timestamp": utcnow() - timedelta(minutes=2)}])
     (tmp_path / ".env").write_bytes(f"WORKSPACE_{workspace_id}_EMAIL=ops@windows.test\r\n".encode("utf-16"))
-    result = run_cli(["export"], make_env(), tmp_path)
+    result = run_wa_export(["export"], make_env(), tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert [mail.rcpt_tos for mail in smtp_server.messages] == [["ops@windows.test"]]
     assert mailed_contents(smtp_server.messages) == ["from notepad"]
@@ -61,7 +62,7 @@ def test_unreadable_env_file_is_one_sentence(make_env, tmp_path):
     # root included (tests may run as root, for whom chmod 000 changes nothing).
     (tmp_path / ".env").symlink_to("/proc/self/mem")
     for args in (["export"], ["health"], ["config"], ["export", "--json"]):
-        result = run_cli(args, make_env(), tmp_path)
+        result = run_wa_export(args, make_env(), tmp_path)
         assert result.returncode == ExitCode.USAGE, (args, result.stdout, result.stderr)
         [line] = result.stderr.strip().splitlines()
         assert line.startswith(f"wa-export: Cannot read the env file {tmp_path / '.env'} (")
@@ -75,7 +76,7 @@ def test_unreadable_env_file_is_one_sentence(make_env, tmp_path):
 def test_env_file_that_is_not_text_is_one_sentence(make_env, tmp_path):
     env_file = tmp_path / "latin1.env"
     env_file.write_bytes("EXPORT_TIMEZONE=UTC\nSMTP_FROM=caf\xe9@example.test\n".encode("latin-1"))
-    result = run_cli(["--env-file", str(env_file), "export"], make_env(), tmp_path)
+    result = run_wa_export(["--env-file", str(env_file), "export"], make_env(), tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         (f"wa-export: The env file {env_file} is not valid UTF-8 text (line 2); "
@@ -89,7 +90,7 @@ def test_a_garbage_line_is_named_and_the_rest_still_read(make_env, tmp_path):
         f"EXPORT_CLEANUP_DAYS=3\nthis line is {secret_looking}\nEXPORT_TIMEZONE=Asia/Kolkata\nSMTP_TLS\n"
     )
     env = make_env(EXPORT_TIMEZONE=None, EXPORT_CLEANUP_DAYS=None)
-    result = run_cli(["config", "--json"], env, tmp_path)
+    result = run_wa_export(["config", "--json"], env, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     settings = {line["variable"]: line for line in parse_json(result)["settings"]}
     assert settings["EXPORT_TIMEZONE"]["value"] == "Asia/Kolkata"  # the line after the garbage counts
@@ -102,14 +103,14 @@ def test_a_garbage_line_is_named_and_the_rest_still_read(make_env, tmp_path):
     assert secret_looking not in result.stdout + result.stderr  # the line itself is never printed
 
     # Every command says it (stderr, so under cron it reaches the log), not only `config`.
-    logs = run_cli(["logs"], env, tmp_path)
+    logs = run_wa_export(["logs"], env, tmp_path)
     assert logs.returncode == 0, logs.stderr
     assert f"{tmp_path / '.env'} line 2 is not NAME=value" in logs.stderr
 
 
 def test_no_configuration_at_all_is_said_before_connecting(make_env, tmp_path):
     env = make_env(MONGODB_URI=None, MONGODB_DATABASE=None, MONGODB_TIMEOUT_SECONDS="0.5")
-    result = run_cli(["logs"], env, tmp_path)
+    result = run_wa_export(["logs"], env, tmp_path)
     # Whether or not something answers on localhost, the first line says where the settings were looked for.
     assert result.returncode in (ExitCode.OK, ExitCode.MONGO_UNAVAILABLE), result.stderr
     first = result.stderr.splitlines()[0]
@@ -120,16 +121,16 @@ def test_no_configuration_at_all_is_said_before_connecting(make_env, tmp_path):
 
     # A .env file (even one without MONGODB_URI) or MONGODB_URI alone is configuration: no such line.
     (tmp_path / ".env").write_text("EXPORT_TIMEZONE=UTC\n")
-    quiet = run_cli(["logs"], env, tmp_path)
+    quiet = run_wa_export(["logs"], env, tmp_path)
     assert "no .env file" not in quiet.stderr
     os.unlink(tmp_path / ".env")
-    configured = run_cli(["logs"], make_env(MONGODB_TIMEOUT_SECONDS="0.5"), tmp_path)
+    configured = run_wa_export(["logs"], make_env(MONGODB_TIMEOUT_SECONDS="0.5"), tmp_path)
     assert configured.returncode == 0 and configured.stderr == ""
 
 
 def test_a_directory_named_env_is_not_a_settings_file(make_env, tmp_path):
     # `python -m venv .env` is common: that directory must neither be read nor be an error.
     (tmp_path / ".env").mkdir()
-    result = run_cli(["config"], make_env(), tmp_path)
+    result = run_wa_export(["config"], make_env(), tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no .env file" in result.stdout

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from seeding import run_cli
+from inprocess_cli import run_wa_export
 
 COMMANDS = ["export", "cleanup", "stats", "logs", "test-email", "health", "config", "demo"]
 TYPE_METAVAR = re.compile(r"<(bool|str|int|float|path|list|text|integer)[^>]*>", re.IGNORECASE)
@@ -35,7 +35,7 @@ def _env(tmp_path: Path, columns: str | None) -> dict[str, str]:
 )
 def test_help_is_plain_readable_text(columns, commands, tmp_path):
     for args in commands:
-        result = run_cli([*args, "--help"], _env(tmp_path, columns), tmp_path)
+        result = run_wa_export([*args, "--help"], _env(tmp_path, columns), tmp_path)
         assert result.returncode == 0, (args, result.stderr)
         text = result.stdout
         assert text.startswith(f"Usage: wa-export {' '.join(args)}".rstrip()), text
@@ -44,7 +44,7 @@ def test_help_is_plain_readable_text(columns, commands, tmp_path):
 
 
 def test_export_help_flags_and_metavars(tmp_path):
-    text = run_cli(["export", "--help"], _env(tmp_path, None), tmp_path).stdout
+    text = run_wa_export(["export", "--help"], _env(tmp_path, None), tmp_path).stdout
     options = {line.split()[0].rstrip(","): line for line in text.splitlines() if line.startswith("  -")}
     for flag in ("--dry-run", "--no-email", "--json"):
         assert re.match(rf"^  {flag} {{2,}}\S", options[flag]), options[flag]  # the help text follows, no value
@@ -53,22 +53,22 @@ def test_export_help_flags_and_metavars(tmp_path):
                             ("--workers", "N"), ("--env-file", "PATH")):
         assert re.search(rf"^  {option} {metavar} ", text, re.MULTILINE), option
     # A flag takes no value, as its help shows.
-    refused = run_cli(["export", "--dry-run", "true"], _env(tmp_path, None), tmp_path)
+    refused = run_wa_export(["export", "--dry-run", "true"], _env(tmp_path, None), tmp_path)
     assert refused.returncode == 2 and "unexpected extra argument" in refused.stderr and "(true)" in refused.stderr
 
 
 def test_brackets_in_help_text_are_printed(tmp_path):
-    text = run_cli(["demo", "--help"], _env(tmp_path, None), tmp_path).stdout
+    text = run_wa_export(["demo", "--help"], _env(tmp_path, None), tmp_path).stdout
     assert "pip install 'wa-export[demo]'" in text
     # Rich read "[default: ...]" in a help text as a markup tag; plain help prints it.
-    cleanup = " ".join(run_cli(["cleanup", "--help"], _env(tmp_path, None), tmp_path).stdout.split())
+    cleanup = " ".join(run_wa_export(["cleanup", "--help"], _env(tmp_path, None), tmp_path).stdout.split())
     assert "[default: EXPORT_CLEANUP_DAYS]" in cleanup
-    stats = run_cli(["stats", "--help"], _env(tmp_path, None), tmp_path).stdout
+    stats = run_wa_export(["stats", "--help"], _env(tmp_path, None), tmp_path).stdout
     assert stats.startswith("Usage: wa-export stats [OPTIONS] [WORKSPACE_ID]\n")  # not [[WORKSPACE_ID]]
     assert "With WORKSPACE_ID, that one workspace" in stats
 
 
 def test_version(tmp_path):
-    result = run_cli(["--version"], _env(tmp_path, None), tmp_path)
+    result = run_wa_export(["--version"], _env(tmp_path, None), tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"wa-export {version('wa-export')}\n"

@@ -245,7 +245,7 @@ def test_the_file_is_replaced_by_renaming_a_complete_temp_file_in_the_same_folde
     assert not source.exists()
 
 
-def test_workers_parent_writes_the_merged_file_and_children_write_none(mongo_db, make_env, cli, tmp_path):
+def test_workers_parent_writes_the_merged_file_and_children_write_none(mongo_db, make_env, cli_process, tmp_path):
     now = utcnow()
     env_vars: dict[str, str] = {}
     for number in range(2):
@@ -256,7 +256,7 @@ def test_workers_parent_writes_the_merged_file_and_children_write_none(mongo_db,
     parent = tmp_path / "parent.prom"
     env = make_env(EXPORT_METRICS_FILE=str(from_setting), **env_vars)
 
-    result = cli(["export", "--workers", "2", "--metrics-file", str(parent)], env=env)
+    result = cli_process(["export", "--workers", "2", "--metrics-file", str(parent)], env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert not from_setting.exists()  # the children were given no metrics file, and read none from the setting
     samples = _samples(parent)

@@ -93,7 +93,7 @@ def test_export_adopts_the_original_folder_and_cleanup_deletes_only_its_old_work
 
 
 def test_two_active_workspaces_with_the_folders_slug_adopt_nothing_and_health_names_them(
-    mongo_db, make_env, cli, tmp_path, smtp_server
+    mongo_db, make_env, cli, cli_process, tmp_path, smtp_server
 ):
     export_dir = tmp_path / "exports"
     folder = _original_folder(export_dir, "acme_corp")
@@ -108,7 +108,7 @@ def test_two_active_workspaces_with_the_folders_slug_adopt_nothing_and_health_na
                                                   f"WORKSPACE_{second}_EMAIL": "two@acme.test"})
 
     # Two worker processes, one workspace each: each must still know the other has the slug.
-    exported = cli(["export", "--workers", "2", "--json"], env=env)
+    exported = cli_process(["export", "--workers", "2", "--json"], env=env)
     assert exported.returncode == 0, exported.stdout + exported.stderr
     results = {r["workspace_id"]: r for r in parse_json(exported)["workspaces"]}
     assert {r["outcome"] for r in results.values()} == {"completed"}

@@ -149,21 +149,21 @@ def test_workspace_without_address_is_a_warning_on_every_run(mongo_db, make_env,
     assert manual["warnings"] == []
 
 
-def test_addresses_from_the_workspace_document_are_not_missing(mongo_db, make_env, cli, smtp_server):
+def test_addresses_from_the_workspace_document_are_not_missing(mongo_db, make_env, cli, cli_process, smtp_server):
     # The recipients policy decides, not WORKSPACE_<ID>_EMAIL alone: EXPORT_RECIPIENTS_FIELD counts too.
     from_platform = add_workspace(mongo_db, "Addressed In The Platform")
     mongo_db.workspaces.update_one({"_id": from_platform}, {"$set": {"settings": {"export_email": "ops@p.test"}}})
     bare = add_workspace(mongo_db, "Bare")
     env = make_env(EXPORT_RECIPIENTS_FIELD="settings.export_email")
-    for args in (["export"], ["export", "--workers", "2"]):
-        result = cli(args, env=env)
+    for run, args in ((cli, ["export"]), (cli_process, ["export", "--workers", "2"])):  # workers: a real process
+        result = run(args, env=env)
         assert result.returncode == 0, result.stdout + result.stderr
         [warning] = lines_with(result.stdout, " WARNING ", "has no email address")
         assert str(bare) in warning and "settings.export_email" in warning, warning
         assert not lines_with(result.stdout, " WARNING ", str(from_platform)), args
 
 
-def test_address_variables_that_match_no_active_workspace_are_named(mongo_db, make_env, cli, smtp_server):
+def test_address_variables_that_match_no_active_workspace_are_named(mongo_db, make_env, cli, cli_process, smtp_server):
     active = add_workspace(mongo_db, "Active")
     inactive = add_workspace(mongo_db, "Gone", status="inactive")
     typo_id = str(ObjectId())
@@ -174,8 +174,8 @@ def test_address_variables_that_match_no_active_workspace_are_named(mongo_db, ma
         f"WORKSPACE_{typo_id}_EMAIL": "ops@typo.test",
         malformed: "ops@malformed.test",
     })
-    for args in (["export"], ["export", "--workers", "2"]):
-        result = cli(args, env=env)
+    for run, args in ((cli, ["export"]), (cli_process, ["export", "--workers", "2"])):  # workers: a real process
+        result = run(args, env=env)
         assert result.returncode == 0, result.stdout + result.stderr
         for name in (f"WORKSPACE_{inactive}_EMAIL", f"WORKSPACE_{typo_id}_EMAIL", malformed):
             assert len(lines_with(result.stdout, " WARNING ", name)) == 1, (args, name, result.stdout)

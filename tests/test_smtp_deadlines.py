@@ -32,6 +32,7 @@ from faultkit import (
     seed_workspace,
 )
 from helpers import parse_json
+from inprocess_cli import run_wa_export
 from seeding import cli_executable, run_cli
 from smtp_misbehaving import MisbehavingSmtpServer, Point
 from wa_export.demo.loopback import free_port
@@ -264,9 +265,9 @@ def test_a_server_echoing_the_auth_blob_leaks_nothing(mechanism, padding, fdb, e
                                echo_auth_blob=True, echo_without_padding=not padding) as server:
         run_env = env(**{**server.env(), "SMTP_PASSWORD": WRONG_SMTP_PASSWORD,
                          f"WORKSPACE_{workspace_id}_EMAIL": "ops@echo.test"})
-        exported = run_cli(["export"], run_env, tmp_path, timeout=60)
-        tested = run_cli(["test-email", "--to", "ops@echo.test", "--json"], run_env, tmp_path, timeout=60)
-        health = run_cli(["health", "--smtp-login"], run_env, tmp_path, timeout=60)
+        exported = run_wa_export(["export"], run_env, tmp_path, timeout=60)
+        tested = run_wa_export(["test-email", "--to", "ops@echo.test", "--json"], run_env, tmp_path, timeout=60)
+        health = run_wa_export(["health", "--smtp-login"], run_env, tmp_path, timeout=60)
     assert "AUTH" in server.commands
     for result in (exported, tested, health):
         assert result.returncode == 1, result.stdout + result.stderr
@@ -284,7 +285,7 @@ def test_a_server_echoing_the_auth_blob_leaks_nothing(mechanism, padding, fdb, e
 def test_a_short_password_does_not_garble_ordinary_words(env, tmp_path):
     """SMTP_PASSWORD=on must not turn "Connection" into "C***necti***"; the password itself is still masked."""
     port = free_port()  # nothing listens: the error text has "Connection" in it
-    result = run_cli(["test-email", "--to", "ops@short.test"],
+    result = run_wa_export(["test-email", "--to", "ops@short.test"],
                      env(SMTP_PORT=port, SMTP_PASSWORD="on", SMTP_SECURITY="none", SMTP_CA_FILE=None), tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"Cannot connect to SMTP server 127.0.0.1:{port} (Connection refused)" in result.stderr, result.stderr

@@ -69,10 +69,10 @@ def gated_smtp() -> Iterator[GatedSmtpServer]:
         yield server
 
 
-def test_workers_3_export_every_message_exactly_once(mongo_db, make_env, cli, gated_smtp):
+def test_workers_3_export_every_message_exactly_once(mongo_db, make_env, cli_process, gated_smtp):
     env, contents = _seed(mongo_db, workspaces=7, messages_each=6)
     full_env = make_env(**smtp_env(gated_smtp), **env)
-    result = cli(["export", "--workers", "3", "--json"], env=full_env)
+    result = cli_process(["export", "--workers", "3", "--json"], env=full_env)
     assert result.returncode == 0, result.stdout + result.stderr
     # Each worker's first mail was held until all three workers were connected: they ran at once.
     assert not gated_smtp.gate_timed_out, "the three workers never had their SMTP connections open at the same time"
@@ -95,7 +95,7 @@ def test_workers_3_export_every_message_exactly_once(mongo_db, make_env, cli, ga
     assert mongo_db.system_logs.count_documents({"kind": "export_run"}) == 3
 
     # The watermarks moved: the next run (workers again) sends nothing new.
-    again = cli(["export", "--workers", "3", "--json"], env=full_env)
+    again = cli_process(["export", "--workers", "3", "--json"], env=full_env)
     assert again.returncode == 0, again.stderr
     assert parse_json(again)["message_count"] == 0
     assert sum(_mailed_contents(gated_smtp).values()) == len(contents)

@@ -16,39 +16,25 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-try:  # recent typer releases vendor click as typer._click
-    from typer._click.exceptions import ClickException
-except ImportError:  # older typer depends on click itself
-    from click.exceptions import ClickException  # type: ignore[no-redef]
-
-from wa_export.cli.cleanup_view import render_cleanup
-from wa_export.cli.demo_view import render_demo
-from wa_export.cli.export_view import export_observer, render_export, render_workers
-from wa_export.cli.health_view import render_health
-from wa_export.cli.logs_view import render_logs
-from wa_export.cli.metrics_view import MetricsFileOption, recorded_run
-from wa_export.cli.output import Output
-from wa_export.cli.state_view import MOVE_PAST_HELP, MOVE_TO_HELP, STATE_ID_HELP, render_state
-from wa_export.cli.stats_view import render_stats
-from wa_export.cli.test_email_view import render_test_email
-from wa_export.commands import cleanup as cleanup_command
-from wa_export.commands import logs as logs_command
-from wa_export.commands import stats as stats_command
+# Only what declaring the commands needs is imported here: `--version` and `--help`
+# stay fast (no pymongo, openpyxl, yagmail, numpy, asyncio); each command imports
+# what it uses in its own body.
+from wa_export.cli.metrics_view import MetricsFileOption
+from wa_export.cli.state_view import MOVE_PAST_HELP, MOVE_TO_HELP, STATE_ID_HELP
 from wa_export.errors import ExitCode, WaExportError
-from wa_export.export import request as export_request
-from wa_export.mail import deadline as mail_deadline
-from wa_export.redaction import redact
-from wa_export.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    import threading
+
+    from wa_export.cli.output import Output
+    from wa_export.settings import Settings
 
 app = typer.Typer(
     name="wa-export",
@@ -76,6 +62,9 @@ _global_env_file: Path | None = None
 
 def _print_version(requested: bool) -> None:
     if requested:
+        from importlib.metadata import PackageNotFoundError
+        from importlib.metadata import version as package_version
+
         try:
             number = package_version("wa-export")
         except PackageNotFoundError:  # run from a source tree that was never installed
@@ -98,12 +87,16 @@ def main_options(
 
 
 def _settings(env_file: Path | None) -> Settings:
+    from wa_export.settings import load_settings
+
     return load_settings(env_file or _global_env_file)
 
 
 @contextmanager
 def _handled(output: Output, settings_holder: list[Settings]) -> Iterator[None]:
     """Turn the errors an operator can cause into one sentence and the right exit code."""
+    from wa_export.redaction import redact
+
     secrets = settings_holder[0].secrets() if settings_holder else []
     try:
         yield
@@ -123,6 +116,8 @@ def _fail(output: Output, message: str, code: int) -> NoReturn:
 def _run(
     json_output: bool, env_file: Path | None, body: Callable[[Settings, Output], int], *, warn: bool = True
 ) -> None:
+    from wa_export.cli.output import Output
+
     output = Output(json_output)
     holder: list[Settings] = []
     with _handled(output, holder):
@@ -140,6 +135,10 @@ def _run(
 @contextmanager
 def _stop_on_sigterm() -> Iterator[threading.Event]:
     """SIGTERM (systemd stop, kill) stops the run after the current workspace; its SMTP steps get a short grace."""
+    import threading
+
+    from wa_export.mail import deadline as mail_deadline
+
     stop = threading.Event()
 
     def request_stop(signum: int, frame: Any) -> None:
@@ -151,6 +150,7 @@ def _stop_on_sigterm() -> Iterator[threading.Event]:
         yield stop
     finally:
         signal.signal(signal.SIGTERM, previous)
+        mail_deadline.clear_stop()
 
 
 @app.command(short_help="Export messages: the scheduled run, or a manual export.")
@@ -198,6 +198,9 @@ def export(
     accepted. With any of them it is a manual run by message timestamp (default:
     last 24 hours) that never moves a cursor.
     """
+    from wa_export.cli.export_view import export_observer, render_export, render_workers
+    from wa_export.cli.metrics_view import recorded_run
+    from wa_export.export import request as export_request
 
     def body(settings: Settings, output: Output) -> int:
         recorder.use(settings)  # an unusable --metrics-file stops here (exit 2), before any work
@@ -255,6 +258,8 @@ def cleanup(
     followed. Records a cleanup event in system_logs: if MongoDB is unreachable the
     files are still cleaned and the exit code is 3.
     """
+    from wa_export.cli.cleanup_view import render_cleanup
+    from wa_export.commands import cleanup as cleanup_command
 
     def body(settings: Settings, output: Output) -> int:
         result = cleanup_command.cleanup(settings, days, dry_run)
@@ -278,6 +283,8 @@ def stats(
 
     With WORKSPACE_ID, that one workspace day by day; without it, all active ones.
     """
+    from wa_export.cli.stats_view import render_stats
+    from wa_export.commands import stats as stats_command
 
     def body(settings: Settings, output: Output) -> int:
         report = stats_command.stats(settings, workspace_id, days)
@@ -305,6 +312,8 @@ def logs(
 
     With WORKSPACE_ID, only that workspace's exports.
     """
+    from wa_export.cli.logs_view import render_logs
+    from wa_export.commands import logs as logs_command
 
     def body(settings: Settings, output: Output) -> int:
         report = logs_command.logs(settings, workspace_id, limit, status, system)
@@ -323,6 +332,7 @@ def state(
     env_file: EnvFileOption = None,
 ) -> None:
     """Each workspace's cursor, messages waiting, lease and failures; --move-to/--move-past move one cursor (logged)."""
+    from wa_export.cli.state_view import render_state
 
     def body(settings: Settings, output: Output) -> int:
         render_state(output, settings, workspace_id, move_to, move_past)
@@ -353,7 +363,9 @@ def test_email(
     domain) and what to do, and exits 1. MongoDB is read only when the workspace's
     addresses come from EXPORT_RECIPIENTS_FIELD.
     """
+    from wa_export.cli.test_email_view import render_test_email
     from wa_export.commands import test_email as testmail
+
     def body(settings: Settings, output: Output) -> int:
         result = testmail.send_test_email(settings, workspace, to or ())
         render_test_email(output, result)
@@ -375,7 +387,9 @@ def health(
     One line per check (ok / warning / failed) with the reason. Exit 1 if any check
     failed, including an unreachable MongoDB. Records a health_check event.
     """
+    from wa_export.cli.health_view import render_health
     from wa_export.commands import health as health_checks
+
     def body(settings: Settings, output: Output) -> int:
         report = health_checks.run_health(settings, smtp_login=smtp_login)
         render_health(output, report)
@@ -394,6 +408,7 @@ def config(json_output: JsonOption = False, env_file: EnvFileOption = None) -> N
     enabling the timer, or in CI.
     """
     from wa_export.cli.config_view import render_config
+    from wa_export.cli.output import Output
     from wa_export.commands import config as config_command
 
     output = Output(json_output)
@@ -429,7 +444,11 @@ def demo(
     Needs the demo extra (pip install 'wa-export[demo]', Python 3.13+). Ignores
     the environment and .env: the servers, data and settings are its own.
     """
+    from wa_export.cli.demo_view import render_demo
+    from wa_export.cli.export_view import export_observer
+    from wa_export.cli.output import Output
     from wa_export.demo import run as demo_run
+
     output = Output(json_output)
     with _handled(output, []):
         with _interrupt_on_sigterm(), export_observer(output) as observer:
@@ -447,6 +466,13 @@ def _main_with_json(args: list[str]) -> int:
     error: `{"ok": false, "exit_code": 2, "error": ...}` on stdout, one line on
     stderr, the same exit code as in standalone mode.
     """
+    from wa_export.cli.output import Output
+
+    try:  # recent typer releases vendor click as typer._click
+        from typer._click.exceptions import ClickException
+    except ImportError:  # older typer depends on click itself
+        from click.exceptions import ClickException  # type: ignore[no-redef]
+
     output = Output(json_output=True)
     try:
         code = app(args=args, prog_name="wa-export", standalone_mode=False)

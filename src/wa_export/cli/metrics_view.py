@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from wa_export.cli.output import Output
 from wa_export.errors import ExitCode
-from wa_export.run_metrics import RunRecorder
+
+if TYPE_CHECKING:  # cli/app.py imports this module for MetricsFileOption: no MongoDB code at start-up
+    from wa_export.run_metrics import RunRecorder
 
 MetricsFileOption = Annotated[
     Path | None,
@@ -36,6 +37,8 @@ def recorded_run(metrics_file: Path | None, manual: bool, enabled: bool, json_ou
     `manual`: the options make a manual run (the trigger label until the request
     is built); `enabled`: False for --dry-run and for --workers children.
     """
+    from wa_export.run_metrics import RunRecorder
+
     recorder = RunRecorder(metrics_file, trigger="manual" if manual else "scheduled", enabled=enabled)
     try:
         yield recorder
@@ -48,6 +51,8 @@ def recorded_run(metrics_file: Path | None, manual: bool, enabled: bool, json_ou
 
 
 def _finish(recorder: RunRecorder, exit_code: int, json_output: bool) -> None:
+    from wa_export.cli.output import Output
+
     warning = recorder.finish(exit_code)
     if warning is not None:
         Output(json_output).stderr(warning)  # stderr: a --json stdout stays one document

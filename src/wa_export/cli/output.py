@@ -21,10 +21,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from wa_export.settings import Settings
-
-if TYPE_CHECKING:  # rendering only; keeps `wa-export export` from importing them
-    pass
+if TYPE_CHECKING:  # cli/app.py imports this module at start-up; settings imports pymongo
+    from wa_export.settings import Settings
 
 OUTCOME_STYLE = {
     "completed": "green",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.markup import escape
@@ -17,14 +17,13 @@ from rich.table import Table
 
 from wa_export.cli.output import Output, timestamp
 from wa_export.clock import SECOND_FORMAT, format_local
-from wa_export.commands import cursor_move
-from wa_export.commands import state as state_command
-from wa_export.commands.cursor_move import MoveResult
-from wa_export.commands.state import StateReport, WorkspaceState
 from wa_export.errors import UsageProblem
-from wa_export.settings import Settings
-from wa_export.store.arrival_keys import key_text, time_of_key
 from wa_export.units import format_age
+
+if TYPE_CHECKING:  # cli/app.py imports this module for the help texts below: no MongoDB code at start-up
+    from wa_export.commands.cursor_move import MoveResult
+    from wa_export.commands.state import StateReport, WorkspaceState
+    from wa_export.settings import Settings
 
 STATE_ID_HELP = "One workspace (exact counts); without it, all active ones."
 MOVE_TO_HELP = (
@@ -43,6 +42,9 @@ def render_state(
     """`wa-export state`: one library call (show the cursors, or move one), then its rendering."""
     if move_to is not None and move_past is not None:
         raise UsageProblem("--move-to and --move-past both move the cursor: give one of them.")
+    from wa_export.commands import cursor_move
+    from wa_export.commands import state as state_command
+
     if move_to is not None:
         render_move(output, cursor_move.move_cursor(settings, workspace_id, move_to), settings)
     elif move_past is not None:
@@ -68,6 +70,8 @@ def render_report(output: Output, report: StateReport, settings: Settings) -> No
 
 
 def render_move(output: Output, result: MoveResult, settings: Settings) -> None:
+    from wa_export.store.arrival_keys import key_text
+
     if output.json_output:
         output.json({"ok": True, **result.as_dict()})
         return
@@ -198,6 +202,8 @@ def _no_cursor_text(workspace: WorkspaceState, settings: Settings) -> str:
 
 
 def _plain_fields(workspace: WorkspaceState, settings: Settings) -> list[str]:
+    from wa_export.store.arrival_keys import key_text
+
     fields = [
         f"workspace={workspace.workspace_id}",
         f"name={json.dumps(workspace.workspace_name, ensure_ascii=False)}",
@@ -257,6 +263,8 @@ def _oldest_suffix(workspace: WorkspaceState) -> str:
 def _in_flight_text(in_flight: Mapping[str, Any] | None, settings: Settings) -> str:
     if not in_flight:
         return ""
+    from wa_export.store.arrival_keys import time_of_key
+
     parts = []
     part, total = in_flight.get("part"), in_flight.get("parts")
     if part is not None and total is not None:

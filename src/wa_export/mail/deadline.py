@@ -53,6 +53,12 @@ def stop_sends() -> None:
         _stop_requested_at = time.monotonic()
 
 
+def clear_stop() -> None:
+    """End the stop request once the run it stopped is over (a process that runs the CLI again, e.g. tests)."""
+    global _stop_requested_at
+    _stop_requested_at = None
+
+
 class SocketCutter:
     """Shuts one TCP connection down, from any thread.
 
