@@ -40,7 +40,7 @@ if _target:
 
 @pytest.mark.parametrize("workers", [1, 2], ids=["one process", "two workers"])
 def test_a_bug_in_one_workspace_prints_its_redacted_traceback_and_the_others_are_delivered(
-    mongo_db, make_env, cli, tmp_path: Path, workers: int
+    mongo_db, make_env, cli_process, tmp_path: Path, workers: int
 ):
     broken, healthy = add_workspace(mongo_db, "Broken Co"), add_workspace(mongo_db, "Healthy Co")
     arrived = utcnow() - timedelta(minutes=5)
@@ -58,7 +58,7 @@ def test_a_bug_in_one_workspace_prints_its_redacted_traceback_and_the_others_are
             **{f"WORKSPACE_{broken}_EMAIL": "ops@broken.test", f"WORKSPACE_{healthy}_EMAIL": "ops@healthy.test"},
         )
         args = ["export", "--json"] + (["--workers", str(workers)] if workers > 1 else [])
-        result = cli(args, env=env)
+        result = cli_process(args, env=env)
         assert result.returncode == 1, result.stdout + result.stderr
         assert mailed_contents(server.wait_for_messages(1)) == ["delivered anyway"]
 
