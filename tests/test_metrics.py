@@ -32,7 +32,6 @@ from seeding import (
 )
 from servers import free_port
 from wa_export import metrics as metrics_module
-from wa_export import run_metrics
 from wa_export.metrics import RunMetrics, WorkspaceMetrics, write_metrics_file
 from wa_export.settings import load_settings
 from wa_export.store.connection import Store
@@ -308,9 +307,9 @@ def test_idle_workspaces_cost_no_query_of_their_own(mongo_db, make_env, tmp_path
             mongo_db.export_state.insert_one({"_id": str(workspace), "cursor": ObjectId.from_datetime(utcnow() - timedelta(hours=1)),
                                               "consecutive_failures": 1})
             outcomes[str(workspace)] = "failed"
-        facts = run_metrics.RunFacts("scheduled", 1 if failing else 0, 1.0, outcomes, 0, moves_cursors=True)
+        facts = metrics_module.RunFacts("scheduled", 1 if failing else 0, 1.0, outcomes, 0, moves_cursors=True)
         with _observed(settings) as (store, listener):
-            collected = run_metrics.collect_metrics(settings, facts, store)
+            collected = metrics_module.collect_metrics(settings, facts, store)
         assert len(collected.workspaces) == idle + failing
         assert all(item.waiting_messages == 0 for item in collected.workspaces if outcomes[item.workspace_id] == "no_messages")
         assert all(item.waiting_messages == 1 for item in collected.workspaces if outcomes[item.workspace_id] == "failed")
@@ -320,10 +319,9 @@ def test_idle_workspaces_cost_no_query_of_their_own(mongo_db, make_env, tmp_path
     assert counts[0] <= 4 + 3 * failing, (counts, listener.names)
 
 
-def test_hand_written_text_format_round_trips_through_the_reference_parser():
-    # The file is formatted without prometheus_client's registry (speed): every
-    # escape the text format defines must survive, and the other trigger's run
-    # facts must be carried over from the previous text exactly.
+def test_text_round_trips_through_the_reference_parser():
+    # Every escape the text format defines must survive, and the other
+    # trigger's run facts must be carried over from the previous text exactly.
     awkward = 'quote " backslash \\ newline \n end'
     manual = RunMetrics(trigger="manual", finished_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), duration_seconds=0.25,
                         exit_code=1, messages_exported=9, workspaces_by_outcome={"failed": 1, awkward: 2},

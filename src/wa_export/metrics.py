@@ -1,60 +1,69 @@
-"""The metrics file: a Prometheus textfile-collector file written after every export run.
+"""The metrics file: a Prometheus textfile-collector file written after every `export` run.
 
-`write_metrics_file` takes plain facts (`RunMetrics`) and replaces the file
-atomically: the text goes to a hidden temp file in the same directory (never
-named `*.prom`, so node_exporter cannot read it half-written), is fsynced and
-made mode 0644 (node_exporter runs as another user; the file holds workspace
-ids and counts, no personal data), then renamed over the old file. A reader
-sees the old file or the new one, never a mix.
+Run facts carry a `trigger` label: a run replaces its own trigger's samples and
+keeps the other trigger's from the previous file, so a manual export at noon
+does not hide that the scheduled runs are failing.
 
-The run facts carry a `trigger` label. A run replaces its own trigger's
-samples and keeps the other trigger's from the previous file, so a manual
-export at noon does not hide that the scheduled runs are failing.
+Per-workspace facts cost two reads after the run, whatever the number of
+workspaces. Messages waiting are counted (as `state` counts them) only for
+workspaces that did not get up to date: a failure, an in-flight delivery. One
+this scheduled run delivered up to its end has 0 waiting, at no cost; for any
+other (skipped, not reached, a manual run) the waiting series is left out
+rather than guessed.
 
-The text is the Prometheus text exposition format (0.0.4), written here
-rather than through prometheus_client's registry: four gauges per workspace
-make it the one part of a run that grows with idle workspaces, and direct
-formatting is about 8 times faster (10,000 workspaces: ~0.1 s instead of
-~0.8 s of our CPU per run). The tests read every file back with
-prometheus_client's parser.
+prometheus_client renders the text (imported when writing: `--help` stays
+fast). The file is replaced by our own atomic write rather than its
+`write_to_textfile`, which creates the temp file under the umask (0600 under
+the service's UMask=0077; node_exporter runs as another user) and never fsyncs.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
 import os
-import re
 import tempfile
+import time
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-FILE_MODE = 0o644
+from pymongo.errors import PyMongoError
 
-RUN_TIMESTAMP = "wa_export_last_run_timestamp_seconds"
-RUN_DURATION = "wa_export_last_run_duration_seconds"
-RUN_EXIT_CODE = "wa_export_last_run_exit_code"
-RUN_MESSAGES = "wa_export_last_run_messages_exported"
-RUN_WORKSPACES = "wa_export_last_run_workspaces"
-WORKSPACE_LAST_SUCCESS = "wa_export_workspace_last_success_timestamp_seconds"
-WORKSPACE_FAILURES = "wa_export_workspace_consecutive_failures"
-WORKSPACE_WAITING = "wa_export_workspace_waiting_messages"
-WORKSPACE_OLDEST_AGE = "wa_export_workspace_oldest_waiting_age_seconds"
+from wa_export.clock import as_utc_or_none
+from wa_export.commands.state import WAITING_COUNT_CAP, read_state_documents
+from wa_export.errors import ConfigError, ExitCode, MongoUnavailable
+from wa_export.settings import Settings, metrics_file_path
+from wa_export.store.arrivals import ForeignCursor
+from wa_export.store.connection import Store, open_store
+from wa_export.store.waiting import count_waiting, position_key
+from wa_export.units import count_or_zero
+from wa_export.workbook.publish import fsync_dir, unlink_quietly
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.samples import Sample
+
+    from wa_export.export.run import ExportRequest, RunResult
+    from wa_export.export.workers import WorkersResult
+
+FILE_MODE = 0o644  # ids and counts only; node_exporter runs as another user
+UP_TO_DATE_OUTCOMES = frozenset({"completed", "no_messages"})  # of a scheduled run that moves cursors
+DELIVERED_OUTCOMES = frozenset({"completed", "written"})
 
 _RUN_HELP = {
-    RUN_TIMESTAMP: "Unix time (this host's clock) the last export run of this trigger ended.",
-    RUN_DURATION: "Wall time of the last export run of this trigger, in seconds.",
-    RUN_EXIT_CODE: "Exit code of the last export run of this trigger (0 ok, 1 some work failed, 2 usage/config, 3 MongoDB unreachable).",
-    RUN_MESSAGES: "Messages the last export run of this trigger delivered (or wrote, with --no-email).",
-    RUN_WORKSPACES: "Workspaces per outcome in the last export run of this trigger.",
+    "wa_export_last_run_timestamp_seconds": "Unix time (this host's clock) the last export run of this trigger ended.",
+    "wa_export_last_run_duration_seconds": "Wall time of the last export run of this trigger, in seconds.",
+    "wa_export_last_run_exit_code": "Exit code of the last export run of this trigger (0 ok, 1 some work failed, 2 usage/config, 3 MongoDB unreachable).",
+    "wa_export_last_run_messages_exported": "Messages the last export run of this trigger delivered (or wrote, with --no-email).",
+    "wa_export_last_run_workspaces": "Workspaces per outcome in the last export run of this trigger.",
 }
 _WORKSPACE_HELP = {
-    WORKSPACE_LAST_SUCCESS: "Unix time (database clock) of the workspace's last successful scheduled delivery.",
-    WORKSPACE_FAILURES: "Consecutive failed scheduled deliveries of the workspace.",
-    WORKSPACE_WAITING: "Messages that arrived at or after the workspace's cursor and are not delivered yet.",
-    WORKSPACE_OLDEST_AGE: "Seconds since the oldest undelivered message of the workspace arrived (0: none waiting).",
+    "wa_export_workspace_last_success_timestamp_seconds": "Unix time (database clock) of the workspace's last successful scheduled delivery.",
+    "wa_export_workspace_consecutive_failures": "Consecutive failed scheduled deliveries of the workspace.",
+    "wa_export_workspace_waiting_messages": "Messages that arrived at or after the workspace's cursor and are not delivered yet.",
+    "wa_export_workspace_oldest_waiting_age_seconds": "Seconds since the oldest undelivered message of the workspace arrived (0: none waiting).",
 }
 
 
@@ -79,136 +88,229 @@ class RunMetrics:
     workspaces: tuple[WorkspaceMetrics, ...] = ()
 
 
-@dataclass(frozen=True)
-class _Sample:
-    labels: tuple[tuple[str, str], ...]
-    value: float
+@dataclass
+class RunFacts:
+    """What one `wa-export export` invocation did, however it ended."""
+
+    trigger: str
+    exit_code: int
+    duration_seconds: float
+    outcomes: dict[str, str] = field(default_factory=dict)  # workspace id -> outcome
+    messages_exported: int = 0
+    moves_cursors: bool = False  # a scheduled run that sends (not --no-email): its outcomes say "up to date"
+
+    @classmethod
+    def from_workspaces(
+        cls, trigger: str, exit_code: int, workspaces: Iterable[tuple[str, str, int]], moves_cursors: bool
+    ) -> RunFacts:
+        """From (workspace id, outcome, message count) of every workspace the run handled."""
+        handled = list(workspaces)
+        return cls(
+            trigger=trigger,
+            exit_code=exit_code,
+            duration_seconds=0.0,
+            outcomes={workspace_id: outcome for workspace_id, outcome, _ in handled},
+            messages_exported=sum(count for _, outcome, count in handled if outcome in DELIVERED_OUTCOMES),
+            moves_cursors=moves_cursors,
+        )
 
 
 def render_metrics(metrics: RunMetrics, previous_text: str | None = None) -> bytes:
     """The file's text: this run's facts, plus the other trigger's run facts from `previous_text`."""
-    run_samples: dict[str, list[_Sample]] = {name: [] for name in _RUN_HELP}
-    for name, sample in _other_trigger_samples(previous_text, metrics.trigger):
-        run_samples[name].append(sample)
-    trigger = (("trigger", metrics.trigger),)
-    run_samples[RUN_TIMESTAMP].append(_Sample(trigger, metrics.finished_at.timestamp()))
-    run_samples[RUN_DURATION].append(_Sample(trigger, round(metrics.duration_seconds, 3)))
-    run_samples[RUN_EXIT_CODE].append(_Sample(trigger, float(metrics.exit_code)))
-    run_samples[RUN_MESSAGES].append(_Sample(trigger, float(metrics.messages_exported)))
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.registry import Collector
+
+    # Families of plain samples, not live Gauges: about 3 times faster for 10,000 workspaces.
+    families = {name: GaugeMetricFamily(name, text, labels=_run_labels(name)) for name, text in _RUN_HELP.items()}
+    for line in (previous_text or "").splitlines():
+        if not line.startswith("wa_export_last_run_"):  # a workspace line costs this check, not a parse
+            continue
+        for sample in _parsed(line):
+            if sample.name in families and sample.labels.get("trigger") not in (None, metrics.trigger):
+                labels = [sample.labels.get(label, "") for label in _run_labels(sample.name)]
+                families[sample.name].add_metric(labels, sample.value)
+    trigger = [metrics.trigger]
+    families["wa_export_last_run_timestamp_seconds"].add_metric(trigger, metrics.finished_at.timestamp())
+    families["wa_export_last_run_duration_seconds"].add_metric(trigger, round(metrics.duration_seconds, 3))
+    families["wa_export_last_run_exit_code"].add_metric(trigger, metrics.exit_code)
+    families["wa_export_last_run_messages_exported"].add_metric(trigger, metrics.messages_exported)
     for outcome, count in sorted(metrics.workspaces_by_outcome.items()):
-        run_samples[RUN_WORKSPACES].append(_Sample((*trigger, ("outcome", outcome)), float(count)))
+        families["wa_export_last_run_workspaces"].add_metric([*trigger, outcome], count)
 
-    # Per workspace, lines are formatted directly (no sample objects): this is the part that grows.
-    workspace_lines: dict[str, list[str]] = {name: [] for name in _WORKSPACE_HELP}
+    last_success, failures, waiting, oldest_age = (
+        GaugeMetricFamily(name, text, labels=["workspace_id"]) for name, text in _WORKSPACE_HELP.items()
+    )
     for workspace in metrics.workspaces:
-        label = _labels((("workspace_id", workspace.workspace_id),))
+        label = [workspace.workspace_id]
         if workspace.last_success_at is not None:
-            workspace_lines[WORKSPACE_LAST_SUCCESS].append(
-                f"{WORKSPACE_LAST_SUCCESS}{label} {_value(workspace.last_success_at.timestamp())}\n"
-            )
-        workspace_lines[WORKSPACE_FAILURES].append(f"{WORKSPACE_FAILURES}{label} {workspace.consecutive_failures}\n")
+            last_success.add_metric(label, workspace.last_success_at.timestamp())
+        failures.add_metric(label, workspace.consecutive_failures)
         if workspace.waiting_messages is not None:
-            age = round(workspace.oldest_waiting_age_seconds or 0.0, 3)
-            workspace_lines[WORKSPACE_WAITING].append(f"{WORKSPACE_WAITING}{label} {workspace.waiting_messages}\n")
-            workspace_lines[WORKSPACE_OLDEST_AGE].append(f"{WORKSPACE_OLDEST_AGE}{label} {_value(age)}\n")
+            waiting.add_metric(label, workspace.waiting_messages)
+            oldest_age.add_metric(label, round(workspace.oldest_waiting_age_seconds or 0.0, 3))
 
-    lines: list[str] = []
-    for name, help_text in _RUN_HELP.items():
-        if run_samples[name]:
-            lines.append(_header(name, help_text))
-            lines.extend(f"{name}{_labels(sample.labels)} {_value(sample.value)}\n" for sample in run_samples[name])
-    for name, help_text in _WORKSPACE_HELP.items():
-        if workspace_lines[name]:
-            lines.append(_header(name, help_text))
-            lines.extend(workspace_lines[name])
-    return "".join(lines).encode("utf-8")
+    written = [family for family in (*families.values(), last_success, failures, waiting, oldest_age) if family.samples]
+
+    class _ThisRun(Collector):
+        def collect(self) -> Iterable[Metric]:
+            return written
+
+    registry = CollectorRegistry()
+    registry.register(_ThisRun())
+    return generate_latest(registry)
 
 
-def _header(name: str, help_text: str) -> str:
-    return f"# HELP {name} {_escape_help(help_text)}\n# TYPE {name} gauge\n"
+def _run_labels(name: str) -> list[str]:
+    return ["trigger", "outcome"] if name == "wa_export_last_run_workspaces" else ["trigger"]
+
+
+def _parsed(line: str) -> list[Sample]:
+    """The samples of one line of a previous file; none when it does not parse."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        return [sample for family in text_string_to_metric_families(line) for sample in family.samples]
+    except ValueError:
+        return []
 
 
 def write_metrics_file(path: Path, metrics: RunMetrics) -> None:
     """Replace `path` atomically with this run's metrics; raises OSError (the old file then stays as it was)."""
-    previous: str | None
     try:
-        previous = path.read_text(encoding="utf-8")
+        previous: str | None = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         previous = None
-    atomic_write(path, render_metrics(metrics, previous))
-
-
-def atomic_write(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
-    """Temp file beside `path`, fsync, chmod, rename over `path`, fsync the folder."""
+    data = render_metrics(metrics, previous)
+    # Hidden and not *.prom: node_exporter never reads the temp file half-written.
     descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fchmod(handle.fileno(), mode)  # explicit: the service's UMask=0077 would make it 0600
+            os.fchmod(handle.fileno(), FILE_MODE)  # explicit: the umask must not make it 0600
             os.fsync(handle.fileno())
         os.replace(temp_name, path)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp_name)
+        unlink_quietly(temp_name)
         raise
-    with contextlib.suppress(OSError):  # the rename is durable once the folder is; best effort
-        folder = os.open(path.parent, os.O_RDONLY)
+    fsync_dir(path.parent)  # the rename is durable once the folder is; best effort
+
+
+def collect_metrics(settings: Settings | None, facts: RunFacts, store: Store | None = None) -> RunMetrics:
+    """The metrics of a finished run; per-workspace facts only when MongoDB answered during the run."""
+    workspaces: tuple[WorkspaceMetrics, ...] = ()
+    ran = facts.exit_code in (ExitCode.OK, ExitCode.FAILED)  # 2: never started; 3: MongoDB gone
+    if settings is not None and ran:
         try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+            if store is not None:
+                workspaces = workspace_metrics(store, facts)
+            else:
+                with open_store(settings) as own:
+                    workspaces = workspace_metrics(own, facts)
+        except (MongoUnavailable, PyMongoError):
+            workspaces = ()  # MongoDB went away after the run: the run facts still go out
+    return RunMetrics(
+        trigger=facts.trigger,
+        finished_at=datetime.now(UTC),  # Prometheus compares it with its own clock: wall time
+        duration_seconds=facts.duration_seconds,
+        exit_code=int(facts.exit_code),
+        messages_exported=facts.messages_exported,
+        workspaces_by_outcome=dict(Counter(facts.outcomes.values())),
+        workspaces=workspaces,
+    )
 
 
-def _labels(labels: tuple[tuple[str, str], ...]) -> str:
-    return "{" + ",".join(f'{name}="{_escape_label(value)}"' for name, value in labels) + "}"
+def workspace_metrics(store: Store, facts: RunFacts) -> tuple[WorkspaceMetrics, ...]:
+    workspaces = store.active_workspaces()
+    documents = read_state_documents(store, [workspace.id for workspace in workspaces])
+    now = store.database_now()
+    found = []
+    for workspace in workspaces:
+        document: Mapping[str, Any] = documents.get(workspace.id, {})
+        failures = count_or_zero(document.get("consecutive_failures"))
+        outcome = facts.outcomes.get(workspace.id)
+        waiting: int | None = None
+        age: float | None = None
+        if failures or document.get("in_flight") or outcome == "failed":
+            try:
+                start = position_key(store.settings, document, now)
+            except ForeignCursor:
+                start = None  # the run refused it and said why; how many wait is unknown
+            if start is not None:
+                counted = count_waiting(store, workspace, start, WAITING_COUNT_CAP)
+                waiting = counted.count
+                age = (now - counted.oldest_at).total_seconds() if counted.oldest_at is not None else 0.0
+        elif facts.moves_cursors and outcome in UP_TO_DATE_OUTCOMES:
+            waiting, age = 0, 0.0
+        found.append(
+            WorkspaceMetrics(
+                workspace_id=workspace.id,
+                last_success_at=as_utc_or_none(document.get("last_success_at")),
+                consecutive_failures=failures,
+                waiting_messages=waiting,
+                oldest_waiting_age_seconds=max(0.0, age) if age is not None else None,
+            )
+        )
+    return tuple(found)
 
 
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+class RunRecorder:
+    """Writes the metrics file once an `export` invocation ends, whatever ended it.
 
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _value(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value))
-
-
-# One of our own sample lines: name{label="value",...} number
-_SAMPLE_LINE = re.compile(r'^(wa_export_last_run_[a-z_]+)\{((?:[a-z_]+="(?:[^"\\]|\\.)*",?)*)\} (\S+)$')
-_LABEL = re.compile(r'([a-z_]+)="((?:[^"\\]|\\.)*)"')
-
-
-def _other_trigger_samples(previous_text: str | None, trigger: str) -> Iterable[tuple[str, _Sample]]:
-    """The previous file's run facts of the other trigger; anything else in it (or a file we cannot read) is dropped.
-
-    Only lines this module writes are read back, so the per-workspace lines of
-    a large file cost a prefix check each, not a parse.
+    The CLI creates it before anything can fail, tells it what it learns and
+    calls `finish(exit_code)` at the very end. A file that cannot be written
+    never changes the run's exit code: `finish` returns one warning sentence.
     """
-    if not previous_text:
-        return []
-    kept: list[tuple[str, _Sample]] = []
-    for line in previous_text.splitlines():
-        if not line.startswith("wa_export_last_run_"):
-            continue
-        match = _SAMPLE_LINE.match(line)
-        if match is None or match.group(1) not in _RUN_HELP:
-            continue
-        labels = tuple((name, _unescape(value)) for name, value in _LABEL.findall(match.group(2)))
-        if dict(labels).get("trigger") in (None, trigger):
-            continue
+
+    def __init__(self, explicit_path: Path | None, *, trigger: str, enabled: bool = True) -> None:
+        self.explicit_path = explicit_path
+        self.trigger = trigger
+        self.enabled = enabled  # off for --dry-run and for --workers children (the parent writes)
+        self.started = time.monotonic()
+        self.settings: Settings | None = None
+        self.facts: RunFacts | None = None
+
+    def use(self, settings: Settings) -> None:
+        """The run's settings; raises ConfigError (exit 2) for an unusable --metrics-file."""
+        self.settings = settings
+        self.path()
+
+    def ran(self, result: RunResult, request: ExportRequest) -> None:
+        handled = ((item.workspace_id, item.outcome, item.message_count) for item in result.workspaces)
+        self.facts = RunFacts.from_workspaces(result.trigger, result.exit_code, handled, request.moves_cursors)
+
+    def ran_workers(self, merged: WorkersResult, request: ExportRequest) -> None:
+        handled = (
+            (str(item.get("workspace_id")), str(item.get("outcome")), count_or_zero(item.get("message_count")))
+            for item in merged.workspaces
+        )
+        self.facts = RunFacts.from_workspaces("scheduled", merged.exit_code, handled, request.moves_cursors)
+
+    def path(self) -> Path | None:
+        """--metrics-file (validated: exit 2 when unusable) or EXPORT_METRICS_FILE."""
+        if self.explicit_path is not None:
+            return metrics_file_path(str(self.explicit_path), "--metrics-file")
+        return self.settings.export_metrics_file if self.settings is not None else None
+
+    def finish(self, exit_code: int) -> str | None:
+        if not self.enabled:
+            return None
         try:
-            kept.append((match.group(1), _Sample(labels, float(match.group(3)))))
-        except ValueError:
-            continue
-    return kept
-
-
-def _unescape(value: str) -> str:
-    return re.sub(r"\\(.)", lambda found: "\n" if found.group(1) == "n" else found.group(1), value)
+            path = self.path()
+        except ConfigError:
+            return None  # already reported as the command's own error (exit 2)
+        if path is None:
+            return None
+        elapsed = time.monotonic() - self.started
+        # No result (bad settings, MongoDB unreachable, an interruption): how it ended and how long it took.
+        facts = self.facts or RunFacts(self.trigger, exit_code, elapsed)
+        facts.exit_code, facts.duration_seconds = exit_code, elapsed
+        try:
+            write_metrics_file(path, collect_metrics(self.settings, facts))
+        except OSError as error:
+            return (
+                f"WARNING: could not write the metrics file {path} ({error.strerror or error}); "
+                "the run's exit code is unchanged: make its folder writable for this user."
+            )
+        return None
