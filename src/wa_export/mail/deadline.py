@@ -19,7 +19,6 @@ import socket
 import threading
 import time
 from contextlib import suppress
-from types import TracebackType
 from typing import Literal, Self
 
 from wa_export.mail.errors import MailError, MailOutcome, MailStep, mail_error
@@ -129,12 +128,7 @@ class SmtpDeadline:
         self._timer = _WATCHDOG.add(Timer(lambda: self._due()[0], self._expire, poll=_STOP_POLL_SECONDS))
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         with self._lock:
             self._done = True
         if self._timer is not None:

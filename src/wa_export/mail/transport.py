@@ -281,8 +281,6 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                     ) from None
                 deadline.at("the reply to EHLO after STARTTLS", step="tls")
                 connection.ehlo()
-        except MailError:
-            raise
         except (OSError, smtplib.SMTPException) as error:
             raise self._unreachable(error) from None
 
