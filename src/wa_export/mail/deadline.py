@@ -1,24 +1,16 @@
 """Overall deadlines for SMTP steps, and the hook that cuts them short on SIGTERM.
 
-smtplib's timeout bounds each socket read, not a step: a server that sends a
-``250-`` continuation line every few seconds keeps one reply, and with it the
-run, going forever (cron runs then pile up). So every step runs under an
-`SmtpDeadline`, armed on one watchdog thread (wa_export/timers.py) that, once
-SMTP_TIMEOUT_SECONDS have passed since the step began, shuts the connection's
-socket down (`SocketCutter`). The
-blocked read or write returns at once, and the step fails with the deadline's
-one-sentence MailError, whatever smtplib made of the dead socket.
+smtplib's timeout bounds each socket read, not a step: a server that sends a ``250-``
+line every few seconds keeps one reply, and the run, going forever (cron runs then
+pile up). So every step (session setup, message transaction, NOOP, QUIT) runs under an
+`SmtpDeadline`: once SMTP_TIMEOUT_SECONDS have passed, the watchdog thread
+(wa_export/timers.py) shuts the socket down, the blocked call returns at once, and the
+step fails with the deadline's one-sentence MailError.
 
-The steps: the session setup (TCP connect, greeting, EHLO, STARTTLS, AUTH: one
-deadline for all of it), each message transaction (MAIL, RCPT, DATA up to the
-server's final reply), the NOOP that checks a reused connection (one idle for 10 s or more), and QUIT.
-
-`stop_sends()` is the SIGTERM hook: from then on no step gets more than
-STOP_GRACE_SECONDS (counted from the stop, or from its start if it begins
-later). A grace rather than an immediate cut, because a server that is about to
-say 250 should still be heard: a mail it accepted must not be reported as failed
-and sent again. The hook only assigns a number, takes no lock, and so is safe
-to call from a signal handler.
+`stop_sends()` (SIGTERM) gives every step at most STOP_GRACE_SECONDS from then on: a
+grace, not a cut, so a 250 about to arrive is still heard (a mail the server accepted
+must not be reported as failed and sent again). It only assigns a number, so it is
+safe in a signal handler.
 """
 
 from __future__ import annotations
@@ -26,7 +18,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from types import TracebackType
+from contextlib import suppress
 from typing import Literal, Self
 
 from wa_export.mail.errors import MailError, MailOutcome, MailStep, mail_error
@@ -62,10 +54,8 @@ def clear_stop() -> None:
 class SocketCutter:
     """Shuts one TCP connection down, from any thread.
 
-    It holds a duplicate of the socket's file descriptor: the duplicate still
-    reaches the connection after TLS (implicit or STARTTLS) replaced and
-    detached the original socket object, and shutting it down affects every
-    descriptor of the connection.
+    It holds a duplicate of the socket's descriptor: that still reaches the connection
+    after TLS replaced and detached the original socket object.
     """
 
     def __init__(self) -> None:
@@ -85,12 +75,9 @@ class SocketCutter:
 
     def _shutdown(self) -> None:
         handle = self._handle
-        if handle is None:
-            return
-        try:
-            handle.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass  # already closed by either side
+        if handle is not None:
+            with suppress(OSError):  # already closed by either side
+                handle.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         handle, self._handle = self._handle, None
@@ -104,12 +91,10 @@ Expiry = Literal["timeout", "stopped"]
 class SmtpDeadline:
     """`with SmtpDeadline(...) as deadline:` runs one SMTP step within SMTP_TIMEOUT_SECONDS.
 
-    `what` names the step for the error ("the session setup"); `waiting_for`
-    and `step` say where inside it the client is (update them with `at()`), so
-    the error names the reply that never came. When the deadline passes, any
-    exception leaving the block becomes the deadline's MailError; a step that
-    completed anyway counts as completed (its reply was read), and the
-    connection, already cut, is then seen as dead by the next step.
+    `what` names the step ("the session setup"); `waiting_for` and `step` (updated with
+    `at()`) say which reply never came. Once the deadline passed, any exception leaving
+    the block becomes the deadline's MailError; a step that completed anyway counts as
+    completed, and the next step finds the connection cut.
     """
 
     def __init__(
@@ -130,7 +115,7 @@ class SmtpDeadline:
 
     @property
     def outcome(self) -> MailOutcome:
-        """What a failure now leaves behind: once the content started to go out, the server may accept it."""
+        """What a failure now leaves behind: once the content started to go out (354), it may be accepted."""
         return MailOutcome.UNKNOWN if self.may_have_delivered else MailOutcome.REFUSED
 
     def at(self, waiting_for: str, step: MailStep | None = None) -> None:
@@ -143,12 +128,7 @@ class SmtpDeadline:
         self._timer = _WATCHDOG.add(Timer(lambda: self._due()[0], self._expire, poll=_STOP_POLL_SECONDS))
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         with self._lock:
             self._done = True
         if self._timer is not None:
@@ -174,11 +154,7 @@ class SmtpDeadline:
             self.cutter.cut()
 
     def error(self) -> MailError:
-        """The one sentence for a step cut short: which server, which step, what it was waiting for.
-
-        Cut short after the server asked for the message, the outcome is
-        unknown and the sentence (MailError) says a retry may deliver it twice.
-        """
+        """The one sentence for a step cut short: which server, which step, what it was waiting for."""
         settings = self.settings
         where = f"{settings.smtp_server}:{settings.smtp_port}"
         outcome = self.outcome

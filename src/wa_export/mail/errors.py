@@ -1,20 +1,16 @@
 """Mail failures: one exception whose text is one sentence, what failed and then what to do.
 
-Every failure is also classified, here and nowhere else, by what it may have
-left on the server (`MailOutcome`):
+Every failure is also classified, here and nowhere else, by what it may have left on
+the server (`MailOutcome`):
 
-- *refused*: nothing was delivered. The checks before any connection, connect,
-  TLS, login, a refused sender or recipient, a size refused before the content
-  went out, a DATA command refused without 354, a connection lost or a deadline
-  or stop before the content went out, and a definite rejection (4xx/5xx) of
-  the content once sent. Sending again cannot duplicate anything.
-- *outcome unknown*: the message content had started to go out (the server
-  answered DATA with 354) and no definite answer came back: the connection was
-  lost, the deadline passed, the run was asked to stop, or the server gave an
-  unexpected reply. The server may have accepted it, so sending again may
-  deliver it twice; the error's sentence says so, and a scheduled delivery
-  keeps its intent so the next delivery of that range is flagged
-  possible_duplicate.
+- *refused*: nothing was delivered (a check before connecting, connect, TLS, login,
+  a refused sender, recipient or size, DATA refused without 354, a connection lost,
+  a deadline or a stop before the content went out, or a 4xx/5xx reply to the
+  content). Sending again cannot duplicate anything.
+- *outcome unknown*: the content had started to go out (354) and no definite answer
+  came back (lost connection, deadline, stop, unexpected reply). The server may
+  have accepted it; the sentence says so, and a scheduled delivery keeps its intent
+  so the next delivery of that range is flagged possible_duplicate.
 """
 
 from __future__ import annotations
@@ -30,19 +26,17 @@ from wa_export.settings import Settings
 
 MailStep = Literal["config", "domain", "connect", "tls", "auth", "recipient", "data", "size", "timeout", "stopped"]
 
-# Failures that would repeat for every later email of the run, so a run stops
-# sending after the first one: the server cannot be reached, secured or logged
-# into, or it let a message transaction run out of SMTP_TIMEOUT_SECONDS (a
-# server that stalls after DATA would otherwise cost one full timeout per
-# workspace), or the run was asked to stop.
+# Failures that would repeat for every later email of the run, so a run stops sending after the first:
+# the server cannot be reached, secured or logged into, it let a message transaction run out of
+# SMTP_TIMEOUT_SECONDS (else one full timeout per workspace), or the run was asked to stop.
 RUN_FATAL_STEPS: frozenset[MailStep] = frozenset({"config", "connect", "tls", "auth", "timeout", "stopped"})
 
 
 class MailOutcome(StrEnum):
     """What a failed send may have left on the server (see the module docstring)."""
 
-    REFUSED = "refused"  # nothing was delivered: sending again cannot duplicate
-    UNKNOWN = "outcome_unknown"  # the content went out without a definite answer: it may have been accepted
+    REFUSED = "refused"
+    UNKNOWN = "outcome_unknown"
 
 
 # The clause every outcome-unknown failure ends with, so no such failure reads as harmless to retry.
@@ -50,22 +44,16 @@ MAY_DUPLICATE = "the server may have accepted the message, so sending it again m
 
 
 def outcome_of_reply_to_content(code: int) -> MailOutcome:
-    """The outcome of a final reply other than 250 to the message content (after 354).
-
-    A 4xx or 5xx reply is a definite rejection (RFC 5321: the server took no
-    responsibility for the message); anything else (another 2xx, a 3xx, a line
-    that is no reply) is unexpected, and the message may have been accepted.
-    """
+    """A 4xx/5xx final reply to the content (after 354) is a definite rejection (RFC 5321); anything else is odd."""
     return MailOutcome.REFUSED if 400 <= code < 600 else MailOutcome.UNKNOWN
 
 
 class MailError(Exception):
     """A mail could not be sent; ``str()`` is one sentence: what failed, then what to do.
 
-    ``step`` says where it failed, ``hint`` is the advice alone, ``refused`` the
-    recipients that were refused (by the allow-list or by the server), if any.
-    ``outcome`` (required) says whether the server may have accepted the
-    message anyway; when it may, the sentence ends with MAY_DUPLICATE.
+    ``hint`` is the advice alone, ``refused`` the recipients refused (by the allow-list
+    or the server); when the server may have accepted the message anyway (``outcome``),
+    the sentence ends with MAY_DUPLICATE.
     """
 
     def __init__(
@@ -85,7 +73,6 @@ class MailError(Exception):
 
     @property
     def outcome_unknown(self) -> bool:
-        """True when the server may have accepted the message although sending failed."""
         return self.outcome is MailOutcome.UNKNOWN
 
 
@@ -110,18 +97,19 @@ def mail_error(
     return MailError(step, redact(what, secrets), redact(hint, secrets), outcome=outcome, refused=refused)
 
 
+def smtp_reply(code: int, message: bytes | str) -> str:
+    """A server reply on one line: ``550 5.1.1 No such user``."""
+    text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
+    return " ".join(f"{code} {text}".split())
+
+
 def describe_error(error: BaseException) -> str:
     if isinstance(error, ssl.SSLCertVerificationError) and error.verify_message:
         return str(error.verify_message)
     if isinstance(error, ssl.SSLError) and error.reason:
         return str(error.reason)
     if isinstance(error, smtplib.SMTPResponseException):
-        reply = (
-            error.smtp_error.decode("utf-8", "replace")
-            if isinstance(error.smtp_error, bytes)
-            else str(error.smtp_error)
-        )
-        return f"{error.smtp_code} {' '.join(reply.split())}"
+        return smtp_reply(error.smtp_code, error.smtp_error)
     if isinstance(error, TimeoutError):
         return "timed out"
     if isinstance(error, OSError) and error.strerror:

@@ -2,52 +2,35 @@
 
 from __future__ import annotations
 
-from types import TracebackType
-
 from wa_export.mail.errors import MailOutcome, mail_error
-from wa_export.mail.message import (
-    OutgoingMail,
-    build_message,
-    check_attachment,
-    check_recipients,
-    check_sendable,
-)
+from wa_export.mail.message import OutgoingMail, build_message, check_attachment, check_recipients, check_sendable
 from wa_export.mail.transport import DroppedBeforeData, YagmailConnection
 from wa_export.settings import Settings
 
 
 class MailSender:
-    """Sends every mail of a run over one SMTP connection (opened on first use).
+    """Sends every mail of a run over one SMTP connection (opened on first use; QUIT on leaving).
 
-    Use as a context manager; leaving it sends QUIT. A connection the server
-    closed between two sends is reopened once; a failure after DATA started is
-    reported, never retried (the server may have accepted the message).
+    A connection the server closed between two sends is reopened once; a failure
+    after DATA started is reported, never retried (the server may have accepted it).
     """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.connections_opened = 0  # connections made (TCP + TLS + login done)
+        self.connections_opened = 0
         self._client: YagmailConnection | None = None
 
     def __enter__(self) -> MailSender:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def close(self) -> None:
         """Close the connection (QUIT); never raises."""
         client, self._client = self._client, None
         if client is not None:
-            try:
-                client.close()
-            except Exception:
-                pass
+            client.close()
 
     def verify_login(self) -> None:
         """Connect, secure and log in (no mail sent): for `health --smtp-login` and `test-email`."""
@@ -62,14 +45,11 @@ class MailSender:
         check_recipients(recipients, settings)
         data = check_attachment(mail.attachment, settings) if mail.attachment is not None else None
         payload = build_message(mail, settings.smtp_from or "", data, sender_name=settings.smtp_from_name)
-
+        del data  # the file's bytes are not needed while the (larger) message goes out
         for attempt in (1, 2):
             client, reused = self._connection()
-            # yagmail's own send() would return False once its retries are spent and
-            # re-send after a disconnect; it is never called. _attempt_send (ours) is
-            # one SMTP transaction that returns only when every recipient and the DATA
-            # were accepted, and raises MailError for every failure: there is no
-            # result to check, so a failed transmission can never pass as sent.
+            # Never yagmail's send(), which returns False once its retries are spent and re-sends after a
+            # disconnect: _attempt_send is one transaction that raises MailError on every failure.
             try:
                 client._attempt_send(recipients, payload)
             except DroppedBeforeData as dropped:

@@ -43,21 +43,26 @@ import smtplib
 import socket
 import ssl
 import time
+from collections.abc import Callable, Sequence
+from contextlib import suppress
 from typing import Any, Literal
 
 import yagmail
 
-from wa_export.mail.deadline import (
-    WAITING_FOR_CONNECTION,
-    WAITING_FOR_GREETING,
-    SmtpDeadline,
-    SocketCutter,
+from wa_export.mail.deadline import WAITING_FOR_CONNECTION, WAITING_FOR_GREETING, SmtpDeadline, SocketCutter
+from wa_export.mail.errors import (
+    MailError,
+    MailOutcome,
+    MailStep,
+    describe_error,
+    mail_error,
+    outcome_of_reply_to_content,
+    smtp_reply,
 )
-from wa_export.mail.errors import MailError, MailOutcome, describe_error, mail_error, outcome_of_reply_to_content
 from wa_export.settings import Settings
 
 # yagmail's Client.__init__ puts a StreamHandler (stderr) on this logger; a library
-# must not print, and its records could carry addresses. See YagmailConnection.
+# must not print, and its records could carry addresses.
 _YAGMAIL_LOGGER = "yagmail.log"
 # smtplib's per-read timeout is only a backstop, this much longer than SMTP_TIMEOUT_SECONDS: the step's
 # deadline (started before the read) must be what ends a stalled step, or a busy machine would turn a
@@ -65,6 +70,7 @@ _YAGMAIL_LOGGER = "yagmail.log"
 READ_TIMEOUT_MARGIN_SECONDS = 2.0
 # Servers keep an idle connection for minutes (RFC 5321 suggests 5); within this, one that just answered is reused unasked.
 RECENTLY_ANSWERED_SECONDS = 10.0
+_LOWER_THE_LIMIT = "Lower EXPORT_MAX_ATTACHMENT_MB below the server's limit."
 
 
 def tls_mode(settings: Settings) -> Literal["ssl", "starttls", "none"]:
@@ -90,11 +96,6 @@ def _tls_context(settings: Settings) -> ssl.SSLContext:
                 outcome=MailOutcome.REFUSED,
             ) from None
     return context
-
-
-def _reply(code: int, message: bytes | str) -> str:
-    text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
-    return f"{code} {' '.join(text.split())}".strip()
 
 
 def _ehlo_name(connection: smtplib.SMTP) -> str:
@@ -146,10 +147,10 @@ class DroppedBeforeData(Exception):
 class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
     """yagmail's client with verified TLS, an explicit password and a single-attempt send.
 
-    yagmail keeps the connection (``self.smtp``), its state and ``close()``;
-    ``login``/``_login`` and ``_attempt_send`` are replaced because yagmail's own
-    versions skip certificate checks, may prompt for a password, and retry a
-    send after a disconnect (a possible duplicate) before returning False.
+    yagmail keeps the connection (``self.smtp``), its state and ``login()``;
+    ``_login`` and ``_attempt_send`` are replaced because yagmail's own versions
+    skip certificate checks, may prompt for a password, and retry a send after a
+    disconnect (a possible duplicate) before returning False.
     """
 
     smtp: _Guarded | None  # yagmail's attribute: the open connection, None once closed
@@ -181,11 +182,8 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
             raise MailError("config", "No SMTP password configured", "Set SMTP_PASSWORD.", outcome=MailOutcome.REFUSED)
         return password
 
-    def login(self) -> None:
-        self._login(self.credentials)
-        self.last_reply_at = time.monotonic()
-
     def _login(self, password: Any) -> None:
+        """Connect, secure and log in within SMTP_TIMEOUT_SECONDS (yagmail's login() calls this)."""
         settings = self.settings
         context = _tls_context(settings) if self.mode != "none" else None
         # local_hostname is a placeholder so smtplib skips socket.getfqdn() (reverse
@@ -224,11 +222,12 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                     deadline.at("the reply to the login (AUTH)", step="auth")
                     self._authenticate(connection, self.handle_password(settings.smtp_username or "", password))
         except BaseException:
-            close_quietly(connection)
+            _quietly(connection.close)
             cutter.close()
             self.smtp = None
             self.is_closed = True
             raise
+        self.last_reply_at = time.monotonic()
 
     def _open(self, connection: smtplib.SMTP, context: ssl.SSLContext | None, deadline: SmtpDeadline) -> None:
         """Connect, read the greeting, EHLO and (for starttls) STARTTLS + EHLO again; raises MailError."""
@@ -247,12 +246,10 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                 "Check SMTP_SECURITY and SMTP_PORT (465 speaks implicit TLS, 587 and 25 use STARTTLS).",
             ) from None
         except socket.gaierror as error:
-            raise mail_error(
-                settings,
+            raise self._refused(
                 "connect",
                 f"Cannot resolve SMTP server {host} ({describe_error(error)})",
                 "Check SMTP_SERVER and DNS.",
-                outcome=MailOutcome.REFUSED,
             ) from None
         except (OSError, smtplib.SMTPException) as error:
             raise self._unreachable(error) from None
@@ -263,13 +260,11 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
             if self.mode == "starttls":
                 if not connection.has_extn("starttls"):
                     # Never fall back to plaintext: the password and the data would travel in clear.
-                    raise mail_error(
-                        settings,
+                    raise self._refused(
                         "tls",
                         f"The SMTP server {where} does not offer STARTTLS",
                         "Use the server's TLS port (SMTP_SECURITY=ssl, usually port 465) "
                         "or, only on a trusted network, SMTP_SECURITY=none.",
-                        outcome=MailOutcome.REFUSED,
                     )
                 deadline.at("the reply to STARTTLS and the TLS handshake", step="tls")
                 try:
@@ -279,41 +274,28 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                         error, f"STARTTLS with {where}", "Check the server's TLS configuration."
                     ) from None
                 except smtplib.SMTPResponseException as error:
-                    raise mail_error(
-                        settings,
+                    raise self._refused(
                         "tls",
                         f"The SMTP server {where} refused STARTTLS ({describe_error(error)})",
                         "Check the server's TLS configuration.",
-                        outcome=MailOutcome.REFUSED,
                     ) from None
                 deadline.at("the reply to EHLO after STARTTLS", step="tls")
                 connection.ehlo()
-        except MailError:
-            raise
         except (OSError, smtplib.SMTPException) as error:
             raise self._unreachable(error) from None
 
     def _tls_failure(self, error: ssl.SSLError, what: str, hint: str) -> MailError:
         """An untrusted certificate gets its own sentence; any other TLS failure names the step."""
-        if isinstance(error, ssl.SSLCertVerificationError):
-            return self._untrusted(error)
-        return mail_error(
-            self.settings, "tls", f"{what} failed ({describe_error(error)})", hint, outcome=MailOutcome.REFUSED
-        )
-
-    def _untrusted(self, error: ssl.SSLCertVerificationError) -> MailError:
         reason = describe_error(error)
-        if "mismatch" in reason.lower():
-            hint = "Set SMTP_SERVER to a host name the server's certificate is issued for."
+        if isinstance(error, ssl.SSLCertVerificationError):
+            what = f"The SMTP server's TLS certificate is not trusted ({reason})"
+            if "mismatch" in reason.lower():
+                hint = "Set SMTP_SERVER to a host name the server's certificate is issued for."
+            else:
+                hint = "If it uses a private CA, set SMTP_CA_FILE to that CA bundle."
         else:
-            hint = "If it uses a private CA, set SMTP_CA_FILE to that CA bundle."
-        return mail_error(
-            self.settings,
-            "tls",
-            f"The SMTP server's TLS certificate is not trusted ({reason})",
-            hint,
-            outcome=MailOutcome.REFUSED,
-        )
+            what = f"{what} failed ({reason})"
+        return self._refused("tls", what, hint)
 
     def _unreachable(self, error: BaseException) -> MailError:
         settings = self.settings
@@ -322,207 +304,169 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         if "timed out" in reason:
             # Typical of STARTTLS spoken to an implicit-TLS port: both sides wait.
             hint = "Check SMTP_SERVER/SMTP_PORT, the firewall, and that SMTP_SECURITY matches the port (465 = ssl)."
-        return mail_error(
-            settings,
+        return self._refused(
             "connect",
             f"Cannot connect to SMTP server {settings.smtp_server}:{settings.smtp_port} ({reason})",
             hint,
-            outcome=MailOutcome.REFUSED,
         )
 
     def _authenticate(self, connection: smtplib.SMTP, password: str) -> None:
         settings = self.settings
         user = settings.smtp_username or ""
         if not connection.has_extn("auth"):
-            raise mail_error(
-                settings,
+            raise self._refused(
                 "auth",
                 f"The SMTP server does not offer a login (AUTH) to user {user} on this connection",
                 "Check SMTP_SECURITY (many servers offer AUTH only over TLS), "
                 "or leave SMTP_USERNAME unset for a relay that needs no login.",
-                outcome=MailOutcome.REFUSED,
             )
         try:
             connection.login(user, password)
         except smtplib.SMTPAuthenticationError as error:
-            raise mail_error(
-                settings,
+            raise self._refused(
                 "auth",
                 f"The SMTP server refused the login for user {user} ({describe_error(error)})",
                 "Check SMTP_USERNAME/SMTP_PASSWORD (Gmail needs an app password).",
-                outcome=MailOutcome.REFUSED,
             ) from None
         except smtplib.SMTPNotSupportedError:
-            raise mail_error(
-                settings,
+            raise self._refused(
                 "auth",
                 f"The SMTP server offers no login method smtplib supports for user {user}",
                 "Check the server's AUTH mechanisms (PLAIN, LOGIN or CRAM-MD5 are supported).",
-                outcome=MailOutcome.REFUSED,
             ) from None
         except (OSError, smtplib.SMTPException) as error:
             raise self._unreachable(error) from None
 
-    def _attempt_send(self, recipients: list[str], msg_strings: str | bytes) -> dict[str, Any]:
-        """One SMTP transaction within SMTP_TIMEOUT_SECONDS; returns {} on success, raises MailError otherwise.
+    def _attempt_send(self, recipients: list[str], payload: bytes) -> None:
+        """One SMTP transaction within SMTP_TIMEOUT_SECONDS; raises MailError (or DroppedBeforeData) unless sent.
 
         Unlike smtplib.sendmail, a refused recipient aborts the transaction (RSET)
         before DATA: nobody receives a mail that counts as failed and is re-sent on
-        the next run. Unlike yagmail, a failure is never retried here, because after
-        DATA the server may already have accepted the message: every failure once
-        the server answered DATA with 354 (lost connection, deadline, stop, odd
-        reply) has the outcome unknown (mail/errors.py). A transaction that runs out
-        of time fails with step "timeout" (the run sends nothing more).
+        the next run. Unlike yagmail, a failure is never retried here: once the
+        server answered DATA with 354 it may already have accepted the message, so
+        every failure from then on has the outcome unknown (mail/errors.py). A
+        transaction that runs out of time fails with step "timeout" (the run sends
+        nothing more).
         """
+        settings = self.settings
+        connection = self.smtp
+        if connection is None:  # closed (e.g. by a failed login) before this transaction
+            raise DroppedBeforeData("no open connection")
         with SmtpDeadline(
-            self.settings,
+            settings,
             self.cutter,
             "the message transaction (MAIL, RCPT, DATA)",
             step="timeout",
             waiting_for="the reply to MAIL FROM",
         ) as deadline:
-            sent = self._transaction(recipients, msg_strings, deadline)
-        self.last_reply_at = time.monotonic()
-        return sent
-
-    def _transaction(self, recipients: list[str], msg_strings: str | bytes, deadline: SmtpDeadline) -> dict[str, Any]:
-        settings = self.settings
-        connection = self.smtp
-        if connection is None:  # closed (e.g. by a failed login) before this transaction
-            raise DroppedBeforeData("no open connection")
-        payload = msg_strings.encode("ascii") if isinstance(msg_strings, str) else msg_strings
-        options = [f"SIZE={len(payload)}"] if connection.has_extn("size") else []
-        try:
-            code, reply = connection.mail(self.user, options)
-            if code == 421:
-                raise DroppedBeforeData(_reply(code, reply))
-            if code != 250:
-                _rset_quietly(connection)
-                raise self._sender_refused(code, reply)
-            refused: dict[str, str] = {}
-            for recipient in recipients:
-                deadline.at("the reply to RCPT TO")
-                code, reply = connection.rcpt(recipient)
-                if code == 421:
-                    raise DroppedBeforeData(_reply(code, reply))
-                if code not in (250, 251):
-                    refused[recipient] = _reply(code, reply)
-        except (smtplib.SMTPServerDisconnected, OSError) as error:
-            close_quietly(connection)
-            raise DroppedBeforeData(describe_error(error)) from None
-        if refused:
-            deadline.at("the reply to RSET")
-            _rset_quietly(connection)
-            details = "; ".join(f"{address}: {reply}" for address, reply in refused.items())
-            raise mail_error(
-                settings,
-                "recipient",
-                f"The SMTP server refused recipient(s) {', '.join(refused)} ({details})",
-                "Check the address(es); the mail was sent to nobody and will be retried.",
-                refused=list(refused),
-                outcome=MailOutcome.REFUSED,
-            )
-
-        def after_data_reply(code: int) -> None:
-            if code == 354:  # the message is being handed over: from now on it may be accepted
-                deadline.at("the server's reply to the message")
-                deadline.may_have_delivered = True
-
-        try:
-            deadline.at("the reply to DATA")
-            connection.on_reply = after_data_reply  # type: ignore[method-assign]
+            options = [f"SIZE={len(payload)}"] if connection.has_extn("size") else []
             try:
-                code, reply = connection.data(payload)
-            finally:
-                del connection.on_reply
-        except smtplib.SMTPDataError as error:  # no 354: the message itself was not transferred
-            _rset_quietly(connection)
-            raise self._data_refused(error.smtp_code, error.smtp_error, MailOutcome.REFUSED) from None
-        except (smtplib.SMTPServerDisconnected, OSError) as error:
-            close_quietly(connection)
-            # Before the 354 nothing of the message went out; after it, the server may have all of it.
-            if deadline.outcome is MailOutcome.REFUSED:
+                code, reply = connection.mail(self.user, options)
+                if code == 421:
+                    raise DroppedBeforeData(smtp_reply(code, reply))
+                if code != 250:
+                    _quietly(connection.rset)
+                    raise self._sender_refused(code, reply)
+                refused: dict[str, str] = {}
+                for recipient in recipients:
+                    deadline.at("the reply to RCPT TO")
+                    code, reply = connection.rcpt(recipient)
+                    if code == 421:
+                        raise DroppedBeforeData(smtp_reply(code, reply))
+                    if code not in (250, 251):
+                        refused[recipient] = smtp_reply(code, reply)
+            except (smtplib.SMTPServerDisconnected, OSError) as error:
+                _quietly(connection.close)
+                raise DroppedBeforeData(describe_error(error)) from None
+            if refused:
+                deadline.at("the reply to RSET")
+                _quietly(connection.rset)
+                details = "; ".join(f"{address}: {reply}" for address, reply in refused.items())
+                raise self._refused(
+                    "recipient",
+                    f"The SMTP server refused recipient(s) {', '.join(refused)} ({details})",
+                    "Check the address(es); the mail was sent to nobody and will be retried.",
+                    refused=list(refused),
+                )
+
+            def after_data_reply(code: int) -> None:
+                if code == 354:  # the message is being handed over: from now on it may be accepted
+                    deadline.at("the server's reply to the message")
+                    deadline.may_have_delivered = True
+
+            try:
+                deadline.at("the reply to DATA")
+                connection.on_reply = after_data_reply  # type: ignore[method-assign]
+                try:
+                    code, reply = connection.data(payload)
+                finally:
+                    del connection.on_reply
+            except smtplib.SMTPDataError as error:  # no 354: the message itself was not transferred
+                _quietly(connection.rset)
+                raise self._data_refused(error.smtp_code, error.smtp_error, MailOutcome.REFUSED) from None
+            except (smtplib.SMTPServerDisconnected, OSError) as error:
+                _quietly(connection.close)
+                if deadline.outcome is MailOutcome.REFUSED:  # before the 354 nothing of the message went out
+                    raise self._refused(
+                        "data",
+                        "The connection to the SMTP server was lost before the message was sent "
+                        f"({describe_error(error)})",
+                        "Nothing was delivered and the mail is retried on the next run; if it keeps happening, "
+                        "check the server's logs and connection limits.",
+                    ) from None
                 raise mail_error(
                     settings,
                     "data",
-                    f"The connection to the SMTP server was lost before the message was sent ({describe_error(error)})",
-                    "Nothing was delivered and the mail is retried on the next run; if it keeps happening, "
-                    "check the server's logs and connection limits.",
-                    outcome=MailOutcome.REFUSED,
+                    f"The connection to the SMTP server was lost while sending the message ({describe_error(error)})",
+                    "If it keeps happening, check the server's message size limit and logs.",
+                    outcome=MailOutcome.UNKNOWN,
                 ) from None
-            raise mail_error(
-                settings,
-                "data",
-                f"The connection to the SMTP server was lost while sending the message ({describe_error(error)})",
-                "If it keeps happening, check the server's message size limit and logs.",
-                outcome=MailOutcome.UNKNOWN,
-            ) from None
-        if code != 250:
-            _rset_quietly(connection)
-            raise self._data_refused(code, reply, outcome_of_reply_to_content(code))
-        self.num_mail_sent += 1
-        return {}
+            if code != 250:
+                _quietly(connection.rset)
+                raise self._data_refused(code, reply, outcome_of_reply_to_content(code))
+        self.last_reply_at = time.monotonic()
+
+    def _refused(self, step: MailStep, what: str, hint: str, refused: Sequence[str] = ()) -> MailError:
+        """A failure that left nothing on the server: sending again cannot duplicate."""
+        return mail_error(self.settings, step, what, hint, outcome=MailOutcome.REFUSED, refused=refused)
 
     def _sender_refused(self, code: int, reply: bytes | str) -> MailError:
-        detail = _reply(code, reply)
+        detail = smtp_reply(code, reply)
         if code == 552:
-            return mail_error(
-                self.settings,
-                "size",
-                f"The SMTP server refused the message size ({detail})",
-                "Lower EXPORT_MAX_ATTACHMENT_MB below the server's limit.",
-                outcome=MailOutcome.REFUSED,
-            )
+            return self._refused("size", f"The SMTP server refused the message size ({detail})", _LOWER_THE_LIMIT)
         if code in (530, 534, 535):
-            return mail_error(
-                self.settings,
-                "auth",
-                f"The SMTP server requires a login ({detail})",
-                "Set SMTP_USERNAME and SMTP_PASSWORD.",
-                outcome=MailOutcome.REFUSED,
+            return self._refused(
+                "auth", f"The SMTP server requires a login ({detail})", "Set SMTP_USERNAME and SMTP_PASSWORD."
             )
-        return mail_error(
-            self.settings,
+        return self._refused(
             "data",
             f"The SMTP server refused the sender {self.user} ({detail})",
             "Set SMTP_FROM to an address the SMTP account may send as.",
-            outcome=MailOutcome.REFUSED,
         )
 
     def _data_refused(self, code: int, reply: bytes | str, outcome: MailOutcome) -> MailError:
         """DATA answered with something other than 250: a definite rejection, or (outcome unknown) an odd reply."""
-        detail = _reply(code, reply)
+        detail = smtp_reply(code, reply)
         if outcome is MailOutcome.UNKNOWN:
-            return mail_error(
-                self.settings,
-                "data",
-                f"The SMTP server gave an unexpected reply to the message ({detail})",
-                "Check the server's logs.",
-                outcome=outcome,
-            )
+            what = f"The SMTP server gave an unexpected reply to the message ({detail})"
+            return mail_error(self.settings, "data", what, "Check the server's logs.", outcome=outcome)
         if code == 552:
-            return mail_error(
-                self.settings,
-                "size",
-                f"The SMTP server refused the message as too large ({detail})",
-                "Lower EXPORT_MAX_ATTACHMENT_MB below the server's limit.",
-                outcome=outcome,
+            return self._refused(
+                "size", f"The SMTP server refused the message as too large ({detail})", _LOWER_THE_LIMIT
             )
-        return mail_error(
-            self.settings,
+        return self._refused(
             "data",
             f"The SMTP server refused the message ({detail})",
             "Check the server's logs; the export is retried on the next run.",
-            outcome=outcome,
         )
 
     def alive(self) -> bool:
         """True when the open connection still answers (NOOP) within SMTP_TIMEOUT_SECONDS.
 
-        A connection that answered moments ago is taken as alive without asking: a
-        scheduled run sends its emails back to back, and a NOOP before each would be
-        one more round trip per email. Should the server have closed it meanwhile,
-        the send finds out before any data went out and reconnects once (MailSender).
+        One that answered moments ago is taken as alive without asking (a scheduled run
+        sends back to back; a NOOP each would be one more round trip per email). Should
+        the server have closed it, the send finds out before any data went out and
+        reconnects once (MailSender).
         """
         if self.smtp is None or self.is_closed or self.smtp.sock is None or self.cutter.is_cut:
             return False
@@ -547,37 +491,22 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
     def discard(self) -> None:
         """Drop the connection without QUIT (it is dead or in an unknown state)."""
         if self.smtp is not None:
-            close_quietly(self.smtp)
+            _quietly(self.smtp.close)
         self.cutter.close()
         self.is_closed = True
 
     def close(self) -> None:
         """QUIT within SMTP_TIMEOUT_SECONDS, never raising (yagmail's close lets socket errors through)."""
-        connection = self.smtp
-        self.is_closed = True
-        if connection is None:
-            self.cutter.close()
-            return
-        try:
-            if not self.cutter.is_cut:
-                with SmtpDeadline(self.settings, self.cutter, "QUIT", step="connect", waiting_for="the reply to QUIT"):
-                    connection.quit()
-        except Exception:
-            pass
-        finally:
-            close_quietly(connection)
-            self.cutter.close()
+        if self.smtp is not None and not self.cutter.is_cut:
+            with (
+                suppress(Exception),
+                SmtpDeadline(self.settings, self.cutter, "QUIT", step="connect", waiting_for="the reply to QUIT"),
+            ):
+                self.smtp.quit()
+        self.discard()
 
 
-def close_quietly(connection: smtplib.SMTP) -> None:
-    try:
-        connection.close()
-    except Exception:
-        pass
-
-
-def _rset_quietly(connection: smtplib.SMTP) -> None:
-    try:
-        connection.rset()
-    except Exception:
-        pass
+def _quietly(action: Callable[[], object]) -> None:
+    """Run a clean-up call whose failure changes nothing (RSET, closing a dead connection)."""
+    with suppress(Exception):
+        action()
