@@ -72,7 +72,7 @@ class ExportRun:
         self.run_id = new_run_id()
 
     def execute(self) -> RunResult:
-        if self.request.send_email and not self.request.dry_run:
+        if self.request.send_email:  # --dry-run too: it must refuse what the real run refuses
             try:
                 check_sendable(self.settings)
             except MailError as error:
