@@ -37,7 +37,12 @@ def test_dry_run_decides_each_workspace_as_the_real_run(window, mongo_db, make_e
         "invalid": _workspace(mongo_db, "Invalid", 2),
         "disallowed": _workspace(mongo_db, "Disallowed", 1),
         "invalid, nothing new": _workspace(mongo_db, "Quiet", 0),
+        "leased": _workspace(mongo_db, "Leased", 1),
     }
+    # Another run is exporting this one right now (its lease holds for an hour).
+    mongo_db.export_state.insert_one(
+        {"_id": ids["leased"], "lease_owner": "another-host-1-abc", "lease_expires_at": utcnow() + timedelta(hours=1)}
+    )
     env = make_env(
         EXPORT_ALLOWED_EMAIL_DOMAINS="ok.test",
         **{
@@ -45,6 +50,7 @@ def test_dry_run_decides_each_workspace_as_the_real_run(window, mongo_db, make_e
             f"WORKSPACE_{ids['invalid']}_EMAIL": "not-an-address",
             f"WORKSPACE_{ids['disallowed']}_EMAIL": "ops@elsewhere.test",
             f"WORKSPACE_{ids['invalid, nothing new']}_EMAIL": "also not an address",
+            f"WORKSPACE_{ids['leased']}_EMAIL": "ops@ok.test",
         },
     )
     before = _snapshot(mongo_db)
@@ -64,13 +70,14 @@ def test_dry_run_decides_each_workspace_as_the_real_run(window, mongo_db, make_e
         "invalid": "failed",
         "disallowed": "failed",
         "invalid, nothing new": "no_messages" if not window else "failed",
+        "leased": "skipped" if not window else "completed",  # a manual export takes no lease
     }
     assert real_outcomes == expected_real
     assert {name: DRY_RUN_MEANS.get(outcome, outcome) for name, outcome in dry_outcomes.items()} == real_outcomes
     assert dry.returncode == real.returncode == 1, dry.stdout + real.stdout
     dry_reasons = {ws["workspace_id"]: ws["reason"] for ws in parse_json(dry)["workspaces"]}
     real_reasons = {ws["workspace_id"]: ws["reason"] for ws in parse_json(real)["workspaces"]}
-    for name in ("missing", "invalid", "disallowed"):
+    for name in ("missing", "invalid", "disallowed", "leased"):
         assert dry_reasons[ids[name]] == real_reasons[ids[name]], name
 
 

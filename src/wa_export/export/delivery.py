@@ -325,8 +325,11 @@ def _record_error_quietly(
 def look_without_lease(ctx: RunContext, item: WorkItem, result: WorkspaceResult) -> WorkspaceResult:
     """--dry-run counts what a scheduled run would send; --no-email writes the workbooks. Neither writes state.
 
-    A dry run decides as the delivery does (no messages, then a refusal) and stops before writing.
+    A dry run decides as the delivery does (a lease held, no messages, a refusal) and stops before writing.
     """
+    if ctx.request.dry_run and item.state.leased_by_other(ctx.clock.now(), ctx.run_id):
+        result.reason = LEASE_HELD
+        return result
     exporter = WorkspaceExport(ctx, item, result)
     window = exporter.window(item.state.cursor if item.state.has_cursor else None)
     result.window_start, result.window_end = ctx.key.time_of(window.low), ctx.end_time
