@@ -52,7 +52,7 @@ def check_workspace_addresses(store: Store, settings: Settings) -> Check:
         problems.append(
             f"{count_noun(len(missing), 'active workspace')} of {len(active)} {has(len(missing))} no address "
             f"and {is_(len(missing))} not exported: {named([_workspace_label(w) for w in missing])}; "
-            + missing_hint("<ID>", settings).replace("WORKSPACE_<ID>_EMAIL", "WORKSPACE_<ID>_EMAIL")
+            + missing_hint("<ID>", settings)
             + " for each"
         )
     if refused:

@@ -225,7 +225,7 @@ class Store:
         )
 
     def require_workspaces_collection(self) -> None:
-        """Refuse (exit 2) a database that is not the platform's, before anything reads on or writes there."""
+        """ConfigError (exit 2) for a database that is not the platform's: no command reads on or writes there."""
         problem = self.workspaces_collection_problem()
         if problem is not None:
             raise ConfigError(problem)
