@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from helpers import parse_json
+from seeding import add_workspace
 from servers import free_port
 
 DAY = 86_400
@@ -96,6 +97,7 @@ def _assert_untouched(layout: Layout) -> None:
 
 
 def test_cleanup_deletes_only_old_workbooks_and_stale_temp_files(mongo_db, make_env, cli, tmp_path):
+    add_workspace(mongo_db, "Acme")  # the platform's database: the event is recorded there
     layout = Layout(tmp_path)
     env = make_env(EXPORT_DIR=str(layout.export_dir))
     expected = sorted(str(path) for path in layout.delete)
@@ -149,6 +151,7 @@ def test_cleanup_deletes_only_old_workbooks_and_stale_temp_files(mongo_db, make_
 
 
 def test_cleanup_default_days_missing_dir_and_bad_days(mongo_db, make_env, cli, tmp_path):
+    add_workspace(mongo_db, "Acme")
     export_dir = tmp_path / "exports"
     missing = cli(["cleanup"], env=make_env(EXPORT_DIR=str(tmp_path / "nowhere")))
     assert missing.returncode == 0, missing.stderr

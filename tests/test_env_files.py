@@ -84,7 +84,8 @@ def test_env_file_that_is_not_text_is_one_sentence(make_env, tmp_path):
     ]
 
 
-def test_a_garbage_line_is_named_and_the_rest_still_read(make_env, tmp_path):
+def test_a_garbage_line_is_named_and_the_rest_still_read(mongo_db, make_env, tmp_path):
+    add_workspace(mongo_db, "Acme")  # `logs` reads the platform's database
     secret_looking = "Hunter2-Passw0rd"
     (tmp_path / ".env").write_text(
         f"EXPORT_CLEANUP_DAYS=3\nthis line is {secret_looking}\nEXPORT_TIMEZONE=Asia/Kolkata\nSMTP_TLS\n"
@@ -108,7 +109,8 @@ def test_a_garbage_line_is_named_and_the_rest_still_read(make_env, tmp_path):
     assert f"{tmp_path / '.env'} line 2 is not NAME=value" in logs.stderr
 
 
-def test_no_configuration_at_all_is_said_before_connecting(make_env, tmp_path):
+def test_no_configuration_at_all_is_said_before_connecting(mongo_db, make_env, tmp_path):
+    add_workspace(mongo_db, "Acme")  # for the last, configured `logs`
     env = make_env(MONGODB_URI=None, MONGODB_DATABASE=None, MONGODB_TIMEOUT_SECONDS="0.5")
     result = run_wa_export(["logs"], env, tmp_path)
     # Whether or not something answers on localhost, the first line says where the settings were looked for.

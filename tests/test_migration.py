@@ -146,6 +146,7 @@ def test_two_active_workspaces_with_the_folders_slug_adopt_nothing_and_health_na
 
 
 def test_cleanup_deletes_the_original_services_old_workbooks_without_a_marker(mongo_db, make_env, cli, tmp_path):
+    add_workspace(mongo_db, "Acme Corp")  # the platform's database: cleanup records its event there
     export_dir = tmp_path / "exports"
     outside = tmp_path / "outside"
     acme = _original_folder(export_dir, "acme_corp")

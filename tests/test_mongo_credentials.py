@@ -11,6 +11,7 @@ from pymongo.errors import OperationFailure
 
 from faultkit import MONGO_USER, AuthMongoServer
 from helpers import health_checks, one_stderr_line
+from seeding import add_workspace
 from wa_export.store.connection import authentication_problem
 
 WRONG_PASSWORD = "Wrong-Mongo-Pw_5521"
@@ -39,7 +40,10 @@ def test_refused_credentials_are_named_with_the_auth_hint(auth_mongo: AuthMongoS
     sentence = one_stderr_line(no_login.stderr)
     assert "requires a login" in sentence and "MONGODB_URI" in sentence
 
-    right = cli(["logs"], env=make_env(MONGODB_URI=auth_server.auth_uri))
+    env = make_env(MONGODB_URI=auth_server.auth_uri)
+    with auth_server.client() as client:  # the platform's database: logs refuses any other (exit 2)
+        add_workspace(client[env["MONGODB_DATABASE"]], "Acme")
+    right = cli(["logs"], env=env)
     assert right.returncode == 0, right.stderr  # the same server with the right password is fine
 
 

@@ -252,6 +252,7 @@ def test_logs_newest_first_with_filters(mongo_db, make_env, cli):
 
 
 def test_logs_usage_errors(mongo_db, make_env, cli):
+    add_workspace(mongo_db, "Another")  # the platform's database: only the id is unknown
     env = make_env()
     for args, fragment in [
         (["logs", "--status", "pending"], "--status must be one of completed, failed"),

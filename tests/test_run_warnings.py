@@ -18,7 +18,6 @@ from pymongo.errors import OperationFailure
 
 from helpers import health_checks, lines_with, one_stderr_line, parse_json
 from seeding import add_chat, add_messages, add_workspace, utcnow
-from wa_export.export.preflight import workspaces_collection_problem
 from wa_export.export.run import ExportRequest, run_export
 from wa_export.settings import load_settings
 from wa_export.store.connection import Store
@@ -57,14 +56,8 @@ def test_database_without_workspaces_collection_is_a_configuration_error(mongo_d
 
     as_json = cli(["export", "--json"], env=env)
     assert as_json.returncode == 2 and "MONGODB_DATABASE" in parse_json(as_json)["error"]
-
-    checks_result = cli(["health", "--json"], env=env)
-    code, checks = checks_result.returncode, health_checks(checks_result)
-    assert code == 1
-    assert checks["workspace_addresses"]["status"] == "failed"
-    assert "MONGODB_DATABASE" in checks["workspace_addresses"]["reason"]
-    assert mongo_db.name in checks["workspace_addresses"]["reason"]
     assert smtp_server.connection_count == 0
+    # Every other command that reads the platform's data: tests/test_wrong_database.py.
 
 
 def test_databases_that_may_not_be_listed_are_left_out_quietly(mongo_db, make_env, tmp_path, monkeypatch):
@@ -78,12 +71,12 @@ def test_databases_that_may_not_be_listed_are_left_out_quietly(mongo_db, make_en
     monkeypatch.setattr(MongoClient, "list_database_names", not_permitted)
     store = Store.open(settings)
     try:
-        problem = workspaces_collection_problem(store)
+        problem = store.workspaces_collection_problem()
         assert problem is not None and "MONGODB_DATABASE" in problem
         assert "databases that have one" not in problem and "not authorized" not in problem
         # Not even allowed to list collections: no verdict, the empty list stays a warning.
         monkeypatch.setattr(Database, "list_collection_names", not_permitted)
-        assert workspaces_collection_problem(store) is None
+        assert store.workspaces_collection_problem() is None
     finally:
         store.close()
 

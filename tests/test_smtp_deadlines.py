@@ -33,7 +33,7 @@ from faultkit import (
 )
 from helpers import parse_json
 from inprocess_cli import run_wa_export
-from seeding import cli_executable, run_cli
+from seeding import add_workspace, cli_executable, run_cli
 from smtp_misbehaving import MisbehavingSmtpServer, Point
 from wa_export.demo.loopback import free_port
 from wa_export.mail.deadline import STOP_GRACE_SECONDS
@@ -118,7 +118,8 @@ def test_test_email_against_a_trickling_server_ends_within_the_bound(point, env,
 
 
 @pytest.mark.parametrize("point", ["greeting", "ehlo", "auth"])
-def test_health_smtp_login_against_a_trickling_server_ends_within_the_bound(point, env, tmp_path):
+def test_health_smtp_login_against_a_trickling_server_ends_within_the_bound(point, env, fdb, tmp_path):
+    add_workspace(fdb, "Acme")  # health reads the platform's database: it refuses one without workspaces
     options: dict[str, Any] = {}
     if point == "auth":
         options = {"auth_mechanisms": ("PLAIN",), "username": SMTP_USER, "password": SMTP_PASSWORD}

@@ -40,7 +40,7 @@ from pymongo.errors import PyMongoError
 
 from wa_export.errors import ConfigError, ExitCode, MongoUnavailable, UsageProblem
 from wa_export.settings import Settings
-from wa_export.store.connection import SERVICE_NAME, Store, describe_mongo_error
+from wa_export.store.connection import SERVICE_NAME, Store, describe_mongo_error, open_store
 from wa_export.units import format_bytes
 from wa_export.workbook.naming import (
     EXPORT_FILE_PATTERN,
@@ -91,6 +91,7 @@ class CleanupResult:
     errors: list[str] = field(default_factory=list)
     event_recorded: bool = False
     event_error: str | None = None
+    event_error_code: ExitCode = ExitCode.MONGO_UNAVAILABLE  # 2 for a database that is not the platform's
 
     @property
     def bytes_freed(self) -> int:
@@ -98,9 +99,9 @@ class CleanupResult:
 
     @property
     def exit_code(self) -> ExitCode:
-        # A MongoDB outage outranks failed deletions: it is what monitoring must see first.
+        # The event's failure outranks failed deletions: it is what monitoring must see first.
         if self.event_error is not None:
-            return ExitCode.MONGO_UNAVAILABLE
+            return self.event_error_code
         return ExitCode.FAILED if self.errors else ExitCode.OK
 
     def summary(self) -> str:
@@ -349,17 +350,14 @@ def run_cleanup(settings: Settings, days: int, dry_run: bool) -> CleanupResult:
     if dry_run:
         return result
     try:
-        store = Store.open(settings)
-    except MongoUnavailable as error:
-        result.event_error = str(error)
-        return result
-    try:
-        record_cleanup_event(store, result)
+        with open_store(settings) as store:
+            store.require_workspaces_collection()  # never create a misspelt database just to log in it
+            record_cleanup_event(store, result)
         result.event_recorded = True
+    except (MongoUnavailable, ConfigError) as error:
+        result.event_error, result.event_error_code = str(error), error.exit_code
     except PyMongoError as error:
         result.event_error = describe_mongo_error(error, settings)
-    finally:
-        store.close()
     return result
 
 

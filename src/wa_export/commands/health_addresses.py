@@ -1,27 +1,23 @@
 """health's workspace_addresses check: does every active workspace have usable addresses, and where from?
 
-Failed: MONGODB_DATABASE has no workspaces collection, an active workspace has
-no address, an invalid one, or one outside EXPORT_ALLOWED_EMAIL_DOMAINS (each
-means a tenant gets nothing). Warning: no active workspace at all, or address
-variables that match no active workspace (typos, inactive or deleted tenants,
-malformed ids). The sentences are the ones `export` prints (export/preflight.py).
+Failed: an active workspace has no address, an invalid one, or one outside
+EXPORT_ALLOWED_EMAIL_DOMAINS (each means a tenant gets nothing). Warning: no
+active workspace at all, or address variables that match no active workspace
+(typos, inactive or deleted tenants, malformed ids). The sentences are the ones `export` prints (export/preflight.py).
 """
 
 from __future__ import annotations
 
 from wa_export.commands.health_check import Check, count_noun, has, is_, named, sentence
-from wa_export.export.preflight import run_warnings, unmatched_variable_warnings, workspaces_collection_problem
+from wa_export.export.preflight import run_warnings, unmatched_variable_warnings
 from wa_export.recipients import SOURCE_LABELS, RecipientSource, missing_hint, recipients_for
 from wa_export.settings import Settings
 from wa_export.store.connection import Store, Workspace
 
 
 def check_workspace_addresses(store: Store, settings: Settings) -> Check:
-    active = store.active_workspaces()
+    active = store.active_workspaces()  # a database without a workspaces collection ends health: exit 2
     if not active:
-        wrong_database = workspaces_collection_problem(store)
-        if wrong_database is not None:
-            return Check("workspace_addresses", "failed", wrong_database)
         messages = [warning.message for warning in run_warnings(settings, [], covers_all_active=True)]
         return Check("workspace_addresses", "warning", sentence(messages))
     recipients = {w.id: recipients_for(w, settings) for w in active}
@@ -56,7 +52,7 @@ def check_workspace_addresses(store: Store, settings: Settings) -> Check:
         problems.append(
             f"{count_noun(len(missing), 'active workspace')} of {len(active)} {has(len(missing))} no address "
             f"and {is_(len(missing))} not exported: {named([_workspace_label(w) for w in missing])}; "
-            + missing_hint("<ID>", settings).replace("WORKSPACE_<ID>_EMAIL", "WORKSPACE_<ID>_EMAIL")
+            + missing_hint("<ID>", settings)
             + " for each"
         )
     if refused:
@@ -86,10 +82,14 @@ def check_workspace_addresses(store: Store, settings: Settings) -> Check:
         return Check(
             "workspace_addresses",
             "warning",
-            sentence([f"All {len(active)} active workspaces have an address{sources_clause}, but " + notes[0], *notes[1:]]),
+            sentence(
+                [f"All {len(active)} active workspaces have an address{sources_clause}, but " + notes[0], *notes[1:]]
+            ),
             details,
         )
-    return Check("workspace_addresses", "ok", f"All {len(active)} active workspaces have an address{sources_clause}.", details)
+    return Check(
+        "workspace_addresses", "ok", f"All {len(active)} active workspaces have an address{sources_clause}.", details
+    )
 
 
 def _workspace_label(workspace: Workspace) -> str:

@@ -100,9 +100,7 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) else str(value)
 
 
-def export_log_entries(
-    store: Store, workspace_id: str | None, status: str | None, limit: int
-) -> LogsReport:
+def export_log_entries(store: Store, workspace_id: str | None, status: str | None, limit: int) -> LogsReport:
     """Newest first. A well-formed id of a deleted workspace still shows its history."""
     report = LogsReport("export", limit, status, workspace_id)
     query: dict[str, Any] = {}
@@ -111,9 +109,7 @@ def export_log_entries(
         query["workspace_id"] = {"$in": [str(object_id), object_id]}
     if status is not None:
         query["status"] = status
-    documents = list(
-        store.export_logs.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)]).limit(limit)
-    )
+    documents = list(store.export_logs.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)]).limit(limit))
     if workspace_id is not None and not documents:
         store.workspaces_by_id([workspace_id])  # raises UnknownWorkspace for a wrong id
     names = _workspace_names(store, (document.get("workspace_id") for document in documents))
@@ -173,7 +169,6 @@ def system_log_entries(store: Store, limit: int) -> LogsReport:
     return report
 
 
-
 def logs(settings: Settings, workspace_id: str | None, limit: int, status: str | None, system: bool) -> LogsReport:
     """`wa-export logs`: validate the options, then read export_logs or system_logs, newest first."""
     if not 1 <= limit <= LOGS_MAX_LIMIT:
@@ -187,6 +182,8 @@ def logs(settings: Settings, workspace_id: str | None, limit: int, status: str |
     if workspace_id is not None:
         parse_workspace_id(workspace_id)
     with open_store(settings) as store, mongo_errors(settings):
+        # Logs prove nothing: an earlier version wrote its events into a misspelt database too.
+        store.require_workspaces_collection()
         if system:
             return system_log_entries(store, limit)
         return export_log_entries(store, workspace_id, status, limit)

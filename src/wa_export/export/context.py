@@ -122,6 +122,23 @@ class RunContext:
             return option_recipients(self.request.email_override)
         return recipients_for(workspace, self.settings)
 
+    def without_address(self, recipients: Recipients) -> bool:
+        """A run that emails skips a workspace with no address at all (a refused one fails: `refusal`)."""
+        return self.request.send_email and not recipients.addresses and not recipients.problem
+
+    def refusal(self, recipients: Recipients) -> str | None:
+        """Why a run that emails fails this workspace before exporting it, or None.
+
+        The real run and --dry-run both decide by this; only the real run records it.
+        """
+        if not self.request.send_email:
+            return None
+        if recipients.problem is not None:
+            return recipients.problem  # a malformed or disallowed address: this workspace only
+        if self.mail.fatal_error is not None:
+            return f"not attempted: an earlier email of this run failed the same way ({self.mail.fatal_error})"
+        return None
+
     def with_progress(self, workspace_id: str, rows: Iterator[T]) -> Iterator[T]:
         """`rows` unchanged, reporting every PROGRESS_EVERY rows (and the rest at the end) to `on_messages`."""
         report = self.on_messages

@@ -37,8 +37,9 @@ LEASE_HELD = "another wa-export run holds this workspace's lease"
 class ScheduledDelivery(WorkspaceExport):
     """The scheduled path under a lease."""
 
-    def __init__(self, ctx: RunContext, item: WorkItem, result: WorkspaceResult, lease: Lease,
-                 keeper: LeaseKeeper) -> None:
+    def __init__(
+        self, ctx: RunContext, item: WorkItem, result: WorkspaceResult, lease: Lease, keeper: LeaseKeeper
+    ) -> None:
         super().__init__(ctx, item, result)
         self.lease = lease
         self.keeper = keeper
@@ -65,7 +66,7 @@ class ScheduledDelivery(WorkspaceExport):
                 result.reason += "; the messages of an earlier email whose outcome was unknown are gone"
             return result
 
-        refusal = self.refusal()
+        refusal = ctx.refusal(self.item.recipients)
         if refusal is not None:
             # Refused before any work: the cursor stays, so the window goes out once it is fixed.
             # What it holds is known from its keys already: "not attempted" still says how many wait.
@@ -75,8 +76,9 @@ class ScheduledDelivery(WorkspaceExport):
         try:
             written = self.write_parts(window, parts, ctx.settings.max_attachment_bytes)
         except OSError as error:
-            return self.fail(describe_file_error(error, ctx.settings.export_dir), window.low, in_flight=KEEP_IN_FLIGHT,
-                             pending=None)
+            return self.fail(
+                describe_file_error(error, ctx.settings.export_dir), window.low, in_flight=KEEP_IN_FLIGHT, pending=None
+            )
         for piece in written:
             result.add_counts(piece.by_status, piece.anomalies)
             result.files.append(str(piece.path))
@@ -96,15 +98,6 @@ class ScheduledDelivery(WorkspaceExport):
         self.send_all(sendable, blocked)
         return result
 
-    def refusal(self) -> str | None:
-        """Why this workspace's email cannot go out in this run, known before exporting."""
-        ctx = self.ctx
-        if self.item.recipients.problem is not None:
-            return self.item.recipients.problem  # a malformed or disallowed address: this workspace only
-        if ctx.mail.fatal_error is not None:
-            return f"not attempted: an earlier email of this run failed the same way ({ctx.mail.fatal_error})"
-        return None
-
     def send_all(self, sendable: list[Written], blocked: Written | None) -> None:
         ctx, lease, result = self.ctx, self.lease, self.result
         remaining = [str(piece.path) for piece in [*sendable, *([blocked] if blocked else [])]]
@@ -112,28 +105,49 @@ class ScheduledDelivery(WorkspaceExport):
         for number, piece in enumerate(sendable, 1):
             if number > 1 and ctx.stop_requested.is_set():
                 result.outcome = "completed"
-                result.reason = (f"stopped after part {number - 1} of {total} (asked to stop); "
-                                 "the next run sends the rest")
+                result.reason = (
+                    f"stopped after part {number - 1} of {total} (asked to stop); the next run sends the rest"
+                )
                 return
             self.keeper.check("the email was sent (nothing was sent)")
             duplicate = self.unknown is not None and self.unknown.overlaps(piece.low, piece.high)
             log_id = ObjectId()
-            intent = InFlight(log_id, ctx.run_id, piece.low, self._intent_end(piece.high), number, total,
-                              ctx.clock.now())
+            intent = InFlight(
+                log_id, ctx.run_id, piece.low, self._intent_end(piece.high), number, total, ctx.clock.now()
+            )
             lease.set_in_flight(intent, remaining)
-            export_logs.insert_entry(ctx.store.export_logs, self.entry(
-                piece.low, piece.high, status=export_logs.STATUS_SENDING, piece=piece, part=number, parts=total,
-                log_id=log_id, possible_duplicate=duplicate))
-            facts = EmailFacts(ctx.key.time_of(piece.low) or ctx.end_time, ctx.key.time_of(piece.high) or ctx.end_time,
-                               piece.count, piece.by_status, piece.path, self.item.recipients.addresses, number, total,
-                               duplicate)
+            export_logs.insert_entry(
+                ctx.store.export_logs,
+                self.entry(
+                    piece.low,
+                    piece.high,
+                    status=export_logs.STATUS_SENDING,
+                    piece=piece,
+                    part=number,
+                    parts=total,
+                    log_id=log_id,
+                    possible_duplicate=duplicate,
+                ),
+            )
+            facts = EmailFacts(
+                ctx.key.time_of(piece.low) or ctx.end_time,
+                ctx.key.time_of(piece.high) or ctx.end_time,
+                piece.count,
+                piece.by_status,
+                piece.path,
+                self.item.recipients.addresses,
+                number,
+                total,
+                duplicate,
+            )
             try:
                 self.keeper.check("the email was sent (nothing was sent)")
                 ctx.mail.send(compose_export_mail(ctx.settings, self.item.workspace, facts, ctx.run_time))
             except MailError as error:
                 reason = ctx.redact(str(error))
-                export_logs.mark_failed(ctx.store.export_logs, log_id, reason, ctx.clock.now(),
-                                        outcome_unknown=error.outcome_unknown)
+                export_logs.mark_failed(
+                    ctx.store.export_logs, log_id, reason, ctx.clock.now(), outcome_unknown=error.outcome_unknown
+                )
                 # The server may have it (mail/errors.py): the intent stays, so the next delivery is flagged.
                 left = intent if error.outcome_unknown else self._unknown_after(piece.low)
                 self._record_failure(reason, in_flight=left)
@@ -144,16 +158,19 @@ class ScheduledDelivery(WorkspaceExport):
             result.possible_duplicate = result.possible_duplicate or duplicate
             self.unknown = self._unknown_after(piece.high)
             last = number == total and blocked is None
-            lease.delivered(piece.high, str(piece.path), possible_duplicate=duplicate,
-                            in_flight=self.unknown, release=last)
+            lease.delivered(
+                piece.high, str(piece.path), possible_duplicate=duplicate, in_flight=self.unknown, release=last
+            )
             self.released = last
             result.outcome = "completed"
         if blocked is not None:
             self.result.outcome = "failed"
             reason = self._too_big(blocked)
             self.result.reason = reason
-            export_logs.insert_entry(ctx.store.export_logs, self.entry(
-                blocked.low, blocked.high, status=export_logs.STATUS_FAILED, error=reason, piece=blocked))
+            export_logs.insert_entry(
+                ctx.store.export_logs,
+                self.entry(blocked.low, blocked.high, status=export_logs.STATUS_FAILED, error=reason, piece=blocked),
+            )
             self.lease.failed(reason, in_flight=self.unknown, pending_files=[str(blocked.path)], release=True)
             self.released = True
 
@@ -181,8 +198,9 @@ class ScheduledDelivery(WorkspaceExport):
                 start = unknown.from_key
         except TypeError:
             return unknown
-        return InFlight(None, unknown.run_id, start, unknown.to_key, unknown.part, unknown.parts, unknown.started_at,
-                        unknown.note)
+        return InFlight(
+            None, unknown.run_id, start, unknown.to_key, unknown.part, unknown.parts, unknown.started_at, unknown.note
+        )
 
     def _too_big(self, piece: Written) -> str:
         ctx = self.ctx
@@ -211,8 +229,10 @@ class ScheduledDelivery(WorkspaceExport):
         """The workspace failed before any email: logged, counted on its state, the cursor unmoved."""
         self.result.outcome = "failed"
         self.result.reason = reason
-        export_logs.insert_entry(self.ctx.store.export_logs, self.entry(
-            low, self.ctx.end_key, status=export_logs.STATUS_FAILED, error=reason))
+        export_logs.insert_entry(
+            self.ctx.store.export_logs,
+            self.entry(low, self.ctx.end_key, status=export_logs.STATUS_FAILED, error=reason),
+        )
         self._record_failure(reason, in_flight=in_flight, pending=pending)
         return self.result
 
@@ -226,12 +246,23 @@ class ScheduledDelivery(WorkspaceExport):
 def deliver(ctx: RunContext, item: WorkItem) -> WorkspaceResult:
     """The scheduled delivery of one workspace (or, with --dry-run / --no-email, a look at it)."""
     workspace = item.workspace
-    result = WorkspaceResult(workspace.id, workspace.name, "skipped", recipients=item.recipients.addresses,
-                             recipients_source=item.recipients.source)
+    result = WorkspaceResult(
+        workspace.id,
+        workspace.name,
+        "skipped",
+        recipients=item.recipients.addresses,
+        recipients_source=item.recipients.source,
+    )
     if ctx.request.dry_run or not ctx.request.send_email:
         return look_without_lease(ctx, item, result)
-    lease = acquire_lease(ctx.store.export_state, workspace.id, ctx.run_id,
-                          timedelta(seconds=ctx.settings.lease_seconds), ctx.clock, item.first_cursor)
+    lease = acquire_lease(
+        ctx.store.export_state,
+        workspace.id,
+        ctx.run_id,
+        timedelta(seconds=ctx.settings.lease_seconds),
+        ctx.clock,
+        item.first_cursor,
+    )
     if lease is None:
         result.reason = LEASE_HELD
         return result
@@ -274,13 +305,17 @@ def _record_error_quietly(
     ctx = exporter.ctx
     try:
         low = lease.cursor if lease.cursor is not None else ctx.end_key
-        export_logs.insert_entry(ctx.store.export_logs, exporter.entry(
-            low, ctx.end_key, status=export_logs.STATUS_FAILED, error=result.reason))  # type: ignore[arg-type]
+        export_logs.insert_entry(
+            ctx.store.export_logs,
+            exporter.entry(low, ctx.end_key, status=export_logs.STATUS_FAILED, error=result.reason),  # type: ignore[arg-type]
+        )
         if count_failure:  # a lost lease is the new owner's to count, not ours
             ctx.store.export_state.update_one(
                 {"_id": lease.workspace_id},
-                {"$inc": {"consecutive_failures": 1},
-                 "$set": {"last_error": result.reason, "last_attempt_at": ctx.clock.now()}},
+                {
+                    "$inc": {"consecutive_failures": 1},
+                    "$set": {"last_error": result.reason, "last_attempt_at": ctx.clock.now()},
+                },
             )
     except PyMongoError as error:
         if isinstance(error, ConnectionFailure):
@@ -288,7 +323,13 @@ def _record_error_quietly(
 
 
 def look_without_lease(ctx: RunContext, item: WorkItem, result: WorkspaceResult) -> WorkspaceResult:
-    """--dry-run counts what a scheduled run would send; --no-email writes the workbooks. Neither writes state."""
+    """--dry-run counts what a scheduled run would send; --no-email writes the workbooks. Neither writes state.
+
+    A dry run decides as the delivery does (a lease held, no messages, a refusal) and stops before writing.
+    """
+    if ctx.request.dry_run and item.state.leased_by_other(ctx.clock.now(), ctx.run_id):
+        result.reason = LEASE_HELD
+        return result
     exporter = WorkspaceExport(ctx, item, result)
     window = exporter.window(item.state.cursor if item.state.has_cursor else None)
     result.window_start, result.window_end = ctx.key.time_of(window.low), ctx.end_time
@@ -296,6 +337,11 @@ def look_without_lease(ctx: RunContext, item: WorkItem, result: WorkspaceResult)
     if not parts:
         result.outcome = "no_messages"
         result.reason = "nothing new since the previous export"
+        return result
+    refusal = ctx.refusal(item.recipients)
+    if refusal is not None:
+        result.outcome, result.reason = "failed", refusal
+        result.message_count = sum(part.count for part in parts)
         return result
     result.parts = len(parts)
     if ctx.request.dry_run:

@@ -31,7 +31,7 @@ def export_manual(ctx: RunContext, workspace: Workspace) -> WorkspaceResult:
     assert request.window is not None or request.email_override
     result = WorkspaceResult(workspace.id, workspace.name, "skipped")
     recipients = ctx.recipients_for(workspace)
-    if request.send_email and not request.dry_run and not recipients.addresses and not recipients.problem:
+    if ctx.without_address(recipients):
         result.reason = f"no email address configured: {missing_hint(workspace.id, ctx.settings)} or pass --email"
         # Only a workspace the operator named is a failure; a run over all of them skips it.
         if request.workspace_ids:
@@ -40,8 +40,11 @@ def export_manual(ctx: RunContext, workspace: Workspace) -> WorkspaceResult:
     result.recipients, result.recipients_source = recipients.addresses, recipients.source
     window = request.window or Window(ctx.run_time - DEFAULT_MANUAL_WINDOW, ctx.run_time)
     result.window_start, result.window_end = window.start, window.end
+    refusal = ctx.refusal(recipients)
+    if refusal is not None:
+        return _failed(ctx, workspace, result, refusal)
     try:
-        return _export(ctx, workspace, result, recipients.problem)
+        return _export(ctx, workspace, result)
     except ConnectionFailure:
         raise
     except PyMongoError as error:
@@ -50,18 +53,9 @@ def export_manual(ctx: RunContext, workspace: Workspace) -> WorkspaceResult:
         return _failed(ctx, workspace, result, result.unexpected_error(error, ctx.redact))
 
 
-def _export(
-    ctx: RunContext, workspace: Workspace, result: WorkspaceResult, recipients_problem: str | None
-) -> WorkspaceResult:
+def _export(ctx: RunContext, workspace: Workspace, result: WorkspaceResult) -> WorkspaceResult:
     request, settings = ctx.request, ctx.settings
     assert result.window_start is not None and result.window_end is not None
-    if request.send_email and not request.dry_run:
-        if recipients_problem is not None:  # a malformed or disallowed address: this workspace only
-            return _failed(ctx, workspace, result, recipients_problem)
-        if ctx.mail.fatal_error is not None:
-            return _failed(ctx, workspace, result,
-                           f"not attempted: an earlier email of this run failed the same way ({ctx.mail.fatal_error})")
-
     found = ownership.chats_of_workspace(ctx.store.chats, workspace)
     stats = RowStats()
     messages = arrivals.messages_by_timestamp(
@@ -75,7 +69,9 @@ def _export(
         result.outcome = "dry_run"
         return result
     try:
-        path = write_workbook(settings, workspace, ctx.with_progress(workspace.id, rows), ctx.run_time, ctx.contested_slugs)
+        path = write_workbook(
+            settings, workspace, ctx.with_progress(workspace.id, rows), ctx.run_time, ctx.contested_slugs
+        )
     except OSError as error:
         _fill(result, stats)
         return _failed(ctx, workspace, result, describe_file_error(error, settings.export_dir))
@@ -90,8 +86,15 @@ def _export(
     if not request.send_email:
         result.outcome = "written"
         return result
-    facts = EmailFacts(result.window_start, result.window_end, result.message_count, result.by_status, path,
-                       result.recipients, by_arrival=False)
+    facts = EmailFacts(
+        result.window_start,
+        result.window_end,
+        result.message_count,
+        result.by_status,
+        path,
+        result.recipients,
+        by_arrival=False,
+    )
     try:
         ctx.mail.send(compose_export_mail(settings, workspace, facts, ctx.run_time))
     except MailError as error:
@@ -114,6 +117,8 @@ def _fill(result: WorkspaceResult, stats: RowStats) -> None:
 def _failed(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, reason: str) -> WorkspaceResult:
     result.outcome = "failed"
     result.reason = reason
+    if ctx.request.dry_run:
+        return result  # decided as the real run would; a dry run records nothing
     try:
         _log(ctx, workspace, result)
     except PyMongoError as error:
@@ -125,26 +130,29 @@ def _failed(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, reas
 def _log(ctx: RunContext, workspace: Workspace, result: WorkspaceResult) -> None:
     now = ctx.clock.now()
     completed = result.outcome == "completed"
-    export_logs.insert_entry(ctx.store.export_logs, {
-        "workspace_id": workspace.id,
-        "workspace_name": workspace.name,
-        "export_type": export_logs.EXPORT_TYPE,
-        "export_timestamp": ctx.run_time,
-        "message_count": result.message_count,
-        "file_path": result.file_path,
-        "email_sent_to": ", ".join(result.recipients),
-        "status": export_logs.STATUS_COMPLETED if completed else export_logs.STATUS_FAILED,
-        "error_message": None if completed else result.reason,
-        "created_at": now,
-        "updated_at": now,
-        "window_start": result.window_start,
-        "window_end": result.window_end,
-        "trigger": ctx.request.trigger,
-        "run_id": ctx.run_id,
-        "by_status": result.by_status,
-        "anomalies": result.anomalies,
-        "possible_duplicate": False,
-    })
+    export_logs.insert_entry(
+        ctx.store.export_logs,
+        {
+            "workspace_id": workspace.id,
+            "workspace_name": workspace.name,
+            "export_type": export_logs.EXPORT_TYPE,
+            "export_timestamp": ctx.run_time,
+            "message_count": result.message_count,
+            "file_path": result.file_path,
+            "email_sent_to": ", ".join(result.recipients),
+            "status": export_logs.STATUS_COMPLETED if completed else export_logs.STATUS_FAILED,
+            "error_message": None if completed else result.reason,
+            "created_at": now,
+            "updated_at": now,
+            "window_start": result.window_start,
+            "window_end": result.window_end,
+            "trigger": ctx.request.trigger,
+            "run_id": ctx.run_id,
+            "by_status": result.by_status,
+            "anomalies": result.anomalies,
+            "possible_duplicate": False,
+        },
+    )
 
 
 __all__ = ["export_manual"]

@@ -110,9 +110,7 @@ class Plan:
         return moves
 
 
-def first_cursor(
-    ctx: RunContext, state: WorkspaceState, original_export: datetime | None
-) -> FirstCursor:
+def first_cursor(ctx: RunContext, state: WorkspaceState, original_export: datetime | None) -> FirstCursor:
     """Where a workspace without a cursor starts (see docs/design.md, "The first cursor")."""
     key, end = ctx.key, ctx.end_time
     interval = timedelta(minutes=ctx.settings.export_interval_minutes)
@@ -149,11 +147,13 @@ def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
     for workspace in workspaces:
         skipped = WorkspaceResult(workspace.id, workspace.name, "skipped")
         if workspace.status != "active":
-            skipped.reason = f"workspace status is {workspace.status!r}, only active workspaces are exported on schedule"
+            skipped.reason = (
+                f"workspace status is {workspace.status!r}, only active workspaces are exported on schedule"
+            )
             plan.skipped.append(skipped)
             continue
         recipients = ctx.recipients_for(workspace)
-        if request.send_email and not request.dry_run and not recipients.addresses and not recipients.problem:
+        if ctx.without_address(recipients):
             skipped.reason = f"no email address configured: {missing_hint(workspace.id, settings)}"
             plan.skipped.append(skipped)
             continue
@@ -223,8 +223,9 @@ def _shared_pass(ctx: RunContext, plan: Plan, start: Key, items: Sequence[WorkIt
     over_budget: set[ObjectId] = set()  # chats with a message the pass did not keep
     budget = PASS_DOCUMENT_BYTES
     orphans = 0
-    for arrival, raw_chat_id, document in arrivals.arrivals_between(store.messages, ctx.key, start, ctx.end_key,
-                                                                    documents=True):
+    for arrival, raw_chat_id, document in arrivals.arrivals_between(
+        store.messages, ctx.key, start, ctx.end_key, documents=True
+    ):
         chat_id = ownership.chat_of_message(raw_chat_id)
         if chat_id is None:
             orphans += 1  # no chat id at all: a message of nobody

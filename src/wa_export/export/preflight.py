@@ -1,11 +1,5 @@
 """What an export run must say about its workspace list, kept out of the run itself.
 
-* `require_workspaces_collection`: an empty list of active workspaces from a
-  database that has no `workspaces` collection means MONGODB_DATABASE names the
-  wrong database. That is a configuration error (exit 2), not "nothing to do"
-  forever. Checked only when the list is empty, so a normal run pays nothing.
-* `address_problem`: an invalid WORKSPACE_<ID>_EMAIL fails that one workspace;
-  the other tenants are still exported.
 * `run_warnings`: the WARNING lines of every run: active workspaces without an
   address (they are silently never exported otherwise), WORKSPACE_*_EMAIL
   variables that match no active workspace (malformed ids included), a
@@ -21,20 +15,13 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pymongo.errors import OperationFailure
-
-from wa_export.errors import ConfigError
 from wa_export.recipients import missing_hint
 from wa_export.settings import Settings
-from wa_export.store.connection import DuplicateWorkspace, Store
+from wa_export.store.connection import DuplicateWorkspace
 
 WarningKind = Literal[
     "no_active_workspace", "missing_address", "unmatched_address", "malformed_address_variable", "duplicate_workspace"
 ]
-SYSTEM_DATABASES = frozenset({"admin", "config", "local"})
-# Finding the databases that do have a workspaces collection is one command per
-# database; on a server with very many, the sentence names the first ones.
-DATABASES_PROBED = 50
 
 
 @dataclass(frozen=True)
@@ -45,61 +32,12 @@ class RunWarning:
     variable: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "message": self.message, "workspace_id": self.workspace_id,
-                "variable": self.variable}
-
-
-def workspaces_collection_problem(store: Store) -> str | None:
-    """The sentence for a MONGODB_DATABASE without a `workspaces` collection; None if it has one or we may not look."""
-    try:
-        if store.db.list_collection_names(filter={"name": "workspaces"}):
-            return None
-    except OperationFailure:
-        return None  # not permitted to list collections: an empty list stays a warning
-    database = store.settings.mongodb_database
-    elsewhere = _databases_with_workspaces(store)
-    if elsewhere:
-        where = f" (databases that have one: {', '.join(elsewhere)})"
-    elif elsewhere is not None:
-        where = " (no database on this server has one)"
-    else:
-        where = ""
-    return (
-        f"MONGODB_DATABASE is {database!r}, but that database has no workspaces collection{where}; "
-        "set MONGODB_DATABASE to the platform's database."
-    )
-
-
-def require_workspaces_collection(store: Store) -> None:
-    """Raise ConfigError (exit 2) if MONGODB_DATABASE has no `workspaces` collection; call when none is active."""
-    problem = workspaces_collection_problem(store)
-    if problem is not None:
-        raise ConfigError(problem)
-
-
-def _databases_with_workspaces(store: Store) -> list[str] | None:
-    """Databases on this server holding a `workspaces` collection; None when we may not list databases."""
-    try:
-        names = store.client.list_database_names()
-    except OperationFailure:
-        return None
-    candidates = [name for name in sorted(names) if name not in SYSTEM_DATABASES][:DATABASES_PROBED]
-    found: list[str] = []
-    for name in candidates:
-        try:
-            if store.client[name].list_collection_names(filter={"name": "workspaces"}):
-                found.append(name)
-        except OperationFailure:
-            continue  # a database this user may not read is simply not named
-    return found
-
-
-def address_problem(settings: Settings, workspace_id: str, email_override: Sequence[str] = ()) -> str | None:
-    """Why this workspace's configured addresses cannot be used (`--email` replaces them), or None."""
-    if email_override:
-        return None
-    problem = settings.recipient_problem(workspace_id)
-    return None if problem is None else f"{problem.rstrip('.')}; fix it to export this workspace"
+        return {
+            "kind": self.kind,
+            "message": self.message,
+            "workspace_id": self.workspace_id,
+            "variable": self.variable,
+        }
 
 
 def duplicate_workspace_warning(duplicate: DuplicateWorkspace) -> RunWarning:
@@ -162,11 +100,13 @@ def run_warnings(
     """
     warnings: list[RunWarning] = []
     if covers_all_active and not workspaces:
-        warnings.append(RunWarning(
-            "no_active_workspace",
-            f"database {settings.mongodb_database!r} has no active workspace, so nothing is exported: "
-            "check MONGODB_DATABASE and the workspaces' status",
-        ))
+        warnings.append(
+            RunWarning(
+                "no_active_workspace",
+                f"database {settings.mongodb_database!r} has no active workspace, so nothing is exported: "
+                "check MONGODB_DATABASE and the workspaces' status",
+            )
+        )
     if not email_override:
         warnings += [
             missing_address_warning(workspace_id, name, settings)
@@ -182,11 +122,8 @@ def run_warnings(
 
 __all__ = [
     "RunWarning",
-    "address_problem",
     "duplicate_workspace_warning",
     "missing_address_warning",
-    "require_workspaces_collection",
     "run_warnings",
     "unmatched_variable_warnings",
-    "workspaces_collection_problem",
 ]

@@ -23,7 +23,7 @@ from wa_export.export.context import ExportRequest, MailSession, RunContext
 from wa_export.export.delivery import deliver
 from wa_export.export.manual import export_manual
 from wa_export.export.plan import CURSOR_AHEAD, Plan, WorkItem, make_plan
-from wa_export.export.preflight import duplicate_workspace_warning, require_workspaces_collection
+from wa_export.export.preflight import duplicate_workspace_warning
 from wa_export.export.results import (
     RunObserver,
     RunResult,
@@ -72,18 +72,27 @@ class ExportRun:
         self.run_id = new_run_id()
 
     def execute(self) -> RunResult:
-        if self.request.send_email and not self.request.dry_run:
+        if self.request.send_email:  # --dry-run too: it must refuse what the real run refuses
             try:
                 check_sendable(self.settings)
             except MailError as error:
                 raise SmtpNotConfigured(str(error)) from None
         # One clock for the whole run: the server's now, then our monotonic clock.
         clock = DatabaseClock(self.store.database_now())
-        ctx = RunContext(self.settings, self.store, self.request, self.run_id, clock,
-                         ArrivalKey(self.settings.export_arrival_field), MailSession(self.settings, self.mailer_factory),
-                         self.stop_requested, on_messages=getattr(self.observer, "messages_exported", None))
-        result = RunResult(run_id=self.run_id, trigger=self.request.trigger, dry_run=self.request.dry_run,
-                           started_at=clock.started_at)
+        ctx = RunContext(
+            self.settings,
+            self.store,
+            self.request,
+            self.run_id,
+            clock,
+            ArrivalKey(self.settings.export_arrival_field),
+            MailSession(self.settings, self.mailer_factory),
+            self.stop_requested,
+            on_messages=getattr(self.observer, "messages_exported", None),
+        )
+        result = RunResult(
+            run_id=self.run_id, trigger=self.request.trigger, dry_run=self.request.dry_run, started_at=clock.started_at
+        )
         try:
             try:
                 workspaces = self._select_workspaces(ctx, result)
@@ -104,18 +113,17 @@ class ExportRun:
         if self.request.workspace_ids:
             listing = self.store.list_workspaces(self.request.workspace_ids)
             active = self.store.active_workspaces()  # one read per run, for folder adoption
-        else:
+        else:  # none at all: a wrong MONGODB_DATABASE is exit 2 (Store.list_workspaces), not "0 workspaces"
             listing = self.store.list_workspaces()
             active = listing.workspaces
-            if not active:
-                require_workspaces_collection(self.store)  # a wrong MONGODB_DATABASE is exit 2, not "0 workspaces"
         # From every active workspace, before --workers takes its share.
         ctx.contested_slugs = contested_slugs((w.name, w.id) for w in active)
         share = slot_share(listing.workspaces, self.request.worker_slot)
         # A workspace stored twice is exported once; the process that exports it names it.
         exported = {workspace.id for workspace in share}
-        result.warnings.extend(duplicate_workspace_warning(duplicate) for duplicate in listing.duplicates
-                               if duplicate.id in exported)
+        result.warnings.extend(
+            duplicate_workspace_warning(duplicate) for duplicate in listing.duplicates if duplicate.id in exported
+        )
         return share
 
     def _finish(self, result: RunResult, outcome: WorkspaceResult) -> None:
@@ -187,12 +195,19 @@ class ExportRun:
 
 
 def _idle_result(ctx: RunContext, item: WorkItem) -> WorkspaceResult:
-    result = WorkspaceResult(item.workspace.id, item.workspace.name, "no_messages", recipients=item.recipients.addresses,
-                             recipients_source=item.recipients.source)
+    result = WorkspaceResult(
+        item.workspace.id,
+        item.workspace.name,
+        "no_messages",
+        recipients=item.recipients.addresses,
+        recipients_source=item.recipients.source,
+    )
     result.reason = "nothing new since the previous export"
     if item.cursor_ahead:
-        result.reason = ("its cursor was ahead of the database clock (a clock problem): pulled back to the end of "
-                         "this run's window, which hides nothing")
+        result.reason = (
+            "its cursor was ahead of the database clock (a clock problem): pulled back to the end of "
+            "this run's window, which hides nothing"
+        )
         result.anomalies[CURSOR_AHEAD] = 1
     result.window_start, result.window_end = ctx.key.time_of(item.start), ctx.end_time
     if item.first_cursor is not None and ctx.request.moves_cursors:

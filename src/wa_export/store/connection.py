@@ -23,7 +23,7 @@ from pymongo.database import Database
 from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
 
 from wa_export.clock import as_utc, to_millis
-from wa_export.errors import MongoUnavailable, UnknownWorkspace
+from wa_export.errors import ConfigError, MongoUnavailable, UnknownWorkspace
 from wa_export.redaction import redact
 from wa_export.settings import Settings
 
@@ -56,6 +56,7 @@ def supporting_indexes(arrival_field: str = "_id") -> list[tuple[str, list[tuple
         SUPPORTING_INDEXES[2],
     ]
 
+
 AUTH_FAILED_CODES = {18, 8000}  # AuthenticationFailed; Atlas's "bad auth"
 # Servers that send no code (mongoeco, some proxies) still say it in words.
 AUTH_FAILED_TEXT = re.compile(r"auth(entication)? failed|bad auth|sasl.*fail", re.IGNORECASE)
@@ -68,6 +69,9 @@ LOGIN_REQUIRED = (
     "MongoDB requires a login: put the user name and password in MONGODB_URI, "
     "e.g. mongodb://user:password@host:27017/?authSource=admin."
 )
+SYSTEM_DATABASES = frozenset({"admin", "config", "local"})
+# Naming the databases that do have a workspaces collection costs one command per database.
+DATABASES_PROBED = 50
 
 
 @dataclass(frozen=True)
@@ -201,6 +205,46 @@ class Store:
 
     # --- the platform's data -------------------------------------------------
 
+    def workspaces_collection_problem(self) -> str | None:
+        """The sentence for a MONGODB_DATABASE without a `workspaces` collection; None if it has one or we may not look."""
+        try:
+            if self.db.list_collection_names(filter={"name": "workspaces"}):
+                return None
+        except OperationFailure:
+            return None  # not permitted to list collections: no verdict
+        elsewhere = self._databases_with_workspaces()
+        if elsewhere:
+            where = f" (databases that have one: {', '.join(elsewhere)})"
+        elif elsewhere is not None:
+            where = " (no database on this server has one)"
+        else:
+            where = ""
+        return (
+            f"MONGODB_DATABASE is {self.settings.mongodb_database!r}, but that database has no workspaces collection"
+            f"{where}; set MONGODB_DATABASE to the platform's database."
+        )
+
+    def require_workspaces_collection(self) -> None:
+        """ConfigError (exit 2) for a database that is not the platform's: no command reads on or writes there."""
+        problem = self.workspaces_collection_problem()
+        if problem is not None:
+            raise ConfigError(problem)
+
+    def _databases_with_workspaces(self) -> list[str] | None:
+        """Databases on this server holding a `workspaces` collection; None when we may not list databases."""
+        try:
+            names = self.client.list_database_names()
+        except OperationFailure:
+            return None
+        found: list[str] = []
+        for name in [name for name in sorted(names) if name not in SYSTEM_DATABASES][:DATABASES_PROBED]:
+            try:
+                if self.client[name].list_collection_names(filter={"name": "workspaces"}):
+                    found.append(name)
+            except OperationFailure:
+                continue  # a database this user may not read is simply not named
+        return found
+
     def _workspace_projection(self) -> dict[str, int]:
         projection = {"name": 1, "status": 1}
         if self.settings.export_recipients_field:
@@ -219,19 +263,25 @@ class Store:
 
         A workspace is its id: a document whose `_id` is the id's 24-hex string is the
         same workspace as the one whose `_id` is the ObjectId (one_per_id). An unknown
-        named id raises UnknownWorkspace.
+        named id raises UnknownWorkspace. Finding none asks whether this is the platform's
+        database at all (ConfigError if not): one command, and only then.
         """
         projection = self._workspace_projection()
         if raw_ids is None:
             cursor = self.workspaces.find({"status": "active"}, projection).sort("_id", ASCENDING)
-            return one_per_id(cursor, self.settings.export_recipients_field)
+            listing = one_per_id(cursor, self.settings.export_recipients_field)
+            if not listing.workspaces:
+                self.require_workspaces_collection()
+            return listing
         object_ids = [parse_workspace_id(raw) for raw in raw_ids]
         forms = [form for object_id in object_ids for form in (object_id, str(object_id))]
-        listing = one_per_id(self.workspaces.find({"_id": {"$in": forms}}, projection),
-                             self.settings.export_recipients_field)
+        listing = one_per_id(
+            self.workspaces.find({"_id": {"$in": forms}}, projection), self.settings.export_recipients_field
+        )
         found = {workspace.id: workspace for workspace in listing.workspaces}
         missing = [str(object_id) for object_id in object_ids if str(object_id) not in found]
         if missing:
+            self.require_workspaces_collection()
             raise UnknownWorkspace(
                 f"No workspace with id {', '.join(missing)} in database {self.settings.mongodb_database!r}; "
                 "check the id (wa-export stats lists active workspaces)."
@@ -260,8 +310,10 @@ class Store:
         for collection_name, wanted in supporting_indexes(self.settings.export_arrival_field):
             if collection_name not in existing:
                 existing[collection_name] = [
-                    [(field, int(order) if isinstance(order, (int, float)) else order)
-                     for field, order in index["key"].items()]
+                    [
+                        (field, int(order) if isinstance(order, (int, float)) else order)
+                        for field, order in index["key"].items()
+                    ]
                     for index in self.db[collection_name].list_indexes()
                 ]
             if not any(keys[: len(wanted)] == wanted for keys in existing[collection_name]):
@@ -300,8 +352,9 @@ class DuplicateWorkspace:
 
     def sentence(self) -> str:
         """One clause an operator can act on (no final period: warnings and checks add their own)."""
-        forms = " and ".join(f"a {kind} _id ({name or 'unnamed'}, {status or 'no status'})"
-                             for kind, name, status in self.documents)
+        forms = " and ".join(
+            f"a {kind} _id ({name or 'unnamed'}, {status or 'no status'})" for kind, name, status in self.documents
+        )
         kind, name, _ = self.documents[0]
         others = len(self.documents) - 1
         return (
@@ -338,9 +391,11 @@ def one_per_id(documents: Iterable[dict[str, Any]], recipients_field: str | None
         workspace = _workspace(group[0], recipients_field)
         workspaces.append(workspace)
         if len(group) > 1:
-            duplicates.append(DuplicateWorkspace(workspace.id, tuple(
-                (_id_kind(d["_id"]), _name(d), str(d.get("status", ""))) for d in group
-            )))
+            duplicates.append(
+                DuplicateWorkspace(
+                    workspace.id, tuple((_id_kind(d["_id"]), _name(d), str(d.get("status", ""))) for d in group)
+                )
+            )
     return WorkspaceListing(workspaces, duplicates)
 
 
