@@ -3,10 +3,9 @@
 Bypassing openpyxl's public row API (``ws.append`` of cell objects) is paid for by bench/RESULTS.md
 (run.py table): at 100,000 rows ours writes 26,618 rows/s, bare openpyxl write-only 8,445 (3.15x);
 its profile section: ``append_many`` 1.42 s -> 0.74 s per 100k rows once rows are XML text
-instead of lxml elements. openpyxl still builds the package,
-styles, views and filters; rows are formatted here (workbook/cells.py: inline strings, never a
-formula) and written in chunks into the sheet file after flushing openpyxl's lxml stream. The
-internals used (``WorksheetWriter``, its ``xf`` stream, ``ws._writer``/``ws._rows``) are the ones
+instead of lxml elements. openpyxl still builds the package, styles, views and filters; rows
+are formatted here (workbook/cells.py: inline strings, never a formula) and written in chunks
+into the sheet file after flushing openpyxl's lxml stream. The internals used (``WorksheetWriter``, its ``xf`` stream, ``ws._writer``/``ws._rows``) are the ones
 ``WriteOnlyWorksheet._write_rows`` uses; tests pin the XML. Sheets roll over to
 ``WhatsApp Messages (2)``, ... at Excel's row limit; the file is written under a hidden 0600
 temporary name and published without overwriting (workbook/publish.py).
