@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import re
 import stat
 import tempfile
@@ -118,3 +119,17 @@ def test_a_big_sheet_is_compressed_from_its_file_never_read_whole(tmp_path, monk
     values = [tuple(cell.value for cell in row) for row in load_workbook(path).worksheets[0].iter_rows()]
     assert len(values) == len(rows) + 1 and values[0] == HEADER
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.xlsx"], "no temporary file left"
+
+
+@pytest.mark.parametrize("spool_bytes", [1_000, 5_000])  # the header spills / the rows spill
+def test_a_full_disk_while_a_sheet_spills_leaves_no_file(tmp_path, monkeypatch, spool_bytes):
+    monkeypatch.setattr(template, "SHEET_SPOOL_BYTES", spool_bytes)
+
+    def disk_full(**_: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", disk_full)
+    with pytest.raises(OSError) as info, TemplateWorkbookWriter(tmp_path / "full.xlsx", ZONE) as writer:
+        writer.append_many(_rows(100))
+    assert info.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []

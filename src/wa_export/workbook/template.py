@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import threading
 import zipfile
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -139,10 +140,13 @@ class TemplateWorkbookWriter(WorkbookWriter):
         template = package_template(1)
         self._head, self._tail, self._template_styles = template.sheet_head, template.sheet_tail, template.styles
         self._spools: list[tempfile.SpooledTemporaryFile[bytes]] = []
-        self._sheet_rows: list[int] = []
-        self._handle: Any = None
+        self._sheet_rows: list[int] = []  # data rows of each finished sheet
         self._open_temporary(final_path, timezone, rows_per_sheet)
-        self._new_sheet()
+        try:
+            self._new_sheet()
+        except BaseException:
+            self._cleanup_files()
+            raise
 
     # The hooks WorkbookWriter calls ---------------------------------------------------
 
@@ -150,7 +154,6 @@ class TemplateWorkbookWriter(WorkbookWriter):
         # Unnamed once on disk (O_TMPFILE, or unlinked at once): nothing to clean up, and mode 0600.
         spool = tempfile.SpooledTemporaryFile(SHEET_SPOOL_BYTES, dir=str(self._directory))
         self._spools.append(spool)
-        self._sheet_rows.append(0)
         self._handle = self._xf = spool  # no lxml stream to flush before the rows: only the spool
         self._sheet_row = 0
         spool.write(self._head)
@@ -164,7 +167,7 @@ class TemplateWorkbookWriter(WorkbookWriter):
             return
         before_ref, after_ref = self._tail
         self._handle.write(before_ref + f'ref="A1:F{self._sheet_row + 1}"'.encode() + after_ref)
-        self._sheet_rows[-1] = self._sheet_row
+        self._sheet_rows.append(self._sheet_row)
         self._handle = None
 
     def _save(self) -> None:
@@ -197,7 +200,8 @@ class TemplateWorkbookWriter(WorkbookWriter):
 
     def abort(self) -> None:
         for spool in self._spools:
-            spool.close()
+            with suppress(OSError):  # a full disk may fail the flush: the file goes anyway
+                spool.close()
         super().abort()
 
 
