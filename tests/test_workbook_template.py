@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import re
 import stat
+import tempfile
 import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,8 +25,16 @@ START = datetime(2024, 3, 31, 0, 30, tzinfo=UTC)  # the night the clocks change
 def _rows(count: int) -> list[tuple[object, ...]]:
     rows: list[tuple[object, ...]] = []
     for index in range(count):
-        rows.append((f"+4915{index:06d}", "+15550001111", f"=1+{index} <&> \x01 ", START + timedelta(minutes=31 * index),
-                     ("received", "sent_via_ai", "sent_by_human")[index % 3], "65f0c0ffee0000000000beef"))
+        rows.append(
+            (
+                f"+4915{index:06d}",
+                "+15550001111",
+                f"=1+{index} <&> \x01 ",
+                START + timedelta(minutes=31 * index),
+                ("received", "sent_via_ai", "sent_by_human")[index % 3],
+                "65f0c0ffee0000000000beef",
+            )
+        )
     rows.append((None, None, None, None, "unknown", "65f0c0ffee0000000000beef"))  # empty cells too
     return rows
 
@@ -47,8 +57,9 @@ CORE_TIME = re.compile(rb">\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ<")
         (40, 15, "Spilled To Disk", 300),  # sheets bigger than the spool go through a temporary file
     ],
 )
-def test_the_template_writes_the_same_package_as_the_writer(tmp_path, monkeypatch, count, rows_per_sheet, name,
-                                                            spool_bytes):
+def test_the_template_writes_the_same_package_as_the_writer(
+    tmp_path, monkeypatch, count, rows_per_sheet, name, spool_bytes
+):
     monkeypatch.setattr(template, "SHEET_SPOOL_BYTES", spool_bytes)
     rows = _rows(count)[:-1] if count == 0 else _rows(count)
     written = {}
@@ -84,39 +95,41 @@ def test_an_aborted_template_workbook_leaves_no_file(tmp_path):
 
 
 def test_a_big_sheet_is_compressed_from_its_file_never_read_whole(tmp_path, monkeypatch):
-    """Memory stays flat at a million rows: a spilled sheet streams into the package."""
+    """Memory stays flat at a million rows: a spilled sheet streams into the package a chunk at a time."""
     monkeypatch.setattr(template, "SHEET_SPOOL_BYTES", 1_000)
     monkeypatch.setattr(template, "_STREAM_CHUNK", 4_096)
+    reads: list[tuple[bool, int]] = []
+    read = tempfile.SpooledTemporaryFile.read
 
-    def refuse(self: Path) -> bytes:
-        raise AssertionError(f"{self} was read whole into memory")
+    def recording_read(self: tempfile.SpooledTemporaryFile[bytes], *args: int) -> bytes:
+        data = read(self, *args)
+        reads.append((self._rolled, len(data)))
+        return data
 
-    monkeypatch.setattr(Path, "read_bytes", refuse)
+    monkeypatch.setattr(tempfile.SpooledTemporaryFile, "read", recording_read)
     path = tmp_path / "big.xlsx"
     rows = _rows(600)
     with TemplateWorkbookWriter(path, ZONE) as writer:
         writer.append_many(rows)
         writer.commit()
     monkeypatch.undo()
+    assert all(on_disk for on_disk, _ in reads), "the sheet went to its temporary file"
+    assert max(size for _, size in reads) == 4_096 < sum(size for _, size in reads)
     assert zipfile.ZipFile(path).testzip() is None
     values = [tuple(cell.value for cell in row) for row in load_workbook(path).worksheets[0].iter_rows()]
     assert len(values) == len(rows) + 1 and values[0] == HEADER
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.xlsx"], "no temporary file left"
 
 
-@pytest.mark.parametrize("size", [0, 1, 249, 250, 251, 262, 263, 511, 512, 773, 774, 4096, 32_505, 32_506, 200_000])
-def test_small_parts_deflate_with_a_window_that_fits_them(size: int) -> None:
-    """A part compresses with the smallest window that holds it (zlib allocates a few KB, not ~260 KB),
-    and decompresses to exactly its content at every size around the window's edges."""
-    import random
-    import zlib
+@pytest.mark.parametrize("spool_bytes", [1_000, 5_000])  # the header spills / the rows spill
+def test_a_full_disk_while_a_sheet_spills_leaves_no_file(tmp_path, monkeypatch, spool_bytes):
+    monkeypatch.setattr(template, "SHEET_SPOOL_BYTES", spool_bytes)
 
-    content = bytes(random.Random(size).choice(b"<row r=\"2\">abc</row>\n") for _ in range(size))
-    part = template._deflate("xl/part.xml", content)
-    assert zlib.decompress(part.data, -15) == content
-    assert part.crc == zlib.crc32(content) and part.size == size
-    bits = template._window_bits(size)
-    assert (1 << bits) >= size + 262 or bits == 15
-    assert bits == 9 or (1 << (bits - 1)) < size + 262
-    if size < 1_000:
-        assert bits <= 11
+    def disk_full(**_: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", disk_full)
+    with pytest.raises(OSError) as info, TemplateWorkbookWriter(tmp_path / "full.xlsx", ZONE) as writer:
+        writer.append_many(_rows(100))
+    assert info.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []

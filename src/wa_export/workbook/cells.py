@@ -10,7 +10,7 @@ path in workbook/writer.py; `TextCellTails` remembers it for values that repeat.
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import date
 
 CELL_TEXT_LIMIT = 32_767  # Excel's limit, counted in UTF-16 code units
 TRUNCATION_MARKER = "… [truncated by wa-export: {omitted} characters omitted]"
@@ -28,18 +28,13 @@ _EXCEL_ESCAPE_RE = re.compile("_(x[0-9A-Fa-f]{4}_)")
 _SAFE_LEN = CELL_TEXT_LIMIT // 2
 
 
-
-
 def cell_text(value: object) -> str:
-    """Return any BSON value as readable, XML-safe text for a string cell.
+    """Any BSON value as readable, XML-safe text for a string cell.
 
-    ``None`` -> ``""``; str as is; numbers, booleans, Decimal128 -> ``str``;
-    datetime -> ISO 8601; ObjectId -> hex; bytes/Binary -> ``<binary N bytes>``
-    (UUID subtypes -> the UUID); list/dict/SON -> compact relaxed Extended
-    JSON; anything else -> ``str()``. XML-illegal characters are removed,
-    ``_xHHHH_`` sequences are escaped so Excel shows them literally, and text
-    over ``CELL_TEXT_LIMIT`` is truncated with a visible marker. Everything
-    else (emoji, RTL, CJK, combining marks, tab/newline/CR) is kept as is.
+    ``None`` -> ``""``; datetime -> ISO 8601; ObjectId -> hex; bytes/Binary -> ``<binary N bytes>``
+    (UUID subtypes -> the UUID); list/dict/SON -> compact relaxed Extended JSON; else ``str()``.
+    XML-illegal characters are removed, ``_xHHHH_`` escaped so Excel shows it literally, and text
+    over ``CELL_TEXT_LIMIT`` truncated with a visible marker; all else (emoji, RTL, tab/CR/LF) stays.
     """
     if type(value) is str:
         text = value
@@ -101,9 +96,7 @@ def _to_text(value: object) -> str:
     try:
         if isinstance(value, str):
             return str.__str__(value)
-        if isinstance(value, datetime):
-            return value.isoformat()
-        if isinstance(value, date):
+        if isinstance(value, date):  # datetime included
             return value.isoformat()
         if isinstance(value, ObjectId):
             return str(value)

@@ -1,18 +1,12 @@
-"""What a business reader sees of the workbook besides the rows: column widths, alignment, properties.
-
-The streaming writer (workbook/writer.py) applies these; they are kept here so
-the writer's fast row path stays about rows.
-"""
+"""What a business reader sees of the workbook besides the rows: column widths, alignment, properties."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from datetime import timezone as dt_timezone
-from typing import Any
 from zoneinfo import ZoneInfo
 
-from openpyxl import Workbook
 from openpyxl.styles import Alignment
 
 from wa_export.workbook.cells import cell_text
@@ -51,13 +45,8 @@ def _one_line(text: object) -> str:
     return " ".join(cell_text(text).split())[:_PROPERTY_MAX_LENGTH]
 
 
-def set_properties(workbook: Workbook, workspace_name: str | None, zone: str) -> None:
-    """What Excel shows under File > Info: a title, wa-export as author, the zone the timestamps are in."""
-    fill_properties(workbook.properties, workspace_name, zone)
-
-
 def property_values(workspace_name: str | None, zone: str) -> dict[str, str]:
-    """The document properties by openpyxl's attribute name: title, author, the zone of the timestamps."""
+    """What Excel shows under File > Info, by openpyxl's attribute name: title, author, the Timestamp zone."""
     name = _one_line(workspace_name) if workspace_name is not None else ""
     zone = _one_line(zone)
     return {
@@ -70,9 +59,3 @@ def property_values(workspace_name: str | None, zone: str) -> dict[str, str]:
             f"The Timestamp column is local time in {zone}."
         ),
     }
-
-
-def fill_properties(properties: Any, workspace_name: str | None, zone: str) -> None:
-    """`set_properties` on openpyxl's DocumentProperties."""
-    for attribute, value in property_values(workspace_name, zone).items():
-        setattr(properties, attribute, value)

@@ -1,23 +1,11 @@
-"""Export folder and file naming.
+"""Export folder and file naming: ``EXPORT_DIR/<slug>/<slug>_whatsapp_messages_YYYY-MM-DD_HH-MM.xlsx``.
 
-``EXPORT_DIR/<slug>/<slug>_whatsapp_messages_YYYY-MM-DD_HH-MM.xlsx``. The slug
-comes from the workspace *name*, which is tenant-controlled, so everything
-here assumes hostile input: accented letters are transliterated (``Café Olé``
--> ``cafe_ole``), then only ``[a-z0-9_]`` survives, lengths are capped so names
-fit the usual 255-byte limit, and a folder is claimed by a marker file holding
-the workspace id so two workspaces never share one.
-
-The original service wrote the same layout without markers. Its folder
-``<slug>/`` is *adopted* (marker written, mode 0700) by the workspace whose slug
-it is, but only when the caller says that exactly one active workspace has that
-slug (see `contested_slugs`); otherwise nobody takes it, since its workbooks
-could be either workspace's.
-
-A folder belongs to the workspace's current slug, as it always has (a renamed
-workspace gets a new folder too): a workspace whose folder was named before
-transliteration (``caf_ol``) gets a new ``cafe_ole`` folder on its next export.
-The old folder keeps its marker, so no other workspace can take it over, and
-``cleanup`` ages its workbooks out and then removes it like any other folder.
+The slug comes from the tenant-controlled workspace name, so everything here assumes hostile
+input: letters are transliterated (``Café Olé`` -> ``cafe_ole``), only ``[a-z0-9_]`` survives,
+lengths fit 255-byte names, and a marker file holding the workspace id claims a folder so two
+workspaces never share one. The original service's unmarked ``<slug>/`` is adopted only when
+the caller says exactly one active workspace has that slug (`contested_slugs`). A folder named
+under an older slug keeps its marker; ``cleanup`` ages it out like any other.
 """
 
 from __future__ import annotations
@@ -151,14 +139,12 @@ def _read_marker(folder: Path) -> str | None:
         os.close(fd)
 
 
-def _claim(folder: Path, workspace_id: str) -> bool:
-    """Write the marker exclusively; True if this workspace now owns ``folder``."""
+def _claim(folder: Path, workspace_id: str, folder_fd: int | None = None) -> bool:
+    """Write the marker exclusively (inside `folder_fd` when given); True if this workspace now owns ``folder``."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    marker = FOLDER_MARKER if folder_fd is not None else folder / FOLDER_MARKER
     try:
-        fd = os.open(
-            folder / FOLDER_MARKER,
-            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-            0o600,
-        )
+        fd = os.open(marker, flags, 0o600, dir_fd=folder_fd)
     except FileExistsError:
         # Someone claimed it between our checks: only the marker decides.
         return _read_marker(folder) == workspace_id
@@ -173,9 +159,8 @@ def _claim(folder: Path, workspace_id: str) -> bool:
 def _adopt(folder: Path, workspace_id: str) -> bool | None:
     """Take over an unmarked folder with content (the original service's): 0700, then the marker.
 
-    Both through a descriptor opened with O_NOFOLLOW, so a folder swapped for a
-    symlink meanwhile is refused instead of followed. None: the folder is gone
-    (cleanup removed it after deleting its last old workbook).
+    Both through a descriptor opened with O_NOFOLLOW, so a folder swapped for a symlink
+    meanwhile is refused. None: the folder is gone (cleanup removed it).
     """
     try:
         folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -187,21 +172,7 @@ def _adopt(folder: Path, workspace_id: str) -> bool | None:
         raise
     try:
         os.fchmod(folder_fd, 0o700)  # its workbooks hold personal data
-        try:
-            fd = os.open(
-                FOLDER_MARKER,
-                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                0o600,
-                dir_fd=folder_fd,
-            )
-        except FileExistsError:
-            return _read_marker(folder) == workspace_id
-        try:
-            os.write(fd, f"{workspace_id}\n".encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        return True
+        return _claim(folder, workspace_id, folder_fd)
     finally:
         os.close(folder_fd)
 
@@ -309,6 +280,4 @@ def publish_path_candidates(folder: Path, slug: str, run_time_local: datetime) -
 def export_file_pattern_for(slug: str) -> re.Pattern[str]:
     """Pattern matching exactly this slug's workbook names (for cleanup)."""
     _check_slug(slug)
-    return re.compile(
-        rf"^{re.escape(slug)}_whatsapp_messages_\d{{4}}-\d{{2}}-\d{{2}}_\d{{2}}-\d{{2}}(?:_\d+)?\.xlsx$"
-    )
+    return re.compile(rf"^{re.escape(slug)}_whatsapp_messages_\d{{4}}-\d{{2}}-\d{{2}}_\d{{2}}-\d{{2}}(?:_\d+)?\.xlsx$")

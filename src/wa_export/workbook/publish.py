@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Iterable
+from contextlib import suppress
 from pathlib import Path
 
 
@@ -35,23 +36,17 @@ def create_private_file(path: Path) -> int:
 
 
 def unlink_quietly(path: Path | str) -> None:
-    try:
+    with suppress(OSError):  # FileNotFoundError included: already gone is fine
         os.unlink(path)
-    except OSError:  # FileNotFoundError included: already gone is fine
-        pass
 
 
 def fsync_dir(directory: Path) -> None:
-    try:
+    with suppress(OSError):
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 _LINK_UNSUPPORTED = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK}

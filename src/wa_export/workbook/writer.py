@@ -1,39 +1,17 @@
-"""Streaming Excel writer for the export workbook.
+"""Streaming Excel writer for the export workbook, on openpyxl's write-only internals.
 
-openpyxl's write-only mode serialises every row the moment it is appended, so
-memory stays flat however many rows are exported. On top of that this module
-adds what the contract needs and openpyxl does not give for free:
+Bypassing openpyxl's public row API (``ws.append`` of cell objects) is paid for by bench/RESULTS.md
+(run.py table): at 100,000 rows ours writes 26,618 rows/s, bare openpyxl write-only 8,445 (3.15x);
+its profile section: ``append_many`` 1.42 s -> 0.74 s per 100k rows once rows are XML text
+instead of lxml elements. openpyxl still builds the package, styles, views and filters; rows
+are formatted here (workbook/cells.py: inline strings, never a formula) and written in chunks
+into the sheet file after flushing openpyxl's lxml stream. The internals used (``WorksheetWriter``, its ``xf`` stream, ``ws._writer``/``ws._rows``) are the ones
+``WriteOnlyWorksheet._write_rows`` uses; tests pin the XML. Sheets roll over to
+``WhatsApp Messages (2)``, ... at Excel's row limit; the file is written under a hidden 0600
+temporary name and published without overwriting (workbook/publish.py).
 
-* every text column is a *string* cell (workbook/cells.py), never a formula (openpyxl would turn
-  ``"=1+1"`` into a formula), with XML-illegal characters removed and text over
-  Excel's cell limit truncated with a visible marker;
-* the timestamp is a real Excel date-time in the export time zone;
-* it is laid out for people (workbook/layout.py): header cells fit their text,
-  Message Content wraps, the properties carry a title, ``wa-export`` as creator
-  and the Timestamp zone;
-* sheets roll over to ``WhatsApp Messages (2)``, ``(3)``, ... at Excel's row limit;
-* the file is written under a hidden temporary name (mode 0600) and published (workbook/publish.py)
-  with ``os.link`` so a finished workbook appears atomically and an existing
-  file is never overwritten.
-
-Speed: openpyxl builds the workbook, styles, sheet views, filters and the
-zip package and streams each sheet; only the ``<row>`` elements of the data
-rows are serialised here. Per-cell openpyxl objects cost ~45 µs a row; the
-rows are formatted here as XML text (escaped like lxml escapes text: ``&``,
-``<``, ``>``, CR) and written in chunks straight into the sheet's file, after
-flushing openpyxl's lxml stream so the order is kept (bench/RESULTS.md has
-the measurements: about a third of lxml element templates' cost). Text cells
-are always ``t="inlineStr"`` - exactly what openpyxl writes for strings - so
-nothing can become a formula; a cell's formatting is a style id (``s="N"``)
-registered once through openpyxl; ``xml:space="preserve"`` is added where the text
-starts or ends with white space, as openpyxl does. The internals used
-(``WorksheetWriter``, its ``xf`` stream, ``ws._writer``/``ws._rows``) are the
-ones openpyxl's own ``WriteOnlyWorksheet._write_rows`` uses; tests pin the
-resulting XML.
-
-Why this module is long: the fast row path and the openpyxl internals it relies
-on (the sheet stream, rollover to the next sheet, the date style) are one unit;
-split apart, the coupling to openpyxl's private API would be spread over files.
+Why this module is long: the fast row path and the openpyxl internals it relies on are one
+unit; split apart, the coupling to openpyxl's private API would be spread over files.
 """
 
 from __future__ import annotations
@@ -43,7 +21,7 @@ import os
 import secrets
 import weakref
 from collections.abc import Generator, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from datetime import timezone as dt_timezone
 from pathlib import Path
@@ -68,7 +46,7 @@ from wa_export.workbook.cells import (
     cell_text,
     text_cell,
 )
-from wa_export.workbook.layout import TOP, WRAPPED, column_widths, set_properties, zone_name
+from wa_export.workbook.layout import TOP, WRAPPED, column_widths, property_values, zone_name
 from wa_export.workbook.publish import (
     create_private_file,
     fsync_dir,
@@ -80,8 +58,10 @@ from wa_export.workbook.publish import (
 try:  # openpyxl uses lxml when it is installed; its write errors are not OSError
     from lxml.etree import SerialisationError as _LxmlSerialisationError
 except ImportError:  # pragma: no cover - et_xmlfile fallback raises OSError itself
+
     class _LxmlSerialisationError(Exception):  # type: ignore[no-redef]
         pass
+
 
 __all__ = [
     "CELL_TEXT_LIMIT",
@@ -110,6 +90,9 @@ _LETTERS = "ABCDEF"
 # Room for the values (phone numbers, text, date-time, status, id); headers may widen them.
 _COLUMN_WIDTHS = column_widths(_LETTERS, HEADER, (20, 22, 80, 20, 15, 26))
 _LAST_COLUMN = _LETTERS[-1]
+_HEADER_FONT = Font(bold=True, color="FFFFFF")
+_HEADER_FILL = PatternFill(fill_type="solid", fgColor="305496")
+_HEADER_ALIGNMENT = Alignment(vertical="center")
 # Rows formatted as XML text are written to the sheet file this many at a time.
 _CHUNK_ROWS = 1_000
 
@@ -118,11 +101,6 @@ _EXCEL_1900_03_01 = 61.0  # serials below this hit Excel's 1900 leap-year bug
 _EXCEL_MAX_SERIAL = 2_958_466.0  # 10000-01-01: Excel's date range ends before
 _UNIX_EPOCH_SERIAL = 25_569.0  # 1970-01-01 in the 1900 date system
 _NAIVE_UNIX_EPOCH = datetime(1970, 1, 1)
-
-
-# --------------------------------------------------------------------------
-# the writer
-# --------------------------------------------------------------------------
 
 
 class WorkbookWriter:
@@ -141,15 +119,13 @@ class WorkbookWriter:
         workspace_name: str | None = None,
         timezone_name: str | None = None,
     ) -> None:
-        """``workspace_name`` goes into the title property; ``timezone_name`` (default:
-        the zone's own name, e.g. ``Asia/Kolkata``) into the statement of the Timestamp zone."""
+        """``workspace_name`` goes into the title property, ``timezone_name`` (default: the zone's name)
+        into the statement of the Timestamp zone."""
         self._open_temporary(final_path, timezone, rows_per_sheet)
         try:
             self._wb = Workbook(write_only=True)
-            set_properties(self._wb, workspace_name, timezone_name or zone_name(timezone))
-            self._header_font = Font(bold=True, color="FFFFFF")
-            self._header_fill = PatternFill(fill_type="solid", fgColor="305496")
-            self._header_alignment = Alignment(vertical="center")
+            for attribute, value in property_values(workspace_name, timezone_name or zone_name(timezone)).items():
+                setattr(self._wb.properties, attribute, value)
             self._sheets: list[WriteOnlyWorksheet] = []
             self._ws: WriteOnlyWorksheet | None = None
             self._xf: Any = None
@@ -184,17 +160,10 @@ class WorkbookWriter:
         # Safety net if the writer is dropped without commit()/abort().
         weakref.finalize(self, _remove_files, self._tmp_path, self._sheet_tmp_paths)
 
-    # -- public API ----------------------------------------------------------
-
     @property
     def rows_written(self) -> int:
         """Data rows written so far (header rows not counted)."""
         return self._rows_written
-
-    @property
-    def path(self) -> Path | None:
-        """Where the workbook was published, once ``commit()`` succeeded."""
-        return self._published
 
     def append(
         self,
@@ -215,9 +184,8 @@ class WorkbookWriter:
 
     @contextmanager
     def _aborted_on_failure(self) -> Iterator[None]:
-        """A failed write leaves openpyxl's stream unusable: remove the temp files
-        now, so a disk-full error never leaves one behind, and raise lxml's write
-        errors as the OSError they are."""
+        """A failed write leaves the stream unusable: remove the temp files now (a full disk
+        never keeps one), and raise lxml's write errors as the OSError they are."""
         try:
             yield
         except _LxmlSerialisationError as exc:
@@ -228,20 +196,16 @@ class WorkbookWriter:
             raise
 
     def commit(self, candidates: Iterable[Path | str] | None = None) -> Path:
-        """Finish the workbook and publish it; return the path used.
-
-        With ``candidates`` (e.g. ``paths.publish_path_candidates(...)``), the
-        first name that does not exist yet is used, decided atomically by
-        ``os.link``; otherwise ``final_path``. Raises FileExistsError when every
-        name is taken. Candidates must be on the same file system (same folder).
-        """
+        """Finish the workbook and publish it under the first free name of ``candidates``
+        (default: ``final_path``, same folder); FileExistsError when every name is taken."""
         if self._state == "committed" and self._published is not None:
             return self._published
         self._require_open()
         with self._aborted_on_failure():
             self._finish_sheet()
             self._save()
-            published = self._publish(candidates if candidates is not None else (self.final_path,))
+            names = candidates if candidates is not None else (self.final_path,)
+            published = publish_without_overwrite(self._tmp_path, names, self.final_path)
         self._state = "committed"
         self._published = published
         self._cleanup_files()
@@ -254,7 +218,10 @@ class WorkbookWriter:
             return
         self._state = "aborted"
         for ws in getattr(self, "_sheets", ()):
-            self._close_stream_quietly(ws)
+            # Release lxml's file handles; errors here (disk still full) do not matter.
+            for stream in ("_rows", "_writer"):
+                with suppress(Exception):
+                    getattr(ws, stream).close()
         self._cleanup_files()
 
     def __enter__(self) -> WorkbookWriter:
@@ -269,8 +236,6 @@ class WorkbookWriter:
         # Leaving without commit() is never a success: the file must not survive.
         if self._state != "committed":
             self.abort()
-
-    # -- rows ----------------------------------------------------------------
 
     def _append_rows(self, rows: Iterable[tuple[Any, ...]]) -> None:
         text = cell_text
@@ -383,8 +348,6 @@ class WorkbookWriter:
         delta = local.utcoffset()
         return delta.total_seconds() if delta is not None else 0.0
 
-    # -- sheets --------------------------------------------------------------
-
     def _new_sheet(self) -> None:
         index = len(self._sheets) + 1
         title = SHEET_TITLE if index == 1 else f"{SHEET_TITLE} ({index})"
@@ -418,9 +381,7 @@ class WorkbookWriter:
             cell = WriteOnlyCell(ws, value=title)
             cell.column = column
             cell.row = 1
-            cell.font = self._header_font
-            cell.fill = self._header_fill
-            cell.alignment = self._header_alignment
+            cell.font, cell.fill, cell.alignment = _HEADER_FONT, _HEADER_FILL, _HEADER_ALIGNMENT
             header_cells.append(cell)
         ws._writer.write_row(self._xf, header_cells, 1)
 
@@ -441,34 +402,14 @@ class WorkbookWriter:
             handle.flush()
             os.fsync(handle.fileno())
 
-    def _publish(self, candidates: Iterable[Path | str]) -> Path:
-        return publish_without_overwrite(self._tmp_path, candidates, self.final_path)
-
-    # -- cleanup -------------------------------------------------------------
-
     def _require_open(self) -> None:
         if self._state != "open":
             raise RuntimeError(f"workbook writer is already {self._state}")
 
-    @staticmethod
-    def _close_stream_quietly(ws: WriteOnlyWorksheet) -> None:
-        # Release lxml's file handle; errors here (disk still full) do not matter.
-        rows = getattr(ws, "_rows", None)
-        writer = getattr(ws, "_writer", None)
-        for closer in (getattr(rows, "close", None), getattr(writer, "close", None)):
-            if closer is None:
-                continue
-            try:
-                closer()
-            except Exception:
-                pass
-
     def _cleanup_files(self) -> None:
         if self._fd is not None:
-            try:
+            with suppress(OSError):
                 os.close(self._fd)
-            except OSError:
-                pass
             self._fd = None
         _remove_files(self._tmp_path, self._sheet_tmp_paths)
 
