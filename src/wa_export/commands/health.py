@@ -42,7 +42,7 @@ from wa_export.settings import Settings
 from wa_export.store.arrivals import ArrivalKey, check_arrival_key
 from wa_export.store.connection import SERVICE_NAME, Store, describe_mongo_error
 from wa_export.store.export_logs import recent_possible_duplicates
-from wa_export.store.export_state import count_cursors_ahead
+from wa_export.store.state import count_cursors_ahead, count_foreign_cursors, last_successes
 from wa_export.units import format_ago, format_bytes
 
 # Free space below either threshold is a warning: a full disk fails every export.
@@ -332,11 +332,8 @@ def _last_successes(store: Store, workspace_ids: list[Any], earliest: datetime) 
         ]
     ):
         keep(group["_id"], group["last_ok"])
-    for state in store.export_state.find(
-        {"_id": {"$in": [str(workspace_id) for workspace_id in workspace_ids]}, "last_success_at": {"$gte": earliest}},
-        {"last_success_at": 1},
-    ):
-        keep(state["_id"], state.get("last_success_at"))
+    for workspace_id, moment in last_successes(store, [str(id_) for id_ in workspace_ids], earliest).items():
+        keep(workspace_id, moment)
     return last_ok
 
 
@@ -347,7 +344,7 @@ def check_arrival_order(store: Store, settings: Settings, now: datetime) -> Chec
     if problem is not None:
         return Check("arrival_order", "failed", problem, {"arrival_field": key.field})
     # Cursors of the other kind: scheduled runs refuse those workspaces (ArrivalKey.position).
-    foreign = store.export_state.count_documents({"cursor": {"$type": "date" if key.uses_object_id else "objectId"}})
+    foreign = count_foreign_cursors(store, key)
     if foreign:
         return Check(
             "arrival_order",
@@ -357,7 +354,7 @@ def check_arrival_order(store: Store, settings: Settings, now: datetime) -> Chec
             "back or move each cursor with `wa-export state ID --move-to TIME`.",
             {"arrival_field": key.field, "foreign_cursors": foreign},
         )
-    ahead = count_cursors_ahead(store.export_state, key.at, now)
+    ahead = count_cursors_ahead(store, key, now)
     if ahead:
         return Check(
             "arrival_order",

@@ -14,7 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from wa_export.addresses import outside_allowed_domains, parse_address_list
-from wa_export.clock import parse_time, utc_now
+from wa_export.clock import Window, parse_time, utc_now
 from wa_export.errors import ConfigError, UsageProblem
 from wa_export.export import preflight
 from wa_export.export import workers as workers_module
@@ -26,7 +26,6 @@ from wa_export.store.connection import (
     mongo_errors,
     open_store,
 )
-from wa_export.store.export_state import Window
 
 
 def build_export_request(
