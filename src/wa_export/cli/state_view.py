@@ -100,7 +100,9 @@ def render_move(output: Output, result: MoveResult, settings: Settings) -> None:
             f"message {move.past_message_id} (arrived {_time(move.requested_time, settings)}) will not be delivered; "
             "what arrived after it, in the same second too, will"
         )
-    change = f"cursor created at {new}" if move.old_key is None else f"cursor moved {move.direction} from {old} to {new}"
+    change = (
+        f"cursor created at {new}" if move.old_key is None else f"cursor moved {move.direction} from {old} to {new}"
+    )
     output.line(f"Workspace {move.workspace_id}: {change}: {consequence}.")
     after = result.state_after
     if after.waiting is not None:
@@ -112,10 +114,7 @@ def render_move(output: Output, result: MoveResult, settings: Settings) -> None:
 
 
 def _state_table(report: StateReport, settings: Settings) -> Table:
-    title = (
-        f"Delivery state, times in {report.timezone_name} "
-        f"(database clock {_time(report.database_now, settings)})"
-    )
+    title = f"Delivery state, times in {report.timezone_name} (database clock {_time(report.database_now, settings)})"
     table = Table(title=escape(title), box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("Workspace / id", overflow="fold", min_width=24)
     table.add_column("Cursor", no_wrap=True)
@@ -184,8 +183,7 @@ def _notes(workspace: WorkspaceReport, settings: Settings) -> list[str]:
 def _no_cursor_text(workspace: WorkspaceReport, settings: Settings) -> str:
     if workspace.legacy_watermark is not None:
         return (
-            f"v1 watermark {_time(workspace.legacy_watermark, settings)}: "
-            "the next scheduled run turns it into a cursor"
+            f"v1 watermark {_time(workspace.legacy_watermark, settings)}: the next scheduled run turns it into a cursor"
         )
     first, starts_at = workspace.first_cursor, workspace.next_run_starts_at
     if starts_at is not None:
@@ -226,8 +224,10 @@ def _plain_fields(workspace: WorkspaceReport, settings: Settings) -> list[str]:
         fields.append(f"oldest_waiting={_iso_local(workspace.waiting.oldest_at, settings)}")
         fields.append(f"oldest_waiting_age_seconds={int(workspace.oldest_waiting_age_seconds)}")
     if workspace.lease_held:
-        fields += [f"lease=held lease_owner={workspace.lease_owner}",
-                   f"lease_expires={_iso_local(workspace.lease_expires_at, settings)}"]
+        fields += [
+            f"lease=held lease_owner={workspace.lease_owner}",
+            f"lease_expires={_iso_local(workspace.lease_expires_at, settings)}",
+        ]
     else:
         fields.append("lease=free")
     fields += [
@@ -289,7 +289,11 @@ def _short(moment: datetime | None, settings: Settings) -> str:
     if moment is None:
         return ""
     local = moment.astimezone(settings.export_timezone)
-    return f"{local:%m-%d %H:%M}" if local.year == datetime.now(settings.export_timezone).year else f"{local:%Y-%m-%d %H:%M}"
+    return (
+        f"{local:%m-%d %H:%M}"
+        if local.year == datetime.now(settings.export_timezone).year
+        else f"{local:%Y-%m-%d %H:%M}"
+    )
 
 
 def _iso_local(moment: datetime | None, settings: Settings) -> str:

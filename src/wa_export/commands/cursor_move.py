@@ -95,7 +95,9 @@ class MoveResult:
 def move_cursor(settings: Settings, workspace_id: str | None, to: str) -> MoveResult:
     """Set the cursor to key(TIME) unless a run holds the lease; return the move and the state after it."""
     if workspace_id is None:
-        raise UsageProblem("--move-to moves one workspace's cursor: give its WORKSPACE_ID, e.g. wa-export state ID --move-to TIME.")
+        raise UsageProblem(
+            "--move-to moves one workspace's cursor: give its WORKSPACE_ID, e.g. wa-export state ID --move-to TIME."
+        )
     parse_workspace_id(workspace_id)
     moment = parse_time(to, "--move-to", settings.export_timezone)
     arrival = ArrivalKey(settings.export_arrival_field)

@@ -154,7 +154,9 @@ def state(settings: Settings, workspace_id: str | None) -> StateReport:
         else:
             workspaces = store.active_workspaces()
             cap = WAITING_COUNT_CAP
-        documents = read_state_documents(store, [workspace.id for workspace in workspaces], single=workspace_id is not None)
+        documents = read_state_documents(
+            store, [workspace.id for workspace in workspaces], single=workspace_id is not None
+        )
         states = workspace_states(store, workspaces, documents, now, cap)
         return StateReport(now, settings.timezone_name, settings.export_arrival_field, cap, states)
 

@@ -59,8 +59,12 @@ def _export(
         if recipients_problem is not None:  # a malformed or disallowed address: this workspace only
             return _failed(ctx, workspace, result, recipients_problem)
         if ctx.mail.fatal_error is not None:
-            return _failed(ctx, workspace, result,
-                           f"not attempted: an earlier email of this run failed the same way ({ctx.mail.fatal_error})")
+            return _failed(
+                ctx,
+                workspace,
+                result,
+                f"not attempted: an earlier email of this run failed the same way ({ctx.mail.fatal_error})",
+            )
 
     found = ownership.chats_of_workspace(ctx.store.chats, workspace)
     stats = RowStats()
@@ -75,7 +79,9 @@ def _export(
         result.outcome = "dry_run"
         return result
     try:
-        path = write_workbook(settings, workspace, ctx.with_progress(workspace.id, rows), ctx.run_time, ctx.contested_slugs)
+        path = write_workbook(
+            settings, workspace, ctx.with_progress(workspace.id, rows), ctx.run_time, ctx.contested_slugs
+        )
     except OSError as error:
         _fill(result, stats)
         return _failed(ctx, workspace, result, describe_file_error(error, settings.export_dir))
@@ -90,8 +96,15 @@ def _export(
     if not request.send_email:
         result.outcome = "written"
         return result
-    facts = EmailFacts(result.window_start, result.window_end, result.message_count, result.by_status, path,
-                       result.recipients, by_arrival=False)
+    facts = EmailFacts(
+        result.window_start,
+        result.window_end,
+        result.message_count,
+        result.by_status,
+        path,
+        result.recipients,
+        by_arrival=False,
+    )
     try:
         ctx.mail.send(compose_export_mail(settings, workspace, facts, ctx.run_time))
     except MailError as error:
@@ -125,26 +138,29 @@ def _failed(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, reas
 def _log(ctx: RunContext, workspace: Workspace, result: WorkspaceResult) -> None:
     now = ctx.clock.now()
     completed = result.outcome == "completed"
-    export_logs.insert_entry(ctx.store.export_logs, {
-        "workspace_id": workspace.id,
-        "workspace_name": workspace.name,
-        "export_type": export_logs.EXPORT_TYPE,
-        "export_timestamp": ctx.run_time,
-        "message_count": result.message_count,
-        "file_path": result.file_path,
-        "email_sent_to": ", ".join(result.recipients),
-        "status": export_logs.STATUS_COMPLETED if completed else export_logs.STATUS_FAILED,
-        "error_message": None if completed else result.reason,
-        "created_at": now,
-        "updated_at": now,
-        "window_start": result.window_start,
-        "window_end": result.window_end,
-        "trigger": ctx.request.trigger,
-        "run_id": ctx.run_id,
-        "by_status": result.by_status,
-        "anomalies": result.anomalies,
-        "possible_duplicate": False,
-    })
+    export_logs.insert_entry(
+        ctx.store.export_logs,
+        {
+            "workspace_id": workspace.id,
+            "workspace_name": workspace.name,
+            "export_type": export_logs.EXPORT_TYPE,
+            "export_timestamp": ctx.run_time,
+            "message_count": result.message_count,
+            "file_path": result.file_path,
+            "email_sent_to": ", ".join(result.recipients),
+            "status": export_logs.STATUS_COMPLETED if completed else export_logs.STATUS_FAILED,
+            "error_message": None if completed else result.reason,
+            "created_at": now,
+            "updated_at": now,
+            "window_start": result.window_start,
+            "window_end": result.window_end,
+            "trigger": ctx.request.trigger,
+            "run_id": ctx.run_id,
+            "by_status": result.by_status,
+            "anomalies": result.anomalies,
+            "possible_duplicate": False,
+        },
+    )
 
 
 __all__ = ["export_manual"]

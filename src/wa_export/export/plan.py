@@ -123,7 +123,9 @@ def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
     for workspace in workspaces:
         skipped = WorkspaceResult(workspace.id, workspace.name, "skipped")
         if workspace.status != "active":
-            skipped.reason = f"workspace status is {workspace.status!r}, only active workspaces are exported on schedule"
+            skipped.reason = (
+                f"workspace status is {workspace.status!r}, only active workspaces are exported on schedule"
+            )
             plan.skipped.append(skipped)
             continue
         recipients = ctx.recipients_for(workspace)
@@ -188,8 +190,9 @@ def _shared_pass(ctx: RunContext, plan: Plan, start: Key, items: Sequence[WorkIt
     over_budget: set[ObjectId] = set()  # chats with a message the pass did not keep
     budget = PASS_DOCUMENT_BYTES
     orphans = 0
-    for arrival, raw_chat_id, document in arrivals.arrivals_between(store.messages, ctx.key, start, ctx.end_key,
-                                                                    documents=True):
+    for arrival, raw_chat_id, document in arrivals.arrivals_between(
+        store.messages, ctx.key, start, ctx.end_key, documents=True
+    ):
         chat_id = ownership.chat_of_message(raw_chat_id)
         if chat_id is None:
             orphans += 1  # no chat id at all: a message of nobody

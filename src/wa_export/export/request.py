@@ -141,12 +141,15 @@ def export(
 ) -> RunResult:
     with open_store(settings) as store, mongo_errors(settings):
         result = run_export(settings, store, request, observer, stop_requested)
-    result.warnings = [*result.warnings, *preflight.run_warnings(
-        settings,
-        [(workspace.workspace_id, workspace.workspace_name) for workspace in result.workspaces],
-        covers_all_active=not request.workspace_ids and request.worker_slot is None and not result.interrupted,
-        email_override=bool(request.email_override),
-        failed_ids={workspace.workspace_id for workspace in result.workspaces if workspace.outcome == "failed"},
-        without_address={ws.workspace_id for ws in result.workspaces if ws.recipients_source == "none"},
-    )]
+    result.warnings = [
+        *result.warnings,
+        *preflight.run_warnings(
+            settings,
+            [(workspace.workspace_id, workspace.workspace_name) for workspace in result.workspaces],
+            covers_all_active=not request.workspace_ids and request.worker_slot is None and not result.interrupted,
+            email_override=bool(request.email_override),
+            failed_ids={workspace.workspace_id for workspace in result.workspaces if workspace.outcome == "failed"},
+            without_address={ws.workspace_id for ws in result.workspaces if ws.recipients_source == "none"},
+        ),
+    ]
     return result

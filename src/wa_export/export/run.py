@@ -79,11 +79,20 @@ class ExportRun:
                 raise SmtpNotConfigured(str(error)) from None
         # One clock for the whole run: the server's now, then our monotonic clock.
         clock = DatabaseClock(self.store.database_now())
-        ctx = RunContext(self.settings, self.store, self.request, self.run_id, clock,
-                         ArrivalKey(self.settings.export_arrival_field), MailSession(self.settings, self.mailer_factory),
-                         self.stop_requested, on_messages=getattr(self.observer, "messages_exported", None))
-        result = RunResult(run_id=self.run_id, trigger=self.request.trigger, dry_run=self.request.dry_run,
-                           started_at=clock.started_at)
+        ctx = RunContext(
+            self.settings,
+            self.store,
+            self.request,
+            self.run_id,
+            clock,
+            ArrivalKey(self.settings.export_arrival_field),
+            MailSession(self.settings, self.mailer_factory),
+            self.stop_requested,
+            on_messages=getattr(self.observer, "messages_exported", None),
+        )
+        result = RunResult(
+            run_id=self.run_id, trigger=self.request.trigger, dry_run=self.request.dry_run, started_at=clock.started_at
+        )
         try:
             try:
                 workspaces = self._select_workspaces(ctx, result)
@@ -114,8 +123,9 @@ class ExportRun:
         share = slot_share(listing.workspaces, self.request.worker_slot)
         # A workspace stored twice is exported once; the process that exports it names it.
         exported = {workspace.id for workspace in share}
-        result.warnings.extend(duplicate_workspace_warning(duplicate) for duplicate in listing.duplicates
-                               if duplicate.id in exported)
+        result.warnings.extend(
+            duplicate_workspace_warning(duplicate) for duplicate in listing.duplicates if duplicate.id in exported
+        )
         return share
 
     def _finish(self, result: RunResult, outcome: WorkspaceResult) -> None:
@@ -187,12 +197,19 @@ class ExportRun:
 
 
 def _idle_result(ctx: RunContext, item: WorkItem) -> WorkspaceResult:
-    result = WorkspaceResult(item.workspace.id, item.workspace.name, "no_messages", recipients=item.recipients.addresses,
-                             recipients_source=item.recipients.source)
+    result = WorkspaceResult(
+        item.workspace.id,
+        item.workspace.name,
+        "no_messages",
+        recipients=item.recipients.addresses,
+        recipients_source=item.recipients.source,
+    )
     result.reason = "nothing new since the previous export"
     if item.cursor_ahead:
-        result.reason = ("its cursor was ahead of the database clock (a clock problem): pulled back to the end of "
-                         "this run's window, which hides nothing")
+        result.reason = (
+            "its cursor was ahead of the database clock (a clock problem): pulled back to the end of "
+            "this run's window, which hides nothing"
+        )
         result.anomalies[CURSOR_AHEAD] = 1
     result.window_start, result.window_end = time_of(item.start), ctx.end_time
     if item.first_cursor is not None and ctx.request.moves_cursors:

@@ -122,8 +122,12 @@ class WorkspaceExport:
             yield arrival
 
     def parts(self, window: ArrivalWindow) -> list[Part]:
-        parts = cut_parts(self.keys_between(window, window.low, self.ctx.end_key), window.low, self.ctx.end_key,
-                          self.ctx.settings.export_max_rows_per_email)
+        parts = cut_parts(
+            self.keys_between(window, window.low, self.ctx.end_key),
+            window.low,
+            self.ctx.end_key,
+            self.ctx.settings.export_max_rows_per_email,
+        )
         if window.keys is None:
             # Only the chats that have messages in the window go into the message queries.
             window.chat_ids = sorted(window.found_chats)
@@ -168,9 +172,16 @@ class WorkspaceExport:
                 size = encoded_attachment_size(path.stat().st_size)
                 piece = Written(low, part.high, path, by_status, anomalies, size)
                 if size_limit is not None and size > size_limit:
-                    smaller = [] if stats.total <= 1 else cut_parts(
-                        self.keys_between(window, low, part.high), low, part.high,
-                        rows_that_fit(stats.total, size, size_limit))
+                    smaller = (
+                        []
+                        if stats.total <= 1
+                        else cut_parts(
+                            self.keys_between(window, low, part.high),
+                            low,
+                            part.high,
+                            rows_that_fit(stats.total, size, size_limit),
+                        )
+                    )
                     if len(smaller) <= 1:
                         # One message, or messages sharing one arrival key: no boundary can split it.
                         piece.too_big = True

@@ -151,9 +151,8 @@ def arrivals_between(
     of the range either way, only the bytes on the wire differ.
     """
     projection = {**MESSAGE_PROJECTION, key.field: 1} if documents else key.projection()
-    cursor = (
-        messages.find({key.field: {"$gte": start, "$lt": end}}, projection, batch_size=PASS_BATCH_SIZE)
-        .sort(key.field, ASCENDING)
+    cursor = messages.find({key.field: {"$gte": start, "$lt": end}}, projection, batch_size=PASS_BATCH_SIZE).sort(
+        key.field, ASCENDING
     )
     for document in cursor:
         yield key.of(document), document.get("chat_id"), document  # type: ignore[misc]
@@ -269,7 +268,10 @@ def messages_by_timestamp(
     cursors = [
         iter(
             messages.find(
-                {"chat_id": {"$in": ids[offset : offset + CHAT_IDS_PER_QUERY]}, "timestamp": {"$gte": start, "$lt": end}},
+                {
+                    "chat_id": {"$in": ids[offset : offset + CHAT_IDS_PER_QUERY]},
+                    "timestamp": {"$gte": start, "$lt": end},
+                },
                 MESSAGE_PROJECTION,
                 batch_size=connection.MESSAGE_BATCH_SIZE,
             ).sort([("timestamp", ASCENDING), ("_id", ASCENDING)])

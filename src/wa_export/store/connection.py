@@ -56,6 +56,7 @@ def supporting_indexes(arrival_field: str = "_id") -> list[tuple[str, list[tuple
         SUPPORTING_INDEXES[2],
     ]
 
+
 AUTH_FAILED_CODES = {18, 8000}  # AuthenticationFailed; Atlas's "bad auth"
 # Servers that send no code (mongoeco, some proxies) still say it in words.
 AUTH_FAILED_TEXT = re.compile(r"auth(entication)? failed|bad auth|sasl.*fail", re.IGNORECASE)
@@ -227,8 +228,9 @@ class Store:
             return one_per_id(cursor, self.settings.export_recipients_field)
         object_ids = [parse_workspace_id(raw) for raw in raw_ids]
         forms = [form for object_id in object_ids for form in (object_id, str(object_id))]
-        listing = one_per_id(self.workspaces.find({"_id": {"$in": forms}}, projection),
-                             self.settings.export_recipients_field)
+        listing = one_per_id(
+            self.workspaces.find({"_id": {"$in": forms}}, projection), self.settings.export_recipients_field
+        )
         found = {workspace.id: workspace for workspace in listing.workspaces}
         missing = [str(object_id) for object_id in object_ids if str(object_id) not in found]
         if missing:
@@ -260,8 +262,10 @@ class Store:
         for collection_name, wanted in supporting_indexes(self.settings.export_arrival_field):
             if collection_name not in existing:
                 existing[collection_name] = [
-                    [(field, int(order) if isinstance(order, (int, float)) else order)
-                     for field, order in index["key"].items()]
+                    [
+                        (field, int(order) if isinstance(order, (int, float)) else order)
+                        for field, order in index["key"].items()
+                    ]
                     for index in self.db[collection_name].list_indexes()
                 ]
             if not any(keys[: len(wanted)] == wanted for keys in existing[collection_name]):
@@ -300,8 +304,9 @@ class DuplicateWorkspace:
 
     def sentence(self) -> str:
         """One clause an operator can act on (no final period: warnings and checks add their own)."""
-        forms = " and ".join(f"a {kind} _id ({name or 'unnamed'}, {status or 'no status'})"
-                             for kind, name, status in self.documents)
+        forms = " and ".join(
+            f"a {kind} _id ({name or 'unnamed'}, {status or 'no status'})" for kind, name, status in self.documents
+        )
         kind, name, _ = self.documents[0]
         others = len(self.documents) - 1
         return (
@@ -338,9 +343,11 @@ def one_per_id(documents: Iterable[dict[str, Any]], recipients_field: str | None
         workspace = _workspace(group[0], recipients_field)
         workspaces.append(workspace)
         if len(group) > 1:
-            duplicates.append(DuplicateWorkspace(workspace.id, tuple(
-                (_id_kind(d["_id"]), _name(d), str(d.get("status", ""))) for d in group
-            )))
+            duplicates.append(
+                DuplicateWorkspace(
+                    workspace.id, tuple((_id_kind(d["_id"]), _name(d), str(d.get("status", ""))) for d in group)
+                )
+            )
     return WorkspaceListing(workspaces, duplicates)
 
 

@@ -25,9 +25,9 @@ stalled past its expiry never moves a cursor another run now controls.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from bson import ObjectId
 from pymongo import ReturnDocument, UpdateOne
@@ -39,6 +39,9 @@ from wa_export.settings import Settings
 from wa_export.store.arrivals import ArrivalKey, Key, is_key, key_order
 from wa_export.store.connection import Store
 from wa_export.store.export_logs import original_service_exports
+from wa_export.units import count_or_zero
+
+T = TypeVar("T")
 
 DUPLICATE_KEY = 11000
 # A cursor is "ahead of the database clock" only beyond this: a run that started a
@@ -58,13 +61,17 @@ def _collection(store: Store) -> Collection[dict[str, Any]]:
 # --------------------------------------------------------------------------- documents as read
 
 
+def _typed(value: object, kind: type[T]) -> T | None:
+    return value if isinstance(value, kind) else None
+
+
 @dataclass(frozen=True)
 class InFlight:
     """An email handed (or about to be handed) to SMTP whose outcome is not recorded yet."""
 
     log_id: ObjectId | None
     run_id: str | None
-    from_key: Key | None  # None: not readable, the range is unknown
+    from_key: Key | None  # None: unreadable, the range is unknown
     to_key: Key | None
     part: int | None
     parts: int | None
@@ -72,35 +79,22 @@ class InFlight:
     note: str | None = None
 
     def as_document(self) -> dict[str, Any]:
-        document = {
-            "log_id": self.log_id,
-            "run_id": self.run_id,
-            "from_key": self.from_key,
-            "to_key": self.to_key,
-            "part": self.part,
-            "parts": self.parts,
-            "started_at": self.started_at,
-        }
-        if self.note is not None:
-            document["note"] = self.note
-        return document
+        return {name: value for name, value in vars(self).items() if name != "note" or value is not None}
 
     @classmethod
     def from_document(cls, value: object) -> InFlight | None:
         if not isinstance(value, dict):
             return None
-        log_id, run_id, note = value.get("log_id"), value.get("run_id"), value.get("note")
-        part, parts = value.get("part"), value.get("parts")
         from_key, to_key = value.get("from_key"), value.get("to_key")
         return cls(
-            log_id=log_id if isinstance(log_id, ObjectId) else None,
-            run_id=run_id if isinstance(run_id, str) else None,
-            from_key=from_key if is_key(from_key) else None,
-            to_key=to_key if is_key(to_key) else None,
-            part=part if isinstance(part, int) else None,
-            parts=parts if isinstance(parts, int) else None,
-            started_at=as_utc_or_none(value.get("started_at")),
-            note=note if isinstance(note, str) else None,
+            _typed(value.get("log_id"), ObjectId),
+            _typed(value.get("run_id"), str),
+            from_key if is_key(from_key) else None,
+            to_key if is_key(to_key) else None,
+            _typed(value.get("part"), int),
+            _typed(value.get("parts"), int),
+            as_utc_or_none(value.get("started_at")),
+            _typed(value.get("note"), str),
         )
 
     def overlaps(self, low: Key, high: Key) -> bool:
@@ -124,7 +118,7 @@ class InFlight:
         if self.from_key is None:
             return self
         start = self.from_key if key_order(self.from_key) > key_order(key) else key
-        return InFlight(None, self.run_id, start, self.to_key, self.part, self.parts, self.started_at, self.note)
+        return replace(self, log_id=None, from_key=start)
 
 
 @dataclass(frozen=True)
@@ -134,10 +128,7 @@ class WorkspaceState:
     workspace_id: str
     exists: bool = False
     cursor: object = None  # as stored: a key, None (no cursor yet) or anything else (ArrivalKey.position refuses it)
-    cursor_source: str | None = None
     watermark: datetime | None = None
-    lease_owner: str | None = None
-    lease_expires_at: datetime | None = None
     in_flight: InFlight | None = None
     consecutive_failures: int = 0
     pending_files: tuple[str, ...] = ()
@@ -146,18 +137,14 @@ class WorkspaceState:
     def from_document(cls, workspace_id: str, document: Mapping[str, Any] | None) -> WorkspaceState:
         if document is None:
             return cls(workspace_id)
-        failures, pending = document.get("consecutive_failures"), document.get("pending_files")
-        cursor, source, owner = document.get("cursor"), document.get("cursor_source"), document.get("lease_owner")
+        cursor, pending = document.get("cursor"), document.get("pending_files")
         return cls(
-            workspace_id=workspace_id,
+            workspace_id,
             exists=True,
             cursor=as_utc(cursor) if isinstance(cursor, datetime) else cursor,
-            cursor_source=source if isinstance(source, str) else None,
             watermark=as_utc_or_none(document.get("watermark")),
-            lease_owner=owner if isinstance(owner, str) else None,
-            lease_expires_at=as_utc_or_none(document.get("lease_expires_at")),
             in_flight=InFlight.from_document(document.get("in_flight")),
-            consecutive_failures=failures if isinstance(failures, int) and not isinstance(failures, bool) else 0,
+            consecutive_failures=count_or_zero(document.get("consecutive_failures")),
             pending_files=tuple(path for path in pending if isinstance(path, str)) if isinstance(pending, list) else (),
         )
 
@@ -175,11 +162,7 @@ class WorkspaceState:
         return self.consecutive_failures > 0 or self.in_flight is not None
 
 
-STATE_PROJECTION = dict.fromkeys(
-    ("cursor", "cursor_source", "watermark", "lease_owner", "lease_expires_at", "in_flight",
-     "consecutive_failures", "pending_files"),
-    1,
-)  # fmt: skip
+STATE_PROJECTION = dict.fromkeys(("cursor", "watermark", "in_flight", "consecutive_failures", "pending_files"), 1)
 
 
 def read_states(store: Store, workspace_ids: Sequence[str] | None = None) -> dict[str, WorkspaceState]:
@@ -313,7 +296,6 @@ def advance_idle(store: Store, clock: DatabaseClock, end_key: Key, items: Sequen
     """
     now = clock.now()
     moved = {"cursor": end_key, "cursor_set_at": now, "last_success_at": now, "updated_at": now}
-    free = lease_is_free(now)
     operations: list[UpdateOne] = []
     for item in items:
         source = item.new_source or "first_interval"
@@ -321,33 +303,29 @@ def advance_idle(store: Store, clock: DatabaseClock, end_key: Key, items: Sequen
             created = {"created_at": now, "consecutive_failures": 0, "in_flight": None, "pending_files": []}
             operations.append(
                 UpdateOne(
-                    {"_id": item.workspace_id}, {"$setOnInsert": {**moved, "cursor_source": source, **created}}, upsert=True
+                    {"_id": item.workspace_id},
+                    {"$setOnInsert": {**moved, "cursor_source": source, **created}},
+                    upsert=True,
                 )
             )
-        elif item.read_cursor is None:
-            operations.append(
-                UpdateOne(
-                    {"_id": item.workspace_id, "cursor": {"$exists": False}, **free},
-                    {"$set": {**moved, "cursor_source": source}},
-                )
+            continue
+        where: dict[str, Any] = {"cursor": {"$exists": False}}
+        if item.read_cursor is not None:
+            position = {"$gte": item.read_cursor, "$lt": end_key} if item.covered else item.read_cursor
+            where, source = {"cursor": position, "in_flight": None}, "export"
+        operations.append(
+            UpdateOne(
+                {"_id": item.workspace_id, **where, **lease_is_free(now)}, {"$set": {**moved, "cursor_source": source}}
             )
-        else:
-            position: object = {"$gte": item.read_cursor, "$lt": end_key} if item.covered else item.read_cursor
-            operations.append(
-                UpdateOne(
-                    {"_id": item.workspace_id, "cursor": position, "in_flight": None, **free},
-                    {"$set": {**moved, "cursor_source": "export"}},
-                )
-            )
+        )
     if not operations:
         return
     try:
         _collection(store).bulk_write(operations, ordered=False)
     except BulkWriteError as error:
         # Two runs creating the same new document: the other one's is as good as ours.
-        if any(item.get("code") != DUPLICATE_KEY for item in error.details.get("writeErrors", [])):
-            raise
-        if error.details.get("writeConcernErrors"):
+        errors = error.details.get("writeErrors", [])
+        if error.details.get("writeConcernErrors") or any(item.get("code") != DUPLICATE_KEY for item in errors):
             raise
 
 
@@ -404,9 +382,21 @@ class Lease:
     def __post_init__(self) -> None:
         self.cursor = self.state.cursor
 
-    def _update(self, what: str, update: dict[str, Any], **extra: Any) -> None:
-        """One write conditional on still owning the lease; LeaseLost if it is no longer ours."""
-        result = self.collection.update_one({"_id": self.workspace_id, "lease_owner": self.owner, **extra}, update)
+    def _update(
+        self,
+        what: str,
+        changes: dict[str, Any],
+        *,
+        release: bool = False,
+        more: dict[str, Any] | None = None,
+        **where: Any,
+    ) -> None:
+        """One write conditional on still owning the lease (and `where`); LeaseLost if it is no longer ours."""
+        if release:
+            changes.update(lease_owner=None, lease_expires_at=None)
+        result = self.collection.update_one(
+            {"_id": self.workspace_id, "lease_owner": self.owner, **where}, {"$set": changes, **(more or {})}
+        )
         if result.matched_count != 1:
             raise LeaseLost(
                 f"the lease on workspace {self.workspace_id} expired and was taken by another run before {what}"
@@ -414,19 +404,14 @@ class Lease:
 
     def renew(self) -> None:
         expires_at = self.clock.now() + self.duration
-        self._update("it could be renewed", {"$set": {"lease_expires_at": expires_at}})
+        self._update("it could be renewed", {"lease_expires_at": expires_at})
         self.expires_at = expires_at
 
     def set_in_flight(self, in_flight: InFlight, pending_files: Sequence[str]) -> None:
         """Record the intent to send, before the email goes to SMTP."""
         now = self.clock.now()
-        changes = {
-            "in_flight": in_flight.as_document(),
-            "pending_files": list(pending_files),
-            "last_attempt_at": now,
-            "updated_at": now,
-        }
-        self._update("the email was sent (nothing was sent)", {"$set": changes})
+        intent = {"in_flight": in_flight.as_document(), "pending_files": list(pending_files)}
+        self._update("the email was sent (nothing was sent)", {**intent, "last_attempt_at": now, "updated_at": now})
 
     def delivered(
         self,
@@ -437,10 +422,9 @@ class Lease:
         in_flight: InFlight | None,
         release: bool,
     ) -> None:
-        """The email was accepted: move the cursor past it, reset the failures.
+        """The email was accepted: the cursor moves past it, the failures reset.
 
-        `in_flight` is what stays unknown beyond this part (an earlier run's intent
-        reaching further), usually None.
+        `in_flight` is what stays unknown beyond this part (an earlier run's intent reaching further), usually None.
         """
         now = self.clock.now()
         changes: dict[str, Any] = {
@@ -455,19 +439,14 @@ class Lease:
         }
         if possible_duplicate:
             changes["last_possible_duplicate_at"] = now
-        if release:
-            changes.update(lease_owner=None, lease_expires_at=None)
-        update: dict[str, Any] = {"$set": changes}
-        if delivered_file is not None:
-            update["$pull"] = {"pending_files": delivered_file}
-        self._update("the cursor could move", update, cursor=self.cursor)
+        pull = {"$pull": {"pending_files": delivered_file}} if delivered_file is not None else None
+        self._update("the cursor could move", changes, release=release, more=pull, cursor=self.cursor)
         self.cursor = to_key
 
     def caught_up(self, end_key: Key, *, release: bool, force: bool = False) -> None:
         """Nothing (left) to deliver up to `end_key`: the cursor moves there, any stale intent is closed.
 
-        A cursor already at or past `end_key` stays, unless `force` (a cursor ahead of
-        the database clock is pulled back to the end key).
+        A cursor already at or past `end_key` stays, unless `force` (one ahead of the database clock comes back).
         """
         now = self.clock.now()
         changes: dict[str, Any] = {
@@ -481,19 +460,16 @@ class Lease:
         moves = force or not is_key(self.cursor) or key_order(self.cursor) < key_order(end_key)
         if moves:
             changes.update(cursor=end_key, cursor_source="export", cursor_set_at=now)
-        if release:
-            changes.update(lease_owner=None, lease_expires_at=None)
-        self._update("the cursor could move", {"$set": changes}, cursor=self.cursor)
+        self._update("the cursor could move", changes, release=release, cursor=self.cursor)
         if moves:
             self.cursor = end_key
 
     def failed(
         self, error: str, *, in_flight: object = KEEP_IN_FLIGHT, pending_files: Sequence[str] | None, release: bool
     ) -> None:
-        """A delivery failed: the cursor stays; the failure is counted for `state` and the next run.
+        """A delivery failed: the cursor stays, the failure is counted.
 
-        `in_flight` is what may have been delivered anyway (an InFlight), None, or
-        KEEP_IN_FLIGHT to leave the stored one as it is.
+        `in_flight`: what may have been delivered anyway (an InFlight), None, or KEEP_IN_FLIGHT.
         """
         now = self.clock.now()
         changes: dict[str, Any] = {"last_error": error, "last_attempt_at": now, "updated_at": now}
@@ -501,9 +477,8 @@ class Lease:
             changes["in_flight"] = in_flight.as_document() if in_flight is not None else None
         if pending_files is not None:
             changes["pending_files"] = list(pending_files)
-        if release:
-            changes.update(lease_owner=None, lease_expires_at=None)
-        self._update("the failure could be recorded", {"$set": changes, "$inc": {"consecutive_failures": 1}})
+        count = {"$inc": {"consecutive_failures": 1}}
+        self._update("the failure could be recorded", changes, release=release, more=count)
 
     def release(self) -> None:
         # Conditional: never release a lease that expired and now belongs to another run.
@@ -547,7 +522,12 @@ def acquire_lease(
         document = collection.find_one_and_update(
             {"_id": workspace_id, **lease_is_free(now)},
             {
-                "$set": {"lease_owner": owner, "lease_expires_at": expires_at, "lease_acquired_at": now, "updated_at": now},
+                "$set": {
+                    "lease_owner": owner,
+                    "lease_expires_at": expires_at,
+                    "lease_acquired_at": now,
+                    "updated_at": now,
+                },
                 "$setOnInsert": on_insert,
             },
             upsert=True,

@@ -82,4 +82,3 @@ def count_waiting(store: Store, workspace: Workspace, from_key: Key, cap: int | 
         if capped:
             break
     return Waiting(total, capped, time_of(oldest), counted_from)
-
