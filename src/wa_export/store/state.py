@@ -1,4 +1,4 @@
-"""The `export_state` collection: every read and write of it (docs/design.md, "Cursors" and "Leases").
+"""The `export_state` collection: every read and write of it (docs/design.md, "The first cursor" and "Leases").
 
 One document per workspace, `_id` = the workspace id string:
 
