@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -109,22 +109,7 @@ def move_cursor(settings: Settings, workspace_id: str | None, to: str) -> MoveRe
                 f"--move-to {to!r} is later than the database clock ({_local(now, settings)}): a cursor there would skip "
                 "messages that have not arrived yet; give a time in the past."
             )
-        new_key = arrival.at(moment)
-        before = _write_cursor(store, workspace, settings, now, new_key)
-        old_key, old_source = _old_position(before, arrival)
-        move = CursorMove(
-            workspace_id=workspace.id,
-            workspace_name=workspace.name,
-            requested_time=moment,
-            old_key=old_key,
-            old_source=old_source,
-            new_key=new_key,
-            direction=_direction(old_key, new_key),
-            database_now=now,
-            host=socket.gethostname(),
-        )
-        _record_move(store, move, settings)
-        return _result(store, workspace, move)
+        return _move(store, workspace, arrival, now, arrival.at(moment), moment)
 
 
 def move_cursor_past(settings: Settings, workspace_id: str | None, message_id: str) -> MoveResult:
@@ -155,21 +140,21 @@ def move_cursor_past(settings: Settings, workspace_id: str | None, message_id: s
         document = read_state_documents(store, [workspace.id], single=True).get(workspace.id, {})
         position = _delivery_position(settings, document, now)
         old_key, old_source = _old_position(document or None, arrival)
-        # As things stand; if the message is behind the position, also the answer (nothing moves).
-        move = CursorMove(
-            workspace_id=workspace.id,
-            workspace_name=workspace.name,
-            requested_time=time_of(message_key) or now,
-            old_key=old_key,
-            old_source=old_source,
-            new_key=old_key if old_key is not None else position,
-            direction="already_past",
-            database_now=now,
-            host=socket.gethostname(),
-            past_message_id=str(message_object_id),
-        )
-        if message_key < position:  # both keys of the configured field
-            return _result(store, workspace, move)  # delivered (or skipped) already: nothing to do
+        requested = time_of(message_key) or now
+        if message_key < position:  # both keys of the configured field: delivered (or skipped) already
+            move = CursorMove(
+                workspace_id=workspace.id,
+                workspace_name=workspace.name,
+                requested_time=requested,
+                old_key=old_key,
+                old_source=old_source,
+                new_key=old_key if old_key is not None else position,
+                direction="already_past",
+                database_now=now,
+                host=socket.gethostname(),
+                past_message_id=str(message_object_id),
+            )
+            return _result(store, workspace, move)
         new_key = _key_just_after(store, workspace, arrival, message_key, message_object_id)
         earlier = _messages_between(store, workspace, arrival.field, position, message_key)
         if earlier:
@@ -178,13 +163,7 @@ def move_cursor_past(settings: Settings, workspace_id: str | None, message_id: s
                 f"{message_object_id}: moving past it would skip them too; let a scheduled run deliver them first, "
                 "or skip them all deliberately with --move-to."
             )
-        before = _write_cursor(store, workspace, settings, now, new_key, expected_cursor=document.get("cursor"))
-        old_key, old_source = _old_position(before, arrival)
-        move = replace(
-            move, old_key=old_key, old_source=old_source, new_key=new_key, direction=_direction(old_key, new_key)
-        )
-        _record_move(store, move, settings)
-        return _result(store, workspace, move)
+        return _move(store, workspace, arrival, now, new_key, requested, document.get("cursor"), str(message_object_id))
 
 
 def _parse_message_id(raw: str) -> ObjectId:
@@ -259,21 +238,37 @@ def _messages_between(store: Store, workspace: Workspace, field: str, low: Key, 
     )
 
 
-def _write_cursor(
+def _move(
     store: Store,
     workspace: Workspace,
-    settings: Settings,
+    arrival: ArrivalKey,
     now: datetime,
     new_key: Key,
-    *,
+    requested_time: datetime,
     expected_cursor: object = ANY_CURSOR,
-) -> Mapping[str, Any] | None:
-    """Set the cursor (lease free, and the cursor still as read); the document before."""
+    past_message_id: str | None = None,
+) -> MoveResult:
+    """Write the cursor (lease free, and the cursor still as read), record the move, read the state after it."""
     try:
-        return set_moved_cursor(store, workspace.id, now, new_key, expected_cursor=expected_cursor)
+        before = set_moved_cursor(store, workspace.id, now, new_key, expected_cursor=expected_cursor)
     except DuplicateKeyError:
         # The document exists but did not match: its lease is live, or a run moved the cursor meanwhile.
-        raise _busy(store, workspace, settings) from None
+        raise _busy(store, workspace, store.settings) from None
+    old_key, old_source = _old_position(before, arrival)
+    move = CursorMove(
+        workspace_id=workspace.id,
+        workspace_name=workspace.name,
+        requested_time=requested_time,
+        old_key=old_key,
+        old_source=old_source,
+        new_key=new_key,
+        direction=_direction(old_key, new_key),
+        database_now=now,
+        host=socket.gethostname(),
+        past_message_id=past_message_id,
+    )
+    _record_move(store, move, store.settings)
+    return _result(store, workspace, move)
 
 
 def _result(store: Store, workspace: Workspace, move: CursorMove) -> MoveResult:
