@@ -170,62 +170,44 @@ def workspace_states(
 ) -> list[WorkspaceReport]:
     settings = store.settings
     key = ArrivalKey(settings.export_arrival_field)
-    without_position = [
-        workspace.id for workspace in workspaces if position_key(settings, documents.get(workspace.id, {}), now) is None
-    ]
-    originals = original_exports(store, without_position, now)
-    states = []
+    positions = {workspace.id: position_key(settings, documents.get(workspace.id, {}), now) for workspace in workspaces}
+    originals = original_exports(store, [id_ for id_, position in positions.items() if position is None], now)
+    reports = []
     for workspace in workspaces:
         document = documents.get(workspace.id, {})
-        cursor = document.get("cursor")
-        cursor_key = cursor if is_key(cursor) else None
-        watermark = as_utc_or_none(document.get("watermark"))
-        first: FirstCursor | None = None
-        from_key = position_key(settings, document, now)
+        from_key, first = positions[workspace.id], None
         if from_key is None:
             # As the next scheduled run will set it (its end is not known yet: "now" stands in).
             first = first_cursor(settings, key, now, now, None, originals.get(workspace.id))
             if first.source == "original_service":
                 from_key = first.key
         waiting = count_waiting(store, workspace, from_key, cap) if from_key is not None else None
-        states.append(_workspace_state(settings, workspace, document, now, cursor_key, watermark, first, waiting))
-    return states
-
-
-def _workspace_state(
-    settings: Settings,
-    workspace: Workspace,
-    document: Mapping[str, Any],
-    now: datetime,
-    cursor_key: Key | None,
-    watermark: datetime | None,
-    first: FirstCursor | None,
-    waiting: Waiting | None,
-) -> WorkspaceReport:
-    in_flight = document.get("in_flight")
-    last_error = document.get("last_error")
-    owner = document.get("lease_owner")
-    source = document.get("cursor_source")
-    return WorkspaceReport(
-        workspace_id=workspace.id,
-        workspace_name=workspace.name,
-        workspace_status=workspace.status,
-        database_now=now,
-        cursor_key=cursor_key,
-        cursor_source=str(source) if cursor_key is not None and source is not None else None,
-        cursor_set_at=as_utc_or_none(document.get("cursor_set_at")),
-        legacy_watermark=watermark if cursor_key is None else None,
-        first_cursor=first,
-        waiting=waiting,
-        lease_owner=str(owner) if owner is not None else None,
-        lease_expires_at=as_utc_or_none(document.get("lease_expires_at")),
-        last_success_at=as_utc_or_none(document.get("last_success_at")),
-        last_attempt_at=as_utc_or_none(document.get("last_attempt_at")),
-        consecutive_failures=count_or_zero(document.get("consecutive_failures")),
-        last_error=redact(str(last_error), settings.secrets()) if last_error else None,
-        last_possible_duplicate_at=as_utc_or_none(document.get("last_possible_duplicate_at")),
-        in_flight=in_flight if isinstance(in_flight, Mapping) and in_flight else None,
-    )
+        cursor, source, owner = document.get("cursor"), document.get("cursor_source"), document.get("lease_owner")
+        cursor_key = cursor if is_key(cursor) else None
+        last_error, in_flight = document.get("last_error"), document.get("in_flight")
+        reports.append(
+            WorkspaceReport(
+                workspace_id=workspace.id,
+                workspace_name=workspace.name,
+                workspace_status=workspace.status,
+                database_now=now,
+                cursor_key=cursor_key,
+                cursor_source=str(source) if cursor_key is not None and source is not None else None,
+                cursor_set_at=as_utc_or_none(document.get("cursor_set_at")),
+                legacy_watermark=as_utc_or_none(document.get("watermark")) if cursor_key is None else None,
+                first_cursor=first,
+                waiting=waiting,
+                lease_owner=str(owner) if owner is not None else None,
+                lease_expires_at=as_utc_or_none(document.get("lease_expires_at")),
+                last_success_at=as_utc_or_none(document.get("last_success_at")),
+                last_attempt_at=as_utc_or_none(document.get("last_attempt_at")),
+                consecutive_failures=count_or_zero(document.get("consecutive_failures")),
+                last_error=redact(str(last_error), settings.secrets()) if last_error else None,
+                last_possible_duplicate_at=as_utc_or_none(document.get("last_possible_duplicate_at")),
+                in_flight=in_flight if isinstance(in_flight, Mapping) and in_flight else None,
+            )
+        )
+    return reports
 
 
 # --- JSON ------------------------------------------------------------------------------
