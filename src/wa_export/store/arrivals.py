@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeGuard
+from typing import Any, TypeGuard, cast
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING
@@ -90,6 +90,10 @@ class ArrivalKey:
     def of(self, document: dict[str, Any]) -> object:
         return field_at(document, self.field)
 
+    def matched(self, document: dict[str, Any]) -> Key:
+        """The key of a document that a range query on this field matched: MongoDB compares within one type."""
+        return cast(Key, field_at(document, self.field))
+
     def projection(self) -> dict[str, int]:
         if self.uses_object_id:
             return {"chat_id": 1}
@@ -155,7 +159,7 @@ def arrivals_between(
         key.field, ASCENDING
     )
     for document in cursor:
-        yield key.of(document), document.get("chat_id"), document  # type: ignore[misc]
+        yield key.matched(document), document.get("chat_id"), document
 
 
 def in_row_order(documents: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -183,10 +187,10 @@ def keys_of_chats(
             key.projection(),
             batch_size=PASS_BATCH_SIZE,
         ).sort(key.field, ASCENDING)
-        cursors.append((key.of(document), document.get("chat_id")) for document in found)
+        cursors.append((key.matched(document), document.get("chat_id")) for document in found)
     if len(cursors) == 1:
-        return cursors[0]  # type: ignore[return-value]
-    return heapq.merge(*cursors, key=lambda pair: pair[0])  # type: ignore[arg-type]  # keys are ordered per arrival field
+        return cursors[0]
+    return heapq.merge(*cursors, key=lambda pair: pair[0])  # keys of one field are of one type
 
 
 def count_of_chats(
