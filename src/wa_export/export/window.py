@@ -172,16 +172,10 @@ class WorkspaceExport:
                 size = encoded_attachment_size(path.stat().st_size)
                 piece = Written(low, part.high, path, by_status, anomalies, size)
                 if size_limit is not None and size > size_limit:
-                    smaller = (
-                        []
-                        if stats.total <= 1
-                        else cut_parts(
-                            self.keys_between(window, low, part.high),
-                            low,
-                            part.high,
-                            rows_that_fit(stats.total, size, size_limit),
-                        )
-                    )
+                    smaller: list[Part] = []
+                    if stats.total > 1:
+                        fit = rows_that_fit(stats.total, size, size_limit)
+                        smaller = cut_parts(self.keys_between(window, low, part.high), low, part.high, fit)
                     if len(smaller) <= 1:
                         # One message, or messages sharing one arrival key: no boundary can split it.
                         piece.too_big = True
