@@ -54,7 +54,7 @@ from wa_export.export.run import ExportRequest, ExportRun
 from wa_export.settings import load_settings
 from wa_export.store import arrivals
 from wa_export.store.connection import Store, connect
-from wa_export.store.leases import Lease
+from wa_export.store.state import Lease
 from wa_export.workbook.naming import FOLDER_MARKER
 
 

@@ -7,6 +7,7 @@ precision; everything shown to people is in EXPORT_TIMEZONE.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 
 from wa_export.errors import UsageProblem
@@ -83,3 +84,15 @@ class DatabaseClock:
 
     def now(self) -> datetime:
         return to_millis(self.started_at + timedelta(seconds=time.monotonic() - self._started_monotonic))
+
+
+@dataclass(frozen=True)
+class Window:
+    """A half-open time range [start, end) in UTC (manual exports)."""
+
+    start: datetime
+    end: datetime
+
+    @property
+    def is_empty(self) -> bool:
+        return self.end <= self.start

@@ -32,11 +32,12 @@ from typing import TYPE_CHECKING, Any
 from pymongo.errors import PyMongoError
 
 from wa_export.clock import as_utc_or_none
-from wa_export.commands.state import WAITING_COUNT_CAP, read_state_documents
+from wa_export.commands.state import WAITING_COUNT_CAP
 from wa_export.errors import ConfigError, ExitCode, MongoUnavailable
 from wa_export.settings import Settings, metrics_file_path
 from wa_export.store.arrivals import ForeignCursor
 from wa_export.store.connection import Store, open_store
+from wa_export.store.state import read_state_documents
 from wa_export.store.waiting import count_waiting, position_key
 from wa_export.units import count_or_zero
 from wa_export.workbook.publish import fsync_dir, unlink_quietly

@@ -22,7 +22,7 @@ from wa_export.units import format_age
 
 if TYPE_CHECKING:  # cli/app.py imports this module for the help texts below: no MongoDB code at start-up
     from wa_export.commands.cursor_move import MoveResult
-    from wa_export.commands.state import StateReport, WorkspaceState
+    from wa_export.commands.state import StateReport, WorkspaceReport
     from wa_export.settings import Settings
 
 STATE_ID_HELP = "One workspace (exact counts); without it, all active ones."
@@ -70,7 +70,7 @@ def render_report(output: Output, report: StateReport, settings: Settings) -> No
 
 
 def render_move(output: Output, result: MoveResult, settings: Settings) -> None:
-    from wa_export.store.arrival_keys import key_text
+    from wa_export.store.arrivals import key_text
 
     if output.json_output:
         output.json({"ok": True, **result.as_dict()})
@@ -100,7 +100,9 @@ def render_move(output: Output, result: MoveResult, settings: Settings) -> None:
             f"message {move.past_message_id} (arrived {_time(move.requested_time, settings)}) will not be delivered; "
             "what arrived after it, in the same second too, will"
         )
-    change = f"cursor created at {new}" if move.old_key is None else f"cursor moved {move.direction} from {old} to {new}"
+    change = (
+        f"cursor created at {new}" if move.old_key is None else f"cursor moved {move.direction} from {old} to {new}"
+    )
     output.line(f"Workspace {move.workspace_id}: {change}: {consequence}.")
     after = result.state_after
     if after.waiting is not None:
@@ -112,10 +114,7 @@ def render_move(output: Output, result: MoveResult, settings: Settings) -> None:
 
 
 def _state_table(report: StateReport, settings: Settings) -> Table:
-    title = (
-        f"Delivery state, times in {report.timezone_name} "
-        f"(database clock {_time(report.database_now, settings)})"
-    )
+    title = f"Delivery state, times in {report.timezone_name} (database clock {_time(report.database_now, settings)})"
     table = Table(title=escape(title), box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("Workspace / id", overflow="fold", min_width=24)
     table.add_column("Cursor", no_wrap=True)
@@ -141,7 +140,7 @@ def _state_table(report: StateReport, settings: Settings) -> Table:
     return table
 
 
-def _cursor_cell(workspace: WorkspaceState, settings: Settings) -> str:
+def _cursor_cell(workspace: WorkspaceReport, settings: Settings) -> str:
     if workspace.has_cursor:
         text = f"{_short(workspace.cursor_time, settings)}\n[dim]{escape(workspace.cursor_source or 'unknown source')}[/dim]"
         if workspace.cursor_ahead_of_database_clock:
@@ -152,7 +151,7 @@ def _cursor_cell(workspace: WorkspaceState, settings: Settings) -> str:
     return "[yellow]none[/yellow]"
 
 
-def _notes(workspace: WorkspaceState, settings: Settings) -> list[str]:
+def _notes(workspace: WorkspaceReport, settings: Settings) -> list[str]:
     """Short remarks for the table; the plain lines and --json say the same at length."""
     notes = []
     if workspace.cursor_ahead_of_database_clock:
@@ -160,10 +159,10 @@ def _notes(workspace: WorkspaceState, settings: Settings) -> list[str]:
     if workspace.legacy_watermark is not None:
         notes.append("becomes a cursor on the next run")
     elif not workspace.has_cursor and workspace.first_cursor is not None:
-        first = workspace.first_cursor
+        starts_at = workspace.next_run_starts_at
         notes.append(
-            f"next run starts {_short(first.starts_at, settings)} (original service)"
-            if first.starts_at is not None
+            f"next run starts {_short(starts_at, settings)} (original service)"
+            if starts_at is not None
             else f"next run starts {settings.export_interval_minutes} min before its end"
         )
     if workspace.in_flight:
@@ -181,16 +180,15 @@ def _notes(workspace: WorkspaceState, settings: Settings) -> list[str]:
     return notes
 
 
-def _no_cursor_text(workspace: WorkspaceState, settings: Settings) -> str:
+def _no_cursor_text(workspace: WorkspaceReport, settings: Settings) -> str:
     if workspace.legacy_watermark is not None:
         return (
-            f"v1 watermark {_time(workspace.legacy_watermark, settings)}: "
-            "the next scheduled run turns it into a cursor"
+            f"v1 watermark {_time(workspace.legacy_watermark, settings)}: the next scheduled run turns it into a cursor"
         )
-    first = workspace.first_cursor
-    if first is not None and first.starts_at is not None:
+    first, starts_at = workspace.first_cursor, workspace.next_run_starts_at
+    if starts_at is not None:
         return (
-            f"no cursor yet: the next scheduled run starts at {_time(first.starts_at, settings)} "
+            f"no cursor yet: the next scheduled run starts at {_time(starts_at, settings)} "
             "(where the original service's last export ended)"
         )
     if first is not None:
@@ -201,8 +199,8 @@ def _no_cursor_text(workspace: WorkspaceState, settings: Settings) -> str:
     return "no cursor yet"
 
 
-def _plain_fields(workspace: WorkspaceState, settings: Settings) -> list[str]:
-    from wa_export.store.arrival_keys import key_text
+def _plain_fields(workspace: WorkspaceReport, settings: Settings) -> list[str]:
+    from wa_export.store.arrivals import key_text
 
     fields = [
         f"workspace={workspace.workspace_id}",
@@ -226,8 +224,10 @@ def _plain_fields(workspace: WorkspaceState, settings: Settings) -> list[str]:
         fields.append(f"oldest_waiting={_iso_local(workspace.waiting.oldest_at, settings)}")
         fields.append(f"oldest_waiting_age_seconds={int(workspace.oldest_waiting_age_seconds)}")
     if workspace.lease_held:
-        fields += [f"lease=held lease_owner={workspace.lease_owner}",
-                   f"lease_expires={_iso_local(workspace.lease_expires_at, settings)}"]
+        fields += [
+            f"lease=held lease_owner={workspace.lease_owner}",
+            f"lease_expires={_iso_local(workspace.lease_expires_at, settings)}",
+        ]
     else:
         fields.append("lease=free")
     fields += [
@@ -243,19 +243,19 @@ def _plain_fields(workspace: WorkspaceState, settings: Settings) -> list[str]:
     return fields
 
 
-def _waiting_count(workspace: WorkspaceState) -> str:
+def _waiting_count(workspace: WorkspaceReport) -> str:
     waiting = workspace.waiting
     if waiting is None:
         return "—"
     return f"{waiting.count}+" if waiting.capped else str(waiting.count)
 
 
-def _oldest_age(workspace: WorkspaceState) -> str:
+def _oldest_age(workspace: WorkspaceReport) -> str:
     age = workspace.oldest_waiting_age_seconds
     return "" if age is None else format_age(timedelta(seconds=age))
 
 
-def _oldest_suffix(workspace: WorkspaceState) -> str:
+def _oldest_suffix(workspace: WorkspaceReport) -> str:
     age = _oldest_age(workspace)
     return f", the oldest arrived {age} ago" if age else ""
 
@@ -263,13 +263,13 @@ def _oldest_suffix(workspace: WorkspaceState) -> str:
 def _in_flight_text(in_flight: Mapping[str, Any] | None, settings: Settings) -> str:
     if not in_flight:
         return ""
-    from wa_export.store.arrival_keys import time_of_key
+    from wa_export.store.arrivals import time_of
 
     parts = []
     part, total = in_flight.get("part"), in_flight.get("parts")
     if part is not None and total is not None:
         parts.append(f"part {part} of {total}")
-    low, high = time_of_key(in_flight.get("from_key")), time_of_key(in_flight.get("to_key"))
+    low, high = time_of(in_flight.get("from_key")), time_of(in_flight.get("to_key"))
     if low is not None and high is not None:
         parts.append(f"arrivals {_time(low, settings)} to {_time(high, settings)}")
     if in_flight.get("run_id"):
@@ -289,7 +289,11 @@ def _short(moment: datetime | None, settings: Settings) -> str:
     if moment is None:
         return ""
     local = moment.astimezone(settings.export_timezone)
-    return f"{local:%m-%d %H:%M}" if local.year == datetime.now(settings.export_timezone).year else f"{local:%Y-%m-%d %H:%M}"
+    return (
+        f"{local:%m-%d %H:%M}"
+        if local.year == datetime.now(settings.export_timezone).year
+        else f"{local:%Y-%m-%d %H:%M}"
+    )
 
 
 def _iso_local(moment: datetime | None, settings: Settings) -> str:

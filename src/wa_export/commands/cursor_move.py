@@ -3,39 +3,28 @@
 --move-to: back re-delivers what arrived from TIME on; forward skips what
 arrived before it. --move-past skips exactly one message (one too big for any
 email): the cursor becomes the smallest key after that message's, so messages
-that arrived in the same second after it are still delivered. One conditional
-update (the lease must be free or expired on the database clock) makes the
-check and the move one atomic step, never under a live lease. The in_flight
-marker is left alone: the engine still needs it to flag a possible duplicate.
-Every move is recorded in system_logs.
+that arrived in the same second after it are still delivered. The write itself
+is store/state.py set_moved_cursor (one conditional update, never under a live
+lease). Every move is recorded in system_logs.
 """
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from bson import ObjectId
 from bson.errors import InvalidId
-from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from wa_export.clock import SECOND_FORMAT, as_utc_or_none, format_local, iso, parse_time
-from wa_export.commands.state import WorkspaceState, read_state_documents, workspace_states
+from wa_export.commands.state import WorkspaceReport, workspace_states
 from wa_export.errors import MongoUnavailable, UsageProblem, WorkspaceBusy
 from wa_export.settings import Settings
-from wa_export.store.arrival_keys import (
-    ArrivalKey,
-    arrival_order,
-    is_arrival_key,
-    key_for_time,
-    key_text,
-    time_of_key,
-)
-from wa_export.store.arrivals import ArrivalKey as Arrivals
+from wa_export.store.arrivals import ArrivalKey, Key, is_key, key_order, key_text, time_of
 from wa_export.store.connection import (
     SERVICE_NAME,
     Store,
@@ -45,16 +34,13 @@ from wa_export.store.connection import (
     open_store,
     parse_workspace_id,
 )
-from wa_export.store.export_state import lease_is_free
 from wa_export.store.ownership import as_object_id, owner_of
+from wa_export.store.state import ANY_CURSOR, read_lease, read_state_documents, set_moved_cursor
 from wa_export.store.waiting import position_key, workspace_chat_ids
 
 CURSOR_MOVED_EVENT = "cursor_moved"
-MOVED_SOURCE = "moved"
 # "already_past": --move-past of a message the cursor is already beyond; nothing was written.
 MoveDirection = Literal["back", "forward", "unchanged", "created", "already_past"]
-# A --move-past whose cursor changed between the read and the write (a run finished meanwhile).
-_ANY_CURSOR = object()
 
 
 @dataclass(frozen=True)
@@ -62,9 +48,9 @@ class CursorMove:
     workspace_id: str
     workspace_name: str
     requested_time: datetime
-    old_key: ArrivalKey | None  # the cursor, or the key of v1's watermark when only that existed
+    old_key: Key | None  # the cursor, or the key of v1's watermark when only that existed
     old_source: str | None
-    new_key: ArrivalKey
+    new_key: Key
     direction: MoveDirection
     database_now: datetime
     host: str
@@ -72,11 +58,11 @@ class CursorMove:
 
     @property
     def old_time(self) -> datetime | None:
-        return time_of_key(self.old_key)
+        return time_of(self.old_key)
 
     @property
     def new_time(self) -> datetime:
-        moment = time_of_key(self.new_key)
+        moment = time_of(self.new_key)
         assert moment is not None
         return moment
 
@@ -100,7 +86,7 @@ class CursorMove:
 @dataclass(frozen=True)
 class MoveResult:
     move: CursorMove
-    state_after: WorkspaceState
+    state_after: WorkspaceReport
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.move.as_dict(), "state": self.state_after.as_dict()}
@@ -109,10 +95,12 @@ class MoveResult:
 def move_cursor(settings: Settings, workspace_id: str | None, to: str) -> MoveResult:
     """Set the cursor to key(TIME) unless a run holds the lease; return the move and the state after it."""
     if workspace_id is None:
-        raise UsageProblem("--move-to moves one workspace's cursor: give its WORKSPACE_ID, e.g. wa-export state ID --move-to TIME.")
+        raise UsageProblem(
+            "--move-to moves one workspace's cursor: give its WORKSPACE_ID, e.g. wa-export state ID --move-to TIME."
+        )
     parse_workspace_id(workspace_id)
     moment = parse_time(to, "--move-to", settings.export_timezone)
-    field = settings.export_arrival_field
+    arrival = ArrivalKey(settings.export_arrival_field)
     with open_store(settings) as store, mongo_errors(settings):
         workspace = store.workspaces_by_id([workspace_id])[0]
         now = store.database_now()
@@ -121,22 +109,7 @@ def move_cursor(settings: Settings, workspace_id: str | None, to: str) -> MoveRe
                 f"--move-to {to!r} is later than the database clock ({_local(now, settings)}): a cursor there would skip "
                 "messages that have not arrived yet; give a time in the past."
             )
-        new_key = key_for_time(field, moment)
-        before = _write_cursor(store, workspace, settings, now, new_key)
-        old_key, old_source = _old_position(before, field)
-        move = CursorMove(
-            workspace_id=workspace.id,
-            workspace_name=workspace.name,
-            requested_time=moment,
-            old_key=old_key,
-            old_source=old_source,
-            new_key=new_key,
-            direction=_direction(old_key, new_key),
-            database_now=now,
-            host=socket.gethostname(),
-        )
-        _record_move(store, move, settings)
-        return _result(store, workspace, move)
+        return _move(store, workspace, arrival, now, arrival.at(moment), moment)
 
 
 def move_cursor_past(settings: Settings, workspace_id: str | None, message_id: str) -> MoveResult:
@@ -147,7 +120,7 @@ def move_cursor_past(settings: Settings, workspace_id: str | None, message_id: s
         )
     parse_workspace_id(workspace_id)
     message_object_id = _parse_message_id(message_id)
-    arrival = Arrivals(settings.export_arrival_field)
+    arrival = ArrivalKey(settings.export_arrival_field)
     with open_store(settings) as store, mongo_errors(settings):
         workspace = store.workspaces_by_id([workspace_id])[0]
         message = store.messages.find_one({"_id": message_object_id}, {"chat_id": 1, arrival.field: 1})
@@ -158,30 +131,30 @@ def move_cursor_past(settings: Settings, workspace_id: str | None, message_id: s
             )
         _check_owner(store, workspace, message, message_object_id)
         message_key = arrival.of(message)
-        if not is_arrival_key(message_key) or not arrival.usable(message_key):
+        if not is_key(message_key) or not arrival.usable(message_key):
             raise UsageProblem(
                 f"Message {message_object_id} has no {arrival.type_name} in {arrival.field}: scheduled runs never "
                 "deliver it, so there is nothing to move past."
             )
         now = store.database_now()
-        document = store.export_state.find_one({"_id": workspace.id}) or {}
+        document = read_state_documents(store, [workspace.id], single=True).get(workspace.id, {})
         position = _delivery_position(settings, document, now)
-        old_key, old_source = _old_position(document or None, arrival.field)
-        # As things stand; if the message is behind the position, also the answer (nothing moves).
-        move = CursorMove(
-            workspace_id=workspace.id,
-            workspace_name=workspace.name,
-            requested_time=arrival.time_of(message_key) or now,
-            old_key=old_key,
-            old_source=old_source,
-            new_key=old_key if old_key is not None else position,
-            direction="already_past",
-            database_now=now,
-            host=socket.gethostname(),
-            past_message_id=str(message_object_id),
-        )
-        if message_key < position:  # both keys of the configured field
-            return _result(store, workspace, move)  # delivered (or skipped) already: nothing to do
+        old_key, old_source = _old_position(document or None, arrival)
+        requested = time_of(message_key) or now
+        if message_key < position:  # both keys of the configured field: delivered (or skipped) already
+            move = CursorMove(
+                workspace_id=workspace.id,
+                workspace_name=workspace.name,
+                requested_time=requested,
+                old_key=old_key,
+                old_source=old_source,
+                new_key=old_key if old_key is not None else position,
+                direction="already_past",
+                database_now=now,
+                host=socket.gethostname(),
+                past_message_id=str(message_object_id),
+            )
+            return _result(store, workspace, move)
         new_key = _key_just_after(store, workspace, arrival, message_key, message_object_id)
         earlier = _messages_between(store, workspace, arrival.field, position, message_key)
         if earlier:
@@ -190,13 +163,7 @@ def move_cursor_past(settings: Settings, workspace_id: str | None, message_id: s
                 f"{message_object_id}: moving past it would skip them too; let a scheduled run deliver them first, "
                 "or skip them all deliberately with --move-to."
             )
-        before = _write_cursor(store, workspace, settings, now, new_key, expected_cursor=document.get("cursor"))
-        old_key, old_source = _old_position(before, arrival.field)
-        move = replace(
-            move, old_key=old_key, old_source=old_source, new_key=new_key, direction=_direction(old_key, new_key)
-        )
-        _record_move(store, move, settings)
-        return _result(store, workspace, move)
+        return _move(store, workspace, arrival, now, new_key, requested, document.get("cursor"), str(message_object_id))
 
 
 def _parse_message_id(raw: str) -> ObjectId:
@@ -221,7 +188,7 @@ def _check_owner(store: Store, workspace: Workspace, message: Mapping[str, Any],
         )
 
 
-def _delivery_position(settings: Settings, document: Mapping[str, Any], now: datetime) -> ArrivalKey:
+def _delivery_position(settings: Settings, document: Mapping[str, Any], now: datetime) -> Key:
     """Where the workspace's undelivered messages start: its cursor, v1's watermark, or the first cursor's earliest start.
 
     Without either, the next scheduled run starts EXPORT_INTERVAL_MINUTES before
@@ -231,12 +198,12 @@ def _delivery_position(settings: Settings, document: Mapping[str, Any], now: dat
     if position is not None:
         return position
     interval = timedelta(minutes=settings.export_interval_minutes, seconds=settings.export_lag_seconds)
-    return key_for_time(settings.export_arrival_field, now - interval)
+    return ArrivalKey(settings.export_arrival_field).at(now - interval)
 
 
 def _key_just_after(
-    store: Store, workspace: Workspace, arrival: Arrivals, message_key: ArrivalKey, message_id: ObjectId
-) -> ArrivalKey:
+    store: Store, workspace: Workspace, arrival: ArrivalKey, message_key: Key, message_id: ObjectId
+) -> Key:
     """The smallest arrival key after `message_key`: every other message stays at or after it.
 
     An ObjectId's successor is the next 12-byte value, so messages of the same
@@ -262,7 +229,7 @@ def _key_just_after(
     return message_key + timedelta(milliseconds=1)  # BSON dates hold milliseconds
 
 
-def _messages_between(store: Store, workspace: Workspace, field: str, low: ArrivalKey, high: ArrivalKey) -> int:
+def _messages_between(store: Store, workspace: Workspace, field: str, low: Key, high: Key) -> int:
     """How many of the workspace's messages have low <= arrival key < high (they would be skipped too)."""
     if not low < high:
         return 0
@@ -271,32 +238,37 @@ def _messages_between(store: Store, workspace: Workspace, field: str, low: Arriv
     )
 
 
-def _write_cursor(
+def _move(
     store: Store,
     workspace: Workspace,
-    settings: Settings,
+    arrival: ArrivalKey,
     now: datetime,
-    new_key: ArrivalKey,
-    *,
-    expected_cursor: object = _ANY_CURSOR,
-) -> Mapping[str, Any] | None:
-    """Set the cursor in one conditional update (lease free, and the cursor still as read); the document before."""
-    query: dict[str, Any] = {"_id": workspace.id, **lease_is_free(now)}
-    if expected_cursor is not _ANY_CURSOR:
-        query["cursor"] = expected_cursor  # None also matches a document without one
+    new_key: Key,
+    requested_time: datetime,
+    expected_cursor: object = ANY_CURSOR,
+    past_message_id: str | None = None,
+) -> MoveResult:
+    """Write the cursor (lease free, and the cursor still as read), record the move, read the state after it."""
     try:
-        return store.export_state.find_one_and_update(
-            query,
-            {
-                "$set": {"cursor": new_key, "cursor_source": MOVED_SOURCE, "cursor_set_at": now, "updated_at": now},
-                "$setOnInsert": {"created_at": now},
-            },
-            upsert=True,
-            return_document=ReturnDocument.BEFORE,
-        )
+        before = set_moved_cursor(store, workspace.id, now, new_key, expected_cursor=expected_cursor)
     except DuplicateKeyError:
         # The document exists but did not match: its lease is live, or a run moved the cursor meanwhile.
-        raise _busy(store, workspace, settings) from None
+        raise _busy(store, workspace, store.settings) from None
+    old_key, old_source = _old_position(before, arrival)
+    move = CursorMove(
+        workspace_id=workspace.id,
+        workspace_name=workspace.name,
+        requested_time=requested_time,
+        old_key=old_key,
+        old_source=old_source,
+        new_key=new_key,
+        direction=_direction(old_key, new_key),
+        database_now=now,
+        host=socket.gethostname(),
+        past_message_id=past_message_id,
+    )
+    _record_move(store, move, store.settings)
+    return _result(store, workspace, move)
 
 
 def _result(store: Store, workspace: Workspace, move: CursorMove) -> MoveResult:
@@ -304,39 +276,37 @@ def _result(store: Store, workspace: Workspace, move: CursorMove) -> MoveResult:
     return MoveResult(move, workspace_states(store, [workspace], documents, move.database_now, None)[0])
 
 
-def _old_position(before: Mapping[str, Any] | None, field: str) -> tuple[ArrivalKey | None, str | None]:
+def _old_position(before: Mapping[str, Any] | None, arrival: ArrivalKey) -> tuple[Key | None, str | None]:
     if before is None:
         return None, None
     cursor = before.get("cursor")
-    if is_arrival_key(cursor):
+    if is_key(cursor):
         source = before.get("cursor_source")
         return cursor, str(source) if source is not None else None
     watermark = as_utc_or_none(before.get("watermark"))
     if watermark is not None:
-        return key_for_time(field, watermark), "legacy_watermark"
+        return arrival.at(watermark), "legacy_watermark"
     return None, None
 
 
-def _direction(old_key: ArrivalKey | None, new_key: ArrivalKey) -> MoveDirection:
+def _direction(old_key: Key | None, new_key: Key) -> MoveDirection:
     if old_key is None:
         return "created"
     if type(old_key) is type(new_key) and old_key == new_key:
         return "unchanged"
-    return "back" if arrival_order(new_key) < arrival_order(old_key) else "forward"
+    return "back" if key_order(new_key) < key_order(old_key) else "forward"
 
 
 def _busy(store: Store, workspace: Workspace, settings: Settings) -> WorkspaceBusy:
-    document = store.export_state.find_one({"_id": workspace.id}, {"lease_owner": 1, "lease_expires_at": 1}) or {}
-    expires = as_utc_or_none(document.get("lease_expires_at"))
+    owner, expires = read_lease(store, workspace.id)
     if expires is None or expires <= store.database_now():
         return WorkspaceBusy(
             f"The cursor of workspace {workspace.id} changed while this command ran (a run just delivered); "
             "it was not moved: run the command again."
         )
     until = f" until {_local(expires, settings)}" if expires else ""
-    owner = document.get("lease_owner") or "another run"
     return WorkspaceBusy(
-        f"Workspace {workspace.id} is being exported by {owner} (lease{until}); its cursor was not moved: "
+        f"Workspace {workspace.id} is being exported by {owner or 'another run'} (lease{until}); its cursor was not moved: "
         "run the command again once that run has finished."
     )
 

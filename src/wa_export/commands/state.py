@@ -16,49 +16,36 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, Literal
+from datetime import datetime
+from typing import Any
 
 from bson import ObjectId
 
 from wa_export.clock import as_utc_or_none, iso
 from wa_export.redaction import redact
 from wa_export.settings import Settings
-from wa_export.store.arrival_keys import ArrivalKey, is_arrival_key, key_for_time, key_text, time_of_key
-from wa_export.store.connection import (
-    CHAT_IDS_PER_QUERY,
-    Store,
-    Workspace,
-    mongo_errors,
-    open_store,
-    parse_workspace_id,
-)
+from wa_export.store.arrivals import ArrivalKey, Key, is_key, key_text, time_of
+from wa_export.store.connection import Store, Workspace, mongo_errors, open_store, parse_workspace_id
+from wa_export.store.state import FirstCursor, first_cursor, original_exports, read_state_documents
 from wa_export.store.waiting import Waiting, count_waiting, position_key
 from wa_export.units import count_or_zero
 
 WAITING_COUNT_CAP = 10_000
-FirstCursorSource = Literal["original_service", "first_interval"]
 
 
 @dataclass(frozen=True)
-class FirstCursor:
-    """Where the next scheduled run starts a workspace that has no cursor yet."""
+class WorkspaceReport:
+    """One workspace's line of `wa-export state`: its export_state document as people read it."""
 
-    source: FirstCursorSource
-    starts_at: datetime | None  # None: one interval before that run's end, not known before it
-
-
-@dataclass(frozen=True)
-class WorkspaceState:
     workspace_id: str
     workspace_name: str
     workspace_status: str
     database_now: datetime
-    cursor_key: ArrivalKey | None
+    cursor_key: Key | None
     cursor_source: str | None
     cursor_set_at: datetime | None
     legacy_watermark: datetime | None  # v1's position; the next run turns it into a cursor
-    first_cursor: FirstCursor | None
+    first_cursor: FirstCursor | None  # where the next run starts a workspace without a position
     waiting: Waiting | None  # None: not counted (no position to count from)
     lease_owner: str | None
     lease_expires_at: datetime | None
@@ -71,7 +58,13 @@ class WorkspaceState:
 
     @property
     def cursor_time(self) -> datetime | None:
-        return time_of_key(self.cursor_key)
+        return time_of(self.cursor_key)
+
+    @property
+    def next_run_starts_at(self) -> datetime | None:
+        """Known ahead only where the original service's last export says; else one interval before that run's end."""
+        first = self.first_cursor
+        return first.starts_at if first is not None and first.source == "original_service" else None
 
     @property
     def has_cursor(self) -> bool:
@@ -108,7 +101,7 @@ class WorkspaceState:
             "cursor_set_at": iso(self.cursor_set_at),
             "cursor_ahead_of_database_clock": self.cursor_ahead_of_database_clock,
             "legacy_watermark": iso(self.legacy_watermark),
-            "next_run_starts_at": iso(self.first_cursor.starts_at) if self.first_cursor else None,
+            "next_run_starts_at": iso(self.next_run_starts_at),
             "next_run_start_source": self.first_cursor.source if self.first_cursor else None,
             "waiting_messages": waiting.count if waiting else None,
             "waiting_messages_capped": waiting.capped if waiting else False,
@@ -133,7 +126,7 @@ class StateReport:
     timezone_name: str
     arrival_field: str
     waiting_count_cap: int | None  # None: exact counts (one workspace named)
-    workspaces: list[WorkspaceState]
+    workspaces: list[WorkspaceReport]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -161,19 +154,11 @@ def state(settings: Settings, workspace_id: str | None) -> StateReport:
         else:
             workspaces = store.active_workspaces()
             cap = WAITING_COUNT_CAP
-        documents = read_state_documents(store, [workspace.id for workspace in workspaces], single=workspace_id is not None)
+        documents = read_state_documents(
+            store, [workspace.id for workspace in workspaces], single=workspace_id is not None
+        )
         states = workspace_states(store, workspaces, documents, now, cap)
         return StateReport(now, settings.timezone_name, settings.export_arrival_field, cap, states)
-
-
-def read_state_documents(store: Store, workspace_ids: Sequence[str], *, single: bool = False) -> dict[str, dict[str, Any]]:
-    """The export_state documents of these workspaces, in one query."""
-    if single:
-        found = [store.export_state.find_one({"_id": workspace_ids[0]})] if workspace_ids else []
-        return {document["_id"]: document for document in found if document is not None}
-    wanted = set(workspace_ids)
-    # All documents in one read (as a scheduled run does), not one query per workspace.
-    return {document["_id"]: document for document in store.export_state.find({}) if document["_id"] in wanted}
 
 
 def workspace_states(
@@ -182,97 +167,47 @@ def workspace_states(
     documents: Mapping[str, Mapping[str, Any]],
     now: datetime,
     cap: int | None,
-) -> list[WorkspaceState]:
+) -> list[WorkspaceReport]:
     settings = store.settings
-    without_position = [
-        workspace.id for workspace in workspaces if position_key(settings, documents.get(workspace.id, {}), now) is None
-    ]
-    original_exports = original_service_exports(store, without_position)
-    states = []
+    key = ArrivalKey(settings.export_arrival_field)
+    positions = {workspace.id: position_key(settings, documents.get(workspace.id, {}), now) for workspace in workspaces}
+    originals = original_exports(store, [id_ for id_, position in positions.items() if position is None], now)
+    reports = []
     for workspace in workspaces:
         document = documents.get(workspace.id, {})
-        cursor = document.get("cursor")
-        cursor_key = cursor if is_arrival_key(cursor) else None
-        watermark = as_utc_or_none(document.get("watermark"))
-        first: FirstCursor | None = None
-        from_key = position_key(settings, document, now)
+        from_key, first = positions[workspace.id], None
         if from_key is None:
-            first = first_cursor_preview(settings, original_exports.get(workspace.id), now)
-            if first.starts_at is not None:
-                from_key = key_for_time(settings.export_arrival_field, first.starts_at)
+            # As the next scheduled run will set it (its end is not known yet: "now" stands in).
+            first = first_cursor(settings, key, now, now, None, originals.get(workspace.id))
+            if first.source == "original_service":
+                from_key = first.key
         waiting = count_waiting(store, workspace, from_key, cap) if from_key is not None else None
-        states.append(_workspace_state(settings, workspace, document, now, cursor_key, watermark, first, waiting))
-    return states
-
-
-def _workspace_state(
-    settings: Settings,
-    workspace: Workspace,
-    document: Mapping[str, Any],
-    now: datetime,
-    cursor_key: ArrivalKey | None,
-    watermark: datetime | None,
-    first: FirstCursor | None,
-    waiting: Waiting | None,
-) -> WorkspaceState:
-    in_flight = document.get("in_flight")
-    last_error = document.get("last_error")
-    owner = document.get("lease_owner")
-    source = document.get("cursor_source")
-    return WorkspaceState(
-        workspace_id=workspace.id,
-        workspace_name=workspace.name,
-        workspace_status=workspace.status,
-        database_now=now,
-        cursor_key=cursor_key,
-        cursor_source=str(source) if cursor_key is not None and source is not None else None,
-        cursor_set_at=as_utc_or_none(document.get("cursor_set_at")),
-        legacy_watermark=watermark if cursor_key is None else None,
-        first_cursor=first,
-        waiting=waiting,
-        lease_owner=str(owner) if owner is not None else None,
-        lease_expires_at=as_utc_or_none(document.get("lease_expires_at")),
-        last_success_at=as_utc_or_none(document.get("last_success_at")),
-        last_attempt_at=as_utc_or_none(document.get("last_attempt_at")),
-        consecutive_failures=count_or_zero(document.get("consecutive_failures")),
-        last_error=redact(str(last_error), settings.secrets()) if last_error else None,
-        last_possible_duplicate_at=as_utc_or_none(document.get("last_possible_duplicate_at")),
-        in_flight=in_flight if isinstance(in_flight, Mapping) and in_flight else None,
-    )
-
-
-def original_service_exports(store: Store, workspace_ids: Sequence[str]) -> dict[str, datetime]:
-    """Each workspace's latest completed export by the original service, in one query per 5,000 workspaces.
-
-    The original service wrote `workspace_id` as a string and no `run_id`; every
-    entry this tool writes has a `run_id`.
-    """
-    latest: dict[str, datetime] = {}
-    for offset in range(0, len(workspace_ids), CHAT_IDS_PER_QUERY):
-        chunk = list(workspace_ids[offset : offset + CHAT_IDS_PER_QUERY])
-        pipeline = [
-            {
-                "$match": {
-                    "workspace_id": {"$in": chunk},
-                    "export_type": "whatsapp_messages",
-                    "status": "completed",
-                    "run_id": {"$exists": False},
-                }
-            },
-            {"$group": {"_id": "$workspace_id", "last": {"$max": "$export_timestamp"}}},
-        ]
-        for group in store.export_logs.aggregate(pipeline):
-            moment = as_utc_or_none(group.get("last"))
-            if moment is not None:
-                latest[str(group["_id"])] = moment
-    return latest
-
-
-def first_cursor_preview(settings: Settings, original_export: datetime | None, now: datetime) -> FirstCursor:
-    """The first cursor a scheduled run will set: the original service's last export if recent, else one interval."""
-    if original_export is not None and now - original_export <= timedelta(hours=settings.export_backfill_max_hours):
-        return FirstCursor("original_service", min(original_export, now))
-    return FirstCursor("first_interval", None)
+        cursor, source, owner = document.get("cursor"), document.get("cursor_source"), document.get("lease_owner")
+        cursor_key = cursor if is_key(cursor) else None
+        last_error, in_flight = document.get("last_error"), document.get("in_flight")
+        reports.append(
+            WorkspaceReport(
+                workspace_id=workspace.id,
+                workspace_name=workspace.name,
+                workspace_status=workspace.status,
+                database_now=now,
+                cursor_key=cursor_key,
+                cursor_source=str(source) if cursor_key is not None and source is not None else None,
+                cursor_set_at=as_utc_or_none(document.get("cursor_set_at")),
+                legacy_watermark=as_utc_or_none(document.get("watermark")) if cursor_key is None else None,
+                first_cursor=first,
+                waiting=waiting,
+                lease_owner=str(owner) if owner is not None else None,
+                lease_expires_at=as_utc_or_none(document.get("lease_expires_at")),
+                last_success_at=as_utc_or_none(document.get("last_success_at")),
+                last_attempt_at=as_utc_or_none(document.get("last_attempt_at")),
+                consecutive_failures=count_or_zero(document.get("consecutive_failures")),
+                last_error=redact(str(last_error), settings.secrets()) if last_error else None,
+                last_possible_duplicate_at=as_utc_or_none(document.get("last_possible_duplicate_at")),
+                in_flight=in_flight if isinstance(in_flight, Mapping) and in_flight else None,
+            )
+        )
+    return reports
 
 
 # --- JSON ------------------------------------------------------------------------------

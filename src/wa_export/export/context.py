@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TypeVar
 
-from wa_export.clock import DatabaseClock
+from wa_export.clock import DatabaseClock, Window
 from wa_export.export.results import Trigger
 from wa_export.mail.errors import RUN_FATAL_STEPS, MailError
 from wa_export.mail.message import OutgoingMail
@@ -19,7 +19,7 @@ from wa_export.redaction import redact
 from wa_export.settings import Settings
 from wa_export.store.arrivals import ArrivalKey, Key
 from wa_export.store.connection import Store, Workspace
-from wa_export.store.export_state import Window
+from wa_export.store.state import CLOCK_TOLERANCE
 
 # A connect/TLS/login failure or a timeout fails every later email of the run the same way;
 # the mail package decides which steps those are.
@@ -115,6 +115,18 @@ class RunContext:
     @cached_property
     def end_key(self) -> Key:
         return self.key.at(self.end_time)
+
+    def start_at(self, workspace_id: str, cursor: object) -> tuple[Key, bool]:
+        """A stored cursor as where this run starts the workspace, and whether it was ahead of the database clock.
+
+        A cursor of another EXPORT_ARRIVAL_FIELD raises ForeignCursor. One ahead of
+        the database's time now (another run that started after this one may have
+        moved it to its own end) starts at this run's end key: nothing arrived in between.
+        """
+        start = self.key.position(workspace_id, cursor)
+        if start > self.key.at(self.clock.now() + CLOCK_TOLERANCE):
+            return self.end_key, True
+        return start, False
 
     def recipients_for(self, workspace: Workspace) -> Recipients:
         """`--email` if given, else the workspace's configured addresses with their source (recipients.py)."""

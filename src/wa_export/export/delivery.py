@@ -28,8 +28,7 @@ from wa_export.export.window import WorkspaceExport, Written, counts
 from wa_export.mail.errors import MailError
 from wa_export.store import arrivals, export_logs, ownership
 from wa_export.store.arrivals import Key
-from wa_export.store.export_state import InFlight
-from wa_export.store.leases import KEEP_IN_FLIGHT, Lease, LeaseLost, acquire_lease
+from wa_export.store.state import KEEP_IN_FLIGHT, InFlight, Lease, LeaseLost, acquire_lease
 
 LEASE_HELD = "another wa-export run holds this workspace's lease"
 
@@ -53,7 +52,7 @@ class ScheduledDelivery(WorkspaceExport):
         if earlier is not None and earlier.log_id is not None and earlier.run_id != ctx.run_id:
             export_logs.close_unknown_outcome(ctx.store.export_logs, earlier.log_id, ctx.run_id, ctx.clock.now())
         window = self.window(lease.cursor)
-        result.window_start, result.window_end = ctx.key.time_of(window.low), ctx.end_time
+        result.window_start, result.window_end = arrivals.time_of(window.low), ctx.end_time
         if window.cursor_ahead:
             result.anomalies[CURSOR_AHEAD] = 1
         parts = self.parts(window)
@@ -130,8 +129,8 @@ class ScheduledDelivery(WorkspaceExport):
                 ),
             )
             facts = EmailFacts(
-                ctx.key.time_of(piece.low) or ctx.end_time,
-                ctx.key.time_of(piece.high) or ctx.end_time,
+                arrivals.time_of(piece.low) or ctx.end_time,
+                arrivals.time_of(piece.high) or ctx.end_time,
                 piece.count,
                 piece.by_status,
                 piece.path,
@@ -176,35 +175,15 @@ class ScheduledDelivery(WorkspaceExport):
 
     def _intent_end(self, high: Key) -> Key:
         """An intent also covers what an earlier, unknown one still covers beyond this part."""
-        unknown = self.unknown
-        if unknown is not None:
-            try:
-                if unknown.to_key > high:  # type: ignore[operator]
-                    return unknown.to_key  # type: ignore[return-value]
-            except TypeError:
-                pass
-        return high
+        return self.unknown.reach(high) if self.unknown is not None else high
 
     def _unknown_after(self, key: Key) -> InFlight | None:
         """The earlier unknown range from `key` on, or None once it is passed."""
-        unknown = self.unknown
-        if unknown is None:
-            return None
-        try:
-            if not unknown.to_key > key:  # type: ignore[operator]
-                return None
-            start: object = key
-            if unknown.from_key > key:  # type: ignore[operator]
-                start = unknown.from_key
-        except TypeError:
-            return unknown
-        return InFlight(
-            None, unknown.run_id, start, unknown.to_key, unknown.part, unknown.parts, unknown.started_at, unknown.note
-        )
+        return self.unknown.after(key) if self.unknown is not None else None
 
     def _too_big(self, piece: Written) -> str:
         ctx = self.ctx
-        arrived = ctx.key.time_of(piece.low)
+        arrived = arrivals.time_of(piece.low)
         when = f" (arrived {arrived:%Y-%m-%d %H:%M:%S} UTC)" if arrived is not None else ""
         what = "a single message" if piece.count <= 1 else f"{piece.count} messages that arrived at the same moment"
         # One message can be passed alone (its _id); messages sharing one date key only together.
@@ -256,12 +235,7 @@ def deliver(ctx: RunContext, item: WorkItem) -> WorkspaceResult:
     if ctx.request.dry_run or not ctx.request.send_email:
         return look_without_lease(ctx, item, result)
     lease = acquire_lease(
-        ctx.store.export_state,
-        workspace.id,
-        ctx.run_id,
-        timedelta(seconds=ctx.settings.lease_seconds),
-        ctx.clock,
-        item.first_cursor,
+        ctx.store, workspace.id, ctx.run_id, timedelta(seconds=ctx.settings.lease_seconds), ctx.clock, item.first_cursor
     )
     if lease is None:
         result.reason = LEASE_HELD
@@ -287,7 +261,7 @@ def deliver(ctx: RunContext, item: WorkItem) -> WorkspaceResult:
         if delivery is None or not delivery.released:
             _release_quietly(lease)
     if result.reason is not None:
-        _record_error_quietly(WorkspaceExport(ctx, item, result), lease, result, count_failure=not lease_lost)
+        _record_error_quietly(WorkspaceExport(ctx, item, result), lease, result.reason, count_failure=not lease_lost)
     return result
 
 
@@ -298,25 +272,16 @@ def _release_quietly(lease: Lease) -> None:
         pass  # it expires by itself; a connection error surfaces elsewhere
 
 
-def _record_error_quietly(
-    exporter: WorkspaceExport, lease: Lease, result: WorkspaceResult, *, count_failure: bool
-) -> None:
+def _record_error_quietly(exporter: WorkspaceExport, lease: Lease, reason: str, *, count_failure: bool) -> None:
     """A failure that escaped the steps above: logged (and counted, unless the lease was lost) if MongoDB takes it."""
     ctx = exporter.ctx
     try:
-        low = lease.cursor if lease.cursor is not None else ctx.end_key
+        low = lease.cursor if arrivals.is_key(lease.cursor) else ctx.end_key
         export_logs.insert_entry(
-            ctx.store.export_logs,
-            exporter.entry(low, ctx.end_key, status=export_logs.STATUS_FAILED, error=result.reason),  # type: ignore[arg-type]
+            ctx.store.export_logs, exporter.entry(low, ctx.end_key, status=export_logs.STATUS_FAILED, error=reason)
         )
         if count_failure:  # a lost lease is the new owner's to count, not ours
-            ctx.store.export_state.update_one(
-                {"_id": lease.workspace_id},
-                {
-                    "$inc": {"consecutive_failures": 1},
-                    "$set": {"last_error": result.reason, "last_attempt_at": ctx.clock.now()},
-                },
-            )
+            lease.count_escaped_failure(reason)
     except PyMongoError as error:
         if isinstance(error, ConnectionFailure):
             raise
@@ -332,7 +297,7 @@ def look_without_lease(ctx: RunContext, item: WorkItem, result: WorkspaceResult)
         return result
     exporter = WorkspaceExport(ctx, item, result)
     window = exporter.window(item.state.cursor if item.state.has_cursor else None)
-    result.window_start, result.window_end = ctx.key.time_of(window.low), ctx.end_time
+    result.window_start, result.window_end = arrivals.time_of(window.low), ctx.end_time
     parts = exporter.parts(window)
     if not parts:
         result.outcome = "no_messages"

@@ -15,7 +15,7 @@ from typing import Self
 
 from pymongo.errors import PyMongoError
 
-from wa_export.store.leases import Lease, LeaseLost
+from wa_export.store.state import Lease, LeaseLost
 from wa_export.timers import Timer, TimerThread
 
 # One thread renews the leases of the whole process (a run holds one at a time per worker);

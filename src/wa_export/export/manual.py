@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from pymongo.errors import ConnectionFailure, PyMongoError
 
+from wa_export.clock import Window
 from wa_export.export.context import RunContext
 from wa_export.export.email_text import EmailFacts, compose_export_mail
 from wa_export.export.files import describe_file_error, write_workbook
@@ -21,7 +22,6 @@ from wa_export.mail.errors import MailError
 from wa_export.recipients import missing_hint
 from wa_export.store import arrivals, export_logs, ownership
 from wa_export.store.connection import Workspace
-from wa_export.store.export_state import Window
 
 DEFAULT_MANUAL_WINDOW = timedelta(hours=24)  # an --email run without a window (as build_export_request does)
 

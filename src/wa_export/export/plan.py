@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from bson import ObjectId
@@ -34,21 +34,17 @@ from wa_export.recipients import Recipients, missing_hint
 from wa_export.store import arrivals, ownership
 from wa_export.store.arrivals import Key
 from wa_export.store.connection import Chat, Workspace
-from wa_export.store.export_logs import original_service_exports
-from wa_export.store.export_state import (
-    CLOCK_TOLERANCE,
+from wa_export.store.state import (
     FirstCursor,
     IdleAdvance,
-    InFlight,
     WorkspaceState,
+    first_cursor,
+    original_exports,
     read_states,
 )
 
 HORIZON_INTERVALS = 4
 HORIZON_MINIMUM = timedelta(hours=1)
-# An earlier version's last run may have delivered messages that arrived up to
-# EXPORT_LAG_SECONDS (plus clock noise) after its watermark: flagged, never silent.
-LEGACY_DUPLICATE_MARGIN = timedelta(minutes=1)
 CURSOR_AHEAD = "cursor_ahead_of_database_clock"
 AMBIGUOUS_CHAT = "ambiguous_chat"  # a message of a chat that names no single workspace (store/ownership.py)
 # About this many bytes of messages the pass keeps for the deliveries (message text + a fixed
@@ -106,27 +102,8 @@ class Plan:
                 moves.append(IdleAdvance(item.workspace.id, None, state.exists, source))
                 continue
             # A cursor pulled back from ahead of the clock moves only from exactly what was read.
-            moves.append(IdleAdvance(item.workspace.id, state.cursor, True, source, not item.cursor_ahead))
+            moves.append(IdleAdvance(item.workspace.id, state.cursor_key, True, source, not item.cursor_ahead))
         return moves
-
-
-def first_cursor(ctx: RunContext, state: WorkspaceState, original_export: datetime | None) -> FirstCursor:
-    """Where a workspace without a cursor starts (see docs/design.md, "The first cursor")."""
-    key, end = ctx.key, ctx.end_time
-    interval = timedelta(minutes=ctx.settings.export_interval_minutes)
-    if state.watermark is not None:
-        # An earlier version's timestamp watermark. One ahead of the end is a clock
-        # anomaly: start one interval back instead, flagged, rather than skip anything.
-        start = state.watermark if state.watermark <= end else end - interval
-        until = start + timedelta(seconds=ctx.settings.export_lag_seconds) + LEGACY_DUPLICATE_MARGIN
-        if state.watermark > end:
-            until = end
-        note = "migrated from a timestamp watermark: its last run may have delivered some of these already"
-        marker = InFlight(None, None, key.at(start), key.at(until), None, None, ctx.run_time, note)
-        return FirstCursor(key.at(start), "legacy_watermark", marker)
-    if original_export is not None:
-        return FirstCursor(key.at(min(original_export, end)), "original_service")
-    return FirstCursor(key.at(end - interval), "first_interval")
 
 
 def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
@@ -138,9 +115,8 @@ def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
         raise ConfigError(arrival_check.unusable)
     if arrival_check.partial is not None and request.counts_run_anomalies:
         plan.problems.append(arrival_check.partial)
-    states = read_states(store.export_state, [w.id for w in workspaces] if request.workspace_ids else None)
-    end_key, end_time = ctx.end_key, ctx.end_time
-    ahead_of = key.at(ctx.clock.now() + CLOCK_TOLERANCE)
+    states = read_states(store, [w.id for w in workspaces] if request.workspace_ids else None)
+    end_time = ctx.end_time
     limit = horizon(settings.export_interval_minutes)
 
     candidates: list[tuple[Workspace, Recipients, WorkspaceState]] = []
@@ -161,10 +137,7 @@ def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
 
     # The original service's last exports, for every workspace that needs a first cursor: one query.
     needing = [ws.id for ws, _, state in candidates if not state.has_cursor and state.watermark is None]
-    originals: dict[str, datetime] = {}
-    if needing and settings.export_backfill_max_hours > 0:
-        since = ctx.run_time - timedelta(hours=settings.export_backfill_max_hours)
-        originals = original_service_exports(store.export_logs, needing, since)
+    originals = original_exports(store, needing, ctx.run_time)
 
     items: list[WorkItem] = []
     for workspace, recipients, state in candidates:
@@ -173,7 +146,7 @@ def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
         ahead = False
         if state.has_cursor:
             try:
-                cursor = key.position(workspace.id, state.cursor)
+                start, ahead = ctx.start_at(workspace.id, state.cursor)
             except arrivals.ForeignCursor as error:
                 # Written under another EXPORT_ARRIVAL_FIELD: refused, its cursor untouched, never translated.
                 plan.skipped.append(
@@ -187,16 +160,10 @@ def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
                     )
                 )
                 continue
-            if cursor > ahead_of:
-                # Ahead of the server's clock: nothing can have arrived in between, so
-                # the end key is where it belongs; counted and reported, it hides nothing.
-                ahead = True
-                cursor = end_key
-            start = cursor
         else:
-            first = first_cursor(ctx, state, originals.get(workspace.id))
-            start = first.key  # type: ignore[assignment]
-        moment = key.time_of(start)
+            first = first_cursor(settings, key, end_time, ctx.run_time, state.watermark, originals.get(workspace.id))
+            start = first.key
+        moment = arrivals.time_of(start)
         current = moment is not None and moment >= end_time - limit
         items.append(WorkItem(workspace, recipients, state, start, first, current, ahead))
 
@@ -204,7 +171,7 @@ def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
     if current_items:
         pass_start: Key = min(item.start for item in current_items)
         plan.pass_start = pass_start
-        if pass_start < end_key:
+        if pass_start < ctx.end_key:
             _shared_pass(ctx, plan, pass_start, current_items)
         if request.counts_run_anomalies:
             for item in items:
@@ -281,4 +248,4 @@ def _shared_pass(ctx: RunContext, plan: Plan, start: Key, items: Sequence[WorkIt
             plan.run_anomalies[AMBIGUOUS_CHAT] += ambiguous
 
 
-__all__ = ["AMBIGUOUS_CHAT", "CURSOR_AHEAD", "Plan", "WorkItem", "first_cursor", "horizon", "make_plan"]
+__all__ = ["AMBIGUOUS_CHAT", "CURSOR_AHEAD", "Plan", "WorkItem", "horizon", "make_plan"]

@@ -14,7 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from wa_export.addresses import outside_allowed_domains, parse_address_list
-from wa_export.clock import parse_time, utc_now
+from wa_export.clock import Window, parse_time, utc_now
 from wa_export.errors import ConfigError, UsageProblem
 from wa_export.export import preflight
 from wa_export.export import workers as workers_module
@@ -26,7 +26,6 @@ from wa_export.store.connection import (
     mongo_errors,
     open_store,
 )
-from wa_export.store.export_state import Window
 
 
 def build_export_request(
@@ -142,12 +141,15 @@ def export(
 ) -> RunResult:
     with open_store(settings) as store, mongo_errors(settings):
         result = run_export(settings, store, request, observer, stop_requested)
-    result.warnings = [*result.warnings, *preflight.run_warnings(
-        settings,
-        [(workspace.workspace_id, workspace.workspace_name) for workspace in result.workspaces],
-        covers_all_active=not request.workspace_ids and request.worker_slot is None and not result.interrupted,
-        email_override=bool(request.email_override),
-        failed_ids={workspace.workspace_id for workspace in result.workspaces if workspace.outcome == "failed"},
-        without_address={ws.workspace_id for ws in result.workspaces if ws.recipients_source == "none"},
-    )]
+    result.warnings = [
+        *result.warnings,
+        *preflight.run_warnings(
+            settings,
+            [(workspace.workspace_id, workspace.workspace_name) for workspace in result.workspaces],
+            covers_all_active=not request.workspace_ids and request.worker_slot is None and not result.interrupted,
+            email_override=bool(request.email_override),
+            failed_ids={workspace.workspace_id for workspace in result.workspaces if workspace.outcome == "failed"},
+            without_address={ws.workspace_id for ws in result.workspaces if ws.recipients_source == "none"},
+        ),
+    ]
     return result

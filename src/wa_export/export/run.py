@@ -36,14 +36,14 @@ from wa_export.mail.errors import MailError
 from wa_export.mail.message import check_sendable
 from wa_export.mail.sender import MailSender
 from wa_export.settings import Settings
-from wa_export.store.arrivals import ArrivalKey
+from wa_export.store.arrivals import ArrivalKey, time_of
 from wa_export.store.connection import (
     SERVICE_NAME,
     Store,
     Workspace,
     describe_mongo_error,
 )
-from wa_export.store.export_state import advance_idle
+from wa_export.store.state import advance_idle
 from wa_export.workbook.naming import contested_slugs
 
 
@@ -145,7 +145,7 @@ class ExportRun:
         self.observer.run_started(len(workspaces), self.request.trigger)
         if self.request.moves_cursors:
             # Nothing new: every such cursor moves to the end in one write, no per-workspace round trip.
-            advance_idle(self.store.export_state, ctx.clock, ctx.end_key, plan.idle_advances())
+            advance_idle(self.store, ctx.clock, ctx.end_key, plan.idle_advances())
         for skipped in plan.skipped:
             self._finish(result, skipped)
         for item in plan.idle:
@@ -209,7 +209,7 @@ def _idle_result(ctx: RunContext, item: WorkItem) -> WorkspaceResult:
             "this run's window, which hides nothing"
         )
         result.anomalies[CURSOR_AHEAD] = 1
-    result.window_start, result.window_end = ctx.key.time_of(item.start), ctx.end_time
+    result.window_start, result.window_end = time_of(item.start), ctx.end_time
     if item.first_cursor is not None and ctx.request.moves_cursors:
         result.cursor_source = item.first_cursor.source
     return result

@@ -28,7 +28,6 @@ from wa_export.mail.message import encoded_attachment_size
 from wa_export.store import arrivals, export_logs, ownership
 from wa_export.store.arrivals import Key
 from wa_export.store.connection import Chat
-from wa_export.store.export_state import CLOCK_TOLERANCE
 
 
 @dataclass
@@ -82,14 +81,9 @@ class WorkspaceExport:
 
     def window(self, cursor: object) -> ArrivalWindow:
         """The window from `cursor`: the pass's keys when they cover it, else the workspace's own path."""
-        ctx, item, key = self.ctx, self.item, self.ctx.key
-        ahead = False
+        ctx, item = self.ctx, self.item
         # A cursor of another EXPORT_ARRIVAL_FIELD (written since the plan) raises: the delivery fails, nothing moves.
-        low: Key = item.start if cursor is None else key.position(item.workspace.id, cursor)
-        # Another run that started after this one may have moved the cursor to its own
-        # end: "ahead" is measured against the database's time now, not at our start.
-        if low > key.at(ctx.clock.now() + CLOCK_TOLERANCE):
-            low, ahead = ctx.end_key, True
+        low, ahead = (item.start, False) if cursor is None else ctx.start_at(item.workspace.id, cursor)
         if item.current and low >= item.start:
             keys = [arrival for arrival in item.keys if arrival >= low]
             documents = None if item.documents is None else [pair for pair in item.documents if pair[0] >= low]
@@ -128,8 +122,12 @@ class WorkspaceExport:
             yield arrival
 
     def parts(self, window: ArrivalWindow) -> list[Part]:
-        parts = cut_parts(self.keys_between(window, window.low, self.ctx.end_key), window.low, self.ctx.end_key,
-                          self.ctx.settings.export_max_rows_per_email)
+        parts = cut_parts(
+            self.keys_between(window, window.low, self.ctx.end_key),
+            window.low,
+            self.ctx.end_key,
+            self.ctx.settings.export_max_rows_per_email,
+        )
         if window.keys is None:
             # Only the chats that have messages in the window go into the message queries.
             window.chat_ids = sorted(window.found_chats)
@@ -174,9 +172,10 @@ class WorkspaceExport:
                 size = encoded_attachment_size(path.stat().st_size)
                 piece = Written(low, part.high, path, by_status, anomalies, size)
                 if size_limit is not None and size > size_limit:
-                    smaller = [] if stats.total <= 1 else cut_parts(
-                        self.keys_between(window, low, part.high), low, part.high,
-                        rows_that_fit(stats.total, size, size_limit))
+                    smaller: list[Part] = []
+                    if stats.total > 1:
+                        fit = rows_that_fit(stats.total, size, size_limit)
+                        smaller = cut_parts(self.keys_between(window, low, part.high), low, part.high, fit)
                     if len(smaller) <= 1:
                         # One message, or messages sharing one arrival key: no boundary can split it.
                         piece.too_big = True
@@ -205,7 +204,7 @@ class WorkspaceExport:
         possible_duplicate: bool = False,
     ) -> dict[str, Any]:
         """An export_logs document: every field of the original schema, then ours."""
-        ctx, key = self.ctx, self.ctx.key
+        ctx = self.ctx
         now = ctx.clock.now()
         document: dict[str, Any] = {} if log_id is None else {"_id": log_id}
         document.update(
@@ -220,8 +219,8 @@ class WorkspaceExport:
             error_message=error,
             created_at=now,
             updated_at=now,
-            window_start=key.time_of(low),
-            window_end=key.time_of(high),
+            window_start=arrivals.time_of(low),
+            window_end=arrivals.time_of(high),
             window_start_key=low,
             window_end_key=high,
             part=part,

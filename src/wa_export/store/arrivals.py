@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING
@@ -31,6 +31,7 @@ from wa_export.store.connection import (
     CHAT_PROJECTION,
     MESSAGE_PROJECTION,
     as_object_id,
+    field_at,
 )
 from wa_export.store.ownership import both_forms
 
@@ -58,13 +59,6 @@ class ArrivalKey:
         if self.uses_object_id:
             return ObjectId.from_datetime(moment)
         return to_millis(as_utc(moment))
-
-    def time_of(self, key: object) -> datetime | None:
-        if isinstance(key, ObjectId):
-            return key.generation_time
-        if isinstance(key, datetime):
-            return as_utc(key)
-        return None
 
     def usable(self, value: object) -> bool:
         return isinstance(value, ObjectId) if self.uses_object_id else isinstance(value, datetime)
@@ -94,12 +88,11 @@ class ArrivalKey:
         )
 
     def of(self, document: dict[str, Any]) -> object:
-        value: object = document
-        for part in self.field.split("."):
-            if not isinstance(value, dict):
-                return None
-            value = value.get(part)
-        return value
+        return field_at(document, self.field)
+
+    def matched(self, document: dict[str, Any]) -> Key:
+        """The key of a document that a range query on this field matched: MongoDB compares within one type."""
+        return cast(Key, field_at(document, self.field))
 
     def projection(self) -> dict[str, int]:
         if self.uses_object_id:
@@ -109,6 +102,39 @@ class ArrivalKey:
 
 class ForeignCursor(ConfigError):
     """A workspace's cursor was written under another kind of EXPORT_ARRIVAL_FIELD (an ObjectId vs a date)."""
+
+
+def is_key(value: object) -> TypeGuard[Key]:
+    return isinstance(value, (ObjectId, datetime))
+
+
+def time_of(key: object) -> datetime | None:
+    """When a key says its message arrived (an ObjectId's whole second, or the date); None for no key."""
+    if isinstance(key, ObjectId):
+        return key.generation_time
+    if isinstance(key, datetime):
+        return as_utc(key)
+    return None
+
+
+def key_order(key: Key) -> tuple[datetime, bytes]:
+    """A total order across both key kinds: by arrival time, then (ObjectIds of one second) by their bytes.
+
+    Keys of one kind compare directly; this is for keys read back from documents
+    (an intent, an old cursor), which may be of the other kind.
+    """
+    if isinstance(key, ObjectId):
+        return key.generation_time, key.binary
+    return as_utc(key), b""
+
+
+def key_text(key: object) -> str | None:
+    """A key as text for people and JSON: 24 hex digits or an ISO 8601 time."""
+    if isinstance(key, ObjectId):
+        return str(key)
+    if isinstance(key, datetime):
+        return as_utc(key).isoformat()
+    return None if key is None else str(key)
 
 
 def object_id_at(moment: datetime) -> ObjectId:
@@ -129,12 +155,11 @@ def arrivals_between(
     of the range either way, only the bytes on the wire differ.
     """
     projection = {**MESSAGE_PROJECTION, key.field: 1} if documents else key.projection()
-    cursor = (
-        messages.find({key.field: {"$gte": start, "$lt": end}}, projection, batch_size=PASS_BATCH_SIZE)
-        .sort(key.field, ASCENDING)
+    cursor = messages.find({key.field: {"$gte": start, "$lt": end}}, projection, batch_size=PASS_BATCH_SIZE).sort(
+        key.field, ASCENDING
     )
     for document in cursor:
-        yield key.of(document), document.get("chat_id"), document  # type: ignore[misc]
+        yield key.matched(document), document.get("chat_id"), document
 
 
 def in_row_order(documents: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -162,10 +187,10 @@ def keys_of_chats(
             key.projection(),
             batch_size=PASS_BATCH_SIZE,
         ).sort(key.field, ASCENDING)
-        cursors.append((key.of(document), document.get("chat_id")) for document in found)
+        cursors.append((key.matched(document), document.get("chat_id")) for document in found)
     if len(cursors) == 1:
-        return cursors[0]  # type: ignore[return-value]
-    return heapq.merge(*cursors, key=lambda pair: pair[0])  # type: ignore[arg-type]  # keys are ordered per arrival field
+        return cursors[0]
+    return heapq.merge(*cursors, key=lambda pair: pair[0])  # keys of one field are of one type
 
 
 def count_of_chats(
@@ -247,7 +272,10 @@ def messages_by_timestamp(
     cursors = [
         iter(
             messages.find(
-                {"chat_id": {"$in": ids[offset : offset + CHAT_IDS_PER_QUERY]}, "timestamp": {"$gte": start, "$lt": end}},
+                {
+                    "chat_id": {"$in": ids[offset : offset + CHAT_IDS_PER_QUERY]},
+                    "timestamp": {"$gte": start, "$lt": end},
+                },
                 MESSAGE_PROJECTION,
                 batch_size=connection.MESSAGE_BATCH_SIZE,
             ).sort([("timestamp", ASCENDING), ("_id", ASCENDING)])
@@ -348,8 +376,12 @@ __all__ = [
     "check_arrival_key",
     "count_of_chats",
     "in_row_order",
+    "is_key",
+    "key_order",
+    "key_text",
     "keys_of_chats",
     "messages_by_timestamp",
     "object_id_at",
+    "time_of",
     "window_messages",
 ]

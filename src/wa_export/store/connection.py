@@ -9,7 +9,7 @@ size of the collection (the original system ran a `$lookup` over all of it).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -321,11 +321,11 @@ class Store:
         return missing
 
 
-def field_at(document: dict[str, Any], path: str) -> object:
+def field_at(document: Mapping[str, Any], path: str) -> object:
     """The value at a dotted path, or None when a part is missing or not a sub-document."""
     value: object = document
     for segment in path.split("."):
-        if not isinstance(value, dict):
+        if not isinstance(value, Mapping):
             return None
         value = value.get(segment)
     return value

@@ -16,15 +16,8 @@ from pymongo import ASCENDING
 
 from wa_export.clock import as_utc_or_none
 from wa_export.settings import Settings
-from wa_export.store.arrival_keys import (
-    ArrivalKey,
-    arrival_order,
-    is_arrival_key,
-    key_for_time,
-    time_of_key,
-)
-from wa_export.store.arrivals import ArrivalKey as Arrivals
-from wa_export.store.connection import CHAT_IDS_PER_QUERY, Store, Workspace
+from wa_export.store.arrivals import ArrivalKey, Key, is_key, key_order, time_of
+from wa_export.store.connection import CHAT_IDS_PER_QUERY, Store, Workspace, field_at
 from wa_export.store.ownership import chats_of_workspace
 
 
@@ -38,17 +31,18 @@ class Waiting:
     counted_from: datetime
 
 
-def position_key(settings: Settings, document: Mapping[str, Any], now: datetime) -> ArrivalKey | None:
+def position_key(settings: Settings, document: Mapping[str, Any], now: datetime) -> Key | None:
     """Where a workspace's undelivered messages start: its cursor, or v1's watermark as the engine migrates it.
 
     A cursor written under another kind of EXPORT_ARRIVAL_FIELD raises ForeignCursor (store/arrivals.py).
     """
     cursor = document.get("cursor")
-    if is_arrival_key(cursor):
-        return Arrivals(settings.export_arrival_field).position(str(document.get("_id")), cursor)
+    key = ArrivalKey(settings.export_arrival_field)
+    if is_key(cursor):
+        return key.position(str(document.get("_id")), cursor)
     watermark = as_utc_or_none(document.get("watermark"))
     if watermark is not None:
-        return key_for_time(settings.export_arrival_field, min(watermark, now))  # never past the clock
+        return key.at(min(watermark, now))  # never past the clock
     return None
 
 
@@ -61,14 +55,14 @@ def workspace_chat_ids(store: Store, workspace: Workspace) -> list[object]:
     return chats_of_workspace(store.chats, workspace).message_chat_ids()
 
 
-def count_waiting(store: Store, workspace: Workspace, from_key: ArrivalKey, cap: int | None) -> Waiting:
+def count_waiting(store: Store, workspace: Workspace, from_key: Key, cap: int | None) -> Waiting:
     """Messages of the workspace's chats with arrival key >= from_key, and the oldest one's arrival time."""
     field = store.settings.export_arrival_field
-    counted_from = time_of_key(from_key)
+    counted_from = time_of(from_key)
     assert counted_from is not None
     chat_ids = workspace_chat_ids(store, workspace)
     total = 0
-    oldest: ArrivalKey | None = None
+    oldest: Key | None = None
     capped = False
     for offset in range(0, len(chat_ids), CHAT_IDS_PER_QUERY):
         query = {"chat_id": {"$in": chat_ids[offset : offset + CHAT_IDS_PER_QUERY]}, field: {"$gte": from_key}}
@@ -82,18 +76,9 @@ def count_waiting(store: Store, workspace: Workspace, from_key: ArrivalKey, cap:
             continue
         total += found
         first = next(iter(store.messages.find(query, {field: 1}).sort(field, ASCENDING).limit(1)), None)
-        key = _field_value(first, field) if first is not None else None
-        if is_arrival_key(key) and (oldest is None or arrival_order(key) < arrival_order(oldest)):
+        key = field_at(first, field) if first is not None else None
+        if is_key(key) and (oldest is None or key_order(key) < key_order(oldest)):
             oldest = key
         if capped:
             break
-    return Waiting(total, capped, time_of_key(oldest), counted_from)
-
-
-def _field_value(document: Mapping[str, Any], dotted: str) -> object:
-    value: object = document
-    for part in dotted.split("."):
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(part)
-    return value
+    return Waiting(total, capped, time_of(oldest), counted_from)

@@ -1,0 +1,594 @@
+"""The `export_state` collection: every read and write of it (docs/design.md, "The first cursor" and "Leases").
+
+One document per workspace, `_id` = the workspace id string:
+
+    cursor            arrival key: every message with key >= cursor is not yet delivered
+    cursor_source     "original_service" | "first_interval" | "legacy_watermark" | "moved" | "export"
+    cursor_set_at     database time the cursor last changed
+    lease_owner, lease_expires_at, lease_acquired_at
+    in_flight         None, or {log_id, run_id, from_key, to_key, part, parts, started_at}: set
+                      (under the lease) before an email is handed to SMTP, cleared when the
+                      cursor moves past it; found set by a later run = a possible duplicate
+    last_success_at, last_attempt_at, consecutive_failures, last_error
+    pending_files     workbooks written but not yet delivered (the next attempt deletes them)
+    last_possible_duplicate_at
+    watermark         the timestamp watermark of earlier versions: read once to migrate, never written
+    created_at, updated_at
+
+Every time written here comes from the database clock. A lease is taken with
+one atomic upsert whose filter only matches a free or expired lease, so a
+contested upsert fails with DuplicateKeyError exactly as a held lease should;
+every later write of the owner is conditional on still holding it, so a run that
+stalled past its expiry never moves a cursor another run now controls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from bson import ObjectId
+from pymongo import ReturnDocument, UpdateOne
+from pymongo.collection import Collection
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from wa_export.clock import DatabaseClock, as_utc, as_utc_or_none
+from wa_export.settings import Settings
+from wa_export.store.arrivals import ArrivalKey, Key, is_key, key_order
+from wa_export.store.connection import Store
+from wa_export.store.export_logs import original_service_exports
+from wa_export.units import count_or_zero
+
+T = TypeVar("T")
+
+DUPLICATE_KEY = 11000
+# A cursor is "ahead of the database clock" only beyond this: a run that started a
+# moment after the one looking may already have moved it to its own window end, and
+# "now" is known to within a round trip and an ObjectId's whole second.
+CLOCK_TOLERANCE = timedelta(seconds=2)
+# An earlier version's last run may have delivered messages that arrived up to
+# EXPORT_LAG_SECONDS (plus clock noise) after its watermark: flagged, never silent.
+LEGACY_DUPLICATE_MARGIN = timedelta(minutes=1)
+KEEP_IN_FLIGHT = object()  # Lease.failed: leave the stored in_flight as it is
+
+
+def _collection(store: Store) -> Collection[dict[str, Any]]:
+    return store.export_state
+
+
+# --------------------------------------------------------------------------- documents as read
+
+
+def _typed(value: object, kind: type[T]) -> T | None:
+    return value if isinstance(value, kind) else None
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """An email handed (or about to be handed) to SMTP whose outcome is not recorded yet."""
+
+    log_id: ObjectId | None
+    run_id: str | None
+    from_key: Key | None  # None: unreadable, the range is unknown
+    to_key: Key | None
+    part: int | None
+    parts: int | None
+    started_at: datetime | None
+    note: str | None = None
+
+    def as_document(self) -> dict[str, Any]:
+        return {name: value for name, value in vars(self).items() if name != "note" or value is not None}
+
+    @classmethod
+    def from_document(cls, value: object) -> InFlight | None:
+        if not isinstance(value, dict):
+            return None
+        from_key, to_key = value.get("from_key"), value.get("to_key")
+        return cls(
+            _typed(value.get("log_id"), ObjectId),
+            _typed(value.get("run_id"), str),
+            from_key if is_key(from_key) else None,
+            to_key if is_key(to_key) else None,
+            _typed(value.get("part"), int),
+            _typed(value.get("parts"), int),
+            as_utc_or_none(value.get("started_at")),
+            _typed(value.get("note"), str),
+        )
+
+    def overlaps(self, low: Key, high: Key) -> bool:
+        """Whether [low, high) shares a key with [from_key, to_key); unknown bounds overlap everything."""
+        if self.from_key is None or self.to_key is None:
+            return True
+        return key_order(low) < key_order(self.to_key) and key_order(self.from_key) < key_order(high)
+
+    def reach(self, high: Key) -> Key:
+        """`high`, or the end of this range where it goes further."""
+        if self.to_key is not None and key_order(self.to_key) > key_order(high):
+            return self.to_key
+        return high
+
+    def after(self, key: Key) -> InFlight | None:
+        """What is left of the range from `key` on (all of it when unreadable), or None once it is passed."""
+        if self.to_key is None:
+            return self
+        if key_order(self.to_key) <= key_order(key):
+            return None
+        if self.from_key is None:
+            return self
+        start = self.from_key if key_order(self.from_key) > key_order(key) else key
+        return replace(self, log_id=None, from_key=start)
+
+
+@dataclass(frozen=True)
+class WorkspaceState:
+    """One export_state document as a scheduled run reads it (or its absence)."""
+
+    workspace_id: str
+    exists: bool = False
+    cursor: object = None  # as stored: a key, None (no cursor yet) or anything else (ArrivalKey.position refuses it)
+    watermark: datetime | None = None
+    in_flight: InFlight | None = None
+    consecutive_failures: int = 0
+    pending_files: tuple[str, ...] = ()
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+
+    @classmethod
+    def from_document(cls, workspace_id: str, document: Mapping[str, Any] | None) -> WorkspaceState:
+        if document is None:
+            return cls(workspace_id)
+        cursor, pending = document.get("cursor"), document.get("pending_files")
+        return cls(
+            workspace_id,
+            exists=True,
+            cursor=as_utc(cursor) if isinstance(cursor, datetime) else cursor,
+            watermark=as_utc_or_none(document.get("watermark")),
+            in_flight=InFlight.from_document(document.get("in_flight")),
+            consecutive_failures=count_or_zero(document.get("consecutive_failures")),
+            pending_files=tuple(path for path in pending if isinstance(path, str)) if isinstance(pending, list) else (),
+            lease_owner=owner if isinstance(owner := document.get("lease_owner"), str) else None,
+            lease_expires_at=as_utc_or_none(document.get("lease_expires_at")),
+        )
+
+    @property
+    def cursor_key(self) -> Key | None:
+        return self.cursor if is_key(self.cursor) else None
+
+    @property
+    def has_cursor(self) -> bool:
+        return is_key(self.cursor)
+
+    @property
+    def pending(self) -> bool:
+        """A failed delivery or an unknown outcome waits: the next run must look at this workspace."""
+        return self.consecutive_failures > 0 or self.in_flight is not None
+
+    def leased_by_other(self, now: datetime, owner: str) -> bool:
+        """Another run holds a live lease (a dry run, which takes none, reports it as the real run would)."""
+        expires = self.lease_expires_at
+        return self.lease_owner not in (None, owner) and expires is not None and expires > now
+
+
+STATE_PROJECTION = dict.fromkeys(
+    ("cursor", "watermark", "in_flight", "consecutive_failures", "pending_files", "lease_owner", "lease_expires_at"), 1
+)
+
+
+def read_states(store: Store, workspace_ids: Sequence[str] | None = None) -> dict[str, WorkspaceState]:
+    """Every export_state document in one read (or those of the named workspaces)."""
+    query: dict[str, Any] = {} if workspace_ids is None else {"_id": {"$in": list(workspace_ids)}}
+    return {
+        str(document["_id"]): WorkspaceState.from_document(str(document["_id"]), document)
+        for document in _collection(store).find(query, STATE_PROJECTION, batch_size=50_000)
+    }
+
+
+def read_state_documents(
+    store: Store, workspace_ids: Sequence[str], *, single: bool = False
+) -> dict[str, dict[str, Any]]:
+    """The whole export_state documents of these workspaces (for `state` and the metrics), in one query."""
+    if single:
+        found = [_collection(store).find_one({"_id": workspace_ids[0]})] if workspace_ids else []
+        return {document["_id"]: document for document in found if document is not None}
+    wanted = set(workspace_ids)
+    # All documents in one read (as a scheduled run does), not one query per workspace.
+    return {document["_id"]: document for document in _collection(store).find({}) if document["_id"] in wanted}
+
+
+def read_lease(store: Store, workspace_id: str) -> tuple[str | None, datetime | None]:
+    """Who holds the workspace's lease, and until when (as stored; it may have expired)."""
+    document = _collection(store).find_one({"_id": workspace_id}, {"lease_owner": 1, "lease_expires_at": 1}) or {}
+    owner = document.get("lease_owner")
+    return (str(owner) if owner else None), as_utc_or_none(document.get("lease_expires_at"))
+
+
+def last_successes(store: Store, workspace_ids: Sequence[str], earliest: datetime) -> dict[str, datetime]:
+    """`last_success_at` of these workspaces where it is `earliest` or later, in one query."""
+    found: dict[str, datetime] = {}
+    for document in _collection(store).find(
+        {"_id": {"$in": list(workspace_ids)}, "last_success_at": {"$gte": earliest}}, {"last_success_at": 1}
+    ):
+        moment = as_utc_or_none(document.get("last_success_at"))
+        if moment is not None:
+            found[str(document["_id"])] = moment
+    return found
+
+
+def count_foreign_cursors(store: Store, key: ArrivalKey) -> int:
+    """How many cursors are of the other key kind than `key` (written under another EXPORT_ARRIVAL_FIELD)."""
+    return _collection(store).count_documents({"cursor": {"$type": "date" if key.uses_object_id else "objectId"}})
+
+
+def count_cursors_ahead(store: Store, key: ArrivalKey, now: datetime) -> int:
+    """How many cursors are ahead of the database clock `now` (a clock anomaly; `health` reports it)."""
+    return _collection(store).count_documents({"cursor": {"$gt": key.at(now + CLOCK_TOLERANCE)}})
+
+
+def lease_is_free(now: datetime) -> dict[str, Any]:
+    """The filter of a document whose lease nobody holds (never taken, released or expired at `now`)."""
+    return {"$or": [{"lease_expires_at": None}, {"lease_expires_at": {"$lte": now}}]}
+
+
+# --------------------------------------------------------------------------- the first cursor
+
+
+@dataclass(frozen=True)
+class FirstCursor:
+    """Where a workspace without a cursor starts, and why."""
+
+    key: Key
+    source: str  # "legacy_watermark" | "original_service" | "first_interval"
+    in_flight: InFlight | None = None  # a range that may already have been delivered (migration)
+    starts_at: datetime | None = None  # the time `key` was taken from
+
+
+def original_exports(store: Store, workspace_ids: Sequence[str], now: datetime) -> dict[str, datetime]:
+    """The original service's last export of each workspace, if within EXPORT_BACKFILL_MAX_HOURS of `now`."""
+    hours = store.settings.export_backfill_max_hours
+    if not workspace_ids or hours <= 0:
+        return {}
+    return original_service_exports(store.export_logs, workspace_ids, now - timedelta(hours=hours))
+
+
+def first_cursor(
+    settings: Settings,
+    key: ArrivalKey,
+    end: datetime,
+    now: datetime,
+    watermark: datetime | None,
+    original_export: datetime | None,
+) -> FirstCursor:
+    """Where a workspace without a cursor starts (docs/design.md, "The first cursor"), for a run ending at `end`.
+
+    `original_export` comes from original_exports (already within the backfill limit).
+    """
+    interval = timedelta(minutes=settings.export_interval_minutes)
+    if watermark is not None:
+        # An earlier version's timestamp watermark. One ahead of the end is a clock
+        # anomaly: start one interval back instead, flagged, rather than skip anything.
+        start = watermark if watermark <= end else end - interval
+        until = start + timedelta(seconds=settings.export_lag_seconds) + LEGACY_DUPLICATE_MARGIN
+        if watermark > end:
+            until = end
+        note = "migrated from a timestamp watermark: its last run may have delivered some of these already"
+        marker = InFlight(None, None, key.at(start), key.at(until), None, None, now, note)
+        return FirstCursor(key.at(start), "legacy_watermark", marker, start)
+    if original_export is not None:
+        start = min(original_export, end)
+        return FirstCursor(key.at(start), "original_service", starts_at=start)
+    return FirstCursor(key.at(end - interval), "first_interval", starts_at=end - interval)
+
+
+# --------------------------------------------------------------------------- workspaces with nothing new
+
+
+@dataclass(frozen=True)
+class IdleAdvance:
+    """Move one workspace's cursor to the run's end key: it has nothing in [cursor, end)."""
+
+    workspace_id: str
+    read_cursor: Key | None  # None: no cursor yet
+    exists: bool
+    new_source: str | None = None  # for a workspace getting its first cursor
+    # The pass covered [read_cursor, end): the cursor may move on from anywhere in that
+    # range (another run may have moved it meanwhile). Else only from the value read.
+    covered: bool = True
+
+
+def advance_idle(store: Store, clock: DatabaseClock, end_key: Key, items: Sequence[IdleAdvance]) -> None:
+    """One bulk write for every workspace with nothing new: no per-workspace round trip.
+
+    A cursor moves to `end_key` only if it is still within what the run looked at
+    ([the cursor it read, end_key), or exactly the value read), never over a live
+    lease, never over an intent (in_flight) of another run; a workspace without a
+    document gets one with its cursor at the end key.
+    """
+    now = clock.now()
+    moved = {"cursor": end_key, "cursor_set_at": now, "last_success_at": now, "updated_at": now}
+    operations: list[UpdateOne] = []
+    for item in items:
+        source = item.new_source or "first_interval"
+        if not item.exists:
+            created = {"created_at": now, "consecutive_failures": 0, "in_flight": None, "pending_files": []}
+            operations.append(
+                UpdateOne(
+                    {"_id": item.workspace_id},
+                    {"$setOnInsert": {**moved, "cursor_source": source, **created}},
+                    upsert=True,
+                )
+            )
+            continue
+        where: dict[str, Any] = {"cursor": {"$exists": False}}
+        if item.read_cursor is not None:
+            position = {"$gte": item.read_cursor, "$lt": end_key} if item.covered else item.read_cursor
+            where, source = {"cursor": position, "in_flight": None}, "export"
+        operations.append(
+            UpdateOne(
+                {"_id": item.workspace_id, **where, **lease_is_free(now)}, {"$set": {**moved, "cursor_source": source}}
+            )
+        )
+    if not operations:
+        return
+    try:
+        _collection(store).bulk_write(operations, ordered=False)
+    except BulkWriteError as error:
+        # Two runs creating the same new document: the other one's is as good as ours.
+        errors = error.details.get("writeErrors", [])
+        if error.details.get("writeConcernErrors") or any(item.get("code") != DUPLICATE_KEY for item in errors):
+            raise
+
+
+# --------------------------------------------------------------------------- the operator's move
+
+ANY_CURSOR = object()  # set_moved_cursor: whatever the cursor is now
+
+
+def set_moved_cursor(
+    store: Store, workspace_id: str, now: datetime, new_key: Key, *, expected_cursor: object = ANY_CURSOR
+) -> dict[str, Any] | None:
+    """`state --move-to/--move-past`: set the cursor in one conditional upsert; the document before (or None).
+
+    Only while no live lease is held, and (unless `expected_cursor` is ANY_CURSOR)
+    while the cursor is still as read. The in_flight marker is left alone: the next
+    run still flags a possible duplicate. Raises DuplicateKeyError when the
+    document exists but does not match.
+    """
+    query: dict[str, Any] = {"_id": workspace_id, **lease_is_free(now)}
+    if expected_cursor is not ANY_CURSOR:
+        query["cursor"] = expected_cursor  # None also matches a document without one
+    return _collection(store).find_one_and_update(
+        query,
+        {
+            "$set": {"cursor": new_key, "cursor_source": "moved", "cursor_set_at": now, "updated_at": now},
+            "$setOnInsert": {"created_at": now},
+        },
+        upsert=True,
+        return_document=ReturnDocument.BEFORE,
+    )
+
+
+# --------------------------------------------------------------------------- leases
+
+
+class LeaseLost(Exception):
+    """Another run took over this workspace (our lease expired); stop before sending or writing."""
+
+
+@dataclass
+class Lease:
+    """An owned lease on one workspace's export_state document."""
+
+    collection: Collection[dict[str, Any]]
+    workspace_id: str
+    owner: str
+    duration: timedelta
+    clock: DatabaseClock
+    expires_at: datetime
+    state: WorkspaceState
+    new_cursor_source: str | None = None  # set when this lease created the cursor
+    cursor: object = field(init=False)  # as stored (WorkspaceState.cursor)
+
+    def __post_init__(self) -> None:
+        self.cursor = self.state.cursor
+
+    def _update(
+        self,
+        what: str,
+        changes: dict[str, Any],
+        *,
+        release: bool = False,
+        more: dict[str, Any] | None = None,
+        **where: Any,
+    ) -> None:
+        """One write conditional on still owning the lease (and `where`); LeaseLost if it is no longer ours."""
+        if release:
+            changes.update(lease_owner=None, lease_expires_at=None)
+        result = self.collection.update_one(
+            {"_id": self.workspace_id, "lease_owner": self.owner, **where}, {"$set": changes, **(more or {})}
+        )
+        if result.matched_count != 1:
+            raise LeaseLost(
+                f"the lease on workspace {self.workspace_id} expired and was taken by another run before {what}"
+            )
+
+    def renew(self) -> None:
+        expires_at = self.clock.now() + self.duration
+        self._update("it could be renewed", {"lease_expires_at": expires_at})
+        self.expires_at = expires_at
+
+    def set_in_flight(self, in_flight: InFlight, pending_files: Sequence[str]) -> None:
+        """Record the intent to send, before the email goes to SMTP."""
+        now = self.clock.now()
+        intent = {"in_flight": in_flight.as_document(), "pending_files": list(pending_files)}
+        self._update("the email was sent (nothing was sent)", {**intent, "last_attempt_at": now, "updated_at": now})
+
+    def delivered(
+        self,
+        to_key: Key,
+        delivered_file: str | None,
+        *,
+        possible_duplicate: bool,
+        in_flight: InFlight | None,
+        release: bool,
+    ) -> None:
+        """The email was accepted: the cursor moves past it, the failures reset.
+
+        `in_flight` is what stays unknown beyond this part (an earlier run's intent reaching further), usually None.
+        """
+        now = self.clock.now()
+        changes: dict[str, Any] = {
+            "cursor": to_key,
+            "cursor_source": "export",
+            "cursor_set_at": now,
+            "in_flight": in_flight.as_document() if in_flight is not None else None,
+            "last_success_at": now,
+            "consecutive_failures": 0,
+            "last_error": None,
+            "updated_at": now,
+        }
+        if possible_duplicate:
+            changes["last_possible_duplicate_at"] = now
+        pull = {"$pull": {"pending_files": delivered_file}} if delivered_file is not None else None
+        self._update("the cursor could move", changes, release=release, more=pull, cursor=self.cursor)
+        self.cursor = to_key
+
+    def caught_up(self, end_key: Key, *, release: bool, force: bool = False) -> None:
+        """Nothing (left) to deliver up to `end_key`: the cursor moves there, any stale intent is closed.
+
+        A cursor already at or past `end_key` stays, unless `force` (one ahead of the database clock comes back).
+        """
+        now = self.clock.now()
+        changes: dict[str, Any] = {
+            "in_flight": None,
+            "consecutive_failures": 0,
+            "last_error": None,
+            "last_success_at": now,
+            "updated_at": now,
+        }
+        # The cursor is of the run's key kind: the window refused any other (ArrivalKey.position).
+        moves = force or not is_key(self.cursor) or key_order(self.cursor) < key_order(end_key)
+        if moves:
+            changes.update(cursor=end_key, cursor_source="export", cursor_set_at=now)
+        self._update("the cursor could move", changes, release=release, cursor=self.cursor)
+        if moves:
+            self.cursor = end_key
+
+    def failed(
+        self, error: str, *, in_flight: object = KEEP_IN_FLIGHT, pending_files: Sequence[str] | None, release: bool
+    ) -> None:
+        """A delivery failed: the cursor stays, the failure is counted.
+
+        `in_flight`: what may have been delivered anyway (an InFlight), None, or KEEP_IN_FLIGHT.
+        """
+        now = self.clock.now()
+        changes: dict[str, Any] = {"last_error": error, "last_attempt_at": now, "updated_at": now}
+        if in_flight is None or isinstance(in_flight, InFlight):
+            changes["in_flight"] = in_flight.as_document() if in_flight is not None else None
+        if pending_files is not None:
+            changes["pending_files"] = list(pending_files)
+        count = {"$inc": {"consecutive_failures": 1}}
+        self._update("the failure could be recorded", changes, release=release, more=count)
+
+    def release(self) -> None:
+        # Conditional: never release a lease that expired and now belongs to another run.
+        self.collection.update_one(
+            {"_id": self.workspace_id, "lease_owner": self.owner},
+            {"$set": {"lease_owner": None, "lease_expires_at": None, "updated_at": self.clock.now()}},
+        )
+
+    def count_escaped_failure(self, error: str) -> None:
+        """A failure that escaped the delivery's own records, after the lease was released: counted anyway."""
+        self.collection.update_one(
+            {"_id": self.workspace_id},
+            {"$inc": {"consecutive_failures": 1}, "$set": {"last_error": error, "last_attempt_at": self.clock.now()}},
+        )
+
+
+def acquire_lease(
+    store: Store,
+    workspace_id: str,
+    owner: str,
+    duration: timedelta,
+    clock: DatabaseClock,
+    first_cursor: FirstCursor | None = None,
+) -> Lease | None:
+    """Take the workspace's lease, or return None if another run holds an unexpired one.
+
+    A workspace without a cursor gets `first_cursor` in the same write (a new
+    document) or right after (an existing document without one), so a failing
+    first delivery still leaves the start pinned.
+    """
+    collection = _collection(store)
+    now = clock.now()
+    expires_at = now + duration
+    on_insert: dict[str, Any] = {"created_at": now, "consecutive_failures": 0, "pending_files": []}
+    first_changes: dict[str, Any] = {}
+    if first_cursor is not None:
+        first_changes = {"cursor": first_cursor.key, "cursor_source": first_cursor.source, "cursor_set_at": now}
+        in_flight = first_cursor.in_flight.as_document() if first_cursor.in_flight else None
+        on_insert.update(first_changes, in_flight=in_flight)
+    try:
+        document = collection.find_one_and_update(
+            {"_id": workspace_id, **lease_is_free(now)},
+            {
+                "$set": {
+                    "lease_owner": owner,
+                    "lease_expires_at": expires_at,
+                    "lease_acquired_at": now,
+                    "updated_at": now,
+                },
+                "$setOnInsert": on_insert,
+            },
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+    except DuplicateKeyError:
+        return None
+    if document is None or document.get("lease_owner") != owner:
+        return None
+    state = WorkspaceState.from_document(workspace_id, document)
+    lease = Lease(collection, workspace_id, owner, duration, clock, expires_at, state)
+    if first_cursor is None:
+        return lease
+    if document.get("created_at") == now and state.cursor == first_cursor.key:
+        lease.new_cursor_source = first_cursor.source
+    if not state.has_cursor:
+        # An older document (e.g. one with only a timestamp watermark): pin the cursor now.
+        changes = {**first_changes, "updated_at": now}
+        if first_cursor.in_flight is not None:
+            changes["in_flight"] = first_cursor.in_flight.as_document()
+        result = collection.update_one(
+            {"_id": workspace_id, "lease_owner": owner, "cursor": {"$exists": False}}, {"$set": changes}
+        )
+        if result.matched_count == 1:
+            lease.state = WorkspaceState.from_document(workspace_id, {**document, **changes})
+            lease.cursor = first_cursor.key
+            lease.new_cursor_source = first_cursor.source
+    return lease
+
+
+__all__ = [
+    "ANY_CURSOR",
+    "CLOCK_TOLERANCE",
+    "KEEP_IN_FLIGHT",
+    "FirstCursor",
+    "IdleAdvance",
+    "InFlight",
+    "Lease",
+    "LeaseLost",
+    "WorkspaceState",
+    "acquire_lease",
+    "advance_idle",
+    "count_cursors_ahead",
+    "count_foreign_cursors",
+    "first_cursor",
+    "last_successes",
+    "lease_is_free",
+    "original_exports",
+    "read_lease",
+    "read_state_documents",
+    "read_states",
+    "set_moved_cursor",
+]
