@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from wa_export.cli.output import (
-    Output,
-    display_path,
-    short_time,
-    timestamp,
-)
+from wa_export.cli.output import Output, display_path, short_time
 from wa_export.commands.cleanup import CleanupResult
+from wa_export.commands.health_check import count_noun
 from wa_export.errors import ExitCode
 from wa_export.settings import Settings
 from wa_export.units import format_bytes
-
-if TYPE_CHECKING:  # rendering only; keeps `wa-export export` from importing them
-    pass
 
 CLEANUP_TABLE_ROWS = 15
 
@@ -52,7 +45,7 @@ def _render_cleanup_body(output: Output, result: CleanupResult, settings: Settin
         shown: list[str] = []
         for index, (folder, items) in enumerate(sorted(folders.items())):
             if index == CLEANUP_TABLE_ROWS:
-                more = f"… and {len(folders) - index} more folders (--json lists every file)"
+                more = f"… and {count_noun(len(folders) - index, 'more folder')} (--json lists every file)"
                 table.add_row(more, "", "", "", "", "")
                 break
             times = [item.modified_at for item in items]
@@ -69,13 +62,10 @@ def _render_cleanup_body(output: Output, result: CleanupResult, settings: Settin
     elif not output.interactive:
         # Under cron the log is the audit trail: one line per file.
         for item in result.files:
-            output.line(
-                f"{timestamp()} INFO {verb} {item.kind} {display_path(item.path, settings.export_dir)} size={item.size}"
-            )
+            output.log("INFO", f"{verb} {item.kind} {display_path(item.path, settings.export_dir)} size={item.size}")
+        removed = "would remove" if result.dry_run else "removed"
         for folder in result.folders_removed:
-            removed = "would remove" if result.dry_run else "removed"
-            output.line(f"{timestamp()} INFO {removed} empty folder {display_path(folder, settings.export_dir)}")
+            output.log("INFO", f"{removed} empty folder {display_path(folder, settings.export_dir)}")
     for error in result.errors:
-        output.line(f"{timestamp()} ERROR {error}")
-    level = "ERROR" if result.exit_code else "INFO"
-    output.line(f"{timestamp()} {level} {result.summary()}")
+        output.log("ERROR", error)
+    output.summary(result.summary(), result.exit_code)

@@ -9,23 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from wa_export.cli.output import (
-    OUTCOME_STYLE,
-    Output,
-    display_path,
-    timestamp,
-)
+from wa_export.cli.output import Output, display_path, outcome_cell, workspace_cell
 from wa_export.errors import ExitCode
 from wa_export.export.results import RunResult, SilentObserver, Trigger, WorkspaceResult
 from wa_export.export.workers import WorkersResult
@@ -43,7 +31,7 @@ class _PlainObserver:
 
     def run_started(self, total_workspaces: int, trigger: Trigger) -> None:
         where = f", files in {self.export_dir}" if self.export_dir is not None else ""
-        self.output.line(f"{timestamp()} INFO {trigger} export run started: {total_workspaces} workspaces{where}")
+        self.output.log("INFO", f"{trigger} export run started: {total_workspaces} workspaces{where}")
 
     def messages_exported(self, workspace_id: str, count: int) -> None:
         return None  # one line per workspace is enough in a log
@@ -60,7 +48,7 @@ class _PlainObserver:
             fields.append(f"file={display_path(result.file_path, self.export_dir)}")
         if result.reason:
             fields.append(f"reason={json.dumps(result.reason, ensure_ascii=False)}")
-        self.output.line(f"{timestamp()} {level} " + " ".join(fields))
+        self.output.log(level, " ".join(fields))
 
 
 class _CountColumn(ProgressColumn):
@@ -117,7 +105,7 @@ def export_observer(output: Output, export_dir: Path | None = None) -> Iterator[
 def render_run_warnings(output: Output, warnings: Sequence[Any]) -> None:
     """One greppable WARNING line each (export/preflight.py), on a terminal and under cron alike."""
     for warning in warnings:
-        output.line(f"{timestamp()} WARNING {warning.message}")
+        output.log("WARNING", warning.message)
 
 
 def render_workers(output: Output, merged: WorkersResult) -> None:
@@ -127,8 +115,7 @@ def render_workers(output: Output, merged: WorkersResult) -> None:
     for run in merged.as_dict()["runs"]:
         output.line(f"worker {run['slot']}: exit {run['exit_code']}: {run['summary'] or run['error']}")
     render_run_warnings(output, merged.warnings)
-    level = "ERROR" if merged.exit_code else "INFO"
-    output.line(f"{timestamp()} {level} {merged.summary()}")
+    output.summary(merged.summary(), merged.exit_code)
 
 
 def render_export(output: Output, result: RunResult, settings: Settings) -> None:
@@ -138,16 +125,12 @@ def render_export(output: Output, result: RunResult, settings: Settings) -> None
         if output.interactive:
             _render_export_table(output, result.workspaces, settings)
         render_run_warnings(output, result.warnings)
-        level = "ERROR" if result.failed else "INFO"
-        output.line(f"{timestamp()} {level} {result.summary()} (run {result.run_id})")
+        output.summary(f"{result.summary()} (run {result.run_id})", result.failed)
     render_tracebacks(output, result.workspaces)
 
 
 def render_tracebacks(output: Output, results: Sequence[WorkspaceResult]) -> None:
-    """The traceback of each workspace an unexpected error failed, on stderr (with --json too), already redacted.
-
-    A `--workers` child's stderr is its parent's, so these reach the parent's stderr as they are.
-    """
+    """The traceback of each workspace an unexpected error failed, on stderr (with --json too), already redacted."""
     for result in results:
         if result.traceback:
             output.stderr(
@@ -210,10 +193,9 @@ def export_table(results: Sequence[WorkspaceResult], settings: Settings, *, with
             window = (
                 f"{result.window_start.astimezone(zone):%Y-%m-%d %H:%M} → {result.window_end.astimezone(zone):%H:%M}"
             )
-        style = OUTCOME_STYLE.get(result.outcome, "")
         cells = [
-            f"{escape(result.workspace_name) or '(unnamed)'}\n[dim]{result.workspace_id}[/dim]",
-            f"[{style}]{result.outcome}[/{style}]" if style else result.outcome,
+            workspace_cell(result.workspace_name, result.workspace_id),
+            outcome_cell(result.outcome),
             message_count_cell(result),
             window,
         ]

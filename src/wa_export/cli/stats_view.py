@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from wa_export.cli.output import (
-    Output,
-    local_time,
-    short_time,
-)
+from wa_export.cli.output import Output, local_time, short_time, styled, workspace_cell
+from wa_export.commands.health_check import count_noun
 from wa_export.commands.stats import StatsReport
 from wa_export.recipients import address_label, describe_recipients
 from wa_export.settings import Settings
-
-if TYPE_CHECKING:  # rendering only; keeps `wa-export export` from importing them
-    pass
 
 _EIGHTHS = " ▏▎▍▌▋▊▉"
 _SPARKS = "▁▂▃▄▅▆▇█"
@@ -55,16 +48,16 @@ def render_stats(output: Output, report: StatsReport, settings: Settings) -> Non
     if output.json_output:
         output.json({"ok": True, **report.as_dict()})
         return
-    if report.single:
-        _render_workspace_stats(output, report, settings)
-    else:
-        _render_stats_overview(output, report, settings)
-
-
-def _render_workspace_stats(output: Output, report: StatsReport, settings: Settings) -> None:
     period = report.period
-    stats = report.workspaces[0]
     span = f"{period.days[0]:%Y-%m-%d} – {period.days[-1]:%Y-%m-%d} ({period.timezone_name})"
+    if report.single:
+        _render_workspace_stats(output, report, settings, span)
+    else:
+        _render_stats_overview(output, report, settings, span)
+
+
+def _render_workspace_stats(output: Output, report: StatsReport, settings: Settings, span: str) -> None:
+    stats = report.workspaces[0]
     statuses = ["received", "sent_via_ai", "sent_by_human"]
     statuses += [s for s in sorted({s for day in stats.per_day for s in day.counts}) if s not in statuses]
     labels = {"received": "Received", "sent_via_ai": "AI", "sent_by_human": "Human"}
@@ -93,7 +86,7 @@ def _render_workspace_stats(output: Output, report: StatsReport, settings: Setti
             label,
             *(str(counts[status]) for status in statuses),
             str(total),
-            f"[cyan]{trend}[/cyan]" if trend else "",
+            styled(trend, "cyan"),
         )
     totals = stats.totals
     table.add_section()
@@ -101,7 +94,7 @@ def _render_workspace_stats(output: Output, report: StatsReport, settings: Setti
     output.table(table)
     exports = stats.exports
     output.line(
-        f"Exports in these days: {exports.completed} completed ({exports.messages_exported} messages), "
+        f"Exports in these days: {exports.completed} completed ({count_noun(exports.messages_exported, 'message')}), "
         f"{exports.failed} failed"
         + (f" (last failure {local_time(exports.last_failure, settings)})" if exports.last_failure else "")
         + f"; last success: {local_time(exports.last_success, settings) or 'never'}."
@@ -115,9 +108,8 @@ def _render_workspace_stats(output: Output, report: StatsReport, settings: Setti
 ADDRESS_CELLS = {"no": "[yellow]no[/yellow]", "bad": "[bold red]bad[/bold red]"}
 
 
-def _render_stats_overview(output: Output, report: StatsReport, settings: Settings) -> None:
+def _render_stats_overview(output: Output, report: StatsReport, settings: Settings, span: str) -> None:
     period = report.period
-    span = f"{period.days[0]:%Y-%m-%d} – {period.days[-1]:%Y-%m-%d} ({period.timezone_name})"
     if not report.workspaces:
         output.line(f"No active workspaces ({span}).")
         return
@@ -136,20 +128,21 @@ def _render_stats_overview(output: Output, report: StatsReport, settings: Settin
         failed = stats.exports.failed
         totals = [day.total for day in stats.per_day]
         table.add_row(
-            f"{escape(stats.workspace.name) or '(unnamed)'}{name_id_separator}[dim]{stats.workspace.id}[/dim]",
+            workspace_cell(stats.workspace.name, stats.workspace.id, name_id_separator),
             str(stats.total),
             sparkline([sum(totals[start:end]) for start, end in chunks]),
             str(stats.exports.completed),
-            f"[bold red]{failed}[/bold red]" if failed else "0",
+            styled(str(failed), "bold red" if failed else ""),
             short_time(stats.exports.last_success, settings) or "never",
             ADDRESS_CELLS.get(address_label(stats.recipients), address_label(stats.recipients)),
         )
     output.table(table, keep_whole=[stats.workspace.id for stats in report.workspaces])
     missing = sum(1 for stats in report.workspaces if not stats.address_configured)
     refused = sum(1 for stats in report.workspaces if stats.recipients.problem)
+    workspaces = report.workspaces
     output.line(
-        f"{len(report.workspaces)} active workspaces, {sum(s.total for s in report.workspaces)} messages, "
-        f"{sum(s.exports.completed for s in report.workspaces)} exports, "
+        f"{count_noun(len(workspaces), 'active workspace')}, {count_noun(sum(s.total for s in workspaces), 'message')}, "
+        f"{count_noun(sum(s.exports.completed for s in workspaces), 'export')}, "
         f"{sum(s.exports.failed for s in report.workspaces)} failed, {missing} without an address"
         + (f", {refused} with a refused address (bad)" if refused else "")
         + ". Details: wa-export stats WORKSPACE_ID."

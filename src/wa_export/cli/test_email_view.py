@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from wa_export.cli.output import (
-    Output,
-    timestamp,
-)
+from wa_export.cli.output import Output
 
 if TYPE_CHECKING:  # rendering only; keeps `wa-export export` from importing them
     from wa_export.commands.test_email import TestEmailResult
+
 
 def render_test_email(output: Output, result: TestEmailResult) -> None:
     if output.json_output:
@@ -23,7 +21,6 @@ def render_test_email(output: Output, result: TestEmailResult) -> None:
         output.stderr(f"test email{target} failed at step {result.error.step}: {result.error}")
         return
     if not output.json_output:
-        output.line(
-            f"{timestamp()} INFO test email sent to {to} via {result.server} ({result.security}) "
-            f"with {result.attachment} attached"
+        output.log(
+            "INFO", f"test email sent to {to} via {result.server} ({result.security}) with {result.attachment} attached"
         )
