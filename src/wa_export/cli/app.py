@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -49,6 +49,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON documen
 # Described in each command's docstring: typer's own line for it would read "WORKSPACE_ID <str>".
 WorkspaceIdArgument = Annotated[str | None, typer.Argument(metavar="WORKSPACE_ID", hidden=True)]
 
+R = TypeVar("R")
 _global_env_file: Path | None = None
 
 
@@ -113,6 +114,22 @@ def _run(
         output.stderr(f"warning: {warning}")
     with _handled(output, settings.secrets()):
         raise typer.Exit(body(settings, output))
+
+
+def _report(
+    json_output: bool,
+    env_file: Path | None,
+    compute: Callable[[Settings], R],
+    render: Callable[[Output, R, Settings], None],
+) -> None:
+    """Compute a command's result, render it, exit with its `exit_code` (0 for a report without one)."""
+
+    def body(settings: Settings, output: Output) -> int:
+        result = compute(settings)
+        render(output, result, settings)
+        return int(getattr(result, "exit_code", ExitCode.OK))
+
+    _run(json_output, env_file, body)
 
 
 @contextmanager
@@ -253,12 +270,7 @@ def cleanup(
     from wa_export.cli.cleanup_view import render_cleanup
     from wa_export.commands import cleanup as cleanup_command
 
-    def body(settings: Settings, output: Output) -> int:
-        result = cleanup_command.cleanup(settings, days, dry_run)
-        render_cleanup(output, result, settings)
-        return result.exit_code
-
-    _run(json_output, env_file, body)
+    _report(json_output, env_file, lambda s: cleanup_command.cleanup(s, days, dry_run), render_cleanup)
 
 
 @app.command(short_help="Messages per day and status, exports made and failed.")
@@ -275,12 +287,7 @@ def stats(
     from wa_export.cli.stats_view import render_stats
     from wa_export.commands import stats as stats_command
 
-    def body(settings: Settings, output: Output) -> int:
-        report = stats_command.stats(settings, workspace_id, days)
-        render_stats(output, report, settings)
-        return ExitCode.OK
-
-    _run(json_output, env_file, body)
+    _report(json_output, env_file, lambda s: stats_command.stats(s, workspace_id, days), render_stats)
 
 
 @app.command(short_help="Recent exports, or the tool's events (--system).")
@@ -302,12 +309,7 @@ def logs(
     from wa_export.cli.logs_view import render_logs
     from wa_export.commands import logs as logs_command
 
-    def body(settings: Settings, output: Output) -> int:
-        report = logs_command.logs(settings, workspace_id, limit, status, system)
-        render_logs(output, report, settings)
-        return ExitCode.OK
-
-    _run(json_output, env_file, body)
+    _report(json_output, env_file, lambda s: logs_command.logs(s, workspace_id, limit, status, system), render_logs)
 
 
 @app.command()
@@ -352,12 +354,7 @@ def test_email(
     from wa_export.cli.test_email_view import render_test_email
     from wa_export.commands import test_email as testmail
 
-    def body(settings: Settings, output: Output) -> int:
-        result = testmail.send_test_email(settings, workspace, to or ())
-        render_test_email(output, result)
-        return result.exit_code
-
-    _run(json_output, env_file, body)
+    _report(json_output, env_file, lambda s: testmail.send_test_email(s, workspace, to or ()), render_test_email)
 
 
 @app.command(short_help="Check MongoDB, SMTP, EXPORT_DIR, addresses and the schedule.")
@@ -376,12 +373,7 @@ def health(
     from wa_export.cli.health_view import render_health
     from wa_export.commands import health as health_checks
 
-    def body(settings: Settings, output: Output) -> int:
-        report = health_checks.run_health(settings, smtp_login=smtp_login)
-        render_health(output, report)
-        return report.exit_code
-
-    _run(json_output, env_file, body)
+    _report(json_output, env_file, lambda s: health_checks.run_health(s, smtp_login=smtp_login), render_health)
 
 
 @app.command("config", short_help="Show and validate the settings (no MongoDB, no SMTP).")

@@ -11,11 +11,12 @@ from wa_export.cli.output import Output, styled
 
 if TYPE_CHECKING:  # rendering only; keeps `wa-export export` from importing them
     from wa_export.commands.health import HealthReport
+    from wa_export.settings import Settings
 
 HEALTH_STYLE = {"ok": "green", "warning": "yellow", "failed": "bold red", "skipped": "dim"}
 
 
-def render_health(output: Output, report: HealthReport) -> None:
+def render_health(output: Output, report: HealthReport, settings: Settings) -> None:
     if output.json_output:
         output.json(report.as_dict())
         return

@@ -8,9 +8,10 @@ from wa_export.cli.output import Output
 
 if TYPE_CHECKING:  # rendering only; keeps `wa-export export` from importing them
     from wa_export.commands.test_email import TestEmailResult
+    from wa_export.settings import Settings
 
 
-def render_test_email(output: Output, result: TestEmailResult) -> None:
+def render_test_email(output: Output, result: TestEmailResult, settings: Settings) -> None:
     if output.json_output:
         output.json(result.as_dict())
     to = ", ".join(result.recipients)
