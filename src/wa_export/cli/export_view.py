@@ -13,7 +13,7 @@ from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn,
 from rich.table import Table
 from rich.text import Text
 
-from wa_export.cli.output import Output, display_path, outcome_cell, workspace_cell
+from wa_export.cli.output import Output, display_path, local_time, outcome_cell, workspace_cell
 from wa_export.errors import ExitCode
 from wa_export.export.results import RunResult, SilentObserver, Trigger, WorkspaceResult
 from wa_export.export.workers import WorkersResult
@@ -55,10 +55,8 @@ class _CountColumn(ProgressColumn):
     """``3/10`` for the workspaces, ``12,345`` for the messages (their total is not known in advance)."""
 
     def render(self, task: Task) -> Text:
-        done = int(task.completed)
-        if task.total is None:
-            return Text(f"{done:,}", style="progress.download")
-        return Text(f"{done:,}/{int(task.total):,}", style="progress.download")
+        total = "" if task.total is None else f"/{int(task.total):,}"
+        return Text(f"{int(task.completed):,}{total}", style="progress.download")
 
 
 class _ProgressObserver:
@@ -149,8 +147,7 @@ def _render_export_table(output: Output, results: Sequence[WorkspaceResult], set
         return
     # Too narrow for the paths: the table without them, then one unwrapped line per file or reason.
     output.table(export_table(results, settings, with_detail=False), [r.workspace_id for r in results])
-    details = [(result, _detail(result, export_dir)) for result in results]
-    details = [(result, detail) for result, detail in details if detail]
+    details = [(result, detail) for result in results if (detail := _detail(result, export_dir))]
     if details:
         output.line(f"Files (in {export_dir}) and reasons:")
         for result, detail in details:
@@ -159,13 +156,6 @@ def _render_export_table(output: Output, results: Sequence[WorkspaceResult], set
 
 def _detail(result: WorkspaceResult, export_dir: Path) -> str:
     return " ".join(part for part in (display_path(result.file_path, export_dir), result.reason or "") if part)
-
-
-def message_count_cell(result: WorkspaceResult) -> str:
-    # A skipped or refused workspace was never counted: "0" would claim nothing is waiting.
-    if result.message_count == 0 and result.outcome in ("skipped", "failed"):
-        return NOT_COUNTED
-    return f"{result.message_count:,}"
 
 
 def export_keep_whole(results: Sequence[WorkspaceResult], export_dir: Path) -> list[str]:
@@ -186,20 +176,24 @@ def export_table(results: Sequence[WorkspaceResult], settings: Settings, *, with
     table.add_column("Window", overflow="fold")
     if with_detail:
         table.add_column("File / reason", overflow="fold")
-    zone = settings.export_timezone
     for result in results:
         window = ""
         if result.window_start and result.window_end:
-            window = (
-                f"{result.window_start.astimezone(zone):%Y-%m-%d %H:%M} → {result.window_end.astimezone(zone):%H:%M}"
-            )
+            window = f"{local_time(result.window_start, settings)} → {local_time(result.window_end, settings, '%H:%M')}"
         cells = [
             workspace_cell(result.workspace_name, result.workspace_id),
             outcome_cell(result.outcome),
-            message_count_cell(result),
+            _message_count_cell(result),
             window,
         ]
         if with_detail:
             cells.append(escape(_detail(result, settings.export_dir)))
         table.add_row(*cells)
     return table
+
+
+def _message_count_cell(result: WorkspaceResult) -> str:
+    # A skipped or refused workspace was never counted: "0" would claim nothing is waiting.
+    if result.message_count == 0 and result.outcome in ("skipped", "failed"):
+        return NOT_COUNTED
+    return f"{result.message_count:,}"

@@ -81,16 +81,9 @@ def _render_workspace_stats(output: Output, report: StatsReport, settings: Setti
     table.add_column("Trend", no_wrap=True)
     top = max((total for _, _, total in rows), default=0)
     for label, counts, total in rows:
-        trend = bar(total, top)
-        table.add_row(
-            label,
-            *(str(counts[status]) for status in statuses),
-            str(total),
-            styled(trend, "cyan"),
-        )
-    totals = stats.totals
+        table.add_row(label, *(str(counts[status]) for status in statuses), str(total), styled(bar(total, top), "cyan"))
     table.add_section()
-    table.add_row("Total", *(str(totals.get(status, 0)) for status in statuses), str(stats.total), "")
+    table.add_row("Total", *(str(stats.totals.get(status, 0)) for status in statuses), str(stats.total), "")
     output.table(table)
     exports = stats.exports
     output.line(
@@ -105,7 +98,7 @@ def _render_workspace_stats(output: Output, report: StatsReport, settings: Setti
 
 
 # The Addr column: the source (env, db) plain, a missing or refused address marked.
-ADDRESS_CELLS = {"no": "[yellow]no[/yellow]", "bad": "[bold red]bad[/bold red]"}
+ADDRESS_STYLE = {"no": "yellow", "bad": "bold red"}
 
 
 def _render_stats_overview(output: Output, report: StatsReport, settings: Settings, span: str) -> None:
@@ -127,6 +120,7 @@ def _render_stats_overview(output: Output, report: StatsReport, settings: Settin
     for stats in report.workspaces:
         failed = stats.exports.failed
         totals = [day.total for day in stats.per_day]
+        address = address_label(stats.recipients)
         table.add_row(
             workspace_cell(stats.workspace.name, stats.workspace.id, name_id_separator),
             str(stats.total),
@@ -134,16 +128,16 @@ def _render_stats_overview(output: Output, report: StatsReport, settings: Settin
             str(stats.exports.completed),
             styled(str(failed), "bold red" if failed else ""),
             short_time(stats.exports.last_success, settings) or "never",
-            ADDRESS_CELLS.get(address_label(stats.recipients), address_label(stats.recipients)),
+            styled(address, ADDRESS_STYLE.get(address, "")),
         )
-    output.table(table, keep_whole=[stats.workspace.id for stats in report.workspaces])
-    missing = sum(1 for stats in report.workspaces if not stats.address_configured)
-    refused = sum(1 for stats in report.workspaces if stats.recipients.problem)
     workspaces = report.workspaces
+    output.table(table, keep_whole=[stats.workspace.id for stats in workspaces])
+    missing = sum(1 for stats in workspaces if not stats.address_configured)
+    refused = sum(1 for stats in workspaces if stats.recipients.problem)
     output.line(
         f"{count_noun(len(workspaces), 'active workspace')}, {count_noun(sum(s.total for s in workspaces), 'message')}, "
         f"{count_noun(sum(s.exports.completed for s in workspaces), 'export')}, "
-        f"{sum(s.exports.failed for s in report.workspaces)} failed, {missing} without an address"
+        f"{sum(s.exports.failed for s in workspaces)} failed, {missing} without an address"
         + (f", {refused} with a refused address (bad)" if refused else "")
         + ". Details: wa-export stats WORKSPACE_ID."
     )
