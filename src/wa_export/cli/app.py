@@ -79,12 +79,6 @@ def main_options(
     _global_env_file = env_file
 
 
-def _settings(env_file: Path | None) -> Settings:
-    from wa_export.settings import load_settings
-
-    return load_settings(env_file or _global_env_file)
-
-
 @contextmanager
 def _handled(output: Output, secrets: Sequence[str] = ()) -> Iterator[None]:
     """Turn the errors an operator can cause into one sentence and the right exit code."""
@@ -104,10 +98,11 @@ def _run(
     json_output: bool, env_file: Path | None, body: Callable[[Settings, Output], int], *, warn: bool = True
 ) -> None:
     from wa_export.cli.output import Output
+    from wa_export.settings import load_settings
 
     output = Output(json_output)
     with _handled(output):
-        settings = _settings(env_file)
+        settings = load_settings(env_file or _global_env_file)
     # stderr: under cron it lands in the log, --json stays one document. A --workers child
     # (warn=False) shares its parent's stderr and configuration: the parent has said them.
     for warning in settings.load_warnings if warn else ():
@@ -452,8 +447,6 @@ def main() -> None:
         if "--json" in args:
             sys.exit(_main_with_json(args))
         app()  # standalone: click renders usage errors and --help, and exits
-    except SystemExit:
-        raise
     except Exception as error:  # a bug, not a user error: one line, details on request
         if os.environ.get("WA_EXPORT_DEBUG"):
             raise
@@ -462,10 +455,6 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(ExitCode.FAILED)
-
-
-if __name__ == "__main__":
-    main()
 
 
 __all__ = ["app", "main"]
