@@ -172,6 +172,22 @@ def test_stats_overview_and_errors(mongo_db, make_env, cli):
     assert bad_days.returncode == 2 and "--days must be between 1 and 366" in bad_days.stderr
 
 
+def test_stats_says_one_of_a_thing_in_the_singular(mongo_db, make_env, cli):
+    acme = add_workspace(mongo_db, "Acme")
+    now = utcnow()
+    add_messages(mongo_db, add_chat(mongo_db, acme), [{"direction": "incoming", "timestamp": now - timedelta(hours=1)}])
+    mongo_db.export_logs.insert_one(
+        {"workspace_id": str(acme), "status": "completed", "message_count": 1, "created_at": now - timedelta(minutes=30)}
+    )
+
+    overview = cli(["stats"], env=make_env())
+    assert overview.returncode == 0, overview.stderr
+    assert "1 active workspace, 1 message, 1 export, 0 failed" in overview.stdout
+    single = cli(["stats", str(acme)], env=make_env())
+    assert single.returncode == 0, single.stderr
+    assert "1 completed (1 message), 0 failed" in single.stdout
+
+
 def _seed_logs(db: Any, acme: ObjectId, other: ObjectId) -> datetime:
     base = datetime(2026, 3, 10, 1, 0, tzinfo=UTC)
     entries = [

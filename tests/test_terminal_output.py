@@ -227,3 +227,10 @@ def test_cleanup_table_right_aligns_counts_and_never_splits_a_folder_name() -> N
     render_cleanup(output, _cleanup([long_name, "beta"]), _settings())
     # Too long for a column at 80: the table turns into plain lines that start with the whole name.
     assert any(line.startswith(f"{long_name} ") for line in screen.getvalue().splitlines()), screen.getvalue()
+
+
+def test_cleanup_table_counts_the_folders_it_leaves_out_in_the_right_number() -> None:
+    for extra, said in ((1, "… and 1 more folder (--json"), (2, "… and 2 more folders (--json")):
+        output, screen = _terminal(120)
+        render_cleanup(output, _cleanup([f"folder{index:02}" for index in range(15 + extra)]), _settings())
+        assert said in screen.getvalue(), screen.getvalue()

@@ -1,14 +1,6 @@
-"""The `wa-export` command line: parses options, calls `commands`, renders results.
+"""The `wa-export` command line: declares the commands and options, calls the library, renders with cli/*_view.py.
 
-No business logic lives here. Human output uses rich (a progress bar and tables
-on a terminal, plain log lines otherwise, e.g. under cron); `--json` prints one
-JSON document on stdout. Exit codes: 0 ok, 1 some work failed, 2 usage or
-configuration error, 3 MongoDB unreachable.
-
-Why this module is long: Typer builds every command, option and `--help` text
-from the function signatures declared here, one per command; each body is a
-few lines calling commands/ and a cli/*_view.py renderer, so what is left is
-declarations that read best side by side.
+Exit codes: 0 ok, 1 some work failed, 2 usage or configuration error, 3 MongoDB unreachable.
 """
 
 from __future__ import annotations
@@ -16,16 +8,15 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-# Only what declaring the commands needs is imported here: `--version` and `--help`
-# stay fast (no pymongo, openpyxl, yagmail, numpy, asyncio); each command imports
-# what it uses in its own body.
+# Only what declaring the commands needs: `--version` and `--help` stay fast (no pymongo,
+# openpyxl, yagmail); each command imports what it uses in its own body.
 from wa_export.cli.metrics_view import MetricsFileOption
 from wa_export.cli.state_view import MOVE_PAST_HELP, MOVE_TO_HELP, STATE_ID_HELP
 from wa_export.errors import ExitCode, WaExportError
@@ -55,8 +46,10 @@ EnvFileOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+# Described in each command's docstring: typer's own line for it would read "WORKSPACE_ID <str>".
+WorkspaceIdArgument = Annotated[str | None, typer.Argument(metavar="WORKSPACE_ID", hidden=True)]
 
-T = TypeVar("T")
+R = TypeVar("R")
 _global_env_file: Path | None = None
 
 
@@ -86,50 +79,61 @@ def main_options(
     _global_env_file = env_file
 
 
-def _settings(env_file: Path | None) -> Settings:
-    from wa_export.settings import load_settings
-
-    return load_settings(env_file or _global_env_file)
-
-
 @contextmanager
-def _handled(output: Output, settings_holder: list[Settings]) -> Iterator[None]:
+def _handled(output: Output, secrets: Sequence[str] = ()) -> Iterator[None]:
     """Turn the errors an operator can cause into one sentence and the right exit code."""
     from wa_export.redaction import redact
 
-    secrets = settings_holder[0].secrets() if settings_holder else []
     try:
         yield
-    except typer.Exit:
-        raise
     except WaExportError as error:
-        _fail(output, redact(str(error), secrets), error.exit_code)
+        output.error(redact(str(error), list(secrets)), error.exit_code)
+        raise typer.Exit(error.exit_code) from None
     except KeyboardInterrupt:
-        _fail(output, "Interrupted.", ExitCode.FAILED)
-
-
-def _fail(output: Output, message: str, code: int) -> NoReturn:
-    output.error(message, code)
-    raise typer.Exit(code)
+        output.error("Interrupted.", ExitCode.FAILED)
+        raise typer.Exit(ExitCode.FAILED) from None
 
 
 def _run(
     json_output: bool, env_file: Path | None, body: Callable[[Settings, Output], int], *, warn: bool = True
 ) -> None:
     from wa_export.cli.output import Output
+    from wa_export.settings import load_settings
 
     output = Output(json_output)
-    holder: list[Settings] = []
-    with _handled(output, holder):
-        settings = _settings(env_file)
-        holder.append(settings)
+    with _handled(output):
+        settings = load_settings(env_file or _global_env_file)
     # stderr: under cron it lands in the log, --json stays one document. A --workers child
     # (warn=False) shares its parent's stderr and configuration: the parent has said them.
     for warning in settings.load_warnings if warn else ():
         output.stderr(f"warning: {warning}")
-    with _handled(output, holder):
-        code = body(settings, output)
-        raise typer.Exit(code)
+    with _handled(output, settings.secrets()):
+        raise typer.Exit(body(settings, output))
+
+
+def _report(
+    json_output: bool,
+    env_file: Path | None,
+    compute: Callable[[Settings], R],
+    render: Callable[[Output, R, Settings], None],
+) -> None:
+    """Compute a command's result, render it, exit with its `exit_code` (0 for a report without one)."""
+
+    def body(settings: Settings, output: Output) -> int:
+        result = compute(settings)
+        render(output, result, settings)
+        return int(getattr(result, "exit_code", ExitCode.OK))
+
+    _run(json_output, env_file, body)
+
+
+@contextmanager
+def _on_sigterm(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager
@@ -145,12 +149,16 @@ def _stop_on_sigterm() -> Iterator[threading.Event]:
         stop.set()
         mail_deadline.stop_sends()
 
-    previous = signal.signal(signal.SIGTERM, request_stop)
     try:
-        yield stop
+        with _on_sigterm(request_stop):
+            yield stop
     finally:
-        signal.signal(signal.SIGTERM, previous)
         mail_deadline.clear_stop()
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM behaves like Ctrl-C, so `finally` blocks (server shutdown) still run."""
+    raise KeyboardInterrupt
 
 
 @app.command(short_help="Export messages: the scheduled run, or a manual export.")
@@ -163,14 +171,10 @@ def export(
     since: Annotated[
         str | None, typer.Option(metavar="TIME", help="Manual: window start, ISO 8601 (naive = EXPORT_TIMEZONE).")
     ] = None,
-    until: Annotated[
-        str | None, typer.Option(metavar="TIME", help="Manual: window end (exclusive), ISO 8601.")
-    ] = None,
+    until: Annotated[str | None, typer.Option(metavar="TIME", help="Manual: window end (exclusive), ISO 8601.")] = None,
     email: Annotated[
         list[str] | None,
-        typer.Option(
-            "--email", metavar="ADDRESS", help="Manual: send to this address instead of the configured ones."
-        ),
+        typer.Option("--email", metavar="ADDRESS", help="Manual: send to this address instead of the configured ones."),
     ] = None,
     no_email: Annotated[bool, typer.Option("--no-email", help="Write the files only; send nothing.")] = False,
     dry_run: Annotated[
@@ -261,20 +265,12 @@ def cleanup(
     from wa_export.cli.cleanup_view import render_cleanup
     from wa_export.commands import cleanup as cleanup_command
 
-    def body(settings: Settings, output: Output) -> int:
-        result = cleanup_command.cleanup(settings, days, dry_run)
-        render_cleanup(output, result, settings)
-        return result.exit_code
-
-    _run(json_output, env_file, body)
+    _report(json_output, env_file, lambda s: cleanup_command.cleanup(s, days, dry_run), render_cleanup)
 
 
 @app.command(short_help="Messages per day and status, exports made and failed.")
 def stats(
-    workspace_id: Annotated[
-        # Described in the docstring: typer's own line for it would read "WORKSPACE_ID <str>".
-        str | None, typer.Argument(metavar="WORKSPACE_ID", hidden=True)
-    ] = None,
+    workspace_id: WorkspaceIdArgument = None,
     days: Annotated[int, typer.Option("--days", metavar="N", help="Number of days, ending today (1-366).")] = 7,
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
@@ -286,19 +282,12 @@ def stats(
     from wa_export.cli.stats_view import render_stats
     from wa_export.commands import stats as stats_command
 
-    def body(settings: Settings, output: Output) -> int:
-        report = stats_command.stats(settings, workspace_id, days)
-        render_stats(output, report, settings)
-        return ExitCode.OK
-
-    _run(json_output, env_file, body)
+    _report(json_output, env_file, lambda s: stats_command.stats(s, workspace_id, days), render_stats)
 
 
 @app.command(short_help="Recent exports, or the tool's events (--system).")
 def logs(
-    workspace_id: Annotated[
-        str | None, typer.Argument(metavar="WORKSPACE_ID", hidden=True)  # see the docstring
-    ] = None,
+    workspace_id: WorkspaceIdArgument = None,
     limit: Annotated[int, typer.Option("--limit", metavar="N", help="How many entries (1-1000).")] = 20,
     status: Annotated[
         str | None,
@@ -315,12 +304,7 @@ def logs(
     from wa_export.cli.logs_view import render_logs
     from wa_export.commands import logs as logs_command
 
-    def body(settings: Settings, output: Output) -> int:
-        report = logs_command.logs(settings, workspace_id, limit, status, system)
-        render_logs(output, report, settings)
-        return ExitCode.OK
-
-    _run(json_output, env_file, body)
+    _report(json_output, env_file, lambda s: logs_command.logs(s, workspace_id, limit, status, system), render_logs)
 
 
 @app.command()
@@ -341,14 +325,13 @@ def state(
     _run(json_output, env_file, body)
 
 
-# --- test-email, health, demo ---------------------------------------------------
-
-
 @app.command("test-email", short_help="Send a test email through the configured SMTP server.")
 def test_email(
     workspace: Annotated[
         str | None,
-        typer.Option("--workspace", "-w", metavar="ID", help="Send to this workspace's addresses, as an export finds them."),
+        typer.Option(
+            "--workspace", "-w", metavar="ID", help="Send to this workspace's addresses, as an export finds them."
+        ),
     ] = None,
     to: Annotated[
         list[str] | None,
@@ -366,12 +349,7 @@ def test_email(
     from wa_export.cli.test_email_view import render_test_email
     from wa_export.commands import test_email as testmail
 
-    def body(settings: Settings, output: Output) -> int:
-        result = testmail.send_test_email(settings, workspace, to or ())
-        render_test_email(output, result)
-        return result.exit_code
-
-    _run(json_output, env_file, body)
+    _report(json_output, env_file, lambda s: testmail.send_test_email(s, workspace, to or ()), render_test_email)
 
 
 @app.command(short_help="Check MongoDB, SMTP, EXPORT_DIR, addresses and the schedule.")
@@ -390,12 +368,7 @@ def health(
     from wa_export.cli.health_view import render_health
     from wa_export.commands import health as health_checks
 
-    def body(settings: Settings, output: Output) -> int:
-        report = health_checks.run_health(settings, smtp_login=smtp_login)
-        render_health(output, report)
-        return report.exit_code
-
-    _run(json_output, env_file, body)
+    _report(json_output, env_file, lambda s: health_checks.run_health(s, smtp_login=smtp_login), render_health)
 
 
 @app.command("config", short_help="Show and validate the settings (no MongoDB, no SMTP).")
@@ -412,31 +385,17 @@ def config(json_output: JsonOption = False, env_file: EnvFileOption = None) -> N
     from wa_export.commands import config as config_command
 
     output = Output(json_output)
-    with _handled(output, []):
+    with _handled(output):
         report = config_command.config_report(env_file or _global_env_file)
         render_config(output, report)
         raise typer.Exit(report.exit_code)
 
 
-@contextmanager
-def _interrupt_on_sigterm() -> Iterator[None]:
-    """SIGTERM behaves like Ctrl-C, so `finally` blocks (server shutdown) still run."""
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 @app.command(short_help="A real export against local servers; nothing to configure.")
 def demo(
-    out: Annotated[
-        Path, typer.Option("--out", metavar="DIR", help="Where exports/ and mail/ are written.")
-    ] = Path("demo-out"),
+    out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Where exports/ and mail/ are written.")] = Path(
+        "demo-out"
+    ),
     json_output: JsonOption = False,
 ) -> None:
     """Run a real scheduled export against local MongoDB and SMTP servers; nothing to configure.
@@ -450,8 +409,8 @@ def demo(
     from wa_export.demo import run as demo_run
 
     output = Output(json_output)
-    with _handled(output, []):
-        with _interrupt_on_sigterm(), export_observer(output) as observer:
+    with _handled(output):
+        with _on_sigterm(_raise_interrupt), export_observer(output) as observer:
             result = demo_run.run_demo(out, observer, None if json_output else output.line)
         render_demo(output, result)
         raise typer.Exit(result.exit_code)
@@ -460,11 +419,8 @@ def demo(
 def _main_with_json(args: list[str]) -> int:
     """Run the app so that even a command-line parse error is one JSON document on stdout.
 
-    In standalone mode click renders usage errors itself (a box on stderr, nothing
-    on stdout). Here typer returns the exit code of `typer.Exit` (and 0 for
-    --help) and raises the click exceptions, which are rendered like every other
-    error: `{"ok": false, "exit_code": 2, "error": ...}` on stdout, one line on
-    stderr, the same exit code as in standalone mode.
+    Outside standalone mode typer returns the exit code of `typer.Exit` (0 for --help)
+    and raises click's usage errors, rendered here like every other error.
     """
     from wa_export.cli.output import Output
 
@@ -486,14 +442,11 @@ def _main_with_json(args: list[str]) -> int:
 
 
 def main() -> None:
-    # Library code raises; this is the one place that decides what a user sees.
     args = sys.argv[1:]
     try:
         if "--json" in args:
             sys.exit(_main_with_json(args))
         app()  # standalone: click renders usage errors and --help, and exits
-    except SystemExit:
-        raise
     except Exception as error:  # a bug, not a user error: one line, details on request
         if os.environ.get("WA_EXPORT_DEBUG"):
             raise
@@ -502,10 +455,6 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(ExitCode.FAILED)
-
-
-if __name__ == "__main__":
-    main()
 
 
 __all__ = ["app", "main"]

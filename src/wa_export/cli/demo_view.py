@@ -7,14 +7,11 @@ from typing import TYPE_CHECKING
 from rich.markup import escape
 from rich.table import Table
 
-from wa_export.cli.output import (
-    OUTCOME_STYLE,
-    Output,
-    display_path,
-)
+from wa_export.cli.output import Output, display_path, outcome_cell
 
 if TYPE_CHECKING:  # rendering only; keeps `wa-export export` from importing them
     from wa_export.demo.run import DemoResult
+
 
 def render_demo(output: Output, result: DemoResult) -> None:
     if output.json_output:
@@ -29,10 +26,9 @@ def render_demo(output: Output, result: DemoResult) -> None:
         table.add_column("Workbook (in the exports folder)", overflow="fold")
         paths = [display_path(workspace.file_path, result.exports_dir) for workspace in run.workspaces]
         for workspace, path in zip(run.workspaces, paths, strict=True):
-            style = OUTCOME_STYLE.get(workspace.outcome, "")
             table.add_row(
                 escape(workspace.workspace_name),
-                f"[{style}]{workspace.outcome}[/{style}]" if style else workspace.outcome,
+                outcome_cell(workspace.outcome),
                 f"{workspace.message_count:,}",
                 escape(path or workspace.reason or ""),
             )

@@ -9,23 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from wa_export.cli.output import (
-    OUTCOME_STYLE,
-    Output,
-    display_path,
-    timestamp,
-)
+from wa_export.cli.output import Output, display_path, local_time, outcome_cell, workspace_cell
 from wa_export.errors import ExitCode
 from wa_export.export.results import RunResult, SilentObserver, Trigger, WorkspaceResult
 from wa_export.export.workers import WorkersResult
@@ -43,7 +31,7 @@ class _PlainObserver:
 
     def run_started(self, total_workspaces: int, trigger: Trigger) -> None:
         where = f", files in {self.export_dir}" if self.export_dir is not None else ""
-        self.output.line(f"{timestamp()} INFO {trigger} export run started: {total_workspaces} workspaces{where}")
+        self.output.log("INFO", f"{trigger} export run started: {total_workspaces} workspaces{where}")
 
     def messages_exported(self, workspace_id: str, count: int) -> None:
         return None  # one line per workspace is enough in a log
@@ -60,17 +48,15 @@ class _PlainObserver:
             fields.append(f"file={display_path(result.file_path, self.export_dir)}")
         if result.reason:
             fields.append(f"reason={json.dumps(result.reason, ensure_ascii=False)}")
-        self.output.line(f"{timestamp()} {level} " + " ".join(fields))
+        self.output.log(level, " ".join(fields))
 
 
 class _CountColumn(ProgressColumn):
     """``3/10`` for the workspaces, ``12,345`` for the messages (their total is not known in advance)."""
 
     def render(self, task: Task) -> Text:
-        done = int(task.completed)
-        if task.total is None:
-            return Text(f"{done:,}", style="progress.download")
-        return Text(f"{done:,}/{int(task.total):,}", style="progress.download")
+        total = "" if task.total is None else f"/{int(task.total):,}"
+        return Text(f"{int(task.completed):,}{total}", style="progress.download")
 
 
 class _ProgressObserver:
@@ -117,7 +103,7 @@ def export_observer(output: Output, export_dir: Path | None = None) -> Iterator[
 def render_run_warnings(output: Output, warnings: Sequence[Any]) -> None:
     """One greppable WARNING line each (export/preflight.py), on a terminal and under cron alike."""
     for warning in warnings:
-        output.line(f"{timestamp()} WARNING {warning.message}")
+        output.log("WARNING", warning.message)
 
 
 def render_workers(output: Output, merged: WorkersResult) -> None:
@@ -127,8 +113,7 @@ def render_workers(output: Output, merged: WorkersResult) -> None:
     for run in merged.as_dict()["runs"]:
         output.line(f"worker {run['slot']}: exit {run['exit_code']}: {run['summary'] or run['error']}")
     render_run_warnings(output, merged.warnings)
-    level = "ERROR" if merged.exit_code else "INFO"
-    output.line(f"{timestamp()} {level} {merged.summary()}")
+    output.summary(merged.summary(), merged.exit_code)
 
 
 def render_export(output: Output, result: RunResult, settings: Settings) -> None:
@@ -138,16 +123,12 @@ def render_export(output: Output, result: RunResult, settings: Settings) -> None
         if output.interactive:
             _render_export_table(output, result.workspaces, settings)
         render_run_warnings(output, result.warnings)
-        level = "ERROR" if result.failed else "INFO"
-        output.line(f"{timestamp()} {level} {result.summary()} (run {result.run_id})")
+        output.summary(f"{result.summary()} (run {result.run_id})", result.failed)
     render_tracebacks(output, result.workspaces)
 
 
 def render_tracebacks(output: Output, results: Sequence[WorkspaceResult]) -> None:
-    """The traceback of each workspace an unexpected error failed, on stderr (with --json too), already redacted.
-
-    A `--workers` child's stderr is its parent's, so these reach the parent's stderr as they are.
-    """
+    """The traceback of each workspace an unexpected error failed, on stderr (with --json too), already redacted."""
     for result in results:
         if result.traceback:
             output.stderr(
@@ -166,8 +147,7 @@ def _render_export_table(output: Output, results: Sequence[WorkspaceResult], set
         return
     # Too narrow for the paths: the table without them, then one unwrapped line per file or reason.
     output.table(export_table(results, settings, with_detail=False), [r.workspace_id for r in results])
-    details = [(result, _detail(result, export_dir)) for result in results]
-    details = [(result, detail) for result, detail in details if detail]
+    details = [(result, detail) for result in results if (detail := _detail(result, export_dir))]
     if details:
         output.line(f"Files (in {export_dir}) and reasons:")
         for result, detail in details:
@@ -176,13 +156,6 @@ def _render_export_table(output: Output, results: Sequence[WorkspaceResult], set
 
 def _detail(result: WorkspaceResult, export_dir: Path) -> str:
     return " ".join(part for part in (display_path(result.file_path, export_dir), result.reason or "") if part)
-
-
-def message_count_cell(result: WorkspaceResult) -> str:
-    # A skipped or refused workspace was never counted: "0" would claim nothing is waiting.
-    if result.message_count == 0 and result.outcome in ("skipped", "failed"):
-        return NOT_COUNTED
-    return f"{result.message_count:,}"
 
 
 def export_keep_whole(results: Sequence[WorkspaceResult], export_dir: Path) -> list[str]:
@@ -203,21 +176,24 @@ def export_table(results: Sequence[WorkspaceResult], settings: Settings, *, with
     table.add_column("Window", overflow="fold")
     if with_detail:
         table.add_column("File / reason", overflow="fold")
-    zone = settings.export_timezone
     for result in results:
         window = ""
         if result.window_start and result.window_end:
-            window = (
-                f"{result.window_start.astimezone(zone):%Y-%m-%d %H:%M} → {result.window_end.astimezone(zone):%H:%M}"
-            )
-        style = OUTCOME_STYLE.get(result.outcome, "")
+            window = f"{local_time(result.window_start, settings)} → {local_time(result.window_end, settings, '%H:%M')}"
         cells = [
-            f"{escape(result.workspace_name) or '(unnamed)'}\n[dim]{result.workspace_id}[/dim]",
-            f"[{style}]{result.outcome}[/{style}]" if style else result.outcome,
-            message_count_cell(result),
+            workspace_cell(result.workspace_name, result.workspace_id),
+            outcome_cell(result.outcome),
+            _message_count_cell(result),
             window,
         ]
         if with_detail:
             cells.append(escape(_detail(result, settings.export_dir)))
         table.add_row(*cells)
     return table
+
+
+def _message_count_cell(result: WorkspaceResult) -> str:
+    # A skipped or refused workspace was never counted: "0" would claim nothing is waiting.
+    if result.message_count == 0 and result.outcome in ("skipped", "failed"):
+        return NOT_COUNTED
+    return f"{result.message_count:,}"

@@ -7,18 +7,16 @@ from typing import TYPE_CHECKING
 from rich.markup import escape
 from rich.table import Table
 
-from wa_export.cli.output import (
-    Output,
-    timestamp,
-)
+from wa_export.cli.output import Output, styled
 
 if TYPE_CHECKING:  # rendering only; keeps `wa-export export` from importing them
     from wa_export.commands.health import HealthReport
+    from wa_export.settings import Settings
 
 HEALTH_STYLE = {"ok": "green", "warning": "yellow", "failed": "bold red", "skipped": "dim"}
 
 
-def render_health(output: Output, report: HealthReport) -> None:
+def render_health(output: Output, report: HealthReport, settings: Settings) -> None:
     if output.json_output:
         output.json(report.as_dict())
         return
@@ -27,8 +25,7 @@ def render_health(output: Output, report: HealthReport) -> None:
         for column in ("Check", "Status", "Reason"):
             table.add_column(column, overflow="fold")
         for check in report.checks:
-            style = HEALTH_STYLE.get(check.status, "")
-            table.add_row(check.name, f"[{style}]{check.status}[/{style}]", escape(check.reason))
+            table.add_row(check.name, styled(check.status, HEALTH_STYLE.get(check.status, "")), escape(check.reason))
         output.table(table)
         for check in report.checks:  # unwrapped, so they can be copied into mongosh
             for command in check.details.get("commands", []):
@@ -36,5 +33,5 @@ def render_health(output: Output, report: HealthReport) -> None:
         output.line(report.summary())
         return
     for check in report.checks:  # under cron: one greppable line per check
-        output.line(f"{timestamp()} {check.status:<7} {check.name}: {check.reason}")
-    output.line(f"{timestamp()} {'ERROR' if report.exit_code else 'INFO'} {report.summary()}")
+        output.log(f"{check.status:<7}", f"{check.name}: {check.reason}")
+    output.summary(report.summary(), report.exit_code)

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from wa_export.cli.output import (
-    OUTCOME_STYLE,
-    Output,
-    display_path,
-    local_time,
-    short_time,
-)
+from wa_export.cli.output import Output, display_path, local_time, outcome_cell, short_time, styled
 from wa_export.commands.logs import LogsReport
 from wa_export.settings import Settings
-
-if TYPE_CHECKING:  # rendering only; keeps `wa-export export` from importing them
-    pass
 
 WIDE_LOGS = 150  # below this terminal width the logs table leaves the file name to --json
 
@@ -38,8 +27,7 @@ def render_logs(output: Output, report: LogsReport, settings: Settings) -> None:
         table.add_column("Event", no_wrap=True)
         table.add_column("Message", overflow="fold")
         for entry in report.system_entries:
-            style = "bold red" if entry.event_type == "error" else ""
-            event = f"[{style}]{escape(entry.event_type)}[/{style}]" if style else escape(entry.event_type)
+            event = styled(escape(entry.event_type), "bold red" if entry.event_type == "error" else "")
             table.add_row(local_time(entry.time, settings, "%Y-%m-%d %H:%M:%S"), event, escape(entry.message))
         output.table(table)
         return
@@ -64,7 +52,6 @@ def render_logs(output: Output, report: LogsReport, settings: Settings) -> None:
         if export.window_start and export.window_end:
             window = f"{local_time(export.window_start, settings, '%H:%M')}–{local_time(export.window_end, settings, '%H:%M')}"
         detail = f"[red]{escape(export.error)}[/red]" if export.error else escape(export.recipients)
-        style = OUTCOME_STYLE.get(export.status, "")
         if not export.workspace_name:
             keep_whole.append(export.workspace_id)
         cells = [
@@ -73,7 +60,7 @@ def render_logs(output: Output, report: LogsReport, settings: Settings) -> None:
             {"scheduled": "sched"}.get(export.trigger or "", export.trigger or ""),
             window,
             str(export.message_count),
-            f"[{style}]{escape(export.status)}[/{style}]" if style else escape(export.status),
+            outcome_cell(export.status),
         ]
         if export.possible_duplicate:
             cells[-1] += " [yellow](possible duplicate)[/yellow]"

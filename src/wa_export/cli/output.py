@@ -1,8 +1,8 @@
 """Output primitives for the CLI: rich on a terminal, plain log lines otherwise, or one JSON document.
 
-Part of the CLI layer; the per-command views (`*_view.py`) use these. Personal data
-(phone numbers, message text) never appears here: only counts, workspace names and
-ids, file paths, recipients.
+The per-command views (`*_view.py`) use these. Personal data (phone numbers,
+message text) never appears here: only counts, workspace names and ids, file
+paths, recipients.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.cells import cell_len
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -33,34 +34,43 @@ OUTCOME_STYLE = {
     "failed": "bold red",
 }
 
-
 # Tables printed when stdout is not a terminal are never wrapped: a row is one line.
 PLAIN_TABLE_WIDTH = 10_000
 
+
 def _json_default(value: object) -> object:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value)
+    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 def timestamp() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _render(table: Table, width: int, **options: Any) -> str:
+    buffer = io.StringIO()
+    Console(file=buffer, width=width, no_color=True, highlight=False, **options).print(table)
+    return buffer.getvalue()
+
+
 class Output:
     def __init__(self, json_output: bool) -> None:
         self.json_output = json_output
         self.console = Console(highlight=False, soft_wrap=True)
-        self.error_console = Console(stderr=True, highlight=False, soft_wrap=True)
         self.interactive = sys.stdout.isatty() and not json_output
-
-    # --- primitives -------------------------------------------------------------
 
     def line(self, text: str) -> None:
         if self.interactive:
             self.console.print(text, markup=False)
         else:
             print(text, flush=True)
+
+    def log(self, level: str, text: str) -> None:
+        """A greppable log line: `<UTC time> <LEVEL> <text>`."""
+        self.line(f"{timestamp()} {level} {text}")
+
+    def summary(self, text: str, failed: object) -> None:
+        """A run's closing log line: ERROR when anything failed, INFO otherwise."""
+        self.log("ERROR" if failed else "INFO", text)
 
     def json(self, document: Any) -> None:
         print(json.dumps(document, default=_json_default, ensure_ascii=False, indent=2), flush=True)
@@ -75,39 +85,28 @@ class Output:
         if self.interactive and self.fits(table, keep_whole):
             self.console.print(table)
             return
-        # Not a terminal, or a table the terminal cannot show: plain lines.
-        # Not a terminal (cron, a pipe): plain lines. The title is a line of
-        # its own, then the header and one line per row: no box characters, no
-        # wrapping (a row is one greppable line), no padding to a terminal width.
+        # Plain lines: the title on its own, then the header and one greppable line per
+        # row; no box characters, no wrapping, no padding to a terminal width.
         title = table.title
         if title:
             self.line(Text.from_markup(title).plain if isinstance(title, str) else str(title))
         table.title = None
         table.box = None
-        table.show_edge = False
-        table.show_lines = False
-        table.pad_edge = False
+        table.show_edge = table.show_lines = table.pad_edge = False
         for column in table.columns:
-            column.no_wrap = True  # and PLAIN_TABLE_WIDTH leaves room for every cell
-        buffer = io.StringIO()
-        Console(file=buffer, width=PLAIN_TABLE_WIDTH, no_color=True, highlight=False).print(table)
-        for row in buffer.getvalue().splitlines():
+            column.no_wrap = True  # PLAIN_TABLE_WIDTH leaves room for every cell
+        for row in _render(table, PLAIN_TABLE_WIDTH).splitlines():
             if row.strip():
                 self.line(row.rstrip())
 
     def fits(self, table: Table, keep_whole: Iterable[str]) -> bool:
         """True if the table fits this terminal and shows every string of ``keep_whole`` unbroken.
 
-        Checked on the rendered text rather than predicted from column widths:
-        rich folds or cuts a cell wherever its column ends up too narrow.
+        Checked on the rendered text: rich folds or cuts a cell wherever its column ends up too narrow.
         """
         width = self.console.width
-        buffer = io.StringIO()
-        # Rendered as self.console renders it (soft_wrap: lines are never cropped).
-        Console(file=buffer, width=width, no_color=True, highlight=False, soft_wrap=True).print(table)
-        rendered = buffer.getvalue()
-        # Columns with a minimum width can make rich draw a table wider than the
-        # terminal, which would then wrap every line of it.
+        rendered = _render(table, width, soft_wrap=True)  # as self.console renders it: never cropped
+        # Columns with a minimum width can make rich draw a table wider than the terminal.
         if any(cell_len(line) > width for line in rendered.splitlines()):
             return False
         return all(word in rendered for word in keep_whole if word)
@@ -121,7 +120,19 @@ class Output:
         """One `wa-export: …` line on stderr (stdout, and so a --json document, stays untouched)."""
         print(f"wa-export: {message}", file=sys.stderr, flush=True)
 
-    # --- export -----------------------------------------------------------------
+
+def styled(text: str, style: str) -> str:
+    """``text`` (already escaped) as rich markup in ``style``; unchanged when there is none."""
+    return f"[{style}]{text}[/{style}]" if style else text
+
+
+def outcome_cell(outcome: str) -> str:
+    return styled(escape(outcome), OUTCOME_STYLE.get(outcome, ""))
+
+
+def workspace_cell(name: str | None, workspace_id: str, separator: str = "\n") -> str:
+    """The workspace's name, then its id dimmed (under it by default)."""
+    return f"{escape(name or '') or '(unnamed)'}{separator}[dim]{escape(workspace_id)}[/dim]"
 
 
 def display_path(path: str | os.PathLike[str] | None, export_dir: Path | None) -> str:
@@ -144,8 +155,5 @@ def short_time(moment: datetime | None, settings: Settings) -> str:
     """'11-25 22:08' this year (short enough for an 80-column table), '2025-11-25 22:08' before."""
     if moment is None:
         return ""
-    local = moment.astimezone(settings.export_timezone)
-    if local.year == datetime.now(settings.export_timezone).year:
-        return local.strftime("%m-%d %H:%M")
-    return local.strftime("%Y-%m-%d %H:%M")
-
+    this_year = moment.astimezone(settings.export_timezone).year == datetime.now(settings.export_timezone).year
+    return local_time(moment, settings, "%m-%d %H:%M" if this_year else "%Y-%m-%d %H:%M")

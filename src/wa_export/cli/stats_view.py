@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from wa_export.cli.output import (
-    Output,
-    local_time,
-    short_time,
-)
+from wa_export.cli.output import Output, local_time, short_time, styled, workspace_cell
+from wa_export.commands.health_check import count_noun
 from wa_export.commands.stats import StatsReport
 from wa_export.recipients import address_label, describe_recipients
 from wa_export.settings import Settings
-
-if TYPE_CHECKING:  # rendering only; keeps `wa-export export` from importing them
-    pass
 
 _EIGHTHS = " ▏▎▍▌▋▊▉"
 _SPARKS = "▁▂▃▄▅▆▇█"
@@ -55,16 +48,16 @@ def render_stats(output: Output, report: StatsReport, settings: Settings) -> Non
     if output.json_output:
         output.json({"ok": True, **report.as_dict()})
         return
-    if report.single:
-        _render_workspace_stats(output, report, settings)
-    else:
-        _render_stats_overview(output, report, settings)
-
-
-def _render_workspace_stats(output: Output, report: StatsReport, settings: Settings) -> None:
     period = report.period
-    stats = report.workspaces[0]
     span = f"{period.days[0]:%Y-%m-%d} – {period.days[-1]:%Y-%m-%d} ({period.timezone_name})"
+    if report.single:
+        _render_workspace_stats(output, report, settings, span)
+    else:
+        _render_stats_overview(output, report, settings, span)
+
+
+def _render_workspace_stats(output: Output, report: StatsReport, settings: Settings, span: str) -> None:
+    stats = report.workspaces[0]
     statuses = ["received", "sent_via_ai", "sent_by_human"]
     statuses += [s for s in sorted({s for day in stats.per_day for s in day.counts}) if s not in statuses]
     labels = {"received": "Received", "sent_via_ai": "AI", "sent_by_human": "Human"}
@@ -88,20 +81,13 @@ def _render_workspace_stats(output: Output, report: StatsReport, settings: Setti
     table.add_column("Trend", no_wrap=True)
     top = max((total for _, _, total in rows), default=0)
     for label, counts, total in rows:
-        trend = bar(total, top)
-        table.add_row(
-            label,
-            *(str(counts[status]) for status in statuses),
-            str(total),
-            f"[cyan]{trend}[/cyan]" if trend else "",
-        )
-    totals = stats.totals
+        table.add_row(label, *(str(counts[status]) for status in statuses), str(total), styled(bar(total, top), "cyan"))
     table.add_section()
-    table.add_row("Total", *(str(totals.get(status, 0)) for status in statuses), str(stats.total), "")
+    table.add_row("Total", *(str(stats.totals.get(status, 0)) for status in statuses), str(stats.total), "")
     output.table(table)
     exports = stats.exports
     output.line(
-        f"Exports in these days: {exports.completed} completed ({exports.messages_exported} messages), "
+        f"Exports in these days: {exports.completed} completed ({count_noun(exports.messages_exported, 'message')}), "
         f"{exports.failed} failed"
         + (f" (last failure {local_time(exports.last_failure, settings)})" if exports.last_failure else "")
         + f"; last success: {local_time(exports.last_success, settings) or 'never'}."
@@ -112,12 +98,11 @@ def _render_workspace_stats(output: Output, report: StatsReport, settings: Setti
 
 
 # The Addr column: the source (env, db) plain, a missing or refused address marked.
-ADDRESS_CELLS = {"no": "[yellow]no[/yellow]", "bad": "[bold red]bad[/bold red]"}
+ADDRESS_STYLE = {"no": "yellow", "bad": "bold red"}
 
 
-def _render_stats_overview(output: Output, report: StatsReport, settings: Settings) -> None:
+def _render_stats_overview(output: Output, report: StatsReport, settings: Settings, span: str) -> None:
     period = report.period
-    span = f"{period.days[0]:%Y-%m-%d} – {period.days[-1]:%Y-%m-%d} ({period.timezone_name})"
     if not report.workspaces:
         output.line(f"No active workspaces ({span}).")
         return
@@ -135,22 +120,24 @@ def _render_stats_overview(output: Output, report: StatsReport, settings: Settin
     for stats in report.workspaces:
         failed = stats.exports.failed
         totals = [day.total for day in stats.per_day]
+        address = address_label(stats.recipients)
         table.add_row(
-            f"{escape(stats.workspace.name) or '(unnamed)'}{name_id_separator}[dim]{stats.workspace.id}[/dim]",
+            workspace_cell(stats.workspace.name, stats.workspace.id, name_id_separator),
             str(stats.total),
             sparkline([sum(totals[start:end]) for start, end in chunks]),
             str(stats.exports.completed),
-            f"[bold red]{failed}[/bold red]" if failed else "0",
+            styled(str(failed), "bold red" if failed else ""),
             short_time(stats.exports.last_success, settings) or "never",
-            ADDRESS_CELLS.get(address_label(stats.recipients), address_label(stats.recipients)),
+            styled(address, ADDRESS_STYLE.get(address, "")),
         )
-    output.table(table, keep_whole=[stats.workspace.id for stats in report.workspaces])
-    missing = sum(1 for stats in report.workspaces if not stats.address_configured)
-    refused = sum(1 for stats in report.workspaces if stats.recipients.problem)
+    workspaces = report.workspaces
+    output.table(table, keep_whole=[stats.workspace.id for stats in workspaces])
+    missing = sum(1 for stats in workspaces if not stats.address_configured)
+    refused = sum(1 for stats in workspaces if stats.recipients.problem)
     output.line(
-        f"{len(report.workspaces)} active workspaces, {sum(s.total for s in report.workspaces)} messages, "
-        f"{sum(s.exports.completed for s in report.workspaces)} exports, "
-        f"{sum(s.exports.failed for s in report.workspaces)} failed, {missing} without an address"
+        f"{count_noun(len(workspaces), 'active workspace')}, {count_noun(sum(s.total for s in workspaces), 'message')}, "
+        f"{count_noun(sum(s.exports.completed for s in workspaces), 'export')}, "
+        f"{sum(s.exports.failed for s in workspaces)} failed, {missing} without an address"
         + (f", {refused} with a refused address (bad)" if refused else "")
         + ". Details: wa-export stats WORKSPACE_ID."
     )
