@@ -27,6 +27,7 @@ from wa_export.clock import SECOND_FORMAT, as_utc_or_none, format_local, iso, pa
 from wa_export.commands.state import WorkspaceState, read_state_documents, workspace_states
 from wa_export.errors import MongoUnavailable, UsageProblem, WorkspaceBusy
 from wa_export.settings import Settings
+from wa_export.store import logs
 from wa_export.store.arrival_keys import (
     ArrivalKey,
     arrival_order,
@@ -37,7 +38,6 @@ from wa_export.store.arrival_keys import (
 )
 from wa_export.store.arrivals import ArrivalKey as Arrivals
 from wa_export.store.connection import (
-    SERVICE_NAME,
     Store,
     Workspace,
     describe_mongo_error,
@@ -49,7 +49,6 @@ from wa_export.store.export_state import lease_is_free
 from wa_export.store.ownership import as_object_id, owner_of
 from wa_export.store.waiting import position_key, workspace_chat_ids
 
-CURSOR_MOVED_EVENT = "cursor_moved"
 MOVED_SOURCE = "moved"
 # "already_past": --move-past of a message the cursor is already beyond; nothing was written.
 MoveDirection = Literal["back", "forward", "unchanged", "created", "already_past"]
@@ -109,7 +108,9 @@ class MoveResult:
 def move_cursor(settings: Settings, workspace_id: str | None, to: str) -> MoveResult:
     """Set the cursor to key(TIME) unless a run holds the lease; return the move and the state after it."""
     if workspace_id is None:
-        raise UsageProblem("--move-to moves one workspace's cursor: give its WORKSPACE_ID, e.g. wa-export state ID --move-to TIME.")
+        raise UsageProblem(
+            "--move-to moves one workspace's cursor: give its WORKSPACE_ID, e.g. wa-export state ID --move-to TIME."
+        )
     parse_workspace_id(workspace_id)
     moment = parse_time(to, "--move-to", settings.export_timezone)
     field = settings.export_arrival_field
@@ -351,25 +352,18 @@ def _record_move(store: Store, move: CursorMove, settings: Settings) -> None:
     past = f" past message {move.past_message_id}" if move.past_message_id else ""
     message = f"cursor of workspace {move.workspace_id} {change}{past} by wa-export state on host {move.host}"
     try:
-        store.system_logs.insert_one(
-            {
-                "event_type": CURSOR_MOVED_EVENT,
-                "message": message,
-                "timestamp": move.database_now,
-                "service": SERVICE_NAME,
-                "kind": "cursor_move",
-                "workspace_id": move.workspace_id,
-                "host": move.host,
-                "direction": move.direction,
-                "requested_time": move.requested_time,
-                "old_cursor": move.old_key,
-                "old_cursor_time": move.old_time,
-                "old_cursor_source": move.old_source,
-                "new_cursor": move.new_key,
-                "new_cursor_time": move.new_time,
-                "past_message_id": move.past_message_id,
-            }
+        details = logs.CursorMoveDetails(
+            workspace_id=move.workspace_id,
+            direction=move.direction,
+            requested_time=move.requested_time,
+            old_cursor=move.old_key,
+            old_cursor_time=move.old_time,
+            old_cursor_source=move.old_source,
+            new_cursor=move.new_key,
+            new_cursor_time=move.new_time,
+            past_message_id=move.past_message_id,
         )
+        logs.record_cursor_move(store.system_logs, message, move.database_now, details)
     except PyMongoError as error:
         raise MongoUnavailable(
             f"The cursor of workspace {move.workspace_id} was moved to {iso(move.new_time)}, but the move could not "

@@ -19,7 +19,6 @@ import functools
 import os
 import secrets
 import shutil
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -39,6 +38,7 @@ from wa_export.mail.sender import MailSender
 from wa_export.mail.transport import tls_mode
 from wa_export.redaction import redact
 from wa_export.settings import Settings
+from wa_export.store import logs
 from wa_export.store.arrivals import ArrivalKey, check_arrival_key
 from wa_export.store.connection import SERVICE_NAME, Store, describe_mongo_error
 from wa_export.store.export_logs import recent_possible_duplicates
@@ -115,9 +115,12 @@ def check_smtp_settings(settings: Settings) -> Check:
     where = f"{settings.smtp_server}:{settings.smtp_port}, {mode}, {login}, from {settings.smtp_from}"
     details = {"server": settings.smtp_server, "port": settings.smtp_port, "security": mode}
     if mode == "none":
-        return Check("smtp_settings", "warning",
-                     f"SMTP settings complete ({where}) but SMTP_SECURITY=none sends passwords and exports unencrypted.",
-                     details)
+        return Check(
+            "smtp_settings",
+            "warning",
+            f"SMTP settings complete ({where}) but SMTP_SECURITY=none sends passwords and exports unencrypted.",
+            details,
+        )
     return Check("smtp_settings", "ok", f"SMTP settings complete ({where}).", details)
 
 
@@ -130,8 +133,11 @@ def check_smtp_login(settings: Settings, settings_check: Check) -> Check:
     except MailError as error:
         return Check("smtp_login", "failed", f"{error}", {"step": error.step})
     who = f" as {settings.smtp_username}" if settings.smtp_username else ""
-    return Check("smtp_login", "ok",
-                 f"Connected to {settings.smtp_server}:{settings.smtp_port} over {tls_mode(settings)} and logged in{who}.")
+    return Check(
+        "smtp_login",
+        "ok",
+        f"Connected to {settings.smtp_server}:{settings.smtp_port} over {tls_mode(settings)} and logged in{who}.",
+    )
 
 
 def check_export_dir(export_dir: Path) -> Check:
@@ -147,7 +153,9 @@ def check_export_dir(export_dir: Path) -> Check:
     details: dict[str, Any] = {"path": str(export_dir)}
     if not existing.is_dir():
         what = "is not a directory" if existing == export_dir else f"cannot be created: {existing} is not a directory"
-        return Check("export_dir", "failed", f"EXPORT_DIR {export_dir} {what}; point EXPORT_DIR at a directory.", details)
+        return Check(
+            "export_dir", "failed", f"EXPORT_DIR {export_dir} {what}; point EXPORT_DIR at a directory.", details
+        )
     probe = existing / f".wa-export-health-{secrets.token_hex(4)}"
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -164,12 +172,15 @@ def check_export_dir(export_dir: Path) -> Check:
     usage = shutil.disk_usage(existing)
     details.update(free_bytes=usage.free, total_bytes=usage.total)
     free = f"{format_bytes(usage.free)} free of {format_bytes(usage.total)}"
-    prefix = f"{export_dir} is writable" if existing == export_dir else (
-        f"{export_dir} does not exist yet and can be created in {existing}"
+    prefix = (
+        f"{export_dir} is writable"
+        if existing == export_dir
+        else (f"{export_dir} does not exist yet and can be created in {existing}")
     )
     if usage.free < MIN_FREE_BYTES or (usage.total and usage.free / usage.total < MIN_FREE_FRACTION):
-        return Check("export_dir", "warning",
-                     f"{prefix}, but only {free}; free space or run `wa-export cleanup`.", details)
+        return Check(
+            "export_dir", "warning", f"{prefix}, but only {free}; free space or run `wa-export cleanup`.", details
+        )
     return Check("export_dir", "ok", f"{prefix}; {free}.", details)
 
 
@@ -199,8 +210,17 @@ def check_duplicate_workspaces(store: Store) -> Check:
         "duplicate_workspaces",
         "warning",
         sentence([duplicate.sentence() for duplicate in duplicates]),
-        {"workspaces": [{"id": d.id, "documents": [{"id_type": kind, "name": name, "status": status}
-                                                   for kind, name, status in d.documents]} for d in duplicates]},
+        {
+            "workspaces": [
+                {
+                    "id": d.id,
+                    "documents": [
+                        {"id_type": kind, "name": name, "status": status} for kind, name, status in d.documents
+                    ],
+                }
+                for d in duplicates
+            ]
+        },
     )
 
 
@@ -210,7 +230,7 @@ def check_scheduled_runs(store: Store, settings: Settings, now: datetime) -> Che
         # --no-email/--dry-run runs and runs limited to some workspaces keep
         # nothing current: they do not prove the schedule is alive.
         {
-            "kind": "export_run",
+            "kind": logs.EXPORT_RUN,
             "trigger": "scheduled",
             "moves_watermark": {"$ne": False},
             "all_workspaces": {"$ne": False},
@@ -232,7 +252,9 @@ def check_scheduled_runs(store: Store, settings: Settings, now: datetime) -> Che
             f"{settings.export_interval_minutes}); {hint}.",
             details,
         )
-    return Check("scheduled_runs", "ok", f"Last scheduled run {local_time(last, settings)} ({format_ago(age)}).", details)
+    return Check(
+        "scheduled_runs", "ok", f"Last scheduled run {local_time(last, settings)} ({format_ago(age)}).", details
+    )
 
 
 def _no_scheduled_run_yet(store: Store, settings: Settings, now: datetime, threshold: timedelta, hint: str) -> Check:
@@ -327,7 +349,13 @@ def _last_successes(store: Store, workspace_ids: list[Any], earliest: datetime) 
 
     for group in store.export_logs.aggregate(
         [
-            {"$match": {"status": "completed", "workspace_id": {"$in": workspace_ids}, "created_at": {"$gte": earliest}}},
+            {
+                "$match": {
+                    "status": logs.STATUS_COMPLETED,
+                    "workspace_id": {"$in": workspace_ids},
+                    "created_at": {"$gte": earliest},
+                }
+            },
             {"$group": {"_id": "$workspace_id", "last_ok": {"$max": "$created_at"}}},
         ]
     ):
@@ -366,8 +394,12 @@ def check_arrival_order(store: Store, settings: Settings, now: datetime) -> Chec
             "the next scheduled run pulls them back to its window end, which hides no message.",
             {"arrival_field": key.field, "cursors_ahead": ahead},
         )
-    return Check("arrival_order", "ok", f"Messages are ordered by {key.field}; no cursor is ahead of the database clock.",
-                 {"arrival_field": key.field})
+    return Check(
+        "arrival_order",
+        "ok",
+        f"Messages are ordered by {key.field}; no cursor is ahead of the database clock.",
+        {"arrival_field": key.field},
+    )
 
 
 def check_possible_duplicates(store: Store, settings: Settings, now: datetime) -> Check:
@@ -452,18 +484,9 @@ def run_health(
 
 def _record(store: Store, report: HealthReport) -> bool:
     try:
-        store.system_logs.insert_one(
-            {
-                "event_type": "health_check",
-                "message": report.summary(),
-                "timestamp": utc_now(),
-                "service": SERVICE_NAME,
-                "kind": "health_check",
-                "status": report.status,
-                "host": socket.gethostname(),
-                "checks": [{"name": c.name, "status": c.status, "reason": c.reason} for c in report.checks],
-            }
-        )
+        checks = [{"name": c.name, "status": c.status, "reason": c.reason} for c in report.checks]
+        details = logs.HealthCheckDetails(status=report.status, checks=checks)
+        logs.record_health_check(store.system_logs, report.summary(), utc_now(), details)
     except PyMongoError:
         return False  # the report itself is still printed; a refused log write is no health failure
     return True

@@ -20,10 +20,9 @@ from wa_export.store.connection import (
     open_store,
     parse_workspace_id,
 )
+from wa_export.store.logs import EXPORT_STATUSES
 from wa_export.units import count_or_zero
 
-ExportStatus = Literal["completed", "failed", "sending"]
-EXPORT_STATUSES: tuple[ExportStatus, ...] = ("completed", "failed", "sending")
 LOGS_MAX_LIMIT = 1000
 
 
@@ -100,9 +99,7 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) else str(value)
 
 
-def export_log_entries(
-    store: Store, workspace_id: str | None, status: str | None, limit: int
-) -> LogsReport:
+def export_log_entries(store: Store, workspace_id: str | None, status: str | None, limit: int) -> LogsReport:
     """Newest first. A well-formed id of a deleted workspace still shows its history."""
     report = LogsReport("export", limit, status, workspace_id)
     query: dict[str, Any] = {}
@@ -111,9 +108,7 @@ def export_log_entries(
         query["workspace_id"] = {"$in": [str(object_id), object_id]}
     if status is not None:
         query["status"] = status
-    documents = list(
-        store.export_logs.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)]).limit(limit)
-    )
+    documents = list(store.export_logs.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)]).limit(limit))
     if workspace_id is not None and not documents:
         store.workspaces_by_id([workspace_id])  # raises UnknownWorkspace for a wrong id
     names = _workspace_names(store, (document.get("workspace_id") for document in documents))
@@ -171,7 +166,6 @@ def system_log_entries(store: Store, limit: int) -> LogsReport:
             )
         )
     return report
-
 
 
 def logs(settings: Settings, workspace_id: str | None, limit: int, status: str | None, system: bool) -> LogsReport:

@@ -16,10 +16,10 @@ from wa_export.export.email_text import EmailFacts, compose_export_mail
 from wa_export.export.files import describe_file_error, write_workbook
 from wa_export.export.results import WorkspaceResult
 from wa_export.export.rows import RowStats, message_rows
-from wa_export.export.status import STATUSES
+from wa_export.export.window import counts
 from wa_export.mail.errors import MailError
 from wa_export.recipients import missing_hint
-from wa_export.store import arrivals, export_logs, ownership
+from wa_export.store import arrivals, logs, ownership
 from wa_export.store.connection import Workspace
 from wa_export.store.export_state import Window
 
@@ -59,8 +59,12 @@ def _export(
         if recipients_problem is not None:  # a malformed or disallowed address: this workspace only
             return _failed(ctx, workspace, result, recipients_problem)
         if ctx.mail.fatal_error is not None:
-            return _failed(ctx, workspace, result,
-                           f"not attempted: an earlier email of this run failed the same way ({ctx.mail.fatal_error})")
+            return _failed(
+                ctx,
+                workspace,
+                result,
+                f"not attempted: an earlier email of this run failed the same way ({ctx.mail.fatal_error})",
+            )
 
     found = ownership.chats_of_workspace(ctx.store.chats, workspace)
     stats = RowStats()
@@ -71,15 +75,17 @@ def _export(
     if request.dry_run:
         for _ in rows:
             pass
-        _fill(result, stats)
+        result.add_counts(*counts(stats))
         result.outcome = "dry_run"
         return result
     try:
-        path = write_workbook(settings, workspace, ctx.with_progress(workspace.id, rows), ctx.run_time, ctx.contested_slugs)
+        path = write_workbook(
+            settings, workspace, ctx.with_progress(workspace.id, rows), ctx.run_time, ctx.contested_slugs
+        )
     except OSError as error:
-        _fill(result, stats)
+        result.add_counts(*counts(stats))
         return _failed(ctx, workspace, result, describe_file_error(error, settings.export_dir))
-    _fill(result, stats)
+    result.add_counts(*counts(stats))
     if path is None:
         result.outcome = "no_messages"
         result.reason = "no messages in this window"
@@ -90,8 +96,15 @@ def _export(
     if not request.send_email:
         result.outcome = "written"
         return result
-    facts = EmailFacts(result.window_start, result.window_end, result.message_count, result.by_status, path,
-                       result.recipients, by_arrival=False)
+    facts = EmailFacts(
+        result.window_start,
+        result.window_end,
+        result.message_count,
+        result.by_status,
+        path,
+        result.recipients,
+        by_arrival=False,
+    )
     try:
         ctx.mail.send(compose_export_mail(settings, workspace, facts, ctx.run_time))
     except MailError as error:
@@ -100,15 +113,6 @@ def _export(
     result.emails_sent = 1
     _log(ctx, workspace, result)
     return result
-
-
-def _fill(result: WorkspaceResult, stats: RowStats) -> None:
-    by_status = {status: stats.by_status.get(status, 0) for status in STATUSES}
-    by_status.update({status: count for status, count in stats.by_status.items() if status not in STATUSES})
-    result.message_count = 0
-    result.by_status = {}
-    result.anomalies = {}
-    result.add_counts(by_status, dict(stats.anomalies))
 
 
 def _failed(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, reason: str) -> WorkspaceResult:
@@ -123,28 +127,28 @@ def _failed(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, reas
 
 
 def _log(ctx: RunContext, workspace: Workspace, result: WorkspaceResult) -> None:
-    now = ctx.clock.now()
     completed = result.outcome == "completed"
-    export_logs.insert_entry(ctx.store.export_logs, {
-        "workspace_id": workspace.id,
-        "workspace_name": workspace.name,
-        "export_type": export_logs.EXPORT_TYPE,
-        "export_timestamp": ctx.run_time,
-        "message_count": result.message_count,
-        "file_path": result.file_path,
-        "email_sent_to": ", ".join(result.recipients),
-        "status": export_logs.STATUS_COMPLETED if completed else export_logs.STATUS_FAILED,
-        "error_message": None if completed else result.reason,
-        "created_at": now,
-        "updated_at": now,
-        "window_start": result.window_start,
-        "window_end": result.window_end,
-        "trigger": ctx.request.trigger,
-        "run_id": ctx.run_id,
-        "by_status": result.by_status,
-        "anomalies": result.anomalies,
-        "possible_duplicate": False,
-    })
+    entry = logs.ExportEntry(
+        workspace_id=workspace.id,
+        workspace_name=workspace.name,
+        recipients=result.recipients,
+        run_id=ctx.run_id,
+        trigger=ctx.request.trigger,
+        export_timestamp=ctx.run_time,
+        message_count=result.message_count,
+        by_status=result.by_status,
+        anomalies=result.anomalies,
+        window_start=result.window_start,
+        window_end=result.window_end,
+        file_path=result.file_path,
+    )
+    logs.insert_export(
+        ctx.store.export_logs,
+        entry,
+        ctx.clock.now(),
+        status=logs.STATUS_COMPLETED if completed else logs.STATUS_FAILED,
+        error=None if completed else result.reason,
+    )
 
 
 __all__ = ["export_manual"]

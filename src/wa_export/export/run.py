@@ -36,9 +36,9 @@ from wa_export.mail.errors import MailError
 from wa_export.mail.message import check_sendable
 from wa_export.mail.sender import MailSender
 from wa_export.settings import Settings
+from wa_export.store import logs
 from wa_export.store.arrivals import ArrivalKey
 from wa_export.store.connection import (
-    SERVICE_NAME,
     Store,
     Workspace,
     describe_mongo_error,
@@ -79,11 +79,20 @@ class ExportRun:
                 raise SmtpNotConfigured(str(error)) from None
         # One clock for the whole run: the server's now, then our monotonic clock.
         clock = DatabaseClock(self.store.database_now())
-        ctx = RunContext(self.settings, self.store, self.request, self.run_id, clock,
-                         ArrivalKey(self.settings.export_arrival_field), MailSession(self.settings, self.mailer_factory),
-                         self.stop_requested, on_messages=getattr(self.observer, "messages_exported", None))
-        result = RunResult(run_id=self.run_id, trigger=self.request.trigger, dry_run=self.request.dry_run,
-                           started_at=clock.started_at)
+        ctx = RunContext(
+            self.settings,
+            self.store,
+            self.request,
+            self.run_id,
+            clock,
+            ArrivalKey(self.settings.export_arrival_field),
+            MailSession(self.settings, self.mailer_factory),
+            self.stop_requested,
+            on_messages=getattr(self.observer, "messages_exported", None),
+        )
+        result = RunResult(
+            run_id=self.run_id, trigger=self.request.trigger, dry_run=self.request.dry_run, started_at=clock.started_at
+        )
         try:
             try:
                 workspaces = self._select_workspaces(ctx, result)
@@ -114,8 +123,9 @@ class ExportRun:
         share = slot_share(listing.workspaces, self.request.worker_slot)
         # A workspace stored twice is exported once; the process that exports it names it.
         exported = {workspace.id for workspace in share}
-        result.warnings.extend(duplicate_workspace_warning(duplicate) for duplicate in listing.duplicates
-                               if duplicate.id in exported)
+        result.warnings.extend(
+            duplicate_workspace_warning(duplicate) for duplicate in listing.duplicates if duplicate.id in exported
+        )
         return share
 
     def _finish(self, result: RunResult, outcome: WorkspaceResult) -> None:
@@ -150,35 +160,27 @@ class ExportRun:
 
     def _record_run_event(self, ctx: RunContext, run: RunResult) -> None:
         try:
-            self.store.system_logs.insert_one(
-                {
-                    "event_type": "error" if run.failed else "success",
-                    "message": run.summary(),
-                    "timestamp": ctx.clock.now(),
-                    "service": SERVICE_NAME,
-                    "kind": "export_run",
-                    "trigger": run.trigger,
-                    "run_id": run.run_id,
-                    "host": socket.gethostname(),
-                    "started_at": run.started_at,
-                    "finished_at": run.finished_at,
-                    "window_end": ctx.end_time if not self.request.is_manual else None,
-                    "workspaces": len(run.workspaces),
-                    "completed": run.count("completed"),
-                    "failed": run.count("failed"),
-                    "skipped": run.count("skipped"),
-                    "no_messages": run.count("no_messages"),
-                    "message_count": run.message_count,
-                    "anomalies": run.anomaly_totals(),
-                    "orphaned_messages": run.orphaned_messages,
-                    "problems": run.problems,
-                    "possible_duplicates": sum(1 for ws in run.workspaces if ws.possible_duplicate),
-                    # health counts only runs that would keep every workspace current
-                    "moves_watermark": self.request.moves_cursors,
-                    "all_workspaces": not self.request.workspace_ids,
-                    "interrupted": run.interrupted,
-                }
+            details = logs.ExportRunDetails(
+                trigger=run.trigger,
+                run_id=run.run_id,
+                started_at=run.started_at,
+                finished_at=run.finished_at,
+                window_end=ctx.end_time if not self.request.is_manual else None,
+                workspaces=len(run.workspaces),
+                completed=run.count("completed"),
+                failed=run.count("failed"),
+                skipped=run.count("skipped"),
+                no_messages=run.count("no_messages"),
+                message_count=run.message_count,
+                anomalies=run.anomaly_totals(),
+                orphaned_messages=run.orphaned_messages,
+                problems=run.problems,
+                possible_duplicates=sum(1 for ws in run.workspaces if ws.possible_duplicate),
+                moves_watermark=self.request.moves_cursors,
+                all_workspaces=not self.request.workspace_ids,
+                interrupted=run.interrupted,
             )
+            logs.record_export_run(self.store.system_logs, run.summary(), ctx.clock.now(), details, failed=run.failed)
         except PyMongoError as error:
             if isinstance(error, ConnectionFailure):
                 raise
@@ -187,12 +189,19 @@ class ExportRun:
 
 
 def _idle_result(ctx: RunContext, item: WorkItem) -> WorkspaceResult:
-    result = WorkspaceResult(item.workspace.id, item.workspace.name, "no_messages", recipients=item.recipients.addresses,
-                             recipients_source=item.recipients.source)
+    result = WorkspaceResult(
+        item.workspace.id,
+        item.workspace.name,
+        "no_messages",
+        recipients=item.recipients.addresses,
+        recipients_source=item.recipients.source,
+    )
     result.reason = "nothing new since the previous export"
     if item.cursor_ahead:
-        result.reason = ("its cursor was ahead of the database clock (a clock problem): pulled back to the end of "
-                         "this run's window, which hides nothing")
+        result.reason = (
+            "its cursor was ahead of the database clock (a clock problem): pulled back to the end of "
+            "this run's window, which hides nothing"
+        )
         result.anomalies[CURSOR_AHEAD] = 1
     result.window_start, result.window_end = ctx.key.time_of(item.start), ctx.end_time
     if item.first_cursor is not None and ctx.request.moves_cursors:

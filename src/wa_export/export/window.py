@@ -25,7 +25,7 @@ from wa_export.export.results import WorkspaceResult
 from wa_export.export.rows import RowStats, message_rows
 from wa_export.export.status import STATUSES
 from wa_export.mail.message import encoded_attachment_size
-from wa_export.store import arrivals, export_logs, ownership
+from wa_export.store import arrivals, logs, ownership
 from wa_export.store.arrivals import Key
 from wa_export.store.connection import Chat
 from wa_export.store.export_state import CLOCK_TOLERANCE
@@ -128,8 +128,12 @@ class WorkspaceExport:
             yield arrival
 
     def parts(self, window: ArrivalWindow) -> list[Part]:
-        parts = cut_parts(self.keys_between(window, window.low, self.ctx.end_key), window.low, self.ctx.end_key,
-                          self.ctx.settings.export_max_rows_per_email)
+        parts = cut_parts(
+            self.keys_between(window, window.low, self.ctx.end_key),
+            window.low,
+            self.ctx.end_key,
+            self.ctx.settings.export_max_rows_per_email,
+        )
         if window.keys is None:
             # Only the chats that have messages in the window go into the message queries.
             window.chat_ids = sorted(window.found_chats)
@@ -174,9 +178,16 @@ class WorkspaceExport:
                 size = encoded_attachment_size(path.stat().st_size)
                 piece = Written(low, part.high, path, by_status, anomalies, size)
                 if size_limit is not None and size > size_limit:
-                    smaller = [] if stats.total <= 1 else cut_parts(
-                        self.keys_between(window, low, part.high), low, part.high,
-                        rows_that_fit(stats.total, size, size_limit))
+                    smaller = (
+                        []
+                        if stats.total <= 1
+                        else cut_parts(
+                            self.keys_between(window, low, part.high),
+                            low,
+                            part.high,
+                            rows_that_fit(stats.total, size, size_limit),
+                        )
+                    )
                     if len(smaller) <= 1:
                         # One message, or messages sharing one arrival key: no boundary can split it.
                         piece.too_big = True
@@ -191,48 +202,47 @@ class WorkspaceExport:
             raise
         return written
 
-    def entry(
+    def log(
         self,
         low: Key,
         high: Key,
         *,
-        status: str,
+        status: logs.ExportStatus,
         error: str | None = None,
         piece: Written | None = None,
         part: int | None = None,
         parts: int | None = None,
         log_id: ObjectId | None = None,
         possible_duplicate: bool = False,
-    ) -> dict[str, Any]:
-        """An export_logs document: every field of the original schema, then ours."""
-        ctx, key = self.ctx, self.ctx.key
-        now = ctx.clock.now()
-        document: dict[str, Any] = {} if log_id is None else {"_id": log_id}
-        document.update(
-            workspace_id=self.item.workspace.id,
-            workspace_name=self.item.workspace.name,
-            export_type=export_logs.EXPORT_TYPE,
+    ) -> None:
+        """This window's (or one part's) export_logs entry."""
+        ctx, item, result = self.ctx, self.item, self.result
+        entry = logs.ExportEntry(
+            workspace_id=item.workspace.id,
+            workspace_name=item.workspace.name,
+            recipients=item.recipients.addresses,
+            run_id=ctx.run_id,
+            trigger=ctx.request.trigger,
             export_timestamp=ctx.run_time,
-            message_count=piece.count if piece is not None else self.result.message_count,
+            message_count=piece.count if piece is not None else result.message_count,
+            by_status=piece.by_status if piece is not None else result.by_status,
+            anomalies=piece.anomalies if piece is not None else result.anomalies,
+            window_start=ctx.key.time_of(low),
+            window_end=ctx.key.time_of(high),
             file_path=str(piece.path) if piece is not None else None,
-            email_sent_to=", ".join(self.item.recipients.addresses),
-            status=status,
-            error_message=error,
-            created_at=now,
-            updated_at=now,
-            window_start=key.time_of(low),
-            window_end=key.time_of(high),
-            window_start_key=low,
-            window_end_key=high,
+            keys=(low, high),
             part=part,
             parts=parts,
-            trigger=ctx.request.trigger,
-            run_id=ctx.run_id,
-            by_status=piece.by_status if piece is not None else self.result.by_status,
-            anomalies=piece.anomalies if piece is not None else self.result.anomalies,
-            possible_duplicate=possible_duplicate,
         )
-        return document
+        logs.insert_export(
+            ctx.store.export_logs,
+            entry,
+            ctx.clock.now(),
+            status=status,
+            error=error,
+            possible_duplicate=possible_duplicate,
+            log_id=log_id,
+        )
 
 
 __all__ = ["ArrivalWindow", "WorkspaceExport", "Written", "counts"]
