@@ -97,6 +97,10 @@ class CleanupResult:
         return sum(item.size for item in self.files)
 
     @property
+    def workbooks(self) -> int:
+        return sum(1 for item in self.files if item.kind == "workbook")
+
+    @property
     def exit_code(self) -> ExitCode:
         # A MongoDB outage outranks failed deletions: it is what monitoring must see first.
         if self.event_error is not None:
@@ -105,7 +109,7 @@ class CleanupResult:
 
     def summary(self) -> str:
         verb = "would delete" if self.dry_run else "deleted"
-        workbooks = sum(1 for item in self.files if item.kind == "workbook")
+        workbooks = self.workbooks
         temps = len(self.files) - workbooks
         parts = [
             f"cleanup{' (dry run)' if self.dry_run else ''} of {self.export_dir}: {verb} {workbooks} workbooks"
@@ -323,8 +327,8 @@ def record_cleanup_event(store: Store, result: CleanupResult) -> None:
         days=result.days,
         dry_run=result.dry_run,
         files_deleted=len(result.files),
-        workbooks_deleted=sum(1 for item in result.files if item.kind == "workbook"),
-        temp_files_deleted=sum(1 for item in result.files if item.kind == "temp"),
+        workbooks_deleted=result.workbooks,
+        temp_files_deleted=len(result.files) - result.workbooks,
         bytes_freed=result.bytes_freed,
         folders_removed=len(result.folders_removed),
         errors=result.errors[:50],

@@ -129,8 +129,7 @@ def _failed(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, reas
 def _log(ctx: RunContext, workspace: Workspace, result: WorkspaceResult) -> None:
     completed = result.outcome == "completed"
     entry = logs.ExportEntry(
-        workspace_id=workspace.id,
-        workspace_name=workspace.name,
+        workspace=workspace,
         recipients=result.recipients,
         run_id=ctx.run_id,
         trigger=ctx.request.trigger,

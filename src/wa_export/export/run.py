@@ -24,13 +24,7 @@ from wa_export.export.delivery import deliver
 from wa_export.export.manual import export_manual
 from wa_export.export.plan import CURSOR_AHEAD, Plan, WorkItem, make_plan
 from wa_export.export.preflight import duplicate_workspace_warning, require_workspaces_collection
-from wa_export.export.results import (
-    RunObserver,
-    RunResult,
-    SilentObserver,
-    Trigger,
-    WorkspaceResult,
-)
+from wa_export.export.results import RunObserver, RunResult, SilentObserver, Trigger, WorkspaceResult
 from wa_export.export.workers import slot_share
 from wa_export.mail.errors import MailError
 from wa_export.mail.message import check_sendable
@@ -38,11 +32,7 @@ from wa_export.mail.sender import MailSender
 from wa_export.settings import Settings
 from wa_export.store import logs
 from wa_export.store.arrivals import ArrivalKey
-from wa_export.store.connection import (
-    Store,
-    Workspace,
-    describe_mongo_error,
-)
+from wa_export.store.connection import Store, Workspace, describe_mongo_error
 from wa_export.store.export_state import advance_idle
 from wa_export.workbook.naming import contested_slugs
 

@@ -218,8 +218,7 @@ class WorkspaceExport:
         """This window's (or one part's) export_logs entry."""
         ctx, item, result = self.ctx, self.item, self.result
         entry = logs.ExportEntry(
-            workspace_id=item.workspace.id,
-            workspace_name=item.workspace.name,
+            workspace=item.workspace,
             recipients=item.recipients.addresses,
             run_id=ctx.run_id,
             trigger=ctx.request.trigger,

@@ -15,27 +15,23 @@ import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, get_args
 
 from bson import ObjectId
 from pymongo.collection import Collection
 
 from wa_export.store.arrivals import Key
-from wa_export.store.connection import SERVICE_NAME
+from wa_export.store.connection import SERVICE_NAME, Workspace
 
 EXPORT_TYPE = "whatsapp_messages"
-ExportStatus = Literal["sending", "completed", "failed"]
-EXPORT_STATUSES: tuple[ExportStatus, ...] = ("completed", "failed", "sending")
+ExportStatus = Literal["completed", "failed", "sending"]
+EXPORT_STATUSES: tuple[ExportStatus, ...] = get_args(ExportStatus)
 STATUS_SENDING: ExportStatus = "sending"
 STATUS_COMPLETED: ExportStatus = "completed"
 STATUS_FAILED: ExportStatus = "failed"
 UNKNOWN_OUTCOME = "delivery outcome unknown"
 
-EXPORT_RUN = "export_run"
-CLEANUP = "cleanup"
-CURSOR_MOVE = "cursor_move"
-CURSOR_MOVED_EVENT = "cursor_moved"
-HEALTH_CHECK = "health_check"
+EXPORT_RUN = "export_run"  # the `kind` of a run's system_logs event
 
 Logs = Collection[dict[str, Any]]
 
@@ -44,8 +40,7 @@ Logs = Collection[dict[str, Any]]
 class ExportEntry:
     """The facts of one export_logs entry."""
 
-    workspace_id: str
-    workspace_name: str
+    workspace: Workspace
     recipients: Sequence[str]
     run_id: str
     trigger: str
@@ -73,8 +68,8 @@ def insert_export(
 ) -> None:
     document: dict[str, Any] = {} if log_id is None else {"_id": log_id}
     document.update(
-        workspace_id=entry.workspace_id,
-        workspace_name=entry.workspace_name,
+        workspace_id=entry.workspace.id,
+        workspace_name=entry.workspace.name,
         export_type=EXPORT_TYPE,
         export_timestamp=entry.export_timestamp,
         message_count=entry.message_count,
@@ -204,12 +199,12 @@ def record_export_run(logs: Logs, message: str, now: datetime, details: ExportRu
 
 
 def record_cleanup(logs: Logs, message: str, now: datetime, details: CleanupDetails) -> None:
-    _event(logs, CLEANUP, "cleanup", message, now, details)
+    _event(logs, "cleanup", "cleanup", message, now, details)
 
 
 def record_cursor_move(logs: Logs, message: str, now: datetime, details: CursorMoveDetails) -> None:
-    _event(logs, CURSOR_MOVE, CURSOR_MOVED_EVENT, message, now, details)
+    _event(logs, "cursor_move", "cursor_moved", message, now, details)
 
 
 def record_health_check(logs: Logs, message: str, now: datetime, details: HealthCheckDetails) -> None:
-    _event(logs, HEALTH_CHECK, "health_check", message, now, details)
+    _event(logs, "health_check", "health_check", message, now, details)
