@@ -5,6 +5,12 @@ One `Check` per question an operator asks at 3 a.m., each `ok`, `warning` or
 is down). Any failed check makes the exit code 1 -- including an unreachable
 MongoDB, so a monitor needs one rule for `health`. The report is recorded as a
 `health_check` event in `system_logs` when MongoDB is reachable.
+
+Why this module is long: one short function per check (MongoDB, SMTP, the
+export folder, workspaces stored twice, indexes, arrival order, scheduled runs,
+failed exports, possible duplicates) and the runner that guards each; the
+address and folder checks live in health_addresses.py and workspace_checks.py,
+the wording in health_check.py.
 """
 
 from __future__ import annotations
