@@ -29,7 +29,6 @@ EXPORT_STATUSES: tuple[ExportStatus, ...] = get_args(ExportStatus)
 STATUS_SENDING: ExportStatus = "sending"
 STATUS_COMPLETED: ExportStatus = "completed"
 STATUS_FAILED: ExportStatus = "failed"
-UNKNOWN_OUTCOME = "delivery outcome unknown"
 
 EXPORT_RUN = "export_run"  # the `kind` of a run's system_logs event
 
@@ -118,7 +117,7 @@ def mark_failed(logs: Logs, log_id: object, error: str, now: datetime, *, outcom
 def close_unknown_outcome(logs: Logs, log_id: object, run_id: str, now: datetime) -> None:
     """An entry left `sending` by a run that died, lost its lease or could not record the result."""
     error = (
-        f"{UNKNOWN_OUTCOME}: the run stopped after handing this email to the SMTP server and before "
+        "delivery outcome unknown: the run stopped after handing this email to the SMTP server and before "
         f"recording the result; run {run_id} re-delivers these messages and marks them possible_duplicate"
     )
     logs.update_one(
