@@ -81,6 +81,12 @@ class MailSession:
                 self.fatal_error = redact(str(error), self.settings.secrets())
             raise
 
+    def refusal(self, recipients_problem: str | None) -> str | None:
+        """Why a workspace's email is not attempted: its addresses (that workspace only), or a run-fatal failure."""
+        if recipients_problem is not None or self.fatal_error is None:
+            return recipients_problem
+        return f"not attempted: an earlier email of this run failed the same way ({self.fatal_error})"
+
     def close(self) -> None:
         if self._sender is not None:
             self._sender.__exit__(None, None, None)

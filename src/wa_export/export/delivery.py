@@ -66,7 +66,7 @@ class ScheduledDelivery(WorkspaceExport):
                 result.reason += "; the messages of an earlier email whose outcome was unknown are gone"
             return result
 
-        refusal = self.refusal()
+        refusal = ctx.mail.refusal(self.item.recipients.problem)
         if refusal is not None:
             # Refused before any work: the cursor stays, so the window goes out once it is fixed.
             # What it holds is known from its keys already: "not attempted" still says how many wait.
@@ -97,15 +97,6 @@ class ScheduledDelivery(WorkspaceExport):
             return result
         self.send_all(sendable, blocked)
         return result
-
-    def refusal(self) -> str | None:
-        """Why this workspace's email cannot go out in this run, known before exporting."""
-        ctx = self.ctx
-        if self.item.recipients.problem is not None:
-            return self.item.recipients.problem  # a malformed or disallowed address: this workspace only
-        if ctx.mail.fatal_error is not None:
-            return f"not attempted: an earlier email of this run failed the same way ({ctx.mail.fatal_error})"
-        return None
 
     def send_all(self, sendable: list[Written], blocked: Written | None) -> None:
         ctx, lease, result = self.ctx, self.lease, self.result

@@ -55,16 +55,9 @@ def _export(
 ) -> WorkspaceResult:
     request, settings = ctx.request, ctx.settings
     assert result.window_start is not None and result.window_end is not None
-    if request.send_email and not request.dry_run:
-        if recipients_problem is not None:  # a malformed or disallowed address: this workspace only
-            return _failed(ctx, workspace, result, recipients_problem)
-        if ctx.mail.fatal_error is not None:
-            return _failed(
-                ctx,
-                workspace,
-                result,
-                f"not attempted: an earlier email of this run failed the same way ({ctx.mail.fatal_error})",
-            )
+    refusal = ctx.mail.refusal(recipients_problem)
+    if request.send_email and not request.dry_run and refusal is not None:
+        return _failed(ctx, workspace, result, refusal)
 
     found = ownership.chats_of_workspace(ctx.store.chats, workspace)
     stats = RowStats()
