@@ -29,7 +29,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import socket
 import stat
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -40,7 +39,8 @@ from pymongo.errors import PyMongoError
 
 from wa_export.errors import ConfigError, ExitCode, MongoUnavailable, UsageProblem
 from wa_export.settings import Settings
-from wa_export.store.connection import SERVICE_NAME, Store, describe_mongo_error, open_store
+from wa_export.store import logs
+from wa_export.store.connection import Store, describe_mongo_error, open_store
 from wa_export.units import format_bytes
 from wa_export.workbook.naming import (
     EXPORT_FILE_PATTERN,
@@ -98,6 +98,10 @@ class CleanupResult:
         return sum(item.size for item in self.files)
 
     @property
+    def workbooks(self) -> int:
+        return sum(1 for item in self.files if item.kind == "workbook")
+
+    @property
     def exit_code(self) -> ExitCode:
         # The event's failure outranks failed deletions: it is what monitoring must see first.
         if self.event_error is not None:
@@ -106,7 +110,7 @@ class CleanupResult:
 
     def summary(self) -> str:
         verb = "would delete" if self.dry_run else "deleted"
-        workbooks = sum(1 for item in self.files if item.kind == "workbook")
+        workbooks = self.workbooks
         temps = len(self.files) - workbooks
         parts = [
             f"cleanup{' (dry run)' if self.dry_run else ''} of {self.export_dir}: {verb} {workbooks} workbooks"
@@ -319,26 +323,18 @@ def _remove_empty_folder(root_fd: int, name: str, folder_fd: int, marker: bytes 
 
 
 def record_cleanup_event(store: Store, result: CleanupResult) -> None:
-    """The `cleanup` event in system_logs (the seed's shape plus details)."""
-    store.system_logs.insert_one(
-        {
-            "event_type": "cleanup",
-            "message": result.summary(),
-            "timestamp": datetime.now(UTC),
-            "service": SERVICE_NAME,
-            "kind": "cleanup",
-            "host": socket.gethostname(),
-            "export_dir": result.export_dir,
-            "days": result.days,
-            "dry_run": result.dry_run,
-            "files_deleted": len(result.files),
-            "workbooks_deleted": sum(1 for item in result.files if item.kind == "workbook"),
-            "temp_files_deleted": sum(1 for item in result.files if item.kind == "temp"),
-            "bytes_freed": result.bytes_freed,
-            "folders_removed": len(result.folders_removed),
-            "errors": result.errors[:50],
-        }
+    details = logs.CleanupDetails(
+        export_dir=result.export_dir,
+        days=result.days,
+        dry_run=result.dry_run,
+        files_deleted=len(result.files),
+        workbooks_deleted=result.workbooks,
+        temp_files_deleted=len(result.files) - result.workbooks,
+        bytes_freed=result.bytes_freed,
+        folders_removed=len(result.folders_removed),
+        errors=result.errors[:50],
     )
+    logs.record_cleanup(store.system_logs, result.summary(), datetime.now(UTC), details)
 
 
 def run_cleanup(settings: Settings, days: int, dry_run: bool) -> CleanupResult:

@@ -24,9 +24,9 @@ from wa_export.clock import SECOND_FORMAT, as_utc_or_none, format_local, iso, pa
 from wa_export.commands.state import WorkspaceReport, workspace_states
 from wa_export.errors import MongoUnavailable, UsageProblem, WorkspaceBusy
 from wa_export.settings import Settings
+from wa_export.store import logs
 from wa_export.store.arrivals import ArrivalKey, Key, is_key, key_order, key_text, time_of
 from wa_export.store.connection import (
-    SERVICE_NAME,
     Store,
     Workspace,
     describe_mongo_error,
@@ -38,7 +38,7 @@ from wa_export.store.ownership import as_object_id, owner_of
 from wa_export.store.state import ANY_CURSOR, read_lease, read_state_documents, set_moved_cursor
 from wa_export.store.waiting import position_key, workspace_chat_ids
 
-CURSOR_MOVED_EVENT = "cursor_moved"
+MOVED_SOURCE = "moved"
 # "already_past": --move-past of a message the cursor is already beyond; nothing was written.
 MoveDirection = Literal["back", "forward", "unchanged", "created", "already_past"]
 
@@ -321,25 +321,18 @@ def _record_move(store: Store, move: CursorMove, settings: Settings) -> None:
     past = f" past message {move.past_message_id}" if move.past_message_id else ""
     message = f"cursor of workspace {move.workspace_id} {change}{past} by wa-export state on host {move.host}"
     try:
-        store.system_logs.insert_one(
-            {
-                "event_type": CURSOR_MOVED_EVENT,
-                "message": message,
-                "timestamp": move.database_now,
-                "service": SERVICE_NAME,
-                "kind": "cursor_move",
-                "workspace_id": move.workspace_id,
-                "host": move.host,
-                "direction": move.direction,
-                "requested_time": move.requested_time,
-                "old_cursor": move.old_key,
-                "old_cursor_time": move.old_time,
-                "old_cursor_source": move.old_source,
-                "new_cursor": move.new_key,
-                "new_cursor_time": move.new_time,
-                "past_message_id": move.past_message_id,
-            }
+        details = logs.CursorMoveDetails(
+            workspace_id=move.workspace_id,
+            direction=move.direction,
+            requested_time=move.requested_time,
+            old_cursor=move.old_key,
+            old_cursor_time=move.old_time,
+            old_cursor_source=move.old_source,
+            new_cursor=move.new_key,
+            new_cursor_time=move.new_time,
+            past_message_id=move.past_message_id,
         )
+        logs.record_cursor_move(store.system_logs, message, move.database_now, details)
     except PyMongoError as error:
         raise MongoUnavailable(
             f"The cursor of workspace {move.workspace_id} was moved to {iso(move.new_time)}, but the move could not "

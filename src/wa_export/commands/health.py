@@ -19,7 +19,6 @@ import functools
 import os
 import secrets
 import shutil
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -39,6 +38,7 @@ from wa_export.mail.sender import MailSender
 from wa_export.mail.transport import tls_mode
 from wa_export.redaction import redact
 from wa_export.settings import Settings
+from wa_export.store import logs
 from wa_export.store.arrivals import ArrivalKey, check_arrival_key
 from wa_export.store.connection import SERVICE_NAME, Store, describe_mongo_error
 from wa_export.store.export_logs import recent_possible_duplicates
@@ -230,7 +230,7 @@ def check_scheduled_runs(store: Store, settings: Settings, now: datetime) -> Che
         # --no-email/--dry-run runs and runs limited to some workspaces keep
         # nothing current: they do not prove the schedule is alive.
         {
-            "kind": "export_run",
+            "kind": logs.EXPORT_RUN,
             "trigger": "scheduled",
             "moves_watermark": {"$ne": False},
             "all_workspaces": {"$ne": False},
@@ -281,7 +281,7 @@ def check_failed_exports(store: Store, settings: Settings, now: datetime) -> Che
     failures = list(
         store.export_logs.aggregate(
             [
-                {"$match": {"status": "failed", "created_at": {"$gte": since}}},
+                {"$match": {"status": logs.STATUS_FAILED, "created_at": {"$gte": since}}},
                 {"$sort": {"created_at": 1}},
                 {
                     "$group": {
@@ -351,7 +351,7 @@ def _last_successes(store: Store, workspace_ids: list[Any], earliest: datetime) 
         [
             {
                 "$match": {
-                    "status": "completed",
+                    "status": logs.STATUS_COMPLETED,
                     "workspace_id": {"$in": workspace_ids},
                     "created_at": {"$gte": earliest},
                 }
@@ -481,18 +481,9 @@ def run_health(
 
 def _record(store: Store, report: HealthReport) -> bool:
     try:
-        store.system_logs.insert_one(
-            {
-                "event_type": "health_check",
-                "message": report.summary(),
-                "timestamp": utc_now(),
-                "service": SERVICE_NAME,
-                "kind": "health_check",
-                "status": report.status,
-                "host": socket.gethostname(),
-                "checks": [{"name": c.name, "status": c.status, "reason": c.reason} for c in report.checks],
-            }
-        )
+        checks = [{"name": c.name, "status": c.status, "reason": c.reason} for c in report.checks]
+        details = logs.HealthCheckDetails(status=report.status, checks=checks)
+        logs.record_health_check(store.system_logs, report.summary(), utc_now(), details)
     except PyMongoError:
         return False  # the report itself is still printed; a refused log write is no health failure
     return True

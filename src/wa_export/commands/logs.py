@@ -20,10 +20,9 @@ from wa_export.store.connection import (
     open_store,
     parse_workspace_id,
 )
+from wa_export.store.logs import EXPORT_STATUSES
 from wa_export.units import count_or_zero
 
-ExportStatus = Literal["completed", "failed", "sending"]
-EXPORT_STATUSES: tuple[ExportStatus, ...] = ("completed", "failed", "sending")
 LOGS_MAX_LIMIT = 1000
 
 

@@ -26,7 +26,7 @@ from wa_export.export.results import WorkspaceResult
 from wa_export.export.rows import RowStats
 from wa_export.export.window import WorkspaceExport, Written, counts
 from wa_export.mail.errors import MailError
-from wa_export.store import arrivals, export_logs, ownership
+from wa_export.store import arrivals, logs, ownership
 from wa_export.store.arrivals import Key
 from wa_export.store.state import KEEP_IN_FLIGHT, InFlight, Lease, LeaseLost, acquire_lease
 
@@ -50,7 +50,7 @@ class ScheduledDelivery(WorkspaceExport):
         ctx, lease, result = self.ctx, self.lease, self.result
         earlier = self.unknown
         if earlier is not None and earlier.log_id is not None and earlier.run_id != ctx.run_id:
-            export_logs.close_unknown_outcome(ctx.store.export_logs, earlier.log_id, ctx.run_id, ctx.clock.now())
+            logs.close_unknown_outcome(ctx.store.export_logs, earlier.log_id, ctx.run_id, ctx.clock.now())
         window = self.window(lease.cursor)
         result.window_start, result.window_end = arrivals.time_of(window.low), ctx.end_time
         if window.cursor_ahead:
@@ -115,18 +115,15 @@ class ScheduledDelivery(WorkspaceExport):
                 log_id, ctx.run_id, piece.low, self._intent_end(piece.high), number, total, ctx.clock.now()
             )
             lease.set_in_flight(intent, remaining)
-            export_logs.insert_entry(
-                ctx.store.export_logs,
-                self.entry(
-                    piece.low,
-                    piece.high,
-                    status=export_logs.STATUS_SENDING,
-                    piece=piece,
-                    part=number,
-                    parts=total,
-                    log_id=log_id,
-                    possible_duplicate=duplicate,
-                ),
+            self.log(
+                piece.low,
+                piece.high,
+                status=logs.STATUS_SENDING,
+                piece=piece,
+                part=number,
+                parts=total,
+                log_id=log_id,
+                possible_duplicate=duplicate,
             )
             facts = EmailFacts(
                 arrivals.time_of(piece.low) or ctx.end_time,
@@ -144,14 +141,14 @@ class ScheduledDelivery(WorkspaceExport):
                 ctx.mail.send(compose_export_mail(ctx.settings, self.item.workspace, facts, ctx.run_time))
             except MailError as error:
                 reason = ctx.redact(str(error))
-                export_logs.mark_failed(
+                logs.mark_failed(
                     ctx.store.export_logs, log_id, reason, ctx.clock.now(), outcome_unknown=error.outcome_unknown
                 )
                 # The server may have it (mail/errors.py): the intent stays, so the next delivery is flagged.
                 left = intent if error.outcome_unknown else self._unknown_after(piece.low)
                 self._record_failure(reason, in_flight=left)
                 return
-            export_logs.mark_completed(ctx.store.export_logs, log_id, ctx.clock.now())
+            logs.mark_completed(ctx.store.export_logs, log_id, ctx.clock.now())
             remaining.remove(str(piece.path))
             result.emails_sent += 1
             result.possible_duplicate = result.possible_duplicate or duplicate
@@ -166,10 +163,7 @@ class ScheduledDelivery(WorkspaceExport):
             self.result.outcome = "failed"
             reason = self._too_big(blocked)
             self.result.reason = reason
-            export_logs.insert_entry(
-                ctx.store.export_logs,
-                self.entry(blocked.low, blocked.high, status=export_logs.STATUS_FAILED, error=reason, piece=blocked),
-            )
+            self.log(blocked.low, blocked.high, status=logs.STATUS_FAILED, error=reason, piece=blocked)
             self.lease.failed(reason, in_flight=self.unknown, pending_files=[str(blocked.path)], release=True)
             self.released = True
 
@@ -208,10 +202,7 @@ class ScheduledDelivery(WorkspaceExport):
         """The workspace failed before any email: logged, counted on its state, the cursor unmoved."""
         self.result.outcome = "failed"
         self.result.reason = reason
-        export_logs.insert_entry(
-            self.ctx.store.export_logs,
-            self.entry(low, self.ctx.end_key, status=export_logs.STATUS_FAILED, error=reason),
-        )
+        self.log(low, self.ctx.end_key, status=logs.STATUS_FAILED, error=reason)
         self._record_failure(reason, in_flight=in_flight, pending=pending)
         return self.result
 
@@ -277,9 +268,7 @@ def _record_error_quietly(exporter: WorkspaceExport, lease: Lease, reason: str, 
     ctx = exporter.ctx
     try:
         low = lease.cursor if arrivals.is_key(lease.cursor) else ctx.end_key
-        export_logs.insert_entry(
-            ctx.store.export_logs, exporter.entry(low, ctx.end_key, status=export_logs.STATUS_FAILED, error=reason)
-        )
+        exporter.log(low, ctx.end_key, status=logs.STATUS_FAILED, error=reason)
         if count_failure:  # a lost lease is the new owner's to count, not ours
             lease.count_escaped_failure(reason)
     except PyMongoError as error:

@@ -17,10 +17,10 @@ from wa_export.export.email_text import EmailFacts, compose_export_mail
 from wa_export.export.files import describe_file_error, write_workbook
 from wa_export.export.results import WorkspaceResult
 from wa_export.export.rows import RowStats, message_rows
-from wa_export.export.status import STATUSES
+from wa_export.export.window import counts
 from wa_export.mail.errors import MailError
 from wa_export.recipients import missing_hint
-from wa_export.store import arrivals, export_logs, ownership
+from wa_export.store import arrivals, logs, ownership
 from wa_export.store.connection import Workspace
 
 DEFAULT_MANUAL_WINDOW = timedelta(hours=24)  # an --email run without a window (as build_export_request does)
@@ -65,7 +65,7 @@ def _export(ctx: RunContext, workspace: Workspace, result: WorkspaceResult) -> W
     if request.dry_run:
         for _ in rows:
             pass
-        _fill(result, stats)
+        result.add_counts(*counts(stats))
         result.outcome = "dry_run"
         return result
     try:
@@ -73,9 +73,9 @@ def _export(ctx: RunContext, workspace: Workspace, result: WorkspaceResult) -> W
             settings, workspace, ctx.with_progress(workspace.id, rows), ctx.run_time, ctx.contested_slugs
         )
     except OSError as error:
-        _fill(result, stats)
+        result.add_counts(*counts(stats))
         return _failed(ctx, workspace, result, describe_file_error(error, settings.export_dir))
-    _fill(result, stats)
+    result.add_counts(*counts(stats))
     if path is None:
         result.outcome = "no_messages"
         result.reason = "no messages in this window"
@@ -105,15 +105,6 @@ def _export(ctx: RunContext, workspace: Workspace, result: WorkspaceResult) -> W
     return result
 
 
-def _fill(result: WorkspaceResult, stats: RowStats) -> None:
-    by_status = {status: stats.by_status.get(status, 0) for status in STATUSES}
-    by_status.update({status: count for status, count in stats.by_status.items() if status not in STATUSES})
-    result.message_count = 0
-    result.by_status = {}
-    result.anomalies = {}
-    result.add_counts(by_status, dict(stats.anomalies))
-
-
 def _failed(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, reason: str) -> WorkspaceResult:
     result.outcome = "failed"
     result.reason = reason
@@ -128,30 +119,26 @@ def _failed(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, reas
 
 
 def _log(ctx: RunContext, workspace: Workspace, result: WorkspaceResult) -> None:
-    now = ctx.clock.now()
     completed = result.outcome == "completed"
-    export_logs.insert_entry(
+    entry = logs.ExportEntry(
+        workspace=workspace,
+        recipients=result.recipients,
+        run_id=ctx.run_id,
+        trigger=ctx.request.trigger,
+        export_timestamp=ctx.run_time,
+        message_count=result.message_count,
+        by_status=result.by_status,
+        anomalies=result.anomalies,
+        window_start=result.window_start,
+        window_end=result.window_end,
+        file_path=result.file_path,
+    )
+    logs.insert_export(
         ctx.store.export_logs,
-        {
-            "workspace_id": workspace.id,
-            "workspace_name": workspace.name,
-            "export_type": export_logs.EXPORT_TYPE,
-            "export_timestamp": ctx.run_time,
-            "message_count": result.message_count,
-            "file_path": result.file_path,
-            "email_sent_to": ", ".join(result.recipients),
-            "status": export_logs.STATUS_COMPLETED if completed else export_logs.STATUS_FAILED,
-            "error_message": None if completed else result.reason,
-            "created_at": now,
-            "updated_at": now,
-            "window_start": result.window_start,
-            "window_end": result.window_end,
-            "trigger": ctx.request.trigger,
-            "run_id": ctx.run_id,
-            "by_status": result.by_status,
-            "anomalies": result.anomalies,
-            "possible_duplicate": False,
-        },
+        entry,
+        ctx.clock.now(),
+        status=logs.STATUS_COMPLETED if completed else logs.STATUS_FAILED,
+        error=None if completed else result.reason,
     )
 
 

@@ -36,9 +36,9 @@ from wa_export.mail.errors import MailError
 from wa_export.mail.message import check_sendable
 from wa_export.mail.sender import MailSender
 from wa_export.settings import Settings
+from wa_export.store import logs
 from wa_export.store.arrivals import ArrivalKey, time_of
 from wa_export.store.connection import (
-    SERVICE_NAME,
     Store,
     Workspace,
     describe_mongo_error,
@@ -158,35 +158,27 @@ class ExportRun:
 
     def _record_run_event(self, ctx: RunContext, run: RunResult) -> None:
         try:
-            self.store.system_logs.insert_one(
-                {
-                    "event_type": "error" if run.failed else "success",
-                    "message": run.summary(),
-                    "timestamp": ctx.clock.now(),
-                    "service": SERVICE_NAME,
-                    "kind": "export_run",
-                    "trigger": run.trigger,
-                    "run_id": run.run_id,
-                    "host": socket.gethostname(),
-                    "started_at": run.started_at,
-                    "finished_at": run.finished_at,
-                    "window_end": ctx.end_time if not self.request.is_manual else None,
-                    "workspaces": len(run.workspaces),
-                    "completed": run.count("completed"),
-                    "failed": run.count("failed"),
-                    "skipped": run.count("skipped"),
-                    "no_messages": run.count("no_messages"),
-                    "message_count": run.message_count,
-                    "anomalies": run.anomaly_totals(),
-                    "orphaned_messages": run.orphaned_messages,
-                    "problems": run.problems,
-                    "possible_duplicates": sum(1 for ws in run.workspaces if ws.possible_duplicate),
-                    # health counts only runs that would keep every workspace current
-                    "moves_watermark": self.request.moves_cursors,
-                    "all_workspaces": not self.request.workspace_ids,
-                    "interrupted": run.interrupted,
-                }
+            details = logs.ExportRunDetails(
+                trigger=run.trigger,
+                run_id=run.run_id,
+                started_at=run.started_at,
+                finished_at=run.finished_at,
+                window_end=ctx.end_time if not self.request.is_manual else None,
+                workspaces=len(run.workspaces),
+                completed=run.count("completed"),
+                failed=run.count("failed"),
+                skipped=run.count("skipped"),
+                no_messages=run.count("no_messages"),
+                message_count=run.message_count,
+                anomalies=run.anomaly_totals(),
+                orphaned_messages=run.orphaned_messages,
+                problems=run.problems,
+                possible_duplicates=sum(1 for ws in run.workspaces if ws.possible_duplicate),
+                moves_watermark=self.request.moves_cursors,
+                all_workspaces=not self.request.workspace_ids,
+                interrupted=run.interrupted,
             )
+            logs.record_export_run(self.store.system_logs, run.summary(), ctx.clock.now(), details, failed=run.failed)
         except PyMongoError as error:
             if isinstance(error, ConnectionFailure):
                 raise

@@ -25,7 +25,7 @@ from wa_export.export.results import WorkspaceResult
 from wa_export.export.rows import RowStats, message_rows
 from wa_export.export.status import STATUSES
 from wa_export.mail.message import encoded_attachment_size
-from wa_export.store import arrivals, export_logs, ownership
+from wa_export.store import arrivals, logs, ownership
 from wa_export.store.arrivals import Key
 from wa_export.store.connection import Chat
 
@@ -190,48 +190,46 @@ class WorkspaceExport:
             raise
         return written
 
-    def entry(
+    def log(
         self,
         low: Key,
         high: Key,
         *,
-        status: str,
+        status: logs.ExportStatus,
         error: str | None = None,
         piece: Written | None = None,
         part: int | None = None,
         parts: int | None = None,
         log_id: ObjectId | None = None,
         possible_duplicate: bool = False,
-    ) -> dict[str, Any]:
-        """An export_logs document: every field of the original schema, then ours."""
-        ctx = self.ctx
-        now = ctx.clock.now()
-        document: dict[str, Any] = {} if log_id is None else {"_id": log_id}
-        document.update(
-            workspace_id=self.item.workspace.id,
-            workspace_name=self.item.workspace.name,
-            export_type=export_logs.EXPORT_TYPE,
+    ) -> None:
+        """This window's (or one part's) export_logs entry."""
+        ctx, item, result = self.ctx, self.item, self.result
+        entry = logs.ExportEntry(
+            workspace=item.workspace,
+            recipients=item.recipients.addresses,
+            run_id=ctx.run_id,
+            trigger=ctx.request.trigger,
             export_timestamp=ctx.run_time,
-            message_count=piece.count if piece is not None else self.result.message_count,
-            file_path=str(piece.path) if piece is not None else None,
-            email_sent_to=", ".join(self.item.recipients.addresses),
-            status=status,
-            error_message=error,
-            created_at=now,
-            updated_at=now,
+            message_count=piece.count if piece is not None else result.message_count,
+            by_status=piece.by_status if piece is not None else result.by_status,
+            anomalies=piece.anomalies if piece is not None else result.anomalies,
             window_start=arrivals.time_of(low),
             window_end=arrivals.time_of(high),
-            window_start_key=low,
-            window_end_key=high,
+            file_path=str(piece.path) if piece is not None else None,
+            keys=(low, high),
             part=part,
             parts=parts,
-            trigger=ctx.request.trigger,
-            run_id=ctx.run_id,
-            by_status=piece.by_status if piece is not None else self.result.by_status,
-            anomalies=piece.anomalies if piece is not None else self.result.anomalies,
-            possible_duplicate=possible_duplicate,
         )
-        return document
+        logs.insert_export(
+            ctx.store.export_logs,
+            entry,
+            ctx.clock.now(),
+            status=status,
+            error=error,
+            possible_duplicate=possible_duplicate,
+            log_id=log_id,
+        )
 
 
 __all__ = ["ArrivalWindow", "WorkspaceExport", "Written", "counts"]
