@@ -191,10 +191,6 @@ def _domains(written: str, rule: SettingRule, env: _Environment) -> tuple[str, .
     return tuple(domain.strip().lower().lstrip("@") for domain in written.split(",") if domain.strip())
 
 
-def _metrics_file(written: str, rule: SettingRule, env: _Environment) -> Path | None:
-    return metrics_file_path(written, rule.variable)
-
-
 def _recipients_field(written: str, rule: SettingRule, env: _Environment) -> str | None:
     if not written:
         return None
@@ -276,7 +272,11 @@ RULES: tuple[SettingRule, ...] = (
     SettingRule(
         "MONGODB_TIMEOUT_SECONDS", "mongodb_timeout_seconds", "5", Bounds(0.001, 3600, whole=False, note="1 hour")
     ),
-    SettingRule("EXPORT_METRICS_FILE", "export_metrics_file", parse=_metrics_file),
+    SettingRule(
+        "EXPORT_METRICS_FILE",
+        "export_metrics_file",
+        parse=lambda written, rule, env: metrics_file_path(written, rule.variable),
+    ),
     SettingRule("EXPORT_RECIPIENTS_FIELD", "export_recipients_field", parse=_recipients_field),
     SettingRule("EXPORT_ARRIVAL_FIELD", "export_arrival_field", "_id", parse=_arrival_field),
     SettingRule("EXPORT_MAX_ROWS_PER_EMAIL", "export_max_rows_per_email", "100000", Bounds(1, 1_000_000_000)),
@@ -289,21 +289,14 @@ RULES: tuple[SettingRule, ...] = (
     ),
 )
 RULE_OF = {rule.variable: rule for rule in RULES}
-# Per-workspace variables, WORKSPACE_<ID>_<SUFFIX> (ID: 24 hex digits): a new one is one line here.
-WORKSPACE_VARIABLE_SUFFIXES: tuple[str, ...] = ("EMAIL",)
 WORKSPACE_ID = re.compile(r"[0-9A-Fa-f]{24}")
 # Names other tools use for our settings, one "written=meant" string each (so that a scan of this
 # module for quoted variable names, as in tests/test_config_command.py, does not take them for ours).
-_ALIASES = dict(
-    pair.split("=")
-    for pair in (
-        "SMTP_HOST=SMTP_SERVER",
-        "SMTP_USER=SMTP_USERNAME",
-        "SMTP_PASS=SMTP_PASSWORD",
-        "SMTP_TIMEOUT=SMTP_TIMEOUT_SECONDS",
-        "MONGO_URL=MONGODB_URI",
-        "MONGODB_URL=MONGODB_URI",
-        "MONGO_DB=MONGODB_DATABASE",
+_ALIASES: dict[str, str] = dict(
+    re.findall(
+        r"(\w+)=(\w+)",
+        "SMTP_HOST=SMTP_SERVER SMTP_USER=SMTP_USERNAME SMTP_PASS=SMTP_PASSWORD SMTP_TIMEOUT=SMTP_TIMEOUT_SECONDS "
+        "MONGO_URL=MONGODB_URI MONGODB_URL=MONGODB_URI MONGO_DB=MONGODB_DATABASE",
     )
 )
 # First words that stand for one of ours (MONGO_URI, MAIL_SERVER), ours included (EXPORT_PORT for SMTP_PORT).
@@ -330,23 +323,16 @@ def probable_setting(name: str) -> str | None:
     """The setting a variable that is not ours probably meant, or None: another case, a known alias,
     an edit distance of at most 2, or a known name with another first word (MONGO_URI). Names far
     from ours (PATH, HOME, LANG) are never matched."""
-    if name in RULE_OF or any(
-        re.fullmatch(rf"WORKSPACE_[0-9A-Fa-f]{{24}}_{suffix}", name) for suffix in WORKSPACE_VARIABLE_SUFFIXES
-    ):
+    if name in RULE_OF or WORKSPACE_EMAIL_VARIABLE.match(name):
         return None
     upper = name.upper()
-    if upper in RULE_OF:
-        return upper
-    if upper in _ALIASES:
-        return _ALIASES[upper]
+    if upper in RULE_OF or upper in _ALIASES:
+        return _ALIASES.get(upper, upper)
     workspace_id = WORKSPACE_ID.search(upper)
     if workspace_id is not None:
-        written = upper[: workspace_id.start()] + "<ID>" + upper[workspace_id.end() :]
-        for suffix in WORKSPACE_VARIABLE_SUFFIXES:
-            template = f"WORKSPACE_<ID>_{suffix}"
-            if _edit_distance(written, template) <= NEAR_MISS_DISTANCE:
-                return template.replace("<ID>", name[workspace_id.start() : workspace_id.end()])
-        return None
+        start, end = workspace_id.span()
+        near = _edit_distance(upper[:start] + "<ID>" + upper[end:], "WORKSPACE_<ID>_EMAIL") <= NEAR_MISS_DISTANCE
+        return f"WORKSPACE_{name[start:end]}_EMAIL" if near else None
     distance, meant = min((_edit_distance(upper, rule.variable), rule.variable) for rule in RULES)
     # The first word must be ours give or take one letter (HTTP_PORT is no SMTP_PORT), unless there is
     # no word break at all (SMTPPORT).
