@@ -459,7 +459,7 @@ class _Environment(dict[str, str]):
 
     def shown(self, raw: str) -> str:
         """ " 'value'" to name a value in a message, or nothing when it is (or holds) a secret."""
-        if any(raw == secret or secret in raw for secret in self.secrets):
+        if any(secret in raw for secret in self.secrets):
             return ""
         return f" {raw!r}"
 
