@@ -73,7 +73,7 @@ def _plain(number: float) -> str:
 Secrecy = Literal["", "value", "uri"]
 # A parser gets the value as written (stripped; the rule's default when unset or blank) and returns
 # the Settings value; a ConfigError makes it a problem and the default's value is used instead.
-Parser = Callable[[str, "SettingRule", "_Environment"], Any]
+Parser = Callable[[str, "_Environment"], Any]
 
 
 @dataclass(frozen=True)
@@ -89,32 +89,28 @@ class SettingRule:
     parse: Parser | None = None  # None: a number within `bounds`, else the text or None when empty
 
     def read(self, env: _Environment) -> Any:
-        parse = self.parse or (_number if self.bounds else _optional_text)
         try:
-            return parse(env.get(self.variable, "").strip() or self.default, self, env)
+            return self._parse(env.get(self.variable, "").strip() or self.default, env)
         except ConfigError as error:
             env.problem(self.variable, str(error))
-            return parse(self.default, self, env)
+            return self._parse(self.default, env)
+
+    def _parse(self, written: str, env: _Environment) -> Any:
+        if self.parse is not None:
+            return self.parse(written, env)
+        if self.bounds is None:
+            return written or None
+        try:
+            value = int(written) if self.bounds.whole else float(written)
+        except ValueError:
+            kind = "a whole number" if self.bounds.whole else "a number"
+            raise ConfigError(f"{self.variable} must be {kind}{env.got(written)}.") from None
+        if not self.bounds.admits(value):
+            raise ConfigError(f"{self.variable} must be {self.bounds.describe()}{env.got(written)}.")
+        return value
 
 
-def _optional_text(written: str, rule: SettingRule, env: _Environment) -> str | None:
-    return written or None
-
-
-def _number(written: str, rule: SettingRule, env: _Environment) -> float:
-    bounds = rule.bounds
-    assert bounds is not None, rule.variable
-    try:
-        value = int(written) if bounds.whole else float(written)
-    except ValueError:
-        kind = "a whole number" if bounds.whole else "a number"
-        raise ConfigError(f"{rule.variable} must be {kind}{env.got(written)}.") from None
-    if not bounds.admits(value):
-        raise ConfigError(f"{rule.variable} must be {bounds.describe()}{env.got(written)}.")
-    return value
-
-
-def _mongodb_uri(written: str, rule: SettingRule, env: _Environment) -> str:
+def _mongodb_uri(written: str, env: _Environment) -> str:
     try:
         parse_mongodb_uri(written)
     except Exception:
@@ -127,7 +123,7 @@ def _mongodb_uri(written: str, rule: SettingRule, env: _Environment) -> str:
     return written
 
 
-def _database_name(written: str, rule: SettingRule, env: _Environment) -> str:
+def _database_name(written: str, env: _Environment) -> str:
     if not written:  # the (validated, DNS-free) URI's path, if any
         return parse_mongodb_uri(env.parsed["mongodb_uri"]).database or "whatsapp"
     if re.search(r'[/\\. "$\x00]', written) or len(written) > 63:
@@ -135,11 +131,7 @@ def _database_name(written: str, rule: SettingRule, env: _Environment) -> str:
     return written
 
 
-def _password(written: str, rule: SettingRule, env: _Environment) -> str | None:
-    return env.get(rule.variable) or None  # as written: a password may begin or end with a space
-
-
-def _sender(written: str, rule: SettingRule, env: _Environment) -> str | None:
+def _sender(written: str, env: _Environment) -> str | None:
     sender: str | None = written or env.parsed["smtp_username"]
     # Reported, but kept: the sending rules then do not add "no sender address" to it.
     if sender is not None and not EMAIL_ADDRESS.match(sender):
@@ -150,20 +142,20 @@ def _sender(written: str, rule: SettingRule, env: _Environment) -> str | None:
     return sender
 
 
-def _from_name(written: str, rule: SettingRule, env: _Environment) -> str:
+def _from_name(written: str, env: _Environment) -> str:
     """Set but empty means no display name. Line breaks would end the From header: one line, single spaces."""
-    raw = env.get(rule.variable)
-    return rule.default if raw is None else " ".join(raw.split())
+    raw = env.get("SMTP_FROM_NAME")
+    return "WhatsApp Exports" if raw is None else " ".join(raw.split())
 
 
-def _security(written: str, rule: SettingRule, env: _Environment) -> str:
+def _security(written: str, env: _Environment) -> str:
     choice = written.lower()
     if choice not in ("auto", "ssl", "starttls", "none"):
         raise ConfigError(f"SMTP_SECURITY must be one of auto, ssl, starttls, none{env.got(choice)}.")
     return choice
 
 
-def _ca_file(written: str, rule: SettingRule, env: _Environment) -> Path | None:
+def _ca_file(written: str, env: _Environment) -> Path | None:
     if not written:
         return None
     path = Path(written).expanduser()
@@ -172,11 +164,7 @@ def _ca_file(written: str, rule: SettingRule, env: _Environment) -> Path | None:
     return path
 
 
-def _directory(written: str, rule: SettingRule, env: _Environment) -> Path:
-    return Path(written).expanduser().absolute()
-
-
-def _timezone(written: str, rule: SettingRule, env: _Environment) -> ZoneInfo:
+def _timezone(written: str, env: _Environment) -> ZoneInfo:
     try:
         if written.startswith(("/", ".")) or ".." in written:
             raise ValueError
@@ -187,11 +175,11 @@ def _timezone(written: str, rule: SettingRule, env: _Environment) -> ZoneInfo:
         ) from None
 
 
-def _domains(written: str, rule: SettingRule, env: _Environment) -> tuple[str, ...]:
+def _domains(written: str, env: _Environment) -> tuple[str, ...]:
     return tuple(domain.strip().lower().lstrip("@") for domain in written.split(",") if domain.strip())
 
 
-def _recipients_field(written: str, rule: SettingRule, env: _Environment) -> str | None:
+def _recipients_field(written: str, env: _Environment) -> str | None:
     if not written:
         return None
     segments = written.split(".")
@@ -208,7 +196,7 @@ def _recipients_field(written: str, rule: SettingRule, env: _Environment) -> str
     return written
 
 
-def _arrival_field(written: str, rule: SettingRule, env: _Environment) -> str:
+def _arrival_field(written: str, env: _Environment) -> str:
     if not ARRIVAL_FIELD_NAME.match(written) or len(written) > 200:
         raise ConfigError(
             f"EXPORT_ARRIVAL_FIELD {written!r} is not a field name; use _id (the default) or a field the platform "
@@ -217,7 +205,7 @@ def _arrival_field(written: str, rule: SettingRule, env: _Environment) -> str:
     return written
 
 
-def metrics_file_path(raw: str | None, name: str) -> Path | None:
+def metrics_file_path(raw: str | None, name: str = "EXPORT_METRICS_FILE") -> Path | None:
     """A Prometheus textfile-collector file: `*.prom` (node_exporter reads nothing else), not a directory."""
     if raw is None or not raw.strip():
         return None
@@ -239,7 +227,9 @@ RULES: tuple[SettingRule, ...] = (
     SettingRule("SMTP_SERVER", "smtp_server"),
     SettingRule("SMTP_PORT", "smtp_port", "587", Bounds(1, 65535)),
     SettingRule("SMTP_USERNAME", "smtp_username"),
-    SettingRule("SMTP_PASSWORD", "smtp_password", secrecy="value", parse=_password),
+    SettingRule(
+        "SMTP_PASSWORD", "smtp_password", secrecy="value", parse=lambda _, env: env.get("SMTP_PASSWORD") or None
+    ),
     SettingRule("SMTP_FROM", "smtp_from", derived_from="SMTP_USERNAME", parse=_sender),
     SettingRule("SMTP_FROM_NAME", "smtp_from_name", "WhatsApp Exports", parse=_from_name),
     SettingRule("SMTP_SECURITY", "smtp_security", "auto", parse=_security),
@@ -254,7 +244,9 @@ RULES: tuple[SettingRule, ...] = (
     SettingRule("EXPORT_INTERVAL_MINUTES", "export_interval_minutes", "15", Bounds(1, 7 * 24 * 60, note="1 week")),
     # now - timedelta(days=N) must stay a datetime: 100 years (the `cleanup --days` maximum too).
     SettingRule("EXPORT_CLEANUP_DAYS", "export_cleanup_days", "7", Bounds(0, 36_500, note="100 years")),
-    SettingRule("EXPORT_DIR", "export_dir", "./exports", parse=_directory),
+    SettingRule(
+        "EXPORT_DIR", "export_dir", "./exports", parse=lambda written, _: Path(written).expanduser().absolute()
+    ),
     SettingRule("EXPORT_TIMEZONE", "export_timezone", "UTC", parse=_timezone),
     # A window end is now - timedelta(seconds=N); a lag of days already delays every export by days.
     SettingRule("EXPORT_LAG_SECONDS", "export_lag_seconds", "60", Bounds(0, 30 * 86_400, note="30 days")),
@@ -275,7 +267,7 @@ RULES: tuple[SettingRule, ...] = (
     SettingRule(
         "EXPORT_METRICS_FILE",
         "export_metrics_file",
-        parse=lambda written, rule, env: metrics_file_path(written, rule.variable),
+        parse=lambda written, _: metrics_file_path(written),
     ),
     SettingRule("EXPORT_RECIPIENTS_FIELD", "export_recipients_field", parse=_recipients_field),
     SettingRule("EXPORT_ARRIVAL_FIELD", "export_arrival_field", "_id", parse=_arrival_field),
