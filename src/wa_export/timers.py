@@ -11,8 +11,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 
+@dataclass(eq=False)  # by identity: remove() must find this timer, not an equal one
 class Timer:
     """An armed callback: `fire()` runs once `due()` (a time.monotonic() value) has passed.
 
@@ -21,11 +23,10 @@ class Timer:
     time that can move without anyone calling `TimerThread.wake()`.
     """
 
-    def __init__(self, due: Callable[[], float], fire: Callable[[], float | None], poll: float | None = None) -> None:
-        self.due = due
-        self.fire = fire
-        self.poll = poll
-        self.next_due: float | None = None  # set by fire()'s return value, when it re-arms
+    due: Callable[[], float]
+    fire: Callable[[], float | None]
+    poll: float | None = None
+    next_due: float | None = field(default=None, init=False)  # set by fire()'s return value, when it re-arms
 
 
 class TimerThread:
