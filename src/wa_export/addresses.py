@@ -21,11 +21,7 @@ EMAIL_ADDRESS = re.compile(
 
 
 def split_address_list(value: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """A comma (or semicolon) separated list -> (valid addresses without repeats, invalid entries).
-
-    Never raises: configuration turns an invalid entry into a ConfigError, a
-    workspace document's value into that workspace's problem (recipients.py).
-    """
+    """A comma (or semicolon) separated list -> (valid addresses without repeats, invalid entries)."""
     addresses: list[str] = []
     invalid: list[str] = []
     for raw in re.split(r"[,;]", value):
@@ -51,28 +47,18 @@ def parse_address_list(value: str, variable: str) -> tuple[str, ...]:
 
 
 def outside_allowed_domains(addresses: Sequence[str], allowed: tuple[str, ...]) -> list[str]:
-    """The addresses whose domain is not in `allowed` (an empty allow-list allows every domain)."""
-    if not allowed:
-        return []
+    """The addresses whose domain is not in `allowed` or below one (an empty allow-list allows every domain)."""
+    suffixes = tuple("." + domain for domain in allowed)
     return [
         address
         for address in addresses
-        if not any(
-            address.rsplit("@", 1)[-1].lower() == domain or address.rsplit("@", 1)[-1].lower().endswith("." + domain)
-            for domain in allowed
-        )
+        if allowed and not ("." + address.rsplit("@", 1)[-1].lower()).endswith(suffixes)
     ]
 
 
 def domain_refusal(addresses: Sequence[str], allowed: tuple[str, ...], fix: str) -> str | None:
-    """The sentence refusing the addresses outside the allow-list, or None when all are allowed.
-
-    `fix` says what the operator should change, e.g. "fix WORKSPACE_<id>_EMAIL".
-    """
+    """The sentence refusing the addresses outside the allow-list, or None; `fix` says what to change."""
     refused = outside_allowed_domains(addresses, allowed)
     if not refused:
         return None
-    return (
-        f"recipient(s) {', '.join(refused)} are outside EXPORT_ALLOWED_EMAIL_DOMAINS "
-        f"({', '.join(allowed)}); {fix}"
-    )
+    return f"recipient(s) {', '.join(refused)} are outside EXPORT_ALLOWED_EMAIL_DOMAINS ({', '.join(allowed)}); {fix}"

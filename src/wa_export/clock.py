@@ -70,13 +70,9 @@ def parse_time(text: str, option: str, zone: tzinfo) -> datetime:
 
 
 class DatabaseClock:
-    """The database server's time, read once, advanced by this process's monotonic clock.
-
-    A run asks the server for "now" once (`Store.database_now`) and measures
-    elapsed time with `time.monotonic()`, so every time it writes to decide
-    something (window ends, lease expiries) is on the server's clock, whatever
-    this host's wall clock says.
-    """
+    """The database server's time (`Store.database_now`, read once) advanced by time.monotonic():
+    every time a run writes to decide something (window ends, lease expiries) is on the server's
+    clock, whatever this host's wall clock says."""
 
     def __init__(self, database_now: datetime) -> None:
         self.started_at = database_now

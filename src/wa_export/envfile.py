@@ -39,14 +39,6 @@ _BYTE_ORDER_MARKS = (
 
 
 @dataclass(frozen=True)
-class EnvFileContents:
-    path: Path
-    values: dict[str, str]
-    warnings: tuple[str, ...]
-    encoding: str
-
-
-@dataclass(frozen=True)
 class ConfigurationSource:
     """Where the variables came from: the process environment and at most one .env file."""
 
@@ -57,7 +49,7 @@ class ConfigurationSource:
     warnings: tuple[str, ...]
 
     def origin(self, name: str) -> str:
-        """"environment", ".env file <path>" or "default" (not set anywhere)."""
+        """ "environment", ".env file <path>" or "default" (not set anywhere)."""
         if name in self.process_keys:
             return "environment"
         if name in self.file_values:
@@ -68,20 +60,15 @@ class ConfigurationSource:
 def read_configuration(env_file: Path | None, environ: Mapping[str, str] | None = None) -> ConfigurationSource:
     """The process environment and the `.env` file (./.env, or --env-file), with their warnings."""
     process = dict(os.environ if environ is None else environ)
-    if env_file is not None:
-        if not env_file.is_file():
+    path: Path | None = env_file or Path.cwd() / ".env"
+    if path is not None and not path.is_file():
+        if env_file is not None:
             raise ConfigError(f"--env-file {env_file} does not exist or is not a file.")
-        path: Path | None = env_file
-    else:
-        default = Path.cwd() / ".env"
-        # A directory named .env (often a virtualenv) is not a settings file.
-        path = default if default.is_file() else None
+        path = None  # a directory named .env (often a virtualenv) is not a settings file
     file_values: dict[str, str] = {}
     warnings: list[str] = []
     if path is not None:
-        contents = read_env_file(path)
-        file_values = contents.values
-        warnings.extend(contents.warnings)
+        file_values, warnings = read_env_file(path)
     elif not process.get("MONGODB_URI", "").strip():
         warnings.append(
             f"no .env file in {Path.cwd()} and no MONGODB_URI in the environment: "
@@ -91,8 +78,8 @@ def read_configuration(env_file: Path | None, environ: Mapping[str, str] | None 
     return ConfigurationSource(merged, frozenset(process), path, file_values, tuple(warnings))
 
 
-def read_env_file(path: Path) -> EnvFileContents:
-    """The variables of one `.env` file, with a warning per line that was ignored."""
+def read_env_file(path: Path) -> tuple[dict[str, str], list[str]]:
+    """The variables of one `.env` file, and a warning per line that was ignored."""
     try:
         data = path.read_bytes()
     except OSError as error:
@@ -100,34 +87,28 @@ def read_env_file(path: Path) -> EnvFileContents:
             f"Cannot read the env file {path} ({error.strerror or error}); "
             "make it readable by the user that runs wa-export, or pass another one with --env-file."
         ) from None
-    text, encoding = decode_env_bytes(data, path)
-    warnings = tuple(_ignored_lines(text, path))
+    text = _decode_env_bytes(data, path)
     values = {key: value for key, value in dotenv_values(stream=io.StringIO(text)).items() if value is not None}
-    return EnvFileContents(path, values, warnings, encoding)
+    return values, _ignored_lines(text, path)
 
 
-def decode_env_bytes(data: bytes, path: Path) -> tuple[str, str]:
-    """The text of an env file and the encoding it was read with: a BOM decides, else UTF-8.
-
-    Without a BOM, NUL bytes in every other position mean UTF-16 (some tools
-    write it without a mark); anything else must be UTF-8.
-    """
-    for mark, encoding in _BYTE_ORDER_MARKS:
+def _decode_env_bytes(data: bytes, path: Path) -> str:
+    """A BOM decides the encoding; without one, NUL bytes in every other position mean UTF-16 (some
+    tools write it without a mark); anything else must be UTF-8."""
+    encoding = "utf-8"
+    for mark, marked in _BYTE_ORDER_MARKS:
         if data.startswith(mark):
-            return _decode(data[len(mark):], encoding, path), encoding
-    if len(data) >= 2 and b"\x00" in data:
-        if data[1::2].count(0) > len(data) // 4:
-            return _decode(data, "utf-16-le", path), "utf-16-le"
-        if data[0::2].count(0) > len(data) // 4:
-            return _decode(data, "utf-16-be", path), "utf-16-be"
-    return _decode(data, "utf-8", path), "utf-8"
-
-
-def _decode(data: bytes, encoding: str, path: Path) -> str:
+            data, encoding = data[len(mark) :], marked
+            break
+    else:
+        if len(data) >= 2 and data[1::2].count(0) > len(data) // 4:
+            encoding = "utf-16-le"
+        elif len(data) >= 2 and data[0::2].count(0) > len(data) // 4:
+            encoding = "utf-16-be"
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n" if encoding == "utf-8" else "\n".encode(encoding)) + 1
+        line = data[: error.start].count("\n".encode(encoding)) + 1
         raise ConfigError(
             f"The env file {path} is not valid {encoding.upper()} text (line {line}); "
             "save it as UTF-8 (or UTF-16 with a byte-order mark)."
@@ -152,4 +133,4 @@ def _first_line(binding: Binding) -> int:
     return binding.original.line + len(leading.replace("\r\n", "\n").replace("\r", "\n").split("\n")) - 1
 
 
-__all__ = ["ConfigurationSource", "EnvFileContents", "decode_env_bytes", "read_configuration", "read_env_file"]
+__all__ = ["ConfigurationSource", "read_configuration", "read_env_file"]

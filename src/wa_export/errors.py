@@ -58,5 +58,3 @@ class MongoUnavailable(WaExportError):
 
 class WorkspaceBusy(WaExportError):
     """Another run holds the workspace's lease, so its cursor cannot be changed now (exit 1)."""
-
-    exit_code = ExitCode.FAILED

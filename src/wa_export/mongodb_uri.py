@@ -21,7 +21,6 @@ class MongoUriParts:
     """What configuration needs from MONGODB_URI, read without any network or DNS access."""
 
     srv: bool
-    hosts: str
     username: str | None
     password: str | None  # URL-decoded
     raw_password: str | None  # as written in the URI
@@ -29,19 +28,14 @@ class MongoUriParts:
 
 
 def parse_mongodb_uri(uri: str) -> MongoUriParts:
-    """Split ``scheme://[userinfo@]hosts[/database][?options]`` and validate it; never touches DNS.
+    """Split ``scheme://[userinfo@]hosts[/database][?options]`` with pymongo's pure helpers and its rules.
 
-    pymongo's parse_uri resolves SRV and TXT records for ``mongodb+srv://``;
-    this uses only its pure helpers (parse_userinfo, split_hosts, split_options)
-    with the same rules. Raises ValueError (pymongo's InvalidURI is one) or
-    pymongo's ConfigurationError on a malformed URI.
+    Raises ValueError (pymongo's InvalidURI is one) or pymongo's ConfigurationError on a malformed URI.
     """
-    if uri.startswith("mongodb+srv://"):
-        srv, rest = True, uri[len("mongodb+srv://"):]
-    elif uri.startswith("mongodb://"):
-        srv, rest = False, uri[len("mongodb://"):]
-    else:
+    scheme, _, rest = uri.partition("://")
+    if scheme not in ("mongodb", "mongodb+srv"):
         raise ValueError("the URI must begin with mongodb:// or mongodb+srv://")
+    srv = scheme == "mongodb+srv"
     if not rest:
         raise ValueError("no host")
     host_and_db, _, options = rest.partition("?")
@@ -73,7 +67,7 @@ def parse_mongodb_uri(uri: str) -> MongoUriParts:
     name = unquote_plus(database).split(".", 1)[0] if database else ""
     if re.search(r'[/ "$]', name):
         raise ValueError("bad database name")
-    return MongoUriParts(srv, hosts, username, password, raw_password, name or None)
+    return MongoUriParts(srv, username, password, raw_password, name or None)
 
 
 def uri_secrets(uri: str) -> list[str]:

@@ -1,11 +1,9 @@
 """Where a workspace's export addresses come from, and whether they may be used.
 
-One policy for `export`, `health`, `stats` and `test-email --workspace`:
-``WORKSPACE_<ID>_EMAIL`` (the environment) wins; else the workspace document's
-field named by ``EXPORT_RECIPIENTS_FIELD`` (a string with a comma list, or a list
-of strings); else there is no address. ``EXPORT_ALLOWED_EMAIL_DOMAINS`` applies to
-both sources. A malformed address, in the environment or in the database,
-becomes that workspace's `problem` and fails that workspace only.
+One policy for `export`, `health`, `stats` and `test-email --workspace`: WORKSPACE_<ID>_EMAIL
+wins; else the workspace document's EXPORT_RECIPIENTS_FIELD (a comma list, or a list of
+strings); else there is none. EXPORT_ALLOWED_EMAIL_DOMAINS applies to both. A malformed
+address, in either, becomes that workspace's `problem` and fails that workspace only.
 """
 
 from __future__ import annotations
@@ -100,14 +98,13 @@ def _with_domain_check(recipients: Recipients, allowed: tuple[str, ...], fix: st
 
 
 def from_environment(workspace_id: str, settings: Settings) -> Recipients | None:
-    """The WORKSPACE_<ID>_EMAIL addresses, which win over the database; None when the variable is not set.
-
-    A variable holding a malformed address fails this workspace only (its `problem`).
-    """
+    """The WORKSPACE_<ID>_EMAIL addresses, which win over the database; None when the variable is not set."""
     variable = environment_variable(workspace_id)
     problem = settings.recipient_problem(workspace_id)
     if problem is not None:
-        return Recipients((), "environment", variable, f"{problem.rstrip('.')}; fix it to export this workspace", "invalid")
+        return Recipients(
+            (), "environment", variable, f"{problem.rstrip('.')}; fix it to export this workspace", "invalid"
+        )
     configured = settings.environment_recipients(workspace_id)
     if not configured:
         return None
@@ -131,11 +128,8 @@ def describe_recipients(recipients: Recipients, workspace_id: str, settings: Set
     """Where a workspace's addresses come from, as a clause for `stats` and `health` (counts, no addresses)."""
     if recipients.source == "none":
         return f"No email address configured: {missing_hint(workspace_id, settings)}"
-    count = len(recipients.addresses)
-    where = (
-        f"the workspace field {recipients.origin}" if recipients.source == "database" else str(recipients.origin)
-    )
-    text = f"Addresses from {where} ({SOURCE_LABELS[recipients.source]}): {count}"
+    where = f"the workspace field {recipients.origin}" if recipients.source == "database" else recipients.origin
+    text = f"Addresses from {where} ({SOURCE_LABELS[recipients.source]}): {len(recipients.addresses)}"
     if recipients.problem:
         text += f"; not exported: {recipients.problem}"
     return text

@@ -1,22 +1,16 @@
 """Configuration: the process environment plus an optional `.env` file.
 
-Every value is validated here, once, so that a bad setting fails the run before
-it touches MongoDB or SMTP, with one sentence naming the variable. Every invalid
-value is collected (`validate_environment`), so `wa-export config` can list them
-all; a command stops on the first. A value equal to a secret is never echoed.
+Every value is validated here, once, so that a bad setting fails the run before it
+touches MongoDB or SMTP, with one sentence naming the variable. Every invalid value
+is collected (`validate_environment`) so `wa-export config` can list them all; a
+command stops on the first. A value equal to (or holding) a secret is never echoed.
 
-One exception: an invalid WORKSPACE_<ID>_EMAIL concerns one tenant only. It is
-kept as that workspace's problem (`Settings.recipient_problem`), so the export
-fails that workspace alone instead of stopping every tenant's export.
+An invalid WORKSPACE_<ID>_EMAIL concerns one tenant only: it is kept as that
+workspace's problem (`Settings.recipient_problem`) and fails that workspace alone.
 
-Why this module is long: one small validator per variable, and the Settings
-they build, side by side: a reader checks a variable's default, bounds and
-message in one place, and every command validates the same way.
-
-RULES is the one table of variables (name, Settings field, default, bounds,
-secrecy): `wa-export config`, the near-miss warnings (`misspelt_variables`), the
-`.env` permission warning and the number parsers all read it. Cross-field rules
-for sending mail (`sending_problems`) are shared by `config` and every sender.
+RULES is the one table of variables (name, Settings field, default, bounds, parser,
+secrecy): validation, `wa-export config`, the near-miss warnings and the `.env`
+permission warning all read it.
 """
 
 from __future__ import annotations
@@ -26,40 +20,31 @@ import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from wa_export.addresses import EMAIL_ADDRESS, parse_address_list
 from wa_export.envfile import ConfigurationSource, read_configuration
 from wa_export.errors import ConfigError
-from wa_export.mongodb_uri import (
-    DEFAULT_MONGODB_URI,
-    parse_mongodb_uri,
-    uri_secrets,
-    userinfo_needs_encoding,
-)
+from wa_export.mongodb_uri import DEFAULT_MONGODB_URI, parse_mongodb_uri, uri_secrets, userinfo_needs_encoding
 from wa_export.redaction import redact, smtp_auth_forms
 
-T = TypeVar("T")
 SmtpSecurity = Literal["auto", "ssl", "starttls", "none"]
-
-DEFAULT_SMTP_FROM_NAME = "WhatsApp Exports"
 WORKSPACE_EMAIL_VARIABLE = re.compile(r"^WORKSPACE_([0-9A-Fa-f]{24})_EMAIL$")
-# One segment of a dotted field path in a workspace document: a plain MongoDB field name.
+# Any WORKSPACE_..._EMAIL: one whose id is not 24 hex digits is a typo to report, not to ignore.
+ANY_WORKSPACE_EMAIL_VARIABLE = re.compile(r"^WORKSPACE_(.*)_EMAIL$", re.IGNORECASE)
+# A plain or dotted document field; no `$` (an operator) and no empty segment.
+ARRIVAL_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _FIELD_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 # The workspace list already projects these; a path below them would collide in the projection.
 _RESERVED_WORKSPACE_FIELDS = frozenset({"_id", "name", "status"})
-# A plain or dotted document field; no `$` (an operator) and no empty segment.
-FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-# Any WORKSPACE_..._EMAIL: one whose id is not 24 hex digits is a typo to report, not to ignore.
-ANY_WORKSPACE_EMAIL_VARIABLE = re.compile(r"^WORKSPACE_(.*)_EMAIL$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
 class Bounds:
     """The values a number setting may take. Every upper end keeps the value usable by the code:
-    timedelta and datetime arithmetic (a window end, a lease expiry, a cutoff), time.monotonic()
-    deadlines and socket timeouts raise OverflowError on values far beyond any sensible setting."""
+    timedelta and datetime arithmetic, time.monotonic() deadlines and socket timeouts raise
+    OverflowError on values far beyond any sensible setting."""
 
     minimum: float
     maximum: float
@@ -76,8 +61,7 @@ class Bounds:
         note = f" ({self.note})" if self.note else ""
         if self.minimum_exclusive:
             return f"a number greater than {low} and at most {high}{note}"
-        kind = "a whole number" if self.whole else "a number"
-        return f"{kind} between {low} and {high}{note}"
+        return f"{'a whole number' if self.whole else 'a number'} between {low} and {high}{note}"
 
 
 def _plain(number: float) -> str:
@@ -85,35 +69,171 @@ def _plain(number: float) -> str:
     return str(int(number)) if number.is_integer() else f"{number:g}"
 
 
-# Secrecy: "value", the whole value is a password; "uri", a password may sit in the URI's userinfo.
+# "value": the whole value is a password; "uri": a password may sit in the URI's userinfo.
 Secrecy = Literal["", "value", "uri"]
+# A parser gets the value as written (stripped; the rule's default when unset or blank) and returns
+# the Settings value; a ConfigError makes it a problem and the default's value is used instead.
+Parser = Callable[[str, "_Environment"], Any]
 
 
 @dataclass(frozen=True)
 class SettingRule:
-    """One variable: the Settings field it fills, its default as written in a .env, bounds, secrecy."""
+    """One variable: the Settings field it fills, its default as written in a .env, how it is read."""
 
     variable: str
     field: str
-    default: str = ""  # "" = unset; for numbers the value used when unset
-    bounds: Bounds | None = None
+    default: str = ""  # "" = unset
+    bounds: Bounds | None = None  # a number setting
     secrecy: Secrecy = ""
     derived_from: str | None = None  # unset, it takes its value from this variable
+    parse: Parser | None = None  # None: a number within `bounds`, else the text or None when empty
+
+    def read(self, env: _Environment) -> Any:
+        try:
+            return self._parse(env.get(self.variable, "").strip() or self.default, env)
+        except ConfigError as error:
+            env.problem(self.variable, str(error))
+            return self._parse(self.default, env)
+
+    def _parse(self, written: str, env: _Environment) -> Any:
+        if self.parse is not None:
+            return self.parse(written, env)
+        if self.bounds is None:
+            return written or None
+        try:
+            value = int(written) if self.bounds.whole else float(written)
+        except ValueError:
+            kind = "a whole number" if self.bounds.whole else "a number"
+            raise ConfigError(f"{self.variable} must be {kind}{env.got(written)}.") from None
+        if not self.bounds.admits(value):
+            raise ConfigError(f"{self.variable} must be {self.bounds.describe()}{env.got(written)}.")
+        return value
 
 
-# Every variable wa-export reads, in the order `wa-export config` lists them. The maxima are
-# generous (no real deployment comes near) but safe: see Bounds.
+def _mongodb_uri(written: str, env: _Environment) -> str:
+    try:
+        parse_mongodb_uri(written)
+    except Exception:
+        hint = (
+            "the user name or password holds an unencoded @, : or /, percent-encode them (@ as %40, : as %3A, / as %2F)"
+            if userinfo_needs_encoding(written)
+            else "expected something like mongodb://user:password@host:27017/database"
+        )
+        raise ConfigError(f"MONGODB_URI is not a valid MongoDB connection string: {hint}.") from None
+    return written
+
+
+def _database_name(written: str, env: _Environment) -> str:
+    if not written:  # the (validated, DNS-free) URI's path, if any
+        return parse_mongodb_uri(env.parsed["mongodb_uri"]).database or "whatsapp"
+    if re.search(r'[/\\. "$\x00]', written) or len(written) > 63:
+        raise ConfigError(f"MONGODB_DATABASE{env.shown(written)} is not a valid MongoDB database name.")
+    return written
+
+
+def _sender(written: str, env: _Environment) -> str | None:
+    sender: str | None = written or env.parsed["smtp_username"]
+    # Reported, but kept: the sending rules then do not add "no sender address" to it.
+    if sender is not None and not EMAIL_ADDRESS.match(sender):
+        variable = "SMTP_FROM" if written else "SMTP_USERNAME (used as the sender)"
+        env.problem(
+            variable.split()[0], f"{variable} is not a valid email address; set SMTP_FROM to the sender address."
+        )
+    return sender
+
+
+def _from_name(written: str, env: _Environment) -> str:
+    """Set but empty means no display name. Line breaks would end the From header: one line, single spaces."""
+    raw = env.get("SMTP_FROM_NAME")
+    return "WhatsApp Exports" if raw is None else " ".join(raw.split())
+
+
+def _security(written: str, env: _Environment) -> str:
+    choice = written.lower()
+    if choice not in ("auto", "ssl", "starttls", "none"):
+        raise ConfigError(f"SMTP_SECURITY must be one of auto, ssl, starttls, none{env.got(choice)}.")
+    return choice
+
+
+def _ca_file(written: str, env: _Environment) -> Path | None:
+    if not written:
+        return None
+    path = Path(written).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"SMTP_CA_FILE{env.shown(str(path))} does not exist or is not a file.")
+    return path
+
+
+def _timezone(written: str, env: _Environment) -> ZoneInfo:
+    try:
+        if written.startswith(("/", ".")) or ".." in written:
+            raise ValueError
+        return ZoneInfo(written)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"EXPORT_TIMEZONE{env.shown(written)} is not a known IANA time zone (e.g. UTC, Europe/Berlin, Asia/Dubai)."
+        ) from None
+
+
+def _domains(written: str, env: _Environment) -> tuple[str, ...]:
+    return tuple(domain.strip().lower().lstrip("@") for domain in written.split(",") if domain.strip())
+
+
+def _recipients_field(written: str, env: _Environment) -> str | None:
+    if not written:
+        return None
+    segments = written.split(".")
+    if not all(_FIELD_SEGMENT.match(segment) for segment in segments):
+        raise ConfigError(
+            f"EXPORT_RECIPIENTS_FIELD {written!r} is not a dotted field path of the workspace document, "
+            "e.g. settings.export_email."
+        )
+    if segments[0] in _RESERVED_WORKSPACE_FIELDS:
+        raise ConfigError(
+            f"EXPORT_RECIPIENTS_FIELD {written!r} must not be or lie below the workspace's {segments[0]} field; "
+            "name the field that holds the export addresses, e.g. settings.export_email."
+        )
+    return written
+
+
+def _arrival_field(written: str, env: _Environment) -> str:
+    if not ARRIVAL_FIELD_NAME.match(written) or len(written) > 200:
+        raise ConfigError(
+            f"EXPORT_ARRIVAL_FIELD {written!r} is not a field name; use _id (the default) or a field the platform "
+            "writes at insert time, e.g. created_at."
+        )
+    return written
+
+
+def metrics_file_path(raw: str | None, name: str = "EXPORT_METRICS_FILE") -> Path | None:
+    """A Prometheus textfile-collector file: `*.prom` (node_exporter reads nothing else), not a directory."""
+    if raw is None or not raw.strip():
+        return None
+    path = Path(raw.strip()).expanduser().absolute()
+    if path.is_dir():
+        raise ConfigError(f"{name} {path} is a directory; name a file in it, e.g. {path / 'wa_export.prom'}.")
+    if path.suffix != ".prom":
+        raise ConfigError(
+            f"{name} {path} must end in .prom: node_exporter's textfile collector reads only *.prom files."
+        )
+    return path
+
+
+# Every variable wa-export reads, in the order `wa-export config` lists them (and validates them: a
+# derived one follows its source). The maxima are generous but safe: see Bounds.
 RULES: tuple[SettingRule, ...] = (
-    SettingRule("MONGODB_URI", "mongodb_uri", DEFAULT_MONGODB_URI, secrecy="uri"),
-    SettingRule("MONGODB_DATABASE", "mongodb_database", derived_from="MONGODB_URI"),
+    SettingRule("MONGODB_URI", "mongodb_uri", DEFAULT_MONGODB_URI, secrecy="uri", parse=_mongodb_uri),
+    SettingRule("MONGODB_DATABASE", "mongodb_database", derived_from="MONGODB_URI", parse=_database_name),
     SettingRule("SMTP_SERVER", "smtp_server"),
     SettingRule("SMTP_PORT", "smtp_port", "587", Bounds(1, 65535)),
     SettingRule("SMTP_USERNAME", "smtp_username"),
-    SettingRule("SMTP_PASSWORD", "smtp_password", secrecy="value"),
-    SettingRule("SMTP_FROM", "smtp_from", derived_from="SMTP_USERNAME"),
-    SettingRule("SMTP_FROM_NAME", "smtp_from_name", DEFAULT_SMTP_FROM_NAME),
-    SettingRule("SMTP_SECURITY", "smtp_security", "auto"),
-    SettingRule("SMTP_CA_FILE", "smtp_ca_file"),
+    SettingRule(
+        "SMTP_PASSWORD", "smtp_password", secrecy="value", parse=lambda _, env: env.get("SMTP_PASSWORD") or None
+    ),
+    SettingRule("SMTP_FROM", "smtp_from", derived_from="SMTP_USERNAME", parse=_sender),
+    SettingRule("SMTP_FROM_NAME", "smtp_from_name", "WhatsApp Exports", parse=_from_name),
+    SettingRule("SMTP_SECURITY", "smtp_security", "auto", parse=_security),
+    SettingRule("SMTP_CA_FILE", "smtp_ca_file", parse=_ca_file),
     # A socket timeout and a time.monotonic() deadline: an hour is far beyond any SMTP step.
     SettingRule(
         "SMTP_TIMEOUT_SECONDS",
@@ -124,8 +244,10 @@ RULES: tuple[SettingRule, ...] = (
     SettingRule("EXPORT_INTERVAL_MINUTES", "export_interval_minutes", "15", Bounds(1, 7 * 24 * 60, note="1 week")),
     # now - timedelta(days=N) must stay a datetime: 100 years (the `cleanup --days` maximum too).
     SettingRule("EXPORT_CLEANUP_DAYS", "export_cleanup_days", "7", Bounds(0, 36_500, note="100 years")),
-    SettingRule("EXPORT_DIR", "export_dir", "./exports"),
-    SettingRule("EXPORT_TIMEZONE", "export_timezone", "UTC"),
+    SettingRule(
+        "EXPORT_DIR", "export_dir", "./exports", parse=lambda written, _: Path(written).expanduser().absolute()
+    ),
+    SettingRule("EXPORT_TIMEZONE", "export_timezone", "UTC", parse=_timezone),
     # A window end is now - timedelta(seconds=N); a lag of days already delays every export by days.
     SettingRule("EXPORT_LAG_SECONDS", "export_lag_seconds", "60", Bounds(0, 30 * 86_400, note="30 days")),
     # Mail servers refuse messages far smaller than 1 GiB; int(MB * 2**20) must stay a sane size.
@@ -135,16 +257,20 @@ RULES: tuple[SettingRule, ...] = (
         "20",
         Bounds(0, 1024, whole=False, minimum_exclusive=True, note="1 GiB"),
     ),
-    SettingRule("EXPORT_ALLOWED_EMAIL_DOMAINS", "export_allowed_email_domains"),
+    SettingRule("EXPORT_ALLOWED_EMAIL_DOMAINS", "export_allowed_email_domains", parse=_domains),
     # A lease expiry is database now + timedelta(seconds=N); a killed run blocks its workspace that long.
     SettingRule("EXPORT_LEASE_SECONDS", "lease_seconds", "900", Bounds(5, 86_400, note="1 day")),
     # pymongo takes milliseconds (int(seconds * 1000)): below 1 ms it would read 0.
     SettingRule(
         "MONGODB_TIMEOUT_SECONDS", "mongodb_timeout_seconds", "5", Bounds(0.001, 3600, whole=False, note="1 hour")
     ),
-    SettingRule("EXPORT_METRICS_FILE", "export_metrics_file"),
-    SettingRule("EXPORT_RECIPIENTS_FIELD", "export_recipients_field"),
-    SettingRule("EXPORT_ARRIVAL_FIELD", "export_arrival_field", "_id"),
+    SettingRule(
+        "EXPORT_METRICS_FILE",
+        "export_metrics_file",
+        parse=lambda written, _: metrics_file_path(written),
+    ),
+    SettingRule("EXPORT_RECIPIENTS_FIELD", "export_recipients_field", parse=_recipients_field),
+    SettingRule("EXPORT_ARRIVAL_FIELD", "export_arrival_field", "_id", parse=_arrival_field),
     SettingRule("EXPORT_MAX_ROWS_PER_EMAIL", "export_max_rows_per_email", "100000", Bounds(1, 1_000_000_000)),
     # A first window reaches back at most a leap year (now - timedelta(hours=N)).
     SettingRule(
@@ -155,25 +281,20 @@ RULES: tuple[SettingRule, ...] = (
     ),
 )
 RULE_OF = {rule.variable: rule for rule in RULES}
-# Per-workspace variables, WORKSPACE_<ID>_<SUFFIX> (ID: 24 hex digits): a new one is one line here.
-WORKSPACE_VARIABLE_SUFFIXES: tuple[str, ...] = ("EMAIL",)
 WORKSPACE_ID = re.compile(r"[0-9A-Fa-f]{24}")
 # Names other tools use for our settings, one "written=meant" string each (so that a scan of this
 # module for quoted variable names, as in tests/test_config_command.py, does not take them for ours).
-_ALIASES = dict(
-    pair.split("=")
-    for pair in (
-        "SMTP_HOST=SMTP_SERVER",
-        "SMTP_USER=SMTP_USERNAME",
-        "SMTP_PASS=SMTP_PASSWORD",
-        "SMTP_TIMEOUT=SMTP_TIMEOUT_SECONDS",
-        "MONGO_URL=MONGODB_URI",
-        "MONGODB_URL=MONGODB_URI",
-        "MONGO_DB=MONGODB_DATABASE",
+_ALIASES: dict[str, str] = dict(
+    re.findall(
+        r"(\w+)=(\w+)",
+        "SMTP_HOST=SMTP_SERVER SMTP_USER=SMTP_USERNAME SMTP_PASS=SMTP_PASSWORD SMTP_TIMEOUT=SMTP_TIMEOUT_SECONDS "
+        "MONGO_URL=MONGODB_URI MONGODB_URL=MONGODB_URI MONGO_DB=MONGODB_DATABASE",
     )
 )
 # First words that stand for one of ours (MONGO_URI, MAIL_SERVER), ours included (EXPORT_PORT for SMTP_PORT).
 _OTHER_PREFIXES = frozenset({"MONGODB", "SMTP", "EXPORT", "MONGO", "DB", "MAIL", "EMAIL", "WA"})
+# Our variables' first words: a name with one that no setting reads is a typo or a leftover.
+SETTING_PREFIXES = ("MONGODB_", "SMTP_", "EXPORT_")
 NEAR_MISS_DISTANCE = 2
 
 
@@ -190,38 +311,20 @@ def _edit_distance(first: str, second: str) -> int:
     return row[-1]
 
 
-def is_setting_variable(name: str) -> bool:
-    """Whether wa-export reads this variable: a RULES name or a well-formed per-workspace one."""
-    if name in RULE_OF:
-        return True
-    return any(
-        re.fullmatch(rf"WORKSPACE_[0-9A-Fa-f]{{24}}_{suffix}", name) is not None
-        for suffix in WORKSPACE_VARIABLE_SUFFIXES
-    )
-
-
 def probable_setting(name: str) -> str | None:
-    """The setting a variable that is not ours probably meant (a near-miss), or None.
-
-    Near: another case, a known alias, an edit distance of at most 2, or a known
-    name with another first word (MONGO_URI). Names far from ours (PATH, HOME, LANG)
-    are never matched.
-    """
-    if is_setting_variable(name):
+    """The setting a variable that is not ours probably meant, or None: another case, a known alias,
+    an edit distance of at most 2, or a known name with another first word (MONGO_URI). Names far
+    from ours (PATH, HOME, LANG) are never matched."""
+    if name in RULE_OF or WORKSPACE_EMAIL_VARIABLE.match(name):
         return None
     upper = name.upper()
-    if upper in RULE_OF:
-        return upper
-    if upper in _ALIASES:
-        return _ALIASES[upper]
+    if upper in RULE_OF or upper in _ALIASES:
+        return _ALIASES.get(upper, upper)
     workspace_id = WORKSPACE_ID.search(upper)
     if workspace_id is not None:
-        written = upper[: workspace_id.start()] + "<ID>" + upper[workspace_id.end() :]
-        for suffix in WORKSPACE_VARIABLE_SUFFIXES:
-            template = f"WORKSPACE_<ID>_{suffix}"
-            if _edit_distance(written, template) <= NEAR_MISS_DISTANCE:
-                return template.replace("<ID>", name[workspace_id.start() : workspace_id.end()])
-        return None
+        start, end = workspace_id.span()
+        near = _edit_distance(upper[:start] + "<ID>" + upper[end:], "WORKSPACE_<ID>_EMAIL") <= NEAR_MISS_DISTANCE
+        return f"WORKSPACE_{name[start:end]}_EMAIL" if near else None
     distance, meant = min((_edit_distance(upper, rule.variable), rule.variable) for rule in RULES)
     # The first word must be ours give or take one letter (HTTP_PORT is no SMTP_PORT), unless there is
     # no word break at all (SMTPPORT).
@@ -243,17 +346,9 @@ def misspelt_variables(names: Iterable[str]) -> dict[str, str]:
     return {name: meant for name, meant in found.items() if meant is not None}
 
 
-# Our variables' first words: a name with one that no setting reads is a typo or a leftover.
-SETTING_PREFIXES = ("MONGODB_", "SMTP_", "EXPORT_")
-
-
 def unknown_setting_variables(names: Iterable[str]) -> list[str]:
-    """Names with our prefixes that no setting reads (`config` lists them; misspelt_variables adds the meant one)."""
+    """Names with our prefixes that no setting reads (`config` lists them)."""
     return sorted(name for name in names if name.startswith(SETTING_PREFIXES) and name not in RULE_OF)
-
-
-def misspelling_warning(written: str, meant: str) -> str:
-    return f"{written} is not a wa-export setting and is ignored; did you mean {meant}?"
 
 
 @dataclass(frozen=True)
@@ -281,19 +376,19 @@ class Settings:
     workspace_email_problems: Mapping[str, str]
     # WORKSPACE_..._EMAIL names whose id is not a workspace id: they can never match one.
     malformed_email_variables: tuple[str, ...]
-    # Said on stderr by every command: ignored .env lines, "no configuration found".
+    # Said on stderr by every command: ignored .env lines, "no configuration found", misspelt variables.
     load_warnings: tuple[str, ...]
     lease_seconds: int
     mongodb_timeout_seconds: float
-    export_metrics_file: Path | None = None
+    export_metrics_file: Path | None
     # Dotted path in a workspace document holding its addresses (EXPORT_RECIPIENTS_FIELD); None: not used.
-    export_recipients_field: str | None = None
+    export_recipients_field: str | None
     # Arrival order (docs/design.md): the field that orders messages by when they were written.
-    export_arrival_field: str = "_id"
-    export_max_rows_per_email: int = 100_000
-    export_backfill_max_hours: float = 24.0
-    # Variables that look like a misspelt setting, with the one they probably meant (load_warnings names them).
-    misspelt_variables: Mapping[str, str] = field(default_factory=dict)
+    export_arrival_field: str
+    export_max_rows_per_email: int
+    export_backfill_max_hours: float
+    # Variables that look like a misspelt setting, with the one they probably meant.
+    misspelt_variables: Mapping[str, str]
     # Computed once here (never per redaction): see secrets().
     _secrets: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
@@ -324,7 +419,7 @@ class Settings:
         return set(self.workspace_emails) | set(self.workspace_email_problems)
 
     def secrets(self) -> list[str]:
-        """Every secret value this configuration holds, for redaction of error texts (computed at load)."""
+        """Every secret value this configuration holds, for redaction of error texts."""
         return list(self._secrets)
 
 
@@ -343,150 +438,60 @@ class _Environment(dict[str, str]):
         super().__init__(values)
         self.problems: list[SettingProblem] = []
         self.secrets = secrets_in(values)
+        self.parsed: dict[str, Any] = {}  # Settings field -> value, for the rules derived from an earlier one
 
     def problem(self, variable: str, message: str) -> None:
         self.problems.append(SettingProblem(variable, redact(message, self.secrets)))
 
     def got(self, raw: str) -> str:
-        """ ", got 'value'" for an error message, or nothing when the value is (or holds) a secret.
-
-        Swapped lines in a .env put a password where a number is expected; the
-        message must name the variable without printing the password.
-        """
+        """ ", got 'value'" for a message, or nothing when the value is (or holds) a secret: swapped
+        lines in a .env put a password where a number is expected."""
         shown = self.shown(raw)
         return f", got{shown}" if shown else ""
 
     def shown(self, raw: str) -> str:
         """ " 'value'" to name a value in a message, or nothing when it is (or holds) a secret."""
-        if any(raw == secret or secret in raw for secret in self.secrets):
+        if any(secret in raw for secret in self.secrets):
             return ""
         return f" {raw!r}"
 
 
-def _number(env: _Environment, variable: str) -> float:
-    """A number setting within its RULES bounds; unset, its default; invalid, the default and a problem."""
-    rule = RULE_OF[variable]
-    assert rule.bounds is not None, variable
-    bounds = rule.bounds
-    default = float(rule.default)
-    raw = env.get(variable, "").strip()
-    if raw == "":
-        return default
-    try:
-        value = float(int(raw)) if bounds.whole else float(raw)
-    except ValueError:
-        env.problem(variable, f"{variable} must be {'a whole number' if bounds.whole else 'a number'}{env.got(raw)}.")
-        return default
-    except OverflowError:  # an integer too large for a float is out of range, not malformed
-        value = float("inf")
-    if not bounds.admits(value):
-        env.problem(variable, f"{variable} must be {bounds.describe()}{env.got(raw)}.")
-        return default
-    return value
-
-
-def _whole(env: _Environment, variable: str) -> int:
-    return int(_number(env, variable))
-
-
-ARRIVAL_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-
-
-def _arrival_field(env: Mapping[str, str]) -> str:
-    raw = env.get("EXPORT_ARRIVAL_FIELD", "").strip()
-    if raw == "":
-        return RULE_OF["EXPORT_ARRIVAL_FIELD"].default
-    if not ARRIVAL_FIELD_NAME.match(raw) or len(raw) > 200:
-        raise ConfigError(
-            f"EXPORT_ARRIVAL_FIELD {raw!r} is not a field name; use _id (the default) or a field the platform "
-            "writes at insert time, e.g. created_at."
-        )
-    return raw
-
-
-def _text(env: Mapping[str, str], name: str) -> str | None:
-    value = env.get(name, "").strip()
-    return value or None
-
-
-def _text_or_default(env: Mapping[str, str], name: str) -> str:
-    """The value, or the RULES default when unset or blank."""
-    return _text(env, name) or RULE_OF[name].default
-
-
-def _recipients_field(env: Mapping[str, str]) -> str | None:
-    path = _text(env, "EXPORT_RECIPIENTS_FIELD")
-    if path is None:
-        return None
-    segments = path.split(".")
-    if not all(_FIELD_SEGMENT.match(segment) for segment in segments):
-        raise ConfigError(
-            f"EXPORT_RECIPIENTS_FIELD {path!r} is not a dotted field path of the workspace document, "
-            "e.g. settings.export_email."
-        )
-    if segments[0] in _RESERVED_WORKSPACE_FIELDS:
-        raise ConfigError(
-            f"EXPORT_RECIPIENTS_FIELD {path!r} must not be or lie below the workspace's {segments[0]} field; "
-            "name the field that holds the export addresses, e.g. settings.export_email."
-        )
-    return path
-
-
-def _from_name(env: Mapping[str, str]) -> str:
-    """SMTP_FROM_NAME, the default when unset; set but empty means no display name."""
-    raw = env.get("SMTP_FROM_NAME")
-    if raw is None:
-        return DEFAULT_SMTP_FROM_NAME
-    # Line breaks would end the From header: one line, single spaces (mail/message.py repeats this).
-    return " ".join(raw.split())
-
-
-def _database_name(env: _Environment, uri: str | None, explicit: str | None) -> str:
-    if explicit:
-        if re.search(r'[/\\. "$\x00]', explicit) or len(explicit) > 63:
-            env.problem(
-                "MONGODB_DATABASE",
-                f"MONGODB_DATABASE{env.shown(explicit)} is not a valid MongoDB database name.",
-            )
-            return "whatsapp"
-        return explicit
-    # The URI was validated (without DNS) before: its path, if any, is the database.
-    return (parse_mongodb_uri(uri).database if uri else None) or "whatsapp"
-
-
-def _validated_uri(env: _Environment) -> str | None:
-    """MONGODB_URI (or the default), or None after recording why it cannot be used."""
-    uri = _text_or_default(env, "MONGODB_URI")
-    try:
-        parse_mongodb_uri(uri)
-    except Exception:
-        hint = (
-            "the user name or password holds an unencoded @, : or /, percent-encode them (@ as %40, : as %3A, / as %2F)"
-            if userinfo_needs_encoding(uri)
-            else "expected something like mongodb://user:password@host:27017/database"
-        )
-        env.problem("MONGODB_URI", f"MONGODB_URI is not a valid MongoDB connection string: {hint}.")
-        return None
-    return uri
-
-
-def read_environment(env_file: Path | None, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The effective variables: `.env` values overridden by the real environment."""
-    return read_configuration(env_file, environ).values
+def secrets_in(env: Mapping[str, str]) -> list[str]:
+    """The secret values among these variables (RULES says which are secret)."""
+    found: list[str] = []
+    for rule in RULES:
+        raw = env.get(rule.variable, "")
+        if rule.secrecy == "value":
+            found += [raw.strip(), raw]
+        elif rule.secrecy == "uri":
+            found += uri_secrets(raw.strip())
+    return list(dict.fromkeys(secret for secret in found if secret))
 
 
 def validate_environment(source: ConfigurationSource) -> tuple[Settings, list[SettingProblem]]:
     """Settings from these variables and every invalid one; an invalid value is replaced by its default.
 
-    The warnings every command says on stderr (Settings.load_warnings) are the
-    source's (ignored .env lines, no configuration found), a .env file others may
+    The warnings every command says (Settings.load_warnings): the source's, a .env file others may
     read although it holds a password, and each variable that looks misspelt.
     """
     env = _Environment(source.values)
+    for rule in RULES:
+        env.parsed[rule.field] = rule.read(env)
     misspelt = misspelt_variables(source.values)
     warnings = [*source.warnings, *_exposed_env_file(source)]
-    warnings += [misspelling_warning(written, meant) for written, meant in misspelt.items()]
-    settings = _settings_from(env, tuple(warnings), misspelt)
+    warnings += [
+        f"{written} is not a wa-export setting and is ignored; did you mean {meant}?"
+        for written, meant in misspelt.items()
+    ]
+    emails, email_problems, malformed = _workspace_addresses(env)
+    settings = Settings(
+        **env.parsed,
+        workspace_emails=emails,
+        workspace_email_problems=email_problems,
+        malformed_email_variables=malformed,
+        load_warnings=tuple(warnings),
+        misspelt_variables=misspelt,
+    )
     return settings, env.problems
 
 
@@ -503,6 +508,43 @@ def _exposed_env_file(source: ConfigurationSource) -> list[str]:
     return [f"{source.env_file} holds a password and is readable by group or others; run chmod 600 {source.env_file}."]
 
 
+def _workspace_addresses(env: _Environment) -> tuple[dict[str, tuple[str, ...]], dict[str, str], tuple[str, ...]]:
+    """WORKSPACE_<ID>_EMAIL: valid addresses and problems by lower-case id, and the malformed names."""
+    addresses: dict[str, tuple[str, ...]] = {}
+    problems: dict[str, str] = {}
+    malformed: list[str] = []
+    for name in sorted(env):
+        if ANY_WORKSPACE_EMAIL_VARIABLE.match(name) is None:
+            continue
+        match = WORKSPACE_EMAIL_VARIABLE.match(name)
+        if match is None:
+            malformed.append(name)
+            continue
+        try:
+            parsed = parse_address_list(env[name], name)
+        except ConfigError as error:
+            problems[match.group(1).lower()] = redact(str(error), env.secrets)
+            continue
+        if parsed:
+            addresses[match.group(1).lower()] = parsed
+    return addresses, problems, tuple(malformed)
+
+
+def load_settings(env_file: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """The validated settings; the first invalid value raises ConfigError (saying how many more there are)."""
+    settings, problems = validate_environment(read_configuration(env_file, environ))
+    if problems:
+        first = problems[0].message
+        if len(problems) > 1:
+            more = len(problems) - 1
+            first = (
+                f"{first.rstrip('.')}; {more} more setting{'s are' if more > 1 else ' is'} invalid "
+                "(`wa-export config` lists them all)."
+            )
+        raise ConfigError(first)
+    return settings
+
+
 @dataclass(frozen=True)
 class SendingProblem:
     """Why these settings cannot send a mail without asking anyone: what is wrong, then what to do."""
@@ -513,10 +555,8 @@ class SendingProblem:
 
 
 def sending_problems(settings: Settings) -> list[SendingProblem]:
-    """The cross-field rules for sending: checked by `config` and before any send (mail.message.check_sendable).
-
-    A run that sends refuses these with exit 2, so `config` does too.
-    """
+    """The cross-field rules for sending, checked by `config` and before any send (mail.message.check_sendable):
+    a run that sends refuses these with exit 2, so `config` does too."""
     problems: list[SendingProblem] = []
     if not settings.smtp_server:
         # A misspelt SMTP_SERVER is the likely cause: name it in the same sentence.
@@ -545,162 +585,3 @@ def sending_problems(settings: Settings) -> list[SendingProblem]:
             SendingProblem("SMTP_FROM", "No sender address", "Set SMTP_FROM (or SMTP_USERNAME) to an email address.")
         )
     return problems
-
-
-def load_settings(env_file: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """The validated settings; the first invalid value raises ConfigError (saying how many more there are)."""
-    settings, problems = validate_environment(read_configuration(env_file, environ))
-    if problems:
-        first = problems[0].message
-        if len(problems) > 1:
-            more = len(problems) - 1
-            first = (
-                f"{first.rstrip('.')}; {more} more setting{'s are' if more > 1 else ' is'} invalid "
-                "(`wa-export config` lists them all)."
-            )
-        raise ConfigError(first)
-    return settings
-
-
-def secrets_in(env: Mapping[str, str]) -> list[str]:
-    """The secret values among these variables (RULES says which are secret)."""
-    found: list[str] = []
-    for rule in RULES:
-        raw = env.get(rule.variable, "")
-        if rule.secrecy == "value":
-            found += [raw.strip(), raw]
-        elif rule.secrecy == "uri":
-            found += uri_secrets(raw.strip())
-    return list(dict.fromkeys(secret for secret in found if secret))
-
-
-def _workspace_addresses(env: _Environment) -> tuple[dict[str, tuple[str, ...]], dict[str, str], tuple[str, ...]]:
-    """WORKSPACE_<ID>_EMAIL: valid addresses and problems by lower-case id, and the malformed names."""
-    addresses: dict[str, tuple[str, ...]] = {}
-    problems: dict[str, str] = {}
-    malformed: list[str] = []
-    for name in sorted(env):
-        if ANY_WORKSPACE_EMAIL_VARIABLE.match(name) is None:
-            continue
-        match = WORKSPACE_EMAIL_VARIABLE.match(name)
-        if match is None:
-            malformed.append(name)
-            continue
-        workspace_id = match.group(1).lower()
-        try:
-            parsed = parse_address_list(env[name], name)
-        except ConfigError as error:
-            problems[workspace_id] = redact(str(error), env.secrets)
-            continue
-        if parsed:
-            addresses[workspace_id] = parsed
-    return addresses, problems, tuple(malformed)
-
-
-def _settings_from(
-    env: _Environment, load_warnings: tuple[str, ...] = (), misspelt: Mapping[str, str] | None = None
-) -> Settings:
-    uri = _validated_uri(env)
-    database = _database_name(env, uri, _text(env, "MONGODB_DATABASE"))
-
-    smtp_port = _whole(env, "SMTP_PORT")
-    security_raw = _text_or_default(env, "SMTP_SECURITY").lower()
-    if security_raw not in ("auto", "ssl", "starttls", "none"):
-        env.problem("SMTP_SECURITY", f"SMTP_SECURITY must be one of auto, ssl, starttls, none{env.got(security_raw)}.")
-        security_raw = RULE_OF["SMTP_SECURITY"].default
-    security: SmtpSecurity = security_raw  # type: ignore[assignment]
-
-    ca_file_raw = _text(env, "SMTP_CA_FILE")
-    ca_file = Path(ca_file_raw).expanduser() if ca_file_raw else None
-    if ca_file is not None and not ca_file.is_file():
-        env.problem("SMTP_CA_FILE", f"SMTP_CA_FILE{env.shown(str(ca_file))} does not exist or is not a file.")
-        ca_file = None
-
-    username = _text(env, "SMTP_USERNAME")
-    smtp_from = _text(env, "SMTP_FROM") or username
-    if smtp_from is not None and not EMAIL_ADDRESS.match(smtp_from):
-        variable = "SMTP_FROM" if _text(env, "SMTP_FROM") else "SMTP_USERNAME (used as the sender)"
-        env.problem(
-            variable.split()[0], f"{variable} is not a valid email address; set SMTP_FROM to the sender address."
-        )
-
-    timezone_name = _text_or_default(env, "EXPORT_TIMEZONE")
-    try:
-        if timezone_name.startswith(("/", ".")) or ".." in timezone_name:
-            raise ValueError
-        timezone = ZoneInfo(timezone_name)
-    except (ZoneInfoNotFoundError, ValueError):
-        env.problem(
-            "EXPORT_TIMEZONE",
-            f"EXPORT_TIMEZONE{env.shown(timezone_name)} is not a known IANA time zone (e.g. UTC, Europe/Berlin, Asia/Dubai).",
-        )
-        timezone = ZoneInfo(RULE_OF["EXPORT_TIMEZONE"].default)
-
-    allowed = tuple(
-        domain.strip().lower().lstrip("@")
-        for domain in (_text(env, "EXPORT_ALLOWED_EMAIL_DOMAINS") or "").split(",")
-        if domain.strip()
-    )
-
-    workspace_emails, workspace_email_problems, malformed_email_variables = _workspace_addresses(env)
-
-    return Settings(
-        mongodb_uri=uri or DEFAULT_MONGODB_URI,
-        mongodb_database=database,
-        smtp_server=_text(env, "SMTP_SERVER"),
-        smtp_port=smtp_port,
-        smtp_username=username,
-        smtp_password=env.get("SMTP_PASSWORD") or None,
-        smtp_from=smtp_from,
-        smtp_from_name=_from_name(env),
-        smtp_security=security,
-        smtp_ca_file=ca_file,
-        smtp_timeout_seconds=_number(env, "SMTP_TIMEOUT_SECONDS"),
-        export_interval_minutes=_whole(env, "EXPORT_INTERVAL_MINUTES"),
-        export_cleanup_days=_whole(env, "EXPORT_CLEANUP_DAYS"),
-        export_dir=Path(_text_or_default(env, "EXPORT_DIR")).expanduser().absolute(),
-        export_timezone=timezone,
-        export_lag_seconds=_whole(env, "EXPORT_LAG_SECONDS"),
-        export_max_attachment_mb=_number(env, "EXPORT_MAX_ATTACHMENT_MB"),
-        export_allowed_email_domains=allowed,
-        workspace_emails=workspace_emails,
-        workspace_email_problems=workspace_email_problems,
-        malformed_email_variables=malformed_email_variables,
-        load_warnings=load_warnings,
-        lease_seconds=_whole(env, "EXPORT_LEASE_SECONDS"),
-        mongodb_timeout_seconds=_number(env, "MONGODB_TIMEOUT_SECONDS"),
-        export_recipients_field=_or_problem(env, "EXPORT_RECIPIENTS_FIELD", lambda: _recipients_field(env), None),
-        export_arrival_field=_or_problem(env, "EXPORT_ARRIVAL_FIELD", lambda: _arrival_field(env), "_id"),
-        export_max_rows_per_email=_whole(env, "EXPORT_MAX_ROWS_PER_EMAIL"),
-        export_backfill_max_hours=_number(env, "EXPORT_BACKFILL_MAX_HOURS"),
-        export_metrics_file=_or_problem(
-            env,
-            "EXPORT_METRICS_FILE",
-            lambda: metrics_file_path(_text(env, "EXPORT_METRICS_FILE"), "EXPORT_METRICS_FILE"),
-            None,
-        ),
-        misspelt_variables=dict(misspelt or {}),
-    )
-
-
-def _or_problem(env: _Environment, variable: str, compute: Callable[[], T], fallback: T) -> T:
-    """`compute()`, or `fallback` with its ConfigError recorded, so every invalid setting is reported at once."""
-    try:
-        return compute()
-    except ConfigError as error:
-        env.problem(variable, str(error))
-        return fallback
-
-
-def metrics_file_path(raw: str | None, name: str) -> Path | None:
-    """A Prometheus textfile-collector file: `*.prom` (node_exporter reads nothing else), not a directory."""
-    if raw is None or not raw.strip():
-        return None
-    path = Path(raw.strip()).expanduser().absolute()
-    if path.is_dir():
-        raise ConfigError(f"{name} {path} is a directory; name a file in it, e.g. {path / 'wa_export.prom'}.")
-    if path.suffix != ".prom":
-        raise ConfigError(
-            f"{name} {path} must end in .prom: node_exporter's textfile collector reads only *.prom files."
-        )
-    return path

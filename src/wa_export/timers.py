@@ -1,12 +1,9 @@
 """One long-lived thread that runs many timed callbacks: SMTP deadlines, lease renewals.
 
-A scheduled run used to start a thread per SMTP step and per leased workspace;
-each start and join cost ~0.3 ms of CPU, a few per busy workspace
-(bench/RESULTS.md). A `TimerThread` is started once, on first use, and sleeps
-until the earliest armed timer is due. Callbacks run on that thread, one at a
-time: a callback that can block (a lease renewal waiting on MongoDB) gets its
-own `TimerThread`, so it can never hold up one that must fire on time (an SMTP
-deadline cutting a socket).
+A thread per SMTP step and per leased workspace cost ~0.3 ms of CPU each (bench/RESULTS.md).
+Callbacks run on the one thread, one at a time: a callback that can block (a lease renewal
+waiting on MongoDB) gets its own `TimerThread`, so it never holds up one that must fire on
+time (an SMTP deadline cutting a socket).
 """
 
 from __future__ import annotations
@@ -14,22 +11,22 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 
+@dataclass(eq=False)  # by identity: remove() must find this timer, not an equal one
 class Timer:
     """An armed callback: `fire()` runs once `due()` (a time.monotonic() value) has passed.
 
-    `due` is asked again at every wake-up, so it may move (a stop request
-    shortens a deadline). `fire` returns the next due time to stay armed, or
-    None to end. `poll` bounds the sleep while this timer is armed, for a due
+    `due` is asked at every wake-up, so it may move (a stop request shortens a deadline). `fire`
+    returns the next due time to stay armed, or None to end. `poll` bounds the sleep, for a due
     time that can move without anyone calling `TimerThread.wake()`.
     """
 
-    def __init__(self, due: Callable[[], float], fire: Callable[[], float | None], poll: float | None = None) -> None:
-        self.due = due
-        self.fire = fire
-        self.poll = poll
-        self.next_due: float | None = None  # set by fire()'s return value, when it re-arms
+    due: Callable[[], float]
+    fire: Callable[[], float | None]
+    poll: float | None = None
+    next_due: float | None = field(default=None, init=False)  # set by fire()'s return value, when it re-arms
 
 
 class TimerThread:

@@ -8,11 +8,11 @@ from datetime import timedelta
 def format_bytes(size: float) -> str:
     """1536 -> '1.5 KiB'; binary units, as `du -h` and `df -h` print them."""
     amount = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(amount) < 1024 or unit == "TiB":
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(amount) < 1024:
             return f"{amount:.0f} B" if unit == "B" else f"{amount:.1f} {unit}"
         amount /= 1024
-    raise AssertionError("unreachable")
+    return f"{amount:.1f} TiB"
 
 
 def count_or_zero(value: object) -> int:
