@@ -46,19 +46,15 @@ class LocalMongoServer:
     def __init__(self, data_path: Path | None = None, port: int = 0, startup_timeout: float = 30.0) -> None:
         self.data_path = Path(data_path) if data_path is not None else None
         self.startup_timeout = startup_timeout
-        self._port = port
+        self.port = port
         self._proc: subprocess.Popen[bytes] | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
 
     @property
-    def port(self) -> int:
-        return self._port
-
-    @property
     def uri(self) -> str:
-        if not self._port:
+        if not self.port:
             raise LocalServerError("LocalMongoServer has no port yet; call start() first")
-        return f"mongodb://{LOOPBACK}:{self._port}/?directConnection=true"
+        return f"mongodb://{LOOPBACK}:{self.port}/?directConnection=true"
 
     @property
     def pid(self) -> int | None:
@@ -66,19 +62,15 @@ class LocalMongoServer:
             return self._proc.pid
         return None
 
-    @property
-    def running(self) -> bool:
-        return self.pid is not None
-
     def start(self) -> LocalMongoServer:
-        if self.running:
+        if self.pid is not None:
             return self
         # A port we pick may be taken before the child binds it: retry with a fresh one. A port that
         # is already ours (explicit, or kept for restart) never changes.
-        picked = not self._port
+        picked = not self.port
         for attempts_left in (2, 1, 0) if picked else (0,):
             if picked:
-                self._port = free_port()
+                self.port = free_port()
             try:
                 self._spawn()
                 break
@@ -88,7 +80,7 @@ class LocalMongoServer:
         return self
 
     def child_command(self) -> list[str]:
-        command = [sys.executable, "-m", "wa_export.demo.mongo_server", "--port", str(self._port)]
+        command = [sys.executable, "-m", "wa_export.demo.mongo_server", "--port", str(self.port)]
         if self.data_path is not None:
             command += ["--data", str(self.data_path)]
         return command
@@ -108,7 +100,7 @@ class LocalMongoServer:
             said = f"nothing within {self.startup_timeout}s"
             if select.select([proc.stdout], [], [], self.startup_timeout)[0]:
                 line = proc.stdout.readline().decode(errors="replace").strip()
-                if line == f"READY {self._port}":
+                if line == f"READY {self.port}":
                     return
                 said = repr(line)
             self._terminate(graceful=False)

@@ -61,10 +61,7 @@ class LocalSmtpServer:
         password: str | None = "s3cret-pass",
         certificate_authority: trustme.CA | None = None,
         eml_dir: Path | None = None,
-        ready_timeout: float = 10.0,
     ) -> None:
-        if tls not in ("starttls", "ssl", "none"):
-            raise ValueError(f"tls must be 'starttls', 'ssl' or 'none', not {tls!r}")
         import trustme
 
         self.tls: TlsMode = tls
@@ -72,9 +69,8 @@ class LocalSmtpServer:
         self.password = password
         self.certificate_authority: trustme.CA = certificate_authority or trustme.CA()
         self.eml_dir = Path(eml_dir) if eml_dir is not None else None
-        self.ready_timeout = ready_timeout
         self._requested_port = port
-        self._port = port
+        self.port = port
         self._controller: Any = None
         self._tls_context: ssl.SSLContext | None = None
         self._tmpdir: Path | None = None
@@ -99,14 +95,6 @@ class LocalSmtpServer:
         """A verifying client context that trusts this server's CA."""
         return ssl.create_default_context(cafile=str(self.ca_cert_path))
 
-    @property
-    def port(self) -> int:
-        return self._port
-
-    @property
-    def running(self) -> bool:
-        return self._controller is not None
-
     def start(self) -> LocalSmtpServer:
         if self._controller is not None:
             return self
@@ -115,7 +103,6 @@ class LocalSmtpServer:
         if self.tls != "none":
             self._tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             self.certificate_authority.issue_cert(LOOPBACK, "localhost").configure_cert(self._tls_context)
-        self.ca_cert_path  # noqa: B018 - materialise the PEM before anyone asks
         # Bound here, not by the Controller: a taken port fails at once (aiosmtpd reports a failed
         # bind only after ready_timeout), and port 0 lets the kernel pick a port without a race.
         try:
@@ -132,19 +119,19 @@ class LocalSmtpServer:
                 return self.loop.create_server(self._factory_invoker, sock=listener, ssl=self.ssl_context)
 
         controller = _Controller(
-            self.make_handler(),
+            None,  # factory() gives each connection its handler
             hostname=LOOPBACK,
             port=listener.getsockname()[1],
-            ready_timeout=self.ready_timeout,
+            ready_timeout=10.0,
             ssl_context=self._tls_context if self.tls == "ssl" else None,
         )
         try:
             controller.start()
         except Exception as exc:
-            _shut_down(controller)
+            controller.stop(no_assert=True)
             listener.close()
             raise LocalServerError(f"SMTP server failed to start: {exc}") from exc
-        self._controller, self._port = controller, controller.port
+        self._controller, self.port = controller, controller.port
         with self._cond:
             self.connection_count = 0  # Controller.start() connected once itself to wake the server
         return self
@@ -155,7 +142,7 @@ class LocalSmtpServer:
             # Abort client connections first: Controller.stop() waits for Server.wait_closed(), which
             # waits for every connection, and an idle TLS client's graceful shutdown can take 30 s.
             controller.loop.call_soon_threadsafe(controller.server.abort_clients)
-            _shut_down(controller)
+            controller.stop()
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
@@ -223,12 +210,6 @@ class LocalSmtpServer:
             else:
                 self.auth_failures += 1
         return AuthResult(success=ok, handled=False)
-
-
-def _shut_down(controller: Any) -> None:
-    controller.stop(no_assert=True)
-    if not controller.loop.is_closed():  # a Controller that never served does not close its loop
-        controller.loop.close()
 
 
 @functools.cache
