@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import select
+import signal
 import subprocess
 import sys
 import tempfile
@@ -150,22 +151,13 @@ def _stop_when_orphaned(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) ->
 
 
 async def serve_mongo(port: int, data: Path | None, auth_users: tuple[Any, ...] = ()) -> None:
-    """Serve on 127.0.0.1:`port` until SIGTERM/SIGINT or the parent's exit.
-
-    `auth_users` (mongoeco `WireAuthUser`s; only the test suite passes any) make every command require
-    authentication.
-    """
-    import signal
-
+    """Serve on 127.0.0.1:`port` until SIGTERM/SIGINT or the parent's exit; `auth_users` (tests) require login."""
     from mongoeco.wire import AsyncMongoEcoProxyServer
 
     engine: Any = None
     if data is not None:
         from mongoeco.engines.sqlite import SQLiteEngine
 
-        if data.is_dir():
-            data = data / "mongoeco.sqlite3"
-        data.parent.mkdir(parents=True, exist_ok=True)
         engine = SQLiteEngine(str(data))
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
