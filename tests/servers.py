@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,9 +39,7 @@ class _FaultyHandler(CapturingHandler):
 
     owner: LocalSmtpServer
 
-    async def handle_RCPT(
-        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
-    ) -> str:
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]) -> str:
         if address.lower() in self.owner.refuse_recipients:
             return "550 5.1.1 Mailbox unavailable"
         envelope.rcpt_tos.append(address)
@@ -101,21 +98,16 @@ class LocalMongoServer(mongo_server.LocalMongoServer):
         )
 
     def child_command(self) -> list[str]:
-        if not self.users:
-            return super().child_command()
-        cmd = [sys.executable, str(_AUTH_CHILD), "--port", str(self.port)]
-        if self.data_path is not None:
-            cmd += ["--data", str(self.data_path)]
-        return cmd
+        command = super().child_command()
+        if self.users:
+            command[1:3] = [str(_AUTH_CHILD)]  # the same arguments, to the authenticating entry point
+        return command
 
     def child_env(self) -> dict[str, str]:
         env = {key: value for key, value in os.environ.items() if key != MONGO_USERS_ENV}
         if self.users:
             env[MONGO_USERS_ENV] = json.dumps([list(user) for user in self.users])
         return env
-
-    def ping_uri(self) -> str:
-        return self.uri_for(*self.users[0]) if self.users else self.uri
 
     def kill(self) -> None:
         """SIGKILL the server (fault injection); `restart()` brings it back on the same port."""

@@ -27,7 +27,7 @@ def _alive(pid: int) -> bool:
 
 
 def _mongo_servers_on(port: int) -> list[int]:
-    """Pids of LocalMongoServer children (`python -m wa_export.demo.mongo_server mongo --port N`) on this port.
+    """Pids of LocalMongoServer children (`python -m wa_export.demo.mongo_server --port N`) on this port.
 
     Matched by port, not by name alone: other test runs on this machine have server children too.
     """

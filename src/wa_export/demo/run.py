@@ -1,12 +1,9 @@
 """`wa-export demo`: a real scheduled export against local servers, nothing to configure.
 
-It starts mongoeco's MongoDB wire server and an aiosmtpd server (STARTTLS with a
-throw-away CA, AUTH) on free loopback ports, seeds three workspaces with
-realistic, entirely fictional conversations, and runs `commands.export` -- the
-production code path -- with settings built from an explicit dictionary, so the
-operator's environment and any `.env` (MONGODB_*, SMTP_*, WORKSPACE_*) can never
-point the demo at a real database or mail server. Both servers are stopped in a
-`finally`, also on Ctrl-C.
+It starts mongoeco's MongoDB wire server and an aiosmtpd server (STARTTLS, throw-away CA, AUTH) on
+loopback, seeds three workspaces with fictional conversations, and runs `export` -- the production
+code path -- with settings from an explicit dictionary, so the operator's environment and `.env` can
+never point the demo at a real database or mail server.
 """
 
 from __future__ import annotations
@@ -32,17 +29,61 @@ DEMO_DATABASE = "wa_export_demo"
 DEMO_SENDER = "exports@example.com"
 # Fixed ids: a second demo run into the same --out reuses the same workspace folders.
 DEMO_WORKSPACES: list[dict[str, Any]] = [
-    {"_id": ObjectId("64d000000000000000000a01"), "name": "Café Olé 🌮 Ristorante", "status": "active",
-     "email": "orders@cafe-ole.example"},
-    {"_id": ObjectId("64d000000000000000000a02"), "name": "Acme Support", "status": "active",
-     "email": "support-lead@acme.example,ops@acme.example"},
-    {"_id": ObjectId("64d000000000000000000a03"), "name": "Dormant Holdings", "status": "inactive",
-     "email": "nobody@dormant.example"},
+    {"_id": ObjectId(f"64d000000000000000000a0{number}"), "name": name, "status": status, "email": email}
+    for number, name, status, email in [
+        (1, "Café Olé 🌮 Ristorante", "active", "orders@cafe-ole.example"),
+        (2, "Acme Support", "active", "support-lead@acme.example,ops@acme.example"),
+        (3, "Dormant Holdings", "inactive", "nobody@dormant.example"),
+    ]
 ]
 
-
-class DemoUnavailable(UsageProblem):
-    """The `demo` extra is not installed (or Python is older than 3.13); exit 2."""
+# "workspace N" (1-based in DEMO_WORKSPACES), "chat BUSINESS CUSTOMER", then one line per message:
+# "in" received, "ai" sent by the AI, "me" sent by a human. All numbers are fictional.
+_CONVERSATIONS = """
+workspace 1
+chat +15550100001 +15550123401
+in Hola! Do you have a table for 4 tonight at 8?
+ai ¡Hola! Yes, we have a table for 4 at 20:00. Shall I book it under your name?
+in Yes please, name is Zoë Müller
+ai Done ✅ Table for 4 at 20:00 for Zoë Müller. ¡Hasta luego!
+in Can we bring a dog? 🐕
+me Of course, dogs are welcome on the terrace. — Jordi (manager)
+chat +15550100001 +15550123402
+in مرحبا، هل لديكم خيارات نباتية؟
+ai مرحبا! نعم، لدينا عدة أطباق نباتية. هل تود رؤية القائمة؟
+in نعم من فضلك
+me Here is our menu: https://cafe-ole.example/menu — Jordi
+chat +15550100002 +15550123403
+in =HYPERLINK("http://evil.example","click")
+ai Sorry, I did not understand that. How can I help you today?
+in +1 for the paella, best in town!
+me Thank you so much! 🥘
+workspace 2
+chat +15550200001 +15550223401
+in Hi, my order #A-1042 hasn't arrived yet
+ai I'm sorry to hear that. Let me check order #A-1042 for you.
+ai Your parcel is with the courier and should arrive tomorrow before 12:00.
+in That's too late, I need it today
+me Hi, this is Sam from Acme. I've upgraded you to same-day delivery at no cost.
+in Thank you Sam!
+chat +15550200001 +15550223402
+in How do I reset my password?
+ai Go to Settings → Security → Reset password. You'll get an email with a link.
+in Didn't get the email
+ai Please check your spam folder. If it is not there, I'll connect you with an agent.
+in Not in spam either
+me Hi, Priya here. I've sent the reset link again manually, please check now.
+in Got it, thanks 👍
+chat +15550200002 +15550223403
+in -- cancel my subscription --
+ai I can help with that. Can you confirm the email address on the account?
+in @acme.example account, the one ending in 77
+me Thanks, your subscription is cancelled. Sorry to see you go! — Sam
+workspace 3
+chat +15550300001 +15550323401
+in Is anyone there?
+ai This workspace is inactive and is not exported.
+"""
 
 
 @dataclass
@@ -88,92 +129,32 @@ def require_demo_dependencies() -> None:
         if not found:
             missing.append(module.split(".")[0])
     if missing:
-        raise DemoUnavailable(
+        raise UsageProblem(
             f"The demo needs {', '.join(missing)}, which is not installed: run "
             "pip install 'wa-export[demo]' on Python 3.13 or newer (mongoeco needs 3.13)."
         )
 
 
-# --------------------------------------------------------------------------- data
-
-
-def _conversations() -> dict[ObjectId, list[tuple[str, str, list[tuple[str, bool, str]]]]]:
-    """Per workspace: (business number, customer number, [(direction, ai, text)]). All numbers are fictional."""
-    cafe, acme, dormant = (w["_id"] for w in DEMO_WORKSPACES)
-    return {
-        cafe: [
-            ("+15550100001", "+15550123401", [
-                ("incoming", False, "Hola! Do you have a table for 4 tonight at 8?"),
-                ("outgoing", True, "¡Hola! Yes, we have a table for 4 at 20:00. Shall I book it under your name?"),
-                ("incoming", False, "Yes please, name is Zoë Müller"),
-                ("outgoing", True, "Done ✅ Table for 4 at 20:00 for Zoë Müller. ¡Hasta luego!"),
-                ("incoming", False, "Can we bring a dog? 🐕"),
-                ("outgoing", False, "Of course, dogs are welcome on the terrace. — Jordi (manager)"),
-            ]),
-            ("+15550100001", "+15550123402", [
-                ("incoming", False, "مرحبا، هل لديكم خيارات نباتية؟"),
-                ("outgoing", True, "مرحبا! نعم، لدينا عدة أطباق نباتية. هل تود رؤية القائمة؟"),
-                ("incoming", False, "نعم من فضلك"),
-                ("outgoing", False, "Here is our menu: https://cafe-ole.example/menu — Jordi"),
-            ]),
-            ("+15550100002", "+15550123403", [
-                ("incoming", False, "=HYPERLINK(\"http://evil.example\",\"click\")"),
-                ("outgoing", True, "Sorry, I did not understand that. How can I help you today?"),
-                ("incoming", False, "+1 for the paella, best in town!"),
-                ("outgoing", False, "Thank you so much! 🥘"),
-            ]),
-        ],
-        acme: [
-            ("+15550200001", "+15550223401", [
-                ("incoming", False, "Hi, my order #A-1042 hasn't arrived yet"),
-                ("outgoing", True, "I'm sorry to hear that. Let me check order #A-1042 for you."),
-                ("outgoing", True, "Your parcel is with the courier and should arrive tomorrow before 12:00."),
-                ("incoming", False, "That's too late, I need it today"),
-                ("outgoing", False, "Hi, this is Sam from Acme. I've upgraded you to same-day delivery at no cost."),
-                ("incoming", False, "Thank you Sam!"),
-            ]),
-            ("+15550200001", "+15550223402", [
-                ("incoming", False, "How do I reset my password?"),
-                ("outgoing", True, "Go to Settings → Security → Reset password. You'll get an email with a link."),
-                ("incoming", False, "Didn't get the email"),
-                ("outgoing", True, "Please check your spam folder. If it is not there, I'll connect you with an agent."),
-                ("incoming", False, "Not in spam either"),
-                ("outgoing", False, "Hi, Priya here. I've sent the reset link again manually, please check now."),
-                ("incoming", False, "Got it, thanks 👍"),
-            ]),
-            ("+15550200002", "+15550223403", [
-                ("incoming", False, "-- cancel my subscription --"),
-                ("outgoing", True, "I can help with that. Can you confirm the email address on the account?"),
-                ("incoming", False, "@acme.example account, the one ending in 77"),
-                ("outgoing", False, "Thanks, your subscription is cancelled. Sorry to see you go! — Sam"),
-            ]),
-        ],
-        dormant: [
-            ("+15550300001", "+15550323401", [
-                ("incoming", False, "Is anyone there?"),
-                ("outgoing", True, "This workspace is inactive and is not exported."),
-            ]),
-        ],
-    }
-
-
 def seed(db: Any, now: datetime) -> dict[str, int]:
-    """Write the demo workspaces, chats and messages; messages fall inside the first scheduled window."""
+    """Write the demo workspaces, chats and messages, all inside the first scheduled window."""
     db.workspaces.insert_many([{k: v for k, v in w.items() if k != "email"} for w in DEMO_WORKSPACES])
     chats: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
-    # The first window is [now - lag - interval, now - lag); the conversation sits in the middle of it.
+    # The first window is [now - lag - interval, now - lag); the conversations sit in its middle.
     moment = now - timedelta(minutes=13)
-    for workspace_id, conversations in _conversations().items():
-        for business, customer, lines in conversations:
-            chat_id = ObjectId()
-            chats.append({"_id": chat_id, "workspace_id": workspace_id, "phone_number": business,
-                          "customer_phone": customer})
-            for direction, ai, text in lines:
-                moment += timedelta(seconds=7)
-                # Arrived when written: the _id (the arrival order) carries the same moment.
-                messages.append({"_id": object_id_at(moment), "chat_id": chat_id, "direction": direction,
-                                 "is_ai_generated": ai, "content": text, "timestamp": moment})
+    for line in _CONVERSATIONS.strip().splitlines():
+        kind, _, rest = line.partition(" ")
+        if kind == "workspace":
+            workspace_id = DEMO_WORKSPACES[int(rest) - 1]["_id"]
+        elif kind == "chat":
+            phones = dict(zip(("phone_number", "customer_phone"), rest.split(), strict=True))
+            chats.append({"_id": ObjectId(), "workspace_id": workspace_id, **phones})
+        else:
+            moment += timedelta(seconds=7)
+            direction = "incoming" if kind == "in" else "outgoing"
+            fields = {"chat_id": chats[-1]["_id"], "direction": direction, "is_ai_generated": kind == "ai"}
+            # Arrived when written: the _id (the arrival order) carries the same moment.
+            messages.append({"_id": object_id_at(moment), **fields, "content": rest, "timestamp": moment})
     db.chats.insert_many(chats)
     db.messages.insert_many(messages)
     # The indexes `health` asks for, as an operator would create them.
@@ -183,8 +164,8 @@ def seed(db: Any, now: datetime) -> dict[str, int]:
     return {"workspaces": len(DEMO_WORKSPACES), "chats": len(chats), "messages": len(messages)}
 
 
-def demo_environment(mongodb_uri: str, smtp: Any, exports_dir: Path) -> dict[str, str]:
-    env = {
+def demo_settings(mongodb_uri: str, smtp: Any, exports_dir: Path) -> Settings:
+    environ = {
         "MONGODB_URI": mongodb_uri,
         "MONGODB_DATABASE": DEMO_DATABASE,
         "MONGODB_TIMEOUT_SECONDS": "10",
@@ -197,13 +178,8 @@ def demo_environment(mongodb_uri: str, smtp: Any, exports_dir: Path) -> dict[str
         "SMTP_CA_FILE": str(smtp.ca_cert_path),
         "EXPORT_DIR": str(exports_dir),
         "EXPORT_TIMEZONE": "UTC",
+        **{f"WORKSPACE_{w['_id']}_EMAIL": w["email"] for w in DEMO_WORKSPACES},
     }
-    for workspace in DEMO_WORKSPACES:
-        env[f"WORKSPACE_{workspace['_id']}_EMAIL"] = workspace["email"]
-    return env
-
-
-def demo_settings(environ: dict[str, str]) -> Settings:
     # An empty env file stands in for ./.env, so a .env in the current directory is never read.
     with tempfile.TemporaryDirectory(prefix="wa-export-demo-") as tmp:
         empty = Path(tmp) / "demo.env"
@@ -211,13 +187,8 @@ def demo_settings(environ: dict[str, str]) -> Settings:
         return load_settings(env_file=empty, environ=environ)
 
 
-# --------------------------------------------------------------------------- the run
-
-
 def run_demo(
-    out_dir: Path,
-    observer: RunObserver | None = None,
-    on_step: Callable[[str], None] | None = None,
+    out_dir: Path, observer: RunObserver | None = None, on_step: Callable[[str], None] | None = None
 ) -> DemoResult:
     require_demo_dependencies()
     from pymongo import MongoClient
@@ -231,24 +202,25 @@ def run_demo(
     try:
         mail_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as error:
-        raise UsageProblem(f"Cannot create {mail_dir} ({error.strerror or error}); pass a writable --out DIR.") from None
+        raise UsageProblem(
+            f"Cannot create {mail_dir} ({error.strerror or error}); pass a writable --out DIR."
+        ) from None
     emails_before = set(mail_dir.glob("*.eml"))
 
     mongo = LocalMongoServer()
     smtp = LocalSmtpServer(tls="starttls", eml_dir=mail_dir)
-    try:
+    try:  # the `finally` stops both servers, also on Ctrl-C
         step("starting a local MongoDB-compatible server (mongoeco) and a local SMTP server")
         mongo.start()
         smtp.start()
         step(f"MongoDB on {mongo.uri}, SMTP with STARTTLS on {smtp.host}:{smtp.port}")
         client: MongoClient[dict[str, Any]] = MongoClient(mongo.uri, tz_aware=True)
         try:
-            client.drop_database(DEMO_DATABASE)  # the in-memory server is new, but be explicit
             seeded = seed(client[DEMO_DATABASE], utc_now())
         finally:
             client.close()
         step(f"seeded {seeded['workspaces']} workspaces, {seeded['chats']} chats, {seeded['messages']} messages")
-        settings = demo_settings(demo_environment(mongo.uri, smtp, exports_dir))
+        settings = demo_settings(mongo.uri, smtp, exports_dir)
         step("running a scheduled export (the same code path as `wa-export export`)")
         run = commands.export(settings, ExportRequest(), observer)
         if run.count("completed"):
@@ -265,9 +237,5 @@ def run_demo(
             emails=sorted(set(mail_dir.glob("*.eml")) - emails_before),
         )
     finally:
-        # Also on Ctrl-C: no server outlives the demo.
         smtp.stop()
         mongo.stop()
-
-
-__all__ = ["DEMO_WORKSPACES", "DemoResult", "DemoUnavailable", "require_demo_dependencies", "run_demo"]
