@@ -41,14 +41,15 @@ SMTP_USER = "wa-export"
 
 
 class AuthMongoServer(LocalMongoServer):
-    """A LocalMongoServer that requires MONGO_USER / MONGO_PASSWORD; `auth_uri` logs in with them."""
+    """A LocalMongoServer that requires `user` / `password`; `auth_uri` logs in with them."""
 
-    def __init__(self, data_path: Path | None = None) -> None:
-        super().__init__(data_path=data_path, users=[(MONGO_USER, MONGO_PASSWORD)])
+    def __init__(self, data_path: Path | None = None, user: str = MONGO_USER, password: str = MONGO_PASSWORD) -> None:
+        super().__init__(data_path=data_path, users=[(user, password)])
+        self.user, self.password = user, password
 
     @property
     def auth_uri(self) -> str:
-        return self.uri_for(MONGO_USER, MONGO_PASSWORD)
+        return self.uri_for(self.user, self.password)
 
     def client(self, **options: Any) -> MongoClient[dict[str, Any]]:
         return MongoClient(self.auth_uri, tz_aware=True, serverSelectionTimeoutMS=10_000, **options)
@@ -132,8 +133,15 @@ SMTP_FROM = "exports@wa-export.test"
 
 
 @pytest.fixture(scope="module")
-def auth_mongo() -> Iterator[AuthMongoServer]:
-    with AuthMongoServer() as server:
+def mongo_login() -> tuple[str, str]:
+    """The user and password `auth_mongo` requires; a test module overrides it to try other passwords."""
+    return MONGO_USER, MONGO_PASSWORD
+
+
+@pytest.fixture(scope="module")
+def auth_mongo(mongo_login: tuple[str, str]) -> Iterator[AuthMongoServer]:
+    user, password = mongo_login
+    with AuthMongoServer(user=user, password=password) as server:
         yield server
 
 
