@@ -116,10 +116,21 @@ def limit_file_size(limit: int) -> Callable[[], None]:
     return apply
 
 
+def stop_with_sigterm(process: subprocess.Popen[str], bound: float) -> tuple[str, str, float]:
+    """SIGTERM `process` and wait: (stdout, stderr, seconds it took to end); fails if it outlives `bound` seconds."""
+    signalled = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    try:
+        stdout, stderr = process.communicate(timeout=bound)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"wa-export was still running {bound} s after SIGTERM") from None
+    return stdout, stderr, time.monotonic() - signalled
+
+
 # ----------------------------------------------------------------------------- MongoDB
 
 
-def cursor(db: Any, workspace_id: Any) -> Any:
+def cursor_of(db: Any, workspace_id: Any) -> Any:
     """The workspace's scheduled position: the arrival key (_id) from which nothing is delivered yet."""
     document = db.export_state.find_one({"_id": str(workspace_id)})
     return None if document is None else document.get("cursor")

@@ -1,4 +1,4 @@
-"""Accented workspace names in file and folder names, and folders named before transliteration (issue 11)."""
+"""Accented workspace names in file and folder names, and folders named before transliteration."""
 
 from __future__ import annotations
 

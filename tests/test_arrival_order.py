@@ -1,4 +1,4 @@
-"""Delivery by arrival order (issue 9): late messages, parts, messy data, first cursors (issue 12).
+"""Delivery by arrival order: late messages, parts, messy data, where the first cursor starts.
 
 Everything runs the installed `wa-export export` against the test MongoDB and
 SMTP servers. A message's arrival is its `_id` (an ObjectId embeds the time it
@@ -20,6 +20,7 @@ from bson import ObjectId
 
 from helpers import (
     attachments,
+    cursor_of,
     mailed_contents,
     mailed_rows,
     parse_json,
@@ -44,18 +45,13 @@ from wa_export.settings import load_settings
 SUBJECT_PART = re.compile(r"\(part (\d+) of (\d+)\)$")
 
 
-def _cursor(db: Any, workspace_id: ObjectId) -> Any:
-    document = db.export_state.find_one({"_id": str(workspace_id)})
-    return None if document is None else document.get("cursor")
-
-
 def _workspace(db: Any, name: str) -> tuple[ObjectId, ObjectId, dict[str, str]]:
     workspace_id = add_workspace(db, name)
     chat_id = add_chat(db, workspace_id)
     return workspace_id, chat_id, {f"WORKSPACE_{workspace_id}_EMAIL": f"{name.split()[0].lower()}@arrival.test"}
 
 
-# --- issue 9, acceptance 1: late arrivals ----------------------------------------------------
+# --- late arrivals ---------------------------------------------------------------------------
 
 
 def test_messages_arriving_late_are_delivered_by_the_next_run_exactly_once(mongo_db, make_env, cli, smtp_server):
@@ -65,7 +61,7 @@ def test_messages_arriving_late_are_delivered_by_the_next_run_exactly_once(mongo
     first = cli(["export"], env=env)
     assert first.returncode == 0, first.stdout + first.stderr
     assert mailed_contents(smtp_server.messages) == ["on-time"]
-    window_end = _cursor(mongo_db, workspace_id).generation_time  # the first run's window end
+    window_end = cursor_of(mongo_db, workspace_id).generation_time  # the first run's window end
 
     # Written now, but with timestamps well before that window's end: webhook retries, offline phones, imports.
     late = {"late-1s": timedelta(seconds=1), "late-10min": timedelta(minutes=10), "late-2h": timedelta(hours=2),
@@ -89,7 +85,7 @@ def test_messages_arriving_late_are_delivered_by_the_next_run_exactly_once(mongo
     assert Counter(mailed_contents(smtp_server.messages)) == Counter(["on-time", *late])  # each exactly once
 
 
-# --- issue 9, acceptance 3: backlogs in parts -------------------------------------------------
+# --- backlogs in parts ------------------------------------------------------------------------
 
 
 def test_a_window_over_max_rows_goes_out_as_consecutive_parts_in_one_run(mongo_db, make_env, cli, smtp_server):
@@ -123,7 +119,7 @@ def test_a_window_over_max_rows_goes_out_as_consecutive_parts_in_one_run(mongo_d
         (1, 3, "completed", 2), (2, 3, "completed", 2), (3, 3, "completed", 1)]
     assert logs[0]["window_end_key"] == logs[1]["window_start_key"] and logs[1]["window_end_key"] == logs[2][
         "window_start_key"], "the parts are consecutive ranges of arrival keys"
-    assert _cursor(mongo_db, workspace_id) == logs[2]["window_end_key"]
+    assert cursor_of(mongo_db, workspace_id) == logs[2]["window_end_key"]
 
 
 def test_a_window_over_the_attachment_limit_is_cut_until_every_part_fits(mongo_db, make_env, cli, smtp_server):
@@ -197,10 +193,10 @@ def test_a_single_message_too_big_for_any_email_fails_the_workspace_and_holds_th
     assert workspace["outcome"] == "failed"
     assert "single message" in workspace["reason"] and "EXPORT_MAX_ATTACHMENT_MB" in workspace["reason"]
     assert mailed_contents(smtp_server.messages) == ["small-before"], "what comes before it is delivered"
-    assert _cursor(mongo_db, workspace_id) == huge_id, "the cursor stops right before the message"
+    assert cursor_of(mongo_db, workspace_id) == huge_id, "the cursor stops right before the message"
 
 
-# --- issue 9, acceptance 6: messy data -------------------------------------------------------
+# --- messy data ------------------------------------------------------------------------------
 
 
 def test_messy_timestamps_string_chat_ids_and_shared_chats_are_exported_and_counted(
@@ -251,7 +247,7 @@ def test_messy_timestamps_string_chat_ids_and_shared_chats_are_exported_and_coun
     assert event["anomalies"]["ambiguous_chat"] == 1
 
 
-# --- issue 12, acceptance 2: where the original service stopped ------------------------------
+# --- where the original service stopped -------------------------------------------------------
 
 
 def _original_service_export(db: Any, workspace_id: ObjectId, minutes_ago: float) -> datetime:
@@ -353,7 +349,7 @@ def test_a_cursor_ahead_of_the_database_clock_is_pulled_back_and_hides_nothing(m
     assert first.returncode == 0, first.stdout + first.stderr
     [workspace] = parse_json(first)["workspaces"]
     assert workspace["anomalies"] == {"cursor_ahead_of_database_clock": 1} and "ahead" in workspace["reason"]
-    assert _cursor(mongo_db, workspace_id) < ahead
+    assert cursor_of(mongo_db, workspace_id) < ahead
     add_messages(mongo_db, chat_id, [{"content": "after-the-pull-back", "timestamp": utcnow()}])
     second = cli(["export"], env=env)
     assert second.returncode == 0, second.stdout + second.stderr
@@ -383,7 +379,7 @@ def test_a_date_arrival_field_orders_delivery_and_a_message_without_it_is_report
     assert "created_at" in problem and "EXPORT_ARRIVAL_FIELD" in problem
     assert "\n" not in problem and problem.endswith(".") and "m-3" in problem, "one sentence naming an example"
     assert problem in document["summary"]
-    cursor = _cursor(mongo_db, workspace_id)
+    cursor = cursor_of(mongo_db, workspace_id)
     assert isinstance(cursor, datetime) and cursor.replace(tzinfo=UTC) > written + timedelta(seconds=1)
 
     health = cli(["health", "--json"], env=env)

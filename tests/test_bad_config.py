@@ -1,4 +1,4 @@
-"""Issue 4, item 6: bad configuration fails fast with one sentence naming the variable, no secret."""
+"""Bad configuration fails fast with one sentence naming the variable, no secret."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A host clock an hour off neither skips nor repeats a message (issue 9, acceptance 2).
+"""A host clock an hour off neither skips nor repeats a message.
 
 One run of the installed `wa-export export` under `faketime` (this process's
 clock 1 h ahead or behind; the MongoDB server keeps the right time), with

@@ -1,4 +1,4 @@
-"""`wa-export demo` (issue 3, acceptance 6): the installed console script in a fresh directory."""
+"""`wa-export demo`: the installed console script in a fresh directory."""
 
 from __future__ import annotations
 

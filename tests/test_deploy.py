@@ -1,4 +1,4 @@
-"""Deployment examples (issue 3, acceptance 7): systemd units and crontab lines that actually work."""
+"""Deployment examples: systemd units and crontab lines that actually work."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 11, `.env` files: as Windows editors save them, unreadable, with a typo, or missing altogether.
+"""`.env` files: as Windows editors save them, unreadable, with a typo, or missing altogether.
 
 Runs the installed CLI in a directory holding the `.env` under test (the CLI
 reads ./.env), with the rest of the configuration in the real environment.

@@ -1,4 +1,4 @@
-"""The export pipeline end to end (issue 2): the installed CLI against real MongoDB and SMTP servers."""
+"""The export pipeline end to end: the installed CLI against real MongoDB and SMTP servers."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from helpers import (
     XLSX_MIME,
     GatedSmtpServer,
     attachments,
+    cursor_of,
     lease_skips,
     mailed_contents,
     mailed_rows,
@@ -29,32 +30,10 @@ from helpers import (
     smtp_env,
     xlsx_files,
 )
-from seeding import (
-    add_chat,
-    add_messages,
-    add_workspace,
-    cli_executable,
-    settle_arrivals,
-    utcnow,
-)
+from seeding import add_chat, add_messages, add_workspace, seed_workspace, settle_arrivals, start_cli, utcnow
 from servers import free_port
 
 FILE_NAME = re.compile(r"^[a-z0-9_]+_whatsapp_messages_\d{4}-\d{2}-\d{2}_\d{2}-\d{2}(_\d+)?\.xlsx$")
-
-
-def _workspace_with_messages(db: Any, name: str, contents: list[str], minutes_ago: float = 5, **chat: Any) -> ObjectId:
-    workspace_id = add_workspace(db, name)
-    chat_id = add_chat(db, workspace_id, **chat)
-    now = utcnow()
-    add_messages(
-        db,
-        chat_id,
-        [
-            {"content": text, "timestamp": now - timedelta(minutes=minutes_ago) + timedelta(milliseconds=index)}
-            for index, text in enumerate(contents)
-        ],
-    )
-    return workspace_id
 
 
 EXPORT_LOG_FIELDS = (
@@ -91,19 +70,13 @@ def _assert_run_event_schema(event: dict[str, Any]) -> None:
     assert event["service"] == "excel_export_scheduler"
 
 
-def _cursor(db: Any, workspace_id: ObjectId) -> ObjectId | None:
-    """The workspace's scheduled position: the arrival key (_id) from which nothing is delivered yet."""
-    document = db.export_state.find_one({"_id": str(workspace_id)})
-    return None if document is None else document.get("cursor")
-
-
-# --- acceptance 1 -------------------------------------------------------------------
+# --- a scheduled run over the active workspaces ----------------------------------------
 
 
 def test_scheduled_run_over_active_workspaces(mongo_db, make_env, cli, smtp_server, tmp_path):
-    acme = _workspace_with_messages(mongo_db, "Acme Corp", ["a1", "a2"])
-    tech = _workspace_with_messages(mongo_db, "Tech Startup", ["t1"])
-    silent = _workspace_with_messages(mongo_db, "No Address Ltd", ["n1"])
+    acme = seed_workspace(mongo_db, "Acme Corp", ["a1", "a2"])
+    tech = seed_workspace(mongo_db, "Tech Startup", ["t1"])
+    silent = seed_workspace(mongo_db, "No Address Ltd", ["n1"])
     inactive = add_workspace(mongo_db, "Old Tenant", status="inactive")
     add_messages(mongo_db, add_chat(mongo_db, inactive), [{"content": "never", "timestamp": utcnow()}])
 
@@ -148,7 +121,7 @@ def test_scheduled_run_over_active_workspaces(mongo_db, make_env, cli, smtp_serv
     assert run_ids == {event["run_id"]}
 
 
-# --- acceptance 2 -------------------------------------------------------------------
+# --- workbook content, order, column mapping and timezone --------------------------------
 
 
 def test_workbook_content_order_mapping_and_timezone(mongo_db, make_env, cli, smtp_server):
@@ -195,7 +168,7 @@ def test_workbook_content_order_mapping_and_timezone(mongo_db, make_env, cli, sm
     assert timestamp_cell.number_format == "yyyy-mm-dd hh:mm:ss"
 
 
-# --- acceptance 3 -------------------------------------------------------------------
+# --- consecutive runs: each message exactly once -----------------------------------------
 
 
 def test_consecutive_runs_deliver_each_message_exactly_once(mongo_db, make_env, cli, smtp_server):
@@ -222,11 +195,11 @@ def test_consecutive_runs_deliver_each_message_exactly_once(mongo_db, make_env, 
     assert len(contents) == len(set(contents)) == 6
 
 
-# --- acceptance 4 -------------------------------------------------------------------
+# --- SMTP down: the window waits for the next run ----------------------------------------
 
 
 def test_smtp_down_keeps_window_for_next_run(mongo_db, make_env, cli, smtp_server):
-    workspace_id = _workspace_with_messages(mongo_db, "Down Time", ["before-1", "before-2"])
+    workspace_id = seed_workspace(mongo_db, "Down Time", ["before-1", "before-2"])
     address = {f"WORKSPACE_{workspace_id}_EMAIL": "ops@down.test"}
     dead_port = free_port()
 
@@ -239,7 +212,7 @@ def test_smtp_down_keeps_window_for_next_run(mongo_db, make_env, cli, smtp_serve
     assert event is not None and event["event_type"] == "error"
     _assert_run_event_schema(event)
     assert Path(log["file_path"]).is_file()
-    cursor_after_failure = _cursor(mongo_db, workspace_id)
+    cursor_after_failure = cursor_of(mongo_db, workspace_id)
     assert cursor_after_failure is not None  # the first window's start is pinned
     assert cursor_after_failure <= min(doc["_id"] for doc in mongo_db.messages.find())
 
@@ -250,10 +223,10 @@ def test_smtp_down_keeps_window_for_next_run(mongo_db, make_env, cli, smtp_serve
     assert len(smtp_server.messages) == 1
     assert sorted(mailed_contents(smtp_server.messages)) == ["after", "before-1", "before-2"]
     assert mongo_db.export_logs.count_documents({"status": "completed"}) == 1
-    assert _cursor(mongo_db, workspace_id) > cursor_after_failure
+    assert cursor_of(mongo_db, workspace_id) > cursor_after_failure
 
 
-# --- acceptance 5 -------------------------------------------------------------------
+# --- simultaneous runs ------------------------------------------------------------------
 
 
 def test_two_simultaneous_runs_send_every_message_once(mongo_db, make_env, tmp_path):
@@ -262,15 +235,14 @@ def test_two_simultaneous_runs_send_every_message_once(mongo_db, make_env, tmp_p
     for number in range(4):
         contents = [f"w{number}-m{i}" for i in range(5)]
         expected.extend(contents)
-        workspace_id = _workspace_with_messages(mongo_db, f"Parallel {number}", contents)
+        workspace_id = seed_workspace(mongo_db, f"Parallel {number}", contents)
         env_vars[f"WORKSPACE_{workspace_id}_EMAIL"] = f"ws{number}@parallel.test"
     # Each run's first mail is held until both runs are connected: the runs overlap for certain,
     # and while one holds its first workspace's lease the other has to skip that workspace.
     with GatedSmtpServer(parties=2) as gated:
         env = make_env(**smtp_env(gated), **env_vars)
         processes = [
-            subprocess.Popen([str(cli_executable()), "export", "--json"], env=env, cwd=tmp_path, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+            start_cli(["export", "--json"], env, tmp_path)
             for _ in range(2)
         ]
         outputs = [process.communicate(timeout=120) for process in processes]
@@ -288,7 +260,7 @@ def test_two_simultaneous_runs_send_every_message_once(mongo_db, make_env, tmp_p
     assert sum(document["message_count"] for document in documents) == len(expected)
 
 
-# --- acceptance 6 -------------------------------------------------------------------
+# --- manual runs: --hours, --since/--until, --dry-run, --workspace ------------------------
 
 
 def test_manual_hours_email_leaves_the_cursor(mongo_db, make_env, cli, smtp_server):
@@ -307,7 +279,7 @@ def test_manual_hours_email_leaves_the_cursor(mongo_db, make_env, cli, smtp_serv
     [mail] = smtp_server.messages
     assert mail.rcpt_tos == ["boss@other.test"]
     assert sorted(mailed_contents([mail])) == ["old-3h", "recent"]
-    assert _cursor(mongo_db, workspace_id) is None
+    assert cursor_of(mongo_db, workspace_id) is None
     assert mongo_db.export_logs.find_one({"trigger": "manual"})["status"] == "completed"
 
     scheduled = cli(["export"], env=env)
@@ -339,7 +311,7 @@ def test_manual_since_until_is_half_open(mongo_db, make_env, cli, smtp_server):
 
 
 def test_dry_run_changes_nothing(mongo_db, make_env, cli, smtp_server):
-    workspace_id = _workspace_with_messages(mongo_db, "Dry", ["d1", "d2", "d3"])
+    workspace_id = seed_workspace(mongo_db, "Dry", ["d1", "d2", "d3"])
     env = make_env(**{f"WORKSPACE_{workspace_id}_EMAIL": "dry@dry.test"})
     before = {name: list(mongo_db[name].find()) for name in mongo_db.list_collection_names()}
 
@@ -365,7 +337,7 @@ def test_unknown_or_malformed_workspace_is_a_usage_error(mongo_db, make_env, cli
         assert bad in message and len(message.splitlines()) == 1
 
 
-# --- acceptance 7 -------------------------------------------------------------------
+# --- no new messages -------------------------------------------------------------------
 
 
 def test_no_new_messages_advances_the_cursor(mongo_db, make_env, cli, smtp_server):
@@ -374,20 +346,20 @@ def test_no_new_messages_advances_the_cursor(mongo_db, make_env, cli, smtp_serve
     env = make_env(**{f"WORKSPACE_{workspace_id}_EMAIL": "quiet@quiet.test"})
     first = cli(["export"], env=env)
     assert first.returncode == 0, first.stdout + first.stderr
-    first_mark = _cursor(mongo_db, workspace_id)
+    first_mark = cursor_of(mongo_db, workspace_id)
     settle_arrivals()  # window ends are whole seconds (ObjectId time)
     second = cli(["export"], env=env)
     assert second.returncode == 0
-    assert first_mark is not None and _cursor(mongo_db, workspace_id) > first_mark
+    assert first_mark is not None and cursor_of(mongo_db, workspace_id) > first_mark
     assert smtp_server.messages == [] and xlsx_files(Path(env["EXPORT_DIR"])) == []
 
 
-# --- acceptance 8 -------------------------------------------------------------------
+# --- files: permissions, names, never overwritten ----------------------------------------
 
 
 def test_file_permissions_names_and_no_overwrite(mongo_db, make_env, cli, smtp_server):
-    first = _workspace_with_messages(mongo_db, "Acme Corp", ["x"])
-    second = _workspace_with_messages(mongo_db, "acme-corp!", ["y"])
+    first = seed_workspace(mongo_db, "Acme Corp", ["x"])
+    second = seed_workspace(mongo_db, "acme-corp!", ["y"])
     env = make_env(**{f"WORKSPACE_{first}_EMAIL": "a@a.test", f"WORKSPACE_{second}_EMAIL": "b@b.test"})
     for _ in range(2):  # the second run in the same minute must not overwrite the first files
         result = cli(["export", "--hours", "1", "--no-email"], env=env)
@@ -407,14 +379,14 @@ def test_file_permissions_names_and_no_overwrite(mongo_db, make_env, cli, smtp_s
         assert len(list(folder.glob("*.xlsx"))) == 2
 
 
-# --- acceptance 9 -------------------------------------------------------------------
+# --- the email: format, one SMTP connection per run --------------------------------------
 
 
 def test_email_format_and_one_connection_per_run(mongo_db, make_env, cli, smtp_server):
     names = ["Mail One", "Mail Two", "Mail Three"]
     env_vars = {}
     for name in names:
-        workspace_id = _workspace_with_messages(mongo_db, name, [f"{name}-1", f"{name}-2"])
+        workspace_id = seed_workspace(mongo_db, name, [f"{name}-1", f"{name}-2"])
         env_vars[f"WORKSPACE_{workspace_id}_EMAIL"] = f"{name.split()[1].lower()}@mail.test"
     # TZ=UTC for the process: local times must come from EXPORT_TIMEZONE, never from the host's zone.
     env = make_env(EXPORT_TIMEZONE="America/New_York", EXPORT_INTERVAL_MINUTES="60", TZ="UTC", **env_vars)
@@ -460,7 +432,7 @@ def test_email_format_and_one_connection_per_run(mongo_db, make_env, cli, smtp_s
 
 
 def test_missing_password_fails_fast_instead_of_prompting(mongo_db, make_env, cli, smtp_server):
-    workspace_id = _workspace_with_messages(mongo_db, "No Password", ["p"])
+    workspace_id = seed_workspace(mongo_db, "No Password", ["p"])
     env = make_env(SMTP_PASSWORD=None, **{f"WORKSPACE_{workspace_id}_EMAIL": "p@p.test"})
     started = time.monotonic()
     result = cli(["export"], env=env, timeout=30)
@@ -470,7 +442,7 @@ def test_missing_password_fails_fast_instead_of_prompting(mongo_db, make_env, cl
     assert smtp_server.connection_count == 0
 
 
-# --- acceptance 10 ------------------------------------------------------------------
+# --- exit codes and configuration sources -----------------------------------------------
 
 
 def test_mongodb_unreachable_exits_3_quickly(make_env, cli, smtp_server):
@@ -492,7 +464,7 @@ def test_bad_setting_exits_2_naming_it(make_env, cli, smtp_server):
 
 
 def test_env_file_and_real_environment_precedence(mongo_db, make_env, cli, smtp_server, tmp_path):
-    workspace_id = _workspace_with_messages(mongo_db, "Env File", ["e"])
+    workspace_id = seed_workspace(mongo_db, "Env File", ["e"])
     env = make_env()
     env_file = tmp_path / "custom.env"
     env_file.write_text(f"WORKSPACE_{workspace_id}_EMAIL=fromfile@env.test\nEXPORT_TIMEZONE=Mars/Base\n")

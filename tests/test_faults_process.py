@@ -1,4 +1,4 @@
-"""Issue 4, items 9-12: processes die, disks fill up, runs overlap; nothing is lost.
+"""Processes die, disks fill up, runs overlap; nothing is lost.
 
 Everything runs the installed `wa-export export` in a subprocess against an
 authenticated MongoDB (password in MONGODB_URI) and an SMTP server with a
@@ -8,13 +8,12 @@ distinctive password; every test checks that neither password leaks.
 from __future__ import annotations
 
 import os
-import resource
 import signal
 import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,23 +30,22 @@ from faultkit import (
     AuthMongoServer,
     add_now,
     assert_no_secrets,
-    cursor,
     delivered,
     first_arrival,
     no_traceback,
-    seed_workspace,
 )
 from helpers import (
-    GatedSmtpServer,
     HookedSmtpServer,
     attachments,
+    cursor_of,
     lease_skips,
+    limit_file_size,
     mailed_rows,
     parse_json,
     runs_overlapped,
     xlsx_files,
 )
-from seeding import cli_executable, utcnow
+from seeding import run_cli, seed_workspace, start_cli, utcnow
 from wa_export.errors import MongoUnavailable
 from wa_export.export import plan
 from wa_export.export.run import ExportRequest, ExportRun
@@ -62,13 +60,6 @@ from wa_export.workbook.naming import FOLDER_MARKER
 def hooked_smtp() -> Iterator[HookedSmtpServer]:
     with HookedSmtpServer(username=SMTP_USER, password=SMTP_PASSWORD) as server:
         yield server
-
-
-def _popen(args: list[str], env: dict[str, str], cwd: Path, **kwargs: Any) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [str(cli_executable()), *args], env=env, cwd=cwd, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, **kwargs,
-    )
 
 
 def _finish(proc: subprocess.Popen[str], timeout: float = 90) -> tuple[str, str]:
@@ -109,7 +100,7 @@ def _wait_for_lease_expiry(db: Database[Any]) -> None:
             time.sleep(delay)
 
 
-# --- item 9: MongoDB dies -------------------------------------------------------------------
+# --- MongoDB dies -------------------------------------------------------------------------
 
 
 def test_mongodb_killed_mid_run_exits_3_and_next_run_delivers(tmp_path, env, hooked_smtp):
@@ -126,7 +117,7 @@ def test_mongodb_killed_mid_run_exits_3_and_next_run_delivers(tmp_path, env, hoo
         # log nor its cursor can be written.
         hooked_smtp.hook_at = 3
         hooked_smtp.on_message = server.kill
-        proc = _popen(["export"], run_env, tmp_path)
+        proc = start_cli(["export"], run_env, tmp_path)
         stdout, stderr = _finish(proc)
         assert proc.returncode == 3, stdout + stderr
         no_traceback(stdout, stderr)
@@ -154,8 +145,7 @@ def test_mongodb_killed_mid_run_exits_3_and_next_run_delivers(tmp_path, env, hoo
         assert len(in_flight) == 1, "only the mail the server was holding when MongoDB died lacks a log"
 
         _wait_for_lease_expiry(db)  # the killed run could not release the lease it held
-        again = subprocess.run([str(cli_executable()), "export"], env=run_env, cwd=tmp_path, text=True,
-                               capture_output=True, timeout=90, stdin=subprocess.DEVNULL)
+        again = run_cli(["export"], run_env, tmp_path, timeout=90)
         assert again.returncode == 0, again.stdout + again.stderr
         counts = Counter(delivered(hooked_smtp.messages))
         assert set(counts) == set(owner), "every message is delivered after the restart"
@@ -238,11 +228,11 @@ def test_lease_taken_over_before_sending_sends_nothing(fdb, env, smtp, monkeypat
         store.close()
     assert retried.exit_code == 0 and [r.outcome for r in retried.workspaces] == ["completed"]
     assert sorted(delivered(smtp.messages)) == contents
-    assert cursor(fdb, workspace_id) > pinned
+    assert cursor_of(fdb, workspace_id) > pinned
     assert_no_secrets(*(r.reason for r in result.workspaces), db=fdb, mails=smtp.messages)
 
 
-# --- item 10: the wa-export process dies -------------------------------------------------------
+# --- the wa-export process dies -------------------------------------------------------------
 
 
 def _set_lease_expiry(db: Database[Any], workspace_id: ObjectId, expires_at: datetime) -> None:
@@ -259,7 +249,7 @@ def test_sigkill_while_writing_leaves_no_broken_xlsx_and_the_lease_holds_until_e
     workspace_id = seed_workspace(fdb, "Big Workbook", contents, content_size=30_000)
     run_env = env(**{f"WORKSPACE_{workspace_id}_EMAIL": "ops@big.test"})
     export_dir = Path(run_env["EXPORT_DIR"])
-    proc = _popen(["export"], run_env, tmp_path)
+    proc = start_cli(["export"], run_env, tmp_path)
     try:
         os.setpriority(os.PRIO_PROCESS, proc.pid, 10)
         deadline = time.monotonic() + 60
@@ -300,7 +290,7 @@ def test_sigkill_while_writing_leaves_no_broken_xlsx_and_the_lease_holds_until_e
     assert [sorted(delivered(smtp.messages))] == [sorted(contents)]
     for path in xlsx_files(export_dir):
         load_workbook(path, read_only=True).close()
-    assert cursor(fdb, workspace_id) > pinned
+    assert cursor_of(fdb, workspace_id) > pinned
     assert fdb.export_state.find_one({"_id": str(workspace_id)})["lease_owner"] is None
     assert_no_secrets(blocked.stdout, blocked.stderr, recovered.stdout, recovered.stderr, db=fdb, mails=smtp.messages)
 
@@ -311,7 +301,7 @@ def test_sigterm_finishes_current_workspace_releases_leases_and_stops(tmp_path, 
     started: list[subprocess.Popen[str]] = []
     # SIGTERM arrives while the first workspace's mail is being accepted.
     hooked_smtp.on_message = lambda: started[0].send_signal(signal.SIGTERM)
-    proc = _popen(["export"], run_env, tmp_path)
+    proc = start_cli(["export"], run_env, tmp_path)
     started.append(proc)
     try:
         stdout, stderr = _finish(proc)
@@ -334,15 +324,7 @@ def test_sigterm_finishes_current_workspace_releases_leases_and_stops(tmp_path, 
     assert_no_secrets(stdout, stderr, rest.stdout, rest.stderr, db=fdb, mails=hooked_smtp.messages)
 
 
-# --- item 11: the export directory cannot take the file ----------------------------------------
-
-
-def _limit_file_size(limit: int) -> Callable[[], None]:
-    def apply() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes fail with EFBIG instead of killing us
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    return apply
+# --- the export directory cannot take the file ----------------------------------------------
 
 
 @pytest.mark.parametrize("fault", ["export_dir_below_a_file", "file_size_limit"])
@@ -360,7 +342,7 @@ def test_unwritable_export_dir_fails_cleanly_and_keeps_the_window(fault, tmp_pat
         failed = run(fault_env)
     else:
         fault_env = env(**address)
-        proc = _popen(["export"], fault_env, tmp_path, preexec_fn=_limit_file_size(64 * 1024))
+        proc = start_cli(["export"], fault_env, tmp_path, preexec_fn=limit_file_size(64 * 1024))
         try:
             stdout, stderr = _finish(proc)
         finally:
@@ -382,7 +364,7 @@ def test_unwritable_export_dir_fails_cleanly_and_keeps_the_window(fault, tmp_pat
     if export_dir.exists():
         assert xlsx_files(export_dir) == []
         assert [p for p in export_dir.rglob("*") if p.is_file() and p.name != FOLDER_MARKER] == []
-    pinned = cursor(fdb, workspace_id)
+    pinned = cursor_of(fdb, workspace_id)
     assert pinned is not None and pinned <= first_arrival(fdb)
     outputs = [failed.stdout, failed.stderr]
 
@@ -392,20 +374,14 @@ def test_unwritable_export_dir_fails_cleanly_and_keeps_the_window(fault, tmp_pat
     assert recovered.returncode == 0, recovered.stdout + recovered.stderr
     assert sorted(delivered(smtp.messages)) == sorted([*names, "later-1"])
     assert len(smtp.messages) == 1
-    assert cursor(fdb, workspace_id) > pinned
+    assert cursor_of(fdb, workspace_id) > pinned
     assert_no_secrets(*outputs, db=fdb, mails=smtp.messages)
 
 
-# --- item 12: four runs at once while messages keep arriving ------------------------------------
+# --- four runs at once while messages keep arriving ------------------------------------------
 
 
-@pytest.fixture
-def gated_smtp() -> Iterator[GatedSmtpServer]:
-    """Holds each run's first mail until four runs are connected (see helpers.GatedSmtpServer)."""
-    with GatedSmtpServer(parties=4, username=SMTP_USER, password=SMTP_PASSWORD) as server:
-        yield server
-
-
+@pytest.mark.gated_smtp(4, username=SMTP_USER, password=SMTP_PASSWORD)
 def test_four_concurrent_runs_with_arriving_messages_email_everything_once(tmp_path, fdb, env, run, gated_smtp):
     env_vars, owner = _seed_many(fdb, 10, 3, "conc")
     chats = {doc["workspace_id"]: doc["_id"] for doc in fdb.chats.find()}
@@ -444,7 +420,7 @@ def test_four_concurrent_runs_with_arriving_messages_email_everything_once(tmp_p
     try:
         time.sleep(0.3)
         for _ in range(4):  # staggered, so later runs see windows that earlier ones could not
-            processes.append(_popen(["export", "--json"], run_env, tmp_path))
+            processes.append(start_cli(["export", "--json"], run_env, tmp_path))
             time.sleep(0.5)
         for proc in processes:
             stdout, stderr = _finish(proc)

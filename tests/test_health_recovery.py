@@ -1,4 +1,4 @@
-"""Issue 11, health: failed exports clear after any later success, and the reasons read as sentences.
+"""Health: failed exports clear after any later success, and the reasons read as sentences.
 
 The installed CLI against the real test servers.
 """

@@ -1,4 +1,4 @@
-"""Issue 4, items 1-5: untrusted message content and tenant-controlled workspace names.
+"""Untrusted message content and tenant-controlled workspace names.
 
 Everything hostile goes into one database and is exported by ONE scheduled run
 of the installed CLI; a second, small run checks the `--json` anomaly report.
@@ -132,7 +132,7 @@ def _sheet_xml_has_no_formula(path: Path) -> None:
 
 def _check_converts_with_libreoffice(path: Path, out_dir: Path) -> None:
     soffice = shutil.which("soffice")
-    if soffice is None:  # not installed: this one extra check is conditional (issue 4, items 1-5)
+    if soffice is None:  # not installed: this one extra check is conditional
         return
     out_dir.mkdir()
     result = subprocess.run(
@@ -164,7 +164,7 @@ def test_hostile_content_names_and_anomalies_in_one_scheduled_run(mongo_db, make
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Traceback" not in result.stderr and result.stderr == ""
 
-    # --- item 4: counts in the run summary (plain stdout) and in system_logs --------------
+    # --- counts in the run summary (plain stdout) and in system_logs ---------------------
     counts = {"missing_phone": 2, "unknown_direction": 2, "orphaned_message": 3, "non_text_content": NON_TEXT}
     [summary_line] = [line for line in result.stdout.splitlines() if "export run:" in line]
     assert "data issues: " in summary_line
@@ -178,7 +178,7 @@ def test_hostile_content_names_and_anomalies_in_one_scheduled_run(mongo_db, make
     assert hostile_log["status"] == "completed"
     assert hostile_log["anomalies"] == {k: v for k, v in counts.items() if k != "orphaned_message"}
 
-    # --- items 1-4: the workbook ----------------------------------------------------------
+    # --- the workbook --------------------------------------------------------------------
     files = xlsx_files(export_dir)
     assert len(files) == len(recipients)
     [hostile_file] = [path for path in files if path.parent.name == "hostile_content"]
@@ -215,7 +215,7 @@ def test_hostile_content_names_and_anomalies_in_one_scheduled_run(mongo_db, make
     assert anomalous["sideways"][4] == anomalous["no direction"][4] == "unknown"
     assert not any(str(row[2]).startswith("orphan") for row in rows)
 
-    # --- item 5: files inside EXPORT_DIR, safe folders, names within 255 bytes ------------
+    # --- files inside EXPORT_DIR, safe folders, names within 255 bytes -------------------
     root = export_dir.resolve()
     for path in export_dir.rglob("*"):
         assert path.resolve().is_relative_to(root), path
@@ -232,7 +232,7 @@ def test_hostile_content_names_and_anomalies_in_one_scheduled_run(mongo_db, make
     assert "etc" in folder_names and "con_ws" in folder_names
     assert all(name.lower() not in {"con", "..", "."} for name in folder_names)
 
-    # --- item 5: exactly the intended recipients, single-line subject, no injected header -
+    # --- exactly the intended recipients, single-line subject, no injected header --------
     mails = smtp_server.wait_for_messages(len(recipients), timeout=10)
     assert len(mails) == len(recipients)
     seen: set[str] = set()
@@ -270,7 +270,7 @@ def test_hostile_content_names_and_anomalies_in_one_scheduled_run(mongo_db, make
             [(_, _, payload)] = attachments(mail.message())
             assert payload == hostile_file.read_bytes()
 
-    # --- item 4 again, machine-readable: a second scheduled run with --json ---------------
+    # --- the counts again, machine-readable: a second scheduled run with --json ----------
     _seed_anomalies(mongo_db, hostile_id, utcnow(), orphans=1)
     second = cli(["export", "--json"], env=env)
     assert second.returncode == 0, second.stdout + second.stderr

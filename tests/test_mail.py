@@ -160,7 +160,7 @@ def test_reconnects_once_when_the_server_dropped_the_idle_connection(
 def test_failed_transmission_raises_and_yagmail_send_is_never_used(
     server: LocalSmtpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """Stock yagmail's send() returns False once its retries are spent (issue 2, item 9).
+    """Stock yagmail's send() returns False once its retries are spent.
 
     We never call it: our _attempt_send is one transaction that raises on every
     failure, so a refused DATA is a MailError, never a silent False.

@@ -1,4 +1,4 @@
-"""The metrics file (issue 11, Monitoring): a Prometheus textfile-collector file after every export run.
+"""The metrics file: a Prometheus textfile-collector file after every export run.
 
 Every file is read back with prometheus_client's own parser, as node_exporter
 would read it.
@@ -7,9 +7,7 @@ would read it.
 from __future__ import annotations
 
 import os
-import resource
 import stat
-import subprocess
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,18 +16,10 @@ from typing import Any
 import pytest
 from bson import ObjectId
 from prometheus_client.parser import text_string_to_metric_families
-from pymongo import MongoClient, monitoring
+from pymongo import MongoClient
 
-from helpers import parse_json
-from seeding import (
-    add_chat,
-    add_messages,
-    add_workspace,
-    cli_executable,
-    message_doc,
-    object_id_at,
-    utcnow,
-)
+from helpers import CommandLog, limit_file_size, parse_json
+from seeding import add_chat, add_messages, add_workspace, message_doc, object_id_at, run_cli, utcnow
 from servers import free_port
 from wa_export import metrics as metrics_module
 from wa_export.metrics import RunMetrics, WorkspaceMetrics, write_metrics_file
@@ -54,14 +44,6 @@ def _run(name: str, trigger: str = "scheduled") -> tuple[str, tuple[tuple[str, s
 
 def _workspace(name: str, workspace_id: Any) -> tuple[str, tuple[tuple[str, str], ...]]:
     return (name, (("workspace_id", str(workspace_id)),))
-
-
-def _cli_with_umask(args: list[str], env: dict[str, str], cwd: Path, umask: int = 0o077) -> subprocess.CompletedProcess[str]:
-    """The installed CLI as systemd runs it (UMask=0077)."""
-    return subprocess.run(
-        [str(cli_executable()), *args], env=env, cwd=cwd, text=True, capture_output=True, timeout=120,
-        stdin=subprocess.DEVNULL, preexec_fn=lambda: os.umask(umask), check=False,
-    )
 
 
 def test_scheduled_run_writes_run_and_workspace_facts(mongo_db, make_env, tmp_path, smtp_server):
@@ -93,7 +75,7 @@ def test_scheduled_run_writes_run_and_workspace_facts(mongo_db, make_env, tmp_pa
     env = make_env(EXPORT_METRICS_FILE=str(path), **{f"WORKSPACE_{delivered}_EMAIL": "d@delivered.test",
                                                      f"WORKSPACE_{idle}_EMAIL": "i@idle.test"})
 
-    result = _cli_with_umask(["export"], env, tmp_path)
+    result = run_cli(["export"], env, tmp_path, preexec_fn=lambda: os.umask(0o077))  # as systemd runs it (UMask=0077)
     assert result.returncode == 0, result.stdout + result.stderr
     assert stat.S_IMODE(path.stat().st_mode) == 0o644  # node_exporter, another user, must read it
     samples = _samples(path)
@@ -196,10 +178,6 @@ def test_an_unwritable_metrics_file_is_one_warning_and_keeps_the_exit_code(mongo
     assert len(warnings) == 1 and str(missing) in warnings[0] and "exit code is unchanged" in warnings[0]
 
 
-def _limit_file_size(limit: int) -> None:
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-
 def test_a_write_that_fails_midway_leaves_the_old_file_intact(mongo_db, make_env, tmp_path):
     for number in range(30):
         add_workspace(mongo_db, f"Many Co {number}")  # a file far bigger than the size limit below
@@ -208,11 +186,8 @@ def test_a_write_that_fails_midway_leaves_the_old_file_intact(mongo_db, make_env
     path = folder / "wa_export.prom"
     old = b'# TYPE wa_export_last_run_exit_code gauge\nwa_export_last_run_exit_code{trigger="scheduled"} 0.0\n'
     path.write_bytes(old)
-    result = subprocess.run(  # the kernel stops every write past 1,000 bytes (EFBIG): a disk filling up
-        [str(cli_executable()), "export", "--metrics-file", str(path)], env=make_env(), cwd=tmp_path, text=True,
-        capture_output=True, timeout=120, stdin=subprocess.DEVNULL, preexec_fn=lambda: _limit_file_size(1000),
-        check=False,
-    )
+    # The kernel stops every write past 1,000 bytes (EFBIG): a disk filling up.
+    result = run_cli(["export", "--metrics-file", str(path)], make_env(), tmp_path, preexec_fn=limit_file_size(1000))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "WARNING: could not write the metrics file" in result.stderr
     assert path.read_bytes() == old
@@ -264,24 +239,9 @@ def test_workers_parent_writes_the_merged_file_and_children_write_none(mongo_db,
     assert sum(1 for name, _ in samples if name == "wa_export_workspace_waiting_messages") == 2
 
 
-class _Commands(monitoring.CommandListener):
-    def __init__(self) -> None:
-        self.names: list[tuple[str, str]] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        collection = event.command.get(event.command_name)
-        self.names.append((event.command_name, collection if isinstance(collection, str) else ""))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        return None
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        return None
-
-
 @contextmanager
 def _observed(settings: Any):
-    listener = _Commands()
+    listener = CommandLog()
     client: MongoClient[dict[str, Any]] = MongoClient(settings.mongodb_uri, tz_aware=True, event_listeners=[listener])
     try:
         yield Store(client, settings), listener

@@ -1,4 +1,4 @@
-"""Recipients from the platform (issue 12, acceptance 3): EXPORT_RECIPIENTS_FIELD next to WORKSPACE_<ID>_EMAIL.
+"""Recipients from the platform: EXPORT_RECIPIENTS_FIELD next to WORKSPACE_<ID>_EMAIL.
 
 The workspace document's field (a string with a comma list, or a list of
 strings) supplies addresses; the environment variable wins; the allow-list
@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
-from pymongo import MongoClient, monitoring
+from pymongo import MongoClient
 
-from helpers import mailed_contents, parse_json
+from helpers import CommandLog, mailed_contents, parse_json
 from seeding import add_chat, add_messages, add_workspace, utcnow
 from servers import free_port
 from wa_export.export.run import ExportRequest, run_export
@@ -193,34 +193,19 @@ def test_a_bad_field_path_is_a_configuration_error(make_env, cli, value):
     assert line.startswith("wa-export: EXPORT_RECIPIENTS_FIELD") and line.endswith(".")
 
 
-class _Finds(monitoring.CommandListener):
-    def __init__(self) -> None:
-        self.finds: list[dict[str, Any]] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name == "find" and event.command.get("find") == "workspaces":
-            self.finds.append(dict(event.command))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        return None
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        return None
-
-
 def test_the_field_is_read_with_the_workspace_list(mongo_db, make_env, smtp_server):
     for number in range(5):
         workspace_id = _workspace(mongo_db, f"Tenant {number}", f"t{number}@acme.test")
         add_messages(mongo_db, add_chat(mongo_db, workspace_id), [{"content": "hi", "timestamp": utcnow()}])
     settings = load_settings(environ=make_env(EXPORT_RECIPIENTS_FIELD=FIELD))
-    listener = _Finds()
+    listener = CommandLog()
     client: MongoClient[dict[str, Any]] = MongoClient(settings.mongodb_uri, tz_aware=True, event_listeners=[listener])
     try:
         result = run_export(settings, Store(client, settings), ExportRequest())
     finally:
         client.close()
     assert result.exit_code == 0 and result.count("completed") == 5, result.summary()
-    [find] = listener.finds  # one read of workspaces for five exports
+    [find] = listener.bodies("find", "workspaces")  # one read of workspaces for five exports
     assert find["projection"] == {"name": 1, "status": 1, FIELD: 1}
     assert len(smtp_server.messages) == 5
 

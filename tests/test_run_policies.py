@@ -1,4 +1,4 @@
-"""Run-level policies found in review: SMTP failures that doom the run, manual runs over all
+"""Run-level policies: SMTP failures that doom the run, manual runs over all
 workspaces, read preference, time bounds, what proves the schedule is alive, orphan counting."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 11, "Honest results": a run never says "all fine" when its workspaces and addresses do not meet.
+"""Honest results: a run never says "all fine" when its workspaces and addresses do not meet.
 
 The installed CLI against the real test servers: a MONGODB_DATABASE without
 workspaces, active workspaces without an address, WORKSPACE_*_EMAIL variables
@@ -12,30 +12,15 @@ from datetime import timedelta
 from typing import Any
 
 from bson import ObjectId
-from pymongo import MongoClient, monitoring
+from pymongo import MongoClient
 from pymongo.database import Database
 from pymongo.errors import OperationFailure
 
-from helpers import health_checks, lines_with, one_stderr_line, parse_json
+from helpers import CommandLog, health_checks, lines_with, one_stderr_line, parse_json
 from seeding import add_chat, add_messages, add_workspace, utcnow
 from wa_export.export.run import ExportRequest, run_export
 from wa_export.settings import load_settings
 from wa_export.store.connection import Store
-
-
-class CommandLog(monitoring.CommandListener):
-    def __init__(self) -> None:
-        self.names: list[str] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        self.names.append(event.command_name)
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        return None
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        return None
-
 
 # --- MONGODB_DATABASE ---------------------------------------------------------------------------
 

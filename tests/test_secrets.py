@@ -1,6 +1,6 @@
-"""Issue 4, items 13-14: passwords never leak; a path-like subject or body is never attached.
+"""Passwords never leak; a path-like subject or body is never attached.
 
-Item 13 runs the installed CLI against a MongoDB that requires a password
+The leak tests run the installed CLI against a MongoDB that requires a password
 (LocalMongoServer with users) and an SMTP server with its own password, in
 success and in failures, and greps stdout, stderr, export_logs, system_logs,
 export_state and the raw mails for every form of both secrets.
@@ -90,7 +90,7 @@ def _assert_nothing_leaked(result: Any, db: Any = None, smtp: LocalSmtpServer | 
             assert_no_secret("email", mail.data)
 
 
-# --- item 13: success -------------------------------------------------------------------------
+# --- successful runs -------------------------------------------------------------------------
 
 
 def test_success_runs_never_show_the_passwords(make_env, auth_mongo, fdb, secret_smtp, cli):
@@ -122,7 +122,7 @@ def test_success_runs_never_show_the_passwords(make_env, auth_mongo, fdb, secret
     assert sorted(mailed_contents(secret_smtp.messages[:2])) == ["message 0", "message 1"]
 
 
-# --- item 13: SMTP failures -------------------------------------------------------------------
+# --- SMTP failures ---------------------------------------------------------------------------
 
 
 SMTP_FAILURES = ["auth_refused", "connection_refused", "dropped_during_data", "recipient_refused", "untrusted_ca"]
@@ -156,7 +156,7 @@ def test_smtp_failures_never_show_the_passwords(failure, make_env, auth_mongo, f
     assert fdb.system_logs.count_documents({"kind": "export_run", "event_type": "error"}) == 1
 
 
-# --- item 13: MongoDB failures ----------------------------------------------------------------
+# --- MongoDB failures ------------------------------------------------------------------------
 
 
 def test_unreachable_mongodb_with_password_in_uri(make_env, cli, smtp_server):
@@ -184,7 +184,7 @@ def test_mongodb_refusing_the_password(make_env, auth_mongo, fdb, cli, smtp_serv
     assert smtp_server.connection_count == 0
 
 
-# --- item 13: bad configuration ---------------------------------------------------------------
+# --- bad configuration -----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -211,7 +211,7 @@ def test_bad_config_never_echoes_a_secret(overrides, make_env, cli, smtp_server)
     _assert_nothing_leaked(result)
 
 
-# --- item 14: a path-like subject or body is text, never an attachment -------------------------
+# --- a path-like subject or body is text, never an attachment ---------------------------------
 
 
 def test_subject_equal_to_an_existing_path_is_not_attached(secret_smtp, tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""Issue 11, "Hangs and stops": every SMTP step ends within SMTP_TIMEOUT_SECONDS, a stalled transaction
+"""Hangs and stops: every SMTP step ends within SMTP_TIMEOUT_SECONDS, a stalled transaction
 ends the run's sending, SIGTERM cuts a send short, and an echoed AUTH blob never leaks.
 
 Each test runs the installed `wa-export` against a real misbehaving SMTP server on
@@ -11,7 +11,6 @@ not speed assertions.
 from __future__ import annotations
 
 import base64
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -26,14 +25,12 @@ from faultkit import (
     WRONG_SMTP_PASSWORD,
     add_now,
     assert_no_secrets,
-    cursor,
     delivered,
     no_traceback,
-    seed_workspace,
 )
-from helpers import parse_json
+from helpers import cursor_of, parse_json, stop_with_sigterm
 from inprocess_cli import run_wa_export
-from seeding import add_workspace, cli_executable, run_cli
+from seeding import add_workspace, run_cli, seed_workspace, start_cli
 from smtp_misbehaving import MisbehavingSmtpServer, Point
 from wa_export.demo.loopback import free_port
 from wa_export.mail.deadline import STOP_GRACE_SECONDS
@@ -97,7 +94,7 @@ def test_export_against_a_trickling_server_ends_within_the_bound(point, fdb, env
     assert server.messages == []
     [log] = list(fdb.export_logs.find())
     assert log["status"] == "failed" and log["error_message"] == reason
-    assert _unmoved(cursor(fdb, workspace_id), _first_message_time(fdb)), "the undelivered window must stay"
+    assert _unmoved(cursor_of(fdb, workspace_id), _first_message_time(fdb)), "the undelivered window must stay"
     assert _no_lease_held(fdb)
     assert_no_secrets(result.stdout, result.stderr, db=fdb)
 
@@ -165,7 +162,7 @@ def test_stall_after_data_costs_one_timeout_and_the_rest_is_not_attempted(fdb, e
         assert outcome["message_count"] == 2, "a workspace not attempted still says how many messages wait"
     assert fdb.export_logs.count_documents({"status": "failed"}) == 3
     for workspace_id in contents:
-        assert _unmoved(cursor(fdb, workspace_id), min(first_times.values())), "every window stays for the next run"
+        assert _unmoved(cursor_of(fdb, workspace_id), min(first_times.values())), "every window stays for the next run"
     assert _no_lease_held(fdb)
 
     # The next run, against a healthy server, delivers every workspace once.
@@ -213,21 +210,14 @@ def test_sigterm_while_the_server_holds_data_ends_the_run_within_the_grace(fdb, 
     bound = STOP_GRACE_SECONDS + 15
     with MisbehavingSmtpServer("data", "stall") as server:
         run_env = env(SMTP_TIMEOUT_SECONDS=60, **server.env(), **addresses)
-        proc = subprocess.Popen([str(cli_executable()), "export", "--json"], env=run_env, cwd=tmp_path, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        proc = start_cli(["export", "--json"], run_env, tmp_path)
         try:
             give_up = time.monotonic() + 60
             while server.payloads_received == 0:  # the server now holds the first workspace's DATA
                 assert proc.poll() is None, "wa-export ended before its message reached the server"
                 assert time.monotonic() < give_up, "the message never reached the server"
                 time.sleep(0.05)
-            signalled = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
-            try:
-                stdout, stderr = proc.communicate(timeout=bound)
-            except subprocess.TimeoutExpired:
-                raise AssertionError(f"wa-export was still running {bound} s after SIGTERM") from None
-            after_signal = time.monotonic() - signalled
+            stdout, stderr, after_signal = stop_with_sigterm(proc, bound)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -241,7 +231,7 @@ def test_sigterm_while_the_server_holds_data_ends_the_run_within_the_grace(fdb, 
     assert in_flight["outcome"] == "failed" and "asked to stop" in in_flight["reason"], in_flight
     assert server.payloads_received == 1 and server.messages == []
     for workspace_id in workspace_ids:
-        assert _unmoved(cursor(fdb, workspace_id), first_message)
+        assert _unmoved(cursor_of(fdb, workspace_id), first_message)
     assert _no_lease_held(fdb), "the lease of the workspace in flight is released"
     event = fdb.system_logs.find_one({"kind": "export_run"})
     assert event is not None and event["interrupted"] is True

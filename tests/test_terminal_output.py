@@ -1,4 +1,4 @@
-"""Human output: a rich table on a terminal, plain log lines under cron (issue 2)."""
+"""Human output: a rich table on a terminal, plain log lines under cron."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def test_terminal_gets_a_table_and_cron_gets_plain_lines(mongo_db, make_env, cli
         assert "secret text" not in output and "+4915112345678" not in output  # counts only
 
 
-# --- what an operator reads: ids and paths whole, counts right-aligned (issue 11) ---------------
+# --- what an operator reads: ids and paths whole, counts right-aligned ---------------------------
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 TABLE_RULES = set("│┃")

@@ -1,4 +1,4 @@
-"""What a business recipient sees in a real export mail: the sender's name and a readable workbook (issue 11)."""
+"""What a business recipient sees in a real export mail: the sender's name and a readable workbook."""
 
 from __future__ import annotations
 
