@@ -29,6 +29,7 @@ from servers import LocalMongoServer, LocalSmtpServer
 # faultkit.py; registering it here lets test modules use them by name.
 pytest_plugins = ("faultkit",)
 
+
 @pytest.fixture(scope="session")
 def mongo_server_uri() -> Iterator[str]:
     """A real MongoDB (WA_EXPORT_TEST_MONGODB_URI) or a mongoeco wire server for the session."""
@@ -55,9 +56,7 @@ def db_name() -> str:
 
 
 @pytest.fixture
-def mongo_db(
-    mongo_client: MongoClient[dict[str, Any]], db_name: str
-) -> Iterator[Database[dict[str, Any]]]:
+def mongo_db(mongo_client: MongoClient[dict[str, Any]], db_name: str) -> Iterator[Database[dict[str, Any]]]:
     """A fresh database for this test, dropped afterwards (only ever the one we named)."""
     db = mongo_client[db_name]
     try:
@@ -73,7 +72,9 @@ def smtp_server() -> Iterator[LocalSmtpServer]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "gated_smtp(parties, **options): the gated_smtp fixture's parties and server options")
+    config.addinivalue_line(
+        "markers", "gated_smtp(parties, **options): the gated_smtp fixture's parties and server options"
+    )
 
 
 @pytest.fixture
@@ -90,9 +91,7 @@ MakeEnv = Callable[..., dict[str, str]]
 
 
 @pytest.fixture
-def make_env(
-    tmp_path: Path, mongo_server_uri: str, db_name: str, smtp_server: LocalSmtpServer
-) -> MakeEnv:
+def make_env(tmp_path: Path, mongo_server_uri: str, db_name: str, smtp_server: LocalSmtpServer) -> MakeEnv:
     """`make_env(**overrides)`: a complete, isolated environment for running the CLI.
 
     An override of None removes the variable.

@@ -57,8 +57,9 @@ class AuthMongoServer(LocalMongoServer):
 # --------------------------------------------------------------------------- secrets
 
 
-def assert_no_secrets(*texts: str | None, db: Database[Any] | None = None,
-                      mails: Iterable[CapturedMessage] = ()) -> None:
+def assert_no_secrets(
+    *texts: str | None, db: Database[Any] | None = None, mails: Iterable[CapturedMessage] = ()
+) -> None:
     """None of SECRETS in any output, log document or mail."""
     haystacks: list[tuple[str, str]] = [(f"output #{index}", text or "") for index, text in enumerate(texts)]
     if db is not None:
@@ -79,10 +80,14 @@ def add_now(db: Database[Any], workspace_id: ObjectId, contents: Sequence[str]) 
     chat = db.chats.find_one({"workspace_id": workspace_id})
     assert chat is not None
     now = utcnow()
-    add_messages(db, chat["_id"], [
-        {"content": text, "timestamp": now - timedelta(milliseconds=50 - index % 40)}
-        for index, text in enumerate(contents)
-    ])
+    add_messages(
+        db,
+        chat["_id"],
+        [
+            {"content": text, "timestamp": now - timedelta(milliseconds=50 - index % 40)}
+            for index, text in enumerate(contents)
+        ],
+    )
     # add_messages waited until their arrival second is over: a run with
     # EXPORT_LAG_SECONDS=0 starting now includes them (window ends are whole seconds).
 

@@ -256,8 +256,12 @@ LEASE_HELD = "another wa-export run holds this workspace's lease"
 
 def lease_skips(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The workspace results (from `--json`) a run skipped because another run held the lease."""
-    return [result for document in documents for result in document["workspaces"]
-            if result["outcome"] == "skipped" and result["reason"] == LEASE_HELD]
+    return [
+        result
+        for document in documents
+        for result in document["workspaces"]
+        if result["outcome"] == "skipped" and result["reason"] == LEASE_HELD
+    ]
 
 
 def smtp_env(server: LocalSmtpServer) -> dict[str, str]:

@@ -53,9 +53,7 @@ def _check_timestamp(value: Any) -> Any:
     return value
 
 
-def add_workspace(
-    db: Database[Any], name: str, status: str = "active", _id: ObjectId | None = None
-) -> ObjectId:
+def add_workspace(db: Database[Any], name: str, status: str = "active", _id: ObjectId | None = None) -> ObjectId:
     doc = _clean({"_id": _id or ObjectId(), "name": name, "status": status})
     db.workspaces.insert_one(doc)
     return doc["_id"]
@@ -164,9 +162,7 @@ def add_arrived(db: Database[Any], chat_id: Any, moment: datetime, content: str,
     return document["_id"]
 
 
-def add_messages(
-    db: Database[Any], chat_id: ObjectId, specs: Sequence[Mapping[str, Any]]
-) -> list[ObjectId]:
+def add_messages(db: Database[Any], chat_id: ObjectId, specs: Sequence[Mapping[str, Any]]) -> list[ObjectId]:
     """Insert many messages with one insert_many; each spec is message_doc's keywords."""
     docs = [message_doc(chat_id, **dict(spec)) for spec in specs]
     if not docs:

@@ -100,9 +100,7 @@ def test_email_option_outside_allowed_domains_is_refused(mongo_db, make_env, mon
     assert [mail.rcpt_tos for mail in smtp_server.messages] == [["boss@eu.acme.test"]]
 
 
-def test_configured_recipient_outside_allowed_domains_fails_only_that_workspace(
-    mongo_db, make_env, cli, smtp_server
-):
+def test_configured_recipient_outside_allowed_domains_fails_only_that_workspace(mongo_db, make_env, cli, smtp_server):
     good = add_workspace(mongo_db, "Good Tenant")
     bad = add_workspace(mongo_db, "Leaky Tenant")
     also_good = add_workspace(mongo_db, "Partner Tenant")
@@ -118,8 +116,10 @@ def test_configured_recipient_outside_allowed_domains_fails_only_that_workspace(
 
     result = cli(["export"], env=env)
     assert result.returncode == 1, result.stdout + result.stderr
-    lines = {wid: [line for line in result.stdout.splitlines() if f"workspace={wid}" in line]
-             for wid in (good, bad, also_good)}
+    lines = {
+        wid: [line for line in result.stdout.splitlines() if f"workspace={wid}" in line]
+        for wid in (good, bad, also_good)
+    }
     assert " INFO " in lines[good][0] and "outcome=completed" in lines[good][0]
     assert " INFO " in lines[also_good][0] and "outcome=completed" in lines[also_good][0]
     [error_line] = lines[bad]
@@ -144,8 +144,10 @@ def test_configured_recipient_outside_allowed_domains_fails_only_that_workspace(
     assert state["consecutive_failures"] == 1 and "EXPORT_ALLOWED_EMAIL_DOMAINS" in state["last_error"]
 
     # Once the operator fixes the address, the next run delivers the window: nothing lost.
-    fixed = make_env(EXPORT_ALLOWED_EMAIL_DOMAINS="acme.test,partner.test",
-                     **{**recipients, f"WORKSPACE_{bad}_EMAIL": "ops@acme.test"})
+    fixed = make_env(
+        EXPORT_ALLOWED_EMAIL_DOMAINS="acme.test,partner.test",
+        **{**recipients, f"WORKSPACE_{bad}_EMAIL": "ops@acme.test"},
+    )
     after = cli(["export"], env=fixed)
     assert after.returncode == 0, after.stdout + after.stderr
     assert after.stdout.count("outcome=completed") == 1  # the other two have nothing new

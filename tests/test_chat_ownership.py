@@ -38,7 +38,9 @@ def test_a_chat_naming_two_workspaces_belongs_to_neither_on_every_path(mongo_db,
         {"_id": str(alpha)}, {"$set": {"cursor": ObjectId.from_datetime(utcnow() - timedelta(days=7))}}
     )
     add_arrived(mongo_db, alpha_chat, utcnow() - timedelta(days=3), "alpha-backlog")
-    add_arrived(mongo_db, shared, utcnow() - timedelta(days=3), "shared-backlog")  # only Alpha's own path reads this far back
+    add_arrived(
+        mongo_db, shared, utcnow() - timedelta(days=3), "shared-backlog"
+    )  # only Alpha's own path reads this far back
     add_arrived(mongo_db, alpha_chat, utcnow(), "alpha-now")
     add_arrived(mongo_db, str(alpha_chat), utcnow(), "alpha-string-chat-id")
     add_arrived(mongo_db, beta_chat, utcnow(), "beta-now")

@@ -38,8 +38,12 @@ def test_a_slow_data_reply_keeps_the_lease_and_a_second_run_sends_nothing(tmp_pa
     workspace_id = seed_workspace(fdb, "Slow Server", contents)
     lease_seconds = 5
     with SlowDataSmtpServer(hold_seconds=2.5 * lease_seconds, username=SMTP_USER, password=SMTP_PASSWORD) as slow:
-        run_env = env(slow, EXPORT_LEASE_SECONDS=str(lease_seconds), SMTP_TIMEOUT_SECONDS="60",
-                      **{f"WORKSPACE_{workspace_id}_EMAIL": "ops@slow.test"})
+        run_env = env(
+            slow,
+            EXPORT_LEASE_SECONDS=str(lease_seconds),
+            SMTP_TIMEOUT_SECONDS="60",
+            **{f"WORKSPACE_{workspace_id}_EMAIL": "ops@slow.test"},
+        )
         first = start_cli(["export", "--json"], run_env, tmp_path)
         try:
             assert slow.data_started.wait(60), "the first run never reached DATA"
@@ -76,8 +80,14 @@ def test_a_mail_accepted_while_mongodb_stops_is_delivered_again_and_flagged(tmp_
         db = server.client()["wa_export_duplicate"]
         contents = ["dup-1", "dup-2", "dup-3"]
         workspace_id = seed_workspace(db, "Twice Maybe", contents)
-        run_env = env(hooked, MONGODB_URI=server.auth_uri, MONGODB_DATABASE=db.name, MONGODB_TIMEOUT_SECONDS="2",
-                      EXPORT_LEASE_SECONDS="5", **{f"WORKSPACE_{workspace_id}_EMAIL": "ops@twice.test"})
+        run_env = env(
+            hooked,
+            MONGODB_URI=server.auth_uri,
+            MONGODB_DATABASE=db.name,
+            MONGODB_TIMEOUT_SECONDS="2",
+            EXPORT_LEASE_SECONDS="5",
+            **{f"WORKSPACE_{workspace_id}_EMAIL": "ops@twice.test"},
+        )
         # The SMTP server has the whole message when MongoDB dies; its 250 reply follows.
         hooked.on_message = server.kill
         first = run_wa_export(["export"], run_env, tmp_path, timeout=90)

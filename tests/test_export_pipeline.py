@@ -38,10 +38,21 @@ FILE_NAME = re.compile(r"^[a-z0-9_]+_whatsapp_messages_\d{4}-\d{2}-\d{2}_\d{2}-\
 
 EXPORT_LOG_FIELDS = (
     # The original system's schema (../shared/seeds) ...
-    "workspace_id", "export_type", "export_timestamp", "message_count", "file_path", "email_sent_to", "status",
-    "error_message", "created_at", "updated_at",
+    "workspace_id",
+    "export_type",
+    "export_timestamp",
+    "message_count",
+    "file_path",
+    "email_sent_to",
+    "status",
+    "error_message",
+    "created_at",
+    "updated_at",
     # ... and what ours adds.
-    "window_start", "window_end", "trigger", "run_id",
+    "window_start",
+    "window_end",
+    "trigger",
+    "run_id",
 )
 
 
@@ -132,14 +143,37 @@ def test_workbook_content_order_mapping_and_timezone(mongo_db, make_env, cli, sm
     low, high = ObjectId("000000000000000000000001"), ObjectId("000000000000000000000002")
     mongo_db.messages.insert_many(
         [
-            {"_id": high, "chat_id": chat_id, "direction": "outgoing", "is_ai_generated": False,
-             "content": "@SUM(A1)", "timestamp": moment},
-            {"_id": ObjectId(), "chat_id": chat_id, "direction": "outgoing", "is_ai_generated": True,
-             "content": "ai answer", "timestamp": moment + timedelta(seconds=1)},
-            {"_id": low, "chat_id": chat_id, "direction": "incoming", "is_ai_generated": False,
-             "content": "=1+1", "timestamp": moment},
-            {"_id": ObjectId(), "chat_id": chat_id, "direction": "incoming",
-             "content": "earliest", "timestamp": moment - timedelta(seconds=5)},
+            {
+                "_id": high,
+                "chat_id": chat_id,
+                "direction": "outgoing",
+                "is_ai_generated": False,
+                "content": "@SUM(A1)",
+                "timestamp": moment,
+            },
+            {
+                "_id": ObjectId(),
+                "chat_id": chat_id,
+                "direction": "outgoing",
+                "is_ai_generated": True,
+                "content": "ai answer",
+                "timestamp": moment + timedelta(seconds=1),
+            },
+            {
+                "_id": low,
+                "chat_id": chat_id,
+                "direction": "incoming",
+                "is_ai_generated": False,
+                "content": "=1+1",
+                "timestamp": moment,
+            },
+            {
+                "_id": ObjectId(),
+                "chat_id": chat_id,
+                "direction": "incoming",
+                "content": "earliest",
+                "timestamp": moment - timedelta(seconds=5),
+            },
         ]
     )
     env = make_env(EXPORT_TIMEZONE="Asia/Kolkata", **{f"WORKSPACE_{workspace_id}_EMAIL": "x@format.test"})
@@ -151,7 +185,12 @@ def test_workbook_content_order_mapping_and_timezone(mongo_db, make_env, cli, sm
     sheet = workbook["WhatsApp Messages"]
     header = [cell.value for cell in sheet[1]]
     assert header == [
-        "Sender Phone Number", "Receiver Phone Number", "Message Content", "Timestamp", "Status", "Workspace ID",
+        "Sender Phone Number",
+        "Receiver Phone Number",
+        "Message Content",
+        "Timestamp",
+        "Status",
+        "Workspace ID",
     ]
     rows = [list(row) for row in sheet.iter_rows(min_row=2)]
     contents = [row[2].value for row in rows]
@@ -175,8 +214,11 @@ def test_consecutive_runs_deliver_each_message_exactly_once(mongo_db, make_env, 
     workspace_id = add_workspace(mongo_db, "Twice")
     chat_id = add_chat(mongo_db, workspace_id)
     now = utcnow()
-    add_messages(mongo_db, chat_id, [{"content": f"early-{i}", "timestamp": now - timedelta(minutes=5, seconds=i)}
-                                     for i in range(3)])
+    add_messages(
+        mongo_db,
+        chat_id,
+        [{"content": f"early-{i}", "timestamp": now - timedelta(minutes=5, seconds=i)} for i in range(3)],
+    )
     add_messages(mongo_db, chat_id, [{"content": "inside-lag", "timestamp": now - timedelta(seconds=20)}])
     address = {f"WORKSPACE_{workspace_id}_EMAIL": "twice@ws.test"}
 
@@ -184,8 +226,11 @@ def test_consecutive_runs_deliver_each_message_exactly_once(mongo_db, make_env, 
     assert first.returncode == 0, first.stdout + first.stderr
     assert sorted(mailed_contents(smtp_server.messages)) == ["early-0", "early-1", "early-2"]
 
-    add_messages(mongo_db, chat_id, [{"content": f"later-{i}", "timestamp": utcnow() - timedelta(milliseconds=50)}
-                                     for i in range(2)])
+    add_messages(
+        mongo_db,
+        chat_id,
+        [{"content": f"later-{i}", "timestamp": utcnow() - timedelta(milliseconds=50)} for i in range(2)],
+    )
     time.sleep(0.1)
     second = cli(["export"], env=make_env(EXPORT_LAG_SECONDS="0", **address))
     assert second.returncode == 0, second.stdout + second.stderr
@@ -241,10 +286,7 @@ def test_two_simultaneous_runs_send_every_message_once(mongo_db, make_env, tmp_p
     # and while one holds its first workspace's lease the other has to skip that workspace.
     with GatedSmtpServer(parties=2) as gated:
         env = make_env(**smtp_env(gated), **env_vars)
-        processes = [
-            start_cli(["export", "--json"], env, tmp_path)
-            for _ in range(2)
-        ]
+        processes = [start_cli(["export", "--json"], env, tmp_path) for _ in range(2)]
         outputs = [process.communicate(timeout=120) for process in processes]
         for process, (stdout, stderr) in zip(processes, outputs, strict=True):
             assert process.returncode == 0, stdout + stderr
@@ -253,8 +295,9 @@ def test_two_simultaneous_runs_send_every_message_once(mongo_db, make_env, tmp_p
         assert not gated.gate_timed_out, "the two runs never had an SMTP connection open at the same time"
     documents = [parse_json(subprocess.CompletedProcess([], 0, stdout, stderr)) for stdout, stderr in outputs]
     assert runs_overlapped(documents)
-    assert all(any(ws["outcome"] == "completed" for ws in document["workspaces"]) for document in documents), \
+    assert all(any(ws["outcome"] == "completed" for ws in document["workspaces"]) for document in documents), (
         "both runs exported something"
+    )
     assert lease_skips(documents), "one run met the other's lease"
     assert sorted(mailed_contents(mails)) == sorted(expected)  # every message exactly once
     assert sum(document["message_count"] for document in documents) == len(expected)
@@ -267,11 +310,15 @@ def test_manual_hours_email_leaves_the_cursor(mongo_db, make_env, cli, smtp_serv
     workspace_id = add_workspace(mongo_db, "Manual")
     chat_id = add_chat(mongo_db, workspace_id)
     now = utcnow()
-    add_messages(mongo_db, chat_id, [
-        {"content": "old-3h", "timestamp": now - timedelta(hours=3)},
-        {"content": "recent", "timestamp": now - timedelta(minutes=2)},
-        {"content": "too-old", "timestamp": now - timedelta(hours=30)},
-    ])
+    add_messages(
+        mongo_db,
+        chat_id,
+        [
+            {"content": "old-3h", "timestamp": now - timedelta(hours=3)},
+            {"content": "recent", "timestamp": now - timedelta(minutes=2)},
+            {"content": "too-old", "timestamp": now - timedelta(hours=30)},
+        ],
+    )
     env = make_env(**{f"WORKSPACE_{workspace_id}_EMAIL": "configured@manual.test"})
 
     manual = cli(["export", "--workspace", str(workspace_id), "--hours", "24", "--email", "boss@other.test"], env=env)
@@ -292,17 +339,23 @@ def test_manual_since_until_is_half_open(mongo_db, make_env, cli, smtp_server):
     workspace_id = add_workspace(mongo_db, "Window")
     chat_id = add_chat(mongo_db, workspace_id)
     start = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
-    add_messages(mongo_db, chat_id, [
-        {"content": "before", "timestamp": start - timedelta(milliseconds=1)},
-        {"content": "at-start", "timestamp": start},
-        {"content": "middle", "timestamp": start + timedelta(minutes=30)},
-        {"content": "last-ms", "timestamp": start + timedelta(hours=1) - timedelta(milliseconds=1)},
-        {"content": "at-end", "timestamp": start + timedelta(hours=1)},
-    ])
+    add_messages(
+        mongo_db,
+        chat_id,
+        [
+            {"content": "before", "timestamp": start - timedelta(milliseconds=1)},
+            {"content": "at-start", "timestamp": start},
+            {"content": "middle", "timestamp": start + timedelta(minutes=30)},
+            {"content": "last-ms", "timestamp": start + timedelta(hours=1) - timedelta(milliseconds=1)},
+            {"content": "at-end", "timestamp": start + timedelta(hours=1)},
+        ],
+    )
     # Naive times are in EXPORT_TIMEZONE: 11:00 Berlin (winter) is 10:00 UTC.
     env = make_env(EXPORT_TIMEZONE="Europe/Berlin")
-    result = cli(["export", "-w", str(workspace_id), "--since", "2026-01-15T10:00", "--until",
-                  "2026-01-15T11:00", "--no-email"], env=env)
+    result = cli(
+        ["export", "-w", str(workspace_id), "--since", "2026-01-15T10:00", "--until", "2026-01-15T11:00", "--no-email"],
+        env=env,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     [path] = xlsx_files(Path(env["EXPORT_DIR"]))
     assert [row[2] for row in sheet_rows(path)] == ["at-start", "middle", "last-ms"]
@@ -369,8 +422,9 @@ def test_file_permissions_names_and_no_overwrite(mongo_db, make_env, cli, smtp_s
     assert len(files) == 4
     folders = {path.parent for path in files}
     assert len(folders) == 2
-    assert {folder.name for folder in folders} == {"acme_corp", f"acme_corp_{str(second)[-8:]}"} or \
-        {folder.name for folder in folders} == {"acme_corp", f"acme_corp_{str(first)[-8:]}"}
+    assert {folder.name for folder in folders} == {"acme_corp", f"acme_corp_{str(second)[-8:]}"} or {
+        folder.name for folder in folders
+    } == {"acme_corp", f"acme_corp_{str(first)[-8:]}"}
     for path in files:
         assert FILE_NAME.match(path.name), path.name
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -419,7 +473,9 @@ def test_email_format_and_one_connection_per_run(mongo_db, make_env, cli, smtp_s
     assert "Total messages: 2" in body and "received: 2" in body
     window = re.search(
         r"Messages from (\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2}) to (?:(\d{4}-\d{2}-\d{2}) )?(\d{2}:\d{2}:\d{2}) "
-        r"\(America/New_York\)", body)
+        r"\(America/New_York\)",
+        body,
+    )
     assert window, body
     assert "Timestamp column are in America/New_York" in body
     start_text = f"{window.group(1)} {window.group(2)}"

@@ -92,8 +92,11 @@ def _seed_many(db: Database[Any], count: int, per_workspace: int, tag: str) -> t
 
 def _wait_for_lease_expiry(db: Database[Any]) -> None:
     """Sleep until every lease still recorded in export_state has expired."""
-    expiries = [doc["lease_expires_at"] for doc in db.export_state.find({"lease_owner": {"$ne": None}})
-                if doc.get("lease_expires_at") is not None]
+    expiries = [
+        doc["lease_expires_at"]
+        for doc in db.export_state.find({"lease_owner": {"$ne": None}})
+        if doc.get("lease_expires_at") is not None
+    ]
     if expiries:
         delay = (max(expiries) - datetime.now(UTC)).total_seconds() + 0.3
         if delay > 0:
@@ -110,8 +113,14 @@ def test_mongodb_killed_mid_run_exits_3_and_next_run_delivers(tmp_path, env, hoo
         client = server.client()
         db = client["wa_export_mongo_killed"]
         env_vars, owner = _seed_many(db, 6, 5, "killed")
-        run_env = env(hooked_smtp, MONGODB_URI=server.auth_uri, MONGODB_DATABASE=db.name, MONGODB_TIMEOUT_SECONDS="2",
-                      EXPORT_LEASE_SECONDS="5", **env_vars)
+        run_env = env(
+            hooked_smtp,
+            MONGODB_URI=server.auth_uri,
+            MONGODB_DATABASE=db.name,
+            MONGODB_TIMEOUT_SECONDS="2",
+            EXPORT_LEASE_SECONDS="5",
+            **env_vars,
+        )
         # Two workspaces go through completely; MongoDB dies while the SMTP server holds the third
         # workspace's mail and has not answered yet: that mail is accepted, but neither its completed
         # log nor its cursor can be written.
@@ -141,7 +150,8 @@ def test_mongodb_killed_mid_run_exits_3_and_next_run_delivers(tmp_path, env, hoo
             [(_, _, payload)] = attachments(mail.message())
             assert Path(log["file_path"]).read_bytes() == payload, "the logged file is the one mailed"
         in_flight = {address for mail in hooked_smtp.messages[:first_mails] for address in mail.rcpt_tos} - {
-            log["email_sent_to"] for log in completed}
+            log["email_sent_to"] for log in completed
+        }
         assert len(in_flight) == 1, "only the mail the server was holding when MongoDB died lacks a log"
 
         _wait_for_lease_expiry(db)  # the killed run could not release the lease it held
@@ -221,8 +231,9 @@ def test_lease_taken_over_before_sending_sends_nothing(fdb, env, smtp, monkeypat
         pinned = state["cursor"]
         assert fdb.export_logs.find_one()["status"] == "failed"
 
-        fdb.export_state.update_one({"_id": str(workspace_id)}, {"$set": {"lease_owner": None,
-                                                                          "lease_expires_at": None}})
+        fdb.export_state.update_one(
+            {"_id": str(workspace_id)}, {"$set": {"lease_owner": None, "lease_expires_at": None}}
+        )
         retried = ExportRun(settings, store, ExportRequest()).execute()
     finally:
         store.close()
@@ -236,8 +247,10 @@ def test_lease_taken_over_before_sending_sends_nothing(fdb, env, smtp, monkeypat
 
 
 def _set_lease_expiry(db: Database[Any], workspace_id: ObjectId, expires_at: datetime) -> None:
-    assert db.export_state.update_one({"_id": str(workspace_id)},
-                                      {"$set": {"lease_expires_at": expires_at}}).matched_count == 1
+    assert (
+        db.export_state.update_one({"_id": str(workspace_id)}, {"$set": {"lease_expires_at": expires_at}}).matched_count
+        == 1
+    )
 
 
 def test_sigkill_while_writing_leaves_no_broken_xlsx_and_the_lease_holds_until_expiry(tmp_path, fdb, env, run, smtp):
@@ -262,11 +275,15 @@ def test_sigkill_while_writing_leaves_no_broken_xlsx_and_the_lease_holds_until_e
     finally:
         _kill_quietly(proc)
     assert proc.returncode == -signal.SIGKILL
-    leftovers = [path for path in export_dir.rglob("*") if path.is_file() and path.suffix != ".xlsx"
-                 and path.name != FOLDER_MARKER]
+    leftovers = [
+        path
+        for path in export_dir.rglob("*")
+        if path.is_file() and path.suffix != ".xlsx" and path.name != FOLDER_MARKER
+    ]
     # If this fails the kill came too late (the workbook was already complete): a setup failure, not a pass.
-    assert xlsx_files(export_dir) == [] and smtp.messages == [] and leftovers, \
+    assert xlsx_files(export_dir) == [] and smtp.messages == [] and leftovers, (
         "test setup: the run was not killed while writing its workbook"
+    )
     assert all(path.name.startswith(".") and path.name.endswith(".tmp") for path in leftovers), leftovers
     state = fdb.export_state.find_one({"_id": str(workspace_id)})
     assert state is not None and state["lease_owner"] is not None, "the killed run still holds its lease"
@@ -403,8 +420,16 @@ def test_four_concurrent_runs_with_arriving_messages_email_everything_once(tmp_p
                 workspace_id = workspaces[number % len(workspaces)]
                 content = f"live{number}"
                 # Timestamped "now", as the platform writes them; the lag covers the insert latency.
-                fdb.messages.insert_one({"_id": ObjectId(), "chat_id": chats[workspace_id], "direction": "incoming",
-                                         "is_ai_generated": False, "content": content, "timestamp": utcnow()})
+                fdb.messages.insert_one(
+                    {
+                        "_id": ObjectId(),
+                        "chat_id": chats[workspace_id],
+                        "direction": "incoming",
+                        "is_ai_generated": False,
+                        "content": content,
+                        "timestamp": utcnow(),
+                    }
+                )
                 inserted.append(content)
                 owner[content] = by_workspace[workspace_id]
                 number += 1
@@ -438,8 +463,9 @@ def test_four_concurrent_runs_with_arriving_messages_email_everything_once(tmp_p
     assert len(inserted) > 20
     assert not smtp.gate_timed_out, "the four runs never had their SMTP connections open at the same time"
     assert runs_overlapped(documents)
-    assert all(any(ws["outcome"] == "completed" for ws in document["workspaces"]) for document in documents), \
+    assert all(any(ws["outcome"] == "completed" for ws in document["workspaces"]) for document in documents), (
         "every run exported something"
+    )
     assert lease_skips(documents), "runs met each other's leases"
 
     time.sleep(lag + 1.3)  # the last inserted messages are now older than the lag (window ends are whole seconds)

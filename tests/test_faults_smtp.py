@@ -58,8 +58,15 @@ class RecordingSmtpServer(LocalSmtpServer):
 
 
 def _recover_and_check(
-    fdb: Database[Any], env: Env, run: Run, smtp: LocalSmtpServer, workspace_id: Any,
-    address: dict[str, str], first: list[str], failed_cursor: Any, outputs: list[str],
+    fdb: Database[Any],
+    env: Env,
+    run: Run,
+    smtp: LocalSmtpServer,
+    workspace_id: Any,
+    address: dict[str, str],
+    first: list[str],
+    failed_cursor: Any,
+    outputs: list[str],
 ) -> None:
     """After the fault: new messages arrive, a healthy run delivers old + new exactly once."""
     add_now(fdb, workspace_id, ["after-1", "after-2"])
@@ -96,8 +103,9 @@ def test_smtp_fault_keeps_window_and_next_run_delivers_once(fault, fdb, env, run
         elif fault == "auth_refused":
             fault_env = env(SMTP_PASSWORD=WRONG_SMTP_PASSWORD, **address)
         elif fault == "dropped_during_data":
-            faulty = LocalSmtpServer(username=SMTP_USER, password=SMTP_PASSWORD,
-                                     drop_connection_during_data=True).start()
+            faulty = LocalSmtpServer(
+                username=SMTP_USER, password=SMTP_PASSWORD, drop_connection_during_data=True
+            ).start()
             fault_env = env(faulty, **address)
         else:
             faulty = LocalSmtpServer(username=SMTP_USER, password=SMTP_PASSWORD, refuse_recipients=[bad]).start()
@@ -128,8 +136,9 @@ def test_smtp_fault_keeps_window_and_next_run_delivers_once(fault, fdb, env, run
             assert smtp.auth_failures >= 1 and smtp.auth_successes == 0
         assert log["file_path"] and Path(log["file_path"]).is_file(), "the failed window's file is kept"
         failed_cursor = cursor_of(fdb, workspace_id)
-        assert failed_cursor is not None and failed_cursor <= first_arrival(fdb), \
+        assert failed_cursor is not None and failed_cursor <= first_arrival(fdb), (
             "the cursor must not pass the undelivered messages"
+        )
     finally:
         if faulty is not None:
             outputs_faulty = list(faulty.messages)

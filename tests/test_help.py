@@ -40,8 +40,14 @@ def test_export_help_flags_and_metavars(tmp_path):
     for flag in ("--dry-run", "--no-email", "--json"):
         assert re.match(rf"^  {flag} {{2,}}\S", options[flag]), options[flag]  # the help text follows, no value
     assert "-w, --workspace ID " in text
-    for option, metavar in (("--hours", "N"), ("--since", "TIME"), ("--until", "TIME"), ("--email", "ADDRESS"),
-                            ("--workers", "N"), ("--env-file", "PATH")):
+    for option, metavar in (
+        ("--hours", "N"),
+        ("--since", "TIME"),
+        ("--until", "TIME"),
+        ("--email", "ADDRESS"),
+        ("--workers", "N"),
+        ("--env-file", "PATH"),
+    ):
         assert re.search(rf"^  {option} {metavar} ", text, re.MULTILINE), option
     # A flag takes no value, as its help shows.
     refused = run_wa_export(["export", "--dry-run", "true"], cli_env(tmp_path), tmp_path)

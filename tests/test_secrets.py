@@ -52,7 +52,9 @@ def secret_smtp() -> Iterator[LocalSmtpServer]:
         yield server
 
 
-def _env(make_env: Any, auth_mongo: AuthMongoServer, db: Any, smtp: LocalSmtpServer, **overrides: Any) -> dict[str, str]:
+def _env(
+    make_env: Any, auth_mongo: AuthMongoServer, db: Any, smtp: LocalSmtpServer, **overrides: Any
+) -> dict[str, str]:
     settings: dict[str, Any] = {
         "MONGODB_URI": auth_mongo.auth_uri,
         "MONGODB_DATABASE": db.name,
@@ -71,9 +73,13 @@ def _seed(db: Any, count: int = 2) -> dict[str, str]:
     recipients = {}
     for index in range(count):
         workspace_id = add_workspace(db, f"Secret Tenant {index}")
-        add_messages(db, add_chat(db, workspace_id), [
-            {"content": f"message {index}", "timestamp": utcnow() - timedelta(minutes=2)},
-        ])
+        add_messages(
+            db,
+            add_chat(db, workspace_id),
+            [
+                {"content": f"message {index}", "timestamp": utcnow() - timedelta(minutes=2)},
+            ],
+        )
         recipients[f"WORKSPACE_{workspace_id}_EMAIL"] = f"ops{index}@tenant{index}.test"
     return recipients
 
@@ -109,8 +115,11 @@ def test_success_runs_never_show_the_passwords(make_env, auth_mongo, fdb, secret
     _assert_nothing_leaked(plain, fdb, secret_smtp)
 
     for workspace in fdb.workspaces.find():
-        add_messages(fdb, fdb.chats.find_one({"workspace_id": workspace["_id"]})["_id"],
-                     [{"content": "later", "timestamp": utcnow()}])
+        add_messages(
+            fdb,
+            fdb.chats.find_one({"workspace_id": workspace["_id"]})["_id"],
+            [{"content": "later", "timestamp": utcnow()}],
+        )
     as_json = cli(["export", "--json"], env=env)
     assert as_json.returncode == 0, as_json.stdout + as_json.stderr
     assert parse_json(as_json)["ok"] is True
@@ -174,8 +183,7 @@ def test_unreachable_mongodb_with_password_in_uri(make_env, cli, smtp_server):
 def test_mongodb_refusing_the_password(make_env, auth_mongo, fdb, cli, smtp_server):
     _seed(fdb, count=1)
     wrong = auth_mongo.uri_for(MONGO_USER, WRONG_SECRETS[1])
-    env = make_env(MONGODB_URI=wrong, MONGODB_DATABASE=fdb.name, MONGODB_TIMEOUT_SECONDS="2",
-                   SMTP_PASSWORD=SMTP_SECRET)
+    env = make_env(MONGODB_URI=wrong, MONGODB_DATABASE=fdb.name, MONGODB_TIMEOUT_SECONDS="2", SMTP_PASSWORD=SMTP_SECRET)
     result = cli(["export"], env=env)
     assert result.returncode == 3, result.stdout + result.stderr
     assert "MONGODB_URI" in result.stderr and "Traceback" not in result.stderr
@@ -221,11 +229,17 @@ def test_subject_equal_to_an_existing_path_is_not_attached(secret_smtp, tmp_path
         if key.startswith(("MONGODB_", "SMTP_", "EXPORT_", "WORKSPACE_")):
             monkeypatch.delenv(key)
     monkeypatch.chdir(tmp_path)
-    settings = load_settings(environ={
-        "SMTP_SERVER": secret_smtp.host, "SMTP_PORT": str(secret_smtp.port), "SMTP_USERNAME": SMTP_USER,
-        "SMTP_PASSWORD": SMTP_SECRET, "SMTP_FROM": "exports@wa-export.test", "SMTP_SECURITY": "starttls",
-        "SMTP_CA_FILE": str(secret_smtp.ca_cert_path),
-    })
+    settings = load_settings(
+        environ={
+            "SMTP_SERVER": secret_smtp.host,
+            "SMTP_PORT": str(secret_smtp.port),
+            "SMTP_USERNAME": SMTP_USER,
+            "SMTP_PASSWORD": SMTP_SECRET,
+            "SMTP_FROM": "exports@wa-export.test",
+            "SMTP_SECURITY": "starttls",
+            "SMTP_CA_FILE": str(secret_smtp.ca_cert_path),
+        }
+    )
     with MailSender(settings) as sender:
         sender.send(OutgoingMail(to=("ops@example.com",), subject=str(secret_file), body="just a body"))
         sender.send(OutgoingMail(to=("ops@example.com",), subject="s", body=str(secret_file)))

@@ -43,7 +43,9 @@ TIMEOUT = 3  # SMTP_TIMEOUT_SECONDS in these tests
 HANG_BOUND = 3 * TIMEOUT + 15  # seconds: "ends within about 3 x SMTP_TIMEOUT_SECONDS", generously
 
 
-def _timed(args: list[str], env: dict[str, str], cwd: Path, bound: float) -> tuple[subprocess.CompletedProcess[str], float]:
+def _timed(
+    args: list[str], env: dict[str, str], cwd: Path, bound: float
+) -> tuple[subprocess.CompletedProcess[str], float]:
     """Run the CLI; fail (instead of hanging) if it is still running after `bound` seconds."""
     started = time.monotonic()
     try:
@@ -108,8 +110,11 @@ def test_test_email_against_a_trickling_server_ends_within_the_bound(point, env,
     assert result.returncode == 1, result.stdout + result.stderr
     document = parse_json(result)
     assert document["step"] == ("timeout" if point == "data" else "connect"), document
-    waited_for = {"greeting": "the server's greeting", "ehlo": "the reply to EHLO",
-                  "data": "the server's reply to the message"}[point]
+    waited_for = {
+        "greeting": "the server's greeting",
+        "ehlo": "the reply to EHLO",
+        "data": "the server's reply to the message",
+    }[point]
     assert f"timed out waiting for {waited_for}" in document["error"], document["error"]
     assert server.messages == [] and server.misbehaviours[0].client_left_after is not None
 
@@ -252,10 +257,16 @@ def test_a_server_echoing_the_auth_blob_leaks_nothing(mechanism, padding, fdb, e
     leaked_forms = _auth_forms(SMTP_USER, WRONG_SMTP_PASSWORD)
     assert any(form.endswith("=") for form in leaked_forms), "test setup: the password's base64 must be padded"
     workspace_id = seed_workspace(fdb, f"Echo {mechanism}", ["echo-1"])
-    with MisbehavingSmtpServer(auth_mechanisms=(mechanism,), username=SMTP_USER, password=SMTP_PASSWORD,
-                               echo_auth_blob=True, echo_without_padding=not padding) as server:
-        run_env = env(**{**server.env(), "SMTP_PASSWORD": WRONG_SMTP_PASSWORD,
-                         f"WORKSPACE_{workspace_id}_EMAIL": "ops@echo.test"})
+    with MisbehavingSmtpServer(
+        auth_mechanisms=(mechanism,),
+        username=SMTP_USER,
+        password=SMTP_PASSWORD,
+        echo_auth_blob=True,
+        echo_without_padding=not padding,
+    ) as server:
+        run_env = env(
+            **{**server.env(), "SMTP_PASSWORD": WRONG_SMTP_PASSWORD, f"WORKSPACE_{workspace_id}_EMAIL": "ops@echo.test"}
+        )
         exported = run_wa_export(["export"], run_env, tmp_path, timeout=60)
         tested = run_wa_export(["test-email", "--to", "ops@echo.test", "--json"], run_env, tmp_path, timeout=60)
         health = run_wa_export(["health", "--smtp-login"], run_env, tmp_path, timeout=60)
@@ -265,8 +276,16 @@ def test_a_server_echoing_the_auth_blob_leaks_nothing(mechanism, padding, fdb, e
     [log] = list(fdb.export_logs.find())
     # The refusal itself is reported, with the echoed part masked.
     assert "535 5.7.8 Authentication credentials invalid: ***" in log["error_message"], log["error_message"]
-    texts = [exported.stdout, exported.stderr, tested.stdout, tested.stderr, health.stdout, health.stderr,
-             repr(list(fdb.export_logs.find())), repr(list(fdb.system_logs.find()))]
+    texts = [
+        exported.stdout,
+        exported.stderr,
+        tested.stdout,
+        tested.stderr,
+        health.stdout,
+        health.stderr,
+        repr(list(fdb.export_logs.find())),
+        repr(list(fdb.system_logs.find())),
+    ]
     for text in texts:
         for form in leaked_forms:
             assert form not in text, f"the AUTH blob {form!r} leaked"
@@ -276,8 +295,11 @@ def test_a_server_echoing_the_auth_blob_leaks_nothing(mechanism, padding, fdb, e
 def test_a_short_password_does_not_garble_ordinary_words(env, tmp_path):
     """SMTP_PASSWORD=on must not turn "Connection" into "C***necti***"; the password itself is still masked."""
     port = free_port()  # nothing listens: the error text has "Connection" in it
-    result = run_wa_export(["test-email", "--to", "ops@short.test"],
-                     env(SMTP_PORT=port, SMTP_PASSWORD="on", SMTP_SECURITY="none", SMTP_CA_FILE=None), tmp_path)
+    result = run_wa_export(
+        ["test-email", "--to", "ops@short.test"],
+        env(SMTP_PORT=port, SMTP_PASSWORD="on", SMTP_SECURITY="none", SMTP_CA_FILE=None),
+        tmp_path,
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"Cannot connect to SMTP server 127.0.0.1:{port} (Connection refused)" in result.stderr, result.stderr
     assert "***" not in result.stderr
@@ -286,17 +308,26 @@ def test_a_short_password_does_not_garble_ordinary_words(env, tmp_path):
 # --- the deadline reaches through TLS ------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("security", "point", "waited_for"), [
-    ("starttls", "starttls", "the reply to STARTTLS and the TLS handshake"),
-    ("ssl", "greeting", "the TLS handshake and the greeting"),
-])
+@pytest.mark.parametrize(
+    ("security", "point", "waited_for"),
+    [
+        ("starttls", "starttls", "the reply to STARTTLS and the TLS handshake"),
+        ("ssl", "greeting", "the TLS handshake and the greeting"),
+    ],
+)
 def test_a_stalled_tls_handshake_ends_at_the_deadline(security, point, waited_for, tmp_path, monkeypatch):
     """TLS replaces the socket object mid-session; the watchdog must still reach the connection."""
     monkeypatch.chdir(tmp_path)
     with MisbehavingSmtpServer(point, "stall") as server:
-        settings = load_settings(environ={"SMTP_SERVER": server.host, "SMTP_PORT": str(server.port),
-                                          "SMTP_SECURITY": security, "SMTP_FROM": "exports@tls.test",
-                                          "SMTP_TIMEOUT_SECONDS": "1"})
+        settings = load_settings(
+            environ={
+                "SMTP_SERVER": server.host,
+                "SMTP_PORT": str(server.port),
+                "SMTP_SECURITY": security,
+                "SMTP_FROM": "exports@tls.test",
+                "SMTP_TIMEOUT_SECONDS": "1",
+            }
+        )
         started = time.monotonic()
         with MailSender(settings) as sender, pytest.raises(MailError) as caught:
             sender.verify_login()

@@ -152,17 +152,16 @@ def test_worker_helpers():
 # ----------------------------------------------------------------------------- batched reads (getMore)
 
 
-def test_one_getmore_per_batch_and_every_messages_query_bounded(
-    mongo_db, make_env, tmp_path, monkeypatch, smtp_server
-):
+def test_one_getmore_per_batch_and_every_messages_query_bounded(mongo_db, make_env, tmp_path, monkeypatch, smtp_server):
     batch, total = 7, 50
     monkeypatch.setattr(mongo, "MESSAGE_BATCH_SIZE", batch)
     monkeypatch.setattr(plan, "PASS_DOCUMENT_BYTES", 0)  # a window past the pass's budget: streamed by its delivery
     workspace_id = add_workspace(mongo_db, "Batched")
     chat_id = add_chat(mongo_db, workspace_id)
     base = utcnow() - timedelta(minutes=4)
-    add_messages(mongo_db, chat_id, [{"content": f"b{i}", "timestamp": base + timedelta(milliseconds=i)}
-                                     for i in range(total)])
+    add_messages(
+        mongo_db, chat_id, [{"content": f"b{i}", "timestamp": base + timedelta(milliseconds=i)} for i in range(total)]
+    )
     monkeypatch.chdir(tmp_path)
     settings = load_settings(environ=make_env(**{f"WORKSPACE_{workspace_id}_EMAIL": "b@batched.test"}))
     log = CommandLog()
