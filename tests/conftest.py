@@ -20,30 +20,14 @@ import pytest
 from pymongo import MongoClient
 from pymongo.database import Database
 
+from helpers import GatedSmtpServer
 from inprocess_cli import run_wa_export
-from seeding import run_cli
+from seeding import SMTP_FROM, cli_env, run_cli
 from servers import LocalMongoServer, LocalSmtpServer
 
 # Fault-injection fixtures (an authenticating MongoDB, its env and runner) live in
 # faultkit.py; registering it here lets test modules use them by name.
 pytest_plugins = ("faultkit",)
-
-SMTP_FROM = "exports@wa-export.test"
-
-# Inherited variables worth keeping for a child process; everything else (in
-# particular any MONGODB_*, SMTP_*, EXPORT_*, WORKSPACE_* of the developer's
-# shell) is left out so a test only ever sees the configuration it built.
-_PASSTHROUGH = (
-    "PATH",
-    "LANG",
-    "LC_ALL",
-    "LC_CTYPE",
-    "TZ",
-    "TMPDIR",
-    "TEMP",
-    "TMP",
-)
-_CONFIG_PREFIXES = ("MONGODB_", "SMTP_", "EXPORT_", "WORKSPACE_")
 
 
 @pytest.fixture(scope="session")
@@ -72,9 +56,7 @@ def db_name() -> str:
 
 
 @pytest.fixture
-def mongo_db(
-    mongo_client: MongoClient[dict[str, Any]], db_name: str
-) -> Iterator[Database[dict[str, Any]]]:
+def mongo_db(mongo_client: MongoClient[dict[str, Any]], db_name: str) -> Iterator[Database[dict[str, Any]]]:
     """A fresh database for this test, dropped afterwards (only ever the one we named)."""
     db = mongo_client[db_name]
     try:
@@ -89,41 +71,47 @@ def smtp_server() -> Iterator[LocalSmtpServer]:
         yield server
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "gated_smtp(parties, **options): the gated_smtp fixture's parties and server options"
+    )
+
+
+@pytest.fixture
+def gated_smtp(request: pytest.FixtureRequest) -> Iterator[GatedSmtpServer]:
+    """A GatedSmtpServer that holds each run's first mail until the test's `@pytest.mark.gated_smtp(parties)` runs
+    are connected: the runs provably overlap (see helpers.GatedSmtpServer)."""
+    marker = request.node.get_closest_marker("gated_smtp")
+    assert marker is not None, "mark the test @pytest.mark.gated_smtp(parties, **server options)"
+    with GatedSmtpServer(parties=marker.args[0], **marker.kwargs) as server:
+        yield server
+
+
 MakeEnv = Callable[..., dict[str, str]]
 
 
 @pytest.fixture
-def make_env(
-    tmp_path: Path, mongo_server_uri: str, db_name: str, smtp_server: LocalSmtpServer
-) -> MakeEnv:
+def make_env(tmp_path: Path, mongo_server_uri: str, db_name: str, smtp_server: LocalSmtpServer) -> MakeEnv:
     """`make_env(**overrides)`: a complete, isolated environment for running the CLI.
 
     An override of None removes the variable.
     """
 
     def build(**overrides: Any) -> dict[str, str]:
-        env = {key: os.environ[key] for key in _PASSTHROUGH if key in os.environ}
-        env = {k: v for k, v in env.items() if not k.startswith(_CONFIG_PREFIXES)}
-        env["HOME"] = str(tmp_path)
-        env.update(
-            MONGODB_URI=mongo_server_uri,
-            MONGODB_DATABASE=db_name,
-            SMTP_SERVER=smtp_server.host,
-            SMTP_PORT=str(smtp_server.port),
-            SMTP_USERNAME=smtp_server.username or "",
-            SMTP_PASSWORD=smtp_server.password or "",
-            SMTP_FROM=SMTP_FROM,
-            SMTP_SECURITY="starttls",
-            SMTP_CA_FILE=str(smtp_server.ca_cert_path),
-            EXPORT_DIR=str(tmp_path / "exports"),
-            EXPORT_LAG_SECONDS="0",
-        )
-        for key, value in overrides.items():
-            if value is None:
-                env.pop(key, None)
-            else:
-                env[key] = str(value)
-        return env
+        settings = {
+            "MONGODB_URI": mongo_server_uri,
+            "MONGODB_DATABASE": db_name,
+            "SMTP_SERVER": smtp_server.host,
+            "SMTP_PORT": str(smtp_server.port),
+            "SMTP_USERNAME": smtp_server.username or "",
+            "SMTP_PASSWORD": smtp_server.password or "",
+            "SMTP_FROM": SMTP_FROM,
+            "SMTP_SECURITY": "starttls",
+            "SMTP_CA_FILE": str(smtp_server.ca_cert_path),
+            "EXPORT_DIR": str(tmp_path / "exports"),
+            "EXPORT_LAG_SECONDS": "0",
+        }
+        return cli_env(tmp_path, settings, overrides)
 
     return build
 

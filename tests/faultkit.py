@@ -1,4 +1,4 @@
-"""Shared pieces of the fault tests (issue 4, items 7-12).
+"""Shared pieces of the fault tests: SMTP faults, dying processes, full disks, overlapping runs.
 
 * `AuthMongoServer`: a `LocalMongoServer` *with a user and password*, so every
   fault test runs with a real password inside MONGODB_URI and can check that
@@ -7,13 +7,12 @@
 * Distinctive secrets and `assert_no_secrets`, which greps everything an
   operator or a recipient could see: stdout, stderr, export_logs, system_logs
   and every captured email.
-* Small seeding and bookkeeping helpers shared by test_faults_smtp.py and
-  test_faults_process.py.
+* Small bookkeeping helpers (new messages now, what was delivered) and the
+  fixtures `auth_mongo` (its login from `mongo_login`), `fdb`, `smtp`, `env`, `run`.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
@@ -28,7 +27,7 @@ from pymongo.database import Database
 
 from helpers import mailed_contents
 from inprocess_cli import run_wa_export
-from seeding import add_chat, add_messages, add_workspace, utcnow
+from seeding import SMTP_FROM, add_messages, cli_env, utcnow
 from servers import CapturedMessage, LocalMongoServer, LocalSmtpServer
 
 MONGO_USER = "wa_export_app"
@@ -41,14 +40,15 @@ SMTP_USER = "wa-export"
 
 
 class AuthMongoServer(LocalMongoServer):
-    """A LocalMongoServer that requires MONGO_USER / MONGO_PASSWORD; `auth_uri` logs in with them."""
+    """A LocalMongoServer that requires `user` / `password`; `auth_uri` logs in with them."""
 
-    def __init__(self, data_path: Path | None = None) -> None:
-        super().__init__(data_path=data_path, users=[(MONGO_USER, MONGO_PASSWORD)])
+    def __init__(self, data_path: Path | None = None, user: str = MONGO_USER, password: str = MONGO_PASSWORD) -> None:
+        super().__init__(data_path=data_path, users=[(user, password)])
+        self.user, self.password = user, password
 
     @property
     def auth_uri(self) -> str:
-        return self.uri_for(MONGO_USER, MONGO_PASSWORD)
+        return self.uri_for(self.user, self.password)
 
     def client(self, **options: Any) -> MongoClient[dict[str, Any]]:
         return MongoClient(self.auth_uri, tz_aware=True, serverSelectionTimeoutMS=10_000, **options)
@@ -57,8 +57,9 @@ class AuthMongoServer(LocalMongoServer):
 # --------------------------------------------------------------------------- secrets
 
 
-def assert_no_secrets(*texts: str | None, db: Database[Any] | None = None,
-                      mails: Iterable[CapturedMessage] = ()) -> None:
+def assert_no_secrets(
+    *texts: str | None, db: Database[Any] | None = None, mails: Iterable[CapturedMessage] = ()
+) -> None:
     """None of SECRETS in any output, log document or mail."""
     haystacks: list[tuple[str, str]] = [(f"output #{index}", text or "") for index, text in enumerate(texts)]
     if db is not None:
@@ -74,29 +75,19 @@ def assert_no_secrets(*texts: str | None, db: Database[Any] | None = None,
 # --------------------------------------------------------------------------- data
 
 
-def seed_workspace(db: Database[Any], name: str, contents: Sequence[str], *, minutes_ago: float = 5,
-                   content_size: int = 0) -> ObjectId:
-    """One active workspace, one chat, `contents` as messages a few minutes old."""
-    workspace_id = add_workspace(db, name)
-    chat_id = add_chat(db, workspace_id)
-    start = utcnow() - timedelta(minutes=minutes_ago)
-    padding = "x" * content_size
-    add_messages(db, chat_id, [
-        {"content": text + (" " + padding if padding else ""), "timestamp": start + timedelta(milliseconds=index)}
-        for index, text in enumerate(contents)
-    ])
-    return workspace_id
-
-
 def add_now(db: Database[Any], workspace_id: ObjectId, contents: Sequence[str]) -> None:
     """New messages for an existing workspace, a few ms in the past."""
     chat = db.chats.find_one({"workspace_id": workspace_id})
     assert chat is not None
     now = utcnow()
-    add_messages(db, chat["_id"], [
-        {"content": text, "timestamp": now - timedelta(milliseconds=50 - index % 40)}
-        for index, text in enumerate(contents)
-    ])
+    add_messages(
+        db,
+        chat["_id"],
+        [
+            {"content": text, "timestamp": now - timedelta(milliseconds=50 - index % 40)}
+            for index, text in enumerate(contents)
+        ],
+    )
     # add_messages waited until their arrival second is over: a run with
     # EXPORT_LAG_SECONDS=0 starting now includes them (window ends are whole seconds).
 
@@ -104,12 +95,6 @@ def add_now(db: Database[Any], workspace_id: ObjectId, contents: Sequence[str]) 
 def delivered(mails: Iterable[CapturedMessage]) -> list[str]:
     """The first word of every mailed Message Content cell (padding stripped)."""
     return [text.split(" ", 1)[0] for text in mailed_contents(list(mails))]
-
-
-def cursor(db: Database[Any], workspace_id: ObjectId | str) -> Any:
-    """The workspace's scheduled position: the arrival key (_id) from which nothing is delivered yet."""
-    document = db.export_state.find_one({"_id": str(workspace_id)})
-    return None if document is None else document.get("cursor")
 
 
 def first_arrival(db: Database[Any]) -> ObjectId:
@@ -126,14 +111,19 @@ def no_traceback(*texts: str) -> None:
 
 
 # --------------------------------------------------------------------------- fixtures
-# Imported by the fault test modules (pytest collects fixtures from module globals).
-
-SMTP_FROM = "exports@wa-export.test"
+# Available to every test module: conftest registers this module as a plugin.
 
 
 @pytest.fixture(scope="module")
-def auth_mongo() -> Iterator[AuthMongoServer]:
-    with AuthMongoServer() as server:
+def mongo_login() -> tuple[str, str]:
+    """The user and password `auth_mongo` requires; a test module overrides it to try other passwords."""
+    return MONGO_USER, MONGO_PASSWORD
+
+
+@pytest.fixture(scope="module")
+def auth_mongo(mongo_login: tuple[str, str]) -> Iterator[AuthMongoServer]:
+    user, password = mongo_login
+    with AuthMongoServer(user=user, password=password) as server:
         yield server
 
 
@@ -163,28 +153,21 @@ def env(tmp_path: Path, auth_mongo: AuthMongoServer, fdb: Database[Any], smtp: L
 
     def build(server: LocalSmtpServer | None = None, **overrides: Any) -> dict[str, str]:
         target = server or smtp
-        built = {key: os.environ[key] for key in ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR") if key in os.environ}
-        built.update(
-            HOME=str(tmp_path),
-            MONGODB_URI=auth_mongo.auth_uri,
-            MONGODB_DATABASE=fdb.name,
-            SMTP_SERVER=target.host,
-            SMTP_PORT=str(target.port),
-            SMTP_USERNAME=SMTP_USER,
-            SMTP_PASSWORD=SMTP_PASSWORD,
-            SMTP_FROM=SMTP_FROM,
-            SMTP_SECURITY="starttls",
-            SMTP_CA_FILE=str(target.ca_cert_path),
-            SMTP_TIMEOUT_SECONDS="10",
-            EXPORT_DIR=str(tmp_path / "exports"),
-            EXPORT_LAG_SECONDS="0",
-        )
-        for key, value in overrides.items():
-            if value is None:
-                built.pop(key, None)
-            else:
-                built[key] = str(value)
-        return built
+        settings = {
+            "MONGODB_URI": auth_mongo.auth_uri,
+            "MONGODB_DATABASE": fdb.name,
+            "SMTP_SERVER": target.host,
+            "SMTP_PORT": str(target.port),
+            "SMTP_USERNAME": SMTP_USER,
+            "SMTP_PASSWORD": SMTP_PASSWORD,
+            "SMTP_FROM": SMTP_FROM,
+            "SMTP_SECURITY": "starttls",
+            "SMTP_CA_FILE": str(target.ca_cert_path),
+            "SMTP_TIMEOUT_SECONDS": "10",
+            "EXPORT_DIR": str(tmp_path / "exports"),
+            "EXPORT_LAG_SECONDS": "0",
+        }
+        return cli_env(tmp_path, settings, overrides)
 
     return build
 

@@ -1,4 +1,4 @@
-"""Assertions helpers shared by the end-to-end tests: reading workbooks and captured mail."""
+"""Helpers shared by the tests: reading workbooks, captured mail and what a run left in MongoDB or on disk."""
 
 from __future__ import annotations
 
@@ -6,17 +6,23 @@ import asyncio
 import io
 import json
 import os
+import resource
 import select
+import signal
 import subprocess
 import threading
 import time
+from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
 from subprocess import CompletedProcess
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from openpyxl import load_workbook
+from pymongo import monitoring
 
 from seeding import cli_executable
 from servers import CapturedMessage, LocalSmtpServer
@@ -91,6 +97,113 @@ def xlsx_files(export_dir: Path) -> list[Path]:
     return sorted(export_dir.rglob("*.xlsx")) if export_dir.exists() else []
 
 
+def aged_file(path: Path, age_days: float, content: bytes = b"x" * 100) -> Path:
+    """Write `content` at `path` (creating its folders), last modified `age_days` ago."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    moment = time.time() - age_days * 86400
+    os.utime(path, (moment, moment))
+    return path
+
+
+def limit_file_size(limit: int) -> Callable[[], None]:
+    """A `preexec_fn` under which the child's writes past `limit` bytes fail (EFBIG): a disk filling up."""
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes fail with EFBIG instead of killing the child
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def stop_with_sigterm(process: subprocess.Popen[str], bound: float) -> tuple[str, str, float]:
+    """SIGTERM `process` and wait: (stdout, stderr, seconds it took to end); fails if it outlives `bound` seconds."""
+    signalled = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    try:
+        stdout, stderr = process.communicate(timeout=bound)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"wa-export was still running {bound} s after SIGTERM") from None
+    return stdout, stderr, time.monotonic() - signalled
+
+
+# ----------------------------------------------------------------------------- MongoDB
+
+
+def cursor_of(db: Any, workspace_id: Any) -> Any:
+    """The workspace's scheduled position: the arrival key (_id) from which nothing is delivered yet."""
+    document = db.export_state.find_one({"_id": str(workspace_id)})
+    return None if document is None else document.get("cursor")
+
+
+def cursor_moves(db: Any) -> list[dict[str, Any]]:
+    """The `cursor_moved` events in system_logs, oldest first."""
+    return list(db.system_logs.find({"event_type": "cursor_moved"}).sort("timestamp", 1))
+
+
+class CommandLog(monitoring.CommandListener):
+    """Every command a MongoClient sends (name, collection, body) and the number of documents each reply returned."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[str, str, dict[str, Any]]] = []
+        self.returned: Counter[str] = Counter()  # documents read, per collection
+        self._collection: dict[int, str] = {}
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _, _ in self.commands]
+
+    def bodies(self, name: str, collection: str) -> list[dict[str, Any]]:
+        """The `name` commands (find, getMore, ...) sent to `collection`."""
+        return [body for sent, target, body in self.commands if sent == name and target == collection]
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        command = dict(event.command)
+        collection = command.get(event.command_name)
+        if event.command_name == "getMore":
+            collection = command.get("collection")
+        name = collection if isinstance(collection, str) else ""
+        self._collection[event.request_id] = name
+        self.commands.append((event.command_name, name, command))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        reply_cursor = event.reply.get("cursor") if isinstance(event.reply, dict) else None
+        if isinstance(reply_cursor, dict):
+            batch = reply_cursor.get("firstBatch", reply_cursor.get("nextBatch", []))
+            self.returned[self._collection.pop(event.request_id, "")] += len(batch)
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        return None
+
+
+# ----------------------------------------------------------------------------- secrets
+
+# Passwords with characters a URI must encode, so a leak in any spelling is caught.
+SMTP_SECRET = "Sm7p-S3cr3t-!@#"
+MONGO_SECRET = "M0ng0-S3cr3t/"  # in a URI: M0ng0-S3cr3t%2F
+WRONG_SECRETS = ("Wr0ng-Sm7p-P4ss!", "Wr0ng-M0ng0-P4ss/")
+
+
+def secret_forms(*secrets: str) -> list[str]:
+    """Each secret as is, percent-encoded (either case), form-encoded and as repr() shows it."""
+    forms: set[str] = set()
+    for secret in secrets:
+        encoded = quote(secret, safe="")
+        forms |= {secret, encoded, encoded.lower(), quote_plus(secret), repr(secret)[1:-1]}
+    return sorted(forms)
+
+
+SECRET_FORMS = secret_forms(SMTP_SECRET, MONGO_SECRET, *WRONG_SECRETS)
+
+
+def assert_no_secret(where: str, *texts: str | bytes) -> None:
+    """No spelling of SMTP_SECRET, MONGO_SECRET or WRONG_SECRETS in any of `texts`."""
+    for text in texts:
+        data = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+        for form in SECRET_FORMS:
+            assert form not in data, f"{form!r} leaked into {where}"
+
+
 class GatedSmtpServer(LocalSmtpServer):
     """A LocalSmtpServer that holds every DATA command until `parties` connections are open.
 
@@ -143,8 +256,12 @@ LEASE_HELD = "another wa-export run holds this workspace's lease"
 
 def lease_skips(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The workspace results (from `--json`) a run skipped because another run held the lease."""
-    return [result for document in documents for result in document["workspaces"]
-            if result["outcome"] == "skipped" and result["reason"] == LEASE_HELD]
+    return [
+        result
+        for document in documents
+        for result in document["workspaces"]
+        if result["outcome"] == "skipped" and result["reason"] == LEASE_HELD
+    ]
 
 
 def smtp_env(server: LocalSmtpServer) -> dict[str, str]:

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +53,7 @@ def _check_timestamp(value: Any) -> Any:
     return value
 
 
-def add_workspace(
-    db: Database[Any], name: str, status: str = "active", _id: ObjectId | None = None
-) -> ObjectId:
+def add_workspace(db: Database[Any], name: str, status: str = "active", _id: ObjectId | None = None) -> ObjectId:
     doc = _clean({"_id": _id or ObjectId(), "name": name, "status": status})
     db.workspaces.insert_one(doc)
     return doc["_id"]
@@ -156,9 +154,15 @@ def add_message(
     return doc["_id"]
 
 
-def add_messages(
-    db: Database[Any], chat_id: ObjectId, specs: Sequence[Mapping[str, Any]]
-) -> list[ObjectId]:
+def add_arrived(db: Database[Any], chat_id: Any, moment: datetime, content: str, **extra: Any) -> ObjectId:
+    """A message that arrived at `moment` (its _id), with that timestamp unless one is given; no waiting."""
+    extra.setdefault("timestamp", moment)
+    document = message_doc(chat_id, content=content, _id=object_id_at(moment), **extra)
+    db.messages.insert_one(document)
+    return document["_id"]
+
+
+def add_messages(db: Database[Any], chat_id: ObjectId, specs: Sequence[Mapping[str, Any]]) -> list[ObjectId]:
     """Insert many messages with one insert_many; each spec is message_doc's keywords."""
     docs = [message_doc(chat_id, **dict(spec)) for spec in specs]
     if not docs:
@@ -168,7 +172,54 @@ def add_messages(
     return [doc["_id"] for doc in docs]
 
 
+def seed_workspace(
+    db: Database[Any],
+    name: str,
+    contents: Sequence[str],
+    *,
+    minutes_ago: float = 5,
+    content_size: int = 0,
+    **chat: Any,
+) -> ObjectId:
+    """One active workspace, one chat (`chat`: add_chat's fields), `contents` as messages a few minutes old,
+    each padded with `content_size` characters."""
+    workspace_id = add_workspace(db, name)
+    chat_id = add_chat(db, workspace_id, **chat)
+    start = utcnow() - timedelta(minutes=minutes_ago)
+    padding = "x" * content_size
+    add_messages(
+        db,
+        chat_id,
+        [
+            {"content": text + (" " + padding if padding else ""), "timestamp": start + timedelta(milliseconds=index)}
+            for index, text in enumerate(contents)
+        ],
+    )
+    return workspace_id
+
+
 # ----------------------------------------------------------------------------- CLI
+
+
+SMTP_FROM = "exports@wa-export.test"  # the sender every test environment configures
+
+# Inherited variables worth keeping for the CLI; everything else (in particular any
+# MONGODB_*, SMTP_*, EXPORT_*, WORKSPACE_* of the developer's shell) is left out so
+# a test only ever sees the configuration it built.
+_PASSTHROUGH = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "TEMP", "TMP")
+
+
+def cli_env(home: Path, *layers: Mapping[str, Any]) -> dict[str, str]:
+    """PATH, locale and temp folders of this process, HOME=`home`, then each layer in turn (None removes a variable)."""
+    env = {key: os.environ[key] for key in _PASSTHROUGH if key in os.environ}
+    env["HOME"] = str(home)
+    for layer in layers:
+        for key, value in layer.items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = str(value)
+    return env
 
 
 def cli_executable() -> Path:
@@ -186,8 +237,12 @@ def run_cli(
     cwd: Path,
     timeout: float = 120,
     input: str | None = None,
+    **options: Any,
 ) -> subprocess.CompletedProcess[str]:
-    """Run `wa-export ARGS` exactly as a user would: separate process, own env and cwd."""
+    """Run `wa-export ARGS` exactly as a user would: separate process, own env and cwd.
+
+    `options` go to subprocess.run (e.g. `preexec_fn`).
+    """
     return subprocess.run(
         [str(cli_executable()), *args],
         env=dict(env),
@@ -197,4 +252,19 @@ def run_cli(
         capture_output=True,
         input=input,
         stdin=subprocess.DEVNULL if input is None else None,
+        **options,
+    )
+
+
+def start_cli(args: Sequence[str], env: Mapping[str, str], cwd: Path, **options: Any) -> subprocess.Popen[str]:
+    """Start `wa-export ARGS` in the background, stdout and stderr piped; `options` go to subprocess.Popen."""
+    return subprocess.Popen(
+        [str(cli_executable()), *args],
+        env=dict(env),
+        cwd=os.fspath(cwd),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        **options,
     )

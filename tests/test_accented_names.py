@@ -1,24 +1,20 @@
-"""Accented workspace names in file and folder names, and folders named before transliteration (issue 11)."""
+"""Accented workspace names in file and folder names, and folders named before transliteration."""
 
 from __future__ import annotations
 
 import os
 import time
-from datetime import timedelta
 from pathlib import Path
 
 from helpers import parse_json, xlsx_files
-from seeding import add_chat, add_messages, add_workspace, utcnow
+from seeding import seed_workspace
 from wa_export.workbook.naming import FOLDER_MARKER
 
 DAY = 86_400
 
 
 def _seed(mongo_db, name: str) -> str:
-    workspace_id = add_workspace(mongo_db, name)
-    chat = add_chat(mongo_db, workspace_id)
-    add_messages(mongo_db, chat, [{"content": f"m{i}", "timestamp": utcnow() - timedelta(minutes=3)} for i in range(2)])
-    return str(workspace_id)
+    return str(seed_workspace(mongo_db, name, ["m0", "m1"], minutes_ago=3))
 
 
 def test_accented_names_are_transliterated_in_folder_and_file_names(mongo_db, make_env, cli, tmp_path):

@@ -1,4 +1,4 @@
-"""The bench's core runs and produces a correct workbook (issue 5); not a timing test."""
+"""The bench's core runs and produces a correct workbook; not a timing test."""
 
 from __future__ import annotations
 

@@ -15,15 +15,7 @@ from typing import Any
 from bson import ObjectId
 
 from helpers import health_checks, mailed_contents, parse_json
-from seeding import add_chat, add_workspace, message_doc, object_id_at, settle_arrivals, utcnow
-
-
-def _arrived(db: Any, chat_id: Any, content: str, ago: timedelta) -> ObjectId:
-    """A message that arrived `ago` before now, with that timestamp."""
-    moment = utcnow() - ago
-    document = message_doc(chat_id, content=content, timestamp=moment, _id=object_id_at(moment))
-    db.messages.insert_one(document)
-    return document["_id"]
+from seeding import add_arrived, add_chat, add_workspace, settle_arrivals, utcnow
 
 
 def _json(cli: Any, args: list[str], env: dict[str, str]) -> dict[str, Any]:
@@ -45,12 +37,14 @@ def test_a_chat_naming_two_workspaces_belongs_to_neither_on_every_path(mongo_db,
     mongo_db.export_state.update_one(
         {"_id": str(alpha)}, {"$set": {"cursor": ObjectId.from_datetime(utcnow() - timedelta(days=7))}}
     )
-    _arrived(mongo_db, alpha_chat, "alpha-backlog", timedelta(days=3))
-    _arrived(mongo_db, shared, "shared-backlog", timedelta(days=3))  # only Alpha's own path reads this far back
-    _arrived(mongo_db, alpha_chat, "alpha-now", timedelta(0))
-    _arrived(mongo_db, str(alpha_chat), "alpha-string-chat-id", timedelta(0))
-    _arrived(mongo_db, beta_chat, "beta-now", timedelta(0))
-    _arrived(mongo_db, shared, "shared-now", timedelta(0))  # in the shared pass
+    add_arrived(mongo_db, alpha_chat, utcnow() - timedelta(days=3), "alpha-backlog")
+    add_arrived(
+        mongo_db, shared, utcnow() - timedelta(days=3), "shared-backlog"
+    )  # only Alpha's own path reads this far back
+    add_arrived(mongo_db, alpha_chat, utcnow(), "alpha-now")
+    add_arrived(mongo_db, str(alpha_chat), utcnow(), "alpha-string-chat-id")
+    add_arrived(mongo_db, beta_chat, utcnow(), "beta-now")
+    add_arrived(mongo_db, shared, utcnow(), "shared-now")  # in the shared pass
     settle_arrivals()
 
     # stats and state: the shared chat's messages are nobody's.
@@ -90,9 +84,9 @@ def test_a_workspace_stored_twice_is_exported_once_and_named_by_the_run_and_heal
     by_string = add_chat(mongo_db, str(tenant), customer_phone="+4915100000002")
     other_chat = add_chat(mongo_db, other)
     env = make_env(**{f"WORKSPACE_{tenant}_EMAIL": "twice@own.test", f"WORKSPACE_{other}_EMAIL": "once@own.test"})
-    _arrived(mongo_db, by_object_id, "via-objectid-chat", timedelta(minutes=3))
-    _arrived(mongo_db, by_string, "via-string-chat", timedelta(minutes=3))
-    _arrived(mongo_db, other_chat, "other", timedelta(minutes=3))
+    add_arrived(mongo_db, by_object_id, utcnow() - timedelta(minutes=3), "via-objectid-chat")
+    add_arrived(mongo_db, by_string, utcnow() - timedelta(minutes=3), "via-string-chat")
+    add_arrived(mongo_db, other_chat, utcnow() - timedelta(minutes=3), "other")
     settle_arrivals()
 
     result = cli(["export", "--json"], env=env)

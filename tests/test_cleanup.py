@@ -1,4 +1,4 @@
-"""`wa-export cleanup` (issue 3, acceptance 1): the installed CLI against a real MongoDB and a real disk."""
+"""`wa-export cleanup`: the installed CLI against a real MongoDB and a real disk."""
 
 from __future__ import annotations
 
@@ -6,20 +6,12 @@ import os
 import time
 from pathlib import Path
 
-from helpers import parse_json
+from helpers import aged_file, parse_json
 from seeding import add_workspace
 from servers import free_port
 
 DAY = 86_400
 FOLDER_MARKER = ".wa-export-workspace"
-
-
-def _file(path: Path, age_days: float, size: int = 100) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"x" * size)
-    moment = time.time() - age_days * DAY
-    os.utime(path, (moment, moment))
-    return path
 
 
 def _workspace_folder(export_dir: Path, name: str) -> Path:
@@ -38,36 +30,35 @@ class Layout:
         acme = _workspace_folder(self.export_dir, "acme")
         tech = _workspace_folder(self.export_dir, "tech")
 
-        self.old_workbook = _file(acme / "acme_whatsapp_messages_2026-01-01_10-00.xlsx", 10, 1000)
-        self.old_workbook_seq = _file(acme / "acme_whatsapp_messages_2026-01-01_10-00_2.xlsx", 9, 500)
-        self.stale_temp = _file(acme / ".acme_whatsapp_messages_2026-01-02_10-00.xlsx.0a1b2c3d4e5f.tmp", 2, 30)
-        self.stale_sheet_temp = _file(
-            acme / ".acme_whatsapp_messages_2026-01-02_10-00.xlsx.0a1b2c3d4e5f.sheet0.tmp", 2, 20
-        )
-        self.tech_old = _file(tech / "tech_whatsapp_messages_2026-01-03_08-15.xlsx", 30, 700)
+        self.old_workbook = aged_file(acme / "acme_whatsapp_messages_2026-01-01_10-00.xlsx", 10, b"x" * 1000)
+        self.old_workbook_seq = aged_file(acme / "acme_whatsapp_messages_2026-01-01_10-00_2.xlsx", 9, b"x" * 500)
+        self.stale_temp = aged_file(acme / ".acme_whatsapp_messages_2026-01-02_10-00.xlsx.0a1b2c3d4e5f.tmp", 2, b"x" * 30)
+        self.stale_sheet_temp = aged_file(
+            acme / ".acme_whatsapp_messages_2026-01-02_10-00.xlsx.0a1b2c3d4e5f.sheet0.tmp", 2, b"x" * 20)
+        self.tech_old = aged_file(tech / "tech_whatsapp_messages_2026-01-03_08-15.xlsx", 30, b"x" * 700)
         self.delete = [self.old_workbook, self.old_workbook_seq, self.stale_temp, self.stale_sheet_temp, self.tech_old]
 
         # Kept: recent, foreign, nested, temp of a running export, wrong kind of name.
-        self.recent = _file(acme / "acme_whatsapp_messages_2026-02-01_10-00.xlsx", 1)
-        self.running_temp = _file(acme / ".acme_whatsapp_messages_2026-02-01_10-15.xlsx.aaaaaaaaaaaa.tmp", 0.05)
-        self.foreign_in_folder = _file(acme / "notes.txt", 100)
-        self.foreign_xlsx = _file(acme / "budget.xlsx", 100)
-        self.nested = _file(acme / "sub" / "acme_whatsapp_messages_2026-01-01_10-00.xlsx", 100)
-        self.foreign_top = _file(self.export_dir / "README.txt", 100)
-        self.pattern_at_top = _file(self.export_dir / "acme_whatsapp_messages_2025-01-01_00-00.xlsx", 100)
+        self.recent = aged_file(acme / "acme_whatsapp_messages_2026-02-01_10-00.xlsx", 1)
+        self.running_temp = aged_file(acme / ".acme_whatsapp_messages_2026-02-01_10-15.xlsx.aaaaaaaaaaaa.tmp", 0.05)
+        self.foreign_in_folder = aged_file(acme / "notes.txt", 100)
+        self.foreign_xlsx = aged_file(acme / "budget.xlsx", 100)
+        self.nested = aged_file(acme / "sub" / "acme_whatsapp_messages_2026-01-01_10-00.xlsx", 100)
+        self.foreign_top = aged_file(self.export_dir / "README.txt", 100)
+        self.pattern_at_top = aged_file(self.export_dir / "acme_whatsapp_messages_2025-01-01_00-00.xlsx", 100)
         # A folder without our marker is someone else's unless its workbooks carry its own name
         # (the original service's layout, tested in test_migration.py): this one's do not.
-        self.unmarked = _file(self.export_dir / "other" / "another_whatsapp_messages_2025-01-01_00-00.xlsx", 100)
+        self.unmarked = aged_file(self.export_dir / "other" / "another_whatsapp_messages_2025-01-01_00-00.xlsx", 100)
 
         # A symlink inside our folder, named like a workbook, pointing outside EXPORT_DIR.
-        self.link_target = _file(outside / "acme_whatsapp_messages_2025-06-01_00-00.xlsx", 100, 4242)
+        self.link_target = aged_file(outside / "acme_whatsapp_messages_2025-06-01_00-00.xlsx", 100, b"x" * 4242)
         self.link = acme / "acme_whatsapp_messages_2025-06-01_00-00.xlsx"
         self.link.symlink_to(self.link_target)
         old = time.time() - 100 * DAY
         os.utime(self.link, (old, old), follow_symlinks=False)
         # A symlinked workspace folder (with marker and old workbook) outside EXPORT_DIR.
         linked_folder = _workspace_folder(outside, "linked")
-        self.behind_linked_folder = _file(linked_folder / "linked_whatsapp_messages_2025-01-01_00-00.xlsx", 100)
+        self.behind_linked_folder = aged_file(linked_folder / "linked_whatsapp_messages_2025-01-01_00-00.xlsx", 100)
         (self.export_dir / "linked").symlink_to(linked_folder, target_is_directory=True)
 
         self.keep = [
@@ -159,8 +150,8 @@ def test_cleanup_default_days_missing_dir_and_bad_days(mongo_db, make_env, cli, 
     assert not (tmp_path / "nowhere").exists(), "cleanup never creates EXPORT_DIR"
 
     folder = _workspace_folder(export_dir, "acme")
-    four = _file(folder / "acme_whatsapp_messages_2026-01-01_10-00.xlsx", 4)
-    two = _file(folder / "acme_whatsapp_messages_2026-01-03_10-00.xlsx", 2)
+    four = aged_file(folder / "acme_whatsapp_messages_2026-01-01_10-00.xlsx", 4)
+    two = aged_file(folder / "acme_whatsapp_messages_2026-01-03_10-00.xlsx", 2)
     result = cli(["cleanup", "--json"], env=make_env(EXPORT_DIR=str(export_dir), EXPORT_CLEANUP_DAYS="3"))
     assert result.returncode == 0, result.stderr
     assert parse_json(result)["days"] == 3
@@ -175,7 +166,7 @@ def test_cleanup_default_days_missing_dir_and_bad_days(mongo_db, make_env, cli, 
 def test_cleanup_cleans_files_even_when_mongodb_is_unreachable(make_env, cli, tmp_path):
     export_dir = tmp_path / "exports"
     folder = _workspace_folder(export_dir, "acme")
-    old = _file(folder / "acme_whatsapp_messages_2026-01-01_10-00.xlsx", 30)
+    old = aged_file(folder / "acme_whatsapp_messages_2026-01-01_10-00.xlsx", 30)
     env = make_env(
         EXPORT_DIR=str(export_dir),
         MONGODB_URI=f"mongodb://127.0.0.1:{free_port()}",

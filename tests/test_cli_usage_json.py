@@ -5,19 +5,17 @@ Runs the installed `wa-export`; none of these invocations reaches MongoDB or SMT
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from helpers import parse_json
 from inprocess_cli import run_wa_export
+from seeding import cli_env
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {key: os.environ[key] for key in ("PATH", "LANG", "LC_ALL", "TMPDIR") if key in os.environ}
-    env.update(HOME=str(tmp_path), MONGODB_URI="mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=200", **extra)
-    return env
+    return cli_env(tmp_path, {"MONGODB_URI": "mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=200"}, extra)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""A host clock an hour off neither skips nor repeats a message (issue 9, acceptance 2).
+"""A host clock an hour off neither skips nor repeats a message.
 
 One run of the installed `wa-export export` under `faketime` (this process's
 clock 1 h ahead or behind; the MongoDB server keeps the right time), with
@@ -31,7 +31,7 @@ from seeding import (
     utcnow,
 )
 
-SLEEP_WITHOUT_CLOCK_NANOSLEEP = '''
+SLEEP_WITHOUT_CLOCK_NANOSLEEP = """
 import select
 import time
 
@@ -42,7 +42,7 @@ def _sleep(seconds):
 
 
 time.sleep = _sleep
-'''
+"""
 
 
 def _faketime() -> str:
@@ -52,8 +52,9 @@ def _faketime() -> str:
 
 
 @pytest.mark.parametrize("offset", ["+1h", "-1h"])
-def test_a_run_with_the_host_clock_an_hour_off_loses_and_repeats_nothing(offset, mongo_db, make_env, tmp_path,
-                                                                        smtp_server):
+def test_a_run_with_the_host_clock_an_hour_off_loses_and_repeats_nothing(
+    offset, mongo_db, make_env, tmp_path, smtp_server
+):
     faketime = _faketime()
     workspace_id = add_workspace(mongo_db, "Skewed Host")
     chat_id = add_chat(mongo_db, workspace_id)
@@ -67,8 +68,16 @@ def test_a_run_with_the_host_clock_an_hour_off_loses_and_repeats_nothing(offset,
         command = [str(cli_executable()), "export"]
         if skewed:
             command = [faketime, "-f", offset, *command]
-        return subprocess.run(command, env=skewed_env if skewed else env, cwd=tmp_path, text=True, check=False,
-                              capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            command,
+            env=skewed_env if skewed else env,
+            cwd=tmp_path,
+            text=True,
+            check=False,
+            capture_output=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
 
     inserted: list[str] = []
 

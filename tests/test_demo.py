@@ -1,4 +1,4 @@
-"""`wa-export demo` (issue 3, acceptance 6): the installed console script in a fresh directory."""
+"""`wa-export demo`: the installed console script in a fresh directory."""
 
 from __future__ import annotations
 
@@ -108,16 +108,18 @@ def test_demo_exports_and_mails_in_a_fresh_directory(tmp_path):
 def test_ctrl_c_stops_the_servers(tmp_path):
     process = subprocess.Popen(
         [str(cli_executable()), "demo", "--out", str(tmp_path / "out")],
-        cwd=tmp_path, env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path,
+        env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert process.stdout is not None
         # Interrupt once both servers run ("MongoDB on ..."), before the export finished.
         while not (line := process.stdout.readline()).startswith("MongoDB on"):
             assert line, f"the demo ended before its servers ran: {process.communicate(timeout=30)}"
-        servers = [child.pid for child in psutil.Process(process.pid).children()
-                   if SERVER_MODULE in child.cmdline()]
+        servers = [child.pid for child in psutil.Process(process.pid).children() if SERVER_MODULE in child.cmdline()]
         assert servers, "no mongo server child found"
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=30)

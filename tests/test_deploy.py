@@ -1,4 +1,4 @@
-"""Deployment examples (issue 3, acceptance 7): systemd units and crontab lines that actually work."""
+"""Deployment examples: systemd units and crontab lines that actually work."""
 
 from __future__ import annotations
 
@@ -64,8 +64,13 @@ def test_units_parse_with_the_required_settings(tmp_path):
         assert argv[0] == INSTALLED_BINARY and Path(argv[0]).name in _console_scripts()
         assert argv[1:3] == ["--env-file", "/etc/wa-export/env"]
         assert _subcommand(argv) == subcommand
-        for key, value in {"NoNewPrivileges": "yes", "ProtectSystem": "strict", "PrivateTmp": "yes",
-                           "UMask": "0077", "ReadWritePaths": "/var/lib/wa-export"}.items():
+        for key, value in {
+            "NoNewPrivileges": "yes",
+            "ProtectSystem": "strict",
+            "PrivateTmp": "yes",
+            "UMask": "0077",
+            "ReadWritePaths": "/var/lib/wa-export",
+        }.items():
             assert service[key] == value, (service_name, key)
         assert int(service["TimeoutStopSec"]) >= 60  # SIGTERM: the current workspace may finish
 
@@ -93,7 +98,8 @@ def test_systemd_analyze_accepts_the_units(tmp_path):
 
 def test_crontab_lines_use_registered_commands(tmp_path):
     lines = [
-        line for line in (ROOT / "crontab.example").read_text().splitlines()
+        line
+        for line in (ROOT / "crontab.example").read_text().splitlines()
         if line.strip() and not line.lstrip().startswith("#") and "=" not in line.split()[0]
     ]
     subcommands = []
@@ -112,14 +118,31 @@ def test_crontab_lines_use_registered_commands(tmp_path):
 # Each service's sandbox beyond the basics above. Not here on purpose: PrivateNetwork= and
 # IPAddressDeny=, since every unit must reach MongoDB and SMTP at the operator's addresses.
 HARDENING = {
-    "NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes",
-    "PrivateDevices": "yes", "PrivateMounts": "yes", "PrivateUsers": "yes",
-    "ProtectKernelTunables": "yes", "ProtectKernelModules": "yes", "ProtectKernelLogs": "yes",
-    "ProtectControlGroups": "yes", "ProtectClock": "yes", "ProtectHostname": "yes",
-    "ProtectProc": "invisible", "ProcSubset": "pid", "RestrictSUIDSGID": "yes", "RestrictRealtime": "yes",
-    "RestrictNamespaces": "yes", "LockPersonality": "yes", "MemoryDenyWriteExecute": "yes",
-    "RemoveIPC": "yes", "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX",
-    "SystemCallArchitectures": "native", "SystemCallErrorNumber": "EPERM", "CapabilityBoundingSet": "",
+    "NoNewPrivileges": "yes",
+    "ProtectSystem": "strict",
+    "ProtectHome": "yes",
+    "PrivateTmp": "yes",
+    "PrivateDevices": "yes",
+    "PrivateMounts": "yes",
+    "PrivateUsers": "yes",
+    "ProtectKernelTunables": "yes",
+    "ProtectKernelModules": "yes",
+    "ProtectKernelLogs": "yes",
+    "ProtectControlGroups": "yes",
+    "ProtectClock": "yes",
+    "ProtectHostname": "yes",
+    "ProtectProc": "invisible",
+    "ProcSubset": "pid",
+    "RestrictSUIDSGID": "yes",
+    "RestrictRealtime": "yes",
+    "RestrictNamespaces": "yes",
+    "LockPersonality": "yes",
+    "MemoryDenyWriteExecute": "yes",
+    "RemoveIPC": "yes",
+    "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX",
+    "SystemCallArchitectures": "native",
+    "SystemCallErrorNumber": "EPERM",
+    "CapabilityBoundingSet": "",
 }
 MAX_EXPOSURE = 2.0
 
@@ -159,7 +182,11 @@ def test_security_exposure_is_at_most_two():
     for service_name in PAIRS:
         result = subprocess.run(
             [analyze, "security", "--offline=yes", "--no-pager", str(UNITS / service_name)],
-            check=False, capture_output=True, text=True, timeout=60, env={**os.environ, "SYSTEMD_COLORS": "0"},
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "SYSTEMD_COLORS": "0"},
         )
         assert result.returncode == 0, result.stderr
         found = re.search(rf"Overall exposure level for {re.escape(service_name)}: (\d+\.\d+)", result.stdout)
@@ -185,14 +212,22 @@ def test_logrotate_covers_the_cron_logs():
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
     header = lines[0]
     assert header.endswith("{") and lines[-1] == "}", text
-    assert set(header[:-1].split()) == _crontab_logs() == {
-        f"/var/log/wa-export/{name}.log" for name in ("export", "cleanup", "health")
-    }
+    assert (
+        set(header[:-1].split())
+        == _crontab_logs()
+        == {f"/var/log/wa-export/{name}.log" for name in ("export", "cleanup", "health")}
+    )
     body = set(lines[1:-1])
     # The user that cron runs as and the units' User= (the owner of /var/log/wa-export).
     user = _unit("wa-export.service")["Service"]["User"]
-    assert {f"su {user} {user}", f"create 0640 {user} {user}", "compress", "delaycompress",
-            "missingok", "notifempty"} <= body, body
+    assert {
+        f"su {user} {user}",
+        f"create 0640 {user} {user}",
+        "compress",
+        "delaycompress",
+        "missingok",
+        "notifempty",
+    } <= body, body
     assert body & {"daily", "weekly"}, body
     assert any(re.fullmatch(r"rotate [1-9]\d*", line) for line in body), body
 
@@ -213,8 +248,13 @@ def test_logrotate_accepts_the_file(tmp_path):
     config = tmp_path / "wa-export.conf"
     config.write_text(_logrotate_config_as_me())
     config.chmod(0o644)  # logrotate ignores group/world-writable config files
-    result = subprocess.run([_logrotate(), "--debug", "--state", str(tmp_path / "state"), str(config)],
-                            check=False, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [_logrotate(), "--debug", "--state", str(tmp_path / "state"), str(config)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert "error" not in result.stderr.lower(), result.stderr
     assert "rotating pattern: /var/log/wa-export/export.log" in result.stderr, result.stderr
@@ -230,8 +270,13 @@ def test_logrotate_rotates_compresses_and_recreates(tmp_path):
     for run in ("first", "second", "third"):
         with log.open("a") as handle:  # what cron's >> does
             handle.write(f"{run} run\n")
-        result = subprocess.run([_logrotate(), "--force", "--state", str(tmp_path / "state"), str(config)],
-                                check=False, capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [_logrotate(), "--force", "--state", str(tmp_path / "state"), str(config)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 0, result.stderr
     assert log.read_text() == "" and (log.stat().st_mode & 0o777) == 0o640  # create 0640
     assert (logs / "export.log.1").read_text() == "third run\n"  # delaycompress: newest stays plain

@@ -9,20 +9,14 @@ from typing import Any
 import pytest
 
 from helpers import one_stderr_line, parse_json
-from seeding import add_chat, add_messages, add_workspace, utcnow
+from seeding import seed_workspace, utcnow
 
 # The one outcome named differently: what the real run does, a dry run only counts.
 DRY_RUN_MEANS = {"dry_run": "completed"}
 
 
 def _workspace(db: Any, name: str, messages: int) -> str:
-    workspace_id = add_workspace(db, name)
-    chat_id = add_chat(db, workspace_id)
-    start = utcnow() - timedelta(minutes=5)
-    add_messages(
-        db, chat_id, [{"content": f"{name}-{n}", "timestamp": start + timedelta(seconds=n)} for n in range(messages)]
-    )
-    return str(workspace_id)
+    return str(seed_workspace(db, name, [f"{name}-{n}" for n in range(messages)]))
 
 
 def _snapshot(db: Any) -> dict[str, list[dict[str, Any]]]:

@@ -1,8 +1,8 @@
-"""Never a silent duplicate (issue 9, acceptance 4 and 5), through the installed CLI.
+"""Never a silent duplicate, through the installed CLI.
 
-4. A slow SMTP DATA reply outlives EXPORT_LEASE_SECONDS: the lease is renewed
+- A slow SMTP DATA reply outlives EXPORT_LEASE_SECONDS: the lease is renewed
    while the run waits, so a second run skips the workspace: one email.
-5. MongoDB stops right after the SMTP server accepted a mail: the next run
+- MongoDB stops right after the SMTP server accepted a mail: the next run
    delivers that window again, and the email, export_logs, `logs` and
    `health` all say it may repeat the earlier one.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from faultkit import (
     SMTP_PASSWORD,
@@ -21,7 +20,6 @@ from faultkit import (
     assert_no_secrets,
     delivered,
     no_traceback,
-    seed_workspace,
 )
 from helpers import (
     LEASE_HELD,
@@ -31,13 +29,8 @@ from helpers import (
     plain_body,
 )
 from inprocess_cli import run_wa_export
-from seeding import cli_executable
+from seeding import seed_workspace, start_cli
 from wa_export.export.email_text import POSSIBLE_DUPLICATE_SENTENCE
-
-
-def _popen(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([str(cli_executable()), *args], env=env, cwd=cwd, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
 
 
 def test_a_slow_data_reply_keeps_the_lease_and_a_second_run_sends_nothing(tmp_path, fdb, env):
@@ -45,9 +38,13 @@ def test_a_slow_data_reply_keeps_the_lease_and_a_second_run_sends_nothing(tmp_pa
     workspace_id = seed_workspace(fdb, "Slow Server", contents)
     lease_seconds = 5
     with SlowDataSmtpServer(hold_seconds=2.5 * lease_seconds, username=SMTP_USER, password=SMTP_PASSWORD) as slow:
-        run_env = env(slow, EXPORT_LEASE_SECONDS=str(lease_seconds), SMTP_TIMEOUT_SECONDS="60",
-                      **{f"WORKSPACE_{workspace_id}_EMAIL": "ops@slow.test"})
-        first = _popen(["export", "--json"], run_env, tmp_path)
+        run_env = env(
+            slow,
+            EXPORT_LEASE_SECONDS=str(lease_seconds),
+            SMTP_TIMEOUT_SECONDS="60",
+            **{f"WORKSPACE_{workspace_id}_EMAIL": "ops@slow.test"},
+        )
+        first = start_cli(["export", "--json"], run_env, tmp_path)
         try:
             assert slow.data_started.wait(60), "the first run never reached DATA"
             state = fdb.export_state.find_one({"_id": str(workspace_id)})
@@ -83,8 +80,14 @@ def test_a_mail_accepted_while_mongodb_stops_is_delivered_again_and_flagged(tmp_
         db = server.client()["wa_export_duplicate"]
         contents = ["dup-1", "dup-2", "dup-3"]
         workspace_id = seed_workspace(db, "Twice Maybe", contents)
-        run_env = env(hooked, MONGODB_URI=server.auth_uri, MONGODB_DATABASE=db.name, MONGODB_TIMEOUT_SECONDS="2",
-                      EXPORT_LEASE_SECONDS="5", **{f"WORKSPACE_{workspace_id}_EMAIL": "ops@twice.test"})
+        run_env = env(
+            hooked,
+            MONGODB_URI=server.auth_uri,
+            MONGODB_DATABASE=db.name,
+            MONGODB_TIMEOUT_SECONDS="2",
+            EXPORT_LEASE_SECONDS="5",
+            **{f"WORKSPACE_{workspace_id}_EMAIL": "ops@twice.test"},
+        )
         # The SMTP server has the whole message when MongoDB dies; its 250 reply follows.
         hooked.on_message = server.kill
         first = run_wa_export(["export"], run_env, tmp_path, timeout=90)

@@ -1,4 +1,4 @@
-"""Issue 11, `.env` files: as Windows editors save them, unreadable, with a typo, or missing altogether.
+"""`.env` files: as Windows editors save them, unreadable, with a typo, or missing altogether.
 
 Runs the installed CLI in a directory holding the `.env` under test (the CLI
 reads ./.env), with the rest of the configuration in the real environment.
@@ -48,8 +48,11 @@ def test_windows_encodings_are_read(encode, make_env, tmp_path):
 
 def test_a_run_uses_a_utf16_env_file(mongo_db, make_env, tmp_path, smtp_server):
     workspace_id = add_workspace(mongo_db, "Windows Admin")
-    add_messages(mongo_db, add_chat(mongo_db, workspace_id), [{"content": "from notepad",
-                                                               "timestamp": utcnow() - timedelta(minutes=2)}])
+    add_messages(
+        mongo_db,
+        add_chat(mongo_db, workspace_id),
+        [{"content": "from notepad", "timestamp": utcnow() - timedelta(minutes=2)}],
+    )
     (tmp_path / ".env").write_bytes(f"WORKSPACE_{workspace_id}_EMAIL=ops@windows.test\r\n".encode("utf-16"))
     result = run_wa_export(["export"], make_env(), tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -79,8 +82,10 @@ def test_env_file_that_is_not_text_is_one_sentence(make_env, tmp_path):
     result = run_wa_export(["--env-file", str(env_file), "export"], make_env(), tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        (f"wa-export: The env file {env_file} is not valid UTF-8 text (line 2); "
-         "save it as UTF-8 (or UTF-16 with a byte-order mark).")
+        (
+            f"wa-export: The env file {env_file} is not valid UTF-8 text (line 2); "
+            "save it as UTF-8 (or UTF-16 with a byte-order mark)."
+        )
     ]
 
 

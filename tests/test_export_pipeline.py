@@ -1,4 +1,4 @@
-"""The export pipeline end to end (issue 2): the installed CLI against real MongoDB and SMTP servers."""
+"""The export pipeline end to end: the installed CLI against real MongoDB and SMTP servers."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from helpers import (
     XLSX_MIME,
     GatedSmtpServer,
     attachments,
+    cursor_of,
     lease_skips,
     mailed_contents,
     mailed_rows,
@@ -29,40 +30,29 @@ from helpers import (
     smtp_env,
     xlsx_files,
 )
-from seeding import (
-    add_chat,
-    add_messages,
-    add_workspace,
-    cli_executable,
-    settle_arrivals,
-    utcnow,
-)
+from seeding import add_chat, add_messages, add_workspace, seed_workspace, settle_arrivals, start_cli, utcnow
 from servers import free_port
 
 FILE_NAME = re.compile(r"^[a-z0-9_]+_whatsapp_messages_\d{4}-\d{2}-\d{2}_\d{2}-\d{2}(_\d+)?\.xlsx$")
 
 
-def _workspace_with_messages(db: Any, name: str, contents: list[str], minutes_ago: float = 5, **chat: Any) -> ObjectId:
-    workspace_id = add_workspace(db, name)
-    chat_id = add_chat(db, workspace_id, **chat)
-    now = utcnow()
-    add_messages(
-        db,
-        chat_id,
-        [
-            {"content": text, "timestamp": now - timedelta(minutes=minutes_ago) + timedelta(milliseconds=index)}
-            for index, text in enumerate(contents)
-        ],
-    )
-    return workspace_id
-
-
 EXPORT_LOG_FIELDS = (
     # The original system's schema (../shared/seeds) ...
-    "workspace_id", "export_type", "export_timestamp", "message_count", "file_path", "email_sent_to", "status",
-    "error_message", "created_at", "updated_at",
+    "workspace_id",
+    "export_type",
+    "export_timestamp",
+    "message_count",
+    "file_path",
+    "email_sent_to",
+    "status",
+    "error_message",
+    "created_at",
+    "updated_at",
     # ... and what ours adds.
-    "window_start", "window_end", "trigger", "run_id",
+    "window_start",
+    "window_end",
+    "trigger",
+    "run_id",
 )
 
 
@@ -91,19 +81,13 @@ def _assert_run_event_schema(event: dict[str, Any]) -> None:
     assert event["service"] == "excel_export_scheduler"
 
 
-def _cursor(db: Any, workspace_id: ObjectId) -> ObjectId | None:
-    """The workspace's scheduled position: the arrival key (_id) from which nothing is delivered yet."""
-    document = db.export_state.find_one({"_id": str(workspace_id)})
-    return None if document is None else document.get("cursor")
-
-
-# --- acceptance 1 -------------------------------------------------------------------
+# --- a scheduled run over the active workspaces ----------------------------------------
 
 
 def test_scheduled_run_over_active_workspaces(mongo_db, make_env, cli, smtp_server, tmp_path):
-    acme = _workspace_with_messages(mongo_db, "Acme Corp", ["a1", "a2"])
-    tech = _workspace_with_messages(mongo_db, "Tech Startup", ["t1"])
-    silent = _workspace_with_messages(mongo_db, "No Address Ltd", ["n1"])
+    acme = seed_workspace(mongo_db, "Acme Corp", ["a1", "a2"])
+    tech = seed_workspace(mongo_db, "Tech Startup", ["t1"])
+    silent = seed_workspace(mongo_db, "No Address Ltd", ["n1"])
     inactive = add_workspace(mongo_db, "Old Tenant", status="inactive")
     add_messages(mongo_db, add_chat(mongo_db, inactive), [{"content": "never", "timestamp": utcnow()}])
 
@@ -148,7 +132,7 @@ def test_scheduled_run_over_active_workspaces(mongo_db, make_env, cli, smtp_serv
     assert run_ids == {event["run_id"]}
 
 
-# --- acceptance 2 -------------------------------------------------------------------
+# --- workbook content, order, column mapping and timezone --------------------------------
 
 
 def test_workbook_content_order_mapping_and_timezone(mongo_db, make_env, cli, smtp_server):
@@ -159,14 +143,37 @@ def test_workbook_content_order_mapping_and_timezone(mongo_db, make_env, cli, sm
     low, high = ObjectId("000000000000000000000001"), ObjectId("000000000000000000000002")
     mongo_db.messages.insert_many(
         [
-            {"_id": high, "chat_id": chat_id, "direction": "outgoing", "is_ai_generated": False,
-             "content": "@SUM(A1)", "timestamp": moment},
-            {"_id": ObjectId(), "chat_id": chat_id, "direction": "outgoing", "is_ai_generated": True,
-             "content": "ai answer", "timestamp": moment + timedelta(seconds=1)},
-            {"_id": low, "chat_id": chat_id, "direction": "incoming", "is_ai_generated": False,
-             "content": "=1+1", "timestamp": moment},
-            {"_id": ObjectId(), "chat_id": chat_id, "direction": "incoming",
-             "content": "earliest", "timestamp": moment - timedelta(seconds=5)},
+            {
+                "_id": high,
+                "chat_id": chat_id,
+                "direction": "outgoing",
+                "is_ai_generated": False,
+                "content": "@SUM(A1)",
+                "timestamp": moment,
+            },
+            {
+                "_id": ObjectId(),
+                "chat_id": chat_id,
+                "direction": "outgoing",
+                "is_ai_generated": True,
+                "content": "ai answer",
+                "timestamp": moment + timedelta(seconds=1),
+            },
+            {
+                "_id": low,
+                "chat_id": chat_id,
+                "direction": "incoming",
+                "is_ai_generated": False,
+                "content": "=1+1",
+                "timestamp": moment,
+            },
+            {
+                "_id": ObjectId(),
+                "chat_id": chat_id,
+                "direction": "incoming",
+                "content": "earliest",
+                "timestamp": moment - timedelta(seconds=5),
+            },
         ]
     )
     env = make_env(EXPORT_TIMEZONE="Asia/Kolkata", **{f"WORKSPACE_{workspace_id}_EMAIL": "x@format.test"})
@@ -178,7 +185,12 @@ def test_workbook_content_order_mapping_and_timezone(mongo_db, make_env, cli, sm
     sheet = workbook["WhatsApp Messages"]
     header = [cell.value for cell in sheet[1]]
     assert header == [
-        "Sender Phone Number", "Receiver Phone Number", "Message Content", "Timestamp", "Status", "Workspace ID",
+        "Sender Phone Number",
+        "Receiver Phone Number",
+        "Message Content",
+        "Timestamp",
+        "Status",
+        "Workspace ID",
     ]
     rows = [list(row) for row in sheet.iter_rows(min_row=2)]
     contents = [row[2].value for row in rows]
@@ -195,15 +207,18 @@ def test_workbook_content_order_mapping_and_timezone(mongo_db, make_env, cli, sm
     assert timestamp_cell.number_format == "yyyy-mm-dd hh:mm:ss"
 
 
-# --- acceptance 3 -------------------------------------------------------------------
+# --- consecutive runs: each message exactly once -----------------------------------------
 
 
 def test_consecutive_runs_deliver_each_message_exactly_once(mongo_db, make_env, cli, smtp_server):
     workspace_id = add_workspace(mongo_db, "Twice")
     chat_id = add_chat(mongo_db, workspace_id)
     now = utcnow()
-    add_messages(mongo_db, chat_id, [{"content": f"early-{i}", "timestamp": now - timedelta(minutes=5, seconds=i)}
-                                     for i in range(3)])
+    add_messages(
+        mongo_db,
+        chat_id,
+        [{"content": f"early-{i}", "timestamp": now - timedelta(minutes=5, seconds=i)} for i in range(3)],
+    )
     add_messages(mongo_db, chat_id, [{"content": "inside-lag", "timestamp": now - timedelta(seconds=20)}])
     address = {f"WORKSPACE_{workspace_id}_EMAIL": "twice@ws.test"}
 
@@ -211,8 +226,11 @@ def test_consecutive_runs_deliver_each_message_exactly_once(mongo_db, make_env, 
     assert first.returncode == 0, first.stdout + first.stderr
     assert sorted(mailed_contents(smtp_server.messages)) == ["early-0", "early-1", "early-2"]
 
-    add_messages(mongo_db, chat_id, [{"content": f"later-{i}", "timestamp": utcnow() - timedelta(milliseconds=50)}
-                                     for i in range(2)])
+    add_messages(
+        mongo_db,
+        chat_id,
+        [{"content": f"later-{i}", "timestamp": utcnow() - timedelta(milliseconds=50)} for i in range(2)],
+    )
     time.sleep(0.1)
     second = cli(["export"], env=make_env(EXPORT_LAG_SECONDS="0", **address))
     assert second.returncode == 0, second.stdout + second.stderr
@@ -222,11 +240,11 @@ def test_consecutive_runs_deliver_each_message_exactly_once(mongo_db, make_env, 
     assert len(contents) == len(set(contents)) == 6
 
 
-# --- acceptance 4 -------------------------------------------------------------------
+# --- SMTP down: the window waits for the next run ----------------------------------------
 
 
 def test_smtp_down_keeps_window_for_next_run(mongo_db, make_env, cli, smtp_server):
-    workspace_id = _workspace_with_messages(mongo_db, "Down Time", ["before-1", "before-2"])
+    workspace_id = seed_workspace(mongo_db, "Down Time", ["before-1", "before-2"])
     address = {f"WORKSPACE_{workspace_id}_EMAIL": "ops@down.test"}
     dead_port = free_port()
 
@@ -239,7 +257,7 @@ def test_smtp_down_keeps_window_for_next_run(mongo_db, make_env, cli, smtp_serve
     assert event is not None and event["event_type"] == "error"
     _assert_run_event_schema(event)
     assert Path(log["file_path"]).is_file()
-    cursor_after_failure = _cursor(mongo_db, workspace_id)
+    cursor_after_failure = cursor_of(mongo_db, workspace_id)
     assert cursor_after_failure is not None  # the first window's start is pinned
     assert cursor_after_failure <= min(doc["_id"] for doc in mongo_db.messages.find())
 
@@ -250,10 +268,10 @@ def test_smtp_down_keeps_window_for_next_run(mongo_db, make_env, cli, smtp_serve
     assert len(smtp_server.messages) == 1
     assert sorted(mailed_contents(smtp_server.messages)) == ["after", "before-1", "before-2"]
     assert mongo_db.export_logs.count_documents({"status": "completed"}) == 1
-    assert _cursor(mongo_db, workspace_id) > cursor_after_failure
+    assert cursor_of(mongo_db, workspace_id) > cursor_after_failure
 
 
-# --- acceptance 5 -------------------------------------------------------------------
+# --- simultaneous runs ------------------------------------------------------------------
 
 
 def test_two_simultaneous_runs_send_every_message_once(mongo_db, make_env, tmp_path):
@@ -262,17 +280,13 @@ def test_two_simultaneous_runs_send_every_message_once(mongo_db, make_env, tmp_p
     for number in range(4):
         contents = [f"w{number}-m{i}" for i in range(5)]
         expected.extend(contents)
-        workspace_id = _workspace_with_messages(mongo_db, f"Parallel {number}", contents)
+        workspace_id = seed_workspace(mongo_db, f"Parallel {number}", contents)
         env_vars[f"WORKSPACE_{workspace_id}_EMAIL"] = f"ws{number}@parallel.test"
     # Each run's first mail is held until both runs are connected: the runs overlap for certain,
     # and while one holds its first workspace's lease the other has to skip that workspace.
     with GatedSmtpServer(parties=2) as gated:
         env = make_env(**smtp_env(gated), **env_vars)
-        processes = [
-            subprocess.Popen([str(cli_executable()), "export", "--json"], env=env, cwd=tmp_path, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-            for _ in range(2)
-        ]
+        processes = [start_cli(["export", "--json"], env, tmp_path) for _ in range(2)]
         outputs = [process.communicate(timeout=120) for process in processes]
         for process, (stdout, stderr) in zip(processes, outputs, strict=True):
             assert process.returncode == 0, stdout + stderr
@@ -281,25 +295,30 @@ def test_two_simultaneous_runs_send_every_message_once(mongo_db, make_env, tmp_p
         assert not gated.gate_timed_out, "the two runs never had an SMTP connection open at the same time"
     documents = [parse_json(subprocess.CompletedProcess([], 0, stdout, stderr)) for stdout, stderr in outputs]
     assert runs_overlapped(documents)
-    assert all(any(ws["outcome"] == "completed" for ws in document["workspaces"]) for document in documents), \
+    assert all(any(ws["outcome"] == "completed" for ws in document["workspaces"]) for document in documents), (
         "both runs exported something"
+    )
     assert lease_skips(documents), "one run met the other's lease"
     assert sorted(mailed_contents(mails)) == sorted(expected)  # every message exactly once
     assert sum(document["message_count"] for document in documents) == len(expected)
 
 
-# --- acceptance 6 -------------------------------------------------------------------
+# --- manual runs: --hours, --since/--until, --dry-run, --workspace ------------------------
 
 
 def test_manual_hours_email_leaves_the_cursor(mongo_db, make_env, cli, smtp_server):
     workspace_id = add_workspace(mongo_db, "Manual")
     chat_id = add_chat(mongo_db, workspace_id)
     now = utcnow()
-    add_messages(mongo_db, chat_id, [
-        {"content": "old-3h", "timestamp": now - timedelta(hours=3)},
-        {"content": "recent", "timestamp": now - timedelta(minutes=2)},
-        {"content": "too-old", "timestamp": now - timedelta(hours=30)},
-    ])
+    add_messages(
+        mongo_db,
+        chat_id,
+        [
+            {"content": "old-3h", "timestamp": now - timedelta(hours=3)},
+            {"content": "recent", "timestamp": now - timedelta(minutes=2)},
+            {"content": "too-old", "timestamp": now - timedelta(hours=30)},
+        ],
+    )
     env = make_env(**{f"WORKSPACE_{workspace_id}_EMAIL": "configured@manual.test"})
 
     manual = cli(["export", "--workspace", str(workspace_id), "--hours", "24", "--email", "boss@other.test"], env=env)
@@ -307,7 +326,7 @@ def test_manual_hours_email_leaves_the_cursor(mongo_db, make_env, cli, smtp_serv
     [mail] = smtp_server.messages
     assert mail.rcpt_tos == ["boss@other.test"]
     assert sorted(mailed_contents([mail])) == ["old-3h", "recent"]
-    assert _cursor(mongo_db, workspace_id) is None
+    assert cursor_of(mongo_db, workspace_id) is None
     assert mongo_db.export_logs.find_one({"trigger": "manual"})["status"] == "completed"
 
     scheduled = cli(["export"], env=env)
@@ -320,17 +339,23 @@ def test_manual_since_until_is_half_open(mongo_db, make_env, cli, smtp_server):
     workspace_id = add_workspace(mongo_db, "Window")
     chat_id = add_chat(mongo_db, workspace_id)
     start = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
-    add_messages(mongo_db, chat_id, [
-        {"content": "before", "timestamp": start - timedelta(milliseconds=1)},
-        {"content": "at-start", "timestamp": start},
-        {"content": "middle", "timestamp": start + timedelta(minutes=30)},
-        {"content": "last-ms", "timestamp": start + timedelta(hours=1) - timedelta(milliseconds=1)},
-        {"content": "at-end", "timestamp": start + timedelta(hours=1)},
-    ])
+    add_messages(
+        mongo_db,
+        chat_id,
+        [
+            {"content": "before", "timestamp": start - timedelta(milliseconds=1)},
+            {"content": "at-start", "timestamp": start},
+            {"content": "middle", "timestamp": start + timedelta(minutes=30)},
+            {"content": "last-ms", "timestamp": start + timedelta(hours=1) - timedelta(milliseconds=1)},
+            {"content": "at-end", "timestamp": start + timedelta(hours=1)},
+        ],
+    )
     # Naive times are in EXPORT_TIMEZONE: 11:00 Berlin (winter) is 10:00 UTC.
     env = make_env(EXPORT_TIMEZONE="Europe/Berlin")
-    result = cli(["export", "-w", str(workspace_id), "--since", "2026-01-15T10:00", "--until",
-                  "2026-01-15T11:00", "--no-email"], env=env)
+    result = cli(
+        ["export", "-w", str(workspace_id), "--since", "2026-01-15T10:00", "--until", "2026-01-15T11:00", "--no-email"],
+        env=env,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     [path] = xlsx_files(Path(env["EXPORT_DIR"]))
     assert [row[2] for row in sheet_rows(path)] == ["at-start", "middle", "last-ms"]
@@ -339,7 +364,7 @@ def test_manual_since_until_is_half_open(mongo_db, make_env, cli, smtp_server):
 
 
 def test_dry_run_changes_nothing(mongo_db, make_env, cli, smtp_server):
-    workspace_id = _workspace_with_messages(mongo_db, "Dry", ["d1", "d2", "d3"])
+    workspace_id = seed_workspace(mongo_db, "Dry", ["d1", "d2", "d3"])
     env = make_env(**{f"WORKSPACE_{workspace_id}_EMAIL": "dry@dry.test"})
     before = {name: list(mongo_db[name].find()) for name in mongo_db.list_collection_names()}
 
@@ -365,7 +390,7 @@ def test_unknown_or_malformed_workspace_is_a_usage_error(mongo_db, make_env, cli
         assert bad in message and len(message.splitlines()) == 1
 
 
-# --- acceptance 7 -------------------------------------------------------------------
+# --- no new messages -------------------------------------------------------------------
 
 
 def test_no_new_messages_advances_the_cursor(mongo_db, make_env, cli, smtp_server):
@@ -374,20 +399,20 @@ def test_no_new_messages_advances_the_cursor(mongo_db, make_env, cli, smtp_serve
     env = make_env(**{f"WORKSPACE_{workspace_id}_EMAIL": "quiet@quiet.test"})
     first = cli(["export"], env=env)
     assert first.returncode == 0, first.stdout + first.stderr
-    first_mark = _cursor(mongo_db, workspace_id)
+    first_mark = cursor_of(mongo_db, workspace_id)
     settle_arrivals()  # window ends are whole seconds (ObjectId time)
     second = cli(["export"], env=env)
     assert second.returncode == 0
-    assert first_mark is not None and _cursor(mongo_db, workspace_id) > first_mark
+    assert first_mark is not None and cursor_of(mongo_db, workspace_id) > first_mark
     assert smtp_server.messages == [] and xlsx_files(Path(env["EXPORT_DIR"])) == []
 
 
-# --- acceptance 8 -------------------------------------------------------------------
+# --- files: permissions, names, never overwritten ----------------------------------------
 
 
 def test_file_permissions_names_and_no_overwrite(mongo_db, make_env, cli, smtp_server):
-    first = _workspace_with_messages(mongo_db, "Acme Corp", ["x"])
-    second = _workspace_with_messages(mongo_db, "acme-corp!", ["y"])
+    first = seed_workspace(mongo_db, "Acme Corp", ["x"])
+    second = seed_workspace(mongo_db, "acme-corp!", ["y"])
     env = make_env(**{f"WORKSPACE_{first}_EMAIL": "a@a.test", f"WORKSPACE_{second}_EMAIL": "b@b.test"})
     for _ in range(2):  # the second run in the same minute must not overwrite the first files
         result = cli(["export", "--hours", "1", "--no-email"], env=env)
@@ -397,8 +422,9 @@ def test_file_permissions_names_and_no_overwrite(mongo_db, make_env, cli, smtp_s
     assert len(files) == 4
     folders = {path.parent for path in files}
     assert len(folders) == 2
-    assert {folder.name for folder in folders} == {"acme_corp", f"acme_corp_{str(second)[-8:]}"} or \
-        {folder.name for folder in folders} == {"acme_corp", f"acme_corp_{str(first)[-8:]}"}
+    assert {folder.name for folder in folders} == {"acme_corp", f"acme_corp_{str(second)[-8:]}"} or {
+        folder.name for folder in folders
+    } == {"acme_corp", f"acme_corp_{str(first)[-8:]}"}
     for path in files:
         assert FILE_NAME.match(path.name), path.name
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -407,14 +433,14 @@ def test_file_permissions_names_and_no_overwrite(mongo_db, make_env, cli, smtp_s
         assert len(list(folder.glob("*.xlsx"))) == 2
 
 
-# --- acceptance 9 -------------------------------------------------------------------
+# --- the email: format, one SMTP connection per run --------------------------------------
 
 
 def test_email_format_and_one_connection_per_run(mongo_db, make_env, cli, smtp_server):
     names = ["Mail One", "Mail Two", "Mail Three"]
     env_vars = {}
     for name in names:
-        workspace_id = _workspace_with_messages(mongo_db, name, [f"{name}-1", f"{name}-2"])
+        workspace_id = seed_workspace(mongo_db, name, [f"{name}-1", f"{name}-2"])
         env_vars[f"WORKSPACE_{workspace_id}_EMAIL"] = f"{name.split()[1].lower()}@mail.test"
     # TZ=UTC for the process: local times must come from EXPORT_TIMEZONE, never from the host's zone.
     env = make_env(EXPORT_TIMEZONE="America/New_York", EXPORT_INTERVAL_MINUTES="60", TZ="UTC", **env_vars)
@@ -447,7 +473,9 @@ def test_email_format_and_one_connection_per_run(mongo_db, make_env, cli, smtp_s
     assert "Total messages: 2" in body and "received: 2" in body
     window = re.search(
         r"Messages from (\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2}) to (?:(\d{4}-\d{2}-\d{2}) )?(\d{2}:\d{2}:\d{2}) "
-        r"\(America/New_York\)", body)
+        r"\(America/New_York\)",
+        body,
+    )
     assert window, body
     assert "Timestamp column are in America/New_York" in body
     start_text = f"{window.group(1)} {window.group(2)}"
@@ -460,7 +488,7 @@ def test_email_format_and_one_connection_per_run(mongo_db, make_env, cli, smtp_s
 
 
 def test_missing_password_fails_fast_instead_of_prompting(mongo_db, make_env, cli, smtp_server):
-    workspace_id = _workspace_with_messages(mongo_db, "No Password", ["p"])
+    workspace_id = seed_workspace(mongo_db, "No Password", ["p"])
     env = make_env(SMTP_PASSWORD=None, **{f"WORKSPACE_{workspace_id}_EMAIL": "p@p.test"})
     started = time.monotonic()
     result = cli(["export"], env=env, timeout=30)
@@ -470,7 +498,7 @@ def test_missing_password_fails_fast_instead_of_prompting(mongo_db, make_env, cl
     assert smtp_server.connection_count == 0
 
 
-# --- acceptance 10 ------------------------------------------------------------------
+# --- exit codes and configuration sources -----------------------------------------------
 
 
 def test_mongodb_unreachable_exits_3_quickly(make_env, cli, smtp_server):
@@ -492,7 +520,7 @@ def test_bad_setting_exits_2_naming_it(make_env, cli, smtp_server):
 
 
 def test_env_file_and_real_environment_precedence(mongo_db, make_env, cli, smtp_server, tmp_path):
-    workspace_id = _workspace_with_messages(mongo_db, "Env File", ["e"])
+    workspace_id = seed_workspace(mongo_db, "Env File", ["e"])
     env = make_env()
     env_file = tmp_path / "custom.env"
     env_file.write_text(f"WORKSPACE_{workspace_id}_EMAIL=fromfile@env.test\nEXPORT_TIMEZONE=Mars/Base\n")

@@ -1,4 +1,4 @@
-"""Issue 4, items 9-12: processes die, disks fill up, runs overlap; nothing is lost.
+"""Processes die, disks fill up, runs overlap; nothing is lost.
 
 Everything runs the installed `wa-export export` in a subprocess against an
 authenticated MongoDB (password in MONGODB_URI) and an SMTP server with a
@@ -8,13 +8,12 @@ distinctive password; every test checks that neither password leaks.
 from __future__ import annotations
 
 import os
-import resource
 import signal
 import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,23 +30,22 @@ from faultkit import (
     AuthMongoServer,
     add_now,
     assert_no_secrets,
-    cursor,
     delivered,
     first_arrival,
     no_traceback,
-    seed_workspace,
 )
 from helpers import (
-    GatedSmtpServer,
     HookedSmtpServer,
     attachments,
+    cursor_of,
     lease_skips,
+    limit_file_size,
     mailed_rows,
     parse_json,
     runs_overlapped,
     xlsx_files,
 )
-from seeding import cli_executable, utcnow
+from seeding import run_cli, seed_workspace, start_cli, utcnow
 from wa_export.errors import MongoUnavailable
 from wa_export.export import plan
 from wa_export.export.run import ExportRequest, ExportRun
@@ -62,13 +60,6 @@ from wa_export.workbook.naming import FOLDER_MARKER
 def hooked_smtp() -> Iterator[HookedSmtpServer]:
     with HookedSmtpServer(username=SMTP_USER, password=SMTP_PASSWORD) as server:
         yield server
-
-
-def _popen(args: list[str], env: dict[str, str], cwd: Path, **kwargs: Any) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [str(cli_executable()), *args], env=env, cwd=cwd, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, **kwargs,
-    )
 
 
 def _finish(proc: subprocess.Popen[str], timeout: float = 90) -> tuple[str, str]:
@@ -101,15 +92,18 @@ def _seed_many(db: Database[Any], count: int, per_workspace: int, tag: str) -> t
 
 def _wait_for_lease_expiry(db: Database[Any]) -> None:
     """Sleep until every lease still recorded in export_state has expired."""
-    expiries = [doc["lease_expires_at"] for doc in db.export_state.find({"lease_owner": {"$ne": None}})
-                if doc.get("lease_expires_at") is not None]
+    expiries = [
+        doc["lease_expires_at"]
+        for doc in db.export_state.find({"lease_owner": {"$ne": None}})
+        if doc.get("lease_expires_at") is not None
+    ]
     if expiries:
         delay = (max(expiries) - datetime.now(UTC)).total_seconds() + 0.3
         if delay > 0:
             time.sleep(delay)
 
 
-# --- item 9: MongoDB dies -------------------------------------------------------------------
+# --- MongoDB dies -------------------------------------------------------------------------
 
 
 def test_mongodb_killed_mid_run_exits_3_and_next_run_delivers(tmp_path, env, hooked_smtp):
@@ -119,14 +113,20 @@ def test_mongodb_killed_mid_run_exits_3_and_next_run_delivers(tmp_path, env, hoo
         client = server.client()
         db = client["wa_export_mongo_killed"]
         env_vars, owner = _seed_many(db, 6, 5, "killed")
-        run_env = env(hooked_smtp, MONGODB_URI=server.auth_uri, MONGODB_DATABASE=db.name, MONGODB_TIMEOUT_SECONDS="2",
-                      EXPORT_LEASE_SECONDS="5", **env_vars)
+        run_env = env(
+            hooked_smtp,
+            MONGODB_URI=server.auth_uri,
+            MONGODB_DATABASE=db.name,
+            MONGODB_TIMEOUT_SECONDS="2",
+            EXPORT_LEASE_SECONDS="5",
+            **env_vars,
+        )
         # Two workspaces go through completely; MongoDB dies while the SMTP server holds the third
         # workspace's mail and has not answered yet: that mail is accepted, but neither its completed
         # log nor its cursor can be written.
         hooked_smtp.hook_at = 3
         hooked_smtp.on_message = server.kill
-        proc = _popen(["export"], run_env, tmp_path)
+        proc = start_cli(["export"], run_env, tmp_path)
         stdout, stderr = _finish(proc)
         assert proc.returncode == 3, stdout + stderr
         no_traceback(stdout, stderr)
@@ -150,12 +150,12 @@ def test_mongodb_killed_mid_run_exits_3_and_next_run_delivers(tmp_path, env, hoo
             [(_, _, payload)] = attachments(mail.message())
             assert Path(log["file_path"]).read_bytes() == payload, "the logged file is the one mailed"
         in_flight = {address for mail in hooked_smtp.messages[:first_mails] for address in mail.rcpt_tos} - {
-            log["email_sent_to"] for log in completed}
+            log["email_sent_to"] for log in completed
+        }
         assert len(in_flight) == 1, "only the mail the server was holding when MongoDB died lacks a log"
 
         _wait_for_lease_expiry(db)  # the killed run could not release the lease it held
-        again = subprocess.run([str(cli_executable()), "export"], env=run_env, cwd=tmp_path, text=True,
-                               capture_output=True, timeout=90, stdin=subprocess.DEVNULL)
+        again = run_cli(["export"], run_env, tmp_path, timeout=90)
         assert again.returncode == 0, again.stdout + again.stderr
         counts = Counter(delivered(hooked_smtp.messages))
         assert set(counts) == set(owner), "every message is delivered after the restart"
@@ -231,23 +231,26 @@ def test_lease_taken_over_before_sending_sends_nothing(fdb, env, smtp, monkeypat
         pinned = state["cursor"]
         assert fdb.export_logs.find_one()["status"] == "failed"
 
-        fdb.export_state.update_one({"_id": str(workspace_id)}, {"$set": {"lease_owner": None,
-                                                                          "lease_expires_at": None}})
+        fdb.export_state.update_one(
+            {"_id": str(workspace_id)}, {"$set": {"lease_owner": None, "lease_expires_at": None}}
+        )
         retried = ExportRun(settings, store, ExportRequest()).execute()
     finally:
         store.close()
     assert retried.exit_code == 0 and [r.outcome for r in retried.workspaces] == ["completed"]
     assert sorted(delivered(smtp.messages)) == contents
-    assert cursor(fdb, workspace_id) > pinned
+    assert cursor_of(fdb, workspace_id) > pinned
     assert_no_secrets(*(r.reason for r in result.workspaces), db=fdb, mails=smtp.messages)
 
 
-# --- item 10: the wa-export process dies -------------------------------------------------------
+# --- the wa-export process dies -------------------------------------------------------------
 
 
 def _set_lease_expiry(db: Database[Any], workspace_id: ObjectId, expires_at: datetime) -> None:
-    assert db.export_state.update_one({"_id": str(workspace_id)},
-                                      {"$set": {"lease_expires_at": expires_at}}).matched_count == 1
+    assert (
+        db.export_state.update_one({"_id": str(workspace_id)}, {"$set": {"lease_expires_at": expires_at}}).matched_count
+        == 1
+    )
 
 
 def test_sigkill_while_writing_leaves_no_broken_xlsx_and_the_lease_holds_until_expiry(tmp_path, fdb, env, run, smtp):
@@ -259,7 +262,7 @@ def test_sigkill_while_writing_leaves_no_broken_xlsx_and_the_lease_holds_until_e
     workspace_id = seed_workspace(fdb, "Big Workbook", contents, content_size=30_000)
     run_env = env(**{f"WORKSPACE_{workspace_id}_EMAIL": "ops@big.test"})
     export_dir = Path(run_env["EXPORT_DIR"])
-    proc = _popen(["export"], run_env, tmp_path)
+    proc = start_cli(["export"], run_env, tmp_path)
     try:
         os.setpriority(os.PRIO_PROCESS, proc.pid, 10)
         deadline = time.monotonic() + 60
@@ -272,11 +275,15 @@ def test_sigkill_while_writing_leaves_no_broken_xlsx_and_the_lease_holds_until_e
     finally:
         _kill_quietly(proc)
     assert proc.returncode == -signal.SIGKILL
-    leftovers = [path for path in export_dir.rglob("*") if path.is_file() and path.suffix != ".xlsx"
-                 and path.name != FOLDER_MARKER]
+    leftovers = [
+        path
+        for path in export_dir.rglob("*")
+        if path.is_file() and path.suffix != ".xlsx" and path.name != FOLDER_MARKER
+    ]
     # If this fails the kill came too late (the workbook was already complete): a setup failure, not a pass.
-    assert xlsx_files(export_dir) == [] and smtp.messages == [] and leftovers, \
+    assert xlsx_files(export_dir) == [] and smtp.messages == [] and leftovers, (
         "test setup: the run was not killed while writing its workbook"
+    )
     assert all(path.name.startswith(".") and path.name.endswith(".tmp") for path in leftovers), leftovers
     state = fdb.export_state.find_one({"_id": str(workspace_id)})
     assert state is not None and state["lease_owner"] is not None, "the killed run still holds its lease"
@@ -300,7 +307,7 @@ def test_sigkill_while_writing_leaves_no_broken_xlsx_and_the_lease_holds_until_e
     assert [sorted(delivered(smtp.messages))] == [sorted(contents)]
     for path in xlsx_files(export_dir):
         load_workbook(path, read_only=True).close()
-    assert cursor(fdb, workspace_id) > pinned
+    assert cursor_of(fdb, workspace_id) > pinned
     assert fdb.export_state.find_one({"_id": str(workspace_id)})["lease_owner"] is None
     assert_no_secrets(blocked.stdout, blocked.stderr, recovered.stdout, recovered.stderr, db=fdb, mails=smtp.messages)
 
@@ -311,7 +318,7 @@ def test_sigterm_finishes_current_workspace_releases_leases_and_stops(tmp_path, 
     started: list[subprocess.Popen[str]] = []
     # SIGTERM arrives while the first workspace's mail is being accepted.
     hooked_smtp.on_message = lambda: started[0].send_signal(signal.SIGTERM)
-    proc = _popen(["export"], run_env, tmp_path)
+    proc = start_cli(["export"], run_env, tmp_path)
     started.append(proc)
     try:
         stdout, stderr = _finish(proc)
@@ -334,15 +341,7 @@ def test_sigterm_finishes_current_workspace_releases_leases_and_stops(tmp_path, 
     assert_no_secrets(stdout, stderr, rest.stdout, rest.stderr, db=fdb, mails=hooked_smtp.messages)
 
 
-# --- item 11: the export directory cannot take the file ----------------------------------------
-
-
-def _limit_file_size(limit: int) -> Callable[[], None]:
-    def apply() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes fail with EFBIG instead of killing us
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    return apply
+# --- the export directory cannot take the file ----------------------------------------------
 
 
 @pytest.mark.parametrize("fault", ["export_dir_below_a_file", "file_size_limit"])
@@ -360,7 +359,7 @@ def test_unwritable_export_dir_fails_cleanly_and_keeps_the_window(fault, tmp_pat
         failed = run(fault_env)
     else:
         fault_env = env(**address)
-        proc = _popen(["export"], fault_env, tmp_path, preexec_fn=_limit_file_size(64 * 1024))
+        proc = start_cli(["export"], fault_env, tmp_path, preexec_fn=limit_file_size(64 * 1024))
         try:
             stdout, stderr = _finish(proc)
         finally:
@@ -382,7 +381,7 @@ def test_unwritable_export_dir_fails_cleanly_and_keeps_the_window(fault, tmp_pat
     if export_dir.exists():
         assert xlsx_files(export_dir) == []
         assert [p for p in export_dir.rglob("*") if p.is_file() and p.name != FOLDER_MARKER] == []
-    pinned = cursor(fdb, workspace_id)
+    pinned = cursor_of(fdb, workspace_id)
     assert pinned is not None and pinned <= first_arrival(fdb)
     outputs = [failed.stdout, failed.stderr]
 
@@ -392,20 +391,14 @@ def test_unwritable_export_dir_fails_cleanly_and_keeps_the_window(fault, tmp_pat
     assert recovered.returncode == 0, recovered.stdout + recovered.stderr
     assert sorted(delivered(smtp.messages)) == sorted([*names, "later-1"])
     assert len(smtp.messages) == 1
-    assert cursor(fdb, workspace_id) > pinned
+    assert cursor_of(fdb, workspace_id) > pinned
     assert_no_secrets(*outputs, db=fdb, mails=smtp.messages)
 
 
-# --- item 12: four runs at once while messages keep arriving ------------------------------------
+# --- four runs at once while messages keep arriving ------------------------------------------
 
 
-@pytest.fixture
-def gated_smtp() -> Iterator[GatedSmtpServer]:
-    """Holds each run's first mail until four runs are connected (see helpers.GatedSmtpServer)."""
-    with GatedSmtpServer(parties=4, username=SMTP_USER, password=SMTP_PASSWORD) as server:
-        yield server
-
-
+@pytest.mark.gated_smtp(4, username=SMTP_USER, password=SMTP_PASSWORD)
 def test_four_concurrent_runs_with_arriving_messages_email_everything_once(tmp_path, fdb, env, run, gated_smtp):
     env_vars, owner = _seed_many(fdb, 10, 3, "conc")
     chats = {doc["workspace_id"]: doc["_id"] for doc in fdb.chats.find()}
@@ -427,8 +420,16 @@ def test_four_concurrent_runs_with_arriving_messages_email_everything_once(tmp_p
                 workspace_id = workspaces[number % len(workspaces)]
                 content = f"live{number}"
                 # Timestamped "now", as the platform writes them; the lag covers the insert latency.
-                fdb.messages.insert_one({"_id": ObjectId(), "chat_id": chats[workspace_id], "direction": "incoming",
-                                         "is_ai_generated": False, "content": content, "timestamp": utcnow()})
+                fdb.messages.insert_one(
+                    {
+                        "_id": ObjectId(),
+                        "chat_id": chats[workspace_id],
+                        "direction": "incoming",
+                        "is_ai_generated": False,
+                        "content": content,
+                        "timestamp": utcnow(),
+                    }
+                )
                 inserted.append(content)
                 owner[content] = by_workspace[workspace_id]
                 number += 1
@@ -444,7 +445,7 @@ def test_four_concurrent_runs_with_arriving_messages_email_everything_once(tmp_p
     try:
         time.sleep(0.3)
         for _ in range(4):  # staggered, so later runs see windows that earlier ones could not
-            processes.append(_popen(["export", "--json"], run_env, tmp_path))
+            processes.append(start_cli(["export", "--json"], run_env, tmp_path))
             time.sleep(0.5)
         for proc in processes:
             stdout, stderr = _finish(proc)
@@ -462,8 +463,9 @@ def test_four_concurrent_runs_with_arriving_messages_email_everything_once(tmp_p
     assert len(inserted) > 20
     assert not smtp.gate_timed_out, "the four runs never had their SMTP connections open at the same time"
     assert runs_overlapped(documents)
-    assert all(any(ws["outcome"] == "completed" for ws in document["workspaces"]) for document in documents), \
+    assert all(any(ws["outcome"] == "completed" for ws in document["workspaces"]) for document in documents), (
         "every run exported something"
+    )
     assert lease_skips(documents), "runs met each other's leases"
 
     time.sleep(lag + 1.3)  # the last inserted messages are now older than the lag (window ends are whole seconds)

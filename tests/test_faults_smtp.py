@@ -1,4 +1,4 @@
-"""Issue 4, items 7 and 8: SMTP faults lose nothing and send nothing twice.
+"""SMTP faults lose nothing and send nothing twice.
 
 Every test runs the installed `wa-export export` against an authenticated
 MongoDB (a password in MONGODB_URI) and an SMTP server with a distinctive
@@ -23,13 +23,13 @@ from faultkit import (
     Run,
     add_now,
     assert_no_secrets,
-    cursor,
     delivered,
     first_arrival,
     last_arrival,
     no_traceback,
-    seed_workspace,
 )
+from helpers import cursor_of
+from seeding import seed_workspace
 from servers import LocalSmtpServer, free_port
 
 
@@ -58,8 +58,15 @@ class RecordingSmtpServer(LocalSmtpServer):
 
 
 def _recover_and_check(
-    fdb: Database[Any], env: Env, run: Run, smtp: LocalSmtpServer, workspace_id: Any,
-    address: dict[str, str], first: list[str], failed_cursor: Any, outputs: list[str],
+    fdb: Database[Any],
+    env: Env,
+    run: Run,
+    smtp: LocalSmtpServer,
+    workspace_id: Any,
+    address: dict[str, str],
+    first: list[str],
+    failed_cursor: Any,
+    outputs: list[str],
 ) -> None:
     """After the fault: new messages arrive, a healthy run delivers old + new exactly once."""
     add_now(fdb, workspace_id, ["after-1", "after-2"])
@@ -71,12 +78,12 @@ def _recover_and_check(
     assert fdb.export_logs.count_documents({"status": "completed"}) == 1
     assert fdb.export_logs.find_one({"status": "completed"})["message_count"] == len(first) + 2
     # The cursor passed everything delivered, so nothing of it can go out again.
-    assert cursor(fdb, workspace_id) > last_arrival(fdb)
-    assert cursor(fdb, workspace_id) > failed_cursor
+    assert cursor_of(fdb, workspace_id) > last_arrival(fdb)
+    assert cursor_of(fdb, workspace_id) > failed_cursor
     assert_no_secrets(*outputs, db=fdb, mails=smtp.messages)
 
 
-# --- item 7 ------------------------------------------------------------------------------
+# --- a failed send keeps the window -------------------------------------------------------
 
 
 FAULTS = ["connection_refused", "auth_refused", "dropped_during_data", "one_recipient_refused"]
@@ -96,8 +103,9 @@ def test_smtp_fault_keeps_window_and_next_run_delivers_once(fault, fdb, env, run
         elif fault == "auth_refused":
             fault_env = env(SMTP_PASSWORD=WRONG_SMTP_PASSWORD, **address)
         elif fault == "dropped_during_data":
-            faulty = LocalSmtpServer(username=SMTP_USER, password=SMTP_PASSWORD,
-                                     drop_connection_during_data=True).start()
+            faulty = LocalSmtpServer(
+                username=SMTP_USER, password=SMTP_PASSWORD, drop_connection_during_data=True
+            ).start()
             fault_env = env(faulty, **address)
         else:
             faulty = LocalSmtpServer(username=SMTP_USER, password=SMTP_PASSWORD, refuse_recipients=[bad]).start()
@@ -127,9 +135,10 @@ def test_smtp_fault_keeps_window_and_next_run_delivers_once(fault, fdb, env, run
         if fault == "auth_refused":
             assert smtp.auth_failures >= 1 and smtp.auth_successes == 0
         assert log["file_path"] and Path(log["file_path"]).is_file(), "the failed window's file is kept"
-        failed_cursor = cursor(fdb, workspace_id)
-        assert failed_cursor is not None and failed_cursor <= first_arrival(fdb), \
+        failed_cursor = cursor_of(fdb, workspace_id)
+        assert failed_cursor is not None and failed_cursor <= first_arrival(fdb), (
             "the cursor must not pass the undelivered messages"
+        )
     finally:
         if faulty is not None:
             outputs_faulty = list(faulty.messages)
@@ -140,7 +149,7 @@ def test_smtp_fault_keeps_window_and_next_run_delivers_once(fault, fdb, env, run
     assert sorted(smtp.messages[0].rcpt_tos) == sorted([good, bad])
 
 
-# --- item 8 ------------------------------------------------------------------------------
+# --- an untrusted certificate ------------------------------------------------------------
 
 
 def test_untrusted_certificate_is_refused_without_plaintext_fallback(fdb, env, run, smtp, tmp_path):
@@ -165,7 +174,7 @@ def test_untrusted_certificate_is_refused_without_plaintext_fallback(fdb, env, r
         assert not {"AUTH", "MAIL", "RCPT", "DATA"} & server.verbs(), server.commands
         assert server.auth_failures == server.auth_successes == 0
         assert server.messages == []
-        failed_cursor = cursor(fdb, workspace_id)
+        failed_cursor = cursor_of(fdb, workspace_id)
 
         # Without any SMTP_CA_FILE (system CAs only) it is refused just the same.
         system_only = run(env(server, SMTP_CA_FILE=None, **address))
@@ -183,7 +192,7 @@ def test_untrusted_certificate_is_refused_without_plaintext_fallback(fdb, env, r
         # Every AUTH and MAIL happened inside TLS.
         assert all(tls for verb, tls in server.commands if verb in {"AUTH", "MAIL", "RCPT", "DATA"})
         assert fdb.export_logs.count_documents({"status": "completed"}) == 1
-        assert cursor(fdb, workspace_id) > failed_cursor
+        assert cursor_of(fdb, workspace_id) > failed_cursor
         assert_no_secrets(*outputs, db=fdb, mails=server.messages)
     finally:
         server.stop()

@@ -1,4 +1,4 @@
-"""`wa-export health` (issue 3, acceptance 5) against real MongoDB and SMTP servers.
+"""`wa-export health` against real MongoDB and SMTP servers.
 
 The installed CLI is run for the end-to-end paths (healthy setup, every failure
 line at once, unreachable MongoDB); each failure mode on its own -- "this one

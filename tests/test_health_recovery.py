@@ -1,4 +1,4 @@
-"""Issue 11, health: failed exports clear after any later success, and the reasons read as sentences.
+"""Health: failed exports clear after any later success, and the reasons read as sentences.
 
 The installed CLI against the real test servers.
 """
@@ -23,10 +23,15 @@ DOUBLED_PUNCTUATION = re.compile(r"\.\s*\.|;\s*;|\.\s*;")
 def test_failed_export_clears_after_a_scheduled_run_without_new_messages(mongo_db, make_env, cli, smtp_server):
     workspace_id = add_workspace(mongo_db, "Quiet Now")
     env = make_env(**{f"WORKSPACE_{workspace_id}_EMAIL": "ops@quiet.test"})
-    mongo_db.export_logs.insert_one({
-        "workspace_id": str(workspace_id), "workspace_name": "Quiet Now", "status": "failed",
-        "created_at": utcnow() - timedelta(minutes=10), "error_message": "SMTP said no.",
-    })
+    mongo_db.export_logs.insert_one(
+        {
+            "workspace_id": str(workspace_id),
+            "workspace_name": "Quiet Now",
+            "status": "failed",
+            "created_at": utcnow() - timedelta(minutes=10),
+            "error_message": "SMTP said no.",
+        }
+    )
     before = cli(["health", "--json"], env=env)
     assert before.returncode == 1
     failed = health_checks(before)["failed_exports"]
@@ -48,16 +53,26 @@ def test_no_health_reason_has_doubled_punctuation(mongo_db, make_env, cli, smtp_
     broken = add_workspace(mongo_db, "Broken.")
     add_workspace(mongo_db, "No Address.")
     now = utcnow()
-    mongo_db.export_logs.insert_many([
-        {"workspace_id": str(broken), "workspace_name": "Broken.", "status": "failed",
-         "created_at": now - timedelta(minutes=minutes), "error_message": "the server said: no.  "}
-        for minutes in (5, 6)
-    ])
-    env = make_env(EXPORT_DIR=str(tmp_path / "not-yet"), **{
-        f"WORKSPACE_{broken}_EMAIL": "ops@broken.test",
-        f"WORKSPACE_{ObjectId()}_EMAIL": "ops@nowhere.test",
-        "WORKSPACE_nothex_EMAIL": "ops@malformed.test",
-    })
+    mongo_db.export_logs.insert_many(
+        [
+            {
+                "workspace_id": str(broken),
+                "workspace_name": "Broken.",
+                "status": "failed",
+                "created_at": now - timedelta(minutes=minutes),
+                "error_message": "the server said: no.  ",
+            }
+            for minutes in (5, 6)
+        ]
+    )
+    env = make_env(
+        EXPORT_DIR=str(tmp_path / "not-yet"),
+        **{
+            f"WORKSPACE_{broken}_EMAIL": "ops@broken.test",
+            f"WORKSPACE_{ObjectId()}_EMAIL": "ops@nowhere.test",
+            "WORKSPACE_nothex_EMAIL": "ops@malformed.test",
+        },
+    )
     checks_result = cli(["health", "--json"], env=env)
     code, checks = checks_result.returncode, health_checks(checks_result)
     assert code == 1

@@ -1,4 +1,4 @@
-"""Issue 4, items 1-5: untrusted message content and tenant-controlled workspace names.
+"""Untrusted message content and tenant-controlled workspace names.
 
 Everything hostile goes into one database and is exported by ONE scheduled run
 of the installed CLI; a second, small run checks the `--json` anomaly report.
@@ -75,7 +75,14 @@ HOSTILE_NAMES = [
     "Acme\r\nBcc: attacker@example.com",
 ]
 ALLOWED_HEADERS = {
-    "from", "to", "subject", "date", "message-id", "mime-version", "content-type", "content-transfer-encoding",
+    "from",
+    "to",
+    "subject",
+    "date",
+    "message-id",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
 }
 
 
@@ -104,17 +111,27 @@ def _seed_hostile_workspace(db: Any) -> tuple[ObjectId, list[tuple[Any, tuple[An
 def _seed_anomalies(db: Any, workspace_id: ObjectId, at: Any, orphans: int) -> None:
     """Two messages of a phoneless chat, two of unknown direction, `orphans` orphans."""
     phoneless = add_chat(db, workspace_id, phone_number=MISSING, customer_phone=None)
-    add_messages(db, phoneless, [
-        {"content": "no phones 1", "timestamp": at},
-        {"content": "no phones 2", "timestamp": at + timedelta(milliseconds=1), "direction": "outgoing"},
-    ])
+    add_messages(
+        db,
+        phoneless,
+        [
+            {"content": "no phones 1", "timestamp": at},
+            {"content": "no phones 2", "timestamp": at + timedelta(milliseconds=1), "direction": "outgoing"},
+        ],
+    )
     chat_id = db.chats.find_one({"workspace_id": workspace_id, "phone_number": "+15550001111"})["_id"]
-    add_messages(db, chat_id, [
-        {"content": "sideways", "timestamp": at + timedelta(milliseconds=2), "direction": "sideways"},
-        {"content": "no direction", "timestamp": at + timedelta(milliseconds=3), "direction": MISSING},
-    ])
-    orphaned = [message_doc(ObjectId(), content=f"orphan {i}", timestamp=at + timedelta(milliseconds=4 + i))
-                for i in range(orphans)]
+    add_messages(
+        db,
+        chat_id,
+        [
+            {"content": "sideways", "timestamp": at + timedelta(milliseconds=2), "direction": "sideways"},
+            {"content": "no direction", "timestamp": at + timedelta(milliseconds=3), "direction": MISSING},
+        ],
+    )
+    orphaned = [
+        message_doc(ObjectId(), content=f"orphan {i}", timestamp=at + timedelta(milliseconds=4 + i))
+        for i in range(orphans)
+    ]
     db.messages.insert_many(orphaned)
     settle_arrivals([doc["_id"] for doc in orphaned])
 
@@ -132,12 +149,14 @@ def _sheet_xml_has_no_formula(path: Path) -> None:
 
 def _check_converts_with_libreoffice(path: Path, out_dir: Path) -> None:
     soffice = shutil.which("soffice")
-    if soffice is None:  # not installed: this one extra check is conditional (issue 4, items 1-5)
+    if soffice is None:  # not installed: this one extra check is conditional
         return
     out_dir.mkdir()
     result = subprocess.run(
         [soffice, "--headless", "--convert-to", "csv", "--outdir", str(out_dir), str(path)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={"HOME": str(out_dir), "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -153,8 +172,11 @@ def test_hostile_content_names_and_anomalies_in_one_scheduled_run(mongo_db, make
     names = {str(hostile_id): "Hostile Content"}
     for index, name in enumerate(HOSTILE_NAMES, start=1):
         workspace_id = add_workspace(mongo_db, name)
-        add_messages(mongo_db, add_chat(mongo_db, workspace_id),
-                     [{"content": f"hello {index}", "timestamp": utcnow() - timedelta(minutes=3)}])
+        add_messages(
+            mongo_db,
+            add_chat(mongo_db, workspace_id),
+            [{"content": f"hello {index}", "timestamp": utcnow() - timedelta(minutes=3)}],
+        )
         recipients[str(workspace_id)] = f"ws{index}@tenant{index}.test"
         names[str(workspace_id)] = name
 
@@ -164,7 +186,7 @@ def test_hostile_content_names_and_anomalies_in_one_scheduled_run(mongo_db, make
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Traceback" not in result.stderr and result.stderr == ""
 
-    # --- item 4: counts in the run summary (plain stdout) and in system_logs --------------
+    # --- counts in the run summary (plain stdout) and in system_logs ---------------------
     counts = {"missing_phone": 2, "unknown_direction": 2, "orphaned_message": 3, "non_text_content": NON_TEXT}
     [summary_line] = [line for line in result.stdout.splitlines() if "export run:" in line]
     assert "data issues: " in summary_line
@@ -178,7 +200,7 @@ def test_hostile_content_names_and_anomalies_in_one_scheduled_run(mongo_db, make
     assert hostile_log["status"] == "completed"
     assert hostile_log["anomalies"] == {k: v for k, v in counts.items() if k != "orphaned_message"}
 
-    # --- items 1-4: the workbook ----------------------------------------------------------
+    # --- the workbook --------------------------------------------------------------------
     files = xlsx_files(export_dir)
     assert len(files) == len(recipients)
     [hostile_file] = [path for path in files if path.parent.name == "hostile_content"]
@@ -205,7 +227,7 @@ def test_hostile_content_names_and_anomalies_in_one_scheduled_run(mongo_db, make
             assert value in allowed, (stored if not isinstance(stored, str) else stored[:60], value)
         if isinstance(value, str) and stored in UNICODE_TEXTS:
             assert value.encode("utf-8") == stored.encode("utf-8")  # byte for byte
-    anomalous = {row[2]: row for row in rows[len(expected):]}
+    anomalous = {row[2]: row for row in rows[len(expected) :]}
     assert set(anomalous) == {"no phones 1", "no phones 2", "sideways", "no direction"}
     for text in ("no phones 1", "no phones 2"):
         sender, receiver, _, _, status, workspace = anomalous[text]
@@ -215,7 +237,7 @@ def test_hostile_content_names_and_anomalies_in_one_scheduled_run(mongo_db, make
     assert anomalous["sideways"][4] == anomalous["no direction"][4] == "unknown"
     assert not any(str(row[2]).startswith("orphan") for row in rows)
 
-    # --- item 5: files inside EXPORT_DIR, safe folders, names within 255 bytes ------------
+    # --- files inside EXPORT_DIR, safe folders, names within 255 bytes -------------------
     root = export_dir.resolve()
     for path in export_dir.rglob("*"):
         assert path.resolve().is_relative_to(root), path
@@ -232,7 +254,7 @@ def test_hostile_content_names_and_anomalies_in_one_scheduled_run(mongo_db, make
     assert "etc" in folder_names and "con_ws" in folder_names
     assert all(name.lower() not in {"con", "..", "."} for name in folder_names)
 
-    # --- item 5: exactly the intended recipients, single-line subject, no injected header -
+    # --- exactly the intended recipients, single-line subject, no injected header --------
     mails = smtp_server.wait_for_messages(len(recipients), timeout=10)
     assert len(mails) == len(recipients)
     seen: set[str] = set()
@@ -270,13 +292,15 @@ def test_hostile_content_names_and_anomalies_in_one_scheduled_run(mongo_db, make
             [(_, _, payload)] = attachments(mail.message())
             assert payload == hostile_file.read_bytes()
 
-    # --- item 4 again, machine-readable: a second scheduled run with --json ---------------
+    # --- the counts again, machine-readable: a second scheduled run with --json ----------
     _seed_anomalies(mongo_db, hostile_id, utcnow(), orphans=1)
     second = cli(["export", "--json"], env=env)
     assert second.returncode == 0, second.stdout + second.stderr
     document = parse_json(second)
     assert document["anomalies"] == {
-        "missing_phone": 2, "unknown_direction": 2, "orphaned_message": 1,
+        "missing_phone": 2,
+        "unknown_direction": 2,
+        "orphaned_message": 1,
     }, document["anomalies"]
     assert document["orphaned_messages"] == 1
     assert "1 orphaned_message" in document["summary"]

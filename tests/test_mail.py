@@ -41,8 +41,9 @@ SENDER = "exports@example.com"
 BODY = "Workspace: Acme\nWindow: 2024-05-01 10:00 UTC – 10:15 UTC\n\nreceived: 3\nsent_via_ai: 2\n  indented line = kept\n.leading dot\n"
 
 
-def make_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, server: LocalSmtpServer | None = None,
-                  **overrides: str | None) -> Settings:
+def make_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, server: LocalSmtpServer | None = None, **overrides: str | None
+) -> Settings:
     monkeypatch.chdir(tmp_path)  # no stray .env
     env: dict[str, str | None] = {
         "SMTP_SERVER": "127.0.0.1",
@@ -87,8 +88,14 @@ def test_delivers_xlsx_with_exact_mime_and_intact_plain_body(
 ) -> None:
     settings = make_settings(monkeypatch, tmp_path, server)
     with MailSender(settings) as sender:
-        sender.send(OutgoingMail(to=("ops@example.com",), subject="WhatsApp Messages Export - Acme - 2024-05-01 10:15",
-                                 body=BODY, attachment=xlsx))
+        sender.send(
+            OutgoingMail(
+                to=("ops@example.com",),
+                subject="WhatsApp Messages Export - Acme - 2024-05-01 10:15",
+                body=BODY,
+                attachment=xlsx,
+            )
+        )
     (captured,) = server.wait_for_messages(1, timeout=5)
     assert captured.mail_from == SENDER
     assert captured.rcpt_tos == ["ops@example.com"]
@@ -103,7 +110,9 @@ def test_delivers_xlsx_with_exact_mime_and_intact_plain_body(
     assert server.auth_successes == 1
 
 
-def test_two_sends_share_one_connection(server: LocalSmtpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_two_sends_share_one_connection(
+    server: LocalSmtpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     settings = make_settings(monkeypatch, tmp_path, server)
     with MailSender(settings) as sender:
         for number in (1, 2):
@@ -160,7 +169,7 @@ def test_reconnects_once_when_the_server_dropped_the_idle_connection(
 def test_failed_transmission_raises_and_yagmail_send_is_never_used(
     server: LocalSmtpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """Stock yagmail's send() returns False once its retries are spent (issue 2, item 9).
+    """Stock yagmail's send() returns False once its retries are spent.
 
     We never call it: our _attempt_send is one transaction that raises on every
     failure, so a refused DATA is a MailError, never a silent False.
@@ -237,9 +246,15 @@ def test_username_without_password_never_hangs_with_closed_stdin(tmp_path: Path)
             print("STEP", error.step)
         """
     )
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, stdin=subprocess.DEVNULL,
-                            capture_output=True, text=True, timeout=20,
-                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")},
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "STEP config"
     assert "Password for" not in result.stdout + result.stderr
@@ -314,8 +329,9 @@ def test_wrong_password_is_an_auth_error_without_the_password(
     assert server.auth_successes == 0 and server.auth_failures >= 1
 
 
-def test_refused_recipient_fails_the_whole_mail(server: LocalSmtpServer, monkeypatch: pytest.MonkeyPatch,
-                                                tmp_path: Path) -> None:
+def test_refused_recipient_fails_the_whole_mail(
+    server: LocalSmtpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     server.refuse_recipients = frozenset({"gone@example.com"})
     settings = make_settings(monkeypatch, tmp_path, server)
     with MailSender(settings) as sender:
@@ -347,8 +363,9 @@ def test_silent_server_times_out_as_a_connect_error(monkeypatch: pytest.MonkeyPa
     with socket.socket() as listener:  # accepts TCP (backlog) but never greets
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
-        settings = make_settings(monkeypatch, tmp_path, None, SMTP_PORT=str(listener.getsockname()[1]),
-                                 SMTP_TIMEOUT_SECONDS="0.5")
+        settings = make_settings(
+            monkeypatch, tmp_path, None, SMTP_PORT=str(listener.getsockname()[1]), SMTP_TIMEOUT_SECONDS="0.5"
+        )
         with MailSender(settings) as sender, pytest.raises(MailError) as caught:
             sender.verify_login()
     assert caught.value.step == "connect" and "timed out" in str(caught.value)
@@ -421,8 +438,9 @@ def test_encoded_attachment_size_matches_the_real_encoding() -> None:
         assert encoded_attachment_size(size) == len(body), size
 
 
-def test_subject_with_crlf_cannot_inject_headers(server: LocalSmtpServer, monkeypatch: pytest.MonkeyPatch,
-                                                 tmp_path: Path) -> None:
+def test_subject_with_crlf_cannot_inject_headers(
+    server: LocalSmtpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     settings = make_settings(monkeypatch, tmp_path, server)
     subject = "WhatsApp Messages Export - Evil\r\nBcc: attacker@example.com\r\n\r\nX - 2024-05-01 10:15"
     with MailSender(settings) as sender:
@@ -443,12 +461,21 @@ def test_subject_with_crlf_cannot_inject_headers(server: LocalSmtpServer, monkey
         ("", f"From: {SENDER}", ""),  # configured empty: the bare address
         ("Exporte Zürich", f"From: Exporte =?utf-8?q?Z=C3=BCrich?= <{SENDER}>", "Exporte Zürich"),
         ("Acme, Inc.", f'From: "Acme, Inc." <{SENDER}>', "Acme, Inc."),
-        ("Evil\r\nBcc: attacker@example.com", f'From: "Evil Bcc: attacker@example.com" <{SENDER}>',
-         "Evil Bcc: attacker@example.com"),
+        (
+            "Evil\r\nBcc: attacker@example.com",
+            f'From: "Evil Bcc: attacker@example.com" <{SENDER}>',
+            "Evil Bcc: attacker@example.com",
+        ),
     ],
 )
-def test_from_carries_the_display_name(server: LocalSmtpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                       name: str | None, expected_raw: str, expected_display: str) -> None:
+def test_from_carries_the_display_name(
+    server: LocalSmtpServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    name: str | None,
+    expected_raw: str,
+    expected_display: str,
+) -> None:
     settings = make_settings(monkeypatch, tmp_path, server, SMTP_FROM_NAME=name)
     with MailSender(settings) as sender:
         sender.send(OutgoingMail(to=("ops@example.com",), subject="s", body="b"))
@@ -500,16 +527,21 @@ def test_missing_server_or_sender_is_a_config_error(monkeypatch: pytest.MonkeyPa
         assert caught.value.step == "config"
 
 
-def test_yagmail_logger_prints_nothing(server: LocalSmtpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_yagmail_logger_prints_nothing(
+    server: LocalSmtpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import logging
 
     settings = make_settings(monkeypatch, tmp_path, server)
     with MailSender(settings) as sender:
         sender.send(OutgoingMail(to=("ops@example.com",), subject="s", body="b"))
     logger = logging.getLogger("yagmail.log")
-    assert not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
-                   and getattr(h, "stream", None) is not None for h in logger.handlers)
+    assert not any(
+        isinstance(h, logging.StreamHandler)
+        and not isinstance(h, logging.FileHandler)
+        and getattr(h, "stream", None) is not None
+        for h in logger.handlers
+    )
     logger.error("would contain ops@example.com")
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
@@ -552,20 +584,37 @@ def _reference_message(mail: OutgoingMail, sender: str, sender_name: str, data: 
     reference.set_content(mail.body, subtype="plain", charset="utf-8")
     if mail.attachment is not None and data is not None:
         subtype = XLSX_MIME.split("/")[1] if mail.attachment.name.endswith(".xlsx") else "octet-stream"
-        reference.add_attachment(data, maintype="application", subtype=subtype, filename=single_line(mail.attachment.name))
+        reference.add_attachment(
+            data, maintype="application", subtype=subtype, filename=single_line(mail.attachment.name)
+        )
     return email.message_from_bytes(reference.as_bytes(), policy=email.policy.default)  # type: ignore[return-value]
 
 
 @pytest.mark.parametrize(
     ("subject", "body", "sender_name", "filename", "to"),
     [
-        ("WhatsApp Messages Export - Acme - 2024-05-01 10:15", BODY, "WhatsApp Exports", "acme_whatsapp.xlsx",
-         ("ops@example.com",)),
-        ("WhatsApp Messages Export - Café Zürich 🚀 - 2024-05-01 10:15", "Grüße\n\nZeile – zwei\n", "Exporte Zürich",
-         "cafe_zurich_whatsapp_messages_2024-05-01_10-15.xlsx", ("a@example.com", "b@example.org")),
+        (
+            "WhatsApp Messages Export - Acme - 2024-05-01 10:15",
+            BODY,
+            "WhatsApp Exports",
+            "acme_whatsapp.xlsx",
+            ("ops@example.com",),
+        ),
+        (
+            "WhatsApp Messages Export - Café Zürich 🚀 - 2024-05-01 10:15",
+            "Grüße\n\nZeile – zwei\n",
+            "Exporte Zürich",
+            "cafe_zurich_whatsapp_messages_2024-05-01_10-15.xlsx",
+            ("a@example.com", "b@example.org"),
+        ),
         ("x" * 200 + " " + "y" * 90, "long " * 300, "Acme, Inc.", "a" * 90 + ".xlsx", ("ops@example.com",)),
-        ("=?utf-8?q?Fake?= encoded word", "=?utf-8?q?x?= = =3D\r\nCR LF\rCR only\n.\n..dot\ntrailing   \n\ttab\t",
-         "", "weird \"name\" \\ here.xlsx", ("ops@example.com",)),
+        (
+            "=?utf-8?q?Fake?= encoded word",
+            "=?utf-8?q?x?= = =3D\r\nCR LF\rCR only\n.\n..dot\ntrailing   \n\ttab\t",
+            "",
+            'weird "name" \\ here.xlsx',
+            ("ops@example.com",),
+        ),
         ("no newline at the end", "no newline", "Ops\r\nBcc: x@example.com", "Zürich café.xlsx", ("ops@example.com",)),
         ("empty body", "", "WhatsApp Exports", "report.bin", ("ops@example.com",)),
         ("no attachment", "just text\n", "WhatsApp Exports", None, ("ops@example.com",)),
@@ -593,11 +642,14 @@ def test_message_reads_back_as_the_email_package_would_build_it(
     for header in ("From", "To", "Subject"):
         assert str(ours[header]) == str(reference[header]), header
     assert [(a.display_name, a.addr_spec) for a in ours["From"].addresses] == [
-        (a.display_name, a.addr_spec) for a in reference["From"].addresses]
+        (a.display_name, a.addr_spec) for a in reference["From"].addresses
+    ]
     assert ours["Date"] is not None and ours["Message-ID"].endswith("@example.com>")
     assert plain_text(ours) == plain_text(reference)
-    ours_attachments = [(part.get_content_type(), part.get_filename(), part.get_content())
-                        for part in ours.iter_attachments()]
-    assert ours_attachments == [(part.get_content_type(), part.get_filename(), part.get_content())
-                                for part in reference.iter_attachments()]
+    ours_attachments = [
+        (part.get_content_type(), part.get_filename(), part.get_content()) for part in ours.iter_attachments()
+    ]
+    assert ours_attachments == [
+        (part.get_content_type(), part.get_filename(), part.get_content()) for part in reference.iter_attachments()
+    ]
     assert len(ours_attachments) == (filename is not None)

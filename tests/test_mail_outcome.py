@@ -13,7 +13,6 @@ email, in `logs` and in `health`.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -33,10 +32,9 @@ from faultkit import (
     assert_no_secrets,
     delivered,
     no_traceback,
-    seed_workspace,
 )
-from helpers import SlowDataSmtpServer, health_checks, parse_json, plain_body, smtp_env
-from seeding import cli_executable, run_cli
+from helpers import SlowDataSmtpServer, health_checks, parse_json, plain_body, smtp_env, stop_with_sigterm
+from seeding import run_cli, seed_workspace, start_cli
 from servers import CapturedMessage, LocalSmtpServer, free_port
 from smtp_misbehaving import MisbehavingSmtpServer
 from wa_export.export.email_text import POSSIBLE_DUPLICATE_SENTENCE
@@ -221,18 +219,6 @@ def test_an_unexpected_reply_to_the_content_is_unknown(reply: str, in_tmp: Path)
 LATE_TIMEOUT = 2  # SMTP_TIMEOUT_SECONDS while the server holds its 250
 
 
-def _popen(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [str(cli_executable()), *args],
-        env=env,
-        cwd=cwd,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-    )
-
-
 def _assert_failed_with_intent_kept(
     fdb: Database[Any], workspace_id: ObjectId, run_output: str, workspace: dict[str, Any]
 ) -> None:
@@ -323,16 +309,10 @@ def test_sigterm_while_awaiting_the_250_keeps_the_intent_and_the_next_delivery_i
     address = {f"WORKSPACE_{workspace_id}_EMAIL": TO}
     bound = STOP_GRACE_SECONDS + 15
     with SlowDataSmtpServer(hold_seconds=30, username=SMTP_USER, password=SMTP_PASSWORD) as late:
-        proc = _popen(["export", "--json"], env(late, SMTP_TIMEOUT_SECONDS=60, **address), tmp_path)
+        proc = start_cli(["export", "--json"], env(late, SMTP_TIMEOUT_SECONDS=60, **address), tmp_path)
         try:
             assert late.data_started.wait(60), "the message never reached the server"
-            signalled = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
-            try:
-                stdout, stderr = proc.communicate(timeout=bound)
-            except subprocess.TimeoutExpired:
-                raise AssertionError(f"wa-export was still running {bound} s after SIGTERM") from None
-            after_signal = time.monotonic() - signalled
+            stdout, stderr, after_signal = stop_with_sigterm(proc, bound)
         finally:
             if proc.poll() is None:
                 proc.kill()

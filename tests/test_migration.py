@@ -1,4 +1,4 @@
-"""Replacing the original service (issue 12, acceptance 1): its folders are adopted, its workbooks cleaned.
+"""Replacing the original service: its folders are adopted, its workbooks cleaned.
 
 The original service wrote ``EXPORT_DIR/<slug>/<slug>_whatsapp_messages_<stamp>.xlsx``
 without this tool's owner marker. The end-to-end paths run the installed CLI
@@ -15,7 +15,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from helpers import mailed_contents, parse_json
+from helpers import aged_file, mailed_contents, parse_json
 from seeding import add_chat, add_messages, add_workspace, utcnow
 from wa_export.workbook import naming
 from wa_export.workbook.naming import (
@@ -28,14 +28,6 @@ from wa_export.workbook.naming import (
 DAY = 86_400
 WS_A = "65a1b2c3d4e5f60718293a4b"
 WS_B = "65a1b2c3d4e5f60718293aff"
-
-
-def _file(path: Path, age_days: float, content: bytes = b"old workbook") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(content)
-    moment = time.time() - age_days * DAY
-    os.utime(path, (moment, moment))
-    return path
 
 
 def _original_folder(export_dir: Path, slug: str) -> Path:
@@ -59,9 +51,9 @@ def test_export_adopts_the_original_folder_and_cleanup_deletes_only_its_old_work
 ):
     export_dir = tmp_path / "exports"
     folder = _original_folder(export_dir, "acme_corp")
-    old = _file(folder / "acme_corp_whatsapp_messages_2025-01-15_14-30.xlsx", 10)
-    recent = _file(folder / "acme_corp_whatsapp_messages_2025-01-15_14-45_2.xlsx", 1)
-    foreign = _file(folder / "notes.txt", 100, b"the operator's notes")
+    old = aged_file(folder / "acme_corp_whatsapp_messages_2025-01-15_14-30.xlsx", 10)
+    recent = aged_file(folder / "acme_corp_whatsapp_messages_2025-01-15_14-45_2.xlsx", 1)
+    foreign = aged_file(folder / "notes.txt", 100, b"the operator's notes")
 
     acme = add_workspace(mongo_db, "Acme Corp")
     add_workspace(mongo_db, "ACME corp", status="inactive")  # inactive: does not contest the folder
@@ -97,7 +89,7 @@ def test_two_active_workspaces_with_the_folders_slug_adopt_nothing_and_health_na
 ):
     export_dir = tmp_path / "exports"
     folder = _original_folder(export_dir, "acme_corp")
-    old = _file(folder / "acme_corp_whatsapp_messages_2025-01-15_14-30.xlsx", 1)
+    old = aged_file(folder / "acme_corp_whatsapp_messages_2025-01-15_14-30.xlsx", 1)
     first = add_workspace(mongo_db, "Acme Corp")
     second = add_workspace(mongo_db, "ACME  corp!")
     moment = utcnow() - timedelta(minutes=3)
@@ -151,19 +143,19 @@ def test_cleanup_deletes_the_original_services_old_workbooks_without_a_marker(mo
     outside = tmp_path / "outside"
     acme = _original_folder(export_dir, "acme_corp")
     delete = [
-        _file(acme / "acme_corp_whatsapp_messages_2025-01-15_14-30.xlsx", 30),
-        _file(acme / "acme_corp_whatsapp_messages_2025-01-15_14-30_2.xlsx", 30),
-        _file(export_dir / "legacy" / "legacy_whatsapp_messages_2024-12-31_23-45.xlsx", 60),
+        aged_file(acme / "acme_corp_whatsapp_messages_2025-01-15_14-30.xlsx", 30),
+        aged_file(acme / "acme_corp_whatsapp_messages_2025-01-15_14-30_2.xlsx", 30),
+        aged_file(export_dir / "legacy" / "legacy_whatsapp_messages_2024-12-31_23-45.xlsx", 60),
     ]
     keep = [
-        _file(acme / "acme_corp_whatsapp_messages_2025-03-01_09-00.xlsx", 2),  # not old yet
-        _file(acme / "tech_whatsapp_messages_2025-01-15_14-30.xlsx", 30),  # another slug's name
-        _file(acme / "notes.txt", 30),
-        _file(acme / ".acme_corp_whatsapp_messages_2025-01-15_14-30.xlsx.0a1b2c3d.tmp", 30),  # no temps here
-        _file(acme / "sub" / "acme_corp_whatsapp_messages_2025-01-15_14-30.xlsx", 30),  # nested
-        _file(export_dir / "Not A Slug" / "not_a_slug_whatsapp_messages_2025-01-15_14-30.xlsx", 30),
-        _file(outside / "acme_corp_whatsapp_messages_2025-01-01_00-00.xlsx", 30),
-        _file(outside / "linked" / "linked_whatsapp_messages_2025-01-01_00-00.xlsx", 30),
+        aged_file(acme / "acme_corp_whatsapp_messages_2025-03-01_09-00.xlsx", 2),  # not old yet
+        aged_file(acme / "tech_whatsapp_messages_2025-01-15_14-30.xlsx", 30),  # another slug's name
+        aged_file(acme / "notes.txt", 30),
+        aged_file(acme / ".acme_corp_whatsapp_messages_2025-01-15_14-30.xlsx.0a1b2c3d.tmp", 30),  # no temps here
+        aged_file(acme / "sub" / "acme_corp_whatsapp_messages_2025-01-15_14-30.xlsx", 30),  # nested
+        aged_file(export_dir / "Not A Slug" / "not_a_slug_whatsapp_messages_2025-01-15_14-30.xlsx", 30),
+        aged_file(outside / "acme_corp_whatsapp_messages_2025-01-01_00-00.xlsx", 30),
+        aged_file(outside / "linked" / "linked_whatsapp_messages_2025-01-01_00-00.xlsx", 30),
     ]
     link = acme / "acme_corp_whatsapp_messages_2025-01-01_00-00.xlsx"
     link.symlink_to(outside / link.name)
@@ -195,7 +187,7 @@ def test_cleanup_deletes_the_original_services_old_workbooks_without_a_marker(mo
 
 def test_adoption_takes_an_unmarked_folder_with_content_only_when_allowed(tmp_path: Path) -> None:
     legacy = _original_folder(tmp_path, "acme")
-    _file(legacy / "acme_whatsapp_messages_2025-01-15_14-30.xlsx", 3)
+    aged_file(legacy / "acme_whatsapp_messages_2025-01-15_14-30.xlsx", 3)
     assert workspace_folder(tmp_path, "acme", WS_A).name == f"acme_{WS_A[-8:]}"
     assert not (legacy / FOLDER_MARKER).exists() and _mode(legacy) == 0o755
 
@@ -209,13 +201,13 @@ def test_adoption_takes_an_unmarked_folder_with_content_only_when_allowed(tmp_pa
 
 def test_adoption_never_follows_a_symlink_nor_takes_a_suffixed_name(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
-    _file(outside / "acme_whatsapp_messages_2025-01-15_14-30.xlsx", 3)
+    aged_file(outside / "acme_whatsapp_messages_2025-01-15_14-30.xlsx", 3)
     os.chmod(outside, 0o755)
     export_dir = tmp_path / "exports"
     export_dir.mkdir(mode=0o700)
     (export_dir / "acme").symlink_to(outside, target_is_directory=True)
     suffixed = _original_folder(export_dir, f"acme_{WS_A[-8:]}")
-    _file(suffixed / "x.txt", 1)
+    aged_file(suffixed / "x.txt", 1)
     folder = workspace_folder(export_dir, "acme", WS_A, adopt_unmarked=True)
     assert folder.name == f"acme_{WS_A}", "neither the symlink nor the unmarked suffixed folder is taken"
     assert not (outside / FOLDER_MARKER).exists() and not (suffixed / FOLDER_MARKER).exists()
@@ -225,11 +217,11 @@ def test_adoption_never_follows_a_symlink_nor_takes_a_suffixed_name(tmp_path: Pa
 def test_contested_slugs_and_unclaimed_folders(tmp_path: Path) -> None:
     assert contested_slugs([("Acme Corp", WS_A), ("acme-corp", WS_B), ("Tech", "1" * 24)]) == {"acme_corp"}
     assert contested_slugs([("", WS_A), ("", WS_B)]) == frozenset(), "empty names slug to their ids"
-    _file(tmp_path / "legacy" / "legacy_whatsapp_messages_2025-01-15_14-30.xlsx", 1)
+    aged_file(tmp_path / "legacy" / "legacy_whatsapp_messages_2025-01-15_14-30.xlsx", 1)
     (tmp_path / "empty").mkdir()
-    _file(tmp_path / "owned" / FOLDER_MARKER, 0, WS_A.encode())
-    _file(tmp_path / "owned" / "owned_whatsapp_messages_2025-01-15_14-30.xlsx", 1)
-    _file(tmp_path / "outside" / "x.txt", 1)
+    aged_file(tmp_path / "owned" / FOLDER_MARKER, 0, WS_A.encode())
+    aged_file(tmp_path / "owned" / "owned_whatsapp_messages_2025-01-15_14-30.xlsx", 1)
+    aged_file(tmp_path / "outside" / "x.txt", 1)
     (tmp_path / "linked").symlink_to(tmp_path / "outside", target_is_directory=True)
     slugs = ["legacy", "empty", "owned", "linked", "missing", "../outside"]
     assert unclaimed_folders(tmp_path, slugs) == ["legacy"]
@@ -238,7 +230,7 @@ def test_contested_slugs_and_unclaimed_folders(tmp_path: Path) -> None:
 
 def test_a_folder_cleanup_removes_during_adoption_is_made_anew_under_the_slug(tmp_path: Path, monkeypatch) -> None:
     legacy = _original_folder(tmp_path, "acme")
-    old = _file(legacy / "acme_whatsapp_messages_2025-01-15_14-30.xlsx", 30)
+    old = aged_file(legacy / "acme_whatsapp_messages_2025-01-15_14-30.xlsx", 30)
     real_adopt = naming._adopt
 
     def cleanup_wins_the_race(folder: Path, workspace_id: str) -> bool | None:

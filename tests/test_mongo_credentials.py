@@ -1,4 +1,4 @@
-"""Issue 11: a MongoDB that refuses the credentials is named as such, not as "unreachable".
+"""A MongoDB that refuses the credentials is named as such, not as "unreachable".
 
 Against faultkit's MongoDB that requires a user and password (mongoeco sends no
 error code, only a message), and by code for servers that send one.

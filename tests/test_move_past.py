@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from helpers import mailed_contents, one_stderr_line, parse_json
+from helpers import cursor_moves, cursor_of, mailed_contents, one_stderr_line, parse_json
 from seeding import add_chat, add_workspace, message_doc, object_id_at, utcnow
 from wa_export.commands import cursor_move
 from wa_export.errors import WorkspaceBusy
@@ -37,14 +37,6 @@ def _same_second(db: Any, chat: ObjectId, second: datetime, contents: list[str])
     return ids
 
 
-def _cursor(db: Any, workspace: ObjectId) -> Any:
-    return (db.export_state.find_one({"_id": str(workspace)}) or {}).get("cursor")
-
-
-def _moves(db: Any) -> list[dict[str, Any]]:
-    return list(db.system_logs.find({"event_type": "cursor_moved"}).sort("timestamp", 1))
-
-
 def _successor(object_id: ObjectId) -> ObjectId:
     return ObjectId((int.from_bytes(object_id.binary, "big") + 1).to_bytes(12, "big"))
 
@@ -61,7 +53,7 @@ def test_moving_past_the_too_big_middle_message_delivers_the_rest_of_its_second(
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert f"--move-past {big}" in failed.stdout + failed.stderr, "the failure names the remedy and the message"
     assert mailed_contents(smtp_server.wait_for_messages(1)) == ["first"]
-    assert _cursor(mongo_db, workspace) == big
+    assert cursor_of(mongo_db, workspace) == big
 
     moved = cli(["state", str(workspace), "--move-past", str(big)], env=env)
     assert moved.returncode == 0, moved.stderr
@@ -70,8 +62,8 @@ def test_moving_past_the_too_big_middle_message_delivers_the_rest_of_its_second(
     )
     assert str(big) in moved.stdout and str(_successor(big)) in moved.stdout  # before and after
     assert "Messages waiting from the new cursor: 1" in moved.stdout
-    assert _cursor(mongo_db, workspace) == _successor(big)
-    [event] = _moves(mongo_db)
+    assert cursor_of(mongo_db, workspace) == _successor(big)
+    [event] = cursor_moves(mongo_db)
     assert event["past_message_id"] == str(big) and event["old_cursor"] == big
     assert event["new_cursor"] == _successor(big) and f"past message {big}" in event["message"]
 
@@ -79,7 +71,7 @@ def test_moving_past_the_too_big_middle_message_delivers_the_rest_of_its_second(
     assert delivered.returncode == 0, delivered.stdout + delivered.stderr
     mails = smtp_server.wait_for_messages(2)
     assert mailed_contents(mails[1:]) == ["third"], "the message of the same second after the big one is delivered"
-    assert _cursor(mongo_db, workspace) > third
+    assert cursor_of(mongo_db, workspace) > third
     assert cli(["export"], env=env).returncode == 0 and len(smtp_server.messages) == 2
 
 
@@ -147,8 +139,8 @@ def test_move_past_refusals_leave_the_cursor_and_the_logs_alone(mongo_db, make_e
     busy = cli(["state", ws, "--move-past", str(waiting)])
     assert busy.returncode == 1 and "host-b-9-beef" in one_stderr_line(busy.stderr) and "not moved" in busy.stderr
 
-    assert _cursor(mongo_db, workspace) == cursor
-    assert _moves(mongo_db) == []
+    assert cursor_of(mongo_db, workspace) == cursor
+    assert cursor_moves(mongo_db) == []
 
 
 def test_a_date_arrival_key_passes_one_message_exactly_or_refuses_a_tie(mongo_db, make_env, cli):
@@ -168,14 +160,14 @@ def test_a_date_arrival_key_passes_one_message_exactly_or_refuses_a_tie(mongo_db
 
     tie = cli(["state", str(workspace), "--move-past", str(alone)], env=env)
     assert tie.returncode == 0, tie.stderr
-    assert _cursor(mongo_db, workspace) == arrived + timedelta(milliseconds=1), "just after it: the next two stay"
+    assert cursor_of(mongo_db, workspace) == arrived + timedelta(milliseconds=1), "just after it: the next two stay"
     assert "Messages waiting from the new cursor: 2" in tie.stdout
 
     refused = cli(["state", str(workspace), "--move-past", str(tied)], env=env)
     assert refused.returncode == 2
     assert "1 other message(s)" in one_stderr_line(refused.stderr) and "cannot pass one of them alone" in refused.stderr
-    assert _cursor(mongo_db, workspace) == arrived + timedelta(milliseconds=1)
-    assert len(_moves(mongo_db)) == 2  # the --move-to and the one --move-past
+    assert cursor_of(mongo_db, workspace) == arrived + timedelta(milliseconds=1)
+    assert len(cursor_moves(mongo_db)) == 2  # the --move-to and the one --move-past
 
 
 def test_a_cursor_moved_by_a_run_meanwhile_is_not_overwritten(mongo_db, make_env, tmp_path, monkeypatch):
@@ -198,5 +190,5 @@ def test_a_cursor_moved_by_a_run_meanwhile_is_not_overwritten(mongo_db, make_env
     monkeypatch.chdir(tmp_path)
     with pytest.raises(WorkspaceBusy, match="changed while this command ran"):
         cursor_move.move_cursor_past(load_settings(environ=make_env()), str(workspace), str(skipped))
-    assert _cursor(mongo_db, workspace) == delivered_meanwhile
-    assert _moves(mongo_db) == []
+    assert cursor_of(mongo_db, workspace) == delivered_meanwhile
+    assert cursor_moves(mongo_db) == []

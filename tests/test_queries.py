@@ -1,4 +1,4 @@
-"""What a scheduled run sends to MongoDB (issue 9 acceptance 8, issue 10 targets 1-2), seen by a command listener.
+"""What a scheduled run sends to MongoDB, seen by a command listener.
 
 The library's export entry runs in this process with a client that records
 every command it sends, and the documents every reply carries: command counts
@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
-from pymongo import MongoClient, monitoring
+from pymongo import MongoClient
 
-from helpers import mailed_contents
+from helpers import CommandLog, mailed_contents
 from seeding import (
     add_chat,
     add_messages,
@@ -35,33 +35,6 @@ from wa_export.store.connection import MESSAGE_PROJECTION, Store
 
 READS = ("find", "aggregate", "count", "distinct", "getMore")
 HEX_ID = re.compile(r"[0-9a-f]{24}")
-
-
-class CommandLog(monitoring.CommandListener):
-    """Every command sent (name, collection, body) and the number of documents each reply returned."""
-
-    def __init__(self) -> None:
-        self.commands: list[tuple[str, str, dict[str, Any]]] = []
-        self.returned: Counter[str] = Counter()  # documents read, per collection
-        self._collection: dict[int, str] = {}
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        command = dict(event.command)
-        collection = command.get(event.command_name)
-        if event.command_name == "getMore":
-            collection = command.get("collection")
-        name = collection if isinstance(collection, str) else ""
-        self._collection[event.request_id] = name
-        self.commands.append((event.command_name, name, command))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        cursor = event.reply.get("cursor") if isinstance(event.reply, dict) else None
-        if isinstance(cursor, dict):
-            batch = cursor.get("firstBatch", cursor.get("nextBatch", []))
-            self.returned[self._collection.pop(event.request_id, "")] += len(batch)
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        return None
 
 
 def _observed_run(make_env, tmp_path, monkeypatch, env: dict[str, str], request: ExportRequest | None = None):
@@ -93,7 +66,7 @@ def _message_reads(commands):
     return [(name, command) for name, collection, command in commands if collection == "messages" and name in READS]
 
 
-# --- issue 9, acceptance 8 ---------------------------------------------------------------------
+# --- every messages query is bounded --------------------------------------------------------
 
 
 @pytest.mark.parametrize("pass_keeps_messages", [True, False])
@@ -206,7 +179,7 @@ def test_threads_started_per_run_do_not_grow_with_busy_workspaces(mongo_db, make
     assert len(started) == len(few_threads), (few_threads, started)
 
 
-# --- issue 10, targets 1 and 2 -----------------------------------------------------------------
+# --- cost per workspace: idle ones nothing, busy ones a few commands ---------------------------
 
 
 def _per_workspace_mentions(commands, workspace_ids: set[str]) -> list[tuple[str, str]]:

@@ -1,4 +1,4 @@
-"""Recipients from the platform (issue 12, acceptance 3): EXPORT_RECIPIENTS_FIELD next to WORKSPACE_<ID>_EMAIL.
+"""Recipients from the platform: EXPORT_RECIPIENTS_FIELD next to WORKSPACE_<ID>_EMAIL.
 
 The workspace document's field (a string with a comma list, or a list of
 strings) supplies addresses; the environment variable wins; the allow-list
@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
-from pymongo import MongoClient, monitoring
+from pymongo import MongoClient
 
-from helpers import mailed_contents, parse_json
+from helpers import CommandLog, mailed_contents, parse_json
 from seeding import add_chat, add_messages, add_workspace, utcnow
 from servers import free_port
 from wa_export.export.run import ExportRequest, run_export
@@ -52,8 +52,9 @@ def test_addresses_from_the_workspace_document(mongo_db, make_env, cli, smtp_ser
     names = {}
     for workspace_id in (single, comma, listed, env_wins, malformed, outside_db, outside_env, nothing):
         names[workspace_id] = mongo_db.workspaces.find_one({"_id": workspace_id})["name"]
-        add_messages(mongo_db, add_chat(mongo_db, workspace_id), [{"content": f"for {names[workspace_id]}",
-                                                                   "timestamp": moment}])
+        add_messages(
+            mongo_db, add_chat(mongo_db, workspace_id), [{"content": f"for {names[workspace_id]}", "timestamp": moment}]
+        )
     env = make_env(
         EXPORT_RECIPIENTS_FIELD=FIELD,
         EXPORT_ALLOWED_EMAIL_DOMAINS=ALLOWED,
@@ -64,12 +65,24 @@ def test_addresses_from_the_workspace_document(mongo_db, make_env, cli, smtp_ser
     assert result.returncode == 1, result.stdout + result.stderr
     outcomes = {ObjectId(r["workspace_id"]): r for r in parse_json(result)["workspaces"]}
     assert {names[w]: r["outcome"] for w, r in outcomes.items()} == {
-        "Single": "completed", "Comma": "completed", "Listed": "completed", "Env Wins": "completed",
-        "Malformed": "failed", "Outside Db": "failed", "Outside Env": "failed", "Nothing": "skipped",
+        "Single": "completed",
+        "Comma": "completed",
+        "Listed": "completed",
+        "Env Wins": "completed",
+        "Malformed": "failed",
+        "Outside Db": "failed",
+        "Outside Env": "failed",
+        "Nothing": "skipped",
     }
     assert {names[w]: r["recipients_source"] for w, r in outcomes.items()} == {
-        "Single": "database", "Comma": "database", "Listed": "database", "Env Wins": "environment",
-        "Malformed": "database", "Outside Db": "database", "Outside Env": "environment", "Nothing": "none",
+        "Single": "database",
+        "Comma": "database",
+        "Listed": "database",
+        "Env Wins": "environment",
+        "Malformed": "database",
+        "Outside Db": "database",
+        "Outside Env": "environment",
+        "Nothing": "none",
     }
     delivered = {
         mailed_contents([mail])[0].removeprefix("for "): sorted(mail.rcpt_tos) for mail in smtp_server.messages
@@ -97,8 +110,13 @@ def test_addresses_from_the_workspace_document(mongo_db, make_env, cli, smtp_ser
 
     stats = parse_json(cli(["stats", "--json"], env=env))
     sources = {row["workspace_name"]: row["recipients"] for row in stats["workspaces"]}
-    assert sources["Single"] == {"source": "database", "origin": FIELD, "addresses": 1, "problem": None,
-                                 "problem_kind": None}
+    assert sources["Single"] == {
+        "source": "database",
+        "origin": FIELD,
+        "addresses": 1,
+        "problem": None,
+        "problem_kind": None,
+    }
     assert sources["Env Wins"]["source"] == "environment"
     assert sources["Env Wins"]["origin"] == f"WORKSPACE_{env_wins}_EMAIL"
     assert sources["Nothing"]["source"] == "none" and sources["Malformed"]["problem_kind"] == "invalid"
@@ -117,8 +135,7 @@ def test_addresses_from_the_workspace_document(mongo_db, make_env, cli, smtp_ser
     check = {c["name"]: c for c in health["checks"]}["workspace_addresses"]
     assert check["status"] == "failed"
     assert check["details"]["sources"] == {"environment": 2, "database": 5, "none": 1}
-    assert {entry["id"] for entry in check["details"]["refused"]} == {str(malformed), str(outside_db),
-                                                                      str(outside_env)}
+    assert {entry["id"] for entry in check["details"]["refused"]} == {str(malformed), str(outside_db), str(outside_env)}
     assert "Nothing" in check["reason"] and FIELD in check["reason"]
     by_id = {entry["id"]: entry for entry in check["details"]["workspaces"]}
     assert by_id[str(single)]["source"] == "database" and by_id[str(env_wins)]["source"] == "environment"
@@ -159,9 +176,14 @@ def test_test_email_uses_the_workspace_field(mongo_db, make_env, cli, smtp_serve
     refused = cli(["test-email", "--workspace", str(workspace_id)], env=env)
     assert refused.returncode == 1
     assert "step recipient" in refused.stderr and FIELD in refused.stderr and "'broken'" in refused.stderr
-    outside = cli(["test-email", "--workspace", str(workspace_id)],
-                  env=make_env(EXPORT_RECIPIENTS_FIELD=FIELD, EXPORT_ALLOWED_EMAIL_DOMAINS="partner.test",
-                               **{f"WORKSPACE_{workspace_id}_EMAIL": "x@acme.test"}))
+    outside = cli(
+        ["test-email", "--workspace", str(workspace_id)],
+        env=make_env(
+            EXPORT_RECIPIENTS_FIELD=FIELD,
+            EXPORT_ALLOWED_EMAIL_DOMAINS="partner.test",
+            **{f"WORKSPACE_{workspace_id}_EMAIL": "x@acme.test"},
+        ),
+    )
     assert outside.returncode == 1 and "step domain" in outside.stderr and "x@acme.test" in outside.stderr
     assert smtp_server.connection_count == 1, "refused before connecting"
 
@@ -172,10 +194,15 @@ def test_test_email_uses_the_workspace_field(mongo_db, make_env, cli, smtp_serve
 
 def test_test_email_reads_mongodb_only_for_addresses_in_the_database(make_env, cli, smtp_server):
     workspace = "65a1b2c3d4e5f60718293a4b"
-    down = {"EXPORT_RECIPIENTS_FIELD": FIELD, "MONGODB_URI": f"mongodb://127.0.0.1:{free_port()}",
-            "MONGODB_TIMEOUT_SECONDS": "1"}
-    from_env = cli(["test-email", "--workspace", workspace],
-                   env=make_env(**down, **{f"WORKSPACE_{workspace}_EMAIL": "ops@acme.test"}))
+    down = {
+        "EXPORT_RECIPIENTS_FIELD": FIELD,
+        "MONGODB_URI": f"mongodb://127.0.0.1:{free_port()}",
+        "MONGODB_TIMEOUT_SECONDS": "1",
+    }
+    from_env = cli(
+        ["test-email", "--workspace", workspace],
+        env=make_env(**down, **{f"WORKSPACE_{workspace}_EMAIL": "ops@acme.test"}),
+    )
     assert from_env.returncode == 0, from_env.stdout + from_env.stderr
     assert [mail.rcpt_tos for mail in smtp_server.messages] == [["ops@acme.test"]]
     from_db = cli(["test-email", "--workspace", workspace], env=make_env(**down))
@@ -193,34 +220,19 @@ def test_a_bad_field_path_is_a_configuration_error(make_env, cli, value):
     assert line.startswith("wa-export: EXPORT_RECIPIENTS_FIELD") and line.endswith(".")
 
 
-class _Finds(monitoring.CommandListener):
-    def __init__(self) -> None:
-        self.finds: list[dict[str, Any]] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name == "find" and event.command.get("find") == "workspaces":
-            self.finds.append(dict(event.command))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        return None
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        return None
-
-
 def test_the_field_is_read_with_the_workspace_list(mongo_db, make_env, smtp_server):
     for number in range(5):
         workspace_id = _workspace(mongo_db, f"Tenant {number}", f"t{number}@acme.test")
         add_messages(mongo_db, add_chat(mongo_db, workspace_id), [{"content": "hi", "timestamp": utcnow()}])
     settings = load_settings(environ=make_env(EXPORT_RECIPIENTS_FIELD=FIELD))
-    listener = _Finds()
+    listener = CommandLog()
     client: MongoClient[dict[str, Any]] = MongoClient(settings.mongodb_uri, tz_aware=True, event_listeners=[listener])
     try:
         result = run_export(settings, Store(client, settings), ExportRequest())
     finally:
         client.close()
     assert result.exit_code == 0 and result.count("completed") == 5, result.summary()
-    [find] = listener.finds  # one read of workspaces for five exports
+    [find] = listener.bodies("find", "workspaces")  # one read of workspaces for five exports
     assert find["projection"] == {"name": 1, "status": 1, FIELD: 1}
     assert len(smtp_server.messages) == 5
 
@@ -230,8 +242,9 @@ def test_the_field_is_read_with_the_workspace_list(mongo_db, make_env, smtp_serv
 
 def _policy(value: Any, **env: str):
     settings = load_settings(environ={"EXPORT_RECIPIENTS_FIELD": FIELD, **env})
-    workspace = Workspace("65a1b2c3d4e5f60718293a4b", "Acme", "active", ObjectId("65a1b2c3d4e5f60718293a4b"),
-                          recipients_value=value)
+    workspace = Workspace(
+        "65a1b2c3d4e5f60718293a4b", "Acme", "active", ObjectId("65a1b2c3d4e5f60718293a4b"), recipients_value=value
+    )
     return recipients_for(workspace, settings)
 
 

@@ -1,4 +1,4 @@
-"""`wa-export stats` and `wa-export logs` (issue 3, acceptance 2 and 3): the installed CLI, real MongoDB."""
+"""`wa-export stats` and `wa-export logs`: the installed CLI, real MongoDB."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Run-level policies found in review: SMTP failures that doom the run, manual runs over all
+"""Run-level policies: SMTP failures that doom the run, manual runs over all
 workspaces, read preference, time bounds, what proves the schedule is alive, orphan counting."""
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ def _workspaces_with_messages(db, count: int) -> dict[str, str]:
     env: dict[str, str] = {}
     for number in range(count):
         workspace_id = add_workspace(db, f"Policy {number}")
-        add_messages(db, add_chat(db, workspace_id),
-                     [{"content": f"p{number}", "timestamp": utcnow() - timedelta(minutes=2)}])
+        add_messages(
+            db, add_chat(db, workspace_id), [{"content": f"p{number}", "timestamp": utcnow() - timedelta(minutes=2)}]
+        )
         env[f"WORKSPACE_{workspace_id}_EMAIL"] = f"p{number}@policy.test"
     return env
 
@@ -88,12 +89,14 @@ def test_only_full_scheduled_runs_prove_the_schedule_is_alive(mongo_db, make_env
     store = Store.open(settings)
     try:
         event = {"kind": "export_run", "trigger": "scheduled", "timestamp": utc_now(), "failed": 0}
-        mongo_db.system_logs.insert_many([
-            # In use for hours (not a fresh install, which is only a warning).
-            {"kind": "health_check", "service": SERVICE_NAME, "timestamp": utc_now() - timedelta(hours=3)},
-            {**event, "moves_watermark": False, "all_workspaces": True},   # --no-email / --dry-run
-            {**event, "moves_watermark": True, "all_workspaces": False},   # --workspace X
-        ])
+        mongo_db.system_logs.insert_many(
+            [
+                # In use for hours (not a fresh install, which is only a warning).
+                {"kind": "health_check", "service": SERVICE_NAME, "timestamp": utc_now() - timedelta(hours=3)},
+                {**event, "moves_watermark": False, "all_workspaces": True},  # --no-email / --dry-run
+                {**event, "moves_watermark": True, "all_workspaces": False},  # --workspace X
+            ]
+        )
         assert check_scheduled_runs(store, settings, utc_now()).status == "failed"
         mongo_db.system_logs.insert_one({**event, "moves_watermark": True, "all_workspaces": True})
         assert check_scheduled_runs(store, settings, utc_now()).status == "ok"

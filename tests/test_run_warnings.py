@@ -1,4 +1,4 @@
-"""Issue 11, "Honest results": a run never says "all fine" when its workspaces and addresses do not meet.
+"""Honest results: a run never says "all fine" when its workspaces and addresses do not meet.
 
 The installed CLI against the real test servers: a MONGODB_DATABASE without
 workspaces, active workspaces without an address, WORKSPACE_*_EMAIL variables
@@ -12,30 +12,15 @@ from datetime import timedelta
 from typing import Any
 
 from bson import ObjectId
-from pymongo import MongoClient, monitoring
+from pymongo import MongoClient
 from pymongo.database import Database
 from pymongo.errors import OperationFailure
 
-from helpers import health_checks, lines_with, one_stderr_line, parse_json
+from helpers import CommandLog, health_checks, lines_with, one_stderr_line, parse_json
 from seeding import add_chat, add_messages, add_workspace, utcnow
 from wa_export.export.run import ExportRequest, run_export
 from wa_export.settings import load_settings
 from wa_export.store.connection import Store
-
-
-class CommandLog(monitoring.CommandListener):
-    def __init__(self) -> None:
-        self.names: list[str] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        self.names.append(event.command_name)
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        return None
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        return None
-
 
 # --- MONGODB_DATABASE ---------------------------------------------------------------------------
 
@@ -161,12 +146,14 @@ def test_address_variables_that_match_no_active_workspace_are_named(mongo_db, ma
     inactive = add_workspace(mongo_db, "Gone", status="inactive")
     typo_id = str(ObjectId())
     malformed = f"WORKSPACE_{str(active)[:-3]}aO1_EMAIL"  # the letter O, not a zero: not hexadecimal
-    env = make_env(**{
-        f"WORKSPACE_{active}_EMAIL": "ops@active.test",
-        f"WORKSPACE_{inactive}_EMAIL": "ops@gone.test",
-        f"WORKSPACE_{typo_id}_EMAIL": "ops@typo.test",
-        malformed: "ops@malformed.test",
-    })
+    env = make_env(
+        **{
+            f"WORKSPACE_{active}_EMAIL": "ops@active.test",
+            f"WORKSPACE_{inactive}_EMAIL": "ops@gone.test",
+            f"WORKSPACE_{typo_id}_EMAIL": "ops@typo.test",
+            malformed: "ops@malformed.test",
+        }
+    )
     for run, args in ((cli, ["export"]), (cli_process, ["export", "--workers", "2"])):  # workers: a real process
         result = run(args, env=env)
         assert result.returncode == 0, result.stdout + result.stderr
@@ -190,7 +177,9 @@ def test_invalid_address_is_named_by_health_and_test_email(mongo_db, make_env, c
     checks_result = cli(["health", "--json"], env=env)
     code, checks = checks_result.returncode, health_checks(checks_result)
     assert code == 1 and checks["workspace_addresses"]["status"] == "failed"
-    assert "invalid" in checks["workspace_addresses"]["reason"] and str(broken) in checks["workspace_addresses"]["reason"]
+    assert (
+        "invalid" in checks["workspace_addresses"]["reason"] and str(broken) in checks["workspace_addresses"]["reason"]
+    )
     assert checks["workspace_addresses"]["details"]["invalid"][0]["id"] == str(broken)
 
     result = cli(["test-email", "--workspace", str(broken)], env=env)

@@ -1,6 +1,6 @@
-"""Issue 4, items 13-14: passwords never leak; a path-like subject or body is never attached.
+"""Passwords never leak; a path-like subject or body is never attached.
 
-Item 13 runs the installed CLI against a MongoDB that requires a password
+The leak tests run the installed CLI against a MongoDB that requires a password
 (LocalMongoServer with users) and an SMTP server with its own password, in
 success and in failures, and greps stdout, stderr, export_logs, system_logs,
 export_state and the raw mails for every form of both secrets.
@@ -10,64 +10,40 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote
 
 import pytest
 from bson import json_util
-from pymongo import MongoClient
 
-from helpers import attachments, mailed_contents, parse_json, plain_body
+from faultkit import AuthMongoServer
+from helpers import (
+    MONGO_SECRET,
+    SMTP_SECRET,
+    WRONG_SECRETS,
+    assert_no_secret,
+    attachments,
+    mailed_contents,
+    parse_json,
+    plain_body,
+)
 from seeding import add_chat, add_messages, add_workspace, utcnow
-from servers import LocalMongoServer, LocalSmtpServer, free_port
+from servers import LocalSmtpServer, free_port
 from wa_export.mail.message import OutgoingMail
 from wa_export.mail.sender import MailSender
 from wa_export.settings import load_settings
 
 SMTP_USER = "wa-export"
-SMTP_SECRET = "Sm7p-S3cr3t-!@#"
 MONGO_USER = "wa_export"
-MONGO_SECRET = "M0ng0-S3cr3t/"  # in a URI: M0ng0-S3cr3t%2F
-WRONG_SECRETS = ("Wr0ng-Sm7p-P4ss!", "Wr0ng-M0ng0-P4ss/")
-
-
-def _forms(secret: str) -> set[str]:
-    encoded = quote(secret, safe="")
-    return {secret, encoded, encoded.lower(), quote_plus(secret), repr(secret)[1:-1]}
-
-
-SECRET_FORMS = sorted(set().union(*(_forms(s) for s in (SMTP_SECRET, MONGO_SECRET, *WRONG_SECRETS))))
-
-
-def assert_no_secret(where: str, text: str | bytes) -> None:
-    data = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
-    for form in SECRET_FORMS:
-        assert form not in data, f"{form!r} leaked into {where}"
-
-
-# --- servers -----------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def auth_mongo() -> Iterator[LocalMongoServer]:
-    """A separate mongoeco server that refuses every command without a login."""
-    with LocalMongoServer(users=[(MONGO_USER, MONGO_SECRET)]) as server:
-        yield server
-
-
-@pytest.fixture
-def auth_db(auth_mongo: LocalMongoServer) -> Iterator[Any]:
-    name = f"wa_export_secret_{uuid.uuid4().hex[:8]}"
-    client: MongoClient[dict[str, Any]] = MongoClient(auth_mongo.uri_for(MONGO_USER, MONGO_SECRET), tz_aware=True)
-    try:
-        yield client[name]
-    finally:
-        client.drop_database(name)
-        client.close()
+def mongo_login() -> tuple[str, str]:
+    """faultkit's auth_mongo, with a password that a URI must encode."""
+    return MONGO_USER, MONGO_SECRET
 
 
 @pytest.fixture
@@ -76,9 +52,11 @@ def secret_smtp() -> Iterator[LocalSmtpServer]:
         yield server
 
 
-def _env(make_env: Any, auth_mongo: LocalMongoServer, db: Any, smtp: LocalSmtpServer, **overrides: Any) -> dict[str, str]:
+def _env(
+    make_env: Any, auth_mongo: AuthMongoServer, db: Any, smtp: LocalSmtpServer, **overrides: Any
+) -> dict[str, str]:
     settings: dict[str, Any] = {
-        "MONGODB_URI": auth_mongo.uri_for(MONGO_USER, MONGO_SECRET),
+        "MONGODB_URI": auth_mongo.auth_uri,
         "MONGODB_DATABASE": db.name,
         "MONGODB_TIMEOUT_SECONDS": "3",
         "SMTP_PORT": str(smtp.port),
@@ -95,9 +73,13 @@ def _seed(db: Any, count: int = 2) -> dict[str, str]:
     recipients = {}
     for index in range(count):
         workspace_id = add_workspace(db, f"Secret Tenant {index}")
-        add_messages(db, add_chat(db, workspace_id), [
-            {"content": f"message {index}", "timestamp": utcnow() - timedelta(minutes=2)},
-        ])
+        add_messages(
+            db,
+            add_chat(db, workspace_id),
+            [
+                {"content": f"message {index}", "timestamp": utcnow() - timedelta(minutes=2)},
+            ],
+        )
         recipients[f"WORKSPACE_{workspace_id}_EMAIL"] = f"ops{index}@tenant{index}.test"
     return recipients
 
@@ -114,12 +96,12 @@ def _assert_nothing_leaked(result: Any, db: Any = None, smtp: LocalSmtpServer | 
             assert_no_secret("email", mail.data)
 
 
-# --- item 13: success -------------------------------------------------------------------------
+# --- successful runs -------------------------------------------------------------------------
 
 
-def test_success_runs_never_show_the_passwords(make_env, auth_mongo, auth_db, secret_smtp, cli):
-    recipients = _seed(auth_db)
-    env = _env(make_env, auth_mongo, auth_db, secret_smtp, **recipients)
+def test_success_runs_never_show_the_passwords(make_env, auth_mongo, fdb, secret_smtp, cli):
+    recipients = _seed(fdb)
+    env = _env(make_env, auth_mongo, fdb, secret_smtp, **recipients)
     cmdline = Path(f"/proc/{auth_mongo.pid}/cmdline")
     if cmdline.exists():  # the test server's password is not in its argv (visible in `ps`)
         assert_no_secret("mongo server argv", cmdline.read_bytes().replace(b"\0", b" "))
@@ -129,12 +111,15 @@ def test_success_runs_never_show_the_passwords(make_env, auth_mongo, auth_db, se
     assert plain.stderr == ""
     assert len(secret_smtp.wait_for_messages(2, timeout=10)) == 2
     assert secret_smtp.auth_successes == 1 and secret_smtp.auth_failures == 0
-    assert auth_db.export_logs.count_documents({"status": "completed"}) == 2
-    _assert_nothing_leaked(plain, auth_db, secret_smtp)
+    assert fdb.export_logs.count_documents({"status": "completed"}) == 2
+    _assert_nothing_leaked(plain, fdb, secret_smtp)
 
-    for workspace in auth_db.workspaces.find():
-        add_messages(auth_db, auth_db.chats.find_one({"workspace_id": workspace["_id"]})["_id"],
-                     [{"content": "later", "timestamp": utcnow()}])
+    for workspace in fdb.workspaces.find():
+        add_messages(
+            fdb,
+            fdb.chats.find_one({"workspace_id": workspace["_id"]})["_id"],
+            [{"content": "later", "timestamp": utcnow()}],
+        )
     as_json = cli(["export", "--json"], env=env)
     assert as_json.returncode == 0, as_json.stdout + as_json.stderr
     assert parse_json(as_json)["ok"] is True
@@ -142,19 +127,19 @@ def test_success_runs_never_show_the_passwords(make_env, auth_mongo, auth_db, se
     assert manual.returncode == 0, manual.stdout + manual.stderr
     assert len(secret_smtp.wait_for_messages(6, timeout=10)) == 6
     for result in (as_json, manual):
-        _assert_nothing_leaked(result, auth_db, secret_smtp)
+        _assert_nothing_leaked(result, fdb, secret_smtp)
     assert sorted(mailed_contents(secret_smtp.messages[:2])) == ["message 0", "message 1"]
 
 
-# --- item 13: SMTP failures -------------------------------------------------------------------
+# --- SMTP failures ---------------------------------------------------------------------------
 
 
 SMTP_FAILURES = ["auth_refused", "connection_refused", "dropped_during_data", "recipient_refused", "untrusted_ca"]
 
 
 @pytest.mark.parametrize("failure", SMTP_FAILURES)
-def test_smtp_failures_never_show_the_passwords(failure, make_env, auth_mongo, auth_db, cli):
-    recipients = _seed(auth_db, count=1)
+def test_smtp_failures_never_show_the_passwords(failure, make_env, auth_mongo, fdb, cli):
+    recipients = _seed(fdb, count=1)
     overrides: dict[str, Any] = dict(recipients)
     server_options: dict[str, Any] = {}
     if failure == "auth_refused":
@@ -168,19 +153,19 @@ def test_smtp_failures_never_show_the_passwords(failure, make_env, auth_mongo, a
             overrides["SMTP_PORT"] = str(free_port())
         if failure == "untrusted_ca":
             overrides["SMTP_CA_FILE"] = None
-        env = _env(make_env, auth_mongo, auth_db, smtp, **overrides)
+        env = _env(make_env, auth_mongo, fdb, smtp, **overrides)
         args = ["export", "--json"] if SMTP_FAILURES.index(failure) % 2 else ["export"]
         result = cli(args, env=env)
         assert result.returncode == 1, result.stdout + result.stderr
         assert "Traceback" not in result.stderr
-        _assert_nothing_leaked(result, auth_db, smtp)
+        _assert_nothing_leaked(result, fdb, smtp)
         assert smtp.messages == []
-    [log] = list(auth_db.export_logs.find())
+    [log] = list(fdb.export_logs.find())
     assert log["status"] == "failed" and log["error_message"]
-    assert auth_db.system_logs.count_documents({"kind": "export_run", "event_type": "error"}) == 1
+    assert fdb.system_logs.count_documents({"kind": "export_run", "event_type": "error"}) == 1
 
 
-# --- item 13: MongoDB failures ----------------------------------------------------------------
+# --- MongoDB failures ------------------------------------------------------------------------
 
 
 def test_unreachable_mongodb_with_password_in_uri(make_env, cli, smtp_server):
@@ -195,20 +180,19 @@ def test_unreachable_mongodb_with_password_in_uri(make_env, cli, smtp_server):
     _assert_nothing_leaked(result)
 
 
-def test_mongodb_refusing_the_password(make_env, auth_mongo, auth_db, cli, smtp_server):
-    _seed(auth_db, count=1)
+def test_mongodb_refusing_the_password(make_env, auth_mongo, fdb, cli, smtp_server):
+    _seed(fdb, count=1)
     wrong = auth_mongo.uri_for(MONGO_USER, WRONG_SECRETS[1])
-    env = make_env(MONGODB_URI=wrong, MONGODB_DATABASE=auth_db.name, MONGODB_TIMEOUT_SECONDS="2",
-                   SMTP_PASSWORD=SMTP_SECRET)
+    env = make_env(MONGODB_URI=wrong, MONGODB_DATABASE=fdb.name, MONGODB_TIMEOUT_SECONDS="2", SMTP_PASSWORD=SMTP_SECRET)
     result = cli(["export"], env=env)
     assert result.returncode == 3, result.stdout + result.stderr
     assert "MONGODB_URI" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    _assert_nothing_leaked(result, auth_db)
+    _assert_nothing_leaked(result, fdb)
     assert smtp_server.connection_count == 0
 
 
-# --- item 13: bad configuration ---------------------------------------------------------------
+# --- bad configuration -----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -235,7 +219,7 @@ def test_bad_config_never_echoes_a_secret(overrides, make_env, cli, smtp_server)
     _assert_nothing_leaked(result)
 
 
-# --- item 14: a path-like subject or body is text, never an attachment -------------------------
+# --- a path-like subject or body is text, never an attachment ---------------------------------
 
 
 def test_subject_equal_to_an_existing_path_is_not_attached(secret_smtp, tmp_path, monkeypatch):
@@ -245,11 +229,17 @@ def test_subject_equal_to_an_existing_path_is_not_attached(secret_smtp, tmp_path
         if key.startswith(("MONGODB_", "SMTP_", "EXPORT_", "WORKSPACE_")):
             monkeypatch.delenv(key)
     monkeypatch.chdir(tmp_path)
-    settings = load_settings(environ={
-        "SMTP_SERVER": secret_smtp.host, "SMTP_PORT": str(secret_smtp.port), "SMTP_USERNAME": SMTP_USER,
-        "SMTP_PASSWORD": SMTP_SECRET, "SMTP_FROM": "exports@wa-export.test", "SMTP_SECURITY": "starttls",
-        "SMTP_CA_FILE": str(secret_smtp.ca_cert_path),
-    })
+    settings = load_settings(
+        environ={
+            "SMTP_SERVER": secret_smtp.host,
+            "SMTP_PORT": str(secret_smtp.port),
+            "SMTP_USERNAME": SMTP_USER,
+            "SMTP_PASSWORD": SMTP_SECRET,
+            "SMTP_FROM": "exports@wa-export.test",
+            "SMTP_SECURITY": "starttls",
+            "SMTP_CA_FILE": str(secret_smtp.ca_cert_path),
+        }
+    )
     with MailSender(settings) as sender:
         sender.send(OutgoingMail(to=("ops@example.com",), subject=str(secret_file), body="just a body"))
         sender.send(OutgoingMail(to=("ops@example.com",), subject="s", body=str(secret_file)))

@@ -1,4 +1,4 @@
-"""Issue 11: configuration errors that used to print a secret or hide the fix.
+"""Configuration errors that used to print a secret or hide the fix.
 
 A swapped .env line put the password where a value is echoed back; a password
 with an unencoded "@", ":" or "/" made MONGODB_URI unreadable without saying why.

@@ -1,4 +1,4 @@
-"""Issue 11, "Hangs and stops": every SMTP step ends within SMTP_TIMEOUT_SECONDS, a stalled transaction
+"""Hangs and stops: every SMTP step ends within SMTP_TIMEOUT_SECONDS, a stalled transaction
 ends the run's sending, SIGTERM cuts a send short, and an echoed AUTH blob never leaks.
 
 Each test runs the installed `wa-export` against a real misbehaving SMTP server on
@@ -11,7 +11,6 @@ not speed assertions.
 from __future__ import annotations
 
 import base64
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -26,14 +25,12 @@ from faultkit import (
     WRONG_SMTP_PASSWORD,
     add_now,
     assert_no_secrets,
-    cursor,
     delivered,
     no_traceback,
-    seed_workspace,
 )
-from helpers import parse_json
+from helpers import cursor_of, parse_json, stop_with_sigterm
 from inprocess_cli import run_wa_export
-from seeding import add_workspace, cli_executable, run_cli
+from seeding import add_workspace, run_cli, seed_workspace, start_cli
 from smtp_misbehaving import MisbehavingSmtpServer, Point
 from wa_export.demo.loopback import free_port
 from wa_export.mail.deadline import STOP_GRACE_SECONDS
@@ -46,7 +43,9 @@ TIMEOUT = 3  # SMTP_TIMEOUT_SECONDS in these tests
 HANG_BOUND = 3 * TIMEOUT + 15  # seconds: "ends within about 3 x SMTP_TIMEOUT_SECONDS", generously
 
 
-def _timed(args: list[str], env: dict[str, str], cwd: Path, bound: float) -> tuple[subprocess.CompletedProcess[str], float]:
+def _timed(
+    args: list[str], env: dict[str, str], cwd: Path, bound: float
+) -> tuple[subprocess.CompletedProcess[str], float]:
     """Run the CLI; fail (instead of hanging) if it is still running after `bound` seconds."""
     started = time.monotonic()
     try:
@@ -97,7 +96,7 @@ def test_export_against_a_trickling_server_ends_within_the_bound(point, fdb, env
     assert server.messages == []
     [log] = list(fdb.export_logs.find())
     assert log["status"] == "failed" and log["error_message"] == reason
-    assert _unmoved(cursor(fdb, workspace_id), _first_message_time(fdb)), "the undelivered window must stay"
+    assert _unmoved(cursor_of(fdb, workspace_id), _first_message_time(fdb)), "the undelivered window must stay"
     assert _no_lease_held(fdb)
     assert_no_secrets(result.stdout, result.stderr, db=fdb)
 
@@ -111,8 +110,11 @@ def test_test_email_against_a_trickling_server_ends_within_the_bound(point, env,
     assert result.returncode == 1, result.stdout + result.stderr
     document = parse_json(result)
     assert document["step"] == ("timeout" if point == "data" else "connect"), document
-    waited_for = {"greeting": "the server's greeting", "ehlo": "the reply to EHLO",
-                  "data": "the server's reply to the message"}[point]
+    waited_for = {
+        "greeting": "the server's greeting",
+        "ehlo": "the reply to EHLO",
+        "data": "the server's reply to the message",
+    }[point]
     assert f"timed out waiting for {waited_for}" in document["error"], document["error"]
     assert server.messages == [] and server.misbehaviours[0].client_left_after is not None
 
@@ -165,7 +167,7 @@ def test_stall_after_data_costs_one_timeout_and_the_rest_is_not_attempted(fdb, e
         assert outcome["message_count"] == 2, "a workspace not attempted still says how many messages wait"
     assert fdb.export_logs.count_documents({"status": "failed"}) == 3
     for workspace_id in contents:
-        assert _unmoved(cursor(fdb, workspace_id), min(first_times.values())), "every window stays for the next run"
+        assert _unmoved(cursor_of(fdb, workspace_id), min(first_times.values())), "every window stays for the next run"
     assert _no_lease_held(fdb)
 
     # The next run, against a healthy server, delivers every workspace once.
@@ -213,21 +215,14 @@ def test_sigterm_while_the_server_holds_data_ends_the_run_within_the_grace(fdb, 
     bound = STOP_GRACE_SECONDS + 15
     with MisbehavingSmtpServer("data", "stall") as server:
         run_env = env(SMTP_TIMEOUT_SECONDS=60, **server.env(), **addresses)
-        proc = subprocess.Popen([str(cli_executable()), "export", "--json"], env=run_env, cwd=tmp_path, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        proc = start_cli(["export", "--json"], run_env, tmp_path)
         try:
             give_up = time.monotonic() + 60
             while server.payloads_received == 0:  # the server now holds the first workspace's DATA
                 assert proc.poll() is None, "wa-export ended before its message reached the server"
                 assert time.monotonic() < give_up, "the message never reached the server"
                 time.sleep(0.05)
-            signalled = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
-            try:
-                stdout, stderr = proc.communicate(timeout=bound)
-            except subprocess.TimeoutExpired:
-                raise AssertionError(f"wa-export was still running {bound} s after SIGTERM") from None
-            after_signal = time.monotonic() - signalled
+            stdout, stderr, after_signal = stop_with_sigterm(proc, bound)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -241,7 +236,7 @@ def test_sigterm_while_the_server_holds_data_ends_the_run_within_the_grace(fdb, 
     assert in_flight["outcome"] == "failed" and "asked to stop" in in_flight["reason"], in_flight
     assert server.payloads_received == 1 and server.messages == []
     for workspace_id in workspace_ids:
-        assert _unmoved(cursor(fdb, workspace_id), first_message)
+        assert _unmoved(cursor_of(fdb, workspace_id), first_message)
     assert _no_lease_held(fdb), "the lease of the workspace in flight is released"
     event = fdb.system_logs.find_one({"kind": "export_run"})
     assert event is not None and event["interrupted"] is True
@@ -262,10 +257,16 @@ def test_a_server_echoing_the_auth_blob_leaks_nothing(mechanism, padding, fdb, e
     leaked_forms = _auth_forms(SMTP_USER, WRONG_SMTP_PASSWORD)
     assert any(form.endswith("=") for form in leaked_forms), "test setup: the password's base64 must be padded"
     workspace_id = seed_workspace(fdb, f"Echo {mechanism}", ["echo-1"])
-    with MisbehavingSmtpServer(auth_mechanisms=(mechanism,), username=SMTP_USER, password=SMTP_PASSWORD,
-                               echo_auth_blob=True, echo_without_padding=not padding) as server:
-        run_env = env(**{**server.env(), "SMTP_PASSWORD": WRONG_SMTP_PASSWORD,
-                         f"WORKSPACE_{workspace_id}_EMAIL": "ops@echo.test"})
+    with MisbehavingSmtpServer(
+        auth_mechanisms=(mechanism,),
+        username=SMTP_USER,
+        password=SMTP_PASSWORD,
+        echo_auth_blob=True,
+        echo_without_padding=not padding,
+    ) as server:
+        run_env = env(
+            **{**server.env(), "SMTP_PASSWORD": WRONG_SMTP_PASSWORD, f"WORKSPACE_{workspace_id}_EMAIL": "ops@echo.test"}
+        )
         exported = run_wa_export(["export"], run_env, tmp_path, timeout=60)
         tested = run_wa_export(["test-email", "--to", "ops@echo.test", "--json"], run_env, tmp_path, timeout=60)
         health = run_wa_export(["health", "--smtp-login"], run_env, tmp_path, timeout=60)
@@ -275,8 +276,16 @@ def test_a_server_echoing_the_auth_blob_leaks_nothing(mechanism, padding, fdb, e
     [log] = list(fdb.export_logs.find())
     # The refusal itself is reported, with the echoed part masked.
     assert "535 5.7.8 Authentication credentials invalid: ***" in log["error_message"], log["error_message"]
-    texts = [exported.stdout, exported.stderr, tested.stdout, tested.stderr, health.stdout, health.stderr,
-             repr(list(fdb.export_logs.find())), repr(list(fdb.system_logs.find()))]
+    texts = [
+        exported.stdout,
+        exported.stderr,
+        tested.stdout,
+        tested.stderr,
+        health.stdout,
+        health.stderr,
+        repr(list(fdb.export_logs.find())),
+        repr(list(fdb.system_logs.find())),
+    ]
     for text in texts:
         for form in leaked_forms:
             assert form not in text, f"the AUTH blob {form!r} leaked"
@@ -286,8 +295,11 @@ def test_a_server_echoing_the_auth_blob_leaks_nothing(mechanism, padding, fdb, e
 def test_a_short_password_does_not_garble_ordinary_words(env, tmp_path):
     """SMTP_PASSWORD=on must not turn "Connection" into "C***necti***"; the password itself is still masked."""
     port = free_port()  # nothing listens: the error text has "Connection" in it
-    result = run_wa_export(["test-email", "--to", "ops@short.test"],
-                     env(SMTP_PORT=port, SMTP_PASSWORD="on", SMTP_SECURITY="none", SMTP_CA_FILE=None), tmp_path)
+    result = run_wa_export(
+        ["test-email", "--to", "ops@short.test"],
+        env(SMTP_PORT=port, SMTP_PASSWORD="on", SMTP_SECURITY="none", SMTP_CA_FILE=None),
+        tmp_path,
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"Cannot connect to SMTP server 127.0.0.1:{port} (Connection refused)" in result.stderr, result.stderr
     assert "***" not in result.stderr
@@ -296,17 +308,26 @@ def test_a_short_password_does_not_garble_ordinary_words(env, tmp_path):
 # --- the deadline reaches through TLS ------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("security", "point", "waited_for"), [
-    ("starttls", "starttls", "the reply to STARTTLS and the TLS handshake"),
-    ("ssl", "greeting", "the TLS handshake and the greeting"),
-])
+@pytest.mark.parametrize(
+    ("security", "point", "waited_for"),
+    [
+        ("starttls", "starttls", "the reply to STARTTLS and the TLS handshake"),
+        ("ssl", "greeting", "the TLS handshake and the greeting"),
+    ],
+)
 def test_a_stalled_tls_handshake_ends_at_the_deadline(security, point, waited_for, tmp_path, monkeypatch):
     """TLS replaces the socket object mid-session; the watchdog must still reach the connection."""
     monkeypatch.chdir(tmp_path)
     with MisbehavingSmtpServer(point, "stall") as server:
-        settings = load_settings(environ={"SMTP_SERVER": server.host, "SMTP_PORT": str(server.port),
-                                          "SMTP_SECURITY": security, "SMTP_FROM": "exports@tls.test",
-                                          "SMTP_TIMEOUT_SECONDS": "1"})
+        settings = load_settings(
+            environ={
+                "SMTP_SERVER": server.host,
+                "SMTP_PORT": str(server.port),
+                "SMTP_SECURITY": security,
+                "SMTP_FROM": "exports@tls.test",
+                "SMTP_TIMEOUT_SECONDS": "1",
+            }
+        )
         started = time.monotonic()
         with MailSender(settings) as sender, pytest.raises(MailError) as caught:
             sender.verify_login()

@@ -1,4 +1,4 @@
-"""`wa-export state`: see and steer the delivery cursors (issue 9, acceptance 7).
+"""`wa-export state`: see and steer the delivery cursors.
 
 The export_state documents are seeded directly in the cursor schema (cursor,
 cursor_source, lease, in_flight, ...), so these tests do not depend on which
@@ -15,10 +15,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bson import ObjectId
-from pymongo import MongoClient, monitoring
+from pymongo import MongoClient
 
-from helpers import mailed_contents, parse_json, run_on_a_terminal
-from seeding import add_chat, add_workspace, message_doc, object_id_at, utcnow
+from helpers import CommandLog, cursor_moves, mailed_contents, parse_json, run_on_a_terminal
+from seeding import add_arrived, add_chat, add_workspace, message_doc, utcnow
 from wa_export.commands import cursor_move
 from wa_export.commands import state as state_command
 from wa_export.settings import load_settings
@@ -30,14 +30,6 @@ PHONE = "+4915112345678"
 
 def _whole_second(moment: datetime) -> datetime:
     return moment.replace(microsecond=0)
-
-
-def _arrived(db: Any, chat_id: Any, moment: datetime, content: str, **extra: Any) -> ObjectId:
-    """A message that arrived at `moment` (its _id), with that timestamp unless one is given."""
-    extra.setdefault("timestamp", moment)
-    document = message_doc(chat_id, content=content, _id=object_id_at(moment), **extra)
-    db.messages.insert_one(document)
-    return document["_id"]
 
 
 def _state_json(cli: Any, env: dict[str, str], *args: str) -> dict[str, Any]:
@@ -58,15 +50,15 @@ def _seed_busy_workspace(db: Any, now: datetime) -> dict[str, Any]:
     shared = add_chat(db, [workspace, neighbour])  # belongs to nobody: never delivered, never waiting
     cursor_time = _whole_second(now - timedelta(hours=2))
     cursor = ObjectId.from_datetime(cursor_time)
-    _arrived(db, chat, now - timedelta(hours=3), "delivered long ago")
-    _arrived(db, chat, cursor_time - timedelta(seconds=1), "delivered just before the cursor")
+    add_arrived(db, chat, now - timedelta(hours=3), "delivered long ago")
+    add_arrived(db, chat, cursor_time - timedelta(seconds=1), "delivered just before the cursor")
     oldest = _whole_second(now - timedelta(minutes=90))
-    _arrived(db, chat, oldest, "waiting 1")
-    _arrived(db, chat, now - timedelta(minutes=60), "waiting 2", timestamp=now - timedelta(days=3))  # late arrival
-    _arrived(db, chat, now - timedelta(minutes=30), "waiting 3")
-    _arrived(db, str(chat), now - timedelta(minutes=10), "waiting 4, chat_id stored as a string")
-    _arrived(db, shared, now - timedelta(minutes=20), "in a chat of two workspaces")
-    _arrived(db, add_chat(db, neighbour), now - timedelta(minutes=20), "the neighbour's")
+    add_arrived(db, chat, oldest, "waiting 1")
+    add_arrived(db, chat, now - timedelta(minutes=60), "waiting 2", timestamp=now - timedelta(days=3))  # late arrival
+    add_arrived(db, chat, now - timedelta(minutes=30), "waiting 3")
+    add_arrived(db, str(chat), now - timedelta(minutes=10), "waiting 4, chat_id stored as a string")
+    add_arrived(db, shared, now - timedelta(minutes=20), "in a chat of two workspaces")
+    add_arrived(db, add_chat(db, neighbour), now - timedelta(minutes=20), "the neighbour's")
     in_flight = {
         "log_id": ObjectId(),
         "run_id": "host-b-4242-deadbeef",
@@ -177,11 +169,11 @@ def test_state_lists_workspaces_without_a_cursor_and_v1_watermarks(mongo_db, mak
     inactive = str(add_workspace(mongo_db, "Paused Co", status="inactive"))
     original_end = now - timedelta(hours=2)
     chat = add_chat(mongo_db, migrated)
-    _arrived(mongo_db, chat, now - timedelta(hours=3), "before the original service's last export")
-    _arrived(mongo_db, chat, now - timedelta(hours=1), "after it")
+    add_arrived(mongo_db, chat, now - timedelta(hours=3), "before the original service's last export")
+    add_arrived(mongo_db, chat, now - timedelta(hours=1), "after it")
     legacy_chat = add_chat(mongo_db, legacy)
-    _arrived(mongo_db, legacy_chat, now - timedelta(minutes=50), "before the watermark")
-    _arrived(mongo_db, legacy_chat, now - timedelta(minutes=20), "after the watermark")
+    add_arrived(mongo_db, legacy_chat, now - timedelta(minutes=50), "before the watermark")
+    add_arrived(mongo_db, legacy_chat, now - timedelta(minutes=20), "after the watermark")
     original = {"export_type": "whatsapp_messages", "status": "completed", "message_count": 3,
                 "email_sent_to": "a@x.test", "file_path": "/old/service.xlsx"}
     mongo_db.export_logs.insert_many([
@@ -233,7 +225,7 @@ def test_counts_over_all_workspaces_stop_at_the_cap_and_one_workspace_is_exact(
     workspace = add_workspace(mongo_db, "Backlog Co")
     chat = add_chat(mongo_db, workspace)
     for minutes in range(5, 0, -1):
-        _arrived(mongo_db, chat, now - timedelta(minutes=minutes), f"m{minutes}")
+        add_arrived(mongo_db, chat, now - timedelta(minutes=minutes), f"m{minutes}")
     mongo_db.export_state.insert_one({"_id": str(workspace), "cursor": ObjectId.from_datetime(now - timedelta(hours=1)),
                                       "cursor_source": "export"})
     monkeypatch.chdir(tmp_path)
@@ -272,10 +264,6 @@ def test_state_refuses_unknown_and_malformed_workspaces(mongo_db, make_env, cli)
 # --- --move-to ---------------------------------------------------------------------------
 
 
-def _moves(db: Any) -> list[dict[str, Any]]:
-    return list(db.system_logs.find({"event_type": "cursor_moved"}).sort("timestamp", 1))
-
-
 def test_move_back_sets_the_cursor_records_the_move_and_leaves_in_flight(mongo_db, make_env, cli):
     now = utcnow()
     workspace = add_workspace(mongo_db, "Rewind Co")
@@ -306,7 +294,7 @@ def test_move_back_sets_the_cursor_records_the_move_and_leaves_in_flight(mongo_d
     assert document["in_flight"] == in_flight  # the engine still needs it to flag a possible duplicate
     assert document["consecutive_failures"] == 1
 
-    [event] = _moves(mongo_db)
+    [event] = cursor_moves(mongo_db)
     assert event["service"] == SERVICE_NAME and isinstance(event["timestamp"], datetime)
     for text in (str(workspace), str(old_cursor), str(new_key), target.isoformat(), "back", socket.gethostname()):
         assert text in event["message"], (text, event["message"])
@@ -332,15 +320,15 @@ def test_move_is_refused_while_another_run_holds_the_lease(mongo_db, make_env, c
     assert as_json.returncode == 1 and parse_json(as_json) == {"ok": False, "exit_code": 1, "error": as_json.stderr.strip().removeprefix("wa-export: ")}
     document = mongo_db.export_state.find_one({"_id": str(workspace)})
     assert document["cursor"] == cursor and document["cursor_source"] == "export"
-    assert _moves(mongo_db) == []
+    assert cursor_moves(mongo_db) == []
 
 
 def test_move_creates_a_cursor_then_moves_it_forward(mongo_db, make_env, cli):
     now = utcnow()
     workspace = add_workspace(mongo_db, "New Co")
     chat = add_chat(mongo_db, workspace)
-    _arrived(mongo_db, chat, now - timedelta(minutes=45), "skipped by the forward move")
-    _arrived(mongo_db, chat, now - timedelta(minutes=15), "still waiting")
+    add_arrived(mongo_db, chat, now - timedelta(minutes=45), "skipped by the forward move")
+    add_arrived(mongo_db, chat, now - timedelta(minutes=15), "still waiting")
     first_time = _whole_second(now - timedelta(hours=1))
 
     created = cli(["state", str(workspace), "--move-to", first_time.isoformat(), "--json"])
@@ -358,7 +346,7 @@ def test_move_creates_a_cursor_then_moves_it_forward(mongo_db, make_env, cli):
     assert "moved forward" in forward.stdout and "will not be delivered" in forward.stdout
     assert "Messages waiting from the new cursor: 1" in forward.stdout
     assert mongo_db.export_state.find_one({"_id": str(workspace)})["cursor"] == ObjectId.from_datetime(later)
-    assert [event["direction"] for event in _moves(mongo_db)] == ["created", "forward"]
+    assert [event["direction"] for event in cursor_moves(mongo_db)] == ["created", "forward"]
 
 
 def test_move_into_the_future_of_the_database_clock_is_refused(mongo_db, make_env, cli):
@@ -371,7 +359,7 @@ def test_move_into_the_future_of_the_database_clock_is_refused(mongo_db, make_en
     assert result.returncode == 2, result
     assert "later than the database clock" in result.stderr
     assert mongo_db.export_state.find_one({"_id": str(workspace)})["cursor"] == cursor
-    assert _moves(mongo_db) == []
+    assert cursor_moves(mongo_db) == []
 
 
 def test_move_with_a_date_arrival_field(mongo_db, make_env, cli):
@@ -395,20 +383,6 @@ def test_move_with_a_date_arrival_field(mongo_db, make_env, cli):
     assert datetime.fromisoformat(entry["oldest_waiting_at"]) == now - timedelta(minutes=20)
 
 
-class _Commands(monitoring.CommandListener):
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, dict[str, Any]]] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        self.seen.append((event.command_name, dict(event.command)))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        return None
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        return None
-
-
 def test_move_is_one_conditional_write_on_the_lease(mongo_db, make_env, tmp_path, monkeypatch):
     # The check "no live lease" and the move are one atomic command: a run that
     # takes the lease a moment later sees the moved cursor, never a half move.
@@ -417,7 +391,7 @@ def test_move_is_one_conditional_write_on_the_lease(mongo_db, make_env, tmp_path
     mongo_db.export_state.insert_one({"_id": str(workspace), "cursor": ObjectId.from_datetime(now), "cursor_source": "export"})
     monkeypatch.chdir(tmp_path)
     settings = load_settings(environ=make_env())
-    listener = _Commands()
+    listener = CommandLog()
     client: MongoClient[dict[str, Any]] = MongoClient(settings.mongodb_uri, tz_aware=True, event_listeners=[listener])
 
     @contextmanager
@@ -429,8 +403,8 @@ def test_move_is_one_conditional_write_on_the_lease(mongo_db, make_env, tmp_path
         cursor_move.move_cursor(settings, str(workspace), (now - timedelta(hours=1)).isoformat())
     finally:
         client.close()
-    writes = [(name, command) for name, command in listener.seen
-              if command.get(name) == "export_state" and name in ("findAndModify", "update", "insert", "delete")]
+    writes = [(name, command) for name, collection, command in listener.commands
+              if collection == "export_state" and name in ("findAndModify", "update", "insert", "delete")]
     assert len(writes) == 1, writes
     name, command = writes[0]
     assert name == "findAndModify"
@@ -449,7 +423,7 @@ def _three_arrivals(db: Any, now: datetime) -> tuple[ObjectId, dict[str, datetim
     arrivals = {"three hours ago": now - timedelta(hours=3), "two hours ago": now - timedelta(hours=2),
                 "one hour ago": now - timedelta(hours=1)}
     for content, moment in arrivals.items():
-        _arrived(db, chat, moment, content)
+        add_arrived(db, chat, moment, content)
     return workspace, arrivals
 
 
@@ -473,7 +447,7 @@ def test_move_back_redelivers_from_that_time_on_the_next_scheduled_run(mongo_db,
     assert redelivery.returncode == 0, redelivery.stdout + redelivery.stderr
     mails = smtp_server.wait_for_messages(2)
     assert sorted(mailed_contents(mails[1:])) == ["one hour ago", "three hours ago", "two hours ago"]
-    assert len(_moves(mongo_db)) == 2
+    assert len(cursor_moves(mongo_db)) == 2
 
 
 def test_move_forward_skips_what_arrived_before_on_the_next_scheduled_run(mongo_db, make_env, cli, smtp_server):
@@ -483,7 +457,7 @@ def test_move_forward_skips_what_arrived_before_on_the_next_scheduled_run(mongo_
     for moment in (now - timedelta(hours=4), now - timedelta(minutes=90)):
         moved = cli(["state", str(workspace), "--move-to", moment.isoformat(), "--json"], env=env)
         assert moved.returncode == 0, moved.stderr
-    assert [event["direction"] for event in _moves(mongo_db)] == ["created", "forward"]
+    assert [event["direction"] for event in cursor_moves(mongo_db)] == ["created", "forward"]
 
     run = cli(["export"], env=env)
     assert run.returncode == 0, run.stdout + run.stderr

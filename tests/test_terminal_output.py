@@ -1,4 +1,4 @@
-"""Human output: a rich table on a terminal, plain log lines under cron (issue 2)."""
+"""Human output: a rich table on a terminal, plain log lines under cron."""
 
 from __future__ import annotations
 
@@ -23,8 +23,11 @@ from wa_export.settings import Settings, load_settings
 
 def test_terminal_gets_a_table_and_cron_gets_plain_lines(mongo_db, make_env, cli, smtp_server, tmp_path):
     workspace_id = add_workspace(mongo_db, "Terminal Co")
-    add_messages(mongo_db, add_chat(mongo_db, workspace_id),
-                 [{"content": f"secret text {i}", "timestamp": utcnow() - timedelta(minutes=3)} for i in range(3)])
+    add_messages(
+        mongo_db,
+        add_chat(mongo_db, workspace_id),
+        [{"content": f"secret text {i}", "timestamp": utcnow() - timedelta(minutes=3)} for i in range(3)],
+    )
     env = make_env(**{f"WORKSPACE_{workspace_id}_EMAIL": "tty@terminal.test"})
 
     code, screen = run_on_a_terminal(["export", "--no-email", "--hours", "1"], env, str(tmp_path))
@@ -42,7 +45,7 @@ def test_terminal_gets_a_table_and_cron_gets_plain_lines(mongo_db, make_env, cli
         assert "secret text" not in output and "+4915112345678" not in output  # counts only
 
 
-# --- what an operator reads: ids and paths whole, counts right-aligned (issue 11) ---------------
+# --- what an operator reads: ids and paths whole, counts right-aligned ---------------------------
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 TABLE_RULES = set("│┃")
@@ -55,8 +58,11 @@ def _table_lines(screen: str) -> list[str]:
 def test_an_80_column_terminal_shows_ids_and_paths_whole(mongo_db, make_env, tmp_path):
     long_name = "Acme Corporation International Holdings"
     acme = add_workspace(mongo_db, long_name)
-    add_messages(mongo_db, add_chat(mongo_db, acme),
-                 [{"content": f"m{i}", "timestamp": utcnow() - timedelta(minutes=3)} for i in range(250)])
+    add_messages(
+        mongo_db,
+        add_chat(mongo_db, acme),
+        [{"content": f"m{i}", "timestamp": utcnow() - timedelta(minutes=3)} for i in range(250)],
+    )
     unconfigured = add_workspace(mongo_db, "Zeta Unconfigured")
     add_messages(mongo_db, add_chat(mongo_db, unconfigured), [{"content": "x", "timestamp": utcnow()}])
     env = make_env(**{f"WORKSPACE_{acme}_EMAIL": "team@acme.test"})
@@ -108,12 +114,21 @@ def _settings() -> Settings:
     return load_settings(environ={"EXPORT_DIR": str(EXPORT_DIR), "EXPORT_TIMEZONE": "Asia/Kolkata"})
 
 
-def _result(name: str, workspace_id: str, outcome: str, count: int, slug: str | None = None,
-            reason: str | None = None) -> WorkspaceResult:
+def _result(
+    name: str, workspace_id: str, outcome: str, count: int, slug: str | None = None, reason: str | None = None
+) -> WorkspaceResult:
     start = datetime(2026, 3, 1, 13, 0, tzinfo=UTC)
     file_path = str(EXPORT_DIR / slug / f"{slug}_whatsapp_messages_2026-03-01_18-45.xlsx") if slug else None
-    return WorkspaceResult(workspace_id, name, outcome, reason=reason, window_start=start,  # type: ignore[arg-type]
-                           window_end=start + timedelta(minutes=15), message_count=count, file_path=file_path)
+    return WorkspaceResult(
+        workspace_id,
+        name,
+        outcome,
+        reason=reason,
+        window_start=start,  # type: ignore[arg-type]
+        window_end=start + timedelta(minutes=15),
+        message_count=count,
+        file_path=file_path,
+    )
 
 
 def _run(*results: WorkspaceResult) -> RunResult:
@@ -125,10 +140,20 @@ def _run(*results: WorkspaceResult) -> RunResult:
 def test_narrow_export_table_moves_paths_below_it_and_keeps_ids_whole() -> None:
     output, screen = _terminal(80)
     run = _run(
-        _result("Acme Corporation International Holdings", "65a1b2c3d4e5f60718293a4b", "completed", 1234,
-                slug="acme_corporation_international_holdings"),
-        _result("Beta", "65a1b2c3d4e5f60718293a4c", "failed", 0,
-                reason="not attempted: an earlier email of this run failed the same way (login refused)"),
+        _result(
+            "Acme Corporation International Holdings",
+            "65a1b2c3d4e5f60718293a4b",
+            "completed",
+            1234,
+            slug="acme_corporation_international_holdings",
+        ),
+        _result(
+            "Beta",
+            "65a1b2c3d4e5f60718293a4c",
+            "failed",
+            0,
+            reason="not attempted: an earlier email of this run failed the same way (login refused)",
+        ),
     )
     render_export(output, run, _settings())
     text = screen.getvalue()
@@ -206,8 +231,15 @@ def _cleanup(folder_names: list[str]) -> CleanupResult:
     result = CleanupResult(export_dir=str(EXPORT_DIR), days=7, dry_run=True, cutoff=now, started_at=now)
     for name in folder_names:
         folder = EXPORT_DIR / name
-        result.files.append(CleanupFile(str(folder / f"{name}_whatsapp_messages_2026-02-01_10-00.xlsx"), str(folder),
-                                        "workbook", 123_456, now - timedelta(days=30)))
+        result.files.append(
+            CleanupFile(
+                str(folder / f"{name}_whatsapp_messages_2026-02-01_10-00.xlsx"),
+                str(folder),
+                "workbook",
+                123_456,
+                now - timedelta(days=30),
+            )
+        )
         result.folders_removed.append(str(folder))
     return result
 

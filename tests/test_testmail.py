@@ -1,4 +1,4 @@
-"""`wa-export test-email` (issue 3, acceptance 4): the installed CLI against a real STARTTLS+AUTH SMTP server."""
+"""`wa-export test-email`: the installed CLI against a real STARTTLS+AUTH SMTP server."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What a business recipient sees in a real export mail: the sender's name and a readable workbook (issue 11)."""
+"""What a business recipient sees in a real export mail: the sender's name and a readable workbook."""
 
 from __future__ import annotations
 
@@ -15,9 +15,14 @@ from wa_export.workbook.writer import HEADER
 def test_export_mail_shows_the_sender_name_and_a_workbook_laid_out_for_people(mongo_db, make_env, cli, smtp_server):
     workspace_id = add_workspace(mongo_db, "Café Olé")
     long_text = "Hello, I would like to know the status of my order and whether it ships this week. " * 4
-    add_messages(mongo_db, add_chat(mongo_db, workspace_id),
-                 [{"content": long_text, "timestamp": utcnow() - timedelta(minutes=3)},
-                  {"content": "ok", "timestamp": utcnow() - timedelta(minutes=2)}])
+    add_messages(
+        mongo_db,
+        add_chat(mongo_db, workspace_id),
+        [
+            {"content": long_text, "timestamp": utcnow() - timedelta(minutes=3)},
+            {"content": "ok", "timestamp": utcnow() - timedelta(minutes=2)},
+        ],
+    )
     env = make_env(EXPORT_TIMEZONE="Asia/Kolkata", **{f"WORKSPACE_{workspace_id}_EMAIL": "team@cafe.test"})
     result = cli(["export"], env=env)
     assert result.returncode == 0, result.stdout + result.stderr

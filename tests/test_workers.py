@@ -1,4 +1,4 @@
-"""Scaling out (issue 5): `--workers N`, several independent processes, and batched reads.
+"""Scaling out: `--workers N`, several independent processes, and batched reads.
 
 N processes over one database must export every message exactly once: the
 per-workspace leases and watermarks decide, whatever the processes are.
@@ -9,21 +9,13 @@ from __future__ import annotations
 import math
 import subprocess
 from collections import Counter
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from pymongo import MongoClient, monitoring
+from pymongo import MongoClient
 
-from helpers import (
-    GatedSmtpServer,
-    lease_skips,
-    mailed_rows,
-    parse_json,
-    runs_overlapped,
-    smtp_env,
-)
+from helpers import CommandLog, lease_skips, mailed_rows, parse_json, runs_overlapped, smtp_env
 from seeding import add_chat, add_messages, add_workspace, cli_executable, utcnow
 from wa_export.export import plan
 from wa_export.export.run import ExportRequest, run_export
@@ -62,13 +54,7 @@ def _mailed_contents(smtp_server: Any) -> Counter[str]:
     return Counter(row[2] for message in smtp_server.messages for row in mailed_rows(message))
 
 
-@pytest.fixture
-def gated_smtp() -> Iterator[GatedSmtpServer]:
-    """Holds each run's first mail until three runs are connected (see helpers.GatedSmtpServer)."""
-    with GatedSmtpServer(parties=3) as server:
-        yield server
-
-
+@pytest.mark.gated_smtp(3)
 def test_workers_3_export_every_message_exactly_once(mongo_db, make_env, cli_process, gated_smtp):
     env, contents = _seed(mongo_db, workspaces=7, messages_each=6)
     full_env = make_env(**smtp_env(gated_smtp), **env)
@@ -101,6 +87,7 @@ def test_workers_3_export_every_message_exactly_once(mongo_db, make_env, cli_pro
     assert sum(_mailed_contents(gated_smtp).values()) == len(contents)
 
 
+@pytest.mark.gated_smtp(3)
 def test_independent_processes_share_one_run(mongo_db, make_env, tmp_path, gated_smtp):
     """Three `wa-export export` at once (three hosts, or overlapping cron runs): leases split the work."""
     env, contents = _seed(mongo_db, workspaces=6, messages_each=5)
@@ -162,37 +149,22 @@ def test_worker_helpers():
     assert worst_exit_code([]) == 0
 
 
-# ----------------------------------------------------------------------------- getMore (issue 5 #4)
+# ----------------------------------------------------------------------------- batched reads (getMore)
 
 
-class _CommandLog(monitoring.CommandListener):
-    def __init__(self) -> None:
-        self.commands: list[tuple[str, dict[str, Any]]] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        self.commands.append((event.command_name, dict(event.command)))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        return None
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        return None
-
-
-def test_one_getmore_per_batch_and_every_messages_query_bounded(
-    mongo_db, make_env, tmp_path, monkeypatch, smtp_server
-):
+def test_one_getmore_per_batch_and_every_messages_query_bounded(mongo_db, make_env, tmp_path, monkeypatch, smtp_server):
     batch, total = 7, 50
     monkeypatch.setattr(mongo, "MESSAGE_BATCH_SIZE", batch)
     monkeypatch.setattr(plan, "PASS_DOCUMENT_BYTES", 0)  # a window past the pass's budget: streamed by its delivery
     workspace_id = add_workspace(mongo_db, "Batched")
     chat_id = add_chat(mongo_db, workspace_id)
     base = utcnow() - timedelta(minutes=4)
-    add_messages(mongo_db, chat_id, [{"content": f"b{i}", "timestamp": base + timedelta(milliseconds=i)}
-                                     for i in range(total)])
+    add_messages(
+        mongo_db, chat_id, [{"content": f"b{i}", "timestamp": base + timedelta(milliseconds=i)} for i in range(total)]
+    )
     monkeypatch.chdir(tmp_path)
     settings = load_settings(environ=make_env(**{f"WORKSPACE_{workspace_id}_EMAIL": "b@batched.test"}))
-    log = _CommandLog()
+    log = CommandLog()
     client: MongoClient[dict[str, Any]] = MongoClient(settings.mongodb_uri, tz_aware=True, event_listeners=[log])
     try:
         result = run_export(settings, mongo.Store(client, settings), ExportRequest())
@@ -201,8 +173,8 @@ def test_one_getmore_per_batch_and_every_messages_query_bounded(
     assert result.exit_code == 0, result.summary()
     assert result.message_count == total
 
-    finds = [command for name, command in log.commands if name == "find" and command.get("find") == "messages"]
-    get_mores = [command for name, command in log.commands if name == "getMore" and command.get("collection") == "messages"]
+    finds = log.bodies("find", "messages")
+    get_mores = log.bodies("getMore", "messages")
     # The workspace's window is one find, streamed in batches of MESSAGE_BATCH_SIZE.
     [window] = [command for command in finds if "chat_id" in command["filter"]]
     assert window["batchSize"] == batch
