@@ -15,10 +15,10 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from wa_export.cli.output import Output, timestamp
-from wa_export.clock import SECOND_FORMAT, format_local
+from wa_export.cli.output import Output, short_time, timestamp
+from wa_export.clock import SECOND_FORMAT
 from wa_export.errors import UsageProblem
-from wa_export.units import format_age
+from wa_export.units import format_age, local_time
 
 if TYPE_CHECKING:  # cli/app.py imports this module for the help texts below: no MongoDB code at start-up
     from wa_export.commands.cursor_move import MoveResult
@@ -77,18 +77,18 @@ def render_move(output: Output, result: MoveResult, settings: Settings) -> None:
         return
     move = result.move
     if move.direction == "already_past":
-        where = f"{_time(move.new_time, settings)} (key {key_text(move.new_key)})"
+        where = f"{local_time(move.new_time, settings, SECOND_FORMAT)} (key {key_text(move.new_key)})"
         output.line(
-            f"Workspace {move.workspace_id}: message {move.past_message_id} (arrived {_time(move.requested_time, settings)}) "
+            f"Workspace {move.workspace_id}: message {move.past_message_id} (arrived {local_time(move.requested_time, settings, SECOND_FORMAT)}) "
             f"is already behind the delivery position {where}: it was delivered or skipped before; nothing was moved."
         )
         return
     old = (
-        f"{_time(move.old_time, settings)} (key {key_text(move.old_key)}, {move.old_source or 'unknown source'})"
+        f"{local_time(move.old_time, settings, SECOND_FORMAT)} (key {key_text(move.old_key)}, {move.old_source or 'unknown source'})"
         if move.old_key is not None
         else "no cursor"
     )
-    new = f"{_time(move.new_time, settings)} (key {key_text(move.new_key)})"
+    new = f"{local_time(move.new_time, settings, SECOND_FORMAT)} (key {key_text(move.new_key)})"
     consequence = {
         "back": "the next scheduled run delivers again what arrived from then on",
         "forward": "what arrived before then will not be delivered",
@@ -97,7 +97,7 @@ def render_move(output: Output, result: MoveResult, settings: Settings) -> None:
     }[move.direction]
     if move.past_message_id is not None:
         consequence = (
-            f"message {move.past_message_id} (arrived {_time(move.requested_time, settings)}) will not be delivered; "
+            f"message {move.past_message_id} (arrived {local_time(move.requested_time, settings, SECOND_FORMAT)}) will not be delivered; "
             "what arrived after it, in the same second too, will"
         )
     change = (
@@ -114,7 +114,7 @@ def render_move(output: Output, result: MoveResult, settings: Settings) -> None:
 
 
 def _state_table(report: StateReport, settings: Settings) -> Table:
-    title = f"Delivery state, times in {report.timezone_name} (database clock {_time(report.database_now, settings)})"
+    title = f"Delivery state, times in {report.timezone_name} (database clock {local_time(report.database_now, settings, SECOND_FORMAT)})"
     table = Table(title=escape(title), box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("Workspace / id", overflow="fold", min_width=24)
     table.add_column("Cursor", no_wrap=True)
@@ -130,10 +130,10 @@ def _state_table(report: StateReport, settings: Settings) -> Table:
             f"{escape(workspace.workspace_name) or '(unnamed)'}\n[dim]{workspace.workspace_id}[/dim]",
             _cursor_cell(workspace, settings),
             _waiting_count(workspace) + (f"\n[dim]{age}[/dim]" if age else ""),
-            f"[yellow]held[/yellow]\n[dim]to {format_local(workspace.lease_expires_at, settings.export_timezone, '%H:%M')}[/dim]"
+            f"[yellow]held[/yellow]\n[dim]to {local_time(workspace.lease_expires_at, settings, '%H:%M')}[/dim]"
             if workspace.lease_held
             else "free",
-            _short(workspace.last_success_at, settings) or "never",
+            short_time(workspace.last_success_at, settings) or "never",
             f"[bold red]{failures}[/bold red]" if failures else "0",
             escape("; ".join(_notes(workspace, settings))),
         )
@@ -142,12 +142,12 @@ def _state_table(report: StateReport, settings: Settings) -> Table:
 
 def _cursor_cell(workspace: WorkspaceReport, settings: Settings) -> str:
     if workspace.has_cursor:
-        text = f"{_short(workspace.cursor_time, settings)}\n[dim]{escape(workspace.cursor_source or 'unknown source')}[/dim]"
+        text = f"{short_time(workspace.cursor_time, settings)}\n[dim]{escape(workspace.cursor_source or 'unknown source')}[/dim]"
         if workspace.cursor_ahead_of_database_clock:
             text = f"[bold red]{text}[/bold red]"
         return text
     if workspace.legacy_watermark is not None:
-        return f"{_short(workspace.legacy_watermark, settings)}\n[dim]v1 watermark[/dim]"
+        return f"{short_time(workspace.legacy_watermark, settings)}\n[dim]v1 watermark[/dim]"
     return "[yellow]none[/yellow]"
 
 
@@ -161,7 +161,7 @@ def _notes(workspace: WorkspaceReport, settings: Settings) -> list[str]:
     elif not workspace.has_cursor and workspace.first_cursor is not None:
         starts_at = workspace.next_run_starts_at
         notes.append(
-            f"next run starts {_short(starts_at, settings)} (original service)"
+            f"next run starts {short_time(starts_at, settings)} (original service)"
             if starts_at is not None
             else f"next run starts {settings.export_interval_minutes} min before its end"
         )
@@ -171,10 +171,10 @@ def _notes(workspace: WorkspaceReport, settings: Settings) -> list[str]:
         notes.append(
             "in flight"
             + (f" part {part}/{parts}" if part is not None and parts is not None else "")
-            + (f" since {_short(started, settings)}" if isinstance(started, datetime) else "")
+            + (f" since {short_time(started, settings)}" if isinstance(started, datetime) else "")
         )
     if workspace.last_possible_duplicate_at is not None:
-        notes.append(f"possible duplicate {_short(workspace.last_possible_duplicate_at, settings)}")
+        notes.append(f"possible duplicate {short_time(workspace.last_possible_duplicate_at, settings)}")
     if workspace.consecutive_failures and workspace.last_error:
         notes.append(workspace.last_error)
     return notes
@@ -182,13 +182,11 @@ def _notes(workspace: WorkspaceReport, settings: Settings) -> list[str]:
 
 def _no_cursor_text(workspace: WorkspaceReport, settings: Settings) -> str:
     if workspace.legacy_watermark is not None:
-        return (
-            f"v1 watermark {_time(workspace.legacy_watermark, settings)}: the next scheduled run turns it into a cursor"
-        )
+        return f"v1 watermark {local_time(workspace.legacy_watermark, settings, SECOND_FORMAT)}: the next scheduled run turns it into a cursor"
     first, starts_at = workspace.first_cursor, workspace.next_run_starts_at
     if starts_at is not None:
         return (
-            f"no cursor yet: the next scheduled run starts at {_time(starts_at, settings)} "
+            f"no cursor yet: the next scheduled run starts at {local_time(starts_at, settings, SECOND_FORMAT)} "
             "(where the original service's last export ended)"
         )
     if first is not None:
@@ -271,29 +269,15 @@ def _in_flight_text(in_flight: Mapping[str, Any] | None, settings: Settings) -> 
         parts.append(f"part {part} of {total}")
     low, high = time_of(in_flight.get("from_key")), time_of(in_flight.get("to_key"))
     if low is not None and high is not None:
-        parts.append(f"arrivals {_time(low, settings)} to {_time(high, settings)}")
+        parts.append(
+            f"arrivals {local_time(low, settings, SECOND_FORMAT)} to {local_time(high, settings, SECOND_FORMAT)}"
+        )
     if in_flight.get("run_id"):
         parts.append(f"run {in_flight['run_id']}")
     started = in_flight.get("started_at")
     if isinstance(started, datetime):
-        parts.append(f"since {_time(started, settings)}")
+        parts.append(f"since {local_time(started, settings, SECOND_FORMAT)}")
     return ", ".join(parts) or "yes"
-
-
-def _time(moment: datetime | None, settings: Settings) -> str:
-    return format_local(moment, settings.export_timezone, SECOND_FORMAT)
-
-
-def _short(moment: datetime | None, settings: Settings) -> str:
-    """'12-01 22:15' this year (narrow table columns), '2025-12-01 22:15' before."""
-    if moment is None:
-        return ""
-    local = moment.astimezone(settings.export_timezone)
-    return (
-        f"{local:%m-%d %H:%M}"
-        if local.year == datetime.now(settings.export_timezone).year
-        else f"{local:%Y-%m-%d %H:%M}"
-    )
 
 
 def _iso_local(moment: datetime | None, settings: Settings) -> str:

@@ -20,7 +20,7 @@ from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from wa_export.clock import SECOND_FORMAT, as_utc_or_none, format_local, iso, parse_time
+from wa_export.clock import SECOND_FORMAT, as_utc_or_none, iso, parse_time
 from wa_export.commands.state import WorkspaceReport, workspace_states
 from wa_export.errors import MongoUnavailable, UsageProblem, WorkspaceBusy
 from wa_export.settings import Settings
@@ -37,8 +37,8 @@ from wa_export.store.connection import (
 from wa_export.store.ownership import as_object_id, owner_of
 from wa_export.store.state import ANY_CURSOR, read_lease, read_state_documents, set_moved_cursor
 from wa_export.store.waiting import position_key, workspace_chat_ids
+from wa_export.units import local_time
 
-MOVED_SOURCE = "moved"
 # "already_past": --move-past of a message the cursor is already beyond; nothing was written.
 MoveDirection = Literal["back", "forward", "unchanged", "created", "already_past"]
 
@@ -106,7 +106,7 @@ def move_cursor(settings: Settings, workspace_id: str | None, to: str) -> MoveRe
         now = store.database_now()
         if moment > now:
             raise UsageProblem(
-                f"--move-to {to!r} is later than the database clock ({_local(now, settings)}): a cursor there would skip "
+                f"--move-to {to!r} is later than the database clock ({local_time(now, settings, SECOND_FORMAT, zoned=True)}): a cursor there would skip "
                 "messages that have not arrived yet; give a time in the past."
             )
         return _move(store, workspace, arrival, now, arrival.at(moment), moment)
@@ -304,7 +304,7 @@ def _busy(store: Store, workspace: Workspace, settings: Settings) -> WorkspaceBu
             f"The cursor of workspace {workspace.id} changed while this command ran (a run just delivered); "
             "it was not moved: run the command again."
         )
-    until = f" until {_local(expires, settings)}" if expires else ""
+    until = f" until {local_time(expires, settings, SECOND_FORMAT, zoned=True)}" if expires else ""
     return WorkspaceBusy(
         f"Workspace {workspace.id} is being exported by {owner or 'another run'} (lease{until}); its cursor was not moved: "
         "run the command again once that run has finished."
@@ -338,7 +338,3 @@ def _record_move(store: Store, move: CursorMove, settings: Settings) -> None:
             f"The cursor of workspace {move.workspace_id} was moved to {iso(move.new_time)}, but the move could not "
             f"be recorded in system_logs ({describe_mongo_error(error, settings)})"
         ) from None
-
-
-def _local(moment: datetime, settings: Settings) -> str:
-    return f"{format_local(moment, settings.export_timezone, SECOND_FORMAT)} {settings.timezone_name}"

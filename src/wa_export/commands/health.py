@@ -7,10 +7,11 @@ MongoDB, so a monitor needs one rule for `health`. The report is recorded as a
 `health_check` event in `system_logs` when MongoDB is reachable.
 
 Why this module is long: one short function per check (MongoDB, SMTP, the
-export folder, workspaces stored twice, indexes, arrival order, scheduled runs,
-failed exports, possible duplicates) and the runner that guards each; the
-address and folder checks live in health_addresses.py and workspace_checks.py,
-the wording in health_check.py.
+export folder, workspace addresses and folders, workspaces stored twice,
+indexes, arrival order, scheduled runs, failed exports, possible duplicates),
+the runner that guards each, and the wording they share. The address and
+folder checks judge with the export's own rules (recipients.py,
+workbook/naming.py), so `health` predicts what the next run will do.
 """
 
 from __future__ import annotations
@@ -23,32 +24,46 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pymongo.errors import PyMongoError
 
 from wa_export.clock import as_utc, utc_now
-from wa_export.commands.health_addresses import check_workspace_addresses
-from wa_export.commands.health_check import Check, CheckStatus, clause, count_noun, local_time, named, sentence
-from wa_export.commands.workspace_checks import check_export_folders
 from wa_export.errors import ExitCode, MongoUnavailable
+from wa_export.export.preflight import run_warnings, unmatched_variable_warnings
 from wa_export.mail.errors import MailError
 from wa_export.mail.message import check_sendable
 from wa_export.mail.sender import MailSender
 from wa_export.mail.transport import tls_mode
+from wa_export.recipients import SOURCE_LABELS, RecipientSource, missing_hint, recipients_for
 from wa_export.redaction import redact
 from wa_export.settings import Settings
 from wa_export.store import logs
 from wa_export.store.arrivals import ArrivalKey, check_arrival_key
-from wa_export.store.connection import SERVICE_NAME, Store, describe_mongo_error
+from wa_export.store.connection import SERVICE_NAME, Store, Workspace, describe_mongo_error
 from wa_export.store.export_logs import recent_possible_duplicates
 from wa_export.store.state import count_cursors_ahead, count_foreign_cursors, last_successes
-from wa_export.units import format_ago, format_bytes
+from wa_export.units import count_noun, format_ago, format_bytes, has, is_, local_time
+from wa_export.workbook.naming import FOLDER_MARKER, slugify, unclaimed_folders
+
+CheckStatus = Literal["ok", "warning", "failed", "skipped"]
+NAMES_SHOWN = 10  # longer lists are cut in the reason; `details` (and --json) has them all
 
 # Free space below either threshold is a warning: a full disk fails every export.
 MIN_FREE_BYTES = 1024**3
 MIN_FREE_FRACTION = 0.05
 FAILED_EXPORTS_LOOKBACK = timedelta(hours=24)
+
+
+@dataclass
+class Check:
+    name: str
+    status: CheckStatus
+    reason: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "status": self.status, "reason": self.reason, "details": self.details}
 
 
 @dataclass
@@ -89,7 +104,29 @@ class HealthReport:
         }
 
 
-# --------------------------------------------------------------------------- helpers
+# --------------------------------------------------------------------------- wording
+# Reasons embed texts from elsewhere (driver errors, stored error messages, names):
+# `sentence` joins clauses so that none ends up with doubled punctuation.
+
+
+def named(items: list[str]) -> str:
+    shown = ", ".join(items[:NAMES_SHOWN])
+    return shown + (f" and {len(items) - NAMES_SHOWN} more" if len(items) > NAMES_SHOWN else "")
+
+
+def clause(text: str) -> str:
+    """Text from elsewhere made fit to continue a sentence: no final punctuation."""
+    return text.strip().rstrip(".;: ")
+
+
+def sentence(clauses: list[str]) -> str:
+    """Clauses joined with "; " into one sentence with one capital and one final period."""
+    text = "; ".join(clause(part) for part in clauses if clause(part))
+    return (text[:1].upper() + text[1:] + ".") if text else ""
+
+
+def _label(workspace: Workspace) -> str:
+    return f"{workspace.name or '(unnamed)'} ({workspace.id})"
 
 
 def _failure_label(entry: dict[str, Any]) -> str:
@@ -187,6 +224,138 @@ def check_export_dir(export_dir: Path) -> Check:
 # --------------------------------------------------------------------------- checks with MongoDB
 
 
+def check_workspace_addresses(store: Store, settings: Settings) -> Check:
+    active = store.active_workspaces()  # a database without a workspaces collection ends health: exit 2
+    if not active:
+        messages = [warning.message for warning in run_warnings(settings, [], covers_all_active=True)]
+        return Check("workspace_addresses", "warning", sentence(messages))
+    recipients = {w.id: recipients_for(w, settings) for w in active}
+    missing = [w for w in active if recipients[w.id].source == "none"]
+    refused = [w for w in active if recipients[w.id].problem]
+    invalid = [w for w in refused if recipients[w.id].problem_kind == "invalid"]
+    outside = [w for w in refused if recipients[w.id].problem_kind == "domain"]
+    unmatched = unmatched_variable_warnings(settings, (w.id for w in active))
+    unused = [warning.workspace_id for warning in unmatched if warning.workspace_id is not None]
+    malformed = list(settings.malformed_email_variables)
+    listed: tuple[RecipientSource, ...] = ("environment", "database", "none")
+    sources = {source: sum(1 for r in recipients.values() if r.source == source) for source in listed}
+    details = {
+        "active": len(active),
+        "sources": sources,
+        "workspaces": [{"id": w.id, "name": w.name, **recipients[w.id].as_dict()} for w in active],
+        "missing": [{"id": w.id, "name": w.name} for w in missing],
+        "refused": [{"id": w.id, "name": w.name, "problem": recipients[w.id].problem} for w in refused],
+        "invalid": [{"id": w.id, "name": w.name, "problem": recipients[w.id].problem} for w in invalid],
+        "outside_allowed_domains": [{"id": w.id, "name": w.name} for w in outside],
+        "configured_for_unknown_or_inactive": unused,
+        "malformed_variables": malformed,
+    }
+    where = ", ".join(
+        f"{count} from the {SOURCE_LABELS[source]}"
+        + (f" {settings.export_recipients_field}" if source == "database" else " WORKSPACE_<ID>_EMAIL")
+        for source, count in sources.items()
+        if count and source != "none"
+    )
+    problems = []
+    if missing:
+        problems.append(
+            f"{count_noun(len(missing), 'active workspace')} of {len(active)} {has(len(missing))} no address "
+            f"and {is_(len(missing))} not exported: {named([_label(w) for w in missing])}; "
+            + missing_hint("<ID>", settings)
+            + " for each"
+        )
+    if refused:
+        first = recipients[refused[0].id].problem
+        problems.append(
+            f"{count_noun(len(refused), 'workspace')} {has(len(refused))} refused addresses (invalid, or outside "
+            f"EXPORT_ALLOWED_EMAIL_DOMAINS) and fail{'s' if len(refused) == 1 else ''} every export: "
+            f"{named([_label(w) for w in refused])} (first: {first})"
+        )
+    notes = []
+    if unused:
+        notes.append(
+            "WORKSPACE_<ID>_EMAIL is set for ids that are no active workspace (a typo, or an inactive or deleted "
+            f"workspace): {named(unused)}"
+        )
+    if malformed:
+        notes.append(
+            f"{named(malformed)} {is_(len(malformed))} ignored: the part between WORKSPACE_ and _EMAIL must be "
+            "a workspace id (24 hexadecimal characters)"
+        )
+    sources_clause = f" ({where})" if where else ""
+    if problems:
+        if where:
+            problems.append(f"addresses of the others: {where}")
+        return Check("workspace_addresses", "failed", sentence(problems + notes), details)
+    if notes:
+        return Check(
+            "workspace_addresses",
+            "warning",
+            sentence(
+                [f"All {len(active)} active workspaces have an address{sources_clause}, but " + notes[0], *notes[1:]]
+            ),
+            details,
+        )
+    return Check(
+        "workspace_addresses", "ok", f"All {len(active)} active workspaces have an address{sources_clause}.", details
+    )
+
+
+def check_export_folders(store: Store, settings: Settings) -> Check:
+    """Folders without an owner marker (the original service's) that an export would adopt, or could not."""
+    by_slug: dict[str, list[Workspace]] = {}
+    for workspace in store.active_workspaces():
+        by_slug.setdefault(slugify(workspace.name, workspace.id), []).append(workspace)
+    try:
+        unclaimed = unclaimed_folders(settings.export_dir, by_slug)
+    except OSError as error:
+        return Check(
+            "export_folders",
+            "warning",
+            f"Cannot inspect the folders in {settings.export_dir} ({error.strerror or error}); "
+            "make EXPORT_DIR readable by the user that runs wa-export.",
+        )
+    contested = [slug for slug in unclaimed if len(by_slug[slug]) > 1]
+    adoptable = [slug for slug in unclaimed if len(by_slug[slug]) == 1]
+    details = {
+        "contested": [
+            {
+                "folder": str(settings.export_dir / slug),
+                "workspaces": [{"id": w.id, "name": w.name} for w in by_slug[slug]],
+            }
+            for slug in contested
+        ],
+        "to_adopt": [
+            {
+                "folder": str(settings.export_dir / slug),
+                "workspace": {"id": by_slug[slug][0].id, "name": by_slug[slug][0].name},
+            }
+            for slug in adoptable
+        ],
+    }
+    adopt_note = (
+        f"{len(adoptable)} folders without an owner marker will be adopted by their workspace on its next export: "
+        + named([f"{slug}/ by {_label(by_slug[slug][0])}" for slug in adoptable])
+        if adoptable
+        else ""
+    )
+    if contested:
+        slug = contested[0]
+        reason = (
+            f"{len(contested)} folders without an owner marker are adopted by nobody because several active "
+            f"workspaces have their name: {named([f'{s}/' for s in contested])}; "
+            f"{settings.export_dir / slug} could belong to {named([_label(w) for w in by_slug[slug]])}, so each "
+            f"exports into its own {slug}_<id> folder; to give the folder to one of them, write that workspace's "
+            f"id into {settings.export_dir / slug / FOLDER_MARKER}"
+        )
+        return Check("export_folders", "warning", reason + (f"; {adopt_note}" if adopt_note else "") + ".", details)
+    if adopt_note:
+        return Check("export_folders", "ok", adopt_note + ".", details)
+    return Check(
+        "export_folders", "ok", "Every workspace folder in EXPORT_DIR has its owner marker or is new.", details
+    )
+
+
 def check_indexes(store: Store) -> Check:
     missing = store.missing_indexes()
     if not missing:
@@ -248,12 +417,15 @@ def check_scheduled_runs(store: Store, settings: Settings, now: datetime) -> Che
         return Check(
             "scheduled_runs",
             "failed",
-            f"No scheduled run since {local_time(last, settings)} ({format_ago(age)}; EXPORT_INTERVAL_MINUTES is "
+            f"No scheduled run since {local_time(last, settings, zoned=True)} ({format_ago(age)}; EXPORT_INTERVAL_MINUTES is "
             f"{settings.export_interval_minutes}); {hint}.",
             details,
         )
     return Check(
-        "scheduled_runs", "ok", f"Last scheduled run {local_time(last, settings)} ({format_ago(age)}).", details
+        "scheduled_runs",
+        "ok",
+        f"Last scheduled run {local_time(last, settings, zoned=True)} ({format_ago(age)}).",
+        details,
     )
 
 
@@ -265,7 +437,7 @@ def _no_scheduled_run_yet(store: Store, settings: Settings, now: datetime, thres
         return Check(
             "scheduled_runs",
             "failed",
-            f"No scheduled run recorded, although wa-export has been used here since {local_time(first_used, settings)} "
+            f"No scheduled run recorded, although wa-export has been used here since {local_time(first_used, settings, zoned=True)} "
             f"({format_ago(now - as_utc(first_used))}); {hint}.",
             {"first_used": first_used},
         )
@@ -405,7 +577,7 @@ def check_possible_duplicates(store: Store, settings: Settings, now: datetime) -
         return Check("possible_duplicates", "ok", "No email in the last 24 hours may have repeated an earlier one.")
     names = list(dict.fromkeys(f"{e.get('workspace_name') or '(unnamed)'} ({e.get('workspace_id')})" for e in entries))
     last = entries[0].get("created_at")
-    when = f"; the latest at {local_time(last, settings)}" if isinstance(last, datetime) else ""
+    when = f"; the latest at {local_time(last, settings, zoned=True)}" if isinstance(last, datetime) else ""
     return Check(
         "possible_duplicates",
         "warning",
@@ -487,6 +659,3 @@ def _record(store: Store, report: HealthReport) -> bool:
     except PyMongoError:
         return False  # the report itself is still printed; a refused log write is no health failure
     return True
-
-
-__all__ = ["Check", "HealthReport", "check_export_dir", "index_command", "run_health"]

@@ -113,10 +113,17 @@ def write_sample_workbook(directory: Path, settings: Settings, workspace_id: str
     now = utc_now()
     path = directory / SAMPLE_FILE_NAME
     with WorkbookWriter(path, settings.export_timezone) as writer:
-        writer.append("+10000000000", "+10000000001", "This is a wa-export test", now - timedelta(minutes=1),
-                      "received", workspace_id)
-        writer.append("+10000000001", "+10000000000", "This is a wa-export test reply", now, "sent_via_ai",
-                      workspace_id)
+        writer.append(
+            "+10000000000",
+            "+10000000001",
+            "This is a wa-export test",
+            now - timedelta(minutes=1),
+            "received",
+            workspace_id,
+        )
+        writer.append(
+            "+10000000001", "+10000000000", "This is a wa-export test reply", now, "sent_via_ai", workspace_id
+        )
         return writer.commit()
 
 
