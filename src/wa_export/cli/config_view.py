@@ -47,6 +47,3 @@ def _table(title: str, lines: list[SettingLine]) -> Table:
         status = "[bold red]invalid[/bold red]" if line.problem else "[green]ok[/green]"
         table.add_row(escape(line.variable), escape(line.value or "(not set)"), escape(line.source), status)
     return table
-
-
-__all__ = ["render_config"]

@@ -77,18 +77,18 @@ def render_move(output: Output, result: MoveResult, settings: Settings) -> None:
         return
     move = result.move
     if move.direction == "already_past":
-        where = f"{local_time(move.new_time, settings, SECOND_FORMAT)} (key {key_text(move.new_key)})"
+        where = f"{_time(move.new_time, settings)} (key {key_text(move.new_key)})"
         output.line(
-            f"Workspace {move.workspace_id}: message {move.past_message_id} (arrived {local_time(move.requested_time, settings, SECOND_FORMAT)}) "
+            f"Workspace {move.workspace_id}: message {move.past_message_id} (arrived {_time(move.requested_time, settings)}) "
             f"is already behind the delivery position {where}: it was delivered or skipped before; nothing was moved."
         )
         return
     old = (
-        f"{local_time(move.old_time, settings, SECOND_FORMAT)} (key {key_text(move.old_key)}, {move.old_source or 'unknown source'})"
+        f"{_time(move.old_time, settings)} (key {key_text(move.old_key)}, {move.old_source or 'unknown source'})"
         if move.old_key is not None
         else "no cursor"
     )
-    new = f"{local_time(move.new_time, settings, SECOND_FORMAT)} (key {key_text(move.new_key)})"
+    new = f"{_time(move.new_time, settings)} (key {key_text(move.new_key)})"
     consequence = {
         "back": "the next scheduled run delivers again what arrived from then on",
         "forward": "what arrived before then will not be delivered",
@@ -97,7 +97,7 @@ def render_move(output: Output, result: MoveResult, settings: Settings) -> None:
     }[move.direction]
     if move.past_message_id is not None:
         consequence = (
-            f"message {move.past_message_id} (arrived {local_time(move.requested_time, settings, SECOND_FORMAT)}) will not be delivered; "
+            f"message {move.past_message_id} (arrived {_time(move.requested_time, settings)}) will not be delivered; "
             "what arrived after it, in the same second too, will"
         )
     change = (
@@ -106,15 +106,14 @@ def render_move(output: Output, result: MoveResult, settings: Settings) -> None:
     output.line(f"Workspace {move.workspace_id}: {change}: {consequence}.")
     after = result.state_after
     if after.waiting is not None:
-        output.line(f"Messages waiting from the new cursor: {_waiting_count(after)}{_oldest_suffix(after)}.")
+        age = _oldest_age(after)
+        oldest = f", the oldest arrived {age} ago" if age else ""
+        output.line(f"Messages waiting from the new cursor: {_waiting_count(after)}{oldest}.")
     output.line(f"Recorded in system_logs (host {move.host}); see wa-export logs --system.")
 
 
-# --- pieces ------------------------------------------------------------------------------
-
-
 def _state_table(report: StateReport, settings: Settings) -> Table:
-    title = f"Delivery state, times in {report.timezone_name} (database clock {local_time(report.database_now, settings, SECOND_FORMAT)})"
+    title = f"Delivery state, times in {report.timezone_name} (database clock {_time(report.database_now, settings)})"
     table = Table(title=escape(title), box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("Workspace / id", overflow="fold", min_width=24)
     table.add_column("Cursor", no_wrap=True)
@@ -182,11 +181,13 @@ def _notes(workspace: WorkspaceReport, settings: Settings) -> list[str]:
 
 def _no_cursor_text(workspace: WorkspaceReport, settings: Settings) -> str:
     if workspace.legacy_watermark is not None:
-        return f"v1 watermark {local_time(workspace.legacy_watermark, settings, SECOND_FORMAT)}: the next scheduled run turns it into a cursor"
+        return (
+            f"v1 watermark {_time(workspace.legacy_watermark, settings)}: the next scheduled run turns it into a cursor"
+        )
     first, starts_at = workspace.first_cursor, workspace.next_run_starts_at
     if starts_at is not None:
         return (
-            f"no cursor yet: the next scheduled run starts at {local_time(starts_at, settings, SECOND_FORMAT)} "
+            f"no cursor yet: the next scheduled run starts at {_time(starts_at, settings)} "
             "(where the original service's last export ended)"
         )
     if first is not None:
@@ -253,14 +254,7 @@ def _oldest_age(workspace: WorkspaceReport) -> str:
     return "" if age is None else format_age(timedelta(seconds=age))
 
 
-def _oldest_suffix(workspace: WorkspaceReport) -> str:
-    age = _oldest_age(workspace)
-    return f", the oldest arrived {age} ago" if age else ""
-
-
-def _in_flight_text(in_flight: Mapping[str, Any] | None, settings: Settings) -> str:
-    if not in_flight:
-        return ""
+def _in_flight_text(in_flight: Mapping[str, Any], settings: Settings) -> str:
     from wa_export.store.arrivals import time_of
 
     parts = []
@@ -269,15 +263,17 @@ def _in_flight_text(in_flight: Mapping[str, Any] | None, settings: Settings) -> 
         parts.append(f"part {part} of {total}")
     low, high = time_of(in_flight.get("from_key")), time_of(in_flight.get("to_key"))
     if low is not None and high is not None:
-        parts.append(
-            f"arrivals {local_time(low, settings, SECOND_FORMAT)} to {local_time(high, settings, SECOND_FORMAT)}"
-        )
+        parts.append(f"arrivals {_time(low, settings)} to {_time(high, settings)}")
     if in_flight.get("run_id"):
         parts.append(f"run {in_flight['run_id']}")
     started = in_flight.get("started_at")
     if isinstance(started, datetime):
-        parts.append(f"since {local_time(started, settings, SECOND_FORMAT)}")
+        parts.append(f"since {_time(started, settings)}")
     return ", ".join(parts) or "yes"
+
+
+def _time(moment: datetime | None, settings: Settings) -> str:
+    return local_time(moment, settings, SECOND_FORMAT)
 
 
 def _iso_local(moment: datetime | None, settings: Settings) -> str:

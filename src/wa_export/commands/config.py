@@ -161,6 +161,3 @@ def _display(value: object) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
-
-
-__all__ = ["ConfigReport", "SettingLine", "config_report", "setting_variables"]

@@ -1,12 +1,9 @@
-"""`wa-export test-email`: one short mail with a tiny sample workbook, through the production mail path.
+"""`wa-export test-email`: one short mail with a tiny sample workbook (fake rows), through the production mail path.
 
 It answers "would an export reach this address?": the recipients come from
-`--to`, or from the workspace as an export would find them (recipients.py:
-`WORKSPACE_<ID>_EMAIL`, else its EXPORT_RECIPIENTS_FIELD). MongoDB is read only
-in that last case, so the command also works while the database is down. The
-allow-list is checked before any connection, and a failure is a `MailError`
-whose `step` says where it broke and whose `hint` says what to do. The sample
-workbook holds fake rows only.
+`--to`, or from the workspace as an export finds them (recipients.py). MongoDB
+is read only in that last case, so the command also works while the database
+is down. The allow-list is checked before any connection.
 """
 
 from __future__ import annotations
@@ -166,6 +163,3 @@ def send_test_email(settings: Settings, workspace_id: str | None, to: Sequence[s
     except MailError as error:
         return replace(result, error=error)
     return result
-
-
-__all__ = ["TestEmailResult", "TestEmailUsage", "resolve_recipients", "send_test_email", "write_sample_workbook"]
