@@ -94,11 +94,7 @@ class MoveResult:
 
 def move_cursor(settings: Settings, workspace_id: str | None, to: str) -> MoveResult:
     """Set the cursor to key(TIME) unless a run holds the lease; return the move and the state after it."""
-    if workspace_id is None:
-        raise UsageProblem(
-            "--move-to moves one workspace's cursor: give its WORKSPACE_ID, e.g. wa-export state ID --move-to TIME."
-        )
-    parse_workspace_id(workspace_id)
+    workspace_id = _one_workspace(workspace_id, "--move-to TIME")
     moment = parse_time(to, "--move-to", settings.export_timezone)
     arrival = ArrivalKey(settings.export_arrival_field)
     with open_store(settings) as store, mongo_errors(settings):
@@ -114,11 +110,7 @@ def move_cursor(settings: Settings, workspace_id: str | None, to: str) -> MoveRe
 
 def move_cursor_past(settings: Settings, workspace_id: str | None, message_id: str) -> MoveResult:
     """Set the cursor just after one message of this workspace, skipping it and nothing else."""
-    if workspace_id is None:
-        raise UsageProblem(
-            "--move-past moves one workspace's cursor: give its WORKSPACE_ID, e.g. wa-export state ID --move-past MESSAGE_ID."
-        )
-    parse_workspace_id(workspace_id)
+    workspace_id = _one_workspace(workspace_id, "--move-past MESSAGE_ID")
     message_object_id = _parse_message_id(message_id)
     arrival = ArrivalKey(settings.export_arrival_field)
     with open_store(settings) as store, mongo_errors(settings):
@@ -142,18 +134,8 @@ def move_cursor_past(settings: Settings, workspace_id: str | None, message_id: s
         old_key, old_source = _old_position(document or None, arrival)
         requested = time_of(message_key) or now
         if message_key < position:  # both keys of the configured field: delivered (or skipped) already
-            move = CursorMove(
-                workspace_id=workspace.id,
-                workspace_name=workspace.name,
-                requested_time=requested,
-                old_key=old_key,
-                old_source=old_source,
-                new_key=old_key if old_key is not None else position,
-                direction="already_past",
-                database_now=now,
-                host=socket.gethostname(),
-                past_message_id=str(message_object_id),
-            )
+            unmoved = old_key if old_key is not None else position
+            move = _cursor_move(workspace, requested, (old_key, old_source), unmoved, now, str(message_object_id), True)
             return _result(store, workspace, move)
         new_key = _key_just_after(store, workspace, arrival, message_key, message_object_id)
         earlier = _messages_between(store, workspace, arrival.field, position, message_key)
@@ -164,6 +146,41 @@ def move_cursor_past(settings: Settings, workspace_id: str | None, message_id: s
                 "or skip them all deliberately with --move-to."
             )
         return _move(store, workspace, arrival, now, new_key, requested, document.get("cursor"), str(message_object_id))
+
+
+def _one_workspace(workspace_id: str | None, option: str) -> str:
+    if workspace_id is None:
+        name = option.split()[0]
+        raise UsageProblem(
+            f"{name} moves one workspace's cursor: give its WORKSPACE_ID, e.g. wa-export state ID {option}."
+        )
+    parse_workspace_id(workspace_id)
+    return workspace_id
+
+
+def _cursor_move(
+    workspace: Workspace,
+    requested_time: datetime,
+    old: tuple[Key | None, str | None],
+    new_key: Key,
+    now: datetime,
+    past_message_id: str | None,
+    already_past: bool = False,
+) -> CursorMove:
+    old_key, old_source = old
+    direction: MoveDirection = "already_past" if already_past else _direction(old_key, new_key)
+    return CursorMove(
+        workspace.id,
+        workspace.name,
+        requested_time,
+        old_key,
+        old_source,
+        new_key,
+        direction,
+        now,
+        socket.gethostname(),
+        past_message_id,
+    )
 
 
 def _parse_message_id(raw: str) -> ObjectId:
@@ -254,19 +271,7 @@ def _move(
     except DuplicateKeyError:
         # The document exists but did not match: its lease is live, or a run moved the cursor meanwhile.
         raise _busy(store, workspace, store.settings) from None
-    old_key, old_source = _old_position(before, arrival)
-    move = CursorMove(
-        workspace_id=workspace.id,
-        workspace_name=workspace.name,
-        requested_time=requested_time,
-        old_key=old_key,
-        old_source=old_source,
-        new_key=new_key,
-        direction=_direction(old_key, new_key),
-        database_now=now,
-        host=socket.gethostname(),
-        past_message_id=past_message_id,
-    )
+    move = _cursor_move(workspace, requested_time, _old_position(before, arrival), new_key, now, past_message_id)
     _record_move(store, move, store.settings)
     return _result(store, workspace, move)
 

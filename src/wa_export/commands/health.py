@@ -16,7 +16,6 @@ workbook/naming.py), so `health` predicts what the next run will do.
 
 from __future__ import annotations
 
-import functools
 import os
 import secrets
 import shutil
@@ -131,12 +130,6 @@ def _label(workspace: Workspace) -> str:
 
 def _failure_label(entry: dict[str, Any]) -> str:
     return f"{entry['name'] or '(unnamed)'} ({entry['id']}, {entry['failures']}x)"
-
-
-def index_command(collection: str, keys: list[tuple[str, int]]) -> str:
-    """The mongosh command that creates a supporting index, e.g. db.chats.createIndex({ workspace_id: 1 })."""
-    fields = ", ".join(f"{name}: {order}" for name, order in keys)
-    return f"db.{collection}.createIndex({{ {fields} }})"
 
 
 # --------------------------------------------------------------------------- checks without MongoDB
@@ -360,7 +353,11 @@ def check_indexes(store: Store) -> Check:
     missing = store.missing_indexes()
     if not missing:
         return Check("indexes", "ok", "The supporting indexes on chats and messages exist.")
-    commands = [index_command(collection, keys) for collection, keys in missing]
+    # mongosh commands, e.g. db.chats.createIndex({ workspace_id: 1 })
+    commands = [
+        f"db.{collection}.createIndex({{ {', '.join(f'{name}: {order}' for name, order in keys)} }})"
+        for collection, keys in missing
+    ]
     return Check(
         "indexes",
         "warning",
@@ -591,14 +588,6 @@ def check_possible_duplicates(store: Store, settings: Settings, now: datetime) -
 # --------------------------------------------------------------------------- the run
 
 
-def _guarded(name: str, settings: Settings, check: Callable[[], Check]) -> Check:
-    """A database error inside one check fails that check, not the whole report."""
-    try:
-        return check()
-    except PyMongoError as error:
-        return Check(name, "failed", describe_mongo_error(error, settings))
-
-
 def run_health(
     settings: Settings,
     *,
@@ -640,8 +629,11 @@ def run_health(
         for name, check in database_checks:
             if store is None:
                 report.checks.append(Check(name, "skipped", "Not checked: MongoDB is unreachable."))
-            else:
-                report.checks.append(_guarded(name, settings, functools.partial(check, store)))
+                continue
+            try:
+                report.checks.append(check(store))
+            except PyMongoError as error:  # fails that check, not the whole report
+                report.checks.append(Check(name, "failed", describe_mongo_error(error, settings)))
 
         if store is not None:
             report.recorded = _record(store, report)
