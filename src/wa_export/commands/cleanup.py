@@ -167,9 +167,6 @@ def clean_export_dir(settings: Settings, days: int, dry_run: bool, now: datetime
     result = CleanupResult(
         export_dir=str(export_dir), days=days, dry_run=dry_run, cutoff=now - timedelta(days=days), started_at=now
     )
-    temp_cutoff = (now - TEMP_FILE_MAX_AGE).timestamp()
-    cutoff = result.cutoff.timestamp()
-
     if not os.path.lexists(export_dir):
         result.export_dir_exists = False
         return result
@@ -189,7 +186,7 @@ def clean_export_dir(settings: Settings, days: int, dry_run: bool, now: datetime
             folder_names = sorted(entry.name for entry in entries if entry.is_dir(follow_symlinks=False))
         for name in folder_names:
             try:
-                _clean_folder(root_fd, name, export_dir, cutoff, temp_cutoff, dry_run, result)
+                _clean_folder(root_fd, name, result)
             except OSError as error:
                 result.errors.append(f"{export_dir / name}: {error.strerror or error}")
     finally:
@@ -197,19 +194,11 @@ def clean_export_dir(settings: Settings, days: int, dry_run: bool, now: datetime
     return result
 
 
-def _clean_folder(
-    root_fd: int,
-    name: str,
-    export_dir: Path,
-    cutoff: float,
-    temp_cutoff: float,
-    dry_run: bool,
-    result: CleanupResult,
-) -> None:
+def _clean_folder(root_fd: int, name: str, result: CleanupResult) -> None:
     folder_fd = _open_directory(name, root_fd)
     if folder_fd is None:
         return  # a symlink (O_NOFOLLOW refused it) or gone meanwhile
-    folder = export_dir / name
+    folder, dry_run = Path(result.export_dir) / name, result.dry_run
     try:
         marker = _marker_content(folder_fd)
         if marker is None and not is_slug(name):
@@ -226,7 +215,7 @@ def _clean_folder(
             info = _lstat(entry_name, folder_fd)
             if info is None:
                 continue
-            kind = _kind(entry_name, info, cutoff, temp_cutoff, workbook_pattern, temps=marker is not None)
+            kind = _kind(entry_name, info, result, workbook_pattern, temps=marker is not None)
             if kind is None:
                 remaining += 1
                 continue
@@ -252,19 +241,14 @@ def _clean_folder(
 
 
 def _kind(
-    name: str,
-    info: os.stat_result,
-    cutoff: float,
-    temp_cutoff: float,
-    workbook_pattern: re.Pattern[str],
-    temps: bool,
+    name: str, info: os.stat_result, result: CleanupResult, workbook_pattern: re.Pattern[str], temps: bool
 ) -> FileKind | None:
     if not stat.S_ISREG(info.st_mode):
         return None  # symlinks, folders, sockets...: never ours to delete
     if workbook_pattern.match(name):
-        return "workbook" if info.st_mtime < cutoff else None
+        return "workbook" if info.st_mtime < result.cutoff.timestamp() else None
     if temps and TEMP_FILE_PATTERN.match(name):
-        return "temp" if info.st_mtime < temp_cutoff else None
+        return "temp" if info.st_mtime < (result.started_at - TEMP_FILE_MAX_AGE).timestamp() else None
     return None
 
 

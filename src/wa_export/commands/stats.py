@@ -10,7 +10,7 @@ never disagree.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -79,13 +79,7 @@ class ExportSummary:
     last_failure: datetime | None = None  # within the period
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "completed": self.completed,
-            "failed": self.failed,
-            "messages_exported": self.messages_exported,
-            "last_success": iso(self.last_success),
-            "last_failure": iso(self.last_failure),
-        }
+        return {**asdict(self), "last_success": iso(self.last_success), "last_failure": iso(self.last_failure)}
 
 
 @dataclass
