@@ -144,14 +144,9 @@ def check_smtp_settings(settings: Settings) -> Check:
     login = f"login as {settings.smtp_username}" if settings.smtp_username else "no login"
     where = f"{settings.smtp_server}:{settings.smtp_port}, {mode}, {login}, from {settings.smtp_from}"
     details = {"server": settings.smtp_server, "port": settings.smtp_port, "security": mode}
-    if mode == "none":
-        return Check(
-            "smtp_settings",
-            "warning",
-            f"SMTP settings complete ({where}) but SMTP_SECURITY=none sends passwords and exports unencrypted.",
-            details,
-        )
-    return Check("smtp_settings", "ok", f"SMTP settings complete ({where}).", details)
+    plain = mode == "none"
+    note = " but SMTP_SECURITY=none sends passwords and exports unencrypted" if plain else ""
+    return Check("smtp_settings", "warning" if plain else "ok", f"SMTP settings complete ({where}){note}.", details)
 
 
 def check_smtp_login(settings: Settings, settings_check: Check) -> Check:
@@ -163,11 +158,8 @@ def check_smtp_login(settings: Settings, settings_check: Check) -> Check:
     except MailError as error:
         return Check("smtp_login", "failed", f"{error}", {"step": error.step})
     who = f" as {settings.smtp_username}" if settings.smtp_username else ""
-    return Check(
-        "smtp_login",
-        "ok",
-        f"Connected to {settings.smtp_server}:{settings.smtp_port} over {tls_mode(settings)} and logged in{who}.",
-    )
+    where = f"{settings.smtp_server}:{settings.smtp_port} over {tls_mode(settings)}"
+    return Check("smtp_login", "ok", f"Connected to {where} and logged in{who}.")
 
 
 def check_export_dir(export_dir: Path) -> Check:
@@ -193,24 +185,19 @@ def check_export_dir(export_dir: Path) -> Check:
         os.unlink(probe)
     except OSError as error:
         where = export_dir if existing == export_dir else f"{existing} (EXPORT_DIR {export_dir} does not exist yet)"
-        return Check(
-            "export_dir",
-            "failed",
-            f"Cannot write in {where} ({error.strerror or error}); make it writable by the user that runs wa-export.",
-            details,
+        reason = (
+            f"Cannot write in {where} ({error.strerror or error}); make it writable by the user that runs wa-export."
         )
+        return Check("export_dir", "failed", reason, details)
     usage = shutil.disk_usage(existing)
     details.update(free_bytes=usage.free, total_bytes=usage.total)
     free = f"{format_bytes(usage.free)} free of {format_bytes(usage.total)}"
-    prefix = (
-        f"{export_dir} is writable"
-        if existing == export_dir
-        else (f"{export_dir} does not exist yet and can be created in {existing}")
-    )
+    prefix = f"{export_dir} is writable"
+    if existing != export_dir:
+        prefix = f"{export_dir} does not exist yet and can be created in {existing}"
     if usage.free < MIN_FREE_BYTES or (usage.total and usage.free / usage.total < MIN_FREE_FRACTION):
-        return Check(
-            "export_dir", "warning", f"{prefix}, but only {free}; free space or run `wa-export cleanup`.", details
-        )
+        reason = f"{prefix}, but only {free}; free space or run `wa-export cleanup`."
+        return Check("export_dir", "warning", reason, details)
     return Check("export_dir", "ok", f"{prefix}; {free}.", details)
 
 
@@ -310,19 +297,14 @@ def check_export_folders(store: Store, settings: Settings) -> Check:
         )
     contested = [slug for slug in unclaimed if len(by_slug[slug]) > 1]
     adoptable = [slug for slug in unclaimed if len(by_slug[slug]) == 1]
+    folder = {slug: str(settings.export_dir / slug) for slug in unclaimed}
     details = {
         "contested": [
-            {
-                "folder": str(settings.export_dir / slug),
-                "workspaces": [{"id": w.id, "name": w.name} for w in by_slug[slug]],
-            }
+            {"folder": folder[slug], "workspaces": [{"id": w.id, "name": w.name} for w in by_slug[slug]]}
             for slug in contested
         ],
         "to_adopt": [
-            {
-                "folder": str(settings.export_dir / slug),
-                "workspace": {"id": by_slug[slug][0].id, "name": by_slug[slug][0].name},
-            }
+            {"folder": folder[slug], "workspace": {"id": by_slug[slug][0].id, "name": by_slug[slug][0].name}}
             for slug in adoptable
         ],
     }
@@ -358,13 +340,8 @@ def check_indexes(store: Store) -> Check:
         f"db.{collection}.createIndex({{ {', '.join(f'{name}: {order}' for name, order in keys)} }})"
         for collection, keys in missing
     ]
-    return Check(
-        "indexes",
-        "warning",
-        "Supporting indexes are missing, so every export scans whole collections; create them once: "
-        + "; ".join(commands),
-        {"commands": commands},
-    )
+    reason = "Supporting indexes are missing, so every export scans whole collections; create them once: "
+    return Check("indexes", "warning", reason + "; ".join(commands), {"commands": commands})
 
 
 def check_duplicate_workspaces(store: Store) -> Check:
@@ -372,77 +349,45 @@ def check_duplicate_workspaces(store: Store) -> Check:
     duplicates = store.stored_twice()
     if not duplicates:
         return Check("duplicate_workspaces", "ok", "Every workspace id is stored once.")
-    return Check(
-        "duplicate_workspaces",
-        "warning",
-        sentence([duplicate.sentence() for duplicate in duplicates]),
+    listed = [
         {
-            "workspaces": [
-                {
-                    "id": d.id,
-                    "documents": [
-                        {"id_type": kind, "name": name, "status": status} for kind, name, status in d.documents
-                    ],
-                }
-                for d in duplicates
-            ]
-        },
+            "id": d.id,
+            "documents": [{"id_type": kind, "name": name, "status": status} for kind, name, status in d.documents],
+        }
+        for d in duplicates
+    ]
+    return Check(
+        "duplicate_workspaces", "warning", sentence([d.sentence() for d in duplicates]), {"workspaces": listed}
     )
 
 
 def check_scheduled_runs(store: Store, settings: Settings, now: datetime) -> Check:
     threshold = timedelta(minutes=2 * settings.export_interval_minutes)
-    latest = store.system_logs.find_one(
-        # --no-email/--dry-run runs and runs limited to some workspaces keep
-        # nothing current: they do not prove the schedule is alive.
-        {
-            "kind": logs.EXPORT_RUN,
-            "trigger": "scheduled",
-            "moves_watermark": {"$ne": False},
-            "all_workspaces": {"$ne": False},
-        },
-        {"timestamp": 1, "failed": 1},
-        sort=[("timestamp", -1)],
-    )
     hint = "check the crontab (`crontab -l`) or the systemd timer (`systemctl list-timers wa-export.timer`)"
-    if latest is None or not isinstance(latest.get("timestamp"), datetime):
-        return _no_scheduled_run_yet(store, settings, now, threshold, hint)
-    last: datetime = latest["timestamp"]
-    age = now - last
-    details = {"last_run": last, "threshold_minutes": 2 * settings.export_interval_minutes}
-    if age > threshold:
-        return Check(
-            "scheduled_runs",
-            "failed",
-            f"No scheduled run since {local_time(last, settings, zoned=True)} ({format_ago(age)}; EXPORT_INTERVAL_MINUTES is "
-            f"{settings.export_interval_minutes}); {hint}.",
-            details,
-        )
-    return Check(
-        "scheduled_runs",
-        "ok",
-        f"Last scheduled run {local_time(last, settings, zoned=True)} ({format_ago(age)}).",
-        details,
+    # --no-email/--dry-run runs and runs limited to some workspaces keep nothing current:
+    # they do not prove the schedule is alive. (`moves_watermark` is the stored field's name.)
+    proving = {"kind": logs.EXPORT_RUN, "trigger": "scheduled", "moves_watermark": {"$ne": False}}
+    latest = store.system_logs.find_one(
+        {**proving, "all_workspaces": {"$ne": False}}, {"timestamp": 1}, sort=[("timestamp", -1)]
     )
-
-
-def _no_scheduled_run_yet(store: Store, settings: Settings, now: datetime, threshold: timedelta, hint: str) -> Check:
-    """A fresh install (wa-export first used moments ago) is a warning; weeks without a scheduled run are not."""
+    last = latest.get("timestamp") if latest is not None else None
+    if isinstance(last, datetime):
+        age = now - last
+        details = {"last_run": last, "threshold_minutes": 2 * settings.export_interval_minutes}
+        when = f"{local_time(last, settings, zoned=True)} ({format_ago(age)}"
+        if age > threshold:
+            reason = f"No scheduled run since {when}; EXPORT_INTERVAL_MINUTES is {settings.export_interval_minutes})"
+            return Check("scheduled_runs", "failed", f"{reason}; {hint}.", details)
+        return Check("scheduled_runs", "ok", f"Last scheduled run {when}).", details)
+    # A fresh install (wa-export first used moments ago) is a warning; weeks without a scheduled run are not.
     first = store.system_logs.find_one({"service": SERVICE_NAME}, {"timestamp": 1}, sort=[("timestamp", 1)])
     first_used = first.get("timestamp") if first is not None else None
     if isinstance(first_used, datetime) and now - as_utc(first_used) > threshold:
-        return Check(
-            "scheduled_runs",
-            "failed",
-            f"No scheduled run recorded, although wa-export has been used here since {local_time(first_used, settings, zoned=True)} "
-            f"({format_ago(now - as_utc(first_used))}); {hint}.",
-            {"first_used": first_used},
-        )
-    return Check(
-        "scheduled_runs",
-        "warning",
-        f"No scheduled run recorded yet (a new installation?); once the timer should be running, {hint}.",
-    )
+        since = f"{local_time(first_used, settings, zoned=True)} ({format_ago(now - as_utc(first_used))})"
+        reason = f"No scheduled run recorded, although wa-export has been used here since {since}; {hint}."
+        return Check("scheduled_runs", "failed", reason, {"first_used": first_used})
+    reason = f"No scheduled run recorded yet (a new installation?); once the timer should be running, {hint}."
+    return Check("scheduled_runs", "warning", reason)
 
 
 def check_failed_exports(store: Store, settings: Settings, now: datetime) -> Check:
@@ -491,12 +436,8 @@ def check_failed_exports(store: Store, settings: Settings, now: datetime) -> Che
             clauses.append(f"recovered since: {named([_failure_label(e) for e in recovered])}")
         clauses.append("`wa-export logs --status failed` shows every error")
         return Check("failed_exports", "failed", sentence(clauses), details)
-    return Check(
-        "failed_exports",
-        "warning",
-        sentence([f"{counted}, all delivered by a later run: {named([_failure_label(e) for e in recovered])}"]),
-        details,
-    )
+    reason = sentence([f"{counted}, all delivered by a later run: {named([_failure_label(e) for e in recovered])}"])
+    return Check("failed_exports", "warning", reason, details)
 
 
 def _last_successes(store: Store, workspace_ids: list[Any], earliest: datetime) -> dict[str, datetime]:
@@ -543,29 +484,21 @@ def check_arrival_order(store: Store, settings: Settings, now: datetime) -> Chec
     # Cursors of the other kind: scheduled runs refuse those workspaces (ArrivalKey.position).
     foreign = count_foreign_cursors(store, key)
     if foreign:
-        return Check(
-            "arrival_order",
-            "failed",
+        reason = (
             f"{foreign} workspace cursor(s) were written while EXPORT_ARRIVAL_FIELD named another kind of field than "
             f"{key.field!r} ({key.type_name}): scheduled runs refuse those workspaces until you set EXPORT_ARRIVAL_FIELD "
-            "back or move each cursor with `wa-export state ID --move-to TIME`.",
-            {"arrival_field": key.field, "foreign_cursors": foreign},
+            "back or move each cursor with `wa-export state ID --move-to TIME`."
         )
+        return Check("arrival_order", "failed", reason, {"arrival_field": key.field, "foreign_cursors": foreign})
     ahead = count_cursors_ahead(store, key, now)
     if ahead:
-        return Check(
-            "arrival_order",
-            "warning",
+        reason = (
             f"{ahead} workspace cursor(s) are ahead of the database clock (a clock was wrong when they were set); "
-            "the next scheduled run pulls them back to its window end, which hides no message.",
-            {"arrival_field": key.field, "cursors_ahead": ahead},
+            "the next scheduled run pulls them back to its window end, which hides no message."
         )
-    return Check(
-        "arrival_order",
-        "ok",
-        f"Messages are ordered by {key.field}; no cursor is ahead of the database clock.",
-        {"arrival_field": key.field},
-    )
+        return Check("arrival_order", "warning", reason, {"arrival_field": key.field, "cursors_ahead": ahead})
+    reason = f"Messages are ordered by {key.field}; no cursor is ahead of the database clock."
+    return Check("arrival_order", "ok", reason, {"arrival_field": key.field})
 
 
 def check_possible_duplicates(store: Store, settings: Settings, now: datetime) -> Check:
@@ -575,14 +508,12 @@ def check_possible_duplicates(store: Store, settings: Settings, now: datetime) -
     names = list(dict.fromkeys(f"{e.get('workspace_name') or '(unnamed)'} ({e.get('workspace_id')})" for e in entries))
     last = entries[0].get("created_at")
     when = f"; the latest at {local_time(last, settings, zoned=True)}" if isinstance(last, datetime) else ""
-    return Check(
-        "possible_duplicates",
-        "warning",
+    reason = (
         f"{len(entries)} email(s) in the last 24 hours may repeat messages of an earlier one (an earlier run's "
         f"outcome was unknown; each such email says so): {named(names)}{when}. "
-        "`wa-export logs` marks them possible_duplicate.",
-        {"count": len(entries), "workspaces": names},
+        "`wa-export logs` marks them possible_duplicate."
     )
+    return Check("possible_duplicates", "warning", reason, {"count": len(entries), "workspaces": names})
 
 
 # --------------------------------------------------------------------------- the run
