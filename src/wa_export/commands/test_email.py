@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -61,16 +61,9 @@ class TestEmailResult:
         return ExitCode.USAGE if self.error.step == "config" else ExitCode.FAILED
 
     def as_dict(self) -> dict[str, Any]:
-        document: dict[str, Any] = {
-            "ok": self.ok,
-            "exit_code": self.exit_code,
-            "recipients": list(self.recipients),
-            "server": self.server,
-            "security": self.security,
-            "subject": self.subject,
-            "attachment": self.attachment,
-            "workspace_id": self.workspace_id,
-        }
+        document: dict[str, Any] = {"ok": self.ok, "exit_code": self.exit_code}
+        document.update((item.name, getattr(self, item.name)) for item in fields(self) if item.name != "error")
+        document["recipients"] = list(self.recipients)
         if self.error is not None:
             document.update(step=self.error.step, error=str(self.error), hint=self.error.hint)
         return document
