@@ -21,7 +21,7 @@ from wa_export.errors import UsageProblem
 from wa_export.units import format_age, local_time
 
 if TYPE_CHECKING:  # cli/app.py imports this module for the help texts below: no MongoDB code at start-up
-    from wa_export.commands.cursor_move import MoveResult
+    from wa_export.commands.cursor_move import CursorMove
     from wa_export.commands.state import StateReport, WorkspaceReport
     from wa_export.settings import Settings
 
@@ -69,13 +69,12 @@ def render_report(output: Output, report: StateReport, settings: Settings) -> No
         output.line(f"{timestamp()} INFO state " + " ".join(_plain_fields(workspace, settings)))
 
 
-def render_move(output: Output, result: MoveResult, settings: Settings) -> None:
+def render_move(output: Output, move: CursorMove, settings: Settings) -> None:
     from wa_export.store.arrivals import key_text
 
     if output.json_output:
-        output.json({"ok": True, **result.as_dict()})
+        output.json({"ok": True, **move.as_dict()})
         return
-    move = result.move
     if move.direction == "already_past":
         where = f"{_time(move.new_time, settings)} (key {key_text(move.new_key)})"
         output.line(
@@ -104,8 +103,8 @@ def render_move(output: Output, result: MoveResult, settings: Settings) -> None:
         f"cursor created at {new}" if move.old_key is None else f"cursor moved {move.direction} from {old} to {new}"
     )
     output.line(f"Workspace {move.workspace_id}: {change}: {consequence}.")
-    after = result.state_after
-    if after.waiting is not None:
+    after = move.state_after
+    if after is not None and after.waiting is not None:
         age = _oldest_age(after)
         oldest = f", the oldest arrived {age} ago" if age else ""
         output.line(f"Messages waiting from the new cursor: {_waiting_count(after)}{oldest}.")
