@@ -139,15 +139,9 @@ def state(settings: Settings, workspace_id: str | None) -> StateReport:
         parse_workspace_id(workspace_id)  # a malformed id fails before connecting
     with open_store(settings) as store, mongo_errors(settings):
         now = store.database_now()
-        if workspace_id is not None:
-            workspaces = store.workspaces_by_id([workspace_id])
-            cap: int | None = None
-        else:
-            workspaces = store.active_workspaces()
-            cap = WAITING_COUNT_CAP
-        documents = read_state_documents(
-            store, [workspace.id for workspace in workspaces], single=workspace_id is not None
-        )
+        workspaces = store.workspaces_by_id([workspace_id]) if workspace_id is not None else store.active_workspaces()
+        cap = None if workspace_id is not None else WAITING_COUNT_CAP
+        documents = read_state_documents(store, [w.id for w in workspaces], single=workspace_id is not None)
         states = workspace_states(store, workspaces, documents, now, cap)
         return StateReport(now, settings.timezone_name, settings.export_arrival_field, cap, states)
 
