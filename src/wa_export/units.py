@@ -1,8 +1,14 @@
-"""Human-readable sizes and ages, one formatter each for every command."""
+"""Human-readable sizes, ages, local times and counted nouns, one formatter each for every command."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from wa_export.clock import MINUTE_FORMAT, format_local
+
+if TYPE_CHECKING:  # settings imports pymongo; cli/app.py imports this module at start-up
+    from wa_export.settings import Settings
 
 
 def format_bytes(size: float) -> str:
@@ -38,3 +44,22 @@ def format_ago(delta: timedelta) -> str:
     if delta < timedelta(minutes=1):
         return "less than a minute ago"
     return f"{format_age(delta)} ago"
+
+
+def local_time(moment: datetime | None, settings: Settings, fmt: str = MINUTE_FORMAT, zoned: bool = False) -> str:
+    """`moment` in EXPORT_TIMEZONE ('' for none); `zoned` appends the zone's name."""
+    text = format_local(moment, settings.export_timezone, fmt)
+    return f"{text} {settings.timezone_name}" if text and zoned else text
+
+
+def count_noun(number: int, noun: str) -> str:
+    """ "1 failed export", "2 failed exports"."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def has(number: int) -> str:
+    return "has" if number == 1 else "have"
+
+
+def is_(number: int) -> str:
+    return "is" if number == 1 else "are"

@@ -10,10 +10,9 @@ from rich.table import Table
 
 from wa_export.cli.output import Output, display_path, short_time
 from wa_export.commands.cleanup import CleanupResult
-from wa_export.commands.health_check import count_noun
 from wa_export.errors import ExitCode
 from wa_export.settings import Settings
-from wa_export.units import format_bytes
+from wa_export.units import count_noun, format_bytes
 
 CLEANUP_TABLE_ROWS = 15
 

@@ -1,8 +1,5 @@
-"""Rendering of `wa-export config`: a table on a terminal, plain lines under cron or CI, or JSON.
-
-The invalid settings are repeated below the table, one `INVALID` line each, and
-summed up in one sentence on stderr, so a CI log shows what to fix.
-"""
+"""Rendering of `wa-export config`: the tables, then one `INVALID` line per problem and one sentence on stderr,
+so a CI log shows what to fix."""
 
 from __future__ import annotations
 
@@ -34,7 +31,7 @@ def render_config(output: Output, report: ConfigReport) -> None:
         count = len(report.problems)
         output.stderr(
             f"{count} setting{'s are' if count != 1 else ' is'} invalid "
-            f"({', '.join(dict.fromkeys(p.variable for p in report.problems))}); "
+            f"({report.problem_variables}); "
             f"fix {'them' if count != 1 else 'it'} before enabling the timer."
         )
 
@@ -47,6 +44,3 @@ def _table(title: str, lines: list[SettingLine]) -> Table:
         status = "[bold red]invalid[/bold red]" if line.problem else "[green]ok[/green]"
         table.add_row(escape(line.variable), escape(line.value or "(not set)"), escape(line.source), status)
     return table
-
-
-__all__ = ["render_config"]

@@ -13,11 +13,12 @@ from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn,
 from rich.table import Table
 from rich.text import Text
 
-from wa_export.cli.output import Output, display_path, local_time, outcome_cell, workspace_cell
+from wa_export.cli.output import Output, display_path, outcome_cell, workspace_cell
 from wa_export.errors import ExitCode
 from wa_export.export.results import RunResult, SilentObserver, Trigger, WorkspaceResult
 from wa_export.export.workers import WorkersResult
 from wa_export.settings import Settings
+from wa_export.units import local_time
 
 NOT_COUNTED = "–"  # the run skipped or refused the workspace before counting its messages
 

@@ -6,9 +6,10 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from wa_export.cli.output import Output, display_path, local_time, outcome_cell, short_time, styled
+from wa_export.cli.output import Output, display_path, outcome_cell, short_time, styled
 from wa_export.commands.logs import LogsReport
 from wa_export.settings import Settings
+from wa_export.units import local_time
 
 WIDE_LOGS = 150  # below this terminal width the logs table leaves the file name to --json
 

@@ -22,6 +22,9 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from wa_export.clock import MINUTE_FORMAT
+from wa_export.units import local_time
+
 if TYPE_CHECKING:  # cli/app.py imports this module at start-up; settings imports pymongo
     from wa_export.settings import Settings
 
@@ -147,13 +150,9 @@ def display_path(path: str | os.PathLike[str] | None, export_dir: Path | None) -
     return str(path)
 
 
-def local_time(moment: datetime | None, settings: Settings, fmt: str = "%Y-%m-%d %H:%M") -> str:
-    return "" if moment is None else moment.astimezone(settings.export_timezone).strftime(fmt)
-
-
 def short_time(moment: datetime | None, settings: Settings) -> str:
     """'11-25 22:08' this year (short enough for an 80-column table), '2025-11-25 22:08' before."""
     if moment is None:
         return ""
     this_year = moment.astimezone(settings.export_timezone).year == datetime.now(settings.export_timezone).year
-    return local_time(moment, settings, "%m-%d %H:%M" if this_year else "%Y-%m-%d %H:%M")
+    return local_time(moment, settings, "%m-%d %H:%M" if this_year else MINUTE_FORMAT)

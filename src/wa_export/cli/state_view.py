@@ -15,13 +15,13 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from wa_export.cli.output import Output, timestamp
-from wa_export.clock import SECOND_FORMAT, format_local
+from wa_export.cli.output import Output, short_time, timestamp
+from wa_export.clock import SECOND_FORMAT
 from wa_export.errors import UsageProblem
-from wa_export.units import format_age
+from wa_export.units import format_age, local_time
 
 if TYPE_CHECKING:  # cli/app.py imports this module for the help texts below: no MongoDB code at start-up
-    from wa_export.commands.cursor_move import MoveResult
+    from wa_export.commands.cursor_move import CursorMove
     from wa_export.commands.state import StateReport, WorkspaceReport
     from wa_export.settings import Settings
 
@@ -69,13 +69,12 @@ def render_report(output: Output, report: StateReport, settings: Settings) -> No
         output.line(f"{timestamp()} INFO state " + " ".join(_plain_fields(workspace, settings)))
 
 
-def render_move(output: Output, result: MoveResult, settings: Settings) -> None:
+def render_move(output: Output, move: CursorMove, settings: Settings) -> None:
     from wa_export.store.arrivals import key_text
 
     if output.json_output:
-        output.json({"ok": True, **result.as_dict()})
+        output.json({"ok": True, **move.as_dict()})
         return
-    move = result.move
     if move.direction == "already_past":
         where = f"{_time(move.new_time, settings)} (key {key_text(move.new_key)})"
         output.line(
@@ -104,13 +103,12 @@ def render_move(output: Output, result: MoveResult, settings: Settings) -> None:
         f"cursor created at {new}" if move.old_key is None else f"cursor moved {move.direction} from {old} to {new}"
     )
     output.line(f"Workspace {move.workspace_id}: {change}: {consequence}.")
-    after = result.state_after
-    if after.waiting is not None:
-        output.line(f"Messages waiting from the new cursor: {_waiting_count(after)}{_oldest_suffix(after)}.")
+    after = move.state_after
+    if after is not None and after.waiting is not None:
+        age = _oldest_age(after)
+        oldest = f", the oldest arrived {age} ago" if age else ""
+        output.line(f"Messages waiting from the new cursor: {_waiting_count(after)}{oldest}.")
     output.line(f"Recorded in system_logs (host {move.host}); see wa-export logs --system.")
-
-
-# --- pieces ------------------------------------------------------------------------------
 
 
 def _state_table(report: StateReport, settings: Settings) -> Table:
@@ -130,10 +128,10 @@ def _state_table(report: StateReport, settings: Settings) -> Table:
             f"{escape(workspace.workspace_name) or '(unnamed)'}\n[dim]{workspace.workspace_id}[/dim]",
             _cursor_cell(workspace, settings),
             _waiting_count(workspace) + (f"\n[dim]{age}[/dim]" if age else ""),
-            f"[yellow]held[/yellow]\n[dim]to {format_local(workspace.lease_expires_at, settings.export_timezone, '%H:%M')}[/dim]"
+            f"[yellow]held[/yellow]\n[dim]to {local_time(workspace.lease_expires_at, settings, '%H:%M')}[/dim]"
             if workspace.lease_held
             else "free",
-            _short(workspace.last_success_at, settings) or "never",
+            short_time(workspace.last_success_at, settings) or "never",
             f"[bold red]{failures}[/bold red]" if failures else "0",
             escape("; ".join(_notes(workspace, settings))),
         )
@@ -142,12 +140,12 @@ def _state_table(report: StateReport, settings: Settings) -> Table:
 
 def _cursor_cell(workspace: WorkspaceReport, settings: Settings) -> str:
     if workspace.has_cursor:
-        text = f"{_short(workspace.cursor_time, settings)}\n[dim]{escape(workspace.cursor_source or 'unknown source')}[/dim]"
+        text = f"{short_time(workspace.cursor_time, settings)}\n[dim]{escape(workspace.cursor_source or 'unknown source')}[/dim]"
         if workspace.cursor_ahead_of_database_clock:
             text = f"[bold red]{text}[/bold red]"
         return text
     if workspace.legacy_watermark is not None:
-        return f"{_short(workspace.legacy_watermark, settings)}\n[dim]v1 watermark[/dim]"
+        return f"{short_time(workspace.legacy_watermark, settings)}\n[dim]v1 watermark[/dim]"
     return "[yellow]none[/yellow]"
 
 
@@ -161,7 +159,7 @@ def _notes(workspace: WorkspaceReport, settings: Settings) -> list[str]:
     elif not workspace.has_cursor and workspace.first_cursor is not None:
         starts_at = workspace.next_run_starts_at
         notes.append(
-            f"next run starts {_short(starts_at, settings)} (original service)"
+            f"next run starts {short_time(starts_at, settings)} (original service)"
             if starts_at is not None
             else f"next run starts {settings.export_interval_minutes} min before its end"
         )
@@ -171,10 +169,10 @@ def _notes(workspace: WorkspaceReport, settings: Settings) -> list[str]:
         notes.append(
             "in flight"
             + (f" part {part}/{parts}" if part is not None and parts is not None else "")
-            + (f" since {_short(started, settings)}" if isinstance(started, datetime) else "")
+            + (f" since {short_time(started, settings)}" if isinstance(started, datetime) else "")
         )
     if workspace.last_possible_duplicate_at is not None:
-        notes.append(f"possible duplicate {_short(workspace.last_possible_duplicate_at, settings)}")
+        notes.append(f"possible duplicate {short_time(workspace.last_possible_duplicate_at, settings)}")
     if workspace.consecutive_failures and workspace.last_error:
         notes.append(workspace.last_error)
     return notes
@@ -255,14 +253,7 @@ def _oldest_age(workspace: WorkspaceReport) -> str:
     return "" if age is None else format_age(timedelta(seconds=age))
 
 
-def _oldest_suffix(workspace: WorkspaceReport) -> str:
-    age = _oldest_age(workspace)
-    return f", the oldest arrived {age} ago" if age else ""
-
-
-def _in_flight_text(in_flight: Mapping[str, Any] | None, settings: Settings) -> str:
-    if not in_flight:
-        return ""
+def _in_flight_text(in_flight: Mapping[str, Any], settings: Settings) -> str:
     from wa_export.store.arrivals import time_of
 
     parts = []
@@ -281,19 +272,7 @@ def _in_flight_text(in_flight: Mapping[str, Any] | None, settings: Settings) -> 
 
 
 def _time(moment: datetime | None, settings: Settings) -> str:
-    return format_local(moment, settings.export_timezone, SECOND_FORMAT)
-
-
-def _short(moment: datetime | None, settings: Settings) -> str:
-    """'12-01 22:15' this year (narrow table columns), '2025-12-01 22:15' before."""
-    if moment is None:
-        return ""
-    local = moment.astimezone(settings.export_timezone)
-    return (
-        f"{local:%m-%d %H:%M}"
-        if local.year == datetime.now(settings.export_timezone).year
-        else f"{local:%Y-%m-%d %H:%M}"
-    )
+    return local_time(moment, settings, SECOND_FORMAT)
 
 
 def _iso_local(moment: datetime | None, settings: Settings) -> str:

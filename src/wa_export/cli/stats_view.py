@@ -8,11 +8,11 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from wa_export.cli.output import Output, local_time, short_time, styled, workspace_cell
-from wa_export.commands.health_check import count_noun
+from wa_export.cli.output import Output, short_time, styled, workspace_cell
 from wa_export.commands.stats import StatsReport
 from wa_export.recipients import address_label, describe_recipients
 from wa_export.settings import Settings
+from wa_export.units import count_noun, local_time
 
 _EIGHTHS = " ▏▎▍▌▋▊▉"
 _SPARKS = "▁▂▃▄▅▆▇█"

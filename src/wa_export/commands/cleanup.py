@@ -1,27 +1,16 @@
-"""Deleting old export files: only this tool's files, never through a symlink.
+"""`wa-export cleanup`: delete old export files, only this tool's, never through a symlink.
 
-What counts as ours:
-
-* a *workspace folder* is a real directory directly inside ``EXPORT_DIR`` that
-  holds a regular-file ``.wa-export-workspace`` marker (naming.FOLDER_MARKER);
-* inside it, a *workbook* is a regular file named by ``naming.EXPORT_FILE_PATTERN``,
-  deleted once its mtime is older than the cutoff;
-* a *temp file* is what a killed export leaves behind (workbook.py names them
-  ``.<final name>.<token>.tmp`` and ``.<final name>.<token>.sheetN.tmp``),
-  deleted once older than one day, so a running export never loses its file;
-* the original service wrote the same layout without markers: in a real
-  directory ``EXPORT_DIR/<slug>/`` without a marker, a regular file named
-  ``<slug>_whatsapp_messages_<stamp>[_n].xlsx`` (its slug equal to the folder's
-  name) is a workbook too. Nothing else there is touched.
-
-Everything else (other files, folders without a marker whose files are not
-named for them, symlinks of any kind, nested folders) is left alone. The folders are opened with ``O_NOFOLLOW`` and
-files are removed relative to that descriptor, so a folder swapped for a
-symlink during the run cannot redirect a deletion. A folder left with only its
-marker, or an unmarked folder emptied by this cleanup, is removed. ``EXPORT_DIR`` itself may be a symlink: it is the operator's
-own configuration, not something found on disk.
-
-The library never prints; it returns a `CleanupResult` and the CLI renders it.
+Ours: in a real directory directly inside EXPORT_DIR holding a regular-file
+marker (naming.FOLDER_MARKER), regular files named by EXPORT_FILE_PATTERN older
+than the cutoff, and the temp files a killed export left (older than a day, so a
+running export never loses its file). The original service wrote the same
+layout without markers: in an unmarked folder named like a slug, only workbooks
+named for that very folder are ours. Everything else (other files, symlinks,
+nested folders) is left alone. Folders are opened with O_NOFOLLOW and files
+removed relative to that descriptor, so a folder swapped for a symlink during
+the run cannot redirect a deletion. A folder left with only its marker, or an
+unmarked folder this cleanup emptied, is removed. EXPORT_DIR itself may be a
+symlink: it is the operator's configuration, not something found on disk.
 """
 
 from __future__ import annotations
@@ -30,7 +19,7 @@ import errno
 import os
 import re
 import stat
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -40,7 +29,7 @@ from pymongo.errors import PyMongoError
 from wa_export.errors import ConfigError, ExitCode, MongoUnavailable, UsageProblem
 from wa_export.settings import Settings
 from wa_export.store import logs
-from wa_export.store.connection import Store, describe_mongo_error, open_store
+from wa_export.store.connection import describe_mongo_error, open_store
 from wa_export.units import format_bytes
 from wa_export.workbook.naming import (
     EXPORT_FILE_PATTERN,
@@ -69,13 +58,7 @@ class CleanupFile:
     modified_at: datetime
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "folder": self.folder,
-            "kind": self.kind,
-            "size": self.size,
-            "modified_at": self.modified_at.isoformat(),
-        }
+        return {**asdict(self), "modified_at": self.modified_at.isoformat()}
 
 
 @dataclass
@@ -177,10 +160,6 @@ def _marker_content(folder_fd: int) -> bytes | None:
         os.close(fd)
 
 
-def _mtime(info: os.stat_result) -> datetime:
-    return datetime.fromtimestamp(info.st_mtime, UTC)
-
-
 def clean_export_dir(settings: Settings, days: int, dry_run: bool, now: datetime | None = None) -> CleanupResult:
     """Find (and unless `dry_run`, delete) old workbooks and stale temp files; no MongoDB involved."""
     now = now or datetime.now(UTC)
@@ -188,9 +167,6 @@ def clean_export_dir(settings: Settings, days: int, dry_run: bool, now: datetime
     result = CleanupResult(
         export_dir=str(export_dir), days=days, dry_run=dry_run, cutoff=now - timedelta(days=days), started_at=now
     )
-    temp_cutoff = (now - TEMP_FILE_MAX_AGE).timestamp()
-    cutoff = result.cutoff.timestamp()
-
     if not os.path.lexists(export_dir):
         result.export_dir_exists = False
         return result
@@ -210,7 +186,7 @@ def clean_export_dir(settings: Settings, days: int, dry_run: bool, now: datetime
             folder_names = sorted(entry.name for entry in entries if entry.is_dir(follow_symlinks=False))
         for name in folder_names:
             try:
-                _clean_folder(root_fd, name, export_dir, cutoff, temp_cutoff, dry_run, result)
+                _clean_folder(root_fd, name, result)
             except OSError as error:
                 result.errors.append(f"{export_dir / name}: {error.strerror or error}")
     finally:
@@ -218,19 +194,11 @@ def clean_export_dir(settings: Settings, days: int, dry_run: bool, now: datetime
     return result
 
 
-def _clean_folder(
-    root_fd: int,
-    name: str,
-    export_dir: Path,
-    cutoff: float,
-    temp_cutoff: float,
-    dry_run: bool,
-    result: CleanupResult,
-) -> None:
+def _clean_folder(root_fd: int, name: str, result: CleanupResult) -> None:
     folder_fd = _open_directory(name, root_fd)
     if folder_fd is None:
         return  # a symlink (O_NOFOLLOW refused it) or gone meanwhile
-    folder = export_dir / name
+    folder, dry_run = Path(result.export_dir) / name, result.dry_run
     try:
         marker = _marker_content(folder_fd)
         if marker is None and not is_slug(name):
@@ -247,11 +215,13 @@ def _clean_folder(
             info = _lstat(entry_name, folder_fd)
             if info is None:
                 continue
-            kind = _kind(entry_name, info, cutoff, temp_cutoff, workbook_pattern, temps=marker is not None)
+            kind = _kind(entry_name, info, result, workbook_pattern, temps=marker is not None)
             if kind is None:
                 remaining += 1
                 continue
-            item = CleanupFile(str(folder / entry_name), str(folder), kind, info.st_size, _mtime(info))
+            item = CleanupFile(
+                str(folder / entry_name), str(folder), kind, info.st_size, datetime.fromtimestamp(info.st_mtime, UTC)
+            )
             if not dry_run:
                 try:
                     os.unlink(entry_name, dir_fd=folder_fd)
@@ -271,19 +241,14 @@ def _clean_folder(
 
 
 def _kind(
-    name: str,
-    info: os.stat_result,
-    cutoff: float,
-    temp_cutoff: float,
-    workbook_pattern: re.Pattern[str],
-    temps: bool,
+    name: str, info: os.stat_result, result: CleanupResult, workbook_pattern: re.Pattern[str], temps: bool
 ) -> FileKind | None:
     if not stat.S_ISREG(info.st_mode):
         return None  # symlinks, folders, sockets...: never ours to delete
     if workbook_pattern.match(name):
-        return "workbook" if info.st_mtime < cutoff else None
+        return "workbook" if info.st_mtime < result.cutoff.timestamp() else None
     if temps and TEMP_FILE_PATTERN.match(name):
-        return "temp" if info.st_mtime < temp_cutoff else None
+        return "temp" if info.st_mtime < (result.started_at - TEMP_FILE_MAX_AGE).timestamp() else None
     return None
 
 
@@ -322,47 +287,38 @@ def _remove_empty_folder(root_fd: int, name: str, folder_fd: int, marker: bytes 
     return False
 
 
-def record_cleanup_event(store: Store, result: CleanupResult) -> None:
-    details = logs.CleanupDetails(
-        export_dir=result.export_dir,
-        days=result.days,
-        dry_run=result.dry_run,
-        files_deleted=len(result.files),
-        workbooks_deleted=result.workbooks,
-        temp_files_deleted=len(result.files) - result.workbooks,
-        bytes_freed=result.bytes_freed,
-        folders_removed=len(result.folders_removed),
-        errors=result.errors[:50],
-    )
-    logs.record_cleanup(store.system_logs, result.summary(), datetime.now(UTC), details)
+CLEANUP_MAX_DAYS = 36_500
 
 
-def run_cleanup(settings: Settings, days: int, dry_run: bool) -> CleanupResult:
+def cleanup(settings: Settings, days: int | None, dry_run: bool) -> CleanupResult:
     """Clean the files first, then record the event: a MongoDB outage must not keep the disk full.
 
     A dry run changes nothing anywhere, so it neither connects to MongoDB nor writes an event.
     """
+    days = settings.export_cleanup_days if days is None else days
+    if not 0 <= days <= CLEANUP_MAX_DAYS:
+        raise UsageProblem(f"--days must be between 0 and {CLEANUP_MAX_DAYS}, got {days}.")
     result = clean_export_dir(settings, days, dry_run)
     if dry_run:
         return result
     try:
         with open_store(settings) as store:
             store.require_workspaces_collection()  # never create a misspelt database just to log in it
-            record_cleanup_event(store, result)
+            details = logs.CleanupDetails(
+                export_dir=result.export_dir,
+                days=result.days,
+                dry_run=result.dry_run,
+                files_deleted=len(result.files),
+                workbooks_deleted=result.workbooks,
+                temp_files_deleted=len(result.files) - result.workbooks,
+                bytes_freed=result.bytes_freed,
+                folders_removed=len(result.folders_removed),
+                errors=result.errors[:50],
+            )
+            logs.record_cleanup(store.system_logs, result.summary(), datetime.now(UTC), details)
         result.event_recorded = True
     except (MongoUnavailable, ConfigError) as error:
         result.event_error, result.event_error_code = str(error), error.exit_code
     except PyMongoError as error:
         result.event_error = describe_mongo_error(error, settings)
     return result
-
-
-CLEANUP_MAX_DAYS = 36_500
-
-
-def cleanup(settings: Settings, days: int | None, dry_run: bool) -> CleanupResult:
-    """`wa-export cleanup`: delete old workbooks; the event write comes after the files (see run_cleanup)."""
-    chosen = settings.export_cleanup_days if days is None else days
-    if not 0 <= chosen <= CLEANUP_MAX_DAYS:
-        raise UsageProblem(f"--days must be between 0 and {CLEANUP_MAX_DAYS}, got {chosen}.")
-    return run_cleanup(settings, chosen, dry_run)

@@ -29,6 +29,7 @@ from wa_export.settings import (
     unknown_setting_variables,
     validate_environment,
 )
+from wa_export.units import count_noun
 
 MASK = "********"
 
@@ -64,6 +65,10 @@ class ConfigReport:
         return [SettingProblem(line.variable, line.problem) for line in lines if line.problem is not None]
 
     @property
+    def problem_variables(self) -> str:
+        return ", ".join(dict.fromkeys(problem.variable for problem in self.problems))
+
+    @property
     def exit_code(self) -> ExitCode:
         """A run's verdict: 2 for what it refuses; an invalid WORKSPACE_<ID>_EMAIL alone fails only
         those workspaces, exit 1 as in the run."""
@@ -79,8 +84,7 @@ class ConfigReport:
                 "WORKSPACE_<ID>_EMAIL variable" + ("s" if count != 1 else "")
             )
         if count:
-            names = ", ".join(dict.fromkeys(problem.variable for problem in self.problems))
-            return f"configuration invalid: {count} problem{'s' if count != 1 else ''} ({names})"
+            return f"configuration invalid: {count_noun(count, 'problem')} ({self.problem_variables})"
         return (
             f"configuration valid: {len(self.settings)} settings, "
             f"{len(self.workspace_addresses)} WORKSPACE_<ID>_EMAIL variables"
@@ -161,6 +165,3 @@ def _display(value: object) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
-
-
-__all__ = ["ConfigReport", "SettingLine", "config_report", "setting_variables"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -20,7 +20,7 @@ from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from wa_export.clock import SECOND_FORMAT, as_utc_or_none, format_local, iso, parse_time
+from wa_export.clock import SECOND_FORMAT, as_utc_or_none, iso, parse_time
 from wa_export.commands.state import WorkspaceReport, workspace_states
 from wa_export.errors import MongoUnavailable, UsageProblem, WorkspaceBusy
 from wa_export.settings import Settings
@@ -37,8 +37,8 @@ from wa_export.store.connection import (
 from wa_export.store.ownership import as_object_id, owner_of
 from wa_export.store.state import ANY_CURSOR, read_lease, read_state_documents, set_moved_cursor
 from wa_export.store.waiting import position_key, workspace_chat_ids
+from wa_export.units import local_time
 
-MOVED_SOURCE = "moved"
 # "already_past": --move-past of a message the cursor is already beyond; nothing was written.
 MoveDirection = Literal["back", "forward", "unchanged", "created", "already_past"]
 
@@ -55,6 +55,7 @@ class CursorMove:
     database_now: datetime
     host: str
     past_message_id: str | None = None  # --move-past: the one message skipped
+    state_after: WorkspaceReport | None = None
 
     @property
     def old_time(self) -> datetime | None:
@@ -80,25 +81,13 @@ class CursorMove:
             "database_time": iso(self.database_now),
             "host": self.host,
             "past_message_id": self.past_message_id,
+            "state": self.state_after.as_dict() if self.state_after is not None else None,
         }
 
 
-@dataclass(frozen=True)
-class MoveResult:
-    move: CursorMove
-    state_after: WorkspaceReport
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**self.move.as_dict(), "state": self.state_after.as_dict()}
-
-
-def move_cursor(settings: Settings, workspace_id: str | None, to: str) -> MoveResult:
+def move_cursor(settings: Settings, workspace_id: str | None, to: str) -> CursorMove:
     """Set the cursor to key(TIME) unless a run holds the lease; return the move and the state after it."""
-    if workspace_id is None:
-        raise UsageProblem(
-            "--move-to moves one workspace's cursor: give its WORKSPACE_ID, e.g. wa-export state ID --move-to TIME."
-        )
-    parse_workspace_id(workspace_id)
+    workspace_id = _one_workspace(workspace_id, "--move-to TIME")
     moment = parse_time(to, "--move-to", settings.export_timezone)
     arrival = ArrivalKey(settings.export_arrival_field)
     with open_store(settings) as store, mongo_errors(settings):
@@ -106,19 +95,15 @@ def move_cursor(settings: Settings, workspace_id: str | None, to: str) -> MoveRe
         now = store.database_now()
         if moment > now:
             raise UsageProblem(
-                f"--move-to {to!r} is later than the database clock ({_local(now, settings)}): a cursor there would skip "
+                f"--move-to {to!r} is later than the database clock ({local_time(now, settings, SECOND_FORMAT, zoned=True)}): a cursor there would skip "
                 "messages that have not arrived yet; give a time in the past."
             )
         return _move(store, workspace, arrival, now, arrival.at(moment), moment)
 
 
-def move_cursor_past(settings: Settings, workspace_id: str | None, message_id: str) -> MoveResult:
+def move_cursor_past(settings: Settings, workspace_id: str | None, message_id: str) -> CursorMove:
     """Set the cursor just after one message of this workspace, skipping it and nothing else."""
-    if workspace_id is None:
-        raise UsageProblem(
-            "--move-past moves one workspace's cursor: give its WORKSPACE_ID, e.g. wa-export state ID --move-past MESSAGE_ID."
-        )
-    parse_workspace_id(workspace_id)
+    workspace_id = _one_workspace(workspace_id, "--move-past MESSAGE_ID")
     message_object_id = _parse_message_id(message_id)
     arrival = ArrivalKey(settings.export_arrival_field)
     with open_store(settings) as store, mongo_errors(settings):
@@ -142,19 +127,9 @@ def move_cursor_past(settings: Settings, workspace_id: str | None, message_id: s
         old_key, old_source = _old_position(document or None, arrival)
         requested = time_of(message_key) or now
         if message_key < position:  # both keys of the configured field: delivered (or skipped) already
-            move = CursorMove(
-                workspace_id=workspace.id,
-                workspace_name=workspace.name,
-                requested_time=requested,
-                old_key=old_key,
-                old_source=old_source,
-                new_key=old_key if old_key is not None else position,
-                direction="already_past",
-                database_now=now,
-                host=socket.gethostname(),
-                past_message_id=str(message_object_id),
-            )
-            return _result(store, workspace, move)
+            unmoved = old_key if old_key is not None else position
+            move = _cursor_move(workspace, requested, (old_key, old_source), unmoved, now, str(message_object_id), True)
+            return _with_state_after(store, workspace, move)
         new_key = _key_just_after(store, workspace, arrival, message_key, message_object_id)
         earlier = _messages_between(store, workspace, arrival.field, position, message_key)
         if earlier:
@@ -164,6 +139,41 @@ def move_cursor_past(settings: Settings, workspace_id: str | None, message_id: s
                 "or skip them all deliberately with --move-to."
             )
         return _move(store, workspace, arrival, now, new_key, requested, document.get("cursor"), str(message_object_id))
+
+
+def _one_workspace(workspace_id: str | None, option: str) -> str:
+    if workspace_id is None:
+        name = option.split()[0]
+        raise UsageProblem(
+            f"{name} moves one workspace's cursor: give its WORKSPACE_ID, e.g. wa-export state ID {option}."
+        )
+    parse_workspace_id(workspace_id)
+    return workspace_id
+
+
+def _cursor_move(
+    workspace: Workspace,
+    requested_time: datetime,
+    old: tuple[Key | None, str | None],
+    new_key: Key,
+    now: datetime,
+    past_message_id: str | None,
+    already_past: bool = False,
+) -> CursorMove:
+    old_key, old_source = old
+    direction: MoveDirection = "already_past" if already_past else _direction(old_key, new_key)
+    return CursorMove(
+        workspace.id,
+        workspace.name,
+        requested_time,
+        old_key,
+        old_source,
+        new_key,
+        direction,
+        now,
+        socket.gethostname(),
+        past_message_id,
+    )
 
 
 def _parse_message_id(raw: str) -> ObjectId:
@@ -247,33 +257,21 @@ def _move(
     requested_time: datetime,
     expected_cursor: object = ANY_CURSOR,
     past_message_id: str | None = None,
-) -> MoveResult:
+) -> CursorMove:
     """Write the cursor (lease free, and the cursor still as read), record the move, read the state after it."""
     try:
         before = set_moved_cursor(store, workspace.id, now, new_key, expected_cursor=expected_cursor)
     except DuplicateKeyError:
         # The document exists but did not match: its lease is live, or a run moved the cursor meanwhile.
-        raise _busy(store, workspace, store.settings) from None
-    old_key, old_source = _old_position(before, arrival)
-    move = CursorMove(
-        workspace_id=workspace.id,
-        workspace_name=workspace.name,
-        requested_time=requested_time,
-        old_key=old_key,
-        old_source=old_source,
-        new_key=new_key,
-        direction=_direction(old_key, new_key),
-        database_now=now,
-        host=socket.gethostname(),
-        past_message_id=past_message_id,
-    )
-    _record_move(store, move, store.settings)
-    return _result(store, workspace, move)
+        raise _busy(store, workspace) from None
+    move = _cursor_move(workspace, requested_time, _old_position(before, arrival), new_key, now, past_message_id)
+    _record_move(store, move)
+    return _with_state_after(store, workspace, move)
 
 
-def _result(store: Store, workspace: Workspace, move: CursorMove) -> MoveResult:
+def _with_state_after(store: Store, workspace: Workspace, move: CursorMove) -> CursorMove:
     documents = read_state_documents(store, [workspace.id], single=True)
-    return MoveResult(move, workspace_states(store, [workspace], documents, move.database_now, None)[0])
+    return replace(move, state_after=workspace_states(store, [workspace], documents, move.database_now, None)[0])
 
 
 def _old_position(before: Mapping[str, Any] | None, arrival: ArrivalKey) -> tuple[Key | None, str | None]:
@@ -297,21 +295,21 @@ def _direction(old_key: Key | None, new_key: Key) -> MoveDirection:
     return "back" if key_order(new_key) < key_order(old_key) else "forward"
 
 
-def _busy(store: Store, workspace: Workspace, settings: Settings) -> WorkspaceBusy:
+def _busy(store: Store, workspace: Workspace) -> WorkspaceBusy:
     owner, expires = read_lease(store, workspace.id)
     if expires is None or expires <= store.database_now():
         return WorkspaceBusy(
             f"The cursor of workspace {workspace.id} changed while this command ran (a run just delivered); "
             "it was not moved: run the command again."
         )
-    until = f" until {_local(expires, settings)}" if expires else ""
+    until = f" until {local_time(expires, store.settings, SECOND_FORMAT, zoned=True)}" if expires else ""
     return WorkspaceBusy(
         f"Workspace {workspace.id} is being exported by {owner or 'another run'} (lease{until}); its cursor was not moved: "
         "run the command again once that run has finished."
     )
 
 
-def _record_move(store: Store, move: CursorMove, settings: Settings) -> None:
+def _record_move(store: Store, move: CursorMove) -> None:
     new = f"{iso(move.new_time)} (key {key_text(move.new_key)})"
     if move.old_key is None:
         change = f"created at {new} (it had none)"
@@ -336,9 +334,5 @@ def _record_move(store: Store, move: CursorMove, settings: Settings) -> None:
     except PyMongoError as error:
         raise MongoUnavailable(
             f"The cursor of workspace {move.workspace_id} was moved to {iso(move.new_time)}, but the move could not "
-            f"be recorded in system_logs ({describe_mongo_error(error, settings)})"
+            f"be recorded in system_logs ({describe_mongo_error(error, store.settings)})"
         ) from None
-
-
-def _local(moment: datetime, settings: Settings) -> str:
-    return f"{format_local(moment, settings.export_timezone, SECOND_FORMAT)} {settings.timezone_name}"

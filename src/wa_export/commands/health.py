@@ -7,15 +7,15 @@ MongoDB, so a monitor needs one rule for `health`. The report is recorded as a
 `health_check` event in `system_logs` when MongoDB is reachable.
 
 Why this module is long: one short function per check (MongoDB, SMTP, the
-export folder, workspaces stored twice, indexes, arrival order, scheduled runs,
-failed exports, possible duplicates) and the runner that guards each; the
-address and folder checks live in health_addresses.py and workspace_checks.py,
-the wording in health_check.py.
+export folder, workspace addresses and folders, workspaces stored twice,
+indexes, arrival order, scheduled runs, failed exports, possible duplicates),
+the runner that guards each, and the wording they share. The address and
+folder checks judge with the export's own rules (recipients.py,
+workbook/naming.py), so `health` predicts what the next run will do.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import secrets
 import shutil
@@ -23,32 +23,46 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pymongo.errors import PyMongoError
 
 from wa_export.clock import as_utc, utc_now
-from wa_export.commands.health_addresses import check_workspace_addresses
-from wa_export.commands.health_check import Check, CheckStatus, clause, count_noun, local_time, named, sentence
-from wa_export.commands.workspace_checks import check_export_folders
 from wa_export.errors import ExitCode, MongoUnavailable
+from wa_export.export.preflight import run_warnings, unmatched_variable_warnings
 from wa_export.mail.errors import MailError
 from wa_export.mail.message import check_sendable
 from wa_export.mail.sender import MailSender
 from wa_export.mail.transport import tls_mode
+from wa_export.recipients import SOURCE_LABELS, RecipientSource, missing_hint, recipients_for
 from wa_export.redaction import redact
 from wa_export.settings import Settings
 from wa_export.store import logs
 from wa_export.store.arrivals import ArrivalKey, check_arrival_key
-from wa_export.store.connection import SERVICE_NAME, Store, describe_mongo_error
+from wa_export.store.connection import SERVICE_NAME, Store, Workspace, describe_mongo_error
 from wa_export.store.export_logs import recent_possible_duplicates
 from wa_export.store.state import count_cursors_ahead, count_foreign_cursors, last_successes
-from wa_export.units import format_ago, format_bytes
+from wa_export.units import count_noun, format_ago, format_bytes, has, is_, local_time
+from wa_export.workbook.naming import FOLDER_MARKER, slugify, unclaimed_folders
+
+CheckStatus = Literal["ok", "warning", "failed", "skipped"]
+NAMES_SHOWN = 10  # longer lists are cut in the reason; `details` (and --json) has them all
 
 # Free space below either threshold is a warning: a full disk fails every export.
 MIN_FREE_BYTES = 1024**3
 MIN_FREE_FRACTION = 0.05
 FAILED_EXPORTS_LOOKBACK = timedelta(hours=24)
+
+
+@dataclass
+class Check:
+    name: str
+    status: CheckStatus
+    reason: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "status": self.status, "reason": self.reason, "details": self.details}
 
 
 @dataclass
@@ -89,17 +103,33 @@ class HealthReport:
         }
 
 
-# --------------------------------------------------------------------------- helpers
+# --------------------------------------------------------------------------- wording
+# Reasons embed texts from elsewhere (driver errors, stored error messages, names):
+# `sentence` joins clauses so that none ends up with doubled punctuation.
+
+
+def named(items: list[str]) -> str:
+    shown = ", ".join(items[:NAMES_SHOWN])
+    return shown + (f" and {len(items) - NAMES_SHOWN} more" if len(items) > NAMES_SHOWN else "")
+
+
+def clause(text: str) -> str:
+    """Text from elsewhere made fit to continue a sentence: no final punctuation."""
+    return text.strip().rstrip(".;: ")
+
+
+def sentence(clauses: list[str]) -> str:
+    """Clauses joined with "; " into one sentence with one capital and one final period."""
+    text = "; ".join(clause(part) for part in clauses if clause(part))
+    return (text[:1].upper() + text[1:] + ".") if text else ""
+
+
+def _label(workspace: Workspace) -> str:
+    return f"{workspace.name or '(unnamed)'} ({workspace.id})"
 
 
 def _failure_label(entry: dict[str, Any]) -> str:
     return f"{entry['name'] or '(unnamed)'} ({entry['id']}, {entry['failures']}x)"
-
-
-def index_command(collection: str, keys: list[tuple[str, int]]) -> str:
-    """The mongosh command that creates a supporting index, e.g. db.chats.createIndex({ workspace_id: 1 })."""
-    fields = ", ".join(f"{name}: {order}" for name, order in keys)
-    return f"db.{collection}.createIndex({{ {fields} }})"
 
 
 # --------------------------------------------------------------------------- checks without MongoDB
@@ -114,14 +144,9 @@ def check_smtp_settings(settings: Settings) -> Check:
     login = f"login as {settings.smtp_username}" if settings.smtp_username else "no login"
     where = f"{settings.smtp_server}:{settings.smtp_port}, {mode}, {login}, from {settings.smtp_from}"
     details = {"server": settings.smtp_server, "port": settings.smtp_port, "security": mode}
-    if mode == "none":
-        return Check(
-            "smtp_settings",
-            "warning",
-            f"SMTP settings complete ({where}) but SMTP_SECURITY=none sends passwords and exports unencrypted.",
-            details,
-        )
-    return Check("smtp_settings", "ok", f"SMTP settings complete ({where}).", details)
+    plain = mode == "none"
+    note = " but SMTP_SECURITY=none sends passwords and exports unencrypted" if plain else ""
+    return Check("smtp_settings", "warning" if plain else "ok", f"SMTP settings complete ({where}){note}.", details)
 
 
 def check_smtp_login(settings: Settings, settings_check: Check) -> Check:
@@ -133,11 +158,8 @@ def check_smtp_login(settings: Settings, settings_check: Check) -> Check:
     except MailError as error:
         return Check("smtp_login", "failed", f"{error}", {"step": error.step})
     who = f" as {settings.smtp_username}" if settings.smtp_username else ""
-    return Check(
-        "smtp_login",
-        "ok",
-        f"Connected to {settings.smtp_server}:{settings.smtp_port} over {tls_mode(settings)} and logged in{who}.",
-    )
+    where = f"{settings.smtp_server}:{settings.smtp_port} over {tls_mode(settings)}"
+    return Check("smtp_login", "ok", f"Connected to {where} and logged in{who}.")
 
 
 def check_export_dir(export_dir: Path) -> Check:
@@ -163,42 +185,163 @@ def check_export_dir(export_dir: Path) -> Check:
         os.unlink(probe)
     except OSError as error:
         where = export_dir if existing == export_dir else f"{existing} (EXPORT_DIR {export_dir} does not exist yet)"
-        return Check(
-            "export_dir",
-            "failed",
-            f"Cannot write in {where} ({error.strerror or error}); make it writable by the user that runs wa-export.",
-            details,
+        reason = (
+            f"Cannot write in {where} ({error.strerror or error}); make it writable by the user that runs wa-export."
         )
+        return Check("export_dir", "failed", reason, details)
     usage = shutil.disk_usage(existing)
     details.update(free_bytes=usage.free, total_bytes=usage.total)
     free = f"{format_bytes(usage.free)} free of {format_bytes(usage.total)}"
-    prefix = (
-        f"{export_dir} is writable"
-        if existing == export_dir
-        else (f"{export_dir} does not exist yet and can be created in {existing}")
-    )
+    prefix = f"{export_dir} is writable"
+    if existing != export_dir:
+        prefix = f"{export_dir} does not exist yet and can be created in {existing}"
     if usage.free < MIN_FREE_BYTES or (usage.total and usage.free / usage.total < MIN_FREE_FRACTION):
-        return Check(
-            "export_dir", "warning", f"{prefix}, but only {free}; free space or run `wa-export cleanup`.", details
-        )
+        reason = f"{prefix}, but only {free}; free space or run `wa-export cleanup`."
+        return Check("export_dir", "warning", reason, details)
     return Check("export_dir", "ok", f"{prefix}; {free}.", details)
 
 
 # --------------------------------------------------------------------------- checks with MongoDB
 
 
+def check_workspace_addresses(store: Store, settings: Settings) -> Check:
+    active = store.active_workspaces()  # a database without a workspaces collection ends health: exit 2
+    if not active:
+        messages = [warning.message for warning in run_warnings(settings, [], covers_all_active=True)]
+        return Check("workspace_addresses", "warning", sentence(messages))
+    recipients = {w.id: recipients_for(w, settings) for w in active}
+    missing = [w for w in active if recipients[w.id].source == "none"]
+    refused = [w for w in active if recipients[w.id].problem]
+    invalid = [w for w in refused if recipients[w.id].problem_kind == "invalid"]
+    outside = [w for w in refused if recipients[w.id].problem_kind == "domain"]
+    unmatched = unmatched_variable_warnings(settings, (w.id for w in active))
+    unused = [warning.workspace_id for warning in unmatched if warning.workspace_id is not None]
+    malformed = list(settings.malformed_email_variables)
+    listed: tuple[RecipientSource, ...] = ("environment", "database", "none")
+    sources = {source: sum(1 for r in recipients.values() if r.source == source) for source in listed}
+    details = {
+        "active": len(active),
+        "sources": sources,
+        "workspaces": [{"id": w.id, "name": w.name, **recipients[w.id].as_dict()} for w in active],
+        "missing": [{"id": w.id, "name": w.name} for w in missing],
+        "refused": [{"id": w.id, "name": w.name, "problem": recipients[w.id].problem} for w in refused],
+        "invalid": [{"id": w.id, "name": w.name, "problem": recipients[w.id].problem} for w in invalid],
+        "outside_allowed_domains": [{"id": w.id, "name": w.name} for w in outside],
+        "configured_for_unknown_or_inactive": unused,
+        "malformed_variables": malformed,
+    }
+    where = ", ".join(
+        f"{count} from the {SOURCE_LABELS[source]}"
+        + (f" {settings.export_recipients_field}" if source == "database" else " WORKSPACE_<ID>_EMAIL")
+        for source, count in sources.items()
+        if count and source != "none"
+    )
+    problems = []
+    if missing:
+        problems.append(
+            f"{count_noun(len(missing), 'active workspace')} of {len(active)} {has(len(missing))} no address "
+            f"and {is_(len(missing))} not exported: {named([_label(w) for w in missing])}; "
+            + missing_hint("<ID>", settings)
+            + " for each"
+        )
+    if refused:
+        first = recipients[refused[0].id].problem
+        problems.append(
+            f"{count_noun(len(refused), 'workspace')} {has(len(refused))} refused addresses (invalid, or outside "
+            f"EXPORT_ALLOWED_EMAIL_DOMAINS) and fail{'s' if len(refused) == 1 else ''} every export: "
+            f"{named([_label(w) for w in refused])} (first: {first})"
+        )
+    notes = []
+    if unused:
+        notes.append(
+            "WORKSPACE_<ID>_EMAIL is set for ids that are no active workspace (a typo, or an inactive or deleted "
+            f"workspace): {named(unused)}"
+        )
+    if malformed:
+        notes.append(
+            f"{named(malformed)} {is_(len(malformed))} ignored: the part between WORKSPACE_ and _EMAIL must be "
+            "a workspace id (24 hexadecimal characters)"
+        )
+    sources_clause = f" ({where})" if where else ""
+    if problems:
+        if where:
+            problems.append(f"addresses of the others: {where}")
+        return Check("workspace_addresses", "failed", sentence(problems + notes), details)
+    if notes:
+        return Check(
+            "workspace_addresses",
+            "warning",
+            sentence(
+                [f"All {len(active)} active workspaces have an address{sources_clause}, but " + notes[0], *notes[1:]]
+            ),
+            details,
+        )
+    return Check(
+        "workspace_addresses", "ok", f"All {len(active)} active workspaces have an address{sources_clause}.", details
+    )
+
+
+def check_export_folders(store: Store, settings: Settings) -> Check:
+    """Folders without an owner marker (the original service's) that an export would adopt, or could not."""
+    by_slug: dict[str, list[Workspace]] = {}
+    for workspace in store.active_workspaces():
+        by_slug.setdefault(slugify(workspace.name, workspace.id), []).append(workspace)
+    try:
+        unclaimed = unclaimed_folders(settings.export_dir, by_slug)
+    except OSError as error:
+        return Check(
+            "export_folders",
+            "warning",
+            f"Cannot inspect the folders in {settings.export_dir} ({error.strerror or error}); "
+            "make EXPORT_DIR readable by the user that runs wa-export.",
+        )
+    contested = [slug for slug in unclaimed if len(by_slug[slug]) > 1]
+    adoptable = [slug for slug in unclaimed if len(by_slug[slug]) == 1]
+    folder = {slug: str(settings.export_dir / slug) for slug in unclaimed}
+    details = {
+        "contested": [
+            {"folder": folder[slug], "workspaces": [{"id": w.id, "name": w.name} for w in by_slug[slug]]}
+            for slug in contested
+        ],
+        "to_adopt": [
+            {"folder": folder[slug], "workspace": {"id": by_slug[slug][0].id, "name": by_slug[slug][0].name}}
+            for slug in adoptable
+        ],
+    }
+    adopt_note = (
+        f"{len(adoptable)} folders without an owner marker will be adopted by their workspace on its next export: "
+        + named([f"{slug}/ by {_label(by_slug[slug][0])}" for slug in adoptable])
+        if adoptable
+        else ""
+    )
+    if contested:
+        slug = contested[0]
+        reason = (
+            f"{len(contested)} folders without an owner marker are adopted by nobody because several active "
+            f"workspaces have their name: {named([f'{s}/' for s in contested])}; "
+            f"{settings.export_dir / slug} could belong to {named([_label(w) for w in by_slug[slug]])}, so each "
+            f"exports into its own {slug}_<id> folder; to give the folder to one of them, write that workspace's "
+            f"id into {settings.export_dir / slug / FOLDER_MARKER}"
+        )
+        return Check("export_folders", "warning", reason + (f"; {adopt_note}" if adopt_note else "") + ".", details)
+    if adopt_note:
+        return Check("export_folders", "ok", adopt_note + ".", details)
+    return Check(
+        "export_folders", "ok", "Every workspace folder in EXPORT_DIR has its owner marker or is new.", details
+    )
+
+
 def check_indexes(store: Store) -> Check:
     missing = store.missing_indexes()
     if not missing:
         return Check("indexes", "ok", "The supporting indexes on chats and messages exist.")
-    commands = [index_command(collection, keys) for collection, keys in missing]
-    return Check(
-        "indexes",
-        "warning",
-        "Supporting indexes are missing, so every export scans whole collections; create them once: "
-        + "; ".join(commands),
-        {"commands": commands},
-    )
+    # mongosh commands, e.g. db.chats.createIndex({ workspace_id: 1 })
+    commands = [
+        f"db.{collection}.createIndex({{ {', '.join(f'{name}: {order}' for name, order in keys)} }})"
+        for collection, keys in missing
+    ]
+    reason = "Supporting indexes are missing, so every export scans whole collections; create them once: "
+    return Check("indexes", "warning", reason + "; ".join(commands), {"commands": commands})
 
 
 def check_duplicate_workspaces(store: Store) -> Check:
@@ -206,74 +349,45 @@ def check_duplicate_workspaces(store: Store) -> Check:
     duplicates = store.stored_twice()
     if not duplicates:
         return Check("duplicate_workspaces", "ok", "Every workspace id is stored once.")
-    return Check(
-        "duplicate_workspaces",
-        "warning",
-        sentence([duplicate.sentence() for duplicate in duplicates]),
+    listed = [
         {
-            "workspaces": [
-                {
-                    "id": d.id,
-                    "documents": [
-                        {"id_type": kind, "name": name, "status": status} for kind, name, status in d.documents
-                    ],
-                }
-                for d in duplicates
-            ]
-        },
+            "id": d.id,
+            "documents": [{"id_type": kind, "name": name, "status": status} for kind, name, status in d.documents],
+        }
+        for d in duplicates
+    ]
+    return Check(
+        "duplicate_workspaces", "warning", sentence([d.sentence() for d in duplicates]), {"workspaces": listed}
     )
 
 
 def check_scheduled_runs(store: Store, settings: Settings, now: datetime) -> Check:
     threshold = timedelta(minutes=2 * settings.export_interval_minutes)
-    latest = store.system_logs.find_one(
-        # --no-email/--dry-run runs and runs limited to some workspaces keep
-        # nothing current: they do not prove the schedule is alive.
-        {
-            "kind": logs.EXPORT_RUN,
-            "trigger": "scheduled",
-            "moves_watermark": {"$ne": False},
-            "all_workspaces": {"$ne": False},
-        },
-        {"timestamp": 1, "failed": 1},
-        sort=[("timestamp", -1)],
-    )
     hint = "check the crontab (`crontab -l`) or the systemd timer (`systemctl list-timers wa-export.timer`)"
-    if latest is None or not isinstance(latest.get("timestamp"), datetime):
-        return _no_scheduled_run_yet(store, settings, now, threshold, hint)
-    last: datetime = latest["timestamp"]
-    age = now - last
-    details = {"last_run": last, "threshold_minutes": 2 * settings.export_interval_minutes}
-    if age > threshold:
-        return Check(
-            "scheduled_runs",
-            "failed",
-            f"No scheduled run since {local_time(last, settings)} ({format_ago(age)}; EXPORT_INTERVAL_MINUTES is "
-            f"{settings.export_interval_minutes}); {hint}.",
-            details,
-        )
-    return Check(
-        "scheduled_runs", "ok", f"Last scheduled run {local_time(last, settings)} ({format_ago(age)}).", details
+    # --no-email/--dry-run runs and runs limited to some workspaces keep nothing current:
+    # they do not prove the schedule is alive. (`moves_watermark` is the stored field's name.)
+    proving = {"kind": logs.EXPORT_RUN, "trigger": "scheduled", "moves_watermark": {"$ne": False}}
+    latest = store.system_logs.find_one(
+        {**proving, "all_workspaces": {"$ne": False}}, {"timestamp": 1}, sort=[("timestamp", -1)]
     )
-
-
-def _no_scheduled_run_yet(store: Store, settings: Settings, now: datetime, threshold: timedelta, hint: str) -> Check:
-    """A fresh install (wa-export first used moments ago) is a warning; weeks without a scheduled run are not."""
+    last = latest.get("timestamp") if latest is not None else None
+    if isinstance(last, datetime):
+        age = now - last
+        details = {"last_run": last, "threshold_minutes": 2 * settings.export_interval_minutes}
+        when = f"{local_time(last, settings, zoned=True)} ({format_ago(age)}"
+        if age > threshold:
+            reason = f"No scheduled run since {when}; EXPORT_INTERVAL_MINUTES is {settings.export_interval_minutes})"
+            return Check("scheduled_runs", "failed", f"{reason}; {hint}.", details)
+        return Check("scheduled_runs", "ok", f"Last scheduled run {when}).", details)
+    # A fresh install (wa-export first used moments ago) is a warning; weeks without a scheduled run are not.
     first = store.system_logs.find_one({"service": SERVICE_NAME}, {"timestamp": 1}, sort=[("timestamp", 1)])
     first_used = first.get("timestamp") if first is not None else None
     if isinstance(first_used, datetime) and now - as_utc(first_used) > threshold:
-        return Check(
-            "scheduled_runs",
-            "failed",
-            f"No scheduled run recorded, although wa-export has been used here since {local_time(first_used, settings)} "
-            f"({format_ago(now - as_utc(first_used))}); {hint}.",
-            {"first_used": first_used},
-        )
-    return Check(
-        "scheduled_runs",
-        "warning",
-        f"No scheduled run recorded yet (a new installation?); once the timer should be running, {hint}.",
-    )
+        since = f"{local_time(first_used, settings, zoned=True)} ({format_ago(now - as_utc(first_used))})"
+        reason = f"No scheduled run recorded, although wa-export has been used here since {since}; {hint}."
+        return Check("scheduled_runs", "failed", reason, {"first_used": first_used})
+    reason = f"No scheduled run recorded yet (a new installation?); once the timer should be running, {hint}."
+    return Check("scheduled_runs", "warning", reason)
 
 
 def check_failed_exports(store: Store, settings: Settings, now: datetime) -> Check:
@@ -322,12 +436,8 @@ def check_failed_exports(store: Store, settings: Settings, now: datetime) -> Che
             clauses.append(f"recovered since: {named([_failure_label(e) for e in recovered])}")
         clauses.append("`wa-export logs --status failed` shows every error")
         return Check("failed_exports", "failed", sentence(clauses), details)
-    return Check(
-        "failed_exports",
-        "warning",
-        sentence([f"{counted}, all delivered by a later run: {named([_failure_label(e) for e in recovered])}"]),
-        details,
-    )
+    reason = sentence([f"{counted}, all delivered by a later run: {named([_failure_label(e) for e in recovered])}"])
+    return Check("failed_exports", "warning", reason, details)
 
 
 def _last_successes(store: Store, workspace_ids: list[Any], earliest: datetime) -> dict[str, datetime]:
@@ -374,29 +484,21 @@ def check_arrival_order(store: Store, settings: Settings, now: datetime) -> Chec
     # Cursors of the other kind: scheduled runs refuse those workspaces (ArrivalKey.position).
     foreign = count_foreign_cursors(store, key)
     if foreign:
-        return Check(
-            "arrival_order",
-            "failed",
+        reason = (
             f"{foreign} workspace cursor(s) were written while EXPORT_ARRIVAL_FIELD named another kind of field than "
             f"{key.field!r} ({key.type_name}): scheduled runs refuse those workspaces until you set EXPORT_ARRIVAL_FIELD "
-            "back or move each cursor with `wa-export state ID --move-to TIME`.",
-            {"arrival_field": key.field, "foreign_cursors": foreign},
+            "back or move each cursor with `wa-export state ID --move-to TIME`."
         )
+        return Check("arrival_order", "failed", reason, {"arrival_field": key.field, "foreign_cursors": foreign})
     ahead = count_cursors_ahead(store, key, now)
     if ahead:
-        return Check(
-            "arrival_order",
-            "warning",
+        reason = (
             f"{ahead} workspace cursor(s) are ahead of the database clock (a clock was wrong when they were set); "
-            "the next scheduled run pulls them back to its window end, which hides no message.",
-            {"arrival_field": key.field, "cursors_ahead": ahead},
+            "the next scheduled run pulls them back to its window end, which hides no message."
         )
-    return Check(
-        "arrival_order",
-        "ok",
-        f"Messages are ordered by {key.field}; no cursor is ahead of the database clock.",
-        {"arrival_field": key.field},
-    )
+        return Check("arrival_order", "warning", reason, {"arrival_field": key.field, "cursors_ahead": ahead})
+    reason = f"Messages are ordered by {key.field}; no cursor is ahead of the database clock."
+    return Check("arrival_order", "ok", reason, {"arrival_field": key.field})
 
 
 def check_possible_duplicates(store: Store, settings: Settings, now: datetime) -> Check:
@@ -405,26 +507,16 @@ def check_possible_duplicates(store: Store, settings: Settings, now: datetime) -
         return Check("possible_duplicates", "ok", "No email in the last 24 hours may have repeated an earlier one.")
     names = list(dict.fromkeys(f"{e.get('workspace_name') or '(unnamed)'} ({e.get('workspace_id')})" for e in entries))
     last = entries[0].get("created_at")
-    when = f"; the latest at {local_time(last, settings)}" if isinstance(last, datetime) else ""
-    return Check(
-        "possible_duplicates",
-        "warning",
+    when = f"; the latest at {local_time(last, settings, zoned=True)}" if isinstance(last, datetime) else ""
+    reason = (
         f"{len(entries)} email(s) in the last 24 hours may repeat messages of an earlier one (an earlier run's "
         f"outcome was unknown; each such email says so): {named(names)}{when}. "
-        "`wa-export logs` marks them possible_duplicate.",
-        {"count": len(entries), "workspaces": names},
+        "`wa-export logs` marks them possible_duplicate."
     )
+    return Check("possible_duplicates", "warning", reason, {"count": len(entries), "workspaces": names})
 
 
 # --------------------------------------------------------------------------- the run
-
-
-def _guarded(name: str, settings: Settings, check: Callable[[], Check]) -> Check:
-    """A database error inside one check fails that check, not the whole report."""
-    try:
-        return check()
-    except PyMongoError as error:
-        return Check(name, "failed", describe_mongo_error(error, settings))
 
 
 def run_health(
@@ -468,8 +560,11 @@ def run_health(
         for name, check in database_checks:
             if store is None:
                 report.checks.append(Check(name, "skipped", "Not checked: MongoDB is unreachable."))
-            else:
-                report.checks.append(_guarded(name, settings, functools.partial(check, store)))
+                continue
+            try:
+                report.checks.append(check(store))
+            except PyMongoError as error:  # fails that check, not the whole report
+                report.checks.append(Check(name, "failed", describe_mongo_error(error, settings)))
 
         if store is not None:
             report.recorded = _record(store, report)
@@ -487,6 +582,3 @@ def _record(store: Store, report: HealthReport) -> bool:
     except PyMongoError:
         return False  # the report itself is still printed; a refused log write is no health failure
     return True
-
-
-__all__ = ["Check", "HealthReport", "check_export_dir", "index_command", "run_health"]

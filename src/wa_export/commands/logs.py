@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -42,20 +42,8 @@ class ExportLogEntry:
     possible_duplicate: bool = False  # may repeat an earlier email (its outcome was unknown)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "time": iso(self.time),
-            "workspace_id": self.workspace_id,
-            "workspace_name": self.workspace_name,
-            "trigger": self.trigger,
-            "window_start": iso(self.window_start),
-            "window_end": iso(self.window_end),
-            "message_count": self.message_count,
-            "file_path": self.file_path,
-            "recipients": self.recipients,
-            "status": self.status,
-            "error": self.error,
-            "possible_duplicate": self.possible_duplicate,
-        }
+        times = {"time": iso(self.time), "window_start": iso(self.window_start), "window_end": iso(self.window_end)}
+        return {**asdict(self), **times}
 
 
 @dataclass(frozen=True)
@@ -65,7 +53,7 @@ class SystemLogEntry:
     message: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {"time": iso(self.time), "event_type": self.event_type, "message": self.message}
+        return {**asdict(self), "time": iso(self.time)}
 
 
 @dataclass

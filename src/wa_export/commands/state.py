@@ -1,15 +1,9 @@
-"""`wa-export state`: where each workspace's scheduled delivery stands.
+"""`wa-export state`: where each workspace's scheduled delivery stands (moving a cursor: cursor_move.py).
 
-Reads the `export_state` documents (one per workspace, `_id` = workspace id):
-the cursor (every message whose arrival key is >= it is not delivered yet),
-where it came from, the lease, failures, an in-flight delivery. "Now" is the
-database server's clock, the one the leases are measured on. Moving a cursor
-is commands/cursor_move.py.
-
-Counting waiting messages (store/waiting.py) costs a few queries per
-workspace. For one named workspace the count is exact; over all workspaces
-each count stops at WAITING_COUNT_CAP so that one huge backlog cannot make the
-command slow.
+"Now" is the database server's clock, the one leases are measured on. Counting
+waiting messages costs a few queries per workspace: exact for one named
+workspace; over all of them each count stops at WAITING_COUNT_CAP so that one
+huge backlog cannot make the command slow.
 """
 
 from __future__ import annotations
@@ -90,7 +84,7 @@ class WorkspaceReport:
         return max(0.0, (self.database_now - self.waiting.oldest_at).total_seconds())
 
     def as_dict(self) -> dict[str, Any]:
-        waiting = self.waiting
+        waiting, age = self.waiting, self.oldest_waiting_age_seconds
         return {
             "workspace_id": self.workspace_id,
             "workspace_name": self.workspace_name,
@@ -107,7 +101,7 @@ class WorkspaceReport:
             "waiting_messages_capped": waiting.capped if waiting else False,
             "waiting_counted_from": iso(waiting.counted_from) if waiting else None,
             "oldest_waiting_at": iso(waiting.oldest_at) if waiting else None,
-            "oldest_waiting_age_seconds": _round(self.oldest_waiting_age_seconds),
+            "oldest_waiting_age_seconds": None if age is None else round(age, 3),
             "lease_owner": self.lease_owner,
             "lease_expires_at": iso(self.lease_expires_at),
             "lease_held": self.lease_held,
@@ -139,24 +133,15 @@ class StateReport:
         }
 
 
-# --- reading -------------------------------------------------------------------------
-
-
 def state(settings: Settings, workspace_id: str | None) -> StateReport:
     """`wa-export state [WORKSPACE_ID]`: every active workspace, or the one named (any status)."""
     if workspace_id is not None:
         parse_workspace_id(workspace_id)  # a malformed id fails before connecting
     with open_store(settings) as store, mongo_errors(settings):
         now = store.database_now()
-        if workspace_id is not None:
-            workspaces = store.workspaces_by_id([workspace_id])
-            cap: int | None = None
-        else:
-            workspaces = store.active_workspaces()
-            cap = WAITING_COUNT_CAP
-        documents = read_state_documents(
-            store, [workspace.id for workspace in workspaces], single=workspace_id is not None
-        )
+        workspaces = store.workspaces_by_id([workspace_id]) if workspace_id is not None else store.active_workspaces()
+        cap = None if workspace_id is not None else WAITING_COUNT_CAP
+        documents = read_state_documents(store, [w.id for w in workspaces], single=workspace_id is not None)
         states = workspace_states(store, workspaces, documents, now, cap)
         return StateReport(now, settings.timezone_name, settings.export_arrival_field, cap, states)
 
@@ -210,9 +195,6 @@ def workspace_states(
     return reports
 
 
-# --- JSON ------------------------------------------------------------------------------
-
-
 def _plain(value: object) -> object:
     """A document value as JSON-friendly data: keys and ids as text, times as ISO 8601."""
     if isinstance(value, Mapping):
@@ -224,7 +206,3 @@ def _plain(value: object) -> object:
     if isinstance(value, ObjectId):
         return str(value)
     return value
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)

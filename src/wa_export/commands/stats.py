@@ -1,17 +1,16 @@
-"""Read-only reports for operators: `stats` (messages per day and status, exports) and `logs`.
+"""`wa-export stats`: messages per day and status, and the exports made.
 
-Message counts are computed by aggregation in MongoDB, bounded by the period
-*and* the workspace's chats (``chat_id $in``, ``timestamp`` range), never by a
-scan over all messages. Days are calendar days in EXPORT_TIMEZONE
-(``$dateToString`` with ``timezone``). MongoDB groups by the raw direction and
-AI flag; the status mapping (export/status.py) is then applied here with the same rules
-as the export (rows.py), so stats and workbooks never disagree.
+Counts are aggregated in MongoDB, bounded by the period and the workspace's
+chats, never a scan over all messages; days are calendar days in
+EXPORT_TIMEZONE. MongoDB groups by the raw direction and AI flag, and the
+export's Status rule (export/status.py) is applied here, so stats and workbooks
+never disagree.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -37,9 +36,6 @@ from wa_export.units import count_or_zero
 def _workspace_keys(workspace: Workspace) -> list[object]:
     # Platform writers (and old export_logs) stored workspace ids as ObjectId or as string.
     return [workspace.object_id, workspace.id]
-
-
-# ----------------------------------------------------------------------------- stats
 
 
 @dataclass(frozen=True)
@@ -83,13 +79,7 @@ class ExportSummary:
     last_failure: datetime | None = None  # within the period
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "completed": self.completed,
-            "failed": self.failed,
-            "messages_exported": self.messages_exported,
-            "last_success": iso(self.last_success),
-            "last_failure": iso(self.last_failure),
-        }
+        return {**asdict(self), "last_success": iso(self.last_success), "last_failure": iso(self.last_failure)}
 
 
 @dataclass
@@ -153,11 +143,6 @@ class StatsReport:
         else:
             document["workspaces"] = [stats.as_dict() for stats in self.workspaces]
         return document
-
-
-def chat_ids_of(store: Store, workspace: Workspace) -> list[object]:
-    """What the workspace's messages hold in `chat_id`: the chats it owns (ownership.py), in both id forms."""
-    return chats_of_workspace(store.chats, workspace).message_chat_ids()
 
 
 def messages_per_day(store: Store, chat_ids: Sequence[object], period: Period) -> list[DayCounts]:
@@ -245,34 +230,28 @@ def export_summaries(store: Store, workspaces: Sequence[Workspace], period: Peri
     return summaries
 
 
-def stats_report(store: Store, settings: Settings, workspace_id: str | None, days: int, now: datetime) -> StatsReport:
-    """One workspace by id (any status), or every active workspace."""
-    period = period_for(settings, days, now)
-    workspaces = store.workspaces_by_id([workspace_id]) if workspace_id else store.active_workspaces()
-    summaries = export_summaries(store, workspaces, period) if workspaces else {}
-    results = [
-        WorkspaceStats(
-            workspace=workspace,
-            per_day=messages_per_day(store, chat_ids_of(store, workspace), period),
-            exports=summaries[workspace.id],
-            recipients=recipients_for(workspace, settings),
-        )
-        for workspace in workspaces
-    ]
-    return StatsReport(period=period, generated_at=now, workspaces=results, single=workspace_id is not None)
-
-
-# ----------------------------------------------------------------------------- logs
-
-
 STATS_MAX_DAYS = 366
 
 
 def stats(settings: Settings, workspace_id: str | None, days: int) -> StatsReport:
-    """`wa-export stats`: messages per day and status, and the exports made, over the last `days` days."""
+    """Over the last `days` days: one workspace by id (any status), or every active workspace."""
     if not 1 <= days <= STATS_MAX_DAYS:
         raise UsageProblem(f"--days must be between 1 and {STATS_MAX_DAYS}, got {days}.")
     if workspace_id is not None:
         parse_workspace_id(workspace_id)  # a malformed id is a usage error even with MongoDB down
     with open_store(settings) as store, mongo_errors(settings):
-        return stats_report(store, settings, workspace_id, days, utc_now())
+        now = utc_now()
+        period = period_for(settings, days, now)
+        workspaces = store.workspaces_by_id([workspace_id]) if workspace_id else store.active_workspaces()
+        summaries = export_summaries(store, workspaces, period) if workspaces else {}
+        results = [
+            WorkspaceStats(
+                workspace=workspace,
+                # the chats it owns (ownership.py), in both id forms messages may hold
+                per_day=messages_per_day(store, chats_of_workspace(store.chats, workspace).message_chat_ids(), period),
+                exports=summaries[workspace.id],
+                recipients=recipients_for(workspace, settings),
+            )
+            for workspace in workspaces
+        ]
+        return StatsReport(period=period, generated_at=now, workspaces=results, single=workspace_id is not None)

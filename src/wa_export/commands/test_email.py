@@ -1,19 +1,16 @@
-"""`wa-export test-email`: one short mail with a tiny sample workbook, through the production mail path.
+"""`wa-export test-email`: one short mail with a tiny sample workbook (fake rows), through the production mail path.
 
 It answers "would an export reach this address?": the recipients come from
-`--to`, or from the workspace as an export would find them (recipients.py:
-`WORKSPACE_<ID>_EMAIL`, else its EXPORT_RECIPIENTS_FIELD). MongoDB is read only
-in that last case, so the command also works while the database is down. The
-allow-list is checked before any connection, and a failure is a `MailError`
-whose `step` says where it broke and whose `hint` says what to do. The sample
-workbook holds fake rows only.
+`--to`, or from the workspace as an export finds them (recipients.py). MongoDB
+is read only in that last case, so the command also works while the database
+is down. The allow-list is checked before any connection.
 """
 
 from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -64,16 +61,9 @@ class TestEmailResult:
         return ExitCode.USAGE if self.error.step == "config" else ExitCode.FAILED
 
     def as_dict(self) -> dict[str, Any]:
-        document: dict[str, Any] = {
-            "ok": self.ok,
-            "exit_code": self.exit_code,
-            "recipients": list(self.recipients),
-            "server": self.server,
-            "security": self.security,
-            "subject": self.subject,
-            "attachment": self.attachment,
-            "workspace_id": self.workspace_id,
-        }
+        document: dict[str, Any] = {"ok": self.ok, "exit_code": self.exit_code}
+        document.update((item.name, getattr(self, item.name)) for item in fields(self) if item.name != "error")
+        document["recipients"] = list(self.recipients)
         if self.error is not None:
             document.update(step=self.error.step, error=str(self.error), hint=self.error.hint)
         return document
@@ -113,10 +103,17 @@ def write_sample_workbook(directory: Path, settings: Settings, workspace_id: str
     now = utc_now()
     path = directory / SAMPLE_FILE_NAME
     with WorkbookWriter(path, settings.export_timezone) as writer:
-        writer.append("+10000000000", "+10000000001", "This is a wa-export test", now - timedelta(minutes=1),
-                      "received", workspace_id)
-        writer.append("+10000000001", "+10000000000", "This is a wa-export test reply", now, "sent_via_ai",
-                      workspace_id)
+        writer.append(
+            "+10000000000",
+            "+10000000001",
+            "This is a wa-export test",
+            now - timedelta(minutes=1),
+            "received",
+            workspace_id,
+        )
+        writer.append(
+            "+10000000001", "+10000000000", "This is a wa-export test reply", now, "sent_via_ai", workspace_id
+        )
         return writer.commit()
 
 
@@ -159,6 +156,3 @@ def send_test_email(settings: Settings, workspace_id: str | None, to: Sequence[s
     except MailError as error:
         return replace(result, error=error)
     return result
-
-
-__all__ = ["TestEmailResult", "TestEmailUsage", "resolve_recipients", "send_test_email", "write_sample_workbook"]
