@@ -41,7 +41,7 @@ from wa_export.settings import Settings
 from wa_export.store import logs
 from wa_export.store.arrivals import ArrivalKey, check_arrival_key
 from wa_export.store.connection import SERVICE_NAME, Store, describe_mongo_error
-from wa_export.store.export_logs import recent_possible_duplicates
+from wa_export.store.logs import recent_possible_duplicates
 from wa_export.store.state import count_cursors_ahead, count_foreign_cursors, last_successes
 from wa_export.units import format_ago, format_bytes
 
