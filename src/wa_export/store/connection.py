@@ -26,9 +26,7 @@ from wa_export.settings import Settings
 
 SERVICE_NAME = "excel_export_scheduler"
 MESSAGE_BATCH_SIZE = 2_000
-# A `$in` with hundreds of thousands of ids is a huge command document; chunk it
-# and merge the sorted cursors instead.
-CHAT_IDS_PER_QUERY = 5_000
+CHAT_IDS_PER_QUERY = 5_000  # arrivals.in_chunks
 MESSAGE_PROJECTION = {"chat_id": 1, "direction": 1, "is_ai_generated": 1, "content": 1, "timestamp": 1}
 CHAT_PROJECTION = {"phone_number": 1, "customer_phone": 1}
 

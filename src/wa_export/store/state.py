@@ -291,7 +291,7 @@ def advance_idle(store: Store, clock: DatabaseClock, end_key: Key, items: Sequen
     for item in items:
         source = item.new_source or "first_interval"
         if not item.exists:
-            created = {**moved, "cursor_source": source, "created_at": now, "consecutive_failures": 0}
+            created: dict[str, Any] = {**moved, "cursor_source": source, "created_at": now, "consecutive_failures": 0}
             created.update(in_flight=None, pending_files=[])
             operations.append(UpdateOne({"_id": item.workspace_id}, {"$setOnInsert": created}, upsert=True))
             continue
