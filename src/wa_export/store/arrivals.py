@@ -11,6 +11,7 @@ messages by its chats *and* a key range, a manual window by its chats and a time
 from __future__ import annotations
 
 import heapq
+import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -293,37 +294,27 @@ class ArrivalKeyCheck:
 def check_arrival_key(messages: Collection[dict[str, Any]], key: ArrivalKey, *, ends: bool = True) -> ArrivalKeyCheck:
     """Whether the arrival key can see the messages, from a few index entries, never a scan.
 
-    The newest NEWEST_PROBED messages by `_id` (always indexed): when none of
-    them carries a usable key, the setting is wrong (a field the platform never
-    writes, or one of another type) and every run would skip everything. With
-    `ends`, also both ends of the key's own index: MongoDB sorts by type first,
-    so a missing or wrong-typed key anywhere sorts before or after every usable
-    one. For `_id` the newest messages *are* the index's upper end.
+    The newest NEWEST_PROBED messages by `_id` (always indexed): when none carries a usable key,
+    the setting is wrong and every run would skip everything. With `ends`, also both ends of the
+    key's own index: MongoDB sorts by type first, so a missing or wrong-typed key anywhere sorts
+    before or after every usable one (for `_id` the newest messages *are* the upper end).
     """
     newest = list(messages.find({}, {key.field: 1}).sort("_id", DESCENDING).limit(NEWEST_PROBED))
     if not newest:
         return ArrivalKeyCheck()  # no message: nothing to miss
-    values = [key.of(document) for document in newest]
-    if not any(key.usable(value) for value in values):
-        return ArrivalKeyCheck(unusable=_unusable_sentence(key, values[0], newest[0]))
-    unplaced = [(value, document) for value, document in zip(values, newest, strict=True) if not key.usable(value)]
-    if unplaced:
-        return ArrivalKeyCheck(partial=_partial_sentence(key, *unplaced[0]))
-    if not ends:
-        return ArrivalKeyCheck()
-    directions = [ASCENDING] if key.uses_object_id else [ASCENDING, DESCENDING]
-    for direction in directions:
-        document = next(iter(messages.find({}, {key.field: 1}).sort(key.field, direction).limit(1)), None)
+    if not any(key.usable(key.of(document)) for document in newest):
+        return ArrivalKeyCheck(unusable=_unusable_sentence(key, key.of(newest[0]), newest[0]))
+    directions = ([ASCENDING] if key.uses_object_id else [ASCENDING, DESCENDING]) if ends else []
+    # Lazy: an index end is read only once everything before it was usable.
+    index_ends = (
+        next(iter(messages.find({}, {key.field: 1}).sort(key.field, way).limit(1)), None) for way in directions
+    )
+    for document in itertools.chain(newest, index_ends):
         if document is None:
             break
-        value = key.of(document)
-        if not key.usable(value):
+        if not key.usable(value := key.of(document)):
             return ArrivalKeyCheck(partial=_partial_sentence(key, value, document))
     return ArrivalKeyCheck()
-
-
-def _found(value: object) -> str:
-    return "no value" if value is None else f"a {type(value).__name__} value"
 
 
 def _unusable_sentence(key: ArrivalKey, value: object, document: dict[str, Any]) -> str:
@@ -338,9 +329,10 @@ def _unusable_sentence(key: ArrivalKey, value: object, document: dict[str, Any])
 
 
 def _partial_sentence(key: ArrivalKey, value: object, document: dict[str, Any]) -> str:
+    found = "no value" if value is None else f"a {type(value).__name__} value"
     example = f" (e.g. message _id {document.get('_id')!r})" if not key.uses_object_id else f" ({value!r})"
     return (
-        f"Some messages have {_found(value)} in {key.field}{example} where the arrival order needs "
+        f"Some messages have {found} in {key.field}{example} where the arrival order needs "
         f"{key.type_name}: scheduled runs cannot place them and never export them; set EXPORT_ARRIVAL_FIELD "
         "to a field every message gets at insert, or fix the platform writer."
     )

@@ -102,17 +102,8 @@ def mark_completed(logs: Logs, log_id: object, now: datetime) -> None:
 
 def mark_failed(logs: Logs, log_id: object, error: str, now: datetime, *, outcome_unknown: bool) -> None:
     """`outcome_unknown`: the server may have accepted the email anyway (its range goes out again, flagged)."""
-    logs.update_one(
-        {"_id": log_id},
-        {
-            "$set": {
-                "status": STATUS_FAILED,
-                "error_message": error,
-                "outcome_unknown": outcome_unknown,
-                "updated_at": now,
-            }
-        },
-    )
+    changes = {"status": STATUS_FAILED, "error_message": error, "outcome_unknown": outcome_unknown, "updated_at": now}
+    logs.update_one({"_id": log_id}, {"$set": changes})
 
 
 def close_unknown_outcome(logs: Logs, log_id: object, run_id: str, now: datetime) -> None:

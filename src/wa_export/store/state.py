@@ -330,14 +330,9 @@ def set_moved_cursor(
     query: dict[str, Any] = {"_id": workspace_id, **lease_is_free(now)}
     if expected_cursor is not ANY_CURSOR:
         query["cursor"] = expected_cursor  # None also matches a document without one
+    moved = {"cursor": new_key, "cursor_source": "moved", "cursor_set_at": now, "updated_at": now}
     return store.export_state.find_one_and_update(
-        query,
-        {
-            "$set": {"cursor": new_key, "cursor_source": "moved", "cursor_set_at": now, "updated_at": now},
-            "$setOnInsert": {"created_at": now},
-        },
-        upsert=True,
-        return_document=ReturnDocument.BEFORE,
+        query, {"$set": moved, "$setOnInsert": {"created_at": now}}, upsert=True, return_document=ReturnDocument.BEFORE
     )
 
 
@@ -347,13 +342,9 @@ def _as_document(in_flight: InFlight | None) -> dict[str, Any] | None:
 
 def _success(now: datetime, in_flight: InFlight | None) -> dict[str, Any]:
     """What a delivery that ended well writes: the intent left (usually None), the failures reset."""
-    return {
-        "in_flight": _as_document(in_flight),
-        "last_success_at": now,
-        "consecutive_failures": 0,
-        "last_error": None,
-        "updated_at": now,
-    }
+    return dict(
+        in_flight=_as_document(in_flight), last_success_at=now, consecutive_failures=0, last_error=None, updated_at=now
+    )
 
 
 class LeaseLost(Exception):
@@ -497,17 +488,10 @@ def acquire_lease(
         first_changes = {"cursor": first_cursor.key, "cursor_source": first_cursor.source, "cursor_set_at": now}
         on_insert.update(first_changes, in_flight=_as_document(first_cursor.in_flight))
     try:
+        taken = {"lease_owner": owner, "lease_expires_at": expires_at, "lease_acquired_at": now, "updated_at": now}
         document = collection.find_one_and_update(
             {"_id": workspace_id, **lease_is_free(now)},
-            {
-                "$set": {
-                    "lease_owner": owner,
-                    "lease_expires_at": expires_at,
-                    "lease_acquired_at": now,
-                    "updated_at": now,
-                },
-                "$setOnInsert": on_insert,
-            },
+            {"$set": taken, "$setOnInsert": on_insert},
             upsert=True,
             return_document=ReturnDocument.AFTER,
         )
