@@ -1,12 +1,10 @@
 """`export_logs` and `system_logs`: every write (how each kind of entry looks; callers pass facts), and the reads.
 
-Both collections are the original service's: its fields come first (the seeds'
-schema), ours after. A scheduled email's export_logs entry is inserted as
-`sending` before the email goes to SMTP and turned `completed` or `failed`
-afterwards (`outcome_unknown: true` when the server may have accepted it
-anyway), so an entry still `sending` after its run means the outcome is unknown
-too; the next run closes it as `failed` and flags its own re-delivery
-`possible_duplicate: true`.
+Both collections are the original service's: its fields come first (the seeds' schema), ours after.
+A scheduled email's export_logs entry is inserted as `sending` before the email goes to SMTP and turned
+`completed` or `failed` afterwards (`outcome_unknown: true` when the server may have accepted it anyway);
+one still `sending` after its run is unknown too: the next run closes it as `failed` and flags its own
+re-delivery `possible_duplicate: true`.
 """
 
 from __future__ import annotations

@@ -3,17 +3,14 @@
 Every path that attributes messages to a workspace asks here: the scheduled pass, a workspace's
 own path, manual exports, `stats`, and the waiting counts (docs/design.md, "Who owns a chat").
 
-- A workspace is its id, 24 hex digits: a `workspaces` document whose `_id` is
-  the ObjectId or its string is the same workspace (store/connection.py,
-  one_per_id, lists a tenant stored both ways once).
-- A chat belongs to the workspace whose id its `workspace_id` holds, as an
-  ObjectId or as its 24-hex string. Anything else (an array naming several
-  workspaces, a malformed string, another type, nothing) names no single
-  workspace: the chat belongs to nobody. Its messages are mailed to nobody,
-  counted as `ambiguous_chat` by the run, in no workspace's `stats`, waiting
-  for nobody in `state`.
-- A chat is identified by its ObjectId `_id`; a message is that chat's when its
-  `chat_id` holds the ObjectId or its string (both_forms).
+- A workspace is its id, 24 hex digits: a `workspaces` document whose `_id` is the ObjectId or its
+  string is the same workspace (connection.one_per_id lists a tenant stored both ways once).
+- A chat belongs to the workspace whose id its `workspace_id` holds, as an ObjectId or its string.
+  Anything else (an array naming several workspaces, a malformed string, nothing) names no single
+  workspace: the chat belongs to nobody. Its messages are mailed to nobody, counted as
+  `ambiguous_chat` by the run, in no workspace's `stats`, waiting for nobody in `state`.
+- A chat is identified by its ObjectId `_id`; a message is that chat's when its `chat_id` holds
+  the ObjectId or its string (both_forms).
 """
 
 from __future__ import annotations

@@ -3,20 +3,8 @@
 Why this module is long: cursors and leases are only safe while every write follows the same rules,
 so all of them live here (tests/test_state_writes.py holds every other module to that).
 
-One document per workspace, `_id` = the workspace id string:
-
-    cursor            arrival key: every message with key >= cursor is not yet delivered
-    cursor_source     "original_service" | "first_interval" | "legacy_watermark" | "moved" | "export"
-    cursor_set_at     database time the cursor last changed
-    lease_owner, lease_expires_at, lease_acquired_at
-    in_flight         None, or {log_id, run_id, from_key, to_key, part, parts, started_at}: set before an
-                      email goes to SMTP, cleared when the cursor passes it; found by a later run = a
-                      possible duplicate
-    last_success_at, last_attempt_at, consecutive_failures, last_error
-    pending_files     workbooks written but not yet delivered (the next attempt deletes them)
-    last_possible_duplicate_at
-    watermark         the timestamp watermark of earlier versions: read once to migrate, never written
-    created_at, updated_at
+One document per workspace, `_id` = the workspace id string; its fields are listed in docs/design.md
+(a legacy `watermark` field is read once, to migrate it into a cursor, and never written).
 
 Every time written comes from the database clock. A lease is one atomic upsert matching only a free
 or expired lease (a contested one fails with DuplicateKeyError); every later write of the owner is
