@@ -135,7 +135,7 @@ class ExportRunDetails(TypedDict):
     orphaned_messages: int
     problems: list[str]
     possible_duplicates: int
-    moves_watermark: bool  # health counts only runs that keep every workspace current
+    moves_watermark: bool  # the run moves cursors, so health counts it (the stored field keeps its old name)
     all_workspaces: bool
     interrupted: bool
 
