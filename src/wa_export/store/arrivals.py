@@ -24,13 +24,8 @@ from pymongo.collection import Collection
 
 from wa_export.clock import as_utc, to_millis
 from wa_export.errors import ConfigError
-from wa_export.store.connection import (
-    CHAT_IDS_PER_QUERY,
-    CHAT_PROJECTION,
-    MESSAGE_BATCH_SIZE,
-    MESSAGE_PROJECTION,
-    field_at,
-)
+from wa_export.store import connection
+from wa_export.store.connection import CHAT_IDS_PER_QUERY, CHAT_PROJECTION, MESSAGE_PROJECTION, field_at
 from wa_export.store.ownership import both_forms
 
 T = TypeVar("T")
@@ -239,13 +234,12 @@ def _rows(
     messages: Collection[dict[str, Any]], queries: Iterable[dict[str, Any]], *, allow_disk_use: bool = False
 ) -> Iterator[dict[str, Any]]:
     """Each query's messages in (timestamp, _id) order, merged: a workbook's rows."""
-    options = {"allow_disk_use": True} if allow_disk_use else {}
+    # MESSAGE_BATCH_SIZE is read per call: a test shrinks it.
+    options: dict[str, Any] = {"batch_size": connection.MESSAGE_BATCH_SIZE}
+    if allow_disk_use:
+        options["allow_disk_use"] = True
     cursors = [
-        iter(
-            messages.find(query, MESSAGE_PROJECTION, batch_size=MESSAGE_BATCH_SIZE, **options).sort(
-                [("timestamp", ASCENDING), ("_id", ASCENDING)]
-            )
-        )
+        iter(messages.find(query, MESSAGE_PROJECTION, **options).sort([("timestamp", ASCENDING), ("_id", ASCENDING)]))
         for query in queries
     ]
     return _merged(cursors, _timestamp_order)
