@@ -40,7 +40,7 @@ from wa_export.settings import Settings
 from wa_export.store import logs
 from wa_export.store.arrivals import ArrivalKey, check_arrival_key
 from wa_export.store.connection import SERVICE_NAME, Store, Workspace, describe_mongo_error
-from wa_export.store.export_logs import recent_possible_duplicates
+from wa_export.store.logs import recent_possible_duplicates
 from wa_export.store.state import count_cursors_ahead, count_foreign_cursors, last_successes
 from wa_export.units import count_noun, format_ago, format_bytes, has, is_, local_time
 from wa_export.workbook.naming import FOLDER_MARKER, slugify, unclaimed_folders

@@ -1,23 +1,22 @@
 """Arrival order and the reads of `messages` and `chats` that follow it (docs/design.md).
 
-A message's position is its *arrival key*: `EXPORT_ARRIVAL_FIELD`, by default
-`_id` (an ObjectId embeds the writer's clock at insert, and `_id` is always
-indexed), or a BSON date the platform writes at insert. A time maps to a key
-as `ObjectId.from_datetime(t)` (the smallest ObjectId of that second) or `t`.
+A message's position is its *arrival key*: `EXPORT_ARRIVAL_FIELD`, by default `_id` (an ObjectId
+embeds the writer's clock at insert, and `_id` is always indexed), or a BSON date written at insert.
 
-Every read here is bounded: the pass by an arrival-key range on the key's
-index, chats by their ids, a workspace's messages by its chats *and* a key
-range, and the manual (timestamp) window by its chats and a time range.
+Every read here is bounded (the cost of a run follows the messages that arrived, never the size of
+the collection): the pass by a key range on the key's index, chats by their ids, a workspace's
+messages by its chats *and* a key range, a manual window by its chats and a time range.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeGuard, cast
+from typing import Any, TypeGuard, TypeVar, cast
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING
@@ -26,15 +25,10 @@ from pymongo.collection import Collection
 from wa_export.clock import as_utc, to_millis
 from wa_export.errors import ConfigError
 from wa_export.store import connection
-from wa_export.store.connection import (
-    CHAT_IDS_PER_QUERY,
-    CHAT_PROJECTION,
-    MESSAGE_PROJECTION,
-    as_object_id,
-    field_at,
-)
+from wa_export.store.connection import CHAT_IDS_PER_QUERY, CHAT_PROJECTION, MESSAGE_PROJECTION, field_at
 from wa_export.store.ownership import both_forms
 
+T = TypeVar("T")
 Key = ObjectId | datetime
 # The pass reads two small fields per message: big batches keep getMores rare.
 PASS_BATCH_SIZE = 20_000
@@ -66,13 +60,9 @@ class ArrivalKey:
     def position(self, workspace_id: str, cursor: object) -> Key:
         """A stored cursor as a key of this field; a cursor of the other kind is refused, never translated.
 
-        An ObjectId cursor read as a date (or the reverse) through its time
-        would silently skip or repeat whatever arrived under the other field;
-        every reader of a cursor goes through here.
+        Translated through its time, it would silently skip or repeat what arrived under the other field.
         """
-        if isinstance(cursor, ObjectId) and self.uses_object_id:
-            return cursor
-        if isinstance(cursor, datetime) and not self.uses_object_id:
+        if is_key(cursor) and self.usable(cursor):
             return cursor
         if isinstance(cursor, ObjectId):
             found = f"an ObjectId ({cursor}), written while EXPORT_ARRIVAL_FIELD was _id"
@@ -118,10 +108,9 @@ def time_of(key: object) -> datetime | None:
 
 
 def key_order(key: Key) -> tuple[datetime, bytes]:
-    """A total order across both key kinds: by arrival time, then (ObjectIds of one second) by their bytes.
+    """A total order across both key kinds (keys read back from documents may be of the other kind).
 
-    Keys of one kind compare directly; this is for keys read back from documents
-    (an intent, an old cursor), which may be of the other kind.
+    By arrival time, then (ObjectIds of one second) by their bytes.
     """
     if isinstance(key, ObjectId):
         return key.generation_time, key.binary
@@ -162,17 +151,25 @@ def arrivals_between(
         yield key.matched(document), document.get("chat_id"), document
 
 
-def in_row_order(documents: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Messages in a workbook's row order, (timestamp, _id), as MongoDB sorts them."""
-    return sorted(documents, key=_timestamp_order)
-
-
 def chats_by_id(chats: Collection[dict[str, Any]], chat_ids: Sequence[ObjectId]) -> Iterator[dict[str, Any]]:
     """The chat documents with these ids (workspace and phones only), `$in` in chunks; ownership.owner_of judges them."""
     projection = {**CHAT_PROJECTION, "workspace_id": 1}
-    for offset in range(0, len(chat_ids), CHAT_IDS_PER_QUERY):
-        chunk = list(chat_ids[offset : offset + CHAT_IDS_PER_QUERY])
+    for chunk in in_chunks(chat_ids):
         yield from chats.find({"_id": {"$in": chunk}}, projection, batch_size=len(chunk) + 1)
+
+
+def in_chunks(chat_ids: Sequence[Any], *, forms: bool = False) -> Iterator[list[Any]]:
+    """`$in` lists of CHAT_IDS_PER_QUERY chats (with `forms`, each ObjectId in both of its forms).
+
+    A `$in` with hundreds of thousands of ids is a huge command document: chunk it, merge the sorted cursors.
+    """
+    for offset in range(0, len(chat_ids), CHAT_IDS_PER_QUERY):
+        chunk = chat_ids[offset : offset + CHAT_IDS_PER_QUERY]
+        yield both_forms(chunk) if forms else list(chunk)
+
+
+def _in_chats_between(chunk: list[Any], key: ArrivalKey, start: Key, end: Key) -> dict[str, Any]:
+    return {"chat_id": {"$in": chunk}, key.field: {"$gte": start, "$lt": end}}
 
 
 def keys_of_chats(
@@ -180,31 +177,25 @@ def keys_of_chats(
 ) -> Iterator[tuple[Key, object]]:
     """(arrival key, raw chat_id) of these chats' messages with start <= key < end, in key order."""
     cursors = []
-    for offset in range(0, len(chat_ids), CHAT_IDS_PER_QUERY):
-        chunk = both_forms(chat_ids[offset : offset + CHAT_IDS_PER_QUERY])
-        found = messages.find(
-            {"chat_id": {"$in": chunk}, key.field: {"$gte": start, "$lt": end}},
-            key.projection(),
-            batch_size=PASS_BATCH_SIZE,
-        ).sort(key.field, ASCENDING)
+    for chunk in in_chunks(chat_ids, forms=True):
+        query = _in_chats_between(chunk, key, start, end)
+        found = messages.find(query, key.projection(), batch_size=PASS_BATCH_SIZE).sort(key.field, ASCENDING)
         cursors.append((key.matched(document), document.get("chat_id")) for document in found)
-    if len(cursors) == 1:
-        return cursors[0]
-    return heapq.merge(*cursors, key=lambda pair: pair[0])  # keys of one field are of one type
+    return _merged(cursors, lambda pair: pair[0])  # keys of one field are of one type
 
 
 def count_of_chats(
     messages: Collection[dict[str, Any]], key: ArrivalKey, chat_ids: Sequence[ObjectId], start: Key, end: Key
 ) -> int:
     """How many of these chats' messages have start <= key < end (both id forms), on `{chat_id: 1, <key>: 1}`."""
-    total = 0
-    for offset in range(0, len(chat_ids), CHAT_IDS_PER_QUERY):
-        chunk = both_forms(chat_ids[offset : offset + CHAT_IDS_PER_QUERY])
-        total += messages.count_documents({"chat_id": {"$in": chunk}, key.field: {"$gte": start, "$lt": end}})
-    return total
+    return sum(
+        messages.count_documents(_in_chats_between(chunk, key, start, end)) for chunk in in_chunks(chat_ids, forms=True)
+    )
 
 
-# --------------------------------------------------------------------------- a window's messages
+def in_row_order(documents: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Messages in a workbook's row order, (timestamp, _id), as MongoDB sorts them."""
+    return sorted(documents, key=_timestamp_order)
 
 
 def bson_order(value: object) -> tuple[int, object]:
@@ -234,6 +225,26 @@ def _timestamp_order(document: dict[str, Any]) -> tuple[tuple[int, object], tupl
     return bson_order(document.get("timestamp")), bson_order(document.get("_id"))
 
 
+def _merged(cursors: Sequence[Iterator[T]], order: Callable[[T], Any]) -> Iterator[T]:
+    """The chunks' sorted cursors as one sorted stream."""
+    return iter(cursors[0]) if len(cursors) == 1 else heapq.merge(*cursors, key=order)
+
+
+def _rows(
+    messages: Collection[dict[str, Any]], queries: Iterable[dict[str, Any]], *, allow_disk_use: bool = False
+) -> Iterator[dict[str, Any]]:
+    """Each query's messages in (timestamp, _id) order, merged: a workbook's rows."""
+    # MESSAGE_BATCH_SIZE is read per call: a test shrinks it.
+    options: dict[str, Any] = {"batch_size": connection.MESSAGE_BATCH_SIZE}
+    if allow_disk_use:
+        options["allow_disk_use"] = True
+    cursors = [
+        iter(messages.find(query, MESSAGE_PROJECTION, **options).sort([("timestamp", ASCENDING), ("_id", ASCENDING)]))
+        for query in queries
+    ]
+    return _merged(cursors, _timestamp_order)
+
+
 def window_messages(
     messages: Collection[dict[str, Any]], key: ArrivalKey, chat_ids: Sequence[ObjectId], start: Key, end: Key
 ) -> Iterator[dict[str, Any]]:
@@ -242,49 +253,16 @@ def window_messages(
     Bounded by the chats (both id forms) and the key range, on `{chat_id: 1, <key>: 1}`;
     the sort may need a blocking stage on a big window, hence allow_disk_use.
     """
-    if not chat_ids:
-        return iter(())
-    cursors = []
-    for offset in range(0, len(chat_ids), CHAT_IDS_PER_QUERY):
-        chunk = both_forms(chat_ids[offset : offset + CHAT_IDS_PER_QUERY])
-        cursors.append(
-            iter(
-                messages.find(
-                    {"chat_id": {"$in": chunk}, key.field: {"$gte": start, "$lt": end}},
-                    MESSAGE_PROJECTION,
-                    batch_size=connection.MESSAGE_BATCH_SIZE,
-                    allow_disk_use=True,
-                ).sort([("timestamp", ASCENDING), ("_id", ASCENDING)])
-            )
-        )
-    if len(cursors) == 1:
-        return iter(cursors[0])
-    return heapq.merge(*cursors, key=_timestamp_order)
+    queries = [_in_chats_between(chunk, key, start, end) for chunk in in_chunks(chat_ids, forms=True)]
+    return _rows(messages, queries, allow_disk_use=True)
 
 
 def messages_by_timestamp(
     messages: Collection[dict[str, Any]], chat_ids: Sequence[object], start: datetime, end: datetime
 ) -> Iterator[dict[str, Any]]:
     """A manual window: these chats' messages with start <= timestamp < end, in (timestamp, _id) order."""
-    ids = list(chat_ids)
-    if not ids:
-        return iter(())
-    cursors = [
-        iter(
-            messages.find(
-                {
-                    "chat_id": {"$in": ids[offset : offset + CHAT_IDS_PER_QUERY]},
-                    "timestamp": {"$gte": start, "$lt": end},
-                },
-                MESSAGE_PROJECTION,
-                batch_size=connection.MESSAGE_BATCH_SIZE,
-            ).sort([("timestamp", ASCENDING), ("_id", ASCENDING)])
-        )
-        for offset in range(0, len(ids), CHAT_IDS_PER_QUERY)
-    ]
-    if len(cursors) == 1:
-        return iter(cursors[0])
-    return heapq.merge(*cursors, key=_timestamp_order)
+    between = {"$gte": start, "$lt": end}
+    return _rows(messages, [{"chat_id": {"$in": chunk}, "timestamp": between} for chunk in in_chunks(list(chat_ids))])
 
 
 # --------------------------------------------------------------------------- the key's own health
@@ -310,37 +288,27 @@ class ArrivalKeyCheck:
 def check_arrival_key(messages: Collection[dict[str, Any]], key: ArrivalKey, *, ends: bool = True) -> ArrivalKeyCheck:
     """Whether the arrival key can see the messages, from a few index entries, never a scan.
 
-    The newest NEWEST_PROBED messages by `_id` (always indexed): when none of
-    them carries a usable key, the setting is wrong (a field the platform never
-    writes, or one of another type) and every run would skip everything. With
-    `ends`, also both ends of the key's own index: MongoDB sorts by type first,
-    so a missing or wrong-typed key anywhere sorts before or after every usable
-    one. For `_id` the newest messages *are* the index's upper end.
+    The newest NEWEST_PROBED messages by `_id` (always indexed): when none carries a usable key,
+    the setting is wrong and every run would skip everything. With `ends`, also both ends of the
+    key's own index: MongoDB sorts by type first, so a missing or wrong-typed key anywhere sorts
+    before or after every usable one (for `_id` the newest messages *are* the upper end).
     """
     newest = list(messages.find({}, {key.field: 1}).sort("_id", DESCENDING).limit(NEWEST_PROBED))
     if not newest:
         return ArrivalKeyCheck()  # no message: nothing to miss
-    values = [key.of(document) for document in newest]
-    if not any(key.usable(value) for value in values):
-        return ArrivalKeyCheck(unusable=_unusable_sentence(key, values[0], newest[0]))
-    unplaced = [(value, document) for value, document in zip(values, newest, strict=True) if not key.usable(value)]
-    if unplaced:
-        return ArrivalKeyCheck(partial=_partial_sentence(key, *unplaced[0]))
-    if not ends:
-        return ArrivalKeyCheck()
-    directions = [ASCENDING] if key.uses_object_id else [ASCENDING, DESCENDING]
-    for direction in directions:
-        document = next(iter(messages.find({}, {key.field: 1}).sort(key.field, direction).limit(1)), None)
+    if not any(key.usable(key.of(document)) for document in newest):
+        return ArrivalKeyCheck(unusable=_unusable_sentence(key, key.of(newest[0]), newest[0]))
+    directions = ([ASCENDING] if key.uses_object_id else [ASCENDING, DESCENDING]) if ends else []
+    # Lazy: an index end is read only once everything before it was usable.
+    index_ends = (
+        next(iter(messages.find({}, {key.field: 1}).sort(key.field, way).limit(1)), None) for way in directions
+    )
+    for document in itertools.chain(newest, index_ends):
         if document is None:
             break
-        value = key.of(document)
-        if not key.usable(value):
+        if not key.usable(value := key.of(document)):
             return ArrivalKeyCheck(partial=_partial_sentence(key, value, document))
     return ArrivalKeyCheck()
-
-
-def _found(value: object) -> str:
-    return "no value" if value is None else f"a {type(value).__name__} value"
 
 
 def _unusable_sentence(key: ArrivalKey, value: object, document: dict[str, Any]) -> str:
@@ -355,33 +323,10 @@ def _unusable_sentence(key: ArrivalKey, value: object, document: dict[str, Any])
 
 
 def _partial_sentence(key: ArrivalKey, value: object, document: dict[str, Any]) -> str:
+    found = "no value" if value is None else f"a {type(value).__name__} value"
     example = f" (e.g. message _id {document.get('_id')!r})" if not key.uses_object_id else f" ({value!r})"
     return (
-        f"Some messages have {_found(value)} in {key.field}{example} where the arrival order needs "
+        f"Some messages have {found} in {key.field}{example} where the arrival order needs "
         f"{key.type_name}: scheduled runs cannot place them and never export them; set EXPORT_ARRIVAL_FIELD "
         "to a field every message gets at insert, or fix the platform writer."
     )
-
-
-__all__ = [
-    "NEWEST_PROBED",
-    "ArrivalKey",
-    "ArrivalKeyCheck",
-    "ForeignCursor",
-    "Key",
-    "arrivals_between",
-    "as_object_id",
-    "bson_order",
-    "chats_by_id",
-    "check_arrival_key",
-    "count_of_chats",
-    "in_row_order",
-    "is_key",
-    "key_order",
-    "key_text",
-    "keys_of_chats",
-    "messages_by_timestamp",
-    "object_id_at",
-    "time_of",
-    "window_messages",
-]

@@ -1,9 +1,6 @@
-"""MongoDB access: the connection, the platform's collections (read only) and this tool's own.
+"""MongoDB access: the connection, the collections, and the workspace list.
 
-The reads of `messages` and `chats` live in store/arrivals.py: each is bounded
-by an arrival-key range on its index, by chat ids, or by one workspace's chats
-and a range, so the cost of a run follows the messages that arrived, never the
-size of the collection (the original system ran a `$lookup` over all of it).
+The bounded reads of `messages` and `chats` are in store/arrivals.py.
 """
 
 from __future__ import annotations
@@ -29,47 +26,35 @@ from wa_export.settings import Settings
 
 SERVICE_NAME = "excel_export_scheduler"
 MESSAGE_BATCH_SIZE = 2_000
-# A `$in` with hundreds of thousands of ids is a huge command document; chunk it
-# and merge the sorted cursors instead.
-CHAT_IDS_PER_QUERY = 5_000
+CHAT_IDS_PER_QUERY = 5_000  # arrivals.in_chunks
 MESSAGE_PROJECTION = {"chat_id": 1, "direction": 1, "is_ai_generated": 1, "content": 1, "timestamp": 1}
 CHAT_PROJECTION = {"phone_number": 1, "customer_phone": 1}
 
-# Indexes the export queries rely on; `health` checks for them, nothing creates them
-# on the platform's collections behind the operator's back. `_id` (the default
-# arrival key) is always indexed: the scheduled pass needs nothing more.
-SUPPORTING_INDEXES: list[tuple[str, list[tuple[str, int]]]] = [
-    ("chats", [("workspace_id", ASCENDING)]),  # a lagging workspace's chats; manual runs
-    ("messages", [("chat_id", ASCENDING), ("_id", ASCENDING)]),  # a workspace's new messages
-    ("messages", [("chat_id", ASCENDING), ("timestamp", ASCENDING)]),  # manual windows and stats
-]
+Index = tuple[str, list[tuple[str, int]]]
 
 
-def supporting_indexes(arrival_field: str = "_id") -> list[tuple[str, list[tuple[str, int]]]]:
-    """SUPPORTING_INDEXES for this arrival field: another field than `_id` needs its own two."""
+def supporting_indexes(arrival_field: str) -> list[Index]:
+    """The indexes the export queries rely on: `health` checks them, nothing creates them on the platform's data.
+
+    `_id` (the default arrival key) is always indexed; another arrival field needs its own two.
+    """
     if arrival_field == "_id":
-        return list(SUPPORTING_INDEXES)
+        arrival = [("messages", [("chat_id", ASCENDING), ("_id", ASCENDING)])]
+    else:
+        arrival = [
+            ("messages", [(arrival_field, ASCENDING)]),  # the pass over the arrival range
+            ("messages", [("chat_id", ASCENDING), (arrival_field, ASCENDING)]),
+        ]
     return [
-        SUPPORTING_INDEXES[0],
-        ("messages", [(arrival_field, ASCENDING)]),  # the pass over the arrival range
-        ("messages", [("chat_id", ASCENDING), (arrival_field, ASCENDING)]),
-        SUPPORTING_INDEXES[2],
+        ("chats", [("workspace_id", ASCENDING)]),  # a workspace's chats
+        *arrival,
+        ("messages", [("chat_id", ASCENDING), ("timestamp", ASCENDING)]),  # manual windows and stats
     ]
 
 
-AUTH_FAILED_CODES = {18, 8000}  # AuthenticationFailed; Atlas's "bad auth"
 # Servers that send no code (mongoeco, some proxies) still say it in words.
 AUTH_FAILED_TEXT = re.compile(r"auth(entication)? failed|bad auth|sasl.*fail", re.IGNORECASE)
 AUTH_REQUIRED_TEXT = re.compile(r"authentication required|requires authentication", re.IGNORECASE)
-CREDENTIALS_REFUSED = (
-    "MongoDB refused the credentials in MONGODB_URI (authentication failed); check the user name and password "
-    "(percent-encoded in the URI) and authSource, the database the user was created in (often ?authSource=admin)."
-)
-LOGIN_REQUIRED = (
-    "MongoDB requires a login: put the user name and password in MONGODB_URI, "
-    "e.g. mongodb://user:password@host:27017/?authSource=admin."
-)
-SYSTEM_DATABASES = frozenset({"admin", "config", "local"})
 # Naming the databases that do have a workspaces collection costs one command per database.
 DATABASES_PROBED = 50
 
@@ -80,8 +65,7 @@ class Workspace:
     name: str
     status: str
     object_id: ObjectId
-    # The raw value at EXPORT_RECIPIENTS_FIELD (None: unset, absent or null), read with
-    # the workspace list so addresses cost no query per workspace; recipients.py judges it.
+    # The raw value at EXPORT_RECIPIENTS_FIELD, read with the list (no query per workspace); recipients.py judges it.
     recipients_value: object = field(default=None, compare=False, repr=False)
 
 
@@ -95,25 +79,28 @@ def authentication_problem(error: BaseException) -> str | None:
     """The sentence for a refused or missing login, recognised by code and by message; None otherwise."""
     if not isinstance(error, PyMongoError):
         return None
-    code = getattr(error, "code", None)
     details = getattr(error, "details", None)
-    message = str(details.get("errmsg") or "") if isinstance(details, dict) else ""
-    message = message or str(error)
-    if code in AUTH_FAILED_CODES or AUTH_FAILED_TEXT.search(message):
-        return CREDENTIALS_REFUSED
+    message = (str(details.get("errmsg") or "") if isinstance(details, dict) else "") or str(error)
+    if getattr(error, "code", None) in (18, 8000) or AUTH_FAILED_TEXT.search(message):  # 8000: Atlas's "bad auth"
+        return (
+            "MongoDB refused the credentials in MONGODB_URI (authentication failed); check the user name and "
+            "password (percent-encoded in the URI) and authSource, the database the user was created in "
+            "(often ?authSource=admin)."
+        )
     if AUTH_REQUIRED_TEXT.search(message):
-        return LOGIN_REQUIRED
+        return (
+            "MongoDB requires a login: put the user name and password in MONGODB_URI, "
+            "e.g. mongodb://user:password@host:27017/?authSource=admin."
+        )
     return None
 
 
 def describe_mongo_error(error: BaseException, settings: Settings) -> str:
     """One sentence for an operator, with any password from the URI removed."""
-    auth = authentication_problem(error)
-    if auth is not None:
-        text = auth
-    elif isinstance(error, ConfigurationError):
+    text = authentication_problem(error)
+    if text is None and isinstance(error, ConfigurationError):
         text = f"MONGODB_URI cannot be used: {error}."
-    else:
+    elif text is None:
         detail = str(error).split(", Timeout:")[0].split(" (configured timeouts")[0]
         text = (
             f"MongoDB is unreachable ({detail[:300]}); check MONGODB_URI, that the server is running "
@@ -153,9 +140,8 @@ class Store:
     def __init__(self, client: MongoClient[dict[str, Any]], settings: Settings) -> None:
         self.client = client
         self.settings = settings
-        # Leases, watermarks and the messages behind them must come from the
-        # primary: a lagging secondary would hide messages the watermark then
-        # skips for good. A readPreference in MONGODB_URI does not apply here.
+        # Leases, cursors and the messages behind them come from the primary: a lagging
+        # secondary would hide messages a cursor then skips for good (whatever MONGODB_URI says).
         self.db: Database[dict[str, Any]] = client.get_database(
             settings.mongodb_database, read_preference=ReadPreference.PRIMARY
         )
@@ -186,12 +172,7 @@ class Store:
             raise MongoUnavailable(describe_mongo_error(error, self.settings)) from None
 
     def database_now(self) -> datetime:
-        """The database server's clock (`hello.localTime`), in UTC at BSON precision.
-
-        Windows and lease expiries are measured on this one clock, shared by every
-        host that runs wa-export, so a host clock that is wrong can neither skip
-        nor repeat messages (see docs/design.md, "Clocks").
-        """
+        """The database server's clock (`hello.localTime`) at BSON precision, one for every host (docs/design.md)."""
         try:
             reply = self.client.admin.command("hello")
         except PyMongoError as error:
@@ -203,8 +184,6 @@ class Store:
             )
         return to_millis(as_utc(local_time))
 
-    # --- the platform's data -------------------------------------------------
-
     def workspaces_collection_problem(self) -> str | None:
         """The sentence for a MONGODB_DATABASE without a `workspaces` collection; None if it has one or we may not look."""
         try:
@@ -213,19 +192,16 @@ class Store:
         except OperationFailure:
             return None  # not permitted to list collections: no verdict
         elsewhere = self._databases_with_workspaces()
-        if elsewhere:
-            where = f" (databases that have one: {', '.join(elsewhere)})"
-        elif elsewhere is not None:
+        where = f" (databases that have one: {', '.join(elsewhere)})" if elsewhere else ""
+        if elsewhere == []:
             where = " (no database on this server has one)"
-        else:
-            where = ""
         return (
             f"MONGODB_DATABASE is {self.settings.mongodb_database!r}, but that database has no workspaces collection"
             f"{where}; set MONGODB_DATABASE to the platform's database."
         )
 
     def require_workspaces_collection(self) -> None:
-        """ConfigError (exit 2) for a database that is not the platform's: no command reads on or writes there."""
+        """ConfigError (exit 2) for a database that is not the platform's: nothing reads or writes there."""
         problem = self.workspaces_collection_problem()
         if problem is not None:
             raise ConfigError(problem)
@@ -237,7 +213,7 @@ class Store:
         except OperationFailure:
             return None
         found: list[str] = []
-        for name in [name for name in sorted(names) if name not in SYSTEM_DATABASES][:DATABASES_PROBED]:
+        for name in [name for name in sorted(names) if name not in ("admin", "config", "local")][:DATABASES_PROBED]:
             try:
                 if self.client[name].list_collection_names(filter={"name": "workspaces"}):
                     found.append(name)
@@ -245,39 +221,30 @@ class Store:
                 continue  # a database this user may not read is simply not named
         return found
 
-    def _workspace_projection(self) -> dict[str, int]:
-        projection = {"name": 1, "status": 1}
-        if self.settings.export_recipients_field:
-            projection[self.settings.export_recipients_field] = 1
-        return projection
-
     def active_workspaces(self) -> list[Workspace]:
         return self.list_workspaces().workspaces
 
     def workspaces_by_id(self, raw_ids: Sequence[str]) -> list[Workspace]:
-        """The named workspaces in the order given; any unknown id raises UnknownWorkspace."""
         return self.list_workspaces(raw_ids).workspaces
 
     def list_workspaces(self, raw_ids: Sequence[str] | None = None) -> WorkspaceListing:
-        """Every active workspace (by id), or the named ones in the order given (any status), one per id.
+        """Every active workspace, or the named ones in the order given (any status), one per id (one_per_id).
 
-        A workspace is its id: a document whose `_id` is the id's 24-hex string is the
-        same workspace as the one whose `_id` is the ObjectId (one_per_id). An unknown
-        named id raises UnknownWorkspace. Finding none asks whether this is the platform's
-        database at all (ConfigError if not): one command, and only then.
+        An unknown named id raises UnknownWorkspace. Finding none asks (one command, only
+        then) whether this is the platform's database at all (ConfigError if not).
         """
-        projection = self._workspace_projection()
+        recipients_field = self.settings.export_recipients_field
+        projection = {"name": 1, "status": 1, **({recipients_field: 1} if recipients_field else {})}
         if raw_ids is None:
-            cursor = self.workspaces.find({"status": "active"}, projection).sort("_id", ASCENDING)
-            listing = one_per_id(cursor, self.settings.export_recipients_field)
+            listing = one_per_id(
+                self.workspaces.find({"status": "active"}, projection).sort("_id", ASCENDING), recipients_field
+            )
             if not listing.workspaces:
                 self.require_workspaces_collection()
             return listing
         object_ids = [parse_workspace_id(raw) for raw in raw_ids]
         forms = [form for object_id in object_ids for form in (object_id, str(object_id))]
-        listing = one_per_id(
-            self.workspaces.find({"_id": {"$in": forms}}, projection), self.settings.export_recipients_field
-        )
+        listing = one_per_id(self.workspaces.find({"_id": {"$in": forms}}, projection), recipients_field)
         found = {workspace.id: workspace for workspace in listing.workspaces}
         missing = [str(object_id) for object_id in object_ids if str(object_id) not in found]
         if missing:
@@ -292,8 +259,7 @@ class Store:
     def stored_twice(self) -> list[DuplicateWorkspace]:
         """Every workspace id held by more than one document (any status), for `health`.
 
-        Only a string `_id` can repeat an ObjectId one: one query for the string ids
-        (none, normally), then one for the ObjectIds they spell.
+        Only a string `_id` can repeat an ObjectId one: one query for the string ids, then one for what they spell.
         """
         projection = {"name": 1, "status": 1}
         strings = list(self.workspaces.find({"_id": {"$type": "string"}}, projection))
@@ -303,22 +269,19 @@ class Store:
         documents = list(self.workspaces.find({"_id": {"$in": spelled}}, projection)) + strings
         return one_per_id(sorted(documents, key=lambda d: str(d["_id"]))).duplicates
 
-    def missing_indexes(self) -> list[tuple[str, list[tuple[str, int]]]]:
+    def missing_indexes(self) -> list[Index]:
         """Supporting indexes that are absent: a prefix match of an existing index counts as present."""
-        missing: list[tuple[str, list[tuple[str, int]]]] = []
         existing: dict[str, list[list[tuple[str, object]]]] = {}
-        for collection_name, wanted in supporting_indexes(self.settings.export_arrival_field):
-            if collection_name not in existing:
-                existing[collection_name] = [
-                    [
-                        (field, int(order) if isinstance(order, (int, float)) else order)
-                        for field, order in index["key"].items()
-                    ]
-                    for index in self.db[collection_name].list_indexes()
+        for name in ("chats", "messages"):
+            existing[name] = [
+                [
+                    (field, int(order) if isinstance(order, (int, float)) else order)
+                    for field, order in index["key"].items()
                 ]
-            if not any(keys[: len(wanted)] == wanted for keys in existing[collection_name]):
-                missing.append((collection_name, wanted))
-        return missing
+                for index in self.db[name].list_indexes()
+            ]
+        wanted = supporting_indexes(self.settings.export_arrival_field)
+        return [(name, keys) for name, keys in wanted if not any(have[: len(keys)] == keys for have in existing[name])]
 
 
 def field_at(document: Mapping[str, Any], path: str) -> object:
@@ -373,50 +336,37 @@ class WorkspaceListing:
 def one_per_id(documents: Iterable[dict[str, Any]], recipients_field: str | None = None) -> WorkspaceListing:
     """One Workspace per id (the `_id` as an ObjectId or its 24-hex string), in the documents' order.
 
-    A tenant stored twice (the platform wrote its `_id` once as an ObjectId, once
-    as a string) is one workspace: its chats name it in either form, so two
-    Workspaces would split its messages and share one cursor. The ObjectId
-    document (the schema's form) is the workspace, else the first one read;
-    the others are reported as duplicates, never silently dropped.
+    A tenant stored twice (`_id` once an ObjectId, once a string) is one workspace: its
+    chats name it in either form, so two Workspaces would split its messages and share
+    one cursor. The ObjectId document is the workspace, else the first one read; the
+    others are reported as duplicates, never silently dropped.
     """
     by_id: dict[str, list[dict[str, Any]]] = {}
     for document in documents:
-        object_id = as_object_id(document["_id"])
-        by_id.setdefault(str(object_id if object_id is not None else document["_id"]), []).append(document)
-    workspaces: list[Workspace] = []
-    duplicates: list[DuplicateWorkspace] = []
-    for group in by_id.values():
-        # Stable sort: the ObjectId document first, else the order read.
-        group.sort(key=lambda document: not isinstance(document["_id"], ObjectId))
-        workspace = _workspace(group[0], recipients_field)
-        workspaces.append(workspace)
-        if len(group) > 1:
-            duplicates.append(
-                DuplicateWorkspace(
-                    workspace.id, tuple((_id_kind(d["_id"]), _name(d), str(d.get("status", ""))) for d in group)
-                )
+        by_id.setdefault(str(as_object_id(document["_id"]) or document["_id"]), []).append(document)
+    listing = WorkspaceListing([])
+    for workspace_id, group in by_id.items():
+        group.sort(key=lambda document: not isinstance(document["_id"], ObjectId))  # stable: else the order read
+        first = group[0]
+        listing.workspaces.append(
+            Workspace(
+                workspace_id,
+                _name(first),
+                str(first.get("status", "")),
+                as_object_id(first["_id"]) or first["_id"],
+                field_at(first, recipients_field) if recipients_field else None,
             )
-    return WorkspaceListing(workspaces, duplicates)
-
-
-def _id_kind(value: object) -> str:
-    return "string" if isinstance(value, str) else type(value).__name__
+        )
+        if len(group) > 1:
+            kinds = ["string" if isinstance(d["_id"], str) else type(d["_id"]).__name__ for d in group]
+            seen = tuple((kind, _name(d), str(d.get("status", ""))) for kind, d in zip(kinds, group, strict=True))
+            listing.duplicates.append(DuplicateWorkspace(workspace_id, seen))
+    return listing
 
 
 def _name(document: dict[str, Any]) -> str:
     name = document.get("name")
     return name if isinstance(name, str) else ("" if name is None else str(name))
-
-
-def _workspace(document: dict[str, Any], recipients_field: str | None = None) -> Workspace:
-    object_id = as_object_id(document["_id"])
-    return Workspace(
-        id=str(object_id if object_id is not None else document["_id"]),
-        name=_name(document),
-        status=str(document.get("status", "")),
-        object_id=object_id if object_id is not None else document["_id"],
-        recipients_value=field_at(document, recipients_field) if recipients_field else None,
-    )
 
 
 @contextmanager

@@ -1,12 +1,10 @@
-"""Every write to `export_logs` and `system_logs`: how each kind of entry looks. Callers pass facts.
+"""`export_logs` and `system_logs`: every write (how each kind of entry looks; callers pass facts), and the reads.
 
-Both collections are the original service's: its fields come first (the seeds'
-schema), ours after. A scheduled email's export_logs entry is inserted as
-`sending` before the email goes to SMTP and turned `completed` or `failed`
-afterwards (`outcome_unknown: true` when the server may have accepted it
-anyway), so an entry still `sending` after its run means the outcome is unknown
-too; the next run closes it as `failed` and flags its own re-delivery
-`possible_duplicate: true`.
+Both collections are the original service's: its fields come first (the seeds' schema), ours after.
+A scheduled email's export_logs entry is inserted as `sending` before the email goes to SMTP and turned
+`completed` or `failed` afterwards (`outcome_unknown: true` when the server may have accepted it anyway);
+one still `sending` after its run is unknown too: the next run closes it as `failed` and flags its own
+re-delivery `possible_duplicate: true`.
 """
 
 from __future__ import annotations
@@ -20,6 +18,7 @@ from typing import Any, Literal, TypedDict, get_args
 from bson import ObjectId
 from pymongo.collection import Collection
 
+from wa_export.clock import as_utc_or_none
 from wa_export.store.arrivals import Key
 from wa_export.store.connection import SERVICE_NAME, Workspace
 
@@ -101,17 +100,8 @@ def mark_completed(logs: Logs, log_id: object, now: datetime) -> None:
 
 def mark_failed(logs: Logs, log_id: object, error: str, now: datetime, *, outcome_unknown: bool) -> None:
     """`outcome_unknown`: the server may have accepted the email anyway (its range goes out again, flagged)."""
-    logs.update_one(
-        {"_id": log_id},
-        {
-            "$set": {
-                "status": STATUS_FAILED,
-                "error_message": error,
-                "outcome_unknown": outcome_unknown,
-                "updated_at": now,
-            }
-        },
-    )
+    changes = {"status": STATUS_FAILED, "error_message": error, "outcome_unknown": outcome_unknown, "updated_at": now}
+    logs.update_one({"_id": log_id}, {"$set": changes})
 
 
 def close_unknown_outcome(logs: Logs, log_id: object, run_id: str, now: datetime) -> None:
@@ -145,7 +135,7 @@ class ExportRunDetails(TypedDict):
     orphaned_messages: int
     problems: list[str]
     possible_duplicates: int
-    moves_watermark: bool  # health counts only runs that keep every workspace current
+    moves_watermark: bool  # the run moves cursors, so health counts it (the stored field keeps its old name)
     all_workspaces: bool
     interrupted: bool
 
@@ -207,3 +197,39 @@ def record_cursor_move(logs: Logs, message: str, now: datetime, details: CursorM
 
 def record_health_check(logs: Logs, message: str, now: datetime, details: HealthCheckDetails) -> None:
     _event(logs, "health_check", "health_check", message, now, details)
+
+
+# --- reads ---
+
+IDS_PER_QUERY = 5_000
+
+
+def original_service_exports(logs: Logs, workspace_ids: Sequence[str], since: datetime) -> dict[str, datetime]:
+    """Per workspace, the `export_timestamp` of its latest completed export by the original service since `since`.
+
+    Entries this tool writes always carry a `run_id`; the original service's never do.
+    One aggregation per 5,000 workspaces, bounded by `since`.
+    """
+    latest: dict[str, datetime] = {}
+    ids = list(workspace_ids)
+    for offset in range(0, len(ids), IDS_PER_QUERY):
+        match = {
+            "workspace_id": {"$in": ids[offset : offset + IDS_PER_QUERY]},
+            "export_type": EXPORT_TYPE,
+            "status": STATUS_COMPLETED,
+            "run_id": {"$exists": False},
+            "export_timestamp": {"$gte": since},
+        }
+        group_by = {"_id": "$workspace_id", "last": {"$max": "$export_timestamp"}}
+        for group in logs.aggregate([{"$match": match}, {"$group": group_by}]):
+            moment = as_utc_or_none(group.get("last"))
+            if moment is not None and isinstance(group.get("_id"), str):
+                latest[group["_id"].lower()] = moment
+    return latest
+
+
+def recent_possible_duplicates(logs: Logs, since: datetime) -> list[dict[str, Any]]:
+    """Entries marked possible_duplicate since `since`, newest first (for `health`)."""
+    fields = {"workspace_id": 1, "workspace_name": 1, "created_at": 1, "message_count": 1}
+    found = logs.find({"possible_duplicate": True, "created_at": {"$gte": since}}, fields)
+    return list(found.sort("created_at", -1).limit(100))

@@ -1,22 +1,16 @@
 """Which workspace a chat belongs to, and which messages are a chat's: the one ownership rule.
 
-Every path that attributes messages to a workspace asks here: the scheduled
-pass (export/plan.py), a workspace's own path (a laggard, or a cursor moved
-back: export/window.py), manual exports (export/manual.py), `stats` and the
-waiting counts of `state` and the metrics (store/waiting.py). See
-docs/design.md, "Who owns a chat".
+Every path that attributes messages to a workspace asks here: the scheduled pass, a workspace's
+own path, manual exports, `stats`, and the waiting counts (docs/design.md, "Who owns a chat").
 
-- A workspace is its id, 24 hex digits: a `workspaces` document whose `_id` is
-  the ObjectId or its string is the same workspace (store/connection.py,
-  one_per_id, lists a tenant stored both ways once).
-- A chat belongs to the workspace whose id its `workspace_id` holds, as an
-  ObjectId or as its 24-hex string. Anything else (an array naming several
-  workspaces, a malformed string, another type, nothing) names no single
-  workspace: the chat belongs to nobody. Its messages are mailed to nobody,
-  counted as `ambiguous_chat` by the run, in no workspace's `stats`, waiting
-  for nobody in `state`.
-- A chat is identified by its ObjectId `_id`; a message is that chat's when its
-  `chat_id` holds the ObjectId or its string (both_forms).
+- A workspace is its id, 24 hex digits: a `workspaces` document whose `_id` is the ObjectId or its
+  string is the same workspace (connection.one_per_id lists a tenant stored both ways once).
+- A chat belongs to the workspace whose id its `workspace_id` holds, as an ObjectId or its string.
+  Anything else (an array naming several workspaces, a malformed string, nothing) names no single
+  workspace: the chat belongs to nobody. Its messages are mailed to nobody, counted as
+  `ambiguous_chat` by the run, in no workspace's `stats`, waiting for nobody in `state`.
+- A chat is identified by its ObjectId `_id`; a message is that chat's when its `chat_id` holds
+  the ObjectId or its string (both_forms).
 """
 
 from __future__ import annotations
@@ -28,16 +22,13 @@ from typing import Any
 from bson import ObjectId
 from pymongo.collection import Collection
 
-from wa_export.store.connection import CHAT_PROJECTION, Chat, Workspace, as_object_id
+from wa_export.store.connection import CHAT_PROJECTION, Chat, Workspace
+from wa_export.store.connection import as_object_id as as_object_id  # also ownership's: the id rule
 
 
 def both_forms(ids: Iterable[ObjectId]) -> list[object]:
     """Each id as an ObjectId and as its string, the two forms platform writers use."""
-    forms: list[object] = []
-    for object_id in ids:
-        forms.append(object_id)
-        forms.append(str(object_id))
-    return forms
+    return [form for object_id in ids for form in (object_id, str(object_id))]
 
 
 def owner_of(chat: Mapping[str, Any]) -> str | None:
@@ -57,11 +48,7 @@ def chat_of(document: Mapping[str, Any]) -> Chat:
 
 def by_both_forms(chats: Mapping[ObjectId, Chat]) -> dict[object, Chat]:
     """The chats keyed by both id forms, as a message's `chat_id` may hold either."""
-    keyed: dict[object, Chat] = {}
-    for chat_id, chat in chats.items():
-        keyed[chat_id] = chat
-        keyed[str(chat_id)] = chat
-    return keyed
+    return {form: chat for chat_id, chat in chats.items() for form in (chat_id, str(chat_id))}
 
 
 @dataclass
@@ -94,15 +81,3 @@ def chats_of_workspace(chats: Collection[dict[str, Any]], workspace: Workspace) 
         else:
             found.shared.append(chat_id)
     return found
-
-
-__all__ = [
-    "WorkspaceChats",
-    "as_object_id",
-    "both_forms",
-    "by_both_forms",
-    "chat_of",
-    "chat_of_message",
-    "chats_of_workspace",
-    "owner_of",
-]

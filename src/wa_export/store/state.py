@@ -1,25 +1,14 @@
 """The `export_state` collection: every read and write of it (docs/design.md, "The first cursor" and "Leases").
 
-One document per workspace, `_id` = the workspace id string:
+Why this module is long: cursors and leases are only safe while every write follows the same rules,
+so all of them live here (tests/test_state_writes.py holds every other module to that).
 
-    cursor            arrival key: every message with key >= cursor is not yet delivered
-    cursor_source     "original_service" | "first_interval" | "legacy_watermark" | "moved" | "export"
-    cursor_set_at     database time the cursor last changed
-    lease_owner, lease_expires_at, lease_acquired_at
-    in_flight         None, or {log_id, run_id, from_key, to_key, part, parts, started_at}: set
-                      (under the lease) before an email is handed to SMTP, cleared when the
-                      cursor moves past it; found set by a later run = a possible duplicate
-    last_success_at, last_attempt_at, consecutive_failures, last_error
-    pending_files     workbooks written but not yet delivered (the next attempt deletes them)
-    last_possible_duplicate_at
-    watermark         the timestamp watermark of earlier versions: read once to migrate, never written
-    created_at, updated_at
+One document per workspace, `_id` = the workspace id string; its fields are listed in docs/design.md
+(a legacy `watermark` field is read once, to migrate it into a cursor, and never written).
 
-Every time written here comes from the database clock. A lease is taken with
-one atomic upsert whose filter only matches a free or expired lease, so a
-contested upsert fails with DuplicateKeyError exactly as a held lease should;
-every later write of the owner is conditional on still holding it, so a run that
-stalled past its expiry never moves a cursor another run now controls.
+Every time written comes from the database clock. A lease is one atomic upsert matching only a free
+or expired lease (a contested one fails with DuplicateKeyError); every later write of the owner is
+conditional on still holding it, so a run stalled past its expiry never moves another run's cursor.
 """
 
 from __future__ import annotations
@@ -38,7 +27,7 @@ from wa_export.clock import DatabaseClock, as_utc, as_utc_or_none
 from wa_export.settings import Settings
 from wa_export.store.arrivals import ArrivalKey, Key, is_key, key_order
 from wa_export.store.connection import Store
-from wa_export.store.export_logs import original_service_exports
+from wa_export.store.logs import original_service_exports
 from wa_export.units import count_or_zero
 
 T = TypeVar("T")
@@ -52,13 +41,6 @@ CLOCK_TOLERANCE = timedelta(seconds=2)
 # EXPORT_LAG_SECONDS (plus clock noise) after its watermark: flagged, never silent.
 LEGACY_DUPLICATE_MARGIN = timedelta(minutes=1)
 KEEP_IN_FLIGHT = object()  # Lease.failed: leave the stored in_flight as it is
-
-
-def _collection(store: Store) -> Collection[dict[str, Any]]:
-    return store.export_state
-
-
-# --------------------------------------------------------------------------- documents as read
 
 
 def _typed(value: object, kind: type[T]) -> T | None:
@@ -171,17 +153,14 @@ class WorkspaceState:
         return self.lease_owner not in (None, owner) and expires is not None and expires > now
 
 
-STATE_PROJECTION = dict.fromkeys(
-    ("cursor", "watermark", "in_flight", "consecutive_failures", "pending_files", "lease_owner", "lease_expires_at"), 1
-)
-
-
 def read_states(store: Store, workspace_ids: Sequence[str] | None = None) -> dict[str, WorkspaceState]:
     """Every export_state document in one read (or those of the named workspaces)."""
     query: dict[str, Any] = {} if workspace_ids is None else {"_id": {"$in": list(workspace_ids)}}
+    fields = ("cursor", "watermark", "in_flight", "consecutive_failures", "pending_files")
+    projection = dict.fromkeys((*fields, "lease_owner", "lease_expires_at"), 1)
     return {
         str(document["_id"]): WorkspaceState.from_document(str(document["_id"]), document)
-        for document in _collection(store).find(query, STATE_PROJECTION, batch_size=50_000)
+        for document in store.export_state.find(query, projection, batch_size=50_000)
     }
 
 
@@ -190,48 +169,43 @@ def read_state_documents(
 ) -> dict[str, dict[str, Any]]:
     """The whole export_state documents of these workspaces (for `state` and the metrics), in one query."""
     if single:
-        found = [_collection(store).find_one({"_id": workspace_ids[0]})] if workspace_ids else []
+        found = [store.export_state.find_one({"_id": workspace_ids[0]})] if workspace_ids else []
         return {document["_id"]: document for document in found if document is not None}
     wanted = set(workspace_ids)
     # All documents in one read (as a scheduled run does), not one query per workspace.
-    return {document["_id"]: document for document in _collection(store).find({}) if document["_id"] in wanted}
+    return {document["_id"]: document for document in store.export_state.find({}) if document["_id"] in wanted}
 
 
 def read_lease(store: Store, workspace_id: str) -> tuple[str | None, datetime | None]:
     """Who holds the workspace's lease, and until when (as stored; it may have expired)."""
-    document = _collection(store).find_one({"_id": workspace_id}, {"lease_owner": 1, "lease_expires_at": 1}) or {}
+    document = store.export_state.find_one({"_id": workspace_id}, {"lease_owner": 1, "lease_expires_at": 1}) or {}
     owner = document.get("lease_owner")
     return (str(owner) if owner else None), as_utc_or_none(document.get("lease_expires_at"))
 
 
 def last_successes(store: Store, workspace_ids: Sequence[str], earliest: datetime) -> dict[str, datetime]:
     """`last_success_at` of these workspaces where it is `earliest` or later, in one query."""
-    found: dict[str, datetime] = {}
-    for document in _collection(store).find(
-        {"_id": {"$in": list(workspace_ids)}, "last_success_at": {"$gte": earliest}}, {"last_success_at": 1}
-    ):
-        moment = as_utc_or_none(document.get("last_success_at"))
-        if moment is not None:
-            found[str(document["_id"])] = moment
-    return found
+    query = {"_id": {"$in": list(workspace_ids)}, "last_success_at": {"$gte": earliest}}
+    found = {
+        str(d["_id"]): as_utc_or_none(d.get("last_success_at"))
+        for d in store.export_state.find(query, {"last_success_at": 1})
+    }
+    return {workspace_id: moment for workspace_id, moment in found.items() if moment is not None}
 
 
 def count_foreign_cursors(store: Store, key: ArrivalKey) -> int:
     """How many cursors are of the other key kind than `key` (written under another EXPORT_ARRIVAL_FIELD)."""
-    return _collection(store).count_documents({"cursor": {"$type": "date" if key.uses_object_id else "objectId"}})
+    return store.export_state.count_documents({"cursor": {"$type": "date" if key.uses_object_id else "objectId"}})
 
 
 def count_cursors_ahead(store: Store, key: ArrivalKey, now: datetime) -> int:
     """How many cursors are ahead of the database clock `now` (a clock anomaly; `health` reports it)."""
-    return _collection(store).count_documents({"cursor": {"$gt": key.at(now + CLOCK_TOLERANCE)}})
+    return store.export_state.count_documents({"cursor": {"$gt": key.at(now + CLOCK_TOLERANCE)}})
 
 
 def lease_is_free(now: datetime) -> dict[str, Any]:
     """The filter of a document whose lease nobody holds (never taken, released or expired at `now`)."""
     return {"$or": [{"lease_expires_at": None}, {"lease_expires_at": {"$lte": now}}]}
-
-
-# --------------------------------------------------------------------------- the first cursor
 
 
 @dataclass(frozen=True)
@@ -266,12 +240,10 @@ def first_cursor(
     """
     interval = timedelta(minutes=settings.export_interval_minutes)
     if watermark is not None:
-        # An earlier version's timestamp watermark. One ahead of the end is a clock
-        # anomaly: start one interval back instead, flagged, rather than skip anything.
+        # An earlier version's timestamp watermark; one ahead of `end` (a clock anomaly) starts one interval back.
         start = watermark if watermark <= end else end - interval
-        until = start + timedelta(seconds=settings.export_lag_seconds) + LEGACY_DUPLICATE_MARGIN
-        if watermark > end:
-            until = end
+        lag = timedelta(seconds=settings.export_lag_seconds)
+        until = end if watermark > end else start + lag + LEGACY_DUPLICATE_MARGIN
         note = "migrated from a timestamp watermark: its last run may have delivered some of these already"
         marker = InFlight(None, None, key.at(start), key.at(until), None, None, now, note)
         return FirstCursor(key.at(start), "legacy_watermark", marker, start)
@@ -279,9 +251,6 @@ def first_cursor(
         start = min(original_export, end)
         return FirstCursor(key.at(start), "original_service", starts_at=start)
     return FirstCursor(key.at(end - interval), "first_interval", starts_at=end - interval)
-
-
-# --------------------------------------------------------------------------- workspaces with nothing new
 
 
 @dataclass(frozen=True)
@@ -298,12 +267,11 @@ class IdleAdvance:
 
 
 def advance_idle(store: Store, clock: DatabaseClock, end_key: Key, items: Sequence[IdleAdvance]) -> None:
-    """One bulk write for every workspace with nothing new: no per-workspace round trip.
+    """One bulk write for every workspace with nothing new.
 
-    A cursor moves to `end_key` only if it is still within what the run looked at
-    ([the cursor it read, end_key), or exactly the value read), never over a live
-    lease, never over an intent (in_flight) of another run; a workspace without a
-    document gets one with its cursor at the end key.
+    A cursor moves to `end_key` only from within what the run looked at ([the cursor read,
+    end_key), or exactly the value read), never over a live lease or another run's in_flight;
+    a workspace without a document gets one.
     """
     now = clock.now()
     moved = {"cursor": end_key, "cursor_set_at": now, "last_success_at": now, "updated_at": now}
@@ -311,14 +279,9 @@ def advance_idle(store: Store, clock: DatabaseClock, end_key: Key, items: Sequen
     for item in items:
         source = item.new_source or "first_interval"
         if not item.exists:
-            created = {"created_at": now, "consecutive_failures": 0, "in_flight": None, "pending_files": []}
-            operations.append(
-                UpdateOne(
-                    {"_id": item.workspace_id},
-                    {"$setOnInsert": {**moved, "cursor_source": source, **created}},
-                    upsert=True,
-                )
-            )
+            created: dict[str, Any] = {**moved, "cursor_source": source, "created_at": now, "consecutive_failures": 0}
+            created.update(in_flight=None, pending_files=[])
+            operations.append(UpdateOne({"_id": item.workspace_id}, {"$setOnInsert": created}, upsert=True))
             continue
         where: dict[str, Any] = {"cursor": {"$exists": False}}
         if item.read_cursor is not None:
@@ -332,7 +295,7 @@ def advance_idle(store: Store, clock: DatabaseClock, end_key: Key, items: Sequen
     if not operations:
         return
     try:
-        _collection(store).bulk_write(operations, ordered=False)
+        store.export_state.bulk_write(operations, ordered=False)
     except BulkWriteError as error:
         # Two runs creating the same new document: the other one's is as good as ours.
         errors = error.details.get("writeErrors", [])
@@ -340,36 +303,36 @@ def advance_idle(store: Store, clock: DatabaseClock, end_key: Key, items: Sequen
             raise
 
 
-# --------------------------------------------------------------------------- the operator's move
-
 ANY_CURSOR = object()  # set_moved_cursor: whatever the cursor is now
 
 
 def set_moved_cursor(
     store: Store, workspace_id: str, now: datetime, new_key: Key, *, expected_cursor: object = ANY_CURSOR
 ) -> dict[str, Any] | None:
-    """`state --move-to/--move-past`: set the cursor in one conditional upsert; the document before (or None).
+    """`state --move-to/--move-past`: one conditional upsert of the cursor; the document before (or None).
 
-    Only while no live lease is held, and (unless `expected_cursor` is ANY_CURSOR)
-    while the cursor is still as read. The in_flight marker is left alone: the next
-    run still flags a possible duplicate. Raises DuplicateKeyError when the
-    document exists but does not match.
+    Only while no live lease is held and (unless ANY_CURSOR) the cursor is still `expected_cursor`;
+    DuplicateKeyError when the document exists but does not match. in_flight stays: the next run
+    still flags a possible duplicate.
     """
     query: dict[str, Any] = {"_id": workspace_id, **lease_is_free(now)}
     if expected_cursor is not ANY_CURSOR:
         query["cursor"] = expected_cursor  # None also matches a document without one
-    return _collection(store).find_one_and_update(
-        query,
-        {
-            "$set": {"cursor": new_key, "cursor_source": "moved", "cursor_set_at": now, "updated_at": now},
-            "$setOnInsert": {"created_at": now},
-        },
-        upsert=True,
-        return_document=ReturnDocument.BEFORE,
+    moved = {"cursor": new_key, "cursor_source": "moved", "cursor_set_at": now, "updated_at": now}
+    return store.export_state.find_one_and_update(
+        query, {"$set": moved, "$setOnInsert": {"created_at": now}}, upsert=True, return_document=ReturnDocument.BEFORE
     )
 
 
-# --------------------------------------------------------------------------- leases
+def _as_document(in_flight: InFlight | None) -> dict[str, Any] | None:
+    return None if in_flight is None else in_flight.as_document()
+
+
+def _success(now: datetime, in_flight: InFlight | None) -> dict[str, Any]:
+    """What a delivery that ended well writes: the intent left (usually None), the failures reset."""
+    return dict(
+        in_flight=_as_document(in_flight), last_success_at=now, consecutive_failures=0, last_error=None, updated_at=now
+    )
 
 
 class LeaseLost(Exception):
@@ -438,16 +401,7 @@ class Lease:
         `in_flight` is what stays unknown beyond this part (an earlier run's intent reaching further), usually None.
         """
         now = self.clock.now()
-        changes: dict[str, Any] = {
-            "cursor": to_key,
-            "cursor_source": "export",
-            "cursor_set_at": now,
-            "in_flight": in_flight.as_document() if in_flight is not None else None,
-            "last_success_at": now,
-            "consecutive_failures": 0,
-            "last_error": None,
-            "updated_at": now,
-        }
+        changes = {"cursor": to_key, "cursor_source": "export", "cursor_set_at": now, **_success(now, in_flight)}
         if possible_duplicate:
             changes["last_possible_duplicate_at"] = now
         pull = {"$pull": {"pending_files": delivered_file}} if delivered_file is not None else None
@@ -460,13 +414,7 @@ class Lease:
         A cursor already at or past `end_key` stays, unless `force` (one ahead of the database clock comes back).
         """
         now = self.clock.now()
-        changes: dict[str, Any] = {
-            "in_flight": None,
-            "consecutive_failures": 0,
-            "last_error": None,
-            "last_success_at": now,
-            "updated_at": now,
-        }
+        changes = _success(now, None)
         # The cursor is of the run's key kind: the window refused any other (ArrivalKey.position).
         moves = force or not is_key(self.cursor) or key_order(self.cursor) < key_order(end_key)
         if moves:
@@ -485,11 +433,11 @@ class Lease:
         now = self.clock.now()
         changes: dict[str, Any] = {"last_error": error, "last_attempt_at": now, "updated_at": now}
         if in_flight is None or isinstance(in_flight, InFlight):
-            changes["in_flight"] = in_flight.as_document() if in_flight is not None else None
+            changes["in_flight"] = _as_document(in_flight)
         if pending_files is not None:
             changes["pending_files"] = list(pending_files)
-        count = {"$inc": {"consecutive_failures": 1}}
-        self._update("the failure could be recorded", changes, release=release, more=count)
+        more = {"$inc": {"consecutive_failures": 1}}
+        self._update("the failure could be recorded", changes, release=release, more=more)
 
     def release(self) -> None:
         # Conditional: never release a lease that expired and now belongs to another run.
@@ -514,33 +462,24 @@ def acquire_lease(
     clock: DatabaseClock,
     first_cursor: FirstCursor | None = None,
 ) -> Lease | None:
-    """Take the workspace's lease, or return None if another run holds an unexpired one.
+    """Take the workspace's lease, or None if another run holds a live one.
 
-    A workspace without a cursor gets `first_cursor` in the same write (a new
-    document) or right after (an existing document without one), so a failing
-    first delivery still leaves the start pinned.
+    A workspace without a cursor gets `first_cursor` in the same write (a new document) or right
+    after (an existing one without a cursor), so a failing first delivery still pins the start.
     """
-    collection = _collection(store)
+    collection = store.export_state
     now = clock.now()
     expires_at = now + duration
     on_insert: dict[str, Any] = {"created_at": now, "consecutive_failures": 0, "pending_files": []}
     first_changes: dict[str, Any] = {}
     if first_cursor is not None:
         first_changes = {"cursor": first_cursor.key, "cursor_source": first_cursor.source, "cursor_set_at": now}
-        in_flight = first_cursor.in_flight.as_document() if first_cursor.in_flight else None
-        on_insert.update(first_changes, in_flight=in_flight)
+        on_insert.update(first_changes, in_flight=_as_document(first_cursor.in_flight))
     try:
+        taken = {"lease_owner": owner, "lease_expires_at": expires_at, "lease_acquired_at": now, "updated_at": now}
         document = collection.find_one_and_update(
             {"_id": workspace_id, **lease_is_free(now)},
-            {
-                "$set": {
-                    "lease_owner": owner,
-                    "lease_expires_at": expires_at,
-                    "lease_acquired_at": now,
-                    "updated_at": now,
-                },
-                "$setOnInsert": on_insert,
-            },
+            {"$set": taken, "$setOnInsert": on_insert},
             upsert=True,
             return_document=ReturnDocument.AFTER,
         )
@@ -567,28 +506,3 @@ def acquire_lease(
             lease.cursor = first_cursor.key
             lease.new_cursor_source = first_cursor.source
     return lease
-
-
-__all__ = [
-    "ANY_CURSOR",
-    "CLOCK_TOLERANCE",
-    "KEEP_IN_FLIGHT",
-    "FirstCursor",
-    "IdleAdvance",
-    "InFlight",
-    "Lease",
-    "LeaseLost",
-    "WorkspaceState",
-    "acquire_lease",
-    "advance_idle",
-    "count_cursors_ahead",
-    "count_foreign_cursors",
-    "first_cursor",
-    "last_successes",
-    "lease_is_free",
-    "original_exports",
-    "read_lease",
-    "read_state_documents",
-    "read_states",
-    "set_moved_cursor",
-]

@@ -1,7 +1,6 @@
-"""How many messages of a workspace wait behind its position, and since when.
+"""How many messages of a workspace wait behind its position, and since when (`state` and the metrics file).
 
-Used by `wa-export state` and by the metrics file. The cost for one workspace:
-one query for its chats, then per 5,000 chats one count and (when some wait)
+For one workspace: one query for its chats, then per 5,000 chats one count and (when some wait)
 one query for the oldest, each on the `{chat_id: 1, <arrival key>: 1}` index.
 """
 
@@ -16,8 +15,8 @@ from pymongo import ASCENDING
 
 from wa_export.clock import as_utc_or_none
 from wa_export.settings import Settings
-from wa_export.store.arrivals import ArrivalKey, Key, is_key, key_order, time_of
-from wa_export.store.connection import CHAT_IDS_PER_QUERY, Store, Workspace, field_at
+from wa_export.store.arrivals import ArrivalKey, Key, in_chunks, is_key, key_order, time_of
+from wa_export.store.connection import Store, Workspace, field_at
 from wa_export.store.ownership import chats_of_workspace
 
 
@@ -47,10 +46,9 @@ def position_key(settings: Settings, document: Mapping[str, Any], now: datetime)
 
 
 def workspace_chat_ids(store: Store, workspace: Workspace) -> list[object]:
-    """What a message of the workspace holds in `chat_id`: its chats (ownership.py), each in both id forms.
+    """What a message of the workspace holds in `chat_id`: its chats (ownership.py), in both id forms.
 
-    A chat that names no single workspace belongs to nobody: its messages are
-    never delivered, so they are not waiting.
+    A chat that names no single workspace belongs to nobody: its messages are never delivered, so never waiting.
     """
     return chats_of_workspace(store.chats, workspace).message_chat_ids()
 
@@ -64,14 +62,11 @@ def count_waiting(store: Store, workspace: Workspace, from_key: Key, cap: int | 
     total = 0
     oldest: Key | None = None
     capped = False
-    for offset in range(0, len(chat_ids), CHAT_IDS_PER_QUERY):
-        query = {"chat_id": {"$in": chat_ids[offset : offset + CHAT_IDS_PER_QUERY]}, field: {"$gte": from_key}}
-        if cap is None:
-            found = store.messages.count_documents(query)
-        else:
-            remaining = cap - total
-            found = store.messages.count_documents(query, limit=remaining)
-            capped = capped or found >= remaining
+    for chunk in in_chunks(chat_ids):
+        query = {"chat_id": {"$in": chunk}, field: {"$gte": from_key}}
+        remaining: dict[str, Any] = {} if cap is None else {"limit": cap - total}
+        found = store.messages.count_documents(query, **remaining)
+        capped = cap is not None and found >= cap - total
         if found == 0:
             continue
         total += found
