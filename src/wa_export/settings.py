@@ -11,6 +11,9 @@ workspace's problem (`Settings.recipient_problem`) and fails that workspace alon
 RULES is the one table of variables (name, Settings field, default, bounds, parser,
 secrecy): validation, `wa-export config`, the near-miss warnings and the `.env`
 permission warning all read it.
+
+Why this module is long: every setting's rule lives here and nowhere else (the
+table, its parsers, the cross-field sending rules, near-miss names).
 """
 
 from __future__ import annotations

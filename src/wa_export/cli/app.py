@@ -1,6 +1,9 @@
 """The `wa-export` command line: declares the commands and options, calls the library, renders with cli/*_view.py.
 
 Exit codes: 0 ok, 1 some work failed, 2 usage or configuration error, 3 MongoDB unreachable.
+
+Why this module is long: Typer builds every command, option and `--help` text from
+the declarations here, one function per command.
 """
 
 from __future__ import annotations
