@@ -9,7 +9,7 @@ active workspace at all, or address variables that match no active workspace
 from __future__ import annotations
 
 from wa_export.commands.health_check import Check, count_noun, has, is_, named, sentence
-from wa_export.export.preflight import run_warnings, unmatched_variable_warnings
+from wa_export.export.results import run_warnings, unmatched_variable_warnings
 from wa_export.recipients import SOURCE_LABELS, RecipientSource, missing_hint, recipients_for
 from wa_export.settings import Settings
 from wa_export.store.connection import Store, Workspace

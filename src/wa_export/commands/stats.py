@@ -19,7 +19,7 @@ from pymongo import DESCENDING
 
 from wa_export.clock import as_utc_or_none, iso, utc_now
 from wa_export.errors import UsageProblem
-from wa_export.export.status import STATUS_UNKNOWN, STATUSES, status_of
+from wa_export.export.rows import STATUS_UNKNOWN, STATUSES, status_of
 from wa_export.recipients import Recipients, recipients_for
 from wa_export.settings import Settings
 from wa_export.store.connection import (

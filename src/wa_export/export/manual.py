@@ -1,8 +1,7 @@
 """A manual export (--hours/--since/--until/--email): a timestamp window over one workspace's chats.
 
-It never touches cursors or leases: the operator asked for this window, and the
-next scheduled run still delivers its own. One workbook, one email, one
-export_logs entry (`trigger: manual`), as before the scheduled path changed.
+It never touches cursors or leases (the next scheduled run still delivers its own window):
+one workbook, one email, one export_logs entry (`trigger: manual`).
 """
 
 from __future__ import annotations
@@ -14,10 +13,9 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from wa_export.clock import Window
 from wa_export.export.context import RunContext
 from wa_export.export.email_text import EmailFacts, compose_export_mail
-from wa_export.export.files import describe_file_error, write_workbook
 from wa_export.export.results import WorkspaceResult
 from wa_export.export.rows import RowStats, message_rows
-from wa_export.export.window import counts
+from wa_export.export.window import describe_file_error, write_workbook
 from wa_export.mail.errors import MailError
 from wa_export.recipients import missing_hint
 from wa_export.store import arrivals, logs, ownership
@@ -65,7 +63,7 @@ def _export(ctx: RunContext, workspace: Workspace, result: WorkspaceResult) -> W
     if request.dry_run:
         for _ in rows:
             pass
-        result.add_counts(*counts(stats))
+        result.add_counts(*stats.counts())
         result.outcome = "dry_run"
         return result
     try:
@@ -73,9 +71,9 @@ def _export(ctx: RunContext, workspace: Workspace, result: WorkspaceResult) -> W
             settings, workspace, ctx.with_progress(workspace.id, rows), ctx.run_time, ctx.contested_slugs
         )
     except OSError as error:
-        result.add_counts(*counts(stats))
+        result.add_counts(*stats.counts())
         return _failed(ctx, workspace, result, describe_file_error(error, settings.export_dir))
-    result.add_counts(*counts(stats))
+    result.add_counts(*stats.counts())
     if path is None:
         result.outcome = "no_messages"
         result.reason = "no messages in this window"
@@ -140,6 +138,3 @@ def _log(ctx: RunContext, workspace: Workspace, result: WorkspaceResult) -> None
         status=logs.STATUS_COMPLETED if completed else logs.STATUS_FAILED,
         error=None if completed else result.reason,
     )
-
-
-__all__ = ["export_manual"]

@@ -1,24 +1,29 @@
-"""What a run returns: per-workspace results, the run's result and its one-line summary.
+"""What a run reports: per-workspace results, the run's result and one-line summary, its WARNING lines.
 
-Shared by single runs (export/run.py) and `--workers` runs (export/workers.py);
-the CLI renders them, the library never prints.
+Shared by single runs and `--workers` runs; the CLI renders them. `health` reports the same
+warnings with the same sentences.
 """
 
 from __future__ import annotations
 
 import traceback
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from wa_export.clock import iso
 from wa_export.errors import ExitCode
-from wa_export.export.preflight import RunWarning
+from wa_export.recipients import missing_hint
+from wa_export.settings import Settings
+from wa_export.store.connection import DuplicateWorkspace
 
 Trigger = Literal["scheduled", "manual"]
 Outcome = Literal["completed", "no_messages", "skipped", "failed", "written", "dry_run"]
+WarningKind = Literal[
+    "no_active_workspace", "missing_address", "unmatched_address", "malformed_address_variable", "duplicate_workspace"
+]
 
 
 @dataclass
@@ -48,7 +53,6 @@ class WorkspaceResult:
         return redact(f"internal error ({type(error).__name__}: {error})")
 
     def add_counts(self, by_status: dict[str, int], anomalies: dict[str, int]) -> None:
-        """Add one workbook's counts to the workspace's."""
         self.message_count += sum(by_status.values())
         for status, count in by_status.items():
             self.by_status[status] = self.by_status.get(status, 0) + count
@@ -89,7 +93,7 @@ class RunResult:
     # Counted by the run, not by a workspace: messages of no chat (orphaned_message),
     # of a chat of no single workspace (ambiguous_chat), cursors ahead of the database clock.
     run_anomalies: dict[str, int] = field(default_factory=dict)
-    warnings: list[RunWarning] = field(default_factory=list)  # see export/preflight.py
+    warnings: list[RunWarning] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # one sentence each, e.g. an unusable arrival key
     interrupted: bool = False
 
@@ -199,9 +203,7 @@ def summary_line(
 class RunObserver(Protocol):
     """What the run reports while it works (the CLI draws progress from it).
 
-    ``messages_exported(workspace_id, count)`` is optional for an observer: the
-    run calls it, when the observer has it, as rows are written (``count`` = the
-    messages of that workspace written since the previous call, not a total).
+    Optional: `messages_exported(workspace_id, count)`, called as rows are written with the count since the last call.
     """
 
     def run_started(self, total_workspaces: int, trigger: Trigger) -> None: ...
@@ -222,14 +224,92 @@ class SilentObserver:
         return None
 
 
-__all__ = [
-    "Outcome",
-    "RunObserver",
-    "RunResult",
-    "SilentObserver",
-    "Trigger",
-    "WorkspaceResult",
-    "cursor_notes",
-    "merged_anomalies",
-    "summary_line",
-]
+@dataclass(frozen=True)
+class RunWarning:
+    kind: WarningKind
+    message: str
+    workspace_id: str | None = None
+    variable: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "message": self.message,
+            "workspace_id": self.workspace_id,
+            "variable": self.variable,
+        }
+
+
+def duplicate_workspace_warning(duplicate: DuplicateWorkspace) -> RunWarning:
+    """A workspace stored twice (ObjectId and string `_id`): exported once, named every run until one is deleted."""
+    return RunWarning("duplicate_workspace", duplicate.sentence(), workspace_id=duplicate.id)
+
+
+def missing_address_warning(workspace_id: str, name: str, settings: Settings) -> RunWarning:
+    return RunWarning(
+        "missing_address",
+        f"workspace {workspace_id} ({name or 'unnamed'}) has no email address and is not exported: "
+        f"{missing_hint(workspace_id, settings)}",
+        workspace_id=workspace_id,
+        variable=f"WORKSPACE_{workspace_id}_EMAIL",
+    )
+
+
+def unmatched_variable_warnings(settings: Settings, active_ids: Iterable[str]) -> list[RunWarning]:
+    """Malformed WORKSPACE_*_EMAIL variables, and those no active workspace uses (typos, inactive or deleted tenants)."""
+    active = {workspace_id.lower() for workspace_id in active_ids}
+    return malformed_variable_warnings(settings) + [
+        RunWarning(
+            "unmatched_address",
+            f"WORKSPACE_{workspace_id}_EMAIL matches no active workspace in database "
+            f"{settings.mongodb_database!r}: a typo in the id, or an inactive or deleted workspace",
+            workspace_id=workspace_id,
+            variable=f"WORKSPACE_{workspace_id}_EMAIL",
+        )
+        for workspace_id in sorted(settings.configured_workspace_ids() - active)
+    ]
+
+
+def malformed_variable_warnings(settings: Settings) -> list[RunWarning]:
+    return [
+        RunWarning(
+            "malformed_address_variable",
+            f"{name} is ignored: the part between WORKSPACE_ and _EMAIL must be a workspace id "
+            "(24 hexadecimal characters)",
+            variable=name,
+        )
+        for name in settings.malformed_email_variables
+    ]
+
+
+def run_warnings(
+    settings: Settings,
+    workspaces: Sequence[tuple[str, str]],
+    *,
+    covers_all_active: bool,
+    email_override: bool = False,
+    failed_ids: Collection[str] = (),
+    without_address: Collection[str] = (),
+) -> list[RunWarning]:
+    """The warnings of a run over `workspaces` ((id, name) pairs); failed ones already have their error line.
+
+    `covers_all_active`: the pairs are every active workspace, so a variable matching none matches no active one.
+    """
+    warnings: list[RunWarning] = []
+    if covers_all_active and not workspaces:
+        warnings.append(
+            RunWarning(
+                "no_active_workspace",
+                f"database {settings.mongodb_database!r} has no active workspace, so nothing is exported: "
+                "check MONGODB_DATABASE and the workspaces' status",
+            )
+        )
+    if not email_override:
+        warnings += [
+            missing_address_warning(workspace_id, name, settings)
+            for workspace_id, name in workspaces
+            if workspace_id not in failed_ids and workspace_id in without_address
+        ]
+    if covers_all_active:
+        return warnings + unmatched_variable_warnings(settings, (workspace_id for workspace_id, _ in workspaces))
+    return warnings + malformed_variable_warnings(settings)

@@ -1,22 +1,10 @@
 """`wa-export export --workers N`: one scheduled run shared by N processes on this host.
 
-Why processes and not threads: the cost of an export is our own Python work
-(decoding BSON, mapping rows, formatting XML, compressing), which holds the
-GIL; threads would take turns on one core, processes use all of them.
-
-How: the parent starts N child processes, each the normal `wa-export export
---json` with a hidden `--worker-slot k/N`. Child k exports every N-th active
-workspace (`workspaces[k::N]` of the list sorted by id), so a run's workspaces
-are split evenly and each is attempted once per run. The per-workspace leases
-still decide who exports a workspace: two hosts, an overlapping cron run or a
-workspace list that changed between the children's reads never make two
-processes export the same window (a second taker sees the moved cursor).
-The parent never talks to MongoDB: it waits, merges the children's JSON into
-one result and exits with the worst exit code (3 > 2 > 1 > 0). SIGTERM to the
-parent is forwarded to the children, which finish their current workspace and
-stop, as a single run does.
-
-Library code: nothing here prints; the CLI renders `WorkersResult`.
+Processes, not threads: an export's cost is our own Python work (BSON, rows, XML, compression), which
+holds the GIL. Child k is the normal `wa-export export --json` with a hidden `--worker-slot k/N` and exports
+every N-th active workspace (sorted by id); the leases still decide who exports a workspace, so two hosts
+or an overlapping run never export one window twice. The parent never talks to MongoDB: it merges the
+children's JSON and exits with the worst exit code; SIGTERM is forwarded, each child finishes its workspace.
 """
 
 from __future__ import annotations
@@ -35,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from wa_export.errors import ExitCode
-from wa_export.export.results import cursor_notes, merged_anomalies, summary_line
+from wa_export.export.results import RunWarning, cursor_notes, merged_anomalies, summary_line
 
 MAX_WORKERS = 64
 
@@ -44,6 +32,12 @@ T = TypeVar("T")
 
 class WorkerUsageError(ValueError):
     """A bad --workers / --worker-slot value; one sentence for the operator (exit 2)."""
+
+
+_MANUAL_RUN_HAS_NO_WORKERS = (
+    "--workers applies to scheduled runs only; a manual export (--hours/--since/--until/--email) "
+    "runs in one process, drop --workers."
+)
 
 
 def parse_worker_slot(text: str) -> tuple[int, int]:
@@ -58,9 +52,18 @@ def parse_worker_slot(text: str) -> tuple[int, int]:
     return index, count
 
 
-def check_worker_count(count: int) -> None:
+def check_request(count: int, *, is_manual: bool) -> None:
+    """Workers share a scheduled run; a manual export is one window for one operator: one process."""
     if not 1 <= count <= MAX_WORKERS:
         raise WorkerUsageError(f"--workers must be between 1 and {MAX_WORKERS}, got {count}.")
+    if count > 1:
+        check_slot_request(is_manual)
+
+
+def check_slot_request(is_manual: bool) -> None:
+    """A --worker-slot (set by `--workers N` on its children) exists only in a scheduled run."""
+    if is_manual:
+        raise WorkerUsageError(_MANUAL_RUN_HAS_NO_WORKERS)
 
 
 def slot_share(items: Sequence[T], slot: tuple[int, int] | None) -> list[T]:
@@ -69,11 +72,6 @@ def slot_share(items: Sequence[T], slot: tuple[int, int] | None) -> list[T]:
         return list(items)
     index, count = slot
     return list(items[index::count])
-
-
-def worst_exit_code(codes: Sequence[int]) -> ExitCode:
-    """MongoDB unreachable > usage/config > some work failed > ok; a crashed child counts as failed."""
-    return ExitCode.worst(list(codes))
 
 
 @dataclass
@@ -91,11 +89,11 @@ class WorkersResult:
     finished_at: float
     workers: list[WorkerOutcome] = field(default_factory=list)
     interrupted: bool = False
-    warnings: list[Any] = field(default_factory=list)  # preflight.RunWarning, set by the caller
+    warnings: list[RunWarning] = field(default_factory=list)  # set by the caller
 
     @property
     def exit_code(self) -> ExitCode:
-        code = worst_exit_code([worker.exit_code for worker in self.workers])
+        code = ExitCode.worst([worker.exit_code for worker in self.workers])
         return ExitCode.FAILED if self.interrupted and code == ExitCode.OK else code
 
     @property
@@ -132,7 +130,10 @@ class WorkersResult:
     def summary(self) -> str:
         broken = [w for w in self.workers if w.document is None]
         problems = (
-            [f"{len(broken)} worker(s) failed: " + "; ".join(f"worker {w.slot} exit {w.exit_code}: {w.error}" for w in broken)]
+            [
+                f"{len(broken)} worker(s) failed: "
+                + "; ".join(f"worker {w.slot} exit {w.exit_code}: {w.error}" for w in broken)
+            ]
             if broken
             else []
         )
@@ -174,28 +175,6 @@ class WorkersResult:
         }
 
 
-_MANUAL_RUN_HAS_NO_WORKERS = (
-    "--workers applies to scheduled runs only; a manual export (--hours/--since/--until/--email) "
-    "runs in one process, drop --workers."
-)
-
-
-def check_request(count: int, *, is_manual: bool) -> None:
-    """Workers share a scheduled run; a manual export is one window for one operator: one process."""
-    check_worker_count(count)
-    if count > 1 and is_manual:
-        raise WorkerUsageError(_MANUAL_RUN_HAS_NO_WORKERS)
-
-
-def check_slot_request(is_manual: bool) -> None:
-    """A --worker-slot (set by `--workers N` on its children) exists only in a scheduled run.
-
-    A manual run is never split, so it cannot have a worker slot.
-    """
-    if is_manual:
-        raise WorkerUsageError(_MANUAL_RUN_HAS_NO_WORKERS)
-
-
 def child_command(
     slot: int,
     count: int,
@@ -224,7 +203,7 @@ def run_workers(
     poll_seconds: float = 0.2,
 ) -> WorkersResult:
     """Run the scheduled export as `count` child processes and merge their results."""
-    check_worker_count(count)
+    check_request(count, is_manual=False)
     stop = stop_requested or threading.Event()
     started = time.time()
     children: list[tuple[int, subprocess.Popen[bytes], Any]] = []
@@ -278,17 +257,3 @@ def _outcome(slot: int, returncode: int, stdout: str) -> WorkerOutcome:
     if "workspaces" not in document:  # an error document: {"ok": false, "error": ...}
         return WorkerOutcome(slot, code, None, str(document.get("error") or "failed"))
     return WorkerOutcome(slot, code, document)
-
-
-__all__ = [
-    "MAX_WORKERS",
-    "WorkerUsageError",
-    "WorkersResult",
-    "check_request",
-    "check_slot_request",
-    "check_worker_count",
-    "parse_worker_slot",
-    "run_workers",
-    "slot_share",
-    "worst_exit_code",
-]
