@@ -139,20 +139,12 @@ class ScheduledDelivery(WorkspaceExport):
             end = self.unknown.reach(piece.high) if self.unknown is not None else piece.high
             intent = InFlight(log_id, ctx.run_id, piece.low, end, number, total, ctx.clock.now())
             lease.set_in_flight(intent, remaining)
-            self.log(
-                piece.low,
-                piece.high,
-                status=logs.STATUS_SENDING,
-                piece=piece,
-                part=number,
-                parts=total,
-                log_id=log_id,
-                possible_duplicate=duplicate,
-            )
+            details = {"part": number, "parts": total, "log_id": log_id, "possible_duplicate": duplicate}
+            self.log(piece.low, piece.high, logs.STATUS_SENDING, piece, **details)
             facts = EmailFacts(
                 arrivals.time_of(piece.low) or ctx.end_time,
                 arrivals.time_of(piece.high) or ctx.end_time,
-                piece.count,
+                piece.message_count,
                 piece.by_status,
                 piece.path,
                 self.item.recipients.addresses,
@@ -184,7 +176,7 @@ class ScheduledDelivery(WorkspaceExport):
             result.outcome = "completed"
         if blocked is not None:
             reason = self._too_big(blocked)
-            self.log(blocked.low, blocked.high, status=logs.STATUS_FAILED, error=reason, piece=blocked)
+            self.log(blocked.low, blocked.high, logs.STATUS_FAILED, blocked, error=reason)
             self._record_failure(reason, self.unknown, [str(blocked.path)])
 
     def _unknown_after(self, key: Key) -> InFlight | None:
@@ -194,9 +186,10 @@ class ScheduledDelivery(WorkspaceExport):
     def _too_big(self, piece: Written) -> str:
         arrived = arrivals.time_of(piece.low)
         when = f" (arrived {arrived:%Y-%m-%d %H:%M:%S} UTC)" if arrived is not None else ""
-        what = "a single message" if piece.count <= 1 else f"{piece.count} messages that arrived at the same moment"
+        count = piece.message_count
+        what = "a single message" if count <= 1 else f"{count} messages that arrived at the same moment"
         # One message can be passed alone (its _id); messages sharing one date key only together.
-        message_id = self._only_message_id(piece) if piece.count <= 1 else None
+        message_id = self._only_message_id(piece) if count <= 1 else None
         move = f"--move-past {message_id}" if message_id is not None else "--move-to"
         return (
             f"{what}{when} makes a workbook of {piece.encoded_size / 2**20:.2f} MB once encoded for "
@@ -221,7 +214,7 @@ class ScheduledDelivery(WorkspaceExport):
 
     def _fail(self, reason: str, low: Key) -> WorkspaceResult:
         """Failed before any email: logged, counted on its state, the cursor and any intent unmoved."""
-        self.log(low, self.ctx.end_key, status=logs.STATUS_FAILED, error=reason)
+        self.log(low, self.ctx.end_key, logs.STATUS_FAILED, error=reason)
         self._record_failure(reason, KEEP_IN_FLIGHT, None)
         return self.result
 
@@ -233,18 +226,16 @@ class ScheduledDelivery(WorkspaceExport):
 
 def deliver(ctx: RunContext, item: WorkItem) -> WorkspaceResult:
     """The scheduled delivery of one workspace (or, with --dry-run / --no-email, a look at it)."""
-    workspace = item.workspace
-    result = WorkspaceResult(
-        workspace.id,
-        workspace.name,
-        "skipped",
-        recipients=item.recipients.addresses,
-        recipients_source=item.recipients.source,
-    )
+    result = WorkspaceResult.of(item.workspace, "skipped", item.recipients)
     if ctx.request.dry_run or not ctx.request.send_email:
         return look_without_lease(ctx, item, result)
     lease = acquire_lease(
-        ctx.store, workspace.id, ctx.run_id, timedelta(seconds=ctx.settings.lease_seconds), ctx.clock, item.first_cursor
+        ctx.store,
+        item.workspace.id,
+        ctx.run_id,
+        timedelta(seconds=ctx.settings.lease_seconds),
+        ctx.clock,
+        item.first_cursor,
     )
     if lease is None:
         result.reason = LEASE_HELD
@@ -274,7 +265,7 @@ def deliver(ctx: RunContext, item: WorkItem) -> WorkspaceResult:
     result.outcome, result.reason = "failed", reason
     try:  # logged and counted if MongoDB takes it
         low = lease.cursor if arrivals.is_key(lease.cursor) else ctx.end_key
-        WorkspaceExport(ctx, item, result).log(low, ctx.end_key, status=logs.STATUS_FAILED, error=reason)
+        WorkspaceExport(ctx, item, result).log(low, ctx.end_key, logs.STATUS_FAILED, error=reason)
         if count_failure:
             lease.count_escaped_failure(reason)
     except PyMongoError as error:

@@ -116,12 +116,12 @@ def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
     for workspace in workspaces:
         if workspace.status != "active":
             reason = f"workspace status is {workspace.status!r}, only active workspaces are exported on schedule"
-            plan.skipped.append(WorkspaceResult(workspace.id, workspace.name, "skipped", reason=reason))
+            plan.skipped.append(WorkspaceResult.of(workspace, "skipped", reason=reason))
             continue
         recipients = ctx.recipients_for(workspace)
         if ctx.without_address(recipients):
             reason = f"no email address configured: {missing_hint(workspace.id, settings)}"
-            plan.skipped.append(WorkspaceResult(workspace.id, workspace.name, "skipped", reason=reason))
+            plan.skipped.append(WorkspaceResult.of(workspace, "skipped", reason=reason))
             continue
         candidates.append((workspace, recipients, states.get(workspace.id) or WorkspaceState(workspace.id)))
 
@@ -139,16 +139,7 @@ def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
                 start, ahead = ctx.start_at(workspace.id, state.cursor)
             except arrivals.ForeignCursor as error:
                 # Written under another EXPORT_ARRIVAL_FIELD: refused, its cursor untouched, never translated.
-                plan.skipped.append(
-                    WorkspaceResult(
-                        workspace.id,
-                        workspace.name,
-                        "failed",
-                        reason=str(error),
-                        recipients=recipients.addresses,
-                        recipients_source=recipients.source,
-                    )
-                )
+                plan.skipped.append(WorkspaceResult.of(workspace, "failed", recipients, reason=str(error)))
                 continue
         else:
             first = first_cursor(settings, key, end_time, ctx.run_time, state.watermark, originals.get(workspace.id))

@@ -6,6 +6,7 @@ warnings with the same sentences.
 
 from __future__ import annotations
 
+import dataclasses
 import traceback
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -15,9 +16,9 @@ from typing import Any, Literal, Protocol
 
 from wa_export.clock import iso
 from wa_export.errors import ExitCode
-from wa_export.recipients import missing_hint
+from wa_export.recipients import Recipients, missing_hint
 from wa_export.settings import Settings
-from wa_export.store.connection import DuplicateWorkspace
+from wa_export.store.connection import DuplicateWorkspace, Workspace
 
 Trigger = Literal["scheduled", "manual"]
 Outcome = Literal["completed", "no_messages", "skipped", "failed", "written", "dry_run"]
@@ -38,14 +39,22 @@ class WorkspaceResult:
     by_status: dict[str, int] = field(default_factory=dict)
     anomalies: dict[str, int] = field(default_factory=dict)
     file_path: str | None = None  # the last workbook written (the only one unless the window had parts)
-    recipients: tuple[str, ...] = ()
-    recipients_source: str = "none"  # recipients.RecipientSource
     files: list[str] = field(default_factory=list)
     parts: int = 0  # emails the window needed (1 unless it was too big for one)
     emails_sent: int = 0
     possible_duplicate: bool = False  # some of it may repeat an earlier email (said in that email)
     cursor_source: str | None = None  # where a cursor created by this run came from
+    recipients: tuple[str, ...] = ()
+    recipients_source: str = "none"  # recipients.RecipientSource
     traceback: str | None = None  # an unexpected error's traceback (redacted): the CLI prints it to stderr
+
+    @classmethod
+    def of(
+        cls, workspace: Workspace, outcome: Outcome, recipients: Recipients | None = None, **details: Any
+    ) -> WorkspaceResult:
+        if recipients is not None:
+            details.update(recipients=recipients.addresses, recipients_source=recipients.source)
+        return cls(workspace.id, workspace.name, outcome, **details)
 
     def unexpected_error(self, error: Exception, redact: Callable[[str], str]) -> str:
         """Keep the traceback of an error nobody anticipated (a bug, to be reported); return the one-line reason."""
@@ -60,26 +69,9 @@ class WorkspaceResult:
             self.anomalies[name] = self.anomalies.get(name, 0) + count
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "workspace_id": self.workspace_id,
-            "workspace_name": self.workspace_name,
-            "outcome": self.outcome,
-            "reason": self.reason,
-            "window_start": iso(self.window_start),
-            "window_end": iso(self.window_end),
-            "message_count": self.message_count,
-            "by_status": self.by_status,
-            "anomalies": self.anomalies,
-            "file_path": self.file_path,
-            "files": self.files,
-            "parts": self.parts,
-            "emails_sent": self.emails_sent,
-            "possible_duplicate": self.possible_duplicate,
-            "cursor_source": self.cursor_source,
-            "recipients": list(self.recipients),
-            "recipients_source": self.recipients_source,
-            "traceback": self.traceback,
-        }
+        fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        times = {"window_start": iso(self.window_start), "window_end": iso(self.window_end)}
+        return fields | times | {"recipients": list(self.recipients)}
 
 
 @dataclass
@@ -232,27 +224,12 @@ class RunWarning:
     variable: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "message": self.message,
-            "workspace_id": self.workspace_id,
-            "variable": self.variable,
-        }
+        return dataclasses.asdict(self)
 
 
 def duplicate_workspace_warning(duplicate: DuplicateWorkspace) -> RunWarning:
     """A workspace stored twice (ObjectId and string `_id`): exported once, named every run until one is deleted."""
     return RunWarning("duplicate_workspace", duplicate.sentence(), workspace_id=duplicate.id)
-
-
-def missing_address_warning(workspace_id: str, name: str, settings: Settings) -> RunWarning:
-    return RunWarning(
-        "missing_address",
-        f"workspace {workspace_id} ({name or 'unnamed'}) has no email address and is not exported: "
-        f"{missing_hint(workspace_id, settings)}",
-        workspace_id=workspace_id,
-        variable=f"WORKSPACE_{workspace_id}_EMAIL",
-    )
 
 
 def unmatched_variable_warnings(settings: Settings, active_ids: Iterable[str]) -> list[RunWarning]:
@@ -306,7 +283,13 @@ def run_warnings(
         )
     if not email_override:
         warnings += [
-            missing_address_warning(workspace_id, name, settings)
+            RunWarning(
+                "missing_address",
+                f"workspace {workspace_id} ({name or 'unnamed'}) has no email address and is not exported: "
+                f"{missing_hint(workspace_id, settings)}",
+                workspace_id=workspace_id,
+                variable=f"WORKSPACE_{workspace_id}_EMAIL",
+            )
             for workspace_id, name in workspaces
             if workspace_id not in failed_ids and workspace_id in without_address
         ]

@@ -129,16 +129,13 @@ def export_in_workers(
     settings: Settings | None = None,
 ) -> workers.WorkersResult:
     """One scheduled run shared by `count` child processes; with `settings`, the run's warnings judged here."""
-    flags = [flag for flag, on in (("--dry-run", request.dry_run), ("--no-email", not request.send_email)) if on]
-    merged = workers.run_workers(
-        count, workspace_ids=request.workspace_ids, env_file=env_file, extra_args=flags, stop_requested=stop_requested
-    )
+    merged = workers.run_workers(count, request, env_file, stop_requested)
     if settings is not None:
         # A child reports only what it found in its share (a workspace stored twice); the parent sees them all.
         merged.warnings = [
             RunWarning(**warning)
             for worker in merged.workers
-            for warning in (worker.document or {}).get("warnings") or []
+            for warning in worker.document.get("warnings") or []
             if warning.get("kind") == "duplicate_workspace"
         ]
         merged.warnings += run_warnings(
@@ -283,16 +280,8 @@ class ExportRun:
 
 
 def _idle_result(ctx: RunContext, item: WorkItem) -> WorkspaceResult:
-    result = WorkspaceResult(
-        item.workspace.id,
-        item.workspace.name,
-        "no_messages",
-        NOTHING_NEW,
-        time_of(item.start),
-        ctx.end_time,
-        recipients=item.recipients.addresses,
-        recipients_source=item.recipients.source,
-    )
+    window = {"window_start": time_of(item.start), "window_end": ctx.end_time}
+    result = WorkspaceResult.of(item.workspace, "no_messages", item.recipients, reason=NOTHING_NEW, **window)
     if item.cursor_ahead:
         result.reason = (
             "its cursor was ahead of the database clock (a clock problem): pulled back to the end of "

@@ -75,7 +75,7 @@ class Written:
     too_big: bool = False
 
     @property
-    def count(self) -> int:
+    def message_count(self) -> int:
         return sum(self.by_status.values())
 
 
@@ -202,46 +202,56 @@ class WorkspaceExport:
             raise
         return written
 
-    def log(
-        self,
-        low: Key,
-        high: Key,
-        *,
-        status: logs.ExportStatus,
-        error: str | None = None,
-        piece: Written | None = None,
-        part: int | None = None,
-        parts: int | None = None,
-        log_id: ObjectId | None = None,
-        possible_duplicate: bool = False,
-    ) -> None:
+    def log(self, low: Key, high: Key, status: logs.ExportStatus, piece: Written | None = None, **details: Any) -> None:
         """This window's (or one part's) export_logs entry."""
-        ctx, item, result = self.ctx, self.item, self.result
-        entry = logs.ExportEntry(
-            workspace=item.workspace,
-            recipients=item.recipients.addresses,
-            run_id=ctx.run_id,
-            trigger=ctx.request.trigger,
-            export_timestamp=ctx.run_time,
-            message_count=piece.count if piece is not None else result.message_count,
-            by_status=piece.by_status if piece is not None else result.by_status,
-            anomalies=piece.anomalies if piece is not None else result.anomalies,
-            window_start=arrivals.time_of(low),
-            window_end=arrivals.time_of(high),
-            file_path=str(piece.path) if piece is not None else None,
-            keys=(low, high),
-            part=part,
-            parts=parts,
+        start, end, path = arrivals.time_of(low), arrivals.time_of(high), str(piece.path) if piece else None
+        counts = piece or self.result
+        log_export(
+            self.ctx,
+            self.item.workspace,
+            self.item.recipients.addresses,
+            counts,
+            start,
+            end,
+            status,
+            path,
+            (low, high),
+            **details,
         )
-        logs.insert_export(
-            ctx.store.export_logs,
-            entry,
-            ctx.clock.now(),
-            status=status,
-            error=error,
-            possible_duplicate=possible_duplicate,
-            log_id=log_id,
-        )
+
+
+def log_export(
+    ctx: RunContext,
+    workspace: Workspace,
+    recipients: tuple[str, ...],
+    counts: WorkspaceResult | Written,
+    start: datetime | None,
+    end: datetime | None,
+    status: logs.ExportStatus,
+    file_path: str | None = None,
+    keys: tuple[Key, Key] | None = None,
+    *,
+    error: str | None = None,
+    part: int | None = None,
+    parts: int | None = None,
+    log_id: ObjectId | None = None,
+    possible_duplicate: bool = False,
+) -> None:
+    """One export_logs entry: a window, a part of one, or a manual export."""
+    entry = logs.ExportEntry(
+        workspace, recipients, ctx.run_id, ctx.request.trigger, ctx.run_time, counts.message_count,
+        counts.by_status, counts.anomalies, start, end, file_path, keys, part, parts,
+    )  # fmt: skip
+    now = ctx.clock.now()
+    logs.insert_export(
+        ctx.store.export_logs,
+        entry,
+        now,
+        status=status,
+        error=error,
+        possible_duplicate=possible_duplicate,
+        log_id=log_id,
+    )
 
 
 def write_workbook(

@@ -10,7 +10,6 @@ children's JSON and exits with the worst exit code; SIGTERM is forwarded, each c
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from wa_export.errors import ExitCode
+from wa_export.export.context import ExportRequest
 from wa_export.export.results import RunWarning, cursor_notes, merged_anomalies, summary_line
 
 MAX_WORKERS = 64
@@ -78,7 +78,7 @@ def slot_share(items: Sequence[T], slot: tuple[int, int] | None) -> list[T]:
 class WorkerOutcome:
     slot: int
     exit_code: int
-    document: dict[str, Any] | None
+    document: dict[str, Any]  # the child's --json result; empty when it gave none (then `error` says why)
     error: str | None = None
 
 
@@ -98,7 +98,7 @@ class WorkersResult:
 
     @property
     def workspaces(self) -> list[dict[str, Any]]:
-        return [ws for worker in self.workers for ws in (worker.document or {}).get("workspaces", [])]
+        return [ws for worker in self.workers for ws in worker.document.get("workspaces", [])]
 
     def count_outcome(self, outcome: str) -> int:
         return sum(1 for ws in self.workspaces if ws.get("outcome") == outcome)
@@ -108,43 +108,30 @@ class WorkersResult:
         return sum(int(ws.get("message_count") or 0) for ws in self.workspaces)
 
     def anomaly_totals(self) -> dict[str, int]:
-        # Workspace counts add up; what belongs to no workspace is counted by worker 0 only.
         return merged_anomalies(
             [ws.get("anomalies") or {} for ws in self.workspaces],
-            [(w.document or {}).get("run_anomalies") or {} for w in self.workers],
+            [w.document.get("run_anomalies") or {} for w in self.workers],
         )
 
     @property
     def orphaned_messages(self) -> int:
-        return max((int((w.document or {}).get("orphaned_messages") or 0) for w in self.workers), default=0)
+        return max((int(w.document.get("orphaned_messages") or 0) for w in self.workers), default=0)
 
     @property
     def problems(self) -> list[str]:
-        found: list[str] = []
-        for worker in self.workers:
-            for problem in (worker.document or {}).get("problems") or []:
-                if problem not in found:
-                    found.append(str(problem))
-        return found
+        found = [str(problem) for w in self.workers for problem in w.document.get("problems") or []]
+        return list(dict.fromkeys(found))
 
     def summary(self) -> str:
-        broken = [w for w in self.workers if w.document is None]
-        problems = (
-            [
-                f"{len(broken)} worker(s) failed: "
-                + "; ".join(f"worker {w.slot} exit {w.exit_code}: {w.error}" for w in broken)
-            ]
-            if broken
-            else []
-        )
-        problems += [*self.problems, *cursor_notes(self.workspaces)]
+        broken = [f"worker {w.slot} exit {w.exit_code}: {w.error}" for w in self.workers if w.error is not None]
+        problems = [f"{len(broken)} worker(s) failed: " + "; ".join(broken)] if broken else []
         return summary_line(
             f"scheduled export run with {self.count} workers: {len(self.workspaces)} workspaces",
             self.count_outcome,
             self.message_count,
             self.anomaly_totals(),
             self.interrupted,
-            problems,
+            [*problems, *self.problems, *cursor_notes(self.workspaces)],
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -164,9 +151,9 @@ class WorkersResult:
                 {
                     "slot": w.slot,
                     "exit_code": w.exit_code,
-                    "run_id": (w.document or {}).get("run_id"),
-                    "summary": (w.document or {}).get("summary"),
-                    "error": w.error if w.document is None else (w.document or {}).get("error"),
+                    "run_id": w.document.get("run_id"),
+                    "summary": w.document.get("summary"),
+                    "error": w.error or w.document.get("error"),
                 }
                 for w in self.workers
             ],
@@ -175,48 +162,21 @@ class WorkersResult:
         }
 
 
-def child_command(
-    slot: int,
-    count: int,
-    *,
-    workspace_ids: Sequence[str] = (),
-    env_file: Path | None = None,
-    extra_args: Sequence[str] = (),
-) -> list[str]:
-    command = [sys.executable, "-m", "wa_export"]
-    if env_file is not None:
-        command += ["--env-file", str(env_file)]
-    command += ["export", "--json", "--worker-slot", f"{slot}/{count}", *extra_args]
-    for workspace_id in workspace_ids:
-        command += ["--workspace", workspace_id]
-    return command
-
-
-def run_workers(
-    count: int,
-    *,
-    workspace_ids: Sequence[str] = (),
-    env_file: Path | None = None,
-    extra_args: Sequence[str] = (),
-    stop_requested: threading.Event | None = None,
-    env: dict[str, str] | None = None,
-    poll_seconds: float = 0.2,
-) -> WorkersResult:
+def run_workers(count: int, request: ExportRequest, env_file: Path | None, stop: threading.Event) -> WorkersResult:
     """Run the scheduled export as `count` child processes and merge their results."""
-    check_request(count, is_manual=False)
-    stop = stop_requested or threading.Event()
+    check_request(count, is_manual=request.is_manual)
+    command = [sys.executable, "-m", "wa_export", *(["--env-file", str(env_file)] if env_file else []), "export"]
+    command += ["--json", *(["--dry-run"] if request.dry_run else []), *([] if request.send_email else ["--no-email"])]
+    command += [part for workspace_id in request.workspace_ids for part in ("--workspace", workspace_id)]
     started = time.time()
     children: list[tuple[int, subprocess.Popen[bytes], Any]] = []
     forwarded = False
     try:
         for slot in range(count):
             out = tempfile.TemporaryFile()  # not a pipe: a big JSON document must never block a child
+            # stderr inherited: a child's warnings and tracebacks reach the parent's as they are
             proc = subprocess.Popen(
-                child_command(slot, count, workspace_ids=workspace_ids, env_file=env_file, extra_args=extra_args),
-                stdout=out,
-                stderr=None,  # inherited: a child's warnings and tracebacks reach the parent's stderr as they are
-                stdin=subprocess.DEVNULL,
-                env=env if env is not None else os.environ.copy(),
+                [*command, "--worker-slot", f"{slot}/{count}"], stdout=out, stdin=subprocess.DEVNULL
             )
             children.append((slot, proc, out))
         while any(proc.poll() is None for _, proc, _ in children):
@@ -225,7 +185,7 @@ def run_workers(
                 for _, proc, _ in children:
                     if proc.poll() is None:
                         proc.send_signal(signal.SIGTERM)
-            time.sleep(poll_seconds)
+            time.sleep(0.2)
     except BaseException:
         for _, proc, _ in children:  # never leave orphans running behind a crashed parent
             if proc.poll() is None:
@@ -250,10 +210,11 @@ def _outcome(slot: int, returncode: int, stdout: str) -> WorkerOutcome:
     try:
         document = json.loads(stdout)
     except json.JSONDecodeError:
-        reason = f"killed by signal {-returncode}" if returncode < 0 else "no JSON result on stdout"
-        return WorkerOutcome(slot, code, None, reason)
+        return WorkerOutcome(
+            slot, code, {}, f"killed by signal {-returncode}" if returncode < 0 else "no JSON result on stdout"
+        )
     if not isinstance(document, dict):
-        return WorkerOutcome(slot, code, None, "unexpected JSON result")
+        return WorkerOutcome(slot, code, {}, "unexpected JSON result")
     if "workspaces" not in document:  # an error document: {"ok": false, "error": ...}
-        return WorkerOutcome(slot, code, None, str(document.get("error") or "failed"))
+        return WorkerOutcome(slot, code, {}, str(document.get("error") or "failed"))
     return WorkerOutcome(slot, code, document)
