@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import traceback
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -261,16 +261,14 @@ def malformed_variable_warnings(settings: Settings) -> list[RunWarning]:
 
 def run_warnings(
     settings: Settings,
-    workspaces: Sequence[tuple[str, str]],
+    workspaces: Sequence[Mapping[str, Any]],
     *,
     covers_all_active: bool,
     email_override: bool = False,
-    failed_ids: Collection[str] = (),
-    without_address: Collection[str] = (),
 ) -> list[RunWarning]:
-    """The warnings of a run over `workspaces` ((id, name) pairs); failed ones already have their error line.
+    """The warnings of a run over its workspaces' results (as dicts); a failed one already has its error line.
 
-    `covers_all_active`: the pairs are every active workspace, so a variable matching none matches no active one.
+    `covers_all_active`: they are every active workspace, so a variable matching none matches no active one.
     """
     warnings: list[RunWarning] = []
     if covers_all_active and not workspaces:
@@ -285,14 +283,14 @@ def run_warnings(
         warnings += [
             RunWarning(
                 "missing_address",
-                f"workspace {workspace_id} ({name or 'unnamed'}) has no email address and is not exported: "
-                f"{missing_hint(workspace_id, settings)}",
-                workspace_id=workspace_id,
-                variable=f"WORKSPACE_{workspace_id}_EMAIL",
+                f"workspace {ws['workspace_id']} ({ws.get('workspace_name') or 'unnamed'}) has no email address "
+                f"and is not exported: {missing_hint(ws['workspace_id'], settings)}",
+                workspace_id=ws["workspace_id"],
+                variable=f"WORKSPACE_{ws['workspace_id']}_EMAIL",
             )
-            for workspace_id, name in workspaces
-            if workspace_id not in failed_ids and workspace_id in without_address
+            for ws in workspaces
+            if ws.get("outcome") != "failed" and ws.get("recipients_source") == "none"
         ]
     if covers_all_active:
-        return warnings + unmatched_variable_warnings(settings, (workspace_id for workspace_id, _ in workspaces))
+        return warnings + unmatched_variable_warnings(settings, (ws["workspace_id"] for ws in workspaces))
     return warnings + malformed_variable_warnings(settings)

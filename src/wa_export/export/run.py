@@ -112,41 +112,26 @@ def export(
         result = ExportRun(settings, store, request, observer, stop_requested).execute()
     result.warnings += run_warnings(
         settings,
-        [(workspace.workspace_id, workspace.workspace_name) for workspace in result.workspaces],
+        [workspace.as_dict() for workspace in result.workspaces],
         covers_all_active=not request.workspace_ids and request.worker_slot is None and not result.interrupted,
         email_override=bool(request.email_override),
-        failed_ids={workspace.workspace_id for workspace in result.workspaces if workspace.outcome == "failed"},
-        without_address={ws.workspace_id for ws in result.workspaces if ws.recipients_source == "none"},
     )
     return result
 
 
 def export_in_workers(
-    count: int,
-    request: ExportRequest,
-    env_file: Path | None,
-    stop_requested: threading.Event,
-    settings: Settings | None = None,
+    count: int, request: ExportRequest, env_file: Path | None, stop_requested: threading.Event, settings: Settings
 ) -> workers.WorkersResult:
-    """One scheduled run shared by `count` child processes; with `settings`, the run's warnings judged here."""
+    """One scheduled run shared by `count` child processes, its warnings judged here: each child sees only its share."""
     merged = workers.run_workers(count, request, env_file, stop_requested)
-    if settings is not None:
-        # A child reports only what it found in its share (a workspace stored twice); the parent sees them all.
-        merged.warnings = [
-            RunWarning(**warning)
-            for worker in merged.workers
-            for warning in worker.document.get("warnings") or []
-            if warning.get("kind") == "duplicate_workspace"
-        ]
-        merged.warnings += run_warnings(
-            settings,
-            [(ws["workspace_id"], ws.get("workspace_name") or "") for ws in merged.workspaces],
-            covers_all_active=(
-                not request.workspace_ids and not merged.interrupted and all(w.document for w in merged.workers)
-            ),
-            failed_ids={ws["workspace_id"] for ws in merged.workspaces if ws.get("outcome") == "failed"},
-            without_address={ws["workspace_id"] for ws in merged.workspaces if ws.get("recipients_source") == "none"},
-        )
+    merged.warnings = [  # what a child found in the data it exports: a workspace stored twice
+        RunWarning(**warning)
+        for worker in merged.workers
+        for warning in worker.document.get("warnings") or []
+        if warning.get("kind") == "duplicate_workspace"
+    ]
+    complete = not request.workspace_ids and not merged.interrupted and all(w.document for w in merged.workers)
+    merged.warnings += run_warnings(settings, merged.workspaces, covers_all_active=complete)
     return merged
 
 
