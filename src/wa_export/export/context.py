@@ -56,14 +56,14 @@ class ExportRequest:
         return not self.workspace_ids and (slot is None or slot[0] == 0)
 
 
+@dataclass
 class MailSession:
     """The run's one SMTP connection (opened on the first email) and the failure that dooms the rest."""
 
-    def __init__(self, settings: Settings, factory: Callable[[Settings], MailSender] = MailSender) -> None:
-        self.settings = settings
-        self.factory = factory
-        self.fatal_error: str | None = None
-        self._sender: MailSender | None = None
+    settings: Settings
+    factory: Callable[[Settings], MailSender] = MailSender
+    fatal_error: str | None = None
+    _sender: MailSender | None = None
 
     def send(self, mail: OutgoingMail) -> None:
         if self._sender is None:

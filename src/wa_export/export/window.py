@@ -92,13 +92,13 @@ class ArrivalWindow:
     found_chats: set[ObjectId] = field(default_factory=set)
 
 
+@dataclass
 class WorkspaceExport:
     """Reading and writing one workspace's window; shared by deliveries, --no-email and --dry-run."""
 
-    def __init__(self, ctx: RunContext, item: WorkItem, result: WorkspaceResult) -> None:
-        self.ctx = ctx
-        self.item = item
-        self.result = result
+    ctx: RunContext
+    item: WorkItem
+    result: WorkspaceResult
 
     def window(self, cursor: object) -> ArrivalWindow:
         ctx, item = self.ctx, self.item
@@ -204,20 +204,9 @@ class WorkspaceExport:
 
     def log(self, low: Key, high: Key, status: logs.ExportStatus, piece: Written | None = None, **details: Any) -> None:
         """This window's (or one part's) export_logs entry."""
-        start, end, path = arrivals.time_of(low), arrivals.time_of(high), str(piece.path) if piece else None
-        counts = piece or self.result
-        log_export(
-            self.ctx,
-            self.item.workspace,
-            self.item.recipients.addresses,
-            counts,
-            start,
-            end,
-            status,
-            path,
-            (low, high),
-            **details,
-        )
+        item, path = self.item, str(piece.path) if piece else None
+        where = (arrivals.time_of(low), arrivals.time_of(high), status, path, (low, high))
+        log_export(self.ctx, item.workspace, item.recipients.addresses, piece or self.result, *where, **details)
 
 
 def log_export(
@@ -242,11 +231,10 @@ def log_export(
         workspace, recipients, ctx.run_id, ctx.request.trigger, ctx.run_time, counts.message_count,
         counts.by_status, counts.anomalies, start, end, file_path, keys, part, parts,
     )  # fmt: skip
-    now = ctx.clock.now()
     logs.insert_export(
         ctx.store.export_logs,
         entry,
-        now,
+        ctx.clock.now(),
         status=status,
         error=error,
         possible_duplicate=possible_duplicate,
