@@ -222,9 +222,7 @@ def export(
         recorder.trigger = request.trigger
         if workers > 1 and worker_slot is None:
             with _stop_on_sigterm() as stop:
-                merged = export_run.export_in_workers(
-                    workers, request, env_file or _global_env_file, stop, settings
-                )
+                merged = export_run.export_in_workers(workers, request, env_file or _global_env_file, stop, settings)
             recorder.ran_workers(merged, request)
             render_workers(output, merged)
             return merged.exit_code

@@ -33,12 +33,24 @@ DEMO_DATABASE = "wa_export_demo"
 DEMO_SENDER = "exports@example.com"
 # Fixed ids: a second demo run into the same --out reuses the same workspace folders.
 DEMO_WORKSPACES: list[dict[str, Any]] = [
-    {"_id": ObjectId("64d000000000000000000a01"), "name": "Café Olé 🌮 Ristorante", "status": "active",
-     "email": "orders@cafe-ole.example"},
-    {"_id": ObjectId("64d000000000000000000a02"), "name": "Acme Support", "status": "active",
-     "email": "support-lead@acme.example,ops@acme.example"},
-    {"_id": ObjectId("64d000000000000000000a03"), "name": "Dormant Holdings", "status": "inactive",
-     "email": "nobody@dormant.example"},
+    {
+        "_id": ObjectId("64d000000000000000000a01"),
+        "name": "Café Olé 🌮 Ristorante",
+        "status": "active",
+        "email": "orders@cafe-ole.example",
+    },
+    {
+        "_id": ObjectId("64d000000000000000000a02"),
+        "name": "Acme Support",
+        "status": "active",
+        "email": "support-lead@acme.example,ops@acme.example",
+    },
+    {
+        "_id": ObjectId("64d000000000000000000a03"),
+        "name": "Dormant Holdings",
+        "status": "inactive",
+        "email": "nobody@dormant.example",
+    },
 ]
 
 
@@ -103,57 +115,93 @@ def _conversations() -> dict[ObjectId, list[tuple[str, str, list[tuple[str, bool
     cafe, acme, dormant = (w["_id"] for w in DEMO_WORKSPACES)
     return {
         cafe: [
-            ("+15550100001", "+15550123401", [
-                ("incoming", False, "Hola! Do you have a table for 4 tonight at 8?"),
-                ("outgoing", True, "¡Hola! Yes, we have a table for 4 at 20:00. Shall I book it under your name?"),
-                ("incoming", False, "Yes please, name is Zoë Müller"),
-                ("outgoing", True, "Done ✅ Table for 4 at 20:00 for Zoë Müller. ¡Hasta luego!"),
-                ("incoming", False, "Can we bring a dog? 🐕"),
-                ("outgoing", False, "Of course, dogs are welcome on the terrace. — Jordi (manager)"),
-            ]),
-            ("+15550100001", "+15550123402", [
-                ("incoming", False, "مرحبا، هل لديكم خيارات نباتية؟"),
-                ("outgoing", True, "مرحبا! نعم، لدينا عدة أطباق نباتية. هل تود رؤية القائمة؟"),
-                ("incoming", False, "نعم من فضلك"),
-                ("outgoing", False, "Here is our menu: https://cafe-ole.example/menu — Jordi"),
-            ]),
-            ("+15550100002", "+15550123403", [
-                ("incoming", False, "=HYPERLINK(\"http://evil.example\",\"click\")"),
-                ("outgoing", True, "Sorry, I did not understand that. How can I help you today?"),
-                ("incoming", False, "+1 for the paella, best in town!"),
-                ("outgoing", False, "Thank you so much! 🥘"),
-            ]),
+            (
+                "+15550100001",
+                "+15550123401",
+                [
+                    ("incoming", False, "Hola! Do you have a table for 4 tonight at 8?"),
+                    ("outgoing", True, "¡Hola! Yes, we have a table for 4 at 20:00. Shall I book it under your name?"),
+                    ("incoming", False, "Yes please, name is Zoë Müller"),
+                    ("outgoing", True, "Done ✅ Table for 4 at 20:00 for Zoë Müller. ¡Hasta luego!"),
+                    ("incoming", False, "Can we bring a dog? 🐕"),
+                    ("outgoing", False, "Of course, dogs are welcome on the terrace. — Jordi (manager)"),
+                ],
+            ),
+            (
+                "+15550100001",
+                "+15550123402",
+                [
+                    ("incoming", False, "مرحبا، هل لديكم خيارات نباتية؟"),
+                    ("outgoing", True, "مرحبا! نعم، لدينا عدة أطباق نباتية. هل تود رؤية القائمة؟"),
+                    ("incoming", False, "نعم من فضلك"),
+                    ("outgoing", False, "Here is our menu: https://cafe-ole.example/menu — Jordi"),
+                ],
+            ),
+            (
+                "+15550100002",
+                "+15550123403",
+                [
+                    ("incoming", False, '=HYPERLINK("http://evil.example","click")'),
+                    ("outgoing", True, "Sorry, I did not understand that. How can I help you today?"),
+                    ("incoming", False, "+1 for the paella, best in town!"),
+                    ("outgoing", False, "Thank you so much! 🥘"),
+                ],
+            ),
         ],
         acme: [
-            ("+15550200001", "+15550223401", [
-                ("incoming", False, "Hi, my order #A-1042 hasn't arrived yet"),
-                ("outgoing", True, "I'm sorry to hear that. Let me check order #A-1042 for you."),
-                ("outgoing", True, "Your parcel is with the courier and should arrive tomorrow before 12:00."),
-                ("incoming", False, "That's too late, I need it today"),
-                ("outgoing", False, "Hi, this is Sam from Acme. I've upgraded you to same-day delivery at no cost."),
-                ("incoming", False, "Thank you Sam!"),
-            ]),
-            ("+15550200001", "+15550223402", [
-                ("incoming", False, "How do I reset my password?"),
-                ("outgoing", True, "Go to Settings → Security → Reset password. You'll get an email with a link."),
-                ("incoming", False, "Didn't get the email"),
-                ("outgoing", True, "Please check your spam folder. If it is not there, I'll connect you with an agent."),
-                ("incoming", False, "Not in spam either"),
-                ("outgoing", False, "Hi, Priya here. I've sent the reset link again manually, please check now."),
-                ("incoming", False, "Got it, thanks 👍"),
-            ]),
-            ("+15550200002", "+15550223403", [
-                ("incoming", False, "-- cancel my subscription --"),
-                ("outgoing", True, "I can help with that. Can you confirm the email address on the account?"),
-                ("incoming", False, "@acme.example account, the one ending in 77"),
-                ("outgoing", False, "Thanks, your subscription is cancelled. Sorry to see you go! — Sam"),
-            ]),
+            (
+                "+15550200001",
+                "+15550223401",
+                [
+                    ("incoming", False, "Hi, my order #A-1042 hasn't arrived yet"),
+                    ("outgoing", True, "I'm sorry to hear that. Let me check order #A-1042 for you."),
+                    ("outgoing", True, "Your parcel is with the courier and should arrive tomorrow before 12:00."),
+                    ("incoming", False, "That's too late, I need it today"),
+                    (
+                        "outgoing",
+                        False,
+                        "Hi, this is Sam from Acme. I've upgraded you to same-day delivery at no cost.",
+                    ),
+                    ("incoming", False, "Thank you Sam!"),
+                ],
+            ),
+            (
+                "+15550200001",
+                "+15550223402",
+                [
+                    ("incoming", False, "How do I reset my password?"),
+                    ("outgoing", True, "Go to Settings → Security → Reset password. You'll get an email with a link."),
+                    ("incoming", False, "Didn't get the email"),
+                    (
+                        "outgoing",
+                        True,
+                        "Please check your spam folder. If it is not there, I'll connect you with an agent.",
+                    ),
+                    ("incoming", False, "Not in spam either"),
+                    ("outgoing", False, "Hi, Priya here. I've sent the reset link again manually, please check now."),
+                    ("incoming", False, "Got it, thanks 👍"),
+                ],
+            ),
+            (
+                "+15550200002",
+                "+15550223403",
+                [
+                    ("incoming", False, "-- cancel my subscription --"),
+                    ("outgoing", True, "I can help with that. Can you confirm the email address on the account?"),
+                    ("incoming", False, "@acme.example account, the one ending in 77"),
+                    ("outgoing", False, "Thanks, your subscription is cancelled. Sorry to see you go! — Sam"),
+                ],
+            ),
         ],
         dormant: [
-            ("+15550300001", "+15550323401", [
-                ("incoming", False, "Is anyone there?"),
-                ("outgoing", True, "This workspace is inactive and is not exported."),
-            ]),
+            (
+                "+15550300001",
+                "+15550323401",
+                [
+                    ("incoming", False, "Is anyone there?"),
+                    ("outgoing", True, "This workspace is inactive and is not exported."),
+                ],
+            ),
         ],
     }
 
@@ -168,13 +216,22 @@ def seed(db: Any, now: datetime) -> dict[str, int]:
     for workspace_id, conversations in _conversations().items():
         for business, customer, lines in conversations:
             chat_id = ObjectId()
-            chats.append({"_id": chat_id, "workspace_id": workspace_id, "phone_number": business,
-                          "customer_phone": customer})
+            chats.append(
+                {"_id": chat_id, "workspace_id": workspace_id, "phone_number": business, "customer_phone": customer}
+            )
             for direction, ai, text in lines:
                 moment += timedelta(seconds=7)
                 # Arrived when written: the _id (the arrival order) carries the same moment.
-                messages.append({"_id": object_id_at(moment), "chat_id": chat_id, "direction": direction,
-                                 "is_ai_generated": ai, "content": text, "timestamp": moment})
+                messages.append(
+                    {
+                        "_id": object_id_at(moment),
+                        "chat_id": chat_id,
+                        "direction": direction,
+                        "is_ai_generated": ai,
+                        "content": text,
+                        "timestamp": moment,
+                    }
+                )
     db.chats.insert_many(chats)
     db.messages.insert_many(messages)
     # The indexes `health` asks for, as an operator would create them.
@@ -232,7 +289,9 @@ def run_demo(
     try:
         mail_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as error:
-        raise UsageProblem(f"Cannot create {mail_dir} ({error.strerror or error}); pass a writable --out DIR.") from None
+        raise UsageProblem(
+            f"Cannot create {mail_dir} ({error.strerror or error}); pass a writable --out DIR."
+        ) from None
     emails_before = set(mail_dir.glob("*.eml"))
 
     mongo = LocalMongoServer()
