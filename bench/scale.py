@@ -158,13 +158,12 @@ if hasattr(run_module, "deliver"):
     account(template.TemplateWorkbookWriter, "append_many", "workbook: rows (incl. reading the messages)")
     account(template.TemplateWorkbookWriter, "commit", "workbook: package + publish")
     account(template.TemplateWorkbookWriter, "__init__", "workbook: new writer")
-    import wa_export.export.files as files
-    account(files, "workspace_folder", "workbook: workspace folder")
-    account(files, "publish_path_candidates", "workbook: file name")
+    account(window, "workspace_folder", "workbook: workspace folder")
+    account(window, "publish_path_candidates", "workbook: file name")
     import pymongo.cursor
     account(pymongo.cursor.Cursor, "next", "pymongo: cursor next (find, getMore, decoding)")
     account(delivery, "acquire_lease", "lease: acquire")
-    for method in ("window", "parts", "write_parts", "send_all", "log"):
+    for method in ("window", "parts", "write_parts", "_send_all", "log"):
         account(delivery.ScheduledDelivery, method, f"delivery: {method}")
     account(delivery, "compose_export_mail", "email: text")
     import wa_export.export.context as context

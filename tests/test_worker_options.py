@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from wa_export.errors import ExitCode
 from wa_export.export.workers import (
     WorkerUsageError,
     check_request,
     check_slot_request,
-    worst_exit_code,
 )
 
 
@@ -32,4 +32,4 @@ def test_slot_check_says_what_the_workers_check_says() -> None:
     [([], 0), ([0, 0], 0), ([0, 1], 1), ([1, 2, 0], 2), ([2, 3, 1], 3), ([0, -9], 1), ([0, 5], 1), ([3, 7], 3)],
 )
 def test_worst_exit_code_orders_by_severity(codes: list[int], worst: int) -> None:
-    assert worst_exit_code(codes) == worst
+    assert ExitCode.worst(codes) == worst

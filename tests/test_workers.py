@@ -17,6 +17,7 @@ from pymongo import MongoClient
 
 from helpers import CommandLog, lease_skips, mailed_rows, parse_json, runs_overlapped, smtp_env
 from seeding import add_chat, add_messages, add_workspace, cli_executable, utcnow
+from wa_export.errors import ExitCode
 from wa_export.export import plan
 from wa_export.export.run import ExportRequest, run_export
 from wa_export.export.workers import (
@@ -24,7 +25,6 @@ from wa_export.export.workers import (
     check_request,
     parse_worker_slot,
     slot_share,
-    worst_exit_code,
 )
 from wa_export.settings import load_settings
 from wa_export.store import connection as mongo
@@ -142,11 +142,11 @@ def test_worker_helpers():
     with pytest.raises(WorkerUsageError):
         check_request(2, is_manual=True)
     check_request(1, is_manual=True)
-    assert worst_exit_code([0, 1, 0]) == 1
-    assert worst_exit_code([1, 2, 0]) == 2
-    assert worst_exit_code([2, 3, 1]) == 3
-    assert worst_exit_code([0, -15]) == 1  # killed by a signal
-    assert worst_exit_code([]) == 0
+    assert ExitCode.worst([0, 1, 0]) == 1
+    assert ExitCode.worst([1, 2, 0]) == 2
+    assert ExitCode.worst([2, 3, 1]) == 3
+    assert ExitCode.worst([0, -15]) == 1  # killed by a signal
+    assert ExitCode.worst([]) == 0
 
 
 # ----------------------------------------------------------------------------- batched reads (getMore)

@@ -46,7 +46,8 @@ if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
     from prometheus_client.samples import Sample
 
-    from wa_export.export.run import ExportRequest, RunResult
+    from wa_export.export.context import ExportRequest
+    from wa_export.export.results import RunResult
     from wa_export.export.workers import WorkersResult
 
 FILE_MODE = 0o644  # ids and counts only; node_exporter runs as another user

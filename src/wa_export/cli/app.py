@@ -207,11 +207,11 @@ def export(
     """
     from wa_export.cli.export_view import export_observer, render_export, render_workers
     from wa_export.cli.metrics_view import recorded_run
-    from wa_export.export import request as export_request
+    from wa_export.export import run as export_run
 
     def body(settings: Settings, output: Output) -> int:
         recorder.use(settings)  # an unusable --metrics-file stops here (exit 2), before any work
-        request = export_request.build_export_request(
+        request = export_run.build_export_request(
             settings,
             workspace_ids=workspace or (),
             hours=hours,
@@ -221,18 +221,16 @@ def export(
             no_email=no_email,
             dry_run=dry_run,
         )
-        request = export_request.apply_worker_options(request, workers, worker_slot)
+        request = export_run.apply_worker_options(request, workers, worker_slot)
         recorder.trigger = request.trigger
         if workers > 1 and worker_slot is None:
             with _stop_on_sigterm() as stop:
-                merged = export_request.export_in_workers(
-                    workers, request, env_file or _global_env_file, stop, settings
-                )
+                merged = export_run.export_in_workers(workers, request, env_file or _global_env_file, stop, settings)
             recorder.ran_workers(merged, request)
             render_workers(output, merged)
             return merged.exit_code
         with _stop_on_sigterm() as stop, export_observer(output, settings.export_dir) as observer:
-            result = export_request.export(settings, request, observer, stop)
+            result = export_run.export(settings, request, observer, stop)
         recorder.ran(result, request)
         render_export(output, result, settings)
         return result.exit_code

@@ -102,7 +102,7 @@ def export_observer(output: Output, export_dir: Path | None = None) -> Iterator[
 
 
 def render_run_warnings(output: Output, warnings: Sequence[Any]) -> None:
-    """One greppable WARNING line each (export/preflight.py), on a terminal and under cron alike."""
+    """One greppable WARNING line each (export/results.py), on a terminal and under cron alike."""
     for warning in warnings:
         output.log("WARNING", warning.message)
 

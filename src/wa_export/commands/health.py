@@ -29,7 +29,7 @@ from pymongo.errors import PyMongoError
 
 from wa_export.clock import as_utc, utc_now
 from wa_export.errors import ExitCode, MongoUnavailable
-from wa_export.export.preflight import run_warnings, unmatched_variable_warnings
+from wa_export.export.results import run_warnings, unmatched_variable_warnings
 from wa_export.mail.errors import MailError
 from wa_export.mail.message import check_sendable
 from wa_export.mail.sender import MailSender

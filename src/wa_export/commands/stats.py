@@ -3,7 +3,7 @@
 Counts are aggregated in MongoDB, bounded by the period and the workspace's
 chats, never a scan over all messages; days are calendar days in
 EXPORT_TIMEZONE. MongoDB groups by the raw direction and AI flag, and the
-export's Status rule (export/status.py) is applied here, so stats and workbooks
+export's Status rule (export/rows.py) is applied here, so stats and workbooks
 never disagree.
 """
 
@@ -18,7 +18,7 @@ from pymongo import DESCENDING
 
 from wa_export.clock import as_utc_or_none, iso, utc_now
 from wa_export.errors import UsageProblem
-from wa_export.export.status import STATUS_UNKNOWN, STATUSES, status_of
+from wa_export.export.rows import STATUS_UNKNOWN, STATUSES, status_of
 from wa_export.recipients import Recipients, recipients_for
 from wa_export.settings import Settings
 from wa_export.store.connection import (

@@ -21,24 +21,20 @@ from wa_export.store.arrivals import ArrivalKey, Key
 from wa_export.store.connection import Store, Workspace
 from wa_export.store.state import CLOCK_TOLERANCE
 
-# A connect/TLS/login failure or a timeout fails every later email of the run the same way;
-# the mail package decides which steps those are.
-RUN_FATAL_MAIL_STEPS = RUN_FATAL_STEPS
-
 PROGRESS_EVERY = 1_000  # rows between two progress reports
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class ExportRequest:
-    """What the operator asked for; see `is_manual` for the scheduled/manual split."""
+    """What the operator asked for: a window or --email makes a manual run."""
 
     workspace_ids: tuple[str, ...] = ()
     window: Window | None = None  # manual window; None for scheduled runs
     email_override: tuple[str, ...] = ()
     send_email: bool = True
     dry_run: bool = False
-    # `--workers N`: this process exports only share k of N of the workspaces (workers.slot_share).
+    # `--workers N`: this process exports only share k of N of the workspaces.
     worker_slot: tuple[int, int] | None = None
 
     @property
@@ -60,14 +56,14 @@ class ExportRequest:
         return not self.workspace_ids and (slot is None or slot[0] == 0)
 
 
+@dataclass
 class MailSession:
     """The run's one SMTP connection (opened on the first email) and the failure that dooms the rest."""
 
-    def __init__(self, settings: Settings, factory: Callable[[Settings], MailSender] = MailSender) -> None:
-        self.settings = settings
-        self.factory = factory
-        self.fatal_error: str | None = None
-        self._sender: MailSender | None = None
+    settings: Settings
+    factory: Callable[[Settings], MailSender] = MailSender
+    fatal_error: str | None = None
+    _sender: MailSender | None = None
 
     def send(self, mail: OutgoingMail) -> None:
         if self._sender is None:
@@ -76,8 +72,8 @@ class MailSession:
         try:
             self._sender.send(mail)
         except MailError as error:
-            if error.step in RUN_FATAL_MAIL_STEPS:
-                # Remembered instead of hammering the server (and the account's lockout counter).
+            if error.step in RUN_FATAL_STEPS:
+                # It fails every later email the same way: remembered instead of hammering the server (and lockouts).
                 self.fatal_error = redact(str(error), self.settings.secrets())
             raise
 
@@ -117,11 +113,10 @@ class RunContext:
         return self.key.at(self.end_time)
 
     def start_at(self, workspace_id: str, cursor: object) -> tuple[Key, bool]:
-        """A stored cursor as where this run starts the workspace, and whether it was ahead of the database clock.
+        """Where this run starts the workspace from its stored cursor, and whether that was ahead of the clock.
 
-        A cursor of another EXPORT_ARRIVAL_FIELD raises ForeignCursor. One ahead of
-        the database's time now (another run that started after this one may have
-        moved it to its own end) starts at this run's end key: nothing arrived in between.
+        A cursor of another EXPORT_ARRIVAL_FIELD raises ForeignCursor. One ahead of the database's now
+        (a later run moved it to its own end) starts at this run's end key: nothing arrived in between.
         """
         start = self.key.position(workspace_id, cursor)
         if start > self.key.at(self.clock.now() + CLOCK_TOLERANCE):
@@ -129,7 +124,6 @@ class RunContext:
         return start, False
 
     def recipients_for(self, workspace: Workspace) -> Recipients:
-        """`--email` if given, else the workspace's configured addresses with their source (recipients.py)."""
         if self.request.email_override:
             return option_recipients(self.request.email_override)
         return recipients_for(workspace, self.settings)
@@ -139,10 +133,7 @@ class RunContext:
         return self.request.send_email and not recipients.addresses and not recipients.problem
 
     def refusal(self, recipients: Recipients) -> str | None:
-        """Why a run that emails fails this workspace before exporting it, or None.
-
-        The real run and --dry-run both decide by this; only the real run records it.
-        """
+        """Why a run that emails fails this workspace before exporting it (--dry-run decides by it too), or None."""
         if not self.request.send_email:
             return None
         if recipients.problem is not None:
@@ -169,6 +160,3 @@ class RunContext:
 
     def redact(self, text: str) -> str:
         return redact(text, self.settings.secrets())
-
-
-__all__ = ["RUN_FATAL_MAIL_STEPS", "ExportRequest", "MailSession", "RunContext"]

@@ -1,36 +1,79 @@
 """One workspace of a scheduled run: lease, parts, intent, email, cursor (docs/design.md).
 
-Under the lease (kept alive by a heartbeat) the window [cursor, end) is cut
-into parts of consecutive messages in arrival order; every part's workbook is
-written (a part too big for EXPORT_MAX_ATTACHMENT_MB is cut smaller), then the
-parts are sent in order. Before each email its intent is recorded (`in_flight`
-on the state, a `sending` entry in export_logs); once SMTP accepted it the
-entry turns `completed` and the cursor moves to the part's upper bound. An
-intent found from an earlier run means that email may have gone out: it is
-delivered again (never lost) and flagged `possible_duplicate`, in the email too.
+Under the lease (renewed every third of its duration) the window [cursor, end) is cut into parts of
+consecutive messages in arrival order; every part's workbook is written (one too big for
+EXPORT_MAX_ATTACHMENT_MB is cut smaller), then the parts are sent in order. Before each email its intent
+is recorded (`in_flight` on the state, a `sending` entry in export_logs); once SMTP accepted it the entry
+turns `completed` and the cursor moves to the part's upper bound. An intent left by an earlier run means
+that email may have gone out: it is delivered again (never lost) and flagged `possible_duplicate`.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
+from typing import Self
 
 from bson import ObjectId
 from pymongo.errors import ConnectionFailure, PyMongoError
 
 from wa_export.export.context import RunContext
 from wa_export.export.email_text import EmailFacts, compose_export_mail
-from wa_export.export.files import describe_file_error, remove_files
-from wa_export.export.heartbeat import LeaseKeeper
-from wa_export.export.plan import CURSOR_AHEAD, WorkItem
+from wa_export.export.plan import CURSOR_AHEAD, NOTHING_NEW, WorkItem
 from wa_export.export.results import WorkspaceResult
 from wa_export.export.rows import RowStats
-from wa_export.export.window import WorkspaceExport, Written, counts
+from wa_export.export.window import WorkspaceExport, Written, describe_file_error, remove_files
 from wa_export.mail.errors import MailError
 from wa_export.store import arrivals, logs, ownership
 from wa_export.store.arrivals import Key
 from wa_export.store.state import KEEP_IN_FLIGHT, InFlight, Lease, LeaseLost, acquire_lease
+from wa_export.timers import Timer, TimerThread
 
 LEASE_HELD = "another wa-export run holds this workspace's lease"
+# One thread renews every lease of the process; a renewal can wait on MongoDB, so never on the SMTP deadlines' thread.
+_RENEWALS = TimerThread("lease-renewals")
+
+
+class LeaseKeeper:
+    """Renews the lease while the work takes; once it is lost nothing more is sent and no cursor moves."""
+
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+        self.interval = max(lease.duration.total_seconds() / 3, 0.5)
+        self._lost = threading.Event()
+        self._timer: Timer | None = None
+
+    def __enter__(self) -> Self:
+        first = time.monotonic() + self.interval
+        self._timer = _RENEWALS.add(Timer(lambda: first, self._renew))
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._timer is not None:
+            _RENEWALS.remove(self._timer)  # waits for a renewal in progress
+            self._timer = None
+
+    def check(self) -> None:
+        if self._lost.is_set():
+            raise LeaseLost(
+                f"the lease on workspace {self.lease.workspace_id} expired and was taken by another run "
+                "before the email was sent (nothing was sent)"
+            )
+
+    def _renew(self) -> float | None:
+        """One renewal; the next one's time, or None once the lease is lost."""
+        try:
+            self.lease.renew()
+        except LeaseLost:
+            self._lost.set()
+            return None
+        except PyMongoError:
+            # MongoDB did not answer: the lease still runs on the expiry written last.
+            if self.lease.clock.now() >= self.lease.expires_at:
+                self._lost.set()
+                return None
+        return time.monotonic() + self.interval
 
 
 class ScheduledDelivery(WorkspaceExport):
@@ -57,78 +100,51 @@ class ScheduledDelivery(WorkspaceExport):
             result.anomalies[CURSOR_AHEAD] = 1
         parts = self.parts(window)
         if not parts:
-            lease.caught_up(ctx.end_key, release=True, force=window.cursor_ahead)
-            self.released = True
-            result.outcome = "no_messages"
-            result.reason = "nothing new since the previous export"
-            if earlier is not None:
-                result.reason += "; the messages of an earlier email whose outcome was unknown are gone"
-            return result
-
+            gone = (
+                "; the messages of an earlier email whose outcome was unknown are gone" if earlier is not None else ""
+            )
+            return self._caught_up(NOTHING_NEW + gone, window.cursor_ahead)
         refusal = ctx.refusal(self.item.recipients)
         if refusal is not None:
-            # Refused before any work: the cursor stays, so the window goes out once it is fixed.
-            # What it holds is known from its keys already: "not attempted" still says how many wait.
+            # The cursor stays, so the window goes out once it is fixed; "not attempted" still says how many wait.
             result.message_count = sum(part.count for part in parts)
-            return self.fail(refusal, window.low, in_flight=KEEP_IN_FLIGHT, pending=None)
-
+            return self._fail(refusal, window.low)
         try:
             written = self.write_parts(window, parts, ctx.settings.max_attachment_bytes)
         except OSError as error:
-            return self.fail(
-                describe_file_error(error, ctx.settings.export_dir), window.low, in_flight=KEEP_IN_FLIGHT, pending=None
-            )
-        for piece in written:
-            result.add_counts(piece.by_status, piece.anomalies)
-            result.files.append(str(piece.path))
-        if written:
-            result.file_path = str(written[-1].path)
-        # This attempt's workbooks supersede the undelivered ones of the last attempt.
-        remove_files(lease.state.pending_files, keep=result.files)
-        sendable = [piece for piece in written if not piece.too_big]
-        blocked = written[-1] if written and written[-1].too_big else None
-        result.parts = len(sendable)
+            return self._fail(describe_file_error(error, ctx.settings.export_dir), window.low)
+        self.add_written(written)
+        remove_files(lease.state.pending_files, keep=result.files)  # superseded by this attempt's workbooks
         if not written:
-            lease.caught_up(ctx.end_key, release=True, force=window.cursor_ahead)
-            self.released = True
-            result.outcome = "no_messages"
-            result.reason = "the new messages were deleted before they could be exported"
-            return result
-        self.send_all(sendable, blocked)
+            return self._caught_up("the new messages were deleted before they could be exported", window.cursor_ahead)
+        blocked = written.pop() if written[-1].too_big else None
+        result.parts = len(written)
+        self._send_all(written, blocked)
         return result
 
-    def send_all(self, sendable: list[Written], blocked: Written | None) -> None:
+    def _send_all(self, sendable: list[Written], blocked: Written | None) -> None:
         ctx, lease, result = self.ctx, self.lease, self.result
         remaining = [str(piece.path) for piece in [*sendable, *([blocked] if blocked else [])]]
         total = len(sendable)
         for number, piece in enumerate(sendable, 1):
             if number > 1 and ctx.stop_requested.is_set():
-                result.outcome = "completed"
                 result.reason = (
                     f"stopped after part {number - 1} of {total} (asked to stop); the next run sends the rest"
                 )
                 return
-            self.keeper.check("the email was sent (nothing was sent)")
+            self.keeper.check()
             duplicate = self.unknown is not None and self.unknown.overlaps(piece.low, piece.high)
             log_id = ObjectId()
-            intent = InFlight(
-                log_id, ctx.run_id, piece.low, self._intent_end(piece.high), number, total, ctx.clock.now()
-            )
+            # An intent also covers what an earlier, unknown one still covers beyond this part.
+            end = self.unknown.reach(piece.high) if self.unknown is not None else piece.high
+            intent = InFlight(log_id, ctx.run_id, piece.low, end, number, total, ctx.clock.now())
             lease.set_in_flight(intent, remaining)
-            self.log(
-                piece.low,
-                piece.high,
-                status=logs.STATUS_SENDING,
-                piece=piece,
-                part=number,
-                parts=total,
-                log_id=log_id,
-                possible_duplicate=duplicate,
-            )
+            details = {"part": number, "parts": total, "log_id": log_id, "possible_duplicate": duplicate}
+            self.log(piece.low, piece.high, logs.STATUS_SENDING, piece, **details)
             facts = EmailFacts(
                 arrivals.time_of(piece.low) or ctx.end_time,
                 arrivals.time_of(piece.high) or ctx.end_time,
-                piece.count,
+                piece.message_count,
                 piece.by_status,
                 piece.path,
                 self.item.recipients.addresses,
@@ -137,7 +153,7 @@ class ScheduledDelivery(WorkspaceExport):
                 duplicate,
             )
             try:
-                self.keeper.check("the email was sent (nothing was sent)")
+                self.keeper.check()
                 ctx.mail.send(compose_export_mail(ctx.settings, self.item.workspace, facts, ctx.run_time))
             except MailError as error:
                 reason = ctx.redact(str(error))
@@ -145,8 +161,7 @@ class ScheduledDelivery(WorkspaceExport):
                     ctx.store.export_logs, log_id, reason, ctx.clock.now(), outcome_unknown=error.outcome_unknown
                 )
                 # The server may have it (mail/errors.py): the intent stays, so the next delivery is flagged.
-                left = intent if error.outcome_unknown else self._unknown_after(piece.low)
-                self._record_failure(reason, in_flight=left)
+                self._record_failure(reason, intent if error.outcome_unknown else self._unknown_after(piece.low))
                 return
             logs.mark_completed(ctx.store.export_logs, log_id, ctx.clock.now())
             remaining.remove(str(piece.path))
@@ -160,32 +175,25 @@ class ScheduledDelivery(WorkspaceExport):
             self.released = last
             result.outcome = "completed"
         if blocked is not None:
-            self.result.outcome = "failed"
             reason = self._too_big(blocked)
-            self.result.reason = reason
-            self.log(blocked.low, blocked.high, status=logs.STATUS_FAILED, error=reason, piece=blocked)
-            self.lease.failed(reason, in_flight=self.unknown, pending_files=[str(blocked.path)], release=True)
-            self.released = True
-
-    def _intent_end(self, high: Key) -> Key:
-        """An intent also covers what an earlier, unknown one still covers beyond this part."""
-        return self.unknown.reach(high) if self.unknown is not None else high
+            self.log(blocked.low, blocked.high, logs.STATUS_FAILED, blocked, error=reason)
+            self._record_failure(reason, self.unknown, [str(blocked.path)])
 
     def _unknown_after(self, key: Key) -> InFlight | None:
         """The earlier unknown range from `key` on, or None once it is passed."""
         return self.unknown.after(key) if self.unknown is not None else None
 
     def _too_big(self, piece: Written) -> str:
-        ctx = self.ctx
         arrived = arrivals.time_of(piece.low)
         when = f" (arrived {arrived:%Y-%m-%d %H:%M:%S} UTC)" if arrived is not None else ""
-        what = "a single message" if piece.count <= 1 else f"{piece.count} messages that arrived at the same moment"
+        count = piece.message_count
+        what = "a single message" if count <= 1 else f"{count} messages that arrived at the same moment"
         # One message can be passed alone (its _id); messages sharing one date key only together.
-        message_id = self._only_message_id(piece) if piece.count <= 1 else None
+        message_id = self._only_message_id(piece) if count <= 1 else None
         move = f"--move-past {message_id}" if message_id is not None else "--move-to"
         return (
             f"{what}{when} makes a workbook of {piece.encoded_size / 2**20:.2f} MB once encoded for "
-            f"email, over EXPORT_MAX_ATTACHMENT_MB={ctx.settings.export_max_attachment_mb:g}; the file is kept at "
+            f"email, over EXPORT_MAX_ATTACHMENT_MB={self.ctx.settings.export_max_attachment_mb:g}; the file is kept at "
             f"{piece.path} and the cursor stays before it: raise EXPORT_MAX_ATTACHMENT_MB if the mail "
             f"server allows it, or move the cursor past it with `wa-export state {self.item.workspace.id} {move}`"
         )
@@ -198,82 +206,72 @@ class ScheduledDelivery(WorkspaceExport):
         message_id = found.get("_id") if found is not None else None
         return message_id if isinstance(message_id, ObjectId) else None
 
-    def fail(self, reason: str, low: Key, *, in_flight: object, pending: list[str] | None) -> WorkspaceResult:
-        """The workspace failed before any email: logged, counted on its state, the cursor unmoved."""
-        self.result.outcome = "failed"
-        self.result.reason = reason
-        self.log(low, self.ctx.end_key, status=logs.STATUS_FAILED, error=reason)
-        self._record_failure(reason, in_flight=in_flight, pending=pending)
+    def _caught_up(self, reason: str, cursor_ahead: bool) -> WorkspaceResult:
+        self.lease.caught_up(self.ctx.end_key, release=True, force=cursor_ahead)
+        self.released = True
+        self.result.outcome, self.result.reason = "no_messages", reason
         return self.result
 
-    def _record_failure(self, reason: str, *, in_flight: object, pending: list[str] | None = None) -> None:
-        self.result.outcome = "failed"
-        self.result.reason = reason
+    def _fail(self, reason: str, low: Key) -> WorkspaceResult:
+        """Failed before any email: logged, counted on its state, the cursor and any intent unmoved."""
+        self.log(low, self.ctx.end_key, logs.STATUS_FAILED, error=reason)
+        self._record_failure(reason, KEEP_IN_FLIGHT, None)
+        return self.result
+
+    def _record_failure(self, reason: str, in_flight: object, pending: list[str] | None = None) -> None:
+        self.result.outcome, self.result.reason = "failed", reason
         self.lease.failed(reason, in_flight=in_flight, pending_files=pending, release=True)
         self.released = True
 
 
 def deliver(ctx: RunContext, item: WorkItem) -> WorkspaceResult:
     """The scheduled delivery of one workspace (or, with --dry-run / --no-email, a look at it)."""
-    workspace = item.workspace
-    result = WorkspaceResult(
-        workspace.id,
-        workspace.name,
-        "skipped",
-        recipients=item.recipients.addresses,
-        recipients_source=item.recipients.source,
-    )
+    result = WorkspaceResult.of(item.workspace, "skipped", item.recipients)
     if ctx.request.dry_run or not ctx.request.send_email:
         return look_without_lease(ctx, item, result)
     lease = acquire_lease(
-        ctx.store, workspace.id, ctx.run_id, timedelta(seconds=ctx.settings.lease_seconds), ctx.clock, item.first_cursor
+        ctx.store,
+        item.workspace.id,
+        ctx.run_id,
+        timedelta(seconds=ctx.settings.lease_seconds),
+        ctx.clock,
+        item.first_cursor,
     )
     if lease is None:
         result.reason = LEASE_HELD
         return result
     result.cursor_source = lease.new_cursor_source
     delivery: ScheduledDelivery | None = None
-    lease_lost = False
+    count_failure = True  # a lost lease is the new owner's to count
     try:
         with LeaseKeeper(lease) as keeper:
             delivery = ScheduledDelivery(ctx, item, result, lease, keeper)
             return delivery.run()
     except ConnectionFailure:
         raise  # MongoDB is gone: the whole run stops (exit 3)
-    except (PyMongoError, LeaseLost) as error:
-        result.outcome = "failed"
-        lease_lost = isinstance(error, LeaseLost)
-        text = f"{error}; nothing more was sent" if isinstance(error, LeaseLost) else f"MongoDB error: {error}"
-        result.reason = ctx.redact(text)
+    except LeaseLost as error:
+        count_failure = False
+        reason = ctx.redact(f"{error}; nothing more was sent")
+    except PyMongoError as error:
+        reason = ctx.redact(f"MongoDB error: {error}")
     except Exception as error:
-        result.outcome = "failed"
-        result.reason = result.unexpected_error(error, ctx.redact)
+        reason = result.unexpected_error(error, ctx.redact)
     finally:
         if delivery is None or not delivery.released:
-            _release_quietly(lease)
-    if result.reason is not None:
-        _record_error_quietly(WorkspaceExport(ctx, item, result), lease, result.reason, count_failure=not lease_lost)
-    return result
-
-
-def _release_quietly(lease: Lease) -> None:
-    try:
-        lease.release()
-    except PyMongoError:
-        pass  # it expires by itself; a connection error surfaces elsewhere
-
-
-def _record_error_quietly(exporter: WorkspaceExport, lease: Lease, reason: str, *, count_failure: bool) -> None:
-    """A failure that escaped the steps above: logged (and counted, unless the lease was lost) if MongoDB takes it."""
-    ctx = exporter.ctx
-    try:
+            try:
+                lease.release()
+            except PyMongoError:
+                pass  # it expires by itself; a connection error surfaces elsewhere
+    result.outcome, result.reason = "failed", reason
+    try:  # logged and counted if MongoDB takes it
         low = lease.cursor if arrivals.is_key(lease.cursor) else ctx.end_key
-        exporter.log(low, ctx.end_key, status=logs.STATUS_FAILED, error=reason)
-        if count_failure:  # a lost lease is the new owner's to count, not ours
+        WorkspaceExport(ctx, item, result).log(low, ctx.end_key, logs.STATUS_FAILED, error=reason)
+        if count_failure:
             lease.count_escaped_failure(reason)
     except PyMongoError as error:
         if isinstance(error, ConnectionFailure):
             raise
+    return result
 
 
 def look_without_lease(ctx: RunContext, item: WorkItem, result: WorkspaceResult) -> WorkspaceResult:
@@ -289,8 +287,7 @@ def look_without_lease(ctx: RunContext, item: WorkItem, result: WorkspaceResult)
     result.window_start, result.window_end = arrivals.time_of(window.low), ctx.end_time
     parts = exporter.parts(window)
     if not parts:
-        result.outcome = "no_messages"
-        result.reason = "nothing new since the previous export"
+        result.outcome, result.reason = "no_messages", NOTHING_NEW
         return result
     refusal = ctx.refusal(item.recipients)
     if refusal is not None:
@@ -303,21 +300,14 @@ def look_without_lease(ctx: RunContext, item: WorkItem, result: WorkspaceResult)
             stats = RowStats()
             for _ in exporter.rows(window, part.low, part.high, stats):
                 pass
-            result.add_counts(*counts(stats))
+            result.add_counts(*stats.counts())
         result.outcome = "dry_run"
         return result
     try:
         written = exporter.write_parts(window, parts, None)
     except OSError as error:
-        result.outcome = "failed"
-        result.reason = describe_file_error(error, ctx.settings.export_dir)
+        result.outcome, result.reason = "failed", describe_file_error(error, ctx.settings.export_dir)
         return result
-    for piece in written:
-        result.add_counts(piece.by_status, piece.anomalies)
-        result.files.append(str(piece.path))
-    result.file_path = result.files[-1] if result.files else None
+    exporter.add_written(written)
     result.outcome = "written" if written else "no_messages"
     return result
-
-
-__all__ = ["LEASE_HELD", "deliver", "look_without_lease"]

@@ -31,7 +31,7 @@ class EmailFacts:
 
 
 def window_sentence(start: datetime, end: datetime, zone: tzinfo, zone_name: str) -> str:
-    """"Messages from 2026-12-01 19:30:00 to 19:45:00 (Asia/Kolkata)": the end's date only when it differs."""
+    """ "Messages from 2026-12-01 19:30:00 to 19:45:00 (Asia/Kolkata)": the end's date only when it differs."""
     first = format_local(start, zone, SECOND_FORMAT)
     last = format_local(end, zone, SECOND_FORMAT)
     if last[:10] == first[:10]:
@@ -39,7 +39,9 @@ def window_sentence(start: datetime, end: datetime, zone: tzinfo, zone_name: str
     return f"Messages from {first} to {last} ({zone_name})"
 
 
-def compose_export_mail(settings: Settings, workspace: Workspace, facts: EmailFacts, run_time: datetime) -> OutgoingMail:
+def compose_export_mail(
+    settings: Settings, workspace: Workspace, facts: EmailFacts, run_time: datetime
+) -> OutgoingMail:
     zone = settings.export_timezone
     zone_name = settings.timezone_name
     status_lines = "\n".join(f"  {status}: {count}" for status, count in facts.by_status.items())

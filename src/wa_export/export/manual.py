@@ -1,8 +1,7 @@
 """A manual export (--hours/--since/--until/--email): a timestamp window over one workspace's chats.
 
-It never touches cursors or leases: the operator asked for this window, and the
-next scheduled run still delivers its own. One workbook, one email, one
-export_logs entry (`trigger: manual`), as before the scheduled path changed.
+It never touches cursors or leases (the next scheduled run still delivers its own window):
+one workbook, one email, one export_logs entry (`trigger: manual`).
 """
 
 from __future__ import annotations
@@ -14,10 +13,9 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from wa_export.clock import Window
 from wa_export.export.context import RunContext
 from wa_export.export.email_text import EmailFacts, compose_export_mail
-from wa_export.export.files import describe_file_error, write_workbook
 from wa_export.export.results import WorkspaceResult
 from wa_export.export.rows import RowStats, message_rows
-from wa_export.export.window import counts
+from wa_export.export.window import describe_file_error, log_export, write_workbook
 from wa_export.mail.errors import MailError
 from wa_export.recipients import missing_hint
 from wa_export.store import arrivals, logs, ownership
@@ -29,7 +27,7 @@ DEFAULT_MANUAL_WINDOW = timedelta(hours=24)  # an --email run without a window (
 def export_manual(ctx: RunContext, workspace: Workspace) -> WorkspaceResult:
     request = ctx.request
     assert request.window is not None or request.email_override
-    result = WorkspaceResult(workspace.id, workspace.name, "skipped")
+    result = WorkspaceResult.of(workspace, "skipped")
     recipients = ctx.recipients_for(workspace)
     if ctx.without_address(recipients):
         result.reason = f"no email address configured: {missing_hint(workspace.id, ctx.settings)} or pass --email"
@@ -65,7 +63,7 @@ def _export(ctx: RunContext, workspace: Workspace, result: WorkspaceResult) -> W
     if request.dry_run:
         for _ in rows:
             pass
-        result.add_counts(*counts(stats))
+        result.add_counts(*stats.counts())
         result.outcome = "dry_run"
         return result
     try:
@@ -73,9 +71,9 @@ def _export(ctx: RunContext, workspace: Workspace, result: WorkspaceResult) -> W
             settings, workspace, ctx.with_progress(workspace.id, rows), ctx.run_time, ctx.contested_slugs
         )
     except OSError as error:
-        result.add_counts(*counts(stats))
+        result.add_counts(*stats.counts())
         return _failed(ctx, workspace, result, describe_file_error(error, settings.export_dir))
-    result.add_counts(*counts(stats))
+    result.add_counts(*stats.counts())
     if path is None:
         result.outcome = "no_messages"
         result.reason = "no messages in this window"
@@ -120,26 +118,6 @@ def _failed(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, reas
 
 def _log(ctx: RunContext, workspace: Workspace, result: WorkspaceResult) -> None:
     completed = result.outcome == "completed"
-    entry = logs.ExportEntry(
-        workspace=workspace,
-        recipients=result.recipients,
-        run_id=ctx.run_id,
-        trigger=ctx.request.trigger,
-        export_timestamp=ctx.run_time,
-        message_count=result.message_count,
-        by_status=result.by_status,
-        anomalies=result.anomalies,
-        window_start=result.window_start,
-        window_end=result.window_end,
-        file_path=result.file_path,
-    )
-    logs.insert_export(
-        ctx.store.export_logs,
-        entry,
-        ctx.clock.now(),
-        status=logs.STATUS_COMPLETED if completed else logs.STATUS_FAILED,
-        error=None if completed else result.reason,
-    )
-
-
-__all__ = ["export_manual"]
+    status, error = (logs.STATUS_COMPLETED, None) if completed else (logs.STATUS_FAILED, result.reason)
+    start, end = result.window_start, result.window_end
+    log_export(ctx, workspace, result.recipients, result, start, end, status, result.file_path, error=error)

@@ -1,20 +1,14 @@
 """The scheduled run's plan: who has new messages, found cheaply and once (docs/design.md).
 
-1. One read of every export_state document; a workspace without a cursor gets
-   its first one (the original service's last export, a migrated watermark, or
-   one interval back), read for all of them in one query.
-2. "Current" workspaces (cursor within the horizon of the end) share ONE pass
-   over the arrival-key range [earliest of their cursors, end), reading only the
-   key and `chat_id` on the key's index; then the referenced chats by `_id`.
-   That also counts, for free, messages of no chat (orphans) and of a chat that
-   belongs to no single workspace (ambiguous). The pass also keeps the messages
-   themselves (up to PASS_DOCUMENT_BYTES of them), so a delivery writes its
-   workbook without a query of its own; a workspace with messages past that
-   budget reads its window as a laggard does.
-3. Lagging workspaces (a long outage, a reactivated tenant) are left to their
-   own path (their chats, then their messages) so they never widen the pass.
-4. Work is planned only for workspaces with messages in [cursor, end), with a
-   pending failure or intent, or lagging; the rest are advanced in bulk.
+1. One read of every export_state document; workspaces without a cursor get their first one (the
+   original service's last export, a migrated v1 watermark, or one interval back) from one query.
+2. Workspaces whose cursor is within the horizon of the end share ONE pass over [earliest cursor, end)
+   on the key's index (key and `chat_id`), then the chats it names, by `_id`. That also counts messages
+   of no chat (orphans) and of a chat of no single workspace (ambiguous), and keeps the messages
+   themselves up to PASS_DOCUMENT_BYTES, so most deliveries write their workbook without a query.
+3. Laggards (a long outage, a reactivated tenant) read their own chats, so they never widen the pass.
+4. Work is planned only for workspaces with messages in [cursor, end), a pending failure or intent,
+   or lagging; the rest are advanced in bulk.
 """
 
 from __future__ import annotations
@@ -46,6 +40,7 @@ from wa_export.store.state import (
 HORIZON_INTERVALS = 4
 HORIZON_MINIMUM = timedelta(hours=1)
 CURSOR_AHEAD = "cursor_ahead_of_database_clock"
+NOTHING_NEW = "nothing new since the previous export"
 AMBIGUOUS_CHAT = "ambiguous_chat"  # a message of a chat that names no single workspace (store/ownership.py)
 # About this many bytes of messages the pass keeps for the deliveries (message text + a fixed
 # overhead each): a handful per busy workspace in a normal run, bounded when a backlog arrives.
@@ -88,7 +83,6 @@ class Plan:
     work: list[WorkItem] = field(default_factory=list)
     idle: list[WorkItem] = field(default_factory=list)
     skipped: list[WorkspaceResult] = field(default_factory=list)
-    pass_start: Key | None = None
     run_anomalies: Counter[str] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
 
@@ -96,13 +90,12 @@ class Plan:
         """The bulk moves of the idle workspaces' cursors to the run's end."""
         moves: list[IdleAdvance] = []
         for item in self.idle:
-            state = item.state
+            state, workspace_id = item.state, item.workspace.id
             source = item.first_cursor.source if item.first_cursor is not None else None
             if not state.has_cursor:
-                moves.append(IdleAdvance(item.workspace.id, None, state.exists, source))
-                continue
-            # A cursor pulled back from ahead of the clock moves only from exactly what was read.
-            moves.append(IdleAdvance(item.workspace.id, state.cursor_key, True, source, not item.cursor_ahead))
+                moves.append(IdleAdvance(workspace_id, None, state.exists, source))
+            else:  # a cursor pulled back from ahead of the clock moves only from exactly what was read
+                moves.append(IdleAdvance(workspace_id, state.cursor_key, True, source, not item.cursor_ahead))
         return moves
 
 
@@ -121,17 +114,14 @@ def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
 
     candidates: list[tuple[Workspace, Recipients, WorkspaceState]] = []
     for workspace in workspaces:
-        skipped = WorkspaceResult(workspace.id, workspace.name, "skipped")
         if workspace.status != "active":
-            skipped.reason = (
-                f"workspace status is {workspace.status!r}, only active workspaces are exported on schedule"
-            )
-            plan.skipped.append(skipped)
+            reason = f"workspace status is {workspace.status!r}, only active workspaces are exported on schedule"
+            plan.skipped.append(WorkspaceResult.of(workspace, "skipped", reason=reason))
             continue
         recipients = ctx.recipients_for(workspace)
         if ctx.without_address(recipients):
-            skipped.reason = f"no email address configured: {missing_hint(workspace.id, settings)}"
-            plan.skipped.append(skipped)
+            reason = f"no email address configured: {missing_hint(workspace.id, settings)}"
+            plan.skipped.append(WorkspaceResult.of(workspace, "skipped", reason=reason))
             continue
         candidates.append((workspace, recipients, states.get(workspace.id) or WorkspaceState(workspace.id)))
 
@@ -149,16 +139,7 @@ def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
                 start, ahead = ctx.start_at(workspace.id, state.cursor)
             except arrivals.ForeignCursor as error:
                 # Written under another EXPORT_ARRIVAL_FIELD: refused, its cursor untouched, never translated.
-                plan.skipped.append(
-                    WorkspaceResult(
-                        workspace.id,
-                        workspace.name,
-                        "failed",
-                        reason=str(error),
-                        recipients=recipients.addresses,
-                        recipients_source=recipients.source,
-                    )
-                )
+                plan.skipped.append(WorkspaceResult.of(workspace, "failed", recipients, reason=str(error)))
                 continue
         else:
             first = first_cursor(settings, key, end_time, ctx.run_time, state.watermark, originals.get(workspace.id))
@@ -169,8 +150,7 @@ def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
 
     current_items = [item for item in items if item.current]
     if current_items:
-        pass_start: Key = min(item.start for item in current_items)
-        plan.pass_start = pass_start
+        pass_start = min(item.start for item in current_items)
         if pass_start < ctx.end_key:
             _shared_pass(ctx, plan, pass_start, current_items)
         if request.counts_run_anomalies:
@@ -246,6 +226,3 @@ def _shared_pass(ctx: RunContext, plan: Plan, start: Key, items: Sequence[WorkIt
             plan.run_anomalies["orphaned_message"] += orphans
         if ambiguous:
             plan.run_anomalies[AMBIGUOUS_CHAT] += ambiguous
-
-
-__all__ = ["AMBIGUOUS_CHAT", "CURSOR_AHEAD", "Plan", "WorkItem", "horizon", "make_plan"]

@@ -1,24 +1,30 @@
-"""What a run returns: per-workspace results, the run's result and its one-line summary.
+"""What a run reports: per-workspace results, the run's result and one-line summary, its WARNING lines.
 
-Shared by single runs (export/run.py) and `--workers` runs (export/workers.py);
-the CLI renders them, the library never prints.
+Shared by single runs and `--workers` runs; the CLI renders them. `health` reports the same
+warnings with the same sentences.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import traceback
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from wa_export.clock import iso
 from wa_export.errors import ExitCode
-from wa_export.export.preflight import RunWarning
+from wa_export.recipients import Recipients, missing_hint
+from wa_export.settings import Settings
+from wa_export.store.connection import DuplicateWorkspace, Workspace
 
 Trigger = Literal["scheduled", "manual"]
 Outcome = Literal["completed", "no_messages", "skipped", "failed", "written", "dry_run"]
+WarningKind = Literal[
+    "no_active_workspace", "missing_address", "unmatched_address", "malformed_address_variable", "duplicate_workspace"
+]
 
 
 @dataclass
@@ -33,14 +39,22 @@ class WorkspaceResult:
     by_status: dict[str, int] = field(default_factory=dict)
     anomalies: dict[str, int] = field(default_factory=dict)
     file_path: str | None = None  # the last workbook written (the only one unless the window had parts)
-    recipients: tuple[str, ...] = ()
-    recipients_source: str = "none"  # recipients.RecipientSource
     files: list[str] = field(default_factory=list)
     parts: int = 0  # emails the window needed (1 unless it was too big for one)
     emails_sent: int = 0
     possible_duplicate: bool = False  # some of it may repeat an earlier email (said in that email)
     cursor_source: str | None = None  # where a cursor created by this run came from
+    recipients: tuple[str, ...] = ()
+    recipients_source: str = "none"  # recipients.RecipientSource
     traceback: str | None = None  # an unexpected error's traceback (redacted): the CLI prints it to stderr
+
+    @classmethod
+    def of(
+        cls, workspace: Workspace, outcome: Outcome, recipients: Recipients | None = None, **details: Any
+    ) -> WorkspaceResult:
+        if recipients is not None:
+            details.update(recipients=recipients.addresses, recipients_source=recipients.source)
+        return cls(workspace.id, workspace.name, outcome, **details)
 
     def unexpected_error(self, error: Exception, redact: Callable[[str], str]) -> str:
         """Keep the traceback of an error nobody anticipated (a bug, to be reported); return the one-line reason."""
@@ -48,7 +62,6 @@ class WorkspaceResult:
         return redact(f"internal error ({type(error).__name__}: {error})")
 
     def add_counts(self, by_status: dict[str, int], anomalies: dict[str, int]) -> None:
-        """Add one workbook's counts to the workspace's."""
         self.message_count += sum(by_status.values())
         for status, count in by_status.items():
             self.by_status[status] = self.by_status.get(status, 0) + count
@@ -56,26 +69,9 @@ class WorkspaceResult:
             self.anomalies[name] = self.anomalies.get(name, 0) + count
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "workspace_id": self.workspace_id,
-            "workspace_name": self.workspace_name,
-            "outcome": self.outcome,
-            "reason": self.reason,
-            "window_start": iso(self.window_start),
-            "window_end": iso(self.window_end),
-            "message_count": self.message_count,
-            "by_status": self.by_status,
-            "anomalies": self.anomalies,
-            "file_path": self.file_path,
-            "files": self.files,
-            "parts": self.parts,
-            "emails_sent": self.emails_sent,
-            "possible_duplicate": self.possible_duplicate,
-            "cursor_source": self.cursor_source,
-            "recipients": list(self.recipients),
-            "recipients_source": self.recipients_source,
-            "traceback": self.traceback,
-        }
+        fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        times = {"window_start": iso(self.window_start), "window_end": iso(self.window_end)}
+        return fields | times | {"recipients": list(self.recipients)}
 
 
 @dataclass
@@ -89,7 +85,7 @@ class RunResult:
     # Counted by the run, not by a workspace: messages of no chat (orphaned_message),
     # of a chat of no single workspace (ambiguous_chat), cursors ahead of the database clock.
     run_anomalies: dict[str, int] = field(default_factory=dict)
-    warnings: list[RunWarning] = field(default_factory=list)  # see export/preflight.py
+    warnings: list[RunWarning] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # one sentence each, e.g. an unusable arrival key
     interrupted: bool = False
 
@@ -199,9 +195,7 @@ def summary_line(
 class RunObserver(Protocol):
     """What the run reports while it works (the CLI draws progress from it).
 
-    ``messages_exported(workspace_id, count)`` is optional for an observer: the
-    run calls it, when the observer has it, as rows are written (``count`` = the
-    messages of that workspace written since the previous call, not a total).
+    Optional: `messages_exported(workspace_id, count)`, called as rows are written with the count since the last call.
     """
 
     def run_started(self, total_workspaces: int, trigger: Trigger) -> None: ...
@@ -222,14 +216,81 @@ class SilentObserver:
         return None
 
 
-__all__ = [
-    "Outcome",
-    "RunObserver",
-    "RunResult",
-    "SilentObserver",
-    "Trigger",
-    "WorkspaceResult",
-    "cursor_notes",
-    "merged_anomalies",
-    "summary_line",
-]
+@dataclass(frozen=True)
+class RunWarning:
+    kind: WarningKind
+    message: str
+    workspace_id: str | None = None
+    variable: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def duplicate_workspace_warning(duplicate: DuplicateWorkspace) -> RunWarning:
+    """A workspace stored twice (ObjectId and string `_id`): exported once, named every run until one is deleted."""
+    return RunWarning("duplicate_workspace", duplicate.sentence(), workspace_id=duplicate.id)
+
+
+def unmatched_variable_warnings(settings: Settings, active_ids: Iterable[str]) -> list[RunWarning]:
+    """Malformed WORKSPACE_*_EMAIL variables, and those no active workspace uses (typos, inactive or deleted tenants)."""
+    active = {workspace_id.lower() for workspace_id in active_ids}
+    return malformed_variable_warnings(settings) + [
+        RunWarning(
+            "unmatched_address",
+            f"WORKSPACE_{workspace_id}_EMAIL matches no active workspace in database "
+            f"{settings.mongodb_database!r}: a typo in the id, or an inactive or deleted workspace",
+            workspace_id=workspace_id,
+            variable=f"WORKSPACE_{workspace_id}_EMAIL",
+        )
+        for workspace_id in sorted(settings.configured_workspace_ids() - active)
+    ]
+
+
+def malformed_variable_warnings(settings: Settings) -> list[RunWarning]:
+    return [
+        RunWarning(
+            "malformed_address_variable",
+            f"{name} is ignored: the part between WORKSPACE_ and _EMAIL must be a workspace id "
+            "(24 hexadecimal characters)",
+            variable=name,
+        )
+        for name in settings.malformed_email_variables
+    ]
+
+
+def run_warnings(
+    settings: Settings,
+    workspaces: Sequence[Mapping[str, Any]],
+    *,
+    covers_all_active: bool,
+    email_override: bool = False,
+) -> list[RunWarning]:
+    """The warnings of a run over its workspaces' results (as dicts); a failed one already has its error line.
+
+    `covers_all_active`: they are every active workspace, so a variable matching none matches no active one.
+    """
+    warnings: list[RunWarning] = []
+    if covers_all_active and not workspaces:
+        warnings.append(
+            RunWarning(
+                "no_active_workspace",
+                f"database {settings.mongodb_database!r} has no active workspace, so nothing is exported: "
+                "check MONGODB_DATABASE and the workspaces' status",
+            )
+        )
+    if not email_override:
+        warnings += [
+            RunWarning(
+                "missing_address",
+                f"workspace {ws['workspace_id']} ({ws.get('workspace_name') or 'unnamed'}) has no email address "
+                f"and is not exported: {missing_hint(ws['workspace_id'], settings)}",
+                workspace_id=ws["workspace_id"],
+                variable=f"WORKSPACE_{ws['workspace_id']}_EMAIL",
+            )
+            for ws in workspaces
+            if ws.get("outcome") != "failed" and ws.get("recipients_source") == "none"
+        ]
+    if covers_all_active:
+        return warnings + unmatched_variable_warnings(settings, (ws["workspace_id"] for ws in workspaces))
+    return warnings + malformed_variable_warnings(settings)

@@ -1,26 +1,45 @@
-"""Mapping of one message and its chat to a workbook row (the Status rule is export/status.py's).
+"""One message and its chat as a workbook row, and the Status rule (shared with `stats`, so they never disagree).
 
-This is the hot path of an export (once per message), so it works on plain
-tuples and local variables, and defers text cleaning to the workbook writer.
-Messy data is exported and counted, never dropped: a `timestamp` stored as an
-ISO 8601 string or an epoch number becomes a real date (counted
-`non_date_timestamp`), a missing or unreadable one an empty cell (counted
-`unparsed_timestamp`); a `chat_id` stored as a string is counted `string_chat_id`.
+| direction | Status |
+|---|---|
+| incoming | `received` |
+| outgoing, is_ai_generated true | `sent_via_ai` |
+| outgoing, otherwise | `sent_by_human` |
+| anything else | `unknown` (the row is kept and counted, its phones left empty) |
+
+The hot path of an export (once per message): plain tuples, text cleaning left to the writer.
+Messy data is exported and counted, never dropped.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from wa_export.export.status import STATUS_RECEIVED, STATUS_UNKNOWN, status_of
 from wa_export.store.connection import Chat
 
+STATUS_RECEIVED = "received"
+STATUS_UNKNOWN = "unknown"
+STATUSES = (STATUS_RECEIVED, "sent_via_ai", "sent_by_human")
+# Spellings seen from different platform writers; anything else is "unknown".
+_DIRECTIONS = {
+    **dict.fromkeys(("incoming", "inbound", "in", "received"), "incoming"),
+    **dict.fromkeys(("outgoing", "outbound", "out", "sent"), "outgoing"),
+}
 Row = tuple[object, object, object, "datetime | None", str, str]
-# Epoch numbers above this are milliseconds (10^11 seconds is the year 5138).
-EPOCH_MILLISECONDS_ABOVE = 10**11
+EPOCH_MILLISECONDS_ABOVE = 10**11  # epoch numbers above this are milliseconds (10^11 s is the year 5138)
+
+
+def status_of(direction: object, is_ai_generated: object) -> str:
+    if direction != "incoming" and direction != "outgoing":  # the exact spellings skip the normalising
+        direction = _DIRECTIONS.get(direction.strip().lower()) if isinstance(direction, str) else None
+    if direction == "incoming":
+        return STATUS_RECEIVED
+    if direction == "outgoing":
+        return "sent_via_ai" if is_ai_generated is True else "sent_by_human"
+    return STATUS_UNKNOWN
 
 
 class RowStats:
@@ -34,10 +53,13 @@ class RowStats:
     def total(self) -> int:
         return sum(self.by_status.values())
 
+    def counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Per-status counts with every known status present, and the anomalies, as plain dicts."""
+        return {status: 0 for status in STATUSES} | dict(self.by_status), dict(self.anomalies)
+
 
 def parse_timestamp(value: object) -> datetime | None:
-    """A message `timestamp` that is not a BSON date, as a date if it can be read: ISO 8601 text
-    (naive means UTC) or an epoch number (seconds, or milliseconds above 10^11); else None."""
+    """A `timestamp` that is not a BSON date: ISO 8601 text (naive is UTC) or epoch seconds/milliseconds; else None."""
     try:
         if isinstance(value, str):
             text = value.strip()
@@ -46,29 +68,18 @@ def parse_timestamp(value: object) -> datetime | None:
             moment = datetime.fromisoformat(text)
             return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            seconds = value / 1000 if abs(value) > EPOCH_MILLISECONDS_ABOVE else value
-            return datetime.fromtimestamp(seconds, UTC)
+            return datetime.fromtimestamp(value / 1000 if abs(value) > EPOCH_MILLISECONDS_ABOVE else value, UTC)
     except (ValueError, OverflowError, OSError):
         return None
     return None
 
 
 def message_rows(
-    messages: Iterable[dict[str, Any]],
-    chats: Mapping[object, Chat],
-    workspace_id: str,
-    stats: RowStats,
-    every_10000: Callable[[], None] | None = None,
+    messages: Iterable[dict[str, Any]], chats: Mapping[object, Chat], workspace_id: str, stats: RowStats
 ) -> Iterator[Row]:
-    """Rows for messages of the given chats (keyed by id, in every form a message may use);
-    a message whose chat is unknown is skipped and counted."""
-    by_status = stats.by_status
-    anomalies = stats.anomalies
-    seen = 0
+    """Rows for messages of `chats` (keyed by every id form a message may use); a message of another chat is counted."""
+    by_status, anomalies = stats.by_status, stats.anomalies
     for message in messages:
-        seen += 1
-        if every_10000 is not None and seen % 10_000 == 0:
-            every_10000()
         chat_id = message.get("chat_id")
         chat = chats.get(chat_id)
         if chat is None:
@@ -76,17 +87,14 @@ def message_rows(
             continue
         if isinstance(chat_id, str):
             anomalies["string_chat_id"] += 1
-        workspace_phone = chat.phone_number
-        customer_phone = chat.customer_phone
+        workspace_phone, customer_phone = chat.phone_number, chat.customer_phone
         if not workspace_phone or not customer_phone:
             anomalies["missing_phone"] += 1
         status = status_of(message.get("direction"), message.get("is_ai_generated"))
         if status == STATUS_RECEIVED:
             sender, receiver = customer_phone, workspace_phone
         elif status == STATUS_UNKNOWN:
-            # We cannot tell who sent it: keep the row (nothing is dropped) but
-            # do not guess the direction; the counts report it.
-            sender, receiver = None, None
+            sender, receiver = None, None  # who sent it is unknown: the row is kept, no direction guessed
             anomalies["unknown_direction"] += 1
         else:
             sender, receiver = workspace_phone, customer_phone

@@ -1,54 +1,138 @@
-"""The export run: plan, deliver, record (docs/design.md has the algorithm and its guarantee).
+"""The export run, from the operator's options to its result: plan, deliver, record (docs/design.md).
 
-Scheduled runs deliver each workspace's messages in arrival order from its
-cursor to the database's now minus EXPORT_LAG_SECONDS, one pass finding who
-has new messages; manual runs export the timestamp window the operator asked
-for and never touch a cursor. The library reports through an observer and
-returns results; it never prints.
+Scheduled runs deliver each workspace's messages in arrival order from its cursor to the database's now
+minus EXPORT_LAG_SECONDS, one pass finding who has new messages; manual runs export the timestamp window
+the operator asked for and never touch a cursor. Operator errors raise `UsageProblem` (exit 2), MongoDB
+outages `MongoUnavailable` (exit 3); the library reports through an observer and never prints.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import threading
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import timedelta
+from pathlib import Path
 
 from pymongo.errors import ConnectionFailure, PyMongoError
 
-from wa_export.clock import DatabaseClock
-from wa_export.errors import MongoUnavailable, SmtpNotConfigured
+from wa_export.addresses import outside_allowed_domains, parse_address_list
+from wa_export.clock import DatabaseClock, Window, parse_time, utc_now
+from wa_export.errors import ConfigError, MongoUnavailable, SmtpNotConfigured, UsageProblem
+from wa_export.export import workers
 from wa_export.export.context import ExportRequest, MailSession, RunContext
 from wa_export.export.delivery import deliver
 from wa_export.export.manual import export_manual
-from wa_export.export.plan import CURSOR_AHEAD, Plan, WorkItem, make_plan
-from wa_export.export.preflight import duplicate_workspace_warning
+from wa_export.export.plan import CURSOR_AHEAD, NOTHING_NEW, WorkItem, make_plan
 from wa_export.export.results import (
     RunObserver,
     RunResult,
+    RunWarning,
     SilentObserver,
-    Trigger,
     WorkspaceResult,
+    duplicate_workspace_warning,
+    run_warnings,
 )
-from wa_export.export.workers import slot_share
 from wa_export.mail.errors import MailError
 from wa_export.mail.message import check_sendable
 from wa_export.mail.sender import MailSender
 from wa_export.settings import Settings
 from wa_export.store import logs
 from wa_export.store.arrivals import ArrivalKey, time_of
-from wa_export.store.connection import (
-    Store,
-    Workspace,
-    describe_mongo_error,
-)
+from wa_export.store.connection import Store, Workspace, describe_mongo_error, mongo_errors, open_store
 from wa_export.store.state import advance_idle
 from wa_export.workbook.naming import contested_slugs
 
 
-def new_run_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+def build_export_request(
+    settings: Settings,
+    *,
+    workspace_ids: Sequence[str] = (),
+    hours: float | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    email: Sequence[str] = (),
+    no_email: bool = False,
+    dry_run: bool = False,
+) -> ExportRequest:
+    """Turn `export` options into a request; any option of the manual set makes it manual."""
+    if email and no_email:
+        raise UsageProblem("--email and --no-email contradict each other; use one of them.")
+    if hours is not None and since is not None:
+        raise UsageProblem("--hours and --since both set the window start; use one of them.")
+    if hours is not None and not (0 < hours <= 24 * 366):
+        raise UsageProblem(f"--hours must be greater than 0 and at most a year, got {hours:g}.")
+    overrides: tuple[str, ...] = ()
+    if email:
+        try:
+            overrides = parse_address_list(",".join(email), "--email")
+        except ConfigError as error:
+            raise UsageProblem(str(error)) from None
+        refused = outside_allowed_domains(overrides, settings.export_allowed_email_domains)
+        if refused:
+            raise UsageProblem(
+                f"--email {', '.join(refused)} is outside EXPORT_ALLOWED_EMAIL_DOMAINS "
+                f"({', '.join(settings.export_allowed_email_domains)}); use an address in an allowed domain."
+            )
+    window: Window | None = None
+    if hours is not None or since is not None or until is not None or overrides:
+        end = parse_time(until, "--until", settings.export_timezone) if until else utc_now()
+        if since is not None:
+            start = parse_time(since, "--since", settings.export_timezone)
+        else:
+            start = end - timedelta(hours=hours if hours is not None else 24)
+        window = Window(start, end)
+        if window.is_empty:
+            raise UsageProblem("The window is empty: --since must be before --until.")
+    return ExportRequest(tuple(workspace_ids), window, overrides, send_email=not no_email, dry_run=dry_run)
+
+
+def apply_worker_options(request: ExportRequest, count: int, worker_slot: str | None) -> ExportRequest:
+    """Validate --workers / the hidden --worker-slot and attach the slot to the request."""
+    try:
+        workers.check_request(count, is_manual=request.is_manual)
+        if worker_slot is None:
+            return request
+        workers.check_slot_request(request.is_manual)
+        return dataclasses.replace(request, worker_slot=workers.parse_worker_slot(worker_slot))
+    except workers.WorkerUsageError as error:
+        raise UsageProblem(str(error)) from None
+
+
+def export(
+    settings: Settings,
+    request: ExportRequest,
+    observer: RunObserver | None = None,
+    stop_requested: threading.Event | None = None,
+) -> RunResult:
+    with open_store(settings) as store, mongo_errors(settings):
+        result = ExportRun(settings, store, request, observer, stop_requested).execute()
+    result.warnings += run_warnings(
+        settings,
+        [workspace.as_dict() for workspace in result.workspaces],
+        covers_all_active=not request.workspace_ids and request.worker_slot is None and not result.interrupted,
+        email_override=bool(request.email_override),
+    )
+    return result
+
+
+def export_in_workers(
+    count: int, request: ExportRequest, env_file: Path | None, stop_requested: threading.Event, settings: Settings
+) -> workers.WorkersResult:
+    """One scheduled run shared by `count` child processes, its warnings judged here: each child sees only its share."""
+    merged = workers.run_workers(count, request, env_file, stop_requested)
+    merged.warnings = [  # what a child found in the data it exports: a workspace stored twice
+        RunWarning(**warning)
+        for worker in merged.workers
+        for warning in worker.document.get("warnings") or []
+        if warning.get("kind") == "duplicate_workspace"
+    ]
+    complete = not request.workspace_ids and not merged.interrupted and all(w.document for w in merged.workers)
+    merged.warnings += run_warnings(settings, merged.workspaces, covers_all_active=complete)
+    return merged
 
 
 class ExportRun:
@@ -69,7 +153,7 @@ class ExportRun:
         self.observer = observer or SilentObserver()
         self.stop_requested = stop_requested or threading.Event()
         self.mailer_factory = mailer_factory
-        self.run_id = new_run_id()
+        self.run_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
     def execute(self) -> RunResult:
         if self.request.send_email:  # --dry-run too: it must refuse what the real run refuses
@@ -77,8 +161,7 @@ class ExportRun:
                 check_sendable(self.settings)
             except MailError as error:
                 raise SmtpNotConfigured(str(error)) from None
-        # One clock for the whole run: the server's now, then our monotonic clock.
-        clock = DatabaseClock(self.store.database_now())
+        clock = DatabaseClock(self.store.database_now())  # one clock for the run: the server's now, then monotonic
         ctx = RunContext(
             self.settings,
             self.store,
@@ -90,9 +173,7 @@ class ExportRun:
             self.stop_requested,
             on_messages=getattr(self.observer, "messages_exported", None),
         )
-        result = RunResult(
-            run_id=self.run_id, trigger=self.request.trigger, dry_run=self.request.dry_run, started_at=clock.started_at
-        )
+        result = RunResult(self.run_id, self.request.trigger, self.request.dry_run, clock.started_at)
         try:
             try:
                 workspaces = self._select_workspaces(ctx, result)
@@ -116,9 +197,8 @@ class ExportRun:
         else:  # none at all: a wrong MONGODB_DATABASE is exit 2 (Store.list_workspaces), not "0 workspaces"
             listing = self.store.list_workspaces()
             active = listing.workspaces
-        # From every active workspace, before --workers takes its share.
-        ctx.contested_slugs = contested_slugs((w.name, w.id) for w in active)
-        share = slot_share(listing.workspaces, self.request.worker_slot)
+        ctx.contested_slugs = contested_slugs((w.name, w.id) for w in active)  # before --workers takes its share
+        share = workers.slot_share(listing.workspaces, self.request.worker_slot)
         # A workspace stored twice is exported once; the process that exports it names it.
         exported = {workspace.id for workspace in share}
         result.warnings.extend(
@@ -143,8 +223,7 @@ class ExportRun:
         result.run_anomalies.update(plan.run_anomalies)
         result.problems.extend(plan.problems)
         self.observer.run_started(len(workspaces), self.request.trigger)
-        if self.request.moves_cursors:
-            # Nothing new: every such cursor moves to the end in one write, no per-workspace round trip.
+        if self.request.moves_cursors:  # nothing new: every such cursor moves to the end in one write
             advance_idle(self.store, ctx.clock, ctx.end_key, plan.idle_advances())
         for skipped in plan.skipped:
             self._finish(result, skipped)
@@ -174,7 +253,7 @@ class ExportRun:
                 orphaned_messages=run.orphaned_messages,
                 problems=run.problems,
                 possible_duplicates=sum(1 for ws in run.workspaces if ws.possible_duplicate),
-                moves_watermark=self.request.moves_cursors,
+                moves_watermark=self.request.moves_cursors,  # the stored field's name, read by `health`
                 all_workspaces=not self.request.workspace_ids,
                 interrupted=run.interrupted,
             )
@@ -182,26 +261,18 @@ class ExportRun:
         except PyMongoError as error:
             if isinstance(error, ConnectionFailure):
                 raise
-            # The run's work is done and logged per workspace; a refused summary
-            # write must not turn a good run into a failure.
+            # The work is done and logged per workspace: a refused summary write must not fail a good run.
 
 
 def _idle_result(ctx: RunContext, item: WorkItem) -> WorkspaceResult:
-    result = WorkspaceResult(
-        item.workspace.id,
-        item.workspace.name,
-        "no_messages",
-        recipients=item.recipients.addresses,
-        recipients_source=item.recipients.source,
-    )
-    result.reason = "nothing new since the previous export"
+    window = {"window_start": time_of(item.start), "window_end": ctx.end_time}
+    result = WorkspaceResult.of(item.workspace, "no_messages", item.recipients, reason=NOTHING_NEW, **window)
     if item.cursor_ahead:
         result.reason = (
             "its cursor was ahead of the database clock (a clock problem): pulled back to the end of "
             "this run's window, which hides nothing"
         )
         result.anomalies[CURSOR_AHEAD] = 1
-    result.window_start, result.window_end = time_of(item.start), ctx.end_time
     if item.first_cursor is not None and ctx.request.moves_cursors:
         result.cursor_source = item.first_cursor.source
     return result
@@ -215,17 +286,3 @@ def run_export(
     stop_requested: threading.Event | None = None,
 ) -> RunResult:
     return ExportRun(settings, store, request, observer, stop_requested).execute()
-
-
-__all__: Sequence[str] = [
-    "ExportRequest",
-    "ExportRun",
-    "Plan",
-    "RunObserver",
-    "RunResult",
-    "SilentObserver",
-    "SmtpNotConfigured",
-    "Trigger",
-    "WorkspaceResult",
-    "run_export",
-]

@@ -1,28 +1,15 @@
 """`wa-export export --workers N`: one scheduled run shared by N processes on this host.
 
-Why processes and not threads: the cost of an export is our own Python work
-(decoding BSON, mapping rows, formatting XML, compressing), which holds the
-GIL; threads would take turns on one core, processes use all of them.
-
-How: the parent starts N child processes, each the normal `wa-export export
---json` with a hidden `--worker-slot k/N`. Child k exports every N-th active
-workspace (`workspaces[k::N]` of the list sorted by id), so a run's workspaces
-are split evenly and each is attempted once per run. The per-workspace leases
-still decide who exports a workspace: two hosts, an overlapping cron run or a
-workspace list that changed between the children's reads never make two
-processes export the same window (a second taker sees the moved cursor).
-The parent never talks to MongoDB: it waits, merges the children's JSON into
-one result and exits with the worst exit code (3 > 2 > 1 > 0). SIGTERM to the
-parent is forwarded to the children, which finish their current workspace and
-stop, as a single run does.
-
-Library code: nothing here prints; the CLI renders `WorkersResult`.
+Processes, not threads: an export's cost is our own Python work (BSON, rows, XML, compression), which
+holds the GIL. Child k is the normal `wa-export export --json` with a hidden `--worker-slot k/N` and exports
+every N-th active workspace (sorted by id); the leases still decide who exports a workspace, so two hosts
+or an overlapping run never export one window twice. The parent never talks to MongoDB: it merges the
+children's JSON and exits with the worst exit code; SIGTERM is forwarded, each child finishes its workspace.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -35,7 +22,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from wa_export.errors import ExitCode
-from wa_export.export.results import cursor_notes, merged_anomalies, summary_line
+from wa_export.export.context import ExportRequest
+from wa_export.export.results import RunWarning, cursor_notes, merged_anomalies, summary_line
 
 MAX_WORKERS = 64
 
@@ -44,6 +32,12 @@ T = TypeVar("T")
 
 class WorkerUsageError(ValueError):
     """A bad --workers / --worker-slot value; one sentence for the operator (exit 2)."""
+
+
+_MANUAL_RUN_HAS_NO_WORKERS = (
+    "--workers applies to scheduled runs only; a manual export (--hours/--since/--until/--email) "
+    "runs in one process, drop --workers."
+)
 
 
 def parse_worker_slot(text: str) -> tuple[int, int]:
@@ -58,9 +52,18 @@ def parse_worker_slot(text: str) -> tuple[int, int]:
     return index, count
 
 
-def check_worker_count(count: int) -> None:
+def check_request(count: int, *, is_manual: bool) -> None:
+    """Workers share a scheduled run; a manual export is one window for one operator: one process."""
     if not 1 <= count <= MAX_WORKERS:
         raise WorkerUsageError(f"--workers must be between 1 and {MAX_WORKERS}, got {count}.")
+    if count > 1:
+        check_slot_request(is_manual)
+
+
+def check_slot_request(is_manual: bool) -> None:
+    """A --worker-slot (set by `--workers N` on its children) exists only in a scheduled run."""
+    if is_manual:
+        raise WorkerUsageError(_MANUAL_RUN_HAS_NO_WORKERS)
 
 
 def slot_share(items: Sequence[T], slot: tuple[int, int] | None) -> list[T]:
@@ -71,16 +74,11 @@ def slot_share(items: Sequence[T], slot: tuple[int, int] | None) -> list[T]:
     return list(items[index::count])
 
 
-def worst_exit_code(codes: Sequence[int]) -> ExitCode:
-    """MongoDB unreachable > usage/config > some work failed > ok; a crashed child counts as failed."""
-    return ExitCode.worst(list(codes))
-
-
 @dataclass
 class WorkerOutcome:
     slot: int
     exit_code: int
-    document: dict[str, Any] | None
+    document: dict[str, Any]  # the child's --json result; empty when it gave none (then `error` says why)
     error: str | None = None
 
 
@@ -91,16 +89,16 @@ class WorkersResult:
     finished_at: float
     workers: list[WorkerOutcome] = field(default_factory=list)
     interrupted: bool = False
-    warnings: list[Any] = field(default_factory=list)  # preflight.RunWarning, set by the caller
+    warnings: list[RunWarning] = field(default_factory=list)  # set by the caller
 
     @property
     def exit_code(self) -> ExitCode:
-        code = worst_exit_code([worker.exit_code for worker in self.workers])
+        code = ExitCode.worst([worker.exit_code for worker in self.workers])
         return ExitCode.FAILED if self.interrupted and code == ExitCode.OK else code
 
     @property
     def workspaces(self) -> list[dict[str, Any]]:
-        return [ws for worker in self.workers for ws in (worker.document or {}).get("workspaces", [])]
+        return [ws for worker in self.workers for ws in worker.document.get("workspaces", [])]
 
     def count_outcome(self, outcome: str) -> int:
         return sum(1 for ws in self.workspaces if ws.get("outcome") == outcome)
@@ -110,40 +108,30 @@ class WorkersResult:
         return sum(int(ws.get("message_count") or 0) for ws in self.workspaces)
 
     def anomaly_totals(self) -> dict[str, int]:
-        # Workspace counts add up; what belongs to no workspace is counted by worker 0 only.
         return merged_anomalies(
             [ws.get("anomalies") or {} for ws in self.workspaces],
-            [(w.document or {}).get("run_anomalies") or {} for w in self.workers],
+            [w.document.get("run_anomalies") or {} for w in self.workers],
         )
 
     @property
     def orphaned_messages(self) -> int:
-        return max((int((w.document or {}).get("orphaned_messages") or 0) for w in self.workers), default=0)
+        return max((int(w.document.get("orphaned_messages") or 0) for w in self.workers), default=0)
 
     @property
     def problems(self) -> list[str]:
-        found: list[str] = []
-        for worker in self.workers:
-            for problem in (worker.document or {}).get("problems") or []:
-                if problem not in found:
-                    found.append(str(problem))
-        return found
+        found = [str(problem) for w in self.workers for problem in w.document.get("problems") or []]
+        return list(dict.fromkeys(found))
 
     def summary(self) -> str:
-        broken = [w for w in self.workers if w.document is None]
-        problems = (
-            [f"{len(broken)} worker(s) failed: " + "; ".join(f"worker {w.slot} exit {w.exit_code}: {w.error}" for w in broken)]
-            if broken
-            else []
-        )
-        problems += [*self.problems, *cursor_notes(self.workspaces)]
+        broken = [f"worker {w.slot} exit {w.exit_code}: {w.error}" for w in self.workers if w.error is not None]
+        problems = [f"{len(broken)} worker(s) failed: " + "; ".join(broken)] if broken else []
         return summary_line(
             f"scheduled export run with {self.count} workers: {len(self.workspaces)} workspaces",
             self.count_outcome,
             self.message_count,
             self.anomaly_totals(),
             self.interrupted,
-            problems,
+            [*problems, *self.problems, *cursor_notes(self.workspaces)],
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -163,9 +151,9 @@ class WorkersResult:
                 {
                     "slot": w.slot,
                     "exit_code": w.exit_code,
-                    "run_id": (w.document or {}).get("run_id"),
-                    "summary": (w.document or {}).get("summary"),
-                    "error": w.error if w.document is None else (w.document or {}).get("error"),
+                    "run_id": w.document.get("run_id"),
+                    "summary": w.document.get("summary"),
+                    "error": w.error or w.document.get("error"),
                 }
                 for w in self.workers
             ],
@@ -174,70 +162,21 @@ class WorkersResult:
         }
 
 
-_MANUAL_RUN_HAS_NO_WORKERS = (
-    "--workers applies to scheduled runs only; a manual export (--hours/--since/--until/--email) "
-    "runs in one process, drop --workers."
-)
-
-
-def check_request(count: int, *, is_manual: bool) -> None:
-    """Workers share a scheduled run; a manual export is one window for one operator: one process."""
-    check_worker_count(count)
-    if count > 1 and is_manual:
-        raise WorkerUsageError(_MANUAL_RUN_HAS_NO_WORKERS)
-
-
-def check_slot_request(is_manual: bool) -> None:
-    """A --worker-slot (set by `--workers N` on its children) exists only in a scheduled run.
-
-    A manual run is never split, so it cannot have a worker slot.
-    """
-    if is_manual:
-        raise WorkerUsageError(_MANUAL_RUN_HAS_NO_WORKERS)
-
-
-def child_command(
-    slot: int,
-    count: int,
-    *,
-    workspace_ids: Sequence[str] = (),
-    env_file: Path | None = None,
-    extra_args: Sequence[str] = (),
-) -> list[str]:
-    command = [sys.executable, "-m", "wa_export"]
-    if env_file is not None:
-        command += ["--env-file", str(env_file)]
-    command += ["export", "--json", "--worker-slot", f"{slot}/{count}", *extra_args]
-    for workspace_id in workspace_ids:
-        command += ["--workspace", workspace_id]
-    return command
-
-
-def run_workers(
-    count: int,
-    *,
-    workspace_ids: Sequence[str] = (),
-    env_file: Path | None = None,
-    extra_args: Sequence[str] = (),
-    stop_requested: threading.Event | None = None,
-    env: dict[str, str] | None = None,
-    poll_seconds: float = 0.2,
-) -> WorkersResult:
+def run_workers(count: int, request: ExportRequest, env_file: Path | None, stop: threading.Event) -> WorkersResult:
     """Run the scheduled export as `count` child processes and merge their results."""
-    check_worker_count(count)
-    stop = stop_requested or threading.Event()
+    check_request(count, is_manual=request.is_manual)
+    command = [sys.executable, "-m", "wa_export", *(["--env-file", str(env_file)] if env_file else []), "export"]
+    command += ["--json", *(["--dry-run"] if request.dry_run else []), *([] if request.send_email else ["--no-email"])]
+    command += [part for workspace_id in request.workspace_ids for part in ("--workspace", workspace_id)]
     started = time.time()
     children: list[tuple[int, subprocess.Popen[bytes], Any]] = []
     forwarded = False
     try:
         for slot in range(count):
             out = tempfile.TemporaryFile()  # not a pipe: a big JSON document must never block a child
+            # stderr inherited: a child's warnings and tracebacks reach the parent's as they are
             proc = subprocess.Popen(
-                child_command(slot, count, workspace_ids=workspace_ids, env_file=env_file, extra_args=extra_args),
-                stdout=out,
-                stderr=None,  # inherited: a child's warnings and tracebacks reach the parent's stderr as they are
-                stdin=subprocess.DEVNULL,
-                env=env if env is not None else os.environ.copy(),
+                [*command, "--worker-slot", f"{slot}/{count}"], stdout=out, stdin=subprocess.DEVNULL
             )
             children.append((slot, proc, out))
         while any(proc.poll() is None for _, proc, _ in children):
@@ -246,7 +185,7 @@ def run_workers(
                 for _, proc, _ in children:
                     if proc.poll() is None:
                         proc.send_signal(signal.SIGTERM)
-            time.sleep(poll_seconds)
+            time.sleep(0.2)
     except BaseException:
         for _, proc, _ in children:  # never leave orphans running behind a crashed parent
             if proc.poll() is None:
@@ -271,24 +210,11 @@ def _outcome(slot: int, returncode: int, stdout: str) -> WorkerOutcome:
     try:
         document = json.loads(stdout)
     except json.JSONDecodeError:
-        reason = f"killed by signal {-returncode}" if returncode < 0 else "no JSON result on stdout"
-        return WorkerOutcome(slot, code, None, reason)
+        return WorkerOutcome(
+            slot, code, {}, f"killed by signal {-returncode}" if returncode < 0 else "no JSON result on stdout"
+        )
     if not isinstance(document, dict):
-        return WorkerOutcome(slot, code, None, "unexpected JSON result")
+        return WorkerOutcome(slot, code, {}, "unexpected JSON result")
     if "workspaces" not in document:  # an error document: {"ok": false, "error": ...}
-        return WorkerOutcome(slot, code, None, str(document.get("error") or "failed"))
+        return WorkerOutcome(slot, code, {}, str(document.get("error") or "failed"))
     return WorkerOutcome(slot, code, document)
-
-
-__all__ = [
-    "MAX_WORKERS",
-    "WorkerUsageError",
-    "WorkersResult",
-    "check_request",
-    "check_slot_request",
-    "check_worker_count",
-    "parse_worker_slot",
-    "run_workers",
-    "slot_share",
-    "worst_exit_code",
-]
