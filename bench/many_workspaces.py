@@ -102,12 +102,25 @@ def seed(client: MongoClient, workspaces: int, messages_each: int) -> dict[str, 
         workspace_id = ObjectId()
         ws_docs.append({"_id": workspace_id, "name": f"Tenant {number:04d}", "status": "active"})
         chat_id = ObjectId()
-        chat_docs.append({"_id": chat_id, "workspace_id": workspace_id, "phone_number": "+15550001111",
-                          "customer_phone": f"+49151{number:08d}"})
+        chat_docs.append(
+            {
+                "_id": chat_id,
+                "workspace_id": workspace_id,
+                "phone_number": "+15550001111",
+                "customer_phone": f"+49151{number:08d}",
+            }
+        )
         for index in range(messages_each):
-            msg_docs.append({"_id": ObjectId(), "chat_id": chat_id, "direction": ("incoming", "outgoing")[index % 2],
-                             "is_ai_generated": index % 3 == 0, "content": f"message {index} of tenant {number}",
-                             "timestamp": now - dt.timedelta(minutes=5, milliseconds=index)})
+            msg_docs.append(
+                {
+                    "_id": ObjectId(),
+                    "chat_id": chat_id,
+                    "direction": ("incoming", "outgoing")[index % 2],
+                    "is_ai_generated": index % 3 == 0,
+                    "content": f"message {index} of tenant {number}",
+                    "timestamp": now - dt.timedelta(minutes=5, milliseconds=index),
+                }
+            )
         env[f"WORKSPACE_{workspace_id}_EMAIL"] = f"team{number}@tenant.test"
     for collection, docs in (("workspaces", ws_docs), ("chats", chat_docs), ("messages", msg_docs)):
         for offset in range(0, len(docs), 500):
@@ -118,9 +131,17 @@ def seed(client: MongoClient, workspaces: int, messages_each: int) -> dict[str, 
 def base_env(mongo: LocalMongoServer, smtp: SmtpProcess, export_dir: Path) -> dict[str, str]:
     env = {key: os.environ[key] for key in ("PATH", "LANG", "HOME", "TMPDIR") if key in os.environ}
     env.update(
-        MONGODB_URI=mongo.uri, MONGODB_DATABASE=DATABASE, SMTP_SERVER="127.0.0.1", SMTP_PORT=str(smtp.port),
-        SMTP_USERNAME=smtp.username, SMTP_PASSWORD=smtp.password, SMTP_FROM="bench@wa-export.test",
-        SMTP_SECURITY="starttls", SMTP_CA_FILE=smtp.ca, EXPORT_DIR=str(export_dir), EXPORT_LAG_SECONDS="0",
+        MONGODB_URI=mongo.uri,
+        MONGODB_DATABASE=DATABASE,
+        SMTP_SERVER="127.0.0.1",
+        SMTP_PORT=str(smtp.port),
+        SMTP_USERNAME=smtp.username,
+        SMTP_PASSWORD=smtp.password,
+        SMTP_FROM="bench@wa-export.test",
+        SMTP_SECURITY="starttls",
+        SMTP_CA_FILE=smtp.ca,
+        EXPORT_DIR=str(export_dir),
+        EXPORT_LAG_SECONDS="0",
         EXPORT_INTERVAL_MINUTES="240",
     )
     return env
@@ -134,8 +155,18 @@ def reset(client: MongoClient) -> None:
 
 # ----------------------------------------------------------------------------- profile attribution
 
-_BLOCKING = ("recv_into", "recv'", "sendall", "'send'", "_ssl._SSLSocket", "select", "poll", "connect",
-             "getaddrinfo", "do_handshake")
+_BLOCKING = (
+    "recv_into",
+    "recv'",
+    "sendall",
+    "'send'",
+    "_ssl._SSLSocket",
+    "select",
+    "poll",
+    "connect",
+    "getaddrinfo",
+    "do_handshake",
+)
 
 
 def _owner(func: tuple[str, int, str], raw: dict, memo: dict, depth: int = 0) -> str:
@@ -209,16 +240,25 @@ def profile_run(mongo: LocalMongoServer, smtp: SmtpProcess, env: dict[str, str],
     stats = pstats.Stats(profiler)
     waits = attribute(stats)
     return {
-        "wall": wall, "cpu": cpu, "server_cpu": server_cpu, "smtp_cpu": smtp_cpu, "waits": waits,
-        "commands": timing.count, "command_seconds": timing.micros / 1e6, "top": top_functions(stats),
-        "messages": result.message_count, "profile": stats,
+        "wall": wall,
+        "cpu": cpu,
+        "server_cpu": server_cpu,
+        "smtp_cpu": smtp_cpu,
+        "waits": waits,
+        "commands": timing.count,
+        "command_seconds": timing.micros / 1e6,
+        "top": top_functions(stats),
+        "messages": result.message_count,
+        "profile": stats,
     }
 
 
 # ----------------------------------------------------------------------------- workers
 
 
-def workers_run(client: MongoClient, mongo: LocalMongoServer, env: dict[str, str], count: int, workspaces: int) -> dict[str, Any]:
+def workers_run(
+    client: MongoClient, mongo: LocalMongoServer, env: dict[str, str], count: int, workspaces: int
+) -> dict[str, Any]:
     reset(client)
     export_dir = Path(tempfile.mkdtemp(prefix="wa-export-bench-exports-"))
     run_env = {**env, "EXPORT_DIR": str(export_dir)}
@@ -226,8 +266,13 @@ def workers_run(client: MongoClient, mongo: LocalMongoServer, env: dict[str, str
     server_cpu0 = sum(server.cpu_times()[:2])
     children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    done = subprocess.run([str(Path(sys.executable).parent / "wa-export"), "export", "--workers", str(count), "--json"],
-                          env=run_env, capture_output=True, text=True, timeout=1800)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "wa-export"), "export", "--workers", str(count), "--json"],
+        env=run_env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     wall = time.perf_counter() - started
     children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     server_cpu = sum(server.cpu_times()[:2]) - server_cpu0
@@ -260,7 +305,9 @@ def main(argv: list[str] | None = None) -> int:
             client: MongoClient = MongoClient(mongo.uri, tz_aware=True)
             started = time.perf_counter()
             emails = seed(client, W, args.messages)
-            print(f"seeded {W} workspaces x {args.messages} messages in {time.perf_counter() - started:.1f} s", flush=True)
+            print(
+                f"seeded {W} workspaces x {args.messages} messages in {time.perf_counter() - started:.1f} s", flush=True
+            )
             env = {**base_env(mongo, smtp, export_dir), **emails}
 
             p = profile_run(mongo, smtp, env, W)
@@ -300,8 +347,11 @@ def main(argv: list[str] | None = None) -> int:
                     for count in (1, 2):
                         run = workers_run(client, mongo, env, count, W)
                         runs[count].append(run)
-                        print(f"--workers {count}: {run['wall']:.2f} s wall, client CPU {run['client_cpu']:.2f} s, "
-                              f"mongoeco CPU {run['server_cpu']:.2f} s", flush=True)
+                        print(
+                            f"--workers {count}: {run['wall']:.2f} s wall, client CPU {run['client_cpu']:.2f} s, "
+                            f"mongoeco CPU {run['server_cpu']:.2f} s",
+                            flush=True,
+                        )
                 med = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in runs.items()}
                 speedup = med[1]["wall"] / med[2]["wall"]
                 worker_lines = [
@@ -310,7 +360,10 @@ def main(argv: list[str] | None = None) -> int:
                     "",
                     "| workers | wall (s) | wa-export CPU (s, all processes) | mongoeco server CPU (s) |",
                     "|---:|---:|---:|---:|",
-                    *(f"| {n} | {m['wall']:.2f} | {m['client_cpu']:.2f} | {m['server_cpu']:.2f} |" for n, m in med.items()),
+                    *(
+                        f"| {n} | {m['wall']:.2f} | {m['client_cpu']:.2f} | {m['server_cpu']:.2f} |"
+                        for n, m in med.items()
+                    ),
                     "",
                     f"Speed-up of `--workers 2` over `--workers 1`: **{speedup:.2f}×**.",
                 ]
@@ -324,15 +377,17 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_results:
         info = machine_info()
         stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        body = "\n".join([
-            "## Many workspaces (`bench/many_workspaces.py`)",
-            "",
-            f"Command: `{command}` ({stamp}); machine: {info['cpu']}; {info['python']}.",
-            "Servers: mongoeco (pure-Python MongoDB wire server, its own process on the same cores) and aiosmtpd"
-            " with STARTTLS + AUTH (its own process).",
-            "",
-            *lines,
-        ])
+        body = "\n".join(
+            [
+                "## Many workspaces (`bench/many_workspaces.py`)",
+                "",
+                f"Command: `{command}` ({stamp}); machine: {info['cpu']}; {info['python']}.",
+                "Servers: mongoeco (pure-Python MongoDB wire server, its own process on the same cores) and aiosmtpd"
+                " with STARTTLS + AUTH (its own process).",
+                "",
+                *lines,
+            ]
+        )
         write_section(args.results, "many_workspaces", body)
         print(f"\nwrote {args.results}")
     return 0

@@ -217,8 +217,15 @@ def seed(client: MongoClient, workspaces: int, big_chats: int) -> list[dict[str,
         workspace_id = ObjectId()
         workspace_docs.append({"_id": workspace_id, "name": f"Tenant {number:05d}", "status": "active"})
         chats = [ObjectId() for _ in range(big_chats if number == 0 else 2)]
-        chat_docs += [{"_id": chat_id, "workspace_id": workspace_id, "phone_number": "+15550001111",
-                       "customer_phone": f"+49151{number:05d}{index:04d}"} for index, chat_id in enumerate(chats)]
+        chat_docs += [
+            {
+                "_id": chat_id,
+                "workspace_id": workspace_id,
+                "phone_number": "+15550001111",
+                "customer_phone": f"+49151{number:05d}{index:04d}",
+            }
+            for index, chat_id in enumerate(chats)
+        ]
         tenants.append({"id": workspace_id, "chats": chats, "email": f"team{number}@tenant.test"})
     for collection, docs in (("workspaces", workspace_docs), ("chats", chat_docs)):
         for offset in range(0, len(docs), BATCH):
@@ -240,10 +247,16 @@ def add_new_messages(client: MongoClient, tenants: list[dict[str, Any]], exporti
         picks = [chats[7], chats[len(chats) // 2], chats[-1]] if number == 0 else chats
         for index in range(each):
             moment = now - timedelta(milliseconds=index)
-            docs.append({"_id": object_id_at(moment), "chat_id": picks[index % len(picks)],
-                         "direction": ("incoming", "outgoing")[index % 2], "is_ai_generated": index % 3 == 0,
-                         "content": f"message {index} for tenant {number}: where is my order?",
-                         "timestamp": moment})
+            docs.append(
+                {
+                    "_id": object_id_at(moment),
+                    "chat_id": picks[index % len(picks)],
+                    "direction": ("incoming", "outgoing")[index % 2],
+                    "is_ai_generated": index % 3 == 0,
+                    "content": f"message {index} for tenant {number}: where is my order?",
+                    "timestamp": moment,
+                }
+            )
     client[DATABASE].messages.insert_many(docs)
     time.sleep(1.1)  # their arrival second is over: the next window includes them
     return [doc["_id"] for doc in docs]
@@ -264,22 +277,34 @@ def reset(client: MongoClient, message_ids: list[Any]) -> None:
 def before_tree(ref: str) -> Iterator[Path]:
     """The package as it was at `ref`, unpacked into a temporary directory."""
     with tempfile.TemporaryDirectory(prefix="wa-export-before-") as tmp:
-        archive = subprocess.run(["git", "-C", str(HERE.parent), "archive", ref, "src/wa_export"],
-                                 capture_output=True, check=False)
+        archive = subprocess.run(
+            ["git", "-C", str(HERE.parent), "archive", ref, "src/wa_export"], capture_output=True, check=False
+        )
         if archive.returncode != 0:
-            raise SystemExit(f"bench/scale.py: cannot read git ref {ref!r} ({archive.stderr.decode().strip()}); "
-                             "pass --before-ref or --skip-before")
+            raise SystemExit(
+                f"bench/scale.py: cannot read git ref {ref!r} ({archive.stderr.decode().strip()}); "
+                "pass --before-ref or --skip-before"
+            )
         subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
         yield Path(tmp) / "src"
 
 
-def env_for(mongo: LocalMongoServer, smtp: SmtpProcess, tenants: list[dict[str, Any]], export_dir: Path,
-            pythonpath: Path | None) -> dict[str, str]:
+def env_for(
+    mongo: LocalMongoServer, smtp: SmtpProcess, tenants: list[dict[str, Any]], export_dir: Path, pythonpath: Path | None
+) -> dict[str, str]:
     env = {key: os.environ[key] for key in ("PATH", "LANG", "HOME", "TMPDIR", "BENCH_PROFILE") if key in os.environ}
     env.update(
-        MONGODB_URI=mongo.uri, MONGODB_DATABASE=DATABASE, SMTP_SERVER="127.0.0.1", SMTP_PORT=str(smtp.port),
-        SMTP_USERNAME=smtp.username, SMTP_PASSWORD=smtp.password, SMTP_FROM="bench@wa-export.test",
-        SMTP_SECURITY="starttls", SMTP_CA_FILE=smtp.ca, EXPORT_DIR=str(export_dir), EXPORT_LAG_SECONDS="0",
+        MONGODB_URI=mongo.uri,
+        MONGODB_DATABASE=DATABASE,
+        SMTP_SERVER="127.0.0.1",
+        SMTP_PORT=str(smtp.port),
+        SMTP_USERNAME=smtp.username,
+        SMTP_PASSWORD=smtp.password,
+        SMTP_FROM="bench@wa-export.test",
+        SMTP_SECURITY="starttls",
+        SMTP_CA_FILE=smtp.ca,
+        EXPORT_DIR=str(export_dir),
+        EXPORT_LAG_SECONDS="0",
         EXPORT_INTERVAL_MINUTES="15",
     )
     env.update({f"WORKSPACE_{tenant['id']}_EMAIL": tenant["email"] for tenant in tenants})
@@ -291,16 +316,24 @@ def env_for(mongo: LocalMongoServer, smtp: SmtpProcess, tenants: list[dict[str, 
 def driver_run(env: dict[str, str], cwd: Path, *, quiet: bool = False) -> dict[str, Any]:
     if quiet:
         env = {**env, "BENCH_QUIET": "1"}
-    done = subprocess.run([sys.executable, "-c", DRIVER], env=env, cwd=cwd, capture_output=True, text=True,
-                          timeout=3600, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", DRIVER], env=env, cwd=cwd, capture_output=True, text=True, timeout=3600, check=False
+    )
     if done.returncode != 0:
         raise SystemExit(f"bench/scale.py: the measured run failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure(label: str, client: MongoClient, mongo: LocalMongoServer, smtp: SmtpProcess,
-            tenants: list[dict[str, Any]], args: argparse.Namespace, pythonpath: Path | None,
-            work: Path) -> dict[str, Any]:
+def measure(
+    label: str,
+    client: MongoClient,
+    mongo: LocalMongoServer,
+    smtp: SmtpProcess,
+    tenants: list[dict[str, Any]],
+    args: argparse.Namespace,
+    pythonpath: Path | None,
+    work: Path,
+) -> dict[str, Any]:
     reset(client, [])
     export_dir = work / f"exports-{label}"
     env = env_for(mongo, smtp, tenants, export_dir, pythonpath)
@@ -320,8 +353,10 @@ def measure(label: str, client: MongoClient, mongo: LocalMongoServer, smtp: Smtp
     # one with the median CPU per exporting workspace is reported (the others' medians with it).
     quiet_runs: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for repeat in range(1, args.cpu_runs + 1):
-        print(f"{label}: the same again without the command listener, for our CPU ({repeat}/{args.cpu_runs}) ...",
-              flush=True)
+        print(
+            f"{label}: the same again without the command listener, for our CPU ({repeat}/{args.cpu_runs}) ...",
+            flush=True,
+        )
         idle_quiet = driver_run(env, work, quiet=True)
         ids = add_new_messages(client, tenants, args.exporting, args.messages)
         quiet = driver_run(env, work, quiet=True)
@@ -331,9 +366,11 @@ def measure(label: str, client: MongoClient, mongo: LocalMongoServer, smtp: Smtp
     quiet_runs.sort(key=lambda pair: statistics.median(pair[1]["cpu_exporting"]))
     idle_cpu_run, cpu_run = quiet_runs[len(quiet_runs) // 2]
     cpu_run["run_medians"] = [statistics.median(quiet["cpu_exporting"]) for _, quiet in quiet_runs]
-    print(f"{label}: our CPU per exporting workspace (median) {statistics.median(cpu_run['cpu_exporting']) * 1000:.1f} ms, "
-          f"of it in the delivering thread {statistics.median(cpu_run['thread_exporting'] or [0]) * 1000:.1f} ms",
-          flush=True)
+    print(
+        f"{label}: our CPU per exporting workspace (median) {statistics.median(cpu_run['cpu_exporting']) * 1000:.1f} ms, "
+        f"of it in the delivering thread {statistics.median(cpu_run['thread_exporting'] or [0]) * 1000:.1f} ms",
+        flush=True,
+    )
     return {"idle": idle, "busy": busy, "cpu_run": cpu_run, "idle_cpu_run": idle_cpu_run}
 
 
@@ -346,7 +383,9 @@ def check_exported(label: str, run: dict[str, Any], exporting: int) -> None:
 INSTRUCTION_ROWS = (10_000, 30_000)  # the two export sizes whose difference gives the instructions per row
 
 
-def rows_side_by_side(before_src: Path | None, work: Path, rounds: int, instructions: bool) -> dict[str, dict[str, Any]]:
+def rows_side_by_side(
+    before_src: Path | None, work: Path, rounds: int, instructions: bool
+) -> dict[str, dict[str, Any]]:
     """bench/run.py's 100k-row export as a scheduled run writes it, before and after, alternating, in
     fresh processes: wall and CPU seconds; with `instructions`, also the instructions per row (callgrind)."""
     labels = [("before", before_src), ("after", None)] if before_src is not None else [("after", None)]
@@ -362,17 +401,30 @@ def rows_side_by_side(before_src: Path | None, work: Path, rounds: int, instruct
         # difference between two sizes (start-up, imports and fixed parts cancel out).
         small, large = generate_rows(work, INSTRUCTION_ROWS[0]), generate_rows(work, INSTRUCTION_ROWS[1])
         for label, src in labels:
-            counts = [export_rows(src, size, work / f"rows-{label}.xlsx", callgrind=True)["instructions"]
-                      for size in (small, large)]
-            results[label]["instructions_per_row"] = (counts[1] - counts[0]) / (INSTRUCTION_ROWS[1] - INSTRUCTION_ROWS[0])
+            counts = [
+                export_rows(src, size, work / f"rows-{label}.xlsx", callgrind=True)["instructions"]
+                for size in (small, large)
+            ]
+            results[label]["instructions_per_row"] = (counts[1] - counts[0]) / (
+                INSTRUCTION_ROWS[1] - INSTRUCTION_ROWS[0]
+            )
     return results
 
 
 def generate_rows(work: Path, count: int) -> Path:
     data = work / f"rows-{count}"
     if not data.exists():
-        subprocess.run([sys.executable, "-c", (f"import sys; sys.path.insert(0, {str(HERE)!r}); import run; "
-                        f"run.generate({count}, __import__('pathlib').Path({str(data)!r}))")], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                (
+                    f"import sys; sys.path.insert(0, {str(HERE)!r}); import run; "
+                    f"run.generate({count}, __import__('pathlib').Path({str(data)!r}))"
+                ),
+            ],
+            check=True,
+        )
     return data
 
 
@@ -416,22 +468,28 @@ def projection(result: dict[str, Any], workspaces: int, target: int) -> dict[str
     return {"commands": commands, "cpu": cpu, "seconds": commands * RTT_MS / 1000 + cpu}
 
 
-def report(results: dict[str, dict[str, Any]], rows: dict[str, dict[str, Any]], args: argparse.Namespace,
-           command: str) -> str:
+def report(
+    results: dict[str, dict[str, Any]], rows: dict[str, dict[str, Any]], args: argparse.Namespace, command: str
+) -> str:
     info = machine_info()
     lines = [
         "## Scale: a scheduled run over many workspaces, before and after arrival-order delivery (`bench/scale.py`)",
         "",
         f"Command: `{command}` ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC); machine: {info['cpu']}; {info['python']}.",
-        (f"Data: {args.workspaces:,} active workspaces (two chats each; one has {args.big_chats:,} chats), "
-        f"{args.exporting} of them with {args.messages} new messages each (the big one's in 3 of its chats). "
-        "Servers: mongoeco (pure Python, its own process on the same cores) and aiosmtpd (STARTTLS + AUTH, its own "
-        f"process). \"before\" is the package at `{args.before_ref}`, unpacked with `git archive`; \"after\" is this tree. "
-        "Each run is one fresh `run_export` process: commands and documents are counted with a pymongo "
-        "CommandListener; our CPU (`time.process_time()`) is taken from the same run repeated without the listener "
-        "(its events cost ~0.25 ms of CPU per command; production has none)"
-        + ("." if args.before_quiet or args.skip_before else
-           "; for \"before\" (minutes per run on mongoeco) from the counting run, listener included.")),
+        (
+            f"Data: {args.workspaces:,} active workspaces (two chats each; one has {args.big_chats:,} chats), "
+            f"{args.exporting} of them with {args.messages} new messages each (the big one's in 3 of its chats). "
+            "Servers: mongoeco (pure Python, its own process on the same cores) and aiosmtpd (STARTTLS + AUTH, its own "
+            f'process). "before" is the package at `{args.before_ref}`, unpacked with `git archive`; "after" is this tree. '
+            "Each run is one fresh `run_export` process: commands and documents are counted with a pymongo "
+            "CommandListener; our CPU (`time.process_time()`) is taken from the same run repeated without the listener "
+            "(its events cost ~0.25 ms of CPU per command; production has none)"
+            + (
+                "."
+                if args.before_quiet or args.skip_before
+                else '; for "before" (minutes per run on mongoeco) from the counting run, listener included.'
+            )
+        ),
         "",
         "| | before | after |",
         "|---|---:|---:|",
@@ -441,8 +499,13 @@ def report(results: dict[str, dict[str, Any]], rows: dict[str, dict[str, Any]], 
         return value if label in results else "—"
 
     def row(title: str, getter: Any) -> None:
-        lines.append(f"| {title} | " + " | ".join(cell(label, getter(results[label])) if label in results else "—"
-                                             for label in ("before", "after")) + " |")
+        lines.append(
+            f"| {title} | "
+            + " | ".join(
+                cell(label, getter(results[label])) if label in results else "—" for label in ("before", "after")
+            )
+            + " |"
+        )
 
     row("wall time of the measured run (mongoeco)", lambda r: f"{r['busy']['wall']:.1f} s")
     row("MongoDB commands, measured run", lambda r: f"{r['busy']['commands']:,}")
@@ -450,47 +513,83 @@ def report(results: dict[str, dict[str, Any]], rows: dict[str, dict[str, Any]], 
     row("documents read, measured run", lambda r: f"{r['busy']['documents']:,}")
     row("our CPU, whole measured run", lambda r: f"{r['cpu_run']['cpu']:.2f} s")
     row("our CPU, run with nothing new", lambda r: f"{r['idle_cpu_run']['cpu']:.2f} s")
-    row("our CPU per exporting workspace (median, inside its export)",
-        lambda r: f"{statistics.median(r['cpu_run']['cpu_exporting']) * 1000:.1f} ms")
-    row("the same with the command listener on (the counting run)",
-        lambda r: f"{statistics.median(r['busy']['cpu_exporting']) * 1000:.1f} ms")
-    row("for scale: our CPU for one `ping` round trip, same process, after the run",
-        lambda r: f"{r['cpu_run']['ping_cpu'] * 1000:.2f} ms")
-    row("MongoDB commands per workspace of the measured run",
-        lambda r: f"{r['busy']['commands'] / args.workspaces:.2f}")
+    row(
+        "our CPU per exporting workspace (median, inside its export)",
+        lambda r: f"{statistics.median(r['cpu_run']['cpu_exporting']) * 1000:.1f} ms",
+    )
+    row(
+        "the same with the command listener on (the counting run)",
+        lambda r: f"{statistics.median(r['busy']['cpu_exporting']) * 1000:.1f} ms",
+    )
+    row(
+        "for scale: our CPU for one `ping` round trip, same process, after the run",
+        lambda r: f"{r['cpu_run']['ping_cpu'] * 1000:.2f} ms",
+    )
+    row(
+        "MongoDB commands per workspace of the measured run", lambda r: f"{r['busy']['commands'] / args.workspaces:.2f}"
+    )
     for label in ("before", "after"):
         if label in results:
             results[label]["projection"] = projection(results[label], args.workspaces, args.project)
-    row(f"projected run, {args.project:,} workspaces ({args.exporting / args.workspaces:.0%} exporting) on a real "
+    row(
+        f"projected run, {args.project:,} workspaces ({args.exporting / args.workspaces:.0%} exporting) on a real "
         f"MongoDB at {RTT_MS} ms round trips",
-        lambda r: f"{r['projection']['seconds']:.1f} s ({r['projection']['commands']:,.0f} commands, "
-                  f"{r['projection']['cpu']:.1f} s CPU)")
+        lambda r: (
+            f"{r['projection']['seconds']:.1f} s ({r['projection']['commands']:,.0f} commands, "
+            f"{r['projection']['cpu']:.1f} s CPU)"
+        ),
+    )
     lines.append("")
-    lines.append("Projection: the measured run's commands × the round trip + its measured CPU (our process), both scaled "
-                 "linearly to the projected number of workspaces with the same share exporting (for \"after\" an upper "
-                 "bound: its fixed commands do not grow); MongoDB's own query time and the SMTP server's time are not "
-                 "in it.")
+    lines.append(
+        "Projection: the measured run's commands × the round trip + its measured CPU (our process), both scaled "
+        'linearly to the projected number of workspaces with the same share exporting (for "after" an upper '
+        "bound: its fixed commands do not grow); MongoDB's own query time and the SMTP server's time are not "
+        "in it."
+    )
     if rows:
         labels = [label for label in ("before", "after") if label in rows]
-        lines += ["", "100,000-row single-workspace export as a scheduled run writes it (`bench/run.py --child "
-                  "scheduled`: rows.py → the template writer, or the openpyxl writer in a tree without one), "
-                  f"alternating, {len(rows['after']['seconds'])} rounds, fresh process each"
-                  + (f"; instructions per row with callgrind, the difference between a {INSTRUCTION_ROWS[0]:,}- and "
-                     f"a {INSTRUCTION_ROWS[1]:,}-row export (independent of this shared machine's load)"
-                     if "instructions_per_row" in rows["after"] else "") + ":",
-                  "", "| | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
-        lines.append("| wall seconds (median) | " + " | ".join(f"{statistics.median(rows[label]['seconds']):.2f}"
-                                                            for label in labels) + " |")
-        lines.append("| CPU seconds (median) | " + " | ".join(f"{statistics.median(rows[label]['cpu']):.2f}"
-                                                           for label in labels) + " |")
+        lines += [
+            "",
+            "100,000-row single-workspace export as a scheduled run writes it (`bench/run.py --child "
+            "scheduled`: rows.py → the template writer, or the openpyxl writer in a tree without one), "
+            f"alternating, {len(rows['after']['seconds'])} rounds, fresh process each"
+            + (
+                f"; instructions per row with callgrind, the difference between a {INSTRUCTION_ROWS[0]:,}- and "
+                f"a {INSTRUCTION_ROWS[1]:,}-row export (independent of this shared machine's load)"
+                if "instructions_per_row" in rows["after"]
+                else ""
+            )
+            + ":",
+            "",
+            "| | " + " | ".join(labels) + " |",
+            "|---|" + "---:|" * len(labels),
+        ]
+        lines.append(
+            "| wall seconds (median) | "
+            + " | ".join(f"{statistics.median(rows[label]['seconds']):.2f}" for label in labels)
+            + " |"
+        )
+        lines.append(
+            "| CPU seconds (median) | "
+            + " | ".join(f"{statistics.median(rows[label]['cpu']):.2f}" for label in labels)
+            + " |"
+        )
         if all("instructions_per_row" in rows[label] for label in labels):
-            lines.append("| instructions per row | " + " | ".join(f"{rows[label]['instructions_per_row']:,.0f}"
-                                                               for label in labels) + " |")
+            lines.append(
+                "| instructions per row | "
+                + " | ".join(f"{rows[label]['instructions_per_row']:,.0f}" for label in labels)
+                + " |"
+            )
     if "after" in results and results["after"]["cpu_run"].get("breakdown"):
         busy = results["after"]["cpu_run"]
-        lines += ["", "Where \"after\"'s CPU per exporting workspace goes (the delivering thread's CPU, mean over the "
-                  "run without the listener; nested steps are counted in both, `find` without iterating its cursor):",
-                  "", "| step | ms |", "|---|---:|"]
+        lines += [
+            "",
+            "Where \"after\"'s CPU per exporting workspace goes (the delivering thread's CPU, mean over the "
+            "run without the listener; nested steps are counted in both, `find` without iterating its cursor):",
+            "",
+            "| step | ms |",
+            "|---|---:|",
+        ]
         lines.append(f"| whole delivery | {statistics.mean(busy['thread_exporting']) * 1000:.2f} |")
         for label, seconds in sorted(busy["breakdown"].items(), key=lambda item: -item[1]):
             lines.append(f"| {label} | {seconds / busy['completed'] * 1000:.2f} |")
@@ -498,26 +597,34 @@ def report(results: dict[str, dict[str, Any]], rows: dict[str, dict[str, Any]], 
         after = results["after"]
         median_ms = statistics.median(after["cpu_run"]["cpu_exporting"]) * 1000
         lines += ["", "Targets (issue 10):", ""]
-        lines.append(f"- projected {args.project:,}-workspace run: **{after['projection']['seconds']:.1f} s** "
-                     f"(target < 60 s: {'met' if after['projection']['seconds'] < 60 else 'NOT met'})")
+        lines.append(
+            f"- projected {args.project:,}-workspace run: **{after['projection']['seconds']:.1f} s** "
+            f"(target < 60 s: {'met' if after['projection']['seconds'] < 60 else 'NOT met'})"
+        )
         ping_ms = after["cpu_run"]["ping_cpu"] * 1000
         runs = ", ".join(f"{seconds * 1000:.1f}" for seconds in after["cpu_run"].get("run_medians", []))
-        lines.append(f"- our CPU per exporting workspace: **{median_ms:.1f} ms** "
-                     f"(target ≤ 10 ms: {'met' if median_ms <= 10 else 'NOT met'}), the median run of "
-                     f"{args.cpu_runs} (their medians: {runs} ms); the CPU of "
-                     f"{median_ms / ping_ms:.0f} `ping` round trips on this machine at that moment ({ping_ms:.2f} ms each)")
+        lines.append(
+            f"- our CPU per exporting workspace: **{median_ms:.1f} ms** "
+            f"(target ≤ 10 ms: {'met' if median_ms <= 10 else 'NOT met'}), the median run of "
+            f"{args.cpu_runs} (their medians: {runs} ms); the CPU of "
+            f"{median_ms / ping_ms:.0f} `ping` round trips on this machine at that moment ({ping_ms:.2f} ms each)"
+        )
         fixed = after["idle"]["commands"]
         per = (after["busy"]["commands"] - fixed) / args.exporting
-        lines.append(f"- MongoDB commands: {fixed} for a run over {args.workspaces:,} workspaces with nothing new, "
-                     f"+ **{per:.1f}** per exporting workspace (target ≤ a small constant + 8 per exporting workspace: "
-                     f"{'met' if per <= 8 else 'NOT met'})")
+        lines.append(
+            f"- MongoDB commands: {fixed} for a run over {args.workspaces:,} workspaces with nothing new, "
+            f"+ **{per:.1f}** per exporting workspace (target ≤ a small constant + 8 per exporting workspace: "
+            f"{'met' if per <= 8 else 'NOT met'})"
+        )
         if "before" in rows and "after" in rows:
             ratio = statistics.median(rows["after"]["cpu"]) / statistics.median(rows["before"]["cpu"])
             line = f"- 100k rows after / before, CPU seconds: **{ratio:.2f}**"
             if "instructions_per_row" in rows["after"] and "instructions_per_row" in rows["before"]:
                 per_row = rows["after"]["instructions_per_row"] / rows["before"]["instructions_per_row"]
-                line += (f"; instructions per row: **{per_row:.2f}** (target ≤ 1.0: "
-                         f"{'met' if per_row <= 1.0 else 'NOT met'})")
+                line += (
+                    f"; instructions per row: **{per_row:.2f}** (target ≤ 1.0: "
+                    f"{'met' if per_row <= 1.0 else 'NOT met'})"
+                )
             lines.append(line + "; wall and CPU seconds vary ±20% from run to run on this machine")
     return "\n".join(lines) + "\n"
 
@@ -531,15 +638,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--project", type=int, default=10_000, help="workspaces of the projected run")
     parser.add_argument("--before-ref", default=BEFORE_REF)
     parser.add_argument("--skip-before", action="store_true")
-    parser.add_argument("--before-quiet", action="store_true",
-                        help="measure the old algorithm's CPU without the listener too (adds ~10 minutes)")
+    parser.add_argument(
+        "--before-quiet",
+        action="store_true",
+        help="measure the old algorithm's CPU without the listener too (adds ~10 minutes)",
+    )
     parser.add_argument("--skip-rows", action="store_true", help="skip the 100k-row comparison")
-    parser.add_argument("--cpu-runs", type=int, default=3,
-                        help="quiet runs for our CPU; the one with the median CPU per exporting workspace is reported")
+    parser.add_argument(
+        "--cpu-runs",
+        type=int,
+        default=3,
+        help="quiet runs for our CPU; the one with the median CPU per exporting workspace is reported",
+    )
     parser.add_argument("--rounds", type=int, default=5, help="rounds of the 100k-row comparison")
-    parser.add_argument("--skip-instructions", action="store_true",
-                        help="skip the instruction count of the row comparison (callgrind, ~4 minutes; "
-                             "also skipped without valgrind)")
+    parser.add_argument(
+        "--skip-instructions",
+        action="store_true",
+        help="skip the instruction count of the row comparison (callgrind, ~4 minutes; also skipped without valgrind)",
+    )
     parser.add_argument("--no-results", action="store_true", help=f"print only, do not update {RESULTS}")
     args = parser.parse_args(argv)
     command = "python bench/scale.py" + ("" if argv is None and len(sys.argv) == 1 else " " + " ".join(sys.argv[1:]))

@@ -32,9 +32,12 @@ class Layout:
 
         self.old_workbook = aged_file(acme / "acme_whatsapp_messages_2026-01-01_10-00.xlsx", 10, b"x" * 1000)
         self.old_workbook_seq = aged_file(acme / "acme_whatsapp_messages_2026-01-01_10-00_2.xlsx", 9, b"x" * 500)
-        self.stale_temp = aged_file(acme / ".acme_whatsapp_messages_2026-01-02_10-00.xlsx.0a1b2c3d4e5f.tmp", 2, b"x" * 30)
+        self.stale_temp = aged_file(
+            acme / ".acme_whatsapp_messages_2026-01-02_10-00.xlsx.0a1b2c3d4e5f.tmp", 2, b"x" * 30
+        )
         self.stale_sheet_temp = aged_file(
-            acme / ".acme_whatsapp_messages_2026-01-02_10-00.xlsx.0a1b2c3d4e5f.sheet0.tmp", 2, b"x" * 20)
+            acme / ".acme_whatsapp_messages_2026-01-02_10-00.xlsx.0a1b2c3d4e5f.sheet0.tmp", 2, b"x" * 20
+        )
         self.tech_old = aged_file(tech / "tech_whatsapp_messages_2026-01-03_08-15.xlsx", 30, b"x" * 700)
         self.delete = [self.old_workbook, self.old_workbook_seq, self.stale_temp, self.stale_sheet_temp, self.tech_old]
 

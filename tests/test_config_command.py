@@ -51,8 +51,13 @@ def _nobody_connected(server: socket.socket) -> bool:
 def _env(make_env: Any, listener: socket.socket, **overrides: Any) -> dict[str, str]:
     port = listener.getsockname()[1]
     uri = f"mongodb://exporter:{quote(MONGO_SECRET, safe='')}@127.0.0.1:{port}/platform?authSource=admin"
-    defaults = {"MONGODB_URI": uri, "MONGODB_DATABASE": None, "SMTP_SERVER": "127.0.0.1", "SMTP_PORT": str(port),
-                "SMTP_PASSWORD": SMTP_SECRET}
+    defaults = {
+        "MONGODB_URI": uri,
+        "MONGODB_DATABASE": None,
+        "SMTP_SERVER": "127.0.0.1",
+        "SMTP_PORT": str(port),
+        "SMTP_PASSWORD": SMTP_SECRET,
+    }
     return make_env(**{**defaults, **overrides})
 
 
@@ -71,8 +76,13 @@ def test_valid_configuration_with_sources_and_masked_secrets(make_env, listener,
     assert document["ok"] is True and document["problems"] == [] and document["env_file"] == str(env_file)
     settings = _by_variable(document)
     assert list(settings) == setting_variables()
-    assert settings["EXPORT_TIMEZONE"] == {"variable": "EXPORT_TIMEZONE", "value": "Asia/Kolkata",
-                                           "source": f".env file {env_file}", "valid": True, "problem": None}
+    assert settings["EXPORT_TIMEZONE"] == {
+        "variable": "EXPORT_TIMEZONE",
+        "value": "Asia/Kolkata",
+        "source": f".env file {env_file}",
+        "valid": True,
+        "problem": None,
+    }
     assert settings["EXPORT_LAG_SECONDS"]["source"] == "environment" and settings["EXPORT_LAG_SECONDS"]["value"] == "30"
     assert settings["EXPORT_INTERVAL_MINUTES"]["source"] == "default"
     assert settings["EXPORT_INTERVAL_MINUTES"]["value"] == "15"
@@ -112,8 +122,14 @@ def test_every_invalid_value_is_listed_and_exits_2(make_env, listener, tmp_path)
     document = parse_json(result)
     assert document["ok"] is False and document["exit_code"] == 2
     invalid = [problem["variable"] for problem in document["problems"]]
-    assert invalid == ["SMTP_PORT", "SMTP_SECURITY", "EXPORT_TIMEZONE", "EXPORT_LAG_SECONDS",
-                       f"WORKSPACE_{WORKSPACE}_EMAIL", malformed]
+    assert invalid == [
+        "SMTP_PORT",
+        "SMTP_SECURITY",
+        "EXPORT_TIMEZONE",
+        "EXPORT_LAG_SECONDS",
+        f"WORKSPACE_{WORKSPACE}_EMAIL",
+        malformed,
+    ]
     assert document["unknown_variables"] == ["EXPORT_TIMEZON"]
     settings = _by_variable(document)
     assert settings["SMTP_PORT"]["value"] == "five-eight-seven" and settings["SMTP_PORT"]["valid"] is False
@@ -126,8 +142,9 @@ def test_every_invalid_value_is_listed_and_exits_2(make_env, listener, tmp_path)
     assert "WARNING EXPORT_TIMEZON is not a wa-export setting" in plain.stdout
     # stderr: the near-miss warning every command gives, then the one sentence.
     warning, sentence = plain.stderr.strip().splitlines()
-    assert warning == ("wa-export: warning: EXPORT_TIMEZON is not a wa-export setting and is ignored; "
-                       "did you mean EXPORT_TIMEZONE?")
+    assert warning == (
+        "wa-export: warning: EXPORT_TIMEZON is not a wa-export setting and is ignored; did you mean EXPORT_TIMEZONE?"
+    )
     assert sentence.startswith("wa-export: 6 settings are invalid (SMTP_PORT, SMTP_SECURITY, EXPORT_TIMEZONE")
     # A run stops on the first one, says how many more there are and where to see them.
     run = run_wa_export(["export"], env, tmp_path)

@@ -54,8 +54,13 @@ def test_srv_uri_database_and_password_without_dns(dns_down: list[Any], monkeypa
 def test_database_precedence(dns_down: list[Any], monkeypatch, tmp_path) -> None:
     explicit = _load(monkeypatch, tmp_path, MONGODB_URI=SRV_URI, MONGODB_DATABASE="other")
     assert explicit.mongodb_database == "other"
-    assert _load(monkeypatch, tmp_path, MONGODB_URI="mongodb+srv://cluster0.example.test").mongodb_database == "whatsapp"
-    assert _load(monkeypatch, tmp_path, MONGODB_URI="mongodb://h1:27017,h2:27017/%6Dy_db?replicaSet=rs0").mongodb_database == "my_db"
+    assert (
+        _load(monkeypatch, tmp_path, MONGODB_URI="mongodb+srv://cluster0.example.test").mongodb_database == "whatsapp"
+    )
+    assert (
+        _load(monkeypatch, tmp_path, MONGODB_URI="mongodb://h1:27017,h2:27017/%6Dy_db?replicaSet=rs0").mongodb_database
+        == "my_db"
+    )
     assert _load(monkeypatch, tmp_path, MONGODB_URI="mongodb://127.0.0.1/?tls=true").mongodb_database == "whatsapp"
     assert _load(monkeypatch, tmp_path, MONGODB_URI="mongodb://127.0.0.1/db.collection").mongodb_database == "db"
     assert dns_down == []

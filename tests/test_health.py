@@ -28,17 +28,38 @@ from wa_export.commands.health import (
 )
 from wa_export.settings import Settings, load_settings
 
-ALL_CHECKS = ["mongodb", "smtp_settings", "export_dir", "workspace_addresses", "duplicate_workspaces", "export_folders",
-              "indexes", "arrival_order", "scheduled_runs", "failed_exports", "possible_duplicates"]
-INDEX_COMMANDS = ["db.chats.createIndex({ workspace_id: 1 })", "db.messages.createIndex({ chat_id: 1, _id: 1 })",
-                  "db.messages.createIndex({ chat_id: 1, timestamp: 1 })"]
+ALL_CHECKS = [
+    "mongodb",
+    "smtp_settings",
+    "export_dir",
+    "workspace_addresses",
+    "duplicate_workspaces",
+    "export_folders",
+    "indexes",
+    "arrival_order",
+    "scheduled_runs",
+    "failed_exports",
+    "possible_duplicates",
+]
+INDEX_COMMANDS = [
+    "db.chats.createIndex({ workspace_id: 1 })",
+    "db.messages.createIndex({ chat_id: 1, _id: 1 })",
+    "db.messages.createIndex({ chat_id: 1, timestamp: 1 })",
+]
 
 
 def _scheduled_run_event(db: Any, minutes_ago: float, trigger: str = "scheduled") -> None:
     """The summary event the exporter writes at the end of each run (the fields health relies on)."""
-    db.system_logs.insert_one({"event_type": "success", "message": "run", "service": "excel_export_scheduler",
-                               "kind": "export_run", "trigger": trigger,
-                               "timestamp": utcnow() - timedelta(minutes=minutes_ago)})
+    db.system_logs.insert_one(
+        {
+            "event_type": "success",
+            "message": "run",
+            "service": "excel_export_scheduler",
+            "kind": "export_run",
+            "trigger": trigger,
+            "timestamp": utcnow() - timedelta(minutes=minutes_ago),
+        }
+    )
 
 
 def _healthy(db: Any, make_env: Any, cli: Any, *, real_run: bool = False, **overrides: Any) -> dict[str, str]:
@@ -50,8 +71,9 @@ def _healthy(db: Any, make_env: Any, cli: Any, *, real_run: bool = False, **over
     tech = add_workspace(db, "Tech Startup")
     add_workspace(db, "Old Tenant", status="inactive")  # inactive: needs no address
     add_messages(db, add_chat(db, acme), [{"content": "hi", "timestamp": utcnow() - timedelta(minutes=3)}])
-    env = make_env(**{f"WORKSPACE_{acme}_EMAIL": "ops@acme.test", f"WORKSPACE_{tech}_EMAIL": "it@tech.test"},
-                   **overrides)
+    env = make_env(
+        **{f"WORKSPACE_{acme}_EMAIL": "ops@acme.test", f"WORKSPACE_{tech}_EMAIL": "it@tech.test"}, **overrides
+    )
     if real_run:  # the real `wa-export export` writes the scheduled-run event
         exported = cli(["export"], env=env)
         assert exported.returncode == 0, exported.stdout + exported.stderr
@@ -106,7 +128,8 @@ def test_all_ok_on_a_healthy_setup(mongo_db, make_env, cli, tmp_path):
     assert list(checks) == ["mongodb", "smtp_settings", "smtp_login", *ALL_CHECKS[2:]]
     expected_dir = "ok" if _disk_is_roomy(tmp_path) else "warning"  # a nearly full disk is a warning
     assert {name: c["status"] for name, c in checks.items()} == {
-        **{name: "ok" for name in checks}, "export_dir": expected_dir,
+        **{name: "ok" for name in checks},
+        "export_dir": expected_dir,
     }, document
     assert document["exit_code"] == 0 and document["recorded"] is True
     assert "can be created" in checks["export_dir"]["reason"]
@@ -149,8 +172,7 @@ def test_every_failure_has_its_line(mongo_db, make_env, cli, tmp_path):
 
 
 def test_unreachable_mongodb_fails_and_still_checks_the_rest(make_env, cli):
-    env = make_env(MONGODB_URI=f"mongodb://127.0.0.1:{free_port()}/?directConnection=true",
-                   MONGODB_TIMEOUT_SECONDS="1")
+    env = make_env(MONGODB_URI=f"mongodb://127.0.0.1:{free_port()}/?directConnection=true", MONGODB_TIMEOUT_SECONDS="1")
     result = cli(["health"], env=env)
     assert result.returncode == 1, result.stdout + result.stderr  # a failed check, like the others
     mongo = _line(result.stdout, "mongodb")
@@ -255,9 +277,13 @@ def test_failed_exports_in_the_last_day(mongo_db, make_env, cli, tmp_path):
     now = utcnow()
 
     def log(workspace_id: str, name: str, status: str, minutes_ago: float) -> dict[str, Any]:
-        return {"workspace_id": workspace_id, "workspace_name": name, "status": status,
-                "created_at": now - timedelta(minutes=minutes_ago),
-                "error_message": "SMTP said no" if status == "failed" else None}
+        return {
+            "workspace_id": workspace_id,
+            "workspace_name": name,
+            "status": status,
+            "created_at": now - timedelta(minutes=minutes_ago),
+            "error_message": "SMTP said no" if status == "failed" else None,
+        }
 
     mongo_db.export_logs.insert_many(
         [

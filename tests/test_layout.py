@@ -12,8 +12,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "wa_export"
 MODULES = sorted(
-    ".".join(path.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__")
-    for path in PACKAGE.rglob("*.py")
+    ".".join(path.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__") for path in PACKAGE.rglob("*.py")
 )
 
 
@@ -26,7 +25,9 @@ def _imports_of(module: str) -> set[str]:
     for node in tree.body:
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             continue  # typing-only imports never run
-        for child in ast.walk(node) if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) else ():
+        for child in (
+            ast.walk(node) if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) else ()
+        ):
             if isinstance(child, ast.ImportFrom) and child.module and child.module.startswith("wa_export"):
                 for alias in child.names:
                     candidate = f"{child.module}.{alias.name}"
@@ -44,7 +45,7 @@ def test_no_import_cycles() -> None:
     def visit(module: str) -> None:
         if module in done:
             return
-        assert module not in visiting, "import cycle: " + " -> ".join([*visiting[visiting.index(module):], module])
+        assert module not in visiting, "import cycle: " + " -> ".join([*visiting[visiting.index(module) :], module])
         visiting.append(module)
         for imported in sorted(graph[module]):
             visit(imported)

@@ -40,14 +40,24 @@ def _clock(state: Collection[dict[str, Any]]) -> DatabaseClock:
     return DatabaseClock(state.database.client.admin.command("hello")["localTime"].replace(tzinfo=UTC))
 
 
-def _acquire(state: Collection[dict[str, Any]], workspace_id: str, owner: str, duration: timedelta = LONG,
-             first: FirstCursor | None = None) -> Lease | None:
+def _acquire(
+    state: Collection[dict[str, Any]],
+    workspace_id: str,
+    owner: str,
+    duration: timedelta = LONG,
+    first: FirstCursor | None = None,
+) -> Lease | None:
     # The collection's database stands in for the Store: acquire_lease only reaches its `export_state`.
     return acquire_lease(state.database, workspace_id, owner, duration, _clock(state), first)
 
 
-def _take(state: Collection[dict[str, Any]], workspace_id: str, owner: str, duration: timedelta = LONG,
-          first: FirstCursor | None = None) -> Lease:
+def _take(
+    state: Collection[dict[str, Any]],
+    workspace_id: str,
+    owner: str,
+    duration: timedelta = LONG,
+    first: FirstCursor | None = None,
+) -> Lease:
     lease = _acquire(state, workspace_id, owner, duration, first)
     assert lease is not None, f"{owner} could not take the lease on {workspace_id}"
     return lease
@@ -138,7 +148,9 @@ def test_a_stale_owner_can_neither_renew_nor_move_the_cursor_nor_release(state):
 
 def test_the_cursor_only_moves_from_the_value_the_owner_read(state):
     workspace_id = _new_workspace()
-    lease = _take(state, workspace_id, "run-a", first=FirstCursor(KEY.at(utc_now() - timedelta(hours=1)), "first_interval"))
+    lease = _take(
+        state, workspace_id, "run-a", first=FirstCursor(KEY.at(utc_now() - timedelta(hours=1)), "first_interval")
+    )
     moved = KEY.at(utc_now() - timedelta(minutes=1))
     state.update_one({"_id": workspace_id}, {"$set": {"cursor": moved}})  # someone else moved it
     with pytest.raises(LeaseLost):

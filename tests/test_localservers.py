@@ -45,9 +45,7 @@ def test_mongo_ping_and_round_trip(mongo_db: Database[dict[str, Any]]) -> None:
 def test_mongo_kill_and_restart_keeps_data_and_port(tmp_path: Path) -> None:
     with LocalMongoServer(data_path=tmp_path / "db.sqlite3") as server:
         port, first_pid = server.port, server.pid
-        client: MongoClient[dict[str, Any]] = MongoClient(
-            server.uri, serverSelectionTimeoutMS=5000
-        )
+        client: MongoClient[dict[str, Any]] = MongoClient(server.uri, serverSelectionTimeoutMS=5000)
         try:
             client.t.c.insert_one({"_id": 1, "v": "kept"})
             server.kill()
@@ -135,9 +133,7 @@ def test_smtp_refused_recipient_gets_550() -> None:
         with pytest.raises(smtplib.SMTPRecipientsRefused) as excinfo:
             client.sendmail("a@wa-export.test", ["nobody@wa-export.test"], MESSAGE)
         assert excinfo.value.recipients["nobody@wa-export.test"][0] == 550
-        refused = client.sendmail(
-            "a@wa-export.test", ["b@wa-export.test", "nobody@wa-export.test"], MESSAGE
-        )
+        refused = client.sendmail("a@wa-export.test", ["b@wa-export.test", "nobody@wa-export.test"], MESSAGE)
         assert refused["nobody@wa-export.test"][0] == 550
         [captured] = refusing.wait_for_messages(1)
         assert captured.rcpt_tos == ["b@wa-export.test"]
@@ -160,9 +156,7 @@ def test_smtp_implicit_tls_and_plain_modes(tls: str) -> None:
     with LocalSmtpServer(tls=tls) as server:  # type: ignore[arg-type]
         client: smtplib.SMTP
         if tls == "ssl":
-            client = smtplib.SMTP_SSL(
-                server.host, server.port, context=server.client_ssl_context(), timeout=10
-            )
+            client = smtplib.SMTP_SSL(server.host, server.port, context=server.client_ssl_context(), timeout=10)
         else:
             client = smtplib.SMTP(server.host, server.port, timeout=10)
         with client:
@@ -195,9 +189,7 @@ def test_smtp_wait_for_messages_times_out(smtp_server: LocalSmtpServer) -> None:
 def test_smtp_stop_leaves_no_thread_even_with_idle_client() -> None:
     before = set(threading.enumerate())
     server = LocalSmtpServer(tls="ssl").start()
-    idle = smtplib.SMTP_SSL(
-        server.host, server.port, context=server.client_ssl_context(), timeout=10
-    )
+    idle = smtplib.SMTP_SSL(server.host, server.port, context=server.client_ssl_context(), timeout=10)
     try:
         server.stop()
         server.stop()  # idempotent

@@ -57,8 +57,11 @@ def test_export_adopts_the_original_folder_and_cleanup_deletes_only_its_old_work
 
     acme = add_workspace(mongo_db, "Acme Corp")
     add_workspace(mongo_db, "ACME corp", status="inactive")  # inactive: does not contest the folder
-    add_messages(mongo_db, add_chat(mongo_db, acme), [{"content": "after the switch",
-                                                       "timestamp": utcnow() - timedelta(minutes=3)}])
+    add_messages(
+        mongo_db,
+        add_chat(mongo_db, acme),
+        [{"content": "after the switch", "timestamp": utcnow() - timedelta(minutes=3)}],
+    )
     env = make_env(EXPORT_DIR=str(export_dir), **{f"WORKSPACE_{acme}_EMAIL": "ops@acme.test"})
 
     exported = cli(["export", "--json"], env=env)
@@ -94,10 +97,13 @@ def test_two_active_workspaces_with_the_folders_slug_adopt_nothing_and_health_na
     second = add_workspace(mongo_db, "ACME  corp!")
     moment = utcnow() - timedelta(minutes=3)
     for workspace_id in (first, second):
-        add_messages(mongo_db, add_chat(mongo_db, workspace_id), [{"content": f"for {workspace_id}",
-                                                                   "timestamp": moment}])
-    env = make_env(EXPORT_DIR=str(export_dir), **{f"WORKSPACE_{first}_EMAIL": "one@acme.test",
-                                                  f"WORKSPACE_{second}_EMAIL": "two@acme.test"})
+        add_messages(
+            mongo_db, add_chat(mongo_db, workspace_id), [{"content": f"for {workspace_id}", "timestamp": moment}]
+        )
+    env = make_env(
+        EXPORT_DIR=str(export_dir),
+        **{f"WORKSPACE_{first}_EMAIL": "one@acme.test", f"WORKSPACE_{second}_EMAIL": "two@acme.test"},
+    )
 
     # Two worker processes, one workspace each: each must still know the other has the slug.
     exported = cli_process(["export", "--workers", "2", "--json"], env=env)
@@ -117,8 +123,10 @@ def test_two_active_workspaces_with_the_folders_slug_adopt_nothing_and_health_na
     for needed in (str(folder), str(first), str(second), "Acme Corp", "ACME  corp!", FOLDER_MARKER):
         assert needed in check["reason"], needed
     assert check["details"]["contested"] == [
-        {"folder": str(folder), "workspaces": [{"id": str(first), "name": "Acme Corp"},
-                                               {"id": str(second), "name": "ACME  corp!"}]}
+        {
+            "folder": str(folder),
+            "workspaces": [{"id": str(first), "name": "Acme Corp"}, {"id": str(second), "name": "ACME  corp!"}],
+        }
     ]
     plain = cli(["health"], env=env)
     [line] = [line for line in plain.stdout.splitlines() if " export_folders: " in line]

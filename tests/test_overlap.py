@@ -27,7 +27,8 @@ from wa_export.store.connection import Store
 
 
 def test_an_earlier_run_reaching_a_workspace_a_later_run_delivered_sends_nothing_and_keeps_the_cursor(
-        mongo_db, make_env, tmp_path, monkeypatch, smtp_server):
+    mongo_db, make_env, tmp_path, monkeypatch, smtp_server
+):
     workspace_id = add_workspace(mongo_db, "Raced")
     chat_id = add_chat(mongo_db, workspace_id)
     add_messages(mongo_db, chat_id, [{"content": "first", "timestamp": utcnow() - timedelta(seconds=10)}])
@@ -37,8 +38,15 @@ def test_an_earlier_run_reaching_a_workspace_a_later_run_delivered_sends_nothing
     store = Store(client, settings)
     try:
         # The earlier run plans (its clock starts now) and then waits, e.g. on a slow SMTP server.
-        earlier = RunContext(settings, store, ExportRequest(), "earlier-run", DatabaseClock(store.database_now()),
-                             ArrivalKey(), MailSession(settings))
+        earlier = RunContext(
+            settings,
+            store,
+            ExportRequest(),
+            "earlier-run",
+            DatabaseClock(store.database_now()),
+            ArrivalKey(),
+            MailSession(settings),
+        )
         [item] = make_plan(earlier, store.workspaces_by_id([str(workspace_id)])).work
         time.sleep(3)
         add_messages(mongo_db, chat_id, [{"content": "second", "timestamp": utcnow()}])

@@ -49,9 +49,14 @@ def test_auth_forms_are_what_smtplib_sends() -> None:
 
 def test_settings_secrets_include_the_auth_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    settings = load_settings(environ={"SMTP_SERVER": "127.0.0.1", "SMTP_USERNAME": "wa-export",
-                                      "SMTP_PASSWORD": "Pw-1234567",
-                                      "SMTP_FROM": "exports@example.com"})
+    settings = load_settings(
+        environ={
+            "SMTP_SERVER": "127.0.0.1",
+            "SMTP_USERNAME": "wa-export",
+            "SMTP_PASSWORD": "Pw-1234567",
+            "SMTP_FROM": "exports@example.com",
+        }
+    )
     blob = _b64("\0wa-export\0Pw-1234567")
     reply = f"535 5.7.8 Authentication failed for {blob} / {blob.rstrip('=')} / {_b64('Pw-1234567')}"
     assert redact(reply, settings.secrets()) == "535 5.7.8 Authentication failed for *** / *** / ***"

@@ -177,7 +177,12 @@ def test_stats_says_one_of_a_thing_in_the_singular(mongo_db, make_env, cli):
     now = utcnow()
     add_messages(mongo_db, add_chat(mongo_db, acme), [{"direction": "incoming", "timestamp": now - timedelta(hours=1)}])
     mongo_db.export_logs.insert_one(
-        {"workspace_id": str(acme), "status": "completed", "message_count": 1, "created_at": now - timedelta(minutes=30)}
+        {
+            "workspace_id": str(acme),
+            "status": "completed",
+            "message_count": 1,
+            "created_at": now - timedelta(minutes=30),
+        }
     )
 
     overview = cli(["stats"], env=make_env())
@@ -219,12 +224,24 @@ def _seed_logs(db: Any, acme: ObjectId, other: ObjectId) -> datetime:
     db.system_logs.insert_many(
         [
             {"event_type": "success", "message": "run one", "timestamp": base, "service": "excel_export_scheduler"},
-            {"event_type": "cleanup", "message": "cleaned", "timestamp": base + timedelta(hours=2),
-             "service": "excel_export_scheduler"},
-            {"event_type": "error", "message": "run two", "timestamp": base + timedelta(hours=1),
-             "service": "excel_export_scheduler"},
-            {"event_type": "success", "message": "not ours", "timestamp": base + timedelta(hours=3),
-             "service": "another_service"},
+            {
+                "event_type": "cleanup",
+                "message": "cleaned",
+                "timestamp": base + timedelta(hours=2),
+                "service": "excel_export_scheduler",
+            },
+            {
+                "event_type": "error",
+                "message": "run two",
+                "timestamp": base + timedelta(hours=1),
+                "service": "excel_export_scheduler",
+            },
+            {
+                "event_type": "success",
+                "message": "not ours",
+                "timestamp": base + timedelta(hours=3),
+                "service": "another_service",
+            },
         ]
     )
     return base
@@ -252,7 +269,9 @@ def test_logs_newest_first_with_filters(mongo_db, make_env, cli):
 
     system = parse_json(cli(["logs", "--system", "--json"], env=env))
     assert [(e["event_type"], e["message"]) for e in system["entries"]] == [
-        ("cleanup", "cleaned"), ("error", "run two"), ("success", "run one"),
+        ("cleanup", "cleaned"),
+        ("error", "run two"),
+        ("success", "run one"),
     ]
 
     human = cli(["logs"], env=env)
@@ -264,7 +283,6 @@ def test_logs_newest_first_with_filters(mongo_db, make_env, cli):
     (failed_line,) = [line for line in human.stdout.splitlines() if "authentication failed" in line]
     assert "03-10" in failed_line and "failed" in failed_line.replace("authentication failed", "")
     assert_plain_lines(cli(["logs", "--system"], env=env).stdout)
-
 
 
 def test_logs_usage_errors(mongo_db, make_env, cli):
@@ -283,8 +301,14 @@ def test_logs_usage_errors(mongo_db, make_env, cli):
 def test_logs_show_a_real_export_run(mongo_db, make_env, cli, smtp_server):
     workspace = add_workspace(mongo_db, "Live Shop")
     chat = add_chat(mongo_db, workspace)
-    add_messages(mongo_db, chat, [{"timestamp": utcnow() - timedelta(minutes=5)}, {"direction": "outgoing",
-                                   "timestamp": utcnow() - timedelta(minutes=4)}])
+    add_messages(
+        mongo_db,
+        chat,
+        [
+            {"timestamp": utcnow() - timedelta(minutes=5)},
+            {"direction": "outgoing", "timestamp": utcnow() - timedelta(minutes=4)},
+        ],
+    )
     env = make_env(**{f"WORKSPACE_{workspace}_EMAIL": "team@live.test"})
     exported = cli(["export"], env=env)
     assert exported.returncode == 0, exported.stdout + exported.stderr

@@ -15,7 +15,16 @@ import pytest
 from seeding import cli_executable
 
 # The heavy libraries a run needs and start-up does not (numpy comes with openpyxl).
-HEAVY_MODULES = ("pymongo", "bson", "openpyxl", "numpy", "yagmail", "prometheus_client", "asyncio", "wa_export.settings")
+HEAVY_MODULES = (
+    "pymongo",
+    "bson",
+    "openpyxl",
+    "numpy",
+    "yagmail",
+    "prometheus_client",
+    "asyncio",
+    "wa_export.settings",
+)
 
 _PROBE = """
 import json, sys

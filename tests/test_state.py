@@ -88,8 +88,14 @@ def _seed_busy_workspace(db: Any, now: datetime) -> dict[str, Any]:
             "updated_at": now - timedelta(minutes=5),
         }
     )
-    return {"workspace": workspace, "neighbour": neighbour, "cursor": cursor, "cursor_time": cursor_time,
-            "oldest": oldest, "in_flight": in_flight}
+    return {
+        "workspace": workspace,
+        "neighbour": neighbour,
+        "cursor": cursor,
+        "cursor_time": cursor_time,
+        "oldest": oldest,
+        "in_flight": in_flight,
+    }
 
 
 def test_state_json_shows_cursor_waiting_lease_failures_duplicate_and_in_flight(mongo_db, make_env, cli):
@@ -144,8 +150,16 @@ def test_state_plain_lines_under_cron_and_a_table_on_a_terminal(mongo_db, make_e
     line = lines[0]
     cursor_local = seeded["cursor_time"].astimezone(KOLKATA).isoformat()
     assert f"cursor={cursor_local}" in line and "+05:30" in line
-    for field in ("cursor_source=export", "waiting=4", "lease=held", "lease_owner=host-b-4242-deadbeef",
-                  "consecutive_failures=3", "oldest_waiting_age_seconds=", "last_possible_duplicate=", "in_flight="):
+    for field in (
+        "cursor_source=export",
+        "waiting=4",
+        "lease=held",
+        "lease_owner=host-b-4242-deadbeef",
+        "consecutive_failures=3",
+        "oldest_waiting_age_seconds=",
+        "last_possible_duplicate=",
+        "in_flight=",
+    ):
         assert field in line, (field, line)
     neighbour_line = next(line for line in plain.stdout.splitlines() if str(seeded["neighbour"]) in line)
     assert "cursor=none" in neighbour_line and "no cursor yet" in neighbour_line and "lease=free" in neighbour_line
@@ -174,19 +188,31 @@ def test_state_lists_workspaces_without_a_cursor_and_v1_watermarks(mongo_db, mak
     legacy_chat = add_chat(mongo_db, legacy)
     add_arrived(mongo_db, legacy_chat, now - timedelta(minutes=50), "before the watermark")
     add_arrived(mongo_db, legacy_chat, now - timedelta(minutes=20), "after the watermark")
-    original = {"export_type": "whatsapp_messages", "status": "completed", "message_count": 3,
-                "email_sent_to": "a@x.test", "file_path": "/old/service.xlsx"}
-    mongo_db.export_logs.insert_many([
-        {**original, "workspace_id": str(migrated), "export_timestamp": original_end},
-        {**original, "workspace_id": str(migrated), "export_timestamp": now - timedelta(hours=5)},
-        {**original, "workspace_id": stale, "export_timestamp": now - timedelta(hours=30)},
-        # entries this tool wrote carry a run_id: they are no original-service position
-        {**original, "workspace_id": ours, "export_timestamp": now - timedelta(hours=1), "run_id": "h-1-ab"},
-        {**original, "workspace_id": str(migrated), "export_timestamp": now - timedelta(minutes=1),
-         "status": "failed"},
-    ])
-    mongo_db.export_state.insert_one({"_id": str(legacy), "watermark": now - timedelta(minutes=30),
-                                      "lease_owner": None, "lease_expires_at": None})
+    original = {
+        "export_type": "whatsapp_messages",
+        "status": "completed",
+        "message_count": 3,
+        "email_sent_to": "a@x.test",
+        "file_path": "/old/service.xlsx",
+    }
+    mongo_db.export_logs.insert_many(
+        [
+            {**original, "workspace_id": str(migrated), "export_timestamp": original_end},
+            {**original, "workspace_id": str(migrated), "export_timestamp": now - timedelta(hours=5)},
+            {**original, "workspace_id": stale, "export_timestamp": now - timedelta(hours=30)},
+            # entries this tool wrote carry a run_id: they are no original-service position
+            {**original, "workspace_id": ours, "export_timestamp": now - timedelta(hours=1), "run_id": "h-1-ab"},
+            {
+                **original,
+                "workspace_id": str(migrated),
+                "export_timestamp": now - timedelta(minutes=1),
+                "status": "failed",
+            },
+        ]
+    )
+    mongo_db.export_state.insert_one(
+        {"_id": str(legacy), "watermark": now - timedelta(minutes=30), "lease_owner": None, "lease_expires_at": None}
+    )
 
     entries = _by_id(_state_json(cli, make_env()))
     assert inactive not in entries  # only active workspaces, unless named
@@ -226,8 +252,9 @@ def test_counts_over_all_workspaces_stop_at_the_cap_and_one_workspace_is_exact(
     chat = add_chat(mongo_db, workspace)
     for minutes in range(5, 0, -1):
         add_arrived(mongo_db, chat, now - timedelta(minutes=minutes), f"m{minutes}")
-    mongo_db.export_state.insert_one({"_id": str(workspace), "cursor": ObjectId.from_datetime(now - timedelta(hours=1)),
-                                      "cursor_source": "export"})
+    mongo_db.export_state.insert_one(
+        {"_id": str(workspace), "cursor": ObjectId.from_datetime(now - timedelta(hours=1)), "cursor_source": "export"}
+    )
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(state_command, "WAITING_COUNT_CAP", 3)
     settings = load_settings(environ=make_env())
@@ -268,20 +295,33 @@ def test_move_back_sets_the_cursor_records_the_move_and_leaves_in_flight(mongo_d
     now = utcnow()
     workspace = add_workspace(mongo_db, "Rewind Co")
     old_cursor = ObjectId.from_datetime(now - timedelta(minutes=10))
-    in_flight = {"log_id": ObjectId(), "run_id": "dead-run", "from_key": old_cursor,
-                 "to_key": ObjectId.from_datetime(now - timedelta(minutes=5)), "part": 1, "parts": 1,
-                 "started_at": now - timedelta(minutes=6)}
-    mongo_db.export_state.insert_one({
-        "_id": str(workspace), "cursor": old_cursor, "cursor_source": "export",
-        # the lease of a run that died: expired on the database clock, so free
-        "lease_owner": "dead-run", "lease_expires_at": now - timedelta(minutes=1),
-        "in_flight": in_flight, "consecutive_failures": 1,
-    })
+    in_flight = {
+        "log_id": ObjectId(),
+        "run_id": "dead-run",
+        "from_key": old_cursor,
+        "to_key": ObjectId.from_datetime(now - timedelta(minutes=5)),
+        "part": 1,
+        "parts": 1,
+        "started_at": now - timedelta(minutes=6),
+    }
+    mongo_db.export_state.insert_one(
+        {
+            "_id": str(workspace),
+            "cursor": old_cursor,
+            "cursor_source": "export",
+            # the lease of a run that died: expired on the database clock, so free
+            "lease_owner": "dead-run",
+            "lease_expires_at": now - timedelta(minutes=1),
+            "in_flight": in_flight,
+            "consecutive_failures": 1,
+        }
+    )
     target_local = (now - timedelta(hours=3)).astimezone(KOLKATA).replace(tzinfo=None, microsecond=0)
     target = target_local.replace(tzinfo=KOLKATA).astimezone(UTC)
 
-    result = cli(["state", str(workspace), "--move-to", target_local.isoformat()],
-                 env=make_env(EXPORT_TIMEZONE="Asia/Kolkata"))
+    result = cli(
+        ["state", str(workspace), "--move-to", target_local.isoformat()], env=make_env(EXPORT_TIMEZONE="Asia/Kolkata")
+    )
     assert result.returncode == 0, result.stderr
     new_key = ObjectId.from_datetime(target)
     assert "moved back" in result.stdout
@@ -309,15 +349,26 @@ def test_move_is_refused_while_another_run_holds_the_lease(mongo_db, make_env, c
     now = utcnow()
     workspace = add_workspace(mongo_db, "Busy Co")
     cursor = ObjectId.from_datetime(now - timedelta(minutes=10))
-    mongo_db.export_state.insert_one({"_id": str(workspace), "cursor": cursor, "cursor_source": "export",
-                                      "lease_owner": "host-a-17-cafe", "lease_expires_at": now + timedelta(minutes=10)})
+    mongo_db.export_state.insert_one(
+        {
+            "_id": str(workspace),
+            "cursor": cursor,
+            "cursor_source": "export",
+            "lease_owner": "host-a-17-cafe",
+            "lease_expires_at": now + timedelta(minutes=10),
+        }
+    )
 
     result = cli(["state", str(workspace), "--move-to", (now - timedelta(hours=1)).isoformat()])
     assert result.returncode == 1, result
     assert "host-a-17-cafe" in result.stderr and "not moved" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     as_json = cli(["state", str(workspace), "--move-to", (now - timedelta(hours=1)).isoformat(), "--json"])
-    assert as_json.returncode == 1 and parse_json(as_json) == {"ok": False, "exit_code": 1, "error": as_json.stderr.strip().removeprefix("wa-export: ")}
+    assert as_json.returncode == 1 and parse_json(as_json) == {
+        "ok": False,
+        "exit_code": 1,
+        "error": as_json.stderr.strip().removeprefix("wa-export: "),
+    }
     document = mongo_db.export_state.find_one({"_id": str(workspace)})
     assert document["cursor"] == cursor and document["cursor_source"] == "export"
     assert cursor_moves(mongo_db) == []
@@ -366,10 +417,12 @@ def test_move_with_a_date_arrival_field(mongo_db, make_env, cli):
     now = utcnow()
     workspace = add_workspace(mongo_db, "Dated Co")
     chat = add_chat(mongo_db, workspace)
-    mongo_db.messages.insert_many([
-        message_doc(chat, content="early", created_at=now - timedelta(hours=2)),
-        message_doc(chat, content="late", created_at=now - timedelta(minutes=20)),
-    ])
+    mongo_db.messages.insert_many(
+        [
+            message_doc(chat, content="early", created_at=now - timedelta(hours=2)),
+            message_doc(chat, content="late", created_at=now - timedelta(minutes=20)),
+        ]
+    )
     env = make_env(EXPORT_ARRIVAL_FIELD="created_at")
     target = now - timedelta(hours=1)
 
@@ -388,7 +441,9 @@ def test_move_is_one_conditional_write_on_the_lease(mongo_db, make_env, tmp_path
     # takes the lease a moment later sees the moved cursor, never a half move.
     now = utcnow()
     workspace = add_workspace(mongo_db, "Atomic Co")
-    mongo_db.export_state.insert_one({"_id": str(workspace), "cursor": ObjectId.from_datetime(now), "cursor_source": "export"})
+    mongo_db.export_state.insert_one(
+        {"_id": str(workspace), "cursor": ObjectId.from_datetime(now), "cursor_source": "export"}
+    )
     monkeypatch.chdir(tmp_path)
     settings = load_settings(environ=make_env())
     listener = CommandLog()
@@ -403,8 +458,11 @@ def test_move_is_one_conditional_write_on_the_lease(mongo_db, make_env, tmp_path
         cursor_move.move_cursor(settings, str(workspace), (now - timedelta(hours=1)).isoformat())
     finally:
         client.close()
-    writes = [(name, command) for name, collection, command in listener.commands
-              if collection == "export_state" and name in ("findAndModify", "update", "insert", "delete")]
+    writes = [
+        (name, command)
+        for name, collection, command in listener.commands
+        if collection == "export_state" and name in ("findAndModify", "update", "insert", "delete")
+    ]
     assert len(writes) == 1, writes
     name, command = writes[0]
     assert name == "findAndModify"
@@ -420,8 +478,11 @@ def test_move_is_one_conditional_write_on_the_lease(mongo_db, make_env, tmp_path
 def _three_arrivals(db: Any, now: datetime) -> tuple[ObjectId, dict[str, datetime]]:
     workspace = add_workspace(db, "Steered Co")
     chat = add_chat(db, workspace)
-    arrivals = {"three hours ago": now - timedelta(hours=3), "two hours ago": now - timedelta(hours=2),
-                "one hour ago": now - timedelta(hours=1)}
+    arrivals = {
+        "three hours ago": now - timedelta(hours=3),
+        "two hours ago": now - timedelta(hours=2),
+        "one hour ago": now - timedelta(hours=1),
+    }
     for content, moment in arrivals.items():
         add_arrived(db, chat, moment, content)
     return workspace, arrivals
@@ -440,8 +501,10 @@ def test_move_back_redelivers_from_that_time_on_the_next_scheduled_run(mongo_db,
     again = cli(["export"], env=env)
     assert again.returncode == 0 and len(smtp_server.messages) == 1  # nothing new: nothing sent twice
 
-    back = cli(["state", str(workspace), "--move-to", (arrivals["three hours ago"] - timedelta(seconds=1)).isoformat()],
-               env=env)
+    back = cli(
+        ["state", str(workspace), "--move-to", (arrivals["three hours ago"] - timedelta(seconds=1)).isoformat()],
+        env=env,
+    )
     assert back.returncode == 0 and "moved back" in back.stdout
     redelivery = cli(["export"], env=env)
     assert redelivery.returncode == 0, redelivery.stdout + redelivery.stderr

@@ -115,8 +115,9 @@ def test_properties_without_a_name_and_with_a_hostile_one(tmp_path: Path) -> Non
     assert plain.subject == "Timestamps in Europe/Berlin"
     path = tmp_path / "hostile.xlsx"
     hostile = "Evil\r\nCorp\x00\x1b " + "x" * 1000
-    with WorkbookWriter(path, timezone(timedelta(hours=5, minutes=30)), workspace_name=hostile,
-                        timezone_name="UTC+05:30") as writer:
+    with WorkbookWriter(
+        path, timezone(timedelta(hours=5, minutes=30)), workspace_name=hostile, timezone_name="UTC+05:30"
+    ) as writer:
         writer.commit()
     properties = openpyxl.load_workbook(path).properties
     assert properties.title.startswith("WhatsApp messages – Evil Corp xxx")
@@ -151,7 +152,7 @@ def test_empty_workbook_has_header_only(tmp_path: Path) -> None:
 
 # --- text cells ----------------------------------------------------------------
 
-FORMULA_LIKE = ["=1+1", "+4915112345678", "-5", "@SUM(A1)", "\t=1", "\r=1", "=HYPERLINK(\"http://x\")", "#N/A", "TRUE"]
+FORMULA_LIKE = ["=1+1", "+4915112345678", "-5", "@SUM(A1)", "\t=1", "\r=1", '=HYPERLINK("http://x")', "#N/A", "TRUE"]
 
 
 def test_formula_looking_values_stay_literal_text(tmp_path: Path) -> None:
@@ -317,12 +318,18 @@ def test_repeated_values_are_cleaned_on_every_row_and_the_memory_stays_bounded(
         # DST ends 2024-10-27 01:00 UTC: 02:30 local happens twice.
         ("Europe/Berlin", datetime(2024, 10, 27, 0, 30, 0, tzinfo=UTC), datetime(2024, 10, 27, 2, 30, 0)),
         ("Europe/Berlin", datetime(2024, 10, 27, 1, 30, 0, tzinfo=UTC), datetime(2024, 10, 27, 2, 30, 0)),
-        ("America/New_York", datetime(2024, 7, 4, 3, 15, 7, 123000, tzinfo=UTC), datetime(2024, 7, 3, 23, 15, 7, 123000)),
+        (
+            "America/New_York",
+            datetime(2024, 7, 4, 3, 15, 7, 123000, tzinfo=UTC),
+            datetime(2024, 7, 3, 23, 15, 7, 123000),
+        ),
         ("Australia/Lord_Howe", datetime(2024, 4, 6, 15, 15, tzinfo=UTC), datetime(2024, 4, 7, 1, 45)),
         ("UTC", datetime(2024, 5, 1, 12, 0), datetime(2024, 5, 1, 12, 0)),  # naive means UTC (pymongo default)
     ],
 )
-def test_timestamp_is_local_datetime_cell(tmp_path: Path, zone: str, utc_value: datetime, local_expected: datetime) -> None:
+def test_timestamp_is_local_datetime_cell(
+    tmp_path: Path, zone: str, utc_value: datetime, local_expected: datetime
+) -> None:
     assert utc_value.astimezone(ZoneInfo(zone)).replace(tzinfo=None) == local_expected or utc_value.tzinfo is None
     path = _write(tmp_path / "out.xlsx", [_row("x", utc_value)], tz=zone)
     ws = openpyxl.load_workbook(path)[SHEET_TITLE]
@@ -538,9 +545,7 @@ def test_file_size_limit_in_subprocess_leaves_nothing(tmp_path: Path) -> None:
             print("OSError", exc.errno in (errno.EFBIG, errno.ENOSPC))
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120
-    )
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "OSError True"
     assert os.listdir(tmp_path) == []
