@@ -120,7 +120,7 @@ def _report(
     compute: Callable[[Settings], R],
     render: Callable[[Output, R, Settings], None],
 ) -> None:
-    """Compute a command's result, render it, exit with its `exit_code` (0 for a report without one)."""
+    """Exit with the result's `exit_code` (0 for a report without one)."""
 
     def body(settings: Settings, output: Output) -> int:
         result = compute(settings)
@@ -141,7 +141,7 @@ def _on_sigterm(handler: Callable[[int, Any], None]) -> Iterator[None]:
 
 @contextmanager
 def _stop_on_sigterm() -> Iterator[threading.Event]:
-    """SIGTERM (systemd stop, kill) stops the run after the current workspace; its SMTP steps get a short grace."""
+    """SIGTERM stops the run after the current workspace; its SMTP steps get a short grace."""
     import threading
 
     from wa_export.mail import deadline as mail_deadline
@@ -418,11 +418,7 @@ def demo(
 
 
 def _main_with_json(args: list[str]) -> int:
-    """Run the app so that even a command-line parse error is one JSON document on stdout.
-
-    Outside standalone mode typer returns the exit code of `typer.Exit` (0 for --help)
-    and raises click's usage errors, rendered here like every other error.
-    """
+    """Even a command-line parse error is one JSON document (outside standalone mode click raises it)."""
     from wa_export.cli.output import Output
 
     try:  # recent typer releases vendor click as typer._click

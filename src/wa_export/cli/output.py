@@ -1,8 +1,6 @@
-"""Output primitives for the CLI: rich on a terminal, plain log lines otherwise, or one JSON document.
+"""Output for the CLI views: rich on a terminal, plain log lines otherwise, or one JSON document.
 
-The per-command views (`*_view.py`) use these. Personal data (phone numbers,
-message text) never appears here: only counts, workspace names and ids, file
-paths, recipients.
+No personal data (phone numbers, message text) ever reaches it: counts, names, ids, paths, recipients.
 """
 
 from __future__ import annotations
@@ -45,10 +43,6 @@ def _json_default(value: object) -> object:
     return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
-def timestamp() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _render(table: Table, width: int, **options: Any) -> str:
     buffer = io.StringIO()
     Console(file=buffer, width=width, no_color=True, highlight=False, **options).print(table)
@@ -68,28 +62,20 @@ class Output:
             print(text, flush=True)
 
     def log(self, level: str, text: str) -> None:
-        """A greppable log line: `<UTC time> <LEVEL> <text>`."""
-        self.line(f"{timestamp()} {level} {text}")
+        self.line(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} {level} {text}")
 
     def summary(self, text: str, failed: object) -> None:
-        """A run's closing log line: ERROR when anything failed, INFO otherwise."""
         self.log("ERROR" if failed else "INFO", text)
 
     def json(self, document: Any) -> None:
         print(json.dumps(document, default=_json_default, ensure_ascii=False, indent=2), flush=True)
 
     def table(self, table: Table, keep_whole: Iterable[str] = ()) -> None:
-        """A rich table on a terminal, plain lines otherwise.
-
-        ``keep_whole``: ids and paths the table must never split or cut. On a
-        terminal too narrow to show each of them whole, the table is printed as
-        plain lines instead, which the terminal wraps without breaking a word.
-        """
+        """A rich table on a terminal, plain lines otherwise or when the ids and paths of ``keep_whole`` would break."""
         if self.interactive and self.fits(table, keep_whole):
             self.console.print(table)
             return
-        # Plain lines: the title on its own, then the header and one greppable line per
-        # row; no box characters, no wrapping, no padding to a terminal width.
+        # The title, then the header and one greppable line per row: no box, no wrapping.
         title = table.title
         if title:
             self.line(Text.from_markup(title).plain if isinstance(title, str) else str(title))
@@ -103,10 +89,7 @@ class Output:
                 self.line(row.rstrip())
 
     def fits(self, table: Table, keep_whole: Iterable[str]) -> bool:
-        """True if the table fits this terminal and shows every string of ``keep_whole`` unbroken.
-
-        Checked on the rendered text: rich folds or cuts a cell wherever its column ends up too narrow.
-        """
+        """True if the table fits this terminal and shows every string of ``keep_whole`` unbroken."""
         width = self.console.width
         rendered = _render(table, width, soft_wrap=True)  # as self.console renders it: never cropped
         # Columns with a minimum width can make rich draw a table wider than the terminal.
@@ -120,7 +103,6 @@ class Output:
         self.stderr(message)
 
     def stderr(self, message: str) -> None:
-        """One `wa-export: …` line on stderr (stdout, and so a --json document, stays untouched)."""
         print(f"wa-export: {message}", file=sys.stderr, flush=True)
 
 

@@ -1,8 +1,4 @@
-"""Rendering of `wa-export state`: a table on a terminal, key=value lines under cron, or JSON.
-
-Times are shown in EXPORT_TIMEZONE (JSON: UTC ISO 8601, as every command).
-Only ids, names, counts and times: no phone number or message text.
-"""
+"""`wa-export state`: a table on a terminal, key=value lines under cron, or JSON; times in EXPORT_TIMEZONE."""
 
 from __future__ import annotations
 
@@ -15,7 +11,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from wa_export.cli.output import Output, short_time, timestamp
+from wa_export.cli.output import Output, short_time, workspace_cell
 from wa_export.clock import SECOND_FORMAT
 from wa_export.errors import UsageProblem
 from wa_export.units import format_age, local_time
@@ -39,7 +35,6 @@ MOVE_PAST_HELP = (
 def render_state(
     output: Output, settings: Settings, workspace_id: str | None, move_to: str | None, move_past: str | None = None
 ) -> None:
-    """`wa-export state`: one library call (show the cursors, or move one), then its rendering."""
     if move_to is not None and move_past is not None:
         raise UsageProblem("--move-to and --move-past both move the cursor: give one of them.")
     from wa_export.commands import cursor_move
@@ -66,7 +61,7 @@ def render_report(output: Output, report: StateReport, settings: Settings) -> No
             output.line(f"Counts stop at {report.waiting_count_cap}; wa-export state WORKSPACE_ID counts exactly.")
         return
     for workspace in report.workspaces:  # under cron, a pipe: one greppable line per workspace
-        output.line(f"{timestamp()} INFO state " + " ".join(_plain_fields(workspace, settings)))
+        output.log("INFO", "state " + " ".join(_plain_fields(workspace, settings)))
 
 
 def render_move(output: Output, move: CursorMove, settings: Settings) -> None:
@@ -125,7 +120,7 @@ def _state_table(report: StateReport, settings: Settings) -> Table:
         failures = workspace.consecutive_failures
         age = _oldest_age(workspace)
         table.add_row(
-            f"{escape(workspace.workspace_name) or '(unnamed)'}\n[dim]{workspace.workspace_id}[/dim]",
+            workspace_cell(workspace.workspace_name, workspace.workspace_id),
             _cursor_cell(workspace, settings),
             _waiting_count(workspace) + (f"\n[dim]{age}[/dim]" if age else ""),
             f"[yellow]held[/yellow]\n[dim]to {local_time(workspace.lease_expires_at, settings, '%H:%M')}[/dim]"
@@ -150,7 +145,6 @@ def _cursor_cell(workspace: WorkspaceReport, settings: Settings) -> str:
 
 
 def _notes(workspace: WorkspaceReport, settings: Settings) -> list[str]:
-    """Short remarks for the table; the plain lines and --json say the same at length."""
     notes = []
     if workspace.cursor_ahead_of_database_clock:
         notes.append("cursor ahead of the database clock")
