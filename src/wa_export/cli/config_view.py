@@ -1,5 +1,4 @@
-"""Rendering of `wa-export config`: the tables, then one `INVALID` line per problem and one sentence on stderr,
-so a CI log shows what to fix."""
+"""`wa-export config`: the tables, one `INVALID` line per problem and a sentence on stderr, for a CI log."""
 
 from __future__ import annotations
 

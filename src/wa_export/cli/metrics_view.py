@@ -27,10 +27,7 @@ MetricsFileOption = Annotated[
 
 @contextmanager
 def recorded_run(metrics_file: Path | None, manual: bool, enabled: bool, json_output: bool) -> Iterator[RunRecorder]:
-    """Yield the run's recorder; when the command ends, write the file (its one warning goes to stderr).
-
-    `manual`: the trigger label until the request is built; `enabled`: False for --dry-run and --workers children.
-    """
+    """Yield the run's recorder and write its file when the command ends; `manual` is the trigger until known."""
     from wa_export.cli.output import Output
     from wa_export.metrics import RunRecorder
 

@@ -16,8 +16,7 @@ def render_test_email(output: Output, result: TestEmailResult, settings: Setting
         output.json(result.as_dict())
     to = ", ".join(result.recipients)
     if result.error is not None:
-        # stderr, like every other failure; the step names where it broke, the sentence what to do.
-        # No address at all when the workspace's only one was refused: the reason names the variable.
+        # No address when the workspace's only one was refused: the reason names the variable.
         target = f" to {to}" if to else ""
         output.stderr(f"test email{target} failed at step {result.error.step}: {result.error}")
         return
