@@ -319,11 +319,7 @@ def state(
     """Each workspace's cursor, messages waiting, lease and failures; --move-to/--move-past move one cursor (logged)."""
     from wa_export.cli.state_view import render_state
 
-    def body(settings: Settings, output: Output) -> int:
-        render_state(output, settings, workspace_id, move_to, move_past)
-        return ExitCode.OK
-
-    _run(json_output, env_file, body)
+    _run(json_output, env_file, lambda s, output: render_state(output, s, workspace_id, move_to, move_past))
 
 
 @app.command("test-email", short_help="Send a test email through the configured SMTP server.")

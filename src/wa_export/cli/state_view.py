@@ -13,7 +13,7 @@ from rich.table import Table
 
 from wa_export.cli.output import Output, short_time, workspace_cell
 from wa_export.clock import SECOND_FORMAT
-from wa_export.errors import UsageProblem
+from wa_export.errors import ExitCode, UsageProblem
 from wa_export.units import format_age, local_time
 
 if TYPE_CHECKING:  # cli/app.py imports this module for the help texts below: no MongoDB code at start-up
@@ -34,7 +34,7 @@ MOVE_PAST_HELP = (
 
 def render_state(
     output: Output, settings: Settings, workspace_id: str | None, move_to: str | None, move_past: str | None = None
-) -> None:
+) -> int:
     if move_to is not None and move_past is not None:
         raise UsageProblem("--move-to and --move-past both move the cursor: give one of them.")
     from wa_export.commands import cursor_move
@@ -46,6 +46,7 @@ def render_state(
         render_move(output, cursor_move.move_cursor_past(settings, workspace_id, move_past), settings)
     else:
         render_report(output, state_command.state(settings, workspace_id), settings)
+    return ExitCode.OK
 
 
 def render_report(output: Output, report: StateReport, settings: Settings) -> None:
