@@ -83,12 +83,12 @@ def main_options(
 
 
 @contextmanager
-def _handled(output: Output, secrets: Sequence[str] = ()) -> Iterator[None]:
+def _handled(output: Output, secrets: Sequence[str] = ()) -> Iterator[Output]:
     """Turn the errors an operator can cause into one sentence and the right exit code."""
     from wa_export.redaction import redact
 
     try:
-        yield
+        yield output
     except WaExportError as error:
         output.error(redact(str(error), list(secrets)), error.exit_code)
         raise typer.Exit(error.exit_code) from None
@@ -381,8 +381,7 @@ def config(json_output: JsonOption = False, env_file: EnvFileOption = None) -> N
     from wa_export.cli.output import Output
     from wa_export.commands import config as config_command
 
-    output = Output(json_output)
-    with _handled(output):
+    with _handled(Output(json_output)) as output:
         report = config_command.config_report(env_file or _global_env_file)
         render_config(output, report)
         raise typer.Exit(report.exit_code)
@@ -405,8 +404,7 @@ def demo(
     from wa_export.cli.output import Output
     from wa_export.demo import run as demo_run
 
-    output = Output(json_output)
-    with _handled(output):
+    with _handled(Output(json_output)) as output:
         with _on_sigterm(_raise_interrupt), export_observer(output) as observer:
             result = demo_run.run_demo(out, observer, None if json_output else output.line)
         render_demo(output, result)
