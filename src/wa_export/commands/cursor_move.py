@@ -160,19 +160,10 @@ def _cursor_move(
     past_message_id: str | None,
     already_past: bool = False,
 ) -> CursorMove:
-    old_key, old_source = old
-    direction: MoveDirection = "already_past" if already_past else _direction(old_key, new_key)
+    direction: MoveDirection = "already_past" if already_past else _direction(old[0], new_key)
+    host = socket.gethostname()
     return CursorMove(
-        workspace.id,
-        workspace.name,
-        requested_time,
-        old_key,
-        old_source,
-        new_key,
-        direction,
-        now,
-        socket.gethostname(),
-        past_message_id,
+        workspace.id, workspace.name, requested_time, *old, new_key, direction, now, host, past_message_id
     )
 
 
@@ -302,9 +293,9 @@ def _busy(store: Store, workspace: Workspace) -> WorkspaceBusy:
             f"The cursor of workspace {workspace.id} changed while this command ran (a run just delivered); "
             "it was not moved: run the command again."
         )
-    until = f" until {local_time(expires, store.settings, SECOND_FORMAT, zoned=True)}" if expires else ""
+    until = local_time(expires, store.settings, SECOND_FORMAT, zoned=True)
     return WorkspaceBusy(
-        f"Workspace {workspace.id} is being exported by {owner or 'another run'} (lease{until}); its cursor was not moved: "
+        f"Workspace {workspace.id} is being exported by {owner or 'another run'} (lease until {until}); its cursor was not moved: "
         "run the command again once that run has finished."
     )
 

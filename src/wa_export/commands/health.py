@@ -20,7 +20,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -62,7 +62,7 @@ class Check:
     details: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "status": self.status, "reason": self.reason, "details": self.details}
+        return asdict(self)
 
 
 @dataclass
@@ -163,11 +163,9 @@ def check_smtp_login(settings: Settings, settings_check: Check) -> Check:
 
 
 def check_export_dir(export_dir: Path) -> Check:
-    """Writable (a probe file is created and removed) and enough free space.
+    """Writable (or creatable in its nearest existing parent) and enough free space.
 
-    A directory that does not exist yet is fine if its nearest existing parent
-    is a writable directory: the export creates it. A probe, not os.access(),
-    because as root os.access says yes to everything and read-only mounts lie.
+    A probe file, not os.access(): as root it says yes to everything and read-only mounts lie.
     """
     existing = export_dir
     while not existing.exists() and existing != existing.parent:
@@ -441,13 +439,8 @@ def check_failed_exports(store: Store, settings: Settings, now: datetime) -> Che
 
 
 def _last_successes(store: Store, workspace_ids: list[Any], earliest: datetime) -> dict[str, datetime]:
-    """When each workspace last succeeded: a completed export, or a scheduled run that moved its cursor.
-
-    A scheduled run with no new messages writes no export_logs entry, but it
-    sets export_state.last_success_at: the failed window was delivered (or was
-    empty) by then, so that workspace has recovered too. One query per source
-    for all failed workspaces.
-    """
+    """When each workspace last succeeded: a completed export, or a scheduled run that moved its cursor
+    (a run with no new messages writes no export_logs entry, but sets export_state.last_success_at)."""
     last_ok: dict[str, datetime] = {}
 
     def keep(workspace_id: Any, moment: Any) -> None:
