@@ -156,7 +156,7 @@ def check_smtp_login(settings: Settings, settings_check: Check) -> Check:
         with MailSender(settings) as sender:
             sender.verify_login()
     except MailError as error:
-        return Check("smtp_login", "failed", f"{error}", {"step": error.step})
+        return Check("smtp_login", "failed", str(error), {"step": error.step})
     who = f" as {settings.smtp_username}" if settings.smtp_username else ""
     where = f"{settings.smtp_server}:{settings.smtp_port} over {tls_mode(settings)}"
     return Check("smtp_login", "ok", f"Connected to {where} and logged in{who}.")

@@ -203,9 +203,7 @@ def export_summaries(store: Store, workspaces: Sequence[Workspace], period: Peri
         },
     ]
     for group in store.export_logs.aggregate(pipeline):
-        summary = summaries.get(str(group["_id"].get("workspace_id")))
-        if summary is None:
-            continue
+        summary = summaries[str(group["_id"]["workspace_id"])]  # matched by one of these workspaces' ids
         status = group["_id"].get("status")
         last = as_utc_or_none(group.get("last"))
         if status == "completed":
