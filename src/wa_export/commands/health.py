@@ -265,18 +265,10 @@ def check_workspace_addresses(store: Store, settings: Settings) -> Check:
         if where:
             problems.append(f"addresses of the others: {where}")
         return Check("workspace_addresses", "failed", sentence(problems + notes), details)
+    all_have = f"All {len(active)} active workspaces have an address{sources_clause}"
     if notes:
-        return Check(
-            "workspace_addresses",
-            "warning",
-            sentence(
-                [f"All {len(active)} active workspaces have an address{sources_clause}, but " + notes[0], *notes[1:]]
-            ),
-            details,
-        )
-    return Check(
-        "workspace_addresses", "ok", f"All {len(active)} active workspaces have an address{sources_clause}.", details
-    )
+        return Check("workspace_addresses", "warning", sentence([f"{all_have}, but {notes[0]}", *notes[1:]]), details)
+    return Check("workspace_addresses", "ok", f"{all_have}.", details)
 
 
 def check_export_folders(store: Store, settings: Settings) -> Check:
