@@ -433,30 +433,21 @@ def check_failed_exports(store: Store, settings: Settings, now: datetime) -> Che
 def _last_successes(store: Store, workspace_ids: list[Any], earliest: datetime) -> dict[str, datetime]:
     """When each workspace last succeeded: a completed export, or a scheduled run that moved its cursor
     (a run with no new messages writes no export_logs entry, but sets export_state.last_success_at)."""
+    completed = {
+        "status": logs.STATUS_COMPLETED,
+        "workspace_id": {"$in": workspace_ids},
+        "created_at": {"$gte": earliest},
+    }
+    group = {"$group": {"_id": "$workspace_id", "last_ok": {"$max": "$created_at"}}}
+    found: list[tuple[Any, Any]] = [
+        (g["_id"], g["last_ok"]) for g in store.export_logs.aggregate([{"$match": completed}, group])
+    ]
+    found += last_successes(store, [str(id_) for id_ in workspace_ids], earliest).items()
     last_ok: dict[str, datetime] = {}
-
-    def keep(workspace_id: Any, moment: Any) -> None:
+    for workspace_id, moment in found:
         if isinstance(moment, datetime):
-            moment = as_utc(moment)
-            key = str(workspace_id)
-            if key not in last_ok or moment > last_ok[key]:
-                last_ok[key] = moment
-
-    for group in store.export_logs.aggregate(
-        [
-            {
-                "$match": {
-                    "status": logs.STATUS_COMPLETED,
-                    "workspace_id": {"$in": workspace_ids},
-                    "created_at": {"$gte": earliest},
-                }
-            },
-            {"$group": {"_id": "$workspace_id", "last_ok": {"$max": "$created_at"}}},
-        ]
-    ):
-        keep(group["_id"], group["last_ok"])
-    for workspace_id, moment in last_successes(store, [str(id_) for id_ in workspace_ids], earliest).items():
-        keep(workspace_id, moment)
+            key, moment = str(workspace_id), as_utc(moment)
+            last_ok[key] = max(moment, last_ok.get(key, moment))
     return last_ok
 
 
