@@ -31,12 +31,7 @@ from wa_export.settings import Settings
 from wa_export.store import logs
 from wa_export.store.connection import describe_mongo_error, open_store
 from wa_export.units import format_bytes
-from wa_export.workbook.naming import (
-    EXPORT_FILE_PATTERN,
-    FOLDER_MARKER,
-    export_file_pattern_for,
-    is_slug,
-)
+from wa_export.workbook.naming import EXPORT_FILE_PATTERN, FOLDER_MARKER, export_file_pattern_for, is_slug
 
 FileKind = Literal["workbook", "temp"]
 

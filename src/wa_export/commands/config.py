@@ -70,8 +70,7 @@ class ConfigReport:
 
     @property
     def exit_code(self) -> ExitCode:
-        """A run's verdict: 2 for what it refuses; an invalid WORKSPACE_<ID>_EMAIL alone fails only
-        those workspaces, exit 1 as in the run."""
+        """A run's verdict: 2 for what it refuses; an invalid WORKSPACE_<ID>_EMAIL alone fails those workspaces: 1."""
         if any(line.problem for line in self.settings):
             return ExitCode.USAGE
         return ExitCode.FAILED if self.problems else ExitCode.OK

@@ -131,7 +131,10 @@ def move_cursor_past(settings: Settings, workspace_id: str | None, message_id: s
             move = _cursor_move(workspace, requested, (old_key, old_source), unmoved, now, str(message_object_id), True)
             return _with_state_after(store, workspace, move)
         new_key = _key_just_after(store, workspace, arrival, message_key, message_object_id)
-        earlier = _messages_between(store, workspace, arrival.field, position, message_key)
+        between = {arrival.field: {"$gte": position, "$lt": message_key}}  # skipped too if moved past
+        earlier = message_key != position and store.messages.count_documents(
+            {"chat_id": {"$in": workspace_chat_ids(store, workspace)}, **between}
+        )
         if earlier:
             raise UsageProblem(
                 f"{earlier} message(s) of workspace {workspace.id} arrived after its cursor and before message "
@@ -160,19 +163,10 @@ def _cursor_move(
     past_message_id: str | None,
     already_past: bool = False,
 ) -> CursorMove:
-    old_key, old_source = old
-    direction: MoveDirection = "already_past" if already_past else _direction(old_key, new_key)
+    direction: MoveDirection = "already_past" if already_past else _direction(old[0], new_key)
+    host = socket.gethostname()
     return CursorMove(
-        workspace.id,
-        workspace.name,
-        requested_time,
-        old_key,
-        old_source,
-        new_key,
-        direction,
-        now,
-        socket.gethostname(),
-        past_message_id,
+        workspace.id, workspace.name, requested_time, *old, new_key, direction, now, host, past_message_id
     )
 
 
@@ -199,11 +193,7 @@ def _check_owner(store: Store, workspace: Workspace, message: Mapping[str, Any],
 
 
 def _delivery_position(settings: Settings, document: Mapping[str, Any], now: datetime) -> Key:
-    """Where the workspace's undelivered messages start: its cursor, v1's watermark, or the first cursor's earliest start.
-
-    Without either, the next scheduled run starts EXPORT_INTERVAL_MINUTES before
-    its end (now minus EXPORT_LAG_SECONDS at the earliest): the earliest it can be.
-    """
+    """Where undelivered messages start: the cursor, v1's watermark, or the earliest start of a first run."""
     position = position_key(settings, document, now)
     if position is not None:
         return position
@@ -214,12 +204,7 @@ def _delivery_position(settings: Settings, document: Mapping[str, Any], now: dat
 def _key_just_after(
     store: Store, workspace: Workspace, arrival: ArrivalKey, message_key: Key, message_id: ObjectId
 ) -> Key:
-    """The smallest arrival key after `message_key`: every other message stays at or after it.
-
-    An ObjectId's successor is the next 12-byte value, so messages of the same
-    second after it stay. A date key of millisecond precision can only be
-    passed as a whole: refused when another message of the workspace shares it.
-    """
+    """The smallest arrival key after `message_key`; a date key (milliseconds) can only be passed as a whole."""
     if isinstance(message_key, ObjectId):
         following = int.from_bytes(message_key.binary, "big") + 1
         return ObjectId(following.to_bytes(12, "big"))  # 2**96 - 1 is no writer's ObjectId
@@ -237,15 +222,6 @@ def _key_just_after(
             "to skip them all, or raise EXPORT_MAX_ATTACHMENT_MB."
         )
     return message_key + timedelta(milliseconds=1)  # BSON dates hold milliseconds
-
-
-def _messages_between(store: Store, workspace: Workspace, field: str, low: Key, high: Key) -> int:
-    """How many of the workspace's messages have low <= arrival key < high (they would be skipped too)."""
-    if not low < high:
-        return 0
-    return store.messages.count_documents(
-        {"chat_id": {"$in": workspace_chat_ids(store, workspace)}, field: {"$gte": low, "$lt": high}}
-    )
 
 
 def _move(
@@ -302,9 +278,9 @@ def _busy(store: Store, workspace: Workspace) -> WorkspaceBusy:
             f"The cursor of workspace {workspace.id} changed while this command ran (a run just delivered); "
             "it was not moved: run the command again."
         )
-    until = f" until {local_time(expires, store.settings, SECOND_FORMAT, zoned=True)}" if expires else ""
+    until = local_time(expires, store.settings, SECOND_FORMAT, zoned=True)
     return WorkspaceBusy(
-        f"Workspace {workspace.id} is being exported by {owner or 'another run'} (lease{until}); its cursor was not moved: "
+        f"Workspace {workspace.id} is being exported by {owner or 'another run'} (lease until {until}); its cursor was not moved: "
         "run the command again once that run has finished."
     )
 

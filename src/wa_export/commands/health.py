@@ -20,7 +20,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -62,7 +62,7 @@ class Check:
     details: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "status": self.status, "reason": self.reason, "details": self.details}
+        return asdict(self)
 
 
 @dataclass
@@ -156,18 +156,16 @@ def check_smtp_login(settings: Settings, settings_check: Check) -> Check:
         with MailSender(settings) as sender:
             sender.verify_login()
     except MailError as error:
-        return Check("smtp_login", "failed", f"{error}", {"step": error.step})
+        return Check("smtp_login", "failed", str(error), {"step": error.step})
     who = f" as {settings.smtp_username}" if settings.smtp_username else ""
     where = f"{settings.smtp_server}:{settings.smtp_port} over {tls_mode(settings)}"
     return Check("smtp_login", "ok", f"Connected to {where} and logged in{who}.")
 
 
 def check_export_dir(export_dir: Path) -> Check:
-    """Writable (a probe file is created and removed) and enough free space.
+    """Writable (or creatable in its nearest existing parent) and enough free space.
 
-    A directory that does not exist yet is fine if its nearest existing parent
-    is a writable directory: the export creates it. A probe, not os.access(),
-    because as root os.access says yes to everything and read-only mounts lie.
+    A probe file, not os.access(): as root it says yes to everything and read-only mounts lie.
     """
     existing = export_dir
     while not existing.exists() and existing != existing.parent:
@@ -267,18 +265,10 @@ def check_workspace_addresses(store: Store, settings: Settings) -> Check:
         if where:
             problems.append(f"addresses of the others: {where}")
         return Check("workspace_addresses", "failed", sentence(problems + notes), details)
+    all_have = f"All {len(active)} active workspaces have an address{sources_clause}"
     if notes:
-        return Check(
-            "workspace_addresses",
-            "warning",
-            sentence(
-                [f"All {len(active)} active workspaces have an address{sources_clause}, but " + notes[0], *notes[1:]]
-            ),
-            details,
-        )
-    return Check(
-        "workspace_addresses", "ok", f"All {len(active)} active workspaces have an address{sources_clause}.", details
-    )
+        return Check("workspace_addresses", "warning", sentence([f"{all_have}, but {notes[0]}", *notes[1:]]), details)
+    return Check("workspace_addresses", "ok", f"{all_have}.", details)
 
 
 def check_export_folders(store: Store, settings: Settings) -> Check:
@@ -441,37 +431,23 @@ def check_failed_exports(store: Store, settings: Settings, now: datetime) -> Che
 
 
 def _last_successes(store: Store, workspace_ids: list[Any], earliest: datetime) -> dict[str, datetime]:
-    """When each workspace last succeeded: a completed export, or a scheduled run that moved its cursor.
-
-    A scheduled run with no new messages writes no export_logs entry, but it
-    sets export_state.last_success_at: the failed window was delivered (or was
-    empty) by then, so that workspace has recovered too. One query per source
-    for all failed workspaces.
-    """
+    """When each workspace last succeeded: a completed export, or a scheduled run that moved its cursor
+    (a run with no new messages writes no export_logs entry, but sets export_state.last_success_at)."""
+    completed = {
+        "status": logs.STATUS_COMPLETED,
+        "workspace_id": {"$in": workspace_ids},
+        "created_at": {"$gte": earliest},
+    }
+    group = {"$group": {"_id": "$workspace_id", "last_ok": {"$max": "$created_at"}}}
+    found: list[tuple[Any, Any]] = [
+        (g["_id"], g["last_ok"]) for g in store.export_logs.aggregate([{"$match": completed}, group])
+    ]
+    found += last_successes(store, [str(id_) for id_ in workspace_ids], earliest).items()
     last_ok: dict[str, datetime] = {}
-
-    def keep(workspace_id: Any, moment: Any) -> None:
+    for workspace_id, moment in found:
         if isinstance(moment, datetime):
-            moment = as_utc(moment)
-            key = str(workspace_id)
-            if key not in last_ok or moment > last_ok[key]:
-                last_ok[key] = moment
-
-    for group in store.export_logs.aggregate(
-        [
-            {
-                "$match": {
-                    "status": logs.STATUS_COMPLETED,
-                    "workspace_id": {"$in": workspace_ids},
-                    "created_at": {"$gte": earliest},
-                }
-            },
-            {"$group": {"_id": "$workspace_id", "last_ok": {"$max": "$created_at"}}},
-        ]
-    ):
-        keep(group["_id"], group["last_ok"])
-    for workspace_id, moment in last_successes(store, [str(id_) for id_ in workspace_ids], earliest).items():
-        keep(workspace_id, moment)
+            key, moment = str(workspace_id), as_utc(moment)
+            last_ok[key] = max(moment, last_ok.get(key, moment))
     return last_ok
 
 

@@ -13,13 +13,7 @@ from pymongo import DESCENDING
 from wa_export.clock import as_utc_or_none, iso
 from wa_export.errors import UsageProblem
 from wa_export.settings import Settings
-from wa_export.store.connection import (
-    SERVICE_NAME,
-    Store,
-    mongo_errors,
-    open_store,
-    parse_workspace_id,
-)
+from wa_export.store.connection import SERVICE_NAME, Store, mongo_errors, open_store, parse_workspace_id
 from wa_export.store.logs import EXPORT_STATUSES
 from wa_export.units import count_or_zero
 
@@ -82,9 +76,7 @@ class LogsReport:
 
 
 def _text(value: object) -> str | None:
-    if value is None:
-        return None
-    return value if isinstance(value, str) else str(value)
+    return None if value is None else str(value)
 
 
 def export_log_entries(store: Store, workspace_id: str | None, status: str | None, limit: int) -> LogsReport:

@@ -203,20 +203,16 @@ def export_summaries(store: Store, workspaces: Sequence[Workspace], period: Peri
         },
     ]
     for group in store.export_logs.aggregate(pipeline):
-        summary = summaries.get(str(group["_id"].get("workspace_id")))
-        if summary is None:
-            continue
+        summary = summaries[str(group["_id"]["workspace_id"])]  # matched by one of these workspaces' ids
         status = group["_id"].get("status")
         last = as_utc_or_none(group.get("last"))
         if status == "completed":
             summary.completed += count_or_zero(group.get("count"))
             summary.messages_exported += count_or_zero(group.get("messages"))
-            if last is not None and (summary.last_success is None or last > summary.last_success):
-                summary.last_success = last
+            summary.last_success = max(filter(None, (summary.last_success, last)), default=None)
         elif status == "failed":
             summary.failed += count_or_zero(group.get("count"))
-            if last is not None and (summary.last_failure is None or last > summary.last_failure):
-                summary.last_failure = last
+            summary.last_failure = max(filter(None, (summary.last_failure, last)), default=None)
     for workspace in workspaces:
         summary = summaries[workspace.id]
         if summary.last_success is None:

@@ -100,20 +100,10 @@ def resolve_recipients(settings: Settings, workspace_id: str | None, to: Sequenc
 
 def write_sample_workbook(directory: Path, settings: Settings, workspace_id: str) -> Path:
     """A two-row workbook in the production format, with obviously fake data (0600 via WorkbookWriter)."""
-    now = utc_now()
-    path = directory / SAMPLE_FILE_NAME
-    with WorkbookWriter(path, settings.export_timezone) as writer:
-        writer.append(
-            "+10000000000",
-            "+10000000001",
-            "This is a wa-export test",
-            now - timedelta(minutes=1),
-            "received",
-            workspace_id,
-        )
-        writer.append(
-            "+10000000001", "+10000000000", "This is a wa-export test reply", now, "sent_via_ai", workspace_id
-        )
+    now, us, them = utc_now(), "+10000000000", "+10000000001"
+    with WorkbookWriter(directory / SAMPLE_FILE_NAME, settings.export_timezone) as writer:
+        writer.append(us, them, "This is a wa-export test", now - timedelta(minutes=1), "received", workspace_id)
+        writer.append(them, us, "This is a wa-export test reply", now, "sent_via_ai", workspace_id)
         return writer.commit()
 
 
