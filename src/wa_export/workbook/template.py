@@ -203,6 +203,3 @@ class TemplateWorkbookWriter(WorkbookWriter):
             with suppress(OSError):  # a full disk may fail the flush: the file goes anyway
                 spool.close()
         super().abort()
-
-
-__all__ = ["PackageTemplate", "TemplateWorkbookWriter", "package_template"]
