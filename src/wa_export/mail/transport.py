@@ -179,9 +179,8 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         """Connect, secure and log in within SMTP_TIMEOUT_SECONDS (yagmail's login() calls this)."""
         settings = self.settings
         context = _tls_context(settings) if self.mode != "none" else None
-        # local_hostname is a placeholder so smtplib skips socket.getfqdn() (reverse
-        # DNS); the real EHLO name is set in _open, before EHLO is sent. No host
-        # here: connecting happens in _open, under the deadline.
+        # A placeholder local_hostname skips smtplib's reverse-DNS getfqdn() (_open sets the real EHLO name);
+        # no host: connecting happens in _open, under the deadline.
         connection: _GuardedSMTP | _GuardedSMTPSSL
         read_timeout = settings.smtp_timeout_seconds + READ_TIMEOUT_MARGIN_SECONDS
         if self.mode == "ssl":
