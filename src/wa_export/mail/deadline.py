@@ -52,11 +52,7 @@ def clear_stop() -> None:
 
 
 class SocketCutter:
-    """Shuts one TCP connection down, from any thread.
-
-    It holds a duplicate of the socket's descriptor: that still reaches the connection
-    after TLS replaced and detached the original socket object.
-    """
+    """Shuts one TCP connection down from any thread, through a duplicate descriptor (which survives TLS wrapping)."""
 
     def __init__(self) -> None:
         self._handle: socket.socket | None = None
@@ -91,10 +87,8 @@ Expiry = Literal["timeout", "stopped"]
 class SmtpDeadline:
     """`with SmtpDeadline(...) as deadline:` runs one SMTP step within SMTP_TIMEOUT_SECONDS.
 
-    `what` names the step ("the session setup"); `waiting_for` and `step` (updated with
-    `at()`) say which reply never came. Once the deadline passed, any exception leaving
-    the block becomes the deadline's MailError; a step that completed anyway counts as
-    completed, and the next step finds the connection cut.
+    `what`, `waiting_for` and `step` (updated with `at()`) name the step and the reply that never came.
+    Once expired, any exception leaving the block becomes the deadline's MailError.
     """
 
     def __init__(
@@ -146,7 +140,6 @@ class SmtpDeadline:
         return due, "timeout"
 
     def _expire(self) -> None:
-        """On the watchdog thread, once the step's time is up: cut the connection unless the step finished."""
         with self._lock:
             if self._done:
                 return
@@ -154,7 +147,6 @@ class SmtpDeadline:
             self.cutter.cut()
 
     def error(self) -> MailError:
-        """The one sentence for a step cut short: which server, which step, what it was waiting for."""
         settings = self.settings
         where = f"{settings.smtp_server}:{settings.smtp_port}"
         outcome = self.outcome

@@ -49,12 +49,7 @@ def outcome_of_reply_to_content(code: int) -> MailOutcome:
 
 
 class MailError(Exception):
-    """A mail could not be sent; ``str()`` is one sentence: what failed, then what to do.
-
-    ``hint`` is the advice alone, ``refused`` the recipients refused (by the allow-list
-    or the server); when the server may have accepted the message anyway (``outcome``),
-    the sentence ends with MAY_DUPLICATE.
-    """
+    """A mail could not be sent; ``str()`` is one sentence (what failed, what to do, then MAY_DUPLICATE if so)."""
 
     def __init__(
         self, step: MailStep, what: str, hint: str = "", *, outcome: MailOutcome, refused: Sequence[str] = ()
@@ -66,7 +61,11 @@ class MailError(Exception):
         self.refused: tuple[str, ...] = tuple(refused)
         text = self.what
         if hint:
-            text += "; " + _lower_first(hint.rstrip(". "))
+            hint_text = hint.rstrip(". ")
+            # "Check SMTP_PORT." -> "check SMTP_PORT." but "SMTP_CA_FILE ..." stays as it is.
+            if len(hint_text) > 1 and hint_text[0].isupper() and hint_text[1].islower():
+                hint_text = hint_text[0].lower() + hint_text[1:]
+            text += "; " + hint_text
         if self.outcome_unknown:
             text += "; " + MAY_DUPLICATE
         super().__init__(text + ".")
@@ -74,13 +73,6 @@ class MailError(Exception):
     @property
     def outcome_unknown(self) -> bool:
         return self.outcome is MailOutcome.UNKNOWN
-
-
-def _lower_first(sentence: str) -> str:
-    # "Check SMTP_PORT." -> "check SMTP_PORT." but "SMTP_CA_FILE ..." stays as it is.
-    if len(sentence) > 1 and sentence[0].isupper() and sentence[1].islower():
-        return sentence[0].lower() + sentence[1:]
-    return sentence
 
 
 def mail_error(

@@ -73,10 +73,7 @@ def check_recipients(to: Sequence[str], settings: Settings) -> None:
 
 
 def encoded_attachment_size(size: int) -> int:
-    """Bytes a `size`-byte attachment takes in the message build_message writes: base64 lines of 76 + CRLF.
-
-    Mail servers limit the message, not the file: a 20 MB workbook is a ~27 MB message.
-    """
+    """Bytes a `size`-byte attachment takes in the message (base64 lines of 76 + CRLF): servers limit the message."""
     encoded = 4 * -(-size // 3)
     return encoded + 2 * -(-encoded // 76)
 
@@ -127,11 +124,7 @@ def from_header(sender: str, display_name: str = "") -> str | Address:
 def build_message(
     mail: OutgoingMail, sender: str, attachment_data: bytes | None = None, *, sender_name: str = ""
 ) -> bytes:
-    """The message as SMTP sends it: the text/plain body verbatim, the attachment with its exact type.
-
-    Not yagmail's prepare_message, which would attach a body that equals a file path,
-    turn the plain part's newlines into <br> and guess attachment types.
-    """
+    """The message as SMTP sends it; not yagmail's prepare_message (trap 3 in mail/transport.py)."""
     message = EmailMessage(policy=_POLICY)
     message["From"] = from_header(sender, sender_name)
     message["To"] = ", ".join(mail.to)

@@ -9,11 +9,7 @@ from wa_export.settings import Settings
 
 
 class MailSender:
-    """Sends every mail of a run over one SMTP connection (opened on first use; QUIT on leaving).
-
-    A connection the server closed between two sends is reopened once; a failure
-    after DATA started is reported, never retried (the server may have accepted it).
-    """
+    """Sends every mail of a run over one SMTP connection, reopened once if the server closed it between sends."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -27,7 +23,6 @@ class MailSender:
         self.close()
 
     def close(self) -> None:
-        """Close the connection (QUIT); never raises."""
         client, self._client = self._client, None
         if client is not None:
             client.close()
@@ -67,7 +62,6 @@ class MailSender:
             return
 
     def _connection(self) -> tuple[YagmailConnection, bool]:
-        """The open connection (reused=True) if it still answers, else a new one."""
         if self._client is not None:
             if self._client.alive():
                 return self._client, True

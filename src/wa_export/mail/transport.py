@@ -31,9 +31,8 @@ This module is the only one that relies on yagmail's and smtplib's internals
 (`yagmail.SMTP` attributes, `smtplib.SMTP.sock`/`_get_socket`/`_host`/`getreply`);
 the tested yagmail range is pinned in pyproject.toml.
 
-Why this module is long: keeping every use of those internals in one module
-(the rest of mail/ uses none) means the whole SMTP conversation lives here,
-each step with its deadline phase and its own one-sentence failure.
+Why this module is long: every use of those internals stays here (the rest of mail/ uses none),
+so the whole SMTP conversation does, each step with its deadline phase and one-sentence failure.
 """
 
 from __future__ import annotations
@@ -145,13 +144,7 @@ class DroppedBeforeData(Exception):
 
 
 class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
-    """yagmail's client with verified TLS, an explicit password and a single-attempt send.
-
-    yagmail keeps the connection (``self.smtp``), its state and ``login()``;
-    ``_login`` and ``_attempt_send`` are replaced because yagmail's own versions
-    skip certificate checks, may prompt for a password, and retry a send after a
-    disconnect (a possible duplicate) before returning False.
-    """
+    """yagmail's client (``self.smtp``, its state, ``login()``) with our ``_login`` and ``_attempt_send`` (see above)."""
 
     smtp: _Guarded | None  # yagmail's attribute: the open connection, None once closed
 
@@ -186,9 +179,8 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         """Connect, secure and log in within SMTP_TIMEOUT_SECONDS (yagmail's login() calls this)."""
         settings = self.settings
         context = _tls_context(settings) if self.mode != "none" else None
-        # local_hostname is a placeholder so smtplib skips socket.getfqdn() (reverse
-        # DNS); the real EHLO name is set in _open, before EHLO is sent. No host
-        # here: connecting happens in _open, under the deadline.
+        # A placeholder local_hostname skips smtplib's reverse-DNS getfqdn() (_open sets the real EHLO name);
+        # no host: connecting happens in _open, under the deadline.
         connection: _GuardedSMTP | _GuardedSMTPSSL
         read_timeout = settings.smtp_timeout_seconds + READ_TIMEOUT_MARGIN_SECONDS
         if self.mode == "ssl":
@@ -230,7 +222,6 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         self.last_reply_at = time.monotonic()
 
     def _open(self, connection: smtplib.SMTP, context: ssl.SSLContext | None, deadline: SmtpDeadline) -> None:
-        """Connect, read the greeting, EHLO and (for starttls) STARTTLS + EHLO again; raises MailError."""
         settings = self.settings
         host, port = settings.smtp_server or "", settings.smtp_port
         where = f"{host}:{port}"
@@ -338,15 +329,10 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
             raise self._unreachable(error) from None
 
     def _attempt_send(self, recipients: list[str], payload: bytes) -> None:
-        """One SMTP transaction within SMTP_TIMEOUT_SECONDS; raises MailError (or DroppedBeforeData) unless sent.
+        """One SMTP transaction within SMTP_TIMEOUT_SECONDS, never retried; raises MailError or DroppedBeforeData.
 
-        Unlike smtplib.sendmail, a refused recipient aborts the transaction (RSET)
-        before DATA: nobody receives a mail that counts as failed and is re-sent on
-        the next run. Unlike yagmail, a failure is never retried here: once the
-        server answered DATA with 354 it may already have accepted the message, so
-        every failure from then on has the outcome unknown (mail/errors.py). A
-        transaction that runs out of time fails with step "timeout" (the run sends
-        nothing more).
+        Unlike smtplib.sendmail, a refused recipient aborts the transaction (RSET) before DATA,
+        so nobody receives a mail that counts as failed and is re-sent on the next run.
         """
         settings = self.settings
         connection = self.smtp
@@ -461,13 +447,8 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         )
 
     def alive(self) -> bool:
-        """True when the open connection still answers (NOOP) within SMTP_TIMEOUT_SECONDS.
-
-        One that answered moments ago is taken as alive without asking (a scheduled run
-        sends back to back; a NOOP each would be one more round trip per email). Should
-        the server have closed it, the send finds out before any data went out and
-        reconnects once (MailSender).
-        """
+        """True when the connection still answers NOOP; one that answered moments ago is not asked again
+        (a send that finds it closed learns so before any data went out, and MailSender reconnects once)."""
         if self.smtp is None or self.is_closed or self.smtp.sock is None or self.cutter.is_cut:
             return False
         if self.last_reply_at is not None and time.monotonic() - self.last_reply_at < RECENTLY_ANSWERED_SECONDS:
@@ -483,10 +464,9 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                 code, _ = self.smtp.noop()
         except (MailError, smtplib.SMTPException, OSError):
             return False
-        if code != 250:
-            return False
-        self.last_reply_at = time.monotonic()
-        return True
+        if code == 250:
+            self.last_reply_at = time.monotonic()
+        return code == 250
 
     def discard(self) -> None:
         """Drop the connection without QUIT (it is dead or in an unknown state)."""

@@ -1,10 +1,8 @@
 """Cell text for untrusted message content: never a formula, valid XML, within Excel's limits.
 
-Every text column is written as an inline *string* cell (``t="inlineStr"``), so
-text starting with ``=``, ``+``, ``-`` or ``@`` stays literal; characters XML
-forbids are removed; text over Excel's 32,767-character cell limit is truncated
-with a visible marker. `text_cell` formats the ``<c>`` element of the fast row
-path in workbook/writer.py; `TextCellTails` remembers it for values that repeat.
+Every text column is an inline *string* cell (``t="inlineStr"``), so text starting with ``=``,
+``+``, ``-`` or ``@`` stays literal. `text_cell` formats the ``<c>`` element of the fast row path
+in workbook/writer.py; `TextCellTails` remembers it for values that repeat.
 """
 
 from __future__ import annotations
@@ -120,10 +118,7 @@ def _to_text(value: object) -> str:
 
 
 def text_cell(letter: str, row: str, value: str, style: str = "") -> str:
-    """``<c>`` XML of an inline-string cell for already clean text; "" (a blank cell) for "".
-
-    ``style`` is the cell's style attribute, ``' s="N"'``, or "" for the default style.
-    """
+    """``<c>`` XML of an inline-string cell (``style``: ``' s="N"'`` or "") for clean text; "" (blank) for ""."""
     tail = text_cell_tail(value, style)
     return f'<c r="{letter}{row}"{tail}' if tail else ""
 

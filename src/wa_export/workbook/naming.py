@@ -19,19 +19,6 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 
-__all__ = [
-    "EXPORT_FILE_PATTERN",
-    "FOLDER_MARKER",
-    "SLUG_MAX_LENGTH",
-    "contested_slugs",
-    "export_file_pattern_for",
-    "is_slug",
-    "publish_path_candidates",
-    "slugify",
-    "unclaimed_folders",
-    "workspace_folder",
-]
-
 FOLDER_MARKER = ".wa-export-workspace"
 # Slug <= 100 keeps "<slug>_<24-char id>" folders and
 # ".<slug>_whatsapp_messages_<stamp>_<n>.xlsx.<token>.sheetN.tmp" far below 255 bytes.
@@ -70,12 +57,7 @@ def _ascii_letters(text: str) -> str:
 
 def slugify(name: object, workspace_id: str) -> str:
     """Workspace name -> ``[a-z0-9_]`` slug, or ``workspace_<id>`` when nothing is left."""
-    if name is None:
-        text = ""
-    elif isinstance(name, str):
-        text = name
-    else:
-        text = str(name)
+    text = "" if name is None else str(name)
     slug = _NOT_SLUG.sub("_", _ascii_letters(text.lower())).strip("_")
     slug = slug[:SLUG_MAX_LENGTH].rstrip("_")
     if not slug:
@@ -208,11 +190,8 @@ def _owned_or_claimed(folder: Path, workspace_id: str, adopt: bool = False) -> b
 
 
 def unclaimed_folders(export_dir: Path, slugs: Iterable[str]) -> list[str]:
-    """Which of these slugs name a real folder in ``export_dir`` with content but no owner marker.
-
-    Those are the original service's folders (or someone else's): what adoption
-    would take over. Symlinks are not folders here; a missing export_dir has none.
-    """
+    """The slugs naming a real folder (not a symlink) in ``export_dir`` with content but no owner marker:
+    what adoption would take over."""
     found: list[str] = []
     for slug in sorted(set(slugs)):
         if not is_slug(slug):
@@ -260,17 +239,10 @@ def workspace_folder(export_dir: Path, slug: str, workspace_id: str, *, adopt_un
     raise FileExistsError(errno.EEXIST, "every folder name for this workspace is taken by another", str(root / slug))
 
 
-def _stamp(run_time_local: datetime) -> str:
-    return run_time_local.strftime("%Y-%m-%d_%H-%M")
-
-
 def publish_path_candidates(folder: Path, slug: str, run_time_local: datetime) -> Iterator[Path]:
-    """The base file name, then ``_2``, ``_3``, ... (finite) for the same minute.
-
-    Hand this to ``WorkbookWriter.commit`` which links to the first free one atomically.
-    """
+    """The base file name, then ``_2``, ``_3``, ... (finite) for the same minute: for ``WorkbookWriter.commit``."""
     _check_slug(slug)
-    base = f"{slug}_whatsapp_messages_{_stamp(run_time_local)}"
+    base = f"{slug}_whatsapp_messages_{run_time_local.strftime('%Y-%m-%d_%H-%M')}"
     folder = Path(folder)
     yield folder / f"{base}.xlsx"
     for sequence in range(2, MAX_SAME_MINUTE_FILES + 1):

@@ -111,20 +111,8 @@ def _placeholder(name: str) -> str:
     return f"WAEXPORTPLACEHOLDER{name}END"
 
 
-def core_part(template: PackageTemplate, properties: dict[str, str], created: datetime) -> bytes:
-    """This workbook's core.xml: its properties XML-escaped as lxml escapes text, its creation time."""
-    core = template.core.replace(_placeholder("time"), created.strftime(_CORE_TIME_FORMAT))
-    for attribute, value in properties.items():
-        core = core.replace(_placeholder(attribute), xml_escape(value))
-    return core.encode("utf-8")
-
-
 class TemplateWorkbookWriter(WorkbookWriter):
-    """`WorkbookWriter` without openpyxl per file: same rows, same package, a fraction of the CPU.
-
-    Only the sheet files and the package are written differently; rows, the
-    temporary name, publishing and cleanup are `WorkbookWriter`'s.
-    """
+    """`WorkbookWriter` without openpyxl per file: only the sheet files and the package are written differently."""
 
     def __init__(
         self,
@@ -177,10 +165,10 @@ class TemplateWorkbookWriter(WorkbookWriter):
         workbook = template.workbook[0] + "".join(
             r + text for r, text in zip(ranges, template.workbook[1:], strict=True)
         )
-        variable = {
-            WORKBOOK_PART: workbook.encode(),
-            CORE_PART: core_part(template, self._properties, datetime.now(UTC)),
-        }
+        core = template.core.replace(_placeholder("time"), datetime.now(UTC).strftime(_CORE_TIME_FORMAT))
+        for attribute, value in self._properties.items():
+            core = core.replace(_placeholder(attribute), xml_escape(value))  # as lxml escapes text
+        variable = {WORKBOOK_PART: workbook.encode(), CORE_PART: core.encode("utf-8")}
         with os.fdopen(self._fd, "w+b") as handle:
             self._fd = None
             with zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -203,6 +191,3 @@ class TemplateWorkbookWriter(WorkbookWriter):
             with suppress(OSError):  # a full disk may fail the flush: the file goes anyway
                 spool.close()
         super().abort()
-
-
-__all__ = ["PackageTemplate", "TemplateWorkbookWriter", "package_template"]

@@ -5,13 +5,9 @@ Bypassing openpyxl's public row API (``ws.append`` of cell objects) is paid for 
 its profile section: ``append_many`` 1.42 s -> 0.74 s per 100k rows once rows are XML text
 instead of lxml elements. openpyxl still builds the package, styles, views and filters; rows
 are formatted here (workbook/cells.py: inline strings, never a formula) and written in chunks
-into the sheet file after flushing openpyxl's lxml stream. The internals used (``WorksheetWriter``, its ``xf`` stream, ``ws._writer``/``ws._rows``) are the ones
-``WriteOnlyWorksheet._write_rows`` uses; tests pin the XML. Sheets roll over to
-``WhatsApp Messages (2)``, ... at Excel's row limit; the file is written under a hidden 0600
-temporary name and published without overwriting (workbook/publish.py).
-
-Why this module is long: the fast row path and the openpyxl internals it relies on are one
-unit; split apart, the coupling to openpyxl's private API would be spread over files.
+into the sheet file after flushing openpyxl's lxml stream. The internals used (``WorksheetWriter``,
+its ``xf`` stream, ``ws._writer``/``ws._rows``) are the ones ``WriteOnlyWorksheet._write_rows``
+uses; tests pin the XML.
 """
 
 from __future__ import annotations
@@ -25,7 +21,6 @@ from contextlib import contextmanager, suppress
 from datetime import datetime
 from datetime import timezone as dt_timezone
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -39,13 +34,7 @@ from openpyxl.worksheet._writer import WorksheetWriter
 from openpyxl.xml.constants import SHEET_MAIN_NS
 from openpyxl.xml.functions import xmlfile
 
-from wa_export.workbook.cells import (
-    CELL_TEXT_LIMIT,
-    TRUNCATION_MARKER,
-    TextCellTails,
-    cell_text,
-    text_cell,
-)
+from wa_export.workbook.cells import CELL_TEXT_LIMIT, TextCellTails, cell_text, text_cell
 from wa_export.workbook.layout import TOP, WRAPPED, column_widths, property_values, zone_name
 from wa_export.workbook.publish import (
     create_private_file,
@@ -63,16 +52,7 @@ except ImportError:  # pragma: no cover - et_xmlfile fallback raises OSError its
         pass
 
 
-__all__ = [
-    "CELL_TEXT_LIMIT",
-    "HEADER",
-    "MAX_DATA_ROWS_PER_SHEET",
-    "SHEET_TITLE",
-    "TIMESTAMP_FORMAT",
-    "TRUNCATION_MARKER",
-    "WorkbookWriter",
-    "cell_text",
-]
+__all__ = ["CELL_TEXT_LIMIT", "HEADER", "MAX_DATA_ROWS_PER_SHEET", "SHEET_TITLE", "WorkbookWriter", "cell_text"]
 
 HEADER: tuple[str, ...] = (
     "Sender Phone Number",
@@ -95,8 +75,6 @@ _HEADER_FILL = PatternFill(fill_type="solid", fgColor="305496")
 _HEADER_ALIGNMENT = Alignment(vertical="center")
 # Rows formatted as XML text are written to the sheet file this many at a time.
 _CHUNK_ROWS = 1_000
-
-
 _EXCEL_1900_03_01 = 61.0  # serials below this hit Excel's 1900 leap-year bug
 _EXCEL_MAX_SERIAL = 2_958_466.0  # 10000-01-01: Excel's date range ends before
 _UNIX_EPOCH_SERIAL = 25_569.0  # 1970-01-01 in the 1900 date system
@@ -104,11 +82,7 @@ _NAIVE_UNIX_EPOCH = datetime(1970, 1, 1)
 
 
 class WorkbookWriter:
-    """Stream rows into a new workbook and publish it atomically, never overwriting.
-
-    Use as a context manager: leaving the block without ``commit()`` (or with
-    an exception) removes every temporary file.
-    """
+    """Stream rows into a new workbook and publish it atomically; leaving without ``commit()`` removes every file."""
 
     def __init__(
         self,
@@ -119,8 +93,6 @@ class WorkbookWriter:
         workspace_name: str | None = None,
         timezone_name: str | None = None,
     ) -> None:
-        """``workspace_name`` goes into the title property, ``timezone_name`` (default: the zone's name)
-        into the statement of the Timestamp zone."""
         self._open_temporary(final_path, timezone, rows_per_sheet)
         try:
             self._wb = Workbook(write_only=True)
@@ -131,25 +103,22 @@ class WorkbookWriter:
             self._xf: Any = None
             self._handle: Any = None  # the current sheet's file, for rows written as XML text
             self._styles: dict[str, str] = {}  # style attribute (' s="N"') per kind of data cell
-            self._sheet_row = 0  # data rows in the current sheet
             self._new_sheet()
         except BaseException:
             self._cleanup_files()
             raise
 
     def _open_temporary(self, final_path: Path | str, timezone: ZoneInfo | dt_timezone, rows_per_sheet: int) -> None:
-        """The state every writer starts with, and its hidden temporary file (0600)."""
         if not 1 <= rows_per_sheet <= MAX_DATA_ROWS_PER_SHEET:
             raise ValueError(f"rows_per_sheet must be between 1 and {MAX_DATA_ROWS_PER_SHEET}")
         self.final_path = Path(final_path)
         self._directory = self.final_path.parent
         self._tz = timezone
         self._rows_per_sheet = rows_per_sheet
-        self._rows_written = 0
+        self.rows_written = 0  # data rows (header rows not counted)
         self._state = "open"  # open -> committed | aborted
         self._published: Path | None = None
-        # Hidden temp names ('.' prefix, '.tmp' suffix) never match *.xlsx globs
-        # or the cleanup pattern, so a half-written file is never mailed or deleted.
+        # Hidden ('.' prefix, '.tmp' suffix): no *.xlsx glob or cleanup pattern mails or deletes it half-written.
         token = secrets.token_hex(6)
         self._tmp_path = self._directory / f".{self.final_path.name}.{token}.tmp"
         self._sheet_tmp_prefix = f".{self.final_path.name}.{token}.sheet"
@@ -159,11 +128,6 @@ class WorkbookWriter:
         self._fd: int | None = create_private_file(self._tmp_path)
         # Safety net if the writer is dropped without commit()/abort().
         weakref.finalize(self, _remove_files, self._tmp_path, self._sheet_tmp_paths)
-
-    @property
-    def rows_written(self) -> int:
-        """Data rows written so far (header rows not counted)."""
-        return self._rows_written
 
     def append(
         self,
@@ -184,8 +148,7 @@ class WorkbookWriter:
 
     @contextmanager
     def _aborted_on_failure(self) -> Iterator[None]:
-        """A failed write leaves the stream unusable: remove the temp files now (a full disk
-        never keeps one), and raise lxml's write errors as the OSError they are."""
+        """Remove the temp files at once on a failed write; lxml's write errors become the OSError they are."""
         try:
             yield
         except _LxmlSerialisationError as exc:
@@ -196,8 +159,7 @@ class WorkbookWriter:
             raise
 
     def commit(self, candidates: Iterable[Path | str] | None = None) -> Path:
-        """Finish the workbook and publish it under the first free name of ``candidates``
-        (default: ``final_path``, same folder); FileExistsError when every name is taken."""
+        """Finish and publish under the first free name of ``candidates`` (default ``final_path``), else FileExistsError."""
         if self._state == "committed" and self._published is not None:
             return self._published
         self._require_open()
@@ -227,13 +189,7 @@ class WorkbookWriter:
     def __enter__(self) -> WorkbookWriter:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        # Leaving without commit() is never a success: the file must not survive.
+    def __exit__(self, *exc_info: object) -> None:
         if self._state != "committed":
             self.abort()
 
@@ -293,12 +249,11 @@ class WorkbookWriter:
             if chunk:
                 self._write_xml(chunk)
             self._sheet_row += written
-            self._rows_written += written
+            self.rows_written += written
             if written < budget:
                 return
 
     def _write_xml(self, chunk: list[str]) -> None:
-        """Append formatted rows to the sheet file, after whatever lxml still buffers."""
         self._xf.flush()
         self._handle.write("".join(chunk).encode("utf-8"))
         chunk.clear()
@@ -316,7 +271,7 @@ class WorkbookWriter:
         return self._styles["date"], self._styles["wrap"], self._styles["top"]
 
     def _excel_serial(self, ts: object) -> float | None:
-        """Excel serial (1900 system) of ``ts`` as wall time in the export zone."""
+        """Excel serial (1900 system) of ``ts`` as wall time in the export zone; cached per UTC hour without a DST change."""
         if not isinstance(ts, datetime):
             return None
         try:
@@ -324,9 +279,6 @@ class WorkbookWriter:
                 seconds = (ts - _NAIVE_UNIX_EPOCH).total_seconds()
             else:
                 seconds = ts.timestamp()
-            # The zone's offset is cached per UTC hour when it is constant over
-            # the whole hour; an hour containing a transition is computed per
-            # value, so DST changes are always exact.
             hour = int(seconds // 3600)
             offset = self._offset_cache.get(hour)
             if offset is None:
@@ -344,8 +296,7 @@ class WorkbookWriter:
         return None
 
     def _utc_offset(self, seconds: float) -> float:
-        local = datetime.fromtimestamp(seconds, self._tz)
-        delta = local.utcoffset()
+        delta = datetime.fromtimestamp(seconds, self._tz).utcoffset()
         return delta.total_seconds() if delta is not None else 0.0
 
     def _new_sheet(self) -> None:
@@ -358,9 +309,7 @@ class WorkbookWriter:
         ws.freeze_panes = "A2"
         for letter, width in _COLUMN_WIDTHS.items():
             ws.column_dimensions[letter].width = width
-        # openpyxl would stream the sheet XML into the system temp dir (often a
-        # RAM-backed tmpfs, and outside our 0700 folder); keep it next to the
-        # output instead, private, and registered for openpyxl's own cleanup.
+        # Next to the output, private, not in the system temp dir openpyxl would use (outside our 0700 folder).
         sheet_tmp = self._directory / f"{self._sheet_tmp_prefix}{index}.tmp"
         os.close(create_private_file(sheet_tmp))
         self._sheet_tmp_paths.append(str(sheet_tmp))
@@ -372,10 +321,7 @@ class WorkbookWriter:
         stream = _row_stream(writer)
         self._xf = next(stream)
         ws._rows = stream  # ws.close() ends our stream exactly like its own
-        self._sheet_row = 0
-        self._write_header(ws)
-
-    def _write_header(self, ws: WriteOnlyWorksheet) -> None:
+        self._sheet_row = 0  # data rows in the current sheet
         header_cells: list[Cell] = []
         for column, title in enumerate(HEADER, 1):
             cell = WriteOnlyCell(ws, value=title)
@@ -389,9 +335,8 @@ class WorkbookWriter:
         ws = self._ws
         if ws is None or ws.closed:
             return
-        last_row = self._sheet_row + 1
         # The filter is written after the rows, so the exact used range is known.
-        ws.auto_filter.ref = f"A1:{_LAST_COLUMN}{last_row}"
+        ws.auto_filter.ref = f"A1:{_LAST_COLUMN}{self._sheet_row + 1}"
         ws.close()
 
     def _save(self) -> None:
@@ -424,11 +369,7 @@ def _remove_files(tmp_path: Path, sheet_paths: list[str]) -> None:
 
 
 class _SheetWriter(WorksheetWriter):
-    """openpyxl's sheet writer on a file object we hold, so rows can go in as XML text.
-
-    ``get_stream`` is openpyxl's own, except that lxml writes to ``handle``
-    (opened here, without following links) instead of opening the path itself.
-    """
+    """openpyxl's sheet writer on a ``handle`` we open (no symlinks followed), so rows can go in as XML text."""
 
     handle: Any = None
 
@@ -449,10 +390,7 @@ class _SheetWriter(WorksheetWriter):
 
 
 def _row_stream(writer: WorksheetWriter) -> Generator[Any, None, None]:
-    """Open ``<sheetData>`` and hand out the stream; closing the generator ends it.
-
-    Mirrors WriteOnlyWorksheet._write_rows, minus its per-value cell objects.
-    """
+    """WriteOnlyWorksheet._write_rows minus its cell objects: open ``<sheetData>``, hand out the stream."""
     xf = writer.xf.send(True)
     with xf.element("sheetData"):
         try:
