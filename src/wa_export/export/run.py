@@ -91,15 +91,12 @@ def build_export_request(
 
 
 def apply_worker_options(request: ExportRequest, count: int, worker_slot: str | None) -> ExportRequest:
-    """Validate --workers / the hidden --worker-slot and attach the slot to the request."""
-    try:
-        workers.check_request(count, is_manual=request.is_manual)
-        if worker_slot is None:
-            return request
-        workers.check_slot_request(request.is_manual)
-        return dataclasses.replace(request, worker_slot=workers.parse_worker_slot(worker_slot))
-    except workers.WorkerUsageError as error:
-        raise UsageProblem(str(error)) from None
+    """Validate --workers / the hidden --worker-slot (WorkerUsageError: exit 2) and attach the slot to the request."""
+    workers.check_request(count, is_manual=request.is_manual)
+    if worker_slot is None:
+        return request
+    workers.check_slot_request(request.is_manual)
+    return dataclasses.replace(request, worker_slot=workers.parse_worker_slot(worker_slot))
 
 
 def export(

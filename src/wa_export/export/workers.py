@@ -9,6 +9,7 @@ children's JSON and exits with the worst exit code; SIGTERM is forwarded, each c
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -21,16 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from wa_export.errors import ExitCode
+from wa_export.errors import ExitCode, UsageProblem
 from wa_export.export.context import ExportRequest
-from wa_export.export.results import RunWarning, cursor_notes, merged_anomalies, summary_line
+from wa_export.export.results import RunWarning, merged_anomalies, summary_line
 
 MAX_WORKERS = 64
 
 T = TypeVar("T")
 
 
-class WorkerUsageError(ValueError):
+class WorkerUsageError(UsageProblem):
     """A bad --workers / --worker-slot value; one sentence for the operator (exit 2)."""
 
 
@@ -100,13 +101,6 @@ class WorkersResult:
     def workspaces(self) -> list[dict[str, Any]]:
         return [ws for worker in self.workers for ws in worker.document.get("workspaces", [])]
 
-    def count_outcome(self, outcome: str) -> int:
-        return sum(1 for ws in self.workspaces if ws.get("outcome") == outcome)
-
-    @property
-    def message_count(self) -> int:
-        return sum(int(ws.get("message_count") or 0) for ws in self.workspaces)
-
     def anomaly_totals(self) -> dict[str, int]:
         return merged_anomalies(
             [ws.get("anomalies") or {} for ws in self.workspaces],
@@ -125,14 +119,8 @@ class WorkersResult:
     def summary(self) -> str:
         broken = [f"worker {w.slot} exit {w.exit_code}: {w.error}" for w in self.workers if w.error is not None]
         problems = [f"{len(broken)} worker(s) failed: " + "; ".join(broken)] if broken else []
-        return summary_line(
-            f"scheduled export run with {self.count} workers: {len(self.workspaces)} workspaces",
-            self.count_outcome,
-            self.message_count,
-            self.anomaly_totals(),
-            self.interrupted,
-            [*problems, *self.problems, *cursor_notes(self.workspaces)],
-        )
+        header = f"scheduled export run with {self.count} workers"
+        return summary_line(header, self.workspaces, self.anomaly_totals(), self.interrupted, problems + self.problems)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -142,7 +130,7 @@ class WorkersResult:
             "exit_code": self.exit_code,
             "interrupted": self.interrupted,
             "duration_seconds": round(self.finished_at - self.started_at, 3),
-            "message_count": self.message_count,
+            "message_count": sum(int(ws.get("message_count") or 0) for ws in self.workspaces),
             "orphaned_messages": self.orphaned_messages,
             "anomalies": self.anomaly_totals(),
             "problems": self.problems,
@@ -158,7 +146,7 @@ class WorkersResult:
                 for w in self.workers
             ],
             "workspaces": self.workspaces,
-            "warnings": [warning.as_dict() for warning in self.warnings],
+            "warnings": [dataclasses.asdict(warning) for warning in self.warnings],
         }
 
 
