@@ -1,10 +1,4 @@
-"""The export run, from the operator's options to its result: plan, deliver, record (docs/design.md).
-
-Scheduled runs deliver each workspace's messages in arrival order from its cursor to the database's now
-minus EXPORT_LAG_SECONDS, one pass finding who has new messages; manual runs export the timestamp window
-the operator asked for and never touch a cursor. Operator errors raise `UsageProblem` (exit 2), MongoDB
-outages `MongoUnavailable` (exit 3); the library reports through an observer and never prints.
-"""
+"""The export run, from the operator's options to its result: plan, deliver, record (docs/design.md)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,8 @@
-"""`wa-export export --workers N`: one scheduled run shared by N processes on this host.
+"""`wa-export export --workers N`: one scheduled run shared by N child processes on this host.
 
-Processes, not threads: an export's cost is our own Python work (BSON, rows, XML, compression), which
-holds the GIL. Child k is the normal `wa-export export --json` with a hidden `--worker-slot k/N` and exports
-every N-th active workspace (sorted by id); the leases still decide who exports a workspace, so two hosts
-or an overlapping run never export one window twice. The parent never talks to MongoDB: it merges the
-children's JSON and exits with the worst exit code; SIGTERM is forwarded, each child finishes its workspace.
+Processes, not threads: the work holds the GIL. Child k is `wa-export export --json --worker-slot k/N`
+(every N-th workspace by id; leases still decide). The parent never talks to MongoDB: it merges the
+children's JSON, exits with the worst code and forwards SIGTERM.
 """
 
 from __future__ import annotations
