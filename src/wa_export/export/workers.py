@@ -157,6 +157,12 @@ def run_workers(count: int, request: ExportRequest, env_file: Path | None, stop:
     started = time.time()
     children: list[tuple[int, subprocess.Popen[bytes], Any]] = []
     forwarded = False
+
+    def terminate() -> None:
+        for _, proc, _ in children:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+
     try:
         for slot in range(count):
             out = tempfile.TemporaryFile()  # not a pipe: a big JSON document must never block a child
@@ -168,14 +174,10 @@ def run_workers(count: int, request: ExportRequest, env_file: Path | None, stop:
         while any(proc.poll() is None for _, proc, _ in children):
             if stop.is_set() and not forwarded:
                 forwarded = True
-                for _, proc, _ in children:
-                    if proc.poll() is None:
-                        proc.send_signal(signal.SIGTERM)
+                terminate()
             time.sleep(0.2)
     except BaseException:
-        for _, proc, _ in children:  # never leave orphans running behind a crashed parent
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+        terminate()  # never leave orphans running behind a crashed parent
         for _, proc, _ in children:
             try:
                 proc.wait(timeout=30)
@@ -184,10 +186,9 @@ def run_workers(count: int, request: ExportRequest, env_file: Path | None, stop:
         raise
     result = WorkersResult(count=count, started_at=started, finished_at=time.time(), interrupted=forwarded)
     for slot, proc, out in children:
-        out.seek(0)
-        raw = out.read().decode("utf-8", "replace")
-        out.close()
-        result.workers.append(_outcome(slot, proc.returncode, raw))
+        with out:
+            out.seek(0)
+            result.workers.append(_outcome(slot, proc.returncode, out.read().decode("utf-8", "replace")))
     return result
 
 
