@@ -1,17 +1,10 @@
-"""One workspace of a scheduled run: lease, parts, intent, email, cursor (docs/design.md).
-
-Under the lease (renewed every third of its duration) the window [cursor, end) is cut into parts of
-consecutive messages in arrival order; every part's workbook is written (one too big for
-EXPORT_MAX_ATTACHMENT_MB is cut smaller), then the parts are sent in order. Before each email its intent
-is recorded (`in_flight` on the state, a `sending` entry in export_logs); once SMTP accepted it the entry
-turns `completed` and the cursor moves to the part's upper bound. An intent left by an earlier run means
-that email may have gone out: it is delivered again (never lost) and flagged `possible_duplicate`.
-"""
+"""One workspace of a scheduled run under its lease: parts, intent, email, cursor (docs/design.md, steps 6-9)."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from datetime import timedelta
 from typing import Self
 
@@ -100,10 +93,8 @@ class ScheduledDelivery(WorkspaceExport):
             result.anomalies[CURSOR_AHEAD] = 1
         parts = self.parts(window)
         if not parts:
-            gone = (
-                "; the messages of an earlier email whose outcome was unknown are gone" if earlier is not None else ""
-            )
-            return self._caught_up(NOTHING_NEW + gone, window.cursor_ahead)
+            gone = "; the messages of an earlier email whose outcome was unknown are gone"
+            return self._caught_up(NOTHING_NEW + (gone if earlier is not None else ""), window.cursor_ahead)
         refusal = ctx.refusal(self.item.recipients)
         if refusal is not None:
             # The cursor stays, so the window goes out once it is fixed; "not attempted" still says how many wait.
@@ -188,23 +179,20 @@ class ScheduledDelivery(WorkspaceExport):
         when = f" (arrived {arrived:%Y-%m-%d %H:%M:%S} UTC)" if arrived is not None else ""
         count = piece.message_count
         what = "a single message" if count <= 1 else f"{count} messages that arrived at the same moment"
-        # One message can be passed alone (its _id); messages sharing one date key only together.
-        message_id = self._only_message_id(piece) if count <= 1 else None
-        move = f"--move-past {message_id}" if message_id is not None else "--move-to"
+        # One message can be passed alone (its _id; a rare path: two queries); messages sharing a date key only together.
+        message_id = None
+        if count <= 1:
+            ctx = self.ctx
+            chat_ids = sorted(ownership.chats_of_workspace(ctx.store.chats, self.item.workspace).owned)
+            found = next(arrivals.window_messages(ctx.store.messages, ctx.key, chat_ids, piece.low, piece.high), None)
+            message_id = found.get("_id") if found is not None else None
+        move = f"--move-past {message_id}" if isinstance(message_id, ObjectId) else "--move-to"
         return (
             f"{what}{when} makes a workbook of {piece.encoded_size / 2**20:.2f} MB once encoded for "
             f"email, over EXPORT_MAX_ATTACHMENT_MB={self.ctx.settings.export_max_attachment_mb:g}; the file is kept at "
             f"{piece.path} and the cursor stays before it: raise EXPORT_MAX_ATTACHMENT_MB if the mail "
             f"server allows it, or move the cursor past it with `wa-export state {self.item.workspace.id} {move}`"
         )
-
-    def _only_message_id(self, piece: Written) -> ObjectId | None:
-        """The _id of the one message of a too-big part (a rare path: two queries)."""
-        ctx = self.ctx
-        chat_ids = sorted(ownership.chats_of_workspace(ctx.store.chats, self.item.workspace).owned)
-        found = next(arrivals.window_messages(ctx.store.messages, ctx.key, chat_ids, piece.low, piece.high), None)
-        message_id = found.get("_id") if found is not None else None
-        return message_id if isinstance(message_id, ObjectId) else None
 
     def _caught_up(self, reason: str, cursor_ahead: bool) -> WorkspaceResult:
         self.lease.caught_up(self.ctx.end_key, release=True, force=cursor_ahead)
@@ -298,8 +286,7 @@ def look_without_lease(ctx: RunContext, item: WorkItem, result: WorkspaceResult)
     if ctx.request.dry_run:
         for part in parts:
             stats = RowStats()
-            for _ in exporter.rows(window, part.low, part.high, stats):
-                pass
+            deque(exporter.rows(window, part.low, part.high, stats), maxlen=0)  # counts the rows, writes none
             result.add_counts(*stats.counts())
         result.outcome = "dry_run"
         return result

@@ -1,14 +1,7 @@
-"""The scheduled run's plan: who has new messages, found cheaply and once (docs/design.md).
+"""The scheduled run's plan: one state read, one shared pass over [earliest cursor, end), laggards on their own.
 
-1. One read of every export_state document; workspaces without a cursor get their first one (the
-   original service's last export, a migrated v1 watermark, or one interval back) from one query.
-2. Workspaces whose cursor is within the horizon of the end share ONE pass over [earliest cursor, end)
-   on the key's index (key and `chat_id`), then the chats it names, by `_id`. That also counts messages
-   of no chat (orphans) and of a chat of no single workspace (ambiguous), and keeps the messages
-   themselves up to PASS_DOCUMENT_BYTES, so most deliveries write their workbook without a query.
-3. Laggards (a long outage, a reactivated tenant) read their own chats, so they never widen the pass.
-4. Work is planned only for workspaces with messages in [cursor, end), a pending failure or intent,
-   or lagging; the rest are advanced in bulk.
+Only workspaces with messages in [cursor, end), a pending failure or intent, or lagging get work;
+the rest are advanced in bulk (docs/design.md, "A scheduled run").
 """
 
 from __future__ import annotations

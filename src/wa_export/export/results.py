@@ -1,8 +1,4 @@
-"""What a run reports: per-workspace results, the run's result and one-line summary, its WARNING lines.
-
-Shared by single runs and `--workers` runs; the CLI renders them. `health` reports the same
-warnings with the same sentences.
-"""
+"""What a run reports (single and `--workers` runs alike): results, one-line summary, WARNING lines (`health` too)."""
 
 from __future__ import annotations
 
@@ -112,14 +108,9 @@ class RunResult:
         return merged_anomalies([result.anomalies for result in self.workspaces], [self.run_anomalies])
 
     def summary(self) -> str:
-        return summary_line(
-            f"{self.trigger} export run{' (dry run)' if self.dry_run else ''}: {len(self.workspaces)} workspaces",
-            self.count,
-            self.message_count,
-            self.anomaly_totals(),
-            self.interrupted,
-            [*self.problems, *cursor_notes([result.as_dict() for result in self.workspaces])],
-        )
+        header = f"{self.trigger} export run{' (dry run)' if self.dry_run else ''}"
+        workspaces = [result.as_dict() for result in self.workspaces]
+        return summary_line(header, workspaces, self.anomaly_totals(), self.interrupted, self.problems)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -137,7 +128,7 @@ class RunResult:
             "problems": self.problems,
             "summary": self.summary(),
             "workspaces": [result.as_dict() for result in self.workspaces],
-            "warnings": [warning.as_dict() for warning in self.warnings],
+            "warnings": [dataclasses.asdict(warning) for warning in self.warnings],
         }
 
 
@@ -154,37 +145,31 @@ def merged_anomalies(per_workspace: Sequence[dict[str, int]], per_run: Sequence[
     return {name: count for name, count in totals.items() if count}
 
 
-def cursor_notes(workspaces: Sequence[dict[str, Any]]) -> list[str]:
-    """Summary notes on new cursors and possible duplicates, from workspace results (as dicts)."""
-    notes = []
-    sources = Counter(ws["cursor_source"] for ws in workspaces if ws.get("cursor_source"))
-    if sources:
-        notes.append("new cursors: " + ", ".join(f"{count} from {source}" for source, count in sorted(sources.items())))
-    duplicates = sum(1 for ws in workspaces if ws.get("possible_duplicate"))
-    if duplicates:
-        notes.append(f"{duplicates} re-delivered as a possible duplicate (said in the email)")
-    return notes
-
-
 def summary_line(
     header: str,
-    count: Callable[[Any], int],
-    message_count: int,
+    workspaces: Sequence[Mapping[str, Any]],
     anomalies: dict[str, int],
     interrupted: bool,
-    problems: Sequence[str] = (),
+    problems: Sequence[str],
 ) -> str:
-    """The one-line run summary shared by single runs and `--workers` runs."""
+    """The one-line run summary, from the workspace results as dicts."""
+    count = Counter(ws.get("outcome") for ws in workspaces)
+    sources = Counter(ws["cursor_source"] for ws in workspaces if ws.get("cursor_source"))
+    duplicates = sum(1 for ws in workspaces if ws.get("possible_duplicate"))
     parts = [
-        header,
-        f"{count('completed')} emailed",
-        f"{count('written')} written",
-        f"{count('no_messages')} without new messages",
-        f"{count('skipped')} skipped",
-        f"{count('failed')} failed",
-        f"{message_count} messages",
+        f"{header}: {len(workspaces)} workspaces",
+        f"{count['completed']} emailed",
+        f"{count['written']} written",
+        f"{count['no_messages']} without new messages",
+        f"{count['skipped']} skipped",
+        f"{count['failed']} failed",
+        f"{sum(int(ws.get('message_count') or 0) for ws in workspaces)} messages",
         *problems,
     ]
+    if sources:
+        parts.append("new cursors: " + ", ".join(f"{n} from {source}" for source, n in sorted(sources.items())))
+    if duplicates:
+        parts.append(f"{duplicates} re-delivered as a possible duplicate (said in the email)")
     if anomalies:
         parts.append("data issues: " + ", ".join(f"{number} {name}" for name, number in sorted(anomalies.items())))
     if interrupted:
@@ -222,9 +207,6 @@ class RunWarning:
     message: str
     workspace_id: str | None = None
     variable: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def duplicate_workspace_warning(duplicate: DuplicateWorkspace) -> RunWarning:

@@ -1,10 +1,4 @@
-"""The export run, from the operator's options to its result: plan, deliver, record (docs/design.md).
-
-Scheduled runs deliver each workspace's messages in arrival order from its cursor to the database's now
-minus EXPORT_LAG_SECONDS, one pass finding who has new messages; manual runs export the timestamp window
-the operator asked for and never touch a cursor. Operator errors raise `UsageProblem` (exit 2), MongoDB
-outages `MongoUnavailable` (exit 3); the library reports through an observer and never prints.
-"""
+"""The export run, from the operator's options to its result: plan, deliver, record (docs/design.md)."""
 
 from __future__ import annotations
 
@@ -91,15 +85,12 @@ def build_export_request(
 
 
 def apply_worker_options(request: ExportRequest, count: int, worker_slot: str | None) -> ExportRequest:
-    """Validate --workers / the hidden --worker-slot and attach the slot to the request."""
-    try:
-        workers.check_request(count, is_manual=request.is_manual)
-        if worker_slot is None:
-            return request
-        workers.check_slot_request(request.is_manual)
-        return dataclasses.replace(request, worker_slot=workers.parse_worker_slot(worker_slot))
-    except workers.WorkerUsageError as error:
-        raise UsageProblem(str(error)) from None
+    """Validate --workers / the hidden --worker-slot (WorkerUsageError: exit 2) and attach the slot to the request."""
+    workers.check_request(count, is_manual=request.is_manual)
+    if worker_slot is None:
+        return request
+    workers.check_slot_request(request.is_manual)
+    return dataclasses.replace(request, worker_slot=workers.parse_worker_slot(worker_slot))
 
 
 def export(

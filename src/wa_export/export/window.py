@@ -1,12 +1,7 @@
-"""A workspace's window in arrival order: its keys, its parts (one email each), their workbooks, its log entries.
+"""A workspace's window in arrival order: its keys, its parts (one email each), their workbooks, log entries.
 
-Shared by the scheduled delivery and by --no-email and --dry-run, which look at the same window without a
-lease. The keys (and, within the pass's budget, the messages) come from the run's shared pass when it covers
-the cursor, else from the workspace's own chats (a laggard, or a cursor moved back since the pass).
-
-A part is a half-open key range [low, high): the first starts at the cursor, each next one at its first
-message's key, the last ends at the run's end key, so moving the cursor to a part's `high` passes exactly
-the messages that part delivered.
+Shared by the delivery, --no-email and --dry-run. A part is [low, high): moving the cursor to its `high`
+passes exactly the messages it delivered.
 """
 
 from __future__ import annotations
@@ -121,13 +116,10 @@ class WorkspaceExport:
 
     def keys_between(self, window: ArrivalWindow, low: Key, high: Key) -> Iterator[Key]:
         if window.keys is not None:
-            return (arrival for arrival in window.keys if low <= arrival < high)
-        return self._read_keys(window, low, high)
-
-    def _read_keys(self, window: ArrivalWindow, low: Key, high: Key) -> Iterator[Key]:
-        for arrival, raw_chat_id in arrivals.keys_of_chats(
-            self.ctx.store.messages, self.ctx.key, window.chat_ids, low, high
-        ):
+            yield from (arrival for arrival in window.keys if low <= arrival < high)
+            return
+        ctx = self.ctx
+        for arrival, raw_chat_id in arrivals.keys_of_chats(ctx.store.messages, ctx.key, window.chat_ids, low, high):
             chat_id = ownership.chat_of_message(raw_chat_id)
             if chat_id is not None:
                 window.found_chats.add(chat_id)

@@ -1,14 +1,13 @@
-"""`wa-export export --workers N`: one scheduled run shared by N processes on this host.
+"""`wa-export export --workers N`: one scheduled run shared by N child processes on this host.
 
-Processes, not threads: an export's cost is our own Python work (BSON, rows, XML, compression), which
-holds the GIL. Child k is the normal `wa-export export --json` with a hidden `--worker-slot k/N` and exports
-every N-th active workspace (sorted by id); the leases still decide who exports a workspace, so two hosts
-or an overlapping run never export one window twice. The parent never talks to MongoDB: it merges the
-children's JSON and exits with the worst exit code; SIGTERM is forwarded, each child finishes its workspace.
+Processes, not threads: the work holds the GIL. Child k is `wa-export export --json --worker-slot k/N`
+(every N-th workspace by id; leases still decide). The parent never talks to MongoDB: it merges the
+children's JSON, exits with the worst code and forwards SIGTERM.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -21,16 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from wa_export.errors import ExitCode
+from wa_export.errors import ExitCode, UsageProblem
 from wa_export.export.context import ExportRequest
-from wa_export.export.results import RunWarning, cursor_notes, merged_anomalies, summary_line
+from wa_export.export.results import RunWarning, merged_anomalies, summary_line
 
 MAX_WORKERS = 64
 
 T = TypeVar("T")
 
 
-class WorkerUsageError(ValueError):
+class WorkerUsageError(UsageProblem):
     """A bad --workers / --worker-slot value; one sentence for the operator (exit 2)."""
 
 
@@ -100,13 +99,6 @@ class WorkersResult:
     def workspaces(self) -> list[dict[str, Any]]:
         return [ws for worker in self.workers for ws in worker.document.get("workspaces", [])]
 
-    def count_outcome(self, outcome: str) -> int:
-        return sum(1 for ws in self.workspaces if ws.get("outcome") == outcome)
-
-    @property
-    def message_count(self) -> int:
-        return sum(int(ws.get("message_count") or 0) for ws in self.workspaces)
-
     def anomaly_totals(self) -> dict[str, int]:
         return merged_anomalies(
             [ws.get("anomalies") or {} for ws in self.workspaces],
@@ -125,14 +117,8 @@ class WorkersResult:
     def summary(self) -> str:
         broken = [f"worker {w.slot} exit {w.exit_code}: {w.error}" for w in self.workers if w.error is not None]
         problems = [f"{len(broken)} worker(s) failed: " + "; ".join(broken)] if broken else []
-        return summary_line(
-            f"scheduled export run with {self.count} workers: {len(self.workspaces)} workspaces",
-            self.count_outcome,
-            self.message_count,
-            self.anomaly_totals(),
-            self.interrupted,
-            [*problems, *self.problems, *cursor_notes(self.workspaces)],
-        )
+        header = f"scheduled export run with {self.count} workers"
+        return summary_line(header, self.workspaces, self.anomaly_totals(), self.interrupted, problems + self.problems)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -142,7 +128,7 @@ class WorkersResult:
             "exit_code": self.exit_code,
             "interrupted": self.interrupted,
             "duration_seconds": round(self.finished_at - self.started_at, 3),
-            "message_count": self.message_count,
+            "message_count": sum(int(ws.get("message_count") or 0) for ws in self.workspaces),
             "orphaned_messages": self.orphaned_messages,
             "anomalies": self.anomaly_totals(),
             "problems": self.problems,
@@ -158,7 +144,7 @@ class WorkersResult:
                 for w in self.workers
             ],
             "workspaces": self.workspaces,
-            "warnings": [warning.as_dict() for warning in self.warnings],
+            "warnings": [dataclasses.asdict(warning) for warning in self.warnings],
         }
 
 
@@ -171,6 +157,12 @@ def run_workers(count: int, request: ExportRequest, env_file: Path | None, stop:
     started = time.time()
     children: list[tuple[int, subprocess.Popen[bytes], Any]] = []
     forwarded = False
+
+    def terminate() -> None:
+        for _, proc, _ in children:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+
     try:
         for slot in range(count):
             out = tempfile.TemporaryFile()  # not a pipe: a big JSON document must never block a child
@@ -182,14 +174,10 @@ def run_workers(count: int, request: ExportRequest, env_file: Path | None, stop:
         while any(proc.poll() is None for _, proc, _ in children):
             if stop.is_set() and not forwarded:
                 forwarded = True
-                for _, proc, _ in children:
-                    if proc.poll() is None:
-                        proc.send_signal(signal.SIGTERM)
+                terminate()
             time.sleep(0.2)
     except BaseException:
-        for _, proc, _ in children:  # never leave orphans running behind a crashed parent
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+        terminate()  # never leave orphans running behind a crashed parent
         for _, proc, _ in children:
             try:
                 proc.wait(timeout=30)
@@ -198,10 +186,9 @@ def run_workers(count: int, request: ExportRequest, env_file: Path | None, stop:
         raise
     result = WorkersResult(count=count, started_at=started, finished_at=time.time(), interrupted=forwarded)
     for slot, proc, out in children:
-        out.seek(0)
-        raw = out.read().decode("utf-8", "replace")
-        out.close()
-        result.workers.append(_outcome(slot, proc.returncode, raw))
+        with out:
+            out.seek(0)
+            result.workers.append(_outcome(slot, proc.returncode, out.read().decode("utf-8", "replace")))
     return result
 
 
