@@ -128,11 +128,19 @@ def seed(client: MongoClient, workspaces: int, messages_each: int) -> dict[str, 
     return env
 
 
-def base_env(mongo: LocalMongoServer, smtp: SmtpProcess, export_dir: Path) -> dict[str, str]:
-    env = {key: os.environ[key] for key in ("PATH", "LANG", "HOME", "TMPDIR") if key in os.environ}
+def base_env(
+    mongo: LocalMongoServer,
+    smtp: SmtpProcess,
+    export_dir: Path,
+    *,
+    database: str = DATABASE,
+    interval_minutes: int = 240,
+) -> dict[str, str]:
+    """A bench child's whole environment: the loopback servers, nothing of the caller's wa-export settings."""
+    env = {key: os.environ[key] for key in ("PATH", "LANG", "HOME", "TMPDIR", "BENCH_PROFILE") if key in os.environ}
     env.update(
         MONGODB_URI=mongo.uri,
-        MONGODB_DATABASE=DATABASE,
+        MONGODB_DATABASE=database,
         SMTP_SERVER="127.0.0.1",
         SMTP_PORT=str(smtp.port),
         SMTP_USERNAME=smtp.username,
@@ -142,7 +150,7 @@ def base_env(mongo: LocalMongoServer, smtp: SmtpProcess, export_dir: Path) -> di
         SMTP_CA_FILE=smtp.ca,
         EXPORT_DIR=str(export_dir),
         EXPORT_LAG_SECONDS="0",
-        EXPORT_INTERVAL_MINUTES="240",
+        EXPORT_INTERVAL_MINUTES=str(interval_minutes),
     )
     return env
 

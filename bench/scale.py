@@ -67,7 +67,7 @@ from pymongo import MongoClient
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from many_workspaces import SmtpProcess
+from many_workspaces import SmtpProcess, base_env
 from run import RESULTS, machine_info, write_section
 from wa_export.demo.mongo_server import LocalMongoServer
 from wa_export.store.arrivals import object_id_at
@@ -292,21 +292,7 @@ def before_tree(ref: str) -> Iterator[Path]:
 def env_for(
     mongo: LocalMongoServer, smtp: SmtpProcess, tenants: list[dict[str, Any]], export_dir: Path, pythonpath: Path | None
 ) -> dict[str, str]:
-    env = {key: os.environ[key] for key in ("PATH", "LANG", "HOME", "TMPDIR", "BENCH_PROFILE") if key in os.environ}
-    env.update(
-        MONGODB_URI=mongo.uri,
-        MONGODB_DATABASE=DATABASE,
-        SMTP_SERVER="127.0.0.1",
-        SMTP_PORT=str(smtp.port),
-        SMTP_USERNAME=smtp.username,
-        SMTP_PASSWORD=smtp.password,
-        SMTP_FROM="bench@wa-export.test",
-        SMTP_SECURITY="starttls",
-        SMTP_CA_FILE=smtp.ca,
-        EXPORT_DIR=str(export_dir),
-        EXPORT_LAG_SECONDS="0",
-        EXPORT_INTERVAL_MINUTES="15",
-    )
+    env = base_env(mongo, smtp, export_dir, database=DATABASE, interval_minutes=15)
     env.update({f"WORKSPACE_{tenant['id']}_EMAIL": tenant["email"] for tenant in tenants})
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)

@@ -352,3 +352,18 @@ class SlowDataSmtpServer(LocalSmtpServer):
 
         protocol._handle_hooks["DATA"] = held
         return protocol
+
+
+# The original service's export_logs fields, which its readers rely on (ours only add fields).
+ORIGINAL_EXPORT_LOG_FIELDS = (
+    "workspace_id",
+    "export_type",
+    "export_timestamp",
+    "message_count",
+    "file_path",
+    "email_sent_to",
+    "status",
+    "error_message",
+    "created_at",
+    "updated_at",
+)

@@ -16,6 +16,7 @@ from bson import ObjectId
 from openpyxl import load_workbook
 
 from helpers import (
+    ORIGINAL_EXPORT_LOG_FIELDS,
     XLSX_MIME,
     GatedSmtpServer,
     attachments,
@@ -36,24 +37,7 @@ from servers import free_port
 FILE_NAME = re.compile(r"^[a-z0-9_]+_whatsapp_messages_\d{4}-\d{2}-\d{2}_\d{2}-\d{2}(_\d+)?\.xlsx$")
 
 
-EXPORT_LOG_FIELDS = (
-    # The original system's schema (../shared/seeds) ...
-    "workspace_id",
-    "export_type",
-    "export_timestamp",
-    "message_count",
-    "file_path",
-    "email_sent_to",
-    "status",
-    "error_message",
-    "created_at",
-    "updated_at",
-    # ... and what ours adds.
-    "window_start",
-    "window_end",
-    "trigger",
-    "run_id",
-)
+EXPORT_LOG_FIELDS = (*ORIGINAL_EXPORT_LOG_FIELDS, "window_start", "window_end", "trigger", "run_id")
 
 
 def _assert_export_log_schema(log: dict[str, Any]) -> None:

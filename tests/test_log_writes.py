@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bson import ObjectId
 
+from helpers import ORIGINAL_EXPORT_LOG_FIELDS
 from wa_export.store import logs
 from wa_export.store.connection import SERVICE_NAME, Workspace
 
@@ -69,19 +70,7 @@ def test_no_module_but_store_logs_writes_export_logs_or_system_logs():
 
 
 # The original service's fields (its export_logs and system_logs schema), which its readers rely on.
-ORIGINAL_EXPORT_FIELDS = {
-    "_id",
-    "workspace_id",
-    "export_type",
-    "export_timestamp",
-    "message_count",
-    "file_path",
-    "email_sent_to",
-    "status",
-    "error_message",
-    "created_at",
-    "updated_at",
-}
+ORIGINAL_EXPORT_FIELDS = {"_id", *ORIGINAL_EXPORT_LOG_FIELDS}
 OUR_EXPORT_FIELDS = {
     "workspace_name",
     "window_start",
