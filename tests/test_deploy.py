@@ -15,10 +15,14 @@ import tomllib
 from pathlib import Path
 
 from seeding import cli_executable, run_cli
+from wa_export.commands.deploy import deploy
 
 ROOT = Path(__file__).resolve().parent.parent
-UNITS = ROOT / "deploy" / "systemd"
-LOGROTATE = ROOT / "deploy" / "logrotate" / "wa-export"
+# The one copy of each deploy file: package data, printed and written by `wa-export deploy`.
+DEPLOY_FILES = ROOT / "src" / "wa_export" / "deploy_files"
+UNITS = DEPLOY_FILES / "systemd"
+LOGROTATE = DEPLOY_FILES / "logrotate" / "wa-export"
+CRONTAB = DEPLOY_FILES / "cron" / "wa-export.crontab"
 INSTALLED_BINARY = "/opt/wa-export/bin/wa-export"
 # service -> (timer, subcommand)
 PAIRS = {
@@ -85,11 +89,17 @@ def test_systemd_analyze_accepts_the_units(tmp_path):
     if analyze is None:  # no systemd here: the parsing test above is the check
         test_units_parse_with_the_required_settings(tmp_path)
         return
-    # verify insists that ExecStart exists: point it at this venv's console script.
-    for unit in UNITS.iterdir():
-        text = unit.read_text().replace(INSTALLED_BINARY, str(cli_executable()))
-        (tmp_path / unit.name).write_text(text)
-    units = sorted(str(path) for path in tmp_path.iterdir())
+    # The units as `wa-export deploy systemd --to DIR` writes them; verify insists that ExecStart
+    # exists, so they are pointed at this venv's console script.
+    written = tmp_path / "written"
+    written.mkdir()
+    deploy("systemd", written)
+    checked = tmp_path / "checked"
+    checked.mkdir()
+    for unit in written.iterdir():
+        (checked / unit.name).write_text(unit.read_text().replace(INSTALLED_BINARY, str(cli_executable())))
+    units = sorted(str(path) for path in checked.iterdir())
+    assert len(units) == len(PAIRS) * 2
     result = subprocess.run([analyze, "verify", "--man=no", *units], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     noise = [line for line in result.stderr.splitlines() if "wa-export" in line]
@@ -99,7 +109,7 @@ def test_systemd_analyze_accepts_the_units(tmp_path):
 def test_crontab_lines_use_registered_commands(tmp_path):
     lines = [
         line
-        for line in (ROOT / "crontab.example").read_text().splitlines()
+        for line in CRONTAB.read_text().splitlines()
         if line.strip() and not line.lstrip().startswith("#") and "=" not in line.split()[0]
     ]
     subcommands = []
@@ -175,13 +185,14 @@ def test_services_have_the_full_sandbox():
         assert values["ReadWritePaths"] == ["/var/lib/wa-export"], service_name
 
 
-def test_security_exposure_is_at_most_two():
+def test_security_exposure_is_at_most_two(tmp_path):
     # systemd-analyze is part of this machine image (and CI's): no fallback, no skip.
     analyze = shutil.which("systemd-analyze")
     assert analyze is not None, "systemd-analyze not found: install systemd (Debian package) on this machine"
+    deploy("systemd", tmp_path)  # the units as an operator installs them
     for service_name in PAIRS:
         result = subprocess.run(
-            [analyze, "security", "--offline=yes", "--no-pager", str(UNITS / service_name)],
+            [analyze, "security", "--offline=yes", "--no-pager", str(tmp_path / service_name)],
             check=False,
             capture_output=True,
             text=True,
@@ -203,7 +214,7 @@ def _logrotate() -> str:
 
 
 def _crontab_logs() -> set[str]:
-    text = (ROOT / "crontab.example").read_text()
+    text = CRONTAB.read_text()
     return set(re.findall(r">>\s*(\S+)\s+2>&1\s*$", text, flags=re.MULTILINE))
 
 
