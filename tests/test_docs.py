@@ -55,3 +55,47 @@ def _readme_section(name: str) -> str:
     match = re.search(rf"^(#{{2,4}}) `wa-export {re.escape(name)}\b.*?$(.*?)(?=^#{{2,4}} |\Z)", README, re.M | re.S)
     assert match is not None, f"no README section for `wa-export {name}`"
     return match.group(0)
+
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+# Markdown links, except inside code; GitHub's heading anchors.
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def _anchor(heading: str) -> str:
+    text = heading.strip().lower().replace("`", "")
+    return re.sub(r"\s", "-", re.sub(r"[^\w\- ]", "", text))
+
+
+def _anchors(path: Path) -> set[str]:
+    text = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.S)
+    return {_anchor(line.lstrip("#")) for line in text.splitlines() if re.match(r"#{1,6} ", line)}
+
+
+@pytest.mark.parametrize("page", ["README.md", *sorted(f"docs/{path.name}" for path in DOCS.glob("*.md"))])
+def test_every_link_between_the_pages_resolves(page: str) -> None:
+    path = DOCS.parent / page
+    text = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.S)
+    broken = []
+    for target in LINK.findall(text):
+        if target.startswith(("http://", "https://", "mailto:")):
+            continue
+        file_part, _, anchor = target.partition("#")
+        linked = (path.parent / file_part).resolve() if file_part else path
+        if not linked.exists() or (anchor and anchor not in _anchors(linked)):
+            broken.append(target)
+    assert broken == [], f"{page}: broken links {broken}"
+
+
+def test_every_setting_is_in_the_settings_reference() -> None:
+    from wa_export.settings import RULES
+
+    reference = (DOCS / "settings.md").read_text(encoding="utf-8")
+    rows = set(re.findall(r"^\| `([A-Z_{}]+)`", reference, flags=re.MULTILINE))
+    rows |= {
+        name
+        for row in re.findall(r"^\| (`[A-Z_]+`(?:, `[A-Z_]+`)+)", reference, re.M)
+        for name in re.findall(r"`([A-Z_]+)`", row)
+    }
+    missing = [rule.variable for rule in RULES if rule.variable not in rows]
+    assert missing == [], f"docs/settings.md has no row for {missing}"
