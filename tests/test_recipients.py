@@ -243,7 +243,11 @@ def test_the_field_is_read_with_the_workspace_list(mongo_db, make_env, smtp_serv
 def _policy(value: Any, **env: str):
     settings = load_settings(environ={"EXPORT_RECIPIENTS_FIELD": FIELD, **env})
     workspace = Workspace(
-        "65a1b2c3d4e5f60718293a4b", "Acme", "active", ObjectId("65a1b2c3d4e5f60718293a4b"), recipients_value=value
+        "65a1b2c3d4e5f60718293a4b",
+        "Acme",
+        "active",
+        ObjectId("65a1b2c3d4e5f60718293a4b"),
+        document_values={"EXPORT_RECIPIENTS_FIELD": value},
     )
     return recipients_for(workspace, settings)
 

@@ -68,7 +68,7 @@ def _shown(text: str) -> str:
 
 
 def _from_database(workspace: Workspace, field: str, allowed: tuple[str, ...]) -> Recipients:
-    value = workspace.recipients_value
+    value = workspace.document_values.get("EXPORT_RECIPIENTS_FIELD")
     where = f"{field} of workspace {workspace.id}"
     fix = f"fix {where} in the platform or set {environment_variable(workspace.id)}"
 
@@ -119,7 +119,7 @@ def recipients_for(workspace: Workspace, settings: Settings) -> Recipients:
     if configured is not None:
         return configured
     field = settings.export_recipients_field
-    if field and workspace.recipients_value is not None:
+    if field and workspace.document_values.get("EXPORT_RECIPIENTS_FIELD") is not None:
         return _from_database(workspace, field, settings.export_allowed_email_domains)
     return Recipients((), "none")
 

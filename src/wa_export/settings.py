@@ -5,12 +5,12 @@ touches MongoDB or SMTP, with one sentence naming the variable. Every invalid va
 is collected (`validate_environment`) so `wa-export config` can list them all; a
 command stops on the first. A value equal to (or holding) a secret is never echoed.
 
-An invalid WORKSPACE_<ID>_EMAIL concerns one tenant only: it is kept as that
-workspace's problem (`Settings.recipient_problem`) and fails that workspace alone.
+Per-workspace variables WORKSPACE_<ID>_<SUFFIX> are registered in WORKSPACE_VARIABLES;
+an invalid one fails that workspace alone or the configuration, as its entry says.
 
 RULES is the one table of variables (name, Settings field, default, bounds, parser,
-secrecy): validation, `wa-export config`, the near-miss warnings and the `.env`
-permission warning all read it.
+secrecy, workspace document field): validation, `wa-export config`, the near-miss
+warnings and the `.env` permission warning all read it.
 
 Why this module is long: every setting's rule lives here and nowhere else (the
 table, its parsers, the cross-field sending rules, near-miss names).
@@ -23,7 +23,7 @@ import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from wa_export.addresses import EMAIL_ADDRESS, parse_address_list
@@ -33,9 +33,6 @@ from wa_export.mongodb_uri import DEFAULT_MONGODB_URI, parse_mongodb_uri, uri_se
 from wa_export.redaction import redact, smtp_auth_forms
 
 SmtpSecurity = Literal["auto", "ssl", "starttls", "none"]
-WORKSPACE_EMAIL_VARIABLE = re.compile(r"^WORKSPACE_([0-9A-Fa-f]{24})_EMAIL$")
-# Any WORKSPACE_..._EMAIL: one whose id is not 24 hex digits is a typo to report, not to ignore.
-ANY_WORKSPACE_EMAIL_VARIABLE = re.compile(r"^WORKSPACE_(.*)_EMAIL$", re.IGNORECASE)
 # A plain or dotted document field; no `$` (an operator) and no empty segment.
 ARRIVAL_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _FIELD_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
@@ -90,6 +87,8 @@ class SettingRule:
     secrecy: Secrecy = ""
     derived_from: str | None = None  # unset, it takes its value from this variable
     parse: Parser | None = None  # None: a number within `bounds`, else the text or None when empty
+    # A dotted path in the workspace document: (what the field holds, an example path).
+    document_field: tuple[str, str] | None = None
 
     def read(self, env: _Environment) -> Any:
         try:
@@ -99,6 +98,8 @@ class SettingRule:
             return self._parse(self.default, env)
 
     def _parse(self, written: str, env: _Environment) -> Any:
+        if self.document_field is not None:
+            return _document_path(self.variable, written, *self.document_field)
         if self.parse is not None:
             return self.parse(written, env)
         if self.bounds is None:
@@ -182,19 +183,18 @@ def _domains(written: str, env: _Environment) -> tuple[str, ...]:
     return tuple(domain.strip().lower().lstrip("@") for domain in written.split(",") if domain.strip())
 
 
-def _recipients_field(written: str, env: _Environment) -> str | None:
+def _document_path(variable: str, written: str, holds: str, example: str) -> str | None:
     if not written:
         return None
     segments = written.split(".")
     if not all(_FIELD_SEGMENT.match(segment) for segment in segments):
         raise ConfigError(
-            f"EXPORT_RECIPIENTS_FIELD {written!r} is not a dotted field path of the workspace document, "
-            "e.g. settings.export_email."
+            f"{variable} {written!r} is not a dotted field path of the workspace document, e.g. {example}."
         )
     if segments[0] in _RESERVED_WORKSPACE_FIELDS:
         raise ConfigError(
-            f"EXPORT_RECIPIENTS_FIELD {written!r} must not be or lie below the workspace's {segments[0]} field; "
-            "name the field that holds the export addresses, e.g. settings.export_email."
+            f"{variable} {written!r} must not be or lie below the workspace's {segments[0]} field; "
+            f"name the field that holds {holds}, e.g. {example}."
         )
     return written
 
@@ -272,7 +272,11 @@ RULES: tuple[SettingRule, ...] = (
         "export_metrics_file",
         parse=lambda written, _: metrics_file_path(written),
     ),
-    SettingRule("EXPORT_RECIPIENTS_FIELD", "export_recipients_field", parse=_recipients_field),
+    SettingRule(
+        "EXPORT_RECIPIENTS_FIELD",
+        "export_recipients_field",
+        document_field=("the export addresses", "settings.export_email"),
+    ),
     SettingRule("EXPORT_ARRIVAL_FIELD", "export_arrival_field", "_id", parse=_arrival_field),
     SettingRule("EXPORT_MAX_ROWS_PER_EMAIL", "export_max_rows_per_email", "100000", Bounds(1, 1_000_000_000)),
     # A first window reaches back at most a leap year (now - timedelta(hours=N)).
@@ -285,6 +289,35 @@ RULES: tuple[SettingRule, ...] = (
 )
 RULE_OF = {rule.variable: rule for rule in RULES}
 WORKSPACE_ID = re.compile(r"[0-9A-Fa-f]{24}")
+
+
+@dataclass(frozen=True)
+class WorkspaceVariable:
+    """WORKSPACE_<ID>_<suffix>: one workspace's own value."""
+
+    suffix: str
+    parse: Callable[[str, str], object]  # (value, variable name) -> value; ConfigError when invalid
+    fails_workspace_only: bool  # an invalid value fails that workspace alone, not the configuration (exit 2)
+
+
+# Every per-workspace variable, by suffix.
+WORKSPACE_VARIABLES: dict[str, WorkspaceVariable] = {
+    variable.suffix: variable for variable in (WorkspaceVariable("EMAIL", parse_address_list, True),)
+}
+
+
+def workspace_variable_name(name: str) -> tuple[str | None, str] | None:
+    """(lower-case workspace id, suffix) of a WORKSPACE_<ID>_<SUFFIX> variable, the id None when it is not
+    24 hex digits as written (a typo to report, not to ignore); None for any other name."""
+    suffixes = "|".join(re.escape(suffix) for suffix in WORKSPACE_VARIABLES)
+    match = re.fullmatch(rf"WORKSPACE_(.*)_({suffixes})", name, re.IGNORECASE)
+    if match is None:
+        return None
+    workspace_id, suffix = match.group(1), match.group(2).upper()
+    well_formed = WORKSPACE_ID.fullmatch(workspace_id) and name == f"WORKSPACE_{workspace_id}_{suffix}"
+    return (workspace_id.lower() if well_formed else None), suffix
+
+
 # Names other tools use for our settings, one "written=meant" string each (so that a scan of this
 # module for quoted variable names, as in tests/test_config_command.py, does not take them for ours).
 _ALIASES: dict[str, str] = dict(
@@ -318,7 +351,8 @@ def probable_setting(name: str) -> str | None:
     """The setting a variable that is not ours probably meant, or None: another case, a known alias,
     an edit distance of at most 2, or a known name with another first word (MONGO_URI). Names far
     from ours (PATH, HOME, LANG) are never matched."""
-    if name in RULE_OF or WORKSPACE_EMAIL_VARIABLE.match(name):
+    workspace_variable = workspace_variable_name(name)
+    if name in RULE_OF or (workspace_variable is not None and workspace_variable[0] is not None):
         return None
     upper = name.upper()
     if upper in RULE_OF or upper in _ALIASES:
@@ -326,8 +360,11 @@ def probable_setting(name: str) -> str | None:
     workspace_id = WORKSPACE_ID.search(upper)
     if workspace_id is not None:
         start, end = workspace_id.span()
-        near = _edit_distance(upper[:start] + "<ID>" + upper[end:], "WORKSPACE_<ID>_EMAIL") <= NEAR_MISS_DISTANCE
-        return f"WORKSPACE_{name[start:end]}_EMAIL" if near else None
+        written = upper[:start] + "<ID>" + upper[end:]
+        distance, suffix = min(
+            (_edit_distance(written, f"WORKSPACE_<ID>_{suffix}"), suffix) for suffix in WORKSPACE_VARIABLES
+        )
+        return f"WORKSPACE_{name[start:end]}_{suffix}" if distance <= NEAR_MISS_DISTANCE else None
     distance, meant = min((_edit_distance(upper, rule.variable), rule.variable) for rule in RULES)
     # The first word must be ours give or take one letter (HTTP_PORT is no SMTP_PORT), unless there is
     # no word break at all (SMTPPORT).
@@ -374,11 +411,12 @@ class Settings:
     export_lag_seconds: int
     export_max_attachment_mb: float
     export_allowed_email_domains: tuple[str, ...]
-    workspace_emails: Mapping[str, tuple[str, ...]]
-    # Invalid WORKSPACE_<ID>_EMAIL values by lower-case id: that workspace fails, the others export.
-    workspace_email_problems: Mapping[str, str]
-    # WORKSPACE_..._EMAIL names whose id is not a workspace id: they can never match one.
-    malformed_email_variables: tuple[str, ...]
+    # WORKSPACE_<ID>_<SUFFIX> values by (lower-case id, suffix); an unset or empty one is absent.
+    workspace_values: Mapping[tuple[str, str], object]
+    # Their invalid values by (lower-case id, suffix), for the entries that fail only their workspace.
+    workspace_problems: Mapping[tuple[str, str], str]
+    # WORKSPACE_..._<SUFFIX> names whose id is not a workspace id, with their suffix: they can never match one.
+    malformed_workspace_variables: Mapping[str, str]
     # Said on stderr by every command: ignored .env lines, "no configuration found", misspelt variables.
     load_warnings: tuple[str, ...]
     lease_seconds: int
@@ -409,17 +447,29 @@ class Settings:
     def max_attachment_bytes(self) -> int:
         return int(self.export_max_attachment_mb * 1024 * 1024)
 
+    def workspace_variable(self, workspace_id: str, suffix: str) -> object | None:
+        """The parsed WORKSPACE_<ID>_<suffix> of this workspace; None when unset (or invalid)."""
+        return self.workspace_values.get((workspace_id.lower(), suffix))
+
+    def workspace_variable_problem(self, workspace_id: str, suffix: str) -> str | None:
+        """Why this workspace's WORKSPACE_<ID>_<suffix> cannot be used (it fails the workspace), or None."""
+        return self.workspace_problems.get((workspace_id.lower(), suffix))
+
     def environment_recipients(self, workspace_id: str) -> tuple[str, ...]:
         """The addresses of WORKSPACE_<ID>_EMAIL alone; recipients.recipients_for is the whole policy."""
-        return self.workspace_emails.get(workspace_id.lower(), ())
+        return cast("tuple[str, ...]", self.workspace_variable(workspace_id, "EMAIL") or ())
 
     def recipient_problem(self, workspace_id: str) -> str | None:
-        """Why this workspace's WORKSPACE_<ID>_EMAIL cannot be used, or None."""
-        return self.workspace_email_problems.get(workspace_id.lower())
+        return self.workspace_variable_problem(workspace_id, "EMAIL")
 
-    def configured_workspace_ids(self) -> set[str]:
-        """Every well-formed id with a WORKSPACE_<ID>_EMAIL variable, valid or not (lower case)."""
-        return set(self.workspace_emails) | set(self.workspace_email_problems)
+    def configured_workspace_variables(self) -> list[tuple[str, str]]:
+        """(lower-case id, suffix) of every well-formed WORKSPACE_<ID>_<SUFFIX>, valid or not, sorted."""
+        return sorted({*self.workspace_values, *self.workspace_problems})
+
+    def document_fields(self) -> dict[str, str]:
+        """Setting name -> configured dotted path, for every workspace document field setting that is set."""
+        paths = {rule.variable: getattr(self, rule.field) for rule in RULES if rule.document_field}
+        return {variable: path for variable, path in paths.items() if path}
 
     def secrets(self) -> list[str]:
         """Every secret value this configuration holds, for redaction of error texts."""
@@ -486,12 +536,12 @@ def validate_environment(source: ConfigurationSource) -> tuple[Settings, list[Se
         f"{written} is not a wa-export setting and is ignored; did you mean {meant}?"
         for written, meant in misspelt.items()
     ]
-    emails, email_problems, malformed = _workspace_addresses(env)
+    values, problems, malformed = _workspace_variables(env)
     settings = Settings(
         **env.parsed,
-        workspace_emails=emails,
-        workspace_email_problems=email_problems,
-        malformed_email_variables=malformed,
+        workspace_values=values,
+        workspace_problems=problems,
+        malformed_workspace_variables=malformed,
         load_warnings=tuple(warnings),
         misspelt_variables=misspelt,
     )
@@ -511,26 +561,32 @@ def _exposed_env_file(source: ConfigurationSource) -> list[str]:
     return [f"{source.env_file} holds a password and is readable by group or others; run chmod 600 {source.env_file}."]
 
 
-def _workspace_addresses(env: _Environment) -> tuple[dict[str, tuple[str, ...]], dict[str, str], tuple[str, ...]]:
-    """WORKSPACE_<ID>_EMAIL: valid addresses and problems by lower-case id, and the malformed names."""
-    addresses: dict[str, tuple[str, ...]] = {}
-    problems: dict[str, str] = {}
-    malformed: list[str] = []
+def _workspace_variables(
+    env: _Environment,
+) -> tuple[dict[tuple[str, str], object], dict[tuple[str, str], str], dict[str, str]]:
+    """WORKSPACE_<ID>_<SUFFIX>: values and workspace problems by (lower-case id, suffix), the malformed names."""
+    values: dict[tuple[str, str], object] = {}
+    problems: dict[tuple[str, str], str] = {}
+    malformed: dict[str, str] = {}
     for name in sorted(env):
-        if ANY_WORKSPACE_EMAIL_VARIABLE.match(name) is None:
+        if (parsed_name := workspace_variable_name(name)) is None:
             continue
-        match = WORKSPACE_EMAIL_VARIABLE.match(name)
-        if match is None:
-            malformed.append(name)
+        workspace_id, suffix = parsed_name
+        if workspace_id is None:
+            malformed[name] = suffix
             continue
+        variable = WORKSPACE_VARIABLES[suffix]
         try:
-            parsed = parse_address_list(env[name], name)
+            value = variable.parse(env[name], name)
         except ConfigError as error:
-            problems[match.group(1).lower()] = redact(str(error), env.secrets)
+            if variable.fails_workspace_only:
+                problems[workspace_id, suffix] = redact(str(error), env.secrets)
+            else:
+                env.problem(name, str(error))
             continue
-        if parsed:
-            addresses[match.group(1).lower()] = parsed
-    return addresses, problems, tuple(malformed)
+        if value not in (None, "", ()):
+            values[workspace_id, suffix] = value
+    return values, problems, malformed
 
 
 def load_settings(env_file: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:

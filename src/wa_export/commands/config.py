@@ -20,14 +20,14 @@ from wa_export.mail.errors import MailError, MailOutcome
 from wa_export.mongodb_uri import parse_mongodb_uri
 from wa_export.redaction import redact
 from wa_export.settings import (
-    ANY_WORKSPACE_EMAIL_VARIABLE,
     RULES,
-    WORKSPACE_EMAIL_VARIABLE,
+    WORKSPACE_VARIABLES,
     SettingProblem,
     secrets_in,
     sending_problems,
     unknown_setting_variables,
     validate_environment,
+    workspace_variable_name,
 )
 from wa_export.units import count_noun
 
@@ -135,21 +135,23 @@ def config_report(env_file: Path | None, environ: dict[str, str] | None = None) 
                 derived = bool(source.values.get(rule.derived_from, "").strip())
             origin += f" (from {rule.derived_from})" if derived else ""
         report.settings.append(SettingLine(rule.variable, shown, origin, " ".join(messages) or None))
-    for variable, messages in by_variable.items():  # a problem reported under another name
-        report.settings.append(SettingLine(variable, "", source.origin(variable), " ".join(messages)))
     for name in sorted(source.values):
-        if ANY_WORKSPACE_EMAIL_VARIABLE.match(name) is None:
+        if (parsed_name := workspace_variable_name(name)) is None:
             continue
-        value, match = source.values[name], WORKSPACE_EMAIL_VARIABLE.match(name)
-        if match is None:
+        (workspace_id, suffix), value = parsed_name, source.values[name]
+        if workspace_id is None:
             trouble: str | None = (
-                f"{name} is not WORKSPACE_<ID>_EMAIL with a workspace id of 24 hexadecimal characters, "
+                f"{name} is not WORKSPACE_<ID>_{suffix} with a workspace id of 24 hexadecimal characters, "
                 "so it can never apply to a workspace."
             )
-        elif (trouble := settings.recipient_problem(match.group(1))) is None:
-            value = ", ".join(settings.environment_recipients(match.group(1)))
+        elif not WORKSPACE_VARIABLES[suffix].fails_workspace_only:
+            continue  # listed with the settings: an invalid value stops every run
+        elif (trouble := settings.workspace_variable_problem(workspace_id, suffix)) is None:
+            value = _display(settings.workspace_variable(workspace_id, suffix))
         line = SettingLine(name, redact(value.strip(), secrets), source.origin(name), trouble)
         report.workspace_addresses.append(line)
+    for variable, messages in by_variable.items():  # a problem reported under another name
+        report.settings.append(SettingLine(variable, "", source.origin(variable), " ".join(messages)))
     report.unknown_variables = unknown_setting_variables(source.values)
     return report
 

@@ -214,7 +214,7 @@ def check_workspace_addresses(store: Store, settings: Settings) -> Check:
     outside = [w for w in refused if recipients[w.id].problem_kind == "domain"]
     unmatched = unmatched_variable_warnings(settings, (w.id for w in active))
     unused = [warning.workspace_id for warning in unmatched if warning.workspace_id is not None]
-    malformed = list(settings.malformed_email_variables)
+    malformed = list(settings.malformed_workspace_variables)
     listed: tuple[RecipientSource, ...] = ("environment", "database", "none")
     sources = {source: sum(1 for r in recipients.values() if r.source == source) for source in listed}
     details = {

@@ -220,12 +220,13 @@ def unmatched_variable_warnings(settings: Settings, active_ids: Iterable[str]) -
     return malformed_variable_warnings(settings) + [
         RunWarning(
             "unmatched_address",
-            f"WORKSPACE_{workspace_id}_EMAIL matches no active workspace in database "
+            f"WORKSPACE_{workspace_id}_{suffix} matches no active workspace in database "
             f"{settings.mongodb_database!r}: a typo in the id, or an inactive or deleted workspace",
             workspace_id=workspace_id,
-            variable=f"WORKSPACE_{workspace_id}_EMAIL",
+            variable=f"WORKSPACE_{workspace_id}_{suffix}",
         )
-        for workspace_id in sorted(settings.configured_workspace_ids() - active)
+        for workspace_id, suffix in settings.configured_workspace_variables()
+        if workspace_id not in active
     ]
 
 
@@ -233,11 +234,11 @@ def malformed_variable_warnings(settings: Settings) -> list[RunWarning]:
     return [
         RunWarning(
             "malformed_address_variable",
-            f"{name} is ignored: the part between WORKSPACE_ and _EMAIL must be a workspace id "
+            f"{name} is ignored: the part between WORKSPACE_ and _{suffix} must be a workspace id "
             "(24 hexadecimal characters)",
             variable=name,
         )
-        for name in settings.malformed_email_variables
+        for name, suffix in settings.malformed_workspace_variables.items()
     ]
 
 

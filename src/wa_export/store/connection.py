@@ -65,8 +65,9 @@ class Workspace:
     name: str
     status: str
     object_id: ObjectId
-    # The raw value at EXPORT_RECIPIENTS_FIELD, read with the list (no query per workspace); recipients.py judges it.
-    recipients_value: object = field(default=None, compare=False, repr=False)
+    # The raw value of each configured document field setting (Settings.document_fields) by setting name, read
+    # with the list (no query per workspace); a missing field is absent. Its users judge it (e.g. recipients.py).
+    document_values: Mapping[str, object] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -233,18 +234,19 @@ class Store:
         An unknown named id raises UnknownWorkspace. Finding none asks (one command, only
         then) whether this is the platform's database at all (ConfigError if not).
         """
-        recipients_field = self.settings.export_recipients_field
-        projection = {"name": 1, "status": 1, **({recipients_field: 1} if recipients_field else {})}
+        fields = self.settings.document_fields()
+        paths = set(fields.values())
+        # A path below another projected one would be a path collision: the shorter one brings it along.
+        projection = {"name": 1, "status": 1}
+        projection |= {path: 1 for path in sorted(paths) if not any(path.startswith(f"{p}.") for p in paths)}
         if raw_ids is None:
-            listing = one_per_id(
-                self.workspaces.find({"status": "active"}, projection).sort("_id", ASCENDING), recipients_field
-            )
+            listing = one_per_id(self.workspaces.find({"status": "active"}, projection).sort("_id", ASCENDING), fields)
             if not listing.workspaces:
                 self.require_workspaces_collection()
             return listing
         object_ids = [parse_workspace_id(raw) for raw in raw_ids]
         forms = [form for object_id in object_ids for form in (object_id, str(object_id))]
-        listing = one_per_id(self.workspaces.find({"_id": {"$in": forms}}, projection), recipients_field)
+        listing = one_per_id(self.workspaces.find({"_id": {"$in": forms}}, projection), fields)
         found = {workspace.id: workspace for workspace in listing.workspaces}
         missing = [str(object_id) for object_id in object_ids if str(object_id) not in found]
         if missing:
@@ -333,7 +335,7 @@ class WorkspaceListing:
     duplicates: list[DuplicateWorkspace] = field(default_factory=list)
 
 
-def one_per_id(documents: Iterable[dict[str, Any]], recipients_field: str | None = None) -> WorkspaceListing:
+def one_per_id(documents: Iterable[dict[str, Any]], fields: Mapping[str, str] | None = None) -> WorkspaceListing:
     """One Workspace per id (the `_id` as an ObjectId or its 24-hex string), in the documents' order.
 
     A tenant stored twice (`_id` once an ObjectId, once a string) is one workspace: its
@@ -354,7 +356,7 @@ def one_per_id(documents: Iterable[dict[str, Any]], recipients_field: str | None
                 _name(first),
                 str(first.get("status", "")),
                 as_object_id(first["_id"]) or first["_id"],
-                field_at(first, recipients_field) if recipients_field else None,
+                {name: value for name, path in (fields or {}).items() if (value := field_at(first, path)) is not None},
             )
         )
         if len(group) > 1:
