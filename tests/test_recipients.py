@@ -300,7 +300,13 @@ def test_environment_wins_and_the_allow_list_applies_to_both() -> None:
     assert refused.source == "environment" and refused.problem_kind == "domain"
     assert f"fix {variable}" in (refused.problem or "")
     unset = recipients_for(
-        Workspace("65a1b2c3d4e5f60718293a4b", "Acme", "active", ObjectId("65a1b2c3d4e5f60718293a4b"), "a@acme.test"),
+        Workspace(
+            "65a1b2c3d4e5f60718293a4b",
+            "Acme",
+            "active",
+            ObjectId("65a1b2c3d4e5f60718293a4b"),
+            {"EXPORT_RECIPIENTS_FIELD": "a@acme.test"},
+        ),
         load_settings(environ={}),
     )
     assert unset.source == "none", "without EXPORT_RECIPIENTS_FIELD the database is never used"
