@@ -1,19 +1,12 @@
-"""Configuration: the process environment plus an optional `.env` file.
+"""Configuration: every setting's rule, validated once, before anything touches MongoDB or SMTP.
 
-Every value is validated here, once, so that a bad setting fails the run before it
-touches MongoDB or SMTP, with one sentence naming the variable. Every invalid value
-is collected (`validate_environment`) so `wa-export config` can list them all; a
-command stops on the first. A value equal to (or holding) a secret is never echoed.
+RULES is the one table of variables (name, Settings field, default, bounds, parser, secrecy, workspace document
+field) and WORKSPACE_VARIABLES the one of WORKSPACE_<ID>_<SUFFIX>: validation, `wa-export config`, the near-miss
+warnings and the `.env` permission warning all read them. Every invalid value is collected so `config` lists them
+all; a command stops on the first. A value equal to (or holding) a secret is never echoed.
 
-Per-workspace variables WORKSPACE_<ID>_<SUFFIX> are registered in WORKSPACE_VARIABLES;
-an invalid one fails that workspace alone or the configuration, as its entry says.
-
-RULES is the one table of variables (name, Settings field, default, bounds, parser,
-secrecy, workspace document field): validation, `wa-export config`, the near-miss
-warnings and the `.env` permission warning all read it.
-
-Why this module is long: every setting's rule lives here and nowhere else (the
-table, its parsers, the cross-field sending rules, near-miss names).
+Why this module is long: every setting's rule lives here and nowhere else (the tables, their parsers, the
+cross-field sending rules, near-miss names).
 """
 
 from __future__ import annotations
@@ -42,9 +35,8 @@ _RESERVED_WORKSPACE_FIELDS = frozenset({"_id", "name", "status"})
 
 @dataclass(frozen=True)
 class Bounds:
-    """The values a number setting may take. Every upper end keeps the value usable by the code:
-    timedelta and datetime arithmetic, time.monotonic() deadlines and socket timeouts raise
-    OverflowError on values far beyond any sensible setting."""
+    """The values a number setting may take; every maximum keeps timedelta, datetime and socket arithmetic clear
+    of OverflowError."""
 
     minimum: float
     maximum: float
@@ -71,8 +63,7 @@ def _plain(number: float) -> str:
 
 # "value": the whole value is a password; "uri": a password may sit in the URI's userinfo.
 Secrecy = Literal["", "value", "uri"]
-# A parser gets the value as written (stripped; the rule's default when unset or blank) and returns
-# the Settings value; a ConfigError makes it a problem and the default's value is used instead.
+# Gets the value as written (stripped; the default when blank); a ConfigError makes it a problem, the default used.
 Parser = Callable[[str, "_Environment"], Any]
 
 
@@ -267,11 +258,7 @@ RULES: tuple[SettingRule, ...] = (
     SettingRule(
         "MONGODB_TIMEOUT_SECONDS", "mongodb_timeout_seconds", "5", Bounds(0.001, 3600, whole=False, note="1 hour")
     ),
-    SettingRule(
-        "EXPORT_METRICS_FILE",
-        "export_metrics_file",
-        parse=lambda written, _: metrics_file_path(written),
-    ),
+    SettingRule("EXPORT_METRICS_FILE", "export_metrics_file", parse=lambda written, _: metrics_file_path(written)),
     SettingRule(
         "EXPORT_RECIPIENTS_FIELD",
         "export_recipients_field",
@@ -348,9 +335,8 @@ def _edit_distance(first: str, second: str) -> int:
 
 
 def probable_setting(name: str) -> str | None:
-    """The setting a variable that is not ours probably meant, or None: another case, a known alias,
-    an edit distance of at most 2, or a known name with another first word (MONGO_URI). Names far
-    from ours (PATH, HOME, LANG) are never matched."""
+    """The setting a variable that is not ours probably meant: another case, a known alias, an edit distance of
+    at most 2, or a known name with another first word (MONGO_URI); None for names far from ours (PATH, HOME)."""
     workspace_variable = workspace_variable_name(name)
     if name in RULE_OF or (workspace_variable is not None and workspace_variable[0] is not None):
         return None
@@ -366,8 +352,7 @@ def probable_setting(name: str) -> str | None:
         )
         return f"WORKSPACE_{name[start:end]}_{suffix}" if distance <= NEAR_MISS_DISTANCE else None
     distance, meant = min((_edit_distance(upper, rule.variable), rule.variable) for rule in RULES)
-    # The first word must be ours give or take one letter (HTTP_PORT is no SMTP_PORT), unless there is
-    # no word break at all (SMTPPORT).
+    # The first word must be ours give or take one letter (HTTP_PORT is no SMTP_PORT), or absent (SMTPPORT).
     first_word_near = "_" not in upper or _edit_distance(upper.partition("_")[0], meant.partition("_")[0]) <= 1
     if distance <= NEAR_MISS_DISTANCE and first_word_near:
         return meant
@@ -411,31 +396,24 @@ class Settings:
     export_lag_seconds: int
     export_max_attachment_mb: float
     export_allowed_email_domains: tuple[str, ...]
-    # WORKSPACE_<ID>_<SUFFIX> values by (lower-case id, suffix); an unset or empty one is absent.
+    # WORKSPACE_<ID>_<SUFFIX> by (lower-case id, suffix): the values set, the invalid ones that fail their workspace.
     workspace_values: Mapping[tuple[str, str], object]
-    # Their invalid values by (lower-case id, suffix), for the entries that fail only their workspace.
     workspace_problems: Mapping[tuple[str, str], str]
-    # WORKSPACE_..._<SUFFIX> names whose id is not a workspace id, with their suffix: they can never match one.
-    malformed_workspace_variables: Mapping[str, str]
-    # Said on stderr by every command: ignored .env lines, "no configuration found", misspelt variables.
-    load_warnings: tuple[str, ...]
+    malformed_workspace_variables: Mapping[str, str]  # name -> suffix: no workspace id, so never matching one
+    load_warnings: tuple[str, ...]  # said on stderr by every command
     lease_seconds: int
     mongodb_timeout_seconds: float
     export_metrics_file: Path | None
-    # Dotted path in a workspace document holding its addresses (EXPORT_RECIPIENTS_FIELD); None: not used.
     export_recipients_field: str | None
-    # Arrival order (docs/design.md): the field that orders messages by when they were written.
-    export_arrival_field: str
+    export_arrival_field: str  # arrival order (docs/design.md)
     export_max_rows_per_email: int
     export_backfill_max_hours: float
-    # Variables that look like a misspelt setting, with the one they probably meant.
-    misspelt_variables: Mapping[str, str]
-    # Computed once here (never per redaction): see secrets().
+    misspelt_variables: Mapping[str, str]  # written -> the setting it probably meant
     _secrets: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        # Computed once, not per redaction; a server may echo the AUTH exchange (base64) in its refusal.
         found = [self.smtp_password or "", *uri_secrets(self.mongodb_uri)]
-        # A server may echo the AUTH exchange (base64) in its refusal.
         found += smtp_auth_forms(self.smtp_username or "", self.smtp_password or "")
         object.__setattr__(self, "_secrets", tuple(dict.fromkeys(secret for secret in found if secret)))
 
@@ -497,16 +475,12 @@ class _Environment(dict[str, str]):
         self.problems.append(SettingProblem(variable, redact(message, self.secrets)))
 
     def got(self, raw: str) -> str:
-        """ ", got 'value'" for a message, or nothing when the value is (or holds) a secret: swapped
-        lines in a .env put a password where a number is expected."""
-        shown = self.shown(raw)
-        return f", got{shown}" if shown else ""
+        """ ", got 'value'", or nothing for a secret (swapped .env lines put a password where a number belongs)."""
+        return f", got{shown}" if (shown := self.shown(raw)) else ""
 
     def shown(self, raw: str) -> str:
         """ " 'value'" to name a value in a message, or nothing when it is (or holds) a secret."""
-        if any(secret in raw for secret in self.secrets):
-            return ""
-        return f" {raw!r}"
+        return "" if any(secret in raw for secret in self.secrets) else f" {raw!r}"
 
 
 def secrets_in(env: Mapping[str, str]) -> list[str]:
@@ -522,11 +496,7 @@ def secrets_in(env: Mapping[str, str]) -> list[str]:
 
 
 def validate_environment(source: ConfigurationSource) -> tuple[Settings, list[SettingProblem]]:
-    """Settings from these variables and every invalid one; an invalid value is replaced by its default.
-
-    The warnings every command says (Settings.load_warnings): the source's, a .env file others may
-    read although it holds a password, and each variable that looks misspelt.
-    """
+    """Settings from these variables (an invalid value replaced by its default) and every invalid one."""
     env = _Environment(source.values)
     for rule in RULES:
         env.parsed[rule.field] = rule.read(env)
@@ -553,12 +523,11 @@ def _exposed_env_file(source: ConfigurationSource) -> list[str]:
     if source.env_file is None or not secrets_in(source.file_values):
         return []
     try:
-        mode = source.env_file.stat().st_mode
+        exposed = source.env_file.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH)
     except OSError:
         return []
-    if not mode & (stat.S_IRGRP | stat.S_IROTH):
-        return []
-    return [f"{source.env_file} holds a password and is readable by group or others; run chmod 600 {source.env_file}."]
+    warning = f"{source.env_file} holds a password and is readable by group or others; run chmod 600 {source.env_file}."
+    return [warning] if exposed else []
 
 
 def _workspace_variables(
