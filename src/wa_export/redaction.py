@@ -22,7 +22,7 @@ def redact(text: str, secrets: list[str]) -> str:
 
 
 def smtp_auth_forms(username: str, password: str) -> list[str]:
-    """What an SMTP login puts on the wire (a server may echo it): AUTH PLAIN's and AUTH LOGIN's base64, padded or not."""
+    """What an SMTP login puts on the wire (a server may echo it): AUTH PLAIN's and LOGIN's base64, padded or not."""
     if not password:
         return []
     blobs = [

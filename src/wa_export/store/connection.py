@@ -1,7 +1,4 @@
-"""MongoDB access: the connection, the collections, and the workspace list.
-
-The bounded reads of `messages` and `chats` are in store/arrivals.py.
-"""
+"""MongoDB access: the connection, the collections, the workspace list (reads of messages and chats: arrivals.py)."""
 
 from __future__ import annotations
 
@@ -34,10 +31,7 @@ Index = tuple[str, list[tuple[str, int]]]
 
 
 def supporting_indexes(arrival_field: str) -> list[Index]:
-    """The indexes the export queries rely on: `health` checks them, nothing creates them on the platform's data.
-
-    `_id` (the default arrival key) is always indexed; another arrival field needs its own two.
-    """
+    """The indexes the export queries rely on (`health` checks them; nothing creates them on the platform's data)."""
     if arrival_field == "_id":
         arrival = [("messages", [("chat_id", ASCENDING), ("_id", ASCENDING)])]
     else:
@@ -229,11 +223,8 @@ class Store:
         return self.list_workspaces(raw_ids).workspaces
 
     def list_workspaces(self, raw_ids: Sequence[str] | None = None) -> WorkspaceListing:
-        """Every active workspace, or the named ones in the order given (any status), one per id (one_per_id).
-
-        An unknown named id raises UnknownWorkspace. Finding none asks (one command, only
-        then) whether this is the platform's database at all (ConfigError if not).
-        """
+        """Every active workspace, or the named ones in the order given (any status; an unknown one raises
+        UnknownWorkspace); finding none asks whether this is the platform's database at all (ConfigError if not)."""
         fields = self.settings.document_fields()
         paths = set(fields.values())
         # A path below another projected one would be a path collision: the shorter one brings it along.
@@ -259,10 +250,8 @@ class Store:
         return WorkspaceListing(list(ordered.values()), listing.duplicates)
 
     def stored_twice(self) -> list[DuplicateWorkspace]:
-        """Every workspace id held by more than one document (any status), for `health`.
-
-        Only a string `_id` can repeat an ObjectId one: one query for the string ids, then one for what they spell.
-        """
+        """Every workspace id held by more than one document (any status), for `health`: only a string `_id` can
+        repeat an ObjectId one, so one query for the string ids, then one for what they spell."""
         projection = {"name": 1, "status": 1}
         strings = list(self.workspaces.find({"_id": {"$type": "string"}}, projection))
         spelled = [object_id for document in strings if (object_id := as_object_id(document["_id"])) is not None]
@@ -336,13 +325,8 @@ class WorkspaceListing:
 
 
 def one_per_id(documents: Iterable[dict[str, Any]], fields: Mapping[str, str] | None = None) -> WorkspaceListing:
-    """One Workspace per id (the `_id` as an ObjectId or its 24-hex string), in the documents' order.
-
-    A tenant stored twice (`_id` once an ObjectId, once a string) is one workspace: its
-    chats name it in either form, so two Workspaces would split its messages and share
-    one cursor. The ObjectId document is the workspace, else the first one read; the
-    others are reported as duplicates, never silently dropped.
-    """
+    """One Workspace per id (the `_id` as an ObjectId or its 24-hex string), in the documents' order: a tenant
+    stored both ways is one workspace (its chats name it either way), the ObjectId document first, others duplicates."""
     by_id: dict[str, list[dict[str, Any]]] = {}
     for document in documents:
         by_id.setdefault(str(as_object_id(document["_id"]) or document["_id"]), []).append(document)
