@@ -122,9 +122,6 @@ def object_id_at(moment: datetime) -> ObjectId:
     return ObjectId(int(moment.timestamp()).to_bytes(4, "big") + os.urandom(8))
 
 
-# --------------------------------------------------------------------------- the pass
-
-
 def arrivals_between(
     messages: Collection[dict[str, Any]], key: ArrivalKey, start: Key, end: Key, *, documents: bool = False
 ) -> Iterator[tuple[Key, object, dict[str, Any]]]:
@@ -245,8 +242,6 @@ def messages_by_timestamp(
     between = {"$gte": start, "$lt": end}
     return _rows(messages, [{"chat_id": {"$in": chunk}, "timestamp": between} for chunk in in_chunks(list(chat_ids))])
 
-
-# --------------------------------------------------------------------------- the key's own health
 
 # How many of the newest messages (by `_id`) a scheduled run looks at before it moves any cursor.
 NEWEST_PROBED = 10

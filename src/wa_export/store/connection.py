@@ -59,8 +59,7 @@ class Workspace:
     name: str
     status: str
     object_id: ObjectId
-    # The raw value of each configured document field setting (Settings.document_fields) by setting name, read
-    # with the list (no query per workspace); a missing field is absent. Its users judge it (e.g. recipients.py).
+    # Setting name -> raw value of each configured document field (Settings.document_fields); a missing one is absent.
     document_values: Mapping[str, object] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -135,8 +134,7 @@ class Store:
     def __init__(self, client: MongoClient[dict[str, Any]], settings: Settings) -> None:
         self.client = client
         self.settings = settings
-        # Leases, cursors and the messages behind them come from the primary: a lagging
-        # secondary would hide messages a cursor then skips for good (whatever MONGODB_URI says).
+        # The primary, whatever MONGODB_URI says: a lagging secondary would hide messages a cursor then skips for good.
         self.db: Database[dict[str, Any]] = client.get_database(
             settings.mongodb_database, read_preference=ReadPreference.PRIMARY
         )
@@ -262,15 +260,13 @@ class Store:
 
     def missing_indexes(self) -> list[Index]:
         """Supporting indexes that are absent: a prefix match of an existing index counts as present."""
-        existing: dict[str, list[list[tuple[str, object]]]] = {}
-        for name in ("chats", "messages"):
-            existing[name] = [
-                [
-                    (field, int(order) if isinstance(order, (int, float)) else order)
-                    for field, order in index["key"].items()
-                ]
-                for index in self.db[name].list_indexes()
-            ]
+
+        def keys(index: Mapping[str, Any]) -> list[tuple[str, object]]:
+            return [(field, int(order) if isinstance(order, (int, float)) else order) for field, order in index.items()]
+
+        existing = {
+            name: [keys(index["key"]) for index in self.db[name].list_indexes()] for name in ("chats", "messages")
+        }
         wanted = supporting_indexes(self.settings.export_arrival_field)
         return [(name, keys) for name, keys in wanted if not any(have[: len(keys)] == keys for have in existing[name])]
 
@@ -287,14 +283,9 @@ def field_at(document: Mapping[str, Any], path: str) -> object:
 
 def as_object_id(value: object) -> ObjectId | None:
     """An id stored as an ObjectId or as its 24-hex string form; anything else is no id."""
-    if isinstance(value, ObjectId):
-        return value
-    if isinstance(value, str) and len(value) == 24:
-        try:
-            return ObjectId(value)
-        except (InvalidId, TypeError):
-            return None
-    return None
+    if isinstance(value, str) and len(value) == 24 and ObjectId.is_valid(value):
+        return ObjectId(value)
+    return value if isinstance(value, ObjectId) else None
 
 
 @dataclass(frozen=True)

@@ -197,8 +197,6 @@ def record_health_check(logs: Logs, message: str, now: datetime, details: Health
     _event(logs, "health_check", "health_check", message, now, details)
 
 
-# --- reads ---
-
 IDS_PER_QUERY = 5_000
 
 
