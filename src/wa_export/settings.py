@@ -367,8 +367,7 @@ def probable_setting(name: str) -> str | None:
 
 def misspelt_variables(names: Iterable[str]) -> dict[str, str]:
     """Each variable that looks like a misspelt setting, with the setting it probably meant."""
-    found = {name: probable_setting(name) for name in sorted(names)}
-    return {name: meant for name, meant in found.items() if meant is not None}
+    return {name: meant for name in sorted(names) if (meant := probable_setting(name)) is not None}
 
 
 def unknown_setting_variables(names: Iterable[str]) -> list[str]:

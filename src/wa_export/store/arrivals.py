@@ -110,8 +110,6 @@ def key_order(key: Key) -> tuple[datetime, bytes]:
 
 def key_text(key: object) -> str | None:
     """A key as text for people and JSON: 24 hex digits or an ISO 8601 time."""
-    if isinstance(key, ObjectId):
-        return str(key)
     if isinstance(key, datetime):
         return as_utc(key).isoformat()
     return None if key is None else str(key)
@@ -179,27 +177,19 @@ def in_row_order(documents: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(documents, key=_timestamp_order)
 
 
+# MongoDB's sort order of BSON types (bool before int: a bool is an int); 10 for any other type.
+_BSON_TYPE_RANKS = ((type(None), 1), (bool, 8), ((int, float), 2), (str, 3), (dict, 4), (list, 5), (bytes, 6))
+
+
 def bson_order(value: object) -> tuple[int, object]:
-    """A sort key that orders values of mixed types the way MongoDB sorts them (type first)."""
-    if value is None:
-        return (1, 0)
-    if isinstance(value, bool):
-        return (8, value)
-    if isinstance(value, (int, float)):
-        return (2, value)
-    if isinstance(value, str):
-        return (3, value)
-    if isinstance(value, datetime):
-        return (9, value)
+    """A sort key that orders values of mixed types the way MongoDB sorts them: type first, then value (documents,
+    arrays and unknown types by type only)."""
     if isinstance(value, ObjectId):
         return (7, value.binary)
-    if isinstance(value, bytes):
-        return (6, value)
-    if isinstance(value, dict):
-        return (4, 0)
-    if isinstance(value, list):
-        return (5, 0)
-    return (10, 0)
+    if isinstance(value, datetime):
+        return (9, value)
+    rank = next((rank for kind, rank in _BSON_TYPE_RANKS if isinstance(value, kind)), 10)
+    return (rank, value if rank in (2, 3, 6, 8) else 0)
 
 
 def _timestamp_order(document: dict[str, Any]) -> tuple[tuple[int, object], tuple[int, object]]:

@@ -169,11 +169,8 @@ def read_lease(store: Store, workspace_id: str) -> tuple[str | None, datetime | 
 def last_successes(store: Store, workspace_ids: Sequence[str], earliest: datetime) -> dict[str, datetime]:
     """`last_success_at` of these workspaces where it is `earliest` or later, in one query."""
     query = {"_id": {"$in": list(workspace_ids)}, "last_success_at": {"$gte": earliest}}
-    found = {
-        str(d["_id"]): as_utc_or_none(d.get("last_success_at"))
-        for d in store.export_state.find(query, {"last_success_at": 1})
-    }
-    return {workspace_id: moment for workspace_id, moment in found.items() if moment is not None}
+    found = store.export_state.find(query, {"last_success_at": 1})
+    return {str(d["_id"]): moment for d in found if (moment := as_utc_or_none(d.get("last_success_at"))) is not None}
 
 
 def count_foreign_cursors(store: Store, key: ArrivalKey) -> int:
