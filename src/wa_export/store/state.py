@@ -1,7 +1,7 @@
 """The `export_state` collection: every read and write of it (docs/design.md, "The first cursor" and "Leases").
 
-Cursors and leases are only safe while every write follows the same rules, so all of them live here
-(tests/test_state_writes.py). Every time written is the database clock's. A lease is one atomic upsert
+Why this module is long: cursors and leases are only safe while every write follows the same rules, so all
+of them live here (tests/test_state_writes.py). Every time written is the database clock's. A lease is one atomic upsert
 matching only a free or expired lease; every later write of the owner is conditional on still holding it,
 so a run stalled past its expiry never moves another run's cursor. A legacy `watermark` is only read.
 """
