@@ -14,6 +14,8 @@ DEFAULT_MONGODB_URI = "mongodb://localhost:27017"
 
 @dataclass(frozen=True)
 class MongoUriParts:
+    srv: bool
+    username: str | None
     password: str | None  # URL-decoded
     raw_password: str | None  # as written in the URI
     database: str | None  # URL-decoded, without a ".collection" suffix
@@ -31,7 +33,7 @@ def parse_mongodb_uri(uri: str) -> MongoUriParts:
     host_and_db, _, options = rest.partition("?")
     host_part, _, database = host_and_db.partition("/")
     userinfo, at, hosts = host_part.rpartition("@")
-    password = (parse_userinfo(userinfo)[1] or None) if at else None
+    username, password = parse_userinfo(userinfo) if at else (None, None)
     if "/" in hosts or not hosts:
         raise ValueError("no host")
     opts = split_options(options, validate=True, warn=True, normalize=True) if options else {}
@@ -51,7 +53,7 @@ def parse_mongodb_uri(uri: str) -> MongoUriParts:
     name = unquote_plus(database).split(".", 1)[0] if database else ""
     if re.search(r'[/ "$]', name):
         raise ValueError("bad database name")
-    return MongoUriParts(password, userinfo.partition(":")[2] or None, name or None)
+    return MongoUriParts(srv, username, password or None, userinfo.partition(":")[2] or None, name or None)
 
 
 def uri_secrets(uri: str) -> list[str]:
