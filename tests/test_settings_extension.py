@@ -45,7 +45,7 @@ def registered(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     monkeypatch.chdir(tmp_path)  # never the developer's .env
     colour = WorkspaceVariable("COLOUR", _colour, fails_workspace_only=False)
     monkeypatch.setattr(settings_module, "WORKSPACE_VARIABLES", {**WORKSPACE_VARIABLES, "COLOUR": colour})
-    field_rule = SettingRule("EXPORT_COLOUR_FIELD", "export_colour_field", document_field=("a colour", "brand.colour"))
+    field_rule = SettingRule("EXPORT_COLOUR_FIELD", document_field=("a colour", "brand.colour"))
     monkeypatch.setattr(settings_module, "RULES", (*RULES, field_rule))
     monkeypatch.setattr(settings_module, "Settings", ColourSettings)
 

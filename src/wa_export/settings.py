@@ -69,10 +69,9 @@ Parser = Callable[[str, "_Environment"], Any]
 
 @dataclass(frozen=True)
 class SettingRule:
-    """One variable: the Settings field it fills, its default as written in a .env, how it is read."""
+    """One variable: its default as written in a .env, how it is read, the Settings field it fills."""
 
     variable: str
-    field: str
     default: str = ""  # "" = unset
     bounds: Bounds | None = None  # a number setting
     secrecy: Secrecy = ""
@@ -80,6 +79,10 @@ class SettingRule:
     parse: Parser | None = None  # None: a number within `bounds`, else the text or None when empty
     # A dotted path in the workspace document: (what the field holds, an example path).
     document_field: tuple[str, str] | None = None
+    field: str = ""  # the Settings field; "" = the variable in lower case
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "field", self.field or self.variable.lower())
 
     def read(self, env: _Environment) -> Any:
         try:
@@ -216,63 +219,38 @@ def metrics_file_path(raw: str | None, name: str = "EXPORT_METRICS_FILE") -> Pat
 # Every variable wa-export reads, in the order `wa-export config` lists them (and validates them: a
 # derived one follows its source). The maxima are generous but safe: see Bounds.
 RULES: tuple[SettingRule, ...] = (
-    SettingRule("MONGODB_URI", "mongodb_uri", DEFAULT_MONGODB_URI, secrecy="uri", parse=_mongodb_uri),
-    SettingRule("MONGODB_DATABASE", "mongodb_database", derived_from="MONGODB_URI", parse=_database_name),
-    SettingRule("SMTP_SERVER", "smtp_server"),
-    SettingRule("SMTP_PORT", "smtp_port", "587", Bounds(1, 65535)),
-    SettingRule("SMTP_USERNAME", "smtp_username"),
-    SettingRule(
-        "SMTP_PASSWORD", "smtp_password", secrecy="value", parse=lambda _, env: env.get("SMTP_PASSWORD") or None
-    ),
-    SettingRule("SMTP_FROM", "smtp_from", derived_from="SMTP_USERNAME", parse=_sender),
-    SettingRule("SMTP_FROM_NAME", "smtp_from_name", "WhatsApp Exports", parse=_from_name),
-    SettingRule("SMTP_SECURITY", "smtp_security", "auto", parse=_security),
-    SettingRule("SMTP_CA_FILE", "smtp_ca_file", parse=_ca_file),
+    SettingRule("MONGODB_URI", DEFAULT_MONGODB_URI, secrecy="uri", parse=_mongodb_uri),
+    SettingRule("MONGODB_DATABASE", derived_from="MONGODB_URI", parse=_database_name),
+    SettingRule("SMTP_SERVER"),
+    SettingRule("SMTP_PORT", "587", Bounds(1, 65535)),
+    SettingRule("SMTP_USERNAME"),
+    SettingRule("SMTP_PASSWORD", secrecy="value", parse=lambda _, env: env.get("SMTP_PASSWORD") or None),
+    SettingRule("SMTP_FROM", derived_from="SMTP_USERNAME", parse=_sender),
+    SettingRule("SMTP_FROM_NAME", "WhatsApp Exports", parse=_from_name),
+    SettingRule("SMTP_SECURITY", "auto", parse=_security),
+    SettingRule("SMTP_CA_FILE", parse=_ca_file),
     # A socket timeout and a time.monotonic() deadline: an hour is far beyond any SMTP step.
-    SettingRule(
-        "SMTP_TIMEOUT_SECONDS",
-        "smtp_timeout_seconds",
-        "30",
-        Bounds(0, 3600, whole=False, minimum_exclusive=True, note="1 hour"),
-    ),
-    SettingRule("EXPORT_INTERVAL_MINUTES", "export_interval_minutes", "15", Bounds(1, 7 * 24 * 60, note="1 week")),
+    SettingRule("SMTP_TIMEOUT_SECONDS", "30", Bounds(0, 3600, whole=False, minimum_exclusive=True, note="1 hour")),
+    SettingRule("EXPORT_INTERVAL_MINUTES", "15", Bounds(1, 7 * 24 * 60, note="1 week")),
     # now - timedelta(days=N) must stay a datetime: 100 years (the `cleanup --days` maximum too).
-    SettingRule("EXPORT_CLEANUP_DAYS", "export_cleanup_days", "7", Bounds(0, 36_500, note="100 years")),
-    SettingRule(
-        "EXPORT_DIR", "export_dir", "./exports", parse=lambda written, _: Path(written).expanduser().absolute()
-    ),
-    SettingRule("EXPORT_TIMEZONE", "export_timezone", "UTC", parse=_timezone),
+    SettingRule("EXPORT_CLEANUP_DAYS", "7", Bounds(0, 36_500, note="100 years")),
+    SettingRule("EXPORT_DIR", "./exports", parse=lambda written, _: Path(written).expanduser().absolute()),
+    SettingRule("EXPORT_TIMEZONE", "UTC", parse=_timezone),
     # A window end is now - timedelta(seconds=N); a lag of days already delays every export by days.
-    SettingRule("EXPORT_LAG_SECONDS", "export_lag_seconds", "60", Bounds(0, 30 * 86_400, note="30 days")),
+    SettingRule("EXPORT_LAG_SECONDS", "60", Bounds(0, 30 * 86_400, note="30 days")),
     # Mail servers refuse messages far smaller than 1 GiB; int(MB * 2**20) must stay a sane size.
-    SettingRule(
-        "EXPORT_MAX_ATTACHMENT_MB",
-        "export_max_attachment_mb",
-        "20",
-        Bounds(0, 1024, whole=False, minimum_exclusive=True, note="1 GiB"),
-    ),
-    SettingRule("EXPORT_ALLOWED_EMAIL_DOMAINS", "export_allowed_email_domains", parse=_domains),
+    SettingRule("EXPORT_MAX_ATTACHMENT_MB", "20", Bounds(0, 1024, whole=False, minimum_exclusive=True, note="1 GiB")),
+    SettingRule("EXPORT_ALLOWED_EMAIL_DOMAINS", parse=_domains),
     # A lease expiry is database now + timedelta(seconds=N); a killed run blocks its workspace that long.
-    SettingRule("EXPORT_LEASE_SECONDS", "lease_seconds", "900", Bounds(5, 86_400, note="1 day")),
+    SettingRule("EXPORT_LEASE_SECONDS", "900", Bounds(5, 86_400, note="1 day"), field="lease_seconds"),
     # pymongo takes milliseconds (int(seconds * 1000)): below 1 ms it would read 0.
-    SettingRule(
-        "MONGODB_TIMEOUT_SECONDS", "mongodb_timeout_seconds", "5", Bounds(0.001, 3600, whole=False, note="1 hour")
-    ),
-    SettingRule("EXPORT_METRICS_FILE", "export_metrics_file", parse=lambda written, _: metrics_file_path(written)),
-    SettingRule(
-        "EXPORT_RECIPIENTS_FIELD",
-        "export_recipients_field",
-        document_field=("the export addresses", "settings.export_email"),
-    ),
-    SettingRule("EXPORT_ARRIVAL_FIELD", "export_arrival_field", "_id", parse=_arrival_field),
-    SettingRule("EXPORT_MAX_ROWS_PER_EMAIL", "export_max_rows_per_email", "100000", Bounds(1, 1_000_000_000)),
+    SettingRule("MONGODB_TIMEOUT_SECONDS", "5", Bounds(0.001, 3600, whole=False, note="1 hour")),
+    SettingRule("EXPORT_METRICS_FILE", parse=lambda written, _: metrics_file_path(written)),
+    SettingRule("EXPORT_RECIPIENTS_FIELD", document_field=("the export addresses", "settings.export_email")),
+    SettingRule("EXPORT_ARRIVAL_FIELD", "_id", parse=_arrival_field),
+    SettingRule("EXPORT_MAX_ROWS_PER_EMAIL", "100000", Bounds(1, 1_000_000_000)),
     # A first window reaches back at most a leap year (now - timedelta(hours=N)).
-    SettingRule(
-        "EXPORT_BACKFILL_MAX_HOURS",
-        "export_backfill_max_hours",
-        "24",
-        Bounds(0, 24 * 366, whole=False, note="366 days"),
-    ),
+    SettingRule("EXPORT_BACKFILL_MAX_HOURS", "24", Bounds(0, 24 * 366, whole=False, note="366 days")),
 )
 RULE_OF = {rule.variable: rule for rule in RULES}
 WORKSPACE_ID = re.compile(r"[0-9A-Fa-f]{24}")
