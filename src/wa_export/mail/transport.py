@@ -1,38 +1,20 @@
-"""Email delivery with yagmail, with its known traps defeated.
+"""The SMTP connection: yagmail's client with its traps defeated, every step under a deadline.
 
-yagmail is the product's mail client, but used naively it
+Used naively, yagmail (1) returns False from send() once its retries are spent and, after a
+disconnect, logs in again and re-sends (a possible duplicate); (2) looks a missing password up
+in keyring, then prompts on the terminal (a hang under cron); (3) attaches any content that is
+an existing path, turns newlines into <br> and guesses attachment types; (4) runs starttls()
+without certificate checks, and implicit TLS on any port; (5) opens a connection per send();
+(6) puts a stderr handler on its logger. So `YagmailConnection` keeps yagmail's client and
+connection lifecycle but replaces `_login` (verified TLS, explicit password) and `_attempt_send`
+(one transaction, never retried, all recipients accepted or nothing sent); the message is built
+in mail/message.py. Correctness pays for these overrides (one test per trap in tests/test_mail.py),
+and so does trap 5: one login per run instead of one per mail (bench/RESULTS.md: "email: connect
++ login (once per run)" 1.23 ms against a 0.97 ms transaction). This is the only module using
+yagmail's or smtplib's internals; pyproject.toml pins the tested yagmail range.
 
-1. returns ``False`` from ``send()`` instead of raising once its retries are spent,
-   and on a disconnect it logs in again and re-sends -- possibly a duplicate,
-   if the server had already accepted the DATA;
-2. looks a missing password up in keyring and then *prompts on the terminal*
-   (a silent hang under cron);
-3. attaches any content string that happens to be an existing file path, turns
-   the plain-text part's newlines into ``<br>``, and guesses attachment types
-   (``None/None`` for unknown extensions);
-4. calls ``starttls()`` without an SSL context, i.e. without certificate checks
-   (and defaults to implicit TLS on any port, ``smtp_ssl=True``);
-5. opens a new connection for every ``send()``;
-6. installs a stderr log handler on its module logger.
-
-So: `YagmailConnection` (a ``yagmail.SMTP``) keeps yagmail's client object and
-connection lifecycle but replaces the connect/login step (verified TLS, explicit
-password, never a prompt) and the send step (one SMTP transaction, no silent
-retry, all recipients accepted or nothing sent). The MIME message is built in
-mail/message.py with the standard library; mail/sender.py reuses one
-connection for every mail of a run.
-
-smtplib's timeout bounds each read, not a step, so every step here (session
-setup, message transaction, NOOP, QUIT) also runs under an overall deadline
-(mail/deadline.py); `_GuardedSMTP` hands the deadline's cutter the socket the
-moment it is connected, before any TLS handshake or greeting.
-
-This module is the only one that relies on yagmail's and smtplib's internals
-(`yagmail.SMTP` attributes, `smtplib.SMTP.sock`/`_get_socket`/`_host`/`getreply`);
-the tested yagmail range is pinned in pyproject.toml.
-
-Why this module is long: every use of those internals stays here (the rest of mail/ uses none),
-so the whole SMTP conversation does, each step with its deadline phase and one-sentence failure.
+smtplib's timeout bounds each read, not a step, so each step also runs under an `SmtpDeadline`
+(mail/deadline.py), whose cutter gets the socket the moment TCP is up, before TLS or greeting.
 """
 
 from __future__ import annotations
@@ -60,12 +42,8 @@ from wa_export.mail.errors import (
 )
 from wa_export.settings import Settings
 
-# yagmail's Client.__init__ puts a StreamHandler (stderr) on this logger; a library
-# must not print, and its records could carry addresses.
-_YAGMAIL_LOGGER = "yagmail.log"
-# smtplib's per-read timeout is only a backstop, this much longer than SMTP_TIMEOUT_SECONDS: the step's
-# deadline (started before the read) must be what ends a stalled step, or a busy machine would turn a
-# reply that never came into a "lost connection" (another step, another sentence) by the luck of a race.
+# smtplib's per-read timeout is only a backstop: the step's deadline must be what ends a stalled step,
+# or a busy machine could turn a reply that never came into a "lost connection" by the luck of a race.
 READ_TIMEOUT_MARGIN_SECONDS = 2.0
 # Servers keep an idle connection for minutes (RFC 5321 suggests 5); within this, one that just answered is reused unasked.
 RECENTLY_ANSWERED_SECONDS = 10.0
@@ -80,11 +58,9 @@ def tls_mode(settings: Settings) -> Literal["ssl", "starttls", "none"]:
 
 
 def _tls_context(settings: Settings) -> ssl.SSLContext:
-    """System CAs plus SMTP_CA_FILE; hostname checked, certificate required."""
     context = ssl.create_default_context()
     if settings.smtp_ca_file is not None:
-        try:
-            # In addition to the defaults (create_default_context(cafile=) would replace them).
+        try:  # in addition to the system CAs (create_default_context(cafile=) would replace them)
             context.load_verify_locations(cafile=str(settings.smtp_ca_file))
         except (OSError, ssl.SSLError) as error:
             raise mail_error(
@@ -110,7 +86,7 @@ def _ehlo_name(connection: smtplib.SMTP) -> str:
 
 
 class _Guarded(smtplib.SMTP):
-    """What both guarded clients add: `on_connected(sock)` once TCP is up, `on_reply(code)` per reply."""
+    """Calls `on_connected(sock)` once TCP is up (before TLS and greeting) and `on_reply(code)` per reply."""
 
     def on_connected(self, sock: socket.socket) -> None:
         pass
@@ -123,20 +99,16 @@ class _Guarded(smtplib.SMTP):
         self.on_reply(code)
         return code, message
 
-
-class _GuardedSMTP(_Guarded):
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
-        sock: socket.socket = super()._get_socket(host, port, timeout)  # type: ignore[misc]
+        sock = socket.create_connection((host, port), timeout, self.source_address)
         self.on_connected(sock)
+        if isinstance(self, smtplib.SMTP_SSL):  # smtplib.SMTP_SSL._get_socket's handshake, after the report
+            return self.context.wrap_socket(sock, server_hostname=self._host)  # type: ignore[attr-defined]
         return sock
 
 
 class _GuardedSMTPSSL(_Guarded, smtplib.SMTP_SSL):
-    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
-        # smtplib.SMTP_SSL._get_socket, with the report between connect and TLS handshake (which can stall too).
-        sock = socket.create_connection((host, port), timeout, self.source_address)
-        self.on_connected(sock)
-        return self.context.wrap_socket(sock, server_hostname=self._host)  # type: ignore[attr-defined]
+    pass
 
 
 class DroppedBeforeData(Exception):
@@ -144,7 +116,7 @@ class DroppedBeforeData(Exception):
 
 
 class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
-    """yagmail's client (``self.smtp``, its state, ``login()``) with our ``_login`` and ``_attempt_send`` (see above)."""
+    """yagmail's client (``self.smtp``, its state, ``login()``) with our ``_login`` and ``_attempt_send``."""
 
     smtp: _Guarded | None  # yagmail's attribute: the open connection, None once closed
 
@@ -158,13 +130,13 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
             password=settings.smtp_password or "",  # never None: None means keyring + prompt
             host=settings.smtp_server or "",
             port=settings.smtp_port,
-            smtp_ssl=self.mode == "ssl",  # yagmail defaults to implicit TLS on any port
+            smtp_ssl=self.mode == "ssl",
             smtp_starttls=self.mode == "starttls",
             smtp_skip_login=not settings.smtp_username,
             soft_email_validation=False,  # addresses are validated by check_recipients
         )
-        self.set_logging(None)  # replace the stderr handler yagmail just installed
-        yag_logger = logging.getLogger(_YAGMAIL_LOGGER)
+        self.set_logging(None)  # replace the stderr handler yagmail just installed (its records could carry addresses)
+        yag_logger = logging.getLogger("yagmail.log")
         yag_logger.setLevel(logging.WARNING)
         yag_logger.propagate = False
 
@@ -179,14 +151,13 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         """Connect, secure and log in within SMTP_TIMEOUT_SECONDS (yagmail's login() calls this)."""
         settings = self.settings
         context = _tls_context(settings) if self.mode != "none" else None
-        # A placeholder local_hostname skips smtplib's reverse-DNS getfqdn() (_open sets the real EHLO name);
-        # no host: connecting happens in _open, under the deadline.
-        connection: _GuardedSMTP | _GuardedSMTPSSL
+        # A placeholder local_hostname skips smtplib's reverse-DNS getfqdn(); connecting happens in _open.
         read_timeout = settings.smtp_timeout_seconds + READ_TIMEOUT_MARGIN_SECONDS
+        connection: _Guarded
         if self.mode == "ssl":
             connection = _GuardedSMTPSSL(local_hostname="localhost", timeout=read_timeout, context=context)
         else:
-            connection = _GuardedSMTP(local_hostname="localhost", timeout=read_timeout)
+            connection = _Guarded(local_hostname="localhost", timeout=read_timeout)
         self.cutter.close()
         self.cutter = cutter = SocketCutter()
         try:
@@ -222,8 +193,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         self.last_reply_at = time.monotonic()
 
     def _open(self, connection: smtplib.SMTP, context: ssl.SSLContext | None, deadline: SmtpDeadline) -> None:
-        settings = self.settings
-        host, port = settings.smtp_server or "", settings.smtp_port
+        host, port = self.settings.smtp_server or "", self.settings.smtp_port
         where = f"{host}:{port}"
         connection._host = host  # type: ignore[attr-defined]  # TLS server_hostname; smtplib sets it only in __init__
         try:
@@ -238,9 +208,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
             ) from None
         except socket.gaierror as error:
             raise self._refused(
-                "connect",
-                f"Cannot resolve SMTP server {host} ({describe_error(error)})",
-                "Check SMTP_SERVER and DNS.",
+                "connect", f"Cannot resolve SMTP server {host} ({describe_error(error)})", "Check SMTP_SERVER and DNS."
             ) from None
         except (OSError, smtplib.SMTPException) as error:
             raise self._unreachable(error) from None
@@ -248,30 +216,31 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         connection.local_hostname = _ehlo_name(connection)
         try:
             connection.ehlo_or_helo_if_needed()
-            if self.mode == "starttls":
-                if not connection.has_extn("starttls"):
-                    # Never fall back to plaintext: the password and the data would travel in clear.
-                    raise self._refused(
-                        "tls",
-                        f"The SMTP server {where} does not offer STARTTLS",
-                        "Use the server's TLS port (SMTP_SECURITY=ssl, usually port 465) "
-                        "or, only on a trusted network, SMTP_SECURITY=none.",
-                    )
-                deadline.at("the reply to STARTTLS and the TLS handshake", step="tls")
-                try:
-                    connection.starttls(context=context)
-                except ssl.SSLError as error:
-                    raise self._tls_failure(
-                        error, f"STARTTLS with {where}", "Check the server's TLS configuration."
-                    ) from None
-                except smtplib.SMTPResponseException as error:
-                    raise self._refused(
-                        "tls",
-                        f"The SMTP server {where} refused STARTTLS ({describe_error(error)})",
-                        "Check the server's TLS configuration.",
-                    ) from None
-                deadline.at("the reply to EHLO after STARTTLS", step="tls")
-                connection.ehlo()
+            if self.mode != "starttls":
+                return
+            if not connection.has_extn("starttls"):
+                # Never fall back to plaintext: the password and the data would travel in clear.
+                raise self._refused(
+                    "tls",
+                    f"The SMTP server {where} does not offer STARTTLS",
+                    "Use the server's TLS port (SMTP_SECURITY=ssl, usually port 465) "
+                    "or, only on a trusted network, SMTP_SECURITY=none.",
+                )
+            deadline.at("the reply to STARTTLS and the TLS handshake", step="tls")
+            try:
+                connection.starttls(context=context)
+            except ssl.SSLError as error:
+                raise self._tls_failure(
+                    error, f"STARTTLS with {where}", "Check the server's TLS configuration."
+                ) from None
+            except smtplib.SMTPResponseException as error:
+                raise self._refused(
+                    "tls",
+                    f"The SMTP server {where} refused STARTTLS ({describe_error(error)})",
+                    "Check the server's TLS configuration.",
+                ) from None
+            deadline.at("the reply to EHLO after STARTTLS", step="tls")
+            connection.ehlo()
         except (OSError, smtplib.SMTPException) as error:
             raise self._unreachable(error) from None
 
@@ -289,21 +258,16 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         return self._refused("tls", what, hint)
 
     def _unreachable(self, error: BaseException) -> MailError:
-        settings = self.settings
         reason = describe_error(error)
         hint = "Check SMTP_SERVER/SMTP_PORT and the firewall."
         if "timed out" in reason:
             # Typical of STARTTLS spoken to an implicit-TLS port: both sides wait.
             hint = "Check SMTP_SERVER/SMTP_PORT, the firewall, and that SMTP_SECURITY matches the port (465 = ssl)."
-        return self._refused(
-            "connect",
-            f"Cannot connect to SMTP server {settings.smtp_server}:{settings.smtp_port} ({reason})",
-            hint,
-        )
+        where = f"{self.settings.smtp_server}:{self.settings.smtp_port}"
+        return self._refused("connect", f"Cannot connect to SMTP server {where} ({reason})", hint)
 
     def _authenticate(self, connection: smtplib.SMTP, password: str) -> None:
-        settings = self.settings
-        user = settings.smtp_username or ""
+        user = self.settings.smtp_username or ""
         if not connection.has_extn("auth"):
             raise self._refused(
                 "auth",
@@ -334,46 +298,17 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         Unlike smtplib.sendmail, a refused recipient aborts the transaction (RSET) before DATA,
         so nobody receives a mail that counts as failed and is re-sent on the next run.
         """
-        settings = self.settings
         connection = self.smtp
         if connection is None:  # closed (e.g. by a failed login) before this transaction
             raise DroppedBeforeData("no open connection")
         with SmtpDeadline(
-            settings,
+            self.settings,
             self.cutter,
             "the message transaction (MAIL, RCPT, DATA)",
             step="timeout",
             waiting_for="the reply to MAIL FROM",
         ) as deadline:
-            options = [f"SIZE={len(payload)}"] if connection.has_extn("size") else []
-            try:
-                code, reply = connection.mail(self.user, options)
-                if code == 421:
-                    raise DroppedBeforeData(smtp_reply(code, reply))
-                if code != 250:
-                    _quietly(connection.rset)
-                    raise self._sender_refused(code, reply)
-                refused: dict[str, str] = {}
-                for recipient in recipients:
-                    deadline.at("the reply to RCPT TO")
-                    code, reply = connection.rcpt(recipient)
-                    if code == 421:
-                        raise DroppedBeforeData(smtp_reply(code, reply))
-                    if code not in (250, 251):
-                        refused[recipient] = smtp_reply(code, reply)
-            except (smtplib.SMTPServerDisconnected, OSError) as error:
-                _quietly(connection.close)
-                raise DroppedBeforeData(describe_error(error)) from None
-            if refused:
-                deadline.at("the reply to RSET")
-                _quietly(connection.rset)
-                details = "; ".join(f"{address}: {reply}" for address, reply in refused.items())
-                raise self._refused(
-                    "recipient",
-                    f"The SMTP server refused recipient(s) {', '.join(refused)} ({details})",
-                    "Check the address(es); the mail was sent to nobody and will be retried.",
-                    refused=list(refused),
-                )
+            self._envelope(connection, recipients, len(payload), deadline)
 
             def after_data_reply(code: int) -> None:
                 if code == 354:  # the message is being handed over: from now on it may be accepted
@@ -401,7 +336,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                         "check the server's logs and connection limits.",
                     ) from None
                 raise mail_error(
-                    settings,
+                    self.settings,
                     "data",
                     f"The connection to the SMTP server was lost while sending the message ({describe_error(error)})",
                     "If it keeps happening, check the server's message size limit and logs.",
@@ -411,6 +346,38 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                 _quietly(connection.rset)
                 raise self._data_refused(code, reply, outcome_of_reply_to_content(code))
         self.last_reply_at = time.monotonic()
+
+    def _envelope(self, connection: _Guarded, recipients: list[str], size: int, deadline: SmtpDeadline) -> None:
+        """MAIL FROM and every RCPT TO; any refused recipient resets the transaction and raises."""
+        options = [f"SIZE={size}"] if connection.has_extn("size") else []
+        try:
+            code, reply = connection.mail(self.user, options)
+            if code == 421:
+                raise DroppedBeforeData(smtp_reply(code, reply))
+            if code != 250:
+                _quietly(connection.rset)
+                raise self._sender_refused(code, reply)
+            refused: dict[str, str] = {}
+            for recipient in recipients:
+                deadline.at("the reply to RCPT TO")
+                code, reply = connection.rcpt(recipient)
+                if code == 421:
+                    raise DroppedBeforeData(smtp_reply(code, reply))
+                if code not in (250, 251):
+                    refused[recipient] = smtp_reply(code, reply)
+        except (smtplib.SMTPServerDisconnected, OSError) as error:
+            _quietly(connection.close)
+            raise DroppedBeforeData(describe_error(error)) from None
+        if refused:
+            deadline.at("the reply to RSET")
+            _quietly(connection.rset)
+            details = "; ".join(f"{address}: {reply}" for address, reply in refused.items())
+            raise self._refused(
+                "recipient",
+                f"The SMTP server refused recipient(s) {', '.join(refused)} ({details})",
+                "Check the address(es); the mail was sent to nobody and will be retried.",
+                refused=list(refused),
+            )
 
     def _refused(self, step: MailStep, what: str, hint: str, refused: Sequence[str] = ()) -> MailError:
         """A failure that left nothing on the server: sending again cannot duplicate."""
@@ -454,19 +421,16 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         if self.last_reply_at is not None and time.monotonic() - self.last_reply_at < RECENTLY_ANSWERED_SECONDS:
             return True
         try:
-            with SmtpDeadline(
-                self.settings,
-                self.cutter,
-                "the connection check (NOOP)",
-                step="connect",
-                waiting_for="the reply to NOOP",
-            ):
+            with self._deadline("the connection check (NOOP)", "the reply to NOOP"):
                 code, _ = self.smtp.noop()
         except (MailError, smtplib.SMTPException, OSError):
             return False
         if code == 250:
             self.last_reply_at = time.monotonic()
         return code == 250
+
+    def _deadline(self, what: str, waiting_for: str) -> SmtpDeadline:
+        return SmtpDeadline(self.settings, self.cutter, what, step="connect", waiting_for=waiting_for)
 
     def discard(self) -> None:
         """Drop the connection without QUIT (it is dead or in an unknown state)."""
@@ -478,10 +442,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
     def close(self) -> None:
         """QUIT within SMTP_TIMEOUT_SECONDS, never raising (yagmail's close lets socket errors through)."""
         if self.smtp is not None and not self.cutter.is_cut:
-            with (
-                suppress(Exception),
-                SmtpDeadline(self.settings, self.cutter, "QUIT", step="connect", waiting_for="the reply to QUIT"),
-            ):
+            with suppress(Exception), self._deadline("QUIT", "the reply to QUIT"):
                 self.smtp.quit()
         self.discard()
 
