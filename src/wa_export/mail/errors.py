@@ -1,17 +1,7 @@
-"""Mail failures: one exception whose text is one sentence, what failed and then what to do.
-
-Every failure is also classified, here and nowhere else, by what it may have left on
-the server (`MailOutcome`):
-
-- *refused*: nothing was delivered (a check before connecting, connect, TLS, login,
-  a refused sender, recipient or size, DATA refused without 354, a connection lost,
-  a deadline or a stop before the content went out, or a 4xx/5xx reply to the
-  content). Sending again cannot duplicate anything.
-- *outcome unknown*: the content had started to go out (354) and no definite answer
-  came back (lost connection, deadline, stop, unexpected reply). The server may
-  have accepted it; the sentence says so, and a scheduled delivery keeps its intent
-  so the next delivery of that range is flagged possible_duplicate.
-"""
+"""Mail failures: one exception whose text is one sentence (what failed, then what to do), and
+`MailOutcome`, the one classification of what a failure may have left on the server: *refused*
+(nothing delivered, so sending again cannot duplicate) or *outcome unknown* (the content had
+started to go out after 354 and no definite answer came back; docs/design.md, "What can duplicate")."""
 
 from __future__ import annotations
 
@@ -33,8 +23,6 @@ RUN_FATAL_STEPS: frozenset[MailStep] = frozenset({"config", "connect", "tls", "a
 
 
 class MailOutcome(StrEnum):
-    """What a failed send may have left on the server (see the module docstring)."""
-
     REFUSED = "refused"
     UNKNOWN = "outcome_unknown"
 
