@@ -19,7 +19,6 @@ import tempfile
 import threading
 import weakref
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from wa_export.demo.loopback import LOOPBACK, LocalServerError, free_port
@@ -121,9 +120,7 @@ class LocalMongoServer:
     def __enter__(self) -> LocalMongoServer:
         return self.start()
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
 

@@ -18,7 +18,6 @@ import threading
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
@@ -148,9 +147,7 @@ class LocalSmtpServer:
     def __enter__(self) -> LocalSmtpServer:
         return self.start()
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     def wait_for_messages(self, count: int, timeout: float = 10) -> list[CapturedMessage]:

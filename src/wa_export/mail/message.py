@@ -33,7 +33,6 @@ class OutgoingMail:
 
 
 def check_sendable(settings: Settings) -> None:
-    """Raise MailError(step="config") unless the settings can send without asking anyone (settings.sending_problems)."""
     problems = sending_problems(settings)
     if problems:
         raise mail_error(settings, "config", problems[0].what, problems[0].hint, outcome=MailOutcome.REFUSED)
@@ -110,7 +109,7 @@ def single_line(text: str) -> str:
 
 
 def single_line_or(text: object, fallback: str) -> str:
-    """`single_line(text)`, or `fallback` when nothing printable is left: never "Export -  - <date>"."""
+    """`single_line(text)`, or `fallback` when nothing printable is left (never "Export -  - <date>")."""
     cleaned = single_line(text) if isinstance(text, str) else ""
     return cleaned or single_line(fallback)
 

@@ -293,11 +293,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
             raise self._unreachable(error) from None
 
     def _attempt_send(self, recipients: list[str], payload: bytes) -> None:
-        """One SMTP transaction within SMTP_TIMEOUT_SECONDS, never retried; raises MailError or DroppedBeforeData.
-
-        Unlike smtplib.sendmail, a refused recipient aborts the transaction (RSET) before DATA,
-        so nobody receives a mail that counts as failed and is re-sent on the next run.
-        """
+        """One SMTP transaction within SMTP_TIMEOUT_SECONDS, never retried; raises MailError or DroppedBeforeData."""
         connection = self.smtp
         if connection is None:  # closed (e.g. by a failed login) before this transaction
             raise DroppedBeforeData("no open connection")
@@ -348,7 +344,8 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         self.last_reply_at = time.monotonic()
 
     def _envelope(self, connection: _Guarded, recipients: list[str], size: int, deadline: SmtpDeadline) -> None:
-        """MAIL FROM and every RCPT TO; any refused recipient resets the transaction and raises."""
+        """MAIL FROM and every RCPT TO. Unlike smtplib.sendmail, a refused recipient aborts the transaction
+        (RSET) before DATA, so nobody receives a mail that counts as failed and is re-sent on the next run."""
         options = [f"SIZE={size}"] if connection.has_extn("size") else []
         try:
             code, reply = connection.mail(self.user, options)
@@ -398,7 +395,6 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         )
 
     def _data_refused(self, code: int, reply: bytes | str, outcome: MailOutcome) -> MailError:
-        """DATA answered with something other than 250: a definite rejection, or (outcome unknown) an odd reply."""
         detail = smtp_reply(code, reply)
         if outcome is MailOutcome.UNKNOWN:
             what = f"The SMTP server gave an unexpected reply to the message ({detail})"
@@ -414,8 +410,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         )
 
     def alive(self) -> bool:
-        """True when the connection still answers NOOP; one that answered moments ago is not asked again
-        (a send that finds it closed learns so before any data went out, and MailSender reconnects once)."""
+        """True when the connection answers NOOP, or answered moments ago (MailSender reconnects once if not)."""
         if self.smtp is None or self.is_closed or self.smtp.sock is None or self.cutter.is_cut:
             return False
         if self.last_reply_at is not None and time.monotonic() - self.last_reply_at < RECENTLY_ANSWERED_SECONDS:
@@ -448,6 +443,5 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
 
 
 def _quietly(action: Callable[[], object]) -> None:
-    """Run a clean-up call whose failure changes nothing (RSET, closing a dead connection)."""
     with suppress(Exception):
         action()
