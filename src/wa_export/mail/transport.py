@@ -5,16 +5,14 @@ disconnect, logs in again and re-sends (a possible duplicate); (2) looks a missi
 in keyring, then prompts on the terminal (a hang under cron); (3) attaches any content that is
 an existing path, turns newlines into <br> and guesses attachment types; (4) runs starttls()
 without certificate checks, and implicit TLS on any port; (5) opens a connection per send();
-(6) puts a stderr handler on its logger. So `YagmailConnection` keeps yagmail's client and
-connection lifecycle but replaces `_login` (verified TLS, explicit password) and `_attempt_send`
-(one transaction, never retried, all recipients accepted or nothing sent); the message is built
-in mail/message.py. Correctness pays for these overrides (one test per trap in tests/test_mail.py),
-and so does trap 5: one login per run instead of one per mail (bench/RESULTS.md: "email: connect
-+ login (once per run)" 1.23 ms against a 0.97 ms transaction). This is the only module using
-yagmail's or smtplib's internals; pyproject.toml pins the tested yagmail range.
-
-smtplib's timeout bounds each read, not a step, so each step also runs under an `SmtpDeadline`
-(mail/deadline.py), whose cutter gets the socket the moment TCP is up, before TLS or greeting.
+(6) puts a stderr handler on its logger. So `YagmailConnection` keeps yagmail's client and its
+lifecycle but replaces `_login` (verified TLS, explicit password) and `_attempt_send` (one
+transaction, never retried, all recipients accepted or nothing sent); mail/message.py builds the
+message. Correctness pays for these overrides (a test per trap in tests/test_mail.py), and trap 5
+costs a login per mail (bench/RESULTS.md: "email: connect + login (once per run)" 1.23 ms against a
+0.97 ms transaction). Only this module uses yagmail's or smtplib's internals; pyproject.toml pins
+the tested yagmail range. smtplib's timeout bounds each read, not a step, so each step also runs
+under an `SmtpDeadline` (mail/deadline.py), whose cutter gets the socket once TCP is up.
 """
 
 from __future__ import annotations
@@ -35,10 +33,15 @@ from wa_export.mail.errors import (
     MailError,
     MailOutcome,
     MailStep,
+    content_refused,
     describe_error,
     mail_error,
     outcome_of_reply_to_content,
+    refusal,
+    sender_refused,
     smtp_reply,
+    tls_failure,
+    unreachable,
 )
 from wa_export.settings import Settings
 
@@ -47,7 +50,6 @@ from wa_export.settings import Settings
 READ_TIMEOUT_MARGIN_SECONDS = 2.0
 # Servers keep an idle connection for minutes (RFC 5321 suggests 5); within this, one that just answered is reused unasked.
 RECENTLY_ANSWERED_SECONDS = 10.0
-_LOWER_THE_LIMIT = "Lower EXPORT_MAX_ATTACHMENT_MB below the server's limit."
 
 
 def tls_mode(settings: Settings) -> Literal["ssl", "starttls", "none"]:
@@ -63,12 +65,11 @@ def _tls_context(settings: Settings) -> ssl.SSLContext:
         try:  # in addition to the system CAs (create_default_context(cafile=) would replace them)
             context.load_verify_locations(cafile=str(settings.smtp_ca_file))
         except (OSError, ssl.SSLError) as error:
-            raise mail_error(
+            raise refusal(
                 settings,
                 "config",
                 f"SMTP_CA_FILE {settings.smtp_ca_file} cannot be loaded ({describe_error(error)})",
                 "Point SMTP_CA_FILE at a PEM file of CA certificates.",
-                outcome=MailOutcome.REFUSED,
             ) from None
     return context
 
@@ -201,17 +202,20 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
             if code != 220:
                 raise smtplib.SMTPConnectError(code, message)
         except ssl.SSLError as error:
-            raise self._tls_failure(
+            raise tls_failure(
+                self.settings,
                 error,
                 f"TLS handshake with {where}",
                 "Check SMTP_SECURITY and SMTP_PORT (465 speaks implicit TLS, 587 and 25 use STARTTLS).",
             ) from None
         except socket.gaierror as error:
             raise self._refused(
-                "connect", f"Cannot resolve SMTP server {host} ({describe_error(error)})", "Check SMTP_SERVER and DNS."
+                "connect",
+                f"Cannot resolve SMTP server {host} ({describe_error(error)})",
+                "Check SMTP_SERVER and DNS.",
             ) from None
         except (OSError, smtplib.SMTPException) as error:
-            raise self._unreachable(error) from None
+            raise unreachable(self.settings, error) from None
         deadline.at("the reply to EHLO", step="connect")
         connection.local_hostname = _ehlo_name(connection)
         try:
@@ -230,8 +234,8 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
             try:
                 connection.starttls(context=context)
             except ssl.SSLError as error:
-                raise self._tls_failure(
-                    error, f"STARTTLS with {where}", "Check the server's TLS configuration."
+                raise tls_failure(
+                    self.settings, error, f"STARTTLS with {where}", "Check the server's TLS configuration."
                 ) from None
             except smtplib.SMTPResponseException as error:
                 raise self._refused(
@@ -242,29 +246,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
             deadline.at("the reply to EHLO after STARTTLS", step="tls")
             connection.ehlo()
         except (OSError, smtplib.SMTPException) as error:
-            raise self._unreachable(error) from None
-
-    def _tls_failure(self, error: ssl.SSLError, what: str, hint: str) -> MailError:
-        """An untrusted certificate gets its own sentence; any other TLS failure names the step."""
-        reason = describe_error(error)
-        if isinstance(error, ssl.SSLCertVerificationError):
-            what = f"The SMTP server's TLS certificate is not trusted ({reason})"
-            if "mismatch" in reason.lower():
-                hint = "Set SMTP_SERVER to a host name the server's certificate is issued for."
-            else:
-                hint = "If it uses a private CA, set SMTP_CA_FILE to that CA bundle."
-        else:
-            what = f"{what} failed ({reason})"
-        return self._refused("tls", what, hint)
-
-    def _unreachable(self, error: BaseException) -> MailError:
-        reason = describe_error(error)
-        hint = "Check SMTP_SERVER/SMTP_PORT and the firewall."
-        if "timed out" in reason:
-            # Typical of STARTTLS spoken to an implicit-TLS port: both sides wait.
-            hint = "Check SMTP_SERVER/SMTP_PORT, the firewall, and that SMTP_SECURITY matches the port (465 = ssl)."
-        where = f"{self.settings.smtp_server}:{self.settings.smtp_port}"
-        return self._refused("connect", f"Cannot connect to SMTP server {where} ({reason})", hint)
+            raise unreachable(self.settings, error) from None
 
     def _authenticate(self, connection: smtplib.SMTP, password: str) -> None:
         user = self.settings.smtp_username or ""
@@ -290,7 +272,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                 "Check the server's AUTH mechanisms (PLAIN, LOGIN or CRAM-MD5 are supported).",
             ) from None
         except (OSError, smtplib.SMTPException) as error:
-            raise self._unreachable(error) from None
+            raise unreachable(self.settings, error) from None
 
     def _attempt_send(self, recipients: list[str], payload: bytes) -> None:
         """One SMTP transaction within SMTP_TIMEOUT_SECONDS, never retried; raises MailError or DroppedBeforeData."""
@@ -320,7 +302,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                     del connection.on_reply
             except smtplib.SMTPDataError as error:  # no 354: the message itself was not transferred
                 _quietly(connection.rset)
-                raise self._data_refused(error.smtp_code, error.smtp_error, MailOutcome.REFUSED) from None
+                raise content_refused(self.settings, error.smtp_code, error.smtp_error, MailOutcome.REFUSED) from None
             except (smtplib.SMTPServerDisconnected, OSError) as error:
                 _quietly(connection.close)
                 if deadline.outcome is MailOutcome.REFUSED:  # before the 354 nothing of the message went out
@@ -340,7 +322,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                 ) from None
             if code != 250:
                 _quietly(connection.rset)
-                raise self._data_refused(code, reply, outcome_of_reply_to_content(code))
+                raise content_refused(self.settings, code, reply, outcome_of_reply_to_content(code))
         self.last_reply_at = time.monotonic()
 
     def _envelope(self, connection: _Guarded, recipients: list[str], size: int, deadline: SmtpDeadline) -> None:
@@ -353,7 +335,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                 raise DroppedBeforeData(smtp_reply(code, reply))
             if code != 250:
                 _quietly(connection.rset)
-                raise self._sender_refused(code, reply)
+                raise sender_refused(self.settings, self.user, code, reply)
             refused: dict[str, str] = {}
             for recipient in recipients:
                 deadline.at("the reply to RCPT TO")
@@ -377,37 +359,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
             )
 
     def _refused(self, step: MailStep, what: str, hint: str, refused: Sequence[str] = ()) -> MailError:
-        """A failure that left nothing on the server: sending again cannot duplicate."""
-        return mail_error(self.settings, step, what, hint, outcome=MailOutcome.REFUSED, refused=refused)
-
-    def _sender_refused(self, code: int, reply: bytes | str) -> MailError:
-        detail = smtp_reply(code, reply)
-        if code == 552:
-            return self._refused("size", f"The SMTP server refused the message size ({detail})", _LOWER_THE_LIMIT)
-        if code in (530, 534, 535):
-            return self._refused(
-                "auth", f"The SMTP server requires a login ({detail})", "Set SMTP_USERNAME and SMTP_PASSWORD."
-            )
-        return self._refused(
-            "data",
-            f"The SMTP server refused the sender {self.user} ({detail})",
-            "Set SMTP_FROM to an address the SMTP account may send as.",
-        )
-
-    def _data_refused(self, code: int, reply: bytes | str, outcome: MailOutcome) -> MailError:
-        detail = smtp_reply(code, reply)
-        if outcome is MailOutcome.UNKNOWN:
-            what = f"The SMTP server gave an unexpected reply to the message ({detail})"
-            return mail_error(self.settings, "data", what, "Check the server's logs.", outcome=outcome)
-        if code == 552:
-            return self._refused(
-                "size", f"The SMTP server refused the message as too large ({detail})", _LOWER_THE_LIMIT
-            )
-        return self._refused(
-            "data",
-            f"The SMTP server refused the message ({detail})",
-            "Check the server's logs; the export is retried on the next run.",
-        )
+        return refusal(self.settings, step, what, hint, refused)
 
     def alive(self) -> bool:
         """True when the connection answers NOOP, or answered moments ago (MailSender reconnects once if not)."""
