@@ -283,10 +283,7 @@ class RunRecorder:
         self.facts = RunFacts.from_workspaces(result.trigger, result.exit_code, handled, request.moves_cursors)
 
     def ran_workers(self, merged: WorkersResult, request: ExportRequest) -> None:
-        handled = (
-            (str(item.get("workspace_id")), str(item.get("outcome")), count_or_zero(item.get("message_count")))
-            for item in merged.workspaces
-        )
+        handled = ((item.workspace_id, item.outcome, item.message_count) for item in merged.workspaces)
         self.facts = RunFacts.from_workspaces("scheduled", merged.exit_code, handled, request.moves_cursors)
 
     def path(self) -> Path | None:

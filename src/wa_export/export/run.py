@@ -27,7 +27,6 @@ from wa_export.export.results import (
     RunWarning,
     SilentObserver,
     WorkspaceResult,
-    duplicate_workspace_warning,
     run_warnings,
 )
 from wa_export.mail.errors import MailError
@@ -103,7 +102,7 @@ def export(
         result = ExportRun(settings, store, request, observer, stop_requested).execute()
     result.warnings += run_warnings(
         settings,
-        [workspace.as_dict() for workspace in result.workspaces],
+        result.workspaces,
         covers_all_active=not request.workspace_ids and request.worker_slot is None and not result.interrupted,
         email_override=bool(request.email_override),
     )
@@ -193,7 +192,9 @@ class ExportRun:
         # A workspace stored twice is exported once; the process that exports it names it.
         exported = {workspace.id for workspace in share}
         result.warnings.extend(
-            duplicate_workspace_warning(duplicate) for duplicate in listing.duplicates if duplicate.id in exported
+            RunWarning("duplicate_workspace", duplicate.sentence(), workspace_id=duplicate.id)
+            for duplicate in listing.duplicates
+            if duplicate.id in exported
         )
         return share
 

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from wa_export.errors import ExitCode, UsageProblem
 from wa_export.export.context import ExportRequest
-from wa_export.export.results import RunWarning, merged_anomalies, summary_line
+from wa_export.export.results import RunWarning, WorkspaceResult, merged_anomalies, summary_line
 
 MAX_WORKERS = 64
 
@@ -96,12 +96,14 @@ class WorkersResult:
         return ExitCode.FAILED if self.interrupted and code == ExitCode.OK else code
 
     @property
-    def workspaces(self) -> list[dict[str, Any]]:
-        return [ws for worker in self.workers for ws in worker.document.get("workspaces", [])]
+    def workspaces(self) -> list[WorkspaceResult]:
+        return [
+            WorkspaceResult.from_dict(ws) for worker in self.workers for ws in worker.document.get("workspaces", [])
+        ]
 
     def anomaly_totals(self) -> dict[str, int]:
         return merged_anomalies(
-            [ws.get("anomalies") or {} for ws in self.workspaces],
+            [ws.anomalies for ws in self.workspaces],
             [w.document.get("run_anomalies") or {} for w in self.workers],
         )
 
@@ -121,6 +123,7 @@ class WorkersResult:
         return summary_line(header, self.workspaces, self.anomaly_totals(), self.interrupted, problems + self.problems)
 
     def as_dict(self) -> dict[str, Any]:
+        workspaces = self.workspaces
         return {
             "ok": self.exit_code == ExitCode.OK,
             "trigger": "scheduled",
@@ -128,7 +131,7 @@ class WorkersResult:
             "exit_code": self.exit_code,
             "interrupted": self.interrupted,
             "duration_seconds": round(self.finished_at - self.started_at, 3),
-            "message_count": sum(int(ws.get("message_count") or 0) for ws in self.workspaces),
+            "message_count": sum(ws.message_count for ws in workspaces),
             "orphaned_messages": self.orphaned_messages,
             "anomalies": self.anomaly_totals(),
             "problems": self.problems,
@@ -143,7 +146,7 @@ class WorkersResult:
                 }
                 for w in self.workers
             ],
-            "workspaces": self.workspaces,
+            "workspaces": [ws.as_dict() for ws in workspaces],
             "warnings": [dataclasses.asdict(warning) for warning in self.warnings],
         }
 
