@@ -28,7 +28,7 @@ from wa_export.store import arrivals, logs, ownership
 from wa_export.store.arrivals import Key
 from wa_export.store.connection import Chat, Workspace
 from wa_export.workbook.naming import publish_path_candidates, slugify, workspace_folder
-from wa_export.workbook.template import TemplateWorkbookWriter
+from wa_export.workbook.writer import WorkbookWriter
 
 SIZE_SAFETY = 0.9  # a too-big part is cut to this share of the rows that would just fit: one rewrite nearly always
 
@@ -244,7 +244,7 @@ def write_workbook(
     """Stream the rows into a new workbook; None (and no file, no folder) when there are none.
 
     The original service's unmarked `<slug>/` folder is adopted unless several active workspaces share
-    the slug. The template writer makes WorkbookWriter's file at a fraction of the fixed cost.
+    the slug.
     """
     first = next(rows, None)
     if first is None:
@@ -254,7 +254,7 @@ def write_workbook(
     folder = workspace_folder(settings.export_dir, slug, workspace.id, adopt_unmarked=adopt)
     candidates = iter(publish_path_candidates(folder, slug, run_time.astimezone(settings.export_timezone)))
     final_path = next(candidates)
-    with TemplateWorkbookWriter(
+    with WorkbookWriter(
         final_path, settings.export_timezone, workspace_name=workspace.name, timezone_name=settings.timezone_name
     ) as writer:
         writer.append(*first)
