@@ -1,10 +1,9 @@
-"""The export workbook: rows formatted as XML text here, streamed into a package openpyxl made once.
+"""The export workbook: rows formatted as XML text (workbook/cells.py), in a package openpyxl made once.
 
-openpyxl writes one real workbook per process and sheet count (`package_template`, its public
-write-only API); every export is that package with its own rows, autofilter ranges, document
-properties and creation time. Writing the rows ourselves (workbook/cells.py: inline strings, never
-a formula) is paid for by bench/RESULTS.md (run.py table): several times XlsxWriter constant_memory
-rows/s, flat memory. The file appears under its final name only when complete (workbook/publish.py).
+openpyxl writes one workbook per process and sheet count (`package_template`); every export is that
+package with its own rows, filter ranges, properties and time. Writing rows ourselves is paid for by
+bench/RESULTS.md (run.py table): several times XlsxWriter constant_memory rows/s, flat memory.
+Why this module is long: the template and the writer that fills it must agree byte for byte.
 """
 
 from __future__ import annotations
@@ -18,8 +17,8 @@ import tempfile
 import threading
 import weakref
 import zipfile
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Iterable
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from datetime import timezone as dt_timezone
@@ -236,13 +235,8 @@ class WorkbookWriter:
     def append_many(self, rows: Iterable[tuple[object, object, object, datetime | None, str, str]]) -> None:
         """Write rows in order; the fast path the exporter uses."""
         self._require_open()
-        with self._aborted_on_failure():
-            self._append_rows(rows)
-
-    @contextmanager
-    def _aborted_on_failure(self) -> Iterator[None]:
         try:
-            yield
+            self._append_rows(rows)
         except BaseException:
             self.abort()
             raise
@@ -252,11 +246,14 @@ class WorkbookWriter:
         if self._state == "committed" and self._published is not None:
             return self._published
         self._require_open()
-        with self._aborted_on_failure():
+        try:
             self._finish_sheet()
             self._save()
             names = candidates if candidates is not None else (self.final_path,)
             published = publish_without_overwrite(self._tmp_path, names, self.final_path)
+        except BaseException:
+            self.abort()
+            raise
         self._state = "committed"
         self._published = published
         self._cleanup_files()
@@ -345,7 +342,7 @@ class WorkbookWriter:
         chunk.clear()
 
     def _excel_serial(self, ts: object) -> float | None:
-        """Excel serial (1900 system) of ``ts`` as wall time in the export zone; cached per UTC hour without a DST change."""
+        """Excel serial (1900 system) of ``ts`` as wall time in the export zone; offsets cached per UTC hour."""
         if not isinstance(ts, datetime):
             return None
         try:
