@@ -12,7 +12,7 @@ from bson import ObjectId
 from pymongo.errors import ConnectionFailure, PyMongoError
 
 from wa_export.export.context import RunContext
-from wa_export.export.email_text import EmailFacts, compose_export_mail
+from wa_export.export.email_text import compose_export_mail
 from wa_export.export.plan import CURSOR_AHEAD, NOTHING_NEW, WorkItem
 from wa_export.export.results import WorkspaceResult
 from wa_export.export.rows import RowStats
@@ -132,20 +132,21 @@ class ScheduledDelivery(WorkspaceExport):
             lease.set_in_flight(intent, remaining)
             details = {"part": number, "parts": total, "log_id": log_id, "possible_duplicate": duplicate}
             self.log(piece.low, piece.high, logs.STATUS_SENDING, piece, **details)
-            facts = EmailFacts(
-                arrivals.time_of(piece.low) or ctx.end_time,
-                arrivals.time_of(piece.high) or ctx.end_time,
-                piece.message_count,
-                piece.by_status,
-                piece.path,
-                self.item.recipients.addresses,
-                number,
-                total,
-                duplicate,
-            )
+            window = (arrivals.time_of(piece.low) or ctx.end_time, arrivals.time_of(piece.high) or ctx.end_time)
             try:
                 self.keeper.check()
-                ctx.mail.send(compose_export_mail(ctx.settings, self.item.workspace, facts, ctx.run_time))
+                mail = compose_export_mail(
+                    ctx.settings,
+                    self.item.workspace,
+                    ctx.run_time,
+                    window,
+                    piece.by_status,
+                    piece.path,
+                    self.item.recipients.addresses,
+                    (number, total),
+                    duplicate,
+                )
+                ctx.mail.send(mail)
             except MailError as error:
                 reason = ctx.redact(str(error))
                 logs.mark_failed(
