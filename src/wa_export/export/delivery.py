@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Self
 
@@ -69,18 +70,15 @@ class LeaseKeeper:
         return time.monotonic() + self.interval
 
 
+@dataclass
 class ScheduledDelivery(WorkspaceExport):
     """The scheduled path under a lease."""
 
-    def __init__(
-        self, ctx: RunContext, item: WorkItem, result: WorkspaceResult, lease: Lease, keeper: LeaseKeeper
-    ) -> None:
-        super().__init__(ctx, item, result)
-        self.lease = lease
-        self.keeper = keeper
-        self.released = False
-        # What may already have been delivered (an earlier run's intent), trimmed as parts go out.
-        self.unknown: InFlight | None = lease.state.in_flight
+    lease: Lease
+    keeper: LeaseKeeper
+    released: bool = False
+    # What may already have been delivered (an earlier run's intent), trimmed as parts go out.
+    unknown: InFlight | None = None
 
     def run(self) -> WorkspaceResult:
         ctx, lease, result = self.ctx, self.lease, self.result
@@ -115,7 +113,7 @@ class ScheduledDelivery(WorkspaceExport):
 
     def _send_all(self, sendable: list[Written], blocked: Written | None) -> None:
         ctx, lease, result = self.ctx, self.lease, self.result
-        remaining = [str(piece.path) for piece in [*sendable, *([blocked] if blocked else [])]]
+        remaining = [str(piece.path) for piece in [*sendable, blocked] if piece is not None]
         total = len(sendable)
         for number, piece in enumerate(sendable, 1):
             if number > 1 and ctx.stop_requested.is_set():
@@ -234,7 +232,7 @@ def deliver(ctx: RunContext, item: WorkItem) -> WorkspaceResult:
     count_failure = True  # a lost lease is the new owner's to count
     try:
         with LeaseKeeper(lease) as keeper:
-            delivery = ScheduledDelivery(ctx, item, result, lease, keeper)
+            delivery = ScheduledDelivery(ctx, item, result, lease, keeper, unknown=lease.state.in_flight)
             return delivery.run()
     except ConnectionFailure:
         raise  # MongoDB is gone: the whole run stops (exit 3)
