@@ -1,8 +1,7 @@
-"""`wa-export export --workers N`: one scheduled run shared by N child processes on this host.
+"""`wa-export export --workers N`: one scheduled run shared by N child processes (the work holds the GIL).
 
-Processes, not threads: the work holds the GIL. Child k is `wa-export export --json --worker-slot k/N`
-(every N-th workspace by id; leases still decide). The parent never talks to MongoDB: it merges the
-children's JSON, exits with the worst code and forwards SIGTERM.
+Child k is `wa-export export --json --worker-slot k/N` (every N-th workspace; leases still decide). The
+parent never talks to MongoDB: it merges the children's JSON, exits with the worst code, forwards SIGTERM.
 """
 
 from __future__ import annotations
@@ -52,7 +51,7 @@ def parse_worker_slot(text: str) -> tuple[int, int]:
 
 
 def check_request(count: int, *, is_manual: bool) -> None:
-    """Workers share a scheduled run; a manual export is one window for one operator: one process."""
+    """Workers share a scheduled run; a manual export runs in one process."""
     if not 1 <= count <= MAX_WORKERS:
         raise WorkerUsageError(f"--workers must be between 1 and {MAX_WORKERS}, got {count}.")
     if count > 1:
@@ -67,10 +66,7 @@ def check_slot_request(is_manual: bool) -> None:
 
 def slot_share(items: Sequence[T], slot: tuple[int, int] | None) -> list[T]:
     """The part of a (stably ordered) list that worker slot k of N exports: every N-th, from k."""
-    if slot is None:
-        return list(items)
-    index, count = slot
-    return list(items[index::count])
+    return list(items if slot is None else items[slot[0] :: slot[1]])
 
 
 @dataclass
