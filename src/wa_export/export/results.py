@@ -35,15 +35,15 @@ class WorkspaceResult:
     message_count: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
     anomalies: dict[str, int] = field(default_factory=dict)
-    file_path: str | None = None  # the last workbook written (the only one unless the window had parts)
+    file_path: str | None = None  # the last workbook written
     files: list[str] = field(default_factory=list)
-    parts: int = 0  # emails the window needed (1 unless it was too big for one)
+    parts: int = 0  # emails the window needed
     emails_sent: int = 0
     possible_duplicate: bool = False  # some of it may repeat an earlier email (said in that email)
     cursor_source: str | None = None  # where a cursor created by this run came from
     recipients: tuple[str, ...] = ()
     recipients_source: str = "none"  # recipients.RecipientSource
-    traceback: str | None = None  # an unexpected error's traceback (redacted): the CLI prints it to stderr
+    traceback: str | None = None  # an unexpected error's (redacted): the CLI prints it to stderr
 
     @classmethod
     def of(
@@ -86,8 +86,7 @@ class RunResult:
     started_at: datetime
     finished_at: datetime | None = None
     workspaces: list[WorkspaceResult] = field(default_factory=list)
-    # Counted by the run, not by a workspace: messages of no chat (orphaned_message),
-    # of a chat of no single workspace (ambiguous_chat), cursors ahead of the database clock.
+    # Counted by the run, not a workspace: messages of no chat or of no single workspace's chat.
     run_anomalies: dict[str, int] = field(default_factory=dict)
     warnings: list[RunWarning] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # one sentence each, e.g. an unusable arrival key
@@ -185,10 +184,7 @@ def summary_line(
 
 
 class RunObserver(Protocol):
-    """What the run reports while it works (the CLI draws progress from it).
-
-    Optional: `messages_exported(workspace_id, count)`, called as rows are written with the count since the last call.
-    """
+    """What the run reports while it works; optional: `messages_exported(workspace_id, count since last call)`."""
 
     def run_started(self, total_workspaces: int, trigger: Trigger) -> None: ...
 

@@ -1,4 +1,4 @@
-"""A workspace's window in arrival order: its keys, its parts (one email each), their workbooks, log entries.
+"""A workspace's window in arrival order: its keys, parts (one email each), workbooks and log entries.
 
 Shared by the delivery, --no-email and --dry-run. A part is [low, high): moving the cursor to its `high`
 passes exactly the messages it delivered.
@@ -152,8 +152,8 @@ class WorkspaceExport:
     def write_parts(self, window: ArrivalWindow, parts: Iterable[Part], size_limit: int | None) -> list[Written]:
         """Every part's workbook, in order; a part over `size_limit` is rewritten as smaller parts.
 
-        A part no boundary can split that is still too big ends the list (`too_big`): nothing after it can be
-        delivered before it. On a write error the files written so far are removed and the error raised.
+        A too-big part no boundary can split ends the list (`too_big`): nothing after it goes before it.
+        On a write error the files written so far are removed and the error raised.
         """
         ctx = self.ctx
         queue = deque(parts)
