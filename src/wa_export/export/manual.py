@@ -111,5 +111,5 @@ def _failed(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, reas
 def _log(ctx: RunContext, workspace: Workspace, result: WorkspaceResult) -> None:
     completed = result.outcome == "completed"
     status, error = (logs.STATUS_COMPLETED, None) if completed else (logs.STATUS_FAILED, result.reason)
-    start, end = result.window_start, result.window_end
-    log_export(ctx, workspace, result.recipients, result, start, end, status, result.file_path, error=error)
+    window = (result.window_start, result.window_end)
+    log_export(ctx, workspace, result.recipients, result, status, window, result.file_path, error=error)

@@ -197,8 +197,11 @@ class WorkspaceExport:
     def log(self, low: Key, high: Key, status: logs.ExportStatus, piece: Written | None = None, **details: Any) -> None:
         """This window's (or one part's) export_logs entry."""
         item, path = self.item, str(piece.path) if piece else None
-        where = (arrivals.time_of(low), arrivals.time_of(high), status, path, (low, high))
-        log_export(self.ctx, item.workspace, item.recipients.addresses, piece or self.result, *where, **details)
+        window = (arrivals.time_of(low), arrivals.time_of(high))
+        counts = piece or self.result
+        log_export(
+            self.ctx, item.workspace, item.recipients.addresses, counts, status, window, path, (low, high), **details
+        )
 
 
 def log_export(
@@ -206,32 +209,21 @@ def log_export(
     workspace: Workspace,
     recipients: tuple[str, ...],
     counts: WorkspaceResult | Written,
-    start: datetime | None,
-    end: datetime | None,
     status: logs.ExportStatus,
+    window: tuple[datetime | None, datetime | None],
     file_path: str | None = None,
     keys: tuple[Key, Key] | None = None,
     *,
-    error: str | None = None,
     part: int | None = None,
     parts: int | None = None,
-    log_id: ObjectId | None = None,
-    possible_duplicate: bool = False,
+    **details: Any,  # error, possible_duplicate, log_id: see logs.insert_export
 ) -> None:
     """One export_logs entry: a window, a part of one, or a manual export."""
     entry = logs.ExportEntry(
         workspace, recipients, ctx.run_id, ctx.request.trigger, ctx.run_time, counts.message_count,
-        counts.by_status, counts.anomalies, start, end, file_path, keys, part, parts,
+        counts.by_status, counts.anomalies, *window, file_path, keys, part, parts,
     )  # fmt: skip
-    logs.insert_export(
-        ctx.store.export_logs,
-        entry,
-        ctx.clock.now(),
-        status=status,
-        error=error,
-        possible_duplicate=possible_duplicate,
-        log_id=log_id,
-    )
+    logs.insert_export(ctx.store.export_logs, entry, ctx.clock.now(), status=status, **details)
 
 
 def write_workbook(
