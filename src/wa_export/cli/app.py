@@ -361,16 +361,15 @@ def state(
 ) -> None:
     """Each workspace's cursor, messages waiting, lease and failures; --move-to/--move-past move one cursor (logged)."""
     from wa_export.cli.render import render_move, render_state
-    from wa_export.commands import cursor_move
     from wa_export.commands import state as state_command
 
     def compute(settings: Settings) -> Any:
         if move_to is not None and move_past is not None:
             raise UsageProblem("--move-to and --move-past both move the cursor: give one of them.")
         if move_to is not None:
-            return cursor_move.move_cursor(settings, workspace_id, move_to)
+            return state_command.move_cursor(settings, workspace_id, move_to)
         if move_past is not None:
-            return cursor_move.move_cursor_past(settings, workspace_id, move_past)
+            return state_command.move_cursor_past(settings, workspace_id, move_past)
         return state_command.state(settings, workspace_id)
 
     _report(json_output, env_file, compute, render_state if move_to is None and move_past is None else render_move)

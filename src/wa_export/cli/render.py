@@ -28,10 +28,9 @@ from wa_export.units import count_noun, format_age, format_bytes, local_time
 if TYPE_CHECKING:  # rendering only: each command imports just the library it uses
     from wa_export.commands.cleanup import CleanupFile, CleanupResult
     from wa_export.commands.config import ConfigReport, SettingLine
-    from wa_export.commands.cursor_move import CursorMove
     from wa_export.commands.health import HealthReport
     from wa_export.commands.logs import LogsReport
-    from wa_export.commands.state import StateReport, WorkspaceReport
+    from wa_export.commands.state import CursorMove, StateReport, WorkspaceReport
     from wa_export.commands.stats import StatsReport
     from wa_export.commands.test_email import TestEmailResult
     from wa_export.demo.run import DemoResult

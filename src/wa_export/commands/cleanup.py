@@ -1,16 +1,9 @@
-"""`wa-export cleanup`: delete old export files, only this tool's, never through a symlink.
+"""`wa-export cleanup`: delete this tool's old workbooks and stale temp files, never through a symlink.
 
-Ours: in a real directory directly inside EXPORT_DIR holding a regular-file
-marker (naming.FOLDER_MARKER), regular files named by EXPORT_FILE_PATTERN older
-than the cutoff, and the temp files a killed export left (older than a day, so a
-running export never loses its file). The original service wrote the same
-layout without markers: in an unmarked folder named like a slug, only workbooks
-named for that very folder are ours. Everything else (other files, symlinks,
-nested folders) is left alone. Folders are opened with O_NOFOLLOW and files
-removed relative to that descriptor, so a folder swapped for a symlink during
-the run cannot redirect a deletion. A folder left with only its marker, or an
-unmarked folder this cleanup emptied, is removed. EXPORT_DIR itself may be a
-symlink: it is the operator's configuration, not something found on disk.
+Ours: regular files named by EXPORT_FILE_PATTERN in a real folder of EXPORT_DIR holding the marker, or, in an
+unmarked folder named like a slug (the original service's), workbooks named for that very folder. Folders are opened
+with O_NOFOLLOW and files removed relative to that descriptor, so a folder swapped for a symlink cannot redirect a
+deletion. EXPORT_DIR itself may be a symlink: it is configuration, not something found on disk.
 """
 
 from __future__ import annotations
@@ -52,9 +45,6 @@ class CleanupFile:
     size: int
     modified_at: datetime
 
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "modified_at": self.modified_at.isoformat()}
-
 
 @dataclass
 class CleanupResult:
@@ -77,7 +67,7 @@ class CleanupResult:
 
     @property
     def workbooks(self) -> int:
-        return sum(1 for item in self.files if item.kind == "workbook")
+        return sum(item.kind == "workbook" for item in self.files)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -112,7 +102,7 @@ class CleanupResult:
             "cutoff": self.cutoff.isoformat(),
             "files_deleted": 0 if self.dry_run else len(self.files),
             "bytes_freed": 0 if self.dry_run else self.bytes_freed,
-            "files": [item.as_dict() for item in self.files],
+            "files": [asdict(item) for item in self.files],
             "bytes": self.bytes_freed,
             "folders_removed": list(self.folders_removed),
             "errors": list(self.errors),
@@ -156,7 +146,6 @@ def _marker_content(folder_fd: int) -> bytes | None:
 
 
 def clean_export_dir(settings: Settings, days: int, dry_run: bool, now: datetime | None = None) -> CleanupResult:
-    """Find (and unless `dry_run`, delete) old workbooks and stale temp files; no MongoDB involved."""
     now = now or datetime.now(UTC)
     export_dir = settings.export_dir
     result = CleanupResult(
@@ -286,10 +275,8 @@ CLEANUP_MAX_DAYS = 36_500
 
 
 def cleanup(settings: Settings, days: int | None, dry_run: bool) -> CleanupResult:
-    """Clean the files first, then record the event: a MongoDB outage must not keep the disk full.
-
-    A dry run changes nothing anywhere, so it neither connects to MongoDB nor writes an event.
-    """
+    """Clean the files first, then record the event (a MongoDB outage must not keep the disk full); a dry run
+    changes nothing anywhere, so it neither connects nor records."""
     days = settings.export_cleanup_days if days is None else days
     if not 0 <= days <= CLEANUP_MAX_DAYS:
         raise UsageProblem(f"--days must be between 0 and {CLEANUP_MAX_DAYS}, got {days}.")

@@ -1,10 +1,7 @@
-"""`wa-export stats`: messages per day and status, and the exports made.
+"""`wa-export stats`: messages per day (in EXPORT_TIMEZONE) and status, and the exports made.
 
-Counts are aggregated in MongoDB, bounded by the period and the workspace's
-chats, never a scan over all messages; days are calendar days in
-EXPORT_TIMEZONE. MongoDB groups by the raw direction and AI flag, and the
-export's Status rule (export/rows.py) is applied here, so stats and workbooks
-never disagree.
+MongoDB groups by the raw direction and AI flag within the period and the workspace's chats; the export's
+Status rule (export/rows.py) is applied here, so stats and workbooks never disagree.
 """
 
 from __future__ import annotations
@@ -40,9 +37,7 @@ def _workspace_keys(workspace: Workspace) -> list[object]:
 
 @dataclass(frozen=True)
 class Period:
-    """Calendar days [first, last] in the export time zone, and the UTC range they cover."""
-
-    days: tuple[date, ...]
+    days: tuple[date, ...]  # in the export time zone
     start: datetime  # UTC, start of the first day in the zone
     end: datetime  # UTC, start of the day after the last one
     timezone_name: str
@@ -78,9 +73,6 @@ class ExportSummary:
     last_success: datetime | None = None  # newest completed export, also before the period
     last_failure: datetime | None = None  # within the period
 
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "last_success": iso(self.last_success), "last_failure": iso(self.last_failure)}
-
 
 @dataclass
 class WorkspaceStats:
@@ -90,8 +82,7 @@ class WorkspaceStats:
     recipients: Recipients
 
     @property
-    def address_configured(self) -> bool:
-        """An address is set, in the environment or the database (it may still be refused: see recipients)."""
+    def address_configured(self) -> bool:  # it may still be refused: see recipients
         return self.recipients.source != "none"
 
     @property
@@ -106,19 +97,17 @@ class WorkspaceStats:
     def total(self) -> int:
         return sum(self.totals.values())
 
-    def as_dict(self, with_days: bool = True) -> dict[str, Any]:
-        document: dict[str, Any] = {
+    def as_dict(self) -> dict[str, Any]:
+        return {
             "workspace_id": self.workspace.id,
             "workspace_name": self.workspace.name,
             "status": self.workspace.status,
             "address_configured": self.address_configured,
             "recipients": self.recipients.as_dict(),
             "messages": {**self.totals, "total": self.total},
-            "exports": self.exports.as_dict(),
+            "exports": asdict(self.exports),
+            "per_day": [day.as_dict() for day in self.per_day],
         }
-        if with_days:
-            document["per_day"] = [day.as_dict() for day in self.per_day]
-        return document
 
 
 @dataclass
@@ -188,7 +177,6 @@ def messages_per_day(store: Store, chat_ids: Sequence[object], period: Period) -
 
 
 def export_summaries(store: Store, workspaces: Sequence[Workspace], period: Period) -> dict[str, ExportSummary]:
-    """Completed/failed exports and messages exported in the period, plus each one's last success."""
     summaries = {workspace.id: ExportSummary() for workspace in workspaces}
     keys = [key for workspace in workspaces for key in _workspace_keys(workspace)]
     pipeline: list[dict[str, Any]] = [
@@ -230,7 +218,6 @@ STATS_MAX_DAYS = 366
 
 
 def stats(settings: Settings, workspace_id: str | None, days: int) -> StatsReport:
-    """Over the last `days` days: one workspace by id (any status), or every active workspace."""
     if not 1 <= days <= STATS_MAX_DAYS:
         raise UsageProblem(f"--days must be between 1 and {STATS_MAX_DAYS}, got {days}.")
     if workspace_id is not None:
