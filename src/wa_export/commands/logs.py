@@ -15,6 +15,7 @@ from wa_export.errors import UsageProblem
 from wa_export.settings import Settings
 from wa_export.store.connection import SERVICE_NAME, Store, mongo_errors, open_store, parse_workspace_id
 from wa_export.store.logs import EXPORT_STATUSES
+from wa_export.store.ownership import both_forms
 from wa_export.units import count_or_zero
 
 LOGS_MAX_LIMIT = 1000
@@ -67,8 +68,7 @@ def export_log_entries(store: Store, workspace_id: str | None, status: str | Non
     report = LogsReport("export", limit, status, workspace_id)
     query: dict[str, Any] = {}
     if workspace_id is not None:
-        object_id = parse_workspace_id(workspace_id)
-        query["workspace_id"] = {"$in": [str(object_id), object_id]}
+        query["workspace_id"] = {"$in": both_forms([parse_workspace_id(workspace_id)])}
     if status is not None:
         query["status"] = status
     documents = list(store.export_logs.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)]).limit(limit))

@@ -130,7 +130,7 @@ class WorkspaceReport:
             "consecutive_failures": self.consecutive_failures,
             "last_error": self.last_error,
             "last_possible_duplicate_at": iso(self.last_possible_duplicate_at),
-            "in_flight": _plain(self.in_flight) if self.in_flight else None,
+            "in_flight": self.in_flight or None,  # ids and times: JSON text by Output.json
         }
 
 
@@ -212,19 +212,6 @@ def workspace_states(
             )
         )
     return reports
-
-
-def _plain(value: object) -> object:
-    """A document value as JSON-friendly data: keys and ids as text, times as ISO 8601."""
-    if isinstance(value, Mapping):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    if isinstance(value, datetime):
-        return iso(as_utc_or_none(value))
-    if isinstance(value, ObjectId):
-        return str(value)
-    return value
 
 
 # "already_past": --move-past of a message the cursor is already beyond; nothing was written.

@@ -26,13 +26,8 @@ from wa_export.store.connection import (
     open_store,
     parse_workspace_id,
 )
-from wa_export.store.ownership import chats_of_workspace
+from wa_export.store.ownership import both_forms, chats_of_workspace
 from wa_export.units import count_or_zero
-
-
-def _workspace_keys(workspace: Workspace) -> list[object]:
-    # Platform writers (and old export_logs) stored workspace ids as ObjectId or as string.
-    return [workspace.object_id, workspace.id]
 
 
 @dataclass(frozen=True)
@@ -178,7 +173,7 @@ def messages_per_day(store: Store, chat_ids: Sequence[object], period: Period) -
 
 def export_summaries(store: Store, workspaces: Sequence[Workspace], period: Period) -> dict[str, ExportSummary]:
     summaries = {workspace.id: ExportSummary() for workspace in workspaces}
-    keys = [key for workspace in workspaces for key in _workspace_keys(workspace)]
+    keys = both_forms(workspace.object_id for workspace in workspaces)  # both forms writers store
     pipeline: list[dict[str, Any]] = [
         {"$match": {"workspace_id": {"$in": keys}, "created_at": {"$gte": period.start, "$lt": period.end}}},
         {
@@ -206,7 +201,7 @@ def export_summaries(store: Store, workspaces: Sequence[Workspace], period: Peri
         if summary.last_success is None:
             # Nothing in the period: "when did it last work" still matters most.
             newest = store.export_logs.find_one(
-                {"workspace_id": {"$in": _workspace_keys(workspace)}, "status": "completed"},
+                {"workspace_id": {"$in": both_forms([workspace.object_id])}, "status": "completed"},
                 {"created_at": 1},
                 sort=[("created_at", DESCENDING)],
             )
