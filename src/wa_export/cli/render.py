@@ -8,7 +8,7 @@ Why this module is long: one renderer per command, each needing its own table an
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,10 +17,18 @@ from typing import TYPE_CHECKING, Any
 from rich import box
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
-from wa_export.cli.output import Output, display_path, outcome_cell, short_time, styled, workspace_cell
+from wa_export.cli.output import (
+    Output,
+    column_table,
+    display_path,
+    outcome_cell,
+    short_time,
+    styled,
+    workspace_cell,
+)
 from wa_export.clock import SECOND_FORMAT
 from wa_export.errors import ExitCode
 from wa_export.units import count_noun, format_age, format_bytes, local_time
@@ -31,7 +39,7 @@ if TYPE_CHECKING:  # rendering only: each command imports just the library it us
     from wa_export.commands.health import HealthReport
     from wa_export.commands.logs import LogsReport
     from wa_export.commands.state import CursorMove, StateReport, WorkspaceReport
-    from wa_export.commands.stats import StatsReport
+    from wa_export.commands.stats import StatsReport, WorkspaceStats
     from wa_export.commands.test_email import TestEmailResult
     from wa_export.demo.run import DemoResult
     from wa_export.export.results import RunResult, Trigger, WorkspaceResult
@@ -505,30 +513,31 @@ def _render_stats_overview(output: Output, report: StatsReport, settings: Settin
     if not workspaces:
         output.line(f"No active workspaces ({span}).")
         return
-    table = Table(title=f"Active workspaces, {span}", box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("Workspace / id", overflow="fold", min_width=24)
-    table.add_column("Msgs", justify="right")
-    table.add_column("Trend", no_wrap=True)
-    # Short headers: with a week's trend the table fits 80 columns.
-    table.add_column("Sent", justify="right")
-    table.add_column("Failed", justify="right")
-    table.add_column("Last sent", no_wrap=True)
-    table.add_column("Addr")
     chunks = _chunks(len(report.period.days), SPARK_MAX_WIDTH)
     name_id_separator = "\n" if output.interactive else " "  # plain output: one line per workspace
-    for stats in workspaces:
-        failed = stats.exports.failed
+
+    def trend(stats: WorkspaceStats) -> str:
         totals = [day.total for day in stats.per_day]
-        address = address_label(stats.recipients)
-        table.add_row(
-            workspace_cell(stats.workspace.name, stats.workspace.id, name_id_separator),
-            str(stats.total),
-            sparkline([sum(totals[start:end]) for start, end in chunks]),
-            str(stats.exports.completed),
-            styled(str(failed), "bold red" if failed else ""),
-            short_time(stats.exports.last_success, settings) or "never",
-            styled(address, ADDRESS_STYLE.get(address, "")),
-        )
+        return sparkline([sum(totals[start:end]) for start, end in chunks])
+
+    def address(stats: WorkspaceStats) -> str:
+        label = address_label(stats.recipients)
+        return styled(label, ADDRESS_STYLE.get(label, ""))
+
+    # Short headers: with a week's trend the table fits 80 columns.
+    columns: list[tuple[Column, Callable[[WorkspaceStats], str]]] = [
+        (
+            Column("Workspace / id", overflow="fold", min_width=24),
+            lambda stats: workspace_cell(stats.workspace.name, stats.workspace.id, name_id_separator),
+        ),
+        (Column("Msgs", justify="right"), lambda stats: str(stats.total)),
+        (Column("Trend", no_wrap=True), trend),
+        (Column("Sent", justify="right"), lambda stats: str(stats.exports.completed)),
+        (Column("Failed", justify="right"), lambda stats: _count_cell(stats.exports.failed)),
+        (Column("Last sent", no_wrap=True), lambda stats: short_time(stats.exports.last_success, settings) or "never"),
+        (Column("Addr"), address),
+    ]
+    table = column_table(workspaces, columns, title=f"Active workspaces, {span}", box=box.SIMPLE_HEAD, pad_edge=False)
     output.table(table, keep_whole=[stats.workspace.id for stats in workspaces])
     missing = sum(1 for stats in workspaces if not stats.address_configured)
     refused = sum(1 for stats in workspaces if stats.recipients.problem)
@@ -602,29 +611,33 @@ def render_move(output: Output, move: CursorMove, settings: Settings) -> None:
 
 def _state_table(report: StateReport, settings: Settings) -> Table:
     title = f"Delivery state, times in {report.timezone_name} (database clock {_time(report.database_now, settings)})"
-    table = Table(title=escape(title), box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("Workspace / id", overflow="fold", min_width=24)
-    table.add_column("Cursor", no_wrap=True)
-    table.add_column("Waiting\n(oldest)", justify="right", no_wrap=True)
-    table.add_column("Lease", no_wrap=True)
-    table.add_column("Last success", no_wrap=True)
-    table.add_column("Fails", justify="right", no_wrap=True)
-    table.add_column("Notes", overflow="fold", min_width=16)
-    for workspace in report.workspaces:
-        failures = workspace.consecutive_failures
+
+    def waiting(workspace: WorkspaceReport) -> str:
         age = _oldest_age(workspace)
-        table.add_row(
-            workspace_cell(workspace.workspace_name, workspace.workspace_id),
-            _cursor_cell(workspace, settings),
-            _waiting_count(workspace) + (f"\n[dim]{age}[/dim]" if age else ""),
-            f"[yellow]held[/yellow]\n[dim]to {local_time(workspace.lease_expires_at, settings, '%H:%M')}[/dim]"
-            if workspace.lease_held
-            else "free",
-            short_time(workspace.last_success_at, settings) or "never",
-            f"[bold red]{failures}[/bold red]" if failures else "0",
-            escape("; ".join(_notes(workspace, settings))),
-        )
-    return table
+        return _waiting_count(workspace) + (f"\n[dim]{age}[/dim]" if age else "")
+
+    def lease(workspace: WorkspaceReport) -> str:
+        if not workspace.lease_held:
+            return "free"
+        return f"[yellow]held[/yellow]\n[dim]to {local_time(workspace.lease_expires_at, settings, '%H:%M')}[/dim]"
+
+    columns: list[tuple[Column, Callable[[WorkspaceReport], str]]] = [
+        (
+            Column("Workspace / id", overflow="fold", min_width=24),
+            lambda workspace: workspace_cell(workspace.workspace_name, workspace.workspace_id),
+        ),
+        (Column("Cursor", no_wrap=True), lambda workspace: _cursor_cell(workspace, settings)),
+        (Column("Waiting\n(oldest)", justify="right", no_wrap=True), waiting),
+        (Column("Lease", no_wrap=True), lease),
+        (Column("Last success", no_wrap=True), lambda w: short_time(w.last_success_at, settings) or "never"),
+        (Column("Fails", justify="right", no_wrap=True), lambda w: _count_cell(w.consecutive_failures)),
+        (Column("Notes", overflow="fold", min_width=16), lambda w: escape("; ".join(_notes(w, settings)))),
+    ]
+    return column_table(report.workspaces, columns, title=escape(title), box=box.SIMPLE_HEAD, pad_edge=False)
+
+
+def _count_cell(failures: int) -> str:
+    return styled(str(failures), "bold red" if failures else "")
 
 
 def _cursor_cell(workspace: WorkspaceReport, settings: Settings) -> str:
