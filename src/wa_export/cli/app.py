@@ -222,14 +222,8 @@ def export(
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
-    """Export messages: a scheduled run over all active workspaces, or a manual export.
-
-    Without --hours/--since/--until/--email this is a scheduled run: each workspace
-    gets what arrived since its cursor, up to the database's now minus
-    EXPORT_LAG_SECONDS, and the cursor moves only past emails the SMTP server
-    accepted. With any of them it is a manual run by message timestamp (default:
-    last 24 hours) that never moves a cursor.
-    """
+    """Export messages: a scheduled run (what arrived since each cursor), or with --hours/--since/--until/--email
+    a manual run by message timestamp (default: last 24 hours) that never moves a cursor."""
     from wa_export.cli.render import export_observer, render_export, render_workers
     from wa_export.export import run as export_run
 
@@ -280,13 +274,7 @@ def cleanup(
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
-    """Delete this tool's old workbooks and stale temp files, and empty workspace folders.
-
-    Only files named like wa-export workbooks inside EXPORT_DIR/<workspace folder>/
-    (folders holding the .wa-export-workspace marker) are touched; symlinks are never
-    followed. Records a cleanup event in system_logs: if MongoDB is unreachable the
-    files are still cleaned and the exit code is 3.
-    """
+    """Delete this tool's old workbooks and stale temp files in marked workspace folders, and empty folders."""
     from wa_export.cli.render import render_cleanup
     from wa_export.commands import cleanup as cleanup_command
 
@@ -322,10 +310,7 @@ def logs(
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
-    """Recent exports (export_logs) newest first, or the tool's events (--system).
-
-    With WORKSPACE_ID, only that workspace's exports.
-    """
+    """Recent exports (export_logs) newest first, or the tool's events (--system); WORKSPACE_ID: only its exports."""
     from wa_export.cli.render import render_logs
     from wa_export.commands import logs as logs_command
 
@@ -390,12 +375,7 @@ def test_email(
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
-    """Send a test email with a tiny sample workbook through the configured SMTP server.
-
-    On failure it names the step that failed (connect, tls, auth, recipient,
-    domain) and what to do, and exits 1. MongoDB is read only when the workspace's
-    addresses come from EXPORT_RECIPIENTS_FIELD.
-    """
+    """Send a test email with a tiny sample workbook; on failure name the failed step and exit 1."""
     from wa_export.cli.render import render_test_email
     from wa_export.commands import test_email as testmail
 
@@ -410,11 +390,7 @@ def health(
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
-    """Check MongoDB, SMTP, EXPORT_DIR, workspace addresses and folders, indexes and that scheduled runs happen.
-
-    One line per check (ok / warning / failed) with the reason. Exit 1 if any check
-    failed, including an unreachable MongoDB. Records a health_check event.
-    """
+    """Check MongoDB, SMTP, EXPORT_DIR, workspace addresses and folders, indexes and scheduled runs (exit 1 if any failed)."""
     from wa_export.cli.render import render_health
     from wa_export.commands import health as health_checks
 
@@ -423,13 +399,7 @@ def health(
 
 @app.command("config", short_help="Show and validate the settings (no MongoDB, no SMTP).")
 def config(json_output: JsonOption = False, env_file: EnvFileOption = None) -> None:
-    """Show the effective settings, where each came from, and every invalid one.
-
-    Validates every value exactly as a run does, without connecting to MongoDB or
-    SMTP; secrets are masked. Exit 2 for what a run refuses (all are listed), 1 if
-    only WORKSPACE_<ID>_EMAIL values are invalid, 0 otherwise: run it before
-    enabling the timer, or in CI.
-    """
+    """Show the effective settings, where each came from, and every invalid one (exit 2, or 1 for addresses only)."""
     from wa_export.cli.output import Output
     from wa_export.cli.render import render_config
     from wa_export.commands import config as config_command
@@ -449,8 +419,7 @@ def demo(
 ) -> None:
     """Run a real scheduled export against local MongoDB and SMTP servers; nothing to configure.
 
-    Needs the demo extra (pip install 'wa-export[demo]', Python 3.13+). Ignores
-    the environment and .env: the servers, data and settings are its own.
+    Needs pip install 'wa-export[demo]' (Python 3.13+); ignores the environment and .env.
     """
     from wa_export.cli.output import Output
     from wa_export.cli.render import export_observer, render_demo

@@ -94,20 +94,13 @@ class CleanupResult:
         return ", ".join(parts)
 
     def as_dict(self) -> dict[str, Any]:
+        document = asdict(self)  # datetimes become ISO text in Output.json
+        del document["started_at"], document["event_error_code"]
         return {
-            "export_dir": self.export_dir,
-            "export_dir_exists": self.export_dir_exists,
-            "days": self.days,
-            "dry_run": self.dry_run,
-            "cutoff": self.cutoff.isoformat(),
+            **document,
             "files_deleted": 0 if self.dry_run else len(self.files),
             "bytes_freed": 0 if self.dry_run else self.bytes_freed,
-            "files": [asdict(item) for item in self.files],
             "bytes": self.bytes_freed,
-            "folders_removed": list(self.folders_removed),
-            "errors": list(self.errors),
-            "event_recorded": self.event_recorded,
-            "event_error": self.event_error,
             "exit_code": self.exit_code,
             "summary": self.summary(),
         }
