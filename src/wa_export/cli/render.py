@@ -1,7 +1,5 @@
 """Each command's result on screen: a table on a terminal, greppable log lines under cron, or one JSON document.
 
-Results come from the library (commands/, export/, demo/); the primitives are in cli/output.py.
-
 Why this module is long: one renderer per command, each needing its own table and its own plain lines.
 """
 

@@ -1,9 +1,6 @@
-"""`wa-export cleanup`: delete this tool's old workbooks and stale temp files, never through a symlink.
-
-Ours: regular files named by EXPORT_FILE_PATTERN in a real folder of EXPORT_DIR holding the marker, or, in an
-unmarked folder named like a slug (the original service's), workbooks named for that very folder. Folders are opened
-with O_NOFOLLOW and files removed relative to that descriptor, so a folder swapped for a symlink cannot redirect a
-deletion. EXPORT_DIR itself may be a symlink: it is configuration, not something found on disk.
+"""`wa-export cleanup`: delete this tool's old workbooks and stale temp files (in marked folders, or workbooks named
+for an unmarked slug folder). Folders are opened with O_NOFOLLOW and files removed relative to that descriptor, so a
+folder swapped for a symlink cannot redirect a deletion.
 """
 
 from __future__ import annotations

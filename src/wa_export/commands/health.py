@@ -1,7 +1,5 @@
-"""`wa-export health`: one `Check` per question an operator asks (ok / warning / failed / skipped), with a reason.
-
-Any failed check, an unreachable MongoDB included, exits 1. The address and folder checks judge with the
-export's own rules (recipients.py, workbook/naming.py), so `health` predicts what the next run will do.
+"""`wa-export health`: one `Check` per question an operator asks, judged by the export's own rules (recipients.py,
+workbook/naming.py) so it predicts the next run; any failed check exits 1.
 
 Why this module is long: one short function per check, the runner that guards each, and their shared wording.
 """

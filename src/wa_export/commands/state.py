@@ -1,8 +1,5 @@
-"""`wa-export state`: where each workspace's scheduled delivery stands, and moving one workspace's cursor (logged).
-
-"Now" is the database's clock (the leases'). Waiting messages are counted exactly for one named workspace; over all,
-each count stops at WAITING_COUNT_CAP. --move-past skips exactly one message: the cursor becomes the smallest key
-after it. The write is store/state.py set_moved_cursor (one conditional update, never under a live lease).
+"""`wa-export state`: where each workspace's scheduled delivery stands (by the database's clock), and moving one
+workspace's cursor (logged; --move-past makes it the smallest key after one message).
 
 Why this module is long: the report of every workspace's state, and the two ways to move a cursor that report on it.
 """
@@ -11,7 +8,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -47,6 +44,7 @@ from wa_export.store.waiting import Waiting, count_waiting, position_key, worksp
 from wa_export.units import count_or_zero, local_time
 
 WAITING_COUNT_CAP = 10_000
+_SHOWN_DERIVED = {"database_now", "cursor_key", "first_cursor", "waiting", "in_flight"}  # as_dict shows them its way
 
 
 @dataclass(frozen=True)
@@ -104,17 +102,14 @@ class WorkspaceReport:
         return max(0.0, (self.database_now - self.waiting.oldest_at).total_seconds())
 
     def as_dict(self) -> dict[str, Any]:
+        """The stored fields as they are (Output.json writes times as ISO text), then what is derived from them."""
         waiting, age = self.waiting, self.oldest_waiting_age_seconds
         return {
-            "workspace_id": self.workspace_id,
-            "workspace_name": self.workspace_name,
-            "workspace_status": self.workspace_status,
+            **{f.name: getattr(self, f.name) for f in fields(self) if f.name not in _SHOWN_DERIVED},
+            "in_flight": self.in_flight or None,
             "cursor_time": iso(self.cursor_time),
             "cursor_key": key_text(self.cursor_key),
-            "cursor_source": self.cursor_source,
-            "cursor_set_at": iso(self.cursor_set_at),
             "cursor_ahead_of_database_clock": self.cursor_ahead_of_database_clock,
-            "legacy_watermark": iso(self.legacy_watermark),
             "next_run_starts_at": iso(self.next_run_starts_at),
             "next_run_start_source": self.first_cursor.source if self.first_cursor else None,
             "waiting_messages": waiting.count if waiting else None,
@@ -122,15 +117,7 @@ class WorkspaceReport:
             "waiting_counted_from": iso(waiting.counted_from) if waiting else None,
             "oldest_waiting_at": iso(waiting.oldest_at) if waiting else None,
             "oldest_waiting_age_seconds": None if age is None else round(age, 3),
-            "lease_owner": self.lease_owner,
-            "lease_expires_at": iso(self.lease_expires_at),
             "lease_held": self.lease_held,
-            "last_success_at": iso(self.last_success_at),
-            "last_attempt_at": iso(self.last_attempt_at),
-            "consecutive_failures": self.consecutive_failures,
-            "last_error": self.last_error,
-            "last_possible_duplicate_at": iso(self.last_possible_duplicate_at),
-            "in_flight": self.in_flight or None,  # ids and times: JSON text by Output.json
         }
 
 

@@ -6,6 +6,7 @@ Status rule (export/rows.py) is applied here, so stats and workbooks never disag
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -82,11 +83,10 @@ class WorkspaceStats:
 
     @property
     def totals(self) -> dict[str, int]:
-        totals: dict[str, int] = {status: 0 for status in STATUSES}
+        totals = Counter(dict.fromkeys(STATUSES, 0))
         for day in self.per_day:
-            for status, count in day.counts.items():
-                totals[status] = totals.get(status, 0) + count
-        return totals
+            totals.update(day.counts)
+        return dict(totals)
 
     @property
     def total(self) -> int:
