@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from bson import ObjectId
 from pymongo import DESCENDING
 
 from wa_export.clock import as_utc_or_none
@@ -15,7 +14,7 @@ from wa_export.errors import UsageProblem
 from wa_export.settings import Settings
 from wa_export.store.connection import SERVICE_NAME, Store, mongo_errors, open_store, parse_workspace_id
 from wa_export.store.logs import EXPORT_STATUSES
-from wa_export.store.ownership import both_forms
+from wa_export.store.ownership import as_object_id, both_forms
 from wa_export.units import count_or_zero
 
 LOGS_MAX_LIMIT = 1000
@@ -98,12 +97,7 @@ def export_log_entries(store: Store, workspace_id: str | None, status: str | Non
 
 
 def _workspace_names(store: Store, raw_ids: Iterable[object]) -> dict[str, str]:
-    object_ids: set[ObjectId] = set()
-    for raw in raw_ids:
-        try:
-            object_ids.add(raw if isinstance(raw, ObjectId) else ObjectId(str(raw)))
-        except Exception:
-            continue
+    object_ids = {object_id for raw in raw_ids if (object_id := as_object_id(raw)) is not None}
     if not object_ids:
         return {}
     return {
