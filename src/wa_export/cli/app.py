@@ -284,7 +284,7 @@ def cleanup(
 @app.command(short_help="Messages per day and status, exports made and failed.")
 def stats(
     workspace_id: WorkspaceIdArgument = None,
-    days: Annotated[int, typer.Option("--days", metavar="N", help="Number of days, ending today (1-366).")] = 7,
+    days: Annotated[int, typer.Option("--days", metavar="N", min=1, max=366, help="Number of days, ending today.")] = 7,
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
@@ -301,7 +301,7 @@ def stats(
 @app.command(short_help="Recent exports, or the tool's events (--system).")
 def logs(
     workspace_id: WorkspaceIdArgument = None,
-    limit: Annotated[int, typer.Option("--limit", metavar="N", help="How many entries (1-1000).")] = 20,
+    limit: Annotated[int, typer.Option("--limit", metavar="N", min=1, max=1000, help="How many entries.")] = 20,
     status: Annotated[
         str | None,
         typer.Option("--status", metavar="STATUS", help="Only exports with this status: completed, failed or sending."),

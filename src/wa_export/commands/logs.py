@@ -17,8 +17,6 @@ from wa_export.store.logs import EXPORT_STATUSES
 from wa_export.store.ownership import as_object_id, both_forms
 from wa_export.units import count_or_zero
 
-LOGS_MAX_LIMIT = 1000
-
 
 @dataclass(frozen=True)
 class ExportLogEntry:
@@ -126,8 +124,6 @@ def system_log_entries(store: Store, limit: int) -> LogsReport:
 
 
 def logs(settings: Settings, workspace_id: str | None, limit: int, status: str | None, system: bool) -> LogsReport:
-    if not 1 <= limit <= LOGS_MAX_LIMIT:
-        raise UsageProblem(f"--limit must be between 1 and {LOGS_MAX_LIMIT}, got {limit}.")
     if status is not None:
         status = status.strip().lower()
         if status not in EXPORT_STATUSES:

@@ -15,7 +15,6 @@ from typing import Any
 from pymongo import DESCENDING
 
 from wa_export.clock import as_utc_or_none, iso, utc_now
-from wa_export.errors import UsageProblem
 from wa_export.export.rows import STATUS_UNKNOWN, STATUSES, status_of
 from wa_export.recipients import Recipients, recipients_for
 from wa_export.settings import Settings
@@ -209,12 +208,7 @@ def export_summaries(store: Store, workspaces: Sequence[Workspace], period: Peri
     return summaries
 
 
-STATS_MAX_DAYS = 366
-
-
 def stats(settings: Settings, workspace_id: str | None, days: int) -> StatsReport:
-    if not 1 <= days <= STATS_MAX_DAYS:
-        raise UsageProblem(f"--days must be between 1 and {STATS_MAX_DAYS}, got {days}.")
     if workspace_id is not None:
         parse_workspace_id(workspace_id)  # a malformed id is a usage error even with MongoDB down
     with open_store(settings) as store, mongo_errors(settings):
