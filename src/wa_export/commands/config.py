@@ -1,10 +1,6 @@
 """`wa-export config`: the effective settings, where each came from, and every invalid one.
 
-Like `nginx -t`: every value is validated exactly as a run validates it, without
-touching MongoDB or SMTP. Secrets are masked; addresses are shown (not secrets).
-Exit 2 for exactly what a scheduled run refuses with exit 2 (the sending rules
-included); 1 if only WORKSPACE_<ID>_EMAIL values are invalid, as the run fails
-those workspaces alone.
+Like `nginx -t`: every value is validated as a run validates it, without MongoDB or SMTP; secrets are masked.
 """
 
 from __future__ import annotations
@@ -35,7 +31,6 @@ MASK = "********"
 
 
 def setting_variables() -> list[str]:
-    """Every variable wa-export reads (settings.RULES), in its order."""
     return [rule.variable for rule in RULES]
 
 
@@ -70,7 +65,7 @@ class ConfigReport:
 
     @property
     def exit_code(self) -> ExitCode:
-        """A run's verdict: 2 for what it refuses; an invalid WORKSPACE_<ID>_EMAIL alone fails those workspaces: 1."""
+        """A run's verdict: 2 for what it refuses; an invalid WORKSPACE_<ID>_EMAIL alone fails its workspace: 1."""
         if any(line.problem for line in self.settings):
             return ExitCode.USAGE
         return ExitCode.FAILED if self.problems else ExitCode.OK
@@ -105,10 +100,8 @@ class ConfigReport:
 
 
 def config_report(env_file: Path | None, environ: dict[str, str] | None = None) -> ConfigReport:
-    """Read and validate the configuration like every command does, but report instead of stopping.
-
-    An unreadable .env file is still a ConfigError (exit 2): there is nothing to list.
-    """
+    """Validate the configuration like every command does, but report instead of stopping (an unreadable .env
+    file is still a ConfigError: there is nothing to list)."""
     source = read_configuration(env_file, environ)
     settings, problems = validate_environment(source)
     # An invalid MONGODB_URI is shown as written, so the secrets as configured count too.
