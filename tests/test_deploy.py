@@ -14,6 +14,7 @@ import subprocess
 import tomllib
 from pathlib import Path
 
+from inprocess_cli import run_wa_export
 from seeding import cli_executable, run_cli
 from wa_export.commands.deploy import deploy
 
@@ -93,7 +94,8 @@ def test_systemd_analyze_accepts_the_units(tmp_path):
     # exists, so they are pointed at this venv's console script.
     written = tmp_path / "written"
     written.mkdir()
-    deploy("systemd", written)
+    result = run_wa_export(["deploy", "systemd", "--to", str(written)], {"PATH": os.environ.get("PATH", "")}, tmp_path)
+    assert result.returncode == 0, result.stderr
     checked = tmp_path / "checked"
     checked.mkdir()
     for unit in written.iterdir():

@@ -3,6 +3,7 @@ and the commented env example names every setting with its default."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -13,14 +14,23 @@ from pathlib import Path
 
 import pytest
 
+from inprocess_cli import run_wa_export
+from seeding import cli_env, run_cli
 from wa_export.commands.deploy import KINDS, all_files, deploy, shipped_files
 from wa_export.envfile import read_configuration
 from wa_export.errors import UsageProblem, WaExportError
-from wa_export.settings import RULES, WORKSPACE_EMAIL_VARIABLE, sending_problems, validate_environment
+from wa_export.settings import (
+    RULES,
+    WORKSPACE_VARIABLES,
+    sending_problems,
+    validate_environment,
+    workspace_variable_name,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY_FILES = ROOT / "src" / "wa_export" / "deploy_files"
 ENV_EXAMPLE = DEPLOY_FILES / "env" / "env.example"
+UNITS = DEPLOY_FILES / "systemd"
 # `NAME=value` or `# NAME=value`: a setting line, active or commented out with its default.
 BUILD_WHEEL = "import sys; from setuptools import build_meta; print(build_meta.build_wheel(sys.argv[1]))"
 SETTING_LINE = re.compile(r"^(#\s?)?([A-Z][A-Za-z0-9_]*)=(.*)$")
@@ -151,9 +161,12 @@ def _setting_lines() -> list[tuple[bool, str, str]]:
 
 def test_the_env_example_names_every_setting_once_with_its_default_and_range():
     lines = _setting_lines()
-    names = [name for _, name, _ in lines if not WORKSPACE_EMAIL_VARIABLE.match(name)]
+    names = [name for _, name, _ in lines if workspace_variable_name(name) is None]
     assert sorted(names) == sorted(rule.variable for rule in RULES), "env.example and settings.RULES differ"
-    assert any(WORKSPACE_EMAIL_VARIABLE.match(name) for _, name, _ in lines)
+    # One example line for each per-workspace variable (WORKSPACE_<ID>_EMAIL, ...), with a well-formed id.
+    per_workspace = [workspace_variable_name(name) for _, name, _ in lines if workspace_variable_name(name)]
+    assert all(workspace_id for workspace_id, _ in per_workspace)  # type: ignore[misc]
+    assert sorted(suffix for _, suffix in per_workspace) == sorted(WORKSPACE_VARIABLES)  # type: ignore[misc]
     for rule in RULES:
         active, _, value = next(line for line in lines if line[1] == rule.variable)
         if not active:  # commented out: exactly the default as a .env would write it
@@ -180,3 +193,65 @@ def test_the_env_example_as_written_is_a_valid_configuration(tmp_path):
     settings, problems = validate_environment(read_configuration(env_file, {}))
     assert problems == [] and sending_problems(settings) == []
     assert settings.smtp_server == "smtp.example.com"
+
+
+# --- the command ---
+
+
+def _wa_export(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return run_wa_export(args, cli_env(cwd), cwd)
+
+
+def test_deploy_prints_a_kind_or_one_file_exactly_as_shipped(tmp_path):
+    cron = _wa_export(["deploy", "cron"], tmp_path)
+    assert cron.returncode == 0, cron.stderr
+    assert cron.stdout == (DEPLOY_FILES / "cron" / "wa-export.crontab").read_text()
+    timer = _wa_export(["deploy", "wa-export.timer"], tmp_path)
+    assert timer.stdout == (DEPLOY_FILES / "systemd" / "wa-export.timer").read_text()
+    units = _wa_export(["deploy", "systemd"], tmp_path).stdout
+    for path in (DEPLOY_FILES / "systemd").iterdir():
+        assert f"# ---- {path.name} ----\n{path.read_text()}" in units + "\n"
+    document = json.loads(_wa_export(["deploy", "env", "--json"], tmp_path).stdout)
+    assert document["ok"] and document["files"][0]["text"] == ENV_EXAMPLE.read_text()
+
+
+def test_deploy_to_a_directory_writes_refuses_a_change_and_forces(tmp_path):
+    target = tmp_path / "units"
+    target.mkdir()
+    written = _wa_export(["deploy", "systemd", "--to", str(target)], tmp_path)
+    assert written.returncode == 0, written.stderr
+    assert f"wrote {target / 'wa-export.service'}" in written.stdout and "systemctl daemon-reload" in written.stdout
+    assert sorted(path.name for path in target.iterdir()) == sorted(path.name for path in UNITS.iterdir())
+
+    (target / "wa-export.timer").write_text("[Timer]\nOnCalendar=hourly\n")
+    refused = _wa_export(["deploy", "systemd", "--to", str(target)], tmp_path)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.count("\n") == 1 and "--force" in refused.stderr
+    forced = _wa_export(["deploy", "systemd", "--to", str(target), "--force"], tmp_path)
+    assert forced.returncode == 0 and f"wrote {target / 'wa-export.timer'}" in forced.stdout
+    assert (target / "wa-export.timer").read_text() == (UNITS / "wa-export.timer").read_text()
+
+
+@pytest.mark.parametrize("args", [["deploy", "units"], ["deploy", "env", "--to", "missing-dir"]])
+def test_deploy_mistakes_are_one_sentence_and_exit_2(args, tmp_path):
+    result = _wa_export(args, tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("wa-export: ") and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_bash_completion_is_shown_and_completes_commands_and_deploy_names(tmp_path):
+    shown = run_cli(["--show-completion", "bash"], cli_env(tmp_path), tmp_path, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert "complete -o default -F _wa_export_completion wa-export" in shown.stdout
+    assert "_WA_EXPORT_COMPLETE=complete_bash" in shown.stdout
+
+    def complete(words: str) -> list[str]:
+        env = {**cli_env(tmp_path), "_WA_EXPORT_COMPLETE": "complete_bash", "COMP_WORDS": words}
+        env["COMP_CWORD"] = str(len(words.split()) - 1)
+        result = run_cli([], env, tmp_path, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.split()
+
+    assert complete("wa-export sta") == ["stats", "state"]
+    assert complete("wa-export deploy sys") == ["systemd"]
+    assert "--force" in complete("wa-export deploy systemd --")

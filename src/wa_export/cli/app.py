@@ -30,7 +30,8 @@ app = typer.Typer(
     name="wa-export",
     help="Export every workspace's WhatsApp messages from MongoDB to Excel and email them.",
     no_args_is_help=True,
-    add_completion=False,
+    # --install-completion / --show-completion: Tab completes commands, options and deploy's names.
+    add_completion=True,
     pretty_exceptions_enable=False,
     # Plain click help: rich's panels print "<bool>" after flags (`--dry-run <bool>`,
     # yet `--dry-run true` is refused) and read "[demo]" in a help text as markup.
@@ -430,6 +431,41 @@ def demo(
             result = demo_run.run_demo(out, observer, None if json_output else output.line)
         render_demo(output, result)
         raise typer.Exit(result.exit_code)
+
+
+def _deploy_names(incomplete: str) -> list[str]:
+    from wa_export.commands.deploy import KINDS, all_files
+
+    return [name for name in [*KINDS, *(file.name for file in all_files())] if name.startswith(incomplete)]
+
+
+@app.command(short_help="Print or write the systemd, cron, logrotate or env files.")
+def deploy(
+    # Described in the docstring: typer's own line for it would read "NAME <str>"; the usage line shows {a|b}.
+    name: Annotated[
+        str, typer.Argument(metavar="systemd|cron|logrotate|env", hidden=True, autocompletion=_deploy_names)
+    ],
+    to: Annotated[
+        Path | None,
+        typer.Option("--to", metavar="DIR", help="Write the files into DIR (mode 0644) instead of printing them."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="With --to: replace files whose content differs from the shipped ones.")
+    ] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Print the deploy files shipped in the package, or write them into DIR; reads no settings.
+
+    systemd: the export, cleanup and health services with their timers; cron: the crontab;
+    logrotate: rotation of the cron logs; env: every setting, commented, with its default;
+    or one file's name, e.g. wa-export.timer.
+    """
+    from wa_export.cli.output import Output
+    from wa_export.cli.render import render_deploy
+    from wa_export.commands import deploy as deploy_command
+
+    with _handled(Output(json_output)) as output:
+        render_deploy(output, deploy_command.deploy(name, to, force))
 
 
 def _main_with_json(args: list[str]) -> int:

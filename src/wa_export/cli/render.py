@@ -34,6 +34,7 @@ from wa_export.units import count_noun, format_age, format_bytes, local_time
 if TYPE_CHECKING:  # rendering only: each command imports just the library it uses
     from wa_export.commands.cleanup import CleanupFile, CleanupResult
     from wa_export.commands.config import ConfigReport, SettingLine
+    from wa_export.commands.deploy import DeployResult
     from wa_export.commands.health import HealthReport
     from wa_export.commands.logs import LogsReport
     from wa_export.commands.state import CursorMove, StateReport, WorkspaceReport
@@ -246,6 +247,38 @@ def render_demo(output: Output, result: DemoResult) -> None:
     for email in result.emails:
         output.line(f"  {display_path(email, result.mail_dir)}")
     output.line("Both local servers are stopped. Next: configure .env for your servers and run `wa-export health`.")
+
+
+# --------------------------------------------------------------------------- deploy
+
+# After `deploy KIND --to DIR`: the commands that put the written files to use.
+DEPLOY_NEXT_STEPS = {
+    "systemd": "Next: sudo systemctl daemon-reload && sudo systemctl enable --now "
+    "wa-export.timer wa-export-cleanup.timer wa-export-health.timer",
+    "cron": "Next, as root: crontab -u wa-export {directory}/wa-export.crontab",
+    "logrotate": "Next: sudo logrotate -d /etc/logrotate.d/wa-export (a dry run of the rotation)",
+    "env": "Next: copy env.example to your env file, fill in the placeholders, chmod 600 it, "
+    "then run wa-export --env-file FILE config",
+}
+
+
+def render_deploy(output: Output, result: DeployResult) -> None:
+    if json_or(output, result.as_dict()):
+        return
+    if result.directory is None:
+        # As shipped, ready for `> file` or `| sudo tee`; several files each after a header comment.
+        for number, file in enumerate(result.files):
+            if len(result.files) > 1:
+                output.line(f"{'' if number == 0 else chr(10)}# ---- {file.name} ----")
+            output.line(file.text.rstrip("\n"))
+        return
+    for path in result.written:
+        output.line(f"wrote {path}")
+    for path in result.unchanged:
+        output.line(f"unchanged {path} (already as shipped)")
+    kinds = {file.kind for file in result.files}
+    if len(kinds) == 1:
+        output.line(DEPLOY_NEXT_STEPS[kinds.pop()].format(directory=result.directory))
 
 
 # --------------------------------------------------------------------------- cleanup, config, health, test-email
