@@ -416,20 +416,35 @@ def demo(
     out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Where exports/ and mail/ are written.")] = Path(
         "demo-out"
     ),
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve", help="Keep the servers running (Ctrl-C stops them) and write DIR/.env for the other commands."
+        ),
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Run a real scheduled export against local MongoDB and SMTP servers; nothing to configure.
 
     Needs pip install 'wa-export[demo]' (Python 3.13+); ignores the environment and .env.
+    With --serve the servers keep running until Ctrl-C, so every other command can be
+    tried on the demo's data: wa-export --env-file DIR/.env stats.
     """
     from wa_export.cli.output import Output
     from wa_export.cli.render import export_observer, render_demo
     from wa_export.demo import run as demo_run
+    from wa_export.demo.serve import serve_until_stopped
+
+    def serving(result: demo_run.DemoResult) -> None:
+        serve_until_stopped(lambda: render_demo(output, result))
 
     with _handled(Output(json_output)) as output:
         with _on_sigterm(_raise_interrupt), export_observer(output) as observer:
-            result = demo_run.run_demo(out, observer, None if json_output else output.line)
-        render_demo(output, result)
+            result = demo_run.run_demo(out, observer, None if json_output else output.line, serving if serve else None)
+        if not serve:
+            render_demo(output, result)
+        elif not json_output:
+            output.line("Stopped the demo's servers and removed their .env file.")
         raise typer.Exit(result.exit_code)
 
 

@@ -246,7 +246,31 @@ def render_demo(output: Output, result: DemoResult) -> None:
     output.line(f"Emails ({len(result.emails)}) as .eml files in {result.mail_dir}:")
     for email in result.emails:
         output.line(f"  {display_path(email, result.mail_dir)}")
-    output.line("Both local servers are stopped. Next: configure .env for your servers and run `wa-export health`.")
+    if result.env_file is None:
+        output.line(
+            "Both local servers are stopped. Next: `wa-export demo --serve` (`./dev demo --serve` in a clone) keeps "
+            "them running to try every other command on this data."
+        )
+        return
+    _render_demo_serving(output, result)
+
+
+# What to try while `demo --serve` runs.
+DEMO_COMMANDS = ("health", "stats", "logs", "state", "export --hours 1 --email you@example.com")
+
+
+def _render_demo_serving(output: Output, result: DemoResult) -> None:
+    """The servers' settings (the password masked: it is in the 0600 file) and the commands to try."""
+    from wa_export.settings import RULE_OF
+
+    output.line(f"The servers keep running. Their settings, also in {result.env_file} (mode 0600):")
+    for name, value in result.environ.items():
+        secret = name in RULE_OF and RULE_OF[name].secrecy == "value"
+        output.line(f"  {name}={'******** (in the file)' if secret and value else value}")
+    output.line("From another terminal, try:")
+    for command in DEMO_COMMANDS:
+        output.line(f"  wa-export --env-file {result.env_file} {command}")
+    output.line("Ready. Ctrl-C stops the servers.")
 
 
 # --------------------------------------------------------------------------- deploy

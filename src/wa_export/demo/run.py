@@ -20,12 +20,14 @@ from typing import Any
 from bson import ObjectId
 
 from wa_export.clock import utc_now
+from wa_export.demo.serve import ENV_FILE_NAME, clear_demo_folder, write_env_file
 from wa_export.errors import ExitCode, UsageProblem
 from wa_export.export import run as commands
 from wa_export.export.context import ExportRequest
 from wa_export.export.results import RunObserver, RunResult
 from wa_export.settings import Settings, load_settings
 from wa_export.store.arrivals import object_id_at
+from wa_export.workbook.publish import unlink_quietly
 
 DEMO_DATABASE = "wa_export_demo"
 DEMO_SENDER = "exports@example.com"
@@ -51,6 +53,9 @@ class DemoResult:
     run: RunResult
     workbooks: list[Path] = field(default_factory=list)
     emails: list[Path] = field(default_factory=list)
+    # `--serve`: the servers' settings, and the .env file holding them while they run.
+    environ: dict[str, str] = field(default_factory=dict)
+    env_file: Path | None = None
 
     @property
     def exit_code(self) -> int:
@@ -69,6 +74,7 @@ class DemoResult:
             "workbooks": [str(path) for path in self.workbooks],
             "emails": [str(path) for path in self.emails],
             "run": self.run.as_dict(),
+            **({"env_file": str(self.env_file)} if self.env_file is not None else {}),
         }
 
 
@@ -176,14 +182,20 @@ class DemoServers:
 
 
 def run_demo(
-    out_dir: Path, observer: RunObserver | None = None, on_step: Callable[[str], None] | None = None
+    out_dir: Path,
+    observer: RunObserver | None = None,
+    on_step: Callable[[str], None] | None = None,
+    serve: Callable[[DemoResult], None] | None = None,
 ) -> DemoResult:
+    """The demo in a fresh `out_dir`; with `serve`, the servers run on (their settings in `out_dir/.env`)
+    until `serve(result)` returns."""
     require_demo_dependencies()
     from pymongo import MongoClient
 
     step = on_step or (lambda text: None)
     out_dir = out_dir.expanduser().absolute()
     exports_dir, mail_dir = out_dir / "exports", out_dir / "mail"
+    clear_demo_folder(out_dir, {str(workspace["_id"]) for workspace in DEMO_WORKSPACES})
     try:
         mail_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as error:
@@ -207,7 +219,7 @@ def run_demo(
         run = commands.export(settings, ExportRequest(), observer)
         if run.count("completed"):
             smtp.wait_for_messages(run.count("completed"), timeout=10)
-        return DemoResult(
+        result = DemoResult(
             out_dir=out_dir,
             exports_dir=exports_dir,
             mail_dir=mail_dir,
@@ -218,3 +230,11 @@ def run_demo(
             workbooks=[Path(r.file_path) for r in run.workspaces if r.file_path],
             emails=sorted(set(mail_dir.glob("*.eml")) - emails_before),
         )
+        if serve is not None:
+            result.environ = servers.environ(exports_dir)
+            result.env_file = write_env_file(out_dir / ENV_FILE_NAME, result.environ)
+            try:
+                serve(result)
+            finally:  # its settings die with the servers
+                unlink_quietly(result.env_file)
+        return result

@@ -1,0 +1,101 @@
+"""The demo's folder and `demo --serve`: a fresh folder per demo, its env file, waiting for Ctrl-C.
+
+Emptying a folder the operator named is only safe if it is a demo's: `exports` and `mail` may hold
+only what a demo writes there (its workspaces' folders and workbooks, `.eml` files), else the demo
+refuses to start rather than delete someone's files.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import stat
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from wa_export.errors import UsageProblem
+from wa_export.workbook.naming import FOLDER_MARKER
+from wa_export.workbook.publish import unlink_quietly
+
+ENV_FILE_NAME = ".env"
+
+
+def demo_folder_files(out_dir: Path, workspace_ids: set[str]) -> list[Path]:
+    """What earlier demos left in `out_dir`; a UsageProblem naming the first file a demo did not write."""
+    found: list[Path] = []
+    env_file = out_dir / ENV_FILE_NAME
+    if env_file.is_file() and not env_file.is_symlink():
+        found.append(env_file)
+    for path in _entries(out_dir / "mail"):
+        if not (path.suffix == ".eml" and _plain_file(path)):
+            raise _not_a_demo_folder(out_dir, path)
+        found.append(path)
+    for folder in _entries(out_dir / "exports"):
+        marker = folder / FOLDER_MARKER
+        owner = marker.read_text(encoding="utf-8", errors="replace").strip() if _plain_file(marker) else ""
+        if folder.is_symlink() or not folder.is_dir() or owner not in workspace_ids:
+            raise _not_a_demo_folder(out_dir, folder)
+        for path in _entries(folder):
+            if not (_plain_file(path) and (path.suffix in (".xlsx", ".tmp") or path.name == FOLDER_MARKER)):
+                raise _not_a_demo_folder(out_dir, path)
+        found.append(folder)
+    return found
+
+
+def clear_demo_folder(out_dir: Path, workspace_ids: set[str]) -> None:
+    """Remove an earlier demo's workbooks, emails and env file, so this demo starts afresh."""
+    for path in demo_folder_files(out_dir, workspace_ids):
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def _entries(folder: Path) -> list[Path]:
+    if not folder.exists():
+        return []
+    if folder.is_symlink() or not folder.is_dir():
+        raise UsageProblem(f"{folder} is not a folder a demo writes; pass another --out DIR.")
+    return sorted(folder.iterdir())
+
+
+def _plain_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _not_a_demo_folder(out_dir: Path, path: Path) -> UsageProblem:
+    return UsageProblem(
+        f"{out_dir} holds {path}, which no demo wrote, so the demo will not empty it; pass another --out DIR."
+    )
+
+
+def write_env_file(path: Path, environ: Mapping[str, str]) -> Path:
+    """The settings as a .env file, 0600 from the start (it holds the demo's SMTP password)."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write("# wa-export demo: the settings of its local servers, valid while `demo --serve` runs.\n")
+            stream.writelines(f"{name}={value}\n" for name, value in environ.items())
+        os.replace(temporary, path)
+    except BaseException:
+        unlink_quietly(temporary)
+        raise
+    return path
+
+
+def serve_until_stopped(announce: Callable[[], None]) -> None:
+    """Announce, then sleep until Ctrl-C (or SIGTERM, which the CLI turns into the same KeyboardInterrupt).
+
+    The announcement is inside the wait: a signal sent as soon as it says "ready" still ends it cleanly.
+    """
+    try:
+        announce()
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        return
