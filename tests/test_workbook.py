@@ -106,7 +106,7 @@ def test_properties_carry_title_creator_and_timestamp_zone(tmp_path: Path) -> No
     assert properties.title == "WhatsApp messages – Café Olé"
     assert properties.creator == "wa-export" and properties.lastModifiedBy == "wa-export"
     assert properties.subject == "Timestamps in Asia/Kolkata"
-    assert "local time in Asia/Kolkata" in properties.description
+    assert "each message's time in Asia/Kolkata" in properties.description
 
 
 def test_properties_without_a_name_and_with_a_hostile_one(tmp_path: Path) -> None:

@@ -1,13 +1,15 @@
-"""What a business reader sees of the workbook besides the rows: column widths, alignment, properties."""
+"""What a business reader sees besides the rows: column widths, alignment, print layout, properties."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from datetime import timezone as dt_timezone
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from openpyxl.styles import Alignment
+from openpyxl.worksheet.properties import PageSetupProperties
 
 from wa_export.workbook.cells import cell_text
 
@@ -33,6 +35,16 @@ def column_widths(letters: str, header: Sequence[str], minimums: Sequence[int]) 
     }
 
 
+def print_layout(sheet: Any) -> None:
+    """Printed as it reads on screen: landscape, every column within one page's width (as many pages
+    down as the rows need), the header row repeated at the top of every page."""
+    sheet.page_setup.orientation = "landscape"
+    sheet.page_setup.fitToWidth = 1
+    sheet.page_setup.fitToHeight = 0
+    sheet.sheet_properties.pageSetUpPr = PageSetupProperties(fitToPage=True)
+    sheet.print_title_rows = "1:1"
+
+
 def zone_name(zone: ZoneInfo | dt_timezone) -> str:
     """``Asia/Kolkata`` for a ZoneInfo, ``UTC+05:30`` for a fixed offset."""
     if isinstance(zone, ZoneInfo):
@@ -56,6 +68,6 @@ def property_values(workspace_name: str | None, zone: str) -> dict[str, str]:
         "subject": f"Timestamps in {zone}",
         "description": (
             f"{TITLE_PREFIX}{f' of workspace {name}' if name else ''}, exported by {CREATOR}. "
-            f"The Timestamp column is local time in {zone}."
+            f"The Timestamp column shows each message's time in {zone}."
         ),
     }

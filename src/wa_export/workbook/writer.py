@@ -34,7 +34,7 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.xml.functions import tostring
 
 from wa_export.workbook.cells import CELL_TEXT_LIMIT, TextCellTails, cell_text, text_cell
-from wa_export.workbook.layout import TOP, WRAPPED, column_widths, property_values, zone_name
+from wa_export.workbook.layout import TOP, WRAPPED, column_widths, print_layout, property_values, zone_name
 from wa_export.workbook.publish import (
     create_private_file,
     fsync_dir,
@@ -124,7 +124,8 @@ def _capture(sheets: int) -> PackageTemplate:
     styles: tuple[str, ...] = ()
     for number in range(1, sheets + 1):
         sheet = workbook.create_sheet(SHEET_TITLE if number == 1 else f"{SHEET_TITLE} ({number})")
-        sheet.freeze_panes = "A2"  # views and widths are written before the first row
+        sheet.freeze_panes = "A2"  # views, widths and page setup are written before the first row
+        print_layout(sheet)
         for letter, width in _COLUMN_WIDTHS.items():
             sheet.column_dimensions[letter].width = width
         header = [WriteOnlyCell(sheet, value=title) for title in HEADER]
