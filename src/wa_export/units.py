@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING
 
 from wa_export.clock import MINUTE_FORMAT, format_local
+
+# local_time's format for log line stamps: ISO 8601 with the zone's offset.
+LOG_STAMP = "iso"
 
 if TYPE_CHECKING:  # settings imports pymongo; cli/app.py imports this module at start-up
     from wa_export.settings import Settings
@@ -41,10 +44,20 @@ def format_ago(delta: timedelta) -> str:
     return "less than a minute ago" if delta < timedelta(minutes=1) else f"{format_age(delta)} ago"
 
 
-def local_time(moment: datetime | None, settings: Settings, fmt: str = MINUTE_FORMAT, zoned: bool = False) -> str:
-    """`moment` in EXPORT_TIMEZONE ('' for none); `zoned` appends the zone's name."""
-    text = format_local(moment, settings.export_timezone, fmt)
-    return f"{text} {settings.timezone_name}" if text and zoned else text
+def local_time(moment: datetime | None, where: Settings | tzinfo, fmt: str = MINUTE_FORMAT, zoned: bool = False) -> str:
+    """`moment` as people read it, in `where`'s zone: EXPORT_TIMEZONE of the settings, or a zone given
+    itself (a workspace's own); '' for none. `zoned` appends the zone's name; `fmt` LOG_STAMP gives
+    ISO 8601 with the offset (2026-12-06T20:10:41+05:30), which names the zone by itself."""
+    zone = where if isinstance(where, tzinfo) else where.export_timezone
+    if moment is not None and fmt == LOG_STAMP:
+        return moment.astimezone(zone).isoformat(timespec="seconds")
+    text = format_local(moment, zone, fmt)
+    return f"{text} {zone_label(zone)}" if text and zoned else text
+
+
+def zone_label(zone: tzinfo) -> str:
+    """The zone's IANA name (Asia/Kolkata), else its own name (UTC+05:30)."""
+    return getattr(zone, "key", None) or zone.tzname(None) or str(zone)
 
 
 def count_noun(number: int, noun: str) -> str:

@@ -112,6 +112,7 @@ def _run(
     output = Output(json_output)
     with _handled(output):
         settings = load_settings(env_file or _global_env_file)
+    output.zone = settings.export_timezone
     # stderr: under cron it lands in the log, --json stays one document. A --workers child
     # (warn=False) shares its parent's stderr and configuration: the parent has said them.
     for warning in settings.load_warnings if warn else ():

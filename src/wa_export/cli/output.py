@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -21,7 +21,7 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from wa_export.clock import MINUTE_FORMAT
-from wa_export.units import local_time
+from wa_export.units import LOG_STAMP, local_time
 
 if TYPE_CHECKING:  # cli/app.py imports this module at start-up; settings imports pymongo
     from wa_export.settings import Settings
@@ -53,6 +53,8 @@ def _render(table: Table, width: int, **options: Any) -> str:
 class Output:
     def __init__(self, json_output: bool) -> None:
         self.json_output = json_output
+        # The zone of log line stamps: EXPORT_TIMEZONE once the settings are read (the times in the lines use it too).
+        self.zone: tzinfo = UTC
         self.console = Console(highlight=False, soft_wrap=True)
         self.interactive = sys.stdout.isatty() and not json_output
 
@@ -63,7 +65,7 @@ class Output:
             print(text, flush=True)
 
     def log(self, level: str, text: str) -> None:
-        self.line(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} {level} {text}")
+        self.line(f"{local_time(datetime.now(UTC), self.zone, LOG_STAMP)} {level} {text}")
 
     def summary(self, text: str, failed: object) -> None:
         self.log("ERROR" if failed else "INFO", text)

@@ -199,7 +199,7 @@ def _export_table(results: Sequence[WorkspaceResult], settings: Settings, *, wit
     table.add_column("Workspace", overflow="fold", min_width=max((len(r.workspace_id) for r in results), default=10))
     table.add_column("Outcome", no_wrap=True)
     table.add_column("Messages", justify="right", no_wrap=True)
-    table.add_column("Window", overflow="fold")
+    table.add_column(f"Window ({settings.timezone_name})", overflow="fold")  # the table's one zone, named once
     if with_detail:
         table.add_column("File / reason", overflow="fold")
     for result in results:
@@ -331,7 +331,8 @@ def render_cleanup(output: Output, result: CleanupResult, settings: Settings) ->
 
 
 def _render_cleanup_table(output: Output, result: CleanupResult, settings: Settings) -> None:
-    table = Table(title=f"wa-export cleanup{' (dry run)' if result.dry_run else ''}", box=box.SIMPLE_HEAD)
+    title = f"wa-export cleanup{' (dry run)' if result.dry_run else ''}, file times in {settings.timezone_name}"
+    table = Table(title=title, box=box.SIMPLE_HEAD)
     table.add_column("Folder", overflow="fold")
     table.add_column("Files", justify="right", no_wrap=True)
     table.add_column("Size", justify="right", no_wrap=True)

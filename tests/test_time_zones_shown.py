@@ -1,0 +1,93 @@
+"""Every time a person reads says which zone it is in: each time carries its zone, or the output states
+its one zone once and every time in it is in that zone. Checked over every command's human output,
+under cron (plain lines) and on a terminal, with EXPORT_TIMEZONE far from UTC."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from datetime import timedelta
+
+import pytest
+
+from helpers import run_on_a_terminal
+from seeding import add_chat, add_messages, add_workspace, utcnow
+
+ZONE = "Asia/Kolkata"  # UTC+05:30: a time shown in UTC by mistake is off by a visible 5 h 30 min
+# A time of day, with its date and seconds when they are there (not the digits of an offset like +05:30).
+TIME = re.compile(r"(?<![\w:.+-])(?:\d{4}-\d{2}-\d{2}[ T]|\d{2}-\d{2} )?\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?!\d)")
+# What names a zone right after a time: an offset or Z attached to it, or a zone's name after a space.
+ZONE_MARK = re.compile(r"^(?:(?P<offset>Z|[+-]\d{2}:?\d{2})|\s\(?(?P<name>[A-Z][A-Za-z_]+/[A-Za-z_]+|UTC|GMT)\b)")
+
+
+def _unzoned_times(text: str) -> list[str]:
+    """The times in `text` that no zone follows; fails on a time marked with another zone than ZONE."""
+    unzoned = []
+    for match in TIME.finditer(text):
+        after = ZONE_MARK.match(text[match.end() :])
+        if after is None:
+            unzoned.append(match.group(0))
+        else:
+            mark = after.group("name") or after.group("offset")
+            assert mark in (ZONE, "+05:30", "+0530"), f"{match.group(0)} shown in {mark}, not {ZONE}:\n{text}"
+    return unzoned
+
+
+def _assert_times_name_their_zone(command: list[str], text: str) -> None:
+    unzoned = _unzoned_times(text)
+    if unzoned:  # allowed only in an output that states its one zone
+        assert ZONE in text, f"`wa-export {' '.join(command)}` shows {unzoned} without a zone:\n{text}"
+
+
+def _seed(mongo_db):
+    workspace_id = add_workspace(mongo_db, "Mumbai Tea House")
+    chat_id = add_chat(mongo_db, workspace_id)
+    start = utcnow() - timedelta(minutes=10)
+    add_messages(
+        mongo_db, chat_id, [{"content": f"chai {n}", "timestamp": start + timedelta(seconds=n)} for n in range(3)]
+    )
+    return str(workspace_id)
+
+
+COMMANDS = [
+    ["export"],
+    ["export", "--dry-run"],
+    ["export", "--hours", "1", "--no-email"],
+    ["stats"],
+    ["stats", "{id}"],
+    ["logs"],
+    ["logs", "--system"],
+    ["state"],
+    ["state", "{id}"],
+    ["health"],
+    ["cleanup", "--dry-run"],
+    ["config"],
+    ["test-email", "--to", "ops@example.com"],
+]
+
+
+def test_every_command_names_the_zone_of_its_times_under_cron(mongo_db, make_env, cli):
+    workspace_id = _seed(mongo_db)
+    env = make_env(EXPORT_TIMEZONE=ZONE, **{f"WORKSPACE_{workspace_id}_EMAIL": "tea@example.com"})
+    for command in COMMANDS:
+        args = [part.format(id=workspace_id) for part in command]
+        result = cli(args, env=env)
+        assert result.returncode in (0, 1), (args, result.stdout, result.stderr)
+        _assert_times_name_their_zone(args, result.stdout + result.stderr)
+
+
+@pytest.mark.parametrize(
+    "command", [["export"], ["stats"], ["logs"], ["logs", "--system"], ["state"], ["health"], ["cleanup", "--dry-run"]]
+)
+def test_every_table_on_a_terminal_names_the_zone_of_its_times(command, mongo_db, make_env, cli, tmp_path):
+    workspace_id = _seed(mongo_db)
+    env = make_env(EXPORT_TIMEZONE=ZONE, **{f"WORKSPACE_{workspace_id}_EMAIL": "tea@example.com"})
+    if command != ["export"]:
+        assert cli(["export"], env=env).returncode == 0
+    for workbook in (tmp_path / "exports").rglob("*.xlsx"):  # old enough for cleanup to list
+        month_ago = time.time() - 30 * 86400
+        os.utime(workbook, (month_ago, month_ago))
+    code, screen = run_on_a_terminal(command, env, str(tmp_path))
+    assert code in (0, 1), screen
+    _assert_times_name_their_zone(command, re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen))
