@@ -342,7 +342,7 @@ def test_move_back_sets_the_cursor_records_the_move_and_leaves_in_flight(mongo_d
     assert event["old_cursor"] == old_cursor and event["new_cursor"] == new_key
 
     shown = cli(["logs", "--system"])
-    assert "cursor_moved" in shown.stdout and str(workspace) in shown.stdout
+    assert "cursor moved" in shown.stdout and str(workspace) in shown.stdout
 
 
 def test_move_is_refused_while_another_run_holds_the_lease(mongo_db, make_env, cli):

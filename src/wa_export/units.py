@@ -37,7 +37,7 @@ def format_age(delta: timedelta) -> str:
         return f"{seconds} s"
     if minutes < 120:
         return f"{minutes} min"
-    return f"{hours} h {minutes % 60} min" if hours < 48 else f"{hours // 24} days"
+    return f"{hours} h {minutes % 60} min" if hours < 48 else count_noun(hours // 24, "day")
 
 
 def format_ago(delta: timedelta) -> str:

@@ -319,12 +319,9 @@ def logs(
     _report(json_output, env_file, lambda s: logs_command.logs(s, workspace_id, limit, status, system), render_logs)
 
 
-@app.command()
+@app.command(short_help="Where each workspace's delivery stands; move one cursor.")
 def state(
-    workspace_id: Annotated[
-        str | None,
-        typer.Argument(metavar="[WORKSPACE_ID]", help="One workspace (exact counts); without it, all active ones."),
-    ] = None,
+    workspace_id: WorkspaceIdArgument = None,
     move_to: Annotated[
         str | None,
         typer.Option(
@@ -346,7 +343,11 @@ def state(
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
-    """Each workspace's cursor, messages waiting, lease and failures; --move-to/--move-past move one cursor (logged)."""
+    """Each workspace's cursor, messages waiting, lease and failures; move one cursor (logged).
+
+    With WORKSPACE_ID, that one workspace with exact counts; without it, all active ones.
+    --move-to TIME and --move-past MESSAGE_ID move WORKSPACE_ID's cursor.
+    """
     from wa_export.cli.render import render_move, render_state
     from wa_export.commands import state as state_command
 

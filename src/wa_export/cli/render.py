@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # rendering only: each command imports just the library it us
     from wa_export.commands.config import ConfigReport, SettingLine
     from wa_export.commands.deploy import DeployResult
     from wa_export.commands.health import HealthReport
-    from wa_export.commands.logs import LogsReport
+    from wa_export.commands.logs import LogsReport, SystemLogEntry
     from wa_export.commands.state import CursorMove, StateReport, WorkspaceReport
     from wa_export.commands.stats import StatsReport, WorkspaceStats
     from wa_export.commands.test_email import TestEmailResult
@@ -76,7 +76,7 @@ class _PlainObserver:
 
     def run_started(self, total_workspaces: int, trigger: Trigger) -> None:
         where = f", files in {self.export_dir}" if self.export_dir is not None else ""
-        self.output.log("INFO", f"{trigger} export run started: {total_workspaces} workspaces{where}")
+        self.output.log("INFO", f"{trigger} export run started: {count_noun(total_workspaces, 'workspace')}{where}")
 
     def messages_exported(self, workspace_id: str, count: int) -> None:
         return None  # one line per workspace is enough in a log
@@ -430,6 +430,20 @@ def render_test_email(output: Output, result: TestEmailResult, settings: Setting
 # --------------------------------------------------------------------------- logs, stats
 
 
+# `logs --system` names each event for what it is; event_type alone says "success" for a run.
+EVENT_NAMES = {
+    "export_run": "export run",
+    "cleanup": "cleanup",
+    "cursor_move": "cursor moved",
+    "health_check": "health check",
+}
+
+
+def _event_name(entry: SystemLogEntry) -> str:
+    name = EVENT_NAMES.get(entry.kind, entry.kind or entry.event_type)
+    return f"{name} (failed)" if entry.event_type == "error" and entry.kind else name
+
+
 def render_logs(output: Output, report: LogsReport, settings: Settings) -> None:
     if json_or(output, {"ok": True, **report.as_dict()}):
         return
@@ -443,7 +457,7 @@ def render_logs(output: Output, report: LogsReport, settings: Settings) -> None:
         table.add_column("Event", no_wrap=True)
         table.add_column("Message", overflow="fold")
         for entry in report.system_entries:
-            event = styled(escape(entry.event_type), "bold red" if entry.event_type == "error" else "")
+            event = styled(escape(_event_name(entry)), "bold red" if entry.event_type == "error" else "")
             table.add_row(local_time(entry.time, settings, "%Y-%m-%d %H:%M:%S"), event, escape(entry.message))
         output.table(table)
         return
@@ -534,7 +548,7 @@ def _render_workspace_stats(output: Output, report: StatsReport, settings: Setti
         counts = {status: sum(day.counts.get(status, 0) for day in days) for status in statuses}
         rows.append((label, counts, sum(counts.values())))
     size = chunks[0][1] - chunks[0][0]
-    per = "day" if size == 1 else f"{size} days"
+    per = "day" if size == 1 else count_noun(size, "day")
     table = Table(
         title=escape(f"{stats.workspace.name or '(unnamed)'} ({stats.workspace.id}): messages per {per}, {span}"),
         box=box.SIMPLE_HEAD,

@@ -20,7 +20,7 @@ from wa_export.errors import ConfigError, ExitCode, MongoUnavailable, UsageProbl
 from wa_export.settings import Settings
 from wa_export.store import logs
 from wa_export.store.connection import describe_mongo_error, open_store
-from wa_export.units import format_bytes
+from wa_export.units import count_noun, format_bytes
 from wa_export.workbook.naming import EXPORT_FILE_PATTERN, FOLDER_MARKER, export_file_pattern_for, is_slug
 
 FileKind = Literal["workbook", "temp"]
@@ -78,16 +78,16 @@ class CleanupResult:
         workbooks = self.workbooks
         temps = len(self.files) - workbooks
         parts = [
-            f"cleanup{' (dry run)' if self.dry_run else ''} of {self.export_dir}: {verb} {workbooks} workbooks"
-            f" older than {self.days} days",
-            f"{temps} stale temp files",
+            f"cleanup{' (dry run)' if self.dry_run else ''} of {self.export_dir}: {verb} {count_noun(workbooks, 'workbook')}"
+            f" older than {count_noun(self.days, 'day')}",
+            count_noun(temps, "stale temp file"),
             f"{format_bytes(self.bytes_freed)} {'to free' if self.dry_run else 'freed'}",
-            f"{len(self.folders_removed)} empty folders {'to remove' if self.dry_run else 'removed'}",
+            f"{count_noun(len(self.folders_removed), 'empty folder')} {'to remove' if self.dry_run else 'removed'}",
         ]
         if not self.export_dir_exists:
             parts = [f"cleanup: {self.export_dir} does not exist, nothing to clean"]
         if self.errors:
-            parts.append(f"{len(self.errors)} errors")
+            parts.append(count_noun(len(self.errors), "error"))
         return ", ".join(parts)
 
     def as_dict(self) -> dict[str, Any]:

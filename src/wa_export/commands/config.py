@@ -80,8 +80,8 @@ class ConfigReport:
         if count:
             return f"configuration invalid: {count_noun(count, 'problem')} ({self.problem_variables})"
         return (
-            f"configuration valid: {len(self.settings)} settings, "
-            f"{len(self.workspace_addresses)} WORKSPACE_<ID>_EMAIL variables"
+            f"configuration valid: {count_noun(len(self.settings), 'setting')}, "
+            f"{count_noun(len(self.workspace_addresses), 'WORKSPACE_<ID>_EMAIL variable')}"
         )
 
     def as_dict(self) -> dict[str, Any]:

@@ -272,15 +272,16 @@ def check_export_folders(store: Store, settings: Settings, now: datetime) -> Che
         ],
     }
     adopt_note = (
-        f"{len(adoptable)} folders without an owner marker will be adopted by their workspace on its next export: "
-        + named([f"{slug}/ by {_label(by_slug[slug][0])}" for slug in adoptable])
+        f"{count_noun(len(adoptable), 'folder')} without an owner marker will be adopted by their workspace "
+        "on its next export: " + named([f"{slug}/ by {_label(by_slug[slug][0])}" for slug in adoptable])
         if adoptable
         else ""
     )
     if contested:
         slug = contested[0]
         reason = (
-            f"{len(contested)} folders without an owner marker are adopted by nobody because several active "
+            f"{count_noun(len(contested), 'folder')} without an owner marker {is_(len(contested))} adopted by nobody "
+            "because several active "
             f"workspaces have their name: {named([f'{s}/' for s in contested])}; "
             f"{settings.export_dir / slug} could belong to {named([_label(w) for w in by_slug[slug]])}, so each "
             f"exports into its own {slug}_<id> folder; to give the folder to one of them, write that workspace's "

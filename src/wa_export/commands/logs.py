@@ -37,8 +37,9 @@ class ExportLogEntry:
 @dataclass(frozen=True)
 class SystemLogEntry:
     time: datetime | None
-    event_type: str
+    event_type: str  # the original service's field: "success"/"error" for a run
     message: str
+    kind: str = ""  # what happened: export_run, cleanup, cursor_move, health_check
 
 
 @dataclass
@@ -108,7 +109,7 @@ def system_log_entries(store: Store, limit: int) -> LogsReport:
     """This tool's events (service SERVICE_NAME), newest first."""
     report = LogsReport("system", limit, None, None)
     cursor = (
-        store.system_logs.find({"service": SERVICE_NAME}, {"event_type": 1, "message": 1, "timestamp": 1})
+        store.system_logs.find({"service": SERVICE_NAME}, {"event_type": 1, "message": 1, "timestamp": 1, "kind": 1})
         .sort([("timestamp", DESCENDING), ("_id", DESCENDING)])
         .limit(limit)
     )
@@ -118,6 +119,7 @@ def system_log_entries(store: Store, limit: int) -> LogsReport:
                 time=as_utc_or_none(document.get("timestamp")),
                 event_type=_text(document.get("event_type")) or "",
                 message=_text(document.get("message")) or "",
+                kind=_text(document.get("kind")) or "",
             )
         )
     return report

@@ -27,6 +27,7 @@ from wa_export.export.context import ExportRequest
 from wa_export.export.results import RunObserver, RunResult
 from wa_export.settings import Settings, load_settings
 from wa_export.store.arrivals import object_id_at
+from wa_export.units import count_noun
 from wa_export.workbook.publish import unlink_quietly
 
 DEMO_DATABASE = "wa_export_demo"
@@ -213,7 +214,7 @@ def run_demo(
             seeded = seed(client[DEMO_DATABASE], utc_now())
         finally:
             client.close()
-        step(f"seeded {seeded['workspaces']} workspaces, {seeded['chats']} chats, {seeded['messages']} messages")
+        step(f"seeded {', '.join(count_noun(seeded[kind], kind[:-1]) for kind in ('workspaces', 'chats', 'messages'))}")
         settings = servers.settings(exports_dir)
         step("running a scheduled export (the same code path as `wa-export export`)")
         run = commands.export(settings, ExportRequest(), observer)

@@ -23,6 +23,7 @@ from wa_export.store import arrivals, logs, ownership
 from wa_export.store.arrivals import Key
 from wa_export.store.state import KEEP_IN_FLIGHT, InFlight, Lease, LeaseLost, acquire_lease
 from wa_export.timers import Timer, TimerThread
+from wa_export.units import count_noun
 
 LEASE_HELD = "another wa-export run holds this workspace's lease"
 # One thread renews every lease of the process; a renewal can wait on MongoDB, so never on the SMTP deadlines' thread.
@@ -177,7 +178,7 @@ class ScheduledDelivery(WorkspaceExport):
         arrived = arrivals.time_of(piece.low)
         when = f" (arrived {arrived:%Y-%m-%d %H:%M:%S} UTC)" if arrived is not None else ""
         count = piece.message_count
-        what = "a single message" if count <= 1 else f"{count} messages that arrived at the same moment"
+        what = "a single message" if count <= 1 else f"{count_noun(count, 'message')} that arrived at the same moment"
         # One message can be passed alone (its _id; a rare path: two queries); messages sharing a date key only together.
         message_id = None
         if count <= 1:

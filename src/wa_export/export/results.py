@@ -15,6 +15,7 @@ from wa_export.errors import ExitCode
 from wa_export.recipients import Recipients, missing_hint
 from wa_export.settings import Settings
 from wa_export.store.connection import Workspace
+from wa_export.units import count_noun
 
 TIME_FIELDS = ("window_start", "window_end")
 Trigger = Literal["scheduled", "manual"]
@@ -163,13 +164,13 @@ def summary_line(
     sources = Counter(ws.cursor_source for ws in workspaces if ws.cursor_source)
     duplicates = sum(1 for ws in workspaces if ws.possible_duplicate)
     parts = [
-        f"{header}: {len(workspaces)} workspaces",
+        f"{header}: {count_noun(len(workspaces), 'workspace')}",
         f"{count['completed']} emailed",
         f"{count['written']} written",
         f"{count['no_messages']} without new messages",
         f"{count['skipped']} skipped",
         f"{count['failed']} failed",
-        f"{sum(ws.message_count for ws in workspaces)} messages",
+        count_noun(sum(ws.message_count for ws in workspaces), "message"),
         *problems,
     ]
     if sources:

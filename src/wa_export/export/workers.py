@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from wa_export.errors import ExitCode, UsageProblem
 from wa_export.export.context import ExportRequest
 from wa_export.export.results import RunWarning, WorkspaceResult, merged_anomalies, summary_line
+from wa_export.units import count_noun
 
 MAX_WORKERS = 64
 
@@ -114,8 +115,8 @@ class WorkersResult:
 
     def summary(self) -> str:
         broken = [f"worker {w.slot} exit {w.exit_code}: {w.error}" for w in self.workers if w.error is not None]
-        problems = [f"{len(broken)} worker(s) failed: " + "; ".join(broken)] if broken else []
-        header = f"scheduled export run with {self.count} workers"
+        problems = [f"{count_noun(len(broken), 'worker')} failed: " + "; ".join(broken)] if broken else []
+        header = f"scheduled export run with {count_noun(self.count, 'worker')}"
         return summary_line(header, self.workspaces, self.anomaly_totals(), self.interrupted, problems + self.problems)
 
     def as_dict(self) -> dict[str, Any]:

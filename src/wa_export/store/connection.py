@@ -20,6 +20,7 @@ from wa_export.clock import as_utc, to_millis
 from wa_export.errors import ConfigError, MongoUnavailable, UnknownWorkspace
 from wa_export.redaction import redact
 from wa_export.settings import Settings
+from wa_export.units import count_noun
 
 SERVICE_NAME = "excel_export_scheduler"
 MESSAGE_BATCH_SIZE = 2_000
@@ -303,9 +304,9 @@ class DuplicateWorkspace:
         kind, name, _ = self.documents[0]
         others = len(self.documents) - 1
         return (
-            f"workspace {self.id} is stored {len(self.documents)} times in the workspaces collection, with {forms}: "
+            f"workspace {self.id} is stored {count_noun(len(self.documents), 'time')} in the workspaces collection, with {forms}: "
             f"one tenant, so its messages are exported once, as the {kind} _id document ({name or 'unnamed'}); "
-            f"delete the other {'document' if others == 1 else f'{others} documents'}"
+            f"delete the other {'document' if others == 1 else count_noun(others, 'document')}"
         )
 
 

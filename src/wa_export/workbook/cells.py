@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from datetime import date
 
+from wa_export.units import count_noun
+
 CELL_TEXT_LIMIT = 32_767  # Excel's limit, counted in UTF-16 code units
 TRUNCATION_MARKER = "… [truncated by wa-export: {omitted} characters omitted]"
 
@@ -88,7 +90,7 @@ def _to_text(value: object) -> str:
         if isinstance(value, Binary) and value.subtype == UUID_SUBTYPE:
             return str(value.as_uuid(UuidRepresentation.STANDARD))
         if isinstance(value, (bytes, bytearray, memoryview)):
-            return f"<binary {len(bytes(value))} bytes>"
+            return f"<binary {count_noun(len(bytes(value)), 'byte')}>"
         if isinstance(value, (dict, list, tuple)):
             return json_util.dumps(
                 value,
