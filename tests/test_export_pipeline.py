@@ -456,7 +456,8 @@ def test_email_format_and_one_connection_per_run(mongo_db, make_env, cli, smtp_s
     assert "Mail Two" in body and "America/New_York" in body and filename in body
     assert "Total messages: 2" in body and "received: 2" in body
     window = re.search(
-        r"Messages from (\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2}) to (?:(\d{4}-\d{2}-\d{2}) )?(\d{2}:\d{2}:\d{2}) "
+        r"Messages received or sent between (\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2}) and (?:(\d{4}-\d{2}-\d{2}) )?"
+        r"(\d{2}:\d{2}:\d{2}) "
         r"\(America/New_York\)",
         body,
     )

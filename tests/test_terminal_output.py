@@ -92,7 +92,7 @@ def test_cron_lines_name_files_relative_to_the_export_dir(mongo_db, make_env, cl
     assert result.returncode == 0, result.stdout + result.stderr
     export_dir = tmp_path / "exports"
     [workbook] = list(export_dir.rglob("*.xlsx"))
-    assert f"export run started: 1 workspaces, files in {export_dir}" in result.stdout
+    assert f"export run started: 1 workspace, files in {export_dir}" in result.stdout
     assert f"file={workbook.relative_to(export_dir)}" in result.stdout and str(workbook) not in result.stdout
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, tzinfo
 from pathlib import Path
 
 from wa_export.clock import SECOND_FORMAT, format_local
+from wa_export.export.rows import STATUS_MEANINGS
 from wa_export.mail.message import OutgoingMail, single_line_or
 from wa_export.settings import Settings
 from wa_export.store.connection import Workspace
@@ -13,13 +15,22 @@ from wa_export.store.connection import Workspace
 POSSIBLE_DUPLICATE_SENTENCE = "This email may repeat messages that were already sent to you in an earlier export."
 
 
+MANUAL_SUBJECT_PREFIX = "[Manual export] "
+
+
 def window_sentence(start: datetime, end: datetime, zone: tzinfo, zone_name: str) -> str:
-    """ "Messages from 2026-12-01 19:30:00 to 19:45:00 (Asia/Kolkata)": the end's date only when it differs."""
+    """ "Messages received or sent between 2026-12-01 19:30:00 and 19:45:00 (Asia/Kolkata)": the end's date
+    only when it differs."""
     first = format_local(start, zone, SECOND_FORMAT)
     last = format_local(end, zone, SECOND_FORMAT)
     if last[:10] == first[:10]:
         last = last[11:]
-    return f"Messages from {first} to {last} ({zone_name})"
+    return f"Messages received or sent between {first} and {last} ({zone_name})"
+
+
+def status_sentence(statuses: Iterable[str]) -> str:
+    """The Status values of this email's counts, explained in one line."""
+    return "Status: " + "; ".join(f"{status} = {STATUS_MEANINGS.get(status, status)}" for status in statuses) + "."
 
 
 def compose_export_mail(
@@ -32,7 +43,7 @@ def compose_export_mail(
     recipients: tuple[str, ...],
     part: tuple[int, int] = (1, 1),
     possible_duplicate: bool = False,
-    by_arrival: bool = True,  # scheduled windows are arrival times; manual ones message timestamps
+    by_arrival: bool = True,  # a scheduled email (its window: arrival times); False: a manual one (message times)
 ) -> OutgoingMail:
     """One export email about its workbook `path` (`part`: number, of how many)."""
     zone = settings.export_timezone
@@ -45,29 +56,32 @@ def compose_export_mail(
             f"Part: {number} of {parts} (consecutive messages in the order they arrived; "
             "each part is a complete workbook)\n"
         )
-    meaning = (
-        "The window is when the messages reached the platform; each row shows the message's own time.\n"
-        if by_arrival
-        else ""
-    )
+    # A scheduled email covers what reached the platform in its window: a late message comes with a later one.
+    late = "A message that reaches us late comes with a later email, under its own time.\n" if by_arrival else ""
     duplicate = f"{POSSIBLE_DUPLICATE_SENTENCE}\n\n" if possible_duplicate else ""
+    name = single_line_or(workspace.name, workspace.id)
+    if by_arrival:
+        first_line, last_line = f"WhatsApp messages export for {name}", "Sent automatically by wa-export."
+    else:
+        first_line = f"Manual WhatsApp messages export for {name}, requested outside the regular schedule"
+        last_line = "Sent by wa-export on request; the regular emails continue as before."
     body = (
-        "WhatsApp messages export\n"
+        f"{first_line}\n"
         "\n"
         f"Workspace: {workspace.name or '(unnamed)'} ({workspace.id})\n"
         f"{part_line}"
         f"{window_sentence(*window, zone, zone_name)}\n"
-        f"{meaning}"
+        f"{late}"
         f"Times in the workbook's Timestamp column are in {zone_name}.\n"
         f"Total messages: {sum(by_status.values())}\n"
         f"By status:\n{status_lines}\n"
+        f"{status_sentence(by_status)}\n"
         f"File: {path.name}\n"
         "\n"
         f"{duplicate}"
-        "Sent automatically by wa-export.\n"
+        f"{last_line}\n"
     )
-    name = single_line_or(workspace.name, workspace.id)
-    subject = f"WhatsApp Messages Export - {name} - {format_local(run_time, zone)}"
+    subject = f"{'' if by_arrival else MANUAL_SUBJECT_PREFIX}WhatsApp Messages Export - {name} - {format_local(run_time, zone)}"
     if parts > 1:
         subject += f" (part {number} of {parts})"
     return OutgoingMail(to=recipients, subject=subject, body=body, attachment=path)

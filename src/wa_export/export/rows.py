@@ -23,6 +23,13 @@ from wa_export.store.connection import Chat
 STATUS_RECEIVED = "received"
 STATUS_UNKNOWN = "unknown"
 STATUSES = (STATUS_RECEIVED, "sent_via_ai", "sent_by_human")
+# What each Status value means to the people reading the workbook (the email says it in one line).
+STATUS_MEANINGS = {
+    STATUS_RECEIVED: "sent to you by the customer",
+    "sent_via_ai": "your answer, written by the AI assistant",
+    "sent_by_human": "your answer, written by a person",
+    STATUS_UNKNOWN: "a message whose direction the platform did not record",
+}
 # Spellings seen from different platform writers; anything else is "unknown".
 _DIRECTIONS = {
     **dict.fromkeys(("incoming", "inbound", "in", "received"), "incoming"),
