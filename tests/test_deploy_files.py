@@ -162,11 +162,14 @@ def _setting_lines() -> list[tuple[bool, str, str]]:
 def test_the_env_example_names_every_setting_once_with_its_default_and_range():
     lines = _setting_lines()
     names = [name for _, name, _ in lines if workspace_variable_name(name) is None]
-    assert sorted(names) == sorted(rule.variable for rule in RULES), "env.example and settings.RULES differ"
+    missing = sorted({rule.variable for rule in RULES} - set(names))
+    assert missing == [], f"add a commented line with its default for {missing} to {ENV_EXAMPLE}"
+    assert sorted(names) == sorted(rule.variable for rule in RULES), f"{ENV_EXAMPLE}: a setting twice, or unknown"
     # One example line for each per-workspace variable (WORKSPACE_<ID>_EMAIL, ...), with a well-formed id.
     per_workspace = [workspace_variable_name(name) for _, name, _ in lines if workspace_variable_name(name)]
     assert all(workspace_id for workspace_id, _ in per_workspace)  # type: ignore[misc]
-    assert sorted(suffix for _, suffix in per_workspace) == sorted(WORKSPACE_VARIABLES)  # type: ignore[misc]
+    suffixes = sorted(suffix for _, suffix in per_workspace)  # type: ignore[misc]
+    assert suffixes == sorted(WORKSPACE_VARIABLES), f"one example WORKSPACE_<ID>_<SUFFIX> line each in {ENV_EXAMPLE}"
     for rule in RULES:
         active, _, value = next(line for line in lines if line[1] == rule.variable)
         if not active:  # commented out: exactly the default as a .env would write it
