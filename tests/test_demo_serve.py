@@ -122,7 +122,7 @@ def test_a_second_demo_starts_from_a_clean_folder(cli, tmp_path):
     assert not [path for path in after if path.stem.endswith("_2")]
 
 
-@pytest.mark.parametrize("foreign", ["exports/notes.txt", "mail/letter.doc"])
+@pytest.mark.parametrize("foreign", ["exports/notes.txt", "mail/letter.doc", ".env"])
 def test_a_folder_holding_other_files_is_refused_not_emptied(cli, tmp_path, foreign):
     out = tmp_path / "somewhere"
     (out / foreign).parent.mkdir(parents=True)

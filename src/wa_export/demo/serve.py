@@ -20,13 +20,17 @@ from wa_export.workbook.naming import FOLDER_MARKER
 from wa_export.workbook.publish import unlink_quietly
 
 ENV_FILE_NAME = ".env"
+# The first line of the demo's .env: only a file that starts so is the demo's to replace or remove.
+ENV_FILE_HEADER = "# wa-export demo: the settings of its local servers, valid while `demo --serve` runs."
 
 
 def demo_folder_files(out_dir: Path, workspace_ids: set[str]) -> list[Path]:
     """What earlier demos left in `out_dir`; a UsageProblem naming the first file a demo did not write."""
     found: list[Path] = []
     env_file = out_dir / ENV_FILE_NAME
-    if env_file.is_file() and not env_file.is_symlink():
+    if env_file.exists() or env_file.is_symlink():
+        if not (_plain_file(env_file) and _first_line(env_file) == ENV_FILE_HEADER):
+            raise _not_a_demo_folder(out_dir, env_file)  # e.g. --out . next to the operator's own .env
         found.append(env_file)
     for path in _entries(out_dir / "mail"):
         if not (path.suffix == ".eml" and _plain_file(path)):
@@ -61,6 +65,11 @@ def _entries(folder: Path) -> list[Path]:
     return sorted(folder.iterdir())
 
 
+def _first_line(path: Path) -> str:
+    with path.open(encoding="utf-8", errors="replace") as stream:
+        return stream.readline().rstrip("\n")
+
+
 def _plain_file(path: Path) -> bool:
     try:
         return stat.S_ISREG(os.lstat(path).st_mode)
@@ -79,7 +88,7 @@ def write_env_file(path: Path, environ: Mapping[str, str]) -> Path:
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write("# wa-export demo: the settings of its local servers, valid while `demo --serve` runs.\n")
+            stream.write(f"{ENV_FILE_HEADER}\n")
             stream.writelines(f"{name}={value}\n" for name, value in environ.items())
         os.replace(temporary, path)
     except BaseException:
