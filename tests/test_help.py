@@ -11,11 +11,14 @@ import re
 from importlib.metadata import version
 
 import pytest
+import typer
 
 from inprocess_cli import run_wa_export
 from seeding import cli_env
+from wa_export.cli.app import app
 
-COMMANDS = ["export", "cleanup", "stats", "logs", "test-email", "health", "config", "demo"]
+# Every command the app declares, so a new one is checked too.
+COMMANDS = sorted(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
 TYPE_METAVAR = re.compile(r"<(bool|str|int|float|path|list|text|integer)[^>]*>", re.IGNORECASE)
 
 
