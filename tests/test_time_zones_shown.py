@@ -60,6 +60,7 @@ COMMANDS = [
     ["logs", "--system"],
     ["state"],
     ["state", "{id}"],
+    ["state", "{id}", "--move-to", "{past}"],
     ["health"],
     ["cleanup", "--dry-run"],
     ["config"],
@@ -71,7 +72,8 @@ def test_every_command_names_the_zone_of_its_times_under_cron(mongo_db, make_env
     workspace_id = _seed(mongo_db)
     env = make_env(EXPORT_TIMEZONE=ZONE, **{f"WORKSPACE_{workspace_id}_EMAIL": "tea@example.com"})
     for command in COMMANDS:
-        args = [part.format(id=workspace_id) for part in command]
+        past = (utcnow() - timedelta(minutes=20)).isoformat()
+        args = [part.format(id=workspace_id, past=past) for part in command]
         result = cli(args, env=env)
         assert result.returncode in (0, 1), (args, result.stdout, result.stderr)
         _assert_times_name_their_zone(args, result.stdout + result.stderr)

@@ -644,18 +644,18 @@ def render_move(output: Output, move: CursorMove, settings: Settings) -> None:
     if json_or(output, {"ok": True, **move.as_dict()}):
         return
     if move.direction == "already_past":
-        where = f"{_time(move.new_time, settings)} (key {key_text(move.new_key)})"
+        where = f"{_zoned_time(move.new_time, settings)} (key {key_text(move.new_key)})"
         output.line(
-            f"Workspace {move.workspace_id}: message {move.past_message_id} (arrived {_time(move.requested_time, settings)}) "
+            f"Workspace {move.workspace_id}: message {move.past_message_id} (arrived {_zoned_time(move.requested_time, settings)}) "
             f"is already behind the delivery position {where}: it was delivered or skipped before; nothing was moved."
         )
         return
     old = (
-        f"{_time(move.old_time, settings)} (key {key_text(move.old_key)}, {move.old_source or 'unknown source'})"
+        f"{_zoned_time(move.old_time, settings)} (key {key_text(move.old_key)}, {move.old_source or 'unknown source'})"
         if move.old_key is not None
         else "no cursor"
     )
-    new = f"{_time(move.new_time, settings)} (key {key_text(move.new_key)})"
+    new = f"{_zoned_time(move.new_time, settings)} (key {key_text(move.new_key)})"
     consequence = {
         "back": "the next scheduled run delivers again what arrived from then on",
         "forward": "what arrived before then will not be delivered",
@@ -664,7 +664,7 @@ def render_move(output: Output, move: CursorMove, settings: Settings) -> None:
     }[move.direction]
     if move.past_message_id is not None:
         consequence = (
-            f"message {move.past_message_id} (arrived {_time(move.requested_time, settings)}) will not be delivered; "
+            f"message {move.past_message_id} (arrived {_zoned_time(move.requested_time, settings)}) will not be delivered; "
             "what arrived after it, in the same second too, will"
         )
     change = (
@@ -844,6 +844,11 @@ def _in_flight_text(in_flight: Mapping[str, Any], settings: Settings) -> str:
 
 def _time(moment: datetime | None, settings: Settings) -> str:
     return local_time(moment, settings, SECOND_FORMAT)
+
+
+def _zoned_time(moment: datetime | None, settings: Settings) -> str:
+    """For a sentence that states no zone of its own."""
+    return local_time(moment, settings, SECOND_FORMAT, zoned=True)
 
 
 def _iso_local(moment: datetime | None, settings: Settings) -> str:
