@@ -101,7 +101,7 @@ def parse_time_zone(text: str) -> ZoneInfo:
             raise ValueError(written)
         return ZoneInfo(written)
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ValueError("is not a known IANA time zone (e.g. UTC, Europe/Berlin, America/New_York)") from None
+        raise ValueError("is not a known IANA time zone (e.g. UTC, Europe/Berlin, Asia/Dubai)") from None
 
 
 def schedule_identity(schedule: Schedule, zone: ZoneInfo) -> str:
@@ -116,6 +116,10 @@ class ServedSlot:
 
     schedule: str
     slot: datetime
+
+    def covers(self, other: ServedSlot) -> bool:
+        """Whether `other` is served once this is: the same schedule, and this slot at or after it."""
+        return self.schedule == other.schedule and self.slot >= other.slot
 
 
 @dataclass(frozen=True)

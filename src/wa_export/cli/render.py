@@ -206,7 +206,7 @@ def _export_table(results: Sequence[WorkspaceResult], settings: Settings, *, wit
         if result.window_start and result.window_end:
             window = f"{local_time(result.window_start, settings)} → {local_time(result.window_end, settings, '%H:%M')}"
         # A skipped or refused workspace was never counted: "0" would claim nothing is waiting.
-        uncounted = result.message_count == 0 and result.outcome in ("skipped", "failed")
+        uncounted = result.message_count == 0 and result.outcome in ("skipped", "failed", "not_due")
         cells = [
             workspace_cell(result.workspace_name, result.workspace_id),
             outcome_cell(result.outcome),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TypeVar
+from zoneinfo import ZoneInfo
 
 from wa_export.clock import DatabaseClock, Window
 from wa_export.export.results import Trigger
@@ -117,6 +119,13 @@ class RunContext:
         if start > self.key.at(self.clock.now() + CLOCK_TOLERANCE):
             return self.end_key, True
         return start, False
+
+    def in_zone(self, zone: ZoneInfo) -> RunContext:
+        """This run as one workspace sees it: its own time zone for Timestamp cells, file names and email text
+        (the settings' EXPORT_TIMEZONE, as every formatter reads it); the clock, store and mail are shared."""
+        if zone == self.settings.export_timezone:
+            return self
+        return dataclasses.replace(self, settings=dataclasses.replace(self.settings, export_timezone=zone))
 
     def recipients_for(self, workspace: Workspace) -> Recipients:
         if self.request.email_override:
