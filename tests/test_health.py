@@ -38,6 +38,7 @@ ALL_CHECKS = [
     "indexes",
     "arrival_order",
     "scheduled_runs",
+    "workspace_schedules",
     "failed_exports",
     "possible_duplicates",
 ]

@@ -626,6 +626,7 @@ def _state_table(report: StateReport, settings: Settings) -> Table:
         ),
         (Column("Cursor", no_wrap=True), lambda workspace: _cursor_cell(workspace, settings)),
         (Column("Waiting\n(oldest)", justify="right", no_wrap=True), waiting),
+        (Column("Schedule", no_wrap=True), lambda workspace: _schedule_cell(workspace, report, settings)),
         (Column("Lease", no_wrap=True), lease),
         (Column("Last success", no_wrap=True), lambda w: short_time(w.last_success_at, settings) or "never"),
         (Column("Fails", justify="right", no_wrap=True), lambda w: _count_cell(w.consecutive_failures)),
@@ -647,6 +648,20 @@ def _cursor_cell(workspace: WorkspaceReport, settings: Settings) -> str:
     if workspace.legacy_watermark is not None:
         return f"{short_time(workspace.legacy_watermark, settings)}\n[dim]v1 watermark[/dim]"
     return "[yellow]none[/yellow]"
+
+
+def _schedule_cell(workspace: WorkspaceReport, report: StateReport, settings: Settings) -> str:
+    """Its schedule (and zone, when its own), then when the next scheduled run delivers it."""
+    if workspace.setting_problem:
+        return "[red]invalid[/red]"
+    zone = f" {workspace.time_zone}" if workspace.time_zone != report.timezone_name else ""
+    if workspace.schedule == "off":
+        when = "manual only"
+    elif workspace.due:
+        when = "due"
+    else:
+        when = f"next {short_time(workspace.next_due_at, settings)}"
+    return f"{escape(workspace.schedule + zone)}\n[dim]{when}[/dim]"
 
 
 def _notes(workspace: WorkspaceReport, settings: Settings) -> list[str]:
@@ -674,6 +689,8 @@ def _notes(workspace: WorkspaceReport, settings: Settings) -> list[str]:
         notes.append(f"possible duplicate {short_time(workspace.last_possible_duplicate_at, settings)}")
     if workspace.consecutive_failures and workspace.last_error:
         notes.append(workspace.last_error)
+    if workspace.setting_problem:
+        notes.append(workspace.setting_problem)
     return notes
 
 
@@ -717,6 +734,9 @@ def _plain_fields(workspace: WorkspaceReport, settings: Settings) -> list[str]:
             fields.append(f"legacy_watermark={_iso_local(workspace.legacy_watermark, settings)}")
         fields.append(f"note={json.dumps(_no_cursor_text(workspace, settings), ensure_ascii=False)}")
     fields.append(f"waiting={_waiting_count(workspace) if workspace.waiting else 'unknown'}")
+    fields += [f"schedule={workspace.schedule or 'invalid'}", f"time_zone={workspace.time_zone or 'invalid'}"]
+    if workspace.next_due_at is not None:
+        fields.append(f"next_due={_iso_local(workspace.next_due_at, settings)}")
     if workspace.oldest_waiting_age_seconds is not None and workspace.waiting is not None:
         fields.append(f"oldest_waiting={_iso_local(workspace.waiting.oldest_at, settings)}")
         fields.append(f"oldest_waiting_age_seconds={int(workspace.oldest_waiting_age_seconds)}")
