@@ -7,6 +7,7 @@ stays and its messages wait for the next slot, which delivers them all, once.
 from __future__ import annotations
 
 import subprocess
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,8 +22,13 @@ from pymongo import MongoClient
 from helpers import CommandLog, health_checks, mailed_contents, mailed_rows, parse_json, smtp_env
 from inprocess_cli import run_cli_in_process
 from seeding import add_arrived, add_chat, add_messages, add_workspace, cli_executable, utcnow
+from wa_export.clock import DatabaseClock as Clock
+from wa_export.export.context import MailSession, RunContext
+from wa_export.export.delivery import deliver
+from wa_export.export.plan import make_plan
 from wa_export.export.run import ExportRequest, run_export
 from wa_export.settings import load_settings
+from wa_export.store.arrivals import ArrivalKey
 from wa_export.store.connection import Store
 
 
@@ -433,3 +439,58 @@ def test_a_workspace_that_is_not_due_costs_no_command_of_its_own(
     ]
     assert own == [], own
     assert len(log.bodies("findAndModify", "export_state")) == 1  # one lease: the every-run workspace's
+
+
+# ---- a slot served by another run meanwhile ---------------------------------------------------------
+
+
+def test_a_run_that_read_the_slot_unserved_finds_it_served_under_the_lease_and_sends_nothing(
+    mongo_db, make_env, tmp_path, monkeypatch, smtp_server
+):
+    """Two overlapping runs both read the slot unserved. The earlier one serves it; the later one reaches the
+    workspace afterwards, with a message in its window the earlier one did not see: without the check on the
+    lease's document it would send a second email for the same slot."""
+    monkeypatch.chdir(tmp_path)
+    workspace_id, chat_id = _tenant(mongo_db, "Raced Daily")
+    _say(mongo_db, chat_id, "first")
+    now = _database_now(make_env)
+    env = make_env(
+        EXPORT_TIMEZONE="UTC",
+        **{
+            _schedule_variable(workspace_id): f"daily@{_slot(now - timedelta(minutes=2))}",
+            f"WORKSPACE_{workspace_id}_EMAIL": "raced@daily.test",
+        },
+    )
+    settings = load_settings(environ=env)
+    client: MongoClient[dict[str, Any]] = MongoClient(settings.mongodb_uri, tz_aware=True)
+    store = Store(client, settings)
+
+    def run_context(run_id: str) -> RunContext:
+        clock = Clock(store.database_now())
+        return RunContext(settings, store, ExportRequest(), run_id, clock, ArrivalKey(), MailSession(settings))
+
+    try:
+        time.sleep(1.1)  # "first" lies before the earlier run's end
+        earlier = run_context("earlier-run")
+        time.sleep(1.1)
+        _say(mongo_db, chat_id, "second")  # after the earlier run's end, before the later run's
+        later = run_context("later-run")
+        [late_item] = make_plan(later, store.workspaces_by_id([workspace_id])).work
+        [early_item] = make_plan(earlier, store.workspaces_by_id([workspace_id])).work
+        assert late_item.serves is not None and late_item.serves == early_item.serves, "both due: never served"
+        assert deliver(earlier, early_item).outcome == "completed"  # serves the slot
+        earlier.mail.close()
+
+        raced = deliver(later, late_item)
+        later.mail.close()
+        assert raced.outcome == "not_due", raced
+        assert raced.next_due is not None and raced.next_due > now
+        assert mailed_contents(smtp_server.messages) == ["first"], "one email for the slot"
+        assert mongo_db.export_state.find_one({"_id": workspace_id})["lease_owner"] is None
+        # Nothing was lost: what arrived after the earlier run's end waits for the next slot.
+        env[_schedule_variable(workspace_id)] = f"daily@{_slot(now - timedelta(minutes=1))}"
+        settings = load_settings(environ=env)
+        assert run_export(settings, Store(client, settings), ExportRequest()).count("completed") == 1
+        assert Counter(mailed_contents(smtp_server.messages)) == Counter(["first", "second"])
+    finally:
+        client.close()
