@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
+from prometheus_client.parser import text_string_to_metric_families
 from pymongo import MongoClient
 
 from helpers import CommandLog, health_checks, mailed_contents, mailed_rows, parse_json, smtp_env
@@ -494,3 +495,73 @@ def test_a_run_that_read_the_slot_unserved_finds_it_served_under_the_lease_and_s
         assert Counter(mailed_contents(smtp_server.messages)) == Counter(["first", "second"])
     finally:
         client.close()
+
+
+# ---- dry run, metrics, the operator's view --------------------------------------------------------------
+
+
+def test_dry_run_metrics_and_stats_see_the_schedule_as_the_run_does(mongo_db, make_env, cli, smtp_server, tmp_path):
+    daily_id, daily_chat = _tenant(mongo_db, "Daily Reader")
+    quiet_id, _ = _tenant(mongo_db, "Quiet Reader")
+    _say(mongo_db, daily_chat, "morning news")
+    now = _database_now(make_env)
+    metrics = tmp_path / "wa_export.prom"
+    env = make_env(
+        EXPORT_TIMEZONE="UTC",
+        EXPORT_METRICS_FILE=str(metrics),
+        **{
+            _schedule_variable(daily_id): f"daily@{_slot(now - timedelta(minutes=2))}",
+            f"WORKSPACE_{daily_id}_TIMEZONE": "Asia/Kolkata",
+            _schedule_variable(quiet_id): "off",
+            f"WORKSPACE_{daily_id}_EMAIL": "d@reader.test",
+        },
+    )
+    assert cli(["export"], env=env).returncode == 0
+    _say(mongo_db, daily_chat, "evening news")
+
+    dry = cli(["export", "--dry-run", "--json"], env=env)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert {ws["workspace_id"]: ws["outcome"] for ws in parse_json(dry)["workspaces"]} == {
+        daily_id: "not_due",
+        quiet_id: "not_due",
+    }
+    real = cli(["export"], env=env)
+    assert real.returncode == 0 and "2 not due" in real.stdout, real.stdout
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(metrics.read_text(encoding="utf-8"))
+        for sample in family.samples
+    }
+    assert samples[("wa_export_last_run_workspaces", (("outcome", "not_due"), ("trigger", "scheduled")))] == 2
+    assert len(smtp_server.messages) == 1
+
+    stats = parse_json(cli(["stats", daily_id, "--json"], env=env))["workspace"]
+    assert stats["time_zone"] == {
+        "value": "Asia/Kolkata",
+        "source": "environment",
+        "origin": f"WORKSPACE_{daily_id}_TIMEZONE",
+        "problem": None,
+    }
+    assert stats["schedule"]["source"] == "environment" and stats["schedule"]["value"].startswith("daily@")
+    plain = cli(["stats", daily_id], env=env).stdout
+    assert f"Time zone: Asia/Kolkata (from the environment variable WORKSPACE_{daily_id}_TIMEZONE)" in plain
+    assert "schedule: daily@" in plain
+
+    config = parse_json(cli(["config", "--json"], env=env))
+    listed = {line["variable"]: line for line in config["workspace_settings"]}
+    assert listed[f"WORKSPACE_{daily_id}_TIMEZONE"]["value"] == "Asia/Kolkata"
+    assert listed[_schedule_variable(quiet_id)]["value"] == "off"
+    assert config["exit_code"] == 0
+
+    state = run_cli_in_process(["state"], env, tmp_path).stdout
+    assert "schedule=off" in state and "time_zone=Asia/Kolkata" in state and "next_due=" in state
+
+
+def test_health_needs_no_address_for_a_workspace_that_is_off(mongo_db, make_env, cli):
+    quiet_id, _ = _tenant(mongo_db, "Manual Only")
+    result = cli(["health", "--json"], env=make_env(**{_schedule_variable(quiet_id): "off"}))
+    checks = health_checks(result)
+    assert checks["workspace_addresses"]["status"] == "ok", checks["workspace_addresses"]
+    assert checks["workspace_schedules"]["status"] == "ok"
+    without = health_checks(cli(["health", "--json"], env=make_env()))
+    assert without["workspace_addresses"]["status"] == "failed"

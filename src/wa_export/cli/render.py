@@ -308,6 +308,8 @@ def render_config(output: Output, report: ConfigReport) -> None:
         output.table(_settings_table(f"wa-export settings (environment, {where})", report.settings))
         if report.workspace_addresses:
             output.table(_settings_table("WORKSPACE_<ID>_EMAIL", report.workspace_addresses))
+        if report.workspace_settings:
+            output.table(_settings_table("WORKSPACE_<ID>_TIMEZONE and _SCHEDULE", report.workspace_settings))
         for problem in report.problems:
             output.line(f"INVALID {problem.variable}: {problem.message}")
         for name in sorted({*report.unknown_variables, *report.misspelt_variables}):
@@ -502,6 +504,13 @@ def _render_workspace_stats(output: Output, report: StatsReport, settings: Setti
     if stats.workspace.status != "active":
         output.line(f"Workspace status is {stats.workspace.status!r}: scheduled runs skip it.")
     output.line(describe_recipients(stats.recipients, stats.workspace.id, settings) + ".")
+    zone, schedule = stats.time_zone, stats.schedule
+    output.line(
+        f"Time zone: {zone.value or 'invalid'} (from the {zone.where}); "
+        f"schedule: {schedule.value or 'invalid'} (from the {schedule.where})"
+        + "".join(f"; {problem.rstrip('.')}" for problem in (zone.problem, schedule.problem) if problem)
+        + "."
+    )
 
 
 def _render_stats_overview(output: Output, report: StatsReport, settings: Settings, span: str) -> None:
