@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Generic, Literal, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -93,8 +94,9 @@ def resolve(setting: WorkspaceSetting[T], workspace: WorkspaceView, settings: Se
     configured = settings.workspace_variable(workspace.id, setting.suffix)
     if isinstance(configured, setting.kind):
         return Resolved(configured, "environment", variable)
-    path = settings.document_fields().get(setting.field_setting)
-    raw = workspace.document_values.get(setting.field_setting) if path else None
+    # The list holds a value only for a configured field: the common case asks nothing more.
+    raw = workspace.document_values.get(setting.field_setting)
+    path = settings.document_fields().get(setting.field_setting) if raw is not None else None
     if path is None or raw is None or (isinstance(raw, str) and not raw.strip()):
         return Resolved(setting.default(settings), "default", setting.default_origin)
     where = f"{path} of workspace {workspace.id}"
@@ -103,7 +105,8 @@ def resolve(setting: WorkspaceSetting[T], workspace: WorkspaceView, settings: Se
         problem = f"{where} holds a value of type {type(raw).__name__}, not a string; {fix}."
         return Resolved(None, "database", path, problem)
     try:
-        return Resolved(setting.parse(raw), "database", path)
+        value = setting.parse(raw) if setting.secret else _parsed(setting.parse, raw)
+        return Resolved(value, "database", path)
     except ValueError as error:
         shown = "a value" if setting.secret else _shown(raw.strip())
         return Resolved(None, "database", path, f"{where} holds {shown}, which {error}; {fix}.")
@@ -134,6 +137,12 @@ def environment_parser(parse: Callable[[str], T], *, secret: bool = False) -> Ca
             raise ConfigError(f"{variable}{shown} {error}.") from None
 
     return parse_variable
+
+
+@lru_cache(maxsize=4096)
+def _parsed(parse: Callable[[str], T], raw: str) -> T:
+    """Tenants share few values (zones, schedules): each is parsed once per process."""
+    return parse(raw)
 
 
 def _shown(text: str) -> str:
