@@ -20,7 +20,7 @@ from bson import ObjectId
 from prometheus_client.parser import text_string_to_metric_families
 from pymongo import MongoClient
 
-from helpers import CommandLog, health_checks, mailed_contents, mailed_rows, parse_json, smtp_env
+from helpers import CommandLog, health_checks, mailed_contents, mailed_rows, parse_json, runs_overlapped, smtp_env
 from inprocess_cli import run_cli_in_process
 from seeding import add_arrived, add_chat, add_messages, add_workspace, cli_executable, utcnow
 from wa_export.clock import DatabaseClock as Clock
@@ -370,6 +370,8 @@ def test_concurrent_runs_and_workers_deliver_every_message_once(mongo_db, make_e
 
     say_round(1)
     first = _run_concurrently([["export", "--json"], ["export", "--json"]], env, tmp_path)
+    # Each run's first mail was held until both were connected: they provably overlapped.
+    assert not gated_smtp.gate_timed_out and runs_overlapped(first)
     say_round(2)
     second = _run_concurrently([["export", "--json"], ["export", "--json"]], env, tmp_path)
     # The daily ones were served in round 1: round 2 delivers only the every-run workspaces, in one email each.
