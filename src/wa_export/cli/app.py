@@ -212,8 +212,7 @@ def export(
         int,
         typer.Option(
             "--workers",
-            min=1,
-            metavar="N",
+            metavar="N",  # range checked by export/workers.py, with --worker-slot's
             help="Scheduled runs: share the workspaces among N processes (e.g. one per CPU core).",
         ),
     ] = 1,
@@ -245,7 +244,7 @@ def export(
             with _stop_on_sigterm() as stop:
                 merged = export_run.export_in_workers(workers, request, env_file or _global_env_file, stop, settings)
             recorder.ran_workers(merged, request)
-            render_workers(output, merged)
+            render_workers(output, merged, settings)
             return merged.exit_code
         with _stop_on_sigterm() as stop, export_observer(output, settings.export_dir) as observer:
             result = export_run.export(settings, request, observer, stop)

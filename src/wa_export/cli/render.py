@@ -143,9 +143,16 @@ def render_run_warnings(output: Output, warnings: Sequence[Any]) -> None:
         output.log("WARNING", warning.message)
 
 
-def render_workers(output: Output, merged: WorkersResult) -> None:
+def render_workers(output: Output, merged: WorkersResult, settings: Settings) -> None:
     if json_or(output, merged.as_dict()):
         return
+    # The children's output is captured: each workspace is shown here, as a single-process run shows it.
+    if output.interactive:
+        _render_export_table(output, merged.workspaces, settings)
+    else:
+        plain = _PlainObserver(output, settings.export_dir)
+        for result in merged.workspaces:
+            plain.workspace_finished(result)
     for run in merged.as_dict()["runs"]:
         output.line(f"worker {run['slot']}: exit {run['exit_code']}: {run['summary'] or run['error']}")
     render_run_warnings(output, merged.warnings)

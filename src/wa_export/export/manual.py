@@ -10,7 +10,7 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from wa_export.clock import Window
 from wa_export.export.context import RunContext
 from wa_export.export.email_text import compose_export_mail
-from wa_export.export.results import WorkspaceResult
+from wa_export.export.results import NO_ADDRESS, WorkspaceResult
 from wa_export.export.rows import RowStats, message_rows
 from wa_export.export.window import describe_file_error, log_export, write_workbook
 from wa_export.mail.errors import MailError
@@ -27,7 +27,7 @@ def export_manual(ctx: RunContext, workspace: Workspace) -> WorkspaceResult:
     result = WorkspaceResult.of(workspace, "skipped")
     recipients = ctx.recipients_for(workspace)
     if ctx.without_address(recipients):
-        result.reason = f"no email address configured: {missing_hint(workspace.id, ctx.settings)} or pass --email"
+        result.reason = f"{NO_ADDRESS}: {missing_hint(workspace.id, ctx.settings)} or pass --email"
         # Only a workspace the operator named is a failure; a run over all of them skips it.
         if request.workspace_ids:
             result.outcome = "failed"
