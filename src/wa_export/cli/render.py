@@ -396,6 +396,7 @@ def render_logs(output: Output, report: LogsReport, settings: Settings) -> None:
     with_file = not output.interactive or output.console.width >= WIDE_LOGS
     table = Table(title=f"Exports, newest first (times in {zone})", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("Time", no_wrap=True)
+    table.add_column("Id", no_wrap=True)  # whole, to paste into `wa-export resend`
     table.add_column("Workspace", overflow="fold", min_width=10)
     table.add_column("Run", no_wrap=True)
     table.add_column("Window", no_wrap=True)
@@ -404,16 +405,18 @@ def render_logs(output: Output, report: LogsReport, settings: Settings) -> None:
     if with_file:
         table.add_column("File", no_wrap=True)
     table.add_column("Recipients / error", overflow="fold", min_width=20)
-    keep_whole: list[str] = []  # ids shown instead of a name, file paths
+    keep_whole: list[str] = []  # entry ids, workspace ids shown instead of a name, file paths
     for export in report.export_entries:
         window = ""
         if export.window_start and export.window_end:
             window = f"{local_time(export.window_start, settings, '%H:%M')}–{local_time(export.window_end, settings, '%H:%M')}"
         detail = f"[red]{escape(export.error)}[/red]" if export.error else escape(export.recipients)
+        keep_whole.append(export.id)
         if not export.workspace_name:
             keep_whole.append(export.workspace_id)
         cells = [
             short_time(export.time, settings),
+            export.id,
             escape(export.workspace_name or export.workspace_id),
             {"scheduled": "sched"}.get(export.trigger or "", export.trigger or ""),
             window,
