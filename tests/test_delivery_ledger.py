@@ -15,7 +15,7 @@ from bson import ObjectId
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 
-from helpers import attachments, parse_json
+from helpers import attachments, one_stderr_line, parse_json
 from seeding import add_chat, add_messages, add_workspace, utcnow
 
 RECIPIENTS = ["boss@ledger.test", "ops@ledger.test"]
@@ -101,3 +101,46 @@ def test_a_manual_export_records_its_attachment_too(mongo_db, make_env, cli, smt
     name, payload = _attachment(smtp_server.messages[0])
     assert (entry["trigger"], entry["file_name"], entry["attachment_bytes"]) == ("manual", name, len(payload))
     assert entry["attachment_sha256"] == hashlib.sha256(payload).hexdigest()
+
+
+# --- 6. verify -----------------------------------------------------------------------------------------
+
+
+def test_verify_names_the_export_of_a_received_file_and_nothing_for_a_changed_one(
+    mongo_db, make_env, cli, smtp_server, tmp_path
+):
+    workspace_id, chat_id, address = _tenant(mongo_db, "Verify Ltd")
+    _seed(mongo_db, chat_id, "proof")
+    env = make_env(**address)
+    _ok(cli(["export"], env=env))
+    [entry] = _entries(mongo_db)
+    name, payload = _attachment(smtp_server.messages[0])
+    received = tmp_path / "inbox" / name
+    received.parent.mkdir()
+    received.write_bytes(payload)
+
+    found = _ok(cli(["verify", str(received)], env=env)).stdout
+    assert "Verify Ltd" in found and str(workspace_id) in found and str(entry["_id"]) in found
+    assert "boss@ledger.test, ops@ledger.test" in found and "Messages: 1, arrived from" in found
+    document = parse_json(_ok(cli(["verify", str(received), "--json"], env=env)))
+    assert document["found"] is True and document["sha256"] == hashlib.sha256(payload).hexdigest()
+    [facts] = document["entries"]
+    assert (facts["id"], facts["workspace_id"], facts["message_count"]) == (str(entry["_id"]), str(workspace_id), 1)
+    assert facts["range"]["kind"] == "arrival" and facts["range"]["start"] == str(entry["window_start_key"])
+
+    changed = tmp_path / "changed.xlsx"
+    changed.write_bytes(payload[:100] + bytes([payload[100] ^ 0x01]) + payload[101:])
+    not_found = cli(["verify", str(changed)], env=env)
+    assert not_found.returncode == 1 and "No export of this file is recorded" in not_found.stderr
+    missing = cli(["verify", str(tmp_path / "nowhere.xlsx")], env=env)
+    assert missing.returncode == 2 and "does not exist" in one_stderr_line(missing.stderr)
+
+
+def test_health_names_the_ledger_index_like_the_others(mongo_db, make_env, cli, smtp_server):
+    add_workspace(mongo_db, "Indexed")
+    env = make_env()
+    checks = {check["name"]: check for check in parse_json(cli(["health", "--json"], env=env))["checks"]}
+    assert LEDGER_INDEX in checks["indexes"]["details"]["commands"]
+    mongo_db.export_logs.create_index([("attachment_sha256", 1)])
+    checks = {check["name"]: check for check in parse_json(cli(["health", "--json"], env=env))["checks"]}
+    assert LEDGER_INDEX not in checks["indexes"].get("details", {}).get("commands", [])

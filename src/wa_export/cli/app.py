@@ -317,6 +317,23 @@ def logs(
     _report(json_output, env_file, lambda s: logs_command.logs(s, workspace_id, limit, status, system), render_logs)
 
 
+@app.command(short_help="Tell which recorded export a file is, by its SHA-256.")
+def verify(
+    file: Annotated[Path, typer.Argument(metavar="FILE", hidden=True)],
+    json_output: JsonOption = False,
+    env_file: EnvFileOption = None,
+) -> None:
+    """Tell which recorded export FILE is: the workspace, when and to whom it was sent, its range and message count.
+
+    FILE is hashed (SHA-256) and looked up in export_logs. Exit 0 when found, 1 when no export of this file is recorded (changed, or not
+    sent by wa-export from this database), 2 when FILE is missing or unreadable.
+    """
+    from wa_export.cli.render import render_verify
+    from wa_export.commands import verify as verify_command
+
+    _report(json_output, env_file, lambda s: verify_command.verify(s, file), render_verify)
+
+
 @app.command()
 def state(
     workspace_id: Annotated[

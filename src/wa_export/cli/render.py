@@ -39,10 +39,12 @@ if TYPE_CHECKING:  # rendering only: each command imports just the library it us
     from wa_export.commands.state import CursorMove, StateReport, WorkspaceReport
     from wa_export.commands.stats import StatsReport, WorkspaceStats
     from wa_export.commands.test_email import TestEmailResult
+    from wa_export.commands.verify import VerifyReport
     from wa_export.demo.run import DemoResult
     from wa_export.export.results import RunResult, Trigger, WorkspaceResult
     from wa_export.export.workers import WorkersResult
     from wa_export.settings import Settings
+    from wa_export.store.ledger import LedgerEntry
 
 NOT_COUNTED = "–"  # the run skipped or refused the workspace before counting its messages
 CLEANUP_TABLE_ROWS = 15
@@ -549,6 +551,53 @@ def _render_stats_overview(output: Output, report: StatsReport, settings: Settin
         + (f", {refused} with a refused address (bad)" if refused else "")
         + ". Details: wa-export stats WORKSPACE_ID."
     )
+
+
+# --------------------------------------------------------------------------- resend, verify
+
+
+def render_verify(output: Output, report: VerifyReport, settings: Settings) -> None:
+    file = f"{report.path} ({format_bytes(report.file.size)}, SHA-256 {report.file.sha256})"
+    if not report.found:
+        json_or(output, report.as_dict())
+        output.stderr(f"{file}: {report.as_dict()['error']}")
+        return
+    if json_or(output, report.as_dict()):
+        return
+    output.line(f"File: {file}")
+    for entry in report.entries:
+        output.line(_ledger_entry_lines(entry, settings))
+
+
+def _part(entry: LedgerEntry) -> str:
+    return f", part {entry.part} of {entry.parts}" if entry.parts and entry.parts > 1 else ""
+
+
+def _ledger_entry_lines(entry: LedgerEntry, settings: Settings) -> str:
+    from wa_export.store.arrivals import key_text
+
+    recorded = entry.recorded_range
+    between = f"from {_moment(entry.window_start, settings)} to {_moment(entry.window_end, settings)}"
+    if recorded is None:
+        held = "no range recorded"
+    elif recorded.kind == "arrival":
+        held = f"arrived {between} (arrival keys {key_text(recorded.low)} to {key_text(recorded.high)})"
+    else:
+        held = f"timestamped {between}"
+    resent = f", a resend of export {entry.resend_of}" if entry.resend_of is not None else ""
+    lines = [
+        f"Export {entry.id} ({entry.status}, {entry.trigger or 'original service'}{_part(entry)}{resent})",
+        f"  Workspace: {entry.workspace_name or '(unnamed)'} ({entry.workspace_id})",
+        f"  Sent: {_moment(entry.sent_at, settings)} to {', '.join(entry.recipients) or '(nobody recorded)'}",
+        f"  Messages: {entry.message_count}, {held}",
+        f"  File name: {entry.file_name or '(not recorded)'}",
+    ]
+    return "\n".join(lines)
+
+
+def _moment(moment: datetime | None, settings: Settings) -> str:
+    """A time to the second with its zone's name, or "?" when the entry has none."""
+    return local_time(moment, settings, SECOND_FORMAT, zoned=True) or "?"
 
 
 # --------------------------------------------------------------------------- state
