@@ -7,6 +7,7 @@ Everything runs `wa-export` against the test MongoDB and SMTP servers. A message
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,14 @@ from typing import Any
 from bson import ObjectId
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
+from pymongo import MongoClient
 
-from helpers import attachments, one_stderr_line, parse_json
-from seeding import add_chat, add_messages, add_workspace, utcnow
+from helpers import CommandLog, attachments, mailed_rows, one_stderr_line, parse_json, plain_body, xlsx_files
+from seeding import add_chat, add_messages, add_workspace, message_doc, settle_arrivals, utcnow
+from servers import free_port
+from wa_export.commands import resend as resend_command
+from wa_export.settings import load_settings
+from wa_export.store.connection import Store
 
 RECIPIENTS = ["boss@ledger.test", "ops@ledger.test"]
 REPEATS = "whose messages were already delivered."
@@ -101,6 +107,232 @@ def test_a_manual_export_records_its_attachment_too(mongo_db, make_env, cli, smt
     name, payload = _attachment(smtp_server.messages[0])
     assert (entry["trigger"], entry["file_name"], entry["attachment_bytes"]) == ("manual", name, len(payload))
     assert entry["attachment_sha256"] == hashlib.sha256(payload).hexdigest()
+
+
+# --- 2. resend: exactly the rows that went out ------------------------------------------------------
+
+
+def test_resend_mails_the_original_rows_again_after_late_arrivals_went_out_later(mongo_db, make_env, cli, smtp_server):
+    workspace_id, chat_id, address = _tenant(mongo_db)
+    original_ids = _seed(mongo_db, chat_id, "first", "second", "third", minutes_ago=6)
+    env = make_env(**address)
+    _ok(cli(["export"], env=env))
+    [original] = _entries(mongo_db)
+    # Late arrivals whose timestamps lie inside the first email's window, and one new message:
+    # they go out in the second email, never in a rebuild of the first.
+    first_moment = mongo_db.messages.find_one({"_id": original_ids[0]})["timestamp"]
+    mongo_db.messages.insert_many(
+        [
+            message_doc(
+                chat_id, _id=ObjectId(), content="late-inside", timestamp=first_moment + timedelta(milliseconds=500)
+            ),
+            message_doc(chat_id, _id=ObjectId(), content="late-before", timestamp=first_moment - timedelta(hours=1)),
+            message_doc(chat_id, content="new"),
+        ]
+    )
+    settle_arrivals()
+    _ok(cli(["export"], env=env))
+    assert sorted(row[2] for row in mailed_rows(smtp_server.messages[1])) == ["late-before", "late-inside", "new"]
+    state_before = _raw_state(mongo_db)
+
+    result = _ok(cli(["resend", str(original["_id"]), "--json"], env=env))
+
+    assert len(smtp_server.messages) == 3
+    first, resent = smtp_server.messages[0], smtp_server.messages[2]
+    assert sorted(resent.rcpt_tos) == sorted(first.rcpt_tos) == RECIPIENTS
+    assert resent.message()["Subject"] == "[Re-sent] " + first.message()["Subject"]
+    body = plain_body(resent.message())
+    assert "This email repeats the export of" in body and REPEATS in body
+    assert "the original export held" not in body  # the counts agree
+    assert mailed_rows(resent) == mailed_rows(first)  # same rows, same order, same cells
+    assert [row[2] for row in mailed_rows(resent)] == ["first", "second", "third"]
+
+    document = parse_json(result)
+    [again] = _entries(mongo_db, trigger="resend")
+    assert again["resend_of"] == original["_id"] and again["status"] == "completed"
+    assert str(again["_id"]) == document["log_id"] and document["resend_of"] == str(original["_id"])
+    assert (again["window_start_key"], again["window_end_key"]) == (
+        original["window_start_key"],
+        original["window_end_key"],
+    )
+    assert again["message_count"] == original["message_count"] == 3
+    assert again["run_id"] and again["run_id"] != original["run_id"]
+    name, payload = _attachment(resent)
+    assert again["attachment_sha256"] == hashlib.sha256(payload).hexdigest() and again["file_name"] == name
+    assert _raw_state(mongo_db) == state_before  # no cursor, lease or intent moved
+
+    # The next scheduled run has nothing to send: the resend did not disturb delivery.
+    settle_arrivals()
+    assert parse_json(_ok(cli(["export", "--json"], env=env)))["message_count"] == 0
+    assert len(smtp_server.messages) == 3
+
+
+def test_resend_sends_no_command_to_export_state(mongo_db, make_env, cli, smtp_server, tmp_path, monkeypatch):
+    _, chat_id, address = _tenant(mongo_db)
+    _seed(mongo_db, chat_id, "only")
+    env = make_env(**address)
+    _ok(cli(["export"], env=env))
+    [original] = _entries(mongo_db)
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(environ=env)
+    log = CommandLog()
+    client: MongoClient[dict[str, Any]] = MongoClient(settings.mongodb_uri, tz_aware=True, event_listeners=[log])
+
+    @contextmanager
+    def observed_store(_settings: Any):
+        yield Store(client, settings)
+
+    monkeypatch.setattr(resend_command, "open_store", observed_store)
+    try:
+        result = resend_command.resend(settings, str(original["_id"]), ())
+    finally:
+        client.close()
+    assert result.error is None and result.log_id is not None
+    touched = {collection for _, collection, _ in log.commands}
+    assert "export_state" not in touched and {"export_logs", "messages", "chats"} <= touched
+
+
+def test_resend_of_one_part_rebuilds_that_part(mongo_db, make_env, cli, smtp_server):
+    _, chat_id, address = _tenant(mongo_db)
+    _seed(mongo_db, chat_id, "p1", "p2", "p3", "p4", "p5")
+    env = make_env(EXPORT_MAX_ROWS_PER_EMAIL="2", **address)
+    _ok(cli(["export"], env=env))
+    second = _entries(mongo_db)[1]
+    _ok(cli(["resend", str(second["_id"])], env=env))
+    original, resent = smtp_server.messages[1], smtp_server.messages[3]
+    assert resent.message()["Subject"] == "[Re-sent] " + original.message()["Subject"]
+    assert resent.message()["Subject"].endswith("(part 2 of 3)")
+    assert mailed_rows(resent) == mailed_rows(original)
+    assert "Part: 2 of 3" in plain_body(resent.message())
+
+
+def test_a_message_deleted_since_is_said_with_both_counts(mongo_db, make_env, cli, smtp_server):
+    _, chat_id, address = _tenant(mongo_db)
+    ids = _seed(mongo_db, chat_id, "kept-1", "deleted", "kept-2")
+    env = make_env(**address)
+    _ok(cli(["export"], env=env))
+    [original] = _entries(mongo_db)
+    mongo_db.messages.delete_one({"_id": ids[1]})
+    result = _ok(cli(["resend", str(original["_id"])], env=env))
+    body = plain_body(smtp_server.messages[1].message())
+    assert "This workbook holds 2 messages where the original export held 3" in body
+    assert "This workbook holds 2 messages where the original export held 3" in result.stdout
+    assert [row[2] for row in mailed_rows(smtp_server.messages[1])] == ["kept-1", "kept-2"]
+    [again] = _entries(mongo_db, trigger="resend")
+    assert again["message_count"] == 2
+
+
+def test_a_resend_the_server_refuses_records_nothing_and_keeps_no_file(mongo_db, make_env, cli, smtp_server, tmp_path):
+    _, chat_id, address = _tenant(mongo_db)
+    _seed(mongo_db, chat_id, "once")
+    _ok(cli(["export"], env=make_env(**address)))
+    [original] = _entries(mongo_db)
+    files = xlsx_files(tmp_path / "exports")
+    failed = cli(["resend", str(original["_id"])], env=make_env(SMTP_PORT=str(free_port()), **address))
+    assert failed.returncode == 1 and "re-sending export" in one_stderr_line(failed.stderr)
+    assert len(_entries(mongo_db)) == 1 and xlsx_files(tmp_path / "exports") == files
+
+
+def test_health_does_not_take_a_resend_for_the_recovery_of_a_failing_workspace(mongo_db, make_env, cli, smtp_server):
+    _, chat_id, address = _tenant(mongo_db)
+    _seed(mongo_db, chat_id, "delivered")
+    env = make_env(**address)
+    _ok(cli(["export"], env=env))
+    [delivered] = _entries(mongo_db)
+    add_messages(mongo_db, chat_id, [{"content": "stuck", "_id": ObjectId()}])  # arrives after the first run
+    assert cli(["export"], env=make_env(SMTP_PORT=str(free_port()), **address)).returncode == 1
+    _ok(cli(["resend", str(delivered["_id"])], env=env))
+    checks = {check["name"]: check for check in parse_json(cli(["health", "--json"], env=env))["checks"]}
+    assert checks["failed_exports"]["status"] == "failed" and "still failing" in checks["failed_exports"]["reason"]
+
+
+# --- 3. --to, the allow-list, --dry-run --------------------------------------------------------------
+
+
+def test_to_sends_only_there_and_stays_under_the_allowed_domains(mongo_db, make_env, cli, smtp_server):
+    _, chat_id, address = _tenant(mongo_db)
+    _seed(mongo_db, chat_id, "hello")
+    env = make_env(EXPORT_ALLOWED_EMAIL_DOMAINS="ledger.test", **address)
+    _ok(cli(["export"], env=env))
+    [original] = _entries(mongo_db)
+
+    refused = cli(["resend", str(original["_id"]), "--to", "someone@elsewhere.test"], env=env)
+    assert refused.returncode == 2
+    assert "EXPORT_ALLOWED_EMAIL_DOMAINS" in one_stderr_line(refused.stderr)
+    assert len(smtp_server.messages) == 1 and len(_entries(mongo_db)) == 1
+
+    _ok(cli(["resend", str(original["_id"]), "--to", "auditor@ledger.test"], env=env))
+    assert len(smtp_server.messages) == 2
+    resent = smtp_server.messages[1]
+    assert resent.rcpt_tos == ["auditor@ledger.test"] and resent.message()["To"] == "auditor@ledger.test"
+    [again] = _entries(mongo_db, trigger="resend")
+    assert again["email_sent_to"] == "auditor@ledger.test"
+
+
+def test_dry_run_counts_and_sends_and_writes_nothing(mongo_db, make_env, cli, smtp_server, tmp_path):
+    _, chat_id, address = _tenant(mongo_db)
+    _seed(mongo_db, chat_id, "a", "b")
+    env = make_env(**address)
+    _ok(cli(["export"], env=env))
+    [original] = _entries(mongo_db)
+    files = xlsx_files(tmp_path / "exports")
+    result = parse_json(_ok(cli(["resend", str(original["_id"]), "--dry-run", "--json"], env=env)))
+    assert result["dry_run"] is True and result["message_count"] == 2 and result["log_id"] is None
+    assert result["recipients"] == RECIPIENTS
+    assert len(smtp_server.messages) == 1
+    assert len(_entries(mongo_db)) == 1 and xlsx_files(tmp_path / "exports") == files
+
+
+# --- 4. a manual export's entry ----------------------------------------------------------------------
+
+
+def test_resend_of_a_manual_export_rebuilds_its_timestamp_window(mongo_db, make_env, cli, smtp_server):
+    workspace_id, chat_id, address = _tenant(mongo_db)
+    _seed(mongo_db, chat_id, "in-window-1", "in-window-2", minutes_ago=30)
+    env = make_env(**address)
+    since = (utcnow() - timedelta(hours=1)).isoformat()
+    until = (utcnow() - timedelta(minutes=10)).isoformat()
+    _ok(cli(["export", "--workspace", str(workspace_id), "--since", since, "--until", until], env=env))
+    [original] = _entries(mongo_db)
+    _seed(mongo_db, chat_id, "after-the-window")  # a new message, timestamped after --until
+    _ok(cli(["resend", str(original["_id"])], env=env))
+    first, resent = smtp_server.messages
+    assert mailed_rows(resent) == mailed_rows(first)
+    assert [row[2] for row in mailed_rows(resent)] == ["in-window-1", "in-window-2"]
+    assert resent.message()["Subject"].startswith("[Re-sent] ")
+    [again] = _entries(mongo_db, trigger="resend")
+    assert (again["window_start"], again["window_end"]) == (original["window_start"], original["window_end"])
+
+
+# --- 5. refusals -------------------------------------------------------------------------------------
+
+
+def test_a_malformed_id_is_a_usage_error_and_an_unknown_one_a_failure(mongo_db, make_env, cli, smtp_server):
+    add_workspace(mongo_db, "Somebody")
+    env = make_env()
+    malformed = cli(["resend", "65a1b2c3d4e5"], env=env)
+    assert malformed.returncode == 2 and "24 hexadecimal characters" in one_stderr_line(malformed.stderr)
+    unknown = cli(["resend", str(ObjectId())], env=env)
+    assert unknown.returncode == 1 and "No export has id" in one_stderr_line(unknown.stderr)
+    as_json = cli(["resend", str(ObjectId()), "--json"], env=env)
+    assert as_json.returncode == 1 and parse_json(as_json)["exit_code"] == 1
+    assert smtp_server.messages == []
+
+
+def test_an_export_that_failed_is_refused_saying_the_next_scheduled_run_delivers_it(
+    mongo_db, make_env, cli, smtp_server
+):
+    _, chat_id, address = _tenant(mongo_db)
+    _seed(mongo_db, chat_id, "undelivered")
+    down = make_env(SMTP_PORT=str(free_port()), **address)
+    assert cli(["export"], env=down).returncode == 1
+    [failed] = _entries(mongo_db)
+    assert failed["status"] == "failed"
+    refused = cli(["resend", str(failed["_id"])], env=make_env(**address))
+    assert refused.returncode == 1
+    line = one_stderr_line(refused.stderr)
+    assert "never delivered (status failed)" in line and "the next scheduled run delivers" in line
+    assert smtp_server.messages == [] and len(_entries(mongo_db)) == 1
 
 
 # --- 6. verify -----------------------------------------------------------------------------------------

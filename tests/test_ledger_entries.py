@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from bson import ObjectId
 
-from wa_export.commands import verify
-from wa_export.errors import ExitCode
+from wa_export.commands import resend, verify
+from wa_export.errors import ExitCode, UsageProblem
 from wa_export.settings import Settings, load_settings
 from wa_export.store.ledger import RecordedRange, entries_with_sha256, entry_by_id, read_entry
 from wa_export.workbook.fingerprint import fingerprint
@@ -146,6 +146,57 @@ def test_entries_are_found_by_id_and_by_hash_oldest_first(mongo_db):
     assert [entry.id for entry in found] == [original["_id"], same_file["_id"]]
     assert found[1].resend_of == original["_id"]
     assert entries_with_sha256(mongo_db.export_logs, "ef" * 32) == []
+
+
+# --- resend's rules --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw", ["", "65a1b2c3d4e5f60718293a4", "65a1b2c3d4e5f60718293a4bz", "xyz1b2c3d4e5f60718293a4b"]
+)
+def test_a_log_id_is_24_hexadecimal_characters(raw):
+    with pytest.raises(UsageProblem, match="expected 24 hexadecimal characters") as caught:
+        resend.parse_log_id(raw)
+    assert caught.value.exit_code == ExitCode.USAGE
+
+
+def test_a_pasted_log_id_may_carry_spaces_and_capitals():
+    assert resend.parse_log_id(" 65A1B2C3D4E5F60718293A4B\n") == ObjectId(WORKSPACE)
+
+
+def test_to_addresses_must_be_plain_and_inside_the_allowed_domains():
+    settings = _settings(EXPORT_ALLOWED_EMAIL_DOMAINS="acme.test")
+    assert resend.parse_to(["ops@acme.test", "x@sub.acme.test"], settings) == ("ops@acme.test", "x@sub.acme.test")
+    assert resend.parse_to([], settings) == ()
+    with pytest.raises(UsageProblem, match=r"^--to: recipient\(s\) evil@other.test are outside"):
+        resend.parse_to(["ops@acme.test", "evil@other.test"], settings)
+    with pytest.raises(UsageProblem, match="invalid email address 'not-an-address'"):
+        resend.parse_to(["not-an-address"], settings)
+
+
+@pytest.mark.parametrize("status", ["failed", "sending"])
+def test_an_entry_never_delivered_is_refused_saying_the_next_scheduled_run_delivers_it(status):
+    entry = read_entry(_document(status=status))
+    reason = resend.refusal(entry)
+    assert reason is not None
+    assert f"never delivered (status {status})" in reason and "the next scheduled run delivers" in reason
+
+
+def test_only_a_completed_entry_with_a_range_can_be_rebuilt():
+    assert resend.refusal(read_entry(_document())) is None
+    assert "only a completed export" in (resend.refusal(read_entry(_document(status="queued"))) or "")
+    without_range = _document(window_start_key=_ABSENT, window_end_key=_ABSENT, window_start=None, window_end=None)
+    assert "records no range" in (resend.refusal(read_entry(without_range)) or "")
+
+
+def test_a_resend_goes_to_to_or_to_the_entrys_recipients_still_under_the_allow_list():
+    entry = read_entry(_document())
+    assert resend.recipients_of(entry, ("ops@acme.test",), _settings()) == ("ops@acme.test",)
+    assert resend.recipients_of(entry, (), _settings()) == ("a@acme.test", "b@acme.test")
+    with pytest.raises(resend.NotResendable, match=r"no longer allowed: recipient\(s\) a@acme.test, b@acme.test"):
+        resend.recipients_of(entry, (), _settings(EXPORT_ALLOWED_EMAIL_DOMAINS="other.test"))
+    with pytest.raises(resend.NotResendable, match="records no recipient; pass --to"):
+        resend.recipients_of(read_entry(_document(email_sent_to="")), (), _settings())
 
 
 # --- verify's reading of the file ------------------------------------------------------------------

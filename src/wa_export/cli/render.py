@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # rendering only: each command imports just the library it us
     from wa_export.commands.config import ConfigReport, SettingLine
     from wa_export.commands.health import HealthReport
     from wa_export.commands.logs import LogsReport
+    from wa_export.commands.resend import ResendResult
     from wa_export.commands.state import CursorMove, StateReport, WorkspaceReport
     from wa_export.commands.stats import StatsReport, WorkspaceStats
     from wa_export.commands.test_email import TestEmailResult
@@ -554,6 +555,29 @@ def _render_stats_overview(output: Output, report: StatsReport, settings: Settin
 
 
 # --------------------------------------------------------------------------- resend, verify
+
+
+def render_resend(output: Output, result: ResendResult, settings: Settings) -> None:
+    original = result.original
+    what = (
+        f"export {original.id} of {result.workspace_name or original.workspace_id} "
+        f"({local_time(original.export_time, settings, zoned=True)}{_part(original)})"
+    )
+    to = ", ".join(result.recipients)
+    if result.error is not None:
+        json_or(output, result.as_dict())
+        output.stderr(f"re-sending {what} to {to} failed: {result.error}")
+        return
+    if json_or(output, result.as_dict()):
+        return
+    messages = count_noun(result.message_count, "message")
+    if result.dry_run:
+        output.log("INFO", f"dry run: would re-send {what} to {to}: {messages}; nothing was written or sent")
+    else:
+        file = display_path(result.file_path, settings.export_dir)
+        output.log("INFO", f"re-sent {what} to {to}: {messages} in {file}; recorded as export {result.log_id}")
+    if result.count_difference is not None:
+        output.log("WARNING", result.count_difference)
 
 
 def render_verify(output: Output, report: VerifyReport, settings: Settings) -> None:

@@ -408,6 +408,7 @@ def _last_successes(store: Store, workspace_ids: list[Any], earliest: datetime) 
     (a run with no new messages writes no export_logs entry, but sets export_state.last_success_at)."""
     completed = {
         "status": logs.STATUS_COMPLETED,
+        "trigger": {"$ne": logs.TRIGGER_RESEND},  # an operator's resend delivers nothing new
         "workspace_id": {"$in": workspace_ids},
         "created_at": {"$gte": earliest},
     }
