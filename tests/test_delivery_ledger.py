@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -244,6 +244,31 @@ def test_health_does_not_take_a_resend_for_the_recovery_of_a_failing_workspace(m
     _ok(cli(["resend", str(delivered["_id"])], env=env))
     checks = {check["name"]: check for check in parse_json(cli(["health", "--json"], env=env))["checks"]}
     assert checks["failed_exports"]["status"] == "failed" and "still failing" in checks["failed_exports"]["reason"]
+
+
+def test_a_date_arrival_field_is_resent_by_its_dates_and_refused_once_the_field_is_id(
+    mongo_db, make_env, cli, smtp_server
+):
+    _, chat_id, address = _tenant(mongo_db)
+    written = utcnow() - timedelta(minutes=5)
+    mongo_db.messages.insert_many(
+        [
+            {
+                **message_doc(chat_id, content=f"dated-{n}", timestamp=written + timedelta(seconds=n)),
+                "created_at": written + timedelta(seconds=n),
+            }
+            for n in range(2)
+        ]
+    )
+    dated = make_env(EXPORT_ARRIVAL_FIELD="created_at", **address)
+    _ok(cli(["export"], env=dated))
+    [original] = _entries(mongo_db)
+    assert isinstance(original["window_start_key"], datetime)
+    _ok(cli(["resend", str(original["_id"])], env=dated))
+    assert mailed_rows(smtp_server.messages[1]) == mailed_rows(smtp_server.messages[0])
+    refused = cli(["resend", str(original["_id"])], env=make_env(**address))
+    assert refused.returncode == 1 and "EXPORT_ARRIVAL_FIELD is now _id" in one_stderr_line(refused.stderr)
+    assert len(smtp_server.messages) == 2
 
 
 # --- 3. --to, the allow-list, --dry-run --------------------------------------------------------------

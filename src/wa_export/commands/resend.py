@@ -38,8 +38,6 @@ from wa_export.store.logs import STATUS_COMPLETED, STATUS_FAILED, STATUS_SENDING
 from wa_export.workbook.fingerprint import Fingerprint, fingerprint
 from wa_export.workbook.naming import contested_slugs
 
-LOG_ID_HELP = "The export's id (24 hexadecimal characters), as `wa-export logs` shows it."
-
 
 class NotResendable(WaExportError):
     """The entry does not exist, was never delivered, or cannot be rebuilt (exit 1)."""
