@@ -58,6 +58,10 @@ class Bounds:
         return f"{'a whole number' if self.whole else 'a number'} between {low} and {high}{note}"
 
 
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
+
+
 def _plain(number: float) -> str:
     """2592000, not 2.592e+06: the operator copies it into a .env."""
     return str(int(number)) if number.is_integer() else f"{number:g}"
@@ -100,11 +104,11 @@ class SettingRule:
             return self.parse(written, env)
         if self.bounds is None:
             return written or None
-        try:
-            value = int(written) if self.bounds.whole else float(written)
-        except ValueError:
+        # ASCII digits only: int() and float() also take "1_000", other scripts' digits, "nan" and "inf".
+        if not (_WHOLE_NUMBER if self.bounds.whole else _NUMBER).fullmatch(written):
             kind = "a whole number" if self.bounds.whole else "a number"
-            raise ConfigError(f"{self.variable} must be {kind}{env.got(written)}.") from None
+            raise ConfigError(f"{self.variable} must be {kind}{env.got(written)}.")
+        value = int(written) if self.bounds.whole else float(written)
         if not self.bounds.admits(value):
             raise ConfigError(f"{self.variable} must be {self.bounds.describe()}{env.got(written)}.")
         return value

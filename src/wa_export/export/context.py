@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,6 +28,11 @@ from wa_export.store.state import CLOCK_TOLERANCE
 
 PROGRESS_EVERY = 1_000  # rows between two progress reports
 T = TypeVar("T")
+
+
+def new_run_id() -> str:
+    """Host, process and a random part: every export_logs entry this tool writes carries one (the original's never)."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from bson import ObjectId
 
 from wa_export.errors import ConfigError
 from wa_export.export.context import RunContext
-from wa_export.export.results import WorkspaceResult
+from wa_export.export.results import NO_ADDRESS, WorkspaceResult
 from wa_export.recipients import Recipients, missing_hint
 from wa_export.schedule import EVERY, Decision, Schedule, ServedSlot, decide, schedule_identity
 from wa_export.store import arrivals, ownership
@@ -132,7 +132,7 @@ def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
             plan.skipped.append(not_due_result(ctx.in_zone(zone), workspace, recipients, schedule, decision))
             continue
         if ctx.without_address(recipients):
-            reason = f"no email address configured: {missing_hint(workspace.id, settings)}"
+            reason = f"{NO_ADDRESS}: {missing_hint(workspace.id, settings)}"
             plan.skipped.append(WorkspaceResult.of(workspace, "skipped", reason=reason))
             continue
         serves = None if decision.slot is None else ServedSlot(schedule_identity(schedule, zone), decision.slot)
