@@ -125,3 +125,17 @@ def test_a_manual_export_uses_the_workspace_zone(mongo_db, make_env, cli, smtp_s
     [(_, _, payload)] = attachments(message)
     assert sheet_rows(payload)[0][3] == stamp.astimezone(NEW_YORK).replace(tzinfo=None)
     assert "(America/New_York)" in plain_body(message)
+
+
+def test_a_resent_export_keeps_the_workspace_zone(mongo_db, make_env, cli, smtp_server):
+    workspace_id, stamp = _tenant(mongo_db, "Resent NYC")
+    env = make_env(**{f"WORKSPACE_{workspace_id}_TIMEZONE": "America/New_York"}, **_addresses(workspace_id))
+    assert cli(["export"], env=env).returncode == 0
+    entry = mongo_db.export_logs.find_one({"workspace_id": workspace_id, "status": "completed"})
+    resent = cli(["resend", str(entry["_id"])], env=env)
+    assert resent.returncode == 0, resent.stdout + resent.stderr
+    original, again = (m.message() for m in smtp_server.messages)
+    for message in (original, again):
+        [(_, _, payload)] = attachments(message)
+        assert sheet_rows(payload)[0][3] == stamp.astimezone(NEW_YORK).replace(tzinfo=None)
+        assert "(America/New_York)" in plain_body(message)

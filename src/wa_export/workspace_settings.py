@@ -9,14 +9,18 @@ naming the workspace, the field and the value.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 from wa_export.errors import ConfigError
 from wa_export.schedule import EVERY, Schedule, parse_schedule, parse_time_zone
+
+if TYPE_CHECKING:  # settings imports this module (its registry's parsers)
+    from wa_export.settings import Settings
 
 T = TypeVar("T")
 Source = Literal["environment", "database", "default"]
@@ -125,6 +129,12 @@ TIME_ZONE = WorkspaceSetting(
 SCHEDULE = WorkspaceSetting("SCHEDULE", "EXPORT_SCHEDULE_FIELD", Schedule, parse_schedule, lambda _: EVERY, "every")
 
 
+def in_zone(settings: Settings, zone: ZoneInfo) -> Settings:
+    """The settings as one workspace sees them: its zone in place of EXPORT_TIMEZONE, which every writer of cells,
+    file names and email text (and the one time formatter, units.local_time) reads."""
+    return settings if zone == settings.export_timezone else dataclasses.replace(settings, export_timezone=zone)
+
+
 def environment_parser(parse: Callable[[str], T], *, secret: bool = False) -> Callable[[str, str], T]:
     """`parse` for a WORKSPACE_<ID>_<SUFFIX> registry entry: (value, variable) -> value, ConfigError naming
     the variable (and the value, unless secret) when invalid."""
@@ -158,5 +168,6 @@ __all__ = [
     "WorkspaceSetting",
     "WorkspaceView",
     "environment_parser",
+    "in_zone",
     "resolve",
 ]

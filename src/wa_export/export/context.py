@@ -25,6 +25,7 @@ from wa_export.settings import Settings
 from wa_export.store.arrivals import ArrivalKey, Key
 from wa_export.store.connection import Store, Workspace
 from wa_export.store.state import CLOCK_TOLERANCE
+from wa_export.workspace_settings import in_zone
 
 PROGRESS_EVERY = 1_000  # rows between two progress reports
 T = TypeVar("T")
@@ -131,9 +132,8 @@ class RunContext:
     def in_zone(self, zone: ZoneInfo) -> RunContext:
         """This run as one workspace sees it: its own time zone for Timestamp cells, file names and email text
         (the settings' EXPORT_TIMEZONE, as every formatter reads it); the clock, store and mail are shared."""
-        if zone == self.settings.export_timezone:
-            return self
-        return dataclasses.replace(self, settings=dataclasses.replace(self.settings, export_timezone=zone))
+        settings = in_zone(self.settings, zone)
+        return self if settings is self.settings else dataclasses.replace(self, settings=settings)
 
     def recipients_for(self, workspace: Workspace) -> Recipients:
         if self.request.email_override:
