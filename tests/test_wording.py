@@ -18,7 +18,18 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "wa_export"
 COMMANDS = sorted(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
 # Words ending in s after a name or a value that are verbs or not plurals at all.
 NOT_PLURALS = {"is", "was", "has", "does", "as", "its", "this", "status", "address", "process", "access", "class"}
-VERBS_AFTER_A_NAME = {"contains", "moves", "belongs", "holds", "sets", "makes", "matches", "needs", "resolves"}
+VERBS_AFTER_A_NAME = {
+    "contains",
+    "moves",
+    "belongs",
+    "holds",
+    "sets",
+    "makes",
+    "matches",
+    "needs",
+    "resolves",
+    "records",
+}
 
 
 def _number_then_plural(node: ast.JoinedStr) -> list[str]:

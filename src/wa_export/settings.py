@@ -17,13 +17,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from wa_export.addresses import EMAIL_ADDRESS, parse_address_list
 from wa_export.envfile import ConfigurationSource, read_configuration
 from wa_export.errors import ConfigError
 from wa_export.mongodb_uri import DEFAULT_MONGODB_URI, parse_mongodb_uri, uri_secrets, userinfo_needs_encoding
 from wa_export.redaction import redact, smtp_auth_forms
+from wa_export.schedule import parse_schedule, parse_time_zone
+from wa_export.workspace_settings import environment_parser
 
 SmtpSecurity = Literal["auto", "ssl", "starttls", "none"]
 # A plain or dotted document field; no `$` (an operator) and no empty segment.
@@ -54,6 +56,10 @@ class Bounds:
         if self.minimum_exclusive:
             return f"a number greater than {low} and at most {high}{note}"
         return f"{'a whole number' if self.whole else 'a number'} between {low} and {high}{note}"
+
+
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
 
 
 def _plain(number: float) -> str:
@@ -98,11 +104,11 @@ class SettingRule:
             return self.parse(written, env)
         if self.bounds is None:
             return written or None
-        try:
-            value = int(written) if self.bounds.whole else float(written)
-        except ValueError:
+        # ASCII digits only: int() and float() also take "1_000", other scripts' digits, "nan" and "inf".
+        if not (_WHOLE_NUMBER if self.bounds.whole else _NUMBER).fullmatch(written):
             kind = "a whole number" if self.bounds.whole else "a number"
-            raise ConfigError(f"{self.variable} must be {kind}{env.got(written)}.") from None
+            raise ConfigError(f"{self.variable} must be {kind}{env.got(written)}.")
+        value = int(written) if self.bounds.whole else float(written)
         if not self.bounds.admits(value):
             raise ConfigError(f"{self.variable} must be {self.bounds.describe()}{env.got(written)}.")
         return value
@@ -164,13 +170,9 @@ def _ca_file(written: str, env: _Environment) -> Path | None:
 
 def _timezone(written: str, env: _Environment) -> ZoneInfo:
     try:
-        if written.startswith(("/", ".")) or ".." in written:
-            raise ValueError
-        return ZoneInfo(written)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(
-            f"EXPORT_TIMEZONE{env.shown(written)} is not a known IANA time zone (e.g. UTC, Europe/Berlin, Asia/Dubai)."
-        ) from None
+        return parse_time_zone(written)
+    except ValueError as error:
+        raise ConfigError(f"EXPORT_TIMEZONE{env.shown(written)} {error}.") from None
 
 
 def _domains(written: str, env: _Environment) -> tuple[str, ...]:
@@ -247,6 +249,8 @@ RULES: tuple[SettingRule, ...] = (
     SettingRule("MONGODB_TIMEOUT_SECONDS", "5", Bounds(0.001, 3600, whole=False, note="1 hour")),
     SettingRule("EXPORT_METRICS_FILE", parse=lambda written, _: metrics_file_path(written)),
     SettingRule("EXPORT_RECIPIENTS_FIELD", document_field=("the export addresses", "settings.export_email")),
+    SettingRule("EXPORT_TIMEZONE_FIELD", document_field=("the workspace's IANA time zone", "settings.timezone")),
+    SettingRule("EXPORT_SCHEDULE_FIELD", document_field=("the workspace's delivery schedule", "settings.schedule")),
     SettingRule("EXPORT_ARRIVAL_FIELD", "_id", parse=_arrival_field),
     SettingRule("EXPORT_MAX_ROWS_PER_EMAIL", "100000", Bounds(1, 1_000_000_000)),
     # A first window reaches back at most a leap year (now - timedelta(hours=N)).
@@ -267,7 +271,12 @@ class WorkspaceVariable:
 
 # Every per-workspace variable, by suffix.
 WORKSPACE_VARIABLES: dict[str, WorkspaceVariable] = {
-    variable.suffix: variable for variable in (WorkspaceVariable("EMAIL", parse_address_list, True),)
+    variable.suffix: variable
+    for variable in (
+        WorkspaceVariable("EMAIL", parse_address_list, True),
+        WorkspaceVariable("TIMEZONE", environment_parser(parse_time_zone), False),
+        WorkspaceVariable("SCHEDULE", environment_parser(parse_schedule), False),
+    )
 }
 
 
@@ -382,6 +391,8 @@ class Settings:
     mongodb_timeout_seconds: float
     export_metrics_file: Path | None
     export_recipients_field: str | None
+    export_timezone_field: str | None
+    export_schedule_field: str | None
     export_arrival_field: str  # arrival order (docs/design.md)
     export_max_rows_per_email: int
     export_backfill_max_hours: float

@@ -37,13 +37,16 @@ if TYPE_CHECKING:  # rendering only: each command imports just the library it us
     from wa_export.commands.deploy import DeployResult
     from wa_export.commands.health import HealthReport
     from wa_export.commands.logs import LogsReport, SystemLogEntry
+    from wa_export.commands.resend import ResendResult
     from wa_export.commands.state import CursorMove, StateReport, WorkspaceReport
     from wa_export.commands.stats import StatsReport, WorkspaceStats
     from wa_export.commands.test_email import TestEmailResult
+    from wa_export.commands.verify import VerifyReport
     from wa_export.demo.run import DemoResult
     from wa_export.export.results import RunResult, Trigger, WorkspaceResult
     from wa_export.export.workers import WorkersResult
     from wa_export.settings import Settings
+    from wa_export.store.ledger import LedgerEntry
 
 NOT_COUNTED = "–"  # the run skipped or refused the workspace before counting its messages
 CLEANUP_TABLE_ROWS = 15
@@ -144,9 +147,16 @@ def render_run_warnings(output: Output, warnings: Sequence[Any]) -> None:
         output.log("WARNING", warning.message)
 
 
-def render_workers(output: Output, merged: WorkersResult) -> None:
+def render_workers(output: Output, merged: WorkersResult, settings: Settings) -> None:
     if json_or(output, merged.as_dict()):
         return
+    # The children's output is captured: each workspace is shown here, as a single-process run shows it.
+    if output.interactive:
+        _render_export_table(output, merged.workspaces, settings)
+    else:
+        plain = _PlainObserver(output, settings.export_dir)
+        for result in merged.workspaces:
+            plain.workspace_finished(result)
     for run in merged.as_dict()["runs"]:
         output.line(f"worker {run['slot']}: exit {run['exit_code']}: {run['summary'] or run['error']}")
     render_run_warnings(output, merged.warnings)
@@ -207,7 +217,7 @@ def _export_table(results: Sequence[WorkspaceResult], settings: Settings, *, wit
         if result.window_start and result.window_end:
             window = f"{local_time(result.window_start, settings)} → {local_time(result.window_end, settings, '%H:%M')}"
         # A skipped or refused workspace was never counted: "0" would claim nothing is waiting.
-        uncounted = result.message_count == 0 and result.outcome in ("skipped", "failed")
+        uncounted = result.message_count == 0 and result.outcome in ("skipped", "failed", "not_due")
         cells = [
             workspace_cell(result.workspace_name, result.workspace_id),
             outcome_cell(result.outcome),
@@ -366,6 +376,8 @@ def render_config(output: Output, report: ConfigReport) -> None:
         output.table(_settings_table(f"wa-export settings (environment, {where})", report.settings))
         if report.workspace_addresses:
             output.table(_settings_table("WORKSPACE_<ID>_EMAIL", report.workspace_addresses))
+        if report.workspace_settings:
+            output.table(_settings_table("WORKSPACE_<ID>_TIMEZONE and _SCHEDULE", report.workspace_settings))
         for problem in report.problems:
             output.line(f"INVALID {problem.variable}: {problem.message}")
         for name in sorted({*report.unknown_variables, *report.misspelt_variables}):
@@ -468,6 +480,7 @@ def render_logs(output: Output, report: LogsReport, settings: Settings) -> None:
     with_file = not output.interactive or output.console.width >= WIDE_LOGS
     table = Table(title=f"Exports, newest first (times in {zone})", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("Time", no_wrap=True)
+    table.add_column("Id", no_wrap=True)  # whole, to paste into `wa-export resend`
     table.add_column("Workspace", overflow="fold", min_width=10)
     table.add_column("Run", no_wrap=True)
     table.add_column("Window", no_wrap=True)
@@ -476,16 +489,18 @@ def render_logs(output: Output, report: LogsReport, settings: Settings) -> None:
     if with_file:
         table.add_column("File", no_wrap=True)
     table.add_column("Recipients / error", overflow="fold", min_width=20)
-    keep_whole: list[str] = []  # ids shown instead of a name, file paths
+    keep_whole: list[str] = []  # entry ids, workspace ids shown instead of a name, file paths
     for export in report.export_entries:
         window = ""
         if export.window_start and export.window_end:
             window = f"{local_time(export.window_start, settings, '%H:%M')}–{local_time(export.window_end, settings, '%H:%M')}"
         detail = f"[red]{escape(export.error)}[/red]" if export.error else escape(export.recipients)
+        keep_whole.append(export.id)
         if not export.workspace_name:
             keep_whole.append(export.workspace_id)
         cells = [
             short_time(export.time, settings),
+            export.id,
             escape(export.workspace_name or export.workspace_id),
             {"scheduled": "sched"}.get(export.trigger or "", export.trigger or ""),
             window,
@@ -574,6 +589,13 @@ def _render_workspace_stats(output: Output, report: StatsReport, settings: Setti
     if stats.workspace.status != "active":
         output.line(f"Workspace status is {stats.workspace.status!r}: scheduled runs skip it.")
     output.line(describe_recipients(stats.recipients, stats.workspace.id, settings) + ".")
+    zone, schedule = stats.time_zone, stats.schedule
+    output.line(
+        f"Time zone: {zone.value or 'invalid'} (from the {zone.where}); "
+        f"schedule: {schedule.value or 'invalid'} (from the {schedule.where})"
+        + "".join(f"; {problem.rstrip('.')}" for problem in (zone.problem, schedule.problem) if problem)
+        + "."
+    )
 
 
 def _render_stats_overview(output: Output, report: StatsReport, settings: Settings, span: str) -> None:
@@ -618,6 +640,76 @@ def _render_stats_overview(output: Output, report: StatsReport, settings: Settin
         + (f", {refused} with a refused address (bad)" if refused else "")
         + ". Details: wa-export stats WORKSPACE_ID."
     )
+
+
+# --------------------------------------------------------------------------- resend, verify
+
+
+def render_resend(output: Output, result: ResendResult, settings: Settings) -> None:
+    original = result.original
+    what = (
+        f"export {original.id} of {result.workspace_name or original.workspace_id} "
+        f"({local_time(original.export_time, settings, zoned=True)}{_part(original)})"
+    )
+    to = ", ".join(result.recipients)
+    if result.error is not None:
+        json_or(output, result.as_dict())
+        output.stderr(f"re-sending {what} to {to} failed: {result.error}")
+        return
+    if json_or(output, result.as_dict()):
+        return
+    messages = count_noun(result.message_count, "message")
+    if result.dry_run:
+        output.log("INFO", f"dry run: would re-send {what} to {to}: {messages}; nothing was written or sent")
+    else:
+        file = display_path(result.file_path, settings.export_dir)
+        output.log("INFO", f"re-sent {what} to {to}: {messages} in {file}; recorded as export {result.log_id}")
+    if result.count_difference is not None:
+        output.log("WARNING", result.count_difference)
+
+
+def render_verify(output: Output, report: VerifyReport, settings: Settings) -> None:
+    file = f"{report.path} ({format_bytes(report.file.size)}, SHA-256 {report.file.sha256})"
+    if not report.found:
+        json_or(output, report.as_dict())
+        output.stderr(f"{file}: {report.as_dict()['error']}")
+        return
+    if json_or(output, report.as_dict()):
+        return
+    output.line(f"File: {file}")
+    for entry in report.entries:
+        output.line(_ledger_entry_lines(entry, settings))
+
+
+def _part(entry: LedgerEntry) -> str:
+    return f", part {entry.part} of {entry.parts}" if entry.parts and entry.parts > 1 else ""
+
+
+def _ledger_entry_lines(entry: LedgerEntry, settings: Settings) -> str:
+    from wa_export.store.arrivals import key_text
+
+    recorded = entry.recorded_range
+    between = f"from {_moment(entry.window_start, settings)} to {_moment(entry.window_end, settings)}"
+    if recorded is None:
+        held = "no range recorded"
+    elif recorded.kind == "arrival":
+        held = f"arrived {between} (arrival keys {key_text(recorded.low)} to {key_text(recorded.high)})"
+    else:
+        held = f"timestamped {between}"
+    resent = f", a resend of export {entry.resend_of}" if entry.resend_of is not None else ""
+    lines = [
+        f"Export {entry.id} ({entry.status}, {entry.trigger or 'original service'}{_part(entry)}{resent})",
+        f"  Workspace: {entry.workspace_name or '(unnamed)'} ({entry.workspace_id})",
+        f"  Sent: {_moment(entry.sent_at, settings)} to {', '.join(entry.recipients) or '(nobody recorded)'}",
+        f"  Messages: {entry.message_count}, {held}",
+        f"  File name: {entry.file_name or '(not recorded)'}",
+    ]
+    return "\n".join(lines)
+
+
+def _moment(moment: datetime | None, settings: Settings) -> str:
+    """A time to the second with its zone's name, or "?" when the entry has none."""
+    return local_time(moment, settings, SECOND_FORMAT, zoned=True) or "?"
 
 
 # --------------------------------------------------------------------------- state
@@ -698,6 +790,7 @@ def _state_table(report: StateReport, settings: Settings) -> Table:
         ),
         (Column("Cursor", no_wrap=True), lambda workspace: _cursor_cell(workspace, settings)),
         (Column("Waiting\n(oldest)", justify="right", no_wrap=True), waiting),
+        (Column("Schedule", no_wrap=True), lambda workspace: _schedule_cell(workspace, report, settings)),
         (Column("Lease", no_wrap=True), lease),
         (Column("Last success", no_wrap=True), lambda w: short_time(w.last_success_at, settings) or "never"),
         (Column("Fails", justify="right", no_wrap=True), lambda w: _count_cell(w.consecutive_failures)),
@@ -719,6 +812,20 @@ def _cursor_cell(workspace: WorkspaceReport, settings: Settings) -> str:
     if workspace.legacy_watermark is not None:
         return f"{short_time(workspace.legacy_watermark, settings)}\n[dim]v1 watermark[/dim]"
     return "[yellow]none[/yellow]"
+
+
+def _schedule_cell(workspace: WorkspaceReport, report: StateReport, settings: Settings) -> str:
+    """Its schedule (and zone, when its own), then when the next scheduled run delivers it."""
+    if workspace.setting_problem:
+        return "[red]invalid[/red]"
+    zone = f" {workspace.time_zone}" if workspace.time_zone != report.timezone_name else ""
+    if workspace.schedule == "off":
+        when = "manual only"
+    elif workspace.due:
+        when = "due"
+    else:
+        when = f"next {short_time(workspace.next_due_at, settings)}"
+    return f"{escape(workspace.schedule + zone)}\n[dim]{when}[/dim]"
 
 
 def _notes(workspace: WorkspaceReport, settings: Settings) -> list[str]:
@@ -746,6 +853,8 @@ def _notes(workspace: WorkspaceReport, settings: Settings) -> list[str]:
         notes.append(f"possible duplicate {short_time(workspace.last_possible_duplicate_at, settings)}")
     if workspace.consecutive_failures and workspace.last_error:
         notes.append(workspace.last_error)
+    if workspace.setting_problem:
+        notes.append(workspace.setting_problem)
     return notes
 
 
@@ -789,6 +898,9 @@ def _plain_fields(workspace: WorkspaceReport, settings: Settings) -> list[str]:
             fields.append(f"legacy_watermark={_iso_local(workspace.legacy_watermark, settings)}")
         fields.append(f"note={json.dumps(_no_cursor_text(workspace, settings), ensure_ascii=False)}")
     fields.append(f"waiting={_waiting_count(workspace) if workspace.waiting else 'unknown'}")
+    fields += [f"schedule={workspace.schedule or 'invalid'}", f"time_zone={workspace.time_zone or 'invalid'}"]
+    if workspace.next_due_at is not None:
+        fields.append(f"next_due={_iso_local(workspace.next_due_at, settings)}")
     if workspace.oldest_waiting_age_seconds is not None and workspace.waiting is not None:
         fields.append(f"oldest_waiting={_iso_local(workspace.waiting.oldest_at, settings)}")
         fields.append(f"oldest_waiting_age_seconds={int(workspace.oldest_waiting_age_seconds)}")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import socket
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TypeVar
+from zoneinfo import ZoneInfo
 
 from wa_export.clock import DatabaseClock, Window
 from wa_export.export.results import Trigger
@@ -20,9 +25,15 @@ from wa_export.settings import Settings
 from wa_export.store.arrivals import ArrivalKey, Key
 from wa_export.store.connection import Store, Workspace
 from wa_export.store.state import CLOCK_TOLERANCE
+from wa_export.workspace_settings import in_zone
 
 PROGRESS_EVERY = 1_000  # rows between two progress reports
 T = TypeVar("T")
+
+
+def new_run_id() -> str:
+    """Host, process and a random part: every export_logs entry this tool writes carries one (the original's never)."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(frozen=True)
@@ -117,6 +128,12 @@ class RunContext:
         if start > self.key.at(self.clock.now() + CLOCK_TOLERANCE):
             return self.end_key, True
         return start, False
+
+    def in_zone(self, zone: ZoneInfo) -> RunContext:
+        """This run as one workspace sees it: its own time zone for Timestamp cells, file names and email text
+        (the settings' EXPORT_TIMEZONE, as every formatter reads it); the clock, store and mail are shared."""
+        settings = in_zone(self.settings, zone)
+        return self if settings is self.settings else dataclasses.replace(self, settings=settings)
 
     def recipients_for(self, workspace: Workspace) -> Recipients:
         if self.request.email_override:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from pathlib import Path
 
@@ -11,8 +12,33 @@ from wa_export.export.rows import STATUS_MEANINGS
 from wa_export.mail.message import OutgoingMail, single_line_or
 from wa_export.settings import Settings
 from wa_export.store.connection import Workspace
+from wa_export.units import count_noun
 
 POSSIBLE_DUPLICATE_SENTENCE = "This email may repeat messages that were already sent to you in an earlier export."
+RESENT_PREFIX = "[Re-sent] "
+
+
+@dataclass(frozen=True)
+class Resent:
+    """The export a resend repeats: its time (the subject's) and how many messages it held."""
+
+    export_time: datetime
+    recorded_count: int
+
+
+def resent_sentence(export_time: datetime, zone: tzinfo, zone_name: str) -> str:
+    when = format_local(export_time, zone)
+    return f"This email repeats the export of {when} ({zone_name}), whose messages were already delivered."
+
+
+def count_difference(rebuilt: int, recorded: int) -> str | None:
+    """The sentence when a rebuilt workbook holds another number of messages than the export it repeats."""
+    if rebuilt == recorded:
+        return None
+    return (
+        f"This workbook holds {count_noun(rebuilt, 'message')} where the original export held {recorded}: "
+        "messages were deleted, or chats moved to another workspace, since."
+    )
 
 
 MANUAL_SUBJECT_PREFIX = "[Manual export] "
@@ -44,6 +70,7 @@ def compose_export_mail(
     part: tuple[int, int] = (1, 1),
     possible_duplicate: bool = False,
     by_arrival: bool = True,  # a scheduled email (its window: arrival times); False: a manual one (message times)
+    resent: Resent | None = None,  # `wa-export resend`: the export this email repeats
 ) -> OutgoingMail:
     """One export email about its workbook `path` (`part`: number, of how many)."""
     zone = settings.export_timezone
@@ -60,11 +87,18 @@ def compose_export_mail(
     late = "A message that reaches us late comes with a later email, under its own time.\n" if by_arrival else ""
     duplicate = f"{POSSIBLE_DUPLICATE_SENTENCE}\n\n" if possible_duplicate else ""
     name = single_line_or(workspace.name, workspace.id)
-    if by_arrival:
+    if resent is not None:
+        first_line = f"Re-sent WhatsApp messages export for {name}: a copy of an earlier export"
+        last_line = "Sent again by wa-export on request; the regular emails continue as before."
+    elif by_arrival:
         first_line, last_line = f"WhatsApp messages export for {name}", "Sent automatically by wa-export."
     else:
         first_line = f"Manual WhatsApp messages export for {name}, requested outside the regular schedule"
         last_line = "Sent by wa-export on request; the regular emails continue as before."
+    if resent is not None:
+        repeated = [resent_sentence(resent.export_time, zone, zone_name)]
+        repeated.append(count_difference(sum(by_status.values()), resent.recorded_count) or "")
+        duplicate += " ".join(sentence for sentence in repeated if sentence) + "\n\n"
     body = (
         f"{first_line}\n"
         "\n"
@@ -84,4 +118,6 @@ def compose_export_mail(
     subject = f"{'' if by_arrival else MANUAL_SUBJECT_PREFIX}WhatsApp Messages Export - {name} - {format_local(run_time, zone)}"
     if parts > 1:
         subject += f" (part {number} of {parts})"
+    if resent is not None:
+        subject = RESENT_PREFIX + subject
     return OutgoingMail(to=recipients, subject=subject, body=body, attachment=path)
