@@ -56,3 +56,16 @@ def test_a_manual_email_says_so_in_its_subject_and_first_line(cli, make_env, mon
     assert subject.startswith("[Manual export] WhatsApp Messages Export - Corner Shop - ")
     assert body.splitlines()[0].startswith("Manual WhatsApp messages export for Corner Shop")
     assert "Messages received or sent between " in body and "automatically" not in body
+
+
+def test_a_resent_email_says_so_in_its_first_line(cli, make_env, mongo_db, smtp_server):
+    _mail(cli, make_env, mongo_db, smtp_server, ["export"])
+    [entry] = mongo_db.export_logs.find({"status": "completed"})
+    resent = cli(
+        ["resend", str(entry["_id"])],
+        env=make_env(**{f"WORKSPACE_{entry['workspace_id']}_EMAIL": "owner@shop.example"}),
+    )
+    assert resent.returncode == 0, resent.stdout + resent.stderr
+    message = smtp_server.messages[-1].message()
+    assert str(message["Subject"]).strip().startswith("[Re-sent] WhatsApp Messages Export - Corner Shop - ")
+    assert plain_body(message).splitlines()[0].startswith("Re-sent WhatsApp messages export for Corner Shop")
