@@ -452,7 +452,7 @@ def table(results: dict[int, dict[str, dict[str, Any]]]) -> list[str]:
                 continue
             relation = ""
             if name == "encrypted" and ours.get("seconds"):
-                relation = f"encryption adds {(result['seconds'] / ours['seconds'] - 1) * 100:.0f} %"
+                relation = f"{(result['seconds'] / ours['seconds'] - 1) * 100:+.0f} % time vs ours"
             elif name != "ours" and ours.get("seconds"):
                 relation = f"ours is {result['seconds'] / ours['seconds']:.2f}× faster"
             lines.append(

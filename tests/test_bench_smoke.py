@@ -69,7 +69,7 @@ def test_bench_median_run_and_encryption_target(bench):
     beyond = {10: {"ours": fake, "encrypted": {**fake, "seconds": 1.4}}}
     assert any("encrypted time / ours time = **1.25**" in line and ": met" in line for line in bench.targets(within))
     assert any("NOT met" in line for line in bench.targets(beyond))
-    assert any("encryption adds 25 %" in line for line in bench.table(within))
+    assert any("+25 % time vs ours" in line for line in bench.table(within))
 
 
 def test_bench_report_helpers(bench, tmp_path):
