@@ -154,10 +154,10 @@ if hasattr(run_module, "deliver"):
     account(transport.YagmailConnection, "_attempt_send", "email: SMTP transaction")
     account(transport.YagmailConnection, "alive", "email: reused connection check")
     account(transport.YagmailConnection, "login", "email: connect + login (once per run)")
-    import wa_export.workbook.template as template
-    account(template.TemplateWorkbookWriter, "append_many", "workbook: rows (incl. reading the messages)")
-    account(template.TemplateWorkbookWriter, "commit", "workbook: package + publish")
-    account(template.TemplateWorkbookWriter, "__init__", "workbook: new writer")
+    import wa_export.workbook.writer as writer
+    account(writer.WorkbookWriter, "append_many", "workbook: rows (incl. reading the messages)")
+    account(writer.WorkbookWriter, "commit", "workbook: package + publish")
+    account(writer.WorkbookWriter, "__init__", "workbook: new writer")
     account(window, "workspace_folder", "workbook: workspace folder")
     account(window, "publish_path_candidates", "workbook: file name")
     import pymongo.cursor

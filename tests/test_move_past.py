@@ -18,7 +18,7 @@ from bson import ObjectId
 
 from helpers import cursor_moves, cursor_of, mailed_contents, one_stderr_line, parse_json
 from seeding import add_chat, add_workspace, message_doc, object_id_at, utcnow
-from wa_export.commands import cursor_move
+from wa_export.commands import state as cursor_move
 from wa_export.errors import WorkspaceBusy
 from wa_export.settings import load_settings
 

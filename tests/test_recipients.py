@@ -243,7 +243,11 @@ def test_the_field_is_read_with_the_workspace_list(mongo_db, make_env, smtp_serv
 def _policy(value: Any, **env: str):
     settings = load_settings(environ={"EXPORT_RECIPIENTS_FIELD": FIELD, **env})
     workspace = Workspace(
-        "65a1b2c3d4e5f60718293a4b", "Acme", "active", ObjectId("65a1b2c3d4e5f60718293a4b"), recipients_value=value
+        "65a1b2c3d4e5f60718293a4b",
+        "Acme",
+        "active",
+        ObjectId("65a1b2c3d4e5f60718293a4b"),
+        document_values={"EXPORT_RECIPIENTS_FIELD": value},
     )
     return recipients_for(workspace, settings)
 
@@ -296,7 +300,13 @@ def test_environment_wins_and_the_allow_list_applies_to_both() -> None:
     assert refused.source == "environment" and refused.problem_kind == "domain"
     assert f"fix {variable}" in (refused.problem or "")
     unset = recipients_for(
-        Workspace("65a1b2c3d4e5f60718293a4b", "Acme", "active", ObjectId("65a1b2c3d4e5f60718293a4b"), "a@acme.test"),
+        Workspace(
+            "65a1b2c3d4e5f60718293a4b",
+            "Acme",
+            "active",
+            ObjectId("65a1b2c3d4e5f60718293a4b"),
+            {"EXPORT_RECIPIENTS_FIELD": "a@acme.test"},
+        ),
         load_settings(environ={}),
     )
     assert unset.source == "none", "without EXPORT_RECIPIENTS_FIELD the database is never used"

@@ -19,7 +19,7 @@ from pymongo import MongoClient
 
 from helpers import CommandLog, cursor_moves, mailed_contents, parse_json, run_on_a_terminal
 from seeding import add_arrived, add_chat, add_workspace, message_doc, utcnow
-from wa_export.commands import cursor_move
+from wa_export.commands import state as cursor_move
 from wa_export.commands import state as state_command
 from wa_export.settings import load_settings
 from wa_export.store.connection import SERVICE_NAME, Store

@@ -13,9 +13,8 @@ from rich.table import Table
 
 from helpers import run_on_a_terminal
 from seeding import add_chat, add_messages, add_workspace, utcnow
-from wa_export.cli.cleanup_view import render_cleanup
-from wa_export.cli.export_view import export_observer, render_export
 from wa_export.cli.output import Output
+from wa_export.cli.render import export_observer, render_cleanup, render_export
 from wa_export.commands.cleanup import CleanupFile, CleanupResult
 from wa_export.export.run import RunResult, SilentObserver, WorkspaceResult
 from wa_export.settings import Settings, load_settings

@@ -484,8 +484,8 @@ def test_disk_full_during_save_leaves_nothing(tmp_path: Path, monkeypatch: pytes
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(openpyxl.Workbook, "save", full)
     with WorkbookWriter(tmp_path / "out.xlsx", ZoneInfo("UTC")) as writer:
+        monkeypatch.setattr(workbook_module.os, "fsync", full)  # the package is written, not yet on disk
         writer.append_many([_row("x")])
         with pytest.raises(OSError) as info:
             writer.commit()

@@ -1,4 +1,4 @@
-"""The template writer (workbook/template.py) writes exactly the package WorkbookWriter writes."""
+"""The writer fills openpyxl's own package (workbook/writer.py, package_template) with the rows."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from openpyxl import load_workbook
 
-from wa_export.workbook import template
-from wa_export.workbook.template import TemplateWorkbookWriter
+from wa_export.workbook import writer as template
 from wa_export.workbook.writer import HEADER, WorkbookWriter
 
 ZONE = ZoneInfo("Europe/Berlin")  # with DST, like the real exports
@@ -57,38 +56,40 @@ CORE_TIME = re.compile(rb">\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ<")
         (40, 15, "Spilled To Disk", 300),  # sheets bigger than the spool go through a temporary file
     ],
 )
-def test_the_template_writes_the_same_package_as_the_writer(
+def test_the_writer_fills_openpyxls_package_with_the_rows(
     tmp_path, monkeypatch, count, rows_per_sheet, name, spool_bytes
 ):
     monkeypatch.setattr(template, "SHEET_SPOOL_BYTES", spool_bytes)
     rows = _rows(count)[:-1] if count == 0 else _rows(count)
-    written = {}
-    for writer_class in (WorkbookWriter, TemplateWorkbookWriter):
-        path = tmp_path / f"{writer_class.__name__}.xlsx"
-        with writer_class(path, ZONE, rows_per_sheet=rows_per_sheet, workspace_name=name) as writer:
-            writer.append_many(rows)
-            assert writer.commit() == path
-        written[writer_class] = _members(path)
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["TemplateWorkbookWriter.xlsx", "WorkbookWriter.xlsx"]
-    expected, produced = written[WorkbookWriter], written[TemplateWorkbookWriter]
-    assert list(produced) == list(expected), "the same parts, in the same order"
-    for part, content in expected.items():
-        if part != "docProps/core.xml":
-            assert produced[part] == content, part
-    # The properties are the same; only the creation time may differ.
-    assert CORE_TIME.sub(b"><", produced["docProps/core.xml"]) == CORE_TIME.sub(b"><", expected["docProps/core.xml"])
+    path = tmp_path / "WorkbookWriter.xlsx"
+    with WorkbookWriter(path, ZONE, rows_per_sheet=rows_per_sheet, workspace_name=name) as writer:
+        writer.append_many(rows)
+        assert writer.commit() == path
+    produced = _members(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["WorkbookWriter.xlsx"]
+    sheets = max(1, -(-len(rows) // rows_per_sheet))
+    package = template.package_template(sheets)
+    assert list(produced) == list(package.order), "openpyxl's parts, in openpyxl's order"
+    for part, content in package.fixed.items():
+        assert produced[part] == content, part
+    for number in range(1, sheets + 1):
+        sheet = produced[f"{template.SHEET_PREFIX}{number}.xml"]
+        assert sheet.startswith(package.sheet_head) and sheet.endswith(package.sheet_tail[1])
     assert len(CORE_TIME.findall(produced["docProps/core.xml"])) == 2
 
-    workbook = load_workbook(tmp_path / "TemplateWorkbookWriter.xlsx")
+    workbook = load_workbook(path)
     values = [tuple(cell.value for cell in row) for sheet in workbook.worksheets for row in sheet.iter_rows()]
     assert [row for row in values if row == HEADER] == [HEADER] * len(workbook.worksheets)
     assert len(values) - len(workbook.worksheets) == len(rows)
+    assert [sheet.auto_filter.ref for sheet in workbook.worksheets] == [
+        f"A1:F{sheet.max_row}" for sheet in workbook.worksheets
+    ]
 
 
 def test_an_aborted_template_workbook_leaves_no_file(tmp_path):
     path = tmp_path / "aborted.xlsx"
-    with pytest.raises(RuntimeError), TemplateWorkbookWriter(path, ZONE) as writer:
+    with pytest.raises(RuntimeError), WorkbookWriter(path, ZONE) as writer:
         writer.append_many(_rows(3))
         raise RuntimeError("the export failed half way")
     assert list(tmp_path.iterdir()) == []
@@ -109,7 +110,7 @@ def test_a_big_sheet_is_compressed_from_its_file_never_read_whole(tmp_path, monk
     monkeypatch.setattr(tempfile.SpooledTemporaryFile, "read", recording_read)
     path = tmp_path / "big.xlsx"
     rows = _rows(600)
-    with TemplateWorkbookWriter(path, ZONE) as writer:
+    with WorkbookWriter(path, ZONE) as writer:
         writer.append_many(rows)
         writer.commit()
     monkeypatch.undo()
@@ -129,7 +130,7 @@ def test_a_full_disk_while_a_sheet_spills_leaves_no_file(tmp_path, monkeypatch, 
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(tempfile, "TemporaryFile", disk_full)
-    with pytest.raises(OSError) as info, TemplateWorkbookWriter(tmp_path / "full.xlsx", ZONE) as writer:
+    with pytest.raises(OSError) as info, WorkbookWriter(tmp_path / "full.xlsx", ZONE) as writer:
         writer.append_many(_rows(100))
     assert info.value.errno == errno.ENOSPC
     assert list(tmp_path.iterdir()) == []

@@ -1,9 +1,4 @@
-"""Recipient addresses: the syntax accepted and the EXPORT_ALLOWED_EMAIL_DOMAINS policy.
-
-One definition of each, used by configuration, manual `--email`, the export run,
-`test-email` and `health`, so they accept and refuse the same addresses with the
-same sentence.
-"""
+"""Recipient addresses: the one syntax accepted and the EXPORT_ALLOWED_EMAIL_DOMAINS policy, for every command."""
 
 from __future__ import annotations
 
@@ -12,8 +7,7 @@ from collections.abc import Sequence
 
 from wa_export.errors import ConfigError
 
-# Deliberately strict: one local part, one domain with a dot, no spaces, no
-# header-breaking characters. Anything fancier is an operator typo, not a need.
+# Deliberately strict (no spaces, no header-breaking characters): anything fancier is an operator typo, not a need.
 EMAIL_ADDRESS = re.compile(
     r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"

@@ -1,8 +1,4 @@
-"""Time: UTC normalisation, the operator's time zone for display, and parsing of time options.
-
-Stored and compared times are aware UTC datetimes truncated to BSON's millisecond
-precision; everything shown to people is in EXPORT_TIMEZONE.
-"""
+"""Time: stored and compared as aware UTC at BSON's millisecond precision, shown in EXPORT_TIMEZONE."""
 
 from __future__ import annotations
 
@@ -70,9 +66,8 @@ def parse_time(text: str, option: str, zone: tzinfo) -> datetime:
 
 
 class DatabaseClock:
-    """The database server's time (`Store.database_now`, read once) advanced by time.monotonic():
-    every time a run writes to decide something (window ends, lease expiries) is on the server's
-    clock, whatever this host's wall clock says."""
+    """The database server's time (read once) advanced by time.monotonic(): every time a run decides by
+    (window ends, lease expiries) is on the server's clock, whatever this host's clock says."""
 
     def __init__(self, database_now: datetime) -> None:
         self.started_at = database_now

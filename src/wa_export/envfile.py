@@ -1,12 +1,5 @@
-"""Where the settings come from: the process environment and a `.env` file, read as operators write it.
-
-Windows editors save UTF-16 or UTF-8 with a byte-order mark; python-dotenv reads
-neither (UTF-16 does not decode; a BOM becomes part of the first variable's name,
-which is then silently ignored). A line that is not `NAME=value` is skipped and
-reported by its number while the rest of the file still counts. A file that
-cannot be read is one ConfigError sentence. Nothing here prints: the warnings
-are returned for the CLI to show on stderr.
-"""
+"""The process environment and a `.env` file, read as operators write it: UTF-16 or a byte-order mark (Windows
+editors; python-dotenv reads neither), a line that is not `NAME=value` skipped and reported by its number."""
 
 from __future__ import annotations
 
@@ -19,13 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dotenv import dotenv_values
-from dotenv.parser import Binding, parse_stream
+from dotenv.parser import parse_stream
 
 from wa_export.errors import ConfigError
 from wa_export.mongodb_uri import DEFAULT_MONGODB_URI
 
-# python-dotenv logs its own "could not parse statement" line through logging,
-# without the file name; read_env_file reports those lines itself.
+# python-dotenv logs "could not parse statement" without the file name; read_env_file reports those lines itself.
 logging.getLogger("dotenv.main").setLevel(logging.ERROR)
 
 # Longest first: the UTF-32 LE mark begins with the UTF-16 LE one.
@@ -44,7 +36,7 @@ class ConfigurationSource:
 
     values: dict[str, str]  # effective: the .env values overridden by the real environment
     process_keys: frozenset[str]
-    env_file: Path | None  # the .env file read, if any
+    env_file: Path | None
     file_values: dict[str, str]
     warnings: tuple[str, ...]
 
@@ -93,18 +85,14 @@ def read_env_file(path: Path) -> tuple[dict[str, str], list[str]]:
 
 
 def _decode_env_bytes(data: bytes, path: Path) -> str:
-    """A BOM decides the encoding; without one, NUL bytes in every other position mean UTF-16 (some
-    tools write it without a mark); anything else must be UTF-8."""
-    encoding = "utf-8"
-    for mark, marked in _BYTE_ORDER_MARKS:
-        if data.startswith(mark):
-            data, encoding = data[len(mark) :], marked
-            break
+    """A BOM decides; without one, NUL bytes in every other position mean UTF-16; anything else must be UTF-8."""
+    marked = next(((mark, encoding) for mark, encoding in _BYTE_ORDER_MARKS if data.startswith(mark)), None)
+    if marked is not None:
+        data, encoding = data[len(marked[0]) :], marked[1]
+    elif len(data) >= 2 and data[1::2].count(0) > len(data) // 4:
+        encoding = "utf-16-le"
     else:
-        if len(data) >= 2 and data[1::2].count(0) > len(data) // 4:
-            encoding = "utf-16-le"
-        elif len(data) >= 2 and data[0::2].count(0) > len(data) // 4:
-            encoding = "utf-16-be"
+        encoding = "utf-16-be" if len(data) >= 2 and data[0::2].count(0) > len(data) // 4 else "utf-8"
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as error:
@@ -119,18 +107,11 @@ def _ignored_lines(text: str, path: Path) -> list[str]:
     # The line itself is never quoted: it may hold a password that lost its name.
     warnings: list[str] = []
     for binding in parse_stream(io.StringIO(text)):
+        # python-dotenv counts a statement's line from the blank lines before it.
+        leading = binding.original.string[: len(binding.original.string) - len(binding.original.string.lstrip())]
+        line = binding.original.line + len(leading.replace("\r\n", "\n").replace("\r", "\n").split("\n")) - 1
         if binding.error:
-            warnings.append(f"{path} line {_first_line(binding)} is not NAME=value and was ignored.")
+            warnings.append(f"{path} line {line} is not NAME=value and was ignored.")
         elif binding.key is not None and binding.value is None:
-            warnings.append(f"{path} line {_first_line(binding)} sets {binding.key} without '=' and was ignored.")
+            warnings.append(f"{path} line {line} sets {binding.key} without '=' and was ignored.")
     return warnings
-
-
-def _first_line(binding: Binding) -> int:
-    """The line the statement is on: python-dotenv counts from the blank lines before it."""
-    string = binding.original.string
-    leading = string[: len(string) - len(string.lstrip())]
-    return binding.original.line + len(leading.replace("\r\n", "\n").replace("\r", "\n").split("\n")) - 1
-
-
-__all__ = ["ConfigurationSource", "read_configuration", "read_env_file"]

@@ -1,9 +1,4 @@
-"""The exit codes and the errors an operator can cause, each mapped to its exit code.
-
-Library code raises these with one sentence saying what is wrong and what to do;
-the CLI prints the sentence and exits with the error's code. Nothing else in the
-package decides an exit code.
-"""
+"""Exit codes and the errors an operator can cause: the CLI prints the sentence and exits with the error's code."""
 
 from __future__ import annotations
 
@@ -27,14 +22,12 @@ class ExitCode(IntEnum):
 
 
 class WaExportError(Exception):
-    """An error with a sentence for the operator and the exit code it ends the command with."""
+    """One sentence for the operator (what is wrong, what to do) and the exit code it ends the command with."""
 
     exit_code: ClassVar[ExitCode] = ExitCode.FAILED
 
 
 class UsageProblem(WaExportError):
-    """The operator asked for something impossible; exit 2."""
-
     exit_code = ExitCode.USAGE
 
 
@@ -51,8 +44,6 @@ class SmtpNotConfigured(UsageProblem):
 
 
 class MongoUnavailable(WaExportError):
-    """MongoDB cannot be reached or refuses us; the message is one redacted sentence (exit 3)."""
-
     exit_code = ExitCode.MONGO_UNAVAILABLE
 
 

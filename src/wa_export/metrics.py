@@ -1,20 +1,10 @@
 """The metrics file: a Prometheus textfile-collector file written after every `export` run.
 
-Run facts carry a `trigger` label: a run replaces its own trigger's samples and
-keeps the other trigger's from the previous file, so a manual export at noon
-does not hide that the scheduled runs are failing.
-
-Per-workspace facts cost two reads after the run, whatever the number of
-workspaces. Messages waiting are counted (as `state` counts them) only for
-workspaces that did not get up to date: a failure, an in-flight delivery. One
-this scheduled run delivered up to its end has 0 waiting, at no cost; for any
-other (skipped, not reached, a manual run) the waiting series is left out
-rather than guessed.
-
-prometheus_client renders the text (imported when writing: `--help` stays
-fast). The file is replaced by our own atomic write rather than its
-`write_to_textfile`, which creates the temp file under the umask (0600 under
-the service's UMask=0077; node_exporter runs as another user) and never fsyncs.
+A run replaces its own trigger's run facts and keeps the other trigger's, so a manual export does not
+hide failing scheduled runs. Per-workspace facts cost two reads; messages waiting are counted only
+where the run left work undone, 0 where it delivered up to its end, else left out rather than guessed.
+prometheus_client renders the text; our own atomic write replaces the file, as its `write_to_textfile`
+creates it under the umask (0600 under UMask=0077, unreadable to node_exporter) and never fsyncs.
 """
 
 from __future__ import annotations
@@ -74,8 +64,7 @@ class WorkspaceMetrics:
     workspace_id: str
     last_success_at: datetime | None = None
     consecutive_failures: int = 0
-    # None: this run cannot tell (the series is left out rather than guessed)
-    waiting_messages: int | None = None
+    waiting_messages: int | None = None  # None: this run cannot tell
     oldest_waiting_age_seconds: float | None = None
 
 
@@ -100,21 +89,6 @@ class RunFacts:
     outcomes: dict[str, str] = field(default_factory=dict)  # workspace id -> outcome
     messages_exported: int = 0
     moves_cursors: bool = False  # a scheduled run that sends (not --no-email): its outcomes say "up to date"
-
-    @classmethod
-    def from_workspaces(
-        cls, trigger: str, exit_code: int, workspaces: Iterable[tuple[str, str, int]], moves_cursors: bool
-    ) -> RunFacts:
-        """From (workspace id, outcome, message count) of every workspace the run handled."""
-        handled = list(workspaces)
-        return cls(
-            trigger=trigger,
-            exit_code=exit_code,
-            duration_seconds=0.0,
-            outcomes={workspace_id: outcome for workspace_id, outcome, _ in handled},
-            messages_exported=sum(count for _, outcome, count in handled if outcome in DELIVERED_OUTCOMES),
-            moves_cursors=moves_cursors,
-        )
 
 
 def render_metrics(metrics: RunMetrics, previous_text: str | None = None) -> bytes:
@@ -258,11 +232,9 @@ def workspace_metrics(store: Store, facts: RunFacts) -> tuple[WorkspaceMetrics, 
 
 
 class RunRecorder:
-    """Writes the metrics file once an `export` invocation ends, whatever ended it.
+    """Writes the metrics file once an `export` invocation ends, whatever ended it (`finish`).
 
-    The CLI creates it before anything can fail, tells it what it learns and
-    calls `finish(exit_code)` at the very end. A file that cannot be written
-    never changes the run's exit code: `finish` returns one warning sentence.
+    A file that cannot be written never changes the run's exit code: `finish` returns one warning sentence.
     """
 
     def __init__(self, explicit_path: Path | None, *, trigger: str, enabled: bool = True) -> None:
@@ -278,16 +250,13 @@ class RunRecorder:
         self.settings = settings
         self.path()
 
-    def ran(self, result: RunResult, request: ExportRequest) -> None:
-        handled = ((item.workspace_id, item.outcome, item.message_count) for item in result.workspaces)
-        self.facts = RunFacts.from_workspaces(result.trigger, result.exit_code, handled, request.moves_cursors)
+    def ran(self, result: RunResult | WorkersResult, request: ExportRequest) -> None:
+        handled = result.workspaces
+        delivered = sum(item.message_count for item in handled if item.outcome in DELIVERED_OUTCOMES)
+        outcomes: dict[str, str] = {item.workspace_id: item.outcome for item in handled}
+        self.facts = RunFacts(request.trigger, result.exit_code, 0.0, outcomes, delivered, request.moves_cursors)
 
-    def ran_workers(self, merged: WorkersResult, request: ExportRequest) -> None:
-        handled = (
-            (str(item.get("workspace_id")), str(item.get("outcome")), count_or_zero(item.get("message_count")))
-            for item in merged.workspaces
-        )
-        self.facts = RunFacts.from_workspaces("scheduled", merged.exit_code, handled, request.moves_cursors)
+    ran_workers = ran  # a `--workers` run: its children's results, merged
 
     def path(self) -> Path | None:
         """--metrics-file (validated: exit 2 when unusable) or EXPORT_METRICS_FILE."""

@@ -1,9 +1,5 @@
-"""MONGODB_URI read without any network access: its parts, its password, and why it cannot be read.
-
-pymongo's parse_uri resolves SRV and TXT records for ``mongodb+srv://``;
-configuration must not, or every redaction does DNS lookups and a DNS outage
-silently switches ``mongodb+srv://host/mydb`` to the default database.
-"""
+"""MONGODB_URI read without any network access: pymongo's parse_uri resolves SRV and TXT records for
+``mongodb+srv://``, so every redaction would do DNS lookups, and a DNS outage would switch the database."""
 
 from __future__ import annotations
 
@@ -18,8 +14,6 @@ DEFAULT_MONGODB_URI = "mongodb://localhost:27017"
 
 @dataclass(frozen=True)
 class MongoUriParts:
-    """What configuration needs from MONGODB_URI, read without any network or DNS access."""
-
     srv: bool
     username: str | None
     password: str | None  # URL-decoded
@@ -28,10 +22,8 @@ class MongoUriParts:
 
 
 def parse_mongodb_uri(uri: str) -> MongoUriParts:
-    """Split ``scheme://[userinfo@]hosts[/database][?options]`` with pymongo's pure helpers and its rules.
-
-    Raises ValueError (pymongo's InvalidURI is one) or pymongo's ConfigurationError on a malformed URI.
-    """
+    """``scheme://[userinfo@]hosts[/database][?options]`` by pymongo's pure helpers and rules; ValueError (or
+    pymongo's ConfigurationError) on a malformed URI."""
     scheme, _, rest = uri.partition("://")
     if scheme not in ("mongodb", "mongodb+srv"):
         raise ValueError("the URI must begin with mongodb:// or mongodb+srv://")
@@ -40,14 +32,8 @@ def parse_mongodb_uri(uri: str) -> MongoUriParts:
         raise ValueError("no host")
     host_and_db, _, options = rest.partition("?")
     host_part, _, database = host_and_db.partition("/")
-    username = password = raw_password = None
-    if "@" in host_part:
-        userinfo, _, hosts = host_part.rpartition("@")
-        raw_password = userinfo.partition(":")[2] or None
-        username, password = parse_userinfo(userinfo)
-        password = password or None
-    else:
-        hosts = host_part
+    userinfo, at, hosts = host_part.rpartition("@")
+    username, password = parse_userinfo(userinfo) if at else (None, None)
     if "/" in hosts or not hosts:
         raise ValueError("no host")
     opts = split_options(options, validate=True, warn=True, normalize=True) if options else {}
@@ -67,7 +53,7 @@ def parse_mongodb_uri(uri: str) -> MongoUriParts:
     name = unquote_plus(database).split(".", 1)[0] if database else ""
     if re.search(r'[/ "$]', name):
         raise ValueError("bad database name")
-    return MongoUriParts(srv, username, password, raw_password, name or None)
+    return MongoUriParts(srv, username, password or None, userinfo.partition(":")[2] or None, name or None)
 
 
 def uri_secrets(uri: str) -> list[str]:
@@ -93,6 +79,3 @@ def userinfo_needs_encoding(uri: str) -> bool:
     userinfo = rest.rpartition("@")[0]
     bad_percent = re.search(r"%(?![0-9A-Fa-f]{2})", userinfo) is not None
     return bool(re.search(r"[@/?#\[\]]", userinfo)) or userinfo.count(":") > 1 or bad_percent
-
-
-__all__ = ["DEFAULT_MONGODB_URI", "MongoUriParts", "parse_mongodb_uri", "uri_secrets", "userinfo_needs_encoding"]

@@ -1,10 +1,6 @@
-"""Where a workspace's export addresses come from, and whether they may be used.
-
-One policy for `export`, `health`, `stats` and `test-email --workspace`: WORKSPACE_<ID>_EMAIL
-wins; else the workspace document's EXPORT_RECIPIENTS_FIELD (a comma list, or a list of
-strings); else there is none. EXPORT_ALLOWED_EMAIL_DOMAINS applies to both. A malformed
-address, in either, becomes that workspace's `problem` and fails that workspace only.
-"""
+"""Where a workspace's export addresses come from, one policy for every command: WORKSPACE_<ID>_EMAIL wins, else
+the document's EXPORT_RECIPIENTS_FIELD (a comma list, or a list of strings). EXPORT_ALLOWED_EMAIL_DOMAINS applies
+to both; a malformed address becomes that workspace's `problem` and fails that workspace only."""
 
 from __future__ import annotations
 
@@ -35,6 +31,10 @@ class Recipients:
     origin: str | None = None
     problem: str | None = None  # one clause naming the field and the workspace; the export fails with it
     problem_kind: ProblemKind | None = None
+
+    def allowed(self, domains: tuple[str, ...], fix: str) -> Recipients:
+        refusal = domain_refusal(self.addresses, domains, fix)
+        return self if refusal is None else replace(self, problem=refusal, problem_kind="domain")
 
     @property
     def usable(self) -> bool:
@@ -67,8 +67,30 @@ def _shown(text: str) -> str:
     return repr(text if len(text) <= _SHOWN_MAX else text[:_SHOWN_MAX] + "…")
 
 
-def _from_database(workspace: Workspace, field: str, allowed: tuple[str, ...]) -> Recipients:
-    value = workspace.recipients_value
+def from_environment(workspace_id: str, settings: Settings) -> Recipients | None:
+    """The WORKSPACE_<ID>_EMAIL addresses, which win over the database; None when the variable is not set."""
+    variable = environment_variable(workspace_id)
+    problem = settings.recipient_problem(workspace_id)
+    if problem is not None:
+        return Recipients(
+            (), "environment", variable, f"{problem.rstrip('.')}; fix it to export this workspace", "invalid"
+        )
+    configured = settings.environment_recipients(workspace_id)
+    if not configured:
+        return None
+    return Recipients(configured, "environment", variable).allowed(
+        settings.export_allowed_email_domains, f"fix {variable}"
+    )
+
+
+def recipients_for(workspace: Workspace, settings: Settings) -> Recipients:
+    """The addresses an export of `workspace` goes to, with their source and any problem (never raises)."""
+    configured = from_environment(workspace.id, settings)
+    if configured is not None:
+        return configured
+    field, value = settings.export_recipients_field, workspace.document_values.get("EXPORT_RECIPIENTS_FIELD")
+    if not field or value is None:
+        return Recipients((), "none")
     where = f"{field} of workspace {workspace.id}"
     fix = f"fix {where} in the platform or set {environment_variable(workspace.id)}"
 
@@ -89,39 +111,7 @@ def _from_database(workspace: Workspace, field: str, allowed: tuple[str, ...]) -
         return refused(f"{where} holds an invalid email address {_shown(invalid[0])}", addresses)
     if not addresses:
         return Recipients((), "none")
-    return _with_domain_check(Recipients(addresses, "database", field), allowed, fix)
-
-
-def _with_domain_check(recipients: Recipients, allowed: tuple[str, ...], fix: str) -> Recipients:
-    refusal = domain_refusal(recipients.addresses, allowed, fix)
-    return recipients if refusal is None else replace(recipients, problem=refusal, problem_kind="domain")
-
-
-def from_environment(workspace_id: str, settings: Settings) -> Recipients | None:
-    """The WORKSPACE_<ID>_EMAIL addresses, which win over the database; None when the variable is not set."""
-    variable = environment_variable(workspace_id)
-    problem = settings.recipient_problem(workspace_id)
-    if problem is not None:
-        return Recipients(
-            (), "environment", variable, f"{problem.rstrip('.')}; fix it to export this workspace", "invalid"
-        )
-    configured = settings.environment_recipients(workspace_id)
-    if not configured:
-        return None
-    return _with_domain_check(
-        Recipients(configured, "environment", variable), settings.export_allowed_email_domains, f"fix {variable}"
-    )
-
-
-def recipients_for(workspace: Workspace, settings: Settings) -> Recipients:
-    """The addresses an export of `workspace` goes to, with their source and any problem (never raises)."""
-    configured = from_environment(workspace.id, settings)
-    if configured is not None:
-        return configured
-    field = settings.export_recipients_field
-    if field and workspace.recipients_value is not None:
-        return _from_database(workspace, field, settings.export_allowed_email_domains)
-    return Recipients((), "none")
+    return Recipients(addresses, "database", field).allowed(settings.export_allowed_email_domains, fix)
 
 
 def describe_recipients(recipients: Recipients, workspace_id: str, settings: Settings) -> str:
@@ -145,17 +135,3 @@ def address_label(recipients: Recipients) -> str:
 def option_recipients(addresses: tuple[str, ...]) -> Recipients:
     """Manual `--email` addresses (already checked against the allow-list when the request was built)."""
     return Recipients(addresses, "option", "--email")
-
-
-__all__ = [
-    "SOURCE_LABELS",
-    "RecipientSource",
-    "Recipients",
-    "address_label",
-    "describe_recipients",
-    "environment_variable",
-    "from_environment",
-    "missing_hint",
-    "option_recipients",
-    "recipients_for",
-]

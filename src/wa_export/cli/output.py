@@ -9,15 +9,15 @@ import io
 import json
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from wa_export.clock import MINUTE_FORMAT
@@ -37,6 +37,7 @@ OUTCOME_STYLE = {
 
 # Tables printed when stdout is not a terminal are never wrapped: a row is one line.
 PLAIN_TABLE_WIDTH = 10_000
+Row = TypeVar("Row")
 
 
 def _json_default(value: object) -> object:
@@ -104,6 +105,14 @@ class Output:
 
     def stderr(self, message: str) -> None:
         print(f"wa-export: {message}", file=sys.stderr, flush=True)
+
+
+def column_table(rows: Iterable[Row], columns: Sequence[tuple[Column, Callable[[Row], str]]], **options: Any) -> Table:
+    """A table from (column, cell of a row) pairs: a new column is one more pair."""
+    table = Table(*(column for column, _ in columns), **options)
+    for row in rows:
+        table.add_row(*(cell(row) for _, cell in columns))
+    return table
 
 
 def styled(text: str, style: str) -> str:

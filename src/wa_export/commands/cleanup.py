@@ -1,16 +1,6 @@
-"""`wa-export cleanup`: delete old export files, only this tool's, never through a symlink.
-
-Ours: in a real directory directly inside EXPORT_DIR holding a regular-file
-marker (naming.FOLDER_MARKER), regular files named by EXPORT_FILE_PATTERN older
-than the cutoff, and the temp files a killed export left (older than a day, so a
-running export never loses its file). The original service wrote the same
-layout without markers: in an unmarked folder named like a slug, only workbooks
-named for that very folder are ours. Everything else (other files, symlinks,
-nested folders) is left alone. Folders are opened with O_NOFOLLOW and files
-removed relative to that descriptor, so a folder swapped for a symlink during
-the run cannot redirect a deletion. A folder left with only its marker, or an
-unmarked folder this cleanup emptied, is removed. EXPORT_DIR itself may be a
-symlink: it is the operator's configuration, not something found on disk.
+"""`wa-export cleanup`: delete this tool's old workbooks and stale temp files (in marked folders, or workbooks named
+for an unmarked slug folder). Folders are opened with O_NOFOLLOW and files removed relative to that descriptor, so a
+folder swapped for a symlink cannot redirect a deletion.
 """
 
 from __future__ import annotations
@@ -52,9 +42,6 @@ class CleanupFile:
     size: int
     modified_at: datetime
 
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "modified_at": self.modified_at.isoformat()}
-
 
 @dataclass
 class CleanupResult:
@@ -77,7 +64,7 @@ class CleanupResult:
 
     @property
     def workbooks(self) -> int:
-        return sum(1 for item in self.files if item.kind == "workbook")
+        return sum(item.kind == "workbook" for item in self.files)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -104,20 +91,13 @@ class CleanupResult:
         return ", ".join(parts)
 
     def as_dict(self) -> dict[str, Any]:
+        document = asdict(self)  # datetimes become ISO text in Output.json
+        del document["started_at"], document["event_error_code"]
         return {
-            "export_dir": self.export_dir,
-            "export_dir_exists": self.export_dir_exists,
-            "days": self.days,
-            "dry_run": self.dry_run,
-            "cutoff": self.cutoff.isoformat(),
+            **document,
             "files_deleted": 0 if self.dry_run else len(self.files),
             "bytes_freed": 0 if self.dry_run else self.bytes_freed,
-            "files": [item.as_dict() for item in self.files],
             "bytes": self.bytes_freed,
-            "folders_removed": list(self.folders_removed),
-            "errors": list(self.errors),
-            "event_recorded": self.event_recorded,
-            "event_error": self.event_error,
             "exit_code": self.exit_code,
             "summary": self.summary(),
         }
@@ -156,7 +136,6 @@ def _marker_content(folder_fd: int) -> bytes | None:
 
 
 def clean_export_dir(settings: Settings, days: int, dry_run: bool, now: datetime | None = None) -> CleanupResult:
-    """Find (and unless `dry_run`, delete) old workbooks and stale temp files; no MongoDB involved."""
     now = now or datetime.now(UTC)
     export_dir = settings.export_dir
     result = CleanupResult(
@@ -286,10 +265,8 @@ CLEANUP_MAX_DAYS = 36_500
 
 
 def cleanup(settings: Settings, days: int | None, dry_run: bool) -> CleanupResult:
-    """Clean the files first, then record the event: a MongoDB outage must not keep the disk full.
-
-    A dry run changes nothing anywhere, so it neither connects to MongoDB nor writes an event.
-    """
+    """Clean the files first, then record the event (a MongoDB outage must not keep the disk full); a dry run
+    changes nothing anywhere, so it neither connects nor records."""
     days = settings.export_cleanup_days if days is None else days
     if not 0 <= days <= CLEANUP_MAX_DAYS:
         raise UsageProblem(f"--days must be between 0 and {CLEANUP_MAX_DAYS}, got {days}.")

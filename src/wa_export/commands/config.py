@@ -1,10 +1,6 @@
 """`wa-export config`: the effective settings, where each came from, and every invalid one.
 
-Like `nginx -t`: every value is validated exactly as a run validates it, without
-touching MongoDB or SMTP. Secrets are masked; addresses are shown (not secrets).
-Exit 2 for exactly what a scheduled run refuses with exit 2 (the sending rules
-included); 1 if only WORKSPACE_<ID>_EMAIL values are invalid, as the run fails
-those workspaces alone.
+Like `nginx -t`: every value is validated as a run validates it, without MongoDB or SMTP; secrets are masked.
 """
 
 from __future__ import annotations
@@ -20,14 +16,14 @@ from wa_export.mail.errors import MailError, MailOutcome
 from wa_export.mongodb_uri import parse_mongodb_uri
 from wa_export.redaction import redact
 from wa_export.settings import (
-    ANY_WORKSPACE_EMAIL_VARIABLE,
     RULES,
-    WORKSPACE_EMAIL_VARIABLE,
+    WORKSPACE_VARIABLES,
     SettingProblem,
     secrets_in,
     sending_problems,
     unknown_setting_variables,
     validate_environment,
+    workspace_variable_name,
 )
 from wa_export.units import count_noun
 
@@ -35,7 +31,6 @@ MASK = "********"
 
 
 def setting_variables() -> list[str]:
-    """Every variable wa-export reads (settings.RULES), in its order."""
     return [rule.variable for rule in RULES]
 
 
@@ -70,7 +65,7 @@ class ConfigReport:
 
     @property
     def exit_code(self) -> ExitCode:
-        """A run's verdict: 2 for what it refuses; an invalid WORKSPACE_<ID>_EMAIL alone fails those workspaces: 1."""
+        """A run's verdict: 2 for what it refuses; an invalid WORKSPACE_<ID>_EMAIL alone fails its workspace: 1."""
         if any(line.problem for line in self.settings):
             return ExitCode.USAGE
         return ExitCode.FAILED if self.problems else ExitCode.OK
@@ -105,10 +100,8 @@ class ConfigReport:
 
 
 def config_report(env_file: Path | None, environ: dict[str, str] | None = None) -> ConfigReport:
-    """Read and validate the configuration like every command does, but report instead of stopping.
-
-    An unreadable .env file is still a ConfigError (exit 2): there is nothing to list.
-    """
+    """Validate the configuration like every command does, but report instead of stopping (an unreadable .env
+    file is still a ConfigError: there is nothing to list)."""
     source = read_configuration(env_file, environ)
     settings, problems = validate_environment(source)
     # An invalid MONGODB_URI is shown as written, so the secrets as configured count too.
@@ -135,21 +128,23 @@ def config_report(env_file: Path | None, environ: dict[str, str] | None = None) 
                 derived = bool(source.values.get(rule.derived_from, "").strip())
             origin += f" (from {rule.derived_from})" if derived else ""
         report.settings.append(SettingLine(rule.variable, shown, origin, " ".join(messages) or None))
-    for variable, messages in by_variable.items():  # a problem reported under another name
-        report.settings.append(SettingLine(variable, "", source.origin(variable), " ".join(messages)))
     for name in sorted(source.values):
-        if ANY_WORKSPACE_EMAIL_VARIABLE.match(name) is None:
+        if (parsed_name := workspace_variable_name(name)) is None:
             continue
-        value, match = source.values[name], WORKSPACE_EMAIL_VARIABLE.match(name)
-        if match is None:
+        (workspace_id, suffix), value = parsed_name, source.values[name]
+        if workspace_id is None:
             trouble: str | None = (
-                f"{name} is not WORKSPACE_<ID>_EMAIL with a workspace id of 24 hexadecimal characters, "
+                f"{name} is not WORKSPACE_<ID>_{suffix} with a workspace id of 24 hexadecimal characters, "
                 "so it can never apply to a workspace."
             )
-        elif (trouble := settings.recipient_problem(match.group(1))) is None:
-            value = ", ".join(settings.environment_recipients(match.group(1)))
+        elif not WORKSPACE_VARIABLES[suffix].fails_workspace_only:
+            continue  # listed with the settings: an invalid value stops every run
+        elif (trouble := settings.workspace_variable_problem(workspace_id, suffix)) is None:
+            value = _display(settings.workspace_variable(workspace_id, suffix))
         line = SettingLine(name, redact(value.strip(), secrets), source.origin(name), trouble)
         report.workspace_addresses.append(line)
+    for variable, messages in by_variable.items():  # a problem reported under another name
+        report.settings.append(SettingLine(variable, "", source.origin(variable), " ".join(messages)))
     report.unknown_variables = unknown_setting_variables(source.values)
     return report
 

@@ -1,17 +1,7 @@
-"""`wa-export health`: is the export working, and if not, what to do.
+"""`wa-export health`: one `Check` per question an operator asks, judged by the export's own rules (recipients.py,
+workbook/naming.py) so it predicts the next run; any failed check exits 1.
 
-One `Check` per question an operator asks at 3 a.m., each `ok`, `warning` or
-`failed` with a one-sentence reason (`skipped` when it needs MongoDB and MongoDB
-is down). Any failed check makes the exit code 1 -- including an unreachable
-MongoDB, so a monitor needs one rule for `health`. The report is recorded as a
-`health_check` event in `system_logs` when MongoDB is reachable.
-
-Why this module is long: one short function per check (MongoDB, SMTP, the
-export folder, workspace addresses and folders, workspaces stored twice,
-indexes, arrival order, scheduled runs, failed exports, possible duplicates),
-the runner that guards each, and the wording they share. The address and
-folder checks judge with the export's own rules (recipients.py,
-workbook/naming.py), so `health` predicts what the next run will do.
+Why this module is long: one short function per check, the runner that guards each, and their shared wording.
 """
 
 from __future__ import annotations
@@ -19,7 +9,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -61,9 +50,6 @@ class Check:
     reason: str
     details: dict[str, Any] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass
 class HealthReport:
@@ -99,15 +85,11 @@ class HealthReport:
             "checked_at": self.checked_at.isoformat(),
             "summary": self.summary(),
             "recorded": self.recorded,
-            "checks": [check.as_dict() for check in self.checks],
+            "checks": [asdict(check) for check in self.checks],
         }
 
 
-# --------------------------------------------------------------------------- wording
-# Reasons embed texts from elsewhere (driver errors, stored error messages, names):
-# `sentence` joins clauses so that none ends up with doubled punctuation.
-
-
+# Reasons embed texts from elsewhere (driver errors, stored errors, names): no doubled punctuation.
 def named(items: list[str]) -> str:
     shown = ", ".join(items[:NAMES_SHOWN])
     return shown + (f" and {len(items) - NAMES_SHOWN} more" if len(items) > NAMES_SHOWN else "")
@@ -130,9 +112,6 @@ def _label(workspace: Workspace) -> str:
 
 def _failure_label(entry: dict[str, Any]) -> str:
     return f"{entry['name'] or '(unnamed)'} ({entry['id']}, {entry['failures']}x)"
-
-
-# --------------------------------------------------------------------------- checks without MongoDB
 
 
 def check_smtp_settings(settings: Settings) -> Check:
@@ -163,10 +142,7 @@ def check_smtp_login(settings: Settings, settings_check: Check) -> Check:
 
 
 def check_export_dir(export_dir: Path) -> Check:
-    """Writable (or creatable in its nearest existing parent) and enough free space.
-
-    A probe file, not os.access(): as root it says yes to everything and read-only mounts lie.
-    """
+    """Writable (or creatable) and enough free space: a probe file, as os.access() lies to root and on read-only mounts."""
     existing = export_dir
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -199,10 +175,7 @@ def check_export_dir(export_dir: Path) -> Check:
     return Check("export_dir", "ok", f"{prefix}; {free}.", details)
 
 
-# --------------------------------------------------------------------------- checks with MongoDB
-
-
-def check_workspace_addresses(store: Store, settings: Settings) -> Check:
+def check_workspace_addresses(store: Store, settings: Settings, now: datetime) -> Check:
     active = store.active_workspaces()  # a database without a workspaces collection ends health: exit 2
     if not active:
         messages = [warning.message for warning in run_warnings(settings, [], covers_all_active=True)]
@@ -214,7 +187,7 @@ def check_workspace_addresses(store: Store, settings: Settings) -> Check:
     outside = [w for w in refused if recipients[w.id].problem_kind == "domain"]
     unmatched = unmatched_variable_warnings(settings, (w.id for w in active))
     unused = [warning.workspace_id for warning in unmatched if warning.workspace_id is not None]
-    malformed = list(settings.malformed_email_variables)
+    malformed = list(settings.malformed_workspace_variables)
     listed: tuple[RecipientSource, ...] = ("environment", "database", "none")
     sources = {source: sum(1 for r in recipients.values() if r.source == source) for source in listed}
     details = {
@@ -271,7 +244,7 @@ def check_workspace_addresses(store: Store, settings: Settings) -> Check:
     return Check("workspace_addresses", "ok", f"{all_have}.", details)
 
 
-def check_export_folders(store: Store, settings: Settings) -> Check:
+def check_export_folders(store: Store, settings: Settings, now: datetime) -> Check:
     """Folders without an owner marker (the original service's) that an export would adopt, or could not."""
     by_slug: dict[str, list[Workspace]] = {}
     for workspace in store.active_workspaces():
@@ -321,7 +294,7 @@ def check_export_folders(store: Store, settings: Settings) -> Check:
     )
 
 
-def check_indexes(store: Store) -> Check:
+def check_indexes(store: Store, settings: Settings, now: datetime) -> Check:
     missing = store.missing_indexes()
     if not missing:
         return Check("indexes", "ok", "The supporting indexes on chats and messages exist.")
@@ -334,7 +307,7 @@ def check_indexes(store: Store) -> Check:
     return Check("indexes", "warning", reason + "; ".join(commands), {"commands": commands})
 
 
-def check_duplicate_workspaces(store: Store) -> Check:
+def check_duplicate_workspaces(store: Store, settings: Settings, now: datetime) -> Check:
     """Workspace ids stored twice (an ObjectId and a string `_id`): exported once, but the data needs fixing."""
     duplicates = store.stored_twice()
     if not duplicates:
@@ -492,21 +465,26 @@ def check_possible_duplicates(store: Store, settings: Settings, now: datetime) -
     return Check("possible_duplicates", "warning", reason, {"count": len(entries), "workspaces": names})
 
 
-# --------------------------------------------------------------------------- the run
+# Each takes (store, settings, now) and is reported under its name without "check_".
+DATABASE_CHECKS = (
+    check_workspace_addresses,
+    check_duplicate_workspaces,
+    check_export_folders,
+    check_indexes,
+    check_arrival_order,
+    check_scheduled_runs,
+    check_failed_exports,
+    check_possible_duplicates,
+)
 
 
-def run_health(
-    settings: Settings,
-    *,
-    smtp_login: bool = False,
-    open_store: Callable[[Settings], Store] = Store.open,
-) -> HealthReport:
+def run_health(settings: Settings, *, smtp_login: bool = False) -> HealthReport:
     now = utc_now()
     report = HealthReport(checked_at=now)
     store: Store | None = None
     try:
         try:
-            store = open_store(settings)
+            store = Store.open(settings)
             mongo = Check("mongodb", "ok", f"Reachable; database {settings.mongodb_database!r}.")
         except MongoUnavailable as error:
             mongo = Check("mongodb", "failed", str(error))
@@ -523,22 +501,13 @@ def run_health(
                 now = store.database_now()
             except MongoUnavailable:
                 pass
-        database_checks: list[tuple[str, Callable[[Store], Check]]] = [
-            ("workspace_addresses", lambda s: check_workspace_addresses(s, settings)),
-            ("duplicate_workspaces", check_duplicate_workspaces),
-            ("export_folders", lambda s: check_export_folders(s, settings)),
-            ("indexes", check_indexes),
-            ("arrival_order", lambda s: check_arrival_order(s, settings, now)),
-            ("scheduled_runs", lambda s: check_scheduled_runs(s, settings, now)),
-            ("failed_exports", lambda s: check_failed_exports(s, settings, now)),
-            ("possible_duplicates", lambda s: check_possible_duplicates(s, settings, now)),
-        ]
-        for name, check in database_checks:
+        for check in DATABASE_CHECKS:
+            name = check.__name__.removeprefix("check_")
             if store is None:
                 report.checks.append(Check(name, "skipped", "Not checked: MongoDB is unreachable."))
                 continue
             try:
-                report.checks.append(check(store))
+                report.checks.append(check(store, settings, now))
             except PyMongoError as error:  # fails that check, not the whole report
                 report.checks.append(Check(name, "failed", describe_mongo_error(error, settings)))
 

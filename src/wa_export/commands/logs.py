@@ -7,17 +7,15 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from bson import ObjectId
 from pymongo import DESCENDING
 
-from wa_export.clock import as_utc_or_none, iso
+from wa_export.clock import as_utc_or_none
 from wa_export.errors import UsageProblem
 from wa_export.settings import Settings
 from wa_export.store.connection import SERVICE_NAME, Store, mongo_errors, open_store, parse_workspace_id
 from wa_export.store.logs import EXPORT_STATUSES
+from wa_export.store.ownership import as_object_id, both_forms
 from wa_export.units import count_or_zero
-
-LOGS_MAX_LIMIT = 1000
 
 
 @dataclass(frozen=True)
@@ -35,19 +33,12 @@ class ExportLogEntry:
     error: str | None
     possible_duplicate: bool = False  # may repeat an earlier email (its outcome was unknown)
 
-    def as_dict(self) -> dict[str, Any]:
-        times = {"time": iso(self.time), "window_start": iso(self.window_start), "window_end": iso(self.window_end)}
-        return {**asdict(self), **times}
-
 
 @dataclass(frozen=True)
 class SystemLogEntry:
     time: datetime | None
     event_type: str
     message: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "time": iso(self.time)}
 
 
 @dataclass
@@ -59,20 +50,10 @@ class LogsReport:
     export_entries: list[ExportLogEntry] = field(default_factory=list)
     system_entries: list[SystemLogEntry] = field(default_factory=list)
 
-    @property
-    def count(self) -> int:
-        return len(self.export_entries) + len(self.system_entries)
-
     def as_dict(self) -> dict[str, Any]:
         entries = self.export_entries if self.kind == "export" else self.system_entries
-        return {
-            "kind": self.kind,
-            "limit": self.limit,
-            "status": self.status,
-            "workspace_id": self.workspace_id,
-            "count": self.count,
-            "entries": [entry.as_dict() for entry in entries],
-        }
+        fields = {"kind": self.kind, "limit": self.limit, "status": self.status, "workspace_id": self.workspace_id}
+        return {**fields, "count": len(entries), "entries": [asdict(entry) for entry in entries]}
 
 
 def _text(value: object) -> str | None:
@@ -84,8 +65,7 @@ def export_log_entries(store: Store, workspace_id: str | None, status: str | Non
     report = LogsReport("export", limit, status, workspace_id)
     query: dict[str, Any] = {}
     if workspace_id is not None:
-        object_id = parse_workspace_id(workspace_id)
-        query["workspace_id"] = {"$in": [str(object_id), object_id]}
+        query["workspace_id"] = {"$in": both_forms([parse_workspace_id(workspace_id)])}
     if status is not None:
         query["status"] = status
     documents = list(store.export_logs.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)]).limit(limit))
@@ -115,12 +95,7 @@ def export_log_entries(store: Store, workspace_id: str | None, status: str | Non
 
 
 def _workspace_names(store: Store, raw_ids: Iterable[object]) -> dict[str, str]:
-    object_ids: set[ObjectId] = set()
-    for raw in raw_ids:
-        try:
-            object_ids.add(raw if isinstance(raw, ObjectId) else ObjectId(str(raw)))
-        except Exception:
-            continue
+    object_ids = {object_id for raw in raw_ids if (object_id := as_object_id(raw)) is not None}
     if not object_ids:
         return {}
     return {
@@ -149,9 +124,6 @@ def system_log_entries(store: Store, limit: int) -> LogsReport:
 
 
 def logs(settings: Settings, workspace_id: str | None, limit: int, status: str | None, system: bool) -> LogsReport:
-    """`wa-export logs`: validate the options, then read export_logs or system_logs, newest first."""
-    if not 1 <= limit <= LOGS_MAX_LIMIT:
-        raise UsageProblem(f"--limit must be between 1 and {LOGS_MAX_LIMIT}, got {limit}.")
     if status is not None:
         status = status.strip().lower()
         if status not in EXPORT_STATUSES:

@@ -1,36 +1,54 @@
-"""`wa-export state`: where each workspace's scheduled delivery stands (moving a cursor: cursor_move.py).
+"""`wa-export state`: where each workspace's scheduled delivery stands (by the database's clock), and moving one
+workspace's cursor (logged; --move-past makes it the smallest key after one message).
 
-"Now" is the database server's clock, the one leases are measured on. Counting
-waiting messages costs a few queries per workspace: exact for one named
-workspace; over all of them each count stops at WAITING_COUNT_CAP so that one
-huge backlog cannot make the command slow.
+Why this module is long: the report of every workspace's state, and the two ways to move a cursor that report on it.
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from dataclasses import dataclass, fields, replace
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
 from bson import ObjectId
+from bson.errors import InvalidId
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from wa_export.clock import as_utc_or_none, iso
+from wa_export.clock import SECOND_FORMAT, as_utc_or_none, iso, parse_time
+from wa_export.errors import MongoUnavailable, UsageProblem, WorkspaceBusy
 from wa_export.redaction import redact
 from wa_export.settings import Settings
-from wa_export.store.arrivals import ArrivalKey, Key, is_key, key_text, time_of
-from wa_export.store.connection import Store, Workspace, mongo_errors, open_store, parse_workspace_id
-from wa_export.store.state import FirstCursor, first_cursor, original_exports, read_state_documents
-from wa_export.store.waiting import Waiting, count_waiting, position_key
-from wa_export.units import count_or_zero
+from wa_export.store import logs
+from wa_export.store.arrivals import ArrivalKey, Key, is_key, key_order, key_text, time_of
+from wa_export.store.connection import (
+    Store,
+    Workspace,
+    describe_mongo_error,
+    mongo_errors,
+    open_store,
+    parse_workspace_id,
+)
+from wa_export.store.ownership import as_object_id, owner_of
+from wa_export.store.state import (
+    ANY_CURSOR,
+    FirstCursor,
+    first_cursor,
+    original_exports,
+    read_lease,
+    read_state_documents,
+    set_moved_cursor,
+)
+from wa_export.store.waiting import Waiting, count_waiting, position_key, workspace_chat_ids
+from wa_export.units import count_or_zero, local_time
 
 WAITING_COUNT_CAP = 10_000
+_SHOWN_DERIVED = {"database_now", "cursor_key", "first_cursor", "waiting", "in_flight"}  # as_dict shows them its way
 
 
 @dataclass(frozen=True)
 class WorkspaceReport:
-    """One workspace's line of `wa-export state`: its export_state document as people read it."""
-
     workspace_id: str
     workspace_name: str
     workspace_status: str
@@ -56,7 +74,7 @@ class WorkspaceReport:
 
     @property
     def next_run_starts_at(self) -> datetime | None:
-        """Known ahead only where the original service's last export says; else one interval before that run's end."""
+        """Known ahead only where the original service's last export says."""
         first = self.first_cursor
         return first.starts_at if first is not None and first.source == "original_service" else None
 
@@ -84,17 +102,14 @@ class WorkspaceReport:
         return max(0.0, (self.database_now - self.waiting.oldest_at).total_seconds())
 
     def as_dict(self) -> dict[str, Any]:
+        """The stored fields as they are (Output.json writes times as ISO text), then what is derived from them."""
         waiting, age = self.waiting, self.oldest_waiting_age_seconds
         return {
-            "workspace_id": self.workspace_id,
-            "workspace_name": self.workspace_name,
-            "workspace_status": self.workspace_status,
+            **{f.name: getattr(self, f.name) for f in fields(self) if f.name not in _SHOWN_DERIVED},
+            "in_flight": self.in_flight or None,
             "cursor_time": iso(self.cursor_time),
             "cursor_key": key_text(self.cursor_key),
-            "cursor_source": self.cursor_source,
-            "cursor_set_at": iso(self.cursor_set_at),
             "cursor_ahead_of_database_clock": self.cursor_ahead_of_database_clock,
-            "legacy_watermark": iso(self.legacy_watermark),
             "next_run_starts_at": iso(self.next_run_starts_at),
             "next_run_start_source": self.first_cursor.source if self.first_cursor else None,
             "waiting_messages": waiting.count if waiting else None,
@@ -102,15 +117,7 @@ class WorkspaceReport:
             "waiting_counted_from": iso(waiting.counted_from) if waiting else None,
             "oldest_waiting_at": iso(waiting.oldest_at) if waiting else None,
             "oldest_waiting_age_seconds": None if age is None else round(age, 3),
-            "lease_owner": self.lease_owner,
-            "lease_expires_at": iso(self.lease_expires_at),
             "lease_held": self.lease_held,
-            "last_success_at": iso(self.last_success_at),
-            "last_attempt_at": iso(self.last_attempt_at),
-            "consecutive_failures": self.consecutive_failures,
-            "last_error": self.last_error,
-            "last_possible_duplicate_at": iso(self.last_possible_duplicate_at),
-            "in_flight": _plain(self.in_flight) if self.in_flight else None,
         }
 
 
@@ -134,7 +141,6 @@ class StateReport:
 
 
 def state(settings: Settings, workspace_id: str | None) -> StateReport:
-    """`wa-export state [WORKSPACE_ID]`: every active workspace, or the one named (any status)."""
     if workspace_id is not None:
         parse_workspace_id(workspace_id)  # a malformed id fails before connecting
     with open_store(settings) as store, mongo_errors(settings):
@@ -195,14 +201,274 @@ def workspace_states(
     return reports
 
 
-def _plain(value: object) -> object:
-    """A document value as JSON-friendly data: keys and ids as text, times as ISO 8601."""
-    if isinstance(value, Mapping):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    if isinstance(value, datetime):
-        return iso(as_utc_or_none(value))
-    if isinstance(value, ObjectId):
-        return str(value)
-    return value
+# "already_past": --move-past of a message the cursor is already beyond; nothing was written.
+MoveDirection = Literal["back", "forward", "unchanged", "created", "already_past"]
+
+
+@dataclass(frozen=True)
+class CursorMove:
+    workspace_id: str
+    workspace_name: str
+    requested_time: datetime
+    old_key: Key | None  # the cursor, or the key of v1's watermark when only that existed
+    old_source: str | None
+    new_key: Key
+    direction: MoveDirection
+    database_now: datetime
+    host: str
+    past_message_id: str | None = None  # --move-past: the one message skipped
+    state_after: WorkspaceReport | None = None
+
+    @property
+    def old_time(self) -> datetime | None:
+        return time_of(self.old_key)
+
+    @property
+    def new_time(self) -> datetime:
+        moment = time_of(self.new_key)
+        assert moment is not None
+        return moment
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "workspace_id": self.workspace_id,
+            "workspace_name": self.workspace_name,
+            "direction": self.direction,
+            "requested_time": iso(self.requested_time),
+            "old_cursor_time": iso(self.old_time),
+            "old_cursor_key": key_text(self.old_key),
+            "old_cursor_source": self.old_source,
+            "new_cursor_time": iso(self.new_time),
+            "new_cursor_key": key_text(self.new_key),
+            "database_time": iso(self.database_now),
+            "host": self.host,
+            "past_message_id": self.past_message_id,
+            "state": self.state_after.as_dict() if self.state_after is not None else None,
+        }
+
+
+def move_cursor(settings: Settings, workspace_id: str | None, to: str) -> CursorMove:
+    workspace_id = _one_workspace(workspace_id, "--move-to TIME")
+    moment = parse_time(to, "--move-to", settings.export_timezone)
+    arrival = ArrivalKey(settings.export_arrival_field)
+    with open_store(settings) as store, mongo_errors(settings):
+        workspace = store.workspaces_by_id([workspace_id])[0]
+        now = store.database_now()
+        if moment > now:
+            raise UsageProblem(
+                f"--move-to {to!r} is later than the database clock ({local_time(now, settings, SECOND_FORMAT, zoned=True)}): a cursor there would skip "
+                "messages that have not arrived yet; give a time in the past."
+            )
+        return _move(store, workspace, arrival, now, arrival.at(moment), moment)
+
+
+def move_cursor_past(settings: Settings, workspace_id: str | None, message_id: str) -> CursorMove:
+    workspace_id = _one_workspace(workspace_id, "--move-past MESSAGE_ID")
+    message_object_id = _parse_message_id(message_id)
+    arrival = ArrivalKey(settings.export_arrival_field)
+    with open_store(settings) as store, mongo_errors(settings):
+        workspace = store.workspaces_by_id([workspace_id])[0]
+        message = store.messages.find_one({"_id": message_object_id}, {"chat_id": 1, arrival.field: 1})
+        if message is None:
+            raise UsageProblem(
+                f"No message with id {message_object_id} in database {settings.mongodb_database!r}; "
+                "check the id (the message's _id, 24 hexadecimal characters)."
+            )
+        _check_owner(store, workspace, message, message_object_id)
+        message_key = arrival.of(message)
+        if not is_key(message_key) or not arrival.usable(message_key):
+            raise UsageProblem(
+                f"Message {message_object_id} has no {arrival.type_name} in {arrival.field}: scheduled runs never "
+                "deliver it, so there is nothing to move past."
+            )
+        now = store.database_now()
+        document = read_state_documents(store, [workspace.id], single=True).get(workspace.id, {})
+        position = _delivery_position(settings, document, now)
+        old_key, old_source = _old_position(document or None, arrival)
+        requested = time_of(message_key) or now
+        if message_key < position:  # both keys of the configured field: delivered (or skipped) already
+            unmoved = old_key if old_key is not None else position
+            move = _cursor_move(workspace, requested, (old_key, old_source), unmoved, now, str(message_object_id), True)
+            return _with_state_after(store, workspace, move)
+        new_key = _key_just_after(store, workspace, arrival, message_key, message_object_id)
+        between = {arrival.field: {"$gte": position, "$lt": message_key}}  # skipped too if moved past
+        earlier = message_key != position and store.messages.count_documents(
+            {"chat_id": {"$in": workspace_chat_ids(store, workspace)}, **between}
+        )
+        if earlier:
+            raise UsageProblem(
+                f"{earlier} message(s) of workspace {workspace.id} arrived after its cursor and before message "
+                f"{message_object_id}: moving past it would skip them too; let a scheduled run deliver them first, "
+                "or skip them all deliberately with --move-to."
+            )
+        return _move(store, workspace, arrival, now, new_key, requested, document.get("cursor"), str(message_object_id))
+
+
+def _one_workspace(workspace_id: str | None, option: str) -> str:
+    if workspace_id is None:
+        name = option.split()[0]
+        raise UsageProblem(
+            f"{name} moves one workspace's cursor: give its WORKSPACE_ID, e.g. wa-export state ID {option}."
+        )
+    parse_workspace_id(workspace_id)
+    return workspace_id
+
+
+def _cursor_move(
+    workspace: Workspace,
+    requested_time: datetime,
+    old: tuple[Key | None, str | None],
+    new_key: Key,
+    now: datetime,
+    past_message_id: str | None,
+    already_past: bool = False,
+) -> CursorMove:
+    direction: MoveDirection = "already_past" if already_past else _direction(old[0], new_key)
+    host = socket.gethostname()
+    return CursorMove(
+        workspace.id, workspace.name, requested_time, *old, new_key, direction, now, host, past_message_id
+    )
+
+
+def _parse_message_id(raw: str) -> ObjectId:
+    try:
+        return ObjectId(raw.strip())
+    except (InvalidId, TypeError):
+        raise UsageProblem(
+            f"--move-past {raw!r} is not a message id: expected the message's _id, 24 hexadecimal characters."
+        ) from None
+
+
+def _check_owner(store: Store, workspace: Workspace, message: Mapping[str, Any], message_id: ObjectId) -> None:
+    """Refuse a message that this workspace's scheduled runs would never deliver: another's, or nobody's."""
+    chat_id = as_object_id(message.get("chat_id"))
+    chat = store.chats.find_one({"_id": chat_id}, {"workspace_id": 1}) if chat_id is not None else None
+    owner = owner_of(chat) if chat is not None else None
+    if owner != workspace.id:
+        whose = f"workspace {owner}" if owner is not None else "no single workspace"
+        raise UsageProblem(
+            f"Message {message_id} belongs to {whose}, not to workspace {workspace.id}; its cursor was not moved: "
+            "give the workspace whose export stopped at that message."
+        )
+
+
+def _delivery_position(settings: Settings, document: Mapping[str, Any], now: datetime) -> Key:
+    """Where undelivered messages start: the cursor, v1's watermark, or the earliest start of a first run."""
+    position = position_key(settings, document, now)
+    if position is not None:
+        return position
+    interval = timedelta(minutes=settings.export_interval_minutes, seconds=settings.export_lag_seconds)
+    return ArrivalKey(settings.export_arrival_field).at(now - interval)
+
+
+def _key_just_after(
+    store: Store, workspace: Workspace, arrival: ArrivalKey, message_key: Key, message_id: ObjectId
+) -> Key:
+    """The smallest arrival key after `message_key`; a date key (milliseconds) can only be passed as a whole."""
+    if isinstance(message_key, ObjectId):
+        following = int.from_bytes(message_key.binary, "big") + 1
+        return ObjectId(following.to_bytes(12, "big"))  # 2**96 - 1 is no writer's ObjectId
+    tied = store.messages.count_documents(
+        {
+            "chat_id": {"$in": workspace_chat_ids(store, workspace)},
+            arrival.field: message_key,
+            "_id": {"$ne": message_id},
+        }
+    )
+    if tied:
+        raise UsageProblem(
+            f"{tied} other message(s) of workspace {workspace.id} share message {message_id}'s arrival time in "
+            f"{arrival.field} ({key_text(message_key)}): a date cursor cannot pass one of them alone; use --move-to "
+            "to skip them all, or raise EXPORT_MAX_ATTACHMENT_MB."
+        )
+    return message_key + timedelta(milliseconds=1)  # BSON dates hold milliseconds
+
+
+def _move(
+    store: Store,
+    workspace: Workspace,
+    arrival: ArrivalKey,
+    now: datetime,
+    new_key: Key,
+    requested_time: datetime,
+    expected_cursor: object = ANY_CURSOR,
+    past_message_id: str | None = None,
+) -> CursorMove:
+    """Write the cursor (lease free, and the cursor still as read), record the move, read the state after it."""
+    try:
+        before = set_moved_cursor(store, workspace.id, now, new_key, expected_cursor=expected_cursor)
+    except DuplicateKeyError:
+        # The document exists but did not match: its lease is live, or a run moved the cursor meanwhile.
+        raise _busy(store, workspace) from None
+    move = _cursor_move(workspace, requested_time, _old_position(before, arrival), new_key, now, past_message_id)
+    _record_move(store, move)
+    return _with_state_after(store, workspace, move)
+
+
+def _with_state_after(store: Store, workspace: Workspace, move: CursorMove) -> CursorMove:
+    documents = read_state_documents(store, [workspace.id], single=True)
+    return replace(move, state_after=workspace_states(store, [workspace], documents, move.database_now, None)[0])
+
+
+def _old_position(before: Mapping[str, Any] | None, arrival: ArrivalKey) -> tuple[Key | None, str | None]:
+    if before is None:
+        return None, None
+    cursor = before.get("cursor")
+    if is_key(cursor):
+        source = before.get("cursor_source")
+        return cursor, str(source) if source is not None else None
+    watermark = as_utc_or_none(before.get("watermark"))
+    if watermark is not None:
+        return arrival.at(watermark), "legacy_watermark"
+    return None, None
+
+
+def _direction(old_key: Key | None, new_key: Key) -> MoveDirection:
+    if old_key is None:
+        return "created"
+    if type(old_key) is type(new_key) and old_key == new_key:
+        return "unchanged"
+    return "back" if key_order(new_key) < key_order(old_key) else "forward"
+
+
+def _busy(store: Store, workspace: Workspace) -> WorkspaceBusy:
+    owner, expires = read_lease(store, workspace.id)
+    if expires is None or expires <= store.database_now():
+        return WorkspaceBusy(
+            f"The cursor of workspace {workspace.id} changed while this command ran (a run just delivered); "
+            "it was not moved: run the command again."
+        )
+    until = local_time(expires, store.settings, SECOND_FORMAT, zoned=True)
+    return WorkspaceBusy(
+        f"Workspace {workspace.id} is being exported by {owner or 'another run'} (lease until {until}); its cursor was not moved: "
+        "run the command again once that run has finished."
+    )
+
+
+def _record_move(store: Store, move: CursorMove) -> None:
+    new = f"{iso(move.new_time)} (key {key_text(move.new_key)})"
+    if move.old_key is None:
+        change = f"created at {new} (it had none)"
+    else:
+        old = f"{iso(move.old_time)} (key {key_text(move.old_key)}, {move.old_source or 'unknown source'})"
+        change = f"moved {move.direction} from {old} to {new}"
+    past = f" past message {move.past_message_id}" if move.past_message_id else ""
+    message = f"cursor of workspace {move.workspace_id} {change}{past} by wa-export state on host {move.host}"
+    try:
+        details = logs.CursorMoveDetails(
+            workspace_id=move.workspace_id,
+            direction=move.direction,
+            requested_time=move.requested_time,
+            old_cursor=move.old_key,
+            old_cursor_time=move.old_time,
+            old_cursor_source=move.old_source,
+            new_cursor=move.new_key,
+            new_cursor_time=move.new_time,
+            past_message_id=move.past_message_id,
+        )
+        logs.record_cursor_move(store.system_logs, message, move.database_now, details)
+    except PyMongoError as error:
+        raise MongoUnavailable(
+            f"The cursor of workspace {move.workspace_id} was moved to {iso(move.new_time)}, but the move could not "
+            f"be recorded in system_logs ({describe_mongo_error(error, store.settings)})"
+        ) from None

@@ -1,14 +1,12 @@
-"""`wa-export stats`: messages per day and status, and the exports made.
+"""`wa-export stats`: messages per day (in EXPORT_TIMEZONE) and status, and the exports made.
 
-Counts are aggregated in MongoDB, bounded by the period and the workspace's
-chats, never a scan over all messages; days are calendar days in
-EXPORT_TIMEZONE. MongoDB groups by the raw direction and AI flag, and the
-export's Status rule (export/rows.py) is applied here, so stats and workbooks
-never disagree.
+MongoDB groups by the raw direction and AI flag within the period and the workspace's chats; the export's
+Status rule (export/rows.py) is applied here, so stats and workbooks never disagree.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -17,7 +15,6 @@ from typing import Any
 from pymongo import DESCENDING
 
 from wa_export.clock import as_utc_or_none, iso, utc_now
-from wa_export.errors import UsageProblem
 from wa_export.export.rows import STATUS_UNKNOWN, STATUSES, status_of
 from wa_export.recipients import Recipients, recipients_for
 from wa_export.settings import Settings
@@ -29,20 +26,13 @@ from wa_export.store.connection import (
     open_store,
     parse_workspace_id,
 )
-from wa_export.store.ownership import chats_of_workspace
+from wa_export.store.ownership import both_forms, chats_of_workspace
 from wa_export.units import count_or_zero
-
-
-def _workspace_keys(workspace: Workspace) -> list[object]:
-    # Platform writers (and old export_logs) stored workspace ids as ObjectId or as string.
-    return [workspace.object_id, workspace.id]
 
 
 @dataclass(frozen=True)
 class Period:
-    """Calendar days [first, last] in the export time zone, and the UTC range they cover."""
-
-    days: tuple[date, ...]
+    days: tuple[date, ...]  # in the export time zone
     start: datetime  # UTC, start of the first day in the zone
     end: datetime  # UTC, start of the day after the last one
     timezone_name: str
@@ -78,9 +68,6 @@ class ExportSummary:
     last_success: datetime | None = None  # newest completed export, also before the period
     last_failure: datetime | None = None  # within the period
 
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "last_success": iso(self.last_success), "last_failure": iso(self.last_failure)}
-
 
 @dataclass
 class WorkspaceStats:
@@ -90,35 +77,31 @@ class WorkspaceStats:
     recipients: Recipients
 
     @property
-    def address_configured(self) -> bool:
-        """An address is set, in the environment or the database (it may still be refused: see recipients)."""
+    def address_configured(self) -> bool:  # it may still be refused: see recipients
         return self.recipients.source != "none"
 
     @property
     def totals(self) -> dict[str, int]:
-        totals: dict[str, int] = {status: 0 for status in STATUSES}
+        totals = Counter(dict.fromkeys(STATUSES, 0))
         for day in self.per_day:
-            for status, count in day.counts.items():
-                totals[status] = totals.get(status, 0) + count
-        return totals
+            totals.update(day.counts)
+        return dict(totals)
 
     @property
     def total(self) -> int:
         return sum(self.totals.values())
 
-    def as_dict(self, with_days: bool = True) -> dict[str, Any]:
-        document: dict[str, Any] = {
+    def as_dict(self) -> dict[str, Any]:
+        return {
             "workspace_id": self.workspace.id,
             "workspace_name": self.workspace.name,
             "status": self.workspace.status,
             "address_configured": self.address_configured,
             "recipients": self.recipients.as_dict(),
             "messages": {**self.totals, "total": self.total},
-            "exports": self.exports.as_dict(),
+            "exports": asdict(self.exports),
+            "per_day": [day.as_dict() for day in self.per_day],
         }
-        if with_days:
-            document["per_day"] = [day.as_dict() for day in self.per_day]
-        return document
 
 
 @dataclass
@@ -188,9 +171,8 @@ def messages_per_day(store: Store, chat_ids: Sequence[object], period: Period) -
 
 
 def export_summaries(store: Store, workspaces: Sequence[Workspace], period: Period) -> dict[str, ExportSummary]:
-    """Completed/failed exports and messages exported in the period, plus each one's last success."""
     summaries = {workspace.id: ExportSummary() for workspace in workspaces}
-    keys = [key for workspace in workspaces for key in _workspace_keys(workspace)]
+    keys = both_forms(workspace.object_id for workspace in workspaces)  # both forms writers store
     pipeline: list[dict[str, Any]] = [
         {"$match": {"workspace_id": {"$in": keys}, "created_at": {"$gte": period.start, "$lt": period.end}}},
         {
@@ -218,7 +200,7 @@ def export_summaries(store: Store, workspaces: Sequence[Workspace], period: Peri
         if summary.last_success is None:
             # Nothing in the period: "when did it last work" still matters most.
             newest = store.export_logs.find_one(
-                {"workspace_id": {"$in": _workspace_keys(workspace)}, "status": "completed"},
+                {"workspace_id": {"$in": both_forms([workspace.object_id])}, "status": "completed"},
                 {"created_at": 1},
                 sort=[("created_at", DESCENDING)],
             )
@@ -226,13 +208,7 @@ def export_summaries(store: Store, workspaces: Sequence[Workspace], period: Peri
     return summaries
 
 
-STATS_MAX_DAYS = 366
-
-
 def stats(settings: Settings, workspace_id: str | None, days: int) -> StatsReport:
-    """Over the last `days` days: one workspace by id (any status), or every active workspace."""
-    if not 1 <= days <= STATS_MAX_DAYS:
-        raise UsageProblem(f"--days must be between 1 and {STATS_MAX_DAYS}, got {days}.")
     if workspace_id is not None:
         parse_workspace_id(workspace_id)  # a malformed id is a usage error even with MongoDB down
     with open_store(settings) as store, mongo_errors(settings):

@@ -1,9 +1,7 @@
 """`wa-export test-email`: one short mail with a tiny sample workbook (fake rows), through the production mail path.
 
-It answers "would an export reach this address?": the recipients come from
-`--to`, or from the workspace as an export finds them (recipients.py). MongoDB
-is read only in that last case, so the command also works while the database
-is down. The allow-list is checked before any connection.
+Would an export reach this address? The recipients come from `--to`, or from the workspace as an export finds them
+(recipients.py); MongoDB is read only in that last case.
 """
 
 from __future__ import annotations
@@ -32,8 +30,6 @@ SAMPLE_WORKSPACE_ID = "000000000000000000000000"
 
 
 class TestEmailUsage(UsageProblem):
-    """The command was called without a usable destination (exit 2)."""
-
     __test__ = False  # not a pytest test class despite the name
 
 
@@ -70,10 +66,7 @@ class TestEmailResult:
 
 
 def resolve_recipients(settings: Settings, workspace_id: str | None, to: Sequence[str]) -> Recipients:
-    """--to wins (like `export --email`); else the workspace's addresses as an export finds them.
-
-    Neither is a usage error. The returned `problem`, if any, is the refusal an export would meet.
-    """
+    """--to wins (like `export --email`); else the workspace's addresses; `problem` is the refusal an export meets."""
     if workspace_id is not None:
         workspace_id = str(parse_workspace_id(workspace_id))  # raises UnknownWorkspace for a malformed id
     if to:
@@ -99,7 +92,6 @@ def resolve_recipients(settings: Settings, workspace_id: str | None, to: Sequenc
 
 
 def write_sample_workbook(directory: Path, settings: Settings, workspace_id: str) -> Path:
-    """A two-row workbook in the production format, with obviously fake data (0600 via WorkbookWriter)."""
     now, us, them = utc_now(), "+10000000000", "+10000000001"
     with WorkbookWriter(directory / SAMPLE_FILE_NAME, settings.export_timezone) as writer:
         writer.append(us, them, "This is a wa-export test", now - timedelta(minutes=1), "received", workspace_id)
@@ -108,7 +100,6 @@ def write_sample_workbook(directory: Path, settings: Settings, workspace_id: str
 
 
 def send_test_email(settings: Settings, workspace_id: str | None, to: Sequence[str]) -> TestEmailResult:
-    """Send the test mail; returns the result (with `error` set on failure) instead of raising MailError."""
     resolved = resolve_recipients(settings, workspace_id, to)
     recipients = resolved.addresses
     workspace = str(parse_workspace_id(workspace_id)) if workspace_id is not None else None

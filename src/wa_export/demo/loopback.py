@@ -25,11 +25,8 @@ _eml_lock = threading.Lock()
 
 
 def write_eml(directory: Path, data: bytes) -> Path:
-    """Write `data` as the next `NNN.eml` in `directory`.
-
-    Mails hold customer conversations: 0600 from the moment the file exists (O_CREAT with a mode).
-    O_EXCL keeps the sequential name safe if two writers race.
-    """
+    """Write `data` as the next `NNN.eml` in `directory`: 0600 from the moment it exists (mails hold
+    customer conversations); O_EXCL keeps the sequential name safe if two writers race."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     with _eml_lock:

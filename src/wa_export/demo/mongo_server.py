@@ -17,10 +17,8 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import weakref
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from wa_export.demo.loopback import LOOPBACK, LocalServerError, free_port
@@ -37,11 +35,10 @@ def _reap(proc: subprocess.Popen[bytes]) -> None:
 
 
 class LocalMongoServer:
-    """mongoeco's MongoDB wire-protocol server in a subprocess on a free loopback port.
+    """mongoeco's server in a subprocess (so tests can SIGKILL it and restart it on the same port).
 
-    A process (not a thread) so tests can SIGKILL it and restart it on the same port. With `data_path`
-    the data lives in a SQLite file and survives restarts; without it, in memory. Subclasses change
-    the child through `child_command()` and `child_env()`.
+    With `data_path` the data lives in a SQLite file and survives restarts; without it, in memory.
+    Subclasses change the child through `child_command()` and `child_env()`.
     """
 
     def __init__(self, data_path: Path | None = None, port: int = 0, startup_timeout: float = 30.0) -> None:
@@ -59,9 +56,7 @@ class LocalMongoServer:
 
     @property
     def pid(self) -> int | None:
-        if self._proc is not None and self._proc.poll() is None:
-            return self._proc.pid
-        return None
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
 
     def start(self) -> LocalMongoServer:
         if self.pid is not None:
@@ -82,9 +77,7 @@ class LocalMongoServer:
 
     def child_command(self) -> list[str]:
         command = [sys.executable, "-m", "wa_export.demo.mongo_server", "--port", str(self.port)]
-        if self.data_path is not None:
-            command += ["--data", str(self.data_path)]
-        return command
+        return [*command, "--data", str(self.data_path)] if self.data_path is not None else command
 
     def child_env(self) -> dict[str, str]:
         return dict(os.environ)
@@ -127,27 +120,11 @@ class LocalMongoServer:
     def __enter__(self) -> LocalMongoServer:
         return self.start()
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
 
 # ------------------------------------------------------------ child process
-
-
-def _stop_when_orphaned(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
-    # os.read on the raw fd, not sys.stdin: a daemon thread blocked inside a buffered reader aborts
-    # interpreter shutdown ("could not acquire lock").
-    with contextlib.suppress(OSError):
-        while os.read(0, 4096):
-            pass
-    try:
-        loop.call_soon_threadsafe(stop.set)
-    except RuntimeError:  # loop already closed: we are exiting anyway
-        return
-    time.sleep(10)  # if a clean shutdown wedges, still never outlive the parent
-    os._exit(1)
 
 
 async def serve_mongo(port: int, data: Path | None, auth_users: tuple[Any, ...] = ()) -> None:
@@ -163,7 +140,19 @@ async def serve_mongo(port: int, data: Path | None, auth_users: tuple[Any, ...] 
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    threading.Thread(target=_stop_when_orphaned, args=(loop, stop), daemon=True).start()
+
+    def parent_gone() -> None:  # stdin readable: EOF once the parent's end of the pipe closed
+        with contextlib.suppress(OSError):
+            if os.read(0, 4096):
+                return
+        loop.remove_reader(0)
+        stop.set()
+        # If a clean shutdown wedges, still never outlive the parent.
+        wedged = threading.Timer(10, os._exit, (1,))
+        wedged.daemon = True
+        wedged.start()
+
+    loop.add_reader(0, parent_gone)
     async with AsyncMongoEcoProxyServer(host=LOOPBACK, port=port, engine=engine, auth_users=auth_users) as server:
         print(f"READY {server.address.port}", flush=True)
         await stop.wait()

@@ -1,9 +1,9 @@
 """`wa-export demo`: a real scheduled export against local servers, nothing to configure.
 
-It starts mongoeco's MongoDB wire server and an aiosmtpd server (STARTTLS, throw-away CA, AUTH) on
-loopback, seeds three workspaces with fictional conversations, and runs `export` -- the production
-code path -- with settings from an explicit dictionary, so the operator's environment and `.env` can
-never point the demo at a real database or mail server.
+`DemoServers` starts mongoeco's MongoDB wire server and an aiosmtpd server (STARTTLS, throw-away CA,
+AUTH) on loopback and stops both; `run_demo` seeds three workspaces with fictional conversations and
+runs `export`, the production code path, with settings from an explicit dictionary, so the
+operator's environment and `.env` never point the demo at a real database or mail server.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -37,54 +38,6 @@ DEMO_WORKSPACES: list[dict[str, Any]] = [
         (3, "Dormant Holdings", "inactive", "nobody@dormant.example"),
     ]
 ]
-
-# "workspace N" (1-based in DEMO_WORKSPACES), "chat BUSINESS CUSTOMER", then one line per message:
-# "in" received, "ai" sent by the AI, "me" sent by a human. All numbers are fictional.
-_CONVERSATIONS = """
-workspace 1
-chat +15550100001 +15550123401
-in Hola! Do you have a table for 4 tonight at 8?
-ai ¡Hola! Yes, we have a table for 4 at 20:00. Shall I book it under your name?
-in Yes please, name is Zoë Müller
-ai Done ✅ Table for 4 at 20:00 for Zoë Müller. ¡Hasta luego!
-in Can we bring a dog? 🐕
-me Of course, dogs are welcome on the terrace. — Jordi (manager)
-chat +15550100001 +15550123402
-in مرحبا، هل لديكم خيارات نباتية؟
-ai مرحبا! نعم، لدينا عدة أطباق نباتية. هل تود رؤية القائمة؟
-in نعم من فضلك
-me Here is our menu: https://cafe-ole.example/menu — Jordi
-chat +15550100002 +15550123403
-in =HYPERLINK("http://evil.example","click")
-ai Sorry, I did not understand that. How can I help you today?
-in +1 for the paella, best in town!
-me Thank you so much! 🥘
-workspace 2
-chat +15550200001 +15550223401
-in Hi, my order #A-1042 hasn't arrived yet
-ai I'm sorry to hear that. Let me check order #A-1042 for you.
-ai Your parcel is with the courier and should arrive tomorrow before 12:00.
-in That's too late, I need it today
-me Hi, this is Sam from Acme. I've upgraded you to same-day delivery at no cost.
-in Thank you Sam!
-chat +15550200001 +15550223402
-in How do I reset my password?
-ai Go to Settings → Security → Reset password. You'll get an email with a link.
-in Didn't get the email
-ai Please check your spam folder. If it is not there, I'll connect you with an agent.
-in Not in spam either
-me Hi, Priya here. I've sent the reset link again manually, please check now.
-in Got it, thanks 👍
-chat +15550200002 +15550223403
-in -- cancel my subscription --
-ai I can help with that. Can you confirm the email address on the account?
-in @acme.example account, the one ending in 77
-me Thanks, your subscription is cancelled. Sorry to see you go! — Sam
-workspace 3
-chat +15550300001 +15550323401
-in Is anyone there?
-ai This workspace is inactive and is not exported.
-"""
 
 
 @dataclass
@@ -137,13 +90,17 @@ def require_demo_dependencies() -> None:
 
 
 def seed(db: Any, now: datetime) -> dict[str, int]:
-    """Write the demo workspaces, chats and messages, all inside the first scheduled window."""
+    """Write the demo workspaces, chats and messages (conversations.txt), all inside the first scheduled window.
+
+    conversations.txt: "workspace N" (1-based in DEMO_WORKSPACES), "chat BUSINESS CUSTOMER", then one line per
+    message: "in" received, "ai" sent by the AI, "me" sent by a human. All numbers are fictional.
+    """
     db.workspaces.insert_many([{k: v for k, v in w.items() if k != "email"} for w in DEMO_WORKSPACES])
     chats: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
     # The first window is [now - lag - interval, now - lag); the conversations sit in its middle.
     moment = now - timedelta(minutes=13)
-    for line in _CONVERSATIONS.strip().splitlines():
+    for line in files("wa_export.demo").joinpath("conversations.txt").read_text("utf-8").strip().splitlines():
         kind, _, rest = line.partition(" ")
         if kind == "workspace":
             workspace_id = DEMO_WORKSPACES[int(rest) - 1]["_id"]
@@ -165,27 +122,57 @@ def seed(db: Any, now: datetime) -> dict[str, int]:
     return {"workspaces": len(DEMO_WORKSPACES), "chats": len(chats), "messages": len(messages)}
 
 
-def demo_settings(mongodb_uri: str, smtp: Any, exports_dir: Path) -> Settings:
-    environ = {
-        "MONGODB_URI": mongodb_uri,
-        "MONGODB_DATABASE": DEMO_DATABASE,
-        "MONGODB_TIMEOUT_SECONDS": "10",
-        "SMTP_SERVER": smtp.host,
-        "SMTP_PORT": str(smtp.port),
-        "SMTP_USERNAME": smtp.username or "",
-        "SMTP_PASSWORD": smtp.password or "",
-        "SMTP_FROM": DEMO_SENDER,
-        "SMTP_SECURITY": "starttls",
-        "SMTP_CA_FILE": str(smtp.ca_cert_path),
-        "EXPORT_DIR": str(exports_dir),
-        "EXPORT_TIMEZONE": "UTC",
-        **{f"WORKSPACE_{w['_id']}_EMAIL": w["email"] for w in DEMO_WORKSPACES},
-    }
-    # An empty env file stands in for ./.env, so a .env in the current directory is never read.
-    with tempfile.TemporaryDirectory(prefix="wa-export-demo-") as tmp:
-        empty = Path(tmp) / "demo.env"
-        empty.write_text("")
-        return load_settings(env_file=empty, environ=environ)
+class DemoServers:
+    """The demo's MongoDB and SMTP servers, started and stopped together (`with DemoServers(mail_dir) as servers:`)."""
+
+    def __init__(self, mail_dir: Path) -> None:
+        from wa_export.demo.mongo_server import LocalMongoServer
+        from wa_export.demo.smtp_server import LocalSmtpServer
+
+        self.mongo = LocalMongoServer()
+        self.smtp = LocalSmtpServer(tls="starttls", eml_dir=mail_dir)
+
+    def __enter__(self) -> DemoServers:
+        try:
+            self.mongo.start()
+            self.smtp.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self.smtp.stop()
+        self.mongo.stop()
+
+    def environ(self, exports_dir: Path) -> dict[str, str]:
+        """The settings that point wa-export at these servers and the demo's data."""
+        smtp = self.smtp
+        return {
+            "MONGODB_URI": self.mongo.uri,
+            "MONGODB_DATABASE": DEMO_DATABASE,
+            "MONGODB_TIMEOUT_SECONDS": "10",
+            "SMTP_SERVER": smtp.host,
+            "SMTP_PORT": str(smtp.port),
+            "SMTP_USERNAME": smtp.username or "",
+            "SMTP_PASSWORD": smtp.password or "",
+            "SMTP_FROM": DEMO_SENDER,
+            "SMTP_SECURITY": "starttls",
+            "SMTP_CA_FILE": str(smtp.ca_cert_path),
+            "EXPORT_DIR": str(exports_dir),
+            "EXPORT_TIMEZONE": "UTC",
+            **{f"WORKSPACE_{w['_id']}_EMAIL": w["email"] for w in DEMO_WORKSPACES},
+        }
+
+    def settings(self, exports_dir: Path) -> Settings:
+        # An empty env file stands in for ./.env, so a .env in the current directory is never read.
+        with tempfile.TemporaryDirectory(prefix="wa-export-demo-") as tmp:
+            empty = Path(tmp) / "demo.env"
+            empty.write_text("")
+            return load_settings(env_file=empty, environ=self.environ(exports_dir))
 
 
 def run_demo(
@@ -193,9 +180,6 @@ def run_demo(
 ) -> DemoResult:
     require_demo_dependencies()
     from pymongo import MongoClient
-
-    from wa_export.demo.mongo_server import LocalMongoServer
-    from wa_export.demo.smtp_server import LocalSmtpServer
 
     step = on_step or (lambda text: None)
     out_dir = out_dir.expanduser().absolute()
@@ -207,13 +191,10 @@ def run_demo(
             f"Cannot create {mail_dir} ({error.strerror or error}); pass a writable --out DIR."
         ) from None
     emails_before = set(mail_dir.glob("*.eml"))
-
-    mongo = LocalMongoServer()
-    smtp = LocalSmtpServer(tls="starttls", eml_dir=mail_dir)
-    try:  # the `finally` stops both servers, also on Ctrl-C
-        step("starting a local MongoDB-compatible server (mongoeco) and a local SMTP server")
-        mongo.start()
-        smtp.start()
+    servers = DemoServers(mail_dir)
+    step("starting a local MongoDB-compatible server (mongoeco) and a local SMTP server")
+    with servers:  # stops both servers, also on Ctrl-C
+        mongo, smtp = servers.mongo, servers.smtp
         step(f"MongoDB on {mongo.uri}, SMTP with STARTTLS on {smtp.host}:{smtp.port}")
         client: MongoClient[dict[str, Any]] = MongoClient(mongo.uri, tz_aware=True)
         try:
@@ -221,7 +202,7 @@ def run_demo(
         finally:
             client.close()
         step(f"seeded {seeded['workspaces']} workspaces, {seeded['chats']} chats, {seeded['messages']} messages")
-        settings = demo_settings(mongo.uri, smtp, exports_dir)
+        settings = servers.settings(exports_dir)
         step("running a scheduled export (the same code path as `wa-export export`)")
         run = commands.export(settings, ExportRequest(), observer)
         if run.count("completed"):
@@ -237,6 +218,3 @@ def run_demo(
             workbooks=[Path(r.file_path) for r in run.workspaces if r.file_path],
             emails=sorted(set(mail_dir.glob("*.eml")) - emails_before),
         )
-    finally:
-        smtp.stop()
-        mongo.stop()

@@ -1,7 +1,10 @@
 """The demo's SMTP server: aiosmtpd on 127.0.0.1 in a background thread, real TLS (trustme CA) and AUTH.
 
 aiosmtpd and trustme are imported lazily: importing this module never requires the `demo` extra.
-Test-only fault switches live in tests/servers.py, which subclasses this server.
+Tests subclass the server (tests/servers.py) through `make_handler`, `_make_protocol` and `_record`.
+The only module using aiosmtpd's internals (Controller._create_server, SMTP._auth_required,
+server.abort_clients; range pinned in pyproject.toml): with them a taken port fails at once, not
+after Controller.start() waits out ready_timeout (10 s), and stop() takes no 30 s TLS shutdown.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import email
 import email.message
 import email.policy
-import functools
+import logging
 import shutil
 import socket
 import ssl
@@ -18,7 +21,6 @@ import threading
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
@@ -100,6 +102,8 @@ class LocalSmtpServer:
             return self
         from aiosmtpd.controller import Controller
 
+        # aiosmtpd logs a deprecation warning (to stderr) on every successful AUTH, from its own code.
+        logging.getLogger("mail.log").setLevel(logging.ERROR)
         if self.tls != "none":
             self._tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             self.certificate_authority.issue_cert(LOOPBACK, "localhost").configure_cert(self._tls_context)
@@ -115,16 +119,12 @@ class LocalSmtpServer:
             def factory(self) -> Any:
                 return owner._make_protocol()
 
-            def _create_server(self) -> Any:
+            def _create_server(self) -> Any:  # aiosmtpd's documented override point for the listener
                 return self.loop.create_server(self._factory_invoker, sock=listener, ssl=self.ssl_context)
 
-        controller = _Controller(
-            None,  # factory() gives each connection its handler
-            hostname=LOOPBACK,
-            port=listener.getsockname()[1],
-            ready_timeout=10.0,
-            ssl_context=self._tls_context if self.tls == "ssl" else None,
-        )
+        ssl_context = self._tls_context if self.tls == "ssl" else None
+        port = listener.getsockname()[1]
+        controller = _Controller(None, hostname=LOOPBACK, port=port, ready_timeout=10.0, ssl_context=ssl_context)
         try:
             controller.start()
         except Exception as exc:
@@ -150,9 +150,7 @@ class LocalSmtpServer:
     def __enter__(self) -> LocalSmtpServer:
         return self.start()
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     def wait_for_messages(self, count: int, timeout: float = 10) -> list[CapturedMessage]:
@@ -169,18 +167,18 @@ class LocalSmtpServer:
             self.messages.append(captured)
             self._cond.notify_all()
 
-    # -- aiosmtpd plumbing (runs on the server thread)
-
     def make_handler(self) -> Any:
         """The aiosmtpd handler of each connection (tests substitute faulty ones)."""
         return CapturingHandler(self)
 
     def _make_protocol(self) -> Any:
-        """One SMTP protocol object per accepted connection."""
+        """One aiosmtpd SMTP protocol object per accepted connection (runs on the server thread)."""
+        from aiosmtpd.smtp import SMTP
+
         with self._cond:
             self.connection_count += 1
         starttls = self.tls == "starttls"
-        smtp = _quiet_smtp_class()(
+        smtp = SMTP(
             self.make_handler(),
             hostname="localhost",  # explicit, so no socket.getfqdn() (DNS)
             enable_SMTPUTF8=True,
@@ -212,21 +210,6 @@ class LocalSmtpServer:
         return AuthResult(success=ok, handled=False)
 
 
-@functools.cache
-def _quiet_smtp_class() -> Any:
-    """aiosmtpd's SMTP without the deprecation warning smtp_AUTH logs (to stderr) by setting Session.login_data."""
-    from aiosmtpd.smtp import SMTP, Session
-
-    class _QuietSession(Session):
-        login_data = None  # plain attribute shadows the logging property; nothing reads it
-
-    class _QuietSMTP(SMTP):
-        def _create_session(self) -> Session:
-            return _QuietSession(self.loop)
-
-    return _QuietSMTP
-
-
 class CapturingHandler:
     """aiosmtpd event handler: accept every recipient and capture each message."""
 
@@ -234,11 +217,6 @@ class CapturingHandler:
         self.owner = owner
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.owner._record(
-            CapturedMessage(
-                mail_from=envelope.mail_from or "",
-                rcpt_tos=list(envelope.rcpt_tos),
-                data=bytes(envelope.original_content or b""),
-            )
-        )
+        data = bytes(envelope.original_content or b"")
+        self.owner._record(CapturedMessage(envelope.mail_from or "", list(envelope.rcpt_tos), data))
         return "250 2.0.0 OK: queued"

@@ -30,12 +30,11 @@ class ExportRequest:
     """What the operator asked for: a window or --email makes a manual run."""
 
     workspace_ids: tuple[str, ...] = ()
-    window: Window | None = None  # manual window; None for scheduled runs
+    window: Window | None = None
     email_override: tuple[str, ...] = ()
     send_email: bool = True
     dry_run: bool = False
-    # `--workers N`: this process exports only share k of N of the workspaces.
-    worker_slot: tuple[int, int] | None = None
+    worker_slot: tuple[int, int] | None = None  # `--workers N`: this process exports share k of N
 
     @property
     def is_manual(self) -> bool:
@@ -52,8 +51,7 @@ class ExportRequest:
     @property
     def counts_run_anomalies(self) -> bool:
         """One process per run counts what belongs to no workspace (worker 0 of --workers); a filtered run does not."""
-        slot = self.worker_slot
-        return not self.workspace_ids and (slot is None or slot[0] == 0)
+        return not self.workspace_ids and (self.worker_slot is None or self.worker_slot[0] == 0)
 
 
 @dataclass
@@ -61,13 +59,12 @@ class MailSession:
     """The run's one SMTP connection (opened on the first email) and the failure that dooms the rest."""
 
     settings: Settings
-    factory: Callable[[Settings], MailSender] = MailSender
     fatal_error: str | None = None
     _sender: MailSender | None = None
 
     def send(self, mail: OutgoingMail) -> None:
         if self._sender is None:
-            self._sender = self.factory(self.settings)
+            self._sender = MailSender(self.settings)
             self._sender.__enter__()
         try:
             self._sender.send(mail)
@@ -93,10 +90,8 @@ class RunContext:
     key: ArrivalKey
     mail: MailSession
     stop_requested: threading.Event = field(default_factory=threading.Event)
-    # Slugs of more than one active workspace: nobody adopts their unmarked folder (workbook/naming.py).
-    contested_slugs: frozenset[str] = frozenset()
-    # The observer's optional messages_exported(workspace_id, count), for a progress bar by messages.
-    on_messages: Callable[[str, int], None] | None = None
+    contested_slugs: frozenset[str] = frozenset()  # nobody adopts their unmarked folder (workbook/naming.py)
+    on_messages: Callable[[str, int], None] | None = None  # the observer's optional messages_exported
 
     @property
     def run_time(self) -> datetime:
@@ -113,10 +108,10 @@ class RunContext:
         return self.key.at(self.end_time)
 
     def start_at(self, workspace_id: str, cursor: object) -> tuple[Key, bool]:
-        """Where this run starts the workspace from its stored cursor, and whether that was ahead of the clock.
+        """Where this run starts the workspace from its cursor, and whether that was ahead of the clock.
 
-        A cursor of another EXPORT_ARRIVAL_FIELD raises ForeignCursor. One ahead of the database's now
-        (a later run moved it to its own end) starts at this run's end key: nothing arrived in between.
+        Another EXPORT_ARRIVAL_FIELD's cursor raises ForeignCursor; one ahead of the database's now (a later
+        run moved it to its end) starts at this run's end key: nothing arrived in between.
         """
         start = self.key.position(workspace_id, cursor)
         if start > self.key.at(self.clock.now() + CLOCK_TOLERANCE):

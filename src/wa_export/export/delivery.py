@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Self
 
@@ -12,7 +13,7 @@ from bson import ObjectId
 from pymongo.errors import ConnectionFailure, PyMongoError
 
 from wa_export.export.context import RunContext
-from wa_export.export.email_text import EmailFacts, compose_export_mail
+from wa_export.export.email_text import compose_export_mail
 from wa_export.export.plan import CURSOR_AHEAD, NOTHING_NEW, WorkItem
 from wa_export.export.results import WorkspaceResult
 from wa_export.export.rows import RowStats
@@ -69,18 +70,15 @@ class LeaseKeeper:
         return time.monotonic() + self.interval
 
 
+@dataclass
 class ScheduledDelivery(WorkspaceExport):
     """The scheduled path under a lease."""
 
-    def __init__(
-        self, ctx: RunContext, item: WorkItem, result: WorkspaceResult, lease: Lease, keeper: LeaseKeeper
-    ) -> None:
-        super().__init__(ctx, item, result)
-        self.lease = lease
-        self.keeper = keeper
-        self.released = False
-        # What may already have been delivered (an earlier run's intent), trimmed as parts go out.
-        self.unknown: InFlight | None = lease.state.in_flight
+    lease: Lease
+    keeper: LeaseKeeper
+    released: bool = False
+    # What may already have been delivered (an earlier run's intent), trimmed as parts go out.
+    unknown: InFlight | None = None
 
     def run(self) -> WorkspaceResult:
         ctx, lease, result = self.ctx, self.lease, self.result
@@ -115,7 +113,7 @@ class ScheduledDelivery(WorkspaceExport):
 
     def _send_all(self, sendable: list[Written], blocked: Written | None) -> None:
         ctx, lease, result = self.ctx, self.lease, self.result
-        remaining = [str(piece.path) for piece in [*sendable, *([blocked] if blocked else [])]]
+        remaining = [str(piece.path) for piece in [*sendable, blocked] if piece is not None]
         total = len(sendable)
         for number, piece in enumerate(sendable, 1):
             if number > 1 and ctx.stop_requested.is_set():
@@ -132,20 +130,21 @@ class ScheduledDelivery(WorkspaceExport):
             lease.set_in_flight(intent, remaining)
             details = {"part": number, "parts": total, "log_id": log_id, "possible_duplicate": duplicate}
             self.log(piece.low, piece.high, logs.STATUS_SENDING, piece, **details)
-            facts = EmailFacts(
-                arrivals.time_of(piece.low) or ctx.end_time,
-                arrivals.time_of(piece.high) or ctx.end_time,
-                piece.message_count,
-                piece.by_status,
-                piece.path,
-                self.item.recipients.addresses,
-                number,
-                total,
-                duplicate,
-            )
+            window = (arrivals.time_of(piece.low) or ctx.end_time, arrivals.time_of(piece.high) or ctx.end_time)
             try:
                 self.keeper.check()
-                ctx.mail.send(compose_export_mail(ctx.settings, self.item.workspace, facts, ctx.run_time))
+                mail = compose_export_mail(
+                    ctx.settings,
+                    self.item.workspace,
+                    ctx.run_time,
+                    window,
+                    piece.by_status,
+                    piece.path,
+                    self.item.recipients.addresses,
+                    (number, total),
+                    duplicate,
+                )
+                ctx.mail.send(mail)
             except MailError as error:
                 reason = ctx.redact(str(error))
                 logs.mark_failed(
@@ -233,7 +232,7 @@ def deliver(ctx: RunContext, item: WorkItem) -> WorkspaceResult:
     count_failure = True  # a lost lease is the new owner's to count
     try:
         with LeaseKeeper(lease) as keeper:
-            delivery = ScheduledDelivery(ctx, item, result, lease, keeper)
+            delivery = ScheduledDelivery(ctx, item, result, lease, keeper, unknown=lease.state.in_flight)
             return delivery.run()
     except ConnectionFailure:
         raise  # MongoDB is gone: the whole run stops (exit 3)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from pathlib import Path
 
@@ -12,22 +11,6 @@ from wa_export.settings import Settings
 from wa_export.store.connection import Workspace
 
 POSSIBLE_DUPLICATE_SENTENCE = "This email may repeat messages that were already sent to you in an earlier export."
-
-
-@dataclass(frozen=True)
-class EmailFacts:
-    """What one export email says about its workbook."""
-
-    window_start: datetime
-    window_end: datetime
-    message_count: int
-    by_status: dict[str, int]
-    file_path: Path
-    recipients: tuple[str, ...]
-    part: int = 1
-    parts: int = 1
-    possible_duplicate: bool = False
-    by_arrival: bool = True  # scheduled windows are arrival times; manual ones message timestamps
 
 
 def window_sentence(start: datetime, end: datetime, zone: tzinfo, zone_name: str) -> str:
@@ -40,40 +23,51 @@ def window_sentence(start: datetime, end: datetime, zone: tzinfo, zone_name: str
 
 
 def compose_export_mail(
-    settings: Settings, workspace: Workspace, facts: EmailFacts, run_time: datetime
+    settings: Settings,
+    workspace: Workspace,
+    run_time: datetime,
+    window: tuple[datetime, datetime],
+    by_status: dict[str, int],
+    path: Path,
+    recipients: tuple[str, ...],
+    part: tuple[int, int] = (1, 1),
+    possible_duplicate: bool = False,
+    by_arrival: bool = True,  # scheduled windows are arrival times; manual ones message timestamps
 ) -> OutgoingMail:
+    """One export email about its workbook `path` (`part`: number, of how many)."""
     zone = settings.export_timezone
     zone_name = settings.timezone_name
-    status_lines = "\n".join(f"  {status}: {count}" for status, count in facts.by_status.items())
+    status_lines = "\n".join(f"  {status}: {count}" for status, count in by_status.items())
+    number, parts = part
     part_line = ""
-    if facts.parts > 1:
+    if parts > 1:
         part_line = (
-            f"Part: {facts.part} of {facts.parts} (consecutive messages in the order they arrived; "
+            f"Part: {number} of {parts} (consecutive messages in the order they arrived; "
             "each part is a complete workbook)\n"
         )
     meaning = (
         "The window is when the messages reached the platform; each row shows the message's own time.\n"
-        if facts.by_arrival
+        if by_arrival
         else ""
     )
-    duplicate = f"{POSSIBLE_DUPLICATE_SENTENCE}\n\n" if facts.possible_duplicate else ""
+    duplicate = f"{POSSIBLE_DUPLICATE_SENTENCE}\n\n" if possible_duplicate else ""
     body = (
         "WhatsApp messages export\n"
         "\n"
         f"Workspace: {workspace.name or '(unnamed)'} ({workspace.id})\n"
         f"{part_line}"
-        f"{window_sentence(facts.window_start, facts.window_end, zone, zone_name)}\n"
+        f"{window_sentence(*window, zone, zone_name)}\n"
         f"{meaning}"
         f"Times in the workbook's Timestamp column are in {zone_name}.\n"
-        f"Total messages: {facts.message_count}\n"
+        f"Total messages: {sum(by_status.values())}\n"
         f"By status:\n{status_lines}\n"
-        f"File: {facts.file_path.name}\n"
+        f"File: {path.name}\n"
         "\n"
         f"{duplicate}"
         "Sent automatically by wa-export.\n"
     )
     name = single_line_or(workspace.name, workspace.id)
     subject = f"WhatsApp Messages Export - {name} - {format_local(run_time, zone)}"
-    if facts.parts > 1:
-        subject += f" (part {facts.part} of {facts.parts})"
-    return OutgoingMail(to=facts.recipients, subject=subject, body=body, attachment=facts.file_path)
+    if parts > 1:
+        subject += f" (part {number} of {parts})"
+    return OutgoingMail(to=recipients, subject=subject, body=body, attachment=path)

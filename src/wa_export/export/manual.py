@@ -9,7 +9,7 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 
 from wa_export.clock import Window
 from wa_export.export.context import RunContext
-from wa_export.export.email_text import EmailFacts, compose_export_mail
+from wa_export.export.email_text import compose_export_mail
 from wa_export.export.results import WorkspaceResult
 from wa_export.export.rows import RowStats, message_rows
 from wa_export.export.window import describe_file_error, log_export, write_workbook
@@ -39,64 +39,60 @@ def export_manual(ctx: RunContext, workspace: Workspace) -> WorkspaceResult:
     if refusal is not None:
         return _failed(ctx, workspace, result, refusal)
     try:
-        return _export(ctx, workspace, result)
+        reason = _export(ctx, workspace, result, window)
     except ConnectionFailure:
         raise
     except PyMongoError as error:
-        return _failed(ctx, workspace, result, ctx.redact(f"MongoDB error: {error}"))
+        reason = ctx.redact(f"MongoDB error: {error}")
     except Exception as error:
-        return _failed(ctx, workspace, result, result.unexpected_error(error, ctx.redact))
+        reason = result.unexpected_error(error, ctx.redact)
+    return result if reason is None else _failed(ctx, workspace, result, reason)
 
 
-def _export(ctx: RunContext, workspace: Workspace, result: WorkspaceResult) -> WorkspaceResult:
-    request, settings = ctx.request, ctx.settings
-    assert result.window_start is not None and result.window_end is not None
+def _export(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, window: Window) -> str | None:
+    """Export the window into `result`; why it failed, or None."""
     found = ownership.chats_of_workspace(ctx.store.chats, workspace)
     stats = RowStats()
-    messages = arrivals.messages_by_timestamp(
-        ctx.store.messages, found.message_chat_ids(), result.window_start, result.window_end
-    )
+    messages = arrivals.messages_by_timestamp(ctx.store.messages, found.message_chat_ids(), window.start, window.end)
     rows = message_rows(messages, ownership.by_both_forms(found.owned), workspace.id, stats)
-    if request.dry_run:
+    if ctx.request.dry_run:
         deque(rows, maxlen=0)  # counts the rows, writes none
         result.add_counts(*stats.counts())
         result.outcome = "dry_run"
-        return result
+        return None
     try:
         path = write_workbook(
-            settings, workspace, ctx.with_progress(workspace.id, rows), ctx.run_time, ctx.contested_slugs
+            ctx.settings, workspace, ctx.with_progress(workspace.id, rows), ctx.run_time, ctx.contested_slugs
         )
     except OSError as error:
         result.add_counts(*stats.counts())
-        return _failed(ctx, workspace, result, describe_file_error(error, settings.export_dir))
+        return describe_file_error(error, ctx.settings.export_dir)
     result.add_counts(*stats.counts())
     if path is None:
-        result.outcome = "no_messages"
-        result.reason = "no messages in this window"
-        return result
-    result.file_path = str(path)
-    result.files.append(str(path))
-    result.parts = 1
-    if not request.send_email:
+        result.outcome, result.reason = "no_messages", "no messages in this window"
+        return None
+    result.file_path, result.files, result.parts = str(path), [str(path)], 1
+    if not ctx.request.send_email:
         result.outcome = "written"
-        return result
-    facts = EmailFacts(
-        result.window_start,
-        result.window_end,
-        result.message_count,
-        result.by_status,
-        path,
-        result.recipients,
-        by_arrival=False,
-    )
+        return None
     try:
-        ctx.mail.send(compose_export_mail(settings, workspace, facts, ctx.run_time))
+        ctx.mail.send(
+            compose_export_mail(
+                ctx.settings,
+                workspace,
+                ctx.run_time,
+                (window.start, window.end),
+                result.by_status,
+                path,
+                result.recipients,
+                by_arrival=False,
+            )
+        )
     except MailError as error:
-        return _failed(ctx, workspace, result, ctx.redact(str(error)))
-    result.outcome = "completed"
-    result.emails_sent = 1
+        return ctx.redact(str(error))
+    result.outcome, result.emails_sent = "completed", 1
     _log(ctx, workspace, result)
-    return result
+    return None
 
 
 def _failed(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, reason: str) -> WorkspaceResult:
@@ -115,5 +111,5 @@ def _failed(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, reas
 def _log(ctx: RunContext, workspace: Workspace, result: WorkspaceResult) -> None:
     completed = result.outcome == "completed"
     status, error = (logs.STATUS_COMPLETED, None) if completed else (logs.STATUS_FAILED, result.reason)
-    start, end = result.window_start, result.window_end
-    log_export(ctx, workspace, result.recipients, result, start, end, status, result.file_path, error=error)
+    window = (result.window_start, result.window_end)
+    log_export(ctx, workspace, result.recipients, result, status, window, result.file_path, error=error)

@@ -1,7 +1,7 @@
 """The scheduled run's plan: one state read, one shared pass over [earliest cursor, end), laggards on their own.
 
-Only workspaces with messages in [cursor, end), a pending failure or intent, or lagging get work;
-the rest are advanced in bulk (docs/design.md, "A scheduled run").
+Workspaces with messages in [cursor, end), a pending failure or intent, or lagging get work; the rest
+are advanced in bulk (docs/design.md, "A scheduled run").
 """
 
 from __future__ import annotations
@@ -35,8 +35,7 @@ HORIZON_MINIMUM = timedelta(hours=1)
 CURSOR_AHEAD = "cursor_ahead_of_database_clock"
 NOTHING_NEW = "nothing new since the previous export"
 AMBIGUOUS_CHAT = "ambiguous_chat"  # a message of a chat that names no single workspace (store/ownership.py)
-# About this many bytes of messages the pass keeps for the deliveries (message text + a fixed
-# overhead each): a handful per busy workspace in a normal run, bounded when a backlog arrives.
+# About this many bytes of messages (text + a fixed overhead each) the pass keeps for the deliveries.
 PASS_DOCUMENT_BYTES = 32 * 1024 * 1024
 _DOCUMENT_OVERHEAD_BYTES = 400
 
@@ -51,7 +50,7 @@ class WorkItem:
     """One workspace of a scheduled run and what the plan learnt about it."""
 
     workspace: Workspace
-    recipients: Recipients  # with their source, and the problem that refuses them (recipients.py)
+    recipients: Recipients
     state: WorkspaceState
     start: Key  # where this run starts the workspace (its cursor, or its first cursor)
     first_cursor: FirstCursor | None
@@ -62,8 +61,7 @@ class WorkItem:
     documents: list[tuple[Key, dict[str, Any]]] | None = field(default_factory=list)
     chats: dict[object, Chat] = field(default_factory=dict)  # by both id forms
     chat_ids: set[ObjectId] = field(default_factory=set)
-    # From this key on, the pass counted the messages of chats that belong to nobody (ambiguous_chat);
-    # the workspace's own path counts those before it. None: this run's pass counted none.
+    # From this key on the pass counted messages of chats of nobody (ambiguous_chat); None: it counted none.
     ambiguous_counted_from: Key | None = None
 
     @property

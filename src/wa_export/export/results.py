@@ -14,8 +14,9 @@ from wa_export.clock import iso
 from wa_export.errors import ExitCode
 from wa_export.recipients import Recipients, missing_hint
 from wa_export.settings import Settings
-from wa_export.store.connection import DuplicateWorkspace, Workspace
+from wa_export.store.connection import Workspace
 
+TIME_FIELDS = ("window_start", "window_end")
 Trigger = Literal["scheduled", "manual"]
 Outcome = Literal["completed", "no_messages", "skipped", "failed", "written", "dry_run"]
 WarningKind = Literal[
@@ -34,15 +35,15 @@ class WorkspaceResult:
     message_count: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
     anomalies: dict[str, int] = field(default_factory=dict)
-    file_path: str | None = None  # the last workbook written (the only one unless the window had parts)
+    file_path: str | None = None  # the last workbook written
     files: list[str] = field(default_factory=list)
-    parts: int = 0  # emails the window needed (1 unless it was too big for one)
+    parts: int = 0  # emails the window needed
     emails_sent: int = 0
     possible_duplicate: bool = False  # some of it may repeat an earlier email (said in that email)
     cursor_source: str | None = None  # where a cursor created by this run came from
     recipients: tuple[str, ...] = ()
     recipients_source: str = "none"  # recipients.RecipientSource
-    traceback: str | None = None  # an unexpected error's traceback (redacted): the CLI prints it to stderr
+    traceback: str | None = None  # an unexpected error's (redacted): the CLI prints it to stderr
 
     @classmethod
     def of(
@@ -69,6 +70,13 @@ class WorkspaceResult:
         times = {"window_start": iso(self.window_start), "window_end": iso(self.window_end)}
         return fields | times | {"recipients": list(self.recipients)}
 
+    @classmethod
+    def from_dict(cls, document: Mapping[str, Any]) -> WorkspaceResult:
+        """`as_dict` read back (a `--workers` child's JSON)."""
+        fields = {name: document[name] for name in cls.__dataclass_fields__ if name in document}
+        times = {name: datetime.fromisoformat(fields[name]) for name in TIME_FIELDS if fields.get(name)}
+        return cls(**fields | times | {"recipients": tuple(fields.get("recipients") or ())})
+
 
 @dataclass
 class RunResult:
@@ -78,8 +86,7 @@ class RunResult:
     started_at: datetime
     finished_at: datetime | None = None
     workspaces: list[WorkspaceResult] = field(default_factory=list)
-    # Counted by the run, not by a workspace: messages of no chat (orphaned_message),
-    # of a chat of no single workspace (ambiguous_chat), cursors ahead of the database clock.
+    # Counted by the run, not a workspace: messages of no chat or of no single workspace's chat.
     run_anomalies: dict[str, int] = field(default_factory=dict)
     warnings: list[RunWarning] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # one sentence each, e.g. an unusable arrival key
@@ -109,8 +116,7 @@ class RunResult:
 
     def summary(self) -> str:
         header = f"{self.trigger} export run{' (dry run)' if self.dry_run else ''}"
-        workspaces = [result.as_dict() for result in self.workspaces]
-        return summary_line(header, workspaces, self.anomaly_totals(), self.interrupted, self.problems)
+        return summary_line(header, self.workspaces, self.anomaly_totals(), self.interrupted, self.problems)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -147,15 +153,15 @@ def merged_anomalies(per_workspace: Sequence[dict[str, int]], per_run: Sequence[
 
 def summary_line(
     header: str,
-    workspaces: Sequence[Mapping[str, Any]],
+    workspaces: Sequence[WorkspaceResult],
     anomalies: dict[str, int],
     interrupted: bool,
     problems: Sequence[str],
 ) -> str:
-    """The one-line run summary, from the workspace results as dicts."""
-    count = Counter(ws.get("outcome") for ws in workspaces)
-    sources = Counter(ws["cursor_source"] for ws in workspaces if ws.get("cursor_source"))
-    duplicates = sum(1 for ws in workspaces if ws.get("possible_duplicate"))
+    """The one-line run summary."""
+    count = Counter(ws.outcome for ws in workspaces)
+    sources = Counter(ws.cursor_source for ws in workspaces if ws.cursor_source)
+    duplicates = sum(1 for ws in workspaces if ws.possible_duplicate)
     parts = [
         f"{header}: {len(workspaces)} workspaces",
         f"{count['completed']} emailed",
@@ -163,7 +169,7 @@ def summary_line(
         f"{count['no_messages']} without new messages",
         f"{count['skipped']} skipped",
         f"{count['failed']} failed",
-        f"{sum(int(ws.get('message_count') or 0) for ws in workspaces)} messages",
+        f"{sum(ws.message_count for ws in workspaces)} messages",
         *problems,
     ]
     if sources:
@@ -178,10 +184,7 @@ def summary_line(
 
 
 class RunObserver(Protocol):
-    """What the run reports while it works (the CLI draws progress from it).
-
-    Optional: `messages_exported(workspace_id, count)`, called as rows are written with the count since the last call.
-    """
+    """What the run reports while it works; optional: `messages_exported(workspace_id, count since last call)`."""
 
     def run_started(self, total_workspaces: int, trigger: Trigger) -> None: ...
 
@@ -209,23 +212,19 @@ class RunWarning:
     variable: str | None = None
 
 
-def duplicate_workspace_warning(duplicate: DuplicateWorkspace) -> RunWarning:
-    """A workspace stored twice (ObjectId and string `_id`): exported once, named every run until one is deleted."""
-    return RunWarning("duplicate_workspace", duplicate.sentence(), workspace_id=duplicate.id)
-
-
 def unmatched_variable_warnings(settings: Settings, active_ids: Iterable[str]) -> list[RunWarning]:
     """Malformed WORKSPACE_*_EMAIL variables, and those no active workspace uses (typos, inactive or deleted tenants)."""
     active = {workspace_id.lower() for workspace_id in active_ids}
     return malformed_variable_warnings(settings) + [
         RunWarning(
             "unmatched_address",
-            f"WORKSPACE_{workspace_id}_EMAIL matches no active workspace in database "
+            f"WORKSPACE_{workspace_id}_{suffix} matches no active workspace in database "
             f"{settings.mongodb_database!r}: a typo in the id, or an inactive or deleted workspace",
             workspace_id=workspace_id,
-            variable=f"WORKSPACE_{workspace_id}_EMAIL",
+            variable=f"WORKSPACE_{workspace_id}_{suffix}",
         )
-        for workspace_id in sorted(settings.configured_workspace_ids() - active)
+        for workspace_id, suffix in settings.configured_workspace_variables()
+        if workspace_id not in active
     ]
 
 
@@ -233,22 +232,22 @@ def malformed_variable_warnings(settings: Settings) -> list[RunWarning]:
     return [
         RunWarning(
             "malformed_address_variable",
-            f"{name} is ignored: the part between WORKSPACE_ and _EMAIL must be a workspace id "
+            f"{name} is ignored: the part between WORKSPACE_ and _{suffix} must be a workspace id "
             "(24 hexadecimal characters)",
             variable=name,
         )
-        for name in settings.malformed_email_variables
+        for name, suffix in settings.malformed_workspace_variables.items()
     ]
 
 
 def run_warnings(
     settings: Settings,
-    workspaces: Sequence[Mapping[str, Any]],
+    workspaces: Sequence[WorkspaceResult],
     *,
     covers_all_active: bool,
     email_override: bool = False,
 ) -> list[RunWarning]:
-    """The warnings of a run over its workspaces' results (as dicts); a failed one already has its error line.
+    """The warnings of a run over its workspaces' results; a failed one already has its error line.
 
     `covers_all_active`: they are every active workspace, so a variable matching none matches no active one.
     """
@@ -265,14 +264,14 @@ def run_warnings(
         warnings += [
             RunWarning(
                 "missing_address",
-                f"workspace {ws['workspace_id']} ({ws.get('workspace_name') or 'unnamed'}) has no email address "
-                f"and is not exported: {missing_hint(ws['workspace_id'], settings)}",
-                workspace_id=ws["workspace_id"],
-                variable=f"WORKSPACE_{ws['workspace_id']}_EMAIL",
+                f"workspace {ws.workspace_id} ({ws.workspace_name or 'unnamed'}) has no email address "
+                f"and is not exported: {missing_hint(ws.workspace_id, settings)}",
+                workspace_id=ws.workspace_id,
+                variable=f"WORKSPACE_{ws.workspace_id}_EMAIL",
             )
             for ws in workspaces
-            if ws.get("outcome") != "failed" and ws.get("recipients_source") == "none"
+            if ws.outcome != "failed" and ws.recipients_source == "none"
         ]
     if covers_all_active:
-        return warnings + unmatched_variable_warnings(settings, (ws["workspace_id"] for ws in workspaces))
+        return warnings + unmatched_variable_warnings(settings, (ws.workspace_id for ws in workspaces))
     return warnings + malformed_variable_warnings(settings)

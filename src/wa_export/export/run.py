@@ -7,7 +7,7 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -27,12 +27,10 @@ from wa_export.export.results import (
     RunWarning,
     SilentObserver,
     WorkspaceResult,
-    duplicate_workspace_warning,
     run_warnings,
 )
 from wa_export.mail.errors import MailError
 from wa_export.mail.message import check_sendable
-from wa_export.mail.sender import MailSender
 from wa_export.settings import Settings
 from wa_export.store import logs
 from wa_export.store.arrivals import ArrivalKey, time_of
@@ -103,7 +101,7 @@ def export(
         result = ExportRun(settings, store, request, observer, stop_requested).execute()
     result.warnings += run_warnings(
         settings,
-        [workspace.as_dict() for workspace in result.workspaces],
+        result.workspaces,
         covers_all_active=not request.workspace_ids and request.worker_slot is None and not result.interrupted,
         email_override=bool(request.email_override),
     )
@@ -136,14 +134,10 @@ class ExportRun:
         request: ExportRequest,
         observer: RunObserver | None = None,
         stop_requested: threading.Event | None = None,
-        mailer_factory: Callable[[Settings], MailSender] = MailSender,
     ) -> None:
-        self.settings = settings
-        self.store = store
-        self.request = request
+        self.settings, self.store, self.request = settings, store, request
         self.observer = observer or SilentObserver()
         self.stop_requested = stop_requested or threading.Event()
-        self.mailer_factory = mailer_factory
         self.run_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
     def execute(self) -> RunResult:
@@ -160,7 +154,7 @@ class ExportRun:
             self.run_id,
             clock,
             ArrivalKey(self.settings.export_arrival_field),
-            MailSession(self.settings, self.mailer_factory),
+            MailSession(self.settings),
             self.stop_requested,
             on_messages=getattr(self.observer, "messages_exported", None),
         )
@@ -193,7 +187,9 @@ class ExportRun:
         # A workspace stored twice is exported once; the process that exports it names it.
         exported = {workspace.id for workspace in share}
         result.warnings.extend(
-            duplicate_workspace_warning(duplicate) for duplicate in listing.duplicates if duplicate.id in exported
+            RunWarning("duplicate_workspace", duplicate.sentence(), workspace_id=duplicate.id)
+            for duplicate in listing.duplicates
+            if duplicate.id in exported
         )
         return share
 

@@ -1,4 +1,4 @@
-"""A workspace's window in arrival order: its keys, its parts (one email each), their workbooks, log entries.
+"""A workspace's window in arrival order: its keys, parts (one email each), workbooks and log entries.
 
 Shared by the delivery, --no-email and --dry-run. A part is [low, high): moving the cursor to its `high`
 passes exactly the messages it delivered.
@@ -28,7 +28,7 @@ from wa_export.store import arrivals, logs, ownership
 from wa_export.store.arrivals import Key
 from wa_export.store.connection import Chat, Workspace
 from wa_export.workbook.naming import publish_path_candidates, slugify, workspace_folder
-from wa_export.workbook.template import TemplateWorkbookWriter
+from wa_export.workbook.writer import WorkbookWriter
 
 SIZE_SAFETY = 0.9  # a too-big part is cut to this share of the rows that would just fit: one rewrite nearly always
 
@@ -152,8 +152,8 @@ class WorkspaceExport:
     def write_parts(self, window: ArrivalWindow, parts: Iterable[Part], size_limit: int | None) -> list[Written]:
         """Every part's workbook, in order; a part over `size_limit` is rewritten as smaller parts.
 
-        A part no boundary can split that is still too big ends the list (`too_big`): nothing after it can be
-        delivered before it. On a write error the files written so far are removed and the error raised.
+        A too-big part no boundary can split ends the list (`too_big`): nothing after it goes before it.
+        On a write error the files written so far are removed and the error raised.
         """
         ctx = self.ctx
         queue = deque(parts)
@@ -197,8 +197,11 @@ class WorkspaceExport:
     def log(self, low: Key, high: Key, status: logs.ExportStatus, piece: Written | None = None, **details: Any) -> None:
         """This window's (or one part's) export_logs entry."""
         item, path = self.item, str(piece.path) if piece else None
-        where = (arrivals.time_of(low), arrivals.time_of(high), status, path, (low, high))
-        log_export(self.ctx, item.workspace, item.recipients.addresses, piece or self.result, *where, **details)
+        window = (arrivals.time_of(low), arrivals.time_of(high))
+        counts = piece or self.result
+        log_export(
+            self.ctx, item.workspace, item.recipients.addresses, counts, status, window, path, (low, high), **details
+        )
 
 
 def log_export(
@@ -206,32 +209,21 @@ def log_export(
     workspace: Workspace,
     recipients: tuple[str, ...],
     counts: WorkspaceResult | Written,
-    start: datetime | None,
-    end: datetime | None,
     status: logs.ExportStatus,
+    window: tuple[datetime | None, datetime | None],
     file_path: str | None = None,
     keys: tuple[Key, Key] | None = None,
     *,
-    error: str | None = None,
     part: int | None = None,
     parts: int | None = None,
-    log_id: ObjectId | None = None,
-    possible_duplicate: bool = False,
+    **details: Any,  # error, possible_duplicate, log_id: see logs.insert_export
 ) -> None:
     """One export_logs entry: a window, a part of one, or a manual export."""
     entry = logs.ExportEntry(
         workspace, recipients, ctx.run_id, ctx.request.trigger, ctx.run_time, counts.message_count,
-        counts.by_status, counts.anomalies, start, end, file_path, keys, part, parts,
+        counts.by_status, counts.anomalies, *window, file_path, keys, part, parts,
     )  # fmt: skip
-    logs.insert_export(
-        ctx.store.export_logs,
-        entry,
-        ctx.clock.now(),
-        status=status,
-        error=error,
-        possible_duplicate=possible_duplicate,
-        log_id=log_id,
-    )
+    logs.insert_export(ctx.store.export_logs, entry, ctx.clock.now(), status=status, **details)
 
 
 def write_workbook(
@@ -244,7 +236,7 @@ def write_workbook(
     """Stream the rows into a new workbook; None (and no file, no folder) when there are none.
 
     The original service's unmarked `<slug>/` folder is adopted unless several active workspaces share
-    the slug. The template writer makes WorkbookWriter's file at a fraction of the fixed cost.
+    the slug.
     """
     first = next(rows, None)
     if first is None:
@@ -254,7 +246,7 @@ def write_workbook(
     folder = workspace_folder(settings.export_dir, slug, workspace.id, adopt_unmarked=adopt)
     candidates = iter(publish_path_candidates(folder, slug, run_time.astimezone(settings.export_timezone)))
     final_path = next(candidates)
-    with TemplateWorkbookWriter(
+    with WorkbookWriter(
         final_path, settings.export_timezone, workspace_name=workspace.name, timezone_name=settings.timezone_name
     ) as writer:
         writer.append(*first)

@@ -1,8 +1,7 @@
-"""`wa-export export --workers N`: one scheduled run shared by N child processes on this host.
+"""`wa-export export --workers N`: one scheduled run shared by N child processes (the work holds the GIL).
 
-Processes, not threads: the work holds the GIL. Child k is `wa-export export --json --worker-slot k/N`
-(every N-th workspace by id; leases still decide). The parent never talks to MongoDB: it merges the
-children's JSON, exits with the worst code and forwards SIGTERM.
+Child k is `wa-export export --json --worker-slot k/N` (every N-th workspace; leases still decide). The
+parent never talks to MongoDB: it merges the children's JSON, exits with the worst code, forwards SIGTERM.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from typing import Any, TypeVar
 
 from wa_export.errors import ExitCode, UsageProblem
 from wa_export.export.context import ExportRequest
-from wa_export.export.results import RunWarning, merged_anomalies, summary_line
+from wa_export.export.results import RunWarning, WorkspaceResult, merged_anomalies, summary_line
 
 MAX_WORKERS = 64
 
@@ -52,7 +51,7 @@ def parse_worker_slot(text: str) -> tuple[int, int]:
 
 
 def check_request(count: int, *, is_manual: bool) -> None:
-    """Workers share a scheduled run; a manual export is one window for one operator: one process."""
+    """Workers share a scheduled run; a manual export runs in one process."""
     if not 1 <= count <= MAX_WORKERS:
         raise WorkerUsageError(f"--workers must be between 1 and {MAX_WORKERS}, got {count}.")
     if count > 1:
@@ -67,10 +66,7 @@ def check_slot_request(is_manual: bool) -> None:
 
 def slot_share(items: Sequence[T], slot: tuple[int, int] | None) -> list[T]:
     """The part of a (stably ordered) list that worker slot k of N exports: every N-th, from k."""
-    if slot is None:
-        return list(items)
-    index, count = slot
-    return list(items[index::count])
+    return list(items if slot is None else items[slot[0] :: slot[1]])
 
 
 @dataclass
@@ -96,12 +92,14 @@ class WorkersResult:
         return ExitCode.FAILED if self.interrupted and code == ExitCode.OK else code
 
     @property
-    def workspaces(self) -> list[dict[str, Any]]:
-        return [ws for worker in self.workers for ws in worker.document.get("workspaces", [])]
+    def workspaces(self) -> list[WorkspaceResult]:
+        return [
+            WorkspaceResult.from_dict(ws) for worker in self.workers for ws in worker.document.get("workspaces", [])
+        ]
 
     def anomaly_totals(self) -> dict[str, int]:
         return merged_anomalies(
-            [ws.get("anomalies") or {} for ws in self.workspaces],
+            [ws.anomalies for ws in self.workspaces],
             [w.document.get("run_anomalies") or {} for w in self.workers],
         )
 
@@ -121,6 +119,7 @@ class WorkersResult:
         return summary_line(header, self.workspaces, self.anomaly_totals(), self.interrupted, problems + self.problems)
 
     def as_dict(self) -> dict[str, Any]:
+        workspaces = self.workspaces
         return {
             "ok": self.exit_code == ExitCode.OK,
             "trigger": "scheduled",
@@ -128,7 +127,7 @@ class WorkersResult:
             "exit_code": self.exit_code,
             "interrupted": self.interrupted,
             "duration_seconds": round(self.finished_at - self.started_at, 3),
-            "message_count": sum(int(ws.get("message_count") or 0) for ws in self.workspaces),
+            "message_count": sum(ws.message_count for ws in workspaces),
             "orphaned_messages": self.orphaned_messages,
             "anomalies": self.anomaly_totals(),
             "problems": self.problems,
@@ -143,7 +142,7 @@ class WorkersResult:
                 }
                 for w in self.workers
             ],
-            "workspaces": self.workspaces,
+            "workspaces": [ws.as_dict() for ws in workspaces],
             "warnings": [dataclasses.asdict(warning) for warning in self.warnings],
         }
 

@@ -1,16 +1,9 @@
-"""Overall deadlines for SMTP steps, and the hook that cuts them short on SIGTERM.
+"""Overall deadlines for SMTP steps (smtplib's timeout bounds each read, so a server trickling
+``250-`` lines could hold a run forever): once SMTP_TIMEOUT_SECONDS pass, the watchdog thread
+(wa_export/timers.py) shuts the socket down and the step fails with the deadline's MailError.
 
-smtplib's timeout bounds each socket read, not a step: a server that sends a ``250-``
-line every few seconds keeps one reply, and the run, going forever (cron runs then
-pile up). So every step (session setup, message transaction, NOOP, QUIT) runs under an
-`SmtpDeadline`: once SMTP_TIMEOUT_SECONDS have passed, the watchdog thread
-(wa_export/timers.py) shuts the socket down, the blocked call returns at once, and the
-step fails with the deadline's one-sentence MailError.
-
-`stop_sends()` (SIGTERM) gives every step at most STOP_GRACE_SECONDS from then on: a
-grace, not a cut, so a 250 about to arrive is still heard (a mail the server accepted
-must not be reported as failed and sent again). It only assigns a number, so it is
-safe in a signal handler.
+`stop_sends()` (SIGTERM, signal-safe: it only assigns a number) gives every step at most
+STOP_GRACE_SECONDS: a grace, not a cut, so a 250 about to arrive is still heard.
 """
 
 from __future__ import annotations
@@ -19,6 +12,7 @@ import socket
 import threading
 import time
 from contextlib import suppress
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Literal, Self
 
 from wa_export.mail.errors import MailError, MailOutcome, MailStep, mail_error
@@ -39,7 +33,6 @@ _stop_requested_at: float | None = None  # time.monotonic() of the first stop_se
 
 
 def stop_sends() -> None:
-    """Give every SMTP step in flight, and every later one, at most STOP_GRACE_SECONDS (signal-safe)."""
     global _stop_requested_at
     if _stop_requested_at is None:
         _stop_requested_at = time.monotonic()
@@ -63,13 +56,10 @@ class SocketCutter:
         self.close()
         self._handle = sock.dup()
         if self.is_cut:
-            self._shutdown()
+            self.cut()
 
     def cut(self) -> None:
         self.is_cut = True
-        self._shutdown()
-
-    def _shutdown(self) -> None:
         handle = self._handle
         if handle is not None:
             with suppress(OSError):  # already closed by either side
@@ -84,32 +74,30 @@ class SocketCutter:
 Expiry = Literal["timeout", "stopped"]
 
 
+@dataclass(eq=False)
 class SmtpDeadline:
-    """`with SmtpDeadline(...) as deadline:` runs one SMTP step within SMTP_TIMEOUT_SECONDS.
+    """`with SmtpDeadline(...) as deadline:` runs one SMTP step; once expired, any exception leaving
+    the block becomes the deadline's MailError, naming `what`, `step` and `waiting_for` (moved by `at()`)."""
 
-    `what`, `waiting_for` and `step` (updated with `at()`) name the step and the reply that never came.
-    Once expired, any exception leaving the block becomes the deadline's MailError.
-    """
+    settings: Settings
+    cutter: SocketCutter
+    what: str
+    _: KW_ONLY
+    step: MailStep
+    waiting_for: str
+    may_have_delivered: bool = False  # set once the server asked for the message (354): see `outcome`
+    expired: Expiry | None = None
+    _started: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _done: bool = False
+    _timer: Timer | None = None
 
-    def __init__(
-        self, settings: Settings, cutter: SocketCutter, what: str, *, step: MailStep, waiting_for: str
-    ) -> None:
-        self.settings = settings
-        self.cutter = cutter
-        self.what = what
-        self.step: MailStep = step
-        self.waiting_for = waiting_for
-        self.may_have_delivered = False  # set once the server asked for the message (354): see `outcome`
-        self.expired: Expiry | None = None
-        self.seconds = settings.smtp_timeout_seconds
-        self._started = 0.0
-        self._lock = threading.Lock()
-        self._done = False
-        self._timer: Timer | None = None
+    @property
+    def seconds(self) -> float:
+        return self.settings.smtp_timeout_seconds
 
     @property
     def outcome(self) -> MailOutcome:
-        """What a failure now leaves behind: once the content started to go out (354), it may be accepted."""
         return MailOutcome.UNKNOWN if self.may_have_delivered else MailOutcome.REFUSED
 
     def at(self, waiting_for: str, step: MailStep | None = None) -> None:

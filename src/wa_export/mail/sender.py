@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from wa_export.mail.errors import MailOutcome, mail_error
+from wa_export.mail.errors import refusal
 from wa_export.mail.message import OutgoingMail, build_message, check_attachment, check_recipients, check_sendable
 from wa_export.mail.transport import DroppedBeforeData, YagmailConnection
 from wa_export.settings import Settings
@@ -51,13 +51,12 @@ class MailSender:
                 self._discard()
                 if reused and attempt == 1:
                     continue  # the server closed an idle connection; nothing was transferred yet
-                raise mail_error(
+                raise refusal(
                     settings,
                     "connect",
                     f"The SMTP server {settings.smtp_server}:{settings.smtp_port} closed the connection "
                     f"before the message was sent ({dropped})",
                     "Check the server's logs and connection limits.",
-                    outcome=MailOutcome.REFUSED,
                 ) from None
             return
 

@@ -1,38 +1,18 @@
-"""Email delivery with yagmail, with its known traps defeated.
+"""The SMTP connection: yagmail's client with its traps defeated, every step under a deadline.
 
-yagmail is the product's mail client, but used naively it
-
-1. returns ``False`` from ``send()`` instead of raising once its retries are spent,
-   and on a disconnect it logs in again and re-sends -- possibly a duplicate,
-   if the server had already accepted the DATA;
-2. looks a missing password up in keyring and then *prompts on the terminal*
-   (a silent hang under cron);
-3. attaches any content string that happens to be an existing file path, turns
-   the plain-text part's newlines into ``<br>``, and guesses attachment types
-   (``None/None`` for unknown extensions);
-4. calls ``starttls()`` without an SSL context, i.e. without certificate checks
-   (and defaults to implicit TLS on any port, ``smtp_ssl=True``);
-5. opens a new connection for every ``send()``;
-6. installs a stderr log handler on its module logger.
-
-So: `YagmailConnection` (a ``yagmail.SMTP``) keeps yagmail's client object and
-connection lifecycle but replaces the connect/login step (verified TLS, explicit
-password, never a prompt) and the send step (one SMTP transaction, no silent
-retry, all recipients accepted or nothing sent). The MIME message is built in
-mail/message.py with the standard library; mail/sender.py reuses one
-connection for every mail of a run.
-
-smtplib's timeout bounds each read, not a step, so every step here (session
-setup, message transaction, NOOP, QUIT) also runs under an overall deadline
-(mail/deadline.py); `_GuardedSMTP` hands the deadline's cutter the socket the
-moment it is connected, before any TLS handshake or greeting.
-
-This module is the only one that relies on yagmail's and smtplib's internals
-(`yagmail.SMTP` attributes, `smtplib.SMTP.sock`/`_get_socket`/`_host`/`getreply`);
-the tested yagmail range is pinned in pyproject.toml.
-
-Why this module is long: every use of those internals stays here (the rest of mail/ uses none),
-so the whole SMTP conversation does, each step with its deadline phase and one-sentence failure.
+Used naively, yagmail (1) returns False from send() once its retries are spent and, after a
+disconnect, logs in again and re-sends (a possible duplicate); (2) looks a missing password up
+in keyring, then prompts on the terminal (a hang under cron); (3) attaches any content that is
+an existing path, turns newlines into <br> and guesses attachment types; (4) runs starttls()
+without certificate checks, and implicit TLS on any port; (5) opens a connection per send();
+(6) puts a stderr handler on its logger. So `YagmailConnection` keeps yagmail's client and its
+lifecycle but replaces `_login` (verified TLS, explicit password) and `_attempt_send` (one
+transaction, never retried, all recipients accepted or nothing sent); mail/message.py builds the
+message. Correctness pays for these overrides (a test per trap in tests/test_mail.py), and trap 5
+costs a login per mail (bench/RESULTS.md: "email: connect + login (once per run)" 1.23 ms against a
+0.97 ms transaction). Only this module uses yagmail's or smtplib's internals; pyproject.toml pins
+the tested yagmail range. smtplib's timeout bounds each read, not a step, so each step also runs
+under an `SmtpDeadline` (mail/deadline.py), whose cutter gets the socket once TCP is up.
 """
 
 from __future__ import annotations
@@ -53,23 +33,23 @@ from wa_export.mail.errors import (
     MailError,
     MailOutcome,
     MailStep,
+    content_refused,
     describe_error,
     mail_error,
     outcome_of_reply_to_content,
+    refusal,
+    sender_refused,
     smtp_reply,
+    tls_failure,
+    unreachable,
 )
 from wa_export.settings import Settings
 
-# yagmail's Client.__init__ puts a StreamHandler (stderr) on this logger; a library
-# must not print, and its records could carry addresses.
-_YAGMAIL_LOGGER = "yagmail.log"
-# smtplib's per-read timeout is only a backstop, this much longer than SMTP_TIMEOUT_SECONDS: the step's
-# deadline (started before the read) must be what ends a stalled step, or a busy machine would turn a
-# reply that never came into a "lost connection" (another step, another sentence) by the luck of a race.
+# smtplib's per-read timeout is only a backstop: the step's deadline must be what ends a stalled step,
+# or a busy machine could turn a reply that never came into a "lost connection" by the luck of a race.
 READ_TIMEOUT_MARGIN_SECONDS = 2.0
 # Servers keep an idle connection for minutes (RFC 5321 suggests 5); within this, one that just answered is reused unasked.
 RECENTLY_ANSWERED_SECONDS = 10.0
-_LOWER_THE_LIMIT = "Lower EXPORT_MAX_ATTACHMENT_MB below the server's limit."
 
 
 def tls_mode(settings: Settings) -> Literal["ssl", "starttls", "none"]:
@@ -80,19 +60,16 @@ def tls_mode(settings: Settings) -> Literal["ssl", "starttls", "none"]:
 
 
 def _tls_context(settings: Settings) -> ssl.SSLContext:
-    """System CAs plus SMTP_CA_FILE; hostname checked, certificate required."""
     context = ssl.create_default_context()
     if settings.smtp_ca_file is not None:
-        try:
-            # In addition to the defaults (create_default_context(cafile=) would replace them).
+        try:  # in addition to the system CAs (create_default_context(cafile=) would replace them)
             context.load_verify_locations(cafile=str(settings.smtp_ca_file))
         except (OSError, ssl.SSLError) as error:
-            raise mail_error(
+            raise refusal(
                 settings,
                 "config",
                 f"SMTP_CA_FILE {settings.smtp_ca_file} cannot be loaded ({describe_error(error)})",
                 "Point SMTP_CA_FILE at a PEM file of CA certificates.",
-                outcome=MailOutcome.REFUSED,
             ) from None
     return context
 
@@ -110,7 +87,7 @@ def _ehlo_name(connection: smtplib.SMTP) -> str:
 
 
 class _Guarded(smtplib.SMTP):
-    """What both guarded clients add: `on_connected(sock)` once TCP is up, `on_reply(code)` per reply."""
+    """Calls `on_connected(sock)` once TCP is up (before TLS and greeting) and `on_reply(code)` per reply."""
 
     def on_connected(self, sock: socket.socket) -> None:
         pass
@@ -123,20 +100,16 @@ class _Guarded(smtplib.SMTP):
         self.on_reply(code)
         return code, message
 
-
-class _GuardedSMTP(_Guarded):
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
-        sock: socket.socket = super()._get_socket(host, port, timeout)  # type: ignore[misc]
+        sock = socket.create_connection((host, port), timeout, self.source_address)
         self.on_connected(sock)
+        if isinstance(self, smtplib.SMTP_SSL):  # smtplib.SMTP_SSL._get_socket's handshake, after the report
+            return self.context.wrap_socket(sock, server_hostname=self._host)  # type: ignore[attr-defined]
         return sock
 
 
 class _GuardedSMTPSSL(_Guarded, smtplib.SMTP_SSL):
-    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
-        # smtplib.SMTP_SSL._get_socket, with the report between connect and TLS handshake (which can stall too).
-        sock = socket.create_connection((host, port), timeout, self.source_address)
-        self.on_connected(sock)
-        return self.context.wrap_socket(sock, server_hostname=self._host)  # type: ignore[attr-defined]
+    pass
 
 
 class DroppedBeforeData(Exception):
@@ -144,7 +117,7 @@ class DroppedBeforeData(Exception):
 
 
 class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
-    """yagmail's client (``self.smtp``, its state, ``login()``) with our ``_login`` and ``_attempt_send`` (see above)."""
+    """yagmail's client (``self.smtp``, its state, ``login()``) with our ``_login`` and ``_attempt_send``."""
 
     smtp: _Guarded | None  # yagmail's attribute: the open connection, None once closed
 
@@ -158,13 +131,13 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
             password=settings.smtp_password or "",  # never None: None means keyring + prompt
             host=settings.smtp_server or "",
             port=settings.smtp_port,
-            smtp_ssl=self.mode == "ssl",  # yagmail defaults to implicit TLS on any port
+            smtp_ssl=self.mode == "ssl",
             smtp_starttls=self.mode == "starttls",
             smtp_skip_login=not settings.smtp_username,
             soft_email_validation=False,  # addresses are validated by check_recipients
         )
-        self.set_logging(None)  # replace the stderr handler yagmail just installed
-        yag_logger = logging.getLogger(_YAGMAIL_LOGGER)
+        self.set_logging(None)  # replace the stderr handler yagmail just installed (its records could carry addresses)
+        yag_logger = logging.getLogger("yagmail.log")
         yag_logger.setLevel(logging.WARNING)
         yag_logger.propagate = False
 
@@ -179,14 +152,13 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         """Connect, secure and log in within SMTP_TIMEOUT_SECONDS (yagmail's login() calls this)."""
         settings = self.settings
         context = _tls_context(settings) if self.mode != "none" else None
-        # A placeholder local_hostname skips smtplib's reverse-DNS getfqdn() (_open sets the real EHLO name);
-        # no host: connecting happens in _open, under the deadline.
-        connection: _GuardedSMTP | _GuardedSMTPSSL
+        # A placeholder local_hostname skips smtplib's reverse-DNS getfqdn(); connecting happens in _open.
         read_timeout = settings.smtp_timeout_seconds + READ_TIMEOUT_MARGIN_SECONDS
+        connection: _Guarded
         if self.mode == "ssl":
             connection = _GuardedSMTPSSL(local_hostname="localhost", timeout=read_timeout, context=context)
         else:
-            connection = _GuardedSMTP(local_hostname="localhost", timeout=read_timeout)
+            connection = _Guarded(local_hostname="localhost", timeout=read_timeout)
         self.cutter.close()
         self.cutter = cutter = SocketCutter()
         try:
@@ -222,8 +194,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         self.last_reply_at = time.monotonic()
 
     def _open(self, connection: smtplib.SMTP, context: ssl.SSLContext | None, deadline: SmtpDeadline) -> None:
-        settings = self.settings
-        host, port = settings.smtp_server or "", settings.smtp_port
+        host, port = self.settings.smtp_server or "", self.settings.smtp_port
         where = f"{host}:{port}"
         connection._host = host  # type: ignore[attr-defined]  # TLS server_hostname; smtplib sets it only in __init__
         try:
@@ -231,7 +202,8 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
             if code != 220:
                 raise smtplib.SMTPConnectError(code, message)
         except ssl.SSLError as error:
-            raise self._tls_failure(
+            raise tls_failure(
+                self.settings,
                 error,
                 f"TLS handshake with {where}",
                 "Check SMTP_SECURITY and SMTP_PORT (465 speaks implicit TLS, 587 and 25 use STARTTLS).",
@@ -243,67 +215,41 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                 "Check SMTP_SERVER and DNS.",
             ) from None
         except (OSError, smtplib.SMTPException) as error:
-            raise self._unreachable(error) from None
+            raise unreachable(self.settings, error) from None
         deadline.at("the reply to EHLO", step="connect")
         connection.local_hostname = _ehlo_name(connection)
         try:
             connection.ehlo_or_helo_if_needed()
-            if self.mode == "starttls":
-                if not connection.has_extn("starttls"):
-                    # Never fall back to plaintext: the password and the data would travel in clear.
-                    raise self._refused(
-                        "tls",
-                        f"The SMTP server {where} does not offer STARTTLS",
-                        "Use the server's TLS port (SMTP_SECURITY=ssl, usually port 465) "
-                        "or, only on a trusted network, SMTP_SECURITY=none.",
-                    )
-                deadline.at("the reply to STARTTLS and the TLS handshake", step="tls")
-                try:
-                    connection.starttls(context=context)
-                except ssl.SSLError as error:
-                    raise self._tls_failure(
-                        error, f"STARTTLS with {where}", "Check the server's TLS configuration."
-                    ) from None
-                except smtplib.SMTPResponseException as error:
-                    raise self._refused(
-                        "tls",
-                        f"The SMTP server {where} refused STARTTLS ({describe_error(error)})",
-                        "Check the server's TLS configuration.",
-                    ) from None
-                deadline.at("the reply to EHLO after STARTTLS", step="tls")
-                connection.ehlo()
+            if self.mode != "starttls":
+                return
+            if not connection.has_extn("starttls"):
+                # Never fall back to plaintext: the password and the data would travel in clear.
+                raise self._refused(
+                    "tls",
+                    f"The SMTP server {where} does not offer STARTTLS",
+                    "Use the server's TLS port (SMTP_SECURITY=ssl, usually port 465) "
+                    "or, only on a trusted network, SMTP_SECURITY=none.",
+                )
+            deadline.at("the reply to STARTTLS and the TLS handshake", step="tls")
+            try:
+                connection.starttls(context=context)
+            except ssl.SSLError as error:
+                raise tls_failure(
+                    self.settings, error, f"STARTTLS with {where}", "Check the server's TLS configuration."
+                ) from None
+            except smtplib.SMTPResponseException as error:
+                raise self._refused(
+                    "tls",
+                    f"The SMTP server {where} refused STARTTLS ({describe_error(error)})",
+                    "Check the server's TLS configuration.",
+                ) from None
+            deadline.at("the reply to EHLO after STARTTLS", step="tls")
+            connection.ehlo()
         except (OSError, smtplib.SMTPException) as error:
-            raise self._unreachable(error) from None
-
-    def _tls_failure(self, error: ssl.SSLError, what: str, hint: str) -> MailError:
-        """An untrusted certificate gets its own sentence; any other TLS failure names the step."""
-        reason = describe_error(error)
-        if isinstance(error, ssl.SSLCertVerificationError):
-            what = f"The SMTP server's TLS certificate is not trusted ({reason})"
-            if "mismatch" in reason.lower():
-                hint = "Set SMTP_SERVER to a host name the server's certificate is issued for."
-            else:
-                hint = "If it uses a private CA, set SMTP_CA_FILE to that CA bundle."
-        else:
-            what = f"{what} failed ({reason})"
-        return self._refused("tls", what, hint)
-
-    def _unreachable(self, error: BaseException) -> MailError:
-        settings = self.settings
-        reason = describe_error(error)
-        hint = "Check SMTP_SERVER/SMTP_PORT and the firewall."
-        if "timed out" in reason:
-            # Typical of STARTTLS spoken to an implicit-TLS port: both sides wait.
-            hint = "Check SMTP_SERVER/SMTP_PORT, the firewall, and that SMTP_SECURITY matches the port (465 = ssl)."
-        return self._refused(
-            "connect",
-            f"Cannot connect to SMTP server {settings.smtp_server}:{settings.smtp_port} ({reason})",
-            hint,
-        )
+            raise unreachable(self.settings, error) from None
 
     def _authenticate(self, connection: smtplib.SMTP, password: str) -> None:
-        settings = self.settings
-        user = settings.smtp_username or ""
+        user = self.settings.smtp_username or ""
         if not connection.has_extn("auth"):
             raise self._refused(
                 "auth",
@@ -326,54 +272,21 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                 "Check the server's AUTH mechanisms (PLAIN, LOGIN or CRAM-MD5 are supported).",
             ) from None
         except (OSError, smtplib.SMTPException) as error:
-            raise self._unreachable(error) from None
+            raise unreachable(self.settings, error) from None
 
     def _attempt_send(self, recipients: list[str], payload: bytes) -> None:
-        """One SMTP transaction within SMTP_TIMEOUT_SECONDS, never retried; raises MailError or DroppedBeforeData.
-
-        Unlike smtplib.sendmail, a refused recipient aborts the transaction (RSET) before DATA,
-        so nobody receives a mail that counts as failed and is re-sent on the next run.
-        """
-        settings = self.settings
+        """One SMTP transaction within SMTP_TIMEOUT_SECONDS, never retried; raises MailError or DroppedBeforeData."""
         connection = self.smtp
         if connection is None:  # closed (e.g. by a failed login) before this transaction
             raise DroppedBeforeData("no open connection")
         with SmtpDeadline(
-            settings,
+            self.settings,
             self.cutter,
             "the message transaction (MAIL, RCPT, DATA)",
             step="timeout",
             waiting_for="the reply to MAIL FROM",
         ) as deadline:
-            options = [f"SIZE={len(payload)}"] if connection.has_extn("size") else []
-            try:
-                code, reply = connection.mail(self.user, options)
-                if code == 421:
-                    raise DroppedBeforeData(smtp_reply(code, reply))
-                if code != 250:
-                    _quietly(connection.rset)
-                    raise self._sender_refused(code, reply)
-                refused: dict[str, str] = {}
-                for recipient in recipients:
-                    deadline.at("the reply to RCPT TO")
-                    code, reply = connection.rcpt(recipient)
-                    if code == 421:
-                        raise DroppedBeforeData(smtp_reply(code, reply))
-                    if code not in (250, 251):
-                        refused[recipient] = smtp_reply(code, reply)
-            except (smtplib.SMTPServerDisconnected, OSError) as error:
-                _quietly(connection.close)
-                raise DroppedBeforeData(describe_error(error)) from None
-            if refused:
-                deadline.at("the reply to RSET")
-                _quietly(connection.rset)
-                details = "; ".join(f"{address}: {reply}" for address, reply in refused.items())
-                raise self._refused(
-                    "recipient",
-                    f"The SMTP server refused recipient(s) {', '.join(refused)} ({details})",
-                    "Check the address(es); the mail was sent to nobody and will be retried.",
-                    refused=list(refused),
-                )
+            self._envelope(connection, recipients, len(payload), deadline)
 
             def after_data_reply(code: int) -> None:
                 if code == 354:  # the message is being handed over: from now on it may be accepted
@@ -389,7 +302,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                     del connection.on_reply
             except smtplib.SMTPDataError as error:  # no 354: the message itself was not transferred
                 _quietly(connection.rset)
-                raise self._data_refused(error.smtp_code, error.smtp_error, MailOutcome.REFUSED) from None
+                raise content_refused(self.settings, error.smtp_code, error.smtp_error, MailOutcome.REFUSED) from None
             except (smtplib.SMTPServerDisconnected, OSError) as error:
                 _quietly(connection.close)
                 if deadline.outcome is MailOutcome.REFUSED:  # before the 354 nothing of the message went out
@@ -401,7 +314,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                         "check the server's logs and connection limits.",
                     ) from None
                 raise mail_error(
-                    settings,
+                    self.settings,
                     "data",
                     f"The connection to the SMTP server was lost while sending the message ({describe_error(error)})",
                     "If it keeps happening, check the server's message size limit and logs.",
@@ -409,64 +322,62 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                 ) from None
             if code != 250:
                 _quietly(connection.rset)
-                raise self._data_refused(code, reply, outcome_of_reply_to_content(code))
+                raise content_refused(self.settings, code, reply, outcome_of_reply_to_content(code))
         self.last_reply_at = time.monotonic()
 
+    def _envelope(self, connection: _Guarded, recipients: list[str], size: int, deadline: SmtpDeadline) -> None:
+        """MAIL FROM and every RCPT TO. Unlike smtplib.sendmail, a refused recipient aborts the transaction
+        (RSET) before DATA, so nobody receives a mail that counts as failed and is re-sent on the next run."""
+        options = [f"SIZE={size}"] if connection.has_extn("size") else []
+        try:
+            code, reply = connection.mail(self.user, options)
+            if code == 421:
+                raise DroppedBeforeData(smtp_reply(code, reply))
+            if code != 250:
+                _quietly(connection.rset)
+                raise sender_refused(self.settings, self.user, code, reply)
+            refused: dict[str, str] = {}
+            for recipient in recipients:
+                deadline.at("the reply to RCPT TO")
+                code, reply = connection.rcpt(recipient)
+                if code == 421:
+                    raise DroppedBeforeData(smtp_reply(code, reply))
+                if code not in (250, 251):
+                    refused[recipient] = smtp_reply(code, reply)
+        except (smtplib.SMTPServerDisconnected, OSError) as error:
+            _quietly(connection.close)
+            raise DroppedBeforeData(describe_error(error)) from None
+        if refused:
+            deadline.at("the reply to RSET")
+            _quietly(connection.rset)
+            details = "; ".join(f"{address}: {reply}" for address, reply in refused.items())
+            raise self._refused(
+                "recipient",
+                f"The SMTP server refused recipient(s) {', '.join(refused)} ({details})",
+                "Check the address(es); the mail was sent to nobody and will be retried.",
+                refused=list(refused),
+            )
+
     def _refused(self, step: MailStep, what: str, hint: str, refused: Sequence[str] = ()) -> MailError:
-        """A failure that left nothing on the server: sending again cannot duplicate."""
-        return mail_error(self.settings, step, what, hint, outcome=MailOutcome.REFUSED, refused=refused)
-
-    def _sender_refused(self, code: int, reply: bytes | str) -> MailError:
-        detail = smtp_reply(code, reply)
-        if code == 552:
-            return self._refused("size", f"The SMTP server refused the message size ({detail})", _LOWER_THE_LIMIT)
-        if code in (530, 534, 535):
-            return self._refused(
-                "auth", f"The SMTP server requires a login ({detail})", "Set SMTP_USERNAME and SMTP_PASSWORD."
-            )
-        return self._refused(
-            "data",
-            f"The SMTP server refused the sender {self.user} ({detail})",
-            "Set SMTP_FROM to an address the SMTP account may send as.",
-        )
-
-    def _data_refused(self, code: int, reply: bytes | str, outcome: MailOutcome) -> MailError:
-        """DATA answered with something other than 250: a definite rejection, or (outcome unknown) an odd reply."""
-        detail = smtp_reply(code, reply)
-        if outcome is MailOutcome.UNKNOWN:
-            what = f"The SMTP server gave an unexpected reply to the message ({detail})"
-            return mail_error(self.settings, "data", what, "Check the server's logs.", outcome=outcome)
-        if code == 552:
-            return self._refused(
-                "size", f"The SMTP server refused the message as too large ({detail})", _LOWER_THE_LIMIT
-            )
-        return self._refused(
-            "data",
-            f"The SMTP server refused the message ({detail})",
-            "Check the server's logs; the export is retried on the next run.",
-        )
+        return refusal(self.settings, step, what, hint, refused)
 
     def alive(self) -> bool:
-        """True when the connection still answers NOOP; one that answered moments ago is not asked again
-        (a send that finds it closed learns so before any data went out, and MailSender reconnects once)."""
+        """True when the connection answers NOOP, or answered moments ago (MailSender reconnects once if not)."""
         if self.smtp is None or self.is_closed or self.smtp.sock is None or self.cutter.is_cut:
             return False
         if self.last_reply_at is not None and time.monotonic() - self.last_reply_at < RECENTLY_ANSWERED_SECONDS:
             return True
         try:
-            with SmtpDeadline(
-                self.settings,
-                self.cutter,
-                "the connection check (NOOP)",
-                step="connect",
-                waiting_for="the reply to NOOP",
-            ):
+            with self._deadline("the connection check (NOOP)", "the reply to NOOP"):
                 code, _ = self.smtp.noop()
         except (MailError, smtplib.SMTPException, OSError):
             return False
         if code == 250:
             self.last_reply_at = time.monotonic()
         return code == 250
+
+    def _deadline(self, what: str, waiting_for: str) -> SmtpDeadline:
+        return SmtpDeadline(self.settings, self.cutter, what, step="connect", waiting_for=waiting_for)
 
     def discard(self) -> None:
         """Drop the connection without QUIT (it is dead or in an unknown state)."""
@@ -478,15 +389,11 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
     def close(self) -> None:
         """QUIT within SMTP_TIMEOUT_SECONDS, never raising (yagmail's close lets socket errors through)."""
         if self.smtp is not None and not self.cutter.is_cut:
-            with (
-                suppress(Exception),
-                SmtpDeadline(self.settings, self.cutter, "QUIT", step="connect", waiting_for="the reply to QUIT"),
-            ):
+            with suppress(Exception), self._deadline("QUIT", "the reply to QUIT"):
                 self.smtp.quit()
         self.discard()
 
 
 def _quietly(action: Callable[[], object]) -> None:
-    """Run a clean-up call whose failure changes nothing (RSET, closing a dead connection)."""
     with suppress(Exception):
         action()

@@ -1,11 +1,7 @@
 """Arrival order and the reads of `messages` and `chats` that follow it (docs/design.md).
 
-A message's position is its *arrival key*: `EXPORT_ARRIVAL_FIELD`, by default `_id` (an ObjectId
-embeds the writer's clock at insert, and `_id` is always indexed), or a BSON date written at insert.
-
-Every read here is bounded (the cost of a run follows the messages that arrived, never the size of
-the collection): the pass by a key range on the key's index, chats by their ids, a workspace's
-messages by its chats *and* a key range, a manual window by its chats and a time range.
+A message's position is its arrival key, EXPORT_ARRIVAL_FIELD (`_id` by default, or a BSON date written at insert).
+Every read here is bounded by a key range, chat ids or a time range: a run's cost follows the messages that arrived.
 """
 
 from __future__ import annotations
@@ -58,10 +54,8 @@ class ArrivalKey:
         return isinstance(value, ObjectId) if self.uses_object_id else isinstance(value, datetime)
 
     def position(self, workspace_id: str, cursor: object) -> Key:
-        """A stored cursor as a key of this field; a cursor of the other kind is refused, never translated.
-
-        Translated through its time, it would silently skip or repeat what arrived under the other field.
-        """
+        """A stored cursor as a key of this field; one of the other kind is refused, never translated through its
+        time (that would silently skip or repeat what arrived under the other field)."""
         if is_key(cursor) and self.usable(cursor):
             return cursor
         if isinstance(cursor, ObjectId):
@@ -108,10 +102,7 @@ def time_of(key: object) -> datetime | None:
 
 
 def key_order(key: Key) -> tuple[datetime, bytes]:
-    """A total order across both key kinds (keys read back from documents may be of the other kind).
-
-    By arrival time, then (ObjectIds of one second) by their bytes.
-    """
+    """A total order across both key kinds: by arrival time, then (ObjectIds of one second) by their bytes."""
     if isinstance(key, ObjectId):
         return key.generation_time, key.binary
     return as_utc(key), b""
@@ -119,8 +110,6 @@ def key_order(key: Key) -> tuple[datetime, bytes]:
 
 def key_text(key: object) -> str | None:
     """A key as text for people and JSON: 24 hex digits or an ISO 8601 time."""
-    if isinstance(key, ObjectId):
-        return str(key)
     if isinstance(key, datetime):
         return as_utc(key).isoformat()
     return None if key is None else str(key)
@@ -131,18 +120,11 @@ def object_id_at(moment: datetime) -> ObjectId:
     return ObjectId(int(moment.timestamp()).to_bytes(4, "big") + os.urandom(8))
 
 
-# --------------------------------------------------------------------------- the pass
-
-
 def arrivals_between(
     messages: Collection[dict[str, Any]], key: ArrivalKey, start: Key, end: Key, *, documents: bool = False
 ) -> Iterator[tuple[Key, object, dict[str, Any]]]:
-    """(arrival key, raw chat_id, document) of every message with start <= key < end, in key order, on the key's index.
-
-    The document holds the key and `chat_id`, and with `documents` also what a
-    workbook row needs (MESSAGE_PROJECTION): the server fetches every document
-    of the range either way, only the bytes on the wire differ.
-    """
+    """(arrival key, raw chat_id, document) of every message with start <= key < end, in key order, on the key's
+    index; with `documents` the document also holds what a workbook row needs (MESSAGE_PROJECTION)."""
     projection = {**MESSAGE_PROJECTION, key.field: 1} if documents else key.projection()
     cursor = messages.find({key.field: {"$gte": start, "$lt": end}}, projection, batch_size=PASS_BATCH_SIZE).sort(
         key.field, ASCENDING
@@ -159,10 +141,7 @@ def chats_by_id(chats: Collection[dict[str, Any]], chat_ids: Sequence[ObjectId])
 
 
 def in_chunks(chat_ids: Sequence[Any], *, forms: bool = False) -> Iterator[list[Any]]:
-    """`$in` lists of CHAT_IDS_PER_QUERY chats (with `forms`, each ObjectId in both of its forms).
-
-    A `$in` with hundreds of thousands of ids is a huge command document: chunk it, merge the sorted cursors.
-    """
+    """`$in` lists of CHAT_IDS_PER_QUERY chats (with `forms`, each ObjectId in both forms): no huge command."""
     for offset in range(0, len(chat_ids), CHAT_IDS_PER_QUERY):
         chunk = chat_ids[offset : offset + CHAT_IDS_PER_QUERY]
         yield both_forms(chunk) if forms else list(chunk)
@@ -198,27 +177,19 @@ def in_row_order(documents: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(documents, key=_timestamp_order)
 
 
+# MongoDB's sort order of BSON types (bool before int: a bool is an int); 10 for any other type.
+_BSON_TYPE_RANKS = ((type(None), 1), (bool, 8), ((int, float), 2), (str, 3), (dict, 4), (list, 5), (bytes, 6))
+
+
 def bson_order(value: object) -> tuple[int, object]:
-    """A sort key that orders values of mixed types the way MongoDB sorts them (type first)."""
-    if value is None:
-        return (1, 0)
-    if isinstance(value, bool):
-        return (8, value)
-    if isinstance(value, (int, float)):
-        return (2, value)
-    if isinstance(value, str):
-        return (3, value)
-    if isinstance(value, datetime):
-        return (9, value)
+    """A sort key that orders values of mixed types the way MongoDB sorts them: type first, then value (documents,
+    arrays and unknown types by type only)."""
     if isinstance(value, ObjectId):
         return (7, value.binary)
-    if isinstance(value, bytes):
-        return (6, value)
-    if isinstance(value, dict):
-        return (4, 0)
-    if isinstance(value, list):
-        return (5, 0)
-    return (10, 0)
+    if isinstance(value, datetime):
+        return (9, value)
+    rank = next((rank for kind, rank in _BSON_TYPE_RANKS if isinstance(value, kind)), 10)
+    return (rank, value if rank in (2, 3, 6, 8) else 0)
 
 
 def _timestamp_order(document: dict[str, Any]) -> tuple[tuple[int, object], tuple[int, object]]:
@@ -248,11 +219,8 @@ def _rows(
 def window_messages(
     messages: Collection[dict[str, Any]], key: ArrivalKey, chat_ids: Sequence[ObjectId], start: Key, end: Key
 ) -> Iterator[dict[str, Any]]:
-    """These chats' messages with start <= arrival key < end, in (timestamp, _id) order.
-
-    Bounded by the chats (both id forms) and the key range, on `{chat_id: 1, <key>: 1}`;
-    the sort may need a blocking stage on a big window, hence allow_disk_use.
-    """
+    """These chats' messages (both id forms) with start <= arrival key < end, in (timestamp, _id) order, on
+    `{chat_id: 1, <key>: 1}`; the sort may need a blocking stage on a big window, hence allow_disk_use."""
     queries = [_in_chats_between(chunk, key, start, end) for chunk in in_chunks(chat_ids, forms=True)]
     return _rows(messages, queries, allow_disk_use=True)
 
@@ -264,8 +232,6 @@ def messages_by_timestamp(
     between = {"$gte": start, "$lt": end}
     return _rows(messages, [{"chat_id": {"$in": chunk}, "timestamp": between} for chunk in in_chunks(list(chat_ids))])
 
-
-# --------------------------------------------------------------------------- the key's own health
 
 # How many of the newest messages (by `_id`) a scheduled run looks at before it moves any cursor.
 NEWEST_PROBED = 10
@@ -286,13 +252,9 @@ class ArrivalKeyCheck:
 
 
 def check_arrival_key(messages: Collection[dict[str, Any]], key: ArrivalKey, *, ends: bool = True) -> ArrivalKeyCheck:
-    """Whether the arrival key can see the messages, from a few index entries, never a scan.
-
-    The newest NEWEST_PROBED messages by `_id` (always indexed): when none carries a usable key,
-    the setting is wrong and every run would skip everything. With `ends`, also both ends of the
-    key's own index: MongoDB sorts by type first, so a missing or wrong-typed key anywhere sorts
-    before or after every usable one (for `_id` the newest messages *are* the upper end).
-    """
+    """Whether the arrival key can see the messages, from a few index entries, never a scan: the newest
+    NEWEST_PROBED by `_id`, and with `ends` both ends of the key's index, where MongoDB sorts a missing or
+    wrong-typed key (for `_id` the newest messages are the upper end)."""
     newest = list(messages.find({}, {key.field: 1}).sort("_id", DESCENDING).limit(NEWEST_PROBED))
     if not newest:
         return ArrivalKeyCheck()  # no message: nothing to miss

@@ -1,7 +1,4 @@
-"""MongoDB access: the connection, the collections, and the workspace list.
-
-The bounded reads of `messages` and `chats` are in store/arrivals.py.
-"""
+"""MongoDB access: the connection, the collections, the workspace list (reads of messages and chats: arrivals.py)."""
 
 from __future__ import annotations
 
@@ -34,10 +31,7 @@ Index = tuple[str, list[tuple[str, int]]]
 
 
 def supporting_indexes(arrival_field: str) -> list[Index]:
-    """The indexes the export queries rely on: `health` checks them, nothing creates them on the platform's data.
-
-    `_id` (the default arrival key) is always indexed; another arrival field needs its own two.
-    """
+    """The indexes the export queries rely on (`health` checks them; nothing creates them on the platform's data)."""
     if arrival_field == "_id":
         arrival = [("messages", [("chat_id", ASCENDING), ("_id", ASCENDING)])]
     else:
@@ -65,8 +59,8 @@ class Workspace:
     name: str
     status: str
     object_id: ObjectId
-    # The raw value at EXPORT_RECIPIENTS_FIELD, read with the list (no query per workspace); recipients.py judges it.
-    recipients_value: object = field(default=None, compare=False, repr=False)
+    # Setting name -> raw value of each configured document field (Settings.document_fields); a missing one is absent.
+    document_values: Mapping[str, object] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -140,8 +134,7 @@ class Store:
     def __init__(self, client: MongoClient[dict[str, Any]], settings: Settings) -> None:
         self.client = client
         self.settings = settings
-        # Leases, cursors and the messages behind them come from the primary: a lagging
-        # secondary would hide messages a cursor then skips for good (whatever MONGODB_URI says).
+        # The primary, whatever MONGODB_URI says: a lagging secondary would hide messages a cursor then skips for good.
         self.db: Database[dict[str, Any]] = client.get_database(
             settings.mongodb_database, read_preference=ReadPreference.PRIMARY
         )
@@ -228,23 +221,21 @@ class Store:
         return self.list_workspaces(raw_ids).workspaces
 
     def list_workspaces(self, raw_ids: Sequence[str] | None = None) -> WorkspaceListing:
-        """Every active workspace, or the named ones in the order given (any status), one per id (one_per_id).
-
-        An unknown named id raises UnknownWorkspace. Finding none asks (one command, only
-        then) whether this is the platform's database at all (ConfigError if not).
-        """
-        recipients_field = self.settings.export_recipients_field
-        projection = {"name": 1, "status": 1, **({recipients_field: 1} if recipients_field else {})}
+        """Every active workspace, or the named ones in the order given (any status; an unknown one raises
+        UnknownWorkspace); finding none asks whether this is the platform's database at all (ConfigError if not)."""
+        fields = self.settings.document_fields()
+        paths = set(fields.values())
+        # A path below another projected one would be a path collision: the shorter one brings it along.
+        projection = {"name": 1, "status": 1}
+        projection |= {path: 1 for path in sorted(paths) if not any(path.startswith(f"{p}.") for p in paths)}
         if raw_ids is None:
-            listing = one_per_id(
-                self.workspaces.find({"status": "active"}, projection).sort("_id", ASCENDING), recipients_field
-            )
+            listing = one_per_id(self.workspaces.find({"status": "active"}, projection).sort("_id", ASCENDING), fields)
             if not listing.workspaces:
                 self.require_workspaces_collection()
             return listing
         object_ids = [parse_workspace_id(raw) for raw in raw_ids]
         forms = [form for object_id in object_ids for form in (object_id, str(object_id))]
-        listing = one_per_id(self.workspaces.find({"_id": {"$in": forms}}, projection), recipients_field)
+        listing = one_per_id(self.workspaces.find({"_id": {"$in": forms}}, projection), fields)
         found = {workspace.id: workspace for workspace in listing.workspaces}
         missing = [str(object_id) for object_id in object_ids if str(object_id) not in found]
         if missing:
@@ -257,10 +248,8 @@ class Store:
         return WorkspaceListing(list(ordered.values()), listing.duplicates)
 
     def stored_twice(self) -> list[DuplicateWorkspace]:
-        """Every workspace id held by more than one document (any status), for `health`.
-
-        Only a string `_id` can repeat an ObjectId one: one query for the string ids, then one for what they spell.
-        """
+        """Every workspace id held by more than one document (any status), for `health`: only a string `_id` can
+        repeat an ObjectId one, so one query for the string ids, then one for what they spell."""
         projection = {"name": 1, "status": 1}
         strings = list(self.workspaces.find({"_id": {"$type": "string"}}, projection))
         spelled = [object_id for document in strings if (object_id := as_object_id(document["_id"])) is not None]
@@ -271,15 +260,13 @@ class Store:
 
     def missing_indexes(self) -> list[Index]:
         """Supporting indexes that are absent: a prefix match of an existing index counts as present."""
-        existing: dict[str, list[list[tuple[str, object]]]] = {}
-        for name in ("chats", "messages"):
-            existing[name] = [
-                [
-                    (field, int(order) if isinstance(order, (int, float)) else order)
-                    for field, order in index["key"].items()
-                ]
-                for index in self.db[name].list_indexes()
-            ]
+
+        def keys(index: Mapping[str, Any]) -> list[tuple[str, object]]:
+            return [(field, int(order) if isinstance(order, (int, float)) else order) for field, order in index.items()]
+
+        existing = {
+            name: [keys(index["key"]) for index in self.db[name].list_indexes()] for name in ("chats", "messages")
+        }
         wanted = supporting_indexes(self.settings.export_arrival_field)
         return [(name, keys) for name, keys in wanted if not any(have[: len(keys)] == keys for have in existing[name])]
 
@@ -296,14 +283,9 @@ def field_at(document: Mapping[str, Any], path: str) -> object:
 
 def as_object_id(value: object) -> ObjectId | None:
     """An id stored as an ObjectId or as its 24-hex string form; anything else is no id."""
-    if isinstance(value, ObjectId):
-        return value
-    if isinstance(value, str) and len(value) == 24:
-        try:
-            return ObjectId(value)
-        except (InvalidId, TypeError):
-            return None
-    return None
+    if isinstance(value, str) and len(value) == 24 and ObjectId.is_valid(value):
+        return ObjectId(value)
+    return value if isinstance(value, ObjectId) else None
 
 
 @dataclass(frozen=True)
@@ -333,14 +315,9 @@ class WorkspaceListing:
     duplicates: list[DuplicateWorkspace] = field(default_factory=list)
 
 
-def one_per_id(documents: Iterable[dict[str, Any]], recipients_field: str | None = None) -> WorkspaceListing:
-    """One Workspace per id (the `_id` as an ObjectId or its 24-hex string), in the documents' order.
-
-    A tenant stored twice (`_id` once an ObjectId, once a string) is one workspace: its
-    chats name it in either form, so two Workspaces would split its messages and share
-    one cursor. The ObjectId document is the workspace, else the first one read; the
-    others are reported as duplicates, never silently dropped.
-    """
+def one_per_id(documents: Iterable[dict[str, Any]], fields: Mapping[str, str] | None = None) -> WorkspaceListing:
+    """One Workspace per id (the `_id` as an ObjectId or its 24-hex string), in the documents' order: a tenant
+    stored both ways is one workspace (its chats name it either way), the ObjectId document first, others duplicates."""
     by_id: dict[str, list[dict[str, Any]]] = {}
     for document in documents:
         by_id.setdefault(str(as_object_id(document["_id"]) or document["_id"]), []).append(document)
@@ -354,7 +331,7 @@ def one_per_id(documents: Iterable[dict[str, Any]], recipients_field: str | None
                 _name(first),
                 str(first.get("status", "")),
                 as_object_id(first["_id"]) or first["_id"],
-                field_at(first, recipients_field) if recipients_field else None,
+                {name: value for name, path in (fields or {}).items() if (value := field_at(first, path)) is not None},
             )
         )
         if len(group) > 1:

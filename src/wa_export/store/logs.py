@@ -1,10 +1,8 @@
-"""`export_logs` and `system_logs`: every write (how each kind of entry looks; callers pass facts), and the reads.
+"""`export_logs` and `system_logs`: every write and the reads. The original service's fields come first, ours after.
 
-Both collections are the original service's: its fields come first (the seeds' schema), ours after.
-A scheduled email's export_logs entry is inserted as `sending` before the email goes to SMTP and turned
-`completed` or `failed` afterwards (`outcome_unknown: true` when the server may have accepted it anyway);
-one still `sending` after its run is unknown too: the next run closes it as `failed` and flags its own
-re-delivery `possible_duplicate: true`.
+A scheduled email's entry is inserted `sending` before SMTP and turned `completed` or `failed` after
+(`outcome_unknown: true` when the server may have accepted it); one still `sending` after its run is closed
+`failed` by the next run, which flags its re-delivery `possible_duplicate: true`.
 """
 
 from __future__ import annotations
@@ -199,17 +197,12 @@ def record_health_check(logs: Logs, message: str, now: datetime, details: Health
     _event(logs, "health_check", "health_check", message, now, details)
 
 
-# --- reads ---
-
 IDS_PER_QUERY = 5_000
 
 
 def original_service_exports(logs: Logs, workspace_ids: Sequence[str], since: datetime) -> dict[str, datetime]:
-    """Per workspace, the `export_timestamp` of its latest completed export by the original service since `since`.
-
-    Entries this tool writes always carry a `run_id`; the original service's never do.
-    One aggregation per 5,000 workspaces, bounded by `since`.
-    """
+    """Per workspace, the `export_timestamp` of its latest completed export by the original service (entries
+    without a `run_id`) since `since`: one aggregation per 5,000 workspaces."""
     latest: dict[str, datetime] = {}
     ids = list(workspace_ids)
     for offset in range(0, len(ids), IDS_PER_QUERY):

@@ -1,17 +1,7 @@
-"""Which workspace a chat belongs to, and which messages are a chat's: the one ownership rule.
-
-Every path that attributes messages to a workspace asks here: the scheduled pass, a workspace's
-own path, manual exports, `stats`, and the waiting counts (docs/design.md, "Who owns a chat").
-
-- A workspace is its id, 24 hex digits: a `workspaces` document whose `_id` is the ObjectId or its
-  string is the same workspace (connection.one_per_id lists a tenant stored both ways once).
-- A chat belongs to the workspace whose id its `workspace_id` holds, as an ObjectId or its string.
-  Anything else (an array naming several workspaces, a malformed string, nothing) names no single
-  workspace: the chat belongs to nobody. Its messages are mailed to nobody, counted as
-  `ambiguous_chat` by the run, in no workspace's `stats`, waiting for nobody in `state`.
-- A chat is identified by its ObjectId `_id`; a message is that chat's when its `chat_id` holds
-  the ObjectId or its string (both_forms).
-"""
+"""Which workspace a chat belongs to, and which messages are a chat's: the one ownership rule for the run, manual
+exports, `stats` and `state` (docs/design.md, "Who owns a chat"). A chat is its workspace's when `workspace_id` holds
+its id as an ObjectId or its string; anything else (an array, a malformed string) belongs to nobody. A message is a
+chat's when its `chat_id` holds the chat's ObjectId or its string."""
 
 from __future__ import annotations
 
@@ -64,12 +54,8 @@ class WorkspaceChats:
 
 
 def chats_of_workspace(chats: Collection[dict[str, Any]], workspace: Workspace) -> WorkspaceChats:
-    """Every chat that belongs to this workspace, on the `workspace_id` index: one query.
-
-    The query matches both id forms, and an array holding either, so the owner is
-    checked with owner_of: an array (or anything else) belongs to nobody, and is
-    returned as `shared` when it names this workspace.
-    """
+    """Every chat that belongs to this workspace, in one query on the `workspace_id` index; chats that name it
+    among others (an array) belong to nobody and are returned as `shared`."""
     found = WorkspaceChats()
     query = {"workspace_id": {"$in": [workspace.object_id, workspace.id]}}
     for document in chats.find(query, {**CHAT_PROJECTION, "workspace_id": 1}):

@@ -1,22 +1,17 @@
 """The `export_state` collection: every read and write of it (docs/design.md, "The first cursor" and "Leases").
 
-Why this module is long: cursors and leases are only safe while every write follows the same rules,
-so all of them live here (tests/test_state_writes.py holds every other module to that).
-
-One document per workspace, `_id` = the workspace id string; its fields are listed in docs/design.md
-(a legacy `watermark` field is read once, to migrate it into a cursor, and never written).
-
-Every time written comes from the database clock. A lease is one atomic upsert matching only a free
-or expired lease (a contested one fails with DuplicateKeyError); every later write of the owner is
-conditional on still holding it, so a run stalled past its expiry never moves another run's cursor.
+Why this module is long: cursors and leases are only safe while every write follows the same rules, so all
+of them live here (tests/test_state_writes.py). Every time written is the database clock's. A lease is one atomic upsert
+matching only a free or expired lease; every later write of the owner is conditional on still holding it,
+so a run stalled past its expiry never moves another run's cursor. A legacy `watermark` is only read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from bson import ObjectId
 from pymongo import ReturnDocument, UpdateOne
@@ -30,21 +25,13 @@ from wa_export.store.connection import Store
 from wa_export.store.logs import original_service_exports
 from wa_export.units import count_or_zero
 
-T = TypeVar("T")
-
 DUPLICATE_KEY = 11000
-# A cursor is "ahead of the database clock" only beyond this: a run that started a
-# moment after the one looking may already have moved it to its own window end, and
-# "now" is known to within a round trip and an ObjectId's whole second.
+# A cursor is "ahead of the database clock" only beyond this: a run started a moment later may have moved
+# it to its own window end, and "now" is known to within a round trip and an ObjectId's whole second.
 CLOCK_TOLERANCE = timedelta(seconds=2)
-# An earlier version's last run may have delivered messages that arrived up to
-# EXPORT_LAG_SECONDS (plus clock noise) after its watermark: flagged, never silent.
+# An earlier version may have delivered messages up to EXPORT_LAG_SECONDS (plus noise) past its watermark.
 LEGACY_DUPLICATE_MARGIN = timedelta(minutes=1)
 KEEP_IN_FLIGHT = object()  # Lease.failed: leave the stored in_flight as it is
-
-
-def _typed(value: object, kind: type[T]) -> T | None:
-    return value if isinstance(value, kind) else None
 
 
 @dataclass(frozen=True)
@@ -65,19 +52,16 @@ class InFlight:
 
     @classmethod
     def from_document(cls, value: object) -> InFlight | None:
+        """Each field if it has its type, else None."""
         if not isinstance(value, dict):
             return None
-        from_key, to_key = value.get("from_key"), value.get("to_key")
-        return cls(
-            _typed(value.get("log_id"), ObjectId),
-            _typed(value.get("run_id"), str),
-            from_key if is_key(from_key) else None,
-            to_key if is_key(to_key) else None,
-            _typed(value.get("part"), int),
-            _typed(value.get("parts"), int),
-            as_utc_or_none(value.get("started_at")),
-            _typed(value.get("note"), str),
-        )
+        key = (ObjectId, datetime)
+        kinds: tuple[type | tuple[type, ...], ...] = (ObjectId, str, key, key, int, int, datetime, str)
+        found: dict[str, Any] = {
+            entry.name: item if isinstance(item := value.get(entry.name), kind) else None
+            for entry, kind in zip(fields(cls), kinds, strict=True)
+        }
+        return cls(**{**found, "started_at": as_utc_or_none(found["started_at"])})
 
     def overlaps(self, low: Key, high: Key) -> bool:
         """Whether [low, high) shares a key with [from_key, to_key); unknown bounds overlap everything."""
@@ -156,8 +140,7 @@ class WorkspaceState:
 def read_states(store: Store, workspace_ids: Sequence[str] | None = None) -> dict[str, WorkspaceState]:
     """Every export_state document in one read (or those of the named workspaces)."""
     query: dict[str, Any] = {} if workspace_ids is None else {"_id": {"$in": list(workspace_ids)}}
-    fields = ("cursor", "watermark", "in_flight", "consecutive_failures", "pending_files")
-    projection = dict.fromkeys((*fields, "lease_owner", "lease_expires_at"), 1)
+    projection = dict.fromkeys((f.name for f in fields(WorkspaceState) if f.name not in ("workspace_id", "exists")), 1)
     return {
         str(document["_id"]): WorkspaceState.from_document(str(document["_id"]), document)
         for document in store.export_state.find(query, projection, batch_size=50_000)
@@ -186,11 +169,8 @@ def read_lease(store: Store, workspace_id: str) -> tuple[str | None, datetime | 
 def last_successes(store: Store, workspace_ids: Sequence[str], earliest: datetime) -> dict[str, datetime]:
     """`last_success_at` of these workspaces where it is `earliest` or later, in one query."""
     query = {"_id": {"$in": list(workspace_ids)}, "last_success_at": {"$gte": earliest}}
-    found = {
-        str(d["_id"]): as_utc_or_none(d.get("last_success_at"))
-        for d in store.export_state.find(query, {"last_success_at": 1})
-    }
-    return {workspace_id: moment for workspace_id, moment in found.items() if moment is not None}
+    found = store.export_state.find(query, {"last_success_at": 1})
+    return {str(d["_id"]): moment for d in found if (moment := as_utc_or_none(d.get("last_success_at"))) is not None}
 
 
 def count_foreign_cursors(store: Store, key: ArrivalKey) -> int:
@@ -234,10 +214,7 @@ def first_cursor(
     watermark: datetime | None,
     original_export: datetime | None,
 ) -> FirstCursor:
-    """Where a workspace without a cursor starts (docs/design.md, "The first cursor"), for a run ending at `end`.
-
-    `original_export` comes from original_exports (already within the backfill limit).
-    """
+    """Where a workspace without a cursor starts (docs/design.md, "The first cursor"), for a run ending at `end`."""
     interval = timedelta(minutes=settings.export_interval_minutes)
     if watermark is not None:
         # An earlier version's timestamp watermark; one ahead of `end` (a clock anomaly) starts one interval back.
@@ -261,27 +238,29 @@ class IdleAdvance:
     read_cursor: Key | None  # None: no cursor yet
     exists: bool
     new_source: str | None = None  # for a workspace getting its first cursor
-    # The pass covered [read_cursor, end): the cursor may move on from anywhere in that
-    # range (another run may have moved it meanwhile). Else only from the value read.
+    # The pass covered [read_cursor, end): the cursor may move on from anywhere in it, else only from the value read.
     covered: bool = True
 
 
 def advance_idle(store: Store, clock: DatabaseClock, end_key: Key, items: Sequence[IdleAdvance]) -> None:
-    """One bulk write for every workspace with nothing new.
-
-    A cursor moves to `end_key` only from within what the run looked at ([the cursor read,
-    end_key), or exactly the value read), never over a live lease or another run's in_flight;
-    a workspace without a document gets one.
-    """
+    """One bulk write for every workspace with nothing new: a cursor moves to `end_key` only from within what the
+    run looked at, never over a live lease or another run's in_flight; a workspace without a document gets one."""
     now = clock.now()
     moved = {"cursor": end_key, "cursor_set_at": now, "last_success_at": now, "updated_at": now}
     operations: list[UpdateOne] = []
     for item in items:
         source = item.new_source or "first_interval"
         if not item.exists:
-            created: dict[str, Any] = {**moved, "cursor_source": source, "created_at": now, "consecutive_failures": 0}
-            created.update(in_flight=None, pending_files=[])
-            operations.append(UpdateOne({"_id": item.workspace_id}, {"$setOnInsert": created}, upsert=True))
+            created = {
+                **moved,
+                "cursor_source": source,
+                "created_at": now,
+                "consecutive_failures": 0,
+                "in_flight": None,
+            }
+            operations.append(
+                UpdateOne({"_id": item.workspace_id}, {"$setOnInsert": {**created, "pending_files": []}}, upsert=True)
+            )
             continue
         where: dict[str, Any] = {"cursor": {"$exists": False}}
         if item.read_cursor is not None:
@@ -309,12 +288,9 @@ ANY_CURSOR = object()  # set_moved_cursor: whatever the cursor is now
 def set_moved_cursor(
     store: Store, workspace_id: str, now: datetime, new_key: Key, *, expected_cursor: object = ANY_CURSOR
 ) -> dict[str, Any] | None:
-    """`state --move-to/--move-past`: one conditional upsert of the cursor; the document before (or None).
-
-    Only while no live lease is held and (unless ANY_CURSOR) the cursor is still `expected_cursor`;
-    DuplicateKeyError when the document exists but does not match. in_flight stays: the next run
-    still flags a possible duplicate.
-    """
+    """`state --move-to/--move-past`: one upsert of the cursor, only while no live lease is held and (unless
+    ANY_CURSOR) the cursor is still `expected_cursor`, else DuplicateKeyError; the document before (or None).
+    in_flight stays: the next run still flags a possible duplicate."""
     query: dict[str, Any] = {"_id": workspace_id, **lease_is_free(now)}
     if expected_cursor is not ANY_CURSOR:
         query["cursor"] = expected_cursor  # None also matches a document without one
@@ -396,10 +372,8 @@ class Lease:
         in_flight: InFlight | None,
         release: bool,
     ) -> None:
-        """The email was accepted: the cursor moves past it, the failures reset.
-
-        `in_flight` is what stays unknown beyond this part (an earlier run's intent reaching further), usually None.
-        """
+        """The email was accepted: the cursor moves past it, the failures reset; `in_flight` is what stays unknown
+        beyond this part (an earlier run's intent reaching further), usually None."""
         now = self.clock.now()
         changes = {"cursor": to_key, "cursor_source": "export", "cursor_set_at": now, **_success(now, in_flight)}
         if possible_duplicate:
@@ -409,10 +383,8 @@ class Lease:
         self.cursor = to_key
 
     def caught_up(self, end_key: Key, *, release: bool, force: bool = False) -> None:
-        """Nothing (left) to deliver up to `end_key`: the cursor moves there, any stale intent is closed.
-
-        A cursor already at or past `end_key` stays, unless `force` (one ahead of the database clock comes back).
-        """
+        """Nothing (left) to deliver up to `end_key`: the cursor moves there (one already past it only with `force`:
+        one ahead of the database clock comes back), any stale intent is closed."""
         now = self.clock.now()
         changes = _success(now, None)
         # The cursor is of the run's key kind: the window refused any other (ArrivalKey.position).
@@ -426,10 +398,7 @@ class Lease:
     def failed(
         self, error: str, *, in_flight: object = KEEP_IN_FLIGHT, pending_files: Sequence[str] | None, release: bool
     ) -> None:
-        """A delivery failed: the cursor stays, the failure is counted.
-
-        `in_flight`: what may have been delivered anyway (an InFlight), None, or KEEP_IN_FLIGHT.
-        """
+        """A delivery failed: the cursor stays, the failure is counted; `in_flight` may have been delivered anyway."""
         now = self.clock.now()
         changes: dict[str, Any] = {"last_error": error, "last_attempt_at": now, "updated_at": now}
         if in_flight is None or isinstance(in_flight, InFlight):
@@ -462,11 +431,8 @@ def acquire_lease(
     clock: DatabaseClock,
     first_cursor: FirstCursor | None = None,
 ) -> Lease | None:
-    """Take the workspace's lease, or None if another run holds a live one.
-
-    A workspace without a cursor gets `first_cursor` in the same write (a new document) or right
-    after (an existing one without a cursor), so a failing first delivery still pins the start.
-    """
+    """Take the workspace's lease, or None if another run holds a live one. A workspace without a cursor gets
+    `first_cursor` in the same write or right after, so a failing first delivery still pins the start."""
     collection = store.export_state
     now = clock.now()
     expires_at = now + duration

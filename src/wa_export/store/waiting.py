@@ -1,8 +1,4 @@
-"""How many messages of a workspace wait behind its position, and since when (`state` and the metrics file).
-
-For one workspace: one query for its chats, then per 5,000 chats one count and (when some wait)
-one query for the oldest, each on the `{chat_id: 1, <arrival key>: 1}` index.
-"""
+"""How many messages of a workspace wait behind its position, and since when (`state` and the metrics file)."""
 
 from __future__ import annotations
 
@@ -31,10 +27,8 @@ class Waiting:
 
 
 def position_key(settings: Settings, document: Mapping[str, Any], now: datetime) -> Key | None:
-    """Where a workspace's undelivered messages start: its cursor, or v1's watermark as the engine migrates it.
-
-    A cursor written under another kind of EXPORT_ARRIVAL_FIELD raises ForeignCursor (store/arrivals.py).
-    """
+    """Where a workspace's undelivered messages start: its cursor (ForeignCursor for one of the other key kind),
+    or v1's watermark as the engine migrates it."""
     cursor = document.get("cursor")
     key = ArrivalKey(settings.export_arrival_field)
     if is_key(cursor):
@@ -46,10 +40,7 @@ def position_key(settings: Settings, document: Mapping[str, Any], now: datetime)
 
 
 def workspace_chat_ids(store: Store, workspace: Workspace) -> list[object]:
-    """What a message of the workspace holds in `chat_id`: its chats (ownership.py), in both id forms.
-
-    A chat that names no single workspace belongs to nobody: its messages are never delivered, so never waiting.
-    """
+    """What a message of the workspace holds in `chat_id`: its own chats (ownership.py), in both id forms."""
     return chats_of_workspace(store.chats, workspace).message_chat_ids()
 
 

@@ -1,8 +1,6 @@
-"""Cell text for untrusted message content: never a formula, valid XML, within Excel's limits.
+"""Cell text for untrusted message content: never a formula (inline string cells), valid XML, within Excel's limits.
 
-Every text column is an inline *string* cell (``t="inlineStr"``), so text starting with ``=``,
-``+``, ``-`` or ``@`` stays literal. `text_cell` formats the ``<c>`` element of the fast row path
-in workbook/writer.py; `TextCellTails` remembers it for values that repeat.
+`text_cell` formats the ``<c>`` element of workbook/writer.py's row path; `TextCellTails` remembers repeated values.
 """
 
 from __future__ import annotations
@@ -13,27 +11,17 @@ from datetime import date
 CELL_TEXT_LIMIT = 32_767  # Excel's limit, counted in UTF-16 code units
 TRUNCATION_MARKER = "… [truncated by wa-export: {omitted} characters omitted]"
 
-# XML 1.0 forbids these; lxml refuses to write them. \t \n \r stay.
-# Any surrogate code point left in a Python str is unpaired (valid pairs are
-# joined first, see _clean_text).
+# XML 1.0 forbids these (\t \n \r stay); surrogates left in a str are unpaired (pairs are joined first).
 _ILLEGAL_XML_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
-# Excel decodes _xHHHH_ inside cell text (ST_Xstring); escaping the "_" keeps
-# such text literal, the same thing XlsxWriter does.
+# Excel decodes _xHHHH_ inside cell text; escaping the "_" keeps it literal, as XlsxWriter does.
 _EXCEL_ESCAPE_RE = re.compile("_(x[0-9A-Fa-f]{4}_)")
-# A str at most this long cannot exceed the limit even if every character
-# needs two UTF-16 code units, so the exact count is skipped.
+# A str at most this long fits even if every character takes two UTF-16 code units.
 _SAFE_LEN = CELL_TEXT_LIMIT // 2
 
 
 def cell_text(value: object) -> str:
-    """Any BSON value as readable, XML-safe text for a string cell.
-
-    ``None`` -> ``""``; datetime -> ISO 8601; ObjectId -> hex; bytes/Binary -> ``<binary N bytes>``
-    (UUID subtypes -> the UUID); list/dict/SON -> compact relaxed Extended JSON; else ``str()``.
-    XML-illegal characters are removed, ``_xHHHH_`` escaped so Excel shows it literally, and text
-    over ``CELL_TEXT_LIMIT`` truncated with a visible marker; all else (emoji, RTL, tab/CR/LF) stays.
-    """
+    """Any BSON value as readable, XML-safe text (see `_to_text`), over ``CELL_TEXT_LIMIT`` truncated visibly."""
     if type(value) is str:
         text = value
     elif value is None:
@@ -48,8 +36,7 @@ def cell_text(value: object) -> str:
 
 def _clean_text(text: str) -> str:
     if _SURROGATE_RE.search(text) is not None:
-        # Join surrogate pairs (e.g. from a surrogatepass decode) into the real
-        # character and drop the unpaired rest, which no XML file can hold.
+        # Join surrogate pairs into the real character; drop the unpaired rest, which no XML file can hold.
         text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "ignore")
     text = _ILLEGAL_XML_RE.sub("", text)
     if "_x" in text:
@@ -65,8 +52,7 @@ def _utf16_len(text: str) -> int:
 
 
 def _truncate(text: str) -> str:
-    # The marker length depends on the number it shows; two passes settle it
-    # (a shorter count can only make the marker shorter or equal).
+    # The marker's length depends on the number it shows; a few passes settle it.
     keep = CELL_TEXT_LIMIT
     for _ in range(3):
         marker = TRUNCATION_MARKER.format(omitted=len(text) - _prefix_len(text, keep))
@@ -87,8 +73,9 @@ def _prefix_len(text: str, units: int) -> int:
 
 
 def _to_text(value: object) -> str:
-    # Imported lazily so cell_text stays cheap to import; bson ships with pymongo.
-    from bson import Binary, ObjectId, json_util
+    """datetime -> ISO 8601, ObjectId -> hex, bytes -> ``<binary N bytes>`` (UUIDs as such), list/dict ->
+    relaxed Extended JSON, else ``str()``."""
+    from bson import Binary, ObjectId, json_util  # lazily: cell_text stays cheap to import
     from bson.binary import UUID_SUBTYPE, UuidRepresentation
 
     try:
@@ -127,8 +114,7 @@ def text_cell_tail(value: str, style: str) -> str:
     """What follows ``<c r="A2"`` in `text_cell`'s XML (the part that does not name the cell); "" for ""."""
     if not value:
         return ""
-    # Leading/trailing white space (tab, LF, CR, space: the only characters
-    # <= " " left after cleaning) is kept by Excel only with xml:space.
+    # Leading/trailing white space (the only characters <= " " left) is kept by Excel only with xml:space.
     preserve = value[0] <= " " or value[-1] <= " "
     if "&" in value or "<" in value or ">" in value or "\r" in value:
         # What lxml does for text: CR as a reference, or XML parsers turn it into LF.

@@ -1,11 +1,8 @@
-"""Export folder and file naming: ``EXPORT_DIR/<slug>/<slug>_whatsapp_messages_YYYY-MM-DD_HH-MM.xlsx``.
+"""``EXPORT_DIR/<slug>/<slug>_whatsapp_messages_YYYY-MM-DD_HH-MM.xlsx``, from a hostile workspace name.
 
-The slug comes from the tenant-controlled workspace name, so everything here assumes hostile
-input: letters are transliterated (``Café Olé`` -> ``cafe_ole``), only ``[a-z0-9_]`` survives,
-lengths fit 255-byte names, and a marker file holding the workspace id claims a folder so two
-workspaces never share one. The original service's unmarked ``<slug>/`` is adopted only when
-the caller says exactly one active workspace has that slug (`contested_slugs`). A folder named
-under an older slug keeps its marker; ``cleanup`` ages it out like any other.
+Only ``[a-z0-9_]`` survives (``Café Olé`` -> ``cafe_ole``); a marker file holding the workspace id claims
+a folder so two workspaces never share one; the original service's unmarked ``<slug>/`` is adopted only
+when exactly one active workspace has that slug (`contested_slugs`).
 """
 
 from __future__ import annotations
@@ -20,8 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 FOLDER_MARKER = ".wa-export-workspace"
-# Slug <= 100 keeps "<slug>_<24-char id>" folders and
-# ".<slug>_whatsapp_messages_<stamp>_<n>.xlsx.<token>.sheetN.tmp" far below 255 bytes.
+# Keeps "<slug>_<id>" folders and hidden temp names of workbooks far below 255 bytes.
 SLUG_MAX_LENGTH = 100
 MAX_SAME_MINUTE_FILES = 999
 
@@ -31,8 +27,7 @@ EXPORT_FILE_PATTERN: re.Pattern[str] = re.compile(
 )
 
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
-# Letters NFKD does not decompose into an ASCII letter plus marks (lower case,
-# since slugs are lowered first); anything else non-ASCII still becomes "_".
+# Lower-case letters NFKD does not decompose into ASCII plus marks; other non-ASCII becomes "_".
 _TRANSLITERATION = str.maketrans(
     {"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "ł": "l", "đ": "d", "ð": "d", "þ": "th", "ħ": "h", "ı": "i"}
 )
@@ -43,34 +38,25 @@ _WINDOWS_RESERVED = frozenset(
 
 
 def _safe_id(workspace_id: object) -> str:
-    # Ids are ObjectId hex in practice; never trust that for a file name.
     return _NOT_SLUG.sub("", str(workspace_id).lower())[:64]
 
 
-def _ascii_letters(text: str) -> str:
-    """``café`` -> ``cafe``, ``ﬁ`` -> ``fi``, ``ß`` -> ``ss``: compatibility decomposition without the marks."""
-    if text.isascii():
-        return text
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).translate(_TRANSLITERATION)
-
-
 def slugify(name: object, workspace_id: str) -> str:
-    """Workspace name -> ``[a-z0-9_]`` slug, or ``workspace_<id>`` when nothing is left."""
-    text = "" if name is None else str(name)
-    slug = _NOT_SLUG.sub("_", _ascii_letters(text.lower())).strip("_")
+    """Workspace name -> ``[a-z0-9_]`` slug (``ß`` -> ``ss``, marks dropped), or ``workspace_<id>`` when nothing is left."""
+    text = "" if name is None else str(name).lower()
+    if not text.isascii():
+        decomposed = unicodedata.normalize("NFKD", text)
+        text = "".join(ch for ch in decomposed if not unicodedata.combining(ch)).translate(_TRANSLITERATION)
+    slug = _NOT_SLUG.sub("_", text).strip("_")
     slug = slug[:SLUG_MAX_LENGTH].rstrip("_")
     if not slug:
         ident = _safe_id(workspace_id)
         slug = f"workspace_{ident}" if ident else "workspace"
-    if slug in _WINDOWS_RESERVED:
-        # Harmless on Linux, but the folder may be copied to Windows or a share.
-        slug = f"{slug}_ws"
-    return slug
+    return f"{slug}_ws" if slug in _WINDOWS_RESERVED else slug  # the folder may be copied to Windows
 
 
 def is_slug(name: str) -> bool:
-    """Whether `name` could be a folder name slugify() produced (the `_ws` suffix included)."""
+    """Whether `name` could be a folder name slugify() produced."""
     return bool(_SLUG_RE.match(name)) and len(name) <= SLUG_MAX_LENGTH + 3
 
 
@@ -90,7 +76,7 @@ def contested_slugs(names_and_ids: Iterable[tuple[object, str]]) -> frozenset[st
 
 
 def _make_private_dirs(directory: Path) -> None:
-    """Create ``directory`` and missing parents as 0700 (Path.mkdir ignores mode for parents)."""
+    """Create ``directory`` and missing parents as 0700 (os.makedirs leaves parents to the umask)."""
     missing: list[Path] = []
     current = directory
     while not current.exists() and not current.is_symlink():
@@ -139,11 +125,8 @@ def _claim(folder: Path, workspace_id: str, folder_fd: int | None = None) -> boo
 
 
 def _adopt(folder: Path, workspace_id: str) -> bool | None:
-    """Take over an unmarked folder with content (the original service's): 0700, then the marker.
-
-    Both through a descriptor opened with O_NOFOLLOW, so a folder swapped for a symlink
-    meanwhile is refused. None: the folder is gone (cleanup removed it).
-    """
+    """Take over an unmarked folder with content: 0700, then the marker, through an O_NOFOLLOW descriptor
+    (a folder swapped for a symlink meanwhile is refused). None: the folder is gone."""
     try:
         folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -190,8 +173,7 @@ def _owned_or_claimed(folder: Path, workspace_id: str, adopt: bool = False) -> b
 
 
 def unclaimed_folders(export_dir: Path, slugs: Iterable[str]) -> list[str]:
-    """The slugs naming a real folder (not a symlink) in ``export_dir`` with content but no owner marker:
-    what adoption would take over."""
+    """The slugs naming a real folder in ``export_dir`` with content but no marker: what adoption would take."""
     found: list[str] = []
     for slug in sorted(set(slugs)):
         if not is_slug(slug):
@@ -209,13 +191,8 @@ def unclaimed_folders(export_dir: Path, slugs: Iterable[str]) -> list[str]:
 
 
 def workspace_folder(export_dir: Path, slug: str, workspace_id: str, *, adopt_unmarked: bool = False) -> Path:
-    """Create (0700) and return the folder owned by this workspace under ``export_dir``.
-
-    ``slug`` if free or already ours, else ``<slug>_<last 8 of id>``, else
-    ``<slug>_<id>``. Raises FileExistsError if all three belong to others.
-    With `adopt_unmarked` (the caller knows this workspace is the only active one
-    with this slug), an unmarked ``<slug>/`` with content is adopted.
-    """
+    """Create (0700) and return this workspace's folder: ``slug``, else ``<slug>_<last 8 of id>``, else
+    ``<slug>_<id>`` (FileExistsError if all are others'). `adopt_unmarked`: take an unmarked ``<slug>/``."""
     _check_slug(slug)
     workspace_id = str(workspace_id)
     ident = _safe_id(workspace_id)
@@ -227,12 +204,10 @@ def workspace_folder(export_dir: Path, slug: str, workspace_id: str, *, adopt_un
     names = [slug, f"{slug}_{ident[-8:]}", f"{slug}_{ident}"]
     for name in dict.fromkeys(names):  # ordered, without duplicates
         candidate = root / name
-        # The slug alphabet already forbids "/" and "..": this is the belt to those braces.
         if candidate.parent != root:
             raise ValueError(f"folder {candidate} would escape {root}")
         # Only the bare slug is the original service's name for a workspace folder.
         if _owned_or_claimed(candidate, workspace_id, adopt_unmarked and name == slug):
-            # Symlinks were refused above, so a real folder resolves to itself.
             if candidate.resolve(strict=True) != candidate:
                 raise ValueError(f"folder {candidate} resolves outside {root}")
             return candidate

@@ -1,9 +1,7 @@
-"""Atomic publishing of a finished workbook: private temp file, then a link to a free name.
+"""Atomic publishing: a hidden private (0600, O_EXCL, O_NOFOLLOW) temp file, then a link to a free name.
 
-A workbook is written under a hidden temporary name created 0600 (O_EXCL,
-O_NOFOLLOW) and appears under its final name only when complete (``os.link``,
-or an exclusive reservation plus rename where hard links are unsupported), so a
-reader never sees a partial file and an existing file is never overwritten.
+A reader never sees a partial file and an existing one is never overwritten (``os.link``, or an
+exclusive reservation plus rename where hard links are unsupported).
 """
 
 from __future__ import annotations

@@ -1,38 +1,37 @@
-"""Streaming Excel writer for the export workbook, on openpyxl's write-only internals.
+"""The export workbook: rows formatted as XML text (workbook/cells.py), in a package openpyxl made once.
 
-Bypassing openpyxl's public row API (``ws.append`` of cell objects) is paid for by bench/RESULTS.md
-(run.py table): at 100,000 rows ours writes 26,618 rows/s, bare openpyxl write-only 8,445 (3.15x);
-its profile section: ``append_many`` 1.42 s -> 0.74 s per 100k rows once rows are XML text
-instead of lxml elements. openpyxl still builds the package, styles, views and filters; rows
-are formatted here (workbook/cells.py: inline strings, never a formula) and written in chunks
-into the sheet file after flushing openpyxl's lxml stream. The internals used (``WorksheetWriter``,
-its ``xf`` stream, ``ws._writer``/``ws._rows``) are the ones ``WriteOnlyWorksheet._write_rows``
-uses; tests pin the XML.
+openpyxl writes one workbook per process and sheet count (`package_template`); every export is that
+package with its own rows, filter ranges, properties and time. Writing rows ourselves is paid for by
+bench/RESULTS.md (run.py table): several times XlsxWriter constant_memory rows/s, flat memory.
+Why this module is long: the template and the writer that fills it must agree byte for byte.
 """
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
 import secrets
+import shutil
+import tempfile
+import threading
 import weakref
-from collections.abc import Generator, Iterable, Iterator
-from contextlib import contextmanager, suppress
-from datetime import datetime
+import zipfile
+from collections.abc import Iterable
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from datetime import timezone as dt_timezone
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape as xml_escape
 from zoneinfo import ZoneInfo
 
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
-from openpyxl.cell.cell import Cell
+from openpyxl.packaging.core import DocumentProperties
 from openpyxl.styles import Alignment, Font, PatternFill
-from openpyxl.worksheet import _writer as _ws_writer_module
-from openpyxl.worksheet._write_only import WriteOnlyWorksheet
-from openpyxl.worksheet._writer import WorksheetWriter
-from openpyxl.xml.constants import SHEET_MAIN_NS
-from openpyxl.xml.functions import xmlfile
+from openpyxl.xml.functions import tostring
 
 from wa_export.workbook.cells import CELL_TEXT_LIMIT, TextCellTails, cell_text, text_cell
 from wa_export.workbook.layout import TOP, WRAPPED, column_widths, property_values, zone_name
@@ -66,19 +65,121 @@ SHEET_TITLE = "WhatsApp Messages"
 MAX_DATA_ROWS_PER_SHEET = 1_048_575  # Excel's 1,048,576 rows minus the header row
 TIMESTAMP_FORMAT = "yyyy-mm-dd hh:mm:ss"
 
-_LETTERS = "ABCDEF"
 # Room for the values (phone numbers, text, date-time, status, id); headers may widen them.
-_COLUMN_WIDTHS = column_widths(_LETTERS, HEADER, (20, 22, 80, 20, 15, 26))
-_LAST_COLUMN = _LETTERS[-1]
+_COLUMN_WIDTHS = column_widths("ABCDEF", HEADER, (20, 22, 80, 20, 15, 26))
 _HEADER_FONT = Font(bold=True, color="FFFFFF")
 _HEADER_FILL = PatternFill(fill_type="solid", fgColor="305496")
 _HEADER_ALIGNMENT = Alignment(vertical="center")
-# Rows formatted as XML text are written to the sheet file this many at a time.
-_CHUNK_ROWS = 1_000
+_CHUNK_ROWS = 1_000  # rows formatted as XML text are written this many at a time
 _EXCEL_1900_03_01 = 61.0  # serials below this hit Excel's 1900 leap-year bug
 _EXCEL_MAX_SERIAL = 2_958_466.0  # 10000-01-01: Excel's date range ends before
 _UNIX_EPOCH_SERIAL = 25_569.0  # 1970-01-01 in the 1900 date system
 _NAIVE_UNIX_EPOCH = datetime(1970, 1, 1)
+
+SHEET_PREFIX = "xl/worksheets/sheet"
+WORKBOOK_PART = "xl/workbook.xml"
+CORE_PART = "docProps/core.xml"
+_PROBE_FILTER = "$A$1:$F$2"
+_PROBE_REF = b'ref="A1:F2"'
+_CORE_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+_PLACEHOLDER_TIME = datetime(2001, 2, 3, 4, 5, 6)
+# A sheet's XML stays in memory up to this size (a scheduled run's small workbooks never touch
+# the disk twice), then goes on in an unnamed private temporary file next to the workbook.
+SHEET_SPOOL_BYTES = 4 * 1024 * 1024
+_STREAM_CHUNK = 1024 * 1024  # a spilled sheet is compressed into the package this much at a time
+
+
+@dataclass(frozen=True)
+class PackageTemplate:
+    """A workbook of some number of sheets: its fixed parts and the patterns of the others."""
+
+    order: tuple[str, ...]  # member names in openpyxl's order
+    fixed: dict[str, bytes]
+    sheet_head: bytes  # up to and including the header row, inside <sheetData>
+    sheet_tail: tuple[bytes, bytes]  # around the autofilter range, after the last row
+    workbook: tuple[str, ...]  # workbook.xml split at each sheet's filter range
+    core: str  # core.xml with a placeholder per property and for the time
+    styles: tuple[str, str, str]  # the ' s="N"' of date, wrapped-text and other data cells
+
+
+_templates: dict[int, PackageTemplate] = {}
+_lock = threading.Lock()
+
+
+def package_template(sheets: int) -> PackageTemplate:
+    """The template for workbooks of `sheets` sheets, made by openpyxl once per process."""
+    with _lock:
+        template = _templates.get(sheets)
+        if template is None:
+            try:
+                template = _templates[sheets] = _capture(sheets)
+            except _LxmlSerialisationError as error:
+                raise os_error_from(error) from error
+        return template
+
+
+def _capture(sheets: int) -> PackageTemplate:
+    """openpyxl's workbook of `sheets` sheets (header, one probe row each), taken apart."""
+    workbook = Workbook(write_only=True)
+    styles: tuple[str, ...] = ()
+    for number in range(1, sheets + 1):
+        sheet = workbook.create_sheet(SHEET_TITLE if number == 1 else f"{SHEET_TITLE} ({number})")
+        sheet.freeze_panes = "A2"  # views and widths are written before the first row
+        for letter, width in _COLUMN_WIDTHS.items():
+            sheet.column_dimensions[letter].width = width
+        header = [WriteOnlyCell(sheet, value=title) for title in HEADER]
+        for cell in header:
+            cell.font, cell.fill, cell.alignment = _HEADER_FONT, _HEADER_FILL, _HEADER_ALIGNMENT
+        sheet.append(header)
+        if not styles:  # registered once, after the header's: the style ids of every export's data cells
+            kinds = ((TIMESTAMP_FORMAT, TOP), ("General", WRAPPED), ("General", TOP))
+            styles = tuple(_style_attribute(sheet, number_format, alignment) for number_format, alignment in kinds)
+        sheet.append(["probe"] * len(HEADER))
+        sheet.auto_filter.ref = "A1:F2"
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    with zipfile.ZipFile(buffer) as archive:
+        contents = {name: archive.read(name) for name in archive.namelist()}
+    head, _, rest = contents[f"{SHEET_PREFIX}1.xml"].partition(b'<row r="2"')
+    tail = rest[rest.index(b"</sheetData>") :]
+    for number in range(1, sheets + 1):  # every sheet is the same apart from its rows
+        sheet_xml = contents[f"{SHEET_PREFIX}{number}.xml"]
+        if not (sheet_xml.startswith(head) and sheet_xml.endswith(tail)):
+            raise RuntimeError("openpyxl wrote sheets that differ beyond their rows; the template cannot be used")
+    workbook_xml = tuple(contents[WORKBOOK_PART].decode().split(_PROBE_FILTER))
+    if len(workbook_xml) != sheets + 1:
+        raise RuntimeError("the workbook part does not name one filter range per sheet")
+    before_ref, _, after_ref = tail.partition(_PROBE_REF)
+    variable = (WORKBOOK_PART, CORE_PART, SHEET_PREFIX)
+    fixed = {name: content for name, content in contents.items() if not name.startswith(variable)}
+    date, wrap, top = styles
+    return PackageTemplate(
+        tuple(contents), fixed, head, (before_ref, after_ref), workbook_xml, _core_template(), (date, wrap, top)
+    )
+
+
+def _style_attribute(sheet: Any, number_format: str, alignment: Alignment) -> str:
+    cell = WriteOnlyCell(sheet)
+    cell.number_format, cell.alignment = number_format, alignment
+    return f' s="{cell.style_id}"'  # registering it gives its workbook-wide id
+
+
+def _core_template() -> str:
+    """core.xml as openpyxl writes it, with placeholders where each workbook's properties and time go."""
+    properties = DocumentProperties()
+    fields = property_values(None, "")
+    for attribute in fields:
+        setattr(properties, attribute, _placeholder(attribute))
+    properties.created = properties.modified = _PLACEHOLDER_TIME
+    core: str = tostring(properties.to_tree()).decode("utf-8")
+    stamp = _PLACEHOLDER_TIME.strftime(_CORE_TIME_FORMAT)
+    if core.count(stamp) != 2 or any(core.count(_placeholder(attribute)) != 1 for attribute in fields):
+        raise RuntimeError("openpyxl wrote the document properties differently; the template cannot be used")
+    return core.replace(stamp, _placeholder("time"))
+
+
+def _placeholder(name: str) -> str:
+    return f"WAEXPORTPLACEHOLDER{name}END"
 
 
 class WorkbookWriter:
@@ -93,41 +194,32 @@ class WorkbookWriter:
         workspace_name: str | None = None,
         timezone_name: str | None = None,
     ) -> None:
-        self._open_temporary(final_path, timezone, rows_per_sheet)
-        try:
-            self._wb = Workbook(write_only=True)
-            for attribute, value in property_values(workspace_name, timezone_name or zone_name(timezone)).items():
-                setattr(self._wb.properties, attribute, value)
-            self._sheets: list[WriteOnlyWorksheet] = []
-            self._ws: WriteOnlyWorksheet | None = None
-            self._xf: Any = None
-            self._handle: Any = None  # the current sheet's file, for rows written as XML text
-            self._styles: dict[str, str] = {}  # style attribute (' s="N"') per kind of data cell
-            self._new_sheet()
-        except BaseException:
-            self._cleanup_files()
-            raise
-
-    def _open_temporary(self, final_path: Path | str, timezone: ZoneInfo | dt_timezone, rows_per_sheet: int) -> None:
         if not 1 <= rows_per_sheet <= MAX_DATA_ROWS_PER_SHEET:
             raise ValueError(f"rows_per_sheet must be between 1 and {MAX_DATA_ROWS_PER_SHEET}")
         self.final_path = Path(final_path)
         self._directory = self.final_path.parent
         self._tz = timezone
         self._rows_per_sheet = rows_per_sheet
+        self._properties = property_values(workspace_name, timezone_name or zone_name(timezone))
+        template = package_template(1)
+        self._head, self._tail, self._styles = template.sheet_head, template.sheet_tail, template.styles
         self.rows_written = 0  # data rows (header rows not counted)
         self._state = "open"  # open -> committed | aborted
         self._published: Path | None = None
-        # Hidden ('.' prefix, '.tmp' suffix): no *.xlsx glob or cleanup pattern mails or deletes it half-written.
-        token = secrets.token_hex(6)
-        self._tmp_path = self._directory / f".{self.final_path.name}.{token}.tmp"
-        self._sheet_tmp_prefix = f".{self.final_path.name}.{token}.sheet"
-        self._sheet_tmp_paths: list[str] = []
         self._offset_cache: dict[int, float] = {}
         self._top_tails: TextCellTails | None = None  # the top-aligned text cells' remembered XML
+        self._spools: list[tempfile.SpooledTemporaryFile[bytes]] = []
+        self._sheet_rows: list[int] = []  # data rows of each finished sheet
+        self._handle: Any = None  # the current sheet's spool
+        # Hidden ('.' prefix, '.tmp' suffix): no *.xlsx glob or cleanup pattern mails or deletes it half-written.
+        self._tmp_path = self._directory / f".{self.final_path.name}.{secrets.token_hex(6)}.tmp"
         self._fd: int | None = create_private_file(self._tmp_path)
-        # Safety net if the writer is dropped without commit()/abort().
-        weakref.finalize(self, _remove_files, self._tmp_path, self._sheet_tmp_paths)
+        weakref.finalize(self, unlink_quietly, self._tmp_path)  # if dropped without commit()/abort()
+        try:
+            self._new_sheet()
+        except BaseException:
+            self.abort()
+            raise
 
     def append(
         self,
@@ -143,17 +235,8 @@ class WorkbookWriter:
     def append_many(self, rows: Iterable[tuple[object, object, object, datetime | None, str, str]]) -> None:
         """Write rows in order; the fast path the exporter uses."""
         self._require_open()
-        with self._aborted_on_failure():
-            self._append_rows(rows)
-
-    @contextmanager
-    def _aborted_on_failure(self) -> Iterator[None]:
-        """Remove the temp files at once on a failed write; lxml's write errors become the OSError they are."""
         try:
-            yield
-        except _LxmlSerialisationError as exc:
-            self.abort()
-            raise os_error_from(exc) from exc
+            self._append_rows(rows)
         except BaseException:
             self.abort()
             raise
@@ -163,11 +246,14 @@ class WorkbookWriter:
         if self._state == "committed" and self._published is not None:
             return self._published
         self._require_open()
-        with self._aborted_on_failure():
+        try:
             self._finish_sheet()
             self._save()
             names = candidates if candidates is not None else (self.final_path,)
             published = publish_without_overwrite(self._tmp_path, names, self.final_path)
+        except BaseException:
+            self.abort()
+            raise
         self._state = "committed"
         self._published = published
         self._cleanup_files()
@@ -179,11 +265,9 @@ class WorkbookWriter:
         if self._state == "committed":
             return
         self._state = "aborted"
-        for ws in getattr(self, "_sheets", ()):
-            # Release lxml's file handles; errors here (disk still full) do not matter.
-            for stream in ("_rows", "_writer"):
-                with suppress(Exception):
-                    getattr(ws, stream).close()
+        for spool in self._spools:
+            with suppress(OSError):  # a full disk may fail the flush: the file goes anyway
+                spool.close()
         self._cleanup_files()
 
     def __enter__(self) -> WorkbookWriter:
@@ -198,6 +282,10 @@ class WorkbookWriter:
         cell = text_cell
         serial_of = self._excel_serial
         limit = self._rows_per_sheet
+        date_style, wrap, top = self._styles
+        tails = self._top_tails
+        if tails is None:
+            tails = self._top_tails = TextCellTails(top)
         rows = iter(rows)
         while True:
             if self._sheet_row >= limit:
@@ -210,10 +298,6 @@ class WorkbookWriter:
                 self._finish_sheet()
                 self._new_sheet()
                 rows = itertools.chain((first,), rows)
-            date_style, wrap, top = self._data_styles()
-            tails = self._top_tails
-            if tails is None:
-                tails = self._top_tails = TextCellTails(top)
             row = self._sheet_row + 1  # the header is row 1
             budget = limit - self._sheet_row
             written = 0
@@ -254,24 +338,11 @@ class WorkbookWriter:
                 return
 
     def _write_xml(self, chunk: list[str]) -> None:
-        self._xf.flush()
         self._handle.write("".join(chunk).encode("utf-8"))
         chunk.clear()
 
-    def _data_styles(self) -> tuple[str, str, str]:
-        """The ``s="N"`` attributes of date, wrapped-text and other data cells."""
-        if not self._styles:
-            # Registering a style once through openpyxl gives its workbook-wide id.
-            kinds = {"date": (TIMESTAMP_FORMAT, TOP), "wrap": ("General", WRAPPED), "top": ("General", TOP)}
-            for kind, (number_format, alignment) in kinds.items():
-                cell = WriteOnlyCell(self._ws)
-                cell.number_format = number_format
-                cell.alignment = alignment
-                self._styles[kind] = f' s="{cell.style_id}"'
-        return self._styles["date"], self._styles["wrap"], self._styles["top"]
-
     def _excel_serial(self, ts: object) -> float | None:
-        """Excel serial (1900 system) of ``ts`` as wall time in the export zone; cached per UTC hour without a DST change."""
+        """Excel serial (1900 system) of ``ts`` as wall time in the export zone; offsets cached per UTC hour."""
         if not isinstance(ts, datetime):
             return None
         try:
@@ -300,50 +371,47 @@ class WorkbookWriter:
         return delta.total_seconds() if delta is not None else 0.0
 
     def _new_sheet(self) -> None:
-        index = len(self._sheets) + 1
-        title = SHEET_TITLE if index == 1 else f"{SHEET_TITLE} ({index})"
-        ws: WriteOnlyWorksheet = self._wb.create_sheet(title)
-        self._sheets.append(ws)
-        self._ws = ws
-        # Views and column widths are written before the first row, so set them now.
-        ws.freeze_panes = "A2"
-        for letter, width in _COLUMN_WIDTHS.items():
-            ws.column_dimensions[letter].width = width
-        # Next to the output, private, not in the system temp dir openpyxl would use (outside our 0700 folder).
-        sheet_tmp = self._directory / f"{self._sheet_tmp_prefix}{index}.tmp"
-        os.close(create_private_file(sheet_tmp))
-        self._sheet_tmp_paths.append(str(sheet_tmp))
-        _ws_writer_module.ALL_TEMP_FILES.append(str(sheet_tmp))
-        writer = _SheetWriter(ws, out=str(sheet_tmp))
-        ws._writer = writer
-        self._handle = writer.handle
-        writer.write_top()
-        stream = _row_stream(writer)
-        self._xf = next(stream)
-        ws._rows = stream  # ws.close() ends our stream exactly like its own
+        # Unnamed once on disk (O_TMPFILE, or unlinked at once): nothing to clean up, and mode 0600.
+        spool = tempfile.SpooledTemporaryFile(SHEET_SPOOL_BYTES, dir=str(self._directory))
+        self._spools.append(spool)
+        self._handle = spool
         self._sheet_row = 0  # data rows in the current sheet
-        header_cells: list[Cell] = []
-        for column, title in enumerate(HEADER, 1):
-            cell = WriteOnlyCell(ws, value=title)
-            cell.column = column
-            cell.row = 1
-            cell.font, cell.fill, cell.alignment = _HEADER_FONT, _HEADER_FILL, _HEADER_ALIGNMENT
-            header_cells.append(cell)
-        ws._writer.write_row(self._xf, header_cells, 1)
+        spool.write(self._head)
 
     def _finish_sheet(self) -> None:
-        ws = self._ws
-        if ws is None or ws.closed:
+        """The rows are done: the autofilter covers exactly them, as openpyxl writes it."""
+        if self._handle is None:
             return
-        # The filter is written after the rows, so the exact used range is known.
-        ws.auto_filter.ref = f"A1:{_LAST_COLUMN}{self._sheet_row + 1}"
-        ws.close()
+        before_ref, after_ref = self._tail
+        self._handle.write(before_ref + f'ref="A1:F{self._sheet_row + 1}"'.encode() + after_ref)
+        self._sheet_rows.append(self._sheet_row)
+        self._handle = None
 
     def _save(self) -> None:
         assert self._fd is not None
-        with os.fdopen(self._fd, "w+b", closefd=True) as handle:
+        template = package_template(len(self._spools))
+        ranges = [f"$A$1:$F${rows + 1}" for rows in self._sheet_rows]
+        workbook = template.workbook[0] + "".join(
+            r + text for r, text in zip(ranges, template.workbook[1:], strict=True)
+        )
+        core = template.core.replace(_placeholder("time"), datetime.now(UTC).strftime(_CORE_TIME_FORMAT))
+        for attribute, value in self._properties.items():
+            core = core.replace(_placeholder(attribute), xml_escape(value))  # as lxml escapes text
+        variable = {WORKBOOK_PART: workbook.encode(), CORE_PART: core.encode("utf-8")}
+        with open(self._fd, "w+b") as handle:
             self._fd = None
-            self._wb.save(handle)
+            with zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
+                for name in template.order:
+                    if not name.startswith(SHEET_PREFIX):
+                        archive.writestr(name, variable.get(name) or template.fixed[name])
+                        continue
+                    spool = self._spools[int(name[len(SHEET_PREFIX) : -len(".xml")]) - 1]
+                    size = spool.tell()
+                    spool.seek(0)
+                    # zipfile's own rule for a part of known size: ZIP64 only where the size needs it.
+                    with archive.open(name, "w", force_zip64=size * 1.05 > zipfile.ZIP64_LIMIT) as part:
+                        shutil.copyfileobj(spool, part, _STREAM_CHUNK)
+                    spool.close()
             handle.flush()
             os.fsync(handle.fileno())
 
@@ -356,45 +424,4 @@ class WorkbookWriter:
             with suppress(OSError):
                 os.close(self._fd)
             self._fd = None
-        _remove_files(self._tmp_path, self._sheet_tmp_paths)
-
-
-def _remove_files(tmp_path: Path, sheet_paths: list[str]) -> None:
-    for path in sheet_paths:
-        unlink_quietly(path)
-        if path in _ws_writer_module.ALL_TEMP_FILES:
-            _ws_writer_module.ALL_TEMP_FILES.remove(path)
-    sheet_paths.clear()
-    unlink_quietly(tmp_path)
-
-
-class _SheetWriter(WorksheetWriter):
-    """openpyxl's sheet writer on a ``handle`` we open (no symlinks followed), so rows can go in as XML text."""
-
-    handle: Any = None
-
-    def get_stream(self) -> Generator[Any, Any, None]:
-        fd = os.open(self.out, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with os.fdopen(fd, "wb") as handle:
-            self.handle = handle
-            with xmlfile(handle) as xf, xf.element("worksheet", xmlns=SHEET_MAIN_NS):
-                try:
-                    while True:
-                        el = yield
-                        if el is True:
-                            yield xf
-                        elif el is not None:
-                            xf.write(el)
-                except GeneratorExit:
-                    pass
-
-
-def _row_stream(writer: WorksheetWriter) -> Generator[Any, None, None]:
-    """WriteOnlyWorksheet._write_rows minus its cell objects: open ``<sheetData>``, hand out the stream."""
-    xf = writer.xf.send(True)
-    with xf.element("sheetData"):
-        try:
-            yield xf
-        except GeneratorExit:
-            pass
-    writer.xf.send(None)
+        unlink_quietly(self._tmp_path)

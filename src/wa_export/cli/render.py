@@ -1,0 +1,778 @@
+"""Each command's result on screen: a table on a terminal, greppable log lines under cron, or one JSON document.
+
+Why this module is long: one renderer per command, each needing its own table and its own plain lines.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich import box
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
+from rich.table import Column, Table
+from rich.text import Text
+
+from wa_export.cli.output import (
+    Output,
+    column_table,
+    display_path,
+    outcome_cell,
+    short_time,
+    styled,
+    workspace_cell,
+)
+from wa_export.clock import SECOND_FORMAT
+from wa_export.errors import ExitCode
+from wa_export.units import count_noun, format_age, format_bytes, local_time
+
+if TYPE_CHECKING:  # rendering only: each command imports just the library it uses
+    from wa_export.commands.cleanup import CleanupFile, CleanupResult
+    from wa_export.commands.config import ConfigReport, SettingLine
+    from wa_export.commands.health import HealthReport
+    from wa_export.commands.logs import LogsReport
+    from wa_export.commands.state import CursorMove, StateReport, WorkspaceReport
+    from wa_export.commands.stats import StatsReport, WorkspaceStats
+    from wa_export.commands.test_email import TestEmailResult
+    from wa_export.demo.run import DemoResult
+    from wa_export.export.results import RunResult, Trigger, WorkspaceResult
+    from wa_export.export.workers import WorkersResult
+    from wa_export.settings import Settings
+
+NOT_COUNTED = "–"  # the run skipped or refused the workspace before counting its messages
+CLEANUP_TABLE_ROWS = 15
+WIDE_LOGS = 150  # below this terminal width the logs table leaves the file name to --json
+HEALTH_STYLE = {"ok": "green", "warning": "yellow", "failed": "bold red", "skipped": "dim"}
+ADDRESS_STYLE = {"no": "yellow", "bad": "bold red"}  # stats' Addr column: a missing or refused address
+_EIGHTHS = " ▏▎▍▌▋▊▉"
+_SPARKS = "▁▂▃▄▅▆▇█"
+BAR_WIDTH = 24
+STATS_MAX_ROWS = 31  # longer periods are summed into buckets of several days: one screen
+SPARK_MAX_WIDTH = 14
+
+
+def json_or(output: Output, document: Mapping[str, Any]) -> bool:
+    """Print ``document`` and say so under --json; False when the caller renders for people."""
+    if output.json_output:
+        output.json(document)
+    return output.json_output
+
+
+# --------------------------------------------------------------------------- export
+
+
+class _PlainObserver:
+    """Under cron: one log line per workspace, greppable, no escape codes."""
+
+    def __init__(self, output: Output, export_dir: Path | None) -> None:
+        self.output = output
+        self.export_dir = export_dir
+
+    def run_started(self, total_workspaces: int, trigger: Trigger) -> None:
+        where = f", files in {self.export_dir}" if self.export_dir is not None else ""
+        self.output.log("INFO", f"{trigger} export run started: {total_workspaces} workspaces{where}")
+
+    def messages_exported(self, workspace_id: str, count: int) -> None:
+        return None  # one line per workspace is enough in a log
+
+    def workspace_finished(self, result: WorkspaceResult) -> None:
+        fields = [
+            f"workspace={result.workspace_id}",
+            f"name={json.dumps(result.workspace_name, ensure_ascii=False)}",
+            f"outcome={result.outcome}",
+            f"messages={result.message_count}",
+        ]
+        if result.file_path:
+            fields.append(f"file={display_path(result.file_path, self.export_dir)}")
+        if result.reason:
+            fields.append(f"reason={json.dumps(result.reason, ensure_ascii=False)}")
+        self.output.log("ERROR" if result.outcome == "failed" else "INFO", " ".join(fields))
+
+
+class _CountColumn(ProgressColumn):
+    """``3/10`` for the workspaces, ``12,345`` for the messages (their total is not known in advance)."""
+
+    def render(self, task: Task) -> Text:
+        total = "" if task.total is None else f"/{int(task.total):,}"
+        return Text(f"{int(task.completed):,}{total}", style="progress.download")
+
+
+class _ProgressObserver:
+    """Two lines on a terminal: workspaces done of all, and messages exported so far."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task: Any = None
+        self.messages_task: Any = None
+
+    def run_started(self, total_workspaces: int, trigger: Trigger) -> None:
+        self.task = self.progress.add_task(f"{trigger} export", total=total_workspaces)
+
+    def messages_exported(self, workspace_id: str, count: int) -> None:
+        if self.messages_task is None:  # total=None: a pulsing bar and a running count
+            self.messages_task = self.progress.add_task("messages", total=None)
+        self.progress.advance(self.messages_task, count)
+
+    def workspace_finished(self, result: WorkspaceResult) -> None:
+        if self.task is not None:
+            self.progress.advance(self.task)
+
+
+@contextmanager
+def export_observer(output: Output, export_dir: Path | None = None) -> Iterator[Any]:
+    """The run's observer for this output; ``export_dir`` lets log lines show file paths relative to it."""
+    from wa_export.export.results import SilentObserver
+
+    if output.json_output:
+        yield SilentObserver()
+    elif output.interactive:
+        columns = (TextColumn("[bold]{task.description}"), BarColumn(), _CountColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=output.console, transient=True) as progress:
+            yield _ProgressObserver(progress)
+    else:
+        yield _PlainObserver(output, export_dir)
+
+
+def render_run_warnings(output: Output, warnings: Sequence[Any]) -> None:
+    for warning in warnings:  # one greppable line each, on a terminal and under cron alike
+        output.log("WARNING", warning.message)
+
+
+def render_workers(output: Output, merged: WorkersResult) -> None:
+    if json_or(output, merged.as_dict()):
+        return
+    for run in merged.as_dict()["runs"]:
+        output.line(f"worker {run['slot']}: exit {run['exit_code']}: {run['summary'] or run['error']}")
+    render_run_warnings(output, merged.warnings)
+    output.summary(merged.summary(), merged.exit_code)
+
+
+def render_export(output: Output, result: RunResult, settings: Settings) -> None:
+    if not json_or(output, {"ok": result.exit_code == ExitCode.OK, **result.as_dict()}):
+        if output.interactive:
+            _render_export_table(output, result.workspaces, settings)
+        render_run_warnings(output, result.warnings)
+        output.summary(f"{result.summary()} (run {result.run_id})", result.failed)
+    for failed in result.workspaces:  # on stderr (with --json too), already redacted
+        if failed.traceback:
+            output.stderr(
+                f"internal error in workspace {failed.workspace_id} ({failed.workspace_name}), "
+                f"please report it with this traceback:\n{failed.traceback.rstrip()}"
+            )
+
+
+def _render_export_table(output: Output, results: Sequence[WorkspaceResult], settings: Settings) -> None:
+    export_dir = settings.export_dir
+    with_files = _export_table(results, settings)
+    # What must show unbroken: ids, file paths, and path- or variable-like words of reasons.
+    keep_whole = [result.workspace_id for result in results]
+    for result in results:
+        keep_whole.append(display_path(result.file_path, export_dir))
+        keep_whole += [word for word in (result.reason or "").split() if "/" in word or "_" in word]
+    if output.fits(with_files, keep_whole):
+        output.table(with_files)
+        if any(result.file_path for result in results):
+            output.line(f"Files are in {export_dir}.")
+        return
+    # Too narrow for the paths: the table without them, then one unwrapped line per file or reason.
+    output.table(_export_table(results, settings, with_detail=False), [r.workspace_id for r in results])
+    details = [(result, detail) for result in results if (detail := _detail(result, export_dir))]
+    if details:
+        output.line(f"Files (in {export_dir}) and reasons:")
+        for result, detail in details:
+            output.line(f"  {result.workspace_name or '(unnamed)'} ({result.workspace_id}): {detail}")
+
+
+def _detail(result: WorkspaceResult, export_dir: Path) -> str:
+    return " ".join(part for part in (display_path(result.file_path, export_dir), result.reason or "") if part)
+
+
+def _export_table(results: Sequence[WorkspaceResult], settings: Settings, *, with_detail: bool = True) -> Table:
+    table = Table(title="wa-export", show_lines=False)
+    # As wide as the longest id, so an id (on its own line under the name) fits whole when anything can.
+    table.add_column("Workspace", overflow="fold", min_width=max((len(r.workspace_id) for r in results), default=10))
+    table.add_column("Outcome", no_wrap=True)
+    table.add_column("Messages", justify="right", no_wrap=True)
+    table.add_column("Window", overflow="fold")
+    if with_detail:
+        table.add_column("File / reason", overflow="fold")
+    for result in results:
+        window = ""
+        if result.window_start and result.window_end:
+            window = f"{local_time(result.window_start, settings)} → {local_time(result.window_end, settings, '%H:%M')}"
+        # A skipped or refused workspace was never counted: "0" would claim nothing is waiting.
+        uncounted = result.message_count == 0 and result.outcome in ("skipped", "failed")
+        cells = [
+            workspace_cell(result.workspace_name, result.workspace_id),
+            outcome_cell(result.outcome),
+            NOT_COUNTED if uncounted else f"{result.message_count:,}",
+            window,
+        ]
+        if with_detail:
+            cells.append(escape(_detail(result, settings.export_dir)))
+        table.add_row(*cells)
+    return table
+
+
+def render_demo(output: Output, result: DemoResult) -> None:
+    if json_or(output, result.as_dict()):
+        return
+    run = result.run
+    if output.interactive:
+        table = Table(title="wa-export demo")
+        table.add_column("Workspace", overflow="fold")
+        table.add_column("Outcome", no_wrap=True)
+        table.add_column("Messages", justify="right", no_wrap=True)
+        table.add_column("Workbook (in the exports folder)", overflow="fold")
+        paths = [display_path(workspace.file_path, result.exports_dir) for workspace in run.workspaces]
+        for workspace, path in zip(run.workspaces, paths, strict=True):
+            table.add_row(
+                escape(workspace.workspace_name),
+                outcome_cell(workspace.outcome),
+                f"{workspace.message_count:,}",
+                escape(path or workspace.reason or ""),
+            )
+        output.table(table, keep_whole=paths)
+    output.line(run.summary())
+    output.line(f"Workbooks ({len(result.workbooks)}) in {result.exports_dir}:")
+    for workbook in result.workbooks:
+        output.line(f"  {display_path(workbook, result.exports_dir)}")
+    output.line(f"Emails ({len(result.emails)}) as .eml files in {result.mail_dir}:")
+    for email in result.emails:
+        output.line(f"  {display_path(email, result.mail_dir)}")
+    output.line("Both local servers are stopped. Next: configure .env for your servers and run `wa-export health`.")
+
+
+# --------------------------------------------------------------------------- cleanup, config, health, test-email
+
+
+def render_cleanup(output: Output, result: CleanupResult, settings: Settings) -> None:
+    if not json_or(output, {"ok": result.exit_code == ExitCode.OK, **result.as_dict()}):
+        if not output.interactive:  # under cron the log is the audit trail: one line per file
+            verb, removed = ("would delete", "would remove") if result.dry_run else ("deleted", "removed")
+            for item in result.files:
+                output.log(
+                    "INFO", f"{verb} {item.kind} {display_path(item.path, settings.export_dir)} size={item.size}"
+                )
+            for folder in result.folders_removed:
+                output.log("INFO", f"{removed} empty folder {display_path(folder, settings.export_dir)}")
+        elif result.files:
+            _render_cleanup_table(output, result, settings)
+        for error in result.errors:
+            output.log("ERROR", error)
+        output.summary(result.summary(), result.exit_code)
+    if result.event_error is not None:
+        # stderr keeps --json stdout a single document; the event is part of the job (exit 3).
+        output.stderr(
+            f"the files were cleaned, but the cleanup event could not be recorded in system_logs: {result.event_error}"
+        )
+
+
+def _render_cleanup_table(output: Output, result: CleanupResult, settings: Settings) -> None:
+    table = Table(title=f"wa-export cleanup{' (dry run)' if result.dry_run else ''}", box=box.SIMPLE_HEAD)
+    table.add_column("Folder", overflow="fold")
+    table.add_column("Files", justify="right", no_wrap=True)
+    table.add_column("Size", justify="right", no_wrap=True)
+    for column in ("Oldest", "Newest", "Removed"):
+        table.add_column(column, no_wrap=True)
+    folders: dict[str, list[CleanupFile]] = {}
+    for item in result.files:
+        folders.setdefault(item.folder, []).append(item)
+    shown: list[str] = []
+    for index, (folder, items) in enumerate(sorted(folders.items())):
+        if index == CLEANUP_TABLE_ROWS:
+            table.add_row(f"… and {count_noun(len(folders) - index, 'more folder')} (--json lists every file)")
+            break
+        times = [item.modified_at for item in items]
+        shown.append(display_path(folder, settings.export_dir))
+        table.add_row(
+            escape(shown[-1]),
+            str(len(items)),
+            format_bytes(sum(item.size for item in items)),
+            short_time(min(times), settings),
+            short_time(max(times), settings),
+            "yes" if folder in result.folders_removed else "",
+        )
+    output.table(table, keep_whole=shown)
+
+
+def render_config(output: Output, report: ConfigReport) -> None:
+    """The tables, one `INVALID` line per problem and a sentence on stderr, for a CI log."""
+    if not json_or(output, report.as_dict()):
+        where = f".env file {report.env_file}" if report.env_file is not None else "no .env file"
+        output.table(_settings_table(f"wa-export settings (environment, {where})", report.settings))
+        if report.workspace_addresses:
+            output.table(_settings_table("WORKSPACE_<ID>_EMAIL", report.workspace_addresses))
+        for problem in report.problems:
+            output.line(f"INVALID {problem.variable}: {problem.message}")
+        for name in sorted({*report.unknown_variables, *report.misspelt_variables}):
+            meant = report.misspelt_variables.get(name)
+            advice = f"; did you mean {meant}?" if meant else " (a typo?)"
+            output.line(f"WARNING {name} is not a wa-export setting and is ignored{advice}")
+        output.line(report.summary())
+    for warning in report.warnings:
+        output.stderr(f"warning: {warning}")
+    if report.problems:
+        count = len(report.problems)
+        output.stderr(
+            f"{count} setting{'s are' if count != 1 else ' is'} invalid "
+            f"({report.problem_variables}); "
+            f"fix {'them' if count != 1 else 'it'} before enabling the timer."
+        )
+
+
+def _settings_table(title: str, lines: list[SettingLine]) -> Table:
+    table = Table(title=escape(title))
+    for column in ("Variable", "Value", "Source", "Status"):
+        table.add_column(column, overflow="fold")
+    for line in lines:
+        status = "[bold red]invalid[/bold red]" if line.problem else "[green]ok[/green]"
+        table.add_row(escape(line.variable), escape(line.value or "(not set)"), escape(line.source), status)
+    return table
+
+
+def render_health(output: Output, report: HealthReport, settings: Settings) -> None:
+    if json_or(output, report.as_dict()):
+        return
+    if not output.interactive:
+        for check in report.checks:  # under cron: one greppable line per check
+            output.log(f"{check.status:<7}", f"{check.name}: {check.reason}")
+        output.summary(report.summary(), report.exit_code)
+        return
+    table = Table(title="wa-export health")
+    for column in ("Check", "Status", "Reason"):
+        table.add_column(column, overflow="fold")
+    for check in report.checks:
+        table.add_row(check.name, styled(check.status, HEALTH_STYLE.get(check.status, "")), escape(check.reason))
+    output.table(table)
+    for check in report.checks:  # unwrapped, so they can be copied into mongosh
+        for command in check.details.get("commands", []):
+            output.line(command)
+    output.line(report.summary())
+
+
+def render_test_email(output: Output, result: TestEmailResult, settings: Settings) -> None:
+    json_or(output, result.as_dict())
+    to = ", ".join(result.recipients)
+    if result.error is not None:
+        # No address when the workspace's only one was refused: the reason names the variable.
+        target = f" to {to}" if to else ""
+        output.stderr(f"test email{target} failed at step {result.error.step}: {result.error}")
+    elif not output.json_output:
+        output.log(
+            "INFO", f"test email sent to {to} via {result.server} ({result.security}) with {result.attachment} attached"
+        )
+
+
+# --------------------------------------------------------------------------- logs, stats
+
+
+def render_logs(output: Output, report: LogsReport, settings: Settings) -> None:
+    if json_or(output, {"ok": True, **report.as_dict()}):
+        return
+    zone = settings.timezone_name
+    if report.kind == "system":
+        if not report.system_entries:
+            output.line("No wa-export events in system_logs yet.")
+            return
+        table = Table(title=f"wa-export events, newest first (times in {zone})", box=box.SIMPLE_HEAD)
+        table.add_column("Time", no_wrap=True)
+        table.add_column("Event", no_wrap=True)
+        table.add_column("Message", overflow="fold")
+        for entry in report.system_entries:
+            event = styled(escape(entry.event_type), "bold red" if entry.event_type == "error" else "")
+            table.add_row(local_time(entry.time, settings, "%Y-%m-%d %H:%M:%S"), event, escape(entry.message))
+        output.table(table)
+        return
+    if not report.export_entries:
+        output.line("No export logs match." if report.status or report.workspace_id else "No export logs yet.")
+        return
+    # Plain output (cron, pipes) is never wrapped: it always has room for the file name.
+    with_file = not output.interactive or output.console.width >= WIDE_LOGS
+    table = Table(title=f"Exports, newest first (times in {zone})", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("Time", no_wrap=True)
+    table.add_column("Workspace", overflow="fold", min_width=10)
+    table.add_column("Run", no_wrap=True)
+    table.add_column("Window", no_wrap=True)
+    table.add_column("Msgs", justify="right")
+    table.add_column("Status", no_wrap=True)
+    if with_file:
+        table.add_column("File", no_wrap=True)
+    table.add_column("Recipients / error", overflow="fold", min_width=20)
+    keep_whole: list[str] = []  # ids shown instead of a name, file paths
+    for export in report.export_entries:
+        window = ""
+        if export.window_start and export.window_end:
+            window = f"{local_time(export.window_start, settings, '%H:%M')}–{local_time(export.window_end, settings, '%H:%M')}"
+        detail = f"[red]{escape(export.error)}[/red]" if export.error else escape(export.recipients)
+        if not export.workspace_name:
+            keep_whole.append(export.workspace_id)
+        cells = [
+            short_time(export.time, settings),
+            escape(export.workspace_name or export.workspace_id),
+            {"scheduled": "sched"}.get(export.trigger or "", export.trigger or ""),
+            window,
+            str(export.message_count),
+            outcome_cell(export.status),
+        ]
+        if export.possible_duplicate:
+            cells[-1] += " [yellow](possible duplicate)[/yellow]"
+        if with_file:
+            keep_whole.append(display_path(export.file_path, settings.export_dir))
+            cells.append(escape(keep_whole[-1]))
+        table.add_row(*cells, detail)
+    output.table(table, keep_whole)
+    if not with_file:
+        output.line("File paths and full times: wa-export logs --json.")
+
+
+def bar(value: int, maximum: int, width: int = BAR_WIDTH) -> str:
+    """A horizontal bar scaled to `maximum`, in eighths of a character so small days still show."""
+    if maximum <= 0 or value <= 0:
+        return ""
+    full, rest = divmod(max(1, round(value / maximum * width * 8)), 8)
+    return "█" * full + (_EIGHTHS[rest] if rest else "")
+
+
+def sparkline(values: Sequence[int]) -> str:
+    """One character per value, scaled to the largest; zero stays a visible ▁."""
+    top = max(values, default=0)
+    if top <= 0:
+        return _SPARKS[0] * len(values)
+    return "".join(_SPARKS[0] if value <= 0 else _SPARKS[max(1, round(value / top * 7))] for value in values)
+
+
+def _chunks(count: int, limit: int) -> list[tuple[int, int]]:
+    """[start, end) index ranges splitting `count` items into at most `limit` equal-sized groups."""
+    size = max(1, -(-count // limit))
+    return [(start, min(start + size, count)) for start in range(0, count, size)]
+
+
+def render_stats(output: Output, report: StatsReport, settings: Settings) -> None:
+    if json_or(output, {"ok": True, **report.as_dict()}):
+        return
+    period = report.period
+    span = f"{period.days[0]:%Y-%m-%d} – {period.days[-1]:%Y-%m-%d} ({period.timezone_name})"
+    (_render_workspace_stats if report.single else _render_stats_overview)(output, report, settings, span)
+
+
+def _render_workspace_stats(output: Output, report: StatsReport, settings: Settings, span: str) -> None:
+    from wa_export.recipients import describe_recipients
+
+    stats = report.workspaces[0]
+    statuses = ["received", "sent_via_ai", "sent_by_human"]
+    statuses += [s for s in sorted({s for day in stats.per_day for s in day.counts}) if s not in statuses]
+    labels = {"received": "Received", "sent_via_ai": "AI", "sent_by_human": "Human"}
+    rows: list[tuple[str, dict[str, int], int]] = []
+    chunks = _chunks(len(stats.per_day), STATS_MAX_ROWS)
+    for start, end in chunks:
+        days = stats.per_day[start:end]
+        label = f"{days[0].day:%a %Y-%m-%d}" if len(days) == 1 else f"{days[0].day:%Y-%m-%d} +{len(days) - 1}d"
+        counts = {status: sum(day.counts.get(status, 0) for day in days) for status in statuses}
+        rows.append((label, counts, sum(counts.values())))
+    size = chunks[0][1] - chunks[0][0]
+    per = "day" if size == 1 else f"{size} days"
+    table = Table(
+        title=escape(f"{stats.workspace.name or '(unnamed)'} ({stats.workspace.id}): messages per {per}, {span}"),
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("Day" if per == "day" else "Days", no_wrap=True)
+    for status in statuses:
+        table.add_column(labels.get(status, status.capitalize()), justify="right")
+    table.add_column("Total", justify="right")
+    table.add_column("Trend", no_wrap=True)
+    top = max((total for _, _, total in rows), default=0)
+    for label, counts, total in rows:
+        table.add_row(label, *(str(counts[status]) for status in statuses), str(total), styled(bar(total, top), "cyan"))
+    table.add_section()
+    table.add_row("Total", *(str(stats.totals.get(status, 0)) for status in statuses), str(stats.total), "")
+    output.table(table)
+    exports = stats.exports
+    output.line(
+        f"Exports in these days: {exports.completed} completed ({count_noun(exports.messages_exported, 'message')}), "
+        f"{exports.failed} failed"
+        + (f" (last failure {local_time(exports.last_failure, settings)})" if exports.last_failure else "")
+        + f"; last success: {local_time(exports.last_success, settings) or 'never'}."
+    )
+    if stats.workspace.status != "active":
+        output.line(f"Workspace status is {stats.workspace.status!r}: scheduled runs skip it.")
+    output.line(describe_recipients(stats.recipients, stats.workspace.id, settings) + ".")
+
+
+def _render_stats_overview(output: Output, report: StatsReport, settings: Settings, span: str) -> None:
+    from wa_export.recipients import address_label
+
+    workspaces = report.workspaces
+    if not workspaces:
+        output.line(f"No active workspaces ({span}).")
+        return
+    chunks = _chunks(len(report.period.days), SPARK_MAX_WIDTH)
+    name_id_separator = "\n" if output.interactive else " "  # plain output: one line per workspace
+
+    def trend(stats: WorkspaceStats) -> str:
+        totals = [day.total for day in stats.per_day]
+        return sparkline([sum(totals[start:end]) for start, end in chunks])
+
+    def address(stats: WorkspaceStats) -> str:
+        label = address_label(stats.recipients)
+        return styled(label, ADDRESS_STYLE.get(label, ""))
+
+    # Short headers: with a week's trend the table fits 80 columns.
+    columns: list[tuple[Column, Callable[[WorkspaceStats], str]]] = [
+        (
+            Column("Workspace / id", overflow="fold", min_width=24),
+            lambda stats: workspace_cell(stats.workspace.name, stats.workspace.id, name_id_separator),
+        ),
+        (Column("Msgs", justify="right"), lambda stats: str(stats.total)),
+        (Column("Trend", no_wrap=True), trend),
+        (Column("Sent", justify="right"), lambda stats: str(stats.exports.completed)),
+        (Column("Failed", justify="right"), lambda stats: _count_cell(stats.exports.failed)),
+        (Column("Last sent", no_wrap=True), lambda stats: short_time(stats.exports.last_success, settings) or "never"),
+        (Column("Addr"), address),
+    ]
+    table = column_table(workspaces, columns, title=f"Active workspaces, {span}", box=box.SIMPLE_HEAD, pad_edge=False)
+    output.table(table, keep_whole=[stats.workspace.id for stats in workspaces])
+    missing = sum(1 for stats in workspaces if not stats.address_configured)
+    refused = sum(1 for stats in workspaces if stats.recipients.problem)
+    output.line(
+        f"{count_noun(len(workspaces), 'active workspace')}, {count_noun(sum(s.total for s in workspaces), 'message')}, "
+        f"{count_noun(sum(s.exports.completed for s in workspaces), 'export')}, "
+        f"{sum(s.exports.failed for s in workspaces)} failed, {missing} without an address"
+        + (f", {refused} with a refused address (bad)" if refused else "")
+        + ". Details: wa-export stats WORKSPACE_ID."
+    )
+
+
+# --------------------------------------------------------------------------- state
+
+
+def render_state(output: Output, report: StateReport, settings: Settings) -> None:
+    if json_or(output, {"ok": True, **report.as_dict()}):
+        return
+    if not report.workspaces:
+        output.line("No active workspaces.")
+        return
+    if output.interactive:
+        output.table(_state_table(report, settings))
+        if report.waiting_count_cap is not None and any(w.waiting and w.waiting.capped for w in report.workspaces):
+            output.line(f"Counts stop at {report.waiting_count_cap}; wa-export state WORKSPACE_ID counts exactly.")
+        return
+    for workspace in report.workspaces:  # under cron, a pipe: one greppable line per workspace
+        output.log("INFO", "state " + " ".join(_plain_fields(workspace, settings)))
+
+
+def render_move(output: Output, move: CursorMove, settings: Settings) -> None:
+    from wa_export.store.arrivals import key_text
+
+    if json_or(output, {"ok": True, **move.as_dict()}):
+        return
+    if move.direction == "already_past":
+        where = f"{_time(move.new_time, settings)} (key {key_text(move.new_key)})"
+        output.line(
+            f"Workspace {move.workspace_id}: message {move.past_message_id} (arrived {_time(move.requested_time, settings)}) "
+            f"is already behind the delivery position {where}: it was delivered or skipped before; nothing was moved."
+        )
+        return
+    old = (
+        f"{_time(move.old_time, settings)} (key {key_text(move.old_key)}, {move.old_source or 'unknown source'})"
+        if move.old_key is not None
+        else "no cursor"
+    )
+    new = f"{_time(move.new_time, settings)} (key {key_text(move.new_key)})"
+    consequence = {
+        "back": "the next scheduled run delivers again what arrived from then on",
+        "forward": "what arrived before then will not be delivered",
+        "unchanged": "the cursor was already there",
+        "created": "the next scheduled run starts there",
+    }[move.direction]
+    if move.past_message_id is not None:
+        consequence = (
+            f"message {move.past_message_id} (arrived {_time(move.requested_time, settings)}) will not be delivered; "
+            "what arrived after it, in the same second too, will"
+        )
+    change = (
+        f"cursor created at {new}" if move.old_key is None else f"cursor moved {move.direction} from {old} to {new}"
+    )
+    output.line(f"Workspace {move.workspace_id}: {change}: {consequence}.")
+    after = move.state_after
+    if after is not None and after.waiting is not None:
+        age = _oldest_age(after)
+        oldest = f", the oldest arrived {age} ago" if age else ""
+        output.line(f"Messages waiting from the new cursor: {_waiting_count(after)}{oldest}.")
+    output.line(f"Recorded in system_logs (host {move.host}); see wa-export logs --system.")
+
+
+def _state_table(report: StateReport, settings: Settings) -> Table:
+    title = f"Delivery state, times in {report.timezone_name} (database clock {_time(report.database_now, settings)})"
+
+    def waiting(workspace: WorkspaceReport) -> str:
+        age = _oldest_age(workspace)
+        return _waiting_count(workspace) + (f"\n[dim]{age}[/dim]" if age else "")
+
+    def lease(workspace: WorkspaceReport) -> str:
+        if not workspace.lease_held:
+            return "free"
+        return f"[yellow]held[/yellow]\n[dim]to {local_time(workspace.lease_expires_at, settings, '%H:%M')}[/dim]"
+
+    columns: list[tuple[Column, Callable[[WorkspaceReport], str]]] = [
+        (
+            Column("Workspace / id", overflow="fold", min_width=24),
+            lambda workspace: workspace_cell(workspace.workspace_name, workspace.workspace_id),
+        ),
+        (Column("Cursor", no_wrap=True), lambda workspace: _cursor_cell(workspace, settings)),
+        (Column("Waiting\n(oldest)", justify="right", no_wrap=True), waiting),
+        (Column("Lease", no_wrap=True), lease),
+        (Column("Last success", no_wrap=True), lambda w: short_time(w.last_success_at, settings) or "never"),
+        (Column("Fails", justify="right", no_wrap=True), lambda w: _count_cell(w.consecutive_failures)),
+        (Column("Notes", overflow="fold", min_width=16), lambda w: escape("; ".join(_notes(w, settings)))),
+    ]
+    return column_table(report.workspaces, columns, title=escape(title), box=box.SIMPLE_HEAD, pad_edge=False)
+
+
+def _count_cell(failures: int) -> str:
+    return styled(str(failures), "bold red" if failures else "")
+
+
+def _cursor_cell(workspace: WorkspaceReport, settings: Settings) -> str:
+    if workspace.has_cursor:
+        text = f"{short_time(workspace.cursor_time, settings)}\n[dim]{escape(workspace.cursor_source or 'unknown source')}[/dim]"
+        if workspace.cursor_ahead_of_database_clock:
+            text = f"[bold red]{text}[/bold red]"
+        return text
+    if workspace.legacy_watermark is not None:
+        return f"{short_time(workspace.legacy_watermark, settings)}\n[dim]v1 watermark[/dim]"
+    return "[yellow]none[/yellow]"
+
+
+def _notes(workspace: WorkspaceReport, settings: Settings) -> list[str]:
+    notes = []
+    if workspace.cursor_ahead_of_database_clock:
+        notes.append("cursor ahead of the database clock")
+    if workspace.legacy_watermark is not None:
+        notes.append("becomes a cursor on the next run")
+    elif not workspace.has_cursor and workspace.first_cursor is not None:
+        starts_at = workspace.next_run_starts_at
+        notes.append(
+            f"next run starts {short_time(starts_at, settings)} (original service)"
+            if starts_at is not None
+            else f"next run starts {settings.export_interval_minutes} min before its end"
+        )
+    if workspace.in_flight:
+        part, parts = workspace.in_flight.get("part"), workspace.in_flight.get("parts")
+        started = workspace.in_flight.get("started_at")
+        notes.append(
+            "in flight"
+            + (f" part {part}/{parts}" if part is not None and parts is not None else "")
+            + (f" since {short_time(started, settings)}" if isinstance(started, datetime) else "")
+        )
+    if workspace.last_possible_duplicate_at is not None:
+        notes.append(f"possible duplicate {short_time(workspace.last_possible_duplicate_at, settings)}")
+    if workspace.consecutive_failures and workspace.last_error:
+        notes.append(workspace.last_error)
+    return notes
+
+
+def _no_cursor_text(workspace: WorkspaceReport, settings: Settings) -> str:
+    if workspace.legacy_watermark is not None:
+        return (
+            f"v1 watermark {_time(workspace.legacy_watermark, settings)}: the next scheduled run turns it into a cursor"
+        )
+    first, starts_at = workspace.first_cursor, workspace.next_run_starts_at
+    if starts_at is not None:
+        return (
+            f"no cursor yet: the next scheduled run starts at {_time(starts_at, settings)} "
+            "(where the original service's last export ended)"
+        )
+    if first is not None:
+        return (
+            "no cursor yet: the next scheduled run starts "
+            f"{settings.export_interval_minutes} min (EXPORT_INTERVAL_MINUTES) before its own end"
+        )
+    return "no cursor yet"
+
+
+def _plain_fields(workspace: WorkspaceReport, settings: Settings) -> list[str]:
+    from wa_export.store.arrivals import key_text
+
+    fields = [
+        f"workspace={workspace.workspace_id}",
+        f"name={json.dumps(workspace.workspace_name, ensure_ascii=False)}",
+    ]
+    if workspace.has_cursor:
+        fields += [
+            f"cursor={_iso_local(workspace.cursor_time, settings)}",
+            f"cursor_key={key_text(workspace.cursor_key)}",
+            f"cursor_source={workspace.cursor_source or 'unknown'}",
+        ]
+        if workspace.cursor_ahead_of_database_clock:
+            fields.append("cursor_ahead_of_database_clock=true")
+    else:
+        fields.append("cursor=none")
+        if workspace.legacy_watermark is not None:
+            fields.append(f"legacy_watermark={_iso_local(workspace.legacy_watermark, settings)}")
+        fields.append(f"note={json.dumps(_no_cursor_text(workspace, settings), ensure_ascii=False)}")
+    fields.append(f"waiting={_waiting_count(workspace) if workspace.waiting else 'unknown'}")
+    if workspace.oldest_waiting_age_seconds is not None and workspace.waiting is not None:
+        fields.append(f"oldest_waiting={_iso_local(workspace.waiting.oldest_at, settings)}")
+        fields.append(f"oldest_waiting_age_seconds={int(workspace.oldest_waiting_age_seconds)}")
+    if workspace.lease_held:
+        fields += [
+            f"lease=held lease_owner={workspace.lease_owner}",
+            f"lease_expires={_iso_local(workspace.lease_expires_at, settings)}",
+        ]
+    else:
+        fields.append("lease=free")
+    fields += [
+        f"last_success={_iso_local(workspace.last_success_at, settings) or 'never'}",
+        f"consecutive_failures={workspace.consecutive_failures}",
+    ]
+    if workspace.last_error:
+        fields.append(f"last_error={json.dumps(workspace.last_error, ensure_ascii=False)}")
+    if workspace.last_possible_duplicate_at is not None:
+        fields.append(f"last_possible_duplicate={_iso_local(workspace.last_possible_duplicate_at, settings)}")
+    if workspace.in_flight:
+        fields.append(f"in_flight={json.dumps(_in_flight_text(workspace.in_flight, settings), ensure_ascii=False)}")
+    return fields
+
+
+def _waiting_count(workspace: WorkspaceReport) -> str:
+    waiting = workspace.waiting
+    if waiting is None:
+        return "—"
+    return f"{waiting.count}+" if waiting.capped else str(waiting.count)
+
+
+def _oldest_age(workspace: WorkspaceReport) -> str:
+    age = workspace.oldest_waiting_age_seconds
+    return "" if age is None else format_age(timedelta(seconds=age))
+
+
+def _in_flight_text(in_flight: Mapping[str, Any], settings: Settings) -> str:
+    from wa_export.store.arrivals import time_of
+
+    parts = []
+    part, total = in_flight.get("part"), in_flight.get("parts")
+    if part is not None and total is not None:
+        parts.append(f"part {part} of {total}")
+    low, high = time_of(in_flight.get("from_key")), time_of(in_flight.get("to_key"))
+    if low is not None and high is not None:
+        parts.append(f"arrivals {_time(low, settings)} to {_time(high, settings)}")
+    if in_flight.get("run_id"):
+        parts.append(f"run {in_flight['run_id']}")
+    started = in_flight.get("started_at")
+    if isinstance(started, datetime):
+        parts.append(f"since {_time(started, settings)}")
+    return ", ".join(parts) or "yes"
+
+
+def _time(moment: datetime | None, settings: Settings) -> str:
+    return local_time(moment, settings, SECOND_FORMAT)
+
+
+def _iso_local(moment: datetime | None, settings: Settings) -> str:
+    return "" if moment is None else moment.astimezone(settings.export_timezone).isoformat()
