@@ -19,9 +19,11 @@ from msoffcrypto.method import ecma376_agile
 
 from helpers import sheet_rows
 from libreoffice_reader import LibreOfficeTimeout, displayed, libreoffice_rows, processes_of
+from wa_export.commands.cleanup import TEMP_FILE_PATTERN
 from wa_export.workbook import encryption
-from wa_export.workbook.encryption import MAX_PASSWORD_LENGTH, WorkbookEncryptionError, encrypt_workbook
+from wa_export.workbook.encryption import WorkbookEncryptionError, encrypt_workbook
 from wa_export.workbook.writer import WorkbookWriter
+from wa_export.workbook_password import MAX_PASSWORD_LENGTH
 
 PASSWORD = "Wörkbook-Pa55 €/&<x>"  # non-ASCII and XML-special characters: UTF-16 key derivation, escaping
 WORKSPACE_ID = "65a1b2c3d4e5f60718293a4b"
@@ -220,3 +222,51 @@ def test_libreoffice_reader_is_bounded_in_time_and_leaves_no_process(
     with pytest.raises(LibreOfficeTimeout) as caught:
         libreoffice_rows(encrypted, PASSWORD, timeout=1.0)
     assert processes_of(caught.value) == []
+
+
+# --- the writer publishes the encrypted workbook ------------------------------------------------------
+
+
+def test_writer_commit_with_a_password_publishes_only_the_encrypted_file(tmp_path: Path) -> None:
+    (tmp_path / "plain").mkdir()
+    plain = _workbook(tmp_path / "plain" / "same.xlsx")
+    target = tmp_path / "out" / "same.xlsx"
+    target.parent.mkdir()
+    rows = sheet_rows(plain)
+    with WorkbookWriter(target, ZoneInfo("Europe/Berlin")) as writer:
+        writer.append_many(
+            (row[0], row[1], row[2], row[3].replace(tzinfo=ZoneInfo("Europe/Berlin")), row[4], row[5]) for row in rows
+        )
+        published = writer.commit(password=PASSWORD)
+    assert published == target
+    assert os.listdir(target.parent) == ["same.xlsx"], "no plain or encrypted temp file left"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert olefile.isOleFile(str(target))
+    assert sheet_rows(_decrypt(target, PASSWORD)) == rows
+
+
+def test_writer_leaves_no_temp_file_when_the_encrypted_one_cannot_be_published(tmp_path: Path) -> None:
+    taken = tmp_path / "taken.xlsx"
+    taken.write_bytes(b"an earlier export")
+    with WorkbookWriter(taken, ZoneInfo("UTC")) as writer:
+        writer.append("+1", "+2", "hello", datetime(2024, 5, 1, tzinfo=UTC), "received", WORKSPACE_ID)
+        with pytest.raises(FileExistsError):
+            writer.commit([taken], password=PASSWORD)
+    assert os.listdir(tmp_path) == ["taken.xlsx"] and taken.read_bytes() == b"an earlier export"
+
+
+def test_cleanup_recognises_the_writers_encrypted_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    targets: list[Path] = []
+    real = encryption.encrypt_workbook
+
+    def recording(source: Path, target: Path, password: str) -> Path:
+        targets.append(target)
+        return real(source, target, password)
+
+    monkeypatch.setattr(encryption, "encrypt_workbook", recording)
+    with WorkbookWriter(tmp_path / "acme_whatsapp_messages_2026-01-02_10-00.xlsx", ZoneInfo("UTC")) as writer:
+        writer.append("+1", "+2", "hello", datetime(2024, 5, 1, tzinfo=UTC), "received", WORKSPACE_ID)
+        writer.commit(password=PASSWORD)
+    [target] = targets
+    # Left behind by a killed run, cleanup removes it once stale.
+    assert TEMP_FILE_PATTERN.match(target.name) and target.parent == tmp_path

@@ -307,7 +307,7 @@ def render_config(output: Output, report: ConfigReport) -> None:
         where = f".env file {report.env_file}" if report.env_file is not None else "no .env file"
         output.table(_settings_table(f"wa-export settings (environment, {where})", report.settings))
         if report.workspace_addresses:
-            output.table(_settings_table("WORKSPACE_<ID>_EMAIL", report.workspace_addresses))
+            output.table(_settings_table("Per-workspace variables (WORKSPACE_<ID>_…)", report.workspace_addresses))
         for problem in report.problems:
             output.line(f"INVALID {problem.variable}: {problem.message}")
         for name in sorted({*report.unknown_variables, *report.misspelt_variables}):
@@ -502,6 +502,15 @@ def _render_workspace_stats(output: Output, report: StatsReport, settings: Setti
     if stats.workspace.status != "active":
         output.line(f"Workspace status is {stats.workspace.status!r}: scheduled runs skip it.")
     output.line(describe_recipients(stats.recipients, stats.workspace.id, settings) + ".")
+    password = stats.password
+    if password.problem is not None:
+        output.line(f"Workbooks: not exported, {password.problem}")
+    else:
+        output.line(
+            f"Workbooks: password-protected (password from {password.where})."
+            if stats.encrypted
+            else "Workbooks: not password-protected."
+        )
 
 
 def _render_stats_overview(output: Output, report: StatsReport, settings: Settings, span: str) -> None:
@@ -544,6 +553,7 @@ def _render_stats_overview(output: Output, report: StatsReport, settings: Settin
         f"{count_noun(sum(s.exports.completed for s in workspaces), 'export')}, "
         f"{sum(s.exports.failed for s in workspaces)} failed, {missing} without an address"
         + (f", {refused} with a refused address (bad)" if refused else "")
+        + f", {sum(1 for s in workspaces if s.encrypted)} with password-protected workbooks"
         + ". Details: wa-export stats WORKSPACE_ID."
     )
 

@@ -28,6 +28,8 @@ from wa_export.store.connection import (
 )
 from wa_export.store.ownership import both_forms, chats_of_workspace
 from wa_export.units import count_or_zero
+from wa_export.workbook_password import workbook_password
+from wa_export.workspace_settings import Resolved
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,11 @@ class WorkspaceStats:
     per_day: list[DayCounts]
     exports: ExportSummary
     recipients: Recipients
+    password: Resolved[str]  # its workbook password (never shown): set means its workbooks are encrypted
+
+    @property
+    def encrypted(self) -> bool:
+        return self.password.value is not None
 
     @property
     def address_configured(self) -> bool:  # it may still be refused: see recipients
@@ -98,6 +105,8 @@ class WorkspaceStats:
             "status": self.workspace.status,
             "address_configured": self.address_configured,
             "recipients": self.recipients.as_dict(),
+            "encrypted": self.encrypted,
+            "workbook_password": self.password.as_dict(secret=True),
             "messages": {**self.totals, "total": self.total},
             "exports": asdict(self.exports),
             "per_day": [day.as_dict() for day in self.per_day],
@@ -120,6 +129,7 @@ class StatsReport:
             "period_start": iso(self.period.start),
             "period_end": iso(self.period.end),
             "generated_at": iso(self.generated_at),
+            "encrypted_workspaces": sum(1 for stats in self.workspaces if stats.encrypted),
         }
         if self.single:
             document["workspace"] = self.workspaces[0].as_dict()
@@ -223,6 +233,7 @@ def stats(settings: Settings, workspace_id: str | None, days: int) -> StatsRepor
                 per_day=messages_per_day(store, chats_of_workspace(store.chats, workspace).message_chat_ids(), period),
                 exports=summaries[workspace.id],
                 recipients=recipients_for(workspace, settings),
+                password=workbook_password(workspace, settings),
             )
             for workspace in workspaces
         ]

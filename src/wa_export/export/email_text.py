@@ -11,6 +11,10 @@ from wa_export.settings import Settings
 from wa_export.store.connection import Workspace
 
 POSSIBLE_DUPLICATE_SENTENCE = "This email may repeat messages that were already sent to you in an earlier export."
+PROTECTED_SENTENCE = (
+    "The attachment is password-protected with the password agreed separately; Excel, LibreOffice and Numbers ask "
+    "for it when opening the file."
+)
 
 
 def window_sentence(start: datetime, end: datetime, zone: tzinfo, zone_name: str) -> str:
@@ -33,6 +37,8 @@ def compose_export_mail(
     part: tuple[int, int] = (1, 1),
     possible_duplicate: bool = False,
     by_arrival: bool = True,  # scheduled windows are arrival times; manual ones message timestamps
+    *,
+    protected: bool = False,  # the workbook is encrypted with the workspace's password
 ) -> OutgoingMail:
     """One export email about its workbook `path` (`part`: number, of how many)."""
     zone = settings.export_timezone
@@ -51,6 +57,7 @@ def compose_export_mail(
         else ""
     )
     duplicate = f"{POSSIBLE_DUPLICATE_SENTENCE}\n\n" if possible_duplicate else ""
+    protection = f"{PROTECTED_SENTENCE}\n" if protected else ""
     body = (
         "WhatsApp messages export\n"
         "\n"
@@ -62,6 +69,7 @@ def compose_export_mail(
         f"Total messages: {sum(by_status.values())}\n"
         f"By status:\n{status_lines}\n"
         f"File: {path.name}\n"
+        f"{protection}"
         "\n"
         f"{duplicate}"
         "Sent automatically by wa-export.\n"

@@ -35,7 +35,7 @@ def export_manual(ctx: RunContext, workspace: Workspace) -> WorkspaceResult:
     result.recipients, result.recipients_source = recipients.addresses, recipients.source
     window = request.window or Window(ctx.run_time - DEFAULT_MANUAL_WINDOW, ctx.run_time)
     result.window_start, result.window_end = window.start, window.end
-    refusal = ctx.refusal(recipients)
+    refusal = ctx.refusal(recipients, workspace)
     if refusal is not None:
         return _failed(ctx, workspace, result, refusal)
     try:
@@ -62,7 +62,12 @@ def _export(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, wind
         return None
     try:
         path = write_workbook(
-            ctx.settings, workspace, ctx.with_progress(workspace.id, rows), ctx.run_time, ctx.contested_slugs
+            ctx.settings,
+            workspace,
+            ctx.with_progress(workspace.id, rows),
+            ctx.run_time,
+            ctx.contested_slugs,
+            password=ctx.workbook_password(workspace),
         )
     except OSError as error:
         result.add_counts(*stats.counts())
@@ -86,6 +91,7 @@ def _export(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, wind
                 path,
                 result.recipients,
                 by_arrival=False,
+                protected=ctx.workbook_password(workspace) is not None,
             )
         )
     except MailError as error:

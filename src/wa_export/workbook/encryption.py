@@ -34,11 +34,9 @@ from msoffcrypto.method.container.ecma376_encrypted import (
 )
 
 from wa_export.workbook.publish import create_private_file, unlink_quietly
+from wa_export.workbook_password import MAX_PASSWORD_LENGTH
 
-__all__ = ["MAX_PASSWORD_LENGTH", "WorkbookEncryptionError", "encrypt_workbook"]
-
-# Excel refuses longer passwords when opening a file, so the recipient could never open it.
-MAX_PASSWORD_LENGTH = 255
+__all__ = ["WorkbookEncryptionError", "encrypt_workbook"]
 # The segment size the format prescribes: each 4096-byte segment has its own IV.
 _SEGMENT = 4096
 # Streams up to this size live in the OLE mini stream; the encrypted payload must be larger
