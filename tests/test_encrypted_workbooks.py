@@ -273,6 +273,8 @@ def test_unusable_passwords_fail_with_one_sentence_that_never_shows_them(
         assert refused.returncode == 2, f"{command}: {refused.stdout}{refused.stderr}"
         assert f"WORKSPACE_{workspace_id}_WORKBOOK_PASSWORD" in refused.stdout + refused.stderr
         assert too_long not in refused.stdout + refused.stderr
+    shown = {line["variable"]: line["value"] for line in parse_json(cli(["config", "--json"], env=env))["settings"]}
+    assert shown["EXPORT_REQUIRE_WORKBOOK_PASSWORD"] == "false" and shown["EXPORT_WORKBOOK_PASSWORD_FIELD"] == FIELD
     flag = cli(["config"], env={**env, "EXPORT_REQUIRE_WORKBOOK_PASSWORD": "maybe"})
     assert (
         flag.returncode == 2 and "EXPORT_REQUIRE_WORKBOOK_PASSWORD must be true or false" in flag.stdout + flag.stderr

@@ -154,6 +154,8 @@ def config_report(env_file: Path | None, environ: dict[str, str] | None = None) 
 def _display(value: object) -> str:
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as a .env writes it
     if isinstance(value, tzinfo):
         return str(getattr(value, "key", value))
     if isinstance(value, (tuple, list)):
