@@ -68,6 +68,7 @@ def _healthy(db: Any, make_env: Any, cli: Any, *, real_run: bool = False, **over
     db.chats.create_index([("workspace_id", 1)])
     db.messages.create_index([("chat_id", 1), ("_id", 1)])
     db.messages.create_index([("chat_id", 1), ("timestamp", 1)])
+    db.export_logs.create_index([("attachment_sha256", 1)])
     acme = add_workspace(db, "Acme Corp")
     tech = add_workspace(db, "Tech Startup")
     add_workspace(db, "Old Tenant", status="inactive")  # inactive: needs no address

@@ -15,7 +15,7 @@ import pytest
 from inprocess_cli import run_wa_export
 from seeding import cli_env
 
-COMMANDS = ["export", "cleanup", "stats", "logs", "test-email", "health", "config", "demo"]
+COMMANDS = ["export", "cleanup", "stats", "logs", "resend", "verify", "test-email", "health", "config", "demo"]
 TYPE_METAVAR = re.compile(r"<(bool|str|int|float|path|list|text|integer)[^>]*>", re.IGNORECASE)
 
 

@@ -127,6 +127,20 @@ def test_workspace_without_address_is_a_warning_on_every_run(mongo_db, make_env,
     assert manual["warnings"] == []
 
 
+def test_no_address_warning_only_for_a_workspace_skipped_for_it(mongo_db, make_env, cli, smtp_server):
+    # An inactive workspace is skipped for its status, and --no-email needs no address: neither "is not exported".
+    sleepy = add_workspace(mongo_db, "Sleepy", status="inactive")
+    bare = add_workspace(mongo_db, "Bare")
+    add_messages(mongo_db, add_chat(mongo_db, bare), [{"timestamp": utcnow() - timedelta(minutes=2)}])
+    env = make_env()
+    named = cli(["export", "--workspace", str(sleepy)], env=env)
+    assert named.returncode == 0 and "outcome=skipped" in named.stdout, named.stdout + named.stderr
+    assert not lines_with(named.stdout, " WARNING ", "has no email address")
+    files_only = cli(["export", "--no-email"], env=env)
+    assert files_only.returncode == 0 and "outcome=written" in files_only.stdout, files_only.stdout
+    assert not lines_with(files_only.stdout, " WARNING ", "has no email address")
+
+
 def test_addresses_from_the_workspace_document_are_not_missing(mongo_db, make_env, cli, cli_process, smtp_server):
     # The recipients policy decides, not WORKSPACE_<ID>_EMAIL alone: EXPORT_RECIPIENTS_FIELD counts too.
     from_platform = add_workspace(mongo_db, "Addressed In The Platform")

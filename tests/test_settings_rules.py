@@ -165,7 +165,8 @@ def test_every_number_setting_refuses_what_it_cannot_use(rule, tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     assert rule.bounds is not None
     too_large = str(int(rule.bounds.maximum) * 10 + 1)
-    for raw in ("nan", "inf", "-inf", "-1", too_large, "1e300", "9" * 40, "many"):
+    # "1_000" and "١٠٠" (Arabic-Indic digits) are numbers to int() and float(), not to an operator reading a .env.
+    for raw in ("nan", "inf", "-inf", "-1", too_large, "1e300", "9" * 40, "many", "1_000", "\u0661\u0660\u0660"):
         if raw == "-1" and rule.bounds.minimum < 0:
             continue
         settings, problems = validate_environment(
@@ -276,3 +277,17 @@ def test_workers_say_a_near_miss_once(make_env, mongo_db, cli):
     result = cli(["export", "--workers", "2"], env=make_env(EXPORT_TIMEZON="UTC"))
     assert result.returncode == ExitCode.OK, result.stdout + result.stderr
     assert result.stderr.count("EXPORT_TIMEZON is not a wa-export setting") == 1, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("written", "advice"),
+    [("localtime", "e.g. UTC"), ("posixrules", "e.g. UTC"), ("Factory", "e.g. UTC"), ("utc", "did you mean UTC?")],
+)
+def test_zone_database_files_that_are_not_zones_are_refused(written, advice, tmp_path, monkeypatch):
+    # "localtime" is whatever the host's zone is: emails would say "localtime" and mean anything.
+    monkeypatch.chdir(tmp_path)
+    _, problems = validate_environment(
+        read_configuration(None, {"MONGODB_URI": "mongodb://x", "EXPORT_TIMEZONE": written})
+    )
+    [problem] = problems
+    assert problem.variable == "EXPORT_TIMEZONE" and advice in problem.message, problem.message

@@ -127,7 +127,9 @@ def test_workers_reject_manual_runs(cli):
     result = cli(["export", "--workers", "2", "--hours", "1"])
     assert result.returncode == 2
     assert "--workers applies to scheduled runs only" in result.stderr
-    assert cli(["export", "--workers", "0"]).returncode == 2
+    for count in ("0", "65"):  # one rule, one sentence, at both ends
+        refused = cli(["export", "--workers", count])
+        assert refused.returncode == 2 and "--workers must be between 1 and 64" in refused.stderr, refused.stderr
 
 
 def test_worker_helpers():
@@ -191,3 +193,18 @@ def test_one_getmore_per_batch_and_every_messages_query_bounded(mongo_db, make_e
     assert len(finds) == 4  # the pass, the window, two probes
     mailed = [row[2] for message in smtp_server.messages for row in mailed_rows(message)]
     assert mailed == [f"b{i}" for i in range(total)]
+
+
+def test_plain_workers_output_names_each_workspace_and_its_outcome(mongo_db, make_env, cli_process, smtp_server):
+    # Under cron the children's output is captured: the parent must still say which workspace failed and why.
+    env, _ = _seed(mongo_db, workspaces=2, messages_each=2)
+    broken = add_workspace(mongo_db, "Broken address")
+    add_messages(mongo_db, add_chat(mongo_db, broken), [{"content": "held back"}])
+    full_env = make_env(**smtp_env(smtp_server), **env, **{f"WORKSPACE_{broken}_EMAIL": "not-an-address"})
+    result = cli_process(["export", "--workers", "2"], env=full_env)
+    assert result.returncode == ExitCode.FAILED, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    failed = [line for line in lines if f"workspace={broken}" in line]
+    assert len(failed) == 1 and "outcome=failed" in failed[0] and "WORKSPACE_" in failed[0], result.stdout
+    for workspace_id in (name.split("_")[1] for name in env):
+        assert any(f"workspace={workspace_id}" in line and "outcome=completed" in line for line in lines)

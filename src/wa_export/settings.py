@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from wa_export.addresses import EMAIL_ADDRESS, parse_address_list
 from wa_export.envfile import ConfigurationSource, read_configuration
@@ -56,6 +56,10 @@ class Bounds:
         if self.minimum_exclusive:
             return f"a number greater than {low} and at most {high}{note}"
         return f"{'a whole number' if self.whole else 'a number'} between {low} and {high}{note}"
+
+
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
 
 
 def _plain(number: float) -> str:
@@ -100,11 +104,11 @@ class SettingRule:
             return self.parse(written, env)
         if self.bounds is None:
             return written or None
-        try:
-            value = int(written) if self.bounds.whole else float(written)
-        except ValueError:
+        # ASCII digits only: int() and float() also take "1_000", other scripts' digits, "nan" and "inf".
+        if not (_WHOLE_NUMBER if self.bounds.whole else _NUMBER).fullmatch(written):
             kind = "a whole number" if self.bounds.whole else "a number"
-            raise ConfigError(f"{self.variable} must be {kind}{env.got(written)}.") from None
+            raise ConfigError(f"{self.variable} must be {kind}{env.got(written)}.")
+        value = int(written) if self.bounds.whole else float(written)
         if not self.bounds.admits(value):
             raise ConfigError(f"{self.variable} must be {self.bounds.describe()}{env.got(written)}.")
         return value
@@ -164,15 +168,19 @@ def _ca_file(written: str, env: _Environment) -> Path | None:
     return path
 
 
+# Files in the zone database that are not zones: the host's own zone, and placeholders.
+_NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
+
+
 def _timezone(written: str, env: _Environment) -> ZoneInfo:
     try:
-        if written.startswith(("/", ".")) or ".." in written:
+        if written.startswith(("/", ".")) or ".." in written or written in _NOT_ZONES:
             raise ValueError
         return ZoneInfo(written)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(
-            f"EXPORT_TIMEZONE{env.shown(written)} is not a known IANA time zone (e.g. UTC, Europe/Berlin, Asia/Dubai)."
-        ) from None
+        meant = [zone for zone in available_timezones() - _NOT_ZONES if zone.lower() == written.lower()]
+        example = f"did you mean {meant[0]}?" if meant else "e.g. UTC, Europe/Berlin, Asia/Dubai"
+        raise ConfigError(f"EXPORT_TIMEZONE{env.shown(written)} is not a known IANA time zone ({example}).") from None
 
 
 def _flag(written: str, env: _Environment, variable: str) -> bool:

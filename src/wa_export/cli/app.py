@@ -212,8 +212,7 @@ def export(
         int,
         typer.Option(
             "--workers",
-            min=1,
-            metavar="N",
+            metavar="N",  # range checked by export/workers.py, with --worker-slot's
             help="Scheduled runs: share the workspaces among N processes (e.g. one per CPU core).",
         ),
     ] = 1,
@@ -245,7 +244,7 @@ def export(
             with _stop_on_sigterm() as stop:
                 merged = export_run.export_in_workers(workers, request, env_file or _global_env_file, stop, settings)
             recorder.ran_workers(merged, request)
-            render_workers(output, merged)
+            render_workers(output, merged, settings)
             return merged.exit_code
         with _stop_on_sigterm() as stop, export_observer(output, settings.export_dir) as observer:
             result = export_run.export(settings, request, observer, stop)
@@ -315,6 +314,61 @@ def logs(
     from wa_export.commands import logs as logs_command
 
     _report(json_output, env_file, lambda s: logs_command.logs(s, workspace_id, limit, status, system), render_logs)
+
+
+@app.command(short_help="Email an earlier export again, rebuilt from its recorded range.")
+def resend(
+    log_id: Annotated[str, typer.Argument(metavar="LOG_ID", hidden=True)],
+    to: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--to",
+            metavar="ADDRESS",
+            help="Send to this address instead of the export's recipients (repeatable; EXPORT_ALLOWED_EMAIL_DOMAINS applies).",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Rebuild and count only: no file, no email, no database write.")
+    ] = False,
+    json_output: JsonOption = False,
+    env_file: EnvFileOption = None,
+) -> None:
+    """Email again exactly the workbook an export_logs entry recorded, rebuilt from its range.
+
+    LOG_ID is the export's id, as `wa-export logs` shows it. The rows are the
+    ones that export held: the messages of its arrival range
+    (scheduled) or timestamp window (manual), read from the workspace's chats in
+    the same order and written the same way. The subject starts with [Re-sent];
+    a new export_logs entry (trigger resend) is recorded. No cursor, lease or
+    intent is read or written. Exit 1 for an unknown id or an export that was
+    never delivered, 2 for a malformed id.
+    """
+    from wa_export.cli.render import render_resend
+    from wa_export.commands import resend as resend_command
+
+    _report(
+        json_output,
+        env_file,
+        lambda s: resend_command.resend(s, log_id, to or (), dry_run=dry_run),
+        render_resend,
+    )
+
+
+@app.command(short_help="Tell which recorded export a file is, by its SHA-256.")
+def verify(
+    file: Annotated[Path, typer.Argument(metavar="FILE", hidden=True)],
+    json_output: JsonOption = False,
+    env_file: EnvFileOption = None,
+) -> None:
+    """Tell which recorded export FILE is: the workspace, when and to whom it was sent, its range and message count.
+
+    FILE is hashed (SHA-256) and looked up in export_logs. Exit 0 when found, 1 when no export of this file is recorded (changed, or not
+    sent by wa-export from this database), 2 when FILE is missing or unreadable.
+    """
+    from wa_export.cli.render import render_verify
+    from wa_export.commands import verify as verify_command
+
+    _report(json_output, env_file, lambda s: verify_command.verify(s, file), render_verify)
 
 
 @app.command()

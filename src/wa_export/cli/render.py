@@ -36,13 +36,16 @@ if TYPE_CHECKING:  # rendering only: each command imports just the library it us
     from wa_export.commands.config import ConfigReport, SettingLine
     from wa_export.commands.health import HealthReport
     from wa_export.commands.logs import LogsReport
+    from wa_export.commands.resend import ResendResult
     from wa_export.commands.state import CursorMove, StateReport, WorkspaceReport
     from wa_export.commands.stats import StatsReport, WorkspaceStats
     from wa_export.commands.test_email import TestEmailResult
+    from wa_export.commands.verify import VerifyReport
     from wa_export.demo.run import DemoResult
     from wa_export.export.results import RunResult, Trigger, WorkspaceResult
     from wa_export.export.workers import WorkersResult
     from wa_export.settings import Settings
+    from wa_export.store.ledger import LedgerEntry
 
 NOT_COUNTED = "–"  # the run skipped or refused the workspace before counting its messages
 CLEANUP_TABLE_ROWS = 15
@@ -143,9 +146,16 @@ def render_run_warnings(output: Output, warnings: Sequence[Any]) -> None:
         output.log("WARNING", warning.message)
 
 
-def render_workers(output: Output, merged: WorkersResult) -> None:
+def render_workers(output: Output, merged: WorkersResult, settings: Settings) -> None:
     if json_or(output, merged.as_dict()):
         return
+    # The children's output is captured: each workspace is shown here, as a single-process run shows it.
+    if output.interactive:
+        _render_export_table(output, merged.workspaces, settings)
+    else:
+        plain = _PlainObserver(output, settings.export_dir)
+        for result in merged.workspaces:
+            plain.workspace_finished(result)
     for run in merged.as_dict()["runs"]:
         output.line(f"worker {run['slot']}: exit {run['exit_code']}: {run['summary'] or run['error']}")
     render_run_warnings(output, merged.warnings)
@@ -396,6 +406,7 @@ def render_logs(output: Output, report: LogsReport, settings: Settings) -> None:
     with_file = not output.interactive or output.console.width >= WIDE_LOGS
     table = Table(title=f"Exports, newest first (times in {zone})", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("Time", no_wrap=True)
+    table.add_column("Id", no_wrap=True)  # whole, to paste into `wa-export resend`
     table.add_column("Workspace", overflow="fold", min_width=10)
     table.add_column("Run", no_wrap=True)
     table.add_column("Window", no_wrap=True)
@@ -404,16 +415,18 @@ def render_logs(output: Output, report: LogsReport, settings: Settings) -> None:
     if with_file:
         table.add_column("File", no_wrap=True)
     table.add_column("Recipients / error", overflow="fold", min_width=20)
-    keep_whole: list[str] = []  # ids shown instead of a name, file paths
+    keep_whole: list[str] = []  # entry ids, workspace ids shown instead of a name, file paths
     for export in report.export_entries:
         window = ""
         if export.window_start and export.window_end:
             window = f"{local_time(export.window_start, settings, '%H:%M')}–{local_time(export.window_end, settings, '%H:%M')}"
         detail = f"[red]{escape(export.error)}[/red]" if export.error else escape(export.recipients)
+        keep_whole.append(export.id)
         if not export.workspace_name:
             keep_whole.append(export.workspace_id)
         cells = [
             short_time(export.time, settings),
+            export.id,
             escape(export.workspace_name or export.workspace_id),
             {"scheduled": "sched"}.get(export.trigger or "", export.trigger or ""),
             window,
@@ -556,6 +569,76 @@ def _render_stats_overview(output: Output, report: StatsReport, settings: Settin
         + f", {sum(1 for s in workspaces if s.encrypted)} with password-protected workbooks"
         + ". Details: wa-export stats WORKSPACE_ID."
     )
+
+
+# --------------------------------------------------------------------------- resend, verify
+
+
+def render_resend(output: Output, result: ResendResult, settings: Settings) -> None:
+    original = result.original
+    what = (
+        f"export {original.id} of {result.workspace_name or original.workspace_id} "
+        f"({local_time(original.export_time, settings, zoned=True)}{_part(original)})"
+    )
+    to = ", ".join(result.recipients)
+    if result.error is not None:
+        json_or(output, result.as_dict())
+        output.stderr(f"re-sending {what} to {to} failed: {result.error}")
+        return
+    if json_or(output, result.as_dict()):
+        return
+    messages = count_noun(result.message_count, "message")
+    if result.dry_run:
+        output.log("INFO", f"dry run: would re-send {what} to {to}: {messages}; nothing was written or sent")
+    else:
+        file = display_path(result.file_path, settings.export_dir)
+        output.log("INFO", f"re-sent {what} to {to}: {messages} in {file}; recorded as export {result.log_id}")
+    if result.count_difference is not None:
+        output.log("WARNING", result.count_difference)
+
+
+def render_verify(output: Output, report: VerifyReport, settings: Settings) -> None:
+    file = f"{report.path} ({format_bytes(report.file.size)}, SHA-256 {report.file.sha256})"
+    if not report.found:
+        json_or(output, report.as_dict())
+        output.stderr(f"{file}: {report.as_dict()['error']}")
+        return
+    if json_or(output, report.as_dict()):
+        return
+    output.line(f"File: {file}")
+    for entry in report.entries:
+        output.line(_ledger_entry_lines(entry, settings))
+
+
+def _part(entry: LedgerEntry) -> str:
+    return f", part {entry.part} of {entry.parts}" if entry.parts and entry.parts > 1 else ""
+
+
+def _ledger_entry_lines(entry: LedgerEntry, settings: Settings) -> str:
+    from wa_export.store.arrivals import key_text
+
+    recorded = entry.recorded_range
+    between = f"from {_moment(entry.window_start, settings)} to {_moment(entry.window_end, settings)}"
+    if recorded is None:
+        held = "no range recorded"
+    elif recorded.kind == "arrival":
+        held = f"arrived {between} (arrival keys {key_text(recorded.low)} to {key_text(recorded.high)})"
+    else:
+        held = f"timestamped {between}"
+    resent = f", a resend of export {entry.resend_of}" if entry.resend_of is not None else ""
+    lines = [
+        f"Export {entry.id} ({entry.status}, {entry.trigger or 'original service'}{_part(entry)}{resent})",
+        f"  Workspace: {entry.workspace_name or '(unnamed)'} ({entry.workspace_id})",
+        f"  Sent: {_moment(entry.sent_at, settings)} to {', '.join(entry.recipients) or '(nobody recorded)'}",
+        f"  Messages: {entry.message_count}, {held}",
+        f"  File name: {entry.file_name or '(not recorded)'}",
+    ]
+    return "\n".join(lines)
+
+
+def _moment(moment: datetime | None, settings: Settings) -> str:
+    """A time to the second with its zone's name, or "?" when the entry has none."""
+    return local_time(moment, settings, SECOND_FORMAT, zoned=True) or "?"
 
 
 # --------------------------------------------------------------------------- state

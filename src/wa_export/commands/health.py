@@ -330,13 +330,13 @@ def check_export_folders(store: Store, settings: Settings, now: datetime) -> Che
 def check_indexes(store: Store, settings: Settings, now: datetime) -> Check:
     missing = store.missing_indexes()
     if not missing:
-        return Check("indexes", "ok", "The supporting indexes on chats and messages exist.")
+        return Check("indexes", "ok", "The supporting indexes on chats, messages and export_logs exist.")
     # mongosh commands, e.g. db.chats.createIndex({ workspace_id: 1 })
     commands = [
         f"db.{collection}.createIndex({{ {', '.join(f'{name}: {order}' for name, order in keys)} }})"
         for collection, keys in missing
     ]
-    reason = "Supporting indexes are missing, so every export scans whole collections; create them once: "
+    reason = "Supporting indexes are missing, so exports (and `verify`) scan whole collections; create them once: "
     return Check("indexes", "warning", reason + "; ".join(commands), {"commands": commands})
 
 
@@ -441,6 +441,7 @@ def _last_successes(store: Store, workspace_ids: list[Any], earliest: datetime) 
     (a run with no new messages writes no export_logs entry, but sets export_state.last_success_at)."""
     completed = {
         "status": logs.STATUS_COMPLETED,
+        "trigger": {"$ne": logs.TRIGGER_RESEND},  # an operator's resend delivers nothing new
         "workspace_id": {"$in": workspace_ids},
         "created_at": {"$gte": earliest},
     }

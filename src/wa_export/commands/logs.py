@@ -20,6 +20,7 @@ from wa_export.units import count_or_zero
 
 @dataclass(frozen=True)
 class ExportLogEntry:
+    id: str  # the entry's `_id`, as `resend` takes it
     time: datetime | None
     workspace_id: str
     workspace_name: str
@@ -77,6 +78,7 @@ def export_log_entries(store: Store, workspace_id: str | None, status: str | Non
         name = document.get("workspace_name")
         report.export_entries.append(
             ExportLogEntry(
+                id=str(document.get("_id")),
                 time=as_utc_or_none(document.get("created_at")) or as_utc_or_none(document.get("export_timestamp")),
                 workspace_id=ident,
                 workspace_name=name if isinstance(name, str) else names.get(ident, ""),

@@ -119,6 +119,7 @@ def seed(db: Any, now: datetime) -> dict[str, int]:
     db.chats.create_index([("workspace_id", 1)])
     db.messages.create_index([("chat_id", 1), ("_id", 1)])
     db.messages.create_index([("chat_id", 1), ("timestamp", 1)])
+    db.export_logs.create_index([("attachment_sha256", 1)])
     return {"workspaces": len(DEMO_WORKSPACES), "chats": len(chats), "messages": len(messages)}
 
 

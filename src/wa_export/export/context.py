@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -24,6 +27,11 @@ from wa_export.workbook_password import workbook_password
 
 PROGRESS_EVERY = 1_000  # rows between two progress reports
 T = TypeVar("T")
+
+
+def new_run_id() -> str:
+    """Host, process and a random part: every export_logs entry this tool writes carries one (the original's never)."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from wa_export.store import arrivals, logs, ownership
 from wa_export.store.arrivals import Key
 from wa_export.store.state import KEEP_IN_FLIGHT, InFlight, Lease, LeaseLost, acquire_lease
 from wa_export.timers import Timer, TimerThread
+from wa_export.workbook.fingerprint import fingerprint
 
 LEASE_HELD = "another wa-export run holds this workspace's lease"
 # One thread renews every lease of the process; a renewal can wait on MongoDB, so never on the SMTP deadlines' thread.
@@ -123,12 +124,14 @@ class ScheduledDelivery(WorkspaceExport):
                 return
             self.keeper.check()
             duplicate = self.unknown is not None and self.unknown.overlaps(piece.low, piece.high)
+            attachment = fingerprint(piece.path)  # before the intent: an unreadable file sends nothing
             log_id = ObjectId()
             # An intent also covers what an earlier, unknown one still covers beyond this part.
             end = self.unknown.reach(piece.high) if self.unknown is not None else piece.high
             intent = InFlight(log_id, ctx.run_id, piece.low, end, number, total, ctx.clock.now())
             lease.set_in_flight(intent, remaining)
             details = {"part": number, "parts": total, "log_id": log_id, "possible_duplicate": duplicate}
+            details["attachment"] = attachment  # the ledger: what this email carries
             self.log(piece.low, piece.high, logs.STATUS_SENDING, piece, **details)
             window = (arrivals.time_of(piece.low) or ctx.end_time, arrivals.time_of(piece.high) or ctx.end_time)
             try:

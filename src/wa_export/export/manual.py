@@ -10,13 +10,15 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from wa_export.clock import Window
 from wa_export.export.context import RunContext
 from wa_export.export.email_text import compose_export_mail
-from wa_export.export.results import WorkspaceResult
-from wa_export.export.rows import RowStats, message_rows
+from wa_export.export.recorded import rows_by_timestamp
+from wa_export.export.results import NO_ADDRESS, WorkspaceResult
+from wa_export.export.rows import RowStats
 from wa_export.export.window import describe_file_error, log_export, write_workbook
 from wa_export.mail.errors import MailError
 from wa_export.recipients import missing_hint
-from wa_export.store import arrivals, logs, ownership
+from wa_export.store import logs
 from wa_export.store.connection import Workspace
+from wa_export.workbook.fingerprint import Fingerprint, fingerprint
 
 DEFAULT_MANUAL_WINDOW = timedelta(hours=24)  # an --email run without a window (as build_export_request does)
 
@@ -27,7 +29,7 @@ def export_manual(ctx: RunContext, workspace: Workspace) -> WorkspaceResult:
     result = WorkspaceResult.of(workspace, "skipped")
     recipients = ctx.recipients_for(workspace)
     if ctx.without_address(recipients):
-        result.reason = f"no email address configured: {missing_hint(workspace.id, ctx.settings)} or pass --email"
+        result.reason = f"{NO_ADDRESS}: {missing_hint(workspace.id, ctx.settings)} or pass --email"
         # Only a workspace the operator named is a failure; a run over all of them skips it.
         if request.workspace_ids:
             result.outcome = "failed"
@@ -51,10 +53,8 @@ def export_manual(ctx: RunContext, workspace: Workspace) -> WorkspaceResult:
 
 def _export(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, window: Window) -> str | None:
     """Export the window into `result`; why it failed, or None."""
-    found = ownership.chats_of_workspace(ctx.store.chats, workspace)
     stats = RowStats()
-    messages = arrivals.messages_by_timestamp(ctx.store.messages, found.message_chat_ids(), window.start, window.end)
-    rows = message_rows(messages, ownership.by_both_forms(found.owned), workspace.id, stats)
+    rows = rows_by_timestamp(ctx.store, workspace, window.start, window.end, stats)
     if ctx.request.dry_run:
         deque(rows, maxlen=0)  # counts the rows, writes none
         result.add_counts(*stats.counts())
@@ -80,6 +80,7 @@ def _export(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, wind
     if not ctx.request.send_email:
         result.outcome = "written"
         return None
+    attachment = fingerprint(path)  # the ledger's record of the file the email carries
     try:
         ctx.mail.send(
             compose_export_mail(
@@ -97,7 +98,7 @@ def _export(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, wind
     except MailError as error:
         return ctx.redact(str(error))
     result.outcome, result.emails_sent = "completed", 1
-    _log(ctx, workspace, result)
+    _log(ctx, workspace, result, attachment)
     return None
 
 
@@ -114,8 +115,10 @@ def _failed(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, reas
     return result
 
 
-def _log(ctx: RunContext, workspace: Workspace, result: WorkspaceResult) -> None:
+def _log(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, attachment: Fingerprint | None = None) -> None:
     completed = result.outcome == "completed"
     status, error = (logs.STATUS_COMPLETED, None) if completed else (logs.STATUS_FAILED, result.reason)
     window = (result.window_start, result.window_end)
-    log_export(ctx, workspace, result.recipients, result, status, window, result.file_path, error=error)
+    log_export(
+        ctx, workspace, result.recipients, result, status, window, result.file_path, error=error, attachment=attachment
+    )

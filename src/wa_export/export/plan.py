@@ -16,7 +16,7 @@ from bson import ObjectId
 
 from wa_export.errors import ConfigError
 from wa_export.export.context import RunContext
-from wa_export.export.results import WorkspaceResult
+from wa_export.export.results import NO_ADDRESS, WorkspaceResult
 from wa_export.recipients import Recipients, missing_hint
 from wa_export.store import arrivals, ownership
 from wa_export.store.arrivals import Key
@@ -111,7 +111,7 @@ def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
             continue
         recipients = ctx.recipients_for(workspace)
         if ctx.without_address(recipients):
-            reason = f"no email address configured: {missing_hint(workspace.id, settings)}"
+            reason = f"{NO_ADDRESS}: {missing_hint(workspace.id, settings)}"
             plan.skipped.append(WorkspaceResult.of(workspace, "skipped", reason=reason))
             continue
         candidates.append((workspace, recipients, states.get(workspace.id) or WorkspaceState(workspace.id)))

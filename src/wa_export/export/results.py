@@ -17,6 +17,7 @@ from wa_export.settings import Settings
 from wa_export.store.connection import Workspace
 
 TIME_FIELDS = ("window_start", "window_end")
+NO_ADDRESS = "no email address configured"  # a skip reason's start: the run warns about these skips only
 Trigger = Literal["scheduled", "manual"]
 Outcome = Literal["completed", "no_messages", "skipped", "failed", "written", "dry_run"]
 WarningKind = Literal[
@@ -270,7 +271,7 @@ def run_warnings(
                 variable=f"WORKSPACE_{ws.workspace_id}_EMAIL",
             )
             for ws in workspaces
-            if ws.outcome != "failed" and ws.recipients_source == "none"
+            if ws.outcome == "skipped" and (ws.reason or "").startswith(NO_ADDRESS)
         ]
     if covers_all_active:
         return warnings + unmatched_variable_warnings(settings, (ws.workspace_id for ws in workspaces))

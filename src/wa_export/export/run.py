@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import socket
 import threading
-import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -17,7 +14,7 @@ from wa_export.addresses import outside_allowed_domains, parse_address_list
 from wa_export.clock import DatabaseClock, Window, parse_time, utc_now
 from wa_export.errors import ConfigError, MongoUnavailable, SmtpNotConfigured, UsageProblem
 from wa_export.export import workers
-from wa_export.export.context import ExportRequest, MailSession, RunContext
+from wa_export.export.context import ExportRequest, MailSession, RunContext, new_run_id
 from wa_export.export.delivery import deliver
 from wa_export.export.manual import export_manual
 from wa_export.export.plan import CURSOR_AHEAD, NOTHING_NEW, WorkItem, make_plan
@@ -138,7 +135,7 @@ class ExportRun:
         self.settings, self.store, self.request = settings, store, request
         self.observer = observer or SilentObserver()
         self.stop_requested = stop_requested or threading.Event()
-        self.run_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.run_id = new_run_id()
 
     def execute(self) -> RunResult:
         if self.request.send_email:  # --dry-run too: it must refuse what the real run refuses

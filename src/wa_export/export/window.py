@@ -27,6 +27,7 @@ from wa_export.settings import Settings
 from wa_export.store import arrivals, logs, ownership
 from wa_export.store.arrivals import Key
 from wa_export.store.connection import Chat, Workspace
+from wa_export.workbook.fingerprint import Fingerprint
 from wa_export.workbook.naming import publish_path_candidates, slugify, workspace_folder
 from wa_export.workbook.writer import WorkbookWriter
 
@@ -223,12 +224,13 @@ def log_export(
     *,
     part: int | None = None,
     parts: int | None = None,
+    attachment: Fingerprint | None = None,  # the file the email carries: the delivery ledger
     **details: Any,  # error, possible_duplicate, log_id: see logs.insert_export
 ) -> None:
     """One export_logs entry: a window, a part of one, or a manual export."""
     entry = logs.ExportEntry(
         workspace, recipients, ctx.run_id, ctx.request.trigger, ctx.run_time, counts.message_count,
-        counts.by_status, counts.anomalies, *window, file_path, keys, part, parts,
+        counts.by_status, counts.anomalies, *window, file_path, keys, part, parts, attachment,
     )  # fmt: skip
     logs.insert_export(ctx.store.export_logs, entry, ctx.clock.now(), status=status, **details)
 

@@ -31,7 +31,7 @@ Index = tuple[str, list[tuple[str, int]]]
 
 
 def supporting_indexes(arrival_field: str) -> list[Index]:
-    """The indexes the export queries rely on (`health` checks them; nothing creates them on the platform's data)."""
+    """The indexes the export queries and `verify` rely on (`health` checks them; nothing creates them on the platform's data)."""
     if arrival_field == "_id":
         arrival = [("messages", [("chat_id", ASCENDING), ("_id", ASCENDING)])]
     else:
@@ -43,6 +43,7 @@ def supporting_indexes(arrival_field: str) -> list[Index]:
         ("chats", [("workspace_id", ASCENDING)]),  # a workspace's chats
         *arrival,
         ("messages", [("chat_id", ASCENDING), ("timestamp", ASCENDING)]),  # manual windows and stats
+        ("export_logs", [("attachment_sha256", ASCENDING)]),  # `verify`: which export a file is
     ]
 
 
@@ -265,7 +266,8 @@ class Store:
             return [(field, int(order) if isinstance(order, (int, float)) else order) for field, order in index.items()]
 
         existing = {
-            name: [keys(index["key"]) for index in self.db[name].list_indexes()] for name in ("chats", "messages")
+            name: [keys(index["key"]) for index in self.db[name].list_indexes()]
+            for name in ("chats", "messages", "export_logs")
         }
         wanted = supporting_indexes(self.settings.export_arrival_field)
         return [(name, keys) for name, keys in wanted if not any(have[: len(keys)] == keys for have in existing[name])]

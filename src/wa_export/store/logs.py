@@ -19,6 +19,7 @@ from pymongo.collection import Collection
 from wa_export.clock import as_utc_or_none
 from wa_export.store.arrivals import Key
 from wa_export.store.connection import SERVICE_NAME, Workspace
+from wa_export.workbook.fingerprint import Fingerprint
 
 EXPORT_TYPE = "whatsapp_messages"
 ExportStatus = Literal["completed", "failed", "sending"]
@@ -28,6 +29,7 @@ STATUS_COMPLETED: ExportStatus = "completed"
 STATUS_FAILED: ExportStatus = "failed"
 
 EXPORT_RUN = "export_run"  # the `kind` of a run's system_logs event
+TRIGGER_RESEND = "resend"  # an entry of `wa-export resend`: `resend_of` names the entry it repeats
 
 Logs = Collection[dict[str, Any]]
 
@@ -50,6 +52,8 @@ class ExportEntry:
     keys: tuple[Key, Key] | None = None  # a scheduled window in arrival keys (manual windows have none)
     part: int | None = None
     parts: int | None = None
+    attachment: Fingerprint | None = None  # the emailed file: the delivery ledger (`verify` finds it by hash)
+    resend_of: ObjectId | None = None
 
 
 def insert_export(
@@ -82,6 +86,11 @@ def insert_export(
         document.update(
             window_start_key=entry.keys[0], window_end_key=entry.keys[1], part=entry.part, parts=entry.parts
         )
+    if entry.attachment is not None:
+        attachment = entry.attachment
+        document.update(
+            file_name=attachment.file_name, attachment_sha256=attachment.sha256, attachment_bytes=attachment.size
+        )
     document.update(
         trigger=entry.trigger,
         run_id=entry.run_id,
@@ -89,6 +98,8 @@ def insert_export(
         anomalies=dict(entry.anomalies),
         possible_duplicate=possible_duplicate,
     )
+    if entry.resend_of is not None:
+        document["resend_of"] = entry.resend_of
     logs.insert_one(document)
 
 

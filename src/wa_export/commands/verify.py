@@ -1,0 +1,103 @@
+"""`wa-export verify FILE`: which recorded export a file is, by the SHA-256 of its bytes.
+
+The file is read first (a missing or unreadable one is exit 2 before any connection), then one
+query on `export_logs.attachment_sha256` (its index: `health` checks it) finds the entry. One byte
+changed is another hash: no entry, exit 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wa_export.clock import iso
+from wa_export.errors import ExitCode, UsageProblem
+from wa_export.settings import Settings
+from wa_export.store.arrivals import key_text
+from wa_export.store.connection import mongo_errors, open_store
+from wa_export.store.ledger import LedgerEntry, entries_with_sha256
+from wa_export.workbook.fingerprint import Fingerprint, fingerprint
+
+NOT_RECORDED = (
+    "No export of this file is recorded: no export_logs entry has its SHA-256, so it is not a workbook "
+    "wa-export emailed from this database, or it was changed after it was sent."
+)
+
+
+class UnreadableFile(UsageProblem):
+    """The file to verify is missing, not a file, or unreadable (exit 2)."""
+
+
+@dataclass
+class VerifyReport:
+    path: Path
+    file: Fingerprint
+    entries: list[LedgerEntry] = field(default_factory=list)
+
+    @property
+    def found(self) -> bool:
+        return bool(self.entries)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.OK if self.found else ExitCode.FAILED
+
+    def as_dict(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "ok": self.found,
+            "exit_code": int(self.exit_code),
+            "file": str(self.path),
+            "sha256": self.file.sha256,
+            "bytes": self.file.size,
+            "found": self.found,
+            "entries": [entry_facts(entry) for entry in self.entries],
+        }
+        if not self.found:
+            document["error"] = NOT_RECORDED
+        return document
+
+
+def entry_facts(entry: LedgerEntry) -> dict[str, Any]:
+    """An entry for --json: what was sent, when, to whom, and which messages it held."""
+    recorded = entry.recorded_range
+    return {
+        "id": str(entry.id),
+        "workspace_id": entry.workspace_id,
+        "workspace_name": entry.workspace_name,
+        "status": entry.status,
+        "trigger": entry.trigger,
+        "sent_at": iso(entry.sent_at),
+        "export_time": iso(entry.export_time),
+        "recipients": list(entry.recipients),
+        "message_count": entry.message_count,
+        "range": None
+        if recorded is None
+        else {"kind": recorded.kind, "start": key_text(recorded.low), "end": key_text(recorded.high)},
+        "window_start": iso(entry.window_start),
+        "window_end": iso(entry.window_end),
+        "part": entry.part,
+        "parts": entry.parts,
+        "file_name": entry.file_name,
+        "attachment_bytes": entry.attachment_bytes,
+        "resend_of": None if entry.resend_of is None else str(entry.resend_of),
+    }
+
+
+def read_fingerprint(raw_path: str | Path) -> tuple[Path, Fingerprint]:
+    """The file's path and fingerprint; UnreadableFile (exit 2) with one sentence when it cannot be read."""
+    path = Path(raw_path).expanduser()
+    try:
+        return path, fingerprint(path)
+    except FileNotFoundError:
+        raise UnreadableFile(f"{path} does not exist; give the path of the file to verify.") from None
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise UnreadableFile(f"Cannot read {path} ({reason}); give the path of a readable file.") from None
+
+
+def verify(settings: Settings, raw_path: str | Path) -> VerifyReport:
+    path, file = read_fingerprint(raw_path)
+    with open_store(settings) as store, mongo_errors(settings):
+        store.require_workspaces_collection()  # the ledger of another database proves nothing
+        return VerifyReport(path, file, entries_with_sha256(store.export_logs, file.sha256))
