@@ -410,3 +410,41 @@ def test_a_window_over_the_attachment_limit_goes_out_in_encrypted_parts_within_i
         assert encoded_attachment_size(len(attached)) <= limit_mb * 2**20
         delivered += [row[2] for row in sheet_rows(_decrypt(attached, PASSWORD))]
     assert sorted(delivered) == contents, "every message once, across the parts"
+
+
+# --- the delivery ledger: resend and verify of protected workbooks -----------------------------------
+
+
+def test_resend_rebuilds_the_workbook_encrypted_and_verify_knows_the_encrypted_file(
+    mongo_db, make_env, cli, smtp_server
+):
+    workspace_id = _tenant(mongo_db, "Ledger Tenant", ["first", "second"])
+    env = make_env(
+        **{
+            f"WORKSPACE_{workspace_id}_EMAIL": "ops@ledger.test",
+            f"WORKSPACE_{workspace_id}_WORKBOOK_PASSWORD": PASSWORD,
+        }
+    )
+    assert cli(["export"], env=env).returncode == 0
+    [original] = mongo_db.export_logs.find({"status": "completed"})
+    [kept] = xlsx_files(Path(env["EXPORT_DIR"]))
+    # The ledger fingerprints the file that went out: the encrypted one, as the recipient holds it.
+    found = cli(["verify", str(kept), "--json"], env=env)
+    assert found.returncode == 0, found.stdout + found.stderr
+    assert [facts["id"] for facts in parse_json(found)["entries"]] == [str(original["_id"])]
+
+    resent = cli(["resend", str(original["_id"]), "--json"], env=env)
+    assert resent.returncode == 0, resent.stdout + resent.stderr
+    mail = smtp_server.messages[-1].message()
+    [(_, _, attached)] = attachments(mail)
+    _assert_encrypted(attached)
+    assert [row[2] for row in sheet_rows(_decrypt(attached, PASSWORD))] == ["first", "second"]
+    assert PROTECTED_SENTENCE in plain_body(mail)
+    _assert_absent("resend output", resent.stdout + resent.stderr, PASSWORD)
+
+    # A platform that requires passwords re-sends nothing in the clear either.
+    required = {key: value for key, value in env.items() if not key.endswith("_WORKBOOK_PASSWORD")}
+    required["EXPORT_REQUIRE_WORKBOOK_PASSWORD"] = "true"
+    refused = cli(["resend", str(original["_id"]), "--json"], env=required)
+    assert refused.returncode == 1 and len(smtp_server.messages) == 2
+    assert f"WORKSPACE_{workspace_id}_WORKBOOK_PASSWORD" in parse_json(refused)["error"]
