@@ -35,6 +35,7 @@ from libreoffice_reader import displayed, libreoffice_rows, processes_of
 from seeding import add_chat, add_messages, add_workspace, utcnow
 from wa_export.export.email_text import PROTECTED_SENTENCE
 from wa_export.mail.message import encoded_attachment_size
+from wa_export.settings import load_settings
 
 PASSWORD = "Tenant-Pa55 wörd/&%<x>"  # characters a URI, JSON, XML or UTF-16 spelling would change
 FIELD_PASSWORD = "Field-Pa55-from-the-platform"
@@ -448,3 +449,12 @@ def test_resend_rebuilds_the_workbook_encrypted_and_verify_knows_the_encrypted_f
     refused = cli(["resend", str(original["_id"]), "--json"], env=required)
     assert refused.returncode == 1 and len(smtp_server.messages) == 2
     assert f"WORKSPACE_{workspace_id}_WORKBOOK_PASSWORD" in parse_json(refused)["error"]
+
+
+def test_settings_never_show_a_workbook_password(tmp_path):
+    environ = {"WORKSPACE_" + "b" * 24 + "_WORKBOOK_PASSWORD": PASSWORD, "EXPORT_DIR": str(tmp_path)}
+    settings = load_settings(environ=environ)
+    assert settings.workspace_variable("b" * 24, "WORKBOOK_PASSWORD") == PASSWORD
+    _assert_absent("repr(settings)", repr(settings), PASSWORD)
+    # Every error text the run writes is redacted with these.
+    assert PASSWORD in settings.secrets()

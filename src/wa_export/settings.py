@@ -407,7 +407,7 @@ class Settings:
     export_max_attachment_mb: float
     export_allowed_email_domains: tuple[str, ...]
     # WORKSPACE_<ID>_<SUFFIX> by (lower-case id, suffix): the values set, the invalid ones that fail their workspace.
-    workspace_values: Mapping[tuple[str, str], object]
+    workspace_values: Mapping[tuple[str, str], object] = field(repr=False)  # workbook passwords among them
     workspace_problems: Mapping[tuple[str, str], str]
     malformed_workspace_variables: Mapping[str, str]  # name -> suffix: no workspace id, so never matching one
     load_warnings: tuple[str, ...]  # said on stderr by every command
