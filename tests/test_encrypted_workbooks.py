@@ -267,13 +267,14 @@ def test_unusable_passwords_fail_with_one_sentence_that_never_shows_them(
     assert "not a string" in reasons[str(listed)]
     assert smtp_server.messages == [] and xlsx_files(Path(env["EXPORT_DIR"])) == []
 
-    # In the environment: a configuration error (exit 2) for every command, the value never echoed.
+    # In the environment: that workspace fails too (exit 1), for `config` as for a run; the value is never echoed.
     bad_env = {**env, f"WORKSPACE_{workspace_id}_WORKBOOK_PASSWORD": too_long + "-env"}
-    for command in (["config"], ["export"], ["export", "--dry-run", "--json"]):
+    for command in (["config"], ["export", "--json"], ["export", "--dry-run", "--json"]):
         refused = cli(command, env=bad_env)
-        assert refused.returncode == 2, f"{command}: {refused.stdout}{refused.stderr}"
+        assert refused.returncode == 1, f"{command}: {refused.stdout}{refused.stderr}"
         assert f"WORKSPACE_{workspace_id}_WORKBOOK_PASSWORD" in refused.stdout + refused.stderr
         assert too_long not in refused.stdout + refused.stderr
+    assert smtp_server.messages == [] and xlsx_files(Path(env["EXPORT_DIR"])) == []
     shown = {line["variable"]: line["value"] for line in parse_json(cli(["config", "--json"], env=env))["settings"]}
     assert shown["EXPORT_REQUIRE_WORKBOOK_PASSWORD"] == "false" and shown["EXPORT_WORKBOOK_PASSWORD_FIELD"] == FIELD
     flag = cli(["config"], env={**env, "EXPORT_REQUIRE_WORKBOOK_PASSWORD": "maybe"})

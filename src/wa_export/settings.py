@@ -297,8 +297,9 @@ WORKSPACE_VARIABLES: dict[str, WorkspaceVariable] = {
     variable.suffix: variable
     for variable in (
         WorkspaceVariable("EMAIL", parse_address_list, True),
+        # An unusable password fails its workspace alone (nothing of it is exported), like an invalid address.
         WorkspaceVariable(
-            "WORKBOOK_PASSWORD", environment_parser(parse_workbook_password, secret=True), False, secret=True
+            "WORKBOOK_PASSWORD", environment_parser(parse_workbook_password, secret=True), True, secret=True
         ),
     )
 }

@@ -132,17 +132,18 @@ def config_report(env_file: Path | None, environ: dict[str, str] | None = None) 
         if (parsed_name := workspace_variable_name(name)) is None:
             continue
         (workspace_id, suffix), value = parsed_name, source.values[name]
-        kind = WORKSPACE_VARIABLES[suffix]
         if workspace_id is None:
             trouble: str | None = (
                 f"{name} is not WORKSPACE_<ID>_{suffix} with a workspace id of 24 hexadecimal characters, "
                 "so it can never apply to a workspace."
             )
-        elif not kind.fails_workspace_only and (not kind.secret or name in by_variable):
+        elif not WORKSPACE_VARIABLES[suffix].fails_workspace_only:
             continue  # listed with the settings: an invalid value stops every run
         elif (trouble := settings.workspace_variable_problem(workspace_id, suffix)) is None:
             value = _display(settings.workspace_variable(workspace_id, suffix))
-        shown = (MASK if value.strip() else "") if kind.secret else redact(value.strip(), secrets)
+        shown = (
+            (MASK if value.strip() else "") if WORKSPACE_VARIABLES[suffix].secret else redact(value.strip(), secrets)
+        )
         line = SettingLine(name, shown, source.origin(name), trouble)
         report.workspace_addresses.append(line)
     for variable, messages in by_variable.items():  # a problem reported under another name
