@@ -39,6 +39,7 @@ ALL_CHECKS = [
     "indexes",
     "arrival_order",
     "scheduled_runs",
+    "workspace_schedules",
     "failed_exports",
     "possible_duplicates",
 ]

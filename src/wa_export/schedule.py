@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 ScheduleKind = Literal["every", "hourly", "daily", "off"]
 SCHEDULE_FORMS = "every, hourly, daily@HH:MM[,HH:MM…] such as daily@08:00,17:30, or off"
 _LOCAL_TIME = re.compile(r"([0-9]{1,2}):([0-9]{2})")
 _WITHOUT_TIMES: dict[str, ScheduleKind] = {"every": "every", "hourly": "hourly", "off": "off"}
+# Files in the zone database that are not zones: the host's own zone, and placeholders.
+_NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
 
 
 @dataclass(frozen=True)
@@ -94,14 +96,17 @@ def parse_schedule(text: str) -> Schedule:
 
 def parse_time_zone(text: str) -> ZoneInfo:
     """An IANA time zone name (exact case, as the tz database spells it); ValueError with a clause that
-    completes "<value> …" when it is none. Never a path outside the tz database."""
+    completes "<value> …" when it is none. Never a path outside the tz database, nor a file in it that is
+    no zone (the host's `localtime` would mean anything)."""
     written = text.strip()
     try:
-        if written.startswith(("/", ".")) or ".." in written:
+        if written.startswith(("/", ".")) or ".." in written or written in _NOT_ZONES:
             raise ValueError(written)
         return ZoneInfo(written)
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ValueError("is not a known IANA time zone (e.g. UTC, Europe/Berlin, America/New_York)") from None
+        meant = [zone for zone in available_timezones() - _NOT_ZONES if zone.lower() == written.lower()]
+        example = f"did you mean {meant[0]}?" if meant else "e.g. UTC, Europe/Berlin, Asia/Dubai"
+        raise ValueError(f"is not a known IANA time zone ({example})") from None
 
 
 def schedule_identity(schedule: Schedule, zone: ZoneInfo) -> str:
@@ -116,6 +121,10 @@ class ServedSlot:
 
     schedule: str
     slot: datetime
+
+    def covers(self, other: ServedSlot) -> bool:
+        """Whether `other` is served once this is: the same schedule, and this slot at or after it."""
+        return self.schedule == other.schedule and self.slot >= other.slot
 
 
 @dataclass(frozen=True)

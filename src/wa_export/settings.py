@@ -17,13 +17,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import ZoneInfo
 
 from wa_export.addresses import EMAIL_ADDRESS, parse_address_list
 from wa_export.envfile import ConfigurationSource, read_configuration
 from wa_export.errors import ConfigError
 from wa_export.mongodb_uri import DEFAULT_MONGODB_URI, parse_mongodb_uri, uri_secrets, userinfo_needs_encoding
 from wa_export.redaction import redact, smtp_auth_forms
+from wa_export.schedule import parse_schedule, parse_time_zone
 from wa_export.workbook_password import parse_workbook_password
 from wa_export.workspace_settings import environment_parser
 
@@ -168,19 +169,11 @@ def _ca_file(written: str, env: _Environment) -> Path | None:
     return path
 
 
-# Files in the zone database that are not zones: the host's own zone, and placeholders.
-_NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
-
-
 def _timezone(written: str, env: _Environment) -> ZoneInfo:
     try:
-        if written.startswith(("/", ".")) or ".." in written or written in _NOT_ZONES:
-            raise ValueError
-        return ZoneInfo(written)
-    except (ZoneInfoNotFoundError, ValueError):
-        meant = [zone for zone in available_timezones() - _NOT_ZONES if zone.lower() == written.lower()]
-        example = f"did you mean {meant[0]}?" if meant else "e.g. UTC, Europe/Berlin, Asia/Dubai"
-        raise ConfigError(f"EXPORT_TIMEZONE{env.shown(written)} is not a known IANA time zone ({example}).") from None
+        return parse_time_zone(written)
+    except ValueError as error:
+        raise ConfigError(f"EXPORT_TIMEZONE{env.shown(written)} {error}.") from None
 
 
 def _flag(written: str, env: _Environment, variable: str) -> bool:
@@ -264,6 +257,8 @@ RULES: tuple[SettingRule, ...] = (
     SettingRule("MONGODB_TIMEOUT_SECONDS", "5", Bounds(0.001, 3600, whole=False, note="1 hour")),
     SettingRule("EXPORT_METRICS_FILE", parse=lambda written, _: metrics_file_path(written)),
     SettingRule("EXPORT_RECIPIENTS_FIELD", document_field=("the export addresses", "settings.export_email")),
+    SettingRule("EXPORT_TIMEZONE_FIELD", document_field=("the workspace's IANA time zone", "settings.timezone")),
+    SettingRule("EXPORT_SCHEDULE_FIELD", document_field=("the workspace's delivery schedule", "settings.schedule")),
     SettingRule("EXPORT_ARRIVAL_FIELD", "_id", parse=_arrival_field),
     SettingRule("EXPORT_MAX_ROWS_PER_EMAIL", "100000", Bounds(1, 1_000_000_000)),
     # A first window reaches back at most a leap year (now - timedelta(hours=N)).
@@ -301,6 +296,8 @@ WORKSPACE_VARIABLES: dict[str, WorkspaceVariable] = {
         WorkspaceVariable(
             "WORKBOOK_PASSWORD", environment_parser(parse_workbook_password, secret=True), True, secret=True
         ),
+        WorkspaceVariable("TIMEZONE", environment_parser(parse_time_zone), False),
+        WorkspaceVariable("SCHEDULE", environment_parser(parse_schedule), False),
     )
 }
 
@@ -416,6 +413,8 @@ class Settings:
     mongodb_timeout_seconds: float
     export_metrics_file: Path | None
     export_recipients_field: str | None
+    export_timezone_field: str | None
+    export_schedule_field: str | None
     export_arrival_field: str  # arrival order (docs/design.md)
     export_max_rows_per_email: int
     export_backfill_max_hours: float

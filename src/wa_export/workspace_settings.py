@@ -9,13 +9,18 @@ naming the workspace, the field and the value.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 from wa_export.errors import ConfigError
 from wa_export.schedule import EVERY, Schedule, parse_schedule, parse_time_zone
+
+if TYPE_CHECKING:  # settings imports this module (its registry's parsers)
+    from wa_export.settings import Settings
 
 T = TypeVar("T")
 Source = Literal["environment", "database", "default"]
@@ -93,8 +98,9 @@ def resolve(setting: WorkspaceSetting[T], workspace: WorkspaceView, settings: Se
     configured = settings.workspace_variable(workspace.id, setting.suffix)
     if isinstance(configured, setting.kind):
         return Resolved(configured, "environment", variable)
-    path = settings.document_fields().get(setting.field_setting)
-    raw = workspace.document_values.get(setting.field_setting) if path else None
+    # The list holds a value only for a configured field: the common case asks nothing more.
+    raw = workspace.document_values.get(setting.field_setting)
+    path = settings.document_fields().get(setting.field_setting) if raw is not None else None
     if path is None or raw is None or (isinstance(raw, str) and not raw.strip()):
         return Resolved(setting.default(settings), "default", setting.default_origin)
     where = f"{path} of workspace {workspace.id}"
@@ -103,7 +109,8 @@ def resolve(setting: WorkspaceSetting[T], workspace: WorkspaceView, settings: Se
         problem = f"{where} holds a value of type {type(raw).__name__}, not a string; {fix}."
         return Resolved(None, "database", path, problem)
     try:
-        return Resolved(setting.parse(raw), "database", path)
+        value = setting.parse(raw) if setting.secret else _parsed(setting.parse, raw)
+        return Resolved(value, "database", path)
     except ValueError as error:
         shown = "a value" if setting.secret else _shown(raw.strip())
         return Resolved(None, "database", path, f"{where} holds {shown}, which {error}; {fix}.")
@@ -122,6 +129,12 @@ TIME_ZONE = WorkspaceSetting(
 SCHEDULE = WorkspaceSetting("SCHEDULE", "EXPORT_SCHEDULE_FIELD", Schedule, parse_schedule, lambda _: EVERY, "every")
 
 
+def in_zone(settings: Settings, zone: ZoneInfo) -> Settings:
+    """The settings as one workspace sees them: its zone in place of EXPORT_TIMEZONE, which every writer of cells,
+    file names and email text (and the one time formatter, units.local_time) reads."""
+    return settings if zone == settings.export_timezone else dataclasses.replace(settings, export_timezone=zone)
+
+
 def environment_parser(parse: Callable[[str], T], *, secret: bool = False) -> Callable[[str, str], T]:
     """`parse` for a WORKSPACE_<ID>_<SUFFIX> registry entry: (value, variable) -> value, ConfigError naming
     the variable (and the value, unless secret) when invalid."""
@@ -134,6 +147,12 @@ def environment_parser(parse: Callable[[str], T], *, secret: bool = False) -> Ca
             raise ConfigError(f"{variable}{shown} {error}.") from None
 
     return parse_variable
+
+
+@lru_cache(maxsize=4096)
+def _parsed(parse: Callable[[str], T], raw: str) -> T:
+    """Tenants share few values (zones, schedules): each is parsed once per process."""
+    return parse(raw)
 
 
 def _shown(text: str) -> str:
@@ -149,5 +168,6 @@ __all__ = [
     "WorkspaceSetting",
     "WorkspaceView",
     "environment_parser",
+    "in_zone",
     "resolve",
 ]

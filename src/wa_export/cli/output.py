@@ -31,6 +31,7 @@ OUTCOME_STYLE = {
     "written": "green",
     "dry_run": "cyan",
     "no_messages": "dim",
+    "not_due": "dim",
     "skipped": "yellow",
     "failed": "bold red",
 }

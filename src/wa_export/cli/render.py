@@ -216,7 +216,7 @@ def _export_table(results: Sequence[WorkspaceResult], settings: Settings, *, wit
         if result.window_start and result.window_end:
             window = f"{local_time(result.window_start, settings)} → {local_time(result.window_end, settings, '%H:%M')}"
         # A skipped or refused workspace was never counted: "0" would claim nothing is waiting.
-        uncounted = result.message_count == 0 and result.outcome in ("skipped", "failed")
+        uncounted = result.message_count == 0 and result.outcome in ("skipped", "failed", "not_due")
         cells = [
             workspace_cell(result.workspace_name, result.workspace_id),
             outcome_cell(result.outcome),
@@ -317,7 +317,9 @@ def render_config(output: Output, report: ConfigReport) -> None:
         where = f".env file {report.env_file}" if report.env_file is not None else "no .env file"
         output.table(_settings_table(f"wa-export settings (environment, {where})", report.settings))
         if report.workspace_addresses:
-            output.table(_settings_table("Per-workspace variables (WORKSPACE_<ID>_…)", report.workspace_addresses))
+            output.table(_settings_table("WORKSPACE_<ID>_EMAIL and _WORKBOOK_PASSWORD", report.workspace_addresses))
+        if report.workspace_settings:
+            output.table(_settings_table("WORKSPACE_<ID>_TIMEZONE and _SCHEDULE", report.workspace_settings))
         for problem in report.problems:
             output.line(f"INVALID {problem.variable}: {problem.message}")
         for name in sorted({*report.unknown_variables, *report.misspelt_variables}):
@@ -515,6 +517,13 @@ def _render_workspace_stats(output: Output, report: StatsReport, settings: Setti
     if stats.workspace.status != "active":
         output.line(f"Workspace status is {stats.workspace.status!r}: scheduled runs skip it.")
     output.line(describe_recipients(stats.recipients, stats.workspace.id, settings) + ".")
+    zone, schedule = stats.time_zone, stats.schedule
+    output.line(
+        f"Time zone: {zone.value or 'invalid'} (from the {zone.where}); "
+        f"schedule: {schedule.value or 'invalid'} (from the {schedule.where})"
+        + "".join(f"; {problem.rstrip('.')}" for problem in (zone.problem, schedule.problem) if problem)
+        + "."
+    )
     password = stats.password
     if password.problem is not None:
         output.line(f"Workbooks: not exported, {password.problem}")
@@ -719,6 +728,7 @@ def _state_table(report: StateReport, settings: Settings) -> Table:
         ),
         (Column("Cursor", no_wrap=True), lambda workspace: _cursor_cell(workspace, settings)),
         (Column("Waiting\n(oldest)", justify="right", no_wrap=True), waiting),
+        (Column("Schedule", no_wrap=True), lambda workspace: _schedule_cell(workspace, report, settings)),
         (Column("Lease", no_wrap=True), lease),
         (Column("Last success", no_wrap=True), lambda w: short_time(w.last_success_at, settings) or "never"),
         (Column("Fails", justify="right", no_wrap=True), lambda w: _count_cell(w.consecutive_failures)),
@@ -740,6 +750,20 @@ def _cursor_cell(workspace: WorkspaceReport, settings: Settings) -> str:
     if workspace.legacy_watermark is not None:
         return f"{short_time(workspace.legacy_watermark, settings)}\n[dim]v1 watermark[/dim]"
     return "[yellow]none[/yellow]"
+
+
+def _schedule_cell(workspace: WorkspaceReport, report: StateReport, settings: Settings) -> str:
+    """Its schedule (and zone, when its own), then when the next scheduled run delivers it."""
+    if workspace.setting_problem:
+        return "[red]invalid[/red]"
+    zone = f" {workspace.time_zone}" if workspace.time_zone != report.timezone_name else ""
+    if workspace.schedule == "off":
+        when = "manual only"
+    elif workspace.due:
+        when = "due"
+    else:
+        when = f"next {short_time(workspace.next_due_at, settings)}"
+    return f"{escape(workspace.schedule + zone)}\n[dim]{when}[/dim]"
 
 
 def _notes(workspace: WorkspaceReport, settings: Settings) -> list[str]:
@@ -767,6 +791,8 @@ def _notes(workspace: WorkspaceReport, settings: Settings) -> list[str]:
         notes.append(f"possible duplicate {short_time(workspace.last_possible_duplicate_at, settings)}")
     if workspace.consecutive_failures and workspace.last_error:
         notes.append(workspace.last_error)
+    if workspace.setting_problem:
+        notes.append(workspace.setting_problem)
     return notes
 
 
@@ -810,6 +836,9 @@ def _plain_fields(workspace: WorkspaceReport, settings: Settings) -> list[str]:
             fields.append(f"legacy_watermark={_iso_local(workspace.legacy_watermark, settings)}")
         fields.append(f"note={json.dumps(_no_cursor_text(workspace, settings), ensure_ascii=False)}")
     fields.append(f"waiting={_waiting_count(workspace) if workspace.waiting else 'unknown'}")
+    fields += [f"schedule={workspace.schedule or 'invalid'}", f"time_zone={workspace.time_zone or 'invalid'}"]
+    if workspace.next_due_at is not None:
+        fields.append(f"next_due={_iso_local(workspace.next_due_at, settings)}")
     if workspace.oldest_waiting_age_seconds is not None and workspace.waiting is not None:
         fields.append(f"oldest_waiting={_iso_local(workspace.waiting.oldest_at, settings)}")
         fields.append(f"oldest_waiting_age_seconds={int(workspace.oldest_waiting_age_seconds)}")

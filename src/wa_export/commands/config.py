@@ -50,6 +50,8 @@ class ConfigReport:
     env_file: Path | None
     settings: list[SettingLine] = field(default_factory=list)
     workspace_addresses: list[SettingLine] = field(default_factory=list)
+    # A workspace's own zone or schedule (an invalid one is a setting problem: every run refuses it).
+    workspace_settings: list[SettingLine] = field(default_factory=list)
     unknown_variables: list[str] = field(default_factory=list)  # our prefixes, read by no setting: typos?
     misspelt_variables: dict[str, str] = field(default_factory=dict)  # written -> the setting it probably meant
     warnings: list[str] = field(default_factory=list)  # said on stderr, as by every command
@@ -92,6 +94,7 @@ class ConfigReport:
             "summary": self.summary(),
             "settings": [line.as_dict() for line in self.settings],
             "workspace_addresses": [line.as_dict() for line in self.workspace_addresses],
+            "workspace_settings": [line.as_dict() for line in self.workspace_settings],
             "problems": [{"variable": p.variable, "message": p.message} for p in self.problems],
             "unknown_variables": self.unknown_variables,
             "misspelt_variables": self.misspelt_variables,
@@ -138,7 +141,10 @@ def config_report(env_file: Path | None, environ: dict[str, str] | None = None) 
                 "so it can never apply to a workspace."
             )
         elif not WORKSPACE_VARIABLES[suffix].fails_workspace_only:
-            continue  # listed with the settings: an invalid value stops every run
+            if settings.workspace_variable(workspace_id, suffix) is not None:  # an invalid one is a setting problem
+                shown = _display(settings.workspace_variable(workspace_id, suffix))
+                report.workspace_settings.append(SettingLine(name, shown, source.origin(name)))
+            continue
         elif (trouble := settings.workspace_variable_problem(workspace_id, suffix)) is None:
             value = _display(settings.workspace_variable(workspace_id, suffix))
         shown = (

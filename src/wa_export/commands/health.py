@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -25,15 +26,17 @@ from wa_export.mail.sender import MailSender
 from wa_export.mail.transport import tls_mode
 from wa_export.recipients import SOURCE_LABELS, RecipientSource, missing_hint, recipients_for
 from wa_export.redaction import redact
+from wa_export.schedule import overdue_since
 from wa_export.settings import Settings
 from wa_export.store import logs
 from wa_export.store.arrivals import ArrivalKey, check_arrival_key
 from wa_export.store.connection import SERVICE_NAME, Store, Workspace, describe_mongo_error
 from wa_export.store.logs import recent_possible_duplicates
-from wa_export.store.state import count_cursors_ahead, count_foreign_cursors, last_successes
+from wa_export.store.state import count_cursors_ahead, count_foreign_cursors, last_successes, read_states
 from wa_export.units import count_noun, format_ago, format_bytes, has, is_, local_time
 from wa_export.workbook.naming import FOLDER_MARKER, slugify, unclaimed_folders
 from wa_export.workbook_password import workbook_password
+from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, resolve
 
 CheckStatus = Literal["ok", "warning", "failed", "skipped"]
 NAMES_SHOWN = 10  # longer lists are cut in the reason; `details` (and --json) has them all
@@ -182,7 +185,9 @@ def check_workspace_addresses(store: Store, settings: Settings, now: datetime) -
         messages = [warning.message for warning in run_warnings(settings, [], covers_all_active=True)]
         return Check("workspace_addresses", "warning", sentence(messages))
     recipients = {w.id: recipients_for(w, settings) for w in active}
-    missing = [w for w in active if recipients[w.id].source == "none"]
+    # A workspace whose schedule is off is exported by hand only: it needs no address.
+    off = {w.id for w in active if str(resolve(SCHEDULE, w, settings).value) == "off"}
+    missing = [w for w in active if recipients[w.id].source == "none" and w.id not in off]
     refused = [w for w in active if recipients[w.id].problem]
     invalid = [w for w in refused if recipients[w.id].problem_kind == "invalid"]
     outside = [w for w in refused if recipients[w.id].problem_kind == "domain"]
@@ -386,6 +391,47 @@ def check_scheduled_runs(store: Store, settings: Settings, now: datetime) -> Che
     return Check("scheduled_runs", "warning", reason)
 
 
+def check_workspace_schedules(store: Store, settings: Settings, now: datetime) -> Check:
+    """Each hourly or daily workspace against its own slots: stale once a slot has waited unserved for longer than
+    a scheduled run may take to serve it (twice EXPORT_INTERVAL_MINUTES, as for `scheduled_runs`)."""
+    active = store.active_workspaces()
+    threshold = timedelta(minutes=2 * settings.export_interval_minutes)
+    timed = [(w, resolve(TIME_ZONE, w, settings), resolve(SCHEDULE, w, settings)) for w in active]
+    problems = [
+        zone.problem or schedule.problem or "" for _, zone, schedule in timed if zone.problem or schedule.problem
+    ]
+    slotted = [
+        (w, zone.value, schedule.value) for w, zone, schedule in timed if schedule.value and schedule.value.has_slots
+    ]
+    states = read_states(store, [w.id for w, _, _ in slotted]) if slotted else {}
+    stale: list[dict[str, Any]] = []
+    for workspace, zone, schedule in slotted:
+        assert zone is not None and schedule is not None
+        state = states.get(workspace.id)
+        since = overdue_since(schedule, zone, now, state.served if state is not None else None)
+        if since is None or now - since <= threshold:
+            continue
+        stale.append({"id": workspace.id, "name": workspace.name, "schedule": str(schedule), "slot_missed": since})
+        problems.insert(
+            len(stale) - 1,
+            f"{_label(workspace)} ({schedule} in {zone.key}) has not been delivered since its slot at "
+            f"{local_time(since, settings, zoned=True)} ({format_ago(now - since)})",
+        )
+    details = {
+        "schedules": dict(Counter(str(schedule.value or "invalid") for _, _, schedule in timed)),
+        "stale": stale,
+        "invalid": len(problems) - len(stale),
+    }
+    if problems:
+        more = f" ({len(problems) - NAMES_SHOWN} more in the details)" if len(problems) > NAMES_SHOWN else ""
+        hint = f"`wa-export state` shows each workspace's schedule and next delivery{more}"
+        return Check("workspace_schedules", "failed", sentence([*problems[:NAMES_SHOWN], hint]), details)
+    if not slotted:
+        return Check("workspace_schedules", "ok", f"All {len(active)} active workspaces are on schedule.", details)
+    on_time = f"{count_noun(len(slotted), 'hourly or daily workspace')} delivered {'its' if len(slotted) == 1 else 'their'} latest slot on time"
+    return Check("workspace_schedules", "ok", sentence([on_time]), details)
+
+
 def check_failed_exports(store: Store, settings: Settings, now: datetime) -> Check:
     since = now - FAILED_EXPORTS_LOOKBACK
     failures = list(
@@ -508,6 +554,7 @@ DATABASE_CHECKS = (
     check_indexes,
     check_arrival_order,
     check_scheduled_runs,
+    check_workspace_schedules,
     check_failed_exports,
     check_possible_duplicates,
 )

@@ -38,6 +38,7 @@ from wa_export.store.logs import STATUS_COMPLETED, STATUS_FAILED, STATUS_SENDING
 from wa_export.workbook.fingerprint import Fingerprint, fingerprint
 from wa_export.workbook.naming import contested_slugs
 from wa_export.workbook_password import workbook_password
+from wa_export.workspace_settings import TIME_ZONE, in_zone, resolve
 
 
 class NotResendable(WaExportError):
@@ -179,6 +180,10 @@ def _resend(settings: Settings, store: Store, log_id: ObjectId, to: tuple[str, .
         raise NotResendable(
             f"The workspace of export {entry.id} ({entry.workspace_id}) no longer exists, so its chats are unknown."
         ) from None
+    zone = resolve(TIME_ZONE, workspace, settings)  # the workspace's own zone, as its exports are written
+    if zone.value is None:
+        raise NotResendable(zone.problem or "")
+    settings = in_zone(settings, zone.value)
     clock = DatabaseClock(store.database_now())
     export_time = entry.export_time or clock.started_at  # the original's subject and file name
     result = ResendResult(entry, workspace.name, recipients, dry_run)

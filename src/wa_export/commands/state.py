@@ -19,6 +19,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from wa_export.clock import SECOND_FORMAT, as_utc_or_none, iso, parse_time
 from wa_export.errors import MongoUnavailable, UsageProblem, WorkspaceBusy
 from wa_export.redaction import redact
+from wa_export.schedule import decide
 from wa_export.settings import Settings
 from wa_export.store import logs
 from wa_export.store.arrivals import ArrivalKey, Key, is_key, key_order, key_text, time_of
@@ -34,6 +35,7 @@ from wa_export.store.ownership import as_object_id, owner_of
 from wa_export.store.state import (
     ANY_CURSOR,
     FirstCursor,
+    WorkspaceState,
     first_cursor,
     original_exports,
     read_lease,
@@ -42,6 +44,7 @@ from wa_export.store.state import (
 )
 from wa_export.store.waiting import Waiting, count_waiting, position_key, workspace_chat_ids
 from wa_export.units import count_or_zero, local_time
+from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, resolve
 
 WAITING_COUNT_CAP = 10_000
 _SHOWN_DERIVED = {"database_now", "cursor_key", "first_cursor", "waiting", "in_flight"}  # as_dict shows them its way
@@ -67,6 +70,14 @@ class WorkspaceReport:
     last_error: str | None
     last_possible_duplicate_at: datetime | None
     in_flight: Mapping[str, Any] | None
+    # The workspace's own clock (wa_export.schedule), each with where it comes from (workspace_settings.Resolved.where).
+    time_zone: str = ""
+    time_zone_from: str = ""
+    schedule: str = "every"
+    schedule_from: str = ""
+    due: bool = True  # the next scheduled run delivers it
+    next_due_at: datetime | None = None  # not due: the slot from which a scheduled run delivers it (None: off)
+    setting_problem: str | None = None  # an invalid zone or schedule in its document: scheduled runs fail it
 
     @property
     def cursor_time(self) -> datetime | None:
@@ -176,6 +187,11 @@ def workspace_states(
         cursor, source, owner = document.get("cursor"), document.get("cursor_source"), document.get("lease_owner")
         cursor_key = cursor if is_key(cursor) else None
         last_error, in_flight = document.get("last_error"), document.get("in_flight")
+        zone, schedule = resolve(TIME_ZONE, workspace, settings), resolve(SCHEDULE, workspace, settings)
+        decision = None
+        if zone.value is not None and schedule.value is not None:
+            served = WorkspaceState.from_document(workspace.id, document).served
+            decision = decide(schedule.value, zone.value, now, served)
         reports.append(
             WorkspaceReport(
                 workspace_id=workspace.id,
@@ -196,6 +212,13 @@ def workspace_states(
                 last_error=redact(str(last_error), settings.secrets()) if last_error else None,
                 last_possible_duplicate_at=as_utc_or_none(document.get("last_possible_duplicate_at")),
                 in_flight=in_flight if isinstance(in_flight, Mapping) and in_flight else None,
+                time_zone=str(zone.value or ""),
+                time_zone_from=zone.where,
+                schedule=str(schedule.value or ""),
+                schedule_from=schedule.where,
+                due=decision is not None and decision.due,
+                next_due_at=decision.next_due if decision is not None else None,
+                setting_problem=zone.problem or schedule.problem,
             )
         )
     return reports

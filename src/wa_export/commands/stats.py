@@ -11,12 +11,14 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pymongo import DESCENDING
 
 from wa_export.clock import as_utc_or_none, iso, utc_now
 from wa_export.export.rows import STATUS_UNKNOWN, STATUSES, status_of
 from wa_export.recipients import Recipients, recipients_for
+from wa_export.schedule import Schedule
 from wa_export.settings import Settings
 from wa_export.store.connection import (
     CHAT_IDS_PER_QUERY,
@@ -29,7 +31,7 @@ from wa_export.store.connection import (
 from wa_export.store.ownership import both_forms, chats_of_workspace
 from wa_export.units import count_or_zero
 from wa_export.workbook_password import workbook_password
-from wa_export.workspace_settings import Resolved
+from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, Resolved, resolve
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,8 @@ class WorkspaceStats:
     per_day: list[DayCounts]
     exports: ExportSummary
     recipients: Recipients
+    time_zone: Resolved[ZoneInfo]  # the workspace's own clock, and where each comes from
+    schedule: Resolved[Schedule]
     password: Resolved[str]  # its workbook password (never shown): set means its workbooks are encrypted
 
     @property
@@ -105,6 +109,8 @@ class WorkspaceStats:
             "status": self.workspace.status,
             "address_configured": self.address_configured,
             "recipients": self.recipients.as_dict(),
+            "time_zone": self.time_zone.as_dict(),
+            "schedule": self.schedule.as_dict(),
             "encrypted": self.encrypted,
             "workbook_password": self.password.as_dict(secret=True),
             "messages": {**self.totals, "total": self.total},
@@ -233,6 +239,8 @@ def stats(settings: Settings, workspace_id: str | None, days: int) -> StatsRepor
                 per_day=messages_per_day(store, chats_of_workspace(store.chats, workspace).message_chat_ids(), period),
                 exports=summaries[workspace.id],
                 recipients=recipients_for(workspace, settings),
+                time_zone=resolve(TIME_ZONE, workspace, settings),
+                schedule=resolve(SCHEDULE, workspace, settings),
                 password=workbook_password(workspace, settings),
             )
             for workspace in workspaces

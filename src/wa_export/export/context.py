@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import threading
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TypeVar
+from zoneinfo import ZoneInfo
 
 from wa_export.clock import DatabaseClock, Window
 from wa_export.export.results import Trigger
@@ -24,6 +26,7 @@ from wa_export.store.arrivals import ArrivalKey, Key
 from wa_export.store.connection import Store, Workspace
 from wa_export.store.state import CLOCK_TOLERANCE
 from wa_export.workbook_password import workbook_password
+from wa_export.workspace_settings import in_zone
 
 PROGRESS_EVERY = 1_000  # rows between two progress reports
 T = TypeVar("T")
@@ -126,6 +129,12 @@ class RunContext:
         if start > self.key.at(self.clock.now() + CLOCK_TOLERANCE):
             return self.end_key, True
         return start, False
+
+    def in_zone(self, zone: ZoneInfo) -> RunContext:
+        """This run as one workspace sees it: its own time zone for Timestamp cells, file names and email text
+        (the settings' EXPORT_TIMEZONE, as every formatter reads it); the clock, store and mail are shared."""
+        settings = in_zone(self.settings, zone)
+        return self if settings is self.settings else dataclasses.replace(self, settings=settings)
 
     def recipients_for(self, workspace: Workspace) -> Recipients:
         if self.request.email_override:

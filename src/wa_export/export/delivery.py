@@ -14,11 +14,12 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 
 from wa_export.export.context import RunContext
 from wa_export.export.email_text import compose_export_mail
-from wa_export.export.plan import CURSOR_AHEAD, NOTHING_NEW, WorkItem
+from wa_export.export.plan import CURSOR_AHEAD, NOTHING_NEW, WorkItem, not_due_result
 from wa_export.export.results import WorkspaceResult
 from wa_export.export.rows import RowStats
 from wa_export.export.window import WorkspaceExport, Written, describe_file_error, remove_files
 from wa_export.mail.errors import MailError
+from wa_export.schedule import decide
 from wa_export.store import arrivals, logs, ownership
 from wa_export.store.arrivals import Key
 from wa_export.store.state import KEEP_IN_FLIGHT, InFlight, Lease, LeaseLost, acquire_lease
@@ -217,6 +218,8 @@ class ScheduledDelivery(WorkspaceExport):
 
 def deliver(ctx: RunContext, item: WorkItem) -> WorkspaceResult:
     """The scheduled delivery of one workspace (or, with --dry-run / --no-email, a look at it)."""
+    if item.zone is not None:
+        ctx = ctx.in_zone(item.zone)
     result = WorkspaceResult.of(item.workspace, "skipped", item.recipients)
     if ctx.request.dry_run or not ctx.request.send_email:
         return look_without_lease(ctx, item, result)
@@ -231,6 +234,13 @@ def deliver(ctx: RunContext, item: WorkItem) -> WorkspaceResult:
     if lease is None:
         result.reason = LEASE_HELD
         return result
+    if item.serves is not None:
+        # Due by the run's first read; another run may have served the slot since: decided again on the lease's document.
+        decision = decide(item.schedule, ctx.settings.export_timezone, ctx.run_time, lease.state.served)
+        if not decision.due:
+            lease.release()
+            return not_due_result(ctx, item.workspace, item.recipients, item.schedule, decision)
+        lease.serves = item.serves
     result.cursor_source = lease.new_cursor_source
     delivery: ScheduledDelivery | None = None
     count_failure = True  # a lost lease is the new owner's to count

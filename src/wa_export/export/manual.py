@@ -19,6 +19,7 @@ from wa_export.recipients import missing_hint
 from wa_export.store import logs
 from wa_export.store.connection import Workspace
 from wa_export.workbook.fingerprint import Fingerprint, fingerprint
+from wa_export.workspace_settings import TIME_ZONE, resolve
 
 DEFAULT_MANUAL_WINDOW = timedelta(hours=24)  # an --email run without a window (as build_export_request does)
 
@@ -37,6 +38,10 @@ def export_manual(ctx: RunContext, workspace: Workspace) -> WorkspaceResult:
     result.recipients, result.recipients_source = recipients.addresses, recipients.source
     window = request.window or Window(ctx.run_time - DEFAULT_MANUAL_WINDOW, ctx.run_time)
     result.window_start, result.window_end = window.start, window.end
+    zone = resolve(TIME_ZONE, workspace, ctx.settings)  # schedules are ignored: a manual export is asked for now
+    if zone.value is None:
+        return _failed(ctx, workspace, result, zone.problem or "")
+    ctx = ctx.in_zone(zone.value)
     refusal = ctx.refusal(recipients, workspace)
     if refusal is not None:
         return _failed(ctx, workspace, result, refusal)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from bson import ObjectId
 
@@ -18,6 +19,7 @@ from wa_export.errors import ConfigError
 from wa_export.export.context import RunContext
 from wa_export.export.results import NO_ADDRESS, WorkspaceResult
 from wa_export.recipients import Recipients, missing_hint
+from wa_export.schedule import EVERY, Decision, Schedule, ServedSlot, decide, schedule_identity
 from wa_export.store import arrivals, ownership
 from wa_export.store.arrivals import Key
 from wa_export.store.connection import Chat, Workspace
@@ -29,6 +31,8 @@ from wa_export.store.state import (
     original_exports,
     read_states,
 )
+from wa_export.units import local_time
+from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, resolve
 
 HORIZON_INTERVALS = 4
 HORIZON_MINIMUM = timedelta(hours=1)
@@ -63,6 +67,9 @@ class WorkItem:
     chat_ids: set[ObjectId] = field(default_factory=set)
     # From this key on the pass counted messages of chats of nobody (ambiguous_chat); None: it counted none.
     ambiguous_counted_from: Key | None = None
+    zone: ZoneInfo | None = None  # the workspace's own time zone; None: EXPORT_TIMEZONE
+    schedule: Schedule = EVERY
+    serves: ServedSlot | None = None  # the schedule slot a delivery that ends well records
 
     @property
     def needs_work(self) -> bool:
@@ -84,9 +91,10 @@ class Plan:
             state, workspace_id = item.state, item.workspace.id
             source = item.first_cursor.source if item.first_cursor is not None else None
             if not state.has_cursor:
-                moves.append(IdleAdvance(workspace_id, None, state.exists, source))
+                moves.append(IdleAdvance(workspace_id, None, state.exists, source, serves=item.serves))
             else:  # a cursor pulled back from ahead of the clock moves only from exactly what was read
-                moves.append(IdleAdvance(workspace_id, state.cursor_key, True, source, not item.cursor_ahead))
+                covered = not item.cursor_ahead
+                moves.append(IdleAdvance(workspace_id, state.cursor_key, True, source, covered, item.serves))
         return moves
 
 
@@ -103,25 +111,39 @@ def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
     end_time = ctx.end_time
     limit = horizon(settings.export_interval_minutes)
 
-    candidates: list[tuple[Workspace, Recipients, WorkspaceState]] = []
+    candidates: list[tuple[Workspace, Recipients, WorkspaceState, ZoneInfo, Schedule, ServedSlot | None]] = []
     for workspace in workspaces:
         if workspace.status != "active":
             reason = f"workspace status is {workspace.status!r}, only active workspaces are exported on schedule"
             plan.skipped.append(WorkspaceResult.of(workspace, "skipped", reason=reason))
             continue
         recipients = ctx.recipients_for(workspace)
+        zone_of, schedule_of = resolve(TIME_ZONE, workspace, settings), resolve(SCHEDULE, workspace, settings)
+        zone, schedule = zone_of.value, schedule_of.value
+        if zone is None or schedule is None:  # an invalid value in the workspace's document: this workspace only
+            problem = zone_of.problem or schedule_of.problem
+            plan.skipped.append(WorkspaceResult.of(workspace, "failed", recipients, reason=problem))
+            continue
+        state = states.get(workspace.id) or WorkspaceState(workspace.id)
+        # Decided from the run's one state read: a workspace not due costs no command of its own.
+        decision = decide(schedule, zone, ctx.run_time, state.served)
+        if schedule.kind == "off" or (not decision.due and not ctx.without_address(recipients)):
+            # off needs no address (manual exports only); any other is told to have one, due or not
+            plan.skipped.append(not_due_result(ctx.in_zone(zone), workspace, recipients, schedule, decision))
+            continue
         if ctx.without_address(recipients):
             reason = f"{NO_ADDRESS}: {missing_hint(workspace.id, settings)}"
             plan.skipped.append(WorkspaceResult.of(workspace, "skipped", reason=reason))
             continue
-        candidates.append((workspace, recipients, states.get(workspace.id) or WorkspaceState(workspace.id)))
+        serves = None if decision.slot is None else ServedSlot(schedule_identity(schedule, zone), decision.slot)
+        candidates.append((workspace, recipients, state, zone, schedule, serves))
 
     # The original service's last exports, for every workspace that needs a first cursor: one query.
-    needing = [ws.id for ws, _, state in candidates if not state.has_cursor and state.watermark is None]
+    needing = [ws.id for ws, _, state, *_ in candidates if not state.has_cursor and state.watermark is None]
     originals = original_exports(store, needing, ctx.run_time)
 
     items: list[WorkItem] = []
-    for workspace, recipients, state in candidates:
+    for workspace, recipients, state, zone, schedule, serves in candidates:
         start: Key
         first: FirstCursor | None = None
         ahead = False
@@ -137,7 +159,9 @@ def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
             start = first.key
         moment = arrivals.time_of(start)
         current = moment is not None and moment >= end_time - limit
-        items.append(WorkItem(workspace, recipients, state, start, first, current, ahead))
+        item = WorkItem(workspace, recipients, state, start, first, current, ahead)
+        item.zone, item.schedule, item.serves = zone, schedule, serves
+        items.append(item)
 
     current_items = [item for item in items if item.current]
     if current_items:
@@ -151,6 +175,18 @@ def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
     for item in items:
         (plan.work if item.needs_work else plan.idle).append(item)
     return plan
+
+
+def not_due_result(
+    ctx: RunContext, workspace: Workspace, recipients: Recipients, schedule: Schedule, decision: Decision
+) -> WorkspaceResult:
+    """A workspace its schedule does not deliver now: its cursor stays, its messages wait for the next slot."""
+    if decision.next_due is None:
+        reason = "its schedule is off: only manual exports deliver it"
+    else:
+        next_due = local_time(decision.next_due, ctx.settings, zoned=True)
+        reason = f"not due: schedule {schedule}, next delivery at the first run from {next_due}"
+    return WorkspaceResult.of(workspace, "not_due", recipients, reason=reason, next_due=decision.next_due)
 
 
 def _shared_pass(ctx: RunContext, plan: Plan, start: Key, items: Sequence[WorkItem]) -> None:

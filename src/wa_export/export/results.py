@@ -16,10 +16,10 @@ from wa_export.recipients import Recipients, missing_hint
 from wa_export.settings import Settings
 from wa_export.store.connection import Workspace
 
-TIME_FIELDS = ("window_start", "window_end")
+TIME_FIELDS = ("window_start", "window_end", "next_due")
 NO_ADDRESS = "no email address configured"  # a skip reason's start: the run warns about these skips only
 Trigger = Literal["scheduled", "manual"]
-Outcome = Literal["completed", "no_messages", "skipped", "failed", "written", "dry_run"]
+Outcome = Literal["completed", "no_messages", "skipped", "failed", "written", "dry_run", "not_due"]
 WarningKind = Literal[
     "no_active_workspace", "missing_address", "unmatched_address", "malformed_address_variable", "duplicate_workspace"
 ]
@@ -45,6 +45,7 @@ class WorkspaceResult:
     recipients: tuple[str, ...] = ()
     recipients_source: str = "none"  # recipients.RecipientSource
     traceback: str | None = None  # an unexpected error's (redacted): the CLI prints it to stderr
+    next_due: datetime | None = None  # not_due: the first slot of its schedule that delivers it (None: off)
 
     @classmethod
     def of(
@@ -68,7 +69,7 @@ class WorkspaceResult:
 
     def as_dict(self) -> dict[str, Any]:
         fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
-        times = {"window_start": iso(self.window_start), "window_end": iso(self.window_end)}
+        times = {name: iso(getattr(self, name)) for name in TIME_FIELDS}
         return fields | times | {"recipients": list(self.recipients)}
 
     @classmethod
@@ -168,6 +169,7 @@ def summary_line(
         f"{count['completed']} emailed",
         f"{count['written']} written",
         f"{count['no_messages']} without new messages",
+        *([f"{count['not_due']} not due"] if count["not_due"] else []),
         f"{count['skipped']} skipped",
         f"{count['failed']} failed",
         f"{sum(ws.message_count for ws in workspaces)} messages",

@@ -19,6 +19,7 @@ from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from wa_export.clock import DatabaseClock, as_utc, as_utc_or_none
+from wa_export.schedule import ServedSlot
 from wa_export.settings import Settings
 from wa_export.store.arrivals import ArrivalKey, Key, is_key, key_order
 from wa_export.store.connection import Store
@@ -100,12 +101,16 @@ class WorkspaceState:
     pending_files: tuple[str, ...] = ()
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
+    # The latest schedule slot served, and the schedule (with its zone) that served it (wa_export.schedule).
+    served_slot: datetime | None = None
+    served_schedule: str | None = None
 
     @classmethod
     def from_document(cls, workspace_id: str, document: Mapping[str, Any] | None) -> WorkspaceState:
         if document is None:
             return cls(workspace_id)
         cursor, pending = document.get("cursor"), document.get("pending_files")
+        schedule = document.get("served_schedule")
         return cls(
             workspace_id,
             exists=True,
@@ -116,7 +121,15 @@ class WorkspaceState:
             pending_files=tuple(path for path in pending if isinstance(path, str)) if isinstance(pending, list) else (),
             lease_owner=owner if isinstance(owner := document.get("lease_owner"), str) else None,
             lease_expires_at=as_utc_or_none(document.get("lease_expires_at")),
+            served_slot=as_utc_or_none(document.get("served_slot")),
+            served_schedule=schedule if isinstance(schedule, str) else None,
         )
+
+    @property
+    def served(self) -> ServedSlot | None:
+        if self.served_slot is None or self.served_schedule is None:
+            return None
+        return ServedSlot(self.served_schedule, self.served_slot)
 
     @property
     def cursor_key(self) -> Key | None:
@@ -240,6 +253,15 @@ class IdleAdvance:
     new_source: str | None = None  # for a workspace getting its first cursor
     # The pass covered [read_cursor, end): the cursor may move on from anywhere in it, else only from the value read.
     covered: bool = True
+    serves: ServedSlot | None = None  # the schedule slot this finding-nothing serves
+
+
+def _served(serves: ServedSlot | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The fields ($set) and the operators recording a served slot with a cursor move; the slot only grows ($max),
+    so a run that read an older state never takes it back."""
+    if serves is None:
+        return {}, {}
+    return {"served_schedule": serves.schedule}, {"$max": {"served_slot": serves.slot}}
 
 
 def advance_idle(store: Store, clock: DatabaseClock, end_key: Key, items: Sequence[IdleAdvance]) -> None:
@@ -258,19 +280,26 @@ def advance_idle(store: Store, clock: DatabaseClock, end_key: Key, items: Sequen
                 "consecutive_failures": 0,
                 "in_flight": None,
             }
+            served = (
+                {}
+                if item.serves is None
+                else {"served_schedule": item.serves.schedule, "served_slot": item.serves.slot}
+            )
             operations.append(
-                UpdateOne({"_id": item.workspace_id}, {"$setOnInsert": {**created, "pending_files": []}}, upsert=True)
+                UpdateOne(
+                    {"_id": item.workspace_id},
+                    {"$setOnInsert": {**created, **served, "pending_files": []}},
+                    upsert=True,
+                )
             )
             continue
         where: dict[str, Any] = {"cursor": {"$exists": False}}
         if item.read_cursor is not None:
             position = {"$gte": item.read_cursor, "$lt": end_key} if item.covered else item.read_cursor
             where, source = {"cursor": position, "in_flight": None}, "export"
-        operations.append(
-            UpdateOne(
-                {"_id": item.workspace_id, **where, **lease_is_free(now)}, {"$set": {**moved, "cursor_source": source}}
-            )
-        )
+        served_fields, served_operators = _served(item.serves)
+        update = {"$set": {**moved, **served_fields, "cursor_source": source}, **served_operators}
+        operations.append(UpdateOne({"_id": item.workspace_id, **where, **lease_is_free(now)}, update))
     if not operations:
         return
     try:
@@ -327,6 +356,7 @@ class Lease:
     expires_at: datetime
     state: WorkspaceState
     new_cursor_source: str | None = None  # set when this lease created the cursor
+    serves: ServedSlot | None = None  # the schedule slot recorded once the delivery has ended well
     cursor: object = field(init=False)  # as stored (WorkspaceState.cursor)
 
     def __post_init__(self) -> None:
@@ -378,8 +408,12 @@ class Lease:
         changes = {"cursor": to_key, "cursor_source": "export", "cursor_set_at": now, **_success(now, in_flight)}
         if possible_duplicate:
             changes["last_possible_duplicate_at"] = now
-        pull = {"$pull": {"pending_files": delivered_file}} if delivered_file is not None else None
-        self._update("the cursor could move", changes, release=release, more=pull, cursor=self.cursor)
+        more: dict[str, Any] = {"$pull": {"pending_files": delivered_file}} if delivered_file is not None else {}
+        if release:  # the last part: the delivery has ended well, its slot is served
+            served_fields, served_operators = _served(self.serves)
+            changes.update(served_fields)
+            more.update(served_operators)
+        self._update("the cursor could move", changes, release=release, more=more, cursor=self.cursor)
         self.cursor = to_key
 
     def caught_up(self, end_key: Key, *, release: bool, force: bool = False) -> None:
@@ -391,7 +425,9 @@ class Lease:
         moves = force or not is_key(self.cursor) or key_order(self.cursor) < key_order(end_key)
         if moves:
             changes.update(cursor=end_key, cursor_source="export", cursor_set_at=now)
-        self._update("the cursor could move", changes, release=release, cursor=self.cursor)
+        served_fields, served_operators = _served(self.serves)
+        changes.update(served_fields)
+        self._update("the cursor could move", changes, release=release, more=served_operators, cursor=self.cursor)
         if moves:
             self.cursor = end_key
 
