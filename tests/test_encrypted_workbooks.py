@@ -269,6 +269,10 @@ def test_unusable_passwords_fail_with_one_sentence_that_never_shows_them(
 
     # In the environment: that workspace fails too (exit 1), for `config` as for a run; the value is never echoed.
     bad_env = {**env, f"WORKSPACE_{workspace_id}_WORKBOOK_PASSWORD": too_long + "-env"}
+    config = cli(["config"], env=bad_env)
+    assert (
+        "a run fails the workspaces of 1 invalid WORKSPACE_<ID>_EMAIL or _WORKBOOK_PASSWORD variable" in config.stdout
+    )
     for command in (["config"], ["export", "--json"], ["export", "--dry-run", "--json"]):
         refused = cli(command, env=bad_env)
         assert refused.returncode == 1, f"{command}: {refused.stdout}{refused.stderr}"

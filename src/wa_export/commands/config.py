@@ -67,7 +67,8 @@ class ConfigReport:
 
     @property
     def exit_code(self) -> ExitCode:
-        """A run's verdict: 2 for what it refuses; an invalid WORKSPACE_<ID>_EMAIL alone fails its workspace: 1."""
+        """A run's verdict: 2 for what it refuses; an invalid WORKSPACE_<ID>_EMAIL or _WORKBOOK_PASSWORD alone fails
+        its workspace: 1."""
         if any(line.problem for line in self.settings):
             return ExitCode.USAGE
         return ExitCode.FAILED if self.problems else ExitCode.OK
@@ -77,13 +78,13 @@ class ConfigReport:
         if count and self.exit_code == ExitCode.FAILED:
             return (
                 f"configuration valid, but a run fails the workspaces of {count} invalid "
-                "WORKSPACE_<ID>_EMAIL variable" + ("s" if count != 1 else "")
+                "WORKSPACE_<ID>_EMAIL or _WORKBOOK_PASSWORD variable" + ("s" if count != 1 else "")
             )
         if count:
             return f"configuration invalid: {count_noun(count, 'problem')} ({self.problem_variables})"
         return (
             f"configuration valid: {len(self.settings)} settings, "
-            f"{len(self.workspace_addresses)} per-workspace variables (WORKSPACE_<ID>_…)"
+            f"{len(self.workspace_addresses) + len(self.workspace_settings)} per-workspace variables (WORKSPACE_<ID>_…)"
         )
 
     def as_dict(self) -> dict[str, Any]:
