@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import sys
+import zipfile
 from pathlib import Path
 
+import msoffcrypto
 import pytest
 from openpyxl import load_workbook
+
+from helpers import sheet_rows
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "run.py"
 
@@ -36,6 +41,35 @@ def test_bench_contender_writes_every_row(bench, tmp_path, contender):
     assert len(rows) == 501
     assert all(row[5] == bench.WORKSPACE_ID for row in rows[1:])
     assert {row[4] for row in rows[1:]} <= {"received", "sent_via_ai", "sent_by_human"}
+
+
+def test_bench_encrypted_contender_writes_the_same_rows_password_protected(bench, tmp_path):
+    data = tmp_path / "data"
+    bench.generate(300, data)
+    plain, encrypted = tmp_path / "ours.xlsx", tmp_path / "encrypted.xlsx"
+    bench.run_contender("ours", data, plain)
+    result = bench.run_contender("encrypted", data, encrypted)
+    assert result["rows"] == 300
+    assert not zipfile.is_zipfile(encrypted)
+    with open(encrypted, "rb") as handle:
+        office_file = msoffcrypto.OfficeFile(handle)
+        office_file.load_key(password=bench.BENCH_PASSWORD, verify_password=True)
+        decrypted = io.BytesIO()
+        office_file.decrypt(decrypted, verify_integrity=True)
+    assert sheet_rows(decrypted.getvalue()) == sheet_rows(plain)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["data", "encrypted.xlsx", "ours.xlsx"]
+
+
+def test_bench_median_run_and_encryption_target(bench):
+    runs = [{"seconds": seconds, "rows": 1} for seconds in (5.0, 1.0, 2.0)]
+    assert bench.median_run(runs)["seconds"] == 2.0
+    assert bench.median_run([*runs, {"error": "timed out"}]) == {"error": "timed out"}
+    fake = {"rows": 10, "seconds": 1.0, "rows_per_second": 10.0, "peak_rss": 50 * 2**20}
+    within = {10: {"ours": fake, "encrypted": {**fake, "seconds": 1.25}}}
+    beyond = {10: {"ours": fake, "encrypted": {**fake, "seconds": 1.4}}}
+    assert any("encrypted time / ours time = **1.25**" in line and ": met" in line for line in bench.targets(within))
+    assert any("NOT met" in line for line in bench.targets(beyond))
+    assert any("+25 % time vs ours" in line for line in bench.table(within))
 
 
 def test_bench_report_helpers(bench, tmp_path):

@@ -33,6 +33,7 @@ ALL_CHECKS = [
     "smtp_settings",
     "export_dir",
     "workspace_addresses",
+    "workbook_passwords",
     "duplicate_workspaces",
     "export_folders",
     "indexes",

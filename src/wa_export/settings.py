@@ -25,6 +25,7 @@ from wa_export.errors import ConfigError
 from wa_export.mongodb_uri import DEFAULT_MONGODB_URI, parse_mongodb_uri, uri_secrets, userinfo_needs_encoding
 from wa_export.redaction import redact, smtp_auth_forms
 from wa_export.schedule import parse_schedule, parse_time_zone
+from wa_export.workbook_password import parse_workbook_password
 from wa_export.workspace_settings import environment_parser
 
 SmtpSecurity = Literal["auto", "ssl", "starttls", "none"]
@@ -175,6 +176,13 @@ def _timezone(written: str, env: _Environment) -> ZoneInfo:
         raise ConfigError(f"EXPORT_TIMEZONE{env.shown(written)} {error}.") from None
 
 
+def _flag(written: str, env: _Environment, variable: str) -> bool:
+    choice = written.lower()
+    if choice not in ("true", "false", "yes", "no", "1", "0", "on", "off"):
+        raise ConfigError(f"{variable} must be true or false{env.got(written)}.")
+    return choice in ("true", "yes", "1", "on")
+
+
 def _domains(written: str, env: _Environment) -> tuple[str, ...]:
     return tuple(domain.strip().lower().lstrip("@") for domain in written.split(",") if domain.strip())
 
@@ -255,6 +263,15 @@ RULES: tuple[SettingRule, ...] = (
     SettingRule("EXPORT_MAX_ROWS_PER_EMAIL", "100000", Bounds(1, 1_000_000_000)),
     # A first window reaches back at most a leap year (now - timedelta(hours=N)).
     SettingRule("EXPORT_BACKFILL_MAX_HOURS", "24", Bounds(0, 24 * 366, whole=False, note="366 days")),
+    SettingRule(
+        "EXPORT_WORKBOOK_PASSWORD_FIELD",
+        document_field=("the workbook password", "settings.export.workbook_password"),
+    ),
+    SettingRule(
+        "EXPORT_REQUIRE_WORKBOOK_PASSWORD",
+        "false",
+        parse=lambda written, env: _flag(written, env, "EXPORT_REQUIRE_WORKBOOK_PASSWORD"),
+    ),
 )
 RULE_OF = {rule.variable: rule for rule in RULES}
 WORKSPACE_ID = re.compile(r"[0-9A-Fa-f]{24}")
@@ -267,6 +284,7 @@ class WorkspaceVariable:
     suffix: str
     parse: Callable[[str, str], object]  # (value, variable name) -> value; ConfigError when invalid
     fails_workspace_only: bool  # an invalid value fails that workspace alone, not the configuration (exit 2)
+    secret: bool = False  # a password: never shown (`config` masks it), redacted from every error text
 
 
 # Every per-workspace variable, by suffix.
@@ -274,6 +292,10 @@ WORKSPACE_VARIABLES: dict[str, WorkspaceVariable] = {
     variable.suffix: variable
     for variable in (
         WorkspaceVariable("EMAIL", parse_address_list, True),
+        # An unusable password fails its workspace alone (nothing of it is exported), like an invalid address.
+        WorkspaceVariable(
+            "WORKBOOK_PASSWORD", environment_parser(parse_workbook_password, secret=True), True, secret=True
+        ),
         WorkspaceVariable("TIMEZONE", environment_parser(parse_time_zone), False),
         WorkspaceVariable("SCHEDULE", environment_parser(parse_schedule), False),
     )
@@ -383,7 +405,7 @@ class Settings:
     export_max_attachment_mb: float
     export_allowed_email_domains: tuple[str, ...]
     # WORKSPACE_<ID>_<SUFFIX> by (lower-case id, suffix): the values set, the invalid ones that fail their workspace.
-    workspace_values: Mapping[tuple[str, str], object]
+    workspace_values: Mapping[tuple[str, str], object] = field(repr=False)  # workbook passwords among them
     workspace_problems: Mapping[tuple[str, str], str]
     malformed_workspace_variables: Mapping[str, str]  # name -> suffix: no workspace id, so never matching one
     load_warnings: tuple[str, ...]  # said on stderr by every command
@@ -396,6 +418,8 @@ class Settings:
     export_arrival_field: str  # arrival order (docs/design.md)
     export_max_rows_per_email: int
     export_backfill_max_hours: float
+    export_workbook_password_field: str | None
+    export_require_workbook_password: bool
     misspelt_variables: Mapping[str, str]  # written -> the setting it probably meant
     _secrets: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
@@ -403,6 +427,7 @@ class Settings:
         # Computed once, not per redaction; a server may echo the AUTH exchange (base64) in its refusal.
         found = [self.smtp_password or "", *uri_secrets(self.mongodb_uri)]
         found += smtp_auth_forms(self.smtp_username or "", self.smtp_password or "")
+        found += [str(value) for (_, suffix), value in self.workspace_values.items() if _secret_suffix(suffix)]
         object.__setattr__(self, "_secrets", tuple(dict.fromkeys(secret for secret in found if secret)))
 
     @property
@@ -472,7 +497,7 @@ class _Environment(dict[str, str]):
 
 
 def secrets_in(env: Mapping[str, str]) -> list[str]:
-    """The secret values among these variables (RULES says which are secret)."""
+    """The secret values among these variables (RULES and WORKSPACE_VARIABLES say which are secret)."""
     found: list[str] = []
     for rule in RULES:
         raw = env.get(rule.variable, "")
@@ -480,7 +505,16 @@ def secrets_in(env: Mapping[str, str]) -> list[str]:
             found += [raw.strip(), raw]
         elif rule.secrecy == "uri":
             found += uri_secrets(raw.strip())
+    for name, raw in env.items():
+        parsed_name = workspace_variable_name(name)
+        if parsed_name is not None and _secret_suffix(parsed_name[1]):
+            found += [raw.strip(), raw]
     return list(dict.fromkeys(secret for secret in found if secret))
+
+
+def _secret_suffix(suffix: str) -> bool:
+    variable = WORKSPACE_VARIABLES.get(suffix)
+    return variable is not None and variable.secret
 
 
 def validate_environment(source: ConfigurationSource) -> tuple[Settings, list[SettingProblem]]:

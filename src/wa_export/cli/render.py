@@ -375,7 +375,7 @@ def render_config(output: Output, report: ConfigReport) -> None:
         where = f".env file {report.env_file}" if report.env_file is not None else "no .env file"
         output.table(_settings_table(f"wa-export settings (environment, {where})", report.settings))
         if report.workspace_addresses:
-            output.table(_settings_table("WORKSPACE_<ID>_EMAIL", report.workspace_addresses))
+            output.table(_settings_table("WORKSPACE_<ID>_EMAIL and _WORKBOOK_PASSWORD", report.workspace_addresses))
         if report.workspace_settings:
             output.table(_settings_table("WORKSPACE_<ID>_TIMEZONE and _SCHEDULE", report.workspace_settings))
         for problem in report.problems:
@@ -596,6 +596,15 @@ def _render_workspace_stats(output: Output, report: StatsReport, settings: Setti
         + "".join(f"; {problem.rstrip('.')}" for problem in (zone.problem, schedule.problem) if problem)
         + "."
     )
+    password = stats.password
+    if password.problem is not None:
+        output.line(f"Workbooks: not exported, {password.problem}")
+    else:
+        output.line(
+            f"Workbooks: password-protected (password from {password.where})."
+            if stats.encrypted
+            else "Workbooks: not password-protected."
+        )
 
 
 def _render_stats_overview(output: Output, report: StatsReport, settings: Settings, span: str) -> None:
@@ -638,6 +647,7 @@ def _render_stats_overview(output: Output, report: StatsReport, settings: Settin
         f"{count_noun(sum(s.exports.completed for s in workspaces), 'export')}, "
         f"{sum(s.exports.failed for s in workspaces)} failed, {missing} without an address"
         + (f", {refused} with a refused address (bad)" if refused else "")
+        + f", {sum(1 for s in workspaces if s.encrypted)} with password-protected workbooks"
         + ". Details: wa-export stats WORKSPACE_ID."
     )
 

@@ -29,7 +29,8 @@ FileKind = Literal["workbook", "temp"]
 TEMP_FILE_MAX_AGE = timedelta(days=1)
 
 _WORKBOOK_NAME = EXPORT_FILE_PATTERN.pattern.removeprefix("^").removesuffix("$")
-TEMP_FILE_PATTERN: re.Pattern[str] = re.compile(rf"^\.(?:{_WORKBOOK_NAME})\.[0-9a-f]+(?:\.sheet\d+)?\.tmp$")
+# The writer's temp files: the workbook, a sheet spool, the encrypted workbook (workbook/writer.py).
+TEMP_FILE_PATTERN: re.Pattern[str] = re.compile(rf"^\.(?:{_WORKBOOK_NAME})\.[0-9a-f]+(?:\.sheet\d+|\.encrypted)?\.tmp$")
 
 _DIRECTORY_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
 

@@ -67,7 +67,8 @@ class ConfigReport:
 
     @property
     def exit_code(self) -> ExitCode:
-        """A run's verdict: 2 for what it refuses; an invalid WORKSPACE_<ID>_EMAIL alone fails its workspace: 1."""
+        """A run's verdict: 2 for what it refuses; an invalid WORKSPACE_<ID>_EMAIL or _WORKBOOK_PASSWORD alone fails
+        its workspace: 1."""
         if any(line.problem for line in self.settings):
             return ExitCode.USAGE
         return ExitCode.FAILED if self.problems else ExitCode.OK
@@ -77,13 +78,14 @@ class ConfigReport:
         if count and self.exit_code == ExitCode.FAILED:
             return (
                 f"configuration valid, but a run fails the workspaces of {count} invalid "
-                "WORKSPACE_<ID>_EMAIL variable" + ("s" if count != 1 else "")
+                "WORKSPACE_<ID>_EMAIL or _WORKBOOK_PASSWORD variable" + ("s" if count != 1 else "")
             )
         if count:
             return f"configuration invalid: {count_noun(count, 'problem')} ({self.problem_variables})"
         return (
             f"configuration valid: {count_noun(len(self.settings), 'setting')}, "
-            f"{count_noun(len(self.workspace_addresses), 'WORKSPACE_<ID>_EMAIL variable')}"
+            f"{count_noun(len(self.workspace_addresses) + len(self.workspace_settings), 'per-workspace variable')} "
+            "(WORKSPACE_<ID>_…)"
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -147,7 +149,10 @@ def config_report(env_file: Path | None, environ: dict[str, str] | None = None) 
             continue
         elif (trouble := settings.workspace_variable_problem(workspace_id, suffix)) is None:
             value = _display(settings.workspace_variable(workspace_id, suffix))
-        line = SettingLine(name, redact(value.strip(), secrets), source.origin(name), trouble)
+        shown = (
+            (MASK if value.strip() else "") if WORKSPACE_VARIABLES[suffix].secret else redact(value.strip(), secrets)
+        )
+        line = SettingLine(name, shown, source.origin(name), trouble)
         report.workspace_addresses.append(line)
     for variable, messages in by_variable.items():  # a problem reported under another name
         report.settings.append(SettingLine(variable, "", source.origin(variable), " ".join(messages)))
@@ -158,6 +163,8 @@ def config_report(env_file: Path | None, environ: dict[str, str] | None = None) 
 def _display(value: object) -> str:
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as a .env writes it
     if isinstance(value, tzinfo):
         return str(getattr(value, "key", value))
     if isinstance(value, (tuple, list)):

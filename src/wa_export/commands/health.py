@@ -35,6 +35,7 @@ from wa_export.store.logs import recent_possible_duplicates
 from wa_export.store.state import count_cursors_ahead, count_foreign_cursors, last_successes, read_states
 from wa_export.units import count_noun, format_ago, format_bytes, has, is_, local_time
 from wa_export.workbook.naming import FOLDER_MARKER, slugify, unclaimed_folders
+from wa_export.workbook_password import workbook_password
 from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, resolve
 
 CheckStatus = Literal["ok", "warning", "failed", "skipped"]
@@ -247,6 +248,38 @@ def check_workspace_addresses(store: Store, settings: Settings, now: datetime) -
     if notes:
         return Check("workspace_addresses", "warning", sentence([f"{all_have}, but {notes[0]}", *notes[1:]]), details)
     return Check("workspace_addresses", "ok", f"{all_have}.", details)
+
+
+def check_workbook_passwords(store: Store, settings: Settings, now: datetime) -> Check:
+    """How many active workspaces get encrypted workbooks; failed for each one a run would refuse."""
+    active = store.active_workspaces()
+    resolved = {w.id: workbook_password(w, settings) for w in active}
+    encrypted = [w for w in active if resolved[w.id].value is not None]
+    refused = [w for w in active if resolved[w.id].problem is not None]
+    details = {
+        "active": len(active),
+        "encrypted": len(encrypted),
+        "required": settings.export_require_workbook_password,
+        "workspaces": [{"id": w.id, "name": w.name, **resolved[w.id].as_dict(secret=True)} for w in active],
+        "refused": [{"id": w.id, "name": w.name, "problem": resolved[w.id].problem} for w in refused],
+    }
+    counted = f"{len(encrypted)} of {count_noun(len(active), 'active workspace')} get password-protected workbooks"
+    if refused:
+        first = resolved[refused[0].id].problem
+        return Check(
+            "workbook_passwords",
+            "failed",
+            sentence(
+                [
+                    f"{count_noun(len(refused), 'workspace')} {is_(len(refused))} not exported for want of a usable "
+                    f"workbook password: {named([_label(w) for w in refused])} (first: {first})",
+                    counted,
+                ]
+            ),
+            details,
+        )
+    required = "; EXPORT_REQUIRE_WORKBOOK_PASSWORD is true" if settings.export_require_workbook_password else ""
+    return Check("workbook_passwords", "ok", f"{counted}{required}.", details)
 
 
 def check_export_folders(store: Store, settings: Settings, now: datetime) -> Check:
@@ -516,6 +549,7 @@ def check_possible_duplicates(store: Store, settings: Settings, now: datetime) -
 # Each takes (store, settings, now) and is reported under its name without "check_".
 DATABASE_CHECKS = (
     check_workspace_addresses,
+    check_workbook_passwords,
     check_duplicate_workspaces,
     check_export_folders,
     check_indexes,

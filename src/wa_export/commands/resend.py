@@ -38,6 +38,7 @@ from wa_export.store.logs import STATUS_COMPLETED, STATUS_FAILED, STATUS_SENDING
 from wa_export.units import count_noun
 from wa_export.workbook.fingerprint import Fingerprint, fingerprint
 from wa_export.workbook.naming import contested_slugs
+from wa_export.workbook_password import workbook_password
 from wa_export.workspace_settings import TIME_ZONE, in_zone, resolve
 
 
@@ -187,6 +188,11 @@ def _resend(settings: Settings, store: Store, log_id: ObjectId, to: tuple[str, .
     clock = DatabaseClock(store.database_now())
     export_time = entry.export_time or clock.started_at  # the original's subject and file name
     result = ResendResult(entry, workspace.name, recipients, dry_run)
+    # Rebuilt like a new export: encrypted with the workspace's password as it is now, refused without a required one.
+    password = workbook_password(workspace, settings)
+    if password.problem is not None:
+        result.error = password.problem[:1].upper() + password.problem[1:]
+        return result
     stats = RowStats()
     rows = _rows(settings, store, workspace, entry, recorded, stats)
     if dry_run:
@@ -195,7 +201,7 @@ def _resend(settings: Settings, store: Store, log_id: ObjectId, to: tuple[str, .
         return result
     slugs = contested_slugs((active.name, active.id) for active in store.active_workspaces())
     try:
-        path = write_workbook(settings, workspace, rows, export_time, slugs)
+        path = write_workbook(settings, workspace, rows, export_time, slugs, password=password.value)
     except OSError as error:
         result.error = describe_file_error(error, settings.export_dir)
         return result
@@ -218,6 +224,7 @@ def _resend(settings: Settings, store: Store, log_id: ObjectId, to: tuple[str, .
         (entry.part or 1, entry.parts or 1),
         by_arrival=recorded.kind == "arrival",
         resent=Resent(export_time, entry.message_count),
+        protected=password.value is not None,
     )
     result.subject = mail.subject
     try:

@@ -30,6 +30,7 @@ from wa_export.store.connection import (
 )
 from wa_export.store.ownership import both_forms, chats_of_workspace
 from wa_export.units import count_or_zero
+from wa_export.workbook_password import workbook_password
 from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, Resolved, resolve
 
 
@@ -80,6 +81,11 @@ class WorkspaceStats:
     recipients: Recipients
     time_zone: Resolved[ZoneInfo]  # the workspace's own clock, and where each comes from
     schedule: Resolved[Schedule]
+    password: Resolved[str]  # its workbook password (never shown): set means its workbooks are encrypted
+
+    @property
+    def encrypted(self) -> bool:
+        return self.password.value is not None
 
     @property
     def address_configured(self) -> bool:  # it may still be refused: see recipients
@@ -105,6 +111,8 @@ class WorkspaceStats:
             "recipients": self.recipients.as_dict(),
             "time_zone": self.time_zone.as_dict(),
             "schedule": self.schedule.as_dict(),
+            "encrypted": self.encrypted,
+            "workbook_password": self.password.as_dict(secret=True),
             "messages": {**self.totals, "total": self.total},
             "exports": asdict(self.exports),
             "per_day": [day.as_dict() for day in self.per_day],
@@ -127,6 +135,7 @@ class StatsReport:
             "period_start": iso(self.period.start),
             "period_end": iso(self.period.end),
             "generated_at": iso(self.generated_at),
+            "encrypted_workspaces": sum(1 for stats in self.workspaces if stats.encrypted),
         }
         if self.single:
             document["workspace"] = self.workspaces[0].as_dict()
@@ -232,6 +241,7 @@ def stats(settings: Settings, workspace_id: str | None, days: int) -> StatsRepor
                 recipients=recipients_for(workspace, settings),
                 time_zone=resolve(TIME_ZONE, workspace, settings),
                 schedule=resolve(SCHEDULE, workspace, settings),
+                password=workbook_password(workspace, settings),
             )
             for workspace in workspaces
         ]

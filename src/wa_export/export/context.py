@@ -25,6 +25,7 @@ from wa_export.settings import Settings
 from wa_export.store.arrivals import ArrivalKey, Key
 from wa_export.store.connection import Store, Workspace
 from wa_export.store.state import CLOCK_TOLERANCE
+from wa_export.workbook_password import workbook_password
 from wa_export.workspace_settings import in_zone
 
 PROGRESS_EVERY = 1_000  # rows between two progress reports
@@ -144,8 +145,15 @@ class RunContext:
         """A run that emails skips a workspace with no address at all (a refused one fails: `refusal`)."""
         return self.request.send_email and not recipients.addresses and not recipients.problem
 
-    def refusal(self, recipients: Recipients) -> str | None:
-        """Why a run that emails fails this workspace before exporting it (--dry-run decides by it too), or None."""
+    def workbook_password(self, workspace: Workspace) -> str | None:
+        """The password its workbooks are encrypted with; None: not encrypted (`refusal` has turned away the rest)."""
+        return workbook_password(workspace, self.settings).value
+
+    def refusal(self, recipients: Recipients, workspace: Workspace) -> str | None:
+        """Why this run fails the workspace before exporting it (--dry-run decides by it too), or None."""
+        password_problem = workbook_password(workspace, self.settings).problem
+        if password_problem is not None:
+            return password_problem  # no workbook at all, not even a kept one: its personal data stays in MongoDB
         if not self.request.send_email:
             return None
         if recipients.problem is not None:

@@ -96,7 +96,7 @@ class ScheduledDelivery(WorkspaceExport):
         if not parts:
             gone = "; the messages of an earlier email whose outcome was unknown are gone"
             return self._caught_up(NOTHING_NEW + (gone if earlier is not None else ""), window.cursor_ahead)
-        refusal = ctx.refusal(self.item.recipients)
+        refusal = ctx.refusal(self.item.recipients, self.item.workspace)
         if refusal is not None:
             # The cursor stays, so the window goes out once it is fixed; "not attempted" still says how many wait.
             result.message_count = sum(part.count for part in parts)
@@ -148,6 +148,7 @@ class ScheduledDelivery(WorkspaceExport):
                     self.item.recipients.addresses,
                     (number, total),
                     duplicate,
+                    protected=ctx.workbook_password(self.item.workspace) is not None,
                 )
                 ctx.mail.send(mail)
             except MailError as error:
@@ -290,7 +291,7 @@ def look_without_lease(ctx: RunContext, item: WorkItem, result: WorkspaceResult)
     if not parts:
         result.outcome, result.reason = "no_messages", NOTHING_NEW
         return result
-    refusal = ctx.refusal(item.recipients)
+    refusal = ctx.refusal(item.recipients, item.workspace)
     if refusal is not None:
         result.outcome, result.reason = "failed", refusal
         result.message_count = sum(part.count for part in parts)

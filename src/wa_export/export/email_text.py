@@ -15,6 +15,10 @@ from wa_export.store.connection import Workspace
 from wa_export.units import count_noun
 
 POSSIBLE_DUPLICATE_SENTENCE = "This email may repeat messages that were already sent to you in an earlier export."
+PROTECTED_SENTENCE = (
+    "The attachment is password-protected with the password agreed separately; Excel, LibreOffice and Numbers ask "
+    "for it when opening the file."
+)
 RESENT_PREFIX = "[Re-sent] "
 
 
@@ -71,6 +75,8 @@ def compose_export_mail(
     possible_duplicate: bool = False,
     by_arrival: bool = True,  # a scheduled email (its window: arrival times); False: a manual one (message times)
     resent: Resent | None = None,  # `wa-export resend`: the export this email repeats
+    *,
+    protected: bool = False,  # the workbook is encrypted with the workspace's password
 ) -> OutgoingMail:
     """One export email about its workbook `path` (`part`: number, of how many)."""
     zone = settings.export_timezone
@@ -95,6 +101,7 @@ def compose_export_mail(
     else:
         first_line = f"Manual WhatsApp messages export for {name}, requested outside the regular schedule"
         last_line = "Sent by wa-export on request; the regular emails continue as before."
+    protection = f"{PROTECTED_SENTENCE}\n" if protected else ""
     if resent is not None:
         repeated = [resent_sentence(resent.export_time, zone, zone_name)]
         repeated.append(count_difference(sum(by_status.values()), resent.recorded_count) or "")
@@ -111,6 +118,7 @@ def compose_export_mail(
         f"By status:\n{status_lines}\n"
         f"{status_sentence(by_status)}\n"
         f"File: {path.name}\n"
+        f"{protection}"
         "\n"
         f"{duplicate}"
         f"{last_line}\n"

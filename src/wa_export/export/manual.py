@@ -42,7 +42,7 @@ def export_manual(ctx: RunContext, workspace: Workspace) -> WorkspaceResult:
     if zone.value is None:
         return _failed(ctx, workspace, result, zone.problem or "")
     ctx = ctx.in_zone(zone.value)
-    refusal = ctx.refusal(recipients)
+    refusal = ctx.refusal(recipients, workspace)
     if refusal is not None:
         return _failed(ctx, workspace, result, refusal)
     try:
@@ -67,7 +67,12 @@ def _export(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, wind
         return None
     try:
         path = write_workbook(
-            ctx.settings, workspace, ctx.with_progress(workspace.id, rows), ctx.run_time, ctx.contested_slugs
+            ctx.settings,
+            workspace,
+            ctx.with_progress(workspace.id, rows),
+            ctx.run_time,
+            ctx.contested_slugs,
+            password=ctx.workbook_password(workspace),
         )
     except OSError as error:
         result.add_counts(*stats.counts())
@@ -92,6 +97,7 @@ def _export(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, wind
                 path,
                 result.recipients,
                 by_arrival=False,
+                protected=ctx.workbook_password(workspace) is not None,
             )
         )
     except MailError as error:

@@ -166,7 +166,14 @@ class WorkspaceExport:
                 low = carried_low if carried_low is not None else part.low
                 stats = RowStats()
                 rows = ctx.with_progress(self.item.workspace.id, self.rows(window, low, part.high, stats))
-                path = write_workbook(ctx.settings, self.item.workspace, rows, ctx.run_time, ctx.contested_slugs)
+                path = write_workbook(
+                    ctx.settings,
+                    self.item.workspace,
+                    rows,
+                    ctx.run_time,
+                    ctx.contested_slugs,
+                    password=ctx.workbook_password(self.item.workspace),
+                )
                 if path is None:  # its messages were deleted meanwhile
                     if written:
                         written[-1].high = part.high
@@ -234,11 +241,13 @@ def write_workbook(
     rows: Iterator[Row],
     run_time: datetime,
     contested_slugs: frozenset[str] = frozenset(),
+    *,
+    password: str | None = None,
 ) -> Path | None:
     """Stream the rows into a new workbook; None (and no file, no folder) when there are none.
 
     The original service's unmarked `<slug>/` folder is adopted unless several active workspaces share
-    the slug.
+    the slug. With a `password` the published file is the encrypted workbook (the name stays .xlsx).
     """
     first = next(rows, None)
     if first is None:
@@ -253,7 +262,7 @@ def write_workbook(
     ) as writer:
         writer.append(*first)
         writer.append_many(rows)
-        return writer.commit(itertools.chain([final_path], candidates))
+        return writer.commit(itertools.chain([final_path], candidates), password=password)
 
 
 def remove_files(paths: Iterable[str | Path], keep: Iterable[str | Path] = ()) -> None:

@@ -242,17 +242,28 @@ class WorkbookWriter:
             self.abort()
             raise
 
-    def commit(self, candidates: Iterable[Path | str] | None = None) -> Path:
-        """Finish and publish under the first free name of ``candidates`` (default ``final_path``), else FileExistsError."""
+    def commit(self, candidates: Iterable[Path | str] | None = None, *, password: str | None = None) -> Path:
+        """Finish and publish under the first free name of ``candidates`` (default ``final_path``), else FileExistsError.
+
+        With a ``password`` what is published is the workbook encrypted with it (workbook/encryption.py): the
+        plain one never appears under a visible name.
+        """
         if self._state == "committed" and self._published is not None:
             return self._published
         self._require_open()
+        ready = self._tmp_path
         try:
             self._finish_sheet()
             self._save()
+            if password is not None:
+                from wa_export.workbook.encryption import encrypt_workbook  # cryptography only when asked for
+
+                ready = encrypt_workbook(self._tmp_path, self._tmp_path.with_suffix(".encrypted.tmp"), password)
             names = candidates if candidates is not None else (self.final_path,)
-            published = publish_without_overwrite(self._tmp_path, names, self.final_path)
+            published = publish_without_overwrite(ready, names, self.final_path)
         except BaseException:
+            if ready != self._tmp_path:
+                unlink_quietly(ready)
             self.abort()
             raise
         self._state = "committed"

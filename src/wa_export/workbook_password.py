@@ -1,0 +1,55 @@
+"""A workspace's workbook password: where it comes from, and whether a workspace may go without one.
+
+WORKSPACE_<ID>_WORKBOOK_PASSWORD, else the workspace document's EXPORT_WORKBOOK_PASSWORD_FIELD (the one
+per-workspace rule: workspace_settings.resolve). With a password the kept workbook and the attachment are
+encrypted (workbook/encryption.py); with EXPORT_REQUIRE_WORKBOOK_PASSWORD=true a workspace without one is
+not exported at all. The value is a secret: never shown, not even when invalid.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from wa_export.workspace_settings import Resolved, WorkspaceSetting, WorkspaceView, resolve
+
+if TYPE_CHECKING:
+    from wa_export.settings import Settings
+
+# Excel opens no file whose password is longer, so the recipient never could.
+MAX_PASSWORD_LENGTH = 255
+
+
+def parse_workbook_password(text: str) -> str:
+    """The password as written (spaces count); ValueError whose text completes "<value> …"."""
+    if len(text) > MAX_PASSWORD_LENGTH:
+        raise ValueError(f"is longer than {MAX_PASSWORD_LENGTH} characters, which Excel cannot open")
+    return text
+
+
+WORKBOOK_PASSWORD = WorkspaceSetting(
+    "WORKBOOK_PASSWORD",
+    "EXPORT_WORKBOOK_PASSWORD_FIELD",
+    str,
+    parse_workbook_password,
+    lambda _: None,
+    "none",
+    secret=True,
+)
+
+
+def workbook_password(workspace: WorkspaceView, settings: Settings) -> Resolved[str]:
+    """The workspace's password (value None: its workbooks are not encrypted) and where it comes from. With a
+    `problem` the workspace is not exported: an unusable value, or none while EXPORT_REQUIRE_WORKBOOK_PASSWORD is on."""
+    resolved = resolve(WORKBOOK_PASSWORD, workspace, settings)
+    if resolved.problem is None and resolved.value is None and settings.export_require_workbook_password:
+        return Resolved(None, resolved.source, resolved.origin, missing_password(workspace.id, settings))
+    return resolved
+
+
+def missing_password(workspace_id: str, settings: Settings) -> str:
+    field = settings.export_workbook_password_field
+    where = f"WORKSPACE_{workspace_id}_WORKBOOK_PASSWORD" + (f" or the workspace's {field} field" if field else "")
+    return (
+        f"workspace {workspace_id} has no workbook password and EXPORT_REQUIRE_WORKBOOK_PASSWORD is true, so nothing "
+        f"was exported and its messages wait: set {where}."
+    )
