@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from wa_export.units import count_noun
 from wa_export.workspace_settings import Resolved, WorkspaceSetting, WorkspaceView, resolve
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ MAX_PASSWORD_LENGTH = 255
 def parse_workbook_password(text: str) -> str:
     """The password as written (spaces count); ValueError whose text completes "<value> …"."""
     if len(text) > MAX_PASSWORD_LENGTH:
-        raise ValueError(f"is longer than {MAX_PASSWORD_LENGTH} characters, which Excel cannot open")
+        raise ValueError(f"is longer than {count_noun(MAX_PASSWORD_LENGTH, 'character')}, which Excel cannot open")
     return text
 
 

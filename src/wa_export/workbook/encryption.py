@@ -33,6 +33,7 @@ from msoffcrypto.method.container.ecma376_encrypted import (
     Header,
 )
 
+from wa_export.units import count_noun
 from wa_export.workbook.publish import create_private_file, unlink_quietly
 from wa_export.workbook_password import MAX_PASSWORD_LENGTH
 
@@ -56,7 +57,7 @@ def encrypt_workbook(source: Path, target: Path, password: str) -> Path:
     if not isinstance(password, str) or not password:
         raise ValueError("the workbook password is empty")
     if len(password) > MAX_PASSWORD_LENGTH:
-        raise ValueError(f"the workbook password is longer than {MAX_PASSWORD_LENGTH} characters")
+        raise ValueError(f"the workbook password is longer than {count_noun(MAX_PASSWORD_LENGTH, 'character')}")
     fd = create_private_file(target)
     failure = ""
     try:
@@ -85,7 +86,7 @@ def _encrypt(plain: IO[bytes], out: IO[bytes], password: str) -> None:
     # The EncryptedPackage stream: the plain size (8 bytes) and the segments, each padded to the AES block.
     package_size = 8 + -(-plain_size // 16) * 16
     if package_size <= _MINI_STREAM_CUTOFF:
-        raise WorkbookEncryptionError(f"the file is too small to be a workbook ({plain_size} bytes)")
+        raise WorkbookEncryptionError(f"the file is too small to be a workbook ({count_noun(plain_size, 'byte')})")
 
     info, secret_key = agile.ECMA376Agile.generate_encryption_parameters(password)
     key_data = info.keyData
