@@ -159,6 +159,8 @@ def test_resend_mails_the_original_rows_again_after_late_arrivals_went_out_later
     assert again["run_id"] and again["run_id"] != original["run_id"]
     name, payload = _attachment(resent)
     assert again["attachment_sha256"] == hashlib.sha256(payload).hexdigest() and again["file_name"] == name
+    # The copy reaches the recipient under the original's name, not the kept file's "_2" one.
+    assert name == original["file_name"] == _attachment(first)[0] and f"File: {name}" in body
     assert _raw_state(mongo_db) == state_before  # no cursor, lease or intent moved
 
     # The next scheduled run has nothing to send: the resend did not disturb delivery.

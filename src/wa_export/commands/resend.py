@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -212,7 +212,9 @@ def _resend(settings: Settings, store: Store, log_id: ObjectId, to: tuple[str, .
             "(deleted, or their chats moved to another workspace): nothing was sent."
         )
         return result
-    result.file_path, result.attachment = str(path), fingerprint(path)
+    # The copy keeps the original's name: a re-sent file reaches the recipient as the one they miss.
+    attached_name = entry.file_name or path.name
+    result.file_path, result.attachment = str(path), replace(fingerprint(path), file_name=attached_name)
     mail = compose_export_mail(
         settings,
         workspace,
@@ -223,7 +225,7 @@ def _resend(settings: Settings, store: Store, log_id: ObjectId, to: tuple[str, .
         recipients,
         (entry.part or 1, entry.parts or 1),
         by_arrival=recorded.kind == "arrival",
-        resent=Resent(export_time, entry.message_count),
+        resent=Resent(export_time, entry.message_count, attached_name),
         protected=password.value is not None,
     )
     result.subject = mail.subject

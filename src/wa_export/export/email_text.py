@@ -28,6 +28,7 @@ class Resent:
 
     export_time: datetime
     recorded_count: int
+    file_name: str | None = None  # the original attachment's name, which the copy keeps
 
 
 def resent_sentence(export_time: datetime, zone: tzinfo, zone_name: str) -> str:
@@ -80,6 +81,7 @@ def compose_export_mail(
 ) -> OutgoingMail:
     """One export email about its workbook `path` (`part`: number, of how many)."""
     zone = settings.export_timezone
+    attachment_name = (resent.file_name if resent is not None else None) or path.name
     zone_name = settings.timezone_name
     status_lines = "\n".join(f"  {status}: {count}" for status, count in by_status.items())
     number, parts = part
@@ -117,7 +119,7 @@ def compose_export_mail(
         f"Total messages: {sum(by_status.values())}\n"
         f"By status:\n{status_lines}\n"
         f"{status_sentence(by_status)}\n"
-        f"File: {path.name}\n"
+        f"File: {attachment_name}\n"
         f"{protection}"
         "\n"
         f"{duplicate}"
@@ -128,4 +130,4 @@ def compose_export_mail(
         subject += f" (part {number} of {parts})"
     if resent is not None:
         subject = RESENT_PREFIX + subject
-    return OutgoingMail(to=recipients, subject=subject, body=body, attachment=path)
+    return OutgoingMail(to=recipients, subject=subject, body=body, attachment=path, attachment_name=attachment_name)

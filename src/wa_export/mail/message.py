@@ -30,6 +30,7 @@ class OutgoingMail:
     subject: str
     body: str  # plain text, delivered verbatim as the text/plain part
     attachment: Path | None = None  # sent as XLSX_MIME when it ends in .xlsx
+    attachment_name: str | None = None  # the name the recipient sees; None: the file's own
 
 
 def check_sendable(settings: Settings) -> None:
@@ -125,7 +126,7 @@ def build_message(
     message["Message-ID"] = make_msgid(domain=sender.rsplit("@", 1)[-1])
     message.set_content(mail.body, charset="utf-8")
     if mail.attachment is not None:
-        name = single_line(mail.attachment.name) or "attachment"
+        name = single_line(mail.attachment_name or mail.attachment.name) or "attachment"
         subtype = XLSX_MIME.split("/")[1] if name.lower().endswith(".xlsx") else "octet-stream"
         data = attachment_data if attachment_data is not None else mail.attachment.read_bytes()
         message.add_attachment(data, maintype="application", subtype=subtype, filename=name)
