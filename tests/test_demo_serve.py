@@ -3,6 +3,7 @@ and nothing outlives Ctrl-C. A second demo starts afresh."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -68,6 +69,9 @@ def test_serve_keeps_the_demo_up_for_every_command_and_ctrl_c_leaves_nothing_run
                 assert name in result.stdout, (command, result.stdout)
         health = run_cli(["--env-file", str(env_file), "health", "--json"], cli_env(other), other, timeout=60)
         assert '"mongodb"' in health.stdout and "2 active workspaces" in health.stdout.replace("\\n", " ")
+        # The demo's own data is healthy: no address for its inactive tenant to warn about.
+        checks = {check["name"]: check["status"] for check in json.loads(health.stdout)["checks"]}
+        assert checks["workspace_addresses"] == "ok", health.stdout
 
         started = time.monotonic()
         process.send_signal(signal.SIGINT)

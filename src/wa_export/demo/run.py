@@ -172,7 +172,8 @@ class DemoServers:
             "SMTP_CA_FILE": str(smtp.ca_cert_path),
             "EXPORT_DIR": str(exports_dir),
             "EXPORT_TIMEZONE": "UTC",
-            **{f"WORKSPACE_{w['_id']}_EMAIL": w["email"] for w in DEMO_WORKSPACES},
+            # Active ones only: an address for the inactive tenant would be a warning on every command.
+            **{f"WORKSPACE_{w['_id']}_EMAIL": w["email"] for w in DEMO_WORKSPACES if w["status"] == "active"},
         }
 
     def settings(self, exports_dir: Path) -> Settings:
