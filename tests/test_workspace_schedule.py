@@ -307,6 +307,7 @@ def test_health_judges_staleness_against_each_workspaces_schedule(
     workspace_id, chat_id = _tenant(mongo_db, "Health Daily")
     env = make_env(
         EXPORT_TIMEZONE="UTC",
+        EXPORT_INTERVAL_MINUTES="15",
         **{_schedule_variable(workspace_id): "daily@08:00", f"WORKSPACE_{workspace_id}_EMAIL": "h@health.test"},
     )
     slot = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
@@ -319,8 +320,9 @@ def test_health_judges_staleness_against_each_workspaces_schedule(
 
     # Between slots a daily workspace is not stale, however long after its last delivery.
     assert schedule_check(slot + timedelta(hours=20))["status"] == "ok"
-    assert schedule_check(slot + timedelta(days=1, minutes=10))["status"] == "ok"  # its run may be under way
-    stale = schedule_check(slot + timedelta(days=1, hours=2))
+    # Runs every EXPORT_INTERVAL_MINUTES (15): the first run after a slot serves it within that interval.
+    assert schedule_check(slot + timedelta(days=1, minutes=14))["status"] == "ok"
+    stale = schedule_check(slot + timedelta(days=1, minutes=16))
     assert stale["status"] == "failed"
     assert workspace_id in stale["reason"] and "daily@08:00" in stale["reason"]
 

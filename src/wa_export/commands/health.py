@@ -394,9 +394,9 @@ def check_scheduled_runs(store: Store, settings: Settings, now: datetime) -> Che
 
 def check_workspace_schedules(store: Store, settings: Settings, now: datetime) -> Check:
     """Each hourly or daily workspace against its own slots: stale once a slot has waited unserved for longer than
-    a scheduled run may take to serve it (twice EXPORT_INTERVAL_MINUTES, as for `scheduled_runs`)."""
+    EXPORT_INTERVAL_MINUTES, since the first scheduled run at or after a slot serves it."""
     active = store.active_workspaces()
-    threshold = timedelta(minutes=2 * settings.export_interval_minutes)
+    threshold = timedelta(minutes=settings.export_interval_minutes)
     timed = [(w, resolve(TIME_ZONE, w, settings), resolve(SCHEDULE, w, settings)) for w in active]
     problems = [
         zone.problem or schedule.problem or "" for _, zone, schedule in timed if zone.problem or schedule.problem
