@@ -25,6 +25,7 @@ from wa_export.cli.output import (
     outcome_cell,
     short_time,
     styled,
+    unbreakable_words,
     workspace_cell,
 )
 from wa_export.clock import SECOND_FORMAT
@@ -184,7 +185,7 @@ def _render_export_table(output: Output, results: Sequence[WorkspaceResult], set
     keep_whole = [result.workspace_id for result in results]
     for result in results:
         keep_whole.append(display_path(result.file_path, export_dir))
-        keep_whole += [word for word in (result.reason or "").split() if "/" in word or "_" in word]
+        keep_whole += unbreakable_words(result.reason)
     if output.fits(with_files, keep_whole):
         output.table(with_files)
         if any(result.file_path for result in results):
@@ -471,7 +472,7 @@ def render_logs(output: Output, report: LogsReport, settings: Settings) -> None:
         for entry in report.system_entries:
             event = styled(escape(_event_name(entry)), "bold red" if entry.event_type == "error" else "")
             table.add_row(local_time(entry.time, settings, "%Y-%m-%d %H:%M:%S"), event, escape(entry.message))
-        output.table(table)
+        output.table(table, [word for entry in report.system_entries for word in unbreakable_words(entry.message)])
         return
     if not report.export_entries:
         output.line("No export logs match." if report.status or report.workspace_id else "No export logs yet.")
@@ -489,7 +490,8 @@ def render_logs(output: Output, report: LogsReport, settings: Settings) -> None:
     if with_file:
         table.add_column("File", no_wrap=True)
     table.add_column("Recipients / error", overflow="fold", min_width=20)
-    keep_whole: list[str] = []  # entry ids, workspace ids shown instead of a name, file paths
+    # Entry ids, workspace ids shown instead of a name, file paths, and the ids and variable names of an error.
+    keep_whole: list[str] = []
     for export in report.export_entries:
         window = ""
         if export.window_start and export.window_end:
@@ -498,6 +500,7 @@ def render_logs(output: Output, report: LogsReport, settings: Settings) -> None:
         keep_whole.append(export.id)
         if not export.workspace_name:
             keep_whole.append(export.workspace_id)
+        keep_whole += unbreakable_words(export.error or export.recipients)
         cells = [
             short_time(export.time, settings),
             export.id,
