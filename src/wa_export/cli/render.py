@@ -552,12 +552,14 @@ def render_stats(output: Output, report: StatsReport, settings: Settings) -> Non
 
 
 def _render_workspace_stats(output: Output, report: StatsReport, settings: Settings, span: str) -> None:
+    from wa_export.export.email_text import status_sentence
+    from wa_export.export.rows import STATUSES
     from wa_export.recipients import describe_recipients
 
     stats = report.workspaces[0]
-    statuses = ["received", "sent_via_ai", "sent_by_human"]
+    # The Status values as the workbook's column and the email name them, then any other seen (unknown).
+    statuses = list(STATUSES)
     statuses += [s for s in sorted({s for day in stats.per_day for s in day.counts}) if s not in statuses]
-    labels = {"received": "Received", "sent_via_ai": "AI", "sent_by_human": "Human"}
     rows: list[tuple[str, dict[str, int], int]] = []
     chunks = _chunks(len(stats.per_day), STATS_MAX_ROWS)
     for start, end in chunks:
@@ -573,7 +575,7 @@ def _render_workspace_stats(output: Output, report: StatsReport, settings: Setti
     )
     table.add_column("Day" if per == "day" else "Days", no_wrap=True)
     for status in statuses:
-        table.add_column(labels.get(status, status.capitalize()), justify="right")
+        table.add_column(status, justify="right")
     table.add_column("Total", justify="right")
     table.add_column("Trend", no_wrap=True)
     top = max((total for _, _, total in rows), default=0)
@@ -582,6 +584,7 @@ def _render_workspace_stats(output: Output, report: StatsReport, settings: Setti
     table.add_section()
     table.add_row("Total", *(str(stats.totals.get(status, 0)) for status in statuses), str(stats.total), "")
     output.table(table)
+    output.line(status_sentence(statuses))
     exports = stats.exports
     output.line(
         f"Exports in these days: {exports.completed} completed ({count_noun(exports.messages_exported, 'message')}), "
