@@ -6,6 +6,7 @@ Why this module is long: one renderer per command, each needing its own table an
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -90,7 +91,7 @@ class _PlainObserver:
             f"workspace={result.workspace_id}",
             f"name={json.dumps(result.workspace_name, ensure_ascii=False)}",
             f"outcome={result.outcome}",
-            f"messages={result.message_count}",
+            f"messages={_message_count(result, '{:d}')}",
         ]
         if result.file_path:
             fields.append(f"file={display_path(result.file_path, self.export_dir)}")
@@ -151,6 +152,8 @@ def render_run_warnings(output: Output, warnings: Sequence[Any]) -> None:
 def render_workers(output: Output, merged: WorkersResult, settings: Settings) -> None:
     if json_or(output, merged.as_dict()):
         return
+    from wa_export.export.results import WorkspaceResult
+
     # The children's output is captured: each workspace is shown here, as a single-process run shows it.
     if output.interactive:
         _render_export_table(output, merged.workspaces, settings)
@@ -158,10 +161,25 @@ def render_workers(output: Output, merged: WorkersResult, settings: Settings) ->
         plain = _PlainObserver(output, settings.export_dir)
         for result in merged.workspaces:
             plain.workspace_finished(result)
-    for run in merged.as_dict()["runs"]:
-        output.line(f"worker {run['slot']}: exit {run['exit_code']}: {run['summary'] or run['error']}")
+    dry_run = any(worker.document.get("dry_run") for worker in merged.workers)
+    for worker, run in zip(merged.workers, merged.as_dict()["runs"], strict=True):
+        summary = run["summary"]
+        if dry_run and summary:  # the child's JSON summary counts what it did (nothing): say what it would do
+            document = worker.document
+            workspaces = [WorkspaceResult.from_dict(ws) for ws in document.get("workspaces", [])]
+            anomalies, problems = document.get("anomalies") or {}, document.get("problems") or []
+            summary = dry_run_summary(
+                "scheduled export run (dry run)", workspaces, anomalies, bool(document.get("interrupted")), problems
+            )
+        output.line(f"worker {run['slot']}: exit {run['exit_code']}: {summary or run['error']}")
     render_run_warnings(output, merged.warnings)
-    output.summary(merged.summary(), merged.exit_code)
+    summary = merged.summary()
+    if dry_run:
+        header = f"scheduled export run with {count_noun(merged.count, 'worker')} (dry run)"
+        summary = dry_run_summary(
+            header, merged.workspaces, merged.anomaly_totals(), merged.interrupted, merged.problems
+        )
+    output.summary(summary, merged.exit_code)
 
 
 def render_export(output: Output, result: RunResult, settings: Settings) -> None:
@@ -169,13 +187,64 @@ def render_export(output: Output, result: RunResult, settings: Settings) -> None
         if output.interactive:
             _render_export_table(output, result.workspaces, settings)
         render_run_warnings(output, result.warnings)
-        output.summary(f"{result.summary()} (run {result.run_id})", result.failed)
+        summary = result.summary()
+        if result.dry_run:
+            header = f"{result.trigger} export run (dry run)"
+            summary = dry_run_summary(
+                header, result.workspaces, result.anomaly_totals(), result.interrupted, result.problems
+            )
+        output.summary(f"{summary} (run {result.run_id})", result.failed)
     for failed in result.workspaces:  # on stderr (with --json too), already redacted
         if failed.traceback:
             output.stderr(
                 f"internal error in workspace {failed.workspace_id} ({failed.workspace_name}), "
                 f"please report it with this traceback:\n{failed.traceback.rstrip()}"
             )
+
+
+def dry_run_summary(
+    header: str,
+    workspaces: Sequence[WorkspaceResult],
+    anomalies: Mapping[str, int],
+    interrupted: bool,
+    problems: Sequence[str],
+) -> str:
+    """What the real run would send: its emails, workspaces and messages; a failed workspace's messages are
+    waiting, not to be sent, and a skipped one's were never counted."""
+    outcomes = Counter(workspace.outcome for workspace in workspaces)
+    would = [workspace for workspace in workspaces if workspace.outcome == "dry_run"]
+    # A workspace the run would email has its recipients; a part is one email (a manual export sends one).
+    emailed = [workspace for workspace in would if workspace.recipients]
+    written_only = len(would) - len(emailed)
+    not_sent = sum(workspace.message_count for workspace in workspaces if workspace.outcome == "failed")
+    parts = [
+        f"{header}: {count_noun(len(workspaces), 'workspace')}",
+        f"would send {count_noun(sum(max(w.parts, 1) for w in emailed), 'email')} "
+        f"for {count_noun(len(emailed), 'workspace')}",
+        *(
+            [f"would write the workbooks of {count_noun(written_only, 'workspace')} without emailing"]
+            if written_only
+            else []
+        ),
+        f"{count_noun(sum(workspace.message_count for workspace in would), 'message')} to send",
+        f"{outcomes['no_messages']} without new messages",
+        *([f"{outcomes['not_due']} not due"] if outcomes["not_due"] else []),
+        f"{outcomes['skipped']} skipped (messages not counted)" if outcomes["skipped"] else "0 skipped",
+        f"{outcomes['failed']} failed" + (f" ({count_noun(not_sent, 'message')} not to be sent)" if not_sent else ""),
+        *problems,
+    ]
+    if anomalies:
+        parts.append("data issues: " + ", ".join(f"{number} {name}" for name, number in sorted(anomalies.items())))
+    if interrupted:
+        parts.append("interrupted before finishing")
+    return ", ".join(parts) + "; nothing was written or sent"
+
+
+def _message_count(result: WorkspaceResult, number_format: str) -> str:
+    """Its messages, or NOT_COUNTED for a workspace skipped or refused before counting ("0" would claim
+    nothing is waiting)."""
+    uncounted = result.message_count == 0 and result.outcome in ("skipped", "failed", "not_due")
+    return NOT_COUNTED if uncounted else number_format.format(result.message_count)
 
 
 def _render_export_table(output: Output, results: Sequence[WorkspaceResult], settings: Settings) -> None:
@@ -217,12 +286,10 @@ def _export_table(results: Sequence[WorkspaceResult], settings: Settings, *, wit
         window = ""
         if result.window_start and result.window_end:
             window = f"{local_time(result.window_start, settings)} → {local_time(result.window_end, settings, '%H:%M')}"
-        # A skipped or refused workspace was never counted: "0" would claim nothing is waiting.
-        uncounted = result.message_count == 0 and result.outcome in ("skipped", "failed", "not_due")
         cells = [
             workspace_cell(result.workspace_name, result.workspace_id),
             outcome_cell(result.outcome),
-            NOT_COUNTED if uncounted else f"{result.message_count:,}",
+            _message_count(result, "{:,}"),
             window,
         ]
         if with_detail:
