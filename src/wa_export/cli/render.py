@@ -157,9 +157,15 @@ def render_workers(output: Output, merged: WorkersResult, settings: Settings) ->
     # The children's output is captured: each workspace is shown here, as a single-process run shows it.
     if output.interactive:
         _render_export_table(output, merged.workspaces, settings)
-    else:
+    else:  # the lines a single run logs: the folder its relative file paths are in, then one per workspace
         plain = _PlainObserver(output, settings.export_dir)
-        for result in merged.workspaces:
+        workspaces = merged.workspaces
+        workers = count_noun(merged.count, "worker")
+        output.log(
+            "INFO",
+            f"scheduled export run with {workers}: {count_noun(len(workspaces), 'workspace')}, files in {settings.export_dir}",
+        )
+        for result in workspaces:
             plain.workspace_finished(result)
     dry_run = any(worker.document.get("dry_run") for worker in merged.workers)
     for worker, run in zip(merged.workers, merged.as_dict()["runs"], strict=True):
