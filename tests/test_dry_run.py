@@ -88,3 +88,31 @@ def test_dry_run_refuses_what_the_real_run_refuses(mongo_db, make_env, cli, smtp
     assert dry.returncode == real.returncode == 2, dry.stdout + dry.stderr
     assert one_stderr_line(dry.stderr) == one_stderr_line(real.stderr)
     assert "export_state" not in mongo_db.list_collection_names()
+
+
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["one process", "workers"])
+def test_dry_run_summary_says_what_the_run_would_send(workers, mongo_db, make_env, cli, smtp_server):
+    ids = {
+        "valid": _workspace(mongo_db, "Valid", 3),
+        "missing": _workspace(mongo_db, "Missing", 2),
+        "invalid": _workspace(mongo_db, "Invalid", 2),
+    }
+    env = make_env(
+        **{f"WORKSPACE_{ids['valid']}_EMAIL": "ops@ok.test", f"WORKSPACE_{ids['invalid']}_EMAIL": "not-an-address"}
+    )
+    dry = cli(["export", "--dry-run", *workers], env=env)
+    assert dry.returncode == 1, dry.stdout + dry.stderr
+    lines = dry.stdout.splitlines()
+    [summary] = [line for line in lines if "export run" in line and "(dry run)" in line and "worker " not in line]
+    # The refused workspace's 2 messages are waiting, not to be sent; the skipped one's were never counted.
+    for part in (
+        ": 3 workspaces, would send 1 email for 1 workspace, 3 messages to send,",
+        ", 1 skipped (messages not counted), 1 failed (2 messages not to be sent)",
+        "; nothing was written or sent",
+    ):
+        assert part in summary, summary
+    assert "0 emailed" not in dry.stdout and "5 messages" not in dry.stdout  # in a worker's line neither
+    [skipped] = [line for line in dry.stdout.splitlines() if f"workspace={ids['missing']}" in line]
+    assert "outcome=skipped messages=– " in skipped  # as the terminal's table: not a misleading 0
+    [valid] = [line for line in dry.stdout.splitlines() if f"workspace={ids['valid']}" in line]
+    assert "outcome=dry_run messages=3" in valid

@@ -10,6 +10,8 @@ from bson import ObjectId
 
 from helpers import parse_json
 from seeding import add_chat, add_messages, add_workspace, utcnow
+from wa_export.export.email_text import status_sentence
+from wa_export.export.rows import STATUSES
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 WORKSPACE_PHONE = "+15550009999"
@@ -137,6 +139,16 @@ def test_stats_counts_per_local_day_and_status(mongo_db, make_env, cli):
     assert "2 completed (12 messages), 1 failed" in human.stdout
     assert CUSTOMER_PHONE not in human.stdout and WORKSPACE_PHONE not in human.stdout
     assert_plain_lines(human.stdout)
+
+
+def test_stats_names_statuses_as_the_workbook_and_email_do(mongo_db, make_env, cli):
+    acme = _seed_stats(mongo_db)["acme"]
+    human = cli(["stats", str(acme)], env=make_env())
+    assert human.returncode == 0, human.stderr
+    lines = human.stdout.splitlines()
+    [header] = [line for line in lines if line.split()[:1] == ["Day"]]
+    assert header.split() == ["Day", *STATUSES, "Total", "Trend"]
+    assert status_sentence(STATUSES) in lines  # what each value means, in the email's words
 
 
 def test_stats_overview_and_errors(mongo_db, make_env, cli):

@@ -336,7 +336,9 @@ def test_move_back_sets_the_cursor_records_the_move_and_leaves_in_flight(mongo_d
 
     [event] = cursor_moves(mongo_db)
     assert event["service"] == SERVICE_NAME and isinstance(event["timestamp"], datetime)
-    for text in (str(workspace), str(old_cursor), str(new_key), target.isoformat(), "back", socket.gethostname()):
+    # The time as `logs --system` shows it, in EXPORT_TIMEZONE and named (the event's fields keep UTC).
+    local_target = f"{target.astimezone(KOLKATA):%Y-%m-%d %H:%M:%S} Asia/Kolkata"
+    for text in (str(workspace), str(old_cursor), str(new_key), local_target, "back", socket.gethostname()):
         assert text in event["message"], (text, event["message"])
     assert event["workspace_id"] == str(workspace) and event["host"] == socket.gethostname()
     assert event["old_cursor"] == old_cursor and event["new_cursor"] == new_key

@@ -7,6 +7,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
@@ -14,9 +15,10 @@ from rich.table import Table
 from helpers import run_on_a_terminal
 from seeding import add_chat, add_messages, add_workspace, utcnow
 from wa_export.cli.output import Output
-from wa_export.cli.render import export_observer, render_cleanup, render_export
+from wa_export.cli.render import export_observer, render_cleanup, render_export, render_workers
 from wa_export.commands.cleanup import CleanupFile, CleanupResult
 from wa_export.export.run import RunResult, SilentObserver, WorkspaceResult
+from wa_export.export.workers import WorkerOutcome, WorkersResult
 from wa_export.settings import Settings, load_settings
 
 
@@ -173,6 +175,39 @@ def test_wide_export_table_shows_relative_paths_in_it() -> None:
     [row] = [line for line in _table_lines(text) if "completed" in line]
     assert "acme/acme_whatsapp_messages_2026-03-01_18-45.xlsx" in row and str(EXPORT_DIR) not in row
     assert f"Files are in {EXPORT_DIR}." in text
+
+
+def _workers(*results: WorkspaceResult) -> WorkersResult:
+    """What `--workers N` gathers: each child's --json document, one workspace each here."""
+    outcomes = [WorkerOutcome(slot, 0, _run(result).as_dict()) for slot, result in enumerate(results)]
+    return WorkersResult(count=len(results), started_at=0.0, finished_at=1.0, workers=outcomes)
+
+
+@pytest.mark.parametrize("width", [80, 160])
+def test_workers_on_a_terminal_show_the_single_run_table_and_where_the_files_are(width: int) -> None:
+    results = [
+        _result("Acme Corporation International Holdings", "65a1b2c3d4e5f60718293a4b", "completed", 7, slug="acme"),
+        _result("Beta", "65a1b2c3d4e5f60718293a4c", "completed", 3, slug="beta"),
+    ]
+    single, single_screen = _terminal(width)
+    render_export(single, _run(*results), _settings())
+    workers, workers_screen = _terminal(width)
+    render_workers(workers, _workers(*results), _settings())
+    table = _table_lines(workers_screen.getvalue())
+    assert table and table == _table_lines(single_screen.getvalue())
+    # Where the files are, as the single run says it: below a wide table, or with each path below a narrow one.
+    where = f"Files are in {EXPORT_DIR}." if width == 160 else f"Files (in {EXPORT_DIR}) and reasons:"
+    assert where in single_screen.getvalue() and where in workers_screen.getvalue(), workers_screen.getvalue()
+
+
+def test_workers_under_cron_name_the_folder_their_file_paths_are_in(capsys: pytest.CaptureFixture[str]) -> None:
+    output = Output(json_output=False)
+    render_workers(
+        output, _workers(_result("Acme", "65a1b2c3d4e5f60718293a4b", "completed", 7, slug="acme")), _settings()
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.endswith(f"files in {EXPORT_DIR}") for line in lines), lines
+    assert any("file=acme/acme_whatsapp_messages_2026-03-01_18-45.xlsx" in line for line in lines), lines
 
 
 def _id_table() -> Table:

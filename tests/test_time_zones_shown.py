@@ -65,10 +65,11 @@ COMMANDS = [
     ["cleanup", "--dry-run"],
     ["config"],
     ["test-email", "--to", "ops@example.com"],
+    ["logs", "--system"],  # now with the cursor move: its message's times, under "times in <zone>"
 ]
 
 
-def test_every_command_names_the_zone_of_its_times_under_cron(mongo_db, make_env, cli):
+def test_every_command_names_the_zone_of_its_times_under_cron(mongo_db, make_env, cli, smtp_server):
     workspace_id = _seed(mongo_db)
     env = make_env(EXPORT_TIMEZONE=ZONE, **{f"WORKSPACE_{workspace_id}_EMAIL": "tea@example.com"})
     for command in COMMANDS:
@@ -77,6 +78,8 @@ def test_every_command_names_the_zone_of_its_times_under_cron(mongo_db, make_env
         result = cli(args, env=env)
         assert result.returncode in (0, 1), (args, result.stdout, result.stderr)
         _assert_times_name_their_zone(args, result.stdout + result.stderr)
+    [test_email] = [m.message() for m in smtp_server.messages if "test email" in m.message()["Subject"]]
+    assert _unzoned_times(test_email["Subject"]) == [], test_email["Subject"]  # a subject has no zone line
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
@@ -35,6 +37,11 @@ OUTCOME_STYLE = {
     "skipped": "yellow",
     "failed": "bold red",
 }
+
+# A MongoDB ObjectId as text: a workspace's or an entry's id.
+OBJECT_ID = re.compile(r"[0-9a-fA-F]{24}")
+# Punctuation a sentence puts around a word, not part of the id, path or variable name.
+SENTENCE_PUNCTUATION = ".,;:!?()[]'\"`"
 
 # Tables printed when stdout is not a terminal are never wrapped: a row is one line.
 PLAIN_TABLE_WIDTH = 10_000
@@ -93,13 +100,17 @@ class Output:
                 self.line(row.rstrip())
 
     def fits(self, table: Table, keep_whole: Iterable[str]) -> bool:
-        """True if the table fits this terminal and shows every string of ``keep_whole`` unbroken."""
+        """True if the table fits this terminal and shows every string of ``keep_whole`` unbroken.
+
+        A string listed twice (shown in two cells) must show whole twice: one whole copy elsewhere in the
+        table, say a workspace id under a name, does not excuse a copy split in a message.
+        """
         width = self.console.width
         rendered = _render(table, width, soft_wrap=True)  # as self.console renders it: never cropped
         # Columns with a minimum width can make rich draw a table wider than the terminal.
         if any(cell_len(line) > width for line in rendered.splitlines()):
             return False
-        return all(word in rendered for word in keep_whole if word)
+        return all(rendered.count(word) >= shown for word, shown in Counter(keep_whole).items() if word)
 
     def error(self, message: str, code: int) -> None:
         if self.json_output:
@@ -108,6 +119,12 @@ class Output:
 
     def stderr(self, message: str) -> None:
         print(f"wa-export: {message}", file=sys.stderr, flush=True)
+
+
+def unbreakable_words(text: str | None) -> list[str]:
+    """The words of a message a table must not split: ids, paths and variable names (``WORKSPACE_…_EMAIL``)."""
+    words = (word.strip(SENTENCE_PUNCTUATION) for word in (text or "").split())
+    return [word for word in words if "/" in word or "_" in word or OBJECT_ID.fullmatch(word)]
 
 
 def column_table(rows: Iterable[Row], columns: Sequence[tuple[Column, Callable[[Row], str]]], **options: Any) -> Table:

@@ -6,6 +6,7 @@ Why this module is long: one renderer per command, each needing its own table an
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -25,6 +26,7 @@ from wa_export.cli.output import (
     outcome_cell,
     short_time,
     styled,
+    unbreakable_words,
     workspace_cell,
 )
 from wa_export.clock import SECOND_FORMAT
@@ -89,7 +91,7 @@ class _PlainObserver:
             f"workspace={result.workspace_id}",
             f"name={json.dumps(result.workspace_name, ensure_ascii=False)}",
             f"outcome={result.outcome}",
-            f"messages={result.message_count}",
+            f"messages={_message_count(result, '{:d}')}",
         ]
         if result.file_path:
             fields.append(f"file={display_path(result.file_path, self.export_dir)}")
@@ -150,17 +152,40 @@ def render_run_warnings(output: Output, warnings: Sequence[Any]) -> None:
 def render_workers(output: Output, merged: WorkersResult, settings: Settings) -> None:
     if json_or(output, merged.as_dict()):
         return
+    from wa_export.export.results import WorkspaceResult
+
     # The children's output is captured: each workspace is shown here, as a single-process run shows it.
     if output.interactive:
         _render_export_table(output, merged.workspaces, settings)
-    else:
+    else:  # the lines a single run logs: the folder its relative file paths are in, then one per workspace
         plain = _PlainObserver(output, settings.export_dir)
-        for result in merged.workspaces:
+        workspaces = merged.workspaces
+        workers = count_noun(merged.count, "worker")
+        output.log(
+            "INFO",
+            f"scheduled export run with {workers}: {count_noun(len(workspaces), 'workspace')}, files in {settings.export_dir}",
+        )
+        for result in workspaces:
             plain.workspace_finished(result)
-    for run in merged.as_dict()["runs"]:
-        output.line(f"worker {run['slot']}: exit {run['exit_code']}: {run['summary'] or run['error']}")
+    dry_run = any(worker.document.get("dry_run") for worker in merged.workers)
+    for worker, run in zip(merged.workers, merged.as_dict()["runs"], strict=True):
+        summary = run["summary"]
+        if dry_run and summary:  # the child's JSON summary counts what it did (nothing): say what it would do
+            document = worker.document
+            workspaces = [WorkspaceResult.from_dict(ws) for ws in document.get("workspaces", [])]
+            anomalies, problems = document.get("anomalies") or {}, document.get("problems") or []
+            summary = dry_run_summary(
+                "scheduled export run (dry run)", workspaces, anomalies, bool(document.get("interrupted")), problems
+            )
+        output.line(f"worker {run['slot']}: exit {run['exit_code']}: {summary or run['error']}")
     render_run_warnings(output, merged.warnings)
-    output.summary(merged.summary(), merged.exit_code)
+    summary = merged.summary()
+    if dry_run:
+        header = f"scheduled export run with {count_noun(merged.count, 'worker')} (dry run)"
+        summary = dry_run_summary(
+            header, merged.workspaces, merged.anomaly_totals(), merged.interrupted, merged.problems
+        )
+    output.summary(summary, merged.exit_code)
 
 
 def render_export(output: Output, result: RunResult, settings: Settings) -> None:
@@ -168,13 +193,64 @@ def render_export(output: Output, result: RunResult, settings: Settings) -> None
         if output.interactive:
             _render_export_table(output, result.workspaces, settings)
         render_run_warnings(output, result.warnings)
-        output.summary(f"{result.summary()} (run {result.run_id})", result.failed)
+        summary = result.summary()
+        if result.dry_run:
+            header = f"{result.trigger} export run (dry run)"
+            summary = dry_run_summary(
+                header, result.workspaces, result.anomaly_totals(), result.interrupted, result.problems
+            )
+        output.summary(f"{summary} (run {result.run_id})", result.failed)
     for failed in result.workspaces:  # on stderr (with --json too), already redacted
         if failed.traceback:
             output.stderr(
                 f"internal error in workspace {failed.workspace_id} ({failed.workspace_name}), "
                 f"please report it with this traceback:\n{failed.traceback.rstrip()}"
             )
+
+
+def dry_run_summary(
+    header: str,
+    workspaces: Sequence[WorkspaceResult],
+    anomalies: Mapping[str, int],
+    interrupted: bool,
+    problems: Sequence[str],
+) -> str:
+    """What the real run would send: its emails, workspaces and messages; a failed workspace's messages are
+    waiting, not to be sent, and a skipped one's were never counted."""
+    outcomes = Counter(workspace.outcome for workspace in workspaces)
+    would = [workspace for workspace in workspaces if workspace.outcome == "dry_run"]
+    # A workspace the run would email has its recipients; a part is one email (a manual export sends one).
+    emailed = [workspace for workspace in would if workspace.recipients]
+    written_only = len(would) - len(emailed)
+    not_sent = sum(workspace.message_count for workspace in workspaces if workspace.outcome == "failed")
+    parts = [
+        f"{header}: {count_noun(len(workspaces), 'workspace')}",
+        f"would send {count_noun(sum(max(w.parts, 1) for w in emailed), 'email')} "
+        f"for {count_noun(len(emailed), 'workspace')}",
+        *(
+            [f"would write the workbooks of {count_noun(written_only, 'workspace')} without emailing"]
+            if written_only
+            else []
+        ),
+        f"{count_noun(sum(workspace.message_count for workspace in would), 'message')} to send",
+        f"{outcomes['no_messages']} without new messages",
+        *([f"{outcomes['not_due']} not due"] if outcomes["not_due"] else []),
+        f"{outcomes['skipped']} skipped (messages not counted)" if outcomes["skipped"] else "0 skipped",
+        f"{outcomes['failed']} failed" + (f" ({count_noun(not_sent, 'message')} not to be sent)" if not_sent else ""),
+        *problems,
+    ]
+    if anomalies:
+        parts.append("data issues: " + ", ".join(f"{number} {name}" for name, number in sorted(anomalies.items())))
+    if interrupted:
+        parts.append("interrupted before finishing")
+    return ", ".join(parts) + "; nothing was written or sent"
+
+
+def _message_count(result: WorkspaceResult, number_format: str) -> str:
+    """Its messages, or NOT_COUNTED for a workspace skipped or refused before counting ("0" would claim
+    nothing is waiting)."""
+    uncounted = result.message_count == 0 and result.outcome in ("skipped", "failed", "not_due")
+    return NOT_COUNTED if uncounted else number_format.format(result.message_count)
 
 
 def _render_export_table(output: Output, results: Sequence[WorkspaceResult], settings: Settings) -> None:
@@ -184,7 +260,7 @@ def _render_export_table(output: Output, results: Sequence[WorkspaceResult], set
     keep_whole = [result.workspace_id for result in results]
     for result in results:
         keep_whole.append(display_path(result.file_path, export_dir))
-        keep_whole += [word for word in (result.reason or "").split() if "/" in word or "_" in word]
+        keep_whole += unbreakable_words(result.reason)
     if output.fits(with_files, keep_whole):
         output.table(with_files)
         if any(result.file_path for result in results):
@@ -216,12 +292,10 @@ def _export_table(results: Sequence[WorkspaceResult], settings: Settings, *, wit
         window = ""
         if result.window_start and result.window_end:
             window = f"{local_time(result.window_start, settings)} → {local_time(result.window_end, settings, '%H:%M')}"
-        # A skipped or refused workspace was never counted: "0" would claim nothing is waiting.
-        uncounted = result.message_count == 0 and result.outcome in ("skipped", "failed", "not_due")
         cells = [
             workspace_cell(result.workspace_name, result.workspace_id),
             outcome_cell(result.outcome),
-            NOT_COUNTED if uncounted else f"{result.message_count:,}",
+            _message_count(result, "{:,}"),
             window,
         ]
         if with_detail:
@@ -471,7 +545,7 @@ def render_logs(output: Output, report: LogsReport, settings: Settings) -> None:
         for entry in report.system_entries:
             event = styled(escape(_event_name(entry)), "bold red" if entry.event_type == "error" else "")
             table.add_row(local_time(entry.time, settings, "%Y-%m-%d %H:%M:%S"), event, escape(entry.message))
-        output.table(table)
+        output.table(table, [word for entry in report.system_entries for word in unbreakable_words(entry.message)])
         return
     if not report.export_entries:
         output.line("No export logs match." if report.status or report.workspace_id else "No export logs yet.")
@@ -489,7 +563,8 @@ def render_logs(output: Output, report: LogsReport, settings: Settings) -> None:
     if with_file:
         table.add_column("File", no_wrap=True)
     table.add_column("Recipients / error", overflow="fold", min_width=20)
-    keep_whole: list[str] = []  # entry ids, workspace ids shown instead of a name, file paths
+    # Entry ids, workspace ids shown instead of a name, file paths, and the ids and variable names of an error.
+    keep_whole: list[str] = []
     for export in report.export_entries:
         window = ""
         if export.window_start and export.window_end:
@@ -498,6 +573,7 @@ def render_logs(output: Output, report: LogsReport, settings: Settings) -> None:
         keep_whole.append(export.id)
         if not export.workspace_name:
             keep_whole.append(export.workspace_id)
+        keep_whole += unbreakable_words(export.error or export.recipients)
         cells = [
             short_time(export.time, settings),
             export.id,
@@ -549,12 +625,14 @@ def render_stats(output: Output, report: StatsReport, settings: Settings) -> Non
 
 
 def _render_workspace_stats(output: Output, report: StatsReport, settings: Settings, span: str) -> None:
+    from wa_export.export.email_text import status_sentence
+    from wa_export.export.rows import STATUSES
     from wa_export.recipients import describe_recipients
 
     stats = report.workspaces[0]
-    statuses = ["received", "sent_via_ai", "sent_by_human"]
+    # The Status values as the workbook's column and the email name them, then any other seen (unknown).
+    statuses = list(STATUSES)
     statuses += [s for s in sorted({s for day in stats.per_day for s in day.counts}) if s not in statuses]
-    labels = {"received": "Received", "sent_via_ai": "AI", "sent_by_human": "Human"}
     rows: list[tuple[str, dict[str, int], int]] = []
     chunks = _chunks(len(stats.per_day), STATS_MAX_ROWS)
     for start, end in chunks:
@@ -570,7 +648,7 @@ def _render_workspace_stats(output: Output, report: StatsReport, settings: Setti
     )
     table.add_column("Day" if per == "day" else "Days", no_wrap=True)
     for status in statuses:
-        table.add_column(labels.get(status, status.capitalize()), justify="right")
+        table.add_column(status, justify="right")
     table.add_column("Total", justify="right")
     table.add_column("Trend", no_wrap=True)
     top = max((total for _, _, total in rows), default=0)
@@ -579,6 +657,7 @@ def _render_workspace_stats(output: Output, report: StatsReport, settings: Setti
     table.add_section()
     table.add_row("Total", *(str(stats.totals.get(status, 0)) for status in statuses), str(stats.total), "")
     output.table(table)
+    output.line(status_sentence(statuses))
     exports = stats.exports
     output.line(
         f"Exports in these days: {exports.completed} completed ({count_noun(exports.messages_exported, 'message')}), "

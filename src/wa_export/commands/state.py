@@ -469,11 +469,15 @@ def _busy(store: Store, workspace: Workspace) -> WorkspaceBusy:
 
 
 def _record_move(store: Store, move: CursorMove) -> None:
-    new = f"{iso(move.new_time)} (key {key_text(move.new_key)})"
+    # In EXPORT_TIMEZONE and named: `logs --system` shows this message under "times in <that zone>".
+    def when(moment: datetime | None) -> str:
+        return local_time(moment, store.settings, SECOND_FORMAT, zoned=True)
+
+    new = f"{when(move.new_time)} (key {key_text(move.new_key)})"
     if move.old_key is None:
         change = f"created at {new} (it had none)"
     else:
-        old = f"{iso(move.old_time)} (key {key_text(move.old_key)}, {move.old_source or 'unknown source'})"
+        old = f"{when(move.old_time)} (key {key_text(move.old_key)}, {move.old_source or 'unknown source'})"
         change = f"moved {move.direction} from {old} to {new}"
     past = f" past message {move.past_message_id}" if move.past_message_id else ""
     message = f"cursor of workspace {move.workspace_id} {change}{past} by wa-export state on host {move.host}"
@@ -492,6 +496,6 @@ def _record_move(store: Store, move: CursorMove) -> None:
         logs.record_cursor_move(store.system_logs, message, move.database_now, details)
     except PyMongoError as error:
         raise MongoUnavailable(
-            f"The cursor of workspace {move.workspace_id} was moved to {iso(move.new_time)}, but the move could not "
+            f"The cursor of workspace {move.workspace_id} was moved to {when(move.new_time)}, but the move could not "
             f"be recorded in system_logs ({describe_mongo_error(error, store.settings)})"
         ) from None

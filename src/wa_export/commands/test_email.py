@@ -23,6 +23,7 @@ from wa_export.mail.transport import tls_mode
 from wa_export.recipients import Recipients, from_environment, missing_hint, recipients_for
 from wa_export.settings import Settings
 from wa_export.store.connection import mongo_errors, open_store, parse_workspace_id
+from wa_export.units import local_time
 from wa_export.workbook.writer import WorkbookWriter
 
 SAMPLE_FILE_NAME = "wa_export_test.xlsx"
@@ -104,7 +105,8 @@ def send_test_email(settings: Settings, workspace_id: str | None, to: Sequence[s
     recipients = resolved.addresses
     workspace = str(parse_workspace_id(workspace_id)) if workspace_id is not None else None
     now_local = utc_now().astimezone(settings.export_timezone)
-    subject = f"wa-export test email - {workspace or 'no workspace'} - {now_local:%Y-%m-%d %H:%M}"
+    # The time with its zone's name, as the body's "Sent at" line has it.
+    subject = f"wa-export test email - {workspace or 'no workspace'} - {local_time(now_local, settings, zoned=True)}"
     result = TestEmailResult(
         recipients=recipients,
         server=f"{settings.smtp_server or '(not set)'}:{settings.smtp_port}",
