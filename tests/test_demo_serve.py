@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -40,10 +42,13 @@ def _wait_until_ready(process: subprocess.Popen[str], deadline: float) -> list[s
 
 def test_serve_keeps_the_demo_up_for_every_command_and_ctrl_c_leaves_nothing_running(tmp_path):
     out = tmp_path / "demo-out"
+    # As in a fresh clone: the venv's bin folder is not on PATH, so a bare `wa-export` would not be found.
+    bindir = str(cli_executable().parent)
+    path = os.pathsep.join(entry for entry in os.environ.get("PATH", "").split(os.pathsep) if entry != bindir)
     process = subprocess.Popen(
         [str(cli_executable()), "demo", "--serve", "--out", str(out)],
         cwd=tmp_path,
-        env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)},
+        env={"PATH": path, "HOME": str(tmp_path)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -55,7 +60,12 @@ def test_serve_keeps_the_demo_up_for_every_command_and_ctrl_c_leaves_nothing_run
         # The printed environment is the file's, the password excepted.
         assert f"MONGODB_URI={_value(env_file, 'MONGODB_URI')}" in [line.strip() for line in printed]
         assert _value(env_file, "SMTP_PASSWORD") not in "\n".join(printed)
-        assert any(f"--env-file {env_file}" in line for line in printed)
+        tries = [line.strip() for line in printed if f"--env-file {env_file}" in line]
+        assert tries
+        # The commands to try work as printed from another terminal: the program is found.
+        for line in tries:
+            program = shlex.split(line)[0]
+            assert shutil.which(program, path=path) or Path(program).is_file(), line
         children = psutil.Process(process.pid).children(recursive=True)
         assert children, "the MongoDB-compatible server runs as a child process"
 

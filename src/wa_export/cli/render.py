@@ -6,6 +6,9 @@ Why this module is long: one renderer per command, each needing its own table an
 from __future__ import annotations
 
 import json
+import shlex
+import shutil
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -353,8 +356,18 @@ def _render_demo_serving(output: Output, result: DemoResult) -> None:
         output.line(f"  {name}={'******** (in the file)' if secret and value else value}")
     output.line("From another terminal, try:")
     for command in DEMO_COMMANDS:
-        output.line(f"  wa-export --env-file {result.env_file} {command}")
+        output.line(f"  {_program()} --env-file {result.env_file} {command}")
     output.line("Ready. Ctrl-C stops the servers.")
+
+
+def _program() -> str:
+    """How another terminal runs this wa-export: its name when on PATH, else the path it was started by."""
+    if shutil.which("wa-export"):
+        return "wa-export"
+    started_as = Path(sys.argv[0])
+    if started_as.name == "wa-export" and started_as.exists():
+        return shlex.quote(str(started_as.resolve()))
+    return shlex.quote(sys.executable) + " -m wa_export"
 
 
 # --------------------------------------------------------------------------- deploy
