@@ -17,9 +17,8 @@ from urllib.parse import quote
 import pytest
 
 import wa_export.settings as settings_module
-from helpers import parse_json
+from helpers import parse_json, setting_variables
 from inprocess_cli import run_wa_export
-from wa_export.commands.config import setting_variables
 
 MONGO_SECRET = "Cfg-Mongo_Pw4471"
 SMTP_SECRET = "Cfg-Smtp_Pw8820"

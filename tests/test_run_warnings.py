@@ -16,9 +16,9 @@ from pymongo import MongoClient
 from pymongo.database import Database
 from pymongo.errors import OperationFailure
 
-from helpers import CommandLog, health_checks, lines_with, one_stderr_line, parse_json
+from helpers import CommandLog, health_checks, lines_with, one_stderr_line, parse_json, run_export
 from seeding import add_chat, add_messages, add_workspace, utcnow
-from wa_export.export.run import ExportRequest, run_export
+from wa_export.export.run import ExportRequest
 from wa_export.settings import load_settings
 from wa_export.store.connection import Store
 

@@ -19,6 +19,7 @@ from wa_export.settings import (
     RULES,
     WORKSPACE_VARIABLES,
     SettingProblem,
+    malformed_variables_sentence,
     secrets_in,
     sending_problems,
     unknown_setting_variables,
@@ -28,10 +29,6 @@ from wa_export.settings import (
 from wa_export.units import count_noun
 
 MASK = "********"
-
-
-def setting_variables() -> list[str]:
-    return [rule.variable for rule in RULES]
 
 
 @dataclass(frozen=True)
@@ -138,10 +135,7 @@ def config_report(env_file: Path | None, environ: dict[str, str] | None = None) 
             continue
         (workspace_id, suffix), value = parsed_name, source.values[name]
         if workspace_id is None:
-            trouble: str | None = (
-                f"{name} is not WORKSPACE_<ID>_{suffix} with a workspace id of 24 hexadecimal characters, "
-                "so it can never apply to a workspace."
-            )
+            trouble: str | None = malformed_variables_sentence([name]) + "."
         elif not WORKSPACE_VARIABLES[suffix].fails_workspace_only:
             if settings.workspace_variable(workspace_id, suffix) is not None:  # an invalid one is a setting problem
                 shown = _display(settings.workspace_variable(workspace_id, suffix))
