@@ -246,7 +246,7 @@ def check_workspace_addresses(store: Store, settings: Settings, now: datetime) -
         notes.append(malformed_variables_sentence(malformed))
     sources_clause = f" ({where})" if where else ""
     if problems:
-        if where:
+        if where and not refused:  # refused addresses are among the sources: "the others" would be wrong
             problems.append(f"addresses of the others: {where}")
         return Check("workspace_addresses", "failed", sentence(problems + notes), details)
     all_have = f"All {len(active)} active workspaces have an address{sources_clause}"
