@@ -26,14 +26,14 @@ def test_stray_and_malformed_variables_read_the_same_everywhere(mongo_db, make_e
     stray = f"WORKSPACE_{ObjectId()}_SCHEDULE"
     malformed = "WORKSPACE_nothex_TIMEZONE"
     env = make_env(**{f"WORKSPACE_{active}_EMAIL": "ops@active.test", stray: "hourly", malformed: "UTC"})
-    malformed_sentence = (
-        f"{malformed} is ignored: write a workspace id (24 hexadecimal characters) between WORKSPACE_ and _TIMEZONE"
-    )
+    advice = "write a workspace id (24 hexadecimal characters) between WORKSPACE_ and _TIMEZONE"
+    malformed_sentence = f"{malformed} applies to no workspace; {advice}"
     stray_sentence = f"{stray} matches no active workspace in database {mongo_db.name!r}"
 
     config = parse_json(cli(["config", "--json"], env=env))
-    [problem] = [p["message"] for p in config["problems"] if p["variable"] == malformed]
-    assert problem == malformed_sentence + "."
+    [line] = [line for line in config["workspace_addresses"] if line["variable"] == malformed]
+    assert line["problem"] == malformed_sentence + "."
+    assert f"INVALID {malformed}: applies to no workspace; {advice}." in cli(["config"], env=env).stdout.splitlines()
 
     run = cli(["export"], env=env)
     assert run.returncode == 0, run.stdout + run.stderr
@@ -43,6 +43,14 @@ def test_stray_and_malformed_variables_read_the_same_everywhere(mongo_db, make_e
     reason = health_checks(cli(["health", "--json"], env=env))["workspace_addresses"]["reason"]
     assert malformed_sentence in reason and stray_sentence in reason
     assert "_EMAIL is set" not in reason  # the stray variable is a _SCHEDULE one
+
+
+def test_config_names_an_invalid_variable_once(make_env, cli):
+    variable = f"WORKSPACE_{ObjectId()}_EMAIL"
+    result = cli(["config"], env=make_env(**{variable: "not an address"}))
+    [line] = lines_with(result.stdout, "INVALID ")
+    assert line.startswith(f"INVALID {variable}: contains an invalid email address 'not an address'"), line
+    assert line.count(variable) == 1
 
 
 def test_health_address_reason_names_the_first_and_counts_the_rest(mongo_db, make_env, cli, smtp_server):

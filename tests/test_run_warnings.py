@@ -182,7 +182,7 @@ def test_address_variables_that_match_no_active_workspace_are_named(mongo_db, ma
     # The reason names the first stray variable and counts the rest; details list them all.
     first_stray = min(f"WORKSPACE_{inactive}_EMAIL", f"WORKSPACE_{typo_id}_EMAIL")
     assert f"{first_stray} and 1 more match no active workspace" in addresses["reason"]
-    assert f"{malformed} is ignored" in addresses["reason"]
+    assert f"{malformed} applies to no workspace" in addresses["reason"]
     assert sorted(addresses["details"]["configured_for_unknown_or_inactive"]) == sorted([str(inactive), typo_id])
     assert addresses["details"]["malformed_variables"] == [malformed]
 

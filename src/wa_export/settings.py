@@ -325,8 +325,8 @@ def malformed_variables_sentence(names: Sequence[str]) -> str:
     the one wording of `config`, a run's warnings and `health`."""
     suffixes = {parsed[1] for name in names if (parsed := workspace_variable_name(name)) is not None}
     suffix = f"_{suffixes.pop()}" if len(suffixes) == 1 else "the suffix"
-    verb = "is" if len(names) == 1 else "are"
-    return f"{_names(names)} {verb} ignored: write a workspace id ({ID_FORM}) between WORKSPACE_ and {suffix}"
+    verb = "applies" if len(names) == 1 else "apply"
+    return f"{_names(names)} {verb} to no workspace; write a workspace id ({ID_FORM}) between WORKSPACE_ and {suffix}"
 
 
 def unmatched_variables_sentence(names: Sequence[str], database: str) -> str:

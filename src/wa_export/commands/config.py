@@ -56,7 +56,11 @@ class ConfigReport:
     @property
     def problems(self) -> list[SettingProblem]:
         lines = [*self.settings, *self.workspace_addresses]
-        return [SettingProblem(line.variable, line.problem) for line in lines if line.problem is not None]
+        return [
+            SettingProblem(line.variable, _after_name(line.variable, line.problem))
+            for line in lines
+            if line.problem is not None
+        ]
 
     @property
     def problem_variables(self) -> str:
@@ -152,6 +156,11 @@ def config_report(env_file: Path | None, environ: dict[str, str] | None = None) 
         report.settings.append(SettingLine(variable, "", source.origin(variable), " ".join(messages)))
     report.unknown_variables = unknown_setting_variables(source.values)
     return report
+
+
+def _after_name(variable: str, message: str) -> str:
+    """A problem as said after its variable (`INVALID SMTP_PORT: must be …`): the variable named once."""
+    return message.removeprefix(f"{variable} ")
 
 
 def _display(value: object) -> str:
