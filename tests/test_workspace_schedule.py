@@ -277,7 +277,8 @@ def test_an_invalid_schedule_variable_is_a_configuration_error(mongo_db, make_en
     for command in (["config"], ["export"], ["export", "--dry-run"]):
         result = cli(command, env=env)
         assert result.returncode == 2, (command, result.stdout, result.stderr)
-        assert f"{variable} 'sometimes' is not a schedule" in result.stdout + result.stderr
+        said = f"{variable}: 'sometimes'" if command == ["config"] else f"{variable} 'sometimes'"  # INVALID X: …
+        assert f"{said} is not a schedule" in result.stdout + result.stderr
     assert smtp_server.messages == []
 
 
