@@ -26,6 +26,11 @@ from pymongo import monitoring
 
 from seeding import cli_executable
 from servers import CapturedMessage, LocalSmtpServer
+from wa_export.export.context import ExportRequest
+from wa_export.export.results import RunResult
+from wa_export.export.run import ExportRun
+from wa_export.settings import RULES, Settings
+from wa_export.store.connection import Store
 
 XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
@@ -367,3 +372,13 @@ ORIGINAL_EXPORT_LOG_FIELDS = (
     "created_at",
     "updated_at",
 )
+
+
+def run_export(settings: Settings, store: Store, request: ExportRequest) -> RunResult:
+    """One run in this process on a store the test opened, as `wa-export export` runs it."""
+    return ExportRun(settings, store, request).execute()
+
+
+def setting_variables() -> list[str]:
+    """Every setting's variable, in the order `config` lists them."""
+    return [rule.variable for rule in RULES]

@@ -283,7 +283,8 @@ def test_unusable_passwords_fail_with_one_sentence_that_never_shows_them(
     assert shown["EXPORT_REQUIRE_WORKBOOK_PASSWORD"] == "false" and shown["EXPORT_WORKBOOK_PASSWORD_FIELD"] == FIELD
     flag = cli(["config"], env={**env, "EXPORT_REQUIRE_WORKBOOK_PASSWORD": "maybe"})
     assert (
-        flag.returncode == 2 and "EXPORT_REQUIRE_WORKBOOK_PASSWORD must be true or false" in flag.stdout + flag.stderr
+        flag.returncode == 2
+        and "INVALID EXPORT_REQUIRE_WORKBOOK_PASSWORD: must be true or false" in flag.stdout + flag.stderr
     )
 
 

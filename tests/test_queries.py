@@ -17,7 +17,7 @@ import pytest
 from bson import ObjectId
 from pymongo import MongoClient
 
-from helpers import CommandLog, mailed_contents
+from helpers import CommandLog, mailed_contents, run_export
 from seeding import (
     add_chat,
     add_messages,
@@ -28,7 +28,7 @@ from seeding import (
 )
 from wa_export.export import plan
 from wa_export.export.plan import horizon
-from wa_export.export.run import ExportRequest, run_export
+from wa_export.export.run import ExportRequest
 from wa_export.settings import load_settings
 from wa_export.store.arrivals import NEWEST_PROBED
 from wa_export.store.connection import MESSAGE_PROJECTION, Store

@@ -14,10 +14,10 @@ import pytest
 from bson import ObjectId
 from pymongo import MongoClient
 
-from helpers import CommandLog, mailed_contents, parse_json
+from helpers import CommandLog, mailed_contents, parse_json, run_export
 from seeding import add_chat, add_messages, add_workspace, utcnow
 from servers import free_port
-from wa_export.export.run import ExportRequest, run_export
+from wa_export.export.run import ExportRequest
 from wa_export.recipients import recipients_for
 from wa_export.settings import load_settings
 from wa_export.store.connection import Store, Workspace

@@ -16,9 +16,9 @@ from pymongo import MongoClient
 from pymongo.database import Database
 from pymongo.errors import OperationFailure
 
-from helpers import CommandLog, health_checks, lines_with, one_stderr_line, parse_json
+from helpers import CommandLog, health_checks, lines_with, one_stderr_line, parse_json, run_export
 from seeding import add_chat, add_messages, add_workspace, utcnow
-from wa_export.export.run import ExportRequest, run_export
+from wa_export.export.run import ExportRequest
 from wa_export.settings import load_settings
 from wa_export.store.connection import Store
 
@@ -179,8 +179,11 @@ def test_address_variables_that_match_no_active_workspace_are_named(mongo_db, ma
     addresses = health_checks(checks_result)["workspace_addresses"]
     assert checks_result.returncode == 0, addresses
     assert addresses["status"] == "warning"
-    for name in (str(inactive), typo_id, malformed):
-        assert name in addresses["reason"]
+    # The reason names the first stray variable and counts the rest; details list them all.
+    first_stray = min(f"WORKSPACE_{inactive}_EMAIL", f"WORKSPACE_{typo_id}_EMAIL")
+    assert f"{first_stray} and 1 more match no active workspace" in addresses["reason"]
+    assert f"{malformed} applies to no workspace" in addresses["reason"]
+    assert sorted(addresses["details"]["configured_for_unknown_or_inactive"]) == sorted([str(inactive), typo_id])
     assert addresses["details"]["malformed_variables"] == [malformed]
 
 

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 
-from helpers import CommandLog, lease_skips, mailed_rows, parse_json, runs_overlapped, smtp_env
+from helpers import CommandLog, lease_skips, mailed_rows, parse_json, run_export, runs_overlapped, smtp_env
 from seeding import add_chat, add_messages, add_workspace, cli_executable, utcnow
 from wa_export.errors import ExitCode
 from wa_export.export import plan
-from wa_export.export.run import ExportRequest, run_export
+from wa_export.export.run import ExportRequest
 from wa_export.export.workers import (
     WorkerUsageError,
     check_request,

@@ -55,6 +55,14 @@ def environment_variable(workspace_id: str) -> str:
     return f"WORKSPACE_{workspace_id}_EMAIL"
 
 
+# A workspace gets its cursor on its first scheduled export, which reaches back one interval (the first-cursor
+# rule): what arrived while it had no address is never in a scheduled window.
+UNSENT_WITHOUT_ADDRESS = (
+    "scheduled runs will not send the messages that arrive while a workspace has no address "
+    "(a manual export with --since can)"
+)
+
+
 def missing_hint(workspace_id: str, settings: Settings) -> str:
     """What to set when a workspace has no address: the variable, and the field if one is configured."""
     hint = f"set {environment_variable(workspace_id)}"

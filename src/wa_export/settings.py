@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import stat
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -275,6 +275,7 @@ RULES: tuple[SettingRule, ...] = (
 )
 RULE_OF = {rule.variable: rule for rule in RULES}
 WORKSPACE_ID = re.compile(r"[0-9A-Fa-f]{24}")
+ID_FORM = "24 hexadecimal characters"  # how every id an operator types is written: workspace, message, export
 
 
 @dataclass(frozen=True)
@@ -312,6 +313,38 @@ def workspace_variable_name(name: str) -> tuple[str | None, str] | None:
     workspace_id, suffix = match.group(1), match.group(2).upper()
     well_formed = WORKSPACE_ID.fullmatch(workspace_id) and name == f"WORKSPACE_{workspace_id}_{suffix}"
     return (workspace_id.lower() if well_formed else None), suffix
+
+
+def _names(names: Sequence[str]) -> str:
+    """The first name and how many more: the full list is in --json."""
+    return names[0] + (f" and {len(names) - 1} more" if len(names) > 1 else "")
+
+
+def malformed_variables_sentence(names: Sequence[str]) -> str:
+    """Why these WORKSPACE_<ID>_<SUFFIX> names apply to no workspace (their id is not one), and what to write:
+    the one wording of `config`, a run's warnings and `health`."""
+    suffixes = {parsed[1] for name in names if (parsed := workspace_variable_name(name)) is not None}
+    suffix = f"_{suffixes.pop()}" if len(suffixes) == 1 else "the suffix"
+    verb = "applies" if len(names) == 1 else "apply"
+    return f"{_names(names)} {verb} to no workspace; write a workspace id ({ID_FORM}) between WORKSPACE_ and {suffix}"
+
+
+def unmatched_variables_sentence(names: Sequence[str], database: str) -> str:
+    """These well-formed WORKSPACE_<ID>_<SUFFIX> names match no active workspace: a run's warnings and `health`."""
+    verb = "matches" if len(names) == 1 else "match"
+    return (
+        f"{_names(names)} {verb} no active workspace in database {database!r}: "
+        "a typo in the id, or an inactive or deleted workspace"
+    )
+
+
+def export_dir_not_a_directory(export_dir: Path, blocker: Path | None = None) -> str:
+    """EXPORT_DIR is a file, or `blocker`, a parent it would be created in, is: what is wrong and what to do, for
+    `health` and `cleanup` alike."""
+    what = "is not a directory"
+    if blocker is not None and blocker != export_dir:
+        what = f"cannot be created: {blocker} is not a directory"
+    return f"EXPORT_DIR {export_dir} {what}; point EXPORT_DIR at a directory."
 
 
 # Names other tools use for our settings, one "written=meant" string each (so that a scan of this

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 @dataclass(eq=False)  # by identity: remove() must find this timer, not an equal one
 class Timer:
     """`fire()` runs once `due()` (a time.monotonic() value, asked at every wake-up, so it may move) has passed;
-    it returns the next due time to stay armed, or None. `poll` bounds the sleep for a due time that moves
-    without a `TimerThread.wake()`."""
+    it returns the next due time to stay armed, or None. `poll` bounds the sleep for a due time that moves."""
 
     due: Callable[[], float]
     fire: Callable[[], float | None]
@@ -43,11 +42,6 @@ class TimerThread:
         with self._condition:
             if timer in self._timers:
                 self._timers.remove(timer)
-            self._condition.notify()
-
-    def wake(self) -> None:
-        """Look at the due times again now (after one of them moved)."""
-        with self._condition:
             self._condition.notify()
 
     def _run(self) -> None:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pymongo.errors import PyMongoError
 
 from wa_export.errors import ConfigError, ExitCode, MongoUnavailable, UsageProblem
-from wa_export.settings import Settings
+from wa_export.settings import Settings, export_dir_not_a_directory
 from wa_export.store import logs
 from wa_export.store.connection import describe_mongo_error, open_store
 from wa_export.units import count_noun, format_bytes
@@ -152,7 +152,7 @@ def clean_export_dir(settings: Settings, days: int, dry_run: bool, now: datetime
         result.export_dir_exists = False
         return result
     except NotADirectoryError:
-        raise ConfigError(f"EXPORT_DIR {export_dir} is not a directory.") from None
+        raise ConfigError(export_dir_not_a_directory(export_dir)) from None
     except PermissionError:
         raise ConfigError(f"EXPORT_DIR {export_dir} cannot be read by this user; run cleanup as its owner.") from None
 

@@ -19,6 +19,7 @@ from wa_export.settings import (
     RULES,
     WORKSPACE_VARIABLES,
     SettingProblem,
+    malformed_variables_sentence,
     secrets_in,
     sending_problems,
     unknown_setting_variables,
@@ -28,10 +29,6 @@ from wa_export.settings import (
 from wa_export.units import count_noun
 
 MASK = "********"
-
-
-def setting_variables() -> list[str]:
-    return [rule.variable for rule in RULES]
 
 
 @dataclass(frozen=True)
@@ -59,7 +56,11 @@ class ConfigReport:
     @property
     def problems(self) -> list[SettingProblem]:
         lines = [*self.settings, *self.workspace_addresses]
-        return [SettingProblem(line.variable, line.problem) for line in lines if line.problem is not None]
+        return [
+            SettingProblem(line.variable, _after_name(line.variable, line.problem))
+            for line in lines
+            if line.problem is not None
+        ]
 
     @property
     def problem_variables(self) -> str:
@@ -138,10 +139,7 @@ def config_report(env_file: Path | None, environ: dict[str, str] | None = None) 
             continue
         (workspace_id, suffix), value = parsed_name, source.values[name]
         if workspace_id is None:
-            trouble: str | None = (
-                f"{name} is not WORKSPACE_<ID>_{suffix} with a workspace id of 24 hexadecimal characters, "
-                "so it can never apply to a workspace."
-            )
+            trouble: str | None = malformed_variables_sentence([name]) + "."
         elif not WORKSPACE_VARIABLES[suffix].fails_workspace_only:
             if settings.workspace_variable(workspace_id, suffix) is not None:  # an invalid one is a setting problem
                 shown = _display(settings.workspace_variable(workspace_id, suffix))
@@ -158,6 +156,11 @@ def config_report(env_file: Path | None, environ: dict[str, str] | None = None) 
         report.settings.append(SettingLine(variable, "", source.origin(variable), " ".join(messages)))
     report.unknown_variables = unknown_setting_variables(source.values)
     return report
+
+
+def _after_name(variable: str, message: str) -> str:
+    """A problem as said after its variable (`INVALID SMTP_PORT: must be …`): the variable named once."""
+    return message.removeprefix(f"{variable} ")
 
 
 def _display(value: object) -> str:

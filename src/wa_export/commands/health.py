@@ -24,10 +24,21 @@ from wa_export.mail.errors import MailError
 from wa_export.mail.message import check_sendable
 from wa_export.mail.sender import MailSender
 from wa_export.mail.transport import tls_mode
-from wa_export.recipients import SOURCE_LABELS, RecipientSource, missing_hint, recipients_for
+from wa_export.recipients import (
+    SOURCE_LABELS,
+    UNSENT_WITHOUT_ADDRESS,
+    RecipientSource,
+    missing_hint,
+    recipients_for,
+)
 from wa_export.redaction import redact
 from wa_export.schedule import overdue_since
-from wa_export.settings import Settings
+from wa_export.settings import (
+    Settings,
+    export_dir_not_a_directory,
+    malformed_variables_sentence,
+    unmatched_variables_sentence,
+)
 from wa_export.store import logs
 from wa_export.store.arrivals import ArrivalKey, check_arrival_key
 from wa_export.store.connection import SERVICE_NAME, Store, Workspace, describe_mongo_error
@@ -99,6 +110,11 @@ def named(items: list[str]) -> str:
     return shown + (f" and {len(items) - NAMES_SHOWN} more" if len(items) > NAMES_SHOWN else "")
 
 
+def first_of(items: list[str]) -> str:
+    """The first item and how many more: a reason stays one short sentence, `details` (--json) has them all."""
+    return items[0] + (f" and {len(items) - 1} more" if len(items) > 1 else "")
+
+
 def clause(text: str) -> str:
     """Text from elsewhere made fit to continue a sentence: no final punctuation."""
     return text.strip().rstrip(".;: ")
@@ -152,10 +168,7 @@ def check_export_dir(export_dir: Path) -> Check:
         existing = existing.parent
     details: dict[str, Any] = {"path": str(export_dir)}
     if not existing.is_dir():
-        what = "is not a directory" if existing == export_dir else f"cannot be created: {existing} is not a directory"
-        return Check(
-            "export_dir", "failed", f"EXPORT_DIR {export_dir} {what}; point EXPORT_DIR at a directory.", details
-        )
+        return Check("export_dir", "failed", export_dir_not_a_directory(export_dir, existing), details)
     probe = existing / f".wa-export-health-{secrets.token_hex(4)}"
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -193,6 +206,7 @@ def check_workspace_addresses(store: Store, settings: Settings, now: datetime) -
     outside = [w for w in refused if recipients[w.id].problem_kind == "domain"]
     unmatched = unmatched_variable_warnings(settings, (w.id for w in active))
     unused = [warning.workspace_id for warning in unmatched if warning.workspace_id is not None]
+    stray = [warning.variable for warning in unmatched if warning.workspace_id is not None and warning.variable]
     malformed = list(settings.malformed_workspace_variables)
     listed: tuple[RecipientSource, ...] = ("environment", "database", "none")
     sources = {source: sum(1 for r in recipients.values() if r.source == source) for source in listed}
@@ -217,31 +231,22 @@ def check_workspace_addresses(store: Store, settings: Settings, now: datetime) -
     if missing:
         problems.append(
             f"{count_noun(len(missing), 'active workspace')} of {len(active)} {has(len(missing))} no address "
-            f"and {is_(len(missing))} not exported: {named([_label(w) for w in missing])}; "
-            + missing_hint("<ID>", settings)
-            + " for each"
+            f"and {is_(len(missing))} not exported: {first_of([_label(w) for w in missing])}; "
+            f"{missing_hint('<ID>', settings)} for each; {UNSENT_WITHOUT_ADDRESS}"
         )
     if refused:
-        first = recipients[refused[0].id].problem
         problems.append(
-            f"{count_noun(len(refused), 'workspace')} {has(len(refused))} refused addresses (invalid, or outside "
-            f"EXPORT_ALLOWED_EMAIL_DOMAINS) and fail{'s' if len(refused) == 1 else ''} every export: "
-            f"{named([_label(w) for w in refused])} (first: {first})"
+            f"{count_noun(len(refused), 'workspace')} fail{'s' if len(refused) == 1 else ''} every export for a "
+            f"refused address, first {_label(refused[0])}: {clause(recipients[refused[0].id].problem or '')}"
         )
     notes = []
-    if unused:
-        notes.append(
-            "WORKSPACE_<ID>_EMAIL is set for ids that are no active workspace (a typo, or an inactive or deleted "
-            f"workspace): {named(unused)}"
-        )
+    if stray:
+        notes.append(unmatched_variables_sentence(stray, settings.mongodb_database))
     if malformed:
-        notes.append(
-            f"{named(malformed)} {is_(len(malformed))} ignored: the part between WORKSPACE_ and _EMAIL must be "
-            "a workspace id (24 hexadecimal characters)"
-        )
+        notes.append(malformed_variables_sentence(malformed))
     sources_clause = f" ({where})" if where else ""
     if problems:
-        if where:
+        if where and not refused:  # refused addresses are among the sources: "the others" would be wrong
             problems.append(f"addresses of the others: {where}")
         return Check("workspace_addresses", "failed", sentence(problems + notes), details)
     all_have = f"All {len(active)} active workspaces have an address{sources_clause}"
@@ -472,14 +477,13 @@ def check_failed_exports(store: Store, settings: Settings, now: datetime) -> Che
     counted = f"{count_noun(total, 'failed export')} in the last 24 hours"
     if still:
         last_error = clause(still[0]["last_error"])
-        clauses = [f"{counted}; still failing: {named([_failure_label(e) for e in still])}"]
-        if last_error:
-            clauses.append(f"last error of {still[0]['name'] or still[0]['id']}: {last_error}")
+        first = _failure_label(still[0]) + (f": {last_error}" if last_error else "")
+        clauses = [f"{counted}; {count_noun(len(still), 'workspace')} still failing, first {first}"]
         if recovered:
-            clauses.append(f"recovered since: {named([_failure_label(e) for e in recovered])}")
+            clauses.append(f"{count_noun(len(recovered), 'workspace')} recovered since")
         clauses.append("`wa-export logs --status failed` shows every error")
         return Check("failed_exports", "failed", sentence(clauses), details)
-    reason = sentence([f"{counted}, all delivered by a later run: {named([_failure_label(e) for e in recovered])}"])
+    reason = sentence([f"{counted}, all delivered by a later run: {first_of([_failure_label(e) for e in recovered])}"])
     return Check("failed_exports", "warning", reason, details)
 
 

@@ -29,7 +29,7 @@ from wa_export.mail.errors import MailError
 from wa_export.mail.message import check_sendable
 from wa_export.mail.sender import MailSender
 from wa_export.redaction import redact
-from wa_export.settings import Settings
+from wa_export.settings import ID_FORM, Settings
 from wa_export.store import logs
 from wa_export.store.arrivals import ArrivalKey
 from wa_export.store.connection import Store, Workspace, as_object_id, mongo_errors, open_store
@@ -50,9 +50,7 @@ def parse_log_id(raw: str) -> ObjectId:
     """An export_logs id as `logs` prints it; UsageProblem (exit 2) for anything else."""
     log_id = as_object_id(raw.strip())
     if log_id is None:
-        raise UsageProblem(
-            f"{raw!r} is not an export id: expected 24 hexadecimal characters, as `wa-export logs` shows them."
-        )
+        raise UsageProblem(f"{raw!r} is not an export id: expected {ID_FORM}, as `wa-export logs` shows them.")
     return log_id
 
 

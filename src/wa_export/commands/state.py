@@ -20,7 +20,7 @@ from wa_export.clock import SECOND_FORMAT, as_utc_or_none, iso, parse_time
 from wa_export.errors import MongoUnavailable, UsageProblem, WorkspaceBusy
 from wa_export.redaction import redact
 from wa_export.schedule import decide
-from wa_export.settings import Settings
+from wa_export.settings import ID_FORM, Settings
 from wa_export.store import logs
 from wa_export.store.arrivals import ArrivalKey, Key, is_key, key_order, key_text, time_of
 from wa_export.store.connection import (
@@ -295,7 +295,7 @@ def move_cursor_past(settings: Settings, workspace_id: str | None, message_id: s
         if message is None:
             raise UsageProblem(
                 f"No message with id {message_object_id} in database {settings.mongodb_database!r}; "
-                "check the id (the message's _id, 24 hexadecimal characters)."
+                f"check the id (the message's _id, {ID_FORM})."
             )
         _check_owner(store, workspace, message, message_object_id)
         message_key = arrival.of(message)
@@ -357,9 +357,7 @@ def _parse_message_id(raw: str) -> ObjectId:
     try:
         return ObjectId(raw.strip())
     except (InvalidId, TypeError):
-        raise UsageProblem(
-            f"--move-past {raw!r} is not a message id: expected the message's _id, 24 hexadecimal characters."
-        ) from None
+        raise UsageProblem(f"--move-past {raw!r} is not a message id: expected the message's _id, {ID_FORM}.") from None
 
 
 def _check_owner(store: Store, workspace: Workspace, message: Mapping[str, Any], message_id: ObjectId) -> None:

@@ -62,7 +62,7 @@ class TestEmailResult:
         document.update((item.name, getattr(self, item.name)) for item in fields(self) if item.name != "error")
         document["recipients"] = list(self.recipients)
         if self.error is not None:
-            document.update(step=self.error.step, error=str(self.error), hint=self.error.hint)
+            document.update(step=self.error.step, error=str(self.error))  # the sentence ends with the advice
         return document
 
 

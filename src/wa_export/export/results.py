@@ -12,8 +12,8 @@ from typing import Any, Literal, Protocol
 
 from wa_export.clock import iso
 from wa_export.errors import ExitCode
-from wa_export.recipients import Recipients, missing_hint
-from wa_export.settings import Settings
+from wa_export.recipients import UNSENT_WITHOUT_ADDRESS, Recipients, missing_hint
+from wa_export.settings import Settings, malformed_variables_sentence, unmatched_variables_sentence
 from wa_export.store.connection import Workspace
 from wa_export.units import count_noun
 
@@ -217,30 +217,26 @@ class RunWarning:
 
 
 def unmatched_variable_warnings(settings: Settings, active_ids: Iterable[str]) -> list[RunWarning]:
-    """Malformed WORKSPACE_*_EMAIL variables, and those no active workspace uses (typos, inactive or deleted tenants)."""
+    """Malformed WORKSPACE_<ID>_<SUFFIX> variables, and those no active workspace uses (typos, inactive or deleted
+    tenants)."""
     active = {workspace_id.lower() for workspace_id in active_ids}
     return malformed_variable_warnings(settings) + [
         RunWarning(
             "unmatched_address",
-            f"WORKSPACE_{workspace_id}_{suffix} matches no active workspace in database "
-            f"{settings.mongodb_database!r}: a typo in the id, or an inactive or deleted workspace",
+            unmatched_variables_sentence([variable], settings.mongodb_database),
             workspace_id=workspace_id,
-            variable=f"WORKSPACE_{workspace_id}_{suffix}",
+            variable=variable,
         )
         for workspace_id, suffix in settings.configured_workspace_variables()
         if workspace_id not in active
+        for variable in [f"WORKSPACE_{workspace_id}_{suffix}"]
     ]
 
 
 def malformed_variable_warnings(settings: Settings) -> list[RunWarning]:
     return [
-        RunWarning(
-            "malformed_address_variable",
-            f"{name} is ignored: the part between WORKSPACE_ and _{suffix} must be a workspace id "
-            "(24 hexadecimal characters)",
-            variable=name,
-        )
-        for name, suffix in settings.malformed_workspace_variables.items()
+        RunWarning("malformed_address_variable", malformed_variables_sentence([name]), variable=name)
+        for name in settings.malformed_workspace_variables
     ]
 
 
@@ -269,7 +265,7 @@ def run_warnings(
             RunWarning(
                 "missing_address",
                 f"workspace {ws.workspace_id} ({ws.workspace_name or 'unnamed'}) has no email address "
-                f"and is not exported: {missing_hint(ws.workspace_id, settings)}",
+                f"and is not exported: {missing_hint(ws.workspace_id, settings)}; {UNSENT_WITHOUT_ADDRESS}",
                 workspace_id=ws.workspace_id,
                 variable=f"WORKSPACE_{ws.workspace_id}_EMAIL",
             )

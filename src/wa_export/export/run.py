@@ -260,13 +260,3 @@ def _idle_result(ctx: RunContext, item: WorkItem) -> WorkspaceResult:
     if item.first_cursor is not None and ctx.request.moves_cursors:
         result.cursor_source = item.first_cursor.source
     return result
-
-
-def run_export(
-    settings: Settings,
-    store: Store,
-    request: ExportRequest,
-    observer: RunObserver | None = None,
-    stop_requested: threading.Event | None = None,
-) -> RunResult:
-    return ExportRun(settings, store, request, observer, stop_requested).execute()

@@ -19,7 +19,7 @@ from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
 from wa_export.clock import as_utc, to_millis
 from wa_export.errors import ConfigError, MongoUnavailable, UnknownWorkspace
 from wa_export.redaction import redact
-from wa_export.settings import Settings
+from wa_export.settings import ID_FORM, Settings
 from wa_export.units import count_noun
 
 SERVICE_NAME = "excel_export_scheduler"
@@ -127,7 +127,7 @@ def parse_workspace_id(raw: str) -> ObjectId:
     try:
         return ObjectId(raw.strip())
     except (InvalidId, TypeError):
-        raise UnknownWorkspace(f"{raw!r} is not a workspace id: expected 24 hexadecimal characters.") from None
+        raise UnknownWorkspace(f"{raw!r} is not a workspace id: expected {ID_FORM}.") from None
 
 
 class Store:
