@@ -1,4 +1,4 @@
-"""Every command and every option is documented: in the README and in its own --help.
+"""Every command and every option is documented: in docs/commands.md and in its own --help.
 
 Modelled on sqlite-utils' documentation tests: the list comes from the Typer app
 itself, so a new command or option without documentation fails here.
@@ -15,7 +15,10 @@ from typer.testing import CliRunner
 
 from wa_export.cli.app import app
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+ROOT_DIR = Path(__file__).resolve().parents[1]
+README = (ROOT_DIR / "README.md").read_text(encoding="utf-8")
+# The command reference: one section `## \`wa-export <cmd> …\`` per command.
+COMMANDS_DOC = (ROOT_DIR / "docs" / "commands.md").read_text(encoding="utf-8")
 ROOT = typer.main.get_command(app)
 COMMANDS: list[str] = sorted(ROOT.commands)  # type: ignore[attr-defined]  # a click Group
 
@@ -28,32 +31,47 @@ def _options(command: object) -> list[str]:
     return names
 
 
-def test_every_command_has_a_readme_section() -> None:
-    documented = set(re.findall(r"^#{2,4} `wa-export ([a-z-]+)", README, flags=re.MULTILINE))
-    assert COMMANDS and set(COMMANDS) <= documented, f"commands without a README section: {set(COMMANDS) - documented}"
+def test_every_command_has_a_reference_section() -> None:
+    documented = set(re.findall(r"^#{2,4} `wa-export ([a-z-]+)", COMMANDS_DOC, flags=re.MULTILINE))
+    missing = set(COMMANDS) - documented
+    assert COMMANDS and not missing, f"commands without a section in docs/commands.md: {missing}"
+
+
+def test_the_readme_links_every_command_to_its_reference_section() -> None:
+    # The README's Commands table: one row per command, linking its section of docs/commands.md.
+    linked = set(re.findall(r"^\| \[`([a-z-]+)`\]\(docs/commands\.md#wa-export-\1\b", README, flags=re.MULTILINE))
+    assert set(COMMANDS) <= linked, f"commands missing from the README's Commands table: {set(COMMANDS) - linked}"
 
 
 @pytest.mark.parametrize("name", COMMANDS)
-def test_every_option_is_in_the_readme_and_in_help(name: str) -> None:
+def test_every_option_is_in_the_reference_and_in_help(name: str) -> None:
     command = ROOT.commands[name]  # type: ignore[attr-defined]
-    section = _readme_section(name)
+    section = _reference_section(name)
     result = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "200", "TERM": "dumb"})
     assert result.exit_code == 0, result.output
     for option in _options(command):
         if option in ("--help", "--json", "--env-file"):
             continue  # documented once for every command, checked below
-        assert option in section, f"README section of `wa-export {name}` does not mention {option}"
+        assert option in section, f"docs/commands.md section of `wa-export {name}` does not mention {option}"
         assert option in result.output, f"`wa-export {name} --help` does not show {option}"
 
 
 def test_common_options_are_documented_once() -> None:
+    common = _section_titled("Options every command takes")
     for option in ("--json", "--env-file", "--help"):
-        assert option in README
+        assert option in common, f"docs/commands.md does not explain {option} once for every command"
+        assert option in README  # the README's Commands section names them too
 
 
-def _readme_section(name: str) -> str:
-    match = re.search(rf"^(#{{2,4}}) `wa-export {re.escape(name)}\b.*?$(.*?)(?=^#{{2,4}} |\Z)", README, re.M | re.S)
-    assert match is not None, f"no README section for `wa-export {name}`"
+def _reference_section(name: str) -> str:
+    return _section_titled(f"`wa-export {name}")
+
+
+def _section_titled(start: str) -> str:
+    """The docs/commands.md section whose heading starts with `start`, up to the next heading."""
+    pattern = rf"^#{{2,4}} {re.escape(start)}(?![\w-]).*?$(.*?)(?=^#{{2,4}} |\Z)"
+    match = re.search(pattern, COMMANDS_DOC, re.M | re.S)
+    assert match is not None, f"no section in docs/commands.md for {start}"
     return match.group(0)
 
 
