@@ -45,7 +45,7 @@ from pymongo import MongoClient, monitoring
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import RESULTS, machine_info, write_section
 from wa_export.demo.mongo_server import LocalMongoServer
-from wa_export.export.run import ExportRequest, run_export
+from wa_export.export.run import ExportRequest, ExportRun
 from wa_export.settings import load_settings
 from wa_export.store.connection import Store
 
@@ -237,7 +237,7 @@ def profile_run(mongo: LocalMongoServer, smtp: SmtpProcess, env: dict[str, str],
     profiler = cProfile.Profile()
     started = time.perf_counter()
     profiler.enable()
-    result = run_export(settings, Store(client, settings), ExportRequest())
+    result = ExportRun(settings, Store(client, settings), ExportRequest()).execute()
     profiler.disable()
     wall = time.perf_counter() - started
     cpu = time.process_time() - cpu0

@@ -177,7 +177,7 @@ listener = Listener()
 client = MongoClient(settings.mongodb_uri, tz_aware=True, event_listeners=[] if quiet else [listener])
 store = Store(client, settings)
 cpu, wall = time.process_time(), time.perf_counter()
-result = run_module.run_export(settings, store, run_module.ExportRequest())
+result = run_module.ExportRun(settings, store, run_module.ExportRequest()).execute()
 cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
 commands, documents = sum(listener.commands.values()), listener.documents  # the run's, not the pings below
 # This machine's speed at this moment (it is shared: the same command's CPU varies ~3x within
@@ -467,7 +467,7 @@ def report(
             f"{args.exporting} of them with {args.messages} new messages each (the big one's in 3 of its chats). "
             "Servers: mongoeco (pure Python, its own process on the same cores) and aiosmtpd (STARTTLS + AUTH, its own "
             f'process). "before" is the package at `{args.before_ref}`, unpacked with `git archive`; "after" is this tree. '
-            "Each run is one fresh `run_export` process: commands and documents are counted with a pymongo "
+            "Each run is one fresh `ExportRun` process: commands and documents are counted with a pymongo "
             "CommandListener; our CPU (`time.process_time()`) is taken from the same run repeated without the listener "
             "(its events cost ~0.25 ms of CPU per command; production has none)"
             + (
