@@ -1,4 +1,4 @@
-"""Our CPU for one MongoDB command, hot and after the process slept (issue 10's per-workspace floor).
+"""Our CPU for one MongoDB command, hot and after the process slept (the per-workspace floor).
 
     .venv/bin/python bench/command_cpu.py
 

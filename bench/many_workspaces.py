@@ -1,4 +1,4 @@
-"""Many workspaces, few messages each (issue 5): where does a scheduled run's time go?
+"""Many workspaces, few messages each: where does a scheduled run's time go?
 
     .venv/bin/python bench/many_workspaces.py                 # 200 workspaces x 5 messages, profile + workers
     .venv/bin/python bench/many_workspaces.py --skip-workers  # the profile only

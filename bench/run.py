@@ -1,4 +1,4 @@
-"""wa-export speed and memory bench (issue 5): our export path against the alternatives.
+"""wa-export speed and memory bench: our export path against the alternatives.
 
     .venv/bin/python bench/run.py                      # 10k, 100k, 1M rows (~10 min), writes bench/RESULTS.md
     .venv/bin/python bench/run.py --quick              # 10k, 50k: a fast check, prints only
@@ -633,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
                 "",
                 *rows,
                 "",
-                "Targets:" if encryption_only else "Targets (issue 5):",
+                "Targets:",
                 "",
                 *ratio_lines,
                 *(encryption_notes(results) if encryption_only else []),

@@ -1,4 +1,4 @@
-"""Scale of a scheduled run (issue 10): cost follows the new messages, not the workspaces or their chats.
+"""Scale of a scheduled run: cost follows the new messages, not the workspaces or their chats.
 
     .venv/bin/python bench/scale.py                 # 1,000 workspaces, 50 with new messages; writes bench/RESULTS.md
     .venv/bin/python bench/scale.py --no-results    # print only
@@ -73,7 +73,7 @@ from wa_export.demo.mongo_server import LocalMongoServer
 from wa_export.store.arrivals import object_id_at
 
 DATABASE = "wa_export_scale"
-BEFORE_REF = "ada7f70"  # main before arrival-order delivery (issue 9)
+BEFORE_REF = "ada7f70"  # main before arrival-order delivery
 RTT_MS = 0.5
 BATCH = 250  # mongoeco cancels big inserts into a growing collection
 
@@ -582,7 +582,7 @@ def report(
     if "after" in results:
         after = results["after"]
         median_ms = statistics.median(after["cpu_run"]["cpu_exporting"]) * 1000
-        lines += ["", "Targets (issue 10):", ""]
+        lines += ["", "Targets:", ""]
         lines.append(
             f"- projected {args.project:,}-workspace run: **{after['projection']['seconds']:.1f} s** "
             f"(target < 60 s: {'met' if after['projection']['seconds'] < 60 else 'NOT met'})"

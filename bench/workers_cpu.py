@@ -1,4 +1,4 @@
-"""`--workers` when the cost is our own code (issue 5, target 5).
+"""`--workers` when the cost is our own code.
 
     .venv/bin/python bench/workers_cpu.py [--workspaces 20] [--messages 5000] [--repeats 3]
 
