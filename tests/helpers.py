@@ -382,3 +382,50 @@ def run_export(settings: Settings, store: Store, request: ExportRequest) -> RunR
 def setting_variables() -> list[str]:
     """Every setting's variable, in the order `config` lists them."""
     return [rule.variable for rule in RULES]
+
+
+def run_cli_processes_at_once(commands: list[list[str]], env: dict[str, str], cwd: Path) -> list[dict[str, Any]]:
+    """Start every `wa-export COMMAND --json` together (hosts or overlapping cron runs); each must exit 0."""
+    procs = [
+        subprocess.Popen(
+            [str(cli_executable()), *command],
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        for command in commands
+    ]
+    documents = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0, stdout + stderr
+        documents.append(parse_json(CompletedProcess([], 0, stdout, stderr)))
+    return documents
+
+
+def start_demo(args: list[str], cwd: Path, path: str | None = None) -> subprocess.Popen[str]:
+    """`wa-export demo ARGS` as its own process, with only PATH (default: this one's) and HOME=`cwd`."""
+    return subprocess.Popen(
+        [str(cli_executable()), "demo", *args],
+        cwd=cwd,
+        env={"PATH": os.environ.get("PATH", "") if path is None else path, "HOME": str(cwd)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def terminal_output(width: int) -> tuple[Any, io.StringIO]:
+    """An interactive Output whose rich Console draws into a string at `width` columns."""
+    from rich.console import Console
+
+    from wa_export.cli.output import Output
+
+    output = Output(json_output=False)
+    screen = io.StringIO()
+    output.console = Console(file=screen, width=width, force_terminal=True, color_system=None, soft_wrap=True)
+    output.interactive = True
+    return output, screen

@@ -7,13 +7,12 @@ import email.policy
 import os
 import signal
 import socket
-import subprocess
 from pathlib import Path
 
 import psutil
 
-from helpers import attachments, parse_json, sheet_rows
-from seeding import cli_executable, run_cli
+from helpers import attachments, parse_json, sheet_rows, start_demo
+from seeding import run_cli
 from servers import free_port
 
 SERVER_MODULE = "wa_export.demo.mongo_server"
@@ -106,14 +105,7 @@ def test_demo_exports_and_mails_in_a_fresh_directory(tmp_path):
 
 
 def test_ctrl_c_stops_the_servers(tmp_path):
-    process = subprocess.Popen(
-        [str(cli_executable()), "demo", "--out", str(tmp_path / "out")],
-        cwd=tmp_path,
-        env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_demo(["--out", str(tmp_path / "out")], tmp_path)
     try:
         assert process.stdout is not None
         # Interrupt once both servers run ("MongoDB on ..."), before the export finished.

@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from helpers import start_demo
 from seeding import cli_env, cli_executable, run_cli
 
 DEMO_NAMES = ("Café Olé 🌮 Ristorante", "Acme Support")
@@ -45,14 +46,7 @@ def test_serve_keeps_the_demo_up_for_every_command_and_ctrl_c_leaves_nothing_run
     # As in a fresh clone: the venv's bin folder is not on PATH, so a bare `wa-export` would not be found.
     bindir = str(cli_executable().parent)
     path = os.pathsep.join(entry for entry in os.environ.get("PATH", "").split(os.pathsep) if entry != bindir)
-    process = subprocess.Popen(
-        [str(cli_executable()), "demo", "--serve", "--out", str(out)],
-        cwd=tmp_path,
-        env={"PATH": path, "HOME": str(tmp_path)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_demo(["--serve", "--out", str(out)], tmp_path, path)
     try:
         printed = _wait_until_ready(process, time.monotonic() + 120)
         env_file = out / ".env"
@@ -103,14 +97,7 @@ def _value(env_file: Path, name: str) -> str:
 
 
 def test_sigterm_stops_a_serving_demo_like_ctrl_c(tmp_path):
-    process = subprocess.Popen(
-        [str(cli_executable()), "demo", "--serve", "--out", str(tmp_path / "out")],
-        cwd=tmp_path,
-        env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_demo(["--serve", "--out", str(tmp_path / "out")], tmp_path)
     try:
         _wait_until_ready(process, time.monotonic() + 120)
         children = psutil.Process(process.pid).children(recursive=True)

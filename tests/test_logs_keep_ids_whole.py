@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from rich.console import Console
 
-from wa_export.cli.output import Output, unbreakable_words
+from helpers import terminal_output
+from wa_export.cli.output import unbreakable_words
 from wa_export.cli.render import render_logs
 from wa_export.commands.logs import ExportLogEntry, LogsReport, SystemLogEntry
 from wa_export.settings import load_settings
@@ -24,14 +23,6 @@ ERRORS = {
     ACME: f"no recipient: {VARIABLE} is not set and the workspace document has no usable address for workspace {ACME}",
     UNNAMED: f"workspace {UNNAMED}: SMTP login refused by the relay, check SMTP_USER and SMTP_PASSWORD of this host now",
 }
-
-
-def _terminal(width: int) -> tuple[Output, io.StringIO]:
-    output = Output(json_output=False)
-    screen = io.StringIO()
-    output.console = Console(file=screen, width=width, force_terminal=True, color_system=None, soft_wrap=True)
-    output.interactive = True
-    return output, screen
 
 
 def _entry(number: int, workspace_id: str, name: str) -> ExportLogEntry:
@@ -56,7 +47,7 @@ def _entry(number: int, workspace_id: str, name: str) -> ExportLogEntry:
 def test_logs_never_split_an_id_or_variable_name_in_an_error(width: int) -> None:
     report = LogsReport(kind="export", limit=3, status=None, workspace_id=None)
     report.export_entries = [_entry(1, ACME, "Acme"), _entry(2, UNNAMED, ""), _entry(3, ACME, "Acme")]
-    output, screen = _terminal(width)
+    output, screen = terminal_output(width)
     render_logs(output, report, load_settings(environ={"EXPORT_DIR": "/srv/exports"}))
     text = ANSI.sub("", screen.getvalue())
     # Each entry's error shows its ids and variable names whole, however the table is laid out.
@@ -71,7 +62,7 @@ def test_logs_system_events_keep_their_ids_whole(width: int) -> None:
     message = f"cursor of workspace {ACME} moved back to 2026-03-01 13:00 by ops on host backup-01 for a resend " * 2
     report = LogsReport(kind="system", limit=1, status=None, workspace_id=None)
     report.system_entries = [SystemLogEntry(datetime(2026, 3, 1, tzinfo=UTC), "success", message, "cursor_move")]
-    output, screen = _terminal(width)
+    output, screen = terminal_output(width)
     render_logs(output, report, load_settings(environ={"EXPORT_DIR": "/srv/exports"}))
     assert ANSI.sub("", screen.getvalue()).count(ACME) == 2
 

@@ -12,7 +12,7 @@ from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 
-from helpers import run_on_a_terminal
+from helpers import run_on_a_terminal, terminal_output
 from seeding import add_chat, add_messages, add_workspace, utcnow
 from wa_export.cli.output import Output
 from wa_export.cli.render import export_observer, render_cleanup, render_export, render_workers
@@ -103,14 +103,6 @@ def test_cron_lines_name_files_relative_to_the_export_dir(mongo_db, make_env, cl
 EXPORT_DIR = Path("/srv/wa-export/exports")
 
 
-def _terminal(width: int) -> tuple[Output, io.StringIO]:
-    output = Output(json_output=False)
-    screen = io.StringIO()
-    output.console = Console(file=screen, width=width, force_terminal=True, color_system=None, soft_wrap=True)
-    output.interactive = True
-    return output, screen
-
-
 def _settings() -> Settings:
     return load_settings(environ={"EXPORT_DIR": str(EXPORT_DIR), "EXPORT_TIMEZONE": "Asia/Kolkata"})
 
@@ -139,7 +131,7 @@ def _run(*results: WorkspaceResult) -> RunResult:
 
 
 def test_narrow_export_table_moves_paths_below_it_and_keeps_ids_whole() -> None:
-    output, screen = _terminal(80)
+    output, screen = terminal_output(80)
     run = _run(
         _result(
             "Acme Corporation International Holdings",
@@ -169,7 +161,7 @@ def test_narrow_export_table_moves_paths_below_it_and_keeps_ids_whole() -> None:
 
 
 def test_wide_export_table_shows_relative_paths_in_it() -> None:
-    output, screen = _terminal(160)
+    output, screen = terminal_output(160)
     render_export(output, _run(_result("Acme", "65a1b2c3d4e5f60718293a4b", "completed", 7, slug="acme")), _settings())
     text = screen.getvalue()
     [row] = [line for line in _table_lines(text) if "completed" in line]
@@ -189,9 +181,9 @@ def test_workers_on_a_terminal_show_the_single_run_table_and_where_the_files_are
         _result("Acme Corporation International Holdings", "65a1b2c3d4e5f60718293a4b", "completed", 7, slug="acme"),
         _result("Beta", "65a1b2c3d4e5f60718293a4c", "completed", 3, slug="beta"),
     ]
-    single, single_screen = _terminal(width)
+    single, single_screen = terminal_output(width)
     render_export(single, _run(*results), _settings())
-    workers, workers_screen = _terminal(width)
+    workers, workers_screen = terminal_output(width)
     render_workers(workers, _workers(*results), _settings())
     table = _table_lines(workers_screen.getvalue())
     assert table and table == _table_lines(single_screen.getvalue())
@@ -219,20 +211,20 @@ def _id_table() -> Table:
 
 
 def test_a_table_that_would_split_an_id_becomes_plain_lines() -> None:
-    output, screen = _terminal(50)
+    output, screen = terminal_output(50)
     output.table(_id_table(), keep_whole=["65a1b2c3d4e5f60718293a4b"])
     lines = screen.getvalue().splitlines()
     assert not (TABLE_RULES | set("┏━")) & set("".join(lines))
     assert any(line.startswith("65a1b2c3d4e5f60718293a4b") for line in lines)  # whole, the row on one line
 
-    output, screen = _terminal(120)  # room enough: a rich table as before
+    output, screen = terminal_output(120)  # room enough: a rich table as before
     output.table(_id_table(), keep_whole=["65a1b2c3d4e5f60718293a4b"])
     assert "┃" in screen.getvalue() and "65a1b2c3d4e5f60718293a4b" in screen.getvalue()
 
 
 def test_a_table_wider_than_the_terminal_becomes_plain_lines() -> None:
     # The minimum widths add up to more than 50 columns: rich would draw lines the terminal wraps.
-    output, screen = _terminal(50)
+    output, screen = terminal_output(50)
     output.table(_id_table())
     assert "┃" not in screen.getvalue() and len(screen.getvalue().splitlines()) == 3
 
@@ -279,7 +271,7 @@ def _cleanup(folder_names: list[str]) -> CleanupResult:
 
 
 def test_cleanup_table_right_aligns_counts_and_never_splits_a_folder_name() -> None:
-    output, screen = _terminal(80)
+    output, screen = terminal_output(80)
     render_cleanup(output, _cleanup(["acme", "beta"]), _settings())
     lines = screen.getvalue().splitlines()
     assert any(set(line.strip()) == {"─"} for line in lines)  # it fits: a rich table
@@ -289,7 +281,7 @@ def test_cleanup_table_right_aligns_counts_and_never_splits_a_folder_name() -> N
     assert acme.index("120.6 KiB") + len("120.6 KiB") == header.index("Size") + len("Size")
 
     long_name = "acme_corporation_international_holdings_worldwide_and_partners"
-    output, screen = _terminal(80)
+    output, screen = terminal_output(80)
     render_cleanup(output, _cleanup([long_name, "beta"]), _settings())
     # Too long for a column at 80: the table turns into plain lines that start with the whole name.
     assert any(line.startswith(f"{long_name} ") for line in screen.getvalue().splitlines()), screen.getvalue()
@@ -297,6 +289,6 @@ def test_cleanup_table_right_aligns_counts_and_never_splits_a_folder_name() -> N
 
 def test_cleanup_table_counts_the_folders_it_leaves_out_in_the_right_number() -> None:
     for extra, said in ((1, "… and 1 more folder (--json"), (2, "… and 2 more folders (--json")):
-        output, screen = _terminal(120)
+        output, screen = terminal_output(120)
         render_cleanup(output, _cleanup([f"folder{index:02}" for index in range(15 + extra)]), _settings())
         assert said in screen.getvalue(), screen.getvalue()

@@ -7,7 +7,6 @@ per-workspace leases and watermarks decide, whatever the processes are.
 from __future__ import annotations
 
 import math
-import subprocess
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -15,8 +14,17 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 
-from helpers import CommandLog, lease_skips, mailed_rows, parse_json, run_export, runs_overlapped, smtp_env
-from seeding import add_chat, add_messages, add_workspace, cli_executable, utcnow
+from helpers import (
+    CommandLog,
+    lease_skips,
+    mailed_rows,
+    parse_json,
+    run_cli_processes_at_once,
+    run_export,
+    runs_overlapped,
+    smtp_env,
+)
+from seeding import add_chat, add_messages, add_workspace, utcnow
 from wa_export.errors import ExitCode
 from wa_export.export import plan
 from wa_export.export.run import ExportRequest
@@ -93,23 +101,7 @@ def test_independent_processes_share_one_run(mongo_db, make_env, tmp_path, gated
     env, contents = _seed(mongo_db, workspaces=6, messages_each=5)
     # Each run's first mail is held until all three runs are connected (gated_smtp): they provably overlap.
     full_env = make_env(**smtp_env(gated_smtp), **env)
-    procs = [
-        subprocess.Popen(
-            [str(cli_executable()), "export", "--json"],
-            env=full_env,
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            text=True,
-        )
-        for _ in range(3)
-    ]
-    documents = []
-    for proc in procs:
-        stdout, stderr = proc.communicate(timeout=120)
-        assert proc.returncode == 0, stdout + stderr
-        documents.append(parse_json(subprocess.CompletedProcess([], 0, stdout, stderr)))
+    documents = run_cli_processes_at_once([["export", "--json"]] * 3, full_env, tmp_path)
     assert not gated_smtp.gate_timed_out, "the three runs never had their SMTP connections open at the same time"
     assert runs_overlapped(documents)
     assert all(doc["message_count"] > 0 for doc in documents), "every run exported something"

@@ -26,12 +26,13 @@ from helpers import (
     mailed_contents,
     mailed_rows,
     parse_json,
+    run_cli_processes_at_once,
     run_export,
     runs_overlapped,
     smtp_env,
 )
 from inprocess_cli import run_cli_in_process
-from seeding import add_arrived, add_chat, add_messages, add_workspace, cli_executable, utcnow
+from seeding import add_arrived, add_chat, add_messages, add_workspace, utcnow
 from wa_export.clock import DatabaseClock as Clock
 from wa_export.export.context import MailSession, RunContext
 from wa_export.export.delivery import deliver
@@ -340,27 +341,6 @@ def test_health_judges_staleness_against_each_workspaces_schedule(
 # ---- several runs at once -------------------------------------------------------------------------
 
 
-def _run_concurrently(commands: list[list[str]], env: dict[str, str], cwd: Path) -> list[dict[str, Any]]:
-    procs = [
-        subprocess.Popen(
-            [str(cli_executable()), *command],
-            env=env,
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            text=True,
-        )
-        for command in commands
-    ]
-    documents = []
-    for proc in procs:
-        stdout, stderr = proc.communicate(timeout=120)
-        assert proc.returncode == 0, stdout + stderr
-        documents.append(parse_json(subprocess.CompletedProcess([], 0, stdout, stderr)))
-    return documents
-
-
 @pytest.mark.gated_smtp(2)
 def test_concurrent_runs_and_workers_deliver_every_message_once(mongo_db, make_env, tmp_path, gated_smtp):
     tenants = {name: _tenant(mongo_db, name) for name in ("every-1", "every-2", "daily-kept", "daily-changed")}
@@ -381,11 +361,11 @@ def test_concurrent_runs_and_workers_deliver_every_message_once(mongo_db, make_e
             _say(mongo_db, chat_id, f"{name} round {number}")
 
     say_round(1)
-    first = _run_concurrently([["export", "--json"], ["export", "--json"]], env, tmp_path)
+    first = run_cli_processes_at_once([["export", "--json"], ["export", "--json"]], env, tmp_path)
     # Each run's first mail was held until both were connected: they provably overlapped.
     assert not gated_smtp.gate_timed_out and runs_overlapped(first)
     say_round(2)
-    second = _run_concurrently([["export", "--json"], ["export", "--json"]], env, tmp_path)
+    second = run_cli_processes_at_once([["export", "--json"], ["export", "--json"]], env, tmp_path)
     # The daily ones were served in round 1: round 2 delivers only the every-run workspaces, in one email each.
     second_outcomes = Counter((ws["workspace_id"], ws["outcome"]) for doc in second for ws in doc["workspaces"])
     assert (
@@ -393,7 +373,7 @@ def test_concurrent_runs_and_workers_deliver_every_message_once(mongo_db, make_e
     )
     say_round(3)
     env[_schedule_variable(ids["daily-changed"])] = f"daily@{_slot(now - timedelta(minutes=2))}"
-    third = _run_concurrently([["export", "--workers", "2", "--json"], ["export", "--json"]], env, tmp_path)
+    third = run_cli_processes_at_once([["export", "--workers", "2", "--json"], ["export", "--json"]], env, tmp_path)
 
     mailed = Counter(mailed_contents(gated_smtp.messages))
     assert max(mailed.values()) == 1, [text for text, n in mailed.items() if n > 1]
