@@ -116,3 +116,13 @@ def test_dry_run_summary_says_what_the_run_would_send(workers, mongo_db, make_en
     assert "outcome=skipped messages=– " in skipped  # as the terminal's table: not a misleading 0
     [valid] = [line for line in dry.stdout.splitlines() if f"workspace={ids['valid']}" in line]
     assert "outcome=dry_run messages=3" in valid
+
+
+def test_dry_run_with_no_email_says_it_would_write_and_send_nothing(mongo_db, make_env, cli):
+    workspace_id = _workspace(mongo_db, "Files Only", 2)
+    env = make_env(**{f"WORKSPACE_{workspace_id}_EMAIL": "ops@ok.test"})
+    dry = cli(["export", "--dry-run", "--no-email"], env=env)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    [summary] = [line for line in dry.stdout.splitlines() if "(dry run)" in line]
+    assert "would send 0 emails for 0 workspaces" in summary, summary
+    assert "would write the workbooks of 1 workspace without emailing" in summary, summary

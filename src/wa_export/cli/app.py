@@ -246,12 +246,12 @@ def export(
             with _stop_on_sigterm() as stop:
                 merged = export_run.export_in_workers(workers, request, env_file or _global_env_file, stop, settings)
             recorder.ran_workers(merged, request)
-            render_workers(output, merged, settings)
+            render_workers(output, merged, settings, emails=not no_email)
             return merged.exit_code
         with _stop_on_sigterm() as stop, export_observer(output, settings.export_dir) as observer:
             result = export_run.export(settings, request, observer, stop)
         recorder.ran(result, request)
-        render_export(output, result, settings)
+        render_export(output, result, settings, emails=not no_email)
         return result.exit_code
 
     manual = hours is not None or since is not None or until is not None or bool(email)

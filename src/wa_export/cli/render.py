@@ -152,7 +152,7 @@ def render_run_warnings(output: Output, warnings: Sequence[Any]) -> None:
         output.log("WARNING", warning.message)
 
 
-def render_workers(output: Output, merged: WorkersResult, settings: Settings) -> None:
+def render_workers(output: Output, merged: WorkersResult, settings: Settings, *, emails: bool = True) -> None:
     if json_or(output, merged.as_dict()):
         return
     from wa_export.export.results import WorkspaceResult
@@ -177,8 +177,9 @@ def render_workers(output: Output, merged: WorkersResult, settings: Settings) ->
             document = worker.document
             workspaces = [WorkspaceResult.from_dict(ws) for ws in document.get("workspaces", [])]
             anomalies, problems = document.get("anomalies") or {}, document.get("problems") or []
+            interrupted = bool(document.get("interrupted"))
             summary = dry_run_summary(
-                "scheduled export run (dry run)", workspaces, anomalies, bool(document.get("interrupted")), problems
+                "scheduled export run (dry run)", workspaces, anomalies, interrupted, problems, emails=emails
             )
         output.line(f"worker {run['slot']}: exit {run['exit_code']}: {summary or run['error']}")
     render_run_warnings(output, merged.warnings)
@@ -186,12 +187,12 @@ def render_workers(output: Output, merged: WorkersResult, settings: Settings) ->
     if dry_run:
         header = f"scheduled export run with {count_noun(merged.count, 'worker')} (dry run)"
         summary = dry_run_summary(
-            header, merged.workspaces, merged.anomaly_totals(), merged.interrupted, merged.problems
+            header, merged.workspaces, merged.anomaly_totals(), merged.interrupted, merged.problems, emails=emails
         )
     output.summary(summary, merged.exit_code)
 
 
-def render_export(output: Output, result: RunResult, settings: Settings) -> None:
+def render_export(output: Output, result: RunResult, settings: Settings, *, emails: bool = True) -> None:
     if not json_or(output, {"ok": result.exit_code == ExitCode.OK, **result.as_dict()}):
         if output.interactive:
             _render_export_table(output, result.workspaces, settings)
@@ -200,7 +201,7 @@ def render_export(output: Output, result: RunResult, settings: Settings) -> None
         if result.dry_run:
             header = f"{result.trigger} export run (dry run)"
             summary = dry_run_summary(
-                header, result.workspaces, result.anomaly_totals(), result.interrupted, result.problems
+                header, result.workspaces, result.anomaly_totals(), result.interrupted, result.problems, emails=emails
             )
         output.summary(f"{summary} (run {result.run_id})", result.failed)
     for failed in result.workspaces:  # on stderr (with --json too), already redacted
@@ -217,13 +218,15 @@ def dry_run_summary(
     anomalies: Mapping[str, int],
     interrupted: bool,
     problems: Sequence[str],
+    *,
+    emails: bool = True,  # False: --no-email, the run would write workbooks and send none
 ) -> str:
     """What the real run would send: its emails, workspaces and messages; a failed workspace's messages are
     waiting, not to be sent, and a skipped one's were never counted."""
     outcomes = Counter(workspace.outcome for workspace in workspaces)
     would = [workspace for workspace in workspaces if workspace.outcome == "dry_run"]
     # A workspace the run would email has its recipients; a part is one email (a manual export sends one).
-    emailed = [workspace for workspace in would if workspace.recipients]
+    emailed = [workspace for workspace in would if emails and workspace.recipients]
     written_only = len(would) - len(emailed)
     not_sent = sum(workspace.message_count for workspace in workspaces if workspace.outcome == "failed")
     parts = [
