@@ -15,14 +15,15 @@ from helpers import run_on_a_terminal
 from seeding import add_chat, add_messages, add_workspace, utcnow
 
 ZONE = "Asia/Kolkata"  # UTC+05:30: a time shown in UTC by mistake is off by a visible 5 h 30 min
-# A time of day, with its date and seconds when they are there (not the digits of an offset like +05:30).
-TIME = re.compile(r"(?<![\w:.+-])(?:\d{4}-\d{2}-\d{2}[ T]|\d{2}-\d{2} )?\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?!\d)")
+# A time of day, with its date and seconds when they are there (not the digits of an offset like +05:30,
+# nor a schedule's daily@08:00,17:30).
+TIME = re.compile(r"(?<![\w:.+@,-])(?:\d{4}-\d{2}-\d{2}[ T]|\d{2}-\d{2} )?\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?!\d)")
 # What names a zone right after a time: an offset or Z attached to it, or a zone's name after a space.
 ZONE_MARK = re.compile(r"^(?:(?P<offset>Z|[+-]\d{2}:?\d{2})|\s\(?(?P<name>[A-Z][A-Za-z_]+/[A-Za-z_]+|UTC|GMT)\b)")
 
 
-def _unzoned_times(text: str) -> list[str]:
-    """The times in `text` that no zone follows; fails on a time marked with another zone than ZONE."""
+def _unzoned_times(text: str, other_zones: tuple[str, ...] = ()) -> list[str]:
+    """The times in `text` that no zone follows; fails on a time marked with a zone not ZONE or `other_zones`."""
     unzoned = []
     for match in TIME.finditer(text):
         after = ZONE_MARK.match(text[match.end() :])
@@ -30,7 +31,8 @@ def _unzoned_times(text: str) -> list[str]:
             unzoned.append(match.group(0))
         else:
             mark = after.group("name") or after.group("offset")
-            assert mark in (ZONE, "+05:30", "+0530"), f"{match.group(0)} shown in {mark}, not {ZONE}:\n{text}"
+            allowed = (ZONE, "+05:30", "+0530", *other_zones)
+            assert mark in allowed, f"{match.group(0)} shown in {mark}, not {ZONE}:\n{text}"
     return unzoned
 
 
@@ -96,3 +98,37 @@ def test_every_table_on_a_terminal_names_the_zone_of_its_times(command, mongo_db
     code, screen = run_on_a_terminal(command, env, str(tmp_path))
     assert code in (0, 1), screen
     _assert_times_name_their_zone(command, re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen))
+
+
+def test_a_workspace_in_its_own_zone_shows_its_times_named(mongo_db, make_env, cli, tmp_path, smtp_server):
+    # Two zones in one output: a time in the workspace's own zone names it; unnamed ones are EXPORT_TIMEZONE's,
+    # which the output states.
+    local = _seed(mongo_db)
+    deli = add_workspace(mongo_db, "NY Deli")
+    add_messages(
+        mongo_db, add_chat(mongo_db, deli), [{"content": "bagel", "timestamp": utcnow() - timedelta(minutes=5)}]
+    )
+    env = make_env(
+        EXPORT_TIMEZONE=ZONE,
+        **{
+            f"WORKSPACE_{local}_EMAIL": "tea@example.com",
+            f"WORKSPACE_{deli}_EMAIL": "deli@example.com",
+            f"WORKSPACE_{deli}_TIMEZONE": "America/New_York",
+            f"WORKSPACE_{deli}_SCHEDULE": "daily@08:00",
+        },
+    )
+    assert cli(["export"], env=env).returncode == 0
+    outputs = {}
+    for command in (["export"], ["logs"], ["state"], ["state", str(deli)], ["stats"], ["health"]):
+        result = cli(command, env=env)
+        outputs[command[0]] = result.stdout
+        unzoned = _unzoned_times(result.stdout, ("America/New_York",))
+        assert not unzoned or ZONE in result.stdout, (command, result.stdout)
+    for command in (["export"], ["state"]):
+        code, screen = run_on_a_terminal(command, env, str(tmp_path), columns=160)
+        text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)
+        unzoned = _unzoned_times(text, ("America/New_York",))
+        assert code == 0 and (not unzoned or ZONE in text), (command, text)
+    # The not-due reason names the workspace's own zone; state names it with the schedule.
+    assert "08:00 America/New_York" in outputs["export"], outputs["export"]
+    assert "time_zone=America/New_York" in outputs["state"] and "schedule=daily@08:00" in outputs["state"]
