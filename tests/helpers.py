@@ -13,7 +13,8 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 from urllib.parse import quote, quote_plus
 
 from openpyxl import load_workbook
-from pymongo import monitoring
+from pymongo import MongoClient, monitoring
 
 from seeding import cli_executable
 from servers import CapturedMessage, LocalSmtpServer
@@ -429,3 +430,20 @@ def terminal_output(width: int) -> tuple[Any, io.StringIO]:
     output.console = Console(file=screen, width=width, force_terminal=True, color_system=None, soft_wrap=True)
     output.interactive = True
     return output, screen
+
+
+@contextmanager
+def commands_of(monkeypatch: Any, module: Any, settings: Settings) -> Iterator[CommandLog]:
+    """Every MongoDB command `module` sends while the block runs: its `open_store` gets a listened-to client."""
+    log = CommandLog()
+    client: MongoClient[dict[str, Any]] = MongoClient(settings.mongodb_uri, tz_aware=True, event_listeners=[log])
+
+    @contextmanager
+    def observed_store(_settings: Any) -> Iterator[Store]:
+        yield Store(client, settings)
+
+    monkeypatch.setattr(module, "open_store", observed_store)
+    try:
+        yield log
+    finally:
+        client.close()

@@ -7,7 +7,6 @@ Everything runs `wa-export` against the test MongoDB and SMTP servers. A message
 from __future__ import annotations
 
 import hashlib
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,14 +14,12 @@ from typing import Any
 from bson import ObjectId
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
-from pymongo import MongoClient
 
-from helpers import CommandLog, attachments, mailed_rows, one_stderr_line, parse_json, plain_body, xlsx_files
+from helpers import attachments, commands_of, mailed_rows, one_stderr_line, parse_json, plain_body, xlsx_files
 from seeding import add_chat, add_messages, add_workspace, message_doc, settle_arrivals, utcnow
 from servers import free_port
 from wa_export.commands import resend as resend_command
 from wa_export.settings import load_settings
-from wa_export.store.connection import Store
 
 RECIPIENTS = ["boss@ledger.test", "ops@ledger.test"]
 REPEATS = "whose messages were already delivered."
@@ -177,18 +174,8 @@ def test_resend_sends_no_command_to_export_state(mongo_db, make_env, cli, smtp_s
     [original] = _entries(mongo_db)
     monkeypatch.chdir(tmp_path)
     settings = load_settings(environ=env)
-    log = CommandLog()
-    client: MongoClient[dict[str, Any]] = MongoClient(settings.mongodb_uri, tz_aware=True, event_listeners=[log])
-
-    @contextmanager
-    def observed_store(_settings: Any):
-        yield Store(client, settings)
-
-    monkeypatch.setattr(resend_command, "open_store", observed_store)
-    try:
+    with commands_of(monkeypatch, resend_command, settings) as log:
         result = resend_command.resend(settings, str(original["_id"]), ())
-    finally:
-        client.close()
     assert result.error is None and result.log_id is not None
     touched = {collection for _, collection, _ in log.commands}
     assert "export_state" not in touched and {"export_logs", "messages", "chats"} <= touched

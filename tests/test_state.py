@@ -9,20 +9,17 @@ the arrival-order engine: they drive real scheduled runs after a move.
 from __future__ import annotations
 
 import socket
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from bson import ObjectId
-from pymongo import MongoClient
 
-from helpers import CommandLog, cursor_moves, mailed_contents, parse_json, run_on_a_terminal
+from helpers import commands_of, cursor_moves, mailed_contents, parse_json, run_on_a_terminal
 from seeding import add_arrived, add_chat, add_workspace, message_doc, utcnow
-from wa_export.commands import state as cursor_move
 from wa_export.commands import state as state_command
 from wa_export.settings import load_settings
-from wa_export.store.connection import SERVICE_NAME, Store
+from wa_export.store.connection import SERVICE_NAME
 
 KOLKATA = ZoneInfo("Asia/Kolkata")
 PHONE = "+4915112345678"
@@ -448,18 +445,8 @@ def test_move_is_one_conditional_write_on_the_lease(mongo_db, make_env, tmp_path
     )
     monkeypatch.chdir(tmp_path)
     settings = load_settings(environ=make_env())
-    listener = CommandLog()
-    client: MongoClient[dict[str, Any]] = MongoClient(settings.mongodb_uri, tz_aware=True, event_listeners=[listener])
-
-    @contextmanager
-    def observed_store(_settings: Any):
-        yield Store(client, settings)
-
-    monkeypatch.setattr(cursor_move, "open_store", observed_store)
-    try:
-        cursor_move.move_cursor(settings, str(workspace), (now - timedelta(hours=1)).isoformat())
-    finally:
-        client.close()
+    with commands_of(monkeypatch, state_command, settings) as listener:
+        state_command.move_cursor(settings, str(workspace), (now - timedelta(hours=1)).isoformat())
     writes = [
         (name, command)
         for name, collection, command in listener.commands
