@@ -16,17 +16,12 @@ EMAIL_ADDRESS = re.compile(
 
 def split_address_list(value: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """A comma (or semicolon) separated list -> (valid addresses without repeats, invalid entries)."""
-    addresses: list[str] = []
-    invalid: list[str] = []
-    for raw in re.split(r"[,;]", value):
-        address = raw.strip()
-        if not address:
-            continue
-        if not EMAIL_ADDRESS.match(address):
-            invalid.append(address)
-        elif address.lower() not in (known.lower() for known in addresses):
-            addresses.append(address)
-    return tuple(addresses), tuple(invalid)
+    entries = [address for raw in re.split(r"[,;]", value) if (address := raw.strip())]
+    valid: dict[str, str] = {}  # lower case -> the first spelling
+    for address in entries:
+        if EMAIL_ADDRESS.match(address):
+            valid.setdefault(address.lower(), address)
+    return tuple(valid.values()), tuple(address for address in entries if not EMAIL_ADDRESS.match(address))
 
 
 def parse_address_list(value: str, variable: str) -> tuple[str, ...]:
@@ -43,16 +38,14 @@ def parse_address_list(value: str, variable: str) -> tuple[str, ...]:
 def outside_allowed_domains(addresses: Sequence[str], allowed: tuple[str, ...]) -> list[str]:
     """The addresses whose domain is not in `allowed` or below one (an empty allow-list allows every domain)."""
     suffixes = tuple("." + domain for domain in allowed)
-    return [
-        address
-        for address in addresses
-        if allowed and not ("." + address.rsplit("@", 1)[-1].lower()).endswith(suffixes)
-    ]
+    return [a for a in addresses if allowed and not ("." + a.rsplit("@", 1)[-1].lower()).endswith(suffixes)]
 
 
 def domain_refusal(addresses: Sequence[str], allowed: tuple[str, ...], fix: str) -> str | None:
     """The sentence refusing the addresses outside the allow-list, or None; `fix` says what to change."""
     refused = outside_allowed_domains(addresses, allowed)
-    if not refused:
-        return None
-    return f"recipient(s) {', '.join(refused)} are outside EXPORT_ALLOWED_EMAIL_DOMAINS ({', '.join(allowed)}); {fix}"
+    if refused:
+        return (
+            f"recipient(s) {', '.join(refused)} are outside EXPORT_ALLOWED_EMAIL_DOMAINS ({', '.join(allowed)}); {fix}"
+        )
+    return None

@@ -17,8 +17,7 @@ class ExitCode(IntEnum):
     @classmethod
     def worst(cls, codes: list[int] | tuple[int, ...]) -> ExitCode:
         """The most severe of several runs' codes; an unknown code (a crash) counts as FAILED."""
-        known = {int(code) for code in cls}
-        return cls(max((code if code in known else int(cls.FAILED) for code in codes), default=int(cls.OK)))
+        return cls(max((code if code in list(cls) else cls.FAILED for code in codes), default=cls.OK))
 
 
 class WaExportError(Exception):

@@ -4,22 +4,27 @@ to both; a malformed address becomes that workspace's `problem` and fails that w
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal, cast
 
 from wa_export.addresses import domain_refusal, split_address_list
 from wa_export.settings import Settings
 from wa_export.store.connection import Workspace
+from wa_export.workspace_settings import shown_value
 
 RecipientSource = Literal["environment", "database", "option", "none"]
-ProblemKind = Literal["invalid", "domain"]  # malformed value / outside EXPORT_ALLOWED_EMAIL_DOMAINS
 SOURCE_LABELS: dict[RecipientSource, str] = {
     "environment": "environment variable",
     "database": "database field",
     "option": "--email option",
     "none": "none",
 }
-_SHOWN_MAX = 80  # a hostile value is cut, not echoed whole
+# A workspace gets its cursor on its first scheduled export, which reaches back one interval (the first-cursor
+# rule): what arrived while it had no address is never in a scheduled window.
+UNSENT_WITHOUT_ADDRESS = (
+    "scheduled runs will not send the messages that arrive while a workspace has no address "
+    "(a manual export with --since can)"
+)
 
 
 @dataclass(frozen=True)
@@ -30,7 +35,7 @@ class Recipients:
     source: RecipientSource
     origin: str | None = None
     problem: str | None = None  # one clause naming the field and the workspace; the export fails with it
-    problem_kind: ProblemKind | None = None
+    problem_kind: Literal["invalid", "domain"] | None = None  # malformed / outside EXPORT_ALLOWED_EMAIL_DOMAINS
 
     def allowed(self, domains: tuple[str, ...], fix: str) -> Recipients:
         refusal = domain_refusal(self.addresses, domains, fix)
@@ -42,48 +47,24 @@ class Recipients:
 
     def as_dict(self) -> dict[str, Any]:
         # Counts, not the addresses: outputs carry as little tenant data as they can.
-        return {
-            "source": self.source,
-            "origin": self.origin,
-            "addresses": len(self.addresses),
-            "problem": self.problem,
-            "problem_kind": self.problem_kind,
-        }
-
-
-def environment_variable(workspace_id: str) -> str:
-    return f"WORKSPACE_{workspace_id}_EMAIL"
-
-
-# A workspace gets its cursor on its first scheduled export, which reaches back one interval (the first-cursor
-# rule): what arrived while it had no address is never in a scheduled window.
-UNSENT_WITHOUT_ADDRESS = (
-    "scheduled runs will not send the messages that arrive while a workspace has no address "
-    "(a manual export with --since can)"
-)
+        return {**asdict(self), "addresses": len(self.addresses)}
 
 
 def missing_hint(workspace_id: str, settings: Settings) -> str:
     """What to set when a workspace has no address: the variable, and the field if one is configured."""
-    hint = f"set {environment_variable(workspace_id)}"
-    if settings.export_recipients_field:
-        hint += f" or the workspace's {settings.export_recipients_field} field"
-    return hint
-
-
-def _shown(text: str) -> str:
-    return repr(text if len(text) <= _SHOWN_MAX else text[:_SHOWN_MAX] + "…")
+    field = settings.export_recipients_field
+    return f"set WORKSPACE_{workspace_id}_EMAIL" + (f" or the workspace's {field} field" if field else "")
 
 
 def from_environment(workspace_id: str, settings: Settings) -> Recipients | None:
     """The WORKSPACE_<ID>_EMAIL addresses, which win over the database; None when the variable is not set."""
-    variable = environment_variable(workspace_id)
+    variable = f"WORKSPACE_{workspace_id}_EMAIL"
     problem = settings.recipient_problem(workspace_id)
     if problem is not None:
         return Recipients(
             (), "environment", variable, f"{problem.rstrip('.')}; fix it to export this workspace", "invalid"
         )
-    configured = settings.environment_recipients(workspace_id)
+    configured = cast("tuple[str, ...] | None", settings.workspace_variable(workspace_id, "EMAIL"))
     if not configured:
         return None
     return Recipients(configured, "environment", variable).allowed(
@@ -100,26 +81,27 @@ def recipients_for(workspace: Workspace, settings: Settings) -> Recipients:
     if not field or value is None:
         return Recipients((), "none")
     where = f"{field} of workspace {workspace.id}"
-    fix = f"fix {where} in the platform or set {environment_variable(workspace.id)}"
-
-    def refused(problem: str, addresses: tuple[str, ...] = ()) -> Recipients:
-        return Recipients(addresses, "database", field, f"{problem}; {fix}", "invalid")
-
-    if isinstance(value, str):
-        entries = [value]
-    elif isinstance(value, (list, tuple)):
-        strange = [item for item in value if not isinstance(item, str)]
-        if strange:  # a None item too: a list is either all strings or wrong
-            return refused(f"{where} holds a list with an item of type {type(strange[0]).__name__}, not only strings")
-        entries = list(value)
+    fix = f"fix {where} in the platform or set WORKSPACE_{workspace.id}_EMAIL"
+    strange = [item for item in value if not isinstance(item, str)] if isinstance(value, (list, tuple)) else []
+    if strange:  # a None item too: a list is either all strings or wrong
+        problem = f"{where} holds a list with an item of type {type(strange[0]).__name__}, not only strings"
+    elif not isinstance(value, (str, list, tuple)):
+        problem = f"{where} holds a value of type {type(value).__name__}, not a string or a list of strings"
     else:
-        return refused(f"{where} holds a value of type {type(value).__name__}, not a string or a list of strings")
-    addresses, invalid = split_address_list(",".join(entries))
-    if invalid:
-        return refused(f"{where} holds an invalid email address {_shown(invalid[0])}", addresses)
-    if not addresses:
-        return Recipients((), "none")
-    return Recipients(addresses, "database", field).allowed(settings.export_allowed_email_domains, fix)
+        addresses, invalid = split_address_list(value if isinstance(value, str) else ",".join(value))
+        if not invalid:
+            source: RecipientSource = "database" if addresses else "none"
+            return Recipients(addresses, source, field if addresses else None).allowed(
+                settings.export_allowed_email_domains, fix
+            )
+        return Recipients(
+            addresses,
+            "database",
+            field,
+            f"{where} holds an invalid email address {shown_value(invalid[0])}; {fix}",
+            "invalid",
+        )
+    return Recipients((), "database", field, f"{problem}; {fix}", "invalid")
 
 
 def describe_recipients(recipients: Recipients, workspace_id: str, settings: Settings) -> str:
@@ -128,16 +110,13 @@ def describe_recipients(recipients: Recipients, workspace_id: str, settings: Set
         return f"No email address configured: {missing_hint(workspace_id, settings)}"
     where = f"the workspace field {recipients.origin}" if recipients.source == "database" else recipients.origin
     text = f"Addresses from {where} ({SOURCE_LABELS[recipients.source]}): {len(recipients.addresses)}"
-    if recipients.problem:
-        text += f"; not exported: {recipients.problem}"
-    return text
+    return text + (f"; not exported: {recipients.problem}" if recipients.problem else "")
 
 
 def address_label(recipients: Recipients) -> str:
     """One word for a table column: env, db, no, or bad (set but refused)."""
-    if recipients.problem:
-        return "bad"
-    return {"environment": "env", "database": "db", "option": "option", "none": "no"}[recipients.source]
+    labels = {"environment": "env", "database": "db", "option": "option", "none": "no"}
+    return "bad" if recipients.problem else labels[recipients.source]
 
 
 def option_recipients(addresses: tuple[str, ...]) -> Recipients:

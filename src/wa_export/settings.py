@@ -10,9 +10,9 @@ import difflib
 import re
 import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_type_hints
 from zoneinfo import ZoneInfo
 
 from wa_export.addresses import EMAIL_ADDRESS, parse_address_list
@@ -138,15 +138,16 @@ def _sender(written: str, env: _Environment) -> str | None:
     return sender
 
 
-def _one_of(choices: Mapping[str, object], wording: str, lowered: bool = False) -> Parser:
-    """A choice among fixed words (any case); `lowered` shows the refused value in lower case."""
+def _security(written: str, env: _Environment) -> str:
+    if written.lower() not in ("auto", "ssl", "starttls", "none"):
+        raise ConfigError(f"SMTP_SECURITY must be one of auto, ssl, starttls, none{env.got(written.lower())}.")
+    return written.lower()
 
-    def parse(written: str, env: _Environment) -> object:
-        if written.lower() not in choices:
-            raise ConfigError(f"{wording}{env.got(written.lower() if lowered else written)}.")
-        return choices[written.lower()]
 
-    return parse
+def _flag(written: str, env: _Environment) -> bool:
+    if written.lower() not in ("true", "false", "yes", "no", "1", "0", "on", "off"):
+        raise ConfigError(f"EXPORT_REQUIRE_WORKBOOK_PASSWORD must be true or false{env.got(written)}.")
+    return written.lower() in ("true", "yes", "1", "on")
 
 
 def _ca_file(written: str, env: _Environment) -> Path | None:
@@ -201,16 +202,8 @@ def metrics_file_path(raw: str | None, name: str = "EXPORT_METRICS_FILE") -> Pat
     return path
 
 
-def _setting(default: str = "", bounds: Bounds | None = None, **rule: Any) -> Any:
-    """A Settings field holding its variable's rule (RULES reads them; the variable is the field's name in capitals)."""
-    return field(repr=not rule.get("secrecy"), metadata={"rule": {"default": default, "bounds": bounds, **rule}})
-
-
-def _document_field(holds: str, example: str) -> Any:
-    return _setting(document_field=(holds, example))
-
-
-_FLAGS = {"true": True, "yes": True, "1": True, "on": True, "false": False, "no": False, "0": False, "off": False}
+def _rule(default: str = "", bounds: Bounds | None = None, variable: str = "", **rule: Any) -> SettingRule:
+    return SettingRule(variable, default, bounds, **rule)  # no variable: the field's name in capitals
 
 
 @dataclass(frozen=True)
@@ -221,62 +214,61 @@ class Settings:
     malformed_workspace_variables: Mapping[str, str]  # name -> suffix: no workspace id, so never matching one
     load_warnings: tuple[str, ...]  # said on stderr by every command
     misspelt_variables: Mapping[str, str]  # written -> the setting it probably meant
-    # The settings, in the order `wa-export config` lists (and validates) them: a derived one follows its source.
-    mongodb_uri: str = _setting(DEFAULT_MONGODB_URI, secrecy="uri", parse=_mongodb_uri)
-    mongodb_database: str = _setting(derived_from="MONGODB_URI", parse=_database_name)
-    smtp_server: str | None = _setting()
-    smtp_port: int = _setting("587", Bounds(1, 65535))
-    smtp_username: str | None = _setting()
-    smtp_password: str | None = _setting(secrecy="value", parse=lambda _, env: env.get("SMTP_PASSWORD") or None)
-    smtp_from: str | None = _setting(derived_from="SMTP_USERNAME", parse=_sender)
+    # Each setting and its rule, in the order `wa-export config` lists (and validates) them: a derived one follows
+    # its source. The maxima are generous but safe: see Bounds.
+    mongodb_uri: Annotated[str, _rule(DEFAULT_MONGODB_URI, secrecy="uri", parse=_mongodb_uri)] = field(repr=False)
+    mongodb_database: Annotated[str, _rule(derived_from="MONGODB_URI", parse=_database_name)]
+    smtp_server: Annotated[str | None, _rule()]
+    smtp_port: Annotated[int, _rule("587", Bounds(1, 65535))]
+    smtp_username: Annotated[str | None, _rule()]
+    smtp_password: Annotated[
+        str | None, _rule(secrecy="value", parse=lambda _, env: env.get("SMTP_PASSWORD") or None)
+    ] = field(repr=False)
+    smtp_from: Annotated[str | None, _rule(derived_from="SMTP_USERNAME", parse=_sender)]
     # The From display name: set but empty sends the bare address; line breaks would end the header.
-    smtp_from_name: str = _setting(
-        "WhatsApp Exports",
-        parse=lambda _, env: (
-            "WhatsApp Exports" if (raw := env.get("SMTP_FROM_NAME")) is None else " ".join(raw.split())
-        ),
-    )
-    smtp_security: SmtpSecurity = _setting(
-        "auto",
-        parse=_one_of(
-            {c: c for c in ("auto", "ssl", "starttls", "none")},
-            "SMTP_SECURITY must be one of auto, ssl, starttls, none",
-            True,
-        ),
-    )
-    smtp_ca_file: Path | None = _setting(parse=_ca_file)
+    smtp_from_name: Annotated[
+        str,
+        _rule("WhatsApp Exports", parse=lambda _, env: " ".join(env.get("SMTP_FROM_NAME", "WhatsApp Exports").split())),
+    ]
+    smtp_security: Annotated[SmtpSecurity, _rule("auto", parse=_security)]
+    smtp_ca_file: Annotated[Path | None, _rule(parse=_ca_file)]
     # A socket timeout and a time.monotonic() deadline: an hour is far beyond any SMTP step.
-    smtp_timeout_seconds: float = _setting("30", Bounds(0, 3600, whole=False, minimum_exclusive=True, note="1 hour"))
-    export_interval_minutes: int = _setting("15", Bounds(1, 7 * 24 * 60, note="1 week"))
+    smtp_timeout_seconds: Annotated[float, _rule("30", Bounds(0, 3600, False, True, "1 hour"))]
+    export_interval_minutes: Annotated[int, _rule("15", Bounds(1, 7 * 24 * 60, note="1 week"))]
     # now - timedelta(days=N) must stay a datetime: 100 years (the `cleanup --days` maximum too).
-    export_cleanup_days: int = _setting("7", Bounds(0, 36_500, note="100 years"))
-    export_dir: Path = _setting("./exports", parse=lambda written, _: Path(written).expanduser().absolute())
-    export_timezone: ZoneInfo = _setting("UTC", parse=_timezone)
+    export_cleanup_days: Annotated[int, _rule("7", Bounds(0, 36_500, note="100 years"))]
+    export_dir: Annotated[Path, _rule("./exports", parse=lambda written, _: Path(written).expanduser().absolute())]
+    export_timezone: Annotated[ZoneInfo, _rule("UTC", parse=_timezone)]
     # A window end is now - timedelta(seconds=N); a lag of days already delays every export by days.
-    export_lag_seconds: int = _setting("60", Bounds(0, 30 * 86_400, note="30 days"))
+    export_lag_seconds: Annotated[int, _rule("60", Bounds(0, 30 * 86_400, note="30 days"))]
     # Mail servers refuse messages far smaller than 1 GiB; int(MB * 2**20) must stay a sane size.
-    export_max_attachment_mb: float = _setting("20", Bounds(0, 1024, whole=False, minimum_exclusive=True, note="1 GiB"))
-    export_allowed_email_domains: tuple[str, ...] = _setting(
-        parse=lambda written, _: tuple(d.strip().lower().lstrip("@") for d in written.split(",") if d.strip())
-    )
+    export_max_attachment_mb: Annotated[float, _rule("20", Bounds(0, 1024, False, True, "1 GiB"))]
+    export_allowed_email_domains: Annotated[
+        tuple[str, ...],
+        _rule(parse=lambda written, _: tuple(d.strip().lower().lstrip("@") for d in written.split(",") if d.strip())),
+    ]
     # A lease expiry is database now + timedelta(seconds=N); a killed run blocks its workspace that long.
-    lease_seconds: int = _setting("900", Bounds(5, 86_400, note="1 day"), variable="EXPORT_LEASE_SECONDS")
+    lease_seconds: Annotated[int, _rule("900", Bounds(5, 86_400, note="1 day"), variable="EXPORT_LEASE_SECONDS")]
     # pymongo takes milliseconds (int(seconds * 1000)): below 1 ms it would read 0.
-    mongodb_timeout_seconds: float = _setting("5", Bounds(0.001, 3600, whole=False, note="1 hour"))
-    export_metrics_file: Path | None = _setting(parse=lambda written, _: metrics_file_path(written))
-    export_recipients_field: str | None = _document_field("the export addresses", "settings.export_email")
-    export_timezone_field: str | None = _document_field("the workspace's IANA time zone", "settings.timezone")
-    export_schedule_field: str | None = _document_field("the workspace's delivery schedule", "settings.schedule")
-    export_arrival_field: str = _setting("_id", parse=_arrival_field)  # arrival order (docs/design.md)
-    export_max_rows_per_email: int = _setting("100000", Bounds(1, 1_000_000_000))
+    mongodb_timeout_seconds: Annotated[float, _rule("5", Bounds(0.001, 3600, False, note="1 hour"))]
+    export_metrics_file: Annotated[Path | None, _rule(parse=lambda written, _: metrics_file_path(written))]
+    export_recipients_field: Annotated[
+        str | None, _rule(document_field=("the export addresses", "settings.export_email"))
+    ]
+    export_timezone_field: Annotated[
+        str | None, _rule(document_field=("the workspace's IANA time zone", "settings.timezone"))
+    ]
+    export_schedule_field: Annotated[
+        str | None, _rule(document_field=("the workspace's delivery schedule", "settings.schedule"))
+    ]
+    export_arrival_field: Annotated[str, _rule("_id", parse=_arrival_field)]  # arrival order (docs/design.md)
+    export_max_rows_per_email: Annotated[int, _rule("100000", Bounds(1, 1_000_000_000))]
     # A first window reaches back at most a leap year (now - timedelta(hours=N)).
-    export_backfill_max_hours: float = _setting("24", Bounds(0, 24 * 366, whole=False, note="366 days"))
-    export_workbook_password_field: str | None = _document_field(
-        "the workbook password", "settings.export.workbook_password"
-    )
-    export_require_workbook_password: bool = _setting(
-        "false", parse=_one_of(_FLAGS, "EXPORT_REQUIRE_WORKBOOK_PASSWORD must be true or false")
-    )
+    export_backfill_max_hours: Annotated[float, _rule("24", Bounds(0, 24 * 366, False, note="366 days"))]
+    export_workbook_password_field: Annotated[
+        str | None, _rule(document_field=("the workbook password", "settings.export.workbook_password"))
+    ]
+    export_require_workbook_password: Annotated[bool, _rule("false", parse=_flag)]
     _secrets: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -319,9 +311,9 @@ class Settings:
 
 
 RULES: tuple[SettingRule, ...] = tuple(
-    SettingRule(**{"variable": item.name.upper(), **item.metadata["rule"], "field": item.name})
-    for item in fields(Settings)
-    if "rule" in item.metadata
+    replace(rule, variable=rule.variable or name.upper(), field=name)
+    for name, hint in get_type_hints(Settings, globals(), include_extras=True).items()
+    for rule in getattr(hint, "__metadata__", ())
 )
 RULE_OF = {rule.variable: rule for rule in RULES}
 
