@@ -37,8 +37,7 @@ ID_FORM = "24 hexadecimal characters"  # how every id an operator types is writt
 
 @dataclass(frozen=True)
 class Bounds:
-    """The values a number setting may take; every maximum keeps timedelta, datetime and socket arithmetic clear
-    of OverflowError."""
+    """The values a number setting may take; every maximum keeps timedelta, datetime and sockets clear of overflow."""
 
     minimum: float
     maximum: float
@@ -46,9 +45,8 @@ class Bounds:
     minimum_exclusive: bool = False  # e.g. a timeout: 0 is not "no timeout" here but nonsense
     note: str = ""  # the maximum in words, e.g. "30 days"
 
-    def admits(self, value: float) -> bool:
-        low = self.minimum < value if self.minimum_exclusive else self.minimum <= value
-        return low and value <= self.maximum  # NaN fails both
+    def admits(self, value: float) -> bool:  # NaN fails both
+        return (self.minimum < value if self.minimum_exclusive else self.minimum <= value) and value <= self.maximum
 
     def describe(self) -> str:
         # 2592000, not 2.592e+06: the operator copies it into a .env.
@@ -67,16 +65,13 @@ Parser = Callable[[str, "_Environment"], Any]
 
 @dataclass(frozen=True)
 class SettingRule:
-    """One variable: its default as written in a .env, how it is read, the Settings field it fills."""
-
     variable: str
     default: str = ""  # "" = unset
     bounds: Bounds | None = None  # a number setting
     secrecy: Secrecy = ""
     derived_from: str | None = None  # unset, it takes its value from this variable
     parse: Parser | None = None  # None: a number within `bounds`, else the text or None when empty
-    # A dotted path in the workspace document: (what the field holds, an example path).
-    document_field: tuple[str, str] | None = None
+    document_field: tuple[str, str] | None = None  # a path in the workspace document: (what it holds, an example)
     field: str = ""  # the Settings field; "" = the variable in lower case
 
     def __post_init__(self) -> None:
@@ -98,11 +93,10 @@ class SettingRule:
             return written or None
         # ASCII digits only: int() and float() also take "1_000", other scripts' digits, "nan" and "inf".
         whole = self.bounds.whole
-        if not _NUMBER[whole].fullmatch(written):
-            raise ConfigError(f"{self.variable} must be {'a whole number' if whole else 'a number'}{env.got(written)}.")
-        value = int(written) if whole else float(written)
-        if not self.bounds.admits(value):
-            raise ConfigError(f"{self.variable} must be {self.bounds.describe()}{env.got(written)}.")
+        value = (int if whole else float)(written) if _NUMBER[whole].fullmatch(written) else None
+        if value is None or not self.bounds.admits(value):
+            what = self.bounds.describe() if value is not None else "a whole number" if whole else "a number"
+            raise ConfigError(f"{self.variable} must be {what}{env.got(written)}.")
         return value
 
 
@@ -132,9 +126,8 @@ def _sender(written: str, env: _Environment) -> str | None:
     # Reported, but kept: the sending rules then do not add "no sender address" to it.
     if sender is not None and not EMAIL_ADDRESS.match(sender):
         variable = "SMTP_FROM" if written else "SMTP_USERNAME (used as the sender)"
-        env.problem(
-            variable.split()[0], f"{variable} is not a valid email address; set SMTP_FROM to the sender address."
-        )
+        message = f"{variable} is not a valid email address; set SMTP_FROM to the sender address."
+        env.problem(variable.split()[0], message)
     return sender
 
 
@@ -206,6 +199,10 @@ def _rule(default: str = "", bounds: Bounds | None = None, variable: str = "", *
     return SettingRule(variable, default, bounds, **rule)  # no variable: the field's name in capitals
 
 
+def _path(holds: str, example: str) -> SettingRule:
+    return _rule(document_field=(holds, example))
+
+
 @dataclass(frozen=True)
 class Settings:
     # WORKSPACE_<ID>_<SUFFIX> by (lower-case id, suffix): the values set, the invalid ones that fail their workspace.
@@ -252,21 +249,15 @@ class Settings:
     # pymongo takes milliseconds (int(seconds * 1000)): below 1 ms it would read 0.
     mongodb_timeout_seconds: Annotated[float, _rule("5", Bounds(0.001, 3600, False, note="1 hour"))]
     export_metrics_file: Annotated[Path | None, _rule(parse=lambda written, _: metrics_file_path(written))]
-    export_recipients_field: Annotated[
-        str | None, _rule(document_field=("the export addresses", "settings.export_email"))
-    ]
-    export_timezone_field: Annotated[
-        str | None, _rule(document_field=("the workspace's IANA time zone", "settings.timezone"))
-    ]
-    export_schedule_field: Annotated[
-        str | None, _rule(document_field=("the workspace's delivery schedule", "settings.schedule"))
-    ]
+    export_recipients_field: Annotated[str | None, _path("the export addresses", "settings.export_email")]
+    export_timezone_field: Annotated[str | None, _path("the workspace's IANA time zone", "settings.timezone")]
+    export_schedule_field: Annotated[str | None, _path("the workspace's delivery schedule", "settings.schedule")]
     export_arrival_field: Annotated[str, _rule("_id", parse=_arrival_field)]  # arrival order (docs/design.md)
     export_max_rows_per_email: Annotated[int, _rule("100000", Bounds(1, 1_000_000_000))]
     # A first window reaches back at most a leap year (now - timedelta(hours=N)).
     export_backfill_max_hours: Annotated[float, _rule("24", Bounds(0, 24 * 366, False, note="366 days"))]
     export_workbook_password_field: Annotated[
-        str | None, _rule(document_field=("the workbook password", "settings.export.workbook_password"))
+        str | None, _path("the workbook password", "settings.export.workbook_password")
     ]
     export_require_workbook_password: Annotated[bool, _rule("false", parse=_flag)]
     _secrets: tuple[str, ...] = field(init=False, repr=False, compare=False)
@@ -287,26 +278,21 @@ class Settings:
         return int(self.export_max_attachment_mb * 1024 * 1024)
 
     def workspace_variable(self, workspace_id: str, suffix: str) -> object | None:
-        """The parsed WORKSPACE_<ID>_<suffix> of this workspace; None when unset (or invalid)."""
         return self.workspace_values.get((workspace_id.lower(), suffix))
 
     def workspace_variable_problem(self, workspace_id: str, suffix: str) -> str | None:
-        """Why this workspace's WORKSPACE_<ID>_<suffix> cannot be used (it fails the workspace), or None."""
         return self.workspace_problems.get((workspace_id.lower(), suffix))
 
     def recipient_problem(self, workspace_id: str) -> str | None:
         return self.workspace_variable_problem(workspace_id, "EMAIL")
 
     def configured_workspace_variables(self) -> list[tuple[str, str]]:
-        """(lower-case id, suffix) of every well-formed WORKSPACE_<ID>_<SUFFIX>, valid or not, sorted."""
         return sorted({*self.workspace_values, *self.workspace_problems})
 
     def document_fields(self) -> dict[str, str]:
-        """Setting name -> configured dotted path, for every workspace document field setting that is set."""
         return {rule.variable: path for rule in RULES if rule.document_field and (path := getattr(self, rule.field))}
 
     def secrets(self) -> list[str]:
-        """Every secret value this configuration holds, for redaction of error texts."""
         return list(self._secrets)
 
 
@@ -320,8 +306,6 @@ RULE_OF = {rule.variable: rule for rule in RULES}
 
 @dataclass(frozen=True)
 class WorkspaceVariable:
-    """WORKSPACE_<ID>_<suffix>: one workspace's own value."""
-
     suffix: str
     parse: Callable[[str, str], object]  # (value, variable name) -> value; ConfigError when invalid
     fails_workspace_only: bool  # an invalid value fails that workspace alone, not the configuration (exit 2)
@@ -341,8 +325,7 @@ WORKSPACE_VARIABLES: dict[str, WorkspaceVariable] = {
 
 
 def workspace_variable_name(name: str) -> tuple[str | None, str] | None:
-    """(lower-case workspace id, suffix) of a WORKSPACE_<ID>_<SUFFIX> variable, the id None when it is not
-    24 hex digits as written (a typo to report, not to ignore); None for any other name."""
+    """(lower-case workspace id, suffix) of WORKSPACE_<ID>_<SUFFIX>; the id None when malformed (a typo to report)."""
     suffixes = "|".join(re.escape(suffix) for suffix in WORKSPACE_VARIABLES)
     match = re.fullmatch(rf"WORKSPACE_(.*)_({suffixes})", name, re.IGNORECASE)
     if match is None:
@@ -357,20 +340,17 @@ def _secret_suffix(suffix: str) -> bool:
 
 
 def _names(names: Sequence[str], singular: str, plural: str) -> str:
-    """The first name and how many more (the full list is in --json), with the verb for that many."""
     return names[0] + (f" and {len(names) - 1} more {plural}" if len(names) > 1 else f" {singular}")
 
 
 def malformed_variables_sentence(names: Sequence[str]) -> str:
-    """Why these WORKSPACE_<ID>_<SUFFIX> names apply to no workspace (their id is not one), and what to write:
-    the one wording of `config`, a run's warnings and `health`."""
+    """Why these names apply to no workspace (their id is not one), and what to write."""
     suffixes = {parsed[1] for name in names if (parsed := workspace_variable_name(name)) is not None}
     suffix = f"_{suffixes.pop()}" if len(suffixes) == 1 else "the suffix"
     return f"{_names(names, 'applies', 'apply')} to no workspace; write a workspace id ({ID_FORM}) between WORKSPACE_ and {suffix}"
 
 
 def unmatched_variables_sentence(names: Sequence[str], database: str) -> str:
-    """These well-formed WORKSPACE_<ID>_<SUFFIX> names match no active workspace: a run's warnings and `health`."""
     return (
         f"{_names(names, 'matches', 'match')} no active workspace in database {database!r}: "
         "a typo in the id, or an inactive or deleted workspace"
@@ -378,22 +358,20 @@ def unmatched_variables_sentence(names: Sequence[str], database: str) -> str:
 
 
 def export_dir_not_a_directory(export_dir: Path, blocker: Path | None = None) -> str:
-    """EXPORT_DIR is a file, or `blocker`, a parent it would be created in, is (`health` and `cleanup`)."""
-    what = "is not a directory"
-    if blocker is not None and blocker != export_dir:
-        what = f"cannot be created: {blocker} is not a directory"
+    """EXPORT_DIR is a file, or `blocker`, a parent it would be created in, is."""
+    what = (
+        f"cannot be created: {blocker} is not a directory"
+        if blocker not in (None, export_dir)
+        else "is not a directory"
+    )
     return f"EXPORT_DIR {export_dir} {what}; point EXPORT_DIR at a directory."
 
 
-# Names other tools use for our settings, one "written=meant" string each (so that a scan of this
-# module for quoted variable names, as in tests/test_config_command.py, does not take them for ours).
-_ALIASES: dict[str, str] = dict(
-    re.findall(
-        r"(\w+)=(\w+)",
-        "SMTP_HOST=SMTP_SERVER SMTP_USER=SMTP_USERNAME SMTP_PASS=SMTP_PASSWORD SMTP_TIMEOUT=SMTP_TIMEOUT_SECONDS "
-        "MONGO_URL=MONGODB_URI MONGODB_URL=MONGODB_URI MONGO_DB=MONGODB_DATABASE",
-    )
+# Names other tools use for our settings.
+_ALIASES = dict(
+    SMTP_HOST="SMTP_SERVER", SMTP_USER="SMTP_USERNAME", SMTP_PASS="SMTP_PASSWORD", MONGO_DB="MONGODB_DATABASE"
 )
+_ALIASES |= dict(SMTP_TIMEOUT="SMTP_TIMEOUT_SECONDS", MONGO_URL="MONGODB_URI", MONGODB_URL="MONGODB_URI")
 # First words that stand for one of ours (MONGO_URI, MAIL_SERVER), ours included (EXPORT_PORT for SMTP_PORT).
 _OTHER_PREFIXES = frozenset({"MONGODB", "SMTP", "EXPORT", "MONGO", "DB", "MAIL", "EMAIL", "WA"})
 # Our variables' first words: a name with one that no setting reads is a typo or a leftover.
@@ -428,20 +406,17 @@ def probable_setting(name: str) -> str | None:
 
 
 def unknown_setting_variables(names: Iterable[str]) -> list[str]:
-    """Names with our prefixes that no setting reads (`config` lists them)."""
     return sorted(name for name in names if name.startswith(SETTING_PREFIXES) and name not in RULE_OF)
 
 
 @dataclass(frozen=True)
 class SettingProblem:
-    """One invalid setting: the variable and the sentence saying what is wrong (no secret in it)."""
-
     variable: str
     message: str
 
 
 class _Environment(dict[str, str]):
-    """The effective variables while they are validated: collects every problem instead of stopping."""
+    """The variables while they are validated: collects every problem instead of stopping."""
 
     def __init__(self, values: Mapping[str, str]) -> None:
         super().__init__(values)
@@ -462,7 +437,6 @@ class _Environment(dict[str, str]):
 
 
 def secrets_in(env: Mapping[str, str]) -> list[str]:
-    """The secret values among these variables (RULES and WORKSPACE_VARIABLES say which are secret)."""
     found: list[str] = []
     for rule in RULES:
         raw = env.get(rule.variable, "")
@@ -516,7 +490,6 @@ def validate_environment(source: ConfigurationSource) -> tuple[Settings, list[Se
 
 
 def _exposed_env_file(source: ConfigurationSource) -> list[str]:
-    """A warning if the .env file holds a secret and its mode lets group or others read it."""
     path = source.env_file
     if path is None or not secrets_in(source.file_values):
         return []
@@ -530,21 +503,15 @@ def _exposed_env_file(source: ConfigurationSource) -> list[str]:
 def load_settings(env_file: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """The validated settings; the first invalid value raises ConfigError (saying how many more there are)."""
     settings, problems = validate_environment(read_configuration(env_file, environ))
-    if len(problems) > 1:
-        more = len(problems) - 1
-        raise ConfigError(
-            f"{problems[0].message.rstrip('.')}; {more} more setting{'s are' if more > 1 else ' is'} invalid "
-            "(`wa-export config` lists them all)."
-        )
     if problems:
-        raise ConfigError(problems[0].message)
+        more = len(problems) - 1
+        tail = f"; {more} more setting{'s are' if more > 1 else ' is'} invalid (`wa-export config` lists them all)."
+        raise ConfigError(f"{problems[0].message.rstrip('.')}{tail}" if more else problems[0].message)
     return settings
 
 
 @dataclass(frozen=True)
 class SendingProblem:
-    """Why these settings cannot send a mail without asking anyone: what is wrong, then what to do."""
-
     variable: str
     what: str
     hint: str
@@ -553,38 +520,19 @@ class SendingProblem:
 def sending_problems(settings: Settings) -> list[SendingProblem]:
     """The cross-field rules for sending, checked by `config` and before any send (mail.message.check_sendable):
     a run that sends refuses these with exit 2, so `config` does too."""
-    # A misspelt SMTP_SERVER is the likely cause: name it in the same sentence.
-    typo = next((written for written, meant in settings.misspelt_variables.items() if meant == "SMTP_SERVER"), None)
-    user, password = settings.smtp_username, settings.smtp_password
-    rules = [
-        (
-            not settings.smtp_server,
-            SendingProblem(
-                "SMTP_SERVER",
-                f"SMTP_SERVER is not set ({typo} is set: a typo?)" if typo else "SMTP_SERVER is not set",
-                "Set SMTP_SERVER to your mail server's host name.",
-            ),
-        ),
-        # Without this, yagmail would ask keyring and then prompt on the terminal.
-        (
-            user and not password,
-            SendingProblem(
-                "SMTP_PASSWORD",
-                "SMTP_USERNAME is set but SMTP_PASSWORD is not",
-                "Set SMTP_PASSWORD (or unset SMTP_USERNAME for a server that needs no login).",
-            ),
-        ),
-        (
-            password and not user,
-            SendingProblem(
-                "SMTP_USERNAME",
-                "SMTP_PASSWORD is set but SMTP_USERNAME is not",
-                "Set SMTP_USERNAME to the account the password belongs to.",
-            ),
-        ),
-        (
-            not settings.smtp_from,
-            SendingProblem("SMTP_FROM", "No sender address", "Set SMTP_FROM (or SMTP_USERNAME) to an email address."),
-        ),
-    ]
-    return [problem for broken, problem in rules if broken]
+    problems, user, password = [], settings.smtp_username, settings.smtp_password
+    if not settings.smtp_server:
+        # A misspelt SMTP_SERVER is the likely cause: name it in the same sentence.
+        typo = next((written for written, meant in settings.misspelt_variables.items() if meant == "SMTP_SERVER"), None)
+        what = f"SMTP_SERVER is not set ({typo} is set: a typo?)" if typo else "SMTP_SERVER is not set"
+        problems.append(SendingProblem("SMTP_SERVER", what, "Set SMTP_SERVER to your mail server's host name."))
+    if user and not password:  # else yagmail would ask keyring, then prompt on the terminal
+        hint = "Set SMTP_PASSWORD (or unset SMTP_USERNAME for a server that needs no login)."
+        problems.append(SendingProblem("SMTP_PASSWORD", "SMTP_USERNAME is set but SMTP_PASSWORD is not", hint))
+    if password and not user:
+        hint = "Set SMTP_USERNAME to the account the password belongs to."
+        problems.append(SendingProblem("SMTP_USERNAME", "SMTP_PASSWORD is set but SMTP_USERNAME is not", hint))
+    if not settings.smtp_from:
+        hint = "Set SMTP_FROM (or SMTP_USERNAME) to an email address."
+        problems.append(SendingProblem("SMTP_FROM", "No sender address", hint))
+    return problems
