@@ -17,11 +17,11 @@ import pytest
 from inprocess_cli import run_wa_export
 from seeding import cli_env, run_cli
 from wa_export.commands.deploy import KINDS, all_files, deploy, shipped_files
-from wa_export.envfile import read_configuration
 from wa_export.errors import UsageProblem, WaExportError
 from wa_export.settings import (
     RULES,
     WORKSPACE_VARIABLES,
+    read_configuration,
     sending_problems,
     validate_environment,
     workspace_variable_name,

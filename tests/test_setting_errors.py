@@ -12,8 +12,7 @@ import pytest
 
 from faultkit import MONGO_PASSWORD, MONGO_USER
 from helpers import one_stderr_line
-from wa_export.envfile import read_configuration
-from wa_export.settings import validate_environment
+from wa_export.settings import read_configuration, validate_environment
 
 SWAPPED_SECRET = "Swapped-Pw_9q7Xk"
 

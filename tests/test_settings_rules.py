@@ -18,9 +18,8 @@ from typer.testing import CliRunner, Result
 
 from seeding import add_chat, add_messages, add_workspace, utcnow
 from wa_export.cli.app import app
-from wa_export.envfile import read_configuration
 from wa_export.errors import ExitCode
-from wa_export.settings import RULES, probable_setting, validate_environment
+from wa_export.settings import RULES, probable_setting, read_configuration, validate_environment
 
 WORKSPACE = "0123456789abcdef01234567"
 

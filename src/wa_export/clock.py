@@ -8,8 +8,6 @@ from datetime import UTC, datetime, timedelta, tzinfo
 
 from wa_export.errors import UsageProblem
 
-EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST_TIME = datetime(9000, 1, 1, tzinfo=UTC)
 MINUTE_FORMAT = "%Y-%m-%d %H:%M"
 SECOND_FORMAT = "%Y-%m-%d %H:%M:%S"
 
@@ -20,7 +18,6 @@ def to_millis(moment: datetime) -> datetime:
 
 
 def utc_now() -> datetime:
-    """This host's now, in UTC and at BSON precision."""
     return to_millis(datetime.now(UTC))
 
 
@@ -39,28 +36,23 @@ def iso(moment: datetime | None) -> str | None:
 
 
 def format_local(moment: datetime | None, zone: tzinfo, fmt: str = MINUTE_FORMAT) -> str:
-    """`moment` in the display zone; empty for no time."""
     return "" if moment is None else moment.astimezone(zone).strftime(fmt)
 
 
 def parse_time(text: str, option: str, zone: tzinfo) -> datetime:
     """ISO 8601; a naive value is in `zone`. Returns an aware UTC datetime at BSON precision."""
     raw = text.strip()
-    if raw.endswith(("Z", "z")):
-        raw = raw[:-1] + "+00:00"
     try:
-        moment = datetime.fromisoformat(raw)
+        moment = datetime.fromisoformat(raw[:-1] + "+00:00" if raw.endswith(("Z", "z")) else raw)
     except ValueError:
         raise UsageProblem(
             f"{option} {text!r} is not an ISO 8601 time; use e.g. 2026-01-15T14:30 or 2026-01-15T14:30:00+02:00."
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=zone)
     try:
-        moment = moment.astimezone(UTC)
+        moment = (moment.replace(tzinfo=zone) if moment.tzinfo is None else moment).astimezone(UTC)
     except OverflowError:
-        moment = EARLIEST_TIME - timedelta(days=1)  # reported just below
-    if not EARLIEST_TIME <= moment <= LATEST_TIME:
+        moment = datetime.min.replace(tzinfo=UTC)  # reported just below
+    if not datetime(1970, 1, 1, tzinfo=UTC) <= moment <= datetime(9000, 1, 1, tzinfo=UTC):
         raise UsageProblem(f"{option} {text!r} is out of range; use a time between 1970 and 9000.")
     return to_millis(moment)
 

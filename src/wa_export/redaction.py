@@ -6,18 +6,17 @@ import base64
 import re
 from urllib.parse import quote, quote_plus
 
-# Shorter secrets are replaced only as a whole token: a password "on" must not turn "Connection" into "C***necti***".
-WHOLE_TOKEN_BELOW = 4
-
 
 def redact(text: str, secrets: list[str]) -> str:
     """Every secret (and its URL-encoded forms) in `text` as ***, longest first (a secret may hold another)."""
     forms = {form for secret in secrets if secret for form in (secret, quote(secret, safe=""), quote_plus(secret))}
     for form in sorted(forms, key=len, reverse=True):
-        if len(form) >= WHOLE_TOKEN_BELOW:
-            text = text.replace(form, "***")
-        else:
-            text = re.sub(rf"(?<![0-9A-Za-z]){re.escape(form)}(?![0-9A-Za-z])", "***", text)
+        # One shorter than 4 only as a whole token: a password "on" must not turn "Connection" into "C***necti***".
+        text = (
+            text.replace(form, "***")
+            if len(form) >= 4
+            else re.sub(rf"(?<![0-9A-Za-z]){re.escape(form)}(?![0-9A-Za-z])", "***", text)
+        )
     return text
 
 

@@ -1,28 +1,178 @@
 """Configuration: every setting's rule, validated once, before anything touches MongoDB or SMTP.
 
-Each Settings field carries its variable's rule (RULES lists them); WORKSPACE_VARIABLES holds WORKSPACE_<ID>_<SUFFIX>.
-Every invalid value is collected so `config` lists them all; a command stops on the first. Secrets are never echoed.
+Why this module is long: it is the one home of configuration: where variables come from (the environment, a `.env`
+file; MONGODB_URI read without DNS), each Settings field's rule (RULES), WORKSPACE_VARIABLES, near-miss names and the
+sending rules. Every invalid value is collected so `config` lists them all; a command stops on the first.
 """
 
 from __future__ import annotations
 
+import codecs
 import difflib
+import io
+import logging
+import os
 import re
 import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_type_hints
+from urllib.parse import unquote_plus
 from zoneinfo import ZoneInfo
 
+from dotenv import dotenv_values
+from dotenv.parser import parse_stream
+from pymongo.uri_parser import parse_userinfo, split_hosts, split_options
+
 from wa_export.addresses import EMAIL_ADDRESS, parse_address_list
-from wa_export.envfile import ConfigurationSource, read_configuration
 from wa_export.errors import ConfigError
-from wa_export.mongodb_uri import DEFAULT_MONGODB_URI, parse_mongodb_uri, uri_secrets, userinfo_needs_encoding
 from wa_export.redaction import redact, smtp_auth_forms
 from wa_export.schedule import parse_schedule, parse_time_zone
 from wa_export.workbook_password import parse_workbook_password
 from wa_export.workspace_settings import environment_parser
+
+DEFAULT_MONGODB_URI = "mongodb://localhost:27017"
+# python-dotenv logs "could not parse statement" without the file name; read_env_file reports those lines itself.
+logging.getLogger("dotenv.main").setLevel(logging.ERROR)
+
+
+@dataclass(frozen=True)
+class ConfigurationSource:
+    """Where the variables came from: the process environment and at most one .env file."""
+
+    values: dict[str, str]  # effective: the .env values overridden by the real environment
+    process_keys: frozenset[str]
+    env_file: Path | None
+    file_values: dict[str, str]
+    warnings: tuple[str, ...]
+
+    def origin(self, name: str) -> str:
+        """ "environment", ".env file <path>" or "default" (not set anywhere)."""
+        if name in self.process_keys:
+            return "environment"
+        return f".env file {self.env_file}" if name in self.file_values else "default"
+
+
+def read_configuration(env_file: Path | None, environ: Mapping[str, str] | None = None) -> ConfigurationSource:
+    """The process environment and the `.env` file (./.env, or --env-file), with their warnings."""
+    process = dict(os.environ if environ is None else environ)
+    path: Path | None = env_file or Path.cwd() / ".env"
+    if path is not None and not path.is_file():
+        if env_file is not None:
+            raise ConfigError(f"--env-file {env_file} does not exist or is not a file.")
+        path = None  # a directory named .env (often a virtualenv) is not a settings file
+    file_values: dict[str, str] = {}
+    warnings: list[str] = []
+    if path is not None:
+        file_values, warnings = read_env_file(path)
+    elif not process.get("MONGODB_URI", "").strip():
+        warnings.append(
+            f"no .env file in {Path.cwd()} and no MONGODB_URI in the environment: "
+            f"using {DEFAULT_MONGODB_URI} (set MONGODB_URI, or pass --env-file)."
+        )
+    return ConfigurationSource({**file_values, **process}, frozenset(process), path, file_values, tuple(warnings))
+
+
+def read_env_file(path: Path) -> tuple[dict[str, str], list[str]]:
+    """The variables of one `.env` file, read as operators write it (UTF-16 or a byte-order mark, which
+    python-dotenv reads neither), and a warning per line that is not `NAME=value`."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(
+            f"Cannot read the env file {path} ({error.strerror or error}); "
+            "make it readable by the user that runs wa-export, or pass another one with --env-file."
+        ) from None
+    # A BOM decides (UTF-32 LE's begins with UTF-16 LE's: longest first); without one, NUL bytes in every other
+    # position mean UTF-16; anything else must be UTF-8.
+    marks = [(codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"), (codecs.BOM_UTF8, "utf-8")]
+    marks += [(codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")]
+    marked = next(((mark, encoding) for mark, encoding in marks if data.startswith(mark)), None)
+    if marked is not None:
+        data, encoding = data[len(marked[0]) :], marked[1]
+    elif len(data) >= 2 and data[1::2].count(0) > len(data) // 4:
+        encoding = "utf-16-le"
+    else:
+        encoding = "utf-16-be" if len(data) >= 2 and data[0::2].count(0) > len(data) // 4 else "utf-8"
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count("\n".encode(encoding)) + 1
+        raise ConfigError(
+            f"The env file {path} is not valid {encoding.upper()} text (line {line}); "
+            "save it as UTF-8 (or UTF-16 with a byte-order mark)."
+        ) from None
+    values = {key: value for key, value in dotenv_values(stream=io.StringIO(text)).items() if value is not None}
+    warnings: list[str] = []  # the line itself is never quoted: it may hold a password that lost its name
+    for binding in parse_stream(io.StringIO(text)):
+        # python-dotenv counts a statement's line from the blank lines before it.
+        statement = binding.original.string
+        leading = statement[: len(statement) - len(statement.lstrip())]
+        line = binding.original.line + len(leading.replace("\r\n", "\n").replace("\r", "\n").split("\n")) - 1
+        if binding.error:
+            warnings.append(f"{path} line {line} is not NAME=value and was ignored.")
+        elif binding.key is not None and binding.value is None:
+            warnings.append(f"{path} line {line} sets {binding.key} without '=' and was ignored.")
+    return values, warnings
+
+
+@dataclass(frozen=True)
+class MongoUriParts:
+    srv: bool
+    username: str | None
+    password: str | None  # URL-decoded
+    raw_password: str | None  # as written in the URI
+    database: str | None  # URL-decoded, without a ".collection" suffix
+
+
+def parse_mongodb_uri(uri: str) -> MongoUriParts:
+    """``scheme://[userinfo@]hosts[/database][?options]`` by pymongo's pure helpers and rules, without the DNS
+    lookups its parse_uri makes for mongodb+srv://; ValueError (or pymongo's ConfigurationError) when malformed."""
+    scheme, _, rest = uri.partition("://")
+    if scheme not in ("mongodb", "mongodb+srv"):
+        raise ValueError("the URI must begin with mongodb:// or mongodb+srv://")
+    host_and_db, _, options = rest.partition("?")
+    host_part, _, database = host_and_db.partition("/")
+    userinfo, at, hosts = host_part.rpartition("@")
+    username, password = parse_userinfo(userinfo) if at else (None, None)
+    if "/" in hosts or not hosts:
+        raise ValueError("no host")
+    opts = split_options(options, validate=True, warn=True, normalize=True) if options else {}
+    nodes = split_hosts(hosts, default_port=None) if scheme == "mongodb+srv" else split_hosts(hosts)
+    if scheme == "mongodb+srv" and (len(nodes) != 1 or nodes[0][1] is not None or opts.get("directconnection")):
+        raise ValueError("mongodb+srv:// takes exactly one host name and no port, and no directConnection=true")
+    # The option combinations pymongo's parse_uri refuses (its _check_options).
+    if len(nodes) > 1 and opts.get("directconnection"):
+        raise ValueError("directConnection=true needs a single host")
+    if opts.get("loadbalanced") and (len(nodes) > 1 or opts.get("directconnection") or opts.get("replicaset")):
+        raise ValueError("loadBalanced=true needs a single host, no directConnection and no replicaSet")
+    name = unquote_plus(database).split(".", 1)[0] if database else ""
+    if re.search(r'[/ "$]', name):
+        raise ValueError("bad database name")
+    srv = scheme == "mongodb+srv"
+    return MongoUriParts(srv, username, password or None, userinfo.partition(":")[2] or None, name or None)
+
+
+def uri_secrets(uri: str) -> list[str]:
+    """The MongoDB password in MONGODB_URI, decoded and as written; tolerant of a malformed URI."""
+    try:
+        parts = parse_mongodb_uri(uri)
+        return [parts.password or "", parts.raw_password or ""]
+    except Exception:
+        # Malformed, often because the password holds an unencoded "@" or "/":
+        # everything between the first ":" and the last "@" is the password then.
+        rest = uri.partition("://")[2]
+        raw = rest.rpartition("@")[0].partition(":")[2]
+        return [raw, unquote_plus(raw)] if raw else []
+
+
+def _userinfo_needs_encoding(uri: str) -> bool:
+    """Whether the part before the last "@" holds characters a URI's user info must percent-encode."""
+    userinfo = uri.partition("://")[2].rpartition("@")[0]
+    bad_percent = re.search(r"%(?![0-9A-Fa-f]{2})", userinfo) is not None
+    return bool(re.search(r"[@/?#\[\]]", userinfo)) or userinfo.count(":") > 1 or bad_percent
+
 
 SmtpSecurity = Literal["auto", "ssl", "starttls", "none"]
 # A plain or dotted document field; no `$` (an operator) and no empty segment.
@@ -106,7 +256,7 @@ def _mongodb_uri(written: str, env: _Environment) -> str:
     except Exception:
         hint = (
             "the user name or password holds an unencoded @, : or /, percent-encode them (@ as %40, : as %3A, / as %2F)"
-            if userinfo_needs_encoding(written)
+            if _userinfo_needs_encoding(written)
             else "expected something like mongodb://user:password@host:27017/database"
         )
         raise ConfigError(f"MONGODB_URI is not a valid MongoDB connection string: {hint}.") from None

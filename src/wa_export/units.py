@@ -7,11 +7,10 @@ from typing import TYPE_CHECKING
 
 from wa_export.clock import MINUTE_FORMAT, format_local
 
-# local_time's format for log line stamps: ISO 8601 with the zone's offset.
-LOG_STAMP = "iso"
-
 if TYPE_CHECKING:  # settings imports pymongo; cli/app.py imports this module at start-up
     from wa_export.settings import Settings
+
+LOG_STAMP = "iso"  # local_time's format for log line stamps: ISO 8601 with the zone's offset
 
 
 def format_bytes(size: float) -> str:
@@ -32,12 +31,10 @@ def count_or_zero(value: object) -> int:
 def format_age(delta: timedelta) -> str:
     """How long ago, coarsely: '45 s', '12 min', '3 h 5 min', '4 days'."""
     seconds = max(0, int(delta.total_seconds()))
-    minutes, hours = seconds // 60, seconds // 3600
-    if seconds < 60:
-        return f"{seconds} s"
-    if minutes < 120:
-        return f"{minutes} min"
-    return f"{hours} h {minutes % 60} min" if hours < 48 else count_noun(hours // 24, "day")
+    if seconds < 60 * 120:
+        return f"{seconds} s" if seconds < 60 else f"{seconds // 60} min"
+    hours = seconds // 3600
+    return f"{hours} h {seconds // 60 % 60} min" if hours < 48 else count_noun(hours // 24, "day")
 
 
 def format_ago(delta: timedelta) -> str:
@@ -45,9 +42,8 @@ def format_ago(delta: timedelta) -> str:
 
 
 def local_time(moment: datetime | None, where: Settings | tzinfo, fmt: str = MINUTE_FORMAT, zoned: bool = False) -> str:
-    """`moment` as people read it, in `where`'s zone: EXPORT_TIMEZONE of the settings, or a zone given
-    itself (a workspace's own); '' for none. `zoned` appends the zone's name; `fmt` LOG_STAMP gives
-    ISO 8601 with the offset (2026-12-06T20:10:41+05:30), which names the zone by itself."""
+    """`moment` in EXPORT_TIMEZONE of the settings, or in a zone given itself; '' for none. `zoned` appends the
+    zone's name; `fmt` LOG_STAMP gives ISO 8601 with the offset, which names the zone by itself."""
     zone = where if isinstance(where, tzinfo) else where.export_timezone
     if moment is not None and fmt == LOG_STAMP:
         return moment.astimezone(zone).isoformat(timespec="seconds")

@@ -10,16 +10,16 @@ from datetime import tzinfo
 from pathlib import Path
 from typing import Any
 
-from wa_export.envfile import read_configuration
 from wa_export.errors import ExitCode
 from wa_export.mail.errors import MailError, MailOutcome
-from wa_export.mongodb_uri import parse_mongodb_uri
 from wa_export.redaction import redact
 from wa_export.settings import (
     RULES,
     WORKSPACE_VARIABLES,
     SettingProblem,
     malformed_variables_sentence,
+    parse_mongodb_uri,
+    read_configuration,
     secrets_in,
     sending_problems,
     unknown_setting_variables,
