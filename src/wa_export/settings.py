@@ -238,7 +238,10 @@ class SettingRule:
         if self.document_field is not None:
             return _document_path(self.variable, written, *self.document_field)
         if self.parse is not None:
-            return self.parse(written, env)
+            try:
+                return self.parse(written, env)
+            except ValueError as error:  # a clause completing "<variable> <value> …"
+                raise ConfigError(f"{self.variable}{env.shown(written)} {error}.") from None
         if self.bounds is None:
             return written or None
         # ASCII digits only: int() and float() also take "1_000", other scripts' digits, "nan" and "inf".
@@ -267,7 +270,7 @@ def _database_name(written: str, env: _Environment) -> str:
     if not written:  # the (validated, DNS-free) URI's path, if any
         return parse_mongodb_uri(env.parsed["mongodb_uri"]).database or "whatsapp"
     if re.search(r'[/\\. "$\x00]', written) or len(written) > 63:
-        raise ConfigError(f"MONGODB_DATABASE{env.shown(written)} is not a valid MongoDB database name.")
+        raise ValueError("is not a valid MongoDB database name")
     return written
 
 
@@ -298,13 +301,6 @@ def _ca_file(written: str, env: _Environment) -> Path | None:
     if written and not path.is_file():
         raise ConfigError(f"SMTP_CA_FILE{env.shown(str(path))} does not exist or is not a file.")
     return path if written else None
-
-
-def _timezone(written: str, env: _Environment) -> ZoneInfo:
-    try:
-        return parse_time_zone(written)
-    except ValueError as error:
-        raise ConfigError(f"EXPORT_TIMEZONE{env.shown(written)} {error}.") from None
 
 
 def _document_path(variable: str, written: str, holds: str, example: str) -> str | None:
@@ -385,7 +381,7 @@ class Settings:
     # now - timedelta(days=N) must stay a datetime: 100 years (the `cleanup --days` maximum too).
     export_cleanup_days: Annotated[int, _rule("7", Bounds(0, 36_500, note="100 years"))]
     export_dir: Annotated[Path, _rule("./exports", parse=lambda written, _: Path(written).expanduser().absolute())]
-    export_timezone: Annotated[ZoneInfo, _rule("UTC", parse=_timezone)]
+    export_timezone: Annotated[ZoneInfo, _rule("UTC", parse=lambda written, _: parse_time_zone(written))]
     # A window end is now - timedelta(seconds=N); a lag of days already delays every export by days.
     export_lag_seconds: Annotated[int, _rule("60", Bounds(0, 30 * 86_400, note="30 days"))]
     # Mail servers refuse messages far smaller than 1 GiB; int(MB * 2**20) must stay a sane size.
@@ -577,12 +573,12 @@ class _Environment(dict[str, str]):
     def problem(self, variable: str, message: str) -> None:
         self.problems.append(SettingProblem(variable, redact(message, self.secrets)))
 
+    # ", got 'value'" and " 'value'" name a value in a message; never a secret (swapped .env lines put a password
+    # where a number belongs).
     def got(self, raw: str) -> str:
-        """ ", got 'value'", or nothing for a secret (swapped .env lines put a password where a number belongs)."""
         return f", got{shown}" if (shown := self.shown(raw)) else ""
 
     def shown(self, raw: str) -> str:
-        """ " 'value'" to name a value in a message, or nothing when it is (or holds) a secret."""
         return "" if any(secret in raw for secret in self.secrets) else f" {raw!r}"
 
 
@@ -619,24 +615,14 @@ def validate_environment(source: ConfigurationSource) -> tuple[Settings, list[Se
             malformed[name] = suffix
             continue
         try:
-            value = variable.parse(env[name], name)
+            if (value := variable.parse(env[name], name)) not in (None, "", ()):
+                values[workspace_id, suffix] = value
         except ConfigError as error:
             if variable.fails_workspace_only:
                 problems[workspace_id, suffix] = redact(str(error), env.secrets)
             else:
                 env.problem(name, str(error))
-            continue
-        if value not in (None, "", ()):
-            values[workspace_id, suffix] = value
-    settings = Settings(
-        **env.parsed,
-        workspace_values=values,
-        workspace_problems=problems,
-        malformed_workspace_variables=malformed,
-        load_warnings=tuple(warnings),
-        misspelt_variables=misspelt,
-    )
-    return settings, env.problems
+    return Settings(values, problems, malformed, tuple(warnings), misspelt, **env.parsed), env.problems
 
 
 def _exposed_env_file(source: ConfigurationSource) -> list[str]:
