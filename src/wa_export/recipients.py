@@ -59,49 +59,44 @@ def missing_hint(workspace_id: str, settings: Settings) -> str:
 def from_environment(workspace_id: str, settings: Settings) -> Recipients | None:
     """The WORKSPACE_<ID>_EMAIL addresses, which win over the database; None when the variable is not set."""
     variable = f"WORKSPACE_{workspace_id}_EMAIL"
-    problem = settings.recipient_problem(workspace_id)
-    if problem is not None:
-        return Recipients(
-            (), "environment", variable, f"{problem.rstrip('.')}; fix it to export this workspace", "invalid"
-        )
+    if (problem := settings.recipient_problem(workspace_id)) is not None:
+        return _refused((), "environment", variable, f"{problem.rstrip('.')}; fix it to export this workspace")
     configured = cast("tuple[str, ...] | None", settings.workspace_variable(workspace_id, "EMAIL"))
-    if not configured:
-        return None
-    return Recipients(configured, "environment", variable).allowed(
-        settings.export_allowed_email_domains, f"fix {variable}"
-    )
+    domains = settings.export_allowed_email_domains
+    return Recipients(configured, "environment", variable).allowed(domains, f"fix {variable}") if configured else None
+
+
+def _refused(addresses: tuple[str, ...], source: RecipientSource, origin: str, problem: str) -> Recipients:
+    return Recipients(addresses, source, origin, problem, "invalid")
 
 
 def recipients_for(workspace: Workspace, settings: Settings) -> Recipients:
     """The addresses an export of `workspace` goes to, with their source and any problem (never raises)."""
     configured = from_environment(workspace.id, settings)
-    if configured is not None:
-        return configured
     field, value = settings.export_recipients_field, workspace.document_values.get("EXPORT_RECIPIENTS_FIELD")
-    if not field or value is None:
-        return Recipients((), "none")
+    if configured is not None or not field or value is None:
+        return configured or Recipients((), "none")
     where = f"{field} of workspace {workspace.id}"
     fix = f"fix {where} in the platform or set WORKSPACE_{workspace.id}_EMAIL"
     strange = [item for item in value if not isinstance(item, str)] if isinstance(value, (list, tuple)) else []
     if strange:  # a None item too: a list is either all strings or wrong
-        problem = f"{where} holds a list with an item of type {type(strange[0]).__name__}, not only strings"
-    elif not isinstance(value, (str, list, tuple)):
-        problem = f"{where} holds a value of type {type(value).__name__}, not a string or a list of strings"
-    else:
-        addresses, invalid = split_address_list(value if isinstance(value, str) else ",".join(value))
-        if not invalid:
-            source: RecipientSource = "database" if addresses else "none"
-            return Recipients(addresses, source, field if addresses else None).allowed(
-                settings.export_allowed_email_domains, fix
-            )
-        return Recipients(
-            addresses,
-            "database",
-            field,
-            f"{where} holds an invalid email address {shown_value(invalid[0])}; {fix}",
-            "invalid",
+        kind = type(strange[0]).__name__
+        return _refused(
+            (), "database", field, f"{where} holds a list with an item of type {kind}, not only strings; {fix}"
         )
-    return Recipients((), "database", field, f"{problem}; {fix}", "invalid")
+    if not isinstance(value, (str, list, tuple)):
+        kind = type(value).__name__
+        return _refused(
+            (), "database", field, f"{where} holds a value of type {kind}, not a string or a list of strings; {fix}"
+        )
+    addresses, invalid = split_address_list(value if isinstance(value, str) else ",".join(value))
+    if invalid:
+        return _refused(
+            addresses, "database", field, f"{where} holds an invalid email address {shown_value(invalid[0])}; {fix}"
+        )
+    if not addresses:
+        return Recipients((), "none")
+    return Recipients(addresses, "database", field).allowed(settings.export_allowed_email_domains, fix)
 
 
 def describe_recipients(recipients: Recipients, workspace_id: str, settings: Settings) -> str:

@@ -22,9 +22,7 @@ if TYPE_CHECKING:  # settings imports this module (its registry's parsers)
 T = TypeVar("T")
 
 
-class WorkspaceView(Protocol):
-    """What resolving needs from a workspace (wa_export.store.connection.Workspace)."""
-
+class WorkspaceView(Protocol):  # wa_export.store.connection.Workspace
     @property
     def id(self) -> str: ...
 
@@ -34,13 +32,10 @@ class WorkspaceView(Protocol):
 
 @dataclass(frozen=True)
 class WorkspaceSetting(Generic[T]):
-    """One per-workspace setting: its variable's suffix, the setting naming its document field (e.g.
-    EXPORT_SCHEDULE_FIELD), how a document value is read (ValueError completing "<value> …"), and the default."""
-
     suffix: str  # WORKSPACE_<ID>_<suffix>
-    field_setting: str
+    field_setting: str  # the setting naming its document field, e.g. EXPORT_SCHEDULE_FIELD
     kind: type[T]  # what the variable's parser and `parse` return
-    parse: Callable[[str], T]
+    parse: Callable[[str], T]  # a document string -> value; ValueError completing "<value> …"
     default: Callable[[Any], T | None]  # from the Settings: the global value, or None for none
     default_origin: str  # how `stats`/`config` name the default, e.g. EXPORT_TIMEZONE
     secret: bool = False  # the value is never shown, not even when invalid
@@ -56,8 +51,7 @@ class Resolved(Generic[T]):
     problem: str | None = None  # one sentence naming the workspace, the field or variable and the value
 
     @property
-    def where(self) -> str:
-        """Where the value comes from, as `stats` and `config` say it."""
+    def where(self) -> str:  # as `stats` and `config` say it
         kind = {"environment": "environment variable", "database": "workspace field"}.get(self.source)
         return f"{kind} {self.origin}" if kind else f"default ({self.origin})"
 
@@ -67,8 +61,7 @@ class Resolved(Generic[T]):
 
 
 def resolve(setting: WorkspaceSetting[T], workspace: WorkspaceView, settings: Settings) -> Resolved[T]:
-    """The workspace's value: its variable, else its document field (a missing, null or blank one is
-    unset), else the default. Never raises: an unusable value is the result's `problem`."""
+    """Its variable, else its document field (missing, null or blank: unset), else the default; never raises."""
     variable = f"WORKSPACE_{workspace.id}_{setting.suffix}"
     problem = settings.workspace_variable_problem(workspace.id, setting.suffix)
     if problem is not None:
@@ -101,14 +94,12 @@ SCHEDULE = WorkspaceSetting("SCHEDULE", "EXPORT_SCHEDULE_FIELD", Schedule, parse
 
 
 def in_zone(settings: Settings, zone: ZoneInfo) -> Settings:
-    """The settings as one workspace sees them: its zone in place of EXPORT_TIMEZONE, which every writer of cells,
-    file names and email text (and the one time formatter, units.local_time) reads."""
+    """The settings as one workspace sees them: its zone in place of EXPORT_TIMEZONE, which every writer reads."""
     return settings if zone == settings.export_timezone else dataclasses.replace(settings, export_timezone=zone)
 
 
 def environment_parser(parse: Callable[[str], T], *, secret: bool = False) -> Callable[[str, str], T]:
-    """`parse` for a WORKSPACE_<ID>_<SUFFIX> registry entry: (value, variable) -> value, ConfigError naming
-    the variable (and the value, unless secret) when invalid."""
+    """`parse` for WORKSPACE_VARIABLES: (value, variable) -> value; ConfigError naming the variable when invalid."""
 
     def parse_variable(written: str, variable: str) -> T:
         try:
