@@ -30,21 +30,17 @@ class UsageProblem(WaExportError):
     exit_code = ExitCode.USAGE
 
 
-class ConfigError(UsageProblem):
-    """A setting is missing or invalid; the message names the variable (never its secret value)."""
+class ConfigError(UsageProblem): ...  # a missing or invalid setting, named (never its secret value)
 
 
-class UnknownWorkspace(UsageProblem):
-    """A workspace id given by the operator is malformed or does not exist."""
+class UnknownWorkspace(UsageProblem): ...  # a workspace id given by the operator is malformed or does not exist
 
 
-class SmtpNotConfigured(UsageProblem):
-    """The run would email but the SMTP settings are incomplete."""
+class SmtpNotConfigured(UsageProblem): ...  # the run would email but the SMTP settings are incomplete
 
 
 class MongoUnavailable(WaExportError):
     exit_code = ExitCode.MONGO_UNAVAILABLE
 
 
-class WorkspaceBusy(WaExportError):
-    """Another run holds the workspace's lease, so its cursor cannot be changed now (exit 1)."""
+class WorkspaceBusy(WaExportError): ...  # another run holds the workspace's lease: its cursor cannot change now
