@@ -83,7 +83,7 @@ def test_a_registered_workspace_variable_is_parsed_checked_and_reported() -> Non
     invalid, problems = _validate({f"WORKSPACE_{WORKSPACE}_COLOUR": "green", f"WORKSPACE_{WORKSPACE}_EMAIL": "bad"})
     assert problems == [f"WORKSPACE_{WORKSPACE}_COLOUR"]
     assert invalid.workspace_variable_problem(WORKSPACE, "COLOUR") is None
-    assert invalid.recipient_problem(WORKSPACE) is not None
+    assert invalid.workspace_variable_problem(WORKSPACE, "EMAIL") is not None
 
 
 @pytest.mark.usefixtures("registered")

@@ -59,7 +59,7 @@ def missing_hint(workspace_id: str, settings: Settings) -> str:
 def from_environment(workspace_id: str, settings: Settings) -> Recipients | None:
     """The WORKSPACE_<ID>_EMAIL addresses, which win over the database; None when the variable is not set."""
     variable = f"WORKSPACE_{workspace_id}_EMAIL"
-    if (problem := settings.recipient_problem(workspace_id)) is not None:
+    if (problem := settings.workspace_variable_problem(workspace_id, "EMAIL")) is not None:
         return _refused((), "environment", variable, f"{problem.rstrip('.')}; fix it to export this workspace")
     configured = cast("tuple[str, ...] | None", settings.workspace_variable(workspace_id, "EMAIL"))
     domains = settings.export_allowed_email_domains

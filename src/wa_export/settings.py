@@ -195,9 +195,6 @@ class Bounds:
     minimum_exclusive: bool = False  # e.g. a timeout: 0 is not "no timeout" here but nonsense
     note: str = ""  # the maximum in words, e.g. "30 days"
 
-    def admits(self, value: float) -> bool:  # NaN fails both
-        return (self.minimum < value if self.minimum_exclusive else self.minimum <= value) and value <= self.maximum
-
     def describe(self) -> str:
         # 2592000, not 2.592e+06: the operator copies it into a .env.
         low, high = (str(int(n)) if n.is_integer() else f"{n:g}" for n in (self.minimum, self.maximum))
@@ -245,10 +242,11 @@ class SettingRule:
         if self.bounds is None:
             return written or None
         # ASCII digits only: int() and float() also take "1_000", other scripts' digits, "nan" and "inf".
-        whole = self.bounds.whole
-        value = (int if whole else float)(written) if _NUMBER[whole].fullmatch(written) else None
-        if value is None or not self.bounds.admits(value):
-            what = self.bounds.describe() if value is not None else "a whole number" if whole else "a number"
+        bounds = self.bounds
+        value = (int if bounds.whole else float)(written) if _NUMBER[bounds.whole].fullmatch(written) else None
+        low = value is not None and (bounds.minimum < value if bounds.minimum_exclusive else bounds.minimum <= value)
+        if not low or value is None or not value <= bounds.maximum:  # NaN fails both
+            what = bounds.describe() if value is not None else "a whole number" if bounds.whole else "a number"
             raise ConfigError(f"{self.variable} must be {what}{env.got(written)}.")
         return value
 
@@ -428,9 +426,6 @@ class Settings:
 
     def workspace_variable_problem(self, workspace_id: str, suffix: str) -> str | None:
         return self.workspace_problems.get((workspace_id.lower(), suffix))
-
-    def recipient_problem(self, workspace_id: str) -> str | None:
-        return self.workspace_variable_problem(workspace_id, "EMAIL")
 
     def configured_workspace_variables(self) -> list[tuple[str, str]]:
         return sorted({*self.workspace_values, *self.workspace_problems})
