@@ -47,8 +47,7 @@ class ConfigurationSource:
     file_values: dict[str, str]
     warnings: tuple[str, ...]
 
-    def origin(self, name: str) -> str:
-        """ "environment", ".env file <path>" or "default" (not set anywhere)."""
+    def origin(self, name: str) -> str:  # "default": set nowhere
         if name in self.process_keys:
             return "environment"
         return f".env file {self.env_file}" if name in self.file_values else "default"
@@ -58,7 +57,7 @@ def read_configuration(env_file: Path | None, environ: Mapping[str, str] | None 
     """The process environment and the `.env` file (./.env, or --env-file), with their warnings."""
     process = dict(os.environ if environ is None else environ)
     path: Path | None = env_file or Path.cwd() / ".env"
-    if path is not None and not path.is_file():
+    if path and not path.is_file():
         if env_file is not None:
             raise ConfigError(f"--env-file {env_file} does not exist or is not a file.")
         path = None  # a directory named .env (often a virtualenv) is not a settings file
@@ -91,10 +90,9 @@ def read_env_file(path: Path) -> tuple[dict[str, str], list[str]]:
     marked = next(((mark, encoding) for mark, encoding in marks if data.startswith(mark)), None)
     if marked is not None:
         data, encoding = data[len(marked[0]) :], marked[1]
-    elif len(data) >= 2 and data[1::2].count(0) > len(data) // 4:
-        encoding = "utf-16-le"
     else:
-        encoding = "utf-16-be" if len(data) >= 2 and data[0::2].count(0) > len(data) // 4 else "utf-8"
+        odd, even = (len(data) >= 2 and data[start::2].count(0) > len(data) // 4 for start in (1, 0))
+        encoding = "utf-16-le" if odd else "utf-16-be" if even else "utf-8"
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as error:
@@ -150,8 +148,9 @@ def parse_mongodb_uri(uri: str) -> MongoUriParts:
     name = unquote_plus(database).split(".", 1)[0] if database else ""
     if re.search(r'[/ "$]', name):
         raise ValueError("bad database name")
-    srv = scheme == "mongodb+srv"
-    return MongoUriParts(srv, username, password or None, userinfo.partition(":")[2] or None, name or None)
+    return MongoUriParts(
+        scheme == "mongodb+srv", username, password or None, userinfo.partition(":")[2] or None, name or None
+    )
 
 
 def uri_secrets(uri: str) -> list[str]:
@@ -162,8 +161,7 @@ def uri_secrets(uri: str) -> list[str]:
     except Exception:
         # Malformed, often because the password holds an unencoded "@" or "/":
         # everything between the first ":" and the last "@" is the password then.
-        rest = uri.partition("://")[2]
-        raw = rest.rpartition("@")[0].partition(":")[2]
+        raw = uri.partition("://")[2].rpartition("@")[0].partition(":")[2]
         return [raw, unquote_plus(raw)] if raw else []
 
 
