@@ -58,8 +58,7 @@ def parse_time(text: str, option: str, zone: tzinfo) -> datetime:
 
 
 class DatabaseClock:
-    """The database server's time (read once) advanced by time.monotonic(): every time a run decides by
-    (window ends, lease expiries) is on the server's clock, whatever this host's clock says."""
+    """The database server's time (read once) advanced by time.monotonic(): runs decide by the server's clock."""
 
     def __init__(self, database_now: datetime) -> None:
         self.started_at = database_now

@@ -77,8 +77,7 @@ def _slots_on(schedule: Schedule, day: date, zone: ZoneInfo) -> tuple[datetime, 
 
 
 def parse_schedule(text: str) -> Schedule:
-    """A schedule as written (any case, spaces around the times); ValueError with a clause that
-    completes "<value> …" (e.g. "is not a schedule (…)") when it is none."""
+    """A schedule as written (any case, spaces around the times); else ValueError completing "<value> …"."""
     written = text.strip().lower()
     if written in _WITHOUT_TIMES:
         return _WITHOUT_TIMES[written]
@@ -96,8 +95,7 @@ def parse_schedule(text: str) -> Schedule:
 
 
 def parse_time_zone(text: str) -> ZoneInfo:
-    """An IANA time zone name (exact case); ValueError with a clause that completes "<value> …" when it is none.
-    Never a path outside the tz database, nor a file in it that is no zone (the host's `localtime`)."""
+    """An IANA zone name (exact case), never a path nor a file of the tz database that is no zone (`localtime`)."""
     written = text.strip()
     try:
         if written.startswith(("/", ".")) or ".." in written or written in _NOT_ZONES:
@@ -110,24 +108,19 @@ def parse_time_zone(text: str) -> ZoneInfo:
 
 
 def schedule_identity(schedule: Schedule, zone: ZoneInfo) -> str:
-    """What a served slot is recorded under: a slot counts as served only for the schedule and zone that served it,
-    so a new schedule (or zone) is due at once."""
+    """What a served slot is recorded under: a new schedule (or zone) has served nothing, so it is due at once."""
     return f"{schedule.text} {zone.key}"
 
 
 @dataclass(frozen=True)
 class ServedSlot:
-    """The latest slot served, and the schedule identity (schedule_identity) that served it."""
-
-    schedule: str
+    schedule: str  # the schedule_identity that served `slot`
     slot: datetime
 
 
 @dataclass(frozen=True)
 class Decision:
-    """Whether a scheduled run delivers a workspace now."""
-
-    due: bool
+    due: bool  # a scheduled run delivers the workspace now
     slot: datetime | None = None  # the slot a delivery now serves, recorded with its cursor move
     next_due: datetime | None = None  # not due: the first slot at which it will be (None for off)
 

@@ -202,20 +202,16 @@ class Bounds:
         return f"{'a whole number' if self.whole else 'a number'} between {low} and {high}{note}"
 
 
-# "value": the whole value is a password; "uri": a password may sit in the URI's userinfo.
-Secrecy = Literal["", "value", "uri"]
-# Gets the value as written (stripped; the default when blank); a ConfigError makes it a problem, the default used.
-Parser = Callable[[str, "_Environment"], Any]
-
-
 @dataclass(frozen=True)
 class SettingRule:
     variable: str
     default: str = ""  # "" = unset
     bounds: Bounds | None = None  # a number setting
-    secrecy: Secrecy = ""
+    secrecy: Literal["", "value", "uri"] = ""  # the whole value is a password, or the URI's userinfo may hold one
     derived_from: str | None = None  # unset, it takes its value from this variable
-    parse: Parser | None = None  # None: a number within `bounds`, else the text or None when empty
+    # (value as written, stripped, the default when blank) -> value; raising makes it a problem and uses the default.
+    # None: a number within `bounds`, else the text or None when empty.
+    parse: Callable[[str, _Environment], Any] | None = None
     document_field: tuple[str, str] | None = None  # a path in the workspace document: (what it holds, an example)
     field: str = ""  # the Settings field; "" = the variable in lower case
 
@@ -593,9 +589,7 @@ def validate_environment(source: ConfigurationSource) -> tuple[Settings, list[Se
         env.parsed[rule.field] = rule.read(env)
     misspelt = {name: meant for name in sorted(source.values) if (meant := probable_setting(name)) is not None}
     warnings = [*source.warnings, *_exposed_env_file(source)]
-    warnings += [
-        f"{name} is not a wa-export setting and is ignored; did you mean {meant}?" for name, meant in misspelt.items()
-    ]
+    warnings += [f"{n} is not a wa-export setting and is ignored; did you mean {m}?" for n, m in misspelt.items()]
     values: dict[tuple[str, str], object] = {}
     problems: dict[tuple[str, str], str] = {}
     malformed: dict[str, str] = {}

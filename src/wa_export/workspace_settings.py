@@ -1,8 +1,5 @@
 """A workspace's own value of a setting: WORKSPACE_<ID>_<SUFFIX>, else a field of its document, else the default.
-
-The variable was parsed with the configuration and the field read with the workspace list: resolving costs no query.
-An invalid document value fails that workspace alone, in one sentence naming the workspace, the field and the value.
-"""
+An invalid document value fails that workspace alone, in one sentence naming the workspace, the field and the value."""
 
 from __future__ import annotations
 
