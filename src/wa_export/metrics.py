@@ -1,11 +1,6 @@
-"""The metrics file: a Prometheus textfile-collector file written after every `export` run.
-
-A run replaces its own trigger's run facts and keeps the other trigger's, so a manual export does not
-hide failing scheduled runs. Per-workspace facts cost two reads; messages waiting are counted only
-where the run left work undone, 0 where it delivered up to its end, else left out rather than guessed.
-prometheus_client renders the text; our own atomic write replaces the file, as its `write_to_textfile`
-creates it under the umask (0600 under UMask=0077, unreadable to node_exporter) and never fsyncs.
-"""
+"""The Prometheus textfile written after every `export` run: a run replaces its own trigger's run facts and keeps
+the other trigger's; messages waiting are counted only where the run left work undone, else 0 or left out.
+prometheus_client renders it; `write_to_textfile` would create it under the umask (0600) and never fsync."""
 
 from __future__ import annotations
 
@@ -14,6 +9,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +30,6 @@ from wa_export.workbook.publish import fsync_dir, unlink_quietly
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
-    from prometheus_client.samples import Sample
 
     from wa_export.export.context import ExportRequest
     from wa_export.export.results import RunResult
@@ -44,14 +39,12 @@ FILE_MODE = 0o644  # ids and counts only; node_exporter runs as another user
 UP_TO_DATE_OUTCOMES = frozenset({"completed", "no_messages"})  # of a scheduled run that moves cursors
 DELIVERED_OUTCOMES = frozenset({"completed", "written"})
 
-_RUN_HELP = {
+_HELP = {
     "wa_export_last_run_timestamp_seconds": "Unix time (this host's clock) the last export run of this trigger ended.",
     "wa_export_last_run_duration_seconds": "Wall time of the last export run of this trigger, in seconds.",
     "wa_export_last_run_exit_code": "Exit code of the last export run of this trigger (0 ok, 1 some work failed, 2 usage/config, 3 MongoDB unreachable).",
     "wa_export_last_run_messages_exported": "Messages the last export run of this trigger delivered (or wrote, with --no-email).",
     "wa_export_last_run_workspaces": "Workspaces per outcome in the last export run of this trigger.",
-}
-_WORKSPACE_HELP = {
     "wa_export_workspace_last_success_timestamp_seconds": "Unix time (database clock) of the workspace's last successful scheduled delivery.",
     "wa_export_workspace_consecutive_failures": "Consecutive failed scheduled deliveries of the workspace.",
     "wa_export_workspace_waiting_messages": "Messages that arrived at or after the workspace's cursor and are not delivered yet.",
@@ -95,60 +88,54 @@ def render_metrics(metrics: RunMetrics, previous_text: str | None = None) -> byt
     """The file's text: this run's facts, plus the other trigger's run facts from `previous_text`."""
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.parser import text_string_to_metric_families
     from prometheus_client.registry import Collector
 
     # Families of plain samples, not live Gauges: about 3 times faster for 10,000 workspaces.
-    families = {name: GaugeMetricFamily(name, text, labels=_run_labels(name)) for name, text in _RUN_HELP.items()}
+    families = {name: GaugeMetricFamily(name, text, labels=_labels(name)) for name, text in _HELP.items()}
     for line in (previous_text or "").splitlines():
         if not line.startswith("wa_export_last_run_"):  # a workspace line costs this check, not a parse
             continue
-        for sample in _parsed(line):
-            if sample.name in families and sample.labels.get("trigger") not in (None, metrics.trigger):
-                labels = [sample.labels.get(label, "") for label in _run_labels(sample.name)]
-                families[sample.name].add_metric(labels, sample.value)
-    trigger = [metrics.trigger]
-    families["wa_export_last_run_timestamp_seconds"].add_metric(trigger, metrics.finished_at.timestamp())
-    families["wa_export_last_run_duration_seconds"].add_metric(trigger, round(metrics.duration_seconds, 3))
-    families["wa_export_last_run_exit_code"].add_metric(trigger, metrics.exit_code)
-    families["wa_export_last_run_messages_exported"].add_metric(trigger, metrics.messages_exported)
+        with suppress(ValueError):  # a line that does not parse is left out
+            for sample in (sample for family in text_string_to_metric_families(line) for sample in family.samples):
+                if sample.name in families and sample.labels.get("trigger") not in (None, metrics.trigger):
+                    labels = [sample.labels.get(label, "") for label in _labels(sample.name)]
+                    families[sample.name].add_metric(labels, sample.value)
+    this_run = {
+        "timestamp_seconds": metrics.finished_at.timestamp(),
+        "duration_seconds": round(metrics.duration_seconds, 3),
+        "exit_code": metrics.exit_code,
+        "messages_exported": metrics.messages_exported,
+    }
+    for name, value in this_run.items():
+        families[f"wa_export_last_run_{name}"].add_metric([metrics.trigger], value)
     for outcome, count in sorted(metrics.workspaces_by_outcome.items()):
-        families["wa_export_last_run_workspaces"].add_metric([*trigger, outcome], count)
-
-    last_success, failures, waiting, oldest_age = (
-        GaugeMetricFamily(name, text, labels=["workspace_id"]) for name, text in _WORKSPACE_HELP.items()
-    )
+        families["wa_export_last_run_workspaces"].add_metric([metrics.trigger, outcome], count)
     for workspace in metrics.workspaces:
         label = [workspace.workspace_id]
         if workspace.last_success_at is not None:
-            last_success.add_metric(label, workspace.last_success_at.timestamp())
-        failures.add_metric(label, workspace.consecutive_failures)
+            families["wa_export_workspace_last_success_timestamp_seconds"].add_metric(
+                label, workspace.last_success_at.timestamp()
+            )
+        families["wa_export_workspace_consecutive_failures"].add_metric(label, workspace.consecutive_failures)
         if workspace.waiting_messages is not None:
-            waiting.add_metric(label, workspace.waiting_messages)
-            oldest_age.add_metric(label, round(workspace.oldest_waiting_age_seconds or 0.0, 3))
-
-    written = [family for family in (*families.values(), last_success, failures, waiting, oldest_age) if family.samples]
+            families["wa_export_workspace_waiting_messages"].add_metric(label, workspace.waiting_messages)
+            age = round(workspace.oldest_waiting_age_seconds or 0.0, 3)
+            families["wa_export_workspace_oldest_waiting_age_seconds"].add_metric(label, age)
 
     class _ThisRun(Collector):
         def collect(self) -> Iterable[Metric]:
-            return written
+            return [family for family in families.values() if family.samples]
 
     registry = CollectorRegistry()
     registry.register(_ThisRun())
     return generate_latest(registry)
 
 
-def _run_labels(name: str) -> list[str]:
+def _labels(name: str) -> list[str]:
+    if name.startswith("wa_export_workspace_"):
+        return ["workspace_id"]
     return ["trigger", "outcome"] if name == "wa_export_last_run_workspaces" else ["trigger"]
-
-
-def _parsed(line: str) -> list[Sample]:
-    """The samples of one line of a previous file; none when it does not parse."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    try:
-        return [sample for family in text_string_to_metric_families(line) for sample in family.samples]
-    except ValueError:
-        return []
 
 
 def write_metrics_file(path: Path, metrics: RunMetrics) -> None:
@@ -176,16 +163,12 @@ def write_metrics_file(path: Path, metrics: RunMetrics) -> None:
 def collect_metrics(settings: Settings | None, facts: RunFacts, store: Store | None = None) -> RunMetrics:
     """The metrics of a finished run; per-workspace facts only when MongoDB answered during the run."""
     workspaces: tuple[WorkspaceMetrics, ...] = ()
-    ran = facts.exit_code in (ExitCode.OK, ExitCode.FAILED)  # 2: never started; 3: MongoDB gone
-    if settings is not None and ran:
+    if settings is not None and facts.exit_code in (ExitCode.OK, ExitCode.FAILED):  # 2: never started; 3: no MongoDB
         try:
-            if store is not None:
-                workspaces = workspace_metrics(store, facts)
-            else:
-                with open_store(settings) as own:
-                    workspaces = workspace_metrics(own, facts)
+            with open_store(settings) if store is None else nullcontext(store) as used:
+                workspaces = workspace_metrics(used, facts)
         except (MongoUnavailable, PyMongoError):
-            workspaces = ()  # MongoDB went away after the run: the run facts still go out
+            pass  # MongoDB went away after the run: the run facts still go out
     return RunMetrics(
         trigger=facts.trigger,
         finished_at=datetime.now(UTC),  # Prometheus compares it with its own clock: wall time
@@ -216,26 +199,17 @@ def workspace_metrics(store: Store, facts: RunFacts) -> tuple[WorkspaceMetrics, 
             if start is not None:
                 counted = count_waiting(store, workspace, start, WAITING_COUNT_CAP)
                 waiting = counted.count
-                age = (now - counted.oldest_at).total_seconds() if counted.oldest_at is not None else 0.0
+                age = max(0.0, (now - counted.oldest_at).total_seconds()) if counted.oldest_at is not None else 0.0
         elif facts.moves_cursors and outcome in UP_TO_DATE_OUTCOMES:
             waiting, age = 0, 0.0
-        found.append(
-            WorkspaceMetrics(
-                workspace_id=workspace.id,
-                last_success_at=as_utc_or_none(document.get("last_success_at")),
-                consecutive_failures=failures,
-                waiting_messages=waiting,
-                oldest_waiting_age_seconds=max(0.0, age) if age is not None else None,
-            )
-        )
+        last_success = as_utc_or_none(document.get("last_success_at"))
+        found.append(WorkspaceMetrics(workspace.id, last_success, failures, waiting, age))
     return tuple(found)
 
 
 class RunRecorder:
-    """Writes the metrics file once an `export` invocation ends, whatever ended it (`finish`).
-
-    A file that cannot be written never changes the run's exit code: `finish` returns one warning sentence.
-    """
+    """Writes the metrics file once an `export` invocation ends, whatever ended it; a file that cannot be
+    written never changes the run's exit code: `finish` returns one warning sentence."""
 
     def __init__(self, explicit_path: Path | None, *, trigger: str, enabled: bool = True) -> None:
         self.explicit_path = explicit_path
@@ -265,10 +239,8 @@ class RunRecorder:
         return self.settings.export_metrics_file if self.settings is not None else None
 
     def finish(self, exit_code: int) -> str | None:
-        if not self.enabled:
-            return None
         try:
-            path = self.path()
+            path = self.path() if self.enabled else None
         except ConfigError:
             return None  # already reported as the command's own error (exit 2)
         if path is None:
