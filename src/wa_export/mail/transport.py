@@ -37,8 +37,6 @@ from wa_export.mail.errors import (
     content_refused,
     describe_error,
     mail_error,
-    outcome_of_reply_to_content,
-    refusal,
     sender_refused,
     smtp_reply,
     tls_failure,
@@ -69,7 +67,7 @@ def _tls_context(settings: Settings) -> ssl.SSLContext:
         try:  # in addition to the system CAs (create_default_context(cafile=) would replace them)
             context.load_verify_locations(cafile=str(settings.smtp_ca_file))
         except (OSError, ssl.SSLError) as error:
-            raise refusal(
+            raise mail_error(
                 settings,
                 "config",
                 f"SMTP_CA_FILE {settings.smtp_ca_file} cannot be loaded ({describe_error(error)})",
@@ -180,7 +178,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
             raise tls_failure(settings, error, f"TLS handshake with {where}", hint) from None
         except socket.gaierror as error:
             what = f"Cannot resolve SMTP server {host} ({describe_error(error)})"
-            raise refusal(settings, "connect", what, "Check SMTP_SERVER and DNS.") from None
+            raise mail_error(settings, "connect", what, "Check SMTP_SERVER and DNS.") from None
         except (OSError, smtplib.SMTPException) as error:
             raise unreachable(settings, error) from None
         deadline.at("the reply to EHLO", step="connect")
@@ -196,7 +194,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                 return
             if not connection.has_extn("starttls"):
                 # Never fall back to plaintext: the password and the data would travel in clear.
-                raise refusal(
+                raise mail_error(
                     settings,
                     "tls",
                     f"The SMTP server {where} does not offer STARTTLS",
@@ -211,7 +209,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                 raise tls_failure(settings, error, f"STARTTLS with {where}", hint) from None
             except smtplib.SMTPResponseException as error:
                 what = f"The SMTP server {where} refused STARTTLS ({describe_error(error)})"
-                raise refusal(settings, "tls", what, "Check the server's TLS configuration.") from None
+                raise mail_error(settings, "tls", what, "Check the server's TLS configuration.") from None
             deadline.at("the reply to EHLO after STARTTLS", step="tls")
             connection.ehlo()
         except (OSError, smtplib.SMTPException) as error:
@@ -220,7 +218,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
     def _authenticate(self, connection: smtplib.SMTP, password: str) -> None:
         user = self.settings.smtp_username or ""
         if not connection.has_extn("auth"):
-            raise refusal(
+            raise mail_error(
                 self.settings,
                 "auth",
                 f"The SMTP server does not offer a login (AUTH) to user {user} on this connection",
@@ -230,14 +228,14 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         try:
             connection.login(user, password)
         except smtplib.SMTPAuthenticationError as error:
-            raise refusal(
+            raise mail_error(
                 self.settings,
                 "auth",
                 f"The SMTP server refused the login for user {user} ({describe_error(error)})",
                 "Check SMTP_USERNAME/SMTP_PASSWORD (Gmail needs an app password).",
             ) from None
         except smtplib.SMTPNotSupportedError:
-            raise refusal(
+            raise mail_error(
                 self.settings,
                 "auth",
                 f"The SMTP server offers no login method smtplib supports for user {user}",
@@ -260,11 +258,11 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                 code, reply = connection.data(payload)
             except smtplib.SMTPDataError as error:  # no 354: the message itself was not transferred
                 _quietly(connection.rset)
-                raise content_refused(self.settings, error.smtp_code, error.smtp_error, MailOutcome.REFUSED) from None
+                raise content_refused(self.settings, error.smtp_code, error.smtp_error, after_354=False) from None
             except (smtplib.SMTPServerDisconnected, OSError) as error:
                 connection.close()
                 if deadline.outcome is MailOutcome.REFUSED:  # before the 354 nothing of the message went out
-                    raise refusal(
+                    raise mail_error(
                         self.settings,
                         "data",
                         "The connection to the SMTP server was lost before the message was sent "
@@ -281,7 +279,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                 ) from None
             if code != 250:
                 _quietly(connection.rset)
-                raise content_refused(self.settings, code, reply, outcome_of_reply_to_content(code))
+                raise content_refused(self.settings, code, reply, after_354=True)
         self.last_reply_at = time.monotonic()
 
     def _envelope(self, connection: _Smtp, recipients: list[str], size: int, deadline: SmtpDeadline) -> None:
@@ -310,7 +308,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
             deadline.at("the reply to RSET")
             _quietly(connection.rset)
             details = "; ".join(f"{address}: {reply}" for address, reply in refused.items())
-            raise refusal(
+            raise mail_error(
                 self.settings,
                 "recipient",
                 f"The SMTP server refused recipient(s) {', '.join(refused)} ({details})",
