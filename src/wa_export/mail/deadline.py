@@ -1,5 +1,5 @@
 """Overall deadlines for SMTP steps: smtplib's timeout bounds each read, so a server trickling ``250-`` lines could
-hold a run forever. Every socket wait of a step (`waited`) runs in short socket timeouts that end at its deadline.
+hold a run forever. The connection's sockets wait in short socket timeouts that end at the step's deadline.
 
 `stop_sends()` (SIGTERM, signal-safe: it only assigns a number) gives every step at most STOP_GRACE_SECONDS:
 a grace, not a cut, so a 250 about to arrive is still heard.
@@ -7,16 +7,20 @@ a grace, not a cut, so a 250 about to arrive is still heard.
 
 from __future__ import annotations
 
-import io
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import KW_ONLY, dataclass, field
-from typing import Literal, Self, TypeVar
+from functools import partial
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 from wa_export.mail.errors import MailError, MailOutcome, MailStep, mail_error
 from wa_export.settings import Settings
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 STOP_GRACE_SECONDS = 3.0
 # The longest socket wait between two looks for a stop request (a timeout needs no polling).
@@ -46,7 +50,7 @@ def current_deadline() -> SmtpDeadline:
     return _current.get()
 
 
-def waited(sock: socket.socket, operation: Callable[[], T]) -> T:
+def _waited(sock: socket.socket, operation: Callable[[], T]) -> T:
     """`operation`, a blocking wait on `sock`, within the current step's deadline; TimeoutError once it passed."""
     while True:
         sock.settimeout(min(current_deadline().remaining(), _STOP_POLL_SECONDS))
@@ -56,17 +60,21 @@ def waited(sock: socket.socket, operation: Callable[[], T]) -> T:
             continue  # a slice ended: look at the deadline and the stop request again
 
 
-class DeadlineReader(io.RawIOBase):
-    """The bytes of `sock` as smtplib reads its replies, every read within the step's deadline."""
+class DeadlineSocket(socket.socket):
+    """A connection whose every wait ends at the current step's deadline (smtplib reads, writes and wraps it)."""
 
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
+    def recv_into(self, *args: Any, **kwargs: Any) -> int:
+        return _waited(self, partial(super().recv_into, *args, **kwargs))
 
-    def readable(self) -> bool:
-        return True
+    def sendall(self, data: ReadableBuffer, flags: int = 0) -> None:
+        rest = memoryview(data)
+        while rest:
+            rest = rest[_waited(self, partial(self.send, rest, flags)) :]
 
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        return waited(self.sock, lambda: self.sock.recv_into(buffer))
+
+class DeadlineTlsSocket(DeadlineSocket, ssl.SSLSocket):
+    def do_handshake(self, *args: Any, **kwargs: Any) -> None:
+        _waited(self, partial(super().do_handshake, *args, **kwargs))
 
 
 @dataclass(eq=False)

@@ -1,4 +1,4 @@
-"""The SMTP connection: yagmail's client with its traps defeated, every step under a deadline.
+"""The SMTP connection: yagmail's client with its traps defeated, every step under a deadline (mail/deadline.py).
 
 Used naively, yagmail (1) returns False from send() once its retries are spent and, after a disconnect, logs
 in again and re-sends (a possible duplicate); (2) looks a missing password up in keyring, then prompts (a hang
@@ -6,30 +6,27 @@ under cron); (3) attaches any content that is an existing path and rewrites the 
 without certificate checks; (5) opens a connection per send(); (6) logs to stderr. So `YagmailConnection` keeps
 yagmail's client and its lifecycle but replaces `_login` (verified TLS, explicit password) and `_attempt_send`
 (one transaction, never retried, all recipients accepted or nothing sent); a test per trap in tests/test_mail.py.
-Only this module uses yagmail's or smtplib's internals; pyproject.toml pins the tested yagmail range.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import smtplib
 import socket
 import ssl
 import time
 from contextlib import suppress
-from functools import partial
-from typing import Any, Literal
+from typing import Literal
 
 import yagmail
 
 from wa_export.mail.deadline import (
     WAITING_FOR_CONNECTION,
     WAITING_FOR_GREETING,
-    DeadlineReader,
+    DeadlineSocket,
+    DeadlineTlsSocket,
     SmtpDeadline,
     current_deadline,
-    waited,
 )
 from wa_export.mail.errors import (
     MailError,
@@ -46,6 +43,8 @@ from wa_export.settings import Settings
 
 # Servers keep an idle connection for minutes (RFC 5321 suggests 5); within this, one that just answered is reused unasked.
 RECENTLY_ANSWERED_SECONDS = 10.0
+_TLS_HANDSHAKE = "the TLS handshake and the greeting"
+_STARTTLS = "the reply to STARTTLS and the TLS handshake"
 
 
 def tls_mode(settings: Settings) -> Literal["ssl", "starttls", "none"]:
@@ -55,61 +54,25 @@ def tls_mode(settings: Settings) -> Literal["ssl", "starttls", "none"]:
     return settings.smtp_security
 
 
-class _TlsSocket(ssl.SSLSocket):
-    def do_handshake(self, block: bool = False) -> None:
-        waited(self, partial(super().do_handshake, block))
-
-
-def _tls_context(settings: Settings) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.sslsocket_class = _TlsSocket  # its handshake within the step's deadline
-    if settings.smtp_ca_file is not None:
-        try:  # in addition to the system CAs (create_default_context(cafile=) would replace them)
-            context.load_verify_locations(cafile=str(settings.smtp_ca_file))
-        except (OSError, ssl.SSLError) as error:
-            raise mail_error(
-                settings,
-                "config",
-                f"SMTP_CA_FILE {settings.smtp_ca_file} cannot be loaded ({describe_error(error)})",
-                "Point SMTP_CA_FILE at a PEM file of CA certificates.",
-            ) from None
-    return context
-
-
 class _Smtp(smtplib.SMTP):
-    """smtplib's client whose every socket wait ends at the current step's deadline (mail/deadline.py)."""
-
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         deadline = current_deadline()
         sock = socket.create_connection((host, port), deadline.remaining(), self.source_address)
-        if not isinstance(self, smtplib.SMTP_SSL):
+        if isinstance(self, smtplib.SMTP_SSL):
+            deadline.at(_TLS_HANDSHAKE, step="tls")
+        else:
             deadline.at(WAITING_FOR_GREETING)
-            return sock
-        deadline.at("the TLS handshake and the greeting", step="tls")
-        return self.context.wrap_socket(sock, server_hostname=self._host)  # type: ignore[attr-defined]
+        return DeadlineSocket(sock.family, sock.type, sock.proto, sock.detach())
 
     def getreply(self) -> tuple[int, bytes]:
-        if self.file is None and self.sock is not None:
-            self.file = io.BufferedReader(DeadlineReader(self.sock))
         code, message = super().getreply()
         if code == 354:  # the message is being handed over: from now on it may be accepted
             current_deadline().at("the server's reply to the message")
             current_deadline().may_have_delivered = True
         return code, message
 
-    def send(self, s: Any) -> None:
-        if self.sock is None:
-            raise smtplib.SMTPServerDisconnected("please run connect() first")
-        sock, rest = self.sock, memoryview(s.encode(self.command_encoding) if isinstance(s, str) else s)
-        try:
-            while rest:
-                rest = rest[waited(sock, partial(sock.send, rest)) :]
-        except OSError:
-            self.close()
-            raise smtplib.SMTPServerDisconnected("Server not connected") from None
 
-
-class _SmtpSsl(_Smtp, smtplib.SMTP_SSL):
+class _SmtpSsl(smtplib.SMTP_SSL, _Smtp):
     pass
 
 
@@ -143,56 +106,51 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
 
     def _login(self, password: str) -> None:
         """Connect, secure and log in within SMTP_TIMEOUT_SECONDS (yagmail's login() calls this)."""
-        context = _tls_context(self.settings) if self.mode != "none" else None
-        # A placeholder local_hostname skips smtplib's reverse-DNS getfqdn(); _open sets the real one.
-        connection = (
-            _SmtpSsl(local_hostname="localhost", context=context)
+        settings = self.settings
+        context = ssl.create_default_context() if self.mode != "none" else None
+        if context is not None and settings.smtp_ca_file is not None:
+            try:  # in addition to the system CAs (create_default_context(cafile=) would replace them)
+                context.load_verify_locations(cafile=str(settings.smtp_ca_file))
+            except (OSError, ssl.SSLError) as error:
+                what = f"SMTP_CA_FILE {settings.smtp_ca_file} cannot be loaded ({describe_error(error)})"
+                raise mail_error(
+                    settings, "config", what, "Point SMTP_CA_FILE at a PEM file of CA certificates."
+                ) from None
+        if context is not None:
+            context.sslsocket_class = DeadlineTlsSocket
+        # A placeholder local_hostname skips smtplib's reverse-DNS getfqdn(); the real one is set once connected.
+        smtp = (
+            _SmtpSsl("", context=context, local_hostname="localhost")
             if self.mode == "ssl"
-            else _Smtp(local_hostname="localhost")
+            else _Smtp("", 0, "localhost")
         )
+        smtp._host = settings.smtp_server or ""  # type: ignore[attr-defined]  # the TLS server_hostname
         try:
             with self._deadline(
                 "the session setup (connect, EHLO, STARTTLS, login)", WAITING_FOR_CONNECTION
             ) as deadline:
-                self._open(connection, context, deadline)
-                self.smtp, self.is_closed = connection, False
-                if not self.smtp_skip_login:
-                    deadline.at("the reply to the login (AUTH)", step="auth")
-                    self._authenticate(connection, password)
+                try:
+                    self._set_up(smtp, context, password, deadline)
+                except (OSError, smtplib.SMTPException) as error:
+                    raise self._setup_failure(error, deadline) from None
         except BaseException:
-            connection.close()
+            smtp.close()
             self.smtp, self.is_closed = None, True
             raise
         self.last_reply_at = time.monotonic()
 
-    def _open(self, connection: _Smtp, context: ssl.SSLContext | None, deadline: SmtpDeadline) -> None:
-        settings, host = self.settings, self.settings.smtp_server or ""
-        where = f"{host}:{settings.smtp_port}"
-        connection._host = host  # type: ignore[attr-defined]  # TLS server_hostname; smtplib sets it only in __init__
-        try:
-            code, message = connection.connect(host, settings.smtp_port)  # TCP, TLS for ssl, then the greeting
-            if code != 220:
-                raise smtplib.SMTPConnectError(code, message)
-        except ssl.SSLError as error:
-            hint = "Check SMTP_SECURITY and SMTP_PORT (465 speaks implicit TLS, 587 and 25 use STARTTLS)."
-            raise tls_failure(settings, error, f"TLS handshake with {where}", hint) from None
-        except socket.gaierror as error:
-            what = f"Cannot resolve SMTP server {host} ({describe_error(error)})"
-            raise mail_error(settings, "connect", what, "Check SMTP_SERVER and DNS.") from None
-        except (OSError, smtplib.SMTPException) as error:
-            raise unreachable(settings, error) from None
+    def _set_up(self, smtp: _Smtp, context: ssl.SSLContext | None, password: str, deadline: SmtpDeadline) -> None:
+        settings, where = self.settings, f"{self.settings.smtp_server}:{self.settings.smtp_port}"
+        code, message = smtp.connect(settings.smtp_server or "", settings.smtp_port)  # TCP, TLS for ssl, greeting
+        if code != 220:
+            raise smtplib.SMTPConnectError(code, message)
         deadline.at("the reply to EHLO", step="connect")
-        sock_name = connection.sock.getsockname()[0] if connection.sock is not None else "127.0.0.1"
         # smtplib's EHLO name rule (FQDN, else the address literal) without its reverse-DNS lookup.
-        name = socket.gethostname()
-        connection.local_hostname = (
-            name if "." in name else f"[IPv6:{sock_name}]" if ":" in sock_name else f"[{sock_name}]"
-        )
-        try:
-            connection.ehlo_or_helo_if_needed()
-            if self.mode != "starttls":
-                return
-            if not connection.has_extn("starttls"):
+        name, address = socket.gethostname(), smtp.sock.getsockname()[0] if smtp.sock else "127.0.0.1"
+        smtp.local_hostname = name if "." in name else f"[IPv6:{address}]" if ":" in address else f"[{address}]"
+        smtp.ehlo_or_helo_if_needed()
+        if self.mode == "starttls":
+            if not smtp.has_extn("starttls"):
                 # Never fall back to plaintext: the password and the data would travel in clear.
                 raise mail_error(
                     settings,
@@ -201,72 +159,68 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                     "Use the server's TLS port (SMTP_SECURITY=ssl, usually port 465) "
                     "or, only on a trusted network, SMTP_SECURITY=none.",
                 )
-            deadline.at("the reply to STARTTLS and the TLS handshake", step="tls")
-            try:
-                connection.starttls(context=context)
-            except ssl.SSLError as error:
-                hint = "Check the server's TLS configuration."
-                raise tls_failure(settings, error, f"STARTTLS with {where}", hint) from None
-            except smtplib.SMTPResponseException as error:
-                what = f"The SMTP server {where} refused STARTTLS ({describe_error(error)})"
-                raise mail_error(settings, "tls", what, "Check the server's TLS configuration.") from None
+            deadline.at(_STARTTLS, step="tls")
+            smtp.starttls(context=context)
             deadline.at("the reply to EHLO after STARTTLS", step="tls")
-            connection.ehlo()
-        except (OSError, smtplib.SMTPException) as error:
-            raise unreachable(settings, error) from None
-
-    def _authenticate(self, connection: smtplib.SMTP, password: str) -> None:
-        user = self.settings.smtp_username or ""
-        if not connection.has_extn("auth"):
+            smtp.ehlo()
+        self.smtp, self.is_closed = smtp, False
+        if self.smtp_skip_login:
+            return
+        deadline.at("the reply to the login (AUTH)", step="auth")
+        if not smtp.has_extn("auth"):
             raise mail_error(
-                self.settings,
+                settings,
                 "auth",
-                f"The SMTP server does not offer a login (AUTH) to user {user} on this connection",
+                f"The SMTP server does not offer a login (AUTH) to user {settings.smtp_username} on this connection",
                 "Check SMTP_SECURITY (many servers offer AUTH only over TLS), "
                 "or leave SMTP_USERNAME unset for a relay that needs no login.",
             )
-        try:
-            connection.login(user, password)
-        except smtplib.SMTPAuthenticationError as error:
-            raise mail_error(
-                self.settings,
-                "auth",
-                f"The SMTP server refused the login for user {user} ({describe_error(error)})",
-                "Check SMTP_USERNAME/SMTP_PASSWORD (Gmail needs an app password).",
-            ) from None
-        except smtplib.SMTPNotSupportedError:
-            raise mail_error(
-                self.settings,
-                "auth",
-                f"The SMTP server offers no login method smtplib supports for user {user}",
-                "Check the server's AUTH mechanisms (PLAIN, LOGIN or CRAM-MD5 are supported).",
-            ) from None
-        except (OSError, smtplib.SMTPException) as error:
-            raise unreachable(self.settings, error) from None
+        smtp.login(settings.smtp_username or "", password)
+
+    def _setup_failure(self, error: OSError, deadline: SmtpDeadline) -> MailError:
+        """The sentence for a failed session setup, by the error and the step it failed at."""
+        settings, user = self.settings, self.settings.smtp_username
+        where, reason = f"{settings.smtp_server}:{settings.smtp_port}", describe_error(error)
+        if isinstance(error, ssl.SSLError) and deadline.waiting_for == _TLS_HANDSHAKE:
+            hint = "Check SMTP_SECURITY and SMTP_PORT (465 speaks implicit TLS, 587 and 25 use STARTTLS)."
+            return tls_failure(settings, error, f"TLS handshake with {where}", hint)
+        if isinstance(error, ssl.SSLError) and deadline.waiting_for == _STARTTLS:
+            return tls_failure(settings, error, f"STARTTLS with {where}", "Check the server's TLS configuration.")
+        if isinstance(error, smtplib.SMTPResponseException) and deadline.waiting_for == _STARTTLS:
+            what = f"The SMTP server {where} refused STARTTLS ({reason})"
+            return mail_error(settings, "tls", what, "Check the server's TLS configuration.")
+        if isinstance(error, socket.gaierror):
+            what = f"Cannot resolve SMTP server {settings.smtp_server} ({reason})"
+            return mail_error(settings, "connect", what, "Check SMTP_SERVER and DNS.")
+        if isinstance(error, smtplib.SMTPAuthenticationError):
+            what = f"The SMTP server refused the login for user {user} ({reason})"
+            return mail_error(
+                settings, "auth", what, "Check SMTP_USERNAME/SMTP_PASSWORD (Gmail needs an app password)."
+            )
+        return unreachable(settings, error)
 
     def _attempt_send(self, recipients: list[str], payload: bytes) -> None:
         """One SMTP transaction within SMTP_TIMEOUT_SECONDS, never retried; raises MailError or DroppedBeforeData."""
-        connection = self.smtp
-        if connection is None:  # closed (e.g. by a failed login) before this transaction
+        smtp = self.smtp
+        if smtp is None:  # closed (e.g. by a failed login) before this transaction
             raise DroppedBeforeData("no open connection")
         with self._deadline(
             "the message transaction (MAIL, RCPT, DATA)", "the reply to MAIL FROM", "timeout"
         ) as deadline:
-            self._envelope(connection, recipients, len(payload), deadline)
+            self._envelope(smtp, recipients, len(payload), deadline)
             try:
                 deadline.at("the reply to DATA")
-                code, reply = connection.data(payload)
+                code, reply = smtp.data(payload)
             except smtplib.SMTPDataError as error:  # no 354: the message itself was not transferred
-                _quietly(connection.rset)
+                _quietly(smtp)
                 raise content_refused(self.settings, error.smtp_code, error.smtp_error, after_354=False) from None
             except (smtplib.SMTPServerDisconnected, OSError) as error:
-                connection.close()
+                smtp.close()
                 if deadline.outcome is MailOutcome.REFUSED:  # before the 354 nothing of the message went out
                     raise mail_error(
                         self.settings,
                         "data",
-                        "The connection to the SMTP server was lost before the message was sent "
-                        f"({describe_error(error)})",
+                        f"The connection to the SMTP server was lost before the message was sent ({describe_error(error)})",
                         "Nothing was delivered and the mail is retried on the next run; if it keeps happening, "
                         "check the server's logs and connection limits.",
                     ) from None
@@ -278,35 +232,34 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                     outcome=MailOutcome.UNKNOWN,
                 ) from None
             if code != 250:
-                _quietly(connection.rset)
+                _quietly(smtp)
                 raise content_refused(self.settings, code, reply, after_354=True)
         self.last_reply_at = time.monotonic()
 
-    def _envelope(self, connection: _Smtp, recipients: list[str], size: int, deadline: SmtpDeadline) -> None:
+    def _envelope(self, smtp: _Smtp, recipients: list[str], size: int, deadline: SmtpDeadline) -> None:
         """MAIL FROM and every RCPT TO. Unlike smtplib.sendmail, a refused recipient aborts the transaction
         (RSET) before DATA, so nobody receives a mail that counts as failed and is re-sent on the next run."""
-        options = [f"SIZE={size}"] if connection.has_extn("size") else []
         try:
-            code, reply = connection.mail(self.user, options)
+            code, reply = smtp.mail(self.user, [f"SIZE={size}"] if smtp.has_extn("size") else [])
             if code == 421:
                 raise DroppedBeforeData(smtp_reply(code, reply))
             if code != 250:
-                _quietly(connection.rset)
+                _quietly(smtp)
                 raise sender_refused(self.settings, self.user, code, reply)
             refused: dict[str, str] = {}
             for recipient in recipients:
                 deadline.at("the reply to RCPT TO")
-                code, reply = connection.rcpt(recipient)
+                code, reply = smtp.rcpt(recipient)
                 if code == 421:
                     raise DroppedBeforeData(smtp_reply(code, reply))
                 if code not in (250, 251):
                     refused[recipient] = smtp_reply(code, reply)
         except (smtplib.SMTPServerDisconnected, OSError) as error:
-            connection.close()
+            smtp.close()
             raise DroppedBeforeData(describe_error(error)) from None
         if refused:
             deadline.at("the reply to RSET")
-            _quietly(connection.rset)
+            _quietly(smtp)
             details = "; ".join(f"{address}: {reply}" for address, reply in refused.items())
             raise mail_error(
                 self.settings,
@@ -348,6 +301,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         self.discard()
 
 
-def _quietly(rset: Any) -> None:
+def _quietly(smtp: smtplib.SMTP) -> None:
+    """RSET, to end a refused transaction; the connection's state is then checked before its next use."""
     with suppress(Exception):
-        rset()
+        smtp.rset()
