@@ -22,7 +22,6 @@ RUN_FATAL_STEPS: frozenset[MailStep] = frozenset({"config", "connect", "tls", "a
 
 # The clause every outcome-unknown failure ends with, so no such failure reads as harmless to retry.
 MAY_DUPLICATE = "the server may have accepted the message, so sending it again may deliver it twice"
-_LOWER_THE_LIMIT = "Lower EXPORT_MAX_ATTACHMENT_MB below the server's limit."
 
 
 class MailOutcome(StrEnum):
@@ -84,50 +83,3 @@ def describe_error(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
     return str(error) or type(error).__name__
-
-
-def tls_failure(settings: Settings, error: ssl.SSLError, what: str, hint: str) -> MailError:
-    """An untrusted certificate gets its own sentence; any other TLS failure names the step."""
-    reason = describe_error(error)
-    if not isinstance(error, ssl.SSLCertVerificationError):
-        return mail_error(settings, "tls", f"{what} failed ({reason})", hint)
-    if "mismatch" in reason.lower():
-        hint = "Set SMTP_SERVER to a host name the server's certificate is issued for."
-    else:
-        hint = "If it uses a private CA, set SMTP_CA_FILE to that CA bundle."
-    return mail_error(settings, "tls", f"The SMTP server's TLS certificate is not trusted ({reason})", hint)
-
-
-def unreachable(settings: Settings, error: BaseException) -> MailError:
-    reason = describe_error(error)
-    hint = "Check SMTP_SERVER/SMTP_PORT and the firewall."
-    if "timed out" in reason:
-        # Typical of STARTTLS spoken to an implicit-TLS port: both sides wait.
-        hint = "Check SMTP_SERVER/SMTP_PORT, the firewall, and that SMTP_SECURITY matches the port (465 = ssl)."
-    where = f"{settings.smtp_server}:{settings.smtp_port}"
-    return mail_error(settings, "connect", f"Cannot connect to SMTP server {where} ({reason})", hint)
-
-
-def sender_refused(settings: Settings, sender: str, code: int, reply: bytes | str) -> MailError:
-    detail = smtp_reply(code, reply)
-    if code == 552:
-        return mail_error(settings, "size", f"The SMTP server refused the message size ({detail})", _LOWER_THE_LIMIT)
-    if code in (530, 534, 535):
-        what = f"The SMTP server requires a login ({detail})"
-        return mail_error(settings, "auth", what, "Set SMTP_USERNAME and SMTP_PASSWORD.")
-    what = f"The SMTP server refused the sender {sender} ({detail})"
-    return mail_error(settings, "data", what, "Set SMTP_FROM to an address the SMTP account may send as.")
-
-
-def content_refused(settings: Settings, code: int, reply: bytes | str, after_354: bool) -> MailError:
-    """DATA answered with something other than 250: a 4xx/5xx is a definite rejection (RFC 5321); any other
-    reply after the content (354) went out leaves the outcome unknown."""
-    detail = smtp_reply(code, reply)
-    if after_354 and not 400 <= code < 600:
-        what = f"The SMTP server gave an unexpected reply to the message ({detail})"
-        return mail_error(settings, "data", what, "Check the server's logs.", outcome=MailOutcome.UNKNOWN)
-    if code == 552:
-        what = f"The SMTP server refused the message as too large ({detail})"
-        return mail_error(settings, "size", what, _LOWER_THE_LIMIT)
-    what = f"The SMTP server refused the message ({detail})"
-    return mail_error(settings, "data", what, "Check the server's logs; the export is retried on the next run.")

@@ -1,11 +1,10 @@
 """The SMTP connection: yagmail's client with its traps defeated, every step under a deadline (mail/deadline.py).
 
-Used naively, yagmail (1) returns False from send() once its retries are spent and, after a disconnect, logs
-in again and re-sends (a possible duplicate); (2) looks a missing password up in keyring, then prompts (a hang
-under cron); (3) attaches any content that is an existing path and rewrites the text; (4) runs starttls()
-without certificate checks; (5) opens a connection per send(); (6) logs to stderr. So `YagmailConnection` keeps
-yagmail's client and its lifecycle but replaces `_login` (verified TLS, explicit password) and `_attempt_send`
-(one transaction, never retried, all recipients accepted or nothing sent); a test per trap in tests/test_mail.py.
+Used naively, yagmail returns False from send() once its retries are spent and re-sends after a disconnect (a
+possible duplicate), looks a missing password up in keyring and prompts (a hang under cron), attaches content that
+is an existing path, runs starttls() without certificate checks, opens a connection per send() and logs to stderr.
+So `YagmailConnection` keeps yagmail's client and lifecycle but replaces `_login` and `_attempt_send` (one
+transaction, never retried, all recipients accepted or nothing sent); a test per trap in tests/test_mail.py.
 """
 
 from __future__ import annotations
@@ -20,31 +19,16 @@ from typing import Literal
 
 import yagmail
 
-from wa_export.mail.deadline import (
-    WAITING_FOR_CONNECTION,
-    WAITING_FOR_GREETING,
-    DeadlineSocket,
-    DeadlineTlsSocket,
-    SmtpDeadline,
-    current_deadline,
-)
-from wa_export.mail.errors import (
-    MailError,
-    MailOutcome,
-    content_refused,
-    describe_error,
-    mail_error,
-    sender_refused,
-    smtp_reply,
-    tls_failure,
-    unreachable,
-)
+from wa_export.mail import deadline as deadlines
+from wa_export.mail.deadline import SmtpDeadline, current_deadline
+from wa_export.mail.errors import MailError, MailOutcome, describe_error, mail_error, smtp_reply
 from wa_export.settings import Settings
 
 # Servers keep an idle connection for minutes (RFC 5321 suggests 5); within this, one that just answered is reused unasked.
 RECENTLY_ANSWERED_SECONDS = 10.0
 _TLS_HANDSHAKE = "the TLS handshake and the greeting"
 _STARTTLS = "the reply to STARTTLS and the TLS handshake"
+_LOWER_THE_LIMIT = "Lower EXPORT_MAX_ATTACHMENT_MB below the server's limit."
 
 
 def tls_mode(settings: Settings) -> Literal["ssl", "starttls", "none"]:
@@ -61,8 +45,8 @@ class _Smtp(smtplib.SMTP):
         if isinstance(self, smtplib.SMTP_SSL):
             deadline.at(_TLS_HANDSHAKE, step="tls")
         else:
-            deadline.at(WAITING_FOR_GREETING)
-        return DeadlineSocket(sock.family, sock.type, sock.proto, sock.detach())
+            deadline.at(deadlines.WAITING_FOR_GREETING)
+        return deadlines.DeadlineSocket(sock.family, sock.type, sock.proto, sock.detach())
 
     def getreply(self) -> tuple[int, bytes]:
         code, message = super().getreply()
@@ -89,25 +73,14 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         self.settings = settings
         self.mode = tls_mode(settings)
         self.last_reply_at: float | None = None  # time.monotonic() of the last completed login or transaction
-        super().__init__(
-            user=settings.smtp_from,  # yagmail's "user" is the From / envelope sender
-            password=settings.smtp_password or "",  # never None: None means keyring + prompt
-            host=settings.smtp_server or "",
-            port=settings.smtp_port,
-            smtp_ssl=self.mode == "ssl",
-            smtp_starttls=self.mode == "starttls",
-            smtp_skip_login=not settings.smtp_username,
-            soft_email_validation=False,  # addresses are validated by check_recipients
-        )
+        # yagmail's "user" is the From / envelope sender; addresses are validated by check_recipients.
+        super().__init__(settings.smtp_from, smtp_skip_login=not settings.smtp_username, soft_email_validation=False)
         self.set_logging(None)  # replace the stderr handler yagmail just installed (its records could carry addresses)
-        yag_logger = logging.getLogger("yagmail.log")
-        yag_logger.setLevel(logging.WARNING)
-        yag_logger.propagate = False
+        logging.getLogger("yagmail.log").propagate = False
 
-    def _login(self, password: str) -> None:
+    def _login(self, _: object) -> None:
         """Connect, secure and log in within SMTP_TIMEOUT_SECONDS (yagmail's login() calls this)."""
-        settings = self.settings
-        context = ssl.create_default_context() if self.mode != "none" else None
+        settings, context = self.settings, ssl.create_default_context() if self.mode != "none" else None
         if context is not None and settings.smtp_ca_file is not None:
             try:  # in addition to the system CAs (create_default_context(cafile=) would replace them)
                 context.load_verify_locations(cafile=str(settings.smtp_ca_file))
@@ -117,29 +90,26 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                     settings, "config", what, "Point SMTP_CA_FILE at a PEM file of CA certificates."
                 ) from None
         if context is not None:
-            context.sslsocket_class = DeadlineTlsSocket
+            context.sslsocket_class = deadlines.DeadlineTlsSocket
         # A placeholder local_hostname skips smtplib's reverse-DNS getfqdn(); the real one is set once connected.
         smtp = (
-            _SmtpSsl("", context=context, local_hostname="localhost")
-            if self.mode == "ssl"
-            else _Smtp("", 0, "localhost")
+            _SmtpSsl(context=context, local_hostname="localhost") if self.mode == "ssl" else _Smtp("", 0, "localhost")
         )
         smtp._host = settings.smtp_server or ""  # type: ignore[attr-defined]  # the TLS server_hostname
+        what = "the session setup (connect, EHLO, STARTTLS, login)"
         try:
-            with self._deadline(
-                "the session setup (connect, EHLO, STARTTLS, login)", WAITING_FOR_CONNECTION
-            ) as deadline:
+            with self._deadline(what, deadlines.WAITING_FOR_CONNECTION) as deadline:
                 try:
-                    self._set_up(smtp, context, password, deadline)
+                    self._set_up(smtp, context, deadline)
                 except (OSError, smtplib.SMTPException) as error:
-                    raise self._setup_failure(error, deadline) from None
+                    raise self._setup_failure(error, deadline.waiting_for) from None
         except BaseException:
             smtp.close()
             self.smtp, self.is_closed = None, True
             raise
         self.last_reply_at = time.monotonic()
 
-    def _set_up(self, smtp: _Smtp, context: ssl.SSLContext | None, password: str, deadline: SmtpDeadline) -> None:
+    def _set_up(self, smtp: _Smtp, context: ssl.SSLContext | None, deadline: SmtpDeadline) -> None:
         settings, where = self.settings, f"{self.settings.smtp_server}:{self.settings.smtp_port}"
         code, message = smtp.connect(settings.smtp_server or "", settings.smtp_port)  # TCP, TLS for ssl, greeting
         if code != 220:
@@ -150,15 +120,9 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         smtp.local_hostname = name if "." in name else f"[IPv6:{address}]" if ":" in address else f"[{address}]"
         smtp.ehlo_or_helo_if_needed()
         if self.mode == "starttls":
-            if not smtp.has_extn("starttls"):
-                # Never fall back to plaintext: the password and the data would travel in clear.
-                raise mail_error(
-                    settings,
-                    "tls",
-                    f"The SMTP server {where} does not offer STARTTLS",
-                    "Use the server's TLS port (SMTP_SECURITY=ssl, usually port 465) "
-                    "or, only on a trusted network, SMTP_SECURITY=none.",
-                )
+            if not smtp.has_extn("starttls"):  # never fall back to plaintext: password and data would travel in clear
+                hint = "Use the server's TLS port (SMTP_SECURITY=ssl, usually port 465) or, only on a trusted network, SMTP_SECURITY=none."
+                raise mail_error(settings, "tls", f"The SMTP server {where} does not offer STARTTLS", hint)
             deadline.at(_STARTTLS, step="tls")
             smtp.starttls(context=context)
             deadline.at("the reply to EHLO after STARTTLS", step="tls")
@@ -168,106 +132,119 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
             return
         deadline.at("the reply to the login (AUTH)", step="auth")
         if not smtp.has_extn("auth"):
-            raise mail_error(
-                settings,
-                "auth",
-                f"The SMTP server does not offer a login (AUTH) to user {settings.smtp_username} on this connection",
-                "Check SMTP_SECURITY (many servers offer AUTH only over TLS), "
-                "or leave SMTP_USERNAME unset for a relay that needs no login.",
-            )
-        smtp.login(settings.smtp_username or "", password)
+            what = f"The SMTP server does not offer a login (AUTH) to user {settings.smtp_username} on this connection"
+            hint = "Check SMTP_SECURITY (many servers offer AUTH only over TLS), or leave SMTP_USERNAME unset for a relay that needs no login."
+            raise mail_error(settings, "auth", what, hint)
+        smtp.login(settings.smtp_username or "", settings.smtp_password or "")
 
-    def _setup_failure(self, error: OSError, deadline: SmtpDeadline) -> MailError:
-        """The sentence for a failed session setup, by the error and the step it failed at."""
-        settings, user = self.settings, self.settings.smtp_username
-        where, reason = f"{settings.smtp_server}:{settings.smtp_port}", describe_error(error)
-        if isinstance(error, ssl.SSLError) and deadline.waiting_for == _TLS_HANDSHAKE:
+    def _setup_failure(self, error: OSError, waiting_for: str) -> MailError:
+        """The sentence for a failed session setup, by the error and what the setup was waiting for."""
+        settings, reason = self.settings, describe_error(error)
+        where = f"{settings.smtp_server}:{settings.smtp_port}"
+        if isinstance(error, ssl.SSLCertVerificationError) and waiting_for in (_TLS_HANDSHAKE, _STARTTLS):
+            what = f"The SMTP server's TLS certificate is not trusted ({reason})"
+            hint = "If it uses a private CA, set SMTP_CA_FILE to that CA bundle."
+            if "mismatch" in reason.lower():
+                hint = "Set SMTP_SERVER to a host name the server's certificate is issued for."
+            return mail_error(settings, "tls", what, hint)
+        if isinstance(error, ssl.SSLError) and waiting_for == _TLS_HANDSHAKE:
             hint = "Check SMTP_SECURITY and SMTP_PORT (465 speaks implicit TLS, 587 and 25 use STARTTLS)."
-            return tls_failure(settings, error, f"TLS handshake with {where}", hint)
-        if isinstance(error, ssl.SSLError) and deadline.waiting_for == _STARTTLS:
-            return tls_failure(settings, error, f"STARTTLS with {where}", "Check the server's TLS configuration.")
-        if isinstance(error, smtplib.SMTPResponseException) and deadline.waiting_for == _STARTTLS:
-            what = f"The SMTP server {where} refused STARTTLS ({reason})"
+            return mail_error(settings, "tls", f"TLS handshake with {where} failed ({reason})", hint)
+        if isinstance(error, ssl.SSLError | smtplib.SMTPResponseException) and waiting_for == _STARTTLS:
+            what = f"STARTTLS with {where} failed ({reason})"
+            if isinstance(error, smtplib.SMTPResponseException):
+                what = f"The SMTP server {where} refused STARTTLS ({reason})"
             return mail_error(settings, "tls", what, "Check the server's TLS configuration.")
         if isinstance(error, socket.gaierror):
             what = f"Cannot resolve SMTP server {settings.smtp_server} ({reason})"
             return mail_error(settings, "connect", what, "Check SMTP_SERVER and DNS.")
         if isinstance(error, smtplib.SMTPAuthenticationError):
-            what = f"The SMTP server refused the login for user {user} ({reason})"
+            what = f"The SMTP server refused the login for user {settings.smtp_username} ({reason})"
             return mail_error(
                 settings, "auth", what, "Check SMTP_USERNAME/SMTP_PASSWORD (Gmail needs an app password)."
             )
-        return unreachable(settings, error)
+        hint = "Check SMTP_SERVER/SMTP_PORT and the firewall."
+        if "timed out" in reason:  # typical of STARTTLS spoken to an implicit-TLS port: both sides wait
+            hint = "Check SMTP_SERVER/SMTP_PORT, the firewall, and that SMTP_SECURITY matches the port (465 = ssl)."
+        return mail_error(settings, "connect", f"Cannot connect to SMTP server {where} ({reason})", hint)
 
     def _attempt_send(self, recipients: list[str], payload: bytes) -> None:
-        """One SMTP transaction within SMTP_TIMEOUT_SECONDS, never retried; raises MailError or DroppedBeforeData."""
-        smtp = self.smtp
+        """One SMTP transaction within SMTP_TIMEOUT_SECONDS, never retried; raises MailError or DroppedBeforeData.
+        Unlike smtplib.sendmail, a refused recipient aborts it (RSET) before DATA, so nobody receives a mail that
+        counts as failed and is re-sent on the next run."""
+        settings, smtp = self.settings, self.smtp
         if smtp is None:  # closed (e.g. by a failed login) before this transaction
             raise DroppedBeforeData("no open connection")
         with self._deadline(
             "the message transaction (MAIL, RCPT, DATA)", "the reply to MAIL FROM", "timeout"
         ) as deadline:
-            self._envelope(smtp, recipients, len(payload), deadline)
+            refused: dict[str, str] = {}
+            try:
+                code, reply = smtp.mail(self.user, [f"SIZE={len(payload)}"] if smtp.has_extn("size") else [])
+                if code not in (250, 421):
+                    _quietly(smtp)
+                    raise self._reply_refused("MAIL", code, reply)
+                for recipient in recipients if code == 250 else ():
+                    deadline.at("the reply to RCPT TO")
+                    code, reply = smtp.rcpt(recipient)
+                    if code == 421:
+                        break
+                    if code not in (250, 251):
+                        refused[recipient] = smtp_reply(code, reply)
+            except (smtplib.SMTPServerDisconnected, OSError) as error:
+                smtp.close()
+                raise DroppedBeforeData(describe_error(error)) from None
+            if code == 421:  # the server is closing the connection
+                raise DroppedBeforeData(smtp_reply(code, reply))
+            if refused:
+                deadline.at("the reply to RSET")
+                _quietly(smtp)
+                details = "; ".join(f"{address}: {reply}" for address, reply in refused.items())
+                what = f"The SMTP server refused recipient(s) {', '.join(refused)} ({details})"
+                hint = "Check the address(es); the mail was sent to nobody and will be retried."
+                raise mail_error(settings, "recipient", what, hint, refused=list(refused))
             try:
                 deadline.at("the reply to DATA")
                 code, reply = smtp.data(payload)
             except smtplib.SMTPDataError as error:  # no 354: the message itself was not transferred
                 _quietly(smtp)
-                raise content_refused(self.settings, error.smtp_code, error.smtp_error, after_354=False) from None
+                raise self._reply_refused("DATA", error.smtp_code, error.smtp_error) from None
             except (smtplib.SMTPServerDisconnected, OSError) as error:
                 smtp.close()
+                reason = describe_error(error)
                 if deadline.outcome is MailOutcome.REFUSED:  # before the 354 nothing of the message went out
-                    raise mail_error(
-                        self.settings,
-                        "data",
-                        f"The connection to the SMTP server was lost before the message was sent ({describe_error(error)})",
-                        "Nothing was delivered and the mail is retried on the next run; if it keeps happening, "
-                        "check the server's logs and connection limits.",
-                    ) from None
-                raise mail_error(
-                    self.settings,
-                    "data",
-                    f"The connection to the SMTP server was lost while sending the message ({describe_error(error)})",
-                    "If it keeps happening, check the server's message size limit and logs.",
-                    outcome=MailOutcome.UNKNOWN,
-                ) from None
+                    what = f"The connection to the SMTP server was lost before the message was sent ({reason})"
+                    hint = "Nothing was delivered and the mail is retried on the next run; if it keeps happening, check the server's logs and connection limits."
+                else:
+                    what = f"The connection to the SMTP server was lost while sending the message ({reason})"
+                    hint = "If it keeps happening, check the server's message size limit and logs."
+                raise mail_error(settings, "data", what, hint, outcome=deadline.outcome) from None
             if code != 250:
                 _quietly(smtp)
-                raise content_refused(self.settings, code, reply, after_354=True)
+                raise self._reply_refused("DATA", code, reply, after_354=True)
         self.last_reply_at = time.monotonic()
 
-    def _envelope(self, smtp: _Smtp, recipients: list[str], size: int, deadline: SmtpDeadline) -> None:
-        """MAIL FROM and every RCPT TO. Unlike smtplib.sendmail, a refused recipient aborts the transaction
-        (RSET) before DATA, so nobody receives a mail that counts as failed and is re-sent on the next run."""
-        try:
-            code, reply = smtp.mail(self.user, [f"SIZE={size}"] if smtp.has_extn("size") else [])
-            if code == 421:
-                raise DroppedBeforeData(smtp_reply(code, reply))
-            if code != 250:
-                _quietly(smtp)
-                raise sender_refused(self.settings, self.user, code, reply)
-            refused: dict[str, str] = {}
-            for recipient in recipients:
-                deadline.at("the reply to RCPT TO")
-                code, reply = smtp.rcpt(recipient)
-                if code == 421:
-                    raise DroppedBeforeData(smtp_reply(code, reply))
-                if code not in (250, 251):
-                    refused[recipient] = smtp_reply(code, reply)
-        except (smtplib.SMTPServerDisconnected, OSError) as error:
-            smtp.close()
-            raise DroppedBeforeData(describe_error(error)) from None
-        if refused:
-            deadline.at("the reply to RSET")
-            _quietly(smtp)
-            details = "; ".join(f"{address}: {reply}" for address, reply in refused.items())
-            raise mail_error(
-                self.settings,
-                "recipient",
-                f"The SMTP server refused recipient(s) {', '.join(refused)} ({details})",
-                "Check the address(es); the mail was sent to nobody and will be retried.",
-                refused=list(refused),
-            )
+    def _reply_refused(self, command: str, code: int, reply: bytes | str, after_354: bool = False) -> MailError:
+        """MAIL FROM or DATA answered with a refusal; after the content went out (354), a 4xx/5xx is a definite
+        rejection (RFC 5321) and any other reply leaves the outcome unknown."""
+        settings, detail = self.settings, smtp_reply(code, reply)
+        if after_354 and not 400 <= code < 600:
+            what = f"The SMTP server gave an unexpected reply to the message ({detail})"
+            return mail_error(settings, "data", what, "Check the server's logs.", outcome=MailOutcome.UNKNOWN)
+        if command == "DATA" and code == 552:
+            what = f"The SMTP server refused the message as too large ({detail})"
+            return mail_error(settings, "size", what, _LOWER_THE_LIMIT)
+        if command == "DATA":
+            hint = "Check the server's logs; the export is retried on the next run."
+            return mail_error(settings, "data", f"The SMTP server refused the message ({detail})", hint)
+        if code == 552:
+            what = f"The SMTP server refused the message size ({detail})"
+            return mail_error(settings, "size", what, _LOWER_THE_LIMIT)
+        if code in (530, 534, 535):
+            what = f"The SMTP server requires a login ({detail})"
+            return mail_error(settings, "auth", what, "Set SMTP_USERNAME and SMTP_PASSWORD.")
+        what = f"The SMTP server refused the sender {self.user} ({detail})"
+        return mail_error(settings, "data", what, "Set SMTP_FROM to an address the SMTP account may send as.")
 
     def _deadline(self, what: str, waiting_for: str, step: Literal["connect", "timeout"] = "connect") -> SmtpDeadline:
         return SmtpDeadline(self.settings, what, step=step, waiting_for=waiting_for)
@@ -302,6 +279,6 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
 
 
 def _quietly(smtp: smtplib.SMTP) -> None:
-    """RSET, to end a refused transaction; the connection's state is then checked before its next use."""
+    """RSET, ending a refused transaction; a connection that fails it is checked before its next use."""
     with suppress(Exception):
         smtp.rset()
