@@ -23,8 +23,7 @@ if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
 STOP_GRACE_SECONDS = 3.0
-# The longest socket wait between two looks for a stop request (a timeout needs no polling).
-_STOP_POLL_SECONDS = 0.2
+_STOP_POLL_SECONDS = 0.2  # the longest socket wait between two looks for a stop request
 # What a session setup waits for before the server said anything (the hint then names the port and SMTP_SECURITY).
 WAITING_FOR_CONNECTION = "the TCP connection"
 WAITING_FOR_GREETING = "the server's greeting"
@@ -32,6 +31,7 @@ WAITING_FOR_GREETING = "the server's greeting"
 _stop_requested_at: float | None = None  # time.monotonic() of the first stop_sends()
 T = TypeVar("T")
 _current: ContextVar[SmtpDeadline] = ContextVar("smtp_deadline")
+current_deadline = _current.get  # the step the calling code runs in
 
 
 def stop_sends() -> None:
@@ -44,10 +44,6 @@ def clear_stop() -> None:
     """End the stop request once the run it stopped is over (a process that runs the CLI again, e.g. tests)."""
     global _stop_requested_at
     _stop_requested_at = None
-
-
-def current_deadline() -> SmtpDeadline:
-    return _current.get()
 
 
 def _waited(sock: socket.socket, operation: Callable[[], T]) -> T:
@@ -87,12 +83,8 @@ class SmtpDeadline:
     _: KW_ONLY
     step: MailStep
     waiting_for: str
-    may_have_delivered: bool = False  # set once the server asked for the message (354): see `outcome`
+    outcome: MailOutcome = MailOutcome.REFUSED  # unknown once the server asked for the message (354)
     _started: float = field(default_factory=time.monotonic)
-
-    @property
-    def outcome(self) -> MailOutcome:
-        return MailOutcome.UNKNOWN if self.may_have_delivered else MailOutcome.REFUSED
 
     def at(self, waiting_for: str, step: MailStep | None = None) -> None:
         self.waiting_for = waiting_for
@@ -124,29 +116,15 @@ class SmtpDeadline:
         return due, "timeout"
 
     def error(self, expiry: Literal["timeout", "stopped"]) -> MailError:
-        settings = self.settings
+        settings, outcome, waiting_for = self.settings, self.outcome, self.waiting_for
         where = f"{settings.smtp_server}:{settings.smtp_port}"
-        retried = "; the export is retried on the next run" if self.outcome is MailOutcome.REFUSED else ""
+        retried = "; the export is retried on the next run" if outcome is MailOutcome.REFUSED else ""
         if expiry == "stopped":
-            return mail_error(
-                settings,
-                "stopped",
-                f"Stopped during {self.what} with the SMTP server {where} "
-                f"(wa-export was asked to stop while waiting for {self.waiting_for})",
-                f"Nothing else is sent in this run{retried}.",
-                outcome=self.outcome,
-            )
+            what = f"Stopped during {self.what} with the SMTP server {where} (wa-export was asked to stop while waiting for {waiting_for})"
+            return mail_error(settings, "stopped", what, f"Nothing else is sent in this run{retried}.", outcome=outcome)
+        what = f"The SMTP server {where} did not finish {self.what} within SMTP_TIMEOUT_SECONDS ({settings.smtp_timeout_seconds:g} s): timed out waiting for {waiting_for}"
         hint = "It may be overloaded or misbehaving: check its logs, or raise SMTP_TIMEOUT_SECONDS if it is only slow"
-        if self.step == "connect" and self.waiting_for in (WAITING_FOR_CONNECTION, WAITING_FOR_GREETING):
-            hint = (
-                "Check SMTP_SERVER/SMTP_PORT, the firewall, and that SMTP_SECURITY matches the port "
-                "(465 = ssl); the server may also be overloaded"
-            )
-        return mail_error(
-            settings,
-            self.step,
-            f"The SMTP server {where} did not finish {self.what} within SMTP_TIMEOUT_SECONDS "
-            f"({settings.smtp_timeout_seconds:g} s): timed out waiting for {self.waiting_for}",
-            f"{hint}{retried}." if self.step == "timeout" else f"{hint}.",
-            outcome=self.outcome,
-        )
+        if self.step == "connect" and waiting_for in (WAITING_FOR_CONNECTION, WAITING_FOR_GREETING):
+            hint = "Check SMTP_SERVER/SMTP_PORT, the firewall, and that SMTP_SECURITY matches the port (465 = ssl); the server may also be overloaded"
+        hint += retried if self.step == "timeout" else ""
+        return mail_error(settings, self.step, what, f"{hint}.", outcome=outcome)

@@ -45,23 +45,14 @@ def check_recipients(to: Sequence[str], settings: Settings) -> None:
         raise mail_error(settings, "recipient", "The mail has no recipient", hint)
     invalid = [address for address in to if not isinstance(address, str) or not EMAIL_ADDRESS.match(address)]
     if invalid:
-        raise mail_error(
-            settings,
-            "recipient",
-            f"Invalid recipient address(es) {', '.join(repr(address) for address in invalid)}",
-            "Use plain addresses such as ops@example.com.",
-            refused=[str(address) for address in invalid],
-        )
-    outside = outside_allowed_domains(list(to), settings.export_allowed_email_domains)
-    if outside:
-        raise mail_error(
-            settings,
-            "domain",
-            f"Recipient(s) {', '.join(outside)} are outside EXPORT_ALLOWED_EMAIL_DOMAINS "
-            f"({', '.join(settings.export_allowed_email_domains)})",
-            "Fix the address or add its domain to EXPORT_ALLOWED_EMAIL_DOMAINS.",
-            refused=outside,
-        )
+        what = f"Invalid recipient address(es) {', '.join(repr(address) for address in invalid)}"
+        hint = "Use plain addresses such as ops@example.com."
+        raise mail_error(settings, "recipient", what, hint, refused=[str(address) for address in invalid])
+    allowed = settings.export_allowed_email_domains
+    if outside := outside_allowed_domains(list(to), allowed):
+        what = f"Recipient(s) {', '.join(outside)} are outside EXPORT_ALLOWED_EMAIL_DOMAINS ({', '.join(allowed)})"
+        hint = "Fix the address or add its domain to EXPORT_ALLOWED_EMAIL_DOMAINS."
+        raise mail_error(settings, "domain", what, hint, refused=outside)
 
 
 def encoded_attachment_size(size: int) -> int:
@@ -79,14 +70,9 @@ def check_attachment(path: Path, settings: Settings) -> bytes:
     except OSError as error:
         what = f"Cannot read the attachment {path} ({describe_error(error)})"
         raise mail_error(settings, "data", what, "Check that the export file exists and is readable.") from None
-    raise mail_error(
-        settings,
-        "size",
-        f"The attachment is {encoded_attachment_size(size) / 2**20:.1f} MB once encoded for email, over "
-        f"EXPORT_MAX_ATTACHMENT_MB={settings.export_max_attachment_mb:g}",
-        f"the file ({size / 2**20:.1f} MB) is kept at {path}; raise EXPORT_MAX_ATTACHMENT_MB "
-        "if your mail server accepts larger messages, or export a shorter period.",
-    )
+    what = f"The attachment is {encoded_attachment_size(size) / 2**20:.1f} MB once encoded for email, over EXPORT_MAX_ATTACHMENT_MB={settings.export_max_attachment_mb:g}"
+    hint = f"the file ({size / 2**20:.1f} MB) is kept at {path}; raise EXPORT_MAX_ATTACHMENT_MB if your mail server accepts larger messages, or export a shorter period."
+    raise mail_error(settings, "size", what, hint)
 
 
 def single_line(text: str) -> str:

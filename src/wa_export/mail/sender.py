@@ -50,12 +50,9 @@ class MailSender:
             except DroppedBeforeData as dropped:
                 self.close(polite=False)
                 if not (reused and attempt == 1):  # else the server closed an idle connection: nothing went out
+                    what = f"The SMTP server {settings.smtp_server}:{settings.smtp_port} closed the connection before the message was sent ({dropped})"
                     raise mail_error(
-                        settings,
-                        "connect",
-                        f"The SMTP server {settings.smtp_server}:{settings.smtp_port} closed the connection "
-                        f"before the message was sent ({dropped})",
-                        "Check the server's logs and connection limits.",
+                        settings, "connect", what, "Check the server's logs and connection limits."
                     ) from None
 
     def _connection(self) -> tuple[YagmailConnection, bool]:

@@ -52,7 +52,7 @@ class _Smtp(smtplib.SMTP):
         code, message = super().getreply()
         if code == 354:  # the message is being handed over: from now on it may be accepted
             current_deadline().at("the server's reply to the message")
-            current_deadline().may_have_delivered = True
+            current_deadline().outcome = MailOutcome.UNKNOWN
         return code, message
 
 
