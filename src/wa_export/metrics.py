@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from contextlib import nullcontext, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,25 +63,17 @@ class WorkspaceMetrics:
 
 @dataclass(frozen=True)
 class RunMetrics:
+    """What one `wa-export export` invocation did, however it ended; `collect_metrics` adds the rest."""
+
     trigger: str  # "scheduled" or "manual"
-    finished_at: datetime
-    duration_seconds: float
-    exit_code: int
-    messages_exported: int = 0
-    workspaces_by_outcome: Mapping[str, int] = field(default_factory=dict)
-    workspaces: tuple[WorkspaceMetrics, ...] = ()
-
-
-@dataclass
-class RunFacts:
-    """What one `wa-export export` invocation did, however it ended."""
-
-    trigger: str
     exit_code: int
     duration_seconds: float
-    outcomes: dict[str, str] = field(default_factory=dict)  # workspace id -> outcome
+    outcomes: Mapping[str, str] = field(default_factory=dict)  # workspace id -> outcome
     messages_exported: int = 0
     moves_cursors: bool = False  # a scheduled run that sends (not --no-email): its outcomes say "up to date"
+    finished_at: datetime = field(default_factory=lambda: datetime.now(UTC))  # Prometheus compares it with its clock
+    workspaces_by_outcome: Mapping[str, int] = field(default_factory=dict)
+    workspaces: tuple[WorkspaceMetrics, ...] = ()
 
 
 def render_metrics(metrics: RunMetrics, previous_text: str | None = None) -> bytes:
@@ -160,7 +152,7 @@ def write_metrics_file(path: Path, metrics: RunMetrics) -> None:
     fsync_dir(path.parent)  # the rename is durable once the folder is; best effort
 
 
-def collect_metrics(settings: Settings | None, facts: RunFacts, store: Store | None = None) -> RunMetrics:
+def collect_metrics(settings: Settings | None, facts: RunMetrics, store: Store | None = None) -> RunMetrics:
     """The metrics of a finished run; per-workspace facts only when MongoDB answered during the run."""
     workspaces: tuple[WorkspaceMetrics, ...] = ()
     if settings is not None and facts.exit_code in (ExitCode.OK, ExitCode.FAILED):  # 2: never started; 3: no MongoDB
@@ -169,18 +161,11 @@ def collect_metrics(settings: Settings | None, facts: RunFacts, store: Store | N
                 workspaces = workspace_metrics(used, facts)
         except (MongoUnavailable, PyMongoError):
             pass  # MongoDB went away after the run: the run facts still go out
-    return RunMetrics(
-        trigger=facts.trigger,
-        finished_at=datetime.now(UTC),  # Prometheus compares it with its own clock: wall time
-        duration_seconds=facts.duration_seconds,
-        exit_code=int(facts.exit_code),
-        messages_exported=facts.messages_exported,
-        workspaces_by_outcome=dict(Counter(facts.outcomes.values())),
-        workspaces=workspaces,
-    )
+    by_outcome = dict(Counter(facts.outcomes.values()))
+    return replace(facts, finished_at=datetime.now(UTC), workspaces_by_outcome=by_outcome, workspaces=workspaces)
 
 
-def workspace_metrics(store: Store, facts: RunFacts) -> tuple[WorkspaceMetrics, ...]:
+def workspace_metrics(store: Store, facts: RunMetrics) -> tuple[WorkspaceMetrics, ...]:
     workspaces = store.active_workspaces()
     documents = read_state_documents(store, [workspace.id for workspace in workspaces])
     now = store.database_now()
@@ -208,8 +193,8 @@ def workspace_metrics(store: Store, facts: RunFacts) -> tuple[WorkspaceMetrics, 
 
 
 class RunRecorder:
-    """Writes the metrics file once an `export` invocation ends, whatever ended it; a file that cannot be
-    written never changes the run's exit code: `finish` returns one warning sentence."""
+    """Writes the metrics file once an `export` invocation ends, whatever ended it; one it cannot write never
+    changes the run's exit code: `finish` returns a warning sentence."""
 
     def __init__(self, explicit_path: Path | None, *, trigger: str, enabled: bool = True) -> None:
         self.explicit_path = explicit_path
@@ -217,7 +202,7 @@ class RunRecorder:
         self.enabled = enabled  # off for --dry-run and for --workers children (the parent writes)
         self.started = time.monotonic()
         self.settings: Settings | None = None
-        self.facts: RunFacts | None = None
+        self.facts: RunMetrics | None = None
 
     def use(self, settings: Settings) -> None:
         """The run's settings; raises ConfigError (exit 2) for an unusable --metrics-file."""
@@ -228,7 +213,7 @@ class RunRecorder:
         handled = result.workspaces
         delivered = sum(item.message_count for item in handled if item.outcome in DELIVERED_OUTCOMES)
         outcomes: dict[str, str] = {item.workspace_id: item.outcome for item in handled}
-        self.facts = RunFacts(request.trigger, result.exit_code, 0.0, outcomes, delivered, request.moves_cursors)
+        self.facts = RunMetrics(request.trigger, result.exit_code, 0.0, outcomes, delivered, request.moves_cursors)
 
     ran_workers = ran  # a `--workers` run: its children's results, merged
 
@@ -247,13 +232,11 @@ class RunRecorder:
             return None
         elapsed = time.monotonic() - self.started
         # No result (bad settings, MongoDB unreachable, an interruption): how it ended and how long it took.
-        facts = self.facts or RunFacts(self.trigger, exit_code, elapsed)
-        facts.exit_code, facts.duration_seconds = exit_code, elapsed
+        facts = replace(
+            self.facts or RunMetrics(self.trigger, exit_code, elapsed), exit_code=exit_code, duration_seconds=elapsed
+        )
         try:
             write_metrics_file(path, collect_metrics(self.settings, facts))
         except OSError as error:
-            return (
-                f"WARNING: could not write the metrics file {path} ({error.strerror or error}); "
-                "the run's exit code is unchanged: make its folder writable for this user."
-            )
+            return f"WARNING: could not write the metrics file {path} ({error.strerror or error}); the run's exit code is unchanged: make its folder writable for this user."
         return None
