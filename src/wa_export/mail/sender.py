@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from wa_export.mail.errors import mail_error
+from wa_export.mail.errors import MailError
 from wa_export.mail.message import OutgoingMail, build_message, check_attachment, check_recipients, check_sendable
-from wa_export.mail.transport import DroppedBeforeData, YagmailConnection
+from wa_export.mail.transport import YagmailConnection
 from wa_export.settings import Settings
 
 
@@ -41,19 +41,17 @@ class MailSender:
         data = check_attachment(mail.attachment, settings) if mail.attachment is not None else None
         payload = build_message(mail, settings.smtp_from or "", data, sender_name=settings.smtp_from_name)
         del data  # the file's bytes are not needed while the (larger) message goes out
-        for attempt in (1, 2):
+        while True:
             client, reused = self._connection()
             # Never yagmail's send(), which returns False once its retries are spent and re-sends after a
             # disconnect: _attempt_send is one transaction that raises MailError on every failure.
             try:
                 return client._attempt_send(list(mail.to), payload)
-            except DroppedBeforeData as dropped:
-                self.close(polite=False)
-                if not (reused and attempt == 1):  # else the server closed an idle connection: nothing went out
-                    what = f"The SMTP server {settings.smtp_server}:{settings.smtp_port} closed the connection before the message was sent ({dropped})"
-                    raise mail_error(
-                        settings, "connect", what, "Check the server's logs and connection limits."
-                    ) from None
+            except MailError as error:
+                if error.step == "connect":  # the connection was gone before the message went out
+                    self.close(polite=False)
+                if error.step != "connect" or not reused:  # else the server closed an idle connection: retry once
+                    raise
 
     def _connection(self) -> tuple[YagmailConnection, bool]:
         if self._client is not None and self._client.alive():

@@ -60,10 +60,6 @@ class _SmtpSsl(smtplib.SMTP_SSL, _Smtp):
     pass
 
 
-class DroppedBeforeData(Exception):
-    """The connection went away before DATA was issued: the message was certainly not accepted."""
-
-
 class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
     """yagmail's client (``self.smtp``, its state, ``login()``) with our ``_login`` and ``_attempt_send``."""
 
@@ -169,12 +165,12 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         return mail_error(settings, "connect", f"Cannot connect to SMTP server {where} ({reason})", hint)
 
     def _attempt_send(self, recipients: list[str], payload: bytes) -> None:
-        """One SMTP transaction within SMTP_TIMEOUT_SECONDS, never retried; raises MailError or DroppedBeforeData.
+        """One SMTP transaction within SMTP_TIMEOUT_SECONDS, never retried; raises MailError.
         Unlike smtplib.sendmail, a refused recipient aborts it (RSET) before DATA, so nobody receives a mail that
         counts as failed and is re-sent on the next run."""
         settings, smtp = self.settings, self.smtp
         if smtp is None:  # closed (e.g. by a failed login) before this transaction
-            raise DroppedBeforeData("no open connection")
+            raise self._dropped("no open connection")
         with self._deadline(
             "the message transaction (MAIL, RCPT, DATA)", "the reply to MAIL FROM", "timeout"
         ) as deadline:
@@ -193,9 +189,9 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                         refused[recipient] = smtp_reply(code, reply)
             except (smtplib.SMTPServerDisconnected, OSError) as error:
                 smtp.close()
-                raise DroppedBeforeData(describe_error(error)) from None
+                raise self._dropped(describe_error(error)) from None
             if code == 421:  # the server is closing the connection
-                raise DroppedBeforeData(smtp_reply(code, reply))
+                raise self._dropped(smtp_reply(code, reply))
             if refused:
                 deadline.at("the reply to RSET")
                 _quietly(smtp)
@@ -223,6 +219,12 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                 _quietly(smtp)
                 raise self._reply_refused("DATA", code, reply, after_354=True)
         self.last_reply_at = time.monotonic()
+
+    def _dropped(self, reason: str) -> MailError:
+        """The connection was gone before DATA, so nothing was sent: the only "connect" failure of a transaction,
+        which MailSender retries once on a new connection when it had reused an idle one."""
+        what = f"The SMTP server {self.settings.smtp_server}:{self.settings.smtp_port} closed the connection before the message was sent ({reason})"
+        return mail_error(self.settings, "connect", what, "Check the server's logs and connection limits.")
 
     def _reply_refused(self, command: str, code: int, reply: bytes | str, after_354: bool = False) -> MailError:
         """MAIL FROM or DATA answered with a refusal; after the content went out (354), a 4xx/5xx is a definite
