@@ -28,7 +28,6 @@ from wa_export.settings import Settings
 RECENTLY_ANSWERED_SECONDS = 10.0
 _TLS_HANDSHAKE = "the TLS handshake and the greeting"
 _STARTTLS = "the reply to STARTTLS and the TLS handshake"
-_LOWER_THE_LIMIT = "Lower EXPORT_MAX_ATTACHMENT_MB below the server's limit."
 
 
 def tls_mode(settings: Settings) -> Literal["ssl", "starttls", "none"]:
@@ -178,8 +177,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
             try:
                 code, reply = smtp.mail(self.user, [f"SIZE={len(payload)}"] if smtp.has_extn("size") else [])
                 if code not in (250, 421):
-                    _quietly(smtp)
-                    raise self._reply_refused("MAIL", code, reply)
+                    raise self._reply_refused(smtp, code, reply, "MAIL")
                 for recipient in recipients if code == 250 else ():
                     deadline.at("the reply to RCPT TO")
                     code, reply = smtp.rcpt(recipient)
@@ -203,8 +201,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                 deadline.at("the reply to DATA")
                 code, reply = smtp.data(payload)
             except smtplib.SMTPDataError as error:  # no 354: the message itself was not transferred
-                _quietly(smtp)
-                raise self._reply_refused("DATA", error.smtp_code, error.smtp_error) from None
+                raise self._reply_refused(smtp, error.smtp_code, error.smtp_error) from None
             except (smtplib.SMTPServerDisconnected, OSError) as error:
                 smtp.close()
                 reason = describe_error(error)
@@ -216,32 +213,30 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                     hint = "If it keeps happening, check the server's message size limit and logs."
                 raise mail_error(settings, "data", what, hint, outcome=deadline.outcome) from None
             if code != 250:
-                _quietly(smtp)
-                raise self._reply_refused("DATA", code, reply, after_354=True)
+                raise self._reply_refused(smtp, code, reply, after_354=True)
         self.last_reply_at = time.monotonic()
 
     def _dropped(self, reason: str) -> MailError:
-        """The connection was gone before DATA, so nothing was sent: the only "connect" failure of a transaction,
-        which MailSender retries once on a new connection when it had reused an idle one."""
+        """Gone before DATA, so nothing was sent: a transaction's only "connect" failure (MailSender retries it once)."""
         what = f"The SMTP server {self.settings.smtp_server}:{self.settings.smtp_port} closed the connection before the message was sent ({reason})"
         return mail_error(self.settings, "connect", what, "Check the server's logs and connection limits.")
 
-    def _reply_refused(self, command: str, code: int, reply: bytes | str, after_354: bool = False) -> MailError:
-        """MAIL FROM or DATA answered with a refusal; after the content went out (354), a 4xx/5xx is a definite
-        rejection (RFC 5321) and any other reply leaves the outcome unknown."""
+    def _reply_refused(
+        self, smtp: _Smtp, code: int, reply: bytes | str, command: str = "DATA", after_354: bool = False
+    ) -> MailError:
+        """MAIL FROM or DATA refused: the transaction ends (RSET). After the content went out (354), a 4xx/5xx is a
+        definite rejection (RFC 5321) and any other reply leaves the outcome unknown."""
+        _quietly(smtp)
         settings, detail = self.settings, smtp_reply(code, reply)
         if after_354 and not 400 <= code < 600:
             what = f"The SMTP server gave an unexpected reply to the message ({detail})"
             return mail_error(settings, "data", what, "Check the server's logs.", outcome=MailOutcome.UNKNOWN)
-        if command == "DATA" and code == 552:
-            what = f"The SMTP server refused the message as too large ({detail})"
-            return mail_error(settings, "size", what, _LOWER_THE_LIMIT)
+        if code == 552:  # for the message's size: announced (SIZE= on MAIL FROM) or found out (DATA)
+            hint = "Lower EXPORT_MAX_ATTACHMENT_MB below the server's limit."
+            return mail_error(settings, "size", f"The SMTP server refused the message as too large ({detail})", hint)
         if command == "DATA":
             hint = "Check the server's logs; the export is retried on the next run."
             return mail_error(settings, "data", f"The SMTP server refused the message ({detail})", hint)
-        if code == 552:
-            what = f"The SMTP server refused the message size ({detail})"
-            return mail_error(settings, "size", what, _LOWER_THE_LIMIT)
         if code in (530, 534, 535):
             what = f"The SMTP server requires a login ({detail})"
             return mail_error(settings, "auth", what, "Set SMTP_USERNAME and SMTP_PASSWORD.")
