@@ -8,7 +8,7 @@ import os
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -158,18 +158,17 @@ def collect_metrics(settings: Settings | None, facts: RunMetrics, store: Store |
     if settings is not None and facts.exit_code in (ExitCode.OK, ExitCode.FAILED):  # 2: never started; 3: no MongoDB
         try:
             with open_store(settings) if store is None else nullcontext(store) as used:
-                workspaces = workspace_metrics(used, facts)
+                workspaces = tuple(workspace_metrics(used, facts))
         except (MongoUnavailable, PyMongoError):
             pass  # MongoDB went away after the run: the run facts still go out
     by_outcome = dict(Counter(facts.outcomes.values()))
     return replace(facts, finished_at=datetime.now(UTC), workspaces_by_outcome=by_outcome, workspaces=workspaces)
 
 
-def workspace_metrics(store: Store, facts: RunMetrics) -> tuple[WorkspaceMetrics, ...]:
+def workspace_metrics(store: Store, facts: RunMetrics) -> Iterator[WorkspaceMetrics]:
     workspaces = store.active_workspaces()
     documents = read_state_documents(store, [workspace.id for workspace in workspaces])
     now = store.database_now()
-    found = []
     for workspace in workspaces:
         document: Mapping[str, Any] = documents.get(workspace.id, {})
         failures = count_or_zero(document.get("consecutive_failures"))
@@ -187,9 +186,7 @@ def workspace_metrics(store: Store, facts: RunMetrics) -> tuple[WorkspaceMetrics
                 age = max(0.0, (now - counted.oldest_at).total_seconds()) if counted.oldest_at is not None else 0.0
         elif facts.moves_cursors and outcome in UP_TO_DATE_OUTCOMES:
             waiting, age = 0, 0.0
-        last_success = as_utc_or_none(document.get("last_success_at"))
-        found.append(WorkspaceMetrics(workspace.id, last_success, failures, waiting, age))
-    return tuple(found)
+        yield WorkspaceMetrics(workspace.id, as_utc_or_none(document.get("last_success_at")), failures, waiting, age)
 
 
 class RunRecorder:
