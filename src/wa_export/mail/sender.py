@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+
 from wa_export.mail.errors import MailError
 from wa_export.mail.message import OutgoingMail, build_message, check_attachment, check_recipients, check_sendable
 from wa_export.mail.transport import YagmailConnection
 from wa_export.settings import Settings
 
 
-class MailSender:
+class MailSender(AbstractContextManager["MailSender"]):
     """Sends every mail of a run over one SMTP connection, reopened once if the server closed it between sends."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.connections_opened = 0
         self._client: YagmailConnection | None = None
-
-    def __enter__(self) -> MailSender:
-        return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()

@@ -67,7 +67,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.mode = tls_mode(settings)
-        self.last_reply_at: float | None = None  # time.monotonic() of the last completed login or transaction
+        self.last_reply_at = float("-inf")  # time.monotonic() of the last completed login or transaction
         # yagmail's "user" is the From / envelope sender; addresses are validated by check_recipients.
         super().__init__(settings.smtp_from, smtp_skip_login=not settings.smtp_username, soft_email_validation=False)
         self.set_logging(None)  # replace the stderr handler yagmail just installed (its records could carry addresses)
@@ -248,18 +248,18 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
 
     def alive(self) -> bool:
         """True when the connection answers NOOP, or answered moments ago (MailSender reconnects once if not)."""
-        if self.smtp is None or self.is_closed or self.smtp.sock is None:
+        if self.smtp is None or self.smtp.sock is None:
             return False
-        if self.last_reply_at is not None and time.monotonic() - self.last_reply_at < RECENTLY_ANSWERED_SECONDS:
+        if time.monotonic() - self.last_reply_at < RECENTLY_ANSWERED_SECONDS:
             return True
-        try:
-            with self._deadline("the connection check (NOOP)", "the reply to NOOP"):
-                code, _ = self.smtp.noop()
-        except (MailError, smtplib.SMTPException, OSError):
-            return False
-        if code == 250:
-            self.last_reply_at = time.monotonic()
-        return code == 250
+        with (
+            suppress(MailError, smtplib.SMTPException, OSError),
+            self._deadline("the connection check (NOOP)", "the reply to NOOP"),
+        ):
+            if self.smtp.noop()[0] == 250:
+                self.last_reply_at = time.monotonic()
+                return True
+        return False
 
     def discard(self) -> None:
         """Drop the connection without QUIT (it is dead or in an unknown state)."""
