@@ -75,17 +75,16 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
 
     def _login(self, _: object) -> None:
         """Connect, secure and log in within SMTP_TIMEOUT_SECONDS (yagmail's login() calls this)."""
-        settings, context = self.settings, ssl.create_default_context() if self.mode != "none" else None
-        if context is not None and settings.smtp_ca_file is not None:
-            try:  # in addition to the system CAs (create_default_context(cafile=) would replace them)
-                context.load_verify_locations(cafile=str(settings.smtp_ca_file))
+        settings, context = self.settings, None if self.mode == "none" else ssl.create_default_context()
+        if context is not None:
+            context.sslsocket_class = deadlines.DeadlineTlsSocket  # its handshake within the step's deadline
+            try:  # SMTP_CA_FILE in addition to the system CAs (create_default_context(cafile=) would replace them)
+                if settings.smtp_ca_file is not None:
+                    context.load_verify_locations(cafile=str(settings.smtp_ca_file))
             except (OSError, ssl.SSLError) as error:
                 what = f"SMTP_CA_FILE {settings.smtp_ca_file} cannot be loaded ({describe_error(error)})"
-                raise mail_error(
-                    settings, "config", what, "Point SMTP_CA_FILE at a PEM file of CA certificates."
-                ) from None
-        if context is not None:
-            context.sslsocket_class = deadlines.DeadlineTlsSocket
+                hint = "Point SMTP_CA_FILE at a PEM file of CA certificates."
+                raise mail_error(settings, "config", what, hint) from None
         # A placeholder local_hostname skips smtplib's reverse-DNS getfqdn(); the real one is set once connected.
         smtp = (
             _SmtpSsl(context=context, local_hostname="localhost") if self.mode == "ssl" else _Smtp("", 0, "localhost")
