@@ -107,7 +107,7 @@ import wa_export.export.run as run_module
 per_workspace = []
 if hasattr(run_module, "deliver"):  # after: one workspace's scheduled delivery
     inner = run_module.deliver
-    thread_cpu = []  # the calling thread's own CPU, without the helper threads (lease keeper, SMTP watchdogs)
+    thread_cpu = []  # the calling thread's own CPU, without the helper threads (lease keeper)
     def timed(ctx, item):
         started, thread_started = time.process_time(), time.thread_time()
         if profiler is not None:

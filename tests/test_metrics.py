@@ -316,7 +316,7 @@ def test_idle_workspaces_cost_no_query_of_their_own(mongo_db, make_env, tmp_path
                 }
             )
             outcomes[str(workspace)] = "failed"
-        facts = metrics_module.RunFacts("scheduled", 1 if failing else 0, 1.0, outcomes, 0, moves_cursors=True)
+        facts = metrics_module.RunMetrics("scheduled", 1 if failing else 0, 1.0, outcomes, 0, moves_cursors=True)
         with _observed(settings) as (store, listener):
             collected = metrics_module.collect_metrics(settings, facts, store)
         assert len(collected.workspaces) == idle + failing

@@ -316,7 +316,7 @@ def test_a_short_password_does_not_garble_ordinary_words(env, tmp_path):
     ],
 )
 def test_a_stalled_tls_handshake_ends_at_the_deadline(security, point, waited_for, tmp_path, monkeypatch):
-    """TLS replaces the socket object mid-session; the watchdog must still reach the connection."""
+    """TLS replaces the socket object mid-session; the deadline must still reach the connection."""
     monkeypatch.chdir(tmp_path)
     with MisbehavingSmtpServer(point, "stall") as server:
         settings = load_settings(

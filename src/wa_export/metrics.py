@@ -1,11 +1,6 @@
-"""The metrics file: a Prometheus textfile-collector file written after every `export` run.
-
-A run replaces its own trigger's run facts and keeps the other trigger's, so a manual export does not
-hide failing scheduled runs. Per-workspace facts cost two reads; messages waiting are counted only
-where the run left work undone, 0 where it delivered up to its end, else left out rather than guessed.
-prometheus_client renders the text; our own atomic write replaces the file, as its `write_to_textfile`
-creates it under the umask (0600 under UMask=0077, unreadable to node_exporter) and never fsyncs.
-"""
+"""The Prometheus textfile written after every `export` run: a run replaces its own trigger's run facts and keeps
+the other trigger's; messages waiting are counted only where the run left work undone, else 0 or left out.
+prometheus_client renders it; `write_to_textfile` would create it under the umask (0600) and never fsync."""
 
 from __future__ import annotations
 
@@ -13,8 +8,9 @@ import os
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import nullcontext, suppress
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +30,6 @@ from wa_export.workbook.publish import fsync_dir, unlink_quietly
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
-    from prometheus_client.samples import Sample
 
     from wa_export.export.context import ExportRequest
     from wa_export.export.results import RunResult
@@ -44,14 +39,12 @@ FILE_MODE = 0o644  # ids and counts only; node_exporter runs as another user
 UP_TO_DATE_OUTCOMES = frozenset({"completed", "no_messages"})  # of a scheduled run that moves cursors
 DELIVERED_OUTCOMES = frozenset({"completed", "written"})
 
-_RUN_HELP = {
+_HELP = {
     "wa_export_last_run_timestamp_seconds": "Unix time (this host's clock) the last export run of this trigger ended.",
     "wa_export_last_run_duration_seconds": "Wall time of the last export run of this trigger, in seconds.",
     "wa_export_last_run_exit_code": "Exit code of the last export run of this trigger (0 ok, 1 some work failed, 2 usage/config, 3 MongoDB unreachable).",
     "wa_export_last_run_messages_exported": "Messages the last export run of this trigger delivered (or wrote, with --no-email).",
     "wa_export_last_run_workspaces": "Workspaces per outcome in the last export run of this trigger.",
-}
-_WORKSPACE_HELP = {
     "wa_export_workspace_last_success_timestamp_seconds": "Unix time (database clock) of the workspace's last successful scheduled delivery.",
     "wa_export_workspace_consecutive_failures": "Consecutive failed scheduled deliveries of the workspace.",
     "wa_export_workspace_waiting_messages": "Messages that arrived at or after the workspace's cursor and are not delivered yet.",
@@ -70,85 +63,71 @@ class WorkspaceMetrics:
 
 @dataclass(frozen=True)
 class RunMetrics:
+    """What one `wa-export export` invocation did, however it ended; `collect_metrics` adds the rest."""
+
     trigger: str  # "scheduled" or "manual"
-    finished_at: datetime
-    duration_seconds: float
-    exit_code: int
-    messages_exported: int = 0
-    workspaces_by_outcome: Mapping[str, int] = field(default_factory=dict)
-    workspaces: tuple[WorkspaceMetrics, ...] = ()
-
-
-@dataclass
-class RunFacts:
-    """What one `wa-export export` invocation did, however it ended."""
-
-    trigger: str
     exit_code: int
     duration_seconds: float
-    outcomes: dict[str, str] = field(default_factory=dict)  # workspace id -> outcome
+    outcomes: Mapping[str, str] = field(default_factory=dict)  # workspace id -> outcome
     messages_exported: int = 0
     moves_cursors: bool = False  # a scheduled run that sends (not --no-email): its outcomes say "up to date"
+    finished_at: datetime = field(default_factory=lambda: datetime.now(UTC))  # Prometheus compares it with its clock
+    workspaces_by_outcome: Mapping[str, int] = field(default_factory=dict)
+    workspaces: tuple[WorkspaceMetrics, ...] = ()
 
 
 def render_metrics(metrics: RunMetrics, previous_text: str | None = None) -> bytes:
     """The file's text: this run's facts, plus the other trigger's run facts from `previous_text`."""
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.parser import text_string_to_metric_families
     from prometheus_client.registry import Collector
 
     # Families of plain samples, not live Gauges: about 3 times faster for 10,000 workspaces.
-    families = {name: GaugeMetricFamily(name, text, labels=_run_labels(name)) for name, text in _RUN_HELP.items()}
+    families = {name: GaugeMetricFamily(name, text, labels=_labels(name)) for name, text in _HELP.items()}
     for line in (previous_text or "").splitlines():
         if not line.startswith("wa_export_last_run_"):  # a workspace line costs this check, not a parse
             continue
-        for sample in _parsed(line):
-            if sample.name in families and sample.labels.get("trigger") not in (None, metrics.trigger):
-                labels = [sample.labels.get(label, "") for label in _run_labels(sample.name)]
-                families[sample.name].add_metric(labels, sample.value)
-    trigger = [metrics.trigger]
-    families["wa_export_last_run_timestamp_seconds"].add_metric(trigger, metrics.finished_at.timestamp())
-    families["wa_export_last_run_duration_seconds"].add_metric(trigger, round(metrics.duration_seconds, 3))
-    families["wa_export_last_run_exit_code"].add_metric(trigger, metrics.exit_code)
-    families["wa_export_last_run_messages_exported"].add_metric(trigger, metrics.messages_exported)
+        with suppress(ValueError):  # a line that does not parse is left out
+            for sample in (sample for family in text_string_to_metric_families(line) for sample in family.samples):
+                if sample.name in families and sample.labels.get("trigger") not in (None, metrics.trigger):
+                    labels = [sample.labels.get(label, "") for label in _labels(sample.name)]
+                    families[sample.name].add_metric(labels, sample.value)
+    this_run = {
+        "timestamp_seconds": metrics.finished_at.timestamp(),
+        "duration_seconds": round(metrics.duration_seconds, 3),
+        "exit_code": metrics.exit_code,
+        "messages_exported": metrics.messages_exported,
+    }
+    for name, value in this_run.items():
+        families[f"wa_export_last_run_{name}"].add_metric([metrics.trigger], value)
     for outcome, count in sorted(metrics.workspaces_by_outcome.items()):
-        families["wa_export_last_run_workspaces"].add_metric([*trigger, outcome], count)
-
-    last_success, failures, waiting, oldest_age = (
-        GaugeMetricFamily(name, text, labels=["workspace_id"]) for name, text in _WORKSPACE_HELP.items()
-    )
+        families["wa_export_last_run_workspaces"].add_metric([metrics.trigger, outcome], count)
     for workspace in metrics.workspaces:
         label = [workspace.workspace_id]
         if workspace.last_success_at is not None:
-            last_success.add_metric(label, workspace.last_success_at.timestamp())
-        failures.add_metric(label, workspace.consecutive_failures)
+            families["wa_export_workspace_last_success_timestamp_seconds"].add_metric(
+                label, workspace.last_success_at.timestamp()
+            )
+        families["wa_export_workspace_consecutive_failures"].add_metric(label, workspace.consecutive_failures)
         if workspace.waiting_messages is not None:
-            waiting.add_metric(label, workspace.waiting_messages)
-            oldest_age.add_metric(label, round(workspace.oldest_waiting_age_seconds or 0.0, 3))
-
-    written = [family for family in (*families.values(), last_success, failures, waiting, oldest_age) if family.samples]
+            families["wa_export_workspace_waiting_messages"].add_metric(label, workspace.waiting_messages)
+            age = round(workspace.oldest_waiting_age_seconds or 0.0, 3)
+            families["wa_export_workspace_oldest_waiting_age_seconds"].add_metric(label, age)
 
     class _ThisRun(Collector):
         def collect(self) -> Iterable[Metric]:
-            return written
+            return [family for family in families.values() if family.samples]
 
     registry = CollectorRegistry()
     registry.register(_ThisRun())
     return generate_latest(registry)
 
 
-def _run_labels(name: str) -> list[str]:
+def _labels(name: str) -> list[str]:
+    if name.startswith("wa_export_workspace_"):
+        return ["workspace_id"]
     return ["trigger", "outcome"] if name == "wa_export_last_run_workspaces" else ["trigger"]
-
-
-def _parsed(line: str) -> list[Sample]:
-    """The samples of one line of a previous file; none when it does not parse."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    try:
-        return [sample for family in text_string_to_metric_families(line) for sample in family.samples]
-    except ValueError:
-        return []
 
 
 def write_metrics_file(path: Path, metrics: RunMetrics) -> None:
@@ -173,35 +152,23 @@ def write_metrics_file(path: Path, metrics: RunMetrics) -> None:
     fsync_dir(path.parent)  # the rename is durable once the folder is; best effort
 
 
-def collect_metrics(settings: Settings | None, facts: RunFacts, store: Store | None = None) -> RunMetrics:
+def collect_metrics(settings: Settings | None, facts: RunMetrics, store: Store | None = None) -> RunMetrics:
     """The metrics of a finished run; per-workspace facts only when MongoDB answered during the run."""
     workspaces: tuple[WorkspaceMetrics, ...] = ()
-    ran = facts.exit_code in (ExitCode.OK, ExitCode.FAILED)  # 2: never started; 3: MongoDB gone
-    if settings is not None and ran:
+    if settings is not None and facts.exit_code in (ExitCode.OK, ExitCode.FAILED):  # 2: never started; 3: no MongoDB
         try:
-            if store is not None:
-                workspaces = workspace_metrics(store, facts)
-            else:
-                with open_store(settings) as own:
-                    workspaces = workspace_metrics(own, facts)
+            with open_store(settings) if store is None else nullcontext(store) as used:
+                workspaces = tuple(workspace_metrics(used, facts))
         except (MongoUnavailable, PyMongoError):
-            workspaces = ()  # MongoDB went away after the run: the run facts still go out
-    return RunMetrics(
-        trigger=facts.trigger,
-        finished_at=datetime.now(UTC),  # Prometheus compares it with its own clock: wall time
-        duration_seconds=facts.duration_seconds,
-        exit_code=int(facts.exit_code),
-        messages_exported=facts.messages_exported,
-        workspaces_by_outcome=dict(Counter(facts.outcomes.values())),
-        workspaces=workspaces,
-    )
+            pass  # MongoDB went away after the run: the run facts still go out
+    by_outcome = dict(Counter(facts.outcomes.values()))
+    return replace(facts, finished_at=datetime.now(UTC), workspaces_by_outcome=by_outcome, workspaces=workspaces)
 
 
-def workspace_metrics(store: Store, facts: RunFacts) -> tuple[WorkspaceMetrics, ...]:
+def workspace_metrics(store: Store, facts: RunMetrics) -> Iterator[WorkspaceMetrics]:
     workspaces = store.active_workspaces()
     documents = read_state_documents(store, [workspace.id for workspace in workspaces])
     now = store.database_now()
-    found = []
     for workspace in workspaces:
         document: Mapping[str, Any] = documents.get(workspace.id, {})
         failures = count_or_zero(document.get("consecutive_failures"))
@@ -216,26 +183,15 @@ def workspace_metrics(store: Store, facts: RunFacts) -> tuple[WorkspaceMetrics, 
             if start is not None:
                 counted = count_waiting(store, workspace, start, WAITING_COUNT_CAP)
                 waiting = counted.count
-                age = (now - counted.oldest_at).total_seconds() if counted.oldest_at is not None else 0.0
+                age = max(0.0, (now - counted.oldest_at).total_seconds()) if counted.oldest_at is not None else 0.0
         elif facts.moves_cursors and outcome in UP_TO_DATE_OUTCOMES:
             waiting, age = 0, 0.0
-        found.append(
-            WorkspaceMetrics(
-                workspace_id=workspace.id,
-                last_success_at=as_utc_or_none(document.get("last_success_at")),
-                consecutive_failures=failures,
-                waiting_messages=waiting,
-                oldest_waiting_age_seconds=max(0.0, age) if age is not None else None,
-            )
-        )
-    return tuple(found)
+        yield WorkspaceMetrics(workspace.id, as_utc_or_none(document.get("last_success_at")), failures, waiting, age)
 
 
 class RunRecorder:
-    """Writes the metrics file once an `export` invocation ends, whatever ended it (`finish`).
-
-    A file that cannot be written never changes the run's exit code: `finish` returns one warning sentence.
-    """
+    """Writes the metrics file once an `export` invocation ends, whatever ended it; one it cannot write never
+    changes the run's exit code: `finish` returns a warning sentence."""
 
     def __init__(self, explicit_path: Path | None, *, trigger: str, enabled: bool = True) -> None:
         self.explicit_path = explicit_path
@@ -243,7 +199,7 @@ class RunRecorder:
         self.enabled = enabled  # off for --dry-run and for --workers children (the parent writes)
         self.started = time.monotonic()
         self.settings: Settings | None = None
-        self.facts: RunFacts | None = None
+        self.facts: RunMetrics | None = None
 
     def use(self, settings: Settings) -> None:
         """The run's settings; raises ConfigError (exit 2) for an unusable --metrics-file."""
@@ -254,7 +210,7 @@ class RunRecorder:
         handled = result.workspaces
         delivered = sum(item.message_count for item in handled if item.outcome in DELIVERED_OUTCOMES)
         outcomes: dict[str, str] = {item.workspace_id: item.outcome for item in handled}
-        self.facts = RunFacts(request.trigger, result.exit_code, 0.0, outcomes, delivered, request.moves_cursors)
+        self.facts = RunMetrics(request.trigger, result.exit_code, 0.0, outcomes, delivered, request.moves_cursors)
 
     ran_workers = ran  # a `--workers` run: its children's results, merged
 
@@ -265,23 +221,19 @@ class RunRecorder:
         return self.settings.export_metrics_file if self.settings is not None else None
 
     def finish(self, exit_code: int) -> str | None:
-        if not self.enabled:
-            return None
         try:
-            path = self.path()
+            path = self.path() if self.enabled else None
         except ConfigError:
             return None  # already reported as the command's own error (exit 2)
         if path is None:
             return None
         elapsed = time.monotonic() - self.started
         # No result (bad settings, MongoDB unreachable, an interruption): how it ended and how long it took.
-        facts = self.facts or RunFacts(self.trigger, exit_code, elapsed)
-        facts.exit_code, facts.duration_seconds = exit_code, elapsed
+        facts = replace(
+            self.facts or RunMetrics(self.trigger, exit_code, elapsed), exit_code=exit_code, duration_seconds=elapsed
+        )
         try:
             write_metrics_file(path, collect_metrics(self.settings, facts))
         except OSError as error:
-            return (
-                f"WARNING: could not write the metrics file {path} ({error.strerror or error}); "
-                "the run's exit code is unchanged: make its folder writable for this user."
-            )
+            return f"WARNING: could not write the metrics file {path} ({error.strerror or error}); the run's exit code is unchanged: make its folder writable for this user."
         return None

@@ -1,13 +1,13 @@
-"""One long-lived thread running many timed callbacks (SMTP deadlines, lease renewals): a thread each cost
-~0.3 ms of CPU (bench/RESULTS.md). Callbacks run one at a time, so one that can block (a lease renewal)
-gets its own `TimerThread` and never holds up one that must fire on time (an SMTP deadline)."""
+"""One long-lived thread running many timed callbacks (lease renewals): a thread each cost ~0.3 ms of CPU
+(bench/RESULTS.md). Callbacks run one at a time, so one that can block gets a `TimerThread` of its own."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 
 
 @dataclass(eq=False)  # by identity: remove() must find this timer, not an equal one
@@ -18,7 +18,6 @@ class Timer:
     due: Callable[[], float]
     fire: Callable[[], float | None]
     poll: float | None = None
-    next_due: float | None = field(default=None, init=False)  # set by fire()'s return value, when it re-arms
 
 
 class TimerThread:
@@ -45,24 +44,9 @@ class TimerThread:
             self._condition.notify()
 
     def _run(self) -> None:
-        def due_at(timer: Timer) -> float:
-            return timer.next_due if timer.next_due is not None else timer.due()
-
-        with self._condition:
+        with self._condition:  # held while a callback runs: remove() waits for it, so none outlives its owner
             while True:
-                if not self._timers:
-                    self._condition.wait()
-                    continue
-                now = time.monotonic()
-                due = [timer for timer in self._timers if due_at(timer) <= now]
-                if not due:
-                    polls = [timer.poll for timer in self._timers if timer.poll is not None]
-                    self._condition.wait(min([min(due_at(timer) for timer in self._timers) - now, *polls]))
-                    continue
-                for timer in due:
-                    # Under the lock: remove() waits for a running callback, so none outlives its owner.
-                    if timer not in self._timers:
-                        continue
+                for timer in [timer for timer in self._timers if timer.due() <= time.monotonic()]:
                     try:
                         again = timer.fire()
                     except Exception:  # a callback's failure must not stop every other timer
@@ -70,4 +54,7 @@ class TimerThread:
                     if again is None:
                         self._timers.remove(timer)
                     else:
-                        timer.next_due = again
+                        timer.due = partial(float, again)  # armed again: due at the time fire() returned
+                now = time.monotonic()
+                waits = [timer.due() - now for timer in self._timers] + [t.poll for t in self._timers if t.poll]
+                self._condition.wait(min(waits, default=None))

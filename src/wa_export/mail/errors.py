@@ -1,7 +1,6 @@
-"""Mail failures: one exception whose text is one sentence (what failed, then what to do), and
-`MailOutcome`, the one classification of what a failure may have left on the server: *refused*
-(nothing delivered, so sending again cannot duplicate) or *outcome unknown* (the content had
-started to go out after 354 and no definite answer came back; docs/design.md, "What can duplicate")."""
+"""Mail failures: one exception whose text is one sentence (what failed, then what to do), and `MailOutcome`,
+what a failure may have left on the server: *refused* (nothing delivered, so sending again cannot duplicate) or
+*outcome unknown* (the content had started to go out after 354 and no definite answer came back)."""
 
 from __future__ import annotations
 
@@ -21,19 +20,13 @@ MailStep = Literal["config", "domain", "connect", "tls", "auth", "recipient", "d
 # SMTP_TIMEOUT_SECONDS (else one full timeout per workspace), or the run was asked to stop.
 RUN_FATAL_STEPS: frozenset[MailStep] = frozenset({"config", "connect", "tls", "auth", "timeout", "stopped"})
 
+# The clause every outcome-unknown failure ends with, so no such failure reads as harmless to retry.
+MAY_DUPLICATE = "the server may have accepted the message, so sending it again may deliver it twice"
+
 
 class MailOutcome(StrEnum):
     REFUSED = "refused"
     UNKNOWN = "outcome_unknown"
-
-
-def outcome_of_reply_to_content(code: int) -> MailOutcome:
-    """A 4xx/5xx final reply to the content (after 354) is a definite rejection (RFC 5321); anything else is odd."""
-    return MailOutcome.REFUSED if 400 <= code < 600 else MailOutcome.UNKNOWN
-
-
-# The clause every outcome-unknown failure ends with, so no such failure reads as harmless to retry.
-MAY_DUPLICATE = "the server may have accepted the message, so sending it again may deliver it twice"
 
 
 class MailError(Exception):
@@ -44,19 +37,14 @@ class MailError(Exception):
     ) -> None:
         self.step: MailStep = step
         self.outcome = MailOutcome(outcome)
-        self.what = what.rstrip(". ")
         self.hint = hint
         self.refused: tuple[str, ...] = tuple(refused)
-        text = self.what
-        if hint:
-            hint_text = hint.rstrip(". ")
-            # "Check SMTP_PORT." -> "check SMTP_PORT." but "SMTP_CA_FILE ..." stays as it is.
-            if len(hint_text) > 1 and hint_text[0].isupper() and hint_text[1].islower():
-                hint_text = hint_text[0].lower() + hint_text[1:]
-            text += "; " + hint_text
-        if self.outcome_unknown:
-            text += "; " + MAY_DUPLICATE
-        super().__init__(text + ".")
+        hint = hint.rstrip(". ")
+        # "Check SMTP_PORT." -> "check SMTP_PORT." but "SMTP_CA_FILE ..." stays as it is.
+        if len(hint) > 1 and hint[0].isupper() and hint[1].islower():
+            hint = hint[0].lower() + hint[1:]
+        clauses = [what.rstrip(". "), hint, MAY_DUPLICATE if self.outcome_unknown else ""]
+        super().__init__("; ".join(clause for clause in clauses if clause) + ".")
 
     @property
     def outcome_unknown(self) -> bool:
@@ -69,10 +57,10 @@ def mail_error(
     what: str,
     hint: str = "",
     *,
-    outcome: MailOutcome,
+    outcome: MailOutcome = MailOutcome.REFUSED,
     refused: Sequence[str] = (),
 ) -> MailError:
-    """A MailError whose texts never contain a secret (server replies included)."""
+    """A MailError whose texts never contain a secret (server replies included); refused unless told otherwise."""
     secrets = settings.secrets()
     return MailError(step, redact(what, secrets), redact(hint, secrets), outcome=outcome, refused=refused)
 
@@ -95,60 +83,3 @@ def describe_error(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
     return str(error) or type(error).__name__
-
-
-_LOWER_THE_LIMIT = "Lower EXPORT_MAX_ATTACHMENT_MB below the server's limit."
-
-
-def refusal(settings: Settings, step: MailStep, what: str, hint: str, refused: Sequence[str] = ()) -> MailError:
-    """A failure that left nothing on the server: sending again cannot duplicate."""
-    return mail_error(settings, step, what, hint, outcome=MailOutcome.REFUSED, refused=refused)
-
-
-def tls_failure(settings: Settings, error: ssl.SSLError, what: str, hint: str) -> MailError:
-    """An untrusted certificate gets its own sentence; any other TLS failure names the step."""
-    reason = describe_error(error)
-    if isinstance(error, ssl.SSLCertVerificationError):
-        what = f"The SMTP server's TLS certificate is not trusted ({reason})"
-        if "mismatch" in reason.lower():
-            hint = "Set SMTP_SERVER to a host name the server's certificate is issued for."
-        else:
-            hint = "If it uses a private CA, set SMTP_CA_FILE to that CA bundle."
-    else:
-        what = f"{what} failed ({reason})"
-    return refusal(settings, "tls", what, hint)
-
-
-def unreachable(settings: Settings, error: BaseException) -> MailError:
-    reason = describe_error(error)
-    hint = "Check SMTP_SERVER/SMTP_PORT and the firewall."
-    if "timed out" in reason:
-        # Typical of STARTTLS spoken to an implicit-TLS port: both sides wait.
-        hint = "Check SMTP_SERVER/SMTP_PORT, the firewall, and that SMTP_SECURITY matches the port (465 = ssl)."
-    where = f"{settings.smtp_server}:{settings.smtp_port}"
-    return refusal(settings, "connect", f"Cannot connect to SMTP server {where} ({reason})", hint)
-
-
-def sender_refused(settings: Settings, sender: str, code: int, reply: bytes | str) -> MailError:
-    detail = smtp_reply(code, reply)
-    if code == 552:
-        return refusal(settings, "size", f"The SMTP server refused the message size ({detail})", _LOWER_THE_LIMIT)
-    if code in (530, 534, 535):
-        what = f"The SMTP server requires a login ({detail})"
-        return refusal(settings, "auth", what, "Set SMTP_USERNAME and SMTP_PASSWORD.")
-    what = f"The SMTP server refused the sender {sender} ({detail})"
-    return refusal(settings, "data", what, "Set SMTP_FROM to an address the SMTP account may send as.")
-
-
-def content_refused(settings: Settings, code: int, reply: bytes | str, outcome: MailOutcome) -> MailError:
-    """DATA answered with something other than 250: a definite rejection, or (outcome unknown) an odd reply."""
-    detail = smtp_reply(code, reply)
-    if outcome is MailOutcome.UNKNOWN:
-        what = f"The SMTP server gave an unexpected reply to the message ({detail})"
-        return mail_error(settings, "data", what, "Check the server's logs.", outcome=outcome)
-    if code == 552:
-        return refusal(
-            settings, "size", f"The SMTP server refused the message as too large ({detail})", _LOWER_THE_LIMIT
-        )
-    what = f"The SMTP server refused the message ({detail})"
-    return refusal(settings, "data", what, "Check the server's logs; the export is retried on the next run.")

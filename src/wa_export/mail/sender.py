@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from wa_export.mail.errors import refusal
+from contextlib import AbstractContextManager
+
+from wa_export.mail.errors import MailError
 from wa_export.mail.message import OutgoingMail, build_message, check_attachment, check_recipients, check_sendable
-from wa_export.mail.transport import DroppedBeforeData, YagmailConnection
+from wa_export.mail.transport import YagmailConnection
 from wa_export.settings import Settings
 
 
-class MailSender:
+class MailSender(AbstractContextManager["MailSender"]):
     """Sends every mail of a run over one SMTP connection, reopened once if the server closed it between sends."""
 
     def __init__(self, settings: Settings) -> None:
@@ -16,16 +18,14 @@ class MailSender:
         self.connections_opened = 0
         self._client: YagmailConnection | None = None
 
-    def __enter__(self) -> MailSender:
-        return self
-
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def close(self) -> None:
+    def close(self, polite: bool = True) -> None:
+        """Close the connection: with QUIT, or dropped (polite=False: it is dead or in an unknown state)."""
         client, self._client = self._client, None
         if client is not None:
-            client.close()
+            (client.close if polite else client.discard)()
 
     def verify_login(self) -> None:
         """Connect, secure and log in (no mail sent): for `health --smtp-login` and `test-email`."""
@@ -36,42 +36,28 @@ class MailSender:
         """Deliver `mail` to exactly `mail.to`, or raise MailError."""
         settings = self.settings
         check_sendable(settings)
-        recipients = list(mail.to)
-        check_recipients(recipients, settings)
+        check_recipients(mail.to, settings)
         data = check_attachment(mail.attachment, settings) if mail.attachment is not None else None
         payload = build_message(mail, settings.smtp_from or "", data, sender_name=settings.smtp_from_name)
         del data  # the file's bytes are not needed while the (larger) message goes out
-        for attempt in (1, 2):
+        while True:
             client, reused = self._connection()
             # Never yagmail's send(), which returns False once its retries are spent and re-sends after a
             # disconnect: _attempt_send is one transaction that raises MailError on every failure.
             try:
-                client._attempt_send(recipients, payload)
-            except DroppedBeforeData as dropped:
-                self._discard()
-                if reused and attempt == 1:
-                    continue  # the server closed an idle connection; nothing was transferred yet
-                raise refusal(
-                    settings,
-                    "connect",
-                    f"The SMTP server {settings.smtp_server}:{settings.smtp_port} closed the connection "
-                    f"before the message was sent ({dropped})",
-                    "Check the server's logs and connection limits.",
-                ) from None
-            return
+                return client._attempt_send(list(mail.to), payload)
+            except MailError as error:
+                if error.step == "connect":  # the connection was gone before the message went out
+                    self.close(polite=False)
+                if error.step != "connect" or not reused:  # else the server closed an idle connection: retry once
+                    raise
 
     def _connection(self) -> tuple[YagmailConnection, bool]:
-        if self._client is not None:
-            if self._client.alive():
-                return self._client, True
-            self._discard()
+        if self._client is not None and self._client.alive():
+            return self._client, True
+        self.close(polite=False)
         client = YagmailConnection(self.settings)
         client.login()
         self._client = client
         self.connections_opened += 1
         return client, False
-
-    def _discard(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            client.discard()
