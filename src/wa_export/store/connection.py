@@ -284,6 +284,10 @@ def field_at(document: Mapping[str, Any], path: str) -> object:
     return value
 
 
+def text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def as_object_id(value: object) -> ObjectId | None:
     """An id stored as an ObjectId or as its 24-hex string form; anything else is no id."""
     if isinstance(value, str) and len(value) == 24 and ObjectId.is_valid(value):
