@@ -1,8 +1,5 @@
-"""Arrival order and the reads of `messages` and `chats` that follow it (docs/design.md).
-
-A message's position is its arrival key, EXPORT_ARRIVAL_FIELD (`_id` by default, or a BSON date written at insert).
-Every read here is bounded by a key range, chat ids or a time range: a run's cost follows the messages that arrived.
-"""
+"""Arrival order (EXPORT_ARRIVAL_FIELD: `_id`, or a BSON date written at insert) and the reads of `messages` and
+`chats`, each bounded by a key range, chat ids or a time range: a run's cost follows what arrived (docs/design.md)."""
 
 from __future__ import annotations
 
@@ -46,12 +43,10 @@ class ArrivalKey:
 
     def at(self, moment: datetime) -> Key:
         """The smallest key of anything that arrived at `moment` or later."""
-        if self.uses_object_id:
-            return ObjectId.from_datetime(moment)
-        return to_millis(as_utc(moment))
+        return ObjectId.from_datetime(moment) if self.uses_object_id else to_millis(as_utc(moment))
 
     def usable(self, value: object) -> bool:
-        return isinstance(value, ObjectId) if self.uses_object_id else isinstance(value, datetime)
+        return isinstance(value, ObjectId if self.uses_object_id else datetime)
 
     def position(self, workspace_id: str, cursor: object) -> Key:
         """A stored cursor as a key of this field; one of the other kind is refused, never translated through its
@@ -76,12 +71,10 @@ class ArrivalKey:
 
     def matched(self, document: dict[str, Any]) -> Key:
         """The key of a document that a range query on this field matched: MongoDB compares within one type."""
-        return cast(Key, field_at(document, self.field))
+        return cast(Key, self.of(document))
 
     def projection(self) -> dict[str, int]:
-        if self.uses_object_id:
-            return {"chat_id": 1}
-        return {self.field: 1, "chat_id": 1, "_id": 0}
+        return {"chat_id": 1} if self.uses_object_id else {self.field: 1, "chat_id": 1, "_id": 0}
 
 
 class ForeignCursor(ConfigError):
@@ -94,25 +87,17 @@ def is_key(value: object) -> TypeGuard[Key]:
 
 def time_of(key: object) -> datetime | None:
     """When a key says its message arrived (an ObjectId's whole second, or the date); None for no key."""
-    if isinstance(key, ObjectId):
-        return key.generation_time
-    if isinstance(key, datetime):
-        return as_utc(key)
-    return None
+    return key_order(key)[0] if is_key(key) else None
 
 
 def key_order(key: Key) -> tuple[datetime, bytes]:
     """A total order across both key kinds: by arrival time, then (ObjectIds of one second) by their bytes."""
-    if isinstance(key, ObjectId):
-        return key.generation_time, key.binary
-    return as_utc(key), b""
+    return (key.generation_time, key.binary) if isinstance(key, ObjectId) else (as_utc(key), b"")
 
 
 def key_text(key: object) -> str | None:
     """A key as text for people and JSON: 24 hex digits or an ISO 8601 time."""
-    if isinstance(key, datetime):
-        return as_utc(key).isoformat()
-    return None if key is None else str(key)
+    return as_utc(key).isoformat() if isinstance(key, datetime) else None if key is None else str(key)
 
 
 def object_id_at(moment: datetime) -> ObjectId:
@@ -147,29 +132,28 @@ def in_chunks(chat_ids: Sequence[Any], *, forms: bool = False) -> Iterator[list[
         yield both_forms(chunk) if forms else list(chunk)
 
 
-def _in_chats_between(chunk: list[Any], key: ArrivalKey, start: Key, end: Key) -> dict[str, Any]:
-    return {"chat_id": {"$in": chunk}, key.field: {"$gte": start, "$lt": end}}
+def _chats_between(key: ArrivalKey, chat_ids: Sequence[ObjectId], start: Key, end: Key) -> list[dict[str, Any]]:
+    """One query per chunk of these chats (both id forms) for start <= key < end, on `{chat_id: 1, <key>: 1}`."""
+    return [
+        {"chat_id": {"$in": chunk}, key.field: {"$gte": start, "$lt": end}} for chunk in in_chunks(chat_ids, forms=True)
+    ]
 
 
 def keys_of_chats(
     messages: Collection[dict[str, Any]], key: ArrivalKey, chat_ids: Sequence[ObjectId], start: Key, end: Key
 ) -> Iterator[tuple[Key, object]]:
     """(arrival key, raw chat_id) of these chats' messages with start <= key < end, in key order."""
-    cursors = []
-    for chunk in in_chunks(chat_ids, forms=True):
-        query = _in_chats_between(chunk, key, start, end)
-        found = messages.find(query, key.projection(), batch_size=PASS_BATCH_SIZE).sort(key.field, ASCENDING)
-        cursors.append((key.matched(document), document.get("chat_id")) for document in found)
+    queries = _chats_between(key, chat_ids, start, end)
+    found = [messages.find(q, key.projection(), batch_size=PASS_BATCH_SIZE).sort(key.field, ASCENDING) for q in queries]
+    cursors = [((key.matched(document), document.get("chat_id")) for document in cursor) for cursor in found]
     return _merged(cursors, lambda pair: pair[0])  # keys of one field are of one type
 
 
 def count_of_chats(
     messages: Collection[dict[str, Any]], key: ArrivalKey, chat_ids: Sequence[ObjectId], start: Key, end: Key
 ) -> int:
-    """How many of these chats' messages have start <= key < end (both id forms), on `{chat_id: 1, <key>: 1}`."""
-    return sum(
-        messages.count_documents(_in_chats_between(chunk, key, start, end)) for chunk in in_chunks(chat_ids, forms=True)
-    )
+    """How many of these chats' messages have start <= key < end."""
+    return sum(messages.count_documents(query) for query in _chats_between(key, chat_ids, start, end))
 
 
 def in_row_order(documents: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -207,8 +191,7 @@ def _rows(
     """Each query's messages in (timestamp, _id) order, merged: a workbook's rows."""
     # MESSAGE_BATCH_SIZE is read per call: a test shrinks it.
     options: dict[str, Any] = {"batch_size": connection.MESSAGE_BATCH_SIZE}
-    if allow_disk_use:
-        options["allow_disk_use"] = True
+    options |= {"allow_disk_use": True} if allow_disk_use else {}
     cursors = [
         iter(messages.find(query, MESSAGE_PROJECTION, **options).sort([("timestamp", ASCENDING), ("_id", ASCENDING)]))
         for query in queries
@@ -221,8 +204,7 @@ def window_messages(
 ) -> Iterator[dict[str, Any]]:
     """These chats' messages (both id forms) with start <= arrival key < end, in (timestamp, _id) order, on
     `{chat_id: 1, <key>: 1}`; the sort may need a blocking stage on a big window, hence allow_disk_use."""
-    queries = [_in_chats_between(chunk, key, start, end) for chunk in in_chunks(chat_ids, forms=True)]
-    return _rows(messages, queries, allow_disk_use=True)
+    return _rows(messages, _chats_between(key, chat_ids, start, end), allow_disk_use=True)
 
 
 def messages_by_timestamp(
