@@ -9,8 +9,8 @@ An entry of an emailed workbook records the file's `attachment_sha256`, `attachm
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Literal
 
@@ -21,6 +21,7 @@ from pymongo.collection import Collection
 from wa_export.addresses import split_address_list
 from wa_export.clock import as_utc_or_none
 from wa_export.store.arrivals import Key, is_key
+from wa_export.store.connection import text_or_none
 from wa_export.units import count_or_zero
 
 Logs = Collection[dict[str, Any]]
@@ -75,44 +76,35 @@ class LedgerEntry:
         return None
 
 
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
 def _number(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+# How a field of LedgerEntry is read, by its type: a value of the wrong type reads as absent.
+_READERS: dict[str, Callable[[object], Any]] = {
+    "str": lambda value: text_or_none(value) or "",
+    "str | None": text_or_none,
+    "int": count_or_zero,
+    "int | None": _number,
+    "datetime | None": as_utc_or_none,
+    "ObjectId | None": lambda value: value if isinstance(value, ObjectId) else None,
+}
 
 
 def read_entry(document: Mapping[str, Any]) -> LedgerEntry:
     """An export_logs document as a ledger entry; fields of the wrong type read as absent."""
     low, high = document.get("window_start_key"), document.get("window_end_key")
-    # Both ends of one kind: MongoDB compares a range within one type only.
-    keys = (low, high) if is_key(low) and is_key(high) and type(low) is type(high) else None
     sent_to = document.get("email_sent_to")
-    recipients, _ = split_address_list(sent_to) if isinstance(sent_to, str) else ((), ())
-    resend_of = document.get("resend_of")
-    return LedgerEntry(
-        id=document["_id"],
-        workspace_id=str(document.get("workspace_id") or ""),
-        workspace_name=_text(document.get("workspace_name")) or "",
-        status=_text(document.get("status")) or "",
-        trigger=_text(document.get("trigger")),
-        export_time=as_utc_or_none(document.get("export_timestamp")),
-        created_at=as_utc_or_none(document.get("created_at")),
-        updated_at=as_utc_or_none(document.get("updated_at")),
-        recipients=recipients,
-        message_count=count_or_zero(document.get("message_count")),
-        window_start=as_utc_or_none(document.get("window_start")),
-        window_end=as_utc_or_none(document.get("window_end")),
-        keys=keys,
-        part=_number(document.get("part")),
-        parts=_number(document.get("parts")),
-        file_path=_text(document.get("file_path")),
-        file_name=_text(document.get("file_name")),
-        attachment_sha256=_text(document.get("attachment_sha256")),
-        attachment_bytes=_number(document.get("attachment_bytes")),
-        resend_of=resend_of if isinstance(resend_of, ObjectId) else None,
-    )
+    named: dict[str, Any] = {
+        "id": document["_id"],
+        "workspace_id": str(document.get("workspace_id") or ""),
+        "export_time": as_utc_or_none(document.get("export_timestamp")),
+        "recipients": split_address_list(sent_to)[0] if isinstance(sent_to, str) else (),
+        # Both ends of one kind: MongoDB compares a range within one type only.
+        "keys": (low, high) if is_key(low) and is_key(high) and type(low) is type(high) else None,
+    }
+    read = {f.name: _READERS[str(f.type)](document.get(f.name)) for f in fields(LedgerEntry) if f.name not in named}
+    return LedgerEntry(**named, **read)
 
 
 def entry_by_id(logs: Logs, log_id: ObjectId) -> LedgerEntry | None:
