@@ -1,8 +1,5 @@
-"""The `export_state` collection: every read and write of it (docs/design.md, "The first cursor" and "Leases").
-
-Every time written is the database clock's. A lease is one atomic upsert matching a free or expired lease; every
-later write of its owner is conditional on still holding it, so a stalled run never moves another run's cursor.
-"""
+"""Every read and write of `export_state`, in database time; a lease owner's writes hold only while it owns the lease,
+so a stalled run never moves another run's cursor (docs/design.md, "The first cursor" and "Leases")."""
 
 from __future__ import annotations
 
@@ -25,8 +22,7 @@ from wa_export.store.logs import original_service_exports
 from wa_export.units import count_or_zero
 
 DUPLICATE_KEY = 11000
-# A cursor is "ahead of the database clock" only beyond this: "now" is known to within a round trip and an
-# ObjectId's whole second, and a run started a moment later may have moved it to its own window end.
+# "now" is known to within a round trip and an ObjectId's second; a later run may have moved a cursor to its end.
 CLOCK_TOLERANCE = timedelta(seconds=2)
 # An earlier version may have delivered messages up to EXPORT_LAG_SECONDS (plus noise) past its watermark.
 LEGACY_DUPLICATE_MARGIN = timedelta(minutes=1)
@@ -52,7 +48,6 @@ class InFlight:
 
     @classmethod
     def from_document(cls, value: object) -> InFlight | None:
-        """Each field if it has its type, else None."""
         if not isinstance(value, dict):
             return None
         kinds: tuple[Any, ...] = (ObjectId, str, (ObjectId, datetime), (ObjectId, datetime), int, int, datetime, str)
@@ -81,17 +76,13 @@ class InFlight:
         return replace(self, log_id=None, from_key=max(self.from_key, key, key=key_order))
 
 
-def _pending_files(value: object) -> tuple[str, ...]:
-    return tuple(path for path in value if isinstance(path, str)) if isinstance(value, list) else ()
-
-
 # How each stored field of WorkspaceState is read: a value of the wrong type reads as absent.
 _READERS: dict[str, Any] = {
     "cursor": lambda value: as_utc(value) if isinstance(value, datetime) else value,
     "watermark": as_utc_or_none,
     "in_flight": InFlight.from_document,
     "consecutive_failures": count_or_zero,
-    "pending_files": _pending_files,
+    "pending_files": lambda value: tuple(p for p in value if isinstance(p, str)) if isinstance(value, list) else (),
     "lease_owner": text_or_none,
     "lease_expires_at": as_utc_or_none,
     "served_slot": as_utc_or_none,
@@ -124,9 +115,8 @@ class WorkspaceState:
 
     @property
     def served(self) -> ServedSlot | None:
-        if self.served_slot is None or self.served_schedule is None:
-            return None
-        return ServedSlot(self.served_schedule, self.served_slot)
+        slot, schedule = self.served_slot, self.served_schedule
+        return None if slot is None or schedule is None else ServedSlot(schedule, slot)
 
     @property
     def cursor_key(self) -> Key | None:
@@ -157,8 +147,7 @@ def read_states(store: Store, workspace_ids: Sequence[str] | None = None) -> dic
 def read_state_documents(
     store: Store, workspace_ids: Sequence[str], *, single: bool = False
 ) -> dict[str, dict[str, Any]]:
-    """The whole export_state documents of these workspaces (for `state` and the metrics), in one query: all of
-    them, as a scheduled run reads them, unless `single`."""
+    """The whole documents of these workspaces, in one query (all documents, as a run reads them, unless `single`)."""
     query = {"_id": workspace_ids[0]} if single else {}
     wanted = set(workspace_ids)
     return {document["_id"]: document for document in store.export_state.find(query) if document["_id"] in wanted}
@@ -184,7 +173,7 @@ def count_foreign_cursors(store: Store, key: ArrivalKey) -> int:
 
 
 def count_cursors_ahead(store: Store, key: ArrivalKey, now: datetime) -> int:
-    """How many cursors are ahead of the database clock `now` (a clock anomaly; `health` reports it)."""
+    """How many cursors are ahead of the database clock `now` (a clock anomaly)."""
     return store.export_state.count_documents({"cursor": {"$gt": key.at(now + CLOCK_TOLERANCE)}})
 
 
@@ -242,7 +231,7 @@ class IdleAdvance:
 
 
 def lease_is_free(now: datetime) -> dict[str, Any]:
-    """The filter of a document whose lease nobody holds (never taken, released or expired at `now`)."""
+    """The filter of a document whose lease nobody holds (never taken, released or expired)."""
     return {"$or": [{"lease_expires_at": None}, {"lease_expires_at": {"$lte": now}}]}
 
 
@@ -269,8 +258,8 @@ def _update(
 
 
 def advance_idle(store: Store, clock: DatabaseClock, end_key: Key, items: Sequence[IdleAdvance]) -> None:
-    """One bulk write for every workspace with nothing new: a cursor moves to `end_key` only from within what the
-    run looked at, never over a live lease or another run's in_flight; a workspace without a document gets one."""
+    """One bulk write for the workspaces with nothing new: a cursor moves to `end_key` only from within what the run
+    looked at, never over a live lease or another run's in_flight."""
     now = clock.now()
     operations: list[UpdateOne] = []
     for item in items:
@@ -302,9 +291,8 @@ def advance_idle(store: Store, clock: DatabaseClock, end_key: Key, items: Sequen
 def set_moved_cursor(
     store: Store, workspace_id: str, now: datetime, new_key: Key, *, expected_cursor: object = ANY_CURSOR
 ) -> dict[str, Any] | None:
-    """`state --move-to/--move-past`: one upsert of the cursor, only while no live lease is held and (unless
-    ANY_CURSOR) the cursor is still `expected_cursor`, else DuplicateKeyError; the document before (or None).
-    in_flight stays: the next run still flags a possible duplicate."""
+    """One upsert of the cursor while no live lease is held and it is still `expected_cursor` (else DuplicateKeyError);
+    the document before. in_flight stays: the next run still flags a possible duplicate."""
     query: dict[str, Any] = {"_id": workspace_id, **lease_is_free(now)}
     if expected_cursor is not ANY_CURSOR:
         query["cursor"] = expected_cursor  # None also matches a document without one
@@ -354,7 +342,6 @@ class Lease:
         self.expires_at = expires_at
 
     def set_in_flight(self, in_flight: InFlight, pending_files: Sequence[str]) -> None:
-        """Record the intent to send, before the email goes to SMTP."""
         now = self.clock.now()
         intent = {"in_flight": in_flight.as_document(), "pending_files": list(pending_files), "last_attempt_at": now}
         self._write("the email was sent (nothing was sent)", _update(intent, now))
@@ -368,8 +355,7 @@ class Lease:
         in_flight: InFlight | None,
         release: bool,
     ) -> None:
-        """The email was accepted: the cursor moves past it, the failures reset; `in_flight` is what stays unknown
-        beyond this part (an earlier run's intent reaching further), usually None. The last part serves the slot."""
+        """The email was accepted: the cursor moves past it; `in_flight`: an earlier intent reaching further, if any."""
         now = self.clock.now()
         changes = {**_moved(to_key, "export", now), "in_flight": _as_document(in_flight)}
         if possible_duplicate:
@@ -381,8 +367,8 @@ class Lease:
         self.cursor = to_key
 
     def caught_up(self, end_key: Key, *, release: bool, force: bool = False) -> None:
-        """Nothing (left) to deliver up to `end_key`: the cursor moves there (one already past it only with `force`:
-        one ahead of the database clock comes back), any stale intent is closed."""
+        """Nothing (left) to deliver up to `end_key`: the cursor moves there (back only with `force`: one ahead of the
+        database clock), any stale intent is closed."""
         now = self.clock.now()
         # The cursor is of the run's key kind: the window refused any other (ArrivalKey.position).
         moves = force or not is_key(self.cursor) or key_order(self.cursor) < key_order(end_key)
@@ -395,7 +381,7 @@ class Lease:
     def failed(
         self, error: str, *, in_flight: object = KEEP_IN_FLIGHT, pending_files: Sequence[str] | None, release: bool
     ) -> None:
-        """A delivery failed: the cursor stays, the failure is counted; `in_flight` may have been delivered anyway."""
+        """The cursor stays, the failure is counted; `in_flight` may have been delivered anyway."""
         now = self.clock.now()
         changes: dict[str, Any] = {"last_error": error, "last_attempt_at": now}
         if in_flight is None or isinstance(in_flight, InFlight):
@@ -413,7 +399,7 @@ class Lease:
         )
 
     def count_escaped_failure(self, error: str) -> None:
-        """A failure that escaped the delivery's own records, after the lease was released: counted anyway."""
+        """A failure that escaped the delivery's own records, after the lease was released."""
         self.collection.update_one(
             {"_id": self.workspace_id},
             {"$inc": {"consecutive_failures": 1}, "$set": {"last_error": error, "last_attempt_at": self.clock.now()}},
@@ -428,8 +414,8 @@ def acquire_lease(
     clock: DatabaseClock,
     first_cursor: FirstCursor | None = None,
 ) -> Lease | None:
-    """Take the workspace's lease, or None if another run holds a live one. A workspace without a cursor gets
-    `first_cursor` in the same write or right after, so a failing first delivery still pins the start."""
+    """The workspace's lease, or None if another run holds a live one; `first_cursor` is pinned in the same write or
+    right after, so a failing first delivery still pins the start."""
     collection = store.export_state
     now = clock.now()
     expires_at = now + duration
