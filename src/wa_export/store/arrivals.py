@@ -18,8 +18,7 @@ from pymongo.collection import Collection
 from wa_export.clock import as_utc, to_millis
 from wa_export.errors import ConfigError
 from wa_export.store import connection
-from wa_export.store.connection import CHAT_IDS_PER_QUERY, CHAT_PROJECTION, MESSAGE_PROJECTION, field_at
-from wa_export.store.ownership import both_forms
+from wa_export.store.connection import CHAT_IDS_PER_QUERY, CHAT_PROJECTION, MESSAGE_PROJECTION, both_forms, field_at
 
 T = TypeVar("T")
 Key = ObjectId | datetime
@@ -215,18 +214,15 @@ def messages_by_timestamp(
     return _rows(messages, [{"chat_id": {"$in": chunk}, "timestamp": between} for chunk in in_chunks(list(chat_ids))])
 
 
-# How many of the newest messages (by `_id`) a scheduled run looks at before it moves any cursor.
-NEWEST_PROBED = 10
+NEWEST_PROBED = 10  # the newest messages (by `_id`) a scheduled run looks at before it moves any cursor
 
 
 @dataclass(frozen=True)
 class ArrivalKeyCheck:
     """What the bounded probes of the arrival key found: one sentence each, or None."""
 
-    # Messages exist but none of the newest carries a usable key: a run sees nothing, so it moves no cursor.
-    unusable: str | None = None
-    # Some messages cannot be placed (missing or wrong-typed key): reported, they are never exported.
-    partial: str | None = None
+    unusable: str | None = None  # none of the newest messages has a usable key: a run sees nothing, moves no cursor
+    partial: str | None = None  # some messages cannot be placed (missing or wrong-typed key): never exported
 
     @property
     def problem(self) -> str | None:
@@ -241,7 +237,15 @@ def check_arrival_key(messages: Collection[dict[str, Any]], key: ArrivalKey, *, 
     if not newest:
         return ArrivalKeyCheck()  # no message: nothing to miss
     if not any(key.usable(key.of(document)) for document in newest):
-        return ArrivalKeyCheck(unusable=_unusable_sentence(key, key.of(newest[0]), newest[0]))
+        value = key.of(newest[0])
+        held = "that field" if value is None else f"a {type(value).__name__} there, not {key.type_name}"
+        missing = "none of the newest messages has" if value is None else "the newest messages hold"
+        instead = "a date field" if key.uses_object_id else "_id or to a date field"
+        return ArrivalKeyCheck(
+            unusable=f"EXPORT_ARRIVAL_FIELD is {key.field!r}, but {missing} {held} (e.g. message _id "
+            f"{newest[0].get('_id')!r}), so scheduled runs would pass over every message: they move no cursor and "
+            f"send nothing until you set EXPORT_ARRIVAL_FIELD to {instead} the platform writes on every message at insert."
+        )
     directions = ([ASCENDING] if key.uses_object_id else [ASCENDING, DESCENDING]) if ends else []
     # Lazy: an index end is read only once everything before it was usable.
     index_ends = (
@@ -251,26 +255,11 @@ def check_arrival_key(messages: Collection[dict[str, Any]], key: ArrivalKey, *, 
         if document is None:
             break
         if not key.usable(value := key.of(document)):
-            return ArrivalKeyCheck(partial=_partial_sentence(key, value, document))
+            found = "no value" if value is None else f"a {type(value).__name__} value"
+            example = f"e.g. message _id {document.get('_id')!r}" if not key.uses_object_id else repr(value)
+            return ArrivalKeyCheck(
+                partial=f"Some messages have {found} in {key.field} ({example}) where the arrival order needs "
+                f"{key.type_name}: scheduled runs cannot place them and never export them; set EXPORT_ARRIVAL_FIELD "
+                "to a field every message gets at insert, or fix the platform writer."
+            )
     return ArrivalKeyCheck()
-
-
-def _unusable_sentence(key: ArrivalKey, value: object, document: dict[str, Any]) -> str:
-    held = "that field" if value is None else f"a {type(value).__name__} there, not {key.type_name}"
-    missing = "none of the newest messages has" if value is None else "the newest messages hold"
-    instead = "a date field" if key.uses_object_id else "_id or to a date field"
-    return (
-        f"EXPORT_ARRIVAL_FIELD is {key.field!r}, but {missing} {held} (e.g. message _id {document.get('_id')!r}), so "
-        "scheduled runs would pass over every message: they move no cursor and send nothing until you set "
-        f"EXPORT_ARRIVAL_FIELD to {instead} the platform writes on every message at insert."
-    )
-
-
-def _partial_sentence(key: ArrivalKey, value: object, document: dict[str, Any]) -> str:
-    found = "no value" if value is None else f"a {type(value).__name__} value"
-    example = f" (e.g. message _id {document.get('_id')!r})" if not key.uses_object_id else f" ({value!r})"
-    return (
-        f"Some messages have {found} in {key.field}{example} where the arrival order needs "
-        f"{key.type_name}: scheduled runs cannot place them and never export them; set EXPORT_ARRIVAL_FIELD "
-        "to a field every message gets at insert, or fix the platform writer."
-    )

@@ -47,13 +47,8 @@ def workspace_chat_ids(store: Store, workspace: Workspace) -> list[object]:
 def count_waiting(store: Store, workspace: Workspace, from_key: Key, cap: int | None) -> Waiting:
     """Messages of the workspace's chats with arrival key >= from_key, and the oldest one's arrival time."""
     field = store.settings.export_arrival_field
-    counted_from = time_of(from_key)
-    assert counted_from is not None
-    chat_ids = workspace_chat_ids(store, workspace)
-    total = 0
-    oldest: Key | None = None
-    capped = False
-    for chunk in in_chunks(chat_ids):
+    total, capped, oldest = 0, False, None
+    for chunk in in_chunks(workspace_chat_ids(store, workspace)):
         query = {"chat_id": {"$in": chunk}, field: {"$gte": from_key}}
         remaining: dict[str, Any] = {} if cap is None else {"limit": cap - total}
         found = store.messages.count_documents(query, **remaining)
@@ -61,10 +56,8 @@ def count_waiting(store: Store, workspace: Workspace, from_key: Key, cap: int | 
         if found == 0:
             continue
         total += found
-        first = next(iter(store.messages.find(query, {field: 1}).sort(field, ASCENDING).limit(1)), None)
-        key = field_at(first, field) if first is not None else None
-        if is_key(key) and (oldest is None or key_order(key) < key_order(oldest)):
-            oldest = key
+        first = next(iter(store.messages.find(query, {field: 1}).sort(field, ASCENDING).limit(1)), {})
+        oldest = min(filter(is_key, (oldest, field_at(first, field))), key=key_order, default=None)
         if capped:
             break
-    return Waiting(total, capped, time_of(oldest), counted_from)
+    return Waiting(total, capped, time_of(oldest), key_order(from_key)[0])
