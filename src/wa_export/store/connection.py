@@ -28,7 +28,7 @@ CHAT_PROJECTION = {"phone_number": 1, "customer_phone": 1}
 # Servers that send no code (mongoeco, some proxies) still say it in words.
 AUTH_FAILED_TEXT = re.compile(r"auth(entication)? failed|bad auth|sasl.*fail", re.IGNORECASE)
 AUTH_REQUIRED_TEXT = re.compile(r"authentication required|requires authentication", re.IGNORECASE)
-DATABASES_PROBED = 50  # naming the databases that have a workspaces collection costs one command each
+DATABASES_PROBED = 50
 
 Index = tuple[str, list[tuple[str, int]]]
 Document = dict[str, Any]
@@ -174,17 +174,28 @@ class Store:
             )
         return to_millis(as_utc(local_time))
 
+    def _holds_workspaces(self, database: str) -> bool | None:
+        """Whether the database has a `workspaces` collection; None when we may not look."""
+        try:
+            return bool(self.client[database].list_collection_names(filter={"name": "workspaces"}))
+        except OperationFailure:
+            return None
+
     def workspaces_collection_problem(self) -> str | None:
         """The sentence for a MONGODB_DATABASE without a `workspaces` collection; None if it has one or we may not look."""
-        try:
-            if self.db.list_collection_names(filter={"name": "workspaces"}):
-                return None
+        if self._holds_workspaces(self.settings.mongodb_database) is not False:
+            return None
+        try:  # naming the databases that have one costs one command each
+            names = sorted(set(self.client.list_database_names()) - {"admin", "config", "local"})[:DATABASES_PROBED]
+            elsewhere = [name for name in names if self._holds_workspaces(name)]  # one we may not read is not named
+            where = (
+                f"databases that have one: {', '.join(elsewhere)}"
+                if elsewhere
+                else "no database on this server has one"
+            )
+            where = f" ({where})"
         except OperationFailure:
-            return None  # not permitted to list collections: no verdict
-        elsewhere = self._databases_with_workspaces()
-        where = f" (databases that have one: {', '.join(elsewhere)})" if elsewhere else ""
-        if elsewhere == []:
-            where = " (no database on this server has one)"
+            where = ""
         return (
             f"MONGODB_DATABASE is {self.settings.mongodb_database!r}, but that database has no workspaces collection"
             f"{where}; set MONGODB_DATABASE to the platform's database."
@@ -194,21 +205,6 @@ class Store:
         """ConfigError (exit 2) for a database that is not the platform's: nothing reads or writes there."""
         if (problem := self.workspaces_collection_problem()) is not None:
             raise ConfigError(problem)
-
-    def _databases_with_workspaces(self) -> list[str] | None:
-        """Databases on this server holding a `workspaces` collection; None when we may not list databases."""
-        try:
-            names = self.client.list_database_names()
-        except OperationFailure:
-            return None
-        found: list[str] = []
-        for name in [name for name in sorted(names) if name not in ("admin", "config", "local")][:DATABASES_PROBED]:
-            try:
-                if self.client[name].list_collection_names(filter={"name": "workspaces"}):
-                    found.append(name)
-            except OperationFailure:
-                continue  # a database this user may not read is simply not named
-        return found
 
     def active_workspaces(self) -> list[Workspace]:
         return self.list_workspaces().workspaces
