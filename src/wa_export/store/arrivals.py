@@ -13,12 +13,19 @@ from typing import Any, TypeGuard, TypeVar, cast
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING
-from pymongo.collection import Collection
 
 from wa_export.clock import as_utc, to_millis
 from wa_export.errors import ConfigError
 from wa_export.store import connection
-from wa_export.store.connection import CHAT_IDS_PER_QUERY, CHAT_PROJECTION, MESSAGE_PROJECTION, both_forms, field_at
+from wa_export.store.connection import (
+    CHAT_IDS_PER_QUERY,
+    CHAT_PROJECTION,
+    MESSAGE_PROJECTION,
+    Document,
+    Documents,
+    both_forms,
+    field_at,
+)
 
 T = TypeVar("T")
 Key = ObjectId | datetime
@@ -65,10 +72,10 @@ class ArrivalKey:
             "delivered)."
         )
 
-    def of(self, document: dict[str, Any]) -> object:
+    def of(self, document: Document) -> object:
         return field_at(document, self.field)
 
-    def matched(self, document: dict[str, Any]) -> Key:
+    def matched(self, document: Document) -> Key:
         """The key of a document that a range query on this field matched: MongoDB compares within one type."""
         return cast(Key, self.of(document))
 
@@ -105,8 +112,8 @@ def object_id_at(moment: datetime) -> ObjectId:
 
 
 def arrivals_between(
-    messages: Collection[dict[str, Any]], key: ArrivalKey, start: Key, end: Key, *, documents: bool = False
-) -> Iterator[tuple[Key, object, dict[str, Any]]]:
+    messages: Documents, key: ArrivalKey, start: Key, end: Key, *, documents: bool = False
+) -> Iterator[tuple[Key, object, Document]]:
     """(arrival key, raw chat_id, document) of every message with start <= key < end, in key order, on the key's
     index; with `documents` the document also holds what a workbook row needs (MESSAGE_PROJECTION)."""
     projection = {**MESSAGE_PROJECTION, key.field: 1} if documents else key.projection()
@@ -117,7 +124,7 @@ def arrivals_between(
         yield key.matched(document), document.get("chat_id"), document
 
 
-def chats_by_id(chats: Collection[dict[str, Any]], chat_ids: Sequence[ObjectId]) -> Iterator[dict[str, Any]]:
+def chats_by_id(chats: Documents, chat_ids: Sequence[ObjectId]) -> Iterator[Document]:
     """The chat documents with these ids (workspace and phones only), `$in` in chunks; ownership.owner_of judges them."""
     projection = {**CHAT_PROJECTION, "workspace_id": 1}
     for chunk in in_chunks(chat_ids):
@@ -131,7 +138,7 @@ def in_chunks(chat_ids: Sequence[Any], *, forms: bool = False) -> Iterator[list[
         yield both_forms(chunk) if forms else list(chunk)
 
 
-def _chats_between(key: ArrivalKey, chat_ids: Sequence[ObjectId], start: Key, end: Key) -> list[dict[str, Any]]:
+def _chats_between(key: ArrivalKey, chat_ids: Sequence[ObjectId], start: Key, end: Key) -> list[Document]:
     """One query per chunk of these chats (both id forms) for start <= key < end, on `{chat_id: 1, <key>: 1}`."""
     return [
         {"chat_id": {"$in": chunk}, key.field: {"$gte": start, "$lt": end}} for chunk in in_chunks(chat_ids, forms=True)
@@ -139,7 +146,7 @@ def _chats_between(key: ArrivalKey, chat_ids: Sequence[ObjectId], start: Key, en
 
 
 def keys_of_chats(
-    messages: Collection[dict[str, Any]], key: ArrivalKey, chat_ids: Sequence[ObjectId], start: Key, end: Key
+    messages: Documents, key: ArrivalKey, chat_ids: Sequence[ObjectId], start: Key, end: Key
 ) -> Iterator[tuple[Key, object]]:
     """(arrival key, raw chat_id) of these chats' messages with start <= key < end, in key order."""
     queries = _chats_between(key, chat_ids, start, end)
@@ -148,14 +155,12 @@ def keys_of_chats(
     return _merged(cursors, lambda pair: pair[0])  # keys of one field are of one type
 
 
-def count_of_chats(
-    messages: Collection[dict[str, Any]], key: ArrivalKey, chat_ids: Sequence[ObjectId], start: Key, end: Key
-) -> int:
+def count_of_chats(messages: Documents, key: ArrivalKey, chat_ids: Sequence[ObjectId], start: Key, end: Key) -> int:
     """How many of these chats' messages have start <= key < end."""
     return sum(messages.count_documents(query) for query in _chats_between(key, chat_ids, start, end))
 
 
-def in_row_order(documents: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def in_row_order(documents: Iterable[Document]) -> list[Document]:
     """Messages in a workbook's row order, (timestamp, _id), as MongoDB sorts them."""
     return sorted(documents, key=_timestamp_order)
 
@@ -175,7 +180,7 @@ def bson_order(value: object) -> tuple[int, object]:
     return (rank, value if rank in (2, 3, 6, 8) else 0)
 
 
-def _timestamp_order(document: dict[str, Any]) -> tuple[tuple[int, object], tuple[int, object]]:
+def _timestamp_order(document: Document) -> tuple[tuple[int, object], tuple[int, object]]:
     return bson_order(document.get("timestamp")), bson_order(document.get("_id"))
 
 
@@ -184,12 +189,10 @@ def _merged(cursors: Sequence[Iterator[T]], order: Callable[[T], Any]) -> Iterat
     return iter(cursors[0]) if len(cursors) == 1 else heapq.merge(*cursors, key=order)
 
 
-def _rows(
-    messages: Collection[dict[str, Any]], queries: Iterable[dict[str, Any]], *, allow_disk_use: bool = False
-) -> Iterator[dict[str, Any]]:
+def _rows(messages: Documents, queries: Iterable[Document], *, allow_disk_use: bool = False) -> Iterator[Document]:
     """Each query's messages in (timestamp, _id) order, merged: a workbook's rows."""
     # MESSAGE_BATCH_SIZE is read per call: a test shrinks it.
-    options: dict[str, Any] = {"batch_size": connection.MESSAGE_BATCH_SIZE}
+    options: Document = {"batch_size": connection.MESSAGE_BATCH_SIZE}
     options |= {"allow_disk_use": True} if allow_disk_use else {}
     cursors = [
         iter(messages.find(query, MESSAGE_PROJECTION, **options).sort([("timestamp", ASCENDING), ("_id", ASCENDING)]))
@@ -199,16 +202,16 @@ def _rows(
 
 
 def window_messages(
-    messages: Collection[dict[str, Any]], key: ArrivalKey, chat_ids: Sequence[ObjectId], start: Key, end: Key
-) -> Iterator[dict[str, Any]]:
+    messages: Documents, key: ArrivalKey, chat_ids: Sequence[ObjectId], start: Key, end: Key
+) -> Iterator[Document]:
     """These chats' messages (both id forms) with start <= arrival key < end, in (timestamp, _id) order, on
     `{chat_id: 1, <key>: 1}`; the sort may need a blocking stage on a big window, hence allow_disk_use."""
     return _rows(messages, _chats_between(key, chat_ids, start, end), allow_disk_use=True)
 
 
 def messages_by_timestamp(
-    messages: Collection[dict[str, Any]], chat_ids: Sequence[object], start: datetime, end: datetime
-) -> Iterator[dict[str, Any]]:
+    messages: Documents, chat_ids: Sequence[object], start: datetime, end: datetime
+) -> Iterator[Document]:
     """A manual window: these chats' messages with start <= timestamp < end, in (timestamp, _id) order."""
     between = {"$gte": start, "$lt": end}
     return _rows(messages, [{"chat_id": {"$in": chunk}, "timestamp": between} for chunk in in_chunks(list(chat_ids))])
@@ -229,7 +232,7 @@ class ArrivalKeyCheck:
         return self.unusable or self.partial
 
 
-def check_arrival_key(messages: Collection[dict[str, Any]], key: ArrivalKey, *, ends: bool = True) -> ArrivalKeyCheck:
+def check_arrival_key(messages: Documents, key: ArrivalKey, *, ends: bool = True) -> ArrivalKeyCheck:
     """Whether the arrival key can see the messages, from a few index entries, never a scan: the newest
     NEWEST_PROBED by `_id`, and with `ends` both ends of the key's index, where MongoDB sorts a missing or
     wrong-typed key (for `_id` the newest messages are the upper end)."""

@@ -32,6 +32,7 @@ DATABASES_PROBED = 50
 
 Index = tuple[str, list[tuple[str, int]]]
 Document = dict[str, Any]
+Documents = Collection[Document]
 
 
 def supporting_indexes(arrival_field: str) -> list[Index]:
@@ -145,7 +146,7 @@ class Store:
         self.db = client.get_database(settings.mongodb_database, read_preference=ReadPreference.PRIMARY)
         self.workspaces, self.chats, self.messages = self.db["workspaces"], self.db["chats"], self.db["messages"]
         self.export_logs, self.system_logs = self.db["export_logs"], self.db["system_logs"]
-        self.export_state: Collection[Document] = self.db["export_state"]
+        self.export_state: Documents = self.db["export_state"]
 
     @classmethod
     def open(cls, settings: Settings) -> Store:

@@ -16,15 +16,14 @@ from typing import Any, Literal
 
 from bson import ObjectId
 from pymongo import ASCENDING
-from pymongo.collection import Collection
 
 from wa_export.addresses import split_address_list
 from wa_export.clock import as_utc_or_none
 from wa_export.store.arrivals import Key, is_key
-from wa_export.store.connection import text_or_none
+from wa_export.store.connection import Document, Documents, text_or_none
 from wa_export.units import count_or_zero
 
-Logs = Collection[dict[str, Any]]
+Logs = Documents
 RangeKind = Literal["arrival", "timestamp"]
 MATCHES_SHOWN = 20  # every workbook is a new file, so one match is the rule: a bound, not a page size
 
@@ -95,7 +94,7 @@ def read_entry(document: Mapping[str, Any]) -> LedgerEntry:
     """An export_logs document as a ledger entry; fields of the wrong type read as absent."""
     low, high = document.get("window_start_key"), document.get("window_end_key")
     sent_to = document.get("email_sent_to")
-    named: dict[str, Any] = {
+    named: Document = {
         "id": document["_id"],
         "workspace_id": str(document.get("workspace_id") or ""),
         "export_time": as_utc_or_none(document.get("export_timestamp")),

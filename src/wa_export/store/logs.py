@@ -13,11 +13,10 @@ from datetime import datetime
 from typing import Any, Literal, get_args
 
 from bson import ObjectId
-from pymongo.collection import Collection
 
 from wa_export.clock import as_utc_or_none
 from wa_export.store.arrivals import Key
-from wa_export.store.connection import SERVICE_NAME, Workspace
+from wa_export.store.connection import SERVICE_NAME, Document, Documents, Workspace
 from wa_export.workbook.fingerprint import Fingerprint
 
 EXPORT_TYPE = "whatsapp_messages"
@@ -30,7 +29,7 @@ STATUS_FAILED: ExportStatus = "failed"
 EXPORT_RUN = "export_run"  # the `kind` of a run's system_logs event
 TRIGGER_RESEND = "resend"  # an entry of `wa-export resend`: `resend_of` names the entry it repeats
 
-Logs = Collection[dict[str, Any]]
+Logs = Documents
 
 
 @dataclass(frozen=True)
@@ -96,9 +95,7 @@ def insert_export(
     )
 
 
-def _mark(
-    logs: Logs, query: dict[str, Any], now: datetime, status: ExportStatus, error: str | None, **more: Any
-) -> None:
+def _mark(logs: Logs, query: Document, now: datetime, status: ExportStatus, error: str | None, **more: Any) -> None:
     logs.update_one(query, {"$set": {"status": status, "error_message": error, **more, "updated_at": now}})
 
 
@@ -122,10 +119,10 @@ def close_unknown_outcome(logs: Logs, log_id: object, run_id: str, now: datetime
 
 # --- system_logs: the seed's envelope (event_type, message, timestamp, service), then kind, host, details ---
 # The details of each kind of event are named where it is recorded (export/run.py and the commands).
-ExportRunDetails = dict[str, Any]
-CleanupDetails = dict[str, Any]
-CursorMoveDetails = dict[str, Any]
-HealthCheckDetails = dict[str, Any]
+ExportRunDetails = Document
+CleanupDetails = Document
+CursorMoveDetails = Document
+HealthCheckDetails = Document
 
 
 def _event(logs: Logs, kind: str, event_type: str, message: str, now: datetime, details: Mapping[str, Any]) -> None:
@@ -173,7 +170,7 @@ def original_service_exports(logs: Logs, workspace_ids: Sequence[str], since: da
     return latest
 
 
-def recent_possible_duplicates(logs: Logs, since: datetime) -> list[dict[str, Any]]:
+def recent_possible_duplicates(logs: Logs, since: datetime) -> list[Document]:
     """Entries marked possible_duplicate since `since`, newest first (for `health`)."""
     fields = {"workspace_id": 1, "workspace_name": 1, "created_at": 1, "message_count": 1}
     found = logs.find({"possible_duplicate": True, "created_at": {"$gte": since}}, fields)

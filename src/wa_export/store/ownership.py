@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bson import ObjectId
-from pymongo.collection import Collection
 
-from wa_export.store.connection import CHAT_PROJECTION, Chat, Workspace
+from wa_export.store.connection import CHAT_PROJECTION, Chat, Documents, Workspace
 from wa_export.store.connection import as_object_id as as_object_id  # also ownership's: the id rule
 from wa_export.store.connection import both_forms as both_forms
 
@@ -46,7 +45,7 @@ class WorkspaceChats:
         return both_forms(self.owned)
 
 
-def chats_of_workspace(chats: Collection[dict[str, Any]], workspace: Workspace) -> WorkspaceChats:
+def chats_of_workspace(chats: Documents, workspace: Workspace) -> WorkspaceChats:
     """Every chat that belongs to this workspace, in one query on the `workspace_id` index; chats that name it
     among others (an array) belong to nobody and are returned as `shared`."""
     found = WorkspaceChats()

@@ -10,14 +10,13 @@ from typing import Any
 
 from bson import ObjectId
 from pymongo import ReturnDocument, UpdateOne
-from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from wa_export.clock import DatabaseClock, as_utc, as_utc_or_none
 from wa_export.schedule import ServedSlot
 from wa_export.settings import Settings
 from wa_export.store.arrivals import ArrivalKey, Key, is_key, key_order
-from wa_export.store.connection import Store, text_or_none
+from wa_export.store.connection import Document, Documents, Store, text_or_none
 from wa_export.store.logs import original_service_exports
 from wa_export.units import count_or_zero
 
@@ -43,7 +42,7 @@ class InFlight:
     started_at: datetime | None
     note: str | None = None
 
-    def as_document(self) -> dict[str, Any]:
+    def as_document(self) -> Document:
         return {name: value for name, value in vars(self).items() if name != "note" or value is not None}
 
     @classmethod
@@ -51,7 +50,7 @@ class InFlight:
         if not isinstance(value, dict):
             return None
         kinds: tuple[Any, ...] = (ObjectId, str, (ObjectId, datetime), (ObjectId, datetime), int, int, datetime, str)
-        found: dict[str, Any] = {
+        found: Document = {
             entry.name: item if isinstance(item := value.get(entry.name), kind) else None
             for entry, kind in zip(fields(cls), kinds, strict=True)
         }
@@ -77,7 +76,7 @@ class InFlight:
 
 
 # How each stored field of WorkspaceState is read: a value of the wrong type reads as absent.
-_READERS: dict[str, Any] = {
+_READERS: Document = {
     "cursor": lambda value: as_utc(value) if isinstance(value, datetime) else value,
     "watermark": as_utc_or_none,
     "in_flight": InFlight.from_document,
@@ -139,14 +138,12 @@ class WorkspaceState:
 
 def read_states(store: Store, workspace_ids: Sequence[str] | None = None) -> dict[str, WorkspaceState]:
     """Every export_state document in one read (or those of the named workspaces)."""
-    query: dict[str, Any] = {} if workspace_ids is None else {"_id": {"$in": list(workspace_ids)}}
+    query: Document = {} if workspace_ids is None else {"_id": {"$in": list(workspace_ids)}}
     found = store.export_state.find(query, dict.fromkeys(_READERS, 1), batch_size=50_000)
     return {str(document["_id"]): WorkspaceState.from_document(str(document["_id"]), document) for document in found}
 
 
-def read_state_documents(
-    store: Store, workspace_ids: Sequence[str], *, single: bool = False
-) -> dict[str, dict[str, Any]]:
+def read_state_documents(store: Store, workspace_ids: Sequence[str], *, single: bool = False) -> dict[str, Document]:
     """The whole documents of these workspaces, in one query (all documents, as a run reads them, unless `single`)."""
     query = {"_id": workspace_ids[0]} if single else {}
     wanted = set(workspace_ids)
@@ -230,26 +227,26 @@ class IdleAdvance:
     serves: ServedSlot | None = None  # the schedule slot this finding-nothing serves
 
 
-def lease_is_free(now: datetime) -> dict[str, Any]:
+def lease_is_free(now: datetime) -> Document:
     """The filter of a document whose lease nobody holds (never taken, released or expired)."""
     return {"$or": [{"lease_expires_at": None}, {"lease_expires_at": {"$lte": now}}]}
 
 
-def _moved(key: Key, source: str, now: datetime) -> dict[str, Any]:
+def _moved(key: Key, source: str, now: datetime) -> Document:
     return {"cursor": key, "cursor_source": source, "cursor_set_at": now}
 
 
 def _update(
-    changes: dict[str, Any],
+    changes: Document,
     now: datetime,
     *,
     serves: ServedSlot | None = None,
     success: bool = False,
-    operators: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+    operators: Document | None = None,
+) -> Document:
     """`$set` of `changes` and `updated_at` (with `success` the failures reset, with `serves` its slot, which only
     grows ($max): a run that read an older state never takes it back), and the other `operators`."""
-    done: dict[str, Any] = {"last_success_at": now, "consecutive_failures": 0, "last_error": None} if success else {}
+    done: Document = {"last_success_at": now, "consecutive_failures": 0, "last_error": None} if success else {}
     more = dict(operators or {})
     if serves is not None:
         done["served_schedule"] = serves.schedule
@@ -271,7 +268,7 @@ def advance_idle(store: Store, clock: DatabaseClock, end_key: Key, items: Sequen
                 created |= {"served_schedule": item.serves.schedule, "served_slot": item.serves.slot}
             operations.append(UpdateOne({"_id": item.workspace_id}, {"$setOnInsert": created}, upsert=True))
             continue
-        where: dict[str, Any] = {"cursor": {"$exists": False}}
+        where: Document = {"cursor": {"$exists": False}}
         if item.read_cursor is not None:
             position = {"$gte": item.read_cursor, "$lt": end_key} if item.covered else item.read_cursor
             where, source = {"cursor": position, "in_flight": None}, "export"
@@ -290,17 +287,17 @@ def advance_idle(store: Store, clock: DatabaseClock, end_key: Key, items: Sequen
 
 def set_moved_cursor(
     store: Store, workspace_id: str, now: datetime, new_key: Key, *, expected_cursor: object = ANY_CURSOR
-) -> dict[str, Any] | None:
+) -> Document | None:
     """One upsert of the cursor while no live lease is held and it is still `expected_cursor` (else DuplicateKeyError);
     the document before. in_flight stays: the next run still flags a possible duplicate."""
-    query: dict[str, Any] = {"_id": workspace_id, **lease_is_free(now)}
+    query: Document = {"_id": workspace_id, **lease_is_free(now)}
     if expected_cursor is not ANY_CURSOR:
         query["cursor"] = expected_cursor  # None also matches a document without one
     update = _update(_moved(new_key, "moved", now), now, operators={"$setOnInsert": {"created_at": now}})
     return store.export_state.find_one_and_update(query, update, upsert=True, return_document=ReturnDocument.BEFORE)
 
 
-def _as_document(in_flight: InFlight | None) -> dict[str, Any] | None:
+def _as_document(in_flight: InFlight | None) -> Document | None:
     return None if in_flight is None else in_flight.as_document()
 
 
@@ -312,7 +309,7 @@ class LeaseLost(Exception):
 class Lease:
     """An owned lease on one workspace's export_state document."""
 
-    collection: Collection[dict[str, Any]]
+    collection: Documents
     workspace_id: str
     owner: str
     duration: timedelta
@@ -326,7 +323,7 @@ class Lease:
     def __post_init__(self) -> None:
         self.cursor = self.state.cursor
 
-    def _write(self, what: str, update: dict[str, Any], *, release: bool = False, **where: Any) -> None:
+    def _write(self, what: str, update: Document, *, release: bool = False, **where: Any) -> None:
         """One write conditional on still owning the lease (and `where`); LeaseLost if it is no longer ours."""
         if release:
             update["$set"].update(lease_owner=None, lease_expires_at=None)
@@ -383,7 +380,7 @@ class Lease:
     ) -> None:
         """The cursor stays, the failure is counted; `in_flight` may have been delivered anyway."""
         now = self.clock.now()
-        changes: dict[str, Any] = {"last_error": error, "last_attempt_at": now}
+        changes: Document = {"last_error": error, "last_attempt_at": now}
         if in_flight is None or isinstance(in_flight, InFlight):
             changes["in_flight"] = _as_document(in_flight)
         if pending_files is not None:
@@ -419,8 +416,8 @@ def acquire_lease(
     collection = store.export_state
     now = clock.now()
     expires_at = now + duration
-    on_insert: dict[str, Any] = {"created_at": now, "consecutive_failures": 0, "pending_files": []}
-    pin: dict[str, Any] = {}
+    on_insert: Document = {"created_at": now, "consecutive_failures": 0, "pending_files": []}
+    pin: Document = {}
     if first_cursor is not None:
         pin = _moved(first_cursor.key, first_cursor.source, now)
         on_insert.update(pin, in_flight=_as_document(first_cursor.in_flight))

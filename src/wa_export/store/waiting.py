@@ -12,7 +12,7 @@ from pymongo import ASCENDING
 from wa_export.clock import as_utc_or_none
 from wa_export.settings import Settings
 from wa_export.store.arrivals import ArrivalKey, Key, in_chunks, is_key, key_order, time_of
-from wa_export.store.connection import Store, Workspace, field_at
+from wa_export.store.connection import Document, Store, Workspace, field_at
 from wa_export.store.ownership import chats_of_workspace
 
 
@@ -50,7 +50,7 @@ def count_waiting(store: Store, workspace: Workspace, from_key: Key, cap: int | 
     total, capped, oldest = 0, False, None
     for chunk in in_chunks(workspace_chat_ids(store, workspace)):
         query = {"chat_id": {"$in": chunk}, field: {"$gte": from_key}}
-        remaining: dict[str, Any] = {} if cap is None else {"limit": cap - total}
+        remaining: Document = {} if cap is None else {"limit": cap - total}
         found = store.messages.count_documents(query, **remaining)
         capped = cap is not None and found >= cap - total
         if found == 0:
