@@ -85,11 +85,18 @@ def authentication_problem(error: BaseException) -> str | None:
     return None
 
 
-def describe_mongo_error(error: BaseException, settings: Settings) -> str:
-    """One sentence for an operator, with any password from the URI removed."""
+def describe_mongo_error(error: BaseException, settings: Settings, *, query: bool = False) -> str:
+    """One sentence for an operator, with any password from the URI removed; with `query` a refused query (not a
+    login) names the database the user may have to read."""
     text = authentication_problem(error)
     if text is None and isinstance(error, ConfigurationError):
         text = f"MONGODB_URI cannot be used: {error}."
+    elif text is None and query and isinstance(error, OperationFailure):
+        detail = str(error.details.get("errmsg") if error.details else error)[:300]
+        text = (
+            f"MongoDB refused the query ({detail}); check that the MONGODB_URI user may read "
+            f"database {settings.mongodb_database!r}."
+        )
     elif text is None:
         detail = str(error).split(", Timeout:")[0].split(" (configured timeouts")[0]
         text = (
@@ -101,18 +108,11 @@ def describe_mongo_error(error: BaseException, settings: Settings) -> str:
 
 @contextmanager
 def mongo_errors(settings: Settings, *, queries: bool = True) -> Iterator[None]:
-    """Any MongoDB error is "MongoDB unreachable" (exit 3), also after the initial ping; with `queries` a refused
-    one (not a login) names the database the user may have to read."""
+    """Any MongoDB error is "MongoDB unreachable" (exit 3), also after the initial ping."""
     try:
         yield
     except PyMongoError as error:
-        if not queries or not isinstance(error, OperationFailure) or authentication_problem(error) is not None:
-            raise MongoUnavailable(describe_mongo_error(error, settings)) from None
-        detail = redact(str(error.details.get("errmsg") if error.details else error)[:300], settings.secrets())
-        raise MongoUnavailable(
-            f"MongoDB refused the query ({detail}); check that the MONGODB_URI user may read "
-            f"database {settings.mongodb_database!r}."
-        ) from None
+        raise MongoUnavailable(describe_mongo_error(error, settings, query=queries)) from None
 
 
 def connect(settings: Settings) -> MongoClient[Document]:
