@@ -117,10 +117,8 @@ def arrivals_between(
     """(arrival key, raw chat_id, document) of every message with start <= key < end, in key order, on the key's
     index; with `documents` the document also holds what a workbook row needs (MESSAGE_PROJECTION)."""
     projection = {**MESSAGE_PROJECTION, key.field: 1} if documents else key.projection()
-    cursor = messages.find({key.field: {"$gte": start, "$lt": end}}, projection, batch_size=PASS_BATCH_SIZE).sort(
-        key.field, ASCENDING
-    )
-    for document in cursor:
+    query = {key.field: {"$gte": start, "$lt": end}}
+    for document in messages.find(query, projection, batch_size=PASS_BATCH_SIZE).sort(key.field, ASCENDING):
         yield key.matched(document), document.get("chat_id"), document
 
 

@@ -15,7 +15,7 @@ from typing import Any, Literal, get_args
 from bson import ObjectId
 
 from wa_export.clock import as_utc_or_none
-from wa_export.store.arrivals import Key
+from wa_export.store.arrivals import Key, in_chunks
 from wa_export.store.connection import SERVICE_NAME, Document, Documents, Workspace
 from wa_export.workbook.fingerprint import Fingerprint
 
@@ -146,26 +146,16 @@ def record_health_check(logs: Logs, message: str, now: datetime, details: Health
     _event(logs, "health_check", "health_check", message, now, details)
 
 
-IDS_PER_QUERY = 5_000
-
-
 def original_service_exports(logs: Logs, workspace_ids: Sequence[str], since: datetime) -> dict[str, datetime]:
     """Per workspace, the `export_timestamp` of its latest completed export by the original service (entries
-    without a `run_id`) since `since`: one aggregation per 5,000 workspaces."""
+    without a `run_id`) since `since`: one aggregation per CHAT_IDS_PER_QUERY workspaces."""
     latest: dict[str, datetime] = {}
-    ids = list(workspace_ids)
-    for offset in range(0, len(ids), IDS_PER_QUERY):
-        match = {
-            "workspace_id": {"$in": ids[offset : offset + IDS_PER_QUERY]},
-            "export_type": EXPORT_TYPE,
-            "status": STATUS_COMPLETED,
-            "run_id": {"$exists": False},
-            "export_timestamp": {"$gte": since},
-        }
-        group_by = {"_id": "$workspace_id", "last": {"$max": "$export_timestamp"}}
+    group_by = {"_id": "$workspace_id", "last": {"$max": "$export_timestamp"}}
+    for chunk in in_chunks(workspace_ids):
+        match = {"workspace_id": {"$in": chunk}, "export_type": EXPORT_TYPE, "status": STATUS_COMPLETED}
+        match |= {"run_id": {"$exists": False}, "export_timestamp": {"$gte": since}}
         for group in logs.aggregate([{"$match": match}, {"$group": group_by}]):
-            moment = as_utc_or_none(group.get("last"))
-            if moment is not None and isinstance(group.get("_id"), str):
+            if (moment := as_utc_or_none(group.get("last"))) is not None and isinstance(group.get("_id"), str):
                 latest[group["_id"].lower()] = moment
     return latest
 

@@ -68,10 +68,10 @@ class InFlight:
 
     def after(self, key: Key) -> InFlight | None:
         """What is left of the range from `key` on (all of it when unreadable), or None once it is passed."""
-        if self.to_key is None or self.from_key is None:
-            return None if self.to_key is not None and key_order(self.to_key) <= key_order(key) else self
-        if key_order(self.to_key) <= key_order(key):
+        if self.to_key is not None and key_order(self.to_key) <= key_order(key):
             return None
+        if self.to_key is None or self.from_key is None:
+            return self
         return replace(self, log_id=None, from_key=max(self.from_key, key, key=key_order))
 
 
@@ -323,12 +323,13 @@ class Lease:
     def __post_init__(self) -> None:
         self.cursor = self.state.cursor
 
-    def _write(self, what: str, update: Document, *, release: bool = False, **where: Any) -> None:
-        """One write conditional on still owning the lease (and `where`); LeaseLost if it is no longer ours."""
+    def _write(self, what: str | None, update: Document, *, release: bool = False, **where: Any) -> None:
+        """One write conditional on still owning the lease (and `where`); LeaseLost, unless `what` is None, if it is
+        no longer ours."""
         if release:
             update["$set"].update(lease_owner=None, lease_expires_at=None)
         result = self.collection.update_one({"_id": self.workspace_id, "lease_owner": self.owner, **where}, update)
-        if result.matched_count != 1:
+        if result.matched_count != 1 and what is not None:
             raise LeaseLost(
                 f"the lease on workspace {self.workspace_id} expired and was taken by another run before {what}"
             )
@@ -390,10 +391,7 @@ class Lease:
 
     def release(self) -> None:
         # Conditional: never release a lease that expired and now belongs to another run.
-        self.collection.update_one(
-            {"_id": self.workspace_id, "lease_owner": self.owner},
-            _update({"lease_owner": None, "lease_expires_at": None}, self.clock.now()),
-        )
+        self._write(None, _update({}, self.clock.now()), release=True)
 
     def count_escaped_failure(self, error: str) -> None:
         """A failure that escaped the delivery's own records, after the lease was released."""
