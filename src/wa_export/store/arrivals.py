@@ -129,18 +129,16 @@ def chats_by_id(chats: Documents, chat_ids: Sequence[ObjectId]) -> Iterator[Docu
         yield from chats.find({"_id": {"$in": chunk}}, projection, batch_size=len(chunk) + 1)
 
 
-def in_chunks(chat_ids: Sequence[Any], *, forms: bool = False) -> Iterator[list[Any]]:
-    """`$in` lists of CHAT_IDS_PER_QUERY chats (with `forms`, each ObjectId in both forms): no huge command."""
-    for offset in range(0, len(chat_ids), CHAT_IDS_PER_QUERY):
-        chunk = chat_ids[offset : offset + CHAT_IDS_PER_QUERY]
-        yield both_forms(chunk) if forms else list(chunk)
+def in_chunks(ids: Sequence[Any]) -> Iterator[list[Any]]:
+    """`$in` lists of CHAT_IDS_PER_QUERY ids: no huge command."""
+    for offset in range(0, len(ids), CHAT_IDS_PER_QUERY):
+        yield list(ids[offset : offset + CHAT_IDS_PER_QUERY])
 
 
 def _chats_between(key: ArrivalKey, chat_ids: Sequence[ObjectId], start: Key, end: Key) -> list[Document]:
     """One query per chunk of these chats (both id forms) for start <= key < end, on `{chat_id: 1, <key>: 1}`."""
-    return [
-        {"chat_id": {"$in": chunk}, key.field: {"$gte": start, "$lt": end}} for chunk in in_chunks(chat_ids, forms=True)
-    ]
+    between = {"$gte": start, "$lt": end}
+    return [{"chat_id": {"$in": both_forms(chunk)}, key.field: between} for chunk in in_chunks(chat_ids)]
 
 
 def keys_of_chats(
@@ -212,7 +210,7 @@ def messages_by_timestamp(
 ) -> Iterator[Document]:
     """A manual window: these chats' messages with start <= timestamp < end, in (timestamp, _id) order."""
     between = {"$gte": start, "$lt": end}
-    return _rows(messages, [{"chat_id": {"$in": chunk}, "timestamp": between} for chunk in in_chunks(list(chat_ids))])
+    return _rows(messages, [{"chat_id": {"$in": chunk}, "timestamp": between} for chunk in in_chunks(chat_ids)])
 
 
 NEWEST_PROBED = 10  # the newest messages (by `_id`) a scheduled run looks at before it moves any cursor
