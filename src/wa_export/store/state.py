@@ -4,7 +4,7 @@ so a stalled run never moves another run's cursor (docs/design.md, "The first cu
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -242,12 +242,12 @@ def _update(
     *,
     serves: ServedSlot | None = None,
     success: bool = False,
-    operators: Document | None = None,
+    more: Document | None = None,
 ) -> Document:
     """`$set` of `changes` and `updated_at` (with `success` the failures reset, with `serves` its slot, which only
-    grows ($max): a run that read an older state never takes it back), and the other `operators`."""
+    grows ($max): a run that read an older state never takes it back), and the `more` operators."""
     done: Document = {"last_success_at": now, "consecutive_failures": 0, "last_error": None} if success else {}
-    more = dict(operators or {})
+    more = dict(more or {})
     if serves is not None:
         done["served_schedule"] = serves.schedule
         more["$max"] = {"served_slot": serves.slot}
@@ -293,7 +293,7 @@ def set_moved_cursor(
     query: Document = {"_id": workspace_id, **lease_is_free(now)}
     if expected_cursor is not ANY_CURSOR:
         query["cursor"] = expected_cursor  # None also matches a document without one
-    update = _update(_moved(new_key, "moved", now), now, operators={"$setOnInsert": {"created_at": now}})
+    update = _update(_moved(new_key, "moved", now), now, more={"$setOnInsert": {"created_at": now}})
     return store.export_state.find_one_and_update(query, update, upsert=True, return_document=ReturnDocument.BEFORE)
 
 
@@ -316,12 +316,9 @@ class Lease:
     clock: DatabaseClock
     expires_at: datetime
     state: WorkspaceState
+    cursor: object  # as stored (WorkspaceState.cursor), then as this lease moved it
     new_cursor_source: str | None = None  # set when this lease created the cursor
     serves: ServedSlot | None = None  # the schedule slot recorded once the delivery has ended well
-    cursor: object = field(init=False)  # as stored (WorkspaceState.cursor)
-
-    def __post_init__(self) -> None:
-        self.cursor = self.state.cursor
 
     def _write(self, what: str | None, update: Document, *, release: bool = False, **where: Any) -> None:
         """One write conditional on still owning the lease (and `where`); LeaseLost, unless `what` is None, if it is
@@ -360,7 +357,7 @@ class Lease:
             changes["last_possible_duplicate_at"] = now
         pull = {"$pull": {"pending_files": delivered_file}} if delivered_file is not None else {}
         serves = self.serves if release else None
-        update = _update(changes, now, serves=serves, success=True, operators=pull)
+        update = _update(changes, now, serves=serves, success=True, more=pull)
         self._write("the cursor could move", update, release=release, cursor=self.cursor)
         self.cursor = to_key
 
@@ -386,7 +383,7 @@ class Lease:
             changes["in_flight"] = _as_document(in_flight)
         if pending_files is not None:
             changes["pending_files"] = list(pending_files)
-        update = _update(changes, now, operators={"$inc": {"consecutive_failures": 1}})
+        update = _update(changes, now, more={"$inc": {"consecutive_failures": 1}})
         self._write("the failure could be recorded", update, release=release)
 
     def release(self) -> None:
@@ -423,7 +420,7 @@ def acquire_lease(
     try:
         document = collection.find_one_and_update(
             {"_id": workspace_id, **lease_is_free(now)},
-            _update(taken, now, operators={"$setOnInsert": on_insert}),
+            _update(taken, now, more={"$setOnInsert": on_insert}),
             upsert=True,
             return_document=ReturnDocument.AFTER,
         )
@@ -432,7 +429,7 @@ def acquire_lease(
     if document is None or document.get("lease_owner") != owner:
         return None
     state = WorkspaceState.from_document(workspace_id, document)
-    lease = Lease(collection, workspace_id, owner, duration, clock, expires_at, state)
+    lease = Lease(collection, workspace_id, owner, duration, clock, expires_at, state, state.cursor)
     if first_cursor is None:
         return lease
     if document.get("created_at") == now and state.cursor == first_cursor.key:

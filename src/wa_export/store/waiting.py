@@ -34,9 +34,7 @@ def position_key(settings: Settings, document: Mapping[str, Any], now: datetime)
     if is_key(cursor):
         return key.position(str(document.get("_id")), cursor)
     watermark = as_utc_or_none(document.get("watermark"))
-    if watermark is not None:
-        return key.at(min(watermark, now))  # never past the clock
-    return None
+    return None if watermark is None else key.at(min(watermark, now))  # never past the clock
 
 
 def workspace_chat_ids(store: Store, workspace: Workspace) -> list[object]:
