@@ -1,5 +1,8 @@
 """Every read and write of `export_state`, in database time; a lease owner's writes hold only while it owns the lease,
-so a stalled run never moves another run's cursor (docs/design.md, "The first cursor" and "Leases")."""
+so a stalled run never moves another run's cursor (docs/design.md, "The first cursor" and "Leases").
+
+Why this module is long: cursors and leases are only safe while every write follows the same rules, so all live here.
+"""
 
 from __future__ import annotations
 
