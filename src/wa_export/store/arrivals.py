@@ -152,7 +152,6 @@ def keys_of_chats(
 
 
 def count_of_chats(messages: Documents, key: ArrivalKey, chat_ids: Sequence[ObjectId], start: Key, end: Key) -> int:
-    """How many of these chats' messages have start <= key < end."""
     return sum(messages.count_documents(query) for query in _chats_between(key, chat_ids, start, end))
 
 
@@ -181,7 +180,6 @@ def _timestamp_order(document: Document) -> tuple[tuple[int, object], tuple[int,
 
 
 def _merged(cursors: Sequence[Iterator[T]], order: Callable[[T], Any]) -> Iterator[T]:
-    """The chunks' sorted cursors as one sorted stream."""
     return iter(cursors[0]) if len(cursors) == 1 else heapq.merge(*cursors, key=order)
 
 

@@ -1,11 +1,5 @@
-"""The delivery ledger: export_logs entries read back as what was sent, to whom, and which messages it held.
-
-An entry of an emailed workbook records the file's `attachment_sha256`, `attachment_bytes` and
-`file_name` (store/logs.py writes them), and its range: arrival keys (`window_start_key`,
-`window_end_key`) for a scheduled window or a part of one, else the timestamp window
-(`window_start`, `window_end`) of a manual export. `resend` rebuilds a workbook from that range,
-`verify` finds the entry of a file by its hash (on the `{attachment_sha256: 1}` index).
-"""
+"""The delivery ledger: an export_logs entry read back as what was sent to whom, its messages' range (a scheduled
+window's arrival keys, else a manual export's timestamps: `resend` rebuilds from it) and its file's hash (`verify`)."""
 
 from __future__ import annotations
 

@@ -34,8 +34,6 @@ Logs = Documents
 
 @dataclass(frozen=True)
 class ExportEntry:
-    """The facts of one export_logs entry."""
-
     workspace: Workspace
     recipients: Sequence[str]
     run_id: str

@@ -310,8 +310,6 @@ class LeaseLost(Exception):
 
 @dataclass
 class Lease:
-    """An owned lease on one workspace's export_state document."""
-
     collection: Documents
     workspace_id: str
     owner: str
