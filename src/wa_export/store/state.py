@@ -343,20 +343,14 @@ class Lease:
         self._write("the email was sent (nothing was sent)", _update(intent, now))
 
     def delivered(
-        self,
-        to_key: Key,
-        delivered_file: str | None,
-        *,
-        possible_duplicate: bool,
-        in_flight: InFlight | None,
-        release: bool,
+        self, to_key: Key, file: str | None, *, possible_duplicate: bool, in_flight: InFlight | None, release: bool
     ) -> None:
         """The email was accepted: the cursor moves past it; `in_flight`: an earlier intent reaching further, if any."""
         now = self.clock.now()
         changes = {**_moved(to_key, "export", now), "in_flight": _as_document(in_flight)}
         if possible_duplicate:
             changes["last_possible_duplicate_at"] = now
-        pull = {"$pull": {"pending_files": delivered_file}} if delivered_file is not None else {}
+        pull = {"$pull": {"pending_files": file}} if file is not None else {}
         serves = self.serves if release else None
         update = _update(changes, now, serves=serves, success=True, more=pull)
         self._write("the cursor could move", update, release=release, cursor=self.cursor)
