@@ -17,15 +17,7 @@ from pymongo import ASCENDING, DESCENDING
 from wa_export.clock import as_utc, to_millis
 from wa_export.errors import ConfigError
 from wa_export.store import connection
-from wa_export.store.connection import (
-    CHAT_IDS_PER_QUERY,
-    CHAT_PROJECTION,
-    MESSAGE_PROJECTION,
-    Document,
-    Documents,
-    both_forms,
-    field_at,
-)
+from wa_export.store.connection import CHAT_PROJECTION, MESSAGE_PROJECTION, Document, Documents, both_forms, field_at
 
 T = TypeVar("T")
 Key = ObjectId | datetime
@@ -131,8 +123,9 @@ def chats_by_id(chats: Documents, chat_ids: Sequence[ObjectId]) -> Iterator[Docu
 
 def in_chunks(ids: Sequence[Any]) -> Iterator[list[Any]]:
     """`$in` lists of CHAT_IDS_PER_QUERY ids: no huge command."""
-    for offset in range(0, len(ids), CHAT_IDS_PER_QUERY):
-        yield list(ids[offset : offset + CHAT_IDS_PER_QUERY])
+    size = connection.CHAT_IDS_PER_QUERY
+    for offset in range(0, len(ids), size):
+        yield list(ids[offset : offset + size])
 
 
 def _chats_between(key: ArrivalKey, chat_ids: Sequence[ObjectId], start: Key, end: Key) -> list[Document]:
