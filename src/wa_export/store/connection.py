@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -14,11 +14,11 @@ from pymongo import ASCENDING, MongoClient, ReadPreference
 from pymongo.collection import Collection
 from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
 
-from wa_export.clock import as_utc, to_millis
+from wa_export.clock import as_utc, as_utc_or_none, to_millis
 from wa_export.errors import ConfigError, MongoUnavailable, UnknownWorkspace
 from wa_export.redaction import redact
 from wa_export.settings import ID_FORM, Settings
-from wa_export.units import count_noun
+from wa_export.units import count_noun, count_or_zero
 
 SERVICE_NAME = "excel_export_scheduler"
 MESSAGE_BATCH_SIZE = 2_000
@@ -275,6 +275,24 @@ def field_at(document: Mapping[str, Any], path: str) -> object:
 
 def text_or_none(value: object) -> str | None:
     return value if isinstance(value, str) else None
+
+
+# How a dataclass field is read from a stored document, by its type: a value of the wrong type reads as absent.
+FIELD_READERS: dict[str, Callable[[object], Any]] = {
+    "str": lambda value: text_or_none(value) or "",
+    "str | None": text_or_none,
+    "int": count_or_zero,
+    "int | None": lambda value: value if isinstance(value, int) and not isinstance(value, bool) else None,
+    "datetime | None": as_utc_or_none,
+    "ObjectId | None": lambda value: value if isinstance(value, ObjectId) else None,
+}
+
+
+def read_fields(kind: Any, document: Mapping[str, Any], **named: Any) -> dict[str, Any]:
+    """The fields of dataclass `kind` from a document, each by FIELD_READERS unless `named`."""
+    return named | {
+        f.name: FIELD_READERS[str(f.type)](document.get(f.name)) for f in fields(kind) if f.name not in named
+    }
 
 
 def as_object_id(value: object) -> ObjectId | None:

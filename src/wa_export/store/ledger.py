@@ -3,8 +3,8 @@ window's arrival keys, else a manual export's timestamps: `resend` rebuilds from
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -14,8 +14,7 @@ from pymongo import ASCENDING
 from wa_export.addresses import split_address_list
 from wa_export.clock import as_utc_or_none
 from wa_export.store.arrivals import Key, is_key
-from wa_export.store.connection import Document, Documents, text_or_none
-from wa_export.units import count_or_zero
+from wa_export.store.connection import Documents, read_fields
 
 Logs = Documents
 RangeKind = Literal["arrival", "timestamp"]
@@ -69,35 +68,22 @@ class LedgerEntry:
         return None
 
 
-def _number(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-# How a field of LedgerEntry is read, by its type: a value of the wrong type reads as absent.
-_READERS: dict[str, Callable[[object], Any]] = {
-    "str": lambda value: text_or_none(value) or "",
-    "str | None": text_or_none,
-    "int": count_or_zero,
-    "int | None": _number,
-    "datetime | None": as_utc_or_none,
-    "ObjectId | None": lambda value: value if isinstance(value, ObjectId) else None,
-}
-
-
 def read_entry(document: Mapping[str, Any]) -> LedgerEntry:
     """An export_logs document as a ledger entry; fields of the wrong type read as absent."""
     low, high = document.get("window_start_key"), document.get("window_end_key")
     sent_to = document.get("email_sent_to")
-    named: Document = {
-        "id": document["_id"],
-        "workspace_id": str(document.get("workspace_id") or ""),
-        "export_time": as_utc_or_none(document.get("export_timestamp")),
-        "recipients": split_address_list(sent_to)[0] if isinstance(sent_to, str) else (),
-        # Both ends of one kind: MongoDB compares a range within one type only.
-        "keys": (low, high) if is_key(low) and is_key(high) and type(low) is type(high) else None,
-    }
-    read = {f.name: _READERS[str(f.type)](document.get(f.name)) for f in fields(LedgerEntry) if f.name not in named}
-    return LedgerEntry(**named, **read)
+    return LedgerEntry(
+        **read_fields(
+            LedgerEntry,
+            document,
+            id=document["_id"],
+            workspace_id=str(document.get("workspace_id") or ""),
+            export_time=as_utc_or_none(document.get("export_timestamp")),
+            recipients=split_address_list(sent_to)[0] if isinstance(sent_to, str) else (),
+            # Both ends of one kind: MongoDB compares a range within one type only.
+            keys=(low, high) if is_key(low) and is_key(high) and type(low) is type(high) else None,
+        )
+    )
 
 
 def entry_by_id(logs: Logs, log_id: ObjectId) -> LedgerEntry | None:

@@ -19,9 +19,8 @@ from wa_export.clock import DatabaseClock, as_utc, as_utc_or_none
 from wa_export.schedule import ServedSlot
 from wa_export.settings import Settings
 from wa_export.store.arrivals import ArrivalKey, Key, is_key, key_order
-from wa_export.store.connection import Document, Documents, Store, text_or_none
+from wa_export.store.connection import Document, Documents, Store, read_fields
 from wa_export.store.logs import original_service_exports
-from wa_export.units import count_or_zero
 
 DUPLICATE_KEY = 11000
 # "now" is known to within a round trip and an ObjectId's second; a later run may have moved a cursor to its end.
@@ -52,12 +51,8 @@ class InFlight:
     def from_document(cls, value: object) -> InFlight | None:
         if not isinstance(value, dict):
             return None
-        kinds: tuple[Any, ...] = (ObjectId, str, (ObjectId, datetime), (ObjectId, datetime), int, int, datetime, str)
-        found: Document = {
-            entry.name: item if isinstance(item := value.get(entry.name), kind) else None
-            for entry, kind in zip(fields(cls), kinds, strict=True)
-        }
-        return cls(**{**found, "started_at": as_utc_or_none(found["started_at"])})
+        keys = {name: key if is_key(key := value.get(name)) else None for name in ("from_key", "to_key")}
+        return cls(**read_fields(cls, value, **keys))
 
     def overlaps(self, low: Key, high: Key) -> bool:
         """Whether [low, high) shares a key with [from_key, to_key); unknown bounds overlap everything."""
@@ -76,20 +71,6 @@ class InFlight:
         if self.to_key is None or self.from_key is None:
             return self
         return replace(self, log_id=None, from_key=max(self.from_key, key, key=key_order))
-
-
-# How each stored field of WorkspaceState is read: a value of the wrong type reads as absent.
-_READERS: Document = {
-    "cursor": lambda value: as_utc(value) if isinstance(value, datetime) else value,
-    "watermark": as_utc_or_none,
-    "in_flight": InFlight.from_document,
-    "consecutive_failures": count_or_zero,
-    "pending_files": lambda value: tuple(p for p in value if isinstance(p, str)) if isinstance(value, list) else (),
-    "lease_owner": text_or_none,
-    "lease_expires_at": as_utc_or_none,
-    "served_slot": as_utc_or_none,
-    "served_schedule": text_or_none,
-}
 
 
 @dataclass(frozen=True)
@@ -113,7 +94,18 @@ class WorkspaceState:
     def from_document(cls, workspace_id: str, document: Mapping[str, Any] | None) -> WorkspaceState:
         if document is None:
             return cls(workspace_id)
-        return cls(workspace_id, True, **{name: read(document.get(name)) for name, read in _READERS.items()})
+        cursor, pending = document.get("cursor"), document.get("pending_files")
+        return cls(
+            **read_fields(
+                cls,
+                document,
+                workspace_id=workspace_id,
+                exists=True,
+                cursor=as_utc(cursor) if isinstance(cursor, datetime) else cursor,
+                in_flight=InFlight.from_document(document.get("in_flight")),
+                pending_files=tuple(p for p in pending if isinstance(p, str)) if isinstance(pending, list) else (),
+            )
+        )
 
     @property
     def served(self) -> ServedSlot | None:
@@ -142,7 +134,8 @@ class WorkspaceState:
 def read_states(store: Store, workspace_ids: Sequence[str] | None = None) -> dict[str, WorkspaceState]:
     """Every export_state document in one read (or those of the named workspaces)."""
     query: Document = {} if workspace_ids is None else {"_id": {"$in": list(workspace_ids)}}
-    found = store.export_state.find(query, dict.fromkeys(_READERS, 1), batch_size=50_000)
+    projection = dict.fromkeys((f.name for f in fields(WorkspaceState) if f.name not in ("workspace_id", "exists")), 1)
+    found = store.export_state.find(query, projection, batch_size=50_000)
     return {str(document["_id"]): WorkspaceState.from_document(str(document["_id"]), document) for document in found}
 
 
