@@ -1,8 +1,5 @@
-"""Arrival order and the reads of `messages` and `chats` that follow it (docs/design.md).
-
-A message's position is its arrival key, EXPORT_ARRIVAL_FIELD (`_id` by default, or a BSON date written at insert).
-Every read here is bounded by a key range, chat ids or a time range: a run's cost follows the messages that arrived.
-"""
+"""Arrival order (EXPORT_ARRIVAL_FIELD: `_id`, or a BSON date written at insert) and the reads of `messages` and
+`chats`, each bounded by a key range, chat ids or a time range: a run's cost follows what arrived (docs/design.md)."""
 
 from __future__ import annotations
 
@@ -16,13 +13,11 @@ from typing import Any, TypeGuard, TypeVar, cast
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING
-from pymongo.collection import Collection
 
 from wa_export.clock import as_utc, to_millis
 from wa_export.errors import ConfigError
 from wa_export.store import connection
-from wa_export.store.connection import CHAT_IDS_PER_QUERY, CHAT_PROJECTION, MESSAGE_PROJECTION, field_at
-from wa_export.store.ownership import both_forms
+from wa_export.store.connection import CHAT_PROJECTION, MESSAGE_PROJECTION, Document, Documents, both_forms, field_at
 
 T = TypeVar("T")
 Key = ObjectId | datetime
@@ -46,12 +41,10 @@ class ArrivalKey:
 
     def at(self, moment: datetime) -> Key:
         """The smallest key of anything that arrived at `moment` or later."""
-        if self.uses_object_id:
-            return ObjectId.from_datetime(moment)
-        return to_millis(as_utc(moment))
+        return ObjectId.from_datetime(moment) if self.uses_object_id else to_millis(as_utc(moment))
 
     def usable(self, value: object) -> bool:
-        return isinstance(value, ObjectId) if self.uses_object_id else isinstance(value, datetime)
+        return isinstance(value, ObjectId if self.uses_object_id else datetime)
 
     def position(self, workspace_id: str, cursor: object) -> Key:
         """A stored cursor as a key of this field; one of the other kind is refused, never translated through its
@@ -71,17 +64,15 @@ class ArrivalKey:
             "delivered)."
         )
 
-    def of(self, document: dict[str, Any]) -> object:
+    def of(self, document: Document) -> object:
         return field_at(document, self.field)
 
-    def matched(self, document: dict[str, Any]) -> Key:
+    def matched(self, document: Document) -> Key:
         """The key of a document that a range query on this field matched: MongoDB compares within one type."""
-        return cast(Key, field_at(document, self.field))
+        return cast(Key, self.of(document))
 
     def projection(self) -> dict[str, int]:
-        if self.uses_object_id:
-            return {"chat_id": 1}
-        return {self.field: 1, "chat_id": 1, "_id": 0}
+        return {"chat_id": 1} if self.uses_object_id else {self.field: 1, "chat_id": 1, "_id": 0}
 
 
 class ForeignCursor(ConfigError):
@@ -94,25 +85,17 @@ def is_key(value: object) -> TypeGuard[Key]:
 
 def time_of(key: object) -> datetime | None:
     """When a key says its message arrived (an ObjectId's whole second, or the date); None for no key."""
-    if isinstance(key, ObjectId):
-        return key.generation_time
-    if isinstance(key, datetime):
-        return as_utc(key)
-    return None
+    return key_order(key)[0] if is_key(key) else None
 
 
 def key_order(key: Key) -> tuple[datetime, bytes]:
     """A total order across both key kinds: by arrival time, then (ObjectIds of one second) by their bytes."""
-    if isinstance(key, ObjectId):
-        return key.generation_time, key.binary
-    return as_utc(key), b""
+    return (key.generation_time, key.binary) if isinstance(key, ObjectId) else (as_utc(key), b"")
 
 
 def key_text(key: object) -> str | None:
     """A key as text for people and JSON: 24 hex digits or an ISO 8601 time."""
-    if isinstance(key, datetime):
-        return as_utc(key).isoformat()
-    return None if key is None else str(key)
+    return as_utc(key).isoformat() if isinstance(key, datetime) else None if key is None else str(key)
 
 
 def object_id_at(moment: datetime) -> ObjectId:
@@ -121,58 +104,51 @@ def object_id_at(moment: datetime) -> ObjectId:
 
 
 def arrivals_between(
-    messages: Collection[dict[str, Any]], key: ArrivalKey, start: Key, end: Key, *, documents: bool = False
-) -> Iterator[tuple[Key, object, dict[str, Any]]]:
+    messages: Documents, key: ArrivalKey, start: Key, end: Key, *, documents: bool = False
+) -> Iterator[tuple[Key, object, Document]]:
     """(arrival key, raw chat_id, document) of every message with start <= key < end, in key order, on the key's
     index; with `documents` the document also holds what a workbook row needs (MESSAGE_PROJECTION)."""
     projection = {**MESSAGE_PROJECTION, key.field: 1} if documents else key.projection()
-    cursor = messages.find({key.field: {"$gte": start, "$lt": end}}, projection, batch_size=PASS_BATCH_SIZE).sort(
-        key.field, ASCENDING
-    )
-    for document in cursor:
+    query = {key.field: {"$gte": start, "$lt": end}}
+    for document in messages.find(query, projection, batch_size=PASS_BATCH_SIZE).sort(key.field, ASCENDING):
         yield key.matched(document), document.get("chat_id"), document
 
 
-def chats_by_id(chats: Collection[dict[str, Any]], chat_ids: Sequence[ObjectId]) -> Iterator[dict[str, Any]]:
+def chats_by_id(chats: Documents, chat_ids: Sequence[ObjectId]) -> Iterator[Document]:
     """The chat documents with these ids (workspace and phones only), `$in` in chunks; ownership.owner_of judges them."""
     projection = {**CHAT_PROJECTION, "workspace_id": 1}
     for chunk in in_chunks(chat_ids):
         yield from chats.find({"_id": {"$in": chunk}}, projection, batch_size=len(chunk) + 1)
 
 
-def in_chunks(chat_ids: Sequence[Any], *, forms: bool = False) -> Iterator[list[Any]]:
-    """`$in` lists of CHAT_IDS_PER_QUERY chats (with `forms`, each ObjectId in both forms): no huge command."""
-    for offset in range(0, len(chat_ids), CHAT_IDS_PER_QUERY):
-        chunk = chat_ids[offset : offset + CHAT_IDS_PER_QUERY]
-        yield both_forms(chunk) if forms else list(chunk)
+def in_chunks(ids: Sequence[Any]) -> Iterator[list[Any]]:
+    """`$in` lists of CHAT_IDS_PER_QUERY ids: no huge command."""
+    size = connection.CHAT_IDS_PER_QUERY
+    for offset in range(0, len(ids), size):
+        yield list(ids[offset : offset + size])
 
 
-def _in_chats_between(chunk: list[Any], key: ArrivalKey, start: Key, end: Key) -> dict[str, Any]:
-    return {"chat_id": {"$in": chunk}, key.field: {"$gte": start, "$lt": end}}
+def _chats_between(key: ArrivalKey, chat_ids: Sequence[ObjectId], start: Key, end: Key) -> list[Document]:
+    """One query per chunk of these chats (both id forms) for start <= key < end, on `{chat_id: 1, <key>: 1}`."""
+    between = {"$gte": start, "$lt": end}
+    return [{"chat_id": {"$in": both_forms(chunk)}, key.field: between} for chunk in in_chunks(chat_ids)]
 
 
 def keys_of_chats(
-    messages: Collection[dict[str, Any]], key: ArrivalKey, chat_ids: Sequence[ObjectId], start: Key, end: Key
+    messages: Documents, key: ArrivalKey, chat_ids: Sequence[ObjectId], start: Key, end: Key
 ) -> Iterator[tuple[Key, object]]:
     """(arrival key, raw chat_id) of these chats' messages with start <= key < end, in key order."""
-    cursors = []
-    for chunk in in_chunks(chat_ids, forms=True):
-        query = _in_chats_between(chunk, key, start, end)
-        found = messages.find(query, key.projection(), batch_size=PASS_BATCH_SIZE).sort(key.field, ASCENDING)
-        cursors.append((key.matched(document), document.get("chat_id")) for document in found)
+    queries = _chats_between(key, chat_ids, start, end)
+    found = [messages.find(q, key.projection(), batch_size=PASS_BATCH_SIZE).sort(key.field, ASCENDING) for q in queries]
+    cursors = [((key.matched(document), document.get("chat_id")) for document in cursor) for cursor in found]
     return _merged(cursors, lambda pair: pair[0])  # keys of one field are of one type
 
 
-def count_of_chats(
-    messages: Collection[dict[str, Any]], key: ArrivalKey, chat_ids: Sequence[ObjectId], start: Key, end: Key
-) -> int:
-    """How many of these chats' messages have start <= key < end (both id forms), on `{chat_id: 1, <key>: 1}`."""
-    return sum(
-        messages.count_documents(_in_chats_between(chunk, key, start, end)) for chunk in in_chunks(chat_ids, forms=True)
-    )
+def count_of_chats(messages: Documents, key: ArrivalKey, chat_ids: Sequence[ObjectId], start: Key, end: Key) -> int:
+    return sum(messages.count_documents(query) for query in _chats_between(key, chat_ids, start, end))
 
 
-def in_row_order(documents: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def in_row_order(documents: Iterable[Document]) -> list[Document]:
     """Messages in a workbook's row order, (timestamp, _id), as MongoDB sorts them."""
     return sorted(documents, key=_timestamp_order)
 
@@ -192,23 +168,19 @@ def bson_order(value: object) -> tuple[int, object]:
     return (rank, value if rank in (2, 3, 6, 8) else 0)
 
 
-def _timestamp_order(document: dict[str, Any]) -> tuple[tuple[int, object], tuple[int, object]]:
+def _timestamp_order(document: Document) -> tuple[tuple[int, object], tuple[int, object]]:
     return bson_order(document.get("timestamp")), bson_order(document.get("_id"))
 
 
 def _merged(cursors: Sequence[Iterator[T]], order: Callable[[T], Any]) -> Iterator[T]:
-    """The chunks' sorted cursors as one sorted stream."""
     return iter(cursors[0]) if len(cursors) == 1 else heapq.merge(*cursors, key=order)
 
 
-def _rows(
-    messages: Collection[dict[str, Any]], queries: Iterable[dict[str, Any]], *, allow_disk_use: bool = False
-) -> Iterator[dict[str, Any]]:
+def _rows(messages: Documents, queries: Iterable[Document], *, allow_disk_use: bool = False) -> Iterator[Document]:
     """Each query's messages in (timestamp, _id) order, merged: a workbook's rows."""
     # MESSAGE_BATCH_SIZE is read per call: a test shrinks it.
-    options: dict[str, Any] = {"batch_size": connection.MESSAGE_BATCH_SIZE}
-    if allow_disk_use:
-        options["allow_disk_use"] = True
+    options: Document = {"batch_size": connection.MESSAGE_BATCH_SIZE}
+    options |= {"allow_disk_use": True} if allow_disk_use else {}
     cursors = [
         iter(messages.find(query, MESSAGE_PROJECTION, **options).sort([("timestamp", ASCENDING), ("_id", ASCENDING)]))
         for query in queries
@@ -217,41 +189,37 @@ def _rows(
 
 
 def window_messages(
-    messages: Collection[dict[str, Any]], key: ArrivalKey, chat_ids: Sequence[ObjectId], start: Key, end: Key
-) -> Iterator[dict[str, Any]]:
+    messages: Documents, key: ArrivalKey, chat_ids: Sequence[ObjectId], start: Key, end: Key
+) -> Iterator[Document]:
     """These chats' messages (both id forms) with start <= arrival key < end, in (timestamp, _id) order, on
     `{chat_id: 1, <key>: 1}`; the sort may need a blocking stage on a big window, hence allow_disk_use."""
-    queries = [_in_chats_between(chunk, key, start, end) for chunk in in_chunks(chat_ids, forms=True)]
-    return _rows(messages, queries, allow_disk_use=True)
+    return _rows(messages, _chats_between(key, chat_ids, start, end), allow_disk_use=True)
 
 
 def messages_by_timestamp(
-    messages: Collection[dict[str, Any]], chat_ids: Sequence[object], start: datetime, end: datetime
-) -> Iterator[dict[str, Any]]:
+    messages: Documents, chat_ids: Sequence[object], start: datetime, end: datetime
+) -> Iterator[Document]:
     """A manual window: these chats' messages with start <= timestamp < end, in (timestamp, _id) order."""
     between = {"$gte": start, "$lt": end}
-    return _rows(messages, [{"chat_id": {"$in": chunk}, "timestamp": between} for chunk in in_chunks(list(chat_ids))])
+    return _rows(messages, [{"chat_id": {"$in": chunk}, "timestamp": between} for chunk in in_chunks(chat_ids)])
 
 
-# How many of the newest messages (by `_id`) a scheduled run looks at before it moves any cursor.
-NEWEST_PROBED = 10
+NEWEST_PROBED = 10  # the newest messages (by `_id`) a scheduled run looks at before it moves any cursor
 
 
 @dataclass(frozen=True)
 class ArrivalKeyCheck:
     """What the bounded probes of the arrival key found: one sentence each, or None."""
 
-    # Messages exist but none of the newest carries a usable key: a run sees nothing, so it moves no cursor.
-    unusable: str | None = None
-    # Some messages cannot be placed (missing or wrong-typed key): reported, they are never exported.
-    partial: str | None = None
+    unusable: str | None = None  # none of the newest messages has a usable key: a run sees nothing, moves no cursor
+    partial: str | None = None  # some messages cannot be placed (missing or wrong-typed key): never exported
 
     @property
     def problem(self) -> str | None:
         return self.unusable or self.partial
 
 
-def check_arrival_key(messages: Collection[dict[str, Any]], key: ArrivalKey, *, ends: bool = True) -> ArrivalKeyCheck:
+def check_arrival_key(messages: Documents, key: ArrivalKey, *, ends: bool = True) -> ArrivalKeyCheck:
     """Whether the arrival key can see the messages, from a few index entries, never a scan: the newest
     NEWEST_PROBED by `_id`, and with `ends` both ends of the key's index, where MongoDB sorts a missing or
     wrong-typed key (for `_id` the newest messages are the upper end)."""
@@ -259,7 +227,15 @@ def check_arrival_key(messages: Collection[dict[str, Any]], key: ArrivalKey, *, 
     if not newest:
         return ArrivalKeyCheck()  # no message: nothing to miss
     if not any(key.usable(key.of(document)) for document in newest):
-        return ArrivalKeyCheck(unusable=_unusable_sentence(key, key.of(newest[0]), newest[0]))
+        value = key.of(newest[0])
+        held = "that field" if value is None else f"a {type(value).__name__} there, not {key.type_name}"
+        missing = "none of the newest messages has" if value is None else "the newest messages hold"
+        instead = "a date field" if key.uses_object_id else "_id or to a date field"
+        return ArrivalKeyCheck(
+            unusable=f"EXPORT_ARRIVAL_FIELD is {key.field!r}, but {missing} {held} (e.g. message _id "
+            f"{newest[0].get('_id')!r}), so scheduled runs would pass over every message: they move no cursor and "
+            f"send nothing until you set EXPORT_ARRIVAL_FIELD to {instead} the platform writes on every message at insert."
+        )
     directions = ([ASCENDING] if key.uses_object_id else [ASCENDING, DESCENDING]) if ends else []
     # Lazy: an index end is read only once everything before it was usable.
     index_ends = (
@@ -269,26 +245,11 @@ def check_arrival_key(messages: Collection[dict[str, Any]], key: ArrivalKey, *, 
         if document is None:
             break
         if not key.usable(value := key.of(document)):
-            return ArrivalKeyCheck(partial=_partial_sentence(key, value, document))
+            found = "no value" if value is None else f"a {type(value).__name__} value"
+            example = f"e.g. message _id {document.get('_id')!r}" if not key.uses_object_id else repr(value)
+            return ArrivalKeyCheck(
+                partial=f"Some messages have {found} in {key.field} ({example}) where the arrival order needs "
+                f"{key.type_name}: scheduled runs cannot place them and never export them; set EXPORT_ARRIVAL_FIELD "
+                "to a field every message gets at insert, or fix the platform writer."
+            )
     return ArrivalKeyCheck()
-
-
-def _unusable_sentence(key: ArrivalKey, value: object, document: dict[str, Any]) -> str:
-    held = "that field" if value is None else f"a {type(value).__name__} there, not {key.type_name}"
-    missing = "none of the newest messages has" if value is None else "the newest messages hold"
-    instead = "a date field" if key.uses_object_id else "_id or to a date field"
-    return (
-        f"EXPORT_ARRIVAL_FIELD is {key.field!r}, but {missing} {held} (e.g. message _id {document.get('_id')!r}), so "
-        "scheduled runs would pass over every message: they move no cursor and send nothing until you set "
-        f"EXPORT_ARRIVAL_FIELD to {instead} the platform writes on every message at insert."
-    )
-
-
-def _partial_sentence(key: ArrivalKey, value: object, document: dict[str, Any]) -> str:
-    found = "no value" if value is None else f"a {type(value).__name__} value"
-    example = f" (e.g. message _id {document.get('_id')!r})" if not key.uses_object_id else f" ({value!r})"
-    return (
-        f"Some messages have {found} in {key.field}{example} where the arrival order needs "
-        f"{key.type_name}: scheduled runs cannot place them and never export them; set EXPORT_ARRIVAL_FIELD "
-        "to a field every message gets at insert, or fix the platform writer."
-    )

@@ -3,56 +3,50 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
-from bson.errors import InvalidId
 from pymongo import ASCENDING, MongoClient, ReadPreference
 from pymongo.collection import Collection
-from pymongo.database import Database
 from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
 
-from wa_export.clock import as_utc, to_millis
+from wa_export.clock import as_utc, as_utc_or_none, to_millis
 from wa_export.errors import ConfigError, MongoUnavailable, UnknownWorkspace
 from wa_export.redaction import redact
 from wa_export.settings import ID_FORM, Settings
-from wa_export.units import count_noun
+from wa_export.units import count_noun, count_or_zero
 
 SERVICE_NAME = "excel_export_scheduler"
 MESSAGE_BATCH_SIZE = 2_000
 CHAT_IDS_PER_QUERY = 5_000  # arrivals.in_chunks
 MESSAGE_PROJECTION = {"chat_id": 1, "direction": 1, "is_ai_generated": 1, "content": 1, "timestamp": 1}
 CHAT_PROJECTION = {"phone_number": 1, "customer_phone": 1}
-
-Index = tuple[str, list[tuple[str, int]]]
-
-
-def supporting_indexes(arrival_field: str) -> list[Index]:
-    """The indexes the export queries and `verify` rely on (`health` checks them; nothing creates them on the platform's data)."""
-    if arrival_field == "_id":
-        arrival = [("messages", [("chat_id", ASCENDING), ("_id", ASCENDING)])]
-    else:
-        arrival = [
-            ("messages", [(arrival_field, ASCENDING)]),  # the pass over the arrival range
-            ("messages", [("chat_id", ASCENDING), (arrival_field, ASCENDING)]),
-        ]
-    return [
-        ("chats", [("workspace_id", ASCENDING)]),  # a workspace's chats
-        *arrival,
-        ("messages", [("chat_id", ASCENDING), ("timestamp", ASCENDING)]),  # manual windows and stats
-        ("export_logs", [("attachment_sha256", ASCENDING)]),  # `verify`: which export a file is
-    ]
-
-
 # Servers that send no code (mongoeco, some proxies) still say it in words.
 AUTH_FAILED_TEXT = re.compile(r"auth(entication)? failed|bad auth|sasl.*fail", re.IGNORECASE)
 AUTH_REQUIRED_TEXT = re.compile(r"authentication required|requires authentication", re.IGNORECASE)
-# Naming the databases that do have a workspaces collection costs one command per database.
 DATABASES_PROBED = 50
+
+Index = tuple[str, list[tuple[str, int]]]
+Document = dict[str, Any]
+Documents = Collection[Document]
+
+
+def supporting_indexes(arrival_field: str) -> list[Index]:
+    """The indexes the export queries and `verify` rely on (`health` checks them; nothing creates them)."""
+    # A workspace's chats; the pass over the arrival range (on `_id` without one); a chat's messages by arrival
+    # and by time (manual windows and stats); which export a file is (`verify`).
+    arrival_pass = [] if arrival_field == "_id" else [("messages", [(arrival_field, ASCENDING)])]
+    return [
+        ("chats", [("workspace_id", ASCENDING)]),
+        *arrival_pass,
+        ("messages", [("chat_id", ASCENDING), (arrival_field, ASCENDING)]),
+        ("messages", [("chat_id", ASCENDING), ("timestamp", ASCENDING)]),
+        ("export_logs", [("attachment_sha256", ASCENDING)]),
+    ]
 
 
 @dataclass(frozen=True)
@@ -91,11 +85,18 @@ def authentication_problem(error: BaseException) -> str | None:
     return None
 
 
-def describe_mongo_error(error: BaseException, settings: Settings) -> str:
-    """One sentence for an operator, with any password from the URI removed."""
+def describe_mongo_error(error: BaseException, settings: Settings, *, query: bool = False) -> str:
+    """One sentence for an operator, with any password from the URI removed; with `query` a refused query (not a
+    login) names the database the user may have to read."""
     text = authentication_problem(error)
     if text is None and isinstance(error, ConfigurationError):
         text = f"MONGODB_URI cannot be used: {error}."
+    elif text is None and query and isinstance(error, OperationFailure):
+        detail = str(error.details.get("errmsg") if error.details else error)[:300]
+        text = (
+            f"MongoDB refused the query ({detail}); check that the MONGODB_URI user may read "
+            f"database {settings.mongodb_database!r}."
+        )
     elif text is None:
         detail = str(error).split(", Timeout:")[0].split(" (configured timeouts")[0]
         text = (
@@ -105,10 +106,19 @@ def describe_mongo_error(error: BaseException, settings: Settings) -> str:
     return redact(text, settings.secrets())
 
 
-def connect(settings: Settings) -> MongoClient[dict[str, Any]]:
+@contextmanager
+def mongo_errors(settings: Settings, *, queries: bool = True) -> Iterator[None]:
+    """Any MongoDB error is "MongoDB unreachable" (exit 3), also after the initial ping."""
+    try:
+        yield
+    except PyMongoError as error:
+        raise MongoUnavailable(describe_mongo_error(error, settings, query=queries)) from None
+
+
+def connect(settings: Settings) -> MongoClient[Document]:
     """A client that fails within the configured timeout instead of pymongo's 30 s default."""
     timeout_ms = int(settings.mongodb_timeout_seconds * 1000)
-    try:
+    with mongo_errors(settings, queries=False):
         return MongoClient(
             settings.mongodb_uri,
             tz_aware=True,
@@ -119,33 +129,24 @@ def connect(settings: Settings) -> MongoClient[dict[str, Any]]:
             retryWrites=True,
             retryReads=True,
         )
-    except PyMongoError as error:
-        raise MongoUnavailable(describe_mongo_error(error, settings)) from None
 
 
 def parse_workspace_id(raw: str) -> ObjectId:
-    try:
-        return ObjectId(raw.strip())
-    except (InvalidId, TypeError):
-        raise UnknownWorkspace(f"{raw!r} is not a workspace id: expected {ID_FORM}.") from None
+    if (object_id := as_object_id(raw.strip())) is None:
+        raise UnknownWorkspace(f"{raw!r} is not a workspace id: expected {ID_FORM}.")
+    return object_id
 
 
 class Store:
     """The collections wa-export reads and writes, on one database."""
 
-    def __init__(self, client: MongoClient[dict[str, Any]], settings: Settings) -> None:
-        self.client = client
-        self.settings = settings
+    def __init__(self, client: MongoClient[Document], settings: Settings) -> None:
+        self.client, self.settings = client, settings
         # The primary, whatever MONGODB_URI says: a lagging secondary would hide messages a cursor then skips for good.
-        self.db: Database[dict[str, Any]] = client.get_database(
-            settings.mongodb_database, read_preference=ReadPreference.PRIMARY
-        )
-        self.workspaces: Collection[dict[str, Any]] = self.db["workspaces"]
-        self.chats: Collection[dict[str, Any]] = self.db["chats"]
-        self.messages: Collection[dict[str, Any]] = self.db["messages"]
-        self.export_logs: Collection[dict[str, Any]] = self.db["export_logs"]
-        self.system_logs: Collection[dict[str, Any]] = self.db["system_logs"]
-        self.export_state: Collection[dict[str, Any]] = self.db["export_state"]
+        self.db = client.get_database(settings.mongodb_database, read_preference=ReadPreference.PRIMARY)
+        self.workspaces, self.chats, self.messages = self.db["workspaces"], self.db["chats"], self.db["messages"]
+        self.export_logs, self.system_logs = self.db["export_logs"], self.db["system_logs"]
+        self.export_state: Documents = self.db["export_state"]
 
     @classmethod
     def open(cls, settings: Settings) -> Store:
@@ -161,35 +162,41 @@ class Store:
         self.client.close()
 
     def ping(self) -> None:
-        try:
+        with mongo_errors(self.settings, queries=False):
             self.client.admin.command("ping")
-        except PyMongoError as error:
-            raise MongoUnavailable(describe_mongo_error(error, self.settings)) from None
 
     def database_now(self) -> datetime:
         """The database server's clock (`hello.localTime`) at BSON precision, one for every host (docs/design.md)."""
-        try:
-            reply = self.client.admin.command("hello")
-        except PyMongoError as error:
-            raise MongoUnavailable(describe_mongo_error(error, self.settings)) from None
-        local_time = reply.get("localTime")
+        with mongo_errors(self.settings, queries=False):
+            local_time = self.client.admin.command("hello").get("localTime")
         if not isinstance(local_time, datetime):
             raise MongoUnavailable(
                 "MongoDB did not report its clock (hello.localTime); wa-export needs a MongoDB 4.4 or newer server."
             )
         return to_millis(as_utc(local_time))
 
+    def _holds_workspaces(self, database: str) -> bool | None:
+        """Whether the database has a `workspaces` collection; None when we may not look."""
+        try:
+            return bool(self.client[database].list_collection_names(filter={"name": "workspaces"}))
+        except OperationFailure:
+            return None
+
     def workspaces_collection_problem(self) -> str | None:
         """The sentence for a MONGODB_DATABASE without a `workspaces` collection; None if it has one or we may not look."""
-        try:
-            if self.db.list_collection_names(filter={"name": "workspaces"}):
-                return None
+        if self._holds_workspaces(self.settings.mongodb_database) is not False:
+            return None
+        try:  # naming the databases that have one costs one command each
+            names = sorted(set(self.client.list_database_names()) - {"admin", "config", "local"})[:DATABASES_PROBED]
+            elsewhere = [name for name in names if self._holds_workspaces(name)]  # one we may not read is not named
+            where = (
+                f"databases that have one: {', '.join(elsewhere)}"
+                if elsewhere
+                else "no database on this server has one"
+            )
+            where = f" ({where})"
         except OperationFailure:
-            return None  # not permitted to list collections: no verdict
-        elsewhere = self._databases_with_workspaces()
-        where = f" (databases that have one: {', '.join(elsewhere)})" if elsewhere else ""
-        if elsewhere == []:
-            where = " (no database on this server has one)"
+            where = ""
         return (
             f"MONGODB_DATABASE is {self.settings.mongodb_database!r}, but that database has no workspaces collection"
             f"{where}; set MONGODB_DATABASE to the platform's database."
@@ -197,24 +204,8 @@ class Store:
 
     def require_workspaces_collection(self) -> None:
         """ConfigError (exit 2) for a database that is not the platform's: nothing reads or writes there."""
-        problem = self.workspaces_collection_problem()
-        if problem is not None:
+        if (problem := self.workspaces_collection_problem()) is not None:
             raise ConfigError(problem)
-
-    def _databases_with_workspaces(self) -> list[str] | None:
-        """Databases on this server holding a `workspaces` collection; None when we may not list databases."""
-        try:
-            names = self.client.list_database_names()
-        except OperationFailure:
-            return None
-        found: list[str] = []
-        for name in [name for name in sorted(names) if name not in ("admin", "config", "local")][:DATABASES_PROBED]:
-            try:
-                if self.client[name].list_collection_names(filter={"name": "workspaces"}):
-                    found.append(name)
-            except OperationFailure:
-                continue  # a database this user may not read is simply not named
-        return found
 
     def active_workspaces(self) -> list[Workspace]:
         return self.list_workspaces().workspaces
@@ -235,19 +226,16 @@ class Store:
             if not listing.workspaces:
                 self.require_workspaces_collection()
             return listing
-        object_ids = [parse_workspace_id(raw) for raw in raw_ids]
-        forms = [form for object_id in object_ids for form in (object_id, str(object_id))]
-        listing = one_per_id(self.workspaces.find({"_id": {"$in": forms}}, projection), fields)
+        ids = [str(parse_workspace_id(raw)) for raw in raw_ids]
+        listing = one_per_id(self.workspaces.find({"_id": {"$in": both_forms(map(ObjectId, ids))}}, projection), fields)
         found = {workspace.id: workspace for workspace in listing.workspaces}
-        missing = [str(object_id) for object_id in object_ids if str(object_id) not in found]
-        if missing:
+        if missing := [id_ for id_ in ids if id_ not in found]:
             self.require_workspaces_collection()
             raise UnknownWorkspace(
                 f"No workspace with id {', '.join(missing)} in database {self.settings.mongodb_database!r}; "
                 "check the id (wa-export stats lists active workspaces)."
             )
-        ordered = {str(object_id): found[str(object_id)] for object_id in object_ids}
-        return WorkspaceListing(list(ordered.values()), listing.duplicates)
+        return WorkspaceListing([found[id_] for id_ in dict.fromkeys(ids)], listing.duplicates)
 
     def stored_twice(self) -> list[DuplicateWorkspace]:
         """Every workspace id held by more than one document (any status), for `health`: only a string `_id` can
@@ -262,26 +250,49 @@ class Store:
 
     def missing_indexes(self) -> list[Index]:
         """Supporting indexes that are absent: a prefix match of an existing index counts as present."""
-
-        def keys(index: Mapping[str, Any]) -> list[tuple[str, object]]:
-            return [(field, int(order) if isinstance(order, (int, float)) else order) for field, order in index.items()]
-
         existing = {
-            name: [keys(index["key"]) for index in self.db[name].list_indexes()]
+            name: [
+                [(key, int(order) if isinstance(order, float) else order) for key, order in index["key"].items()]
+                for index in self.db[name].list_indexes()
+            ]
             for name in ("chats", "messages", "export_logs")
         }
         wanted = supporting_indexes(self.settings.export_arrival_field)
         return [(name, keys) for name, keys in wanted if not any(have[: len(keys)] == keys for have in existing[name])]
 
 
+def open_store(settings: Settings) -> closing[Store]:
+    return closing(Store.open(settings))
+
+
 def field_at(document: Mapping[str, Any], path: str) -> object:
     """The value at a dotted path, or None when a part is missing or not a sub-document."""
     value: object = document
     for segment in path.split("."):
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(segment)
+        value = value.get(segment) if isinstance(value, Mapping) else None
     return value
+
+
+def text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+# How a dataclass field is read from a stored document, by its type: a value of the wrong type reads as absent.
+FIELD_READERS: dict[str, Callable[[object], Any]] = {
+    "str": lambda value: text_or_none(value) or "",
+    "str | None": text_or_none,
+    "int": count_or_zero,
+    "int | None": lambda value: value if isinstance(value, int) and not isinstance(value, bool) else None,
+    "datetime | None": as_utc_or_none,
+    "ObjectId | None": lambda value: value if isinstance(value, ObjectId) else None,
+}
+
+
+def read_fields(kind: Any, document: Mapping[str, Any], **named: Any) -> dict[str, Any]:
+    """The fields of dataclass `kind` from a document, each by FIELD_READERS unless `named`."""
+    return named | {
+        f.name: FIELD_READERS[str(f.type)](document.get(f.name)) for f in fields(kind) if f.name not in named
+    }
 
 
 def as_object_id(value: object) -> ObjectId | None:
@@ -289,6 +300,11 @@ def as_object_id(value: object) -> ObjectId | None:
     if isinstance(value, str) and len(value) == 24 and ObjectId.is_valid(value):
         return ObjectId(value)
     return value if isinstance(value, ObjectId) else None
+
+
+def both_forms(ids: Iterable[ObjectId]) -> list[object]:
+    """Each id as an ObjectId and as its string, the two forms platform writers use."""
+    return [form for object_id in ids for form in (object_id, str(object_id))]
 
 
 @dataclass(frozen=True)
@@ -318,24 +334,20 @@ class WorkspaceListing:
     duplicates: list[DuplicateWorkspace] = field(default_factory=list)
 
 
-def one_per_id(documents: Iterable[dict[str, Any]], fields: Mapping[str, str] | None = None) -> WorkspaceListing:
+def one_per_id(documents: Iterable[Document], fields: Mapping[str, str] | None = None) -> WorkspaceListing:
     """One Workspace per id (the `_id` as an ObjectId or its 24-hex string), in the documents' order: a tenant
     stored both ways is one workspace (its chats name it either way), the ObjectId document first, others duplicates."""
-    by_id: dict[str, list[dict[str, Any]]] = {}
+    by_id: dict[str, list[Document]] = {}
     for document in documents:
         by_id.setdefault(str(as_object_id(document["_id"]) or document["_id"]), []).append(document)
     listing = WorkspaceListing([])
     for workspace_id, group in by_id.items():
         group.sort(key=lambda document: not isinstance(document["_id"], ObjectId))  # stable: else the order read
         first = group[0]
+        values = {name: value for name, path in (fields or {}).items() if (value := field_at(first, path)) is not None}
+        object_id = as_object_id(first["_id"]) or first["_id"]
         listing.workspaces.append(
-            Workspace(
-                workspace_id,
-                _name(first),
-                str(first.get("status", "")),
-                as_object_id(first["_id"]) or first["_id"],
-                {name: value for name, path in (fields or {}).items() if (value := field_at(first, path)) is not None},
-            )
+            Workspace(workspace_id, _name(first), str(first.get("status", "")), object_id, values)
         )
         if len(group) > 1:
             kinds = ["string" if isinstance(d["_id"], str) else type(d["_id"]).__name__ for d in group]
@@ -344,32 +356,6 @@ def one_per_id(documents: Iterable[dict[str, Any]], fields: Mapping[str, str] | 
     return listing
 
 
-def _name(document: dict[str, Any]) -> str:
+def _name(document: Document) -> str:
     name = document.get("name")
     return name if isinstance(name, str) else ("" if name is None else str(name))
-
-
-@contextmanager
-def open_store(settings: Settings) -> Iterator[Store]:
-    store = Store.open(settings)
-    try:
-        yield store
-    finally:
-        store.close()
-
-
-@contextmanager
-def mongo_errors(settings: Settings) -> Iterator[None]:
-    """A connection lost after the initial ping is still "MongoDB unreachable" (exit 3)."""
-    try:
-        yield
-    except OperationFailure as error:
-        if authentication_problem(error) is not None:
-            raise MongoUnavailable(describe_mongo_error(error, settings)) from None
-        detail = redact(str(error.details.get("errmsg") if error.details else error)[:300], settings.secrets())
-        raise MongoUnavailable(
-            f"MongoDB refused the query ({detail}); check that the MONGODB_URI user may read "
-            f"database {settings.mongodb_database!r}."
-        ) from None
-    except PyMongoError as error:
-        raise MongoUnavailable(describe_mongo_error(error, settings)) from None

@@ -1,11 +1,5 @@
-"""The delivery ledger: export_logs entries read back as what was sent, to whom, and which messages it held.
-
-An entry of an emailed workbook records the file's `attachment_sha256`, `attachment_bytes` and
-`file_name` (store/logs.py writes them), and its range: arrival keys (`window_start_key`,
-`window_end_key`) for a scheduled window or a part of one, else the timestamp window
-(`window_start`, `window_end`) of a manual export. `resend` rebuilds a workbook from that range,
-`verify` finds the entry of a file by its hash (on the `{attachment_sha256: 1}` index).
-"""
+"""The delivery ledger: an export_logs entry read back as what was sent to whom, its messages' range (a scheduled
+window's arrival keys, else a manual export's timestamps: `resend` rebuilds from it) and its file's hash (`verify`)."""
 
 from __future__ import annotations
 
@@ -16,14 +10,13 @@ from typing import Any, Literal
 
 from bson import ObjectId
 from pymongo import ASCENDING
-from pymongo.collection import Collection
 
 from wa_export.addresses import split_address_list
 from wa_export.clock import as_utc_or_none
 from wa_export.store.arrivals import Key, is_key
-from wa_export.units import count_or_zero
+from wa_export.store.connection import Documents, read_fields
 
-Logs = Collection[dict[str, Any]]
+Logs = Documents
 RangeKind = Literal["arrival", "timestamp"]
 MATCHES_SHOWN = 20  # every workbook is a new file, so one match is the rule: a bound, not a page size
 
@@ -75,43 +68,21 @@ class LedgerEntry:
         return None
 
 
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _number(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 def read_entry(document: Mapping[str, Any]) -> LedgerEntry:
     """An export_logs document as a ledger entry; fields of the wrong type read as absent."""
     low, high = document.get("window_start_key"), document.get("window_end_key")
-    # Both ends of one kind: MongoDB compares a range within one type only.
-    keys = (low, high) if is_key(low) and is_key(high) and type(low) is type(high) else None
     sent_to = document.get("email_sent_to")
-    recipients, _ = split_address_list(sent_to) if isinstance(sent_to, str) else ((), ())
-    resend_of = document.get("resend_of")
     return LedgerEntry(
-        id=document["_id"],
-        workspace_id=str(document.get("workspace_id") or ""),
-        workspace_name=_text(document.get("workspace_name")) or "",
-        status=_text(document.get("status")) or "",
-        trigger=_text(document.get("trigger")),
-        export_time=as_utc_or_none(document.get("export_timestamp")),
-        created_at=as_utc_or_none(document.get("created_at")),
-        updated_at=as_utc_or_none(document.get("updated_at")),
-        recipients=recipients,
-        message_count=count_or_zero(document.get("message_count")),
-        window_start=as_utc_or_none(document.get("window_start")),
-        window_end=as_utc_or_none(document.get("window_end")),
-        keys=keys,
-        part=_number(document.get("part")),
-        parts=_number(document.get("parts")),
-        file_path=_text(document.get("file_path")),
-        file_name=_text(document.get("file_name")),
-        attachment_sha256=_text(document.get("attachment_sha256")),
-        attachment_bytes=_number(document.get("attachment_bytes")),
-        resend_of=resend_of if isinstance(resend_of, ObjectId) else None,
+        **read_fields(
+            LedgerEntry,
+            document,
+            id=document["_id"],
+            workspace_id=str(document.get("workspace_id") or ""),
+            export_time=as_utc_or_none(document.get("export_timestamp")),
+            recipients=split_address_list(sent_to)[0] if isinstance(sent_to, str) else (),
+            # Both ends of one kind: MongoDB compares a range within one type only.
+            keys=(low, high) if is_key(low) and is_key(high) and type(low) is type(high) else None,
+        )
     )
 
 

@@ -5,31 +5,23 @@ chat's when its `chat_id` holds the chat's ObjectId or its string."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from bson import ObjectId
-from pymongo.collection import Collection
 
-from wa_export.store.connection import CHAT_PROJECTION, Chat, Workspace
+from wa_export.store.connection import CHAT_PROJECTION, Chat, Documents, Workspace
 from wa_export.store.connection import as_object_id as as_object_id  # also ownership's: the id rule
+from wa_export.store.connection import both_forms as both_forms
 
-
-def both_forms(ids: Iterable[ObjectId]) -> list[object]:
-    """Each id as an ObjectId and as its string, the two forms platform writers use."""
-    return [form for object_id in ids for form in (object_id, str(object_id))]
+chat_of_message = as_object_id  # the chat a message's `chat_id` names (either form), or None: nobody's
 
 
 def owner_of(chat: Mapping[str, Any]) -> str | None:
     """The one workspace id (24 hex) a chat document belongs to, or None: it names no single workspace."""
     owner = as_object_id(chat.get("workspace_id"))
     return None if owner is None else str(owner)
-
-
-def chat_of_message(raw_chat_id: object) -> ObjectId | None:
-    """The chat a message's `chat_id` names (either form), or None: the message is nobody's."""
-    return as_object_id(raw_chat_id)
 
 
 def chat_of(document: Mapping[str, Any]) -> Chat:
@@ -53,7 +45,7 @@ class WorkspaceChats:
         return both_forms(self.owned)
 
 
-def chats_of_workspace(chats: Collection[dict[str, Any]], workspace: Workspace) -> WorkspaceChats:
+def chats_of_workspace(chats: Documents, workspace: Workspace) -> WorkspaceChats:
     """Every chat that belongs to this workspace, in one query on the `workspace_id` index; chats that name it
     among others (an array) belong to nobody and are returned as `shared`."""
     found = WorkspaceChats()

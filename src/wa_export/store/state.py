@@ -1,38 +1,34 @@
-"""The `export_state` collection: every read and write of it (docs/design.md, "The first cursor" and "Leases").
+"""Every read and write of `export_state`, in database time; a lease owner's writes hold only while it owns the lease,
+so a stalled run never moves another run's cursor (docs/design.md, "The first cursor" and "Leases").
 
-Why this module is long: cursors and leases are only safe while every write follows the same rules, so all
-of them live here (tests/test_state_writes.py). Every time written is the database clock's. A lease is one atomic upsert
-matching only a free or expired lease; every later write of the owner is conditional on still holding it,
-so a run stalled past its expiry never moves another run's cursor. A legacy `watermark` is only read.
+Why this module is long: cursors and leases are only safe while every write follows the same rules, so all live here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
 from pymongo import ReturnDocument, UpdateOne
-from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from wa_export.clock import DatabaseClock, as_utc, as_utc_or_none
 from wa_export.schedule import ServedSlot
 from wa_export.settings import Settings
 from wa_export.store.arrivals import ArrivalKey, Key, is_key, key_order
-from wa_export.store.connection import Store
+from wa_export.store.connection import Document, Documents, Store, read_fields
 from wa_export.store.logs import original_service_exports
-from wa_export.units import count_or_zero
 
 DUPLICATE_KEY = 11000
-# A cursor is "ahead of the database clock" only beyond this: a run started a moment later may have moved
-# it to its own window end, and "now" is known to within a round trip and an ObjectId's whole second.
+# "now" is known to within a round trip and an ObjectId's second; a later run may have moved a cursor to its end.
 CLOCK_TOLERANCE = timedelta(seconds=2)
 # An earlier version may have delivered messages up to EXPORT_LAG_SECONDS (plus noise) past its watermark.
 LEGACY_DUPLICATE_MARGIN = timedelta(minutes=1)
 KEEP_IN_FLIGHT = object()  # Lease.failed: leave the stored in_flight as it is
+ANY_CURSOR = object()  # set_moved_cursor: whatever the cursor is now
 
 
 @dataclass(frozen=True)
@@ -48,21 +44,15 @@ class InFlight:
     started_at: datetime | None
     note: str | None = None
 
-    def as_document(self) -> dict[str, Any]:
+    def as_document(self) -> Document:
         return {name: value for name, value in vars(self).items() if name != "note" or value is not None}
 
     @classmethod
     def from_document(cls, value: object) -> InFlight | None:
-        """Each field if it has its type, else None."""
         if not isinstance(value, dict):
             return None
-        key = (ObjectId, datetime)
-        kinds: tuple[type | tuple[type, ...], ...] = (ObjectId, str, key, key, int, int, datetime, str)
-        found: dict[str, Any] = {
-            entry.name: item if isinstance(item := value.get(entry.name), kind) else None
-            for entry, kind in zip(fields(cls), kinds, strict=True)
-        }
-        return cls(**{**found, "started_at": as_utc_or_none(found["started_at"])})
+        keys = {name: key if is_key(key := value.get(name)) else None for name in ("from_key", "to_key")}
+        return cls(**read_fields(cls, value, **keys))
 
     def overlaps(self, low: Key, high: Key) -> bool:
         """Whether [low, high) shares a key with [from_key, to_key); unknown bounds overlap everything."""
@@ -72,20 +62,15 @@ class InFlight:
 
     def reach(self, high: Key) -> Key:
         """`high`, or the end of this range where it goes further."""
-        if self.to_key is not None and key_order(self.to_key) > key_order(high):
-            return self.to_key
-        return high
+        return self.to_key if self.to_key is not None and key_order(self.to_key) > key_order(high) else high
 
     def after(self, key: Key) -> InFlight | None:
         """What is left of the range from `key` on (all of it when unreadable), or None once it is passed."""
-        if self.to_key is None:
-            return self
-        if key_order(self.to_key) <= key_order(key):
+        if self.to_key is not None and key_order(self.to_key) <= key_order(key):
             return None
-        if self.from_key is None:
+        if self.to_key is None or self.from_key is None:
             return self
-        start = self.from_key if key_order(self.from_key) > key_order(key) else key
-        return replace(self, log_id=None, from_key=start)
+        return replace(self, log_id=None, from_key=max(self.from_key, key, key=key_order))
 
 
 @dataclass(frozen=True)
@@ -110,26 +95,22 @@ class WorkspaceState:
         if document is None:
             return cls(workspace_id)
         cursor, pending = document.get("cursor"), document.get("pending_files")
-        schedule = document.get("served_schedule")
         return cls(
-            workspace_id,
-            exists=True,
-            cursor=as_utc(cursor) if isinstance(cursor, datetime) else cursor,
-            watermark=as_utc_or_none(document.get("watermark")),
-            in_flight=InFlight.from_document(document.get("in_flight")),
-            consecutive_failures=count_or_zero(document.get("consecutive_failures")),
-            pending_files=tuple(path for path in pending if isinstance(path, str)) if isinstance(pending, list) else (),
-            lease_owner=owner if isinstance(owner := document.get("lease_owner"), str) else None,
-            lease_expires_at=as_utc_or_none(document.get("lease_expires_at")),
-            served_slot=as_utc_or_none(document.get("served_slot")),
-            served_schedule=schedule if isinstance(schedule, str) else None,
+            **read_fields(
+                cls,
+                document,
+                workspace_id=workspace_id,
+                exists=True,
+                cursor=as_utc(cursor) if isinstance(cursor, datetime) else cursor,
+                in_flight=InFlight.from_document(document.get("in_flight")),
+                pending_files=tuple(p for p in pending if isinstance(p, str)) if isinstance(pending, list) else (),
+            )
         )
 
     @property
     def served(self) -> ServedSlot | None:
-        if self.served_slot is None or self.served_schedule is None:
-            return None
-        return ServedSlot(self.served_schedule, self.served_slot)
+        slot, schedule = self.served_slot, self.served_schedule
+        return None if slot is None or schedule is None else ServedSlot(schedule, slot)
 
     @property
     def cursor_key(self) -> Key | None:
@@ -152,24 +133,17 @@ class WorkspaceState:
 
 def read_states(store: Store, workspace_ids: Sequence[str] | None = None) -> dict[str, WorkspaceState]:
     """Every export_state document in one read (or those of the named workspaces)."""
-    query: dict[str, Any] = {} if workspace_ids is None else {"_id": {"$in": list(workspace_ids)}}
+    query: Document = {} if workspace_ids is None else {"_id": {"$in": list(workspace_ids)}}
     projection = dict.fromkeys((f.name for f in fields(WorkspaceState) if f.name not in ("workspace_id", "exists")), 1)
-    return {
-        str(document["_id"]): WorkspaceState.from_document(str(document["_id"]), document)
-        for document in store.export_state.find(query, projection, batch_size=50_000)
-    }
+    found = store.export_state.find(query, projection, batch_size=50_000)
+    return {str(document["_id"]): WorkspaceState.from_document(str(document["_id"]), document) for document in found}
 
 
-def read_state_documents(
-    store: Store, workspace_ids: Sequence[str], *, single: bool = False
-) -> dict[str, dict[str, Any]]:
-    """The whole export_state documents of these workspaces (for `state` and the metrics), in one query."""
-    if single:
-        found = [store.export_state.find_one({"_id": workspace_ids[0]})] if workspace_ids else []
-        return {document["_id"]: document for document in found if document is not None}
+def read_state_documents(store: Store, workspace_ids: Sequence[str], *, single: bool = False) -> dict[str, Document]:
+    """The whole documents of these workspaces, in one query (all documents, as a run reads them, unless `single`)."""
+    query = {"_id": workspace_ids[0]} if single else {}
     wanted = set(workspace_ids)
-    # All documents in one read (as a scheduled run does), not one query per workspace.
-    return {document["_id"]: document for document in store.export_state.find({}) if document["_id"] in wanted}
+    return {document["_id"]: document for document in store.export_state.find(query) if document["_id"] in wanted}
 
 
 def read_lease(store: Store, workspace_id: str) -> tuple[str | None, datetime | None]:
@@ -192,13 +166,8 @@ def count_foreign_cursors(store: Store, key: ArrivalKey) -> int:
 
 
 def count_cursors_ahead(store: Store, key: ArrivalKey, now: datetime) -> int:
-    """How many cursors are ahead of the database clock `now` (a clock anomaly; `health` reports it)."""
+    """How many cursors are ahead of the database clock `now` (a clock anomaly)."""
     return store.export_state.count_documents({"cursor": {"$gt": key.at(now + CLOCK_TOLERANCE)}})
-
-
-def lease_is_free(now: datetime) -> dict[str, Any]:
-    """The filter of a document whose lease nobody holds (never taken, released or expired at `now`)."""
-    return {"$or": [{"lease_expires_at": None}, {"lease_expires_at": {"$lte": now}}]}
 
 
 @dataclass(frozen=True)
@@ -237,10 +206,8 @@ def first_cursor(
         note = "migrated from a timestamp watermark: its last run may have delivered some of these already"
         marker = InFlight(None, None, key.at(start), key.at(until), None, None, now, note)
         return FirstCursor(key.at(start), "legacy_watermark", marker, start)
-    if original_export is not None:
-        start = min(original_export, end)
-        return FirstCursor(key.at(start), "original_service", starts_at=start)
-    return FirstCursor(key.at(end - interval), "first_interval", starts_at=end - interval)
+    start = end - interval if original_export is None else min(original_export, end)
+    return FirstCursor(key.at(start), "first_interval" if original_export is None else "original_service", None, start)
 
 
 @dataclass(frozen=True)
@@ -256,49 +223,52 @@ class IdleAdvance:
     serves: ServedSlot | None = None  # the schedule slot this finding-nothing serves
 
 
-def _served(serves: ServedSlot | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The fields ($set) and the operators recording a served slot with a cursor move; the slot only grows ($max),
-    so a run that read an older state never takes it back."""
-    if serves is None:
-        return {}, {}
-    return {"served_schedule": serves.schedule}, {"$max": {"served_slot": serves.slot}}
+def lease_is_free(now: datetime) -> Document:
+    """The filter of a document whose lease nobody holds (never taken, released or expired)."""
+    return {"$or": [{"lease_expires_at": None}, {"lease_expires_at": {"$lte": now}}]}
+
+
+def _moved(key: Key, source: str, now: datetime) -> Document:
+    return {"cursor": key, "cursor_source": source, "cursor_set_at": now}
+
+
+def _update(
+    changes: Document,
+    now: datetime,
+    *,
+    serves: ServedSlot | None = None,
+    success: bool = False,
+    more: Document | None = None,
+) -> Document:
+    """`$set` of `changes` and `updated_at` (with `success` the failures reset, with `serves` its slot, which only
+    grows ($max): a run that read an older state never takes it back), and the `more` operators."""
+    done: Document = {"last_success_at": now, "consecutive_failures": 0, "last_error": None} if success else {}
+    more = dict(more or {})
+    if serves is not None:
+        done["served_schedule"] = serves.schedule
+        more["$max"] = {"served_slot": serves.slot}
+    return {"$set": {**changes, **done, "updated_at": now}, **more}
 
 
 def advance_idle(store: Store, clock: DatabaseClock, end_key: Key, items: Sequence[IdleAdvance]) -> None:
-    """One bulk write for every workspace with nothing new: a cursor moves to `end_key` only from within what the
-    run looked at, never over a live lease or another run's in_flight; a workspace without a document gets one."""
+    """One bulk write for the workspaces with nothing new: a cursor moves to `end_key` only from within what the run
+    looked at, never over a live lease or another run's in_flight."""
     now = clock.now()
-    moved = {"cursor": end_key, "cursor_set_at": now, "last_success_at": now, "updated_at": now}
     operations: list[UpdateOne] = []
     for item in items:
         source = item.new_source or "first_interval"
         if not item.exists:
-            created = {
-                **moved,
-                "cursor_source": source,
-                "created_at": now,
-                "consecutive_failures": 0,
-                "in_flight": None,
-            }
-            served = (
-                {}
-                if item.serves is None
-                else {"served_schedule": item.serves.schedule, "served_slot": item.serves.slot}
-            )
-            operations.append(
-                UpdateOne(
-                    {"_id": item.workspace_id},
-                    {"$setOnInsert": {**created, **served, "pending_files": []}},
-                    upsert=True,
-                )
-            )
+            created = {**_moved(end_key, source, now), "last_success_at": now, "updated_at": now, "created_at": now}
+            created |= {"consecutive_failures": 0, "in_flight": None, "pending_files": []}
+            if item.serves is not None:
+                created |= {"served_schedule": item.serves.schedule, "served_slot": item.serves.slot}
+            operations.append(UpdateOne({"_id": item.workspace_id}, {"$setOnInsert": created}, upsert=True))
             continue
-        where: dict[str, Any] = {"cursor": {"$exists": False}}
+        where: Document = {"cursor": {"$exists": False}}
         if item.read_cursor is not None:
             position = {"$gte": item.read_cursor, "$lt": end_key} if item.covered else item.read_cursor
             where, source = {"cursor": position, "in_flight": None}, "export"
-        served_fields, served_operators = _served(item.serves)
-        update = {"$set": {**moved, **served_fields, "cursor_source": source}, **served_operators}
+        update = _update({**_moved(end_key, source, now), "last_success_at": now}, now, serves=item.serves)
         operations.append(UpdateOne({"_id": item.workspace_id, **where, **lease_is_free(now)}, update))
     if not operations:
         return
@@ -311,33 +281,20 @@ def advance_idle(store: Store, clock: DatabaseClock, end_key: Key, items: Sequen
             raise
 
 
-ANY_CURSOR = object()  # set_moved_cursor: whatever the cursor is now
-
-
 def set_moved_cursor(
     store: Store, workspace_id: str, now: datetime, new_key: Key, *, expected_cursor: object = ANY_CURSOR
-) -> dict[str, Any] | None:
-    """`state --move-to/--move-past`: one upsert of the cursor, only while no live lease is held and (unless
-    ANY_CURSOR) the cursor is still `expected_cursor`, else DuplicateKeyError; the document before (or None).
-    in_flight stays: the next run still flags a possible duplicate."""
-    query: dict[str, Any] = {"_id": workspace_id, **lease_is_free(now)}
+) -> Document | None:
+    """One upsert of the cursor while no live lease is held and it is still `expected_cursor` (else DuplicateKeyError);
+    the document before. in_flight stays: the next run still flags a possible duplicate."""
+    query: Document = {"_id": workspace_id, **lease_is_free(now)}
     if expected_cursor is not ANY_CURSOR:
         query["cursor"] = expected_cursor  # None also matches a document without one
-    moved = {"cursor": new_key, "cursor_source": "moved", "cursor_set_at": now, "updated_at": now}
-    return store.export_state.find_one_and_update(
-        query, {"$set": moved, "$setOnInsert": {"created_at": now}}, upsert=True, return_document=ReturnDocument.BEFORE
-    )
+    update = _update(_moved(new_key, "moved", now), now, more={"$setOnInsert": {"created_at": now}})
+    return store.export_state.find_one_and_update(query, update, upsert=True, return_document=ReturnDocument.BEFORE)
 
 
-def _as_document(in_flight: InFlight | None) -> dict[str, Any] | None:
+def _as_document(in_flight: InFlight | None) -> Document | None:
     return None if in_flight is None else in_flight.as_document()
-
-
-def _success(now: datetime, in_flight: InFlight | None) -> dict[str, Any]:
-    """What a delivery that ended well writes: the intent left (usually None), the failures reset."""
-    return dict(
-        in_flight=_as_document(in_flight), last_success_at=now, consecutive_failures=0, last_error=None, updated_at=now
-    )
 
 
 class LeaseLost(Exception):
@@ -346,113 +303,83 @@ class LeaseLost(Exception):
 
 @dataclass
 class Lease:
-    """An owned lease on one workspace's export_state document."""
-
-    collection: Collection[dict[str, Any]]
+    collection: Documents
     workspace_id: str
     owner: str
     duration: timedelta
     clock: DatabaseClock
     expires_at: datetime
     state: WorkspaceState
+    cursor: object  # as stored (WorkspaceState.cursor), then as this lease moved it
     new_cursor_source: str | None = None  # set when this lease created the cursor
     serves: ServedSlot | None = None  # the schedule slot recorded once the delivery has ended well
-    cursor: object = field(init=False)  # as stored (WorkspaceState.cursor)
 
-    def __post_init__(self) -> None:
-        self.cursor = self.state.cursor
-
-    def _update(
-        self,
-        what: str,
-        changes: dict[str, Any],
-        *,
-        release: bool = False,
-        more: dict[str, Any] | None = None,
-        **where: Any,
-    ) -> None:
-        """One write conditional on still owning the lease (and `where`); LeaseLost if it is no longer ours."""
+    def _write(self, what: str | None, update: Document, *, release: bool = False, **where: Any) -> None:
+        """One write conditional on still owning the lease (and `where`); LeaseLost, unless `what` is None, if it is
+        no longer ours."""
         if release:
-            changes.update(lease_owner=None, lease_expires_at=None)
-        result = self.collection.update_one(
-            {"_id": self.workspace_id, "lease_owner": self.owner, **where}, {"$set": changes, **(more or {})}
-        )
-        if result.matched_count != 1:
+            update["$set"].update(lease_owner=None, lease_expires_at=None)
+        result = self.collection.update_one({"_id": self.workspace_id, "lease_owner": self.owner, **where}, update)
+        if result.matched_count != 1 and what is not None:
             raise LeaseLost(
                 f"the lease on workspace {self.workspace_id} expired and was taken by another run before {what}"
             )
 
     def renew(self) -> None:
         expires_at = self.clock.now() + self.duration
-        self._update("it could be renewed", {"lease_expires_at": expires_at})
+        self._write("it could be renewed", {"$set": {"lease_expires_at": expires_at}})
         self.expires_at = expires_at
 
     def set_in_flight(self, in_flight: InFlight, pending_files: Sequence[str]) -> None:
-        """Record the intent to send, before the email goes to SMTP."""
         now = self.clock.now()
-        intent = {"in_flight": in_flight.as_document(), "pending_files": list(pending_files)}
-        self._update("the email was sent (nothing was sent)", {**intent, "last_attempt_at": now, "updated_at": now})
+        intent = {"in_flight": in_flight.as_document(), "pending_files": list(pending_files), "last_attempt_at": now}
+        self._write("the email was sent (nothing was sent)", _update(intent, now))
 
     def delivered(
-        self,
-        to_key: Key,
-        delivered_file: str | None,
-        *,
-        possible_duplicate: bool,
-        in_flight: InFlight | None,
-        release: bool,
+        self, to_key: Key, file: str | None, *, possible_duplicate: bool, in_flight: InFlight | None, release: bool
     ) -> None:
-        """The email was accepted: the cursor moves past it, the failures reset; `in_flight` is what stays unknown
-        beyond this part (an earlier run's intent reaching further), usually None."""
+        """The email was accepted: the cursor moves past it; `in_flight`: an earlier intent reaching further, if any."""
         now = self.clock.now()
-        changes = {"cursor": to_key, "cursor_source": "export", "cursor_set_at": now, **_success(now, in_flight)}
+        changes = {**_moved(to_key, "export", now), "in_flight": _as_document(in_flight)}
         if possible_duplicate:
             changes["last_possible_duplicate_at"] = now
-        more: dict[str, Any] = {"$pull": {"pending_files": delivered_file}} if delivered_file is not None else {}
-        if release:  # the last part: the delivery has ended well, its slot is served
-            served_fields, served_operators = _served(self.serves)
-            changes.update(served_fields)
-            more.update(served_operators)
-        self._update("the cursor could move", changes, release=release, more=more, cursor=self.cursor)
+        pull = {"$pull": {"pending_files": file}} if file is not None else {}
+        serves = self.serves if release else None
+        update = _update(changes, now, serves=serves, success=True, more=pull)
+        self._write("the cursor could move", update, release=release, cursor=self.cursor)
         self.cursor = to_key
 
     def caught_up(self, end_key: Key, *, release: bool, force: bool = False) -> None:
-        """Nothing (left) to deliver up to `end_key`: the cursor moves there (one already past it only with `force`:
-        one ahead of the database clock comes back), any stale intent is closed."""
+        """Nothing (left) to deliver up to `end_key`: the cursor moves there (back only with `force`: one ahead of the
+        database clock), any stale intent is closed."""
         now = self.clock.now()
-        changes = _success(now, None)
         # The cursor is of the run's key kind: the window refused any other (ArrivalKey.position).
         moves = force or not is_key(self.cursor) or key_order(self.cursor) < key_order(end_key)
-        if moves:
-            changes.update(cursor=end_key, cursor_source="export", cursor_set_at=now)
-        served_fields, served_operators = _served(self.serves)
-        changes.update(served_fields)
-        self._update("the cursor could move", changes, release=release, more=served_operators, cursor=self.cursor)
+        changes = {"in_flight": None, **(_moved(end_key, "export", now) if moves else {})}
+        update = _update(changes, now, serves=self.serves, success=True)
+        self._write("the cursor could move", update, release=release, cursor=self.cursor)
         if moves:
             self.cursor = end_key
 
     def failed(
         self, error: str, *, in_flight: object = KEEP_IN_FLIGHT, pending_files: Sequence[str] | None, release: bool
     ) -> None:
-        """A delivery failed: the cursor stays, the failure is counted; `in_flight` may have been delivered anyway."""
+        """The cursor stays, the failure is counted; `in_flight` may have been delivered anyway."""
         now = self.clock.now()
-        changes: dict[str, Any] = {"last_error": error, "last_attempt_at": now, "updated_at": now}
+        changes: Document = {"last_error": error, "last_attempt_at": now}
         if in_flight is None or isinstance(in_flight, InFlight):
             changes["in_flight"] = _as_document(in_flight)
         if pending_files is not None:
             changes["pending_files"] = list(pending_files)
-        more = {"$inc": {"consecutive_failures": 1}}
-        self._update("the failure could be recorded", changes, release=release, more=more)
+        update = _update(changes, now, more={"$inc": {"consecutive_failures": 1}})
+        self._write("the failure could be recorded", update, release=release)
 
     def release(self) -> None:
         # Conditional: never release a lease that expired and now belongs to another run.
-        self.collection.update_one(
-            {"_id": self.workspace_id, "lease_owner": self.owner},
-            {"$set": {"lease_owner": None, "lease_expires_at": None, "updated_at": self.clock.now()}},
-        )
+        self._write(None, _update({}, self.clock.now()), release=True)
 
     def count_escaped_failure(self, error: str) -> None:
-        """A failure that escaped the delivery's own records, after the lease was released: counted anyway."""
+        """A failure that escaped the delivery's own records, after the lease was released."""
         self.collection.update_one(
             {"_id": self.workspace_id},
             {"$inc": {"consecutive_failures": 1}, "$set": {"last_error": error, "last_attempt_at": self.clock.now()}},
@@ -467,21 +394,21 @@ def acquire_lease(
     clock: DatabaseClock,
     first_cursor: FirstCursor | None = None,
 ) -> Lease | None:
-    """Take the workspace's lease, or None if another run holds a live one. A workspace without a cursor gets
-    `first_cursor` in the same write or right after, so a failing first delivery still pins the start."""
+    """The workspace's lease, or None if another run holds a live one; `first_cursor` is pinned in the same write or
+    right after, so a failing first delivery still pins the start."""
     collection = store.export_state
     now = clock.now()
     expires_at = now + duration
-    on_insert: dict[str, Any] = {"created_at": now, "consecutive_failures": 0, "pending_files": []}
-    first_changes: dict[str, Any] = {}
+    on_insert: Document = {"created_at": now, "consecutive_failures": 0, "pending_files": []}
+    pin: Document = {}
     if first_cursor is not None:
-        first_changes = {"cursor": first_cursor.key, "cursor_source": first_cursor.source, "cursor_set_at": now}
-        on_insert.update(first_changes, in_flight=_as_document(first_cursor.in_flight))
+        pin = _moved(first_cursor.key, first_cursor.source, now)
+        on_insert.update(pin, in_flight=_as_document(first_cursor.in_flight))
+    taken = {"lease_owner": owner, "lease_expires_at": expires_at, "lease_acquired_at": now}
     try:
-        taken = {"lease_owner": owner, "lease_expires_at": expires_at, "lease_acquired_at": now, "updated_at": now}
         document = collection.find_one_and_update(
             {"_id": workspace_id, **lease_is_free(now)},
-            {"$set": taken, "$setOnInsert": on_insert},
+            _update(taken, now, more={"$setOnInsert": on_insert}),
             upsert=True,
             return_document=ReturnDocument.AFTER,
         )
@@ -490,14 +417,14 @@ def acquire_lease(
     if document is None or document.get("lease_owner") != owner:
         return None
     state = WorkspaceState.from_document(workspace_id, document)
-    lease = Lease(collection, workspace_id, owner, duration, clock, expires_at, state)
+    lease = Lease(collection, workspace_id, owner, duration, clock, expires_at, state, state.cursor)
     if first_cursor is None:
         return lease
     if document.get("created_at") == now and state.cursor == first_cursor.key:
         lease.new_cursor_source = first_cursor.source
     if not state.has_cursor:
         # An older document (e.g. one with only a timestamp watermark): pin the cursor now.
-        changes = {**first_changes, "updated_at": now}
+        changes = {**pin, "updated_at": now}
         if first_cursor.in_flight is not None:
             changes["in_flight"] = first_cursor.in_flight.as_document()
         result = collection.update_one(

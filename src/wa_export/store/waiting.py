@@ -12,7 +12,7 @@ from pymongo import ASCENDING
 from wa_export.clock import as_utc_or_none
 from wa_export.settings import Settings
 from wa_export.store.arrivals import ArrivalKey, Key, in_chunks, is_key, key_order, time_of
-from wa_export.store.connection import Store, Workspace, field_at
+from wa_export.store.connection import Document, Store, Workspace, field_at
 from wa_export.store.ownership import chats_of_workspace
 
 
@@ -34,9 +34,7 @@ def position_key(settings: Settings, document: Mapping[str, Any], now: datetime)
     if is_key(cursor):
         return key.position(str(document.get("_id")), cursor)
     watermark = as_utc_or_none(document.get("watermark"))
-    if watermark is not None:
-        return key.at(min(watermark, now))  # never past the clock
-    return None
+    return None if watermark is None else key.at(min(watermark, now))  # never past the clock
 
 
 def workspace_chat_ids(store: Store, workspace: Workspace) -> list[object]:
@@ -47,24 +45,17 @@ def workspace_chat_ids(store: Store, workspace: Workspace) -> list[object]:
 def count_waiting(store: Store, workspace: Workspace, from_key: Key, cap: int | None) -> Waiting:
     """Messages of the workspace's chats with arrival key >= from_key, and the oldest one's arrival time."""
     field = store.settings.export_arrival_field
-    counted_from = time_of(from_key)
-    assert counted_from is not None
-    chat_ids = workspace_chat_ids(store, workspace)
-    total = 0
-    oldest: Key | None = None
-    capped = False
-    for chunk in in_chunks(chat_ids):
+    total, capped, oldest = 0, False, None
+    for chunk in in_chunks(workspace_chat_ids(store, workspace)):
         query = {"chat_id": {"$in": chunk}, field: {"$gte": from_key}}
-        remaining: dict[str, Any] = {} if cap is None else {"limit": cap - total}
+        remaining: Document = {} if cap is None else {"limit": cap - total}
         found = store.messages.count_documents(query, **remaining)
         capped = cap is not None and found >= cap - total
         if found == 0:
             continue
         total += found
-        first = next(iter(store.messages.find(query, {field: 1}).sort(field, ASCENDING).limit(1)), None)
-        key = field_at(first, field) if first is not None else None
-        if is_key(key) and (oldest is None or key_order(key) < key_order(oldest)):
-            oldest = key
+        first = next(iter(store.messages.find(query, {field: 1}).sort(field, ASCENDING).limit(1)), {})
+        oldest = min(filter(is_key, (oldest, field_at(first, field))), key=key_order, default=None)
         if capped:
             break
-    return Waiting(total, capped, time_of(oldest), counted_from)
+    return Waiting(total, capped, time_of(oldest), key_order(from_key)[0])
