@@ -14,13 +14,7 @@ from typing import Any
 from wa_export.errors import ExitCode, UsageProblem, WaExportError
 from wa_export.workbook.publish import unlink_quietly
 
-# What each kind is for, in `wa-export deploy --help` order; its files are deploy_files/<kind>/*.
-KINDS: dict[str, str] = {
-    "systemd": "the export, cleanup and health services with their timers (for /etc/systemd/system)",
-    "cron": "the crontab: export every 15 minutes, daily cleanup, hourly health check",
-    "logrotate": "rotation of the cron jobs' logs (for /etc/logrotate.d)",
-    "env": "every setting, commented, with its default (for .env or /etc/wa-export/env)",
-}
+KINDS = ("systemd", "cron", "logrotate", "env")  # in `wa-export deploy --help` order; files: deploy_files/<kind>/*
 FILE_MODE = 0o644  # like any unit or config file there, whatever the umask
 
 

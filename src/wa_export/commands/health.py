@@ -108,37 +108,32 @@ def _ref(workspace: Workspace, **facts: Any) -> dict[str, Any]:
     return {"id": workspace.id, "name": workspace.name, **facts}
 
 
-def check_smtp_settings(settings: Settings) -> Check:
+def check_smtp(settings: Settings, login: bool) -> list[Check]:
+    """The SMTP settings; with `login`, also a connection that starts TLS and logs in."""
     try:
         check_sendable(settings)
     except MailError as error:
-        return Check("smtp_settings", "failed", str(error))
-    mode = tls_mode(settings)
-    login = f"login as {settings.smtp_username}" if settings.smtp_username else "no login"
-    where = f"{settings.smtp_server}:{settings.smtp_port}, {mode}, {login}, from {settings.smtp_from}"
+        untried = Check("smtp_login", "failed", "Not tried: the SMTP settings are incomplete (see smtp_settings).")
+        return [Check("smtp_settings", "failed", str(error)), *([untried] if login else [])]
+    mode, user, server = tls_mode(settings), settings.smtp_username, f"{settings.smtp_server}:{settings.smtp_port}"
+    where = f"{server}, {mode}, {f'login as {user}' if user else 'no login'}, from {settings.smtp_from}"
     note = " but SMTP_SECURITY=none sends passwords and exports unencrypted" if mode == "none" else ""
     details = {"server": settings.smtp_server, "port": settings.smtp_port, "security": mode}
-    return Check("smtp_settings", "warning" if note else "ok", f"SMTP settings complete ({where}){note}.", details)
-
-
-def check_smtp_login(settings: Settings, settings_check: Check) -> Check:
-    if settings_check.status == "failed":
-        return Check("smtp_login", "failed", "Not tried: the SMTP settings are incomplete (see smtp_settings).")
+    checks = [Check("smtp_settings", "warning" if note else "ok", f"SMTP settings complete ({where}){note}.", details)]
     try:
-        with MailSender(settings) as sender:
-            sender.verify_login()
+        if login:
+            with MailSender(settings) as sender:
+                sender.verify_login()
+            who = f" as {user}" if user else ""
+            checks.append(Check("smtp_login", "ok", f"Connected to {server} over {mode} and logged in{who}."))
     except MailError as error:
-        return Check("smtp_login", "failed", str(error), {"step": error.step})
-    who = f" as {settings.smtp_username}" if settings.smtp_username else ""
-    where = f"{settings.smtp_server}:{settings.smtp_port} over {tls_mode(settings)}"
-    return Check("smtp_login", "ok", f"Connected to {where} and logged in{who}.")
+        checks.append(Check("smtp_login", "failed", str(error), {"step": error.step}))
+    return checks
 
 
 def check_export_dir(export_dir: Path) -> Check:
     """Writable (or creatable) with free space: a probe file, as os.access() lies to root and on read-only mounts."""
-    existing = export_dir
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = next(path for path in (export_dir, *export_dir.parents) if path.exists() or path == path.parent)
     details: dict[str, Any] = {"path": str(export_dir)}
     if not existing.is_dir():
         return Check("export_dir", "failed", export_dir_not_a_directory(export_dir, existing), details)
@@ -156,8 +151,9 @@ def check_export_dir(export_dir: Path) -> Check:
     state = f"{export_dir} is writable" if existing == export_dir else created
     free = f"{format_bytes(usage.free)} free of {format_bytes(usage.total)}"
     if usage.free < MIN_FREE_BYTES or (usage.total and usage.free / usage.total < MIN_FREE_FRACTION):
-        reason = f"{state}, but only {free}; free space or run `wa-export cleanup`."
-        return Check("export_dir", "warning", reason, details)
+        return Check(
+            "export_dir", "warning", f"{state}, but only {free}; free space or run `wa-export cleanup`.", details
+        )
     return Check("export_dir", "ok", f"{state}; {free}.", details)
 
 
@@ -439,9 +435,7 @@ def run_health(settings: Settings, *, smtp_login: bool = False) -> HealthReport:
                 now = store.database_now()
         except MongoUnavailable as error:
             report.checks.append(Check("mongodb", "failed", str(error)))
-        smtp = check_smtp_settings(settings)
-        report.checks += [smtp, *([check_smtp_login(settings, smtp)] if smtp_login else [])]
-        report.checks.append(check_export_dir(settings.export_dir))
+        report.checks += [*check_smtp(settings, smtp_login), check_export_dir(settings.export_dir)]
         for check in DATABASE_CHECKS:
             name = check.__name__.removeprefix("check_")
             if store is None:
