@@ -8,22 +8,12 @@ from datetime import tzinfo
 from pathlib import Path
 from typing import Any
 
+from wa_export import settings as rules
 from wa_export.envfile import read_configuration
 from wa_export.errors import ExitCode
 from wa_export.mail.errors import refusal
 from wa_export.mongodb_uri import parse_mongodb_uri
 from wa_export.redaction import redact
-from wa_export.settings import (
-    RULES,
-    WORKSPACE_VARIABLES,
-    SettingProblem,
-    malformed_variables_sentence,
-    secrets_in,
-    sending_problems,
-    unknown_setting_variables,
-    validate_environment,
-    workspace_variable_name,
-)
 from wa_export.units import count_noun
 
 MASK = "********"
@@ -53,10 +43,12 @@ class ConfigReport:
     warnings: list[str] = field(default_factory=list)  # said on stderr, as by every command
 
     @property
-    def problems(self) -> list[SettingProblem]:
+    def problems(self) -> list[rules.SettingProblem]:
         """Each as said after its variable (`INVALID SMTP_PORT: must be …`): the variable named once."""
         lines = [*self.settings, *self.workspace_addresses]
-        return [SettingProblem(ln.variable, ln.problem.removeprefix(f"{ln.variable} ")) for ln in lines if ln.problem]
+        return [
+            rules.SettingProblem(ln.variable, ln.problem.removeprefix(f"{ln.variable} ")) for ln in lines if ln.problem
+        ]
 
     @property
     def problem_variables(self) -> str:
@@ -87,20 +79,21 @@ def config_report(env_file: Path | None, environ: dict[str, str] | None = None) 
     """Validate the configuration like every command does, but report instead of stopping (an unreadable .env
     file is still a ConfigError: there is nothing to list)."""
     source = read_configuration(env_file, environ)
-    settings, problems = validate_environment(source)
+    settings, problems = rules.validate_environment(source)
     # An invalid MONGODB_URI is shown as written, so the secrets as configured count too.
-    secrets = settings.secrets() + secrets_in(source.values)
+    secrets = settings.secrets() + rules.secrets_in(source.values)
     # What a run that sends refuses once the values are valid is a problem too.
     problems += [
-        SettingProblem(s.variable, str(refusal(settings, "config", s.what, s.hint))) for s in sending_problems(settings)
+        rules.SettingProblem(s.variable, str(refusal(settings, "config", s.what, s.hint)))
+        for s in rules.sending_problems(settings)
     ]
     by_variable: dict[str, list[str]] = {}
     for problem in problems:
         by_variable.setdefault(problem.variable, []).append(problem.message)
     report = ConfigReport(source.env_file, warnings=list(settings.load_warnings))
     report.misspelt_variables = dict(settings.misspelt_variables)
-    report.unknown_variables = unknown_setting_variables(source.values)
-    for rule in RULES:
+    report.unknown_variables = rules.unknown_setting_variables(source.values)
+    for rule in rules.RULES:
         messages = by_variable.pop(rule.variable, [])
         # An invalid value is shown as written (the run refuses it); a valid or unset one as it is used.
         shown = source.values.get(rule.variable, "") if messages else _display(getattr(settings, rule.field))
@@ -114,20 +107,20 @@ def config_report(env_file: Path | None, environ: dict[str, str] | None = None) 
         shown = _masked(shown, rule.secrecy == "value", secrets)
         report.settings.append(SettingLine(rule.variable, shown, origin, " ".join(messages) or None))
     for name in sorted(source.values):
-        if (parsed_name := workspace_variable_name(name)) is None:
+        if (parsed_name := rules.workspace_variable_name(name)) is None:
             continue
         workspace_id, suffix = parsed_name
         value = settings.workspace_variable(workspace_id, suffix) if workspace_id is not None else None
-        if workspace_id is not None and not WORKSPACE_VARIABLES[suffix].fails_workspace_only:
+        if workspace_id is not None and not rules.WORKSPACE_VARIABLES[suffix].fails_workspace_only:
             if value is not None:  # an invalid one is a setting problem
                 report.workspace_settings.append(SettingLine(name, _display(value), source.origin(name)))
             continue
         if workspace_id is None:
-            trouble: str | None = malformed_variables_sentence([name]) + "."
+            trouble: str | None = rules.malformed_variables_sentence([name]) + "."
         else:
             trouble = settings.workspace_variable_problem(workspace_id, suffix)
         shown = source.values[name] if trouble is not None else _display(value)
-        shown = _masked(shown, WORKSPACE_VARIABLES[suffix].secret, secrets)
+        shown = _masked(shown, rules.WORKSPACE_VARIABLES[suffix].secret, secrets)
         report.workspace_addresses.append(SettingLine(name, shown, source.origin(name), trouble))
     for variable, messages in by_variable.items():  # a problem reported under another name
         report.settings.append(SettingLine(variable, "", source.origin(variable), " ".join(messages)))

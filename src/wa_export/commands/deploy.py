@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -39,24 +40,21 @@ class DeployResult:
         return {"ok": True, "exit_code": ExitCode.OK, **asdict(self)}  # paths become strings in the JSON
 
 
-def _files_of(kind: str) -> list[DeployFile]:
-    entries = [e for e in resources.files("wa_export").joinpath("deploy_files", kind).iterdir() if e.is_file()]
-    return [DeployFile(kind, e.name, e.read_text(encoding="utf-8")) for e in sorted(entries, key=lambda e: e.name)]
-
-
 def all_files() -> list[DeployFile]:
-    return [file for kind in KINDS for file in _files_of(kind)]
+    """Every shipped file, kind by kind, each kind's by name."""
+    folders = [(kind, resources.files("wa_export").joinpath("deploy_files", kind)) for kind in KINDS]
+    entries = [(kind, entry) for kind, folder in folders for entry in sorted(folder.iterdir(), key=lambda e: e.name)]
+    return [
+        DeployFile(kind, entry.name, entry.read_text(encoding="utf-8")) for kind, entry in entries if entry.is_file()
+    ]
 
 
 def shipped_files(target: str) -> list[DeployFile]:
     """The files of a kind (`systemd`), or the one file of that name (`wa-export.timer`)."""
-    if target in KINDS:
-        return _files_of(target)
-    named = [file for file in all_files() if file.name == target]
-    if not named:
+    if not (found := [file for file in all_files() if target in (file.kind, file.name)]):
         names = ", ".join(file.name for file in all_files())
         raise UsageProblem(f"There is no deploy file {target!r}; name one of {', '.join(KINDS)}, or a file: {names}.")
-    return named
+    return found
 
 
 def deploy(target: str, directory: Path | None = None, overwrite: bool = False) -> DeployResult:
@@ -78,18 +76,16 @@ def deploy(target: str, directory: Path | None = None, overwrite: bool = False) 
         path = directory / file.name
         if file.name in same:
             os.chmod(path, FILE_MODE)
-            result.unchanged.append(path)
         else:
             _write(path, file.text)
-            result.written.append(path)
+        (result.unchanged if file.name in same else result.written).append(path)
     return result
 
 
 def _holds(path: Path, text: str) -> bool:
-    try:
+    with suppress(OSError):
         return path.is_file() and path.read_bytes() == text.encode("utf-8")
-    except OSError:
-        return False
+    return False
 
 
 def _write(path: Path, text: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections import Counter
-from contextlib import suppress
+from contextlib import ExitStack, closing, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,6 +17,7 @@ from typing import Any, Literal, cast, get_args
 
 from pymongo.errors import PyMongoError
 
+from wa_export import settings as rules
 from wa_export.clock import as_utc, utc_now
 from wa_export.errors import ExitCode, MongoUnavailable
 from wa_export.export.results import run_warnings, unmatched_variable_warnings
@@ -27,12 +28,7 @@ from wa_export.mail.transport import tls_mode
 from wa_export.recipients import SOURCE_LABELS, UNSENT_WITHOUT_ADDRESS, RecipientSource, missing_hint, recipients_for
 from wa_export.redaction import redact
 from wa_export.schedule import overdue_since
-from wa_export.settings import (
-    Settings,
-    export_dir_not_a_directory,
-    malformed_variables_sentence,
-    unmatched_variables_sentence,
-)
+from wa_export.settings import Settings
 from wa_export.store import logs
 from wa_export.store.arrivals import ArrivalKey, check_arrival_key
 from wa_export.store.connection import SERVICE_NAME, Store, Workspace, describe_mongo_error
@@ -136,7 +132,7 @@ def check_export_dir(export_dir: Path) -> Check:
     existing = next(path for path in (export_dir, *export_dir.parents) if path.exists() or path == path.parent)
     details: dict[str, Any] = {"path": str(export_dir)}
     if not existing.is_dir():
-        return Check("export_dir", "failed", export_dir_not_a_directory(export_dir, existing), details)
+        return Check("export_dir", "failed", rules.export_dir_not_a_directory(export_dir, existing), details)
     created = f"{export_dir} does not exist yet and can be created in {existing}"
     try:
         tempfile.TemporaryFile(dir=existing).close()  # 0600, removed at once
@@ -193,8 +189,8 @@ def check_workspace_addresses(store: Store, settings: Settings, now: datetime) -
         problems.append(
             f"{count_noun(len(refused), 'workspace')} fail{'s' if len(refused) == 1 else ''} every export for a refused address, first {_label(refused[0])}: {clause(found[refused[0].id].problem or '')}"
         )
-    notes = [unmatched_variables_sentence(stray, settings.mongodb_database)] if stray else []
-    notes += [malformed_variables_sentence(malformed)] if malformed else []
+    notes = [rules.unmatched_variables_sentence(stray, settings.mongodb_database)] if stray else []
+    notes += [rules.malformed_variables_sentence(malformed)] if malformed else []
     if problems:
         if where and not refused:  # refused addresses are among the sources: "the others" would be wrong
             problems.append(f"addresses of the others: {where}")
@@ -427,9 +423,9 @@ DATABASE_CHECKS = (
 def run_health(settings: Settings, *, smtp_login: bool = False) -> HealthReport:
     report = HealthReport(checked_at=utc_now())
     now, store = report.checked_at, cast("Store | None", None)
-    try:
+    with ExitStack() as open_connections:
         try:
-            store = Store.open(settings)
+            store = open_connections.enter_context(closing(Store.open(settings)))
             report.checks.append(Check("mongodb", "ok", f"Reachable; database {settings.mongodb_database!r}."))
             with suppress(MongoUnavailable):  # the database's clock, the one the runs write their times on
                 now = store.database_now()
@@ -451,7 +447,4 @@ def run_health(settings: Settings, *, smtp_login: bool = False) -> HealthReport:
                 details = logs.HealthCheckDetails(status=report.status, checks=checks)
                 logs.record_health_check(store.system_logs, report.summary(), utc_now(), details)
                 report.recorded = True
-    finally:
-        if store is not None:
-            store.close()
     return report

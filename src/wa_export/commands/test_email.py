@@ -13,7 +13,7 @@ from typing import Any
 from wa_export.addresses import parse_address_list
 from wa_export.clock import utc_now
 from wa_export.errors import ExitCode, UsageProblem
-from wa_export.mail.errors import MailError, MailOutcome
+from wa_export.mail.errors import MailError, MailStep, refusal
 from wa_export.mail.message import OutgoingMail, check_recipients, check_sendable
 from wa_export.mail.sender import MailSender
 from wa_export.mail.transport import tls_mode
@@ -60,9 +60,8 @@ def resolve_recipients(settings: Settings, workspace_id: str | None, to: Sequenc
     if to:
         return Recipients(parse_address_list(",".join(to), "--to"), "option", "--to")  # ConfigError: exit 2
     if workspace_id is None:
-        raise UsageProblem(
-            "Say where to send the test: --to ADDRESS, or --workspace ID to use that workspace's configured addresses."
-        )
+        where = "--to ADDRESS, or --workspace ID to use that workspace's configured addresses"
+        raise UsageProblem(f"Say where to send the test: {where}.")
     recipients = from_environment(workspace_id, settings)
     if recipients is None and settings.export_recipients_field:
         with open_store(settings) as store, mongo_errors(settings):
@@ -86,10 +85,8 @@ def send_test_email(settings: Settings, workspace_id: str | None, to: Sequence[s
         # These checks run before anything is written or any connection is made.
         check_sendable(settings)
         if resolved.problem is not None:
-            problem = resolved.problem[0].upper() + resolved.problem[1:]
-            raise MailError(
-                "domain" if resolved.problem_kind == "domain" else "recipient", problem, outcome=MailOutcome.REFUSED
-            )
+            step: MailStep = "domain" if resolved.problem_kind == "domain" else "recipient"
+            raise refusal(settings, step, resolved.problem[0].upper() + resolved.problem[1:], "")
         check_recipients(resolved.addresses, settings)
         with tempfile.TemporaryDirectory(prefix="wa-export-test-") as tmp:  # mkdtemp: 0700
             us, them, sample_id = "+10000000000", "+10000000001", workspace or SAMPLE_WORKSPACE_ID
@@ -98,12 +95,9 @@ def send_test_email(settings: Settings, workspace_id: str | None, to: Sequence[s
                 writer.append(them, us, "This is a wa-export test reply", now, "sent_via_ai", sample_id)
                 sample = writer.commit()
             body = (
-                "This is a test email from wa-export.\n"
-                "\n"
-                f"Workspace: {workspace or '(none given)'}\n"
+                f"This is a test email from wa-export.\n\nWorkspace: {workspace or '(none given)'}\n"
                 f"SMTP server: {server} ({result.security})\n"
-                f"Sent at: {now.astimezone(settings.export_timezone):%Y-%m-%d %H:%M:%S} {settings.timezone_name}\n"
-                "\n"
+                f"Sent at: {now.astimezone(settings.export_timezone):%Y-%m-%d %H:%M:%S} {settings.timezone_name}\n\n"
                 f"The attached {SAMPLE_FILE_NAME} has the format of the real exports and two fake rows.\n"
                 "If you can read this, scheduled exports can reach this address.\n"
             )
