@@ -180,11 +180,8 @@ def check_workspace_addresses(store: Store, settings: Settings, now: datetime) -
     }
     origin = {"environment": "WORKSPACE_<ID>_EMAIL", "database": settings.export_recipients_field}
     where = ", ".join(f"{sources[s]} from the {SOURCE_LABELS[s]} {origin.get(s)}" for s in listed[:2] if sources[s])
-    problems = []
-    if missing:
-        problems.append(
-            f"{count_noun(len(missing), 'active workspace')} of {len(active)} {has(len(missing))} no address and {is_(len(missing))} not exported: {named([_label(w) for w in missing], 1)}; {missing_hint('<ID>', settings)} for each; {UNSENT_WITHOUT_ADDRESS}"
-        )
+    lacking = f"{count_noun(len(missing), 'active workspace')} of {len(active)} {has(len(missing))} no address and {is_(len(missing))} not exported: {named([_label(w) for w in missing], 1)}; {missing_hint('<ID>', settings)} for each; {UNSENT_WITHOUT_ADDRESS}"
+    problems = [lacking] if missing else []
     if refused:
         problems.append(
             f"{count_noun(len(refused), 'workspace')} fail{'s' if len(refused) == 1 else ''} every export for a refused address, first {_label(refused[0])}: {clause(found[refused[0].id].problem or '')}"
@@ -251,19 +248,14 @@ def check_export_folders(store: Store, settings: Settings, now: datetime) -> Che
         "contested": [{"folder": str(folder[s]), "workspaces": [_ref(w) for w in by_slug[s]]} for s in contested],
         "to_adopt": [{"folder": str(folder[s]), "workspace": _ref(by_slug[s][0])} for s in adoptable],
     }
-    notes = []
+    adopters = [f"{s}/ by {_label(by_slug[s][0])}" for s in adoptable]
+    adopt = f"{count_noun(len(adoptable), 'folder')} without an owner marker will be adopted by their workspace on its next export: {named(adopters)}"
     if contested:
         slug = contested[0]
-        notes.append(
-            f"{count_noun(len(contested), 'folder')} without an owner marker {is_(len(contested))} adopted by nobody because several active workspaces have their name: {named([f'{s}/' for s in contested])}; {folder[slug]} could belong to {named([_label(w) for w in by_slug[slug]])}, so each exports into its own {slug}_<id> folder; to give the folder to one of them, write that workspace's id into {folder[slug] / FOLDER_MARKER}"
-        )
-    if adoptable:
-        adopters = [f"{s}/ by {_label(by_slug[s][0])}" for s in adoptable]
-        notes.append(
-            f"{count_noun(len(adoptable), 'folder')} without an owner marker will be adopted by their workspace on its next export: {named(adopters)}"
-        )
-    reason = "; ".join(notes) + "." if notes else "Every workspace folder in EXPORT_DIR has its owner marker or is new."
-    return Check("export_folders", "warning" if contested else "ok", reason, details)
+        reason = f"{count_noun(len(contested), 'folder')} without an owner marker {is_(len(contested))} adopted by nobody because several active workspaces have their name: {named([f'{s}/' for s in contested])}; {folder[slug]} could belong to {named([_label(w) for w in by_slug[slug]])}, so each exports into its own {slug}_<id> folder; to give the folder to one of them, write that workspace's id into {folder[slug] / FOLDER_MARKER}"
+        return Check("export_folders", "warning", reason + (f"; {adopt}." if adoptable else "."), details)
+    reason = f"{adopt}." if adoptable else "Every workspace folder in EXPORT_DIR has its owner marker or is new."
+    return Check("export_folders", "ok", reason, details)
 
 
 def check_indexes(store: Store, settings: Settings, now: datetime) -> Check:
