@@ -329,10 +329,8 @@ def check_workspace_schedules(store: Store, settings: Settings, now: datetime) -
         since = overdue_since(schedule, zone, now, state.served if state is not None else None)
         if since is not None and now - since > timedelta(minutes=settings.export_interval_minutes):
             stale.append(_ref(workspace, schedule=str(schedule), slot_missed=since))
-            when = f"{local_time(since, settings, zoned=True)} ({format_ago(now - since)})"
-            late.append(
-                f"{_label(workspace)} ({schedule} in {zone.key}) has not been delivered since its slot at {when}"
-            )
+            when = f"since its slot at {local_time(since, settings, zoned=True)} ({format_ago(now - since)})"
+            late.append(f"{_label(workspace)} ({schedule} in {zone.key}) has not been delivered {when}")
     schedules = dict(Counter(str(schedule.value or "invalid") for _, _, schedule in timed))
     details = {"schedules": schedules, "stale": stale, "invalid": len(invalid)}
     if problems := late + invalid:
@@ -360,12 +358,8 @@ def check_failed_exports(store: Store, settings: Settings, now: datetime) -> Che
     # cursor (a run with no new messages writes no export_logs entry, but sets export_state.last_success_at).
     failed_at = {str(f["id"]): f["last_failed_at"] for f in failures}
     earliest = min(failed_at.values())
-    completed = {
-        "status": logs.STATUS_COMPLETED,
-        "trigger": {"$ne": logs.TRIGGER_RESEND},
-        "created_at": {"$gte": earliest},
-    }
-    completed["workspace_id"] = {"$in": [f["id"] for f in failures]}
+    completed: dict[str, Any] = {"status": logs.STATUS_COMPLETED, "trigger": {"$ne": logs.TRIGGER_RESEND}}
+    completed |= {"workspace_id": {"$in": [f["id"] for f in failures]}, "created_at": {"$gte": earliest}}
     newest = {"$group": {"_id": "$workspace_id", "last_ok": {"$max": "$created_at"}}}
     successes = [(str(g["_id"]), g["last_ok"]) for g in store.export_logs.aggregate([{"$match": completed}, newest])]
     successes += last_successes(store, list(failed_at), earliest).items()
