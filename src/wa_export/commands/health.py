@@ -147,9 +147,8 @@ def check_export_dir(export_dir: Path) -> Check:
     state = f"{export_dir} is writable" if existing == export_dir else created
     free = f"{format_bytes(usage.free)} free of {format_bytes(usage.total)}"
     if usage.free < MIN_FREE_BYTES or (usage.total and usage.free / usage.total < MIN_FREE_FRACTION):
-        return Check(
-            "export_dir", "warning", f"{state}, but only {free}; free space or run `wa-export cleanup`.", details
-        )
+        reason = f"{state}, but only {free}; free space or run `wa-export cleanup`."
+        return Check("export_dir", "warning", reason, details)
     return Check("export_dir", "ok", f"{state}; {free}.", details)
 
 
@@ -391,19 +390,10 @@ def check_possible_duplicates(store: Store, settings: Settings, now: datetime) -
     return Check("possible_duplicates", "warning", reason, {"count": len(entries), "workspaces": names})
 
 
-# Each takes (store, settings, now) and is reported under its name without "check_".
-DATABASE_CHECKS = (
-    check_workspace_addresses,
-    check_workbook_passwords,
-    check_duplicate_workspaces,
-    check_export_folders,
-    check_indexes,
-    check_arrival_order,
-    check_scheduled_runs,
-    check_workspace_schedules,
-    check_failed_exports,
-    check_possible_duplicates,
-)
+# Each takes (store, settings, now) and is reported, in this order, under its name without "check_".
+DATABASE_CHECKS = [check_workspace_addresses, check_workbook_passwords, check_duplicate_workspaces]
+DATABASE_CHECKS += [check_export_folders, check_indexes, check_arrival_order, check_scheduled_runs]
+DATABASE_CHECKS += [check_workspace_schedules, check_failed_exports, check_possible_duplicates]
 
 
 def run_health(settings: Settings, *, smtp_login: bool = False) -> HealthReport:
