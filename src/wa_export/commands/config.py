@@ -83,10 +83,8 @@ def config_report(env_file: Path | None, environ: dict[str, str] | None = None) 
     # An invalid MONGODB_URI is shown as written, so the secrets as configured count too.
     secrets = settings.secrets() + rules.secrets_in(source.values)
     # What a run that sends refuses once the values are valid is a problem too.
-    problems += [
-        rules.SettingProblem(s.variable, str(refusal(settings, "config", s.what, s.hint)))
-        for s in rules.sending_problems(settings)
-    ]
+    sending = rules.sending_problems(settings)
+    problems += [rules.SettingProblem(s.variable, str(refusal(settings, "config", s.what, s.hint))) for s in sending]
     by_variable: dict[str, list[str]] = {}
     for problem in problems:
         by_variable.setdefault(problem.variable, []).append(problem.message)

@@ -316,9 +316,7 @@ def check_workspace_schedules(store: Store, settings: Settings, now: datetime) -
     active = store.active_workspaces()
     timed = [(w, resolve(TIME_ZONE, w, settings), resolve(SCHEDULE, w, settings)) for w in active]
     invalid = [problem for _, zone, schedule in timed if (problem := zone.problem or schedule.problem)]
-    slotted = [
-        (w, zone.value, schedule.value) for w, zone, schedule in timed if schedule.value and schedule.value.has_slots
-    ]
+    slotted = [(w, zone.value, slots.value) for w, zone, slots in timed if slots.value and slots.value.has_slots]
     states = read_states(store, [w.id for w, _, _ in slotted]) if slotted else {}
     stale: list[dict[str, Any]] = []
     late: list[str] = []
