@@ -1,8 +1,5 @@
-"""`wa-export test-email`: one short mail with a tiny sample workbook (fake rows), through the production mail path.
-
-Would an export reach this address? The recipients come from `--to`, or from the workspace as an export finds them
-(recipients.py); MongoDB is read only in that last case.
-"""
+"""`wa-export test-email`: one short mail with a tiny sample workbook (fake rows), through the production mail path,
+to `--to` or to a workspace's addresses as an export finds them (recipients.py; MongoDB is read only then)."""
 
 from __future__ import annotations
 
@@ -15,8 +12,8 @@ from typing import Any
 
 from wa_export.addresses import parse_address_list
 from wa_export.clock import utc_now
-from wa_export.errors import ConfigError, ExitCode, UsageProblem
-from wa_export.mail.errors import MailError, MailOutcome, MailStep
+from wa_export.errors import ExitCode, UsageProblem
+from wa_export.mail.errors import MailError, MailStep, mail_error
 from wa_export.mail.message import OutgoingMail, check_recipients, check_sendable
 from wa_export.mail.sender import MailSender
 from wa_export.mail.transport import tls_mode
@@ -30,13 +27,9 @@ SAMPLE_FILE_NAME = "wa_export_test.xlsx"
 SAMPLE_WORKSPACE_ID = "000000000000000000000000"
 
 
-class TestEmailUsage(UsageProblem):
-    __test__ = False  # not a pytest test class despite the name
-
-
 @dataclass(frozen=True)
 class TestEmailResult:
-    __test__ = False
+    __test__ = False  # not a pytest test class despite the name
 
     recipients: tuple[str, ...]
     server: str
@@ -47,10 +40,6 @@ class TestEmailResult:
     error: MailError | None = None
 
     @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    @property
     def exit_code(self) -> ExitCode:
         if self.error is None:
             return ExitCode.OK
@@ -58,7 +47,7 @@ class TestEmailResult:
         return ExitCode.USAGE if self.error.step == "config" else ExitCode.FAILED
 
     def as_dict(self) -> dict[str, Any]:
-        document: dict[str, Any] = {"ok": self.ok, "exit_code": self.exit_code}
+        document: dict[str, Any] = {"ok": self.error is None, "exit_code": self.exit_code}
         document.update((item.name, getattr(self, item.name)) for item in fields(self) if item.name != "error")
         document["recipients"] = list(self.recipients)
         if self.error is not None:
@@ -68,74 +57,52 @@ class TestEmailResult:
 
 def resolve_recipients(settings: Settings, workspace_id: str | None, to: Sequence[str]) -> Recipients:
     """--to wins (like `export --email`); else the workspace's addresses; `problem` is the refusal an export meets."""
-    if workspace_id is not None:
-        workspace_id = str(parse_workspace_id(workspace_id))  # raises UnknownWorkspace for a malformed id
     if to:
-        try:
-            return Recipients(parse_address_list(",".join(to), "--to"), "option", "--to")
-        except ConfigError as error:
-            raise TestEmailUsage(str(error)) from None
+        return Recipients(parse_address_list(",".join(to), "--to"), "option", "--to")  # ConfigError: exit 2
     if workspace_id is None:
-        raise TestEmailUsage(
-            "Say where to send the test: --to ADDRESS, or --workspace ID to use that workspace's configured addresses."
-        )
+        where = "--to ADDRESS, or --workspace ID to use that workspace's configured addresses"
+        raise UsageProblem(f"Say where to send the test: {where}.")
     recipients = from_environment(workspace_id, settings)
     if recipients is None and settings.export_recipients_field:
         with open_store(settings) as store, mongo_errors(settings):
             [workspace] = store.workspaces_by_id([workspace_id])  # raises UnknownWorkspace
         recipients = recipients_for(workspace, settings)
     if recipients is None or recipients.source == "none":
-        raise TestEmailUsage(
-            f"Workspace {workspace_id} has no address configured: {missing_hint(workspace_id, settings)} "
-            "or pass --to ADDRESS."
-        )
+        hint = missing_hint(workspace_id, settings)
+        raise UsageProblem(f"Workspace {workspace_id} has no address configured: {hint} or pass --to ADDRESS.")
     return recipients
 
 
-def write_sample_workbook(directory: Path, settings: Settings, workspace_id: str) -> Path:
-    now, us, them = utc_now(), "+10000000000", "+10000000001"
-    with WorkbookWriter(directory / SAMPLE_FILE_NAME, settings.export_timezone) as writer:
-        writer.append(us, them, "This is a wa-export test", now - timedelta(minutes=1), "received", workspace_id)
-        writer.append(them, us, "This is a wa-export test reply", now, "sent_via_ai", workspace_id)
-        return writer.commit()
-
-
 def send_test_email(settings: Settings, workspace_id: str | None, to: Sequence[str]) -> TestEmailResult:
-    resolved = resolve_recipients(settings, workspace_id, to)
-    recipients = resolved.addresses
-    workspace = str(parse_workspace_id(workspace_id)) if workspace_id is not None else None
-    now_local = utc_now().astimezone(settings.export_timezone)
+    workspace = str(parse_workspace_id(workspace_id)) if workspace_id is not None else None  # UnknownWorkspace
+    resolved = resolve_recipients(settings, workspace, to)
+    now = utc_now()
     # The time with its zone's name, as the body's "Sent at" line has it.
-    subject = f"wa-export test email - {workspace or 'no workspace'} - {local_time(now_local, settings, zoned=True)}"
-    result = TestEmailResult(
-        recipients=recipients,
-        server=f"{settings.smtp_server or '(not set)'}:{settings.smtp_port}",
-        security=tls_mode(settings),
-        subject=subject,
-        attachment=SAMPLE_FILE_NAME,
-        workspace_id=workspace,
-    )
+    subject = f"wa-export test email - {workspace or 'no workspace'} - {local_time(now, settings, zoned=True)}"
+    server = f"{settings.smtp_server or '(not set)'}:{settings.smtp_port}"
+    result = TestEmailResult(resolved.addresses, server, tls_mode(settings), subject, SAMPLE_FILE_NAME, workspace)
     try:
         # These checks run before anything is written or any connection is made.
         check_sendable(settings)
         if resolved.problem is not None:
             step: MailStep = "domain" if resolved.problem_kind == "domain" else "recipient"
-            raise MailError(step, resolved.problem[0].upper() + resolved.problem[1:], outcome=MailOutcome.REFUSED)
-        check_recipients(recipients, settings)
+            raise mail_error(settings, step, resolved.problem[0].upper() + resolved.problem[1:], "")
+        check_recipients(resolved.addresses, settings)
         with tempfile.TemporaryDirectory(prefix="wa-export-test-") as tmp:  # mkdtemp: 0700
-            sample = write_sample_workbook(Path(tmp), settings, workspace or SAMPLE_WORKSPACE_ID)
+            us, them, sample_id = "+10000000000", "+10000000001", workspace or SAMPLE_WORKSPACE_ID
+            with WorkbookWriter(Path(tmp) / SAMPLE_FILE_NAME, settings.export_timezone) as writer:
+                writer.append(us, them, "This is a wa-export test", now - timedelta(minutes=1), "received", sample_id)
+                writer.append(them, us, "This is a wa-export test reply", now, "sent_via_ai", sample_id)
+                sample = writer.commit()
             body = (
-                "This is a test email from wa-export.\n"
-                "\n"
-                f"Workspace: {workspace or '(none given)'}\n"
-                f"SMTP server: {result.server} ({result.security})\n"
-                f"Sent at: {now_local:%Y-%m-%d %H:%M:%S} {settings.timezone_name}\n"
-                "\n"
+                f"This is a test email from wa-export.\n\nWorkspace: {workspace or '(none given)'}\n"
+                f"SMTP server: {server} ({result.security})\n"
+                f"Sent at: {now.astimezone(settings.export_timezone):%Y-%m-%d %H:%M:%S} {settings.timezone_name}\n\n"
                 f"The attached {SAMPLE_FILE_NAME} has the format of the real exports and two fake rows.\n"
                 "If you can read this, scheduled exports can reach this address.\n"
             )
             with MailSender(settings) as sender:
-                sender.send(OutgoingMail(to=recipients, subject=subject, body=body, attachment=sample))
+                sender.send(OutgoingMail(to=resolved.addresses, subject=subject, body=body, attachment=sample))
     except MailError as error:
         return replace(result, error=error)
     return result

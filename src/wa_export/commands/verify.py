@@ -1,17 +1,15 @@
-"""`wa-export verify FILE`: which recorded export a file is, by the SHA-256 of its bytes.
-
-The file is read first (a missing or unreadable one is exit 2 before any connection), then one
-query on `export_logs.attachment_sha256` (its index: `health` checks it) finds the entry. One byte
-changed is another hash: no entry, exit 1.
-"""
+"""`wa-export verify FILE`: which recorded export a file is, by the SHA-256 of its bytes (one query on the indexed
+`export_logs.attachment_sha256`). One byte changed is another hash: no entry, exit 1."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from wa_export.clock import iso
+from bson import ObjectId
+
 from wa_export.errors import ExitCode, UsageProblem
 from wa_export.settings import Settings
 from wa_export.store.arrivals import key_text
@@ -19,10 +17,11 @@ from wa_export.store.connection import mongo_errors, open_store
 from wa_export.store.ledger import LedgerEntry, entries_with_sha256
 from wa_export.workbook.fingerprint import Fingerprint, fingerprint
 
-NOT_RECORDED = (
-    "No export of this file is recorded: no export_logs entry has its SHA-256, so it is not a workbook "
-    "wa-export emailed from this database, or it was changed after it was sent."
-)
+NOT_RECORDED = "No export of this file is recorded: no export_logs entry has its SHA-256, so it is not a workbook wa-export emailed from this database, or it was changed after it was sent."
+# What --json says of an entry, in order: times in ISO 8601, ObjectIds as text, tuples as lists (`_plain`).
+ENTRY_FACTS = ["id", "workspace_id", "workspace_name", "status", "trigger", "sent_at", "export_time", "recipients"]
+ENTRY_FACTS += ["message_count", "range", "window_start", "window_end", "part", "parts", "file_name"]
+ENTRY_FACTS += ["attachment_bytes", "resend_of"]
 
 
 class UnreadableFile(UsageProblem):
@@ -33,7 +32,7 @@ class UnreadableFile(UsageProblem):
 class VerifyReport:
     path: Path
     file: Fingerprint
-    entries: list[LedgerEntry] = field(default_factory=list)
+    entries: list[LedgerEntry]
 
     @property
     def found(self) -> bool:
@@ -44,44 +43,24 @@ class VerifyReport:
         return ExitCode.OK if self.found else ExitCode.FAILED
 
     def as_dict(self) -> dict[str, Any]:
-        document: dict[str, Any] = {
-            "ok": self.found,
-            "exit_code": int(self.exit_code),
-            "file": str(self.path),
-            "sha256": self.file.sha256,
-            "bytes": self.file.size,
-            "found": self.found,
-            "entries": [entry_facts(entry) for entry in self.entries],
-        }
-        if not self.found:
-            document["error"] = NOT_RECORDED
-        return document
+        document: dict[str, Any] = {"ok": self.found, "exit_code": int(self.exit_code), "file": str(self.path)}
+        document.update(sha256=self.file.sha256, bytes=self.file.size, found=self.found)
+        document["entries"] = [entry_facts(entry) for entry in self.entries]
+        return document if self.found else {**document, "error": NOT_RECORDED}
 
 
 def entry_facts(entry: LedgerEntry) -> dict[str, Any]:
     """An entry for --json: what was sent, when, to whom, and which messages it held."""
-    recorded = entry.recorded_range
-    return {
-        "id": str(entry.id),
-        "workspace_id": entry.workspace_id,
-        "workspace_name": entry.workspace_name,
-        "status": entry.status,
-        "trigger": entry.trigger,
-        "sent_at": iso(entry.sent_at),
-        "export_time": iso(entry.export_time),
-        "recipients": list(entry.recipients),
-        "message_count": entry.message_count,
-        "range": None
-        if recorded is None
-        else {"kind": recorded.kind, "start": key_text(recorded.low), "end": key_text(recorded.high)},
-        "window_start": iso(entry.window_start),
-        "window_end": iso(entry.window_end),
-        "part": entry.part,
-        "parts": entry.parts,
-        "file_name": entry.file_name,
-        "attachment_bytes": entry.attachment_bytes,
-        "resend_of": None if entry.resend_of is None else str(entry.resend_of),
-    }
+    facts = {name: getattr(entry, name, None) for name in ENTRY_FACTS}
+    if (recorded := entry.recorded_range) is not None:
+        facts["range"] = {"kind": recorded.kind, "start": key_text(recorded.low), "end": key_text(recorded.high)}
+    return {name: _plain(value) for name, value in facts.items()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return list(value) if isinstance(value, tuple) else str(value) if isinstance(value, ObjectId) else value
 
 
 def read_fingerprint(raw_path: str | Path) -> tuple[Path, Fingerprint]:
