@@ -305,8 +305,7 @@ def move_cursor_past(settings: Settings, workspace_id: str | None, message_id: s
         position = _delivery_position(settings, document, now)
         requested, past_id = time_of(message_key) or now, str(message_object_id)
         if message_key < position:  # both keys of the configured field: delivered (or skipped) already
-            unmoved = _old_position(document, settings)[0] or position
-            return _move(store, workspace, now, unmoved, requested, past_id, already_past=document)
+            return _move(store, workspace, now, position, requested, past_id, already_past=document)
         chat_ids = {"chat_id": {"$in": workspace_chat_ids(store, workspace)}}
         new_key = _key_just_after(store, workspace, chat_ids, message_key, message_object_id)
         between = {arrival.field: {"$gte": position, "$lt": message_key}}  # skipped too if moved past
@@ -377,8 +376,10 @@ def _move(
             # The document exists but did not match: its lease is live, or a run moved the cursor meanwhile.
             raise _busy(store, workspace) from None
     old_key, old_source = _old_position(before or {}, store.settings)
-    direction: MoveDirection = "already_past" if already_past is not None else "created"
-    if already_past is None and old_key is not None:
+    direction: MoveDirection = "created"
+    if already_past is not None:  # the cursor stays where it is (or, without one, the delivery position given)
+        direction, new_key = "already_past", old_key or new_key
+    elif old_key is not None:
         unchanged = type(old_key) is type(new_key) and old_key == new_key
         direction = "unchanged" if unchanged else "back" if key_order(new_key) < key_order(old_key) else "forward"
     args = (workspace.id, workspace.name, requested_time, old_key, old_source, new_key, direction, now)
@@ -389,14 +390,10 @@ def _move(
 
 
 def _old_position(before: Mapping[str, Any], settings: Settings) -> tuple[Key | None, str | None]:
-    cursor, source, watermark = (
-        before.get("cursor"),
-        before.get("cursor_source"),
-        as_utc_or_none(before.get("watermark")),
-    )
+    cursor, source = before.get("cursor"), before.get("cursor_source")
     if is_key(cursor):
         return cursor, str(source) if source is not None else None
-    if watermark is not None:
+    if (watermark := as_utc_or_none(before.get("watermark"))) is not None:
         return ArrivalKey(settings.export_arrival_field).at(watermark), "legacy_watermark"
     return None, None
 
