@@ -4,6 +4,7 @@ folder swapped for a symlink cannot redirect a deletion."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -231,23 +232,21 @@ def _remove_empty_folder(root_fd: int, name: str, folder_fd: int, marker: bytes 
         if any(marker is None or entry.name != FOLDER_MARKER for entry in entries):
             return False  # without a marker of ours, any entry (an adopting export's marker too) keeps it
     if marker is not None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(FOLDER_MARKER, dir_fd=folder_fd)
-        except FileNotFoundError:
-            pass
     try:
         os.rmdir(name, dir_fd=root_fd)
         return True
     except OSError as error:
         if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
             raise
-    if marker is None:
-        return False  # an export adopted it meanwhile: its marker is in place
-    # An export created a file between our check and rmdir: the folder stays, and so must its owner.
-    try:
-        fd = os.open(FOLDER_MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW, 0o600, dir_fd=folder_fd)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "wb") as restored:
-        restored.write(marker)
+    # An export created a file between our check and rmdir: the folder stays, and so must its owner (without a
+    # marker of ours, an export adopted it meanwhile: its marker is in place).
+    if marker is not None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW
+        with (
+            contextlib.suppress(FileExistsError),
+            os.fdopen(os.open(FOLDER_MARKER, flags, 0o600, dir_fd=folder_fd), "wb") as restored,
+        ):
+            restored.write(marker)
     return False
