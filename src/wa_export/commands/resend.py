@@ -16,11 +16,8 @@ from wa_export.addresses import domain_refusal, parse_address_list
 from wa_export.clock import DatabaseClock
 from wa_export.commands.verify import entry_facts
 from wa_export.errors import ConfigError, ExitCode, SmtpNotConfigured, UnknownWorkspace, UsageProblem, WaExportError
-from wa_export.export.context import new_run_id
-from wa_export.export.email_text import Resent, compose_export_mail, count_difference
-from wa_export.export.recorded import rows_by_arrival, rows_by_timestamp
+from wa_export.export import context, email_text, recorded, window
 from wa_export.export.rows import RowStats
-from wa_export.export.window import describe_file_error, remove_files, write_workbook
 from wa_export.mail.errors import MailError
 from wa_export.mail.message import check_sendable
 from wa_export.mail.sender import MailSender
@@ -108,7 +105,7 @@ class ResendResult:
 
     @property
     def count_difference(self) -> str | None:
-        return count_difference(self.message_count, self.original.message_count)
+        return email_text.count_difference(self.message_count, self.original.message_count)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -171,8 +168,8 @@ def resend(settings: Settings, raw_id: str, to: Sequence[str], *, dry_run: bool 
 
 def _rebuild(settings: Settings, store: Store, workspace: Workspace, result: ResendResult) -> None:
     """Rebuilt like a new export: encrypted with the workspace's password as it is now, refused without a required one."""
-    entry, recorded = result.original, result.original.recorded_range
-    assert recorded is not None  # refusal() said so
+    entry, span = result.original, result.original.recorded_range
+    assert span is not None  # refusal() said so
     clock = DatabaseClock(store.database_now())
     export_time = entry.export_time or clock.started_at  # the original's subject and file name
     password = workbook_password(workspace, settings)
@@ -180,27 +177,27 @@ def _rebuild(settings: Settings, store: Store, workspace: Workspace, result: Res
         result.error = password.problem[:1].upper() + password.problem[1:]
         return
     stats = RowStats()
-    if recorded.kind == "timestamp":
-        assert isinstance(recorded.low, datetime) and isinstance(recorded.high, datetime)
-        rows = rows_by_timestamp(store, workspace, recorded.low, recorded.high, stats)
+    if span.kind == "timestamp":
+        assert isinstance(span.low, datetime) and isinstance(span.high, datetime)
+        rows = recorded.rows_by_timestamp(store, workspace, span.low, span.high, stats)
     else:
         # An ObjectId range is `_id` whatever the setting says now; dates need the configured date field.
-        key = ArrivalKey("_id") if isinstance(recorded.low, ObjectId) else ArrivalKey(settings.export_arrival_field)
-        if not key.usable(recorded.low):
+        key = ArrivalKey("_id") if isinstance(span.low, ObjectId) else ArrivalKey(settings.export_arrival_field)
+        if not key.usable(span.low):
             raise NotResendable(
                 f"Export {entry.id} recorded arrival dates, but EXPORT_ARRIVAL_FIELD is now _id: set it back to the "
                 "date field it was exported with to re-send it."
             )
-        rows = rows_by_arrival(store, key, workspace, recorded.low, recorded.high, stats)
+        rows = recorded.rows_by_arrival(store, key, workspace, span.low, span.high, stats)
     path = None
     if result.dry_run:
         deque(rows, maxlen=0)  # counts the rows, writes none
     else:
         slugs = contested_slugs((active.name, active.id) for active in store.active_workspaces())
         try:
-            path = write_workbook(settings, workspace, rows, export_time, slugs, password=password.value)
+            path = window.write_workbook(settings, workspace, rows, export_time, slugs, password=password.value)
         except OSError as error:
-            result.error = describe_file_error(error, settings.export_dir)
+            result.error = window.describe_file_error(error, settings.export_dir)
             return
     result.message_count, result.by_status = stats.total, stats.counts()[0]
     if path is None:
@@ -213,7 +210,7 @@ def _rebuild(settings: Settings, store: Store, workspace: Workspace, result: Res
     # The copy keeps the original's name: a re-sent file reaches the recipient as the one they miss.
     attached_name = entry.file_name or path.name
     result.file_path, result.attachment = str(path), replace(fingerprint(path), file_name=attached_name)
-    mail = compose_export_mail(
+    mail = email_text.compose_export_mail(
         settings,
         workspace,
         export_time,
@@ -222,8 +219,8 @@ def _rebuild(settings: Settings, store: Store, workspace: Workspace, result: Res
         path,
         result.recipients,
         (entry.part or 1, entry.parts or 1),
-        by_arrival=recorded.kind == "arrival",
-        resent=Resent(export_time, entry.message_count, attached_name),
+        by_arrival=span.kind == "arrival",
+        resent=email_text.Resent(export_time, entry.message_count, attached_name),
         protected=password.value is not None,
     )
     result.subject = mail.subject
@@ -231,12 +228,12 @@ def _rebuild(settings: Settings, store: Store, workspace: Workspace, result: Res
         with MailSender(settings) as sender:
             sender.send(mail)
     except MailError as error:
-        remove_files([path])  # rebuilt on the next attempt; nothing to keep
+        window.remove_files([path])  # rebuilt on the next attempt; nothing to keep
         result.file_path, result.error = None, redact(str(error), settings.secrets())
         return
     result.log_id = ObjectId()
     record = logs.ExportEntry(
-        workspace, result.recipients, new_run_id(), logs.TRIGGER_RESEND, clock.started_at, result.message_count,
+        workspace, result.recipients, context.new_run_id(), logs.TRIGGER_RESEND, clock.started_at, result.message_count,
         result.by_status, stats.counts()[1], entry.window_start, entry.window_end, str(path), entry.keys,
         entry.part, entry.parts, result.attachment, resend_of=entry.id,
     )  # fmt: skip
