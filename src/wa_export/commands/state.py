@@ -375,7 +375,13 @@ def _move(
         except DuplicateKeyError:
             # The document exists but did not match: its lease is live, or a run moved the cursor meanwhile.
             raise _busy(store, workspace) from None
-    old_key, old_source = _old_position(before or {}, store.settings)
+    # The old position: the cursor, else the key of v1's watermark.
+    before, old_key, old_source = before or {}, None, None
+    if is_key(cursor := before.get("cursor")):
+        old_key, source = cursor, before.get("cursor_source")
+        old_source = str(source) if source is not None else None
+    elif (watermark := as_utc_or_none(before.get("watermark"))) is not None:
+        old_key, old_source = ArrivalKey(store.settings.export_arrival_field).at(watermark), "legacy_watermark"
     direction: MoveDirection = "created"
     if already_past is not None:  # the cursor stays where it is (or, without one, the delivery position given)
         direction, new_key = "already_past", old_key or new_key
@@ -387,15 +393,6 @@ def _move(
     if already_past is None:
         _record_move(store, move)
     return replace(move, state_after=workspace_states(store, [workspace], now, None)[0])
-
-
-def _old_position(before: Mapping[str, Any], settings: Settings) -> tuple[Key | None, str | None]:
-    cursor, source = before.get("cursor"), before.get("cursor_source")
-    if is_key(cursor):
-        return cursor, str(source) if source is not None else None
-    if (watermark := as_utc_or_none(before.get("watermark"))) is not None:
-        return ArrivalKey(settings.export_arrival_field).at(watermark), "legacy_watermark"
-    return None, None
 
 
 def _busy(store: Store, workspace: Workspace) -> WorkspaceBusy:
