@@ -126,12 +126,8 @@ def cleanup(settings: Settings, days: int | None, dry_run: bool) -> CleanupResul
                 result.errors.append(f"{export_dir / name}: {error.strerror or error}")
     finally:
         os.close(root_fd)
-    if not dry_run:
-        _record(settings, result)
-    return result
-
-
-def _record(settings: Settings, result: CleanupResult) -> None:
+    if dry_run:
+        return result
     try:
         with open_store(settings) as store:
             store.require_workspaces_collection()  # never create a misspelt database just to log in it
@@ -152,6 +148,7 @@ def _record(settings: Settings, result: CleanupResult) -> None:
         result.event_error, result.event_error_code = str(error), error.exit_code
     except PyMongoError as error:
         result.event_error = describe_mongo_error(error, settings)
+    return result
 
 
 def _clean_folder(root_fd: int, name: str, result: CleanupResult) -> None:

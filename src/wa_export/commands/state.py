@@ -35,7 +35,7 @@ from wa_export.units import count_or_zero, local_time
 from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, resolve
 
 WAITING_COUNT_CAP = 10_000
-_SHOWN_DERIVED = {"database_now", "cursor_key", "first_cursor", "waiting"}  # as_dict shows them its way
+_SHOWN_DERIVED = {"database_now", "cursor_key", "first_cursor", "waiting", "in_flight"}  # as_dict shows them its way
 _STORED_TIMES = (
     "cursor_set_at",
     "lease_expires_at",
@@ -109,6 +109,7 @@ class WorkspaceReport:
         waiting, age = self.waiting, self.oldest_waiting_age_seconds
         return {
             **{f.name: getattr(self, f.name) for f in fields(self) if f.name not in _SHOWN_DERIVED},
+            "in_flight": self.in_flight,
             "cursor_time": iso(self.cursor_time),
             "cursor_key": key_text(self.cursor_key),
             "cursor_ahead_of_database_clock": self.cursor_ahead_of_database_clock,
