@@ -104,28 +104,9 @@ def cleanup(settings: Settings, days: int | None, dry_run: bool) -> CleanupResul
     days = settings.export_cleanup_days if days is None else days
     if not 0 <= days <= CLEANUP_MAX_DAYS:
         raise UsageProblem(f"--days must be between 0 and {CLEANUP_MAX_DAYS}, got {days}.")
-    now, export_dir = datetime.now(UTC), settings.export_dir
-    result = CleanupResult(str(export_dir), days, dry_run, cutoff=now - timedelta(days=days), started_at=now)
-    try:
-        # EXPORT_DIR itself is configuration: following a symlink to a data disk is intended.
-        root_fd = os.open(export_dir, _DIRECTORY)
-    except FileNotFoundError:
-        result.export_dir_exists = False
-        return result
-    except NotADirectoryError:
-        raise ConfigError(export_dir_not_a_directory(export_dir)) from None
-    except PermissionError:
-        raise ConfigError(f"EXPORT_DIR {export_dir} cannot be read by this user; run cleanup as its owner.") from None
-    try:
-        with os.scandir(root_fd) as entries:
-            folder_names = sorted(entry.name for entry in entries if entry.is_dir(follow_symlinks=False))
-        for name in folder_names:
-            try:
-                _clean_folder(root_fd, name, result)
-            except OSError as error:
-                result.errors.append(f"{export_dir / name}: {error.strerror or error}")
-    finally:
-        os.close(root_fd)
+    now = datetime.now(UTC)
+    result = CleanupResult(str(settings.export_dir), days, dry_run, cutoff=now - timedelta(days=days), started_at=now)
+    _clean_export_dir(settings.export_dir, result)
     if dry_run:
         return result
     try:
@@ -149,6 +130,29 @@ def cleanup(settings: Settings, days: int | None, dry_run: bool) -> CleanupResul
     except PyMongoError as error:
         result.event_error = describe_mongo_error(error, settings)
     return result
+
+
+def _clean_export_dir(export_dir: Path, result: CleanupResult) -> None:
+    try:
+        # EXPORT_DIR itself is configuration: following a symlink to a data disk is intended.
+        root_fd = os.open(export_dir, _DIRECTORY)
+    except FileNotFoundError:
+        result.export_dir_exists = False
+        return
+    except NotADirectoryError:
+        raise ConfigError(export_dir_not_a_directory(export_dir)) from None
+    except PermissionError:
+        raise ConfigError(f"EXPORT_DIR {export_dir} cannot be read by this user; run cleanup as its owner.") from None
+    try:
+        with os.scandir(root_fd) as entries:
+            folder_names = sorted(entry.name for entry in entries if entry.is_dir(follow_symlinks=False))
+        for name in folder_names:
+            try:
+                _clean_folder(root_fd, name, result)
+            except OSError as error:
+                result.errors.append(f"{export_dir / name}: {error.strerror or error}")
+    finally:
+        os.close(root_fd)
 
 
 def _clean_folder(root_fd: int, name: str, result: CleanupResult) -> None:

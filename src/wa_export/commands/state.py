@@ -1,5 +1,6 @@
 """`wa-export state`: where each workspace's scheduled delivery stands (by the database's clock), and moving one
-workspace's cursor (logged; --move-past makes it the smallest key after one message)."""
+workspace's cursor (logged; --move-past makes it the smallest key after one message).
+Why this module is long: the report of every workspace's state, and the two ways to move a cursor that report on it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Literal
 
 from bson import ObjectId
@@ -150,15 +152,14 @@ def state(settings: Settings, workspace_id: str | None) -> StateReport:
         now = store.database_now()
         workspaces = store.workspaces_by_id([workspace_id]) if workspace_id is not None else store.active_workspaces()
         cap = None if workspace_id is not None else WAITING_COUNT_CAP
-        states = workspace_states(store, workspaces, now, cap, single=workspace_id is not None)
+        states = _reports(store, workspaces, now, cap)
         return StateReport(now, settings.timezone_name, settings.export_arrival_field, cap, states)
 
 
-def workspace_states(
-    store: Store, workspaces: Sequence[Workspace], now: datetime, cap: int | None, single: bool = True
-) -> list[WorkspaceReport]:
+def _reports(store: Store, workspaces: Sequence[Workspace], now: datetime, cap: int | None) -> list[WorkspaceReport]:
+    """Without a cap (one workspace named) counts are exact and its document is read alone."""
     settings = store.settings
-    documents = stored.read_state_documents(store, [w.id for w in workspaces], single=single)
+    documents = stored.read_state_documents(store, [w.id for w in workspaces], single=cap is None)
     positions = {workspace.id: position_key(settings, documents.get(workspace.id, {}), now) for workspace in workspaces}
     originals = stored.original_exports(store, [id_ for id_, position in positions.items() if position is None], now)
     reports = []
@@ -393,7 +394,7 @@ def _move(
     move = CursorMove(*args, past_message_id)
     if already_past is None:
         _record_move(store, move)
-    return replace(move, state_after=workspace_states(store, [workspace], now, None)[0])
+    return replace(move, state_after=_reports(store, [workspace], now, None)[0])
 
 
 def _busy(store: Store, workspace: Workspace) -> WorkspaceBusy:
@@ -412,9 +413,7 @@ def _busy(store: Store, workspace: Workspace) -> WorkspaceBusy:
 
 def _record_move(store: Store, move: CursorMove) -> None:
     # In EXPORT_TIMEZONE and named: `logs --system` shows this message under "times in <that zone>".
-    def when(moment: datetime | None) -> str:
-        return local_time(moment, store.settings, SECOND_FORMAT, zoned=True)
-
+    when = partial(local_time, where=store.settings, fmt=SECOND_FORMAT, zoned=True)
     new = f"{when(move.new_time)} (key {key_text(move.new_key)})"
     if move.old_key is None:
         change = f"created at {new} (it had none)"
