@@ -12,7 +12,7 @@ from pymongo import DESCENDING
 from wa_export.clock import as_utc_or_none
 from wa_export.errors import UsageProblem
 from wa_export.settings import Settings
-from wa_export.store.connection import SERVICE_NAME, Store, mongo_errors, open_store, parse_workspace_id
+from wa_export.store.connection import SERVICE_NAME, mongo_errors, open_store, parse_workspace_id
 from wa_export.store.logs import EXPORT_STATUSES
 from wa_export.store.ownership import as_object_id, both_forms
 from wa_export.units import count_or_zero
@@ -89,17 +89,12 @@ def logs(settings: Settings, workspace_id: str | None, limit: int, status: str |
         documents = list(found.limit(limit))
         if workspace_id is not None and not documents:
             store.workspaces_by_id([workspace_id])  # raises UnknownWorkspace for a wrong id
-        names = _workspace_names(store, documents)
+        # The name of each entry's workspace where the entry does not record one.
+        object_ids = {oid for document in documents if (oid := as_object_id(document.get("workspace_id"))) is not None}
+        named = list(store.workspaces.find({"_id": {"$in": list(object_ids)}}, {"name": 1})) if object_ids else []
+        names = {str(workspace["_id"]): _text(workspace, "name") or "" for workspace in named}
         report.export_entries = [_export_entry(document, names) for document in documents]
         return report
-
-
-def _workspace_names(store: Store, documents: list[dict[str, Any]]) -> dict[str, str]:
-    object_ids = {object_id for d in documents if (object_id := as_object_id(d.get("workspace_id"))) is not None}
-    if not object_ids:
-        return {}
-    found = store.workspaces.find({"_id": {"$in": list(object_ids)}}, {"name": 1})
-    return {str(document["_id"]): _text(document, "name") or "" for document in found}
 
 
 def _export_entry(document: Mapping[str, Any], names: Mapping[str, str]) -> ExportLogEntry:

@@ -47,8 +47,6 @@ def parse_log_id(raw: str) -> ObjectId:
 
 def parse_to(to: Sequence[str], settings: Settings) -> tuple[str, ...]:
     """The --to addresses: plain addresses inside EXPORT_ALLOWED_EMAIL_DOMAINS, else UsageProblem (exit 2)."""
-    if not to:
-        return ()
     try:
         addresses = parse_address_list(",".join(to), "--to")
     except ConfigError as error:
