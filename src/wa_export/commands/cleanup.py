@@ -1,10 +1,10 @@
 """`wa-export cleanup`: delete this tool's old workbooks and stale temp files (in marked folders, or workbooks named
 for an unmarked slug folder). Folders are opened with O_NOFOLLOW and files removed relative to that descriptor, so a
-folder swapped for a symlink cannot redirect a deletion.
-"""
+folder swapped for a symlink cannot redirect a deletion."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -24,15 +24,13 @@ from wa_export.units import count_noun, format_bytes
 from wa_export.workbook.naming import EXPORT_FILE_PATTERN, FOLDER_MARKER, export_file_pattern_for, is_slug
 
 FileKind = Literal["workbook", "temp"]
-
-# A temp file this old belongs to a killed run: no export takes a day.
-TEMP_FILE_MAX_AGE = timedelta(days=1)
-
+CLEANUP_MAX_DAYS = 36_500
+TEMP_FILE_MAX_AGE = timedelta(days=1)  # a temp file this old belongs to a killed run: no export takes a day
 _WORKBOOK_NAME = EXPORT_FILE_PATTERN.pattern.removeprefix("^").removesuffix("$")
 # The writer's temp files: the workbook, a sheet spool, the encrypted workbook (workbook/writer.py).
 TEMP_FILE_PATTERN: re.Pattern[str] = re.compile(rf"^\.(?:{_WORKBOOK_NAME})\.[0-9a-f]+(?:\.sheet\d+|\.encrypted)?\.tmp$")
-
-_DIRECTORY_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0) | os.O_RDONLY | os.O_CLOEXEC
 
 
 @dataclass(frozen=True)
@@ -75,21 +73,17 @@ class CleanupResult:
         return ExitCode.FAILED if self.errors else ExitCode.OK
 
     def summary(self) -> str:
-        verb = "would delete" if self.dry_run else "deleted"
-        workbooks = self.workbooks
-        temps = len(self.files) - workbooks
+        verb, dry = ("would delete", " (dry run)") if self.dry_run else ("deleted", "")
         parts = [
-            f"cleanup{' (dry run)' if self.dry_run else ''} of {self.export_dir}: {verb} {count_noun(workbooks, 'workbook')}"
+            f"cleanup{dry} of {self.export_dir}: {verb} {count_noun(self.workbooks, 'workbook')}"
             f" older than {count_noun(self.days, 'day')}",
-            count_noun(temps, "stale temp file"),
+            count_noun(len(self.files) - self.workbooks, "stale temp file"),
             f"{format_bytes(self.bytes_freed)} {'to free' if self.dry_run else 'freed'}",
             f"{count_noun(len(self.folders_removed), 'empty folder')} {'to remove' if self.dry_run else 'removed'}",
         ]
         if not self.export_dir_exists:
             parts = [f"cleanup: {self.export_dir} does not exist, nothing to clean"]
-        if self.errors:
-            parts.append(count_noun(len(self.errors), "error"))
-        return ", ".join(parts)
+        return ", ".join(parts + ([count_noun(len(self.errors), "error")] if self.errors else []))
 
     def as_dict(self) -> dict[str, Any]:
         document = asdict(self)  # datetimes become ISO text in Output.json
@@ -104,174 +98,15 @@ class CleanupResult:
         }
 
 
-def _open_directory(name: str | Path, dir_fd: int | None = None) -> int | None:
-    """A descriptor for a real directory, or None if it is a symlink, not a directory, or gone."""
-    try:
-        return os.open(name, _DIRECTORY_FLAGS, dir_fd=dir_fd)
-    except OSError as error:
-        if error.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-            return None
-        raise
-
-
-def _lstat(name: str, dir_fd: int) -> os.stat_result | None:
-    try:
-        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-
-
-def _marker_content(folder_fd: int) -> bytes | None:
-    """The marker's bytes if the folder is one of ours (marker is a regular file), else None."""
-    info = _lstat(FOLDER_MARKER, folder_fd)
-    if info is None or not stat.S_ISREG(info.st_mode):
-        return None
-    try:
-        fd = os.open(FOLDER_MARKER, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC, dir_fd=folder_fd)
-    except OSError:
-        return None
-    try:
-        return os.read(fd, 1024)
-    finally:
-        os.close(fd)
-
-
-def clean_export_dir(settings: Settings, days: int, dry_run: bool, now: datetime | None = None) -> CleanupResult:
-    now = now or datetime.now(UTC)
-    export_dir = settings.export_dir
-    result = CleanupResult(
-        export_dir=str(export_dir), days=days, dry_run=dry_run, cutoff=now - timedelta(days=days), started_at=now
-    )
-    if not os.path.lexists(export_dir):
-        result.export_dir_exists = False
-        return result
-    try:
-        # EXPORT_DIR itself is configuration: following a symlink to a data disk is intended.
-        root_fd = os.open(export_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | os.O_CLOEXEC)
-    except FileNotFoundError:
-        result.export_dir_exists = False
-        return result
-    except NotADirectoryError:
-        raise ConfigError(export_dir_not_a_directory(export_dir)) from None
-    except PermissionError:
-        raise ConfigError(f"EXPORT_DIR {export_dir} cannot be read by this user; run cleanup as its owner.") from None
-
-    try:
-        with os.scandir(root_fd) as entries:
-            folder_names = sorted(entry.name for entry in entries if entry.is_dir(follow_symlinks=False))
-        for name in folder_names:
-            try:
-                _clean_folder(root_fd, name, result)
-            except OSError as error:
-                result.errors.append(f"{export_dir / name}: {error.strerror or error}")
-    finally:
-        os.close(root_fd)
-    return result
-
-
-def _clean_folder(root_fd: int, name: str, result: CleanupResult) -> None:
-    folder_fd = _open_directory(name, root_fd)
-    if folder_fd is None:
-        return  # a symlink (O_NOFOLLOW refused it) or gone meanwhile
-    folder, dry_run = Path(result.export_dir) / name, result.dry_run
-    try:
-        marker = _marker_content(folder_fd)
-        if marker is None and not is_slug(name):
-            return  # neither ours by marker nor named like one of the original service's folders
-        # Without a marker only workbooks named for this very folder are ours (the original service's).
-        workbook_pattern = EXPORT_FILE_PATTERN if marker is not None else export_file_pattern_for(name)
-        remaining = 0
-        found = len(result.files)
-        with os.scandir(folder_fd) as entries:
-            names = sorted(entry.name for entry in entries)
-        for entry_name in names:
-            if entry_name == FOLDER_MARKER and marker is not None:
-                continue
-            info = _lstat(entry_name, folder_fd)
-            if info is None:
-                continue
-            kind = _kind(entry_name, info, result, workbook_pattern, temps=marker is not None)
-            if kind is None:
-                remaining += 1
-                continue
-            item = CleanupFile(
-                str(folder / entry_name), str(folder), kind, info.st_size, datetime.fromtimestamp(info.st_mtime, UTC)
-            )
-            if not dry_run:
-                try:
-                    os.unlink(entry_name, dir_fd=folder_fd)
-                except FileNotFoundError:
-                    continue  # removed by someone else meanwhile: nothing freed by us
-                except OSError as error:
-                    result.errors.append(f"cannot delete {item.path}: {error.strerror or error}")
-                    remaining += 1
-                    continue
-            result.files.append(item)
-        # An unmarked folder is removed only when this cleanup emptied it.
-        emptied = remaining == 0 and (marker is not None or len(result.files) > found)
-        if emptied and (dry_run or _remove_empty_folder(root_fd, name, folder_fd, marker)):
-            result.folders_removed.append(str(folder))
-    finally:
-        os.close(folder_fd)
-
-
-def _kind(
-    name: str, info: os.stat_result, result: CleanupResult, workbook_pattern: re.Pattern[str], temps: bool
-) -> FileKind | None:
-    if not stat.S_ISREG(info.st_mode):
-        return None  # symlinks, folders, sockets...: never ours to delete
-    if workbook_pattern.match(name):
-        return "workbook" if info.st_mtime < result.cutoff.timestamp() else None
-    if temps and TEMP_FILE_PATTERN.match(name):
-        return "temp" if info.st_mtime < (result.started_at - TEMP_FILE_MAX_AGE).timestamp() else None
-    return None
-
-
-def _remove_empty_folder(root_fd: int, name: str, folder_fd: int, marker: bytes | None) -> bool:
-    """Remove the marker and the folder; if an export wrote into it meanwhile, put the marker back."""
-    with os.scandir(folder_fd) as entries:
-        if any(marker is None or entry.name != FOLDER_MARKER for entry in entries):
-            return False  # without a marker of ours, any entry (an adopting export's marker too) keeps it
-    if marker is not None:
-        try:
-            os.unlink(FOLDER_MARKER, dir_fd=folder_fd)
-        except FileNotFoundError:
-            pass
-    try:
-        os.rmdir(name, dir_fd=root_fd)
-        return True
-    except OSError as error:
-        if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-            raise
-    if marker is None:
-        return False  # an export adopted it meanwhile: its marker is in place
-    # An export created a file between our check and rmdir: the folder stays, and so must its owner.
-    try:
-        fd = os.open(
-            FOLDER_MARKER,
-            os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC,
-            0o600,
-            dir_fd=folder_fd,
-        )
-    except FileExistsError:
-        return False
-    try:
-        os.write(fd, marker)
-    finally:
-        os.close(fd)
-    return False
-
-
-CLEANUP_MAX_DAYS = 36_500
-
-
 def cleanup(settings: Settings, days: int | None, dry_run: bool) -> CleanupResult:
     """Clean the files first, then record the event (a MongoDB outage must not keep the disk full); a dry run
     changes nothing anywhere, so it neither connects nor records."""
     days = settings.export_cleanup_days if days is None else days
     if not 0 <= days <= CLEANUP_MAX_DAYS:
         raise UsageProblem(f"--days must be between 0 and {CLEANUP_MAX_DAYS}, got {days}.")
-    result = clean_export_dir(settings, days, dry_run)
+    now = datetime.now(UTC)
+    result = CleanupResult(str(settings.export_dir), days, dry_run, cutoff=now - timedelta(days=days), started_at=now)
+    _clean_export_dir(settings.export_dir, result)
     if dry_run:
         return result
     try:
@@ -295,3 +130,124 @@ def cleanup(settings: Settings, days: int | None, dry_run: bool) -> CleanupResul
     except PyMongoError as error:
         result.event_error = describe_mongo_error(error, settings)
     return result
+
+
+def _clean_export_dir(export_dir: Path, result: CleanupResult) -> None:
+    try:
+        # EXPORT_DIR itself is configuration: following a symlink to a data disk is intended.
+        root_fd = os.open(export_dir, _DIRECTORY)
+    except FileNotFoundError:
+        result.export_dir_exists = False
+        return
+    except NotADirectoryError:
+        raise ConfigError(export_dir_not_a_directory(export_dir)) from None
+    except PermissionError:
+        raise ConfigError(f"EXPORT_DIR {export_dir} cannot be read by this user; run cleanup as its owner.") from None
+    try:
+        with os.scandir(root_fd) as entries:
+            folder_names = sorted(entry.name for entry in entries if entry.is_dir(follow_symlinks=False))
+        for name in folder_names:
+            try:
+                _clean_folder(root_fd, name, result)
+            except OSError as error:
+                result.errors.append(f"{export_dir / name}: {error.strerror or error}")
+    finally:
+        os.close(root_fd)
+
+
+def _clean_folder(root_fd: int, name: str, result: CleanupResult) -> None:
+    try:
+        folder_fd = os.open(name, _DIRECTORY | _NO_FOLLOW, dir_fd=root_fd)
+    except OSError as error:
+        if error.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            return  # a symlink (O_NOFOLLOW refused it) or gone meanwhile
+        raise
+    folder = Path(result.export_dir) / name
+    try:
+        marker = _marker_content(folder_fd)
+        if marker is None and not is_slug(name):
+            return  # neither ours by marker nor named like one of the original service's folders
+        # Without a marker only workbooks named for this very folder are ours (the original service's); each kind
+        # is deleted once older than its limit.
+        rules: list[tuple[FileKind, re.Pattern[str], datetime]] = [
+            ("workbook", EXPORT_FILE_PATTERN if marker is not None else export_file_pattern_for(name), result.cutoff)
+        ]
+        if marker is not None:
+            rules.append(("temp", TEMP_FILE_PATTERN, result.started_at - TEMP_FILE_MAX_AGE))
+        remaining, found = 0, len(result.files)
+        with os.scandir(folder_fd) as entries:
+            names = sorted(entry.name for entry in entries if entry.name != FOLDER_MARKER or marker is None)
+        for entry_name in names:
+            info = _lstat(entry_name, folder_fd)
+            if info is None:
+                continue
+            kind = next(
+                (rule for rule in rules if rule[1].match(entry_name) and info.st_mtime < rule[2].timestamp()), None
+            )
+            if kind is None or not stat.S_ISREG(info.st_mode):  # symlinks, folders, sockets...: never ours to delete
+                remaining += 1
+                continue
+            modified = datetime.fromtimestamp(info.st_mtime, UTC)
+            item = CleanupFile(str(folder / entry_name), str(folder), kind[0], info.st_size, modified)
+            if not result.dry_run:
+                try:
+                    os.unlink(entry_name, dir_fd=folder_fd)
+                except FileNotFoundError:
+                    continue  # removed by someone else meanwhile: nothing freed by us
+                except OSError as error:
+                    result.errors.append(f"cannot delete {item.path}: {error.strerror or error}")
+                    remaining += 1
+                    continue
+            result.files.append(item)
+        # An unmarked folder is removed only when this cleanup emptied it.
+        emptied = remaining == 0 and (marker is not None or len(result.files) > found)
+        if emptied and (result.dry_run or _remove_empty_folder(root_fd, name, folder_fd, marker)):
+            result.folders_removed.append(str(folder))
+    finally:
+        os.close(folder_fd)
+
+
+def _lstat(name: str, dir_fd: int) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _marker_content(folder_fd: int) -> bytes | None:
+    """The marker's bytes if the folder is one of ours (marker is a regular file), else None."""
+    info = _lstat(FOLDER_MARKER, folder_fd)
+    if info is None or not stat.S_ISREG(info.st_mode):
+        return None
+    try:
+        fd = os.open(FOLDER_MARKER, os.O_RDONLY | _NO_FOLLOW, dir_fd=folder_fd)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as marker:
+        return marker.read(1024)
+
+
+def _remove_empty_folder(root_fd: int, name: str, folder_fd: int, marker: bytes | None) -> bool:
+    """Remove the marker and the folder; if an export wrote into it meanwhile, put the marker back."""
+    with os.scandir(folder_fd) as entries:
+        if any(marker is None or entry.name != FOLDER_MARKER for entry in entries):
+            return False  # without a marker of ours, any entry (an adopting export's marker too) keeps it
+    if marker is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(FOLDER_MARKER, dir_fd=folder_fd)
+    try:
+        os.rmdir(name, dir_fd=root_fd)
+        return True
+    except OSError as error:
+        if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+    # An export created a file between our check and rmdir: the folder stays, and so must its owner (without a
+    # marker of ours, an export adopted it meanwhile: its marker is in place).
+    if marker is not None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW
+        with (
+            contextlib.suppress(FileExistsError),
+            os.fdopen(os.open(FOLDER_MARKER, flags, 0o600, dir_fd=folder_fd), "wb") as restored,
+        ):
+            restored.write(marker)
+    return False

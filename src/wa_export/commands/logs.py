@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -12,7 +12,7 @@ from pymongo import DESCENDING
 from wa_export.clock import as_utc_or_none
 from wa_export.errors import UsageProblem
 from wa_export.settings import Settings
-from wa_export.store.connection import SERVICE_NAME, Store, mongo_errors, open_store, parse_workspace_id
+from wa_export.store.connection import SERVICE_NAME, mongo_errors, open_store, parse_workspace_id
 from wa_export.store.logs import EXPORT_STATUSES
 from wa_export.store.ownership import as_object_id, both_forms
 from wa_export.units import count_or_zero
@@ -58,87 +58,63 @@ class LogsReport:
         return {**fields, "count": len(entries), "entries": [asdict(entry) for entry in entries]}
 
 
-def _text(value: object) -> str | None:
+def _text(document: Mapping[str, Any], name: str) -> str | None:
+    value = document.get(name)
     return None if value is None else str(value)
 
 
-def export_log_entries(store: Store, workspace_id: str | None, status: str | None, limit: int) -> LogsReport:
-    """Newest first. A well-formed id of a deleted workspace still shows its history."""
-    report = LogsReport("export", limit, status, workspace_id)
-    query: dict[str, Any] = {}
-    if workspace_id is not None:
-        query["workspace_id"] = {"$in": both_forms([parse_workspace_id(workspace_id)])}
-    if status is not None:
-        query["status"] = status
-    documents = list(store.export_logs.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)]).limit(limit))
-    if workspace_id is not None and not documents:
-        store.workspaces_by_id([workspace_id])  # raises UnknownWorkspace for a wrong id
-    names = _workspace_names(store, (document.get("workspace_id") for document in documents))
-    for document in documents:
-        ident = str(document.get("workspace_id", ""))
-        name = document.get("workspace_name")
-        report.export_entries.append(
-            ExportLogEntry(
-                id=str(document.get("_id")),
-                time=as_utc_or_none(document.get("created_at")) or as_utc_or_none(document.get("export_timestamp")),
-                workspace_id=ident,
-                workspace_name=name if isinstance(name, str) else names.get(ident, ""),
-                trigger=_text(document.get("trigger")),
-                window_start=as_utc_or_none(document.get("window_start")),
-                window_end=as_utc_or_none(document.get("window_end")),
-                message_count=count_or_zero(document.get("message_count")),
-                file_path=_text(document.get("file_path")),
-                recipients=_text(document.get("email_sent_to")) or "",
-                status=_text(document.get("status")) or "",
-                error=_text(document.get("error_message")),
-                possible_duplicate=document.get("possible_duplicate") is True,
-            )
-        )
-    return report
-
-
-def _workspace_names(store: Store, raw_ids: Iterable[object]) -> dict[str, str]:
-    object_ids = {object_id for raw in raw_ids if (object_id := as_object_id(raw)) is not None}
-    if not object_ids:
-        return {}
-    return {
-        str(document["_id"]): _text(document.get("name")) or ""
-        for document in store.workspaces.find({"_id": {"$in": list(object_ids)}}, {"name": 1})
-    }
-
-
-def system_log_entries(store: Store, limit: int) -> LogsReport:
-    """This tool's events (service SERVICE_NAME), newest first."""
-    report = LogsReport("system", limit, None, None)
-    cursor = (
-        store.system_logs.find({"service": SERVICE_NAME}, {"event_type": 1, "message": 1, "timestamp": 1, "kind": 1})
-        .sort([("timestamp", DESCENDING), ("_id", DESCENDING)])
-        .limit(limit)
-    )
-    for document in cursor:
-        report.system_entries.append(
-            SystemLogEntry(
-                time=as_utc_or_none(document.get("timestamp")),
-                event_type=_text(document.get("event_type")) or "",
-                message=_text(document.get("message")) or "",
-                kind=_text(document.get("kind")) or "",
-            )
-        )
-    return report
-
-
 def logs(settings: Settings, workspace_id: str | None, limit: int, status: str | None, system: bool) -> LogsReport:
+    """Newest first. A well-formed id of a deleted workspace still shows its history."""
     if status is not None:
         status = status.strip().lower()
         if status not in EXPORT_STATUSES:
             raise UsageProblem(f"--status must be one of {', '.join(EXPORT_STATUSES)}, got {status!r}.")
     if system and (status is not None or workspace_id is not None):
         raise UsageProblem("--system shows the tool's own events: it takes neither --status nor a WORKSPACE_ID.")
+    query: dict[str, Any] = {} if status is None else {"status": status}
     if workspace_id is not None:
-        parse_workspace_id(workspace_id)
+        query["workspace_id"] = {"$in": both_forms([parse_workspace_id(workspace_id)])}
     with open_store(settings) as store, mongo_errors(settings):
         # Logs prove nothing: an earlier version wrote its events into a misspelt database too.
         store.require_workspaces_collection()
-        if system:
-            return system_log_entries(store, limit)
-        return export_log_entries(store, workspace_id, status, limit)
+        report = LogsReport("system" if system else "export", limit, status, workspace_id)
+        if system:  # this tool's events (service SERVICE_NAME)
+            projection = {"event_type": 1, "message": 1, "timestamp": 1, "kind": 1}
+            found = store.system_logs.find({"service": SERVICE_NAME}, projection)
+            for document in found.sort([("timestamp", DESCENDING), ("_id", DESCENDING)]).limit(limit):
+                texts = (_text(document, name) or "" for name in ("event_type", "message", "kind"))
+                report.system_entries.append(SystemLogEntry(as_utc_or_none(document.get("timestamp")), *texts))
+            return report
+        found = store.export_logs.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)])
+        documents = list(found.limit(limit))
+        if workspace_id is not None and not documents:
+            store.workspaces_by_id([workspace_id])  # raises UnknownWorkspace for a wrong id
+        # The name of each entry's workspace where the entry does not record one.
+        object_ids = {oid for document in documents if (oid := as_object_id(document.get("workspace_id"))) is not None}
+        named = list(store.workspaces.find({"_id": {"$in": list(object_ids)}}, {"name": 1})) if object_ids else []
+        names = {str(workspace["_id"]): _text(workspace, "name") or "" for workspace in named}
+        report.export_entries = [_export_entry(document, names) for document in documents]
+        return report
+
+
+def _export_entry(document: Mapping[str, Any], names: Mapping[str, str]) -> ExportLogEntry:
+    ident, name, time = (
+        str(document.get("workspace_id", "")),
+        document.get("workspace_name"),
+        document.get("created_at"),
+    )
+    return ExportLogEntry(
+        id=str(document.get("_id")),
+        time=as_utc_or_none(time) or as_utc_or_none(document.get("export_timestamp")),
+        workspace_id=ident,
+        workspace_name=name if isinstance(name, str) else names.get(ident, ""),
+        trigger=_text(document, "trigger"),
+        window_start=as_utc_or_none(document.get("window_start")),
+        window_end=as_utc_or_none(document.get("window_end")),
+        message_count=count_or_zero(document.get("message_count")),
+        file_path=_text(document, "file_path"),
+        recipients=_text(document, "email_sent_to") or "",
+        status=_text(document, "status") or "",
+        error=_text(document, "error_message"),
+        possible_duplicate=document.get("possible_duplicate") is True,
+    )

@@ -1,15 +1,11 @@
-"""`wa-export resend LOG_ID`: email again exactly the workbook an export_logs entry recorded.
-
-The rows come from the entry's recorded range (store/ledger.py): its arrival keys for a scheduled
-window or part, its timestamp window for a manual export, read over the workspace's own chats
-(store/ownership.py) in the workbook's row order and written by the export's writer. It touches no
-cursor, lease or intent (nothing here imports store/state.py), so scheduled delivery cannot notice it.
-"""
+"""`wa-export resend LOG_ID`: email again exactly the workbook an export_logs entry recorded, its rows read over the
+entry's recorded range (store/ledger.py) as the export read them. It touches no cursor, lease or intent (nothing here
+imports store/state.py), so scheduled delivery cannot notice it."""
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -20,11 +16,8 @@ from wa_export.addresses import domain_refusal, parse_address_list
 from wa_export.clock import DatabaseClock
 from wa_export.commands.verify import entry_facts
 from wa_export.errors import ConfigError, ExitCode, SmtpNotConfigured, UnknownWorkspace, UsageProblem, WaExportError
-from wa_export.export.context import new_run_id
-from wa_export.export.email_text import Resent, compose_export_mail, count_difference
-from wa_export.export.recorded import rows_by_arrival, rows_by_timestamp
-from wa_export.export.rows import Row, RowStats
-from wa_export.export.window import describe_file_error, remove_files, write_workbook
+from wa_export.export import context, email_text, recorded, window
+from wa_export.export.rows import RowStats
 from wa_export.mail.errors import MailError
 from wa_export.mail.message import check_sendable
 from wa_export.mail.sender import MailSender
@@ -33,8 +26,7 @@ from wa_export.settings import ID_FORM, Settings
 from wa_export.store import logs
 from wa_export.store.arrivals import ArrivalKey
 from wa_export.store.connection import Store, Workspace, as_object_id, mongo_errors, open_store
-from wa_export.store.ledger import LedgerEntry, RecordedRange, entry_by_id
-from wa_export.store.logs import STATUS_COMPLETED, STATUS_FAILED, STATUS_SENDING
+from wa_export.store.ledger import LedgerEntry, entry_by_id
 from wa_export.units import count_noun
 from wa_export.workbook.fingerprint import Fingerprint, fingerprint
 from wa_export.workbook.naming import contested_slugs
@@ -47,7 +39,6 @@ class NotResendable(WaExportError):
 
 
 def parse_log_id(raw: str) -> ObjectId:
-    """An export_logs id as `logs` prints it; UsageProblem (exit 2) for anything else."""
     log_id = as_object_id(raw.strip())
     if log_id is None:
         raise UsageProblem(f"{raw!r} is not an export id: expected {ID_FORM}, as `wa-export logs` shows them.")
@@ -56,33 +47,24 @@ def parse_log_id(raw: str) -> ObjectId:
 
 def parse_to(to: Sequence[str], settings: Settings) -> tuple[str, ...]:
     """The --to addresses: plain addresses inside EXPORT_ALLOWED_EMAIL_DOMAINS, else UsageProblem (exit 2)."""
-    if not to:
-        return ()
     try:
         addresses = parse_address_list(",".join(to), "--to")
     except ConfigError as error:
         raise UsageProblem(str(error)) from None
-    refusal = domain_refusal(addresses, settings.export_allowed_email_domains, "use an address in an allowed domain")
-    if refusal is not None:
-        raise UsageProblem(f"--to: {refusal}.")
+    refused = domain_refusal(addresses, settings.export_allowed_email_domains, "use an address in an allowed domain")
+    if refused is not None:
+        raise UsageProblem(f"--to: {refused}.")
     return addresses
-
-
-def unknown_entry(log_id: ObjectId, settings: Settings) -> NotResendable:
-    return NotResendable(
-        f"No export has id {log_id} in database {settings.mongodb_database!r}; "
-        "`wa-export logs` lists the recent exports with their ids."
-    )
 
 
 def refusal(entry: LedgerEntry) -> str | None:
     """Why this entry cannot be re-sent (one sentence), or None."""
-    if entry.status in (STATUS_FAILED, STATUS_SENDING):
+    if entry.status in (logs.STATUS_FAILED, logs.STATUS_SENDING):
         return (
             f"Export {entry.id} was never delivered (status {entry.status}), so there is nothing to re-send: "
             "the next scheduled run delivers its messages."
         )
-    if entry.status != STATUS_COMPLETED:
+    if entry.status != logs.STATUS_COMPLETED:
         return f"Export {entry.id} has status {entry.status or '(none)'!r}: only a completed export can be re-sent."
     if entry.recorded_range is None:
         return (
@@ -121,8 +103,7 @@ class ResendResult:
 
     @property
     def count_difference(self) -> str | None:
-        """The sentence when the rebuilt workbook holds another number of messages than the original."""
-        return count_difference(self.message_count, self.original.message_count)
+        return email_text.count_difference(self.message_count, self.original.message_count)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -151,79 +132,93 @@ class ResendResult:
 
 
 def resend(settings: Settings, raw_id: str, to: Sequence[str], *, dry_run: bool = False) -> ResendResult:
-    """`wa-export resend`: every argument is checked before MongoDB is asked anything."""
-    log_id = parse_log_id(raw_id)
-    override = parse_to(to, settings)
+    """Every argument is checked before MongoDB is asked anything."""
+    log_id, override = parse_log_id(raw_id), parse_to(to, settings)
     try:
         check_sendable(settings)  # --dry-run too: it refuses what the real resend refuses
     except MailError as error:
         raise SmtpNotConfigured(str(error)) from None
     with open_store(settings) as store, mongo_errors(settings):
-        return _resend(settings, store, log_id, override, dry_run)
+        entry = entry_by_id(store.export_logs, log_id)
+        if entry is None:
+            store.require_workspaces_collection()  # a wrong MONGODB_DATABASE is exit 2, not "no such export"
+            raise NotResendable(
+                f"No export has id {log_id} in database {settings.mongodb_database!r}; "
+                "`wa-export logs` lists the recent exports with their ids."
+            )
+        reason = refusal(entry)
+        if reason is not None:
+            raise NotResendable(reason)
+        recipients = recipients_of(entry, override, settings)
+        try:
+            [workspace] = store.workspaces_by_id([entry.workspace_id])
+        except UnknownWorkspace:
+            raise NotResendable(
+                f"The workspace of export {entry.id} ({entry.workspace_id}) no longer exists, so its chats are unknown."
+            ) from None
+        zone = resolve(TIME_ZONE, workspace, settings)  # the workspace's own zone, as its exports are written
+        if zone.value is None:
+            raise NotResendable(zone.problem or "")
+        result = ResendResult(entry, workspace.name, recipients, dry_run)
+        _rebuild(in_zone(settings, zone.value), store, workspace, result)
+        return result
 
 
-def _resend(settings: Settings, store: Store, log_id: ObjectId, to: tuple[str, ...], dry_run: bool) -> ResendResult:
-    entry = entry_by_id(store.export_logs, log_id)
-    if entry is None:
-        store.require_workspaces_collection()  # a wrong MONGODB_DATABASE is exit 2, not "no such export"
-        raise unknown_entry(log_id, settings)
-    reason = refusal(entry)
-    if reason is not None:
-        raise NotResendable(reason)
-    recorded = entry.recorded_range
-    assert recorded is not None  # refusal() said so
-    recipients = recipients_of(entry, to, settings)
-    try:
-        [workspace] = store.workspaces_by_id([entry.workspace_id])
-    except UnknownWorkspace:
-        raise NotResendable(
-            f"The workspace of export {entry.id} ({entry.workspace_id}) no longer exists, so its chats are unknown."
-        ) from None
-    zone = resolve(TIME_ZONE, workspace, settings)  # the workspace's own zone, as its exports are written
-    if zone.value is None:
-        raise NotResendable(zone.problem or "")
-    settings = in_zone(settings, zone.value)
+def _rebuild(settings: Settings, store: Store, workspace: Workspace, result: ResendResult) -> None:
+    """Rebuilt like a new export: encrypted with the workspace's password as it is now, refused without a required one."""
+    entry, span = result.original, result.original.recorded_range
+    assert span is not None  # refusal() said so
     clock = DatabaseClock(store.database_now())
     export_time = entry.export_time or clock.started_at  # the original's subject and file name
-    result = ResendResult(entry, workspace.name, recipients, dry_run)
-    # Rebuilt like a new export: encrypted with the workspace's password as it is now, refused without a required one.
     password = workbook_password(workspace, settings)
     if password.problem is not None:
         result.error = password.problem[:1].upper() + password.problem[1:]
-        return result
+        return
     stats = RowStats()
-    rows = _rows(settings, store, workspace, entry, recorded, stats)
-    if dry_run:
+    if span.kind == "timestamp":
+        assert isinstance(span.low, datetime) and isinstance(span.high, datetime)
+        rows = recorded.rows_by_timestamp(store, workspace, span.low, span.high, stats)
+    else:
+        # An ObjectId range is `_id` whatever the setting says now; dates need the configured date field.
+        key = ArrivalKey("_id") if isinstance(span.low, ObjectId) else ArrivalKey(settings.export_arrival_field)
+        if not key.usable(span.low):
+            raise NotResendable(
+                f"Export {entry.id} recorded arrival dates, but EXPORT_ARRIVAL_FIELD is now _id: set it back to the "
+                "date field it was exported with to re-send it."
+            )
+        rows = recorded.rows_by_arrival(store, key, workspace, span.low, span.high, stats)
+    path = None
+    if result.dry_run:
         deque(rows, maxlen=0)  # counts the rows, writes none
-        result.message_count, result.by_status = stats.total, stats.counts()[0]
-        return result
-    slugs = contested_slugs((active.name, active.id) for active in store.active_workspaces())
-    try:
-        path = write_workbook(settings, workspace, rows, export_time, slugs, password=password.value)
-    except OSError as error:
-        result.error = describe_file_error(error, settings.export_dir)
-        return result
+    else:
+        slugs = contested_slugs((active.name, active.id) for active in store.active_workspaces())
+        try:
+            path = window.write_workbook(settings, workspace, rows, export_time, slugs, password=password.value)
+        except OSError as error:
+            result.error = window.describe_file_error(error, settings.export_dir)
+            return
     result.message_count, result.by_status = stats.total, stats.counts()[0]
     if path is None:
-        result.error = (
-            f"Export {entry.id} held {count_noun(entry.message_count, 'message')} and none of them exists any more "
-            "(deleted, or their chats moved to another workspace): nothing was sent."
-        )
-        return result
+        if not result.dry_run:
+            result.error = (
+                f"Export {entry.id} held {count_noun(entry.message_count, 'message')} and none of them exists any more "
+                "(deleted, or their chats moved to another workspace): nothing was sent."
+            )
+        return
     # The copy keeps the original's name: a re-sent file reaches the recipient as the one they miss.
     attached_name = entry.file_name or path.name
     result.file_path, result.attachment = str(path), replace(fingerprint(path), file_name=attached_name)
-    mail = compose_export_mail(
+    mail = email_text.compose_export_mail(
         settings,
         workspace,
         export_time,
         (entry.window_start or export_time, entry.window_end or export_time),
         result.by_status,
         path,
-        recipients,
+        result.recipients,
         (entry.part or 1, entry.parts or 1),
-        by_arrival=recorded.kind == "arrival",
-        resent=Resent(export_time, entry.message_count, attached_name),
+        by_arrival=span.kind == "arrival",
+        resent=email_text.Resent(export_time, entry.message_count, attached_name),
         protected=password.value is not None,
     )
     result.subject = mail.subject
@@ -231,31 +226,13 @@ def _resend(settings: Settings, store: Store, log_id: ObjectId, to: tuple[str, .
         with MailSender(settings) as sender:
             sender.send(mail)
     except MailError as error:
-        remove_files([path])  # rebuilt on the next attempt; nothing to keep
+        window.remove_files([path])  # rebuilt on the next attempt; nothing to keep
         result.file_path, result.error = None, redact(str(error), settings.secrets())
-        return result
+        return
     result.log_id = ObjectId()
     record = logs.ExportEntry(
-        workspace, recipients, new_run_id(), logs.TRIGGER_RESEND, clock.started_at, result.message_count,
+        workspace, result.recipients, context.new_run_id(), logs.TRIGGER_RESEND, clock.started_at, result.message_count,
         result.by_status, stats.counts()[1], entry.window_start, entry.window_end, str(path), entry.keys,
         entry.part, entry.parts, result.attachment, resend_of=entry.id,
     )  # fmt: skip
     logs.insert_export(store.export_logs, record, clock.now(), status=logs.STATUS_COMPLETED, log_id=result.log_id)
-    return result
-
-
-def _rows(
-    settings: Settings, store: Store, workspace: Workspace, entry: LedgerEntry, recorded: RecordedRange, stats: RowStats
-) -> Iterator[Row]:
-    """The entry's rows, read over its range as the export that wrote it read them (export/recorded.py)."""
-    if recorded.kind == "timestamp":
-        assert isinstance(recorded.low, datetime) and isinstance(recorded.high, datetime)
-        return rows_by_timestamp(store, workspace, recorded.low, recorded.high, stats)
-    # An ObjectId range is `_id` whatever the setting says now; dates need the configured date field.
-    key = ArrivalKey("_id") if isinstance(recorded.low, ObjectId) else ArrivalKey(settings.export_arrival_field)
-    if not key.usable(recorded.low):
-        raise NotResendable(
-            f"Export {entry.id} recorded arrival dates, but EXPORT_ARRIVAL_FIELD is now _id: set it back to the "
-            "date field it was exported with to re-send it."
-        )
-    return rows_by_arrival(store, key, workspace, recorded.low, recorded.high, stats)

@@ -1,15 +1,14 @@
 """`wa-export state`: where each workspace's scheduled delivery stands (by the database's clock), and moving one
 workspace's cursor (logged; --move-past makes it the smallest key after one message).
-
-Why this module is long: the report of every workspace's state, and the two ways to move a cursor that report on it.
-"""
+Why this module is long: the report of every workspace's state, and the two ways to move a cursor that report on it."""
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Literal
 
 from bson import ObjectId
@@ -22,6 +21,7 @@ from wa_export.redaction import redact
 from wa_export.schedule import decide
 from wa_export.settings import ID_FORM, Settings
 from wa_export.store import logs
+from wa_export.store import state as stored
 from wa_export.store.arrivals import ArrivalKey, Key, is_key, key_order, key_text, time_of
 from wa_export.store.connection import (
     Store,
@@ -32,22 +32,19 @@ from wa_export.store.connection import (
     parse_workspace_id,
 )
 from wa_export.store.ownership import as_object_id, owner_of
-from wa_export.store.state import (
-    ANY_CURSOR,
-    FirstCursor,
-    WorkspaceState,
-    first_cursor,
-    original_exports,
-    read_lease,
-    read_state_documents,
-    set_moved_cursor,
-)
 from wa_export.store.waiting import Waiting, count_waiting, position_key, workspace_chat_ids
 from wa_export.units import count_or_zero, local_time
 from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, resolve
 
 WAITING_COUNT_CAP = 10_000
 _SHOWN_DERIVED = {"database_now", "cursor_key", "first_cursor", "waiting", "in_flight"}  # as_dict shows them its way
+_STORED_TIMES = (
+    "cursor_set_at",
+    "lease_expires_at",
+    "last_success_at",
+    "last_attempt_at",
+    "last_possible_duplicate_at",
+)
 
 
 @dataclass(frozen=True)
@@ -60,7 +57,7 @@ class WorkspaceReport:
     cursor_source: str | None
     cursor_set_at: datetime | None
     legacy_watermark: datetime | None  # v1's position; the next run turns it into a cursor
-    first_cursor: FirstCursor | None  # where the next run starts a workspace without a position
+    first_cursor: stored.FirstCursor | None  # where the next run starts a workspace without a position
     waiting: Waiting | None  # None: not counted (no position to count from)
     lease_owner: str | None
     lease_expires_at: datetime | None
@@ -100,11 +97,8 @@ class WorkspaceReport:
 
     @property
     def lease_held(self) -> bool:
-        return (
-            self.lease_owner is not None
-            and self.lease_expires_at is not None
-            and self.lease_expires_at > self.database_now
-        )
+        expires = self.lease_expires_at
+        return self.lease_owner is not None and expires is not None and expires > self.database_now
 
     @property
     def oldest_waiting_age_seconds(self) -> float | None:
@@ -117,7 +111,7 @@ class WorkspaceReport:
         waiting, age = self.waiting, self.oldest_waiting_age_seconds
         return {
             **{f.name: getattr(self, f.name) for f in fields(self) if f.name not in _SHOWN_DERIVED},
-            "in_flight": self.in_flight or None,
+            "in_flight": self.in_flight,
             "cursor_time": iso(self.cursor_time),
             "cursor_key": key_text(self.cursor_key),
             "cursor_ahead_of_database_clock": self.cursor_ahead_of_database_clock,
@@ -158,40 +152,35 @@ def state(settings: Settings, workspace_id: str | None) -> StateReport:
         now = store.database_now()
         workspaces = store.workspaces_by_id([workspace_id]) if workspace_id is not None else store.active_workspaces()
         cap = None if workspace_id is not None else WAITING_COUNT_CAP
-        documents = read_state_documents(store, [w.id for w in workspaces], single=workspace_id is not None)
-        states = workspace_states(store, workspaces, documents, now, cap)
+        states = _reports(store, workspaces, now, cap)
         return StateReport(now, settings.timezone_name, settings.export_arrival_field, cap, states)
 
 
-def workspace_states(
-    store: Store,
-    workspaces: Sequence[Workspace],
-    documents: Mapping[str, Mapping[str, Any]],
-    now: datetime,
-    cap: int | None,
-) -> list[WorkspaceReport]:
+def _reports(store: Store, workspaces: Sequence[Workspace], now: datetime, cap: int | None) -> list[WorkspaceReport]:
+    """Without a cap (one workspace named) counts are exact and its document is read alone."""
     settings = store.settings
-    key = ArrivalKey(settings.export_arrival_field)
+    documents = stored.read_state_documents(store, [w.id for w in workspaces], single=cap is None)
     positions = {workspace.id: position_key(settings, documents.get(workspace.id, {}), now) for workspace in workspaces}
-    originals = original_exports(store, [id_ for id_, position in positions.items() if position is None], now)
+    originals = stored.original_exports(store, [id_ for id_, position in positions.items() if position is None], now)
     reports = []
     for workspace in workspaces:
         document = documents.get(workspace.id, {})
         from_key, first = positions[workspace.id], None
         if from_key is None:
             # As the next scheduled run will set it (its end is not known yet: "now" stands in).
-            first = first_cursor(settings, key, now, now, None, originals.get(workspace.id))
-            if first.source == "original_service":
-                from_key = first.key
-        waiting = count_waiting(store, workspace, from_key, cap) if from_key is not None else None
+            first = stored.first_cursor(
+                settings, ArrivalKey(settings.export_arrival_field), now, now, None, originals.get(workspace.id)
+            )
+            from_key = first.key if first.source == "original_service" else None
         cursor, source, owner = document.get("cursor"), document.get("cursor_source"), document.get("lease_owner")
         cursor_key = cursor if is_key(cursor) else None
         last_error, in_flight = document.get("last_error"), document.get("in_flight")
         zone, schedule = resolve(TIME_ZONE, workspace, settings), resolve(SCHEDULE, workspace, settings)
         decision = None
         if zone.value is not None and schedule.value is not None:
-            served = WorkspaceState.from_document(workspace.id, document).served
+            served = stored.WorkspaceState.from_document(workspace.id, document).served
             decision = decide(schedule.value, zone.value, now, served)
+        times: dict[str, Any] = {name: as_utc_or_none(document.get(name)) for name in _STORED_TIMES}
         reports.append(
             WorkspaceReport(
                 workspace_id=workspace.id,
@@ -200,17 +189,12 @@ def workspace_states(
                 database_now=now,
                 cursor_key=cursor_key,
                 cursor_source=str(source) if cursor_key is not None and source is not None else None,
-                cursor_set_at=as_utc_or_none(document.get("cursor_set_at")),
                 legacy_watermark=as_utc_or_none(document.get("watermark")) if cursor_key is None else None,
                 first_cursor=first,
-                waiting=waiting,
+                waiting=count_waiting(store, workspace, from_key, cap) if from_key is not None else None,
                 lease_owner=str(owner) if owner is not None else None,
-                lease_expires_at=as_utc_or_none(document.get("lease_expires_at")),
-                last_success_at=as_utc_or_none(document.get("last_success_at")),
-                last_attempt_at=as_utc_or_none(document.get("last_attempt_at")),
                 consecutive_failures=count_or_zero(document.get("consecutive_failures")),
                 last_error=redact(str(last_error), settings.secrets()) if last_error else None,
-                last_possible_duplicate_at=as_utc_or_none(document.get("last_possible_duplicate_at")),
                 in_flight=in_flight if isinstance(in_flight, Mapping) and in_flight else None,
                 time_zone=str(zone.value or ""),
                 time_zone_from=zone.where,
@@ -219,6 +203,7 @@ def workspace_states(
                 due=decision is not None and decision.due,
                 next_due_at=decision.next_due if decision is not None else None,
                 setting_problem=zone.problem or schedule.problem,
+                **times,
             )
         )
     return reports
@@ -238,9 +223,9 @@ class CursorMove:
     new_key: Key
     direction: MoveDirection
     database_now: datetime
-    host: str
     past_message_id: str | None = None  # --move-past: the one message skipped
     state_after: WorkspaceReport | None = None
+    host: str = field(default_factory=socket.gethostname)
 
     @property
     def old_time(self) -> datetime | None:
@@ -273,7 +258,6 @@ class CursorMove:
 def move_cursor(settings: Settings, workspace_id: str | None, to: str) -> CursorMove:
     workspace_id = _one_workspace(workspace_id, "--move-to TIME")
     moment = parse_time(to, "--move-to", settings.export_timezone)
-    arrival = ArrivalKey(settings.export_arrival_field)
     with open_store(settings) as store, mongo_errors(settings):
         workspace = store.workspaces_by_id([workspace_id])[0]
         now = store.database_now()
@@ -282,12 +266,17 @@ def move_cursor(settings: Settings, workspace_id: str | None, to: str) -> Cursor
                 f"--move-to {to!r} is later than the database clock ({local_time(now, settings, SECOND_FORMAT, zoned=True)}): a cursor there would skip "
                 "messages that have not arrived yet; give a time in the past."
             )
-        return _move(store, workspace, arrival, now, arrival.at(moment), moment)
+        return _move(store, workspace, now, ArrivalKey(settings.export_arrival_field).at(moment), moment)
 
 
 def move_cursor_past(settings: Settings, workspace_id: str | None, message_id: str) -> CursorMove:
     workspace_id = _one_workspace(workspace_id, "--move-past MESSAGE_ID")
-    message_object_id = _parse_message_id(message_id)
+    try:
+        message_object_id = ObjectId(message_id.strip())
+    except InvalidId:
+        raise UsageProblem(
+            f"--move-past {message_id!r} is not a message id: expected the message's _id, {ID_FORM}."
+        ) from None
     arrival = ArrivalKey(settings.export_arrival_field)
     with open_store(settings) as store, mongo_errors(settings):
         workspace = store.workspaces_by_id([workspace_id])[0]
@@ -297,7 +286,16 @@ def move_cursor_past(settings: Settings, workspace_id: str | None, message_id: s
                 f"No message with id {message_object_id} in database {settings.mongodb_database!r}; "
                 f"check the id (the message's _id, {ID_FORM})."
             )
-        _check_owner(store, workspace, message, message_object_id)
+        # Refuse a message that this workspace's scheduled runs would never deliver: another's, or nobody's.
+        chat_id = as_object_id(message.get("chat_id"))
+        chat = store.chats.find_one({"_id": chat_id}, {"workspace_id": 1}) if chat_id is not None else None
+        owner = owner_of(chat) if chat is not None else None
+        if owner != workspace.id:
+            whose = f"workspace {owner}" if owner is not None else "no single workspace"
+            raise UsageProblem(
+                f"Message {message_object_id} belongs to {whose}, not to workspace {workspace.id}; its cursor was not "
+                "moved: give the workspace whose export stopped at that message."
+            )
         message_key = arrival.of(message)
         if not is_key(message_key) or not arrival.usable(message_key):
             raise UsageProblem(
@@ -305,26 +303,22 @@ def move_cursor_past(settings: Settings, workspace_id: str | None, message_id: s
                 "deliver it, so there is nothing to move past."
             )
         now = store.database_now()
-        document = read_state_documents(store, [workspace.id], single=True).get(workspace.id, {})
+        document = stored.read_state_documents(store, [workspace.id], single=True).get(workspace.id, {})
         position = _delivery_position(settings, document, now)
-        old_key, old_source = _old_position(document or None, arrival)
-        requested = time_of(message_key) or now
+        requested, past_id = time_of(message_key) or now, str(message_object_id)
         if message_key < position:  # both keys of the configured field: delivered (or skipped) already
-            unmoved = old_key if old_key is not None else position
-            move = _cursor_move(workspace, requested, (old_key, old_source), unmoved, now, str(message_object_id), True)
-            return _with_state_after(store, workspace, move)
-        new_key = _key_just_after(store, workspace, arrival, message_key, message_object_id)
+            return _move(store, workspace, now, position, requested, past_id, already_past=document)
+        chat_ids = {"chat_id": {"$in": workspace_chat_ids(store, workspace)}}
+        new_key = _key_just_after(store, workspace, chat_ids, message_key, message_object_id)
         between = {arrival.field: {"$gte": position, "$lt": message_key}}  # skipped too if moved past
-        earlier = message_key != position and store.messages.count_documents(
-            {"chat_id": {"$in": workspace_chat_ids(store, workspace)}, **between}
-        )
+        earlier = message_key != position and store.messages.count_documents({**chat_ids, **between})
         if earlier:
             raise UsageProblem(
                 f"{earlier} message(s) of workspace {workspace.id} arrived after its cursor and before message "
                 f"{message_object_id}: moving past it would skip them too; let a scheduled run deliver them first, "
                 "or skip them all deliberately with --move-to."
             )
-        return _move(store, workspace, arrival, now, new_key, requested, document.get("cursor"), str(message_object_id))
+        return _move(store, workspace, now, new_key, requested, past_id, expected_cursor=document.get("cursor"))
 
 
 def _one_workspace(workspace_id: str | None, option: str) -> str:
@@ -337,42 +331,6 @@ def _one_workspace(workspace_id: str | None, option: str) -> str:
     return workspace_id
 
 
-def _cursor_move(
-    workspace: Workspace,
-    requested_time: datetime,
-    old: tuple[Key | None, str | None],
-    new_key: Key,
-    now: datetime,
-    past_message_id: str | None,
-    already_past: bool = False,
-) -> CursorMove:
-    direction: MoveDirection = "already_past" if already_past else _direction(old[0], new_key)
-    host = socket.gethostname()
-    return CursorMove(
-        workspace.id, workspace.name, requested_time, *old, new_key, direction, now, host, past_message_id
-    )
-
-
-def _parse_message_id(raw: str) -> ObjectId:
-    try:
-        return ObjectId(raw.strip())
-    except (InvalidId, TypeError):
-        raise UsageProblem(f"--move-past {raw!r} is not a message id: expected the message's _id, {ID_FORM}.") from None
-
-
-def _check_owner(store: Store, workspace: Workspace, message: Mapping[str, Any], message_id: ObjectId) -> None:
-    """Refuse a message that this workspace's scheduled runs would never deliver: another's, or nobody's."""
-    chat_id = as_object_id(message.get("chat_id"))
-    chat = store.chats.find_one({"_id": chat_id}, {"workspace_id": 1}) if chat_id is not None else None
-    owner = owner_of(chat) if chat is not None else None
-    if owner != workspace.id:
-        whose = f"workspace {owner}" if owner is not None else "no single workspace"
-        raise UsageProblem(
-            f"Message {message_id} belongs to {whose}, not to workspace {workspace.id}; its cursor was not moved: "
-            "give the workspace whose export stopped at that message."
-        )
-
-
 def _delivery_position(settings: Settings, document: Mapping[str, Any], now: datetime) -> Key:
     """Where undelivered messages start: the cursor, v1's watermark, or the earliest start of a first run."""
     position = position_key(settings, document, now)
@@ -383,23 +341,18 @@ def _delivery_position(settings: Settings, document: Mapping[str, Any], now: dat
 
 
 def _key_just_after(
-    store: Store, workspace: Workspace, arrival: ArrivalKey, message_key: Key, message_id: ObjectId
+    store: Store, workspace: Workspace, chat_ids: Mapping[str, Any], message_key: Key, message_id: ObjectId
 ) -> Key:
     """The smallest arrival key after `message_key`; a date key (milliseconds) can only be passed as a whole."""
     if isinstance(message_key, ObjectId):
         following = int.from_bytes(message_key.binary, "big") + 1
         return ObjectId(following.to_bytes(12, "big"))  # 2**96 - 1 is no writer's ObjectId
-    tied = store.messages.count_documents(
-        {
-            "chat_id": {"$in": workspace_chat_ids(store, workspace)},
-            arrival.field: message_key,
-            "_id": {"$ne": message_id},
-        }
-    )
+    field = store.settings.export_arrival_field
+    tied = store.messages.count_documents({**chat_ids, field: message_key, "_id": {"$ne": message_id}})
     if tied:
         raise UsageProblem(
             f"{tied} other message(s) of workspace {workspace.id} share message {message_id}'s arrival time in "
-            f"{arrival.field} ({key_text(message_key)}): a date cursor cannot pass one of them alone; use --move-to "
+            f"{field} ({key_text(message_key)}): a date cursor cannot pass one of them alone; use --move-to "
             "to skip them all, or raise EXPORT_MAX_ATTACHMENT_MB."
         )
     return message_key + timedelta(milliseconds=1)  # BSON dates hold milliseconds
@@ -408,52 +361,44 @@ def _key_just_after(
 def _move(
     store: Store,
     workspace: Workspace,
-    arrival: ArrivalKey,
     now: datetime,
     new_key: Key,
     requested_time: datetime,
-    expected_cursor: object = ANY_CURSOR,
     past_message_id: str | None = None,
+    expected_cursor: object = stored.ANY_CURSOR,
+    already_past: Mapping[str, Any] | None = None,
 ) -> CursorMove:
-    """Write the cursor (lease free, and the cursor still as read), record the move, read the state after it."""
-    try:
-        before = set_moved_cursor(store, workspace.id, now, new_key, expected_cursor=expected_cursor)
-    except DuplicateKeyError:
-        # The document exists but did not match: its lease is live, or a run moved the cursor meanwhile.
-        raise _busy(store, workspace) from None
-    move = _cursor_move(workspace, requested_time, _old_position(before, arrival), new_key, now, past_message_id)
-    _record_move(store, move)
-    return _with_state_after(store, workspace, move)
-
-
-def _with_state_after(store: Store, workspace: Workspace, move: CursorMove) -> CursorMove:
-    documents = read_state_documents(store, [workspace.id], single=True)
-    return replace(move, state_after=workspace_states(store, [workspace], documents, move.database_now, None)[0])
-
-
-def _old_position(before: Mapping[str, Any] | None, arrival: ArrivalKey) -> tuple[Key | None, str | None]:
-    if before is None:
-        return None, None
-    cursor = before.get("cursor")
-    if is_key(cursor):
-        source = before.get("cursor_source")
-        return cursor, str(source) if source is not None else None
-    watermark = as_utc_or_none(before.get("watermark"))
-    if watermark is not None:
-        return arrival.at(watermark), "legacy_watermark"
-    return None, None
-
-
-def _direction(old_key: Key | None, new_key: Key) -> MoveDirection:
-    if old_key is None:
-        return "created"
-    if type(old_key) is type(new_key) and old_key == new_key:
-        return "unchanged"
-    return "back" if key_order(new_key) < key_order(old_key) else "forward"
+    """Write the cursor (lease free, and the cursor still as read), record the move, read the state after it;
+    `already_past` (the state document) reports a message the cursor is beyond, writing nothing."""
+    before = already_past
+    if already_past is None:
+        try:
+            before = stored.set_moved_cursor(store, workspace.id, now, new_key, expected_cursor=expected_cursor)
+        except DuplicateKeyError:
+            # The document exists but did not match: its lease is live, or a run moved the cursor meanwhile.
+            raise _busy(store, workspace) from None
+    # The old position: the cursor, else the key of v1's watermark.
+    before, old_key, old_source = before or {}, None, None
+    if is_key(cursor := before.get("cursor")):
+        old_key, source = cursor, before.get("cursor_source")
+        old_source = str(source) if source is not None else None
+    elif (watermark := as_utc_or_none(before.get("watermark"))) is not None:
+        old_key, old_source = ArrivalKey(store.settings.export_arrival_field).at(watermark), "legacy_watermark"
+    direction: MoveDirection = "created"
+    if already_past is not None:  # the cursor stays where it is (or, without one, the delivery position given)
+        direction, new_key = "already_past", old_key or new_key
+    elif old_key is not None:
+        unchanged = type(old_key) is type(new_key) and old_key == new_key
+        direction = "unchanged" if unchanged else "back" if key_order(new_key) < key_order(old_key) else "forward"
+    args = (workspace.id, workspace.name, requested_time, old_key, old_source, new_key, direction, now)
+    move = CursorMove(*args, past_message_id)
+    if already_past is None:
+        _record_move(store, move)
+    return replace(move, state_after=_reports(store, [workspace], now, None)[0])
 
 
 def _busy(store: Store, workspace: Workspace) -> WorkspaceBusy:
-    owner, expires = read_lease(store, workspace.id)
+    owner, expires = stored.read_lease(store, workspace.id)
     if expires is None or expires <= store.database_now():
         return WorkspaceBusy(
             f"The cursor of workspace {workspace.id} changed while this command ran (a run just delivered); "
@@ -468,9 +413,7 @@ def _busy(store: Store, workspace: Workspace) -> WorkspaceBusy:
 
 def _record_move(store: Store, move: CursorMove) -> None:
     # In EXPORT_TIMEZONE and named: `logs --system` shows this message under "times in <that zone>".
-    def when(moment: datetime | None) -> str:
-        return local_time(moment, store.settings, SECOND_FORMAT, zoned=True)
-
+    when = partial(local_time, where=store.settings, fmt=SECOND_FORMAT, zoned=True)
     new = f"{when(move.new_time)} (key {key_text(move.new_key)})"
     if move.old_key is None:
         change = f"created at {new} (it had none)"

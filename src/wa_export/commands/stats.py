@@ -1,8 +1,5 @@
-"""`wa-export stats`: messages per day (in EXPORT_TIMEZONE) and status, and the exports made.
-
-MongoDB groups by the raw direction and AI flag within the period and the workspace's chats; the export's
-Status rule (export/rows.py) is applied here, so stats and workbooks never disagree.
-"""
+"""`wa-export stats`: messages per day (in EXPORT_TIMEZONE) and status, and the exports made. MongoDB groups by the raw
+direction and AI flag; the export's Status rule (export/rows.py) is applied here, so stats and workbooks agree."""
 
 from __future__ import annotations
 
@@ -42,26 +39,14 @@ class Period:
     timezone_name: str
 
 
-def period_for(settings: Settings, days: int, now: datetime) -> Period:
-    zone = settings.export_timezone
-    today = now.astimezone(zone).date()
-    dates = tuple(today - timedelta(days=offset) for offset in range(days - 1, -1, -1))
-    start = datetime.combine(dates[0], time(0), tzinfo=zone).astimezone(UTC)
-    end = datetime.combine(today + timedelta(days=1), time(0), tzinfo=zone).astimezone(UTC)
-    return Period(dates, start, end, settings.timezone_name)
-
-
 @dataclass
 class DayCounts:
     day: date
-    counts: dict[str, int] = field(default_factory=lambda: {status: 0 for status in STATUSES})
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"date": self.day.isoformat(), **self.counts, "total": self.total}
 
 
 @dataclass
@@ -100,7 +85,7 @@ class WorkspaceStats:
 
     @property
     def total(self) -> int:
-        return sum(self.totals.values())
+        return sum(day.total for day in self.per_day)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -115,7 +100,7 @@ class WorkspaceStats:
             "workbook_password": self.password.as_dict(secret=True),
             "messages": {**self.totals, "total": self.total},
             "exports": asdict(self.exports),
-            "per_day": [day.as_dict() for day in self.per_day],
+            "per_day": [{"date": day.day.isoformat(), **day.counts, "total": day.total} for day in self.per_day],
         }
 
 
@@ -127,99 +112,60 @@ class StatsReport:
     single: bool  # one workspace asked for by id, or the overview of all active ones
 
     def as_dict(self) -> dict[str, Any]:
-        document: dict[str, Any] = {
-            "days": len(self.period.days),
-            "timezone": self.period.timezone_name,
-            "first_day": self.period.days[0].isoformat(),
-            "last_day": self.period.days[-1].isoformat(),
-            "period_start": iso(self.period.start),
-            "period_end": iso(self.period.end),
+        period, workspaces = self.period, [stats.as_dict() for stats in self.workspaces]
+        return {
+            "days": len(period.days),
+            "timezone": period.timezone_name,
+            "first_day": period.days[0].isoformat(),
+            "last_day": period.days[-1].isoformat(),
+            "period_start": iso(period.start),
+            "period_end": iso(period.end),
             "generated_at": iso(self.generated_at),
             "encrypted_workspaces": sum(1 for stats in self.workspaces if stats.encrypted),
+            **({"workspace": workspaces[0]} if self.single else {"workspaces": workspaces}),
         }
-        if self.single:
-            document["workspace"] = self.workspaces[0].as_dict()
-        else:
-            document["workspaces"] = [stats.as_dict() for stats in self.workspaces]
-        return document
 
 
 def messages_per_day(store: Store, chat_ids: Sequence[object], period: Period) -> list[DayCounts]:
-    per_day = {day: DayCounts(day) for day in period.days}
-    by_iso = {day.isoformat(): counts for day, counts in per_day.items()}
+    per_day = {day.isoformat(): DayCounts(day) for day in period.days}
+    day = {"$dateToString": {"format": "%Y-%m-%d", "date": "$timestamp", "timezone": period.timezone_name}}
+    by = {"day": day, "direction": "$direction", "ai": {"$eq": ["$is_ai_generated", True]}}
     for offset in range(0, len(chat_ids), CHAT_IDS_PER_QUERY):
-        pipeline: list[dict[str, Any]] = [
-            {
-                "$match": {
-                    "chat_id": {"$in": list(chat_ids[offset : offset + CHAT_IDS_PER_QUERY])},
-                    "timestamp": {"$gte": period.start, "$lt": period.end},
-                }
-            },
-            {
-                "$group": {
-                    "_id": {
-                        "day": {
-                            "$dateToString": {
-                                "format": "%Y-%m-%d",
-                                "date": "$timestamp",
-                                "timezone": period.timezone_name,
-                            }
-                        },
-                        "direction": "$direction",
-                        "ai": {"$eq": ["$is_ai_generated", True]},
-                    },
-                    "count": {"$sum": 1},
-                }
-            },
-        ]
-        for group in store.messages.aggregate(pipeline):
+        chats = list(chat_ids[offset : offset + CHAT_IDS_PER_QUERY])
+        match = {"chat_id": {"$in": chats}, "timestamp": {"$gte": period.start, "$lt": period.end}}
+        for group in store.messages.aggregate([{"$match": match}, {"$group": {"_id": by, "count": {"$sum": 1}}}]):
             key = group["_id"]
-            counts = by_iso.get(str(key.get("day")))
-            if counts is None:
-                continue
-            status = status_of(key.get("direction"), key.get("ai"))
-            counts.counts[status] = counts.counts.get(status, 0) + count_or_zero(group.get("count"))
+            counts = per_day.get(str(key.get("day")))
+            if counts is not None:
+                status = status_of(key.get("direction"), key.get("ai"))
+                counts.counts[status] = counts.counts.get(status, 0) + count_or_zero(group.get("count"))
     if any(STATUS_UNKNOWN in day.counts for day in per_day.values()):
-        # Every day gets the same keys, so the JSON rows stay uniform.
-        for day in per_day.values():
-            day.counts.setdefault(STATUS_UNKNOWN, 0)
-    return [per_day[day] for day in period.days]
+        for counts in per_day.values():  # every day gets the same keys, so the JSON rows stay uniform
+            counts.counts.setdefault(STATUS_UNKNOWN, 0)
+    return list(per_day.values())
 
 
 def export_summaries(store: Store, workspaces: Sequence[Workspace], period: Period) -> dict[str, ExportSummary]:
     summaries = {workspace.id: ExportSummary() for workspace in workspaces}
     keys = both_forms(workspace.object_id for workspace in workspaces)  # both forms writers store
-    pipeline: list[dict[str, Any]] = [
-        {"$match": {"workspace_id": {"$in": keys}, "created_at": {"$gte": period.start, "$lt": period.end}}},
-        {
-            "$group": {
-                "_id": {"workspace_id": "$workspace_id", "status": "$status"},
-                "count": {"$sum": 1},
-                "messages": {"$sum": "$message_count"},
-                "last": {"$max": "$created_at"},
-            }
-        },
-    ]
-    for group in store.export_logs.aggregate(pipeline):
-        summary = summaries[str(group["_id"]["workspace_id"])]  # matched by one of these workspaces' ids
-        status = group["_id"].get("status")
-        last = as_utc_or_none(group.get("last"))
+    match = {"workspace_id": {"$in": keys}, "created_at": {"$gte": period.start, "$lt": period.end}}
+    by = {"workspace_id": "$workspace_id", "status": "$status"}
+    group = {"_id": by, "count": {"$sum": 1}, "messages": {"$sum": "$message_count"}, "last": {"$max": "$created_at"}}
+    for found in store.export_logs.aggregate([{"$match": match}, {"$group": group}]):
+        summary = summaries[str(found["_id"]["workspace_id"])]  # matched by one of these workspaces' ids
+        status, count, last = found["_id"].get("status"), count_or_zero(found.get("count")), found.get("last")
         if status == "completed":
-            summary.completed += count_or_zero(group.get("count"))
-            summary.messages_exported += count_or_zero(group.get("messages"))
-            summary.last_success = max(filter(None, (summary.last_success, last)), default=None)
+            summary.completed += count
+            summary.messages_exported += count_or_zero(found.get("messages"))
+            summary.last_success = max(filter(None, (summary.last_success, as_utc_or_none(last))), default=None)
         elif status == "failed":
-            summary.failed += count_or_zero(group.get("count"))
-            summary.last_failure = max(filter(None, (summary.last_failure, last)), default=None)
+            summary.failed += count
+            summary.last_failure = max(filter(None, (summary.last_failure, as_utc_or_none(last))), default=None)
     for workspace in workspaces:
         summary = summaries[workspace.id]
-        if summary.last_success is None:
-            # Nothing in the period: "when did it last work" still matters most.
-            newest = store.export_logs.find_one(
-                {"workspace_id": {"$in": both_forms([workspace.object_id])}, "status": "completed"},
-                {"created_at": 1},
-                sort=[("created_at", DESCENDING)],
-            )
+        if summary.last_success is None:  # nothing in the period: "when did it last work" still matters most
+            completed = {"workspace_id": {"$in": both_forms([workspace.object_id])}, "status": "completed"}
+            newest = store.export_logs.find_one(completed, {"created_at": 1}, sort=[("created_at", DESCENDING)])
             summary.last_success = as_utc_or_none((newest or {}).get("created_at"))
     return summaries
 
@@ -228,21 +174,25 @@ def stats(settings: Settings, workspace_id: str | None, days: int) -> StatsRepor
     if workspace_id is not None:
         parse_workspace_id(workspace_id)  # a malformed id is a usage error even with MongoDB down
     with open_store(settings) as store, mongo_errors(settings):
-        now = utc_now()
-        period = period_for(settings, days, now)
+        now, zone = utc_now(), settings.export_timezone
+        today = now.astimezone(zone).date()
+        dates = tuple(today - timedelta(days=offset) for offset in range(days - 1, -1, -1))
+        start = datetime.combine(dates[0], time(0), tzinfo=zone).astimezone(UTC)
+        end = datetime.combine(today + timedelta(days=1), time(0), tzinfo=zone).astimezone(UTC)
+        period = Period(dates, start, end, settings.timezone_name)
         workspaces = store.workspaces_by_id([workspace_id]) if workspace_id else store.active_workspaces()
         summaries = export_summaries(store, workspaces, period) if workspaces else {}
         results = [
             WorkspaceStats(
-                workspace=workspace,
+                workspace,
                 # the chats it owns (ownership.py), in both id forms messages may hold
-                per_day=messages_per_day(store, chats_of_workspace(store.chats, workspace).message_chat_ids(), period),
-                exports=summaries[workspace.id],
-                recipients=recipients_for(workspace, settings),
-                time_zone=resolve(TIME_ZONE, workspace, settings),
-                schedule=resolve(SCHEDULE, workspace, settings),
-                password=workbook_password(workspace, settings),
+                messages_per_day(store, chats_of_workspace(store.chats, workspace).message_chat_ids(), period),
+                summaries[workspace.id],
+                recipients_for(workspace, settings),
+                resolve(TIME_ZONE, workspace, settings),
+                resolve(SCHEDULE, workspace, settings),
+                workbook_password(workspace, settings),
             )
             for workspace in workspaces
         ]
-        return StatsReport(period=period, generated_at=now, workspaces=results, single=workspace_id is not None)
+        return StatsReport(period, now, results, single=workspace_id is not None)
