@@ -23,29 +23,19 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from wa_export.clock import MINUTE_FORMAT
+from wa_export.errors import ExitCode
 from wa_export.units import LOG_STAMP, local_time
 
 if TYPE_CHECKING:  # cli/app.py imports this module at start-up; settings imports pymongo
     from wa_export.settings import Settings
 
-OUTCOME_STYLE = {
-    "completed": "green",
-    "written": "green",
-    "dry_run": "cyan",
-    "no_messages": "dim",
-    "not_due": "dim",
-    "skipped": "yellow",
-    "failed": "bold red",
-}
-
-# A MongoDB ObjectId as text: a workspace's or an entry's id.
-OBJECT_ID = re.compile(r"[0-9a-fA-F]{24}")
-# Punctuation a sentence puts around a word, not part of the id, path or variable name.
-SENTENCE_PUNCTUATION = ".,;:!?()[]'\"`"
-
-# Tables printed when stdout is not a terminal are never wrapped: a row is one line.
-PLAIN_TABLE_WIDTH = 10_000
+OUTCOME_STYLE = {"completed": "green", "written": "green", "dry_run": "cyan", "skipped": "yellow", "failed": "bold red"}
+OUTCOME_STYLE |= dict.fromkeys(("no_messages", "not_due"), "dim")
+OBJECT_ID = re.compile(r"[0-9a-fA-F]{24}")  # a workspace's or an entry's id
+SENTENCE_PUNCTUATION = ".,;:!?()[]'\"`"  # around a word in a sentence, not part of the id, path or name
+PLAIN_TABLE_WIDTH = 10_000  # tables printed when stdout is not a terminal are never wrapped: a row is one line
 Row = TypeVar("Row")
+Columns = list[tuple[Column, Callable[[Row], str]]]
 
 
 def _json_default(value: object) -> object:
@@ -66,10 +56,18 @@ class Output:
         self.console = Console(highlight=False, soft_wrap=True)
         self.interactive = sys.stdout.isatty() and not json_output
 
+    def show(self, result: Any, render: Callable[..., None], *args: Any) -> int:
+        """Under --json the result's document is stdout's only text; `render` still says on stderr what failed."""
+        code = int(getattr(result, "exit_code", ExitCode.OK))
+        if self.json_output:
+            self.json({"ok": code == ExitCode.OK, **result.as_dict()})
+        render(self, result, *args)
+        return code
+
     def line(self, text: str) -> None:
         if self.interactive:
             self.console.print(text, markup=False)
-        else:
+        elif not self.json_output:
             print(text, flush=True)
 
     def log(self, level: str, text: str) -> None:
@@ -87,11 +85,9 @@ class Output:
             self.console.print(table)
             return
         # The title, then the header and one greppable line per row: no box, no wrapping.
-        title = table.title
-        if title:
-            self.line(Text.from_markup(title).plain if isinstance(title, str) else str(title))
-        table.title = None
-        table.box = None
+        if table.title:
+            self.line(Text.from_markup(table.title).plain if isinstance(table.title, str) else str(table.title))
+        table.title = table.box = None
         table.show_edge = table.show_lines = table.pad_edge = False
         for column in table.columns:
             column.no_wrap = True  # PLAIN_TABLE_WIDTH leaves room for every cell
@@ -100,11 +96,7 @@ class Output:
                 self.line(row.rstrip())
 
     def fits(self, table: Table, keep_whole: Iterable[str]) -> bool:
-        """True if the table fits this terminal and shows every string of ``keep_whole`` unbroken.
-
-        A string listed twice (shown in two cells) must show whole twice: one whole copy elsewhere in the
-        table, say a workspace id under a name, does not excuse a copy split in a message.
-        """
+        """It fits this terminal and shows each string of ``keep_whole`` whole, as often as it is listed."""
         width = self.console.width
         rendered = _render(table, width, soft_wrap=True)  # as self.console renders it: never cropped
         # Columns with a minimum width can make rich draw a table wider than the terminal.
@@ -117,7 +109,8 @@ class Output:
             self.json({"ok": False, "exit_code": code, "error": message})
         self.stderr(message)
 
-    def stderr(self, message: str) -> None:
+    @staticmethod
+    def stderr(message: str) -> None:
         print(f"wa-export: {message}", file=sys.stderr, flush=True)
 
 
@@ -128,20 +121,20 @@ def unbreakable_words(text: str | None) -> list[str]:
 
 
 def column_table(rows: Iterable[Row], columns: Sequence[tuple[Column, Callable[[Row], str]]], **options: Any) -> Table:
-    """A table from (column, cell of a row) pairs: a new column is one more pair."""
-    table = Table(*(column for column, _ in columns), **options)
+    """A table from (column, cell of a row) pairs: a new column is one more pair; the columns can serve again."""
+    table = Table(*(column.copy() for column, _ in columns), **options)
     for row in rows:
         table.add_row(*(cell(row) for _, cell in columns))
     return table
 
 
-def styled(text: str, style: str) -> str:
+def styled(text: str, style: str | None) -> str:
     """``text`` (already escaped) as rich markup in ``style``; unchanged when there is none."""
     return f"[{style}]{text}[/{style}]" if style else text
 
 
 def outcome_cell(outcome: str) -> str:
-    return styled(escape(outcome), OUTCOME_STYLE.get(outcome, ""))
+    return styled(escape(outcome), OUTCOME_STYLE.get(outcome))
 
 
 def workspace_cell(name: str | None, workspace_id: str, separator: str = "\n") -> str:
@@ -151,14 +144,9 @@ def workspace_cell(name: str | None, workspace_id: str, separator: str = "\n") -
 
 def display_path(path: str | os.PathLike[str] | None, export_dir: Path | None) -> str:
     """``path`` relative to EXPORT_DIR, as tables and log lines show it; in full when outside it (or no dir)."""
-    if not path:
-        return ""
-    if export_dir is not None:
-        try:
-            return str(Path(path).relative_to(export_dir))
-        except ValueError:
-            pass
-    return str(path)
+    if path and export_dir is not None and Path(path).is_relative_to(export_dir):
+        return str(Path(path).relative_to(export_dir))
+    return str(path or "")
 
 
 def short_time(moment: datetime | None, settings: Settings) -> str:
