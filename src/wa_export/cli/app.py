@@ -39,18 +39,28 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+
+def _option(metavar: str, help: str, *names: str, **options: Any) -> Any:
+    """An option that takes a value, shown as ``metavar`` in --help."""
+    return Option(*names, metavar=metavar, help=help, **options)
+
+
+def _flag(name: str, help: str) -> Any:
+    return Option(name, help=help)
+
+
 EnvFileOption = Annotated[
     Path | None,
-    Option(metavar="PATH", help="Read settings from this .env file instead of ./.env.", show_default=False),
+    _option("PATH", "Read settings from this .env file instead of ./.env.", show_default=False),
 ]
-JsonOption = Annotated[bool, Option("--json", help="Print one JSON document on stdout.")]
+JsonOption = Annotated[bool, _flag("--json", "Print one JSON document on stdout.")]
 # Described in each command's docstring: typer's own line for it would read "WORKSPACE_ID <str>".
 WorkspaceIdArgument = Annotated[str | None, Argument(metavar="WORKSPACE_ID", hidden=True)]
 MetricsFileOption = Annotated[
     Path | None,
-    Option(
-        metavar="PATH",
-        help="After the run, write a Prometheus textfile-collector file here (*.prom; wins over EXPORT_METRICS_FILE).",
+    _option(
+        "PATH",
+        "After the run, write a Prometheus textfile-collector file here (*.prom; wins over EXPORT_METRICS_FILE).",
         show_default=False,
     ),
 ]
@@ -187,25 +197,21 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 def export(
     workspace: Annotated[
         list[str] | None,
-        Option("--workspace", "-w", metavar="ID", help="Workspace id; repeat for several."),
+        _option("ID", "Workspace id; repeat for several.", "--workspace", "-w"),
     ] = None,
-    hours: Annotated[float | None, Option(metavar="N", help="Manual: export the last N hours.")] = None,
-    since: Annotated[
-        str | None, Option(metavar="TIME", help="Manual: window start, ISO 8601 (naive = EXPORT_TIMEZONE).")
-    ] = None,
-    until: Annotated[str | None, Option(metavar="TIME", help="Manual: window end (exclusive), ISO 8601.")] = None,
+    hours: Annotated[float | None, _option("N", "Manual: export the last N hours.")] = None,
+    since: Annotated[str | None, _option("TIME", "Manual: window start, ISO 8601 (naive = EXPORT_TIMEZONE).")] = None,
+    until: Annotated[str | None, _option("TIME", "Manual: window end (exclusive), ISO 8601.")] = None,
     email: Annotated[
         list[str] | None,
-        Option(metavar="ADDRESS", help="Manual: send to this address instead of the configured ones."),
+        _option("ADDRESS", "Manual: send to this address instead of the configured ones."),
     ] = None,
-    no_email: Annotated[bool, Option("--no-email", help="Write the files only; send nothing.")] = False,
-    dry_run: Annotated[bool, Option("--dry-run", help="Count only: no file, no email, no database writes.")] = False,
+    no_email: Annotated[bool, _flag("--no-email", "Write the files only; send nothing.")] = False,
+    dry_run: Annotated[bool, _flag("--dry-run", "Count only: no file, no email, no database writes.")] = False,
     workers: Annotated[
         int,
-        Option(
-            metavar="N",  # range checked by export/workers.py, with --worker-slot's
-            help="Scheduled runs: share the workspaces among N processes (e.g. one per CPU core).",
-        ),
+        # range checked by export/workers.py, with --worker-slot's
+        _option("N", "Scheduled runs: share the workspaces among N processes (e.g. one per CPU core)."),
     ] = 1,
     worker_slot: Annotated[str | None, Option(hidden=True)] = None,
     metrics_file: MetricsFileOption = None,
@@ -251,13 +257,9 @@ def export(
 def cleanup(
     days: Annotated[
         int | None,
-        Option(
-            metavar="N",
-            help="Delete workbooks older than N days.  [default: EXPORT_CLEANUP_DAYS]",
-            show_default=False,
-        ),
+        _option("N", "Delete workbooks older than N days.  [default: EXPORT_CLEANUP_DAYS]", show_default=False),
     ] = None,
-    dry_run: Annotated[bool, Option("--dry-run", help="List what would be deleted; delete nothing.")] = False,
+    dry_run: Annotated[bool, _flag("--dry-run", "List what would be deleted; delete nothing.")] = False,
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
@@ -268,7 +270,7 @@ def cleanup(
 @app.command(short_help="Messages per day and status, exports made and failed.")
 def stats(
     workspace_id: WorkspaceIdArgument = None,
-    days: Annotated[int, Option(metavar="N", min=1, max=366, help="Number of days, ending today.")] = 7,
+    days: Annotated[int, _option("N", "Number of days, ending today.", min=1, max=366)] = 7,
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
@@ -282,12 +284,12 @@ def stats(
 @app.command(short_help="Recent exports, or the tool's events (--system).")
 def logs(
     workspace_id: WorkspaceIdArgument = None,
-    limit: Annotated[int, Option(metavar="N", min=1, max=1000, help="How many entries.")] = 20,
+    limit: Annotated[int, _option("N", "How many entries.", min=1, max=1000)] = 20,
     status: Annotated[
         str | None,
-        Option(metavar="STATUS", help="Only exports with this status: completed, failed or sending."),
+        _option("STATUS", "Only exports with this status: completed, failed or sending."),
     ] = None,
-    system: Annotated[bool, Option("--system", help="Show this tool's system_logs events instead.")] = False,
+    system: Annotated[bool, _flag("--system", "Show this tool's system_logs events instead.")] = False,
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
@@ -300,13 +302,13 @@ def resend(
     log_id: Annotated[str, Argument(metavar="LOG_ID", hidden=True)],
     to: Annotated[
         list[str] | None,
-        Option(
-            metavar="ADDRESS",
-            help="Send to this address instead of the export's recipients (repeatable; EXPORT_ALLOWED_EMAIL_DOMAINS applies).",
+        _option(
+            "ADDRESS",
+            "Send to this address instead of the export's recipients (repeatable; EXPORT_ALLOWED_EMAIL_DOMAINS applies).",
         ),
     ] = None,
     dry_run: Annotated[
-        bool, Option("--dry-run", help="Rebuild and count only: no file, no email, no database write.")
+        bool, _flag("--dry-run", "Rebuild and count only: no file, no email, no database write.")
     ] = False,
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
@@ -341,17 +343,17 @@ def state(
     workspace_id: WorkspaceIdArgument = None,
     move_to: Annotated[
         str | None,
-        Option(
-            metavar="TIME",
-            help="Move WORKSPACE_ID's cursor to this arrival time (ISO 8601, naive = EXPORT_TIMEZONE): "
+        _option(
+            "TIME",
+            "Move WORKSPACE_ID's cursor to this arrival time (ISO 8601, naive = EXPORT_TIMEZONE): "
             "back re-delivers from then on, forward skips what arrived before.",
         ),
     ] = None,
     move_past: Annotated[
         str | None,
-        Option(
-            metavar="MESSAGE_ID",
-            help="Move WORKSPACE_ID's cursor just past this one message (its _id): it is never delivered, "
+        _option(
+            "MESSAGE_ID",
+            "Move WORKSPACE_ID's cursor just past this one message (its _id): it is never delivered, "
             "messages that arrived after it, even in the same second, still are.",
         ),
     ] = None,
@@ -380,11 +382,11 @@ def state(
 def test_email(
     workspace: Annotated[
         str | None,
-        Option("--workspace", "-w", metavar="ID", help="Send to this workspace's addresses, as an export finds them."),
+        _option("ID", "Send to this workspace's addresses, as an export finds them.", "--workspace", "-w"),
     ] = None,
     to: Annotated[
         list[str] | None,
-        Option(metavar="ADDRESS", help="Send to this address (wins over --workspace); repeatable."),
+        _option("ADDRESS", "Send to this address (wins over --workspace); repeatable."),
     ] = None,
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
@@ -396,7 +398,7 @@ def test_email(
 @app.command(short_help="Check MongoDB, SMTP, EXPORT_DIR, addresses and the schedule.")
 def health(
     smtp_login: Annotated[
-        bool, Option("--smtp-login", help="Also connect to the SMTP server, start TLS and log in.")
+        bool, _flag("--smtp-login", "Also connect to the SMTP server, start TLS and log in.")
     ] = False,
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
@@ -421,12 +423,10 @@ def config(json_output: JsonOption = False, env_file: EnvFileOption = None) -> N
 
 @app.command(short_help="A real export against local servers; nothing to configure.")
 def demo(
-    out: Annotated[Path, Option(metavar="DIR", help="Where exports/ and mail/ are written.")] = Path("demo-out"),
+    out: Annotated[Path, _option("DIR", "Where exports/ and mail/ are written.")] = Path("demo-out"),
     serve: Annotated[
         bool,
-        Option(
-            "--serve", help="Keep the servers running (Ctrl-C stops them) and write DIR/.env for the other commands."
-        ),
+        _flag("--serve", "Keep the servers running (Ctrl-C stops them) and write DIR/.env for the other commands."),
     ] = False,
     json_output: JsonOption = False,
 ) -> None:
@@ -469,10 +469,10 @@ def deploy(
     name: Annotated[str, Argument(metavar="systemd|cron|logrotate|env", hidden=True, autocompletion=_deploy_names)],
     to: Annotated[
         Path | None,
-        Option(metavar="DIR", help="Write the files into DIR (mode 0644) instead of printing them."),
+        _option("DIR", "Write the files into DIR (mode 0644) instead of printing them."),
     ] = None,
     force: Annotated[
-        bool, Option("--force", help="With --to: replace files whose content differs from the shipped ones.")
+        bool, _flag("--force", "With --to: replace files whose content differs from the shipped ones.")
     ] = False,
     json_output: JsonOption = False,
 ) -> None:
