@@ -24,7 +24,7 @@ from wa_export.errors import ExitCode, UsageProblem, WaExportError
 if TYPE_CHECKING:
     import threading
 
-    from wa_export.cli.output import Output
+    from wa_export.cli.render import Output
     from wa_export.metrics import RunRecorder
     from wa_export.settings import Settings
 
@@ -104,7 +104,7 @@ def _run(
 
     `load`: read the settings first (and say their warnings on stderr, unless a --workers child's parent did).
     """
-    from wa_export.cli.output import Output
+    from wa_export.cli.render import Output
     from wa_export.redaction import redact
 
     output, settings, secrets = Output(json_output), None, []
@@ -143,7 +143,7 @@ def _report(
 @contextmanager
 def _recorded_run(metrics_file: Path | None, manual: bool, enabled: bool) -> Iterator[RunRecorder]:
     """Yield the run's recorder and write its file however the command ends (exit 0 to 3, a crash)."""
-    from wa_export.cli.output import Output
+    from wa_export.cli.render import Output
     from wa_export.metrics import RunRecorder
 
     recorder = RunRecorder(metrics_file, trigger="manual" if manual else "scheduled", enabled=enabled)
@@ -490,7 +490,7 @@ def deploy(
 
 def _main_with_json(args: list[str]) -> int:
     """Even a command-line parse error is one JSON document (outside standalone mode click raises it)."""
-    from wa_export.cli.output import Output
+    from wa_export.cli.render import Output
 
     try:  # recent typer releases vendor click as typer._click
         from typer._click.exceptions import ClickException
