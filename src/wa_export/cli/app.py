@@ -362,8 +362,8 @@ def state(
 ) -> None:
     """Each workspace's cursor, messages waiting, lease and failures; move one cursor (logged).
 
-    With WORKSPACE_ID, that one workspace with exact counts; without it, all active ones.
-    --move-to TIME and --move-past MESSAGE_ID move WORKSPACE_ID's cursor.
+    With WORKSPACE_ID, that one workspace with exact counts; without it, all active ones. --move-to TIME and
+    --move-past MESSAGE_ID move WORKSPACE_ID's cursor.
     """
 
     def compute(command: Any, settings: Settings) -> Any:
@@ -432,9 +432,9 @@ def demo(
 ) -> None:
     """Run a real scheduled export against local MongoDB and SMTP servers; nothing to configure.
 
-    Needs pip install 'wa-export[demo]' (Python 3.13+); ignores the environment and .env.
-    With --serve the servers keep running until Ctrl-C, so every other command can be
-    tried on the demo's data: wa-export --env-file DIR/.env stats.
+    Needs pip install 'wa-export[demo]' (Python 3.13+); ignores the environment and .env. With --serve the servers
+    keep running until Ctrl-C, so every other command can be tried on the demo's data: wa-export --env-file DIR/.env
+    stats.
     """
     from wa_export.cli.render import export_observer, render_demo
     from wa_export.demo.run import run_demo
@@ -478,9 +478,8 @@ def deploy(
 ) -> None:
     """Print the deploy files shipped in the package, or write them into DIR; reads no settings.
 
-    systemd: the export, cleanup and health services with their timers; cron: the crontab;
-    logrotate: rotation of the cron logs; env: every setting, commented, with its default;
-    or one file's name, e.g. wa-export.timer.
+    systemd: the export, cleanup and health services with their timers; cron: the crontab; logrotate: rotation of
+    the cron logs; env: every setting, commented, with its default; or one file's name, e.g. wa-export.timer.
     """
     from wa_export.cli.render import render_deploy
     from wa_export.commands.deploy import deploy as deploy_files
