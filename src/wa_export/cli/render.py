@@ -596,17 +596,12 @@ def render_logs(output: Output, report: LogsReport, settings: Settings) -> None:
         output.line("No export logs match." if report.status or report.workspace_id else "No export logs yet.")
         return
 
-    def window(export: ExportLogEntry) -> str:
-        if not (export.window_start and export.window_end):
-            return ""
-        return (
-            f"{local_time(export.window_start, settings, '%H:%M')}–{local_time(export.window_end, settings, '%H:%M')}"
-        )
+    def window(e: ExportLogEntry) -> str:
+        hours = [local_time(moment, settings, "%H:%M") for moment in (e.window_start, e.window_end)]
+        return "–".join(hours) if e.window_start and e.window_end else ""
 
-    def status(export: ExportLogEntry) -> str:
-        return outcome_cell(export.status) + (
-            " [yellow](possible duplicate)[/yellow]" if export.possible_duplicate else ""
-        )
+    def status(e: ExportLogEntry) -> str:
+        return outcome_cell(e.status) + (" [yellow](possible duplicate)[/yellow]" if e.possible_duplicate else "")
 
     def file(export: ExportLogEntry) -> str:
         return display_path(export.file_path, settings.export_dir)
@@ -615,10 +610,7 @@ def render_logs(output: Output, report: LogsReport, settings: Settings) -> None:
         (Column("Time", no_wrap=True), lambda export: short_time(export.time, settings)),
         (Column("Id", no_wrap=True), lambda export: export.id),  # whole, to paste into `wa-export resend`
         (Column("Workspace", overflow="fold", min_width=10), lambda e: escape(e.workspace_name or e.workspace_id)),
-        (
-            Column("Run", no_wrap=True),
-            lambda export: {"scheduled": "sched"}.get(export.trigger or "", export.trigger or ""),
-        ),
+        (Column("Run", no_wrap=True), lambda e: {"scheduled": "sched"}.get(e.trigger or "", e.trigger or "")),
         (Column("Window", no_wrap=True), window),
         (Column("Msgs", justify="right"), lambda export: str(export.message_count)),
         (Column("Status", no_wrap=True), status),
@@ -885,7 +877,7 @@ def _state_table(report: StateReport, settings: Settings) -> Table:
     columns: Columns[WorkspaceReport] = [
         (
             Column("Workspace / id", overflow="fold", min_width=24),
-            lambda workspace: workspace_cell(workspace.workspace_name, workspace.workspace_id),
+            lambda w: workspace_cell(w.workspace_name, w.workspace_id),
         ),
         (Column("Cursor", no_wrap=True), lambda workspace: _cursor_cell(workspace, settings)),
         (Column("Waiting\n(oldest)", justify="right", no_wrap=True), waiting),
