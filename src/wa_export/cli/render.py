@@ -865,23 +865,38 @@ def render_move(output: Output, move: CursorMove, settings: Settings) -> None:
 def _state_table(report: StateReport, settings: Settings) -> Table:
     title = f"Delivery state, times in {report.timezone_name} (database clock {_time(report.database_now, settings)})"
 
-    def waiting(workspace: WorkspaceReport) -> str:
-        age = _oldest_age(workspace)
-        return _waiting_count(workspace) + (f"\n[dim]{age}[/dim]" if age else "")
+    def cursor(w: WorkspaceReport) -> str:
+        if w.has_cursor:
+            text = f"{short_time(w.cursor_time, settings)}\n[dim]{escape(w.cursor_source or 'unknown source')}[/dim]"
+            return styled(text, "bold red" if w.cursor_ahead_of_database_clock else None)
+        if w.legacy_watermark is not None:
+            return f"{short_time(w.legacy_watermark, settings)}\n[dim]v1 watermark[/dim]"
+        return "[yellow]none[/yellow]"
 
-    def lease(workspace: WorkspaceReport) -> str:
-        if not workspace.lease_held:
+    def waiting(w: WorkspaceReport) -> str:
+        age = _oldest_age(w)
+        return _waiting_count(w) + (f"\n[dim]{age}[/dim]" if age else "")
+
+    def schedule(w: WorkspaceReport) -> str:  # its schedule (and zone, when its own), then when a run delivers it
+        if w.setting_problem:
+            return "[red]invalid[/red]"
+        zone = f" {w.time_zone}" if w.time_zone != report.timezone_name else ""
+        when = "due" if w.due else f"next {short_time(w.next_due_at, settings)}"
+        return f"{escape(w.schedule + zone)}\n[dim]{'manual only' if w.schedule == 'off' else when}[/dim]"
+
+    def lease(w: WorkspaceReport) -> str:
+        if not w.lease_held:
             return "free"
-        return f"[yellow]held[/yellow]\n[dim]to {local_time(workspace.lease_expires_at, settings, '%H:%M')}[/dim]"
+        return f"[yellow]held[/yellow]\n[dim]to {local_time(w.lease_expires_at, settings, '%H:%M')}[/dim]"
 
     columns: Columns[WorkspaceReport] = [
         (
             Column("Workspace / id", overflow="fold", min_width=24),
             lambda w: workspace_cell(w.workspace_name, w.workspace_id),
         ),
-        (Column("Cursor", no_wrap=True), lambda workspace: _cursor_cell(workspace, settings)),
+        (Column("Cursor", no_wrap=True), cursor),
         (Column("Waiting\n(oldest)", justify="right", no_wrap=True), waiting),
-        (Column("Schedule", no_wrap=True), lambda workspace: _schedule_cell(workspace, report, settings)),
+        (Column("Schedule", no_wrap=True), schedule),
         (Column("Lease", no_wrap=True), lease),
         (Column("Last success", no_wrap=True), lambda w: short_time(w.last_success_at, settings) or "never"),
         (Column("Fails", justify="right", no_wrap=True), lambda w: _count_cell(w.consecutive_failures)),
@@ -892,27 +907,6 @@ def _state_table(report: StateReport, settings: Settings) -> Table:
 
 def _count_cell(failures: int) -> str:
     return styled(str(failures), "bold red" if failures else None)
-
-
-def _cursor_cell(workspace: WorkspaceReport, settings: Settings) -> str:
-    if workspace.has_cursor:
-        text = f"{short_time(workspace.cursor_time, settings)}\n[dim]{escape(workspace.cursor_source or 'unknown source')}[/dim]"
-        return styled(text, "bold red" if workspace.cursor_ahead_of_database_clock else None)
-    if workspace.legacy_watermark is not None:
-        return f"{short_time(workspace.legacy_watermark, settings)}\n[dim]v1 watermark[/dim]"
-    return "[yellow]none[/yellow]"
-
-
-def _schedule_cell(workspace: WorkspaceReport, report: StateReport, settings: Settings) -> str:
-    """Its schedule (and zone, when its own), then when the next scheduled run delivers it."""
-    if workspace.setting_problem:
-        return "[red]invalid[/red]"
-    zone = f" {workspace.time_zone}" if workspace.time_zone != report.timezone_name else ""
-    if workspace.schedule == "off":
-        when = "manual only"
-    else:
-        when = "due" if workspace.due else f"next {short_time(workspace.next_due_at, settings)}"
-    return f"{escape(workspace.schedule + zone)}\n[dim]{when}[/dim]"
 
 
 def _notes(workspace: WorkspaceReport, settings: Settings) -> list[str]:
