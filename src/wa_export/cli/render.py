@@ -24,7 +24,7 @@ from rich import box
 from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 from rich.text import Text
 
@@ -220,14 +220,6 @@ class _PlainObserver:
         self.output.log("ERROR" if result.outcome == "failed" else "INFO", _fields(fields))
 
 
-class _CountColumn(ProgressColumn):
-    """``3/10`` for the workspaces, ``12,345`` for the messages (their total is not known in advance)."""
-
-    def render(self, task: Task) -> Text:
-        total = "" if task.total is None else f"/{int(task.total):,}"
-        return Text(f"{int(task.completed):,}{total}", style="progress.download")
-
-
 class _ProgressObserver:
     """Two lines on a terminal: workspaces done of all, and messages exported so far."""
 
@@ -237,11 +229,11 @@ class _ProgressObserver:
         self.messages_task: Any = None
 
     def run_started(self, total_workspaces: int, trigger: Trigger) -> None:
-        self.task = self.progress.add_task(f"{trigger} export", total=total_workspaces)
+        self.task = self.progress.add_task(f"{trigger} export", total=total_workspaces, of=f"/{total_workspaces:,}")
 
     def messages_exported(self, workspace_id: str, count: int) -> None:
         if self.messages_task is None:  # total=None: a pulsing bar and a running count
-            self.messages_task = self.progress.add_task("messages", total=None)
+            self.messages_task = self.progress.add_task("messages", total=None, of="")
         self.progress.advance(self.messages_task, count)
 
     def workspace_finished(self, result: WorkspaceResult) -> None:
@@ -255,7 +247,9 @@ def export_observer(output: Output, export_dir: Path | None = None) -> Iterator[
     if not output.interactive:
         yield _PlainObserver(output, export_dir)
         return
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), _CountColumn(), TimeElapsedColumn())
+    # ``3/10`` for the workspaces, ``12,345`` for the messages (their total is not known in advance).
+    count = TextColumn("{task.completed:,.0f}{task.fields[of]}", style="progress.download")
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), count, TimeElapsedColumn())
     with Progress(*columns, console=output.console, transient=True) as progress:
         yield _ProgressObserver(progress)
 
