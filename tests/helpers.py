@@ -423,7 +423,7 @@ def terminal_output(width: int) -> tuple[Any, io.StringIO]:
     """An interactive Output whose rich Console draws into a string at `width` columns."""
     from rich.console import Console
 
-    from wa_export.cli.output import Output
+    from wa_export.cli.render import Output
 
     output = Output(json_output=False)
     screen = io.StringIO()

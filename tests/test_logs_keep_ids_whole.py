@@ -8,8 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from helpers import terminal_output
-from wa_export.cli.output import unbreakable_words
-from wa_export.cli.render import render_logs
+from wa_export.cli.render import render_logs, unbreakable_words
 from wa_export.commands.logs import ExportLogEntry, LogsReport, SystemLogEntry
 from wa_export.settings import load_settings
 

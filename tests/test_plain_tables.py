@@ -6,7 +6,7 @@ import pytest
 from rich import box
 from rich.table import Table
 
-from wa_export.cli.output import Output
+from wa_export.cli.render import Output
 
 BOX_CHARACTERS = set("─━│┃┌┐└┘├┤┬┴┼╭╮╰╯═║╔╗╚╝╷╵╶╴")
 

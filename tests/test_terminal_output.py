@@ -14,8 +14,7 @@ from rich.table import Table
 
 from helpers import run_on_a_terminal, terminal_output
 from seeding import add_chat, add_messages, add_workspace, utcnow
-from wa_export.cli.output import Output
-from wa_export.cli.render import export_observer, render_cleanup, render_export, render_workers
+from wa_export.cli.render import Output, export_observer, render_cleanup, render_export, render_workers
 from wa_export.commands.cleanup import CleanupFile, CleanupResult
 from wa_export.export.run import RunResult, SilentObserver, WorkspaceResult
 from wa_export.export.workers import WorkerOutcome, WorkersResult

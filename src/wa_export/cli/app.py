@@ -1,4 +1,4 @@
-"""The `wa-export` command line: declares the commands and options, calls the library, renders with cli/render.py.
+"""The `wa-export` command line: each command parses its options, calls one library function and renders its result.
 
 Exit codes: 0 ok, 1 some work failed, 2 usage or configuration error, 3 MongoDB unreachable.
 Why this module is long: Typer builds every command, option and `--help` text from the declarations here.
@@ -6,15 +6,17 @@ Why this module is long: Typer builds every command, option and `--help` text fr
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer import Argument, Option
 
 # `--version` and `--help` stay fast (no pymongo, openpyxl, yagmail): each command imports what it uses in its body.
 from wa_export.errors import ExitCode, UsageProblem, WaExportError
@@ -22,7 +24,7 @@ from wa_export.errors import ExitCode, UsageProblem, WaExportError
 if TYPE_CHECKING:
     import threading
 
-    from wa_export.cli.output import Output
+    from wa_export.cli.render import Output
     from wa_export.metrics import RunRecorder
     from wa_export.settings import Settings
 
@@ -30,45 +32,47 @@ app = typer.Typer(
     name="wa-export",
     help="Export every workspace's WhatsApp messages from MongoDB to Excel and email them.",
     no_args_is_help=True,
-    # --install-completion / --show-completion: Tab completes commands, options and deploy's names.
-    add_completion=True,
+    add_completion=True,  # Tab completes commands, options and deploy's names
     pretty_exceptions_enable=False,
-    # Plain click help: rich's panels print "<bool>" after flags (`--dry-run <bool>`,
-    # yet `--dry-run true` is refused) and read "[demo]" in a help text as markup.
+    # Plain click help: rich's would print "<bool>" after flags and read "[demo]" in a help text as markup.
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+
+def _option(metavar: str, help: str, *names: str, **options: Any) -> Any:
+    """An option that takes a value, shown as ``metavar`` in --help."""
+    return Option(*names, metavar=metavar, help=help, **options)
+
+
+def _flag(name: str, help: str) -> Any:
+    return Option(name, help=help)
+
+
 EnvFileOption = Annotated[
     Path | None,
-    typer.Option(
-        "--env-file", metavar="PATH", help="Read settings from this .env file instead of ./.env.", show_default=False
-    ),
+    _option("PATH", "Read settings from this .env file instead of ./.env.", show_default=False),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+JsonOption = Annotated[bool, _flag("--json", "Print one JSON document on stdout.")]
 # Described in each command's docstring: typer's own line for it would read "WORKSPACE_ID <str>".
-WorkspaceIdArgument = Annotated[str | None, typer.Argument(metavar="WORKSPACE_ID", hidden=True)]
+WorkspaceIdArgument = Annotated[str | None, Argument(metavar="WORKSPACE_ID", hidden=True)]
 MetricsFileOption = Annotated[
     Path | None,
-    typer.Option(
-        "--metrics-file",
-        metavar="PATH",
-        help="After the run, write a Prometheus textfile-collector file here (*.prom; wins over EXPORT_METRICS_FILE).",
+    _option(
+        "PATH",
+        "After the run, write a Prometheus textfile-collector file here (*.prom; wins over EXPORT_METRICS_FILE).",
         show_default=False,
     ),
 ]
-
-R = TypeVar("R")
 _global_env_file: Path | None = None
 
 
 def _print_version(requested: bool) -> None:
     if requested:
-        from importlib.metadata import PackageNotFoundError
-        from importlib.metadata import version as package_version
+        from importlib.metadata import PackageNotFoundError, version
 
         try:
-            number = package_version("wa-export")
+            number = version("wa-export")
         except PackageNotFoundError:  # run from a source tree that was never installed
             from wa_export import __version__ as number
         typer.echo(f"wa-export {number}")
@@ -80,7 +84,7 @@ def main_options(
     env_file: EnvFileOption = None,
     show_version: Annotated[
         bool,
-        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+        Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
     ] = False,
 ) -> None:
     """wa-export: WhatsApp messages → Excel → email, for cron or a systemd timer."""
@@ -88,59 +92,58 @@ def main_options(
     _global_env_file = env_file
 
 
-@contextmanager
-def _handled(output: Output, secrets: Sequence[str] = ()) -> Iterator[Output]:
-    """Turn the errors an operator can cause into one sentence and the right exit code."""
+def _run(
+    json_output: bool,
+    env_file: Path | None,
+    body: Callable[[Any, Output], int],
+    *,
+    load: bool = True,
+    warn: bool = True,
+) -> None:
+    """Exit with `body`'s code, or turn an error the operator can cause into one sentence and its exit code.
+
+    `load`: read the settings first (and say their warnings on stderr, unless a --workers child's parent did).
+    """
+    from wa_export.cli.render import Output
     from wa_export.redaction import redact
 
+    output, settings, secrets = Output(json_output), None, []
     try:
-        yield output
+        if load:
+            from wa_export.settings import load_settings
+
+            settings = load_settings(env_file or _global_env_file)
+            output.zone, secrets = settings.export_timezone, settings.secrets()
+            for warning in settings.load_warnings if warn else ():
+                output.stderr(f"warning: {warning}")  # stderr: in the cron log, and --json stays one document
+        code = body(settings, output)
     except WaExportError as error:
-        output.error(redact(str(error), list(secrets)), error.exit_code)
+        output.error(redact(str(error), secrets), error.exit_code)
         raise typer.Exit(error.exit_code) from None
     except KeyboardInterrupt:
         output.error("Interrupted.", ExitCode.FAILED)
         raise typer.Exit(ExitCode.FAILED) from None
-
-
-def _run(
-    json_output: bool, env_file: Path | None, body: Callable[[Settings, Output], int], *, warn: bool = True
-) -> None:
-    from wa_export.cli.output import Output
-    from wa_export.settings import load_settings
-
-    output = Output(json_output)
-    with _handled(output):
-        settings = load_settings(env_file or _global_env_file)
-    output.zone = settings.export_timezone
-    # stderr: under cron it lands in the log, --json stays one document. A --workers child
-    # (warn=False) shares its parent's stderr and configuration: the parent has said them.
-    for warning in settings.load_warnings if warn else ():
-        output.stderr(f"warning: {warning}")
-    with _handled(output, settings.secrets()):
-        raise typer.Exit(body(settings, output))
+    raise typer.Exit(code)
 
 
 def _report(
-    json_output: bool,
-    env_file: Path | None,
-    compute: Callable[[Settings], R],
-    render: Callable[[Output, R, Settings], None],
+    json_output: bool, env_file: Path | None, command: str, compute: Callable[[Any, Settings], Any], view: str = ""
 ) -> None:
-    """Exit with the result's `exit_code` (0 for a report without one)."""
+    """Show what `compute` (given the module `wa_export.commands.<command>`) returns with `render_<view or command>`."""
 
     def body(settings: Settings, output: Output) -> int:
-        result = compute(settings)
-        render(output, result, settings)
-        return int(getattr(result, "exit_code", ExitCode.OK))
+        from wa_export.cli import render
+
+        result = compute(importlib.import_module(f"wa_export.commands.{command}"), settings)
+        return output.show(result, getattr(render, f"render_{view or command}"), settings)
 
     _run(json_output, env_file, body)
 
 
 @contextmanager
-def _recorded_run(metrics_file: Path | None, manual: bool, enabled: bool, json_output: bool) -> Iterator[RunRecorder]:
+def _recorded_run(metrics_file: Path | None, manual: bool, enabled: bool) -> Iterator[RunRecorder]:
     """Yield the run's recorder and write its file however the command ends (exit 0 to 3, a crash)."""
-    from wa_export.cli.output import Output
+    from wa_export.cli.render import Output
     from wa_export.metrics import RunRecorder
 
     recorder = RunRecorder(metrics_file, trigger="manual" if manual else "scheduled", enabled=enabled)
@@ -152,9 +155,8 @@ def _recorded_run(metrics_file: Path | None, manual: bool, enabled: bool, json_o
         exit_code = int(done.exit_code)
         raise
     finally:
-        warning = recorder.finish(exit_code)
-        if warning is not None:
-            Output(json_output).stderr(warning)  # stderr: a --json stdout stays one document
+        if (warning := recorder.finish(exit_code)) is not None:
+            Output.stderr(warning)  # stderr: a --json stdout stays one document
 
 
 @contextmanager
@@ -195,30 +197,23 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 def export(
     workspace: Annotated[
         list[str] | None,
-        typer.Option("--workspace", "-w", metavar="ID", help="Workspace id; repeat for several."),
+        _option("ID", "Workspace id; repeat for several.", "--workspace", "-w"),
     ] = None,
-    hours: Annotated[float | None, typer.Option(metavar="N", help="Manual: export the last N hours.")] = None,
-    since: Annotated[
-        str | None, typer.Option(metavar="TIME", help="Manual: window start, ISO 8601 (naive = EXPORT_TIMEZONE).")
-    ] = None,
-    until: Annotated[str | None, typer.Option(metavar="TIME", help="Manual: window end (exclusive), ISO 8601.")] = None,
+    hours: Annotated[float | None, _option("N", "Manual: export the last N hours.")] = None,
+    since: Annotated[str | None, _option("TIME", "Manual: window start, ISO 8601 (naive = EXPORT_TIMEZONE).")] = None,
+    until: Annotated[str | None, _option("TIME", "Manual: window end (exclusive), ISO 8601.")] = None,
     email: Annotated[
         list[str] | None,
-        typer.Option("--email", metavar="ADDRESS", help="Manual: send to this address instead of the configured ones."),
+        _option("ADDRESS", "Manual: send to this address instead of the configured ones."),
     ] = None,
-    no_email: Annotated[bool, typer.Option("--no-email", help="Write the files only; send nothing.")] = False,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Count only: no file, no email, no database writes.")
-    ] = False,
+    no_email: Annotated[bool, _flag("--no-email", "Write the files only; send nothing.")] = False,
+    dry_run: Annotated[bool, _flag("--dry-run", "Count only: no file, no email, no database writes.")] = False,
     workers: Annotated[
         int,
-        typer.Option(
-            "--workers",
-            metavar="N",  # range checked by export/workers.py, with --worker-slot's
-            help="Scheduled runs: share the workspaces among N processes (e.g. one per CPU core).",
-        ),
+        # range checked by export/workers.py, with --worker-slot's
+        _option("N", "Scheduled runs: share the workspaces among N processes (e.g. one per CPU core)."),
     ] = 1,
-    worker_slot: Annotated[str | None, typer.Option("--worker-slot", hidden=True)] = None,
+    worker_slot: Annotated[str | None, Option(hidden=True)] = None,
     metrics_file: MetricsFileOption = None,
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
@@ -246,17 +241,15 @@ def export(
             with _stop_on_sigterm() as stop:
                 merged = export_run.export_in_workers(workers, request, env_file or _global_env_file, stop, settings)
             recorder.ran_workers(merged, request)
-            render_workers(output, merged, settings, emails=not no_email)
-            return merged.exit_code
+            return output.show(merged, render_workers, settings, not no_email)
         with _stop_on_sigterm() as stop, export_observer(output, settings.export_dir) as observer:
             result = export_run.export(settings, request, observer, stop)
         recorder.ran(result, request)
-        render_export(output, result, settings, emails=not no_email)
-        return result.exit_code
+        return output.show(result, render_export, settings, not no_email)
 
     manual = hours is not None or since is not None or until is not None or bool(email)
     # --dry-run writes no file; --workers children leave the metrics file to their parent.
-    with _recorded_run(metrics_file, manual, not dry_run and worker_slot is None, json_output) as recorder:
+    with _recorded_run(metrics_file, manual, not dry_run and worker_slot is None) as recorder:
         _run(json_output, env_file, body, warn=worker_slot is None)
 
 
@@ -264,28 +257,20 @@ def export(
 def cleanup(
     days: Annotated[
         int | None,
-        typer.Option(
-            "--days",
-            metavar="N",
-            help="Delete workbooks older than N days.  [default: EXPORT_CLEANUP_DAYS]",
-            show_default=False,
-        ),
+        _option("N", "Delete workbooks older than N days.  [default: EXPORT_CLEANUP_DAYS]", show_default=False),
     ] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")] = False,
+    dry_run: Annotated[bool, _flag("--dry-run", "List what would be deleted; delete nothing.")] = False,
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
     """Delete this tool's old workbooks and stale temp files in marked workspace folders, and empty folders."""
-    from wa_export.cli.render import render_cleanup
-    from wa_export.commands import cleanup as cleanup_command
-
-    _report(json_output, env_file, lambda s: cleanup_command.cleanup(s, days, dry_run), render_cleanup)
+    _report(json_output, env_file, "cleanup", lambda command, settings: command.cleanup(settings, days, dry_run))
 
 
 @app.command(short_help="Messages per day and status, exports made and failed.")
 def stats(
     workspace_id: WorkspaceIdArgument = None,
-    days: Annotated[int, typer.Option("--days", metavar="N", min=1, max=366, help="Number of days, ending today.")] = 7,
+    days: Annotated[int, _option("N", "Number of days, ending today.", min=1, max=366)] = 7,
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
@@ -293,72 +278,55 @@ def stats(
 
     With WORKSPACE_ID, that one workspace day by day; without it, all active ones.
     """
-    from wa_export.cli.render import render_stats
-    from wa_export.commands import stats as stats_command
-
-    _report(json_output, env_file, lambda s: stats_command.stats(s, workspace_id, days), render_stats)
+    _report(json_output, env_file, "stats", lambda command, settings: command.stats(settings, workspace_id, days))
 
 
 @app.command(short_help="Recent exports, or the tool's events (--system).")
 def logs(
     workspace_id: WorkspaceIdArgument = None,
-    limit: Annotated[int, typer.Option("--limit", metavar="N", min=1, max=1000, help="How many entries.")] = 20,
+    limit: Annotated[int, _option("N", "How many entries.", min=1, max=1000)] = 20,
     status: Annotated[
         str | None,
-        typer.Option("--status", metavar="STATUS", help="Only exports with this status: completed, failed or sending."),
+        _option("STATUS", "Only exports with this status: completed, failed or sending."),
     ] = None,
-    system: Annotated[bool, typer.Option("--system", help="Show this tool's system_logs events instead.")] = False,
+    system: Annotated[bool, _flag("--system", "Show this tool's system_logs events instead.")] = False,
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
     """Recent exports (export_logs) newest first, or the tool's events (--system); WORKSPACE_ID: only its exports."""
-    from wa_export.cli.render import render_logs
-    from wa_export.commands import logs as logs_command
-
-    _report(json_output, env_file, lambda s: logs_command.logs(s, workspace_id, limit, status, system), render_logs)
+    _report(json_output, env_file, "logs", lambda command, s: command.logs(s, workspace_id, limit, status, system))
 
 
 @app.command(short_help="Email an earlier export again, rebuilt from its recorded range.")
 def resend(
-    log_id: Annotated[str, typer.Argument(metavar="LOG_ID", hidden=True)],
+    log_id: Annotated[str, Argument(metavar="LOG_ID", hidden=True)],
     to: Annotated[
         list[str] | None,
-        typer.Option(
-            "--to",
-            metavar="ADDRESS",
-            help="Send to this address instead of the export's recipients (repeatable; EXPORT_ALLOWED_EMAIL_DOMAINS applies).",
+        _option(
+            "ADDRESS",
+            "Send to this address instead of the export's recipients (repeatable; EXPORT_ALLOWED_EMAIL_DOMAINS applies).",
         ),
     ] = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Rebuild and count only: no file, no email, no database write.")
+        bool, _flag("--dry-run", "Rebuild and count only: no file, no email, no database write.")
     ] = False,
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
     """Email again exactly the workbook an export_logs entry recorded, rebuilt from its range.
 
-    LOG_ID is the export's id, as `wa-export logs` shows it. The rows are the
-    ones that export held: the messages of its arrival range
-    (scheduled) or timestamp window (manual), read from the workspace's chats in
-    the same order and written the same way. The subject starts with [Re-sent];
-    a new export_logs entry (trigger resend) is recorded. No cursor, lease or
-    intent is read or written. Exit 1 for an unknown id or an export that was
-    never delivered, 2 for a malformed id.
+    LOG_ID is the export's id, as `wa-export logs` shows it. The rows are the ones that export held: the messages of
+    its arrival range (scheduled) or timestamp window (manual), read from the workspace's chats in the same order and
+    written the same way. The subject starts with [Re-sent]; a new export_logs entry (trigger resend) is recorded. No
+    cursor, lease or intent is read or written. Exit 1 for an unknown id or an export that was never delivered, 2 for
+    a malformed id.
     """
-    from wa_export.cli.render import render_resend
-    from wa_export.commands import resend as resend_command
-
-    _report(
-        json_output,
-        env_file,
-        lambda s: resend_command.resend(s, log_id, to or (), dry_run=dry_run),
-        render_resend,
-    )
+    _report(json_output, env_file, "resend", lambda command, s: command.resend(s, log_id, to or (), dry_run=dry_run))
 
 
 @app.command(short_help="Tell which recorded export a file is, by its SHA-256.")
 def verify(
-    file: Annotated[Path, typer.Argument(metavar="FILE", hidden=True)],
+    file: Annotated[Path, Argument(metavar="FILE", hidden=True)],
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
@@ -367,10 +335,7 @@ def verify(
     FILE is hashed (SHA-256) and looked up in export_logs. Exit 0 when found, 1 when no export of this file is recorded (changed, or not
     sent by wa-export from this database), 2 when FILE is missing or unreadable.
     """
-    from wa_export.cli.render import render_verify
-    from wa_export.commands import verify as verify_command
-
-    _report(json_output, env_file, lambda s: verify_command.verify(s, file), render_verify)
+    _report(json_output, env_file, "verify", lambda command, settings: command.verify(settings, file))
 
 
 @app.command(short_help="Where each workspace's delivery stands; move one cursor.")
@@ -378,19 +343,17 @@ def state(
     workspace_id: WorkspaceIdArgument = None,
     move_to: Annotated[
         str | None,
-        typer.Option(
-            "--move-to",
-            metavar="TIME",
-            help="Move WORKSPACE_ID's cursor to this arrival time (ISO 8601, naive = EXPORT_TIMEZONE): "
+        _option(
+            "TIME",
+            "Move WORKSPACE_ID's cursor to this arrival time (ISO 8601, naive = EXPORT_TIMEZONE): "
             "back re-delivers from then on, forward skips what arrived before.",
         ),
     ] = None,
     move_past: Annotated[
         str | None,
-        typer.Option(
-            "--move-past",
-            metavar="MESSAGE_ID",
-            help="Move WORKSPACE_ID's cursor just past this one message (its _id): it is never delivered, "
+        _option(
+            "MESSAGE_ID",
+            "Move WORKSPACE_ID's cursor just past this one message (its _id): it is never delivered, "
             "messages that arrived after it, even in the same second, still are.",
         ),
     ] = None,
@@ -399,109 +362,99 @@ def state(
 ) -> None:
     """Each workspace's cursor, messages waiting, lease and failures; move one cursor (logged).
 
-    With WORKSPACE_ID, that one workspace with exact counts; without it, all active ones.
-    --move-to TIME and --move-past MESSAGE_ID move WORKSPACE_ID's cursor.
+    With WORKSPACE_ID, that one workspace with exact counts; without it, all active ones. --move-to TIME and
+    --move-past MESSAGE_ID move WORKSPACE_ID's cursor.
     """
-    from wa_export.cli.render import render_move, render_state
-    from wa_export.commands import state as state_command
 
-    def compute(settings: Settings) -> Any:
+    def compute(command: Any, settings: Settings) -> Any:
         if move_to is not None and move_past is not None:
             raise UsageProblem("--move-to and --move-past both move the cursor: give one of them.")
         if move_to is not None:
-            return state_command.move_cursor(settings, workspace_id, move_to)
+            return command.move_cursor(settings, workspace_id, move_to)
         if move_past is not None:
-            return state_command.move_cursor_past(settings, workspace_id, move_past)
-        return state_command.state(settings, workspace_id)
+            return command.move_cursor_past(settings, workspace_id, move_past)
+        return command.state(settings, workspace_id)
 
-    _report(json_output, env_file, compute, render_state if move_to is None and move_past is None else render_move)
+    _report(json_output, env_file, "state", compute, "state" if move_to is None and move_past is None else "move")
 
 
 @app.command("test-email", short_help="Send a test email through the configured SMTP server.")
 def test_email(
     workspace: Annotated[
         str | None,
-        typer.Option(
-            "--workspace", "-w", metavar="ID", help="Send to this workspace's addresses, as an export finds them."
-        ),
+        _option("ID", "Send to this workspace's addresses, as an export finds them.", "--workspace", "-w"),
     ] = None,
     to: Annotated[
         list[str] | None,
-        typer.Option("--to", metavar="ADDRESS", help="Send to this address (wins over --workspace); repeatable."),
+        _option("ADDRESS", "Send to this address (wins over --workspace); repeatable."),
     ] = None,
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
     """Send a test email with a tiny sample workbook; on failure name the failed step and exit 1."""
-    from wa_export.cli.render import render_test_email
-    from wa_export.commands import test_email as testmail
-
-    _report(json_output, env_file, lambda s: testmail.send_test_email(s, workspace, to or ()), render_test_email)
+    _report(json_output, env_file, "test_email", lambda command, s: command.send_test_email(s, workspace, to or ()))
 
 
 @app.command(short_help="Check MongoDB, SMTP, EXPORT_DIR, addresses and the schedule.")
 def health(
     smtp_login: Annotated[
-        bool, typer.Option("--smtp-login", help="Also connect to the SMTP server, start TLS and log in.")
+        bool, _flag("--smtp-login", "Also connect to the SMTP server, start TLS and log in.")
     ] = False,
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
     """Check MongoDB, SMTP, EXPORT_DIR, workspace addresses and folders, indexes and scheduled runs (exit 1 if any failed)."""
-    from wa_export.cli.render import render_health
-    from wa_export.commands import health as health_checks
-
-    _report(json_output, env_file, lambda s: health_checks.run_health(s, smtp_login=smtp_login), render_health)
+    _report(json_output, env_file, "health", lambda command, s: command.run_health(s, smtp_login=smtp_login))
 
 
 @app.command("config", short_help="Show and validate the settings (no MongoDB, no SMTP).")
 def config(json_output: JsonOption = False, env_file: EnvFileOption = None) -> None:
     """Show the effective settings, where each came from, and every invalid one (exit 2, or 1 for addresses only)."""
-    from wa_export.cli.output import Output
     from wa_export.cli.render import render_config
-    from wa_export.commands import config as config_command
+    from wa_export.commands.config import config_report
 
-    with _handled(Output(json_output)) as output:
-        report = config_command.config_report(env_file or _global_env_file)
-        render_config(output, report)
-        raise typer.Exit(report.exit_code)
+    _run(
+        json_output,
+        env_file,
+        lambda _, output: output.show(config_report(env_file or _global_env_file), render_config),
+        load=False,
+    )
 
 
 @app.command(short_help="A real export against local servers; nothing to configure.")
 def demo(
-    out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Where exports/ and mail/ are written.")] = Path(
-        "demo-out"
-    ),
+    out: Annotated[Path, _option("DIR", "Where exports/ and mail/ are written.")] = Path("demo-out"),
     serve: Annotated[
         bool,
-        typer.Option(
-            "--serve", help="Keep the servers running (Ctrl-C stops them) and write DIR/.env for the other commands."
-        ),
+        _flag("--serve", "Keep the servers running (Ctrl-C stops them) and write DIR/.env for the other commands."),
     ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Run a real scheduled export against local MongoDB and SMTP servers; nothing to configure.
 
-    Needs pip install 'wa-export[demo]' (Python 3.13+); ignores the environment and .env.
-    With --serve the servers keep running until Ctrl-C, so every other command can be
-    tried on the demo's data: wa-export --env-file DIR/.env stats.
+    Needs pip install 'wa-export[demo]' (Python 3.13+); ignores the environment and .env. With --serve the servers
+    keep running until Ctrl-C, so every other command can be tried on the demo's data: wa-export --env-file DIR/.env
+    stats.
     """
-    from wa_export.cli.output import Output
     from wa_export.cli.render import export_observer, render_demo
-    from wa_export.demo import run as demo_run
+    from wa_export.demo.run import run_demo
     from wa_export.demo.serve import serve_until_stopped
 
-    def serving(result: demo_run.DemoResult) -> None:
-        serve_until_stopped(lambda: render_demo(output, result))
+    def body(_: None, output: Output) -> int:
+        def serving(result: Any) -> None:
+            def ready() -> None:  # the servers are up: what they hold, how to try them
+                output.show(result, render_demo)
 
-    with _handled(Output(json_output)) as output:
+            serve_until_stopped(ready)
+
         with _on_sigterm(_raise_interrupt), export_observer(output) as observer:
-            result = demo_run.run_demo(out, observer, None if json_output else output.line, serving if serve else None)
+            result = run_demo(out, observer, output.line, serving if serve else None)
         if not serve:
-            render_demo(output, result)
-        elif not json_output:
-            output.line("Stopped the demo's servers and removed their .env file.")
-        raise typer.Exit(result.exit_code)
+            return output.show(result, render_demo)
+        output.line("Stopped the demo's servers and removed their .env file.")
+        return result.exit_code
+
+    _run(json_output, None, body, load=False)
 
 
 def _deploy_names(incomplete: str) -> list[str]:
@@ -513,35 +466,30 @@ def _deploy_names(incomplete: str) -> list[str]:
 @app.command(short_help="Print or write the systemd, cron, logrotate or env files.")
 def deploy(
     # Described in the docstring: typer's own line for it would read "NAME <str>"; the usage line shows {a|b}.
-    name: Annotated[
-        str, typer.Argument(metavar="systemd|cron|logrotate|env", hidden=True, autocompletion=_deploy_names)
-    ],
+    name: Annotated[str, Argument(metavar="systemd|cron|logrotate|env", hidden=True, autocompletion=_deploy_names)],
     to: Annotated[
         Path | None,
-        typer.Option("--to", metavar="DIR", help="Write the files into DIR (mode 0644) instead of printing them."),
+        _option("DIR", "Write the files into DIR (mode 0644) instead of printing them."),
     ] = None,
     force: Annotated[
-        bool, typer.Option("--force", help="With --to: replace files whose content differs from the shipped ones.")
+        bool, _flag("--force", "With --to: replace files whose content differs from the shipped ones.")
     ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Print the deploy files shipped in the package, or write them into DIR; reads no settings.
 
-    systemd: the export, cleanup and health services with their timers; cron: the crontab;
-    logrotate: rotation of the cron logs; env: every setting, commented, with its default;
-    or one file's name, e.g. wa-export.timer.
+    systemd: the export, cleanup and health services with their timers; cron: the crontab; logrotate: rotation of
+    the cron logs; env: every setting, commented, with its default; or one file's name, e.g. wa-export.timer.
     """
-    from wa_export.cli.output import Output
     from wa_export.cli.render import render_deploy
-    from wa_export.commands import deploy as deploy_command
+    from wa_export.commands.deploy import deploy as deploy_files
 
-    with _handled(Output(json_output)) as output:
-        render_deploy(output, deploy_command.deploy(name, to, force))
+    _run(json_output, None, lambda _, output: output.show(deploy_files(name, to, force), render_deploy), load=False)
 
 
 def _main_with_json(args: list[str]) -> int:
     """Even a command-line parse error is one JSON document (outside standalone mode click raises it)."""
-    from wa_export.cli.output import Output
+    from wa_export.cli.render import Output
 
     try:  # recent typer releases vendor click as typer._click
         from typer._click.exceptions import ClickException

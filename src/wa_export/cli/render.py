@@ -1,47 +1,43 @@
-"""Each command's result on screen: a table on a terminal, greppable log lines under cron, or one JSON document.
+"""Each command's result on screen: a rich table on a terminal, greppable log lines under cron, or under --json one
+document on stdout (and what failed on stderr). No personal data (phone numbers, message text) ever reaches it.
 
-Why this module is long: one renderer per command, each needing its own table and its own plain lines.
+Why this module is long: one renderer per command, each with its own table and its own plain lines.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import re
 import shlex
 import shutil
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rich import box
+from rich.cells import cell_len
+from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 from rich.text import Text
 
-from wa_export.cli.output import (
-    Output,
-    column_table,
-    display_path,
-    outcome_cell,
-    short_time,
-    styled,
-    unbreakable_words,
-    workspace_cell,
-)
-from wa_export.clock import SECOND_FORMAT
+from wa_export.clock import MINUTE_FORMAT, SECOND_FORMAT
 from wa_export.errors import ExitCode
-from wa_export.units import count_noun, format_age, format_bytes, local_time
+from wa_export.units import LOG_STAMP, count_noun, format_age, format_bytes, local_time
 
-if TYPE_CHECKING:  # rendering only: each command imports just the library it uses
+if TYPE_CHECKING:  # each command imports just the library it uses; settings imports pymongo
     from wa_export.commands.cleanup import CleanupFile, CleanupResult
     from wa_export.commands.config import ConfigReport, SettingLine
     from wa_export.commands.deploy import DeployResult
     from wa_export.commands.health import HealthReport
-    from wa_export.commands.logs import LogsReport, SystemLogEntry
+    from wa_export.commands.logs import ExportLogEntry, LogsReport, SystemLogEntry
     from wa_export.commands.resend import ResendResult
     from wa_export.commands.state import CursorMove, StateReport, WorkspaceReport
     from wa_export.commands.stats import StatsReport, WorkspaceStats
@@ -53,34 +49,157 @@ if TYPE_CHECKING:  # rendering only: each command imports just the library it us
     from wa_export.settings import Settings
     from wa_export.store.ledger import LedgerEntry
 
+OUTCOME_STYLE = {"completed": "green", "written": "green", "dry_run": "cyan", "skipped": "yellow", "failed": "bold red"}
+OUTCOME_STYLE |= dict.fromkeys(("no_messages", "not_due"), "dim")
+OBJECT_ID = re.compile(r"[0-9a-fA-F]{24}")  # a workspace's or an entry's id
+SENTENCE_PUNCTUATION = ".,;:!?()[]'\"`"  # around a word in a sentence, not part of the id, path or name
+PLAIN_TABLE_WIDTH = 10_000  # tables printed when stdout is not a terminal are never wrapped: a row is one line
+Row = TypeVar("Row")
+Columns = list[tuple[Column, Callable[[Row], str]]]
+
+
+def _json_default(value: object) -> object:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+def _render(table: Table, width: int, **options: Any) -> str:
+    buffer = io.StringIO()
+    Console(file=buffer, width=width, no_color=True, highlight=False, **options).print(table)
+    return buffer.getvalue()
+
+
+class Output:
+    def __init__(self, json_output: bool) -> None:
+        self.json_output = json_output
+        # The zone of log line stamps: EXPORT_TIMEZONE once the settings are read (the times in the lines use it too).
+        self.zone: tzinfo = UTC
+        self.console = Console(highlight=False, soft_wrap=True)
+        self.interactive = sys.stdout.isatty() and not json_output
+
+    def show(self, result: Any, render: Callable[..., None], *args: Any) -> int:
+        """Under --json the result's document is stdout's only text; `render` still says on stderr what failed."""
+        code = int(getattr(result, "exit_code", ExitCode.OK))
+        if self.json_output:
+            self.json({"ok": code == ExitCode.OK, **result.as_dict()})
+        render(self, result, *args)
+        return code
+
+    def line(self, text: str) -> None:
+        if self.interactive:
+            self.console.print(text, markup=False)
+        elif not self.json_output:
+            print(text, flush=True)
+
+    def log(self, level: str, text: str) -> None:
+        self.line(f"{local_time(datetime.now(UTC), self.zone, LOG_STAMP)} {level} {text}")
+
+    def summary(self, text: str, failed: object) -> None:
+        self.log("ERROR" if failed else "INFO", text)
+
+    def json(self, document: Any) -> None:
+        print(json.dumps(document, default=_json_default, ensure_ascii=False, indent=2), flush=True)
+
+    def table(self, table: Table, keep_whole: Iterable[str] = ()) -> None:
+        """A rich table on a terminal, plain lines otherwise or when the ids and paths of ``keep_whole`` would break."""
+        if self.interactive and self.fits(table, keep_whole):
+            self.console.print(table)
+            return
+        # The title, then the header and one greppable line per row: no box, no wrapping.
+        if table.title:
+            self.line(Text.from_markup(table.title).plain if isinstance(table.title, str) else str(table.title))
+        table.title = table.box = None
+        table.show_edge = table.show_lines = table.pad_edge = False
+        for column in table.columns:
+            column.no_wrap = True  # PLAIN_TABLE_WIDTH leaves room for every cell
+        for row in _render(table, PLAIN_TABLE_WIDTH).splitlines():
+            if row.strip():
+                self.line(row.rstrip())
+
+    def fits(self, table: Table, keep_whole: Iterable[str]) -> bool:
+        """It fits this terminal and shows each string of ``keep_whole`` whole, as often as it is listed."""
+        width = self.console.width
+        rendered = _render(table, width, soft_wrap=True)  # as self.console renders it: never cropped
+        # Columns with a minimum width can make rich draw a table wider than the terminal.
+        if any(cell_len(line) > width for line in rendered.splitlines()):
+            return False
+        return all(rendered.count(word) >= shown for word, shown in Counter(keep_whole).items() if word)
+
+    def error(self, message: str, code: int) -> None:
+        if self.json_output:
+            self.json({"ok": False, "exit_code": code, "error": message})
+        self.stderr(message)
+
+    @staticmethod
+    def stderr(message: str) -> None:
+        print(f"wa-export: {message}", file=sys.stderr, flush=True)
+
+
+def unbreakable_words(text: str | None) -> list[str]:
+    """The words of a message a table must not split: ids, paths and variable names (``WORKSPACE_…_EMAIL``)."""
+    words = (word.strip(SENTENCE_PUNCTUATION) for word in (text or "").split())
+    return [word for word in words if "/" in word or "_" in word or OBJECT_ID.fullmatch(word)]
+
+
+def column_table(rows: Iterable[Row], columns: Sequence[tuple[Column, Callable[[Row], str]]], **options: Any) -> Table:
+    """A table from (column, cell of a row) pairs: a new column is one more pair; the columns can serve again."""
+    table = Table(*(column.copy() for column, _ in columns), **options)
+    for row in rows:
+        table.add_row(*(cell(row) for _, cell in columns))
+    return table
+
+
+def styled(text: str, style: str | None) -> str:
+    """``text`` (already escaped) as rich markup in ``style``; unchanged when there is none."""
+    return f"[{style}]{text}[/{style}]" if style else text
+
+
+def outcome_cell(outcome: str) -> str:
+    return styled(escape(outcome), OUTCOME_STYLE.get(outcome))
+
+
+def workspace_cell(name: str | None, workspace_id: str, separator: str = "\n") -> str:
+    """The workspace's name, then its id dimmed (under it by default)."""
+    return f"{escape(name or '') or '(unnamed)'}{separator}[dim]{escape(workspace_id)}[/dim]"
+
+
+def display_path(path: str | os.PathLike[str] | None, export_dir: Path | None) -> str:
+    """``path`` relative to EXPORT_DIR, as tables and log lines show it; in full when outside it (or no dir)."""
+    if path and export_dir is not None and Path(path).is_relative_to(export_dir):
+        return str(Path(path).relative_to(export_dir))
+    return str(path or "")
+
+
+def short_time(moment: datetime | None, settings: Settings) -> str:
+    """'11-25 22:08' this year (short enough for an 80-column table), '2025-11-25 22:08' before."""
+    if moment is None:
+        return ""
+    this_year = moment.astimezone(settings.export_timezone).year == datetime.now(settings.export_timezone).year
+    return local_time(moment, settings, "%m-%d %H:%M" if this_year else MINUTE_FORMAT)
+
+
 NOT_COUNTED = "–"  # the run skipped or refused the workspace before counting its messages
 CLEANUP_TABLE_ROWS = 15
 WIDE_LOGS = 150  # below this terminal width the logs table leaves the file name to --json
 HEALTH_STYLE = {"ok": "green", "warning": "yellow", "failed": "bold red", "skipped": "dim"}
 ADDRESS_STYLE = {"no": "yellow", "bad": "bold red"}  # stats' Addr column: a missing or refused address
-_EIGHTHS = " ▏▎▍▌▋▊▉"
-_SPARKS = "▁▂▃▄▅▆▇█"
-BAR_WIDTH = 24
 STATS_MAX_ROWS = 31  # longer periods are summed into buckets of several days: one screen
 SPARK_MAX_WIDTH = 14
 
 
-def json_or(output: Output, document: Mapping[str, Any]) -> bool:
-    """Print ``document`` and say so under --json; False when the caller renders for people."""
-    if output.json_output:
-        output.json(document)
-    return output.json_output
+def _quoted(text: str | None) -> str:
+    return json.dumps(text, ensure_ascii=False)
 
 
-# --------------------------------------------------------------------------- export
+def _fields(fields: Mapping[str, object]) -> str:
+    """``key=value`` pairs of a greppable log line; a None value leaves its key out."""
+    return " ".join(f"{key}={value}" for key, value in fields.items() if value is not None)
 
 
 class _PlainObserver:
     """Under cron: one log line per workspace, greppable, no escape codes."""
 
     def __init__(self, output: Output, export_dir: Path | None) -> None:
-        self.output = output
-        self.export_dir = export_dir
+        self.output, self.export_dir = output, export_dir
 
     def run_started(self, total_workspaces: int, trigger: Trigger) -> None:
         where = f", files in {self.export_dir}" if self.export_dir is not None else ""
@@ -90,25 +209,15 @@ class _PlainObserver:
         return None  # one line per workspace is enough in a log
 
     def workspace_finished(self, result: WorkspaceResult) -> None:
-        fields = [
-            f"workspace={result.workspace_id}",
-            f"name={json.dumps(result.workspace_name, ensure_ascii=False)}",
-            f"outcome={result.outcome}",
-            f"messages={_message_count(result, '{:d}')}",
-        ]
-        if result.file_path:
-            fields.append(f"file={display_path(result.file_path, self.export_dir)}")
-        if result.reason:
-            fields.append(f"reason={json.dumps(result.reason, ensure_ascii=False)}")
-        self.output.log("ERROR" if result.outcome == "failed" else "INFO", " ".join(fields))
-
-
-class _CountColumn(ProgressColumn):
-    """``3/10`` for the workspaces, ``12,345`` for the messages (their total is not known in advance)."""
-
-    def render(self, task: Task) -> Text:
-        total = "" if task.total is None else f"/{int(task.total):,}"
-        return Text(f"{int(task.completed):,}{total}", style="progress.download")
+        fields = {
+            "workspace": result.workspace_id,
+            "name": _quoted(result.workspace_name),
+            "outcome": result.outcome,
+            "messages": _message_count(result, "{:d}"),
+            "file": display_path(result.file_path, self.export_dir) or None,
+            "reason": _quoted(result.reason) if result.reason else None,
+        }
+        self.output.log("ERROR" if result.outcome == "failed" else "INFO", _fields(fields))
 
 
 class _ProgressObserver:
@@ -120,11 +229,11 @@ class _ProgressObserver:
         self.messages_task: Any = None
 
     def run_started(self, total_workspaces: int, trigger: Trigger) -> None:
-        self.task = self.progress.add_task(f"{trigger} export", total=total_workspaces)
+        self.task = self.progress.add_task(f"{trigger} export", total=total_workspaces, of=f"/{total_workspaces:,}")
 
     def messages_exported(self, workspace_id: str, count: int) -> None:
         if self.messages_task is None:  # total=None: a pulsing bar and a running count
-            self.messages_task = self.progress.add_task("messages", total=None)
+            self.messages_task = self.progress.add_task("messages", total=None, of="")
         self.progress.advance(self.messages_task, count)
 
     def workspace_finished(self, result: WorkspaceResult) -> None:
@@ -134,76 +243,50 @@ class _ProgressObserver:
 
 @contextmanager
 def export_observer(output: Output, export_dir: Path | None = None) -> Iterator[Any]:
-    """The run's observer for this output; ``export_dir`` lets log lines show file paths relative to it."""
-    from wa_export.export.results import SilentObserver
-
-    if output.json_output:
-        yield SilentObserver()
-    elif output.interactive:
-        columns = (TextColumn("[bold]{task.description}"), BarColumn(), _CountColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=output.console, transient=True) as progress:
-            yield _ProgressObserver(progress)
-    else:
+    """The run's observer for this output (silent under --json); log lines show file paths relative to ``export_dir``."""
+    if not output.interactive:
         yield _PlainObserver(output, export_dir)
-
-
-def render_run_warnings(output: Output, warnings: Sequence[Any]) -> None:
-    for warning in warnings:  # one greppable line each, on a terminal and under cron alike
-        output.log("WARNING", warning.message)
-
-
-def render_workers(output: Output, merged: WorkersResult, settings: Settings, *, emails: bool = True) -> None:
-    if json_or(output, merged.as_dict()):
         return
-    from wa_export.export.results import WorkspaceResult
+    # ``3/10`` for the workspaces, ``12,345`` for the messages (their total is not known in advance).
+    count = TextColumn("{task.completed:,.0f}{task.fields[of]}", style="progress.download")
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), count, TimeElapsedColumn())
+    with Progress(*columns, console=output.console, transient=True) as progress:
+        yield _ProgressObserver(progress)
+
+
+def render_workers(output: Output, merged: WorkersResult, settings: Settings, emails: bool = True) -> None:
+    from wa_export.export.workers import WorkersResult
 
     # The children's output is captured: each workspace is shown here, as a single-process run shows it.
     if output.interactive:
         _render_export_table(output, merged.workspaces, settings)
     else:  # the lines a single run logs: the folder its relative file paths are in, then one per workspace
+        workers, workspaces = count_noun(merged.count, "worker"), count_noun(len(merged.workspaces), "workspace")
+        output.log("INFO", f"scheduled export run with {workers}: {workspaces}, files in {settings.export_dir}")
         plain = _PlainObserver(output, settings.export_dir)
-        workspaces = merged.workspaces
-        workers = count_noun(merged.count, "worker")
-        output.log(
-            "INFO",
-            f"scheduled export run with {workers}: {count_noun(len(workspaces), 'workspace')}, files in {settings.export_dir}",
-        )
-        for result in workspaces:
+        for result in merged.workspaces:
             plain.workspace_finished(result)
     dry_run = any(worker.document.get("dry_run") for worker in merged.workers)
     for worker, run in zip(merged.workers, merged.as_dict()["runs"], strict=True):
         summary = run["summary"]
         if dry_run and summary:  # the child's JSON summary counts what it did (nothing): say what it would do
-            document = worker.document
-            workspaces = [WorkspaceResult.from_dict(ws) for ws in document.get("workspaces", [])]
-            anomalies, problems = document.get("anomalies") or {}, document.get("problems") or []
-            interrupted = bool(document.get("interrupted"))
-            summary = dry_run_summary(
-                "scheduled export run (dry run)", workspaces, anomalies, interrupted, problems, emails=emails
-            )
+            child = WorkersResult(1, 0, 0, [worker], interrupted=bool(worker.document.get("interrupted")))
+            summary = dry_run_summary("scheduled export run (dry run)", child, emails)
         output.line(f"worker {run['slot']}: exit {run['exit_code']}: {summary or run['error']}")
-    render_run_warnings(output, merged.warnings)
-    summary = merged.summary()
-    if dry_run:
-        header = f"scheduled export run with {count_noun(merged.count, 'worker')} (dry run)"
-        summary = dry_run_summary(
-            header, merged.workspaces, merged.anomaly_totals(), merged.interrupted, merged.problems, emails=emails
-        )
-    output.summary(summary, merged.exit_code)
+    for warning in merged.warnings:
+        output.log("WARNING", warning.message)
+    header = f"scheduled export run with {count_noun(merged.count, 'worker')} (dry run)"
+    output.summary(dry_run_summary(header, merged, emails) if dry_run else merged.summary(), merged.exit_code)
 
 
-def render_export(output: Output, result: RunResult, settings: Settings, *, emails: bool = True) -> None:
-    if not json_or(output, {"ok": result.exit_code == ExitCode.OK, **result.as_dict()}):
-        if output.interactive:
-            _render_export_table(output, result.workspaces, settings)
-        render_run_warnings(output, result.warnings)
-        summary = result.summary()
-        if result.dry_run:
-            header = f"{result.trigger} export run (dry run)"
-            summary = dry_run_summary(
-                header, result.workspaces, result.anomaly_totals(), result.interrupted, result.problems, emails=emails
-            )
-        output.summary(f"{summary} (run {result.run_id})", result.failed)
+def render_export(output: Output, result: RunResult, settings: Settings, emails: bool = True) -> None:
+    if output.interactive:
+        _render_export_table(output, result.workspaces, settings)
+    for warning in result.warnings:  # one greppable line each, on a terminal and under cron alike
+        output.log("WARNING", warning.message)
+    header = f"{result.trigger} export run (dry run)"
+    summary = dry_run_summary(header, result, emails) if result.dry_run else result.summary()
+    output.summary(f"{summary} (run {result.run_id})", result.failed)
     for failed in result.workspaces:  # on stderr (with --json too), already redacted
         if failed.traceback:
             output.stderr(
@@ -212,17 +295,10 @@ def render_export(output: Output, result: RunResult, settings: Settings, *, emai
             )
 
 
-def dry_run_summary(
-    header: str,
-    workspaces: Sequence[WorkspaceResult],
-    anomalies: Mapping[str, int],
-    interrupted: bool,
-    problems: Sequence[str],
-    *,
-    emails: bool = True,  # False: --no-email, the run would write workbooks and send none
-) -> str:
-    """What the real run would send: its emails, workspaces and messages; a failed workspace's messages are
-    waiting, not to be sent, and a skipped one's were never counted."""
+def dry_run_summary(header: str, run: RunResult | WorkersResult, emails: bool) -> str:
+    """What the real run would send (none under --no-email); a failed workspace's messages wait, a skipped one's
+    were never counted."""
+    workspaces, anomalies = run.workspaces, run.anomaly_totals()
     outcomes = Counter(workspace.outcome for workspace in workspaces)
     would = [workspace for workspace in workspaces if workspace.outcome == "dry_run"]
     # A workspace the run would email has its recipients; a part is one email (a manual export sends one).
@@ -233,124 +309,104 @@ def dry_run_summary(
         f"{header}: {count_noun(len(workspaces), 'workspace')}",
         f"would send {count_noun(sum(max(w.parts, 1) for w in emailed), 'email')} "
         f"for {count_noun(len(emailed), 'workspace')}",
-        *(
-            [f"would write the workbooks of {count_noun(written_only, 'workspace')} without emailing"]
-            if written_only
-            else []
-        ),
+        f"would write the workbooks of {count_noun(written_only, 'workspace')} without emailing"
+        if written_only
+        else "",
         f"{count_noun(sum(workspace.message_count for workspace in would), 'message')} to send",
         f"{outcomes['no_messages']} without new messages",
-        *([f"{outcomes['not_due']} not due"] if outcomes["not_due"] else []),
+        f"{outcomes['not_due']} not due" if outcomes["not_due"] else "",
         f"{outcomes['skipped']} skipped (messages not counted)" if outcomes["skipped"] else "0 skipped",
         f"{outcomes['failed']} failed" + (f" ({count_noun(not_sent, 'message')} not to be sent)" if not_sent else ""),
-        *problems,
+        *run.problems,
+        "data issues: " + ", ".join(f"{n} {name}" for name, n in sorted(anomalies.items())) if anomalies else "",
+        "interrupted before finishing" if run.interrupted else "",
     ]
-    if anomalies:
-        parts.append("data issues: " + ", ".join(f"{number} {name}" for name, number in sorted(anomalies.items())))
-    if interrupted:
-        parts.append("interrupted before finishing")
-    return ", ".join(parts) + "; nothing was written or sent"
+    return ", ".join(part for part in parts if part) + "; nothing was written or sent"
 
 
 def _message_count(result: WorkspaceResult, number_format: str) -> str:
-    """Its messages, or NOT_COUNTED for a workspace skipped or refused before counting ("0" would claim
-    nothing is waiting)."""
+    """Its messages, or NOT_COUNTED for a workspace skipped or refused before counting ("0" would claim none)."""
     uncounted = result.message_count == 0 and result.outcome in ("skipped", "failed", "not_due")
     return NOT_COUNTED if uncounted else number_format.format(result.message_count)
 
 
 def _render_export_table(output: Output, results: Sequence[WorkspaceResult], settings: Settings) -> None:
     export_dir = settings.export_dir
-    with_files = _export_table(results, settings)
+
+    def detail(result: WorkspaceResult) -> str:
+        return " ".join(part for part in (display_path(result.file_path, export_dir), result.reason or "") if part)
+
+    def window(result: WorkspaceResult) -> str:
+        if not (result.window_start and result.window_end):
+            return ""
+        return f"{local_time(result.window_start, settings)} → {local_time(result.window_end, settings, '%H:%M')}"
+
+    # As wide as the longest id, so an id (on its own line under the name) fits whole when anything can.
+    id_width = max((len(result.workspace_id) for result in results), default=10)
+    columns: Columns[WorkspaceResult] = [
+        (
+            Column("Workspace", overflow="fold", min_width=id_width),
+            lambda r: workspace_cell(r.workspace_name, r.workspace_id),
+        ),
+        (Column("Outcome", no_wrap=True), lambda result: outcome_cell(result.outcome)),
+        (Column("Messages", justify="right", no_wrap=True), lambda result: _message_count(result, "{:,}")),
+        (Column(f"Window ({settings.timezone_name})", overflow="fold"), window),  # the table's one zone, named once
+        (Column("File / reason", overflow="fold"), lambda result: escape(detail(result))),
+    ]
     # What must show unbroken: ids, file paths, and path- or variable-like words of reasons.
-    keep_whole = [result.workspace_id for result in results]
-    for result in results:
-        keep_whole.append(display_path(result.file_path, export_dir))
-        keep_whole += unbreakable_words(result.reason)
+    ids = [result.workspace_id for result in results]
+    keep_whole = ids + [
+        word for r in results for word in [display_path(r.file_path, export_dir), *unbreakable_words(r.reason)]
+    ]
+    with_files = column_table(results, columns, title="wa-export")
     if output.fits(with_files, keep_whole):
         output.table(with_files)
         if any(result.file_path for result in results):
             output.line(f"Files are in {export_dir}.")
         return
     # Too narrow for the paths: the table without them, then one unwrapped line per file or reason.
-    output.table(_export_table(results, settings, with_detail=False), [r.workspace_id for r in results])
-    details = [(result, detail) for result in results if (detail := _detail(result, export_dir))]
-    if details:
+    output.table(column_table(results, columns[:4], title="wa-export"), ids)
+    if any(detail(result) for result in results):
         output.line(f"Files (in {export_dir}) and reasons:")
-        for result, detail in details:
-            output.line(f"  {result.workspace_name or '(unnamed)'} ({result.workspace_id}): {detail}")
-
-
-def _detail(result: WorkspaceResult, export_dir: Path) -> str:
-    return " ".join(part for part in (display_path(result.file_path, export_dir), result.reason or "") if part)
-
-
-def _export_table(results: Sequence[WorkspaceResult], settings: Settings, *, with_detail: bool = True) -> Table:
-    table = Table(title="wa-export", show_lines=False)
-    # As wide as the longest id, so an id (on its own line under the name) fits whole when anything can.
-    table.add_column("Workspace", overflow="fold", min_width=max((len(r.workspace_id) for r in results), default=10))
-    table.add_column("Outcome", no_wrap=True)
-    table.add_column("Messages", justify="right", no_wrap=True)
-    table.add_column(f"Window ({settings.timezone_name})", overflow="fold")  # the table's one zone, named once
-    if with_detail:
-        table.add_column("File / reason", overflow="fold")
     for result in results:
-        window = ""
-        if result.window_start and result.window_end:
-            window = f"{local_time(result.window_start, settings)} → {local_time(result.window_end, settings, '%H:%M')}"
-        cells = [
-            workspace_cell(result.workspace_name, result.workspace_id),
-            outcome_cell(result.outcome),
-            _message_count(result, "{:,}"),
-            window,
-        ]
-        if with_detail:
-            cells.append(escape(_detail(result, settings.export_dir)))
-        table.add_row(*cells)
-    return table
-
-
-def render_demo(output: Output, result: DemoResult) -> None:
-    if json_or(output, result.as_dict()):
-        return
-    run = result.run
-    if output.interactive:
-        table = Table(title="wa-export demo")
-        table.add_column("Workspace", overflow="fold")
-        table.add_column("Outcome", no_wrap=True)
-        table.add_column("Messages", justify="right", no_wrap=True)
-        table.add_column("Workbook (in the exports folder)", overflow="fold")
-        paths = [display_path(workspace.file_path, result.exports_dir) for workspace in run.workspaces]
-        for workspace, path in zip(run.workspaces, paths, strict=True):
-            table.add_row(
-                escape(workspace.workspace_name),
-                outcome_cell(workspace.outcome),
-                f"{workspace.message_count:,}",
-                escape(path or workspace.reason or ""),
-            )
-        output.table(table, keep_whole=paths)
-    output.line(run.summary())
-    output.line(f"Workbooks ({len(result.workbooks)}) in {result.exports_dir}:")
-    for workbook in result.workbooks:
-        output.line(f"  {display_path(workbook, result.exports_dir)}")
-    output.line(f"Emails ({len(result.emails)}) as .eml files in {result.mail_dir}:")
-    for email in result.emails:
-        output.line(f"  {display_path(email, result.mail_dir)}")
-    if result.env_file is None:
-        output.line(
-            "Both local servers are stopped. Next: `wa-export demo --serve` (`./dev demo --serve` in a clone) keeps "
-            "them running to try every other command on this data."
-        )
-        return
-    _render_demo_serving(output, result)
+        if detail(result):
+            output.line(f"  {result.workspace_name or '(unnamed)'} ({result.workspace_id}): {detail(result)}")
 
 
 # What to try while `demo --serve` runs.
 DEMO_COMMANDS = ("health", "stats", "logs", "state", "export --hours 1 --email you@example.com")
 
 
-def _render_demo_serving(output: Output, result: DemoResult) -> None:
-    """The servers' settings (the password masked: it is in the 0600 file) and the commands to try."""
+def render_demo(output: Output, result: DemoResult) -> None:
+    run = result.run
+    if output.interactive:
+        paths = [display_path(workspace.file_path, result.exports_dir) for workspace in run.workspaces]
+        columns: Columns[tuple[WorkspaceResult, str]] = [
+            (Column("Workspace", overflow="fold"), lambda row: escape(row[0].workspace_name)),
+            (Column("Outcome", no_wrap=True), lambda row: outcome_cell(row[0].outcome)),
+            (Column("Messages", justify="right", no_wrap=True), lambda row: f"{row[0].message_count:,}"),
+            (
+                Column("Workbook (in the exports folder)", overflow="fold"),
+                lambda row: escape(row[1] or row[0].reason or ""),
+            ),
+        ]
+        rows = zip(run.workspaces, paths, strict=True)
+        output.table(column_table(rows, columns, title="wa-export demo"), keep_whole=paths)
+    output.line(run.summary())
+    for heading, files, folder in (
+        (f"Workbooks ({len(result.workbooks)}) in", result.workbooks, result.exports_dir),
+        (f"Emails ({len(result.emails)}) as .eml files in", result.emails, result.mail_dir),
+    ):
+        output.line(f"{heading} {folder}:")
+        for file in files:
+            output.line(f"  {display_path(file, folder)}")
+    if result.env_file is None:
+        output.line(
+            "Both local servers are stopped. Next: `wa-export demo --serve` (`./dev demo --serve` in a clone) keeps "
+            "them running to try every other command on this data."
+        )
+        return
+    # The servers' settings (the password masked: it is in the 0600 file) and the commands to try.
     from wa_export.settings import RULE_OF
 
     output.line(f"The servers keep running. Their settings, also in {result.env_file} (mode 0600):")
@@ -373,8 +429,6 @@ def _program() -> str:
     return shlex.quote(sys.executable) + " -m wa_export"
 
 
-# --------------------------------------------------------------------------- deploy
-
 # After `deploy KIND --to DIR`: the commands that put the written files to use.
 DEPLOY_NEXT_STEPS = {
     "systemd": "Next: sudo systemctl daemon-reload && sudo systemctl enable --now "
@@ -387,8 +441,6 @@ DEPLOY_NEXT_STEPS = {
 
 
 def render_deploy(output: Output, result: DeployResult) -> None:
-    if json_or(output, result.as_dict()):
-        return
     if result.directory is None:
         # As shipped, ready for `> file` or `| sudo tee`; several files each after a header comment.
         for number, file in enumerate(result.files):
@@ -405,24 +457,18 @@ def render_deploy(output: Output, result: DeployResult) -> None:
         output.line(DEPLOY_NEXT_STEPS[kinds.pop()].format(directory=result.directory))
 
 
-# --------------------------------------------------------------------------- cleanup, config, health, test-email
-
-
 def render_cleanup(output: Output, result: CleanupResult, settings: Settings) -> None:
-    if not json_or(output, {"ok": result.exit_code == ExitCode.OK, **result.as_dict()}):
-        if not output.interactive:  # under cron the log is the audit trail: one line per file
-            verb, removed = ("would delete", "would remove") if result.dry_run else ("deleted", "removed")
-            for item in result.files:
-                output.log(
-                    "INFO", f"{verb} {item.kind} {display_path(item.path, settings.export_dir)} size={item.size}"
-                )
-            for folder in result.folders_removed:
-                output.log("INFO", f"{removed} empty folder {display_path(folder, settings.export_dir)}")
-        elif result.files:
-            _render_cleanup_table(output, result, settings)
-        for error in result.errors:
-            output.log("ERROR", error)
-        output.summary(result.summary(), result.exit_code)
+    if not output.interactive:  # under cron the log is the audit trail: one line per file
+        verb, removed = ("would delete", "would remove") if result.dry_run else ("deleted", "removed")
+        for item in result.files:
+            output.log("INFO", f"{verb} {item.kind} {display_path(item.path, settings.export_dir)} size={item.size}")
+        for folder in result.folders_removed:
+            output.log("INFO", f"{removed} empty folder {display_path(folder, settings.export_dir)}")
+    elif result.files:
+        _render_cleanup_table(output, result, settings)
+    for error in result.errors:
+        output.log("ERROR", error)
+    output.summary(result.summary(), result.exit_code)
     if result.event_error is not None:
         # stderr keeps --json stdout a single document; the event is part of the job (exit 3).
         output.stderr(
@@ -431,65 +477,57 @@ def render_cleanup(output: Output, result: CleanupResult, settings: Settings) ->
 
 
 def _render_cleanup_table(output: Output, result: CleanupResult, settings: Settings) -> None:
-    title = f"wa-export cleanup{' (dry run)' if result.dry_run else ''}, file times in {settings.timezone_name}"
-    table = Table(title=title, box=box.SIMPLE_HEAD)
-    table.add_column("Folder", overflow="fold")
-    table.add_column("Files", justify="right", no_wrap=True)
-    table.add_column("Size", justify="right", no_wrap=True)
-    for column in ("Oldest", "Newest", "Removed"):
-        table.add_column(column, no_wrap=True)
     folders: dict[str, list[CleanupFile]] = {}
     for item in result.files:
         folders.setdefault(item.folder, []).append(item)
-    shown: list[str] = []
-    for index, (folder, items) in enumerate(sorted(folders.items())):
-        if index == CLEANUP_TABLE_ROWS:
-            table.add_row(f"… and {count_noun(len(folders) - index, 'more folder')} (--json lists every file)")
-            break
-        times = [item.modified_at for item in items]
-        shown.append(display_path(folder, settings.export_dir))
-        table.add_row(
-            escape(shown[-1]),
-            str(len(items)),
-            format_bytes(sum(item.size for item in items)),
-            short_time(min(times), settings),
-            short_time(max(times), settings),
-            "yes" if folder in result.folders_removed else "",
-        )
-    output.table(table, keep_whole=shown)
+    shown = sorted(folders)[:CLEANUP_TABLE_ROWS]
+
+    def times(folder: str) -> list[datetime]:
+        return [item.modified_at for item in folders[folder]]
+
+    columns: Columns[str] = [
+        (Column("Folder", overflow="fold"), lambda folder: escape(display_path(folder, settings.export_dir))),
+        (Column("Files", justify="right", no_wrap=True), lambda folder: str(len(folders[folder]))),
+        (Column("Size", justify="right", no_wrap=True), lambda f: format_bytes(sum(item.size for item in folders[f]))),
+        (Column("Oldest", no_wrap=True), lambda folder: short_time(min(times(folder)), settings)),
+        (Column("Newest", no_wrap=True), lambda folder: short_time(max(times(folder)), settings)),
+        (Column("Removed", no_wrap=True), lambda folder: "yes" if folder in result.folders_removed else ""),
+    ]
+    title = f"wa-export cleanup{' (dry run)' if result.dry_run else ''}, file times in {settings.timezone_name}"
+    table = column_table(shown, columns, title=title, box=box.SIMPLE_HEAD)
+    if len(folders) > len(shown):
+        table.add_row(f"… and {count_noun(len(folders) - len(shown), 'more folder')} (--json lists every file)")
+    output.table(table, keep_whole=[display_path(folder, settings.export_dir) for folder in shown])
 
 
 def render_config(output: Output, report: ConfigReport) -> None:
     """The tables, one `INVALID` line per problem and a sentence on stderr, for a CI log."""
-    if not json_or(output, report.as_dict()):
-        where = f".env file {report.env_file}" if report.env_file is not None else "no .env file"
-        output.table(_settings_table(f"wa-export settings (environment, {where})", report.settings))
-        if report.workspace_addresses:
-            output.table(_settings_table("WORKSPACE_<ID>_EMAIL and _WORKBOOK_PASSWORD", report.workspace_addresses))
-        if report.workspace_settings:
-            output.table(_settings_table("WORKSPACE_<ID>_TIMEZONE and _SCHEDULE", report.workspace_settings))
-        for problem in report.problems:
-            output.line(f"INVALID {problem.variable}: {problem.message}")
-        for name in sorted({*report.unknown_variables, *report.misspelt_variables}):
-            meant = report.misspelt_variables.get(name)
-            advice = f"; did you mean {meant}?" if meant else " (a typo?)"
-            output.line(f"WARNING {name} is not a wa-export setting and is ignored{advice}")
-        output.line(report.summary())
+    where = f".env file {report.env_file}" if report.env_file is not None else "no .env file"
+    output.table(_settings_table(f"wa-export settings (environment, {where})", report.settings))
+    if report.workspace_addresses:
+        output.table(_settings_table("WORKSPACE_<ID>_EMAIL and _WORKBOOK_PASSWORD", report.workspace_addresses))
+    if report.workspace_settings:
+        output.table(_settings_table("WORKSPACE_<ID>_TIMEZONE and _SCHEDULE", report.workspace_settings))
+    for problem in report.problems:
+        output.line(f"INVALID {problem.variable}: {problem.message}")
+    for name in sorted({*report.unknown_variables, *report.misspelt_variables}):
+        meant = report.misspelt_variables.get(name)
+        advice = f"; did you mean {meant}?" if meant else " (a typo?)"
+        output.line(f"WARNING {name} is not a wa-export setting and is ignored{advice}")
+    output.line(report.summary())
     for warning in report.warnings:
         output.stderr(f"warning: {warning}")
-    if report.problems:
-        count = len(report.problems)
+    if count := len(report.problems):
         output.stderr(
-            f"{count} setting{'s are' if count != 1 else ' is'} invalid "
-            f"({report.problem_variables}); "
+            f"{count} setting{'s are' if count != 1 else ' is'} invalid ({report.problem_variables}); "
             f"fix {'them' if count != 1 else 'it'} before enabling the timer."
         )
 
 
 def _settings_table(title: str, lines: list[SettingLine]) -> Table:
-    table = Table(title=escape(title))
-    for column in ("Variable", "Value", "Source", "Status"):
-        table.add_column(column, overflow="fold")
+    table = Table(
+        *(Column(name, overflow="fold") for name in ("Variable", "Value", "Source", "Status")), title=escape(title)
+    )
     for line in lines:
         status = "[bold red]invalid[/bold red]" if line.problem else "[green]ok[/green]"
         table.add_row(escape(line.variable), escape(line.value or "(not set)"), escape(line.source), status)
@@ -497,18 +535,14 @@ def _settings_table(title: str, lines: list[SettingLine]) -> Table:
 
 
 def render_health(output: Output, report: HealthReport, settings: Settings) -> None:
-    if json_or(output, report.as_dict()):
-        return
     if not output.interactive:
         for check in report.checks:  # under cron: one greppable line per check
             output.log(f"{check.status:<7}", f"{check.name}: {check.reason}")
         output.summary(report.summary(), report.exit_code)
         return
-    table = Table(title="wa-export health")
-    for column in ("Check", "Status", "Reason"):
-        table.add_column(column, overflow="fold")
+    table = Table(*(Column(name, overflow="fold") for name in ("Check", "Status", "Reason")), title="wa-export health")
     for check in report.checks:
-        table.add_row(check.name, styled(check.status, HEALTH_STYLE.get(check.status, "")), escape(check.reason))
+        table.add_row(check.name, styled(check.status, HEALTH_STYLE.get(check.status)), escape(check.reason))
     output.table(table)
     for check in report.checks:  # unwrapped, so they can be copied into mongosh
         for command in check.details.get("commands", []):
@@ -517,113 +551,96 @@ def render_health(output: Output, report: HealthReport, settings: Settings) -> N
 
 
 def render_test_email(output: Output, result: TestEmailResult, settings: Settings) -> None:
-    json_or(output, result.as_dict())
     to = ", ".join(result.recipients)
-    if result.error is not None:
-        # No address when the workspace's only one was refused: the reason names the variable.
-        target = f" to {to}" if to else ""
-        output.stderr(f"test email{target} failed at step {result.error.step}: {result.error}")
-    elif not output.json_output:
-        output.log(
-            "INFO", f"test email sent to {to} via {result.server} ({result.security}) with {result.attachment} attached"
-        )
-
-
-# --------------------------------------------------------------------------- logs, stats
+    if result.error is None:
+        sent = f"test email sent to {to} via {result.server} ({result.security}) with {result.attachment} attached"
+        output.log("INFO", sent)
+    else:  # no address when the workspace's only one was refused: the reason names the variable
+        output.stderr(f"test email{f' to {to}' if to else ''} failed at step {result.error.step}: {result.error}")
 
 
 # `logs --system` names each event for what it is; event_type alone says "success" for a run.
-EVENT_NAMES = {
-    "export_run": "export run",
-    "cleanup": "cleanup",
-    "cursor_move": "cursor moved",
-    "health_check": "health check",
-}
+EVENT_NAMES = {"export_run": "export run", "cleanup": "cleanup", "cursor_move": "cursor moved"}
+EVENT_NAMES["health_check"] = "health check"
 
 
-def _event_name(entry: SystemLogEntry) -> str:
+def _event_cell(entry: SystemLogEntry) -> str:
     name = EVENT_NAMES.get(entry.kind, entry.kind or entry.event_type)
-    return f"{name} (failed)" if entry.event_type == "error" and entry.kind else name
+    failed = entry.event_type == "error"
+    return styled(escape(f"{name} (failed)" if failed and entry.kind else name), "bold red" if failed else None)
 
 
 def render_logs(output: Output, report: LogsReport, settings: Settings) -> None:
-    if json_or(output, {"ok": True, **report.as_dict()}):
-        return
     zone = settings.timezone_name
     if report.kind == "system":
         if not report.system_entries:
             output.line("No wa-export events in system_logs yet.")
             return
-        table = Table(title=f"wa-export events, newest first (times in {zone})", box=box.SIMPLE_HEAD)
-        table.add_column("Time", no_wrap=True)
-        table.add_column("Event", no_wrap=True)
-        table.add_column("Message", overflow="fold")
-        for entry in report.system_entries:
-            event = styled(escape(_event_name(entry)), "bold red" if entry.event_type == "error" else "")
-            table.add_row(local_time(entry.time, settings, "%Y-%m-%d %H:%M:%S"), event, escape(entry.message))
+        system: Columns[SystemLogEntry] = [
+            (Column("Time", no_wrap=True), lambda entry: local_time(entry.time, settings, SECOND_FORMAT)),
+            (Column("Event", no_wrap=True), _event_cell),
+            (Column("Message", overflow="fold"), lambda entry: escape(entry.message)),
+        ]
+        title = f"wa-export events, newest first (times in {zone})"
+        table = column_table(report.system_entries, system, title=title, box=box.SIMPLE_HEAD)
         output.table(table, [word for entry in report.system_entries for word in unbreakable_words(entry.message)])
         return
-    if not report.export_entries:
+    entries = report.export_entries
+    if not entries:
         output.line("No export logs match." if report.status or report.workspace_id else "No export logs yet.")
         return
+
+    def window(e: ExportLogEntry) -> str:
+        hours = [local_time(moment, settings, "%H:%M") for moment in (e.window_start, e.window_end)]
+        return "–".join(hours) if e.window_start and e.window_end else ""
+
+    def status(e: ExportLogEntry) -> str:
+        return outcome_cell(e.status) + (" [yellow](possible duplicate)[/yellow]" if e.possible_duplicate else "")
+
+    def file(export: ExportLogEntry) -> str:
+        return display_path(export.file_path, settings.export_dir)
+
+    columns: Columns[ExportLogEntry] = [
+        (Column("Time", no_wrap=True), lambda export: short_time(export.time, settings)),
+        (Column("Id", no_wrap=True), lambda export: export.id),  # whole, to paste into `wa-export resend`
+        (Column("Workspace", overflow="fold", min_width=10), lambda e: escape(e.workspace_name or e.workspace_id)),
+        (Column("Run", no_wrap=True), lambda e: {"scheduled": "sched"}.get(e.trigger or "", e.trigger or "")),
+        (Column("Window", no_wrap=True), window),
+        (Column("Msgs", justify="right"), lambda export: str(export.message_count)),
+        (Column("Status", no_wrap=True), status),
+        (Column("File", no_wrap=True), lambda export: escape(file(export))),
+        (
+            Column("Recipients / error", overflow="fold", min_width=20),
+            lambda e: f"[red]{escape(e.error)}[/red]" if e.error else escape(e.recipients),
+        ),
+    ]
     # Plain output (cron, pipes) is never wrapped: it always has room for the file name.
     with_file = not output.interactive or output.console.width >= WIDE_LOGS
-    table = Table(title=f"Exports, newest first (times in {zone})", box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("Time", no_wrap=True)
-    table.add_column("Id", no_wrap=True)  # whole, to paste into `wa-export resend`
-    table.add_column("Workspace", overflow="fold", min_width=10)
-    table.add_column("Run", no_wrap=True)
-    table.add_column("Window", no_wrap=True)
-    table.add_column("Msgs", justify="right")
-    table.add_column("Status", no_wrap=True)
-    if with_file:
-        table.add_column("File", no_wrap=True)
-    table.add_column("Recipients / error", overflow="fold", min_width=20)
+    if not with_file:
+        del columns[7]
     # Entry ids, workspace ids shown instead of a name, file paths, and the ids and variable names of an error.
     keep_whole: list[str] = []
-    for export in report.export_entries:
-        window = ""
-        if export.window_start and export.window_end:
-            window = f"{local_time(export.window_start, settings, '%H:%M')}–{local_time(export.window_end, settings, '%H:%M')}"
-        detail = f"[red]{escape(export.error)}[/red]" if export.error else escape(export.recipients)
-        keep_whole.append(export.id)
-        if not export.workspace_name:
-            keep_whole.append(export.workspace_id)
-        keep_whole += unbreakable_words(export.error or export.recipients)
-        cells = [
-            short_time(export.time, settings),
-            export.id,
-            escape(export.workspace_name or export.workspace_id),
-            {"scheduled": "sched"}.get(export.trigger or "", export.trigger or ""),
-            window,
-            str(export.message_count),
-            outcome_cell(export.status),
-        ]
-        if export.possible_duplicate:
-            cells[-1] += " [yellow](possible duplicate)[/yellow]"
-        if with_file:
-            keep_whole.append(display_path(export.file_path, settings.export_dir))
-            cells.append(escape(keep_whole[-1]))
-        table.add_row(*cells, detail)
-    output.table(table, keep_whole)
+    for export in entries:
+        keep_whole += [export.id, *([] if export.workspace_name else [export.workspace_id])]
+        keep_whole += [*unbreakable_words(export.error or export.recipients), *([file(export)] if with_file else [])]
+    title = f"Exports, newest first (times in {zone})"
+    output.table(column_table(entries, columns, title=title, box=box.SIMPLE_HEAD, pad_edge=False), keep_whole)
     if not with_file:
         output.line("File paths and full times: wa-export logs --json.")
 
 
-def bar(value: int, maximum: int, width: int = BAR_WIDTH) -> str:
+def bar(value: int, maximum: int, width: int = 24) -> str:
     """A horizontal bar scaled to `maximum`, in eighths of a character so small days still show."""
     if maximum <= 0 or value <= 0:
         return ""
     full, rest = divmod(max(1, round(value / maximum * width * 8)), 8)
-    return "█" * full + (_EIGHTHS[rest] if rest else "")
+    return "█" * full + (" ▏▎▍▌▋▊▉"[rest] if rest else "")
 
 
 def sparkline(values: Sequence[int]) -> str:
     """One character per value, scaled to the largest; zero stays a visible ▁."""
     top = max(values, default=0)
-    if top <= 0:
-        return _SPARKS[0] * len(values)
-    return "".join(_SPARKS[0] if value <= 0 else _SPARKS[max(1, round(value / top * 7))] for value in values)
+    return "".join("▁▂▃▄▅▆▇█"[max(1, round(value / top * 7)) if value > 0 else 0] for value in values)
 
 
 def _chunks(count: int, limit: int) -> list[tuple[int, int]]:
@@ -633,8 +650,6 @@ def _chunks(count: int, limit: int) -> list[tuple[int, int]]:
 
 
 def render_stats(output: Output, report: StatsReport, settings: Settings) -> None:
-    if json_or(output, {"ok": True, **report.as_dict()}):
-        return
     period = report.period
     span = f"{period.days[0]:%Y-%m-%d} – {period.days[-1]:%Y-%m-%d} ({period.timezone_name})"
     (_render_workspace_stats if report.single else _render_stats_overview)(output, report, settings, span)
@@ -649,27 +664,19 @@ def _render_workspace_stats(output: Output, report: StatsReport, settings: Setti
     # The Status values as the workbook's column and the email name them, then any other seen (unknown).
     statuses = list(STATUSES)
     statuses += [s for s in sorted({s for day in stats.per_day for s in day.counts}) if s not in statuses]
-    rows: list[tuple[str, dict[str, int], int]] = []
     chunks = _chunks(len(stats.per_day), STATS_MAX_ROWS)
-    for start, end in chunks:
-        days = stats.per_day[start:end]
-        label = f"{days[0].day:%a %Y-%m-%d}" if len(days) == 1 else f"{days[0].day:%Y-%m-%d} +{len(days) - 1}d"
-        counts = {status: sum(day.counts.get(status, 0) for day in days) for status in statuses}
-        rows.append((label, counts, sum(counts.values())))
     size = chunks[0][1] - chunks[0][0]
     per = "day" if size == 1 else count_noun(size, "day")
-    table = Table(
-        title=escape(f"{stats.workspace.name or '(unnamed)'} ({stats.workspace.id}): messages per {per}, {span}"),
-        box=box.SIMPLE_HEAD,
-    )
-    table.add_column("Day" if per == "day" else "Days", no_wrap=True)
-    for status in statuses:
-        table.add_column(status, justify="right")
-    table.add_column("Total", justify="right")
-    table.add_column("Trend", no_wrap=True)
-    top = max((total for _, _, total in rows), default=0)
-    for label, counts, total in rows:
-        table.add_row(label, *(str(counts[status]) for status in statuses), str(total), styled(bar(total, top), "cyan"))
+    title = f"{stats.workspace.name or '(unnamed)'} ({stats.workspace.id}): messages per {per}, {span}"
+    columns = [Column("Day" if per == "day" else "Days", no_wrap=True)]
+    columns += [Column(name, justify="right") for name in (*statuses, "Total")] + [Column("Trend", no_wrap=True)]
+    table = Table(*columns, title=escape(title), box=box.SIMPLE_HEAD)
+    rows = [stats.per_day[start:end] for start, end in chunks]
+    totals = [sum(day.total for day in days) for days in rows]
+    for days, total in zip(rows, totals, strict=True):
+        label = f"{days[0].day:%a %Y-%m-%d}" if len(days) == 1 else f"{days[0].day:%Y-%m-%d} +{len(days) - 1}d"
+        counts = [str(sum(day.counts.get(status, 0) for day in days)) for status in statuses]
+        table.add_row(label, *counts, str(total), styled(bar(total, max(totals)), "cyan"))
     table.add_section()
     table.add_row("Total", *(str(stats.totals.get(status, 0)) for status in statuses), str(stats.total), "")
     output.table(table)
@@ -691,15 +698,12 @@ def _render_workspace_stats(output: Output, report: StatsReport, settings: Setti
         + "".join(f"; {problem.rstrip('.')}" for problem in (zone.problem, schedule.problem) if problem)
         + "."
     )
-    password = stats.password
-    if password.problem is not None:
-        output.line(f"Workbooks: not exported, {password.problem}")
+    if stats.password.problem is not None:
+        output.line(f"Workbooks: not exported, {stats.password.problem}")
+    elif stats.encrypted:
+        output.line(f"Workbooks: password-protected (password from {stats.password.where}).")
     else:
-        output.line(
-            f"Workbooks: password-protected (password from {password.where})."
-            if stats.encrypted
-            else "Workbooks: not password-protected."
-        )
+        output.line("Workbooks: not password-protected.")
 
 
 def _render_stats_overview(output: Output, report: StatsReport, settings: Settings, span: str) -> None:
@@ -710,21 +714,20 @@ def _render_stats_overview(output: Output, report: StatsReport, settings: Settin
         output.line(f"No active workspaces ({span}).")
         return
     chunks = _chunks(len(report.period.days), SPARK_MAX_WIDTH)
-    name_id_separator = "\n" if output.interactive else " "  # plain output: one line per workspace
+    separator = "\n" if output.interactive else " "  # plain output: one line per workspace
 
     def trend(stats: WorkspaceStats) -> str:
-        totals = [day.total for day in stats.per_day]
-        return sparkline([sum(totals[start:end]) for start, end in chunks])
+        return sparkline([sum(day.total for day in stats.per_day[start:end]) for start, end in chunks])
 
     def address(stats: WorkspaceStats) -> str:
         label = address_label(stats.recipients)
-        return styled(label, ADDRESS_STYLE.get(label, ""))
+        return styled(label, ADDRESS_STYLE.get(label))
 
     # Short headers: with a week's trend the table fits 80 columns.
-    columns: list[tuple[Column, Callable[[WorkspaceStats], str]]] = [
+    columns: Columns[WorkspaceStats] = [
         (
             Column("Workspace / id", overflow="fold", min_width=24),
-            lambda stats: workspace_cell(stats.workspace.name, stats.workspace.id, name_id_separator),
+            lambda stats: workspace_cell(stats.workspace.name, stats.workspace.id, separator),
         ),
         (Column("Msgs", justify="right"), lambda stats: str(stats.total)),
         (Column("Trend", no_wrap=True), trend),
@@ -747,9 +750,6 @@ def _render_stats_overview(output: Output, report: StatsReport, settings: Settin
     )
 
 
-# --------------------------------------------------------------------------- resend, verify
-
-
 def render_resend(output: Output, result: ResendResult, settings: Settings) -> None:
     original = result.original
     what = (
@@ -758,10 +758,7 @@ def render_resend(output: Output, result: ResendResult, settings: Settings) -> N
     )
     to = ", ".join(result.recipients)
     if result.error is not None:
-        json_or(output, result.as_dict())
         output.stderr(f"re-sending {what} to {to} failed: {result.error}")
-        return
-    if json_or(output, result.as_dict()):
         return
     messages = count_noun(result.message_count, "message")
     if result.dry_run:
@@ -776,10 +773,7 @@ def render_resend(output: Output, result: ResendResult, settings: Settings) -> N
 def render_verify(output: Output, report: VerifyReport, settings: Settings) -> None:
     file = f"{report.path} ({format_bytes(report.file.size)}, SHA-256 {report.file.sha256})"
     if not report.found:
-        json_or(output, report.as_dict())
         output.stderr(f"{file}: {report.as_dict()['error']}")
-        return
-    if json_or(output, report.as_dict()):
         return
     output.line(f"File: {file}")
     for entry in report.entries:
@@ -794,7 +788,7 @@ def _ledger_entry_lines(entry: LedgerEntry, settings: Settings) -> str:
     from wa_export.store.arrivals import key_text
 
     recorded = entry.recorded_range
-    between = f"from {_moment(entry.window_start, settings)} to {_moment(entry.window_end, settings)}"
+    between = f"from {_time(entry.window_start, settings, '?')} to {_time(entry.window_end, settings, '?')}"
     if recorded is None:
         held = "no range recorded"
     elif recorded.kind == "arrival":
@@ -805,73 +799,59 @@ def _ledger_entry_lines(entry: LedgerEntry, settings: Settings) -> str:
     lines = [
         f"Export {entry.id} ({entry.status}, {entry.trigger or 'original service'}{_part(entry)}{resent})",
         f"  Workspace: {entry.workspace_name or '(unnamed)'} ({entry.workspace_id})",
-        f"  Sent: {_moment(entry.sent_at, settings)} to {', '.join(entry.recipients) or '(nobody recorded)'}",
+        f"  Sent: {_time(entry.sent_at, settings, '?')} to {', '.join(entry.recipients) or '(nobody recorded)'}",
         f"  Messages: {entry.message_count}, {held}",
         f"  File name: {entry.file_name or '(not recorded)'}",
     ]
     return "\n".join(lines)
 
 
-def _moment(moment: datetime | None, settings: Settings) -> str:
-    """A time to the second with its zone's name, or "?" when the entry has none."""
-    return local_time(moment, settings, SECOND_FORMAT, zoned=True) or "?"
-
-
-# --------------------------------------------------------------------------- state
+def _time(moment: datetime | None, settings: Settings, zoned_or: str | None = None) -> str:
+    """To the second; with ``zoned_or`` (a sentence states no zone) its zone's name, or ``zoned_or`` for no time."""
+    return local_time(moment, settings, SECOND_FORMAT, zoned=zoned_or is not None) or zoned_or or ""
 
 
 def render_state(output: Output, report: StateReport, settings: Settings) -> None:
-    if json_or(output, {"ok": True, **report.as_dict()}):
-        return
     if not report.workspaces:
         output.line("No active workspaces.")
-        return
-    if output.interactive:
+    elif output.interactive:
         output.table(_state_table(report, settings))
         if report.waiting_count_cap is not None and any(w.waiting and w.waiting.capped for w in report.workspaces):
             output.line(f"Counts stop at {report.waiting_count_cap}; wa-export state WORKSPACE_ID counts exactly.")
-        return
-    for workspace in report.workspaces:  # under cron, a pipe: one greppable line per workspace
-        output.log("INFO", "state " + " ".join(_plain_fields(workspace, settings)))
+    else:
+        for workspace in report.workspaces:  # under cron, a pipe: one greppable line per workspace
+            output.log("INFO", "state " + _plain_fields(workspace, settings))
 
 
 def render_move(output: Output, move: CursorMove, settings: Settings) -> None:
     from wa_export.store.arrivals import key_text
 
-    if json_or(output, {"ok": True, **move.as_dict()}):
-        return
+    new = f"{_time(move.new_time, settings, '')} (key {key_text(move.new_key)})"
+    arrived = f"message {move.past_message_id} (arrived {_time(move.requested_time, settings, '')})"
     if move.direction == "already_past":
-        where = f"{_zoned_time(move.new_time, settings)} (key {key_text(move.new_key)})"
         output.line(
-            f"Workspace {move.workspace_id}: message {move.past_message_id} (arrived {_zoned_time(move.requested_time, settings)}) "
-            f"is already behind the delivery position {where}: it was delivered or skipped before; nothing was moved."
+            f"Workspace {move.workspace_id}: {arrived} is already behind the delivery position {new}: "
+            "it was delivered or skipped before; nothing was moved."
         )
         return
-    old = (
-        f"{_zoned_time(move.old_time, settings)} (key {key_text(move.old_key)}, {move.old_source or 'unknown source'})"
-        if move.old_key is not None
-        else "no cursor"
-    )
-    new = f"{_zoned_time(move.new_time, settings)} (key {key_text(move.new_key)})"
-    consequence = {
-        "back": "the next scheduled run delivers again what arrived from then on",
-        "forward": "what arrived before then will not be delivered",
-        "unchanged": "the cursor was already there",
-        "created": "the next scheduled run starts there",
-    }[move.direction]
     if move.past_message_id is not None:
-        consequence = (
-            f"message {move.past_message_id} (arrived {_zoned_time(move.requested_time, settings)}) will not be delivered; "
-            "what arrived after it, in the same second too, will"
-        )
-    change = (
-        f"cursor created at {new}" if move.old_key is None else f"cursor moved {move.direction} from {old} to {new}"
-    )
+        consequence = f"{arrived} will not be delivered; what arrived after it, in the same second too, will"
+    else:
+        consequence = {
+            "back": "the next scheduled run delivers again what arrived from then on",
+            "forward": "what arrived before then will not be delivered",
+            "unchanged": "the cursor was already there",
+            "created": "the next scheduled run starts there",
+        }[move.direction]
+    if move.old_key is None:
+        change = f"cursor created at {new}"
+    else:
+        old = f"{_time(move.old_time, settings, '')} (key {key_text(move.old_key)}, {move.old_source or 'unknown source'})"
+        change = f"cursor moved {move.direction} from {old} to {new}"
     output.line(f"Workspace {move.workspace_id}: {change}: {consequence}.")
     after = move.state_after
     if after is not None and after.waiting is not None:
-        age = _oldest_age(after)
-        oldest = f", the oldest arrived {age} ago" if age else ""
+        oldest = f", the oldest arrived {age} ago" if (age := _oldest_age(after)) else ""
         output.line(f"Messages waiting from the new cursor: {_waiting_count(after)}{oldest}.")
     output.line(f"Recorded in system_logs (host {move.host}); see wa-export logs --system.")
 
@@ -879,23 +859,38 @@ def render_move(output: Output, move: CursorMove, settings: Settings) -> None:
 def _state_table(report: StateReport, settings: Settings) -> Table:
     title = f"Delivery state, times in {report.timezone_name} (database clock {_time(report.database_now, settings)})"
 
-    def waiting(workspace: WorkspaceReport) -> str:
-        age = _oldest_age(workspace)
-        return _waiting_count(workspace) + (f"\n[dim]{age}[/dim]" if age else "")
+    def cursor(w: WorkspaceReport) -> str:
+        if w.has_cursor:
+            text = f"{short_time(w.cursor_time, settings)}\n[dim]{escape(w.cursor_source or 'unknown source')}[/dim]"
+            return styled(text, "bold red" if w.cursor_ahead_of_database_clock else None)
+        if w.legacy_watermark is not None:
+            return f"{short_time(w.legacy_watermark, settings)}\n[dim]v1 watermark[/dim]"
+        return "[yellow]none[/yellow]"
 
-    def lease(workspace: WorkspaceReport) -> str:
-        if not workspace.lease_held:
+    def waiting(w: WorkspaceReport) -> str:
+        age = _oldest_age(w)
+        return _waiting_count(w) + (f"\n[dim]{age}[/dim]" if age else "")
+
+    def schedule(w: WorkspaceReport) -> str:  # its schedule (and zone, when its own), then when a run delivers it
+        if w.setting_problem:
+            return "[red]invalid[/red]"
+        zone = f" {w.time_zone}" if w.time_zone != report.timezone_name else ""
+        when = "due" if w.due else f"next {short_time(w.next_due_at, settings)}"
+        return f"{escape(w.schedule + zone)}\n[dim]{'manual only' if w.schedule == 'off' else when}[/dim]"
+
+    def lease(w: WorkspaceReport) -> str:
+        if not w.lease_held:
             return "free"
-        return f"[yellow]held[/yellow]\n[dim]to {local_time(workspace.lease_expires_at, settings, '%H:%M')}[/dim]"
+        return f"[yellow]held[/yellow]\n[dim]to {local_time(w.lease_expires_at, settings, '%H:%M')}[/dim]"
 
-    columns: list[tuple[Column, Callable[[WorkspaceReport], str]]] = [
+    columns: Columns[WorkspaceReport] = [
         (
             Column("Workspace / id", overflow="fold", min_width=24),
-            lambda workspace: workspace_cell(workspace.workspace_name, workspace.workspace_id),
+            lambda w: workspace_cell(w.workspace_name, w.workspace_id),
         ),
-        (Column("Cursor", no_wrap=True), lambda workspace: _cursor_cell(workspace, settings)),
+        (Column("Cursor", no_wrap=True), cursor),
         (Column("Waiting\n(oldest)", justify="right", no_wrap=True), waiting),
-        (Column("Schedule", no_wrap=True), lambda workspace: _schedule_cell(workspace, report, settings)),
+        (Column("Schedule", no_wrap=True), schedule),
         (Column("Lease", no_wrap=True), lease),
         (Column("Last success", no_wrap=True), lambda w: short_time(w.last_success_at, settings) or "never"),
         (Column("Fails", justify="right", no_wrap=True), lambda w: _count_cell(w.consecutive_failures)),
@@ -905,50 +900,23 @@ def _state_table(report: StateReport, settings: Settings) -> Table:
 
 
 def _count_cell(failures: int) -> str:
-    return styled(str(failures), "bold red" if failures else "")
-
-
-def _cursor_cell(workspace: WorkspaceReport, settings: Settings) -> str:
-    if workspace.has_cursor:
-        text = f"{short_time(workspace.cursor_time, settings)}\n[dim]{escape(workspace.cursor_source or 'unknown source')}[/dim]"
-        if workspace.cursor_ahead_of_database_clock:
-            text = f"[bold red]{text}[/bold red]"
-        return text
-    if workspace.legacy_watermark is not None:
-        return f"{short_time(workspace.legacy_watermark, settings)}\n[dim]v1 watermark[/dim]"
-    return "[yellow]none[/yellow]"
-
-
-def _schedule_cell(workspace: WorkspaceReport, report: StateReport, settings: Settings) -> str:
-    """Its schedule (and zone, when its own), then when the next scheduled run delivers it."""
-    if workspace.setting_problem:
-        return "[red]invalid[/red]"
-    zone = f" {workspace.time_zone}" if workspace.time_zone != report.timezone_name else ""
-    if workspace.schedule == "off":
-        when = "manual only"
-    elif workspace.due:
-        when = "due"
-    else:
-        when = f"next {short_time(workspace.next_due_at, settings)}"
-    return f"{escape(workspace.schedule + zone)}\n[dim]{when}[/dim]"
+    return styled(str(failures), "bold red" if failures else None)
 
 
 def _notes(workspace: WorkspaceReport, settings: Settings) -> list[str]:
-    notes = []
-    if workspace.cursor_ahead_of_database_clock:
-        notes.append("cursor ahead of the database clock")
-    if workspace.legacy_watermark is not None:
-        notes.append("becomes a cursor on the next run")
-    elif not workspace.has_cursor and workspace.first_cursor is not None:
-        starts_at = workspace.next_run_starts_at
+    in_flight, starts_at = workspace.in_flight, workspace.next_run_starts_at
+    notes = [
+        "cursor ahead of the database clock" if workspace.cursor_ahead_of_database_clock else "",
+        "becomes a cursor on the next run" if workspace.legacy_watermark is not None else "",
+    ]
+    if workspace.legacy_watermark is None and not workspace.has_cursor and workspace.first_cursor is not None:
         notes.append(
             f"next run starts {short_time(starts_at, settings)} (original service)"
             if starts_at is not None
             else f"next run starts {settings.export_interval_minutes} min before its end"
         )
-    if workspace.in_flight:
-        part, parts = workspace.in_flight.get("part"), workspace.in_flight.get("parts")
-        started = workspace.in_flight.get("started_at")
+    if in_flight:
+        part, parts, started = in_flight.get("part"), in_flight.get("parts"), in_flight.get("started_at")
         notes.append(
             "in flight"
             + (f" part {part}/{parts}" if part is not None and parts is not None else "")
@@ -956,11 +924,8 @@ def _notes(workspace: WorkspaceReport, settings: Settings) -> list[str]:
         )
     if workspace.last_possible_duplicate_at is not None:
         notes.append(f"possible duplicate {short_time(workspace.last_possible_duplicate_at, settings)}")
-    if workspace.consecutive_failures and workspace.last_error:
-        notes.append(workspace.last_error)
-    if workspace.setting_problem:
-        notes.append(workspace.setting_problem)
-    return notes
+    notes += [workspace.last_error or "" if workspace.consecutive_failures else "", workspace.setting_problem or ""]
+    return [note for note in notes if note]
 
 
 def _no_cursor_text(workspace: WorkspaceReport, settings: Settings) -> str:
@@ -968,13 +933,12 @@ def _no_cursor_text(workspace: WorkspaceReport, settings: Settings) -> str:
         return (
             f"v1 watermark {_time(workspace.legacy_watermark, settings)}: the next scheduled run turns it into a cursor"
         )
-    first, starts_at = workspace.first_cursor, workspace.next_run_starts_at
-    if starts_at is not None:
+    if workspace.next_run_starts_at is not None:
         return (
-            f"no cursor yet: the next scheduled run starts at {_time(starts_at, settings)} "
+            f"no cursor yet: the next scheduled run starts at {_time(workspace.next_run_starts_at, settings)} "
             "(where the original service's last export ended)"
         )
-    if first is not None:
+    if workspace.first_cursor is not None:
         return (
             "no cursor yet: the next scheduled run starts "
             f"{settings.export_interval_minutes} min (EXPORT_INTERVAL_MINUTES) before its own end"
@@ -982,51 +946,38 @@ def _no_cursor_text(workspace: WorkspaceReport, settings: Settings) -> str:
     return "no cursor yet"
 
 
-def _plain_fields(workspace: WorkspaceReport, settings: Settings) -> list[str]:
+def _plain_fields(workspace: WorkspaceReport, settings: Settings) -> str:
     from wa_export.store.arrivals import key_text
 
-    fields = [
-        f"workspace={workspace.workspace_id}",
-        f"name={json.dumps(workspace.workspace_name, ensure_ascii=False)}",
-    ]
-    if workspace.has_cursor:
-        fields += [
-            f"cursor={_iso_local(workspace.cursor_time, settings)}",
-            f"cursor_key={key_text(workspace.cursor_key)}",
-            f"cursor_source={workspace.cursor_source or 'unknown'}",
-        ]
-        if workspace.cursor_ahead_of_database_clock:
-            fields.append("cursor_ahead_of_database_clock=true")
-    else:
-        fields.append("cursor=none")
-        if workspace.legacy_watermark is not None:
-            fields.append(f"legacy_watermark={_iso_local(workspace.legacy_watermark, settings)}")
-        fields.append(f"note={json.dumps(_no_cursor_text(workspace, settings), ensure_ascii=False)}")
-    fields.append(f"waiting={_waiting_count(workspace) if workspace.waiting else 'unknown'}")
-    fields += [f"schedule={workspace.schedule or 'invalid'}", f"time_zone={workspace.time_zone or 'invalid'}"]
-    if workspace.next_due_at is not None:
-        fields.append(f"next_due={_iso_local(workspace.next_due_at, settings)}")
-    if workspace.oldest_waiting_age_seconds is not None and workspace.waiting is not None:
-        fields.append(f"oldest_waiting={_iso_local(workspace.waiting.oldest_at, settings)}")
-        fields.append(f"oldest_waiting_age_seconds={int(workspace.oldest_waiting_age_seconds)}")
-    if workspace.lease_held:
-        fields += [
-            f"lease=held lease_owner={workspace.lease_owner}",
-            f"lease_expires={_iso_local(workspace.lease_expires_at, settings)}",
-        ]
-    else:
-        fields.append("lease=free")
-    fields += [
-        f"last_success={_iso_local(workspace.last_success_at, settings) or 'never'}",
-        f"consecutive_failures={workspace.consecutive_failures}",
-    ]
-    if workspace.last_error:
-        fields.append(f"last_error={json.dumps(workspace.last_error, ensure_ascii=False)}")
-    if workspace.last_possible_duplicate_at is not None:
-        fields.append(f"last_possible_duplicate={_iso_local(workspace.last_possible_duplicate_at, settings)}")
-    if workspace.in_flight:
-        fields.append(f"in_flight={json.dumps(_in_flight_text(workspace.in_flight, settings), ensure_ascii=False)}")
-    return fields
+    def iso(moment: datetime | None) -> str | None:
+        return None if moment is None else moment.astimezone(settings.export_timezone).isoformat()
+
+    cursor, held, waiting = workspace.has_cursor, workspace.lease_held, workspace.waiting
+    oldest = waiting if workspace.oldest_waiting_age_seconds is not None else None
+    fields = {
+        "workspace": workspace.workspace_id,
+        "name": _quoted(workspace.workspace_name),
+        "cursor": iso(workspace.cursor_time) or "" if cursor else "none",
+        "cursor_key": key_text(workspace.cursor_key) if cursor else None,
+        "cursor_source": workspace.cursor_source or "unknown" if cursor else None,
+        "cursor_ahead_of_database_clock": "true" if cursor and workspace.cursor_ahead_of_database_clock else None,
+        "legacy_watermark": None if cursor else iso(workspace.legacy_watermark),
+        "note": None if cursor else _quoted(_no_cursor_text(workspace, settings)),
+        "waiting": _waiting_count(workspace) if waiting else "unknown",
+        "schedule": workspace.schedule or "invalid",
+        "time_zone": workspace.time_zone or "invalid",
+        "next_due": iso(workspace.next_due_at),
+        "oldest_waiting": None if oldest is None else iso(oldest.oldest_at) or "",
+        "oldest_waiting_age_seconds": None if oldest is None else int(workspace.oldest_waiting_age_seconds or 0),
+        "lease": f"held lease_owner={workspace.lease_owner}" if held else "free",
+        "lease_expires": iso(workspace.lease_expires_at) or "" if held else None,
+        "last_success": iso(workspace.last_success_at) or "never",
+        "consecutive_failures": workspace.consecutive_failures,
+        "last_error": _quoted(workspace.last_error) if workspace.last_error else None,
+        "last_possible_duplicate": iso(workspace.last_possible_duplicate_at),
+        "in_flight": _quoted(_in_flight_text(workspace.in_flight, settings)) if workspace.in_flight else None,
+    }
+    return _fields(fields)
 
 
 def _waiting_count(workspace: WorkspaceReport) -> str:
@@ -1044,29 +995,12 @@ def _oldest_age(workspace: WorkspaceReport) -> str:
 def _in_flight_text(in_flight: Mapping[str, Any], settings: Settings) -> str:
     from wa_export.store.arrivals import time_of
 
-    parts = []
-    part, total = in_flight.get("part"), in_flight.get("parts")
-    if part is not None and total is not None:
-        parts.append(f"part {part} of {total}")
+    part, total, started = in_flight.get("part"), in_flight.get("parts"), in_flight.get("started_at")
     low, high = time_of(in_flight.get("from_key")), time_of(in_flight.get("to_key"))
-    if low is not None and high is not None:
-        parts.append(f"arrivals {_time(low, settings)} to {_time(high, settings)}")
-    if in_flight.get("run_id"):
-        parts.append(f"run {in_flight['run_id']}")
-    started = in_flight.get("started_at")
-    if isinstance(started, datetime):
-        parts.append(f"since {_time(started, settings)}")
-    return ", ".join(parts) or "yes"
-
-
-def _time(moment: datetime | None, settings: Settings) -> str:
-    return local_time(moment, settings, SECOND_FORMAT)
-
-
-def _zoned_time(moment: datetime | None, settings: Settings) -> str:
-    """For a sentence that states no zone of its own."""
-    return local_time(moment, settings, SECOND_FORMAT, zoned=True)
-
-
-def _iso_local(moment: datetime | None, settings: Settings) -> str:
-    return "" if moment is None else moment.astimezone(settings.export_timezone).isoformat()
+    parts = [
+        f"part {part} of {total}" if part is not None and total is not None else "",
+        f"arrivals {_time(low, settings)} to {_time(high, settings)}" if low is not None and high is not None else "",
+        f"run {in_flight['run_id']}" if in_flight.get("run_id") else "",
+        f"since {_time(started, settings)}" if isinstance(started, datetime) else "",
+    ]
+    return ", ".join(part for part in parts if part) or "yes"
