@@ -1,10 +1,5 @@
-"""A workspace's workbook password: where it comes from, and whether a workspace may go without one.
-
-WORKSPACE_<ID>_WORKBOOK_PASSWORD, else the workspace document's EXPORT_WORKBOOK_PASSWORD_FIELD (the one
-per-workspace rule: workspace_settings.resolve). With a password the kept workbook and the attachment are
-encrypted (workbook/encryption.py); with EXPORT_REQUIRE_WORKBOOK_PASSWORD=true a workspace without one is
-not exported at all. The value is a secret: never shown, not even when invalid.
-"""
+"""A workspace's workbook password (a secret, never shown): where it comes from (workspace_settings.resolve),
+and whether a workspace may go without one (EXPORT_REQUIRE_WORKBOOK_PASSWORD)."""
 
 from __future__ import annotations
 
