@@ -1,9 +1,6 @@
-"""`wa-export demo`: a real scheduled export against local servers, nothing to configure.
-
-`DemoServers` starts mongoeco's MongoDB wire server and an aiosmtpd server (STARTTLS, throw-away CA,
-AUTH) on loopback and stops both; `run_demo` seeds three workspaces with fictional conversations and
-runs `export`, the production code path, with settings from an explicit dictionary, so the
-operator's environment and `.env` never point the demo at a real database or mail server.
+"""`wa-export demo`: a real scheduled export against local MongoDB (mongoeco) and SMTP (aiosmtpd, STARTTLS,
+AUTH) servers, with settings from an explicit dictionary: the operator's environment and `.env` never point
+the demo at a real database or mail server.
 """
 
 from __future__ import annotations
@@ -25,7 +22,7 @@ from wa_export.errors import ExitCode, UsageProblem
 from wa_export.export import run as commands
 from wa_export.export.context import ExportRequest
 from wa_export.export.results import RunObserver, RunResult
-from wa_export.settings import Settings, load_settings
+from wa_export.settings import load_settings
 from wa_export.store.arrivals import object_id_at
 from wa_export.units import count_noun
 from wa_export.workbook.publish import unlink_quietly
@@ -46,17 +43,23 @@ DEMO_WORKSPACES: list[dict[str, Any]] = [
 @dataclass
 class DemoResult:
     out_dir: Path
-    exports_dir: Path
-    mail_dir: Path
     mongodb_uri: str
     smtp_address: str
     seeded: dict[str, int]
     run: RunResult
-    workbooks: list[Path] = field(default_factory=list)
-    emails: list[Path] = field(default_factory=list)
+    workbooks: list[Path]
+    emails: list[Path]
     # `--serve`: the servers' settings, and the .env file holding them while they run.
     environ: dict[str, str] = field(default_factory=dict)
     env_file: Path | None = None
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.out_dir / "exports"
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.out_dir / "mail"
 
     @property
     def exit_code(self) -> int:
@@ -66,9 +69,7 @@ class DemoResult:
         return {
             "ok": self.exit_code == ExitCode.OK,
             "exit_code": self.exit_code,
-            "out_dir": str(self.out_dir),
-            "exports_dir": str(self.exports_dir),
-            "mail_dir": str(self.mail_dir),
+            **{name: str(getattr(self, name)) for name in ("out_dir", "exports_dir", "mail_dir")},
             "mongodb_uri": self.mongodb_uri,
             "smtp_server": self.smtp_address,
             "seeded": self.seeded,
@@ -97,7 +98,7 @@ def require_demo_dependencies() -> None:
 
 
 def seed(db: Any, now: datetime) -> dict[str, int]:
-    """Write the demo workspaces, chats and messages (conversations.txt), all inside the first scheduled window.
+    """Write the demo's workspaces, chats and messages (conversations.txt), all inside the first scheduled window.
 
     conversations.txt: "workspace N" (1-based in DEMO_WORKSPACES), "chat BUSINESS CUSTOMER", then one line per
     message: "in" received, "ai" sent by the AI, "me" sent by a human. All numbers are fictional.
@@ -130,58 +131,24 @@ def seed(db: Any, now: datetime) -> dict[str, int]:
     return {"workspaces": len(DEMO_WORKSPACES), "chats": len(chats), "messages": len(messages)}
 
 
-class DemoServers:
-    """The demo's MongoDB and SMTP servers, started and stopped together (`with DemoServers(mail_dir) as servers:`)."""
-
-    def __init__(self, mail_dir: Path) -> None:
-        from wa_export.demo.mongo_server import LocalMongoServer
-        from wa_export.demo.smtp_server import LocalSmtpServer
-
-        self.mongo = LocalMongoServer()
-        self.smtp = LocalSmtpServer(tls="starttls", eml_dir=mail_dir)
-
-    def __enter__(self) -> DemoServers:
-        try:
-            self.mongo.start()
-            self.smtp.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self.smtp.stop()
-        self.mongo.stop()
-
-    def environ(self, exports_dir: Path) -> dict[str, str]:
-        """The settings that point wa-export at these servers and the demo's data."""
-        smtp = self.smtp
-        return {
-            "MONGODB_URI": self.mongo.uri,
-            "MONGODB_DATABASE": DEMO_DATABASE,
-            "MONGODB_TIMEOUT_SECONDS": "10",
-            "SMTP_SERVER": smtp.host,
-            "SMTP_PORT": str(smtp.port),
-            "SMTP_USERNAME": smtp.username or "",
-            "SMTP_PASSWORD": smtp.password or "",
-            "SMTP_FROM": DEMO_SENDER,
-            "SMTP_SECURITY": "starttls",
-            "SMTP_CA_FILE": str(smtp.ca_cert_path),
-            "EXPORT_DIR": str(exports_dir),
-            "EXPORT_TIMEZONE": "UTC",
-            # Active ones only: an address for the inactive tenant would be a warning on every command.
-            **{f"WORKSPACE_{w['_id']}_EMAIL": w["email"] for w in DEMO_WORKSPACES if w["status"] == "active"},
-        }
-
-    def settings(self, exports_dir: Path) -> Settings:
-        # An empty env file stands in for ./.env, so a .env in the current directory is never read.
-        with tempfile.TemporaryDirectory(prefix="wa-export-demo-") as tmp:
-            empty = Path(tmp) / "demo.env"
-            empty.write_text("")
-            return load_settings(env_file=empty, environ=self.environ(exports_dir))
+def _environ(mongo: Any, smtp: Any, exports_dir: Path) -> dict[str, str]:
+    """The settings that point wa-export at the demo's servers and data."""
+    return {
+        "MONGODB_URI": mongo.uri,
+        "MONGODB_DATABASE": DEMO_DATABASE,
+        "MONGODB_TIMEOUT_SECONDS": "10",
+        "SMTP_SERVER": smtp.host,
+        "SMTP_PORT": str(smtp.port),
+        "SMTP_USERNAME": smtp.username or "",
+        "SMTP_PASSWORD": smtp.password or "",
+        "SMTP_FROM": DEMO_SENDER,
+        "SMTP_SECURITY": "starttls",
+        "SMTP_CA_FILE": str(smtp.ca_cert_path),
+        "EXPORT_DIR": str(exports_dir),
+        "EXPORT_TIMEZONE": "UTC",
+        # Active ones only: an address for the inactive tenant would be a warning on every command.
+        **{f"WORKSPACE_{w['_id']}_EMAIL": w["email"] for w in DEMO_WORKSPACES if w["status"] == "active"},
+    }
 
 
 def run_demo(
@@ -195,6 +162,9 @@ def run_demo(
     require_demo_dependencies()
     from pymongo import MongoClient
 
+    from wa_export.demo.mongo_server import LocalMongoServer
+    from wa_export.demo.smtp_server import LocalSmtpServer
+
     step = on_step or (lambda text: None)
     out_dir = out_dir.expanduser().absolute()
     exports_dir, mail_dir = out_dir / "exports", out_dir / "mail"
@@ -206,10 +176,9 @@ def run_demo(
             f"Cannot create {mail_dir} ({error.strerror or error}); pass a writable --out DIR."
         ) from None
     emails_before = set(mail_dir.glob("*.eml"))
-    servers = DemoServers(mail_dir)
     step("starting a local MongoDB-compatible server (mongoeco) and a local SMTP server")
-    with servers:  # stops both servers, also on Ctrl-C
-        mongo, smtp = servers.mongo, servers.smtp
+    # Both servers stop on the way out, also on Ctrl-C.
+    with LocalMongoServer() as mongo, LocalSmtpServer(tls="starttls", eml_dir=mail_dir) as smtp:
         step(f"MongoDB on {mongo.uri}, SMTP with STARTTLS on {smtp.host}:{smtp.port}")
         client: MongoClient[dict[str, Any]] = MongoClient(mongo.uri, tz_aware=True)
         try:
@@ -217,25 +186,21 @@ def run_demo(
         finally:
             client.close()
         step(f"seeded {', '.join(count_noun(seeded[kind], kind[:-1]) for kind in ('workspaces', 'chats', 'messages'))}")
-        settings = servers.settings(exports_dir)
+        environ = _environ(mongo, smtp, exports_dir)
+        # An empty env file stands in for ./.env, so a .env in the current directory is never read.
+        with tempfile.TemporaryDirectory(prefix="wa-export-demo-") as tmp:
+            (empty := Path(tmp) / "demo.env").write_text("")
+            settings = load_settings(env_file=empty, environ=environ)
         step("running a scheduled export (the same code path as `wa-export export`)")
         run = commands.export(settings, ExportRequest(), observer)
         if run.count("completed"):
             smtp.wait_for_messages(run.count("completed"), timeout=10)
-        result = DemoResult(
-            out_dir=out_dir,
-            exports_dir=exports_dir,
-            mail_dir=mail_dir,
-            mongodb_uri=mongo.uri,
-            smtp_address=f"{smtp.host}:{smtp.port}",
-            seeded=seeded,
-            run=run,
-            workbooks=[Path(r.file_path) for r in run.workspaces if r.file_path],
-            emails=sorted(set(mail_dir.glob("*.eml")) - emails_before),
-        )
+        workbooks = [Path(r.file_path) for r in run.workspaces if r.file_path]
+        emails = sorted(set(mail_dir.glob("*.eml")) - emails_before)
+        result = DemoResult(out_dir, mongo.uri, f"{smtp.host}:{smtp.port}", seeded, run, workbooks, emails)
         if serve is not None:
-            result.environ = servers.environ(exports_dir)
-            result.env_file = write_env_file(out_dir / ENV_FILE_NAME, result.environ)
+            result.environ = environ
+            result.env_file = write_env_file(out_dir / ENV_FILE_NAME, environ)
             try:
                 serve(result)
             finally:  # its settings die with the servers

@@ -1,8 +1,7 @@
 """The demo's folder and `demo --serve`: a fresh folder per demo, its env file, waiting for Ctrl-C.
 
-Emptying a folder the operator named is only safe if it is a demo's: `exports` and `mail` may hold
-only what a demo writes there (its workspaces' folders and workbooks, `.eml` files), else the demo
-refuses to start rather than delete someone's files.
+Emptying a folder the operator named is only safe if it holds only what a demo writes there (its workspaces'
+folders and workbooks, `.eml` files, its .env), else the demo refuses to start rather than delete someone's files.
 """
 
 from __future__ import annotations
@@ -24,37 +23,29 @@ ENV_FILE_NAME = ".env"
 ENV_FILE_HEADER = "# wa-export demo: the settings of its local servers, valid while `demo --serve` runs."
 
 
-def demo_folder_files(out_dir: Path, workspace_ids: set[str]) -> list[Path]:
-    """What earlier demos left in `out_dir`; a UsageProblem naming the first file a demo did not write."""
-    found: list[Path] = []
+def clear_demo_folder(out_dir: Path, workspace_ids: set[str]) -> None:
+    """Remove an earlier demo's workbooks, emails and env file; a UsageProblem naming the first file a demo
+    did not write (checked before anything is removed)."""
+
+    def check(path: Path, written_by_a_demo: bool) -> Path:
+        if not written_by_a_demo:
+            raise UsageProblem(
+                f"{out_dir} holds {path}, which no demo wrote, so the demo will not empty it; pass another --out DIR."
+            )
+        return path
+
     env_file = out_dir / ENV_FILE_NAME
-    if env_file.exists() or env_file.is_symlink():
-        if not (_plain_file(env_file) and _first_line(env_file) == ENV_FILE_HEADER):
-            raise _not_a_demo_folder(out_dir, env_file)  # e.g. --out . next to the operator's own .env
-        found.append(env_file)
-    for path in _entries(out_dir / "mail"):
-        if not (path.suffix == ".eml" and _plain_file(path)):
-            raise _not_a_demo_folder(out_dir, path)
-        found.append(path)
+    found = [check(env_file, _first_line(env_file) == ENV_FILE_HEADER)] if os.path.lexists(env_file) else []
+    found += [check(path, path.suffix == ".eml" and _plain_file(path)) for path in _entries(out_dir / "mail")]
     for folder in _entries(out_dir / "exports"):
         marker = folder / FOLDER_MARKER
-        owner = marker.read_text(encoding="utf-8", errors="replace").strip() if _plain_file(marker) else ""
-        if folder.is_symlink() or not folder.is_dir() or owner not in workspace_ids:
-            raise _not_a_demo_folder(out_dir, folder)
+        owner = _first_line(marker).strip()
+        check(folder, not folder.is_symlink() and folder.is_dir() and owner in workspace_ids)
         for path in _entries(folder):
-            if not (_plain_file(path) and (path.suffix in (".xlsx", ".tmp") or path.name == FOLDER_MARKER)):
-                raise _not_a_demo_folder(out_dir, path)
+            check(path, _plain_file(path) and (path.suffix in (".xlsx", ".tmp") or path.name == FOLDER_MARKER))
         found.append(folder)
-    return found
-
-
-def clear_demo_folder(out_dir: Path, workspace_ids: set[str]) -> None:
-    """Remove an earlier demo's workbooks, emails and env file, so this demo starts afresh."""
-    for path in demo_folder_files(out_dir, workspace_ids):
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
+    for path in found:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def _entries(folder: Path) -> list[Path]:
@@ -66,6 +57,9 @@ def _entries(folder: Path) -> list[Path]:
 
 
 def _first_line(path: Path) -> str:
+    """The first line of a plain file (never through a symlink); "" for anything else."""
+    if not _plain_file(path):
+        return ""
     with path.open(encoding="utf-8", errors="replace") as stream:
         return stream.readline().rstrip("\n")
 
@@ -75,12 +69,6 @@ def _plain_file(path: Path) -> bool:
         return stat.S_ISREG(os.lstat(path).st_mode)
     except OSError:
         return False
-
-
-def _not_a_demo_folder(out_dir: Path, path: Path) -> UsageProblem:
-    return UsageProblem(
-        f"{out_dir} holds {path}, which no demo wrote, so the demo will not empty it; pass another --out DIR."
-    )
 
 
 def write_env_file(path: Path, environ: Mapping[str, str]) -> Path:
@@ -99,9 +87,7 @@ def write_env_file(path: Path, environ: Mapping[str, str]) -> Path:
 
 def serve_until_stopped(announce: Callable[[], None]) -> None:
     """Announce, then sleep until Ctrl-C (or SIGTERM, which the CLI turns into the same KeyboardInterrupt).
-
-    The announcement is inside the wait: a signal sent as soon as it says "ready" still ends it cleanly.
-    """
+    The announcement is inside the wait: a signal sent as soon as it says "ready" still ends it cleanly."""
     try:
         announce()
         while True:
