@@ -20,7 +20,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from wa_export.demo.loopback import LOOPBACK, LocalServerError, free_port
+from wa_export.demo.smtp_server import LOOPBACK, LocalServerError, free_port
 
 
 def _reap(proc: subprocess.Popen[bytes]) -> None:

@@ -19,7 +19,7 @@ import zipfile
 from collections.abc import Iterable
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from datetime import timezone as dt_timezone
 from pathlib import Path
 from typing import Any
@@ -71,8 +71,7 @@ _DATA_STYLES = (
 _CHUNK_ROWS = 1_000  # rows formatted as XML text are written this many at a time
 _EXCEL_1900_03_01 = 61.0  # serials below this hit Excel's 1900 leap-year bug
 _EXCEL_MAX_SERIAL = 2_958_466.0  # 10000-01-01: Excel's date range ends before
-_UNIX_EPOCH_SERIAL = 25_569.0  # 1970-01-01 in the 1900 date system
-_NAIVE_UNIX_EPOCH = datetime(1970, 1, 1)
+_EXCEL_EPOCH, _DAY = datetime(1899, 12, 30), timedelta(days=1)
 SHEET_PREFIX = "xl/worksheets/sheet"
 WORKBOOK_PART = "xl/workbook.xml"
 CORE_PART = "docProps/core.xml"
@@ -203,12 +202,11 @@ class WorkbookWriter:
         self.rows_written = 0  # data rows (header rows not counted)
         self._state = "open"  # open -> committed | aborted
         self._published: Path | None = None
-        self._offset_cache: dict[int, float] = {}
         self._spools: list[tempfile.SpooledTemporaryFile[bytes]] = []
         self._sheet_rows: list[int] = []  # data rows of each sheet
         # Hidden ('.' prefix, '.tmp' suffix): no *.xlsx glob or cleanup pattern mails or deletes it half-written.
         self._tmp_path = self.final_path.parent / f".{self.final_path.name}.{secrets.token_hex(6)}.tmp"
-        self._fd: int | None = create_private_file(self._tmp_path)
+        self._file = os.fdopen(create_private_file(self._tmp_path), "w+b")
         weakref.finalize(self, unlink_quietly, self._tmp_path)  # if dropped without commit()/abort()
         try:
             self._new_sheet()
@@ -324,28 +322,15 @@ class WorkbookWriter:
         return row - first
 
     def _excel_serial(self, ts: object) -> float | None:
-        """Excel serial (1900 system) of ``ts`` as wall time in the export zone; offsets cached per UTC hour."""
+        """Excel serial (1900 system) of ``ts`` as wall time in the export zone (naive: pymongo's UTC)."""
         if not isinstance(ts, datetime):
             return None
         try:
-            # pymongo's default is naive UTC
-            seconds = (ts - _NAIVE_UNIX_EPOCH).total_seconds() if ts.tzinfo is None else ts.timestamp()
-            hour = int(seconds // 3600)
-            offset = self._offset_cache.get(hour)
-            if offset is None:
-                offset = self._utc_offset(seconds)
-                if self._utc_offset(hour * 3600) == self._utc_offset(hour * 3600 + 3599.999) == offset:
-                    if len(self._offset_cache) >= 65_536:  # years of hours: keep memory bounded
-                        self._offset_cache.clear()
-                    self._offset_cache[hour] = offset
-            serial = _UNIX_EPOCH_SERIAL + (seconds + offset) / 86400.0
-        except (OverflowError, OSError, ValueError):
+            local = (ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)).astimezone(self._tz)
+        except (OverflowError, ValueError):
             return None
+        serial = (local.replace(tzinfo=None) - _EXCEL_EPOCH) / _DAY
         return serial if _EXCEL_1900_03_01 <= serial < _EXCEL_MAX_SERIAL else None
-
-    def _utc_offset(self, seconds: float) -> float:
-        delta = datetime.fromtimestamp(seconds, self._tz).utcoffset()
-        return delta.total_seconds() if delta is not None else 0.0
 
     def _new_sheet(self) -> None:
         # Unnamed once on disk (O_TMPFILE, or unlinked at once): nothing to clean up, and mode 0600.
@@ -359,7 +344,6 @@ class WorkbookWriter:
         self._spools[-1].write(before_ref + f'ref="A1:F{self._sheet_rows[-1] + 1}"'.encode() + after_ref)
 
     def _save(self) -> None:
-        assert self._fd is not None
         template = package_template(len(self._spools))
         ranges = (
             f"$A$1:$F${rows + 1}{text}" for rows, text in zip(self._sheet_rows, template.workbook[1:], strict=True)
@@ -368,8 +352,7 @@ class WorkbookWriter:
             WORKBOOK_PART: (template.workbook[0] + "".join(ranges)).encode(),
             CORE_PART: _core_xml(*self._names),
         }
-        with open(self._fd, "w+b") as handle:
-            self._fd = None
+        with self._file as handle:
             with zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
                 for name in template.order:
                     if not name.startswith(SHEET_PREFIX):
@@ -390,8 +373,6 @@ class WorkbookWriter:
             raise RuntimeError(f"workbook writer is already {self._state}")
 
     def _cleanup_files(self) -> None:
-        if self._fd is not None:
-            with suppress(OSError):
-                os.close(self._fd)
-            self._fd = None
+        with suppress(OSError):
+            self._file.close()
         unlink_quietly(self._tmp_path)
