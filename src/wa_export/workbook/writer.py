@@ -62,12 +62,7 @@ _COLUMN_WIDTHS = {
     for letter, title, minimum in zip("ABCDEF", HEADER, (20, 22, 80, 20, 15, 26), strict=True)
 }
 # Date, wrapped and other data cells: top-aligned so a tall (wrapped) row still reads left to right.
-_TOP = Alignment(vertical="top")
-_DATA_STYLES = (
-    ("yyyy-mm-dd hh:mm:ss", _TOP),
-    ("General", Alignment(vertical="top", wrap_text=True)),
-    ("General", _TOP),
-)
+_DATA_STYLES = (("yyyy-mm-dd hh:mm:ss", False), ("General", True), ("General", False))
 _CHUNK_ROWS = 1_000  # rows formatted as XML text are written this many at a time
 _EXCEL_1900_03_01 = 61.0  # serials below this hit Excel's 1900 leap-year bug
 _EXCEL_MAX_SERIAL = 2_958_466.0  # 10000-01-01: Excel's date range ends before
@@ -129,9 +124,9 @@ def _capture(sheets: int) -> PackageTemplate:
             cell.alignment = Alignment(vertical="center")
         sheet.append(header)
         if not styles:  # registered after the header's: the style ids of every export's data cells
-            for number_format, alignment in _DATA_STYLES:
+            for number_format, wrap in _DATA_STYLES:
                 cell = WriteOnlyCell(sheet)
-                cell.number_format, cell.alignment = number_format, alignment
+                cell.number_format, cell.alignment = number_format, Alignment(vertical="top", wrap_text=wrap or None)
                 styles.append(f' s="{cell.style_id}"')
         sheet.append(["probe"] * len(HEADER))
         sheet.auto_filter.ref = "A1:F2"
@@ -196,9 +191,8 @@ class WorkbookWriter:
         self._tz = timezone
         self._rows_per_sheet = rows_per_sheet
         self._names = (workspace_name, timezone_name or zone_name(timezone))
-        template = package_template(1)
-        self._head, self._tail, self._styles = template.sheet_head, template.sheet_tail, template.styles
-        self._tails = TextCellTails(self._styles[2])  # the top-aligned text cells' remembered XML
+        self._template = package_template(1)
+        self._tails = TextCellTails(self._template.styles[2])  # the top-aligned text cells' remembered XML
         self.rows_written = 0  # data rows (header rows not counted)
         self._state = "open"  # open -> committed | aborted
         self._published: Path | None = None
@@ -246,7 +240,7 @@ class WorkbookWriter:
         With a ``password`` the workbook encrypted with it is published (workbook/encryption.py): the plain
         one never appears under a visible name.
         """
-        if self._state == "committed" and self._published is not None:
+        if self._published is not None:  # committed already
             return self._published
         self._require_open()
         ready = self._tmp_path
@@ -288,7 +282,7 @@ class WorkbookWriter:
     def _write_rows(self, rows: Iterable[tuple[Any, ...]]) -> int:
         """Format ``rows`` into the current sheet; return how many there were."""
         text, cell, serial_of, tails = cell_text, text_cell, self._excel_serial, self._tails
-        date_style, wrap, top = self._styles
+        date_style, wrap, top = self._template.styles
         row = self._sheet_rows[-1] + 1  # the header is row 1
         first = row
         chunk: list[str] = []
@@ -336,11 +330,11 @@ class WorkbookWriter:
         # Unnamed once on disk (O_TMPFILE, or unlinked at once): nothing to clean up, and mode 0600.
         self._spools.append(tempfile.SpooledTemporaryFile(SHEET_SPOOL_BYTES, dir=str(self.final_path.parent)))
         self._sheet_rows.append(0)
-        self._spools[-1].write(self._head)
+        self._spools[-1].write(self._template.sheet_head)
 
     def _finish_sheet(self) -> None:
         """The rows are done: the autofilter covers exactly them, as openpyxl writes it."""
-        before_ref, after_ref = self._tail
+        before_ref, after_ref = self._template.sheet_tail
         self._spools[-1].write(before_ref + f'ref="A1:F{self._sheet_rows[-1] + 1}"'.encode() + after_ref)
 
     def _save(self) -> None:
@@ -352,19 +346,19 @@ class WorkbookWriter:
             WORKBOOK_PART: (template.workbook[0] + "".join(ranges)).encode(),
             CORE_PART: _core_xml(*self._names),
         }
-        with self._file as handle:
-            with zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
-                for name in template.order:
-                    if not name.startswith(SHEET_PREFIX):
-                        archive.writestr(name, variable.get(name) or template.fixed[name])
-                        continue
-                    spool = self._spools[int(name[len(SHEET_PREFIX) : -len(".xml")]) - 1]
-                    size = spool.tell()
-                    spool.seek(0)
-                    # zipfile's own rule for a part of known size: ZIP64 only where the size needs it.
-                    with archive.open(name, "w", force_zip64=size * 1.05 > zipfile.ZIP64_LIMIT) as part:
-                        shutil.copyfileobj(spool, part, _STREAM_CHUNK)
-                    spool.close()
+        with self._file as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
+            for name in template.order:
+                if not name.startswith(SHEET_PREFIX):
+                    archive.writestr(name, variable.get(name) or template.fixed[name])
+                    continue
+                spool = self._spools[int(name[len(SHEET_PREFIX) : -len(".xml")]) - 1]
+                size = spool.tell()
+                spool.seek(0)
+                # zipfile's own rule for a part of known size: ZIP64 only where the size needs it.
+                with archive.open(name, "w", force_zip64=size * 1.05 > zipfile.ZIP64_LIMIT) as part:
+                    shutil.copyfileobj(spool, part, _STREAM_CHUNK)
+                spool.close()
+            archive.close()  # the central directory, before the package is made durable
             handle.flush()
             os.fsync(handle.fileno())
 
