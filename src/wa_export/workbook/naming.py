@@ -101,24 +101,9 @@ def _has_content(folder: Path) -> bool:
         return any(entries)
 
 
-def _claim(folder: Path, workspace_id: str, folder_fd: int | None = None) -> bool:
-    """Write the marker exclusively (inside `folder_fd` when given); True if this workspace now owns ``folder``."""
-    marker = FOLDER_MARKER if folder_fd is not None else folder / FOLDER_MARKER
-    try:
-        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600, dir_fd=folder_fd)
-    except FileExistsError:  # claimed between our checks: only the marker decides
-        return _read_marker(folder) == workspace_id
-    try:
-        os.write(fd, f"{workspace_id}\n".encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return True
-
-
-def _adopt(folder: Path, workspace_id: str) -> bool | None:
-    """Take over an unmarked folder with content: 0700, then the marker, through an O_NOFOLLOW descriptor
-    (a folder swapped for a symlink meanwhile is refused). None: the folder is gone."""
+def _claim(folder: Path, workspace_id: str, *, adopt: bool = False) -> bool | None:
+    """Write the marker exclusively through an O_NOFOLLOW descriptor (a folder swapped for a symlink meanwhile
+    is refused), with `adopt` after making the folder 0700. True if this workspace now owns it; None: it is gone."""
     try:
         folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW)
     except FileNotFoundError:
@@ -128,22 +113,35 @@ def _adopt(folder: Path, workspace_id: str) -> bool | None:
             return False  # replaced by a file or a symlink meanwhile: not this folder
         raise
     try:
-        os.fchmod(folder_fd, 0o700)  # its workbooks hold personal data
-        return _claim(folder, workspace_id, folder_fd)
+        if adopt:
+            os.fchmod(folder_fd, 0o700)  # its workbooks hold personal data
+        try:
+            fd = os.open(FOLDER_MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600, dir_fd=folder_fd)
+        except FileExistsError:  # claimed between our checks: only the marker decides
+            return _read_marker(folder) == workspace_id
+        try:
+            os.write(fd, f"{workspace_id}\n".encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return True
     finally:
         os.close(folder_fd)
+
+
+def _adopt(folder: Path, workspace_id: str) -> bool | None:
+    """Take over an unmarked folder with content (the original service's)."""
+    return _claim(folder, workspace_id, adopt=True)
 
 
 def _owned_or_claimed(folder: Path, workspace_id: str, adopt: bool) -> bool:
     try:
         info = os.lstat(folder)
     except FileNotFoundError:
-        try:
+        with suppress(FileExistsError):  # made meanwhile by someone else: judged like any other
             os.mkdir(folder, 0o700)
-        except FileExistsError:
-            return _owned_or_claimed(folder, workspace_id, adopt)
-        os.chmod(folder, 0o700)
-        return _claim(folder, workspace_id)
+            os.chmod(folder, 0o700)
+        return _owned_or_claimed(folder, workspace_id, adopt)
     if not stat.S_ISDIR(info.st_mode):
         return False  # a symlink or a file: taken by someone else, never followed
     marker = _read_marker(folder)
@@ -151,14 +149,14 @@ def _owned_or_claimed(folder: Path, workspace_id: str, adopt: bool) -> bool:
         return marker == workspace_id
     # No marker: an empty folder can be claimed; one with content only adopted when allowed.
     try:
-        has_content = _has_content(folder)
+        empty = not _has_content(folder)
     except FileNotFoundError:
         return _owned_or_claimed(folder, workspace_id, adopt)  # removed meanwhile: the name is free again
-    if not has_content:
-        return _claim(folder, workspace_id)
-    adopted = _adopt(folder, workspace_id) if adopt else False
-    # Removed meanwhile (cleanup emptied it): the name is free again, so take it as a new folder.
-    return _owned_or_claimed(folder, workspace_id, adopt) if adopted is None else adopted
+    if not (empty or adopt):
+        return False
+    claimed = _claim(folder, workspace_id) if empty else _adopt(folder, workspace_id)
+    # None: removed meanwhile (cleanup emptied it): the name is free again, so take it as a new folder.
+    return _owned_or_claimed(folder, workspace_id, adopt) if claimed is None else claimed
 
 
 def unclaimed_folders(export_dir: Path, slugs: Iterable[str]) -> list[str]:
