@@ -43,6 +43,8 @@ DEMO_WORKSPACES: list[dict[str, Any]] = [
 @dataclass
 class DemoResult:
     out_dir: Path
+    exports_dir: Path
+    mail_dir: Path
     mongodb_uri: str
     smtp_address: str
     seeded: dict[str, int]
@@ -52,14 +54,6 @@ class DemoResult:
     # `--serve`: the servers' settings, and the .env file holding them while they run.
     environ: dict[str, str] = field(default_factory=dict)
     env_file: Path | None = None
-
-    @property
-    def exports_dir(self) -> Path:
-        return self.out_dir / "exports"
-
-    @property
-    def mail_dir(self) -> Path:
-        return self.out_dir / "mail"
 
     @property
     def exit_code(self) -> int:
@@ -175,29 +169,25 @@ def run_demo(
         raise UsageProblem(
             f"Cannot create {mail_dir} ({error.strerror or error}); pass a writable --out DIR."
         ) from None
-    emails_before = set(mail_dir.glob("*.eml"))
     step("starting a local MongoDB-compatible server (mongoeco) and a local SMTP server")
     # Both servers stop on the way out, also on Ctrl-C.
     with LocalMongoServer() as mongo, LocalSmtpServer(tls="starttls", eml_dir=mail_dir) as smtp:
         step(f"MongoDB on {mongo.uri}, SMTP with STARTTLS on {smtp.host}:{smtp.port}")
-        client: MongoClient[dict[str, Any]] = MongoClient(mongo.uri, tz_aware=True)
-        try:
+        with MongoClient[dict[str, Any]](mongo.uri, tz_aware=True) as client:
             seeded = seed(client[DEMO_DATABASE], utc_now())
-        finally:
-            client.close()
         step(f"seeded {', '.join(count_noun(seeded[kind], kind[:-1]) for kind in ('workspaces', 'chats', 'messages'))}")
         environ = _environ(mongo, smtp, exports_dir)
         # An empty env file stands in for ./.env, so a .env in the current directory is never read.
-        with tempfile.TemporaryDirectory(prefix="wa-export-demo-") as tmp:
-            (empty := Path(tmp) / "demo.env").write_text("")
-            settings = load_settings(env_file=empty, environ=environ)
+        with tempfile.NamedTemporaryFile(prefix="wa-export-demo-", suffix=".env") as empty:
+            settings = load_settings(env_file=Path(empty.name), environ=environ)
         step("running a scheduled export (the same code path as `wa-export export`)")
         run = commands.export(settings, ExportRequest(), observer)
         if run.count("completed"):
             smtp.wait_for_messages(run.count("completed"), timeout=10)
         workbooks = [Path(r.file_path) for r in run.workspaces if r.file_path]
-        emails = sorted(set(mail_dir.glob("*.eml")) - emails_before)
-        result = DemoResult(out_dir, mongo.uri, f"{smtp.host}:{smtp.port}", seeded, run, workbooks, emails)
+        emails = sorted(mail_dir.glob("*.eml"))  # the folder was emptied before
+        address = f"{smtp.host}:{smtp.port}"
+        result = DemoResult(out_dir, exports_dir, mail_dir, mongo.uri, address, seeded, run, workbooks, emails)
         if serve is not None:
             result.environ = environ
             result.env_file = write_env_file(out_dir / ENV_FILE_NAME, environ)
