@@ -15,13 +15,7 @@ from struct import pack
 from typing import IO, Any
 
 from msoffcrypto.method import ecma376_agile as agile
-from msoffcrypto.method.container.ecma376_encrypted import (
-    DirectoryEntryType,
-    DSPos,
-    ECMA376Encrypted,
-    ECMA376EncryptedLayout,
-    Header,
-)
+from msoffcrypto.method.container import ecma376_encrypted as ole
 
 from wa_export.units import count_noun
 from wa_export.workbook.publish import create_private_file, unlink_quietly
@@ -75,7 +69,7 @@ def _encrypt(plain: IO[bytes], out: IO[bytes], password: str) -> None:
     hmac_key = secrets.token_bytes(key_data.hashSize)
     # The descriptor's length does not depend on the HMAC's value: lay the file out with a stand-in.
     info.encryptedHmacKey = info.encryptedHmacValue = bytes(key_data.hashSize)
-    container = ECMA376Encrypted(range(package_size), _descriptor(info))  # the layout needs only its length
+    container = ole.ECMA376Encrypted(range(package_size), _descriptor(info))  # the layout needs only its length
     layout = _write_layout(container, out)
 
     out.seek(layout.offsetData(layout.encryptionPackagePos))
@@ -99,7 +93,7 @@ def _encrypt(plain: IO[bytes], out: IO[bytes], password: str) -> None:
     iv_value = agile._generate_iv(key_data, agile.blkKey_dataIntegrity2, key_data.saltValue)
     info.encryptedHmacKey = agile._encrypt_aes_cbc(hmac_key, secret_key, iv_key)
     info.encryptedHmacValue = agile._encrypt_aes_cbc(mac.digest(), secret_key, iv_value)
-    descriptor, entry = _descriptor(info), container._dirs[DSPos.iEncryptionInfo]
+    descriptor, entry = _descriptor(info), container._dirs[ole.DSPos.iEncryptionInfo]
     if len(descriptor) != len(entry.Content):
         raise WorkbookEncryptionError("the encryption descriptor changed its length")
     out.seek(layout.offsetMiniData(entry.StartingSectorLocation))
@@ -113,7 +107,7 @@ def _descriptor(info: Any) -> bytes:
 
 def _write_layout(container: Any, out: IO[bytes]) -> Any:
     """The library's ``_write_to`` without the payload and without its zero-filled buffer of the file's size."""
-    layout = ECMA376EncryptedLayout(container._header.sectorSize)
+    layout = ole.ECMA376EncryptedLayout(container._header.sectorSize)
     container._set_sector_locations_of_streams(layout)
     container._detect_sector_num(layout)
 
@@ -121,10 +115,10 @@ def _write_layout(container: Any, out: IO[bytes]) -> Any:
     header.firstDirectorySectorLocation = layout.directoryEntryPos
     header.firstMiniFatSectorLocation = layout.miniFatPos
     header.numMiniFatSectors = layout.numMiniFatSectors
-    dirs[DSPos.iRoot].StartingSectorLocation = layout.miniFatDataPos
-    dirs[DSPos.iRoot].Content = b"\0" * (64 * layout.miniFatNum)
-    dirs[DSPos.iEncryptionPackage].StartingSectorLocation = layout.encryptionPackagePos
-    header.difat.extend(layout.fatPos + i for i in range(min(layout.fatSectorNum, Header.FIRSTNUMDIFAT)))
+    dirs[ole.DSPos.iRoot].StartingSectorLocation = layout.miniFatDataPos
+    dirs[ole.DSPos.iRoot].Content = b"\0" * (64 * layout.miniFatNum)
+    dirs[ole.DSPos.iEncryptionPackage].StartingSectorLocation = layout.encryptionPackagePos
+    header.difat.extend(layout.fatPos + i for i in range(min(layout.fatSectorNum, ole.Header.FIRSTNUMDIFAT)))
     header.numFatSectors = layout.fatSectorNum
     header.numDifatSectors = layout.difatSectorNum
     if layout.difatSectorNum > 0:
@@ -138,7 +132,7 @@ def _write_layout(container: Any, out: IO[bytes]) -> Any:
     container._write_MiniFAT(out, layout)
     container._write_directory_entries(out, layout)
     for entry in dirs:
-        if entry.Type == DirectoryEntryType.STREAM and entry is not dirs[DSPos.iEncryptionPackage]:
+        if entry.Type == ole.DirectoryEntryType.STREAM and entry is not dirs[ole.DSPos.iEncryptionPackage]:
             out.seek(layout.offsetMiniData(entry.StartingSectorLocation))
             out.write(entry.Content)
     return layout

@@ -32,14 +32,8 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.worksheet.properties import PageSetupProperties
 from openpyxl.xml.functions import tostring
 
+from wa_export.workbook import publish
 from wa_export.workbook.cells import CELL_TEXT_LIMIT, TextCellTails, cell_text, text_cell
-from wa_export.workbook.publish import (
-    create_private_file,
-    fsync_dir,
-    os_error_from,
-    publish_without_overwrite,
-    unlink_quietly,
-)
 
 try:  # openpyxl uses lxml when it is installed; its write errors are not OSError
     from lxml.etree import SerialisationError as _LxmlSerialisationError
@@ -99,7 +93,7 @@ def package_template(sheets: int) -> PackageTemplate:
             try:
                 _templates[sheets] = _capture(sheets)
             except _LxmlSerialisationError as error:
-                raise os_error_from(error) from error
+                raise publish.os_error_from(error) from error
         return _templates[sheets]
 
 
@@ -200,8 +194,8 @@ class WorkbookWriter:
         self._sheet_rows: list[int] = []  # data rows of each sheet
         # Hidden ('.' prefix, '.tmp' suffix): no *.xlsx glob or cleanup pattern mails or deletes it half-written.
         self._tmp_path = self.final_path.parent / f".{self.final_path.name}.{secrets.token_hex(6)}.tmp"
-        self._file = os.fdopen(create_private_file(self._tmp_path), "w+b")
-        weakref.finalize(self, unlink_quietly, self._tmp_path)  # if dropped without commit()/abort()
+        self._file = os.fdopen(publish.create_private_file(self._tmp_path), "w+b")
+        weakref.finalize(self, publish.unlink_quietly, self._tmp_path)  # if dropped without commit()/abort()
         try:
             self._new_sheet()
         except BaseException:
@@ -252,15 +246,15 @@ class WorkbookWriter:
 
                 ready = encrypt_workbook(self._tmp_path, self._tmp_path.with_suffix(".encrypted.tmp"), password)
             names = candidates if candidates is not None else (self.final_path,)
-            self._published = publish_without_overwrite(ready, names, self.final_path)
+            self._published = publish.publish_without_overwrite(ready, names, self.final_path)
         except BaseException:
             if ready != self._tmp_path:
-                unlink_quietly(ready)
+                publish.unlink_quietly(ready)
             self.abort()
             raise
         self._state = "committed"
         self._cleanup_files()
-        fsync_dir(self._published.parent)
+        publish.fsync_dir(self._published.parent)
         return self._published
 
     def abort(self) -> None:
@@ -369,4 +363,4 @@ class WorkbookWriter:
     def _cleanup_files(self) -> None:
         with suppress(OSError):
             self._file.close()
-        unlink_quietly(self._tmp_path)
+        publish.unlink_quietly(self._tmp_path)
