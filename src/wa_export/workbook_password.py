@@ -38,14 +38,11 @@ def workbook_password(workspace: WorkspaceView, settings: Settings) -> Resolved[
     `problem` the workspace is not exported: an unusable value, or none while EXPORT_REQUIRE_WORKBOOK_PASSWORD is on."""
     resolved = resolve(WORKBOOK_PASSWORD, workspace, settings)
     if resolved.problem is None and resolved.value is None and settings.export_require_workbook_password:
-        return Resolved(None, resolved.source, resolved.origin, missing_password(workspace.id, settings))
+        field = settings.export_workbook_password_field
+        where = f"WORKSPACE_{workspace.id}_WORKBOOK_PASSWORD" + (f" or the workspace's {field} field" if field else "")
+        problem = (
+            f"workspace {workspace.id} has no workbook password and EXPORT_REQUIRE_WORKBOOK_PASSWORD is true, so "
+            f"nothing was exported and its messages wait: set {where}."
+        )
+        return Resolved(None, resolved.source, resolved.origin, problem)
     return resolved
-
-
-def missing_password(workspace_id: str, settings: Settings) -> str:
-    field = settings.export_workbook_password_field
-    where = f"WORKSPACE_{workspace_id}_WORKBOOK_PASSWORD" + (f" or the workspace's {field} field" if field else "")
-    return (
-        f"workspace {workspace_id} has no workbook password and EXPORT_REQUIRE_WORKBOOK_PASSWORD is true, so nothing "
-        f"was exported and its messages wait: set {where}."
-    )

@@ -20,7 +20,7 @@ import threading
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 if TYPE_CHECKING:
     import trustme
@@ -63,9 +63,7 @@ class CapturedMessage:
     data: bytes  # raw message bytes, CRLF line endings, dot-unstuffed
 
     def message(self) -> email.message.EmailMessage:
-        parsed = email.message_from_bytes(self.data, policy=email.policy.default)
-        assert isinstance(parsed, email.message.EmailMessage)
-        return parsed
+        return cast(email.message.EmailMessage, email.message_from_bytes(self.data, policy=email.policy.default))
 
 
 class LocalSmtpServer:
@@ -140,8 +138,7 @@ class LocalSmtpServer:
                 return self.loop.create_server(self._factory_invoker, sock=listener, ssl=self.ssl_context)
 
         ssl_context = self._tls_context if self.tls == "ssl" else None
-        port = listener.getsockname()[1]
-        controller = _Controller(None, hostname=LOOPBACK, port=port, ready_timeout=10.0, ssl_context=ssl_context)
+        controller = _Controller(None, LOOPBACK, listener.getsockname()[1], ready_timeout=10.0, ssl_context=ssl_context)
         try:
             controller.start()
         except Exception as exc:
