@@ -20,7 +20,7 @@ import threading
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     import trustme
@@ -63,7 +63,7 @@ class CapturedMessage:
     data: bytes  # raw message bytes, CRLF line endings, dot-unstuffed
 
     def message(self) -> email.message.EmailMessage:
-        return cast(email.message.EmailMessage, email.message_from_bytes(self.data, policy=email.policy.default))
+        return email.message_from_bytes(self.data, policy=email.policy.default)
 
 
 class LocalSmtpServer:
