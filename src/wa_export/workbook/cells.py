@@ -42,12 +42,7 @@ def cell_text(value: object) -> str:
 
 def _prefix_len(text: str, units: int) -> int:
     """Number of characters of ``text`` that fit into ``units`` UTF-16 code units (emoji count twice)."""
-    used = 0
-    for index, ch in enumerate(text):
-        used += 2 if ord(ch) > 0xFFFF else 1
-        if used > units:
-            return index
-    return len(text)
+    return len(text.encode("utf-16-le")[: 2 * units].decode("utf-16-le", "ignore"))  # a split pair is dropped
 
 
 def _to_text(value: object) -> str:
