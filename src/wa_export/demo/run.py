@@ -125,26 +125,6 @@ def seed(db: Any, now: datetime) -> dict[str, int]:
     return {"workspaces": len(DEMO_WORKSPACES), "chats": len(chats), "messages": len(messages)}
 
 
-def _environ(mongo: Any, smtp: Any, exports_dir: Path) -> dict[str, str]:
-    """The settings that point wa-export at the demo's servers and data."""
-    return {
-        "MONGODB_URI": mongo.uri,
-        "MONGODB_DATABASE": DEMO_DATABASE,
-        "MONGODB_TIMEOUT_SECONDS": "10",
-        "SMTP_SERVER": smtp.host,
-        "SMTP_PORT": str(smtp.port),
-        "SMTP_USERNAME": smtp.username or "",
-        "SMTP_PASSWORD": smtp.password or "",
-        "SMTP_FROM": DEMO_SENDER,
-        "SMTP_SECURITY": "starttls",
-        "SMTP_CA_FILE": str(smtp.ca_cert_path),
-        "EXPORT_DIR": str(exports_dir),
-        "EXPORT_TIMEZONE": "UTC",
-        # Active ones only: an address for the inactive tenant would be a warning on every command.
-        **{f"WORKSPACE_{w['_id']}_EMAIL": w["email"] for w in DEMO_WORKSPACES if w["status"] == "active"},
-    }
-
-
 def run_demo(
     out_dir: Path,
     observer: RunObserver | None = None,
@@ -176,7 +156,22 @@ def run_demo(
         with MongoClient[dict[str, Any]](mongo.uri, tz_aware=True) as client:
             seeded = seed(client[DEMO_DATABASE], utc_now())
         step(f"seeded {', '.join(count_noun(seeded[kind], kind[:-1]) for kind in ('workspaces', 'chats', 'messages'))}")
-        environ = _environ(mongo, smtp, exports_dir)
+        environ = {
+            "MONGODB_URI": mongo.uri,
+            "MONGODB_DATABASE": DEMO_DATABASE,
+            "MONGODB_TIMEOUT_SECONDS": "10",
+            "SMTP_SERVER": smtp.host,
+            "SMTP_PORT": str(smtp.port),
+            "SMTP_USERNAME": smtp.username or "",
+            "SMTP_PASSWORD": smtp.password or "",
+            "SMTP_FROM": DEMO_SENDER,
+            "SMTP_SECURITY": "starttls",
+            "SMTP_CA_FILE": str(smtp.ca_cert_path),
+            "EXPORT_DIR": str(exports_dir),
+            "EXPORT_TIMEZONE": "UTC",
+            # Active ones only: an address for the inactive tenant would be a warning on every command.
+            **{f"WORKSPACE_{w['_id']}_EMAIL": w["email"] for w in DEMO_WORKSPACES if w["status"] == "active"},
+        }
         # An empty env file stands in for ./.env, so a .env in the current directory is never read.
         with tempfile.NamedTemporaryFile(prefix="wa-export-demo-", suffix=".env") as empty:
             settings = load_settings(env_file=Path(empty.name), environ=environ)
