@@ -50,13 +50,6 @@ SHEET_TITLE = "WhatsApp Messages"
 MAX_DATA_ROWS_PER_SHEET = 1_048_575  # Excel's 1,048,576 rows minus the header row
 TITLE_PREFIX = "WhatsApp messages"
 CREATOR = "wa-export"
-# Room for the values; a bold header (x1.1) with its filter drop-down (3 characters) may widen them.
-_COLUMN_WIDTHS = {
-    letter: max(minimum, math.ceil(len(title) * 1.1) + 3)
-    for letter, title, minimum in zip("ABCDEF", HEADER, (20, 22, 80, 20, 15, 26), strict=True)
-}
-# Date, wrapped and other data cells: top-aligned so a tall (wrapped) row still reads left to right.
-_DATA_STYLES = (("yyyy-mm-dd hh:mm:ss", False), ("General", True), ("General", False))
 _CHUNK_ROWS = 1_000  # rows formatted as XML text are written this many at a time
 _EXCEL_1900_03_01 = 61.0  # serials below this hit Excel's 1900 leap-year bug
 _EXCEL_MAX_SERIAL = 2_958_466.0  # 10000-01-01: Excel's date range ends before
@@ -109,8 +102,9 @@ def _capture(sheets: int) -> PackageTemplate:
         sheet.page_setup.fitToWidth, sheet.page_setup.fitToHeight = 1, 0
         sheet.sheet_properties.pageSetUpPr = PageSetupProperties(fitToPage=True)
         sheet.print_title_rows = "1:1"
-        for letter, width in _COLUMN_WIDTHS.items():
-            sheet.column_dimensions[letter].width = width
+        # Room for the values; a bold header (x1.1) with its filter drop-down (3 characters) may widen them.
+        for letter, title, minimum in zip("ABCDEF", HEADER, (20, 22, 80, 20, 15, 26), strict=True):
+            sheet.column_dimensions[letter].width = max(minimum, math.ceil(len(title) * 1.1) + 3)
         header = [WriteOnlyCell(sheet, value=title) for title in HEADER]
         for cell in header:
             cell.font = Font(bold=True, color="FFFFFF")
@@ -118,7 +112,8 @@ def _capture(sheets: int) -> PackageTemplate:
             cell.alignment = Alignment(vertical="center")
         sheet.append(header)
         if not styles:  # registered after the header's: the style ids of every export's data cells
-            for number_format, wrap in _DATA_STYLES:
+            # Date, wrapped and other data cells: top-aligned so a tall (wrapped) row still reads left to right.
+            for number_format, wrap in (("yyyy-mm-dd hh:mm:ss", False), ("General", True), ("General", False)):
                 cell = WriteOnlyCell(sheet)
                 cell.number_format, cell.alignment = number_format, Alignment(vertical="top", wrap_text=wrap or None)
                 styles.append(f' s="{cell.style_id}"')
