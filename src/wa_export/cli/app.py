@@ -489,10 +489,9 @@ def demo(
     from wa_export.cli.output import Output
     from wa_export.cli.render import export_observer, render_demo
     from wa_export.demo import run as demo_run
-    from wa_export.demo.serve import serve_until_stopped
 
     def serving(result: demo_run.DemoResult) -> None:
-        serve_until_stopped(lambda: render_demo(output, result))
+        demo_run.serve_until_stopped(lambda: render_demo(output, result))
 
     with _handled(Output(json_output)) as output:
         with _on_sigterm(_raise_interrupt), export_observer(output) as observer:
