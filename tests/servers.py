@@ -17,8 +17,14 @@ from typing import Any
 from urllib.parse import quote
 
 from wa_export.demo import mongo_server, smtp_server
-from wa_export.demo.loopback import LOOPBACK, LocalServerError, free_port, write_eml
-from wa_export.demo.smtp_server import CapturedMessage, CapturingHandler
+from wa_export.demo.smtp_server import (
+    LOOPBACK,
+    CapturedMessage,
+    CapturingHandler,
+    LocalServerError,
+    free_port,
+    write_eml,
+)
 
 __all__ = [
     "CapturedMessage",

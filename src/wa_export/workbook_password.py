@@ -1,10 +1,5 @@
-"""A workspace's workbook password: where it comes from, and whether a workspace may go without one.
-
-WORKSPACE_<ID>_WORKBOOK_PASSWORD, else the workspace document's EXPORT_WORKBOOK_PASSWORD_FIELD (the one
-per-workspace rule: workspace_settings.resolve). With a password the kept workbook and the attachment are
-encrypted (workbook/encryption.py); with EXPORT_REQUIRE_WORKBOOK_PASSWORD=true a workspace without one is
-not exported at all. The value is a secret: never shown, not even when invalid.
-"""
+"""A workspace's workbook password (a secret, never shown): where it comes from (workspace_settings.resolve),
+and whether a workspace may go without one (EXPORT_REQUIRE_WORKBOOK_PASSWORD)."""
 
 from __future__ import annotations
 
@@ -43,14 +38,11 @@ def workbook_password(workspace: WorkspaceView, settings: Settings) -> Resolved[
     `problem` the workspace is not exported: an unusable value, or none while EXPORT_REQUIRE_WORKBOOK_PASSWORD is on."""
     resolved = resolve(WORKBOOK_PASSWORD, workspace, settings)
     if resolved.problem is None and resolved.value is None and settings.export_require_workbook_password:
-        return Resolved(None, resolved.source, resolved.origin, missing_password(workspace.id, settings))
+        field = settings.export_workbook_password_field
+        where = f"WORKSPACE_{workspace.id}_WORKBOOK_PASSWORD" + (f" or the workspace's {field} field" if field else "")
+        problem = (
+            f"workspace {workspace.id} has no workbook password and EXPORT_REQUIRE_WORKBOOK_PASSWORD is true, so "
+            f"nothing was exported and its messages wait: set {where}."
+        )
+        return Resolved(None, resolved.source, resolved.origin, problem)
     return resolved
-
-
-def missing_password(workspace_id: str, settings: Settings) -> str:
-    field = settings.export_workbook_password_field
-    where = f"WORKSPACE_{workspace_id}_WORKBOOK_PASSWORD" + (f" or the workspace's {field} field" if field else "")
-    return (
-        f"workspace {workspace_id} has no workbook password and EXPORT_REQUIRE_WORKBOOK_PASSWORD is true, so nothing "
-        f"was exported and its messages wait: set {where}."
-    )

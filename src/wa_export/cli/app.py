@@ -437,18 +437,17 @@ def demo(
     stats.
     """
     from wa_export.cli.render import export_observer, render_demo
-    from wa_export.demo.run import run_demo
-    from wa_export.demo.serve import serve_until_stopped
+    from wa_export.demo import run as demo_run
 
     def body(_: None, output: Output) -> int:
         def serving(result: Any) -> None:
             def ready() -> None:  # the servers are up: what they hold, how to try them
                 output.show(result, render_demo)
 
-            serve_until_stopped(ready)
+            demo_run.serve_until_stopped(ready)
 
         with _on_sigterm(_raise_interrupt), export_observer(output) as observer:
-            result = run_demo(out, observer, output.line, serving if serve else None)
+            result = demo_run.run_demo(out, observer, output.line, serving if serve else None)
         if not serve:
             return output.show(result, render_demo)
         output.line("Stopped the demo's servers and removed their .env file.")

@@ -1,8 +1,7 @@
 """The demo's MongoDB: mongoeco's wire-protocol server in a child process on a free loopback port.
 
-The child (`python -m wa_export.demo.mongo_server --port N`) prints only `READY <port>` once it serves,
-and exits when its stdin pipe closes, so it never outlives its parent. mongoeco is imported in the
-child only. Test-only switches (authentication, SIGKILL, restart) live in tests/servers.py.
+The child (`python -m wa_export.demo.mongo_server --port N`, mongoeco imported there only) prints only
+`READY <port>` once it serves, and exits when its stdin pipe closes, so it never outlives its parent.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from wa_export.demo.loopback import LOOPBACK, LocalServerError, free_port
+from wa_export.demo.smtp_server import LOOPBACK, LocalServerError, free_port
 
 
 def _reap(proc: subprocess.Popen[bytes]) -> None:
@@ -35,11 +34,9 @@ def _reap(proc: subprocess.Popen[bytes]) -> None:
 
 
 class LocalMongoServer:
-    """mongoeco's server in a subprocess (so tests can SIGKILL it and restart it on the same port).
-
-    With `data_path` the data lives in a SQLite file and survives restarts; without it, in memory.
-    Subclasses change the child through `child_command()` and `child_env()`.
-    """
+    """mongoeco's server in a subprocess (tests SIGKILL and restart it on the same port); with `data_path` its
+    data lives in a SQLite file and survives restarts. Subclasses change the child through `child_command()`
+    and `child_env()`."""
 
     def __init__(self, data_path: Path | None = None, port: int = 0, startup_timeout: float = 30.0) -> None:
         self.data_path = Path(data_path) if data_path is not None else None
@@ -59,19 +56,17 @@ class LocalMongoServer:
         return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
 
     def start(self) -> LocalMongoServer:
-        if self.pid is not None:
-            return self
         # A port we pick may be taken before the child binds it: retry with a fresh one. A port that
         # is already ours (explicit, or kept for restart) never changes.
-        picked = not self.port
-        for attempts_left in (2, 1, 0) if picked else (0,):
-            if picked:
+        attempts = 1 if self.port else 3
+        for attempt in range(attempts if self.pid is None else 0):
+            if attempts > 1:
                 self.port = free_port()
             try:
                 self._spawn()
                 break
             except LocalServerError:
-                if not attempts_left:
+                if attempt + 1 == attempts:
                     raise
         return self
 
@@ -104,13 +99,12 @@ class LocalMongoServer:
 
     def _terminate(self, *, graceful: bool) -> None:
         proc, self._proc = self._proc, None
-        if proc is None:
+        if proc is None or self._finalizer is None:
             return
         if graceful and proc.poll() is None:
             proc.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(5)
-        assert self._finalizer is not None
         self._finalizer()  # kills what still runs, waits, closes the pipes
 
     def stop(self) -> None:
@@ -124,18 +118,12 @@ class LocalMongoServer:
         self.stop()
 
 
-# ------------------------------------------------------------ child process
-
-
 async def serve_mongo(port: int, data: Path | None, auth_users: tuple[Any, ...] = ()) -> None:
-    """Serve on 127.0.0.1:`port` until SIGTERM/SIGINT or the parent's exit; `auth_users` (tests) require login."""
+    """The child: serve on 127.0.0.1:`port` until SIGTERM/SIGINT or the parent's exit; `auth_users` (tests)
+    require login."""
+    from mongoeco.engines.sqlite import SQLiteEngine
     from mongoeco.wire import AsyncMongoEcoProxyServer
 
-    engine: Any = None
-    if data is not None:
-        from mongoeco.engines.sqlite import SQLiteEngine
-
-        engine = SQLiteEngine(str(data))
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -153,6 +141,7 @@ async def serve_mongo(port: int, data: Path | None, auth_users: tuple[Any, ...] 
         wedged.start()
 
     loop.add_reader(0, parent_gone)
+    engine = SQLiteEngine(str(data)) if data is not None else None
     async with AsyncMongoEcoProxyServer(host=LOOPBACK, port=port, engine=engine, auth_users=auth_users) as server:
         print(f"READY {server.address.port}", flush=True)
         await stop.wait()

@@ -1,16 +1,18 @@
-"""`wa-export demo`: a real scheduled export against local servers, nothing to configure.
-
-`DemoServers` starts mongoeco's MongoDB wire server and an aiosmtpd server (STARTTLS, throw-away CA,
-AUTH) on loopback and stops both; `run_demo` seeds three workspaces with fictional conversations and
-runs `export`, the production code path, with settings from an explicit dictionary, so the
-operator's environment and `.env` never point the demo at a real database or mail server.
+"""`wa-export demo`: a real scheduled export against local MongoDB (mongoeco) and SMTP (aiosmtpd, STARTTLS,
+AUTH) servers, with settings from an explicit dictionary: the operator's environment and `.env` never point
+the demo at a real database or mail server. Emptying the folder the operator named is only safe if it holds only
+what a demo writes there, else the demo refuses to start rather than delete someone's files.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
+import signal
+import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from importlib.resources import files
@@ -20,15 +22,93 @@ from typing import Any
 from bson import ObjectId
 
 from wa_export.clock import utc_now
-from wa_export.demo.serve import ENV_FILE_NAME, clear_demo_folder, write_env_file
 from wa_export.errors import ExitCode, UsageProblem
 from wa_export.export import run as commands
 from wa_export.export.context import ExportRequest
 from wa_export.export.results import RunObserver, RunResult
-from wa_export.settings import Settings, load_settings
+from wa_export.settings import load_settings
 from wa_export.store.arrivals import object_id_at
 from wa_export.units import count_noun
+from wa_export.workbook.naming import FOLDER_MARKER
 from wa_export.workbook.publish import unlink_quietly
+
+ENV_FILE_NAME = ".env"
+# The first line of the demo's .env: only a file that starts so is the demo's to replace or remove.
+ENV_FILE_HEADER = "# wa-export demo: the settings of its local servers, valid while `demo --serve` runs."
+
+
+def clear_demo_folder(out_dir: Path, workspace_ids: set[str]) -> None:
+    """Remove an earlier demo's workbooks, emails and env file; a UsageProblem naming the first file a demo
+    did not write (checked before anything is removed)."""
+
+    def check(path: Path, written_by_a_demo: bool) -> Path:
+        if not written_by_a_demo:
+            raise UsageProblem(
+                f"{out_dir} holds {path}, which no demo wrote, so the demo will not empty it; pass another --out DIR."
+            )
+        return path
+
+    env_file = out_dir / ENV_FILE_NAME
+    found = [check(env_file, _first_line(env_file) == ENV_FILE_HEADER)] if os.path.lexists(env_file) else []
+    found += [check(path, path.suffix == ".eml" and _plain_file(path)) for path in _entries(out_dir / "mail")]
+    for folder in _entries(out_dir / "exports"):
+        marker = folder / FOLDER_MARKER
+        owner = _first_line(marker).strip()
+        check(folder, not folder.is_symlink() and folder.is_dir() and owner in workspace_ids)
+        for path in _entries(folder):
+            check(path, _plain_file(path) and (path.suffix in (".xlsx", ".tmp") or path.name == FOLDER_MARKER))
+        found.append(folder)
+    for path in found:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def _entries(folder: Path) -> list[Path]:
+    if not folder.exists():
+        return []
+    if folder.is_symlink() or not folder.is_dir():
+        raise UsageProblem(f"{folder} is not a folder a demo writes; pass another --out DIR.")
+    return sorted(folder.iterdir())
+
+
+def _first_line(path: Path) -> str:
+    """The first line of a plain file (never through a symlink); "" for anything else."""
+    if not _plain_file(path):
+        return ""
+    with path.open(encoding="utf-8", errors="replace") as stream:
+        return stream.readline().rstrip("\n")
+
+
+def _plain_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def write_env_file(path: Path, environ: Mapping[str, str]) -> Path:
+    """The settings as a .env file, 0600 from the start (it holds the demo's SMTP password)."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(f"{ENV_FILE_HEADER}\n")
+            stream.writelines(f"{name}={value}\n" for name, value in environ.items())
+        os.replace(temporary, path)
+    except BaseException:
+        unlink_quietly(temporary)
+        raise
+    return path
+
+
+def serve_until_stopped(announce: Callable[[], None]) -> None:
+    """Announce, then sleep until Ctrl-C (or SIGTERM, which the CLI turns into the same KeyboardInterrupt).
+    The announcement is inside the wait: a signal sent as soon as it says "ready" still ends it cleanly."""
+    try:
+        announce()
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        return
+
 
 DEMO_DATABASE = "wa_export_demo"
 DEMO_SENDER = "exports@example.com"
@@ -52,8 +132,8 @@ class DemoResult:
     smtp_address: str
     seeded: dict[str, int]
     run: RunResult
-    workbooks: list[Path] = field(default_factory=list)
-    emails: list[Path] = field(default_factory=list)
+    workbooks: list[Path]
+    emails: list[Path]
     # `--serve`: the servers' settings, and the .env file holding them while they run.
     environ: dict[str, str] = field(default_factory=dict)
     env_file: Path | None = None
@@ -66,9 +146,7 @@ class DemoResult:
         return {
             "ok": self.exit_code == ExitCode.OK,
             "exit_code": self.exit_code,
-            "out_dir": str(self.out_dir),
-            "exports_dir": str(self.exports_dir),
-            "mail_dir": str(self.mail_dir),
+            **{name: str(getattr(self, name)) for name in ("out_dir", "exports_dir", "mail_dir")},
             "mongodb_uri": self.mongodb_uri,
             "smtp_server": self.smtp_address,
             "seeded": self.seeded,
@@ -97,7 +175,7 @@ def require_demo_dependencies() -> None:
 
 
 def seed(db: Any, now: datetime) -> dict[str, int]:
-    """Write the demo workspaces, chats and messages (conversations.txt), all inside the first scheduled window.
+    """Write the demo's workspaces, chats and messages (conversations.txt), all inside the first scheduled window.
 
     conversations.txt: "workspace N" (1-based in DEMO_WORKSPACES), "chat BUSINESS CUSTOMER", then one line per
     message: "in" received, "ai" sent by the AI, "me" sent by a human. All numbers are fictional.
@@ -130,37 +208,39 @@ def seed(db: Any, now: datetime) -> dict[str, int]:
     return {"workspaces": len(DEMO_WORKSPACES), "chats": len(chats), "messages": len(messages)}
 
 
-class DemoServers:
-    """The demo's MongoDB and SMTP servers, started and stopped together (`with DemoServers(mail_dir) as servers:`)."""
+def run_demo(
+    out_dir: Path,
+    observer: RunObserver | None = None,
+    on_step: Callable[[str], None] | None = None,
+    serve: Callable[[DemoResult], None] | None = None,
+) -> DemoResult:
+    """The demo in a fresh `out_dir`; with `serve`, the servers run on (their settings in `out_dir/.env`)
+    until `serve(result)` returns."""
+    require_demo_dependencies()
+    from pymongo import MongoClient
 
-    def __init__(self, mail_dir: Path) -> None:
-        from wa_export.demo.mongo_server import LocalMongoServer
-        from wa_export.demo.smtp_server import LocalSmtpServer
+    from wa_export.demo.mongo_server import LocalMongoServer
+    from wa_export.demo.smtp_server import LocalSmtpServer
 
-        self.mongo = LocalMongoServer()
-        self.smtp = LocalSmtpServer(tls="starttls", eml_dir=mail_dir)
-
-    def __enter__(self) -> DemoServers:
-        try:
-            self.mongo.start()
-            self.smtp.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self.smtp.stop()
-        self.mongo.stop()
-
-    def environ(self, exports_dir: Path) -> dict[str, str]:
-        """The settings that point wa-export at these servers and the demo's data."""
-        smtp = self.smtp
-        return {
-            "MONGODB_URI": self.mongo.uri,
+    step = on_step or (lambda text: None)
+    out_dir = out_dir.expanduser().absolute()
+    exports_dir, mail_dir = out_dir / "exports", out_dir / "mail"
+    clear_demo_folder(out_dir, {str(workspace["_id"]) for workspace in DEMO_WORKSPACES})
+    try:
+        mail_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as error:
+        raise UsageProblem(
+            f"Cannot create {mail_dir} ({error.strerror or error}); pass a writable --out DIR."
+        ) from None
+    step("starting a local MongoDB-compatible server (mongoeco) and a local SMTP server")
+    # Both servers stop on the way out, also on Ctrl-C.
+    with LocalMongoServer() as mongo, LocalSmtpServer(tls="starttls", eml_dir=mail_dir) as smtp:
+        step(f"MongoDB on {mongo.uri}, SMTP with STARTTLS on {smtp.host}:{smtp.port}")
+        with MongoClient[dict[str, Any]](mongo.uri, tz_aware=True) as client:
+            seeded = seed(client[DEMO_DATABASE], utc_now())
+        step(f"seeded {', '.join(count_noun(seeded[kind], kind[:-1]) for kind in ('workspaces', 'chats', 'messages'))}")
+        environ = {
+            "MONGODB_URI": mongo.uri,
             "MONGODB_DATABASE": DEMO_DATABASE,
             "MONGODB_TIMEOUT_SECONDS": "10",
             "SMTP_SERVER": smtp.host,
@@ -175,67 +255,20 @@ class DemoServers:
             # Active ones only: an address for the inactive tenant would be a warning on every command.
             **{f"WORKSPACE_{w['_id']}_EMAIL": w["email"] for w in DEMO_WORKSPACES if w["status"] == "active"},
         }
-
-    def settings(self, exports_dir: Path) -> Settings:
         # An empty env file stands in for ./.env, so a .env in the current directory is never read.
-        with tempfile.TemporaryDirectory(prefix="wa-export-demo-") as tmp:
-            empty = Path(tmp) / "demo.env"
-            empty.write_text("")
-            return load_settings(env_file=empty, environ=self.environ(exports_dir))
-
-
-def run_demo(
-    out_dir: Path,
-    observer: RunObserver | None = None,
-    on_step: Callable[[str], None] | None = None,
-    serve: Callable[[DemoResult], None] | None = None,
-) -> DemoResult:
-    """The demo in a fresh `out_dir`; with `serve`, the servers run on (their settings in `out_dir/.env`)
-    until `serve(result)` returns."""
-    require_demo_dependencies()
-    from pymongo import MongoClient
-
-    step = on_step or (lambda text: None)
-    out_dir = out_dir.expanduser().absolute()
-    exports_dir, mail_dir = out_dir / "exports", out_dir / "mail"
-    clear_demo_folder(out_dir, {str(workspace["_id"]) for workspace in DEMO_WORKSPACES})
-    try:
-        mail_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except OSError as error:
-        raise UsageProblem(
-            f"Cannot create {mail_dir} ({error.strerror or error}); pass a writable --out DIR."
-        ) from None
-    emails_before = set(mail_dir.glob("*.eml"))
-    servers = DemoServers(mail_dir)
-    step("starting a local MongoDB-compatible server (mongoeco) and a local SMTP server")
-    with servers:  # stops both servers, also on Ctrl-C
-        mongo, smtp = servers.mongo, servers.smtp
-        step(f"MongoDB on {mongo.uri}, SMTP with STARTTLS on {smtp.host}:{smtp.port}")
-        client: MongoClient[dict[str, Any]] = MongoClient(mongo.uri, tz_aware=True)
-        try:
-            seeded = seed(client[DEMO_DATABASE], utc_now())
-        finally:
-            client.close()
-        step(f"seeded {', '.join(count_noun(seeded[kind], kind[:-1]) for kind in ('workspaces', 'chats', 'messages'))}")
-        settings = servers.settings(exports_dir)
+        with tempfile.NamedTemporaryFile(prefix="wa-export-demo-", suffix=".env") as empty:
+            settings = load_settings(env_file=Path(empty.name), environ=environ)
         step("running a scheduled export (the same code path as `wa-export export`)")
         run = commands.export(settings, ExportRequest(), observer)
         if run.count("completed"):
             smtp.wait_for_messages(run.count("completed"), timeout=10)
-        result = DemoResult(
-            out_dir=out_dir,
-            exports_dir=exports_dir,
-            mail_dir=mail_dir,
-            mongodb_uri=mongo.uri,
-            smtp_address=f"{smtp.host}:{smtp.port}",
-            seeded=seeded,
-            run=run,
-            workbooks=[Path(r.file_path) for r in run.workspaces if r.file_path],
-            emails=sorted(set(mail_dir.glob("*.eml")) - emails_before),
-        )
+        workbooks = [Path(r.file_path) for r in run.workspaces if r.file_path]
+        emails = sorted(mail_dir.glob("*.eml"))  # the folder was emptied before
+        address = f"{smtp.host}:{smtp.port}"
+        result = DemoResult(out_dir, exports_dir, mail_dir, mongo.uri, address, seeded, run, workbooks, emails)
         if serve is not None:
-            result.environ = servers.environ(exports_dir)
-            result.env_file = write_env_file(out_dir / ENV_FILE_NAME, result.environ)
+            result.environ = environ
+            result.env_file = write_env_file(out_dir / ENV_FILE_NAME, environ)
             try:
                 serve(result)
             finally:  # its settings die with the servers

@@ -1,10 +1,8 @@
 """The demo's SMTP server: aiosmtpd on 127.0.0.1 in a background thread, real TLS (trustme CA) and AUTH.
 
-aiosmtpd and trustme are imported lazily: importing this module never requires the `demo` extra.
-Tests subclass the server (tests/servers.py) through `make_handler`, `_make_protocol` and `_record`.
-The only module using aiosmtpd's internals (Controller._create_server, SMTP._auth_required,
-server.abort_clients; range pinned in pyproject.toml): with them a taken port fails at once, not
-after Controller.start() waits out ready_timeout (10 s), and stop() takes no 30 s TLS shutdown.
+aiosmtpd and trustme are imported lazily. The only module using aiosmtpd's internals (Controller._create_server,
+SMTP._auth_required, server.abort_clients; range pinned in pyproject.toml): with them a taken port fails at once,
+not after Controller.start() waits out ready_timeout (10 s), and stop() takes no 30 s TLS shutdown.
 """
 
 from __future__ import annotations
@@ -13,6 +11,7 @@ import email
 import email.message
 import email.policy
 import logging
+import os
 import shutil
 import socket
 import ssl
@@ -26,7 +25,35 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     import trustme
 
-from wa_export.demo.loopback import LOOPBACK, LocalServerError, write_eml
+LOOPBACK = "127.0.0.1"
+
+
+class LocalServerError(Exception):
+    """A local server could not be started as asked."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the mongo child needs one on its command line)."""
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def write_eml(directory: Path, data: bytes) -> Path:
+    """Write `data` as the next `NNN.eml` in `directory`: 0600 from the moment it exists (mails hold customer
+    conversations); O_EXCL keeps the sequential name safe if two writers race."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    number = len(list(directory.glob("*.eml")))
+    while True:
+        number += 1
+        try:
+            fd = os.open(directory / f"{number:03d}.eml", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            continue
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        return directory / f"{number:03d}.eml"
 
 
 @dataclass
@@ -36,20 +63,16 @@ class CapturedMessage:
     data: bytes  # raw message bytes, CRLF line endings, dot-unstuffed
 
     def message(self) -> email.message.EmailMessage:
-        parsed = email.message_from_bytes(self.data, policy=email.policy.default)
-        assert isinstance(parsed, email.message.EmailMessage)
-        return parsed
-
-
-TlsMode = Literal["starttls", "ssl", "none"]
+        return email.message_from_bytes(self.data, policy=email.policy.default)
 
 
 class LocalSmtpServer:
-    """aiosmtpd on 127.0.0.1 in a background thread, capturing what arrives.
+    """aiosmtpd on 127.0.0.1 in a background thread, capturing what arrives (and into `eml_dir`).
 
-    `tls="starttls"` offers AUTH only after STARTTLS; `"ssl"` is TLS from the first byte; `"none"` is
-    plain text. With a username, AUTH (PLAIN, LOGIN) is required before MAIL FROM. A
-    `certificate_authority` the client does not trust simulates "certificate from an unknown CA".
+    `tls="starttls"` offers AUTH only after STARTTLS; `"ssl"` is TLS from the first byte; `"none"` is plain
+    text. With a username, AUTH (PLAIN, LOGIN) is required before MAIL FROM. A `certificate_authority` the
+    client does not trust simulates "certificate from an unknown CA". Tests subclass it through
+    `make_handler`, `_make_protocol` and `_record`.
     """
 
     host: str = LOOPBACK
@@ -58,7 +81,7 @@ class LocalSmtpServer:
         self,
         *,
         port: int = 0,
-        tls: TlsMode = "starttls",
+        tls: Literal["starttls", "ssl", "none"] = "starttls",
         username: str | None = "wa-export",
         password: str | None = "s3cret-pass",
         certificate_authority: trustme.CA | None = None,
@@ -66,21 +89,14 @@ class LocalSmtpServer:
     ) -> None:
         import trustme
 
-        self.tls: TlsMode = tls
-        self.username = username
-        self.password = password
+        self.port, self.tls, self.username, self.password, self.eml_dir = port, tls, username, password, eml_dir
         self.certificate_authority: trustme.CA = certificate_authority or trustme.CA()
-        self.eml_dir = Path(eml_dir) if eml_dir is not None else None
-        self._requested_port = port
-        self.port = port
         self._controller: Any = None
         self._tls_context: ssl.SSLContext | None = None
         self._tmpdir: Path | None = None
         self._cond = threading.Condition()
         self.messages: list[CapturedMessage] = []
-        self.connection_count = 0
-        self.auth_failures = 0
-        self.auth_successes = 0
+        self.connection_count = self.auth_failures = self.auth_successes = 0
 
     @property
     def ca_cert_path(self) -> Path:
@@ -107,12 +123,11 @@ class LocalSmtpServer:
         if self.tls != "none":
             self._tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             self.certificate_authority.issue_cert(LOOPBACK, "localhost").configure_cert(self._tls_context)
-        # Bound here, not by the Controller: a taken port fails at once (aiosmtpd reports a failed
-        # bind only after ready_timeout), and port 0 lets the kernel pick a port without a race.
+        # Bound here, not by the Controller: a taken port fails at once, and port 0 lets the kernel pick one.
         try:
-            listener = socket.create_server((LOOPBACK, self._requested_port))
+            listener = socket.create_server((LOOPBACK, self.port))
         except OSError as exc:
-            raise LocalServerError(f"cannot bind {LOOPBACK}:{self._requested_port}: {exc.strerror}") from exc
+            raise LocalServerError(f"cannot bind {LOOPBACK}:{self.port}: {exc.strerror}") from exc
         owner = self
 
         class _Controller(Controller):
@@ -123,8 +138,7 @@ class LocalSmtpServer:
                 return self.loop.create_server(self._factory_invoker, sock=listener, ssl=self.ssl_context)
 
         ssl_context = self._tls_context if self.tls == "ssl" else None
-        port = listener.getsockname()[1]
-        controller = _Controller(None, hostname=LOOPBACK, port=port, ready_timeout=10.0, ssl_context=ssl_context)
+        controller = _Controller(None, LOOPBACK, listener.getsockname()[1], ready_timeout=10.0, ssl_context=ssl_context)
         try:
             controller.start()
         except Exception as exc:
@@ -139,8 +153,8 @@ class LocalSmtpServer:
     def stop(self) -> None:
         controller, self._controller = self._controller, None
         if controller is not None:
-            # Abort client connections first: Controller.stop() waits for Server.wait_closed(), which
-            # waits for every connection, and an idle TLS client's graceful shutdown can take 30 s.
+            # Abort client connections first: Controller.stop() waits for every connection, and an idle TLS
+            # client's graceful shutdown can take 30 s.
             controller.loop.call_soon_threadsafe(controller.server.abort_clients)
             controller.stop()
         if self._tmpdir is not None:
@@ -193,14 +207,14 @@ class LocalSmtpServer:
         return smtp
 
     def _authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> Any:
+        """aiosmtpd's authenticator callback: the one username and password, counted."""
         from aiosmtpd.smtp import AuthResult, LoginPassword
 
         ok = (
             isinstance(auth_data, LoginPassword)
             and self.username is not None
             and self.password is not None
-            and auth_data.login == self.username.encode()
-            and auth_data.password == self.password.encode()
+            and (auth_data.login, auth_data.password) == (self.username.encode(), self.password.encode())
         )
         with self._cond:
             if ok:
@@ -211,7 +225,7 @@ class LocalSmtpServer:
 
 
 class CapturingHandler:
-    """aiosmtpd event handler: accept every recipient and capture each message."""
+    """aiosmtpd event handler (its `handle_DATA` hook): accept every recipient and capture each message."""
 
     def __init__(self, owner: LocalSmtpServer) -> None:
         self.owner = owner

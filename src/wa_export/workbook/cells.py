@@ -1,7 +1,4 @@
-"""Cell text for untrusted message content: never a formula (inline string cells), valid XML, within Excel's limits.
-
-`text_cell` formats the ``<c>`` element of workbook/writer.py's row path; `TextCellTails` remembers repeated values.
-"""
+"""Cell text for untrusted message content: inline strings (never a formula), valid XML, within Excel's limits."""
 
 from __future__ import annotations
 
@@ -18,66 +15,40 @@ _ILLEGAL_XML_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uff
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 # Excel decodes _xHHHH_ inside cell text; escaping the "_" keeps it literal, as XlsxWriter does.
 _EXCEL_ESCAPE_RE = re.compile("_(x[0-9A-Fa-f]{4}_)")
-# A str at most this long fits even if every character takes two UTF-16 code units.
-_SAFE_LEN = CELL_TEXT_LIMIT // 2
+_SAFE_LEN = CELL_TEXT_LIMIT // 2  # fits even if every character takes two UTF-16 code units
 
 
 def cell_text(value: object) -> str:
     """Any BSON value as readable, XML-safe text (see `_to_text`), over ``CELL_TEXT_LIMIT`` truncated visibly."""
-    if type(value) is str:
-        text = value
-    elif value is None:
+    if value is None:
         return ""
-    else:
-        text = _to_text(value)
+    text = value if type(value) is str else _to_text(value)
     # Fast path: the overwhelmingly common message needs no change at all.
     if len(text) <= _SAFE_LEN and "_x" not in text and (text.isprintable() or _ILLEGAL_XML_RE.search(text) is None):
         return text
-    return _clean_text(text)
-
-
-def _clean_text(text: str) -> str:
     if _SURROGATE_RE.search(text) is not None:
         # Join surrogate pairs into the real character; drop the unpaired rest, which no XML file can hold.
         text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "ignore")
-    text = _ILLEGAL_XML_RE.sub("", text)
-    if "_x" in text:
-        text = _EXCEL_ESCAPE_RE.sub(r"_x005F_\1", text)
-    if len(text) > _SAFE_LEN and _utf16_len(text) > CELL_TEXT_LIMIT:
-        text = _truncate(text)
-    return text
-
-
-def _utf16_len(text: str) -> int:
-    # Characters outside the BMP (most emoji) count twice in Excel's limit.
-    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
-
-
-def _truncate(text: str) -> str:
+    text = _EXCEL_ESCAPE_RE.sub(r"_x005F_\1", _ILLEGAL_XML_RE.sub("", text))
+    if len(text) <= _SAFE_LEN or _prefix_len(text, CELL_TEXT_LIMIT) == len(text):
+        return text
     # The marker's length depends on the number it shows; a few passes settle it.
-    keep = CELL_TEXT_LIMIT
+    end = CELL_TEXT_LIMIT
     for _ in range(3):
-        marker = TRUNCATION_MARKER.format(omitted=len(text) - _prefix_len(text, keep))
-        keep = CELL_TEXT_LIMIT - len(marker)
-    end = _prefix_len(text, keep)
-    marker = TRUNCATION_MARKER.format(omitted=len(text) - end)
-    return text[:end] + marker
+        end = CELL_TEXT_LIMIT - len(TRUNCATION_MARKER.format(omitted=len(text) - _prefix_len(text, end)))
+    end = _prefix_len(text, end)
+    return text[:end] + TRUNCATION_MARKER.format(omitted=len(text) - end)
 
 
 def _prefix_len(text: str, units: int) -> int:
-    """Number of characters of ``text`` that fit into ``units`` UTF-16 code units."""
-    used = 0
-    for index, ch in enumerate(text):
-        used += 2 if ord(ch) > 0xFFFF else 1
-        if used > units:
-            return index
-    return len(text)
+    """Number of characters of ``text`` that fit into ``units`` UTF-16 code units (emoji count twice)."""
+    return len(text.encode("utf-16-le")[: 2 * units].decode("utf-16-le", "ignore"))  # a split pair is dropped
 
 
 def _to_text(value: object) -> str:
     """datetime -> ISO 8601, ObjectId -> hex, bytes -> ``<binary N bytes>`` (UUIDs as such), list/dict ->
     relaxed Extended JSON, else ``str()``."""
-    from bson import Binary, ObjectId, json_util  # lazily: cell_text stays cheap to import
+    from bson import Binary, json_util  # lazily: cell_text stays cheap to import
     from bson.binary import UUID_SUBTYPE, UuidRepresentation
 
     try:
@@ -85,20 +56,16 @@ def _to_text(value: object) -> str:
             return str.__str__(value)
         if isinstance(value, date):  # datetime included
             return value.isoformat()
-        if isinstance(value, ObjectId):
-            return str(value)
         if isinstance(value, Binary) and value.subtype == UUID_SUBTYPE:
             return str(value.as_uuid(UuidRepresentation.STANDARD))
         if isinstance(value, (bytes, bytearray, memoryview)):
             return f"<binary {count_noun(len(bytes(value)), 'byte')}>"
         if isinstance(value, (dict, list, tuple)):
+            # ensure_ascii=False keeps emoji and non-Latin text readable
             return json_util.dumps(
-                value,
-                json_options=json_util.RELAXED_JSON_OPTIONS,
-                ensure_ascii=False,  # keep emoji and non-Latin text readable
-                separators=(",", ":"),
+                value, json_options=json_util.RELAXED_JSON_OPTIONS, ensure_ascii=False, separators=(",", ":")
             )
-        return str(value)
+        return str(value)  # ObjectId included: its hex
     except Exception:  # a hostile __str__/__repr__ must not fail the export
         try:
             return repr(value)
@@ -106,24 +73,22 @@ def _to_text(value: object) -> str:
             return f"<{type(value).__name__}>"
 
 
-def text_cell(letter: str, row: str, value: str, style: str = "") -> str:
-    """``<c>`` XML of an inline-string cell (``style``: ``' s="N"'`` or "") for clean text; "" (blank) for ""."""
+def text_cell(letter: str, row: str, value: str, style: str) -> str:
+    """``<c>`` XML of an inline-string cell (``style``: ``' s="N"'``) for clean text; "" (blank) for ""."""
     tail = text_cell_tail(value, style)
     return f'<c r="{letter}{row}"{tail}' if tail else ""
 
 
 def text_cell_tail(value: str, style: str) -> str:
-    """What follows ``<c r="A2"`` in `text_cell`'s XML (the part that does not name the cell); "" for ""."""
+    """What follows ``<c r="A2"`` in `text_cell`'s XML; "" for ""."""
     if not value:
         return ""
     # Leading/trailing white space (the only characters <= " " left) is kept by Excel only with xml:space.
-    preserve = value[0] <= " " or value[-1] <= " "
+    space = ' xml:space="preserve"' if value[0] <= " " or value[-1] <= " " else ""
     if "&" in value or "<" in value or ">" in value or "\r" in value:
         # What lxml does for text: CR as a reference, or XML parsers turn it into LF.
         value = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
-    if preserve:
-        return f'{style} t="inlineStr"><is><t xml:space="preserve">{value}</t></is></c>'
-    return f'{style} t="inlineStr"><is><t>{value}</t></is></c>'
+    return f'{style} t="inlineStr"><is><t{space}>{value}</t></is></c>'
 
 
 class TextCellTails(dict[str, str]):

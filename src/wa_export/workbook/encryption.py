@@ -1,17 +1,7 @@
-"""Password protection of a finished workbook: ECMA-376 Agile encryption (AES-256, SHA-512) in an OLE file.
+"""Password protection: ECMA-376 Agile encryption (AES-256, SHA-512) in an OLE file, as Excel writes it.
 
-This is what Excel's "Encrypt with password" writes; Excel, LibreOffice and Numbers open it after asking
-for the password. msoffcrypto-tool supplies the cryptography (key derivation from the password, the
-password verifier, the encryption descriptor) and the OLE compound-file layout. Its own
-``OOXMLFile.encrypt`` holds the whole file in memory several times over (the encrypted payload, a copy
-of it, a zero-filled container buffer, a copy of that); here the payload is encrypted 4 KiB segment by
-segment straight into the target file and its HMAC is computed on the way, so memory stays bounded
-whatever the workbook's size. The internals this uses (the container's layout methods, the agile
-helpers) are pinned by the version range in pyproject.toml and by tests that decrypt with the
-library and with LibreOffice.
-
-The password never appears in an exception raised here: a failure inside the library is reported by
-its exception type only.
+msoffcrypto-tool supplies the key, the descriptor and the OLE layout; its own ``OOXMLFile.encrypt`` holds the
+file in memory several times over, so here each 4 KiB segment is encrypted straight to disk, HMAC on the way.
 """
 
 from __future__ import annotations
@@ -25,23 +15,16 @@ from struct import pack
 from typing import IO, Any
 
 from msoffcrypto.method import ecma376_agile as agile
-from msoffcrypto.method.container.ecma376_encrypted import (
-    DirectoryEntryType,
-    DSPos,
-    ECMA376Encrypted,
-    ECMA376EncryptedLayout,
-    Header,
-)
+from msoffcrypto.method.container import ecma376_encrypted as ole
 
 from wa_export.units import count_noun
 from wa_export.workbook.publish import create_private_file, unlink_quietly
 from wa_export.workbook_password import MAX_PASSWORD_LENGTH
 
 __all__ = ["WorkbookEncryptionError", "encrypt_workbook"]
-# The segment size the format prescribes: each 4096-byte segment has its own IV.
-_SEGMENT = 4096
-# Streams up to this size live in the OLE mini stream; the encrypted payload must be larger
-# (a workbook always is: an empty one is over 5 KB), because the container puts it in regular sectors.
+_SEGMENT = 4096  # the format's segment size: each has its own IV
+# Smaller streams live in the OLE mini stream; the container puts the payload in regular sectors
+# (a workbook is always larger: an empty one is over 5 KB).
 _MINI_STREAM_CUTOFF = 4096
 
 
@@ -50,10 +33,7 @@ class WorkbookEncryptionError(Exception):
 
 
 def encrypt_workbook(source: Path, target: Path, password: str) -> Path:
-    """Write ``source`` encrypted with ``password`` to the new file ``target`` (created 0600, never overwritten).
-
-    On any failure ``target`` is removed; ``source`` is left as it was.
-    """
+    """Write ``source`` encrypted to the new file ``target`` (0600, never overwritten; removed on failure)."""
     if not isinstance(password, str) or not password:
         raise ValueError("the workbook password is empty")
     if len(password) > MAX_PASSWORD_LENGTH:
@@ -65,18 +45,14 @@ def encrypt_workbook(source: Path, target: Path, password: str) -> Path:
             _encrypt(plain, encrypted, password)
             encrypted.flush()
             os.fsync(encrypted.fileno())
-    except (OSError, WorkbookEncryptionError):
+    except BaseException as exc:
         unlink_quietly(target)
-        raise
-    except Exception as exc:
-        unlink_quietly(target)
+        if isinstance(exc, (OSError, WorkbookEncryptionError)) or not isinstance(exc, Exception):
+            raise
         failure = type(exc).__name__
-    except BaseException:
-        unlink_quietly(target)
-        raise
     if failure:
-        # Raised here, outside the handler, so the library's exception (its message or arguments could
-        # carry the password) is neither the cause nor the context of ours.
+        # Raised outside the handler, so the library's exception (its message or arguments could carry
+        # the password) is neither the cause nor the context of ours.
         raise WorkbookEncryptionError(f"could not encrypt {source.name} ({failure})")
     return target
 
@@ -93,10 +69,10 @@ def _encrypt(plain: IO[bytes], out: IO[bytes], password: str) -> None:
     hmac_key = secrets.token_bytes(key_data.hashSize)
     # The descriptor's length does not depend on the HMAC's value: lay the file out with a stand-in.
     info.encryptedHmacKey = info.encryptedHmacValue = bytes(key_data.hashSize)
-    container = _StreamedContainer(package_size, _descriptor(info))
-    package_offset = container.write_layout(out)
+    container = ole.ECMA376Encrypted(range(package_size), _descriptor(info))  # the layout needs only its length
+    layout = _write_layout(container, out)
 
-    out.seek(package_offset)
+    out.seek(layout.offsetData(layout.encryptionPackagePos))
     header = pack("<Q", plain_size)
     out.write(header)
     mac = hmac.new(hmac_key, header, hashlib.sha512)
@@ -117,7 +93,11 @@ def _encrypt(plain: IO[bytes], out: IO[bytes], password: str) -> None:
     iv_value = agile._generate_iv(key_data, agile.blkKey_dataIntegrity2, key_data.saltValue)
     info.encryptedHmacKey = agile._encrypt_aes_cbc(hmac_key, secret_key, iv_key)
     info.encryptedHmacValue = agile._encrypt_aes_cbc(mac.digest(), secret_key, iv_value)
-    container.rewrite_encryption_info(out, _descriptor(info))
+    descriptor, entry = _descriptor(info), container._dirs[ole.DSPos.iEncryptionInfo]
+    if len(descriptor) != len(entry.Content):
+        raise WorkbookEncryptionError("the encryption descriptor changed its length")
+    out.seek(layout.offsetMiniData(entry.StartingSectorLocation))
+    out.write(descriptor)
 
 
 def _descriptor(info: Any) -> bytes:
@@ -125,61 +105,34 @@ def _descriptor(info: Any) -> bytes:
     return bytes(info.getEncryptionDescriptorHeader()) + str(info.toEncryptionDescriptor()).encode("utf-8")
 
 
-class _SizedPayload:
-    """Stands in for the EncryptedPackage content: the layout needs only its length."""
+def _write_layout(container: Any, out: IO[bytes]) -> Any:
+    """The library's ``_write_to`` without the payload and without its zero-filled buffer of the file's size."""
+    layout = ole.ECMA376EncryptedLayout(container._header.sectorSize)
+    container._set_sector_locations_of_streams(layout)
+    container._detect_sector_num(layout)
 
-    def __init__(self, size: int) -> None:
-        self._size = size
+    header, dirs = container._header, container._dirs
+    header.firstDirectorySectorLocation = layout.directoryEntryPos
+    header.firstMiniFatSectorLocation = layout.miniFatPos
+    header.numMiniFatSectors = layout.numMiniFatSectors
+    dirs[ole.DSPos.iRoot].StartingSectorLocation = layout.miniFatDataPos
+    dirs[ole.DSPos.iRoot].Content = b"\0" * (64 * layout.miniFatNum)
+    dirs[ole.DSPos.iEncryptionPackage].StartingSectorLocation = layout.encryptionPackagePos
+    header.difat.extend(layout.fatPos + i for i in range(min(layout.fatSectorNum, ole.Header.FIRSTNUMDIFAT)))
+    header.numFatSectors = layout.fatSectorNum
+    header.numDifatSectors = layout.difatSectorNum
+    if layout.difatSectorNum > 0:
+        header.firstDifatSectorLocation = layout.difatPos
 
-    def __len__(self) -> int:
-        return self._size
-
-
-class _StreamedContainer(ECMA376Encrypted):  # type: ignore[misc]
-    """The library's container, written without holding the payload: its ``_write_to`` minus the buffers."""
-
-    def __init__(self, package_size: int, encryption_info: bytes) -> None:
-        super().__init__(_SizedPayload(package_size), encryption_info)
-        self._layout: Any = None
-
-    def write_layout(self, out: IO[bytes]) -> int:
-        """Write header, allocation tables, directory and the small streams; return the payload's offset."""
-        layout = ECMA376EncryptedLayout(self._header.sectorSize)
-        self._set_sector_locations_of_streams(layout)
-        self._detect_sector_num(layout)
-
-        self._header.firstDirectorySectorLocation = layout.directoryEntryPos
-        self._header.firstMiniFatSectorLocation = layout.miniFatPos
-        self._header.numMiniFatSectors = layout.numMiniFatSectors
-        self._dirs[DSPos.iRoot].StartingSectorLocation = layout.miniFatDataPos
-        self._dirs[DSPos.iRoot].Content = b"\0" * (64 * layout.miniFatNum)
-        self._dirs[DSPos.iEncryptionPackage].StartingSectorLocation = layout.encryptionPackagePos
-        for i in range(min(layout.fatSectorNum, Header.FIRSTNUMDIFAT)):
-            self._header.difat.append(layout.fatPos + i)
-        self._header.numFatSectors = layout.fatSectorNum
-        self._header.numDifatSectors = layout.difatSectorNum
-        if layout.difatSectorNum > 0:
-            self._header.firstDifatSectorLocation = layout.difatPos
-
-        # A sparse file of the final size instead of a zero-filled buffer in memory.
-        out.truncate(layout.totalSize)
-        out.seek(0)
-        self._header.write_to(out)
-        self._write_DIFAT(out, layout)
-        self._write_FAT_start(out, layout)
-        self._write_MiniFAT(out, layout)
-        self._write_directory_entries(out, layout)
-        for entry in self._dirs:
-            if entry.Type == DirectoryEntryType.STREAM and entry is not self._dirs[DSPos.iEncryptionPackage]:
-                out.seek(layout.offsetMiniData(entry.StartingSectorLocation))
-                out.write(entry.Content)
-        self._layout = layout
-        return int(layout.offsetData(layout.encryptionPackagePos))
-
-    def rewrite_encryption_info(self, out: IO[bytes], encryption_info: bytes) -> None:
-        entry = self._dirs[DSPos.iEncryptionInfo]
-        if len(encryption_info) != len(entry.Content):
-            raise WorkbookEncryptionError("the encryption descriptor changed its length")
-        entry.Content = encryption_info
-        out.seek(self._layout.offsetMiniData(entry.StartingSectorLocation))
-        out.write(encryption_info)
+    out.truncate(layout.totalSize)  # a sparse file of the final size
+    out.seek(0)
+    header.write_to(out)
+    container._write_DIFAT(out, layout)
+    container._write_FAT_start(out, layout)
+    container._write_MiniFAT(out, layout)
+    container._write_directory_entries(out, layout)
+    for entry in dirs:
+        if entry.Type == ole.DirectoryEntryType.STREAM and entry is not dirs[ole.DSPos.iEncryptionPackage]:
+            out.seek(layout.offsetMiniData(entry.StartingSectorLocation))
+            out.write(entry.Content)
+    return layout

@@ -1,8 +1,5 @@
-"""What the delivery ledger records of an attached file: its SHA-256, its size and its name.
-
-The same function fingerprints a workbook before it is emailed and a file someone hands to
-`wa-export verify`, so a received attachment matches its export_logs entry byte for byte.
-"""
+"""What the delivery ledger records of an attached file (SHA-256, size, name): the same for a workbook
+before it is emailed and a file handed to `wa-export verify`, so both match byte for byte."""
 
 from __future__ import annotations
 
@@ -22,10 +19,8 @@ class Fingerprint:
 
 
 def fingerprint(path: Path) -> Fingerprint:
-    """Hash the file in chunks (hashlib.file_digest), never whole in memory; OSError if it is no readable file.
-
-    Size and digest come from the one open file, so a file replaced meanwhile cannot mix two versions.
-    """
+    """Hash the file in chunks, never whole in memory; OSError if it is no readable file. Size and digest come
+    from the one open file, so a file replaced meanwhile cannot mix two versions."""
     # Checked before opening: opening a named pipe would wait for a writer.
     mode = os.stat(path).st_mode
     if stat.S_ISDIR(mode):

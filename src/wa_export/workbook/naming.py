@@ -1,8 +1,7 @@
 """``EXPORT_DIR/<slug>/<slug>_whatsapp_messages_YYYY-MM-DD_HH-MM.xlsx``, from a hostile workspace name.
 
-Only ``[a-z0-9_]`` survives (``Café Olé`` -> ``cafe_ole``); a marker file holding the workspace id claims
-a folder so two workspaces never share one; the original service's unmarked ``<slug>/`` is adopted only
-when exactly one active workspace has that slug (`contested_slugs`).
+A marker file holding the workspace id claims a folder, so two workspaces never share one; the original
+service's unmarked ``<slug>/`` is adopted only when exactly one active workspace has that slug.
 """
 
 from __future__ import annotations
@@ -13,28 +12,25 @@ import re
 import stat
 import unicodedata
 from collections.abc import Iterable, Iterator
+from contextlib import suppress
 from datetime import datetime
 from pathlib import Path
 
 FOLDER_MARKER = ".wa-export-workspace"
-# Keeps "<slug>_<id>" folders and hidden temp names of workbooks far below 255 bytes.
-SLUG_MAX_LENGTH = 100
+SLUG_MAX_LENGTH = 100  # keeps "<slug>_<id>" folders and hidden temp names of workbooks far below 255 bytes
 MAX_SAME_MINUTE_FILES = 999
-
-EXPORT_FILE_PATTERN: re.Pattern[str] = re.compile(
-    r"^(?P<slug>[a-z0-9_]+)_whatsapp_messages_"
-    r"(?P<stamp>\d{4}-\d{2}-\d{2}_\d{2}-\d{2})(?:_(?P<seq>\d+))?\.xlsx$"
+_FILE_NAME = (
+    r"^(?P<slug>{})_whatsapp_messages_(?P<stamp>\d{{4}}-\d{{2}}-\d{{2}}_\d{{2}}-\d{{2}})(?:_(?P<seq>\d+))?\.xlsx$"
 )
+EXPORT_FILE_PATTERN: re.Pattern[str] = re.compile(_FILE_NAME.format("[a-z0-9_]+"))
 
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
 # Lower-case letters NFKD does not decompose into ASCII plus marks; other non-ASCII becomes "_".
 _TRANSLITERATION = str.maketrans(
     {"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "ł": "l", "đ": "d", "ð": "d", "þ": "th", "ħ": "h", "ı": "i"}
 )
-_SLUG_RE = re.compile(r"^[a-z0-9_]+$")
-_WINDOWS_RESERVED = frozenset(
-    {"con", "prn", "aux", "nul"} | {f"com{i}" for i in range(1, 10)} | {f"lpt{i}" for i in range(1, 10)}
-)
+_WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"{port}{i}" for port in ("com", "lpt") for i in range(1, 10))}
+_NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _safe_id(workspace_id: object) -> str:
@@ -42,13 +38,12 @@ def _safe_id(workspace_id: object) -> str:
 
 
 def slugify(name: object, workspace_id: str) -> str:
-    """Workspace name -> ``[a-z0-9_]`` slug (``ß`` -> ``ss``, marks dropped), or ``workspace_<id>`` when nothing is left."""
+    """Workspace name -> ``[a-z0-9_]`` slug (``Café Olé`` -> ``cafe_ole``), or ``workspace_<id>`` when nothing is left."""
     text = "" if name is None else str(name).lower()
     if not text.isascii():
         decomposed = unicodedata.normalize("NFKD", text)
         text = "".join(ch for ch in decomposed if not unicodedata.combining(ch)).translate(_TRANSLITERATION)
-    slug = _NOT_SLUG.sub("_", text).strip("_")
-    slug = slug[:SLUG_MAX_LENGTH].rstrip("_")
+    slug = _NOT_SLUG.sub("_", text).strip("_")[:SLUG_MAX_LENGTH].rstrip("_")
     if not slug:
         ident = _safe_id(workspace_id)
         slug = f"workspace_{ident}" if ident else "workspace"
@@ -57,7 +52,7 @@ def slugify(name: object, workspace_id: str) -> str:
 
 def is_slug(name: str) -> bool:
     """Whether `name` could be a folder name slugify() produced."""
-    return bool(_SLUG_RE.match(name)) and len(name) <= SLUG_MAX_LENGTH + 3
+    return re.match(r"^[a-z0-9_]+$", name) is not None and len(name) <= SLUG_MAX_LENGTH + 3
 
 
 def _check_slug(slug: str) -> None:
@@ -77,24 +72,18 @@ def contested_slugs(names_and_ids: Iterable[tuple[object, str]]) -> frozenset[st
 
 def _make_private_dirs(directory: Path) -> None:
     """Create ``directory`` and missing parents as 0700 (os.makedirs leaves parents to the umask)."""
-    missing: list[Path] = []
-    current = directory
-    while not current.exists() and not current.is_symlink():
-        missing.append(current)
-        if current.parent == current:
-            break
-        current = current.parent
-    for path in reversed(missing):
-        try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:
-            continue  # created concurrently: leave its mode to whoever made it
-        os.chmod(path, 0o700)  # the umask must not loosen or tighten it
+    if directory.exists() or directory.is_symlink():
+        return
+    if directory.parent != directory:
+        _make_private_dirs(directory.parent)
+    with suppress(FileExistsError):  # created concurrently: leave its mode to whoever made it
+        os.mkdir(directory, 0o700)
+        os.chmod(directory, 0o700)  # the umask must not loosen or tighten it
 
 
 def _read_marker(folder: Path) -> str | None:
     try:
-        fd = os.open(folder / FOLDER_MARKER, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(folder / FOLDER_MARKER, os.O_RDONLY | _NOFOLLOW)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -107,28 +96,16 @@ def _read_marker(folder: Path) -> str | None:
         os.close(fd)
 
 
-def _claim(folder: Path, workspace_id: str, folder_fd: int | None = None) -> bool:
-    """Write the marker exclusively (inside `folder_fd` when given); True if this workspace now owns ``folder``."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    marker = FOLDER_MARKER if folder_fd is not None else folder / FOLDER_MARKER
-    try:
-        fd = os.open(marker, flags, 0o600, dir_fd=folder_fd)
-    except FileExistsError:
-        # Someone claimed it between our checks: only the marker decides.
-        return _read_marker(folder) == workspace_id
-    try:
-        os.write(fd, f"{workspace_id}\n".encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return True
+def _has_content(folder: Path) -> bool:
+    with os.scandir(folder) as entries:
+        return any(entries)
 
 
-def _adopt(folder: Path, workspace_id: str) -> bool | None:
-    """Take over an unmarked folder with content: 0700, then the marker, through an O_NOFOLLOW descriptor
-    (a folder swapped for a symlink meanwhile is refused). None: the folder is gone."""
+def _claim(folder: Path, workspace_id: str, *, adopt: bool = False) -> bool | None:
+    """Write the marker exclusively through an O_NOFOLLOW descriptor (a folder swapped for a symlink meanwhile
+    is refused), with `adopt` after making the folder 0700. True if this workspace now owns it; None: it is gone."""
     try:
-        folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -136,22 +113,35 @@ def _adopt(folder: Path, workspace_id: str) -> bool | None:
             return False  # replaced by a file or a symlink meanwhile: not this folder
         raise
     try:
-        os.fchmod(folder_fd, 0o700)  # its workbooks hold personal data
-        return _claim(folder, workspace_id, folder_fd)
+        if adopt:
+            os.fchmod(folder_fd, 0o700)  # its workbooks hold personal data
+        try:
+            fd = os.open(FOLDER_MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600, dir_fd=folder_fd)
+        except FileExistsError:  # claimed between our checks: only the marker decides
+            return _read_marker(folder) == workspace_id
+        try:
+            os.write(fd, f"{workspace_id}\n".encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return True
     finally:
         os.close(folder_fd)
 
 
-def _owned_or_claimed(folder: Path, workspace_id: str, adopt: bool = False) -> bool:
+def _adopt(folder: Path, workspace_id: str) -> bool | None:
+    """Take over an unmarked folder with content (the original service's)."""
+    return _claim(folder, workspace_id, adopt=True)
+
+
+def _owned_or_claimed(folder: Path, workspace_id: str, adopt: bool) -> bool:
     try:
         info = os.lstat(folder)
     except FileNotFoundError:
-        try:
+        with suppress(FileExistsError):  # made meanwhile by someone else: judged like any other
             os.mkdir(folder, 0o700)
-        except FileExistsError:
-            return _owned_or_claimed(folder, workspace_id, adopt)
-        os.chmod(folder, 0o700)
-        return _claim(folder, workspace_id)
+            os.chmod(folder, 0o700)
+        return _owned_or_claimed(folder, workspace_id, adopt)
     if not stat.S_ISDIR(info.st_mode):
         return False  # a symlink or a file: taken by someone else, never followed
     marker = _read_marker(folder)
@@ -159,34 +149,24 @@ def _owned_or_claimed(folder: Path, workspace_id: str, adopt: bool = False) -> b
         return marker == workspace_id
     # No marker: an empty folder can be claimed; one with content only adopted when allowed.
     try:
-        with os.scandir(folder) as entries:
-            has_content = any(entries)
+        empty = not _has_content(folder)
     except FileNotFoundError:
         return _owned_or_claimed(folder, workspace_id, adopt)  # removed meanwhile: the name is free again
-    if not has_content:
-        return _claim(folder, workspace_id)
-    if not adopt:
+    if not (empty or adopt):
         return False
-    adopted = _adopt(folder, workspace_id)
-    # Removed meanwhile (cleanup emptied it): the name is free again, so take it as a new folder.
-    return _owned_or_claimed(folder, workspace_id, adopt) if adopted is None else adopted
+    claimed = _claim(folder, workspace_id) if empty else _adopt(folder, workspace_id)
+    # None: removed meanwhile (cleanup emptied it): the name is free again, so take it as a new folder.
+    return _owned_or_claimed(folder, workspace_id, adopt) if claimed is None else claimed
 
 
 def unclaimed_folders(export_dir: Path, slugs: Iterable[str]) -> list[str]:
     """The slugs naming a real folder in ``export_dir`` with content but no marker: what adoption would take."""
     found: list[str] = []
-    for slug in sorted(set(slugs)):
-        if not is_slug(slug):
-            continue
+    for slug in filter(is_slug, sorted(set(slugs))):
         folder = Path(export_dir) / slug
-        try:
-            if not stat.S_ISDIR(os.lstat(folder).st_mode) or _read_marker(folder) is not None:
-                continue
-            with os.scandir(folder) as entries:
-                if any(entries):
-                    found.append(slug)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
+        with suppress(FileNotFoundError, NotADirectoryError):
+            if stat.S_ISDIR(os.lstat(folder).st_mode) and _read_marker(folder) is None and _has_content(folder):
+                found.append(slug)
     return found
 
 
@@ -198,11 +178,9 @@ def workspace_folder(export_dir: Path, slug: str, workspace_id: str, *, adopt_un
     ident = _safe_id(workspace_id)
     if not ident:
         raise ValueError("workspace id has no usable characters")
-    export_dir = Path(export_dir)
-    _make_private_dirs(export_dir)
-    root = export_dir.resolve(strict=True)
-    names = [slug, f"{slug}_{ident[-8:]}", f"{slug}_{ident}"]
-    for name in dict.fromkeys(names):  # ordered, without duplicates
+    _make_private_dirs(Path(export_dir))
+    root = Path(export_dir).resolve(strict=True)
+    for name in dict.fromkeys([slug, f"{slug}_{ident[-8:]}", f"{slug}_{ident}"]):  # ordered, without duplicates
         candidate = root / name
         if candidate.parent != root:
             raise ValueError(f"folder {candidate} would escape {root}")
@@ -217,14 +195,13 @@ def workspace_folder(export_dir: Path, slug: str, workspace_id: str, *, adopt_un
 def publish_path_candidates(folder: Path, slug: str, run_time_local: datetime) -> Iterator[Path]:
     """The base file name, then ``_2``, ``_3``, ... (finite) for the same minute: for ``WorkbookWriter.commit``."""
     _check_slug(slug)
-    base = f"{slug}_whatsapp_messages_{run_time_local.strftime('%Y-%m-%d_%H-%M')}"
-    folder = Path(folder)
-    yield folder / f"{base}.xlsx"
+    base = Path(folder) / f"{slug}_whatsapp_messages_{run_time_local.strftime('%Y-%m-%d_%H-%M')}"
+    yield base.with_name(f"{base.name}.xlsx")
     for sequence in range(2, MAX_SAME_MINUTE_FILES + 1):
-        yield folder / f"{base}_{sequence}.xlsx"
+        yield base.with_name(f"{base.name}_{sequence}.xlsx")
 
 
 def export_file_pattern_for(slug: str) -> re.Pattern[str]:
     """Pattern matching exactly this slug's workbook names (for cleanup)."""
     _check_slug(slug)
-    return re.compile(rf"^{re.escape(slug)}_whatsapp_messages_\d{{4}}-\d{{2}}-\d{{2}}_\d{{2}}-\d{{2}}(?:_\d+)?\.xlsx$")
+    return re.compile(_FILE_NAME.format(re.escape(slug)))

@@ -1,8 +1,5 @@
-"""Atomic publishing: a hidden private (0600, O_EXCL, O_NOFOLLOW) temp file, then a link to a free name.
-
-A reader never sees a partial file and an existing one is never overwritten (``os.link``, or an
-exclusive reservation plus rename where hard links are unsupported).
-"""
+"""Atomic publishing: a hidden private temp file, then a link to a free name (never a partial file, never
+an overwrite: ``os.link``, or an exclusive reservation plus rename where hard links are unsupported)."""
 
 from __future__ import annotations
 
@@ -21,8 +18,8 @@ def os_error_from(exc: BaseException) -> OSError:
 
 
 def create_private_file(path: Path) -> int:
-    # O_EXCL+O_NOFOLLOW: never reuse or follow something planted under our name;
-    # fchmod: the umask must not loosen (or tighten) the 0600 we promise.
+    # O_EXCL+O_NOFOLLOW: never reuse or follow something planted under our name; fchmod: the umask must not
+    # loosen (or tighten) the 0600 we promise.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         os.fchmod(fd, 0o600)
@@ -63,8 +60,7 @@ def publish_without_overwrite(tmp_path: Path, candidates: Iterable[Path | str], 
         except OSError as exc:
             if exc.errno not in _LINK_UNSUPPORTED:
                 raise
-            # File systems without hard links: reserve the name exclusively,
-            # then rename over our own empty reservation.
+            # No hard links here: reserve the name exclusively, then rename over our own empty reservation.
             try:
                 os.close(create_private_file(target))
             except FileExistsError:
