@@ -146,7 +146,7 @@ def account(owner, name, label):
     setattr(owner, name, wrapper)
 quiet = os.environ.get("BENCH_QUIET") == "1"  # production-like: no command listener
 if hasattr(run_module, "deliver"):
-    import pymongo.collection, wa_export.export.delivery as delivery, wa_export.export.window as window
+    import pymongo.collection, wa_export.export.delivery as delivery, wa_export.export.delivery as window
     import wa_export.mail.sender as sender, wa_export.mail.transport as transport
     account(window, "write_workbook", "workbook")
     account(sender, "build_message", "email: build MIME")

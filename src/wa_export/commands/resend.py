@@ -21,10 +21,9 @@ from wa_export.clock import DatabaseClock
 from wa_export.commands.verify import entry_facts
 from wa_export.errors import ConfigError, ExitCode, SmtpNotConfigured, UnknownWorkspace, UsageProblem, WaExportError
 from wa_export.export.context import new_run_id
+from wa_export.export.delivery import describe_file_error, remove_files, write_workbook
 from wa_export.export.email_text import Resent, compose_export_mail, count_difference
-from wa_export.export.recorded import rows_by_arrival, rows_by_timestamp
-from wa_export.export.rows import Row, RowStats
-from wa_export.export.window import describe_file_error, remove_files, write_workbook
+from wa_export.export.rows import Row, RowStats, rows_by_arrival, rows_by_timestamp
 from wa_export.mail.errors import MailError
 from wa_export.mail.message import check_sendable
 from wa_export.mail.sender import MailSender

@@ -5,15 +5,18 @@ from __future__ import annotations
 from collections import deque
 from datetime import timedelta
 
-from pymongo.errors import ConnectionFailure, PyMongoError
-
 from wa_export.clock import Window
 from wa_export.export.context import RunContext
+from wa_export.export.delivery import (
+    describe_file_error,
+    log_export,
+    unless_connection_lost,
+    workspace_error,
+    write_workbook,
+)
 from wa_export.export.email_text import compose_export_mail
-from wa_export.export.recorded import rows_by_timestamp
 from wa_export.export.results import NO_ADDRESS, WorkspaceResult
-from wa_export.export.rows import RowStats
-from wa_export.export.window import describe_file_error, log_export, write_workbook
+from wa_export.export.rows import RowStats, rows_by_timestamp
 from wa_export.mail.errors import MailError
 from wa_export.recipients import missing_hint
 from wa_export.store import logs
@@ -26,7 +29,6 @@ DEFAULT_MANUAL_WINDOW = timedelta(hours=24)  # an --email run without a window (
 
 def export_manual(ctx: RunContext, workspace: Workspace) -> WorkspaceResult:
     request = ctx.request
-    assert request.window is not None or request.email_override
     result = WorkspaceResult.of(workspace, "skipped")
     recipients = ctx.recipients_for(workspace)
     if ctx.without_address(recipients):
@@ -40,20 +42,21 @@ def export_manual(ctx: RunContext, workspace: Workspace) -> WorkspaceResult:
     result.window_start, result.window_end = window.start, window.end
     zone = resolve(TIME_ZONE, workspace, ctx.settings)  # schedules are ignored: a manual export is asked for now
     if zone.value is None:
-        return _failed(ctx, workspace, result, zone.problem or "")
-    ctx = ctx.in_zone(zone.value)
-    refusal = ctx.refusal(recipients, workspace)
-    if refusal is not None:
-        return _failed(ctx, workspace, result, refusal)
-    try:
-        reason = _export(ctx, workspace, result, window)
-    except ConnectionFailure:
-        raise
-    except PyMongoError as error:
-        reason = ctx.redact(f"MongoDB error: {error}")
-    except Exception as error:
-        reason = result.unexpected_error(error, ctx.redact)
-    return result if reason is None else _failed(ctx, workspace, result, reason)
+        reason: str | None = zone.problem or ""
+    else:
+        ctx = ctx.in_zone(zone.value)
+        reason = ctx.refusal(recipients, workspace)
+        if reason is None:
+            try:
+                reason = _export(ctx, workspace, result, window)
+            except Exception as error:
+                reason = workspace_error(ctx, result, error)
+    if reason is not None:
+        result.outcome, result.reason = "failed", reason
+        if not ctx.request.dry_run:  # decided as the real run would; a dry run records nothing
+            with unless_connection_lost():
+                _log(ctx, workspace, result)
+    return result
 
 
 def _export(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, window: Window) -> str | None:
@@ -65,15 +68,10 @@ def _export(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, wind
         result.add_counts(*stats.counts())
         result.outcome = "dry_run"
         return None
+    password = ctx.workbook_password(workspace)
     try:
-        path = write_workbook(
-            ctx.settings,
-            workspace,
-            ctx.with_progress(workspace.id, rows),
-            ctx.run_time,
-            ctx.contested_slugs,
-            password=ctx.workbook_password(workspace),
-        )
+        rows = ctx.with_progress(workspace.id, rows)
+        path = write_workbook(ctx.settings, workspace, rows, ctx.run_time, ctx.contested_slugs, password)
     except OSError as error:
         result.add_counts(*stats.counts())
         return describe_file_error(error, ctx.settings.export_dir)
@@ -86,18 +84,19 @@ def _export(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, wind
         result.outcome = "written"
         return None
     attachment = fingerprint(path)  # the ledger's record of the file the email carries
+    window_times = (window.start, window.end)
     try:
         ctx.mail.send(
             compose_export_mail(
                 ctx.settings,
                 workspace,
                 ctx.run_time,
-                (window.start, window.end),
+                window_times,
                 result.by_status,
                 path,
                 result.recipients,
                 by_arrival=False,
-                protected=ctx.workbook_password(workspace) is not None,
+                protected=password is not None,
             )
         )
     except MailError as error:
@@ -107,22 +106,10 @@ def _export(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, wind
     return None
 
 
-def _failed(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, reason: str) -> WorkspaceResult:
-    result.outcome = "failed"
-    result.reason = reason
-    if ctx.request.dry_run:
-        return result  # decided as the real run would; a dry run records nothing
-    try:
-        _log(ctx, workspace, result)
-    except PyMongoError as error:
-        if isinstance(error, ConnectionFailure):
-            raise
-    return result
-
-
 def _log(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, attachment: Fingerprint | None = None) -> None:
-    completed = result.outcome == "completed"
-    status, error = (logs.STATUS_COMPLETED, None) if completed else (logs.STATUS_FAILED, result.reason)
+    status, error = (
+        (logs.STATUS_COMPLETED, None) if result.outcome == "completed" else (logs.STATUS_FAILED, result.reason)
+    )
     window = (result.window_start, result.window_end)
     log_export(
         ctx, workspace, result.recipients, result, status, window, result.file_path, error=error, attachment=attachment

@@ -63,15 +63,13 @@ class WorkspaceResult:
 
     def add_counts(self, by_status: dict[str, int], anomalies: dict[str, int]) -> None:
         self.message_count += sum(by_status.values())
-        for status, count in by_status.items():
-            self.by_status[status] = self.by_status.get(status, 0) + count
-        for name, count in anomalies.items():
-            self.anomalies[name] = self.anomalies.get(name, 0) + count
+        for totals, counts in ((self.by_status, by_status), (self.anomalies, anomalies)):
+            for name, count in counts.items():
+                totals[name] = totals.get(name, 0) + count
 
     def as_dict(self) -> dict[str, Any]:
-        fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
         times = {name: iso(getattr(self, name)) for name in TIME_FIELDS}
-        return fields | times | {"recipients": list(self.recipients)}
+        return dataclasses.asdict(self) | times | {"recipients": list(self.recipients)}
 
     @classmethod
     def from_dict(cls, document: Mapping[str, Any]) -> WorkspaceResult:
@@ -123,15 +121,12 @@ class RunResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "run_id": self.run_id,
-            "trigger": self.trigger,
-            "dry_run": self.dry_run,
+            **{name: getattr(self, name) for name in ("run_id", "trigger", "dry_run")},
             "started_at": iso(self.started_at),
             "finished_at": iso(self.finished_at),
-            "interrupted": self.interrupted,
-            "exit_code": self.exit_code,
-            "message_count": self.message_count,
-            "orphaned_messages": self.orphaned_messages,
+            **{
+                name: getattr(self, name) for name in ("interrupted", "exit_code", "message_count", "orphaned_messages")
+            },
             "run_anomalies": self.run_anomalies,
             "anomalies": self.anomaly_totals(),
             "problems": self.problems,
@@ -146,12 +141,10 @@ def merged_anomalies(per_workspace: Sequence[dict[str, int]], per_run: Sequence[
     totals: Counter[str] = Counter()
     for anomalies in per_workspace:
         totals.update({name: int(count) for name, count in anomalies.items()})
-    run_level: dict[str, int] = {}
+    run_level: Counter[str] = Counter()
     for anomalies in per_run:
-        for name, count in anomalies.items():
-            run_level[name] = max(run_level.get(name, 0), int(count))
-    totals.update(run_level)
-    return {name: count for name, count in totals.items() if count}
+        run_level |= Counter({name: int(count) for name, count in anomalies.items()})  # | keeps the maximum
+    return {name: count for name, count in (totals + run_level).items() if count}
 
 
 def summary_line(
@@ -190,22 +183,15 @@ def summary_line(
 class RunObserver(Protocol):
     """What the run reports while it works; optional: `messages_exported(workspace_id, count since last call)`."""
 
-    def run_started(self, total_workspaces: int, trigger: Trigger) -> None: ...
-
-    def workspace_finished(self, result: WorkspaceResult) -> None: ...
-
-
-class SilentObserver:
-    """Reports nothing: for --json runs and library callers."""
-
     def run_started(self, total_workspaces: int, trigger: Trigger) -> None:
-        return None
-
-    def messages_exported(self, workspace_id: str, count: int) -> None:
         return None
 
     def workspace_finished(self, result: WorkspaceResult) -> None:
         return None
+
+
+class SilentObserver(RunObserver):
+    """Reports nothing: for --json runs and library callers."""
 
 
 @dataclass(frozen=True)

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import threading
 from collections.abc import Sequence
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
-from pymongo.errors import ConnectionFailure, PyMongoError
+from pymongo.errors import ConnectionFailure
 
 from wa_export.addresses import outside_allowed_domains, parse_address_list
 from wa_export.clock import DatabaseClock, Window, parse_time, utc_now
 from wa_export.errors import ConfigError, MongoUnavailable, SmtpNotConfigured, UsageProblem
 from wa_export.export import workers
 from wa_export.export.context import ExportRequest, MailSession, RunContext, new_run_id
-from wa_export.export.delivery import deliver
+from wa_export.export.delivery import deliver, unless_connection_lost
 from wa_export.export.manual import export_manual
 from wa_export.export.plan import CURSOR_AHEAD, NOTHING_NEW, WorkItem, make_plan
 from wa_export.export.results import (
@@ -138,38 +140,36 @@ class ExportRun:
         self.run_id = new_run_id()
 
     def execute(self) -> RunResult:
-        if self.request.send_email:  # --dry-run too: it must refuse what the real run refuses
+        settings, request = self.settings, self.request
+        if request.send_email:  # --dry-run too: it must refuse what the real run refuses
             try:
-                check_sendable(self.settings)
+                check_sendable(settings)
             except MailError as error:
                 raise SmtpNotConfigured(str(error)) from None
         clock = DatabaseClock(self.store.database_now())  # one clock for the run: the server's now, then monotonic
+        key, mail = ArrivalKey(settings.export_arrival_field), MailSession(settings)
+        reporter = getattr(self.observer, "messages_exported", None)
         ctx = RunContext(
-            self.settings,
-            self.store,
-            self.request,
-            self.run_id,
-            clock,
-            ArrivalKey(self.settings.export_arrival_field),
-            MailSession(self.settings),
-            self.stop_requested,
-            on_messages=getattr(self.observer, "messages_exported", None),
+            settings, self.store, request, self.run_id, clock, key, mail, self.stop_requested, on_messages=reporter
         )
-        result = RunResult(self.run_id, self.request.trigger, self.request.dry_run, clock.started_at)
+        result = RunResult(self.run_id, request.trigger, request.dry_run, clock.started_at)
         try:
             try:
-                workspaces = self._select_workspaces(ctx, result)
-                if self.request.is_manual:
-                    self._manual(ctx, workspaces, result)
-                else:
-                    self._scheduled(ctx, workspaces, result)
+                self._export_all(ctx, self._select_workspaces(ctx, result), result)
             finally:
                 ctx.mail.close()
             result.finished_at = clock.now()
-            if not self.request.dry_run:
-                self._record_run_event(ctx, result)
+            if not request.dry_run:
+                with unless_connection_lost():  # the work is logged per workspace: a refused summary fails nothing
+                    logs.record_export_run(
+                        self.store.system_logs,
+                        result.summary(),
+                        clock.now(),
+                        self._details(ctx, result),
+                        failed=result.failed,
+                    )
         except ConnectionFailure as error:
-            raise MongoUnavailable(describe_mongo_error(error, self.settings)) from None
+            raise MongoUnavailable(describe_mongo_error(error, settings)) from None
         return result
 
     def _select_workspaces(self, ctx: RunContext, result: RunResult) -> list[Workspace]:
@@ -190,62 +190,47 @@ class ExportRun:
         )
         return share
 
-    def _finish(self, result: RunResult, outcome: WorkspaceResult) -> None:
-        result.workspaces.append(outcome)
-        self.observer.workspace_finished(outcome)
+    def _export_all(self, ctx: RunContext, workspaces: Sequence[Workspace], result: RunResult) -> None:
+        done: list[WorkspaceResult] = []
+        if self.request.is_manual:
+            work = [partial(export_manual, ctx, workspace) for workspace in workspaces]
+            self.observer.run_started(len(workspaces), self.request.trigger)
+        else:
+            plan = make_plan(ctx, workspaces)
+            result.run_anomalies.update(plan.run_anomalies)
+            result.problems.extend(plan.problems)
+            self.observer.run_started(len(workspaces), self.request.trigger)
+            if self.request.moves_cursors:  # nothing new: every such cursor moves to the end in one write
+                advance_idle(self.store, ctx.clock, ctx.end_key, plan.idle_advances())
+            done = plan.skipped + [_idle_result(ctx, item) for item in plan.idle]
+            work = [partial(deliver, ctx, item) for item in plan.work]
+        # Once asked to stop, no further workspace is started and the run is interrupted.
+        for outcome in itertools.chain(done, (job() for job in work if not self.stop_requested.is_set())):
+            result.workspaces.append(outcome)
+            self.observer.workspace_finished(outcome)
+        result.interrupted = len(result.workspaces) < len(done) + len(work)
 
-    def _manual(self, ctx: RunContext, workspaces: Sequence[Workspace], result: RunResult) -> None:
-        self.observer.run_started(len(workspaces), self.request.trigger)
-        for workspace in workspaces:
-            if self.stop_requested.is_set():
-                result.interrupted = True
-                return
-            self._finish(result, export_manual(ctx, workspace))
-
-    def _scheduled(self, ctx: RunContext, workspaces: Sequence[Workspace], result: RunResult) -> None:
-        plan = make_plan(ctx, workspaces)
-        result.run_anomalies.update(plan.run_anomalies)
-        result.problems.extend(plan.problems)
-        self.observer.run_started(len(workspaces), self.request.trigger)
-        if self.request.moves_cursors:  # nothing new: every such cursor moves to the end in one write
-            advance_idle(self.store, ctx.clock, ctx.end_key, plan.idle_advances())
-        for skipped in plan.skipped:
-            self._finish(result, skipped)
-        for item in plan.idle:
-            self._finish(result, _idle_result(ctx, item))
-        for item in plan.work:
-            if self.stop_requested.is_set():
-                result.interrupted = True
-                return
-            self._finish(result, deliver(ctx, item))
-
-    def _record_run_event(self, ctx: RunContext, run: RunResult) -> None:
-        try:
-            details = logs.ExportRunDetails(
-                trigger=run.trigger,
-                run_id=run.run_id,
-                started_at=run.started_at,
-                finished_at=run.finished_at,
-                window_end=ctx.end_time if not self.request.is_manual else None,
-                workspaces=len(run.workspaces),
-                completed=run.count("completed"),
-                failed=run.count("failed"),
-                skipped=run.count("skipped"),
-                no_messages=run.count("no_messages"),
-                message_count=run.message_count,
-                anomalies=run.anomaly_totals(),
-                orphaned_messages=run.orphaned_messages,
-                problems=run.problems,
-                possible_duplicates=sum(1 for ws in run.workspaces if ws.possible_duplicate),
-                moves_watermark=self.request.moves_cursors,  # the stored field's name, read by `health`
-                all_workspaces=not self.request.workspace_ids,
-                interrupted=run.interrupted,
-            )
-            logs.record_export_run(self.store.system_logs, run.summary(), ctx.clock.now(), details, failed=run.failed)
-        except PyMongoError as error:
-            if isinstance(error, ConnectionFailure):
-                raise
-            # The work is done and logged per workspace: a refused summary write must not fail a good run.
+    def _details(self, ctx: RunContext, run: RunResult) -> logs.ExportRunDetails:
+        return logs.ExportRunDetails(
+            trigger=run.trigger,
+            run_id=run.run_id,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+            window_end=ctx.end_time if not self.request.is_manual else None,
+            workspaces=len(run.workspaces),
+            completed=run.count("completed"),
+            failed=run.count("failed"),
+            skipped=run.count("skipped"),
+            no_messages=run.count("no_messages"),
+            message_count=run.message_count,
+            anomalies=run.anomaly_totals(),
+            orphaned_messages=run.orphaned_messages,
+            problems=run.problems,
+            possible_duplicates=sum(1 for ws in run.workspaces if ws.possible_duplicate),
+            moves_watermark=self.request.moves_cursors,  # the stored field's name, read by `health`
+            all_workspaces=not self.request.workspace_ids,
+            interrupted=run.interrupted,
+        )
 
 
 def _idle_result(ctx: RunContext, item: WorkItem) -> WorkspaceResult:
