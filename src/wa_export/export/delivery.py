@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import errno
 import itertools
-import os
 import threading
 import time
 from collections import deque
@@ -14,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from wa_export.timers import Timer, TimerThread
 from wa_export.units import count_noun
 from wa_export.workbook.fingerprint import Fingerprint, fingerprint
 from wa_export.workbook.naming import publish_path_candidates, slugify, workspace_folder
+from wa_export.workbook.publish import unlink_quietly
 from wa_export.workbook.writer import WorkbookWriter
 
 LEASE_HELD = "another wa-export run holds this workspace's lease"
@@ -84,12 +85,18 @@ class Written:
 
 @dataclass
 class WorkspaceExport:
-    """One workspace's window [low, end): under its lease (`ScheduledDelivery`), or looked at by --no-email and
-    --dry-run. `open_window` sets the rest: the pass's keys and documents, or (keys None) how to read them."""
+    """One workspace's window [low, end) under its lease, or (lease None) looked at by --no-email and --dry-run,
+    which write no state. `open_window` sets the window: the pass's keys and documents, or (keys None) how to read
+    them."""
 
     ctx: RunContext
     item: WorkItem
     result: WorkspaceResult
+    lease: Lease | None = None
+    # What may already have been delivered (an earlier run's intent), trimmed as parts go out.
+    unknown: InFlight | None = None
+    released: bool = False
+    lost: threading.Event = field(default_factory=threading.Event)  # the lease: nothing more is sent, no cursor moves
     low: Key = field(init=False)
     cursor_ahead: bool = field(init=False)
     chats: dict[object, Chat] = field(init=False)
@@ -138,7 +145,7 @@ class WorkspaceExport:
             yield arrival
 
     def refusal(self, parts: list[Part]) -> str | None:
-        """Why the workspace fails before its export; the result still says how many messages wait."""
+        """Why the workspace fails before its export (--dry-run decides by it too); the result says how many wait."""
         refusal = self.ctx.refusal(self.item.recipients, self.item.workspace)
         if refusal is not None:
             self.result.message_count = sum(part.count for part in parts)
@@ -208,100 +215,70 @@ class WorkspaceExport:
         recipients = self.item.recipients.addresses
         log_export(self.ctx, self.item.workspace, recipients, counts, status, window, path, (low, high), **details)
 
-    def look(self) -> WorkspaceResult:
-        """--dry-run counts what a scheduled run would send; --no-email writes the workbooks. Neither writes state.
-
-        A dry run decides as the delivery does (a lease held, no messages, a refusal) and stops before writing.
-        """
-        ctx, item, result = self.ctx, self.item, self.result
-        if ctx.request.dry_run and item.state.leased_by_other(ctx.clock.now(), ctx.run_id):
-            result.reason = LEASE_HELD
+    def run(self) -> WorkspaceResult:
+        ctx, item, result, lease = self.ctx, self.item, self.result, self.lease
+        if lease is not None:
+            earlier = self.unknown
+            if earlier is not None and earlier.log_id is not None and earlier.run_id != ctx.run_id:
+                logs.close_unknown_outcome(ctx.store.export_logs, earlier.log_id, ctx.run_id, ctx.clock.now())
+        elif ctx.request.dry_run and item.state.leased_by_other(ctx.clock.now(), ctx.run_id):
+            result.reason = LEASE_HELD  # a dry run decides as the delivery does, and stops before writing
             return result
-        parts = self.open_window(item.state.cursor if item.state.has_cursor else None)
+        cursor = lease.cursor if lease is not None else item.state.cursor if item.state.has_cursor else None
+        parts = self.open_window(cursor)
+        if self.cursor_ahead and lease is not None:
+            result.anomalies[CURSOR_AHEAD] = 1
         if not parts:
-            result.outcome, result.reason = "no_messages", NOTHING_NEW
+            gone = "; the messages of an earlier email whose outcome was unknown are gone"
+            return self._caught_up(NOTHING_NEW + (gone if self.unknown is not None else ""))
+        reason = self.refusal(parts)  # it keeps the cursor: the window goes out once it is fixed
+        if reason is None and lease is None:
+            result.parts = len(parts)
+            if ctx.request.dry_run:
+                for part in parts:
+                    stats = RowStats()
+                    deque(self.rows(part.low, part.high, stats), maxlen=0)  # counts the rows, writes none
+                    result.add_counts(*stats.counts())
+                result.outcome = "dry_run"
+                return result
+        if reason is None:
+            try:
+                written = self.write_parts(parts, None if lease is None else ctx.settings.max_attachment_bytes)
+            except OSError as error:
+                reason = describe_file_error(error, ctx.settings.export_dir)
+        if reason is not None:
+            return self._failed_before_email(reason)
+        if lease is None:
+            result.outcome = "written" if written else "no_messages"
             return result
-        refusal = self.refusal(parts)
-        if refusal is not None:
-            result.outcome, result.reason = "failed", refusal
-            return result
-        result.parts = len(parts)
-        if ctx.request.dry_run:
-            for part in parts:
-                stats = RowStats()
-                deque(self.rows(part.low, part.high, stats), maxlen=0)  # counts the rows, writes none
-                result.add_counts(*stats.counts())
-            result.outcome = "dry_run"
-            return result
-        try:
-            written = self.write_parts(parts, None)
-        except OSError as error:
-            result.outcome, result.reason = "failed", describe_file_error(error, ctx.settings.export_dir)
-            return result
-        result.outcome = "written" if written else "no_messages"
+        remove_files(lease.state.pending_files, keep=result.files)  # superseded by this attempt's workbooks
+        if not written:
+            return self._caught_up("the new messages were deleted before they could be exported")
+        blocked = written.pop() if written[-1].too_big else None
+        result.parts = len(written)
+        self._send_all(lease, written, blocked)
         return result
 
-
-@dataclass
-class ScheduledDelivery(WorkspaceExport):
-    """The scheduled path under a lease."""
-
-    lease: Lease
-    # What may already have been delivered (an earlier run's intent), trimmed as parts go out.
-    unknown: InFlight | None = None
-    released: bool = False
-    lost: threading.Event = field(default_factory=threading.Event)  # the lease: nothing more is sent, no cursor moves
-
-    def renew(self) -> float | None:
+    def renew(self, lease: Lease) -> float | None:
         """Renews the lease while the work takes: the next renewal's time, or None once the lease is lost."""
         try:
-            self.lease.renew()
+            lease.renew()
         except LeaseLost:
             self.lost.set()
         except PyMongoError:  # MongoDB did not answer: the lease still runs on the expiry written last
-            if self.lease.clock.now() >= self.lease.expires_at:
+            if lease.clock.now() >= lease.expires_at:
                 self.lost.set()
-        return None if self.lost.is_set() else time.monotonic() + renewal_interval(self.lease)
+        return None if self.lost.is_set() else time.monotonic() + renewal_interval(lease)
 
     def check_lease(self) -> None:
         if self.lost.is_set():
             raise LeaseLost(
-                f"the lease on workspace {self.lease.workspace_id} expired and was taken by another run "
+                f"the lease on workspace {self.item.workspace.id} expired and was taken by another run "
                 "before the email was sent (nothing was sent)"
             )
 
-    def run(self) -> WorkspaceResult:
-        ctx, lease, result = self.ctx, self.lease, self.result
-        earlier = self.unknown
-        if earlier is not None and earlier.log_id is not None and earlier.run_id != ctx.run_id:
-            logs.close_unknown_outcome(ctx.store.export_logs, earlier.log_id, ctx.run_id, ctx.clock.now())
-        parts = self.open_window(lease.cursor)
-        if self.cursor_ahead:
-            result.anomalies[CURSOR_AHEAD] = 1
-        if not parts:
-            gone = "; the messages of an earlier email whose outcome was unknown are gone"
-            return self._caught_up(NOTHING_NEW + (gone if earlier is not None else ""), self.cursor_ahead)
-        # A refusal keeps the cursor, so the window goes out once it is fixed.
-        reason = self.refusal(parts)
-        if reason is None:
-            try:
-                written = self.write_parts(parts, ctx.settings.max_attachment_bytes)
-            except OSError as error:
-                reason = describe_file_error(error, ctx.settings.export_dir)
-        if reason is not None:  # failed before any email: logged, counted on its state, the cursor and intent unmoved
-            self.log(self.low, ctx.end_key, logs.STATUS_FAILED, error=reason)
-            self._record_failure(reason, KEEP_IN_FLIGHT, None)
-            return result
-        remove_files(lease.state.pending_files, keep=result.files)  # superseded by this attempt's workbooks
-        if not written:
-            return self._caught_up("the new messages were deleted before they could be exported", self.cursor_ahead)
-        blocked = written.pop() if written[-1].too_big else None
-        result.parts = len(written)
-        self._send_all(written, blocked)
-        return result
-
-    def _send_all(self, sendable: list[Written], blocked: Written | None) -> None:
-        ctx, lease, result = self.ctx, self.lease, self.result
+    def _send_all(self, lease: Lease, sendable: list[Written], blocked: Written | None) -> None:
+        ctx, result = self.ctx, self.result
         remaining = [str(piece.path) for piece in [*sendable, blocked] if piece is not None]
         total = len(sendable)
         for number, piece in enumerate(sendable, 1):
@@ -343,7 +320,7 @@ class ScheduledDelivery(WorkspaceExport):
                 unknown = error.outcome_unknown
                 logs.mark_failed(ctx.store.export_logs, log_id, reason, ctx.clock.now(), outcome_unknown=unknown)
                 # The server may have it (mail/errors.py): the intent stays, so the next delivery is flagged.
-                self._record_failure(reason, intent if unknown else self._unknown_after(piece.low))
+                self._record_failure(lease, reason, intent if unknown else self._unknown_after(piece.low))
                 return
             logs.mark_completed(ctx.store.export_logs, log_id, ctx.clock.now())
             remaining.remove(str(piece.path))
@@ -359,7 +336,7 @@ class ScheduledDelivery(WorkspaceExport):
         if blocked is not None:
             reason = self._too_big(blocked)
             self.log(blocked.low, blocked.high, logs.STATUS_FAILED, blocked, error=reason)
-            self._record_failure(reason, self.unknown, [str(blocked.path)])
+            self._record_failure(lease, reason, self.unknown, [str(blocked.path)])
 
     def _unknown_after(self, key: Key) -> InFlight | None:
         """The earlier unknown range from `key` on, or None once it is passed."""
@@ -385,15 +362,24 @@ class ScheduledDelivery(WorkspaceExport):
             f"server allows it, or move the cursor past it with `wa-export state {workspace.id} {move}`"
         )
 
-    def _caught_up(self, reason: str, cursor_ahead: bool) -> WorkspaceResult:
-        self.lease.caught_up(self.ctx.end_key, release=True, force=cursor_ahead)
-        self.released = True
+    def _caught_up(self, reason: str) -> WorkspaceResult:
+        if self.lease is not None:
+            self.lease.caught_up(self.ctx.end_key, release=True, force=self.cursor_ahead)
+            self.released = True
         self.result.outcome, self.result.reason = "no_messages", reason
         return self.result
 
-    def _record_failure(self, reason: str, in_flight: object, pending: list[str] | None = None) -> None:
+    def _failed_before_email(self, reason: str) -> WorkspaceResult:
+        """Logged and counted on its state (not by --dry-run / --no-email); the cursor and any intent unmoved."""
         self.result.outcome, self.result.reason = "failed", reason
-        self.lease.failed(reason, in_flight=in_flight, pending_files=pending, release=True)
+        if self.lease is not None:
+            self.log(self.low, self.ctx.end_key, logs.STATUS_FAILED, error=reason)
+            self._record_failure(self.lease, reason, KEEP_IN_FLIGHT, None)
+        return self.result
+
+    def _record_failure(self, lease: Lease, reason: str, in_flight: object, pending: list[str] | None = None) -> None:
+        self.result.outcome, self.result.reason = "failed", reason
+        lease.failed(reason, in_flight=in_flight, pending_files=pending, release=True)
         self.released = True
 
 
@@ -403,7 +389,7 @@ def deliver(ctx: RunContext, item: WorkItem) -> WorkspaceResult:
         ctx = ctx.in_zone(item.zone)
     result = WorkspaceResult.of(item.workspace, "skipped", item.recipients)
     if ctx.request.dry_run or not ctx.request.send_email:
-        return WorkspaceExport(ctx, item, result).look()
+        return WorkspaceExport(ctx, item, result).run()
     duration = timedelta(seconds=ctx.settings.lease_seconds)
     lease = acquire_lease(ctx.store, item.workspace.id, ctx.run_id, duration, ctx.clock, item.first_cursor)
     if lease is None:
@@ -417,11 +403,11 @@ def deliver(ctx: RunContext, item: WorkItem) -> WorkspaceResult:
             return not_due_result(ctx, item.workspace, item.recipients, item.schedule, decision)
         lease.serves = item.serves
     result.cursor_source = lease.new_cursor_source
-    delivery = ScheduledDelivery(ctx, item, result, lease, unknown=lease.state.in_flight)
+    delivery = WorkspaceExport(ctx, item, result, lease, unknown=lease.state.in_flight)
     first_renewal = time.monotonic() + renewal_interval(lease)
     count_failure = True  # a lost lease is the new owner's to count
     try:
-        renewals = _RENEWALS.add(Timer(lambda: first_renewal, delivery.renew))
+        renewals = _RENEWALS.add(Timer(lambda: first_renewal, partial(delivery.renew, lease)))
         try:
             return delivery.run()
         finally:
@@ -527,10 +513,7 @@ def remove_files(paths: Iterable[str | Path], keep: Iterable[str | Path] = ()) -
     kept = {str(path) for path in keep}
     for path in paths:
         if str(path) not in kept:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+            unlink_quietly(path)
 
 
 def describe_file_error(error: OSError, export_dir: Path) -> str:

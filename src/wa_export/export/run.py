@@ -20,14 +20,7 @@ from wa_export.export.context import ExportRequest, MailSession, RunContext, new
 from wa_export.export.delivery import deliver, unless_connection_lost
 from wa_export.export.manual import export_manual
 from wa_export.export.plan import CURSOR_AHEAD, NOTHING_NEW, WorkItem, make_plan
-from wa_export.export.results import (
-    RunObserver,
-    RunResult,
-    RunWarning,
-    SilentObserver,
-    WorkspaceResult,
-    run_warnings,
-)
+from wa_export.export.results import RunObserver, RunResult, RunWarning, SilentObserver, WorkspaceResult, run_warnings
 from wa_export.mail.errors import MailError
 from wa_export.mail.message import check_sendable
 from wa_export.settings import Settings
@@ -71,11 +64,10 @@ def build_export_request(
     window: Window | None = None
     if hours is not None or since is not None or until is not None or overrides:
         end = parse_time(until, "--until", settings.export_timezone) if until else utc_now()
-        if since is not None:
-            start = parse_time(since, "--since", settings.export_timezone)
-        else:
-            start = end - timedelta(hours=hours if hours is not None else 24)
-        window = Window(start, end)
+        start_of_hours = end - timedelta(hours=hours if hours is not None else 24)
+        window = Window(
+            parse_time(since, "--since", settings.export_timezone) if since is not None else start_of_hours, end
+        )
         if window.is_empty:
             raise UsageProblem("The window is empty: --since must be before --until.")
     return ExportRequest(tuple(workspace_ids), window, overrides, send_email=not no_email, dry_run=dry_run)
