@@ -1,6 +1,7 @@
 """One workspace of a scheduled run: its window in arrival order, cut into parts (one email each), their workbooks,
 and under its lease each part's intent, email and cursor move (docs/design.md, steps 6-9). A part is [low, high):
-moving the cursor to its `high` passes exactly the messages it delivered."""
+moving the cursor to its `high` passes exactly the messages it delivered.
+Why this module is long: reading, cutting, writing and delivering a window are one sequence over one state."""
 
 from __future__ import annotations
 

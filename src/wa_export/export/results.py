@@ -21,6 +21,15 @@ TIME_FIELDS = ("window_start", "window_end", "next_due")
 NO_ADDRESS = "no email address configured"  # a skip reason's start: the run warns about these skips only
 Trigger = Literal["scheduled", "manual"]
 Outcome = Literal["completed", "no_messages", "skipped", "failed", "written", "dry_run", "not_due"]
+# The summary's count of each outcome, in its order (not_due only when there is one).
+OUTCOME_WORDS: tuple[tuple[Outcome, str], ...] = (
+    ("completed", "emailed"),
+    ("written", "written"),
+    ("no_messages", "without new messages"),
+    ("not_due", "not due"),
+    ("skipped", "skipped"),
+    ("failed", "failed"),
+)
 WarningKind = Literal[
     "no_active_workspace", "missing_address", "unmatched_address", "malformed_address_variable", "duplicate_workspace"
 ]
@@ -160,24 +169,15 @@ def summary_line(
     duplicates = sum(1 for ws in workspaces if ws.possible_duplicate)
     parts = [
         f"{header}: {count_noun(len(workspaces), 'workspace')}",
-        f"{count['completed']} emailed",
-        f"{count['written']} written",
-        f"{count['no_messages']} without new messages",
-        *([f"{count['not_due']} not due"] if count["not_due"] else []),
-        f"{count['skipped']} skipped",
-        f"{count['failed']} failed",
+        *(f"{count[outcome]} {words}" for outcome, words in OUTCOME_WORDS if outcome != "not_due" or count[outcome]),
         count_noun(sum(ws.message_count for ws in workspaces), "message"),
         *problems,
+        "new cursors: " + ", ".join(f"{n} from {source}" for source, n in sorted(sources.items())) if sources else "",
+        f"{duplicates} re-delivered as a possible duplicate (said in the email)" if duplicates else "",
+        "data issues: " + ", ".join(f"{n} {name}" for name, n in sorted(anomalies.items())) if anomalies else "",
+        "interrupted before finishing" if interrupted else "",
     ]
-    if sources:
-        parts.append("new cursors: " + ", ".join(f"{n} from {source}" for source, n in sorted(sources.items())))
-    if duplicates:
-        parts.append(f"{duplicates} re-delivered as a possible duplicate (said in the email)")
-    if anomalies:
-        parts.append("data issues: " + ", ".join(f"{number} {name}" for name, number in sorted(anomalies.items())))
-    if interrupted:
-        parts.append("interrupted before finishing")
-    return ", ".join(parts)
+    return ", ".join(part for part in parts if part)
 
 
 class RunObserver(Protocol):
@@ -193,6 +193,9 @@ class RunObserver(Protocol):
 class SilentObserver(RunObserver):
     """Reports nothing: for --json runs and library callers."""
 
+    def messages_exported(self, workspace_id: str, count: int) -> None:
+        return None
+
 
 @dataclass(frozen=True)
 class RunWarning:
@@ -203,8 +206,7 @@ class RunWarning:
 
 
 def unmatched_variable_warnings(settings: Settings, active_ids: Iterable[str]) -> list[RunWarning]:
-    """Malformed WORKSPACE_<ID>_<SUFFIX> variables, and those no active workspace uses (typos, inactive or deleted
-    tenants)."""
+    """Malformed WORKSPACE_<ID>_<SUFFIX> variables, and those no active workspace uses (typos, deleted tenants)."""
     active = {workspace_id.lower() for workspace_id in active_ids}
     return malformed_variable_warnings(settings) + [
         RunWarning(
@@ -233,10 +235,8 @@ def run_warnings(
     covers_all_active: bool,
     email_override: bool = False,
 ) -> list[RunWarning]:
-    """The warnings of a run over its workspaces' results; a failed one already has its error line.
-
-    `covers_all_active`: they are every active workspace, so a variable matching none matches no active one.
-    """
+    """The warnings of a run over its workspaces' results (a failed one already has its error line); with
+    `covers_all_active` they are every active workspace, so a variable matching none matches no active one."""
     warnings: list[RunWarning] = []
     if covers_all_active and not workspaces:
         warnings.append(
