@@ -163,12 +163,12 @@ if hasattr(run_module, "deliver"):
     import pymongo.cursor
     account(pymongo.cursor.Cursor, "next", "pymongo: cursor next (find, getMore, decoding)")
     account(delivery, "acquire_lease", "lease: acquire")
-    for method in ("window", "parts", "write_parts", "_send_all", "log"):
-        account(delivery.ScheduledDelivery, method, f"delivery: {method}")
+    for method in ("open_window", "write_parts", "_send_all", "log"):
+        account(delivery.WorkspaceExport, method, f"delivery: {method}")
     account(delivery, "compose_export_mail", "email: text")
     import wa_export.export.context as context
     account(context.MailSession, "send", "email: session send")
-    account(delivery, "LeaseKeeper", "lease: keeper start")
+    account(delivery, "renewal_interval", "lease: keeper start")
     for method in ("update_one", "insert_one", "find_one_and_update", "find"):
         account(pymongo.collection.Collection, method, f"pymongo {method}")
 

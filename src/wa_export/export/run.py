@@ -173,13 +173,7 @@ class ExportRun:
             result.finished_at = clock.now()
             if not request.dry_run:
                 with unless_connection_lost():  # the work is logged per workspace: a refused summary fails nothing
-                    logs.record_export_run(
-                        self.store.system_logs,
-                        result.summary(),
-                        clock.now(),
-                        self._details(ctx, result),
-                        failed=result.failed,
-                    )
+                    self._record(ctx, result)
         except ConnectionFailure as error:
             raise MongoUnavailable(describe_mongo_error(error, settings)) from None
         return result
@@ -222,8 +216,8 @@ class ExportRun:
             self.observer.workspace_finished(outcome)
         result.interrupted = len(result.workspaces) < len(done) + len(work)
 
-    def _details(self, ctx: RunContext, run: RunResult) -> logs.ExportRunDetails:
-        return logs.ExportRunDetails(
+    def _record(self, ctx: RunContext, run: RunResult) -> None:
+        details = logs.ExportRunDetails(
             trigger=run.trigger,
             run_id=run.run_id,
             started_at=run.started_at,
@@ -243,6 +237,7 @@ class ExportRun:
             all_workspaces=not self.request.workspace_ids,
             interrupted=run.interrupted,
         )
+        logs.record_export_run(self.store.system_logs, run.summary(), ctx.clock.now(), details, failed=run.failed)
 
 
 def _idle_result(ctx: RunContext, item: WorkItem) -> WorkspaceResult:
