@@ -11,7 +11,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -420,10 +420,8 @@ def deliver(ctx: RunContext, item: WorkItem) -> WorkspaceResult:
         reason = workspace_error(ctx, result, error)
     finally:
         if not delivery.released:
-            try:
+            with suppress(PyMongoError):  # it expires by itself; a connection error surfaces elsewhere
                 lease.release()
-            except PyMongoError:
-                pass  # it expires by itself; a connection error surfaces elsewhere
     result.outcome, result.reason = "failed", reason
     with unless_connection_lost():  # logged and counted if MongoDB takes it
         low = lease.cursor if arrivals.is_key(lease.cursor) else ctx.end_key
