@@ -105,13 +105,11 @@ class RunContext:
     on_messages: Callable[[str, int], None] | None = None  # the observer's optional messages_exported
 
     @property
-    def run_time(self) -> datetime:
-        """The database's time at the start of the run: file names, subjects, export_timestamp."""
+    def run_time(self) -> datetime:  # the database's time at the start: file names, subjects, export_timestamp
         return self.clock.started_at
 
     @cached_property
-    def end_time(self) -> datetime:
-        """Every scheduled window ends here: the database's now minus EXPORT_LAG_SECONDS."""
+    def end_time(self) -> datetime:  # where every scheduled window ends: minus EXPORT_LAG_SECONDS
         return self.run_time - timedelta(seconds=self.settings.export_lag_seconds)
 
     @cached_property

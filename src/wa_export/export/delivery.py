@@ -386,8 +386,7 @@ class WorkspaceExport:
 
 def deliver(ctx: RunContext, item: WorkItem) -> WorkspaceResult:
     """The scheduled delivery of one workspace (or, with --dry-run / --no-email, a look at it)."""
-    if item.zone is not None:
-        ctx = ctx.in_zone(item.zone)
+    ctx = ctx.in_zone(item.zone)
     result = WorkspaceResult.of(item.workspace, "skipped", item.recipients)
     if ctx.request.dry_run or not ctx.request.send_email:
         return WorkspaceExport(ctx, item, result).run()

@@ -46,7 +46,7 @@ class WorkItem:
     workspace: Workspace
     recipients: Recipients
     state: WorkspaceState
-    zone: ZoneInfo | None  # the workspace's own time zone; None: EXPORT_TIMEZONE
+    zone: ZoneInfo  # the workspace's own time zone (its setting, else EXPORT_TIMEZONE)
     schedule: Schedule
     serves: ServedSlot | None  # the schedule slot a delivery that ends well records
     start: Key = field(init=False)  # where this run starts the workspace (its cursor, or its first cursor)
