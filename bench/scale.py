@@ -146,7 +146,7 @@ def account(owner, name, label):
     setattr(owner, name, wrapper)
 quiet = os.environ.get("BENCH_QUIET") == "1"  # production-like: no command listener
 if hasattr(run_module, "deliver"):
-    import pymongo.collection, wa_export.export.delivery as delivery, wa_export.export.window as window
+    import pymongo.collection, wa_export.export.delivery as delivery, wa_export.export.delivery as window
     import wa_export.mail.sender as sender, wa_export.mail.transport as transport
     account(window, "write_workbook", "workbook")
     account(sender, "build_message", "email: build MIME")
@@ -163,12 +163,12 @@ if hasattr(run_module, "deliver"):
     import pymongo.cursor
     account(pymongo.cursor.Cursor, "next", "pymongo: cursor next (find, getMore, decoding)")
     account(delivery, "acquire_lease", "lease: acquire")
-    for method in ("window", "parts", "write_parts", "_send_all", "log"):
-        account(delivery.ScheduledDelivery, method, f"delivery: {method}")
+    for method in ("open_window", "write_parts", "_send_all", "log"):
+        account(delivery.WorkspaceExport, method, f"delivery: {method}")
     account(delivery, "compose_export_mail", "email: text")
     import wa_export.export.context as context
     account(context.MailSession, "send", "email: session send")
-    account(delivery, "LeaseKeeper", "lease: keeper start")
+    account(delivery, "renewal_interval", "lease: keeper start")
     for method in ("update_one", "insert_one", "find_one_and_update", "find"):
         account(pymongo.collection.Collection, method, f"pymongo {method}")
 

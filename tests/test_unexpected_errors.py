@@ -25,7 +25,7 @@ import os
 
 _target = os.environ.get("WA_EXPORT_TEST_BUG_IN_WORKSPACE")
 if _target:
-    from wa_export.export import window
+    from wa_export.export import delivery as window
 
     _rows = window.WorkspaceExport.rows
 

@@ -16,8 +16,8 @@ from wa_export.addresses import domain_refusal, parse_address_list
 from wa_export.clock import DatabaseClock
 from wa_export.commands.verify import entry_facts
 from wa_export.errors import ConfigError, ExitCode, SmtpNotConfigured, UnknownWorkspace, UsageProblem, WaExportError
-from wa_export.export import context, email_text, recorded, window
-from wa_export.export.rows import RowStats
+from wa_export.export import context, delivery, email_text
+from wa_export.export.rows import RowStats, rows_by_arrival, rows_by_timestamp
 from wa_export.mail.errors import MailError
 from wa_export.mail.message import check_sendable
 from wa_export.mail.sender import MailSender
@@ -177,7 +177,7 @@ def _rebuild(settings: Settings, store: Store, workspace: Workspace, result: Res
     stats = RowStats()
     if span.kind == "timestamp":
         assert isinstance(span.low, datetime) and isinstance(span.high, datetime)
-        rows = recorded.rows_by_timestamp(store, workspace, span.low, span.high, stats)
+        rows = rows_by_timestamp(store, workspace, span.low, span.high, stats)
     else:
         # An ObjectId range is `_id` whatever the setting says now; dates need the configured date field.
         key = ArrivalKey("_id") if isinstance(span.low, ObjectId) else ArrivalKey(settings.export_arrival_field)
@@ -186,16 +186,16 @@ def _rebuild(settings: Settings, store: Store, workspace: Workspace, result: Res
                 f"Export {entry.id} recorded arrival dates, but EXPORT_ARRIVAL_FIELD is now _id: set it back to the "
                 "date field it was exported with to re-send it."
             )
-        rows = recorded.rows_by_arrival(store, key, workspace, span.low, span.high, stats)
+        rows = rows_by_arrival(store, key, workspace, span.low, span.high, stats)
     path = None
     if result.dry_run:
         deque(rows, maxlen=0)  # counts the rows, writes none
     else:
         slugs = contested_slugs((active.name, active.id) for active in store.active_workspaces())
         try:
-            path = window.write_workbook(settings, workspace, rows, export_time, slugs, password=password.value)
+            path = delivery.write_workbook(settings, workspace, rows, export_time, slugs, password=password.value)
         except OSError as error:
-            result.error = window.describe_file_error(error, settings.export_dir)
+            result.error = delivery.describe_file_error(error, settings.export_dir)
             return
     result.message_count, result.by_status = stats.total, stats.counts()[0]
     if path is None:
@@ -226,7 +226,7 @@ def _rebuild(settings: Settings, store: Store, workspace: Workspace, result: Res
         with MailSender(settings) as sender:
             sender.send(mail)
     except MailError as error:
-        window.remove_files([path])  # rebuilt on the next attempt; nothing to keep
+        delivery.remove_files([path])  # rebuilt on the next attempt; nothing to keep
         result.file_path, result.error = None, redact(str(error), settings.secrets())
         return
     result.log_id = ObjectId()

@@ -76,8 +76,7 @@ class MailSession:
 
     def send(self, mail: OutgoingMail) -> None:
         if self._sender is None:
-            self._sender = MailSender(self.settings)
-            self._sender.__enter__()
+            self._sender = MailSender(self.settings).__enter__()
         try:
             self._sender.send(mail)
         except MailError as error:
@@ -106,13 +105,11 @@ class RunContext:
     on_messages: Callable[[str, int], None] | None = None  # the observer's optional messages_exported
 
     @property
-    def run_time(self) -> datetime:
-        """The database's time at the start of the run: file names, subjects, export_timestamp."""
+    def run_time(self) -> datetime:  # the database's time at the start: file names, subjects, export_timestamp
         return self.clock.started_at
 
     @cached_property
-    def end_time(self) -> datetime:
-        """Every scheduled window ends here: the database's now minus EXPORT_LAG_SECONDS."""
+    def end_time(self) -> datetime:  # where every scheduled window ends: minus EXPORT_LAG_SECONDS
         return self.run_time - timedelta(seconds=self.settings.export_lag_seconds)
 
     @cached_property
@@ -120,19 +117,15 @@ class RunContext:
         return self.key.at(self.end_time)
 
     def start_at(self, workspace_id: str, cursor: object) -> tuple[Key, bool]:
-        """Where this run starts the workspace from its cursor, and whether that was ahead of the clock.
-
-        Another EXPORT_ARRIVAL_FIELD's cursor raises ForeignCursor; one ahead of the database's now (a later
-        run moved it to its end) starts at this run's end key: nothing arrived in between.
-        """
+        """Where this run starts the workspace from its cursor, and whether that was ahead of the clock (a later run
+        moved it to its end: this run starts at its end key). Another EXPORT_ARRIVAL_FIELD's raises ForeignCursor."""
         start = self.key.position(workspace_id, cursor)
         if start > self.key.at(self.clock.now() + CLOCK_TOLERANCE):
             return self.end_key, True
         return start, False
 
     def in_zone(self, zone: ZoneInfo) -> RunContext:
-        """This run as one workspace sees it: its own time zone for Timestamp cells, file names and email text
-        (the settings' EXPORT_TIMEZONE, as every formatter reads it); the clock, store and mail are shared."""
+        """This run in one workspace's time zone (its settings' EXPORT_TIMEZONE, which every formatter reads)."""
         settings = in_zone(self.settings, zone)
         return self if settings is self.settings else dataclasses.replace(self, settings=settings)
 
@@ -164,19 +157,16 @@ class RunContext:
 
     def with_progress(self, workspace_id: str, rows: Iterator[T]) -> Iterator[T]:
         """`rows` unchanged, reporting every PROGRESS_EVERY rows (and the rest at the end) to `on_messages`."""
-        report = self.on_messages
-        if report is None:
+        if self.on_messages is None:
             yield from rows
             return
-        pending = 0
-        for row in rows:
+        count = 0
+        for count, row in enumerate(rows, 1):
             yield row
-            pending += 1
-            if pending == PROGRESS_EVERY:
-                report(workspace_id, pending)
-                pending = 0
-        if pending:
-            report(workspace_id, pending)
+            if count % PROGRESS_EVERY == 0:
+                self.on_messages(workspace_id, PROGRESS_EVERY)
+        if count % PROGRESS_EVERY:
+            self.on_messages(workspace_id, count % PROGRESS_EVERY)
 
     def redact(self, text: str) -> str:
         return redact(text, self.settings.secrets())

@@ -31,11 +31,6 @@ class Resent:
     file_name: str | None = None  # the original attachment's name, which the copy keeps
 
 
-def resent_sentence(export_time: datetime, zone: tzinfo, zone_name: str) -> str:
-    when = format_local(export_time, zone)
-    return f"This email repeats the export of {when} ({zone_name}), whose messages were already delivered."
-
-
 def count_difference(rebuilt: int, recorded: int) -> str | None:
     """The sentence when a rebuilt workbook holds another number of messages than the export it repeats."""
     if rebuilt == recorded:
@@ -105,7 +100,8 @@ def compose_export_mail(
         last_line = "Sent by wa-export on request; the regular emails continue as before."
     protection = f"{PROTECTED_SENTENCE}\n" if protected else ""
     if resent is not None:
-        repeated = [resent_sentence(resent.export_time, zone, zone_name)]
+        when = format_local(resent.export_time, zone)
+        repeated = [f"This email repeats the export of {when} ({zone_name}), whose messages were already delivered."]
         repeated.append(count_difference(sum(by_status.values()), resent.recorded_count) or "")
         duplicate += " ".join(sentence for sentence in repeated if sentence) + "\n\n"
     body = (

@@ -1,8 +1,5 @@
 """The scheduled run's plan: one state read, one shared pass over [earliest cursor, end), laggards on their own.
-
-Workspaces with messages in [cursor, end), a pending failure or intent, or lagging get work; the rest
-are advanced in bulk (docs/design.md, "A scheduled run").
-"""
+Workspaces with messages, a pending failure or intent, or lagging get work (docs/design.md, "A scheduled run")."""
 
 from __future__ import annotations
 
@@ -19,18 +16,11 @@ from wa_export.errors import ConfigError
 from wa_export.export.context import RunContext
 from wa_export.export.results import NO_ADDRESS, WorkspaceResult
 from wa_export.recipients import Recipients, missing_hint
-from wa_export.schedule import EVERY, Decision, Schedule, ServedSlot, decide, schedule_identity
+from wa_export.schedule import Decision, Schedule, ServedSlot, decide, schedule_identity
 from wa_export.store import arrivals, ownership
 from wa_export.store.arrivals import Key
 from wa_export.store.connection import Chat, Workspace
-from wa_export.store.state import (
-    FirstCursor,
-    IdleAdvance,
-    WorkspaceState,
-    first_cursor,
-    original_exports,
-    read_states,
-)
+from wa_export.store.state import FirstCursor, IdleAdvance, WorkspaceState, first_cursor, original_exports, read_states
 from wa_export.units import local_time
 from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, resolve
 
@@ -56,9 +46,12 @@ class WorkItem:
     workspace: Workspace
     recipients: Recipients
     state: WorkspaceState
-    start: Key  # where this run starts the workspace (its cursor, or its first cursor)
-    first_cursor: FirstCursor | None
-    current: bool  # covered by the shared pass (keys and chats below are complete)
+    zone: ZoneInfo  # the workspace's own time zone (its setting, else EXPORT_TIMEZONE)
+    schedule: Schedule
+    serves: ServedSlot | None  # the schedule slot a delivery that ends well records
+    start: Key = field(init=False)  # where this run starts the workspace (its cursor, or its first cursor)
+    first_cursor: FirstCursor | None = None
+    current: bool = False  # covered by the shared pass (keys and chats below are complete)
     cursor_ahead: bool = False
     keys: list[Key] = field(default_factory=list)
     # The window's messages (key, document) as the pass read them; None when the pass could not keep them all.
@@ -67,13 +60,6 @@ class WorkItem:
     chat_ids: set[ObjectId] = field(default_factory=set)
     # From this key on the pass counted messages of chats of nobody (ambiguous_chat); None: it counted none.
     ambiguous_counted_from: Key | None = None
-    zone: ZoneInfo | None = None  # the workspace's own time zone; None: EXPORT_TIMEZONE
-    schedule: Schedule = EVERY
-    serves: ServedSlot | None = None  # the schedule slot a delivery that ends well records
-
-    @property
-    def needs_work(self) -> bool:
-        return not self.current or bool(self.keys) or self.state.pending
 
 
 @dataclass
@@ -85,17 +71,19 @@ class Plan:
     problems: list[str] = field(default_factory=list)
 
     def idle_advances(self) -> list[IdleAdvance]:
-        """The bulk moves of the idle workspaces' cursors to the run's end."""
-        moves: list[IdleAdvance] = []
-        for item in self.idle:
-            state, workspace_id = item.state, item.workspace.id
-            source = item.first_cursor.source if item.first_cursor is not None else None
-            if not state.has_cursor:
-                moves.append(IdleAdvance(workspace_id, None, state.exists, source, serves=item.serves))
-            else:  # a cursor pulled back from ahead of the clock moves only from exactly what was read
-                covered = not item.cursor_ahead
-                moves.append(IdleAdvance(workspace_id, state.cursor_key, True, source, covered, item.serves))
-        return moves
+        """The bulk moves of the idle workspaces' cursors to the run's end; a cursor pulled back from ahead of the
+        clock moves only from exactly what was read."""
+        return [
+            IdleAdvance(
+                item.workspace.id,
+                item.state.cursor_key,
+                item.state.exists,
+                item.first_cursor.source if item.first_cursor is not None else None,
+                covered=not item.cursor_ahead,
+                serves=item.serves,
+            )
+            for item in self.idle
+        ]
 
 
 def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
@@ -108,10 +96,7 @@ def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
     if arrival_check.partial is not None and request.counts_run_anomalies:
         plan.problems.append(arrival_check.partial)
     states = read_states(store, [w.id for w in workspaces] if request.workspace_ids else None)
-    end_time = ctx.end_time
-    limit = horizon(settings.export_interval_minutes)
-
-    candidates: list[tuple[Workspace, Recipients, WorkspaceState, ZoneInfo, Schedule, ServedSlot | None]] = []
+    items: list[WorkItem] = []
     for workspace in workspaces:
         if workspace.status != "active":
             reason = f"workspace status is {workspace.status!r}, only active workspaces are exported on schedule"
@@ -130,38 +115,32 @@ def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
         if schedule.kind == "off" or (not decision.due and not ctx.without_address(recipients)):
             # off needs no address (manual exports only); any other is told to have one, due or not
             plan.skipped.append(not_due_result(ctx.in_zone(zone), workspace, recipients, schedule, decision))
-            continue
-        if ctx.without_address(recipients):
+        elif ctx.without_address(recipients):
             reason = f"{NO_ADDRESS}: {missing_hint(workspace.id, settings)}"
             plan.skipped.append(WorkspaceResult.of(workspace, "skipped", reason=reason))
-            continue
-        serves = None if decision.slot is None else ServedSlot(schedule_identity(schedule, zone), decision.slot)
-        candidates.append((workspace, recipients, state, zone, schedule, serves))
+        else:
+            serves = None if decision.slot is None else ServedSlot(schedule_identity(schedule, zone), decision.slot)
+            items.append(WorkItem(workspace, recipients, state, zone, schedule, serves))
 
     # The original service's last exports, for every workspace that needs a first cursor: one query.
-    needing = [ws.id for ws, _, state, *_ in candidates if not state.has_cursor and state.watermark is None]
+    needing = [item.workspace.id for item in items if not item.state.has_cursor and item.state.watermark is None]
     originals = original_exports(store, needing, ctx.run_time)
-
-    items: list[WorkItem] = []
-    for workspace, recipients, state, zone, schedule, serves in candidates:
-        start: Key
-        first: FirstCursor | None = None
-        ahead = False
-        if state.has_cursor:
+    oldest_current = ctx.end_time - horizon(settings.export_interval_minutes)
+    for item in list(items):
+        if item.state.has_cursor:
             try:
-                start, ahead = ctx.start_at(workspace.id, state.cursor)
+                item.start, item.cursor_ahead = ctx.start_at(item.workspace.id, item.state.cursor)
             except arrivals.ForeignCursor as error:
                 # Written under another EXPORT_ARRIVAL_FIELD: refused, its cursor untouched, never translated.
-                plan.skipped.append(WorkspaceResult.of(workspace, "failed", recipients, reason=str(error)))
+                plan.skipped.append(WorkspaceResult.of(item.workspace, "failed", item.recipients, reason=str(error)))
+                items.remove(item)
                 continue
         else:
-            first = first_cursor(settings, key, end_time, ctx.run_time, state.watermark, originals.get(workspace.id))
-            start = first.key
-        moment = arrivals.time_of(start)
-        current = moment is not None and moment >= end_time - limit
-        item = WorkItem(workspace, recipients, state, start, first, current, ahead)
-        item.zone, item.schedule, item.serves = zone, schedule, serves
-        items.append(item)
+            watermark, original = item.state.watermark, originals.get(item.workspace.id)
+            item.first_cursor = first_cursor(settings, key, ctx.end_time, ctx.run_time, watermark, original)
+            item.start = item.first_cursor.key
+        moment = arrivals.time_of(item.start)
+        item.current = moment is not None and moment >= oldest_current
 
     current_items = [item for item in items if item.current]
     if current_items:
@@ -171,9 +150,8 @@ def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
         if request.counts_run_anomalies:
             for item in items:
                 item.ambiguous_counted_from = pass_start
-
-    for item in items:
-        (plan.work if item.needs_work else plan.idle).append(item)
+    for item in items:  # the rest has nothing in [cursor, end): advanced in bulk
+        (plan.work if not item.current or item.keys or item.state.pending else plan.idle).append(item)
     return plan
 
 
@@ -215,8 +193,7 @@ def _shared_pass(ctx: RunContext, plan: Plan, start: Key, items: Sequence[WorkIt
             continue
         kept.setdefault(chat_id, []).append((arrival, document))
     owners = {item.workspace.id: item for item in items}
-    ambiguous = 0
-    found: set[ObjectId] = set()
+    ambiguous, found = 0, set[ObjectId]()
     for document in arrivals.chats_by_id(store.chats, list(by_chat)):
         chat_id = document.get("_id")
         if not isinstance(chat_id, ObjectId) or chat_id not in by_chat:
@@ -234,22 +211,17 @@ def _shared_pass(ctx: RunContext, plan: Plan, start: Key, items: Sequence[WorkIt
         mine = [arrival for arrival in keys if arrival >= start]
         if not mine:
             continue
-        chat = ownership.chat_of(document)
         item.keys.extend(mine)
         if item.documents is not None:
             if chat_id in over_budget:
                 item.documents = None  # read by the delivery itself
             else:
                 item.documents.extend(pair for pair in kept.get(chat_id, ()) if pair[0] >= start)
-        item.chats[chat_id] = chat
-        item.chats[str(chat_id)] = chat
+        item.chats.update(dict.fromkeys((chat_id, str(chat_id)), ownership.chat_of(document)))
         item.chat_ids.add(chat_id)
     orphans += sum(len(keys) for chat_id, keys in by_chat.items() if chat_id not in found)
     for item in items:
         if len(item.chat_ids) > 1:
             item.keys.sort()
     if ctx.request.counts_run_anomalies:
-        if orphans:
-            plan.run_anomalies["orphaned_message"] += orphans
-        if ambiguous:
-            plan.run_anomalies[AMBIGUOUS_CHAT] += ambiguous
+        plan.run_anomalies.update(+Counter({"orphaned_message": orphans, AMBIGUOUS_CHAT: ambiguous}))

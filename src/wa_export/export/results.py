@@ -21,6 +21,15 @@ TIME_FIELDS = ("window_start", "window_end", "next_due")
 NO_ADDRESS = "no email address configured"  # a skip reason's start: the run warns about these skips only
 Trigger = Literal["scheduled", "manual"]
 Outcome = Literal["completed", "no_messages", "skipped", "failed", "written", "dry_run", "not_due"]
+# The summary's count of each outcome, in its order (not_due only when there is one).
+OUTCOME_WORDS: tuple[tuple[Outcome, str], ...] = (
+    ("completed", "emailed"),
+    ("written", "written"),
+    ("no_messages", "without new messages"),
+    ("not_due", "not due"),
+    ("skipped", "skipped"),
+    ("failed", "failed"),
+)
 WarningKind = Literal[
     "no_active_workspace", "missing_address", "unmatched_address", "malformed_address_variable", "duplicate_workspace"
 ]
@@ -63,15 +72,13 @@ class WorkspaceResult:
 
     def add_counts(self, by_status: dict[str, int], anomalies: dict[str, int]) -> None:
         self.message_count += sum(by_status.values())
-        for status, count in by_status.items():
-            self.by_status[status] = self.by_status.get(status, 0) + count
-        for name, count in anomalies.items():
-            self.anomalies[name] = self.anomalies.get(name, 0) + count
+        for totals, counts in ((self.by_status, by_status), (self.anomalies, anomalies)):
+            for name, count in counts.items():
+                totals[name] = totals.get(name, 0) + count
 
     def as_dict(self) -> dict[str, Any]:
-        fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
         times = {name: iso(getattr(self, name)) for name in TIME_FIELDS}
-        return fields | times | {"recipients": list(self.recipients)}
+        return dataclasses.asdict(self) | times | {"recipients": list(self.recipients)}
 
     @classmethod
     def from_dict(cls, document: Mapping[str, Any]) -> WorkspaceResult:
@@ -123,15 +130,12 @@ class RunResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "run_id": self.run_id,
-            "trigger": self.trigger,
-            "dry_run": self.dry_run,
+            **{name: getattr(self, name) for name in ("run_id", "trigger", "dry_run")},
             "started_at": iso(self.started_at),
             "finished_at": iso(self.finished_at),
-            "interrupted": self.interrupted,
-            "exit_code": self.exit_code,
-            "message_count": self.message_count,
-            "orphaned_messages": self.orphaned_messages,
+            **{
+                name: getattr(self, name) for name in ("interrupted", "exit_code", "message_count", "orphaned_messages")
+            },
             "run_anomalies": self.run_anomalies,
             "anomalies": self.anomaly_totals(),
             "problems": self.problems,
@@ -146,12 +150,10 @@ def merged_anomalies(per_workspace: Sequence[dict[str, int]], per_run: Sequence[
     totals: Counter[str] = Counter()
     for anomalies in per_workspace:
         totals.update({name: int(count) for name, count in anomalies.items()})
-    run_level: dict[str, int] = {}
+    run_level: Counter[str] = Counter()
     for anomalies in per_run:
-        for name, count in anomalies.items():
-            run_level[name] = max(run_level.get(name, 0), int(count))
-    totals.update(run_level)
-    return {name: count for name, count in totals.items() if count}
+        run_level |= Counter({name: int(count) for name, count in anomalies.items()})  # | keeps the maximum
+    return {name: count for name, count in (totals + run_level).items() if count}
 
 
 def summary_line(
@@ -167,44 +169,31 @@ def summary_line(
     duplicates = sum(1 for ws in workspaces if ws.possible_duplicate)
     parts = [
         f"{header}: {count_noun(len(workspaces), 'workspace')}",
-        f"{count['completed']} emailed",
-        f"{count['written']} written",
-        f"{count['no_messages']} without new messages",
-        *([f"{count['not_due']} not due"] if count["not_due"] else []),
-        f"{count['skipped']} skipped",
-        f"{count['failed']} failed",
+        *(f"{count[outcome]} {words}" for outcome, words in OUTCOME_WORDS if outcome != "not_due" or count[outcome]),
         count_noun(sum(ws.message_count for ws in workspaces), "message"),
         *problems,
+        "new cursors: " + ", ".join(f"{n} from {source}" for source, n in sorted(sources.items())) if sources else "",
+        f"{duplicates} re-delivered as a possible duplicate (said in the email)" if duplicates else "",
+        "data issues: " + ", ".join(f"{n} {name}" for name, n in sorted(anomalies.items())) if anomalies else "",
+        "interrupted before finishing" if interrupted else "",
     ]
-    if sources:
-        parts.append("new cursors: " + ", ".join(f"{n} from {source}" for source, n in sorted(sources.items())))
-    if duplicates:
-        parts.append(f"{duplicates} re-delivered as a possible duplicate (said in the email)")
-    if anomalies:
-        parts.append("data issues: " + ", ".join(f"{number} {name}" for name, number in sorted(anomalies.items())))
-    if interrupted:
-        parts.append("interrupted before finishing")
-    return ", ".join(parts)
+    return ", ".join(part for part in parts if part)
 
 
 class RunObserver(Protocol):
     """What the run reports while it works; optional: `messages_exported(workspace_id, count since last call)`."""
 
-    def run_started(self, total_workspaces: int, trigger: Trigger) -> None: ...
-
-    def workspace_finished(self, result: WorkspaceResult) -> None: ...
-
-
-class SilentObserver:
-    """Reports nothing: for --json runs and library callers."""
-
     def run_started(self, total_workspaces: int, trigger: Trigger) -> None:
         return None
 
-    def messages_exported(self, workspace_id: str, count: int) -> None:
+    def workspace_finished(self, result: WorkspaceResult) -> None:
         return None
 
-    def workspace_finished(self, result: WorkspaceResult) -> None:
+
+class SilentObserver(RunObserver):
+    """Reports nothing: for --json runs and library callers."""
+
+    def messages_exported(self, workspace_id: str, count: int) -> None:
         return None
 
 
@@ -217,8 +206,7 @@ class RunWarning:
 
 
 def unmatched_variable_warnings(settings: Settings, active_ids: Iterable[str]) -> list[RunWarning]:
-    """Malformed WORKSPACE_<ID>_<SUFFIX> variables, and those no active workspace uses (typos, inactive or deleted
-    tenants)."""
+    """Malformed WORKSPACE_<ID>_<SUFFIX> variables, and those no active workspace uses (typos, deleted tenants)."""
     active = {workspace_id.lower() for workspace_id in active_ids}
     return malformed_variable_warnings(settings) + [
         RunWarning(
@@ -247,10 +235,8 @@ def run_warnings(
     covers_all_active: bool,
     email_override: bool = False,
 ) -> list[RunWarning]:
-    """The warnings of a run over its workspaces' results; a failed one already has its error line.
-
-    `covers_all_active`: they are every active workspace, so a variable matching none matches no active one.
-    """
+    """The warnings of a run over its workspaces' results (a failed one already has its error line); with
+    `covers_all_active` they are every active workspace, so a variable matching none matches no active one."""
     warnings: list[RunWarning] = []
     if covers_all_active and not workspaces:
         warnings.append(

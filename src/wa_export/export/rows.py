@@ -1,15 +1,6 @@
-"""One message and its chat as a workbook row, and the Status rule (shared with `stats`, so they never disagree).
-
-| direction | Status |
-|---|---|
-| incoming | `received` |
-| outgoing, is_ai_generated true | `sent_via_ai` |
-| outgoing, otherwise | `sent_by_human` |
-| anything else | `unknown` (the row is kept and counted, its phones left empty) |
-
-The hot path of an export (once per message): plain tuples, text cleaning left to the writer.
-Messy data is exported and counted, never dropped.
-"""
+"""A message and its chat as a workbook row, the Status rule (shared with `stats`), and a workspace's rows read as an
+export reads them (manual exports, `resend`). The hot path (once per message): plain tuples, text cleaning left to
+the writer. Messy data is exported and counted, never dropped."""
 
 from __future__ import annotations
 
@@ -18,7 +9,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from wa_export.store.connection import Chat
+from wa_export.store import arrivals, ownership
+from wa_export.store.arrivals import ArrivalKey, Key
+from wa_export.store.connection import Chat, Store, Workspace
 
 STATUS_RECEIVED = "received"
 STATUS_UNKNOWN = "unknown"
@@ -40,6 +33,7 @@ EPOCH_MILLISECONDS_ABOVE = 10**11  # epoch numbers above this are milliseconds (
 
 
 def status_of(direction: object, is_ai_generated: object) -> str:
+    """incoming: received; outgoing: sent_via_ai if is_ai_generated is true, else sent_by_human; else unknown."""
     if direction != "incoming" and direction != "outgoing":  # the exact spellings skip the normalising
         direction = _DIRECTIONS.get(direction.strip().lower()) if isinstance(direction, str) else None
     if direction == "incoming":
@@ -53,8 +47,7 @@ class RowStats:
     """Per-status counts and data-quality anomalies of one export."""
 
     def __init__(self) -> None:
-        self.by_status: Counter[str] = Counter()
-        self.anomalies: Counter[str] = Counter()
+        self.by_status, self.anomalies = Counter[str](), Counter[str]()
 
     @property
     def total(self) -> int:
@@ -114,3 +107,21 @@ def message_rows(
             anomalies["unparsed_timestamp" if timestamp is None else "non_date_timestamp"] += 1
         by_status[status] += 1
         yield (sender, receiver, content, timestamp, status, workspace_id)
+
+
+def rows_by_timestamp(
+    store: Store, workspace: Workspace, start: datetime, end: datetime, stats: RowStats
+) -> Iterator[Row]:
+    """The rows of messages with start <= timestamp < end (a manual export's window), in (timestamp, _id) order."""
+    found = ownership.chats_of_workspace(store.chats, workspace)
+    messages = arrivals.messages_by_timestamp(store.messages, found.message_chat_ids(), start, end)
+    return message_rows(messages, ownership.by_both_forms(found.owned), workspace.id, stats)
+
+
+def rows_by_arrival(
+    store: Store, key: ArrivalKey, workspace: Workspace, low: Key, high: Key, stats: RowStats
+) -> Iterator[Row]:
+    """The rows of messages with low <= arrival key < high (a scheduled window or part), as the delivery read them."""
+    found = ownership.chats_of_workspace(store.chats, workspace)
+    messages = arrivals.window_messages(store.messages, key, sorted(found.owned), low, high)
+    return message_rows(messages, ownership.by_both_forms(found.owned), workspace.id, stats)

@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import threading
+from collections import deque
 from collections.abc import Sequence
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
-from pymongo.errors import ConnectionFailure, PyMongoError
+from pymongo.errors import ConnectionFailure
 
 from wa_export.addresses import outside_allowed_domains, parse_address_list
 from wa_export.clock import DatabaseClock, Window, parse_time, utc_now
 from wa_export.errors import ConfigError, MongoUnavailable, SmtpNotConfigured, UsageProblem
 from wa_export.export import workers
 from wa_export.export.context import ExportRequest, MailSession, RunContext, new_run_id
-from wa_export.export.delivery import deliver
-from wa_export.export.manual import export_manual
+from wa_export.export.delivery import (
+    deliver,
+    describe_file_error,
+    log_export,
+    unless_connection_lost,
+    workspace_error,
+    write_workbook,
+)
+from wa_export.export.email_text import compose_export_mail
 from wa_export.export.plan import CURSOR_AHEAD, NOTHING_NEW, WorkItem, make_plan
 from wa_export.export.results import (
+    NO_ADDRESS,
     RunObserver,
     RunResult,
     RunWarning,
@@ -26,14 +37,18 @@ from wa_export.export.results import (
     WorkspaceResult,
     run_warnings,
 )
+from wa_export.export.rows import RowStats, rows_by_timestamp
 from wa_export.mail.errors import MailError
 from wa_export.mail.message import check_sendable
+from wa_export.recipients import missing_hint
 from wa_export.settings import Settings
 from wa_export.store import logs
 from wa_export.store.arrivals import ArrivalKey, time_of
 from wa_export.store.connection import Store, Workspace, describe_mongo_error, mongo_errors, open_store
 from wa_export.store.state import advance_idle
+from wa_export.workbook.fingerprint import Fingerprint, fingerprint
 from wa_export.workbook.naming import contested_slugs
+from wa_export.workspace_settings import TIME_ZONE, resolve
 
 
 def build_export_request(
@@ -69,11 +84,10 @@ def build_export_request(
     window: Window | None = None
     if hours is not None or since is not None or until is not None or overrides:
         end = parse_time(until, "--until", settings.export_timezone) if until else utc_now()
-        if since is not None:
-            start = parse_time(since, "--since", settings.export_timezone)
-        else:
-            start = end - timedelta(hours=hours if hours is not None else 24)
-        window = Window(start, end)
+        start_of_hours = end - timedelta(hours=hours if hours is not None else 24)
+        window = Window(
+            parse_time(since, "--since", settings.export_timezone) if since is not None else start_of_hours, end
+        )
         if window.is_empty:
             raise UsageProblem("The window is empty: --since must be before --until.")
     return ExportRequest(tuple(workspace_ids), window, overrides, send_email=not no_email, dry_run=dry_run)
@@ -138,38 +152,30 @@ class ExportRun:
         self.run_id = new_run_id()
 
     def execute(self) -> RunResult:
-        if self.request.send_email:  # --dry-run too: it must refuse what the real run refuses
+        settings, request = self.settings, self.request
+        if request.send_email:  # --dry-run too: it must refuse what the real run refuses
             try:
-                check_sendable(self.settings)
+                check_sendable(settings)
             except MailError as error:
                 raise SmtpNotConfigured(str(error)) from None
         clock = DatabaseClock(self.store.database_now())  # one clock for the run: the server's now, then monotonic
+        key, mail = ArrivalKey(settings.export_arrival_field), MailSession(settings)
+        reporter = getattr(self.observer, "messages_exported", None)
         ctx = RunContext(
-            self.settings,
-            self.store,
-            self.request,
-            self.run_id,
-            clock,
-            ArrivalKey(self.settings.export_arrival_field),
-            MailSession(self.settings),
-            self.stop_requested,
-            on_messages=getattr(self.observer, "messages_exported", None),
+            settings, self.store, request, self.run_id, clock, key, mail, self.stop_requested, on_messages=reporter
         )
-        result = RunResult(self.run_id, self.request.trigger, self.request.dry_run, clock.started_at)
+        result = RunResult(self.run_id, request.trigger, request.dry_run, clock.started_at)
         try:
             try:
-                workspaces = self._select_workspaces(ctx, result)
-                if self.request.is_manual:
-                    self._manual(ctx, workspaces, result)
-                else:
-                    self._scheduled(ctx, workspaces, result)
+                self._export_all(ctx, self._select_workspaces(ctx, result), result)
             finally:
                 ctx.mail.close()
             result.finished_at = clock.now()
-            if not self.request.dry_run:
-                self._record_run_event(ctx, result)
+            if not request.dry_run:
+                with unless_connection_lost():  # the work is logged per workspace: a refused summary fails nothing
+                    self._record(ctx, result)
         except ConnectionFailure as error:
-            raise MongoUnavailable(describe_mongo_error(error, self.settings)) from None
+            raise MongoUnavailable(describe_mongo_error(error, settings)) from None
         return result
 
     def _select_workspaces(self, ctx: RunContext, result: RunResult) -> list[Workspace]:
@@ -190,62 +196,48 @@ class ExportRun:
         )
         return share
 
-    def _finish(self, result: RunResult, outcome: WorkspaceResult) -> None:
-        result.workspaces.append(outcome)
-        self.observer.workspace_finished(outcome)
+    def _export_all(self, ctx: RunContext, workspaces: Sequence[Workspace], result: RunResult) -> None:
+        done: list[WorkspaceResult] = []
+        if self.request.is_manual:
+            work = [partial(export_manual, ctx, workspace) for workspace in workspaces]
+            self.observer.run_started(len(workspaces), self.request.trigger)
+        else:
+            plan = make_plan(ctx, workspaces)
+            result.run_anomalies.update(plan.run_anomalies)
+            result.problems.extend(plan.problems)
+            self.observer.run_started(len(workspaces), self.request.trigger)
+            if self.request.moves_cursors:  # nothing new: every such cursor moves to the end in one write
+                advance_idle(self.store, ctx.clock, ctx.end_key, plan.idle_advances())
+            done = plan.skipped + [_idle_result(ctx, item) for item in plan.idle]
+            work = [partial(deliver, ctx, item) for item in plan.work]
+        # Once asked to stop, no further workspace is started and the run is interrupted.
+        for outcome in itertools.chain(done, (job() for job in work if not self.stop_requested.is_set())):
+            result.workspaces.append(outcome)
+            self.observer.workspace_finished(outcome)
+        result.interrupted = len(result.workspaces) < len(done) + len(work)
 
-    def _manual(self, ctx: RunContext, workspaces: Sequence[Workspace], result: RunResult) -> None:
-        self.observer.run_started(len(workspaces), self.request.trigger)
-        for workspace in workspaces:
-            if self.stop_requested.is_set():
-                result.interrupted = True
-                return
-            self._finish(result, export_manual(ctx, workspace))
-
-    def _scheduled(self, ctx: RunContext, workspaces: Sequence[Workspace], result: RunResult) -> None:
-        plan = make_plan(ctx, workspaces)
-        result.run_anomalies.update(plan.run_anomalies)
-        result.problems.extend(plan.problems)
-        self.observer.run_started(len(workspaces), self.request.trigger)
-        if self.request.moves_cursors:  # nothing new: every such cursor moves to the end in one write
-            advance_idle(self.store, ctx.clock, ctx.end_key, plan.idle_advances())
-        for skipped in plan.skipped:
-            self._finish(result, skipped)
-        for item in plan.idle:
-            self._finish(result, _idle_result(ctx, item))
-        for item in plan.work:
-            if self.stop_requested.is_set():
-                result.interrupted = True
-                return
-            self._finish(result, deliver(ctx, item))
-
-    def _record_run_event(self, ctx: RunContext, run: RunResult) -> None:
-        try:
-            details = logs.ExportRunDetails(
-                trigger=run.trigger,
-                run_id=run.run_id,
-                started_at=run.started_at,
-                finished_at=run.finished_at,
-                window_end=ctx.end_time if not self.request.is_manual else None,
-                workspaces=len(run.workspaces),
-                completed=run.count("completed"),
-                failed=run.count("failed"),
-                skipped=run.count("skipped"),
-                no_messages=run.count("no_messages"),
-                message_count=run.message_count,
-                anomalies=run.anomaly_totals(),
-                orphaned_messages=run.orphaned_messages,
-                problems=run.problems,
-                possible_duplicates=sum(1 for ws in run.workspaces if ws.possible_duplicate),
-                moves_watermark=self.request.moves_cursors,  # the stored field's name, read by `health`
-                all_workspaces=not self.request.workspace_ids,
-                interrupted=run.interrupted,
-            )
-            logs.record_export_run(self.store.system_logs, run.summary(), ctx.clock.now(), details, failed=run.failed)
-        except PyMongoError as error:
-            if isinstance(error, ConnectionFailure):
-                raise
-            # The work is done and logged per workspace: a refused summary write must not fail a good run.
+    def _record(self, ctx: RunContext, run: RunResult) -> None:
+        details = logs.ExportRunDetails(
+            trigger=run.trigger,
+            run_id=run.run_id,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+            window_end=ctx.end_time if not self.request.is_manual else None,
+            workspaces=len(run.workspaces),
+            completed=run.count("completed"),
+            failed=run.count("failed"),
+            skipped=run.count("skipped"),
+            no_messages=run.count("no_messages"),
+            message_count=run.message_count,
+            anomalies=run.anomaly_totals(),
+            orphaned_messages=run.orphaned_messages,
+            problems=run.problems,
+            possible_duplicates=sum(1 for ws in run.workspaces if ws.possible_duplicate),
+            moves_watermark=self.request.moves_cursors,  # the stored field's name, read by `health`
+            all_workspaces=not self.request.workspace_ids,
+            interrupted=run.interrupted,
+        )
+        logs.record_export_run(self.store.system_logs, run.summary(), ctx.clock.now(), details, failed=run.failed)
 
 
 def _idle_result(ctx: RunContext, item: WorkItem) -> WorkspaceResult:
@@ -260,3 +252,95 @@ def _idle_result(ctx: RunContext, item: WorkItem) -> WorkspaceResult:
     if item.first_cursor is not None and ctx.request.moves_cursors:
         result.cursor_source = item.first_cursor.source
     return result
+
+
+DEFAULT_MANUAL_WINDOW = timedelta(hours=24)  # an --email run without a window (as build_export_request does)
+
+
+def export_manual(ctx: RunContext, workspace: Workspace) -> WorkspaceResult:
+    request = ctx.request
+    result = WorkspaceResult.of(workspace, "skipped")
+    recipients = ctx.recipients_for(workspace)
+    if ctx.without_address(recipients):
+        result.reason = f"{NO_ADDRESS}: {missing_hint(workspace.id, ctx.settings)} or pass --email"
+        # Only a workspace the operator named is a failure; a run over all of them skips it.
+        if request.workspace_ids:
+            result.outcome = "failed"
+        return result
+    result.recipients, result.recipients_source = recipients.addresses, recipients.source
+    window = request.window or Window(ctx.run_time - DEFAULT_MANUAL_WINDOW, ctx.run_time)
+    result.window_start, result.window_end = window.start, window.end
+    zone = resolve(TIME_ZONE, workspace, ctx.settings)  # schedules are ignored: a manual export is asked for now
+    if zone.value is None:
+        reason: str | None = zone.problem or ""
+    else:
+        ctx = ctx.in_zone(zone.value)
+        reason = ctx.refusal(recipients, workspace)
+        if reason is None:
+            try:
+                reason = _export(ctx, workspace, result, window)
+            except Exception as error:
+                reason = workspace_error(ctx, result, error)
+    if reason is not None:
+        result.outcome, result.reason = "failed", reason
+        if not ctx.request.dry_run:  # decided as the real run would; a dry run records nothing
+            with unless_connection_lost():
+                _log(ctx, workspace, result)
+    return result
+
+
+def _export(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, window: Window) -> str | None:
+    """Export the window into `result`; why it failed, or None."""
+    stats = RowStats()
+    rows = rows_by_timestamp(ctx.store, workspace, window.start, window.end, stats)
+    if ctx.request.dry_run:
+        deque(rows, maxlen=0)  # counts the rows, writes none
+        result.add_counts(*stats.counts())
+        result.outcome = "dry_run"
+        return None
+    password = ctx.workbook_password(workspace)
+    try:
+        rows = ctx.with_progress(workspace.id, rows)
+        path = write_workbook(ctx.settings, workspace, rows, ctx.run_time, ctx.contested_slugs, password)
+    except OSError as error:
+        result.add_counts(*stats.counts())
+        return describe_file_error(error, ctx.settings.export_dir)
+    result.add_counts(*stats.counts())
+    if path is None:
+        result.outcome, result.reason = "no_messages", "no messages in this window"
+        return None
+    result.file_path, result.files, result.parts = str(path), [str(path)], 1
+    if not ctx.request.send_email:
+        result.outcome = "written"
+        return None
+    attachment = fingerprint(path)  # the ledger's record of the file the email carries
+    window_times = (window.start, window.end)
+    try:
+        ctx.mail.send(
+            compose_export_mail(
+                ctx.settings,
+                workspace,
+                ctx.run_time,
+                window_times,
+                result.by_status,
+                path,
+                result.recipients,
+                by_arrival=False,
+                protected=password is not None,
+            )
+        )
+    except MailError as error:
+        return ctx.redact(str(error))
+    result.outcome, result.emails_sent = "completed", 1
+    _log(ctx, workspace, result, attachment)
+    return None
+
+
+def _log(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, attachment: Fingerprint | None = None) -> None:
+    status, error = (
+        (logs.STATUS_COMPLETED, None) if result.outcome == "completed" else (logs.STATUS_FAILED, result.reason)
+    )
+    window = (result.window_start, result.window_end)
+    log_export(
+        ctx, workspace, result.recipients, result, status, window, result.file_path, error=error, attachment=attachment
+    )

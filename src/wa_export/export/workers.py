@@ -1,8 +1,6 @@
 """`wa-export export --workers N`: one scheduled run shared by N child processes (the work holds the GIL).
-
 Child k is `wa-export export --json --worker-slot k/N` (every N-th workspace; leases still decide). The
-parent never talks to MongoDB: it merges the children's JSON, exits with the worst code, forwards SIGTERM.
-"""
+parent never talks to MongoDB: it merges the children's JSON, exits with the worst code, forwards SIGTERM."""
 
 from __future__ import annotations
 
@@ -33,12 +31,6 @@ class WorkerUsageError(UsageProblem):
     """A bad --workers / --worker-slot value; one sentence for the operator (exit 2)."""
 
 
-_MANUAL_RUN_HAS_NO_WORKERS = (
-    "--workers applies to scheduled runs only; a manual export (--hours/--since/--until/--email) "
-    "runs in one process, drop --workers."
-)
-
-
 def parse_worker_slot(text: str) -> tuple[int, int]:
     """`"k/N"` -> (k, N) with 0 <= k < N <= MAX_WORKERS."""
     try:
@@ -62,7 +54,10 @@ def check_request(count: int, *, is_manual: bool) -> None:
 def check_slot_request(is_manual: bool) -> None:
     """A --worker-slot (set by `--workers N` on its children) exists only in a scheduled run."""
     if is_manual:
-        raise WorkerUsageError(_MANUAL_RUN_HAS_NO_WORKERS)
+        raise WorkerUsageError(
+            "--workers applies to scheduled runs only; a manual export (--hours/--since/--until/--email) "
+            "runs in one process, drop --workers."
+        )
 
 
 def slot_share(items: Sequence[T], slot: tuple[int, int] | None) -> list[T]:
@@ -94,9 +89,7 @@ class WorkersResult:
 
     @property
     def workspaces(self) -> list[WorkspaceResult]:
-        return [
-            WorkspaceResult.from_dict(ws) for worker in self.workers for ws in worker.document.get("workspaces", [])
-        ]
+        return [WorkspaceResult.from_dict(ws) for w in self.workers for ws in w.document.get("workspaces", [])]
 
     def anomaly_totals(self) -> dict[str, int]:
         return merged_anomalies(
@@ -121,7 +114,7 @@ class WorkersResult:
 
     def as_dict(self) -> dict[str, Any]:
         workspaces = self.workspaces
-        return {
+        return {  # the children's runs merged, in the shape of one run's JSON
             "ok": self.exit_code == ExitCode.OK,
             "trigger": "scheduled",
             "workers": self.count,
@@ -150,16 +143,15 @@ class WorkersResult:
 
 def run_workers(count: int, request: ExportRequest, env_file: Path | None, stop: threading.Event) -> WorkersResult:
     """Run the scheduled export as `count` child processes and merge their results."""
-    check_request(count, is_manual=request.is_manual)
     command = [sys.executable, "-m", "wa_export", *(["--env-file", str(env_file)] if env_file else []), "export"]
     command += ["--json", *(["--dry-run"] if request.dry_run else []), *([] if request.send_email else ["--no-email"])]
     command += [part for workspace_id in request.workspace_ids for part in ("--workspace", workspace_id)]
     started = time.time()
-    children: list[tuple[int, subprocess.Popen[bytes], Any]] = []
+    children: list[tuple[subprocess.Popen[bytes], Any]] = []
     forwarded = False
 
     def terminate() -> None:
-        for _, proc, _ in children:
+        for proc, _ in children:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
 
@@ -167,25 +159,23 @@ def run_workers(count: int, request: ExportRequest, env_file: Path | None, stop:
         for slot in range(count):
             out = tempfile.TemporaryFile()  # not a pipe: a big JSON document must never block a child
             # stderr inherited: a child's warnings and tracebacks reach the parent's as they are
-            proc = subprocess.Popen(
-                [*command, "--worker-slot", f"{slot}/{count}"], stdout=out, stdin=subprocess.DEVNULL
-            )
-            children.append((slot, proc, out))
-        while any(proc.poll() is None for _, proc, _ in children):
+            slot_option = ["--worker-slot", f"{slot}/{count}"]
+            children.append((subprocess.Popen([*command, *slot_option], stdout=out, stdin=subprocess.DEVNULL), out))
+        while any(proc.poll() is None for proc, _ in children):
             if stop.is_set() and not forwarded:
                 forwarded = True
                 terminate()
             time.sleep(0.2)
     except BaseException:
         terminate()  # never leave orphans running behind a crashed parent
-        for _, proc, _ in children:
+        for proc, _ in children:
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
         raise
     result = WorkersResult(count=count, started_at=started, finished_at=time.time(), interrupted=forwarded)
-    for slot, proc, out in children:
+    for slot, (proc, out) in enumerate(children):
         with out:
             out.seek(0)
             result.workers.append(_outcome(slot, proc.returncode, out.read().decode("utf-8", "replace")))
@@ -196,12 +186,9 @@ def _outcome(slot: int, returncode: int, stdout: str) -> WorkerOutcome:
     code = returncode if returncode >= 0 else 1  # killed by a signal: its work is unfinished
     try:
         document = json.loads(stdout)
+        error = None if isinstance(document, dict) else "unexpected JSON result"
     except json.JSONDecodeError:
-        return WorkerOutcome(
-            slot, code, {}, f"killed by signal {-returncode}" if returncode < 0 else "no JSON result on stdout"
-        )
-    if not isinstance(document, dict):
-        return WorkerOutcome(slot, code, {}, "unexpected JSON result")
-    if "workspaces" not in document:  # an error document: {"ok": false, "error": ...}
-        return WorkerOutcome(slot, code, {}, str(document.get("error") or "failed"))
-    return WorkerOutcome(slot, code, document)
+        document, error = None, f"killed by signal {-returncode}" if returncode < 0 else "no JSON result on stdout"
+    if error is None and "workspaces" not in document:  # an error document: {"ok": false, "error": ...}
+        error = str(document.get("error") or "failed")
+    return WorkerOutcome(slot, code, {}, error) if error is not None else WorkerOutcome(slot, code, document)
