@@ -70,8 +70,9 @@ class ConfigReport:
         return f"configuration valid: {count_noun(len(self.settings), 'setting')}, {variables} (WORKSPACE_<ID>_…)"
 
     def as_dict(self) -> dict[str, Any]:
-        facts = {"ok": not self.problems, "exit_code": self.exit_code, **asdict(self), "summary": self.summary()}
-        return facts | {"problems": [asdict(problem) for problem in self.problems]}  # env_file: a string in the JSON
+        # The summary stays near the top, for a person reading the JSON; env_file becomes a string in it.
+        facts = {"ok": not self.problems, "exit_code": self.exit_code, "env_file": None, "summary": self.summary()}
+        return facts | asdict(self) | {"problems": [asdict(problem) for problem in self.problems]}
 
 
 def config_report(env_file: Path | None, environ: dict[str, str] | None = None) -> ConfigReport:
