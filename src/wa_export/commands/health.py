@@ -316,7 +316,10 @@ def check_workspace_schedules(store: Store, settings: Settings, now: datetime) -
     active = store.active_workspaces()
     timed = [(w, resolve(TIME_ZONE, w, settings), resolve(SCHEDULE, w, settings)) for w in active]
     invalid = [problem for _, zone, schedule in timed if (problem := zone.problem or schedule.problem)]
-    slotted = [(w, zone.value, slots.value) for w, zone, slots in timed if slots.value and slots.value.has_slots]
+    # An invalid zone is one of `invalid`: the run fails that workspace without judging its slots.
+    slotted = [
+        (w, zone.value, slots.value) for w, zone, slots in timed if zone.value and slots.value and slots.value.has_slots
+    ]
     states = read_states(store, [w.id for w, _, _ in slotted]) if slotted else {}
     stale: list[dict[str, Any]] = []
     late: list[str] = []
