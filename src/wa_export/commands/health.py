@@ -33,13 +33,12 @@ from wa_export.store import logs
 from wa_export.store.arrivals import ArrivalKey, check_arrival_key
 from wa_export.store.connection import SERVICE_NAME, Store, Workspace, describe_mongo_error
 from wa_export.store.state import count_cursors_ahead, count_foreign_cursors, last_successes, read_states
-from wa_export.units import count_noun, format_ago, format_bytes, has, is_, local_time
+from wa_export.units import NAMES_SHOWN, count_noun, format_ago, format_bytes, has, is_, local_time, named
 from wa_export.workbook.naming import FOLDER_MARKER, slugify, unclaimed_folders
 from wa_export.workbook_password import workbook_password
 from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, resolve
 
 CheckStatus = Literal["ok", "warning", "failed", "skipped"]
-NAMES_SHOWN = 10  # longer lists are cut in the reason; `details` (and --json) has them all
 # Free space below either threshold is a warning: a full disk fails every export.
 MIN_FREE_BYTES = 1024**3
 MIN_FREE_FRACTION = 0.05
@@ -81,11 +80,6 @@ class HealthReport:
 
 
 # Reasons embed texts from elsewhere (driver errors, stored errors, names): no doubled punctuation.
-def named(items: list[str], shown: int = NAMES_SHOWN) -> str:
-    """The first `shown` items and how many more: a reason stays short, `details` (--json) has them all."""
-    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
-
-
 def clause(text: str) -> str:
     return text.strip().rstrip(".;: ")
 
