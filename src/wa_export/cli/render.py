@@ -824,13 +824,10 @@ def render_state(output: Output, report: StateReport, settings: Settings) -> Non
 
 
 def render_move(output: Output, move: CursorMove, settings: Settings) -> None:
-    from wa_export.store.arrivals import key_text
-
-    new = f"{_time(move.new_time, settings, '')} (key {key_text(move.new_key)})"
     arrived = f"message {move.past_message_id} (arrived {_time(move.requested_time, settings, '')})"
     if move.direction == "already_past":
         output.line(
-            f"Workspace {move.workspace_id}: {arrived} is already behind the delivery position {new}: "
+            f"Workspace {move.workspace_id}: {arrived} is already behind the delivery position {move.new_position(settings)}: "
             "it was delivered or skipped before; nothing was moved."
         )
         return
@@ -843,12 +840,7 @@ def render_move(output: Output, move: CursorMove, settings: Settings) -> None:
             "unchanged": "the cursor was already there",
             "created": "the next scheduled run starts there",
         }[move.direction]
-    if move.old_key is None:
-        change = f"cursor created at {new}"
-    else:
-        old = f"{_time(move.old_time, settings, '')} (key {key_text(move.old_key)}, {move.old_source or 'unknown source'})"
-        change = f"cursor moved {move.direction} from {old} to {new}"
-    output.line(f"Workspace {move.workspace_id}: {change}: {consequence}.")
+    output.line(f"Workspace {move.workspace_id}: cursor {move.change(settings)}: {consequence}.")
     after = move.state_after
     if after is not None and after.waiting is not None:
         oldest = f", the oldest arrived {age} ago" if (age := _oldest_age(after)) else ""
