@@ -378,9 +378,9 @@ def check_failed_exports(store: Store, settings: Settings, now: datetime) -> Che
 def check_possible_duplicates(store: Store, settings: Settings, now: datetime) -> Check:
     if not (entries := logs.recent_possible_duplicates(store.export_logs, now - FAILED_EXPORTS_LOOKBACK)):
         return Check("possible_duplicates", "ok", "No email in the last 24 hours may have repeated an earlier one.")
-    names = list(dict.fromkeys(f"{e.get('workspace_name') or '(unnamed)'} ({e.get('workspace_id')})" for e in entries))
-    last = entries[0].get("created_at")
-    when = f"; the latest at {local_time(last, settings, zoned=True)}" if isinstance(last, datetime) else ""
+    names = list(dict.fromkeys(f"{e.workspace_name or '(unnamed)'} ({e.workspace_id})" for e in entries))
+    last = entries[0].created_at
+    when = f"; the latest at {local_time(last, settings, zoned=True)}" if last is not None else ""
     reason = f"{len(entries)} email(s) in the last 24 hours may repeat messages of an earlier one (an earlier run's outcome was unknown; each such email says so): {named(names)}{when}. `wa-export logs` marks them possible_duplicate."
     return Check("possible_duplicates", "warning", reason, {"count": len(entries), "workspaces": names})
 
