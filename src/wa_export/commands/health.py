@@ -376,7 +376,8 @@ def check_failed_exports(store: Store, settings: Settings, now: datetime) -> Che
 
 
 def check_possible_duplicates(store: Store, settings: Settings, now: datetime) -> Check:
-    if not (entries := logs.recent_possible_duplicates(store.export_logs, now - FAILED_EXPORTS_LOOKBACK)):
+    recent = {"possible_duplicate": True, "created_at": {"$gte": now - FAILED_EXPORTS_LOOKBACK}}
+    if not (entries := logs.latest_entries(store.export_logs, recent, 100)):
         return Check("possible_duplicates", "ok", "No email in the last 24 hours may have repeated an earlier one.")
     names = list(dict.fromkeys(f"{e.workspace_name or '(unnamed)'} ({e.workspace_id})" for e in entries))
     last = entries[0].created_at

@@ -120,7 +120,7 @@ def close_unknown_outcome(logs: Logs, log_id: object, run_id: str, now: datetime
     _mark(logs, {"_id": log_id, "status": STATUS_SENDING}, now, STATUS_FAILED, error, outcome_unknown=True)
 
 
-# --- export_logs read back: one record type for `logs`, `resend` and `verify` ---
+# --- export_logs read back: one record type for `logs`, `resend`, `verify` and `health` ---
 @dataclass(frozen=True)
 class RecordedRange:
     """The messages of an entry: arrival keys [low, high), or message timestamps [start, end)."""
@@ -208,6 +208,7 @@ def entries_with_sha256(logs: Logs, sha256: str) -> list[LedgerEntry]:
 
 
 def latest_entries(logs: Logs, query: Document, limit: int) -> list[LedgerEntry]:
+    """The entries matching `query`, newest first (`logs`; `health` asks for the possible duplicates)."""
     found = logs.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)]).limit(limit)
     return [read_entry(document) for document in found]
 
@@ -253,9 +254,3 @@ def original_service_exports(logs: Logs, workspace_ids: Sequence[str], since: da
             if (moment := as_utc_or_none(group.get("last"))) is not None and isinstance(group.get("_id"), str):
                 latest[group["_id"].lower()] = moment
     return latest
-
-
-def recent_possible_duplicates(logs: Logs, since: datetime) -> list[LedgerEntry]:
-    """Entries marked possible_duplicate since `since`, newest first (for `health`)."""
-    found = logs.find({"possible_duplicate": True, "created_at": {"$gte": since}})
-    return [read_entry(document) for document in found.sort("created_at", -1).limit(100)]
