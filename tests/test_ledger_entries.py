@@ -15,7 +15,7 @@ from bson import ObjectId
 from wa_export.commands import resend, verify
 from wa_export.errors import ExitCode, UsageProblem
 from wa_export.settings import Settings, load_settings
-from wa_export.store.ledger import RecordedRange, entries_with_sha256, entry_by_id, read_entry
+from wa_export.store.logs import RecordedRange, entries_with_sha256, entry_by_id, read_entry
 from wa_export.workbook.fingerprint import fingerprint
 
 WORKSPACE = "65a1b2c3d4e5f60718293a4b"

@@ -6,11 +6,13 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from bson import ObjectId
 
 from helpers import terminal_output
 from wa_export.cli.render import render_logs, unbreakable_words
-from wa_export.commands.logs import ExportLogEntry, LogsReport, SystemLogEntry
+from wa_export.commands.logs import LogsReport, SystemLogEntry
 from wa_export.settings import load_settings
+from wa_export.store.logs import LedgerEntry, read_entry
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 ACME = "65a1b2c3d4e5f60718293a4b"
@@ -24,21 +26,23 @@ ERRORS = {
 }
 
 
-def _entry(number: int, workspace_id: str, name: str) -> ExportLogEntry:
+def _entry(number: int, workspace_id: str, name: str) -> LedgerEntry:
     start = datetime(2026, 3, 1, 13, 0, tzinfo=UTC) + timedelta(minutes=15 * number)
-    return ExportLogEntry(
-        id=f"66aa00000000000000000{number:03d}",
-        time=start + timedelta(minutes=15),
-        workspace_id=workspace_id,
-        workspace_name=name,
-        trigger="scheduled",
-        window_start=start,
-        window_end=start + timedelta(minutes=15),
-        message_count=12,
-        file_path=f"/srv/exports/{SLUG}/{SLUG}_whatsapp_messages_2026-03-01_{number:02d}.xlsx",
-        recipients="",
-        status="failed",
-        error=ERRORS[workspace_id],
+    return read_entry(
+        {
+            "_id": ObjectId(f"66aa00000000000000000{number:03d}"),
+            "created_at": start + timedelta(minutes=15),
+            "workspace_id": workspace_id,
+            "workspace_name": name,
+            "trigger": "scheduled",
+            "window_start": start,
+            "window_end": start + timedelta(minutes=15),
+            "message_count": 12,
+            "file_path": f"/srv/exports/{SLUG}/{SLUG}_whatsapp_messages_2026-03-01_{number:02d}.xlsx",
+            "email_sent_to": "",
+            "status": "failed",
+            "error_message": ERRORS[workspace_id],
+        }
     )
 
 

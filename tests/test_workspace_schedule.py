@@ -338,6 +338,18 @@ def test_health_judges_staleness_against_each_workspaces_schedule(
     assert workspace_id in stale["reason"] and "daily@08:00" in stale["reason"]
 
 
+def test_health_reports_an_hourly_workspace_with_an_invalid_time_zone_as_the_run_fails_it(mongo_db, make_env, cli):
+    workspace_id = str(
+        mongo_db.workspaces.insert_one({"name": "Lost", "status": "active", "tz": "Mars/Base"}).inserted_id
+    )
+    env = make_env(EXPORT_TIMEZONE_FIELD="tz", **{_schedule_variable(workspace_id): "hourly"})
+    run = _results(cli(["export", "--dry-run", "--json"], env=env))[workspace_id]
+    check = health_checks(cli(["health", "--json"], env=env))["workspace_schedules"]
+    assert run["outcome"] == "failed" and run["reason"].startswith(f"tz of workspace {workspace_id} holds 'Mars/Base'")
+    assert check["status"] == "failed" and check["details"]["invalid"] == 1
+    assert f"workspace {workspace_id} holds 'Mars/Base', which is not a known IANA time zone" in check["reason"]
+
+
 # ---- several runs at once -------------------------------------------------------------------------
 
 

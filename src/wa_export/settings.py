@@ -29,6 +29,7 @@ from wa_export.addresses import EMAIL_ADDRESS, parse_address_list
 from wa_export.errors import ConfigError
 from wa_export.redaction import redact, smtp_auth_forms
 from wa_export.schedule import parse_schedule, parse_time_zone
+from wa_export.units import named
 from wa_export.workbook_password import parse_workbook_password
 from wa_export.workspace_settings import environment_parser
 
@@ -474,20 +475,16 @@ def _secret_suffix(suffix: str) -> bool:
     return suffix in WORKSPACE_VARIABLES and WORKSPACE_VARIABLES[suffix].secret
 
 
-def _names(names: Sequence[str], singular: str, plural: str) -> str:
-    return names[0] + (f" and {len(names) - 1} more {plural}" if len(names) > 1 else f" {singular}")
-
-
 def malformed_variables_sentence(names: Sequence[str]) -> str:
     """Why these names apply to no workspace (their id is not one), and what to write."""
     suffixes = {parsed[1] for name in names if (parsed := workspace_variable_name(name)) is not None}
     suffix = f"_{suffixes.pop()}" if len(suffixes) == 1 else "the suffix"
-    return f"{_names(names, 'applies', 'apply')} to no workspace; write a workspace id ({ID_FORM}) between WORKSPACE_ and {suffix}"
+    return f"{named(names, 1)} {'applies' if len(names) == 1 else 'apply'} to no workspace; write a workspace id ({ID_FORM}) between WORKSPACE_ and {suffix}"
 
 
 def unmatched_variables_sentence(names: Sequence[str], database: str) -> str:
     return (
-        f"{_names(names, 'matches', 'match')} no active workspace in database {database!r}: "
+        f"{named(names, 1)} {'matches' if len(names) == 1 else 'match'} no active workspace in database {database!r}: "
         "a typo in the id, or an inactive or deleted workspace"
     )
 

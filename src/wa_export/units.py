@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING
 
@@ -11,6 +12,7 @@ if TYPE_CHECKING:  # settings imports pymongo; cli/app.py imports this module at
     from wa_export.settings import Settings
 
 LOG_STAMP = "iso"  # local_time's format for log line stamps: ISO 8601 with the zone's offset
+NAMES_SHOWN = 10  # longer lists are cut in a sentence; --json has them all
 
 
 def format_bytes(size: float) -> str:
@@ -59,6 +61,11 @@ def zone_label(zone: tzinfo) -> str:
 def count_noun(number: int, noun: str) -> str:
     """ "1 failed export", "2 failed exports"."""
     return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def named(items: Sequence[str], shown: int = NAMES_SHOWN) -> str:
+    """The first `shown` items and how many more: a sentence stays short, --json has them all."""
+    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
 
 
 def has(number: int) -> str:

@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # each command imports just the library it uses; settings imp
     from wa_export.commands.config import ConfigReport, SettingLine
     from wa_export.commands.deploy import DeployResult
     from wa_export.commands.health import HealthReport
-    from wa_export.commands.logs import ExportLogEntry, LogsReport, SystemLogEntry
+    from wa_export.commands.logs import LogsReport, SystemLogEntry
     from wa_export.commands.resend import ResendResult
     from wa_export.commands.state import CursorMove, StateReport, WorkspaceReport
     from wa_export.commands.stats import StatsReport, WorkspaceStats
@@ -47,7 +47,7 @@ if TYPE_CHECKING:  # each command imports just the library it uses; settings imp
     from wa_export.export.results import RunResult, Trigger, WorkspaceResult
     from wa_export.export.workers import WorkersResult
     from wa_export.settings import Settings
-    from wa_export.store.ledger import LedgerEntry
+    from wa_export.store.logs import LedgerEntry
 
 OUTCOME_STYLE = {"completed": "green", "written": "green", "dry_run": "cyan", "skipped": "yellow", "failed": "bold red"}
 OUTCOME_STYLE |= dict.fromkeys(("no_messages", "not_due"), "dim")
@@ -590,19 +590,19 @@ def render_logs(output: Output, report: LogsReport, settings: Settings) -> None:
         output.line("No export logs match." if report.status or report.workspace_id else "No export logs yet.")
         return
 
-    def window(e: ExportLogEntry) -> str:
+    def window(e: LedgerEntry) -> str:
         hours = [local_time(moment, settings, "%H:%M") for moment in (e.window_start, e.window_end)]
         return "–".join(hours) if e.window_start and e.window_end else ""
 
-    def status(e: ExportLogEntry) -> str:
+    def status(e: LedgerEntry) -> str:
         return outcome_cell(e.status) + (" [yellow](possible duplicate)[/yellow]" if e.possible_duplicate else "")
 
-    def file(export: ExportLogEntry) -> str:
+    def file(export: LedgerEntry) -> str:
         return display_path(export.file_path, settings.export_dir)
 
-    columns: Columns[ExportLogEntry] = [
+    columns: Columns[LedgerEntry] = [
         (Column("Time", no_wrap=True), lambda export: short_time(export.time, settings)),
-        (Column("Id", no_wrap=True), lambda export: export.id),  # whole, to paste into `wa-export resend`
+        (Column("Id", no_wrap=True), lambda export: str(export.id)),  # whole, to paste into `wa-export resend`
         (Column("Workspace", overflow="fold", min_width=10), lambda e: escape(e.workspace_name or e.workspace_id)),
         (Column("Run", no_wrap=True), lambda e: {"scheduled": "sched"}.get(e.trigger or "", e.trigger or "")),
         (Column("Window", no_wrap=True), window),
@@ -611,7 +611,7 @@ def render_logs(output: Output, report: LogsReport, settings: Settings) -> None:
         (Column("File", no_wrap=True), lambda export: escape(file(export))),
         (
             Column("Recipients / error", overflow="fold", min_width=20),
-            lambda e: f"[red]{escape(e.error)}[/red]" if e.error else escape(e.recipients),
+            lambda e: f"[red]{escape(e.error_message)}[/red]" if e.error_message else escape(e.email_sent_to),
         ),
     ]
     # Plain output (cron, pipes) is never wrapped: it always has room for the file name.
@@ -621,8 +621,11 @@ def render_logs(output: Output, report: LogsReport, settings: Settings) -> None:
     # Entry ids, workspace ids shown instead of a name, file paths, and the ids and variable names of an error.
     keep_whole: list[str] = []
     for export in entries:
-        keep_whole += [export.id, *([] if export.workspace_name else [export.workspace_id])]
-        keep_whole += [*unbreakable_words(export.error or export.recipients), *([file(export)] if with_file else [])]
+        keep_whole += [str(export.id), *([] if export.workspace_name else [export.workspace_id])]
+        keep_whole += [
+            *unbreakable_words(export.error_message or export.email_sent_to),
+            *([file(export)] if with_file else []),
+        ]
     title = f"Exports, newest first (times in {zone})"
     output.table(column_table(entries, columns, title=title, box=box.SIMPLE_HEAD, pad_edge=False), keep_whole)
     if not with_file:
@@ -824,13 +827,10 @@ def render_state(output: Output, report: StateReport, settings: Settings) -> Non
 
 
 def render_move(output: Output, move: CursorMove, settings: Settings) -> None:
-    from wa_export.store.arrivals import key_text
-
-    new = f"{_time(move.new_time, settings, '')} (key {key_text(move.new_key)})"
     arrived = f"message {move.past_message_id} (arrived {_time(move.requested_time, settings, '')})"
     if move.direction == "already_past":
         output.line(
-            f"Workspace {move.workspace_id}: {arrived} is already behind the delivery position {new}: "
+            f"Workspace {move.workspace_id}: {arrived} is already behind the delivery position {move.new_position(settings)}: "
             "it was delivered or skipped before; nothing was moved."
         )
         return
@@ -843,12 +843,7 @@ def render_move(output: Output, move: CursorMove, settings: Settings) -> None:
             "unchanged": "the cursor was already there",
             "created": "the next scheduled run starts there",
         }[move.direction]
-    if move.old_key is None:
-        change = f"cursor created at {new}"
-    else:
-        old = f"{_time(move.old_time, settings, '')} (key {key_text(move.old_key)}, {move.old_source or 'unknown source'})"
-        change = f"cursor moved {move.direction} from {old} to {new}"
-    output.line(f"Workspace {move.workspace_id}: {change}: {consequence}.")
+    output.line(f"Workspace {move.workspace_id}: cursor {move.change(settings)}: {consequence}.")
     after = move.state_after
     if after is not None and after.waiting is not None:
         oldest = f", the oldest arrived {age} ago" if (age := _oldest_age(after)) else ""

@@ -33,13 +33,12 @@ from wa_export.store import logs
 from wa_export.store.arrivals import ArrivalKey, check_arrival_key
 from wa_export.store.connection import SERVICE_NAME, Store, Workspace, describe_mongo_error
 from wa_export.store.state import count_cursors_ahead, count_foreign_cursors, last_successes, read_states
-from wa_export.units import count_noun, format_ago, format_bytes, has, is_, local_time
+from wa_export.units import NAMES_SHOWN, count_noun, format_ago, format_bytes, has, is_, local_time, named
 from wa_export.workbook.naming import FOLDER_MARKER, slugify, unclaimed_folders
 from wa_export.workbook_password import workbook_password
 from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, resolve
 
 CheckStatus = Literal["ok", "warning", "failed", "skipped"]
-NAMES_SHOWN = 10  # longer lists are cut in the reason; `details` (and --json) has them all
 # Free space below either threshold is a warning: a full disk fails every export.
 MIN_FREE_BYTES = 1024**3
 MIN_FREE_FRACTION = 0.05
@@ -81,11 +80,6 @@ class HealthReport:
 
 
 # Reasons embed texts from elsewhere (driver errors, stored errors, names): no doubled punctuation.
-def named(items: list[str], shown: int = NAMES_SHOWN) -> str:
-    """The first `shown` items and how many more: a reason stays short, `details` (--json) has them all."""
-    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
-
-
 def clause(text: str) -> str:
     return text.strip().rstrip(".;: ")
 
@@ -316,7 +310,10 @@ def check_workspace_schedules(store: Store, settings: Settings, now: datetime) -
     active = store.active_workspaces()
     timed = [(w, resolve(TIME_ZONE, w, settings), resolve(SCHEDULE, w, settings)) for w in active]
     invalid = [problem for _, zone, schedule in timed if (problem := zone.problem or schedule.problem)]
-    slotted = [(w, zone.value, slots.value) for w, zone, slots in timed if slots.value and slots.value.has_slots]
+    # An invalid zone is one of `invalid`: the run fails that workspace without judging its slots.
+    slotted = [
+        (w, zone.value, slots.value) for w, zone, slots in timed if zone.value and slots.value and slots.value.has_slots
+    ]
     states = read_states(store, [w.id for w, _, _ in slotted]) if slotted else {}
     stale: list[dict[str, Any]] = []
     late: list[str] = []
@@ -379,11 +376,12 @@ def check_failed_exports(store: Store, settings: Settings, now: datetime) -> Che
 
 
 def check_possible_duplicates(store: Store, settings: Settings, now: datetime) -> Check:
-    if not (entries := logs.recent_possible_duplicates(store.export_logs, now - FAILED_EXPORTS_LOOKBACK)):
+    recent = {"possible_duplicate": True, "created_at": {"$gte": now - FAILED_EXPORTS_LOOKBACK}}
+    if not (entries := logs.latest_entries(store.export_logs, recent, 100)):
         return Check("possible_duplicates", "ok", "No email in the last 24 hours may have repeated an earlier one.")
-    names = list(dict.fromkeys(f"{e.get('workspace_name') or '(unnamed)'} ({e.get('workspace_id')})" for e in entries))
-    last = entries[0].get("created_at")
-    when = f"; the latest at {local_time(last, settings, zoned=True)}" if isinstance(last, datetime) else ""
+    names = list(dict.fromkeys(f"{e.workspace_name or '(unnamed)'} ({e.workspace_id})" for e in entries))
+    last = entries[0].created_at
+    when = f"; the latest at {local_time(last, settings, zoned=True)}" if last is not None else ""
     reason = f"{len(entries)} email(s) in the last 24 hours may repeat messages of an earlier one (an earlier run's outcome was unknown; each such email says so): {named(names)}{when}. `wa-export logs` marks them possible_duplicate."
     return Check("possible_duplicates", "warning", reason, {"count": len(entries), "workspaces": names})
 

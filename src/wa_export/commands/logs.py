@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -13,26 +13,13 @@ from wa_export.clock import as_utc_or_none
 from wa_export.errors import UsageProblem
 from wa_export.settings import Settings
 from wa_export.store.connection import SERVICE_NAME, mongo_errors, open_store, parse_workspace_id
-from wa_export.store.logs import EXPORT_STATUSES
+from wa_export.store.logs import EXPORT_STATUSES, LedgerEntry, latest_entries
 from wa_export.store.ownership import as_object_id, both_forms
-from wa_export.units import count_or_zero
 
-
-@dataclass(frozen=True)
-class ExportLogEntry:
-    id: str  # the entry's `_id`, as `resend` takes it
-    time: datetime | None
-    workspace_id: str
-    workspace_name: str
-    trigger: str | None
-    window_start: datetime | None
-    window_end: datetime | None
-    message_count: int
-    file_path: str | None
-    recipients: str
-    status: str
-    error: str | None
-    possible_duplicate: bool = False  # may repeat an earlier email (its outcome was unknown)
+# What `logs --json` says of an export, in order; two are named after their export_logs field in the entry.
+EXPORT_FACTS = ["id", "time", "workspace_id", "workspace_name", "trigger", "window_start", "window_end"]
+EXPORT_FACTS += ["message_count", "file_path", "recipients", "status", "error", "possible_duplicate"]
+STORED_AS = {"recipients": "email_sent_to", "error": "error_message"}
 
 
 @dataclass(frozen=True)
@@ -49,13 +36,20 @@ class LogsReport:
     limit: int
     status: str | None
     workspace_id: str | None
-    export_entries: list[ExportLogEntry] = field(default_factory=list)
+    export_entries: list[LedgerEntry] = field(default_factory=list)
     system_entries: list[SystemLogEntry] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        entries = self.export_entries if self.kind == "export" else self.system_entries
         fields = {"kind": self.kind, "limit": self.limit, "status": self.status, "workspace_id": self.workspace_id}
-        return {**fields, "count": len(entries), "entries": [asdict(entry) for entry in entries]}
+        if self.kind == "system":
+            entries = [asdict(entry) for entry in self.system_entries]
+        else:
+            entries = [export_facts(entry) for entry in self.export_entries]
+        return {**fields, "count": len(entries), "entries": entries}
+
+
+def export_facts(entry: LedgerEntry) -> dict[str, Any]:
+    return {name: getattr(entry, STORED_AS.get(name, name)) for name in EXPORT_FACTS} | {"id": str(entry.id)}
 
 
 def _text(document: Mapping[str, Any], name: str) -> str | None:
@@ -85,36 +79,14 @@ def logs(settings: Settings, workspace_id: str | None, limit: int, status: str |
                 texts = (_text(document, name) or "" for name in ("event_type", "message", "kind"))
                 report.system_entries.append(SystemLogEntry(as_utc_or_none(document.get("timestamp")), *texts))
             return report
-        found = store.export_logs.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)])
-        documents = list(found.limit(limit))
-        if workspace_id is not None and not documents:
+        entries = latest_entries(store.export_logs, query, limit)
+        if workspace_id is not None and not entries:
             store.workspaces_by_id([workspace_id])  # raises UnknownWorkspace for a wrong id
         # The name of each entry's workspace where the entry does not record one.
-        object_ids = {oid for document in documents if (oid := as_object_id(document.get("workspace_id"))) is not None}
-        named = list(store.workspaces.find({"_id": {"$in": list(object_ids)}}, {"name": 1})) if object_ids else []
+        unnamed = {oid for e in entries if not e.workspace_name and (oid := as_object_id(e.workspace_id)) is not None}
+        named = list(store.workspaces.find({"_id": {"$in": list(unnamed)}}, {"name": 1})) if unnamed else []
         names = {str(workspace["_id"]): _text(workspace, "name") or "" for workspace in named}
-        report.export_entries = [_export_entry(document, names) for document in documents]
+        report.export_entries = [
+            replace(e, workspace_name=e.workspace_name or names.get(e.workspace_id, "")) for e in entries
+        ]
         return report
-
-
-def _export_entry(document: Mapping[str, Any], names: Mapping[str, str]) -> ExportLogEntry:
-    ident, name, time = (
-        str(document.get("workspace_id", "")),
-        document.get("workspace_name"),
-        document.get("created_at"),
-    )
-    return ExportLogEntry(
-        id=str(document.get("_id")),
-        time=as_utc_or_none(time) or as_utc_or_none(document.get("export_timestamp")),
-        workspace_id=ident,
-        workspace_name=name if isinstance(name, str) else names.get(ident, ""),
-        trigger=_text(document, "trigger"),
-        window_start=as_utc_or_none(document.get("window_start")),
-        window_end=as_utc_or_none(document.get("window_end")),
-        message_count=count_or_zero(document.get("message_count")),
-        file_path=_text(document, "file_path"),
-        recipients=_text(document, "email_sent_to") or "",
-        status=_text(document, "status") or "",
-        error=_text(document, "error_message"),
-        possible_duplicate=document.get("possible_duplicate") is True,
-    )

@@ -1,5 +1,5 @@
 """`wa-export resend LOG_ID`: email again exactly the workbook an export_logs entry recorded, its rows read over the
-entry's recorded range (store/ledger.py) as the export read them. It touches no cursor, lease or intent (nothing here
+entry's recorded range (store/logs.py) as the export read them. It touches no cursor, lease or intent (nothing here
 imports store/state.py), so scheduled delivery cannot notice it."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from wa_export.settings import ID_FORM, Settings
 from wa_export.store import logs
 from wa_export.store.arrivals import ArrivalKey
 from wa_export.store.connection import Store, Workspace, as_object_id, mongo_errors, open_store
-from wa_export.store.ledger import LedgerEntry, entry_by_id
+from wa_export.store.logs import LedgerEntry, entry_by_id
 from wa_export.units import count_noun
 from wa_export.workbook.fingerprint import Fingerprint, fingerprint
 from wa_export.workbook.naming import contested_slugs

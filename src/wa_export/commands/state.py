@@ -8,7 +8,6 @@ import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Any, Literal
 
 from bson import ObjectId
@@ -237,6 +236,18 @@ class CursorMove:
         assert moment is not None
         return moment
 
+    def new_position(self, settings: Settings) -> str:
+        """Where the cursor now stands, as sentences say it: the time to the second, zone named, and the key."""
+        return f"{local_time(self.new_time, settings, SECOND_FORMAT, zoned=True)} (key {key_text(self.new_key)})"
+
+    def change(self, settings: Settings) -> str:
+        """ "created at NEW", or "moved DIRECTION from OLD to NEW" with the old cursor's source."""
+        if self.old_key is None:
+            return f"created at {self.new_position(settings)}"
+        old = local_time(self.old_time, settings, SECOND_FORMAT, zoned=True)
+        old += f" (key {key_text(self.old_key)}, {self.old_source or 'unknown source'})"
+        return f"moved {self.direction} from {old} to {self.new_position(settings)}"
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "workspace_id": self.workspace_id,
@@ -413,13 +424,7 @@ def _busy(store: Store, workspace: Workspace) -> WorkspaceBusy:
 
 def _record_move(store: Store, move: CursorMove) -> None:
     # In EXPORT_TIMEZONE and named: `logs --system` shows this message under "times in <that zone>".
-    when = partial(local_time, where=store.settings, fmt=SECOND_FORMAT, zoned=True)
-    new = f"{when(move.new_time)} (key {key_text(move.new_key)})"
-    if move.old_key is None:
-        change = f"created at {new} (it had none)"
-    else:
-        old = f"{when(move.old_time)} (key {key_text(move.old_key)}, {move.old_source or 'unknown source'})"
-        change = f"moved {move.direction} from {old} to {new}"
+    change = move.change(store.settings) + (" (it had none)" if move.old_key is None else "")
     past = f" past message {move.past_message_id}" if move.past_message_id else ""
     message = f"cursor of workspace {move.workspace_id} {change}{past} by wa-export state on host {move.host}"
     try:
@@ -436,7 +441,8 @@ def _record_move(store: Store, move: CursorMove) -> None:
         )
         logs.record_cursor_move(store.system_logs, message, move.database_now, details)
     except PyMongoError as error:
+        when = local_time(move.new_time, store.settings, SECOND_FORMAT, zoned=True)
         raise MongoUnavailable(
-            f"The cursor of workspace {move.workspace_id} was moved to {when(move.new_time)}, but the move could not "
+            f"The cursor of workspace {move.workspace_id} was moved to {when}, but the move could not "
             f"be recorded in system_logs ({describe_mongo_error(error, store.settings)})"
         ) from None

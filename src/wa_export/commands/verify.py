@@ -14,7 +14,7 @@ from wa_export.errors import ExitCode, UsageProblem
 from wa_export.settings import Settings
 from wa_export.store.arrivals import key_text
 from wa_export.store.connection import mongo_errors, open_store
-from wa_export.store.ledger import LedgerEntry, entries_with_sha256
+from wa_export.store.logs import LedgerEntry, entries_with_sha256
 from wa_export.workbook.fingerprint import Fingerprint, fingerprint
 
 NOT_RECORDED = "No export of this file is recorded: no export_logs entry has its SHA-256, so it is not a workbook wa-export emailed from this database, or it was changed after it was sent."

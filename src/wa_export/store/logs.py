@@ -2,6 +2,7 @@
 
 A scheduled email's entry is `sending` before SMTP, then `completed` or `failed` (`outcome_unknown` if the server may
 have it); one left `sending` is closed `failed` by the next run, which flags its re-delivery `possible_duplicate`.
+Read back, an entry is the delivery ledger: what was sent to whom, its range (`resend`) and its file's hash (`verify`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from datetime import datetime
 from typing import Any, Literal, get_args
 
 from bson import ObjectId
+from pymongo import ASCENDING, DESCENDING
 
+from wa_export.addresses import split_address_list
 from wa_export.clock import as_utc_or_none
-from wa_export.store.arrivals import Key, in_chunks
-from wa_export.store.connection import SERVICE_NAME, Document, Documents, Workspace
+from wa_export.store.arrivals import Key, in_chunks, is_key
+from wa_export.store.connection import SERVICE_NAME, Document, Documents, Workspace, read_fields
 from wa_export.workbook.fingerprint import Fingerprint
 
 EXPORT_TYPE = "whatsapp_messages"
@@ -30,6 +33,8 @@ EXPORT_RUN = "export_run"  # the `kind` of a run's system_logs event
 TRIGGER_RESEND = "resend"  # an entry of `wa-export resend`: `resend_of` names the entry it repeats
 
 Logs = Documents
+RangeKind = Literal["arrival", "timestamp"]
+MATCHES_SHOWN = 20  # every workbook is a new file, so one match is the rule: a bound, not a page size
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,99 @@ def close_unknown_outcome(logs: Logs, log_id: object, run_id: str, now: datetime
     _mark(logs, {"_id": log_id, "status": STATUS_SENDING}, now, STATUS_FAILED, error, outcome_unknown=True)
 
 
+# --- export_logs read back: one record type for `logs`, `resend`, `verify` and `health` ---
+@dataclass(frozen=True)
+class RecordedRange:
+    """The messages of an entry: arrival keys [low, high), or message timestamps [start, end)."""
+
+    kind: RangeKind
+    low: Key
+    high: Key
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    id: ObjectId
+    workspace_id: str
+    workspace_name: str
+    status: str
+    error_message: str | None
+    trigger: str | None
+    export_time: datetime | None  # the run's time: its subject and file name
+    created_at: datetime | None
+    updated_at: datetime | None
+    email_sent_to: str  # as recorded: "a@x.test, b@y.test"
+    message_count: int
+    window_start: datetime | None
+    window_end: datetime | None
+    keys: tuple[Key, Key] | None
+    part: int | None
+    parts: int | None
+    file_path: str | None
+    file_name: str | None
+    attachment_sha256: str | None
+    attachment_bytes: int | None
+    resend_of: ObjectId | None
+    possible_duplicate: bool  # may repeat an earlier email (its outcome was unknown)
+
+    @property
+    def recipients(self) -> tuple[str, ...]:
+        return split_address_list(self.email_sent_to)[0]
+
+    @property
+    def time(self) -> datetime | None:
+        """When it was recorded (the original service's entries may have only their export's time)."""
+        return self.created_at or self.export_time
+
+    @property
+    def sent_at(self) -> datetime | None:
+        """When the email went out: a completed entry's last update is the server's acceptance."""
+        return self.updated_at or self.created_at
+
+    @property
+    def recorded_range(self) -> RecordedRange | None:
+        """What it held: its arrival keys, else its timestamp window; None for an entry without either."""
+        if self.keys is not None:
+            return RecordedRange("arrival", *self.keys)
+        if self.window_start is not None and self.window_end is not None:
+            return RecordedRange("timestamp", self.window_start, self.window_end)
+        return None
+
+
+def read_entry(document: Mapping[str, Any]) -> LedgerEntry:
+    """An export_logs document as a ledger entry; fields of the wrong type read as absent."""
+    low, high = document.get("window_start_key"), document.get("window_end_key")
+    return LedgerEntry(
+        **read_fields(
+            LedgerEntry,
+            document,
+            id=document["_id"],
+            workspace_id=str(document.get("workspace_id") or ""),
+            export_time=as_utc_or_none(document.get("export_timestamp")),
+            # Both ends of one kind: MongoDB compares a range within one type only.
+            keys=(low, high) if is_key(low) and is_key(high) and type(low) is type(high) else None,
+            possible_duplicate=document.get("possible_duplicate") is True,
+        )
+    )
+
+
+def entry_by_id(logs: Logs, log_id: ObjectId) -> LedgerEntry | None:
+    document = logs.find_one({"_id": log_id})
+    return None if document is None else read_entry(document)
+
+
+def entries_with_sha256(logs: Logs, sha256: str) -> list[LedgerEntry]:
+    """The entries that recorded this attachment hash, oldest first (the original before any resend of it)."""
+    found = logs.find({"attachment_sha256": sha256.lower()}).sort([("created_at", ASCENDING), ("_id", ASCENDING)])
+    return [read_entry(document) for document in found.limit(MATCHES_SHOWN)]
+
+
+def latest_entries(logs: Logs, query: Document, limit: int) -> list[LedgerEntry]:
+    """The entries matching `query`, newest first (`logs`; `health` asks for the possible duplicates)."""
+    found = logs.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)]).limit(limit)
+    return [read_entry(document) for document in found]
+
+
 # --- system_logs: the seed's envelope (event_type, message, timestamp, service), then kind, host, details ---
 # The details of each kind of event are named where it is recorded (export/run.py and the commands).
 ExportRunDetails = Document
@@ -156,10 +254,3 @@ def original_service_exports(logs: Logs, workspace_ids: Sequence[str], since: da
             if (moment := as_utc_or_none(group.get("last"))) is not None and isinstance(group.get("_id"), str):
                 latest[group["_id"].lower()] = moment
     return latest
-
-
-def recent_possible_duplicates(logs: Logs, since: datetime) -> list[Document]:
-    """Entries marked possible_duplicate since `since`, newest first (for `health`)."""
-    fields = {"workspace_id": 1, "workspace_name": 1, "created_at": 1, "message_count": 1}
-    found = logs.find({"possible_duplicate": True, "created_at": {"$gte": since}}, fields)
-    return list(found.sort("created_at", -1).limit(100))
