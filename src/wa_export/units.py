@@ -68,6 +68,11 @@ def named(items: Sequence[str], shown: int = NAMES_SHOWN) -> str:
     return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
 
 
+def workspace_label(name: object, workspace_id: object) -> str:
+    """How text names a workspace: its name, else "(unnamed)", and its id."""
+    return f"{name or '(unnamed)'} ({workspace_id})"
+
+
 def has(number: int) -> str:
     return "has" if number == 1 else "have"
 

@@ -30,7 +30,7 @@ from rich.text import Text
 
 from wa_export.clock import MINUTE_FORMAT, SECOND_FORMAT
 from wa_export.errors import ExitCode
-from wa_export.units import LOG_STAMP, count_noun, format_age, format_bytes, local_time
+from wa_export.units import LOG_STAMP, count_noun, format_age, format_bytes, local_time, workspace_label
 
 if TYPE_CHECKING:  # each command imports just the library it uses; settings imports pymongo
     from wa_export.commands.cleanup import CleanupFile, CleanupResult
@@ -370,7 +370,7 @@ def _render_export_table(output: Output, results: Sequence[WorkspaceResult], set
         output.line(f"Files (in {export_dir}) and reasons:")
     for result in results:
         if detail(result):
-            output.line(f"  {result.workspace_name or '(unnamed)'} ({result.workspace_id}): {detail(result)}")
+            output.line(f"  {workspace_label(result.workspace_name, result.workspace_id)}: {detail(result)}")
 
 
 # What to try while `demo --serve` runs.
@@ -670,7 +670,7 @@ def _render_workspace_stats(output: Output, report: StatsReport, settings: Setti
     chunks = _chunks(len(stats.per_day), STATS_MAX_ROWS)
     size = chunks[0][1] - chunks[0][0]
     per = "day" if size == 1 else count_noun(size, "day")
-    title = f"{stats.workspace.name or '(unnamed)'} ({stats.workspace.id}): messages per {per}, {span}"
+    title = f"{workspace_label(stats.workspace.name, stats.workspace.id)}: messages per {per}, {span}"
     columns = [Column("Day" if per == "day" else "Days", no_wrap=True)]
     columns += [Column(name, justify="right") for name in (*statuses, "Total")] + [Column("Trend", no_wrap=True)]
     table = Table(*columns, title=escape(title), box=box.SIMPLE_HEAD)
@@ -801,7 +801,7 @@ def _ledger_entry_lines(entry: LedgerEntry, settings: Settings) -> str:
     resent = f", a resend of export {entry.resend_of}" if entry.resend_of is not None else ""
     lines = [
         f"Export {entry.id} ({entry.status}, {entry.trigger or 'original service'}{_part(entry)}{resent})",
-        f"  Workspace: {entry.workspace_name or '(unnamed)'} ({entry.workspace_id})",
+        f"  Workspace: {workspace_label(entry.workspace_name, entry.workspace_id)}",
         f"  Sent: {_time(entry.sent_at, settings, '?')} to {', '.join(entry.recipients) or '(nobody recorded)'}",
         f"  Messages: {entry.message_count}, {held}",
         f"  File name: {entry.file_name or '(not recorded)'}",

@@ -33,7 +33,17 @@ from wa_export.store import logs
 from wa_export.store.arrivals import ArrivalKey, check_arrival_key
 from wa_export.store.connection import SERVICE_NAME, Store, Workspace, describe_mongo_error
 from wa_export.store.state import count_cursors_ahead, count_foreign_cursors, last_successes, read_states
-from wa_export.units import NAMES_SHOWN, count_noun, format_ago, format_bytes, has, is_, local_time, named
+from wa_export.units import (
+    NAMES_SHOWN,
+    count_noun,
+    format_ago,
+    format_bytes,
+    has,
+    is_,
+    local_time,
+    named,
+    workspace_label,
+)
 from wa_export.workbook.naming import FOLDER_MARKER, slugify, unclaimed_folders
 from wa_export.workbook_password import workbook_password
 from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, resolve
@@ -92,7 +102,7 @@ def sentence(clauses: list[str]) -> str:
 
 
 def _label(workspace: Workspace) -> str:
-    return f"{workspace.name or '(unnamed)'} ({workspace.id})"
+    return workspace_label(workspace.name, workspace.id)
 
 
 def _ref(workspace: Workspace, **facts: Any) -> dict[str, Any]:
@@ -380,7 +390,7 @@ def check_possible_duplicates(store: Store, settings: Settings, now: datetime) -
     recent = {"possible_duplicate": True, "created_at": {"$gte": now - FAILED_EXPORTS_LOOKBACK}}
     if not (entries := logs.latest_entries(store.export_logs, recent, 100)):
         return Check("possible_duplicates", "ok", "No email in the last 24 hours may have repeated an earlier one.")
-    names = list(dict.fromkeys(f"{e.workspace_name or '(unnamed)'} ({e.workspace_id})" for e in entries))
+    names = list(dict.fromkeys(workspace_label(e.workspace_name, e.workspace_id) for e in entries))
     last = entries[0].created_at
     when = f"; the latest at {local_time(last, settings, zoned=True)}" if last is not None else ""
     reason = f"{len(entries)} email(s) in the last 24 hours may repeat messages of an earlier one (an earlier run's outcome was unknown; each such email says so): {named(names)}{when}. `wa-export logs` marks them possible_duplicate."

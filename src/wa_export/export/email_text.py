@@ -12,7 +12,7 @@ from wa_export.export.rows import STATUS_MEANINGS
 from wa_export.mail.message import OutgoingMail, single_line_or
 from wa_export.settings import Settings
 from wa_export.store.connection import Workspace
-from wa_export.units import count_noun
+from wa_export.units import count_noun, workspace_label
 
 POSSIBLE_DUPLICATE_SENTENCE = "This email may repeat messages that were already sent to you in an earlier export."
 PROTECTED_SENTENCE = (
@@ -107,7 +107,7 @@ def compose_export_mail(
     body = (
         f"{first_line}\n"
         "\n"
-        f"Workspace: {workspace.name or '(unnamed)'} ({workspace.id})\n"
+        f"Workspace: {workspace_label(workspace.name, workspace.id)}\n"
         f"{part_line}"
         f"{window_sentence(*window, zone, zone_name)}\n"
         f"{late}"
