@@ -53,7 +53,7 @@ DATABASE = "wa_export_bench"
 _SMTP_CHILD = r"""
 import sys, time
 from wa_export.demo.smtp_server import LocalSmtpServer
-server = LocalSmtpServer(tls="starttls").start()
+server = LocalSmtpServer().start()
 print(server.port, server.ca_cert_path, server.username, server.password, flush=True)
 sys.stdin.read()  # until the parent closes our stdin
 print(len(server.messages), file=sys.stderr, flush=True)

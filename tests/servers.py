@@ -1,25 +1,31 @@
-"""The test suite's servers: the product's loopback servers plus test-only fault switches.
+"""The test suite's servers: the product's loopback servers plus test-only modes and fault switches.
 
 The demo needs plain capturing servers (wa_export/demo/smtp_server.py, mongo_server.py); tests also need
-SMTP servers that refuse recipients or drop the connection during DATA, and a
-MongoDB that requires authentication or can be SIGKILLed and restarted. Those
-switches live here so the product ships only what the demo uses.
+SMTP servers with implicit TLS or none, an untrusted CA, connection and AUTH counters, that refuse recipients
+or drop the connection during DATA, and a MongoDB on a given port, with a data file, that requires
+authentication or can be SIGKILLed and restarted. Those switches live here so the product ships only what the
+demo uses.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email
+import email.message
+import email.policy
 import json
 import os
+import ssl
 from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
+
+import trustme
 
 from wa_export.demo import mongo_server, smtp_server
 from wa_export.demo.smtp_server import (
     LOOPBACK,
-    CapturedMessage,
     CapturingHandler,
     LocalServerError,
     free_port,
@@ -37,7 +43,12 @@ __all__ = [
 
 # How LocalMongoServer hands user passwords to its child (not argv: `ps` shows argv).
 MONGO_USERS_ENV = "WA_EXPORT_TEST_MONGO_USERS"
-_AUTH_CHILD = Path(__file__).with_name("auth_mongo_child.py")
+_TEST_CHILD = Path(__file__).with_name("mongo_child.py")
+
+
+class CapturedMessage(smtp_server.CapturedMessage):
+    def message(self) -> email.message.EmailMessage:
+        return email.message_from_bytes(self.data, policy=email.policy.default)
 
 
 class _FaultyHandler(CapturingHandler):
@@ -64,25 +75,66 @@ class _FaultyHandler(CapturingHandler):
 
 
 class LocalSmtpServer(smtp_server.LocalSmtpServer):
-    """The product's capturing SMTP server, plus refused recipients and a dropped DATA."""
+    """The product's capturing SMTP server, plus: a fixed `port`; `tls="ssl"` (TLS from the first byte) or
+    `"none"` (plain text) instead of STARTTLS; a `certificate_authority` the client does not trust ("certificate
+    from an unknown CA"); `connection_count`, `auth_successes`, `auth_failures`; refused recipients and a
+    dropped DATA."""
 
     def __init__(
         self,
         *,
+        port: int = 0,
+        tls: Literal["starttls", "ssl", "none"] = "starttls",
+        certificate_authority: trustme.CA | None = None,
         refuse_recipients: Collection[str] = (),
         drop_connection_during_data: bool = False,
         **options: Any,
     ) -> None:
         super().__init__(**options)
+        self.port, self.tls, self.listener_tls = port, tls, tls == "ssl"
+        self.certificate_authority = certificate_authority or self.certificate_authority
+        self.connection_count = self.auth_failures = self.auth_successes = 0
         self.refuse_recipients = frozenset(r.lower() for r in refuse_recipients)
         self.drop_connection_during_data = drop_connection_during_data
+
+    def client_ssl_context(self) -> ssl.SSLContext:
+        """A verifying client context that trusts this server's CA."""
+        return ssl.create_default_context(cafile=str(self.ca_cert_path))
+
+    def start(self) -> LocalSmtpServer:
+        if self._controller is None:
+            super().start()
+            with self._cond:
+                self.connection_count = 0  # Controller.start() connected once itself to wake the server
+        return self
 
     def make_handler(self) -> Any:
         return _FaultyHandler(self)
 
+    def _make_protocol(self) -> Any:
+        with self._cond:
+            self.connection_count += 1
+        protocol = super()._make_protocol()
+        if self.tls != "starttls":  # no STARTTLS offered or required; AUTH allowed without it
+            protocol.tls_context, protocol.require_starttls, protocol._auth_require_tls = None, False, False
+        return protocol
+
+    def _authenticate(self, *args: Any) -> Any:
+        result = super()._authenticate(*args)
+        with self._cond:
+            if result.success:
+                self.auth_successes += 1
+            else:
+                self.auth_failures += 1
+        return result
+
+    def _record(self, captured: smtp_server.CapturedMessage) -> None:
+        super()._record(CapturedMessage(captured.mail_from, captured.rcpt_tos, captured.data))
+
 
 class LocalMongoServer(mongo_server.LocalMongoServer):
-    """The product's mongoeco server, plus authentication, SIGKILL and restart on the same port.
+    """The product's mongoeco server, plus a fixed `port`, a `startup_timeout`, authentication, SIGKILL and
+    restart on the same port; with `data_path` its data lives in a SQLite file and survives restarts.
 
     With `users` ((name, password) pairs, authSource `admin`, SCRAM-SHA-256) every
     command needs authentication; `uri_for(name, password)` builds a URI pymongo
@@ -90,8 +142,16 @@ class LocalMongoServer(mongo_server.LocalMongoServer):
     argv (visible in `ps`).
     """
 
-    def __init__(self, *args: Any, users: Sequence[tuple[str, str]] = (), **options: Any) -> None:
-        super().__init__(*args, **options)
+    def __init__(
+        self,
+        data_path: Path | None = None,
+        port: int = 0,
+        startup_timeout: float = 30.0,
+        users: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__()
+        self.data_path = Path(data_path) if data_path is not None else None
+        self.port, self.startup_timeout = port, startup_timeout
         self.users: tuple[tuple[str, str], ...] = tuple((str(name), str(pw)) for name, pw in users)
 
     def uri_for(self, username: str, password: str, database: str = "") -> str:
@@ -105,9 +165,9 @@ class LocalMongoServer(mongo_server.LocalMongoServer):
 
     def child_command(self) -> list[str]:
         command = super().child_command()
-        if self.users:
-            command[1:3] = [str(_AUTH_CHILD)]  # the same arguments, to the authenticating entry point
-        return command
+        if self.users or self.data_path is not None:
+            command[1:3] = [str(_TEST_CHILD)]  # the same arguments, to the test-only entry point
+        return command if self.data_path is None else [*command, "--data", str(self.data_path)]
 
     def child_env(self) -> dict[str, str]:
         env = {key: value for key, value in os.environ.items() if key != MONGO_USERS_ENV}

@@ -50,7 +50,7 @@ def test_a_sigterm_stops_only_the_run_it_arrived_in() -> None:
     # In a process the run ends with the process; in one that runs the CLI again
     # (these tests) the stop request and the handler must end with the run.
     from wa_export.cli.app import _stop_on_sigterm
-    from wa_export.mail import deadline
+    from wa_export.mail import transport as deadline
 
     previous = signal.getsignal(signal.SIGTERM)
     with _stop_on_sigterm() as stop:

@@ -37,11 +37,11 @@ from seeding import run_cli, seed_workspace, start_cli
 from servers import CapturedMessage, LocalSmtpServer, free_port
 from smtp_misbehaving import MisbehavingSmtpServer
 from wa_export.export.email_text import POSSIBLE_DUPLICATE_SENTENCE
-from wa_export.mail import deadline
-from wa_export.mail.deadline import STOP_GRACE_SECONDS, stop_sends
+from wa_export.mail import transport as deadline
 from wa_export.mail.errors import MAY_DUPLICATE, MailError, MailOutcome
 from wa_export.mail.message import OutgoingMail
 from wa_export.mail.sender import MailSender
+from wa_export.mail.transport import STOP_GRACE_SECONDS, stop_sends
 from wa_export.settings import load_settings
 
 SENDER = "exports@outcome.test"

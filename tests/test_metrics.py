@@ -244,7 +244,7 @@ def test_the_file_is_replaced_by_renaming_a_complete_temp_file_in_the_same_folde
         renames.append((source_path, Path(target), source_path.read_text(), stat.S_IMODE(source_path.stat().st_mode)))
         real_replace(source, target)
 
-    monkeypatch.setattr(metrics_module.os, "replace", observed_replace)
+    monkeypatch.setattr(os, "replace", observed_replace)
     facts = RunMetrics(
         trigger="scheduled",
         finished_at=datetime.now(UTC),

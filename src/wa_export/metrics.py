@@ -4,8 +4,6 @@ prometheus_client renders it; `write_to_textfile` would create it under the umas
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -26,7 +24,7 @@ from wa_export.store.connection import Store, open_store
 from wa_export.store.state import read_state_documents
 from wa_export.store.waiting import count_waiting, position_key
 from wa_export.units import count_or_zero
-from wa_export.workbook.publish import fsync_dir, unlink_quietly
+from wa_export.workbook.publish import replace_file
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -136,20 +134,7 @@ def write_metrics_file(path: Path, metrics: RunMetrics) -> None:
         previous: str | None = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         previous = None
-    data = render_metrics(metrics, previous)
-    # Hidden and not *.prom: node_exporter never reads the temp file half-written.
-    descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fchmod(handle.fileno(), FILE_MODE)  # explicit: the umask must not make it 0600
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        unlink_quietly(temp_name)
-        raise
-    fsync_dir(path.parent)  # the rename is durable once the folder is; best effort
+    replace_file(path, render_metrics(metrics, previous), FILE_MODE)  # not 0600: node_exporter reads it
 
 
 def collect_metrics(settings: Settings | None, facts: RunMetrics, store: Store | None = None) -> RunMetrics:

@@ -173,19 +173,19 @@ def _stop_on_sigterm() -> Iterator[threading.Event]:
     """SIGTERM stops the run after the current workspace; its SMTP steps get a short grace."""
     import threading
 
-    from wa_export.mail import deadline as mail_deadline
+    from wa_export.mail import transport
 
     stop = threading.Event()
 
     def request_stop(signum: int, frame: Any) -> None:
         stop.set()
-        mail_deadline.stop_sends()
+        transport.stop_sends()
 
     try:
         with _on_sigterm(request_stop):
             yield stop
     finally:
-        mail_deadline.clear_stop()
+        transport.clear_stop()
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

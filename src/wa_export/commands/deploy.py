@@ -5,7 +5,6 @@ that differs is left alone unless the operator says --force."""
 from __future__ import annotations
 
 import os
-import tempfile
 from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from wa_export.errors import ExitCode, UsageProblem, WaExportError
-from wa_export.workbook.publish import unlink_quietly
+from wa_export.workbook.publish import replace_file
 
 KINDS = ("systemd", "cron", "logrotate", "env")  # in `wa-export deploy --help` order; files: deploy_files/<kind>/*
 FILE_MODE = 0o644  # like any unit or config file there, whatever the umask
@@ -91,15 +90,7 @@ def _holds(path: Path, text: str) -> bool:
 def _write(path: Path, text: str) -> None:
     """Replace `path` atomically: a reader never sees half a unit."""
     try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                stream.write(text)
-            os.chmod(temporary, FILE_MODE)
-            os.replace(temporary, path)
-        except BaseException:
-            unlink_quietly(temporary)
-            raise
+        replace_file(path, text.encode("utf-8"), FILE_MODE)
     except OSError as error:
         problem = (
             f"Cannot write {path} ({error.strerror or error}); run as a user who may write there (e.g. with sudo)."

@@ -17,7 +17,6 @@ import sys
 import tempfile
 import threading
 import weakref
-from pathlib import Path
 from typing import Any
 
 from wa_export.demo.smtp_server import LOOPBACK, LocalServerError, free_port
@@ -34,14 +33,13 @@ def _reap(proc: subprocess.Popen[bytes]) -> None:
 
 
 class LocalMongoServer:
-    """mongoeco's server in a subprocess (tests SIGKILL and restart it on the same port); with `data_path` its
-    data lives in a SQLite file and survives restarts. Subclasses change the child through `child_command()`
-    and `child_env()`."""
+    """mongoeco's server in a subprocess, its data in memory. Tests subclass it through `port`,
+    `startup_timeout`, `child_command()` and `child_env()`."""
 
-    def __init__(self, data_path: Path | None = None, port: int = 0, startup_timeout: float = 30.0) -> None:
-        self.data_path = Path(data_path) if data_path is not None else None
-        self.startup_timeout = startup_timeout
-        self.port = port
+    port = 0
+    startup_timeout = 30.0
+
+    def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
 
@@ -71,8 +69,7 @@ class LocalMongoServer:
         return self
 
     def child_command(self) -> list[str]:
-        command = [sys.executable, "-m", "wa_export.demo.mongo_server", "--port", str(self.port)]
-        return [*command, "--data", str(self.data_path)] if self.data_path is not None else command
+        return [sys.executable, "-m", "wa_export.demo.mongo_server", "--port", str(self.port)]
 
     def child_env(self) -> dict[str, str]:
         return dict(os.environ)
@@ -118,10 +115,9 @@ class LocalMongoServer:
         self.stop()
 
 
-async def serve_mongo(port: int, data: Path | None, auth_users: tuple[Any, ...] = ()) -> None:
-    """The child: serve on 127.0.0.1:`port` until SIGTERM/SIGINT or the parent's exit; `auth_users` (tests)
-    require login."""
-    from mongoeco.engines.sqlite import SQLiteEngine
+async def serve_mongo(port: int, **server_options: Any) -> None:
+    """The child: serve on 127.0.0.1:`port` until SIGTERM/SIGINT or the parent's exit (`server_options`:
+    AsyncMongoEcoProxyServer's, e.g. the tests' engine and auth_users)."""
     from mongoeco.wire import AsyncMongoEcoProxyServer
 
     loop = asyncio.get_running_loop()
@@ -141,18 +137,15 @@ async def serve_mongo(port: int, data: Path | None, auth_users: tuple[Any, ...] 
         wedged.start()
 
     loop.add_reader(0, parent_gone)
-    engine = SQLiteEngine(str(data)) if data is not None else None
-    async with AsyncMongoEcoProxyServer(host=LOOPBACK, port=port, engine=engine, auth_users=auth_users) as server:
+    async with AsyncMongoEcoProxyServer(host=LOOPBACK, port=port, **server_options) as server:
         print(f"READY {server.address.port}", flush=True)
         await stop.wait()
 
 
-def main(auth_users: tuple[Any, ...] = ()) -> None:
+def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m wa_export.demo.mongo_server")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--data", type=Path, default=None, help="SQLite file (persistent)")
-    args = parser.parse_args()
-    asyncio.run(serve_mongo(args.port, args.data, auth_users))
+    asyncio.run(serve_mongo(parser.parse_args().port))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from wa_export.settings import load_settings
 from wa_export.store.arrivals import object_id_at
 from wa_export.units import count_noun
 from wa_export.workbook.naming import FOLDER_MARKER
-from wa_export.workbook.publish import unlink_quietly
+from wa_export.workbook.publish import replace_file, unlink_quietly
 
 ENV_FILE_NAME = ".env"
 # The first line of the demo's .env: only a file that starts so is the demo's to replace or remove.
@@ -87,15 +87,8 @@ def _plain_file(path: Path) -> bool:
 
 def write_env_file(path: Path, environ: Mapping[str, str]) -> Path:
     """The settings as a .env file, 0600 from the start (it holds the demo's SMTP password)."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(f"{ENV_FILE_HEADER}\n")
-            stream.writelines(f"{name}={value}\n" for name, value in environ.items())
-        os.replace(temporary, path)
-    except BaseException:
-        unlink_quietly(temporary)
-        raise
+    lines = [f"{ENV_FILE_HEADER}\n", *(f"{name}={value}\n" for name, value in environ.items())]
+    replace_file(path, "".join(lines).encode("utf-8"))
     return path
 
 
@@ -234,7 +227,7 @@ def run_demo(
         ) from None
     step("starting a local MongoDB-compatible server (mongoeco) and a local SMTP server")
     # Both servers stop on the way out, also on Ctrl-C.
-    with LocalMongoServer() as mongo, LocalSmtpServer(tls="starttls", eml_dir=mail_dir) as smtp:
+    with LocalMongoServer() as mongo, LocalSmtpServer(eml_dir=mail_dir) as smtp:
         step(f"MongoDB on {mongo.uri}, SMTP with STARTTLS on {smtp.host}:{smtp.port}")
         with MongoClient[dict[str, Any]](mongo.uri, tz_aware=True) as client:
             seeded = seed(client[DEMO_DATABASE], utc_now())

@@ -1,15 +1,12 @@
 """The demo's SMTP server: aiosmtpd on 127.0.0.1 in a background thread, real TLS (trustme CA) and AUTH.
 
-aiosmtpd and trustme are imported lazily. The only module using aiosmtpd's internals (Controller._create_server,
-SMTP._auth_required, server.abort_clients; range pinned in pyproject.toml): with them a taken port fails at once,
-not after Controller.start() waits out ready_timeout (10 s), and stop() takes no 30 s TLS shutdown.
+aiosmtpd and trustme are imported lazily. The only product module using aiosmtpd's internals
+(Controller._create_server, server.abort_clients; range pinned in pyproject.toml): with them a taken port fails at
+once, not after Controller.start() waits out ready_timeout (10 s), and stop() takes no 30 s TLS shutdown.
 """
 
 from __future__ import annotations
 
-import email
-import email.message
-import email.policy
 import logging
 import os
 import shutil
@@ -20,10 +17,7 @@ import threading
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
-
-if TYPE_CHECKING:
-    import trustme
+from typing import Any
 
 LOOPBACK = "127.0.0.1"
 
@@ -62,41 +56,28 @@ class CapturedMessage:
     rcpt_tos: list[str]
     data: bytes  # raw message bytes, CRLF line endings, dot-unstuffed
 
-    def message(self) -> email.message.EmailMessage:
-        return email.message_from_bytes(self.data, policy=email.policy.default)
-
 
 class LocalSmtpServer:
-    """aiosmtpd on 127.0.0.1 in a background thread, capturing what arrives (and into `eml_dir`).
-
-    `tls="starttls"` offers AUTH only after STARTTLS; `"ssl"` is TLS from the first byte; `"none"` is plain
-    text. With a username, AUTH (PLAIN, LOGIN) is required before MAIL FROM. A `certificate_authority` the
-    client does not trust simulates "certificate from an unknown CA". Tests subclass it through
-    `make_handler`, `_make_protocol` and `_record`.
-    """
+    """aiosmtpd on 127.0.0.1 in a background thread, capturing what arrives (and into `eml_dir`): STARTTLS with a
+    certificate of its own CA (`ca_cert_path`), then AUTH (PLAIN, LOGIN) before MAIL FROM. Tests subclass it
+    through `port`, `listener_tls`, `make_handler`, `_make_protocol`, `_authenticate` and `_record`."""
 
     host: str = LOOPBACK
+    port: int = 0
+    listener_tls = False  # TLS from the first byte instead of STARTTLS (tests)
 
     def __init__(
-        self,
-        *,
-        port: int = 0,
-        tls: Literal["starttls", "ssl", "none"] = "starttls",
-        username: str | None = "wa-export",
-        password: str | None = "s3cret-pass",
-        certificate_authority: trustme.CA | None = None,
-        eml_dir: Path | None = None,
+        self, *, username: str = "wa-export", password: str = "s3cret-pass", eml_dir: Path | None = None
     ) -> None:
         import trustme
 
-        self.port, self.tls, self.username, self.password, self.eml_dir = port, tls, username, password, eml_dir
-        self.certificate_authority: trustme.CA = certificate_authority or trustme.CA()
+        self.username, self.password, self.eml_dir = username, password, eml_dir
+        self.certificate_authority = trustme.CA()
         self._controller: Any = None
-        self._tls_context: ssl.SSLContext | None = None
+        self._tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self._tmpdir: Path | None = None
         self._cond = threading.Condition()
         self.messages: list[CapturedMessage] = []
-        self.connection_count = self.auth_failures = self.auth_successes = 0
 
     @property
     def ca_cert_path(self) -> Path:
@@ -109,10 +90,6 @@ class LocalSmtpServer:
             self.certificate_authority.cert_pem.write_to_path(str(path))
         return path
 
-    def client_ssl_context(self) -> ssl.SSLContext:
-        """A verifying client context that trusts this server's CA."""
-        return ssl.create_default_context(cafile=str(self.ca_cert_path))
-
     def start(self) -> LocalSmtpServer:
         if self._controller is not None:
             return self
@@ -120,9 +97,7 @@ class LocalSmtpServer:
 
         # aiosmtpd logs a deprecation warning (to stderr) on every successful AUTH, from its own code.
         logging.getLogger("mail.log").setLevel(logging.ERROR)
-        if self.tls != "none":
-            self._tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            self.certificate_authority.issue_cert(LOOPBACK, "localhost").configure_cert(self._tls_context)
+        self.certificate_authority.issue_cert(LOOPBACK, "localhost").configure_cert(self._tls_context)
         # Bound here, not by the Controller: a taken port fails at once, and port 0 lets the kernel pick one.
         try:
             listener = socket.create_server((LOOPBACK, self.port))
@@ -137,7 +112,7 @@ class LocalSmtpServer:
             def _create_server(self) -> Any:  # aiosmtpd's documented override point for the listener
                 return self.loop.create_server(self._factory_invoker, sock=listener, ssl=self.ssl_context)
 
-        ssl_context = self._tls_context if self.tls == "ssl" else None
+        ssl_context = self._tls_context if self.listener_tls else None
         controller = _Controller(None, LOOPBACK, listener.getsockname()[1], ready_timeout=10.0, ssl_context=ssl_context)
         try:
             controller.start()
@@ -146,8 +121,6 @@ class LocalSmtpServer:
             listener.close()
             raise LocalServerError(f"SMTP server failed to start: {exc}") from exc
         self._controller, self.port = controller, controller.port
-        with self._cond:
-            self.connection_count = 0  # Controller.start() connected once itself to wake the server
         return self
 
     def stop(self) -> None:
@@ -189,38 +162,22 @@ class LocalSmtpServer:
         """One aiosmtpd SMTP protocol object per accepted connection (runs on the server thread)."""
         from aiosmtpd.smtp import SMTP
 
-        with self._cond:
-            self.connection_count += 1
-        starttls = self.tls == "starttls"
-        smtp = SMTP(
+        return SMTP(
             self.make_handler(),
             hostname="localhost",  # explicit, so no socket.getfqdn() (DNS)
             enable_SMTPUTF8=True,
             authenticator=self._authenticate,
-            tls_context=self._tls_context if starttls else None,
-            require_starttls=starttls,
-            auth_require_tls=starttls,
+            tls_context=self._tls_context,
+            require_starttls=True,
+            auth_required=True,
         )
-        # Set afterwards: aiosmtpd counts only STARTTLS as TLS and would warn about AUTH without it
-        # for implicit TLS and the (test-only) plain mode.
-        smtp._auth_required = self.username is not None
-        return smtp
 
     def _authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> Any:
-        """aiosmtpd's authenticator callback: the one username and password, counted."""
+        """aiosmtpd's authenticator callback: the one username and password."""
         from aiosmtpd.smtp import AuthResult, LoginPassword
 
-        ok = (
-            isinstance(auth_data, LoginPassword)
-            and self.username is not None
-            and self.password is not None
-            and (auth_data.login, auth_data.password) == (self.username.encode(), self.password.encode())
-        )
-        with self._cond:
-            if ok:
-                self.auth_successes += 1
-            else:
-                self.auth_failures += 1
+        login = (self.username.encode(), self.password.encode())
+        ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == login
         return AuthResult(success=ok, handled=False)
 
 

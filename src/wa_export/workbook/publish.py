@@ -1,10 +1,12 @@
 """Atomic publishing: a hidden private temp file, then a link to a free name (never a partial file, never
-an overwrite: ``os.link``, or an exclusive reservation plus rename where hard links are unsupported)."""
+an overwrite: ``os.link``, or an exclusive reservation plus rename where hard links are unsupported), or a rename
+over the old file where replacing is the point."""
 
 from __future__ import annotations
 
 import errno
 import os
+import tempfile
 from collections.abc import Iterable
 from contextlib import suppress
 from pathlib import Path
@@ -42,6 +44,24 @@ def fsync_dir(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def replace_file(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Replace `path` atomically (0600 unless `mode`); on OSError the old file stays as it was."""
+    # Hidden and ending in .tmp: a reader globbing the real name (node_exporter's *.prom) never sees it half-written.
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            if mode is not None:
+                os.fchmod(handle.fileno(), mode)  # explicit: the umask must not change it
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        unlink_quietly(temporary)
+        raise
+    fsync_dir(path.parent)  # the rename is durable once the folder is; best effort
 
 
 _LINK_UNSUPPORTED = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK}
