@@ -87,7 +87,7 @@ class HealthReport:
     def as_dict(self) -> dict[str, Any]:
         verdict = {"ok": self.exit_code == ExitCode.OK, "status": self.status, "exit_code": self.exit_code}
         # The summary near the top, for a person reading the JSON; checked_at: ISO 8601 in it.
-        return verdict | {"checked_at": None, "summary": self.summary()} | asdict(self)
+        return verdict | {"checked_at": None, "summary": self.summary(), "recorded": None} | asdict(self)
 
 
 # Reasons embed texts from elsewhere (driver errors, stored errors, names): no doubled punctuation.
