@@ -140,3 +140,29 @@ def test_config_calls_an_arrival_field_that_is_no_field_path_invalid(value, make
     result = cli(["config"], env=make_env(EXPORT_ARRIVAL_FIELD=value))
     assert result.returncode == 2, result.stdout + result.stderr
     assert "INVALID EXPORT_ARRIVAL_FIELD" in result.stdout and "configuration valid" not in result.stdout
+
+
+def test_a_foreign_cursor_fails_only_its_workspace_and_the_others_are_delivered(mongo_db, make_env, cli, smtp_server):
+    # Python 3.11/3.12 compared the refused work item field by field, reading its unset start: the whole run crashed.
+    steady = add_workspace(mongo_db, "Steady Co")  # first in _id order: already planned when the other is refused
+    switching = add_workspace(mongo_db, "Switching Co")
+    steady_chat, switching_chat = (
+        add_chat(mongo_db, steady),
+        add_chat(mongo_db, switching, customer_phone="+4915100000003"),
+    )
+    add_messages(mongo_db, switching_chat, [{"content": "switching-1", "created_at": utcnow() - timedelta(minutes=2)}])
+    first = cli(["export"], env=make_env(**_address(switching, "switching")))
+    assert first.returncode == 0, first.stdout + first.stderr
+    add_messages(mongo_db, steady_chat, [{"content": "steady-1", "created_at": utcnow()}])
+
+    dated = make_env(
+        EXPORT_ARRIVAL_FIELD="created_at", **_address(steady, "steady"), **_address(switching, "switching")
+    )
+    result = cli(["export", "--json"], env=dated)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stdout + result.stderr
+    outcomes = {outcome["workspace_name"]: outcome for outcome in parse_json(result)["workspaces"]}
+    assert outcomes["Steady Co"]["outcome"] == "completed"
+    assert (
+        outcomes["Switching Co"]["outcome"] == "failed" and "EXPORT_ARRIVAL_FIELD" in outcomes["Switching Co"]["reason"]
+    )
+    assert mailed_contents(smtp_server.messages) == ["switching-1", "steady-1"]

@@ -39,7 +39,7 @@ def horizon(interval_minutes: int) -> timedelta:
     return max(timedelta(minutes=HORIZON_INTERVALS * interval_minutes), HORIZON_MINIMUM)
 
 
-@dataclass
+@dataclass(eq=False)  # one workspace's place in one run: compared by identity, never field by field
 class WorkItem:
     """One workspace of a scheduled run and what the plan learnt about it."""
 
