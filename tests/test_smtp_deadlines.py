@@ -11,7 +11,11 @@ not speed assertions.
 from __future__ import annotations
 
 import base64
+import contextlib
+import signal
+import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +37,7 @@ from inprocess_cli import run_wa_export
 from seeding import add_workspace, run_cli, seed_workspace, start_cli
 from smtp_misbehaving import MisbehavingSmtpServer, Point
 from wa_export.demo.smtp_server import free_port
+from wa_export.mail import transport
 from wa_export.mail.errors import MailError
 from wa_export.mail.message import OutgoingMail
 from wa_export.mail.sender import MailSender
@@ -354,3 +359,83 @@ def test_a_reply_trickling_over_tls_is_cut_at_the_deadline(security, tmp_path, m
     assert "timed out waiting for the server's reply to the message" in str(caught.value)
     assert server.payloads_received == 1 and server.messages == []
     assert server.misbehaviours[0].client_left_after is not None
+
+
+def _black_hole() -> tuple[socket.socket, list[socket.socket]]:
+    """A loopback port whose accept queue is full: a further TCP connect waits, as behind a firewall dropping SYNs."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(listener.getsockname())
+        fillers.append(filler)
+    time.sleep(0.3)
+    return listener, fillers
+
+
+def _login_to(host: str, port: int, timeout: int) -> tuple[MailError, float]:
+    settings = load_settings(
+        environ={"SMTP_SERVER": host, "SMTP_PORT": str(port), "SMTP_SECURITY": "none", "SMTP_FROM": "e@hole.test"}
+        | {"SMTP_TIMEOUT_SECONDS": str(timeout)}
+    )
+    started = time.monotonic()
+    with MailSender(settings) as sender, pytest.raises(MailError) as caught:
+        sender.verify_login()
+    return caught.value, time.monotonic() - started
+
+
+def test_a_stop_during_a_hanging_tcp_connect_ends_it_within_the_grace():
+    listener, fillers = _black_hole()
+    with listener, contextlib.ExitStack() as closing:
+        for filler in fillers:
+            closing.enter_context(filler)
+        stopper = threading.Timer(1.0, transport.stop_sends)
+        stopper.start()
+        try:
+            error, elapsed = _login_to(*listener.getsockname(), timeout=30)
+        finally:
+            stopper.cancel()
+            transport.clear_stop()
+    assert error.step == "stopped" and "waiting for the TCP connection" in str(error), error
+    assert elapsed < 1.0 + STOP_GRACE_SECONDS + 3, f"stopped after {elapsed:.1f} s; the grace is {STOP_GRACE_SECONDS} s"
+
+
+def test_a_host_with_several_hanging_addresses_gets_one_timeout_in_all(monkeypatch):
+    holes = [_black_hole(), _black_hole()]
+    ports = [listener.getsockname()[1] for listener, _ in holes]
+    real_getaddrinfo = socket.getaddrinfo
+
+    def two_addresses(host: str, port: int, *args: Any, **kwargs: Any) -> Any:
+        if host != "mx.two-addresses.test":
+            return real_getaddrinfo(host, port, *args, **kwargs)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", hole)) for hole in ports]
+
+    monkeypatch.setattr(socket, "getaddrinfo", two_addresses)
+    try:
+        error, elapsed = _login_to("mx.two-addresses.test", 25, timeout=2)
+    finally:
+        for listener, fillers in holes:
+            for sock in [listener, *fillers]:
+                sock.close()
+    assert error.step == "connect" and "within SMTP_TIMEOUT_SECONDS (2 s)" in str(error), error
+    assert elapsed < 2 + 1.5, f"{elapsed:.1f} s: each address had its own timeout"
+
+
+def test_an_interrupt_mid_transaction_drops_the_connection_without_quit(tmp_path, monkeypatch):
+    """A QUIT sent while the server still reads the message would be taken as part of it, and never answered."""
+    monkeypatch.chdir(tmp_path)
+    with MisbehavingSmtpServer("data", "stall") as server:
+        settings = load_settings(
+            environ={**server.env(), "SMTP_FROM": "exports@quit.test", "SMTP_TIMEOUT_SECONDS": "20"}
+        )
+        interrupt = threading.Timer(1.0, signal.raise_signal, (signal.SIGINT,))
+        started = time.monotonic()
+        interrupt.start()
+        with pytest.raises(KeyboardInterrupt), MailSender(settings) as sender:
+            sender.send(OutgoingMail(to=("ops@quit.test",), subject="s", body="b"))
+        elapsed = time.monotonic() - started
+    assert elapsed < 1.0 + 5, f"the interrupted sender took {elapsed:.1f} s to let go (SMTP_TIMEOUT_SECONDS is 20)"

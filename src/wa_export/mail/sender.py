@@ -51,6 +51,9 @@ class MailSender(AbstractContextManager["MailSender"]):
                     self.close(polite=False)
                 if error.step != "connect" or not reused:  # else the server closed an idle connection: retry once
                     raise
+            except BaseException:  # e.g. Ctrl-C mid-transaction: a QUIT now would be read as part of the message
+                self.close(polite=False)
+                raise
 
     def _connection(self) -> tuple[YagmailConnection, bool]:
         if self._client is not None and self._client.alive():

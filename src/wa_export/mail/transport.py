@@ -14,7 +14,10 @@ about to arrive is still heard.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import select
 import smtplib
 import socket
 import ssl
@@ -82,6 +85,30 @@ class DeadlineSocket(socket.socket):
         rest = memoryview(data)
         while rest:
             rest = rest[_waited(self, partial(self.send, rest, flags)) :]
+
+
+def _connect(host: str, port: int, source_address: Any) -> DeadlineSocket:
+    """TCP to each of the host's addresses in turn, all within the step's one deadline and the stop grace
+    (socket.create_connection would give every address the whole timeout and never look at a stop request)."""
+    error: OSError = OSError(f"no address found for {host}")
+    for family, kind, proto, _, address in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+        sock = DeadlineSocket(family, kind, proto)
+        try:
+            if source_address:
+                sock.bind(source_address)
+            sock.setblocking(False)
+            if (code := sock.connect_ex(address)) not in (0, errno.EINPROGRESS):
+                raise OSError(code, os.strerror(code))
+            while not select.select([], [sock], [], min(current_deadline().remaining(), _STOP_POLL_SECONDS))[1]:
+                pass  # a slice ended: look at the deadline and the stop request again
+            if code := sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                raise OSError(code, os.strerror(code))
+            sock.setblocking(True)  # each later wait sets its own timeout; TLS refuses to wrap a non-blocking socket
+            return sock
+        except OSError as failure:  # TimeoutError too: the next address then fails at once
+            sock.close()
+            error = failure
+    raise error
 
 
 class DeadlineTlsSocket(DeadlineSocket, ssl.SSLSocket):
@@ -155,13 +182,12 @@ def tls_mode(settings: Settings) -> Literal["ssl", "starttls", "none"]:
 
 class _Smtp(smtplib.SMTP):
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
-        deadline = current_deadline()
-        sock = socket.create_connection((host, port), deadline.remaining(), self.source_address)
+        sock = _connect(host, port, self.source_address)
         if isinstance(self, smtplib.SMTP_SSL):
-            deadline.at(_TLS_HANDSHAKE, step="tls")
+            current_deadline().at(_TLS_HANDSHAKE, step="tls")
         else:
-            deadline.at(WAITING_FOR_GREETING)
-        return DeadlineSocket(sock.family, sock.type, sock.proto, sock.detach())
+            current_deadline().at(WAITING_FOR_GREETING)
+        return sock
 
     def getreply(self) -> tuple[int, bytes]:
         code, message = super().getreply()
