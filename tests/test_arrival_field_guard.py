@@ -7,6 +7,7 @@ written while another kind of arrival field was configured.
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -166,3 +167,25 @@ def test_a_foreign_cursor_fails_only_its_workspace_and_the_others_are_delivered(
         outcomes["Switching Co"]["outcome"] == "failed" and "EXPORT_ARRIVAL_FIELD" in outcomes["Switching Co"]["reason"]
     )
     assert mailed_contents(smtp_server.messages) == ["switching-1", "steady-1"]
+
+
+def test_state_shows_every_workspace_and_names_the_one_with_a_foreign_cursor(mongo_db, make_env, cli, smtp_server):
+    steady, switching = add_workspace(mongo_db, "Steady Co"), add_workspace(mongo_db, "Switching Co")
+    add_messages(
+        mongo_db, add_chat(mongo_db, switching), [{"content": "s", "created_at": utcnow() - timedelta(minutes=2)}]
+    )
+    assert cli(["export"], env=make_env(**_address(switching, "switching"))).returncode == 0
+    dated = make_env(
+        EXPORT_ARRIVAL_FIELD="created_at", **_address(steady, "steady"), **_address(switching, "switching")
+    )
+    sentence = parse_json(cli(["export", "--json"], env=dated))["workspaces"]
+    reason = next(outcome["reason"] for outcome in sentence if outcome["workspace_name"] == "Switching Co")
+
+    overview = cli(["state", "--json"], env=dated)
+    assert overview.returncode == 0 and "Traceback" not in overview.stderr, overview.stdout + overview.stderr
+    shown = {workspace["workspace_name"]: workspace for workspace in parse_json(overview)["workspaces"]}
+    assert set(shown) == {"Steady Co", "Switching Co"}, "one foreign cursor hides no other workspace"
+    assert shown["Switching Co"]["cursor_problem"] == reason and shown["Switching Co"]["waiting_messages"] is None
+    assert shown["Steady Co"]["cursor_problem"] is None
+    plain = cli(["state"], env=dated)
+    assert plain.returncode == 0 and f"cursor_problem={json.dumps(reason)}" in plain.stdout, plain.stdout

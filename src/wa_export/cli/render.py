@@ -920,6 +920,7 @@ def _notes(workspace: WorkspaceReport, settings: Settings) -> list[str]:
     if workspace.last_possible_duplicate_at is not None:
         notes.append(f"possible duplicate {short_time(workspace.last_possible_duplicate_at, settings)}")
     notes += [workspace.last_error or "" if workspace.consecutive_failures else "", workspace.setting_problem or ""]
+    notes.append(workspace.cursor_problem or "")
     return [note for note in notes if note]
 
 
@@ -971,6 +972,7 @@ def _plain_fields(workspace: WorkspaceReport, settings: Settings) -> str:
         "last_error": _quoted(workspace.last_error) if workspace.last_error else None,
         "last_possible_duplicate": iso(workspace.last_possible_duplicate_at),
         "in_flight": _quoted(_in_flight_text(workspace.in_flight, settings)) if workspace.in_flight else None,
+        "cursor_problem": _quoted(workspace.cursor_problem) if workspace.cursor_problem else None,
     }
     return _fields(fields)
 

@@ -21,7 +21,7 @@ from wa_export.schedule import decide
 from wa_export.settings import ID_FORM, Settings
 from wa_export.store import logs
 from wa_export.store import state as stored
-from wa_export.store.arrivals import ArrivalKey, Key, is_key, key_order, key_text, time_of
+from wa_export.store.arrivals import ArrivalKey, ForeignCursor, Key, is_key, key_order, key_text, time_of
 from wa_export.store.connection import (
     Store,
     Workspace,
@@ -74,6 +74,7 @@ class WorkspaceReport:
     due: bool = True  # the next scheduled run delivers it
     next_due_at: datetime | None = None  # not due: the slot from which a scheduled run delivers it (None: off)
     setting_problem: str | None = None  # an invalid zone or schedule in its document: scheduled runs fail it
+    cursor_problem: str | None = None  # a cursor of another EXPORT_ARRIVAL_FIELD: scheduled runs fail it, as here
 
     @property
     def cursor_time(self) -> datetime | None:
@@ -159,13 +160,22 @@ def _reports(store: Store, workspaces: Sequence[Workspace], now: datetime, cap: 
     """Without a cap (one workspace named) counts are exact and its document is read alone."""
     settings = store.settings
     documents = stored.read_state_documents(store, [w.id for w in workspaces], single=cap is None)
-    positions = {workspace.id: position_key(settings, documents.get(workspace.id, {}), now) for workspace in workspaces}
-    originals = stored.original_exports(store, [id_ for id_, position in positions.items() if position is None], now)
+    positions: dict[str, Key | None] = {}
+    cursor_problems: dict[str, str] = {}
+    for workspace in workspaces:
+        try:
+            positions[workspace.id] = position_key(settings, documents.get(workspace.id, {}), now)
+        except ForeignCursor as error:
+            if cap is None:  # the one workspace asked for: its sentence is the answer
+                raise
+            positions[workspace.id], cursor_problems[workspace.id] = None, str(error)  # the others are still shown
+    unplaced = [id_ for id_, position in positions.items() if position is None and id_ not in cursor_problems]
+    originals = stored.original_exports(store, unplaced, now)
     reports = []
     for workspace in workspaces:
         document = documents.get(workspace.id, {})
         from_key, first = positions[workspace.id], None
-        if from_key is None:
+        if from_key is None and workspace.id not in cursor_problems:
             # As the next scheduled run will set it (its end is not known yet: "now" stands in).
             first = stored.first_cursor(
                 settings, ArrivalKey(settings.export_arrival_field), now, now, None, originals.get(workspace.id)
@@ -202,6 +212,7 @@ def _reports(store: Store, workspaces: Sequence[Workspace], now: datetime, cap: 
                 due=decision is not None and decision.due,
                 next_due_at=decision.next_due if decision is not None else None,
                 setting_problem=zone.problem or schedule.problem,
+                cursor_problem=cursor_problems.get(workspace.id),
                 **times,
             )
         )
