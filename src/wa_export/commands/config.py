@@ -10,7 +10,7 @@ from typing import Any
 
 from wa_export import settings as rules
 from wa_export.errors import ExitCode
-from wa_export.mail.errors import mail_error
+from wa_export.mail.errors import refusal
 from wa_export.redaction import redact
 from wa_export.settings import parse_mongodb_uri, read_configuration
 from wa_export.units import count_noun
@@ -84,7 +84,7 @@ def config_report(env_file: Path | None, environ: dict[str, str] | None = None) 
     secrets = settings.secrets() + rules.secrets_in(source.values)
     # What a run that sends refuses once the values are valid is a problem too.
     sending = rules.sending_problems(settings)
-    problems += [rules.SettingProblem(s.variable, str(mail_error(settings, "config", s.what, s.hint))) for s in sending]
+    problems += [rules.SettingProblem(s.variable, str(refusal(settings, "config", s.what, s.hint))) for s in sending]
     by_variable: dict[str, list[str]] = {}
     for problem in problems:
         by_variable.setdefault(problem.variable, []).append(problem.message)

@@ -13,7 +13,7 @@ from typing import Any
 from wa_export.addresses import parse_address_list
 from wa_export.clock import utc_now
 from wa_export.errors import ExitCode, UsageProblem
-from wa_export.mail.errors import MailError, MailStep, mail_error
+from wa_export.mail.errors import MailError, MailStep, refusal
 from wa_export.mail.message import OutgoingMail, check_recipients, check_sendable
 from wa_export.mail.sender import MailSender
 from wa_export.mail.transport import tls_mode
@@ -86,7 +86,7 @@ def send_test_email(settings: Settings, workspace_id: str | None, to: Sequence[s
         check_sendable(settings)
         if resolved.problem is not None:
             step: MailStep = "domain" if resolved.problem_kind == "domain" else "recipient"
-            raise mail_error(settings, step, resolved.problem[0].upper() + resolved.problem[1:], "")
+            raise refusal(settings, step, resolved.problem[0].upper() + resolved.problem[1:], "")
         check_recipients(resolved.addresses, settings)
         with tempfile.TemporaryDirectory(prefix="wa-export-test-") as tmp:  # mkdtemp: 0700
             us, them, sample_id = "+10000000000", "+10000000001", workspace or SAMPLE_WORKSPACE_ID

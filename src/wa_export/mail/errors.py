@@ -52,17 +52,17 @@ class MailError(Exception):
 
 
 def mail_error(
-    settings: Settings,
-    step: MailStep,
-    what: str,
-    hint: str = "",
-    *,
-    outcome: MailOutcome = MailOutcome.REFUSED,
-    refused: Sequence[str] = (),
+    settings: Settings, step: MailStep, what: str, hint: str, *, outcome: MailOutcome, refused: Sequence[str] = ()
 ) -> MailError:
-    """A MailError whose texts never contain a secret (server replies included); refused unless told otherwise."""
+    """A MailError whose texts never contain a secret (server replies included). The outcome is always said
+    outright: after the server asked for the message (354) it may be unknown, and a default would hide that."""
     secrets = settings.secrets()
     return MailError(step, redact(what, secrets), redact(hint, secrets), outcome=outcome, refused=refused)
+
+
+def refusal(settings: Settings, step: MailStep, what: str, hint: str = "", refused: Sequence[str] = ()) -> MailError:
+    """A failure that left nothing on the server: sending again cannot duplicate."""
+    return mail_error(settings, step, what, hint, outcome=MailOutcome.REFUSED, refused=refused)
 
 
 def smtp_reply(code: int, message: bytes | str) -> str:

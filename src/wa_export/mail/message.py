@@ -13,7 +13,7 @@ from email.utils import make_msgid
 from pathlib import Path
 
 from wa_export.addresses import EMAIL_ADDRESS, outside_allowed_domains
-from wa_export.mail.errors import describe_error, mail_error
+from wa_export.mail.errors import describe_error, refusal
 from wa_export.settings import Settings, sending_problems
 
 XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -35,24 +35,24 @@ class OutgoingMail:
 
 def check_sendable(settings: Settings) -> None:
     if problems := sending_problems(settings):
-        raise mail_error(settings, "config", problems[0].what, problems[0].hint)
+        raise refusal(settings, "config", problems[0].what, problems[0].hint)
 
 
 def check_recipients(to: Sequence[str], settings: Settings) -> None:
     """Refuse, before any connection, recipients that are missing, malformed or outside the allow-list."""
     if not to:
         hint = "Configure WORKSPACE_<ID>_EMAIL or pass an address."
-        raise mail_error(settings, "recipient", "The mail has no recipient", hint)
+        raise refusal(settings, "recipient", "The mail has no recipient", hint)
     invalid = [address for address in to if not isinstance(address, str) or not EMAIL_ADDRESS.match(address)]
     if invalid:
         what = f"Invalid recipient address(es) {', '.join(repr(address) for address in invalid)}"
         hint = "Use plain addresses such as ops@example.com."
-        raise mail_error(settings, "recipient", what, hint, refused=[str(address) for address in invalid])
+        raise refusal(settings, "recipient", what, hint, refused=[str(address) for address in invalid])
     allowed = settings.export_allowed_email_domains
     if outside := outside_allowed_domains(list(to), allowed):
         what = f"Recipient(s) {', '.join(outside)} are outside EXPORT_ALLOWED_EMAIL_DOMAINS ({', '.join(allowed)})"
         hint = "Fix the address or add its domain to EXPORT_ALLOWED_EMAIL_DOMAINS."
-        raise mail_error(settings, "domain", what, hint, refused=outside)
+        raise refusal(settings, "domain", what, hint, refused=outside)
 
 
 def encoded_attachment_size(size: int) -> int:
@@ -69,10 +69,10 @@ def check_attachment(path: Path, settings: Settings) -> bytes:
             return path.read_bytes()
     except OSError as error:
         what = f"Cannot read the attachment {path} ({describe_error(error)})"
-        raise mail_error(settings, "data", what, "Check that the export file exists and is readable.") from None
+        raise refusal(settings, "data", what, "Check that the export file exists and is readable.") from None
     what = f"The attachment is {encoded_attachment_size(size) / 2**20:.1f} MB once encoded for email, over EXPORT_MAX_ATTACHMENT_MB={settings.export_max_attachment_mb:g}"
     hint = f"the file ({size / 2**20:.1f} MB) is kept at {path}; raise EXPORT_MAX_ATTACHMENT_MB if your mail server accepts larger messages, or export a shorter period."
-    raise mail_error(settings, "size", what, hint)
+    raise refusal(settings, "size", what, hint)
 
 
 def single_line(text: str) -> str:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 import yagmail
 
-from wa_export.mail.errors import MailError, MailOutcome, MailStep, describe_error, mail_error, smtp_reply
+from wa_export.mail.errors import MailError, MailOutcome, MailStep, describe_error, mail_error, refusal, smtp_reply
 from wa_export.settings import Settings
 
 if TYPE_CHECKING:
@@ -226,7 +226,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
             except (OSError, ssl.SSLError) as error:
                 what = f"SMTP_CA_FILE {settings.smtp_ca_file} cannot be loaded ({describe_error(error)})"
                 hint = "Point SMTP_CA_FILE at a PEM file of CA certificates."
-                raise mail_error(settings, "config", what, hint) from None
+                raise refusal(settings, "config", what, hint) from None
         # A placeholder local_hostname skips smtplib's reverse-DNS getfqdn(); the real one is set once connected.
         smtp = (
             _SmtpSsl(context=context, local_hostname="localhost") if self.mode == "ssl" else _Smtp("", 0, "localhost")
@@ -258,7 +258,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         if self.mode == "starttls":
             if not smtp.has_extn("starttls"):  # never fall back to plaintext: password and data would travel in clear
                 hint = "Use the server's TLS port (SMTP_SECURITY=ssl, usually port 465) or, only on a trusted network, SMTP_SECURITY=none."
-                raise mail_error(settings, "tls", f"The SMTP server {where} does not offer STARTTLS", hint)
+                raise refusal(settings, "tls", f"The SMTP server {where} does not offer STARTTLS", hint)
             deadline.at(_STARTTLS, step="tls")
             smtp.starttls(context=context)
             deadline.at("the reply to EHLO after STARTTLS", step="tls")
@@ -270,7 +270,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         if not smtp.has_extn("auth"):
             what = f"The SMTP server does not offer a login (AUTH) to user {settings.smtp_username} on this connection"
             hint = "Check SMTP_SECURITY (many servers offer AUTH only over TLS), or leave SMTP_USERNAME unset for a relay that needs no login."
-            raise mail_error(settings, "auth", what, hint)
+            raise refusal(settings, "auth", what, hint)
         smtp.login(settings.smtp_username or "", settings.smtp_password or "")
 
     def _setup_failure(self, error: OSError, waiting_for: str) -> MailError:
@@ -282,27 +282,25 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
             hint = "If it uses a private CA, set SMTP_CA_FILE to that CA bundle."
             if "mismatch" in reason.lower():
                 hint = "Set SMTP_SERVER to a host name the server's certificate is issued for."
-            return mail_error(settings, "tls", what, hint)
+            return refusal(settings, "tls", what, hint)
         if isinstance(error, ssl.SSLError) and waiting_for == _TLS_HANDSHAKE:
             hint = "Check SMTP_SECURITY and SMTP_PORT (465 speaks implicit TLS, 587 and 25 use STARTTLS)."
-            return mail_error(settings, "tls", f"TLS handshake with {where} failed ({reason})", hint)
+            return refusal(settings, "tls", f"TLS handshake with {where} failed ({reason})", hint)
         if isinstance(error, ssl.SSLError | smtplib.SMTPResponseException) and waiting_for == _STARTTLS:
             what = f"STARTTLS with {where} failed ({reason})"
             if isinstance(error, smtplib.SMTPResponseException):
                 what = f"The SMTP server {where} refused STARTTLS ({reason})"
-            return mail_error(settings, "tls", what, "Check the server's TLS configuration.")
+            return refusal(settings, "tls", what, "Check the server's TLS configuration.")
         if isinstance(error, socket.gaierror):
             what = f"Cannot resolve SMTP server {settings.smtp_server} ({reason})"
-            return mail_error(settings, "connect", what, "Check SMTP_SERVER and DNS.")
+            return refusal(settings, "connect", what, "Check SMTP_SERVER and DNS.")
         if isinstance(error, smtplib.SMTPAuthenticationError):
             what = f"The SMTP server refused the login for user {settings.smtp_username} ({reason})"
-            return mail_error(
-                settings, "auth", what, "Check SMTP_USERNAME/SMTP_PASSWORD (Gmail needs an app password)."
-            )
+            return refusal(settings, "auth", what, "Check SMTP_USERNAME/SMTP_PASSWORD (Gmail needs an app password).")
         hint = "Check SMTP_SERVER/SMTP_PORT and the firewall."
         if "timed out" in reason:  # typical of STARTTLS spoken to an implicit-TLS port: both sides wait
             hint = "Check SMTP_SERVER/SMTP_PORT, the firewall, and that SMTP_SECURITY matches the port (465 = ssl)."
-        return mail_error(settings, "connect", f"Cannot connect to SMTP server {where} ({reason})", hint)
+        return refusal(settings, "connect", f"Cannot connect to SMTP server {where} ({reason})", hint)
 
     def _attempt_send(self, recipients: list[str], payload: bytes) -> None:
         """One SMTP transaction within SMTP_TIMEOUT_SECONDS, never retried; raises MailError.
@@ -337,7 +335,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                 details = "; ".join(f"{address}: {reply}" for address, reply in refused.items())
                 what = f"The SMTP server refused recipient(s) {', '.join(refused)} ({details})"
                 hint = "Check the address(es); the mail was sent to nobody and will be retried."
-                raise mail_error(settings, "recipient", what, hint, refused=list(refused))
+                raise refusal(settings, "recipient", what, hint, refused=list(refused))
             try:
                 deadline.at("the reply to DATA")
                 code, reply = smtp.data(payload)
@@ -360,7 +358,7 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
     def _dropped(self, reason: str) -> MailError:
         """Gone before DATA, so nothing was sent: a transaction's only "connect" failure (MailSender retries it once)."""
         what = f"The SMTP server {self.settings.smtp_server}:{self.settings.smtp_port} closed the connection before the message was sent ({reason})"
-        return mail_error(self.settings, "connect", what, "Check the server's logs and connection limits.")
+        return refusal(self.settings, "connect", what, "Check the server's logs and connection limits.")
 
     def _reply_refused(
         self, smtp: _Smtp, code: int, reply: bytes | str, command: str = "DATA", after_354: bool = False
@@ -374,15 +372,15 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
             return mail_error(settings, "data", what, "Check the server's logs.", outcome=MailOutcome.UNKNOWN)
         if code == 552:  # for the message's size: announced (SIZE= on MAIL FROM) or found out (DATA)
             hint = "Lower EXPORT_MAX_ATTACHMENT_MB below the server's limit."
-            return mail_error(settings, "size", f"The SMTP server refused the message as too large ({detail})", hint)
+            return refusal(settings, "size", f"The SMTP server refused the message as too large ({detail})", hint)
         if command == "DATA":
             hint = "Check the server's logs; the export is retried on the next run."
-            return mail_error(settings, "data", f"The SMTP server refused the message ({detail})", hint)
+            return refusal(settings, "data", f"The SMTP server refused the message ({detail})", hint)
         if code in (530, 534, 535):
             what = f"The SMTP server requires a login ({detail})"
-            return mail_error(settings, "auth", what, "Set SMTP_USERNAME and SMTP_PASSWORD.")
+            return refusal(settings, "auth", what, "Set SMTP_USERNAME and SMTP_PASSWORD.")
         what = f"The SMTP server refused the sender {self.user} ({detail})"
-        return mail_error(settings, "data", what, "Set SMTP_FROM to an address the SMTP account may send as.")
+        return refusal(settings, "data", what, "Set SMTP_FROM to an address the SMTP account may send as.")
 
     def _deadline(self, what: str, waiting_for: str, step: Literal["connect", "timeout"] = "connect") -> SmtpDeadline:
         return SmtpDeadline(self.settings, what, step=step, waiting_for=waiting_for)
