@@ -10,6 +10,9 @@ Deadlines: smtplib's timeout bounds each read, so a server trickling ``250-`` li
 connection's sockets wait in short socket timeouts that end at the step's deadline. `stop_sends()` (SIGTERM,
 signal-safe: it only assigns a number) gives every step at most STOP_GRACE_SECONDS: a grace, not a cut, so a 250
 about to arrive is still heard.
+
+Why this module is long: the session, its deadlines and the sentence for each way a step fails together decide one
+rule, whether a failed send may have delivered (the mail outcome), so they are read in one place.
 """
 
 from __future__ import annotations
