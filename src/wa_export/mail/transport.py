@@ -102,7 +102,9 @@ def _connect(host: str, port: int, source_address: Any) -> DeadlineSocket:
             sock.setblocking(False)
             if (code := sock.connect_ex(address)) not in (0, errno.EINPROGRESS):
                 raise OSError(code, os.strerror(code))
-            while not select.select([], [sock], [], min(current_deadline().remaining(), _STOP_POLL_SECONDS))[1]:
+            writable = select.poll()  # poll, not select: no limit on the descriptor's number in a busy process
+            writable.register(sock, select.POLLOUT)
+            while not writable.poll(min(current_deadline().remaining(), _STOP_POLL_SECONDS) * 1000):
                 pass  # a slice ended: look at the deadline and the stop request again
             if code := sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
                 raise OSError(code, os.strerror(code))
