@@ -1,8 +1,5 @@
-"""Each command's result on screen: a rich table on a terminal, greppable log lines under cron, or under --json one
-document on stdout (and what failed on stderr). No personal data (phone numbers, message text) ever reaches it.
-
-Why this module is long: one renderer per command, each with its own table and its own plain lines.
-"""
+"""Each command's result on screen: a rich table on a terminal, greppable log lines under cron, one JSON document
+under --json (and what failed on stderr). No personal data (phone numbers, message text) ever reaches it."""
 
 from __future__ import annotations
 
@@ -28,7 +25,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 from rich.text import Text
 
-from wa_export.clock import MINUTE_FORMAT, SECOND_FORMAT
+from wa_export.clock import SECOND_FORMAT
 from wa_export.errors import ExitCode
 from wa_export.units import LOG_STAMP, count_noun, format_age, format_bytes, local_time, workspace_label
 
@@ -49,11 +46,17 @@ if TYPE_CHECKING:  # each command imports just the library it uses; settings imp
     from wa_export.settings import Settings
     from wa_export.store.logs import LedgerEntry
 
-OUTCOME_STYLE = {"completed": "green", "written": "green", "dry_run": "cyan", "skipped": "yellow", "failed": "bold red"}
-OUTCOME_STYLE |= dict.fromkeys(("no_messages", "not_due"), "dim")
+# The style of a cell by its value: an outcome, a status, stats' address label (a missing or refused address).
+STYLE = {"completed": "green", "written": "green", "ok": "green", "dry_run": "cyan", "skipped": "yellow"}
+STYLE |= {"warning": "yellow", "no": "yellow", "failed": "bold red", "invalid": "bold red", "bad": "bold red"}
+STYLE |= dict.fromkeys(("no_messages", "not_due"), "dim")
 OBJECT_ID = re.compile(r"[0-9a-fA-F]{24}")  # a workspace's or an entry's id
 SENTENCE_PUNCTUATION = ".,;:!?()[]'\"`"  # around a word in a sentence, not part of the id, path or name
 PLAIN_TABLE_WIDTH = 10_000  # tables printed when stdout is not a terminal are never wrapped: a row is one line
+NOT_COUNTED = "–"  # the run skipped or refused the workspace before counting its messages
+CLEANUP_TABLE_ROWS = 15
+WIDE_LOGS = 150  # below this terminal width the logs table leaves the file name to --json
+SPARK_MAX_WIDTH = 14  # stats' trend sums longer periods into this many buckets
 Row = TypeVar("Row")
 Columns = list[tuple[Column, Callable[[Row], str]]]
 
@@ -62,17 +65,16 @@ def _json_default(value: object) -> object:
     return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
-def _render(table: Table, width: int, **options: Any) -> str:
+def _rendered(table: Table, width: int) -> str:
     buffer = io.StringIO()
-    Console(file=buffer, width=width, no_color=True, highlight=False, **options).print(table)
+    Console(file=buffer, width=width, no_color=True, highlight=False, soft_wrap=True).print(table)
     return buffer.getvalue()
 
 
 class Output:
     def __init__(self, json_output: bool) -> None:
         self.json_output = json_output
-        # The zone of log line stamps: EXPORT_TIMEZONE once the settings are read (the times in the lines use it too).
-        self.zone: tzinfo = UTC
+        self.zone: tzinfo = UTC  # of log line stamps: EXPORT_TIMEZONE once the settings are read
         self.console = Console(highlight=False, soft_wrap=True)
         self.interactive = sys.stdout.isatty() and not json_output
 
@@ -93,36 +95,33 @@ class Output:
     def log(self, level: str, text: str) -> None:
         self.line(f"{local_time(datetime.now(UTC), self.zone, LOG_STAMP)} {level} {text}")
 
-    def summary(self, text: str, failed: object) -> None:
-        self.log("ERROR" if failed else "INFO", text)
-
     def json(self, document: Any) -> None:
         print(json.dumps(document, default=_json_default, ensure_ascii=False, indent=2), flush=True)
 
-    def table(self, table: Table, keep_whole: Iterable[str] = ()) -> None:
-        """A rich table on a terminal, plain lines otherwise or when the ids and paths of ``keep_whole`` would break."""
-        if self.interactive and self.fits(table, keep_whole):
+    def table(self, table: Table) -> None:
+        """A rich table on a terminal where it fits; else the title, the header and one unwrapped line per row."""
+        if self.interactive and self.fits(table):
             self.console.print(table)
             return
-        # The title, then the header and one greppable line per row: no box, no wrapping.
         if table.title:
-            self.line(Text.from_markup(table.title).plain if isinstance(table.title, str) else str(table.title))
+            self.line(Text.from_markup(str(table.title)).plain)
         table.title = table.box = None
-        table.show_edge = table.show_lines = table.pad_edge = False
+        table.show_edge = table.pad_edge = False
         for column in table.columns:
             column.no_wrap = True  # PLAIN_TABLE_WIDTH leaves room for every cell
-        for row in _render(table, PLAIN_TABLE_WIDTH).splitlines():
+        for row in _rendered(table, PLAIN_TABLE_WIDTH).splitlines():
             if row.strip():
                 self.line(row.rstrip())
 
-    def fits(self, table: Table, keep_whole: Iterable[str]) -> bool:
-        """It fits this terminal and shows each string of ``keep_whole`` whole, as often as it is listed."""
+    def fits(self, table: Table) -> bool:
+        """No wider than this terminal, and every id, path and variable name of its cells shown whole."""
         width = self.console.width
-        rendered = _render(table, width, soft_wrap=True)  # as self.console renders it: never cropped
-        # Columns with a minimum width can make rich draw a table wider than the terminal.
+        rendered = _rendered(table, width)  # columns with a minimum width can make it wider than the terminal
         if any(cell_len(line) > width for line in rendered.splitlines()):
             return False
-        return all(rendered.count(word) >= shown for word, shown in Counter(keep_whole).items() if word)
+        cells = (Text.from_markup(str(cell)).plain for column in table.columns for cell in column.cells)
+        words = Counter(word for cell in cells for word in unbreakable_words(cell))
+        return all(rendered.count(word) >= shown for word, shown in words.items())
 
     def error(self, message: str, code: int) -> None:
         if self.json_output:
@@ -148,18 +147,14 @@ def column_table(rows: Iterable[Row], columns: Sequence[tuple[Column, Callable[[
     return table
 
 
-def styled(text: str, style: str | None) -> str:
-    """``text`` (already escaped) as rich markup in ``style``; unchanged when there is none."""
-    return f"[{style}]{text}[/{style}]" if style else text
+def styled(value: str) -> str:
+    """``value`` as rich markup, in the style of its kind (an outcome, a status) when it has one."""
+    style = STYLE.get(value)
+    return f"[{style}]{escape(value)}[/{style}]" if style else escape(value)
 
 
-def outcome_cell(outcome: str) -> str:
-    return styled(escape(outcome), OUTCOME_STYLE.get(outcome))
-
-
-def workspace_cell(name: str | None, workspace_id: str, separator: str = "\n") -> str:
-    """The workspace's name, then its id dimmed (under it by default)."""
-    return f"{escape(name or '') or '(unnamed)'}{separator}[dim]{escape(workspace_id)}[/dim]"
+def workspace_cell(name: str | None, workspace_id: str) -> str:
+    return f"{escape(name or '') or '(unnamed)'} [dim]{escape(workspace_id)}[/dim]"
 
 
 def display_path(path: str | os.PathLike[str] | None, export_dir: Path | None) -> str:
@@ -169,30 +164,14 @@ def display_path(path: str | os.PathLike[str] | None, export_dir: Path | None) -
     return str(path or "")
 
 
-def short_time(moment: datetime | None, settings: Settings) -> str:
-    """'11-25 22:08' this year (short enough for an 80-column table), '2025-11-25 22:08' before."""
-    if moment is None:
-        return ""
-    this_year = moment.astimezone(settings.export_timezone).year == datetime.now(settings.export_timezone).year
-    return local_time(moment, settings, "%m-%d %H:%M" if this_year else MINUTE_FORMAT)
-
-
-NOT_COUNTED = "–"  # the run skipped or refused the workspace before counting its messages
-CLEANUP_TABLE_ROWS = 15
-WIDE_LOGS = 150  # below this terminal width the logs table leaves the file name to --json
-HEALTH_STYLE = {"ok": "green", "warning": "yellow", "failed": "bold red", "skipped": "dim"}
-ADDRESS_STYLE = {"no": "yellow", "bad": "bold red"}  # stats' Addr column: a missing or refused address
-STATS_MAX_ROWS = 31  # longer periods are summed into buckets of several days: one screen
-SPARK_MAX_WIDTH = 14
-
-
-def _quoted(text: str | None) -> str:
-    return json.dumps(text, ensure_ascii=False)
-
-
 def _fields(fields: Mapping[str, object]) -> str:
-    """``key=value`` pairs of a greppable log line; a None value leaves its key out."""
-    return " ".join(f"{key}={value}" for key, value in fields.items() if value is not None)
+    """A greppable line's ``key=value`` pairs; a None value leaves its key out."""
+    return " ".join(f"{key}={_logfmt(str(value))}" for key, value in fields.items() if value is not None)
+
+
+def _logfmt(text: str) -> str:
+    """Quoted when empty or holding a space, a quote or an equals sign, so every pair stays one word."""
+    return json.dumps(text, ensure_ascii=False) if not text or re.search(r'[\s"=]', text) else text
 
 
 class _PlainObserver:
@@ -211,11 +190,11 @@ class _PlainObserver:
     def workspace_finished(self, result: WorkspaceResult) -> None:
         fields = {
             "workspace": result.workspace_id,
-            "name": _quoted(result.workspace_name),
+            "name": result.workspace_name,
             "outcome": result.outcome,
             "messages": _message_count(result, "{:d}"),
             "file": display_path(result.file_path, self.export_dir) or None,
-            "reason": _quoted(result.reason) if result.reason else None,
+            "reason": result.reason or None,
         }
         self.output.log("ERROR" if result.outcome == "failed" else "INFO", _fields(fields))
 
@@ -276,7 +255,8 @@ def render_workers(output: Output, merged: WorkersResult, settings: Settings, em
     for warning in merged.warnings:
         output.log("WARNING", warning.message)
     header = f"scheduled export run with {count_noun(merged.count, 'worker')} (dry run)"
-    output.summary(dry_run_summary(header, merged, emails) if dry_run else merged.summary(), merged.exit_code)
+    summary = dry_run_summary(header, merged, emails) if dry_run else merged.summary()
+    output.log("ERROR" if merged.exit_code else "INFO", summary)
 
 
 def render_export(output: Output, result: RunResult, settings: Settings, emails: bool = True) -> None:
@@ -286,7 +266,7 @@ def render_export(output: Output, result: RunResult, settings: Settings, emails:
         output.log("WARNING", warning.message)
     header = f"{result.trigger} export run (dry run)"
     summary = dry_run_summary(header, result, emails) if result.dry_run else result.summary()
-    output.summary(f"{summary} (run {result.run_id})", result.failed)
+    output.log("ERROR" if result.failed else "INFO", f"{summary} (run {result.run_id})")
     for failed in result.workspaces:  # on stderr (with --json too), already redacted
         if failed.traceback:
             output.stderr(
@@ -341,31 +321,26 @@ def _render_export_table(output: Output, results: Sequence[WorkspaceResult], set
             return ""
         return f"{local_time(result.window_start, settings)} → {local_time(result.window_end, settings, '%H:%M')}"
 
-    # As wide as the longest id, so an id (on its own line under the name) fits whole when anything can.
+    # As wide as the longest id, so an id fits whole when anything can.
     id_width = max((len(result.workspace_id) for result in results), default=10)
     columns: Columns[WorkspaceResult] = [
         (
             Column("Workspace", overflow="fold", min_width=id_width),
             lambda r: workspace_cell(r.workspace_name, r.workspace_id),
         ),
-        (Column("Outcome", no_wrap=True), lambda result: outcome_cell(result.outcome)),
+        (Column("Outcome", no_wrap=True), lambda result: styled(result.outcome)),
         (Column("Messages", justify="right", no_wrap=True), lambda result: _message_count(result, "{:,}")),
         (Column(f"Window ({settings.timezone_name})", overflow="fold"), window),  # the table's one zone, named once
         (Column("File / reason", overflow="fold"), lambda result: escape(detail(result))),
     ]
-    # What must show unbroken: ids, file paths, and path- or variable-like words of reasons.
-    ids = [result.workspace_id for result in results]
-    keep_whole = ids + [
-        word for r in results for word in [display_path(r.file_path, export_dir), *unbreakable_words(r.reason)]
-    ]
     with_files = column_table(results, columns, title="wa-export")
-    if output.fits(with_files, keep_whole):
+    if output.fits(with_files):
         output.table(with_files)
         if any(result.file_path for result in results):
             output.line(f"Files are in {export_dir}.")
         return
     # Too narrow for the paths: the table without them, then one unwrapped line per file or reason.
-    output.table(column_table(results, columns[:4], title="wa-export"), ids)
+    output.table(column_table(results, columns[:4], title="wa-export"))
     if any(detail(result) for result in results):
         output.line(f"Files (in {export_dir}) and reasons:")
     for result in results:
@@ -380,18 +355,16 @@ DEMO_COMMANDS = ("health", "stats", "logs", "state", "export --hours 1 --email y
 def render_demo(output: Output, result: DemoResult) -> None:
     run = result.run
     if output.interactive:
-        paths = [display_path(workspace.file_path, result.exports_dir) for workspace in run.workspaces]
-        columns: Columns[tuple[WorkspaceResult, str]] = [
-            (Column("Workspace", overflow="fold"), lambda row: escape(row[0].workspace_name)),
-            (Column("Outcome", no_wrap=True), lambda row: outcome_cell(row[0].outcome)),
-            (Column("Messages", justify="right", no_wrap=True), lambda row: f"{row[0].message_count:,}"),
+        columns: Columns[WorkspaceResult] = [
+            (Column("Workspace", overflow="fold"), lambda workspace: escape(workspace.workspace_name)),
+            (Column("Outcome", no_wrap=True), lambda workspace: styled(workspace.outcome)),
+            (Column("Messages", justify="right", no_wrap=True), lambda workspace: f"{workspace.message_count:,}"),
             (
                 Column("Workbook (in the exports folder)", overflow="fold"),
-                lambda row: escape(row[1] or row[0].reason or ""),
+                lambda w: escape(display_path(w.file_path, result.exports_dir) or w.reason or ""),
             ),
         ]
-        rows = zip(run.workspaces, paths, strict=True)
-        output.table(column_table(rows, columns, title="wa-export demo"), keep_whole=paths)
+        output.table(column_table(run.workspaces, columns, title="wa-export demo"))
     output.line(run.summary())
     for heading, files, folder in (
         (f"Workbooks ({len(result.workbooks)}) in", result.workbooks, result.exports_dir),
@@ -468,7 +441,7 @@ def render_cleanup(output: Output, result: CleanupResult, settings: Settings) ->
         _render_cleanup_table(output, result, settings)
     for error in result.errors:
         output.log("ERROR", error)
-    output.summary(result.summary(), result.exit_code)
+    output.log("ERROR" if result.exit_code else "INFO", result.summary())
     if result.event_error is not None:
         # stderr keeps --json stdout a single document; the event is part of the job (exit 3).
         output.stderr(
@@ -482,32 +455,40 @@ def _render_cleanup_table(output: Output, result: CleanupResult, settings: Setti
         folders.setdefault(item.folder, []).append(item)
     shown = sorted(folders)[:CLEANUP_TABLE_ROWS]
 
-    def times(folder: str) -> list[datetime]:
-        return [item.modified_at for item in folders[folder]]
+    def when(pick: Callable[[Iterable[datetime]], datetime]) -> Callable[[str], str]:
+        return lambda folder: local_time(pick(item.modified_at for item in folders[folder]), settings)
 
     columns: Columns[str] = [
         (Column("Folder", overflow="fold"), lambda folder: escape(display_path(folder, settings.export_dir))),
         (Column("Files", justify="right", no_wrap=True), lambda folder: str(len(folders[folder]))),
         (Column("Size", justify="right", no_wrap=True), lambda f: format_bytes(sum(item.size for item in folders[f]))),
-        (Column("Oldest", no_wrap=True), lambda folder: short_time(min(times(folder)), settings)),
-        (Column("Newest", no_wrap=True), lambda folder: short_time(max(times(folder)), settings)),
+        (Column("Oldest", no_wrap=True), when(min)),
+        (Column("Newest", no_wrap=True), when(max)),
         (Column("Removed", no_wrap=True), lambda folder: "yes" if folder in result.folders_removed else ""),
     ]
     title = f"wa-export cleanup{' (dry run)' if result.dry_run else ''}, file times in {settings.timezone_name}"
     table = column_table(shown, columns, title=title, box=box.SIMPLE_HEAD)
     if len(folders) > len(shown):
         table.add_row(f"… and {count_noun(len(folders) - len(shown), 'more folder')} (--json lists every file)")
-    output.table(table, keep_whole=[display_path(folder, settings.export_dir) for folder in shown])
+    output.table(table)
 
 
 def render_config(output: Output, report: ConfigReport) -> None:
     """The tables, one `INVALID` line per problem and a sentence on stderr, for a CI log."""
     where = f".env file {report.env_file}" if report.env_file is not None else "no .env file"
-    output.table(_settings_table(f"wa-export settings (environment, {where})", report.settings))
-    if report.workspace_addresses:
-        output.table(_settings_table("WORKSPACE_<ID>_EMAIL and _WORKBOOK_PASSWORD", report.workspace_addresses))
-    if report.workspace_settings:
-        output.table(_settings_table("WORKSPACE_<ID>_TIMEZONE and _SCHEDULE", report.workspace_settings))
+    columns: Columns[SettingLine] = [
+        (Column("Variable", overflow="fold"), lambda line: escape(line.variable)),
+        (Column("Value", overflow="fold"), lambda line: escape(line.value or "(not set)")),
+        (Column("Source", overflow="fold"), lambda line: escape(line.source)),
+        (Column("Status", overflow="fold"), lambda line: styled("invalid" if line.problem else "ok")),
+    ]
+    for title, lines in (
+        (f"wa-export settings (environment, {where})", report.settings),
+        ("WORKSPACE_<ID>_EMAIL and _WORKBOOK_PASSWORD", report.workspace_addresses),
+        ("WORKSPACE_<ID>_TIMEZONE and _SCHEDULE", report.workspace_settings),
+    ):
+        if lines:
+            output.table(column_table(lines, columns, title=escape(title)))
     for problem in report.problems:
         output.line(f"INVALID {problem.variable}: {problem.message}")
     for name in sorted({*report.unknown_variables, *report.misspelt_variables}):
@@ -524,25 +505,15 @@ def render_config(output: Output, report: ConfigReport) -> None:
         )
 
 
-def _settings_table(title: str, lines: list[SettingLine]) -> Table:
-    table = Table(
-        *(Column(name, overflow="fold") for name in ("Variable", "Value", "Source", "Status")), title=escape(title)
-    )
-    for line in lines:
-        status = "[bold red]invalid[/bold red]" if line.problem else "[green]ok[/green]"
-        table.add_row(escape(line.variable), escape(line.value or "(not set)"), escape(line.source), status)
-    return table
-
-
 def render_health(output: Output, report: HealthReport, settings: Settings) -> None:
     if not output.interactive:
         for check in report.checks:  # under cron: one greppable line per check
             output.log(f"{check.status:<7}", f"{check.name}: {check.reason}")
-        output.summary(report.summary(), report.exit_code)
+        output.log("ERROR" if report.exit_code else "INFO", report.summary())
         return
-    table = Table(*(Column(name, overflow="fold") for name in ("Check", "Status", "Reason")), title="wa-export health")
+    table = Table("Check", "Status", Column("Reason", overflow="fold"), title="wa-export health")
     for check in report.checks:
-        table.add_row(check.name, styled(check.status, HEALTH_STYLE.get(check.status)), escape(check.reason))
+        table.add_row(escape(check.name), styled(check.status), escape(check.reason))
     output.table(table)
     for check in report.checks:  # unwrapped, so they can be copied into mongosh
         for command in check.details.get("commands", []):
@@ -564,26 +535,24 @@ EVENT_NAMES = {"export_run": "export run", "cleanup": "cleanup", "cursor_move": 
 EVENT_NAMES["health_check"] = "health check"
 
 
-def _event_cell(entry: SystemLogEntry) -> str:
-    name = EVENT_NAMES.get(entry.kind, entry.kind or entry.event_type)
-    failed = entry.event_type == "error"
-    return styled(escape(f"{name} (failed)" if failed and entry.kind else name), "bold red" if failed else None)
-
-
 def render_logs(output: Output, report: LogsReport, settings: Settings) -> None:
     zone = settings.timezone_name
     if report.kind == "system":
         if not report.system_entries:
             output.line("No wa-export events in system_logs yet.")
             return
+
+        def event(entry: SystemLogEntry) -> str:
+            name = EVENT_NAMES.get(entry.kind, entry.kind or entry.event_type)
+            return escape(f"{name} (failed)" if entry.event_type == "error" and entry.kind else name)
+
         system: Columns[SystemLogEntry] = [
             (Column("Time", no_wrap=True), lambda entry: local_time(entry.time, settings, SECOND_FORMAT)),
-            (Column("Event", no_wrap=True), _event_cell),
+            (Column("Event", no_wrap=True), event),
             (Column("Message", overflow="fold"), lambda entry: escape(entry.message)),
         ]
         title = f"wa-export events, newest first (times in {zone})"
-        table = column_table(report.system_entries, system, title=title, box=box.SIMPLE_HEAD)
-        output.table(table, [word for entry in report.system_entries for word in unbreakable_words(entry.message)])
+        output.table(column_table(report.system_entries, system, title=title, box=box.SIMPLE_HEAD))
         return
     entries = report.export_entries
     if not entries:
@@ -594,40 +563,29 @@ def render_logs(output: Output, report: LogsReport, settings: Settings) -> None:
         hours = [local_time(moment, settings, "%H:%M") for moment in (e.window_start, e.window_end)]
         return "–".join(hours) if e.window_start and e.window_end else ""
 
-    def status(e: LedgerEntry) -> str:
-        return outcome_cell(e.status) + (" [yellow](possible duplicate)[/yellow]" if e.possible_duplicate else "")
-
-    def file(export: LedgerEntry) -> str:
-        return display_path(export.file_path, settings.export_dir)
-
     columns: Columns[LedgerEntry] = [
-        (Column("Time", no_wrap=True), lambda export: short_time(export.time, settings)),
+        (Column("Time", no_wrap=True), lambda export: local_time(export.time, settings)),
         (Column("Id", no_wrap=True), lambda export: str(export.id)),  # whole, to paste into `wa-export resend`
         (Column("Workspace", overflow="fold", min_width=10), lambda e: escape(e.workspace_name or e.workspace_id)),
-        (Column("Run", no_wrap=True), lambda e: {"scheduled": "sched"}.get(e.trigger or "", e.trigger or "")),
+        (Column("Run", no_wrap=True), lambda e: e.trigger or ""),
         (Column("Window", no_wrap=True), window),
         (Column("Msgs", justify="right"), lambda export: str(export.message_count)),
-        (Column("Status", no_wrap=True), status),
-        (Column("File", no_wrap=True), lambda export: escape(file(export))),
+        (
+            Column("Status", no_wrap=True),
+            lambda e: styled(e.status) + (" (possible duplicate)" if e.possible_duplicate else ""),
+        ),
+        (Column("File", no_wrap=True), lambda export: escape(display_path(export.file_path, settings.export_dir))),
         (
             Column("Recipients / error", overflow="fold", min_width=20),
-            lambda e: f"[red]{escape(e.error_message)}[/red]" if e.error_message else escape(e.email_sent_to),
+            lambda e: escape(e.error_message or e.email_sent_to),
         ),
     ]
     # Plain output (cron, pipes) is never wrapped: it always has room for the file name.
     with_file = not output.interactive or output.console.width >= WIDE_LOGS
     if not with_file:
         del columns[7]
-    # Entry ids, workspace ids shown instead of a name, file paths, and the ids and variable names of an error.
-    keep_whole: list[str] = []
-    for export in entries:
-        keep_whole += [str(export.id), *([] if export.workspace_name else [export.workspace_id])]
-        keep_whole += [
-            *unbreakable_words(export.error_message or export.email_sent_to),
-            *([file(export)] if with_file else []),
-        ]
     title = f"Exports, newest first (times in {zone})"
-    output.table(column_table(entries, columns, title=title, box=box.SIMPLE_HEAD, pad_edge=False), keep_whole)
+    output.table(column_table(entries, columns, title=title, box=box.SIMPLE_HEAD, pad_edge=False))
     if not with_file:
         output.line("File paths and full times: wa-export logs --json.")
 
@@ -646,12 +604,6 @@ def sparkline(values: Sequence[int]) -> str:
     return "".join("▁▂▃▄▅▆▇█"[max(1, round(value / top * 7)) if value > 0 else 0] for value in values)
 
 
-def _chunks(count: int, limit: int) -> list[tuple[int, int]]:
-    """[start, end) index ranges splitting `count` items into at most `limit` equal-sized groups."""
-    size = max(1, -(-count // limit))
-    return [(start, min(start + size, count)) for start in range(0, count, size)]
-
-
 def render_stats(output: Output, report: StatsReport, settings: Settings) -> None:
     period = report.period
     span = f"{period.days[0]:%Y-%m-%d} – {period.days[-1]:%Y-%m-%d} ({period.timezone_name})"
@@ -667,19 +619,13 @@ def _render_workspace_stats(output: Output, report: StatsReport, settings: Setti
     # The Status values as the workbook's column and the email name them, then any other seen (unknown).
     statuses = list(STATUSES)
     statuses += [s for s in sorted({s for day in stats.per_day for s in day.counts}) if s not in statuses]
-    chunks = _chunks(len(stats.per_day), STATS_MAX_ROWS)
-    size = chunks[0][1] - chunks[0][0]
-    per = "day" if size == 1 else count_noun(size, "day")
-    title = f"{workspace_label(stats.workspace.name, stats.workspace.id)}: messages per {per}, {span}"
-    columns = [Column("Day" if per == "day" else "Days", no_wrap=True)]
-    columns += [Column(name, justify="right") for name in (*statuses, "Total")] + [Column("Trend", no_wrap=True)]
-    table = Table(*columns, title=escape(title), box=box.SIMPLE_HEAD)
-    rows = [stats.per_day[start:end] for start, end in chunks]
-    totals = [sum(day.total for day in days) for days in rows]
-    for days, total in zip(rows, totals, strict=True):
-        label = f"{days[0].day:%a %Y-%m-%d}" if len(days) == 1 else f"{days[0].day:%Y-%m-%d} +{len(days) - 1}d"
-        counts = [str(sum(day.counts.get(status, 0) for day in days)) for status in statuses]
-        table.add_row(label, *counts, str(total), styled(bar(total, max(totals)), "cyan"))
+    title = f"{workspace_label(stats.workspace.name, stats.workspace.id)}: messages per day, {span}"
+    counts = [Column(name, justify="right") for name in (*statuses, "Total")]
+    table = Table("Day", *counts, "Trend", title=escape(title), box=box.SIMPLE_HEAD)
+    busiest = max((day.total for day in stats.per_day), default=0)
+    for day in stats.per_day:
+        cells = [str(day.counts.get(status, 0)) for status in statuses]
+        table.add_row(f"{day.day:%a %Y-%m-%d}", *cells, str(day.total), bar(day.total, busiest))
     table.add_section()
     table.add_row("Total", *(str(stats.totals.get(status, 0)) for status in statuses), str(stats.total), "")
     output.table(table)
@@ -703,10 +649,13 @@ def _render_workspace_stats(output: Output, report: StatsReport, settings: Setti
     )
     if stats.password.problem is not None:
         output.line(f"Workbooks: not exported, {stats.password.problem}")
-    elif stats.encrypted:
-        output.line(f"Workbooks: password-protected (password from {stats.password.where}).")
     else:
-        output.line("Workbooks: not password-protected.")
+        protected = (
+            f"password-protected (password from {stats.password.where})"
+            if stats.encrypted
+            else "not password-protected"
+        )
+        output.line(f"Workbooks: {protected}.")
 
 
 def _render_stats_overview(output: Output, report: StatsReport, settings: Settings, span: str) -> None:
@@ -716,31 +665,32 @@ def _render_stats_overview(output: Output, report: StatsReport, settings: Settin
     if not workspaces:
         output.line(f"No active workspaces ({span}).")
         return
-    chunks = _chunks(len(report.period.days), SPARK_MAX_WIDTH)
-    separator = "\n" if output.interactive else " "  # plain output: one line per workspace
+    size = -(-len(report.period.days) // SPARK_MAX_WIDTH)  # days per character of the trend
 
     def trend(stats: WorkspaceStats) -> str:
-        return sparkline([sum(day.total for day in stats.per_day[start:end]) for start, end in chunks])
-
-    def address(stats: WorkspaceStats) -> str:
-        label = address_label(stats.recipients)
-        return styled(label, ADDRESS_STYLE.get(label))
+        return sparkline(
+            [
+                sum(day.total for day in stats.per_day[start : start + size])
+                for start in range(0, len(stats.per_day), size)
+            ]
+        )
 
     # Short headers: with a week's trend the table fits 80 columns.
     columns: Columns[WorkspaceStats] = [
         (
             Column("Workspace / id", overflow="fold", min_width=24),
-            lambda stats: workspace_cell(stats.workspace.name, stats.workspace.id, separator),
+            lambda s: workspace_cell(s.workspace.name, s.workspace.id),
         ),
         (Column("Msgs", justify="right"), lambda stats: str(stats.total)),
         (Column("Trend", no_wrap=True), trend),
         (Column("Sent", justify="right"), lambda stats: str(stats.exports.completed)),
-        (Column("Failed", justify="right"), lambda stats: _count_cell(stats.exports.failed)),
-        (Column("Last sent", no_wrap=True), lambda stats: short_time(stats.exports.last_success, settings) or "never"),
-        (Column("Addr"), address),
+        (Column("Failed", justify="right"), lambda stats: str(stats.exports.failed)),
+        (Column("Last sent", no_wrap=True), lambda stats: local_time(stats.exports.last_success, settings) or "never"),
+        (Column("Addr"), lambda stats: styled(address_label(stats.recipients))),
     ]
-    table = column_table(workspaces, columns, title=f"Active workspaces, {span}", box=box.SIMPLE_HEAD, pad_edge=False)
-    output.table(table, keep_whole=[stats.workspace.id for stats in workspaces])
+    output.table(
+        column_table(workspaces, columns, title=f"Active workspaces, {span}", box=box.SIMPLE_HEAD, pad_edge=False)
+    )
     missing = sum(1 for stats in workspaces if not stats.address_configured)
     refused = sum(1 for stats in workspaces if stats.recipients.problem)
     output.line(
@@ -773,61 +723,167 @@ def render_resend(output: Output, result: ResendResult, settings: Settings) -> N
         output.log("WARNING", result.count_difference)
 
 
+def _part(entry: LedgerEntry) -> str:
+    return f", part {entry.part} of {entry.parts}" if entry.parts and entry.parts > 1 else ""
+
+
 def render_verify(output: Output, report: VerifyReport, settings: Settings) -> None:
+    from wa_export.store.arrivals import key_text
+
     file = f"{report.path} ({format_bytes(report.file.size)}, SHA-256 {report.file.sha256})"
     if not report.found:
         output.stderr(f"{file}: {report.as_dict()['error']}")
         return
     output.line(f"File: {file}")
+
+    def when(moment: datetime | None) -> str:  # a sentence states no zone: each time names its own
+        return local_time(moment, settings, SECOND_FORMAT, zoned=True) or "?"
+
     for entry in report.entries:
-        output.line(_ledger_entry_lines(entry, settings))
+        recorded, between = entry.recorded_range, f"from {when(entry.window_start)} to {when(entry.window_end)}"
+        if recorded is None:
+            held = "no range recorded"
+        elif recorded.kind == "arrival":
+            held = f"arrived {between} (arrival keys {key_text(recorded.low)} to {key_text(recorded.high)})"
+        else:
+            held = f"timestamped {between}"
+        resent = f", a resend of export {entry.resend_of}" if entry.resend_of is not None else ""
+        output.line(f"Export {entry.id} ({entry.status}, {entry.trigger or 'original service'}{_part(entry)}{resent})")
+        output.line(f"  Workspace: {workspace_label(entry.workspace_name, entry.workspace_id)}")
+        output.line(f"  Sent: {when(entry.sent_at)} to {', '.join(entry.recipients) or '(nobody recorded)'}")
+        output.line(f"  Messages: {entry.message_count}, {held}")
+        output.line(f"  File name: {entry.file_name or '(not recorded)'}")
 
 
-def _part(entry: LedgerEntry) -> str:
-    return f", part {entry.part} of {entry.parts}" if entry.parts and entry.parts > 1 else ""
-
-
-def _ledger_entry_lines(entry: LedgerEntry, settings: Settings) -> str:
-    from wa_export.store.arrivals import key_text
-
-    recorded = entry.recorded_range
-    between = f"from {_time(entry.window_start, settings, '?')} to {_time(entry.window_end, settings, '?')}"
-    if recorded is None:
-        held = "no range recorded"
-    elif recorded.kind == "arrival":
-        held = f"arrived {between} (arrival keys {key_text(recorded.low)} to {key_text(recorded.high)})"
-    else:
-        held = f"timestamped {between}"
-    resent = f", a resend of export {entry.resend_of}" if entry.resend_of is not None else ""
-    lines = [
-        f"Export {entry.id} ({entry.status}, {entry.trigger or 'original service'}{_part(entry)}{resent})",
-        f"  Workspace: {workspace_label(entry.workspace_name, entry.workspace_id)}",
-        f"  Sent: {_time(entry.sent_at, settings, '?')} to {', '.join(entry.recipients) or '(nobody recorded)'}",
-        f"  Messages: {entry.message_count}, {held}",
-        f"  File name: {entry.file_name or '(not recorded)'}",
-    ]
-    return "\n".join(lines)
-
-
-def _time(moment: datetime | None, settings: Settings, zoned_or: str | None = None) -> str:
-    """To the second; with ``zoned_or`` (a sentence states no zone) its zone's name, or ``zoned_or`` for no time."""
-    return local_time(moment, settings, SECOND_FORMAT, zoned=zoned_or is not None) or zoned_or or ""
+# The state table's columns and the facts each shows, one per line; the Notes column shows every other fact.
+STATE_COLUMNS = {
+    "Workspace / id": ("name", "workspace"),
+    "Cursor": ("cursor", "cursor_source"),
+    "Waiting (oldest)": ("waiting", "oldest_waiting"),
+    "Schedule": ("schedule", "time_zone", "next_due"),
+    "Lease": ("lease", "lease_expires"),
+    "Last success": ("last_success",),
+    "Fails": ("consecutive_failures",),
+}
+PLAIN_ONLY = ("cursor_key", "lease_owner", "oldest_waiting_age_seconds")
 
 
 def render_state(output: Output, report: StateReport, settings: Settings) -> None:
     if not report.workspaces:
         output.line("No active workspaces.")
-    elif output.interactive:
-        output.table(_state_table(report, settings))
-        if report.waiting_count_cap is not None and any(w.waiting and w.waiting.capped for w in report.workspaces):
-            output.line(f"Counts stop at {report.waiting_count_cap}; wa-export state WORKSPACE_ID counts exactly.")
-    else:
-        for workspace in report.workspaces:  # under cron, a pipe: one greppable line per workspace
-            output.log("INFO", "state " + _plain_fields(workspace, settings))
+        return
+    facts = [_state_facts(workspace, settings) for workspace in report.workspaces]
+    if not output.interactive:  # under cron, a pipe: one greppable line per workspace
+        for fact in facts:
+            times = {
+                key: local_time(value, settings, LOG_STAMP)
+                for key, value in fact.items()
+                if isinstance(value, datetime)
+            }
+            output.log("INFO", "state " + _fields(fact | times))
+        return
+
+    def shown(value: object) -> str:
+        return local_time(value, settings) if isinstance(value, datetime) else str(value)
+
+    database_clock = local_time(report.database_now, settings, SECOND_FORMAT)
+    title = f"Delivery state, times in {report.timezone_name} (database clock {database_clock})"
+    table = Table(
+        *(Column(header, overflow="fold") for header in (*STATE_COLUMNS, "Notes")),
+        title=escape(title),
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    in_columns = {key for keys in STATE_COLUMNS.values() for key in (*keys, *PLAIN_ONLY)}
+    for fact in facts:
+        cells = [
+            "\n".join(shown(fact[key]) for key in keys if fact[key] is not None) for keys in STATE_COLUMNS.values()
+        ]
+        notes = [
+            f"{key.replace('_', ' ')}: {shown(value)}"
+            for key, value in fact.items()
+            if value is not None and key not in in_columns
+        ]
+        table.add_row(*(escape(text) for text in (*cells, "; ".join(notes))))
+    output.table(table)
+    if report.waiting_count_cap is not None and any(w.waiting and w.waiting.capped for w in report.workspaces):
+        output.line(f"Counts stop at {report.waiting_count_cap}; wa-export state WORKSPACE_ID counts exactly.")
+
+
+def _state_facts(workspace: WorkspaceReport, settings: Settings) -> dict[str, object]:
+    """Every fact of the workspace's delivery, named as its plain line names them; None: not there."""
+    from wa_export.store.arrivals import key_text
+
+    cursor, held, waiting = workspace.has_cursor, workspace.lease_held, workspace.waiting
+    age = workspace.oldest_waiting_age_seconds
+    return {
+        "workspace": workspace.workspace_id,
+        "name": workspace.workspace_name,
+        "cursor": (workspace.cursor_time or "") if cursor else "none",
+        "cursor_key": key_text(workspace.cursor_key) if cursor else None,
+        "cursor_source": (workspace.cursor_source or "unknown") if cursor else None,
+        "cursor_ahead_of_database_clock": "true" if workspace.cursor_ahead_of_database_clock else None,
+        "legacy_watermark": None if cursor else workspace.legacy_watermark,
+        "note": None if cursor else _no_cursor_text(workspace, settings),
+        "waiting": "unknown" if waiting is None else _waiting_count(workspace),
+        "oldest_waiting": None if waiting is None or age is None else waiting.oldest_at,
+        "oldest_waiting_age_seconds": None if age is None else int(age),
+        "schedule": workspace.schedule or "invalid",
+        "time_zone": workspace.time_zone or "invalid",
+        "next_due": workspace.next_due_at,
+        "lease": "held" if held else "free",
+        "lease_owner": workspace.lease_owner if held else None,
+        "lease_expires": workspace.lease_expires_at if held else None,
+        "last_success": workspace.last_success_at or "never",
+        "consecutive_failures": workspace.consecutive_failures,
+        "last_error": workspace.last_error or None,
+        "last_possible_duplicate": workspace.last_possible_duplicate_at,
+        "in_flight": _in_flight_text(workspace.in_flight, settings) if workspace.in_flight else None,
+        "setting_problem": workspace.setting_problem,
+        "cursor_problem": workspace.cursor_problem,
+    }
+
+
+def _no_cursor_text(workspace: WorkspaceReport, settings: Settings) -> str:
+    if workspace.legacy_watermark is not None:
+        watermark = local_time(workspace.legacy_watermark, settings, SECOND_FORMAT)
+        return f"v1 watermark {watermark}: the next scheduled run turns it into a cursor"
+    if workspace.next_run_starts_at is not None:
+        starts = local_time(workspace.next_run_starts_at, settings, SECOND_FORMAT)
+        return (
+            f"no cursor yet: the next scheduled run starts at {starts} (where the original service's last export ended)"
+        )
+    if workspace.first_cursor is not None:
+        minutes = settings.export_interval_minutes
+        return (
+            f"no cursor yet: the next scheduled run starts {minutes} min (EXPORT_INTERVAL_MINUTES) before its own end"
+        )
+    return "no cursor yet"
+
+
+def _waiting_count(workspace: WorkspaceReport) -> str:
+    waiting = workspace.waiting
+    return "—" if waiting is None else f"{waiting.count}+" if waiting.capped else str(waiting.count)
+
+
+def _in_flight_text(in_flight: Mapping[str, Any], settings: Settings) -> str:
+    from wa_export.store.arrivals import time_of
+
+    part, total, started = in_flight.get("part"), in_flight.get("parts"), in_flight.get("started_at")
+    low, high = time_of(in_flight.get("from_key")), time_of(in_flight.get("to_key"))
+    parts = [
+        f"part {part} of {total}" if part is not None and total is not None else "",
+        f"arrivals {local_time(low, settings, SECOND_FORMAT)} to {local_time(high, settings, SECOND_FORMAT)}"
+        if low is not None and high is not None
+        else "",
+        f"run {in_flight['run_id']}" if in_flight.get("run_id") else "",
+        f"since {local_time(started, settings, SECOND_FORMAT)}" if isinstance(started, datetime) else "",
+    ]
+    return ", ".join(part for part in parts if part) or "yes"
 
 
 def render_move(output: Output, move: CursorMove, settings: Settings) -> None:
-    arrived = f"message {move.past_message_id} (arrived {_time(move.requested_time, settings, '')})"
+    arrived = f"message {move.past_message_id} (arrived {local_time(move.requested_time, settings, SECOND_FORMAT, zoned=True)})"
     if move.direction == "already_past":
         output.line(
             f"Workspace {move.workspace_id}: {arrived} is already behind the delivery position {move.new_position(settings)}: "
@@ -846,158 +902,7 @@ def render_move(output: Output, move: CursorMove, settings: Settings) -> None:
     output.line(f"Workspace {move.workspace_id}: cursor {move.change(settings)}: {consequence}.")
     after = move.state_after
     if after is not None and after.waiting is not None:
-        oldest = f", the oldest arrived {age} ago" if (age := _oldest_age(after)) else ""
+        age = after.oldest_waiting_age_seconds
+        oldest = "" if age is None else f", the oldest arrived {format_age(timedelta(seconds=age))} ago"
         output.line(f"Messages waiting from the new cursor: {_waiting_count(after)}{oldest}.")
     output.line(f"Recorded in system_logs (host {move.host}); see wa-export logs --system.")
-
-
-def _state_table(report: StateReport, settings: Settings) -> Table:
-    title = f"Delivery state, times in {report.timezone_name} (database clock {_time(report.database_now, settings)})"
-
-    def cursor(w: WorkspaceReport) -> str:
-        if w.has_cursor:
-            text = f"{short_time(w.cursor_time, settings)}\n[dim]{escape(w.cursor_source or 'unknown source')}[/dim]"
-            return styled(text, "bold red" if w.cursor_ahead_of_database_clock else None)
-        if w.legacy_watermark is not None:
-            return f"{short_time(w.legacy_watermark, settings)}\n[dim]v1 watermark[/dim]"
-        return "[yellow]none[/yellow]"
-
-    def waiting(w: WorkspaceReport) -> str:
-        age = _oldest_age(w)
-        return _waiting_count(w) + (f"\n[dim]{age}[/dim]" if age else "")
-
-    def schedule(w: WorkspaceReport) -> str:  # its schedule (and zone, when its own), then when a run delivers it
-        if w.setting_problem:
-            return "[red]invalid[/red]"
-        zone = f" {w.time_zone}" if w.time_zone != report.timezone_name else ""
-        when = "due" if w.due else f"next {short_time(w.next_due_at, settings)}"
-        return f"{escape(w.schedule + zone)}\n[dim]{'manual only' if w.schedule == 'off' else when}[/dim]"
-
-    def lease(w: WorkspaceReport) -> str:
-        if not w.lease_held:
-            return "free"
-        return f"[yellow]held[/yellow]\n[dim]to {local_time(w.lease_expires_at, settings, '%H:%M')}[/dim]"
-
-    columns: Columns[WorkspaceReport] = [
-        (
-            Column("Workspace / id", overflow="fold", min_width=24),
-            lambda w: workspace_cell(w.workspace_name, w.workspace_id),
-        ),
-        (Column("Cursor", no_wrap=True), cursor),
-        (Column("Waiting\n(oldest)", justify="right", no_wrap=True), waiting),
-        (Column("Schedule", no_wrap=True), schedule),
-        (Column("Lease", no_wrap=True), lease),
-        (Column("Last success", no_wrap=True), lambda w: short_time(w.last_success_at, settings) or "never"),
-        (Column("Fails", justify="right", no_wrap=True), lambda w: _count_cell(w.consecutive_failures)),
-        (Column("Notes", overflow="fold", min_width=16), lambda w: escape("; ".join(_notes(w, settings)))),
-    ]
-    return column_table(report.workspaces, columns, title=escape(title), box=box.SIMPLE_HEAD, pad_edge=False)
-
-
-def _count_cell(failures: int) -> str:
-    return styled(str(failures), "bold red" if failures else None)
-
-
-def _notes(workspace: WorkspaceReport, settings: Settings) -> list[str]:
-    in_flight, starts_at = workspace.in_flight, workspace.next_run_starts_at
-    notes = [
-        "cursor ahead of the database clock" if workspace.cursor_ahead_of_database_clock else "",
-        "becomes a cursor on the next run" if workspace.legacy_watermark is not None else "",
-    ]
-    if workspace.legacy_watermark is None and not workspace.has_cursor and workspace.first_cursor is not None:
-        notes.append(
-            f"next run starts {short_time(starts_at, settings)} (original service)"
-            if starts_at is not None
-            else f"next run starts {settings.export_interval_minutes} min before its end"
-        )
-    if in_flight:
-        part, parts, started = in_flight.get("part"), in_flight.get("parts"), in_flight.get("started_at")
-        notes.append(
-            "in flight"
-            + (f" part {part}/{parts}" if part is not None and parts is not None else "")
-            + (f" since {short_time(started, settings)}" if isinstance(started, datetime) else "")
-        )
-    if workspace.last_possible_duplicate_at is not None:
-        notes.append(f"possible duplicate {short_time(workspace.last_possible_duplicate_at, settings)}")
-    notes += [workspace.last_error or "" if workspace.consecutive_failures else "", workspace.setting_problem or ""]
-    notes.append(workspace.cursor_problem or "")
-    return [note for note in notes if note]
-
-
-def _no_cursor_text(workspace: WorkspaceReport, settings: Settings) -> str:
-    if workspace.legacy_watermark is not None:
-        return (
-            f"v1 watermark {_time(workspace.legacy_watermark, settings)}: the next scheduled run turns it into a cursor"
-        )
-    if workspace.next_run_starts_at is not None:
-        return (
-            f"no cursor yet: the next scheduled run starts at {_time(workspace.next_run_starts_at, settings)} "
-            "(where the original service's last export ended)"
-        )
-    if workspace.first_cursor is not None:
-        return (
-            "no cursor yet: the next scheduled run starts "
-            f"{settings.export_interval_minutes} min (EXPORT_INTERVAL_MINUTES) before its own end"
-        )
-    return "no cursor yet"
-
-
-def _plain_fields(workspace: WorkspaceReport, settings: Settings) -> str:
-    from wa_export.store.arrivals import key_text
-
-    def iso(moment: datetime | None) -> str | None:
-        return None if moment is None else moment.astimezone(settings.export_timezone).isoformat()
-
-    cursor, held, waiting = workspace.has_cursor, workspace.lease_held, workspace.waiting
-    oldest = waiting if workspace.oldest_waiting_age_seconds is not None else None
-    fields = {
-        "workspace": workspace.workspace_id,
-        "name": _quoted(workspace.workspace_name),
-        "cursor": iso(workspace.cursor_time) or "" if cursor else "none",
-        "cursor_key": key_text(workspace.cursor_key) if cursor else None,
-        "cursor_source": workspace.cursor_source or "unknown" if cursor else None,
-        "cursor_ahead_of_database_clock": "true" if cursor and workspace.cursor_ahead_of_database_clock else None,
-        "legacy_watermark": None if cursor else iso(workspace.legacy_watermark),
-        "note": None if cursor else _quoted(_no_cursor_text(workspace, settings)),
-        "waiting": _waiting_count(workspace) if waiting else "unknown",
-        "schedule": workspace.schedule or "invalid",
-        "time_zone": workspace.time_zone or "invalid",
-        "next_due": iso(workspace.next_due_at),
-        "oldest_waiting": None if oldest is None else iso(oldest.oldest_at) or "",
-        "oldest_waiting_age_seconds": None if oldest is None else int(workspace.oldest_waiting_age_seconds or 0),
-        "lease": f"held lease_owner={workspace.lease_owner}" if held else "free",
-        "lease_expires": iso(workspace.lease_expires_at) or "" if held else None,
-        "last_success": iso(workspace.last_success_at) or "never",
-        "consecutive_failures": workspace.consecutive_failures,
-        "last_error": _quoted(workspace.last_error) if workspace.last_error else None,
-        "last_possible_duplicate": iso(workspace.last_possible_duplicate_at),
-        "in_flight": _quoted(_in_flight_text(workspace.in_flight, settings)) if workspace.in_flight else None,
-        "cursor_problem": _quoted(workspace.cursor_problem) if workspace.cursor_problem else None,
-    }
-    return _fields(fields)
-
-
-def _waiting_count(workspace: WorkspaceReport) -> str:
-    waiting = workspace.waiting
-    if waiting is None:
-        return "—"
-    return f"{waiting.count}+" if waiting.capped else str(waiting.count)
-
-
-def _oldest_age(workspace: WorkspaceReport) -> str:
-    age = workspace.oldest_waiting_age_seconds
-    return "" if age is None else format_age(timedelta(seconds=age))
-
-
-def _in_flight_text(in_flight: Mapping[str, Any], settings: Settings) -> str:
-    from wa_export.store.arrivals import time_of
-
-    part, total, started = in_flight.get("part"), in_flight.get("parts"), in_flight.get("started_at")
-    low, high = time_of(in_flight.get("from_key")), time_of(in_flight.get("to_key"))
-    parts = [
-        f"part {part} of {total}" if part is not None and total is not None else "",
-        f"arrivals {_time(low, settings)} to {_time(high, settings)}" if low is not None and high is not None else "",
-        f"run {in_flight['run_id']}" if in_flight.get("run_id") else "",
-        f"since {_time(started, settings)}" if isinstance(started, datetime) else "",
-    ]
-    return ", ".join(part for part in parts if part) or "yes"
