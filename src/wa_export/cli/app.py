@@ -1,8 +1,6 @@
 """The `wa-export` command line: each command parses its options, calls one library function and renders its result.
 
-Exit codes: 0 ok, 1 some work failed, 2 usage or configuration error, 3 MongoDB unreachable.
-Why this module is long: Typer builds every command, option and `--help` text from the declarations here.
-"""
+Exit codes: 0 ok, 1 some work failed, 2 usage or configuration error, 3 MongoDB unreachable."""
 
 from __future__ import annotations
 
@@ -25,7 +23,6 @@ if TYPE_CHECKING:
     import threading
 
     from wa_export.cli.render import Output
-    from wa_export.metrics import RunRecorder
     from wa_export.settings import Settings
 
 app = typer.Typer(
@@ -45,25 +42,12 @@ def _option(metavar: str, help: str, *names: str, **options: Any) -> Any:
     return Option(*names, metavar=metavar, help=help, **options)
 
 
-def _flag(name: str, help: str) -> Any:
-    return Option(name, help=help)
-
-
 EnvFileOption = Annotated[
-    Path | None,
-    _option("PATH", "Read settings from this .env file instead of ./.env.", show_default=False),
+    Path | None, _option("PATH", "Read settings from this .env file instead of ./.env.", show_default=False)
 ]
-JsonOption = Annotated[bool, _flag("--json", "Print one JSON document on stdout.")]
+JsonOption = Annotated[bool, Option("--json", help="Print one JSON document on stdout.")]
 # Described in each command's docstring: typer's own line for it would read "WORKSPACE_ID <str>".
 WorkspaceIdArgument = Annotated[str | None, Argument(metavar="WORKSPACE_ID", hidden=True)]
-MetricsFileOption = Annotated[
-    Path | None,
-    _option(
-        "PATH",
-        "After the run, write a Prometheus textfile-collector file here (*.prom; wins over EXPORT_METRICS_FILE).",
-        show_default=False,
-    ),
-]
 _global_env_file: Path | None = None
 
 
@@ -83,8 +67,7 @@ def _print_version(requested: bool) -> None:
 def main_options(
     env_file: EnvFileOption = None,
     show_version: Annotated[
-        bool,
-        Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+        bool, Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
     """wa-export: WhatsApp messages → Excel → email, for cron or a systemd timer."""
@@ -93,17 +76,11 @@ def main_options(
 
 
 def _run(
-    json_output: bool,
-    env_file: Path | None,
-    body: Callable[[Any, Output], int],
-    *,
-    load: bool = True,
-    warn: bool = True,
+    json_output: bool, env_file: Path | None, body: Callable[[Any, Output], int], load: bool = True, warn: bool = True
 ) -> None:
     """Exit with `body`'s code, or turn an error the operator can cause into one sentence and its exit code.
 
-    `load`: read the settings first (and say their warnings on stderr, unless a --workers child's parent did).
-    """
+    `load`: read the settings first, saying their warnings on stderr when `warn` (a --workers child's parent did)."""
     from wa_export.cli.render import Output
     from wa_export.redaction import redact
 
@@ -126,37 +103,16 @@ def _run(
     raise typer.Exit(code)
 
 
-def _report(
-    json_output: bool, env_file: Path | None, command: str, compute: Callable[[Any, Settings], Any], view: str = ""
-) -> None:
-    """Show what `compute` (given the module `wa_export.commands.<command>`) returns with `render_<view or command>`."""
+def _report(json_output: bool, env_file: Path | None, compute: Callable[[Any, Settings], Any], view: str) -> None:
+    """Show what `compute` (given the module `wa_export.commands.<view>`) returns with `render_<view>`."""
 
     def body(settings: Settings, output: Output) -> int:
         from wa_export.cli import render
 
-        result = compute(importlib.import_module(f"wa_export.commands.{command}"), settings)
-        return output.show(result, getattr(render, f"render_{view or command}"), settings)
+        command = importlib.import_module(f"wa_export.commands.{'state' if view == 'move' else view}")
+        return output.show(compute(command, settings), getattr(render, f"render_{view}"), settings)
 
     _run(json_output, env_file, body)
-
-
-@contextmanager
-def _recorded_run(metrics_file: Path | None, manual: bool, enabled: bool) -> Iterator[RunRecorder]:
-    """Yield the run's recorder and write its file however the command ends (exit 0 to 3, a crash)."""
-    from wa_export.cli.render import Output
-    from wa_export.metrics import RunRecorder
-
-    recorder = RunRecorder(metrics_file, trigger="manual" if manual else "scheduled", enabled=enabled)
-    exit_code = int(ExitCode.FAILED)  # a crash, unless the command ends normally or with its own code
-    try:
-        yield recorder
-        exit_code = int(ExitCode.OK)
-    except typer.Exit as done:
-        exit_code = int(done.exit_code)
-        raise
-    finally:
-        if (warning := recorder.finish(exit_code)) is not None:
-            Output.stderr(warning)  # stderr: a --json stdout stays one document
 
 
 @contextmanager
@@ -196,25 +152,29 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 @app.command(short_help="Export messages: the scheduled run, or a manual export.")
 def export(
     workspace: Annotated[
-        list[str] | None,
-        _option("ID", "Workspace id; repeat for several.", "--workspace", "-w"),
+        list[str] | None, _option("ID", "Workspace id; repeat for several.", "--workspace", "-w")
     ] = None,
     hours: Annotated[float | None, _option("N", "Manual: export the last N hours.")] = None,
     since: Annotated[str | None, _option("TIME", "Manual: window start, ISO 8601 (naive = EXPORT_TIMEZONE).")] = None,
     until: Annotated[str | None, _option("TIME", "Manual: window end (exclusive), ISO 8601.")] = None,
     email: Annotated[
-        list[str] | None,
-        _option("ADDRESS", "Manual: send to this address instead of the configured ones."),
+        list[str] | None, _option("ADDRESS", "Manual: send to this address instead of the configured ones.")
     ] = None,
-    no_email: Annotated[bool, _flag("--no-email", "Write the files only; send nothing.")] = False,
-    dry_run: Annotated[bool, _flag("--dry-run", "Count only: no file, no email, no database writes.")] = False,
+    no_email: Annotated[bool, Option("--no-email", help="Write the files only; send nothing.")] = False,
+    dry_run: Annotated[bool, Option("--dry-run", help="Count only: no file, no email, no database writes.")] = False,
+    # range checked by export/workers.py, with --worker-slot's
     workers: Annotated[
-        int,
-        # range checked by export/workers.py, with --worker-slot's
-        _option("N", "Scheduled runs: share the workspaces among N processes (e.g. one per CPU core)."),
+        int, _option("N", "Scheduled runs: share the workspaces among N processes (e.g. one per CPU core).")
     ] = 1,
     worker_slot: Annotated[str | None, Option(hidden=True)] = None,
-    metrics_file: MetricsFileOption = None,
+    metrics_file: Annotated[
+        Path | None,
+        _option(
+            "PATH",
+            "After the run, write a Prometheus textfile-collector file here (*.prom; wins over EXPORT_METRICS_FILE).",
+            show_default=False,
+        ),
+    ] = None,
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
@@ -222,6 +182,7 @@ def export(
     a manual run by message timestamp (default: last 24 hours) that never moves a cursor."""
     from wa_export.cli.render import export_observer, render_export, render_workers
     from wa_export.export import run as export_run
+    from wa_export.metrics import RunRecorder
 
     def body(settings: Settings, output: Output) -> int:
         recorder.use(settings)  # an unusable --metrics-file stops here (exit 2), before any work
@@ -249,8 +210,18 @@ def export(
 
     manual = hours is not None or since is not None or until is not None or bool(email)
     # --dry-run writes no file; --workers children leave the metrics file to their parent.
-    with _recorded_run(metrics_file, manual, not dry_run and worker_slot is None) as recorder:
+    recorder = RunRecorder(
+        metrics_file, trigger="manual" if manual else "scheduled", enabled=not dry_run and worker_slot is None
+    )
+    exit_code = int(ExitCode.FAILED)  # a crash, unless the command ends with its own code
+    try:
         _run(json_output, env_file, body, warn=worker_slot is None)
+    except typer.Exit as done:
+        exit_code = int(done.exit_code)
+        raise
+    finally:  # the metrics file is written however the command ends (exit 0 to 3, a crash)
+        if (warning := recorder.finish(exit_code)) is not None:
+            typer.echo(f"wa-export: {warning}", err=True)  # stderr: a --json stdout stays one document
 
 
 @app.command(short_help="Delete old workbooks and empty workspace folders.")
@@ -259,12 +230,12 @@ def cleanup(
         int | None,
         _option("N", "Delete workbooks older than N days.  [default: EXPORT_CLEANUP_DAYS]", show_default=False),
     ] = None,
-    dry_run: Annotated[bool, _flag("--dry-run", "List what would be deleted; delete nothing.")] = False,
+    dry_run: Annotated[bool, Option("--dry-run", help="List what would be deleted; delete nothing.")] = False,
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
     """Delete this tool's old workbooks and stale temp files in marked workspace folders, and empty folders."""
-    _report(json_output, env_file, "cleanup", lambda command, settings: command.cleanup(settings, days, dry_run))
+    _report(json_output, env_file, lambda command, settings: command.cleanup(settings, days, dry_run), "cleanup")
 
 
 @app.command(short_help="Messages per day and status, exports made and failed.")
@@ -276,9 +247,8 @@ def stats(
 ) -> None:
     """Messages per day and status, and exports made/failed, over the last N days (EXPORT_TIMEZONE).
 
-    With WORKSPACE_ID, that one workspace day by day; without it, all active ones.
-    """
-    _report(json_output, env_file, "stats", lambda command, settings: command.stats(settings, workspace_id, days))
+    With WORKSPACE_ID, that one workspace day by day; without it, all active ones."""
+    _report(json_output, env_file, lambda command, settings: command.stats(settings, workspace_id, days), "stats")
 
 
 @app.command(short_help="Recent exports, or the tool's events (--system).")
@@ -286,15 +256,14 @@ def logs(
     workspace_id: WorkspaceIdArgument = None,
     limit: Annotated[int, _option("N", "How many entries.", min=1, max=1000)] = 20,
     status: Annotated[
-        str | None,
-        _option("STATUS", "Only exports with this status: completed, failed or sending."),
+        str | None, _option("STATUS", "Only exports with this status: completed, failed or sending.")
     ] = None,
-    system: Annotated[bool, _flag("--system", "Show this tool's system_logs events instead.")] = False,
+    system: Annotated[bool, Option("--system", help="Show this tool's system_logs events instead.")] = False,
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
     """Recent exports (export_logs) newest first, or the tool's events (--system); WORKSPACE_ID: only its exports."""
-    _report(json_output, env_file, "logs", lambda command, s: command.logs(s, workspace_id, limit, status, system))
+    _report(json_output, env_file, lambda command, s: command.logs(s, workspace_id, limit, status, system), "logs")
 
 
 @app.command(short_help="Email an earlier export again, rebuilt from its recorded range.")
@@ -308,20 +277,16 @@ def resend(
         ),
     ] = None,
     dry_run: Annotated[
-        bool, _flag("--dry-run", "Rebuild and count only: no file, no email, no database write.")
+        bool, Option("--dry-run", help="Rebuild and count only: no file, no email, no database write.")
     ] = False,
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
-    """Email again exactly the workbook an export_logs entry recorded, rebuilt from its range.
+    """Email again the workbook of export LOG_ID (as `wa-export logs` shows it), rebuilt from its recorded range.
 
-    LOG_ID is the export's id, as `wa-export logs` shows it. The rows are the ones that export held: the messages of
-    its arrival range (scheduled) or timestamp window (manual), read from the workspace's chats in the same order and
-    written the same way. The subject starts with [Re-sent]; a new export_logs entry (trigger resend) is recorded. No
-    cursor, lease or intent is read or written. Exit 1 for an unknown id or an export that was never delivered, 2 for
-    a malformed id.
-    """
-    _report(json_output, env_file, "resend", lambda command, s: command.resend(s, log_id, to or (), dry_run=dry_run))
+    The subject starts with [Re-sent] and a new export_logs entry (trigger resend) is recorded; no cursor moves.
+    Exit 1 for an unknown id or an export never delivered, 2 for a malformed id."""
+    _report(json_output, env_file, lambda command, s: command.resend(s, log_id, to or (), dry_run=dry_run), "resend")
 
 
 @app.command(short_help="Tell which recorded export a file is, by its SHA-256.")
@@ -330,12 +295,10 @@ def verify(
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
-    """Tell which recorded export FILE is: the workspace, when and to whom it was sent, its range and message count.
+    """Tell which recorded export FILE is (by its SHA-256): the workspace, when and to whom it was sent, its range.
 
-    FILE is hashed (SHA-256) and looked up in export_logs. Exit 0 when found, 1 when no export of this file is recorded (changed, or not
-    sent by wa-export from this database), 2 when FILE is missing or unreadable.
-    """
-    _report(json_output, env_file, "verify", lambda command, settings: command.verify(settings, file))
+    Exit 0 when found, 1 when no export of this file is recorded, 2 when FILE is missing or unreadable."""
+    _report(json_output, env_file, lambda command, settings: command.verify(settings, file), "verify")
 
 
 @app.command(short_help="Where each workspace's delivery stands; move one cursor.")
@@ -362,9 +325,7 @@ def state(
 ) -> None:
     """Each workspace's cursor, messages waiting, lease and failures; move one cursor (logged).
 
-    With WORKSPACE_ID, that one workspace with exact counts; without it, all active ones. --move-to TIME and
-    --move-past MESSAGE_ID move WORKSPACE_ID's cursor.
-    """
+    With WORKSPACE_ID, that one workspace with exact counts; without it, all active ones."""
 
     def compute(command: Any, settings: Settings) -> Any:
         if move_to is not None and move_past is not None:
@@ -375,36 +336,34 @@ def state(
             return command.move_cursor_past(settings, workspace_id, move_past)
         return command.state(settings, workspace_id)
 
-    _report(json_output, env_file, "state", compute, "state" if move_to is None and move_past is None else "move")
+    _report(json_output, env_file, compute, "state" if move_to is None and move_past is None else "move")
 
 
 @app.command("test-email", short_help="Send a test email through the configured SMTP server.")
 def test_email(
     workspace: Annotated[
-        str | None,
-        _option("ID", "Send to this workspace's addresses, as an export finds them.", "--workspace", "-w"),
+        str | None, _option("ID", "Send to this workspace's addresses, as an export finds them.", "--workspace", "-w")
     ] = None,
     to: Annotated[
-        list[str] | None,
-        _option("ADDRESS", "Send to this address (wins over --workspace); repeatable."),
+        list[str] | None, _option("ADDRESS", "Send to this address (wins over --workspace); repeatable.")
     ] = None,
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
     """Send a test email with a tiny sample workbook; on failure name the failed step and exit 1."""
-    _report(json_output, env_file, "test_email", lambda command, s: command.send_test_email(s, workspace, to or ()))
+    _report(json_output, env_file, lambda command, s: command.send_test_email(s, workspace, to or ()), "test_email")
 
 
 @app.command(short_help="Check MongoDB, SMTP, EXPORT_DIR, addresses and the schedule.")
 def health(
     smtp_login: Annotated[
-        bool, _flag("--smtp-login", "Also connect to the SMTP server, start TLS and log in.")
+        bool, Option("--smtp-login", help="Also connect to the SMTP server, start TLS and log in.")
     ] = False,
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
     """Check MongoDB, SMTP, EXPORT_DIR, workspace addresses and folders, indexes and scheduled runs (exit 1 if any failed)."""
-    _report(json_output, env_file, "health", lambda command, s: command.run_health(s, smtp_login=smtp_login))
+    _report(json_output, env_file, lambda command, s: command.run_health(s, smtp_login=smtp_login), "health")
 
 
 @app.command("config", short_help="Show and validate the settings (no MongoDB, no SMTP).")
@@ -415,8 +374,8 @@ def config(json_output: JsonOption = False, env_file: EnvFileOption = None) -> N
 
     _run(
         json_output,
-        env_file,
-        lambda _, output: output.show(config_report(env_file or _global_env_file), render_config),
+        None,
+        lambda _, out: out.show(config_report(env_file or _global_env_file), render_config),
         load=False,
     )
 
@@ -426,16 +385,16 @@ def demo(
     out: Annotated[Path, _option("DIR", "Where exports/ and mail/ are written.")] = Path("demo-out"),
     serve: Annotated[
         bool,
-        _flag("--serve", "Keep the servers running (Ctrl-C stops them) and write DIR/.env for the other commands."),
+        Option(
+            "--serve", help="Keep the servers running (Ctrl-C stops them) and write DIR/.env for the other commands."
+        ),
     ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Run a real scheduled export against local MongoDB and SMTP servers; nothing to configure.
 
     Needs pip install 'wa-export[demo]' (Python 3.13+); ignores the environment and .env. With --serve the servers
-    keep running until Ctrl-C, so every other command can be tried on the demo's data: wa-export --env-file DIR/.env
-    stats.
-    """
+    keep running until Ctrl-C, to try every other command on the demo's data: wa-export --env-file DIR/.env stats."""
     from wa_export.cli.render import export_observer, render_demo
     from wa_export.demo import run as demo_run
 
@@ -466,20 +425,16 @@ def _deploy_names(incomplete: str) -> list[str]:
 def deploy(
     # Described in the docstring: typer's own line for it would read "NAME <str>"; the usage line shows {a|b}.
     name: Annotated[str, Argument(metavar="systemd|cron|logrotate|env", hidden=True, autocompletion=_deploy_names)],
-    to: Annotated[
-        Path | None,
-        _option("DIR", "Write the files into DIR (mode 0644) instead of printing them."),
-    ] = None,
+    to: Annotated[Path | None, _option("DIR", "Write the files into DIR (mode 0644) instead of printing them.")] = None,
     force: Annotated[
-        bool, _flag("--force", "With --to: replace files whose content differs from the shipped ones.")
+        bool, Option("--force", help="With --to: replace files whose content differs from the shipped ones.")
     ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Print the deploy files shipped in the package, or write them into DIR; reads no settings.
 
     systemd: the export, cleanup and health services with their timers; cron: the crontab; logrotate: rotation of
-    the cron logs; env: every setting, commented, with its default; or one file's name, e.g. wa-export.timer.
-    """
+    the cron logs; env: every setting, commented, with its default; or one file's name, e.g. wa-export.timer."""
     from wa_export.cli.render import render_deploy
     from wa_export.commands.deploy import deploy as deploy_files
 
