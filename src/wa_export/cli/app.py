@@ -42,10 +42,11 @@ def _option(metavar: str, help: str, *names: str, **options: Any) -> Any:
     return Option(*names, metavar=metavar, help=help, **options)
 
 
-EnvFileOption = Annotated[
-    Path | None, _option("PATH", "Read settings from this .env file instead of ./.env.", show_default=False)
-]
+EnvFileOption = Annotated[Path | None, _option("PATH", "Read settings from this .env file instead of ./.env.")]
 JsonOption = Annotated[bool, Option("--json", help="Print one JSON document on stdout.")]
+DryRunOption = Annotated[
+    bool, Option("--dry-run", help="Say what would be done: no file, no email, no deletion, no database write.")
+]
 # Described in each command's docstring: typer's own line for it would read "WORKSPACE_ID <str>".
 WorkspaceIdArgument = Annotated[str | None, Argument(metavar="WORKSPACE_ID", hidden=True)]
 _global_env_file: Path | None = None
@@ -103,16 +104,18 @@ def _run(
     raise typer.Exit(code)
 
 
-def _report(json_output: bool, env_file: Path | None, compute: Callable[[Any, Settings], Any], view: str) -> None:
+def _report(
+    json_output: bool, env_file: Path | None, compute: Callable[[Any, Settings], Any], view: str, load: bool = True
+) -> None:
     """Show what `compute` (given the module `wa_export.commands.<view>`) returns with `render_<view>`."""
 
     def body(settings: Settings, output: Output) -> int:
         from wa_export.cli import render
 
         command = importlib.import_module(f"wa_export.commands.{'state' if view == 'move' else view}")
-        return output.show(compute(command, settings), getattr(render, f"render_{view}"), settings)
+        return output.show(compute(command, settings), getattr(render, f"render_{view}"), *([settings] if load else []))
 
-    _run(json_output, env_file, body)
+    _run(json_output, env_file, body, load)
 
 
 @contextmanager
@@ -144,11 +147,6 @@ def _stop_on_sigterm() -> Iterator[threading.Event]:
         transport.clear_stop()
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    """SIGTERM behaves like Ctrl-C, so `finally` blocks (server shutdown) still run."""
-    raise KeyboardInterrupt
-
-
 @app.command(short_help="Export messages: the scheduled run, or a manual export.")
 def export(
     workspace: Annotated[
@@ -161,19 +159,14 @@ def export(
         list[str] | None, _option("ADDRESS", "Manual: send to this address instead of the configured ones.")
     ] = None,
     no_email: Annotated[bool, Option("--no-email", help="Write the files only; send nothing.")] = False,
-    dry_run: Annotated[bool, Option("--dry-run", help="Count only: no file, no email, no database writes.")] = False,
+    dry_run: DryRunOption = False,
     # range checked by export/workers.py, with --worker-slot's
     workers: Annotated[
         int, _option("N", "Scheduled runs: share the workspaces among N processes (e.g. one per CPU core).")
     ] = 1,
     worker_slot: Annotated[str | None, Option(hidden=True)] = None,
     metrics_file: Annotated[
-        Path | None,
-        _option(
-            "PATH",
-            "After the run, write a Prometheus textfile-collector file here (*.prom; wins over EXPORT_METRICS_FILE).",
-            show_default=False,
-        ),
+        Path | None, _option("PATH", "Write the run's Prometheus metrics here (*.prom; wins over EXPORT_METRICS_FILE).")
     ] = None,
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
@@ -228,9 +221,9 @@ def export(
 def cleanup(
     days: Annotated[
         int | None,
-        _option("N", "Delete workbooks older than N days.  [default: EXPORT_CLEANUP_DAYS]", show_default=False),
+        _option("N", "Delete workbooks older than N days.  [default: EXPORT_CLEANUP_DAYS]"),
     ] = None,
-    dry_run: Annotated[bool, Option("--dry-run", help="List what would be deleted; delete nothing.")] = False,
+    dry_run: DryRunOption = False,
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
@@ -271,14 +264,9 @@ def resend(
     log_id: Annotated[str, Argument(metavar="LOG_ID", hidden=True)],
     to: Annotated[
         list[str] | None,
-        _option(
-            "ADDRESS",
-            "Send to this address instead of the export's recipients (repeatable; EXPORT_ALLOWED_EMAIL_DOMAINS applies).",
-        ),
+        _option("ADDRESS", "Send to this address instead (repeatable; EXPORT_ALLOWED_EMAIL_DOMAINS applies)."),
     ] = None,
-    dry_run: Annotated[
-        bool, Option("--dry-run", help="Rebuild and count only: no file, no email, no database write.")
-    ] = False,
+    dry_run: DryRunOption = False,
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
@@ -306,26 +294,19 @@ def state(
     workspace_id: WorkspaceIdArgument = None,
     move_to: Annotated[
         str | None,
-        _option(
-            "TIME",
-            "Move WORKSPACE_ID's cursor to this arrival time (ISO 8601, naive = EXPORT_TIMEZONE): "
-            "back re-delivers from then on, forward skips what arrived before.",
-        ),
+        _option("TIME", "Move WORKSPACE_ID's cursor to this arrival time (ISO 8601, naive = EXPORT_TIMEZONE)."),
     ] = None,
     move_past: Annotated[
         str | None,
-        _option(
-            "MESSAGE_ID",
-            "Move WORKSPACE_ID's cursor just past this one message (its _id): it is never delivered, "
-            "messages that arrived after it, even in the same second, still are.",
-        ),
+        _option("MESSAGE_ID", "Move WORKSPACE_ID's cursor just past this message (its _id): it alone is skipped."),
     ] = None,
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
     """Each workspace's cursor, messages waiting, lease and failures; move one cursor (logged).
 
-    With WORKSPACE_ID, that one workspace with exact counts; without it, all active ones."""
+    With WORKSPACE_ID, that one workspace with exact counts; without it, all active ones. A cursor moved back
+    re-delivers from then on, forward skips what arrived before."""
 
     def compute(command: Any, settings: Settings) -> Any:
         if move_to is not None and move_past is not None:
@@ -369,14 +350,8 @@ def health(
 @app.command("config", short_help="Show and validate the settings (no MongoDB, no SMTP).")
 def config(json_output: JsonOption = False, env_file: EnvFileOption = None) -> None:
     """Show the effective settings, where each came from, and every invalid one (exit 2, or 1 for addresses only)."""
-    from wa_export.cli.render import render_config
-    from wa_export.commands.config import config_report
-
-    _run(
-        json_output,
-        None,
-        lambda _, out: out.show(config_report(env_file or _global_env_file), render_config),
-        load=False,
+    _report(
+        json_output, env_file, lambda command, _: command.config_report(env_file or _global_env_file), "config", False
     )
 
 
@@ -405,7 +380,8 @@ def demo(
 
             demo_run.serve_until_stopped(ready)
 
-        with _on_sigterm(_raise_interrupt), export_observer(output) as observer:
+        # SIGTERM behaves like Ctrl-C, so `finally` blocks (server shutdown) still run.
+        with _on_sigterm(signal.default_int_handler), export_observer(output) as observer:
             result = demo_run.run_demo(out, observer, output.line, serving if serve else None)
         if not serve:
             return output.show(result, render_demo)
@@ -435,10 +411,7 @@ def deploy(
 
     systemd: the export, cleanup and health services with their timers; cron: the crontab; logrotate: rotation of
     the cron logs; env: every setting, commented, with its default; or one file's name, e.g. wa-export.timer."""
-    from wa_export.cli.render import render_deploy
-    from wa_export.commands.deploy import deploy as deploy_files
-
-    _run(json_output, None, lambda _, output: output.show(deploy_files(name, to, force), render_deploy), load=False)
+    _report(json_output, None, lambda command, _: command.deploy(name, to, force), "deploy", load=False)
 
 
 def _main_with_json(args: list[str]) -> int:
@@ -471,9 +444,8 @@ def main() -> None:
     except Exception as error:  # a bug, not a user error: one line, details on request
         if os.environ.get("WA_EXPORT_DEBUG"):
             raise
-        print(
-            f"wa-export: internal error ({type(error).__name__}); rerun with WA_EXPORT_DEBUG=1 for details.",
-            file=sys.stderr,
+        typer.echo(
+            f"wa-export: internal error ({type(error).__name__}); rerun with WA_EXPORT_DEBUG=1 for details.", err=True
         )
         sys.exit(ExitCode.FAILED)
 

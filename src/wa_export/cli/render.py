@@ -174,20 +174,34 @@ def _logfmt(text: str) -> str:
     return json.dumps(text, ensure_ascii=False) if not text or re.search(r'[\s"=]', text) else text
 
 
-class _PlainObserver:
-    """Under cron: one log line per workspace, greppable, no escape codes."""
+class _Observer:
+    """The run as it goes: two bars on a terminal (workspaces done, messages exported), one log line per workspace
+    under cron, greppable, no escape codes."""
 
-    def __init__(self, output: Output, export_dir: Path | None) -> None:
-        self.output, self.export_dir = output, export_dir
+    def __init__(self, output: Output, export_dir: Path | None, progress: Progress | None = None) -> None:
+        self.output, self.export_dir, self.progress = output, export_dir, progress
+        self.task: Any = None
+        self.messages_task: Any = None
 
     def run_started(self, total_workspaces: int, trigger: Trigger) -> None:
+        if self.progress is not None:
+            self.task = self.progress.add_task(f"{trigger} export", total=total_workspaces, of=f"/{total_workspaces:,}")
+            return
         where = f", files in {self.export_dir}" if self.export_dir is not None else ""
         self.output.log("INFO", f"{trigger} export run started: {count_noun(total_workspaces, 'workspace')}{where}")
 
     def messages_exported(self, workspace_id: str, count: int) -> None:
-        return None  # one line per workspace is enough in a log
+        if self.progress is None:  # one line per workspace is enough in a log
+            return
+        if self.messages_task is None:  # total=None: a pulsing bar and a running count
+            self.messages_task = self.progress.add_task("messages", total=None, of="")
+        self.progress.advance(self.messages_task, count)
 
     def workspace_finished(self, result: WorkspaceResult) -> None:
+        if self.progress is not None:
+            if self.task is not None:
+                self.progress.advance(self.task)
+            return
         fields = {
             "workspace": result.workspace_id,
             "name": result.workspace_name,
@@ -199,38 +213,17 @@ class _PlainObserver:
         self.output.log("ERROR" if result.outcome == "failed" else "INFO", _fields(fields))
 
 
-class _ProgressObserver:
-    """Two lines on a terminal: workspaces done of all, and messages exported so far."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.task: Any = None
-        self.messages_task: Any = None
-
-    def run_started(self, total_workspaces: int, trigger: Trigger) -> None:
-        self.task = self.progress.add_task(f"{trigger} export", total=total_workspaces, of=f"/{total_workspaces:,}")
-
-    def messages_exported(self, workspace_id: str, count: int) -> None:
-        if self.messages_task is None:  # total=None: a pulsing bar and a running count
-            self.messages_task = self.progress.add_task("messages", total=None, of="")
-        self.progress.advance(self.messages_task, count)
-
-    def workspace_finished(self, result: WorkspaceResult) -> None:
-        if self.task is not None:
-            self.progress.advance(self.task)
-
-
 @contextmanager
 def export_observer(output: Output, export_dir: Path | None = None) -> Iterator[Any]:
     """The run's observer for this output (silent under --json); log lines show file paths relative to ``export_dir``."""
     if not output.interactive:
-        yield _PlainObserver(output, export_dir)
+        yield _Observer(output, export_dir)
         return
     # ``3/10`` for the workspaces, ``12,345`` for the messages (their total is not known in advance).
     count = TextColumn("{task.completed:,.0f}{task.fields[of]}", style="progress.download")
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), count, TimeElapsedColumn())
     with Progress(*columns, console=output.console, transient=True) as progress:
-        yield _ProgressObserver(progress)
+        yield _Observer(output, export_dir, progress)
 
 
 def render_workers(output: Output, merged: WorkersResult, settings: Settings, emails: bool = True) -> None:
@@ -242,7 +235,7 @@ def render_workers(output: Output, merged: WorkersResult, settings: Settings, em
     else:  # the lines a single run logs: the folder its relative file paths are in, then one per workspace
         workers, workspaces = count_noun(merged.count, "worker"), count_noun(len(merged.workspaces), "workspace")
         output.log("INFO", f"scheduled export run with {workers}: {workspaces}, files in {settings.export_dir}")
-        plain = _PlainObserver(output, settings.export_dir)
+        plain = _Observer(output, settings.export_dir)
         for result in merged.workspaces:
             plain.workspace_finished(result)
     dry_run = any(worker.document.get("dry_run") for worker in merged.workers)
