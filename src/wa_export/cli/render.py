@@ -45,6 +45,7 @@ if TYPE_CHECKING:  # each command imports just the library it uses; settings imp
     from wa_export.export.workers import WorkersResult
     from wa_export.settings import Settings
     from wa_export.store.logs import LedgerEntry
+    from wa_export.store.waiting import Waiting
 
 # The style of a cell by its value: an outcome, a status, stats' address label (a missing or refused address).
 STYLE = {"completed": "green", "written": "green", "ok": "green", "dry_run": "cyan", "skipped": "yellow"}
@@ -164,13 +165,14 @@ def display_path(path: str | os.PathLike[str] | None, export_dir: Path | None) -
     return str(path or "")
 
 
-def _fields(fields: Mapping[str, object]) -> str:
-    """A greppable line's ``key=value`` pairs; a None value leaves its key out."""
-    return " ".join(f"{key}={_logfmt(str(value))}" for key, value in fields.items() if value is not None)
+def _fields(fields: Mapping[str, object], zone: Settings | tzinfo = UTC) -> str:
+    """A greppable line's ``key=value`` pairs, times in ISO 8601 in ``zone``; a None value leaves its key out."""
+    return " ".join(f"{key}={_logfmt(value, zone)}" for key, value in fields.items() if value is not None)
 
 
-def _logfmt(text: str) -> str:
+def _logfmt(value: object, zone: Settings | tzinfo) -> str:
     """Quoted when empty or holding a space, a quote or an equals sign, so every pair stays one word."""
+    text = local_time(value, zone, LOG_STAMP) if isinstance(value, datetime) else str(value)
     return json.dumps(text, ensure_ascii=False) if not text or re.search(r'[\s"=]', text) else text
 
 
@@ -347,17 +349,6 @@ DEMO_COMMANDS = ("health", "stats", "logs", "state", "export --hours 1 --email y
 
 def render_demo(output: Output, result: DemoResult) -> None:
     run = result.run
-    if output.interactive:
-        columns: Columns[WorkspaceResult] = [
-            (Column("Workspace", overflow="fold"), lambda workspace: escape(workspace.workspace_name)),
-            (Column("Outcome", no_wrap=True), lambda workspace: styled(workspace.outcome)),
-            (Column("Messages", justify="right", no_wrap=True), lambda workspace: f"{workspace.message_count:,}"),
-            (
-                Column("Workbook (in the exports folder)", overflow="fold"),
-                lambda w: escape(display_path(w.file_path, result.exports_dir) or w.reason or ""),
-            ),
-        ]
-        output.table(column_table(run.workspaces, columns, title="wa-export demo"))
     output.line(run.summary())
     for heading, files, folder in (
         (f"Workbooks ({len(result.workbooks)}) in", result.workbooks, result.exports_dir),
@@ -499,19 +490,12 @@ def render_config(output: Output, report: ConfigReport) -> None:
 
 
 def render_health(output: Output, report: HealthReport, settings: Settings) -> None:
-    if not output.interactive:
-        for check in report.checks:  # under cron: one greppable line per check
-            output.log(f"{check.status:<7}", f"{check.name}: {check.reason}")
-        output.log("ERROR" if report.exit_code else "INFO", report.summary())
-        return
-    table = Table("Check", "Status", Column("Reason", overflow="fold"), title="wa-export health")
-    for check in report.checks:
-        table.add_row(escape(check.name), styled(check.status), escape(check.reason))
-    output.table(table)
+    for check in report.checks:  # one greppable line per check
+        output.log(f"{check.status:<7}", f"{check.name}: {check.reason}")
     for check in report.checks:  # unwrapped, so they can be copied into mongosh
         for command in check.details.get("commands", []):
             output.line(command)
-    output.line(report.summary())
+    output.log("ERROR" if report.exit_code else "INFO", report.summary())
 
 
 def render_test_email(output: Output, result: TestEmailResult, settings: Settings) -> None:
@@ -768,12 +752,7 @@ def render_state(output: Output, report: StateReport, settings: Settings) -> Non
     facts = [_state_facts(workspace, settings) for workspace in report.workspaces]
     if not output.interactive:  # under cron, a pipe: one greppable line per workspace
         for fact in facts:
-            times = {
-                key: local_time(value, settings, LOG_STAMP)
-                for key, value in fact.items()
-                if isinstance(value, datetime)
-            }
-            output.log("INFO", "state " + _fields(fact | times))
+            output.log("INFO", "state " + _fields(fact, settings))
         return
 
     def shown(value: object) -> str:
@@ -818,7 +797,7 @@ def _state_facts(workspace: WorkspaceReport, settings: Settings) -> dict[str, ob
         "cursor_ahead_of_database_clock": "true" if workspace.cursor_ahead_of_database_clock else None,
         "legacy_watermark": None if cursor else workspace.legacy_watermark,
         "note": None if cursor else _no_cursor_text(workspace, settings),
-        "waiting": "unknown" if waiting is None else _waiting_count(workspace),
+        "waiting": "unknown" if waiting is None else _waiting_count(waiting),
         "oldest_waiting": None if waiting is None or age is None else waiting.oldest_at,
         "oldest_waiting_age_seconds": None if age is None else int(age),
         "schedule": workspace.schedule or "invalid",
@@ -854,9 +833,8 @@ def _no_cursor_text(workspace: WorkspaceReport, settings: Settings) -> str:
     return "no cursor yet"
 
 
-def _waiting_count(workspace: WorkspaceReport) -> str:
-    waiting = workspace.waiting
-    return "—" if waiting is None else f"{waiting.count}+" if waiting.capped else str(waiting.count)
+def _waiting_count(waiting: Waiting) -> str:
+    return f"{waiting.count}+" if waiting.capped else str(waiting.count)
 
 
 def _in_flight_text(in_flight: Mapping[str, Any], settings: Settings) -> str:
@@ -897,5 +875,5 @@ def render_move(output: Output, move: CursorMove, settings: Settings) -> None:
     if after is not None and after.waiting is not None:
         age = after.oldest_waiting_age_seconds
         oldest = "" if age is None else f", the oldest arrived {format_age(timedelta(seconds=age))} ago"
-        output.line(f"Messages waiting from the new cursor: {_waiting_count(after)}{oldest}.")
+        output.line(f"Messages waiting from the new cursor: {_waiting_count(after.waiting)}{oldest}.")
     output.line(f"Recorded in system_logs (host {move.host}); see wa-export logs --system.")
