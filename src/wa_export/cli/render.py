@@ -30,16 +30,7 @@ from wa_export.errors import ExitCode
 from wa_export.units import LOG_STAMP, count_noun, format_age, format_bytes, local_time, workspace_label
 
 if TYPE_CHECKING:  # each command imports just the library it uses; settings imports pymongo
-    from wa_export.commands.cleanup import CleanupFile, CleanupResult
-    from wa_export.commands.config import ConfigReport, SettingLine
-    from wa_export.commands.deploy import DeployResult
-    from wa_export.commands.health import HealthReport
-    from wa_export.commands.logs import LogsReport, SystemLogEntry
-    from wa_export.commands.resend import ResendResult
-    from wa_export.commands.state import CursorMove, StateReport, WorkspaceReport
-    from wa_export.commands.stats import StatsReport, WorkspaceStats
-    from wa_export.commands.test_email import TestEmailResult
-    from wa_export.commands.verify import VerifyReport
+    from wa_export.commands import cleanup, config, deploy, health, logs, resend, state, stats, test_email, verify
     from wa_export.demo.run import DemoResult
     from wa_export.export.results import RunResult, Trigger, WorkspaceResult
     from wa_export.export.workers import WorkersResult
@@ -397,7 +388,7 @@ DEPLOY_NEXT_STEPS = {
 }
 
 
-def render_deploy(output: Output, result: DeployResult) -> None:
+def render_deploy(output: Output, result: deploy.DeployResult) -> None:
     if result.directory is None:
         # As shipped, ready for `> file` or `| sudo tee`; several files each after a header comment.
         for number, file in enumerate(result.files):
@@ -414,7 +405,7 @@ def render_deploy(output: Output, result: DeployResult) -> None:
         output.line(DEPLOY_NEXT_STEPS[kinds.pop()].format(directory=result.directory))
 
 
-def render_cleanup(output: Output, result: CleanupResult, settings: Settings) -> None:
+def render_cleanup(output: Output, result: cleanup.CleanupResult, settings: Settings) -> None:
     if not output.interactive:  # under cron the log is the audit trail: one line per file
         verb, removed = ("would delete", "would remove") if result.dry_run else ("deleted", "removed")
         for item in result.files:
@@ -433,8 +424,8 @@ def render_cleanup(output: Output, result: CleanupResult, settings: Settings) ->
         )
 
 
-def _render_cleanup_table(output: Output, result: CleanupResult, settings: Settings) -> None:
-    folders: dict[str, list[CleanupFile]] = {}
+def _render_cleanup_table(output: Output, result: cleanup.CleanupResult, settings: Settings) -> None:
+    folders: dict[str, list[cleanup.CleanupFile]] = {}
     for item in result.files:
         folders.setdefault(item.folder, []).append(item)
     shown = sorted(folders)[:CLEANUP_TABLE_ROWS]
@@ -457,10 +448,10 @@ def _render_cleanup_table(output: Output, result: CleanupResult, settings: Setti
     output.table(table)
 
 
-def render_config(output: Output, report: ConfigReport) -> None:
+def render_config(output: Output, report: config.ConfigReport) -> None:
     """The tables, one `INVALID` line per problem and a sentence on stderr, for a CI log."""
     where = f".env file {report.env_file}" if report.env_file is not None else "no .env file"
-    columns: Columns[SettingLine] = [
+    columns: Columns[config.SettingLine] = [
         (Column("Variable", overflow="fold"), lambda line: escape(line.variable)),
         (Column("Value", overflow="fold"), lambda line: escape(line.value or "(not set)")),
         (Column("Source", overflow="fold"), lambda line: escape(line.source)),
@@ -489,7 +480,7 @@ def render_config(output: Output, report: ConfigReport) -> None:
         )
 
 
-def render_health(output: Output, report: HealthReport, settings: Settings) -> None:
+def render_health(output: Output, report: health.HealthReport, settings: Settings) -> None:
     for check in report.checks:  # one greppable line per check
         output.log(f"{check.status:<7}", f"{check.name}: {check.reason}")
     for check in report.checks:  # unwrapped, so they can be copied into mongosh
@@ -498,7 +489,7 @@ def render_health(output: Output, report: HealthReport, settings: Settings) -> N
     output.log("ERROR" if report.exit_code else "INFO", report.summary())
 
 
-def render_test_email(output: Output, result: TestEmailResult, settings: Settings) -> None:
+def render_test_email(output: Output, result: test_email.TestEmailResult, settings: Settings) -> None:
     to = ", ".join(result.recipients)
     if result.error is None:
         sent = f"test email sent to {to} via {result.server} ({result.security}) with {result.attachment} attached"
@@ -512,18 +503,18 @@ EVENT_NAMES = {"export_run": "export run", "cleanup": "cleanup", "cursor_move": 
 EVENT_NAMES["health_check"] = "health check"
 
 
-def render_logs(output: Output, report: LogsReport, settings: Settings) -> None:
+def render_logs(output: Output, report: logs.LogsReport, settings: Settings) -> None:
     zone = settings.timezone_name
     if report.kind == "system":
         if not report.system_entries:
             output.line("No wa-export events in system_logs yet.")
             return
 
-        def event(entry: SystemLogEntry) -> str:
+        def event(entry: logs.SystemLogEntry) -> str:
             name = EVENT_NAMES.get(entry.kind, entry.kind or entry.event_type)
             return escape(f"{name} (failed)" if entry.event_type == "error" and entry.kind else name)
 
-        system: Columns[SystemLogEntry] = [
+        system: Columns[logs.SystemLogEntry] = [
             (Column("Time", no_wrap=True), lambda entry: local_time(entry.time, settings, SECOND_FORMAT)),
             (Column("Event", no_wrap=True), event),
             (Column("Message", overflow="fold"), lambda entry: escape(entry.message)),
@@ -581,61 +572,61 @@ def sparkline(values: Sequence[int]) -> str:
     return "".join("▁▂▃▄▅▆▇█"[max(1, round(value / top * 7)) if value > 0 else 0] for value in values)
 
 
-def render_stats(output: Output, report: StatsReport, settings: Settings) -> None:
+def render_stats(output: Output, report: stats.StatsReport, settings: Settings) -> None:
     period = report.period
     span = f"{period.days[0]:%Y-%m-%d} – {period.days[-1]:%Y-%m-%d} ({period.timezone_name})"
     (_render_workspace_stats if report.single else _render_stats_overview)(output, report, settings, span)
 
 
-def _render_workspace_stats(output: Output, report: StatsReport, settings: Settings, span: str) -> None:
+def _render_workspace_stats(output: Output, report: stats.StatsReport, settings: Settings, span: str) -> None:
     from wa_export.export.email_text import status_sentence
     from wa_export.export.rows import STATUSES
     from wa_export.recipients import describe_recipients
 
-    stats = report.workspaces[0]
+    figures = report.workspaces[0]
     # The Status values as the workbook's column and the email name them, then any other seen (unknown).
     statuses = list(STATUSES)
-    statuses += [s for s in sorted({s for day in stats.per_day for s in day.counts}) if s not in statuses]
-    title = f"{workspace_label(stats.workspace.name, stats.workspace.id)}: messages per day, {span}"
+    statuses += [s for s in sorted({s for day in figures.per_day for s in day.counts}) if s not in statuses]
+    title = f"{workspace_label(figures.workspace.name, figures.workspace.id)}: messages per day, {span}"
     counts = [Column(name, justify="right") for name in (*statuses, "Total")]
     table = Table("Day", *counts, "Trend", title=escape(title), box=box.SIMPLE_HEAD)
-    busiest = max((day.total for day in stats.per_day), default=0)
-    for day in stats.per_day:
+    busiest = max((day.total for day in figures.per_day), default=0)
+    for day in figures.per_day:
         cells = [str(day.counts.get(status, 0)) for status in statuses]
         table.add_row(f"{day.day:%a %Y-%m-%d}", *cells, str(day.total), bar(day.total, busiest))
     table.add_section()
-    table.add_row("Total", *(str(stats.totals.get(status, 0)) for status in statuses), str(stats.total), "")
+    table.add_row("Total", *(str(figures.totals.get(status, 0)) for status in statuses), str(figures.total), "")
     output.table(table)
     output.line(status_sentence(statuses))
-    exports = stats.exports
+    exports = figures.exports
     output.line(
         f"Exports in these days: {exports.completed} completed ({count_noun(exports.messages_exported, 'message')}), "
         f"{exports.failed} failed"
         + (f" (last failure {local_time(exports.last_failure, settings)})" if exports.last_failure else "")
         + f"; last success: {local_time(exports.last_success, settings) or 'never'}."
     )
-    if stats.workspace.status != "active":
-        output.line(f"Workspace status is {stats.workspace.status!r}: scheduled runs skip it.")
-    output.line(describe_recipients(stats.recipients, stats.workspace.id, settings) + ".")
-    zone, schedule = stats.time_zone, stats.schedule
+    if figures.workspace.status != "active":
+        output.line(f"Workspace status is {figures.workspace.status!r}: scheduled runs skip it.")
+    output.line(describe_recipients(figures.recipients, figures.workspace.id, settings) + ".")
+    zone, schedule = figures.time_zone, figures.schedule
     output.line(
         f"Time zone: {zone.value or 'invalid'} (from the {zone.where}); "
         f"schedule: {schedule.value or 'invalid'} (from the {schedule.where})"
         + "".join(f"; {problem.rstrip('.')}" for problem in (zone.problem, schedule.problem) if problem)
         + "."
     )
-    if stats.password.problem is not None:
-        output.line(f"Workbooks: not exported, {stats.password.problem}")
+    if figures.password.problem is not None:
+        output.line(f"Workbooks: not exported, {figures.password.problem}")
     else:
         protected = (
-            f"password-protected (password from {stats.password.where})"
-            if stats.encrypted
+            f"password-protected (password from {figures.password.where})"
+            if figures.encrypted
             else "not password-protected"
         )
         output.line(f"Workbooks: {protected}.")
 
 
-def _render_stats_overview(output: Output, report: StatsReport, settings: Settings, span: str) -> None:
+def _render_stats_overview(output: Output, report: stats.StatsReport, settings: Settings, span: str) -> None:
     from wa_export.recipients import address_label
 
     workspaces = report.workspaces
@@ -644,32 +635,29 @@ def _render_stats_overview(output: Output, report: StatsReport, settings: Settin
         return
     size = -(-len(report.period.days) // SPARK_MAX_WIDTH)  # days per character of the trend
 
-    def trend(stats: WorkspaceStats) -> str:
+    def trend(row: stats.WorkspaceStats) -> str:
         return sparkline(
-            [
-                sum(day.total for day in stats.per_day[start : start + size])
-                for start in range(0, len(stats.per_day), size)
-            ]
+            [sum(day.total for day in row.per_day[start : start + size]) for start in range(0, len(row.per_day), size)]
         )
 
     # Short headers: with a week's trend the table fits 80 columns.
-    columns: Columns[WorkspaceStats] = [
+    columns: Columns[stats.WorkspaceStats] = [
         (
             Column("Workspace / id", overflow="fold", min_width=24),
             lambda s: workspace_cell(s.workspace.name, s.workspace.id),
         ),
-        (Column("Msgs", justify="right"), lambda stats: str(stats.total)),
+        (Column("Msgs", justify="right"), lambda row: str(row.total)),
         (Column("Trend", no_wrap=True), trend),
-        (Column("Sent", justify="right"), lambda stats: str(stats.exports.completed)),
-        (Column("Failed", justify="right"), lambda stats: str(stats.exports.failed)),
-        (Column("Last sent", no_wrap=True), lambda stats: local_time(stats.exports.last_success, settings) or "never"),
-        (Column("Addr"), lambda stats: styled(address_label(stats.recipients))),
+        (Column("Sent", justify="right"), lambda row: str(row.exports.completed)),
+        (Column("Failed", justify="right"), lambda row: str(row.exports.failed)),
+        (Column("Last sent", no_wrap=True), lambda row: local_time(row.exports.last_success, settings) or "never"),
+        (Column("Addr"), lambda row: styled(address_label(row.recipients))),
     ]
     output.table(
         column_table(workspaces, columns, title=f"Active workspaces, {span}", box=box.SIMPLE_HEAD, pad_edge=False)
     )
-    missing = sum(1 for stats in workspaces if not stats.address_configured)
-    refused = sum(1 for stats in workspaces if stats.recipients.problem)
+    missing = sum(1 for row in workspaces if not row.address_configured)
+    refused = sum(1 for row in workspaces if row.recipients.problem)
     output.line(
         f"{count_noun(len(workspaces), 'active workspace')}, {count_noun(sum(s.total for s in workspaces), 'message')}, "
         f"{count_noun(sum(s.exports.completed for s in workspaces), 'export')}, "
@@ -680,7 +668,7 @@ def _render_stats_overview(output: Output, report: StatsReport, settings: Settin
     )
 
 
-def render_resend(output: Output, result: ResendResult, settings: Settings) -> None:
+def render_resend(output: Output, result: resend.ResendResult, settings: Settings) -> None:
     original = result.original
     what = (
         f"export {original.id} of {result.workspace_name or original.workspace_id} "
@@ -704,7 +692,7 @@ def _part(entry: LedgerEntry) -> str:
     return f", part {entry.part} of {entry.parts}" if entry.parts and entry.parts > 1 else ""
 
 
-def render_verify(output: Output, report: VerifyReport, settings: Settings) -> None:
+def render_verify(output: Output, report: verify.VerifyReport, settings: Settings) -> None:
     from wa_export.store.arrivals import key_text
 
     file = f"{report.path} ({format_bytes(report.file.size)}, SHA-256 {report.file.sha256})"
@@ -745,7 +733,7 @@ STATE_COLUMNS = {
 PLAIN_ONLY = ("cursor_key", "lease_owner", "oldest_waiting_age_seconds")
 
 
-def render_state(output: Output, report: StateReport, settings: Settings) -> None:
+def render_state(output: Output, report: state.StateReport, settings: Settings) -> None:
     if not report.workspaces:
         output.line("No active workspaces.")
         return
@@ -782,7 +770,7 @@ def render_state(output: Output, report: StateReport, settings: Settings) -> Non
         output.line(f"Counts stop at {report.waiting_count_cap}; wa-export state WORKSPACE_ID counts exactly.")
 
 
-def _state_facts(workspace: WorkspaceReport, settings: Settings) -> dict[str, object]:
+def _state_facts(workspace: state.WorkspaceReport, settings: Settings) -> dict[str, object]:
     """Every fact of the workspace's delivery, named as its plain line names them; None: not there."""
     from wa_export.store.arrivals import key_text
 
@@ -816,7 +804,7 @@ def _state_facts(workspace: WorkspaceReport, settings: Settings) -> dict[str, ob
     }
 
 
-def _no_cursor_text(workspace: WorkspaceReport, settings: Settings) -> str:
+def _no_cursor_text(workspace: state.WorkspaceReport, settings: Settings) -> str:
     if workspace.legacy_watermark is not None:
         watermark = local_time(workspace.legacy_watermark, settings, SECOND_FORMAT)
         return f"v1 watermark {watermark}: the next scheduled run turns it into a cursor"
@@ -853,7 +841,7 @@ def _in_flight_text(in_flight: Mapping[str, Any], settings: Settings) -> str:
     return ", ".join(part for part in parts if part) or "yes"
 
 
-def render_move(output: Output, move: CursorMove, settings: Settings) -> None:
+def render_move(output: Output, move: state.CursorMove, settings: Settings) -> None:
     arrived = f"message {move.past_message_id} (arrived {local_time(move.requested_time, settings, SECOND_FORMAT, zoned=True)})"
     if move.direction == "already_past":
         output.line(
