@@ -46,7 +46,6 @@ OBJECT_ID = re.compile(r"[0-9a-fA-F]{24}")  # a workspace's or an entry's id
 SENTENCE_PUNCTUATION = ".,;:!?()[]'\"`"  # around a word in a sentence, not part of the id, path or name
 PLAIN_TABLE_WIDTH = 10_000  # tables printed when stdout is not a terminal are never wrapped: a row is one line
 NOT_COUNTED = "–"  # the run skipped or refused the workspace before counting its messages
-CLEANUP_TABLE_ROWS = 15
 WIDE_LOGS = 150  # below this terminal width the logs table leaves the file name to --json
 SPARK_MAX_WIDTH = 14  # stats' trend sums longer periods into this many buckets
 Row = TypeVar("Row")
@@ -406,14 +405,14 @@ def render_deploy(output: Output, result: deploy.DeployResult) -> None:
 
 
 def render_cleanup(output: Output, result: cleanup.CleanupResult, settings: Settings) -> None:
-    if not output.interactive:  # under cron the log is the audit trail: one line per file
-        verb, removed = ("would delete", "would remove") if result.dry_run else ("deleted", "removed")
-        for item in result.files:
-            output.log("INFO", f"{verb} {item.kind} {display_path(item.path, settings.export_dir)} size={item.size}")
-        for folder in result.folders_removed:
-            output.log("INFO", f"{removed} empty folder {display_path(folder, settings.export_dir)}")
-    elif result.files:
-        _render_cleanup_table(output, result, settings)
+    # The log is the audit trail: one line per file, on a terminal too.
+    verb, removed = ("would delete", "would remove") if result.dry_run else ("deleted", "removed")
+    for item in result.files:
+        modified = local_time(item.modified_at, settings, LOG_STAMP)
+        path = display_path(item.path, settings.export_dir)
+        output.log("INFO", f"{verb} {item.kind} {path} size={item.size} modified={modified}")
+    for folder in result.folders_removed:
+        output.log("INFO", f"{removed} empty folder {display_path(folder, settings.export_dir)}")
     for error in result.errors:
         output.log("ERROR", error)
     output.log("ERROR" if result.exit_code else "INFO", result.summary())
@@ -422,30 +421,6 @@ def render_cleanup(output: Output, result: cleanup.CleanupResult, settings: Sett
         output.stderr(
             f"the files were cleaned, but the cleanup event could not be recorded in system_logs: {result.event_error}"
         )
-
-
-def _render_cleanup_table(output: Output, result: cleanup.CleanupResult, settings: Settings) -> None:
-    folders: dict[str, list[cleanup.CleanupFile]] = {}
-    for item in result.files:
-        folders.setdefault(item.folder, []).append(item)
-    shown = sorted(folders)[:CLEANUP_TABLE_ROWS]
-
-    def when(pick: Callable[[Iterable[datetime]], datetime]) -> Callable[[str], str]:
-        return lambda folder: local_time(pick(item.modified_at for item in folders[folder]), settings)
-
-    columns: Columns[str] = [
-        (Column("Folder", overflow="fold"), lambda folder: escape(display_path(folder, settings.export_dir))),
-        (Column("Files", justify="right", no_wrap=True), lambda folder: str(len(folders[folder]))),
-        (Column("Size", justify="right", no_wrap=True), lambda f: format_bytes(sum(item.size for item in folders[f]))),
-        (Column("Oldest", no_wrap=True), when(min)),
-        (Column("Newest", no_wrap=True), when(max)),
-        (Column("Removed", no_wrap=True), lambda folder: "yes" if folder in result.folders_removed else ""),
-    ]
-    title = f"wa-export cleanup{' (dry run)' if result.dry_run else ''}, file times in {settings.timezone_name}"
-    table = column_table(shown, columns, title=title, box=box.SIMPLE_HEAD)
-    if len(folders) > len(shown):
-        table.add_row(f"… and {count_noun(len(folders) - len(shown), 'more folder')} (--json lists every file)")
-    output.table(table)
 
 
 def render_config(output: Output, report: config.ConfigReport) -> None:
