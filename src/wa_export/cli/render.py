@@ -695,52 +695,11 @@ def render_verify(output: Output, report: verify.VerifyReport, settings: Setting
         output.line(f"  File name: {entry.file_name or '(not recorded)'}")
 
 
-# The state table's columns and the facts each shows, one per line; the Notes column shows every other fact.
-STATE_COLUMNS = {
-    "Workspace / id": ("name", "workspace"),
-    "Cursor": ("cursor", "cursor_source"),
-    "Waiting (oldest)": ("waiting", "oldest_waiting"),
-    "Schedule": ("schedule", "time_zone", "next_due"),
-    "Lease": ("lease", "lease_expires"),
-    "Last success": ("last_success",),
-    "Fails": ("consecutive_failures",),
-}
-PLAIN_ONLY = ("cursor_key", "lease_owner", "oldest_waiting_age_seconds")
-
-
 def render_state(output: Output, report: state.StateReport, settings: Settings) -> None:
     if not report.workspaces:
         output.line("No active workspaces.")
-        return
-    facts = [_state_facts(workspace, settings) for workspace in report.workspaces]
-    if not output.interactive:  # under cron, a pipe: one greppable line per workspace
-        for fact in facts:
-            output.log("INFO", "state " + _fields(fact, settings))
-        return
-
-    def shown(value: object) -> str:
-        return local_time(value, settings) if isinstance(value, datetime) else str(value)
-
-    database_clock = local_time(report.database_now, settings, SECOND_FORMAT)
-    title = f"Delivery state, times in {report.timezone_name} (database clock {database_clock})"
-    table = Table(
-        *(Column(header, overflow="fold") for header in (*STATE_COLUMNS, "Notes")),
-        title=escape(title),
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-    )
-    in_columns = {key for keys in STATE_COLUMNS.values() for key in (*keys, *PLAIN_ONLY)}
-    for fact in facts:
-        cells = [
-            "\n".join(shown(fact[key]) for key in keys if fact[key] is not None) for keys in STATE_COLUMNS.values()
-        ]
-        notes = [
-            f"{key.replace('_', ' ')}: {shown(value)}"
-            for key, value in fact.items()
-            if value is not None and key not in in_columns
-        ]
-        table.add_row(*(escape(text) for text in (*cells, "; ".join(notes))))
-    output.table(table)
+    for workspace in report.workspaces:  # one greppable line per workspace, on a terminal too
+        output.log("INFO", "state " + _fields(_state_facts(workspace, settings), settings))
     if report.waiting_count_cap is not None and any(w.waiting and w.waiting.capped for w in report.workspaces):
         output.line(f"Counts stop at {report.waiting_count_cap}; wa-export state WORKSPACE_ID counts exactly.")
 
@@ -781,10 +740,8 @@ def _state_facts(workspace: state.WorkspaceReport, settings: Settings) -> dict[s
 
 def _no_cursor_text(workspace: state.WorkspaceReport, settings: Settings) -> str:
     if workspace.legacy_watermark is not None:
-        watermark = local_time(workspace.legacy_watermark, settings, SECOND_FORMAT)
-        return f"v1 watermark {watermark}: the next scheduled run turns it into a cursor"
-    if workspace.next_run_starts_at is not None:
-        starts = local_time(workspace.next_run_starts_at, settings, SECOND_FORMAT)
+        return "v1 watermark (legacy_watermark): the next scheduled run turns it into a cursor"
+    if starts := local_time(workspace.next_run_starts_at, settings, SECOND_FORMAT):
         return (
             f"no cursor yet: the next scheduled run starts at {starts} (where the original service's last export ended)"
         )
