@@ -1,4 +1,4 @@
-"""Human output: a rich table on a terminal, plain log lines under cron."""
+"""Human output: an export run logs one greppable line per workspace, on a terminal (with progress bars) as under cron."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import io
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 
@@ -21,7 +21,7 @@ from wa_export.export.workers import WorkerOutcome, WorkersResult
 from wa_export.settings import Settings, load_settings
 
 
-def test_terminal_gets_a_table_and_cron_gets_plain_lines(mongo_db, make_env, cli, smtp_server, tmp_path):
+def test_terminal_and_cron_get_the_same_workspace_line(mongo_db, make_env, cli, smtp_server, tmp_path):
     workspace_id = add_workspace(mongo_db, "Terminal Co")
     add_messages(
         mongo_db,
@@ -32,8 +32,8 @@ def test_terminal_gets_a_table_and_cron_gets_plain_lines(mongo_db, make_env, cli
 
     code, screen = run_on_a_terminal(["export", "--no-email", "--hours", "1"], env, str(tmp_path))
     assert code == 0, screen
-    assert "┃" in screen or "│" in screen, screen  # a rich table
-    assert "Terminal Co" in screen and "written" in screen
+    assert f"workspace={workspace_id}" in screen and "outcome=written" in screen, screen  # as cron gets it
+    assert "Terminal Co" in screen
     assert "\x1b[" in screen  # styled for a terminal
 
     plain = cli(["export", "--no-email", "--hours", "1"], env=env)
@@ -45,14 +45,10 @@ def test_terminal_gets_a_table_and_cron_gets_plain_lines(mongo_db, make_env, cli
         assert "secret text" not in output and "+4915112345678" not in output  # counts only
 
 
-# --- what an operator reads: ids and paths whole, counts right-aligned ---------------------------
+# --- what an operator reads: ids and paths whole -------------------------------------------------
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 TABLE_RULES = set("│┃")
-
-
-def _table_lines(screen: str) -> list[str]:
-    return [line for line in ANSI.sub("", screen).replace("\r", "").splitlines() if TABLE_RULES & set(line)]
 
 
 def test_an_80_column_terminal_shows_ids_and_paths_whole(mongo_db, make_env, tmp_path):
@@ -76,13 +72,9 @@ def test_an_80_column_terminal_shows_ids_and_paths_whole(mongo_db, make_env, tmp
     for whole in (str(acme), str(unconfigured), relative, f"WORKSPACE_{unconfigured}_EMAIL"):
         assert whole in text, (whole, text)
     assert str(workbook) not in text  # paths relative to EXPORT_DIR, which is named once
-    assert f"Files (in {export_dir}) and reasons:" in text
-    rows = _table_lines(screen)
-    assert rows and all(cell_len(line) <= 80 for line in rows), rows
-    [acme_row] = [line for line in rows if "completed" in line]
-    assert re.search(r"│ +250 │", acme_row), acme_row  # the count is right-aligned
-    [skipped_row] = [line for line in rows if "skipped" in line]
-    assert re.search(r"│ +– │", skipped_row), skipped_row  # never counted: not a misleading 0
+    assert f"files in {export_dir}" in text
+    assert "messages=250 " in text  # the count
+    assert "outcome=skipped messages=– " in text  # never counted: not a misleading 0
     assert "orphaned messages not counted" not in text  # health says that, once
 
 
@@ -129,43 +121,33 @@ def _run(*results: WorkspaceResult) -> RunResult:
     return run
 
 
-def test_narrow_export_table_moves_paths_below_it_and_keeps_ids_whole() -> None:
+def _logged(output: Any, *results: WorkspaceResult) -> None:
+    """What the run's observer logs for these workspaces."""
+    with export_observer(output, EXPORT_DIR) as observer:
+        observer.run_started(len(results), "scheduled")
+        for result in results:
+            observer.workspace_finished(result)
+
+
+def test_on_a_narrow_terminal_each_workspace_is_one_whole_line_with_its_relative_path() -> None:
     output, screen = terminal_output(80)
-    run = _run(
-        _result(
-            "Acme Corporation International Holdings",
-            "65a1b2c3d4e5f60718293a4b",
-            "completed",
-            1234,
-            slug="acme_corporation_international_holdings",
-        ),
-        _result(
-            "Beta",
-            "65a1b2c3d4e5f60718293a4c",
-            "failed",
-            0,
-            reason="not attempted: an earlier email of this run failed the same way (login refused)",
-        ),
+    acme = _result(
+        "Acme Corporation International Holdings",
+        "65a1b2c3d4e5f60718293a4b",
+        "completed",
+        1234,
+        slug="acme_corporation_international_holdings",
     )
-    render_export(output, run, _settings())
-    text = screen.getvalue()
-    rows = _table_lines(text)
-    assert all(cell_len(line) <= 80 for line in rows)
-    assert any("65a1b2c3d4e5f60718293a4b" in line for line in rows)  # on its own line, whole
-    assert any(re.search(r"│ +1,234 │", line) for line in rows) and any(re.search(r"│ +– │", line) for line in rows)
+    beta = _result("Beta", "65a1b2c3d4e5f60718293a4c", "failed", 0, reason="not attempted: login refused")
+    _logged(output, acme, beta)
+    render_export(output, _run(acme, beta), _settings())
+    text = ANSI.sub("", screen.getvalue())
     path = "acme_corporation_international_holdings/acme_corporation_international_holdings_whatsapp_messages_2026-03-01_18-45.xlsx"
-    assert f"  Acme Corporation International Holdings (65a1b2c3d4e5f60718293a4b): {path}\n" in text
-    assert f"Files (in {EXPORT_DIR}) and reasons:" in text
+    assert 'workspace=65a1b2c3d4e5f60718293a4b name="Acme Corporation International Holdings" outcome=completed' in text
+    assert f"file={path}" in text and str(EXPORT_DIR / path) not in text
+    assert "outcome=failed messages=– window=" in text and 'reason="not attempted: login refused"' in text
+    assert f"files in {EXPORT_DIR}" in text
     assert "orphaned messages not counted" not in text and "1 failed, 1,234 messages" not in text
-
-
-def test_wide_export_table_shows_relative_paths_in_it() -> None:
-    output, screen = terminal_output(160)
-    render_export(output, _run(_result("Acme", "65a1b2c3d4e5f60718293a4b", "completed", 7, slug="acme")), _settings())
-    text = screen.getvalue()
-    [row] = [line for line in _table_lines(text) if "completed" in line]
-    assert "acme/acme_whatsapp_messages_2026-03-01_18-45.xlsx" in row and str(EXPORT_DIR) not in row
-    assert f"Files are in {EXPORT_DIR}." in text
 
 
 def _workers(*results: WorkspaceResult) -> WorkersResult:
@@ -175,20 +157,21 @@ def _workers(*results: WorkspaceResult) -> WorkersResult:
 
 
 @pytest.mark.parametrize("width", [80, 160])
-def test_workers_on_a_terminal_show_the_single_run_table_and_where_the_files_are(width: int) -> None:
+def test_workers_on_a_terminal_log_each_workspace_as_a_single_run_does(width: int) -> None:
     results = [
         _result("Acme Corporation International Holdings", "65a1b2c3d4e5f60718293a4b", "completed", 7, slug="acme"),
         _result("Beta", "65a1b2c3d4e5f60718293a4c", "completed", 3, slug="beta"),
     ]
     single, single_screen = terminal_output(width)
-    render_export(single, _run(*results), _settings())
+    _logged(single, *results)
     workers, workers_screen = terminal_output(width)
     render_workers(workers, _workers(*results), _settings())
-    table = _table_lines(workers_screen.getvalue())
-    assert table and table == _table_lines(single_screen.getvalue())
-    # Where the files are, as the single run says it: below a wide table, or with each path below a narrow one.
-    where = f"Files are in {EXPORT_DIR}." if width == 160 else f"Files (in {EXPORT_DIR}) and reasons:"
-    assert where in single_screen.getvalue() and where in workers_screen.getvalue(), workers_screen.getvalue()
+
+    def workspace_lines(screen: io.StringIO) -> list[str]:  # without the time stamp
+        return [line.split(" ", 1)[1] for line in ANSI.sub("", screen.getvalue()).splitlines() if "workspace=" in line]
+
+    assert workspace_lines(workers_screen) and workspace_lines(workers_screen) == workspace_lines(single_screen)
+    assert f"files in {EXPORT_DIR}" in workers_screen.getvalue()  # where the relative file paths are
 
 
 def test_workers_under_cron_name_the_folder_their_file_paths_are_in(capsys: pytest.CaptureFixture[str]) -> None:

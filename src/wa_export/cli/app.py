@@ -1,6 +1,7 @@
 """The `wa-export` command line: each command parses its options, calls one library function and renders its result.
 
-Exit codes: 0 ok, 1 some work failed, 2 usage or configuration error, 3 MongoDB unreachable."""
+Exit codes: 0 ok, 1 some work failed, 2 usage or configuration error, 3 MongoDB unreachable.
+Why this module is long: Typer builds every command, option and `--help` text from the declarations here."""
 
 from __future__ import annotations
 
@@ -79,9 +80,7 @@ def main_options(
 def _run(
     json_output: bool, env_file: Path | None, body: Callable[[Any, Output], int], load: bool = True, warn: bool = True
 ) -> None:
-    """Exit with `body`'s code, or turn an error the operator can cause into one sentence and its exit code.
-
-    `load`: read the settings first, saying their warnings on stderr when `warn` (a --workers child's parent did)."""
+    """Exit with `body`'s code, or turn an error the operator can cause into one sentence and its exit code."""
     from wa_export.cli.render import Output
     from wa_export.redaction import redact
 
@@ -270,10 +269,8 @@ def resend(
     json_output: JsonOption = False,
     env_file: EnvFileOption = None,
 ) -> None:
-    """Email again the workbook of export LOG_ID (as `wa-export logs` shows it), rebuilt from its recorded range.
-
-    The subject starts with [Re-sent] and a new export_logs entry (trigger resend) is recorded; no cursor moves.
-    Exit 1 for an unknown id or an export never delivered, 2 for a malformed id."""
+    """Email again the workbook of export LOG_ID (as `wa-export logs` shows it), rebuilt from its recorded range,
+    as a new export (subject [Re-sent]). Exit 1 for an unknown id or an export never delivered, 2 for a malformed id."""
     _report(json_output, env_file, lambda command, s: command.resend(s, log_id, to or (), dry_run=dry_run), "resend")
 
 
@@ -284,8 +281,7 @@ def verify(
     env_file: EnvFileOption = None,
 ) -> None:
     """Tell which recorded export FILE is (by its SHA-256): the workspace, when and to whom it was sent, its range.
-
-    Exit 0 when found, 1 when no export of this file is recorded, 2 when FILE is missing or unreadable."""
+    Exit 1 when no export of this file is recorded, 2 when FILE is missing or unreadable."""
     _report(json_output, env_file, lambda command, settings: command.verify(settings, file), "verify")
 
 
@@ -448,6 +444,3 @@ def main() -> None:
             f"wa-export: internal error ({type(error).__name__}); rerun with WA_EXPORT_DEBUG=1 for details.", err=True
         )
         sys.exit(ExitCode.FAILED)
-
-
-__all__ = ["app", "main"]

@@ -1,5 +1,6 @@
 """Each command's result on screen: a rich table on a terminal, greppable log lines under cron, one JSON document
-under --json (and what failed on stderr). No personal data (phone numbers, message text) ever reaches it."""
+under --json (and what failed on stderr). No personal data (phone numbers, message text) ever reaches it.
+Why this module is long: it holds every command's renderer, so that they share one way of showing things."""
 
 from __future__ import annotations
 
@@ -38,10 +39,6 @@ if TYPE_CHECKING:  # each command imports just the library it uses; settings imp
     from wa_export.store.logs import LedgerEntry
     from wa_export.store.waiting import Waiting
 
-# The style of a cell by its value: an outcome, a status, stats' address label (a missing or refused address).
-STYLE = {"completed": "green", "written": "green", "ok": "green", "dry_run": "cyan", "skipped": "yellow"}
-STYLE |= {"warning": "yellow", "no": "yellow", "failed": "bold red", "invalid": "bold red", "bad": "bold red"}
-STYLE |= dict.fromkeys(("no_messages", "not_due"), "dim")
 OBJECT_ID = re.compile(r"[0-9a-fA-F]{24}")  # a workspace's or an entry's id
 SENTENCE_PUNCTUATION = ".,;:!?()[]'\"`"  # around a word in a sentence, not part of the id, path or name
 PLAIN_TABLE_WIDTH = 10_000  # tables printed when stdout is not a terminal are never wrapped: a row is one line
@@ -138,12 +135,6 @@ def column_table(rows: Iterable[Row], columns: Sequence[tuple[Column, Callable[[
     return table
 
 
-def styled(value: str) -> str:
-    """``value`` as rich markup, in the style of its kind (an outcome, a status) when it has one."""
-    style = STYLE.get(value)
-    return f"[{style}]{escape(value)}[/{style}]" if style else escape(value)
-
-
 def workspace_cell(name: str | None, workspace_id: str) -> str:
     return f"{escape(name or '') or '(unnamed)'} [dim]{escape(workspace_id)}[/dim]"
 
@@ -167,8 +158,8 @@ def _logfmt(value: object, zone: Settings | tzinfo) -> str:
 
 
 class _Observer:
-    """The run as it goes: two bars on a terminal (workspaces done, messages exported), one log line per workspace
-    under cron, greppable, no escape codes."""
+    """One log line per workspace as the run goes, greppable; on a terminal also two bars (workspaces done, messages
+    exported)."""
 
     def __init__(self, output: Output, export_dir: Path | None, progress: Progress | None = None) -> None:
         self.output, self.export_dir, self.progress = output, export_dir, progress
@@ -176,29 +167,30 @@ class _Observer:
         self.messages_task: Any = None
 
     def run_started(self, total_workspaces: int, trigger: Trigger) -> None:
-        if self.progress is not None:
-            self.task = self.progress.add_task(f"{trigger} export", total=total_workspaces, of=f"/{total_workspaces:,}")
-            return
         where = f", files in {self.export_dir}" if self.export_dir is not None else ""
         self.output.log("INFO", f"{trigger} export run started: {count_noun(total_workspaces, 'workspace')}{where}")
+        if self.progress is not None:
+            self.task = self.progress.add_task(f"{trigger} export", total=total_workspaces, of=f"/{total_workspaces:,}")
 
     def messages_exported(self, workspace_id: str, count: int) -> None:
-        if self.progress is None:  # one line per workspace is enough in a log
+        if self.progress is None:  # the log has one line per workspace
             return
         if self.messages_task is None:  # total=None: a pulsing bar and a running count
             self.messages_task = self.progress.add_task("messages", total=None, of="")
         self.progress.advance(self.messages_task, count)
 
     def workspace_finished(self, result: WorkspaceResult) -> None:
-        if self.progress is not None:
-            if self.task is not None:
-                self.progress.advance(self.task)
-            return
+        if self.progress is not None and self.task is not None:
+            self.progress.advance(self.task)
+        # "–": skipped or refused before its messages were counted ("0" would claim none)
+        uncounted = result.message_count == 0 and result.outcome in ("skipped", "failed", "not_due")
+        window = (result.window_start, result.window_end)
         fields = {
             "workspace": result.workspace_id,
             "name": result.workspace_name,
             "outcome": result.outcome,
-            "messages": _message_count(result, "{:d}"),
+            "messages": NOT_COUNTED if uncounted else result.message_count,
+            "window": "/".join(local_time(end, self.output.zone, LOG_STAMP) for end in window) if all(window) else None,
             "file": display_path(result.file_path, self.export_dir) or None,
             "reason": result.reason or None,
         }
@@ -221,15 +213,12 @@ def export_observer(output: Output, export_dir: Path | None = None) -> Iterator[
 def render_workers(output: Output, merged: WorkersResult, settings: Settings, emails: bool = True) -> None:
     from wa_export.export.workers import WorkersResult
 
-    # The children's output is captured: each workspace is shown here, as a single-process run shows it.
-    if output.interactive:
-        _render_export_table(output, merged.workspaces, settings)
-    else:  # the lines a single run logs: the folder its relative file paths are in, then one per workspace
-        workers, workspaces = count_noun(merged.count, "worker"), count_noun(len(merged.workspaces), "workspace")
-        output.log("INFO", f"scheduled export run with {workers}: {workspaces}, files in {settings.export_dir}")
-        plain = _Observer(output, settings.export_dir)
-        for result in merged.workspaces:
-            plain.workspace_finished(result)
+    # The children's output is captured: the lines a single run logs, the folder of their relative file paths first.
+    workers, workspaces = count_noun(merged.count, "worker"), count_noun(len(merged.workspaces), "workspace")
+    output.log("INFO", f"scheduled export run with {workers}: {workspaces}, files in {settings.export_dir}")
+    plain = _Observer(output, settings.export_dir)
+    for result in merged.workspaces:
+        plain.workspace_finished(result)
     dry_run = any(worker.document.get("dry_run") for worker in merged.workers)
     for worker, run in zip(merged.workers, merged.as_dict()["runs"], strict=True):
         summary = run["summary"]
@@ -245,8 +234,6 @@ def render_workers(output: Output, merged: WorkersResult, settings: Settings, em
 
 
 def render_export(output: Output, result: RunResult, settings: Settings, emails: bool = True) -> None:
-    if output.interactive:
-        _render_export_table(output, result.workspaces, settings)
     for warning in result.warnings:  # one greppable line each, on a terminal and under cron alike
         output.log("WARNING", warning.message)
     header = f"{result.trigger} export run (dry run)"
@@ -287,50 +274,6 @@ def dry_run_summary(header: str, run: RunResult | WorkersResult, emails: bool) -
         "interrupted before finishing" if run.interrupted else "",
     ]
     return ", ".join(part for part in parts if part) + "; nothing was written or sent"
-
-
-def _message_count(result: WorkspaceResult, number_format: str) -> str:
-    """Its messages, or NOT_COUNTED for a workspace skipped or refused before counting ("0" would claim none)."""
-    uncounted = result.message_count == 0 and result.outcome in ("skipped", "failed", "not_due")
-    return NOT_COUNTED if uncounted else number_format.format(result.message_count)
-
-
-def _render_export_table(output: Output, results: Sequence[WorkspaceResult], settings: Settings) -> None:
-    export_dir = settings.export_dir
-
-    def detail(result: WorkspaceResult) -> str:
-        return " ".join(part for part in (display_path(result.file_path, export_dir), result.reason or "") if part)
-
-    def window(result: WorkspaceResult) -> str:
-        if not (result.window_start and result.window_end):
-            return ""
-        return f"{local_time(result.window_start, settings)} → {local_time(result.window_end, settings, '%H:%M')}"
-
-    # As wide as the longest id, so an id fits whole when anything can.
-    id_width = max((len(result.workspace_id) for result in results), default=10)
-    columns: Columns[WorkspaceResult] = [
-        (
-            Column("Workspace", overflow="fold", min_width=id_width),
-            lambda r: workspace_cell(r.workspace_name, r.workspace_id),
-        ),
-        (Column("Outcome", no_wrap=True), lambda result: styled(result.outcome)),
-        (Column("Messages", justify="right", no_wrap=True), lambda result: _message_count(result, "{:,}")),
-        (Column(f"Window ({settings.timezone_name})", overflow="fold"), window),  # the table's one zone, named once
-        (Column("File / reason", overflow="fold"), lambda result: escape(detail(result))),
-    ]
-    with_files = column_table(results, columns, title="wa-export")
-    if output.fits(with_files):
-        output.table(with_files)
-        if any(result.file_path for result in results):
-            output.line(f"Files are in {export_dir}.")
-        return
-    # Too narrow for the paths: the table without them, then one unwrapped line per file or reason.
-    output.table(column_table(results, columns[:4], title="wa-export"))
-    if any(detail(result) for result in results):
-        output.line(f"Files (in {export_dir}) and reasons:")
-    for result in results:
-        if detail(result):
-            output.line(f"  {workspace_label(result.workspace_name, result.workspace_id)}: {detail(result)}")
 
 
 # What to try while `demo --serve` runs.
@@ -430,7 +373,7 @@ def render_config(output: Output, report: config.ConfigReport) -> None:
         (Column("Variable", overflow="fold"), lambda line: escape(line.variable)),
         (Column("Value", overflow="fold"), lambda line: escape(line.value or "(not set)")),
         (Column("Source", overflow="fold"), lambda line: escape(line.source)),
-        (Column("Status", overflow="fold"), lambda line: styled("invalid" if line.problem else "ok")),
+        (Column("Status", overflow="fold"), lambda line: "invalid" if line.problem else "ok"),
     ]
     for title, lines in (
         (f"wa-export settings (environment, {where})", report.settings),
@@ -515,7 +458,7 @@ def render_logs(output: Output, report: logs.LogsReport, settings: Settings) -> 
         (Column("Msgs", justify="right"), lambda export: str(export.message_count)),
         (
             Column("Status", no_wrap=True),
-            lambda e: styled(e.status) + (" (possible duplicate)" if e.possible_duplicate else ""),
+            lambda e: escape(e.status) + (" (possible duplicate)" if e.possible_duplicate else ""),
         ),
         (Column("File", no_wrap=True), lambda export: escape(display_path(export.file_path, settings.export_dir))),
         (
@@ -626,7 +569,7 @@ def _render_stats_overview(output: Output, report: stats.StatsReport, settings: 
         (Column("Sent", justify="right"), lambda row: str(row.exports.completed)),
         (Column("Failed", justify="right"), lambda row: str(row.exports.failed)),
         (Column("Last sent", no_wrap=True), lambda row: local_time(row.exports.last_success, settings) or "never"),
-        (Column("Addr"), lambda row: styled(address_label(row.recipients))),
+        (Column("Addr"), lambda row: address_label(row.recipients)),
     ]
     output.table(
         column_table(workspaces, columns, title=f"Active workspaces, {span}", box=box.SIMPLE_HEAD, pad_edge=False)
