@@ -37,14 +37,12 @@ if TYPE_CHECKING:  # each command imports just the library it uses; settings imp
     from wa_export.export.workers import WorkersResult
     from wa_export.settings import Settings
     from wa_export.store.logs import LedgerEntry
-    from wa_export.store.waiting import Waiting
 
 OBJECT_ID = re.compile(r"[0-9a-fA-F]{24}")  # a workspace's or an entry's id
 SENTENCE_PUNCTUATION = ".,;:!?()[]'\"`"  # around a word in a sentence, not part of the id, path or name
 PLAIN_TABLE_WIDTH = 10_000  # tables printed when stdout is not a terminal are never wrapped: a row is one line
 NOT_COUNTED = "–"  # the run skipped or refused the workspace before counting its messages
 WIDE_LOGS = 150  # below this terminal width the logs table leaves the file name to --json
-SPARK_MAX_WIDTH = 14  # stats' trend sums longer periods into this many buckets
 Row = TypeVar("Row")
 Columns = list[tuple[Column, Callable[[Row], str]]]
 
@@ -87,10 +85,18 @@ class Output:
         print(json.dumps(document, default=_json_default, ensure_ascii=False, indent=2), flush=True)
 
     def table(self, table: Table) -> None:
-        """A rich table on a terminal where it fits; else the title, the header and one unwrapped line per row."""
-        if self.interactive and self.fits(table):
-            self.console.print(table)
-            return
+        """A rich table on a terminal where it fits and shows every id, path and variable name of its cells whole;
+        else the title, the header and one unwrapped line per row."""
+        if self.interactive:
+            width = self.console.width
+            rendered = _rendered(table, width)  # columns with a minimum width can make it wider than the terminal
+            cells = (Text.from_markup(str(cell)).plain for column in table.columns for cell in column.cells)
+            words = Counter(word for cell in cells for word in unbreakable_words(cell))
+            if all(cell_len(line) <= width for line in rendered.splitlines()) and all(
+                rendered.count(word) >= shown for word, shown in words.items()
+            ):
+                self.console.print(table)
+                return
         if table.title:
             self.line(Text.from_markup(str(table.title)).plain)
         table.title = table.box = None
@@ -100,16 +106,6 @@ class Output:
         for row in _rendered(table, PLAIN_TABLE_WIDTH).splitlines():
             if row.strip():
                 self.line(row.rstrip())
-
-    def fits(self, table: Table) -> bool:
-        """No wider than this terminal, and every id, path and variable name of its cells shown whole."""
-        width = self.console.width
-        rendered = _rendered(table, width)  # columns with a minimum width can make it wider than the terminal
-        if any(cell_len(line) > width for line in rendered.splitlines()):
-            return False
-        cells = (Text.from_markup(str(cell)).plain for column in table.columns for cell in column.cells)
-        words = Counter(word for cell in cells for word in unbreakable_words(cell))
-        return all(rendered.count(word) >= shown for word, shown in words.items())
 
     def error(self, message: str, code: int) -> None:
         if self.json_output:
@@ -133,10 +129,6 @@ def column_table(rows: Iterable[Row], columns: Sequence[tuple[Column, Callable[[
     for row in rows:
         table.add_row(*(cell(row) for _, cell in columns))
     return table
-
-
-def workspace_cell(name: str | None, workspace_id: str) -> str:
-    return f"{escape(name or '') or '(unnamed)'} [dim]{escape(workspace_id)}[/dim]"
 
 
 def display_path(path: str | os.PathLike[str] | None, export_dir: Path | None) -> str:
@@ -458,13 +450,10 @@ def render_logs(output: Output, report: logs.LogsReport, settings: Settings) -> 
         (Column("Msgs", justify="right"), lambda export: str(export.message_count)),
         (
             Column("Status", no_wrap=True),
-            lambda e: escape(e.status) + (" (possible duplicate)" if e.possible_duplicate else ""),
+            lambda e: e.status + (" (possible duplicate)" if e.possible_duplicate else ""),
         ),
         (Column("File", no_wrap=True), lambda export: escape(display_path(export.file_path, settings.export_dir))),
-        (
-            Column("Recipients / error", overflow="fold", min_width=20),
-            lambda e: escape(e.error_message or e.email_sent_to),
-        ),
+        (Column("Recipients / error", overflow="fold"), lambda e: escape(e.error_message or e.email_sent_to)),
     ]
     # Plain output (cron, pipes) is never wrapped: it always has room for the file name.
     with_file = not output.interactive or output.console.width >= WIDE_LOGS
@@ -535,13 +524,10 @@ def _render_workspace_stats(output: Output, report: stats.StatsReport, settings:
     )
     if figures.password.problem is not None:
         output.line(f"Workbooks: not exported, {figures.password.problem}")
+    elif figures.encrypted:
+        output.line(f"Workbooks: password-protected (password from {figures.password.where}).")
     else:
-        protected = (
-            f"password-protected (password from {figures.password.where})"
-            if figures.encrypted
-            else "not password-protected"
-        )
-        output.line(f"Workbooks: {protected}.")
+        output.line("Workbooks: not password-protected.")
 
 
 def _render_stats_overview(output: Output, report: stats.StatsReport, settings: Settings, span: str) -> None:
@@ -551,21 +537,14 @@ def _render_stats_overview(output: Output, report: stats.StatsReport, settings: 
     if not workspaces:
         output.line(f"No active workspaces ({span}).")
         return
-    size = -(-len(report.period.days) // SPARK_MAX_WIDTH)  # days per character of the trend
-
-    def trend(row: stats.WorkspaceStats) -> str:
-        return sparkline(
-            [sum(day.total for day in row.per_day[start : start + size]) for start in range(0, len(row.per_day), size)]
-        )
-
     # Short headers: with a week's trend the table fits 80 columns.
     columns: Columns[stats.WorkspaceStats] = [
         (
-            Column("Workspace / id", overflow="fold", min_width=24),
-            lambda s: workspace_cell(s.workspace.name, s.workspace.id),
+            Column("Workspace / id", overflow="fold"),
+            lambda row: escape(f"{row.workspace.name or '(unnamed)'} {row.workspace.id}"),
         ),
         (Column("Msgs", justify="right"), lambda row: str(row.total)),
-        (Column("Trend", no_wrap=True), trend),
+        (Column("Trend", no_wrap=True), lambda row: sparkline([day.total for day in row.per_day])),
         (Column("Sent", justify="right"), lambda row: str(row.exports.completed)),
         (Column("Failed", justify="right"), lambda row: str(row.exports.failed)),
         (Column("Last sent", no_wrap=True), lambda row: local_time(row.exports.last_success, settings) or "never"),
@@ -662,7 +641,7 @@ def _state_facts(workspace: state.WorkspaceReport, settings: Settings) -> dict[s
         "cursor_ahead_of_database_clock": "true" if workspace.cursor_ahead_of_database_clock else None,
         "legacy_watermark": None if cursor else workspace.legacy_watermark,
         "note": None if cursor else _no_cursor_text(workspace, settings),
-        "waiting": "unknown" if waiting is None else _waiting_count(waiting),
+        "waiting": "unknown" if waiting is None else f"{waiting.count}{'+' if waiting.capped else ''}",
         "oldest_waiting": None if waiting is None or age is None else waiting.oldest_at,
         "oldest_waiting_age_seconds": None if age is None else int(age),
         "schedule": workspace.schedule or "invalid",
@@ -684,32 +663,22 @@ def _state_facts(workspace: state.WorkspaceReport, settings: Settings) -> dict[s
 def _no_cursor_text(workspace: state.WorkspaceReport, settings: Settings) -> str:
     if workspace.legacy_watermark is not None:
         return "v1 watermark (legacy_watermark): the next scheduled run turns it into a cursor"
-    if starts := local_time(workspace.next_run_starts_at, settings, SECOND_FORMAT):
-        return (
-            f"no cursor yet: the next scheduled run starts at {starts} (where the original service's last export ended)"
-        )
-    if workspace.first_cursor is not None:
-        minutes = settings.export_interval_minutes
-        return (
-            f"no cursor yet: the next scheduled run starts {minutes} min (EXPORT_INTERVAL_MINUTES) before its own end"
-        )
+    starts, first = "no cursor yet: the next scheduled run starts", workspace.first_cursor
+    if moment := local_time(workspace.next_run_starts_at, settings, SECOND_FORMAT):
+        return f"{starts} at {moment} (where the original service's last export ended)"
+    if first is not None:
+        return f"{starts} {settings.export_interval_minutes} min (EXPORT_INTERVAL_MINUTES) before its own end"
     return "no cursor yet"
-
-
-def _waiting_count(waiting: Waiting) -> str:
-    return f"{waiting.count}+" if waiting.capped else str(waiting.count)
 
 
 def _in_flight_text(in_flight: Mapping[str, Any], settings: Settings) -> str:
     from wa_export.store.arrivals import time_of
 
     part, total, started = in_flight.get("part"), in_flight.get("parts"), in_flight.get("started_at")
-    low, high = time_of(in_flight.get("from_key")), time_of(in_flight.get("to_key"))
+    low, high = (local_time(time_of(in_flight.get(key)), settings, SECOND_FORMAT) for key in ("from_key", "to_key"))
     parts = [
         f"part {part} of {total}" if part is not None and total is not None else "",
-        f"arrivals {local_time(low, settings, SECOND_FORMAT)} to {local_time(high, settings, SECOND_FORMAT)}"
-        if low is not None and high is not None
-        else "",
+        f"arrivals {low} to {high}" if low and high else "",
         f"run {in_flight['run_id']}" if in_flight.get("run_id") else "",
         f"since {local_time(started, settings, SECOND_FORMAT)}" if isinstance(started, datetime) else "",
     ]
@@ -738,5 +707,6 @@ def render_move(output: Output, move: state.CursorMove, settings: Settings) -> N
     if after is not None and after.waiting is not None:
         age = after.oldest_waiting_age_seconds
         oldest = "" if age is None else f", the oldest arrived {format_age(timedelta(seconds=age))} ago"
-        output.line(f"Messages waiting from the new cursor: {_waiting_count(after.waiting)}{oldest}.")
+        count = f"{after.waiting.count}{'+' if after.waiting.capped else ''}"
+        output.line(f"Messages waiting from the new cursor: {count}{oldest}.")
     output.line(f"Recorded in system_logs (host {move.host}); see wa-export logs --system.")
