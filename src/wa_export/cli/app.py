@@ -1,5 +1,4 @@
-"""The `wa-export` command line: each command parses its options, calls one library function and renders its result.
-
+"""The `wa-export` command line: each command parses its options, calls one library function, renders its result.
 Exit codes: 0 ok, 1 some work failed, 2 usage or configuration error, 3 MongoDB unreachable.
 Why this module is long: Typer builds every command, option and `--help` text from the declarations here."""
 

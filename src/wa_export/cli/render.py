@@ -42,7 +42,6 @@ OBJECT_ID = re.compile(r"[0-9a-fA-F]{24}")  # a workspace's or an entry's id
 SENTENCE_PUNCTUATION = ".,;:!?()[]'\"`"  # around a word in a sentence, not part of the id, path or name
 PLAIN_TABLE_WIDTH = 10_000  # tables printed when stdout is not a terminal are never wrapped: a row is one line
 NOT_COUNTED = "–"  # the run skipped or refused the workspace before counting its messages
-WIDE_LOGS = 150  # below this terminal width the logs table leaves the file name to --json
 Row = TypeVar("Row")
 Columns = list[tuple[Column, Callable[[Row], str]]]
 
@@ -273,8 +272,7 @@ DEMO_COMMANDS = ("health", "stats", "logs", "state", "export --hours 1 --email y
 
 
 def render_demo(output: Output, result: DemoResult) -> None:
-    run = result.run
-    output.line(run.summary())
+    output.line(result.run.summary())
     for heading, files, folder in (
         (f"Workbooks ({len(result.workbooks)}) in", result.workbooks, result.exports_dir),
         (f"Emails ({len(result.emails)}) as .eml files in", result.emails, result.mail_dir),
@@ -409,8 +407,7 @@ def render_test_email(output: Output, result: test_email.TestEmailResult, settin
 
 
 # `logs --system` names each event for what it is; event_type alone says "success" for a run.
-EVENT_NAMES = {"export_run": "export run", "cleanup": "cleanup", "cursor_move": "cursor moved"}
-EVENT_NAMES["health_check"] = "health check"
+EVENT_NAMES = {"cursor_move": "cursor moved"}  # else its kind with spaces: "export run", "health check"
 
 
 def render_logs(output: Output, report: logs.LogsReport, settings: Settings) -> None:
@@ -421,7 +418,7 @@ def render_logs(output: Output, report: logs.LogsReport, settings: Settings) -> 
             return
 
         def event(entry: logs.SystemLogEntry) -> str:
-            name = EVENT_NAMES.get(entry.kind, entry.kind or entry.event_type)
+            name = EVENT_NAMES.get(entry.kind, entry.kind.replace("_", " ") or entry.event_type)
             return escape(f"{name} (failed)" if entry.event_type == "error" and entry.kind else name)
 
         system: Columns[logs.SystemLogEntry] = [
@@ -455,14 +452,8 @@ def render_logs(output: Output, report: logs.LogsReport, settings: Settings) -> 
         (Column("File", no_wrap=True), lambda export: escape(display_path(export.file_path, settings.export_dir))),
         (Column("Recipients / error", overflow="fold"), lambda e: escape(e.error_message or e.email_sent_to)),
     ]
-    # Plain output (cron, pipes) is never wrapped: it always has room for the file name.
-    with_file = not output.interactive or output.console.width >= WIDE_LOGS
-    if not with_file:
-        del columns[7]
     title = f"Exports, newest first (times in {zone})"
     output.table(column_table(entries, columns, title=title, box=box.SIMPLE_HEAD, pad_edge=False))
-    if not with_file:
-        output.line("File paths and full times: wa-export logs --json.")
 
 
 def bar(value: int, maximum: int, width: int = 24) -> str:
@@ -663,10 +654,10 @@ def _state_facts(workspace: state.WorkspaceReport, settings: Settings) -> dict[s
 def _no_cursor_text(workspace: state.WorkspaceReport, settings: Settings) -> str:
     if workspace.legacy_watermark is not None:
         return "v1 watermark (legacy_watermark): the next scheduled run turns it into a cursor"
-    starts, first = "no cursor yet: the next scheduled run starts", workspace.first_cursor
+    starts = "no cursor yet: the next scheduled run starts"
     if moment := local_time(workspace.next_run_starts_at, settings, SECOND_FORMAT):
         return f"{starts} at {moment} (where the original service's last export ended)"
-    if first is not None:
+    if workspace.first_cursor is not None:
         return f"{starts} {settings.export_interval_minutes} min (EXPORT_INTERVAL_MINUTES) before its own end"
     return "no cursor yet"
 
