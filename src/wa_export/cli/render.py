@@ -1,5 +1,5 @@
-"""Each command's result on screen: a rich table on a terminal, greppable log lines under cron, one JSON document
-under --json (and what failed on stderr). No personal data (phone numbers, message text) ever reaches it.
+"""Each command's result on screen: tables (rich on a terminal, plain lines under cron) and greppable log lines, or
+one JSON document under --json (and what failed on stderr). No personal data (phone numbers, message text) in it.
 Why this module is long: it holds every command's renderer, so that they share one way of showing things."""
 
 from __future__ import annotations
