@@ -32,15 +32,12 @@ PROGRESS_EVERY = 1_000  # rows between two progress reports
 T = TypeVar("T")
 
 
-def new_run_id() -> str:
-    """Host, process and a random part: every export_logs entry this tool writes carries one (the original's never)."""
+def new_run_id() -> str:  # every export_logs entry this tool writes carries one (the original service's never)
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(frozen=True)
-class ExportRequest:
-    """What the operator asked for: a window or --email makes a manual run."""
-
+class ExportRequest:  # what the operator asked for: a window or --email makes a manual run
     workspace_ids: tuple[str, ...] = ()
     window: Window | None = None
     email_override: tuple[str, ...] = ()
@@ -61,8 +58,7 @@ class ExportRequest:
         return not self.is_manual and self.send_email and not self.dry_run
 
     @property
-    def counts_run_anomalies(self) -> bool:
-        """One process per run counts what belongs to no workspace (worker 0 of --workers); a filtered run does not."""
+    def counts_run_anomalies(self) -> bool:  # what belongs to no workspace: worker 0 of --workers, never a filtered run
         return not self.workspace_ids and (self.worker_slot is None or self.worker_slot[0] == 0)
 
 
@@ -124,8 +120,7 @@ class RunContext:
             return self.end_key, True
         return start, False
 
-    def in_zone(self, zone: ZoneInfo) -> RunContext:
-        """This run in one workspace's time zone (its settings' EXPORT_TIMEZONE, which every formatter reads)."""
+    def in_zone(self, zone: ZoneInfo) -> RunContext:  # every formatter reads the settings' EXPORT_TIMEZONE
         settings = in_zone(self.settings, zone)
         return self if settings is self.settings else dataclasses.replace(self, settings=settings)
 
@@ -138,8 +133,7 @@ class RunContext:
         """A run that emails skips a workspace with no address at all (a refused one fails: `refusal`)."""
         return self.request.send_email and not recipients.addresses and not recipients.problem
 
-    def workbook_password(self, workspace: Workspace) -> str | None:
-        """The password its workbooks are encrypted with; None: not encrypted (`refusal` has turned away the rest)."""
+    def workbook_password(self, workspace: Workspace) -> str | None:  # None: not encrypted (`refusal` checked it)
         return workbook_password(workspace, self.settings).value
 
     def refusal(self, recipients: Recipients, workspace: Workspace) -> str | None:
@@ -157,16 +151,13 @@ class RunContext:
 
     def with_progress(self, workspace_id: str, rows: Iterator[T]) -> Iterator[T]:
         """`rows` unchanged, reporting every PROGRESS_EVERY rows (and the rest at the end) to `on_messages`."""
-        if self.on_messages is None:
-            yield from rows
-            return
-        count = 0
+        report, count = self.on_messages or (lambda workspace_id, count: None), 0
         for count, row in enumerate(rows, 1):
             yield row
             if count % PROGRESS_EVERY == 0:
-                self.on_messages(workspace_id, PROGRESS_EVERY)
+                report(workspace_id, PROGRESS_EVERY)
         if count % PROGRESS_EVERY:
-            self.on_messages(workspace_id, count % PROGRESS_EVERY)
+            report(workspace_id, count % PROGRESS_EVERY)
 
     def redact(self, text: str) -> str:
         return redact(text, self.settings.secrets())

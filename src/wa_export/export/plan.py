@@ -39,10 +39,8 @@ def horizon(interval_minutes: int) -> timedelta:
     return max(timedelta(minutes=HORIZON_INTERVALS * interval_minutes), HORIZON_MINIMUM)
 
 
-@dataclass(eq=False)  # one workspace's place in one run: compared by identity, never field by field
+@dataclass(eq=False)  # one workspace's place in one run and what the plan learnt: compared by identity
 class WorkItem:
-    """One workspace of a scheduled run and what the plan learnt about it."""
-
     workspace: Workspace
     recipients: Recipients
     state: WorkspaceState
@@ -71,8 +69,8 @@ class Plan:
     problems: list[str] = field(default_factory=list)
 
     def idle_advances(self) -> list[IdleAdvance]:
-        """The bulk moves of the idle workspaces' cursors to the run's end; a cursor pulled back from ahead of the
-        clock moves only from exactly what was read."""
+        """The idle cursors' bulk moves to the run's end; one pulled back from ahead of the clock moves only from
+        exactly what was read."""
         return [
             IdleAdvance(
                 item.workspace.id,
@@ -159,9 +157,8 @@ def not_due_result(
     ctx: RunContext, workspace: Workspace, recipients: Recipients, schedule: Schedule, decision: Decision
 ) -> WorkspaceResult:
     """A workspace its schedule does not deliver now: its cursor stays, its messages wait for the next slot."""
-    if decision.next_due is None:
-        reason = "its schedule is off: only manual exports deliver it"
-    else:
+    reason = "its schedule is off: only manual exports deliver it"
+    if decision.next_due is not None:
         next_due = local_time(decision.next_due, ctx.settings, zoned=True)
         reason = f"not due: schedule {schedule}, next delivery at the first run from {next_due}"
     return WorkspaceResult.of(workspace, "not_due", recipients, reason=reason, next_due=decision.next_due)

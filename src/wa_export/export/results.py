@@ -122,62 +122,47 @@ class RunResult:
         return self.run_anomalies.get("orphaned_message", 0)
 
     def anomaly_totals(self) -> dict[str, int]:
-        return merged_anomalies([result.anomalies for result in self.workspaces], [self.run_anomalies])
+        return dict(sum((Counter(result.anomalies) for result in self.workspaces), +Counter(self.run_anomalies)))
 
-    def summary(self) -> str:
-        header = f"{self.trigger} export run{' (dry run)' if self.dry_run else ''}"
-        return summary_line(header, self.workspaces, self.anomaly_totals(), self.interrupted, self.problems)
+    def summary(self, header: str | None = None, problems: Sequence[str] = ()) -> str:
+        """The one-line run summary."""
+        workspaces, anomalies = self.workspaces, self.anomaly_totals()
+        count = Counter(ws.outcome for ws in workspaces)
+        sources = Counter(ws.cursor_source for ws in workspaces if ws.cursor_source)
+        duplicates = sum(1 for ws in workspaces if ws.possible_duplicate)
+        header = header or f"{self.trigger} export run{' (dry run)' if self.dry_run else ''}"
+        parts = [
+            f"{header}: {count_noun(len(workspaces), 'workspace')}",
+            *(
+                f"{count[outcome]} {words}"
+                for outcome, words in OUTCOME_WORDS
+                if outcome != "not_due" or count[outcome]
+            ),
+            count_noun(sum(ws.message_count for ws in workspaces), "message"),
+            *problems,
+            *self.problems,
+            "new cursors: " + ", ".join(f"{n} from {source}" for source, n in sorted(sources.items()))
+            if sources
+            else "",
+            f"{duplicates} re-delivered as a possible duplicate (said in the email)" if duplicates else "",
+            "data issues: " + ", ".join(f"{n} {name}" for name, n in sorted(anomalies.items())) if anomalies else "",
+            "interrupted before finishing" if self.interrupted else "",
+        ]
+        return ", ".join(part for part in parts if part)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            **{name: getattr(self, name) for name in ("run_id", "trigger", "dry_run")},
-            "started_at": iso(self.started_at),
-            "finished_at": iso(self.finished_at),
-            **{
-                name: getattr(self, name) for name in ("interrupted", "exit_code", "message_count", "orphaned_messages")
-            },
-            "run_anomalies": self.run_anomalies,
-            "anomalies": self.anomaly_totals(),
-            "problems": self.problems,
-            "summary": self.summary(),
-            "workspaces": [result.as_dict() for result in self.workspaces],
-            "warnings": [dataclasses.asdict(warning) for warning in self.warnings],
-        }
-
-
-def merged_anomalies(per_workspace: Sequence[dict[str, int]], per_run: Sequence[dict[str, int]]) -> dict[str, int]:
-    """Workspace counts add up; run-level counts (one counting process per run) are taken once."""
-    totals: Counter[str] = Counter()
-    for anomalies in per_workspace:
-        totals.update({name: int(count) for name, count in anomalies.items()})
-    run_level: Counter[str] = Counter()
-    for anomalies in per_run:
-        run_level |= Counter({name: int(count) for name, count in anomalies.items()})  # | keeps the maximum
-    return {name: count for name, count in (totals + run_level).items() if count}
-
-
-def summary_line(
-    header: str,
-    workspaces: Sequence[WorkspaceResult],
-    anomalies: dict[str, int],
-    interrupted: bool,
-    problems: Sequence[str],
-) -> str:
-    """The one-line run summary."""
-    count = Counter(ws.outcome for ws in workspaces)
-    sources = Counter(ws.cursor_source for ws in workspaces if ws.cursor_source)
-    duplicates = sum(1 for ws in workspaces if ws.possible_duplicate)
-    parts = [
-        f"{header}: {count_noun(len(workspaces), 'workspace')}",
-        *(f"{count[outcome]} {words}" for outcome, words in OUTCOME_WORDS if outcome != "not_due" or count[outcome]),
-        count_noun(sum(ws.message_count for ws in workspaces), "message"),
-        *problems,
-        "new cursors: " + ", ".join(f"{n} from {source}" for source, n in sorted(sources.items())) if sources else "",
-        f"{duplicates} re-delivered as a possible duplicate (said in the email)" if duplicates else "",
-        "data issues: " + ", ".join(f"{n} {name}" for name, n in sorted(anomalies.items())) if anomalies else "",
-        "interrupted before finishing" if interrupted else "",
-    ]
-    return ", ".join(part for part in parts if part)
+        derived = {name: getattr(self, name) for name in ("exit_code", "message_count", "orphaned_messages")}
+        return (
+            dataclasses.asdict(self)
+            | derived
+            | {
+                "started_at": iso(self.started_at),
+                "finished_at": iso(self.finished_at),
+                "anomalies": self.anomaly_totals(),
+                "summary": self.summary(),
+                "workspaces": [result.as_dict() for result in self.workspaces],
+            }
+        )
 
 
 class RunObserver(Protocol):
@@ -190,9 +175,7 @@ class RunObserver(Protocol):
         return None
 
 
-class SilentObserver(RunObserver):
-    """Reports nothing: for --json runs and library callers."""
-
+class SilentObserver(RunObserver):  # for --json runs and library callers
     def messages_exported(self, workspace_id: str, count: int) -> None:
         return None
 
@@ -207,17 +190,12 @@ class RunWarning:
 
 def unmatched_variable_warnings(settings: Settings, active_ids: Iterable[str]) -> list[RunWarning]:
     """Malformed WORKSPACE_<ID>_<SUFFIX> variables, and those no active workspace uses (typos, deleted tenants)."""
-    active = {workspace_id.lower() for workspace_id in active_ids}
+    active, database = {workspace_id.lower() for workspace_id in active_ids}, settings.mongodb_database
     return malformed_variable_warnings(settings) + [
-        RunWarning(
-            "unmatched_address",
-            unmatched_variables_sentence([variable], settings.mongodb_database),
-            workspace_id=workspace_id,
-            variable=variable,
-        )
+        RunWarning("unmatched_address", unmatched_variables_sentence([name], database), workspace_id, name)
         for workspace_id, suffix in settings.configured_workspace_variables()
         if workspace_id not in active
-        for variable in [f"WORKSPACE_{workspace_id}_{suffix}"]
+        for name in [f"WORKSPACE_{workspace_id}_{suffix}"]
     ]
 
 
@@ -237,27 +215,22 @@ def run_warnings(
 ) -> list[RunWarning]:
     """The warnings of a run over its workspaces' results (a failed one already has its error line); with
     `covers_all_active` they are every active workspace, so a variable matching none matches no active one."""
-    warnings: list[RunWarning] = []
-    if covers_all_active and not workspaces:
-        warnings.append(
-            RunWarning(
-                "no_active_workspace",
-                f"database {settings.mongodb_database!r} has no active workspace, so nothing is exported: "
-                "check MONGODB_DATABASE and the workspaces' status",
-            )
+    warnings = [
+        RunWarning(
+            "missing_address",
+            f"workspace {ws.workspace_id} ({ws.workspace_name or 'unnamed'}) has no email address "
+            f"and is not exported: {missing_hint(ws.workspace_id, settings)}; {UNSENT_WITHOUT_ADDRESS}",
+            ws.workspace_id,
+            f"WORKSPACE_{ws.workspace_id}_EMAIL",
         )
-    if not email_override:
-        warnings += [
-            RunWarning(
-                "missing_address",
-                f"workspace {ws.workspace_id} ({ws.workspace_name or 'unnamed'}) has no email address "
-                f"and is not exported: {missing_hint(ws.workspace_id, settings)}; {UNSENT_WITHOUT_ADDRESS}",
-                workspace_id=ws.workspace_id,
-                variable=f"WORKSPACE_{ws.workspace_id}_EMAIL",
-            )
-            for ws in workspaces
-            if ws.outcome == "skipped" and (ws.reason or "").startswith(NO_ADDRESS)
-        ]
-    if covers_all_active:
-        return warnings + unmatched_variable_warnings(settings, (ws.workspace_id for ws in workspaces))
-    return warnings + malformed_variable_warnings(settings)
+        for ws in workspaces
+        if not email_override and ws.outcome == "skipped" and (ws.reason or "").startswith(NO_ADDRESS)
+    ]
+    if not covers_all_active:
+        return warnings + malformed_variable_warnings(settings)
+    if not workspaces:
+        no_active = f"database {settings.mongodb_database!r} has no active workspace, so nothing is exported: "
+        warnings.append(
+            RunWarning("no_active_workspace", no_active + "check MONGODB_DATABASE and the workspaces' status")
+        )
+    return warnings + unmatched_variable_warnings(settings, (ws.workspace_id for ws in workspaces))

@@ -50,6 +50,8 @@ from wa_export.workbook.fingerprint import Fingerprint, fingerprint
 from wa_export.workbook.naming import contested_slugs
 from wa_export.workspace_settings import TIME_ZONE, resolve
 
+DEFAULT_MANUAL_WINDOW = timedelta(hours=24)  # a manual run without --hours or --since
+
 
 def build_export_request(
     settings: Settings,
@@ -83,11 +85,10 @@ def build_export_request(
             )
     window: Window | None = None
     if hours is not None or since is not None or until is not None or overrides:
-        end = parse_time(until, "--until", settings.export_timezone) if until else utc_now()
-        start_of_hours = end - timedelta(hours=hours if hours is not None else 24)
-        window = Window(
-            parse_time(since, "--since", settings.export_timezone) if since is not None else start_of_hours, end
-        )
+        zone = settings.export_timezone
+        end = parse_time(until, "--until", zone) if until else utc_now()
+        start = end - DEFAULT_MANUAL_WINDOW if hours is None else end - timedelta(hours=hours)
+        window = Window(parse_time(since, "--since", zone) if since is not None else start, end)
         if window.is_empty:
             raise UsageProblem("The window is empty: --since must be before --until.")
     return ExportRequest(tuple(workspace_ids), window, overrides, send_email=not no_email, dry_run=dry_run)
@@ -103,18 +104,14 @@ def apply_worker_options(request: ExportRequest, count: int, worker_slot: str | 
 
 
 def export(
-    settings: Settings,
-    request: ExportRequest,
-    observer: RunObserver | None = None,
-    stop_requested: threading.Event | None = None,
+    settings: Settings, request: ExportRequest, observer: RunObserver | None = None, stop: threading.Event | None = None
 ) -> RunResult:
     with open_store(settings) as store, mongo_errors(settings):
-        result = ExportRun(settings, store, request, observer, stop_requested).execute()
+        result = ExportRun(settings, store, request, observer, stop).execute()
+    covers_all_active = not request.workspace_ids and request.worker_slot is None and not result.interrupted
+    override = bool(request.email_override)
     result.warnings += run_warnings(
-        settings,
-        result.workspaces,
-        covers_all_active=not request.workspace_ids and request.worker_slot is None and not result.interrupted,
-        email_override=bool(request.email_override),
+        settings, result.workspaces, covers_all_active=covers_all_active, email_override=override
     )
     return result
 
@@ -146,10 +143,8 @@ class ExportRun:
         observer: RunObserver | None = None,
         stop_requested: threading.Event | None = None,
     ) -> None:
-        self.settings, self.store, self.request = settings, store, request
-        self.observer = observer or SilentObserver()
-        self.stop_requested = stop_requested or threading.Event()
-        self.run_id = new_run_id()
+        self.settings, self.store, self.request, self.run_id = settings, store, request, new_run_id()
+        self.observer, self.stop_requested = observer or SilentObserver(), stop_requested or threading.Event()
 
     def execute(self) -> RunResult:
         settings, request = self.settings, self.request
@@ -160,10 +155,8 @@ class ExportRun:
                 raise SmtpNotConfigured(str(error)) from None
         clock = DatabaseClock(self.store.database_now())  # one clock for the run: the server's now, then monotonic
         key, mail = ArrivalKey(settings.export_arrival_field), MailSession(settings)
-        reporter = getattr(self.observer, "messages_exported", None)
-        ctx = RunContext(
-            settings, self.store, request, self.run_id, clock, key, mail, self.stop_requested, on_messages=reporter
-        )
+        ctx = RunContext(settings, self.store, request, self.run_id, clock, key, mail, self.stop_requested)
+        ctx.on_messages = getattr(self.observer, "messages_exported", None)
         result = RunResult(self.run_id, request.trigger, request.dry_run, clock.started_at)
         try:
             try:
@@ -217,26 +210,19 @@ class ExportRun:
         result.interrupted = len(result.workspaces) < len(done) + len(work)
 
     def _record(self, ctx: RunContext, run: RunResult) -> None:
-        details = logs.ExportRunDetails(
-            trigger=run.trigger,
-            run_id=run.run_id,
-            started_at=run.started_at,
-            finished_at=run.finished_at,
-            window_end=ctx.end_time if not self.request.is_manual else None,
-            workspaces=len(run.workspaces),
-            completed=run.count("completed"),
-            failed=run.count("failed"),
-            skipped=run.count("skipped"),
-            no_messages=run.count("no_messages"),
-            message_count=run.message_count,
-            anomalies=run.anomaly_totals(),
-            orphaned_messages=run.orphaned_messages,
-            problems=run.problems,
-            possible_duplicates=sum(1 for ws in run.workspaces if ws.possible_duplicate),
-            moves_watermark=self.request.moves_cursors,  # the stored field's name, read by `health`
-            all_workspaces=not self.request.workspace_ids,
-            interrupted=run.interrupted,
-        )
+        details = {
+            **{name: getattr(run, name) for name in ("trigger", "run_id", "started_at", "finished_at", "problems")},
+            "window_end": ctx.end_time if not self.request.is_manual else None,
+            "workspaces": len(run.workspaces),
+            **{outcome: run.count(outcome) for outcome in ("completed", "failed", "skipped", "no_messages")},
+            "message_count": run.message_count,
+            "anomalies": run.anomaly_totals(),
+            "orphaned_messages": run.orphaned_messages,
+            "possible_duplicates": sum(1 for ws in run.workspaces if ws.possible_duplicate),
+            "moves_watermark": self.request.moves_cursors,  # the stored field's name, read by `health`
+            "all_workspaces": not self.request.workspace_ids,
+            "interrupted": run.interrupted,
+        }
         logs.record_export_run(self.store.system_logs, run.summary(), ctx.clock.now(), details, failed=run.failed)
 
 
@@ -254,26 +240,17 @@ def _idle_result(ctx: RunContext, item: WorkItem) -> WorkspaceResult:
     return result
 
 
-DEFAULT_MANUAL_WINDOW = timedelta(hours=24)  # an --email run without a window (as build_export_request does)
-
-
 def export_manual(ctx: RunContext, workspace: Workspace) -> WorkspaceResult:
-    request = ctx.request
-    result = WorkspaceResult.of(workspace, "skipped")
-    recipients = ctx.recipients_for(workspace)
+    request, recipients = ctx.request, ctx.recipients_for(workspace)
     if ctx.without_address(recipients):
-        result.reason = f"{NO_ADDRESS}: {missing_hint(workspace.id, ctx.settings)} or pass --email"
         # Only a workspace the operator named is a failure; a run over all of them skips it.
-        if request.workspace_ids:
-            result.outcome = "failed"
-        return result
-    result.recipients, result.recipients_source = recipients.addresses, recipients.source
+        missing = f"{NO_ADDRESS}: {missing_hint(workspace.id, ctx.settings)} or pass --email"
+        return WorkspaceResult.of(workspace, "failed" if request.workspace_ids else "skipped", reason=missing)
     window = request.window or Window(ctx.run_time - DEFAULT_MANUAL_WINDOW, ctx.run_time)
-    result.window_start, result.window_end = window.start, window.end
+    result = WorkspaceResult.of(workspace, "skipped", recipients, window_start=window.start, window_end=window.end)
     zone = resolve(TIME_ZONE, workspace, ctx.settings)  # schedules are ignored: a manual export is asked for now
-    if zone.value is None:
-        reason: str | None = zone.problem or ""
-    else:
+    reason: str | None = zone.problem or ""
+    if zone.value is not None:
         ctx = ctx.in_zone(zone.value)
         reason = ctx.refusal(recipients, workspace)
         if reason is None:
@@ -283,7 +260,7 @@ def export_manual(ctx: RunContext, workspace: Workspace) -> WorkspaceResult:
                 reason = workspace_error(ctx, result, error)
     if reason is not None:
         result.outcome, result.reason = "failed", reason
-        if not ctx.request.dry_run:  # decided as the real run would; a dry run records nothing
+        if not request.dry_run:  # decided as the real run would; a dry run records nothing
             with unless_connection_lost():
                 _log(ctx, workspace, result)
     return result
@@ -291,44 +268,34 @@ def export_manual(ctx: RunContext, workspace: Workspace) -> WorkspaceResult:
 
 def _export(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, window: Window) -> str | None:
     """Export the window into `result`; why it failed, or None."""
-    stats = RowStats()
+    stats, password = RowStats(), ctx.workbook_password(workspace)
     rows = rows_by_timestamp(ctx.store, workspace, window.start, window.end, stats)
     if ctx.request.dry_run:
         deque(rows, maxlen=0)  # counts the rows, writes none
         result.add_counts(*stats.counts())
         result.outcome = "dry_run"
         return None
-    password = ctx.workbook_password(workspace)
     try:
         rows = ctx.with_progress(workspace.id, rows)
         path = write_workbook(ctx.settings, workspace, rows, ctx.run_time, ctx.contested_slugs, password)
     except OSError as error:
-        result.add_counts(*stats.counts())
         return describe_file_error(error, ctx.settings.export_dir)
-    result.add_counts(*stats.counts())
+    finally:
+        result.add_counts(*stats.counts())
     if path is None:
         result.outcome, result.reason = "no_messages", "no messages in this window"
         return None
-    result.file_path, result.files, result.parts = str(path), [str(path)], 1
+    result.file_path, result.files, result.parts, result.outcome = str(path), [str(path)], 1, "written"
     if not ctx.request.send_email:
-        result.outcome = "written"
         return None
     attachment = fingerprint(path)  # the ledger's record of the file the email carries
-    window_times = (window.start, window.end)
+    window_times, protected = (window.start, window.end), password is not None
+    by_status, to = result.by_status, result.recipients
+    mail = compose_export_mail(
+        ctx.settings, workspace, ctx.run_time, window_times, by_status, path, to, by_arrival=False, protected=protected
+    )
     try:
-        ctx.mail.send(
-            compose_export_mail(
-                ctx.settings,
-                workspace,
-                ctx.run_time,
-                window_times,
-                result.by_status,
-                path,
-                result.recipients,
-                by_arrival=False,
-                protected=password is not None,
-            )
-        )
+        ctx.mail.send(mail)
     except MailError as error:
         return ctx.redact(str(error))
     result.outcome, result.emails_sent = "completed", 1
@@ -337,10 +304,7 @@ def _export(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, wind
 
 
 def _log(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, attachment: Fingerprint | None = None) -> None:
-    status, error = (
-        (logs.STATUS_COMPLETED, None) if result.outcome == "completed" else (logs.STATUS_FAILED, result.reason)
-    )
-    window = (result.window_start, result.window_end)
-    log_export(
-        ctx, workspace, result.recipients, result, status, window, result.file_path, error=error, attachment=attachment
-    )
+    completed = result.outcome == "completed"
+    status, error = (logs.STATUS_COMPLETED, None) if completed else (logs.STATUS_FAILED, result.reason)
+    window, path = (result.window_start, result.window_end), result.file_path
+    log_export(ctx, workspace, result.recipients, result, status, window, path, error=error, attachment=attachment)
