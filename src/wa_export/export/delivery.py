@@ -1,5 +1,6 @@
 """One workspace of a scheduled run: its window cut into parts [low, high) (one email each), and under its lease
-each part's intent, email and cursor move to `high` (docs/design.md, steps 6-9)."""
+each part's intent, email and cursor move to `high` (docs/design.md, steps 6-9). Why this module is long: reading,
+cutting, writing and delivering a window are one sequence over one state."""
 
 from __future__ import annotations
 
@@ -19,10 +20,9 @@ from typing import Any
 from bson import ObjectId
 from pymongo.errors import ConnectionFailure, PyMongoError
 
-from wa_export.export.context import RunContext
 from wa_export.export.email_text import compose_export_mail
 from wa_export.export.plan import AMBIGUOUS_CHAT, CURSOR_AHEAD, NOTHING_NEW, WorkItem, not_due_result
-from wa_export.export.results import WorkspaceResult
+from wa_export.export.results import RunContext, WorkspaceResult
 from wa_export.export.rows import Row, RowStats, message_rows
 from wa_export.mail.errors import MailError
 from wa_export.mail.message import encoded_attachment_size

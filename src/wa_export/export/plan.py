@@ -13,8 +13,7 @@ from zoneinfo import ZoneInfo
 from bson import ObjectId
 
 from wa_export.errors import ConfigError
-from wa_export.export.context import RunContext
-from wa_export.export.results import NO_ADDRESS, WorkspaceResult
+from wa_export.export.results import NO_ADDRESS, RunContext, WorkspaceResult
 from wa_export.recipients import Recipients, missing_hint
 from wa_export.schedule import Decision, Schedule, ServedSlot, decide, schedule_identity
 from wa_export.store import arrivals, ownership

@@ -17,7 +17,6 @@ from wa_export.addresses import outside_allowed_domains, parse_address_list
 from wa_export.clock import DatabaseClock, Window, parse_time, utc_now
 from wa_export.errors import ConfigError, MongoUnavailable, SmtpNotConfigured, UsageProblem
 from wa_export.export import workers
-from wa_export.export.context import ExportRequest, MailSession, RunContext, new_run_id
 from wa_export.export.delivery import (
     deliver,
     describe_file_error,
@@ -30,11 +29,15 @@ from wa_export.export.email_text import compose_export_mail
 from wa_export.export.plan import CURSOR_AHEAD, NOTHING_NEW, WorkItem, make_plan
 from wa_export.export.results import (
     NO_ADDRESS,
+    ExportRequest,
+    MailSession,
+    RunContext,
     RunObserver,
     RunResult,
     RunWarning,
     SilentObserver,
     WorkspaceResult,
+    new_run_id,
     run_warnings,
 )
 from wa_export.export.rows import RowStats, rows_by_timestamp

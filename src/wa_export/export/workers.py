@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from wa_export.errors import ExitCode, UsageProblem
-from wa_export.export.context import ExportRequest
-from wa_export.export.results import RunResult, RunWarning, WorkspaceResult
+from wa_export.export.results import ExportRequest, RunResult, RunWarning, WorkspaceResult
 from wa_export.units import count_noun
 
 MAX_WORKERS = 64
