@@ -8,6 +8,7 @@ import errno
 import itertools
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -416,12 +417,14 @@ def renewal_interval(lease: Lease) -> float:
 
 
 def workspace_error(ctx: RunContext, result: WorkspaceResult, error: Exception) -> str:
-    """The reason a workspace failed on an error of its own; a lost MongoDB connection is re-raised: it ends the run."""
+    """The reason a workspace failed on an error of its own; a lost MongoDB connection is re-raised: it ends the run.
+    An error nobody anticipated (a bug, to be reported) keeps its traceback."""
     if isinstance(error, ConnectionFailure):
         raise error
     if isinstance(error, PyMongoError):
         return ctx.redact(f"MongoDB error: {error}")
-    return result.unexpected_error(error, ctx.redact)
+    result.traceback = ctx.redact("".join(traceback.format_exception(error)))
+    return ctx.redact(f"internal error ({type(error).__name__}: {error})")
 
 
 @contextmanager
@@ -492,13 +495,13 @@ def remove_files(paths: Iterable[str | Path], keep: Iterable[str | Path] = ()) -
 
 
 def describe_file_error(error: OSError, export_dir: Path) -> str:
-    where = error.filename or export_dir
+    where, none_kept = error.filename or export_dir, "— no partial file was kept"
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"the disk is full while writing {where}; free space in EXPORT_DIR ({export_dir}) — no partial file was kept"
+        return f"the disk is full while writing {where}; free space in EXPORT_DIR ({export_dir}) {none_kept}"
     if error.errno == errno.EFBIG:
         return (
             f"the export file grew past this process's file-size limit (ulimit -f) while writing {where}; "
-            f"raise the limit for wa-export or export a shorter period (EXPORT_DIR {export_dir}) — no partial file was kept"
+            f"raise the limit for wa-export or export a shorter period (EXPORT_DIR {export_dir}) {none_kept}"
         )
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"cannot write in {where} ({error.strerror}); make EXPORT_DIR ({export_dir}) writable by this user"

@@ -7,7 +7,6 @@ import dataclasses
 import os
 import socket
 import threading
-import traceback
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -80,11 +79,6 @@ class WorkspaceResult:
             details.update(recipients=recipients.addresses, recipients_source=recipients.source)
         return cls(workspace.id, workspace.name, outcome, **details)
 
-    def unexpected_error(self, error: Exception, redact: Callable[[str], str]) -> str:
-        """Keep the traceback of an error nobody anticipated (a bug, to be reported); return the one-line reason."""
-        self.traceback = redact("".join(traceback.format_exception(error)))
-        return redact(f"internal error ({type(error).__name__}: {error})")
-
     def add_counts(self, by_status: dict[str, int], anomalies: dict[str, int]) -> None:
         self.message_count += sum(by_status.values())
         for totals, counts in ((self.by_status, by_status), (self.anomalies, anomalies)):
@@ -139,26 +133,19 @@ class RunResult:
     def anomaly_totals(self) -> dict[str, int]:
         return dict(sum((Counter(result.anomalies) for result in self.workspaces), +Counter(self.run_anomalies)))
 
-    def summary(self, header: str | None = None, problems: Sequence[str] = ()) -> str:
-        """The one-line run summary."""
-        workspaces, anomalies = self.workspaces, self.anomaly_totals()
+    def summary(self, header: str | None = None, problems: Sequence[str] = ()) -> str:  # the one-line run summary
+        workspaces, anomalies, words = self.workspaces, self.anomaly_totals(), OUTCOME_WORDS
         count = Counter(ws.outcome for ws in workspaces)
-        sources = Counter(ws.cursor_source for ws in workspaces if ws.cursor_source)
+        sources = sorted(Counter(ws.cursor_source for ws in workspaces if ws.cursor_source).items())
         duplicates = sum(1 for ws in workspaces if ws.possible_duplicate)
         header = header or f"{self.trigger} export run{' (dry run)' if self.dry_run else ''}"
         parts = [
             f"{header}: {count_noun(len(workspaces), 'workspace')}",
-            *(
-                f"{count[outcome]} {words}"
-                for outcome, words in OUTCOME_WORDS
-                if outcome != "not_due" or count[outcome]
-            ),
-            count_noun(sum(ws.message_count for ws in workspaces), "message"),
+            *(f"{count[outcome]} {word}" for outcome, word in words if outcome != "not_due" or count[outcome]),
+            count_noun(self.message_count, "message"),
             *problems,
             *self.problems,
-            "new cursors: " + ", ".join(f"{n} from {source}" for source, n in sorted(sources.items()))
-            if sources
-            else "",
+            "new cursors: " + ", ".join(f"{n} from {source}" for source, n in sources) if sources else "",
             f"{duplicates} re-delivered as a possible duplicate (said in the email)" if duplicates else "",
             "data issues: " + ", ".join(f"{n} {name}" for name, n in sorted(anomalies.items())) if anomalies else "",
             "interrupted before finishing" if self.interrupted else "",
@@ -166,18 +153,10 @@ class RunResult:
         return ", ".join(part for part in parts if part)
 
     def as_dict(self) -> dict[str, Any]:
-        derived = {name: getattr(self, name) for name in ("exit_code", "message_count", "orphaned_messages")}
-        return (
-            dataclasses.asdict(self)
-            | derived
-            | {
-                "started_at": iso(self.started_at),
-                "finished_at": iso(self.finished_at),
-                "anomalies": self.anomaly_totals(),
-                "summary": self.summary(),
-                "workspaces": [result.as_dict() for result in self.workspaces],
-            }
-        )
+        document = dataclasses.asdict(self) | {"started_at": iso(self.started_at), "finished_at": iso(self.finished_at)}
+        document |= {name: getattr(self, name) for name in ("exit_code", "message_count", "orphaned_messages")}
+        workspaces = [result.as_dict() for result in self.workspaces]
+        return document | {"anomalies": self.anomaly_totals(), "summary": self.summary(), "workspaces": workspaces}
 
 
 class RunObserver(Protocol):

@@ -135,9 +135,7 @@ def export_in_workers(
     return merged
 
 
-class ExportRun:
-    """One invocation of `wa-export export`."""
-
+class ExportRun:  # one invocation of `wa-export export`
     def __init__(
         self,
         settings: Settings,
