@@ -84,8 +84,7 @@ class Plan:
 
 
 def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
-    settings, store, request, key = ctx.settings, ctx.store, ctx.request, ctx.key
-    plan = Plan()
+    settings, store, request, key, plan = ctx.settings, ctx.store, ctx.request, ctx.key, Plan()
     # Before anything can move a cursor: a key that sees no message would move every cursor past them all.
     arrival_check = arrivals.check_arrival_key(store.messages, key, ends=request.counts_run_anomalies)
     if arrival_check.unusable is not None:
@@ -165,15 +164,12 @@ def not_due_result(
 
 def _shared_pass(ctx: RunContext, plan: Plan, start: Key, items: Sequence[WorkItem]) -> None:
     """One read of [start, end) on the key's index, then the chats it names, by id."""
-    store = ctx.store
     by_chat: dict[ObjectId, list[Key]] = {}
     kept: dict[ObjectId, list[tuple[Key, dict[str, Any]]]] = {}
     over_budget: set[ObjectId] = set()  # chats with a message the pass did not keep
-    budget = PASS_DOCUMENT_BYTES
-    orphans = 0
-    for arrival, raw_chat_id, document in arrivals.arrivals_between(
-        store.messages, ctx.key, start, ctx.end_key, documents=True
-    ):
+    budget, orphans = PASS_DOCUMENT_BYTES, 0
+    read = arrivals.arrivals_between(ctx.store.messages, ctx.key, start, ctx.end_key, documents=True)
+    for arrival, raw_chat_id, document in read:
         chat_id = ownership.chat_of_message(raw_chat_id)
         if chat_id is None:
             orphans += 1  # no chat id at all: a message of nobody
@@ -190,7 +186,7 @@ def _shared_pass(ctx: RunContext, plan: Plan, start: Key, items: Sequence[WorkIt
         kept.setdefault(chat_id, []).append((arrival, document))
     owners = {item.workspace.id: item for item in items}
     ambiguous, found = 0, set[ObjectId]()
-    for document in arrivals.chats_by_id(store.chats, list(by_chat)):
+    for document in arrivals.chats_by_id(ctx.store.chats, list(by_chat)):
         chat_id = document.get("_id")
         if not isinstance(chat_id, ObjectId) or chat_id not in by_chat:
             continue
@@ -203,16 +199,14 @@ def _shared_pass(ctx: RunContext, plan: Plan, start: Key, items: Sequence[WorkIt
         item = owners.get(owner)
         if item is None:
             continue  # a workspace this run does not export (inactive, no address, another worker's)
-        start = item.start
-        mine = [arrival for arrival in keys if arrival >= start]
+        mine = [arrival for arrival in keys if arrival >= item.start]
         if not mine:
             continue
         item.keys.extend(mine)
-        if item.documents is not None:
-            if chat_id in over_budget:
-                item.documents = None  # read by the delivery itself
-            else:
-                item.documents.extend(pair for pair in kept.get(chat_id, ()) if pair[0] >= start)
+        if item.documents is not None and chat_id in over_budget:
+            item.documents = None  # read by the delivery itself
+        elif item.documents is not None:
+            item.documents.extend(pair for pair in kept.get(chat_id, ()) if pair[0] >= item.start)
         item.chats.update(dict.fromkeys((chat_id, str(chat_id)), ownership.chat_of(document)))
         item.chat_ids.add(chat_id)
     orphans += sum(len(keys) for chat_id, keys in by_chat.items() if chat_id not in found)

@@ -318,9 +318,8 @@ class RunContext:
         """Where this run starts the workspace from its cursor, and whether that was ahead of the clock (a later run
         moved it to its end: this run starts at its end key). Another EXPORT_ARRIVAL_FIELD's raises ForeignCursor."""
         start = self.key.position(workspace_id, cursor)
-        if start > self.key.at(self.clock.now() + CLOCK_TOLERANCE):
-            return self.end_key, True
-        return start, False
+        ahead = start > self.key.at(self.clock.now() + CLOCK_TOLERANCE)
+        return (self.end_key, True) if ahead else (start, False)
 
     def in_zone(self, zone: ZoneInfo) -> RunContext:  # every formatter reads the settings' EXPORT_TIMEZONE
         settings = in_zone(self.settings, zone)

@@ -80,8 +80,7 @@ def build_export_request(
             overrides = parse_address_list(",".join(email), "--email")
         except ConfigError as error:
             raise UsageProblem(str(error)) from None
-        refused = outside_allowed_domains(overrides, settings.export_allowed_email_domains)
-        if refused:
+        if refused := outside_allowed_domains(overrides, settings.export_allowed_email_domains):
             raise UsageProblem(
                 f"--email {', '.join(refused)} is outside EXPORT_ALLOWED_EMAIL_DOMAINS "
                 f"({', '.join(settings.export_allowed_email_domains)}); use an address in an allowed domain."
@@ -229,12 +228,10 @@ class ExportRun:  # one invocation of `wa-export export`
 
 def _idle_result(ctx: RunContext, item: WorkItem) -> WorkspaceResult:
     window = {"window_start": time_of(item.start), "window_end": ctx.end_time}
-    result = WorkspaceResult.of(item.workspace, "no_messages", item.recipients, reason=NOTHING_NEW, **window)
+    pulled_back = "its cursor was ahead of the database clock (a clock problem): pulled back to the end of this run's "
+    reason = pulled_back + "window, which hides nothing" if item.cursor_ahead else NOTHING_NEW
+    result = WorkspaceResult.of(item.workspace, "no_messages", item.recipients, reason=reason, **window)
     if item.cursor_ahead:
-        result.reason = (
-            "its cursor was ahead of the database clock (a clock problem): pulled back to the end of "
-            "this run's window, which hides nothing"
-        )
         result.anomalies[CURSOR_AHEAD] = 1
     if item.first_cursor is not None and ctx.request.moves_cursors:
         result.cursor_source = item.first_cursor.source
