@@ -277,9 +277,9 @@ def _export(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, wind
         rows = ctx.with_progress(workspace.id, rows)
         path = write_workbook(ctx.settings, workspace, rows, ctx.run_time, ctx.contested_slugs, password)
     except OSError as error:
-        return describe_file_error(error, ctx.settings.export_dir)
-    finally:
         result.add_counts(*stats.counts())
+        return describe_file_error(error, ctx.settings.export_dir)
+    result.add_counts(*stats.counts())
     if path is None:
         result.outcome, result.reason = "no_messages", "no messages in this window"
         return None
