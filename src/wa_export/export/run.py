@@ -123,12 +123,7 @@ def export_in_workers(
 ) -> workers.WorkersResult:
     """One scheduled run shared by `count` child processes, its warnings judged here: each child sees only its share."""
     merged = workers.run_workers(count, request, env_file, stop_requested)
-    merged.warnings = [  # what a child found in the data it exports: a workspace stored twice
-        RunWarning(**warning)
-        for worker in merged.workers
-        for warning in worker.document.get("warnings") or []
-        if warning.get("kind") == "duplicate_workspace"
-    ]
+    merged.warnings = list(merged.run.warnings)  # what a child found in the data it exports: a workspace stored twice
     complete = not request.workspace_ids and not merged.interrupted and all(w.document for w in merged.workers)
     merged.warnings += run_warnings(settings, merged.workspaces, covers_all_active=complete)
     return merged

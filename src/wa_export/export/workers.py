@@ -86,13 +86,16 @@ class WorkersResult:
 
     @cached_property
     def run(self) -> RunResult:
-        """The children's runs as one; run-level counts are taken once (one child counts them)."""
+        """The children's runs as one; run-level counts are taken once (one child counts them), of the children's
+        warnings only a workspace stored twice (the rest is judged over all of them: `export_in_workers`)."""
         started = datetime.fromtimestamp(self.started_at, UTC)
         run = RunResult("", "scheduled", False, started, interrupted=self.interrupted)
         for worker in self.workers:
             run.workspaces += [WorkspaceResult.from_dict(ws) for ws in worker.document.get("workspaces", [])]
             run.problems += [str(p) for p in worker.document.get("problems") or [] if str(p) not in run.problems]
             run.run_anomalies = Counter(run.run_anomalies) | Counter(worker.document.get("run_anomalies") or {})
+            warnings = worker.document.get("warnings") or []
+            run.warnings += [RunWarning(**w) for w in warnings if w.get("kind") == "duplicate_workspace"]
         return run
 
     @property
