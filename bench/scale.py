@@ -166,7 +166,7 @@ if hasattr(run_module, "deliver"):
     for method in ("open_window", "write_parts", "_send_all", "log"):
         account(delivery.WorkspaceExport, method, f"delivery: {method}")
     account(delivery, "compose_export_mail", "email: text")
-    import wa_export.export.context as context
+    import wa_export.export.results as context
     account(context.MailSession, "send", "email: session send")
     account(delivery, "renewal_interval", "lease: keeper start")
     for method in ("update_one", "insert_one", "find_one_and_update", "find"):

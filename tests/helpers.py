@@ -27,8 +27,7 @@ from pymongo import MongoClient, monitoring
 
 from seeding import cli_executable
 from servers import CapturedMessage, LocalSmtpServer
-from wa_export.export.context import ExportRequest
-from wa_export.export.results import RunResult
+from wa_export.export.results import ExportRequest, RunResult
 from wa_export.export.run import ExportRun
 from wa_export.settings import RULES, Settings
 from wa_export.store.connection import Store

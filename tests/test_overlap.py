@@ -17,9 +17,9 @@ from pymongo import MongoClient
 from helpers import mailed_contents, run_export
 from seeding import add_chat, add_messages, add_workspace, settle_arrivals, utcnow
 from wa_export.clock import DatabaseClock
-from wa_export.export.context import ExportRequest, MailSession, RunContext
 from wa_export.export.delivery import deliver
 from wa_export.export.plan import make_plan
+from wa_export.export.results import ExportRequest, MailSession, RunContext
 from wa_export.settings import load_settings
 from wa_export.store.arrivals import ArrivalKey
 from wa_export.store.connection import Store

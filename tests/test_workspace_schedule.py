@@ -34,9 +34,9 @@ from helpers import (
 from inprocess_cli import run_cli_in_process
 from seeding import add_arrived, add_chat, add_messages, add_workspace, utcnow
 from wa_export.clock import DatabaseClock as Clock
-from wa_export.export.context import MailSession, RunContext
 from wa_export.export.delivery import deliver
 from wa_export.export.plan import make_plan
+from wa_export.export.results import MailSession, RunContext
 from wa_export.export.run import ExportRequest
 from wa_export.settings import load_settings
 from wa_export.store.arrivals import ArrivalKey

@@ -29,8 +29,7 @@ from wa_export.workbook.publish import replace_file
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
-    from wa_export.export.context import ExportRequest
-    from wa_export.export.results import RunResult
+    from wa_export.export.results import ExportRequest, RunResult
     from wa_export.export.workers import WorkersResult
 
 FILE_MODE = 0o644  # ids and counts only; node_exporter runs as another user

@@ -16,7 +16,7 @@ from wa_export.addresses import domain_refusal, parse_address_list
 from wa_export.clock import DatabaseClock
 from wa_export.commands.verify import entry_facts
 from wa_export.errors import ConfigError, ExitCode, SmtpNotConfigured, UnknownWorkspace, UsageProblem, WaExportError
-from wa_export.export import context, delivery, email_text
+from wa_export.export import delivery, email_text, results
 from wa_export.export.rows import RowStats, rows_by_arrival, rows_by_timestamp
 from wa_export.mail.errors import MailError
 from wa_export.mail.message import check_sendable
@@ -231,7 +231,7 @@ def _rebuild(settings: Settings, store: Store, workspace: Workspace, result: Res
         return
     result.log_id = ObjectId()
     record = logs.ExportEntry(
-        workspace, result.recipients, context.new_run_id(), logs.TRIGGER_RESEND, clock.started_at, result.message_count,
+        workspace, result.recipients, results.new_run_id(), logs.TRIGGER_RESEND, clock.started_at, result.message_count,
         result.by_status, stats.counts()[1], entry.window_start, entry.window_end, str(path), entry.keys,
         entry.part, entry.parts, result.attachment, resend_of=entry.id,
     )  # fmt: skip

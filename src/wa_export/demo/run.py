@@ -24,8 +24,7 @@ from bson import ObjectId
 from wa_export.clock import utc_now
 from wa_export.errors import ExitCode, UsageProblem
 from wa_export.export import run as commands
-from wa_export.export.context import ExportRequest
-from wa_export.export.results import RunObserver, RunResult
+from wa_export.export.results import ExportRequest, RunObserver, RunResult
 from wa_export.settings import load_settings
 from wa_export.store.arrivals import object_id_at
 from wa_export.units import count_noun

@@ -1,7 +1,6 @@
-"""One workspace of a scheduled run: its window in arrival order, cut into parts (one email each), their workbooks,
-and under its lease each part's intent, email and cursor move (docs/design.md, steps 6-9). A part is [low, high):
-moving the cursor to its `high` passes exactly the messages it delivered.
-Why this module is long: reading, cutting, writing and delivering a window are one sequence over one state."""
+"""One workspace of a scheduled run: its window cut into parts [low, high) (one email each), and under its lease
+each part's intent, email and cursor move to `high` (docs/design.md, steps 6-9). Why this module is long: reading,
+cutting, writing and delivering a window are one sequence over one state."""
 
 from __future__ import annotations
 
@@ -9,6 +8,7 @@ import errno
 import itertools
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -21,10 +21,9 @@ from typing import Any
 from bson import ObjectId
 from pymongo.errors import ConnectionFailure, PyMongoError
 
-from wa_export.export.context import RunContext
 from wa_export.export.email_text import compose_export_mail
 from wa_export.export.plan import AMBIGUOUS_CHAT, CURSOR_AHEAD, NOTHING_NEW, WorkItem, not_due_result
-from wa_export.export.results import WorkspaceResult
+from wa_export.export.results import RunContext, WorkspaceResult
 from wa_export.export.rows import Row, RowStats, message_rows
 from wa_export.mail.errors import MailError
 from wa_export.mail.message import encoded_attachment_size
@@ -68,9 +67,7 @@ def cut_parts(keys: Iterable[Key], low: Key, high: Key, max_rows: int) -> list[P
 
 
 @dataclass
-class Written:
-    """One part's workbook on disk."""
-
+class Written:  # one part's workbook on disk
     low: Key
     high: Key
     path: Path
@@ -86,9 +83,7 @@ class Written:
 
 @dataclass
 class WorkspaceExport:
-    """One workspace's window [low, end) under its lease, or (lease None) looked at by --no-email and --dry-run,
-    which write no state. `open_window` sets the window: the pass's keys and documents, or (keys None) how to read
-    them."""
+    """One workspace's window [low, end) under its lease, or (lease None) looked at by --no-email and --dry-run."""
 
     ctx: RunContext
     item: WorkItem
@@ -145,13 +140,6 @@ class WorkspaceExport:
                 self.found_chats.add(chat_id)
             yield arrival
 
-    def refusal(self, parts: list[Part]) -> str | None:
-        """Why the workspace fails before its export (--dry-run decides by it too); the result says how many wait."""
-        refusal = self.ctx.refusal(self.item.recipients, self.item.workspace)
-        if refusal is not None:
-            self.result.message_count = sum(part.count for part in parts)
-        return refusal
-
     def rows(self, low: Key, high: Key, stats: RowStats) -> Iterator[Row]:
         messages: Iterable[dict[str, Any]]
         if self.documents is not None:  # the pass kept them: no query
@@ -161,9 +149,8 @@ class WorkspaceExport:
         return message_rows(messages, self.chats, self.item.workspace.id, stats)
 
     def write_parts(self, parts: Iterable[Part], size_limit: int | None) -> list[Written]:
-        """Every part's workbook, in order (counted on the result); a part over `size_limit` is rewritten as smaller
-        parts. A too-big part no boundary can split ends the list (`too_big`): nothing after it goes before it.
-        On a write error the files written so far are removed and the error raised."""
+        """Every part's workbook, in order; a part over `size_limit` is rewritten as smaller parts, and one no boundary
+        can split ends the list (`too_big`): nothing after it goes before it. A write error removes them all."""
         ctx, workspace = self.ctx, self.item.workspace
         queue = deque(parts)
         written: list[Written] = []
@@ -209,20 +196,16 @@ class WorkspaceExport:
         return written
 
     def log(self, low: Key, high: Key, status: logs.ExportStatus, piece: Written | None = None, **details: Any) -> None:
-        """This window's (or one part's) export_logs entry."""
-        window = (arrivals.time_of(low), arrivals.time_of(high))
-        path = str(piece.path) if piece else None
-        counts = piece or self.result
-        recipients = self.item.recipients.addresses
+        window, path = (arrivals.time_of(low), arrivals.time_of(high)), str(piece.path) if piece else None
+        recipients, counts = self.item.recipients.addresses, piece or self.result
         log_export(self.ctx, self.item.workspace, recipients, counts, status, window, path, (low, high), **details)
 
     def run(self) -> WorkspaceResult:
         ctx, item, result, lease = self.ctx, self.item, self.result, self.lease
-        if lease is not None:
-            earlier = self.unknown
-            if earlier is not None and earlier.log_id is not None and earlier.run_id != ctx.run_id:
-                logs.close_unknown_outcome(ctx.store.export_logs, earlier.log_id, ctx.run_id, ctx.clock.now())
-        elif ctx.request.dry_run and item.state.leased_by_other(ctx.clock.now(), ctx.run_id):
+        earlier = self.unknown  # only under a lease
+        if earlier is not None and earlier.log_id is not None and earlier.run_id != ctx.run_id:
+            logs.close_unknown_outcome(ctx.store.export_logs, earlier.log_id, ctx.run_id, ctx.clock.now())
+        if ctx.request.dry_run and item.state.leased_by_other(ctx.clock.now(), ctx.run_id):
             result.reason = LEASE_HELD  # a dry run decides as the delivery does, and stops before writing
             return result
         cursor = lease.cursor if lease is not None else item.state.cursor if item.state.has_cursor else None
@@ -232,23 +215,23 @@ class WorkspaceExport:
         if not parts:
             gone = "; the messages of an earlier email whose outcome was unknown are gone"
             return self._caught_up(NOTHING_NEW + (gone if self.unknown is not None else ""))
-        reason = self.refusal(parts)  # it keeps the cursor: the window goes out once it is fixed
-        if reason is None and lease is None:
-            result.parts = len(parts)
-            if ctx.request.dry_run:
-                for part in parts:
-                    stats = RowStats()
-                    deque(self.rows(part.low, part.high, stats), maxlen=0)  # counts the rows, writes none
-                    result.add_counts(*stats.counts())
-                result.outcome = "dry_run"
-                return result
-        if reason is None:
-            try:
-                written = self.write_parts(parts, None if lease is None else ctx.settings.max_attachment_bytes)
-            except OSError as error:
-                reason = describe_file_error(error, ctx.settings.export_dir)
+        reason = ctx.refusal(item.recipients, item.workspace)  # it keeps the cursor: the window goes out once fixed
         if reason is not None:
+            result.message_count = sum(part.count for part in parts)  # how many wait
             return self._failed_before_email(reason)
+        if lease is None:
+            result.parts = len(parts)
+        if ctx.request.dry_run:
+            for part in parts:
+                stats = RowStats()
+                deque(self.rows(part.low, part.high, stats), maxlen=0)  # counts the rows, writes none
+                result.add_counts(*stats.counts())
+            result.outcome = "dry_run"
+            return result
+        try:
+            written = self.write_parts(parts, None if lease is None else ctx.settings.max_attachment_bytes)
+        except OSError as error:
+            return self._failed_before_email(describe_file_error(error, ctx.settings.export_dir))
         if lease is None:
             result.outcome = "written" if written else "no_messages"
             return result
@@ -279,7 +262,7 @@ class WorkspaceExport:
             )
 
     def _send_all(self, lease: Lease, sendable: list[Written], blocked: Written | None) -> None:
-        ctx, result = self.ctx, self.result
+        ctx, result, workspace = self.ctx, self.result, self.item.workspace
         remaining = [str(piece.path) for piece in [*sendable, blocked] if piece is not None]
         total = len(sendable)
         for number, piece in enumerate(sendable, 1):
@@ -300,22 +283,22 @@ class WorkspaceExport:
             details = {"part": number, "parts": total, "log_id": log_id, "possible_duplicate": duplicate}
             self.log(piece.low, piece.high, logs.STATUS_SENDING, piece, attachment=attachment, **details)
             window = (arrivals.time_of(piece.low) or ctx.end_time, arrivals.time_of(piece.high) or ctx.end_time)
+            to, protected = self.item.recipients.addresses, ctx.workbook_password(workspace) is not None
+            mail = compose_export_mail(
+                ctx.settings,
+                workspace,
+                ctx.run_time,
+                window,
+                piece.by_status,
+                piece.path,
+                to,
+                (number, total),
+                duplicate,
+                protected,
+            )
             try:
                 self.check_lease()
-                ctx.mail.send(
-                    compose_export_mail(
-                        ctx.settings,
-                        self.item.workspace,
-                        ctx.run_time,
-                        window,
-                        piece.by_status,
-                        piece.path,
-                        self.item.recipients.addresses,
-                        (number, total),
-                        duplicate,
-                        protected=ctx.workbook_password(self.item.workspace) is not None,
-                    )
-                )
+                ctx.mail.send(mail)
             except MailError as error:
                 reason = ctx.redact(str(error))
                 unknown = error.outcome_unknown
@@ -339,8 +322,7 @@ class WorkspaceExport:
             self.log(blocked.low, blocked.high, logs.STATUS_FAILED, blocked, error=reason)
             self._record_failure(lease, reason, self.unknown, [str(blocked.path)])
 
-    def _unknown_after(self, key: Key) -> InFlight | None:
-        """The earlier unknown range from `key` on, or None once it is passed."""
+    def _unknown_after(self, key: Key) -> InFlight | None:  # None once the earlier unknown range is passed
         return self.unknown.after(key) if self.unknown is not None else None
 
     def _too_big(self, piece: Written) -> str:
@@ -435,12 +417,14 @@ def renewal_interval(lease: Lease) -> float:
 
 
 def workspace_error(ctx: RunContext, result: WorkspaceResult, error: Exception) -> str:
-    """The reason a workspace failed on an error of its own; a lost MongoDB connection is re-raised: it ends the run."""
+    """The reason a workspace failed on an error of its own; a lost MongoDB connection is re-raised: it ends the run.
+    An error nobody anticipated (a bug, to be reported) keeps its traceback."""
     if isinstance(error, ConnectionFailure):
         raise error
     if isinstance(error, PyMongoError):
         return ctx.redact(f"MongoDB error: {error}")
-    return result.unexpected_error(error, ctx.redact)
+    result.traceback = ctx.redact("".join(traceback.format_exception(error)))
+    return ctx.redact(f"internal error ({type(error).__name__}: {error})")
 
 
 @contextmanager
@@ -484,11 +468,8 @@ def write_workbook(
     contested_slugs: frozenset[str] = frozenset(),
     password: str | None = None,
 ) -> Path | None:
-    """Stream the rows into a new workbook; None (and no file, no folder) when there are none.
-
-    The original service's unmarked `<slug>/` folder is adopted unless several active workspaces share
-    the slug. With a `password` the published file is the encrypted workbook (the name stays .xlsx).
-    """
+    """Stream the rows into a new workbook (encrypted with a `password`); None (and no file, no folder) when there are
+    none. The original service's unmarked `<slug>/` folder is adopted unless several active workspaces share the slug."""
     first = next(rows, None)
     if first is None:
         return None
@@ -496,10 +477,9 @@ def write_workbook(
     adopt = workspace.status == "active" and slug not in contested_slugs
     folder = workspace_folder(settings.export_dir, slug, workspace.id, adopt_unmarked=adopt)
     candidates = iter(publish_path_candidates(folder, slug, run_time.astimezone(settings.export_timezone)))
-    final_path = next(candidates)
-    zone = settings.export_timezone
+    final_path, zone_name = next(candidates), settings.timezone_name
     with WorkbookWriter(
-        final_path, zone, workspace_name=workspace.name, timezone_name=settings.timezone_name
+        final_path, settings.export_timezone, workspace_name=workspace.name, timezone_name=zone_name
     ) as writer:
         writer.append(*first)
         writer.append_many(rows)
@@ -515,13 +495,13 @@ def remove_files(paths: Iterable[str | Path], keep: Iterable[str | Path] = ()) -
 
 
 def describe_file_error(error: OSError, export_dir: Path) -> str:
-    where = error.filename or export_dir
+    where, none_kept = error.filename or export_dir, "— no partial file was kept"
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"the disk is full while writing {where}; free space in EXPORT_DIR ({export_dir}) — no partial file was kept"
+        return f"the disk is full while writing {where}; free space in EXPORT_DIR ({export_dir}) {none_kept}"
     if error.errno == errno.EFBIG:
         return (
             f"the export file grew past this process's file-size limit (ulimit -f) while writing {where}; "
-            f"raise the limit for wa-export or export a shorter period (EXPORT_DIR {export_dir}) — no partial file was kept"
+            f"raise the limit for wa-export or export a shorter period (EXPORT_DIR {export_dir}) {none_kept}"
         )
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"cannot write in {where} ({error.strerror}); make EXPORT_DIR ({export_dir}) writable by this user"

@@ -69,61 +69,50 @@ def compose_export_mail(
     recipients: tuple[str, ...],
     part: tuple[int, int] = (1, 1),
     possible_duplicate: bool = False,
+    protected: bool = False,  # the workbook is encrypted with the workspace's password
     by_arrival: bool = True,  # a scheduled email (its window: arrival times); False: a manual one (message times)
     resent: Resent | None = None,  # `wa-export resend`: the export this email repeats
-    *,
-    protected: bool = False,  # the workbook is encrypted with the workspace's password
 ) -> OutgoingMail:
     """One export email about its workbook `path` (`part`: number, of how many)."""
-    zone = settings.export_timezone
-    attachment_name = (resent.file_name if resent is not None else None) or path.name
-    zone_name = settings.timezone_name
-    status_lines = "\n".join(f"  {status}: {count}" for status, count in by_status.items())
-    number, parts = part
-    part_line = ""
-    if parts > 1:
-        part_line = (
-            f"Part: {number} of {parts} (consecutive messages in the order they arrived; "
-            "each part is a complete workbook)\n"
-        )
-    # A scheduled email covers what reached the platform in its window: a late message comes with a later one.
-    late = "A message that reaches us late comes with a later email, under its own time.\n" if by_arrival else ""
-    duplicate = f"{POSSIBLE_DUPLICATE_SENTENCE}\n\n" if possible_duplicate else ""
-    name = single_line_or(workspace.name, workspace.id)
+    zone, zone_name, (number, parts) = settings.export_timezone, settings.timezone_name, part
+    name, attachment_name = single_line_or(workspace.name, workspace.id), (resent and resent.file_name) or path.name
+    on_request = "by wa-export on request; the regular emails continue as before."
     if resent is not None:
         first_line = f"Re-sent WhatsApp messages export for {name}: a copy of an earlier export"
-        last_line = "Sent again by wa-export on request; the regular emails continue as before."
+        last_line = f"Sent again {on_request}"
     elif by_arrival:
         first_line, last_line = f"WhatsApp messages export for {name}", "Sent automatically by wa-export."
     else:
         first_line = f"Manual WhatsApp messages export for {name}, requested outside the regular schedule"
-        last_line = "Sent by wa-export on request; the regular emails continue as before."
-    protection = f"{PROTECTED_SENTENCE}\n" if protected else ""
+        last_line = f"Sent {on_request}"
+    notes = [POSSIBLE_DUPLICATE_SENTENCE] if possible_duplicate else []
     if resent is not None:
         when = format_local(resent.export_time, zone)
-        repeated = [f"This email repeats the export of {when} ({zone_name}), whose messages were already delivered."]
-        repeated.append(count_difference(sum(by_status.values()), resent.recorded_count) or "")
-        duplicate += " ".join(sentence for sentence in repeated if sentence) + "\n\n"
-    body = (
-        f"{first_line}\n"
-        "\n"
-        f"Workspace: {workspace_label(workspace.name, workspace.id)}\n"
-        f"{part_line}"
-        f"{window_sentence(*window, zone, zone_name)}\n"
-        f"{late}"
-        f"Times in the workbook's Timestamp column are in {zone_name}.\n"
-        f"Total messages: {sum(by_status.values())}\n"
-        f"By status:\n{status_lines}\n"
-        f"{status_sentence(by_status)}\n"
-        f"File: {attachment_name}\n"
-        f"{protection}"
-        "\n"
-        f"{duplicate}"
-        f"{last_line}\n"
-    )
+        repeated = f"This email repeats the export of {when} ({zone_name}), whose messages were already delivered."
+        difference = count_difference(sum(by_status.values()), resent.recorded_count)
+        notes.append(repeated if difference is None else f"{repeated} {difference}")
+    lines = [
+        first_line,
+        "",
+        f"Workspace: {workspace_label(workspace.name, workspace.id)}",
+        f"Part: {number} of {parts} (consecutive messages in the order they arrived; each part is a complete workbook)"
+        if parts > 1
+        else None,
+        window_sentence(*window, zone, zone_name),
+        # A scheduled email covers what reached the platform in its window: a late message comes with a later one.
+        "A message that reaches us late comes with a later email, under its own time." if by_arrival else None,
+        f"Times in the workbook's Timestamp column are in {zone_name}.",
+        f"Total messages: {sum(by_status.values())}",
+        "By status:",
+        *(f"  {status}: {count}" for status, count in by_status.items()),
+        status_sentence(by_status),
+        f"File: {attachment_name}",
+        PROTECTED_SENTENCE if protected else None,
+        "",
+        *(f"{note}\n" for note in notes),
+        f"{last_line}\n",
+    ]
+    body = "\n".join(line for line in lines if line is not None)
     subject = f"{'' if by_arrival else MANUAL_SUBJECT_PREFIX}WhatsApp Messages Export - {name} - {format_local(run_time, zone)}"
-    if parts > 1:
-        subject += f" (part {number} of {parts})"
-    if resent is not None:
-        subject = RESENT_PREFIX + subject
+    subject = (RESENT_PREFIX if resent else "") + subject + (f" (part {number} of {parts})" if parts > 1 else "")
     return OutgoingMail(to=recipients, subject=subject, body=body, attachment=path, attachment_name=attachment_name)

@@ -13,8 +13,7 @@ from zoneinfo import ZoneInfo
 from bson import ObjectId
 
 from wa_export.errors import ConfigError
-from wa_export.export.context import RunContext
-from wa_export.export.results import NO_ADDRESS, WorkspaceResult
+from wa_export.export.results import NO_ADDRESS, RunContext, WorkspaceResult
 from wa_export.recipients import Recipients, missing_hint
 from wa_export.schedule import Decision, Schedule, ServedSlot, decide, schedule_identity
 from wa_export.store import arrivals, ownership
@@ -39,10 +38,8 @@ def horizon(interval_minutes: int) -> timedelta:
     return max(timedelta(minutes=HORIZON_INTERVALS * interval_minutes), HORIZON_MINIMUM)
 
 
-@dataclass(eq=False)  # one workspace's place in one run: compared by identity, never field by field
+@dataclass(eq=False)  # one workspace's place in one run and what the plan learnt: compared by identity
 class WorkItem:
-    """One workspace of a scheduled run and what the plan learnt about it."""
-
     workspace: Workspace
     recipients: Recipients
     state: WorkspaceState
@@ -71,8 +68,8 @@ class Plan:
     problems: list[str] = field(default_factory=list)
 
     def idle_advances(self) -> list[IdleAdvance]:
-        """The bulk moves of the idle workspaces' cursors to the run's end; a cursor pulled back from ahead of the
-        clock moves only from exactly what was read."""
+        """The idle cursors' bulk moves to the run's end; one pulled back from ahead of the clock moves only from
+        exactly what was read."""
         return [
             IdleAdvance(
                 item.workspace.id,
@@ -87,8 +84,7 @@ class Plan:
 
 
 def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
-    settings, store, request, key = ctx.settings, ctx.store, ctx.request, ctx.key
-    plan = Plan()
+    settings, store, request, key, plan = ctx.settings, ctx.store, ctx.request, ctx.key, Plan()
     # Before anything can move a cursor: a key that sees no message would move every cursor past them all.
     arrival_check = arrivals.check_arrival_key(store.messages, key, ends=request.counts_run_anomalies)
     if arrival_check.unusable is not None:
@@ -159,9 +155,8 @@ def not_due_result(
     ctx: RunContext, workspace: Workspace, recipients: Recipients, schedule: Schedule, decision: Decision
 ) -> WorkspaceResult:
     """A workspace its schedule does not deliver now: its cursor stays, its messages wait for the next slot."""
-    if decision.next_due is None:
-        reason = "its schedule is off: only manual exports deliver it"
-    else:
+    reason = "its schedule is off: only manual exports deliver it"
+    if decision.next_due is not None:
         next_due = local_time(decision.next_due, ctx.settings, zoned=True)
         reason = f"not due: schedule {schedule}, next delivery at the first run from {next_due}"
     return WorkspaceResult.of(workspace, "not_due", recipients, reason=reason, next_due=decision.next_due)
@@ -169,15 +164,12 @@ def not_due_result(
 
 def _shared_pass(ctx: RunContext, plan: Plan, start: Key, items: Sequence[WorkItem]) -> None:
     """One read of [start, end) on the key's index, then the chats it names, by id."""
-    store = ctx.store
     by_chat: dict[ObjectId, list[Key]] = {}
     kept: dict[ObjectId, list[tuple[Key, dict[str, Any]]]] = {}
     over_budget: set[ObjectId] = set()  # chats with a message the pass did not keep
-    budget = PASS_DOCUMENT_BYTES
-    orphans = 0
-    for arrival, raw_chat_id, document in arrivals.arrivals_between(
-        store.messages, ctx.key, start, ctx.end_key, documents=True
-    ):
+    budget, orphans = PASS_DOCUMENT_BYTES, 0
+    read = arrivals.arrivals_between(ctx.store.messages, ctx.key, start, ctx.end_key, documents=True)
+    for arrival, raw_chat_id, document in read:
         chat_id = ownership.chat_of_message(raw_chat_id)
         if chat_id is None:
             orphans += 1  # no chat id at all: a message of nobody
@@ -194,7 +186,7 @@ def _shared_pass(ctx: RunContext, plan: Plan, start: Key, items: Sequence[WorkIt
         kept.setdefault(chat_id, []).append((arrival, document))
     owners = {item.workspace.id: item for item in items}
     ambiguous, found = 0, set[ObjectId]()
-    for document in arrivals.chats_by_id(store.chats, list(by_chat)):
+    for document in arrivals.chats_by_id(ctx.store.chats, list(by_chat)):
         chat_id = document.get("_id")
         if not isinstance(chat_id, ObjectId) or chat_id not in by_chat:
             continue
@@ -207,16 +199,14 @@ def _shared_pass(ctx: RunContext, plan: Plan, start: Key, items: Sequence[WorkIt
         item = owners.get(owner)
         if item is None:
             continue  # a workspace this run does not export (inactive, no address, another worker's)
-        start = item.start
-        mine = [arrival for arrival in keys if arrival >= start]
+        mine = [arrival for arrival in keys if arrival >= item.start]
         if not mine:
             continue
         item.keys.extend(mine)
-        if item.documents is not None:
-            if chat_id in over_budget:
-                item.documents = None  # read by the delivery itself
-            else:
-                item.documents.extend(pair for pair in kept.get(chat_id, ()) if pair[0] >= start)
+        if item.documents is not None and chat_id in over_budget:
+            item.documents = None  # read by the delivery itself
+        elif item.documents is not None:
+            item.documents.extend(pair for pair in kept.get(chat_id, ()) if pair[0] >= item.start)
         item.chats.update(dict.fromkeys((chat_id, str(chat_id)), ownership.chat_of(document)))
         item.chat_ids.add(chat_id)
     orphans += sum(len(keys) for chat_id, keys in by_chat.items() if chat_id not in found)

@@ -1,21 +1,35 @@
-"""What a run reports (single and `--workers` runs alike): results, one-line summary, WARNING lines (`health` too)."""
+"""What one run works with (the request, the clock, the arrival key, its one SMTP connection) and what it reports
+(single and `--workers` runs alike): results, one-line summary, WARNING lines (`health` too)."""
 
 from __future__ import annotations
 
 import dataclasses
-import traceback
+import os
+import socket
+import threading
+import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Literal, Protocol
+from datetime import datetime, timedelta
+from functools import cached_property
+from typing import Any, Literal, Protocol, TypeVar
+from zoneinfo import ZoneInfo
 
-from wa_export.clock import iso
+from wa_export.clock import DatabaseClock, Window, iso
 from wa_export.errors import ExitCode
-from wa_export.recipients import UNSENT_WITHOUT_ADDRESS, Recipients, missing_hint
+from wa_export.mail.errors import RUN_FATAL_STEPS, MailError
+from wa_export.mail.message import OutgoingMail
+from wa_export.mail.sender import MailSender
+from wa_export.recipients import UNSENT_WITHOUT_ADDRESS, Recipients, missing_hint, option_recipients, recipients_for
+from wa_export.redaction import redact
 from wa_export.settings import Settings, malformed_variables_sentence, unmatched_variables_sentence
-from wa_export.store.connection import Workspace
+from wa_export.store.arrivals import ArrivalKey, Key
+from wa_export.store.connection import Store, Workspace
+from wa_export.store.state import CLOCK_TOLERANCE
 from wa_export.units import count_noun
+from wa_export.workbook_password import workbook_password
+from wa_export.workspace_settings import in_zone
 
 TIME_FIELDS = ("window_start", "window_end", "next_due")
 NO_ADDRESS = "no email address configured"  # a skip reason's start: the run warns about these skips only
@@ -64,11 +78,6 @@ class WorkspaceResult:
         if recipients is not None:
             details.update(recipients=recipients.addresses, recipients_source=recipients.source)
         return cls(workspace.id, workspace.name, outcome, **details)
-
-    def unexpected_error(self, error: Exception, redact: Callable[[str], str]) -> str:
-        """Keep the traceback of an error nobody anticipated (a bug, to be reported); return the one-line reason."""
-        self.traceback = redact("".join(traceback.format_exception(error)))
-        return redact(f"internal error ({type(error).__name__}: {error})")
 
     def add_counts(self, by_status: dict[str, int], anomalies: dict[str, int]) -> None:
         self.message_count += sum(by_status.values())
@@ -122,62 +131,32 @@ class RunResult:
         return self.run_anomalies.get("orphaned_message", 0)
 
     def anomaly_totals(self) -> dict[str, int]:
-        return merged_anomalies([result.anomalies for result in self.workspaces], [self.run_anomalies])
+        return dict(sum((Counter(result.anomalies) for result in self.workspaces), +Counter(self.run_anomalies)))
 
-    def summary(self) -> str:
-        header = f"{self.trigger} export run{' (dry run)' if self.dry_run else ''}"
-        return summary_line(header, self.workspaces, self.anomaly_totals(), self.interrupted, self.problems)
+    def summary(self, header: str | None = None, problems: Sequence[str] = ()) -> str:  # the one-line run summary
+        workspaces, anomalies, words = self.workspaces, self.anomaly_totals(), OUTCOME_WORDS
+        count = Counter(ws.outcome for ws in workspaces)
+        sources = sorted(Counter(ws.cursor_source for ws in workspaces if ws.cursor_source).items())
+        duplicates = sum(1 for ws in workspaces if ws.possible_duplicate)
+        header = header or f"{self.trigger} export run{' (dry run)' if self.dry_run else ''}"
+        parts = [
+            f"{header}: {count_noun(len(workspaces), 'workspace')}",
+            *(f"{count[outcome]} {word}" for outcome, word in words if outcome != "not_due" or count[outcome]),
+            count_noun(self.message_count, "message"),
+            *problems,
+            *self.problems,
+            "new cursors: " + ", ".join(f"{n} from {source}" for source, n in sources) if sources else "",
+            f"{duplicates} re-delivered as a possible duplicate (said in the email)" if duplicates else "",
+            "data issues: " + ", ".join(f"{n} {name}" for name, n in sorted(anomalies.items())) if anomalies else "",
+            "interrupted before finishing" if self.interrupted else "",
+        ]
+        return ", ".join(part for part in parts if part)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            **{name: getattr(self, name) for name in ("run_id", "trigger", "dry_run")},
-            "started_at": iso(self.started_at),
-            "finished_at": iso(self.finished_at),
-            **{
-                name: getattr(self, name) for name in ("interrupted", "exit_code", "message_count", "orphaned_messages")
-            },
-            "run_anomalies": self.run_anomalies,
-            "anomalies": self.anomaly_totals(),
-            "problems": self.problems,
-            "summary": self.summary(),
-            "workspaces": [result.as_dict() for result in self.workspaces],
-            "warnings": [dataclasses.asdict(warning) for warning in self.warnings],
-        }
-
-
-def merged_anomalies(per_workspace: Sequence[dict[str, int]], per_run: Sequence[dict[str, int]]) -> dict[str, int]:
-    """Workspace counts add up; run-level counts (one counting process per run) are taken once."""
-    totals: Counter[str] = Counter()
-    for anomalies in per_workspace:
-        totals.update({name: int(count) for name, count in anomalies.items()})
-    run_level: Counter[str] = Counter()
-    for anomalies in per_run:
-        run_level |= Counter({name: int(count) for name, count in anomalies.items()})  # | keeps the maximum
-    return {name: count for name, count in (totals + run_level).items() if count}
-
-
-def summary_line(
-    header: str,
-    workspaces: Sequence[WorkspaceResult],
-    anomalies: dict[str, int],
-    interrupted: bool,
-    problems: Sequence[str],
-) -> str:
-    """The one-line run summary."""
-    count = Counter(ws.outcome for ws in workspaces)
-    sources = Counter(ws.cursor_source for ws in workspaces if ws.cursor_source)
-    duplicates = sum(1 for ws in workspaces if ws.possible_duplicate)
-    parts = [
-        f"{header}: {count_noun(len(workspaces), 'workspace')}",
-        *(f"{count[outcome]} {words}" for outcome, words in OUTCOME_WORDS if outcome != "not_due" or count[outcome]),
-        count_noun(sum(ws.message_count for ws in workspaces), "message"),
-        *problems,
-        "new cursors: " + ", ".join(f"{n} from {source}" for source, n in sorted(sources.items())) if sources else "",
-        f"{duplicates} re-delivered as a possible duplicate (said in the email)" if duplicates else "",
-        "data issues: " + ", ".join(f"{n} {name}" for name, n in sorted(anomalies.items())) if anomalies else "",
-        "interrupted before finishing" if interrupted else "",
-    ]
-    return ", ".join(part for part in parts if part)
+        document = dataclasses.asdict(self) | {"started_at": iso(self.started_at), "finished_at": iso(self.finished_at)}
+        document |= {name: getattr(self, name) for name in ("exit_code", "message_count", "orphaned_messages")}
+        workspaces = [result.as_dict() for result in self.workspaces]
+        return document | {"anomalies": self.anomaly_totals(), "summary": self.summary(), "workspaces": workspaces}
 
 
 class RunObserver(Protocol):
@@ -190,9 +169,7 @@ class RunObserver(Protocol):
         return None
 
 
-class SilentObserver(RunObserver):
-    """Reports nothing: for --json runs and library callers."""
-
+class SilentObserver(RunObserver):  # for --json runs and library callers
     def messages_exported(self, workspace_id: str, count: int) -> None:
         return None
 
@@ -207,17 +184,12 @@ class RunWarning:
 
 def unmatched_variable_warnings(settings: Settings, active_ids: Iterable[str]) -> list[RunWarning]:
     """Malformed WORKSPACE_<ID>_<SUFFIX> variables, and those no active workspace uses (typos, deleted tenants)."""
-    active = {workspace_id.lower() for workspace_id in active_ids}
+    active, database = {workspace_id.lower() for workspace_id in active_ids}, settings.mongodb_database
     return malformed_variable_warnings(settings) + [
-        RunWarning(
-            "unmatched_address",
-            unmatched_variables_sentence([variable], settings.mongodb_database),
-            workspace_id=workspace_id,
-            variable=variable,
-        )
+        RunWarning("unmatched_address", unmatched_variables_sentence([name], database), workspace_id, name)
         for workspace_id, suffix in settings.configured_workspace_variables()
         if workspace_id not in active
-        for variable in [f"WORKSPACE_{workspace_id}_{suffix}"]
+        for name in [f"WORKSPACE_{workspace_id}_{suffix}"]
     ]
 
 
@@ -237,27 +209,156 @@ def run_warnings(
 ) -> list[RunWarning]:
     """The warnings of a run over its workspaces' results (a failed one already has its error line); with
     `covers_all_active` they are every active workspace, so a variable matching none matches no active one."""
-    warnings: list[RunWarning] = []
-    if covers_all_active and not workspaces:
-        warnings.append(
-            RunWarning(
-                "no_active_workspace",
-                f"database {settings.mongodb_database!r} has no active workspace, so nothing is exported: "
-                "check MONGODB_DATABASE and the workspaces' status",
-            )
+    warnings = [
+        RunWarning(
+            "missing_address",
+            f"workspace {ws.workspace_id} ({ws.workspace_name or 'unnamed'}) has no email address "
+            f"and is not exported: {missing_hint(ws.workspace_id, settings)}; {UNSENT_WITHOUT_ADDRESS}",
+            ws.workspace_id,
+            f"WORKSPACE_{ws.workspace_id}_EMAIL",
         )
-    if not email_override:
-        warnings += [
-            RunWarning(
-                "missing_address",
-                f"workspace {ws.workspace_id} ({ws.workspace_name or 'unnamed'}) has no email address "
-                f"and is not exported: {missing_hint(ws.workspace_id, settings)}; {UNSENT_WITHOUT_ADDRESS}",
-                workspace_id=ws.workspace_id,
-                variable=f"WORKSPACE_{ws.workspace_id}_EMAIL",
-            )
-            for ws in workspaces
-            if ws.outcome == "skipped" and (ws.reason or "").startswith(NO_ADDRESS)
-        ]
-    if covers_all_active:
-        return warnings + unmatched_variable_warnings(settings, (ws.workspace_id for ws in workspaces))
-    return warnings + malformed_variable_warnings(settings)
+        for ws in workspaces
+        if not email_override and ws.outcome == "skipped" and (ws.reason or "").startswith(NO_ADDRESS)
+    ]
+    if not covers_all_active:
+        return warnings + malformed_variable_warnings(settings)
+    if not workspaces:
+        no_active = f"database {settings.mongodb_database!r} has no active workspace, so nothing is exported: "
+        warnings.append(
+            RunWarning("no_active_workspace", no_active + "check MONGODB_DATABASE and the workspaces' status")
+        )
+    return warnings + unmatched_variable_warnings(settings, (ws.workspace_id for ws in workspaces))
+
+
+PROGRESS_EVERY = 1_000  # rows between two progress reports
+T = TypeVar("T")
+
+
+def new_run_id() -> str:  # every export_logs entry this tool writes carries one (the original service's never)
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class ExportRequest:  # what the operator asked for: a window or --email makes a manual run
+    workspace_ids: tuple[str, ...] = ()
+    window: Window | None = None
+    email_override: tuple[str, ...] = ()
+    send_email: bool = True
+    dry_run: bool = False
+    worker_slot: tuple[int, int] | None = None  # `--workers N`: this process exports share k of N
+
+    @property
+    def is_manual(self) -> bool:
+        return self.window is not None or bool(self.email_override)
+
+    @property
+    def trigger(self) -> Trigger:
+        return "manual" if self.is_manual else "scheduled"
+
+    @property
+    def moves_cursors(self) -> bool:
+        return not self.is_manual and self.send_email and not self.dry_run
+
+    @property
+    def counts_run_anomalies(self) -> bool:  # what belongs to no workspace: worker 0 of --workers, never a filtered run
+        return not self.workspace_ids and (self.worker_slot is None or self.worker_slot[0] == 0)
+
+
+@dataclass
+class MailSession:
+    """The run's one SMTP connection (opened on the first email) and the failure that dooms the rest."""
+
+    settings: Settings
+    fatal_error: str | None = None
+    _sender: MailSender | None = None
+
+    def send(self, mail: OutgoingMail) -> None:
+        if self._sender is None:
+            self._sender = MailSender(self.settings).__enter__()
+        try:
+            self._sender.send(mail)
+        except MailError as error:
+            if error.step in RUN_FATAL_STEPS:
+                # It fails every later email the same way: remembered instead of hammering the server (and lockouts).
+                self.fatal_error = redact(str(error), self.settings.secrets())
+            raise
+
+    def close(self) -> None:
+        if self._sender is not None:
+            self._sender.__exit__(None, None, None)
+            self._sender = None
+
+
+@dataclass
+class RunContext:
+    settings: Settings
+    store: Store
+    request: ExportRequest
+    run_id: str
+    clock: DatabaseClock
+    key: ArrivalKey
+    mail: MailSession
+    stop_requested: threading.Event = field(default_factory=threading.Event)
+    contested_slugs: frozenset[str] = frozenset()  # nobody adopts their unmarked folder (workbook/naming.py)
+    on_messages: Callable[[str, int], None] | None = None  # the observer's optional messages_exported
+
+    @property
+    def run_time(self) -> datetime:  # the database's time at the start: file names, subjects, export_timestamp
+        return self.clock.started_at
+
+    @cached_property
+    def end_time(self) -> datetime:  # where every scheduled window ends: minus EXPORT_LAG_SECONDS
+        return self.run_time - timedelta(seconds=self.settings.export_lag_seconds)
+
+    @cached_property
+    def end_key(self) -> Key:
+        return self.key.at(self.end_time)
+
+    def start_at(self, workspace_id: str, cursor: object) -> tuple[Key, bool]:
+        """Where this run starts the workspace from its cursor, and whether that was ahead of the clock (a later run
+        moved it to its end: this run starts at its end key). Another EXPORT_ARRIVAL_FIELD's raises ForeignCursor."""
+        start = self.key.position(workspace_id, cursor)
+        ahead = start > self.key.at(self.clock.now() + CLOCK_TOLERANCE)
+        return (self.end_key, True) if ahead else (start, False)
+
+    def in_zone(self, zone: ZoneInfo) -> RunContext:  # every formatter reads the settings' EXPORT_TIMEZONE
+        settings = in_zone(self.settings, zone)
+        return self if settings is self.settings else dataclasses.replace(self, settings=settings)
+
+    def recipients_for(self, workspace: Workspace) -> Recipients:
+        if self.request.email_override:
+            return option_recipients(self.request.email_override)
+        return recipients_for(workspace, self.settings)
+
+    def without_address(self, recipients: Recipients) -> bool:
+        """A run that emails skips a workspace with no address at all (a refused one fails: `refusal`)."""
+        return self.request.send_email and not recipients.addresses and not recipients.problem
+
+    def workbook_password(self, workspace: Workspace) -> str | None:  # None: not encrypted (`refusal` checked it)
+        return workbook_password(workspace, self.settings).value
+
+    def refusal(self, recipients: Recipients, workspace: Workspace) -> str | None:
+        """Why this run fails the workspace before exporting it (--dry-run decides by it too), or None."""
+        password_problem = workbook_password(workspace, self.settings).problem
+        if password_problem is not None:
+            return password_problem  # no workbook at all, not even a kept one: its personal data stays in MongoDB
+        if not self.request.send_email:
+            return None
+        if recipients.problem is not None:
+            return recipients.problem  # a malformed or disallowed address: this workspace only
+        if self.mail.fatal_error is not None:
+            return f"not attempted: an earlier email of this run failed the same way ({self.mail.fatal_error})"
+        return None
+
+    def with_progress(self, workspace_id: str, rows: Iterator[T]) -> Iterator[T]:
+        """`rows` unchanged, reporting every PROGRESS_EVERY rows (and the rest at the end) to `on_messages`."""
+        report, count = self.on_messages or (lambda workspace_id, count: None), 0
+        for count, row in enumerate(rows, 1):
+            yield row
+            if count % PROGRESS_EVERY == 0:
+                report(workspace_id, PROGRESS_EVERY)
+        if count % PROGRESS_EVERY:
+            report(workspace_id, count % PROGRESS_EVERY)
+
+    def redact(self, text: str) -> str:
+        return redact(text, self.settings.secrets())

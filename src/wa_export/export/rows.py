@@ -1,6 +1,5 @@
-"""A message and its chat as a workbook row, the Status rule (shared with `stats`), and a workspace's rows read as an
-export reads them (manual exports, `resend`). The hot path (once per message): plain tuples, text cleaning left to
-the writer. Messy data is exported and counted, never dropped."""
+"""A message and its chat as a workbook row (the hot path: plain tuples, text cleaning left to the writer), the Status
+rule (shared with `stats`). Messy data is exported and counted, never dropped."""
 
 from __future__ import annotations
 
@@ -43,9 +42,7 @@ def status_of(direction: object, is_ai_generated: object) -> str:
     return STATUS_UNKNOWN
 
 
-class RowStats:
-    """Per-status counts and data-quality anomalies of one export."""
-
+class RowStats:  # per-status counts and data-quality anomalies of one export
     def __init__(self) -> None:
         self.by_status, self.anomalies = Counter[str](), Counter[str]()
 
@@ -53,8 +50,7 @@ class RowStats:
     def total(self) -> int:
         return sum(self.by_status.values())
 
-    def counts(self) -> tuple[dict[str, int], dict[str, int]]:
-        """Per-status counts with every known status present, and the anomalies, as plain dicts."""
+    def counts(self) -> tuple[dict[str, int], dict[str, int]]:  # every known status present
         return {status: 0 for status in STATUSES} | dict(self.by_status), dict(self.anomalies)
 
 
@@ -63,9 +59,7 @@ def parse_timestamp(value: object) -> datetime | None:
     try:
         if isinstance(value, str):
             text = value.strip()
-            if text[-1:] in ("Z", "z"):
-                text = text[:-1] + "+00:00"
-            moment = datetime.fromisoformat(text)
+            moment = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text)
             return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return datetime.fromtimestamp(value / 1000 if abs(value) > EPOCH_MILLISECONDS_ABOVE else value, UTC)

@@ -17,7 +17,6 @@ from wa_export.addresses import outside_allowed_domains, parse_address_list
 from wa_export.clock import DatabaseClock, Window, parse_time, utc_now
 from wa_export.errors import ConfigError, MongoUnavailable, SmtpNotConfigured, UsageProblem
 from wa_export.export import workers
-from wa_export.export.context import ExportRequest, MailSession, RunContext, new_run_id
 from wa_export.export.delivery import (
     deliver,
     describe_file_error,
@@ -30,11 +29,15 @@ from wa_export.export.email_text import compose_export_mail
 from wa_export.export.plan import CURSOR_AHEAD, NOTHING_NEW, WorkItem, make_plan
 from wa_export.export.results import (
     NO_ADDRESS,
+    ExportRequest,
+    MailSession,
+    RunContext,
     RunObserver,
     RunResult,
     RunWarning,
     SilentObserver,
     WorkspaceResult,
+    new_run_id,
     run_warnings,
 )
 from wa_export.export.rows import RowStats, rows_by_timestamp
@@ -49,6 +52,8 @@ from wa_export.store.state import advance_idle
 from wa_export.workbook.fingerprint import Fingerprint, fingerprint
 from wa_export.workbook.naming import contested_slugs
 from wa_export.workspace_settings import TIME_ZONE, resolve
+
+DEFAULT_MANUAL_WINDOW = timedelta(hours=24)  # a manual run without --hours or --since
 
 
 def build_export_request(
@@ -75,19 +80,17 @@ def build_export_request(
             overrides = parse_address_list(",".join(email), "--email")
         except ConfigError as error:
             raise UsageProblem(str(error)) from None
-        refused = outside_allowed_domains(overrides, settings.export_allowed_email_domains)
-        if refused:
+        if refused := outside_allowed_domains(overrides, settings.export_allowed_email_domains):
             raise UsageProblem(
                 f"--email {', '.join(refused)} is outside EXPORT_ALLOWED_EMAIL_DOMAINS "
                 f"({', '.join(settings.export_allowed_email_domains)}); use an address in an allowed domain."
             )
     window: Window | None = None
     if hours is not None or since is not None or until is not None or overrides:
-        end = parse_time(until, "--until", settings.export_timezone) if until else utc_now()
-        start_of_hours = end - timedelta(hours=hours if hours is not None else 24)
-        window = Window(
-            parse_time(since, "--since", settings.export_timezone) if since is not None else start_of_hours, end
-        )
+        zone = settings.export_timezone
+        end = parse_time(until, "--until", zone) if until else utc_now()
+        start = end - DEFAULT_MANUAL_WINDOW if hours is None else end - timedelta(hours=hours)
+        window = Window(parse_time(since, "--since", zone) if since is not None else start, end)
         if window.is_empty:
             raise UsageProblem("The window is empty: --since must be before --until.")
     return ExportRequest(tuple(workspace_ids), window, overrides, send_email=not no_email, dry_run=dry_run)
@@ -103,18 +106,14 @@ def apply_worker_options(request: ExportRequest, count: int, worker_slot: str | 
 
 
 def export(
-    settings: Settings,
-    request: ExportRequest,
-    observer: RunObserver | None = None,
-    stop_requested: threading.Event | None = None,
+    settings: Settings, request: ExportRequest, observer: RunObserver | None = None, stop: threading.Event | None = None
 ) -> RunResult:
     with open_store(settings) as store, mongo_errors(settings):
-        result = ExportRun(settings, store, request, observer, stop_requested).execute()
+        result = ExportRun(settings, store, request, observer, stop).execute()
+    covers_all_active = not request.workspace_ids and request.worker_slot is None and not result.interrupted
+    override = bool(request.email_override)
     result.warnings += run_warnings(
-        settings,
-        result.workspaces,
-        covers_all_active=not request.workspace_ids and request.worker_slot is None and not result.interrupted,
-        email_override=bool(request.email_override),
+        settings, result.workspaces, covers_all_active=covers_all_active, email_override=override
     )
     return result
 
@@ -124,20 +123,13 @@ def export_in_workers(
 ) -> workers.WorkersResult:
     """One scheduled run shared by `count` child processes, its warnings judged here: each child sees only its share."""
     merged = workers.run_workers(count, request, env_file, stop_requested)
-    merged.warnings = [  # what a child found in the data it exports: a workspace stored twice
-        RunWarning(**warning)
-        for worker in merged.workers
-        for warning in worker.document.get("warnings") or []
-        if warning.get("kind") == "duplicate_workspace"
-    ]
+    merged.warnings = list(merged.run.warnings)  # what a child found in the data it exports: a workspace stored twice
     complete = not request.workspace_ids and not merged.interrupted and all(w.document for w in merged.workers)
     merged.warnings += run_warnings(settings, merged.workspaces, covers_all_active=complete)
     return merged
 
 
-class ExportRun:
-    """One invocation of `wa-export export`."""
-
+class ExportRun:  # one invocation of `wa-export export`
     def __init__(
         self,
         settings: Settings,
@@ -146,10 +138,8 @@ class ExportRun:
         observer: RunObserver | None = None,
         stop_requested: threading.Event | None = None,
     ) -> None:
-        self.settings, self.store, self.request = settings, store, request
-        self.observer = observer or SilentObserver()
-        self.stop_requested = stop_requested or threading.Event()
-        self.run_id = new_run_id()
+        self.settings, self.store, self.request, self.run_id = settings, store, request, new_run_id()
+        self.observer, self.stop_requested = observer or SilentObserver(), stop_requested or threading.Event()
 
     def execute(self) -> RunResult:
         settings, request = self.settings, self.request
@@ -160,10 +150,8 @@ class ExportRun:
                 raise SmtpNotConfigured(str(error)) from None
         clock = DatabaseClock(self.store.database_now())  # one clock for the run: the server's now, then monotonic
         key, mail = ArrivalKey(settings.export_arrival_field), MailSession(settings)
-        reporter = getattr(self.observer, "messages_exported", None)
-        ctx = RunContext(
-            settings, self.store, request, self.run_id, clock, key, mail, self.stop_requested, on_messages=reporter
-        )
+        ctx = RunContext(settings, self.store, request, self.run_id, clock, key, mail, self.stop_requested)
+        ctx.on_messages = getattr(self.observer, "messages_exported", None)
         result = RunResult(self.run_id, request.trigger, request.dry_run, clock.started_at)
         try:
             try:
@@ -217,63 +205,45 @@ class ExportRun:
         result.interrupted = len(result.workspaces) < len(done) + len(work)
 
     def _record(self, ctx: RunContext, run: RunResult) -> None:
-        details = logs.ExportRunDetails(
-            trigger=run.trigger,
-            run_id=run.run_id,
-            started_at=run.started_at,
-            finished_at=run.finished_at,
-            window_end=ctx.end_time if not self.request.is_manual else None,
-            workspaces=len(run.workspaces),
-            completed=run.count("completed"),
-            failed=run.count("failed"),
-            skipped=run.count("skipped"),
-            no_messages=run.count("no_messages"),
-            message_count=run.message_count,
-            anomalies=run.anomaly_totals(),
-            orphaned_messages=run.orphaned_messages,
-            problems=run.problems,
-            possible_duplicates=sum(1 for ws in run.workspaces if ws.possible_duplicate),
-            moves_watermark=self.request.moves_cursors,  # the stored field's name, read by `health`
-            all_workspaces=not self.request.workspace_ids,
-            interrupted=run.interrupted,
-        )
+        details = {
+            **{name: getattr(run, name) for name in ("trigger", "run_id", "started_at", "finished_at", "problems")},
+            "window_end": ctx.end_time if not self.request.is_manual else None,
+            "workspaces": len(run.workspaces),
+            **{outcome: run.count(outcome) for outcome in ("completed", "failed", "skipped", "no_messages")},
+            "message_count": run.message_count,
+            "anomalies": run.anomaly_totals(),
+            "orphaned_messages": run.orphaned_messages,
+            "possible_duplicates": sum(1 for ws in run.workspaces if ws.possible_duplicate),
+            "moves_watermark": self.request.moves_cursors,  # the stored field's name, read by `health`
+            "all_workspaces": not self.request.workspace_ids,
+            "interrupted": run.interrupted,
+        }
         logs.record_export_run(self.store.system_logs, run.summary(), ctx.clock.now(), details, failed=run.failed)
 
 
 def _idle_result(ctx: RunContext, item: WorkItem) -> WorkspaceResult:
     window = {"window_start": time_of(item.start), "window_end": ctx.end_time}
-    result = WorkspaceResult.of(item.workspace, "no_messages", item.recipients, reason=NOTHING_NEW, **window)
+    pulled_back = "its cursor was ahead of the database clock (a clock problem): pulled back to the end of this run's "
+    reason = pulled_back + "window, which hides nothing" if item.cursor_ahead else NOTHING_NEW
+    result = WorkspaceResult.of(item.workspace, "no_messages", item.recipients, reason=reason, **window)
     if item.cursor_ahead:
-        result.reason = (
-            "its cursor was ahead of the database clock (a clock problem): pulled back to the end of "
-            "this run's window, which hides nothing"
-        )
         result.anomalies[CURSOR_AHEAD] = 1
     if item.first_cursor is not None and ctx.request.moves_cursors:
         result.cursor_source = item.first_cursor.source
     return result
 
 
-DEFAULT_MANUAL_WINDOW = timedelta(hours=24)  # an --email run without a window (as build_export_request does)
-
-
 def export_manual(ctx: RunContext, workspace: Workspace) -> WorkspaceResult:
-    request = ctx.request
-    result = WorkspaceResult.of(workspace, "skipped")
-    recipients = ctx.recipients_for(workspace)
+    request, recipients = ctx.request, ctx.recipients_for(workspace)
     if ctx.without_address(recipients):
-        result.reason = f"{NO_ADDRESS}: {missing_hint(workspace.id, ctx.settings)} or pass --email"
         # Only a workspace the operator named is a failure; a run over all of them skips it.
-        if request.workspace_ids:
-            result.outcome = "failed"
-        return result
-    result.recipients, result.recipients_source = recipients.addresses, recipients.source
+        missing = f"{NO_ADDRESS}: {missing_hint(workspace.id, ctx.settings)} or pass --email"
+        return WorkspaceResult.of(workspace, "failed" if request.workspace_ids else "skipped", reason=missing)
     window = request.window or Window(ctx.run_time - DEFAULT_MANUAL_WINDOW, ctx.run_time)
-    result.window_start, result.window_end = window.start, window.end
+    result = WorkspaceResult.of(workspace, "skipped", recipients, window_start=window.start, window_end=window.end)
     zone = resolve(TIME_ZONE, workspace, ctx.settings)  # schedules are ignored: a manual export is asked for now
-    if zone.value is None:
-        reason: str | None = zone.problem or ""
-    else:
+    reason: str | None = zone.problem or ""
+    if zone.value is not None:
         ctx = ctx.in_zone(zone.value)
         reason = ctx.refusal(recipients, workspace)
         if reason is None:
@@ -283,7 +253,7 @@ def export_manual(ctx: RunContext, workspace: Workspace) -> WorkspaceResult:
                 reason = workspace_error(ctx, result, error)
     if reason is not None:
         result.outcome, result.reason = "failed", reason
-        if not ctx.request.dry_run:  # decided as the real run would; a dry run records nothing
+        if not request.dry_run:  # decided as the real run would; a dry run records nothing
             with unless_connection_lost():
                 _log(ctx, workspace, result)
     return result
@@ -291,14 +261,13 @@ def export_manual(ctx: RunContext, workspace: Workspace) -> WorkspaceResult:
 
 def _export(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, window: Window) -> str | None:
     """Export the window into `result`; why it failed, or None."""
-    stats = RowStats()
+    stats, password = RowStats(), ctx.workbook_password(workspace)
     rows = rows_by_timestamp(ctx.store, workspace, window.start, window.end, stats)
     if ctx.request.dry_run:
         deque(rows, maxlen=0)  # counts the rows, writes none
         result.add_counts(*stats.counts())
         result.outcome = "dry_run"
         return None
-    password = ctx.workbook_password(workspace)
     try:
         rows = ctx.with_progress(workspace.id, rows)
         path = write_workbook(ctx.settings, workspace, rows, ctx.run_time, ctx.contested_slugs, password)
@@ -309,26 +278,17 @@ def _export(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, wind
     if path is None:
         result.outcome, result.reason = "no_messages", "no messages in this window"
         return None
-    result.file_path, result.files, result.parts = str(path), [str(path)], 1
+    result.file_path, result.files, result.parts, result.outcome = str(path), [str(path)], 1, "written"
     if not ctx.request.send_email:
-        result.outcome = "written"
         return None
     attachment = fingerprint(path)  # the ledger's record of the file the email carries
-    window_times = (window.start, window.end)
+    window_times, protected = (window.start, window.end), password is not None
+    by_status, to = result.by_status, result.recipients
+    mail = compose_export_mail(
+        ctx.settings, workspace, ctx.run_time, window_times, by_status, path, to, by_arrival=False, protected=protected
+    )
     try:
-        ctx.mail.send(
-            compose_export_mail(
-                ctx.settings,
-                workspace,
-                ctx.run_time,
-                window_times,
-                result.by_status,
-                path,
-                result.recipients,
-                by_arrival=False,
-                protected=password is not None,
-            )
-        )
+        ctx.mail.send(mail)
     except MailError as error:
         return ctx.redact(str(error))
     result.outcome, result.emails_sent = "completed", 1
@@ -337,10 +297,7 @@ def _export(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, wind
 
 
 def _log(ctx: RunContext, workspace: Workspace, result: WorkspaceResult, attachment: Fingerprint | None = None) -> None:
-    status, error = (
-        (logs.STATUS_COMPLETED, None) if result.outcome == "completed" else (logs.STATUS_FAILED, result.reason)
-    )
-    window = (result.window_start, result.window_end)
-    log_export(
-        ctx, workspace, result.recipients, result, status, window, result.file_path, error=error, attachment=attachment
-    )
+    completed = result.outcome == "completed"
+    status, error = (logs.STATUS_COMPLETED, None) if completed else (logs.STATUS_FAILED, result.reason)
+    window, path = (result.window_start, result.window_end), result.file_path
+    log_export(ctx, workspace, result.recipients, result, status, window, path, error=error, attachment=attachment)

@@ -1,6 +1,5 @@
-"""`wa-export export --workers N`: one scheduled run shared by N child processes (the work holds the GIL).
-Child k is `wa-export export --json --worker-slot k/N` (every N-th workspace; leases still decide). The
-parent never talks to MongoDB: it merges the children's JSON, exits with the worst code, forwards SIGTERM."""
+"""`export --workers N`: child k runs `export --json --worker-slot k/N` (every N-th workspace; leases still decide).
+The parent never talks to MongoDB: it merges the children's JSON, exits with the worst code, forwards SIGTERM."""
 
 from __future__ import annotations
 
@@ -12,14 +11,16 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
 from wa_export.errors import ExitCode, UsageProblem
-from wa_export.export.context import ExportRequest
-from wa_export.export.results import RunWarning, WorkspaceResult, merged_anomalies, summary_line
+from wa_export.export.results import ExportRequest, RunResult, RunWarning, WorkspaceResult
 from wa_export.units import count_noun
 
 MAX_WORKERS = 64
@@ -27,12 +28,11 @@ MAX_WORKERS = 64
 T = TypeVar("T")
 
 
-class WorkerUsageError(UsageProblem):
-    """A bad --workers / --worker-slot value; one sentence for the operator (exit 2)."""
+class WorkerUsageError(UsageProblem):  # a bad --workers / --worker-slot value (exit 2)
+    pass
 
 
-def parse_worker_slot(text: str) -> tuple[int, int]:
-    """`"k/N"` -> (k, N) with 0 <= k < N <= MAX_WORKERS."""
+def parse_worker_slot(text: str) -> tuple[int, int]:  # "k/N" -> (k, N)
     try:
         index_text, count_text = text.split("/", 1)
         index, count = int(index_text), int(count_text)
@@ -44,15 +44,13 @@ def parse_worker_slot(text: str) -> tuple[int, int]:
 
 
 def check_request(count: int, *, is_manual: bool) -> None:
-    """Workers share a scheduled run; a manual export runs in one process."""
     if not 1 <= count <= MAX_WORKERS:
         raise WorkerUsageError(f"--workers must be between 1 and {MAX_WORKERS}, got {count}.")
     if count > 1:
         check_slot_request(is_manual)
 
 
-def check_slot_request(is_manual: bool) -> None:
-    """A --worker-slot (set by `--workers N` on its children) exists only in a scheduled run."""
+def check_slot_request(is_manual: bool) -> None:  # a --worker-slot too: workers share a scheduled run only
     if is_manual:
         raise WorkerUsageError(
             "--workers applies to scheduled runs only; a manual export (--hours/--since/--until/--email) "
@@ -60,8 +58,7 @@ def check_slot_request(is_manual: bool) -> None:
         )
 
 
-def slot_share(items: Sequence[T], slot: tuple[int, int] | None) -> list[T]:
-    """The part of a (stably ordered) list that worker slot k of N exports: every N-th, from k."""
+def slot_share(items: Sequence[T], slot: tuple[int, int] | None) -> list[T]:  # slot k of N: every N-th, from k
     return list(items if slot is None else items[slot[0] :: slot[1]])
 
 
@@ -87,62 +84,56 @@ class WorkersResult:
         code = ExitCode.worst([worker.exit_code for worker in self.workers])
         return ExitCode.FAILED if self.interrupted and code == ExitCode.OK else code
 
+    @cached_property
+    def run(self) -> RunResult:
+        """The children's runs as one; run-level counts are taken once (one child counts them), of the children's
+        warnings only a workspace stored twice (the rest is judged over all of them: `export_in_workers`)."""
+        started = datetime.fromtimestamp(self.started_at, UTC)
+        run = RunResult("", "scheduled", False, started, interrupted=self.interrupted)
+        for worker in self.workers:
+            run.workspaces += [WorkspaceResult.from_dict(ws) for ws in worker.document.get("workspaces", [])]
+            run.problems += [str(p) for p in worker.document.get("problems") or [] if str(p) not in run.problems]
+            run.run_anomalies = Counter(run.run_anomalies) | Counter(worker.document.get("run_anomalies") or {})
+            warnings = worker.document.get("warnings") or []
+            run.warnings += [RunWarning(**w) for w in warnings if w.get("kind") == "duplicate_workspace"]
+        return run
+
     @property
     def workspaces(self) -> list[WorkspaceResult]:
-        return [WorkspaceResult.from_dict(ws) for w in self.workers for ws in w.document.get("workspaces", [])]
-
-    def anomaly_totals(self) -> dict[str, int]:
-        return merged_anomalies(
-            [ws.anomalies for ws in self.workspaces],
-            [w.document.get("run_anomalies") or {} for w in self.workers],
-        )
-
-    @property
-    def orphaned_messages(self) -> int:
-        return max((int(w.document.get("orphaned_messages") or 0) for w in self.workers), default=0)
+        return self.run.workspaces
 
     @property
     def problems(self) -> list[str]:
-        found = [str(problem) for w in self.workers for problem in w.document.get("problems") or []]
-        return list(dict.fromkeys(found))
+        return self.run.problems
+
+    def anomaly_totals(self) -> dict[str, int]:
+        return self.run.anomaly_totals()
 
     def summary(self) -> str:
         broken = [f"worker {w.slot} exit {w.exit_code}: {w.error}" for w in self.workers if w.error is not None]
         problems = [f"{count_noun(len(broken), 'worker')} failed: " + "; ".join(broken)] if broken else []
-        header = f"scheduled export run with {count_noun(self.count, 'worker')}"
-        return summary_line(header, self.workspaces, self.anomaly_totals(), self.interrupted, problems + self.problems)
+        return self.run.summary(f"scheduled export run with {count_noun(self.count, 'worker')}", problems)
 
-    def as_dict(self) -> dict[str, Any]:
-        workspaces = self.workspaces
-        return {  # the children's runs merged, in the shape of one run's JSON
-            "ok": self.exit_code == ExitCode.OK,
-            "trigger": "scheduled",
-            "workers": self.count,
+    def as_dict(self) -> dict[str, Any]:  # the children's runs merged, in the shape of one run's JSON
+        runs = [
+            {"slot": w.slot, "exit_code": w.exit_code, "error": w.error or w.document.get("error")}
+            | {key: w.document.get(key) for key in ("run_id", "summary")}
+            for w in self.workers
+        ]
+        merged = self.run.as_dict()
+        for key in ("run_id", "dry_run", "started_at", "finished_at", "run_anomalies"):
+            del merged[key]  # the children's: in `runs`
+        return merged | {
             "exit_code": self.exit_code,
-            "interrupted": self.interrupted,
-            "duration_seconds": round(self.finished_at - self.started_at, 3),
-            "message_count": sum(ws.message_count for ws in workspaces),
-            "orphaned_messages": self.orphaned_messages,
-            "anomalies": self.anomaly_totals(),
-            "problems": self.problems,
             "summary": self.summary(),
-            "runs": [
-                {
-                    "slot": w.slot,
-                    "exit_code": w.exit_code,
-                    "run_id": w.document.get("run_id"),
-                    "summary": w.document.get("summary"),
-                    "error": w.error or w.document.get("error"),
-                }
-                for w in self.workers
-            ],
-            "workspaces": [ws.as_dict() for ws in workspaces],
             "warnings": [dataclasses.asdict(warning) for warning in self.warnings],
+            "workers": self.count,
+            "duration_seconds": round(self.finished_at - self.started_at, 3),
+            "runs": runs,
         }
 
 
 def run_workers(count: int, request: ExportRequest, env_file: Path | None, stop: threading.Event) -> WorkersResult:
-    """Run the scheduled export as `count` child processes and merge their results."""
     command = [sys.executable, "-m", "wa_export", *(["--env-file", str(env_file)] if env_file else []), "export"]
     command += ["--json", *(["--dry-run"] if request.dry_run else []), *([] if request.send_email else ["--no-email"])]
     command += [part for workspace_id in request.workspace_ids for part in ("--workspace", workspace_id)]
@@ -159,8 +150,8 @@ def run_workers(count: int, request: ExportRequest, env_file: Path | None, stop:
         for slot in range(count):
             out = tempfile.TemporaryFile()  # not a pipe: a big JSON document must never block a child
             # stderr inherited: a child's warnings and tracebacks reach the parent's as they are
-            slot_option = ["--worker-slot", f"{slot}/{count}"]
-            children.append((subprocess.Popen([*command, *slot_option], stdout=out, stdin=subprocess.DEVNULL), out))
+            child = [*command, "--worker-slot", f"{slot}/{count}"]
+            children.append((subprocess.Popen(child, stdout=out, stdin=subprocess.DEVNULL), out))
         while any(proc.poll() is None for proc, _ in children):
             if stop.is_set() and not forwarded:
                 forwarded = True
