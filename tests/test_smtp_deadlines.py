@@ -40,8 +40,7 @@ from wa_export.demo.smtp_server import free_port
 from wa_export.mail import transport
 from wa_export.mail.errors import MailError
 from wa_export.mail.message import OutgoingMail
-from wa_export.mail.sender import MailSender
-from wa_export.mail.transport import STOP_GRACE_SECONDS
+from wa_export.mail.transport import STOP_GRACE_SECONDS, MailSender
 from wa_export.settings import load_settings
 
 TIMEOUT = 3  # SMTP_TIMEOUT_SECONDS in these tests

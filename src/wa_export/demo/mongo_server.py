@@ -1,8 +1,6 @@
-"""The demo's MongoDB: mongoeco's wire-protocol server in a child process on a free loopback port.
-
-The child (`python -m wa_export.demo.mongo_server --port N`, mongoeco imported there only) prints only
-`READY <port>` once it serves, and exits when its stdin pipe closes, so it never outlives its parent.
-"""
+"""The demo's MongoDB: mongoeco's wire-protocol server in a child process on a free loopback port. The child
+(`python -m wa_export.demo.mongo_server --port N`) prints only `READY <port>` once it serves, and exits when its
+stdin pipe closes, so it never outlives its parent."""
 
 from __future__ import annotations
 
@@ -24,17 +22,13 @@ from wa_export.demo.smtp_server import LOOPBACK, LocalServerError, free_port
 
 def _reap(proc: subprocess.Popen[bytes]) -> None:
     """Kill, wait, close the pipes; also at garbage collection or interpreter exit, so no server is orphaned."""
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-    for pipe in (proc.stdin, proc.stdout):
-        if pipe is not None:
-            pipe.close()
+    with proc:  # waits and closes the pipes
+        proc.kill()  # a no-op once it exited
 
 
 class LocalMongoServer:
-    """mongoeco's server in a subprocess, its data in memory. Tests subclass it through `port`,
-    `startup_timeout`, `child_command()` and `child_env()`."""
+    """mongoeco's server in a subprocess, its data in memory. Tests subclass it through `port`, `startup_timeout`,
+    `child_command()` and `child_env()`."""
 
     port = 0
     startup_timeout = 30.0
@@ -45,8 +39,6 @@ class LocalMongoServer:
 
     @property
     def uri(self) -> str:
-        if not self.port:
-            raise LocalServerError("LocalMongoServer has no port yet; call start() first")
         return f"mongodb://{LOOPBACK}:{self.port}/?directConnection=true"
 
     @property
@@ -54,17 +46,15 @@ class LocalMongoServer:
         return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
 
     def start(self) -> LocalMongoServer:
-        # A port we pick may be taken before the child binds it: retry with a fresh one. A port that
-        # is already ours (explicit, or kept for restart) never changes.
-        attempts = 1 if self.port else 3
-        for attempt in range(attempts if self.pid is None else 0):
-            if attempts > 1:
-                self.port = free_port()
+        # A port we pick may be taken before the child binds it: retry with a fresh one. Our own port never changes.
+        ours = bool(self.port)
+        for attempt in range(3 if self.pid is None else 0):
+            self.port = self.port if ours else free_port()
             try:
                 self._spawn()
                 break
             except LocalServerError:
-                if attempt + 1 == attempts:
+                if ours or attempt == 2:
                     raise
         return self
 
@@ -80,8 +70,7 @@ class LocalMongoServer:
             proc = subprocess.Popen(
                 self.child_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=self.child_env()
             )
-            self._proc = proc
-            self._finalizer = weakref.finalize(self, _reap, proc)
+            self._proc, self._finalizer = proc, weakref.finalize(self, _reap, proc)
             assert proc.stdout is not None
             said = f"nothing within {self.startup_timeout}s"
             if select.select([proc.stdout], [], [], self.startup_timeout)[0]:
@@ -96,13 +85,12 @@ class LocalMongoServer:
 
     def _terminate(self, *, graceful: bool) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or self._finalizer is None:
-            return
-        if graceful and proc.poll() is None:
+        if proc is not None and graceful:
             proc.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(5)
-        self._finalizer()  # kills what still runs, waits, closes the pipes
+        if self._finalizer is not None:
+            self._finalizer()  # kills what still runs, waits, closes the pipes
 
     def stop(self) -> None:
         """Terminate gracefully (SIGTERM), SIGKILL after 5 s; idempotent."""
@@ -142,11 +130,7 @@ async def serve_mongo(port: int, **server_options: Any) -> None:
         await stop.wait()
 
 
-def main() -> None:
+if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m wa_export.demo.mongo_server")
     parser.add_argument("--port", type=int, required=True)
     asyncio.run(serve_mongo(parser.parse_args().port))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,20 +1,15 @@
-"""The demo's SMTP server: aiosmtpd on 127.0.0.1 in a background thread, real TLS (trustme CA) and AUTH.
-
-aiosmtpd and trustme are imported lazily. The only product module using aiosmtpd's internals
-(Controller._create_server, server.abort_clients; range pinned in pyproject.toml): with them a taken port fails at
-once, not after Controller.start() waits out ready_timeout (10 s), and stop() takes no 30 s TLS shutdown.
-"""
+"""The demo's SMTP server: aiosmtpd on 127.0.0.1 in a background thread, real TLS (a trustme CA) and AUTH. The only
+product module using aiosmtpd's internals (Controller._create_server, server.abort_clients; pinned in pyproject.toml)."""
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import socket
 import ssl
 import tempfile
 import threading
-import weakref
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,20 +29,18 @@ def free_port() -> int:
 
 
 def write_eml(directory: Path, data: bytes) -> Path:
-    """Write `data` as the next `NNN.eml` in `directory`: 0600 from the moment it exists (mails hold customer
-    conversations); O_EXCL keeps the sequential name safe if two writers race."""
-    directory = Path(directory)
+    """`data` as the next free `NNN.eml` in `directory`, 0600 from the start (mails hold customer conversations)."""
     directory.mkdir(parents=True, exist_ok=True)
     number = len(list(directory.glob("*.eml")))
     while True:
         number += 1
-        try:
-            fd = os.open(directory / f"{number:03d}.eml", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            continue
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        return directory / f"{number:03d}.eml"
+        path = directory / f"{number:03d}.eml"
+        with (
+            suppress(FileExistsError),
+            open(path, "xb", opener=lambda name, flags: os.open(name, flags, 0o600)) as file,
+        ):
+            file.write(data)
+            return path
 
 
 @dataclass
@@ -58,9 +51,8 @@ class CapturedMessage:
 
 
 class LocalSmtpServer:
-    """aiosmtpd on 127.0.0.1 in a background thread, capturing what arrives (and into `eml_dir`): STARTTLS with a
-    certificate of its own CA (`ca_cert_path`), then AUTH (PLAIN, LOGIN) before MAIL FROM. Tests subclass it
-    through `port`, `listener_tls`, `make_handler`, `_make_protocol`, `_authenticate` and `_record`."""
+    """Captures what arrives (also as .eml files in `eml_dir`); STARTTLS with a certificate of its own CA (its PEM at
+    `ca_cert_path` once started), then AUTH (PLAIN, LOGIN) before MAIL FROM. Tests subclass it (tests/servers.py)."""
 
     host: str = LOOPBACK
     port: int = 0
@@ -75,30 +67,19 @@ class LocalSmtpServer:
         self.certificate_authority = trustme.CA()
         self._controller: Any = None
         self._tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self._tmpdir: Path | None = None
+        self._tmpdir = tempfile.TemporaryDirectory(prefix="wa-export-smtp-")
+        self.ca_cert_path = Path(self._tmpdir.name) / "ca.pem"
         self._cond = threading.Condition()
         self.messages: list[CapturedMessage] = []
 
-    @property
-    def ca_cert_path(self) -> Path:
-        """PEM of the CA that signed the server certificate (usable as SMTP_CA_FILE)."""
-        if self._tmpdir is None:
-            self._tmpdir = Path(tempfile.mkdtemp(prefix="wa-export-smtp-"))
-            weakref.finalize(self, shutil.rmtree, self._tmpdir, True)  # also if stop() is never called
-        path = self._tmpdir / "ca.pem"
-        if not path.exists():
-            self.certificate_authority.cert_pem.write_to_path(str(path))
-        return path
-
     def start(self) -> LocalSmtpServer:
-        if self._controller is not None:
-            return self
         from aiosmtpd.controller import Controller
 
         # aiosmtpd logs a deprecation warning (to stderr) on every successful AUTH, from its own code.
         logging.getLogger("mail.log").setLevel(logging.ERROR)
+        self.certificate_authority.cert_pem.write_to_path(str(self.ca_cert_path))
         self.certificate_authority.issue_cert(LOOPBACK, "localhost").configure_cert(self._tls_context)
-        # Bound here, not by the Controller: a taken port fails at once, and port 0 lets the kernel pick one.
+        # Bound here, not by the Controller: a taken port fails at once, not after its ready_timeout (10 s).
         try:
             listener = socket.create_server((LOOPBACK, self.port))
         except OSError as exc:
@@ -126,13 +107,10 @@ class LocalSmtpServer:
     def stop(self) -> None:
         controller, self._controller = self._controller, None
         if controller is not None:
-            # Abort client connections first: Controller.stop() waits for every connection, and an idle TLS
-            # client's graceful shutdown can take 30 s.
+            # Controller.stop() waits for every connection, and an idle TLS client's graceful shutdown can take 30 s.
             controller.loop.call_soon_threadsafe(controller.server.abort_clients)
             controller.stop()
-        if self._tmpdir is not None:
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
-            self._tmpdir = None
+        self._tmpdir.cleanup()
 
     def __enter__(self) -> LocalSmtpServer:
         return self.start()
@@ -155,11 +133,10 @@ class LocalSmtpServer:
             self._cond.notify_all()
 
     def make_handler(self) -> Any:
-        """The aiosmtpd handler of each connection (tests substitute faulty ones)."""
         return CapturingHandler(self)
 
     def _make_protocol(self) -> Any:
-        """One aiosmtpd SMTP protocol object per accepted connection (runs on the server thread)."""
+        """One aiosmtpd SMTP protocol object per accepted connection (on the server thread)."""
         from aiosmtpd.smtp import SMTP
 
         return SMTP(
@@ -173,7 +150,6 @@ class LocalSmtpServer:
         )
 
     def _authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> Any:
-        """aiosmtpd's authenticator callback: the one username and password."""
         from aiosmtpd.smtp import AuthResult, LoginPassword
 
         login = (self.username.encode(), self.password.encode())
@@ -182,7 +158,7 @@ class LocalSmtpServer:
 
 
 class CapturingHandler:
-    """aiosmtpd event handler (its `handle_DATA` hook): accept every recipient and capture each message."""
+    """aiosmtpd's event handler (its `handle_DATA` hook): accept every recipient and capture each message."""
 
     def __init__(self, owner: LocalSmtpServer) -> None:
         self.owner = owner

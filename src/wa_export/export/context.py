@@ -18,7 +18,7 @@ from wa_export.clock import DatabaseClock, Window
 from wa_export.export.results import Trigger
 from wa_export.mail.errors import RUN_FATAL_STEPS, MailError
 from wa_export.mail.message import OutgoingMail
-from wa_export.mail.sender import MailSender
+from wa_export.mail.transport import MailSender
 from wa_export.recipients import Recipients, option_recipients, recipients_for
 from wa_export.redaction import redact
 from wa_export.settings import Settings

@@ -1,6 +1,5 @@
-"""Mail failures: one exception whose text is one sentence (what failed, then what to do), and `MailOutcome`,
-what a failure may have left on the server: *refused* (nothing delivered, so sending again cannot duplicate) or
-*outcome unknown* (the content had started to go out after 354 and no definite answer came back)."""
+"""Mail failures: one exception whose text is one sentence (what failed, then what to do), and `MailOutcome`: a
+failure *refused* left nothing on the server; *outcome unknown*, the content went out after 354 and no answer came."""
 
 from __future__ import annotations
 
@@ -14,12 +13,9 @@ from wa_export.redaction import redact
 from wa_export.settings import Settings
 
 MailStep = Literal["config", "domain", "connect", "tls", "auth", "recipient", "data", "size", "timeout", "stopped"]
-
-# Failures that would repeat for every later email of the run, so a run stops sending after the first:
-# the server cannot be reached, secured or logged into, it let a message transaction run out of
-# SMTP_TIMEOUT_SECONDS (else one full timeout per workspace), or the run was asked to stop.
+# Failures that would repeat for every later email of the run, so a run stops sending after the first (a message
+# transaction out of SMTP_TIMEOUT_SECONDS too: else one full timeout per workspace).
 RUN_FATAL_STEPS: frozenset[MailStep] = frozenset({"config", "connect", "tls", "auth", "timeout", "stopped"})
-
 # The clause every outcome-unknown failure ends with, so no such failure reads as harmless to retry.
 MAY_DUPLICATE = "the server may have accepted the message, so sending it again may deliver it twice"
 
@@ -30,39 +26,27 @@ class MailOutcome(StrEnum):
 
 
 class MailError(Exception):
-    """A mail could not be sent; ``str()`` is one sentence (what failed, what to do, then MAY_DUPLICATE if so)."""
+    """``str()`` is one sentence without secrets (server replies included): what failed, what to do, then
+    MAY_DUPLICATE if so. The outcome is always said outright: after a 354 a default would hide an unknown one."""
 
-    def __init__(
-        self, step: MailStep, what: str, hint: str = "", *, outcome: MailOutcome, refused: Sequence[str] = ()
-    ) -> None:
-        self.step: MailStep = step
-        self.outcome = MailOutcome(outcome)
-        self.hint = hint
-        self.refused: tuple[str, ...] = tuple(refused)
-        hint = hint.rstrip(". ")
+    def __init__(self, settings: Settings, step: MailStep, what: str, hint: str, *, outcome: MailOutcome) -> None:
+        self.step, self.outcome = step, outcome
+        self.refused: tuple[str, ...] = ()  # the addresses to blame, set by refusal()
+        self.outcome_unknown = outcome is MailOutcome.UNKNOWN
+        self.hint = redact(hint, settings.secrets())
+        hint = self.hint.rstrip(". ")
         # "Check SMTP_PORT." -> "check SMTP_PORT." but "SMTP_CA_FILE ..." stays as it is.
         if len(hint) > 1 and hint[0].isupper() and hint[1].islower():
             hint = hint[0].lower() + hint[1:]
-        clauses = [what.rstrip(". "), hint, MAY_DUPLICATE if self.outcome_unknown else ""]
+        clauses = [redact(what, settings.secrets()).rstrip(". "), hint, MAY_DUPLICATE if self.outcome_unknown else ""]
         super().__init__("; ".join(clause for clause in clauses if clause) + ".")
-
-    @property
-    def outcome_unknown(self) -> bool:
-        return self.outcome is MailOutcome.UNKNOWN
-
-
-def mail_error(
-    settings: Settings, step: MailStep, what: str, hint: str, *, outcome: MailOutcome, refused: Sequence[str] = ()
-) -> MailError:
-    """A MailError whose texts never contain a secret (server replies included). The outcome is always said
-    outright: after the server asked for the message (354) it may be unknown, and a default would hide that."""
-    secrets = settings.secrets()
-    return MailError(step, redact(what, secrets), redact(hint, secrets), outcome=outcome, refused=refused)
 
 
 def refusal(settings: Settings, step: MailStep, what: str, hint: str = "", refused: Sequence[str] = ()) -> MailError:
     """A failure that left nothing on the server: sending again cannot duplicate."""
-    return mail_error(settings, step, what, hint, outcome=MailOutcome.REFUSED, refused=refused)
+    error = MailError(settings, step, what, hint, outcome=MailOutcome.REFUSED)
+    error.refused = tuple(refused)
+    return error
 
 
 def smtp_reply(code: int, message: bytes | str) -> str:
