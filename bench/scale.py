@@ -69,7 +69,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from many_workspaces import SmtpProcess, base_env
 from run import RESULTS, machine_info, write_section
-from wa_export.demo.mongo_server import LocalMongoServer
+from wa_export.demo.servers import LocalMongoServer
 from wa_export.store.arrivals import object_id_at
 
 DATABASE = "wa_export_scale"

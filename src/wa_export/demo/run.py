@@ -104,7 +104,6 @@ DEMO_WORKSPACES: list[dict[str, Any]] = [
 
 @dataclass
 class DemoResult:
-    out_dir: Path
     exports_dir: Path
     mail_dir: Path
     mongodb_uri: str
@@ -185,8 +184,7 @@ def run_demo(
     require_demo_dependencies()
     from pymongo import MongoClient
 
-    from wa_export.demo.mongo_server import LocalMongoServer
-    from wa_export.demo.smtp_server import LocalSmtpServer
+    from wa_export.demo.servers import LocalMongoServer, LocalSmtpServer
 
     out_dir = out_dir.expanduser().absolute()
     exports_dir, mail_dir = out_dir / "exports", out_dir / "mail"
@@ -229,7 +227,7 @@ def run_demo(
         workbooks = [Path(r.file_path) for r in run.workspaces if r.file_path]
         emails = sorted(mail_dir.glob("*.eml"))  # the folder was emptied before
         address = f"{smtp.host}:{smtp.port}"
-        result = DemoResult(out_dir, exports_dir, mail_dir, mongo.uri, address, seeded, run, workbooks, emails)
+        result = DemoResult(exports_dir, mail_dir, mongo.uri, address, seeded, run, workbooks, emails)
         if serve is not None:
             result.environ, result.env_file = environ, out_dir / ENV_FILE_NAME
             lines = [ENV_FILE_HEADER, *(f"{name}={value}" for name, value in environ.items())]

@@ -1,10 +1,6 @@
-"""The per-run sender: one SMTP connection (yagmail's client with its traps defeated, one test each in
-tests/test_mail.py), every step under an overall deadline, and whether a failed send may have delivered.
-
-smtplib's timeout bounds each read only, so a server trickling ``250-`` lines could hold a run forever: the sockets
-here wait in short slices that end at the step's deadline. `stop_sends()` (SIGTERM, signal-safe) gives every step at
-most STOP_GRACE_SECONDS: a grace, not a cut, so a 250 about to arrive is still heard.
-"""
+"""The per-run sender: one SMTP connection (yagmail's client, its traps defeated: one test each in test_mail.py),
+every step under an overall deadline (smtplib's timeout bounds each read only: a server trickling ``250-`` lines
+could hold a run forever), and whether a failed send may have delivered."""
 
 from __future__ import annotations
 
@@ -19,28 +15,21 @@ import time
 from collections.abc import Callable
 from contextlib import suppress
 from contextvars import ContextVar
-from dataclasses import KW_ONLY, dataclass, field
+from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 import yagmail
 
+from wa_export.mail import errors
 from wa_export.mail.errors import MailError, MailOutcome, MailStep, describe_error, refusal, smtp_reply
 from wa_export.mail.message import OutgoingMail, build_message, check_attachment, check_recipients, check_sendable
 from wa_export.settings import Settings
 
-if TYPE_CHECKING:
-    from _typeshed import ReadableBuffer
-
 # Servers keep an idle connection for minutes (RFC 5321 suggests 5); within this, one that just answered is reused unasked.
 RECENTLY_ANSWERED_SECONDS = 10.0
-STOP_GRACE_SECONDS = 3.0
+STOP_GRACE_SECONDS = 3.0  # after stop_sends(): a grace, not a cut, so a 250 about to arrive is still heard
 _STOP_POLL_SECONDS = 0.2  # the longest socket wait between two looks for a stop request
-_TLS_HANDSHAKE = "the TLS handshake and the greeting"
-_STARTTLS = "the reply to STARTTLS and the TLS handshake"
-# Before the server said anything, a timeout's hint names the port and SMTP_SECURITY.
-WAITING_FOR_CONNECTION = "the TCP connection"
-WAITING_FOR_GREETING = "the server's greeting"
 
 _stop_requested_at: float | None = None  # time.monotonic() of the first stop_sends()
 T = TypeVar("T")
@@ -48,7 +37,7 @@ _current: ContextVar[SmtpDeadline] = ContextVar("smtp_deadline")
 current_deadline = _current.get  # the step the calling code runs in
 
 
-def stop_sends() -> None:
+def stop_sends() -> None:  # signal-safe: SIGTERM calls it
     global _stop_requested_at
     if _stop_requested_at is None:
         _stop_requested_at = time.monotonic()
@@ -72,7 +61,7 @@ class DeadlineSocket(socket.socket):
     def recv_into(self, *args: Any, **kwargs: Any) -> int:
         return _waited(self, partial(super().recv_into, *args, **kwargs))
 
-    def sendall(self, data: ReadableBuffer, flags: int = 0) -> None:
+    def sendall(self, data: Any, flags: int = 0) -> None:
         rest = memoryview(data)
         while rest:
             rest = rest[_waited(self, partial(self.send, rest, flags)) :]
@@ -83,32 +72,6 @@ class DeadlineTlsSocket(DeadlineSocket, ssl.SSLSocket):
         _waited(self, partial(super().do_handshake, *args, **kwargs))
 
 
-def _connect(host: str, port: int, source_address: Any) -> DeadlineSocket:
-    """TCP to each of the host's addresses in turn within the step's one deadline and the stop grace
-    (socket.create_connection gives every address the whole timeout and never looks at a stop request)."""
-    error: OSError = OSError(f"no address found for {host}")
-    for family, kind, proto, _, address in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
-        sock = DeadlineSocket(family, kind, proto)
-        try:
-            if source_address:
-                sock.bind(source_address)
-            sock.setblocking(False)
-            if (code := sock.connect_ex(address)) not in (0, errno.EINPROGRESS):
-                raise OSError(code, os.strerror(code))
-            writable = select.poll()  # not select(): it refuses descriptors numbered 1024 or more
-            writable.register(sock, select.POLLOUT)
-            while not writable.poll(min(current_deadline().remaining(), _STOP_POLL_SECONDS) * 1000):
-                pass  # a slice ended: look at the deadline and the stop request again
-            if code := sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
-                raise OSError(code, os.strerror(code))
-            sock.setblocking(True)  # each later wait sets its own timeout; TLS refuses to wrap a non-blocking socket
-            return sock
-        except OSError as failure:  # TimeoutError too: the next address then fails at once
-            sock.close()
-            error = failure
-    raise error
-
-
 @dataclass(eq=False)
 class SmtpDeadline:
     """`with SmtpDeadline(...):` runs one SMTP step; once expired, any exception leaving the block becomes the
@@ -116,7 +79,6 @@ class SmtpDeadline:
 
     settings: Settings
     what: str
-    _: KW_ONLY
     step: MailStep
     waiting_for: str
     outcome: MailOutcome = MailOutcome.REFUSED  # unknown once the server asked for the message (354)
@@ -138,7 +100,6 @@ class SmtpDeadline:
             raise self.error(expiry) from None
 
     def remaining(self) -> float:
-        """Seconds left for the step; raises TimeoutError once none are."""
         left = self._due()[0] - time.monotonic()
         if left <= 0:
             raise TimeoutError("the SMTP step's deadline passed")
@@ -160,7 +121,7 @@ class SmtpDeadline:
             return MailError(settings, "stopped", what, f"Nothing else is sent in this run{retried}.", outcome=outcome)
         what = f"The SMTP server {where} did not finish {self.what} within SMTP_TIMEOUT_SECONDS ({settings.smtp_timeout_seconds:g} s): timed out waiting for {waiting_for}"
         hint = "It may be overloaded or misbehaving: check its logs, or raise SMTP_TIMEOUT_SECONDS if it is only slow"
-        if self.step == "connect" and waiting_for in (WAITING_FOR_CONNECTION, WAITING_FOR_GREETING):
+        if self.step == "connect" and waiting_for in (errors.WAITING_FOR_CONNECTION, errors.WAITING_FOR_GREETING):
             hint = "Check SMTP_SERVER/SMTP_PORT, the firewall, and that SMTP_SECURITY matches the port (465 = ssl); the server may also be overloaded"
         hint += retried if self.step == "timeout" else ""
         return MailError(settings, self.step, what, f"{hint}.", outcome=outcome)
@@ -175,12 +136,29 @@ def tls_mode(settings: Settings) -> Literal["ssl", "starttls", "none"]:
 
 class _Smtp(smtplib.SMTP):
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
-        sock = _connect(host, port, self.source_address)
-        if isinstance(self, smtplib.SMTP_SSL):
-            current_deadline().at(_TLS_HANDSHAKE, step="tls")
-        else:
-            current_deadline().at(WAITING_FOR_GREETING)
-        return sock
+        """TCP to each address in turn within the step's deadline (create_connection gives each the whole timeout)."""
+        error: OSError = OSError(f"no address found for {host}")
+        for family, kind, proto, _, address in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+            sock = DeadlineSocket(family, kind, proto)
+            try:
+                sock.setblocking(False)
+                if (code := sock.connect_ex(address)) not in (0, errno.EINPROGRESS):
+                    raise OSError(code, os.strerror(code))
+                writable = select.poll()  # not select(): it refuses descriptors numbered 1024 or more
+                writable.register(sock, select.POLLOUT)
+                while not writable.poll(min(current_deadline().remaining(), _STOP_POLL_SECONDS) * 1000):
+                    pass  # a slice ended: look at the deadline and the stop request again
+                if code := sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                    raise OSError(code, os.strerror(code))
+                sock.setblocking(True)  # later waits set their own timeouts; TLS refuses to wrap a non-blocking socket
+                ssl_next = isinstance(self, smtplib.SMTP_SSL)
+                waiting_for = errors.TLS_HANDSHAKE if ssl_next else errors.WAITING_FOR_GREETING
+                current_deadline().at(waiting_for, "tls" if ssl_next else None)
+                return sock
+            except OSError as failure:  # TimeoutError too: the next address then fails at once
+                sock.close()
+                error = failure
+        raise error
 
     def getreply(self) -> tuple[int, bytes]:
         code, message = super().getreply()
@@ -258,23 +236,21 @@ class MailSender(yagmail.SMTP):  # type: ignore[misc]
                     context.load_verify_locations(cafile=str(settings.smtp_ca_file))
             except (OSError, ssl.SSLError) as error:
                 what = f"SMTP_CA_FILE {settings.smtp_ca_file} cannot be loaded ({describe_error(error)})"
-                raise refusal(
-                    settings, "config", what, "Point SMTP_CA_FILE at a PEM file of CA certificates."
-                ) from None
+                hint = "Point SMTP_CA_FILE at a PEM file of CA certificates."
+                raise refusal(settings, "config", what, hint) from None
         # A placeholder local_hostname skips smtplib's reverse-DNS getfqdn(); the real one is set once connected.
-        smtp = (
-            _SmtpSsl(context=context, local_hostname="localhost") if self.mode == "ssl" else _Smtp("", 0, "localhost")
-        )
+        smtp = _SmtpSsl(context=context, local_hostname="x") if self.mode == "ssl" else _Smtp(local_hostname="x")
         smtp._host = settings.smtp_server or ""  # type: ignore[attr-defined]  # the TLS server_hostname
+        self.smtp, self.is_closed = smtp, False
         try:
-            with self._deadline("the session setup (connect, EHLO, STARTTLS, login)", WAITING_FOR_CONNECTION) as step:
+            what = "the session setup (connect, EHLO, STARTTLS, login)"
+            with SmtpDeadline(settings, what, "connect", errors.WAITING_FOR_CONNECTION) as step:
                 try:
                     self._set_up(smtp, context, step)
                 except (OSError, smtplib.SMTPException) as error:
-                    raise self._setup_failure(error, step.waiting_for) from None
+                    raise errors.setup_failure(settings, error, step.waiting_for) from None
         except BaseException:
-            smtp.close()
-            self.smtp, self.is_closed = None, True
+            self.discard()
             raise
         self.last_reply_at = time.monotonic()
 
@@ -292,11 +268,10 @@ class MailSender(yagmail.SMTP):  # type: ignore[misc]
             if not smtp.has_extn("starttls"):  # never fall back to plaintext: password and data would travel in clear
                 hint = "Use the server's TLS port (SMTP_SECURITY=ssl, usually port 465) or, only on a trusted network, SMTP_SECURITY=none."
                 raise refusal(settings, "tls", f"The SMTP server {self.where} does not offer STARTTLS", hint)
-            deadline.at(_STARTTLS, step="tls")
+            deadline.at(errors.STARTTLS, step="tls")
             smtp.starttls(context=context)
             deadline.at("the reply to EHLO after STARTTLS", step="tls")
             smtp.ehlo()
-        self.smtp, self.is_closed = smtp, False
         if self.smtp_skip_login:
             return
         deadline.at("the reply to the login (AUTH)", step="auth")
@@ -306,47 +281,19 @@ class MailSender(yagmail.SMTP):  # type: ignore[misc]
             raise refusal(settings, "auth", what, hint)
         smtp.login(settings.smtp_username or "", settings.smtp_password or "")
 
-    def _setup_failure(self, error: OSError, waiting_for: str) -> MailError:
-        settings, reason, where = self.settings, describe_error(error), self.where
-        step: MailStep = "tls"
-        if isinstance(error, ssl.SSLCertVerificationError) and waiting_for in (_TLS_HANDSHAKE, _STARTTLS):
-            what = f"The SMTP server's TLS certificate is not trusted ({reason})"
-            hint = "If it uses a private CA, set SMTP_CA_FILE to that CA bundle."
-            if "mismatch" in reason.lower():
-                hint = "Set SMTP_SERVER to a host name the server's certificate is issued for."
-        elif isinstance(error, ssl.SSLError) and waiting_for == _TLS_HANDSHAKE:
-            what = f"TLS handshake with {where} failed ({reason})"
-            hint = "Check SMTP_SECURITY and SMTP_PORT (465 speaks implicit TLS, 587 and 25 use STARTTLS)."
-        elif isinstance(error, ssl.SSLError | smtplib.SMTPResponseException) and waiting_for == _STARTTLS:
-            what = f"STARTTLS with {where} failed ({reason})"
-            if isinstance(error, smtplib.SMTPResponseException):
-                what = f"The SMTP server {where} refused STARTTLS ({reason})"
-            hint = "Check the server's TLS configuration."
-        elif isinstance(error, smtplib.SMTPAuthenticationError):
-            step, what = "auth", f"The SMTP server refused the login for user {settings.smtp_username} ({reason})"
-            hint = "Check SMTP_USERNAME/SMTP_PASSWORD (Gmail needs an app password)."
-        elif isinstance(error, socket.gaierror):
-            step, what = "connect", f"Cannot resolve SMTP server {settings.smtp_server} ({reason})"
-            hint = "Check SMTP_SERVER and DNS."
-        else:
-            step, what = "connect", f"Cannot connect to SMTP server {where} ({reason})"
-            hint = "Check SMTP_SERVER/SMTP_PORT and the firewall."
-            if "timed out" in reason:  # typical of STARTTLS spoken to an implicit-TLS port: both sides wait
-                hint = "Check SMTP_SERVER/SMTP_PORT, the firewall, and that SMTP_SECURITY matches the port (465 = ssl)."
-        return refusal(settings, step, what, hint)
-
     def _attempt_send(self, recipients: list[str], payload: bytes) -> None:
         """One SMTP transaction within SMTP_TIMEOUT_SECONDS, never retried; raises MailError. Unlike
         smtplib.sendmail, a refused recipient aborts it (RSET) before DATA: nobody receives a mail counted as failed."""
         settings, smtp = self.settings, self.smtp
         assert smtp is not None  # send() opened it
         what = "the message transaction (MAIL, RCPT, DATA)"
-        with self._deadline(what, "the reply to MAIL FROM", "timeout") as deadline:
+        with SmtpDeadline(settings, what, "timeout", "the reply to MAIL FROM") as deadline:
             refused: dict[str, str] = {}
             try:
                 code, reply = smtp.mail(self.user, [f"SIZE={len(payload)}"] if smtp.has_extn("size") else [])
                 if code not in (250, 421):
-                    raise self._reply_refused(smtp, code, reply, "MAIL")
+                    _reset(smtp)
+                    raise errors.reply_refused(settings, code, reply, "MAIL")
                 for recipient in recipients if code == 250 else ():
                     deadline.at("the reply to RCPT TO")
                     code, reply = smtp.rcpt(recipient)
@@ -356,12 +303,12 @@ class MailSender(yagmail.SMTP):  # type: ignore[misc]
                         refused[recipient] = smtp_reply(code, reply)
             except (smtplib.SMTPServerDisconnected, OSError) as error:
                 smtp.close()
-                raise self._dropped(describe_error(error)) from None
+                raise errors.dropped(settings, describe_error(error)) from None
             if code == 421:  # the server is closing the connection
-                raise self._dropped(smtp_reply(code, reply))
+                raise errors.dropped(settings, smtp_reply(code, reply))
             if refused:
                 deadline.at("the reply to RSET")
-                _quietly(smtp)
+                _reset(smtp)
                 details = "; ".join(f"{address}: {reply}" for address, reply in refused.items())
                 what = f"The SMTP server refused recipient(s) {', '.join(refused)} ({details})"
                 hint = "Check the address(es); the mail was sent to nobody and will be retried."
@@ -370,7 +317,8 @@ class MailSender(yagmail.SMTP):  # type: ignore[misc]
                 deadline.at("the reply to DATA")
                 code, reply = smtp.data(payload)
             except smtplib.SMTPDataError as error:  # no 354: the message itself was not transferred
-                raise self._reply_refused(smtp, error.smtp_code, error.smtp_error) from None
+                _reset(smtp)
+                raise errors.reply_refused(settings, error.smtp_code, error.smtp_error) from None
             except (smtplib.SMTPServerDisconnected, OSError) as error:
                 smtp.close()
                 reason = describe_error(error)
@@ -382,43 +330,9 @@ class MailSender(yagmail.SMTP):  # type: ignore[misc]
                     hint = "If it keeps happening, check the server's message size limit and logs."
                 raise MailError(settings, "data", what, hint, outcome=deadline.outcome) from None
             if code != 250:
-                raise self._reply_refused(smtp, code, reply, after_354=True)
+                _reset(smtp)
+                raise errors.reply_refused(settings, code, reply, after_354=True)
         self.last_reply_at = time.monotonic()
-
-    def _dropped(self, reason: str) -> MailError:
-        """Gone before DATA, so nothing was sent: a transaction's only "connect" failure (send() retries it once)."""
-        what = f"The SMTP server {self.where} closed the connection before the message was sent ({reason})"
-        return refusal(self.settings, "connect", what, "Check the server's logs and connection limits.")
-
-    def _reply_refused(
-        self, smtp: _Smtp, code: int, reply: bytes | str, command: str = "DATA", after_354: bool = False
-    ) -> MailError:
-        """MAIL FROM or DATA refused: the transaction ends (RSET). After the content went out (354), a 4xx/5xx is a
-        definite rejection (RFC 5321) and any other reply leaves the outcome unknown."""
-        _quietly(smtp)
-        settings, detail = self.settings, smtp_reply(code, reply)
-        if after_354 and not 400 <= code < 600:
-            what = f"The SMTP server gave an unexpected reply to the message ({detail})"
-            return MailError(settings, "data", what, "Check the server's logs.", outcome=MailOutcome.UNKNOWN)
-        step: MailStep = "data"
-        if code == 552:  # for the message's size: announced (SIZE= on MAIL FROM) or found out (DATA)
-            step, what = "size", f"The SMTP server refused the message as too large ({detail})"
-            hint = "Lower EXPORT_MAX_ATTACHMENT_MB below the server's limit."
-        elif command == "DATA":
-            what, hint = (
-                f"The SMTP server refused the message ({detail})",
-                "Check the server's logs; the export is retried on the next run.",
-            )
-        elif code in (530, 534, 535):
-            step, what = "auth", f"The SMTP server requires a login ({detail})"
-            hint = "Set SMTP_USERNAME and SMTP_PASSWORD."
-        else:
-            what = f"The SMTP server refused the sender {self.user} ({detail})"
-            hint = "Set SMTP_FROM to an address the SMTP account may send as."
-        return refusal(settings, step, what, hint)
-
-    def _deadline(self, what: str, waiting_for: str, step: Literal["connect", "timeout"] = "connect") -> SmtpDeadline:
-        return SmtpDeadline(self.settings, what, step=step, waiting_for=waiting_for)
 
     def alive(self) -> bool:
         """True when the connection answers NOOP, or answered moments ago (send() reconnects once if not)."""
@@ -428,7 +342,7 @@ class MailSender(yagmail.SMTP):  # type: ignore[misc]
             return True
         with (
             suppress(MailError, smtplib.SMTPException, OSError),
-            self._deadline("the connection check (NOOP)", "the reply to NOOP"),
+            SmtpDeadline(self.settings, "the connection check (NOOP)", "connect", "the reply to NOOP"),
         ):
             if self.smtp.noop()[0] == 250:
                 self.last_reply_at = time.monotonic()
@@ -444,12 +358,12 @@ class MailSender(yagmail.SMTP):  # type: ignore[misc]
     def close(self) -> None:
         """QUIT within SMTP_TIMEOUT_SECONDS, never raising (yagmail's close lets socket errors through)."""
         if self.smtp is not None and self.smtp.sock is not None:
-            with suppress(Exception), self._deadline("QUIT", "the reply to QUIT"):
+            with suppress(Exception), SmtpDeadline(self.settings, "QUIT", "connect", "the reply to QUIT"):
                 self.smtp.quit()
         self.discard()
 
 
-def _quietly(smtp: smtplib.SMTP) -> None:
+def _reset(smtp: smtplib.SMTP) -> None:
     """RSET, ending a refused transaction; a connection that fails it is checked before its next use."""
     with suppress(Exception):
         smtp.rset()
