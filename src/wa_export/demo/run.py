@@ -7,9 +7,9 @@ import importlib.util
 import os
 import shutil
 import signal
-import stat
 import tempfile
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from importlib.resources import files
@@ -40,9 +40,7 @@ def clear_demo_folder(out_dir: Path) -> None:
 
     def check(path: Path, written_by_a_demo: bool) -> Path:
         if not written_by_a_demo:
-            raise UsageProblem(
-                f"{out_dir} holds {path}, which no demo wrote, so the demo will not empty it; pass another --out DIR."
-            )
+            raise UsageProblem(f"{out_dir} holds {path}, which no demo wrote: not emptied; pass another --out DIR.")
         return path
 
     env_file = out_dir / ENV_FILE_NAME
@@ -72,10 +70,7 @@ def _first_line(path: Path) -> str:
 
 
 def _plain_file(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False
+    return not path.is_symlink() and path.is_file()
 
 
 def serve_until_stopped(announce: Callable[[], None]) -> None:
@@ -126,18 +121,14 @@ class DemoResult:
         return document | {"run": self.run.as_dict()}
 
 
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):  # a parent package that fails to import
-        return False
-
-
 def require_demo_dependencies() -> None:
     """Fail with one sentence, before starting anything, if the demo extra is missing."""
-    missing = [
-        name.split(".")[0] for name in ("mongoeco.wire", "aiosmtpd.controller", "trustme") if not _installed(name)
-    ]
+    missing = []
+    for module in ("mongoeco.wire", "aiosmtpd.controller", "trustme"):
+        with suppress(ImportError, ValueError):  # ImportError: a parent package that fails to import
+            if importlib.util.find_spec(module) is not None:
+                continue
+        missing.append(module.split(".")[0])
     if missing:
         raise UsageProblem(
             f"The demo needs {', '.join(missing)}, which is not installed: run "
@@ -192,9 +183,7 @@ def run_demo(
     try:
         mail_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as error:
-        raise UsageProblem(
-            f"Cannot create {mail_dir} ({error.strerror or error}); pass a writable --out DIR."
-        ) from None
+        raise UsageProblem(f"Cannot create {mail_dir} ({error.strerror}); pass a writable --out DIR.") from None
     step("starting a local MongoDB-compatible server (mongoeco) and a local SMTP server")
     # Both servers stop on the way out, also on Ctrl-C.
     with LocalMongoServer() as mongo, LocalSmtpServer(eml_dir=mail_dir) as smtp:

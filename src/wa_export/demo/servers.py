@@ -142,7 +142,6 @@ class LocalSmtpServer:
         return CapturingHandler(self)
 
     def _make_protocol(self) -> Any:
-        """One aiosmtpd SMTP protocol object per accepted connection (on the server thread)."""
         from aiosmtpd.smtp import SMTP
 
         # An explicit hostname: no socket.getfqdn() (DNS).

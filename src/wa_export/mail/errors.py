@@ -19,8 +19,7 @@ MailStep = Literal["config", "domain", "connect", "tls", "auth", "recipient", "d
 RUN_FATAL_STEPS: frozenset[MailStep] = frozenset({"config", "connect", "tls", "auth", "timeout", "stopped"})
 # The clause every outcome-unknown failure ends with, so no such failure reads as harmless to retry.
 MAY_DUPLICATE = "the server may have accepted the message, so sending it again may deliver it twice"
-# What a session setup waits for: some sentences depend on it (before the server said anything, a timeout's hint
-# names the port and SMTP_SECURITY).
+# What a session setup waits for: the sentence of a failure depends on it.
 WAITING_FOR_CONNECTION = "the TCP connection"
 WAITING_FOR_GREETING = "the server's greeting"
 TLS_HANDSHAKE = "the TLS handshake and the greeting"
