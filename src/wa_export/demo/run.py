@@ -185,7 +185,6 @@ def run_demo(
     except OSError as error:
         raise UsageProblem(f"Cannot create {mail_dir} ({error.strerror}); pass a writable --out DIR.") from None
     step("starting a local MongoDB-compatible server (mongoeco) and a local SMTP server")
-    # Both servers stop on the way out, also on Ctrl-C.
     with LocalMongoServer() as mongo, LocalSmtpServer(eml_dir=mail_dir) as smtp:
         step(f"MongoDB on {mongo.uri}, SMTP with STARTTLS on {smtp.host}:{smtp.port}")
         with MongoClient[dict[str, Any]](mongo.uri, tz_aware=True) as client:

@@ -5,7 +5,6 @@ internals (Controller._create_server, server.abort_clients; pinned in pyproject.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os
@@ -278,7 +277,5 @@ async def serve_mongo(port: int, **server_options: Any) -> None:
         await stop.wait()
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m wa_export.demo.servers")
-    parser.add_argument("--port", type=int, required=True)
-    asyncio.run(serve_mongo(parser.parse_args().port))
+if __name__ == "__main__":  # the child, as LocalMongoServer.child_command() starts it
+    asyncio.run(serve_mongo(int(sys.argv[sys.argv.index("--port") + 1])))

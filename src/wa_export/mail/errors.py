@@ -14,8 +14,7 @@ from wa_export.redaction import redact
 from wa_export.settings import Settings
 
 MailStep = Literal["config", "domain", "connect", "tls", "auth", "recipient", "data", "size", "timeout", "stopped"]
-# Failures that would repeat for every later email of the run, so a run stops sending after the first (a message
-# transaction out of SMTP_TIMEOUT_SECONDS too: else one full timeout per workspace).
+# Failures every later email of the run would repeat (a transaction timeout too), so a run stops after the first.
 RUN_FATAL_STEPS: frozenset[MailStep] = frozenset({"config", "connect", "tls", "auth", "timeout", "stopped"})
 # The clause every outcome-unknown failure ends with, so no such failure reads as harmless to retry.
 MAY_DUPLICATE = "the server may have accepted the message, so sending it again may deliver it twice"

@@ -89,9 +89,7 @@ def from_header(sender: str, display_name: str = "") -> str | Address:
     return Address(display_name=name, addr_spec=sender) if name else sender
 
 
-def build_message(
-    mail: OutgoingMail, sender: str, attachment_data: bytes | None = None, *, sender_name: str = ""
-) -> bytes:
+def build_message(mail: OutgoingMail, sender: str, data: bytes | None = None, *, sender_name: str = "") -> bytes:
     """The message as SMTP sends it; not yagmail's prepare_message, which attaches content that is an existing path."""
     message = EmailMessage(policy=_POLICY)
     message["From"] = from_header(sender, sender_name)
@@ -101,8 +99,8 @@ def build_message(
     # An explicit domain: make_msgid() would otherwise call socket.getfqdn() (DNS).
     message["Message-ID"] = make_msgid(domain=sender.rsplit("@", 1)[-1])
     message.set_content(mail.body, charset="utf-8")
-    if mail.attachment is not None and attachment_data is not None:
+    if mail.attachment is not None and data is not None:
         name = single_line(mail.attachment_name or mail.attachment.name) or "attachment"
         subtype = XLSX_MIME.split("/")[1] if name.lower().endswith(".xlsx") else "octet-stream"
-        message.add_attachment(attachment_data, maintype="application", subtype=subtype, filename=name)
+        message.add_attachment(data, maintype="application", subtype=subtype, filename=name)
     return message.as_bytes()
