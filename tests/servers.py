@@ -177,9 +177,9 @@ class LocalMongoServer(demo.LocalMongoServer):
 
     def kill(self) -> None:
         """SIGKILL the server (fault injection); `restart()` brings it back on the same port."""
-        self._terminate(graceful=False)
+        self.stop(graceful=False)
 
     def restart(self) -> None:
         """Stop the server if it runs and start it again on the same port."""
-        self._terminate(graceful=True)
+        self.stop()
         self.start()

@@ -225,12 +225,13 @@ class LocalMongoServer:
                 if line == f"READY {self.port}":
                     return
                 said = repr(line)
-            self._terminate(graceful=False)
+            self.stop(graceful=False)
             log.seek(0)
             tail = log.read()[-4000:].decode(errors="replace").strip()
             raise LocalServerError(f"mongo server did not start (said {said}): {tail}")
 
-    def _terminate(self, *, graceful: bool) -> None:
+    def stop(self, graceful: bool = True) -> None:
+        """SIGTERM, then SIGKILL after 5 s (at once unless `graceful`); idempotent."""
         proc, self._proc = self._proc, None
         if proc is not None and graceful:
             proc.terminate()
@@ -238,10 +239,6 @@ class LocalMongoServer:
                 proc.wait(5)
         if self._finalizer is not None:
             self._finalizer()  # kills what still runs, waits, closes the pipes
-
-    def stop(self) -> None:
-        """Terminate gracefully (SIGTERM), SIGKILL after 5 s; idempotent."""
-        self._terminate(graceful=True)
 
     def __enter__(self) -> LocalMongoServer:
         return self.start()
