@@ -19,7 +19,7 @@ from typing import Any
 
 from pymongo import MongoClient
 
-from wa_export.demo.mongo_server import LocalMongoServer
+from wa_export.demo.servers import LocalMongoServer
 
 ROUNDS = 200
 

@@ -44,7 +44,7 @@ from pymongo import MongoClient, monitoring
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import RESULTS, machine_info, write_section
-from wa_export.demo.mongo_server import LocalMongoServer
+from wa_export.demo.servers import LocalMongoServer
 from wa_export.export.run import ExportRequest, ExportRun
 from wa_export.settings import load_settings
 from wa_export.store.connection import Store
@@ -52,7 +52,7 @@ from wa_export.store.connection import Store
 DATABASE = "wa_export_bench"
 _SMTP_CHILD = r"""
 import sys, time
-from wa_export.demo.smtp_server import LocalSmtpServer
+from wa_export.demo.servers import LocalSmtpServer
 server = LocalSmtpServer().start()
 print(server.port, server.ca_cert_path, server.username, server.password, flush=True)
 sys.stdin.read()  # until the parent closes our stdin

@@ -69,7 +69,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from many_workspaces import SmtpProcess, base_env
 from run import RESULTS, machine_info, write_section
-from wa_export.demo.mongo_server import LocalMongoServer
+from wa_export.demo.servers import LocalMongoServer
 from wa_export.store.arrivals import object_id_at
 
 DATABASE = "wa_export_scale"
@@ -147,13 +147,13 @@ def account(owner, name, label):
 quiet = os.environ.get("BENCH_QUIET") == "1"  # production-like: no command listener
 if hasattr(run_module, "deliver"):
     import pymongo.collection, wa_export.export.delivery as delivery, wa_export.export.delivery as window
-    import wa_export.mail.sender as sender, wa_export.mail.transport as transport
+    import wa_export.mail.transport as transport
     account(window, "write_workbook", "workbook")
-    account(sender, "build_message", "email: build MIME")
-    account(sender.MailSender, "send", "email: build + send")
-    account(transport.YagmailConnection, "_attempt_send", "email: SMTP transaction")
-    account(transport.YagmailConnection, "alive", "email: reused connection check")
-    account(transport.YagmailConnection, "login", "email: connect + login (once per run)")
+    account(transport, "build_message", "email: build MIME")
+    account(transport.MailSender, "send", "email: build + send")
+    account(transport.MailSender, "_attempt_send", "email: SMTP transaction")
+    account(transport.MailSender, "alive", "email: reused connection check")
+    account(transport.MailSender, "login", "email: connect + login (once per run)")
     import wa_export.workbook.writer as writer
     account(writer.WorkbookWriter, "append_many", "workbook: rows (incl. reading the messages)")
     account(writer.WorkbookWriter, "commit", "workbook: package + publish")

@@ -16,7 +16,7 @@ from mongoeco.engines.sqlite import SQLiteEngine
 from mongoeco.wire.auth import WireAuthUser
 
 from servers import MONGO_USERS_ENV  # this script's folder (tests/) is on sys.path
-from wa_export.demo.mongo_server import serve_mongo
+from wa_export.demo.servers import serve_mongo
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()

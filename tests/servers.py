@@ -1,6 +1,6 @@
 """The test suite's servers: the product's loopback servers plus test-only modes and fault switches.
 
-The demo needs plain capturing servers (wa_export/demo/smtp_server.py, mongo_server.py); tests also need
+The demo needs plain capturing servers (wa_export/demo/servers.py); tests also need
 SMTP servers with implicit TLS or none, an untrusted CA, connection and AUTH counters, that refuse recipients
 or drop the connection during DATA, and a MongoDB on a given port, with a data file, that requires
 authentication or can be SIGKILLed and restarted. Those switches live here so the product ships only what the
@@ -23,8 +23,8 @@ from urllib.parse import quote
 
 import trustme
 
-from wa_export.demo import mongo_server, smtp_server
-from wa_export.demo.smtp_server import (
+from wa_export.demo import servers as demo
+from wa_export.demo.servers import (
     LOOPBACK,
     CapturingHandler,
     LocalServerError,
@@ -46,7 +46,7 @@ MONGO_USERS_ENV = "WA_EXPORT_TEST_MONGO_USERS"
 _TEST_CHILD = Path(__file__).with_name("mongo_child.py")
 
 
-class CapturedMessage(smtp_server.CapturedMessage):
+class CapturedMessage(demo.CapturedMessage):
     def message(self) -> email.message.EmailMessage:
         return email.message_from_bytes(self.data, policy=email.policy.default)
 
@@ -74,7 +74,7 @@ class _FaultyHandler(CapturingHandler):
         return await super().handle_DATA(server, session, envelope)
 
 
-class LocalSmtpServer(smtp_server.LocalSmtpServer):
+class LocalSmtpServer(demo.LocalSmtpServer):
     """The product's capturing SMTP server, plus: a fixed `port`; `tls="ssl"` (TLS from the first byte) or
     `"none"` (plain text) instead of STARTTLS; a `certificate_authority` the client does not trust ("certificate
     from an unknown CA"); `connection_count`, `auth_successes`, `auth_failures`; refused recipients and a
@@ -128,11 +128,11 @@ class LocalSmtpServer(smtp_server.LocalSmtpServer):
                 self.auth_failures += 1
         return result
 
-    def _record(self, captured: smtp_server.CapturedMessage) -> None:
+    def _record(self, captured: demo.CapturedMessage) -> None:
         super()._record(CapturedMessage(captured.mail_from, captured.rcpt_tos, captured.data))
 
 
-class LocalMongoServer(mongo_server.LocalMongoServer):
+class LocalMongoServer(demo.LocalMongoServer):
     """The product's mongoeco server, plus a fixed `port`, a `startup_timeout`, authentication, SIGKILL and
     restart on the same port; with `data_path` its data lives in a SQLite file and survives restarts.
 
@@ -177,9 +177,9 @@ class LocalMongoServer(mongo_server.LocalMongoServer):
 
     def kill(self) -> None:
         """SIGKILL the server (fault injection); `restart()` brings it back on the same port."""
-        self._terminate(graceful=False)
+        self.stop(graceful=False)
 
     def restart(self) -> None:
         """Stop the server if it runs and start it again on the same port."""
-        self._terminate(graceful=True)
+        self.stop()
         self.start()

@@ -15,7 +15,7 @@ from helpers import attachments, parse_json, sheet_rows, start_demo
 from seeding import run_cli
 from servers import free_port
 
-SERVER_MODULE = "wa_export.demo.mongo_server"
+SERVER_MODULE = "wa_export.demo.servers"
 
 
 def _alive(pid: int) -> bool:
@@ -26,7 +26,7 @@ def _alive(pid: int) -> bool:
 
 
 def _mongo_servers_on(port: int) -> list[int]:
-    """Pids of LocalMongoServer children (`python -m wa_export.demo.mongo_server --port N`) on this port.
+    """Pids of LocalMongoServer children (`python -m wa_export.demo.servers --port N`) on this port.
 
     Matched by port, not by name alone: other test runs on this machine have server children too.
     """

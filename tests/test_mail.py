@@ -32,8 +32,7 @@ from wa_export.mail.message import (
     single_line,
     single_line_or,
 )
-from wa_export.mail.sender import MailSender
-from wa_export.mail.transport import YagmailConnection, tls_mode
+from wa_export.mail.transport import MailSender, tls_mode
 from wa_export.settings import Settings, load_settings
 
 PASSWORD = "s3cret-pass"
@@ -155,11 +154,11 @@ def test_reconnects_once_when_the_server_dropped_the_idle_connection(
     mail = OutgoingMail(to=("ops@example.com",), subject="s", body="b")
     with MailSender(settings) as sender:
         sender.send(mail)
-        assert sender._client is not None
+        assert sender.smtp is not None
         # The connection dies between sends and NOOP does not notice in time: the
         # MAIL command fails before any data went out, so one retry is safe.
-        sender._client.smtp.sock.shutdown(socket.SHUT_RDWR)
-        monkeypatch.setattr(YagmailConnection, "alive", lambda self: True)
+        sender.smtp.sock.shutdown(socket.SHUT_RDWR)
+        monkeypatch.setattr(MailSender, "alive", lambda self: True)
         sender.send(mail)
         assert sender.connections_opened == 2
     assert len(server.wait_for_messages(2, timeout=5)) == 2
@@ -235,7 +234,7 @@ def test_username_without_password_never_hangs_with_closed_stdin(tmp_path: Path)
         """
         from wa_export.settings import load_settings
         from wa_export.mail.errors import MailError
-        from wa_export.mail.sender import MailSender
+        from wa_export.mail.transport import MailSender
         from wa_export.mail.message import OutgoingMail
         settings = load_settings(environ={"SMTP_SERVER": "127.0.0.1", "SMTP_PORT": "9",
                                           "SMTP_USERNAME": "user@example.com"})
@@ -551,8 +550,8 @@ def test_close_never_raises(server: LocalSmtpServer, monkeypatch: pytest.MonkeyP
     settings = make_settings(monkeypatch, tmp_path, server)
     sender = MailSender(settings)
     sender.verify_login()
-    assert sender._client is not None
-    sender._client.smtp.sock.close()  # whatever state the socket is in
+    assert sender.smtp is not None
+    sender.smtp.sock.close()  # whatever state the socket is in
     monkeypatch.setattr(smtplib.SMTP, "quit", lambda self: (_ for _ in ()).throw(OSError("boom")))
     sender.__exit__(None, None, None)
     sender.__exit__(None, None, None)

@@ -40,8 +40,7 @@ from wa_export.export.email_text import POSSIBLE_DUPLICATE_SENTENCE
 from wa_export.mail import transport as deadline
 from wa_export.mail.errors import MAY_DUPLICATE, MailError, MailOutcome
 from wa_export.mail.message import OutgoingMail
-from wa_export.mail.sender import MailSender
-from wa_export.mail.transport import STOP_GRACE_SECONDS, stop_sends
+from wa_export.mail.transport import STOP_GRACE_SECONDS, MailSender, stop_sends
 from wa_export.settings import load_settings
 
 SENDER = "exports@outcome.test"

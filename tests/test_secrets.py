@@ -33,7 +33,7 @@ from helpers import (
 from seeding import add_chat, add_messages, add_workspace, utcnow
 from servers import LocalSmtpServer, free_port
 from wa_export.mail.message import OutgoingMail
-from wa_export.mail.sender import MailSender
+from wa_export.mail.transport import MailSender
 from wa_export.settings import load_settings
 
 SMTP_USER = "wa-export"

@@ -36,12 +36,11 @@ from helpers import cursor_of, parse_json, stop_with_sigterm
 from inprocess_cli import run_wa_export
 from seeding import add_workspace, run_cli, seed_workspace, start_cli
 from smtp_misbehaving import MisbehavingSmtpServer, Point
-from wa_export.demo.smtp_server import free_port
+from wa_export.demo.servers import free_port
 from wa_export.mail import transport
 from wa_export.mail.errors import MailError
 from wa_export.mail.message import OutgoingMail
-from wa_export.mail.sender import MailSender
-from wa_export.mail.transport import STOP_GRACE_SECONDS
+from wa_export.mail.transport import STOP_GRACE_SECONDS, MailSender
 from wa_export.settings import load_settings
 
 TIMEOUT = 3  # SMTP_TIMEOUT_SECONDS in these tests

@@ -23,8 +23,7 @@ from wa_export.errors import ExitCode, MongoUnavailable
 from wa_export.export.results import run_warnings, unmatched_variable_warnings
 from wa_export.mail.errors import MailError
 from wa_export.mail.message import check_sendable
-from wa_export.mail.sender import MailSender
-from wa_export.mail.transport import tls_mode
+from wa_export.mail.transport import MailSender, tls_mode
 from wa_export.recipients import SOURCE_LABELS, UNSENT_WITHOUT_ADDRESS, RecipientSource, missing_hint, recipients_for
 from wa_export.redaction import redact
 from wa_export.schedule import overdue_since

@@ -20,7 +20,7 @@ from wa_export.export import delivery, email_text, results
 from wa_export.export.rows import RowStats, rows_by_arrival, rows_by_timestamp
 from wa_export.mail.errors import MailError
 from wa_export.mail.message import check_sendable
-from wa_export.mail.sender import MailSender
+from wa_export.mail.transport import MailSender
 from wa_export.redaction import redact
 from wa_export.settings import ID_FORM, Settings
 from wa_export.store import logs

@@ -1,8 +1,5 @@
-"""`wa-export demo`: a real scheduled export against local MongoDB (mongoeco) and SMTP (aiosmtpd, STARTTLS,
-AUTH) servers, with settings from an explicit dictionary: the operator's environment and `.env` never point
-the demo at a real database or mail server. Emptying the folder the operator named is only safe if it holds only
-what a demo writes there, else the demo refuses to start rather than delete someone's files.
-"""
+"""`wa-export demo`: a real scheduled export against local MongoDB (mongoeco) and SMTP (aiosmtpd) servers, its
+settings an explicit dictionary: the operator's environment and `.env` never point it at a real server."""
 
 from __future__ import annotations
 
@@ -10,10 +7,10 @@ import importlib.util
 import os
 import shutil
 import signal
-import stat
 import tempfile
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from importlib.resources import files
 from pathlib import Path
@@ -22,7 +19,7 @@ from typing import Any
 from bson import ObjectId
 
 from wa_export.clock import utc_now
-from wa_export.errors import ExitCode, UsageProblem
+from wa_export.errors import UsageProblem
 from wa_export.export import run as commands
 from wa_export.export.results import ExportRequest, RunObserver, RunResult
 from wa_export.settings import load_settings
@@ -36,24 +33,21 @@ ENV_FILE_NAME = ".env"
 ENV_FILE_HEADER = "# wa-export demo: the settings of its local servers, valid while `demo --serve` runs."
 
 
-def clear_demo_folder(out_dir: Path, workspace_ids: set[str]) -> None:
-    """Remove an earlier demo's workbooks, emails and env file; a UsageProblem naming the first file a demo
-    did not write (checked before anything is removed)."""
+def clear_demo_folder(out_dir: Path) -> None:
+    """Remove an earlier demo's workbooks, emails and env file, or refuse (before removing anything) a folder
+    holding anything a demo did not write: it may be someone's files."""
 
     def check(path: Path, written_by_a_demo: bool) -> Path:
         if not written_by_a_demo:
-            raise UsageProblem(
-                f"{out_dir} holds {path}, which no demo wrote, so the demo will not empty it; pass another --out DIR."
-            )
+            raise UsageProblem(f"{out_dir} holds {path}, which no demo wrote: not emptied; pass another --out DIR.")
         return path
 
     env_file = out_dir / ENV_FILE_NAME
     found = [check(env_file, _first_line(env_file) == ENV_FILE_HEADER)] if os.path.lexists(env_file) else []
     found += [check(path, path.suffix == ".eml" and _plain_file(path)) for path in _entries(out_dir / "mail")]
     for folder in _entries(out_dir / "exports"):
-        marker = folder / FOLDER_MARKER
-        owner = _first_line(marker).strip()
-        check(folder, not folder.is_symlink() and folder.is_dir() and owner in workspace_ids)
+        owner = _first_line(folder / FOLDER_MARKER).strip()
+        check(folder, not folder.is_symlink() and folder.is_dir() and owner in {str(w["_id"]) for w in DEMO_WORKSPACES})
         for path in _entries(folder):
             check(path, _plain_file(path) and (path.suffix in (".xlsx", ".tmp") or path.name == FOLDER_MARKER))
         found.append(folder)
@@ -71,29 +65,16 @@ def _entries(folder: Path) -> list[Path]:
 
 def _first_line(path: Path) -> str:
     """The first line of a plain file (never through a symlink); "" for anything else."""
-    if not _plain_file(path):
-        return ""
-    with path.open(encoding="utf-8", errors="replace") as stream:
-        return stream.readline().rstrip("\n")
+    return path.read_text("utf-8", "replace").partition("\n")[0] if _plain_file(path) else ""
 
 
 def _plain_file(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False
-
-
-def write_env_file(path: Path, environ: Mapping[str, str]) -> Path:
-    """The settings as a .env file, 0600 from the start (it holds the demo's SMTP password)."""
-    lines = [f"{ENV_FILE_HEADER}\n", *(f"{name}={value}\n" for name, value in environ.items())]
-    replace_file(path, "".join(lines).encode("utf-8"))
-    return path
+    return not path.is_symlink() and path.is_file()
 
 
 def serve_until_stopped(announce: Callable[[], None]) -> None:
-    """Announce, then sleep until Ctrl-C (or SIGTERM, which the CLI turns into the same KeyboardInterrupt).
-    The announcement is inside the wait: a signal sent as soon as it says "ready" still ends it cleanly."""
+    """Announce, then sleep until Ctrl-C (or SIGTERM, the same KeyboardInterrupt), the announcement inside the
+    wait: a signal sent as soon as it says "ready" still ends it cleanly."""
     try:
         announce()
         while True:
@@ -117,11 +98,10 @@ DEMO_WORKSPACES: list[dict[str, Any]] = [
 
 @dataclass
 class DemoResult:
-    out_dir: Path
     exports_dir: Path
     mail_dir: Path
     mongodb_uri: str
-    smtp_address: str
+    smtp_server: str
     seeded: dict[str, int]
     run: RunResult
     workbooks: list[Path]
@@ -135,30 +115,19 @@ class DemoResult:
         return self.run.exit_code
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.exit_code == ExitCode.OK,
-            "exit_code": self.exit_code,
-            **{name: str(getattr(self, name)) for name in ("out_dir", "exports_dir", "mail_dir")},
-            "mongodb_uri": self.mongodb_uri,
-            "smtp_server": self.smtp_address,
-            "seeded": self.seeded,
-            "workbooks": [str(path) for path in self.workbooks],
-            "emails": [str(path) for path in self.emails],
-            "run": self.run.as_dict(),
-            **({"env_file": str(self.env_file)} if self.env_file is not None else {}),
-        }
+        """Every field but `environ` (it holds the SMTP password); the JSON writer turns paths into text."""
+        document = {item.name: getattr(self, item.name) for item in fields(self) if item.name != "environ"}
+        return document | {"run": self.run.as_dict()}
 
 
 def require_demo_dependencies() -> None:
     """Fail with one sentence, before starting anything, if the demo extra is missing."""
     missing = []
     for module in ("mongoeco.wire", "aiosmtpd.controller", "trustme"):
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except (ImportError, ValueError):
-            found = False
-        if not found:
-            missing.append(module.split(".")[0])
+        with suppress(ImportError, ValueError):  # ImportError: a parent package that fails to import
+            if importlib.util.find_spec(module) is not None:
+                continue
+        missing.append(module.split(".")[0])
     if missing:
         raise UsageProblem(
             f"The demo needs {', '.join(missing)}, which is not installed: run "
@@ -167,11 +136,8 @@ def require_demo_dependencies() -> None:
 
 
 def seed(db: Any, now: datetime) -> dict[str, int]:
-    """Write the demo's workspaces, chats and messages (conversations.txt), all inside the first scheduled window.
-
-    conversations.txt: "workspace N" (1-based in DEMO_WORKSPACES), "chat BUSINESS CUSTOMER", then one line per
-    message: "in" received, "ai" sent by the AI, "me" sent by a human. All numbers are fictional.
-    """
+    """The demo's workspaces, chats and messages, all inside the first scheduled window. conversations.txt: "workspace
+    N" (1-based), "chat BUSINESS CUSTOMER", then per message "in" received, "ai" sent by the AI, "me" by a human."""
     db.workspaces.insert_many([{k: v for k, v in w.items() if k != "email"} for w in DEMO_WORKSPACES])
     chats: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
@@ -187,9 +153,9 @@ def seed(db: Any, now: datetime) -> dict[str, int]:
         else:
             moment += timedelta(seconds=7)
             direction = "incoming" if kind == "in" else "outgoing"
-            fields = {"chat_id": chats[-1]["_id"], "direction": direction, "is_ai_generated": kind == "ai"}
+            message = {"chat_id": chats[-1]["_id"], "direction": direction, "is_ai_generated": kind == "ai"}
             # Arrived when written: the _id (the arrival order) carries the same moment.
-            messages.append({"_id": object_id_at(moment), **fields, "content": rest, "timestamp": moment})
+            messages.append({"_id": object_id_at(moment), **message, "content": rest, "timestamp": moment})
     db.chats.insert_many(chats)
     db.messages.insert_many(messages)
     # The indexes `health` asks for, as an operator would create them.
@@ -201,31 +167,23 @@ def seed(db: Any, now: datetime) -> dict[str, int]:
 
 
 def run_demo(
-    out_dir: Path,
-    observer: RunObserver | None = None,
-    on_step: Callable[[str], None] | None = None,
-    serve: Callable[[DemoResult], None] | None = None,
+    out_dir: Path, observer: RunObserver, step: Callable[[str], None], serve: Callable[[DemoResult], None] | None
 ) -> DemoResult:
-    """The demo in a fresh `out_dir`; with `serve`, the servers run on (their settings in `out_dir/.env`)
-    until `serve(result)` returns."""
+    """The demo in a fresh `out_dir`; with `serve`, the servers run on (their settings in `out_dir/.env`) until
+    `serve(result)` returns."""
     require_demo_dependencies()
     from pymongo import MongoClient
 
-    from wa_export.demo.mongo_server import LocalMongoServer
-    from wa_export.demo.smtp_server import LocalSmtpServer
+    from wa_export.demo.servers import LocalMongoServer, LocalSmtpServer
 
-    step = on_step or (lambda text: None)
     out_dir = out_dir.expanduser().absolute()
     exports_dir, mail_dir = out_dir / "exports", out_dir / "mail"
-    clear_demo_folder(out_dir, {str(workspace["_id"]) for workspace in DEMO_WORKSPACES})
+    clear_demo_folder(out_dir)
     try:
         mail_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as error:
-        raise UsageProblem(
-            f"Cannot create {mail_dir} ({error.strerror or error}); pass a writable --out DIR."
-        ) from None
+        raise UsageProblem(f"Cannot create {mail_dir} ({error.strerror}); pass a writable --out DIR.") from None
     step("starting a local MongoDB-compatible server (mongoeco) and a local SMTP server")
-    # Both servers stop on the way out, also on Ctrl-C.
     with LocalMongoServer() as mongo, LocalSmtpServer(eml_dir=mail_dir) as smtp:
         step(f"MongoDB on {mongo.uri}, SMTP with STARTTLS on {smtp.host}:{smtp.port}")
         with MongoClient[dict[str, Any]](mongo.uri, tz_aware=True) as client:
@@ -237,8 +195,8 @@ def run_demo(
             "MONGODB_TIMEOUT_SECONDS": "10",
             "SMTP_SERVER": smtp.host,
             "SMTP_PORT": str(smtp.port),
-            "SMTP_USERNAME": smtp.username or "",
-            "SMTP_PASSWORD": smtp.password or "",
+            "SMTP_USERNAME": smtp.username,
+            "SMTP_PASSWORD": smtp.password,
             "SMTP_FROM": DEMO_SENDER,
             "SMTP_SECURITY": "starttls",
             "SMTP_CA_FILE": str(smtp.ca_cert_path),
@@ -252,15 +210,14 @@ def run_demo(
             settings = load_settings(env_file=Path(empty.name), environ=environ)
         step("running a scheduled export (the same code path as `wa-export export`)")
         run = commands.export(settings, ExportRequest(), observer)
-        if run.count("completed"):
-            smtp.wait_for_messages(run.count("completed"), timeout=10)
         workbooks = [Path(r.file_path) for r in run.workspaces if r.file_path]
-        emails = sorted(mail_dir.glob("*.eml"))  # the folder was emptied before
+        emails = sorted(mail_dir.glob("*.eml"))  # written before each 250, in a folder emptied before
         address = f"{smtp.host}:{smtp.port}"
-        result = DemoResult(out_dir, exports_dir, mail_dir, mongo.uri, address, seeded, run, workbooks, emails)
+        result = DemoResult(exports_dir, mail_dir, mongo.uri, address, seeded, run, workbooks, emails)
         if serve is not None:
-            result.environ = environ
-            result.env_file = write_env_file(out_dir / ENV_FILE_NAME, environ)
+            result.environ, result.env_file = environ, out_dir / ENV_FILE_NAME
+            lines = [ENV_FILE_HEADER, *(f"{name}={value}" for name, value in environ.items())]
+            replace_file(result.env_file, "".join(f"{line}\n" for line in lines).encode())  # 0600: it holds a password
             try:
                 serve(result)
             finally:  # its settings die with the servers

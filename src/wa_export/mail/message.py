@@ -18,8 +18,7 @@ from wa_export.settings import Settings, sending_problems
 
 XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
-# CRLF, lines of at most 78 characters, headers RFC 2047-encoded and bodies 7bit, quoted-printable or
-# base64: pure ASCII, so the server needs neither 8BITMIME nor SMTPUTF8.
+# CRLF, lines of at most 78 characters, all ASCII: the server needs neither 8BITMIME nor SMTPUTF8.
 _POLICY = policy.SMTP.clone(cte_type="7bit")
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
@@ -39,7 +38,6 @@ def check_sendable(settings: Settings) -> None:
 
 
 def check_recipients(to: Sequence[str], settings: Settings) -> None:
-    """Refuse, before any connection, recipients that are missing, malformed or outside the allow-list."""
     if not to:
         hint = "Configure WORKSPACE_<ID>_EMAIL or pass an address."
         raise refusal(settings, "recipient", "The mail has no recipient", hint)
@@ -56,7 +54,7 @@ def check_recipients(to: Sequence[str], settings: Settings) -> None:
 
 
 def encoded_attachment_size(size: int) -> int:
-    """Bytes a `size`-byte attachment takes in the message (base64 lines of 76 + CRLF): servers limit the message."""
+    """Bytes a `size`-byte attachment takes in the message (base64 lines of 76 + CRLF)."""
     encoded = 4 * -(-size // 3)
     return encoded + 2 * -(-encoded // 76)
 
@@ -81,7 +79,7 @@ def single_line(text: str) -> str:
 
 
 def single_line_or(text: object, fallback: str) -> str:
-    """`single_line(text)`, or `fallback` when nothing printable is left (never "Export -  - <date>")."""
+    """`single_line(text)`, or `fallback` when nothing printable is left."""
     return (single_line(text) if isinstance(text, str) else "") or single_line(fallback)
 
 
@@ -91,10 +89,8 @@ def from_header(sender: str, display_name: str = "") -> str | Address:
     return Address(display_name=name, addr_spec=sender) if name else sender
 
 
-def build_message(
-    mail: OutgoingMail, sender: str, attachment_data: bytes | None = None, *, sender_name: str = ""
-) -> bytes:
-    """The message as SMTP sends it; not yagmail's prepare_message (trap 3 in mail/transport.py)."""
+def build_message(mail: OutgoingMail, sender: str, data: bytes | None = None, *, sender_name: str = "") -> bytes:
+    """The message as SMTP sends it; not yagmail's prepare_message, which attaches content that is an existing path."""
     message = EmailMessage(policy=_POLICY)
     message["From"] = from_header(sender, sender_name)
     message["To"] = ", ".join(mail.to)
@@ -103,9 +99,8 @@ def build_message(
     # An explicit domain: make_msgid() would otherwise call socket.getfqdn() (DNS).
     message["Message-ID"] = make_msgid(domain=sender.rsplit("@", 1)[-1])
     message.set_content(mail.body, charset="utf-8")
-    if mail.attachment is not None:
+    if mail.attachment is not None and data is not None:
         name = single_line(mail.attachment_name or mail.attachment.name) or "attachment"
         subtype = XLSX_MIME.split("/")[1] if name.lower().endswith(".xlsx") else "octet-stream"
-        data = attachment_data if attachment_data is not None else mail.attachment.read_bytes()
         message.add_attachment(data, maintype="application", subtype=subtype, filename=name)
     return message.as_bytes()

@@ -1,19 +1,6 @@
-"""The SMTP connection: yagmail's client with its traps defeated, every step under an overall deadline.
-
-Used naively, yagmail returns False from send() once its retries are spent and re-sends after a disconnect (a
-possible duplicate), looks a missing password up in keyring and prompts (a hang under cron), attaches content that
-is an existing path, runs starttls() without certificate checks, opens a connection per send() and logs to stderr.
-So `YagmailConnection` keeps yagmail's client and lifecycle but replaces `_login` and `_attempt_send` (one
-transaction, never retried, all recipients accepted or nothing sent); a test per trap in tests/test_mail.py.
-
-Deadlines: smtplib's timeout bounds each read, so a server trickling ``250-`` lines could hold a run forever. The
-connection's sockets wait in short socket timeouts that end at the step's deadline. `stop_sends()` (SIGTERM,
-signal-safe: it only assigns a number) gives every step at most STOP_GRACE_SECONDS: a grace, not a cut, so a 250
-about to arrive is still heard.
-
-Why this module is long: the session, its deadlines and the sentence for each way a step fails together decide one
-rule, whether a failed send may have delivered (the mail outcome), so they are read in one place.
-"""
+"""The per-run sender: one SMTP connection (yagmail's client, its traps defeated: one test each in test_mail.py),
+every step under an overall deadline (smtplib's timeout bounds each read only: a server trickling ``250-`` lines
+could hold a run forever), and whether a failed send may have delivered."""
 
 from __future__ import annotations
 
@@ -28,27 +15,21 @@ import time
 from collections.abc import Callable
 from contextlib import suppress
 from contextvars import ContextVar
-from dataclasses import KW_ONLY, dataclass, field
+from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 import yagmail
 
-from wa_export.mail.errors import MailError, MailOutcome, MailStep, describe_error, mail_error, refusal, smtp_reply
+from wa_export.mail import errors
+from wa_export.mail.errors import MailError, MailOutcome, MailStep, describe_error, refusal, smtp_reply
+from wa_export.mail.message import OutgoingMail, build_message, check_attachment, check_recipients, check_sendable
 from wa_export.settings import Settings
-
-if TYPE_CHECKING:
-    from _typeshed import ReadableBuffer
 
 # Servers keep an idle connection for minutes (RFC 5321 suggests 5); within this, one that just answered is reused unasked.
 RECENTLY_ANSWERED_SECONDS = 10.0
-_TLS_HANDSHAKE = "the TLS handshake and the greeting"
-_STARTTLS = "the reply to STARTTLS and the TLS handshake"
-STOP_GRACE_SECONDS = 3.0
+STOP_GRACE_SECONDS = 3.0  # after stop_sends(): a grace, not a cut, so a 250 about to arrive is still heard
 _STOP_POLL_SECONDS = 0.2  # the longest socket wait between two looks for a stop request
-# What a session setup waits for before the server said anything (the hint then names the port and SMTP_SECURITY).
-WAITING_FOR_CONNECTION = "the TCP connection"
-WAITING_FOR_GREETING = "the server's greeting"
 
 _stop_requested_at: float | None = None  # time.monotonic() of the first stop_sends()
 T = TypeVar("T")
@@ -56,7 +37,7 @@ _current: ContextVar[SmtpDeadline] = ContextVar("smtp_deadline")
 current_deadline = _current.get  # the step the calling code runs in
 
 
-def stop_sends() -> None:
+def stop_sends() -> None:  # signal-safe: SIGTERM calls it
     global _stop_requested_at
     if _stop_requested_at is None:
         _stop_requested_at = time.monotonic()
@@ -72,48 +53,18 @@ def _waited(sock: socket.socket, operation: Callable[[], T]) -> T:
     """`operation`, a blocking wait on `sock`, within the current step's deadline; TimeoutError once it passed."""
     while True:
         sock.settimeout(min(current_deadline().remaining(), _STOP_POLL_SECONDS))
-        try:
+        with suppress(TimeoutError):  # a slice ended: look at the deadline and the stop request again
             return operation()
-        except TimeoutError:
-            continue  # a slice ended: look at the deadline and the stop request again
 
 
 class DeadlineSocket(socket.socket):
-    """A connection whose every wait ends at the current step's deadline (smtplib reads, writes and wraps it)."""
-
     def recv_into(self, *args: Any, **kwargs: Any) -> int:
         return _waited(self, partial(super().recv_into, *args, **kwargs))
 
-    def sendall(self, data: ReadableBuffer, flags: int = 0) -> None:
+    def sendall(self, data: Any, flags: int = 0) -> None:
         rest = memoryview(data)
         while rest:
             rest = rest[_waited(self, partial(self.send, rest, flags)) :]
-
-
-def _connect(host: str, port: int, source_address: Any) -> DeadlineSocket:
-    """TCP to each of the host's addresses in turn, all within the step's one deadline and the stop grace
-    (socket.create_connection would give every address the whole timeout and never look at a stop request)."""
-    error: OSError = OSError(f"no address found for {host}")
-    for family, kind, proto, _, address in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
-        sock = DeadlineSocket(family, kind, proto)
-        try:
-            if source_address:
-                sock.bind(source_address)
-            sock.setblocking(False)
-            if (code := sock.connect_ex(address)) not in (0, errno.EINPROGRESS):
-                raise OSError(code, os.strerror(code))
-            writable = select.poll()  # poll, not select: no limit on the descriptor's number in a busy process
-            writable.register(sock, select.POLLOUT)
-            while not writable.poll(min(current_deadline().remaining(), _STOP_POLL_SECONDS) * 1000):
-                pass  # a slice ended: look at the deadline and the stop request again
-            if code := sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
-                raise OSError(code, os.strerror(code))
-            sock.setblocking(True)  # each later wait sets its own timeout; TLS refuses to wrap a non-blocking socket
-            return sock
-        except OSError as failure:  # TimeoutError too: the next address then fails at once
-            sock.close()
-            error = failure
-    raise error
 
 
 class DeadlineTlsSocket(DeadlineSocket, ssl.SSLSocket):
@@ -123,12 +74,11 @@ class DeadlineTlsSocket(DeadlineSocket, ssl.SSLSocket):
 
 @dataclass(eq=False)
 class SmtpDeadline:
-    """`with SmtpDeadline(...) as deadline:` runs one SMTP step; once expired, any exception leaving
-    the block becomes the deadline's MailError, naming `what`, `step` and `waiting_for` (moved by `at()`)."""
+    """`with SmtpDeadline(...):` runs one SMTP step; once expired, any exception leaving the block becomes the
+    deadline's MailError, naming `what`, `step` and `waiting_for` (moved along by `at()`)."""
 
     settings: Settings
     what: str
-    _: KW_ONLY
     step: MailStep
     waiting_for: str
     outcome: MailOutcome = MailOutcome.REFUSED  # unknown once the server asked for the message (354)
@@ -150,7 +100,6 @@ class SmtpDeadline:
             raise self.error(expiry) from None
 
     def remaining(self) -> float:
-        """Seconds left for the step; raises TimeoutError once none are."""
         left = self._due()[0] - time.monotonic()
         if left <= 0:
             raise TimeoutError("the SMTP step's deadline passed")
@@ -169,13 +118,13 @@ class SmtpDeadline:
         retried = "; the export is retried on the next run" if outcome is MailOutcome.REFUSED else ""
         if expiry == "stopped":
             what = f"Stopped during {self.what} with the SMTP server {where} (wa-export was asked to stop while waiting for {waiting_for})"
-            return mail_error(settings, "stopped", what, f"Nothing else is sent in this run{retried}.", outcome=outcome)
+            return MailError(settings, "stopped", what, f"Nothing else is sent in this run{retried}.", outcome=outcome)
         what = f"The SMTP server {where} did not finish {self.what} within SMTP_TIMEOUT_SECONDS ({settings.smtp_timeout_seconds:g} s): timed out waiting for {waiting_for}"
         hint = "It may be overloaded or misbehaving: check its logs, or raise SMTP_TIMEOUT_SECONDS if it is only slow"
-        if self.step == "connect" and waiting_for in (WAITING_FOR_CONNECTION, WAITING_FOR_GREETING):
+        if self.step == "connect" and waiting_for in (errors.WAITING_FOR_CONNECTION, errors.WAITING_FOR_GREETING):
             hint = "Check SMTP_SERVER/SMTP_PORT, the firewall, and that SMTP_SECURITY matches the port (465 = ssl); the server may also be overloaded"
         hint += retried if self.step == "timeout" else ""
-        return mail_error(settings, self.step, what, f"{hint}.", outcome=outcome)
+        return MailError(settings, self.step, what, f"{hint}.", outcome=outcome)
 
 
 def tls_mode(settings: Settings) -> Literal["ssl", "starttls", "none"]:
@@ -187,12 +136,29 @@ def tls_mode(settings: Settings) -> Literal["ssl", "starttls", "none"]:
 
 class _Smtp(smtplib.SMTP):
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
-        sock = _connect(host, port, self.source_address)
-        if isinstance(self, smtplib.SMTP_SSL):
-            current_deadline().at(_TLS_HANDSHAKE, step="tls")
-        else:
-            current_deadline().at(WAITING_FOR_GREETING)
-        return sock
+        """TCP to each address in turn within the step's deadline (create_connection gives each the whole timeout)."""
+        error: OSError = OSError(f"no address found for {host}")
+        for family, kind, proto, _, address in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+            sock = DeadlineSocket(family, kind, proto)
+            try:
+                sock.setblocking(False)
+                if (code := sock.connect_ex(address)) not in (0, errno.EINPROGRESS):
+                    raise OSError(code, os.strerror(code))
+                writable = select.poll()  # not select(): it refuses descriptors numbered 1024 or more
+                writable.register(sock, select.POLLOUT)
+                while not writable.poll(min(current_deadline().remaining(), _STOP_POLL_SECONDS) * 1000):
+                    pass  # a slice ended: look at the deadline and the stop request again
+                if code := sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                    raise OSError(code, os.strerror(code))
+                sock.setblocking(True)  # later waits set their own timeouts; TLS refuses to wrap a non-blocking socket
+                ssl_next = isinstance(self, smtplib.SMTP_SSL)
+                waiting_for = errors.TLS_HANDSHAKE if ssl_next else errors.WAITING_FOR_GREETING
+                current_deadline().at(waiting_for, "tls" if ssl_next else None)
+                return sock
+            except OSError as failure:  # TimeoutError too: the next address then fails at once
+                sock.close()
+                error = failure
+        raise error
 
     def getreply(self) -> tuple[int, bytes]:
         code, message = super().getreply()
@@ -206,25 +172,65 @@ class _SmtpSsl(smtplib.SMTP_SSL, _Smtp):
     pass
 
 
-class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
-    """yagmail's client (``self.smtp``, its state, ``login()``) with our ``_login`` and ``_attempt_send``."""
+class MailSender(yagmail.SMTP):  # type: ignore[misc]
+    """Every mail of a run over one connection (yagmail's ``smtp``), reopened once if the server closed it between
+    sends. yagmail's send() (it retries and returns False), login and close are replaced by ours."""
 
     smtp: _Smtp | None  # yagmail's attribute: the open connection, None once closed
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.mode = tls_mode(settings)
+        self.settings, self.mode = settings, tls_mode(settings)
+        self.where = f"{settings.smtp_server}:{settings.smtp_port}"
+        self.connections_opened = 0
         self.last_reply_at = float("-inf")  # time.monotonic() of the last completed login or transaction
         # yagmail's "user" is the From / envelope sender; addresses are validated by check_recipients.
         super().__init__(settings.smtp_from, smtp_skip_login=not settings.smtp_username, soft_email_validation=False)
         self.set_logging(None)  # replace the stderr handler yagmail just installed (its records could carry addresses)
         logging.getLogger("yagmail.log").propagate = False
 
+    def __enter__(self) -> Self:
+        return self
+
+    def verify_login(self) -> None:
+        """Connect, secure and log in (no mail sent): for `health --smtp-login` and `test-email`."""
+        check_sendable(self.settings)
+        self._open()
+
+    def send(self, mail: OutgoingMail) -> None:
+        """Deliver `mail` to exactly `mail.to`, or raise MailError."""
+        settings = self.settings
+        check_sendable(settings)
+        check_recipients(mail.to, settings)
+        data = check_attachment(mail.attachment, settings) if mail.attachment is not None else None
+        payload = build_message(mail, settings.smtp_from or "", data, sender_name=settings.smtp_from_name)
+        del data  # the file's bytes are not needed while the (larger) message goes out
+        while True:
+            reused = self._open()
+            try:
+                return self._attempt_send(list(mail.to), payload)
+            except MailError as error:
+                if error.step == "connect":  # the connection was gone before the message went out
+                    self.discard()
+                if error.step != "connect" or not reused:  # else the server closed an idle connection: retry once
+                    raise
+            except BaseException:  # e.g. Ctrl-C mid-transaction: a QUIT now would be read as part of the message
+                self.discard()
+                raise
+
+    def _open(self) -> bool:
+        """True if the open connection is reused, else a new one is opened and logged into."""
+        if self.smtp is not None and self.alive():
+            return True
+        self.discard()
+        self.login()  # yagmail's, calling our _login
+        self.connections_opened += 1
+        return False
+
     def _login(self, _: object) -> None:
         """Connect, secure and log in within SMTP_TIMEOUT_SECONDS (yagmail's login() calls this)."""
         settings, context = self.settings, None if self.mode == "none" else ssl.create_default_context()
         if context is not None:
-            context.sslsocket_class = DeadlineTlsSocket  # its handshake within the step's deadline
+            context.sslsocket_class = DeadlineTlsSocket
             try:  # SMTP_CA_FILE in addition to the system CAs (create_default_context(cafile=) would replace them)
                 if settings.smtp_ca_file is not None:
                     context.load_verify_locations(cafile=str(settings.smtp_ca_file))
@@ -233,25 +239,23 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                 hint = "Point SMTP_CA_FILE at a PEM file of CA certificates."
                 raise refusal(settings, "config", what, hint) from None
         # A placeholder local_hostname skips smtplib's reverse-DNS getfqdn(); the real one is set once connected.
-        smtp = (
-            _SmtpSsl(context=context, local_hostname="localhost") if self.mode == "ssl" else _Smtp("", 0, "localhost")
-        )
+        smtp = _SmtpSsl(context=context, local_hostname="x") if self.mode == "ssl" else _Smtp(local_hostname="x")
         smtp._host = settings.smtp_server or ""  # type: ignore[attr-defined]  # the TLS server_hostname
-        what = "the session setup (connect, EHLO, STARTTLS, login)"
+        self.smtp, self.is_closed = smtp, False
         try:
-            with self._deadline(what, WAITING_FOR_CONNECTION) as deadline:
+            what = "the session setup (connect, EHLO, STARTTLS, login)"
+            with SmtpDeadline(settings, what, "connect", errors.WAITING_FOR_CONNECTION) as step:
                 try:
-                    self._set_up(smtp, context, deadline)
+                    self._set_up(smtp, context, step)
                 except (OSError, smtplib.SMTPException) as error:
-                    raise self._setup_failure(error, deadline.waiting_for) from None
+                    raise errors.setup_failure(settings, error, step.waiting_for) from None
         except BaseException:
-            smtp.close()
-            self.smtp, self.is_closed = None, True
+            self.discard()
             raise
         self.last_reply_at = time.monotonic()
 
     def _set_up(self, smtp: _Smtp, context: ssl.SSLContext | None, deadline: SmtpDeadline) -> None:
-        settings, where = self.settings, f"{self.settings.smtp_server}:{self.settings.smtp_port}"
+        settings = self.settings
         code, message = smtp.connect(settings.smtp_server or "", settings.smtp_port)  # TCP, TLS for ssl, greeting
         if code != 220:
             raise smtplib.SMTPConnectError(code, message)
@@ -263,12 +267,11 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         if self.mode == "starttls":
             if not smtp.has_extn("starttls"):  # never fall back to plaintext: password and data would travel in clear
                 hint = "Use the server's TLS port (SMTP_SECURITY=ssl, usually port 465) or, only on a trusted network, SMTP_SECURITY=none."
-                raise refusal(settings, "tls", f"The SMTP server {where} does not offer STARTTLS", hint)
-            deadline.at(_STARTTLS, step="tls")
+                raise refusal(settings, "tls", f"The SMTP server {self.where} does not offer STARTTLS", hint)
+            deadline.at(errors.STARTTLS, step="tls")
             smtp.starttls(context=context)
             deadline.at("the reply to EHLO after STARTTLS", step="tls")
             smtp.ehlo()
-        self.smtp, self.is_closed = smtp, False
         if self.smtp_skip_login:
             return
         deadline.at("the reply to the login (AUTH)", step="auth")
@@ -278,50 +281,19 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
             raise refusal(settings, "auth", what, hint)
         smtp.login(settings.smtp_username or "", settings.smtp_password or "")
 
-    def _setup_failure(self, error: OSError, waiting_for: str) -> MailError:
-        """The sentence for a failed session setup, by the error and what the setup was waiting for."""
-        settings, reason = self.settings, describe_error(error)
-        where = f"{settings.smtp_server}:{settings.smtp_port}"
-        if isinstance(error, ssl.SSLCertVerificationError) and waiting_for in (_TLS_HANDSHAKE, _STARTTLS):
-            what = f"The SMTP server's TLS certificate is not trusted ({reason})"
-            hint = "If it uses a private CA, set SMTP_CA_FILE to that CA bundle."
-            if "mismatch" in reason.lower():
-                hint = "Set SMTP_SERVER to a host name the server's certificate is issued for."
-            return refusal(settings, "tls", what, hint)
-        if isinstance(error, ssl.SSLError) and waiting_for == _TLS_HANDSHAKE:
-            hint = "Check SMTP_SECURITY and SMTP_PORT (465 speaks implicit TLS, 587 and 25 use STARTTLS)."
-            return refusal(settings, "tls", f"TLS handshake with {where} failed ({reason})", hint)
-        if isinstance(error, ssl.SSLError | smtplib.SMTPResponseException) and waiting_for == _STARTTLS:
-            what = f"STARTTLS with {where} failed ({reason})"
-            if isinstance(error, smtplib.SMTPResponseException):
-                what = f"The SMTP server {where} refused STARTTLS ({reason})"
-            return refusal(settings, "tls", what, "Check the server's TLS configuration.")
-        if isinstance(error, socket.gaierror):
-            what = f"Cannot resolve SMTP server {settings.smtp_server} ({reason})"
-            return refusal(settings, "connect", what, "Check SMTP_SERVER and DNS.")
-        if isinstance(error, smtplib.SMTPAuthenticationError):
-            what = f"The SMTP server refused the login for user {settings.smtp_username} ({reason})"
-            return refusal(settings, "auth", what, "Check SMTP_USERNAME/SMTP_PASSWORD (Gmail needs an app password).")
-        hint = "Check SMTP_SERVER/SMTP_PORT and the firewall."
-        if "timed out" in reason:  # typical of STARTTLS spoken to an implicit-TLS port: both sides wait
-            hint = "Check SMTP_SERVER/SMTP_PORT, the firewall, and that SMTP_SECURITY matches the port (465 = ssl)."
-        return refusal(settings, "connect", f"Cannot connect to SMTP server {where} ({reason})", hint)
-
     def _attempt_send(self, recipients: list[str], payload: bytes) -> None:
-        """One SMTP transaction within SMTP_TIMEOUT_SECONDS, never retried; raises MailError.
-        Unlike smtplib.sendmail, a refused recipient aborts it (RSET) before DATA, so nobody receives a mail that
-        counts as failed and is re-sent on the next run."""
+        """One SMTP transaction within SMTP_TIMEOUT_SECONDS, never retried; raises MailError. Unlike
+        smtplib.sendmail, a refused recipient aborts it (RSET) before DATA: nobody receives a mail counted as failed."""
         settings, smtp = self.settings, self.smtp
-        if smtp is None:  # closed (e.g. by a failed login) before this transaction
-            raise self._dropped("no open connection")
-        with self._deadline(
-            "the message transaction (MAIL, RCPT, DATA)", "the reply to MAIL FROM", "timeout"
-        ) as deadline:
+        assert smtp is not None  # send() opened it
+        what = "the message transaction (MAIL, RCPT, DATA)"
+        with SmtpDeadline(settings, what, "timeout", "the reply to MAIL FROM") as deadline:
             refused: dict[str, str] = {}
             try:
                 code, reply = smtp.mail(self.user, [f"SIZE={len(payload)}"] if smtp.has_extn("size") else [])
                 if code not in (250, 421):
-                    raise self._reply_refused(smtp, code, reply, "MAIL")
+                    _reset(smtp)
+                    raise errors.reply_refused(settings, code, reply, "MAIL")
                 for recipient in recipients if code == 250 else ():
                     deadline.at("the reply to RCPT TO")
                     code, reply = smtp.rcpt(recipient)
@@ -331,12 +303,12 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                         refused[recipient] = smtp_reply(code, reply)
             except (smtplib.SMTPServerDisconnected, OSError) as error:
                 smtp.close()
-                raise self._dropped(describe_error(error)) from None
+                raise errors.dropped(settings, describe_error(error)) from None
             if code == 421:  # the server is closing the connection
-                raise self._dropped(smtp_reply(code, reply))
+                raise errors.dropped(settings, smtp_reply(code, reply))
             if refused:
                 deadline.at("the reply to RSET")
-                _quietly(smtp)
+                _reset(smtp)
                 details = "; ".join(f"{address}: {reply}" for address, reply in refused.items())
                 what = f"The SMTP server refused recipient(s) {', '.join(refused)} ({details})"
                 hint = "Check the address(es); the mail was sent to nobody and will be retried."
@@ -345,7 +317,8 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                 deadline.at("the reply to DATA")
                 code, reply = smtp.data(payload)
             except smtplib.SMTPDataError as error:  # no 354: the message itself was not transferred
-                raise self._reply_refused(smtp, error.smtp_code, error.smtp_error) from None
+                _reset(smtp)
+                raise errors.reply_refused(settings, error.smtp_code, error.smtp_error) from None
             except (smtplib.SMTPServerDisconnected, OSError) as error:
                 smtp.close()
                 reason = describe_error(error)
@@ -355,50 +328,21 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
                 else:
                     what = f"The connection to the SMTP server was lost while sending the message ({reason})"
                     hint = "If it keeps happening, check the server's message size limit and logs."
-                raise mail_error(settings, "data", what, hint, outcome=deadline.outcome) from None
+                raise MailError(settings, "data", what, hint, outcome=deadline.outcome) from None
             if code != 250:
-                raise self._reply_refused(smtp, code, reply, after_354=True)
+                _reset(smtp)
+                raise errors.reply_refused(settings, code, reply, after_354=True)
         self.last_reply_at = time.monotonic()
 
-    def _dropped(self, reason: str) -> MailError:
-        """Gone before DATA, so nothing was sent: a transaction's only "connect" failure (MailSender retries it once)."""
-        what = f"The SMTP server {self.settings.smtp_server}:{self.settings.smtp_port} closed the connection before the message was sent ({reason})"
-        return refusal(self.settings, "connect", what, "Check the server's logs and connection limits.")
-
-    def _reply_refused(
-        self, smtp: _Smtp, code: int, reply: bytes | str, command: str = "DATA", after_354: bool = False
-    ) -> MailError:
-        """MAIL FROM or DATA refused: the transaction ends (RSET). After the content went out (354), a 4xx/5xx is a
-        definite rejection (RFC 5321) and any other reply leaves the outcome unknown."""
-        _quietly(smtp)
-        settings, detail = self.settings, smtp_reply(code, reply)
-        if after_354 and not 400 <= code < 600:
-            what = f"The SMTP server gave an unexpected reply to the message ({detail})"
-            return mail_error(settings, "data", what, "Check the server's logs.", outcome=MailOutcome.UNKNOWN)
-        if code == 552:  # for the message's size: announced (SIZE= on MAIL FROM) or found out (DATA)
-            hint = "Lower EXPORT_MAX_ATTACHMENT_MB below the server's limit."
-            return refusal(settings, "size", f"The SMTP server refused the message as too large ({detail})", hint)
-        if command == "DATA":
-            hint = "Check the server's logs; the export is retried on the next run."
-            return refusal(settings, "data", f"The SMTP server refused the message ({detail})", hint)
-        if code in (530, 534, 535):
-            what = f"The SMTP server requires a login ({detail})"
-            return refusal(settings, "auth", what, "Set SMTP_USERNAME and SMTP_PASSWORD.")
-        what = f"The SMTP server refused the sender {self.user} ({detail})"
-        return refusal(settings, "data", what, "Set SMTP_FROM to an address the SMTP account may send as.")
-
-    def _deadline(self, what: str, waiting_for: str, step: Literal["connect", "timeout"] = "connect") -> SmtpDeadline:
-        return SmtpDeadline(self.settings, what, step=step, waiting_for=waiting_for)
-
     def alive(self) -> bool:
-        """True when the connection answers NOOP, or answered moments ago (MailSender reconnects once if not)."""
+        """True when the connection answers NOOP, or answered moments ago (send() reconnects once if not)."""
         if self.smtp is None or self.smtp.sock is None:
             return False
         if time.monotonic() - self.last_reply_at < RECENTLY_ANSWERED_SECONDS:
             return True
         with (
             suppress(MailError, smtplib.SMTPException, OSError),
-            self._deadline("the connection check (NOOP)", "the reply to NOOP"),
+            SmtpDeadline(self.settings, "the connection check (NOOP)", "connect", "the reply to NOOP"),
         ):
             if self.smtp.noop()[0] == 250:
                 self.last_reply_at = time.monotonic()
@@ -409,17 +353,17 @@ class YagmailConnection(yagmail.SMTP):  # type: ignore[misc]
         """Drop the connection without QUIT (it is dead or in an unknown state)."""
         if self.smtp is not None:
             self.smtp.close()
-        self.is_closed = True
+        self.smtp, self.is_closed = None, True
 
     def close(self) -> None:
         """QUIT within SMTP_TIMEOUT_SECONDS, never raising (yagmail's close lets socket errors through)."""
         if self.smtp is not None and self.smtp.sock is not None:
-            with suppress(Exception), self._deadline("QUIT", "the reply to QUIT"):
+            with suppress(Exception), SmtpDeadline(self.settings, "QUIT", "connect", "the reply to QUIT"):
                 self.smtp.quit()
         self.discard()
 
 
-def _quietly(smtp: smtplib.SMTP) -> None:
+def _reset(smtp: smtplib.SMTP) -> None:
     """RSET, ending a refused transaction; a connection that fails it is checked before its next use."""
     with suppress(Exception):
         smtp.rset()
