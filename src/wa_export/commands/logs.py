@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
@@ -12,14 +11,10 @@ from pymongo import DESCENDING
 from wa_export.clock import as_utc_or_none
 from wa_export.errors import UsageProblem
 from wa_export.settings import Settings
+from wa_export.store.arrivals import key_text
 from wa_export.store.connection import SERVICE_NAME, mongo_errors, open_store, parse_workspace_id
 from wa_export.store.logs import EXPORT_STATUSES, LedgerEntry, latest_entries
 from wa_export.store.ownership import as_object_id, both_forms
-
-# What `logs --json` says of an export, in order; two are named after their export_logs field in the entry.
-EXPORT_FACTS = ["id", "time", "workspace_id", "workspace_name", "trigger", "window_start", "window_end"]
-EXPORT_FACTS += ["message_count", "file_path", "recipients", "status", "error", "possible_duplicate"]
-STORED_AS = {"recipients": "email_sent_to", "error": "error_message"}
 
 
 @dataclass(frozen=True)
@@ -40,21 +35,21 @@ class LogsReport:
     system_entries: list[SystemLogEntry] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        fields = {"kind": self.kind, "limit": self.limit, "status": self.status, "workspace_id": self.workspace_id}
         if self.kind == "system":
             entries = [asdict(entry) for entry in self.system_entries]
-        else:
-            entries = [export_facts(entry) for entry in self.export_entries]
-        return {**fields, "count": len(entries), "entries": entries}
+        else:  # as export_logs has them: recipients and error as recorded
+            found = self.export_entries
+            entries = [entry_facts(e) | {"recipients": e.email_sent_to, "error": e.error_message} for e in found]
+        asked = {"kind": self.kind, "limit": self.limit, "status": self.status, "workspace_id": self.workspace_id}
+        return {**asked, "count": len(entries), "entries": entries}
 
 
-def export_facts(entry: LedgerEntry) -> dict[str, Any]:
-    return {name: getattr(entry, STORED_AS.get(name, name)) for name in EXPORT_FACTS} | {"id": str(entry.id)}
-
-
-def _text(document: Mapping[str, Any], name: str) -> str | None:
-    value = document.get(name)
-    return None if value is None else str(value)
+def entry_facts(entry: LedgerEntry) -> dict[str, Any]:
+    """An export_logs entry for --json: its fields, its recipients as a list, when it was sent and what it held."""
+    held = entry.recorded_range
+    span = None if held is None else {"kind": held.kind, "start": key_text(held.low), "end": key_text(held.high)}
+    derived = {"id": str(entry.id), "recipients": list(entry.recipients), "time": entry.time, "sent_at": entry.sent_at}
+    return asdict(entry) | derived | {"range": span}
 
 
 def logs(settings: Settings, workspace_id: str | None, limit: int, status: str | None, system: bool) -> LogsReport:
@@ -73,10 +68,9 @@ def logs(settings: Settings, workspace_id: str | None, limit: int, status: str |
         store.require_workspaces_collection()
         report = LogsReport("system" if system else "export", limit, status, workspace_id)
         if system:  # this tool's events (service SERVICE_NAME)
-            projection = {"event_type": 1, "message": 1, "timestamp": 1, "kind": 1}
-            found = store.system_logs.find({"service": SERVICE_NAME}, projection)
+            found = store.system_logs.find({"service": SERVICE_NAME}, ["event_type", "message", "timestamp", "kind"])
             for document in found.sort([("timestamp", DESCENDING), ("_id", DESCENDING)]).limit(limit):
-                texts = (_text(document, name) or "" for name in ("event_type", "message", "kind"))
+                texts = (str(document.get(name) or "") for name in ("event_type", "message", "kind"))
                 report.system_entries.append(SystemLogEntry(as_utc_or_none(document.get("timestamp")), *texts))
             return report
         entries = latest_entries(store.export_logs, query, limit)
@@ -84,8 +78,8 @@ def logs(settings: Settings, workspace_id: str | None, limit: int, status: str |
             store.workspaces_by_id([workspace_id])  # raises UnknownWorkspace for a wrong id
         # The name of each entry's workspace where the entry does not record one.
         unnamed = {oid for e in entries if not e.workspace_name and (oid := as_object_id(e.workspace_id)) is not None}
-        named = list(store.workspaces.find({"_id": {"$in": list(unnamed)}}, {"name": 1})) if unnamed else []
-        names = {str(workspace["_id"]): _text(workspace, "name") or "" for workspace in named}
+        named = list(store.workspaces.find({"_id": {"$in": list(unnamed)}}, ["name"])) if unnamed else []
+        names = {str(workspace["_id"]): str(workspace.get("name") or "") for workspace in named}
         report.export_entries = [
             replace(e, workspace_name=e.workspace_name or names.get(e.workspace_id, "")) for e in entries
         ]

@@ -1,12 +1,11 @@
 """`wa-export resend LOG_ID`: email again exactly the workbook an export_logs entry recorded, its rows read over the
-entry's recorded range (store/logs.py) as the export read them. It touches no cursor, lease or intent (nothing here
-imports store/state.py), so scheduled delivery cannot notice it."""
+entry's recorded range as the export read them. It touches no cursor, lease or intent: scheduled delivery cannot notice."""
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -14,7 +13,7 @@ from bson import ObjectId
 
 from wa_export.addresses import domain_refusal, parse_address_list
 from wa_export.clock import DatabaseClock
-from wa_export.commands.verify import entry_facts
+from wa_export.commands.logs import entry_facts
 from wa_export.errors import ConfigError, ExitCode, SmtpNotConfigured, UnknownWorkspace, UsageProblem, WaExportError
 from wa_export.export import context, delivery, email_text
 from wa_export.export.rows import RowStats, rows_by_arrival, rows_by_timestamp
@@ -110,25 +109,8 @@ class ResendResult:
         return ExitCode.OK if self.error is None else ExitCode.FAILED
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.error is None,
-            "exit_code": int(self.exit_code),
-            "dry_run": self.dry_run,
-            "resend_of": str(self.original.id),
-            "log_id": None if self.log_id is None else str(self.log_id),
-            "workspace_id": self.original.workspace_id,
-            "workspace_name": self.workspace_name,
-            "recipients": list(self.recipients),
-            "message_count": self.message_count,
-            "recorded_message_count": self.original.message_count,
-            "count_difference": self.count_difference,
-            "by_status": self.by_status,
-            "subject": self.subject,
-            "file_path": self.file_path,
-            "attachment_sha256": None if self.attachment is None else self.attachment.sha256,
-            "original": entry_facts(self.original),
-            "error": self.error,
-        }
+        document = asdict(self) | {"original": entry_facts(self.original), "resend_of": str(self.original.id)}
+        return document | {"exit_code": self.exit_code, "count_difference": self.count_difference}
 
 
 def resend(settings: Settings, raw_id: str, to: Sequence[str], *, dry_run: bool = False) -> ResendResult:
@@ -146,8 +128,7 @@ def resend(settings: Settings, raw_id: str, to: Sequence[str], *, dry_run: bool 
                 f"No export has id {log_id} in database {settings.mongodb_database!r}; "
                 "`wa-export logs` lists the recent exports with their ids."
             )
-        reason = refusal(entry)
-        if reason is not None:
+        if (reason := refusal(entry)) is not None:
             raise NotResendable(reason)
         recipients = recipients_of(entry, override, settings)
         try:
@@ -187,38 +168,39 @@ def _rebuild(settings: Settings, store: Store, workspace: Workspace, result: Res
                 "date field it was exported with to re-send it."
             )
         rows = rows_by_arrival(store, key, workspace, span.low, span.high, stats)
-    path = None
     if result.dry_run:
         deque(rows, maxlen=0)  # counts the rows, writes none
-    else:
-        slugs = contested_slugs((active.name, active.id) for active in store.active_workspaces())
-        try:
-            path = delivery.write_workbook(settings, workspace, rows, export_time, slugs, password=password.value)
-        except OSError as error:
-            result.error = delivery.describe_file_error(error, settings.export_dir)
-            return
+        result.message_count, result.by_status = stats.total, stats.counts()[0]
+        return
+    slugs = contested_slugs((active.name, active.id) for active in store.active_workspaces())
+    try:
+        path = delivery.write_workbook(settings, workspace, rows, export_time, slugs, password=password.value)
+    except OSError as error:
+        result.error = delivery.describe_file_error(error, settings.export_dir)
+        return
     result.message_count, result.by_status = stats.total, stats.counts()[0]
     if path is None:
-        if not result.dry_run:
-            result.error = (
-                f"Export {entry.id} held {count_noun(entry.message_count, 'message')} and none of them exists any more "
-                "(deleted, or their chats moved to another workspace): nothing was sent."
-            )
+        result.error = (
+            f"Export {entry.id} held {count_noun(entry.message_count, 'message')} and none of them exists any more "
+            "(deleted, or their chats moved to another workspace): nothing was sent."
+        )
         return
     # The copy keeps the original's name: a re-sent file reaches the recipient as the one they miss.
     attached_name = entry.file_name or path.name
     result.file_path, result.attachment = str(path), replace(fingerprint(path), file_name=attached_name)
+    window = (entry.window_start or export_time, entry.window_end or export_time)
+    resent = email_text.Resent(export_time, entry.message_count, attached_name)
     mail = email_text.compose_export_mail(
         settings,
         workspace,
         export_time,
-        (entry.window_start or export_time, entry.window_end or export_time),
+        window,
         result.by_status,
         path,
         result.recipients,
         (entry.part or 1, entry.parts or 1),
         by_arrival=span.kind == "arrival",
-        resent=email_text.Resent(export_time, entry.message_count, attached_name),
+        resent=resent,
         protected=password.value is not None,
     )
     result.subject = mail.subject

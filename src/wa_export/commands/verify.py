@@ -4,24 +4,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bson import ObjectId
-
+from wa_export.commands.logs import entry_facts
 from wa_export.errors import ExitCode, UsageProblem
 from wa_export.settings import Settings
-from wa_export.store.arrivals import key_text
 from wa_export.store.connection import mongo_errors, open_store
 from wa_export.store.logs import LedgerEntry, entries_with_sha256
 from wa_export.workbook.fingerprint import Fingerprint, fingerprint
 
 NOT_RECORDED = "No export of this file is recorded: no export_logs entry has its SHA-256, so it is not a workbook wa-export emailed from this database, or it was changed after it was sent."
-# What --json says of an entry, in order: times in ISO 8601, ObjectIds as text, tuples as lists (`_plain`).
-ENTRY_FACTS = ["id", "workspace_id", "workspace_name", "status", "trigger", "sent_at", "export_time", "recipients"]
-ENTRY_FACTS += ["message_count", "range", "window_start", "window_end", "part", "parts", "file_name"]
-ENTRY_FACTS += ["attachment_bytes", "resend_of"]
 
 
 class UnreadableFile(UsageProblem):
@@ -43,24 +36,9 @@ class VerifyReport:
         return ExitCode.OK if self.found else ExitCode.FAILED
 
     def as_dict(self) -> dict[str, Any]:
-        document: dict[str, Any] = {"ok": self.found, "exit_code": int(self.exit_code), "file": str(self.path)}
-        document.update(sha256=self.file.sha256, bytes=self.file.size, found=self.found)
-        document["entries"] = [entry_facts(entry) for entry in self.entries]
+        file = {"file": str(self.path), "sha256": self.file.sha256, "bytes": self.file.size, "found": self.found}
+        document = {"exit_code": self.exit_code, **file, "entries": [entry_facts(entry) for entry in self.entries]}
         return document if self.found else {**document, "error": NOT_RECORDED}
-
-
-def entry_facts(entry: LedgerEntry) -> dict[str, Any]:
-    """An entry for --json: what was sent, when, to whom, and which messages it held."""
-    facts = {name: getattr(entry, name, None) for name in ENTRY_FACTS}
-    if (recorded := entry.recorded_range) is not None:
-        facts["range"] = {"kind": recorded.kind, "start": key_text(recorded.low), "end": key_text(recorded.high)}
-    return {name: _plain(value) for name, value in facts.items()}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return list(value) if isinstance(value, tuple) else str(value) if isinstance(value, ObjectId) else value
 
 
 def read_fingerprint(raw_path: str | Path) -> tuple[Path, Fingerprint]:
@@ -71,8 +49,9 @@ def read_fingerprint(raw_path: str | Path) -> tuple[Path, Fingerprint]:
     except FileNotFoundError:
         raise UnreadableFile(f"{path} does not exist; give the path of the file to verify.") from None
     except OSError as error:
-        reason = error.strerror or str(error)
-        raise UnreadableFile(f"Cannot read {path} ({reason}); give the path of a readable file.") from None
+        raise UnreadableFile(
+            f"Cannot read {path} ({error.strerror or error}); give the path of a readable file."
+        ) from None
 
 
 def verify(settings: Settings, raw_path: str | Path) -> VerifyReport:
