@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from pymongo import DESCENDING
 
-from wa_export.clock import as_utc_or_none, iso, utc_now
+from wa_export.clock import as_utc_or_none, utc_now
 from wa_export.export.rows import STATUS_UNKNOWN, STATUSES, status_of
 from wa_export.recipients import Recipients, recipients_for
 from wa_export.schedule import Schedule
@@ -42,11 +42,11 @@ class Period:
 @dataclass
 class DayCounts:
     day: date
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
+    counts: Counter[str] = field(default_factory=lambda: Counter(dict.fromkeys(STATUSES, 0)))
 
     @property
     def total(self) -> int:
-        return sum(self.counts.values())
+        return self.counts.total()
 
 
 @dataclass
@@ -77,31 +77,26 @@ class WorkspaceStats:
         return self.recipients.source != "none"
 
     @property
-    def totals(self) -> dict[str, int]:
-        totals = Counter(dict.fromkeys(STATUSES, 0))
+    def totals(self) -> Counter[str]:
+        totals: Counter[str] = Counter()  # update, unlike +, keeps the statuses counted 0
         for day in self.per_day:
             totals.update(day.counts)
-        return dict(totals)
+        return totals
 
     @property
     def total(self) -> int:
-        return sum(day.total for day in self.per_day)
+        return self.totals.total()
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "workspace_id": self.workspace.id,
-            "workspace_name": self.workspace.name,
-            "status": self.workspace.status,
-            "address_configured": self.address_configured,
-            "recipients": self.recipients.as_dict(),
-            "time_zone": self.time_zone.as_dict(),
-            "schedule": self.schedule.as_dict(),
-            "encrypted": self.encrypted,
-            "workbook_password": self.password.as_dict(secret=True),
-            "messages": {**self.totals, "total": self.total},
-            "exports": asdict(self.exports),
-            "per_day": [{"date": day.day.isoformat(), **day.counts, "total": day.total} for day in self.per_day],
-        }
+        workspace = self.workspace
+        document: dict[str, Any] = {"workspace_id": workspace.id, "workspace_name": workspace.name}
+        document |= {"status": workspace.status, "address_configured": self.address_configured}
+        document |= {"recipients": self.recipients.as_dict(), "time_zone": self.time_zone.as_dict()}
+        document |= {"schedule": self.schedule.as_dict(), "encrypted": self.encrypted}
+        document |= {"workbook_password": self.password.as_dict(secret=True), "exports": asdict(self.exports)}
+        document["messages"] = {**self.totals, "total": self.total}
+        document["per_day"] = [{"date": day.day, **day.counts, "total": day.total} for day in self.per_day]
+        return document
 
 
 @dataclass
@@ -113,17 +108,11 @@ class StatsReport:
 
     def as_dict(self) -> dict[str, Any]:
         period, workspaces = self.period, [stats.as_dict() for stats in self.workspaces]
-        return {
-            "days": len(period.days),
-            "timezone": period.timezone_name,
-            "first_day": period.days[0].isoformat(),
-            "last_day": period.days[-1].isoformat(),
-            "period_start": iso(period.start),
-            "period_end": iso(period.end),
-            "generated_at": iso(self.generated_at),
-            "encrypted_workspaces": sum(1 for stats in self.workspaces if stats.encrypted),
-            **({"workspace": workspaces[0]} if self.single else {"workspaces": workspaces}),
-        }
+        document: dict[str, Any] = {"days": len(period.days), "timezone": period.timezone_name}
+        document |= {"first_day": period.days[0], "last_day": period.days[-1], "generated_at": self.generated_at}
+        document |= {"period_start": period.start, "period_end": period.end}
+        document["encrypted_workspaces"] = sum(stats.encrypted for stats in self.workspaces)
+        return document | ({"workspace": workspaces[0]} if self.single else {"workspaces": workspaces})
 
 
 def messages_per_day(store: Store, chat_ids: Sequence[object], period: Period) -> list[DayCounts]:
@@ -135,13 +124,11 @@ def messages_per_day(store: Store, chat_ids: Sequence[object], period: Period) -
         match = {"chat_id": {"$in": chats}, "timestamp": {"$gte": period.start, "$lt": period.end}}
         for group in store.messages.aggregate([{"$match": match}, {"$group": {"_id": by, "count": {"$sum": 1}}}]):
             key = group["_id"]
-            counts = per_day.get(str(key.get("day")))
-            if counts is not None:
-                status = status_of(key.get("direction"), key.get("ai"))
-                counts.counts[status] = counts.counts.get(status, 0) + count_or_zero(group.get("count"))
+            if (counts := per_day.get(str(key.get("day")))) is not None:
+                counts.counts[status_of(key.get("direction"), key.get("ai"))] += count_or_zero(group.get("count"))
     if any(STATUS_UNKNOWN in day.counts for day in per_day.values()):
         for counts in per_day.values():  # every day gets the same keys, so the JSON rows stay uniform
-            counts.counts.setdefault(STATUS_UNKNOWN, 0)
+            counts.counts[STATUS_UNKNOWN] += 0
     return list(per_day.values())
 
 
@@ -153,14 +140,14 @@ def export_summaries(store: Store, workspaces: Sequence[Workspace], period: Peri
     group = {"_id": by, "count": {"$sum": 1}, "messages": {"$sum": "$message_count"}, "last": {"$max": "$created_at"}}
     for found in store.export_logs.aggregate([{"$match": match}, {"$group": group}]):
         summary = summaries[str(found["_id"]["workspace_id"])]  # matched by one of these workspaces' ids
-        status, count, last = found["_id"].get("status"), count_or_zero(found.get("count")), found.get("last")
+        status, count, last = found["_id"].get("status"), count_or_zero(found["count"]), as_utc_or_none(found["last"])
         if status == "completed":
             summary.completed += count
             summary.messages_exported += count_or_zero(found.get("messages"))
-            summary.last_success = max(filter(None, (summary.last_success, as_utc_or_none(last))), default=None)
+            summary.last_success = max(filter(None, (summary.last_success, last)), default=None)
         elif status == "failed":
             summary.failed += count
-            summary.last_failure = max(filter(None, (summary.last_failure, as_utc_or_none(last))), default=None)
+            summary.last_failure = max(filter(None, (summary.last_failure, last)), default=None)
     for workspace in workspaces:
         summary = summaries[workspace.id]
         if summary.last_success is None:  # nothing in the period: "when did it last work" still matters most
