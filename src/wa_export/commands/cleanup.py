@@ -73,29 +73,24 @@ class CleanupResult:
         return ExitCode.FAILED if self.errors else ExitCode.OK
 
     def summary(self) -> str:
-        verb, dry = ("would delete", " (dry run)") if self.dry_run else ("deleted", "")
-        parts = [
-            f"cleanup{dry} of {self.export_dir}: {verb} {count_noun(self.workbooks, 'workbook')}"
-            f" older than {count_noun(self.days, 'day')}",
-            count_noun(len(self.files) - self.workbooks, "stale temp file"),
-            f"{format_bytes(self.bytes_freed)} {'to free' if self.dry_run else 'freed'}",
-            f"{count_noun(len(self.folders_removed), 'empty folder')} {'to remove' if self.dry_run else 'removed'}",
-        ]
         if not self.export_dir_exists:
-            parts = [f"cleanup: {self.export_dir} does not exist, nothing to clean"]
+            return f"cleanup: {self.export_dir} does not exist, nothing to clean"
+        dry = self.dry_run
+        parts = [
+            f"cleanup{' (dry run)' if dry else ''} of {self.export_dir}: {'would delete' if dry else 'deleted'} "
+            f"{count_noun(self.workbooks, 'workbook')} older than {count_noun(self.days, 'day')}",
+            count_noun(len(self.files) - self.workbooks, "stale temp file"),
+            f"{format_bytes(self.bytes_freed)} {'to free' if dry else 'freed'}",
+            f"{count_noun(len(self.folders_removed), 'empty folder')} {'to remove' if dry else 'removed'}",
+        ]
         return ", ".join(parts + ([count_noun(len(self.errors), "error")] if self.errors else []))
 
     def as_dict(self) -> dict[str, Any]:
         document = asdict(self)  # datetimes become ISO text in Output.json
         del document["started_at"], document["event_error_code"]
-        return {
-            **document,
-            "files_deleted": 0 if self.dry_run else len(self.files),
-            "bytes_freed": 0 if self.dry_run else self.bytes_freed,
-            "bytes": self.bytes_freed,
-            "exit_code": self.exit_code,
-            "summary": self.summary(),
-        }
+        deleted = {"files_deleted": len(self.files), "bytes_freed": self.bytes_freed}
+        document |= dict.fromkeys(deleted, 0) if self.dry_run else deleted
+        return document | {"bytes": self.bytes_freed, "exit_code": self.exit_code, "summary": self.summary()}
 
 
 def cleanup(settings: Settings, days: int | None, dry_run: bool) -> CleanupResult:
@@ -112,17 +107,10 @@ def cleanup(settings: Settings, days: int | None, dry_run: bool) -> CleanupResul
     try:
         with open_store(settings) as store:
             store.require_workspaces_collection()  # never create a misspelt database just to log in it
-            details = logs.CleanupDetails(
-                export_dir=result.export_dir,
-                days=result.days,
-                dry_run=result.dry_run,
-                files_deleted=len(result.files),
-                workbooks_deleted=result.workbooks,
-                temp_files_deleted=len(result.files) - result.workbooks,
-                bytes_freed=result.bytes_freed,
-                folders_removed=len(result.folders_removed),
-                errors=result.errors[:50],
-            )
+            deleted = {"files_deleted": len(result.files), "workbooks_deleted": result.workbooks}
+            deleted |= {"temp_files_deleted": len(result.files) - result.workbooks, "bytes_freed": result.bytes_freed}
+            details = {"export_dir": result.export_dir, "days": days, "dry_run": False, **deleted}
+            details |= {"folders_removed": len(result.folders_removed), "errors": result.errors[:50]}
             logs.record_cleanup(store.system_logs, result.summary(), datetime.now(UTC), details)
         result.event_recorded = True
     except (MongoUnavailable, ConfigError) as error:
@@ -175,11 +163,15 @@ def _clean_folder(root_fd: int, name: str, result: CleanupResult) -> None:
         if marker is not None:
             rules.append(("temp", TEMP_FILE_PATTERN, result.started_at - TEMP_FILE_MAX_AGE))
         remaining, found = 0, len(result.files)
-        with os.scandir(folder_fd) as entries:
-            names = sorted(entry.name for entry in entries if entry.name != FOLDER_MARKER or marker is None)
-        for entry_name in names:
-            info = _lstat(entry_name, folder_fd)
-            if info is None:
+        with os.scandir(folder_fd) as scanned:
+            entries = sorted(
+                (entry for entry in scanned if entry.name != FOLDER_MARKER or marker is None), key=lambda e: e.name
+            )
+        for entry in entries:
+            entry_name = entry.name
+            try:
+                info = entry.stat(follow_symlinks=False)  # fstatat in the folder's descriptor
+            except FileNotFoundError:
                 continue
             kind = next(
                 (rule for rule in rules if rule[1].match(entry_name) and info.st_mtime < rule[2].timestamp()), None
@@ -207,24 +199,14 @@ def _clean_folder(root_fd: int, name: str, result: CleanupResult) -> None:
         os.close(folder_fd)
 
 
-def _lstat(name: str, dir_fd: int) -> os.stat_result | None:
-    try:
-        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-
-
 def _marker_content(folder_fd: int) -> bytes | None:
     """The marker's bytes if the folder is one of ours (marker is a regular file), else None."""
-    info = _lstat(FOLDER_MARKER, folder_fd)
-    if info is None or not stat.S_ISREG(info.st_mode):
-        return None
-    try:
-        fd = os.open(FOLDER_MARKER, os.O_RDONLY | _NO_FOLLOW, dir_fd=folder_fd)
+    try:  # O_NONBLOCK: a FIFO under the marker's name must not hang the cleanup
+        fd = os.open(FOLDER_MARKER, os.O_RDONLY | os.O_NONBLOCK | _NO_FOLLOW, dir_fd=folder_fd)
     except OSError:
         return None
     with os.fdopen(fd, "rb") as marker:
-        return marker.read(1024)
+        return marker.read(1024) if stat.S_ISREG(os.fstat(fd).st_mode) else None
 
 
 def _remove_empty_folder(root_fd: int, name: str, folder_fd: int, marker: bytes | None) -> bool:
