@@ -155,35 +155,28 @@ def _clean_folder(root_fd: int, name: str, result: CleanupResult) -> None:
         marker = _marker_content(folder_fd)
         if marker is None and not is_slug(name):
             return  # neither ours by marker nor named like one of the original service's folders
-        # Without a marker only workbooks named for this very folder are ours (the original service's); each kind
-        # is deleted once older than its limit.
-        rules: list[tuple[FileKind, re.Pattern[str], datetime]] = [
-            ("workbook", EXPORT_FILE_PATTERN if marker is not None else export_file_pattern_for(name), result.cutoff)
-        ]
-        if marker is not None:
-            rules.append(("temp", TEMP_FILE_PATTERN, result.started_at - TEMP_FILE_MAX_AGE))
+        # Without a marker only workbooks named for this very folder are ours (the original service's).
+        workbooks = EXPORT_FILE_PATTERN if marker is not None else export_file_pattern_for(name)
+        rules: list[tuple[FileKind, re.Pattern[str], float]] = [("workbook", workbooks, result.cutoff.timestamp())]
+        if marker is not None:  # temp files only in our own folders
+            rules.append(("temp", TEMP_FILE_PATTERN, (result.started_at - TEMP_FILE_MAX_AGE).timestamp()))
         remaining, found = 0, len(result.files)
         with os.scandir(folder_fd) as scanned:
-            entries = sorted(
-                (entry for entry in scanned if entry.name != FOLDER_MARKER or marker is None), key=lambda e: e.name
-            )
-        for entry in entries:
-            entry_name = entry.name
+            entries = [entry for entry in scanned if marker is None or entry.name != FOLDER_MARKER]
+        for entry in sorted(entries, key=lambda entry: entry.name):
             try:
                 info = entry.stat(follow_symlinks=False)  # fstatat in the folder's descriptor
             except FileNotFoundError:
                 continue
-            kind = next(
-                (rule for rule in rules if rule[1].match(entry_name) and info.st_mtime < rule[2].timestamp()), None
-            )
-            if kind is None or not stat.S_ISREG(info.st_mode):  # symlinks, folders, sockets...: never ours to delete
+            kinds = [kind for kind, pattern, limit in rules if pattern.match(entry.name) and info.st_mtime < limit]
+            if not kinds or not stat.S_ISREG(info.st_mode):  # symlinks, folders, sockets...: never ours to delete
                 remaining += 1
                 continue
             modified = datetime.fromtimestamp(info.st_mtime, UTC)
-            item = CleanupFile(str(folder / entry_name), str(folder), kind[0], info.st_size, modified)
+            item = CleanupFile(str(folder / entry.name), str(folder), kinds[0], info.st_size, modified)
             if not result.dry_run:
                 try:
-                    os.unlink(entry_name, dir_fd=folder_fd)
+                    os.unlink(entry.name, dir_fd=folder_fd)
                 except FileNotFoundError:
                     continue  # removed by someone else meanwhile: nothing freed by us
                 except OSError as error:
@@ -226,10 +219,8 @@ def _remove_empty_folder(root_fd: int, name: str, folder_fd: int, marker: bytes 
     # An export created a file between our check and rmdir: the folder stays, and so must its owner (without a
     # marker of ours, an export adopted it meanwhile: its marker is in place).
     if marker is not None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW
-        with (
-            contextlib.suppress(FileExistsError),
-            os.fdopen(os.open(FOLDER_MARKER, flags, 0o600, dir_fd=folder_fd), "wb") as restored,
-        ):
-            restored.write(marker)
+        with contextlib.suppress(FileExistsError):
+            fd = os.open(FOLDER_MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW, 0o600, dir_fd=folder_fd)
+            with os.fdopen(fd, "wb") as restored:
+                restored.write(marker)
     return False
