@@ -17,14 +17,8 @@ from wa_export.export.rows import STATUS_UNKNOWN, STATUSES, status_of
 from wa_export.recipients import Recipients, recipients_for
 from wa_export.schedule import Schedule
 from wa_export.settings import Settings
-from wa_export.store.connection import (
-    CHAT_IDS_PER_QUERY,
-    Store,
-    Workspace,
-    mongo_errors,
-    open_store,
-    parse_workspace_id,
-)
+from wa_export.store.arrivals import in_chunks
+from wa_export.store.connection import Store, Workspace, mongo_errors, open_store, parse_workspace_id
 from wa_export.store.ownership import both_forms, chats_of_workspace
 from wa_export.units import count_or_zero
 from wa_export.workbook_password import workbook_password
@@ -119,9 +113,8 @@ def messages_per_day(store: Store, chat_ids: Sequence[object], period: Period) -
     per_day = {day.isoformat(): DayCounts(day) for day in period.days}
     day = {"$dateToString": {"format": "%Y-%m-%d", "date": "$timestamp", "timezone": period.timezone_name}}
     by = {"day": day, "direction": "$direction", "ai": {"$eq": ["$is_ai_generated", True]}}
-    for offset in range(0, len(chat_ids), CHAT_IDS_PER_QUERY):
-        chats = list(chat_ids[offset : offset + CHAT_IDS_PER_QUERY])
-        match = {"chat_id": {"$in": chats}, "timestamp": {"$gte": period.start, "$lt": period.end}}
+    for chunk in in_chunks(chat_ids):
+        match = {"chat_id": {"$in": chunk}, "timestamp": {"$gte": period.start, "$lt": period.end}}
         for group in store.messages.aggregate([{"$match": match}, {"$group": {"_id": by, "count": {"$sum": 1}}}]):
             key = group["_id"]
             if (counts := per_day.get(str(key.get("day")))) is not None:
