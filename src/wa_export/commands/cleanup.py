@@ -1,6 +1,5 @@
-"""`wa-export cleanup`: delete this tool's old workbooks and stale temp files (in marked folders, or workbooks named
-for an unmarked slug folder). Folders are opened with O_NOFOLLOW and files removed relative to that descriptor, so a
-folder swapped for a symlink cannot redirect a deletion."""
+"""`wa-export cleanup`: delete this tool's old workbooks and stale temp files. Folders are opened with O_NOFOLLOW and
+files removed relative to that descriptor, so a folder swapped for a symlink cannot redirect a deletion."""
 
 from __future__ import annotations
 
@@ -14,12 +13,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pymongo.errors import PyMongoError
-
 from wa_export.errors import ConfigError, ExitCode, MongoUnavailable, UsageProblem
 from wa_export.settings import Settings, export_dir_not_a_directory
 from wa_export.store import logs
-from wa_export.store.connection import describe_mongo_error, open_store
+from wa_export.store.connection import mongo_errors, open_store
 from wa_export.units import count_noun, format_bytes
 from wa_export.workbook.naming import EXPORT_FILE_PATTERN, FOLDER_MARKER, export_file_pattern_for, is_slug
 
@@ -29,8 +26,8 @@ TEMP_FILE_MAX_AGE = timedelta(days=1)  # a temp file this old belongs to a kille
 _WORKBOOK_NAME = EXPORT_FILE_PATTERN.pattern.removeprefix("^").removesuffix("$")
 # The writer's temp files: the workbook, a sheet spool, the encrypted workbook (workbook/writer.py).
 TEMP_FILE_PATTERN: re.Pattern[str] = re.compile(rf"^\.(?:{_WORKBOOK_NAME})\.[0-9a-f]+(?:\.sheet\d+|\.encrypted)?\.tmp$")
-_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
-_DIRECTORY = getattr(os, "O_DIRECTORY", 0) | os.O_RDONLY | os.O_CLOEXEC
+_NO_FOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
+_DIRECTORY = os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC
 
 
 @dataclass(frozen=True)
@@ -105,7 +102,7 @@ def cleanup(settings: Settings, days: int | None, dry_run: bool) -> CleanupResul
     if dry_run:
         return result
     try:
-        with open_store(settings) as store:
+        with open_store(settings) as store, mongo_errors(settings):
             store.require_workspaces_collection()  # never create a misspelt database just to log in it
             deleted = {"files_deleted": len(result.files), "workbooks_deleted": result.workbooks}
             deleted |= {"temp_files_deleted": len(result.files) - result.workbooks, "bytes_freed": result.bytes_freed}
@@ -115,8 +112,6 @@ def cleanup(settings: Settings, days: int | None, dry_run: bool) -> CleanupResul
         result.event_recorded = True
     except (MongoUnavailable, ConfigError) as error:
         result.event_error, result.event_error_code = str(error), error.exit_code
-    except PyMongoError as error:
-        result.event_error = describe_mongo_error(error, settings)
     return result
 
 

@@ -15,7 +15,8 @@ from wa_export.addresses import domain_refusal, parse_address_list
 from wa_export.clock import DatabaseClock
 from wa_export.commands.logs import entry_facts
 from wa_export.errors import ConfigError, ExitCode, SmtpNotConfigured, UnknownWorkspace, UsageProblem, WaExportError
-from wa_export.export import context, delivery, email_text
+from wa_export.export import context, email_text
+from wa_export.export.delivery import describe_file_error, remove_files, write_workbook
 from wa_export.export.rows import RowStats, rows_by_arrival, rows_by_timestamp
 from wa_export.mail.errors import MailError
 from wa_export.mail.message import check_sendable
@@ -59,17 +60,11 @@ def parse_to(to: Sequence[str], settings: Settings) -> tuple[str, ...]:
 def refusal(entry: LedgerEntry) -> str | None:
     """Why this entry cannot be re-sent (one sentence), or None."""
     if entry.status in (logs.STATUS_FAILED, logs.STATUS_SENDING):
-        return (
-            f"Export {entry.id} was never delivered (status {entry.status}), so there is nothing to re-send: "
-            "the next scheduled run delivers its messages."
-        )
+        return f"Export {entry.id} was never delivered (status {entry.status}), so there is nothing to re-send: the next scheduled run delivers its messages."
     if entry.status != logs.STATUS_COMPLETED:
         return f"Export {entry.id} has status {entry.status or '(none)'!r}: only a completed export can be re-sent."
     if entry.recorded_range is None:
-        return (
-            f"Export {entry.id} records no range of messages (an export of the original service?), so it cannot be "
-            "rebuilt; export that period with `wa-export export --workspace ID --since TIME --until TIME --email ADDRESS`."
-        )
+        return f"Export {entry.id} records no range of messages (an export of the original service?), so it cannot be rebuilt; export that period with `wa-export export --workspace ID --since TIME --until TIME --email ADDRESS`."
     return None
 
 
@@ -125,8 +120,7 @@ def resend(settings: Settings, raw_id: str, to: Sequence[str], *, dry_run: bool 
         if entry is None:
             store.require_workspaces_collection()  # a wrong MONGODB_DATABASE is exit 2, not "no such export"
             raise NotResendable(
-                f"No export has id {log_id} in database {settings.mongodb_database!r}; "
-                "`wa-export logs` lists the recent exports with their ids."
+                f"No export has id {log_id} in database {settings.mongodb_database!r}; `wa-export logs` lists the recent exports with their ids."
             )
         if (reason := refusal(entry)) is not None:
             raise NotResendable(reason)
@@ -163,27 +157,20 @@ def _rebuild(settings: Settings, store: Store, workspace: Workspace, result: Res
         # An ObjectId range is `_id` whatever the setting says now; dates need the configured date field.
         key = ArrivalKey("_id") if isinstance(span.low, ObjectId) else ArrivalKey(settings.export_arrival_field)
         if not key.usable(span.low):
-            raise NotResendable(
-                f"Export {entry.id} recorded arrival dates, but EXPORT_ARRIVAL_FIELD is now _id: set it back to the "
-                "date field it was exported with to re-send it."
-            )
+            problem = f"Export {entry.id} recorded arrival dates, but EXPORT_ARRIVAL_FIELD is now _id: set it back to the date field it was exported with to re-send it."
+            raise NotResendable(problem)
         rows = rows_by_arrival(store, key, workspace, span.low, span.high, stats)
-    if result.dry_run:
-        deque(rows, maxlen=0)  # counts the rows, writes none
-        result.message_count, result.by_status = stats.total, stats.counts()[0]
-        return
-    slugs = contested_slugs((active.name, active.id) for active in store.active_workspaces())
     try:
-        path = delivery.write_workbook(settings, workspace, rows, export_time, slugs, password=password.value)
+        slugs = contested_slugs((active.name, active.id) for active in store.active_workspaces())
+        path = None if result.dry_run else write_workbook(settings, workspace, rows, export_time, slugs, password.value)
     except OSError as error:
-        result.error = delivery.describe_file_error(error, settings.export_dir)
+        result.error = describe_file_error(error, settings.export_dir)
         return
+    deque(rows, maxlen=0)  # a dry run counts the rows and writes none
     result.message_count, result.by_status = stats.total, stats.counts()[0]
     if path is None:
-        result.error = (
-            f"Export {entry.id} held {count_noun(entry.message_count, 'message')} and none of them exists any more "
-            "(deleted, or their chats moved to another workspace): nothing was sent."
-        )
+        if not result.dry_run:
+            result.error = f"Export {entry.id} held {count_noun(entry.message_count, 'message')} and none of them exists any more (deleted, or their chats moved to another workspace): nothing was sent."
         return
     # The copy keeps the original's name: a re-sent file reaches the recipient as the one they miss.
     attached_name = entry.file_name or path.name
@@ -208,7 +195,7 @@ def _rebuild(settings: Settings, store: Store, workspace: Workspace, result: Res
         with MailSender(settings) as sender:
             sender.send(mail)
     except MailError as error:
-        delivery.remove_files([path])  # rebuilt on the next attempt; nothing to keep
+        remove_files([path])  # rebuilt on the next attempt; nothing to keep
         result.file_path, result.error = None, redact(str(error), settings.secrets())
         return
     result.log_id = ObjectId()
