@@ -335,7 +335,7 @@ def verify(
     FILE is hashed (SHA-256) and looked up in export_logs. Exit 0 when found, 1 when no export of this file is recorded (changed, or not
     sent by wa-export from this database), 2 when FILE is missing or unreadable.
     """
-    _report(json_output, env_file, "verify", lambda command, settings: command.verify(settings, file))
+    _report(json_output, env_file, "logs", lambda command, settings: command.verify(settings, file), view="verify")
 
 
 @app.command(short_help="Where each workspace's delivery stands; move one cursor.")

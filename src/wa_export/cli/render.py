@@ -37,12 +37,11 @@ if TYPE_CHECKING:  # each command imports just the library it uses; settings imp
     from wa_export.commands.config import ConfigReport, SettingLine
     from wa_export.commands.deploy import DeployResult
     from wa_export.commands.health import HealthReport
-    from wa_export.commands.logs import LogsReport, SystemLogEntry
+    from wa_export.commands.logs import LogsReport, SystemLogEntry, VerifyReport
     from wa_export.commands.resend import ResendResult
     from wa_export.commands.state import CursorMove, StateReport, WorkspaceReport
     from wa_export.commands.stats import StatsReport, WorkspaceStats
     from wa_export.commands.test_email import TestEmailResult
-    from wa_export.commands.verify import VerifyReport
     from wa_export.demo.run import DemoResult
     from wa_export.export.results import RunResult, Trigger, WorkspaceResult
     from wa_export.export.workers import WorkersResult

@@ -1,20 +1,25 @@
-"""`wa-export logs`: recent exports from export_logs, or this tool's events from system_logs."""
+"""`wa-export logs`: recent exports from export_logs, or this tool's events from system_logs; `wa-export verify FILE`:
+which recorded export a file is, by the SHA-256 of its bytes (one byte changed is another hash: no entry, exit 1)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from pymongo import DESCENDING
 
 from wa_export.clock import as_utc_or_none
-from wa_export.errors import UsageProblem
+from wa_export.errors import ExitCode, UsageProblem
 from wa_export.settings import Settings
 from wa_export.store.arrivals import key_text
 from wa_export.store.connection import SERVICE_NAME, mongo_errors, open_store, parse_workspace_id
-from wa_export.store.logs import EXPORT_STATUSES, LedgerEntry, latest_entries
+from wa_export.store.logs import EXPORT_STATUSES, LedgerEntry, entries_with_sha256, latest_entries
 from wa_export.store.ownership import as_object_id, both_forms
+from wa_export.workbook.fingerprint import Fingerprint, fingerprint
+
+NOT_RECORDED = "No export of this file is recorded: no export_logs entry has its SHA-256, so it is not a workbook wa-export emailed from this database, or it was changed after it was sent."
 
 
 @dataclass(frozen=True)
@@ -84,3 +89,47 @@ def logs(settings: Settings, workspace_id: str | None, limit: int, status: str |
             replace(e, workspace_name=e.workspace_name or names.get(e.workspace_id, "")) for e in entries
         ]
         return report
+
+
+class UnreadableFile(UsageProblem):
+    """The file to verify is missing, not a file, or unreadable (exit 2)."""
+
+
+@dataclass
+class VerifyReport:
+    path: Path
+    file: Fingerprint
+    entries: list[LedgerEntry]
+
+    @property
+    def found(self) -> bool:
+        return bool(self.entries)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.OK if self.found else ExitCode.FAILED
+
+    def as_dict(self) -> dict[str, Any]:
+        file = {"file": str(self.path), "sha256": self.file.sha256, "bytes": self.file.size, "found": self.found}
+        document = {"exit_code": self.exit_code, **file, "entries": [entry_facts(entry) for entry in self.entries]}
+        return document if self.found else {**document, "error": NOT_RECORDED}
+
+
+def read_fingerprint(raw_path: str | Path) -> tuple[Path, Fingerprint]:
+    """The file's path and fingerprint; UnreadableFile (exit 2) with one sentence when it cannot be read."""
+    path = Path(raw_path).expanduser()
+    try:
+        return path, fingerprint(path)
+    except FileNotFoundError:
+        raise UnreadableFile(f"{path} does not exist; give the path of the file to verify.") from None
+    except OSError as error:
+        raise UnreadableFile(
+            f"Cannot read {path} ({error.strerror or error}); give the path of a readable file."
+        ) from None
+
+
+def verify(settings: Settings, raw_path: str | Path) -> VerifyReport:
+    path, file = read_fingerprint(raw_path)
+    with open_store(settings) as store, mongo_errors(settings):
+        store.require_workspaces_collection()  # the ledger of another database proves nothing
+        return VerifyReport(path, file, entries_with_sha256(store.export_logs, file.sha256))
