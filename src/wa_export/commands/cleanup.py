@@ -51,8 +51,7 @@ class CleanupResult:
     folders_removed: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     event_recorded: bool = False
-    event_error: str | None = None
-    event_error_code: ExitCode = ExitCode.MONGO_UNAVAILABLE  # 2 for a database that is not the platform's
+    event_error: MongoUnavailable | ConfigError | None = None  # exit 3, or 2 for a database not the platform's
 
     @property
     def bytes_freed(self) -> int:
@@ -66,7 +65,7 @@ class CleanupResult:
     def exit_code(self) -> ExitCode:
         # The event's failure outranks failed deletions: it is what monitoring must see first.
         if self.event_error is not None:
-            return self.event_error_code
+            return self.event_error.exit_code
         return ExitCode.FAILED if self.errors else ExitCode.OK
 
     def summary(self) -> str:
@@ -84,7 +83,7 @@ class CleanupResult:
 
     def as_dict(self) -> dict[str, Any]:
         document = asdict(self)  # datetimes become ISO text in Output.json
-        del document["started_at"], document["event_error_code"]
+        del document["started_at"]
         deleted = {"files_deleted": len(self.files), "bytes_freed": self.bytes_freed}
         document |= dict.fromkeys(deleted, 0) if self.dry_run else deleted
         return document | {"bytes": self.bytes_freed, "exit_code": self.exit_code, "summary": self.summary()}
@@ -104,14 +103,13 @@ def cleanup(settings: Settings, days: int | None, dry_run: bool) -> CleanupResul
     try:
         with open_store(settings) as store, mongo_errors(settings):
             store.require_workspaces_collection()  # never create a misspelt database just to log in it
-            deleted = {"files_deleted": len(result.files), "workbooks_deleted": result.workbooks}
-            deleted |= {"temp_files_deleted": len(result.files) - result.workbooks, "bytes_freed": result.bytes_freed}
-            details = {"export_dir": result.export_dir, "days": days, "dry_run": False, **deleted}
-            details |= {"folders_removed": len(result.folders_removed), "errors": result.errors[:50]}
+            details = {"export_dir": result.export_dir, "days": days, "dry_run": False, "errors": result.errors[:50]}
+            details |= {"files_deleted": len(result.files), "bytes_freed": result.bytes_freed}
+            details["folders_removed"] = len(result.folders_removed)
             logs.record_cleanup(store.system_logs, result.summary(), datetime.now(UTC), details)
         result.event_recorded = True
     except (MongoUnavailable, ConfigError) as error:
-        result.event_error, result.event_error_code = str(error), error.exit_code
+        result.event_error = error
     return result
 
 
@@ -147,7 +145,12 @@ def _clean_folder(root_fd: int, name: str, result: CleanupResult) -> None:
         raise
     folder = Path(result.export_dir) / name
     try:
-        marker = _marker_content(folder_fd)
+        try:  # the marker's bytes, if it is a regular file: the folder is ours (O_NONBLOCK: a FIFO cannot hang us)
+            fd = os.open(FOLDER_MARKER, os.O_RDONLY | os.O_NONBLOCK | _NO_FOLLOW, dir_fd=folder_fd)
+            with os.fdopen(fd, "rb") as file:
+                marker = file.read(1024) if stat.S_ISREG(os.fstat(fd).st_mode) else None
+        except OSError:
+            marker = None
         if marker is None and not is_slug(name):
             return  # neither ours by marker nor named like one of the original service's folders
         # Without a marker only workbooks named for this very folder are ours (the original service's).
@@ -185,16 +188,6 @@ def _clean_folder(root_fd: int, name: str, result: CleanupResult) -> None:
             result.folders_removed.append(str(folder))
     finally:
         os.close(folder_fd)
-
-
-def _marker_content(folder_fd: int) -> bytes | None:
-    """The marker's bytes if the folder is one of ours (marker is a regular file), else None."""
-    try:  # O_NONBLOCK: a FIFO under the marker's name must not hang the cleanup
-        fd = os.open(FOLDER_MARKER, os.O_RDONLY | os.O_NONBLOCK | _NO_FOLLOW, dir_fd=folder_fd)
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as marker:
-        return marker.read(1024) if stat.S_ISREG(os.fstat(fd).st_mode) else None
 
 
 def _remove_empty_folder(root_fd: int, name: str, folder_fd: int, marker: bytes | None) -> bool:
