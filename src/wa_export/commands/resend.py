@@ -26,7 +26,6 @@ from wa_export.settings import ID_FORM, Settings
 from wa_export.store import logs
 from wa_export.store.arrivals import ArrivalKey
 from wa_export.store.connection import Store, Workspace, as_object_id, mongo_errors, open_store
-from wa_export.store.logs import LedgerEntry, entry_by_id
 from wa_export.units import count_noun
 from wa_export.workbook.fingerprint import Fingerprint, fingerprint
 from wa_export.workbook.naming import contested_slugs
@@ -39,8 +38,7 @@ class NotResendable(WaExportError):
 
 
 def parse_log_id(raw: str) -> ObjectId:
-    log_id = as_object_id(raw.strip())
-    if log_id is None:
+    if (log_id := as_object_id(raw.strip())) is None:
         raise UsageProblem(f"{raw!r} is not an export id: expected {ID_FORM}, as `wa-export logs` shows them.")
     return log_id
 
@@ -57,7 +55,7 @@ def parse_to(to: Sequence[str], settings: Settings) -> tuple[str, ...]:
     return addresses
 
 
-def refusal(entry: LedgerEntry) -> str | None:
+def refusal(entry: logs.LedgerEntry) -> str | None:
     """Why this entry cannot be re-sent (one sentence), or None."""
     if entry.status in (logs.STATUS_FAILED, logs.STATUS_SENDING):
         return f"Export {entry.id} was never delivered (status {entry.status}), so there is nothing to re-send: the next scheduled run delivers its messages."
@@ -68,22 +66,21 @@ def refusal(entry: LedgerEntry) -> str | None:
     return None
 
 
-def recipients_of(entry: LedgerEntry, to: tuple[str, ...], settings: Settings) -> tuple[str, ...]:
+def recipients_of(entry: logs.LedgerEntry, to: tuple[str, ...], settings: Settings) -> tuple[str, ...]:
     """--to (already checked), else the entry's own recipients, still under EXPORT_ALLOWED_EMAIL_DOMAINS."""
     if to:
         return to
     if not entry.recipients:
         raise NotResendable(f"Export {entry.id} records no recipient; pass --to ADDRESS.")
     fix = "pass --to with an address in an allowed domain"
-    refused = domain_refusal(entry.recipients, settings.export_allowed_email_domains, fix)
-    if refused is not None:
+    if (refused := domain_refusal(entry.recipients, settings.export_allowed_email_domains, fix)) is not None:
         raise NotResendable(f"The recipients of export {entry.id} are no longer allowed: {refused}.")
     return entry.recipients
 
 
 @dataclass
 class ResendResult:
-    original: LedgerEntry
+    original: logs.LedgerEntry
     workspace_name: str
     recipients: tuple[str, ...]
     dry_run: bool
@@ -116,7 +113,7 @@ def resend(settings: Settings, raw_id: str, to: Sequence[str], *, dry_run: bool 
     except MailError as error:
         raise SmtpNotConfigured(str(error)) from None
     with open_store(settings) as store, mongo_errors(settings):
-        entry = entry_by_id(store.export_logs, log_id)
+        entry = logs.entry_by_id(store.export_logs, log_id)
         if entry is None:
             store.require_workspaces_collection()  # a wrong MONGODB_DATABASE is exit 2, not "no such export"
             raise NotResendable(
