@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from pymongo import DESCENDING
 
 from wa_export.clock import as_utc_or_none, utc_now
-from wa_export.export.rows import STATUS_UNKNOWN, STATUSES, status_of
+from wa_export.export.rows import STATUSES, status_of
 from wa_export.recipients import Recipients, recipients_for
 from wa_export.schedule import Schedule
 from wa_export.settings import Settings
@@ -119,9 +119,6 @@ def messages_per_day(store: Store, chat_ids: Sequence[object], period: Period) -
             key = group["_id"]
             if (counts := per_day.get(str(key.get("day")))) is not None:
                 counts.counts[status_of(key.get("direction"), key.get("ai"))] += count_or_zero(group.get("count"))
-    if any(STATUS_UNKNOWN in day.counts for day in per_day.values()):
-        for counts in per_day.values():  # every day gets the same keys, so the JSON rows stay uniform
-            counts.counts[STATUS_UNKNOWN] += 0
     return list(per_day.values())
 
 
@@ -129,21 +126,18 @@ def export_summaries(store: Store, workspaces: Sequence[Workspace], period: Peri
     summaries = {workspace.id: ExportSummary() for workspace in workspaces}
     keys = both_forms(workspace.object_id for workspace in workspaces)  # both forms writers store
     match = {"workspace_id": {"$in": keys}, "created_at": {"$gte": period.start, "$lt": period.end}}
-    by = {"workspace_id": "$workspace_id", "status": "$status"}
+    by = {"workspace_id": {"$toString": "$workspace_id"}, "status": "$status"}  # one group for both id forms
     group = {"_id": by, "count": {"$sum": 1}, "messages": {"$sum": "$message_count"}, "last": {"$max": "$created_at"}}
     for found in store.export_logs.aggregate([{"$match": match}, {"$group": group}]):
-        summary = summaries[str(found["_id"]["workspace_id"])]  # matched by one of these workspaces' ids
-        status, count, last = found["_id"].get("status"), count_or_zero(found["count"]), as_utc_or_none(found["last"])
+        summary, status = summaries[found["_id"]["workspace_id"]], found["_id"].get("status")
+        count, last = count_or_zero(found["count"]), as_utc_or_none(found["last"])
         if status == "completed":
-            summary.completed += count
-            summary.messages_exported += count_or_zero(found.get("messages"))
-            summary.last_success = max(filter(None, (summary.last_success, last)), default=None)
+            summary.completed, summary.last_success = count, last
+            summary.messages_exported = count_or_zero(found["messages"])
         elif status == "failed":
-            summary.failed += count
-            summary.last_failure = max(filter(None, (summary.last_failure, last)), default=None)
+            summary.failed, summary.last_failure = count, last
     for workspace in workspaces:
-        summary = summaries[workspace.id]
-        if summary.last_success is None:  # nothing in the period: "when did it last work" still matters most
+        if (summary := summaries[workspace.id]).last_success is None:  # "when did it last work" matters most
             completed = {"workspace_id": {"$in": both_forms([workspace.object_id])}, "status": "completed"}
             newest = store.export_logs.find_one(completed, {"created_at": 1}, sort=[("created_at", DESCENDING)])
             summary.last_success = as_utc_or_none((newest or {}).get("created_at"))
