@@ -63,8 +63,7 @@ def deploy(target: str, directory: Path | None = None, overwrite: bool = False) 
     same = {file.name for file in result.files if _holds(directory / file.name, file.text)}
     differing = [str(directory / f.name) for f in result.files if f.name not in same and (directory / f.name).exists()]
     if differing and not overwrite:
-        one = len(differing) == 1
-        problem = f"{', '.join(differing)} already {'exists' if one else 'exist'} with other content; compare with `wa-export deploy {target}` and pass --force to replace {'it' if one else 'them'}."
+        problem = f"{', '.join(differing)}: already there with other content; compare with `wa-export deploy {target}` and pass --force to replace."
         raise UsageProblem(problem)
     for file in result.files:
         path = directory / file.name
