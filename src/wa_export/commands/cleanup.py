@@ -58,10 +58,6 @@ class CleanupResult:
         return sum(item.size for item in self.files)
 
     @property
-    def workbooks(self) -> int:
-        return sum(item.kind == "workbook" for item in self.files)
-
-    @property
     def exit_code(self) -> ExitCode:
         # The event's failure outranks failed deletions: it is what monitoring must see first.
         if self.event_error is not None:
@@ -71,11 +67,11 @@ class CleanupResult:
     def summary(self) -> str:
         if not self.export_dir_exists:
             return f"cleanup: {self.export_dir} does not exist, nothing to clean"
-        dry = self.dry_run
+        dry, workbooks = self.dry_run, sum(item.kind == "workbook" for item in self.files)
         parts = [
             f"cleanup{' (dry run)' if dry else ''} of {self.export_dir}: {'would delete' if dry else 'deleted'} "
-            f"{count_noun(self.workbooks, 'workbook')} older than {count_noun(self.days, 'day')}",
-            count_noun(len(self.files) - self.workbooks, "stale temp file"),
+            f"{count_noun(workbooks, 'workbook')} older than {count_noun(self.days, 'day')}",
+            count_noun(len(self.files) - workbooks, "stale temp file"),
             f"{format_bytes(self.bytes_freed)} {'to free' if dry else 'freed'}",
             f"{count_noun(len(self.folders_removed), 'empty folder')} {'to remove' if dry else 'removed'}",
         ]

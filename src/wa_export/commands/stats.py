@@ -156,17 +156,11 @@ def stats(settings: Settings, workspace_id: str | None, days: int) -> StatsRepor
         period = Period(dates, start, end, settings.timezone_name)
         workspaces = store.workspaces_by_id([workspace_id]) if workspace_id else store.active_workspaces()
         summaries = export_summaries(store, workspaces, period) if workspaces else {}
-        results = [
-            WorkspaceStats(
-                workspace,
-                # the chats it owns (ownership.py), in both id forms messages may hold
-                messages_per_day(store, chats_of_workspace(store.chats, workspace).message_chat_ids(), period),
-                summaries[workspace.id],
-                recipients_for(workspace, settings),
-                resolve(TIME_ZONE, workspace, settings),
-                resolve(SCHEDULE, workspace, settings),
-                workbook_password(workspace, settings),
-            )
-            for workspace in workspaces
-        ]
+        results = []
+        for workspace in workspaces:  # its messages: the chats it owns (ownership.py), in both id forms
+            per_day = messages_per_day(store, chats_of_workspace(store.chats, workspace).message_chat_ids(), period)
+            time_zone, schedule = resolve(TIME_ZONE, workspace, settings), resolve(SCHEDULE, workspace, settings)
+            recipients, password = recipients_for(workspace, settings), workbook_password(workspace, settings)
+            summary = summaries[workspace.id]
+            results.append(WorkspaceStats(workspace, per_day, summary, recipients, time_zone, schedule, password))
         return StatsReport(period, now, results, single=workspace_id is not None)
