@@ -123,9 +123,8 @@ def read_fingerprint(raw_path: str | Path) -> tuple[Path, Fingerprint]:
     except FileNotFoundError:
         raise UnreadableFile(f"{path} does not exist; give the path of the file to verify.") from None
     except OSError as error:
-        raise UnreadableFile(
-            f"Cannot read {path} ({error.strerror or error}); give the path of a readable file."
-        ) from None
+        reason = error.strerror or str(error)
+        raise UnreadableFile(f"Cannot read {path} ({reason}); give the path of a readable file.") from None
 
 
 def verify(settings: Settings, raw_path: str | Path) -> VerifyReport:

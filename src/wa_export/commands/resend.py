@@ -116,18 +116,18 @@ def resend(settings: Settings, raw_id: str, to: Sequence[str], *, dry_run: bool 
         entry = logs.entry_by_id(store.export_logs, log_id)
         if entry is None:
             store.require_workspaces_collection()  # a wrong MONGODB_DATABASE is exit 2, not "no such export"
-            raise NotResendable(
-                f"No export has id {log_id} in database {settings.mongodb_database!r}; `wa-export logs` lists the recent exports with their ids."
-            )
+            problem = f"No export has id {log_id} in database {settings.mongodb_database!r}; `wa-export logs` lists the recent exports with their ids."
+            raise NotResendable(problem)
         if (reason := refusal(entry)) is not None:
             raise NotResendable(reason)
         recipients = recipients_of(entry, override, settings)
         try:
             [workspace] = store.workspaces_by_id([entry.workspace_id])
         except UnknownWorkspace:
-            raise NotResendable(
+            problem = (
                 f"The workspace of export {entry.id} ({entry.workspace_id}) no longer exists, so its chats are unknown."
-            ) from None
+            )
+            raise NotResendable(problem) from None
         zone = resolve(TIME_ZONE, workspace, settings)  # the workspace's own zone, as its exports are written
         if zone.value is None:
             raise NotResendable(zone.problem or "")
