@@ -79,7 +79,6 @@ class CleanupResult:
 
     def as_dict(self) -> dict[str, Any]:
         document = asdict(self)  # datetimes become ISO text in Output.json
-        del document["started_at"]
         deleted = {"files_deleted": len(self.files), "bytes_freed": self.bytes_freed}
         document |= dict.fromkeys(deleted, 0) if self.dry_run else deleted
         return document | {"bytes": self.bytes_freed, "exit_code": self.exit_code, "summary": self.summary()}
