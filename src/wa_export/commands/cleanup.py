@@ -142,8 +142,10 @@ def _clean_folder(root_fd: int, name: str, result: CleanupResult) -> None:
     try:
         try:  # the marker's bytes, if it is a regular file: the folder is ours (O_NONBLOCK: a FIFO cannot hang us)
             fd = os.open(FOLDER_MARKER, os.O_RDONLY | os.O_NONBLOCK | _NO_FOLLOW, dir_fd=folder_fd)
-            with os.fdopen(fd, "rb") as file:
-                marker = file.read(1024) if stat.S_ISREG(os.fstat(fd).st_mode) else None
+            try:
+                marker = os.read(fd, 1024) if stat.S_ISREG(os.fstat(fd).st_mode) else None
+            finally:
+                os.close(fd)
         except OSError:
             marker = None
         if marker is None and not is_slug(name):
