@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from bson import ObjectId
 
-from wa_export.commands import resend, verify
+from wa_export.commands import logs, resend
 from wa_export.errors import ExitCode, UsageProblem
 from wa_export.settings import Settings, load_settings
 from wa_export.store.logs import RecordedRange, entries_with_sha256, entry_by_id, read_entry
@@ -203,17 +203,17 @@ def test_a_resend_goes_to_to_or_to_the_entrys_recipients_still_under_the_allow_l
 
 
 def test_verify_refuses_a_missing_or_unreadable_file_before_connecting(tmp_path):
-    with pytest.raises(verify.UnreadableFile, match="does not exist") as caught:
-        verify.read_fingerprint(tmp_path / "gone.xlsx")
+    with pytest.raises(logs.UnreadableFile, match="does not exist") as caught:
+        logs.read_fingerprint(tmp_path / "gone.xlsx")
     assert caught.value.exit_code == ExitCode.USAGE
-    with pytest.raises(verify.UnreadableFile, match=r"^Cannot read .*\(Is a directory\)"):
-        verify.read_fingerprint(tmp_path)
+    with pytest.raises(logs.UnreadableFile, match=r"^Cannot read .*\(Is a directory\)"):
+        logs.read_fingerprint(tmp_path)
     if os.geteuid() != 0:  # root reads any file
         locked = tmp_path / "locked.xlsx"
         locked.write_bytes(b"x")
         locked.chmod(0)
-        with pytest.raises(verify.UnreadableFile, match="Permission denied"):
-            verify.read_fingerprint(locked)
+        with pytest.raises(logs.UnreadableFile, match="Permission denied"):
+            logs.read_fingerprint(locked)
 
 
 def test_verify_finds_the_entry_of_a_file_by_its_bytes(mongo_db, mongo_server_uri, tmp_path):
@@ -223,7 +223,7 @@ def test_verify_finds_the_entry_of_a_file_by_its_bytes(mongo_db, mongo_server_ur
     mongo_db.export_logs.insert_one(document)
     mongo_db.workspaces.insert_one({"_id": ObjectId(WORKSPACE), "name": "Acme", "status": "active"})
     settings = _settings(MONGODB_URI=mongo_server_uri, MONGODB_DATABASE=mongo_db.name)
-    report = verify.verify(settings, path)
+    report = logs.verify(settings, path)
     assert report.exit_code == ExitCode.OK
     facts = report.as_dict()
     [entry] = facts["entries"]
@@ -234,6 +234,6 @@ def test_verify_finds_the_entry_of_a_file_by_its_bytes(mongo_db, mongo_server_ur
     )
     assert entry["range"]["kind"] == "arrival" and entry["range"]["start"] == str(document["window_start_key"])
     path.write_bytes(b"workbook bytez")
-    changed = verify.verify(settings, path)
+    changed = logs.verify(settings, path)
     assert changed.exit_code == ExitCode.FAILED
-    assert changed.as_dict()["found"] is False and changed.as_dict()["error"] == verify.NOT_RECORDED
+    assert changed.as_dict()["found"] is False and changed.as_dict()["error"] == logs.NOT_RECORDED

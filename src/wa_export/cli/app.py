@@ -102,6 +102,9 @@ def _run(
     raise typer.Exit(code)
 
 
+_COMMAND_MODULE = {"move": "state", "verify": "logs"}  # views whose command lives in another view's module
+
+
 def _report(
     json_output: bool, env_file: Path | None, compute: Callable[[Any, Settings], Any], view: str, load: bool = True
 ) -> None:
@@ -110,7 +113,7 @@ def _report(
     def body(settings: Settings, output: Output) -> int:
         from wa_export.cli import render
 
-        command = importlib.import_module(f"wa_export.commands.{'state' if view == 'move' else view}")
+        command = importlib.import_module(f"wa_export.commands.{_COMMAND_MODULE.get(view, view)}")
         return output.show(compute(command, settings), getattr(render, f"render_{view}"), *([settings] if load else []))
 
     _run(json_output, env_file, body, load)

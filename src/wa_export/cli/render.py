@@ -31,7 +31,7 @@ from wa_export.errors import ExitCode
 from wa_export.units import LOG_STAMP, count_noun, format_age, format_bytes, local_time, workspace_label
 
 if TYPE_CHECKING:  # each command imports just the library it uses; settings imports pymongo
-    from wa_export.commands import cleanup, config, deploy, health, logs, resend, state, stats, test_email, verify
+    from wa_export.commands import cleanup, config, deploy, health, logs, resend, state, stats, test_email
     from wa_export.demo.run import DemoResult
     from wa_export.export.results import RunResult, Trigger, WorkspaceResult
     from wa_export.export.workers import WorkersResult
@@ -580,7 +580,7 @@ def _part(entry: LedgerEntry) -> str:
     return f", part {entry.part} of {entry.parts}" if entry.parts and entry.parts > 1 else ""
 
 
-def render_verify(output: Output, report: verify.VerifyReport, settings: Settings) -> None:
+def render_verify(output: Output, report: logs.VerifyReport, settings: Settings) -> None:
     from wa_export.store.arrivals import key_text
 
     file = f"{report.path} ({format_bytes(report.file.size)}, SHA-256 {report.file.sha256})"

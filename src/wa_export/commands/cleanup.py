@@ -1,6 +1,5 @@
-"""`wa-export cleanup`: delete this tool's old workbooks and stale temp files (in marked folders, or workbooks named
-for an unmarked slug folder). Folders are opened with O_NOFOLLOW and files removed relative to that descriptor, so a
-folder swapped for a symlink cannot redirect a deletion."""
+"""`wa-export cleanup`: delete this tool's old workbooks and stale temp files. Folders are opened with O_NOFOLLOW and
+files removed relative to that descriptor, so a folder swapped for a symlink cannot redirect a deletion."""
 
 from __future__ import annotations
 
@@ -14,12 +13,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pymongo.errors import PyMongoError
-
 from wa_export.errors import ConfigError, ExitCode, MongoUnavailable, UsageProblem
 from wa_export.settings import Settings, export_dir_not_a_directory
 from wa_export.store import logs
-from wa_export.store.connection import describe_mongo_error, open_store
+from wa_export.store.connection import mongo_errors, open_store
 from wa_export.units import count_noun, format_bytes
 from wa_export.workbook.naming import EXPORT_FILE_PATTERN, FOLDER_MARKER, export_file_pattern_for, is_slug
 
@@ -29,8 +26,8 @@ TEMP_FILE_MAX_AGE = timedelta(days=1)  # a temp file this old belongs to a kille
 _WORKBOOK_NAME = EXPORT_FILE_PATTERN.pattern.removeprefix("^").removesuffix("$")
 # The writer's temp files: the workbook, a sheet spool, the encrypted workbook (workbook/writer.py).
 TEMP_FILE_PATTERN: re.Pattern[str] = re.compile(rf"^\.(?:{_WORKBOOK_NAME})\.[0-9a-f]+(?:\.sheet\d+|\.encrypted)?\.tmp$")
-_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
-_DIRECTORY = getattr(os, "O_DIRECTORY", 0) | os.O_RDONLY | os.O_CLOEXEC
+_NO_FOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
+_DIRECTORY = os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC
 
 
 @dataclass(frozen=True)
@@ -54,48 +51,37 @@ class CleanupResult:
     folders_removed: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     event_recorded: bool = False
-    event_error: str | None = None
-    event_error_code: ExitCode = ExitCode.MONGO_UNAVAILABLE  # 2 for a database that is not the platform's
+    event_error: MongoUnavailable | ConfigError | None = None  # exit 3, or 2 for a database not the platform's
 
     @property
     def bytes_freed(self) -> int:
         return sum(item.size for item in self.files)
 
     @property
-    def workbooks(self) -> int:
-        return sum(item.kind == "workbook" for item in self.files)
-
-    @property
     def exit_code(self) -> ExitCode:
         # The event's failure outranks failed deletions: it is what monitoring must see first.
         if self.event_error is not None:
-            return self.event_error_code
+            return self.event_error.exit_code
         return ExitCode.FAILED if self.errors else ExitCode.OK
 
     def summary(self) -> str:
-        verb, dry = ("would delete", " (dry run)") if self.dry_run else ("deleted", "")
-        parts = [
-            f"cleanup{dry} of {self.export_dir}: {verb} {count_noun(self.workbooks, 'workbook')}"
-            f" older than {count_noun(self.days, 'day')}",
-            count_noun(len(self.files) - self.workbooks, "stale temp file"),
-            f"{format_bytes(self.bytes_freed)} {'to free' if self.dry_run else 'freed'}",
-            f"{count_noun(len(self.folders_removed), 'empty folder')} {'to remove' if self.dry_run else 'removed'}",
-        ]
         if not self.export_dir_exists:
-            parts = [f"cleanup: {self.export_dir} does not exist, nothing to clean"]
+            return f"cleanup: {self.export_dir} does not exist, nothing to clean"
+        dry, workbooks = self.dry_run, sum(item.kind == "workbook" for item in self.files)
+        parts = [
+            f"cleanup{' (dry run)' if dry else ''} of {self.export_dir}: {'would delete' if dry else 'deleted'} "
+            f"{count_noun(workbooks, 'workbook')} older than {count_noun(self.days, 'day')}",
+            count_noun(len(self.files) - workbooks, "stale temp file"),
+            f"{format_bytes(self.bytes_freed)} {'to free' if dry else 'freed'}",
+            f"{count_noun(len(self.folders_removed), 'empty folder')} {'to remove' if dry else 'removed'}",
+        ]
         return ", ".join(parts + ([count_noun(len(self.errors), "error")] if self.errors else []))
 
     def as_dict(self) -> dict[str, Any]:
         document = asdict(self)  # datetimes become ISO text in Output.json
-        del document["started_at"], document["event_error_code"]
-        return {
-            **document,
-            "files_deleted": 0 if self.dry_run else len(self.files),
-            "bytes_freed": 0 if self.dry_run else self.bytes_freed,
-            "bytes": self.bytes_freed,
-            "exit_code": self.exit_code,
-            "summary": self.summary(),
-        }
+        deleted = {"files_deleted": len(self.files), "bytes_freed": self.bytes_freed}
+        document |= dict.fromkeys(deleted, 0) if self.dry_run else deleted
+        return document | {"bytes": self.bytes_freed, "exit_code": self.exit_code, "summary": self.summary()}
 
 
 def cleanup(settings: Settings, days: int | None, dry_run: bool) -> CleanupResult:
@@ -110,25 +96,15 @@ def cleanup(settings: Settings, days: int | None, dry_run: bool) -> CleanupResul
     if dry_run:
         return result
     try:
-        with open_store(settings) as store:
+        with open_store(settings) as store, mongo_errors(settings):
             store.require_workspaces_collection()  # never create a misspelt database just to log in it
-            details = logs.CleanupDetails(
-                export_dir=result.export_dir,
-                days=result.days,
-                dry_run=result.dry_run,
-                files_deleted=len(result.files),
-                workbooks_deleted=result.workbooks,
-                temp_files_deleted=len(result.files) - result.workbooks,
-                bytes_freed=result.bytes_freed,
-                folders_removed=len(result.folders_removed),
-                errors=result.errors[:50],
-            )
+            details = {"export_dir": result.export_dir, "days": days, "dry_run": False, "errors": result.errors[:50]}
+            details |= {"files_deleted": len(result.files), "bytes_freed": result.bytes_freed}
+            details["folders_removed"] = len(result.folders_removed)
             logs.record_cleanup(store.system_logs, result.summary(), datetime.now(UTC), details)
         result.event_recorded = True
     except (MongoUnavailable, ConfigError) as error:
-        result.event_error, result.event_error_code = str(error), error.exit_code
-    except PyMongoError as error:
-        result.event_error = describe_mongo_error(error, settings)
+        result.event_error = error
     return result
 
 
@@ -164,34 +140,38 @@ def _clean_folder(root_fd: int, name: str, result: CleanupResult) -> None:
         raise
     folder = Path(result.export_dir) / name
     try:
-        marker = _marker_content(folder_fd)
+        try:  # the marker's bytes, if it is a regular file: the folder is ours (O_NONBLOCK: a FIFO cannot hang us)
+            fd = os.open(FOLDER_MARKER, os.O_RDONLY | os.O_NONBLOCK | _NO_FOLLOW, dir_fd=folder_fd)
+            try:
+                marker = os.read(fd, 1024) if stat.S_ISREG(os.fstat(fd).st_mode) else None
+            finally:
+                os.close(fd)
+        except OSError:
+            marker = None
         if marker is None and not is_slug(name):
             return  # neither ours by marker nor named like one of the original service's folders
-        # Without a marker only workbooks named for this very folder are ours (the original service's); each kind
-        # is deleted once older than its limit.
-        rules: list[tuple[FileKind, re.Pattern[str], datetime]] = [
-            ("workbook", EXPORT_FILE_PATTERN if marker is not None else export_file_pattern_for(name), result.cutoff)
-        ]
-        if marker is not None:
-            rules.append(("temp", TEMP_FILE_PATTERN, result.started_at - TEMP_FILE_MAX_AGE))
+        # Without a marker only workbooks named for this very folder are ours (the original service's).
+        workbooks = EXPORT_FILE_PATTERN if marker is not None else export_file_pattern_for(name)
+        rules: list[tuple[FileKind, re.Pattern[str], float]] = [("workbook", workbooks, result.cutoff.timestamp())]
+        if marker is not None:  # temp files only in our own folders
+            rules.append(("temp", TEMP_FILE_PATTERN, (result.started_at - TEMP_FILE_MAX_AGE).timestamp()))
         remaining, found = 0, len(result.files)
-        with os.scandir(folder_fd) as entries:
-            names = sorted(entry.name for entry in entries if entry.name != FOLDER_MARKER or marker is None)
-        for entry_name in names:
-            info = _lstat(entry_name, folder_fd)
-            if info is None:
+        with os.scandir(folder_fd) as scanned:
+            entries = [entry for entry in scanned if marker is None or entry.name != FOLDER_MARKER]
+        for entry in sorted(entries, key=lambda entry: entry.name):
+            try:
+                info = entry.stat(follow_symlinks=False)  # fstatat in the folder's descriptor
+            except FileNotFoundError:
                 continue
-            kind = next(
-                (rule for rule in rules if rule[1].match(entry_name) and info.st_mtime < rule[2].timestamp()), None
-            )
-            if kind is None or not stat.S_ISREG(info.st_mode):  # symlinks, folders, sockets...: never ours to delete
+            kinds = [kind for kind, pattern, limit in rules if pattern.match(entry.name) and info.st_mtime < limit]
+            if not kinds or not stat.S_ISREG(info.st_mode):  # symlinks, folders, sockets...: never ours to delete
                 remaining += 1
                 continue
             modified = datetime.fromtimestamp(info.st_mtime, UTC)
-            item = CleanupFile(str(folder / entry_name), str(folder), kind[0], info.st_size, modified)
+            item = CleanupFile(str(folder / entry.name), str(folder), kinds[0], info.st_size, modified)
             if not result.dry_run:
                 try:
-                    os.unlink(entry_name, dir_fd=folder_fd)
+                    os.unlink(entry.name, dir_fd=folder_fd)
                 except FileNotFoundError:
                     continue  # removed by someone else meanwhile: nothing freed by us
                 except OSError as error:
@@ -205,26 +185,6 @@ def _clean_folder(root_fd: int, name: str, result: CleanupResult) -> None:
             result.folders_removed.append(str(folder))
     finally:
         os.close(folder_fd)
-
-
-def _lstat(name: str, dir_fd: int) -> os.stat_result | None:
-    try:
-        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-
-
-def _marker_content(folder_fd: int) -> bytes | None:
-    """The marker's bytes if the folder is one of ours (marker is a regular file), else None."""
-    info = _lstat(FOLDER_MARKER, folder_fd)
-    if info is None or not stat.S_ISREG(info.st_mode):
-        return None
-    try:
-        fd = os.open(FOLDER_MARKER, os.O_RDONLY | _NO_FOLLOW, dir_fd=folder_fd)
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as marker:
-        return marker.read(1024)
 
 
 def _remove_empty_folder(root_fd: int, name: str, folder_fd: int, marker: bytes | None) -> bool:
@@ -244,10 +204,8 @@ def _remove_empty_folder(root_fd: int, name: str, folder_fd: int, marker: bytes 
     # An export created a file between our check and rmdir: the folder stays, and so must its owner (without a
     # marker of ours, an export adopted it meanwhile: its marker is in place).
     if marker is not None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW
-        with (
-            contextlib.suppress(FileExistsError),
-            os.fdopen(os.open(FOLDER_MARKER, flags, 0o600, dir_fd=folder_fd), "wb") as restored,
-        ):
-            restored.write(marker)
+        with contextlib.suppress(FileExistsError):
+            fd = os.open(FOLDER_MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW, 0o600, dir_fd=folder_fd)
+            with os.fdopen(fd, "wb") as restored:
+                restored.write(marker)
     return False

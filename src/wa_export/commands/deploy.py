@@ -1,6 +1,5 @@
 """`wa-export deploy`: the systemd units, crontab, logrotate file and commented env file shipped in the package
-(deploy_files/<kind>/, so a wheel has them too), printed as shipped or written into a directory; an existing file
-that differs is left alone unless the operator says --force."""
+(deploy_files/<kind>/, so a wheel has them too), printed as shipped or written into a directory."""
 
 from __future__ import annotations
 
@@ -27,25 +26,21 @@ class DeployFile:
 
 @dataclass
 class DeployResult:
-    """The files asked for; with a directory, which were written and which were already there as shipped."""
-
     target: str
     files: list[DeployFile]
     directory: Path | None = None
     written: list[Path] = field(default_factory=list)
-    unchanged: list[Path] = field(default_factory=list)
+    unchanged: list[Path] = field(default_factory=list)  # already there as shipped
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ok": True, "exit_code": ExitCode.OK, **asdict(self)}  # paths become strings in the JSON
+        return {"exit_code": ExitCode.OK, **asdict(self)}  # paths become strings in the JSON
 
 
 def all_files() -> list[DeployFile]:
     """Every shipped file, kind by kind, each kind's by name."""
-    folders = [(kind, resources.files("wa_export").joinpath("deploy_files", kind)) for kind in KINDS]
-    entries = [(kind, entry) for kind, folder in folders for entry in sorted(folder.iterdir(), key=lambda e: e.name)]
-    return [
-        DeployFile(kind, entry.name, entry.read_text(encoding="utf-8")) for kind, entry in entries if entry.is_file()
-    ]
+    root = resources.files("wa_export") / "deploy_files"
+    found = [(kind, entry) for kind in KINDS for entry in sorted((root / kind).iterdir(), key=lambda e: e.name)]
+    return [DeployFile(kind, entry.name, entry.read_text(encoding="utf-8")) for kind, entry in found if entry.is_file()]
 
 
 def shipped_files(target: str) -> list[DeployFile]:
@@ -57,8 +52,8 @@ def shipped_files(target: str) -> list[DeployFile]:
 
 
 def deploy(target: str, directory: Path | None = None, overwrite: bool = False) -> DeployResult:
-    """The files of `target`; with `directory`, also write them there (none if one would replace a different file
-    and `overwrite` is false)."""
+    """The files of `target`; with `directory`, also write them there, replacing a file that differs only with
+    `overwrite` (else none is written)."""
     result = DeployResult(target, shipped_files(target))
     if directory is None:
         return result
@@ -68,15 +63,18 @@ def deploy(target: str, directory: Path | None = None, overwrite: bool = False) 
     same = {file.name for file in result.files if _holds(directory / file.name, file.text)}
     differing = [str(directory / f.name) for f in result.files if f.name not in same and (directory / f.name).exists()]
     if differing and not overwrite:
-        one = len(differing) == 1
-        problem = f"{', '.join(differing)} already {'exists' if one else 'exist'} with other content; compare with `wa-export deploy {target}` and pass --force to replace {'it' if one else 'them'}."
+        problem = f"{', '.join(differing)}: already there with other content; compare with `wa-export deploy {target}` and pass --force to replace."
         raise UsageProblem(problem)
     for file in result.files:
         path = directory / file.name
-        if file.name in same:
-            os.chmod(path, FILE_MODE)
-        else:
-            _write(path, file.text)
+        try:
+            if file.name in same:
+                os.chmod(path, FILE_MODE)
+            else:
+                replace_file(path, file.text.encode(), FILE_MODE)  # atomic: a reader never sees half a unit
+        except OSError as error:
+            fix = "run as a user who may write there (e.g. with sudo)"
+            raise WaExportError(f"Cannot write {path} ({error.strerror or error}); {fix}.") from None
         (result.unchanged if file.name in same else result.written).append(path)
     return result
 
@@ -85,14 +83,3 @@ def _holds(path: Path, text: str) -> bool:
     with suppress(OSError):
         return path.is_file() and path.read_bytes() == text.encode("utf-8")
     return False
-
-
-def _write(path: Path, text: str) -> None:
-    """Replace `path` atomically: a reader never sees half a unit."""
-    try:
-        replace_file(path, text.encode("utf-8"), FILE_MODE)
-    except OSError as error:
-        problem = (
-            f"Cannot write {path} ({error.strerror or error}); run as a user who may write there (e.g. with sudo)."
-        )
-        raise WaExportError(problem) from None

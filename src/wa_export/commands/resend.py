@@ -1,12 +1,11 @@
 """`wa-export resend LOG_ID`: email again exactly the workbook an export_logs entry recorded, its rows read over the
-entry's recorded range (store/logs.py) as the export read them. It touches no cursor, lease or intent (nothing here
-imports store/state.py), so scheduled delivery cannot notice it."""
+entry's recorded range as the export read them. It touches no cursor, lease or intent: scheduled delivery cannot notice."""
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -14,9 +13,10 @@ from bson import ObjectId
 
 from wa_export.addresses import domain_refusal, parse_address_list
 from wa_export.clock import DatabaseClock
-from wa_export.commands.verify import entry_facts
+from wa_export.commands.logs import entry_facts
 from wa_export.errors import ConfigError, ExitCode, SmtpNotConfigured, UnknownWorkspace, UsageProblem, WaExportError
-from wa_export.export import delivery, email_text, results
+from wa_export.export import email_text, results
+from wa_export.export.delivery import describe_file_error, remove_files, write_workbook
 from wa_export.export.rows import RowStats, rows_by_arrival, rows_by_timestamp
 from wa_export.mail.errors import MailError
 from wa_export.mail.message import check_sendable
@@ -26,7 +26,6 @@ from wa_export.settings import ID_FORM, Settings
 from wa_export.store import logs
 from wa_export.store.arrivals import ArrivalKey
 from wa_export.store.connection import Store, Workspace, as_object_id, mongo_errors, open_store
-from wa_export.store.logs import LedgerEntry, entry_by_id
 from wa_export.units import count_noun
 from wa_export.workbook.fingerprint import Fingerprint, fingerprint
 from wa_export.workbook.naming import contested_slugs
@@ -39,8 +38,7 @@ class NotResendable(WaExportError):
 
 
 def parse_log_id(raw: str) -> ObjectId:
-    log_id = as_object_id(raw.strip())
-    if log_id is None:
+    if (log_id := as_object_id(raw.strip())) is None:
         raise UsageProblem(f"{raw!r} is not an export id: expected {ID_FORM}, as `wa-export logs` shows them.")
     return log_id
 
@@ -57,39 +55,32 @@ def parse_to(to: Sequence[str], settings: Settings) -> tuple[str, ...]:
     return addresses
 
 
-def refusal(entry: LedgerEntry) -> str | None:
+def refusal(entry: logs.LedgerEntry) -> str | None:
     """Why this entry cannot be re-sent (one sentence), or None."""
     if entry.status in (logs.STATUS_FAILED, logs.STATUS_SENDING):
-        return (
-            f"Export {entry.id} was never delivered (status {entry.status}), so there is nothing to re-send: "
-            "the next scheduled run delivers its messages."
-        )
+        return f"Export {entry.id} was never delivered (status {entry.status}), so there is nothing to re-send: the next scheduled run delivers its messages."
     if entry.status != logs.STATUS_COMPLETED:
         return f"Export {entry.id} has status {entry.status or '(none)'!r}: only a completed export can be re-sent."
     if entry.recorded_range is None:
-        return (
-            f"Export {entry.id} records no range of messages (an export of the original service?), so it cannot be "
-            "rebuilt; export that period with `wa-export export --workspace ID --since TIME --until TIME --email ADDRESS`."
-        )
+        return f"Export {entry.id} records no range of messages (an export of the original service?), so it cannot be rebuilt; export that period with `wa-export export --workspace ID --since TIME --until TIME --email ADDRESS`."
     return None
 
 
-def recipients_of(entry: LedgerEntry, to: tuple[str, ...], settings: Settings) -> tuple[str, ...]:
+def recipients_of(entry: logs.LedgerEntry, to: tuple[str, ...], settings: Settings) -> tuple[str, ...]:
     """--to (already checked), else the entry's own recipients, still under EXPORT_ALLOWED_EMAIL_DOMAINS."""
     if to:
         return to
     if not entry.recipients:
         raise NotResendable(f"Export {entry.id} records no recipient; pass --to ADDRESS.")
     fix = "pass --to with an address in an allowed domain"
-    refused = domain_refusal(entry.recipients, settings.export_allowed_email_domains, fix)
-    if refused is not None:
+    if (refused := domain_refusal(entry.recipients, settings.export_allowed_email_domains, fix)) is not None:
         raise NotResendable(f"The recipients of export {entry.id} are no longer allowed: {refused}.")
     return entry.recipients
 
 
 @dataclass
 class ResendResult:
-    original: LedgerEntry
+    original: logs.LedgerEntry
     workspace_name: str
     recipients: tuple[str, ...]
     dry_run: bool
@@ -110,25 +101,8 @@ class ResendResult:
         return ExitCode.OK if self.error is None else ExitCode.FAILED
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.error is None,
-            "exit_code": int(self.exit_code),
-            "dry_run": self.dry_run,
-            "resend_of": str(self.original.id),
-            "log_id": None if self.log_id is None else str(self.log_id),
-            "workspace_id": self.original.workspace_id,
-            "workspace_name": self.workspace_name,
-            "recipients": list(self.recipients),
-            "message_count": self.message_count,
-            "recorded_message_count": self.original.message_count,
-            "count_difference": self.count_difference,
-            "by_status": self.by_status,
-            "subject": self.subject,
-            "file_path": self.file_path,
-            "attachment_sha256": None if self.attachment is None else self.attachment.sha256,
-            "original": entry_facts(self.original),
-            "error": self.error,
-        }
+        document = asdict(self) | {"original": entry_facts(self.original), "resend_of": str(self.original.id)}
+        return document | {"exit_code": self.exit_code, "count_difference": self.count_difference}
 
 
 def resend(settings: Settings, raw_id: str, to: Sequence[str], *, dry_run: bool = False) -> ResendResult:
@@ -139,23 +113,21 @@ def resend(settings: Settings, raw_id: str, to: Sequence[str], *, dry_run: bool 
     except MailError as error:
         raise SmtpNotConfigured(str(error)) from None
     with open_store(settings) as store, mongo_errors(settings):
-        entry = entry_by_id(store.export_logs, log_id)
+        entry = logs.entry_by_id(store.export_logs, log_id)
         if entry is None:
             store.require_workspaces_collection()  # a wrong MONGODB_DATABASE is exit 2, not "no such export"
-            raise NotResendable(
-                f"No export has id {log_id} in database {settings.mongodb_database!r}; "
-                "`wa-export logs` lists the recent exports with their ids."
-            )
-        reason = refusal(entry)
-        if reason is not None:
+            problem = f"No export has id {log_id} in database {settings.mongodb_database!r}; `wa-export logs` lists the recent exports with their ids."
+            raise NotResendable(problem)
+        if (reason := refusal(entry)) is not None:
             raise NotResendable(reason)
         recipients = recipients_of(entry, override, settings)
         try:
             [workspace] = store.workspaces_by_id([entry.workspace_id])
         except UnknownWorkspace:
-            raise NotResendable(
+            problem = (
                 f"The workspace of export {entry.id} ({entry.workspace_id}) no longer exists, so its chats are unknown."
-            ) from None
+            )
+            raise NotResendable(problem) from None
         zone = resolve(TIME_ZONE, workspace, settings)  # the workspace's own zone, as its exports are written
         if zone.value is None:
             raise NotResendable(zone.problem or "")
@@ -182,43 +154,37 @@ def _rebuild(settings: Settings, store: Store, workspace: Workspace, result: Res
         # An ObjectId range is `_id` whatever the setting says now; dates need the configured date field.
         key = ArrivalKey("_id") if isinstance(span.low, ObjectId) else ArrivalKey(settings.export_arrival_field)
         if not key.usable(span.low):
-            raise NotResendable(
-                f"Export {entry.id} recorded arrival dates, but EXPORT_ARRIVAL_FIELD is now _id: set it back to the "
-                "date field it was exported with to re-send it."
-            )
+            problem = f"Export {entry.id} recorded arrival dates, but EXPORT_ARRIVAL_FIELD is now _id: set it back to the date field it was exported with to re-send it."
+            raise NotResendable(problem)
         rows = rows_by_arrival(store, key, workspace, span.low, span.high, stats)
-    path = None
-    if result.dry_run:
-        deque(rows, maxlen=0)  # counts the rows, writes none
-    else:
+    try:
         slugs = contested_slugs((active.name, active.id) for active in store.active_workspaces())
-        try:
-            path = delivery.write_workbook(settings, workspace, rows, export_time, slugs, password=password.value)
-        except OSError as error:
-            result.error = delivery.describe_file_error(error, settings.export_dir)
-            return
+        path = None if result.dry_run else write_workbook(settings, workspace, rows, export_time, slugs, password.value)
+    except OSError as error:
+        result.error = describe_file_error(error, settings.export_dir)
+        return
+    deque(rows, maxlen=0)  # a dry run counts the rows and writes none
     result.message_count, result.by_status = stats.total, stats.counts()[0]
     if path is None:
         if not result.dry_run:
-            result.error = (
-                f"Export {entry.id} held {count_noun(entry.message_count, 'message')} and none of them exists any more "
-                "(deleted, or their chats moved to another workspace): nothing was sent."
-            )
+            result.error = f"Export {entry.id} held {count_noun(entry.message_count, 'message')} and none of them exists any more (deleted, or their chats moved to another workspace): nothing was sent."
         return
     # The copy keeps the original's name: a re-sent file reaches the recipient as the one they miss.
     attached_name = entry.file_name or path.name
     result.file_path, result.attachment = str(path), replace(fingerprint(path), file_name=attached_name)
+    window = (entry.window_start or export_time, entry.window_end or export_time)
+    resent = email_text.Resent(export_time, entry.message_count, attached_name)
     mail = email_text.compose_export_mail(
         settings,
         workspace,
         export_time,
-        (entry.window_start or export_time, entry.window_end or export_time),
+        window,
         result.by_status,
         path,
         result.recipients,
         (entry.part or 1, entry.parts or 1),
         by_arrival=span.kind == "arrival",
-        resent=email_text.Resent(export_time, entry.message_count, attached_name),
+        resent=resent,
         protected=password.value is not None,
     )
     result.subject = mail.subject
@@ -226,7 +192,7 @@ def _rebuild(settings: Settings, store: Store, workspace: Workspace, result: Res
         with MailSender(settings) as sender:
             sender.send(mail)
     except MailError as error:
-        delivery.remove_files([path])  # rebuilt on the next attempt; nothing to keep
+        remove_files([path])  # rebuilt on the next attempt; nothing to keep
         result.file_path, result.error = None, redact(str(error), settings.secrets())
         return
     result.log_id = ObjectId()

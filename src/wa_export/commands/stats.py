@@ -12,19 +12,13 @@ from zoneinfo import ZoneInfo
 
 from pymongo import DESCENDING
 
-from wa_export.clock import as_utc_or_none, iso, utc_now
-from wa_export.export.rows import STATUS_UNKNOWN, STATUSES, status_of
+from wa_export.clock import as_utc_or_none, utc_now
+from wa_export.export.rows import STATUSES, status_of
 from wa_export.recipients import Recipients, recipients_for
 from wa_export.schedule import Schedule
 from wa_export.settings import Settings
-from wa_export.store.connection import (
-    CHAT_IDS_PER_QUERY,
-    Store,
-    Workspace,
-    mongo_errors,
-    open_store,
-    parse_workspace_id,
-)
+from wa_export.store.arrivals import in_chunks
+from wa_export.store.connection import Store, Workspace, mongo_errors, open_store, parse_workspace_id
 from wa_export.store.ownership import both_forms, chats_of_workspace
 from wa_export.units import count_or_zero
 from wa_export.workbook_password import workbook_password
@@ -42,11 +36,11 @@ class Period:
 @dataclass
 class DayCounts:
     day: date
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
+    counts: Counter[str] = field(default_factory=lambda: Counter(dict.fromkeys(STATUSES, 0)))
 
     @property
     def total(self) -> int:
-        return sum(self.counts.values())
+        return self.counts.total()
 
 
 @dataclass
@@ -77,31 +71,26 @@ class WorkspaceStats:
         return self.recipients.source != "none"
 
     @property
-    def totals(self) -> dict[str, int]:
-        totals = Counter(dict.fromkeys(STATUSES, 0))
+    def totals(self) -> Counter[str]:
+        totals: Counter[str] = Counter()  # update, unlike +, keeps the statuses counted 0
         for day in self.per_day:
             totals.update(day.counts)
-        return dict(totals)
+        return totals
 
     @property
     def total(self) -> int:
-        return sum(day.total for day in self.per_day)
+        return self.totals.total()
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "workspace_id": self.workspace.id,
-            "workspace_name": self.workspace.name,
-            "status": self.workspace.status,
-            "address_configured": self.address_configured,
-            "recipients": self.recipients.as_dict(),
-            "time_zone": self.time_zone.as_dict(),
-            "schedule": self.schedule.as_dict(),
-            "encrypted": self.encrypted,
-            "workbook_password": self.password.as_dict(secret=True),
-            "messages": {**self.totals, "total": self.total},
-            "exports": asdict(self.exports),
-            "per_day": [{"date": day.day.isoformat(), **day.counts, "total": day.total} for day in self.per_day],
-        }
+        workspace = self.workspace
+        document: dict[str, Any] = {"workspace_id": workspace.id, "workspace_name": workspace.name}
+        document |= {"status": workspace.status, "address_configured": self.address_configured}
+        document |= {"recipients": self.recipients.as_dict(), "time_zone": self.time_zone.as_dict()}
+        document |= {"schedule": self.schedule.as_dict(), "encrypted": self.encrypted}
+        document |= {"workbook_password": self.password.as_dict(secret=True), "exports": asdict(self.exports)}
+        document["messages"] = {**self.totals, "total": self.total}
+        document["per_day"] = [{"date": day.day, **day.counts, "total": day.total} for day in self.per_day]
+        return document
 
 
 @dataclass
@@ -113,35 +102,23 @@ class StatsReport:
 
     def as_dict(self) -> dict[str, Any]:
         period, workspaces = self.period, [stats.as_dict() for stats in self.workspaces]
-        return {
-            "days": len(period.days),
-            "timezone": period.timezone_name,
-            "first_day": period.days[0].isoformat(),
-            "last_day": period.days[-1].isoformat(),
-            "period_start": iso(period.start),
-            "period_end": iso(period.end),
-            "generated_at": iso(self.generated_at),
-            "encrypted_workspaces": sum(1 for stats in self.workspaces if stats.encrypted),
-            **({"workspace": workspaces[0]} if self.single else {"workspaces": workspaces}),
-        }
+        document: dict[str, Any] = {"days": len(period.days), "timezone": period.timezone_name}
+        document |= {"first_day": period.days[0], "last_day": period.days[-1], "generated_at": self.generated_at}
+        document |= {"period_start": period.start, "period_end": period.end}
+        document["encrypted_workspaces"] = sum(stats.encrypted for stats in self.workspaces)
+        return document | ({"workspace": workspaces[0]} if self.single else {"workspaces": workspaces})
 
 
 def messages_per_day(store: Store, chat_ids: Sequence[object], period: Period) -> list[DayCounts]:
     per_day = {day.isoformat(): DayCounts(day) for day in period.days}
     day = {"$dateToString": {"format": "%Y-%m-%d", "date": "$timestamp", "timezone": period.timezone_name}}
     by = {"day": day, "direction": "$direction", "ai": {"$eq": ["$is_ai_generated", True]}}
-    for offset in range(0, len(chat_ids), CHAT_IDS_PER_QUERY):
-        chats = list(chat_ids[offset : offset + CHAT_IDS_PER_QUERY])
-        match = {"chat_id": {"$in": chats}, "timestamp": {"$gte": period.start, "$lt": period.end}}
+    for chunk in in_chunks(chat_ids):
+        match = {"chat_id": {"$in": chunk}, "timestamp": {"$gte": period.start, "$lt": period.end}}
         for group in store.messages.aggregate([{"$match": match}, {"$group": {"_id": by, "count": {"$sum": 1}}}]):
             key = group["_id"]
-            counts = per_day.get(str(key.get("day")))
-            if counts is not None:
-                status = status_of(key.get("direction"), key.get("ai"))
-                counts.counts[status] = counts.counts.get(status, 0) + count_or_zero(group.get("count"))
-    if any(STATUS_UNKNOWN in day.counts for day in per_day.values()):
-        for counts in per_day.values():  # every day gets the same keys, so the JSON rows stay uniform
-            counts.counts.setdefault(STATUS_UNKNOWN, 0)
+            if (counts := per_day.get(str(key.get("day")))) is not None:
+                counts.counts[status_of(key.get("direction"), key.get("ai"))] += count_or_zero(group.get("count"))
     return list(per_day.values())
 
 
@@ -149,21 +126,18 @@ def export_summaries(store: Store, workspaces: Sequence[Workspace], period: Peri
     summaries = {workspace.id: ExportSummary() for workspace in workspaces}
     keys = both_forms(workspace.object_id for workspace in workspaces)  # both forms writers store
     match = {"workspace_id": {"$in": keys}, "created_at": {"$gte": period.start, "$lt": period.end}}
-    by = {"workspace_id": "$workspace_id", "status": "$status"}
+    by = {"workspace_id": {"$toString": "$workspace_id"}, "status": "$status"}  # one group for both id forms
     group = {"_id": by, "count": {"$sum": 1}, "messages": {"$sum": "$message_count"}, "last": {"$max": "$created_at"}}
     for found in store.export_logs.aggregate([{"$match": match}, {"$group": group}]):
-        summary = summaries[str(found["_id"]["workspace_id"])]  # matched by one of these workspaces' ids
-        status, count, last = found["_id"].get("status"), count_or_zero(found.get("count")), found.get("last")
+        summary, status = summaries[found["_id"]["workspace_id"]], found["_id"].get("status")
+        count, last = count_or_zero(found["count"]), as_utc_or_none(found["last"])
         if status == "completed":
-            summary.completed += count
-            summary.messages_exported += count_or_zero(found.get("messages"))
-            summary.last_success = max(filter(None, (summary.last_success, as_utc_or_none(last))), default=None)
+            summary.completed, summary.last_success = count, last
+            summary.messages_exported = count_or_zero(found["messages"])
         elif status == "failed":
-            summary.failed += count
-            summary.last_failure = max(filter(None, (summary.last_failure, as_utc_or_none(last))), default=None)
+            summary.failed, summary.last_failure = count, last
     for workspace in workspaces:
-        summary = summaries[workspace.id]
-        if summary.last_success is None:  # nothing in the period: "when did it last work" still matters most
+        if (summary := summaries[workspace.id]).last_success is None:  # "when did it last work" matters most
             completed = {"workspace_id": {"$in": both_forms([workspace.object_id])}, "status": "completed"}
             newest = store.export_logs.find_one(completed, {"created_at": 1}, sort=[("created_at", DESCENDING)])
             summary.last_success = as_utc_or_none((newest or {}).get("created_at"))
@@ -182,17 +156,11 @@ def stats(settings: Settings, workspace_id: str | None, days: int) -> StatsRepor
         period = Period(dates, start, end, settings.timezone_name)
         workspaces = store.workspaces_by_id([workspace_id]) if workspace_id else store.active_workspaces()
         summaries = export_summaries(store, workspaces, period) if workspaces else {}
-        results = [
-            WorkspaceStats(
-                workspace,
-                # the chats it owns (ownership.py), in both id forms messages may hold
-                messages_per_day(store, chats_of_workspace(store.chats, workspace).message_chat_ids(), period),
-                summaries[workspace.id],
-                recipients_for(workspace, settings),
-                resolve(TIME_ZONE, workspace, settings),
-                resolve(SCHEDULE, workspace, settings),
-                workbook_password(workspace, settings),
-            )
-            for workspace in workspaces
-        ]
+        results = []
+        for workspace in workspaces:  # its messages: the chats it owns (ownership.py), in both id forms
+            per_day = messages_per_day(store, chats_of_workspace(store.chats, workspace).message_chat_ids(), period)
+            time_zone, schedule = resolve(TIME_ZONE, workspace, settings), resolve(SCHEDULE, workspace, settings)
+            recipients, password = recipients_for(workspace, settings), workbook_password(workspace, settings)
+            summary = summaries[workspace.id]
+            results.append(WorkspaceStats(workspace, per_day, summary, recipients, time_zone, schedule, password))
         return StatsReport(period, now, results, single=workspace_id is not None)

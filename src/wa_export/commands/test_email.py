@@ -46,12 +46,8 @@ class TestEmailResult:
         return ExitCode.USAGE if self.error.step == "config" else ExitCode.FAILED
 
     def as_dict(self) -> dict[str, Any]:
-        document: dict[str, Any] = {"ok": self.error is None, "exit_code": self.exit_code}
-        document.update((item.name, getattr(self, item.name)) for item in fields(self) if item.name != "error")
-        document["recipients"] = list(self.recipients)
-        if self.error is not None:
-            document.update(step=self.error.step, error=str(self.error))  # the sentence ends with the advice
-        return document
+        document = {item.name: getattr(self, item.name) for item in fields(self)} | {"exit_code": self.exit_code}
+        return document if self.error is None else document | {"step": self.error.step, "error": str(self.error)}
 
 
 def resolve_recipients(settings: Settings, workspace_id: str | None, to: Sequence[str]) -> Recipients:

@@ -20,7 +20,7 @@ from wa_export.clock import DatabaseClock, Window, iso
 from wa_export.errors import ExitCode
 from wa_export.mail.errors import RUN_FATAL_STEPS, MailError
 from wa_export.mail.message import OutgoingMail
-from wa_export.mail.sender import MailSender
+from wa_export.mail.transport import MailSender
 from wa_export.recipients import UNSENT_WITHOUT_ADDRESS, Recipients, missing_hint, option_recipients, recipients_for
 from wa_export.redaction import redact
 from wa_export.settings import Settings, malformed_variables_sentence, unmatched_variables_sentence
