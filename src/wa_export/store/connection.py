@@ -36,9 +36,8 @@ Documents = Collection[Document]
 
 
 def supporting_indexes(arrival_field: str) -> list[Index]:
-    """The indexes the export queries and `verify` rely on (`health` checks them; nothing creates them)."""
-    # A workspace's chats; the pass over the arrival range (on `_id` without one); a chat's messages by arrival
-    # and by time (manual windows and stats); which export a file is (`verify`).
+    """What the export queries and `verify` rely on (`health` checks them; nothing creates them): a workspace's
+    chats, the pass over the arrival range (`_id` has one), a chat's messages by arrival and by time, the ledger."""
     arrival_pass = [] if arrival_field == "_id" else [("messages", [(arrival_field, ASCENDING)])]
     return [
         ("chats", [("workspace_id", ASCENDING)]),
@@ -72,37 +71,24 @@ def authentication_problem(error: BaseException) -> str | None:
     details = getattr(error, "details", None)
     message = (str(details.get("errmsg") or "") if isinstance(details, dict) else "") or str(error)
     if getattr(error, "code", None) in (18, 8000) or AUTH_FAILED_TEXT.search(message):  # 8000: Atlas's "bad auth"
-        return (
-            "MongoDB refused the credentials in MONGODB_URI (authentication failed); check the user name and "
-            "password (percent-encoded in the URI) and authSource, the database the user was created in "
-            "(often ?authSource=admin)."
-        )
+        return "MongoDB refused the credentials in MONGODB_URI (authentication failed); check the user name and password (percent-encoded in the URI) and authSource, the database the user was created in (often ?authSource=admin)."
     if AUTH_REQUIRED_TEXT.search(message):
-        return (
-            "MongoDB requires a login: put the user name and password in MONGODB_URI, "
-            "e.g. mongodb://user:password@host:27017/?authSource=admin."
-        )
+        return "MongoDB requires a login: put the user name and password in MONGODB_URI, e.g. mongodb://user:password@host:27017/?authSource=admin."
     return None
 
 
 def describe_mongo_error(error: BaseException, settings: Settings, *, query: bool = False) -> str:
-    """One sentence for an operator, with any password from the URI removed; with `query` a refused query (not a
-    login) names the database the user may have to read."""
+    """One sentence for an operator, without the URI's password; with `query` a refused query (not a login) names
+    the database the user may have to read."""
     text = authentication_problem(error)
     if text is None and isinstance(error, ConfigurationError):
         text = f"MONGODB_URI cannot be used: {error}."
     elif text is None and query and isinstance(error, OperationFailure):
         detail = str(error.details.get("errmsg") if error.details else error)[:300]
-        text = (
-            f"MongoDB refused the query ({detail}); check that the MONGODB_URI user may read "
-            f"database {settings.mongodb_database!r}."
-        )
+        text = f"MongoDB refused the query ({detail}); check that the MONGODB_URI user may read database {settings.mongodb_database!r}."
     elif text is None:
         detail = str(error).split(", Timeout:")[0].split(" (configured timeouts")[0]
-        text = (
-            f"MongoDB is unreachable ({detail[:300]}); check MONGODB_URI, that the server is running "
-            "and that this host may connect to it."
-        )
+        text = f"MongoDB is unreachable ({detail[:300]}); check MONGODB_URI, that the server is running and that this host may connect to it."
     return redact(text, settings.secrets())
 
 
@@ -152,18 +138,15 @@ class Store:
     def open(cls, settings: Settings) -> Store:
         store = cls(connect(settings), settings)
         try:
-            store.ping()
+            with mongo_errors(settings, queries=False):
+                store.client.admin.command("ping")
         except MongoUnavailable:
-            store.close()  # do not leave the client's monitor threads behind
+            store.client.close()  # do not leave the client's monitor threads behind
             raise
         return store
 
     def close(self) -> None:
         self.client.close()
-
-    def ping(self) -> None:
-        with mongo_errors(self.settings, queries=False):
-            self.client.admin.command("ping")
 
     def database_now(self) -> datetime:
         """The database server's clock (`hello.localTime`) at BSON precision, one for every host (docs/design.md)."""
@@ -176,7 +159,7 @@ class Store:
         return to_millis(as_utc(local_time))
 
     def _holds_workspaces(self, database: str) -> bool | None:
-        """Whether the database has a `workspaces` collection; None when we may not look."""
+        """None when we may not look."""
         try:
             return bool(self.client[database].list_collection_names(filter={"name": "workspaces"}))
         except OperationFailure:
@@ -186,21 +169,13 @@ class Store:
         """The sentence for a MONGODB_DATABASE without a `workspaces` collection; None if it has one or we may not look."""
         if self._holds_workspaces(self.settings.mongodb_database) is not False:
             return None
-        try:  # naming the databases that have one costs one command each
+        try:  # naming the databases that have one costs one command each; one we may not read is not named
             names = sorted(set(self.client.list_database_names()) - {"admin", "config", "local"})[:DATABASES_PROBED]
-            elsewhere = [name for name in names if self._holds_workspaces(name)]  # one we may not read is not named
-            where = (
-                f"databases that have one: {', '.join(elsewhere)}"
-                if elsewhere
-                else "no database on this server has one"
-            )
-            where = f" ({where})"
+            elsewhere = ", ".join(name for name in names if self._holds_workspaces(name))
+            where = f" (databases that have one: {elsewhere})" if elsewhere else " (no database on this server has one)"
         except OperationFailure:
             where = ""
-        return (
-            f"MONGODB_DATABASE is {self.settings.mongodb_database!r}, but that database has no workspaces collection"
-            f"{where}; set MONGODB_DATABASE to the platform's database."
-        )
+        return f"MONGODB_DATABASE is {self.settings.mongodb_database!r}, but that database has no workspaces collection{where}; set MONGODB_DATABASE to the platform's database."
 
     def require_workspaces_collection(self) -> None:
         """ConfigError (exit 2) for a database that is not the platform's: nothing reads or writes there."""
@@ -232,8 +207,7 @@ class Store:
         if missing := [id_ for id_ in ids if id_ not in found]:
             self.require_workspaces_collection()
             raise UnknownWorkspace(
-                f"No workspace with id {', '.join(missing)} in database {self.settings.mongodb_database!r}; "
-                "check the id (wa-export stats lists active workspaces)."
+                f"No workspace with id {', '.join(missing)} in database {self.settings.mongodb_database!r}; check the id (wa-export stats lists active workspaces)."
             )
         return WorkspaceListing([found[id_] for id_ in dict.fromkeys(ids)], listing.duplicates)
 
@@ -321,11 +295,8 @@ class DuplicateWorkspace:
         )
         kind, name, _ = self.documents[0]
         others = len(self.documents) - 1
-        return (
-            f"workspace {self.id} is stored {count_noun(len(self.documents), 'time')} in the workspaces collection, with {forms}: "
-            f"one tenant, so its messages are exported once, as the {kind} _id document ({name or 'unnamed'}); "
-            f"delete the other {'document' if others == 1 else count_noun(others, 'document')}"
-        )
+        other = "document" if others == 1 else count_noun(others, "document")
+        return f"workspace {self.id} is stored {count_noun(len(self.documents), 'time')} in the workspaces collection, with {forms}: one tenant, so its messages are exported once, as the {kind} _id document ({name or 'unnamed'}); delete the other {other}"
 
 
 @dataclass(frozen=True)
@@ -343,19 +314,16 @@ def one_per_id(documents: Iterable[Document], fields: Mapping[str, str] | None =
     listing = WorkspaceListing([])
     for workspace_id, group in by_id.items():
         group.sort(key=lambda document: not isinstance(document["_id"], ObjectId))  # stable: else the order read
+        kinds = ["string" if isinstance(d["_id"], str) else type(d["_id"]).__name__ for d in group]
+        seen = tuple((kind, _text(d.get("name")), _text(d.get("status"))) for kind, d in zip(kinds, group, strict=True))
         first = group[0]
         values = {name: value for name, path in (fields or {}).items() if (value := field_at(first, path)) is not None}
         object_id = as_object_id(first["_id"]) or first["_id"]
-        listing.workspaces.append(
-            Workspace(workspace_id, _name(first), str(first.get("status", "")), object_id, values)
-        )
+        listing.workspaces.append(Workspace(workspace_id, seen[0][1], seen[0][2], object_id, values))
         if len(group) > 1:
-            kinds = ["string" if isinstance(d["_id"], str) else type(d["_id"]).__name__ for d in group]
-            seen = tuple((kind, _name(d), str(d.get("status", ""))) for kind, d in zip(kinds, group, strict=True))
             listing.duplicates.append(DuplicateWorkspace(workspace_id, seen))
     return listing
 
 
-def _name(document: Document) -> str:
-    name = document.get("name")
-    return name if isinstance(name, str) else ("" if name is None else str(name))
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else "" if value is None else str(value)

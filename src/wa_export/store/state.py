@@ -1,8 +1,5 @@
 """Every read and write of `export_state`, in database time; a lease owner's writes hold only while it owns the lease,
-so a stalled run never moves another run's cursor (docs/design.md, "The first cursor" and "Leases").
-
-Why this module is long: cursors and leases are only safe while every write follows the same rules, so all live here.
-"""
+so a stalled run never moves another run's cursor (docs/design.md, "The first cursor" and "Leases")."""
 
 from __future__ import annotations
 
@@ -20,7 +17,6 @@ from wa_export.schedule import ServedSlot
 from wa_export.settings import Settings
 from wa_export.store.arrivals import ArrivalKey, Key, is_key, key_order
 from wa_export.store.connection import Document, Documents, Store, read_fields
-from wa_export.store.logs import original_service_exports
 
 DUPLICATE_KEY = 11000
 # "now" is known to within a round trip and an ObjectId's second; a later run may have moved a cursor to its end.
@@ -43,9 +39,6 @@ class InFlight:
     parts: int | None
     started_at: datetime | None
     note: str | None = None
-
-    def as_document(self) -> Document:
-        return {name: value for name, value in vars(self).items() if name != "note" or value is not None}
 
     @classmethod
     def from_document(cls, value: object) -> InFlight | None:
@@ -73,6 +66,10 @@ class InFlight:
         return replace(self, log_id=None, from_key=max(self.from_key, key, key=key_order))
 
 
+def _as_document(in_flight: InFlight | None) -> Document | None:
+    return None if in_flight is None else {k: v for k, v in vars(in_flight).items() if k != "note" or v is not None}
+
+
 @dataclass(frozen=True)
 class WorkspaceState:
     """One export_state document as a scheduled run reads it (or its absence)."""
@@ -95,17 +92,10 @@ class WorkspaceState:
         if document is None:
             return cls(workspace_id)
         cursor, pending = document.get("cursor"), document.get("pending_files")
-        return cls(
-            **read_fields(
-                cls,
-                document,
-                workspace_id=workspace_id,
-                exists=True,
-                cursor=as_utc(cursor) if isinstance(cursor, datetime) else cursor,
-                in_flight=InFlight.from_document(document.get("in_flight")),
-                pending_files=tuple(p for p in pending if isinstance(p, str)) if isinstance(pending, list) else (),
-            )
-        )
+        cursor = as_utc(cursor) if isinstance(cursor, datetime) else cursor
+        pending = tuple(p for p in pending if isinstance(p, str)) if isinstance(pending, list) else ()
+        fixed = {"workspace_id": workspace_id, "exists": True, "cursor": cursor, "pending_files": pending}
+        return cls(**read_fields(cls, document, in_flight=InFlight.from_document(document.get("in_flight")), **fixed))
 
     @property
     def served(self) -> ServedSlot | None:
@@ -146,13 +136,6 @@ def read_state_documents(store: Store, workspace_ids: Sequence[str], *, single: 
     return {document["_id"]: document for document in store.export_state.find(query) if document["_id"] in wanted}
 
 
-def read_lease(store: Store, workspace_id: str) -> tuple[str | None, datetime | None]:
-    """Who holds the workspace's lease, and until when (as stored; it may have expired)."""
-    document = store.export_state.find_one({"_id": workspace_id}, {"lease_owner": 1, "lease_expires_at": 1}) or {}
-    owner = document.get("lease_owner")
-    return (str(owner) if owner else None), as_utc_or_none(document.get("lease_expires_at"))
-
-
 def last_successes(store: Store, workspace_ids: Sequence[str], earliest: datetime) -> dict[str, datetime]:
     """`last_success_at` of these workspaces where it is `earliest` or later, in one query."""
     query = {"_id": {"$in": list(workspace_ids)}, "last_success_at": {"$gte": earliest}}
@@ -170,6 +153,16 @@ def count_cursors_ahead(store: Store, key: ArrivalKey, now: datetime) -> int:
     return store.export_state.count_documents({"cursor": {"$gt": key.at(now + CLOCK_TOLERANCE)}})
 
 
+def position_key(settings: Settings, document: Mapping[str, Any], now: datetime) -> Key | None:
+    """Where a workspace's undelivered messages start: its cursor (ForeignCursor for one of the other key kind),
+    or v1's watermark as the engine migrates it, never past the clock."""
+    cursor, key = document.get("cursor"), ArrivalKey(settings.export_arrival_field)
+    if is_key(cursor):
+        return key.position(str(document.get("_id")), cursor)
+    watermark = as_utc_or_none(document.get("watermark"))
+    return None if watermark is None else key.at(min(watermark, now))
+
+
 @dataclass(frozen=True)
 class FirstCursor:
     """Where a workspace without a cursor starts, and why."""
@@ -180,24 +173,11 @@ class FirstCursor:
     starts_at: datetime | None = None  # the time `key` was taken from
 
 
-def original_exports(store: Store, workspace_ids: Sequence[str], now: datetime) -> dict[str, datetime]:
-    """The original service's last export of each workspace, if within EXPORT_BACKFILL_MAX_HOURS of `now`."""
-    hours = store.settings.export_backfill_max_hours
-    if not workspace_ids or hours <= 0:
-        return {}
-    return original_service_exports(store.export_logs, workspace_ids, now - timedelta(hours=hours))
-
-
 def first_cursor(
-    settings: Settings,
-    key: ArrivalKey,
-    end: datetime,
-    now: datetime,
-    watermark: datetime | None,
-    original_export: datetime | None,
+    settings: Settings, end: datetime, now: datetime, watermark: datetime | None, original: datetime | None
 ) -> FirstCursor:
     """Where a workspace without a cursor starts (docs/design.md, "The first cursor"), for a run ending at `end`."""
-    interval = timedelta(minutes=settings.export_interval_minutes)
+    key, interval = ArrivalKey(settings.export_arrival_field), timedelta(minutes=settings.export_interval_minutes)
     if watermark is not None:
         # An earlier version's timestamp watermark; one ahead of `end` (a clock anomaly) starts one interval back.
         start = watermark if watermark <= end else end - interval
@@ -206,8 +186,8 @@ def first_cursor(
         note = "migrated from a timestamp watermark: its last run may have delivered some of these already"
         marker = InFlight(None, None, key.at(start), key.at(until), None, None, now, note)
         return FirstCursor(key.at(start), "legacy_watermark", marker, start)
-    start = end - interval if original_export is None else min(original_export, end)
-    return FirstCursor(key.at(start), "first_interval" if original_export is None else "original_service", None, start)
+    start = end - interval if original is None else min(original, end)
+    return FirstCursor(key.at(start), "first_interval" if original is None else "original_service", None, start)
 
 
 @dataclass(frozen=True)
@@ -224,7 +204,7 @@ class IdleAdvance:
 
 
 def lease_is_free(now: datetime) -> Document:
-    """The filter of a document whose lease nobody holds (never taken, released or expired)."""
+    """Never taken, released or expired."""
     return {"$or": [{"lease_expires_at": None}, {"lease_expires_at": {"$lte": now}}]}
 
 
@@ -293,10 +273,6 @@ def set_moved_cursor(
     return store.export_state.find_one_and_update(query, update, upsert=True, return_document=ReturnDocument.BEFORE)
 
 
-def _as_document(in_flight: InFlight | None) -> Document | None:
-    return None if in_flight is None else in_flight.as_document()
-
-
 class LeaseLost(Exception):
     """Another run took over this workspace (our lease expired); stop before sending or writing."""
 
@@ -315,8 +291,7 @@ class Lease:
     serves: ServedSlot | None = None  # the schedule slot recorded once the delivery has ended well
 
     def _write(self, what: str | None, update: Document, *, release: bool = False, **where: Any) -> None:
-        """One write conditional on still owning the lease (and `where`); LeaseLost, unless `what` is None, if it is
-        no longer ours."""
+        """One write conditional on still owning the lease (and `where`); LeaseLost before `what` if it is not."""
         if release:
             update["$set"].update(lease_owner=None, lease_expires_at=None)
         result = self.collection.update_one({"_id": self.workspace_id, "lease_owner": self.owner, **where}, update)
@@ -332,7 +307,7 @@ class Lease:
 
     def set_in_flight(self, in_flight: InFlight, pending_files: Sequence[str]) -> None:
         now = self.clock.now()
-        intent = {"in_flight": in_flight.as_document(), "pending_files": list(pending_files), "last_attempt_at": now}
+        intent = {"in_flight": _as_document(in_flight), "pending_files": list(pending_files), "last_attempt_at": now}
         self._write("the email was sent (nothing was sent)", _update(intent, now))
 
     def delivered(
@@ -344,8 +319,7 @@ class Lease:
         if possible_duplicate:
             changes["last_possible_duplicate_at"] = now
         pull = {"$pull": {"pending_files": file}} if file is not None else {}
-        serves = self.serves if release else None
-        update = _update(changes, now, serves=serves, success=True, more=pull)
+        update = _update(changes, now, serves=self.serves if release else None, success=True, more=pull)
         self._write("the cursor could move", update, release=release, cursor=self.cursor)
         self.cursor = to_key
 
@@ -380,31 +354,22 @@ class Lease:
 
     def count_escaped_failure(self, error: str) -> None:
         """A failure that escaped the delivery's own records, after the lease was released."""
-        self.collection.update_one(
-            {"_id": self.workspace_id},
-            {"$inc": {"consecutive_failures": 1}, "$set": {"last_error": error, "last_attempt_at": self.clock.now()}},
-        )
+        changes = {"last_error": error, "last_attempt_at": self.clock.now()}
+        self.collection.update_one({"_id": self.workspace_id}, {"$inc": {"consecutive_failures": 1}, "$set": changes})
 
 
 def acquire_lease(
-    store: Store,
-    workspace_id: str,
-    owner: str,
-    duration: timedelta,
-    clock: DatabaseClock,
-    first_cursor: FirstCursor | None = None,
+    store: Store, workspace_id: str, owner: str, duration: timedelta, clock: DatabaseClock, first: FirstCursor | None
 ) -> Lease | None:
-    """The workspace's lease, or None if another run holds a live one; `first_cursor` is pinned in the same write or
-    right after, so a failing first delivery still pins the start."""
-    collection = store.export_state
-    now = clock.now()
-    expires_at = now + duration
+    """The workspace's lease, or None if another run holds a live one; the `first` cursor is pinned in the same write
+    or right after, so a failing first delivery still pins the start."""
+    collection, now = store.export_state, clock.now()
     on_insert: Document = {"created_at": now, "consecutive_failures": 0, "pending_files": []}
     pin: Document = {}
-    if first_cursor is not None:
-        pin = _moved(first_cursor.key, first_cursor.source, now)
-        on_insert.update(pin, in_flight=_as_document(first_cursor.in_flight))
-    taken = {"lease_owner": owner, "lease_expires_at": expires_at, "lease_acquired_at": now}
+    if first is not None:
+        pin = _moved(first.key, first.source, now)
+        on_insert.update(pin, in_flight=_as_document(first.in_flight))
+    taken = {"lease_owner": owner, "lease_expires_at": now + duration, "lease_acquired_at": now}
     try:
         document = collection.find_one_and_update(
             {"_id": workspace_id, **lease_is_free(now)},
@@ -417,21 +382,18 @@ def acquire_lease(
     if document is None or document.get("lease_owner") != owner:
         return None
     state = WorkspaceState.from_document(workspace_id, document)
-    lease = Lease(collection, workspace_id, owner, duration, clock, expires_at, state, state.cursor)
-    if first_cursor is None:
+    lease = Lease(collection, workspace_id, owner, duration, clock, now + duration, state, state.cursor)
+    if first is None:
         return lease
-    if document.get("created_at") == now and state.cursor == first_cursor.key:
-        lease.new_cursor_source = first_cursor.source
+    if document.get("created_at") == now and state.cursor == first.key:
+        lease.new_cursor_source = first.source
     if not state.has_cursor:
         # An older document (e.g. one with only a timestamp watermark): pin the cursor now.
         changes = {**pin, "updated_at": now}
-        if first_cursor.in_flight is not None:
-            changes["in_flight"] = first_cursor.in_flight.as_document()
-        result = collection.update_one(
-            {"_id": workspace_id, "lease_owner": owner, "cursor": {"$exists": False}}, {"$set": changes}
-        )
-        if result.matched_count == 1:
+        if first.in_flight is not None:
+            changes["in_flight"] = _as_document(first.in_flight)
+        where = {"_id": workspace_id, "lease_owner": owner, "cursor": {"$exists": False}}
+        if collection.update_one(where, {"$set": changes}).matched_count == 1:
             lease.state = WorkspaceState.from_document(workspace_id, {**document, **changes})
-            lease.cursor = first_cursor.key
-            lease.new_cursor_source = first_cursor.source
+            lease.cursor, lease.new_cursor_source = first.key, first.source
     return lease
