@@ -36,8 +36,7 @@ Documents = Collection[Document]
 
 
 def supporting_indexes(arrival_field: str) -> list[Index]:
-    """What the export queries and `verify` rely on (`health` checks them; nothing creates them): a workspace's
-    chats, the pass over the arrival range (`_id` has one), a chat's messages by arrival and by time, the ledger."""
+    """What the export's queries and `verify` rely on: `health` checks them, nothing creates them."""
     arrival_pass = [] if arrival_field == "_id" else [("messages", [(arrival_field, ASCENDING)])]
     return [
         ("chats", [("workspace_id", ASCENDING)]),
@@ -78,8 +77,7 @@ def authentication_problem(error: BaseException) -> str | None:
 
 
 def describe_mongo_error(error: BaseException, settings: Settings, *, query: bool = False) -> str:
-    """One sentence for an operator, without the URI's password; with `query` a refused query (not a login) names
-    the database the user may have to read."""
+    """One sentence without the URI's password; with `query` a refused query names the database to grant."""
     text = authentication_problem(error)
     if text is None and isinstance(error, ConfigurationError):
         text = f"MONGODB_URI cannot be used: {error}."
@@ -124,8 +122,6 @@ def parse_workspace_id(raw: str) -> ObjectId:
 
 
 class Store:
-    """The collections wa-export reads and writes, on one database."""
-
     def __init__(self, client: MongoClient[Document], settings: Settings) -> None:
         self.client, self.settings = client, settings
         # The primary, whatever MONGODB_URI says: a lagging secondary would hide messages a cursor then skips for good.
@@ -158,8 +154,7 @@ class Store:
             )
         return to_millis(as_utc(local_time))
 
-    def _holds_workspaces(self, database: str) -> bool | None:
-        """None when we may not look."""
+    def _holds_workspaces(self, database: str) -> bool | None:  # None: we may not look
         try:
             return bool(self.client[database].list_collection_names(filter={"name": "workspaces"}))
         except OperationFailure:
@@ -189,8 +184,7 @@ class Store:
         return self.list_workspaces(raw_ids).workspaces
 
     def list_workspaces(self, raw_ids: Sequence[str] | None = None) -> WorkspaceListing:
-        """Every active workspace, or the named ones in the order given (any status; an unknown one raises
-        UnknownWorkspace); finding none asks whether this is the platform's database at all (ConfigError if not)."""
+        """Every active workspace, or the named ones in order (any status); finding none checks the database."""
         fields = self.settings.document_fields()
         paths = set(fields.values())
         # A path below another projected one would be a path collision: the shorter one brings it along.
@@ -212,8 +206,7 @@ class Store:
         return WorkspaceListing([found[id_] for id_ in dict.fromkeys(ids)], listing.duplicates)
 
     def stored_twice(self) -> list[DuplicateWorkspace]:
-        """Every workspace id held by more than one document (any status), for `health`: only a string `_id` can
-        repeat an ObjectId one, so one query for the string ids, then one for what they spell."""
+        """Ids held by several documents: one query for the string `_id`s, one for the ObjectIds they spell."""
         projection = {"name": 1, "status": 1}
         strings = list(self.workspaces.find({"_id": {"$type": "string"}}, projection))
         spelled = [object_id for document in strings if (object_id := as_object_id(document["_id"])) is not None]
@@ -224,12 +217,9 @@ class Store:
 
     def missing_indexes(self) -> list[Index]:
         """Supporting indexes that are absent: a prefix match of an existing index counts as present."""
+        collections = ("chats", "messages", "export_logs")  # a stored 1.0 equals the wanted 1
         existing = {
-            name: [
-                [(key, int(order) if isinstance(order, float) else order) for key, order in index["key"].items()]
-                for index in self.db[name].list_indexes()
-            ]
-            for name in ("chats", "messages", "export_logs")
+            name: [list(index["key"].items()) for index in self.db[name].list_indexes()] for name in collections
         }
         wanted = supporting_indexes(self.settings.export_arrival_field)
         return [(name, keys) for name, keys in wanted if not any(have[: len(keys)] == keys for have in existing[name])]
@@ -247,18 +237,17 @@ def field_at(document: Mapping[str, Any], path: str) -> object:
     return value
 
 
-def text_or_none(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
 # How a dataclass field is read from a stored document, by its type: a value of the wrong type reads as absent.
 FIELD_READERS: dict[str, Callable[[object], Any]] = {
-    "str": lambda value: text_or_none(value) or "",
-    "str | None": text_or_none,
+    "str": lambda value: value if isinstance(value, str) else "",
+    "str | None": lambda value: value if isinstance(value, str) else None,
     "int": count_or_zero,
+    "bool": lambda value: value is True,
     "int | None": lambda value: value if isinstance(value, int) and not isinstance(value, bool) else None,
     "datetime | None": as_utc_or_none,
     "ObjectId | None": lambda value: value if isinstance(value, ObjectId) else None,
+    "Key | None": lambda value: value if isinstance(value, ObjectId | datetime) else None,
+    "tuple[str, ...]": lambda value: tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else (),
 }
 
 
@@ -306,8 +295,7 @@ class WorkspaceListing:
 
 
 def one_per_id(documents: Iterable[Document], fields: Mapping[str, str] | None = None) -> WorkspaceListing:
-    """One Workspace per id (the `_id` as an ObjectId or its 24-hex string), in the documents' order: a tenant
-    stored both ways is one workspace (its chats name it either way), the ObjectId document first, others duplicates."""
+    """One Workspace per id, in order: a tenant stored both ways is one, its ObjectId document first, the rest duplicates."""
     by_id: dict[str, list[Document]] = {}
     for document in documents:
         by_id.setdefault(str(as_object_id(document["_id"]) or document["_id"]), []).append(document)

@@ -22,15 +22,12 @@ from wa_export.workbook.fingerprint import Fingerprint
 EXPORT_TYPE = "whatsapp_messages"
 ExportStatus = Literal["completed", "failed", "sending"]
 EXPORT_STATUSES: tuple[ExportStatus, ...] = get_args(ExportStatus)
-STATUS_SENDING: ExportStatus = "sending"
-STATUS_COMPLETED: ExportStatus = "completed"
-STATUS_FAILED: ExportStatus = "failed"
+STATUS_COMPLETED, STATUS_FAILED, STATUS_SENDING = EXPORT_STATUSES
 
 EXPORT_RUN = "export_run"  # the `kind` of a run's system_logs event
 TRIGGER_RESEND = "resend"  # an entry of `wa-export resend`: `resend_of` names the entry it repeats
 
 Logs = Documents
-RangeKind = Literal["arrival", "timestamp"]
 MATCHES_SHOWN = 20  # every workbook is a new file, so one match is the rule: a bound, not a page size
 
 
@@ -101,12 +98,12 @@ def close_unknown_outcome(logs: Logs, log_id: object, run_id: str, now: datetime
     _mark(logs, {"_id": log_id, "status": STATUS_SENDING}, now, STATUS_FAILED, error, outcome_unknown=True)
 
 
-# --- export_logs read back: one record type for `logs`, `resend`, `verify` and `health` ---
+# export_logs read back: one record type for `logs`, `resend`, `verify` and `health`.
 @dataclass(frozen=True)
 class RecordedRange:
     """The messages of an entry: arrival keys [low, high), or message timestamps [start, end)."""
 
-    kind: RangeKind
+    kind: Literal["arrival", "timestamp"]
     low: Key
     high: Key
 
@@ -163,18 +160,11 @@ class LedgerEntry:
 def read_entry(document: Mapping[str, Any]) -> LedgerEntry:
     """An export_logs document as a ledger entry; fields of the wrong type read as absent."""
     low, high = document.get("window_start_key"), document.get("window_end_key")
-    return LedgerEntry(
-        **read_fields(
-            LedgerEntry,
-            document,
-            id=document["_id"],
-            workspace_id=str(document.get("workspace_id") or ""),
-            export_time=as_utc_or_none(document.get("export_timestamp")),
-            # Both ends of one kind: MongoDB compares a range within one type only.
-            keys=(low, high) if is_key(low) and is_key(high) and type(low) is type(high) else None,
-            possible_duplicate=document.get("possible_duplicate") is True,
-        )
-    )
+    # Both ends of one kind: MongoDB compares a range within one type only.
+    keys = (low, high) if is_key(low) and is_key(high) and type(low) is type(high) else None
+    named = {"id": document["_id"], "workspace_id": str(document.get("workspace_id") or ""), "keys": keys}
+    named["export_time"] = as_utc_or_none(document.get("export_timestamp"))
+    return LedgerEntry(**read_fields(LedgerEntry, document, **named))
 
 
 def entry_by_id(logs: Logs, log_id: ObjectId) -> LedgerEntry | None:
@@ -216,8 +206,7 @@ record_health_check = partial(record_event, kind="health_check")
 
 
 def original_exports(store: Store, workspace_ids: Sequence[str], now: datetime) -> dict[str, datetime]:
-    """Per workspace, the `export_timestamp` of its latest completed export by the original service (entries without
-    a `run_id`) within EXPORT_BACKFILL_MAX_HOURS of `now`: one aggregation per CHAT_IDS_PER_QUERY workspaces."""
+    """Each workspace's latest completed export by the original service (no `run_id`) within the backfill hours."""
     hours = store.settings.export_backfill_max_hours
     latest: dict[str, datetime] = {}
     group_by = {"_id": "$workspace_id", "last": {"$max": "$export_timestamp"}}

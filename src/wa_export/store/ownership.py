@@ -1,7 +1,5 @@
-"""Which workspace a chat belongs to, and which messages are a chat's: the one ownership rule for the run, manual
-exports, `stats` and `state` (docs/design.md, "Who owns a chat"). A chat is its workspace's when `workspace_id` holds
-its id as an ObjectId or its string; anything else (an array, a malformed string) belongs to nobody. A message is a
-chat's when its `chat_id` holds the chat's ObjectId or its string; how many of a workspace's wait behind a key."""
+"""The one rule for which workspace a chat belongs to (docs/design.md, "Who owns a chat"): the one its `workspace_id`
+names (ObjectId or string), else nobody; a message is the chat's its `chat_id` names. And a workspace's waiting messages."""
 
 from __future__ import annotations
 
@@ -37,9 +35,7 @@ def by_both_forms(chats: Mapping[ObjectId, Chat]) -> dict[object, Chat]:
 
 
 @dataclass
-class WorkspaceChats:
-    """A workspace's chats, and the chats that name it among other workspaces (they belong to nobody)."""
-
+class WorkspaceChats:  # a workspace's chats, and those naming it among others (they belong to nobody)
     owned: dict[ObjectId, Chat] = field(default_factory=dict)
     shared: list[ObjectId] = field(default_factory=list)
 
@@ -49,8 +45,7 @@ class WorkspaceChats:
 
 
 def chats_of_workspace(chats: Documents, workspace: Workspace) -> WorkspaceChats:
-    """Every chat that belongs to this workspace, in one query on the `workspace_id` index; chats that name it
-    among others (an array) belong to nobody and are returned as `shared`."""
+    """In one query on the `workspace_id` index."""
     found = WorkspaceChats()
     query = {"workspace_id": {"$in": [workspace.object_id, workspace.id]}}
     for document in chats.find(query, {**CHAT_PROJECTION, "workspace_id": 1}):
@@ -65,9 +60,7 @@ def chats_of_workspace(chats: Documents, workspace: Workspace) -> WorkspaceChats
 
 
 @dataclass(frozen=True)
-class Waiting:
-    """Messages of one workspace whose arrival key is >= `counted_from` (its cursor)."""
-
+class Waiting:  # messages of one workspace whose arrival key is >= `counted_from` (its cursor)
     count: int
     capped: bool  # the count stopped at the cap: at least `count` wait
     oldest_at: datetime | None  # arrival time of the oldest waiting message

@@ -42,10 +42,7 @@ class InFlight:
 
     @classmethod
     def from_document(cls, value: object) -> InFlight | None:
-        if not isinstance(value, dict):
-            return None
-        keys = {name: key if is_key(key := value.get(name)) else None for name in ("from_key", "to_key")}
-        return cls(**read_fields(cls, value, **keys))
+        return cls(**read_fields(cls, value)) if isinstance(value, dict) else None
 
     def overlaps(self, low: Key, high: Key) -> bool:
         """Whether [low, high) shares a key with [from_key, to_key); unknown bounds overlap everything."""
@@ -71,9 +68,7 @@ def _as_document(in_flight: InFlight | None) -> Document | None:
 
 
 @dataclass(frozen=True)
-class WorkspaceState:
-    """One export_state document as a scheduled run reads it (or its absence)."""
-
+class WorkspaceState:  # one export_state document as a scheduled run reads it (or its absence)
     workspace_id: str
     exists: bool = False
     cursor: object = None  # as stored: a key, None (no cursor yet) or anything else (ArrivalKey.position refuses it)
@@ -91,10 +86,9 @@ class WorkspaceState:
     def from_document(cls, workspace_id: str, document: Mapping[str, Any] | None) -> WorkspaceState:
         if document is None:
             return cls(workspace_id)
-        cursor, pending = document.get("cursor"), document.get("pending_files")
+        cursor = document.get("cursor")
         cursor = as_utc(cursor) if isinstance(cursor, datetime) else cursor
-        pending = tuple(p for p in pending if isinstance(p, str)) if isinstance(pending, list) else ()
-        fixed = {"workspace_id": workspace_id, "exists": True, "cursor": cursor, "pending_files": pending}
+        fixed = {"workspace_id": workspace_id, "exists": True, "cursor": cursor}
         return cls(**read_fields(cls, document, in_flight=InFlight.from_document(document.get("in_flight")), **fixed))
 
     @property
@@ -154,8 +148,7 @@ def count_cursors_ahead(store: Store, key: ArrivalKey, now: datetime) -> int:
 
 
 def position_key(settings: Settings, document: Mapping[str, Any], now: datetime) -> Key | None:
-    """Where a workspace's undelivered messages start: its cursor (ForeignCursor for one of the other key kind),
-    or v1's watermark as the engine migrates it, never past the clock."""
+    """Where undelivered messages start: the cursor (ForeignCursor if foreign), else v1's watermark, never past now."""
     cursor, key = document.get("cursor"), ArrivalKey(settings.export_arrival_field)
     if is_key(cursor):
         return key.position(str(document.get("_id")), cursor)
@@ -164,9 +157,7 @@ def position_key(settings: Settings, document: Mapping[str, Any], now: datetime)
 
 
 @dataclass(frozen=True)
-class FirstCursor:
-    """Where a workspace without a cursor starts, and why."""
-
+class FirstCursor:  # where a workspace without a cursor starts, and why
     key: Key
     source: str  # "legacy_watermark" | "original_service" | "first_interval"
     in_flight: InFlight | None = None  # a range that may already have been delivered (migration)
@@ -191,9 +182,7 @@ def first_cursor(
 
 
 @dataclass(frozen=True)
-class IdleAdvance:
-    """Move one workspace's cursor to the run's end key: it has nothing in [cursor, end)."""
-
+class IdleAdvance:  # move one workspace's cursor to the run's end key: it has nothing in [cursor, end)
     workspace_id: str
     read_cursor: Key | None  # None: no cursor yet
     exists: bool
@@ -220,8 +209,8 @@ def _update(
     success: bool = False,
     more: Document | None = None,
 ) -> Document:
-    """`$set` of `changes` and `updated_at` (with `success` the failures reset, with `serves` its slot, which only
-    grows ($max): a run that read an older state never takes it back), and the `more` operators."""
+    """`$set` of `changes`, with `success` the failures reset, with `serves` its slot: only growing ($max), so a run
+    that read an older state never takes it back."""
     done: Document = {"last_success_at": now, "consecutive_failures": 0, "last_error": None} if success else {}
     more = dict(more or {})
     if serves is not None:
@@ -231,8 +220,7 @@ def _update(
 
 
 def advance_idle(store: Store, clock: DatabaseClock, end_key: Key, items: Sequence[IdleAdvance]) -> None:
-    """One bulk write for the workspaces with nothing new: a cursor moves to `end_key` only from within what the run
-    looked at, never over a live lease or another run's in_flight."""
+    """One bulk write: a cursor moves only from within what the run read, never over a live lease or an in_flight."""
     now = clock.now()
     operations: list[UpdateOne] = []
     for item in items:
@@ -264,8 +252,7 @@ def advance_idle(store: Store, clock: DatabaseClock, end_key: Key, items: Sequen
 def set_moved_cursor(
     store: Store, workspace_id: str, now: datetime, new_key: Key, *, expected_cursor: object = ANY_CURSOR
 ) -> Document | None:
-    """One upsert of the cursor while no live lease is held and it is still `expected_cursor` (else DuplicateKeyError);
-    the document before. in_flight stays: the next run still flags a possible duplicate."""
+    """The document before; DuplicateKeyError if leased or no longer `expected_cursor`. in_flight stays flagged."""
     query: Document = {"_id": workspace_id, **lease_is_free(now)}
     if expected_cursor is not ANY_CURSOR:
         query["cursor"] = expected_cursor  # None also matches a document without one
@@ -324,8 +311,7 @@ class Lease:
         self.cursor = to_key
 
     def caught_up(self, end_key: Key, *, release: bool, force: bool = False) -> None:
-        """Nothing (left) to deliver up to `end_key`: the cursor moves there (back only with `force`: one ahead of the
-        database clock), any stale intent is closed."""
+        """Nothing (left) up to `end_key`: the cursor moves there (back only with `force`), a stale intent closes."""
         now = self.clock.now()
         # The cursor is of the run's key kind: the window refused any other (ArrivalKey.position).
         moves = force or not is_key(self.cursor) or key_order(self.cursor) < key_order(end_key)
@@ -361,8 +347,7 @@ class Lease:
 def acquire_lease(
     store: Store, workspace_id: str, owner: str, duration: timedelta, clock: DatabaseClock, first: FirstCursor | None
 ) -> Lease | None:
-    """The workspace's lease, or None if another run holds a live one; the `first` cursor is pinned in the same write
-    or right after, so a failing first delivery still pins the start."""
+    """None if another run holds a live lease; `first` is pinned now, so a failing first delivery still pins it."""
     collection, now = store.export_state, clock.now()
     on_insert: Document = {"created_at": now, "consecutive_failures": 0, "pending_files": []}
     pin: Document = {}
