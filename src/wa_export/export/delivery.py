@@ -380,7 +380,7 @@ class WorkspaceExport:
 
     def _record_failure(self, lease: Lease, reason: str, in_flight: object, pending: list[str] | None = None) -> None:
         self.result.outcome, self.result.reason = "failed", reason
-        lease.failed(reason, in_flight=in_flight, pending_files=pending, release=True)
+        lease.failed(reason, in_flight=in_flight, pending_files=pending)
         self.released = True
 
 

@@ -141,22 +141,20 @@ def count_of_chats(messages: Documents, key: ArrivalKey, chat_ids: Sequence[Obje
 
 def in_row_order(documents: Iterable[Document]) -> list[Document]:
     """Messages in a workbook's row order, (timestamp, _id), as MongoDB sorts them."""
-    return sorted(documents, key=_timestamp_order)
+    return sorted(documents, key=_row_order)
 
 
 # MongoDB's sort order of BSON types after null (1); bool before int: a bool is an int; 10 for any other type.
 _BSON_TYPE_RANKS = {bool: 8, int: 2, float: 2, str: 3, dict: 4, list: 5, bytes: 6, ObjectId: 7, datetime: 9}
 
 
-def bson_order(value: object) -> tuple[int, object]:
-    """Mixed types as MongoDB sorts them: type, then value (documents, arrays and others by type only)."""
-    ranks = (rank for kind, rank in _BSON_TYPE_RANKS.items() if isinstance(value, kind))
-    rank = 1 if value is None else next(ranks, 10)
-    return (rank, value.binary if isinstance(value, ObjectId) else value if rank in (2, 3, 6, 8, 9) else 0)
-
-
-def _timestamp_order(document: Document) -> tuple[tuple[int, object], tuple[int, object]]:
-    return bson_order(document.get("timestamp")), bson_order(document.get("_id"))
+def _row_order(document: Document) -> list[tuple[int, object]]:
+    """(timestamp, _id) as MongoDB sorts mixed types: type, then value (documents, arrays and others by type only)."""
+    order = []
+    for value in (document.get("timestamp"), document.get("_id")):
+        rank = 1 if value is None else next((r for kind, r in _BSON_TYPE_RANKS.items() if isinstance(value, kind)), 10)
+        order.append((rank, value.binary if isinstance(value, ObjectId) else value if rank in (2, 3, 6, 8, 9) else 0))
+    return order
 
 
 def _rows(messages: Documents, queries: Iterable[Document], **options: Any) -> Iterator[Document]:
@@ -164,7 +162,7 @@ def _rows(messages: Documents, queries: Iterable[Document], **options: Any) -> I
     options["batch_size"] = connection.MESSAGE_BATCH_SIZE  # read per call: a test shrinks it
     order = [("timestamp", ASCENDING), ("_id", ASCENDING)]
     cursors = (messages.find(query, MESSAGE_PROJECTION, **options).sort(order) for query in queries)
-    return heapq.merge(*cursors, key=_timestamp_order)
+    return heapq.merge(*cursors, key=_row_order)
 
 
 def window_messages(
@@ -206,20 +204,19 @@ def check_arrival_key(messages: Documents, key: ArrivalKey, *, ends: bool = True
         held = "that field" if value is None else f"a {type(value).__name__} there, not {key.type_name}"
         missing = "none of the newest messages has" if value is None else "the newest messages hold"
         instead = "a date field" if key.uses_object_id else "_id or to a date field"
-        example = newest[0].get("_id")
-        unusable = f"EXPORT_ARRIVAL_FIELD is {key.field!r}, but {missing} {held} (e.g. message _id {example!r}), so scheduled runs would pass over every message: they move no cursor and send nothing until you set EXPORT_ARRIVAL_FIELD to {instead} the platform writes on every message at insert."
-        return ArrivalKeyCheck(unusable=unusable)
+        return ArrivalKeyCheck(
+            unusable=f"EXPORT_ARRIVAL_FIELD is {key.field!r}, but {missing} {held} (e.g. message _id {newest[0].get('_id')!r}), so scheduled runs would pass over every message: they move no cursor and send nothing until you set EXPORT_ARRIVAL_FIELD to {instead} the platform writes on every message at insert."
+        )
     directions = ([ASCENDING] if key.uses_object_id else [ASCENDING, DESCENDING]) if ends else []
     # Lazy: an index end is read only once everything before it was usable.
-    index_ends = (
-        next(iter(messages.find({}, {key.field: 1}).sort(key.field, way).limit(1)), None) for way in directions
-    )
+    index_ends = (messages.find_one({}, {key.field: 1}, sort=[(key.field, way)]) for way in directions)
     for document in itertools.chain(newest, index_ends):
         if document is None:
             break
         if not key.usable(value := key.of(document)):
             found = "no value" if value is None else f"a {type(value).__name__} value"
             example = f"e.g. message _id {document.get('_id')!r}" if not key.uses_object_id else repr(value)
-            partial = f"Some messages have {found} in {key.field} ({example}) where the arrival order needs {key.type_name}: scheduled runs cannot place them and never export them; set EXPORT_ARRIVAL_FIELD to a field every message gets at insert, or fix the platform writer."
-            return ArrivalKeyCheck(partial=partial)
+            return ArrivalKeyCheck(
+                partial=f"Some messages have {found} in {key.field} ({example}) where the arrival order needs {key.type_name}: scheduled runs cannot place them and never export them; set EXPORT_ARRIVAL_FIELD to a field every message gets at insert, or fix the platform writer."
+            )
     return ArrivalKeyCheck()

@@ -102,17 +102,10 @@ def mongo_errors(settings: Settings, *, queries: bool = True) -> Iterator[None]:
 def connect(settings: Settings) -> MongoClient[Document]:
     """A client that fails within the configured timeout instead of pymongo's 30 s default."""
     timeout_ms = int(settings.mongodb_timeout_seconds * 1000)
+    options: dict[str, Any] = dict(tz_aware=True, appname="wa-export", retryWrites=True, retryReads=True)
+    options |= dict(serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms)
     with mongo_errors(settings, queries=False):
-        return MongoClient(
-            settings.mongodb_uri,
-            tz_aware=True,
-            appname="wa-export",
-            serverSelectionTimeoutMS=timeout_ms,
-            connectTimeoutMS=timeout_ms,
-            socketTimeoutMS=max(timeout_ms * 12, 60_000),
-            retryWrites=True,
-            retryReads=True,
-        )
+        return MongoClient(settings.mongodb_uri, socketTimeoutMS=max(timeout_ms * 12, 60_000), **options)
 
 
 def parse_workspace_id(raw: str) -> ObjectId:
@@ -217,10 +210,8 @@ class Store:
 
     def missing_indexes(self) -> list[Index]:
         """Supporting indexes that are absent: a prefix match of an existing index counts as present."""
-        collections = ("chats", "messages", "export_logs")  # a stored 1.0 equals the wanted 1
-        existing = {
-            name: [list(index["key"].items()) for index in self.db[name].list_indexes()] for name in collections
-        }
+        names = ("chats", "messages", "export_logs")  # a stored 1.0 equals the wanted 1
+        existing = {name: [list(index["key"].items()) for index in self.db[name].list_indexes()] for name in names}
         wanted = supporting_indexes(self.settings.export_arrival_field)
         return [(name, keys) for name, keys in wanted if not any(have[: len(keys)] == keys for have in existing[name])]
 
@@ -251,11 +242,9 @@ FIELD_READERS: dict[str, Callable[[object], Any]] = {
 }
 
 
-def read_fields(kind: Any, document: Mapping[str, Any], **named: Any) -> dict[str, Any]:
-    """The fields of dataclass `kind` from a document, each by FIELD_READERS unless `named`."""
-    return named | {
-        f.name: FIELD_READERS[str(f.type)](document.get(f.name)) for f in fields(kind) if f.name not in named
-    }
+def read_fields(kind: Any, stored: Mapping[str, Any], **named: Any) -> dict[str, Any]:
+    """The fields of dataclass `kind` from a stored document, each by FIELD_READERS unless `named`."""
+    return named | {f.name: FIELD_READERS[str(f.type)](stored.get(f.name)) for f in fields(kind) if f.name not in named}
 
 
 def as_object_id(value: object) -> ObjectId | None:
@@ -279,13 +268,12 @@ class DuplicateWorkspace:
 
     def sentence(self) -> str:
         """One clause an operator can act on (no final period: warnings and checks add their own)."""
-        forms = " and ".join(
+        forms = [
             f"a {kind} _id ({name or 'unnamed'}, {status or 'no status'})" for kind, name, status in self.documents
-        )
-        kind, name, _ = self.documents[0]
-        others = len(self.documents) - 1
+        ]
+        (kind, name, _), others = self.documents[0], len(self.documents) - 1
         other = "document" if others == 1 else count_noun(others, "document")
-        return f"workspace {self.id} is stored {count_noun(len(self.documents), 'time')} in the workspaces collection, with {forms}: one tenant, so its messages are exported once, as the {kind} _id document ({name or 'unnamed'}); delete the other {other}"
+        return f"workspace {self.id} is stored {count_noun(len(self.documents), 'time')} in the workspaces collection, with {' and '.join(forms)}: one tenant, so its messages are exported once, as the {kind} _id document ({name or 'unnamed'}); delete the other {other}"
 
 
 @dataclass(frozen=True)
@@ -303,7 +291,9 @@ def one_per_id(documents: Iterable[Document], fields: Mapping[str, str] | None =
     for workspace_id, group in by_id.items():
         group.sort(key=lambda document: not isinstance(document["_id"], ObjectId))  # stable: else the order read
         kinds = ["string" if isinstance(d["_id"], str) else type(d["_id"]).__name__ for d in group]
-        seen = tuple((kind, _text(d.get("name")), _text(d.get("status"))) for kind, d in zip(kinds, group, strict=True))
+        seen = tuple(
+            (kind, str(d.get("name") or ""), str(d.get("status") or "")) for kind, d in zip(kinds, group, strict=True)
+        )
         first = group[0]
         values = {name: value for name, path in (fields or {}).items() if (value := field_at(first, path)) is not None}
         object_id = as_object_id(first["_id"]) or first["_id"]
@@ -311,7 +301,3 @@ def one_per_id(documents: Iterable[Document], fields: Mapping[str, str] | None =
         if len(group) > 1:
             listing.duplicates.append(DuplicateWorkspace(workspace_id, seen))
     return listing
-
-
-def _text(value: object) -> str:
-    return value if isinstance(value, str) else "" if value is None else str(value)

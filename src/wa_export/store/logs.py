@@ -27,7 +27,6 @@ STATUS_COMPLETED, STATUS_FAILED, STATUS_SENDING = EXPORT_STATUSES
 EXPORT_RUN = "export_run"  # the `kind` of a run's system_logs event
 TRIGGER_RESEND = "resend"  # an entry of `wa-export resend`: `resend_of` names the entry it repeats
 
-Logs = Documents
 MATCHES_SHOWN = 20  # every workbook is a new file, so one match is the rule: a bound, not a page size
 
 
@@ -52,7 +51,7 @@ class ExportEntry:
 
 
 def insert_export(
-    logs: Logs,
+    logs: Documents,
     entry: ExportEntry,
     now: datetime,
     *,
@@ -79,26 +78,27 @@ def insert_export(
     logs.insert_one(document)
 
 
-def _mark(logs: Logs, query: Document, now: datetime, status: ExportStatus, error: str | None, **more: Any) -> None:
+def _mark(
+    logs: Documents, query: Document, now: datetime, status: ExportStatus, error: str | None, **more: Any
+) -> None:
     logs.update_one(query, {"$set": {"status": status, "error_message": error, **more, "updated_at": now}})
 
 
-def mark_completed(logs: Logs, log_id: object, now: datetime) -> None:
+def mark_completed(logs: Documents, log_id: object, now: datetime) -> None:
     _mark(logs, {"_id": log_id}, now, STATUS_COMPLETED, None)
 
 
-def mark_failed(logs: Logs, log_id: object, error: str, now: datetime, *, outcome_unknown: bool) -> None:
+def mark_failed(logs: Documents, log_id: object, error: str, now: datetime, *, outcome_unknown: bool) -> None:
     """`outcome_unknown`: the server may have accepted the email anyway (its range goes out again, flagged)."""
     _mark(logs, {"_id": log_id}, now, STATUS_FAILED, error, outcome_unknown=outcome_unknown)
 
 
-def close_unknown_outcome(logs: Logs, log_id: object, run_id: str, now: datetime) -> None:
+def close_unknown_outcome(logs: Documents, log_id: object, run_id: str, now: datetime) -> None:
     """An entry left `sending` by a run that died, lost its lease or could not record the result."""
     error = f"delivery outcome unknown: the run stopped after handing this email to the SMTP server and before recording the result; run {run_id} re-delivers these messages and marks them possible_duplicate"
     _mark(logs, {"_id": log_id, "status": STATUS_SENDING}, now, STATUS_FAILED, error, outcome_unknown=True)
 
 
-# export_logs read back: one record type for `logs`, `resend`, `verify` and `health`.
 @dataclass(frozen=True)
 class RecordedRange:
     """The messages of an entry: arrival keys [low, high), or message timestamps [start, end)."""
@@ -167,33 +167,32 @@ def read_entry(document: Mapping[str, Any]) -> LedgerEntry:
     return LedgerEntry(**read_fields(LedgerEntry, document, **named))
 
 
-def entry_by_id(logs: Logs, log_id: ObjectId) -> LedgerEntry | None:
+def entry_by_id(logs: Documents, log_id: ObjectId) -> LedgerEntry | None:
     document = logs.find_one({"_id": log_id})
     return None if document is None else read_entry(document)
 
 
-def entries_with_sha256(logs: Logs, sha256: str) -> list[LedgerEntry]:
+def entries_with_sha256(logs: Documents, sha256: str) -> list[LedgerEntry]:
     """The entries that recorded this attachment hash, oldest first (the original before any resend of it)."""
     found = logs.find({"attachment_sha256": sha256.lower()}).sort([("created_at", ASCENDING), ("_id", ASCENDING)])
     return [read_entry(document) for document in found.limit(MATCHES_SHOWN)]
 
 
-def latest_entries(logs: Logs, query: Document, limit: int) -> list[LedgerEntry]:
+def latest_entries(logs: Documents, query: Document, limit: int) -> list[LedgerEntry]:
     """The entries matching `query`, newest first (`logs`; `health` asks for the possible duplicates)."""
     found = logs.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)]).limit(limit)
     return [read_entry(document) for document in found]
 
 
-# system_logs: the original service's envelope (event_type, message, timestamp, service), then kind, host, details;
-# the details of each kind of event are named where it is recorded (export/run.py and the commands).
+# The details of each kind of system_logs event are named where it is recorded (export/run.py and the commands).
 ExportRunDetails = CleanupDetails = CursorMoveDetails = HealthCheckDetails = Document
 EVENT_TYPES = {"cleanup": "cleanup", "cursor_move": "cursor_moved", "health_check": "health_check"}
 
 
 def record_event(
-    logs: Logs, message: str, now: datetime, details: Mapping[str, Any], *, kind: str, failed: bool = False
+    logs: Documents, message: str, now: datetime, details: Mapping[str, Any], *, kind: str, failed: bool = False
 ) -> None:
-    """An event of `kind`; a run's (EXPORT_RUN) is an `error` or a `success`."""
+    """The original service's envelope (a run's event_type: error or success), then kind, host and details."""
     event_type = EVENT_TYPES.get(kind) or ("error" if failed else "success")
     envelope = {"event_type": event_type, "message": message, "timestamp": now, "service": SERVICE_NAME}
     logs.insert_one({**envelope, "kind": kind, "host": socket.gethostname(), **details})

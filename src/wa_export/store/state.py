@@ -83,9 +83,7 @@ class WorkspaceState:  # one export_state document as a scheduled run reads it (
     served_schedule: str | None = None
 
     @classmethod
-    def from_document(cls, workspace_id: str, document: Mapping[str, Any] | None) -> WorkspaceState:
-        if document is None:
-            return cls(workspace_id)
+    def from_document(cls, workspace_id: str, document: Mapping[str, Any]) -> WorkspaceState:
         cursor = document.get("cursor")
         cursor = as_utc(cursor) if isinstance(cursor, datetime) else cursor
         fixed = {"workspace_id": workspace_id, "exists": True, "cursor": cursor}
@@ -321,10 +319,8 @@ class Lease:
         if moves:
             self.cursor = end_key
 
-    def failed(
-        self, error: str, *, in_flight: object = KEEP_IN_FLIGHT, pending_files: Sequence[str] | None, release: bool
-    ) -> None:
-        """The cursor stays, the failure is counted; `in_flight` may have been delivered anyway."""
+    def failed(self, error: str, *, in_flight: object = KEEP_IN_FLIGHT, pending_files: Sequence[str] | None) -> None:
+        """The cursor stays, the failure is counted, the lease released; `in_flight` may have been delivered anyway."""
         now = self.clock.now()
         changes: Document = {"last_error": error, "last_attempt_at": now}
         if in_flight is None or isinstance(in_flight, InFlight):
@@ -332,7 +328,7 @@ class Lease:
         if pending_files is not None:
             changes["pending_files"] = list(pending_files)
         update = _update(changes, now, more={"$inc": {"consecutive_failures": 1}})
-        self._write("the failure could be recorded", update, release=release)
+        self._write("the failure could be recorded", update, release=True)
 
     def release(self) -> None:
         # Conditional: never release a lease that expired and now belongs to another run.
