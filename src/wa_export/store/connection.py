@@ -268,9 +268,7 @@ class DuplicateWorkspace:
 
     def sentence(self) -> str:
         """One clause an operator can act on (no final period: warnings and checks add their own)."""
-        forms = [
-            f"a {kind} _id ({name or 'unnamed'}, {status or 'no status'})" for kind, name, status in self.documents
-        ]
+        forms = [f"a {kind} _id ({name or 'unnamed'}, {state or 'no status'})" for kind, name, state in self.documents]
         (kind, name, _), others = self.documents[0], len(self.documents) - 1
         other = "document" if others == 1 else count_noun(others, "document")
         return f"workspace {self.id} is stored {count_noun(len(self.documents), 'time')} in the workspaces collection, with {' and '.join(forms)}: one tenant, so its messages are exported once, as the {kind} _id document ({name or 'unnamed'}); delete the other {other}"

@@ -79,9 +79,9 @@ def insert_export(
 
 
 def _mark(
-    logs: Documents, query: Document, now: datetime, status: ExportStatus, error: str | None, **more: Any
+    logs: Documents, where: Document, now: datetime, status: ExportStatus, error: str | None, **more: Any
 ) -> None:
-    logs.update_one(query, {"$set": {"status": status, "error_message": error, **more, "updated_at": now}})
+    logs.update_one(where, {"$set": {"status": status, "error_message": error, **more, "updated_at": now}})
 
 
 def mark_completed(logs: Documents, log_id: object, now: datetime) -> None:

@@ -200,21 +200,16 @@ def _moved(key: Key, source: str, now: datetime) -> Document:
 
 
 def _update(
-    changes: Document,
-    now: datetime,
-    *,
-    serves: ServedSlot | None = None,
-    success: bool = False,
-    more: Document | None = None,
+    sets: Document, now: datetime, serves: ServedSlot | None = None, success: bool = False, more: Document | None = None
 ) -> Document:
-    """`$set` of `changes`, with `success` the failures reset, with `serves` its slot: only growing ($max), so a run
+    """`$set` of `sets`, with `success` the failures reset, with `serves` its slot: only growing ($max), so a run
     that read an older state never takes it back."""
     done: Document = {"last_success_at": now, "consecutive_failures": 0, "last_error": None} if success else {}
     more = dict(more or {})
     if serves is not None:
         done["served_schedule"] = serves.schedule
         more["$max"] = {"served_slot": serves.slot}
-    return {"$set": {**changes, **done, "updated_at": now}, **more}
+    return {"$set": {**sets, **done, "updated_at": now}, **more}
 
 
 def advance_idle(store: Store, clock: DatabaseClock, end_key: Key, items: Sequence[IdleAdvance]) -> None:
