@@ -158,7 +158,6 @@ def _row_order(document: Document) -> list[tuple[int, object]]:
 
 
 def _rows(messages: Documents, queries: Iterable[Document], **options: Any) -> Iterator[Document]:
-    """Each query's messages in (timestamp, _id) order, merged: a workbook's rows."""
     options["batch_size"] = connection.MESSAGE_BATCH_SIZE  # read per call: a test shrinks it
     order = [("timestamp", ASCENDING), ("_id", ASCENDING)]
     cursors = (messages.find(query, MESSAGE_PROJECTION, **options).sort(order) for query in queries)

@@ -64,7 +64,6 @@ class Chat:
 
 
 def authentication_problem(error: BaseException) -> str | None:
-    """The sentence for a refused or missing login, recognised by code and by message; None otherwise."""
     if not isinstance(error, PyMongoError):
         return None
     details = getattr(error, "details", None)
@@ -221,7 +220,6 @@ def open_store(settings: Settings) -> closing[Store]:
 
 
 def field_at(document: Mapping[str, Any], path: str) -> object:
-    """The value at a dotted path, or None when a part is missing or not a sub-document."""
     value: object = document
     for segment in path.split("."):
         value = value.get(segment) if isinstance(value, Mapping) else None

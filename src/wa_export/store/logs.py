@@ -158,7 +158,6 @@ class LedgerEntry:
 
 
 def read_entry(document: Mapping[str, Any]) -> LedgerEntry:
-    """An export_logs document as a ledger entry; fields of the wrong type read as absent."""
     low, high = document.get("window_start_key"), document.get("window_end_key")
     # Both ends of one kind: MongoDB compares a range within one type only.
     keys = (low, high) if is_key(low) and is_key(high) and type(low) is type(high) else None

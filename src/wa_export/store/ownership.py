@@ -45,7 +45,6 @@ class WorkspaceChats:  # a workspace's chats, and those naming it among others (
 
 
 def chats_of_workspace(chats: Documents, workspace: Workspace) -> WorkspaceChats:
-    """In one query on the `workspace_id` index."""
     found = WorkspaceChats()
     query = {"workspace_id": {"$in": [workspace.object_id, workspace.id]}}
     for document in chats.find(query, {**CHAT_PROJECTION, "workspace_id": 1}):

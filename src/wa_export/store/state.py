@@ -114,7 +114,6 @@ class WorkspaceState:  # one export_state document as a scheduled run reads it (
 
 
 def read_states(store: Store, workspace_ids: Sequence[str] | None = None) -> dict[str, WorkspaceState]:
-    """Every export_state document in one read (or those of the named workspaces)."""
     query: Document = {} if workspace_ids is None else {"_id": {"$in": list(workspace_ids)}}
     projection = dict.fromkeys((f.name for f in fields(WorkspaceState) if f.name not in ("workspace_id", "exists")), 1)
     found = store.export_state.find(query, projection, batch_size=50_000)
@@ -129,7 +128,6 @@ def read_state_documents(store: Store, workspace_ids: Sequence[str], *, single: 
 
 
 def last_successes(store: Store, workspace_ids: Sequence[str], earliest: datetime) -> dict[str, datetime]:
-    """`last_success_at` of these workspaces where it is `earliest` or later, in one query."""
     query = {"_id": {"$in": list(workspace_ids)}, "last_success_at": {"$gte": earliest}}
     found = store.export_state.find(query, {"last_success_at": 1})
     return {str(d["_id"]): moment for d in found if (moment := as_utc_or_none(d.get("last_success_at"))) is not None}
@@ -141,7 +139,6 @@ def count_foreign_cursors(store: Store, key: ArrivalKey) -> int:
 
 
 def count_cursors_ahead(store: Store, key: ArrivalKey, now: datetime) -> int:
-    """How many cursors are ahead of the database clock `now` (a clock anomaly)."""
     return store.export_state.count_documents({"cursor": {"$gt": key.at(now + CLOCK_TOLERANCE)}})
 
 
