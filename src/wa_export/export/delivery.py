@@ -225,7 +225,7 @@ class WorkspaceExport:
         elif ctx.request.dry_run and item.state.leased_by_other(ctx.clock.now(), ctx.run_id):
             result.reason = LEASE_HELD  # a dry run decides as the delivery does, and stops before writing
             return result
-        cursor = lease.cursor if lease is not None else item.state.cursor if item.state.has_cursor else None
+        cursor = lease.cursor if lease is not None else item.state.cursor_key
         parts = self.open_window(cursor)
         if self.cursor_ahead and lease is not None:
             result.anomalies[CURSOR_AHEAD] = 1

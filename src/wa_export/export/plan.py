@@ -123,11 +123,11 @@ def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
             items.append(WorkItem(workspace, recipients, state, zone, schedule, serves))
 
     # The original service's last exports, for every workspace that needs a first cursor: one query.
-    needing = [item.workspace.id for item in items if not item.state.has_cursor and item.state.watermark is None]
+    needing = [item.workspace.id for item in items if item.state.cursor_key is None and item.state.watermark is None]
     originals = logs.original_exports(store, needing, ctx.run_time)
     oldest_current = ctx.end_time - horizon(settings.export_interval_minutes)
     for item in list(items):
-        if item.state.has_cursor:
+        if item.state.cursor_key is not None:
             try:
                 item.start, item.cursor_ahead = ctx.start_at(item.workspace.id, item.state.cursor)
             except arrivals.ForeignCursor as error:

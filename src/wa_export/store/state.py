@@ -99,10 +99,6 @@ class WorkspaceState:  # one export_state document as a scheduled run reads it (
         return self.cursor if is_key(self.cursor) else None
 
     @property
-    def has_cursor(self) -> bool:
-        return is_key(self.cursor)
-
-    @property
     def pending(self) -> bool:
         """A failed delivery or an unknown outcome waits: the next run must look at this workspace."""
         return self.consecutive_failures > 0 or self.in_flight is not None
@@ -360,7 +356,7 @@ def acquire_lease(
         return lease
     if document.get("created_at") == now and state.cursor == first.key:
         lease.new_cursor_source = first.source
-    if not state.has_cursor:
+    if state.cursor_key is None:
         # An older document (e.g. one with only a timestamp watermark): pin the cursor now.
         changes = {**pin, "updated_at": now}
         if first.in_flight is not None:
