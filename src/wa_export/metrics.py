@@ -21,8 +21,8 @@ from wa_export.errors import ConfigError, ExitCode, MongoUnavailable
 from wa_export.settings import Settings, metrics_file_path
 from wa_export.store.arrivals import ForeignCursor
 from wa_export.store.connection import Store, open_store
-from wa_export.store.state import read_state_documents
-from wa_export.store.waiting import count_waiting, position_key
+from wa_export.store.ownership import count_waiting
+from wa_export.store.state import position_key, read_state_documents
 from wa_export.units import count_or_zero
 from wa_export.workbook.publish import replace_file
 

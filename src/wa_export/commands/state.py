@@ -30,8 +30,8 @@ from wa_export.store.connection import (
     open_store,
     parse_workspace_id,
 )
-from wa_export.store.ownership import as_object_id, owner_of
-from wa_export.store.waiting import Waiting, count_waiting, position_key, workspace_chat_ids
+from wa_export.store.ownership import Waiting, as_object_id, chats_of_workspace, count_waiting, owner_of
+from wa_export.store.state import position_key
 from wa_export.units import count_or_zero, local_time
 from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, resolve
 
@@ -170,16 +170,14 @@ def _reports(store: Store, workspaces: Sequence[Workspace], now: datetime, cap: 
                 raise
             positions[workspace.id], cursor_problems[workspace.id] = None, str(error)  # the others are still shown
     unplaced = [id_ for id_, position in positions.items() if position is None and id_ not in cursor_problems]
-    originals = stored.original_exports(store, unplaced, now)
+    originals = logs.original_exports(store, unplaced, now)
     reports = []
     for workspace in workspaces:
         document = documents.get(workspace.id, {})
         from_key, first = positions[workspace.id], None
         if from_key is None and workspace.id not in cursor_problems:
             # As the next scheduled run will set it (its end is not known yet: "now" stands in).
-            first = stored.first_cursor(
-                settings, ArrivalKey(settings.export_arrival_field), now, now, None, originals.get(workspace.id)
-            )
+            first = stored.first_cursor(settings, now, now, None, originals.get(workspace.id))
             from_key = first.key if first.source == "original_service" else None
         cursor, source, owner = document.get("cursor"), document.get("cursor_source"), document.get("lease_owner")
         cursor_key = cursor if is_key(cursor) else None
@@ -330,7 +328,7 @@ def move_cursor_past(settings: Settings, workspace_id: str | None, message_id: s
         requested, past_id = time_of(message_key) or now, str(message_object_id)
         if message_key < position:  # both keys of the configured field: delivered (or skipped) already
             return _move(store, workspace, now, position, requested, past_id, already_past=document)
-        chat_ids = {"chat_id": {"$in": workspace_chat_ids(store, workspace)}}
+        chat_ids = {"chat_id": {"$in": chats_of_workspace(store.chats, workspace).message_chat_ids()}}
         new_key = _key_just_after(store, workspace, chat_ids, message_key, message_object_id)
         between = {arrival.field: {"$gte": position, "$lt": message_key}}  # skipped too if moved past
         earlier = message_key != position and store.messages.count_documents({**chat_ids, **between})
@@ -420,7 +418,8 @@ def _move(
 
 
 def _busy(store: Store, workspace: Workspace) -> WorkspaceBusy:
-    owner, expires = stored.read_lease(store, workspace.id)
+    lease = stored.read_states(store, [workspace.id]).get(workspace.id)
+    owner, expires = (lease.lease_owner, lease.lease_expires_at) if lease is not None else (None, None)
     if expires is None or expires <= store.database_now():
         return WorkspaceBusy(
             f"The cursor of workspace {workspace.id} changed while this command ran (a run just delivered); "

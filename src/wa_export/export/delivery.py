@@ -208,7 +208,7 @@ class WorkspaceExport:
         if ctx.request.dry_run and item.state.leased_by_other(ctx.clock.now(), ctx.run_id):
             result.reason = LEASE_HELD  # a dry run decides as the delivery does, and stops before writing
             return result
-        cursor = lease.cursor if lease is not None else item.state.cursor if item.state.has_cursor else None
+        cursor = lease.cursor if lease is not None else item.state.cursor_key
         parts = self.open_window(cursor)
         if self.cursor_ahead and lease is not None:
             result.anomalies[CURSOR_AHEAD] = 1
@@ -362,7 +362,7 @@ class WorkspaceExport:
 
     def _record_failure(self, lease: Lease, reason: str, in_flight: object, pending: list[str] | None = None) -> None:
         self.result.outcome, self.result.reason = "failed", reason
-        lease.failed(reason, in_flight=in_flight, pending_files=pending, release=True)
+        lease.failed(reason, in_flight=in_flight, pending_files=pending)
         self.released = True
 
 

@@ -16,10 +16,10 @@ from wa_export.errors import ConfigError
 from wa_export.export.results import NO_ADDRESS, RunContext, WorkspaceResult
 from wa_export.recipients import Recipients, missing_hint
 from wa_export.schedule import Decision, Schedule, ServedSlot, decide, schedule_identity
-from wa_export.store import arrivals, ownership
+from wa_export.store import arrivals, logs, ownership
 from wa_export.store.arrivals import Key
 from wa_export.store.connection import Chat, Workspace
-from wa_export.store.state import FirstCursor, IdleAdvance, WorkspaceState, first_cursor, original_exports, read_states
+from wa_export.store.state import FirstCursor, IdleAdvance, WorkspaceState, first_cursor, read_states
 from wa_export.units import local_time
 from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, resolve
 
@@ -119,11 +119,11 @@ def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
             items.append(WorkItem(workspace, recipients, state, zone, schedule, serves))
 
     # The original service's last exports, for every workspace that needs a first cursor: one query.
-    needing = [item.workspace.id for item in items if not item.state.has_cursor and item.state.watermark is None]
-    originals = original_exports(store, needing, ctx.run_time)
+    needing = [item.workspace.id for item in items if item.state.cursor_key is None and item.state.watermark is None]
+    originals = logs.original_exports(store, needing, ctx.run_time)
     oldest_current = ctx.end_time - horizon(settings.export_interval_minutes)
     for item in list(items):
-        if item.state.has_cursor:
+        if item.state.cursor_key is not None:
             try:
                 item.start, item.cursor_ahead = ctx.start_at(item.workspace.id, item.state.cursor)
             except arrivals.ForeignCursor as error:
@@ -133,7 +133,7 @@ def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
                 continue
         else:
             watermark, original = item.state.watermark, originals.get(item.workspace.id)
-            item.first_cursor = first_cursor(settings, key, ctx.end_time, ctx.run_time, watermark, original)
+            item.first_cursor = first_cursor(settings, ctx.end_time, ctx.run_time, watermark, original)
             item.start = item.first_cursor.key
         moment = arrivals.time_of(item.start)
         item.current = moment is not None and moment >= oldest_current

@@ -6,10 +6,10 @@ from __future__ import annotations
 import heapq
 import itertools
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeGuard, TypeVar, cast
+from typing import Any, TypeGuard, cast
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING
@@ -19,16 +19,13 @@ from wa_export.errors import ConfigError
 from wa_export.store import connection
 from wa_export.store.connection import CHAT_PROJECTION, MESSAGE_PROJECTION, Document, Documents, both_forms, field_at
 
-T = TypeVar("T")
 Key = ObjectId | datetime
 # The pass reads two small fields per message: big batches keep getMores rare.
 PASS_BATCH_SIZE = 20_000
 
 
 @dataclass(frozen=True)
-class ArrivalKey:
-    """The configured arrival field and how times map onto it."""
-
+class ArrivalKey:  # the configured arrival field and how times map onto it
     field: str = "_id"
 
     @property
@@ -47,8 +44,7 @@ class ArrivalKey:
         return isinstance(value, ObjectId if self.uses_object_id else datetime)
 
     def position(self, workspace_id: str, cursor: object) -> Key:
-        """A stored cursor as a key of this field; one of the other kind is refused, never translated through its
-        time (that would silently skip or repeat what arrived under the other field)."""
+        """A stored cursor as a key of this field; another kind is refused: its time would skip or repeat messages."""
         if is_key(cursor) and self.usable(cursor):
             return cursor
         if isinstance(cursor, ObjectId):
@@ -58,18 +54,15 @@ class ArrivalKey:
         else:
             found = f"a {type(cursor).__name__} ({cursor!r}), no arrival key"
         raise ForeignCursor(
-            f"Workspace {workspace_id}'s cursor is {found}, but EXPORT_ARRIVAL_FIELD is now {self.field!r}, which holds "
-            f"{self.type_name}: set EXPORT_ARRIVAL_FIELD back, or place the cursor in the new field with "
-            f"`wa-export state {workspace_id} --move-to TIME` (TIME: the arrival time from which messages are not yet "
-            "delivered)."
+            f"Workspace {workspace_id}'s cursor is {found}, but EXPORT_ARRIVAL_FIELD is now {self.field!r}, which holds {self.type_name}: set EXPORT_ARRIVAL_FIELD back, or place the cursor in the new field with `wa-export state {workspace_id} --move-to TIME` (TIME: the arrival time from which messages are not yet delivered)."
         )
 
     def of(self, document: Document) -> object:
         return field_at(document, self.field)
 
-    def matched(self, document: Document) -> Key:
-        """The key of a document that a range query on this field matched: MongoDB compares within one type."""
-        return cast(Key, self.of(document))
+    def pairs(self, found: Iterable[Document]) -> Iterator[tuple[Key, object, Document]]:
+        """(key, raw chat_id, document) of what a range query on this field matched: all keys (one type)."""
+        return ((cast(Key, self.of(document)), document.get("chat_id"), document) for document in found)
 
     def projection(self) -> dict[str, int]:
         return {"chat_id": 1} if self.uses_object_id else {self.field: 1, "chat_id": 1, "_id": 0}
@@ -106,12 +99,10 @@ def object_id_at(moment: datetime) -> ObjectId:
 def arrivals_between(
     messages: Documents, key: ArrivalKey, start: Key, end: Key, *, documents: bool = False
 ) -> Iterator[tuple[Key, object, Document]]:
-    """(arrival key, raw chat_id, document) of every message with start <= key < end, in key order, on the key's
-    index; with `documents` the document also holds what a workbook row needs (MESSAGE_PROJECTION)."""
+    """Every message with start <= key < end in key order; with `documents` also what a workbook row needs."""
     projection = {**MESSAGE_PROJECTION, key.field: 1} if documents else key.projection()
     query = {key.field: {"$gte": start, "$lt": end}}
-    for document in messages.find(query, projection, batch_size=PASS_BATCH_SIZE).sort(key.field, ASCENDING):
-        yield key.matched(document), document.get("chat_id"), document
+    return key.pairs(messages.find(query, projection, batch_size=PASS_BATCH_SIZE).sort(key.field, ASCENDING))
 
 
 def chats_by_id(chats: Documents, chat_ids: Sequence[ObjectId]) -> Iterator[Document]:
@@ -140,8 +131,8 @@ def keys_of_chats(
     """(arrival key, raw chat_id) of these chats' messages with start <= key < end, in key order."""
     queries = _chats_between(key, chat_ids, start, end)
     found = [messages.find(q, key.projection(), batch_size=PASS_BATCH_SIZE).sort(key.field, ASCENDING) for q in queries]
-    cursors = [((key.matched(document), document.get("chat_id")) for document in cursor) for cursor in found]
-    return _merged(cursors, lambda pair: pair[0])  # keys of one field are of one type
+    merged = heapq.merge(*map(key.pairs, found), key=lambda found: found[0])  # keys of one field are of one type
+    return ((arrival, chat_id) for arrival, chat_id, _ in merged)
 
 
 def count_of_chats(messages: Documents, key: ArrivalKey, chat_ids: Sequence[ObjectId], start: Key, end: Key) -> int:
@@ -150,49 +141,33 @@ def count_of_chats(messages: Documents, key: ArrivalKey, chat_ids: Sequence[Obje
 
 def in_row_order(documents: Iterable[Document]) -> list[Document]:
     """Messages in a workbook's row order, (timestamp, _id), as MongoDB sorts them."""
-    return sorted(documents, key=_timestamp_order)
+    return sorted(documents, key=_row_order)
 
 
-# MongoDB's sort order of BSON types (bool before int: a bool is an int); 10 for any other type.
-_BSON_TYPE_RANKS = ((type(None), 1), (bool, 8), ((int, float), 2), (str, 3), (dict, 4), (list, 5), (bytes, 6))
+# MongoDB's sort order of BSON types after null (1); bool before int: a bool is an int; 10 for any other type.
+_BSON_TYPE_RANKS = {bool: 8, int: 2, float: 2, str: 3, dict: 4, list: 5, bytes: 6, ObjectId: 7, datetime: 9}
 
 
-def bson_order(value: object) -> tuple[int, object]:
-    """A sort key that orders values of mixed types the way MongoDB sorts them: type first, then value (documents,
-    arrays and unknown types by type only)."""
-    if isinstance(value, ObjectId):
-        return (7, value.binary)
-    if isinstance(value, datetime):
-        return (9, value)
-    rank = next((rank for kind, rank in _BSON_TYPE_RANKS if isinstance(value, kind)), 10)
-    return (rank, value if rank in (2, 3, 6, 8) else 0)
+def _row_order(document: Document) -> list[tuple[int, object]]:
+    """(timestamp, _id) as MongoDB sorts mixed types: type, then value (documents, arrays and others by type only)."""
+    order = []
+    for value in (document.get("timestamp"), document.get("_id")):
+        rank = 1 if value is None else next((r for kind, r in _BSON_TYPE_RANKS.items() if isinstance(value, kind)), 10)
+        order.append((rank, value.binary if isinstance(value, ObjectId) else value if rank in (2, 3, 6, 8, 9) else 0))
+    return order
 
 
-def _timestamp_order(document: Document) -> tuple[tuple[int, object], tuple[int, object]]:
-    return bson_order(document.get("timestamp")), bson_order(document.get("_id"))
-
-
-def _merged(cursors: Sequence[Iterator[T]], order: Callable[[T], Any]) -> Iterator[T]:
-    return iter(cursors[0]) if len(cursors) == 1 else heapq.merge(*cursors, key=order)
-
-
-def _rows(messages: Documents, queries: Iterable[Document], *, allow_disk_use: bool = False) -> Iterator[Document]:
-    """Each query's messages in (timestamp, _id) order, merged: a workbook's rows."""
-    # MESSAGE_BATCH_SIZE is read per call: a test shrinks it.
-    options: Document = {"batch_size": connection.MESSAGE_BATCH_SIZE}
-    options |= {"allow_disk_use": True} if allow_disk_use else {}
-    cursors = [
-        iter(messages.find(query, MESSAGE_PROJECTION, **options).sort([("timestamp", ASCENDING), ("_id", ASCENDING)]))
-        for query in queries
-    ]
-    return _merged(cursors, _timestamp_order)
+def _rows(messages: Documents, queries: Iterable[Document], **options: Any) -> Iterator[Document]:
+    options["batch_size"] = connection.MESSAGE_BATCH_SIZE  # read per call: a test shrinks it
+    order = [("timestamp", ASCENDING), ("_id", ASCENDING)]
+    cursors = (messages.find(query, MESSAGE_PROJECTION, **options).sort(order) for query in queries)
+    return heapq.merge(*cursors, key=_row_order)
 
 
 def window_messages(
     messages: Documents, key: ArrivalKey, chat_ids: Sequence[ObjectId], start: Key, end: Key
 ) -> Iterator[Document]:
-    """These chats' messages (both id forms) with start <= arrival key < end, in (timestamp, _id) order, on
-    `{chat_id: 1, <key>: 1}`; the sort may need a blocking stage on a big window, hence allow_disk_use."""
+    """These chats' messages with start <= key < end in row order; a big window's sort may need the disk."""
     return _rows(messages, _chats_between(key, chat_ids, start, end), allow_disk_use=True)
 
 
@@ -208,9 +183,7 @@ NEWEST_PROBED = 10  # the newest messages (by `_id`) a scheduled run looks at be
 
 
 @dataclass(frozen=True)
-class ArrivalKeyCheck:
-    """What the bounded probes of the arrival key found: one sentence each, or None."""
-
+class ArrivalKeyCheck:  # what the bounded probes of the arrival key found: one sentence each, or None
     unusable: str | None = None  # none of the newest messages has a usable key: a run sees nothing, moves no cursor
     partial: str | None = None  # some messages cannot be placed (missing or wrong-typed key): never exported
 
@@ -220,9 +193,8 @@ class ArrivalKeyCheck:
 
 
 def check_arrival_key(messages: Documents, key: ArrivalKey, *, ends: bool = True) -> ArrivalKeyCheck:
-    """Whether the arrival key can see the messages, from a few index entries, never a scan: the newest
-    NEWEST_PROBED by `_id`, and with `ends` both ends of the key's index, where MongoDB sorts a missing or
-    wrong-typed key (for `_id` the newest messages are the upper end)."""
+    """From a few index entries, never a scan: the newest messages, and with `ends` both ends of the key's index,
+    where MongoDB sorts a missing or wrong-typed key (for `_id` the newest messages are the upper end)."""
     newest = list(messages.find({}, {key.field: 1}).sort("_id", DESCENDING).limit(NEWEST_PROBED))
     if not newest:
         return ArrivalKeyCheck()  # no message: nothing to miss
@@ -232,15 +204,11 @@ def check_arrival_key(messages: Documents, key: ArrivalKey, *, ends: bool = True
         missing = "none of the newest messages has" if value is None else "the newest messages hold"
         instead = "a date field" if key.uses_object_id else "_id or to a date field"
         return ArrivalKeyCheck(
-            unusable=f"EXPORT_ARRIVAL_FIELD is {key.field!r}, but {missing} {held} (e.g. message _id "
-            f"{newest[0].get('_id')!r}), so scheduled runs would pass over every message: they move no cursor and "
-            f"send nothing until you set EXPORT_ARRIVAL_FIELD to {instead} the platform writes on every message at insert."
+            unusable=f"EXPORT_ARRIVAL_FIELD is {key.field!r}, but {missing} {held} (e.g. message _id {newest[0].get('_id')!r}), so scheduled runs would pass over every message: they move no cursor and send nothing until you set EXPORT_ARRIVAL_FIELD to {instead} the platform writes on every message at insert."
         )
     directions = ([ASCENDING] if key.uses_object_id else [ASCENDING, DESCENDING]) if ends else []
     # Lazy: an index end is read only once everything before it was usable.
-    index_ends = (
-        next(iter(messages.find({}, {key.field: 1}).sort(key.field, way).limit(1)), None) for way in directions
-    )
+    index_ends = (messages.find_one({}, {key.field: 1}, sort=[(key.field, way)]) for way in directions)
     for document in itertools.chain(newest, index_ends):
         if document is None:
             break
@@ -248,8 +216,6 @@ def check_arrival_key(messages: Documents, key: ArrivalKey, *, ends: bool = True
             found = "no value" if value is None else f"a {type(value).__name__} value"
             example = f"e.g. message _id {document.get('_id')!r}" if not key.uses_object_id else repr(value)
             return ArrivalKeyCheck(
-                partial=f"Some messages have {found} in {key.field} ({example}) where the arrival order needs "
-                f"{key.type_name}: scheduled runs cannot place them and never export them; set EXPORT_ARRIVAL_FIELD "
-                "to a field every message gets at insert, or fix the platform writer."
+                partial=f"Some messages have {found} in {key.field} ({example}) where the arrival order needs {key.type_name}: scheduled runs cannot place them and never export them; set EXPORT_ARRIVAL_FIELD to a field every message gets at insert, or fix the platform writer."
             )
     return ArrivalKeyCheck()

@@ -36,9 +36,7 @@ Documents = Collection[Document]
 
 
 def supporting_indexes(arrival_field: str) -> list[Index]:
-    """The indexes the export queries and `verify` rely on (`health` checks them; nothing creates them)."""
-    # A workspace's chats; the pass over the arrival range (on `_id` without one); a chat's messages by arrival
-    # and by time (manual windows and stats); which export a file is (`verify`).
+    """What the export's queries and `verify` rely on: `health` checks them, nothing creates them."""
     arrival_pass = [] if arrival_field == "_id" else [("messages", [(arrival_field, ASCENDING)])]
     return [
         ("chats", [("workspace_id", ASCENDING)]),
@@ -66,43 +64,28 @@ class Chat:
 
 
 def authentication_problem(error: BaseException) -> str | None:
-    """The sentence for a refused or missing login, recognised by code and by message; None otherwise."""
     if not isinstance(error, PyMongoError):
         return None
     details = getattr(error, "details", None)
     message = (str(details.get("errmsg") or "") if isinstance(details, dict) else "") or str(error)
     if getattr(error, "code", None) in (18, 8000) or AUTH_FAILED_TEXT.search(message):  # 8000: Atlas's "bad auth"
-        return (
-            "MongoDB refused the credentials in MONGODB_URI (authentication failed); check the user name and "
-            "password (percent-encoded in the URI) and authSource, the database the user was created in "
-            "(often ?authSource=admin)."
-        )
+        return "MongoDB refused the credentials in MONGODB_URI (authentication failed); check the user name and password (percent-encoded in the URI) and authSource, the database the user was created in (often ?authSource=admin)."
     if AUTH_REQUIRED_TEXT.search(message):
-        return (
-            "MongoDB requires a login: put the user name and password in MONGODB_URI, "
-            "e.g. mongodb://user:password@host:27017/?authSource=admin."
-        )
+        return "MongoDB requires a login: put the user name and password in MONGODB_URI, e.g. mongodb://user:password@host:27017/?authSource=admin."
     return None
 
 
 def describe_mongo_error(error: BaseException, settings: Settings, *, query: bool = False) -> str:
-    """One sentence for an operator, with any password from the URI removed; with `query` a refused query (not a
-    login) names the database the user may have to read."""
+    """One sentence without the URI's password; with `query` a refused query names the database to grant."""
     text = authentication_problem(error)
     if text is None and isinstance(error, ConfigurationError):
         text = f"MONGODB_URI cannot be used: {error}."
     elif text is None and query and isinstance(error, OperationFailure):
         detail = str(error.details.get("errmsg") if error.details else error)[:300]
-        text = (
-            f"MongoDB refused the query ({detail}); check that the MONGODB_URI user may read "
-            f"database {settings.mongodb_database!r}."
-        )
+        text = f"MongoDB refused the query ({detail}); check that the MONGODB_URI user may read database {settings.mongodb_database!r}."
     elif text is None:
         detail = str(error).split(", Timeout:")[0].split(" (configured timeouts")[0]
-        text = (
-            f"MongoDB is unreachable ({detail[:300]}); check MONGODB_URI, that the server is running "
-            "and that this host may connect to it."
-        )
+        text = f"MongoDB is unreachable ({detail[:300]}); check MONGODB_URI, that the server is running and that this host may connect to it."
     return redact(text, settings.secrets())
 
 
@@ -118,17 +101,10 @@ def mongo_errors(settings: Settings, *, queries: bool = True) -> Iterator[None]:
 def connect(settings: Settings) -> MongoClient[Document]:
     """A client that fails within the configured timeout instead of pymongo's 30 s default."""
     timeout_ms = int(settings.mongodb_timeout_seconds * 1000)
+    options: dict[str, Any] = dict(tz_aware=True, appname="wa-export", retryWrites=True, retryReads=True)
+    options |= dict(serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms)
     with mongo_errors(settings, queries=False):
-        return MongoClient(
-            settings.mongodb_uri,
-            tz_aware=True,
-            appname="wa-export",
-            serverSelectionTimeoutMS=timeout_ms,
-            connectTimeoutMS=timeout_ms,
-            socketTimeoutMS=max(timeout_ms * 12, 60_000),
-            retryWrites=True,
-            retryReads=True,
-        )
+        return MongoClient(settings.mongodb_uri, socketTimeoutMS=max(timeout_ms * 12, 60_000), **options)
 
 
 def parse_workspace_id(raw: str) -> ObjectId:
@@ -138,8 +114,6 @@ def parse_workspace_id(raw: str) -> ObjectId:
 
 
 class Store:
-    """The collections wa-export reads and writes, on one database."""
-
     def __init__(self, client: MongoClient[Document], settings: Settings) -> None:
         self.client, self.settings = client, settings
         # The primary, whatever MONGODB_URI says: a lagging secondary would hide messages a cursor then skips for good.
@@ -152,18 +126,15 @@ class Store:
     def open(cls, settings: Settings) -> Store:
         store = cls(connect(settings), settings)
         try:
-            store.ping()
+            with mongo_errors(settings, queries=False):
+                store.client.admin.command("ping")
         except MongoUnavailable:
-            store.close()  # do not leave the client's monitor threads behind
+            store.client.close()  # do not leave the client's monitor threads behind
             raise
         return store
 
     def close(self) -> None:
         self.client.close()
-
-    def ping(self) -> None:
-        with mongo_errors(self.settings, queries=False):
-            self.client.admin.command("ping")
 
     def database_now(self) -> datetime:
         """The database server's clock (`hello.localTime`) at BSON precision, one for every host (docs/design.md)."""
@@ -175,8 +146,7 @@ class Store:
             )
         return to_millis(as_utc(local_time))
 
-    def _holds_workspaces(self, database: str) -> bool | None:
-        """Whether the database has a `workspaces` collection; None when we may not look."""
+    def _holds_workspaces(self, database: str) -> bool | None:  # None: we may not look
         try:
             return bool(self.client[database].list_collection_names(filter={"name": "workspaces"}))
         except OperationFailure:
@@ -186,21 +156,13 @@ class Store:
         """The sentence for a MONGODB_DATABASE without a `workspaces` collection; None if it has one or we may not look."""
         if self._holds_workspaces(self.settings.mongodb_database) is not False:
             return None
-        try:  # naming the databases that have one costs one command each
+        try:  # naming the databases that have one costs one command each; one we may not read is not named
             names = sorted(set(self.client.list_database_names()) - {"admin", "config", "local"})[:DATABASES_PROBED]
-            elsewhere = [name for name in names if self._holds_workspaces(name)]  # one we may not read is not named
-            where = (
-                f"databases that have one: {', '.join(elsewhere)}"
-                if elsewhere
-                else "no database on this server has one"
-            )
-            where = f" ({where})"
+            elsewhere = ", ".join(name for name in names if self._holds_workspaces(name))
+            where = f" (databases that have one: {elsewhere})" if elsewhere else " (no database on this server has one)"
         except OperationFailure:
             where = ""
-        return (
-            f"MONGODB_DATABASE is {self.settings.mongodb_database!r}, but that database has no workspaces collection"
-            f"{where}; set MONGODB_DATABASE to the platform's database."
-        )
+        return f"MONGODB_DATABASE is {self.settings.mongodb_database!r}, but that database has no workspaces collection{where}; set MONGODB_DATABASE to the platform's database."
 
     def require_workspaces_collection(self) -> None:
         """ConfigError (exit 2) for a database that is not the platform's: nothing reads or writes there."""
@@ -214,8 +176,7 @@ class Store:
         return self.list_workspaces(raw_ids).workspaces
 
     def list_workspaces(self, raw_ids: Sequence[str] | None = None) -> WorkspaceListing:
-        """Every active workspace, or the named ones in the order given (any status; an unknown one raises
-        UnknownWorkspace); finding none asks whether this is the platform's database at all (ConfigError if not)."""
+        """Every active workspace, or the named ones in order (any status); finding none checks the database."""
         fields = self.settings.document_fields()
         paths = set(fields.values())
         # A path below another projected one would be a path collision: the shorter one brings it along.
@@ -232,14 +193,12 @@ class Store:
         if missing := [id_ for id_ in ids if id_ not in found]:
             self.require_workspaces_collection()
             raise UnknownWorkspace(
-                f"No workspace with id {', '.join(missing)} in database {self.settings.mongodb_database!r}; "
-                "check the id (wa-export stats lists active workspaces)."
+                f"No workspace with id {', '.join(missing)} in database {self.settings.mongodb_database!r}; check the id (wa-export stats lists active workspaces)."
             )
         return WorkspaceListing([found[id_] for id_ in dict.fromkeys(ids)], listing.duplicates)
 
     def stored_twice(self) -> list[DuplicateWorkspace]:
-        """Every workspace id held by more than one document (any status), for `health`: only a string `_id` can
-        repeat an ObjectId one, so one query for the string ids, then one for what they spell."""
+        """Ids held by several documents: one query for the string `_id`s, one for the ObjectIds they spell."""
         projection = {"name": 1, "status": 1}
         strings = list(self.workspaces.find({"_id": {"$type": "string"}}, projection))
         spelled = [object_id for document in strings if (object_id := as_object_id(document["_id"])) is not None]
@@ -250,13 +209,8 @@ class Store:
 
     def missing_indexes(self) -> list[Index]:
         """Supporting indexes that are absent: a prefix match of an existing index counts as present."""
-        existing = {
-            name: [
-                [(key, int(order) if isinstance(order, float) else order) for key, order in index["key"].items()]
-                for index in self.db[name].list_indexes()
-            ]
-            for name in ("chats", "messages", "export_logs")
-        }
+        names = ("chats", "messages", "export_logs")  # a stored 1.0 equals the wanted 1
+        existing = {name: [list(index["key"].items()) for index in self.db[name].list_indexes()] for name in names}
         wanted = supporting_indexes(self.settings.export_arrival_field)
         return [(name, keys) for name, keys in wanted if not any(have[: len(keys)] == keys for have in existing[name])]
 
@@ -266,33 +220,29 @@ def open_store(settings: Settings) -> closing[Store]:
 
 
 def field_at(document: Mapping[str, Any], path: str) -> object:
-    """The value at a dotted path, or None when a part is missing or not a sub-document."""
     value: object = document
     for segment in path.split("."):
         value = value.get(segment) if isinstance(value, Mapping) else None
     return value
 
 
-def text_or_none(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
 # How a dataclass field is read from a stored document, by its type: a value of the wrong type reads as absent.
 FIELD_READERS: dict[str, Callable[[object], Any]] = {
-    "str": lambda value: text_or_none(value) or "",
-    "str | None": text_or_none,
+    "str": lambda value: value if isinstance(value, str) else "",
+    "str | None": lambda value: value if isinstance(value, str) else None,
     "int": count_or_zero,
+    "bool": lambda value: value is True,
     "int | None": lambda value: value if isinstance(value, int) and not isinstance(value, bool) else None,
     "datetime | None": as_utc_or_none,
     "ObjectId | None": lambda value: value if isinstance(value, ObjectId) else None,
+    "Key | None": lambda value: value if isinstance(value, ObjectId | datetime) else None,
+    "tuple[str, ...]": lambda value: tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else (),
 }
 
 
-def read_fields(kind: Any, document: Mapping[str, Any], **named: Any) -> dict[str, Any]:
-    """The fields of dataclass `kind` from a document, each by FIELD_READERS unless `named`."""
-    return named | {
-        f.name: FIELD_READERS[str(f.type)](document.get(f.name)) for f in fields(kind) if f.name not in named
-    }
+def read_fields(kind: Any, stored: Mapping[str, Any], **named: Any) -> dict[str, Any]:
+    """The fields of dataclass `kind` from a stored document, each by FIELD_READERS unless `named`."""
+    return named | {f.name: FIELD_READERS[str(f.type)](stored.get(f.name)) for f in fields(kind) if f.name not in named}
 
 
 def as_object_id(value: object) -> ObjectId | None:
@@ -316,16 +266,10 @@ class DuplicateWorkspace:
 
     def sentence(self) -> str:
         """One clause an operator can act on (no final period: warnings and checks add their own)."""
-        forms = " and ".join(
-            f"a {kind} _id ({name or 'unnamed'}, {status or 'no status'})" for kind, name, status in self.documents
-        )
-        kind, name, _ = self.documents[0]
-        others = len(self.documents) - 1
-        return (
-            f"workspace {self.id} is stored {count_noun(len(self.documents), 'time')} in the workspaces collection, with {forms}: "
-            f"one tenant, so its messages are exported once, as the {kind} _id document ({name or 'unnamed'}); "
-            f"delete the other {'document' if others == 1 else count_noun(others, 'document')}"
-        )
+        forms = [f"a {kind} _id ({name or 'unnamed'}, {state or 'no status'})" for kind, name, state in self.documents]
+        (kind, name, _), others = self.documents[0], len(self.documents) - 1
+        other = "document" if others == 1 else count_noun(others, "document")
+        return f"workspace {self.id} is stored {count_noun(len(self.documents), 'time')} in the workspaces collection, with {' and '.join(forms)}: one tenant, so its messages are exported once, as the {kind} _id document ({name or 'unnamed'}); delete the other {other}"
 
 
 @dataclass(frozen=True)
@@ -335,27 +279,21 @@ class WorkspaceListing:
 
 
 def one_per_id(documents: Iterable[Document], fields: Mapping[str, str] | None = None) -> WorkspaceListing:
-    """One Workspace per id (the `_id` as an ObjectId or its 24-hex string), in the documents' order: a tenant
-    stored both ways is one workspace (its chats name it either way), the ObjectId document first, others duplicates."""
+    """One Workspace per id, in order: a tenant stored both ways is one, its ObjectId document first, the rest duplicates."""
     by_id: dict[str, list[Document]] = {}
     for document in documents:
         by_id.setdefault(str(as_object_id(document["_id"]) or document["_id"]), []).append(document)
     listing = WorkspaceListing([])
     for workspace_id, group in by_id.items():
         group.sort(key=lambda document: not isinstance(document["_id"], ObjectId))  # stable: else the order read
+        kinds = ["string" if isinstance(d["_id"], str) else type(d["_id"]).__name__ for d in group]
+        seen = tuple(
+            (kind, str(d.get("name") or ""), str(d.get("status") or "")) for kind, d in zip(kinds, group, strict=True)
+        )
         first = group[0]
         values = {name: value for name, path in (fields or {}).items() if (value := field_at(first, path)) is not None}
         object_id = as_object_id(first["_id"]) or first["_id"]
-        listing.workspaces.append(
-            Workspace(workspace_id, _name(first), str(first.get("status", "")), object_id, values)
-        )
+        listing.workspaces.append(Workspace(workspace_id, seen[0][1], seen[0][2], object_id, values))
         if len(group) > 1:
-            kinds = ["string" if isinstance(d["_id"], str) else type(d["_id"]).__name__ for d in group]
-            seen = tuple((kind, _name(d), str(d.get("status", ""))) for kind, d in zip(kinds, group, strict=True))
             listing.duplicates.append(DuplicateWorkspace(workspace_id, seen))
     return listing
-
-
-def _name(document: Document) -> str:
-    name = document.get("name")
-    return name if isinstance(name, str) else ("" if name is None else str(name))

@@ -1,16 +1,13 @@
-"""`export_logs` and `system_logs`: every write and the reads. The original service's fields come first, ours after.
-
-A scheduled email's entry is `sending` before SMTP, then `completed` or `failed` (`outcome_unknown` if the server may
-have it); one left `sending` is closed `failed` by the next run, which flags its re-delivery `possible_duplicate`.
-Read back, an entry is the delivery ledger: what was sent to whom, its range (`resend`) and its file's hash (`verify`).
-"""
+"""`export_logs` and `system_logs`: every write (the original service's fields first, ours after) and the reads.
+An export_logs entry is the delivery ledger: what was sent to whom, its range (`resend`), its file's hash (`verify`)."""
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Literal, get_args
 
 from bson import ObjectId
@@ -19,21 +16,17 @@ from pymongo import ASCENDING, DESCENDING
 from wa_export.addresses import split_address_list
 from wa_export.clock import as_utc_or_none
 from wa_export.store.arrivals import Key, in_chunks, is_key
-from wa_export.store.connection import SERVICE_NAME, Document, Documents, Workspace, read_fields
+from wa_export.store.connection import SERVICE_NAME, Document, Documents, Store, Workspace, read_fields
 from wa_export.workbook.fingerprint import Fingerprint
 
 EXPORT_TYPE = "whatsapp_messages"
 ExportStatus = Literal["completed", "failed", "sending"]
 EXPORT_STATUSES: tuple[ExportStatus, ...] = get_args(ExportStatus)
-STATUS_SENDING: ExportStatus = "sending"
-STATUS_COMPLETED: ExportStatus = "completed"
-STATUS_FAILED: ExportStatus = "failed"
+STATUS_COMPLETED, STATUS_FAILED, STATUS_SENDING = EXPORT_STATUSES
 
 EXPORT_RUN = "export_run"  # the `kind` of a run's system_logs event
 TRIGGER_RESEND = "resend"  # an entry of `wa-export resend`: `resend_of` names the entry it repeats
 
-Logs = Documents
-RangeKind = Literal["arrival", "timestamp"]
 MATCHES_SHOWN = 20  # every workbook is a new file, so one match is the rule: a bound, not a page size
 
 
@@ -58,7 +51,7 @@ class ExportEntry:
 
 
 def insert_export(
-    logs: Logs,
+    logs: Documents,
     entry: ExportEntry,
     now: datetime,
     *,
@@ -67,65 +60,50 @@ def insert_export(
     possible_duplicate: bool = False,
     log_id: ObjectId | None = None,
 ) -> None:
-    keys, file = entry.keys, entry.attachment
-    logs.insert_one(
-        {
-            **({} if log_id is None else {"_id": log_id}),
-            "workspace_id": entry.workspace.id,
-            "workspace_name": entry.workspace.name,
-            "export_type": EXPORT_TYPE,
-            "export_timestamp": entry.export_timestamp,
-            "message_count": entry.message_count,
-            "file_path": entry.file_path,
-            "email_sent_to": ", ".join(entry.recipients),
-            "status": status,
-            "error_message": error,
-            "created_at": now,
-            "updated_at": now,
-            "window_start": entry.window_start,
-            "window_end": entry.window_end,
-            **({} if keys is None else {"window_start_key": keys[0], "window_end_key": keys[1]}),
-            **({} if keys is None else {"part": entry.part, "parts": entry.parts}),
-            **({} if file is None else {"file_name": file.file_name, "attachment_sha256": file.sha256}),
-            **({} if file is None else {"attachment_bytes": file.size}),
-            "trigger": entry.trigger,
-            "run_id": entry.run_id,
-            "by_status": dict(entry.by_status),
-            "anomalies": dict(entry.anomalies),
-            "possible_duplicate": possible_duplicate,
-            **({} if entry.resend_of is None else {"resend_of": entry.resend_of}),
-        }
-    )
+    keys, file, workspace = entry.keys, entry.attachment, entry.workspace
+    document: Document = {} if log_id is None else {"_id": log_id}
+    document |= {"workspace_id": workspace.id, "workspace_name": workspace.name, "export_type": EXPORT_TYPE}
+    document |= {"export_timestamp": entry.export_timestamp, "message_count": entry.message_count}
+    document |= {"file_path": entry.file_path, "email_sent_to": ", ".join(entry.recipients), "status": status}
+    document |= {"error_message": error, "created_at": now, "updated_at": now}
+    document |= {"window_start": entry.window_start, "window_end": entry.window_end}
+    if keys is not None:
+        document |= {"window_start_key": keys[0], "window_end_key": keys[1], "part": entry.part, "parts": entry.parts}
+    if file is not None:
+        document |= {"file_name": file.file_name, "attachment_sha256": file.sha256, "attachment_bytes": file.size}
+    document |= {"trigger": entry.trigger, "run_id": entry.run_id, "by_status": dict(entry.by_status)}
+    document |= {"anomalies": dict(entry.anomalies), "possible_duplicate": possible_duplicate}
+    if entry.resend_of is not None:
+        document["resend_of"] = entry.resend_of
+    logs.insert_one(document)
 
 
-def _mark(logs: Logs, query: Document, now: datetime, status: ExportStatus, error: str | None, **more: Any) -> None:
-    logs.update_one(query, {"$set": {"status": status, "error_message": error, **more, "updated_at": now}})
+def _mark(
+    logs: Documents, where: Document, now: datetime, status: ExportStatus, error: str | None, **more: Any
+) -> None:
+    logs.update_one(where, {"$set": {"status": status, "error_message": error, **more, "updated_at": now}})
 
 
-def mark_completed(logs: Logs, log_id: object, now: datetime) -> None:
+def mark_completed(logs: Documents, log_id: object, now: datetime) -> None:
     _mark(logs, {"_id": log_id}, now, STATUS_COMPLETED, None)
 
 
-def mark_failed(logs: Logs, log_id: object, error: str, now: datetime, *, outcome_unknown: bool) -> None:
+def mark_failed(logs: Documents, log_id: object, error: str, now: datetime, *, outcome_unknown: bool) -> None:
     """`outcome_unknown`: the server may have accepted the email anyway (its range goes out again, flagged)."""
     _mark(logs, {"_id": log_id}, now, STATUS_FAILED, error, outcome_unknown=outcome_unknown)
 
 
-def close_unknown_outcome(logs: Logs, log_id: object, run_id: str, now: datetime) -> None:
+def close_unknown_outcome(logs: Documents, log_id: object, run_id: str, now: datetime) -> None:
     """An entry left `sending` by a run that died, lost its lease or could not record the result."""
-    error = (
-        "delivery outcome unknown: the run stopped after handing this email to the SMTP server and before "
-        f"recording the result; run {run_id} re-delivers these messages and marks them possible_duplicate"
-    )
+    error = f"delivery outcome unknown: the run stopped after handing this email to the SMTP server and before recording the result; run {run_id} re-delivers these messages and marks them possible_duplicate"
     _mark(logs, {"_id": log_id, "status": STATUS_SENDING}, now, STATUS_FAILED, error, outcome_unknown=True)
 
 
-# --- export_logs read back: one record type for `logs`, `resend`, `verify` and `health` ---
 @dataclass(frozen=True)
 class RecordedRange:
     """The messages of an entry: arrival keys [low, high), or message timestamps [start, end)."""
 
-    kind: RangeKind
+    kind: Literal["arrival", "timestamp"]
     low: Key
     high: Key
 
@@ -180,77 +158,60 @@ class LedgerEntry:
 
 
 def read_entry(document: Mapping[str, Any]) -> LedgerEntry:
-    """An export_logs document as a ledger entry; fields of the wrong type read as absent."""
     low, high = document.get("window_start_key"), document.get("window_end_key")
-    return LedgerEntry(
-        **read_fields(
-            LedgerEntry,
-            document,
-            id=document["_id"],
-            workspace_id=str(document.get("workspace_id") or ""),
-            export_time=as_utc_or_none(document.get("export_timestamp")),
-            # Both ends of one kind: MongoDB compares a range within one type only.
-            keys=(low, high) if is_key(low) and is_key(high) and type(low) is type(high) else None,
-            possible_duplicate=document.get("possible_duplicate") is True,
-        )
-    )
+    # Both ends of one kind: MongoDB compares a range within one type only.
+    keys = (low, high) if is_key(low) and is_key(high) and type(low) is type(high) else None
+    named = {"id": document["_id"], "workspace_id": str(document.get("workspace_id") or ""), "keys": keys}
+    named["export_time"] = as_utc_or_none(document.get("export_timestamp"))
+    return LedgerEntry(**read_fields(LedgerEntry, document, **named))
 
 
-def entry_by_id(logs: Logs, log_id: ObjectId) -> LedgerEntry | None:
+def entry_by_id(logs: Documents, log_id: ObjectId) -> LedgerEntry | None:
     document = logs.find_one({"_id": log_id})
     return None if document is None else read_entry(document)
 
 
-def entries_with_sha256(logs: Logs, sha256: str) -> list[LedgerEntry]:
+def entries_with_sha256(logs: Documents, sha256: str) -> list[LedgerEntry]:
     """The entries that recorded this attachment hash, oldest first (the original before any resend of it)."""
     found = logs.find({"attachment_sha256": sha256.lower()}).sort([("created_at", ASCENDING), ("_id", ASCENDING)])
     return [read_entry(document) for document in found.limit(MATCHES_SHOWN)]
 
 
-def latest_entries(logs: Logs, query: Document, limit: int) -> list[LedgerEntry]:
+def latest_entries(logs: Documents, query: Document, limit: int) -> list[LedgerEntry]:
     """The entries matching `query`, newest first (`logs`; `health` asks for the possible duplicates)."""
     found = logs.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)]).limit(limit)
     return [read_entry(document) for document in found]
 
 
-# --- system_logs: the seed's envelope (event_type, message, timestamp, service), then kind, host, details ---
-# The details of each kind of event are named where it is recorded (export/run.py and the commands).
-ExportRunDetails = Document
-CleanupDetails = Document
-CursorMoveDetails = Document
-HealthCheckDetails = Document
+# The details of each kind of system_logs event are named where it is recorded (export/run.py and the commands).
+ExportRunDetails = CleanupDetails = CursorMoveDetails = HealthCheckDetails = Document
+EVENT_TYPES = {"cleanup": "cleanup", "cursor_move": "cursor_moved", "health_check": "health_check"}
 
 
-def _event(logs: Logs, kind: str, event_type: str, message: str, now: datetime, details: Mapping[str, Any]) -> None:
+def record_event(
+    logs: Documents, message: str, now: datetime, details: Mapping[str, Any], *, kind: str, failed: bool = False
+) -> None:
+    """The original service's envelope (a run's event_type: error or success), then kind, host and details."""
+    event_type = EVENT_TYPES.get(kind) or ("error" if failed else "success")
     envelope = {"event_type": event_type, "message": message, "timestamp": now, "service": SERVICE_NAME}
     logs.insert_one({**envelope, "kind": kind, "host": socket.gethostname(), **details})
 
 
-def record_export_run(logs: Logs, message: str, now: datetime, details: ExportRunDetails, *, failed: bool) -> None:
-    _event(logs, EXPORT_RUN, "error" if failed else "success", message, now, details)
+record_export_run = partial(record_event, kind=EXPORT_RUN)
+record_cleanup = partial(record_event, kind="cleanup")
+record_cursor_move = partial(record_event, kind="cursor_move")
+record_health_check = partial(record_event, kind="health_check")
 
 
-def record_cleanup(logs: Logs, message: str, now: datetime, details: CleanupDetails) -> None:
-    _event(logs, "cleanup", "cleanup", message, now, details)
-
-
-def record_cursor_move(logs: Logs, message: str, now: datetime, details: CursorMoveDetails) -> None:
-    _event(logs, "cursor_move", "cursor_moved", message, now, details)
-
-
-def record_health_check(logs: Logs, message: str, now: datetime, details: HealthCheckDetails) -> None:
-    _event(logs, "health_check", "health_check", message, now, details)
-
-
-def original_service_exports(logs: Logs, workspace_ids: Sequence[str], since: datetime) -> dict[str, datetime]:
-    """Per workspace, the `export_timestamp` of its latest completed export by the original service (entries
-    without a `run_id`) since `since`: one aggregation per CHAT_IDS_PER_QUERY workspaces."""
+def original_exports(store: Store, workspace_ids: Sequence[str], now: datetime) -> dict[str, datetime]:
+    """Each workspace's latest completed export by the original service (no `run_id`) within the backfill hours."""
+    hours = store.settings.export_backfill_max_hours
     latest: dict[str, datetime] = {}
     group_by = {"_id": "$workspace_id", "last": {"$max": "$export_timestamp"}}
-    for chunk in in_chunks(workspace_ids):
+    for chunk in in_chunks(workspace_ids if hours > 0 else []):
         match = {"workspace_id": {"$in": chunk}, "export_type": EXPORT_TYPE, "status": STATUS_COMPLETED}
-        match |= {"run_id": {"$exists": False}, "export_timestamp": {"$gte": since}}
-        for group in logs.aggregate([{"$match": match}, {"$group": group_by}]):
+        match |= {"run_id": {"$exists": False}, "export_timestamp": {"$gte": now - timedelta(hours=hours)}}
+        for group in store.export_logs.aggregate([{"$match": match}, {"$group": group_by}]):
             if (moment := as_utc_or_none(group.get("last"))) is not None and isinstance(group.get("_id"), str):
                 latest[group["_id"].lower()] = moment
     return latest

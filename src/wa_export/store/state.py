@@ -1,8 +1,5 @@
 """Every read and write of `export_state`, in database time; a lease owner's writes hold only while it owns the lease,
-so a stalled run never moves another run's cursor (docs/design.md, "The first cursor" and "Leases").
-
-Why this module is long: cursors and leases are only safe while every write follows the same rules, so all live here.
-"""
+so a stalled run never moves another run's cursor (docs/design.md, "The first cursor" and "Leases")."""
 
 from __future__ import annotations
 
@@ -20,7 +17,6 @@ from wa_export.schedule import ServedSlot
 from wa_export.settings import Settings
 from wa_export.store.arrivals import ArrivalKey, Key, is_key, key_order
 from wa_export.store.connection import Document, Documents, Store, read_fields
-from wa_export.store.logs import original_service_exports
 
 DUPLICATE_KEY = 11000
 # "now" is known to within a round trip and an ObjectId's second; a later run may have moved a cursor to its end.
@@ -44,15 +40,9 @@ class InFlight:
     started_at: datetime | None
     note: str | None = None
 
-    def as_document(self) -> Document:
-        return {name: value for name, value in vars(self).items() if name != "note" or value is not None}
-
     @classmethod
     def from_document(cls, value: object) -> InFlight | None:
-        if not isinstance(value, dict):
-            return None
-        keys = {name: key if is_key(key := value.get(name)) else None for name in ("from_key", "to_key")}
-        return cls(**read_fields(cls, value, **keys))
+        return cls(**read_fields(cls, value)) if isinstance(value, dict) else None
 
     def overlaps(self, low: Key, high: Key) -> bool:
         """Whether [low, high) shares a key with [from_key, to_key); unknown bounds overlap everything."""
@@ -73,10 +63,12 @@ class InFlight:
         return replace(self, log_id=None, from_key=max(self.from_key, key, key=key_order))
 
 
-@dataclass(frozen=True)
-class WorkspaceState:
-    """One export_state document as a scheduled run reads it (or its absence)."""
+def _as_document(in_flight: InFlight | None) -> Document | None:
+    return None if in_flight is None else {k: v for k, v in vars(in_flight).items() if k != "note" or v is not None}
 
+
+@dataclass(frozen=True)
+class WorkspaceState:  # one export_state document as a scheduled run reads it (or its absence)
     workspace_id: str
     exists: bool = False
     cursor: object = None  # as stored: a key, None (no cursor yet) or anything else (ArrivalKey.position refuses it)
@@ -91,21 +83,11 @@ class WorkspaceState:
     served_schedule: str | None = None
 
     @classmethod
-    def from_document(cls, workspace_id: str, document: Mapping[str, Any] | None) -> WorkspaceState:
-        if document is None:
-            return cls(workspace_id)
-        cursor, pending = document.get("cursor"), document.get("pending_files")
-        return cls(
-            **read_fields(
-                cls,
-                document,
-                workspace_id=workspace_id,
-                exists=True,
-                cursor=as_utc(cursor) if isinstance(cursor, datetime) else cursor,
-                in_flight=InFlight.from_document(document.get("in_flight")),
-                pending_files=tuple(p for p in pending if isinstance(p, str)) if isinstance(pending, list) else (),
-            )
-        )
+    def from_document(cls, workspace_id: str, document: Mapping[str, Any]) -> WorkspaceState:
+        cursor = document.get("cursor")
+        cursor = as_utc(cursor) if isinstance(cursor, datetime) else cursor
+        fixed = {"workspace_id": workspace_id, "exists": True, "cursor": cursor}
+        return cls(**read_fields(cls, document, in_flight=InFlight.from_document(document.get("in_flight")), **fixed))
 
     @property
     def served(self) -> ServedSlot | None:
@@ -115,10 +97,6 @@ class WorkspaceState:
     @property
     def cursor_key(self) -> Key | None:
         return self.cursor if is_key(self.cursor) else None
-
-    @property
-    def has_cursor(self) -> bool:
-        return is_key(self.cursor)
 
     @property
     def pending(self) -> bool:
@@ -132,7 +110,6 @@ class WorkspaceState:
 
 
 def read_states(store: Store, workspace_ids: Sequence[str] | None = None) -> dict[str, WorkspaceState]:
-    """Every export_state document in one read (or those of the named workspaces)."""
     query: Document = {} if workspace_ids is None else {"_id": {"$in": list(workspace_ids)}}
     projection = dict.fromkeys((f.name for f in fields(WorkspaceState) if f.name not in ("workspace_id", "exists")), 1)
     found = store.export_state.find(query, projection, batch_size=50_000)
@@ -146,15 +123,7 @@ def read_state_documents(store: Store, workspace_ids: Sequence[str], *, single: 
     return {document["_id"]: document for document in store.export_state.find(query) if document["_id"] in wanted}
 
 
-def read_lease(store: Store, workspace_id: str) -> tuple[str | None, datetime | None]:
-    """Who holds the workspace's lease, and until when (as stored; it may have expired)."""
-    document = store.export_state.find_one({"_id": workspace_id}, {"lease_owner": 1, "lease_expires_at": 1}) or {}
-    owner = document.get("lease_owner")
-    return (str(owner) if owner else None), as_utc_or_none(document.get("lease_expires_at"))
-
-
 def last_successes(store: Store, workspace_ids: Sequence[str], earliest: datetime) -> dict[str, datetime]:
-    """`last_success_at` of these workspaces where it is `earliest` or later, in one query."""
     query = {"_id": {"$in": list(workspace_ids)}, "last_success_at": {"$gte": earliest}}
     found = store.export_state.find(query, {"last_success_at": 1})
     return {str(d["_id"]): moment for d in found if (moment := as_utc_or_none(d.get("last_success_at"))) is not None}
@@ -166,38 +135,31 @@ def count_foreign_cursors(store: Store, key: ArrivalKey) -> int:
 
 
 def count_cursors_ahead(store: Store, key: ArrivalKey, now: datetime) -> int:
-    """How many cursors are ahead of the database clock `now` (a clock anomaly)."""
     return store.export_state.count_documents({"cursor": {"$gt": key.at(now + CLOCK_TOLERANCE)}})
 
 
-@dataclass(frozen=True)
-class FirstCursor:
-    """Where a workspace without a cursor starts, and why."""
+def position_key(settings: Settings, document: Mapping[str, Any], now: datetime) -> Key | None:
+    """Where undelivered messages start: the cursor (ForeignCursor if foreign), else v1's watermark, never past now."""
+    cursor, key = document.get("cursor"), ArrivalKey(settings.export_arrival_field)
+    if is_key(cursor):
+        return key.position(str(document.get("_id")), cursor)
+    watermark = as_utc_or_none(document.get("watermark"))
+    return None if watermark is None else key.at(min(watermark, now))
 
+
+@dataclass(frozen=True)
+class FirstCursor:  # where a workspace without a cursor starts, and why
     key: Key
     source: str  # "legacy_watermark" | "original_service" | "first_interval"
     in_flight: InFlight | None = None  # a range that may already have been delivered (migration)
     starts_at: datetime | None = None  # the time `key` was taken from
 
 
-def original_exports(store: Store, workspace_ids: Sequence[str], now: datetime) -> dict[str, datetime]:
-    """The original service's last export of each workspace, if within EXPORT_BACKFILL_MAX_HOURS of `now`."""
-    hours = store.settings.export_backfill_max_hours
-    if not workspace_ids or hours <= 0:
-        return {}
-    return original_service_exports(store.export_logs, workspace_ids, now - timedelta(hours=hours))
-
-
 def first_cursor(
-    settings: Settings,
-    key: ArrivalKey,
-    end: datetime,
-    now: datetime,
-    watermark: datetime | None,
-    original_export: datetime | None,
+    settings: Settings, end: datetime, now: datetime, watermark: datetime | None, original: datetime | None
 ) -> FirstCursor:
     """Where a workspace without a cursor starts (docs/design.md, "The first cursor"), for a run ending at `end`."""
-    interval = timedelta(minutes=settings.export_interval_minutes)
+    key, interval = ArrivalKey(settings.export_arrival_field), timedelta(minutes=settings.export_interval_minutes)
     if watermark is not None:
         # An earlier version's timestamp watermark; one ahead of `end` (a clock anomaly) starts one interval back.
         start = watermark if watermark <= end else end - interval
@@ -206,14 +168,12 @@ def first_cursor(
         note = "migrated from a timestamp watermark: its last run may have delivered some of these already"
         marker = InFlight(None, None, key.at(start), key.at(until), None, None, now, note)
         return FirstCursor(key.at(start), "legacy_watermark", marker, start)
-    start = end - interval if original_export is None else min(original_export, end)
-    return FirstCursor(key.at(start), "first_interval" if original_export is None else "original_service", None, start)
+    start = end - interval if original is None else min(original, end)
+    return FirstCursor(key.at(start), "first_interval" if original is None else "original_service", None, start)
 
 
 @dataclass(frozen=True)
-class IdleAdvance:
-    """Move one workspace's cursor to the run's end key: it has nothing in [cursor, end)."""
-
+class IdleAdvance:  # move one workspace's cursor to the run's end key: it has nothing in [cursor, end)
     workspace_id: str
     read_cursor: Key | None  # None: no cursor yet
     exists: bool
@@ -224,7 +184,7 @@ class IdleAdvance:
 
 
 def lease_is_free(now: datetime) -> Document:
-    """The filter of a document whose lease nobody holds (never taken, released or expired)."""
+    """Never taken, released or expired."""
     return {"$or": [{"lease_expires_at": None}, {"lease_expires_at": {"$lte": now}}]}
 
 
@@ -233,26 +193,20 @@ def _moved(key: Key, source: str, now: datetime) -> Document:
 
 
 def _update(
-    changes: Document,
-    now: datetime,
-    *,
-    serves: ServedSlot | None = None,
-    success: bool = False,
-    more: Document | None = None,
+    sets: Document, now: datetime, serves: ServedSlot | None = None, success: bool = False, more: Document | None = None
 ) -> Document:
-    """`$set` of `changes` and `updated_at` (with `success` the failures reset, with `serves` its slot, which only
-    grows ($max): a run that read an older state never takes it back), and the `more` operators."""
+    """`$set` of `sets`, with `success` the failures reset, with `serves` its slot: only growing ($max), so a run
+    that read an older state never takes it back."""
     done: Document = {"last_success_at": now, "consecutive_failures": 0, "last_error": None} if success else {}
     more = dict(more or {})
     if serves is not None:
         done["served_schedule"] = serves.schedule
         more["$max"] = {"served_slot": serves.slot}
-    return {"$set": {**changes, **done, "updated_at": now}, **more}
+    return {"$set": {**sets, **done, "updated_at": now}, **more}
 
 
 def advance_idle(store: Store, clock: DatabaseClock, end_key: Key, items: Sequence[IdleAdvance]) -> None:
-    """One bulk write for the workspaces with nothing new: a cursor moves to `end_key` only from within what the run
-    looked at, never over a live lease or another run's in_flight."""
+    """One bulk write: a cursor moves only from within what the run read, never over a live lease or an in_flight."""
     now = clock.now()
     operations: list[UpdateOne] = []
     for item in items:
@@ -284,17 +238,12 @@ def advance_idle(store: Store, clock: DatabaseClock, end_key: Key, items: Sequen
 def set_moved_cursor(
     store: Store, workspace_id: str, now: datetime, new_key: Key, *, expected_cursor: object = ANY_CURSOR
 ) -> Document | None:
-    """One upsert of the cursor while no live lease is held and it is still `expected_cursor` (else DuplicateKeyError);
-    the document before. in_flight stays: the next run still flags a possible duplicate."""
+    """The document before; DuplicateKeyError if leased or no longer `expected_cursor`. in_flight stays flagged."""
     query: Document = {"_id": workspace_id, **lease_is_free(now)}
     if expected_cursor is not ANY_CURSOR:
         query["cursor"] = expected_cursor  # None also matches a document without one
     update = _update(_moved(new_key, "moved", now), now, more={"$setOnInsert": {"created_at": now}})
     return store.export_state.find_one_and_update(query, update, upsert=True, return_document=ReturnDocument.BEFORE)
-
-
-def _as_document(in_flight: InFlight | None) -> Document | None:
-    return None if in_flight is None else in_flight.as_document()
 
 
 class LeaseLost(Exception):
@@ -315,8 +264,7 @@ class Lease:
     serves: ServedSlot | None = None  # the schedule slot recorded once the delivery has ended well
 
     def _write(self, what: str | None, update: Document, *, release: bool = False, **where: Any) -> None:
-        """One write conditional on still owning the lease (and `where`); LeaseLost, unless `what` is None, if it is
-        no longer ours."""
+        """One write conditional on still owning the lease (and `where`); LeaseLost before `what` if it is not."""
         if release:
             update["$set"].update(lease_owner=None, lease_expires_at=None)
         result = self.collection.update_one({"_id": self.workspace_id, "lease_owner": self.owner, **where}, update)
@@ -332,7 +280,7 @@ class Lease:
 
     def set_in_flight(self, in_flight: InFlight, pending_files: Sequence[str]) -> None:
         now = self.clock.now()
-        intent = {"in_flight": in_flight.as_document(), "pending_files": list(pending_files), "last_attempt_at": now}
+        intent = {"in_flight": _as_document(in_flight), "pending_files": list(pending_files), "last_attempt_at": now}
         self._write("the email was sent (nothing was sent)", _update(intent, now))
 
     def delivered(
@@ -344,14 +292,12 @@ class Lease:
         if possible_duplicate:
             changes["last_possible_duplicate_at"] = now
         pull = {"$pull": {"pending_files": file}} if file is not None else {}
-        serves = self.serves if release else None
-        update = _update(changes, now, serves=serves, success=True, more=pull)
+        update = _update(changes, now, serves=self.serves if release else None, success=True, more=pull)
         self._write("the cursor could move", update, release=release, cursor=self.cursor)
         self.cursor = to_key
 
     def caught_up(self, end_key: Key, *, release: bool, force: bool = False) -> None:
-        """Nothing (left) to deliver up to `end_key`: the cursor moves there (back only with `force`: one ahead of the
-        database clock), any stale intent is closed."""
+        """Nothing (left) up to `end_key`: the cursor moves there (back only with `force`), a stale intent closes."""
         now = self.clock.now()
         # The cursor is of the run's key kind: the window refused any other (ArrivalKey.position).
         moves = force or not is_key(self.cursor) or key_order(self.cursor) < key_order(end_key)
@@ -361,10 +307,8 @@ class Lease:
         if moves:
             self.cursor = end_key
 
-    def failed(
-        self, error: str, *, in_flight: object = KEEP_IN_FLIGHT, pending_files: Sequence[str] | None, release: bool
-    ) -> None:
-        """The cursor stays, the failure is counted; `in_flight` may have been delivered anyway."""
+    def failed(self, error: str, *, in_flight: object = KEEP_IN_FLIGHT, pending_files: Sequence[str] | None) -> None:
+        """The cursor stays, the failure is counted, the lease released; `in_flight` may have been delivered anyway."""
         now = self.clock.now()
         changes: Document = {"last_error": error, "last_attempt_at": now}
         if in_flight is None or isinstance(in_flight, InFlight):
@@ -372,7 +316,7 @@ class Lease:
         if pending_files is not None:
             changes["pending_files"] = list(pending_files)
         update = _update(changes, now, more={"$inc": {"consecutive_failures": 1}})
-        self._write("the failure could be recorded", update, release=release)
+        self._write("the failure could be recorded", update, release=True)
 
     def release(self) -> None:
         # Conditional: never release a lease that expired and now belongs to another run.
@@ -380,31 +324,21 @@ class Lease:
 
     def count_escaped_failure(self, error: str) -> None:
         """A failure that escaped the delivery's own records, after the lease was released."""
-        self.collection.update_one(
-            {"_id": self.workspace_id},
-            {"$inc": {"consecutive_failures": 1}, "$set": {"last_error": error, "last_attempt_at": self.clock.now()}},
-        )
+        changes = {"last_error": error, "last_attempt_at": self.clock.now()}
+        self.collection.update_one({"_id": self.workspace_id}, {"$inc": {"consecutive_failures": 1}, "$set": changes})
 
 
 def acquire_lease(
-    store: Store,
-    workspace_id: str,
-    owner: str,
-    duration: timedelta,
-    clock: DatabaseClock,
-    first_cursor: FirstCursor | None = None,
+    store: Store, workspace_id: str, owner: str, duration: timedelta, clock: DatabaseClock, first: FirstCursor | None
 ) -> Lease | None:
-    """The workspace's lease, or None if another run holds a live one; `first_cursor` is pinned in the same write or
-    right after, so a failing first delivery still pins the start."""
-    collection = store.export_state
-    now = clock.now()
-    expires_at = now + duration
+    """None if another run holds a live lease; `first` is pinned now, so a failing first delivery still pins it."""
+    collection, now = store.export_state, clock.now()
     on_insert: Document = {"created_at": now, "consecutive_failures": 0, "pending_files": []}
     pin: Document = {}
-    if first_cursor is not None:
-        pin = _moved(first_cursor.key, first_cursor.source, now)
-        on_insert.update(pin, in_flight=_as_document(first_cursor.in_flight))
-    taken = {"lease_owner": owner, "lease_expires_at": expires_at, "lease_acquired_at": now}
+    if first is not None:
+        pin = _moved(first.key, first.source, now)
+        on_insert.update(pin, in_flight=_as_document(first.in_flight))
+    taken = {"lease_owner": owner, "lease_expires_at": now + duration, "lease_acquired_at": now}
     try:
         document = collection.find_one_and_update(
             {"_id": workspace_id, **lease_is_free(now)},
@@ -417,21 +351,18 @@ def acquire_lease(
     if document is None or document.get("lease_owner") != owner:
         return None
     state = WorkspaceState.from_document(workspace_id, document)
-    lease = Lease(collection, workspace_id, owner, duration, clock, expires_at, state, state.cursor)
-    if first_cursor is None:
+    lease = Lease(collection, workspace_id, owner, duration, clock, now + duration, state, state.cursor)
+    if first is None:
         return lease
-    if document.get("created_at") == now and state.cursor == first_cursor.key:
-        lease.new_cursor_source = first_cursor.source
-    if not state.has_cursor:
+    if document.get("created_at") == now and state.cursor == first.key:
+        lease.new_cursor_source = first.source
+    if state.cursor_key is None:
         # An older document (e.g. one with only a timestamp watermark): pin the cursor now.
         changes = {**pin, "updated_at": now}
-        if first_cursor.in_flight is not None:
-            changes["in_flight"] = first_cursor.in_flight.as_document()
-        result = collection.update_one(
-            {"_id": workspace_id, "lease_owner": owner, "cursor": {"$exists": False}}, {"$set": changes}
-        )
-        if result.matched_count == 1:
+        if first.in_flight is not None:
+            changes["in_flight"] = _as_document(first.in_flight)
+        where = {"_id": workspace_id, "lease_owner": owner, "cursor": {"$exists": False}}
+        if collection.update_one(where, {"$set": changes}).matched_count == 1:
             lease.state = WorkspaceState.from_document(workspace_id, {**document, **changes})
-            lease.cursor = first_cursor.key
-            lease.new_cursor_source = first_cursor.source
+            lease.cursor, lease.new_cursor_source = first.key, first.source
     return lease
