@@ -135,6 +135,7 @@ def test_cleanup_deletes_only_old_workbooks_and_stale_temp_files(mongo_db, make_
     [event] = mongo_db.system_logs.find({"event_type": "cleanup"})
     assert event["service"] == "excel_export_scheduler"
     assert event["files_deleted"] == 5 and event["bytes_freed"] == 2250 and event["folders_removed"] == 1
+    assert event["workbooks_deleted"] == 3 and event["temp_files_deleted"] == 2
     assert event["dry_run"] is False and event["timestamp"] is not None
     assert "deleted 3 workbooks" in event["message"]
 

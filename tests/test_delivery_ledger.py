@@ -148,6 +148,8 @@ def test_resend_mails_the_original_rows_again_after_late_arrivals_went_out_later
     [again] = _entries(mongo_db, trigger="resend")
     assert again["resend_of"] == original["_id"] and again["status"] == "completed"
     assert str(again["_id"]) == document["log_id"] and document["resend_of"] == str(original["_id"])
+    assert document["workspace_id"] == str(original["workspace_id"]) and document["recorded_message_count"] == 3
+    assert document["attachment_sha256"] == again["attachment_sha256"]
     assert (again["window_start_key"], again["window_end_key"]) == (
         original["window_start_key"],
         original["window_end_key"],

@@ -69,6 +69,7 @@ def test_demo_exports_and_mails_in_a_fresh_directory(tmp_path):
     emls = sorted(mail.glob("*.eml"))
     assert len(workbooks) >= 2 and len(emls) == len(workbooks)
     assert sorted(document["workbooks"]) == [str(path) for path in workbooks]
+    assert document["out_dir"] == str(tmp_path / "demo-out")
 
     # Each mail carries one of the workbooks, byte for byte, and it opens.
     by_name = {path.name: path for path in workbooks}

@@ -309,3 +309,14 @@ def test_hostile_content_names_and_anomalies_in_one_scheduled_run(mongo_db, make
     assert hostile["by_status"]["unknown"] == 2
     events = list(mongo_db.system_logs.find({"kind": "export_run"}).sort("timestamp", 1))
     assert len(events) == 2 and events[1]["anomalies"] == document["anomalies"]
+
+
+def test_a_workspace_name_with_escape_sequences_reaches_log_lines_escaped(mongo_db, make_env, cli):
+    workspace_id = add_workspace(mongo_db, "Evil\x1b[2J\x1b[31mShop\x07")
+    add_messages(mongo_db, add_chat(mongo_db, workspace_id), [{"direction": "incoming"}])
+    env = make_env(**{f"WORKSPACE_{workspace_id}_EMAIL": "ops@evil.test"})
+    for command in (["export", "--dry-run"], ["state"], ["state", str(workspace_id)]):
+        result = cli(command, env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "\x1b" not in result.stdout and "\x07" not in result.stdout, command  # nothing a terminal would obey
+        assert 'name="Evil\\u001b[2J\\u001b[31mShop\\u0007"' in result.stdout, result.stdout

@@ -331,3 +331,28 @@ def test_logs_show_a_real_export_run(mongo_db, make_env, cli, smtp_server):
     assert entry["file_path"].endswith(".xlsx") and entry["window_start"] < entry["window_end"]
     events = parse_json(cli(["logs", "--system", "--json"], env=env))["entries"]
     assert events[0]["event_type"] == "success" and "scheduled export run" in events[0]["message"]
+
+
+def test_stats_over_a_year_groups_days_and_keeps_every_days_keys(mongo_db, make_env, cli):
+    acme = add_workspace(mongo_db, "Acme")
+    chat = add_chat(mongo_db, acme)
+    now = utcnow()
+    add_messages(
+        mongo_db,
+        chat,
+        [{"direction": "incoming", "timestamp": now - timedelta(days=3)}, {"direction": None, "timestamp": now}],
+    )
+    env = make_env(**{f"WORKSPACE_{acme}_EMAIL": "ops@acme.test"})
+
+    document = parse_json(cli(["stats", str(acme), "--days", "366", "--json"], env=env))
+    per_day = document["workspace"]["per_day"]
+    assert len(per_day) == 366 and all(day.keys() == per_day[0].keys() for day in per_day)
+    assert sum(day["unknown"] for day in per_day) == 1  # a message without a direction, on one day; 0 on the others
+
+    single = cli(["stats", str(acme), "--days", "366"], env=env)
+    assert single.returncode == 0, single.stderr
+    assert "messages per 12 days" in single.stdout and "+11d" in single.stdout  # 31 rows at most: one screen
+    assert len(single.stdout.splitlines()) < 60
+    overview = cli(["stats", "--days", "366"], env=env)
+    assert overview.returncode == 0, overview.stderr
+    assert max(len(line) for line in overview.stdout.splitlines()) < 200  # the trend is 14 characters at most

@@ -143,9 +143,11 @@ def _fields(fields: Mapping[str, object], zone: Settings | tzinfo = UTC) -> str:
 
 
 def _logfmt(value: object, zone: Settings | tzinfo) -> str:
-    """Quoted when empty or holding a space, a quote or an equals sign, so every pair stays one word."""
+    """Quoted when empty or holding a space, a quote, a backslash, an equals sign or a control character (a tenant's
+    workspace name may hold escape sequences), so every pair stays one word and prints nothing raw."""
     text = local_time(value, zone, LOG_STAMP) if isinstance(value, datetime) else str(value)
-    return json.dumps(text, ensure_ascii=False) if not text or re.search(r'[\s"=]', text) else text
+    quote = not text or not text.isprintable() or re.search(r'[\s"=\\]', text)
+    return json.dumps(text, ensure_ascii=False) if quote else text
 
 
 class _Observer:
@@ -470,6 +472,16 @@ def sparkline(values: Sequence[int]) -> str:
     return "".join("▁▂▃▄▅▆▇█"[max(1, round(value / top * 7)) if value > 0 else 0] for value in values)
 
 
+STATS_MAX_ROWS = 31  # a longer period is shown in groups of several days: one screen
+SPARK_MAX_WIDTH = 14
+
+
+def _chunks(count: int, limit: int) -> list[tuple[int, int]]:
+    """[start, end) ranges splitting ``count`` items into at most ``limit`` equal-sized groups."""
+    size = max(1, -(-count // limit))
+    return [(start, min(start + size, count)) for start in range(0, count, size)]
+
+
 def render_stats(output: Output, report: stats.StatsReport, settings: Settings) -> None:
     period = report.period
     span = f"{period.days[0]:%Y-%m-%d} – {period.days[-1]:%Y-%m-%d} ({period.timezone_name})"
@@ -485,13 +497,16 @@ def _render_workspace_stats(output: Output, report: stats.StatsReport, settings:
     # The Status values as the workbook's column and the email name them, then any other seen (unknown).
     statuses = list(STATUSES)
     statuses += [s for s in sorted({s for day in figures.per_day for s in day.counts}) if s not in statuses]
-    title = f"{workspace_label(figures.workspace.name, figures.workspace.id)}: messages per day, {span}"
+    rows = [figures.per_day[start:end] for start, end in _chunks(len(figures.per_day), STATS_MAX_ROWS)]
+    per = "day" if len(rows[0]) == 1 else count_noun(len(rows[0]), "day")
+    title = f"{workspace_label(figures.workspace.name, figures.workspace.id)}: messages per {per}, {span}"
     counts = [Column(name, justify="right") for name in (*statuses, "Total")]
-    table = Table("Day", *counts, "Trend", title=escape(title), box=box.SIMPLE_HEAD)
-    busiest = max((day.total for day in figures.per_day), default=0)
-    for day in figures.per_day:
-        cells = [str(day.counts.get(status, 0)) for status in statuses]
-        table.add_row(f"{day.day:%a %Y-%m-%d}", *cells, str(day.total), bar(day.total, busiest))
+    table = Table("Day" if per == "day" else "Days", *counts, "Trend", title=escape(title), box=box.SIMPLE_HEAD)
+    totals = [sum(day.total for day in days) for days in rows]
+    for days, total in zip(rows, totals, strict=True):
+        label = f"{days[0].day:%a %Y-%m-%d}" if len(days) == 1 else f"{days[0].day:%Y-%m-%d} +{len(days) - 1}d"
+        cells = [str(sum(day.counts.get(status, 0) for day in days)) for status in statuses]
+        table.add_row(label, *cells, str(total), bar(total, max(totals)))
     table.add_section()
     table.add_row("Total", *(str(figures.totals.get(status, 0)) for status in statuses), str(figures.total), "")
     output.table(table)
@@ -528,6 +543,11 @@ def _render_stats_overview(output: Output, report: stats.StatsReport, settings: 
     if not workspaces:
         output.line(f"No active workspaces ({span}).")
         return
+    chunks = _chunks(len(report.period.days), SPARK_MAX_WIDTH)
+
+    def trend(row: stats.WorkspaceStats) -> str:
+        return sparkline([sum(day.total for day in row.per_day[start:end]) for start, end in chunks])
+
     # Short headers: with a week's trend the table fits 80 columns.
     columns: Columns[stats.WorkspaceStats] = [
         (
@@ -535,7 +555,7 @@ def _render_stats_overview(output: Output, report: stats.StatsReport, settings: 
             lambda row: escape(f"{row.workspace.name or '(unnamed)'} {row.workspace.id}"),
         ),
         (Column("Msgs", justify="right"), lambda row: str(row.total)),
-        (Column("Trend", no_wrap=True), lambda row: sparkline([day.total for day in row.per_day])),
+        (Column("Trend", no_wrap=True), trend),
         (Column("Sent", justify="right"), lambda row: str(row.exports.completed)),
         (Column("Failed", justify="right"), lambda row: str(row.exports.failed)),
         (Column("Last sent", no_wrap=True), lambda row: local_time(row.exports.last_success, settings) or "never"),

@@ -100,6 +100,8 @@ def cleanup(settings: Settings, days: int | None, dry_run: bool) -> CleanupResul
             store.require_workspaces_collection()  # never create a misspelt database just to log in it
             details = {"export_dir": result.export_dir, "days": days, "dry_run": False, "errors": result.errors[:50]}
             details |= {"files_deleted": len(result.files), "bytes_freed": result.bytes_freed}
+            workbooks = sum(item.kind == "workbook" for item in result.files)
+            details |= {"workbooks_deleted": workbooks, "temp_files_deleted": len(result.files) - workbooks}
             details["folders_removed"] = len(result.folders_removed)
             logs.record_cleanup(store.system_logs, result.summary(), datetime.now(UTC), details)
         result.event_recorded = True

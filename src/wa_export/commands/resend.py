@@ -101,8 +101,14 @@ class ResendResult:
         return ExitCode.OK if self.error is None else ExitCode.FAILED
 
     def as_dict(self) -> dict[str, Any]:
-        document = asdict(self) | {"original": entry_facts(self.original), "resend_of": str(self.original.id)}
-        return document | {"exit_code": self.exit_code, "count_difference": self.count_difference}
+        original, sha256 = self.original, None if self.attachment is None else self.attachment.sha256
+        document = asdict(self) | {"original": entry_facts(original), "resend_of": str(original.id)}
+        document |= {"workspace_id": original.workspace_id, "recorded_message_count": original.message_count}
+        return document | {
+            "attachment_sha256": sha256,
+            "exit_code": self.exit_code,
+            "count_difference": self.count_difference,
+        }
 
 
 def resend(settings: Settings, raw_id: str, to: Sequence[str], *, dry_run: bool = False) -> ResendResult:

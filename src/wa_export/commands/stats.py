@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from pymongo import DESCENDING
 
 from wa_export.clock import as_utc_or_none, utc_now
-from wa_export.export.rows import STATUSES, status_of
+from wa_export.export.rows import STATUS_UNKNOWN, STATUSES, status_of
 from wa_export.recipients import Recipients, recipients_for
 from wa_export.schedule import Schedule
 from wa_export.settings import Settings
@@ -119,6 +119,9 @@ def messages_per_day(store: Store, chat_ids: Sequence[object], period: Period) -
             key = group["_id"]
             if (counts := per_day.get(str(key.get("day")))) is not None:
                 counts.counts[status_of(key.get("direction"), key.get("ai"))] += count_or_zero(group.get("count"))
+    if any(STATUS_UNKNOWN in day.counts for day in per_day.values()):
+        for counts in per_day.values():  # every day gets the same keys, so the JSON rows stay uniform
+            counts.counts.setdefault(STATUS_UNKNOWN, 0)
     return list(per_day.values())
 
 

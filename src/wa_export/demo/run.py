@@ -98,6 +98,7 @@ DEMO_WORKSPACES: list[dict[str, Any]] = [
 
 @dataclass
 class DemoResult:
+    out_dir: Path
     exports_dir: Path
     mail_dir: Path
     mongodb_uri: str
@@ -213,7 +214,7 @@ def run_demo(
         workbooks = [Path(r.file_path) for r in run.workspaces if r.file_path]
         emails = sorted(mail_dir.glob("*.eml"))  # written before each 250, in a folder emptied before
         address = f"{smtp.host}:{smtp.port}"
-        result = DemoResult(exports_dir, mail_dir, mongo.uri, address, seeded, run, workbooks, emails)
+        result = DemoResult(out_dir, exports_dir, mail_dir, mongo.uri, address, seeded, run, workbooks, emails)
         if serve is not None:
             result.environ, result.env_file = environ, out_dir / ENV_FILE_NAME
             lines = [ENV_FILE_HEADER, *(f"{name}={value}" for name, value in environ.items())]
