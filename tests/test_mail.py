@@ -630,6 +630,13 @@ def test_message_reads_back_as_the_email_package_would_build_it(
     mail = OutgoingMail(to=to, subject=subject, body=body, attachment=attachment)
     raw = build_message(mail, SENDER, data, sender_name=sender_name)
     ours = email.message_from_bytes(raw, policy=email.policy.default)
+    if attachment is not None:  # the file is read when no bytes are given
+        assert (
+            email.message_from_bytes(build_message(mail, SENDER), policy=email.policy.default)
+            .get_payload()[1]
+            .get_content()
+            == data
+        )
     reference = _reference_message(mail, SENDER, sender_name, data)
 
     lines = raw.split(b"\r\n")

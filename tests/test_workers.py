@@ -29,6 +29,8 @@ from wa_export.errors import ExitCode
 from wa_export.export import plan
 from wa_export.export.run import ExportRequest
 from wa_export.export.workers import (
+    WorkerOutcome,
+    WorkersResult,
     WorkerUsageError,
     check_request,
     parse_worker_slot,
@@ -141,6 +143,13 @@ def test_worker_helpers():
     assert ExitCode.worst([2, 3, 1]) == 3
     assert ExitCode.worst([0, -15]) == 1  # killed by a signal
     assert ExitCode.worst([]) == 0
+
+
+def test_merged_run_anomalies_take_each_runs_count_once_and_stay_plain_json():
+    children = [WorkerOutcome(slot, 0, {"run_anomalies": {"orphaned_message": 3}}) for slot in range(2)]
+    merged = WorkersResult(2, 0.0, 1.0, children).run
+    assert merged.run_anomalies == {"orphaned_message": 3}  # one counting pass per run: the maximum, not the sum
+    assert merged.as_dict()["run_anomalies"] == {"orphaned_message": 3}
 
 
 # ----------------------------------------------------------------------------- batched reads (getMore)

@@ -93,7 +93,7 @@ class WorkersResult:
         for worker in self.workers:
             run.workspaces += [WorkspaceResult.from_dict(ws) for ws in worker.document.get("workspaces", [])]
             run.problems += [str(p) for p in worker.document.get("problems") or [] if str(p) not in run.problems]
-            run.run_anomalies = Counter(run.run_anomalies) | Counter(worker.document.get("run_anomalies") or {})
+            run.run_anomalies = dict(Counter(run.run_anomalies) | Counter(worker.document.get("run_anomalies") or {}))
             warnings = worker.document.get("warnings") or []
             run.warnings += [RunWarning(**w) for w in warnings if w.get("kind") == "duplicate_workspace"]
         return run

@@ -99,7 +99,8 @@ def build_message(mail: OutgoingMail, sender: str, data: bytes | None = None, *,
     # An explicit domain: make_msgid() would otherwise call socket.getfqdn() (DNS).
     message["Message-ID"] = make_msgid(domain=sender.rsplit("@", 1)[-1])
     message.set_content(mail.body, charset="utf-8")
-    if mail.attachment is not None and data is not None:
+    if mail.attachment is not None:
+        data = data if data is not None else mail.attachment.read_bytes()
         name = single_line(mail.attachment_name or mail.attachment.name) or "attachment"
         subtype = XLSX_MIME.split("/")[1] if name.lower().endswith(".xlsx") else "octet-stream"
         message.add_attachment(data, maintype="application", subtype=subtype, filename=name)
