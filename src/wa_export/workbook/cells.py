@@ -73,14 +73,8 @@ def _to_text(value: object) -> str:
             return f"<{type(value).__name__}>"
 
 
-def text_cell(letter: str, row: str, value: str, style: str) -> str:
-    """``<c>`` XML of an inline-string cell (``style``: ``' s="N"'``) for clean text; "" (blank) for ""."""
-    tail = text_cell_tail(value, style)
-    return f'<c r="{letter}{row}"{tail}' if tail else ""
-
-
 def text_cell_tail(value: str, style: str) -> str:
-    """What follows ``<c r="A2"`` in `text_cell`'s XML; "" for ""."""
+    """What follows ``<c r="A2"`` in an inline-string cell's XML (``style``: ``' s="N"'``); "" (blank) for ""."""
     if not value:
         return ""
     # Leading/trailing white space (the only characters <= " " left) is kept by Excel only with xml:space.

@@ -1,11 +1,9 @@
-"""The export workbook: rows formatted as XML text (workbook/cells.py), in a package openpyxl made once.
-
-openpyxl writes one workbook per process and sheet count (`package_template`); every export is that package
-with its own rows, filter ranges and properties: several times XlsxWriter constant_memory rows/s, flat memory.
-"""
+"""The export workbook: rows formatted as XML text (workbook/cells.py) into the package openpyxl makes once per
+process and sheet count: several times XlsxWriter constant_memory rows/s, flat memory."""
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
 import math
@@ -13,7 +11,6 @@ import os
 import secrets
 import shutil
 import tempfile
-import threading
 import weakref
 import zipfile
 from collections.abc import Iterable
@@ -33,9 +30,9 @@ from openpyxl.worksheet.properties import PageSetupProperties
 from openpyxl.xml.functions import tostring
 
 from wa_export.workbook import publish
-from wa_export.workbook.cells import CELL_TEXT_LIMIT, TextCellTails, cell_text, text_cell
+from wa_export.workbook.cells import CELL_TEXT_LIMIT, TextCellTails, cell_text, text_cell_tail
 
-try:  # openpyxl uses lxml when it is installed; its write errors are not OSError
+try:  # openpyxl uses lxml when it is installed; its write errors (a full disk) are not OSError
     from lxml.etree import SerialisationError as _LxmlSerialisationError
 except ImportError:  # pragma: no cover - et_xmlfile fallback raises OSError itself
 
@@ -57,16 +54,13 @@ _EXCEL_EPOCH, _DAY = datetime(1899, 12, 30), timedelta(days=1)
 SHEET_PREFIX = "xl/worksheets/sheet"
 WORKBOOK_PART = "xl/workbook.xml"
 CORE_PART = "docProps/core.xml"
-# A sheet's XML stays in memory up to this size (a scheduled run's small workbooks never touch
-# the disk twice), then goes on in an unnamed private temporary file next to the workbook.
+# A sheet's XML stays in memory up to this size (small workbooks never touch the disk twice), then spills.
 SHEET_SPOOL_BYTES = 4 * 1024 * 1024
 _STREAM_CHUNK = 1024 * 1024  # a spilled sheet is compressed into the package this much at a time
 
 
 @dataclass(frozen=True)
 class PackageTemplate:
-    """A workbook of some number of sheets: its fixed parts and the patterns of the others."""
-
     order: tuple[str, ...]  # member names in openpyxl's order
     fixed: dict[str, bytes]
     sheet_head: bytes  # up to and including the header row, inside <sheetData>
@@ -75,28 +69,21 @@ class PackageTemplate:
     styles: tuple[str, ...]  # the ' s="N"' of date, wrapped-text and other data cells
 
 
-_templates: dict[int, PackageTemplate] = {}
-_lock = threading.Lock()
-
-
+@functools.cache
 def package_template(sheets: int) -> PackageTemplate:
-    """The template for workbooks of `sheets` sheets, made by openpyxl once per process."""
-    with _lock:
-        if sheets not in _templates:
-            try:
-                _templates[sheets] = _capture(sheets)
-            except _LxmlSerialisationError as error:
-                raise publish.os_error_from(error) from error
-        return _templates[sheets]
+    try:
+        return _capture(sheets)
+    except _LxmlSerialisationError as error:
+        raise publish.os_error_from(error) from error
 
 
 def _capture(sheets: int) -> PackageTemplate:
-    """openpyxl's workbook of `sheets` sheets (header, one probe row each), taken apart."""
+    """openpyxl's workbook of `sheets` sheets (header and one probe row each), taken apart."""
     workbook = Workbook(write_only=True)
     styles: list[str] = []
     for number in range(1, sheets + 1):
         sheet = workbook.create_sheet(SHEET_TITLE if number == 1 else f"{SHEET_TITLE} ({number})")
-        sheet.freeze_panes = "A2"  # views, widths and page setup are written before the first row
+        sheet.freeze_panes = "A2"
         # Printed as it reads on screen: landscape, one page wide, the header on every page.
         sheet.page_setup.orientation = "landscape"
         sheet.page_setup.fitToWidth, sheet.page_setup.fitToHeight = 1, 0
@@ -111,8 +98,7 @@ def _capture(sheets: int) -> PackageTemplate:
             cell.fill = PatternFill(fill_type="solid", fgColor="305496")
             cell.alignment = Alignment(vertical="center")
         sheet.append(header)
-        if not styles:  # registered after the header's: the style ids of every export's data cells
-            # Date, wrapped and other data cells: top-aligned so a tall (wrapped) row still reads left to right.
+        if not styles:  # date, wrapped and other data cells, top-aligned so a tall row still reads across
             for number_format, wrap in (("yyyy-mm-dd hh:mm:ss", False), ("General", True), ("General", False)):
                 cell = WriteOnlyCell(sheet)
                 cell.number_format, cell.alignment = number_format, Alignment(vertical="top", wrap_text=wrap or None)
@@ -138,13 +124,8 @@ def _capture(sheets: int) -> PackageTemplate:
     return PackageTemplate(tuple(contents), fixed, head, (before_ref, after_ref), workbook_xml, tuple(styles))
 
 
-def zone_name(zone: ZoneInfo | dt_timezone) -> str:
-    """``Asia/Kolkata`` for a ZoneInfo, ``UTC+05:30`` for a fixed offset."""
-    return zone.key if isinstance(zone, ZoneInfo) else zone.tzname(None) or str(zone)
-
-
-def _core_xml(workspace_name: str | None, zone: str) -> bytes:
-    """What Excel shows under File > Info (tenant text made one XML-safe line of at most 255 characters)."""
+def _core_xml(workspace_name: str | None, zone: str) -> bytes:  # Excel's File > Info
+    # Tenant text made one XML-safe line of at most 255 characters.
     name, zone = (" ".join(cell_text(text).split())[:255] for text in (workspace_name or "", zone))
     now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     properties = DocumentProperties(
@@ -179,11 +160,11 @@ class WorkbookWriter:
         self.final_path = Path(final_path)
         self._tz = timezone
         self._rows_per_sheet = rows_per_sheet
-        self._names = (workspace_name, timezone_name or zone_name(timezone))
+        self._names = (workspace_name, timezone_name or str(timezone))  # Asia/Kolkata, or UTC+05:30
         self._template = package_template(1)
         self._tails = TextCellTails(self._template.styles[2])  # the top-aligned text cells' remembered XML
-        self.rows_written = 0  # data rows (header rows not counted)
-        self._state = "open"  # open -> committed | aborted
+        self.rows_written = 0  # data rows
+        self._state = "open"  # then committed or aborted
         self._published: Path | None = None
         self._spools: list[tempfile.SpooledTemporaryFile[bytes]] = []
         self._sheet_rows: list[int] = []  # data rows of each sheet
@@ -224,12 +205,9 @@ class WorkbookWriter:
             raise
 
     def commit(self, candidates: Iterable[Path | str] | None = None, *, password: str | None = None) -> Path:
-        """Publish under the first free name of ``candidates`` (default ``final_path``), else FileExistsError.
-
-        With a ``password`` the workbook encrypted with it is published (workbook/encryption.py): the plain
-        one never appears under a visible name.
-        """
-        if self._published is not None:  # committed already
+        """Publish (encrypted with a `password`: the plain workbook never gets a visible name) under the first free
+        name of ``candidates`` (default ``final_path``), else FileExistsError."""
+        if self._published is not None:
             return self._published
         self._require_open()
         ready = self._tmp_path
@@ -253,7 +231,6 @@ class WorkbookWriter:
         return self._published
 
     def abort(self) -> None:
-        """Throw the workbook away and remove every temporary file. Idempotent."""
         if self._state == "committed":
             return
         self._state = "aborted"
@@ -269,8 +246,8 @@ class WorkbookWriter:
         self.abort()
 
     def _write_rows(self, rows: Iterable[tuple[Any, ...]]) -> int:
-        """Format ``rows`` into the current sheet; return how many there were."""
-        text, cell, serial_of, tails = cell_text, text_cell, self._excel_serial, self._tails
+        text, tail_of, serial_of, tails = cell_text, text_cell_tail, self._excel_serial, self._tails
+        uncached = tails.uncached
         date_style, wrap, top = self._template.styles
         row = self._sheet_rows[-1] + 1  # the header is row 1
         first = row
@@ -278,24 +255,18 @@ class WorkbookWriter:
         for sender, receiver, content, ts, status, workspace_id in rows:
             row += 1
             r = str(row)
-            vd = ""
+            d = ""
             if ts is not None:
                 serial = serial_of(ts)
                 if serial is None:  # not a datetime, or outside Excel's date range
-                    vd = cell("D", r, text(ts.isoformat() if isinstance(ts, datetime) else ts), top)
+                    d = tail_of(text(ts.isoformat() if isinstance(ts, datetime) else ts), top)
                 else:  # repr: shortest round-trip decimal, never an exponent in this range
-                    vd = f'<c r="D{r}"{date_style} t="n"><v>{serial!r}</v></c>'
-            # Columns whose values repeat row after row come from the remembered tails; the str
-            # test is inline because a method call per cell would cost what the dictionary saves.
-            a = tails[sender] if type(sender) is str else tails.uncached(sender)
-            b = tails[receiver] if type(receiver) is str else tails.uncached(receiver)
-            e = tails[status] if type(status) is str else tails.uncached(status)
-            f = tails[workspace_id] if type(workspace_id) is str else tails.uncached(workspace_id)
-            va = f'<c r="A{r}"{a}' if a else ""
-            vb = f'<c r="B{r}"{b}' if b else ""
-            ve = f'<c r="E{r}"{e}' if e else ""
-            vf = f'<c r="F{r}"{f}' if f else ""
-            chunk.append(f'<row r="{r}">{va}{vb}{cell("C", r, text(content), wrap)}{vd}{ve}{vf}</row>')
+                    d = f'{date_style} t="n"><v>{serial!r}</v></c>'
+            # Values that repeat row after row come from the remembered tails; a call per cell would cost the gain.
+            a, b, e, f = [tails[v] if type(v) is str else uncached(v) for v in (sender, receiver, status, workspace_id)]
+            cells = zip("ABCDEF", (a, b, tail_of(text(content), wrap), d, e, f), strict=True)
+            xml = "".join([f'<c r="{letter}{r}"{tail}' for letter, tail in cells if tail])
+            chunk.append(f'<row r="{r}">{xml}</row>')
             if len(chunk) == _CHUNK_ROWS:
                 self._spools[-1].write("".join(chunk).encode())
                 chunk.clear()
@@ -321,8 +292,7 @@ class WorkbookWriter:
         self._sheet_rows.append(0)
         self._spools[-1].write(self._template.sheet_head)
 
-    def _finish_sheet(self) -> None:
-        """The rows are done: the autofilter covers exactly them, as openpyxl writes it."""
+    def _finish_sheet(self) -> None:  # the autofilter covers exactly the rows, as openpyxl writes it
         before_ref, after_ref = self._template.sheet_tail
         self._spools[-1].write(before_ref + f'ref="A1:F{self._sheet_rows[-1] + 1}"'.encode() + after_ref)
 
