@@ -19,7 +19,6 @@ import pytest
 from bson import SON, Binary, Decimal128, ObjectId
 
 from wa_export.workbook import cells as cells_module
-from wa_export.workbook import publish as publish_module
 from wa_export.workbook import writer as workbook_module
 from wa_export.workbook.writer import (
     CELL_TEXT_LIMIT,
@@ -551,6 +550,11 @@ def test_file_size_limit_in_subprocess_leaves_nothing(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == []
 
 
-def test_lxml_serialisation_error_becomes_oserror() -> None:
-    err = publish_module.os_error_from(Exception("IO_ENOSPC"))
-    assert isinstance(err, OSError) and err.errno == errno.ENOSPC
+def test_lxml_serialisation_error_becomes_oserror(monkeypatch: pytest.MonkeyPatch) -> None:
+    def full_disk(sheets: int) -> None:
+        raise workbook_module._LxmlSerialisationError("IO_ENOSPC")
+
+    monkeypatch.setattr(workbook_module, "_capture", full_disk)
+    with pytest.raises(OSError) as caught:
+        workbook_module.package_template(99)
+    assert caught.value.errno == errno.ENOSPC

@@ -3,6 +3,7 @@ process and sheet count: several times XlsxWriter constant_memory rows/s, flat m
 
 from __future__ import annotations
 
+import errno
 import functools
 import io
 import itertools
@@ -73,8 +74,10 @@ class PackageTemplate:
 def package_template(sheets: int) -> PackageTemplate:
     try:
         return _capture(sheets)
-    except _LxmlSerialisationError as error:
-        raise publish.os_error_from(error) from error
+    except _LxmlSerialisationError as error:  # 'IO_ENOSPC' on a full disk: an OSError like any other
+        message = str(error)
+        code = getattr(errno, message[3:], errno.EIO) if message.startswith("IO_") else errno.EIO
+        raise OSError(code, f"{os.strerror(code)} (while writing the workbook: {message})") from error
 
 
 def _capture(sheets: int) -> PackageTemplate:
