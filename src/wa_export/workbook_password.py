@@ -11,8 +11,7 @@ from wa_export.workspace_settings import Resolved, WorkspaceSetting, WorkspaceVi
 if TYPE_CHECKING:
     from wa_export.settings import Settings
 
-# Excel opens no file whose password is longer, so the recipient never could.
-MAX_PASSWORD_LENGTH = 255
+MAX_PASSWORD_LENGTH = 255  # Excel opens no file whose password is longer
 
 
 def parse_workbook_password(text: str) -> str:
@@ -23,13 +22,7 @@ def parse_workbook_password(text: str) -> str:
 
 
 WORKBOOK_PASSWORD = WorkspaceSetting(
-    "WORKBOOK_PASSWORD",
-    "EXPORT_WORKBOOK_PASSWORD_FIELD",
-    str,
-    parse_workbook_password,
-    lambda _: None,
-    "none",
-    secret=True,
+    "WORKBOOK_PASSWORD", "EXPORT_WORKBOOK_PASSWORD_FIELD", str, parse_workbook_password, lambda _: None, "none", True
 )
 
 

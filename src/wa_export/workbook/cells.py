@@ -9,7 +9,6 @@ from wa_export.units import count_noun
 
 CELL_TEXT_LIMIT = 32_767  # Excel's limit, counted in UTF-16 code units
 TRUNCATION_MARKER = "… [truncated by wa-export: {omitted} characters omitted]"
-
 # XML 1.0 forbids these (\t \n \r stay); surrogates left in a str are unpaired (pairs are joined first).
 _ILLEGAL_XML_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
@@ -48,8 +47,7 @@ def _prefix_len(text: str, units: int) -> int:
 def _to_text(value: object) -> str:
     """datetime -> ISO 8601, ObjectId -> hex, bytes -> ``<binary N bytes>`` (UUIDs as such), list/dict ->
     relaxed Extended JSON, else ``str()``."""
-    from bson import Binary, json_util  # lazily: cell_text stays cheap to import
-    from bson.binary import UUID_SUBTYPE, UuidRepresentation
+    from bson import UUID_SUBTYPE, Binary, UuidRepresentation, json_util  # lazily: cell_text stays cheap to import
 
     try:
         if isinstance(value, str):
@@ -60,17 +58,12 @@ def _to_text(value: object) -> str:
             return str(value.as_uuid(UuidRepresentation.STANDARD))
         if isinstance(value, (bytes, bytearray, memoryview)):
             return f"<binary {count_noun(len(bytes(value)), 'byte')}>"
-        if isinstance(value, (dict, list, tuple)):
-            # ensure_ascii=False keeps emoji and non-Latin text readable
-            return json_util.dumps(
-                value, json_options=json_util.RELAXED_JSON_OPTIONS, ensure_ascii=False, separators=(",", ":")
-            )
+        if isinstance(value, (dict, list, tuple)):  # ensure_ascii=False keeps emoji and non-Latin text readable
+            options = json_util.RELAXED_JSON_OPTIONS
+            return json_util.dumps(value, json_options=options, ensure_ascii=False, separators=(",", ":"))
         return str(value)  # ObjectId included: its hex
-    except Exception:  # a hostile __str__/__repr__ must not fail the export
-        try:
-            return repr(value)
-        except Exception:
-            return f"<{type(value).__name__}>"
+    except Exception:  # a hostile __str__ must not fail the export
+        return f"<{type(value).__name__}>"
 
 
 def text_cell_tail(value: str, style: str) -> str:
@@ -86,10 +79,10 @@ def text_cell_tail(value: str, style: str) -> str:
 
 
 class TextCellTails(dict[str, str]):
-    """`text_cell_tail` of `cell_text` of a str, remembered: phone numbers, Status and Workspace ID
-    repeat on almost every row, and a dictionary hit is far cheaper than cleaning and escaping again."""
+    """`text_cell_tail` of `cell_text` of a str, remembered: phone numbers, Status and Workspace ID repeat on almost
+    every row, and a dictionary hit is far cheaper than cleaning and escaping again."""
 
-    LIMIT = 20_000  # distinct values kept (a few MB); a workbook with more starts over, so memory stays flat
+    LIMIT = 20_000  # distinct values kept (a few MB); past it the memory starts over, so it stays flat
 
     def __init__(self, style: str) -> None:
         super().__init__()
@@ -101,6 +94,5 @@ class TextCellTails(dict[str, str]):
         tail = self[value] = self.uncached(value)
         return tail
 
-    def uncached(self, value: object) -> str:
-        """The tail of any value, not remembered: for what is not a plain str (None, numbers, a str subclass)."""
+    def uncached(self, value: object) -> str:  # for what is not a plain str: None, numbers, a str subclass
         return text_cell_tail(cell_text(value), self.style)
