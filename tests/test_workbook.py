@@ -20,13 +20,8 @@ from bson import SON, Binary, Decimal128, ObjectId
 
 from wa_export.workbook import cells as cells_module
 from wa_export.workbook import writer as workbook_module
-from wa_export.workbook.writer import (
-    CELL_TEXT_LIMIT,
-    HEADER,
-    SHEET_TITLE,
-    WorkbookWriter,
-    cell_text,
-)
+from wa_export.workbook.cells import CELL_TEXT_LIMIT, cell_text
+from wa_export.workbook.writer import HEADER, SHEET_TITLE, WorkbookWriter
 
 UTC = UTC
 WS_ID = "65a1b2c3d4e5f60718293a4b"

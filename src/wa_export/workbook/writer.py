@@ -15,7 +15,7 @@ import tempfile
 import weakref
 import zipfile
 from collections.abc import Iterable
-from contextlib import suppress
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from datetime import timezone as dt_timezone
@@ -31,7 +31,7 @@ from openpyxl.worksheet.properties import PageSetupProperties
 from openpyxl.xml.functions import tostring
 
 from wa_export.workbook import publish
-from wa_export.workbook.cells import CELL_TEXT_LIMIT, TextCellTails, cell_text, text_cell_tail
+from wa_export.workbook.cells import TextCellTails, cell_text, text_cell_tail
 
 try:  # openpyxl uses lxml when it is installed; its write errors (a full disk) are not OSError
     from lxml.etree import SerialisationError as _LxmlSerialisationError
@@ -41,13 +41,9 @@ except ImportError:  # pragma: no cover - et_xmlfile fallback raises OSError its
         pass
 
 
-__all__ = ["CELL_TEXT_LIMIT", "HEADER", "MAX_DATA_ROWS_PER_SHEET", "SHEET_TITLE", "WorkbookWriter", "cell_text"]
-
 HEADER = ("Sender Phone Number", "Receiver Phone Number", "Message Content", "Timestamp", "Status", "Workspace ID")
 SHEET_TITLE = "WhatsApp Messages"
 MAX_DATA_ROWS_PER_SHEET = 1_048_575  # Excel's 1,048,576 rows minus the header row
-TITLE_PREFIX = "WhatsApp messages"
-CREATOR = "wa-export"
 _CHUNK_ROWS = 1_000  # rows formatted as XML text are written this many at a time
 _EXCEL_1900_03_01 = 61.0  # serials below this hit Excel's 1900 leap-year bug
 _EXCEL_MAX_SERIAL = 2_958_466.0  # 10000-01-01: Excel's date range ends before
@@ -132,21 +128,19 @@ def _core_xml(workspace_name: str | None, zone: str) -> bytes:  # Excel's File >
     name, zone = (" ".join(cell_text(text).split())[:255] for text in (workspace_name or "", zone))
     now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     properties = DocumentProperties(
-        title=f"{TITLE_PREFIX} – {name}" if name else TITLE_PREFIX,
-        creator=CREATOR,
-        lastModifiedBy=CREATOR,
+        title=f"WhatsApp messages – {name}" if name else "WhatsApp messages",
+        creator="wa-export",
+        lastModifiedBy="wa-export",
         subject=f"Timestamps in {zone}",
-        description=(
-            f"{TITLE_PREFIX}{f' of workspace {name}' if name else ''}, exported by {CREATOR}. "
-            f"The Timestamp column shows each message's time in {zone}."
-        ),
+        description=f"WhatsApp messages{f' of workspace {name}' if name else ''}, exported by wa-export. "
+        f"The Timestamp column shows each message's time in {zone}.",
         created=now,
         modified=now,
     )
     return bytes(tostring(properties.to_tree()))
 
 
-class WorkbookWriter:
+class WorkbookWriter(AbstractContextManager["WorkbookWriter"]):
     """Stream rows into a new workbook and publish it atomically; leaving without ``commit()`` removes every file."""
 
     def __init__(
@@ -242,9 +236,6 @@ class WorkbookWriter:
                 spool.close()
         self._cleanup_files()
 
-    def __enter__(self) -> WorkbookWriter:
-        return self
-
     def __exit__(self, *exc_info: object) -> None:
         self.abort()
 
@@ -258,13 +249,11 @@ class WorkbookWriter:
         for sender, receiver, content, ts, status, workspace_id in rows:
             row += 1
             r = str(row)
-            d = ""
-            if ts is not None:
-                serial = serial_of(ts)
-                if serial is None:  # not a datetime, or outside Excel's date range
-                    d = tail_of(text(ts.isoformat() if isinstance(ts, datetime) else ts), top)
-                else:  # repr: shortest round-trip decimal, never an exponent in this range
-                    d = f'{date_style} t="n"><v>{serial!r}</v></c>'
+            serial = serial_of(ts)
+            if serial is None:  # none, not a datetime, or outside Excel's date range: as text
+                d = tail_of(text(ts.isoformat() if isinstance(ts, datetime) else ts), top)
+            else:  # repr: shortest round-trip decimal, never an exponent in this range
+                d = f'{date_style} t="n"><v>{serial!r}</v></c>'
             # Values that repeat row after row come from the remembered tails; a call per cell would cost the gain.
             a, b, e, f = [tails[v] if type(v) is str else uncached(v) for v in (sender, receiver, status, workspace_id)]
             cells = zip("ABCDEF", (a, b, tail_of(text(content), wrap), d, e, f), strict=True)
