@@ -85,11 +85,6 @@ def _read_marker(folder: Path) -> str | None:
         return marker.read(1024).decode("utf-8", "replace").strip()
 
 
-def _has_content(folder: Path) -> bool:
-    with os.scandir(folder) as entries:
-        return any(entries)
-
-
 def _claim(folder: Path, workspace_id: str, *, adopt: bool) -> bool | None:
     """Write the marker exclusively through an O_NOFOLLOW descriptor (a folder swapped for a symlink meanwhile
     is refused), with `adopt` after making the folder 0700. True if this workspace now owns it; None: it is gone."""
@@ -124,7 +119,7 @@ def _owned_or_claimed(folder: Path, workspace_id: str, adopt: bool) -> bool:
             marker = _read_marker(folder)
             if marker is not None:
                 return marker == workspace_id
-            empty = not _has_content(folder)
+            empty = not os.listdir(folder)
         except FileNotFoundError:
             _make_private_dir(folder)
             continue
@@ -141,7 +136,7 @@ def unclaimed_folders(export_dir: Path, slugs: Iterable[str]) -> list[str]:
     for slug in filter(is_slug, sorted(set(slugs))):
         folder = Path(export_dir) / slug
         with suppress(FileNotFoundError, NotADirectoryError):
-            if stat.S_ISDIR(os.lstat(folder).st_mode) and _read_marker(folder) is None and _has_content(folder):
+            if stat.S_ISDIR(os.lstat(folder).st_mode) and _read_marker(folder) is None and os.listdir(folder):
                 found.append(slug)
     return found
 
@@ -154,10 +149,7 @@ def workspace_folder(export_dir: Path, slug: str, workspace_id: str, *, adopt_un
     if not ident:
         raise ValueError("workspace id has no usable characters")
     export_dir = Path(export_dir)
-    for folder in (
-        *reversed(export_dir.parents),
-        export_dir,
-    ):  # 0700 parents too, which os.makedirs leaves to the umask
+    for folder in (*reversed(export_dir.parents), export_dir):  # os.makedirs would leave parents to the umask
         if not (folder.exists() or folder.is_symlink()):
             _make_private_dir(folder)
     root = export_dir.resolve(strict=True)
