@@ -276,9 +276,9 @@ def test_repeated_values_are_cleaned_on_every_row_and_the_memory_stays_bounded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Phone, Status and Workspace ID cells are remembered per value: every row still gets the
-    cleaned, escaped text (a str subclass and a non-str value too), and the memory starts over
-    past its limit instead of growing with the distinct values."""
-    monkeypatch.setattr(cells_module.TextCellTails, "LIMIT", 3)
+    cleaned, escaped text (a str subclass and a non-str value too), and the memory keeps at most
+    its limit instead of growing with the distinct values."""
+    monkeypatch.setattr(cells_module, "TAILS_KEPT", 3)
 
     class Phone(str):
         pass
@@ -293,10 +293,10 @@ def test_repeated_values_are_cleaned_on_every_row_and_the_memory_stays_bounded(
     xml = _sheet_xml(path)
     assert xml.count('<t xml:space="preserve"> +49 151 </t>') == 3
     assert xml.count('<t xml:space="preserve">a&lt;b&gt;&amp;c&#13;</t>') == 3
-    tails = cells_module.TextCellTails(' s="4"')
+    tails = cells_module.text_cell_tails(' s="4"')
     for number in range(10):
-        assert tails[f"+49{number}"] == f' s="4" t="inlineStr"><is><t>+49{number}</t></is></c>'
-    assert len(tails) <= 3
+        assert tails(f"+49{number}") == f' s="4" t="inlineStr"><is><t>+49{number}</t></is></c>'
+    assert tails.cache_info().currsize <= 3
 
 
 # --- timestamps ---------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 from datetime import date
 
 from wa_export.units import count_noun
@@ -14,6 +16,7 @@ _ILLEGAL_XML_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uff
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 # Excel decodes _xHHHH_ inside cell text; escaping the "_" keeps it literal, as XlsxWriter does.
 _EXCEL_ESCAPE_RE = re.compile("_(x[0-9A-Fa-f]{4}_)")
+TAILS_KEPT = 20_000  # distinct values text_cell_tails remembers (a few MB), so memory stays flat
 _SAFE_LEN = CELL_TEXT_LIMIT // 2  # fits even if every character takes two UTF-16 code units
 
 
@@ -78,21 +81,7 @@ def text_cell_tail(value: str, style: str) -> str:
     return f'{style} t="inlineStr"><is><t{space}>{value}</t></is></c>'
 
 
-class TextCellTails(dict[str, str]):
-    """`text_cell_tail` of `cell_text` of a str, remembered: phone numbers, Status and Workspace ID repeat on almost
-    every row, and a dictionary hit is far cheaper than cleaning and escaping again."""
-
-    LIMIT = 20_000  # distinct values kept (a few MB); past it the memory starts over, so it stays flat
-
-    def __init__(self, style: str) -> None:
-        super().__init__()
-        self.style = style
-
-    def __missing__(self, value: str) -> str:
-        if len(self) >= self.LIMIT:
-            self.clear()
-        tail = self[value] = self.uncached(value)
-        return tail
-
-    def uncached(self, value: object) -> str:  # for what is not a plain str: None, numbers, a str subclass
-        return text_cell_tail(cell_text(value), self.style)
+def text_cell_tails(style: str) -> Callable[[str], str]:
+    """`text_cell_tail` of `cell_text` of a plain str, remembered: phone numbers, Status and Workspace ID repeat on
+    almost every row, and a cache hit is far cheaper than cleaning and escaping again."""
+    return functools.lru_cache(TAILS_KEPT)(lambda value: text_cell_tail(cell_text(value), style))

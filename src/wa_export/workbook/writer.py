@@ -31,7 +31,7 @@ from openpyxl.worksheet.properties import PageSetupProperties
 from openpyxl.xml.functions import tostring
 
 from wa_export.workbook import publish
-from wa_export.workbook.cells import TextCellTails, cell_text, text_cell_tail
+from wa_export.workbook.cells import cell_text, text_cell_tail, text_cell_tails
 
 try:  # openpyxl uses lxml when it is installed; its write errors (a full disk) are not OSError
     from lxml.etree import SerialisationError as _LxmlSerialisationError
@@ -159,7 +159,7 @@ class WorkbookWriter(AbstractContextManager["WorkbookWriter"]):
         self._rows_per_sheet = rows_per_sheet
         self._names = (workspace_name, timezone_name or str(timezone))  # Asia/Kolkata, or UTC+05:30
         self._template = package_template(1)
-        self._tails = TextCellTails(self._template.styles[2])  # the top-aligned text cells' remembered XML
+        self._tails = text_cell_tails(self._template.styles[2])  # the top-aligned text cells' remembered XML
         self.rows_written = 0  # data rows
         self._state = "open"  # then committed or aborted
         self._published: Path | None = None
@@ -240,13 +240,12 @@ class WorkbookWriter(AbstractContextManager["WorkbookWriter"]):
         self.abort()
 
     def _write_rows(self, rows: Iterable[tuple[Any, ...]]) -> int:
-        text, tail_of, serial_of, tails = cell_text, text_cell_tail, self._excel_serial, self._tails
-        uncached = tails.uncached
+        text, tail_of, serial_of, cached = cell_text, text_cell_tail, self._excel_serial, self._tails
         date_style, wrap, top = self._template.styles
         row = self._sheet_rows[-1] + 1  # the header is row 1
         first = row
         chunk: list[str] = []
-        for sender, receiver, content, ts, status, workspace_id in rows:
+        for sender, receiver, content, ts, status, workspace in rows:
             row += 1
             r = str(row)
             serial = serial_of(ts)
@@ -254,8 +253,10 @@ class WorkbookWriter(AbstractContextManager["WorkbookWriter"]):
                 d = tail_of(text(ts.isoformat() if isinstance(ts, datetime) else ts), top)
             else:  # repr: shortest round-trip decimal, never an exponent in this range
                 d = f'{date_style} t="n"><v>{serial!r}</v></c>'
-            # Values that repeat row after row come from the remembered tails; a call per cell would cost the gain.
-            a, b, e, f = [tails[v] if type(v) is str else uncached(v) for v in (sender, receiver, status, workspace_id)]
+            # Values that repeat row after row are remembered; only a plain str (1 == True to a cache).
+            a, b, e, f = [
+                cached(v) if type(v) is str else tail_of(text(v), top) for v in (sender, receiver, status, workspace)
+            ]
             cells = zip("ABCDEF", (a, b, tail_of(text(content), wrap), d, e, f), strict=True)
             xml = "".join([f'<c r="{letter}{r}"{tail}' for letter, tail in cells if tail])
             chunk.append(f'<row r="{r}">{xml}</row>')
