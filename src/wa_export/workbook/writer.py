@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from lxml.etree import SerialisationError as _LxmlSerialisationError  # lxml comes with yagmail's premailer
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.packaging.core import DocumentProperties
@@ -32,14 +33,6 @@ from openpyxl.xml.functions import tostring
 
 from wa_export.workbook import publish
 from wa_export.workbook.cells import cell_text, text_cell_tail, text_cell_tails
-
-try:  # openpyxl uses lxml when it is installed; its write errors (a full disk) are not OSError
-    from lxml.etree import SerialisationError as _LxmlSerialisationError
-except ImportError:  # pragma: no cover - et_xmlfile fallback raises OSError itself
-
-    class _LxmlSerialisationError(Exception):  # type: ignore[no-redef]
-        pass
-
 
 HEADER = ("Sender Phone Number", "Receiver Phone Number", "Message Content", "Timestamp", "Status", "Workspace ID")
 SHEET_TITLE = "WhatsApp Messages"
@@ -70,7 +63,7 @@ class PackageTemplate:
 def package_template(sheets: int) -> PackageTemplate:
     try:
         return _capture(sheets)
-    except _LxmlSerialisationError as error:  # 'IO_ENOSPC' on a full disk: an OSError like any other
+    except _LxmlSerialisationError as error:  # openpyxl writes with lxml: 'IO_ENOSPC' on a full disk is no OSError
         message = str(error)
         code = getattr(errno, message[3:], errno.EIO) if message.startswith("IO_") else errno.EIO
         raise OSError(code, f"{os.strerror(code)} (while writing the workbook: {message})") from error
@@ -240,12 +233,12 @@ class WorkbookWriter(AbstractContextManager["WorkbookWriter"]):
         self.abort()
 
     def _write_rows(self, rows: Iterable[tuple[Any, ...]]) -> int:
-        text, tail_of, serial_of, cached = cell_text, text_cell_tail, self._excel_serial, self._tails
+        text, tail_of, serial_of, kept = cell_text, text_cell_tail, self._excel_serial, self._tails
         date_style, wrap, top = self._template.styles
         row = self._sheet_rows[-1] + 1  # the header is row 1
         first = row
         chunk: list[str] = []
-        for sender, receiver, content, ts, status, workspace in rows:
+        for sender, receiver, content, ts, status, ws in rows:
             row += 1
             r = str(row)
             serial = serial_of(ts)
@@ -254,9 +247,7 @@ class WorkbookWriter(AbstractContextManager["WorkbookWriter"]):
             else:  # repr: shortest round-trip decimal, never an exponent in this range
                 d = f'{date_style} t="n"><v>{serial!r}</v></c>'
             # Values that repeat row after row are remembered; only a plain str (1 == True to a cache).
-            a, b, e, f = [
-                cached(v) if type(v) is str else tail_of(text(v), top) for v in (sender, receiver, status, workspace)
-            ]
+            a, b, e, f = [kept(v) if type(v) is str else tail_of(text(v), top) for v in (sender, receiver, status, ws)]
             cells = zip("ABCDEF", (a, b, tail_of(text(content), wrap), d, e, f), strict=True)
             xml = "".join([f'<c r="{letter}{r}"{tail}' for letter, tail in cells if tail])
             chunk.append(f'<row r="{r}">{xml}</row>')
