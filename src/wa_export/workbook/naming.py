@@ -7,7 +7,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import stat
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -54,11 +53,6 @@ def is_slug(name: str) -> bool:
     return re.match(r"^[a-z0-9_]+$", name) is not None and len(name) <= SLUG_MAX_LENGTH + 3
 
 
-def _check_slug(slug: str) -> None:
-    if not is_slug(slug):
-        raise ValueError(f"not a slug produced by slugify(): {slug!r}")
-
-
 def contested_slugs(names_and_ids: Iterable[tuple[object, str]]) -> frozenset[str]:
     """The slugs that more than one of these (name, id) workspaces has: nobody adopts their unmarked folder."""
     counts = Counter(slugify(name, workspace_id) for name, workspace_id in names_and_ids)
@@ -71,10 +65,10 @@ def _make_private_dir(folder: Path) -> None:
         os.chmod(folder, 0o700)  # the umask must not loosen or tighten it
 
 
-def _read_marker(folder: Path) -> str | None:
+def _read_marker(folder_fd: int) -> str | None:
     """The id in the folder's marker; None without one, "" for a symlinked marker (not ours)."""
     try:
-        fd = os.open(folder / FOLDER_MARKER, os.O_RDONLY | _NOFOLLOW)
+        fd = os.open(FOLDER_MARKER, os.O_RDONLY | _NOFOLLOW, dir_fd=folder_fd)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -85,66 +79,68 @@ def _read_marker(folder: Path) -> str | None:
         return marker.read(1024).decode("utf-8", "replace").strip()
 
 
-def _claim(folder: Path, workspace_id: str, *, adopt: bool) -> bool | None:
-    """Write the marker exclusively through an O_NOFOLLOW descriptor (a folder swapped for a symlink meanwhile
-    is refused), with `adopt` after making the folder 0700. True if this workspace now owns it; None: it is gone."""
+def _open_folder(folder: Path) -> int | None:
+    """An O_NOFOLLOW descriptor, so a folder swapped for a symlink cannot redirect us; None for a file or a symlink."""
     try:
-        folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW)
-    except FileNotFoundError:
-        return None
+        return os.open(folder, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW)
     except OSError as exc:
         if exc.errno in (errno.ENOTDIR, errno.ELOOP):
-            return False  # replaced by a file or a symlink meanwhile: not this folder
+            return None
         raise
-    try:
-        if adopt:
-            os.fchmod(folder_fd, 0o700)  # its workbooks hold personal data
-        fd = os.open(FOLDER_MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600, dir_fd=folder_fd)
-        with os.fdopen(fd, "wb", buffering=0) as marker:
-            marker.write(f"{workspace_id}\n".encode())
-            os.fsync(marker.fileno())
-        return True
-    except FileExistsError:  # claimed between our checks: only the marker decides
-        return _read_marker(folder) == workspace_id
-    finally:
-        os.close(folder_fd)
 
 
 def _owned_or_claimed(folder: Path, workspace_id: str, adopt: bool) -> bool:
-    """Whether the folder is this workspace's, claiming it if missing or empty, or with `adopt` unmarked."""
+    """Whether the folder is this workspace's, claiming it (a marker made exclusively) if missing or empty, or with
+    `adopt` unmarked."""
     while True:  # made or removed meanwhile (cleanup emptied it): judged again
         try:
-            if not stat.S_ISDIR(os.lstat(folder).st_mode):
-                return False  # a symlink or a file: taken by someone else, never followed
-            marker = _read_marker(folder)
-            if marker is not None:
-                return marker == workspace_id
-            empty = not os.listdir(folder)
+            folder_fd = _open_folder(folder)
         except FileNotFoundError:
             _make_private_dir(folder)
             continue
-        if not (empty or adopt):
-            return False
-        claimed = _claim(folder, workspace_id, adopt=not empty)
-        if claimed is not None:
-            return claimed
+        if folder_fd is None:
+            return False  # a file or a symlink: taken by someone else, never followed
+        try:
+            marker = _read_marker(folder_fd)
+            if marker is not None:
+                return marker == workspace_id
+            if os.listdir(folder_fd):
+                if not adopt:
+                    return False
+                os.fchmod(folder_fd, 0o700)  # adopted: its workbooks hold personal data
+            fd = os.open(FOLDER_MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600, dir_fd=folder_fd)
+            with os.fdopen(fd, "wb", buffering=0) as marker_file:
+                marker_file.write(f"{workspace_id}\n".encode())
+                os.fsync(marker_file.fileno())
+            return True
+        except FileExistsError:  # claimed between our checks: only the marker decides
+            return _read_marker(folder_fd) == workspace_id
+        except FileNotFoundError:  # removed meanwhile: the name is free again
+            continue
+        finally:
+            os.close(folder_fd)
 
 
 def unclaimed_folders(export_dir: Path, slugs: Iterable[str]) -> list[str]:
     """The slugs naming a real folder in ``export_dir`` with content but no marker: what adoption would take."""
     found: list[str] = []
     for slug in filter(is_slug, sorted(set(slugs))):
-        folder = Path(export_dir) / slug
-        with suppress(FileNotFoundError, NotADirectoryError):
-            if stat.S_ISDIR(os.lstat(folder).st_mode) and _read_marker(folder) is None and os.listdir(folder):
-                found.append(slug)
+        with suppress(FileNotFoundError):
+            folder_fd = _open_folder(Path(export_dir) / slug)
+            if folder_fd is not None:
+                try:
+                    if _read_marker(folder_fd) is None and os.listdir(folder_fd):
+                        found.append(slug)
+                finally:
+                    os.close(folder_fd)
     return found
 
 
 def workspace_folder(export_dir: Path, slug: str, workspace_id: str, *, adopt_unmarked: bool = False) -> Path:
     """Create (0700) and return this workspace's folder: ``slug``, else ``<slug>_<last 8 of id>``, else
     ``<slug>_<id>`` (FileExistsError if all are others'). `adopt_unmarked`: take an unmarked ``<slug>/``."""
-    _check_slug(slug)
+    if not is_slug(slug):
+        raise ValueError(f"not a slug produced by slugify(): {slug!r}")
     ident = _safe_id(workspace_id)
     if not ident:
         raise ValueError("workspace id has no usable characters")
@@ -165,7 +161,6 @@ def workspace_folder(export_dir: Path, slug: str, workspace_id: str, *, adopt_un
 
 def publish_path_candidates(folder: Path, slug: str, run_time_local: datetime) -> Iterator[Path]:
     """The base file name, then ``_2``, ``_3``, ... (finite) for the same minute: for ``WorkbookWriter.commit``."""
-    _check_slug(slug)
     base = f"{slug}_whatsapp_messages_{run_time_local:%Y-%m-%d_%H-%M}"
     yield Path(folder) / f"{base}.xlsx"
     for sequence in range(2, MAX_SAME_MINUTE_FILES + 1):
@@ -174,5 +169,4 @@ def publish_path_candidates(folder: Path, slug: str, run_time_local: datetime) -
 
 def export_file_pattern_for(slug: str) -> re.Pattern[str]:
     """Pattern matching exactly this slug's workbook names (for cleanup)."""
-    _check_slug(slug)
     return re.compile(_FILE_NAME.format(re.escape(slug)))
