@@ -1,5 +1,4 @@
-"""A workspace's workbook password (a secret, never shown): where it comes from (workspace_settings.resolve),
-and whether a workspace may go without one (EXPORT_REQUIRE_WORKBOOK_PASSWORD)."""
+"""A workspace's workbook password (a secret, never shown): its source, and whether a workspace may go without one."""
 
 from __future__ import annotations
 
@@ -27,8 +26,8 @@ WORKBOOK_PASSWORD = WorkspaceSetting(
 
 
 def workbook_password(workspace: WorkspaceView, settings: Settings) -> Resolved[str]:
-    """The workspace's password (value None: its workbooks are not encrypted) and where it comes from. With a
-    `problem` the workspace is not exported: an unusable value, or none while EXPORT_REQUIRE_WORKBOOK_PASSWORD is on."""
+    """The password (None: not encrypted) and its source; a `problem` (the workspace is not exported) if unusable or
+    missing while EXPORT_REQUIRE_WORKBOOK_PASSWORD is on."""
     resolved = resolve(WORKBOOK_PASSWORD, workspace, settings)
     if resolved.problem is None and resolved.value is None and settings.export_require_workbook_password:
         field = settings.export_workbook_password_field

@@ -25,9 +25,8 @@ def cell_text(value: object) -> str:
     if value is None:
         return ""
     text = value if type(value) is str else _to_text(value)
-    # Fast path: the overwhelmingly common message needs no change at all.
     if len(text) <= _SAFE_LEN and "_x" not in text and (text.isprintable() or _ILLEGAL_XML_RE.search(text) is None):
-        return text
+        return text  # the overwhelmingly common message needs no change at all
     if _SURROGATE_RE.search(text) is not None:
         # Join surrogate pairs into the real character; drop the unpaired rest, which no XML file can hold.
         text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "ignore")
@@ -48,8 +47,7 @@ def _prefix_len(text: str, units: int) -> int:
 
 
 def _to_text(value: object) -> str:
-    """datetime -> ISO 8601, ObjectId -> hex, bytes -> ``<binary N bytes>`` (UUIDs as such), list/dict ->
-    relaxed Extended JSON, else ``str()``."""
+    """ISO 8601 dates, ObjectId hex, ``<binary N bytes>`` (UUIDs as such), relaxed Extended JSON, else ``str()``."""
     from bson import UUID_SUBTYPE, Binary, UuidRepresentation, json_util  # lazily: cell_text stays cheap to import
 
     try:
@@ -82,6 +80,5 @@ def text_cell_tail(value: str, style: str) -> str:
 
 
 def text_cell_tails(style: str) -> Callable[[str], str]:
-    """`text_cell_tail` of `cell_text` of a plain str, remembered: phone numbers, Status and Workspace ID repeat on
-    almost every row, and a cache hit is far cheaper than cleaning and escaping again."""
+    """`text_cell_tail` of `cell_text`, remembered for values (phones, Status, Workspace ID) repeating row after row."""
     return functools.lru_cache(TAILS_KEPT)(lambda value: text_cell_tail(cell_text(value), style))

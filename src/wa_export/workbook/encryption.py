@@ -1,6 +1,5 @@
-"""ECMA-376 Agile encryption (AES-256, SHA-512) in an OLE file, as Excel writes it: msoffcrypto-tool supplies the
-key, descriptor and OLE layout, and each 4 KiB segment goes straight to disk (its own encrypt holds the file in
-memory several times over)."""
+"""ECMA-376 Agile encryption (AES-256, SHA-512) as Excel writes it: msoffcrypto-tool's key, descriptor and OLE layout,
+each 4 KiB segment straight to disk (msoffcrypto's own encrypt holds the file in memory several times over)."""
 
 from __future__ import annotations
 

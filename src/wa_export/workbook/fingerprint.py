@@ -1,5 +1,4 @@
-"""What the delivery ledger records of an attached file, alike for a workbook before it is emailed and a file
-handed to `wa-export verify`, so both match byte for byte."""
+"""What the delivery ledger records of an attached file: alike for an emailed workbook and one given to `verify`."""
 
 from __future__ import annotations
 

@@ -90,8 +90,7 @@ def _open_folder(folder: Path) -> int | None:
 
 
 def _owned_or_claimed(folder: Path, workspace_id: str, adopt: bool) -> bool:
-    """Whether the folder is this workspace's, claiming it (a marker made exclusively) if missing or empty, or with
-    `adopt` unmarked."""
+    """Whether the folder is this workspace's, claiming it if missing or empty, or with `adopt` unmarked."""
     while True:  # made or removed meanwhile (cleanup emptied it): judged again
         try:
             folder_fd = _open_folder(folder)
@@ -151,8 +150,7 @@ def workspace_folder(export_dir: Path, slug: str, workspace_id: str, *, adopt_un
     root = export_dir.resolve(strict=True)
     for name in dict.fromkeys([slug, f"{slug}_{ident[-8:]}", f"{slug}_{ident}"]):  # ordered, without duplicates
         candidate = root / name  # slug characters only: never outside root
-        # Only the bare slug is the original service's name for a workspace folder.
-        if _owned_or_claimed(candidate, workspace_id, adopt_unmarked and name == slug):
+        if _owned_or_claimed(candidate, workspace_id, adopt_unmarked and name == slug):  # the original's name
             if candidate.resolve(strict=True) != candidate:
                 raise ValueError(f"folder {candidate} resolves outside {root}")
             return candidate

@@ -1,5 +1,4 @@
-"""Atomic private files: a hidden 0600 temp file, then a link to a free name (never a partial file, never an
-overwrite) or a rename over the old file where replacing is the point."""
+"""Atomic 0600 files: a hidden temp file linked to a free name (never an overwrite), or renamed over the old one."""
 
 from __future__ import annotations
 
@@ -14,8 +13,7 @@ _LINK_UNSUPPORTED = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS,
 
 
 def create_private_file(path: Path) -> int:
-    # O_EXCL+O_NOFOLLOW: never reuse or follow something planted under our name; fchmod: the umask must not
-    # loosen (or tighten) the 0600 we promise.
+    # O_EXCL+O_NOFOLLOW: never reuse or follow what is planted under our name; fchmod: the umask must not change 0600.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         os.fchmod(fd, 0o600)

@@ -180,8 +180,7 @@ class WorkbookWriter(AbstractContextManager["WorkbookWriter"]):
             rows = iter(rows)
             while True:
                 room = self._rows_per_sheet - self._sheet_rows[-1]
-                if not room:
-                    # Only start the next sheet once a row for it exists: no empty sheet at an exact multiple.
+                if not room:  # a next sheet only once a row for it exists: none empty at an exact multiple
                     first = next(rows, None)
                     if first is None:
                         return
@@ -195,8 +194,7 @@ class WorkbookWriter(AbstractContextManager["WorkbookWriter"]):
             raise
 
     def commit(self, candidates: Iterable[Path | str] | None = None, *, password: str | None = None) -> Path:
-        """Publish (encrypted with a `password`: the plain workbook never gets a visible name) under the first free
-        name of ``candidates`` (default ``final_path``), else FileExistsError."""
+        """Publish (encrypted with a `password`) under the first free name of `candidates`, else FileExistsError."""
         if self._published is not None:
             return self._published
         self._require_open()
@@ -297,7 +295,7 @@ class WorkbookWriter(AbstractContextManager["WorkbookWriter"]):
                 spool = self._spools[int(name[len(SHEET_PREFIX) : -len(".xml")]) - 1]
                 size = spool.tell()
                 spool.seek(0)
-                # zipfile's own rule for a part of known size: ZIP64 only where the size needs it.
+                # zipfile's own rule for a known size: ZIP64 only where needed
                 with archive.open(name, "w", force_zip64=size * 1.05 > zipfile.ZIP64_LIMIT) as part:
                     shutil.copyfileobj(spool, part, _STREAM_CHUNK)
                 spool.close()
