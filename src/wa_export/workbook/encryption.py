@@ -29,7 +29,8 @@ class WorkbookEncryptionError(Exception):
 def encrypt_workbook(source: Path, target: Path, password: str) -> Path:
     """Write ``source`` encrypted to the new file ``target`` (0600, never overwritten; removed on failure)."""
     if not password or len(password) > MAX_PASSWORD_LENGTH:
-        raise ValueError(f"the workbook password is empty or longer than {MAX_PASSWORD_LENGTH} characters")
+        limit = count_noun(MAX_PASSWORD_LENGTH, "character")
+        raise ValueError(f"the workbook password is empty or longer than {limit}")
     fd = create_private_file(target)
     failure = ""
     try:

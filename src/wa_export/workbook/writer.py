@@ -9,7 +9,6 @@ import io
 import itertools
 import math
 import os
-import secrets
 import shutil
 import tempfile
 import weakref
@@ -17,11 +16,8 @@ import zipfile
 from collections.abc import Iterable
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import Any
-from zoneinfo import ZoneInfo
 
 from lxml.etree import SerialisationError as _LxmlSerialisationError  # lxml comes with yagmail's premailer
 from openpyxl import Workbook
@@ -139,7 +135,7 @@ class WorkbookWriter(AbstractContextManager["WorkbookWriter"]):
     def __init__(
         self,
         final_path: Path | str,
-        timezone: ZoneInfo | dt_timezone,
+        timezone: tzinfo,
         *,
         rows_per_sheet: int = MAX_DATA_ROWS_PER_SHEET,
         workspace_name: str | None = None,
@@ -159,7 +155,7 @@ class WorkbookWriter(AbstractContextManager["WorkbookWriter"]):
         self._spools: list[tempfile.SpooledTemporaryFile[bytes]] = []
         self._sheet_rows: list[int] = []  # data rows of each sheet
         # Hidden ('.' prefix, '.tmp' suffix): no *.xlsx glob or cleanup pattern mails or deletes it half-written.
-        self._tmp_path = self.final_path.parent / f".{self.final_path.name}.{secrets.token_hex(6)}.tmp"
+        self._tmp_path = self.final_path.parent / f".{self.final_path.name}.{os.urandom(6).hex()}.tmp"
         self._file = os.fdopen(publish.create_private_file(self._tmp_path), "w+b")
         weakref.finalize(self, publish.unlink_quietly, self._tmp_path)  # if dropped without commit()/abort()
         try:
@@ -230,7 +226,7 @@ class WorkbookWriter(AbstractContextManager["WorkbookWriter"]):
     def __exit__(self, *exc_info: object) -> None:
         self.abort()
 
-    def _write_rows(self, rows: Iterable[tuple[Any, ...]]) -> int:
+    def _write_rows(self, rows: Iterable[tuple[object, ...]]) -> int:
         text, tail_of, serial_of, kept = cell_text, text_cell_tail, self._excel_serial, self._tails
         date_style, wrap, top = self._template.styles
         row = self._sheet_rows[-1] + 1  # the header is row 1
