@@ -546,10 +546,13 @@ def test_file_size_limit_in_subprocess_leaves_nothing(tmp_path: Path) -> None:
 
 
 def test_lxml_serialisation_error_becomes_oserror(monkeypatch: pytest.MonkeyPatch) -> None:
-    def full_disk(sheets: int) -> None:
+    save = workbook_module.Workbook.save
+
+    def full_disk(workbook: object, target: object) -> None:
+        save(workbook, target)  # what openpyxl started is finished; lxml then reports the full disk
         raise workbook_module._LxmlSerialisationError("IO_ENOSPC")
 
-    monkeypatch.setattr(workbook_module, "_capture", full_disk)
+    monkeypatch.setattr(workbook_module.Workbook, "save", full_disk)
     with pytest.raises(OSError) as caught:
         workbook_module.package_template(99)
     assert caught.value.errno == errno.ENOSPC

@@ -57,15 +57,6 @@ class PackageTemplate:
 
 @functools.cache
 def package_template(sheets: int) -> PackageTemplate:
-    try:
-        return _capture(sheets)
-    except _LxmlSerialisationError as error:  # openpyxl writes with lxml: 'IO_ENOSPC' on a full disk is no OSError
-        message = str(error)
-        code = getattr(errno, message[3:], errno.EIO) if message.startswith("IO_") else errno.EIO
-        raise OSError(code, f"{os.strerror(code)} (while writing the workbook: {message})") from error
-
-
-def _capture(sheets: int) -> PackageTemplate:
     """openpyxl's workbook of `sheets` sheets (header and one probe row each), taken apart."""
     workbook = Workbook(write_only=True)
     styles: list[str] = []
@@ -94,7 +85,12 @@ def _capture(sheets: int) -> PackageTemplate:
         sheet.append(["probe"] * len(HEADER))
         sheet.auto_filter.ref = "A1:F2"
     buffer = io.BytesIO()
-    workbook.save(buffer)
+    try:  # the sheets go through temporary files, written when saved
+        workbook.save(buffer)
+    except _LxmlSerialisationError as error:  # openpyxl writes with lxml: 'IO_ENOSPC' on a full disk is no OSError
+        message = str(error)
+        code = getattr(errno, message[3:], errno.EIO) if message.startswith("IO_") else errno.EIO
+        raise OSError(code, f"{os.strerror(code)} (while writing the workbook: {message})") from error
     with zipfile.ZipFile(buffer) as archive:
         contents = {name: archive.read(name) for name in archive.namelist()}
     head, _, rest = contents[f"{SHEET_PREFIX}1.xml"].partition(b'<row r="2"')
@@ -171,7 +167,8 @@ class WorkbookWriter(AbstractContextManager["WorkbookWriter"]):
 
     def append_many(self, rows: Iterable[tuple[object, object, object, datetime | None, str, str]]) -> None:
         """Write rows in order; the fast path the exporter uses."""
-        self._require_open()
+        if self._state != "open":
+            raise RuntimeError(f"workbook writer is already {self._state}")
         try:
             rows = iter(rows)
             while True:
@@ -193,7 +190,8 @@ class WorkbookWriter(AbstractContextManager["WorkbookWriter"]):
         """Publish (encrypted with a `password`) under the first free name of `candidates`, else FileExistsError."""
         if self._published is not None:
             return self._published
-        self._require_open()
+        if self._state != "open":
+            raise RuntimeError(f"workbook writer is already {self._state}")
         ready = self._tmp_path
         try:
             self._finish_sheet()
@@ -298,10 +296,6 @@ class WorkbookWriter(AbstractContextManager["WorkbookWriter"]):
             archive.close()  # the central directory, before the package is made durable
             handle.flush()
             os.fsync(handle.fileno())
-
-    def _require_open(self) -> None:
-        if self._state != "open":
-            raise RuntimeError(f"workbook writer is already {self._state}")
 
     def _cleanup_files(self) -> None:
         with suppress(OSError):
