@@ -238,11 +238,17 @@ class WorkbookWriter(AbstractContextManager["WorkbookWriter"]):
                 d = tail_of(text(ts.isoformat() if isinstance(ts, datetime) else ts), top)
             else:  # repr: shortest round-trip decimal, never an exponent in this range
                 d = f'{date_style} t="n"><v>{serial!r}</v></c>'
-            # Values that repeat row after row are remembered; only a plain str (1 == True to a cache).
+            # Values that repeat row after row are remembered; only a plain str (1 == True to a cache). Each cell
+            # spelled out: a loop over the six would cost a fifth of the rows' time.
             a, b, e, f = [kept(v) if type(v) is str else tail_of(text(v), top) for v in (sender, receiver, status, ws)]
-            cells = zip("ABCDEF", (a, b, tail_of(text(content), wrap), d, e, f), strict=True)
-            xml = "".join([f'<c r="{letter}{r}"{tail}' for letter, tail in cells if tail])
-            chunk.append(f'<row r="{r}">{xml}</row>')
+            c = tail_of(text(content), wrap)
+            va = f'<c r="A{r}"{a}' if a else ""
+            vb = f'<c r="B{r}"{b}' if b else ""
+            vc = f'<c r="C{r}"{c}' if c else ""
+            vd = f'<c r="D{r}"{d}' if d else ""
+            ve = f'<c r="E{r}"{e}' if e else ""
+            vf = f'<c r="F{r}"{f}' if f else ""
+            chunk.append(f'<row r="{r}">{va}{vb}{vc}{vd}{ve}{vf}</row>')
             if len(chunk) == _CHUNK_ROWS:
                 self._spools[-1].write("".join(chunk).encode())
                 chunk.clear()
