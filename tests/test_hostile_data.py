@@ -29,7 +29,8 @@ from seeding import (
     settle_arrivals,
     utcnow,
 )
-from wa_export.workbook.writer import CELL_TEXT_LIMIT, SHEET_TITLE
+from wa_export.workbook.cells import CELL_TEXT_LIMIT
+from wa_export.workbook.writer import SHEET_TITLE
 
 FORMULA_LIKE = [
     "=1+1",

@@ -239,15 +239,16 @@ def test_contested_slugs_and_unclaimed_folders(tmp_path: Path) -> None:
 def test_a_folder_cleanup_removes_during_adoption_is_made_anew_under_the_slug(tmp_path: Path, monkeypatch) -> None:
     legacy = _original_folder(tmp_path, "acme")
     old = aged_file(legacy / "acme_whatsapp_messages_2025-01-15_14-30.xlsx", 30)
-    real_adopt = naming._adopt
+    real_fchmod = os.fchmod
 
-    def cleanup_wins_the_race(folder: Path, workspace_id: str) -> bool | None:
-        # What a concurrent `cleanup` does: delete the last old workbook, then the emptied folder.
+    def cleanup_wins_the_race(fd: int, mode: int) -> None:
+        # Just before adoption makes it private, a concurrent `cleanup` deletes the last old workbook and the folder.
         old.unlink()
         legacy.rmdir()
-        return real_adopt(folder, workspace_id)
+        monkeypatch.setattr(naming.os, "fchmod", real_fchmod)
+        real_fchmod(fd, mode)
 
-    monkeypatch.setattr(naming, "_adopt", cleanup_wins_the_race)
+    monkeypatch.setattr(naming.os, "fchmod", cleanup_wins_the_race)
     folder = workspace_folder(tmp_path, "acme", WS_A, adopt_unmarked=True)
-    assert folder == legacy.resolve(), "not a second acme_<id8> folder"
+    assert folder == legacy.resolve() and not old.exists(), "made anew, not a second acme_<id8> folder"
     assert (folder / FOLDER_MARKER).read_text().strip() == WS_A and _mode(folder) == 0o700

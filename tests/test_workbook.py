@@ -19,15 +19,9 @@ import pytest
 from bson import SON, Binary, Decimal128, ObjectId
 
 from wa_export.workbook import cells as cells_module
-from wa_export.workbook import publish as publish_module
 from wa_export.workbook import writer as workbook_module
-from wa_export.workbook.writer import (
-    CELL_TEXT_LIMIT,
-    HEADER,
-    SHEET_TITLE,
-    WorkbookWriter,
-    cell_text,
-)
+from wa_export.workbook.cells import CELL_TEXT_LIMIT, cell_text
+from wa_export.workbook.writer import HEADER, SHEET_TITLE, WorkbookWriter
 
 UTC = UTC
 WS_ID = "65a1b2c3d4e5f60718293a4b"
@@ -282,9 +276,9 @@ def test_repeated_values_are_cleaned_on_every_row_and_the_memory_stays_bounded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Phone, Status and Workspace ID cells are remembered per value: every row still gets the
-    cleaned, escaped text (a str subclass and a non-str value too), and the memory starts over
-    past its limit instead of growing with the distinct values."""
-    monkeypatch.setattr(cells_module.TextCellTails, "LIMIT", 3)
+    cleaned, escaped text (a str subclass and a non-str value too), and the memory keeps at most
+    its limit instead of growing with the distinct values."""
+    monkeypatch.setattr(cells_module, "TAILS_KEPT", 3)
 
     class Phone(str):
         pass
@@ -299,10 +293,10 @@ def test_repeated_values_are_cleaned_on_every_row_and_the_memory_stays_bounded(
     xml = _sheet_xml(path)
     assert xml.count('<t xml:space="preserve"> +49 151 </t>') == 3
     assert xml.count('<t xml:space="preserve">a&lt;b&gt;&amp;c&#13;</t>') == 3
-    tails = cells_module.TextCellTails(' s="4"')
+    tails = cells_module.text_cell_tails(' s="4"')
     for number in range(10):
-        assert tails[f"+49{number}"] == f' s="4" t="inlineStr"><is><t>+49{number}</t></is></c>'
-    assert len(tails) <= 3
+        assert tails(f"+49{number}") == f' s="4" t="inlineStr"><is><t>+49{number}</t></is></c>'
+    assert tails.cache_info().currsize <= 3
 
 
 # --- timestamps ---------------------------------------------------------------
@@ -551,6 +545,14 @@ def test_file_size_limit_in_subprocess_leaves_nothing(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == []
 
 
-def test_lxml_serialisation_error_becomes_oserror() -> None:
-    err = publish_module.os_error_from(Exception("IO_ENOSPC"))
-    assert isinstance(err, OSError) and err.errno == errno.ENOSPC
+def test_lxml_serialisation_error_becomes_oserror(monkeypatch: pytest.MonkeyPatch) -> None:
+    save = workbook_module.Workbook.save
+
+    def full_disk(workbook: object, target: object) -> None:
+        save(workbook, target)  # what openpyxl started is finished; lxml then reports the full disk
+        raise workbook_module._LxmlSerialisationError("IO_ENOSPC")
+
+    monkeypatch.setattr(workbook_module.Workbook, "save", full_disk)
+    with pytest.raises(OSError) as caught:
+        workbook_module.package_template(99)
+    assert caught.value.errno == errno.ENOSPC

@@ -1,5 +1,4 @@
-"""A workspace's workbook password (a secret, never shown): where it comes from (workspace_settings.resolve),
-and whether a workspace may go without one (EXPORT_REQUIRE_WORKBOOK_PASSWORD)."""
+"""A workspace's workbook password (a secret, never shown): its source, and whether a workspace may go without one."""
 
 from __future__ import annotations
 
@@ -11,8 +10,7 @@ from wa_export.workspace_settings import Resolved, WorkspaceSetting, WorkspaceVi
 if TYPE_CHECKING:
     from wa_export.settings import Settings
 
-# Excel opens no file whose password is longer, so the recipient never could.
-MAX_PASSWORD_LENGTH = 255
+MAX_PASSWORD_LENGTH = 255  # Excel opens no file whose password is longer
 
 
 def parse_workbook_password(text: str) -> str:
@@ -23,19 +21,13 @@ def parse_workbook_password(text: str) -> str:
 
 
 WORKBOOK_PASSWORD = WorkspaceSetting(
-    "WORKBOOK_PASSWORD",
-    "EXPORT_WORKBOOK_PASSWORD_FIELD",
-    str,
-    parse_workbook_password,
-    lambda _: None,
-    "none",
-    secret=True,
+    "WORKBOOK_PASSWORD", "EXPORT_WORKBOOK_PASSWORD_FIELD", str, parse_workbook_password, lambda _: None, "none", True
 )
 
 
 def workbook_password(workspace: WorkspaceView, settings: Settings) -> Resolved[str]:
-    """The workspace's password (value None: its workbooks are not encrypted) and where it comes from. With a
-    `problem` the workspace is not exported: an unusable value, or none while EXPORT_REQUIRE_WORKBOOK_PASSWORD is on."""
+    """The password (None: not encrypted) and its source; a `problem` (the workspace is not exported) if unusable or
+    missing while EXPORT_REQUIRE_WORKBOOK_PASSWORD is on."""
     resolved = resolve(WORKBOOK_PASSWORD, workspace, settings)
     if resolved.problem is None and resolved.value is None and settings.export_require_workbook_password:
         field = settings.export_workbook_password_field

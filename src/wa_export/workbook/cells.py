@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 from datetime import date
 
 from wa_export.units import count_noun
 
 CELL_TEXT_LIMIT = 32_767  # Excel's limit, counted in UTF-16 code units
 TRUNCATION_MARKER = "… [truncated by wa-export: {omitted} characters omitted]"
-
 # XML 1.0 forbids these (\t \n \r stay); surrogates left in a str are unpaired (pairs are joined first).
 _ILLEGAL_XML_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 # Excel decodes _xHHHH_ inside cell text; escaping the "_" keeps it literal, as XlsxWriter does.
 _EXCEL_ESCAPE_RE = re.compile("_(x[0-9A-Fa-f]{4}_)")
+TAILS_KEPT = 20_000  # distinct values text_cell_tails remembers (a few MB), so memory stays flat
 _SAFE_LEN = CELL_TEXT_LIMIT // 2  # fits even if every character takes two UTF-16 code units
 
 
@@ -23,9 +25,8 @@ def cell_text(value: object) -> str:
     if value is None:
         return ""
     text = value if type(value) is str else _to_text(value)
-    # Fast path: the overwhelmingly common message needs no change at all.
     if len(text) <= _SAFE_LEN and "_x" not in text and (text.isprintable() or _ILLEGAL_XML_RE.search(text) is None):
-        return text
+        return text  # the overwhelmingly common message needs no change at all
     if _SURROGATE_RE.search(text) is not None:
         # Join surrogate pairs into the real character; drop the unpaired rest, which no XML file can hold.
         text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "ignore")
@@ -46,10 +47,8 @@ def _prefix_len(text: str, units: int) -> int:
 
 
 def _to_text(value: object) -> str:
-    """datetime -> ISO 8601, ObjectId -> hex, bytes -> ``<binary N bytes>`` (UUIDs as such), list/dict ->
-    relaxed Extended JSON, else ``str()``."""
-    from bson import Binary, json_util  # lazily: cell_text stays cheap to import
-    from bson.binary import UUID_SUBTYPE, UuidRepresentation
+    """ISO 8601 dates, ObjectId hex, ``<binary N bytes>`` (UUIDs as such), relaxed Extended JSON, else ``str()``."""
+    from bson import UUID_SUBTYPE, Binary, UuidRepresentation, json_util  # lazily: cell_text stays cheap to import
 
     try:
         if isinstance(value, str):
@@ -60,27 +59,16 @@ def _to_text(value: object) -> str:
             return str(value.as_uuid(UuidRepresentation.STANDARD))
         if isinstance(value, (bytes, bytearray, memoryview)):
             return f"<binary {count_noun(len(bytes(value)), 'byte')}>"
-        if isinstance(value, (dict, list, tuple)):
-            # ensure_ascii=False keeps emoji and non-Latin text readable
-            return json_util.dumps(
-                value, json_options=json_util.RELAXED_JSON_OPTIONS, ensure_ascii=False, separators=(",", ":")
-            )
+        if isinstance(value, (dict, list, tuple)):  # ensure_ascii=False keeps emoji and non-Latin text readable
+            options = json_util.RELAXED_JSON_OPTIONS
+            return json_util.dumps(value, json_options=options, ensure_ascii=False, separators=(",", ":"))
         return str(value)  # ObjectId included: its hex
-    except Exception:  # a hostile __str__/__repr__ must not fail the export
-        try:
-            return repr(value)
-        except Exception:
-            return f"<{type(value).__name__}>"
-
-
-def text_cell(letter: str, row: str, value: str, style: str) -> str:
-    """``<c>`` XML of an inline-string cell (``style``: ``' s="N"'``) for clean text; "" (blank) for ""."""
-    tail = text_cell_tail(value, style)
-    return f'<c r="{letter}{row}"{tail}' if tail else ""
+    except Exception:  # a hostile __str__ must not fail the export
+        return f"<{type(value).__name__}>"
 
 
 def text_cell_tail(value: str, style: str) -> str:
-    """What follows ``<c r="A2"`` in `text_cell`'s XML; "" for ""."""
+    """What follows ``<c r="A2"`` in an inline-string cell's XML (``style``: ``' s="N"'``); "" (blank) for ""."""
     if not value:
         return ""
     # Leading/trailing white space (the only characters <= " " left) is kept by Excel only with xml:space.
@@ -91,22 +79,6 @@ def text_cell_tail(value: str, style: str) -> str:
     return f'{style} t="inlineStr"><is><t{space}>{value}</t></is></c>'
 
 
-class TextCellTails(dict[str, str]):
-    """`text_cell_tail` of `cell_text` of a str, remembered: phone numbers, Status and Workspace ID
-    repeat on almost every row, and a dictionary hit is far cheaper than cleaning and escaping again."""
-
-    LIMIT = 20_000  # distinct values kept (a few MB); a workbook with more starts over, so memory stays flat
-
-    def __init__(self, style: str) -> None:
-        super().__init__()
-        self.style = style
-
-    def __missing__(self, value: str) -> str:
-        if len(self) >= self.LIMIT:
-            self.clear()
-        tail = self[value] = self.uncached(value)
-        return tail
-
-    def uncached(self, value: object) -> str:
-        """The tail of any value, not remembered: for what is not a plain str (None, numbers, a str subclass)."""
-        return text_cell_tail(cell_text(value), self.style)
+def text_cell_tails(style: str) -> Callable[[str], str]:
+    """`text_cell_tail` of `cell_text`, remembered for values (phones, Status, Workspace ID) repeating row after row."""
+    return functools.lru_cache(TAILS_KEPT)(lambda value: text_cell_tail(cell_text(value), style))

@@ -1,8 +1,5 @@
-"""Password protection: ECMA-376 Agile encryption (AES-256, SHA-512) in an OLE file, as Excel writes it.
-
-msoffcrypto-tool supplies the key, the descriptor and the OLE layout; its own ``OOXMLFile.encrypt`` holds the
-file in memory several times over, so here each 4 KiB segment is encrypted straight to disk, HMAC on the way.
-"""
+"""ECMA-376 Agile encryption (AES-256, SHA-512) as Excel writes it: msoffcrypto-tool's key, descriptor and OLE layout,
+each 4 KiB segment straight to disk (msoffcrypto's own encrypt holds the file in memory several times over)."""
 
 from __future__ import annotations
 
@@ -21,23 +18,19 @@ from wa_export.units import count_noun
 from wa_export.workbook.publish import create_private_file, unlink_quietly
 from wa_export.workbook_password import MAX_PASSWORD_LENGTH
 
-__all__ = ["WorkbookEncryptionError", "encrypt_workbook"]
 _SEGMENT = 4096  # the format's segment size: each has its own IV
-# Smaller streams live in the OLE mini stream; the container puts the payload in regular sectors
-# (a workbook is always larger: an empty one is over 5 KB).
-_MINI_STREAM_CUTOFF = 4096
+_MINI_STREAM_CUTOFF = 4096  # smaller streams go to the OLE mini stream; an empty workbook is over 5 KB
 
 
 class WorkbookEncryptionError(Exception):
-    """The workbook could not be encrypted; the message never contains the password."""
+    """The message never contains the password."""
 
 
 def encrypt_workbook(source: Path, target: Path, password: str) -> Path:
     """Write ``source`` encrypted to the new file ``target`` (0600, never overwritten; removed on failure)."""
-    if not isinstance(password, str) or not password:
-        raise ValueError("the workbook password is empty")
-    if len(password) > MAX_PASSWORD_LENGTH:
-        raise ValueError(f"the workbook password is longer than {count_noun(MAX_PASSWORD_LENGTH, 'character')}")
+    if not password or len(password) > MAX_PASSWORD_LENGTH:
+        limit = count_noun(MAX_PASSWORD_LENGTH, "character")
+        raise ValueError(f"the workbook password is empty or longer than {limit}")
     fd = create_private_file(target)
     failure = ""
     try:
@@ -51,8 +44,7 @@ def encrypt_workbook(source: Path, target: Path, password: str) -> Path:
             raise
         failure = type(exc).__name__
     if failure:
-        # Raised outside the handler, so the library's exception (its message or arguments could carry
-        # the password) is neither the cause nor the context of ours.
+        # Outside the handler: the library's exception (which could carry the password) is not our context.
         raise WorkbookEncryptionError(f"could not encrypt {source.name} ({failure})")
     return target
 
@@ -76,16 +68,12 @@ def _encrypt(plain: IO[bytes], out: IO[bytes], password: str) -> None:
     header = pack("<Q", plain_size)
     out.write(header)
     mac = hmac.new(hmac_key, header, hashlib.sha512)
-    index = 0
-    read = 0
-    while segment := plain.read(_SEGMENT):
+    for index, segment in enumerate(iter(lambda: plain.read(_SEGMENT), b"")):
         iv = agile._generate_iv(key_data, pack("<I", index), key_data.saltValue)
         ciphertext = agile._encrypt_aes_cbc_padded(segment, secret_key, iv, key_data.blockSize)
         out.write(ciphertext)
         mac.update(ciphertext)
-        read += len(segment)
-        index += 1
-    if read != plain_size:
+    if plain.tell() != plain_size:
         raise WorkbookEncryptionError("the workbook changed while it was being encrypted")
 
     # The data-integrity HMAC over the whole EncryptedPackage stream, as generate_integrity_parameter makes it.
@@ -100,8 +88,7 @@ def _encrypt(plain: IO[bytes], out: IO[bytes], password: str) -> None:
     out.write(descriptor)
 
 
-def _descriptor(info: Any) -> bytes:
-    """The EncryptionInfo stream: version header and XML descriptor."""
+def _descriptor(info: Any) -> bytes:  # the EncryptionInfo stream
     return bytes(info.getEncryptionDescriptorHeader()) + str(info.toEncryptionDescriptor()).encode("utf-8")
 
 
@@ -110,7 +97,6 @@ def _write_layout(container: Any, out: IO[bytes]) -> Any:
     layout = ole.ECMA376EncryptedLayout(container._header.sectorSize)
     container._set_sector_locations_of_streams(layout)
     container._detect_sector_num(layout)
-
     header, dirs = container._header, container._dirs
     header.firstDirectorySectorLocation = layout.directoryEntryPos
     header.firstMiniFatSectorLocation = layout.miniFatPos
@@ -123,7 +109,6 @@ def _write_layout(container: Any, out: IO[bytes]) -> Any:
     header.numDifatSectors = layout.difatSectorNum
     if layout.difatSectorNum > 0:
         header.firstDifatSectorLocation = layout.difatPos
-
     out.truncate(layout.totalSize)  # a sparse file of the final size
     out.seek(0)
     header.write_to(out)

@@ -1,5 +1,4 @@
-"""What the delivery ledger records of an attached file (SHA-256, size, name): the same for a workbook
-before it is emailed and a file handed to `wa-export verify`, so both match byte for byte."""
+"""What the delivery ledger records of an attached file: alike for an emailed workbook and one given to `verify`."""
 
 from __future__ import annotations
 
@@ -19,15 +18,10 @@ class Fingerprint:
 
 
 def fingerprint(path: Path) -> Fingerprint:
-    """Hash the file in chunks, never whole in memory; OSError if it is no readable file. Size and digest come
-    from the one open file, so a file replaced meanwhile cannot mix two versions."""
-    # Checked before opening: opening a named pipe would wait for a writer.
-    mode = os.stat(path).st_mode
-    if stat.S_ISDIR(mode):
-        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-    if not stat.S_ISREG(mode):
+    """Digest and size of one open file (a file replaced meanwhile cannot mix two versions), read in chunks."""
+    mode = os.stat(path).st_mode  # before opening: opening a named pipe would wait for a writer
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # open() refuses a directory itself
         raise OSError(errno.EINVAL, "not a regular file", str(path))
     with open(path, "rb") as handle:
         digest = hashlib.file_digest(handle, "sha256").hexdigest()
-        size = os.fstat(handle.fileno()).st_size
-    return Fingerprint(digest, size, path.name)
+        return Fingerprint(digest, os.fstat(handle.fileno()).st_size, path.name)

@@ -1,16 +1,14 @@
-"""``EXPORT_DIR/<slug>/<slug>_whatsapp_messages_YYYY-MM-DD_HH-MM.xlsx``, from a hostile workspace name.
-
-A marker file holding the workspace id claims a folder, so two workspaces never share one; the original
-service's unmarked ``<slug>/`` is adopted only when exactly one active workspace has that slug.
-"""
+"""``EXPORT_DIR/<slug>/<slug>_whatsapp_messages_YYYY-MM-DD_HH-MM.xlsx`` from a hostile workspace name. A marker file
+holding the workspace id claims a folder; an unmarked ``<slug>/`` (the original service's) is adopted only when
+exactly one active workspace has that slug."""
 
 from __future__ import annotations
 
 import errno
 import os
 import re
-import stat
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import suppress
 from datetime import datetime
@@ -55,137 +53,104 @@ def is_slug(name: str) -> bool:
     return re.match(r"^[a-z0-9_]+$", name) is not None and len(name) <= SLUG_MAX_LENGTH + 3
 
 
-def _check_slug(slug: str) -> None:
-    if not is_slug(slug):
-        raise ValueError(f"not a slug produced by slugify(): {slug!r}")
-
-
 def contested_slugs(names_and_ids: Iterable[tuple[object, str]]) -> frozenset[str]:
     """The slugs that more than one of these (name, id) workspaces has: nobody adopts their unmarked folder."""
-    seen: set[str] = set()
-    contested: set[str] = set()
-    for name, workspace_id in names_and_ids:
-        slug = slugify(name, workspace_id)
-        (contested if slug in seen else seen).add(slug)
-    return frozenset(contested)
+    counts = Counter(slugify(name, workspace_id) for name, workspace_id in names_and_ids)
+    return frozenset(slug for slug, count in counts.items() if count > 1)
 
 
-def _make_private_dirs(directory: Path) -> None:
-    """Create ``directory`` and missing parents as 0700 (os.makedirs leaves parents to the umask)."""
-    if directory.exists() or directory.is_symlink():
-        return
-    if directory.parent != directory:
-        _make_private_dirs(directory.parent)
+def _make_private_dir(folder: Path) -> None:
     with suppress(FileExistsError):  # created concurrently: leave its mode to whoever made it
-        os.mkdir(directory, 0o700)
-        os.chmod(directory, 0o700)  # the umask must not loosen or tighten it
+        os.mkdir(folder, 0o700)
+        os.chmod(folder, 0o700)  # the umask must not loosen or tighten it
 
 
-def _read_marker(folder: Path) -> str | None:
+def _read_marker(folder_fd: int) -> str | None:
+    """The id in the folder's marker; None without one, "" for a symlinked marker (not ours)."""
     try:
-        fd = os.open(folder / FOLDER_MARKER, os.O_RDONLY | _NOFOLLOW)
+        fd = os.open(FOLDER_MARKER, os.O_RDONLY | _NOFOLLOW, dir_fd=folder_fd)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        if exc.errno == errno.ELOOP:  # a symlinked marker is not ours
+        if exc.errno == errno.ELOOP:
             return ""
         raise
+    with os.fdopen(fd, "rb") as marker:
+        return marker.read(1024).decode("utf-8", "replace").strip()
+
+
+def _open_folder(folder: Path) -> int | None:
+    """An O_NOFOLLOW descriptor, so a folder swapped for a symlink cannot redirect us; None for a file or a symlink."""
     try:
-        return os.read(fd, 1024).decode("utf-8", "replace").strip()
-    finally:
-        os.close(fd)
-
-
-def _has_content(folder: Path) -> bool:
-    with os.scandir(folder) as entries:
-        return any(entries)
-
-
-def _claim(folder: Path, workspace_id: str, *, adopt: bool = False) -> bool | None:
-    """Write the marker exclusively through an O_NOFOLLOW descriptor (a folder swapped for a symlink meanwhile
-    is refused), with `adopt` after making the folder 0700. True if this workspace now owns it; None: it is gone."""
-    try:
-        folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW)
-    except FileNotFoundError:
-        return None
+        return os.open(folder, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW)
     except OSError as exc:
         if exc.errno in (errno.ENOTDIR, errno.ELOOP):
-            return False  # replaced by a file or a symlink meanwhile: not this folder
+            return None
         raise
-    try:
-        if adopt:
-            os.fchmod(folder_fd, 0o700)  # its workbooks hold personal data
-        try:
-            fd = os.open(FOLDER_MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600, dir_fd=folder_fd)
-        except FileExistsError:  # claimed between our checks: only the marker decides
-            return _read_marker(folder) == workspace_id
-        try:
-            os.write(fd, f"{workspace_id}\n".encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        return True
-    finally:
-        os.close(folder_fd)
-
-
-def _adopt(folder: Path, workspace_id: str) -> bool | None:
-    """Take over an unmarked folder with content (the original service's)."""
-    return _claim(folder, workspace_id, adopt=True)
 
 
 def _owned_or_claimed(folder: Path, workspace_id: str, adopt: bool) -> bool:
-    try:
-        info = os.lstat(folder)
-    except FileNotFoundError:
-        with suppress(FileExistsError):  # made meanwhile by someone else: judged like any other
-            os.mkdir(folder, 0o700)
-            os.chmod(folder, 0o700)
-        return _owned_or_claimed(folder, workspace_id, adopt)
-    if not stat.S_ISDIR(info.st_mode):
-        return False  # a symlink or a file: taken by someone else, never followed
-    marker = _read_marker(folder)
-    if marker is not None:
-        return marker == workspace_id
-    # No marker: an empty folder can be claimed; one with content only adopted when allowed.
-    try:
-        empty = not _has_content(folder)
-    except FileNotFoundError:
-        return _owned_or_claimed(folder, workspace_id, adopt)  # removed meanwhile: the name is free again
-    if not (empty or adopt):
-        return False
-    claimed = _claim(folder, workspace_id) if empty else _adopt(folder, workspace_id)
-    # None: removed meanwhile (cleanup emptied it): the name is free again, so take it as a new folder.
-    return _owned_or_claimed(folder, workspace_id, adopt) if claimed is None else claimed
+    """Whether the folder is this workspace's, claiming it if missing or empty, or with `adopt` unmarked."""
+    while True:  # made or removed meanwhile (cleanup emptied it): judged again
+        try:
+            folder_fd = _open_folder(folder)
+        except FileNotFoundError:
+            _make_private_dir(folder)
+            continue
+        if folder_fd is None:
+            return False  # a file or a symlink: taken by someone else, never followed
+        try:
+            marker = _read_marker(folder_fd)
+            if marker is not None:
+                return marker == workspace_id
+            if os.listdir(folder_fd):
+                if not adopt:
+                    return False
+                os.fchmod(folder_fd, 0o700)  # adopted: its workbooks hold personal data
+            fd = os.open(FOLDER_MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600, dir_fd=folder_fd)
+            with os.fdopen(fd, "wb", buffering=0) as marker_file:
+                marker_file.write(f"{workspace_id}\n".encode())
+                os.fsync(marker_file.fileno())
+            return True
+        except FileExistsError:  # claimed between our checks: only the marker decides
+            return _read_marker(folder_fd) == workspace_id
+        except FileNotFoundError:  # removed meanwhile: the name is free again
+            continue
+        finally:
+            os.close(folder_fd)
 
 
 def unclaimed_folders(export_dir: Path, slugs: Iterable[str]) -> list[str]:
     """The slugs naming a real folder in ``export_dir`` with content but no marker: what adoption would take."""
     found: list[str] = []
     for slug in filter(is_slug, sorted(set(slugs))):
-        folder = Path(export_dir) / slug
-        with suppress(FileNotFoundError, NotADirectoryError):
-            if stat.S_ISDIR(os.lstat(folder).st_mode) and _read_marker(folder) is None and _has_content(folder):
-                found.append(slug)
+        with suppress(FileNotFoundError):
+            folder_fd = _open_folder(Path(export_dir) / slug)
+            if folder_fd is not None:
+                try:
+                    if _read_marker(folder_fd) is None and os.listdir(folder_fd):
+                        found.append(slug)
+                finally:
+                    os.close(folder_fd)
     return found
 
 
 def workspace_folder(export_dir: Path, slug: str, workspace_id: str, *, adopt_unmarked: bool = False) -> Path:
     """Create (0700) and return this workspace's folder: ``slug``, else ``<slug>_<last 8 of id>``, else
     ``<slug>_<id>`` (FileExistsError if all are others'). `adopt_unmarked`: take an unmarked ``<slug>/``."""
-    _check_slug(slug)
-    workspace_id = str(workspace_id)
+    if not is_slug(slug):
+        raise ValueError(f"not a slug produced by slugify(): {slug!r}")
     ident = _safe_id(workspace_id)
     if not ident:
         raise ValueError("workspace id has no usable characters")
-    _make_private_dirs(Path(export_dir))
-    root = Path(export_dir).resolve(strict=True)
+    export_dir = Path(export_dir)
+    for folder in (*reversed(export_dir.parents), export_dir):  # os.makedirs would leave parents to the umask
+        if not (folder.exists() or folder.is_symlink()):
+            _make_private_dir(folder)
+    root = export_dir.resolve(strict=True)
     for name in dict.fromkeys([slug, f"{slug}_{ident[-8:]}", f"{slug}_{ident}"]):  # ordered, without duplicates
-        candidate = root / name
-        if candidate.parent != root:
-            raise ValueError(f"folder {candidate} would escape {root}")
-        # Only the bare slug is the original service's name for a workspace folder.
-        if _owned_or_claimed(candidate, workspace_id, adopt_unmarked and name == slug):
+        candidate = root / name  # slug characters only: never outside root
+        if _owned_or_claimed(candidate, workspace_id, adopt_unmarked and name == slug):  # the original's name
             if candidate.resolve(strict=True) != candidate:
                 raise ValueError(f"folder {candidate} resolves outside {root}")
             return candidate
@@ -194,14 +159,12 @@ def workspace_folder(export_dir: Path, slug: str, workspace_id: str, *, adopt_un
 
 def publish_path_candidates(folder: Path, slug: str, run_time_local: datetime) -> Iterator[Path]:
     """The base file name, then ``_2``, ``_3``, ... (finite) for the same minute: for ``WorkbookWriter.commit``."""
-    _check_slug(slug)
-    base = Path(folder) / f"{slug}_whatsapp_messages_{run_time_local.strftime('%Y-%m-%d_%H-%M')}"
-    yield base.with_name(f"{base.name}.xlsx")
+    base = f"{slug}_whatsapp_messages_{run_time_local:%Y-%m-%d_%H-%M}"
+    yield Path(folder) / f"{base}.xlsx"
     for sequence in range(2, MAX_SAME_MINUTE_FILES + 1):
-        yield base.with_name(f"{base.name}_{sequence}.xlsx")
+        yield Path(folder) / f"{base}_{sequence}.xlsx"
 
 
 def export_file_pattern_for(slug: str) -> re.Pattern[str]:
     """Pattern matching exactly this slug's workbook names (for cleanup)."""
-    _check_slug(slug)
     return re.compile(_FILE_NAME.format(re.escape(slug)))

@@ -1,6 +1,4 @@
-"""Atomic publishing: a hidden private temp file, then a link to a free name (never a partial file, never
-an overwrite: ``os.link``, or an exclusive reservation plus rename where hard links are unsupported), or a rename
-over the old file where replacing is the point."""
+"""Atomic 0600 files: a hidden temp file linked to a free name (never an overwrite), or renamed over the old one."""
 
 from __future__ import annotations
 
@@ -11,17 +9,11 @@ from collections.abc import Iterable
 from contextlib import suppress
 from pathlib import Path
 
-
-def os_error_from(exc: BaseException) -> OSError:
-    """lxml reports a failed write as SerialisationError('IO_ENOSPC'); make it an OSError."""
-    message = str(exc)
-    code = getattr(errno, message[3:], errno.EIO) if message.startswith("IO_") else errno.EIO
-    return OSError(code, f"{os.strerror(code)} (while writing the workbook: {message})")
+_LINK_UNSUPPORTED = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK}
 
 
 def create_private_file(path: Path) -> int:
-    # O_EXCL+O_NOFOLLOW: never reuse or follow something planted under our name; fchmod: the umask must not
-    # loosen (or tighten) the 0600 we promise.
+    # O_EXCL+O_NOFOLLOW: never reuse or follow what is planted under our name; fchmod: the umask must not change 0600.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         os.fchmod(fd, 0o600)
@@ -37,7 +29,7 @@ def unlink_quietly(path: Path | str) -> None:
         os.unlink(path)
 
 
-def fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:  # best effort: makes a rename or link durable
     with suppress(OSError):
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
         try:
@@ -54,25 +46,18 @@ def replace_file(path: Path, data: bytes, mode: int | None = None) -> None:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
             handle.flush()
-            if mode is not None:
-                os.fchmod(handle.fileno(), mode)  # explicit: the umask must not change it
+            os.fchmod(handle.fileno(), 0o600 if mode is None else mode)  # explicit: the umask must not change it
             os.fsync(handle.fileno())
         os.replace(temporary, path)
     except BaseException:
         unlink_quietly(temporary)
         raise
-    fsync_dir(path.parent)  # the rename is durable once the folder is; best effort
-
-
-_LINK_UNSUPPORTED = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK}
+    fsync_dir(path.parent)
 
 
 def publish_without_overwrite(tmp_path: Path, candidates: Iterable[Path | str], first: Path) -> Path:
     """Give the finished temp file the first free candidate name; an existing file is never replaced."""
-    tried = 0
-    for candidate in candidates:
-        tried += 1
-        target = Path(candidate)
+    for target in map(Path, candidates):
         try:
             os.link(tmp_path, target, follow_symlinks=False)
         except FileExistsError:
@@ -88,4 +73,4 @@ def publish_without_overwrite(tmp_path: Path, candidates: Iterable[Path | str], 
             os.replace(tmp_path, target)
         unlink_quietly(tmp_path)
         return target
-    raise FileExistsError(errno.EEXIST, f"every candidate name is taken ({tried} tried)", str(first))
+    raise FileExistsError(errno.EEXIST, "every candidate name is taken", str(first))

@@ -1,30 +1,25 @@
-"""The export workbook: rows formatted as XML text (workbook/cells.py), in a package openpyxl made once.
-
-openpyxl writes one workbook per process and sheet count (`package_template`); every export is that package
-with its own rows, filter ranges and properties: several times XlsxWriter constant_memory rows/s, flat memory.
-"""
+"""The export workbook: rows formatted as XML text (workbook/cells.py) into the package openpyxl makes once per
+process and sheet count: several times XlsxWriter constant_memory rows/s, flat memory."""
 
 from __future__ import annotations
 
+import errno
+import functools
 import io
 import itertools
 import math
 import os
-import secrets
 import shutil
 import tempfile
-import threading
 import weakref
 import zipfile
 from collections.abc import Iterable
-from contextlib import suppress
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import Any
-from zoneinfo import ZoneInfo
 
+from lxml.etree import SerialisationError as _LxmlSerialisationError  # lxml comes with yagmail's premailer
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.packaging.core import DocumentProperties
@@ -33,23 +28,11 @@ from openpyxl.worksheet.properties import PageSetupProperties
 from openpyxl.xml.functions import tostring
 
 from wa_export.workbook import publish
-from wa_export.workbook.cells import CELL_TEXT_LIMIT, TextCellTails, cell_text, text_cell
-
-try:  # openpyxl uses lxml when it is installed; its write errors are not OSError
-    from lxml.etree import SerialisationError as _LxmlSerialisationError
-except ImportError:  # pragma: no cover - et_xmlfile fallback raises OSError itself
-
-    class _LxmlSerialisationError(Exception):  # type: ignore[no-redef]
-        pass
-
-
-__all__ = ["CELL_TEXT_LIMIT", "HEADER", "MAX_DATA_ROWS_PER_SHEET", "SHEET_TITLE", "WorkbookWriter", "cell_text"]
+from wa_export.workbook.cells import cell_text, text_cell_tail, text_cell_tails
 
 HEADER = ("Sender Phone Number", "Receiver Phone Number", "Message Content", "Timestamp", "Status", "Workspace ID")
 SHEET_TITLE = "WhatsApp Messages"
 MAX_DATA_ROWS_PER_SHEET = 1_048_575  # Excel's 1,048,576 rows minus the header row
-TITLE_PREFIX = "WhatsApp messages"
-CREATOR = "wa-export"
 _CHUNK_ROWS = 1_000  # rows formatted as XML text are written this many at a time
 _EXCEL_1900_03_01 = 61.0  # serials below this hit Excel's 1900 leap-year bug
 _EXCEL_MAX_SERIAL = 2_958_466.0  # 10000-01-01: Excel's date range ends before
@@ -57,16 +40,13 @@ _EXCEL_EPOCH, _DAY = datetime(1899, 12, 30), timedelta(days=1)
 SHEET_PREFIX = "xl/worksheets/sheet"
 WORKBOOK_PART = "xl/workbook.xml"
 CORE_PART = "docProps/core.xml"
-# A sheet's XML stays in memory up to this size (a scheduled run's small workbooks never touch
-# the disk twice), then goes on in an unnamed private temporary file next to the workbook.
+# A sheet's XML stays in memory up to this size (small workbooks never touch the disk twice), then spills.
 SHEET_SPOOL_BYTES = 4 * 1024 * 1024
 _STREAM_CHUNK = 1024 * 1024  # a spilled sheet is compressed into the package this much at a time
 
 
 @dataclass(frozen=True)
 class PackageTemplate:
-    """A workbook of some number of sheets: its fixed parts and the patterns of the others."""
-
     order: tuple[str, ...]  # member names in openpyxl's order
     fixed: dict[str, bytes]
     sheet_head: bytes  # up to and including the header row, inside <sheetData>
@@ -75,28 +55,14 @@ class PackageTemplate:
     styles: tuple[str, ...]  # the ' s="N"' of date, wrapped-text and other data cells
 
 
-_templates: dict[int, PackageTemplate] = {}
-_lock = threading.Lock()
-
-
+@functools.cache
 def package_template(sheets: int) -> PackageTemplate:
-    """The template for workbooks of `sheets` sheets, made by openpyxl once per process."""
-    with _lock:
-        if sheets not in _templates:
-            try:
-                _templates[sheets] = _capture(sheets)
-            except _LxmlSerialisationError as error:
-                raise publish.os_error_from(error) from error
-        return _templates[sheets]
-
-
-def _capture(sheets: int) -> PackageTemplate:
-    """openpyxl's workbook of `sheets` sheets (header, one probe row each), taken apart."""
+    """openpyxl's workbook of `sheets` sheets (header and one probe row each), taken apart."""
     workbook = Workbook(write_only=True)
     styles: list[str] = []
     for number in range(1, sheets + 1):
         sheet = workbook.create_sheet(SHEET_TITLE if number == 1 else f"{SHEET_TITLE} ({number})")
-        sheet.freeze_panes = "A2"  # views, widths and page setup are written before the first row
+        sheet.freeze_panes = "A2"
         # Printed as it reads on screen: landscape, one page wide, the header on every page.
         sheet.page_setup.orientation = "landscape"
         sheet.page_setup.fitToWidth, sheet.page_setup.fitToHeight = 1, 0
@@ -111,8 +77,7 @@ def _capture(sheets: int) -> PackageTemplate:
             cell.fill = PatternFill(fill_type="solid", fgColor="305496")
             cell.alignment = Alignment(vertical="center")
         sheet.append(header)
-        if not styles:  # registered after the header's: the style ids of every export's data cells
-            # Date, wrapped and other data cells: top-aligned so a tall (wrapped) row still reads left to right.
+        if not styles:  # date, wrapped and other data cells, top-aligned so a tall row still reads across
             for number_format, wrap in (("yyyy-mm-dd hh:mm:ss", False), ("General", True), ("General", False)):
                 cell = WriteOnlyCell(sheet)
                 cell.number_format, cell.alignment = number_format, Alignment(vertical="top", wrap_text=wrap or None)
@@ -120,7 +85,12 @@ def _capture(sheets: int) -> PackageTemplate:
         sheet.append(["probe"] * len(HEADER))
         sheet.auto_filter.ref = "A1:F2"
     buffer = io.BytesIO()
-    workbook.save(buffer)
+    try:  # the sheets go through temporary files, written when saved
+        workbook.save(buffer)
+    except _LxmlSerialisationError as error:  # openpyxl writes with lxml: 'IO_ENOSPC' on a full disk is no OSError
+        message = str(error)
+        code = getattr(errno, message[3:], errno.EIO) if message.startswith("IO_") else errno.EIO
+        raise OSError(code, f"{os.strerror(code)} (while writing the workbook: {message})") from error
     with zipfile.ZipFile(buffer) as archive:
         contents = {name: archive.read(name) for name in archive.namelist()}
     head, _, rest = contents[f"{SHEET_PREFIX}1.xml"].partition(b'<row r="2"')
@@ -138,37 +108,30 @@ def _capture(sheets: int) -> PackageTemplate:
     return PackageTemplate(tuple(contents), fixed, head, (before_ref, after_ref), workbook_xml, tuple(styles))
 
 
-def zone_name(zone: ZoneInfo | dt_timezone) -> str:
-    """``Asia/Kolkata`` for a ZoneInfo, ``UTC+05:30`` for a fixed offset."""
-    return zone.key if isinstance(zone, ZoneInfo) else zone.tzname(None) or str(zone)
-
-
-def _core_xml(workspace_name: str | None, zone: str) -> bytes:
-    """What Excel shows under File > Info (tenant text made one XML-safe line of at most 255 characters)."""
+def _core_xml(workspace_name: str | None, zone: str) -> bytes:  # Excel's File > Info
+    # Tenant text made one XML-safe line of at most 255 characters.
     name, zone = (" ".join(cell_text(text).split())[:255] for text in (workspace_name or "", zone))
     now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     properties = DocumentProperties(
-        title=f"{TITLE_PREFIX} – {name}" if name else TITLE_PREFIX,
-        creator=CREATOR,
-        lastModifiedBy=CREATOR,
+        title=f"WhatsApp messages – {name}" if name else "WhatsApp messages",
+        creator="wa-export",
+        lastModifiedBy="wa-export",
         subject=f"Timestamps in {zone}",
-        description=(
-            f"{TITLE_PREFIX}{f' of workspace {name}' if name else ''}, exported by {CREATOR}. "
-            f"The Timestamp column shows each message's time in {zone}."
-        ),
+        description=f"WhatsApp messages{f' of workspace {name}' if name else ''}, exported by wa-export. "
+        f"The Timestamp column shows each message's time in {zone}.",
         created=now,
         modified=now,
     )
     return bytes(tostring(properties.to_tree()))
 
 
-class WorkbookWriter:
+class WorkbookWriter(AbstractContextManager["WorkbookWriter"]):
     """Stream rows into a new workbook and publish it atomically; leaving without ``commit()`` removes every file."""
 
     def __init__(
         self,
         final_path: Path | str,
-        timezone: ZoneInfo | dt_timezone,
+        timezone: tzinfo,
         *,
         rows_per_sheet: int = MAX_DATA_ROWS_PER_SHEET,
         workspace_name: str | None = None,
@@ -179,16 +142,16 @@ class WorkbookWriter:
         self.final_path = Path(final_path)
         self._tz = timezone
         self._rows_per_sheet = rows_per_sheet
-        self._names = (workspace_name, timezone_name or zone_name(timezone))
+        self._names = (workspace_name, timezone_name or str(timezone))  # Asia/Kolkata, or UTC+05:30
         self._template = package_template(1)
-        self._tails = TextCellTails(self._template.styles[2])  # the top-aligned text cells' remembered XML
-        self.rows_written = 0  # data rows (header rows not counted)
-        self._state = "open"  # open -> committed | aborted
+        self._tails = text_cell_tails(self._template.styles[2])  # the top-aligned text cells' remembered XML
+        self.rows_written = 0  # data rows
+        self._state = "open"  # then committed or aborted
         self._published: Path | None = None
         self._spools: list[tempfile.SpooledTemporaryFile[bytes]] = []
         self._sheet_rows: list[int] = []  # data rows of each sheet
         # Hidden ('.' prefix, '.tmp' suffix): no *.xlsx glob or cleanup pattern mails or deletes it half-written.
-        self._tmp_path = self.final_path.parent / f".{self.final_path.name}.{secrets.token_hex(6)}.tmp"
+        self._tmp_path = self.final_path.parent / f".{self.final_path.name}.{os.urandom(6).hex()}.tmp"
         self._file = os.fdopen(publish.create_private_file(self._tmp_path), "w+b")
         weakref.finalize(self, publish.unlink_quietly, self._tmp_path)  # if dropped without commit()/abort()
         try:
@@ -204,13 +167,13 @@ class WorkbookWriter:
 
     def append_many(self, rows: Iterable[tuple[object, object, object, datetime | None, str, str]]) -> None:
         """Write rows in order; the fast path the exporter uses."""
-        self._require_open()
+        if self._state != "open":
+            raise RuntimeError(f"workbook writer is already {self._state}")
         try:
             rows = iter(rows)
             while True:
                 room = self._rows_per_sheet - self._sheet_rows[-1]
-                if not room:
-                    # Only start the next sheet once a row for it exists: no empty sheet at an exact multiple.
+                if not room:  # a next sheet only once a row for it exists: none empty at an exact multiple
                     first = next(rows, None)
                     if first is None:
                         return
@@ -224,14 +187,11 @@ class WorkbookWriter:
             raise
 
     def commit(self, candidates: Iterable[Path | str] | None = None, *, password: str | None = None) -> Path:
-        """Publish under the first free name of ``candidates`` (default ``final_path``), else FileExistsError.
-
-        With a ``password`` the workbook encrypted with it is published (workbook/encryption.py): the plain
-        one never appears under a visible name.
-        """
-        if self._published is not None:  # committed already
+        """Publish (encrypted with a `password`) under the first free name of `candidates`, else FileExistsError."""
+        if self._published is not None:
             return self._published
-        self._require_open()
+        if self._state != "open":
+            raise RuntimeError(f"workbook writer is already {self._state}")
         ready = self._tmp_path
         try:
             self._finish_sheet()
@@ -253,7 +213,6 @@ class WorkbookWriter:
         return self._published
 
     def abort(self) -> None:
-        """Throw the workbook away and remove every temporary file. Idempotent."""
         if self._state == "committed":
             return
         self._state = "aborted"
@@ -262,40 +221,34 @@ class WorkbookWriter:
                 spool.close()
         self._cleanup_files()
 
-    def __enter__(self) -> WorkbookWriter:
-        return self
-
     def __exit__(self, *exc_info: object) -> None:
         self.abort()
 
-    def _write_rows(self, rows: Iterable[tuple[Any, ...]]) -> int:
-        """Format ``rows`` into the current sheet; return how many there were."""
-        text, cell, serial_of, tails = cell_text, text_cell, self._excel_serial, self._tails
+    def _write_rows(self, rows: Iterable[tuple[object, ...]]) -> int:
+        text, tail_of, serial_of, kept = cell_text, text_cell_tail, self._excel_serial, self._tails
         date_style, wrap, top = self._template.styles
         row = self._sheet_rows[-1] + 1  # the header is row 1
         first = row
         chunk: list[str] = []
-        for sender, receiver, content, ts, status, workspace_id in rows:
+        for sender, receiver, content, ts, status, ws in rows:
             row += 1
             r = str(row)
-            vd = ""
-            if ts is not None:
-                serial = serial_of(ts)
-                if serial is None:  # not a datetime, or outside Excel's date range
-                    vd = cell("D", r, text(ts.isoformat() if isinstance(ts, datetime) else ts), top)
-                else:  # repr: shortest round-trip decimal, never an exponent in this range
-                    vd = f'<c r="D{r}"{date_style} t="n"><v>{serial!r}</v></c>'
-            # Columns whose values repeat row after row come from the remembered tails; the str
-            # test is inline because a method call per cell would cost what the dictionary saves.
-            a = tails[sender] if type(sender) is str else tails.uncached(sender)
-            b = tails[receiver] if type(receiver) is str else tails.uncached(receiver)
-            e = tails[status] if type(status) is str else tails.uncached(status)
-            f = tails[workspace_id] if type(workspace_id) is str else tails.uncached(workspace_id)
+            serial = serial_of(ts)
+            if serial is None:  # none, not a datetime, or outside Excel's date range: as text
+                d = tail_of(text(ts.isoformat() if isinstance(ts, datetime) else ts), top)
+            else:  # repr: shortest round-trip decimal, never an exponent in this range
+                d = f'{date_style} t="n"><v>{serial!r}</v></c>'
+            # Values that repeat row after row are remembered; only a plain str (1 == True to a cache). Each cell
+            # spelled out: a loop over the six would cost a fifth of the rows' time.
+            a, b, e, f = [kept(v) if type(v) is str else tail_of(text(v), top) for v in (sender, receiver, status, ws)]
+            c = tail_of(text(content), wrap)
             va = f'<c r="A{r}"{a}' if a else ""
             vb = f'<c r="B{r}"{b}' if b else ""
+            vc = f'<c r="C{r}"{c}' if c else ""
+            vd = f'<c r="D{r}"{d}' if d else ""
             ve = f'<c r="E{r}"{e}' if e else ""
             vf = f'<c r="F{r}"{f}' if f else ""
-            chunk.append(f'<row r="{r}">{va}{vb}{cell("C", r, text(content), wrap)}{vd}{ve}{vf}</row>')
+            chunk.append(f'<row r="{r}">{va}{vb}{vc}{vd}{ve}{vf}</row>')
             if len(chunk) == _CHUNK_ROWS:
                 self._spools[-1].write("".join(chunk).encode())
                 chunk.clear()
@@ -321,8 +274,7 @@ class WorkbookWriter:
         self._sheet_rows.append(0)
         self._spools[-1].write(self._template.sheet_head)
 
-    def _finish_sheet(self) -> None:
-        """The rows are done: the autofilter covers exactly them, as openpyxl writes it."""
+    def _finish_sheet(self) -> None:  # the autofilter covers exactly the rows, as openpyxl writes it
         before_ref, after_ref = self._template.sheet_tail
         self._spools[-1].write(before_ref + f'ref="A1:F{self._sheet_rows[-1] + 1}"'.encode() + after_ref)
 
@@ -343,17 +295,13 @@ class WorkbookWriter:
                 spool = self._spools[int(name[len(SHEET_PREFIX) : -len(".xml")]) - 1]
                 size = spool.tell()
                 spool.seek(0)
-                # zipfile's own rule for a part of known size: ZIP64 only where the size needs it.
+                # zipfile's own rule for a known size: ZIP64 only where needed
                 with archive.open(name, "w", force_zip64=size * 1.05 > zipfile.ZIP64_LIMIT) as part:
                     shutil.copyfileobj(spool, part, _STREAM_CHUNK)
                 spool.close()
             archive.close()  # the central directory, before the package is made durable
             handle.flush()
             os.fsync(handle.fileno())
-
-    def _require_open(self) -> None:
-        if self._state != "open":
-            raise RuntimeError(f"workbook writer is already {self._state}")
 
     def _cleanup_files(self) -> None:
         with suppress(OSError):
