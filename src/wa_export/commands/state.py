@@ -1,6 +1,5 @@
 """`wa-export state`: where each workspace's scheduled delivery stands (by the database's clock), and moving one
-workspace's cursor (logged; --move-past makes it the smallest key after one message).
-Why this module is long: the report of every workspace's state, and the two ways to move a cursor that report on it."""
+workspace's cursor (logged; --move-past makes it the smallest key after one message)."""
 
 from __future__ import annotations
 
@@ -19,35 +18,30 @@ from wa_export.errors import MongoUnavailable, UsageProblem, WorkspaceBusy
 from wa_export.redaction import redact
 from wa_export.schedule import decide
 from wa_export.settings import ID_FORM, Settings
-from wa_export.store import logs
+from wa_export.store import connection, logs
 from wa_export.store import state as stored
 from wa_export.store.arrivals import ArrivalKey, ForeignCursor, Key, is_key, key_order, key_text, time_of
-from wa_export.store.connection import (
-    Store,
-    Workspace,
-    describe_mongo_error,
-    mongo_errors,
-    open_store,
-    parse_workspace_id,
-)
+from wa_export.store.connection import Store, Workspace, mongo_errors, open_store, parse_workspace_id, text_or_none
 from wa_export.store.ownership import as_object_id, owner_of
 from wa_export.store.waiting import Waiting, count_waiting, position_key, workspace_chat_ids
-from wa_export.units import count_or_zero, local_time
+from wa_export.units import local_time
 from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, resolve
 
 WAITING_COUNT_CAP = 10_000
 _SHOWN_DERIVED = {"database_now", "cursor_key", "first_cursor", "waiting", "in_flight"}  # as_dict shows them its way
-_STORED_TIMES = (
-    "cursor_set_at",
-    "lease_expires_at",
-    "last_success_at",
-    "last_attempt_at",
-    "last_possible_duplicate_at",
-)
+# A cursor move's facts as system_logs records them (CursorMove's names).
+_LOGGED = ("workspace_id", "direction", "requested_time", "old_cursor", "old_cursor_time", "old_cursor_source")
+_LOGGED += ("new_cursor", "new_cursor_time", "past_message_id")
+
+
+def _at(moment: datetime | None, settings: Settings) -> str:
+    return local_time(moment, settings, SECOND_FORMAT, zoned=True)
 
 
 @dataclass(frozen=True)
 class WorkspaceReport:
+    """One workspace's export_state document and what follows from it; unnamed stored fields read by type."""
+
     workspace_id: str
     workspace_name: str
     workspace_status: str
@@ -67,14 +61,14 @@ class WorkspaceReport:
     last_possible_duplicate_at: datetime | None
     in_flight: Mapping[str, Any] | None
     # The workspace's own clock (wa_export.schedule), each with where it comes from (workspace_settings.Resolved.where).
-    time_zone: str = ""
-    time_zone_from: str = ""
-    schedule: str = "every"
-    schedule_from: str = ""
-    due: bool = True  # the next scheduled run delivers it
-    next_due_at: datetime | None = None  # not due: the slot from which a scheduled run delivers it (None: off)
-    setting_problem: str | None = None  # an invalid zone or schedule in its document: scheduled runs fail it
-    cursor_problem: str | None = None  # a cursor of another EXPORT_ARRIVAL_FIELD: scheduled runs fail it, as here
+    time_zone: str
+    time_zone_from: str
+    schedule: str
+    schedule_from: str
+    due: bool  # the next scheduled run delivers it
+    next_due_at: datetime | None  # not due: the slot from which a scheduled run delivers it (None: off)
+    setting_problem: str | None  # an invalid zone or schedule in its document: scheduled runs fail it
+    cursor_problem: str | None  # a cursor of another EXPORT_ARRIVAL_FIELD: scheduled runs fail it, as here
 
     @property
     def cursor_time(self) -> datetime | None:
@@ -177,45 +171,37 @@ def _reports(store: Store, workspaces: Sequence[Workspace], now: datetime, cap: 
         from_key, first = positions[workspace.id], None
         if from_key is None and workspace.id not in cursor_problems:
             # As the next scheduled run will set it (its end is not known yet: "now" stands in).
-            first = stored.first_cursor(
-                settings, ArrivalKey(settings.export_arrival_field), now, now, None, originals.get(workspace.id)
-            )
+            arrival = ArrivalKey(settings.export_arrival_field)
+            first = stored.first_cursor(settings, arrival, now, now, None, originals.get(workspace.id))
             from_key = first.key if first.source == "original_service" else None
-        cursor, source, owner = document.get("cursor"), document.get("cursor_source"), document.get("lease_owner")
-        cursor_key = cursor if is_key(cursor) else None
+        cursor_key = cursor if is_key(cursor := document.get("cursor")) else None
         last_error, in_flight = document.get("last_error"), document.get("in_flight")
         zone, schedule = resolve(TIME_ZONE, workspace, settings), resolve(SCHEDULE, workspace, settings)
         decision = None
         if zone.value is not None and schedule.value is not None:
             served = stored.WorkspaceState.from_document(workspace.id, document).served
             decision = decide(schedule.value, zone.value, now, served)
-        times: dict[str, Any] = {name: as_utc_or_none(document.get(name)) for name in _STORED_TIMES}
-        reports.append(
-            WorkspaceReport(
-                workspace_id=workspace.id,
-                workspace_name=workspace.name,
-                workspace_status=workspace.status,
-                database_now=now,
-                cursor_key=cursor_key,
-                cursor_source=str(source) if cursor_key is not None and source is not None else None,
-                legacy_watermark=as_utc_or_none(document.get("watermark")) if cursor_key is None else None,
-                first_cursor=first,
-                waiting=count_waiting(store, workspace, from_key, cap) if from_key is not None else None,
-                lease_owner=str(owner) if owner is not None else None,
-                consecutive_failures=count_or_zero(document.get("consecutive_failures")),
-                last_error=redact(str(last_error), settings.secrets()) if last_error else None,
-                in_flight=in_flight if isinstance(in_flight, Mapping) and in_flight else None,
-                time_zone=str(zone.value or ""),
-                time_zone_from=zone.where,
-                schedule=str(schedule.value or ""),
-                schedule_from=schedule.where,
-                due=decision is not None and decision.due,
-                next_due_at=decision.next_due if decision is not None else None,
-                setting_problem=zone.problem or schedule.problem,
-                cursor_problem=cursor_problems.get(workspace.id),
-                **times,
-            )
-        )
+        named = {
+            "workspace_id": workspace.id,
+            "workspace_name": workspace.name,
+            "workspace_status": workspace.status,
+            "database_now": now,
+            "cursor_key": cursor_key,
+            "legacy_watermark": as_utc_or_none(document.get("watermark")) if cursor_key is None else None,
+            "first_cursor": first,
+            "waiting": count_waiting(store, workspace, from_key, cap) if from_key is not None else None,
+            "last_error": redact(str(last_error), settings.secrets()) if last_error else None,
+            "in_flight": in_flight if isinstance(in_flight, Mapping) and in_flight else None,
+            "time_zone": str(zone.value or ""),
+            "time_zone_from": zone.where,
+            "schedule": str(schedule.value or ""),
+            "schedule_from": schedule.where,
+            "due": decision is not None and decision.due,
+            "next_due_at": decision.next_due if decision is not None else None,
+            "setting_problem": zone.problem or schedule.problem,
+            "cursor_problem": cursor_problems.get(workspace.id),
+        }
+        reports.append(WorkspaceReport(**connection.read_fields(WorkspaceReport, document, **named)))
     return reports
 
 
@@ -228,9 +214,9 @@ class CursorMove:
     workspace_id: str
     workspace_name: str
     requested_time: datetime
-    old_key: Key | None  # the cursor, or the key of v1's watermark when only that existed
-    old_source: str | None
-    new_key: Key
+    old_cursor: Key | None  # the cursor, or the key of v1's watermark when only that existed
+    old_cursor_source: str | None
+    new_cursor: Key
     direction: MoveDirection
     database_now: datetime
     past_message_id: str | None = None  # --move-past: the one message skipped
@@ -238,43 +224,31 @@ class CursorMove:
     host: str = field(default_factory=socket.gethostname)
 
     @property
-    def old_time(self) -> datetime | None:
-        return time_of(self.old_key)
+    def old_cursor_time(self) -> datetime | None:
+        return time_of(self.old_cursor)
 
     @property
-    def new_time(self) -> datetime:
-        moment = time_of(self.new_key)
-        assert moment is not None
-        return moment
+    def new_cursor_time(self) -> datetime | None:
+        return time_of(self.new_cursor)
 
     def new_position(self, settings: Settings) -> str:
         """Where the cursor now stands, as sentences say it: the time to the second, zone named, and the key."""
-        return f"{local_time(self.new_time, settings, SECOND_FORMAT, zoned=True)} (key {key_text(self.new_key)})"
+        return f"{_at(self.new_cursor_time, settings)} (key {key_text(self.new_cursor)})"
 
     def change(self, settings: Settings) -> str:
         """ "created at NEW", or "moved DIRECTION from OLD to NEW" with the old cursor's source."""
-        if self.old_key is None:
+        if self.old_cursor is None:
             return f"created at {self.new_position(settings)}"
-        old = local_time(self.old_time, settings, SECOND_FORMAT, zoned=True)
-        old += f" (key {key_text(self.old_key)}, {self.old_source or 'unknown source'})"
+        old = f"{_at(self.old_cursor_time, settings)} (key {key_text(self.old_cursor)}, {self.old_cursor_source or 'unknown source'})"
         return f"moved {self.direction} from {old} to {self.new_position(settings)}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "workspace_id": self.workspace_id,
-            "workspace_name": self.workspace_name,
-            "direction": self.direction,
-            "requested_time": iso(self.requested_time),
-            "old_cursor_time": iso(self.old_time),
-            "old_cursor_key": key_text(self.old_key),
-            "old_cursor_source": self.old_source,
-            "new_cursor_time": iso(self.new_time),
-            "new_cursor_key": key_text(self.new_key),
-            "database_time": iso(self.database_now),
-            "host": self.host,
-            "past_message_id": self.past_message_id,
-            "state": self.state_after.as_dict() if self.state_after is not None else None,
-        }
+        shown = ("workspace_id", "workspace_name", "direction", "requested_time", "old_cursor_time")
+        facts = {name: getattr(self, name) for name in (*shown, "old_cursor_source", "new_cursor_time")}
+        keys = {"old_cursor_key": key_text(self.old_cursor), "new_cursor_key": key_text(self.new_cursor)}
+        after = self.state_after.as_dict() if self.state_after is not None else None
+        more = {"database_time": self.database_now, "host": self.host, "past_message_id": self.past_message_id}
+        return facts | keys | more | {"state": after}
 
 
 def move_cursor(settings: Settings, workspace_id: str | None, to: str) -> CursorMove:
@@ -285,7 +259,7 @@ def move_cursor(settings: Settings, workspace_id: str | None, to: str) -> Cursor
         now = store.database_now()
         if moment > now:
             raise UsageProblem(
-                f"--move-to {to!r} is later than the database clock ({local_time(now, settings, SECOND_FORMAT, zoned=True)}): a cursor there would skip "
+                f"--move-to {to!r} is later than the database clock ({_at(now, settings)}): a cursor there would skip "
                 "messages that have not arrived yet; give a time in the past."
             )
         return _move(store, workspace, now, ArrivalKey(settings.export_arrival_field).at(moment), moment)
@@ -326,7 +300,9 @@ def move_cursor_past(settings: Settings, workspace_id: str | None, message_id: s
             )
         now = store.database_now()
         document = stored.read_state_documents(store, [workspace.id], single=True).get(workspace.id, {})
-        position = _delivery_position(settings, document, now)
+        # Where undelivered messages start: the cursor, v1's watermark, or the earliest start of a first run.
+        lead = timedelta(minutes=settings.export_interval_minutes, seconds=settings.export_lag_seconds)
+        position = position_key(settings, document, now) or arrival.at(now - lead)
         requested, past_id = time_of(message_key) or now, str(message_object_id)
         if message_key < position:  # both keys of the configured field: delivered (or skipped) already
             return _move(store, workspace, now, position, requested, past_id, already_past=document)
@@ -351,15 +327,6 @@ def _one_workspace(workspace_id: str | None, option: str) -> str:
         )
     parse_workspace_id(workspace_id)
     return workspace_id
-
-
-def _delivery_position(settings: Settings, document: Mapping[str, Any], now: datetime) -> Key:
-    """Where undelivered messages start: the cursor, v1's watermark, or the earliest start of a first run."""
-    position = position_key(settings, document, now)
-    if position is not None:
-        return position
-    interval = timedelta(minutes=settings.export_interval_minutes, seconds=settings.export_lag_seconds)
-    return ArrivalKey(settings.export_arrival_field).at(now - interval)
 
 
 def _key_just_after(
@@ -400,11 +367,10 @@ def _move(
             # The document exists but did not match: its lease is live, or a run moved the cursor meanwhile.
             raise _busy(store, workspace) from None
     # The old position: the cursor, else the key of v1's watermark.
-    before, old_key, old_source = before or {}, None, None
-    if is_key(cursor := before.get("cursor")):
-        old_key, source = cursor, before.get("cursor_source")
-        old_source = str(source) if source is not None else None
-    elif (watermark := as_utc_or_none(before.get("watermark"))) is not None:
+    before = before or {}
+    old_key = cursor if is_key(cursor := before.get("cursor")) else None
+    old_source = text_or_none(before.get("cursor_source")) if old_key is not None else None
+    if old_key is None and (watermark := as_utc_or_none(before.get("watermark"))) is not None:
         old_key, old_source = ArrivalKey(store.settings.export_arrival_field).at(watermark), "legacy_watermark"
     direction: MoveDirection = "created"
     if already_past is not None:  # the cursor stays where it is (or, without one, the delivery position given)
@@ -412,8 +378,8 @@ def _move(
     elif old_key is not None:
         unchanged = type(old_key) is type(new_key) and old_key == new_key
         direction = "unchanged" if unchanged else "back" if key_order(new_key) < key_order(old_key) else "forward"
-    args = (workspace.id, workspace.name, requested_time, old_key, old_source, new_key, direction, now)
-    move = CursorMove(*args, past_message_id)
+    move = CursorMove(workspace.id, workspace.name, requested_time, old_key, old_source, new_key, direction, now)
+    move = replace(move, past_message_id=past_message_id)
     if already_past is None:
         _record_move(store, move)
     return replace(move, state_after=_reports(store, [workspace], now, None)[0])
@@ -426,34 +392,22 @@ def _busy(store: Store, workspace: Workspace) -> WorkspaceBusy:
             f"The cursor of workspace {workspace.id} changed while this command ran (a run just delivered); "
             "it was not moved: run the command again."
         )
-    until = local_time(expires, store.settings, SECOND_FORMAT, zoned=True)
     return WorkspaceBusy(
-        f"Workspace {workspace.id} is being exported by {owner or 'another run'} (lease until {until}); its cursor was not moved: "
+        f"Workspace {workspace.id} is being exported by {owner or 'another run'} (lease until {_at(expires, store.settings)}); its cursor was not moved: "
         "run the command again once that run has finished."
     )
 
 
 def _record_move(store: Store, move: CursorMove) -> None:
     # In EXPORT_TIMEZONE and named: `logs --system` shows this message under "times in <that zone>".
-    change = move.change(store.settings) + (" (it had none)" if move.old_key is None else "")
+    change = move.change(store.settings) + (" (it had none)" if move.old_cursor is None else "")
     past = f" past message {move.past_message_id}" if move.past_message_id else ""
     message = f"cursor of workspace {move.workspace_id} {change}{past} by wa-export state on host {move.host}"
     try:
-        details = logs.CursorMoveDetails(
-            workspace_id=move.workspace_id,
-            direction=move.direction,
-            requested_time=move.requested_time,
-            old_cursor=move.old_key,
-            old_cursor_time=move.old_time,
-            old_cursor_source=move.old_source,
-            new_cursor=move.new_key,
-            new_cursor_time=move.new_time,
-            past_message_id=move.past_message_id,
-        )
+        details = {name: getattr(move, name) for name in _LOGGED}
         logs.record_cursor_move(store.system_logs, message, move.database_now, details)
     except PyMongoError as error:
-        when = local_time(move.new_time, store.settings, SECOND_FORMAT, zoned=True)
         raise MongoUnavailable(
-            f"The cursor of workspace {move.workspace_id} was moved to {when}, but the move could not "
-            f"be recorded in system_logs ({describe_mongo_error(error, store.settings)})"
+            f"The cursor of workspace {move.workspace_id} was moved to {_at(move.new_cursor_time, store.settings)}, but "
+            f"the move could not be recorded in system_logs ({connection.describe_mongo_error(error, store.settings)})"
         ) from None
