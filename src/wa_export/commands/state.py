@@ -30,8 +30,9 @@ from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, resolve
 WAITING_COUNT_CAP = 10_000
 _SHOWN_DERIVED = {"database_now", "cursor_key", "first_cursor", "waiting", "in_flight"}  # as_dict shows them its way
 # A cursor move's facts as system_logs records them (CursorMove's names).
-_LOGGED = ("workspace_id", "direction", "requested_time", "old_cursor", "old_cursor_time", "old_cursor_source")
-_LOGGED += ("new_cursor", "new_cursor_time", "past_message_id")
+_LOGGED: tuple[str, ...] = ("workspace_id", "direction", "requested_time", "old_cursor", "old_cursor_time")
+_LOGGED += ("old_cursor_source", "new_cursor", "new_cursor_time", "past_message_id")
+_LOGGED += ("new_cursor_time", "past_message_id")
 
 
 def _at(moment: datetime | None, settings: Settings) -> str:
