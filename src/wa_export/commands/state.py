@@ -28,7 +28,7 @@ from wa_export.units import local_time
 from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, resolve
 
 WAITING_COUNT_CAP = 10_000
-_SHOWN_DERIVED = {"database_now", "cursor_key", "first_cursor", "waiting", "in_flight"}  # as_dict shows them its way
+_SHOWN_DERIVED = {"database_now", "cursor_key", "first_cursor", "waiting"}  # as_dict shows them its way
 # A cursor move's facts as system_logs records them (CursorMove's names).
 _LOGGED: tuple[str, ...] = ("workspace_id", "direction", "requested_time", "old_cursor", "old_cursor_time")
 _LOGGED += ("old_cursor_source", "new_cursor", "new_cursor_time", "past_message_id")
@@ -48,13 +48,18 @@ class WorkspaceReport:
     workspace_status: str
     database_now: datetime
     cursor_key: Key | None
+    cursor_time: datetime | None
+    cursor_ahead_of_database_clock: bool
     cursor_source: str | None
     cursor_set_at: datetime | None
     legacy_watermark: datetime | None  # v1's position; the next run turns it into a cursor
     first_cursor: stored.FirstCursor | None  # where the next run starts a workspace without a position
+    next_run_starts_at: datetime | None  # known ahead only where the original service's last export says
     waiting: Waiting | None  # None: not counted (no position to count from)
+    oldest_waiting_age_seconds: float | None
     lease_owner: str | None
     lease_expires_at: datetime | None
+    lease_held: bool
     last_success_at: datetime | None
     last_attempt_at: datetime | None
     consecutive_failures: int
@@ -72,52 +77,20 @@ class WorkspaceReport:
     cursor_problem: str | None  # a cursor of another EXPORT_ARRIVAL_FIELD: scheduled runs fail it, as here
 
     @property
-    def cursor_time(self) -> datetime | None:
-        return time_of(self.cursor_key)
-
-    @property
-    def next_run_starts_at(self) -> datetime | None:
-        """Known ahead only where the original service's last export says."""
-        first = self.first_cursor
-        return first.starts_at if first is not None and first.source == "original_service" else None
-
-    @property
     def has_cursor(self) -> bool:
         return self.cursor_key is not None
 
-    @property
-    def cursor_ahead_of_database_clock(self) -> bool:
-        moment = self.cursor_time
-        return moment is not None and moment > self.database_now
-
-    @property
-    def lease_held(self) -> bool:
-        expires = self.lease_expires_at
-        return self.lease_owner is not None and expires is not None and expires > self.database_now
-
-    @property
-    def oldest_waiting_age_seconds(self) -> float | None:
-        if self.waiting is None or self.waiting.oldest_at is None:
-            return None
-        return max(0.0, (self.database_now - self.waiting.oldest_at).total_seconds())
-
     def as_dict(self) -> dict[str, Any]:
-        """The stored fields as they are (Output.json writes times as ISO text), then what is derived from them."""
-        waiting, age = self.waiting, self.oldest_waiting_age_seconds
+        """The facts as they are (Output.json writes times as ISO text), the cursor's key and the waiting count's."""
+        waiting = self.waiting
         return {
             **{f.name: getattr(self, f.name) for f in fields(self) if f.name not in _SHOWN_DERIVED},
-            "in_flight": self.in_flight,
-            "cursor_time": iso(self.cursor_time),
             "cursor_key": key_text(self.cursor_key),
-            "cursor_ahead_of_database_clock": self.cursor_ahead_of_database_clock,
-            "next_run_starts_at": iso(self.next_run_starts_at),
             "next_run_start_source": self.first_cursor.source if self.first_cursor else None,
             "waiting_messages": waiting.count if waiting else None,
             "waiting_messages_capped": waiting.capped if waiting else False,
-            "waiting_counted_from": iso(waiting.counted_from) if waiting else None,
-            "oldest_waiting_at": iso(waiting.oldest_at) if waiting else None,
-            "oldest_waiting_age_seconds": None if age is None else round(age, 3),
-            "lease_held": self.lease_held,
+            "waiting_counted_from": waiting.counted_from if waiting else None,
+            "oldest_waiting_at": waiting.oldest_at if waiting else None,
         }
 
 
@@ -175,22 +148,27 @@ def _reports(store: Store, workspaces: Sequence[Workspace], now: datetime, cap: 
             arrival = ArrivalKey(settings.export_arrival_field)
             first = stored.first_cursor(settings, arrival, now, now, None, originals.get(workspace.id))
             from_key = first.key if first.source == "original_service" else None
-        cursor_key = cursor if is_key(cursor := document.get("cursor")) else None
+        known = stored.WorkspaceState.from_document(workspace.id, document)
+        cursor_key, cursor_time = known.cursor_key, time_of(known.cursor_key)
         last_error, in_flight = document.get("last_error"), document.get("in_flight")
         zone, schedule = resolve(TIME_ZONE, workspace, settings), resolve(SCHEDULE, workspace, settings)
-        decision = None
-        if zone.value is not None and schedule.value is not None:
-            served = stored.WorkspaceState.from_document(workspace.id, document).served
-            decision = decide(schedule.value, zone.value, now, served)
+        decision = decide(schedule.value, zone.value, now, known.served) if zone.value and schedule.value else None
+        waiting = count_waiting(store, workspace, from_key, cap) if from_key is not None else None
+        age = (now - waiting.oldest_at).total_seconds() if waiting and waiting.oldest_at else None
         named = {
             "workspace_id": workspace.id,
             "workspace_name": workspace.name,
             "workspace_status": workspace.status,
             "database_now": now,
             "cursor_key": cursor_key,
-            "legacy_watermark": as_utc_or_none(document.get("watermark")) if cursor_key is None else None,
+            "cursor_time": cursor_time,
+            "cursor_ahead_of_database_clock": cursor_time is not None and cursor_time > now,
+            "legacy_watermark": known.watermark if cursor_key is None else None,
             "first_cursor": first,
-            "waiting": count_waiting(store, workspace, from_key, cap) if from_key is not None else None,
+            "next_run_starts_at": first.starts_at if first and first.source == "original_service" else None,
+            "waiting": waiting,
+            "oldest_waiting_age_seconds": None if age is None else round(max(0.0, age), 3),
+            "lease_held": known.leased_by_other(now, owner=""),  # by any run
             "last_error": redact(str(last_error), settings.secrets()) if last_error else None,
             "in_flight": in_flight if isinstance(in_flight, Mapping) and in_flight else None,
             "time_zone": str(zone.value or ""),
@@ -259,10 +237,8 @@ def move_cursor(settings: Settings, workspace_id: str | None, to: str) -> Cursor
         workspace = store.workspaces_by_id([workspace_id])[0]
         now = store.database_now()
         if moment > now:
-            raise UsageProblem(
-                f"--move-to {to!r} is later than the database clock ({_at(now, settings)}): a cursor there would skip "
-                "messages that have not arrived yet; give a time in the past."
-            )
+            problem = f"--move-to {to!r} is later than the database clock ({_at(now, settings)}): a cursor there would skip messages that have not arrived yet; give a time in the past."
+            raise UsageProblem(problem)
         return _move(store, workspace, now, ArrivalKey(settings.export_arrival_field).at(moment), moment)
 
 
@@ -271,34 +247,27 @@ def move_cursor_past(settings: Settings, workspace_id: str | None, message_id: s
     try:
         message_object_id = ObjectId(message_id.strip())
     except InvalidId:
-        raise UsageProblem(
-            f"--move-past {message_id!r} is not a message id: expected the message's _id, {ID_FORM}."
-        ) from None
+        problem = f"--move-past {message_id!r} is not a message id: expected the message's _id, {ID_FORM}."
+        raise UsageProblem(problem) from None
     arrival = ArrivalKey(settings.export_arrival_field)
     with open_store(settings) as store, mongo_errors(settings):
         workspace = store.workspaces_by_id([workspace_id])[0]
         message = store.messages.find_one({"_id": message_object_id}, {"chat_id": 1, arrival.field: 1})
         if message is None:
-            raise UsageProblem(
-                f"No message with id {message_object_id} in database {settings.mongodb_database!r}; "
-                f"check the id (the message's _id, {ID_FORM})."
-            )
+            problem = f"No message with id {message_object_id} in database {settings.mongodb_database!r}; check the id (the message's _id, {ID_FORM})."
+            raise UsageProblem(problem)
         # Refuse a message that this workspace's scheduled runs would never deliver: another's, or nobody's.
         chat_id = as_object_id(message.get("chat_id"))
         chat = store.chats.find_one({"_id": chat_id}, {"workspace_id": 1}) if chat_id is not None else None
         owner = owner_of(chat) if chat is not None else None
         if owner != workspace.id:
             whose = f"workspace {owner}" if owner is not None else "no single workspace"
-            raise UsageProblem(
-                f"Message {message_object_id} belongs to {whose}, not to workspace {workspace.id}; its cursor was not "
-                "moved: give the workspace whose export stopped at that message."
-            )
+            problem = f"Message {message_object_id} belongs to {whose}, not to workspace {workspace.id}; its cursor was not moved: give the workspace whose export stopped at that message."
+            raise UsageProblem(problem)
         message_key = arrival.of(message)
         if not is_key(message_key) or not arrival.usable(message_key):
-            raise UsageProblem(
-                f"Message {message_object_id} has no {arrival.type_name} in {arrival.field}: scheduled runs never "
-                "deliver it, so there is nothing to move past."
-            )
+            problem = f"Message {message_object_id} has no {arrival.type_name} in {arrival.field}: scheduled runs never deliver it, so there is nothing to move past."
+            raise UsageProblem(problem)
         now = store.database_now()
         document = stored.read_state_documents(store, [workspace.id], single=True).get(workspace.id, {})
         # Where undelivered messages start: the cursor, v1's watermark, or the earliest start of a first run.
@@ -312,20 +281,16 @@ def move_cursor_past(settings: Settings, workspace_id: str | None, message_id: s
         between = {arrival.field: {"$gte": position, "$lt": message_key}}  # skipped too if moved past
         earlier = message_key != position and store.messages.count_documents({**chat_ids, **between})
         if earlier:
-            raise UsageProblem(
-                f"{earlier} message(s) of workspace {workspace.id} arrived after its cursor and before message "
-                f"{message_object_id}: moving past it would skip them too; let a scheduled run deliver them first, "
-                "or skip them all deliberately with --move-to."
-            )
+            problem = f"{earlier} message(s) of workspace {workspace.id} arrived after its cursor and before message {message_object_id}: moving past it would skip them too; let a scheduled run deliver them first, or skip them all deliberately with --move-to."
+            raise UsageProblem(problem)
         return _move(store, workspace, now, new_key, requested, past_id, expected_cursor=document.get("cursor"))
 
 
 def _one_workspace(workspace_id: str | None, option: str) -> str:
     if workspace_id is None:
         name = option.split()[0]
-        raise UsageProblem(
-            f"{name} moves one workspace's cursor: give its WORKSPACE_ID, e.g. wa-export state ID {option}."
-        )
+        problem = f"{name} moves one workspace's cursor: give its WORKSPACE_ID, e.g. wa-export state ID {option}."
+        raise UsageProblem(problem)
     parse_workspace_id(workspace_id)
     return workspace_id
 
@@ -340,11 +305,8 @@ def _key_just_after(
     field = store.settings.export_arrival_field
     tied = store.messages.count_documents({**chat_ids, field: message_key, "_id": {"$ne": message_id}})
     if tied:
-        raise UsageProblem(
-            f"{tied} other message(s) of workspace {workspace.id} share message {message_id}'s arrival time in "
-            f"{field} ({key_text(message_key)}): a date cursor cannot pass one of them alone; use --move-to "
-            "to skip them all, or raise EXPORT_MAX_ATTACHMENT_MB."
-        )
+        problem = f"{tied} other message(s) of workspace {workspace.id} share message {message_id}'s arrival time in {field} ({key_text(message_key)}): a date cursor cannot pass one of them alone; use --move-to to skip them all, or raise EXPORT_MAX_ATTACHMENT_MB."
+        raise UsageProblem(problem)
     return message_key + timedelta(milliseconds=1)  # BSON dates hold milliseconds
 
 
@@ -379,8 +341,8 @@ def _move(
     elif old_key is not None:
         unchanged = type(old_key) is type(new_key) and old_key == new_key
         direction = "unchanged" if unchanged else "back" if key_order(new_key) < key_order(old_key) else "forward"
-    move = CursorMove(workspace.id, workspace.name, requested_time, old_key, old_source, new_key, direction, now)
-    move = replace(move, past_message_id=past_message_id)
+    args = (workspace.id, workspace.name, requested_time, old_key, old_source, new_key, direction, now)
+    move = CursorMove(*args, past_message_id)
     if already_past is None:
         _record_move(store, move)
     return replace(move, state_after=_reports(store, [workspace], now, None)[0])
@@ -389,14 +351,10 @@ def _move(
 def _busy(store: Store, workspace: Workspace) -> WorkspaceBusy:
     owner, expires = stored.read_lease(store, workspace.id)
     if expires is None or expires <= store.database_now():
-        return WorkspaceBusy(
-            f"The cursor of workspace {workspace.id} changed while this command ran (a run just delivered); "
-            "it was not moved: run the command again."
-        )
-    return WorkspaceBusy(
-        f"Workspace {workspace.id} is being exported by {owner or 'another run'} (lease until {_at(expires, store.settings)}); its cursor was not moved: "
-        "run the command again once that run has finished."
-    )
+        problem = f"The cursor of workspace {workspace.id} changed while this command ran (a run just delivered); it was not moved: run the command again."
+        return WorkspaceBusy(problem)
+    problem = f"Workspace {workspace.id} is being exported by {owner or 'another run'} (lease until {_at(expires, store.settings)}); its cursor was not moved: run the command again once that run has finished."
+    return WorkspaceBusy(problem)
 
 
 def _record_move(store: Store, move: CursorMove) -> None:
@@ -408,7 +366,5 @@ def _record_move(store: Store, move: CursorMove) -> None:
         details = {name: getattr(move, name) for name in _LOGGED}
         logs.record_cursor_move(store.system_logs, message, move.database_now, details)
     except PyMongoError as error:
-        raise MongoUnavailable(
-            f"The cursor of workspace {move.workspace_id} was moved to {_at(move.new_cursor_time, store.settings)}, but "
-            f"the move could not be recorded in system_logs ({connection.describe_mongo_error(error, store.settings)})"
-        ) from None
+        problem = f"The cursor of workspace {move.workspace_id} was moved to {_at(move.new_cursor_time, store.settings)}, but the move could not be recorded in system_logs ({connection.describe_mongo_error(error, store.settings)})"
+        raise MongoUnavailable(problem) from None
