@@ -1,8 +1,5 @@
 """`wa-export health`: one `Check` per question an operator asks, judged by the export's own rules (recipients.py,
-workbook/naming.py) so it predicts the next run; any failed check exits 1.
-
-Why this module is long: one short function per check, the runner that guards each, and their shared wording.
-"""
+workbook/naming.py) so it predicts the next run; any failed check exits 1."""
 
 from __future__ import annotations
 
@@ -18,6 +15,7 @@ from typing import Any, Literal, cast, get_args
 from pymongo.errors import PyMongoError
 
 from wa_export import settings as rules
+from wa_export import units
 from wa_export.clock import as_utc, utc_now
 from wa_export.errors import ExitCode, MongoUnavailable
 from wa_export.export.results import run_warnings, unmatched_variable_warnings
@@ -33,17 +31,7 @@ from wa_export.store import logs
 from wa_export.store.arrivals import ArrivalKey, check_arrival_key
 from wa_export.store.connection import SERVICE_NAME, Store, Workspace, describe_mongo_error
 from wa_export.store.state import count_cursors_ahead, count_foreign_cursors, last_successes, read_states
-from wa_export.units import (
-    NAMES_SHOWN,
-    count_noun,
-    format_ago,
-    format_bytes,
-    has,
-    is_,
-    local_time,
-    named,
-    workspace_label,
-)
+from wa_export.units import NAMES_SHOWN, count_noun, format_ago, format_bytes, has, is_, local_time, named
 from wa_export.workbook.naming import FOLDER_MARKER, slugify, unclaimed_folders
 from wa_export.workbook_password import workbook_password
 from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, resolve
@@ -86,7 +74,6 @@ class HealthReport:
 
     def as_dict(self) -> dict[str, Any]:
         verdict = {"ok": self.exit_code == ExitCode.OK, "status": self.status, "exit_code": self.exit_code}
-        # The summary near the top, for a person reading the JSON; checked_at: ISO 8601 in it.
         return verdict | {"checked_at": None, "summary": self.summary(), "recorded": None} | asdict(self)
 
 
@@ -102,7 +89,7 @@ def sentence(clauses: list[str]) -> str:
 
 
 def _label(workspace: Workspace) -> str:
-    return workspace_label(workspace.name, workspace.id)
+    return units.workspace_label(workspace.name, workspace.id)
 
 
 def _ref(workspace: Workspace, **facts: Any) -> dict[str, Any]:
@@ -138,7 +125,6 @@ def check_export_dir(export_dir: Path) -> Check:
     details: dict[str, Any] = {"path": str(export_dir)}
     if not existing.is_dir():
         return Check("export_dir", "failed", rules.export_dir_not_a_directory(export_dir, existing), details)
-    created = f"{export_dir} does not exist yet and can be created in {existing}"
     try:
         tempfile.TemporaryFile(dir=existing).close()  # 0600, removed at once
     except OSError as error:
@@ -149,6 +135,7 @@ def check_export_dir(export_dir: Path) -> Check:
         return Check("export_dir", "failed", reason, details)
     usage = shutil.disk_usage(existing)
     details.update(free_bytes=usage.free, total_bytes=usage.total)
+    created = f"{export_dir} does not exist yet and can be created in {existing}"
     state = f"{export_dir} is writable" if existing == export_dir else created
     free = f"{format_bytes(usage.free)} free of {format_bytes(usage.total)}"
     if usage.free < MIN_FREE_BYTES or (usage.total and usage.free / usage.total < MIN_FREE_FRACTION):
@@ -172,13 +159,11 @@ def check_workspace_addresses(store: Store, settings: Settings, now: datetime) -
     listed: tuple[RecipientSource, ...] = ("environment", "database", "none")
     sources = {source: sum(r.source == source for r in found.values()) for source in listed}
     details = {
-        "active": len(active),
         "sources": sources,
         "workspaces": [_ref(w, **found[w.id].as_dict()) for w in active],
         "missing": [_ref(w) for w in missing],
         "refused": [_ref(w, problem=found[w.id].problem) for w in refused],
         "invalid": [_ref(w, problem=found[w.id].problem) for w in refused if found[w.id].problem_kind == "invalid"],
-        "outside_allowed_domains": [_ref(w) for w in refused if found[w.id].problem_kind == "domain"],
         "configured_for_unknown_or_inactive": [warning.workspace_id for warning in unmatched],
         "malformed_variables": malformed,
     }
@@ -187,9 +172,8 @@ def check_workspace_addresses(store: Store, settings: Settings, now: datetime) -
     lacking = f"{count_noun(len(missing), 'active workspace')} of {len(active)} {has(len(missing))} no address and {is_(len(missing))} not exported: {named([_label(w) for w in missing], 1)}; {missing_hint('<ID>', settings)} for each; {UNSENT_WITHOUT_ADDRESS}"
     problems = [lacking] if missing else []
     if refused:
-        problems.append(
-            f"{count_noun(len(refused), 'workspace')} fail{'s' if len(refused) == 1 else ''} every export for a refused address, first {_label(refused[0])}: {clause(found[refused[0].id].problem or '')}"
-        )
+        refusal = f"{count_noun(len(refused), 'workspace')} fail{'s' if len(refused) == 1 else ''} every export for a refused address, first {_label(refused[0])}: {clause(found[refused[0].id].problem or '')}"
+        problems.append(refusal)
     notes = [rules.unmatched_variables_sentence(stray, settings.mongodb_database)] if stray else []
     notes += [rules.malformed_variables_sentence(malformed)] if malformed else []
     if problems:
@@ -209,7 +193,6 @@ def check_workbook_passwords(store: Store, settings: Settings, now: datetime) ->
     refused = [w for w in active if resolved[w.id].problem is not None]
     encrypted = sum(password.value is not None for password in resolved.values())
     details = {
-        "active": len(active),
         "encrypted": encrypted,
         "required": settings.export_require_workbook_password,
         "workspaces": [_ref(w, **resolved[w.id].as_dict(secret=True)) for w in active],
@@ -228,9 +211,7 @@ def check_duplicate_workspaces(store: Store, settings: Settings, now: datetime) 
     if not (duplicates := store.stored_twice()):
         return Check("duplicate_workspaces", "ok", "Every workspace id is stored once.")
     facts = ("id_type", "name", "status")
-    listed = [
-        {"id": d.id, "documents": [dict(zip(facts, doc, strict=True)) for doc in d.documents]} for d in duplicates
-    ]
+    listed = [{"id": d.id, "documents": [dict(zip(facts, r, strict=True)) for r in d.documents]} for d in duplicates]
     reason = sentence([duplicate.sentence() for duplicate in duplicates])
     return Check("duplicate_workspaces", "warning", reason, {"workspaces": listed})
 
@@ -266,10 +247,7 @@ def check_indexes(store: Store, settings: Settings, now: datetime) -> Check:
     if not (missing := store.missing_indexes()):
         return Check("indexes", "ok", "The supporting indexes on chats, messages and export_logs exist.")
     # mongosh commands, e.g. db.chats.createIndex({ workspace_id: 1 })
-    commands = [
-        f"db.{collection}.createIndex({{ {', '.join(f'{name}: {order}' for name, order in keys)} }})"
-        for collection, keys in missing
-    ]
+    commands = [f"db.{c}.createIndex({{ {', '.join(f'{k}: {o}' for k, o in keys)} }})" for c, keys in missing]
     reason = "Supporting indexes are missing, so exports (and `verify`) scan whole collections; create them once: "
     return Check("indexes", "warning", reason + "; ".join(commands), {"commands": commands})
 
@@ -316,15 +294,12 @@ def check_scheduled_runs(store: Store, settings: Settings, now: datetime) -> Che
 
 
 def check_workspace_schedules(store: Store, settings: Settings, now: datetime) -> Check:
-    """Each hourly or daily workspace against its own slots: stale once a slot has waited unserved for longer than
-    EXPORT_INTERVAL_MINUTES, since the first scheduled run at or after a slot serves it."""
+    """Stale: an hourly or daily workspace's slot unserved for longer than EXPORT_INTERVAL_MINUTES."""
     active = store.active_workspaces()
     timed = [(w, resolve(TIME_ZONE, w, settings), resolve(SCHEDULE, w, settings)) for w in active]
     invalid = [problem for _, zone, schedule in timed if (problem := zone.problem or schedule.problem)]
     # An invalid zone is one of `invalid`: the run fails that workspace without judging its slots.
-    slotted = [
-        (w, zone.value, slots.value) for w, zone, slots in timed if zone.value and slots.value and slots.value.has_slots
-    ]
+    slotted = [(w, z.value, s.value) for w, z, s in timed if z.value and s.value and s.value.has_slots]
     states = read_states(store, [w.id for w, _, _ in slotted]) if slotted else {}
     stale: list[dict[str, Any]] = []
     late: list[str] = []
@@ -390,7 +365,7 @@ def check_possible_duplicates(store: Store, settings: Settings, now: datetime) -
     recent = {"possible_duplicate": True, "created_at": {"$gte": now - FAILED_EXPORTS_LOOKBACK}}
     if not (entries := logs.latest_entries(store.export_logs, recent, 100)):
         return Check("possible_duplicates", "ok", "No email in the last 24 hours may have repeated an earlier one.")
-    names = list(dict.fromkeys(workspace_label(e.workspace_name, e.workspace_id) for e in entries))
+    names = list(dict.fromkeys(units.workspace_label(e.workspace_name, e.workspace_id) for e in entries))
     last = entries[0].created_at
     when = f"; the latest at {local_time(last, settings, zoned=True)}" if last is not None else ""
     reason = f"{len(entries)} email(s) in the last 24 hours may repeat messages of an earlier one (an earlier run's outcome was unknown; each such email says so): {named(names)}{when}. `wa-export logs` marks them possible_duplicate."
