@@ -13,7 +13,7 @@ from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from wa_export.clock import SECOND_FORMAT, as_utc_or_none, iso, parse_time
+from wa_export.clock import SECOND_FORMAT, as_utc_or_none, parse_time
 from wa_export.errors import MongoUnavailable, UsageProblem, WorkspaceBusy
 from wa_export.redaction import redact
 from wa_export.schedule import decide
@@ -28,11 +28,11 @@ from wa_export.units import local_time
 from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, resolve
 
 WAITING_COUNT_CAP = 10_000
-_SHOWN_DERIVED = {"database_now", "cursor_key", "first_cursor", "waiting"}  # as_dict shows them its way
+_SHOWN_DERIVED = {"first_cursor", "waiting"}  # as_dict shows them its way
+_WAITING_KEYS = ("waiting_messages", "waiting_messages_capped", "waiting_counted_from", "oldest_waiting_at")
 # A cursor move's facts as system_logs records them (CursorMove's names).
 _LOGGED: tuple[str, ...] = ("workspace_id", "direction", "requested_time", "old_cursor", "old_cursor_time")
 _LOGGED += ("old_cursor_source", "new_cursor", "new_cursor_time", "past_message_id")
-_LOGGED += ("new_cursor_time", "past_message_id")
 
 
 def _at(moment: datetime | None, settings: Settings) -> str:
@@ -46,7 +46,6 @@ class WorkspaceReport:
     workspace_id: str
     workspace_name: str
     workspace_status: str
-    database_now: datetime
     cursor_key: Key | None
     cursor_time: datetime | None
     cursor_ahead_of_database_clock: bool
@@ -81,17 +80,12 @@ class WorkspaceReport:
         return self.cursor_key is not None
 
     def as_dict(self) -> dict[str, Any]:
-        """The facts as they are (Output.json writes times as ISO text), the cursor's key and the waiting count's."""
-        waiting = self.waiting
-        return {
-            **{f.name: getattr(self, f.name) for f in fields(self) if f.name not in _SHOWN_DERIVED},
-            "cursor_key": key_text(self.cursor_key),
-            "next_run_start_source": self.first_cursor.source if self.first_cursor else None,
-            "waiting_messages": waiting.count if waiting else None,
-            "waiting_messages_capped": waiting.capped if waiting else False,
-            "waiting_counted_from": waiting.counted_from if waiting else None,
-            "oldest_waiting_at": waiting.oldest_at if waiting else None,
-        }
+        """The facts as they are (Output.json writes times and keys as text), the waiting count's spelled out."""
+        shown = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _SHOWN_DERIVED}
+        w = self.waiting
+        counted = (w.count, w.capped, w.counted_from, w.oldest_at) if w else (None, False, None, None)
+        start = {"next_run_start_source": self.first_cursor.source if self.first_cursor else None}
+        return shown | start | dict(zip(_WAITING_KEYS, counted, strict=True))
 
 
 @dataclass(frozen=True)
@@ -103,14 +97,10 @@ class StateReport:
     workspaces: list[WorkspaceReport]
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "database_time": iso(self.database_now),
-            "timezone": self.timezone_name,
-            "arrival_field": self.arrival_field,
-            "waiting_count_cap": self.waiting_count_cap,
-            "count": len(self.workspaces),
-            "workspaces": [workspace.as_dict() for workspace in self.workspaces],
-        }
+        workspaces = [workspace.as_dict() for workspace in self.workspaces]
+        clock = {"database_time": self.database_now, "timezone": self.timezone_name}
+        counted = {"arrival_field": self.arrival_field, "waiting_count_cap": self.waiting_count_cap}
+        return clock | counted | {"count": len(workspaces), "workspaces": workspaces}
 
 
 def state(settings: Settings, workspace_id: str | None) -> StateReport:
@@ -159,7 +149,6 @@ def _reports(store: Store, workspaces: Sequence[Workspace], now: datetime, cap: 
             "workspace_id": workspace.id,
             "workspace_name": workspace.name,
             "workspace_status": workspace.status,
-            "database_now": now,
             "cursor_key": cursor_key,
             "cursor_time": cursor_time,
             "cursor_ahead_of_database_clock": cursor_time is not None and cursor_time > now,
