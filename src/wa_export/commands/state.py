@@ -311,19 +311,22 @@ def _move(
 ) -> CursorMove:
     """Write the cursor (lease free, and the cursor still as read), record the move, read the state after it;
     `already_past` (the state document) reports a message the cursor is beyond, writing nothing."""
-    before = already_past
+    settings, before = store.settings, already_past
     if already_past is None:
         try:
             before = stored.set_moved_cursor(store, workspace.id, now, new_key, expected_cursor=expected_cursor)
-        except DuplicateKeyError:
-            # The document exists but did not match: its lease is live, or a run moved the cursor meanwhile.
-            raise _busy(store, workspace) from None
+        except DuplicateKeyError:  # the document did not match: a live lease, or a run moved the cursor meanwhile
+            owner, expires = stored.read_lease(store, workspace.id)
+            problem = f"The cursor of workspace {workspace.id} changed while this command ran (a run just delivered); it was not moved: run the command again."
+            if expires is not None and expires > store.database_now():
+                problem = f"Workspace {workspace.id} is being exported by {owner or 'another run'} (lease until {_at(expires, settings)}); its cursor was not moved: run the command again once that run has finished."
+            raise WorkspaceBusy(problem) from None
     # The old position: the cursor, else the key of v1's watermark.
     before = before or {}
     old_key = cursor if is_key(cursor := before.get("cursor")) else None
     old_source = text_or_none(before.get("cursor_source")) if old_key is not None else None
     if old_key is None and (watermark := as_utc_or_none(before.get("watermark"))) is not None:
-        old_key, old_source = ArrivalKey(store.settings.export_arrival_field).at(watermark), "legacy_watermark"
+        old_key, old_source = ArrivalKey(settings.export_arrival_field).at(watermark), "legacy_watermark"
     direction: MoveDirection = "created"
     if already_past is not None:  # the cursor stays where it is (or, without one, the delivery position given)
         direction, new_key = "already_past", old_key or new_key
@@ -333,27 +336,13 @@ def _move(
     args = (workspace.id, workspace.name, requested_time, old_key, old_source, new_key, direction, now)
     move = CursorMove(*args, past_message_id)
     if already_past is None:
-        _record_move(store, move)
+        # In EXPORT_TIMEZONE and named: `logs --system` shows this message under "times in <that zone>".
+        change = move.change(settings) + (" (it had none)" if old_key is None else "")
+        past = f" past message {past_message_id}" if past_message_id else ""
+        message = f"cursor of workspace {workspace.id} {change}{past} by wa-export state on host {move.host}"
+        try:
+            logs.record_cursor_move(store.system_logs, message, now, {name: getattr(move, name) for name in _LOGGED})
+        except PyMongoError as error:
+            problem = f"The cursor of workspace {workspace.id} was moved to {_at(move.new_cursor_time, settings)}, but the move could not be recorded in system_logs ({connection.describe_mongo_error(error, settings)})"
+            raise MongoUnavailable(problem) from None
     return replace(move, state_after=_reports(store, [workspace], now, None)[0])
-
-
-def _busy(store: Store, workspace: Workspace) -> WorkspaceBusy:
-    owner, expires = stored.read_lease(store, workspace.id)
-    if expires is None or expires <= store.database_now():
-        problem = f"The cursor of workspace {workspace.id} changed while this command ran (a run just delivered); it was not moved: run the command again."
-        return WorkspaceBusy(problem)
-    problem = f"Workspace {workspace.id} is being exported by {owner or 'another run'} (lease until {_at(expires, store.settings)}); its cursor was not moved: run the command again once that run has finished."
-    return WorkspaceBusy(problem)
-
-
-def _record_move(store: Store, move: CursorMove) -> None:
-    # In EXPORT_TIMEZONE and named: `logs --system` shows this message under "times in <that zone>".
-    change = move.change(store.settings) + (" (it had none)" if move.old_cursor is None else "")
-    past = f" past message {move.past_message_id}" if move.past_message_id else ""
-    message = f"cursor of workspace {move.workspace_id} {change}{past} by wa-export state on host {move.host}"
-    try:
-        details = {name: getattr(move, name) for name in _LOGGED}
-        logs.record_cursor_move(store.system_logs, message, move.database_now, details)
-    except PyMongoError as error:
-        problem = f"The cursor of workspace {move.workspace_id} was moved to {_at(move.new_cursor_time, store.settings)}, but the move could not be recorded in system_logs ({connection.describe_mongo_error(error, store.settings)})"
-        raise MongoUnavailable(problem) from None
