@@ -35,10 +35,6 @@ _LOGGED: tuple[str, ...] = ("workspace_id", "direction", "requested_time", "old_
 _LOGGED += ("old_cursor_source", "new_cursor", "new_cursor_time", "past_message_id")
 
 
-def _at(moment: datetime | None, settings: Settings) -> str:
-    return local_time(moment, settings, SECOND_FORMAT, zoned=True)
-
-
 @dataclass(frozen=True)
 class WorkspaceReport:
     """One workspace's export_state document and what follows from it; unnamed stored fields read by type."""
@@ -201,13 +197,15 @@ class CursorMove:
 
     def new_position(self, settings: Settings) -> str:
         """Where the cursor now stands, as sentences say it: the time to the second, zone named, and the key."""
-        return f"{_at(self.new_cursor_time, settings)} (key {key_text(self.new_cursor)})"
+        return (
+            f"{local_time(self.new_cursor_time, settings, SECOND_FORMAT, zoned=True)} (key {key_text(self.new_cursor)})"
+        )
 
     def change(self, settings: Settings) -> str:
         """ "created at NEW", or "moved DIRECTION from OLD to NEW" with the old cursor's source."""
         if self.old_cursor is None:
             return f"created at {self.new_position(settings)}"
-        old = f"{_at(self.old_cursor_time, settings)} (key {key_text(self.old_cursor)}, {self.old_cursor_source or 'unknown source'})"
+        old = f"{local_time(self.old_cursor_time, settings, SECOND_FORMAT, zoned=True)} (key {key_text(self.old_cursor)}, {self.old_cursor_source or 'unknown source'})"
         return f"moved {self.direction} from {old} to {self.new_position(settings)}"
 
     def as_dict(self) -> dict[str, Any]:
@@ -226,7 +224,7 @@ def move_cursor(settings: Settings, workspace_id: str | None, to: str) -> Cursor
         workspace = store.workspaces_by_id([workspace_id])[0]
         now = store.database_now()
         if moment > now:
-            problem = f"--move-to {to!r} is later than the database clock ({_at(now, settings)}): a cursor there would skip messages that have not arrived yet; give a time in the past."
+            problem = f"--move-to {to!r} is later than the database clock ({local_time(now, settings, SECOND_FORMAT, zoned=True)}): a cursor there would skip messages that have not arrived yet; give a time in the past."
             raise UsageProblem(problem)
         return _move(store, workspace, now, ArrivalKey(settings.export_arrival_field).at(moment), moment)
 
@@ -277,8 +275,7 @@ def move_cursor_past(settings: Settings, workspace_id: str | None, message_id: s
 
 def _one_workspace(workspace_id: str | None, option: str) -> str:
     if workspace_id is None:
-        name = option.split()[0]
-        problem = f"{name} moves one workspace's cursor: give its WORKSPACE_ID, e.g. wa-export state ID {option}."
+        problem = f"{option.split()[0]} moves one workspace's cursor: give its WORKSPACE_ID, e.g. wa-export state ID {option}."
         raise UsageProblem(problem)
     parse_workspace_id(workspace_id)
     return workspace_id
@@ -319,7 +316,7 @@ def _move(
             owner, expires = stored.read_lease(store, workspace.id)
             problem = f"The cursor of workspace {workspace.id} changed while this command ran (a run just delivered); it was not moved: run the command again."
             if expires is not None and expires > store.database_now():
-                problem = f"Workspace {workspace.id} is being exported by {owner or 'another run'} (lease until {_at(expires, settings)}); its cursor was not moved: run the command again once that run has finished."
+                problem = f"Workspace {workspace.id} is being exported by {owner or 'another run'} (lease until {local_time(expires, settings, SECOND_FORMAT, zoned=True)}); its cursor was not moved: run the command again once that run has finished."
             raise WorkspaceBusy(problem) from None
     # The old position: the cursor, else the key of v1's watermark.
     before = before or {}
@@ -343,6 +340,6 @@ def _move(
         try:
             logs.record_cursor_move(store.system_logs, message, now, {name: getattr(move, name) for name in _LOGGED})
         except PyMongoError as error:
-            problem = f"The cursor of workspace {workspace.id} was moved to {_at(move.new_cursor_time, settings)}, but the move could not be recorded in system_logs ({connection.describe_mongo_error(error, settings)})"
+            problem = f"The cursor of workspace {workspace.id} was moved to {local_time(move.new_cursor_time, settings, SECOND_FORMAT, zoned=True)}, but the move could not be recorded in system_logs ({connection.describe_mongo_error(error, settings)})"
             raise MongoUnavailable(problem) from None
     return replace(move, state_after=_reports(store, [workspace], now, None)[0])
