@@ -106,8 +106,7 @@ def check_smtp(settings: Settings, login: bool) -> list[Check]:
     mode, user, server = tls_mode(settings), settings.smtp_username, f"{settings.smtp_server}:{settings.smtp_port}"
     where = f"{server}, {mode}, {f'login as {user}' if user else 'no login'}, from {settings.smtp_from}"
     note = " but SMTP_SECURITY=none sends passwords and exports unencrypted" if mode == "none" else ""
-    details = {"server": settings.smtp_server, "port": settings.smtp_port, "security": mode}
-    checks = [Check("smtp_settings", "warning" if note else "ok", f"SMTP settings complete ({where}){note}.", details)]
+    checks = [Check("smtp_settings", "warning" if note else "ok", f"SMTP settings complete ({where}){note}.")]
     try:
         if login:
             with MailSender(settings) as sender:
@@ -122,9 +121,8 @@ def check_smtp(settings: Settings, login: bool) -> list[Check]:
 def check_export_dir(export_dir: Path) -> Check:
     """Writable (or creatable) with free space: a probe file, as os.access() lies to root and on read-only mounts."""
     existing = next(path for path in (export_dir, *export_dir.parents) if path.exists() or path == path.parent)
-    details: dict[str, Any] = {"path": str(export_dir)}
     if not existing.is_dir():
-        return Check("export_dir", "failed", rules.export_dir_not_a_directory(export_dir, existing), details)
+        return Check("export_dir", "failed", rules.export_dir_not_a_directory(export_dir, existing))
     try:
         tempfile.TemporaryFile(dir=existing).close()  # 0600, removed at once
     except OSError as error:
@@ -132,16 +130,15 @@ def check_export_dir(export_dir: Path) -> Check:
         reason = (
             f"Cannot write in {where} ({error.strerror or error}); make it writable by the user that runs wa-export."
         )
-        return Check("export_dir", "failed", reason, details)
+        return Check("export_dir", "failed", reason)
     usage = shutil.disk_usage(existing)
-    details.update(free_bytes=usage.free, total_bytes=usage.total)
     created = f"{export_dir} does not exist yet and can be created in {existing}"
     state = f"{export_dir} is writable" if existing == export_dir else created
     free = f"{format_bytes(usage.free)} free of {format_bytes(usage.total)}"
     if usage.free < MIN_FREE_BYTES or (usage.total and usage.free / usage.total < MIN_FREE_FRACTION):
         reason = f"{state}, but only {free}; free space or run `wa-export cleanup`."
-        return Check("export_dir", "warning", reason, details)
-    return Check("export_dir", "ok", f"{state}; {free}.", details)
+        return Check("export_dir", "warning", reason)
+    return Check("export_dir", "ok", f"{state}; {free}.")
 
 
 def check_workspace_addresses(store: Store, settings: Settings, now: datetime) -> Check:
@@ -193,8 +190,6 @@ def check_workbook_passwords(store: Store, settings: Settings, now: datetime) ->
     refused = [w for w in active if resolved[w.id].problem is not None]
     encrypted = sum(password.value is not None for password in resolved.values())
     details = {
-        "encrypted": encrypted,
-        "required": settings.export_require_workbook_password,
         "workspaces": [_ref(w, **resolved[w.id].as_dict(secret=True)) for w in active],
         "refused": [_ref(w, problem=resolved[w.id].problem) for w in refused],
     }
@@ -231,7 +226,6 @@ def check_export_folders(store: Store, settings: Settings, now: datetime) -> Che
     folder = {slug: settings.export_dir / slug for slug in unclaimed}
     details = {
         "contested": [{"folder": str(folder[s]), "workspaces": [_ref(w) for w in by_slug[s]]} for s in contested],
-        "to_adopt": [{"folder": str(folder[s]), "workspace": _ref(by_slug[s][0])} for s in adoptable],
     }
     adopters = [f"{s}/ by {_label(by_slug[s][0])}" for s in adoptable]
     adopt = f"{count_noun(len(adoptable), 'folder')} without an owner marker will be adopted by their workspace on its next export: {named(adopters)}"
@@ -255,17 +249,16 @@ def check_indexes(store: Store, settings: Settings, now: datetime) -> Check:
 def check_arrival_order(store: Store, settings: Settings, now: datetime) -> Check:
     """The arrival key sees the messages (the probes a scheduled run makes), and no cursor is ahead of the clock."""
     key = ArrivalKey(settings.export_arrival_field)
-    details: dict[str, Any] = {"arrival_field": key.field}
     if (problem := check_arrival_key(store.messages, key).problem) is not None:
-        return Check("arrival_order", "failed", problem, details)
+        return Check("arrival_order", "failed", problem)
     if foreign := count_foreign_cursors(store, key):  # scheduled runs refuse those workspaces (ArrivalKey.position)
         reason = f"{foreign} workspace cursor(s) were written while EXPORT_ARRIVAL_FIELD named another kind of field than {key.field!r} ({key.type_name}): scheduled runs refuse those workspaces until you set EXPORT_ARRIVAL_FIELD back or move each cursor with `wa-export state ID --move-to TIME`."
-        return Check("arrival_order", "failed", reason, {**details, "foreign_cursors": foreign})
+        return Check("arrival_order", "failed", reason, {"foreign_cursors": foreign})
     if ahead := count_cursors_ahead(store, key, now):
         reason = f"{ahead} workspace cursor(s) are ahead of the database clock (a clock was wrong when they were set); the next scheduled run pulls them back to its window end, which hides no message."
-        return Check("arrival_order", "warning", reason, {**details, "cursors_ahead": ahead})
+        return Check("arrival_order", "warning", reason)
     reason = f"Messages are ordered by {key.field}; no cursor is ahead of the database clock."
-    return Check("arrival_order", "ok", reason, details)
+    return Check("arrival_order", "ok", reason)
 
 
 def check_scheduled_runs(store: Store, settings: Settings, now: datetime) -> Check:
@@ -277,18 +270,17 @@ def check_scheduled_runs(store: Store, settings: Settings, now: datetime) -> Che
     proving["all_workspaces"] = {"$ne": False}
     latest = store.system_logs.find_one(proving, {"timestamp": 1}, sort=[("timestamp", -1)]) or {}
     if isinstance(last := latest.get("timestamp"), datetime):
-        details = {"last_run": last, "threshold_minutes": 2 * settings.export_interval_minutes}
         when = f"{local_time(last, settings, zoned=True)} ({format_ago(now - last)}"
         if now - last > threshold:
             reason = f"No scheduled run since {when}; EXPORT_INTERVAL_MINUTES is {settings.export_interval_minutes}); {hint}."
-            return Check("scheduled_runs", "failed", reason, details)
-        return Check("scheduled_runs", "ok", f"Last scheduled run {when}).", details)
+            return Check("scheduled_runs", "failed", reason)
+        return Check("scheduled_runs", "ok", f"Last scheduled run {when}).")
     # A fresh install (wa-export first used moments ago) is a warning; weeks without a scheduled run are not.
     first = store.system_logs.find_one({"service": SERVICE_NAME}, {"timestamp": 1}, sort=[("timestamp", 1)]) or {}
     if isinstance(first_used := first.get("timestamp"), datetime) and now - as_utc(first_used) > threshold:
         since = f"{local_time(first_used, settings, zoned=True)} ({format_ago(now - as_utc(first_used))})"
         reason = f"No scheduled run recorded, although wa-export has been used here since {since}; {hint}."
-        return Check("scheduled_runs", "failed", reason, {"first_used": first_used})
+        return Check("scheduled_runs", "failed", reason)
     reason = f"No scheduled run recorded yet (a new installation?); once the timer should be running, {hint}."
     return Check("scheduled_runs", "warning", reason)
 
@@ -369,7 +361,7 @@ def check_possible_duplicates(store: Store, settings: Settings, now: datetime) -
     last = entries[0].created_at
     when = f"; the latest at {local_time(last, settings, zoned=True)}" if last is not None else ""
     reason = f"{len(entries)} email(s) in the last 24 hours may repeat messages of an earlier one (an earlier run's outcome was unknown; each such email says so): {named(names)}{when}. `wa-export logs` marks them possible_duplicate."
-    return Check("possible_duplicates", "warning", reason, {"count": len(entries), "workspaces": names})
+    return Check("possible_duplicates", "warning", reason)
 
 
 # Each takes (store, settings, now) and is reported, in this order, under its name without "check_".
