@@ -30,9 +30,7 @@ from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, resolve
 WAITING_COUNT_CAP = 10_000
 _SHOWN_DERIVED = {"first_cursor", "waiting"}  # as_dict shows them its way
 _WAITING_KEYS = ("waiting_messages", "waiting_messages_capped", "waiting_counted_from", "oldest_waiting_at")
-# A cursor move's facts as system_logs records them (CursorMove's names).
-_LOGGED: tuple[str, ...] = ("workspace_id", "direction", "requested_time", "old_cursor", "old_cursor_time")
-_LOGGED += ("old_cursor_source", "new_cursor", "new_cursor_time", "past_message_id")
+_UNLOGGED = {"workspace_name", "database_now", "state_after", "host"}  # system_logs has the rest of a CursorMove
 
 
 @dataclass(frozen=True)
@@ -179,27 +177,20 @@ class CursorMove:
     workspace_name: str
     requested_time: datetime
     old_cursor: Key | None  # the cursor, or the key of v1's watermark when only that existed
+    old_cursor_time: datetime | None
     old_cursor_source: str | None
     new_cursor: Key
+    new_cursor_time: datetime | None
     direction: MoveDirection
     database_now: datetime
     past_message_id: str | None = None  # --move-past: the one message skipped
     state_after: WorkspaceReport | None = None
     host: str = field(default_factory=socket.gethostname)
 
-    @property
-    def old_cursor_time(self) -> datetime | None:
-        return time_of(self.old_cursor)
-
-    @property
-    def new_cursor_time(self) -> datetime | None:
-        return time_of(self.new_cursor)
-
     def new_position(self, settings: Settings) -> str:
         """Where the cursor now stands, as sentences say it: the time to the second, zone named, and the key."""
-        return (
-            f"{local_time(self.new_cursor_time, settings, SECOND_FORMAT, zoned=True)} (key {key_text(self.new_cursor)})"
-        )
+        at = local_time(self.new_cursor_time, settings, SECOND_FORMAT, zoned=True)
+        return f"{at} (key {key_text(self.new_cursor)})"
 
     def change(self, settings: Settings) -> str:
         """ "created at NEW", or "moved DIRECTION from OLD to NEW" with the old cursor's source."""
@@ -330,15 +321,16 @@ def _move(
     elif old_key is not None:
         unchanged = type(old_key) is type(new_key) and old_key == new_key
         direction = "unchanged" if unchanged else "back" if key_order(new_key) < key_order(old_key) else "forward"
-    args = (workspace.id, workspace.name, requested_time, old_key, old_source, new_key, direction, now)
-    move = CursorMove(*args, past_message_id)
+    old, new = (old_key, time_of(old_key), old_source), (new_key, time_of(new_key))
+    move = CursorMove(workspace.id, workspace.name, requested_time, *old, *new, direction, now, past_message_id)
     if already_past is None:
         # In EXPORT_TIMEZONE and named: `logs --system` shows this message under "times in <that zone>".
         change = move.change(settings) + (" (it had none)" if old_key is None else "")
         past = f" past message {past_message_id}" if past_message_id else ""
         message = f"cursor of workspace {workspace.id} {change}{past} by wa-export state on host {move.host}"
         try:
-            logs.record_cursor_move(store.system_logs, message, now, {name: getattr(move, name) for name in _LOGGED})
+            details = {f.name: getattr(move, f.name) for f in fields(move) if f.name not in _UNLOGGED}
+            logs.record_cursor_move(store.system_logs, message, now, details)
         except PyMongoError as error:
             problem = f"The cursor of workspace {workspace.id} was moved to {local_time(move.new_cursor_time, settings, SECOND_FORMAT, zoned=True)}, but the move could not be recorded in system_logs ({connection.describe_mongo_error(error, settings)})"
             raise MongoUnavailable(problem) from None
