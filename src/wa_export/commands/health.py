@@ -184,7 +184,6 @@ def check_workspace_addresses(store: Store, settings: Settings, now: datetime) -
 
 
 def check_workbook_passwords(store: Store, settings: Settings, now: datetime) -> Check:
-    """How many active workspaces get encrypted workbooks; failed for each one a run would refuse."""
     active = store.active_workspaces()
     resolved = {w.id: workbook_password(w, settings) for w in active}
     refused = [w for w in active if resolved[w.id].problem is not None]
@@ -240,7 +239,6 @@ def check_export_folders(store: Store, settings: Settings, now: datetime) -> Che
 def check_indexes(store: Store, settings: Settings, now: datetime) -> Check:
     if not (missing := store.missing_indexes()):
         return Check("indexes", "ok", "The supporting indexes on chats, messages and export_logs exist.")
-    # mongosh commands, e.g. db.chats.createIndex({ workspace_id: 1 })
     commands = [f"db.{c}.createIndex({{ {', '.join(f'{k}: {o}' for k, o in keys)} }})" for c, keys in missing]
     reason = "Supporting indexes are missing, so exports (and `verify`) scan whole collections; create them once: "
     return Check("indexes", "warning", reason + "; ".join(commands), {"commands": commands})
@@ -264,8 +262,7 @@ def check_arrival_order(store: Store, settings: Settings, now: datetime) -> Chec
 def check_scheduled_runs(store: Store, settings: Settings, now: datetime) -> Check:
     threshold = timedelta(minutes=2 * settings.export_interval_minutes)
     hint = "check the crontab (`crontab -l`) or the systemd timer (`systemctl list-timers wa-export.timer`)"
-    # --no-email/--dry-run runs and runs limited to some workspaces keep nothing current: they do not prove the
-    # schedule is alive. (`moves_watermark` is the stored field's name.)
+    # Dry, --no-email and partial runs keep nothing current: no proof the schedule is alive.
     proving = {"kind": logs.EXPORT_RUN, "trigger": "scheduled", "moves_watermark": {"$ne": False}}
     proving["all_workspaces"] = {"$ne": False}
     latest = store.system_logs.find_one(proving, {"timestamp": 1}, sort=[("timestamp", -1)]) or {}
@@ -326,8 +323,7 @@ def check_failed_exports(store: Store, settings: Settings, now: datetime) -> Che
         failure.update(name=failure.get("name") or "", last_error=error)
     if not failures:
         return Check("failed_exports", "ok", "No failed exports in the last 24 hours.")
-    # Recovered: a later completed export (a resend delivers nothing new), or a later scheduled run that moved the
-    # cursor (a run with no new messages writes no export_logs entry, but sets export_state.last_success_at).
+    # Recovered: a later completed export (not a resend), or a later run with nothing new (only last_success_at).
     failed_at = {str(f["id"]): f["last_failed_at"] for f in failures}
     earliest = min(failed_at.values())
     completed: dict[str, Any] = {"status": logs.STATUS_COMPLETED, "trigger": {"$ne": logs.TRIGGER_RESEND}}
@@ -382,19 +378,17 @@ def run_health(settings: Settings, *, smtp_login: bool = False) -> HealthReport:
         except MongoUnavailable as error:
             report.checks.append(Check("mongodb", "failed", str(error)))
         report.checks += [*check_smtp(settings, smtp_login), check_export_dir(settings.export_dir)]
+        skipped = "Not checked: MongoDB is unreachable."
         for check in DATABASE_CHECKS:
             name = check.__name__.removeprefix("check_")
-            if store is None:
-                report.checks.append(Check(name, "skipped", "Not checked: MongoDB is unreachable."))
-                continue
             try:
-                report.checks.append(check(store, settings, now))
+                report.checks.append(check(store, settings, now) if store else Check(name, "skipped", skipped))
             except PyMongoError as error:  # fails that check, not the whole report
                 report.checks.append(Check(name, "failed", describe_mongo_error(error, settings)))
         if store is not None:
             checks = [{"name": c.name, "status": c.status, "reason": c.reason} for c in report.checks]
             with suppress(PyMongoError):  # the report itself is still printed; a refused log write is no health failure
-                details = logs.HealthCheckDetails(status=report.status, checks=checks)
+                details = {"status": report.status, "checks": checks}
                 logs.record_health_check(store.system_logs, report.summary(), utc_now(), details)
                 report.recorded = True
     return report

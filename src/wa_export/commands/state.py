@@ -309,7 +309,6 @@ def _move(
             if expires is not None and expires > store.database_now():
                 problem = f"Workspace {workspace.id} is being exported by {owner or 'another run'} (lease until {local_time(expires, settings, SECOND_FORMAT, zoned=True)}); its cursor was not moved: run the command again once that run has finished."
             raise WorkspaceBusy(problem) from None
-    # The old position: the cursor, else the key of v1's watermark.
     before = before or {}
     old_key = cursor if is_key(cursor := before.get("cursor")) else None
     old_source = text_or_none(before.get("cursor_source")) if old_key is not None else None
