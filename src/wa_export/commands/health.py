@@ -155,15 +155,12 @@ def check_workspace_addresses(store: Store, settings: Settings, now: datetime) -
     malformed = list(settings.malformed_workspace_variables)
     listed: tuple[RecipientSource, ...] = ("environment", "database", "none")
     sources = {source: sum(r.source == source for r in found.values()) for source in listed}
-    details = {
-        "sources": sources,
-        "workspaces": [_ref(w, **found[w.id].as_dict()) for w in active],
-        "missing": [_ref(w) for w in missing],
-        "refused": [_ref(w, problem=found[w.id].problem) for w in refused],
-        "invalid": [_ref(w, problem=found[w.id].problem) for w in refused if found[w.id].problem_kind == "invalid"],
-        "configured_for_unknown_or_inactive": [warning.workspace_id for warning in unmatched],
-        "malformed_variables": malformed,
-    }
+    details: dict[str, Any] = {"sources": sources, "workspaces": [_ref(w, **found[w.id].as_dict()) for w in active]}
+    details["missing"] = [_ref(w) for w in missing]
+    details["refused"] = [_ref(w, problem=found[w.id].problem) for w in refused]
+    details["invalid"] = [ref for ref in details["refused"] if found[ref["id"]].problem_kind == "invalid"]
+    details["configured_for_unknown_or_inactive"] = [warning.workspace_id for warning in unmatched]
+    details["malformed_variables"] = malformed
     origin = {"environment": "WORKSPACE_<ID>_EMAIL", "database": settings.export_recipients_field}
     where = ", ".join(f"{sources[s]} from the {SOURCE_LABELS[s]} {origin.get(s)}" for s in listed[:2] if sources[s])
     lacking = f"{count_noun(len(missing), 'active workspace')} of {len(active)} {has(len(missing))} no address and {is_(len(missing))} not exported: {named([_label(w) for w in missing], 1)}; {missing_hint('<ID>', settings)} for each; {UNSENT_WITHOUT_ADDRESS}"
@@ -188,10 +185,8 @@ def check_workbook_passwords(store: Store, settings: Settings, now: datetime) ->
     resolved = {w.id: workbook_password(w, settings) for w in active}
     refused = [w for w in active if resolved[w.id].problem is not None]
     encrypted = sum(password.value is not None for password in resolved.values())
-    details = {
-        "workspaces": [_ref(w, **resolved[w.id].as_dict(secret=True)) for w in active],
-        "refused": [_ref(w, problem=resolved[w.id].problem) for w in refused],
-    }
+    details: dict[str, Any] = {"workspaces": [_ref(w, **resolved[w.id].as_dict(secret=True)) for w in active]}
+    details["refused"] = [_ref(w, problem=resolved[w.id].problem) for w in refused]
     counted = f"{encrypted} of {count_noun(len(active), 'active workspace')} get password-protected workbooks"
     if refused:
         reason = f"{count_noun(len(refused), 'workspace')} {is_(len(refused))} not exported for want of a usable workbook password: {named([_label(w) for w in refused])} (first: {resolved[refused[0].id].problem})"
@@ -224,7 +219,7 @@ def check_export_folders(store: Store, settings: Settings, now: datetime) -> Che
     adoptable = [slug for slug in unclaimed if len(by_slug[slug]) == 1]
     folder = {slug: settings.export_dir / slug for slug in unclaimed}
     details = {
-        "contested": [{"folder": str(folder[s]), "workspaces": [_ref(w) for w in by_slug[s]]} for s in contested],
+        "contested": [{"folder": str(folder[s]), "workspaces": [_ref(w) for w in by_slug[s]]} for s in contested]
     }
     adopters = [f"{s}/ by {_label(by_slug[s][0])}" for s in adoptable]
     adopt = f"{count_noun(len(adoptable), 'folder')} without an owner marker will be adopted by their workspace on its next export: {named(adopters)}"
