@@ -4,7 +4,8 @@ workspace's cursor (logged; --move-past makes it the smallest key after one mess
 from __future__ import annotations
 
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -209,11 +210,8 @@ class CursorMove:
 
 
 def move_cursor(settings: Settings, workspace_id: str | None, to: str) -> CursorMove:
-    workspace_id = _one_workspace(workspace_id, "--move-to TIME")
     moment = parse_time(to, "--move-to", settings.export_timezone)
-    with open_store(settings) as store, mongo_errors(settings):
-        workspace = store.workspaces_by_id([workspace_id])[0]
-        now = store.database_now()
+    with _one_workspace(settings, workspace_id, "--move-to TIME") as (store, workspace, now):
         if moment > now:
             problem = f"--move-to {to!r} is later than the database clock ({local_time(now, settings, SECOND_FORMAT, zoned=True)}): a cursor there would skip messages that have not arrived yet; give a time in the past."
             raise UsageProblem(problem)
@@ -221,15 +219,13 @@ def move_cursor(settings: Settings, workspace_id: str | None, to: str) -> Cursor
 
 
 def move_cursor_past(settings: Settings, workspace_id: str | None, message_id: str) -> CursorMove:
-    workspace_id = _one_workspace(workspace_id, "--move-past MESSAGE_ID")
     try:
         message_object_id = ObjectId(message_id.strip())
     except InvalidId:
         problem = f"--move-past {message_id!r} is not a message id: expected the message's _id, {ID_FORM}."
         raise UsageProblem(problem) from None
     arrival = ArrivalKey(settings.export_arrival_field)
-    with open_store(settings) as store, mongo_errors(settings):
-        workspace = store.workspaces_by_id([workspace_id])[0]
+    with _one_workspace(settings, workspace_id, "--move-past MESSAGE_ID") as (store, workspace, now):
         message = store.messages.find_one({"_id": message_object_id}, {"chat_id": 1, arrival.field: 1})
         if message is None:
             problem = f"No message with id {message_object_id} in database {settings.mongodb_database!r}; check the id (the message's _id, {ID_FORM})."
@@ -246,7 +242,6 @@ def move_cursor_past(settings: Settings, workspace_id: str | None, message_id: s
         if not is_key(message_key) or not arrival.usable(message_key):
             problem = f"Message {message_object_id} has no {arrival.type_name} in {arrival.field}: scheduled runs never deliver it, so there is nothing to move past."
             raise UsageProblem(problem)
-        now = store.database_now()
         document = stored.read_state_documents(store, [workspace.id], single=True).get(workspace.id, {})
         # Where undelivered messages start: the cursor, v1's watermark, or the earliest start of a first run.
         lead = timedelta(minutes=settings.export_interval_minutes, seconds=settings.export_lag_seconds)
@@ -264,12 +259,15 @@ def move_cursor_past(settings: Settings, workspace_id: str | None, message_id: s
         return _move(store, workspace, now, new_key, requested, past_id, expected_cursor=document.get("cursor"))
 
 
-def _one_workspace(workspace_id: str | None, option: str) -> str:
-    if workspace_id is None:
+@contextmanager
+def _one_workspace(settings: Settings, id_: str | None, option: str) -> Iterator[tuple[Store, Workspace, datetime]]:
+    """The workspace named (its id checked before connecting), its store and the database's time."""
+    if id_ is None:
         problem = f"{option.split()[0]} moves one workspace's cursor: give its WORKSPACE_ID, e.g. wa-export state ID {option}."
         raise UsageProblem(problem)
-    parse_workspace_id(workspace_id)
-    return workspace_id
+    parse_workspace_id(id_)
+    with open_store(settings) as store, mongo_errors(settings):
+        yield store, store.workspaces_by_id([id_])[0], store.database_now()
 
 
 def _key_just_after(
