@@ -127,9 +127,7 @@ def check_export_dir(export_dir: Path) -> Check:
         tempfile.TemporaryFile(dir=existing).close()  # 0600, removed at once
     except OSError as error:
         where = export_dir if existing == export_dir else f"{existing} (EXPORT_DIR {export_dir} does not exist yet)"
-        reason = (
-            f"Cannot write in {where} ({error.strerror or error}); make it writable by the user that runs wa-export."
-        )
+        reason = f"Cannot write in {where} ({error.strerror or error}); make it writable for wa-export's user."
         return Check("export_dir", "failed", reason)
     usage = shutil.disk_usage(existing)
     created = f"{export_dir} does not exist yet and can be created in {existing}"
@@ -218,9 +216,7 @@ def check_export_folders(store: Store, settings: Settings, now: datetime) -> Che
     contested = [slug for slug in unclaimed if len(by_slug[slug]) > 1]
     adoptable = [slug for slug in unclaimed if len(by_slug[slug]) == 1]
     folder = {slug: settings.export_dir / slug for slug in unclaimed}
-    details = {
-        "contested": [{"folder": str(folder[s]), "workspaces": [_ref(w) for w in by_slug[s]]} for s in contested]
-    }
+    details = {"contested": [{"folder": str(folder[s]), "workspaces": list(map(_ref, by_slug[s]))} for s in contested]}
     adopters = [f"{s}/ by {_label(by_slug[s][0])}" for s in adoptable]
     adopt = f"{count_noun(len(adoptable), 'folder')} without an owner marker will be adopted by their workspace on its next export: {named(adopters)}"
     if contested:
@@ -301,9 +297,7 @@ def check_workspace_schedules(store: Store, settings: Settings, now: datetime) -
         more = f" ({len(problems) - NAMES_SHOWN} more in the details)" if len(problems) > NAMES_SHOWN else ""
         hint = f"`wa-export state` shows each workspace's schedule and next delivery{more}"
         return Check("workspace_schedules", "failed", sentence([*problems[:NAMES_SHOWN], hint]), details)
-    if not slotted:
-        return Check("workspace_schedules", "ok", f"All {len(active)} active workspaces are on schedule.", details)
-    reason = f"{count_noun(len(slotted), 'hourly or daily workspace')} delivered {'its' if len(slotted) == 1 else 'their'} latest slot on time."
+    reason = f"{count_noun(len(active), 'active workspace')} on schedule, {len(slotted)} of them hourly or daily."
     return Check("workspace_schedules", "ok", reason, details)
 
 

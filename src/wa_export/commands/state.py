@@ -270,19 +270,17 @@ def _one_workspace(settings: Settings, id_: str | None, option: str) -> Iterator
         yield store, store.workspaces_by_id([id_])[0], store.database_now()
 
 
-def _key_just_after(
-    store: Store, workspace: Workspace, chat_ids: Mapping[str, Any], message_key: Key, message_id: ObjectId
-) -> Key:
-    """The smallest arrival key after `message_key`; a date key (milliseconds) can only be passed as a whole."""
-    if isinstance(message_key, ObjectId):
-        following = int.from_bytes(message_key.binary, "big") + 1
+def _key_just_after(store: Store, workspace: Workspace, chats: dict[str, Any], key: Key, message_id: ObjectId) -> Key:
+    """The smallest arrival key after `key`; a date key (milliseconds) can only be passed as a whole."""
+    if isinstance(key, ObjectId):
+        following = int.from_bytes(key.binary, "big") + 1
         return ObjectId(following.to_bytes(12, "big"))  # 2**96 - 1 is no writer's ObjectId
     field = store.settings.export_arrival_field
-    tied = store.messages.count_documents({**chat_ids, field: message_key, "_id": {"$ne": message_id}})
+    tied = store.messages.count_documents({**chats, field: key, "_id": {"$ne": message_id}})
     if tied:
-        problem = f"{tied} other message(s) of workspace {workspace.id} share message {message_id}'s arrival time in {field} ({key_text(message_key)}): a date cursor cannot pass one of them alone; use --move-to to skip them all, or raise EXPORT_MAX_ATTACHMENT_MB."
+        problem = f"{tied} other message(s) of workspace {workspace.id} share message {message_id}'s arrival time in {field} ({key_text(key)}): a date cursor cannot pass one of them alone; use --move-to to skip them all, or raise EXPORT_MAX_ATTACHMENT_MB."
         raise UsageProblem(problem)
-    return message_key + timedelta(milliseconds=1)  # BSON dates hold milliseconds
+    return key + timedelta(milliseconds=1)  # BSON dates hold milliseconds
 
 
 def _move(
