@@ -14,8 +14,6 @@ from wa_export.redaction import redact
 from wa_export.settings import parse_mongodb_uri, read_configuration
 from wa_export.units import count_noun
 
-MASK = "********"
-
 
 @dataclass
 class SettingLine:
@@ -115,7 +113,7 @@ def config_report(env_file: Path | None, environ: dict[str, str] | None = None) 
 
 
 def _masked(value: str, secret: bool, secrets: list[str]) -> str:
-    return (MASK if value.strip() else "") if secret else redact(value.strip(), secrets)
+    return ("********" if value.strip() else "") if secret else redact(value.strip(), secrets)
 
 
 def _display(value: object) -> str:

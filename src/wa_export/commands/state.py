@@ -31,13 +31,12 @@ from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, resolve
 WAITING_COUNT_CAP = 10_000
 _SHOWN_DERIVED = {"first_cursor", "waiting"}  # as_dict shows them its way
 _WAITING_KEYS = ("waiting_messages", "waiting_messages_capped", "waiting_counted_from", "oldest_waiting_at")
+_MOVE_SHOWN_ITS_WAY = {"old_cursor", "new_cursor", "database_now", "state_after"}  # CursorMove.as_dict
 _UNLOGGED = {"workspace_name", "database_now", "state_after", "host"}  # system_logs has the rest of a CursorMove
 
 
 @dataclass(frozen=True)
 class WorkspaceReport:
-    """One workspace's export_state document and what follows from it; unnamed stored fields read by type."""
-
     workspace_id: str
     workspace_name: str
     workspace_status: str
@@ -164,6 +163,7 @@ def _reports(store: Store, workspaces: Sequence[Workspace], now: datetime, cap: 
             "setting_problem": zone.problem or schedule.problem,
             "cursor_problem": cursor_problems.get(workspace.id),
         }
+        # The stored fields not named here are read from the document by their type.
         reports.append(WorkspaceReport(**connection.read_fields(WorkspaceReport, document, **named)))
     return reports
 
@@ -201,12 +201,10 @@ class CursorMove:
         return f"moved {self.direction} from {old} to {self.new_position(settings)}"
 
     def as_dict(self) -> dict[str, Any]:
-        shown = ("workspace_id", "workspace_name", "direction", "requested_time", "old_cursor_time")
-        facts = {name: getattr(self, name) for name in (*shown, "old_cursor_source", "new_cursor_time")}
+        facts = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _MOVE_SHOWN_ITS_WAY}
         keys = {"old_cursor_key": key_text(self.old_cursor), "new_cursor_key": key_text(self.new_cursor)}
         after = self.state_after.as_dict() if self.state_after is not None else None
-        more = {"database_time": self.database_now, "host": self.host, "past_message_id": self.past_message_id}
-        return facts | keys | more | {"state": after}
+        return facts | keys | {"database_time": self.database_now, "state": after}
 
 
 def move_cursor(settings: Settings, workspace_id: str | None, to: str) -> CursorMove:
@@ -293,8 +291,7 @@ def _move(
     expected_cursor: object = stored.ANY_CURSOR,
     already_past: Mapping[str, Any] | None = None,
 ) -> CursorMove:
-    """Write the cursor (lease free, and the cursor still as read), record the move, read the state after it;
-    `already_past` (the state document) reports a message the cursor is beyond, writing nothing."""
+    """Write (lease free, cursor as read) and record the move; `already_past` (the document read) writes nothing."""
     settings, before = store.settings, already_past
     if already_past is None:
         try:
