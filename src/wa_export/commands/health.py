@@ -194,7 +194,6 @@ def check_workbook_passwords(store: Store, settings: Settings, now: datetime) ->
 
 
 def check_duplicate_workspaces(store: Store, settings: Settings, now: datetime) -> Check:
-    """Workspace ids stored twice (an ObjectId and a string `_id`): exported once, but the data needs fixing."""
     if not (duplicates := store.stored_twice()):
         return Check("duplicate_workspaces", "ok", "Every workspace id is stored once.")
     facts = ("id_type", "name", "status")
