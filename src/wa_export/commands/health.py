@@ -215,7 +215,10 @@ def check_export_folders(store: Store, settings: Settings, now: datetime) -> Che
     contested = [slug for slug in unclaimed if len(by_slug[slug]) > 1]
     adoptable = [slug for slug in unclaimed if len(by_slug[slug]) == 1]
     folder = {slug: settings.export_dir / slug for slug in unclaimed}
-    details = {"contested": [{"folder": str(folder[s]), "workspaces": list(map(_ref, by_slug[s]))} for s in contested]}
+    details: dict[str, Any] = {
+        "to_adopt": [{"folder": str(folder[s]), "workspace": _ref(by_slug[s][0])} for s in adoptable]
+    }
+    details["contested"] = [{"folder": str(folder[s]), "workspaces": list(map(_ref, by_slug[s]))} for s in contested]
     adopters = [f"{s}/ by {_label(by_slug[s][0])}" for s in adoptable]
     adopt = f"{count_noun(len(adoptable), 'folder')} without an owner marker will be adopted by their workspace on its next export: {named(adopters)}"
     if contested:
@@ -345,7 +348,7 @@ def check_possible_duplicates(store: Store, settings: Settings, now: datetime) -
     last = entries[0].created_at
     when = f"; the latest at {local_time(last, settings, zoned=True)}" if last is not None else ""
     reason = f"{len(entries)} email(s) in the last 24 hours may repeat messages of an earlier one (an earlier run's outcome was unknown; each such email says so): {named(names)}{when}. `wa-export logs` marks them possible_duplicate."
-    return Check("possible_duplicates", "warning", reason)
+    return Check("possible_duplicates", "warning", reason, {"workspaces": names})
 
 
 # Each takes (store, settings, now) and is reported, in this order, under its name without "check_".
