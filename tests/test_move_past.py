@@ -179,14 +179,14 @@ def test_a_cursor_moved_by_a_run_meanwhile_is_not_overwritten(mongo_db, make_env
     skipped, _ = _same_second(mongo_db, chat, second, ["to skip", "after it"])
     mongo_db.export_state.insert_one({"_id": str(workspace), "cursor": skipped, "cursor_source": "export"})
     delivered_meanwhile = ObjectId.from_datetime(utcnow())
-    read_position = cursor_move._delivery_position
+    read_position = cursor_move.position_key
 
     def position_then_a_run_delivers(*args: Any) -> Any:
         position = read_position(*args)
         mongo_db.export_state.update_one({"_id": str(workspace)}, {"$set": {"cursor": delivered_meanwhile}})
         return position
 
-    monkeypatch.setattr(cursor_move, "_delivery_position", position_then_a_run_delivers)
+    monkeypatch.setattr(cursor_move, "position_key", position_then_a_run_delivers)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(WorkspaceBusy, match="changed while this command ran"):
         cursor_move.move_cursor_past(load_settings(environ=make_env()), str(workspace), str(skipped))

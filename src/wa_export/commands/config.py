@@ -4,7 +4,6 @@ value is validated as a run validates it, without MongoDB or SMTP; secrets are m
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,6 @@ from wa_export.mail.errors import refusal
 from wa_export.redaction import redact
 from wa_export.settings import parse_mongodb_uri, read_configuration
 from wa_export.units import count_noun
-
-MASK = "********"
 
 
 @dataclass
@@ -45,9 +42,7 @@ class ConfigReport:
     def problems(self) -> list[rules.SettingProblem]:
         """Each as said after its variable (`INVALID SMTP_PORT: must be …`): the variable named once."""
         lines = [*self.settings, *self.workspace_addresses]
-        return [
-            rules.SettingProblem(ln.variable, ln.problem.removeprefix(f"{ln.variable} ")) for ln in lines if ln.problem
-        ]
+        return [rules.SettingProblem(n.variable, n.problem.removeprefix(f"{n.variable} ")) for n in lines if n.problem]
 
     @property
     def problem_variables(self) -> str:
@@ -56,9 +51,8 @@ class ConfigReport:
     @property
     def exit_code(self) -> ExitCode:
         """2 for what a run refuses; an invalid WORKSPACE_<ID>_EMAIL or _WORKBOOK_PASSWORD alone fails its workspace: 1."""
-        if any(line.problem for line in self.settings):
-            return ExitCode.USAGE
-        return ExitCode.FAILED if self.problems else ExitCode.OK
+        refused = any(line.problem for line in self.settings)
+        return ExitCode.USAGE if refused else ExitCode.FAILED if self.problems else ExitCode.OK
 
     def summary(self) -> str:
         count = len(self.problems)
@@ -70,14 +64,12 @@ class ConfigReport:
         return f"configuration valid: {count_noun(len(self.settings), 'setting')}, {variables} (WORKSPACE_<ID>_…)"
 
     def as_dict(self) -> dict[str, Any]:
-        # The summary stays near the top, for a person reading the JSON; env_file becomes a string in it.
         facts = {"ok": not self.problems, "exit_code": self.exit_code, "env_file": None, "summary": self.summary()}
         return facts | asdict(self) | {"problems": [asdict(problem) for problem in self.problems]}
 
 
 def config_report(env_file: Path | None, environ: dict[str, str] | None = None) -> ConfigReport:
-    """Validate the configuration like every command does, but report instead of stopping (an unreadable .env
-    file is still a ConfigError: there is nothing to list)."""
+    """Validated as every command does, reporting every problem (an unreadable .env file is still a ConfigError)."""
     source = read_configuration(env_file, environ)
     settings, problems = rules.validate_environment(source)
     # An invalid MONGODB_URI is shown as written, so the secrets as configured count too.
@@ -88,20 +80,17 @@ def config_report(env_file: Path | None, environ: dict[str, str] | None = None) 
     by_variable: dict[str, list[str]] = {}
     for problem in problems:
         by_variable.setdefault(problem.variable, []).append(problem.message)
-    report = ConfigReport(source.env_file, warnings=list(settings.load_warnings))
-    report.misspelt_variables = dict(settings.misspelt_variables)
-    report.unknown_variables = rules.unknown_setting_variables(source.values)
+    report = ConfigReport(source.env_file, unknown_variables=rules.unknown_setting_variables(source.values))
+    report.misspelt_variables, report.warnings = dict(settings.misspelt_variables), list(settings.load_warnings)
     for rule in rules.RULES:
         messages = by_variable.pop(rule.variable, [])
         # An invalid value is shown as written (the run refuses it); a valid or unset one as it is used.
         shown = source.values.get(rule.variable, "") if messages else _display(getattr(settings, rule.field))
         origin = source.origin(rule.variable)
-        if origin == "default" and rule.derived_from:
-            if rule.variable == "MONGODB_DATABASE":
-                derived = parse_mongodb_uri(settings.mongodb_uri).database is not None
-            else:
-                derived = bool(source.values.get(rule.derived_from, "").strip())
-            origin += f" (from {rule.derived_from})" if derived else ""
+        derived = bool(rule.derived_from and source.values.get(rule.derived_from, "").strip())
+        if rule.variable == "MONGODB_DATABASE":  # only where the URI names a database
+            derived = parse_mongodb_uri(settings.mongodb_uri).database is not None
+        origin += f" (from {rule.derived_from})" if origin == "default" and derived else ""
         shown = _masked(shown, rule.secrecy == "value", secrets)
         report.settings.append(SettingLine(rule.variable, shown, origin, " ".join(messages) or None))
     for name in sorted(source.values):
@@ -113,10 +102,8 @@ def config_report(env_file: Path | None, environ: dict[str, str] | None = None) 
             if value is not None:  # an invalid one is a setting problem
                 report.workspace_settings.append(SettingLine(name, _display(value), source.origin(name)))
             continue
-        if workspace_id is None:
-            trouble: str | None = rules.malformed_variables_sentence([name]) + "."
-        else:
-            trouble = settings.workspace_variable_problem(workspace_id, suffix)
+        malformed = rules.malformed_variables_sentence([name]) + "."  # an id-less name applies to no workspace
+        trouble = settings.workspace_variable_problem(workspace_id, suffix) if workspace_id is not None else malformed
         shown = source.values[name] if trouble is not None else _display(value)
         shown = _masked(shown, rules.WORKSPACE_VARIABLES[suffix].secret, secrets)
         report.workspace_addresses.append(SettingLine(name, shown, source.origin(name), trouble))
@@ -126,7 +113,7 @@ def config_report(env_file: Path | None, environ: dict[str, str] | None = None) 
 
 
 def _masked(value: str, secret: bool, secrets: list[str]) -> str:
-    return (MASK if value.strip() else "") if secret else redact(value.strip(), secrets)
+    return ("********" if value.strip() else "") if secret else redact(value.strip(), secrets)
 
 
 def _display(value: object) -> str:
@@ -134,8 +121,6 @@ def _display(value: object) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"  # as a .env writes it
-    if isinstance(value, tzinfo):
-        return str(getattr(value, "key", value))
     if isinstance(value, (tuple, list)):
         return ", ".join(str(item) for item in value)
     return f"{value:g}" if isinstance(value, float) else str(value)

@@ -1,8 +1,5 @@
 """`wa-export health`: one `Check` per question an operator asks, judged by the export's own rules (recipients.py,
-workbook/naming.py) so it predicts the next run; any failed check exits 1.
-
-Why this module is long: one short function per check, the runner that guards each, and their shared wording.
-"""
+workbook/naming.py) so it predicts the next run; any failed check exits 1."""
 
 from __future__ import annotations
 
@@ -18,6 +15,7 @@ from typing import Any, Literal, cast, get_args
 from pymongo.errors import PyMongoError
 
 from wa_export import settings as rules
+from wa_export import units
 from wa_export.clock import as_utc, utc_now
 from wa_export.errors import ExitCode, MongoUnavailable
 from wa_export.export.results import run_warnings, unmatched_variable_warnings
@@ -32,17 +30,7 @@ from wa_export.store import logs
 from wa_export.store.arrivals import ArrivalKey, check_arrival_key
 from wa_export.store.connection import SERVICE_NAME, Store, Workspace, describe_mongo_error
 from wa_export.store.state import count_cursors_ahead, count_foreign_cursors, last_successes, read_states
-from wa_export.units import (
-    NAMES_SHOWN,
-    count_noun,
-    format_ago,
-    format_bytes,
-    has,
-    is_,
-    local_time,
-    named,
-    workspace_label,
-)
+from wa_export.units import NAMES_SHOWN, count_noun, format_ago, format_bytes, has, is_, local_time, named
 from wa_export.workbook.naming import FOLDER_MARKER, slugify, unclaimed_folders
 from wa_export.workbook_password import workbook_password
 from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, resolve
@@ -85,7 +73,6 @@ class HealthReport:
 
     def as_dict(self) -> dict[str, Any]:
         verdict = {"ok": self.exit_code == ExitCode.OK, "status": self.status, "exit_code": self.exit_code}
-        # The summary near the top, for a person reading the JSON; checked_at: ISO 8601 in it.
         return verdict | {"checked_at": None, "summary": self.summary(), "recorded": None} | asdict(self)
 
 
@@ -101,7 +88,7 @@ def sentence(clauses: list[str]) -> str:
 
 
 def _label(workspace: Workspace) -> str:
-    return workspace_label(workspace.name, workspace.id)
+    return units.workspace_label(workspace.name, workspace.id)
 
 
 def _ref(workspace: Workspace, **facts: Any) -> dict[str, Any]:
@@ -118,8 +105,7 @@ def check_smtp(settings: Settings, login: bool) -> list[Check]:
     mode, user, server = tls_mode(settings), settings.smtp_username, f"{settings.smtp_server}:{settings.smtp_port}"
     where = f"{server}, {mode}, {f'login as {user}' if user else 'no login'}, from {settings.smtp_from}"
     note = " but SMTP_SECURITY=none sends passwords and exports unencrypted" if mode == "none" else ""
-    details = {"server": settings.smtp_server, "port": settings.smtp_port, "security": mode}
-    checks = [Check("smtp_settings", "warning" if note else "ok", f"SMTP settings complete ({where}){note}.", details)]
+    checks = [Check("smtp_settings", "warning" if note else "ok", f"SMTP settings complete ({where}){note}.")]
     try:
         if login:
             with MailSender(settings) as sender:
@@ -134,26 +120,22 @@ def check_smtp(settings: Settings, login: bool) -> list[Check]:
 def check_export_dir(export_dir: Path) -> Check:
     """Writable (or creatable) with free space: a probe file, as os.access() lies to root and on read-only mounts."""
     existing = next(path for path in (export_dir, *export_dir.parents) if path.exists() or path == path.parent)
-    details: dict[str, Any] = {"path": str(export_dir)}
     if not existing.is_dir():
-        return Check("export_dir", "failed", rules.export_dir_not_a_directory(export_dir, existing), details)
-    created = f"{export_dir} does not exist yet and can be created in {existing}"
+        return Check("export_dir", "failed", rules.export_dir_not_a_directory(export_dir, existing))
     try:
         tempfile.TemporaryFile(dir=existing).close()  # 0600, removed at once
     except OSError as error:
         where = export_dir if existing == export_dir else f"{existing} (EXPORT_DIR {export_dir} does not exist yet)"
-        reason = (
-            f"Cannot write in {where} ({error.strerror or error}); make it writable by the user that runs wa-export."
-        )
-        return Check("export_dir", "failed", reason, details)
+        reason = f"Cannot write in {where} ({error.strerror or error}); make it writable for wa-export's user."
+        return Check("export_dir", "failed", reason)
     usage = shutil.disk_usage(existing)
-    details.update(free_bytes=usage.free, total_bytes=usage.total)
+    created = f"{export_dir} does not exist yet and can be created in {existing}"
     state = f"{export_dir} is writable" if existing == export_dir else created
     free = f"{format_bytes(usage.free)} free of {format_bytes(usage.total)}"
     if usage.free < MIN_FREE_BYTES or (usage.total and usage.free / usage.total < MIN_FREE_FRACTION):
         reason = f"{state}, but only {free}; free space or run `wa-export cleanup`."
-        return Check("export_dir", "warning", reason, details)
-    return Check("export_dir", "ok", f"{state}; {free}.", details)
+        return Check("export_dir", "warning", reason)
+    return Check("export_dir", "ok", f"{state}; {free}.")
 
 
 def check_workspace_addresses(store: Store, settings: Settings, now: datetime) -> Check:
@@ -170,25 +152,19 @@ def check_workspace_addresses(store: Store, settings: Settings, now: datetime) -
     malformed = list(settings.malformed_workspace_variables)
     listed: tuple[RecipientSource, ...] = ("environment", "database", "none")
     sources = {source: sum(r.source == source for r in found.values()) for source in listed}
-    details = {
-        "active": len(active),
-        "sources": sources,
-        "workspaces": [_ref(w, **found[w.id].as_dict()) for w in active],
-        "missing": [_ref(w) for w in missing],
-        "refused": [_ref(w, problem=found[w.id].problem) for w in refused],
-        "invalid": [_ref(w, problem=found[w.id].problem) for w in refused if found[w.id].problem_kind == "invalid"],
-        "outside_allowed_domains": [_ref(w) for w in refused if found[w.id].problem_kind == "domain"],
-        "configured_for_unknown_or_inactive": [warning.workspace_id for warning in unmatched],
-        "malformed_variables": malformed,
-    }
+    details: dict[str, Any] = {"sources": sources, "workspaces": [_ref(w, **found[w.id].as_dict()) for w in active]}
+    details["missing"] = [_ref(w) for w in missing]
+    details["refused"] = [_ref(w, problem=found[w.id].problem) for w in refused]
+    details["invalid"] = [ref for ref in details["refused"] if found[ref["id"]].problem_kind == "invalid"]
+    details["configured_for_unknown_or_inactive"] = [warning.workspace_id for warning in unmatched]
+    details["malformed_variables"] = malformed
     origin = {"environment": "WORKSPACE_<ID>_EMAIL", "database": settings.export_recipients_field}
     where = ", ".join(f"{sources[s]} from the {SOURCE_LABELS[s]} {origin.get(s)}" for s in listed[:2] if sources[s])
     lacking = f"{count_noun(len(missing), 'active workspace')} of {len(active)} {has(len(missing))} no address and {is_(len(missing))} not exported: {named([_label(w) for w in missing], 1)}; {missing_hint('<ID>', settings)} for each; {UNSENT_WITHOUT_ADDRESS}"
     problems = [lacking] if missing else []
     if refused:
-        problems.append(
-            f"{count_noun(len(refused), 'workspace')} fail{'s' if len(refused) == 1 else ''} every export for a refused address, first {_label(refused[0])}: {clause(found[refused[0].id].problem or '')}"
-        )
+        refusal = f"{count_noun(len(refused), 'workspace')} fail{'s' if len(refused) == 1 else ''} every export for a refused address, first {_label(refused[0])}: {clause(found[refused[0].id].problem or '')}"
+        problems.append(refusal)
     notes = [rules.unmatched_variables_sentence(stray, settings.mongodb_database)] if stray else []
     notes += [rules.malformed_variables_sentence(malformed)] if malformed else []
     if problems:
@@ -202,18 +178,12 @@ def check_workspace_addresses(store: Store, settings: Settings, now: datetime) -
 
 
 def check_workbook_passwords(store: Store, settings: Settings, now: datetime) -> Check:
-    """How many active workspaces get encrypted workbooks; failed for each one a run would refuse."""
     active = store.active_workspaces()
     resolved = {w.id: workbook_password(w, settings) for w in active}
     refused = [w for w in active if resolved[w.id].problem is not None]
     encrypted = sum(password.value is not None for password in resolved.values())
-    details = {
-        "active": len(active),
-        "encrypted": encrypted,
-        "required": settings.export_require_workbook_password,
-        "workspaces": [_ref(w, **resolved[w.id].as_dict(secret=True)) for w in active],
-        "refused": [_ref(w, problem=resolved[w.id].problem) for w in refused],
-    }
+    details: dict[str, Any] = {"workspaces": [_ref(w, **resolved[w.id].as_dict(secret=True)) for w in active]}
+    details["refused"] = [_ref(w, problem=resolved[w.id].problem) for w in refused]
     counted = f"{encrypted} of {count_noun(len(active), 'active workspace')} get password-protected workbooks"
     if refused:
         reason = f"{count_noun(len(refused), 'workspace')} {is_(len(refused))} not exported for want of a usable workbook password: {named([_label(w) for w in refused])} (first: {resolved[refused[0].id].problem})"
@@ -223,13 +193,10 @@ def check_workbook_passwords(store: Store, settings: Settings, now: datetime) ->
 
 
 def check_duplicate_workspaces(store: Store, settings: Settings, now: datetime) -> Check:
-    """Workspace ids stored twice (an ObjectId and a string `_id`): exported once, but the data needs fixing."""
     if not (duplicates := store.stored_twice()):
         return Check("duplicate_workspaces", "ok", "Every workspace id is stored once.")
     facts = ("id_type", "name", "status")
-    listed = [
-        {"id": d.id, "documents": [dict(zip(facts, doc, strict=True)) for doc in d.documents]} for d in duplicates
-    ]
+    listed = [{"id": d.id, "documents": [dict(zip(facts, r, strict=True)) for r in d.documents]} for d in duplicates]
     reason = sentence([duplicate.sentence() for duplicate in duplicates])
     return Check("duplicate_workspaces", "warning", reason, {"workspaces": listed})
 
@@ -247,10 +214,10 @@ def check_export_folders(store: Store, settings: Settings, now: datetime) -> Che
     contested = [slug for slug in unclaimed if len(by_slug[slug]) > 1]
     adoptable = [slug for slug in unclaimed if len(by_slug[slug]) == 1]
     folder = {slug: settings.export_dir / slug for slug in unclaimed}
-    details = {
-        "contested": [{"folder": str(folder[s]), "workspaces": [_ref(w) for w in by_slug[s]]} for s in contested],
-        "to_adopt": [{"folder": str(folder[s]), "workspace": _ref(by_slug[s][0])} for s in adoptable],
+    details: dict[str, Any] = {
+        "to_adopt": [{"folder": str(folder[s]), "workspace": _ref(by_slug[s][0])} for s in adoptable]
     }
+    details["contested"] = [{"folder": str(folder[s]), "workspaces": list(map(_ref, by_slug[s]))} for s in contested]
     adopters = [f"{s}/ by {_label(by_slug[s][0])}" for s in adoptable]
     adopt = f"{count_noun(len(adoptable), 'folder')} without an owner marker will be adopted by their workspace on its next export: {named(adopters)}"
     if contested:
@@ -264,11 +231,7 @@ def check_export_folders(store: Store, settings: Settings, now: datetime) -> Che
 def check_indexes(store: Store, settings: Settings, now: datetime) -> Check:
     if not (missing := store.missing_indexes()):
         return Check("indexes", "ok", "The supporting indexes on chats, messages and export_logs exist.")
-    # mongosh commands, e.g. db.chats.createIndex({ workspace_id: 1 })
-    commands = [
-        f"db.{collection}.createIndex({{ {', '.join(f'{name}: {order}' for name, order in keys)} }})"
-        for collection, keys in missing
-    ]
+    commands = [f"db.{c}.createIndex({{ {', '.join(f'{k}: {o}' for k, o in keys)} }})" for c, keys in missing]
     reason = "Supporting indexes are missing, so exports (and `verify`) scan whole collections; create them once: "
     return Check("indexes", "warning", reason + "; ".join(commands), {"commands": commands})
 
@@ -276,54 +239,48 @@ def check_indexes(store: Store, settings: Settings, now: datetime) -> Check:
 def check_arrival_order(store: Store, settings: Settings, now: datetime) -> Check:
     """The arrival key sees the messages (the probes a scheduled run makes), and no cursor is ahead of the clock."""
     key = ArrivalKey(settings.export_arrival_field)
-    details: dict[str, Any] = {"arrival_field": key.field}
     if (problem := check_arrival_key(store.messages, key).problem) is not None:
-        return Check("arrival_order", "failed", problem, details)
+        return Check("arrival_order", "failed", problem)
     if foreign := count_foreign_cursors(store, key):  # scheduled runs refuse those workspaces (ArrivalKey.position)
         reason = f"{foreign} workspace cursor(s) were written while EXPORT_ARRIVAL_FIELD named another kind of field than {key.field!r} ({key.type_name}): scheduled runs refuse those workspaces until you set EXPORT_ARRIVAL_FIELD back or move each cursor with `wa-export state ID --move-to TIME`."
-        return Check("arrival_order", "failed", reason, {**details, "foreign_cursors": foreign})
+        return Check("arrival_order", "failed", reason, {"foreign_cursors": foreign})
     if ahead := count_cursors_ahead(store, key, now):
         reason = f"{ahead} workspace cursor(s) are ahead of the database clock (a clock was wrong when they were set); the next scheduled run pulls them back to its window end, which hides no message."
-        return Check("arrival_order", "warning", reason, {**details, "cursors_ahead": ahead})
+        return Check("arrival_order", "warning", reason)
     reason = f"Messages are ordered by {key.field}; no cursor is ahead of the database clock."
-    return Check("arrival_order", "ok", reason, details)
+    return Check("arrival_order", "ok", reason)
 
 
 def check_scheduled_runs(store: Store, settings: Settings, now: datetime) -> Check:
     threshold = timedelta(minutes=2 * settings.export_interval_minutes)
     hint = "check the crontab (`crontab -l`) or the systemd timer (`systemctl list-timers wa-export.timer`)"
-    # --no-email/--dry-run runs and runs limited to some workspaces keep nothing current: they do not prove the
-    # schedule is alive. (`moves_watermark` is the stored field's name.)
+    # Dry, --no-email and partial runs keep nothing current: no proof the schedule is alive.
     proving = {"kind": logs.EXPORT_RUN, "trigger": "scheduled", "moves_watermark": {"$ne": False}}
     proving["all_workspaces"] = {"$ne": False}
     latest = store.system_logs.find_one(proving, {"timestamp": 1}, sort=[("timestamp", -1)]) or {}
     if isinstance(last := latest.get("timestamp"), datetime):
-        details = {"last_run": last, "threshold_minutes": 2 * settings.export_interval_minutes}
         when = f"{local_time(last, settings, zoned=True)} ({format_ago(now - last)}"
         if now - last > threshold:
             reason = f"No scheduled run since {when}; EXPORT_INTERVAL_MINUTES is {settings.export_interval_minutes}); {hint}."
-            return Check("scheduled_runs", "failed", reason, details)
-        return Check("scheduled_runs", "ok", f"Last scheduled run {when}).", details)
+            return Check("scheduled_runs", "failed", reason)
+        return Check("scheduled_runs", "ok", f"Last scheduled run {when}).")
     # A fresh install (wa-export first used moments ago) is a warning; weeks without a scheduled run are not.
     first = store.system_logs.find_one({"service": SERVICE_NAME}, {"timestamp": 1}, sort=[("timestamp", 1)]) or {}
     if isinstance(first_used := first.get("timestamp"), datetime) and now - as_utc(first_used) > threshold:
         since = f"{local_time(first_used, settings, zoned=True)} ({format_ago(now - as_utc(first_used))})"
         reason = f"No scheduled run recorded, although wa-export has been used here since {since}; {hint}."
-        return Check("scheduled_runs", "failed", reason, {"first_used": first_used})
+        return Check("scheduled_runs", "failed", reason)
     reason = f"No scheduled run recorded yet (a new installation?); once the timer should be running, {hint}."
     return Check("scheduled_runs", "warning", reason)
 
 
 def check_workspace_schedules(store: Store, settings: Settings, now: datetime) -> Check:
-    """Each hourly or daily workspace against its own slots: stale once a slot has waited unserved for longer than
-    EXPORT_INTERVAL_MINUTES, since the first scheduled run at or after a slot serves it."""
+    """Stale: an hourly or daily workspace's slot unserved for longer than EXPORT_INTERVAL_MINUTES."""
     active = store.active_workspaces()
     timed = [(w, resolve(TIME_ZONE, w, settings), resolve(SCHEDULE, w, settings)) for w in active]
     invalid = [problem for _, zone, schedule in timed if (problem := zone.problem or schedule.problem)]
     # An invalid zone is one of `invalid`: the run fails that workspace without judging its slots.
-    slotted = [
-        (w, zone.value, slots.value) for w, zone, slots in timed if zone.value and slots.value and slots.value.has_slots
-    ]
+    slotted = [(w, z.value, s.value) for w, z, s in timed if z.value and s.value and s.value.has_slots]
     states = read_states(store, [w.id for w, _, _ in slotted]) if slotted else {}
     stale: list[dict[str, Any]] = []
     late: list[str] = []
@@ -341,9 +298,7 @@ def check_workspace_schedules(store: Store, settings: Settings, now: datetime) -
         more = f" ({len(problems) - NAMES_SHOWN} more in the details)" if len(problems) > NAMES_SHOWN else ""
         hint = f"`wa-export state` shows each workspace's schedule and next delivery{more}"
         return Check("workspace_schedules", "failed", sentence([*problems[:NAMES_SHOWN], hint]), details)
-    if not slotted:
-        return Check("workspace_schedules", "ok", f"All {len(active)} active workspaces are on schedule.", details)
-    reason = f"{count_noun(len(slotted), 'hourly or daily workspace')} delivered {'its' if len(slotted) == 1 else 'their'} latest slot on time."
+    reason = f"{count_noun(len(active), 'active workspace')} on schedule, {len(slotted)} of them hourly or daily."
     return Check("workspace_schedules", "ok", reason, details)
 
 
@@ -358,8 +313,7 @@ def check_failed_exports(store: Store, settings: Settings, now: datetime) -> Che
         failure.update(name=failure.get("name") or "", last_error=error)
     if not failures:
         return Check("failed_exports", "ok", "No failed exports in the last 24 hours.")
-    # Recovered: a later completed export (a resend delivers nothing new), or a later scheduled run that moved the
-    # cursor (a run with no new messages writes no export_logs entry, but sets export_state.last_success_at).
+    # Recovered: a later completed export (not a resend), or a later run with nothing new (only last_success_at).
     failed_at = {str(f["id"]): f["last_failed_at"] for f in failures}
     earliest = min(failed_at.values())
     completed: dict[str, Any] = {"status": logs.STATUS_COMPLETED, "trigger": {"$ne": logs.TRIGGER_RESEND}}
@@ -389,11 +343,11 @@ def check_possible_duplicates(store: Store, settings: Settings, now: datetime) -
     recent = {"possible_duplicate": True, "created_at": {"$gte": now - FAILED_EXPORTS_LOOKBACK}}
     if not (entries := logs.latest_entries(store.export_logs, recent, 100)):
         return Check("possible_duplicates", "ok", "No email in the last 24 hours may have repeated an earlier one.")
-    names = list(dict.fromkeys(workspace_label(e.workspace_name, e.workspace_id) for e in entries))
+    names = list(dict.fromkeys(units.workspace_label(e.workspace_name, e.workspace_id) for e in entries))
     last = entries[0].created_at
     when = f"; the latest at {local_time(last, settings, zoned=True)}" if last is not None else ""
     reason = f"{len(entries)} email(s) in the last 24 hours may repeat messages of an earlier one (an earlier run's outcome was unknown; each such email says so): {named(names)}{when}. `wa-export logs` marks them possible_duplicate."
-    return Check("possible_duplicates", "warning", reason, {"count": len(entries), "workspaces": names})
+    return Check("possible_duplicates", "warning", reason, {"workspaces": names})
 
 
 # Each takes (store, settings, now) and is reported, in this order, under its name without "check_".
@@ -414,19 +368,17 @@ def run_health(settings: Settings, *, smtp_login: bool = False) -> HealthReport:
         except MongoUnavailable as error:
             report.checks.append(Check("mongodb", "failed", str(error)))
         report.checks += [*check_smtp(settings, smtp_login), check_export_dir(settings.export_dir)]
+        skipped = "Not checked: MongoDB is unreachable."
         for check in DATABASE_CHECKS:
             name = check.__name__.removeprefix("check_")
-            if store is None:
-                report.checks.append(Check(name, "skipped", "Not checked: MongoDB is unreachable."))
-                continue
             try:
-                report.checks.append(check(store, settings, now))
+                report.checks.append(check(store, settings, now) if store else Check(name, "skipped", skipped))
             except PyMongoError as error:  # fails that check, not the whole report
                 report.checks.append(Check(name, "failed", describe_mongo_error(error, settings)))
         if store is not None:
             checks = [{"name": c.name, "status": c.status, "reason": c.reason} for c in report.checks]
             with suppress(PyMongoError):  # the report itself is still printed; a refused log write is no health failure
-                details = logs.HealthCheckDetails(status=report.status, checks=checks)
+                details = {"status": report.status, "checks": checks}
                 logs.record_health_check(store.system_logs, report.summary(), utc_now(), details)
                 report.recorded = True
     return report
