@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -136,6 +136,11 @@ def test_all_ok_on_a_healthy_setup(mongo_db, make_env, cli, tmp_path):
     }, document
     assert document["exit_code"] == 0 and document["recorded"] is True
     assert "can be created" in checks["export_dir"]["reason"]
+    # The figures a monitor reads without parsing a sentence.
+    assert checks["export_dir"]["details"]["path"] == env["EXPORT_DIR"]
+    assert 0 < checks["export_dir"]["details"]["free_bytes"] <= checks["export_dir"]["details"]["total_bytes"]
+    assert checks["scheduled_runs"]["details"]["threshold_minutes"] == 30
+    assert datetime.fromisoformat(checks["scheduled_runs"]["details"]["last_run"]) <= datetime.now(UTC)
     assert not (tmp_path / "exports" / "new").exists()  # health creates nothing
     assert not list((tmp_path / "exports").glob(".wa-export-health-*"))  # the write probe is removed
 

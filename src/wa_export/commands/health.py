@@ -132,10 +132,11 @@ def check_export_dir(export_dir: Path) -> Check:
     created = f"{export_dir} does not exist yet and can be created in {existing}"
     state = f"{export_dir} is writable" if existing == export_dir else created
     free = f"{format_bytes(usage.free)} free of {format_bytes(usage.total)}"
+    details = {"path": str(export_dir), "free_bytes": usage.free, "total_bytes": usage.total}  # for a monitor
     if usage.free < MIN_FREE_BYTES or (usage.total and usage.free / usage.total < MIN_FREE_FRACTION):
         reason = f"{state}, but only {free}; free space or run `wa-export cleanup`."
-        return Check("export_dir", "warning", reason)
-    return Check("export_dir", "ok", f"{state}; {free}.")
+        return Check("export_dir", "warning", reason, details)
+    return Check("export_dir", "ok", f"{state}; {free}.", details)
 
 
 def check_workspace_addresses(store: Store, settings: Settings, now: datetime) -> Check:
@@ -260,10 +261,11 @@ def check_scheduled_runs(store: Store, settings: Settings, now: datetime) -> Che
     latest = store.system_logs.find_one(proving, {"timestamp": 1}, sort=[("timestamp", -1)]) or {}
     if isinstance(last := latest.get("timestamp"), datetime):
         when = f"{local_time(last, settings, zoned=True)} ({format_ago(now - last)}"
+        details = {"last_run": last, "threshold_minutes": 2 * settings.export_interval_minutes}  # for a monitor
         if now - last > threshold:
             reason = f"No scheduled run since {when}; EXPORT_INTERVAL_MINUTES is {settings.export_interval_minutes}); {hint}."
-            return Check("scheduled_runs", "failed", reason)
-        return Check("scheduled_runs", "ok", f"Last scheduled run {when}).")
+            return Check("scheduled_runs", "failed", reason, details)
+        return Check("scheduled_runs", "ok", f"Last scheduled run {when}).", details)
     # A fresh install (wa-export first used moments ago) is a warning; weeks without a scheduled run are not.
     first = store.system_logs.find_one({"service": SERVICE_NAME}, {"timestamp": 1}, sort=[("timestamp", 1)]) or {}
     if isinstance(first_used := first.get("timestamp"), datetime) and now - as_utc(first_used) > threshold:
