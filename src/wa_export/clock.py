@@ -13,7 +13,7 @@ SECOND_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
 def to_millis(moment: datetime) -> datetime:
-    """Drop sub-millisecond digits, which BSON dates cannot hold."""
+    # BSON dates hold milliseconds.
     return moment.replace(microsecond=moment.microsecond - moment.microsecond % 1000)
 
 
@@ -22,12 +22,11 @@ def utc_now() -> datetime:
 
 
 def as_utc(moment: datetime) -> datetime:
-    """An aware UTC datetime; a naive one is taken to be UTC already (as pymongo returns them)."""
+    # pymongo returns naive UTC datetimes.
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def as_utc_or_none(value: object) -> datetime | None:
-    """`as_utc` for values read from documents, which may hold anything."""
     return as_utc(value) if isinstance(value, datetime) else None
 
 
@@ -40,7 +39,7 @@ def format_local(moment: datetime | None, zone: tzinfo, fmt: str = MINUTE_FORMAT
 
 
 def parse_time(text: str, option: str, zone: tzinfo) -> datetime:
-    """ISO 8601; a naive value is in `zone`. Returns an aware UTC datetime at BSON precision."""
+    """ISO 8601, naive in `zone`, as aware UTC."""
     raw = text.strip()
     try:
         moment = datetime.fromisoformat(raw[:-1] + "+00:00" if raw.endswith(("Z", "z")) else raw)
@@ -58,7 +57,7 @@ def parse_time(text: str, option: str, zone: tzinfo) -> datetime:
 
 
 class DatabaseClock:
-    """The database server's time (read once) advanced by time.monotonic(): runs decide by the server's clock."""
+    """The database server's time, read once, advanced by time.monotonic()."""
 
     def __init__(self, database_now: datetime) -> None:
         self.started_at = database_now
@@ -70,7 +69,7 @@ class DatabaseClock:
 
 @dataclass(frozen=True)
 class Window:
-    """A half-open time range [start, end) in UTC (manual exports)."""
+    """[start, end) in UTC: a manual export."""
 
     start: datetime
     end: datetime

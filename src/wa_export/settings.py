@@ -1,9 +1,5 @@
-"""Configuration: every setting's rule, validated once, before anything touches MongoDB or SMTP.
-
-Why this module is long: it is the one home of configuration: where variables come from (the environment, a `.env`
-file; MONGODB_URI read without DNS), each Settings field's rule (RULES), WORKSPACE_VARIABLES, near-miss names and the
-sending rules. Every invalid value is collected so `config` lists them all; a command stops on the first.
-"""
+"""Configuration: where variables come from, every setting's rule (RULES), per-workspace variables, near-miss names
+and the sending rules; every invalid value is collected so `config` lists them all, a command stops on the first."""
 
 from __future__ import annotations
 
@@ -40,8 +36,6 @@ logging.getLogger("dotenv.main").setLevel(logging.ERROR)
 
 @dataclass(frozen=True)
 class ConfigurationSource:
-    """Where the variables came from: the process environment and at most one .env file."""
-
     values: dict[str, str]  # effective: the .env values overridden by the real environment
     process_keys: frozenset[str]
     env_file: Path | None
@@ -55,7 +49,6 @@ class ConfigurationSource:
 
 
 def read_configuration(env_file: Path | None, environ: Mapping[str, str] | None = None) -> ConfigurationSource:
-    """The process environment and the `.env` file (./.env, or --env-file), with their warnings."""
     process = dict(os.environ if environ is None else environ)
     path: Path | None = env_file or Path.cwd() / ".env"
     if path and not path.is_file():
@@ -75,8 +68,7 @@ def read_configuration(env_file: Path | None, environ: Mapping[str, str] | None 
 
 
 def read_env_file(path: Path) -> tuple[dict[str, str], list[str]]:
-    """The variables of one `.env` file, read as operators write it (UTF-16 or a byte-order mark, which
-    python-dotenv reads neither), and a warning per line that is not `NAME=value`."""
+    """Its variables (UTF-16 and byte-order marks too, which python-dotenv reads neither) and a warning per bad line."""
     try:
         data = path.read_bytes()
     except OSError as error:
@@ -126,8 +118,7 @@ class MongoUriParts:
 
 
 def parse_mongodb_uri(uri: str) -> MongoUriParts:
-    """``scheme://[userinfo@]hosts[/database][?options]`` by pymongo's pure helpers and rules, without the DNS
-    lookups its parse_uri makes for mongodb+srv://; ValueError (or pymongo's ConfigurationError) when malformed."""
+    """By pymongo's pure helpers and rules, without the DNS lookups its parse_uri makes for mongodb+srv://."""
     scheme, _, rest = uri.partition("://")
     if scheme not in ("mongodb", "mongodb+srv"):
         raise ValueError("the URI must begin with mongodb:// or mongodb+srv://")
@@ -155,7 +146,7 @@ def parse_mongodb_uri(uri: str) -> MongoUriParts:
 
 
 def uri_secrets(uri: str) -> list[str]:
-    """The MongoDB password in MONGODB_URI, decoded and as written; tolerant of a malformed URI."""
+    """The password in MONGODB_URI, decoded and as written, even from a malformed URI."""
     try:
         parts = parse_mongodb_uri(uri)
         return [parts.password or "", parts.raw_password or ""]
@@ -166,14 +157,6 @@ def uri_secrets(uri: str) -> list[str]:
         return [raw, unquote_plus(raw)] if raw else []
 
 
-def _userinfo_needs_encoding(uri: str) -> bool:
-    """Whether the part before the last "@" holds characters a URI's user info must percent-encode."""
-    userinfo = uri.partition("://")[2].rpartition("@")[0]
-    bad_percent = re.search(r"%(?![0-9A-Fa-f]{2})", userinfo) is not None
-    return bool(re.search(r"[@/?#\[\]]", userinfo)) or userinfo.count(":") > 1 or bad_percent
-
-
-SmtpSecurity = Literal["auto", "ssl", "starttls", "none"]
 # A plain or dotted document field; no `$` (an operator) and no empty segment.
 ARRIVAL_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _NUMBER = {
@@ -181,12 +164,14 @@ _NUMBER = {
     False: re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII),
 }
 WORKSPACE_ID = re.compile(r"[0-9A-Fa-f]{24}")
+_SECURITY = ("auto", "ssl", "starttls", "none")
+_FLAGS = ("true", "false", "yes", "no", "1", "0", "on", "off")  # every other word means true
 ID_FORM = "24 hexadecimal characters"  # how every id an operator types is written: workspace, message, export
 
 
 @dataclass(frozen=True)
 class Bounds:
-    """The values a number setting may take; every maximum keeps timedelta, datetime and sockets clear of overflow."""
+    """Every maximum keeps timedelta, datetime and sockets clear of overflow."""
 
     minimum: float
     maximum: float
@@ -194,13 +179,18 @@ class Bounds:
     minimum_exclusive: bool = False  # e.g. a timeout: 0 is not "no timeout" here but nonsense
     note: str = ""  # the maximum in words, e.g. "30 days"
 
-    def describe(self) -> str:
-        # 2592000, not 2.592e+06: the operator copies it into a .env.
-        low, high = (str(int(n)) if n.is_integer() else f"{n:g}" for n in (self.minimum, self.maximum))
-        note = f" ({self.note})" if self.note else ""
-        if self.minimum_exclusive:
-            return f"a number greater than {low} and at most {high}{note}"
-        return f"{'a whole number' if self.whole else 'a number'} between {low} and {high}{note}"
+    def check(self, written: str) -> float:
+        # ASCII digits only: int() and float() also take "1_000", other scripts' digits, "nan" and "inf".
+        value = (int if self.whole else float)(written) if _NUMBER[self.whole].fullmatch(written) else None
+        kind = "a whole number" if self.whole else "a number"
+        if value is None:
+            raise ValueError(f"must be {kind}")
+        if not (self.minimum < value if self.minimum_exclusive else self.minimum <= value) or not value <= self.maximum:
+            # 2592000, not 2.592e+06: the operator copies it into a .env.
+            low, high, note = f"{self.minimum:.15g}", f"{self.maximum:.15g}", f" ({self.note})" if self.note else ""
+            range_ = f"greater than {low} and at most {high}" if self.minimum_exclusive else f"between {low} and {high}"
+            raise ValueError(f"must be {'a number' if self.minimum_exclusive else kind} {range_}{note}")
+        return value
 
 
 @dataclass(frozen=True)
@@ -210,7 +200,7 @@ class SettingRule:
     bounds: Bounds | None = None  # a number setting
     secrecy: Literal["", "value", "uri"] = ""  # the whole value is a password, or the URI's userinfo may hold one
     derived_from: str | None = None  # unset, it takes its value from this variable
-    # (value as written, stripped, the default when blank) -> value; raising makes it a problem and uses the default.
+    # (stripped value, or the default) -> value; a ValueError "must be …" or "is …" completes "<variable> <value> …".
     # None: a number within `bounds`, else the text or None when empty.
     parse: Callable[[str, _Environment], Any] | None = None
     document_field: tuple[str, str] | None = None  # a path in the workspace document: (what it holds, an example)
@@ -227,32 +217,27 @@ class SettingRule:
             return self._parse(self.default, env)
 
     def _parse(self, written: str, env: _Environment) -> Any:
-        if self.document_field is not None:
-            return _document_path(self.variable, written, *self.document_field)
-        if self.parse is not None:
-            try:
+        try:
+            if self.document_field is not None:
+                return _document_path(written, *self.document_field)
+            if self.parse is not None:
                 return self.parse(written, env)
-            except ValueError as error:  # a clause completing "<variable> <value> …"
-                raise ConfigError(f"{self.variable}{env.shown(written)} {error}.") from None
-        if self.bounds is None:
-            return written or None
-        # ASCII digits only: int() and float() also take "1_000", other scripts' digits, "nan" and "inf".
-        bounds = self.bounds
-        value = (int if bounds.whole else float)(written) if _NUMBER[bounds.whole].fullmatch(written) else None
-        low = value is not None and (bounds.minimum < value if bounds.minimum_exclusive else bounds.minimum <= value)
-        if not low or value is None or not value <= bounds.maximum:  # NaN fails both
-            what = bounds.describe() if value is not None else "a whole number" if bounds.whole else "a number"
-            raise ConfigError(f"{self.variable} must be {what}{env.got(written)}.")
-        return value
+            return written or None if self.bounds is None else self.bounds.check(written)
+        except ValueError as error:
+            if str(error).startswith("must"):
+                raise ConfigError(f"{self.variable} {error}{env.got(written)}.") from None
+            raise ConfigError(f"{self.variable}{env.shown(written)} {error}.") from None
 
 
 def _mongodb_uri(written: str, env: _Environment) -> str:
     try:
         parse_mongodb_uri(written)
     except Exception:
+        userinfo = written.partition("://")[2].rpartition("@")[0]
+        unencoded = re.search(r"[@/?#\[\]]|%(?![0-9A-Fa-f]{2})", userinfo) or userinfo.count(":") > 1
         hint = (
             "the user name or password holds an unencoded @, : or /, percent-encode them (@ as %40, : as %3A, / as %2F)"
-            if _userinfo_needs_encoding(written)
+            if unencoded
             else "expected something like mongodb://user:password@host:27017/database"
         )
         raise ConfigError(f"MONGODB_URI is not a valid MongoDB connection string: {hint}.") from None
@@ -277,51 +262,39 @@ def _sender(written: str, env: _Environment) -> str | None:
     return sender
 
 
-def _security(written: str, env: _Environment) -> str:
-    if written.lower() not in ("auto", "ssl", "starttls", "none"):
-        raise ConfigError(f"SMTP_SECURITY must be one of auto, ssl, starttls, none{env.got(written.lower())}.")
+def _word(written: str, words: tuple[str, ...], said: str) -> str:
+    if written.lower() not in words:
+        raise ValueError(f"must be {said}")
     return written.lower()
 
 
-def _flag(written: str, env: _Environment) -> bool:
-    if written.lower() not in ("true", "false", "yes", "no", "1", "0", "on", "off"):
-        raise ConfigError(f"EXPORT_REQUIRE_WORKBOOK_PASSWORD must be true or false{env.got(written)}.")
-    return written.lower() in ("true", "yes", "1", "on")
-
-
 def _ca_file(written: str, env: _Environment) -> Path | None:
-    path = Path(written).expanduser()
-    if written and not path.is_file():
-        raise ConfigError(f"SMTP_CA_FILE{env.shown(str(path))} does not exist or is not a file.")
-    return path if written else None
+    if written and not Path(written).expanduser().is_file():
+        raise ValueError("does not exist or is not a file")
+    return Path(written).expanduser() if written else None
 
 
-def _document_path(variable: str, written: str, holds: str, example: str) -> str | None:
+def _document_path(written: str, holds: str, example: str) -> str | None:
     segments = written.split(".")
     if written and not all(re.match(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$", segment) for segment in segments):
-        raise ConfigError(
-            f"{variable} {written!r} is not a dotted field path of the workspace document, e.g. {example}."
-        )
+        raise ValueError(f"is not a dotted field path of the workspace document, e.g. {example}")
     # The workspace list already projects these; a path below them would collide in the projection.
     if segments[0] in ("_id", "name", "status"):
-        raise ConfigError(
-            f"{variable} {written!r} must not be or lie below the workspace's {segments[0]} field; "
-            f"name the field that holds {holds}, e.g. {example}."
+        raise ValueError(
+            f"is or lies below the workspace's {segments[0]} field; name the field that holds {holds}, e.g. {example}"
         )
     return written or None
 
 
 def _arrival_field(written: str, env: _Environment) -> str:
     if not ARRIVAL_FIELD_NAME.match(written) or len(written) > 200:
-        raise ConfigError(
-            f"EXPORT_ARRIVAL_FIELD {written!r} is not a field name; use _id (the default) or a field the platform "
-            "writes at insert time, e.g. created_at."
+        raise ValueError(
+            "is not a field name; use _id (the default) or a field the platform writes at insert time, e.g. created_at"
         )
     return written
 
 
 def metrics_file_path(raw: str | None, name: str = "EXPORT_METRICS_FILE") -> Path | None:
-    """A Prometheus textfile-collector file: `*.prom` (node_exporter reads nothing else), not a directory."""
     if raw is None or not raw.strip():
         return None
     path = Path(raw.strip()).expanduser().absolute()
@@ -335,7 +308,7 @@ def metrics_file_path(raw: str | None, name: str = "EXPORT_METRICS_FILE") -> Pat
 
 
 def _rule(default: str = "", bounds: Bounds | None = None, variable: str = "", **rule: Any) -> SettingRule:
-    return SettingRule(variable, default, bounds, **rule)  # no variable: the field's name in capitals
+    return SettingRule(variable, default, bounds, **rule)  # RULES names it after its field
 
 
 def _path(holds: str, example: str) -> SettingRule:
@@ -366,7 +339,10 @@ class Settings:
         str,
         _rule("WhatsApp Exports", parse=lambda _, env: " ".join(env.get("SMTP_FROM_NAME", "WhatsApp Exports").split())),
     ]
-    smtp_security: Annotated[SmtpSecurity, _rule("auto", parse=_security)]
+    smtp_security: Annotated[
+        Literal["auto", "ssl", "starttls", "none"],
+        _rule("auto", parse=lambda written, _: _word(written, _SECURITY, "auto, ssl, starttls or none")),
+    ]
     smtp_ca_file: Annotated[Path | None, _rule(parse=_ca_file)]
     # A socket timeout and a time.monotonic() deadline: an hour is far beyond any SMTP step.
     smtp_timeout_seconds: Annotated[float, _rule("30", Bounds(0, 3600, False, True, "1 hour"))]
@@ -398,7 +374,9 @@ class Settings:
     export_workbook_password_field: Annotated[
         str | None, _path("the workbook password", "settings.export.workbook_password")
     ]
-    export_require_workbook_password: Annotated[bool, _rule("false", parse=_flag)]
+    export_require_workbook_password: Annotated[
+        bool, _rule("false", parse=lambda written, _: _word(written, _FLAGS, "true or false") in _FLAGS[::2])
+    ]
     _secrets: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -461,7 +439,7 @@ WORKSPACE_VARIABLES: dict[str, WorkspaceVariable] = {
 
 
 def workspace_variable_name(name: str) -> tuple[str | None, str] | None:
-    """(lower-case workspace id, suffix) of WORKSPACE_<ID>_<SUFFIX>; the id None when malformed (a typo to report)."""
+    """(lower-case workspace id or None when malformed, suffix) of WORKSPACE_<ID>_<SUFFIX>."""
     suffixes = "|".join(re.escape(suffix) for suffix in WORKSPACE_VARIABLES)
     match = re.fullmatch(rf"WORKSPACE_(.*)_({suffixes})", name, re.IGNORECASE)
     if match is None:
@@ -476,7 +454,6 @@ def _secret_suffix(suffix: str) -> bool:
 
 
 def malformed_variables_sentence(names: Sequence[str]) -> str:
-    """Why these names apply to no workspace (their id is not one), and what to write."""
     suffixes = {parsed[1] for name in names if (parsed := workspace_variable_name(name)) is not None}
     suffix = f"_{suffixes.pop()}" if len(suffixes) == 1 else "the suffix"
     return f"{named(names, 1)} {'applies' if len(names) == 1 else 'apply'} to no workspace; write a workspace id ({ID_FORM}) between WORKSPACE_ and {suffix}"
@@ -491,12 +468,8 @@ def unmatched_variables_sentence(names: Sequence[str], database: str) -> str:
 
 def export_dir_not_a_directory(export_dir: Path, blocker: Path | None = None) -> str:
     """EXPORT_DIR is a file, or `blocker`, a parent it would be created in, is."""
-    what = (
-        f"cannot be created: {blocker} is not a directory"
-        if blocker not in (None, export_dir)
-        else "is not a directory"
-    )
-    return f"EXPORT_DIR {export_dir} {what}; point EXPORT_DIR at a directory."
+    what = f"cannot be created: {blocker} " if blocker not in (None, export_dir) else ""
+    return f"EXPORT_DIR {export_dir} {what}is not a directory; point EXPORT_DIR at a directory."
 
 
 # Names other tools use for our settings.
@@ -511,8 +484,7 @@ SETTING_PREFIXES = ("MONGODB_", "SMTP_", "EXPORT_")
 
 
 def probable_setting(name: str) -> str | None:
-    """The setting a variable that is not ours probably meant: another case, a known alias, a close spelling, or a
-    known name with another first word (MONGO_URI); None for names far from ours (PATH, HOME)."""
+    """What a name that is not ours probably meant: another case, an alias, a close spelling, another first word."""
     workspace_variable = workspace_variable_name(name)
     if name in RULE_OF or (workspace_variable is not None and workspace_variable[0] is not None):
         return None
@@ -548,7 +520,7 @@ class SettingProblem:
 
 
 class _Environment(dict[str, str]):
-    """The variables while they are validated: collects every problem instead of stopping."""
+    """The variables while they are validated, with every problem found."""
 
     def __init__(self, values: Mapping[str, str]) -> None:
         super().__init__(values)
@@ -580,7 +552,7 @@ def secrets_in(env: Mapping[str, str]) -> list[str]:
 
 
 def validate_environment(source: ConfigurationSource) -> tuple[Settings, list[SettingProblem]]:
-    """Settings from these variables (an invalid value replaced by its default) and every invalid one."""
+    """Settings (an invalid value replaced by its default) and every problem."""
     env = _Environment(source.values)
     for rule in RULES:
         env.parsed[rule.field] = rule.read(env)
@@ -638,13 +610,12 @@ class SendingProblem:
 
 
 def sending_problems(settings: Settings) -> list[SendingProblem]:
-    """The cross-field rules for sending, checked by `config` and before any send (mail.message.check_sendable):
-    a run that sends refuses these with exit 2, so `config` does too."""
+    """What a run that sends refuses (exit 2), so `config` does too."""
     problems, user, password = [], settings.smtp_username, settings.smtp_password
     if not settings.smtp_server:
         # A misspelt SMTP_SERVER is the likely cause: name it in the same sentence.
         typo = next((written for written, meant in settings.misspelt_variables.items() if meant == "SMTP_SERVER"), None)
-        what = f"SMTP_SERVER is not set ({typo} is set: a typo?)" if typo else "SMTP_SERVER is not set"
+        what = "SMTP_SERVER is not set" + (f" ({typo} is set: a typo?)" if typo else "")
         problems.append(SendingProblem("SMTP_SERVER", what, "Set SMTP_SERVER to your mail server's host name."))
     if user and not password:  # else yagmail would ask keyring, then prompt on the terminal
         hint = "Set SMTP_PASSWORD (or unset SMTP_USERNAME for a server that needs no login)."
@@ -653,6 +624,7 @@ def sending_problems(settings: Settings) -> list[SendingProblem]:
         hint = "Set SMTP_USERNAME to the account the password belongs to."
         problems.append(SendingProblem("SMTP_USERNAME", "SMTP_PASSWORD is set but SMTP_USERNAME is not", hint))
     if not settings.smtp_from:
-        hint = "Set SMTP_FROM (or SMTP_USERNAME) to an email address."
-        problems.append(SendingProblem("SMTP_FROM", "No sender address", hint))
+        problems.append(
+            SendingProblem("SMTP_FROM", "No sender address", "Set SMTP_FROM (or SMTP_USERNAME) to an email address.")
+        )
     return problems

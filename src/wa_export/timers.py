@@ -1,5 +1,4 @@
-"""One long-lived thread running many timed callbacks (lease renewals): a thread each cost ~0.3 ms of CPU
-(bench/RESULTS.md). Callbacks run one at a time, so one that can block gets a `TimerThread` of its own."""
+"""One thread for many timed callbacks (lease renewals): a thread each cost ~0.3 ms of CPU (bench/RESULTS.md)."""
 
 from __future__ import annotations
 
@@ -12,8 +11,8 @@ from functools import partial
 
 @dataclass(eq=False)  # by identity: remove() must find this timer, not an equal one
 class Timer:
-    """`fire()` runs once `due()` (a time.monotonic() value, asked at every wake-up, so it may move) has passed;
-    it returns the next due time to stay armed, or None. `poll` bounds the sleep for a due time that moves."""
+    """`fire()` runs once `due()` (time.monotonic(), asked at every wake-up) has passed and returns the next due
+    time, or None; `poll` bounds the sleep for a due time that moves. Callbacks run one at a time."""
 
     due: Callable[[], float]
     fire: Callable[[], float | None]
