@@ -1,5 +1,5 @@
-"""Configuration: where variables come from, every setting's rule (RULES), per-workspace variables, near-miss names
-and the sending rules; every invalid value is collected so `config` lists them all, a command stops on the first."""
+"""Configuration. Why this module is long: it is its one home: where variables come from, every setting's rule (RULES),
+per-workspace variables, near-miss names, the sending rules. `config` lists every problem; a command stops on the first."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 from pymongo.uri_parser import parse_userinfo, split_hosts, split_options
 
-from wa_export.addresses import EMAIL_ADDRESS, parse_address_list
 from wa_export.errors import ConfigError
+from wa_export.recipients import EMAIL_ADDRESS, parse_address_list
 from wa_export.redaction import redact, smtp_auth_forms
 from wa_export.schedule import parse_schedule, parse_time_zone
 from wa_export.units import named
