@@ -1,6 +1,5 @@
-"""The Prometheus textfile written after every `export` run: a run replaces its own trigger's run facts and keeps
-the other trigger's; messages waiting are counted only where the run left work undone, else 0 or left out.
-prometheus_client renders it; `write_to_textfile` would create it under the umask (0600) and never fsync."""
+"""The Prometheus textfile written after every `export` run: its trigger's run facts (the other trigger's kept) and
+per-workspace facts; messages waiting are counted only where the run left work undone, else 0 or left out."""
 
 from __future__ import annotations
 
@@ -48,6 +47,8 @@ _HELP = {
     "wa_export_workspace_waiting_messages": "Messages that arrived at or after the workspace's cursor and are not delivered yet.",
     "wa_export_workspace_oldest_waiting_age_seconds": "Seconds since the oldest undelivered message of the workspace arrived (0: none waiting).",
 }
+_LABELS = {name: ["workspace_id"] if "_workspace_" in name else ["trigger"] for name in _HELP}
+_LABELS["wa_export_last_run_workspaces"] = ["trigger", "outcome"]
 
 
 @dataclass(frozen=True)
@@ -75,21 +76,21 @@ class RunMetrics:
 
 
 def render_metrics(metrics: RunMetrics, previous_text: str | None = None) -> bytes:
-    """The file's text: this run's facts, plus the other trigger's run facts from `previous_text`."""
+    """This run's facts, plus the other trigger's run facts from `previous_text`."""
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.core import GaugeMetricFamily
     from prometheus_client.parser import text_string_to_metric_families
     from prometheus_client.registry import Collector
 
     # Families of plain samples, not live Gauges: about 3 times faster for 10,000 workspaces.
-    families = {name: GaugeMetricFamily(name, text, labels=_labels(name)) for name, text in _HELP.items()}
+    families = {name: GaugeMetricFamily(name, text, labels=_LABELS[name]) for name, text in _HELP.items()}
     for line in (previous_text or "").splitlines():
         if not line.startswith("wa_export_last_run_"):  # a workspace line costs this check, not a parse
             continue
         with suppress(ValueError):  # a line that does not parse is left out
             for sample in (sample for family in text_string_to_metric_families(line) for sample in family.samples):
                 if sample.name in families and sample.labels.get("trigger") not in (None, metrics.trigger):
-                    labels = [sample.labels.get(label, "") for label in _labels(sample.name)]
+                    labels = [sample.labels.get(label, "") for label in _LABELS[sample.name]]
                     families[sample.name].add_metric(labels, sample.value)
     this_run = {
         "timestamp_seconds": metrics.finished_at.timestamp(),
@@ -122,14 +123,8 @@ def render_metrics(metrics: RunMetrics, previous_text: str | None = None) -> byt
     return generate_latest(registry)
 
 
-def _labels(name: str) -> list[str]:
-    if name.startswith("wa_export_workspace_"):
-        return ["workspace_id"]
-    return ["trigger", "outcome"] if name == "wa_export_last_run_workspaces" else ["trigger"]
-
-
 def write_metrics_file(path: Path, metrics: RunMetrics) -> None:
-    """Replace `path` atomically with this run's metrics; raises OSError (the old file then stays as it was)."""
+    """Replace `path` atomically (not prometheus_client's write_to_textfile: umask mode, no fsync); OSError."""
     try:
         previous: str | None = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
@@ -138,19 +133,19 @@ def write_metrics_file(path: Path, metrics: RunMetrics) -> None:
 
 
 def collect_metrics(settings: Settings | None, facts: RunMetrics, store: Store | None = None) -> RunMetrics:
-    """The metrics of a finished run; per-workspace facts only when MongoDB answered during the run."""
+    """Per-workspace facts only when MongoDB answered during the run (exit 0 or 1) and still does."""
     workspaces: tuple[WorkspaceMetrics, ...] = ()
-    if settings is not None and facts.exit_code in (ExitCode.OK, ExitCode.FAILED):  # 2: never started; 3: no MongoDB
-        try:
-            with open_store(settings) if store is None else nullcontext(store) as used:
-                workspaces = tuple(workspace_metrics(used, facts))
-        except (MongoUnavailable, PyMongoError):
-            pass  # MongoDB went away after the run: the run facts still go out
+    if settings is not None and facts.exit_code in (ExitCode.OK, ExitCode.FAILED):
+        with (
+            suppress(MongoUnavailable, PyMongoError),
+            open_store(settings) if store is None else nullcontext(store) as used,
+        ):
+            workspaces = tuple(_workspace_metrics(used, facts))
     by_outcome = dict(Counter(facts.outcomes.values()))
     return replace(facts, finished_at=datetime.now(UTC), workspaces_by_outcome=by_outcome, workspaces=workspaces)
 
 
-def workspace_metrics(store: Store, facts: RunMetrics) -> Iterator[WorkspaceMetrics]:
+def _workspace_metrics(store: Store, facts: RunMetrics) -> Iterator[WorkspaceMetrics]:
     workspaces = store.active_workspaces()
     documents = read_state_documents(store, [workspace.id for workspace in workspaces])
     now = store.database_now()
@@ -158,8 +153,7 @@ def workspace_metrics(store: Store, facts: RunMetrics) -> Iterator[WorkspaceMetr
         document: Mapping[str, Any] = documents.get(workspace.id, {})
         failures = count_or_zero(document.get("consecutive_failures"))
         outcome = facts.outcomes.get(workspace.id)
-        waiting: int | None = None
-        age: float | None = None
+        waiting, age = None, None
         if failures or document.get("in_flight") or outcome == "failed":
             try:
                 start = position_key(store.settings, document, now)
@@ -175,32 +169,27 @@ def workspace_metrics(store: Store, facts: RunMetrics) -> Iterator[WorkspaceMetr
 
 
 class RunRecorder:
-    """Writes the metrics file once an `export` invocation ends, whatever ended it; one it cannot write never
-    changes the run's exit code: `finish` returns a warning sentence."""
+    """Writes the metrics file however an `export` invocation ends; `finish` returns a warning if it cannot."""
 
     def __init__(self, explicit_path: Path | None, *, trigger: str, enabled: bool = True) -> None:
-        self.explicit_path = explicit_path
-        self.trigger = trigger
+        self.explicit_path, self.trigger = explicit_path, trigger
         self.enabled = enabled  # off for --dry-run and for --workers children (the parent writes)
         self.started = time.monotonic()
         self.settings: Settings | None = None
         self.facts: RunMetrics | None = None
 
     def use(self, settings: Settings) -> None:
-        """The run's settings; raises ConfigError (exit 2) for an unusable --metrics-file."""
         self.settings = settings
-        self.path()
+        self.path()  # an unusable --metrics-file: ConfigError (exit 2) before any work
 
     def ran(self, result: RunResult | WorkersResult, request: ExportRequest) -> None:
-        handled = result.workspaces
-        delivered = sum(item.message_count for item in handled if item.outcome in DELIVERED_OUTCOMES)
-        outcomes: dict[str, str] = {item.workspace_id: item.outcome for item in handled}
+        delivered = sum(item.message_count for item in result.workspaces if item.outcome in DELIVERED_OUTCOMES)
+        outcomes = {item.workspace_id: item.outcome for item in result.workspaces}
         self.facts = RunMetrics(request.trigger, result.exit_code, 0.0, outcomes, delivered, request.moves_cursors)
 
     ran_workers = ran  # a `--workers` run: its children's results, merged
 
     def path(self) -> Path | None:
-        """--metrics-file (validated: exit 2 when unusable) or EXPORT_METRICS_FILE."""
         if self.explicit_path is not None:
             return metrics_file_path(str(self.explicit_path), "--metrics-file")
         return self.settings.export_metrics_file if self.settings is not None else None
