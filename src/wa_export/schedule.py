@@ -1,8 +1,5 @@
-"""A workspace's clock: its time zone, its delivery schedule, the schedule's slots and when it is due.
-
-Slots, the due rule and daylight saving: docs/design.md, "Schedules". All arithmetic is on aware UTC datetimes;
-local wall times are only converted, never added to.
-"""
+"""A workspace's time zone and delivery schedule, its slots and when it is due (docs/design.md, "Schedules").
+All arithmetic is on aware UTC datetimes; local wall times are only converted, never added to."""
 
 from __future__ import annotations
 
@@ -25,34 +22,29 @@ class Schedule:
     times: tuple[time, ...] = ()  # daily: the local times, sorted, each once
 
     @property
-    def text(self) -> str:
-        """The canonical spelling (what parse_schedule reads back), e.g. daily@08:00,17:30."""
+    def text(self) -> str:  # what parse_schedule reads back, e.g. daily@08:00,17:30
         return self.kind if self.kind != "daily" else "daily@" + ",".join(t.strftime("%H:%M") for t in self.times)
 
     def __str__(self) -> str:
         return self.text
 
     @property
-    def has_slots(self) -> bool:
-        """hourly and daily: due by slot; every and off are decided without time."""
+    def has_slots(self) -> bool:  # every and off are decided without time
         return self.kind in ("hourly", "daily")
 
     def slots_on(self, day: date, zone: ZoneInfo) -> tuple[datetime, ...]:
-        """The slots of this local date, as sorted UTC instants (empty for every and off)."""
         return _slots_on(self, day, zone)
 
-    def latest_slot(self, moment: datetime, zone: ZoneInfo) -> datetime | None:
-        """The latest slot at or before `moment` (UTC), or None for every and off."""
+    def latest_slot(self, moment: datetime, zone: ZoneInfo) -> datetime | None:  # at or before `moment`
         return max((slot for slot in self._slots_around(moment, zone) if slot <= moment), default=None)
 
     def next_slot(self, moment: datetime, zone: ZoneInfo) -> datetime | None:
-        """The first slot after `moment` (UTC), or None for every and off."""
         return min((slot for slot in self._slots_around(moment, zone) if slot > moment), default=None)
 
     def _slots_around(self, moment: datetime, zone: ZoneInfo) -> list[datetime]:
         # A slot of an earlier local date may be pushed past midnight by a gap: look two days either way.
         today = moment.astimezone(zone).date()
-        return [slot for offset in range(-2, 3) for slot in self.slots_on(today + timedelta(days=offset), zone)]
+        return [slot for offset in range(-2, 3) for slot in _slots_on(self, today + timedelta(days=offset), zone)]
 
 
 EVERY = Schedule("every")
@@ -61,8 +53,8 @@ _WITHOUT_TIMES = {schedule.kind: schedule for schedule in (EVERY, Schedule("hour
 
 @lru_cache(maxsize=4096)
 def _slots_on(schedule: Schedule, day: date, zone: ZoneInfo) -> tuple[datetime, ...]:
-    """A time a gap skips is the first instant after the gap; a repeated daily time is its first occurrence, a
-    repeated full hour both (each is a real hour)."""
+    """Sorted UTC instants. A time a gap skips is the first instant after the gap; a repeated daily time is its
+    first occurrence, a repeated full hour both (each is a real hour)."""
     slots = set()
     for local in [time(hour) for hour in range(24)] if schedule.kind == "hourly" else schedule.times:
         wall = datetime.combine(day, local, tzinfo=zone)
@@ -77,7 +69,7 @@ def _slots_on(schedule: Schedule, day: date, zone: ZoneInfo) -> tuple[datetime, 
 
 
 def parse_schedule(text: str) -> Schedule:
-    """A schedule as written (any case, spaces around the times); else ValueError completing "<value> …"."""
+    """Any case, spaces around the times; else ValueError completing "<value> …"."""
     written = text.strip().lower()
     if written in _WITHOUT_TIMES:
         return _WITHOUT_TIMES[written]
@@ -95,7 +87,7 @@ def parse_schedule(text: str) -> Schedule:
 
 
 def parse_time_zone(text: str) -> ZoneInfo:
-    """An IANA zone name (exact case), never a path nor a file of the tz database that is no zone (`localtime`)."""
+    """An IANA zone name (exact case), never a path nor a tz database file that is no zone."""
     written = text.strip()
     try:
         if written.startswith(("/", ".")) or ".." in written or written in _NOT_ZONES:
@@ -108,7 +100,7 @@ def parse_time_zone(text: str) -> ZoneInfo:
 
 
 def schedule_identity(schedule: Schedule, zone: ZoneInfo) -> str:
-    """What a served slot is recorded under: a new schedule (or zone) has served nothing, so it is due at once."""
+    """What a served slot is recorded under: a new schedule (or zone) has served nothing, so is due at once."""
     return f"{schedule.text} {zone.key}"
 
 
@@ -126,7 +118,7 @@ class Decision:
 
 
 def decide(schedule: Schedule, zone: ZoneInfo, now: datetime, served: ServedSlot | None) -> Decision:
-    """The due rule for a scheduled run at `now` (UTC, the database's clock); manual runs ignore schedules."""
+    """The due rule for a scheduled run at `now` (the database's clock)."""
     if not schedule.has_slots:
         return Decision(schedule.kind == "every")
     latest = schedule.latest_slot(now, zone)
@@ -138,8 +130,8 @@ def decide(schedule: Schedule, zone: ZoneInfo, now: datetime, served: ServedSlot
 
 
 def overdue_since(schedule: Schedule, zone: ZoneInfo, now: datetime, served: ServedSlot | None) -> datetime | None:
-    """The first slot after the last one served, when it has passed unserved (for `health`); None when not behind
-    or when it cannot say (every, or never served by this schedule: judge by the last success). off never is."""
+    """The first unserved slot once passed (`health`); None when not behind or it cannot say (every, off, a
+    schedule that never served: judge by the last success)."""
     if not schedule.has_slots or served is None or served.schedule != schedule_identity(schedule, zone):
         return None
     first_unserved = schedule.next_slot(served.slot, zone)

@@ -1,5 +1,4 @@
-"""A workspace's own value of a setting: WORKSPACE_<ID>_<SUFFIX>, else a field of its document, else the default.
-An invalid document value fails that workspace alone, in one sentence naming the workspace, the field and the value."""
+"""A workspace's own value of a setting: WORKSPACE_<ID>_<SUFFIX>, else a field of its document, else the default."""
 
 from __future__ import annotations
 
@@ -40,12 +39,10 @@ class WorkspaceSetting(Generic[T]):
 
 @dataclass(frozen=True)
 class Resolved(Generic[T]):
-    """A workspace's value of one setting and where it came from; with a `problem`, that workspace fails."""
-
     value: T | None
     source: Literal["environment", "database", "default"]
     origin: str  # the variable, the document field's path, or the default's name
-    problem: str | None = None  # one sentence naming the workspace, the field or variable and the value
+    problem: str | None = None
 
     @property
     def where(self) -> str:  # as `stats` and `config` say it
@@ -58,13 +55,12 @@ class Resolved(Generic[T]):
 
 
 def resolve(setting: WorkspaceSetting[T], workspace: WorkspaceView, settings: Settings) -> Resolved[T]:
-    """Its variable, else its document field (missing, null or blank: unset), else the default; never raises."""
+    """Its variable, else its document field (missing, null or blank: unset), else the default; with a `problem`
+    (one sentence naming the workspace, the field and the value), that workspace alone fails."""
     variable = f"WORKSPACE_{workspace.id}_{setting.suffix}"
-    problem = settings.workspace_variable_problem(workspace.id, setting.suffix)
-    if problem is not None:
+    if (problem := settings.workspace_variable_problem(workspace.id, setting.suffix)) is not None:
         return Resolved(None, "environment", variable, problem)
-    configured = settings.workspace_variable(workspace.id, setting.suffix)
-    if isinstance(configured, setting.kind):
+    if isinstance(configured := settings.workspace_variable(workspace.id, setting.suffix), setting.kind):
         return Resolved(configured, "environment", variable)
     # The list holds a value only for a configured field: the common case asks nothing more.
     raw = workspace.document_values.get(setting.field_setting)
@@ -91,12 +87,12 @@ SCHEDULE = WorkspaceSetting("SCHEDULE", "EXPORT_SCHEDULE_FIELD", Schedule, parse
 
 
 def in_zone(settings: Settings, zone: ZoneInfo) -> Settings:
-    """The settings as one workspace sees them: its zone in place of EXPORT_TIMEZONE, which every writer reads."""
+    """Its zone in place of EXPORT_TIMEZONE, which every writer reads."""
     return settings if zone == settings.export_timezone else dataclasses.replace(settings, export_timezone=zone)
 
 
 def environment_parser(parse: Callable[[str], T], *, secret: bool = False) -> Callable[[str, str], T]:
-    """`parse` for WORKSPACE_VARIABLES: (value, variable) -> value; ConfigError naming the variable when invalid."""
+    """`parse` for WORKSPACE_VARIABLES: ConfigError naming the variable when invalid."""
 
     def parse_variable(written: str, variable: str) -> T:
         try:
@@ -109,11 +105,11 @@ def environment_parser(parse: Callable[[str], T], *, secret: bool = False) -> Ca
 
 @lru_cache(maxsize=4096)
 def _parsed(parse: Callable[[str], T], raw: str) -> T:
-    """Tenants share few values (zones, schedules): each is parsed once per process."""
+    # Tenants share few values (zones, schedules): each is parsed once per process.
     return parse(raw)
 
 
 def shown_value(text: str) -> str:
-    """A value an operator or a tenant wrote, quoted; a hostile one is cut, not echoed whole."""
+    """Quoted; a hostile one is cut, not echoed whole."""
     text = text.strip()
     return repr(text if len(text) <= 80 else text[:80] + "…")
