@@ -9,8 +9,8 @@ import io
 import logging
 import os
 import re
-import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_type_hints
@@ -78,14 +78,12 @@ def read_env_file(path: Path) -> tuple[dict[str, str], list[str]]:
         ) from None
     # A BOM decides (UTF-32 LE's begins with UTF-16 LE's: longest first); without one, NUL bytes in every other
     # position mean UTF-16; anything else must be UTF-8.
-    marks = [(codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"), (codecs.BOM_UTF8, "utf-8")]
-    marks += [(codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")]
-    marked = next(((mark, encoding) for mark, encoding in marks if data.startswith(mark)), None)
-    if marked is not None:
-        data, encoding = data[len(marked[0]) :], marked[1]
-    else:
-        odd, even = (len(data) >= 2 and data[start::2].count(0) > len(data) // 4 for start in (1, 0))
-        encoding = "utf-16-le" if odd else "utf-16-be" if even else "utf-8"
+    marks = {codecs.BOM_UTF32_LE: "utf-32-le", codecs.BOM_UTF32_BE: "utf-32-be", codecs.BOM_UTF8: "utf-8"}
+    marks |= {codecs.BOM_UTF16_LE: "utf-16-le", codecs.BOM_UTF16_BE: "utf-16-be"}
+    mark = next((mark for mark in marks if data.startswith(mark)), b"")
+    odd, even = (len(data) >= 2 and data[start::2].count(0) > len(data) // 4 for start in (1, 0))
+    encoding = marks.get(mark) or ("utf-16-le" if odd else "utf-16-be" if even else "utf-8")
+    data = data[len(mark) :]
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as error:
@@ -225,7 +223,8 @@ class SettingRule:
             return written or None if self.bounds is None else self.bounds.check(written)
         except ValueError as error:
             if str(error).startswith("must"):
-                raise ConfigError(f"{self.variable} {error}{env.got(written)}.") from None
+                got = f", got{shown}" if (shown := env.shown(written)) else ""
+                raise ConfigError(f"{self.variable} {error}{got}.") from None
             raise ConfigError(f"{self.variable}{env.shown(written)} {error}.") from None
 
 
@@ -427,14 +426,13 @@ class WorkspaceVariable:
 
 
 # Every per-workspace variable, by suffix. An unusable password fails its workspace alone, like an invalid address.
-WORKSPACE_VARIABLES: dict[str, WorkspaceVariable] = {
-    variable.suffix: variable
-    for variable in (
-        WorkspaceVariable("EMAIL", parse_address_list, True),
-        WorkspaceVariable("WORKBOOK_PASSWORD", environment_parser(parse_workbook_password, secret=True), True, True),
-        WorkspaceVariable("TIMEZONE", environment_parser(parse_time_zone), False),
-        WorkspaceVariable("SCHEDULE", environment_parser(parse_schedule), False),
-    )
+WORKSPACE_VARIABLES = {
+    "EMAIL": WorkspaceVariable("EMAIL", parse_address_list, True),
+    "WORKBOOK_PASSWORD": WorkspaceVariable(
+        "WORKBOOK_PASSWORD", environment_parser(parse_workbook_password, secret=True), True, True
+    ),
+    "TIMEZONE": WorkspaceVariable("TIMEZONE", environment_parser(parse_time_zone), False),
+    "SCHEDULE": WorkspaceVariable("SCHEDULE", environment_parser(parse_schedule), False),
 }
 
 
@@ -531,12 +529,8 @@ class _Environment(dict[str, str]):
     def problem(self, variable: str, message: str) -> None:
         self.problems.append(SettingProblem(variable, redact(message, self.secrets)))
 
-    # ", got 'value'" and " 'value'" name a value in a message; never a secret (swapped .env lines put a password
-    # where a number belongs).
-    def got(self, raw: str) -> str:
-        return f", got{shown}" if (shown := self.shown(raw)) else ""
+    def shown(self, raw: str) -> str:  # never a secret: swapped .env lines put a password where a number belongs
 
-    def shown(self, raw: str) -> str:
         return "" if any(secret in raw for secret in self.secrets) else f" {raw!r}"
 
 
@@ -557,7 +551,10 @@ def validate_environment(source: ConfigurationSource) -> tuple[Settings, list[Se
     for rule in RULES:
         env.parsed[rule.field] = rule.read(env)
     misspelt = {name: meant for name in sorted(source.values) if (meant := probable_setting(name)) is not None}
-    warnings = [*source.warnings, *_exposed_env_file(source)]
+    warnings = list(source.warnings)
+    with suppress(OSError):
+        if (path := source.env_file) and secrets_in(source.file_values) and path.stat().st_mode & 0o044:
+            warnings.append(f"{path} holds a password and is readable by group or others; run chmod 600 {path}.")
     warnings += [f"{n} is not a wa-export setting and is ignored; did you mean {m}?" for n, m in misspelt.items()]
     values: dict[tuple[str, str], object] = {}
     problems: dict[tuple[str, str], str] = {}
@@ -579,17 +576,6 @@ def validate_environment(source: ConfigurationSource) -> tuple[Settings, list[Se
             else:
                 env.problem(name, str(error))
     return Settings(values, problems, malformed, tuple(warnings), misspelt, **env.parsed), env.problems
-
-
-def _exposed_env_file(source: ConfigurationSource) -> list[str]:
-    path = source.env_file
-    if path is None or not secrets_in(source.file_values):
-        return []
-    try:
-        exposed = path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH)
-    except OSError:
-        return []
-    return [f"{path} holds a password and is readable by group or others; run chmod 600 {path}."] if exposed else []
 
 
 def load_settings(env_file: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
