@@ -168,15 +168,16 @@ def _workspace_metrics(store: Store, facts: RunMetrics) -> Iterator[WorkspaceMet
         yield WorkspaceMetrics(workspace.id, as_utc_or_none(document.get("last_success_at")), failures, waiting, age)
 
 
+@dataclass
 class RunRecorder:
     """Writes the metrics file however an `export` invocation ends; `finish` returns a warning if it cannot."""
 
-    def __init__(self, explicit_path: Path | None, *, trigger: str, enabled: bool = True) -> None:
-        self.explicit_path, self.trigger = explicit_path, trigger
-        self.enabled = enabled  # off for --dry-run and for --workers children (the parent writes)
-        self.started = time.monotonic()
-        self.settings: Settings | None = None
-        self.facts: RunMetrics | None = None
+    explicit_path: Path | None
+    trigger: str
+    enabled: bool = True  # off for --dry-run and for --workers children (the parent writes)
+    started: float = field(default_factory=time.monotonic)
+    settings: Settings | None = None
+    facts: RunMetrics | None = None
 
     def use(self, settings: Settings) -> None:
         self.settings = settings
@@ -196,11 +197,10 @@ class RunRecorder:
 
     def finish(self, exit_code: int) -> str | None:
         try:
-            path = self.path() if self.enabled else None
+            if not self.enabled or (path := self.path()) is None:
+                return None
         except ConfigError:
             return None  # already reported as the command's own error (exit 2)
-        if path is None:
-            return None
         elapsed = time.monotonic() - self.started
         # No result (bad settings, MongoDB unreachable, an interruption): how it ended and how long it took.
         facts = replace(
