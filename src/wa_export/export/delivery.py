@@ -21,6 +21,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo.errors import ConnectionFailure, PyMongoError
 
+from wa_export.clock import Timer, TimerThread
 from wa_export.export.context import RunContext
 from wa_export.export.email_text import compose_export_mail
 from wa_export.export.plan import AMBIGUOUS_CHAT, CURSOR_AHEAD, NOTHING_NEW, WorkItem, not_due_result
@@ -34,7 +35,6 @@ from wa_export.store import arrivals, logs, ownership
 from wa_export.store.arrivals import Key
 from wa_export.store.connection import Chat, Workspace
 from wa_export.store.state import KEEP_IN_FLIGHT, InFlight, Lease, LeaseLost, acquire_lease
-from wa_export.timers import Timer, TimerThread
 from wa_export.units import count_noun
 from wa_export.workbook.fingerprint import Fingerprint, fingerprint
 from wa_export.workbook.naming import publish_path_candidates, slugify, workspace_folder
