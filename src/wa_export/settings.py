@@ -76,8 +76,7 @@ def read_env_file(path: Path) -> tuple[dict[str, str], list[str]]:
             f"Cannot read the env file {path} ({error.strerror or error}); "
             "make it readable by the user that runs wa-export, or pass another one with --env-file."
         ) from None
-    # A BOM decides (UTF-32 LE's begins with UTF-16 LE's: longest first); without one, NUL bytes in every other
-    # position mean UTF-16; anything else must be UTF-8.
+    # A BOM decides (UTF-32 LE's before UTF-16 LE's, its prefix), else NULs in every other byte mean UTF-16.
     marks = {codecs.BOM_UTF32_LE: "utf-32-le", codecs.BOM_UTF32_BE: "utf-32-be", codecs.BOM_UTF8: "utf-8"}
     marks |= {codecs.BOM_UTF16_LE: "utf-16-le", codecs.BOM_UTF16_BE: "utf-16-be"}
     mark = next((mark for mark in marks if data.startswith(mark)), b"")
@@ -149,8 +148,7 @@ def uri_secrets(uri: str) -> list[str]:
         parts = parse_mongodb_uri(uri)
         return [parts.password or "", parts.raw_password or ""]
     except Exception:
-        # Malformed, often because the password holds an unencoded "@" or "/":
-        # everything between the first ":" and the last "@" is the password then.
+        # Often an unencoded "@" or "/" in the password: all between the first ":" and the last "@" is the password.
         raw = uri.partition("://")[2].rpartition("@")[0].partition(":")[2]
         return [raw, unquote_plus(raw)] if raw else []
 
@@ -198,8 +196,7 @@ class SettingRule:
     bounds: Bounds | None = None  # a number setting
     secrecy: Literal["", "value", "uri"] = ""  # the whole value is a password, or the URI's userinfo may hold one
     derived_from: str | None = None  # unset, it takes its value from this variable
-    # (stripped value, or the default) -> value; a ValueError "must be …" or "is …" completes "<variable> <value> …".
-    # None: a number within `bounds`, else the text or None when empty.
+    # (stripped value or the default) -> value; ValueError "must be …"/"is …" completes "<variable> <value> …".
     parse: Callable[[str, _Environment], Any] | None = None
     document_field: tuple[str, str] | None = None  # a path in the workspace document: (what it holds, an example)
     field: str = ""  # the Settings field; "" = the variable in lower case
@@ -209,7 +206,8 @@ class SettingRule:
 
     def read(self, env: _Environment) -> Any:
         try:
-            return self._parse(env.get(self.variable, "").strip() or self.default, env)
+            written = env.get(self.variable, "")
+            return self._parse(written if self.secrecy == "value" else written.strip() or self.default, env)
         except ConfigError as error:
             env.problem(self.variable, str(error))
             return self._parse(self.default, env)
@@ -322,16 +320,13 @@ class Settings:
     malformed_workspace_variables: Mapping[str, str]  # name -> suffix: no workspace id, so never matching one
     load_warnings: tuple[str, ...]  # said on stderr by every command
     misspelt_variables: Mapping[str, str]  # written -> the setting it probably meant
-    # Each setting and its rule, in the order `wa-export config` lists (and validates) them: a derived one follows
-    # its source. The maxima are generous but safe: see Bounds.
+    # Each setting and its rule, in the order `config` lists (and validates) them: a derived one follows its source.
     mongodb_uri: Annotated[str, _rule(DEFAULT_MONGODB_URI, secrecy="uri", parse=_mongodb_uri)] = field(repr=False)
     mongodb_database: Annotated[str, _rule(derived_from="MONGODB_URI", parse=_database_name)]
     smtp_server: Annotated[str | None, _rule()]
     smtp_port: Annotated[int, _rule("587", Bounds(1, 65535))]
     smtp_username: Annotated[str | None, _rule()]
-    smtp_password: Annotated[
-        str | None, _rule(secrecy="value", parse=lambda _, env: env.get("SMTP_PASSWORD") or None)
-    ] = field(repr=False)
+    smtp_password: Annotated[str | None, _rule(secrecy="value")] = field(repr=False)  # spaces count
     smtp_from: Annotated[str | None, _rule(derived_from="SMTP_USERNAME", parse=_sender)]
     # The From display name: set but empty sends the bare address; line breaks would end the header.
     smtp_from_name: Annotated[
