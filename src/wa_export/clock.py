@@ -60,9 +60,7 @@ def parse_time(text: str, option: str, zone: tzinfo) -> datetime:
     return to_millis(moment)
 
 
-class DatabaseClock:
-    """The database server's time, read once, advanced by time.monotonic()."""
-
+class DatabaseClock:  # the database server's time, read once, advanced by time.monotonic()
     def __init__(self, database_now: datetime) -> None:
         self.started_at = database_now
         self._started_monotonic = time.monotonic()
@@ -72,9 +70,7 @@ class DatabaseClock:
 
 
 @dataclass(frozen=True)
-class Window:
-    """[start, end) in UTC: a manual export."""
-
+class Window:  # [start, end) in UTC: a manual export
     start: datetime
     end: datetime
 

@@ -18,9 +18,7 @@ class ExitCode(IntEnum):
         return cls(max((code if code in list(cls) else cls.FAILED for code in codes), default=cls.OK))
 
 
-class WaExportError(Exception):
-    """One sentence for the operator (what is wrong, what to do)."""
-
+class WaExportError(Exception):  # one sentence for the operator (what is wrong, what to do)
     exit_code: ClassVar[ExitCode] = ExitCode.FAILED
 
 

@@ -32,10 +32,6 @@ if TYPE_CHECKING:
     from wa_export.export.results import RunResult
     from wa_export.export.workers import WorkersResult
 
-FILE_MODE = 0o644  # ids and counts only; node_exporter runs as another user
-UP_TO_DATE_OUTCOMES = frozenset({"completed", "no_messages"})  # of a scheduled run that moves cursors
-DELIVERED_OUTCOMES = frozenset({"completed", "written"})
-
 _HELP = {
     "wa_export_last_run_timestamp_seconds": "Unix time (this host's clock) the last export run of this trigger ended.",
     "wa_export_last_run_duration_seconds": "Wall time of the last export run of this trigger, in seconds.",
@@ -61,9 +57,7 @@ class WorkspaceMetrics:
 
 
 @dataclass(frozen=True)
-class RunMetrics:
-    """What one `wa-export export` invocation did, however it ended; `collect_metrics` adds the rest."""
-
+class RunMetrics:  # what one `wa-export export` invocation did, however it ended; `collect_metrics` adds the rest
     trigger: str  # "scheduled" or "manual"
     exit_code: int
     duration_seconds: float
@@ -77,7 +71,7 @@ class RunMetrics:
 
 def render_metrics(metrics: RunMetrics, previous_text: str | None = None) -> bytes:
     """This run's facts, plus the other trigger's run facts from `previous_text`."""
-    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client import generate_latest
     from prometheus_client.core import GaugeMetricFamily
     from prometheus_client.parser import text_string_to_metric_families
     from prometheus_client.registry import Collector
@@ -92,16 +86,13 @@ def render_metrics(metrics: RunMetrics, previous_text: str | None = None) -> byt
                 if sample.name in families and sample.labels.get("trigger") not in (None, metrics.trigger):
                     labels = [sample.labels.get(label, "") for label in _LABELS[sample.name]]
                     families[sample.name].add_metric(labels, sample.value)
-    this_run = {
-        "timestamp_seconds": metrics.finished_at.timestamp(),
-        "duration_seconds": round(metrics.duration_seconds, 3),
-        "exit_code": metrics.exit_code,
-        "messages_exported": metrics.messages_exported,
-    }
-    for name, value in this_run.items():
-        families[f"wa_export_last_run_{name}"].add_metric([metrics.trigger], value)
+    run = [metrics.trigger]
+    families["wa_export_last_run_timestamp_seconds"].add_metric(run, metrics.finished_at.timestamp())
+    families["wa_export_last_run_duration_seconds"].add_metric(run, round(metrics.duration_seconds, 3))
+    families["wa_export_last_run_exit_code"].add_metric(run, metrics.exit_code)
+    families["wa_export_last_run_messages_exported"].add_metric(run, metrics.messages_exported)
     for outcome, count in sorted(metrics.workspaces_by_outcome.items()):
-        families["wa_export_last_run_workspaces"].add_metric([metrics.trigger, outcome], count)
+        families["wa_export_last_run_workspaces"].add_metric([*run, outcome], count)
     for workspace in metrics.workspaces:
         label = [workspace.workspace_id]
         if workspace.last_success_at is not None:
@@ -118,18 +109,15 @@ def render_metrics(metrics: RunMetrics, previous_text: str | None = None) -> byt
         def collect(self) -> Iterable[Metric]:
             return [family for family in families.values() if family.samples]
 
-    registry = CollectorRegistry()
-    registry.register(_ThisRun())
-    return generate_latest(registry)
+    return generate_latest(_ThisRun())
 
 
 def write_metrics_file(path: Path, metrics: RunMetrics) -> None:
     """Replace `path` atomically (not prometheus_client's write_to_textfile: umask mode, no fsync); OSError."""
-    try:
-        previous: str | None = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        previous = None
-    replace_file(path, render_metrics(metrics, previous), FILE_MODE)  # not 0600: node_exporter reads it
+    previous: str | None = None
+    with suppress(OSError, UnicodeDecodeError):
+        previous = path.read_text(encoding="utf-8")
+    replace_file(path, render_metrics(metrics, previous), 0o644)  # ids and counts; node_exporter is another user
 
 
 def collect_metrics(settings: Settings | None, facts: RunMetrics, store: Store | None = None) -> RunMetrics:
@@ -163,7 +151,7 @@ def _workspace_metrics(store: Store, facts: RunMetrics) -> Iterator[WorkspaceMet
                 counted = count_waiting(store, workspace, start, WAITING_COUNT_CAP)
                 waiting = counted.count
                 age = max(0.0, (now - counted.oldest_at).total_seconds()) if counted.oldest_at is not None else 0.0
-        elif facts.moves_cursors and outcome in UP_TO_DATE_OUTCOMES:
+        elif facts.moves_cursors and outcome in ("completed", "no_messages"):  # up to date
             waiting, age = 0, 0.0
         yield WorkspaceMetrics(workspace.id, as_utc_or_none(document.get("last_success_at")), failures, waiting, age)
 
@@ -184,11 +172,9 @@ class RunRecorder:
         self.path()  # an unusable --metrics-file: ConfigError (exit 2) before any work
 
     def ran(self, result: RunResult | WorkersResult, request: ExportRequest) -> None:
-        delivered = sum(item.message_count for item in result.workspaces if item.outcome in DELIVERED_OUTCOMES)
+        delivered = sum(item.message_count for item in result.workspaces if item.outcome in ("completed", "written"))
         outcomes = {item.workspace_id: item.outcome for item in result.workspaces}
         self.facts = RunMetrics(request.trigger, result.exit_code, 0.0, outcomes, delivered, request.moves_cursors)
-
-    ran_workers = ran  # a `--workers` run: its children's results, merged
 
     def path(self) -> Path | None:
         if self.explicit_path is not None:

@@ -70,9 +70,7 @@ def domain_refusal(addresses: Sequence[str], allowed: tuple[str, ...], fix: str)
 
 
 @dataclass(frozen=True)
-class Recipients:
-    """A workspace's addresses, where they come from (`origin`: the variable or field), and what is wrong."""
-
+class Recipients:  # a workspace's addresses, where they come from (`origin`: the variable or field), and what is wrong
     addresses: tuple[str, ...]
     source: RecipientSource
     origin: str | None = None

@@ -21,19 +21,12 @@ class Schedule:
     kind: Literal["every", "hourly", "daily", "off"]
     times: tuple[time, ...] = ()  # daily: the local times, sorted, each once
 
-    @property
-    def text(self) -> str:  # what parse_schedule reads back, e.g. daily@08:00,17:30
+    def __str__(self) -> str:  # what parse_schedule reads back, e.g. daily@08:00,17:30
         return self.kind if self.kind != "daily" else "daily@" + ",".join(t.strftime("%H:%M") for t in self.times)
-
-    def __str__(self) -> str:
-        return self.text
 
     @property
     def has_slots(self) -> bool:  # every and off are decided without time
         return self.kind in ("hourly", "daily")
-
-    def slots_on(self, day: date, zone: ZoneInfo) -> tuple[datetime, ...]:
-        return _slots_on(self, day, zone)
 
     def latest_slot(self, moment: datetime, zone: ZoneInfo) -> datetime | None:  # at or before `moment`
         return max((slot for slot in self._slots_around(moment, zone) if slot <= moment), default=None)
@@ -44,7 +37,7 @@ class Schedule:
     def _slots_around(self, moment: datetime, zone: ZoneInfo) -> list[datetime]:
         # A slot of an earlier local date may be pushed past midnight by a gap: look two days either way.
         today = moment.astimezone(zone).date()
-        return [slot for offset in range(-2, 3) for slot in _slots_on(self, today + timedelta(days=offset), zone)]
+        return [slot for offset in range(-2, 3) for slot in slots_on(self, today + timedelta(days=offset), zone)]
 
 
 EVERY = Schedule("every")
@@ -52,7 +45,7 @@ _WITHOUT_TIMES = {schedule.kind: schedule for schedule in (EVERY, Schedule("hour
 
 
 @lru_cache(maxsize=4096)
-def _slots_on(schedule: Schedule, day: date, zone: ZoneInfo) -> tuple[datetime, ...]:
+def slots_on(schedule: Schedule, day: date, zone: ZoneInfo) -> tuple[datetime, ...]:
     """Sorted UTC instants. A time a gap skips is the first instant after the gap; a repeated daily time is its
     first occurrence, a repeated full hour both (each is a real hour)."""
     slots = set()
@@ -101,7 +94,7 @@ def parse_time_zone(text: str) -> ZoneInfo:
 
 def schedule_identity(schedule: Schedule, zone: ZoneInfo) -> str:
     """What a served slot is recorded under: a new schedule (or zone) has served nothing, so is due at once."""
-    return f"{schedule.text} {zone.key}"
+    return f"{schedule} {zone.key}"
 
 
 @dataclass(frozen=True)

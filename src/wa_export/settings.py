@@ -1,5 +1,4 @@
-"""Configuration. Why this module is long: it is its one home: where variables come from, every setting's rule (RULES),
-per-workspace variables, near-miss names, the sending rules. `config` lists every problem; a command stops on the first."""
+"""Configuration: where variables come from, every setting's rule (RULES), per-workspace variables, near-miss names."""
 
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_type_hints
+from typing import Annotated, Any, Literal, NamedTuple, get_type_hints
 from urllib.parse import unquote_plus
 from zoneinfo import ZoneInfo
 
@@ -107,7 +106,6 @@ def read_env_file(path: Path) -> tuple[dict[str, str], list[str]]:
 
 @dataclass(frozen=True)
 class MongoUriParts:
-    srv: bool
     username: str | None
     password: str | None  # URL-decoded
     raw_password: str | None  # as written in the URI
@@ -137,9 +135,7 @@ def parse_mongodb_uri(uri: str) -> MongoUriParts:
     name = unquote_plus(database).split(".", 1)[0] if database else ""
     if re.search(r'[/ "$]', name):
         raise ValueError("bad database name")
-    return MongoUriParts(
-        scheme == "mongodb+srv", username, password or None, userinfo.partition(":")[2] or None, name or None
-    )
+    return MongoUriParts(username, password or None, userinfo.partition(":")[2] or None, name or None)
 
 
 def uri_secrets(uri: str) -> list[str]:
@@ -166,9 +162,7 @@ ID_FORM = "24 hexadecimal characters"  # how every id an operator types is writt
 
 
 @dataclass(frozen=True)
-class Bounds:
-    """Every maximum keeps timedelta, datetime and sockets clear of overflow."""
-
+class Bounds:  # every maximum keeps timedelta, datetime and sockets clear of overflow
     minimum: float
     maximum: float
     whole: bool = True
@@ -377,7 +371,9 @@ class Settings:
         # Computed once, not per redaction; a server may echo the AUTH exchange (base64) in its refusal.
         found = [self.smtp_password or "", *uri_secrets(self.mongodb_uri)]
         found += smtp_auth_forms(self.smtp_username or "", self.smtp_password or "")
-        found += [str(value) for (_, suffix), value in self.workspace_values.items() if _secret_suffix(suffix)]
+        found += [
+            str(value) for (_, suffix), value in self.workspace_values.items() if WORKSPACE_VARIABLES[suffix].secret
+        ]
         object.__setattr__(self, "_secrets", tuple(dict.fromkeys(secret for secret in found if secret)))
 
     @property
@@ -440,10 +436,6 @@ def workspace_variable_name(name: str) -> tuple[str | None, str] | None:
     workspace_id, suffix = match.group(1), match.group(2).upper()
     well_formed = WORKSPACE_ID.fullmatch(workspace_id) and name == f"WORKSPACE_{workspace_id}_{suffix}"
     return (workspace_id.lower() if well_formed else None), suffix
-
-
-def _secret_suffix(suffix: str) -> bool:
-    return suffix in WORKSPACE_VARIABLES and WORKSPACE_VARIABLES[suffix].secret
 
 
 def malformed_variables_sentence(names: Sequence[str]) -> str:
@@ -512,9 +504,7 @@ class SettingProblem:
     message: str
 
 
-class _Environment(dict[str, str]):
-    """The variables while they are validated, with every problem found."""
-
+class _Environment(dict[str, str]):  # the variables while they are validated, with every problem found
     def __init__(self, values: Mapping[str, str]) -> None:
         super().__init__(values)
         self.problems: list[SettingProblem] = []
@@ -525,7 +515,6 @@ class _Environment(dict[str, str]):
         self.problems.append(SettingProblem(variable, redact(message, self.secrets)))
 
     def shown(self, raw: str) -> str:  # never a secret: swapped .env lines put a password where a number belongs
-
         return "" if any(secret in raw for secret in self.secrets) else f" {raw!r}"
 
 
@@ -535,7 +524,7 @@ def secrets_in(env: Mapping[str, str]) -> list[str]:
         raw = env.get(rule.variable, "")
         found += {"": [], "value": [raw.strip(), raw], "uri": uri_secrets(raw.strip())}[rule.secrecy]
     for name, raw in env.items():
-        if (parsed_name := workspace_variable_name(name)) is not None and _secret_suffix(parsed_name[1]):
+        if (parsed_name := workspace_variable_name(name)) is not None and WORKSPACE_VARIABLES[parsed_name[1]].secret:
             found += [raw.strip(), raw]
     return list(dict.fromkeys(secret for secret in found if secret))
 
@@ -583,8 +572,7 @@ def load_settings(env_file: Path | None = None, environ: Mapping[str, str] | Non
     return settings
 
 
-@dataclass(frozen=True)
-class SendingProblem:
+class SendingProblem(NamedTuple):
     variable: str
     what: str
     hint: str
@@ -605,7 +593,6 @@ def sending_problems(settings: Settings) -> list[SendingProblem]:
         hint = "Set SMTP_USERNAME to the account the password belongs to."
         problems.append(SendingProblem("SMTP_USERNAME", "SMTP_PASSWORD is set but SMTP_USERNAME is not", hint))
     if not settings.smtp_from:
-        problems.append(
-            SendingProblem("SMTP_FROM", "No sender address", "Set SMTP_FROM (or SMTP_USERNAME) to an email address.")
-        )
+        hint = "Set SMTP_FROM (or SMTP_USERNAME) to an email address."
+        problems.append(SendingProblem("SMTP_FROM", "No sender address", hint))
     return problems
