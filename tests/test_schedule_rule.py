@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from wa_export.schedule import (
+from wa_export.workspace_settings import (
     EVERY,
     Schedule,
     ServedSlot,
@@ -15,7 +15,6 @@ from wa_export.schedule import (
     overdue_since,
     parse_schedule,
     parse_time_zone,
-    schedule_identity,
     slots_on,
 )
 
@@ -34,7 +33,7 @@ def local(zone: ZoneInfo, year: int, month: int, day: int, hour: int, minute: in
 
 
 def served(schedule: Schedule, zone: ZoneInfo, slot: datetime) -> ServedSlot:
-    return ServedSlot(schedule_identity(schedule, zone), slot)
+    return ServedSlot(schedule.identity(zone), slot)
 
 
 def slots_between(schedule: Schedule, zone: ZoneInfo, start: datetime, end: datetime) -> list[datetime]:

@@ -1,5 +1,4 @@
-"""Time: stored and compared as aware UTC at BSON's millisecond precision, shown in EXPORT_TIMEZONE; one thread for
-many timed callbacks (lease renewals): a thread each cost ~0.3 ms of CPU (bench/RESULTS.md)."""
+"""Time: aware UTC at BSON's millisecond precision, shown in EXPORT_TIMEZONE; one thread for every timed callback."""
 
 from __future__ import annotations
 
@@ -81,8 +80,7 @@ class Window:  # [start, end) in UTC: a manual export
 
 @dataclass(eq=False)  # by identity: remove() must find this timer, not an equal one
 class Timer:
-    """`fire()` runs once `due()` (time.monotonic(), asked at every wake-up) has passed and returns the next due
-    time, or None; `poll` bounds the sleep for a due time that moves. Callbacks run one at a time."""
+    """`fire()` runs once `due()` (monotonic) has passed, returns the next due time or None; `poll` caps the sleep."""
 
     due: Callable[[], float]
     fire: Callable[[], float | None]

@@ -1,5 +1,4 @@
-"""The Prometheus textfile written after every `export` run: its trigger's run facts (the other trigger's kept) and
-per-workspace facts; messages waiting are counted only where the run left work undone, else 0 or left out."""
+"""The Prometheus textfile every `export` run writes: its trigger's run facts (the other's kept), workspace facts."""
 
 from __future__ import annotations
 
@@ -65,7 +64,6 @@ class RunMetrics:  # what one `wa-export export` invocation did, however it ende
     messages_exported: int = 0
     moves_cursors: bool = False  # a scheduled run that sends (not --no-email): its outcomes say "up to date"
     finished_at: datetime = field(default_factory=lambda: datetime.now(UTC))  # Prometheus compares it with its clock
-    workspaces_by_outcome: Mapping[str, int] = field(default_factory=dict)
     workspaces: tuple[WorkspaceMetrics, ...] = ()
 
 
@@ -91,7 +89,7 @@ def render_metrics(metrics: RunMetrics, previous_text: str | None = None) -> byt
     families["wa_export_last_run_duration_seconds"].add_metric(run, round(metrics.duration_seconds, 3))
     families["wa_export_last_run_exit_code"].add_metric(run, metrics.exit_code)
     families["wa_export_last_run_messages_exported"].add_metric(run, metrics.messages_exported)
-    for outcome, count in sorted(metrics.workspaces_by_outcome.items()):
+    for outcome, count in sorted(Counter(metrics.outcomes.values()).items()):
         families["wa_export_last_run_workspaces"].add_metric([*run, outcome], count)
     for workspace in metrics.workspaces:
         label = [workspace.workspace_id]
@@ -129,8 +127,7 @@ def collect_metrics(settings: Settings | None, facts: RunMetrics, store: Store |
             open_store(settings) if store is None else nullcontext(store) as used,
         ):
             workspaces = tuple(_workspace_metrics(used, facts))
-    by_outcome = dict(Counter(facts.outcomes.values()))
-    return replace(facts, finished_at=datetime.now(UTC), workspaces_by_outcome=by_outcome, workspaces=workspaces)
+    return replace(facts, finished_at=datetime.now(UTC), workspaces=workspaces)
 
 
 def _workspace_metrics(store: Store, facts: RunMetrics) -> Iterator[WorkspaceMetrics]:
@@ -157,9 +154,7 @@ def _workspace_metrics(store: Store, facts: RunMetrics) -> Iterator[WorkspaceMet
 
 
 @dataclass
-class RunRecorder:
-    """Writes the metrics file however an `export` invocation ends; `finish` returns a warning if it cannot."""
-
+class RunRecorder:  # writes the metrics file however `export` ends; `finish` returns a warning if it cannot
     explicit_path: Path | None
     trigger: str
     enabled: bool = True  # off for --dry-run and for --workers children (the parent writes)

@@ -1,5 +1,4 @@
-"""Recipient addresses: the one syntax accepted, EXPORT_ALLOWED_EMAIL_DOMAINS, and where a workspace's come from
-(WORKSPACE_<ID>_EMAIL, else the document's EXPORT_RECIPIENTS_FIELD); a bad one fails that workspace only."""
+"""Recipient addresses: their syntax, EXPORT_ALLOWED_EMAIL_DOMAINS, and where a workspace's come from."""
 
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from wa_export.errors import ConfigError
-from wa_export.workspace_settings import shown_value
+from wa_export.workspace_settings import WorkspaceSetting, shown_value
 
 if TYPE_CHECKING:  # settings imports this module (the address syntax)
     from wa_export.settings import Settings
@@ -21,14 +20,9 @@ EMAIL_ADDRESS = re.compile(
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
 )
 RecipientSource = Literal["environment", "database", "option", "none"]
-SOURCE_LABELS: dict[RecipientSource, str] = {
-    "environment": "environment variable",
-    "database": "database field",
-    "option": "--email option",
-    "none": "none",
-}
-# A workspace gets its cursor on its first scheduled export, which reaches back one interval (the first-cursor
-# rule): what arrived while it had no address is never in a scheduled window.
+SOURCE_LABELS: dict[RecipientSource, str] = {"environment": "environment variable", "database": "database field"}
+SOURCE_LABELS |= {"option": "--email option", "none": "none"}
+# A first scheduled export reaches back one interval: what arrived while there was no address is never in a window.
 UNSENT_WITHOUT_ADDRESS = (
     "scheduled runs will not send the messages that arrive while a workspace has no address "
     "(a manual export with --since can)"
@@ -45,14 +39,27 @@ def split_address_list(value: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(valid.values()), tuple(address for address in entries if not EMAIL_ADDRESS.match(address))
 
 
-def parse_address_list(value: str, variable: str) -> tuple[str, ...]:
+def address_list(value: str) -> tuple[str, ...]:
     addresses, invalid = split_address_list(value)
     if invalid:
-        raise ConfigError(
-            f"{variable} contains an invalid email address {invalid[0]!r}: "
-            "use plain addresses separated by commas, e.g. a@example.com,b@example.com."
+        raise ValueError(
+            f"contains an invalid email address {invalid[0]!r}: "
+            "use plain addresses separated by commas, e.g. a@example.com,b@example.com"
         )
     return addresses
+
+
+def parse_address_list(value: str, variable: str) -> tuple[str, ...]:
+    try:
+        return address_list(value)
+    except ValueError as error:
+        raise ConfigError(f"{variable} {error}.") from None
+
+
+# Not secret, fails its workspace alone, quotes the bad address, not the list; recipients_for reads its field.
+ADDRESSES = WorkspaceSetting(
+    "EMAIL", "EXPORT_RECIPIENTS_FIELD", tuple, address_list, lambda _: None, "none", False, True, quoted=False
+)
 
 
 def outside_allowed_domains(addresses: Sequence[str], allowed: tuple[str, ...]) -> list[str]:

@@ -1,4 +1,4 @@
-"""Configuration: where variables come from, every setting's rule (RULES), per-workspace variables, near-miss names."""
+"""Configuration. Why this module is long: the one home of where variables come from, every rule, near-miss names."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple, get_type_hints
 from urllib.parse import unquote_plus
@@ -21,12 +22,11 @@ from dotenv.parser import parse_stream
 from pymongo.uri_parser import parse_userinfo, split_hosts, split_options
 
 from wa_export.errors import ConfigError
-from wa_export.recipients import EMAIL_ADDRESS, parse_address_list
+from wa_export.recipients import ADDRESSES, EMAIL_ADDRESS
 from wa_export.redaction import redact, smtp_auth_forms
-from wa_export.schedule import parse_schedule, parse_time_zone
 from wa_export.units import named
-from wa_export.workbook_password import parse_workbook_password
-from wa_export.workspace_settings import environment_parser
+from wa_export.workbook_password import WORKBOOK_PASSWORD
+from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, WorkspaceSetting, parse_time_zone, shown_value
 
 DEFAULT_MONGODB_URI = "mongodb://localhost:27017"
 # python-dotenv logs "could not parse statement" without the file name; read_env_file reports those lines itself.
@@ -149,14 +149,11 @@ def uri_secrets(uri: str) -> list[str]:
         return [raw, unquote_plus(raw)] if raw else []
 
 
-# A plain or dotted document field; no `$` (an operator) and no empty segment.
-ARRIVAL_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _NUMBER = {
     True: re.compile(r"[+-]?[0-9]+", re.ASCII),
     False: re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII),
 }
 WORKSPACE_ID = re.compile(r"[0-9A-Fa-f]{24}")
-_SECURITY = ("auto", "ssl", "starttls", "none")
 _FLAGS = ("true", "false", "yes", "no", "1", "0", "on", "off")  # every other word means true
 ID_FORM = "24 hexadecimal characters"  # how every id an operator types is written: workspace, message, export
 
@@ -278,7 +275,8 @@ def _document_path(written: str, holds: str, example: str) -> str | None:
 
 
 def _arrival_field(written: str, env: _Environment) -> str:
-    if not ARRIVAL_FIELD_NAME.match(written) or len(written) > 200:
+    # A plain or dotted field: no `$` (an operator), no empty segment.
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", written) or len(written) > 200:
         raise ValueError(
             "is not a field name; use _id (the default) or a field the platform writes at insert time, e.g. created_at"
         )
@@ -292,9 +290,7 @@ def metrics_file_path(raw: str | None, name: str = "EXPORT_METRICS_FILE") -> Pat
     if path.is_dir():
         raise ConfigError(f"{name} {path} is a directory; name a file in it, e.g. {path / 'wa_export.prom'}.")
     if path.suffix != ".prom":
-        raise ConfigError(
-            f"{name} {path} must end in .prom: node_exporter's textfile collector reads only *.prom files."
-        )
+        raise ConfigError(f"{name} {path} must end in .prom, the only files node_exporter's textfile collector reads.")
     return path
 
 
@@ -329,7 +325,10 @@ class Settings:
     ]
     smtp_security: Annotated[
         Literal["auto", "ssl", "starttls", "none"],
-        _rule("auto", parse=lambda written, _: _word(written, _SECURITY, "auto, ssl, starttls or none")),
+        _rule(
+            "auto",
+            parse=lambda written, _: _word(written, ("auto", "ssl", "starttls", "none"), "auto, ssl, starttls or none"),
+        ),
     ]
     smtp_ca_file: Annotated[Path | None, _rule(parse=_ca_file)]
     # A socket timeout and a time.monotonic() deadline: an hour is far beyond any SMTP step.
@@ -365,16 +364,14 @@ class Settings:
     export_require_workbook_password: Annotated[
         bool, _rule("false", parse=lambda written, _: _word(written, _FLAGS, "true or false") in _FLAGS[::2])
     ]
-    _secrets: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
+    @cached_property
+    def _secrets(self) -> tuple[str, ...]:
         # Computed once, not per redaction; a server may echo the AUTH exchange (base64) in its refusal.
         found = [self.smtp_password or "", *uri_secrets(self.mongodb_uri)]
         found += smtp_auth_forms(self.smtp_username or "", self.smtp_password or "")
-        found += [
-            str(value) for (_, suffix), value in self.workspace_values.items() if WORKSPACE_VARIABLES[suffix].secret
-        ]
-        object.__setattr__(self, "_secrets", tuple(dict.fromkeys(secret for secret in found if secret)))
+        found += [str(v) for (_, suffix), v in self.workspace_values.items() if WORKSPACE_VARIABLES[suffix].secret]
+        return tuple(dict.fromkeys(secret for secret in found if secret))
 
     @property
     def timezone_name(self) -> str:
@@ -408,22 +405,9 @@ RULES: tuple[SettingRule, ...] = tuple(
 RULE_OF = {rule.variable: rule for rule in RULES}
 
 
-@dataclass(frozen=True)
-class WorkspaceVariable:
-    suffix: str
-    parse: Callable[[str, str], object]  # (value, variable name) -> value; ConfigError when invalid
-    fails_workspace_only: bool  # an invalid value fails that workspace alone, not the configuration (exit 2)
-    secret: bool = False  # a password: never shown (`config` masks it), redacted from every error text
-
-
-# Every per-workspace variable, by suffix. An unusable password fails its workspace alone, like an invalid address.
-WORKSPACE_VARIABLES = {
-    "EMAIL": WorkspaceVariable("EMAIL", parse_address_list, True),
-    "WORKBOOK_PASSWORD": WorkspaceVariable(
-        "WORKBOOK_PASSWORD", environment_parser(parse_workbook_password, secret=True), True, True
-    ),
-    "TIMEZONE": WorkspaceVariable("TIMEZONE", environment_parser(parse_time_zone), False),
-    "SCHEDULE": WorkspaceVariable("SCHEDULE", environment_parser(parse_schedule), False),
+# Every per-workspace variable, by suffix.
+WORKSPACE_VARIABLES: dict[str, WorkspaceSetting[Any]] = {
+    setting.suffix: setting for setting in (ADDRESSES, WORKBOOK_PASSWORD, TIME_ZONE, SCHEDULE)
 }
 
 
@@ -547,18 +531,19 @@ def validate_environment(source: ConfigurationSource) -> tuple[Settings, list[Se
         if (parsed_name := workspace_variable_name(name)) is None:
             continue
         workspace_id, suffix = parsed_name
-        variable = WORKSPACE_VARIABLES[suffix]
+        setting = WORKSPACE_VARIABLES[suffix]
         if workspace_id is None:
             malformed[name] = suffix
             continue
         try:
-            if (value := variable.parse(env[name], name)) not in (None, "", ()):
+            if (value := setting.parse(env[name])) not in (None, "", ()):
                 values[workspace_id, suffix] = value
-        except ConfigError as error:
-            if variable.fails_workspace_only:
-                problems[workspace_id, suffix] = redact(str(error), env.secrets)
+        except ValueError as error:
+            shown = f" {shown_value(env[name])}" if setting.quoted and not setting.secret else ""
+            if setting.fails_workspace_only:
+                problems[workspace_id, suffix] = redact(f"{name}{shown} {error}.", env.secrets)
             else:
-                env.problem(name, str(error))
+                env.problem(name, f"{name}{shown} {error}.")
     return Settings(values, problems, malformed, tuple(warnings), misspelt, **env.parsed), env.problems
 
 

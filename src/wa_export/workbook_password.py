@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from wa_export.units import count_noun
-from wa_export.workspace_settings import Resolved, WorkspaceSetting, WorkspaceView, resolve
+from wa_export.workspace_settings import Resolved, WorkspaceSetting, resolve
 
 if TYPE_CHECKING:
     from wa_export.settings import Settings
+    from wa_export.store.connection import Workspace
 
 # Excel opens no file whose password is longer, so the recipient never could.
 MAX_PASSWORD_LENGTH = 255
@@ -30,10 +31,11 @@ WORKBOOK_PASSWORD = WorkspaceSetting(
     lambda _: None,
     "none",
     secret=True,
+    fails_workspace_only=True,  # like an invalid address
 )
 
 
-def workbook_password(workspace: WorkspaceView, settings: Settings) -> Resolved[str]:
+def workbook_password(workspace: Workspace, settings: Settings) -> Resolved[str]:
     """The workspace's password (value None: its workbooks are not encrypted) and where it comes from. With a
     `problem` the workspace is not exported: an unusable value, or none while EXPORT_REQUIRE_WORKBOOK_PASSWORD is on."""
     resolved = resolve(WORKBOOK_PASSWORD, workspace, settings)

@@ -27,7 +27,6 @@ from wa_export.mail.sender import MailSender
 from wa_export.mail.transport import tls_mode
 from wa_export.recipients import SOURCE_LABELS, UNSENT_WITHOUT_ADDRESS, RecipientSource, missing_hint, recipients_for
 from wa_export.redaction import redact
-from wa_export.schedule import overdue_since
 from wa_export.settings import Settings
 from wa_export.store import logs
 from wa_export.store.arrivals import ArrivalKey, check_arrival_key
@@ -46,7 +45,7 @@ from wa_export.units import (
 )
 from wa_export.workbook.naming import FOLDER_MARKER, slugify, unclaimed_folders
 from wa_export.workbook_password import workbook_password
-from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, resolve
+from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, overdue_since, resolve
 
 CheckStatus = Literal["ok", "warning", "failed", "skipped"]
 # Free space below either threshold is a warning: a full disk fails every export.

@@ -17,7 +17,6 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from wa_export.clock import SECOND_FORMAT, as_utc_or_none, iso, parse_time
 from wa_export.errors import MongoUnavailable, UsageProblem, WorkspaceBusy
 from wa_export.redaction import redact
-from wa_export.schedule import decide
 from wa_export.settings import ID_FORM, Settings
 from wa_export.store import logs
 from wa_export.store import state as stored
@@ -33,7 +32,7 @@ from wa_export.store.connection import (
 from wa_export.store.ownership import as_object_id, owner_of
 from wa_export.store.waiting import Waiting, count_waiting, position_key, workspace_chat_ids
 from wa_export.units import count_or_zero, local_time
-from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, resolve
+from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, decide, resolve
 
 WAITING_COUNT_CAP = 10_000
 _SHOWN_DERIVED = {"database_now", "cursor_key", "first_cursor", "waiting", "in_flight"}  # as_dict shows them its way
@@ -66,7 +65,7 @@ class WorkspaceReport:
     last_error: str | None
     last_possible_duplicate_at: datetime | None
     in_flight: Mapping[str, Any] | None
-    # The workspace's own clock (wa_export.schedule), each with where it comes from (workspace_settings.Resolved.where).
+    # The workspace's own clock, each with where it comes from (workspace_settings.Resolved.where).
     time_zone: str = ""
     time_zone_from: str = ""
     schedule: str = "every"
