@@ -44,7 +44,8 @@ def registered(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     monkeypatch.chdir(tmp_path)  # never the developer's .env
     colour = WorkspaceSetting("COLOUR", "EXPORT_COLOUR_FIELD", str, _colour, lambda _: None, "none")
     monkeypatch.setattr(settings_module, "WORKSPACE_VARIABLES", {**WORKSPACE_VARIABLES, "COLOUR": colour})
-    field_rule = SettingRule("EXPORT_COLOUR_FIELD", document_field=("a colour", "brand.colour"))
+    colour_field = ("a colour", "brand.colour")
+    field_rule = SettingRule(variable="EXPORT_COLOUR_FIELD", document_field=colour_field, field="export_colour_field")
     monkeypatch.setattr(settings_module, "RULES", (*RULES, field_rule))
     monkeypatch.setattr(settings_module, "Settings", ColourSettings)
 

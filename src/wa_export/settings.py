@@ -54,11 +54,8 @@ def read_configuration(env_file: Path | None, environ: Mapping[str, str] | None 
         if env_file is not None:
             raise ConfigError(f"--env-file {env_file} does not exist or is not a file.")
         path = None  # a directory named .env (often a virtualenv) is not a settings file
-    file_values: dict[str, str] = {}
-    warnings: list[str] = []
-    if path is not None:
-        file_values, warnings = read_env_file(path)
-    elif not process.get("MONGODB_URI", "").strip():
+    file_values, warnings = read_env_file(path) if path is not None else ({}, [])
+    if path is None and not process.get("MONGODB_URI", "").strip():
         warnings.append(
             f"no .env file in {Path.cwd()} and no MONGODB_URI in the environment: "
             f"using {DEFAULT_MONGODB_URI} (set MONGODB_URI, or pass --env-file)."
@@ -149,10 +146,7 @@ def uri_secrets(uri: str) -> list[str]:
         return [raw, unquote_plus(raw)] if raw else []
 
 
-_NUMBER = {
-    True: re.compile(r"[+-]?[0-9]+", re.ASCII),
-    False: re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII),
-}
+_NUMBER = {True: re.compile(r"[+-]?[0-9]+"), False: re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")}
 WORKSPACE_ID = re.compile(r"[0-9A-Fa-f]{24}")
 _FLAGS = ("true", "false", "yes", "no", "1", "0", "on", "off")  # every other word means true
 ID_FORM = "24 hexadecimal characters"  # how every id an operator types is written: workspace, message, export
@@ -182,18 +176,15 @@ class Bounds:  # every maximum keeps timedelta, datetime and sockets clear of ov
 
 @dataclass(frozen=True)
 class SettingRule:
-    variable: str
     default: str = ""  # "" = unset
     bounds: Bounds | None = None  # a number setting
+    variable: str = ""  # "" = its Settings field's name in upper case (RULES sets it)
     secrecy: Literal["", "value", "uri"] = ""  # the whole value is a password, or the URI's userinfo may hold one
     derived_from: str | None = None  # unset, it takes its value from this variable
     # (stripped value or the default) -> value; ValueError "must be …"/"is …" completes "<variable> <value> …".
     parse: Callable[[str, _Environment], Any] | None = None
     document_field: tuple[str, str] | None = None  # a path in the workspace document: (what it holds, an example)
-    field: str = ""  # the Settings field; "" = the variable in lower case
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "field", self.field or self.variable.lower())
+    field: str = ""  # the Settings field (RULES sets it)
 
     def read(self, env: _Environment) -> Any:
         try:
@@ -294,8 +285,7 @@ def metrics_file_path(raw: str | None, name: str = "EXPORT_METRICS_FILE") -> Pat
     return path
 
 
-def _rule(default: str = "", bounds: Bounds | None = None, variable: str = "", **rule: Any) -> SettingRule:
-    return SettingRule(variable, default, bounds, **rule)  # RULES names it after its field
+_rule = SettingRule
 
 
 def _path(holds: str, example: str) -> SettingRule:
@@ -442,10 +432,8 @@ def export_dir_not_a_directory(export_dir: Path, blocker: Path | None = None) ->
 
 
 # Names other tools use for our settings.
-_ALIASES = dict(
-    SMTP_HOST="SMTP_SERVER", SMTP_USER="SMTP_USERNAME", SMTP_PASS="SMTP_PASSWORD", MONGO_DB="MONGODB_DATABASE"
-)
-_ALIASES |= dict(SMTP_TIMEOUT="SMTP_TIMEOUT_SECONDS", MONGO_URL="MONGODB_URI", MONGODB_URL="MONGODB_URI")
+_ALIASES = dict(SMTP_HOST="SMTP_SERVER", SMTP_USER="SMTP_USERNAME", SMTP_PASS="SMTP_PASSWORD", MONGO_URL="MONGODB_URI")
+_ALIASES |= dict(MONGO_DB="MONGODB_DATABASE", SMTP_TIMEOUT="SMTP_TIMEOUT_SECONDS", MONGODB_URL="MONGODB_URI")
 # First words that stand for one of ours (MONGO_URI, MAIL_SERVER), ours included (EXPORT_PORT for SMTP_PORT).
 _OTHER_PREFIXES = frozenset({"MONGODB", "SMTP", "EXPORT", "MONGO", "DB", "MAIL", "EMAIL", "WA"})
 # Our variables' first words: a name with one that no setting reads is a typo or a leftover.

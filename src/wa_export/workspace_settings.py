@@ -70,6 +70,7 @@ def slots_on(schedule: Schedule, day: date, zone: ZoneInfo) -> tuple[datetime, .
     return tuple(sorted(slots))
 
 
+@lru_cache(maxsize=4096)  # tenants share few zones and schedules: each is parsed once per process
 def parse_schedule(text: str) -> Schedule:
     """Any case, spaces around the times; else ValueError completing "<value> …"."""
     written = text.strip().lower()
@@ -88,6 +89,7 @@ def parse_schedule(text: str) -> Schedule:
     return Schedule("daily", tuple(sorted(parsed)))
 
 
+@lru_cache(maxsize=4096)
 def parse_time_zone(text: str) -> ZoneInfo:
     """An IANA zone name (exact case), never a path nor a tz database file that is no zone."""
     written = text.strip()
@@ -184,7 +186,7 @@ def resolve(setting: WorkspaceSetting[T], workspace: Workspace, settings: Settin
         problem = f"{where} holds a value of type {type(raw).__name__}, not a string; {fix}."
         return Resolved(None, "database", path, problem)
     try:
-        return Resolved(setting.parse(raw) if setting.secret else _parsed(setting.parse, raw), "database", path)
+        return Resolved(setting.parse(raw), "database", path)
     except ValueError as error:
         shown = shown_value(raw) if setting.quoted and not setting.secret else "a value"
         return Resolved(None, "database", path, f"{where} holds {shown}, which {error}; {fix}.")
@@ -201,12 +203,6 @@ SCHEDULE = WorkspaceSetting("SCHEDULE", "EXPORT_SCHEDULE_FIELD", Schedule, parse
 def in_zone(settings: Settings, zone: ZoneInfo) -> Settings:
     """Its zone in place of EXPORT_TIMEZONE, which every writer reads."""
     return settings if zone == settings.export_timezone else dataclasses.replace(settings, export_timezone=zone)
-
-
-@lru_cache(maxsize=4096)
-def _parsed(parse: Callable[[str], T], raw: str) -> T:
-    # Tenants share few values (zones, schedules): each is parsed once per process.
-    return parse(raw)
 
 
 def shown_value(text: str) -> str:
