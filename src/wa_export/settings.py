@@ -450,10 +450,8 @@ def probable_setting(name: str) -> str | None:
         return _ALIASES.get(upper, upper)
     if (workspace_id := WORKSPACE_ID.search(upper)) is not None:  # compared with <ID> in place of the id
         start, end = workspace_id.span()
-        written = f"{upper[:start]}<ID>{upper[end:]}"
-        close = difflib.get_close_matches(
-            written, [f"WORKSPACE_<ID>_{suffix}" for suffix in WORKSPACE_VARIABLES], 1, 0.85
-        )
+        forms = [f"WORKSPACE_<ID>_{suffix}" for suffix in WORKSPACE_VARIABLES]
+        close = difflib.get_close_matches(f"{upper[:start]}<ID>{upper[end:]}", forms, 1, 0.85)
         return close[0].replace("<ID>", name[start:end]) if close else None
     first, _, rest = upper.partition("_")
     close = difflib.get_close_matches(upper, list(RULE_OF), 1, 0.85)
@@ -515,10 +513,7 @@ def validate_environment(source: ConfigurationSource) -> tuple[Settings, list[Se
     values: dict[tuple[str, str], object] = {}
     problems: dict[tuple[str, str], str] = {}
     malformed: dict[str, str] = {}
-    for name in sorted(env):
-        if (parsed_name := workspace_variable_name(name)) is None:
-            continue
-        workspace_id, suffix = parsed_name
+    for name, (workspace_id, suffix) in ((n, parsed) for n in sorted(env) if (parsed := workspace_variable_name(n))):
         setting = WORKSPACE_VARIABLES[suffix]
         if workspace_id is None:
             malformed[name] = suffix
