@@ -15,10 +15,8 @@ if TYPE_CHECKING:  # settings imports this module (the address syntax)
     from wa_export.store.connection import Workspace
 
 # Deliberately strict (no spaces, no header-breaking characters): anything fancier is an operator typo, not a need.
-EMAIL_ADDRESS = re.compile(
-    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
-)
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"  # a domain label
+EMAIL_ADDRESS = re.compile(rf"^[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]+@{_LABEL}(?:\.{_LABEL})+$")
 RecipientSource = Literal["environment", "database", "option", "none"]
 SOURCE_LABELS: dict[RecipientSource, str] = {"environment": "environment variable", "database": "database field"}
 SOURCE_LABELS |= {"option": "--email option", "none": "none"}
