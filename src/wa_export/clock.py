@@ -15,8 +15,7 @@ MINUTE_FORMAT = "%Y-%m-%d %H:%M"
 SECOND_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
-def to_millis(moment: datetime) -> datetime:
-    # BSON dates hold milliseconds.
+def to_millis(moment: datetime) -> datetime:  # BSON dates hold milliseconds
     return moment.replace(microsecond=moment.microsecond - moment.microsecond % 1000)
 
 
@@ -24,8 +23,7 @@ def utc_now() -> datetime:
     return to_millis(datetime.now(UTC))
 
 
-def as_utc(moment: datetime) -> datetime:
-    # pymongo returns naive UTC datetimes.
+def as_utc(moment: datetime) -> datetime:  # pymongo returns naive UTC datetimes
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
@@ -41,8 +39,7 @@ def format_local(moment: datetime | None, zone: tzinfo, fmt: str = MINUTE_FORMAT
     return "" if moment is None else moment.astimezone(zone).strftime(fmt)
 
 
-def parse_time(text: str, option: str, zone: tzinfo) -> datetime:
-    """ISO 8601, naive in `zone`, as aware UTC."""
+def parse_time(text: str, option: str, zone: tzinfo) -> datetime:  # ISO 8601, naive in `zone`, as aware UTC
     raw = text.strip()
     try:
         moment = datetime.fromisoformat(raw[:-1] + "+00:00" if raw.endswith(("Z", "z")) else raw)

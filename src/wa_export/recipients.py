@@ -90,8 +90,7 @@ class Recipients:  # a workspace's addresses, where they come from (`origin`: th
     def usable(self) -> bool:
         return bool(self.addresses) and self.problem is None
 
-    def as_dict(self) -> dict[str, Any]:
-        # Counts, not the addresses: outputs carry as little tenant data as they can.
+    def as_dict(self) -> dict[str, Any]:  # counts, not the addresses: outputs carry as little tenant data as they can
         return {**asdict(self), "addresses": len(self.addresses)}
 
 
@@ -144,8 +143,7 @@ def describe_recipients(recipients: Recipients, workspace_id: str, settings: Set
     return text + (f"; not exported: {recipients.problem}" if recipients.problem else "")
 
 
-def address_label(recipients: Recipients) -> str:
-    """One word for a table column: env, db, no, or bad (set but refused)."""
+def address_label(recipients: Recipients) -> str:  # one word for a table column: env, db, no, or bad (set but refused)
     labels = {"environment": "env", "database": "db", "option": "option", "none": "no"}
     return "bad" if recipients.problem else labels[recipients.source]
 

@@ -15,8 +15,7 @@ LOG_STAMP = "iso"  # local_time's format for log line stamps: ISO 8601 with the 
 NAMES_SHOWN = 10  # longer lists are cut in a sentence; --json has them all
 
 
-def format_bytes(size: float) -> str:
-    """1536 -> '1.5 KiB', as `du -h` prints it."""
+def format_bytes(size: float) -> str:  # 1536 -> '1.5 KiB', as `du -h` prints it
     amount = float(size)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(amount) < 1024:
@@ -29,8 +28,7 @@ def count_or_zero(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def format_age(delta: timedelta) -> str:
-    """How long ago, coarsely: '45 s', '12 min', '3 h 5 min', '4 days'."""
+def format_age(delta: timedelta) -> str:  # how long ago, coarsely: '45 s', '12 min', '3 h 5 min', '4 days'
     seconds = max(0, int(delta.total_seconds()))
     if seconds < 60 * 120:
         return f"{seconds} s" if seconds < 60 else f"{seconds // 60} min"

@@ -205,7 +205,6 @@ def in_zone(settings: Settings, zone: ZoneInfo) -> Settings:
     return settings if zone == settings.export_timezone else dataclasses.replace(settings, export_timezone=zone)
 
 
-def shown_value(text: str) -> str:
-    """Quoted; a hostile one is cut, not echoed whole."""
+def shown_value(text: str) -> str:  # quoted; a hostile one is cut, not echoed whole
     text = text.strip()
     return repr(text if len(text) <= 80 else text[:80] + "…")
