@@ -184,9 +184,8 @@ class RunRecorder:  # writes the metrics file however `export` ends; `finish` re
             return None  # already reported as the command's own error (exit 2)
         elapsed = time.monotonic() - self.started
         # No result (bad settings, MongoDB unreachable, an interruption): how it ended and how long it took.
-        facts = replace(
-            self.facts or RunMetrics(self.trigger, exit_code, elapsed), exit_code=exit_code, duration_seconds=elapsed
-        )
+        facts = self.facts or RunMetrics(self.trigger, exit_code, elapsed)
+        facts = replace(facts, exit_code=exit_code, duration_seconds=elapsed)
         try:
             write_metrics_file(path, collect_metrics(self.settings, facts))
         except OSError as error:
