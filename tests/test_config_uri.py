@@ -90,8 +90,8 @@ def test_parse_mongodb_uri_parts() -> None:
     from wa_export.settings import parse_mongodb_uri
 
     parts = parse_mongodb_uri("mongodb://us%3Aer:pa%3Ass@127.0.0.1:27017,[::1]:27018/d%5Fb?authSource=admin")
-    assert (parts.srv, parts.username, parts.password, parts.raw_password) == (False, "us:er", "pa:ss", "pa%3Ass")
+    assert (parts.username, parts.password, parts.raw_password) == ("us:er", "pa:ss", "pa%3Ass")
     assert parts.database == "d_b"
     with pytest.raises(ValueError):
         parse_mongodb_uri("mongodb://127.0.0.1/d%24b")  # "$" is not allowed in a database name
-    assert parse_mongodb_uri("mongodb+srv://cluster0.example.test").srv is True
+    assert parse_mongodb_uri("mongodb+srv://cluster0.example.test").database is None  # accepted, no DNS asked

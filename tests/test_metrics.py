@@ -342,7 +342,7 @@ def test_text_round_trips_through_the_reference_parser():
         duration_seconds=0.25,
         exit_code=1,
         messages_exported=9,
-        workspaces_by_outcome={"failed": 1, awkward: 2},
+        outcomes={"a" * 24: "failed", "c" * 24: awkward, "d" * 24: awkward},
         workspaces=(
             WorkspaceMetrics(
                 "b" * 24,

@@ -13,18 +13,17 @@ import pytest
 
 from seeding import add_workspace
 from wa_export import settings as settings_module
-from wa_export.errors import ConfigError
 from wa_export.export.results import unmatched_variable_warnings
 from wa_export.settings import (
     RULES,
     WORKSPACE_VARIABLES,
     SettingRule,
     Settings,
-    WorkspaceVariable,
     probable_setting,
     validate_environment,
 )
 from wa_export.store.connection import open_store
+from wa_export.workspace_settings import WorkspaceSetting
 
 WORKSPACE = "65a1b2c3d4e5f60718293a4b"
 
@@ -34,18 +33,19 @@ class ColourSettings(Settings):
     export_colour_field: str | None = None
 
 
-def _colour(value: str, variable: str) -> str:
+def _colour(value: str) -> str:
     if value.strip().lower() not in ("red", "blue"):
-        raise ConfigError(f"{variable} must be red or blue.")
+        raise ValueError("must be red or blue")
     return value.strip().lower()
 
 
 @pytest.fixture
 def registered(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     monkeypatch.chdir(tmp_path)  # never the developer's .env
-    colour = WorkspaceVariable("COLOUR", _colour, fails_workspace_only=False)
+    colour = WorkspaceSetting("COLOUR", "EXPORT_COLOUR_FIELD", str, _colour, lambda _: None, "none")
     monkeypatch.setattr(settings_module, "WORKSPACE_VARIABLES", {**WORKSPACE_VARIABLES, "COLOUR": colour})
-    field_rule = SettingRule("EXPORT_COLOUR_FIELD", document_field=("a colour", "brand.colour"))
+    colour_field = ("a colour", "brand.colour")
+    field_rule = SettingRule(variable="EXPORT_COLOUR_FIELD", document_field=colour_field, field="export_colour_field")
     monkeypatch.setattr(settings_module, "RULES", (*RULES, field_rule))
     monkeypatch.setattr(settings_module, "Settings", ColourSettings)
 

@@ -1,11 +1,11 @@
-"""wa_export.timers: many timed callbacks on one long-lived thread."""
+"""wa_export.clock's TimerThread: many timed callbacks on one long-lived thread."""
 
 from __future__ import annotations
 
 import threading
 import time
 
-from wa_export.timers import Timer, TimerThread
+from wa_export.clock import Timer, TimerThread
 
 
 def test_a_timer_fires_once_when_due_and_a_removed_one_never() -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from wa_export.errors import ConfigError
-from wa_export.schedule import EVERY, parse_schedule, parse_time_zone
-from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, WorkspaceSetting, environment_parser, resolve
+from wa_export import settings as settings_module
+from wa_export.settings import load_settings, read_configuration, validate_environment
+from wa_export.workspace_settings import EVERY, SCHEDULE, TIME_ZONE, WorkspaceSetting, parse_schedule, resolve
 
 WORKSPACE_ID = "65f0a1b2c3d4e5f6a7b8c9d0"
 GLOBAL_ZONE = ZoneInfo("Asia/Dubai")
@@ -125,7 +126,7 @@ def test_a_hostile_document_value_is_cut_in_the_sentence() -> None:
     assert "x" * 81 not in resolved.problem
 
 
-def test_a_secret_setting_never_shows_its_value() -> None:
+def test_a_secret_setting_never_shows_its_value(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     def must_be_long(text: str) -> str:
         if len(text) < 8:
             raise ValueError("is shorter than 8 characters")
@@ -140,9 +141,9 @@ def test_a_secret_setting_never_shows_its_value() -> None:
     good = resolve(password, FakeWorkspace(document_values={"PASSWORD_FIELD": "correct horse"}), settings)
     assert good.as_dict(secret=True)["value"] == "set"
     assert resolve(password, FakeWorkspace(), settings).value is None
-    with pytest.raises(ConfigError) as raised:
-        environment_parser(must_be_long, secret=True)("hunter2", "WORKSPACE_X_WORKBOOK_PASSWORD")
-    assert str(raised.value) == "WORKSPACE_X_WORKBOOK_PASSWORD is shorter than 8 characters."
+    variable = f"WORKSPACE_{WORKSPACE_ID}_WORKBOOK_PASSWORD"
+    monkeypatch.setitem(settings_module.WORKSPACE_VARIABLES, "WORKBOOK_PASSWORD", password)
+    assert _problems(monkeypatch, tmp_path, {variable: "hunter2"}) == [f"{variable} is shorter than 8 characters."]
 
 
 def test_a_variable_problem_that_fails_only_its_workspace_is_passed_on() -> None:
@@ -151,14 +152,21 @@ def test_a_variable_problem_that_fails_only_its_workspace_is_passed_on() -> None
     assert (resolved.value, resolved.source, resolved.problem) == (None, "environment", "WORKSPACE_… is broken.")
 
 
-def test_the_environment_parser_names_the_variable_and_the_value() -> None:
+def _problems(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, environ: dict[str, str]) -> list[str]:
+    monkeypatch.chdir(tmp_path)  # never the developer's .env
+    return [problem.message for problem in validate_environment(read_configuration(None, environ))[1]]
+
+
+def test_a_workspace_variable_sentence_names_the_variable_and_the_value(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     variable = f"WORKSPACE_{WORKSPACE_ID}_SCHEDULE"
-    assert environment_parser(parse_schedule)(" hourly ", variable) == parse_schedule("hourly")
-    with pytest.raises(ConfigError) as raised:
-        environment_parser(parse_schedule)("sometimes", variable)
-    assert str(raised.value) == (
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(environ={variable: " hourly "})
+    assert settings.workspace_variable(WORKSPACE_ID, "SCHEDULE") == parse_schedule("hourly")
+    assert _problems(monkeypatch, tmp_path, {variable: "sometimes"}) == [
         f"{variable} 'sometimes' is not a schedule (use every, hourly, daily@HH:MM[,HH:MM…] such as "
         "daily@08:00,17:30, or off)."
-    )
-    with pytest.raises(ConfigError, match=r"TIMEZONE 'Mars/Base' is not a known IANA time zone"):
-        environment_parser(parse_time_zone)("Mars/Base", f"WORKSPACE_{WORKSPACE_ID}_TIMEZONE")
+    ]
+    [zone] = _problems(monkeypatch, tmp_path, {f"WORKSPACE_{WORKSPACE_ID}_TIMEZONE": "Mars/Base"})
+    assert "TIMEZONE 'Mars/Base' is not a known IANA time zone" in zone

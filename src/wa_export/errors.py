@@ -7,8 +7,6 @@ from typing import ClassVar
 
 
 class ExitCode(IntEnum):
-    """What `wa-export` returns to cron and monitoring; the order is the severity."""
-
     OK = 0  # everything asked for succeeded (including "no new messages")
     FAILED = 1  # some work failed: an export, a health check, a test email
     USAGE = 2  # usage or configuration error
@@ -16,13 +14,11 @@ class ExitCode(IntEnum):
 
     @classmethod
     def worst(cls, codes: list[int] | tuple[int, ...]) -> ExitCode:
-        """The most severe of several runs' codes; an unknown code (a crash) counts as FAILED."""
+        # The order is the severity; an unknown code (a crash) counts as FAILED.
         return cls(max((code if code in list(cls) else cls.FAILED for code in codes), default=cls.OK))
 
 
-class WaExportError(Exception):
-    """One sentence for the operator (what is wrong, what to do) and the exit code it ends the command with."""
-
+class WaExportError(Exception):  # one sentence for the operator (what is wrong, what to do)
     exit_code: ClassVar[ExitCode] = ExitCode.FAILED
 
 

@@ -1,6 +1,4 @@
-"""The Prometheus textfile written after every `export` run: a run replaces its own trigger's run facts and keeps
-the other trigger's; messages waiting are counted only where the run left work undone, else 0 or left out.
-prometheus_client renders it; `write_to_textfile` would create it under the umask (0600) and never fsync."""
+"""The Prometheus textfile every `export` run writes: its trigger's run facts (the other's kept), workspace facts."""
 
 from __future__ import annotations
 
@@ -32,10 +30,6 @@ if TYPE_CHECKING:
     from wa_export.export.results import ExportRequest, RunResult
     from wa_export.export.workers import WorkersResult
 
-FILE_MODE = 0o644  # ids and counts only; node_exporter runs as another user
-UP_TO_DATE_OUTCOMES = frozenset({"completed", "no_messages"})  # of a scheduled run that moves cursors
-DELIVERED_OUTCOMES = frozenset({"completed", "written"})
-
 _HELP = {
     "wa_export_last_run_timestamp_seconds": "Unix time (this host's clock) the last export run of this trigger ended.",
     "wa_export_last_run_duration_seconds": "Wall time of the last export run of this trigger, in seconds.",
@@ -47,6 +41,8 @@ _HELP = {
     "wa_export_workspace_waiting_messages": "Messages that arrived at or after the workspace's cursor and are not delivered yet.",
     "wa_export_workspace_oldest_waiting_age_seconds": "Seconds since the oldest undelivered message of the workspace arrived (0: none waiting).",
 }
+_LABELS = {name: ["workspace_id"] if "_workspace_" in name else ["trigger"] for name in _HELP}
+_LABELS["wa_export_last_run_workspaces"] = ["trigger", "outcome"]
 
 
 @dataclass(frozen=True)
@@ -59,9 +55,7 @@ class WorkspaceMetrics:
 
 
 @dataclass(frozen=True)
-class RunMetrics:
-    """What one `wa-export export` invocation did, however it ended; `collect_metrics` adds the rest."""
-
+class RunMetrics:  # what one `wa-export export` invocation did, however it ended; `collect_metrics` adds the rest
     trigger: str  # "scheduled" or "manual"
     exit_code: int
     duration_seconds: float
@@ -69,37 +63,33 @@ class RunMetrics:
     messages_exported: int = 0
     moves_cursors: bool = False  # a scheduled run that sends (not --no-email): its outcomes say "up to date"
     finished_at: datetime = field(default_factory=lambda: datetime.now(UTC))  # Prometheus compares it with its clock
-    workspaces_by_outcome: Mapping[str, int] = field(default_factory=dict)
     workspaces: tuple[WorkspaceMetrics, ...] = ()
 
 
 def render_metrics(metrics: RunMetrics, previous_text: str | None = None) -> bytes:
-    """The file's text: this run's facts, plus the other trigger's run facts from `previous_text`."""
-    from prometheus_client import CollectorRegistry, generate_latest
+    """This run's facts, plus the other trigger's run facts from `previous_text`."""
+    from prometheus_client import generate_latest
     from prometheus_client.core import GaugeMetricFamily
     from prometheus_client.parser import text_string_to_metric_families
     from prometheus_client.registry import Collector
 
     # Families of plain samples, not live Gauges: about 3 times faster for 10,000 workspaces.
-    families = {name: GaugeMetricFamily(name, text, labels=_labels(name)) for name, text in _HELP.items()}
+    families = {name: GaugeMetricFamily(name, text, labels=_LABELS[name]) for name, text in _HELP.items()}
     for line in (previous_text or "").splitlines():
         if not line.startswith("wa_export_last_run_"):  # a workspace line costs this check, not a parse
             continue
         with suppress(ValueError):  # a line that does not parse is left out
             for sample in (sample for family in text_string_to_metric_families(line) for sample in family.samples):
                 if sample.name in families and sample.labels.get("trigger") not in (None, metrics.trigger):
-                    labels = [sample.labels.get(label, "") for label in _labels(sample.name)]
+                    labels = [sample.labels.get(label, "") for label in _LABELS[sample.name]]
                     families[sample.name].add_metric(labels, sample.value)
-    this_run = {
-        "timestamp_seconds": metrics.finished_at.timestamp(),
-        "duration_seconds": round(metrics.duration_seconds, 3),
-        "exit_code": metrics.exit_code,
-        "messages_exported": metrics.messages_exported,
-    }
-    for name, value in this_run.items():
-        families[f"wa_export_last_run_{name}"].add_metric([metrics.trigger], value)
-    for outcome, count in sorted(metrics.workspaces_by_outcome.items()):
-        families["wa_export_last_run_workspaces"].add_metric([metrics.trigger, outcome], count)
+    run = [metrics.trigger]
+    families["wa_export_last_run_timestamp_seconds"].add_metric(run, metrics.finished_at.timestamp())
+    families["wa_export_last_run_duration_seconds"].add_metric(run, round(metrics.duration_seconds, 3))
+    families["wa_export_last_run_exit_code"].add_metric(run, metrics.exit_code)
+    families["wa_export_last_run_messages_exported"].add_metric(run, metrics.messages_exported)
+    for outcome, count in sorted(Counter(metrics.outcomes.values()).items()):
+        families["wa_export_last_run_workspaces"].add_metric([*run, outcome], count)
     for workspace in metrics.workspaces:
         label = [workspace.workspace_id]
         if workspace.last_success_at is not None:
@@ -116,40 +106,30 @@ def render_metrics(metrics: RunMetrics, previous_text: str | None = None) -> byt
         def collect(self) -> Iterable[Metric]:
             return [family for family in families.values() if family.samples]
 
-    registry = CollectorRegistry()
-    registry.register(_ThisRun())
-    return generate_latest(registry)
-
-
-def _labels(name: str) -> list[str]:
-    if name.startswith("wa_export_workspace_"):
-        return ["workspace_id"]
-    return ["trigger", "outcome"] if name == "wa_export_last_run_workspaces" else ["trigger"]
+    return generate_latest(_ThisRun())
 
 
 def write_metrics_file(path: Path, metrics: RunMetrics) -> None:
-    """Replace `path` atomically with this run's metrics; raises OSError (the old file then stays as it was)."""
-    try:
-        previous: str | None = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        previous = None
-    replace_file(path, render_metrics(metrics, previous), FILE_MODE)  # not 0600: node_exporter reads it
+    """Replace `path` atomically (not prometheus_client's write_to_textfile: umask mode, no fsync); OSError."""
+    previous: str | None = None
+    with suppress(OSError, UnicodeDecodeError):
+        previous = path.read_text(encoding="utf-8")
+    replace_file(path, render_metrics(metrics, previous), 0o644)  # ids and counts; node_exporter is another user
 
 
 def collect_metrics(settings: Settings | None, facts: RunMetrics, store: Store | None = None) -> RunMetrics:
-    """The metrics of a finished run; per-workspace facts only when MongoDB answered during the run."""
+    """Per-workspace facts only when MongoDB answered during the run (exit 0 or 1) and still does."""
     workspaces: tuple[WorkspaceMetrics, ...] = ()
-    if settings is not None and facts.exit_code in (ExitCode.OK, ExitCode.FAILED):  # 2: never started; 3: no MongoDB
-        try:
-            with open_store(settings) if store is None else nullcontext(store) as used:
-                workspaces = tuple(workspace_metrics(used, facts))
-        except (MongoUnavailable, PyMongoError):
-            pass  # MongoDB went away after the run: the run facts still go out
-    by_outcome = dict(Counter(facts.outcomes.values()))
-    return replace(facts, finished_at=datetime.now(UTC), workspaces_by_outcome=by_outcome, workspaces=workspaces)
+    if settings is not None and facts.exit_code in (ExitCode.OK, ExitCode.FAILED):
+        with (
+            suppress(MongoUnavailable, PyMongoError),
+            open_store(settings) if store is None else nullcontext(store) as used,
+        ):
+            workspaces = tuple(_workspace_metrics(used, facts))
+    return replace(facts, finished_at=datetime.now(UTC), workspaces=workspaces)
 
 
-def workspace_metrics(store: Store, facts: RunMetrics) -> Iterator[WorkspaceMetrics]:
+def _workspace_metrics(store: Store, facts: RunMetrics) -> Iterator[WorkspaceMetrics]:
     workspaces = store.active_workspaces()
     documents = read_state_documents(store, [workspace.id for workspace in workspaces])
     now = store.database_now()
@@ -157,8 +137,7 @@ def workspace_metrics(store: Store, facts: RunMetrics) -> Iterator[WorkspaceMetr
         document: Mapping[str, Any] = documents.get(workspace.id, {})
         failures = count_or_zero(document.get("consecutive_failures"))
         outcome = facts.outcomes.get(workspace.id)
-        waiting: int | None = None
-        age: float | None = None
+        waiting, age = None, None
         if failures or document.get("in_flight") or outcome == "failed":
             try:
                 start = position_key(store.settings, document, now)
@@ -168,54 +147,44 @@ def workspace_metrics(store: Store, facts: RunMetrics) -> Iterator[WorkspaceMetr
                 counted = count_waiting(store, workspace, start, WAITING_COUNT_CAP)
                 waiting = counted.count
                 age = max(0.0, (now - counted.oldest_at).total_seconds()) if counted.oldest_at is not None else 0.0
-        elif facts.moves_cursors and outcome in UP_TO_DATE_OUTCOMES:
+        elif facts.moves_cursors and outcome in ("completed", "no_messages"):  # up to date
             waiting, age = 0, 0.0
         yield WorkspaceMetrics(workspace.id, as_utc_or_none(document.get("last_success_at")), failures, waiting, age)
 
 
-class RunRecorder:
-    """Writes the metrics file once an `export` invocation ends, whatever ended it; one it cannot write never
-    changes the run's exit code: `finish` returns a warning sentence."""
-
-    def __init__(self, explicit_path: Path | None, *, trigger: str, enabled: bool = True) -> None:
-        self.explicit_path = explicit_path
-        self.trigger = trigger
-        self.enabled = enabled  # off for --dry-run and for --workers children (the parent writes)
-        self.started = time.monotonic()
-        self.settings: Settings | None = None
-        self.facts: RunMetrics | None = None
+@dataclass
+class RunRecorder:  # writes the metrics file however `export` ends; `finish` returns a warning if it cannot
+    explicit_path: Path | None
+    trigger: str
+    enabled: bool = True  # off for --dry-run and for --workers children (the parent writes)
+    started: float = field(default_factory=time.monotonic)
+    settings: Settings | None = None
+    facts: RunMetrics | None = None
 
     def use(self, settings: Settings) -> None:
-        """The run's settings; raises ConfigError (exit 2) for an unusable --metrics-file."""
         self.settings = settings
-        self.path()
+        self.path()  # an unusable --metrics-file: ConfigError (exit 2) before any work
 
     def ran(self, result: RunResult | WorkersResult, request: ExportRequest) -> None:
-        handled = result.workspaces
-        delivered = sum(item.message_count for item in handled if item.outcome in DELIVERED_OUTCOMES)
-        outcomes: dict[str, str] = {item.workspace_id: item.outcome for item in handled}
+        delivered = sum(item.message_count for item in result.workspaces if item.outcome in ("completed", "written"))
+        outcomes = {item.workspace_id: item.outcome for item in result.workspaces}
         self.facts = RunMetrics(request.trigger, result.exit_code, 0.0, outcomes, delivered, request.moves_cursors)
 
-    ran_workers = ran  # a `--workers` run: its children's results, merged
-
     def path(self) -> Path | None:
-        """--metrics-file (validated: exit 2 when unusable) or EXPORT_METRICS_FILE."""
         if self.explicit_path is not None:
             return metrics_file_path(str(self.explicit_path), "--metrics-file")
         return self.settings.export_metrics_file if self.settings is not None else None
 
     def finish(self, exit_code: int) -> str | None:
         try:
-            path = self.path() if self.enabled else None
+            if not self.enabled or (path := self.path()) is None:
+                return None
         except ConfigError:
             return None  # already reported as the command's own error (exit 2)
-        if path is None:
-            return None
         elapsed = time.monotonic() - self.started
         # No result (bad settings, MongoDB unreachable, an interruption): how it ended and how long it took.
-        facts = replace(
-            self.facts or RunMetrics(self.trigger, exit_code, elapsed), exit_code=exit_code, duration_seconds=elapsed
-        )
+        facts = self.facts or RunMetrics(self.trigger, exit_code, elapsed)
+        facts = replace(facts, exit_code=exit_code, duration_seconds=elapsed)
         try:
             write_metrics_file(path, collect_metrics(self.settings, facts))
         except OSError as error:

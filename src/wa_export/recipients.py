@@ -1,36 +1,81 @@
-"""Where a workspace's export addresses come from, one policy for every command: WORKSPACE_<ID>_EMAIL wins, else
-the document's EXPORT_RECIPIENTS_FIELD (a comma list, or a list of strings). EXPORT_ALLOWED_EMAIL_DOMAINS applies
-to both; a malformed address becomes that workspace's `problem` and fails that workspace only."""
+"""Recipient addresses: their syntax, EXPORT_ALLOWED_EMAIL_DOMAINS, and where a workspace's come from."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
-from wa_export.addresses import domain_refusal, split_address_list
-from wa_export.settings import Settings
-from wa_export.store.connection import Workspace
-from wa_export.workspace_settings import shown_value
+from wa_export.errors import ConfigError
+from wa_export.workspace_settings import WorkspaceSetting, shown_value
 
+if TYPE_CHECKING:  # settings imports this module (the address syntax)
+    from wa_export.settings import Settings
+    from wa_export.store.connection import Workspace
+
+# Deliberately strict (no spaces, no header-breaking characters): anything fancier is an operator typo, not a need.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"  # a domain label
+EMAIL_ADDRESS = re.compile(rf"^[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]+@{_LABEL}(?:\.{_LABEL})+$")
 RecipientSource = Literal["environment", "database", "option", "none"]
-SOURCE_LABELS: dict[RecipientSource, str] = {
-    "environment": "environment variable",
-    "database": "database field",
-    "option": "--email option",
-    "none": "none",
-}
-# A workspace gets its cursor on its first scheduled export, which reaches back one interval (the first-cursor
-# rule): what arrived while it had no address is never in a scheduled window.
+SOURCE_LABELS: dict[RecipientSource, str] = {"environment": "environment variable", "database": "database field"}
+SOURCE_LABELS |= {"option": "--email option", "none": "none"}
+# A first scheduled export reaches back one interval: what arrived while there was no address is never in a window.
 UNSENT_WITHOUT_ADDRESS = (
     "scheduled runs will not send the messages that arrive while a workspace has no address "
     "(a manual export with --since can)"
 )
 
 
-@dataclass(frozen=True)
-class Recipients:
-    """A workspace's addresses, where they come from (`origin`: the variable or field), and what is wrong."""
+def split_address_list(value: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A comma (or semicolon) separated list -> (valid addresses without repeats, invalid entries)."""
+    entries = [address for raw in re.split(r"[,;]", value) if (address := raw.strip())]
+    valid: dict[str, str] = {}  # lower case -> the first spelling
+    for address in entries:
+        if EMAIL_ADDRESS.match(address):
+            valid.setdefault(address.lower(), address)
+    return tuple(valid.values()), tuple(address for address in entries if not EMAIL_ADDRESS.match(address))
 
+
+def address_list(value: str) -> tuple[str, ...]:
+    addresses, invalid = split_address_list(value)
+    if invalid:
+        raise ValueError(
+            f"contains an invalid email address {invalid[0]!r}: "
+            "use plain addresses separated by commas, e.g. a@example.com,b@example.com"
+        )
+    return addresses
+
+
+def parse_address_list(value: str, variable: str) -> tuple[str, ...]:
+    try:
+        return address_list(value)
+    except ValueError as error:
+        raise ConfigError(f"{variable} {error}.") from None
+
+
+# Not secret, fails its workspace alone, quotes the bad address, not the list; recipients_for reads its field.
+ADDRESSES = WorkspaceSetting(
+    "EMAIL", "EXPORT_RECIPIENTS_FIELD", tuple, address_list, lambda _: None, "none", False, True, quoted=False
+)
+
+
+def outside_allowed_domains(addresses: Sequence[str], allowed: tuple[str, ...]) -> list[str]:
+    """The addresses whose domain is not in `allowed` or below one (an empty allow-list allows every domain)."""
+    suffixes = tuple("." + domain for domain in allowed)
+    return [a for a in addresses if allowed and not ("." + a.rsplit("@", 1)[-1].lower()).endswith(suffixes)]
+
+
+def domain_refusal(addresses: Sequence[str], allowed: tuple[str, ...], fix: str) -> str | None:
+    if refused := outside_allowed_domains(addresses, allowed):
+        return (
+            f"recipient(s) {', '.join(refused)} are outside EXPORT_ALLOWED_EMAIL_DOMAINS ({', '.join(allowed)}); {fix}"
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class Recipients:  # a workspace's addresses, where they come from (`origin`: the variable or field), and what is wrong
     addresses: tuple[str, ...]
     source: RecipientSource
     origin: str | None = None
@@ -45,13 +90,11 @@ class Recipients:
     def usable(self) -> bool:
         return bool(self.addresses) and self.problem is None
 
-    def as_dict(self) -> dict[str, Any]:
-        # Counts, not the addresses: outputs carry as little tenant data as they can.
+    def as_dict(self) -> dict[str, Any]:  # counts, not the addresses: outputs carry as little tenant data as they can
         return {**asdict(self), "addresses": len(self.addresses)}
 
 
 def missing_hint(workspace_id: str, settings: Settings) -> str:
-    """What to set when a workspace has no address: the variable, and the field if one is configured."""
     field = settings.export_recipients_field
     return f"set WORKSPACE_{workspace_id}_EMAIL" + (f" or the workspace's {field} field" if field else "")
 
@@ -60,14 +103,11 @@ def from_environment(workspace_id: str, settings: Settings) -> Recipients | None
     """The WORKSPACE_<ID>_EMAIL addresses, which win over the database; None when the variable is not set."""
     variable = f"WORKSPACE_{workspace_id}_EMAIL"
     if (problem := settings.workspace_variable_problem(workspace_id, "EMAIL")) is not None:
-        return _refused((), "environment", variable, f"{problem.rstrip('.')}; fix it to export this workspace")
+        problem = f"{problem.rstrip('.')}; fix it to export this workspace"
+        return Recipients((), "environment", variable, problem, "invalid")
     configured = cast("tuple[str, ...] | None", settings.workspace_variable(workspace_id, "EMAIL"))
     domains = settings.export_allowed_email_domains
     return Recipients(configured, "environment", variable).allowed(domains, f"fix {variable}") if configured else None
-
-
-def _refused(addresses: tuple[str, ...], source: RecipientSource, origin: str, problem: str) -> Recipients:
-    return Recipients(addresses, source, origin, problem, "invalid")
 
 
 def recipients_for(workspace: Workspace, settings: Settings) -> Recipients:
@@ -79,21 +119,16 @@ def recipients_for(workspace: Workspace, settings: Settings) -> Recipients:
     where = f"{field} of workspace {workspace.id}"
     fix = f"fix {where} in the platform or set WORKSPACE_{workspace.id}_EMAIL"
     strange = [item for item in value if not isinstance(item, str)] if isinstance(value, (list, tuple)) else []
+    addresses: tuple[str, ...] = ()
     if strange:  # a None item too: a list is either all strings or wrong
-        kind = type(strange[0]).__name__
-        return _refused(
-            (), "database", field, f"{where} holds a list with an item of type {kind}, not only strings; {fix}"
-        )
-    if not isinstance(value, (str, list, tuple)):
-        kind = type(value).__name__
-        return _refused(
-            (), "database", field, f"{where} holds a value of type {kind}, not a string or a list of strings; {fix}"
-        )
-    addresses, invalid = split_address_list(value if isinstance(value, str) else ",".join(value))
-    if invalid:
-        return _refused(
-            addresses, "database", field, f"{where} holds an invalid email address {shown_value(invalid[0])}; {fix}"
-        )
+        problem: str | None = f"holds a list with an item of type {type(strange[0]).__name__}, not only strings"
+    elif not isinstance(value, (str, list, tuple)):
+        problem = f"holds a value of type {type(value).__name__}, not a string or a list of strings"
+    else:
+        addresses, invalid = split_address_list(value if isinstance(value, str) else ",".join(value))
+        problem = f"holds an invalid email address {shown_value(invalid[0])}" if invalid else None
+    if problem is not None:
+        return Recipients(addresses, "database", field, f"{where} {problem}; {fix}", "invalid")
     if not addresses:
         return Recipients((), "none")
     return Recipients(addresses, "database", field).allowed(settings.export_allowed_email_domains, fix)
@@ -108,8 +143,7 @@ def describe_recipients(recipients: Recipients, workspace_id: str, settings: Set
     return text + (f"; not exported: {recipients.problem}" if recipients.problem else "")
 
 
-def address_label(recipients: Recipients) -> str:
-    """One word for a table column: env, db, no, or bad (set but refused)."""
+def address_label(recipients: Recipients) -> str:  # one word for a table column: env, db, no, or bad (set but refused)
     labels = {"environment": "env", "database": "db", "option": "option", "none": "no"}
     return "bad" if recipients.problem else labels[recipients.source]
 

@@ -1,9 +1,4 @@
-"""Configuration: every setting's rule, validated once, before anything touches MongoDB or SMTP.
-
-Why this module is long: it is the one home of configuration: where variables come from (the environment, a `.env`
-file; MONGODB_URI read without DNS), each Settings field's rule (RULES), WORKSPACE_VARIABLES, near-miss names and the
-sending rules. Every invalid value is collected so `config` lists them all; a command stops on the first.
-"""
+"""Configuration. Why this module is long: the one home of where variables come from, every rule, near-miss names."""
 
 from __future__ import annotations
 
@@ -13,11 +8,12 @@ import io
 import logging
 import os
 import re
-import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_type_hints
+from typing import Annotated, Any, Literal, NamedTuple, get_type_hints
 from urllib.parse import unquote_plus
 from zoneinfo import ZoneInfo
 
@@ -25,13 +21,12 @@ from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 from pymongo.uri_parser import parse_userinfo, split_hosts, split_options
 
-from wa_export.addresses import EMAIL_ADDRESS, parse_address_list
 from wa_export.errors import ConfigError
+from wa_export.recipients import ADDRESSES, EMAIL_ADDRESS
 from wa_export.redaction import redact, smtp_auth_forms
-from wa_export.schedule import parse_schedule, parse_time_zone
 from wa_export.units import named
-from wa_export.workbook_password import parse_workbook_password
-from wa_export.workspace_settings import environment_parser
+from wa_export.workbook_password import WORKBOOK_PASSWORD
+from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, WorkspaceSetting, parse_time_zone, shown_value
 
 DEFAULT_MONGODB_URI = "mongodb://localhost:27017"
 # python-dotenv logs "could not parse statement" without the file name; read_env_file reports those lines itself.
@@ -40,8 +35,6 @@ logging.getLogger("dotenv.main").setLevel(logging.ERROR)
 
 @dataclass(frozen=True)
 class ConfigurationSource:
-    """Where the variables came from: the process environment and at most one .env file."""
-
     values: dict[str, str]  # effective: the .env values overridden by the real environment
     process_keys: frozenset[str]
     env_file: Path | None
@@ -55,18 +48,14 @@ class ConfigurationSource:
 
 
 def read_configuration(env_file: Path | None, environ: Mapping[str, str] | None = None) -> ConfigurationSource:
-    """The process environment and the `.env` file (./.env, or --env-file), with their warnings."""
     process = dict(os.environ if environ is None else environ)
     path: Path | None = env_file or Path.cwd() / ".env"
     if path and not path.is_file():
         if env_file is not None:
             raise ConfigError(f"--env-file {env_file} does not exist or is not a file.")
         path = None  # a directory named .env (often a virtualenv) is not a settings file
-    file_values: dict[str, str] = {}
-    warnings: list[str] = []
-    if path is not None:
-        file_values, warnings = read_env_file(path)
-    elif not process.get("MONGODB_URI", "").strip():
+    file_values, warnings = read_env_file(path) if path is not None else ({}, [])
+    if path is None and not process.get("MONGODB_URI", "").strip():
         warnings.append(
             f"no .env file in {Path.cwd()} and no MONGODB_URI in the environment: "
             f"using {DEFAULT_MONGODB_URI} (set MONGODB_URI, or pass --env-file)."
@@ -75,8 +64,7 @@ def read_configuration(env_file: Path | None, environ: Mapping[str, str] | None 
 
 
 def read_env_file(path: Path) -> tuple[dict[str, str], list[str]]:
-    """The variables of one `.env` file, read as operators write it (UTF-16 or a byte-order mark, which
-    python-dotenv reads neither), and a warning per line that is not `NAME=value`."""
+    """Its variables (UTF-16 and byte-order marks too, which python-dotenv reads neither) and a warning per bad line."""
     try:
         data = path.read_bytes()
     except OSError as error:
@@ -84,16 +72,13 @@ def read_env_file(path: Path) -> tuple[dict[str, str], list[str]]:
             f"Cannot read the env file {path} ({error.strerror or error}); "
             "make it readable by the user that runs wa-export, or pass another one with --env-file."
         ) from None
-    # A BOM decides (UTF-32 LE's begins with UTF-16 LE's: longest first); without one, NUL bytes in every other
-    # position mean UTF-16; anything else must be UTF-8.
-    marks = [(codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"), (codecs.BOM_UTF8, "utf-8")]
-    marks += [(codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")]
-    marked = next(((mark, encoding) for mark, encoding in marks if data.startswith(mark)), None)
-    if marked is not None:
-        data, encoding = data[len(marked[0]) :], marked[1]
-    else:
-        odd, even = (len(data) >= 2 and data[start::2].count(0) > len(data) // 4 for start in (1, 0))
-        encoding = "utf-16-le" if odd else "utf-16-be" if even else "utf-8"
+    # A BOM decides (UTF-32 LE's before UTF-16 LE's, its prefix), else NULs in every other byte mean UTF-16.
+    marks = {codecs.BOM_UTF32_LE: "utf-32-le", codecs.BOM_UTF32_BE: "utf-32-be", codecs.BOM_UTF8: "utf-8"}
+    marks |= {codecs.BOM_UTF16_LE: "utf-16-le", codecs.BOM_UTF16_BE: "utf-16-be"}
+    mark = next((mark for mark in marks if data.startswith(mark)), b"")
+    odd, even = (len(data) >= 2 and data[start::2].count(0) > len(data) // 4 for start in (1, 0))
+    encoding = marks.get(mark) or ("utf-16-le" if odd else "utf-16-be" if even else "utf-8")
+    data = data[len(mark) :]
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as error:
@@ -118,7 +103,6 @@ def read_env_file(path: Path) -> tuple[dict[str, str], list[str]]:
 
 @dataclass(frozen=True)
 class MongoUriParts:
-    srv: bool
     username: str | None
     password: str | None  # URL-decoded
     raw_password: str | None  # as written in the URI
@@ -126,8 +110,7 @@ class MongoUriParts:
 
 
 def parse_mongodb_uri(uri: str) -> MongoUriParts:
-    """``scheme://[userinfo@]hosts[/database][?options]`` by pymongo's pure helpers and rules, without the DNS
-    lookups its parse_uri makes for mongodb+srv://; ValueError (or pymongo's ConfigurationError) when malformed."""
+    """By pymongo's pure helpers and rules, without the DNS lookups its parse_uri makes for mongodb+srv://."""
     scheme, _, rest = uri.partition("://")
     if scheme not in ("mongodb", "mongodb+srv"):
         raise ValueError("the URI must begin with mongodb:// or mongodb+srv://")
@@ -149,110 +132,91 @@ def parse_mongodb_uri(uri: str) -> MongoUriParts:
     name = unquote_plus(database).split(".", 1)[0] if database else ""
     if re.search(r'[/ "$]', name):
         raise ValueError("bad database name")
-    return MongoUriParts(
-        scheme == "mongodb+srv", username, password or None, userinfo.partition(":")[2] or None, name or None
-    )
+    return MongoUriParts(username, password or None, userinfo.partition(":")[2] or None, name or None)
 
 
 def uri_secrets(uri: str) -> list[str]:
-    """The MongoDB password in MONGODB_URI, decoded and as written; tolerant of a malformed URI."""
+    """The password in MONGODB_URI, decoded and as written, even from a malformed URI."""
     try:
         parts = parse_mongodb_uri(uri)
         return [parts.password or "", parts.raw_password or ""]
     except Exception:
-        # Malformed, often because the password holds an unencoded "@" or "/":
-        # everything between the first ":" and the last "@" is the password then.
+        # Often an unencoded "@" or "/" in the password: all between the first ":" and the last "@" is the password.
         raw = uri.partition("://")[2].rpartition("@")[0].partition(":")[2]
         return [raw, unquote_plus(raw)] if raw else []
 
 
-def _userinfo_needs_encoding(uri: str) -> bool:
-    """Whether the part before the last "@" holds characters a URI's user info must percent-encode."""
-    userinfo = uri.partition("://")[2].rpartition("@")[0]
-    bad_percent = re.search(r"%(?![0-9A-Fa-f]{2})", userinfo) is not None
-    return bool(re.search(r"[@/?#\[\]]", userinfo)) or userinfo.count(":") > 1 or bad_percent
-
-
-SmtpSecurity = Literal["auto", "ssl", "starttls", "none"]
-# A plain or dotted document field; no `$` (an operator) and no empty segment.
-ARRIVAL_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-_NUMBER = {
-    True: re.compile(r"[+-]?[0-9]+", re.ASCII),
-    False: re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII),
-}
+_NUMBER = {True: re.compile(r"[+-]?[0-9]+"), False: re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")}
 WORKSPACE_ID = re.compile(r"[0-9A-Fa-f]{24}")
+_FLAGS = ("true", "false", "yes", "no", "1", "0", "on", "off")  # every other word means true
 ID_FORM = "24 hexadecimal characters"  # how every id an operator types is written: workspace, message, export
 
 
 @dataclass(frozen=True)
-class Bounds:
-    """The values a number setting may take; every maximum keeps timedelta, datetime and sockets clear of overflow."""
-
+class Bounds:  # every maximum keeps timedelta, datetime and sockets clear of overflow
     minimum: float
     maximum: float
     whole: bool = True
     minimum_exclusive: bool = False  # e.g. a timeout: 0 is not "no timeout" here but nonsense
     note: str = ""  # the maximum in words, e.g. "30 days"
 
-    def describe(self) -> str:
-        # 2592000, not 2.592e+06: the operator copies it into a .env.
-        low, high = (str(int(n)) if n.is_integer() else f"{n:g}" for n in (self.minimum, self.maximum))
-        note = f" ({self.note})" if self.note else ""
-        if self.minimum_exclusive:
-            return f"a number greater than {low} and at most {high}{note}"
-        return f"{'a whole number' if self.whole else 'a number'} between {low} and {high}{note}"
+    def check(self, written: str) -> float:
+        # ASCII digits only: int() and float() also take "1_000", other scripts' digits, "nan" and "inf".
+        value = (int if self.whole else float)(written) if _NUMBER[self.whole].fullmatch(written) else None
+        kind = "a whole number" if self.whole else "a number"
+        if value is None:
+            raise ValueError(f"must be {kind}")
+        if not (self.minimum < value if self.minimum_exclusive else self.minimum <= value) or not value <= self.maximum:
+            # 2592000, not 2.592e+06: the operator copies it into a .env.
+            low, high, note = f"{self.minimum:.15g}", f"{self.maximum:.15g}", f" ({self.note})" if self.note else ""
+            range_ = f"greater than {low} and at most {high}" if self.minimum_exclusive else f"between {low} and {high}"
+            raise ValueError(f"must be {'a number' if self.minimum_exclusive else kind} {range_}{note}")
+        return value
 
 
 @dataclass(frozen=True)
 class SettingRule:
-    variable: str
     default: str = ""  # "" = unset
     bounds: Bounds | None = None  # a number setting
+    variable: str = ""  # "" = its Settings field's name in upper case (RULES sets it)
     secrecy: Literal["", "value", "uri"] = ""  # the whole value is a password, or the URI's userinfo may hold one
     derived_from: str | None = None  # unset, it takes its value from this variable
-    # (value as written, stripped, the default when blank) -> value; raising makes it a problem and uses the default.
-    # None: a number within `bounds`, else the text or None when empty.
+    # (stripped value or the default) -> value; ValueError "must be …"/"is …" completes "<variable> <value> …".
     parse: Callable[[str, _Environment], Any] | None = None
     document_field: tuple[str, str] | None = None  # a path in the workspace document: (what it holds, an example)
-    field: str = ""  # the Settings field; "" = the variable in lower case
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "field", self.field or self.variable.lower())
+    field: str = ""  # the Settings field (RULES sets it)
 
     def read(self, env: _Environment) -> Any:
         try:
-            return self._parse(env.get(self.variable, "").strip() or self.default, env)
+            written = env.get(self.variable, "")
+            return self._parse(written if self.secrecy == "value" else written.strip() or self.default, env)
         except ConfigError as error:
             env.problem(self.variable, str(error))
             return self._parse(self.default, env)
 
     def _parse(self, written: str, env: _Environment) -> Any:
-        if self.document_field is not None:
-            return _document_path(self.variable, written, *self.document_field)
-        if self.parse is not None:
-            try:
+        try:
+            if self.document_field is not None:
+                return _document_path(written, *self.document_field)
+            if self.parse is not None:
                 return self.parse(written, env)
-            except ValueError as error:  # a clause completing "<variable> <value> …"
-                raise ConfigError(f"{self.variable}{env.shown(written)} {error}.") from None
-        if self.bounds is None:
-            return written or None
-        # ASCII digits only: int() and float() also take "1_000", other scripts' digits, "nan" and "inf".
-        bounds = self.bounds
-        value = (int if bounds.whole else float)(written) if _NUMBER[bounds.whole].fullmatch(written) else None
-        low = value is not None and (bounds.minimum < value if bounds.minimum_exclusive else bounds.minimum <= value)
-        if not low or value is None or not value <= bounds.maximum:  # NaN fails both
-            what = bounds.describe() if value is not None else "a whole number" if bounds.whole else "a number"
-            raise ConfigError(f"{self.variable} must be {what}{env.got(written)}.")
-        return value
+            return written or None if self.bounds is None else self.bounds.check(written)
+        except ValueError as error:
+            if str(error).startswith("must"):
+                got = f", got{shown}" if (shown := env.shown(written)) else ""
+                raise ConfigError(f"{self.variable} {error}{got}.") from None
+            raise ConfigError(f"{self.variable}{env.shown(written)} {error}.") from None
 
 
 def _mongodb_uri(written: str, env: _Environment) -> str:
     try:
         parse_mongodb_uri(written)
     except Exception:
+        userinfo = written.partition("://")[2].rpartition("@")[0]
+        unencoded = re.search(r"[@/?#\[\]]|%(?![0-9A-Fa-f]{2})", userinfo) or userinfo.count(":") > 1
         hint = (
             "the user name or password holds an unencoded @, : or /, percent-encode them (@ as %40, : as %3A, / as %2F)"
-            if _userinfo_needs_encoding(written)
+            if unencoded
             else "expected something like mongodb://user:password@host:27017/database"
         )
         raise ConfigError(f"MONGODB_URI is not a valid MongoDB connection string: {hint}.") from None
@@ -277,65 +241,51 @@ def _sender(written: str, env: _Environment) -> str | None:
     return sender
 
 
-def _security(written: str, env: _Environment) -> str:
-    if written.lower() not in ("auto", "ssl", "starttls", "none"):
-        raise ConfigError(f"SMTP_SECURITY must be one of auto, ssl, starttls, none{env.got(written.lower())}.")
+def _word(written: str, words: tuple[str, ...], said: str) -> str:
+    if written.lower() not in words:
+        raise ValueError(f"must be {said}")
     return written.lower()
 
 
-def _flag(written: str, env: _Environment) -> bool:
-    if written.lower() not in ("true", "false", "yes", "no", "1", "0", "on", "off"):
-        raise ConfigError(f"EXPORT_REQUIRE_WORKBOOK_PASSWORD must be true or false{env.got(written)}.")
-    return written.lower() in ("true", "yes", "1", "on")
-
-
 def _ca_file(written: str, env: _Environment) -> Path | None:
-    path = Path(written).expanduser()
-    if written and not path.is_file():
-        raise ConfigError(f"SMTP_CA_FILE{env.shown(str(path))} does not exist or is not a file.")
-    return path if written else None
+    if written and not Path(written).expanduser().is_file():
+        raise ValueError("does not exist or is not a file")
+    return Path(written).expanduser() if written else None
 
 
-def _document_path(variable: str, written: str, holds: str, example: str) -> str | None:
+def _document_path(written: str, holds: str, example: str) -> str | None:
     segments = written.split(".")
     if written and not all(re.match(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$", segment) for segment in segments):
-        raise ConfigError(
-            f"{variable} {written!r} is not a dotted field path of the workspace document, e.g. {example}."
-        )
+        raise ValueError(f"is not a dotted field path of the workspace document, e.g. {example}")
     # The workspace list already projects these; a path below them would collide in the projection.
     if segments[0] in ("_id", "name", "status"):
-        raise ConfigError(
-            f"{variable} {written!r} must not be or lie below the workspace's {segments[0]} field; "
-            f"name the field that holds {holds}, e.g. {example}."
+        raise ValueError(
+            f"is or lies below the workspace's {segments[0]} field; name the field that holds {holds}, e.g. {example}"
         )
     return written or None
 
 
 def _arrival_field(written: str, env: _Environment) -> str:
-    if not ARRIVAL_FIELD_NAME.match(written) or len(written) > 200:
-        raise ConfigError(
-            f"EXPORT_ARRIVAL_FIELD {written!r} is not a field name; use _id (the default) or a field the platform "
-            "writes at insert time, e.g. created_at."
+    # A plain or dotted field: no `$` (an operator), no empty segment.
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", written) or len(written) > 200:
+        raise ValueError(
+            "is not a field name; use _id (the default) or a field the platform writes at insert time, e.g. created_at"
         )
     return written
 
 
 def metrics_file_path(raw: str | None, name: str = "EXPORT_METRICS_FILE") -> Path | None:
-    """A Prometheus textfile-collector file: `*.prom` (node_exporter reads nothing else), not a directory."""
     if raw is None or not raw.strip():
         return None
     path = Path(raw.strip()).expanduser().absolute()
     if path.is_dir():
         raise ConfigError(f"{name} {path} is a directory; name a file in it, e.g. {path / 'wa_export.prom'}.")
     if path.suffix != ".prom":
-        raise ConfigError(
-            f"{name} {path} must end in .prom: node_exporter's textfile collector reads only *.prom files."
-        )
+        raise ConfigError(f"{name} {path} must end in .prom, the only files node_exporter's textfile collector reads.")
     return path
 
 
-def _rule(default: str = "", bounds: Bounds | None = None, variable: str = "", **rule: Any) -> SettingRule:
-    return SettingRule(variable, default, bounds, **rule)  # no variable: the field's name in capitals
+_rule = SettingRule
 
 
 def _path(holds: str, example: str) -> SettingRule:
@@ -350,23 +300,26 @@ class Settings:
     malformed_workspace_variables: Mapping[str, str]  # name -> suffix: no workspace id, so never matching one
     load_warnings: tuple[str, ...]  # said on stderr by every command
     misspelt_variables: Mapping[str, str]  # written -> the setting it probably meant
-    # Each setting and its rule, in the order `wa-export config` lists (and validates) them: a derived one follows
-    # its source. The maxima are generous but safe: see Bounds.
+    # Each setting and its rule, in the order `config` lists (and validates) them: a derived one follows its source.
     mongodb_uri: Annotated[str, _rule(DEFAULT_MONGODB_URI, secrecy="uri", parse=_mongodb_uri)] = field(repr=False)
     mongodb_database: Annotated[str, _rule(derived_from="MONGODB_URI", parse=_database_name)]
     smtp_server: Annotated[str | None, _rule()]
     smtp_port: Annotated[int, _rule("587", Bounds(1, 65535))]
     smtp_username: Annotated[str | None, _rule()]
-    smtp_password: Annotated[
-        str | None, _rule(secrecy="value", parse=lambda _, env: env.get("SMTP_PASSWORD") or None)
-    ] = field(repr=False)
+    smtp_password: Annotated[str | None, _rule(secrecy="value")] = field(repr=False)  # spaces count
     smtp_from: Annotated[str | None, _rule(derived_from="SMTP_USERNAME", parse=_sender)]
     # The From display name: set but empty sends the bare address; line breaks would end the header.
     smtp_from_name: Annotated[
         str,
         _rule("WhatsApp Exports", parse=lambda _, env: " ".join(env.get("SMTP_FROM_NAME", "WhatsApp Exports").split())),
     ]
-    smtp_security: Annotated[SmtpSecurity, _rule("auto", parse=_security)]
+    smtp_security: Annotated[
+        Literal["auto", "ssl", "starttls", "none"],
+        _rule(
+            "auto",
+            parse=lambda written, _: _word(written, ("auto", "ssl", "starttls", "none"), "auto, ssl, starttls or none"),
+        ),
+    ]
     smtp_ca_file: Annotated[Path | None, _rule(parse=_ca_file)]
     # A socket timeout and a time.monotonic() deadline: an hour is far beyond any SMTP step.
     smtp_timeout_seconds: Annotated[float, _rule("30", Bounds(0, 3600, False, True, "1 hour"))]
@@ -398,15 +351,17 @@ class Settings:
     export_workbook_password_field: Annotated[
         str | None, _path("the workbook password", "settings.export.workbook_password")
     ]
-    export_require_workbook_password: Annotated[bool, _rule("false", parse=_flag)]
-    _secrets: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    export_require_workbook_password: Annotated[
+        bool, _rule("false", parse=lambda written, _: _word(written, _FLAGS, "true or false") in _FLAGS[::2])
+    ]
 
-    def __post_init__(self) -> None:
+    @cached_property
+    def _secrets(self) -> tuple[str, ...]:
         # Computed once, not per redaction; a server may echo the AUTH exchange (base64) in its refusal.
         found = [self.smtp_password or "", *uri_secrets(self.mongodb_uri)]
         found += smtp_auth_forms(self.smtp_username or "", self.smtp_password or "")
-        found += [str(value) for (_, suffix), value in self.workspace_values.items() if _secret_suffix(suffix)]
-        object.__setattr__(self, "_secrets", tuple(dict.fromkeys(secret for secret in found if secret)))
+        found += [str(v) for (_, suffix), v in self.workspace_values.items() if WORKSPACE_VARIABLES[suffix].secret]
+        return tuple(dict.fromkeys(secret for secret in found if secret))
 
     @property
     def timezone_name(self) -> str:
@@ -440,28 +395,14 @@ RULES: tuple[SettingRule, ...] = tuple(
 RULE_OF = {rule.variable: rule for rule in RULES}
 
 
-@dataclass(frozen=True)
-class WorkspaceVariable:
-    suffix: str
-    parse: Callable[[str, str], object]  # (value, variable name) -> value; ConfigError when invalid
-    fails_workspace_only: bool  # an invalid value fails that workspace alone, not the configuration (exit 2)
-    secret: bool = False  # a password: never shown (`config` masks it), redacted from every error text
-
-
-# Every per-workspace variable, by suffix. An unusable password fails its workspace alone, like an invalid address.
-WORKSPACE_VARIABLES: dict[str, WorkspaceVariable] = {
-    variable.suffix: variable
-    for variable in (
-        WorkspaceVariable("EMAIL", parse_address_list, True),
-        WorkspaceVariable("WORKBOOK_PASSWORD", environment_parser(parse_workbook_password, secret=True), True, True),
-        WorkspaceVariable("TIMEZONE", environment_parser(parse_time_zone), False),
-        WorkspaceVariable("SCHEDULE", environment_parser(parse_schedule), False),
-    )
+# Every per-workspace variable, by suffix.
+WORKSPACE_VARIABLES: dict[str, WorkspaceSetting[Any]] = {
+    setting.suffix: setting for setting in (ADDRESSES, WORKBOOK_PASSWORD, TIME_ZONE, SCHEDULE)
 }
 
 
 def workspace_variable_name(name: str) -> tuple[str | None, str] | None:
-    """(lower-case workspace id, suffix) of WORKSPACE_<ID>_<SUFFIX>; the id None when malformed (a typo to report)."""
+    """(lower-case workspace id or None when malformed, suffix) of WORKSPACE_<ID>_<SUFFIX>."""
     suffixes = "|".join(re.escape(suffix) for suffix in WORKSPACE_VARIABLES)
     match = re.fullmatch(rf"WORKSPACE_(.*)_({suffixes})", name, re.IGNORECASE)
     if match is None:
@@ -471,12 +412,7 @@ def workspace_variable_name(name: str) -> tuple[str | None, str] | None:
     return (workspace_id.lower() if well_formed else None), suffix
 
 
-def _secret_suffix(suffix: str) -> bool:
-    return suffix in WORKSPACE_VARIABLES and WORKSPACE_VARIABLES[suffix].secret
-
-
 def malformed_variables_sentence(names: Sequence[str]) -> str:
-    """Why these names apply to no workspace (their id is not one), and what to write."""
     suffixes = {parsed[1] for name in names if (parsed := workspace_variable_name(name)) is not None}
     suffix = f"_{suffixes.pop()}" if len(suffixes) == 1 else "the suffix"
     return f"{named(names, 1)} {'applies' if len(names) == 1 else 'apply'} to no workspace; write a workspace id ({ID_FORM}) between WORKSPACE_ and {suffix}"
@@ -491,19 +427,13 @@ def unmatched_variables_sentence(names: Sequence[str], database: str) -> str:
 
 def export_dir_not_a_directory(export_dir: Path, blocker: Path | None = None) -> str:
     """EXPORT_DIR is a file, or `blocker`, a parent it would be created in, is."""
-    what = (
-        f"cannot be created: {blocker} is not a directory"
-        if blocker not in (None, export_dir)
-        else "is not a directory"
-    )
-    return f"EXPORT_DIR {export_dir} {what}; point EXPORT_DIR at a directory."
+    what = f"cannot be created: {blocker} " if blocker not in (None, export_dir) else ""
+    return f"EXPORT_DIR {export_dir} {what}is not a directory; point EXPORT_DIR at a directory."
 
 
 # Names other tools use for our settings.
-_ALIASES = dict(
-    SMTP_HOST="SMTP_SERVER", SMTP_USER="SMTP_USERNAME", SMTP_PASS="SMTP_PASSWORD", MONGO_DB="MONGODB_DATABASE"
-)
-_ALIASES |= dict(SMTP_TIMEOUT="SMTP_TIMEOUT_SECONDS", MONGO_URL="MONGODB_URI", MONGODB_URL="MONGODB_URI")
+_ALIASES = dict(SMTP_HOST="SMTP_SERVER", SMTP_USER="SMTP_USERNAME", SMTP_PASS="SMTP_PASSWORD", MONGO_URL="MONGODB_URI")
+_ALIASES |= dict(MONGO_DB="MONGODB_DATABASE", SMTP_TIMEOUT="SMTP_TIMEOUT_SECONDS", MONGODB_URL="MONGODB_URI")
 # First words that stand for one of ours (MONGO_URI, MAIL_SERVER), ours included (EXPORT_PORT for SMTP_PORT).
 _OTHER_PREFIXES = frozenset({"MONGODB", "SMTP", "EXPORT", "MONGO", "DB", "MAIL", "EMAIL", "WA"})
 # Our variables' first words: a name with one that no setting reads is a typo or a leftover.
@@ -511,8 +441,7 @@ SETTING_PREFIXES = ("MONGODB_", "SMTP_", "EXPORT_")
 
 
 def probable_setting(name: str) -> str | None:
-    """The setting a variable that is not ours probably meant: another case, a known alias, a close spelling, or a
-    known name with another first word (MONGO_URI); None for names far from ours (PATH, HOME)."""
+    """What a name that is not ours probably meant: another case, an alias, a close spelling, another first word."""
     workspace_variable = workspace_variable_name(name)
     if name in RULE_OF or (workspace_variable is not None and workspace_variable[0] is not None):
         return None
@@ -521,10 +450,8 @@ def probable_setting(name: str) -> str | None:
         return _ALIASES.get(upper, upper)
     if (workspace_id := WORKSPACE_ID.search(upper)) is not None:  # compared with <ID> in place of the id
         start, end = workspace_id.span()
-        written = f"{upper[:start]}<ID>{upper[end:]}"
-        close = difflib.get_close_matches(
-            written, [f"WORKSPACE_<ID>_{suffix}" for suffix in WORKSPACE_VARIABLES], 1, 0.85
-        )
+        forms = [f"WORKSPACE_<ID>_{suffix}" for suffix in WORKSPACE_VARIABLES]
+        close = difflib.get_close_matches(f"{upper[:start]}<ID>{upper[end:]}", forms, 1, 0.85)
         return close[0].replace("<ID>", name[start:end]) if close else None
     first, _, rest = upper.partition("_")
     close = difflib.get_close_matches(upper, list(RULE_OF), 1, 0.85)
@@ -547,9 +474,7 @@ class SettingProblem:
     message: str
 
 
-class _Environment(dict[str, str]):
-    """The variables while they are validated: collects every problem instead of stopping."""
-
+class _Environment(dict[str, str]):  # the variables while they are validated, with every problem found
     def __init__(self, values: Mapping[str, str]) -> None:
         super().__init__(values)
         self.problems: list[SettingProblem] = []
@@ -559,12 +484,7 @@ class _Environment(dict[str, str]):
     def problem(self, variable: str, message: str) -> None:
         self.problems.append(SettingProblem(variable, redact(message, self.secrets)))
 
-    # ", got 'value'" and " 'value'" name a value in a message; never a secret (swapped .env lines put a password
-    # where a number belongs).
-    def got(self, raw: str) -> str:
-        return f", got{shown}" if (shown := self.shown(raw)) else ""
-
-    def shown(self, raw: str) -> str:
+    def shown(self, raw: str) -> str:  # never a secret: swapped .env lines put a password where a number belongs
         return "" if any(secret in raw for secret in self.secrets) else f" {raw!r}"
 
 
@@ -574,50 +494,40 @@ def secrets_in(env: Mapping[str, str]) -> list[str]:
         raw = env.get(rule.variable, "")
         found += {"": [], "value": [raw.strip(), raw], "uri": uri_secrets(raw.strip())}[rule.secrecy]
     for name, raw in env.items():
-        if (parsed_name := workspace_variable_name(name)) is not None and _secret_suffix(parsed_name[1]):
+        if (parsed_name := workspace_variable_name(name)) is not None and WORKSPACE_VARIABLES[parsed_name[1]].secret:
             found += [raw.strip(), raw]
     return list(dict.fromkeys(secret for secret in found if secret))
 
 
 def validate_environment(source: ConfigurationSource) -> tuple[Settings, list[SettingProblem]]:
-    """Settings from these variables (an invalid value replaced by its default) and every invalid one."""
+    """Settings (an invalid value replaced by its default) and every problem."""
     env = _Environment(source.values)
     for rule in RULES:
         env.parsed[rule.field] = rule.read(env)
     misspelt = {name: meant for name in sorted(source.values) if (meant := probable_setting(name)) is not None}
-    warnings = [*source.warnings, *_exposed_env_file(source)]
+    warnings = list(source.warnings)
+    with suppress(OSError):
+        if (path := source.env_file) and secrets_in(source.file_values) and path.stat().st_mode & 0o044:
+            warnings.append(f"{path} holds a password and is readable by group or others; run chmod 600 {path}.")
     warnings += [f"{n} is not a wa-export setting and is ignored; did you mean {m}?" for n, m in misspelt.items()]
     values: dict[tuple[str, str], object] = {}
     problems: dict[tuple[str, str], str] = {}
     malformed: dict[str, str] = {}
-    for name in sorted(env):
-        if (parsed_name := workspace_variable_name(name)) is None:
-            continue
-        workspace_id, suffix = parsed_name
-        variable = WORKSPACE_VARIABLES[suffix]
+    for name, (workspace_id, suffix) in ((n, parsed) for n in sorted(env) if (parsed := workspace_variable_name(n))):
+        setting = WORKSPACE_VARIABLES[suffix]
         if workspace_id is None:
             malformed[name] = suffix
             continue
         try:
-            if (value := variable.parse(env[name], name)) not in (None, "", ()):
+            if (value := setting.parse(env[name])) not in (None, "", ()):
                 values[workspace_id, suffix] = value
-        except ConfigError as error:
-            if variable.fails_workspace_only:
-                problems[workspace_id, suffix] = redact(str(error), env.secrets)
+        except ValueError as error:
+            shown = f" {shown_value(env[name])}" if setting.quoted and not setting.secret else ""
+            if setting.fails_workspace_only:
+                problems[workspace_id, suffix] = redact(f"{name}{shown} {error}.", env.secrets)
             else:
-                env.problem(name, str(error))
+                env.problem(name, f"{name}{shown} {error}.")
     return Settings(values, problems, malformed, tuple(warnings), misspelt, **env.parsed), env.problems
-
-
-def _exposed_env_file(source: ConfigurationSource) -> list[str]:
-    path = source.env_file
-    if path is None or not secrets_in(source.file_values):
-        return []
-    try:
-        exposed = path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH)
-    except OSError:
-        return []
-    return [f"{path} holds a password and is readable by group or others; run chmod 600 {path}."] if exposed else []
 
 
 def load_settings(env_file: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -630,21 +540,19 @@ def load_settings(env_file: Path | None = None, environ: Mapping[str, str] | Non
     return settings
 
 
-@dataclass(frozen=True)
-class SendingProblem:
+class SendingProblem(NamedTuple):
     variable: str
     what: str
     hint: str
 
 
 def sending_problems(settings: Settings) -> list[SendingProblem]:
-    """The cross-field rules for sending, checked by `config` and before any send (mail.message.check_sendable):
-    a run that sends refuses these with exit 2, so `config` does too."""
+    """What a run that sends refuses (exit 2), so `config` does too."""
     problems, user, password = [], settings.smtp_username, settings.smtp_password
     if not settings.smtp_server:
         # A misspelt SMTP_SERVER is the likely cause: name it in the same sentence.
         typo = next((written for written, meant in settings.misspelt_variables.items() if meant == "SMTP_SERVER"), None)
-        what = f"SMTP_SERVER is not set ({typo} is set: a typo?)" if typo else "SMTP_SERVER is not set"
+        what = "SMTP_SERVER is not set" + (f" ({typo} is set: a typo?)" if typo else "")
         problems.append(SendingProblem("SMTP_SERVER", what, "Set SMTP_SERVER to your mail server's host name."))
     if user and not password:  # else yagmail would ask keyring, then prompt on the terminal
         hint = "Set SMTP_PASSWORD (or unset SMTP_USERNAME for a server that needs no login)."

@@ -1,4 +1,4 @@
-"""Human-readable sizes, ages, local times and counted nouns, one formatter each for every command."""
+"""Sizes, ages, local times and counted nouns, one formatter each for every command."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ LOG_STAMP = "iso"  # local_time's format for log line stamps: ISO 8601 with the 
 NAMES_SHOWN = 10  # longer lists are cut in a sentence; --json has them all
 
 
-def format_bytes(size: float) -> str:
-    """1536 -> '1.5 KiB'; binary units, as `du -h` and `df -h` print them."""
+def format_bytes(size: float) -> str:  # 1536 -> '1.5 KiB', as `du -h` prints it
     amount = float(size)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(amount) < 1024:
@@ -26,12 +25,10 @@ def format_bytes(size: float) -> str:
 
 
 def count_or_zero(value: object) -> int:
-    """A count read from a document: an int (not a bool), else 0."""
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def format_age(delta: timedelta) -> str:
-    """How long ago, coarsely: '45 s', '12 min', '3 h 5 min', '4 days'."""
+def format_age(delta: timedelta) -> str:  # how long ago, coarsely: '45 s', '12 min', '3 h 5 min', '4 days'
     seconds = max(0, int(delta.total_seconds()))
     if seconds < 60 * 120:
         return f"{seconds} s" if seconds < 60 else f"{seconds // 60} min"
@@ -44,32 +41,23 @@ def format_ago(delta: timedelta) -> str:
 
 
 def local_time(moment: datetime | None, where: Settings | tzinfo, fmt: str = MINUTE_FORMAT, zoned: bool = False) -> str:
-    """`moment` in EXPORT_TIMEZONE of the settings, or in a zone given itself; '' for none. `zoned` appends the
-    zone's name; `fmt` LOG_STAMP gives ISO 8601 with the offset, which names the zone by itself."""
+    """In EXPORT_TIMEZONE or the zone given; `zoned` appends the zone's name (Asia/Kolkata, else UTC+05:30)."""
     zone = where if isinstance(where, tzinfo) else where.export_timezone
     if moment is not None and fmt == LOG_STAMP:
         return moment.astimezone(zone).isoformat(timespec="seconds")
     text = format_local(moment, zone, fmt)
-    return f"{text} {zone_label(zone)}" if text and zoned else text
-
-
-def zone_label(zone: tzinfo) -> str:
-    """The zone's IANA name (Asia/Kolkata), else its own name (UTC+05:30)."""
-    return getattr(zone, "key", None) or zone.tzname(None) or str(zone)
+    return f"{text} {getattr(zone, 'key', None) or zone.tzname(None)}" if text and zoned else text
 
 
 def count_noun(number: int, noun: str) -> str:
-    """ "1 failed export", "2 failed exports"."""
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def named(items: Sequence[str], shown: int = NAMES_SHOWN) -> str:
-    """The first `shown` items and how many more: a sentence stays short, --json has them all."""
     return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
 
 
 def workspace_label(name: object, workspace_id: object) -> str:
-    """How text names a workspace: its name, else "(unnamed)", and its id."""
     return f"{name or '(unnamed)'} ({workspace_id})"
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from wa_export.units import count_noun
-from wa_export.workspace_settings import Resolved, WorkspaceSetting, WorkspaceView, resolve
+from wa_export.workspace_settings import Resolved, WorkspaceSetting, resolve
 
 if TYPE_CHECKING:
     from wa_export.settings import Settings
+    from wa_export.store.connection import Workspace
 
 MAX_PASSWORD_LENGTH = 255  # Excel opens no file whose password is longer
 
@@ -21,11 +22,18 @@ def parse_workbook_password(text: str) -> str:
 
 
 WORKBOOK_PASSWORD = WorkspaceSetting(
-    "WORKBOOK_PASSWORD", "EXPORT_WORKBOOK_PASSWORD_FIELD", str, parse_workbook_password, lambda _: None, "none", True
+    "WORKBOOK_PASSWORD",
+    "EXPORT_WORKBOOK_PASSWORD_FIELD",
+    str,
+    parse_workbook_password,
+    lambda _: None,
+    "none",
+    secret=True,
+    fails_workspace_only=True,  # like an invalid address
 )
 
 
-def workbook_password(workspace: WorkspaceView, settings: Settings) -> Resolved[str]:
+def workbook_password(workspace: Workspace, settings: Settings) -> Resolved[str]:
     """The password (None: not encrypted) and its source; a `problem` (the workspace is not exported) if unusable or
     missing while EXPORT_REQUIRE_WORKBOOK_PASSWORD is on."""
     resolved = resolve(WORKBOOK_PASSWORD, workspace, settings)

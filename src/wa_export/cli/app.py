@@ -195,7 +195,7 @@ def export(
         if workers > 1 and worker_slot is None:
             with _stop_on_sigterm() as stop:
                 merged = export_run.export_in_workers(workers, request, env_file or _global_env_file, stop, settings)
-            recorder.ran_workers(merged, request)
+            recorder.ran(merged, request)
             return output.show(merged, render_workers, settings, not no_email)
         with _stop_on_sigterm() as stop, export_observer(output, settings.export_dir) as observer:
             result = export_run.export(settings, request, observer, stop)

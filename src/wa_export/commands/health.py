@@ -24,7 +24,6 @@ from wa_export.mail.message import check_sendable
 from wa_export.mail.transport import MailSender, tls_mode
 from wa_export.recipients import SOURCE_LABELS, UNSENT_WITHOUT_ADDRESS, RecipientSource, missing_hint, recipients_for
 from wa_export.redaction import redact
-from wa_export.schedule import overdue_since
 from wa_export.settings import Settings
 from wa_export.store import logs
 from wa_export.store.arrivals import ArrivalKey, check_arrival_key
@@ -33,7 +32,7 @@ from wa_export.store.state import count_cursors_ahead, count_foreign_cursors, la
 from wa_export.units import NAMES_SHOWN, count_noun, format_ago, format_bytes, has, is_, local_time, named
 from wa_export.workbook.naming import FOLDER_MARKER, slugify, unclaimed_folders
 from wa_export.workbook_password import workbook_password
-from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, resolve
+from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, overdue_since, resolve
 
 CheckStatus = Literal["ok", "warning", "failed", "skipped"]
 # Free space below either threshold is a warning: a full disk fails every export.

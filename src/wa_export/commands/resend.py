@@ -11,7 +11,6 @@ from typing import Any
 
 from bson import ObjectId
 
-from wa_export.addresses import domain_refusal, parse_address_list
 from wa_export.clock import DatabaseClock
 from wa_export.commands.logs import entry_facts
 from wa_export.errors import ConfigError, ExitCode, SmtpNotConfigured, UnknownWorkspace, UsageProblem, WaExportError
@@ -21,6 +20,7 @@ from wa_export.export.rows import RowStats, rows_by_arrival, rows_by_timestamp
 from wa_export.mail.errors import MailError
 from wa_export.mail.message import check_sendable
 from wa_export.mail.transport import MailSender
+from wa_export.recipients import domain_refusal, parse_address_list
 from wa_export.redaction import redact
 from wa_export.settings import ID_FORM, Settings
 from wa_export.store import logs

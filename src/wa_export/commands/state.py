@@ -17,7 +17,6 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from wa_export.clock import SECOND_FORMAT, as_utc_or_none, parse_time
 from wa_export.errors import MongoUnavailable, UsageProblem, WorkspaceBusy
 from wa_export.redaction import redact
-from wa_export.schedule import decide
 from wa_export.settings import ID_FORM, Settings
 from wa_export.store import connection, logs
 from wa_export.store import state as stored
@@ -26,7 +25,7 @@ from wa_export.store.connection import Store, Workspace, mongo_errors, open_stor
 from wa_export.store.ownership import Waiting, as_object_id, chats_of_workspace, count_waiting, owner_of
 from wa_export.store.state import position_key
 from wa_export.units import local_time
-from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, resolve
+from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, decide, resolve
 
 WAITING_COUNT_CAP = 10_000
 _SHOWN_DERIVED = {"first_cursor", "waiting"}  # as_dict shows them its way
@@ -59,7 +58,7 @@ class WorkspaceReport:
     last_error: str | None
     last_possible_duplicate_at: datetime | None
     in_flight: Mapping[str, Any] | None
-    # The workspace's own clock (wa_export.schedule), each with where it comes from (workspace_settings.Resolved.where).
+    # The workspace's own clock (workspace_settings), each with where it comes from (workspace_settings.Resolved.where).
     time_zone: str
     time_zone_from: str
     schedule: str

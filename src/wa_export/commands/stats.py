@@ -15,14 +15,13 @@ from pymongo import DESCENDING
 from wa_export.clock import as_utc_or_none, utc_now
 from wa_export.export.rows import STATUS_UNKNOWN, STATUSES, status_of
 from wa_export.recipients import Recipients, recipients_for
-from wa_export.schedule import Schedule
 from wa_export.settings import Settings
 from wa_export.store.arrivals import in_chunks
 from wa_export.store.connection import Store, Workspace, mongo_errors, open_store, parse_workspace_id
 from wa_export.store.ownership import both_forms, chats_of_workspace
 from wa_export.units import count_or_zero
 from wa_export.workbook_password import workbook_password
-from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, Resolved, resolve
+from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, Resolved, Schedule, resolve
 
 
 @dataclass(frozen=True)

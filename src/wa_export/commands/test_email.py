@@ -10,13 +10,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from wa_export.addresses import parse_address_list
 from wa_export.clock import utc_now
 from wa_export.errors import ExitCode, UsageProblem
 from wa_export.mail.errors import MailError, MailStep, refusal
 from wa_export.mail.message import OutgoingMail, check_recipients, check_sendable
 from wa_export.mail.transport import MailSender, tls_mode
-from wa_export.recipients import Recipients, from_environment, missing_hint, recipients_for
+from wa_export.recipients import Recipients, from_environment, missing_hint, parse_address_list, recipients_for
 from wa_export.settings import Settings
 from wa_export.store.connection import mongo_errors, open_store, parse_workspace_id
 from wa_export.units import local_time

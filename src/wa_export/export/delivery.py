@@ -21,24 +21,24 @@ from typing import Any
 from bson import ObjectId
 from pymongo.errors import ConnectionFailure, PyMongoError
 
+from wa_export.clock import Timer, TimerThread
 from wa_export.export.email_text import compose_export_mail
 from wa_export.export.plan import AMBIGUOUS_CHAT, CURSOR_AHEAD, NOTHING_NEW, WorkItem, not_due_result
 from wa_export.export.results import RunContext, WorkspaceResult
 from wa_export.export.rows import Row, RowStats, message_rows
 from wa_export.mail.errors import MailError
 from wa_export.mail.message import encoded_attachment_size
-from wa_export.schedule import decide
 from wa_export.settings import Settings
 from wa_export.store import arrivals, logs, ownership
 from wa_export.store.arrivals import Key
 from wa_export.store.connection import Chat, Workspace
 from wa_export.store.state import KEEP_IN_FLIGHT, InFlight, Lease, LeaseLost, acquire_lease
-from wa_export.timers import Timer, TimerThread
 from wa_export.units import count_noun
 from wa_export.workbook.fingerprint import Fingerprint, fingerprint
 from wa_export.workbook.naming import publish_path_candidates, slugify, workspace_folder
 from wa_export.workbook.publish import unlink_quietly
 from wa_export.workbook.writer import WorkbookWriter
+from wa_export.workspace_settings import decide
 
 LEASE_HELD = "another wa-export run holds this workspace's lease"
 SIZE_SAFETY = 0.9  # a too-big part is cut to this share of the rows that would just fit: one rewrite nearly always

@@ -15,13 +15,12 @@ from bson import ObjectId
 from wa_export.errors import ConfigError
 from wa_export.export.results import NO_ADDRESS, RunContext, WorkspaceResult
 from wa_export.recipients import Recipients, missing_hint
-from wa_export.schedule import Decision, Schedule, ServedSlot, decide, schedule_identity
 from wa_export.store import arrivals, logs, ownership
 from wa_export.store.arrivals import Key
 from wa_export.store.connection import Chat, Workspace
 from wa_export.store.state import FirstCursor, IdleAdvance, WorkspaceState, first_cursor, read_states
 from wa_export.units import local_time
-from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, resolve
+from wa_export.workspace_settings import SCHEDULE, TIME_ZONE, Decision, Schedule, ServedSlot, decide, resolve
 
 HORIZON_INTERVALS = 4
 HORIZON_MINIMUM = timedelta(hours=1)
@@ -115,7 +114,7 @@ def make_plan(ctx: RunContext, workspaces: Sequence[Workspace]) -> Plan:
             reason = f"{NO_ADDRESS}: {missing_hint(workspace.id, settings)}"
             plan.skipped.append(WorkspaceResult.of(workspace, "skipped", reason=reason))
         else:
-            serves = None if decision.slot is None else ServedSlot(schedule_identity(schedule, zone), decision.slot)
+            serves = None if decision.slot is None else ServedSlot(schedule.identity(zone), decision.slot)
             items.append(WorkItem(workspace, recipients, state, zone, schedule, serves))
 
     # The original service's last exports, for every workspace that needs a first cursor: one query.

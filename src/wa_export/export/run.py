@@ -13,7 +13,6 @@ from pathlib import Path
 
 from pymongo.errors import ConnectionFailure
 
-from wa_export.addresses import outside_allowed_domains, parse_address_list
 from wa_export.clock import DatabaseClock, Window, parse_time, utc_now
 from wa_export.errors import ConfigError, MongoUnavailable, SmtpNotConfigured, UsageProblem
 from wa_export.export import workers
@@ -43,7 +42,7 @@ from wa_export.export.results import (
 from wa_export.export.rows import RowStats, rows_by_timestamp
 from wa_export.mail.errors import MailError
 from wa_export.mail.message import check_sendable
-from wa_export.recipients import missing_hint
+from wa_export.recipients import missing_hint, outside_allowed_domains, parse_address_list
 from wa_export.settings import Settings
 from wa_export.store import logs
 from wa_export.store.arrivals import ArrivalKey, time_of

@@ -12,8 +12,8 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
 
-from wa_export.addresses import EMAIL_ADDRESS, outside_allowed_domains
 from wa_export.mail.errors import describe_error, refusal
+from wa_export.recipients import EMAIL_ADDRESS, outside_allowed_domains
 from wa_export.settings import Settings, sending_problems
 
 XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"

@@ -13,8 +13,8 @@ from typing import Any, Literal, get_args
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING
 
-from wa_export.addresses import split_address_list
 from wa_export.clock import as_utc_or_none
+from wa_export.recipients import split_address_list
 from wa_export.store.arrivals import Key, in_chunks, is_key
 from wa_export.store.connection import SERVICE_NAME, Document, Documents, Store, Workspace, read_fields
 from wa_export.workbook.fingerprint import Fingerprint

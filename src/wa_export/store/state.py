@@ -13,10 +13,10 @@ from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from wa_export.clock import DatabaseClock, as_utc, as_utc_or_none
-from wa_export.schedule import ServedSlot
 from wa_export.settings import Settings
 from wa_export.store.arrivals import ArrivalKey, Key, is_key, key_order
 from wa_export.store.connection import Document, Documents, Store, read_fields
+from wa_export.workspace_settings import ServedSlot
 
 DUPLICATE_KEY = 11000
 # "now" is known to within a round trip and an ObjectId's second; a later run may have moved a cursor to its end.
@@ -78,7 +78,7 @@ class WorkspaceState:  # one export_state document as a scheduled run reads it (
     pending_files: tuple[str, ...] = ()
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
-    # The latest schedule slot served, and the schedule (with its zone) that served it (wa_export.schedule).
+    # The latest schedule slot served, and the schedule (with its zone) that served it (wa_export.workspace_settings).
     served_slot: datetime | None = None
     served_schedule: str | None = None
 
