@@ -373,6 +373,28 @@ def test_move_is_refused_while_another_run_holds_the_lease(mongo_db, make_env, c
     assert cursor_moves(mongo_db) == []
 
 
+def test_state_shows_a_live_lease_with_an_odd_owner_as_held_as_runs_and_moves_treat_it(mongo_db, make_env, cli):
+    now = utcnow()
+    numbered, unnamed = add_workspace(mongo_db, "Numbered Co"), add_workspace(mongo_db, "Unnamed Co")
+    live = {"lease_expires_at": now + timedelta(minutes=10), "cursor": "bogus", "cursor_source": 7}
+    mongo_db.export_state.insert_one({"_id": str(numbered), "lease_owner": 5, **live})
+    mongo_db.export_state.insert_one({"_id": str(unnamed), "lease_owner": "", **live})
+
+    document = parse_json(cli(["state", "--json"], env=make_env()))
+    shown = {w["workspace_id"]: w for w in document["workspaces"]}
+    assert shown[str(numbered)]["lease_held"] is True and shown[str(numbered)]["lease_owner"] == "5"
+    assert shown[str(unnamed)]["lease_held"] is True and shown[str(unnamed)]["lease_owner"] == ""
+    assert shown[str(numbered)]["cursor_source"] is None  # the stored cursor is no key: no source to show
+    moved = cli(["state", str(numbered), "--move-to", (now - timedelta(hours=1)).isoformat()], env=make_env())
+    assert moved.returncode == 1 and "being exported by 5" in moved.stderr  # the same lease, the same verdict
+
+
+def test_a_move_without_a_workspace_asks_for_it_before_reading_its_value(make_env, cli):
+    for option in (["--move-to", "garbage"], ["--move-past", "garbage"]):
+        result = cli(["state", *option], env=make_env())
+        assert result.returncode == 2 and "give its WORKSPACE_ID" in result.stderr, result.stderr
+
+
 def test_move_creates_a_cursor_then_moves_it_forward(mongo_db, make_env, cli):
     now = utcnow()
     workspace = add_workspace(mongo_db, "New Co")

@@ -149,7 +149,12 @@ def _reports(store: Store, workspaces: Sequence[Workspace], now: datetime, cap: 
             "next_run_starts_at": first.starts_at if first and first.source == "original_service" else None,
             "waiting": waiting,
             "oldest_waiting_age_seconds": None if age is None else round(max(0.0, age), 3),
-            "lease_held": known.leased_by_other(now, owner=""),  # by any run
+            # As stored, whatever its type: a lease whose owner is odd still blocks runs and moves.
+            "lease_owner": None if (owner := document.get("lease_owner")) is None else str(owner),
+            "lease_held": owner is not None and known.lease_expires_at is not None and known.lease_expires_at > now,
+            "cursor_source": None
+            if cursor_key is None or (source := document.get("cursor_source")) is None
+            else str(source),
             "last_error": redact(str(last_error), settings.secrets()) if last_error else None,
             "in_flight": in_flight if isinstance(in_flight, Mapping) and in_flight else None,
             "time_zone": str(zone.value or ""),
@@ -206,8 +211,9 @@ class CursorMove:
 
 
 def move_cursor(settings: Settings, workspace_id: str | None, to: str) -> CursorMove:
+    workspace_id = _named_workspace(workspace_id, "--move-to TIME")
     moment = parse_time(to, "--move-to", settings.export_timezone)
-    with _one_workspace(settings, workspace_id, "--move-to TIME") as (store, workspace, now):
+    with _one_workspace(settings, workspace_id) as (store, workspace, now):
         if moment > now:
             problem = f"--move-to {to!r} is later than the database clock ({local_time(now, settings, SECOND_FORMAT, zoned=True)}): a cursor there would skip messages that have not arrived yet; give a time in the past."
             raise UsageProblem(problem)
@@ -215,13 +221,14 @@ def move_cursor(settings: Settings, workspace_id: str | None, to: str) -> Cursor
 
 
 def move_cursor_past(settings: Settings, workspace_id: str | None, message_id: str) -> CursorMove:
+    workspace_id = _named_workspace(workspace_id, "--move-past MESSAGE_ID")
     try:
         message_object_id = ObjectId(message_id.strip())
     except InvalidId:
         problem = f"--move-past {message_id!r} is not a message id: expected the message's _id, {ID_FORM}."
         raise UsageProblem(problem) from None
     arrival = ArrivalKey(settings.export_arrival_field)
-    with _one_workspace(settings, workspace_id, "--move-past MESSAGE_ID") as (store, workspace, now):
+    with _one_workspace(settings, workspace_id) as (store, workspace, now):
         message = store.messages.find_one({"_id": message_object_id}, {"chat_id": 1, arrival.field: 1})
         if message is None:
             problem = f"No message with id {message_object_id} in database {settings.mongodb_database!r}; check the id (the message's _id, {ID_FORM})."
@@ -255,13 +262,18 @@ def move_cursor_past(settings: Settings, workspace_id: str | None, message_id: s
         return _move(store, workspace, now, new_key, requested, past_id, expected_cursor=document.get("cursor"))
 
 
-@contextmanager
-def _one_workspace(settings: Settings, id_: str | None, option: str) -> Iterator[tuple[Store, Workspace, datetime]]:
-    """The workspace named (its id checked before connecting), its store and the database's time."""
+def _named_workspace(id_: str | None, option: str) -> str:
+    """The WORKSPACE_ID a move needs, checked first (before the option's value and before connecting)."""
     if id_ is None:
         problem = f"{option.split()[0]} moves one workspace's cursor: give its WORKSPACE_ID, e.g. wa-export state ID {option}."
         raise UsageProblem(problem)
     parse_workspace_id(id_)
+    return id_
+
+
+@contextmanager
+def _one_workspace(settings: Settings, id_: str) -> Iterator[tuple[Store, Workspace, datetime]]:
+    """The workspace named, its store and the database's time."""
     with open_store(settings) as store, mongo_errors(settings):
         yield store, store.workspaces_by_id([id_])[0], store.database_now()
 
@@ -295,11 +307,11 @@ def _move(
         try:
             before = stored.set_moved_cursor(store, workspace.id, now, new_key, expected_cursor=expected_cursor)
         except DuplicateKeyError:  # the document did not match: a live lease, or a run moved the cursor meanwhile
-            lease = stored.read_states(store, [workspace.id]).get(workspace.id)
-            owner, expires = (lease.lease_owner, lease.lease_expires_at) if lease is not None else (None, None)
+            stored_now = stored.read_state_documents(store, [workspace.id], single=True).get(workspace.id, {})
+            owner, expires = stored_now.get("lease_owner"), as_utc_or_none(stored_now.get("lease_expires_at"))
             problem = f"The cursor of workspace {workspace.id} changed while this command ran (a run just delivered); it was not moved: run the command again."
             if expires is not None and expires > store.database_now():
-                problem = f"Workspace {workspace.id} is being exported by {owner or 'another run'} (lease until {local_time(expires, settings, SECOND_FORMAT, zoned=True)}); its cursor was not moved: run the command again once that run has finished."
+                problem = f"Workspace {workspace.id} is being exported by {str(owner) if owner not in (None, '') else 'another run'} (lease until {local_time(expires, settings, SECOND_FORMAT, zoned=True)}); its cursor was not moved: run the command again once that run has finished."
             raise WorkspaceBusy(problem) from None
     before = before or {}
     old_key = cursor if is_key(cursor := before.get("cursor")) else None
