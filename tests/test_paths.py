@@ -191,3 +191,16 @@ def test_export_file_pattern() -> None:
     ):
         assert not EXPORT_FILE_PATTERN.match(name), name
     assert not export_file_pattern_for("acme").match("acme_eu_whatsapp_messages_2024-05-01_09-05.xlsx")
+
+
+def test_an_export_dir_that_is_a_file_is_named_as_such_not_as_a_taken_folder(tmp_path: Path) -> None:
+    not_a_directory = tmp_path / "exports"
+    not_a_directory.write_text("x")
+    with pytest.raises(NotADirectoryError):  # describe_file_error then says "a regular file is in the way"
+        workspace_folder(not_a_directory, "acme", WS_A)
+
+
+@pytest.mark.parametrize("bad", ["../../x", "a/b", "Acme"])
+def test_publish_paths_refuse_a_non_slug(tmp_path: Path, bad: str) -> None:
+    with pytest.raises(ValueError):
+        next(publish_path_candidates(tmp_path, bad, datetime(2026, 3, 1, 18, 45)))

@@ -61,3 +61,10 @@ def test_every_echoing_setting_leaves_a_secret_out(tmp_path, monkeypatch):
         # A value that is no secret is still quoted back, so a typo is easy to see.
         _, problems = validate_environment(read_configuration(None, {variable: "fifteen/x"}))
         assert "'fifteen/x'" in problems[0].message, variable
+
+
+def test_a_missing_ca_file_is_named_with_home_expanded(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    _, problems = validate_environment(read_configuration(None, {"SMTP_CA_FILE": "~/missing-ca.pem"}))
+    [problem] = [p for p in problems if p.variable == "SMTP_CA_FILE"]
+    assert f"'{tmp_path / 'missing-ca.pem'}' does not exist or is not a file" in problem.message  # cron's ~ differs

@@ -248,9 +248,10 @@ def _word(written: str, words: tuple[str, ...], said: str) -> str:
 
 
 def _ca_file(written: str, env: _Environment) -> Path | None:
-    if written and not Path(written).expanduser().is_file():
-        raise ValueError("does not exist or is not a file")
-    return Path(written).expanduser() if written else None
+    path = Path(written).expanduser()  # shown expanded: under cron, ~ is the cron user's home
+    if written and not path.is_file():
+        raise ConfigError(f"SMTP_CA_FILE{env.shown(str(path))} does not exist or is not a file.")
+    return path if written else None
 
 
 def _document_path(written: str, holds: str, example: str) -> str | None:

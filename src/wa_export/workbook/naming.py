@@ -148,6 +148,8 @@ def workspace_folder(export_dir: Path, slug: str, workspace_id: str, *, adopt_un
         if not (folder.exists() or folder.is_symlink()):
             _make_private_dir(folder)
     root = export_dir.resolve(strict=True)
+    if not root.is_dir():  # EXPORT_DIR is a file: say so, not "taken by another"
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(root / slug))
     for name in dict.fromkeys([slug, f"{slug}_{ident[-8:]}", f"{slug}_{ident}"]):  # ordered, without duplicates
         candidate = root / name  # slug characters only: never outside root
         if _owned_or_claimed(candidate, workspace_id, adopt_unmarked and name == slug):  # the original's name
@@ -159,6 +161,8 @@ def workspace_folder(export_dir: Path, slug: str, workspace_id: str, *, adopt_un
 
 def publish_path_candidates(folder: Path, slug: str, run_time_local: datetime) -> Iterator[Path]:
     """The base file name, then ``_2``, ``_3``, ... (finite) for the same minute: for ``WorkbookWriter.commit``."""
+    if not is_slug(slug):  # never a path out of the folder
+        raise ValueError(f"not a slug produced by slugify(): {slug!r}")
     base = f"{slug}_whatsapp_messages_{run_time_local:%Y-%m-%d_%H-%M}"
     yield Path(folder) / f"{base}.xlsx"
     for sequence in range(2, MAX_SAME_MINUTE_FILES + 1):
