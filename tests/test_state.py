@@ -20,6 +20,7 @@ from seeding import add_arrived, add_chat, add_workspace, message_doc, utcnow
 from wa_export.commands import state as state_command
 from wa_export.settings import load_settings
 from wa_export.store.connection import SERVICE_NAME
+from wa_export.store.state import WorkspaceState
 
 KOLKATA = ZoneInfo("Asia/Kolkata")
 PHONE = "+4915112345678"
@@ -387,6 +388,12 @@ def test_state_shows_a_live_lease_with_an_odd_owner_as_held_as_runs_and_moves_tr
     assert shown[str(numbered)]["cursor_source"] is None  # the stored cursor is no key: no source to show
     moved = cli(["state", str(numbered), "--move-to", (now - timedelta(hours=1)).isoformat()], env=make_env())
     assert moved.returncode == 1 and "being exported by 5" in moved.stderr  # the same lease, the same verdict
+
+    # The one rule, as the lease's conditional write judges it: an expiry ahead holds it, whoever is named (or nobody).
+    nameless = WorkspaceState.from_document("w", {"lease_expires_at": now + timedelta(minutes=1)})
+    assert nameless.lease_held(now) and nameless.leased_by_other(now, "this-run")  # a dry run reports it leased
+    assert WorkspaceState.from_document("w", {"lease_owner": 5}).lease_owner == "5"
+    assert not WorkspaceState.from_document("w", {"lease_owner": "a", "lease_expires_at": now}).lease_held(now)
 
 
 def test_a_move_without_a_workspace_asks_for_it_before_reading_its_value(make_env, cli):

@@ -149,9 +149,8 @@ def _reports(store: Store, workspaces: Sequence[Workspace], now: datetime, cap: 
             "next_run_starts_at": first.starts_at if first and first.source == "original_service" else None,
             "waiting": waiting,
             "oldest_waiting_age_seconds": None if age is None else round(max(0.0, age), 3),
-            # As stored, whatever its type: a lease whose owner is odd still blocks runs and moves.
-            "lease_owner": None if (owner := document.get("lease_owner")) is None else str(owner),
-            "lease_held": owner is not None and known.lease_expires_at is not None and known.lease_expires_at > now,
+            "lease_owner": known.lease_owner,
+            "lease_held": known.lease_held(now),
             "cursor_source": None
             if cursor_key is None or (source := document.get("cursor_source")) is None
             else str(source),
@@ -307,11 +306,10 @@ def _move(
         try:
             before = stored.set_moved_cursor(store, workspace.id, now, new_key, expected_cursor=expected_cursor)
         except DuplicateKeyError:  # the document did not match: a live lease, or a run moved the cursor meanwhile
-            stored_now = stored.read_state_documents(store, [workspace.id], single=True).get(workspace.id, {})
-            owner, expires = stored_now.get("lease_owner"), as_utc_or_none(stored_now.get("lease_expires_at"))
+            lease = stored.read_states(store, [workspace.id]).get(workspace.id, stored.WorkspaceState(workspace.id))
             problem = f"The cursor of workspace {workspace.id} changed while this command ran (a run just delivered); it was not moved: run the command again."
-            if expires is not None and expires > store.database_now():
-                problem = f"Workspace {workspace.id} is being exported by {str(owner) if owner not in (None, '') else 'another run'} (lease until {local_time(expires, settings, SECOND_FORMAT, zoned=True)}); its cursor was not moved: run the command again once that run has finished."
+            if lease.lease_held(store.database_now()):
+                problem = f"Workspace {workspace.id} is being exported by {lease.lease_owner or 'another run'} (lease until {local_time(lease.lease_expires_at, settings, SECOND_FORMAT, zoned=True)}); its cursor was not moved: run the command again once that run has finished."
             raise WorkspaceBusy(problem) from None
     before = before or {}
     old_key = cursor if is_key(cursor := before.get("cursor")) else None

@@ -86,7 +86,9 @@ class WorkspaceState:  # one export_state document as a scheduled run reads it (
     def from_document(cls, workspace_id: str, document: Mapping[str, Any]) -> WorkspaceState:
         cursor = document.get("cursor")
         cursor = as_utc(cursor) if isinstance(cursor, datetime) else cursor
+        owner = document.get("lease_owner")  # named as stored, whatever its type: it still holds the lease
         fixed = {"workspace_id": workspace_id, "exists": True, "cursor": cursor}
+        fixed["lease_owner"] = None if owner is None else str(owner)
         return cls(**read_fields(cls, document, in_flight=InFlight.from_document(document.get("in_flight")), **fixed))
 
     @property
@@ -103,10 +105,13 @@ class WorkspaceState:  # one export_state document as a scheduled run reads it (
         """A failed delivery or an unknown outcome waits: the next run must look at this workspace."""
         return self.consecutive_failures > 0 or self.in_flight is not None
 
+    def lease_held(self, now: datetime) -> bool:
+        """As the lease's conditional write judges it (`lease_is_free`): an expiry still ahead, whoever is named."""
+        return self.lease_expires_at is not None and self.lease_expires_at > now
+
     def leased_by_other(self, now: datetime, owner: str) -> bool:
         """Another run holds a live lease (a dry run, which takes none, reports it as the real run would)."""
-        expires = self.lease_expires_at
-        return self.lease_owner not in (None, owner) and expires is not None and expires > now
+        return self.lease_held(now) and self.lease_owner != owner
 
 
 def read_states(store: Store, workspace_ids: Sequence[str] | None = None) -> dict[str, WorkspaceState]:
